@@ -1,0 +1,239 @@
+"""SMS text rules of GSM 03.38: encoding, segment count and GSM-7 suggestions.
+
+A message is GSM-7 when every character is in the default alphabet or its
+extension table, and UCS-2 otherwise. GSM-7 fits 160 septets in a single SMS
+and 153 per part when concatenated; an extension character takes two septets
+(escape plus character) and its pair is never split across parts. UCS-2 fits
+70 UTF-16 code units in a single SMS and 67 per part; a surrogate pair is
+never split. Segments are counted by packing the actual parts, because a pair
+that would straddle a part boundary moves whole to the next part and can add
+a segment that plain division would miss.
+
+This module has no Django import so that the web UI, the API and the send
+pipeline can share it and its tests run without a database.
+"""
+
+import unicodedata
+from dataclasses import asdict, dataclass
+
+GSM7 = "GSM7"
+UCS2 = "UCS2"
+
+MAX_SEGMENTS = 10
+
+# The GSM 03.38 default alphabet in code order, 0x00-0x7F. 0x1B is left out:
+# it is the escape to the extension table, not a character of its own.
+_GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅå"
+    "Δ_ΦΓΛΩΠΨΣΘΞÆæßÉ"
+    " !\"#¤%&'()*+,-./"
+    "0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNO"
+    "PQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmno"
+    "pqrstuvwxyzäöñüà"
+)
+# Characters of the extension table that phones actually render; each is sent
+# as escape plus character, so it costs two septets.
+_GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+_GSM7 = _GSM7_BASIC | _GSM7_EXTENSION
+
+_SINGLE_PART_UNITS = {GSM7: 160, UCS2: 70}
+# A concatenated part gives up room to its User Data Header (6 octets).
+_CONCATENATED_PART_UNITS = {GSM7: 153, UCS2: 67}
+
+_ZERO_WIDTH = "\u200b\u200c\u200d\ufeff"
+_UNICODE_SPACES = "\t\u00a0\u202f" + "".join(chr(c) for c in range(0x2000, 0x200B))
+
+# Look-alikes that word processors and chat apps put into otherwise plain
+# Indonesian text, each of which alone would turn the message into UCS-2.
+_REPLACEMENTS = {
+    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u2039\u203a`\u00b4", "'"),
+    **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"'),
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2022", "-"),
+    "\u2026": "...",
+    **dict.fromkeys(_UNICODE_SPACES, " "),
+    **dict.fromkeys(_ZERO_WIDTH, ""),
+}
+_BLANK_REMOVALS = str.maketrans(dict.fromkeys(_ZERO_WIDTH))
+
+# Control characters have no Unicode name; these are the ones likely to be
+# pasted into a text.
+_CONTROL_NAMES = {
+    "\t": "CHARACTER TABULATION",
+    "\x0b": "LINE TABULATION",
+    "\x1b": "ESCAPE",
+}
+
+
+class TextError(ValueError):
+    """Text that cannot be sent as a campaign SMS; the message says why."""
+
+
+@dataclass(frozen=True)
+class NonGsmChar:
+    """A character outside GSM-7 and what the suggestion puts in its place.
+
+    ``position`` is the index in the Python string. ``replacement`` is the
+    GSM-7 text that stands in for the character ("" when it is removed), or
+    None when there is none.
+    """
+
+    char: str
+    position: int
+    name: str
+    replacement: str | None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Encoding, size and parts of an SMS text, with a GSM-7 suggestion.
+
+    ``units`` are septets for GSM-7 and UTF-16 code units for UCS-2.
+    ``per_segment`` is the part size in force: the single-SMS size when the
+    text fits one part, the concatenated size otherwise. ``remaining`` is the
+    number of units left in the last part before another part is needed.
+    ``suggestion`` is the text with every known GSM-7 replacement applied, or
+    None when no replacement applies; it may still be UCS-2 if characters
+    without a replacement remain, which ``suggestion_encoding`` tells.
+    """
+
+    encoding: str
+    length: int
+    units: int
+    segments: int
+    per_segment: int
+    remaining: int
+    non_gsm: list[NonGsmChar]
+    suggestion: str | None
+    suggestion_encoding: str | None
+    suggestion_segments: int | None
+    parts: list[str]
+
+    def as_dict(self) -> dict:
+        """Return the analysis as a JSON-ready dict."""
+        return asdict(self)
+
+
+def is_gsm7(text: str) -> bool:
+    """Return whether every character of the text is in GSM-7 (basic or extension)."""
+    return all(char in _GSM7 for char in text)
+
+
+def split_parts(text: str) -> list[str]:
+    """Return the text split into the parts that would be sent, in order."""
+    return _pack(text, _encoding_of(text))
+
+
+def analyze(text: str, *, max_segments: int = MAX_SEGMENTS) -> Analysis:
+    """Return the encoding, size, parts and GSM-7 suggestion of an SMS text.
+
+    Raise TextError when the text is blank or needs more than
+    ``max_segments`` segments.
+    """
+    if max_segments < 1:
+        raise ValueError(f"max_segments must be at least 1, not {max_segments}.")
+    # Zero-width characters count as blank: a text of only those shows
+    # nothing on the phone.
+    if not text.translate(_BLANK_REMOVALS).strip():
+        raise TextError("Text is empty.")
+
+    encoding = _encoding_of(text)
+    parts = _pack(text, encoding)
+    segments = len(parts)
+    if segments > max_segments:
+        raise TextError(f"Text needs {segments} segments; the maximum is {max_segments}.")
+    if segments == 1:
+        per_segment = _SINGLE_PART_UNITS[encoding]
+    else:
+        per_segment = _CONCATENATED_PART_UNITS[encoding]
+
+    non_gsm = [
+        NonGsmChar(
+            char=char,
+            position=position,
+            name=_char_name(char),
+            replacement=_gsm7_replacement(char),
+        )
+        for position, char in enumerate(text)
+        if char not in _GSM7
+    ]
+    suggestion = suggestion_encoding = suggestion_segments = None
+    if any(item.replacement is not None for item in non_gsm):
+        characters = list(text)
+        for item in non_gsm:
+            if item.replacement is not None:
+                characters[item.position] = item.replacement
+        suggestion = "".join(characters)
+        suggestion_encoding = _encoding_of(suggestion)
+        suggestion_segments = len(_pack(suggestion, suggestion_encoding))
+
+    return Analysis(
+        encoding=encoding,
+        length=len(text),
+        units=_units(text, encoding),
+        segments=segments,
+        per_segment=per_segment,
+        remaining=per_segment - _units(parts[-1], encoding),
+        non_gsm=non_gsm,
+        suggestion=suggestion,
+        suggestion_encoding=suggestion_encoding,
+        suggestion_segments=suggestion_segments,
+        parts=parts,
+    )
+
+
+def content_cost(segments: int, recipients: int, tariff: int) -> int:
+    """Return the content cost in rupiah at ``tariff`` rupiah per segment sent."""
+    if segments < 0 or recipients < 0 or tariff < 0:
+        raise ValueError("Segments, recipients and tariff must not be negative.")
+    return segments * recipients * tariff
+
+
+def _encoding_of(text: str) -> str:
+    return GSM7 if is_gsm7(text) else UCS2
+
+
+def _unit_cost(char: str, encoding: str) -> int:
+    if encoding == GSM7:
+        return 2 if char in _GSM7_EXTENSION else 1
+    # Outside the Basic Multilingual Plane, UTF-16 needs a surrogate pair.
+    return 2 if ord(char) > 0xFFFF else 1
+
+
+def _units(text: str, encoding: str) -> int:
+    return sum(_unit_cost(char, encoding) for char in text)
+
+
+def _pack(text: str, encoding: str) -> list[str]:
+    """Split the text greedily into parts, never splitting a character's units."""
+    if not text:
+        return []
+    if _units(text, encoding) <= _SINGLE_PART_UNITS[encoding]:
+        return [text]
+    part_size = _CONCATENATED_PART_UNITS[encoding]
+    parts = []
+    start = used = 0
+    for position, char in enumerate(text):
+        cost = _unit_cost(char, encoding)
+        if used + cost > part_size:
+            parts.append(text[start:position])
+            start, used = position, 0
+        used += cost
+    parts.append(text[start:])
+    return parts
+
+
+def _char_name(char: str) -> str:
+    return unicodedata.name(char, "") or _CONTROL_NAMES.get(char) or f"U+{ord(char):04X}"
+
+
+def _gsm7_replacement(char: str) -> str | None:
+    if char in _REPLACEMENTS:
+        return _REPLACEMENTS[char]
+    # An accented Latin letter outside GSM-7 (á, ç, ã) falls back to its base
+    # letter; the accented letters GSM-7 has (é, à) never reach this point.
+    base = "".join(part for part in unicodedata.normalize("NFD", char) if not unicodedata.combining(part))
+    if base and base != char and is_gsm7(base):
+        return base
+    return None

@@ -1,0 +1,401 @@
+import json
+
+import pytest
+
+from smsblast.sms import (
+    MAX_SEGMENTS,
+    Analysis,
+    NonGsmChar,
+    TextError,
+    analyze,
+    content_cost,
+    is_gsm7,
+    split_parts,
+)
+
+MASKER = (
+    "Warga Kab. Blitar yang terhormat, mohon tetap memakai masker dan menjaga "
+    "jarak saat beraktivitas di luar rumah. Info: 0342-801000."
+)
+# Two UCS-2 segments only because of the curly quotes.
+VAKSIN_CURLY = (
+    "Warga Kab. Blitar yang terhormat, vaksinasi \u201cbooster\u201d gratis Sabtu 14 Mei di Puskesmas Sananwetan."
+)
+VAKSIN_PLAIN = VAKSIN_CURLY.replace("\u201c", '"').replace("\u201d", '"')
+EMOJI = "\U0001f600"  # outside the BMP: a surrogate pair in UTF-16
+
+
+def gsm(n: int) -> str:
+    """Return a GSM-7 text of n septets."""
+    return "a" * n
+
+
+def ucs2(n: int) -> str:
+    """Return a UCS-2 text of n code units: one non-GSM character, then plain."""
+    return "\u0101" + "a" * (n - 1)
+
+
+def units_of(analysis: Analysis, part: str) -> int:
+    """Return the septets or UTF-16 code units a part of an analysed text takes."""
+    if analysis.encoding == "GSM7":
+        return len(part) + sum(part.count(char) for char in "^{}\\[~]|\u20ac\f")
+    return len(part.encode("utf-16-le")) // 2
+
+
+@pytest.mark.parametrize(
+    ("septets", "segments"),
+    [
+        (1, 1),
+        (160, 1),
+        (161, 2),
+        (306, 2),
+        (307, 3),
+        *[(153 * n, n) for n in range(2, 11)],
+        *[(153 * n + 1, n + 1) for n in range(2, 10)],
+    ],
+)
+def test_gsm7_text_takes_one_segment_per_153_septets_beyond_160(septets, segments):
+    analysis = analyze(gsm(septets))
+
+    assert analysis.encoding == "GSM7"
+    assert analysis.units == septets
+    assert analysis.segments == segments
+    assert len(analysis.parts) == segments
+
+
+@pytest.mark.parametrize(
+    ("code_units", "segments"),
+    [
+        (1, 1),
+        (70, 1),
+        (71, 2),
+        (134, 2),
+        (135, 3),
+        *[(67 * n, n) for n in range(2, 11)],
+        *[(67 * n + 1, n + 1) for n in range(2, 10)],
+    ],
+)
+def test_ucs2_text_takes_one_segment_per_67_units_beyond_70(code_units, segments):
+    analysis = analyze(ucs2(code_units))
+
+    assert analysis.encoding == "UCS2"
+    assert analysis.units == code_units
+    assert analysis.segments == segments
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [(gsm(1530), 10), (ucs2(670), 10)],
+)
+def test_text_of_exactly_ten_segments_is_accepted(text, segments):
+    assert analyze(text).segments == segments == MAX_SEGMENTS
+
+
+@pytest.mark.parametrize("text", [gsm(1531), ucs2(671)])
+def test_text_of_eleven_segments_is_refused_with_the_count(text):
+    with pytest.raises(TextError, match=r"^Text needs 11 segments; the maximum is 10\.$"):
+        analyze(text)
+
+
+def test_a_lower_segment_limit_is_enforced():
+    with pytest.raises(TextError, match=r"^Text needs 2 segments; the maximum is 1\.$"):
+        analyze(gsm(161), max_segments=1)
+
+
+def test_a_segment_limit_below_one_is_a_programming_error():
+    with pytest.raises(ValueError, match="max_segments"):
+        analyze("Halo", max_segments=0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", " ", "   \n\t ", "\u00a0", "\u200b", " \ufeff\u200d "],
+)
+def test_blank_text_is_refused(text):
+    with pytest.raises(TextError, match=r"^Text is empty\.$"):
+        analyze(text)
+
+
+@pytest.mark.parametrize("char", ["^", "{", "}", "\\", "[", "~", "]", "|", "\u20ac", "\f"])
+def test_extension_character_costs_two_septets(char):
+    analysis = analyze("a" + char)
+
+    assert analysis.encoding == "GSM7"
+    assert analysis.length == 2
+    assert analysis.units == 3
+
+
+def test_160_characters_with_one_extension_character_need_two_segments():
+    analysis = analyze(gsm(159) + "\u20ac")
+
+    assert analysis.length == 160
+    assert analysis.units == 161
+    assert analysis.segments == 2
+
+
+def test_extension_character_straddling_a_part_boundary_moves_to_the_next_part():
+    text = gsm(152) + "\u20ac" + gsm(10)
+
+    analysis = analyze(text)
+
+    assert analysis.segments == 2
+    assert analysis.parts == [gsm(152), "\u20ac" + gsm(10)]
+    assert analyze(analysis.parts[0]).units == 152
+
+
+def test_extension_character_straddling_a_boundary_can_add_a_segment():
+    # 306 septets would be two parts by division, but the "[" cannot sit
+    # across the boundary after 152 septets, which pushes one "a" into a third.
+    text = gsm(152) + "[" + gsm(152)
+
+    analysis = analyze(text)
+
+    assert analysis.units == 306
+    assert analysis.segments == 3
+    assert analysis.parts == [gsm(152), "[" + gsm(151), "a"]
+
+
+def test_emoji_straddling_a_part_boundary_moves_to_the_next_part():
+    text = gsm(66) + EMOJI + gsm(10)
+
+    analysis = analyze(text)
+
+    assert analysis.encoding == "UCS2"
+    assert analysis.parts == [gsm(66), EMOJI + gsm(10)]
+
+
+def test_emoji_straddling_a_boundary_can_add_a_segment():
+    text = gsm(66) + EMOJI + gsm(66)
+
+    analysis = analyze(text)
+
+    assert analysis.units == 134
+    assert analysis.segments == 3
+    assert analysis.parts == [gsm(66), EMOJI + gsm(65), "a"]
+
+
+@pytest.mark.parametrize(
+    ("text", "per_segment", "remaining"),
+    [
+        (gsm(100), 160, 60),
+        (gsm(160), 160, 0),
+        (gsm(161), 153, 145),
+        (gsm(306), 153, 0),
+        (ucs2(50), 70, 20),
+        (ucs2(71), 67, 63),
+        (gsm(66) + EMOJI + gsm(10), 67, 55),
+    ],
+)
+def test_remaining_counts_units_left_in_the_last_part(text, per_segment, remaining):
+    analysis = analyze(text)
+
+    assert analysis.per_segment == per_segment
+    assert analysis.remaining == remaining
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        MASKER,
+        MASKER * 5,
+        (gsm(152) + "[") * 4,
+        (gsm(66) + EMOJI) * 5,
+        VAKSIN_CURLY * 4,
+        "\u20ac" * 400,
+    ],
+)
+def test_parts_join_to_the_text_and_fit_their_part_size(text):
+    analysis = analyze(text)
+
+    assert "".join(analysis.parts) == text
+    assert split_parts(text) == analysis.parts
+    for part in analysis.parts:
+        assert units_of(analysis, part) <= analysis.per_segment
+
+
+def test_split_parts_of_empty_text_is_no_parts():
+    assert split_parts("") == []
+
+
+def test_indonesian_plain_text_is_one_gsm7_segment_without_suggestion():
+    analysis = analyze(MASKER)
+
+    assert analysis.encoding == "GSM7"
+    assert analysis.segments == 1
+    assert analysis.parts == [MASKER]
+    assert analysis.non_gsm == []
+    assert analysis.suggestion is None
+    assert analysis.suggestion_encoding is None
+    assert analysis.suggestion_segments is None
+
+
+def test_curly_quotes_turn_text_ucs2_and_the_suggestion_fits_one_gsm7_segment():
+    analysis = analyze(VAKSIN_CURLY)
+
+    assert analysis.encoding == "UCS2"
+    assert analysis.segments == 2
+    assert analysis.non_gsm == [
+        NonGsmChar("\u201c", 44, "LEFT DOUBLE QUOTATION MARK", '"'),
+        NonGsmChar("\u201d", 52, "RIGHT DOUBLE QUOTATION MARK", '"'),
+    ]
+    assert VAKSIN_CURLY[44] == "\u201c"
+    assert analysis.suggestion == VAKSIN_PLAIN
+    assert analysis.suggestion_encoding == "GSM7"
+    assert analysis.suggestion_segments == 1
+
+
+def test_non_breaking_space_and_em_dash_are_named():
+    text = "Posyandu\u00a0Desa Kemloko \u2014 Senin pukul 08.00"
+
+    analysis = analyze(text)
+
+    assert [(item.char, item.name, item.replacement) for item in analysis.non_gsm] == [
+        ("\u00a0", "NO-BREAK SPACE", " "),
+        ("\u2014", "EM DASH", "-"),
+    ]
+    assert analysis.suggestion == "Posyandu Desa Kemloko - Senin pukul 08.00"
+
+
+@pytest.mark.parametrize(
+    ("char", "replacement"),
+    [
+        ("\u2018", "'"),
+        ("\u2019", "'"),
+        ("\u201a", "'"),
+        ("\u201b", "'"),
+        ("\u2032", "'"),
+        ("\u2039", "'"),
+        ("\u203a", "'"),
+        ("\u201c", '"'),
+        ("\u201d", '"'),
+        ("\u201e", '"'),
+        ("\u201f", '"'),
+        ("\u2033", '"'),
+        ("\u00ab", '"'),
+        ("\u00bb", '"'),
+        ("\u2013", "-"),
+        ("\u2014", "-"),
+        ("\u2012", "-"),
+        ("\u2015", "-"),
+        ("\u2212", "-"),
+        ("\u2022", "-"),
+        ("\u2026", "..."),
+        ("\u00a0", " "),
+        ("\u2000", " "),
+        ("\u2007", " "),
+        ("\u2009", " "),
+        ("\u200a", " "),
+        ("\u202f", " "),
+        ("\t", " "),
+        ("\u200b", ""),
+        ("\u200c", ""),
+        ("\u200d", ""),
+        ("\ufeff", ""),
+        ("\u00e1", "a"),
+        ("\u00e2", "a"),
+        ("\u00ea", "e"),
+        ("\u00ed", "i"),
+        ("\u00f3", "o"),
+        ("\u00fa", "u"),
+        ("\u00e7", "c"),
+        ("\u00e3", "a"),
+        ("\u00f5", "o"),
+        ("\u00c8", "E"),
+    ],
+)
+def test_look_alike_character_has_a_gsm7_replacement(char, replacement):
+    analysis = analyze(f"Halo{char}warga")
+
+    assert analysis.non_gsm[0].char == char
+    assert analysis.non_gsm[0].position == 4
+    assert analysis.non_gsm[0].replacement == replacement
+    assert analysis.suggestion == f"Halo{replacement}warga"
+    assert analysis.suggestion_encoding == "GSM7"
+
+
+@pytest.mark.parametrize("char", ["\u00e9", "\u00e0", "\u00fc", "\u00c7", "\u00d1", "\u00e8"])
+def test_accented_letters_of_gsm7_are_kept(char):
+    analysis = analyze(f"Caf{char}")
+
+    assert analysis.encoding == "GSM7"
+    assert analysis.suggestion is None
+
+
+def test_character_without_replacement_keeps_the_suggestion_ucs2():
+    text = "Terima kasih \u2013 selamat pagi " + EMOJI
+
+    analysis = analyze(text)
+
+    assert analysis.non_gsm[-1] == NonGsmChar(EMOJI, len(text) - 1, "GRINNING FACE", None)
+    assert analysis.suggestion == "Terima kasih - selamat pagi " + EMOJI
+    assert analysis.suggestion_encoding == "UCS2"
+
+
+def test_text_with_no_replaceable_character_has_no_suggestion():
+    analysis = analyze("Selamat pagi " + EMOJI)
+
+    assert analysis.encoding == "UCS2"
+    assert analysis.suggestion is None
+
+
+def test_suggestion_may_exceed_the_segment_limit_and_reports_its_count():
+    # An ellipsis costs one UCS-2 unit but three characters once replaced,
+    # and the emoji keeps the suggestion UCS-2: 602 units grow to 1802.
+    text = EMOJI + "\u2026" * 600
+
+    analysis = analyze(text)
+
+    assert analysis.segments == 9
+    assert analysis.suggestion_encoding == "UCS2"
+    assert analysis.suggestion_segments == 27
+
+
+def test_as_dict_is_json_serializable():
+    analysis = analyze(VAKSIN_CURLY)
+
+    data = json.loads(json.dumps(analysis.as_dict()))
+
+    assert data["encoding"] == "UCS2"
+    assert data["segments"] == 2
+    assert data["parts"] == analysis.parts
+    assert data["suggestion_segments"] == 1
+    assert data["non_gsm"][0] == {
+        "char": "\u201c",
+        "position": 44,
+        "name": "LEFT DOUBLE QUOTATION MARK",
+        "replacement": '"',
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", True),
+        (MASKER, True),
+        ("@\u00a3$\u00a5\u00e8\u00e9\u00f9\u00ec\u00f2\u00c7\n\u00d8\u00f8\r\u00c5\u00e5", True),
+        ("\u0394_\u03a6\u0393\u039b\u03a9\u03a0\u03a8\u03a3\u0398\u039e\u00c6\u00e6\u00df\u00c9", True),
+        ("\u00a4\u00a1\u00c4\u00d6\u00d1\u00dc\u00a7\u00bf\u00e4\u00f6\u00f1\u00fc\u00e0", True),
+        ("^{}\\[~]|\u20ac\f", True),
+        ("`", False),
+        ("\x1b", False),
+        ("\u00e7", False),
+        ("\u03b1", False),
+        ("\u2019", False),
+        (EMOJI, False),
+    ],
+)
+def test_is_gsm7_follows_the_03_38_alphabet(text, expected):
+    assert is_gsm7(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("segments", "recipients", "tariff", "cost"),
+    [(1, 1, 350, 350), (2, 1000, 350, 700_000), (0, 5, 350, 0)],
+)
+def test_content_cost_is_segments_times_recipients_times_tariff(segments, recipients, tariff, cost):
+    assert content_cost(segments, recipients, tariff) == cost
+
+
+def test_negative_content_cost_inputs_are_refused():
+    with pytest.raises(ValueError):
+        content_cost(-1, 10, 350)
