@@ -1,0 +1,47 @@
+# smsblast: `make run` starts everything locally, `make test` runs lint and the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export DJANGO_SETTINGS_MODULE ?= config.settings.dev
+
+.PHONY: run test lint install migrate demo assets bench-dispatch bench-import clean
+
+$(VENV)/.installed: requirements.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+assets: install
+	mkdir -p var
+	$(PY) manage.py compilemessages --ignore=.venv -v 0
+	$(PY) manage.py collectstatic --noinput -v 0
+
+migrate: install
+	mkdir -p var
+	$(PY) manage.py migrate --noinput -v 0
+
+demo: migrate
+	$(PY) manage.py seed_demo
+
+run: assets demo
+	$(PY) -m config.devstack
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) manage.py makemigrations --check --dry-run
+
+test: lint assets
+	DJANGO_SETTINGS_MODULE=config.settings.test $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench-dispatch: install
+	$(PY) bench/dispatch.py $(BENCH_ARGS)
+
+bench-import: install
+	$(PY) bench/import_subscribers.py $(BENCH_ARGS)
+
+clean:
+	rm -rf var staticfiles

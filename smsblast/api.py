@@ -1,0 +1,34 @@
+"""Shared REST API pieces: errors that always carry a message."""
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import status
+from rest_framework.exceptions import APIException
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class Conflict(APIException):
+    """The object is not in a state that allows this action (409)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The object is not in a state that allows this action."
+    default_code = "conflict"
+
+
+def exception_handler(exc, context):
+    """Turn service errors into 4xx answers with a `detail` message."""
+    from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
+
+    if isinstance(exc, ServiceConflict):
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, ServiceForbidden):
+        return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+    if isinstance(exc, ServiceInvalid):
+        return Response({"detail": str(exc), "errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DjangoValidationError):
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+        return Response(detail, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DjangoPermissionDenied):
+        return Response({"detail": str(exc) or "Forbidden."}, status=status.HTTP_403_FORBIDDEN)
+    return drf_exception_handler(exc, context)

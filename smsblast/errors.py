@@ -1,0 +1,21 @@
+"""Errors services raise; the API maps them to 409, 403 and 400 with their message."""
+
+
+class ServiceError(Exception):
+    """A refused action, with a message meant for the person who asked."""
+
+
+class ServiceConflict(ServiceError):
+    """Wrong state for the action, or a stale content hash (409)."""
+
+
+class ServiceForbidden(ServiceError):
+    """The user's role or relation to the object does not allow the action (403)."""
+
+
+class ServiceInvalid(ServiceError):
+    """Bad input (400); `errors` maps field names to messages."""
+
+    def __init__(self, message: str, errors: dict | None = None):
+        super().__init__(message)
+        self.errors = errors or {}

@@ -1,0 +1,141 @@
+"""Load the demo: users per role, Kab. Blitar, the four operators and 20,000 subscribers."""
+
+import random
+import secrets
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from operators.models import Operator
+from smsblast.fixtures import demo
+from smsblast.models import Area, AreaLevel, Role, Subscriber, User
+from smsblast.phones import carrier_prefixes
+from smsblast.roles import role_groups_sync, user_role_set
+from smsblast.text import search_key
+
+DEMO_USERS = [
+    ("officer", Role.OFFICER, "officer-demo"),
+    ("officer2", Role.OFFICER, "officer2-demo"),
+    ("approver", Role.APPROVER, "approver-demo"),
+    ("admin", Role.ADMIN, "admin-demo"),
+    ("telkomsel", Role.OPERATOR, "telkomsel-demo"),
+]
+
+
+class Command(BaseCommand):
+    help = "Load demo users, Kab. Blitar, the four operators and synthetic subscribers (re-runnable)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--subscribers", type=int, default=20_000)
+        parser.add_argument(
+            "--simulator-url", default="http://127.0.0.1:9100", help="Base URL of the operator simulator."
+        )
+
+    def handle(self, *args, subscribers: int, simulator_url: str, **options):
+        with transaction.atomic():
+            role_groups_sync()
+            users = self.seed_users()
+            self.seed_areas()
+            operators = self.seed_operators(simulator_url, users)
+        created = self.seed_subscribers(operators, subscribers)
+        self.stdout.write(self.style.SUCCESS(f"Demo data ready ({created} new subscribers)."))
+        for username, role, password in DEMO_USERS:
+            self.stdout.write(f"  {role:9} {username} / {password}")
+
+    def seed_users(self) -> dict[str, User]:
+        users = {}
+        for username, role, password in DEMO_USERS:
+            user, created = User.objects.get_or_create(username=username)
+            if created:
+                # Well-known demo passwords; they exist only in the local demo database.
+                user.set_password(password)
+                user.save()
+            user_role_set(user=user, role=role)
+            users[username] = user
+        return users
+
+    def seed_areas(self) -> None:
+        province = Area.objects.update_or_create(
+            code=demo.PROVINCE[0],
+            defaults={
+                "name": demo.PROVINCE[1],
+                "search_name": search_key(demo.PROVINCE[1]),
+                "level": AreaLevel.PROVINSI,
+            },
+        )[0]
+        code, name, population = demo.REGENCY
+        regency = Area.objects.update_or_create(
+            code=code,
+            defaults={
+                "name": name,
+                "search_name": search_key(name),
+                "level": AreaLevel.KABUPATEN,
+                "parent": province,
+                "population": population,
+            },
+        )[0]
+        for code, name in demo.KECAMATAN:
+            Area.objects.update_or_create(
+                code=code,
+                defaults={
+                    "name": name,
+                    "search_name": search_key(name),
+                    "level": AreaLevel.KECAMATAN,
+                    "parent": regency,
+                },
+            )
+
+    def seed_operators(self, simulator_url: str, users: dict[str, User]) -> list[tuple[Operator, float, list[str]]]:
+        prefixes_by_slug: dict[str, list[str]] = {}
+        for prefix, slug in sorted(carrier_prefixes().items()):
+            prefixes_by_slug.setdefault(slug, []).append(prefix)
+        seeded = []
+        for slug, name, share, sps, tariff in demo.OPERATORS:
+            operator, created = Operator.objects.get_or_create(
+                slug=slug,
+                defaults={
+                    "name": name,
+                    "segments_per_second": sps,
+                    "tariff_per_segment": tariff,
+                    # Random per database: demo credentials are never in the repository.
+                    "api_key": secrets.token_urlsafe(24),
+                    "signing_secret": secrets.token_urlsafe(32),
+                    "is_test_endpoint": True,
+                },
+            )
+            operator.prefixes = prefixes_by_slug.get(slug, [])
+            operator.base_url = f"{simulator_url.rstrip('/')}/{slug}"
+            if slug in users:
+                operator.user = users[slug]
+            operator.save()
+            seeded.append((operator, share, operator.prefixes))
+        return seeded
+
+    def seed_subscribers(self, operators, count: int) -> int:
+        existing = Subscriber.objects.count()
+        if existing >= count:
+            return 0
+        rng = random.Random(settings.SECRET_KEY[:0] + "smsblast-demo")  # deterministic numbers
+        kecamatan = [code for code, _ in demo.KECAMATAN]
+        weights = [share for _, share, _ in operators]
+        rows, seen = [], set(Subscriber.objects.values_list("msisdn", flat=True))
+        while len(seen) < count:
+            operator, _, prefixes = rng.choices(operators, weights=weights)[0]
+            if not prefixes:
+                continue
+            prefix = rng.choice(prefixes)
+            msisdn = "+" + prefix + "".join(rng.choices("0123456789", k=13 - len(prefix)))
+            if msisdn in seen:
+                continue
+            seen.add(msisdn)
+            rows.append(
+                Subscriber(
+                    msisdn=msisdn,
+                    area_id=rng.choice(kecamatan),
+                    operator=operator,
+                    language="id" if rng.random() < 0.97 else "en",
+                )
+            )
+        Subscriber.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
+        return len(rows)

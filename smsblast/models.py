@@ -1,0 +1,170 @@
+"""Core records: users and roles, areas, subscribers, API tokens and the audit trail."""
+
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.db.models import Q
+
+
+class Role(models.TextChoices):
+    OFFICER = "officer"  # Dinas Kominfo staff: composes, schedules, watches campaigns
+    APPROVER = "approver"  # Satgas chair: approves or rejects what officers submit
+    OPERATOR = "operator"  # a cellular operator, API only, scoped to its own data
+    ADMIN = "admin"  # system administrator
+
+
+class User(AbstractUser):
+    """A person or an operator's API identity; the role is the user's group."""
+
+    def has_role(self, *roles: str) -> bool:
+        if not self.is_active:
+            return False
+        if self.is_superuser and Role.ADMIN in roles:
+            return True
+        return self.role in roles
+
+    @property
+    def role(self) -> str | None:
+        cached = getattr(self, "_role_cache", None)
+        if cached is None:
+            names = {g.name for g in self.groups.all()}
+            cached = next((r.value for r in Role if r.value in names), "")
+            if not cached and self.is_superuser:
+                cached = Role.ADMIN.value
+            self._role_cache = cached
+        return cached or None
+
+
+class ApiToken(models.Model):
+    """A bearer token for the REST API; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    key_hash = models.CharField(max_length=64, unique=True)
+    # First characters of the key, so an admin can tell tokens apart without the secret.
+    prefix = models.CharField(max_length=8)
+    name = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.prefix}…"
+
+
+class AreaLevel(models.TextChoices):
+    PROVINSI = "provinsi"  # province, code "35"
+    KABUPATEN = "kabupaten"  # regency or city, code "35.05"
+    KECAMATAN = "kecamatan"  # district, code "35.05.01"
+    DESA = "desa"  # village or kelurahan, code "35.05.01.2001"
+
+
+class AreaQuerySet(models.QuerySet):
+    def within(self, codes) -> "AreaQuerySet":
+        """Return the areas with these codes and everything below them (one indexed query)."""
+        return self.filter(area_subtree_q("code", codes))
+
+
+def area_subtree_q(field: str, codes) -> Q:
+    """Return a Q matching `field` equal to any code or lying below it (dotted prefix)."""
+    q = Q(pk__in=[])
+    for code in codes:
+        q |= Q(**{field: code}) | Q(**{f"{field}__startswith": f"{code}."})
+    return q
+
+
+class Area(models.Model):
+    """A Kemendagri 2025 administrative area; its code is its key and its ancestry."""
+
+    code = models.CharField(max_length=13, primary_key=True)
+    name = models.CharField(max_length=100)
+    # Lower-case, accent-free name for search.
+    search_name = models.CharField(max_length=100, db_index=True)
+    level = models.CharField(max_length=10, choices=AreaLevel.choices)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    population = models.BigIntegerField(null=True, blank=True)
+    # GeoJSON geometry (Polygon or MultiPolygon, lng/lat) when a boundary is known.
+    boundary = models.JSONField(null=True, blank=True)
+
+    objects = AreaQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["code"]
+        indexes = [
+            # varchar_pattern_ops makes `code LIKE '35.05.%'` an index range scan on PostgreSQL.
+            models.Index(fields=["code"], name="area_code_prefix_idx", opclasses=["varchar_pattern_ops"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name}"
+
+    @property
+    def province_code(self) -> str:
+        return self.code.split(".")[0]
+
+
+class Subscriber(models.Model):
+    """A phone number that may receive targeted campaigns."""
+
+    msisdn = models.CharField(max_length=16, unique=True)  # E.164, "+62812..."
+    # area_id holds the Kemendagri code itself, so subtree filters need no join.
+    area = models.ForeignKey(Area, null=True, blank=True, on_delete=models.PROTECT, related_name="subscribers")
+    operator = models.ForeignKey(
+        "operators.Operator", null=True, blank=True, on_delete=models.SET_NULL, related_name="subscribers"
+    )
+    name = models.CharField(max_length=120, blank=True)
+    language = models.CharField(max_length=8, default="id")
+    opted_out_at = models.DateTimeField(null=True, blank=True)
+    # Optional home coordinates, for polygon targeting.
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["area"], name="subscriber_area_prefix_idx", opclasses=["varchar_pattern_ops"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.msisdn
+
+
+class AuditQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionDenied("Audit events are append-only.")
+
+    def delete(self):
+        raise PermissionDenied("Audit events are append-only.")
+
+    def bulk_update(self, *args, **kwargs):
+        raise PermissionDenied("Audit events are append-only.")
+
+
+class AuditEvent(models.Model):
+    """An append-only record of one state change: who, what, from, to, when."""
+
+    actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    from_state = models.CharField(max_length=32, blank=True)
+    to_state = models.CharField(max_length=32, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.action} {self.object_type}#{self.object_id}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionDenied("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionDenied("Audit events are append-only.")

