@@ -8,9 +8,6 @@ import time
 
 import pytest
 
-from smsblast.authentication import api_token_create
-from smsblast.models import Role
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -75,33 +72,35 @@ def make_user(username: str, role: str, password: str = "pw-secret-123"):
 
 @pytest.fixture
 def officer(db):
-    return make_user("officer1", Role.OFFICER)
+    return make_user("officer1", "officer")
 
 
 @pytest.fixture
 def officer2(db):
-    return make_user("officer2", Role.OFFICER)
+    return make_user("officer2", "officer")
 
 
 @pytest.fixture
 def approver(db):
-    return make_user("approver1", Role.APPROVER)
+    return make_user("approver1", "approver")
 
 
 @pytest.fixture
 def admin_user(db):
-    return make_user("admin1", Role.ADMIN)
+    return make_user("admin1", "admin")
 
 
 @pytest.fixture
 def operator_user(db):
-    return make_user("opuser1", Role.OPERATOR)
+    return make_user("opuser1", "operator")
 
 
 @pytest.fixture
 def api_client_for():
     """Return a factory of DRF clients authenticated with a real hashed API token."""
     from rest_framework.test import APIClient
+
+    from smsblast.authentication import api_token_create
 
     def build(user):
         client = APIClient()
