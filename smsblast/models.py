@@ -168,3 +168,62 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionDenied("Audit events are append-only.")
+
+
+class SubscriberImport(models.Model):
+    """One CSV file of subscribers being imported, with its progress and what it refused.
+
+    The file is read in chunks; each chunk's rows, counts and `lines_done` commit together, so a job
+    that stops half-way keeps whole chunks only and a rerun resumes after the last one.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # uploaded and checked, waiting for a worker
+        RUNNING = "running"  # a worker is reading it; counts grow chunk by chunk
+        COMPLETED = "completed"  # every row read; counts are final
+        FAILED = "failed"  # stopped by an error (see `error`); a rerun resumes after `lines_done`
+
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    # Where the uploaded (or, from the command line, the given) file lies on the server.
+    file_path = models.CharField(max_length=500)
+    original_name = models.CharField(max_length=255, blank=True)
+    # Every rejected row as CSV (line, reason, raw), beside the uploads; downloadable as rejected.csv.
+    rejected_path = models.CharField(max_length=500, blank=True)
+    uploaded_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Bytes of the file, known at upload; progress is bytes_read / file_size (rows are unknown until read).
+    file_size = models.BigIntegerField(default=0)
+    bytes_read = models.BigIntegerField(default=0)
+    # Physical lines of the file (header included) whose rows are committed; a rerun skips them.
+    lines_done = models.PositiveIntegerField(default=0)
+    total_rows = models.PositiveIntegerField(null=True, blank=True)  # data rows, known once completed
+    rows_read = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)  # repeats of a number seen earlier in the same file
+    rejected = models.PositiveIntegerField(default=0)
+    rejected_by_reason = models.JSONField(default=dict, blank=True)  # {"invalid": 12, "unknown_area": 3}
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"import #{self.pk} {self.original_name or self.file_path}"
+
+
+class SubscriberImportRejection(models.Model):
+    """One of the first rejected rows of an import, kept for display; the full list is in the rejected file."""
+
+    subscriber_import = models.ForeignKey(SubscriberImport, on_delete=models.CASCADE, related_name="rejections")
+    line = models.PositiveIntegerField()  # physical line in the file, header = 1
+    raw = models.TextField()
+    reason = models.CharField(max_length=32)
+
+    class Meta:
+        ordering = ["line"]
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
