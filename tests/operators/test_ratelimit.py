@@ -1,0 +1,72 @@
+"""The shared segments-per-second limiter against a real Redis server."""
+
+import threading
+
+from operators.ratelimit import RateLimiter
+
+
+def _max_in_any_second(grants: list[tuple[float, int]]) -> int:
+    """Return the most segments granted within any window of one second (grants as (time, cost))."""
+    grants = sorted(grants)
+    worst = 0
+    for i, (start, _cost) in enumerate(grants):
+        worst = max(worst, sum(cost for at, cost in grants[i:] if at < start + 1))
+    return worst
+
+
+def test_two_threads_never_exceed_the_limit_in_any_second(redis_client):
+    limit = 50
+    grants: list[tuple[float, int]] = []
+    lock = threading.Lock()
+
+    def send(costs):
+        limiter = RateLimiter("telkomsel", limit=limit, client=redis_client)
+        for cost in costs:
+            granted_at = limiter.acquire(cost, timeout=10)
+            assert granted_at is not None
+            with lock:
+                grants.append((granted_at, cost))
+
+    # 2 × 60 segments at 50/s: about 2.4 seconds of sending, every grant timed by the Redis clock.
+    threads = [threading.Thread(target=send, args=([3, 7, 10, 5, 5] * 2,)) for _ in range(2)]
+    threads += [threading.Thread(target=send, args=([1] * 20,))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(cost for _, cost in grants) == 140
+    assert len(grants) == 40
+    assert _max_in_any_second(grants) <= limit
+    # The limiter lets the full rate through, not a trickle.
+    assert _max_in_any_second(grants) > limit // 2
+
+
+def test_a_request_over_the_limit_waits_until_the_window_frees(redis_client):
+    limiter = RateLimiter("xl", limit=10, client=redis_client)
+    assert limiter.try_acquire(8)[0]
+    granted, wait, _ = limiter.try_acquire(5)
+    assert not granted
+    assert 0 < wait <= 1
+    assert limiter.try_acquire(2)[0]
+
+
+def test_a_batch_larger_than_one_second_goes_alone_and_blocks_in_proportion(redis_client):
+    limiter = RateLimiter("smartfren", limit=10, client=redis_client)
+    first = limiter.acquire(25, timeout=5)
+    assert first is not None
+    granted, wait, _ = limiter.try_acquire(1)
+    assert not granted
+    # 25 segments at 10/s keep the operator busy for 2.5 seconds.
+    assert 2 < wait <= 2.5
+
+
+def test_operators_have_separate_limits(redis_client):
+    assert RateLimiter("a", limit=5, client=redis_client).try_acquire(5)[0]
+    assert RateLimiter("b", limit=5, client=redis_client).try_acquire(5)[0]
+    assert not RateLimiter("a", limit=5, client=redis_client).try_acquire(1)[0]
+
+
+def test_no_limit_set_means_no_waiting(redis_client):
+    limiter = RateLimiter("free", limit=0, client=redis_client)
+    assert all(limiter.try_acquire(1000)[0] for _ in range(5))
