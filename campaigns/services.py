@@ -1,0 +1,483 @@
+"""Campaign drafting, four-eyes approval and cancellation.
+
+Every transition reads the current state under a row lock, checks it against
+CAMPAIGN_TRANSITIONS, then changes it with a conditional UPDATE whose row count
+is checked, so that two concurrent requests cannot both win; each writes one
+AuditEvent (invariant 6). The approval binds the campaign's content hash, and
+dispatch re-checks it with `campaign_approval_is_valid` (invariant 1).
+"""
+
+import datetime
+import hashlib
+import json
+import re
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
+from smsblast import sms
+from smsblast.audit import audit_record
+from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
+from smsblast.models import Area, Role, User
+
+Status = Campaign.Status
+
+# The states each action may start from; the UI and the tests read this table.
+CAMPAIGN_TRANSITIONS: dict[str, frozenset[str]] = {
+    "update": frozenset({Status.DRAFT, Status.REJECTED, Status.APPROVED, Status.SCHEDULED}),
+    "submit": frozenset({Status.DRAFT}),
+    "approve": frozenset({Status.PENDING_APPROVAL}),
+    "reject": frozenset({Status.PENDING_APPROVAL}),
+    "cancel": frozenset(set(Status) - Campaign.FINAL_STATUSES),
+}
+
+# Where each action leads; "update" returns an approved, scheduled or rejected campaign to draft
+# when its content changes (a draft stays a draft).
+CAMPAIGN_TARGETS: dict[str, str] = {
+    "update": Status.DRAFT,
+    "submit": Status.PENDING_APPROVAL,
+    "approve": Status.APPROVED,
+    "reject": Status.REJECTED,
+    "cancel": Status.CANCELLED,
+}
+
+# Fields covered by the content hash: what an approver approves and what a run transmits.
+CONTENT_FIELDS = (
+    "text",
+    "sender",
+    "mode",
+    "area_codes",
+    "polygon",
+    "audience",
+    "schedule",
+    "priority",
+    "starts_at",
+    "ends_at",
+    "repeat_policy",
+    "operator_slugs",
+    "exercise",
+    "validity_minutes",
+)
+
+# Fields an author may set; title and CAP fields are descriptive and outside the hash.
+EDITABLE_FIELDS = frozenset(
+    {
+        "title",
+        *CONTENT_FIELDS,
+        "cap_category",
+        "cap_event",
+        "cap_urgency",
+        "cap_severity",
+        "cap_certainty",
+        "instruction",
+        "cap_source_identifier",
+        "cap_source_sender",
+    }
+)
+
+SENDER_MAX_LENGTH = 11
+# Operators accept letters, digits, spaces, dots and hyphens in an alphanumeric sender ID;
+# at least one letter, or handsets treat it as a phone number.
+_SENDER_RE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{1,11}$")
+_AREA_CODE_RE = re.compile(r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$")
+_STATUS_LABELS = {value: value.replace("_", " ") for value in Status.values}
+
+
+# --- content hash and approval ------------------------------------------------------------
+
+
+def campaign_content(campaign: Campaign) -> dict[str, Any]:
+    """Return the hashed content of the campaign as a JSON-ready dict in canonical form."""
+    content = {}
+    for field in CONTENT_FIELDS:
+        value = getattr(campaign, field)
+        if isinstance(value, datetime.datetime):
+            value = value.astimezone(datetime.UTC).isoformat()
+        content[field] = value
+    content["area_codes"] = sorted(set(campaign.area_codes or []))
+    content["operator_slugs"] = sorted(set(campaign.operator_slugs or []))
+    content["audience"] = campaign.audience or {}
+    content["schedule"] = campaign.schedule or {}
+    return content
+
+
+def campaign_content_hash(campaign: Campaign) -> str:
+    """Return the SHA-256 (hex) of the campaign's canonical content JSON."""
+    canonical = json.dumps(campaign_content(campaign), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def campaign_current_approval(campaign: Campaign) -> Approval | None:
+    """Return the latest approval decision of the campaign that has not been voided, if any."""
+    return campaign.approvals.filter(voided_at__isnull=True).select_related("approver").order_by("-id").first()
+
+
+def campaign_approval_is_valid(campaign: Campaign) -> bool:
+    """Return whether an un-voided approval binds exactly the campaign's current content (invariant 1)."""
+    approval = campaign_current_approval(campaign)
+    return (
+        approval is not None
+        and approval.decision == Approval.Decision.APPROVED
+        and approval.content_hash == campaign_content_hash(campaign)
+    )
+
+
+def campaign_allowed_actions(*, campaign: Campaign, user: User) -> list[str]:
+    """Return the actions of CAMPAIGN_TRANSITIONS this user may take on the campaign in its state."""
+    allowed = []
+    for action, from_states in CAMPAIGN_TRANSITIONS.items():
+        if campaign.status not in from_states:
+            continue
+        try:
+            _check_actor(action, campaign=campaign, user=user)
+        except ServiceForbidden:
+            continue
+        allowed.append(action)
+    return allowed
+
+
+# --- writes ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def campaign_create(
+    *,
+    author: User,
+    title: str,
+    text: str = "",
+    sender: str = "",
+    mode: str = Mode.TARGETED,
+    area_codes: list[str] | None = None,
+    priority: str = Priority.NORMAL,
+    polygon: dict | None = None,
+    audience: dict | None = None,
+    schedule: dict | None = None,
+    **other_fields: Any,
+) -> Campaign:
+    """Create a draft campaign by an officer or admin; other EDITABLE_FIELDS may be passed by name."""
+    if not author.has_role(Role.OFFICER, Role.ADMIN):
+        raise ServiceForbidden("Only an officer or an admin may create campaigns.")
+    unknown = set(other_fields) - EDITABLE_FIELDS
+    if unknown:
+        raise ServiceInvalid(f"Unknown campaign fields: {', '.join(sorted(unknown))}.")
+    fields = {
+        "title": title,
+        "text": text,
+        "sender": sender,
+        "mode": mode,
+        "area_codes": area_codes or [],
+        "priority": priority,
+        "polygon": polygon,
+        "audience": audience or {},
+        "schedule": schedule or {},
+        **other_fields,
+    }
+    fields = _clean_fields(fields)
+    campaign = Campaign.objects.create(author=author, status=Status.DRAFT, **fields)
+    audit_record(actor=author, action="campaign.create", obj=campaign, to_state=Status.DRAFT)
+    return campaign
+
+
+@transaction.atomic
+def campaign_update(*, campaign: Campaign, actor: User, data: dict[str, Any]) -> Campaign:
+    """Edit a campaign as its author or an admin.
+
+    A rejected campaign goes back to draft. An approved or scheduled campaign whose hashed
+    content changes goes back to draft and its approval is voided, so it needs approving again.
+    """
+    _check_actor("update", campaign=campaign, user=actor)
+    unknown = set(data) - EDITABLE_FIELDS
+    if unknown:
+        raise ServiceInvalid(f"These fields cannot be edited: {', '.join(sorted(unknown))}.")
+    current = _locked_status(campaign, "update")
+    fields = _clean_fields(data)
+
+    old_hash = campaign_content_hash(campaign)
+    changed = sorted(name for name, value in fields.items() if getattr(campaign, name) != value)
+    for name, value in fields.items():
+        setattr(campaign, name, value)
+    content_changed = campaign_content_hash(campaign) != old_hash
+
+    to_state = current
+    if current == Status.REJECTED or (content_changed and current in {Status.APPROVED, Status.SCHEDULED}):
+        to_state = Status.DRAFT
+    updates = dict(fields, status=to_state, updated_at=timezone.now())
+    if to_state != current:
+        updates["next_run_at"] = None
+    _conditional_update(campaign, "update", current, updates)
+
+    details: dict[str, Any] = {"changed": changed}
+    if to_state == Status.DRAFT and current in {Status.APPROVED, Status.SCHEDULED}:
+        voided = list(
+            campaign.approvals.filter(voided_at__isnull=True, decision=Approval.Decision.APPROVED).values_list(
+                "id", flat=True
+            )
+        )
+        Approval.objects.filter(id__in=voided).update(voided_at=timezone.now())
+        details["voided_approvals"] = voided
+    audit_record(
+        actor=actor, action="campaign.update", obj=campaign, from_state=current, to_state=to_state, details=details
+    )
+    return campaign
+
+
+@transaction.atomic
+def campaign_submit(*, campaign: Campaign, actor: User) -> Campaign:
+    """Send a complete draft to the approver (draft → pending_approval)."""
+    _check_actor("submit", campaign=campaign, user=actor)
+    current = _locked_status(campaign, "submit")
+    _check_complete(campaign)
+    _conditional_update(campaign, "submit", current, {"status": Status.PENDING_APPROVAL})
+    audit_record(
+        actor=actor,
+        action="campaign.submit",
+        obj=campaign,
+        from_state=current,
+        to_state=Status.PENDING_APPROVAL,
+        details={"content_hash": campaign_content_hash(campaign)},
+    )
+    return campaign
+
+
+@transaction.atomic
+def campaign_approve(*, campaign: Campaign, approver: User, content_hash: str) -> Campaign:
+    """Approve exactly the content the approver reviewed (pending_approval → approved).
+
+    Only an approver who is not the author may approve (invariant 2), and only when
+    `content_hash` equals the current hash, so a change made during review is never approved.
+    """
+    _check_actor("approve", campaign=campaign, user=approver)
+    current = _locked_status(campaign, "approve")
+    if not isinstance(content_hash, str) or not content_hash:
+        raise ServiceInvalid("content_hash is required: send the hash of the version you reviewed.")
+    current_hash = campaign_content_hash(campaign)
+    if content_hash != current_hash:
+        raise ServiceConflict(
+            "The campaign changed since you reviewed it; review the current version and approve its hash."
+        )
+    _conditional_update(campaign, "approve", current, {"status": Status.APPROVED})
+    approval = Approval.objects.create(
+        campaign=campaign,
+        approver=approver,
+        decision=Approval.Decision.APPROVED,
+        content_hash=current_hash,
+        snapshot=_snapshot(campaign),
+    )
+    audit_record(
+        actor=approver,
+        action="campaign.approve",
+        obj=campaign,
+        from_state=current,
+        to_state=Status.APPROVED,
+        details={"approval_id": approval.pk, "content_hash": current_hash},
+    )
+    return campaign
+
+
+@transaction.atomic
+def campaign_reject(*, campaign: Campaign, approver: User, reason: str) -> Campaign:
+    """Send the campaign back to its author with a reason (pending_approval → rejected)."""
+    _check_actor("reject", campaign=campaign, user=approver)
+    reason = reason.strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise ServiceInvalid("A reason is required to reject a campaign.", {"reason": "This field is required."})
+    current = _locked_status(campaign, "reject")
+    current_hash = campaign_content_hash(campaign)
+    _conditional_update(campaign, "reject", current, {"status": Status.REJECTED})
+    approval = Approval.objects.create(
+        campaign=campaign,
+        approver=approver,
+        decision=Approval.Decision.REJECTED,
+        content_hash=current_hash,
+        reason=reason,
+        snapshot=_snapshot(campaign),
+    )
+    audit_record(
+        actor=approver,
+        action="campaign.reject",
+        obj=campaign,
+        from_state=current,
+        to_state=Status.REJECTED,
+        details={"approval_id": approval.pk, "reason": reason},
+    )
+    return campaign
+
+
+@transaction.atomic
+def campaign_cancel(*, campaign: Campaign, actor: User, reason: str = "") -> Campaign:
+    """Stop the campaign for good from any state that is not final (→ cancelled)."""
+    _check_actor("cancel", campaign=campaign, user=actor)
+    current = _locked_status(campaign, "cancel")
+    _conditional_update(campaign, "cancel", current, {"status": Status.CANCELLED, "next_run_at": None})
+    details = {"reason": reason.strip()} if isinstance(reason, str) and reason.strip() else {}
+    audit_record(
+        actor=actor,
+        action="campaign.cancel",
+        obj=campaign,
+        from_state=current,
+        to_state=Status.CANCELLED,
+        details=details,
+    )
+    return campaign
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _check_actor(action: str, *, campaign: Campaign, user: User) -> None:
+    """Raise ServiceForbidden unless the user's role and relation to the campaign allow the action."""
+    if user is None or not user.is_authenticated:
+        raise ServiceForbidden("Log in first.")
+    is_author = campaign.author_id == user.pk
+    if action in {"update", "submit"}:
+        if not (user.has_role(Role.ADMIN) or (is_author and user.has_role(Role.OFFICER))):
+            raise ServiceForbidden("Only the campaign's author or an admin may do this.")
+    elif action in {"approve", "reject"}:
+        if not user.has_role(Role.APPROVER):
+            raise ServiceForbidden(f"Only an approver may {action} a campaign.")
+        if is_author:
+            raise ServiceForbidden(f"You wrote this campaign; another approver must {action} it.")
+    elif action == "cancel":
+        if not (user.has_role(Role.ADMIN, Role.APPROVER) or (is_author and user.has_role(Role.OFFICER))):
+            raise ServiceForbidden("Only the campaign's author, an approver or an admin may cancel it.")
+    else:
+        raise ValueError(f"Unknown campaign action {action!r}.")
+
+
+def _locked_status(campaign: Campaign, action: str) -> str:
+    """Lock the campaign row, refresh the instance and return its state, or raise ServiceConflict."""
+    fresh = Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+    if fresh is None:
+        raise ServiceConflict("The campaign no longer exists.")
+    for field in campaign._meta.concrete_fields:
+        setattr(campaign, field.attname, getattr(fresh, field.attname))
+    if fresh.status not in CAMPAIGN_TRANSITIONS[action]:
+        raise ServiceConflict(_wrong_state_message(action, fresh.status))
+    return fresh.status
+
+
+def _conditional_update(campaign: Campaign, action: str, from_state: str, updates: dict[str, Any]) -> None:
+    """Apply `updates` only if the campaign is still in `from_state`; raise ServiceConflict otherwise."""
+    updates.setdefault("updated_at", timezone.now())
+    rows = Campaign.objects.filter(pk=campaign.pk, status=from_state).update(**updates)
+    if rows != 1:
+        now_status = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).first()
+        raise ServiceConflict(_wrong_state_message(action, now_status or "deleted"))
+    for name, value in updates.items():
+        setattr(campaign, name, value)
+
+
+def _wrong_state_message(action: str, status: str) -> str:
+    label = _STATUS_LABELS.get(status, status)
+    allowed = ", ".join(sorted(_STATUS_LABELS[s] for s in CAMPAIGN_TRANSITIONS[action]))
+    return f"Cannot {action} a campaign that is {label}; {action} is allowed only when it is {allowed}."
+
+
+def _clean_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Check the shape of editable fields and return them normalised; raise ServiceInvalid on bad input."""
+    cleaned = dict(fields)
+    errors: dict[str, str] = {}
+
+    for name in ("title", "text", "sender"):
+        if name in cleaned and not isinstance(cleaned[name], str):
+            errors[name] = "Must be a string."
+    if isinstance(cleaned.get("title"), str):
+        cleaned["title"] = cleaned["title"].strip()
+        if not cleaned["title"]:
+            errors["title"] = "A title is required."
+        elif len(cleaned["title"]) > Campaign._meta.get_field("title").max_length:
+            errors["title"] = "At most 200 characters."
+    if isinstance(cleaned.get("sender"), str):
+        cleaned["sender"] = cleaned["sender"].strip()
+        if len(cleaned["sender"]) > SENDER_MAX_LENGTH:
+            errors["sender"] = f"At most {SENDER_MAX_LENGTH} characters."
+    if "mode" in cleaned and cleaned["mode"] not in Mode.values:
+        errors["mode"] = f"Must be one of: {', '.join(Mode.values)}."
+    if "priority" in cleaned and cleaned["priority"] not in Priority.values:
+        errors["priority"] = f"Must be one of: {', '.join(Priority.values)}."
+    if "repeat_policy" in cleaned and cleaned["repeat_policy"] not in RepeatPolicy.values:
+        errors["repeat_policy"] = f"Must be one of: {', '.join(RepeatPolicy.values)}."
+
+    if "area_codes" in cleaned:
+        codes = cleaned["area_codes"]
+        if codes is None:
+            codes = []
+        if not isinstance(codes, list | tuple) or not all(isinstance(code, str) for code in codes):
+            errors["area_codes"] = "Must be a list of Kemendagri codes."
+        else:
+            codes = sorted({code.strip() for code in codes if code.strip()})
+            malformed = [code for code in codes if not _AREA_CODE_RE.match(code)]
+            if malformed:
+                errors["area_codes"] = f"Not Kemendagri codes: {', '.join(malformed[:10])}."
+            else:
+                known = set(Area.objects.filter(code__in=codes).values_list("code", flat=True))
+                unknown = [code for code in codes if code not in known]
+                if unknown:
+                    errors["area_codes"] = f"Unknown area codes: {', '.join(unknown[:10])}."
+            cleaned["area_codes"] = codes
+    if "operator_slugs" in cleaned:
+        slugs = cleaned["operator_slugs"] or []
+        if not isinstance(slugs, list | tuple) or not all(isinstance(slug, str) for slug in slugs):
+            errors["operator_slugs"] = "Must be a list of operator slugs."
+        else:
+            cleaned["operator_slugs"] = sorted(set(slugs))
+    for name in ("audience", "schedule"):
+        if name in cleaned:
+            if cleaned[name] is None:
+                cleaned[name] = {}
+            if not isinstance(cleaned[name], dict):
+                errors[name] = "Must be a JSON object."
+    if cleaned.get("polygon") is not None:
+        polygon = cleaned["polygon"]
+        if not isinstance(polygon, dict) or polygon.get("type") not in {"Polygon", "MultiPolygon"}:
+            errors["polygon"] = "Must be a GeoJSON Polygon or MultiPolygon."
+        elif not isinstance(polygon.get("coordinates"), list) or not polygon["coordinates"]:
+            errors["polygon"] = "A GeoJSON geometry needs coordinates."
+    for name in ("starts_at", "ends_at"):
+        value = cleaned.get(name)
+        if value is not None and not isinstance(value, datetime.datetime):
+            errors[name] = "Must be a date and time."
+        elif value is not None and timezone.is_naive(value):
+            errors[name] = "Must include a time zone."
+    if "validity_minutes" in cleaned:
+        value = cleaned["validity_minutes"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 7 * 24 * 60:
+            errors["validity_minutes"] = "Must be a whole number of minutes between 1 and 10080."
+    if "exercise" in cleaned and not isinstance(cleaned["exercise"], bool):
+        errors["exercise"] = "Must be true or false."
+
+    if errors:
+        raise ServiceInvalid(_errors_message(errors), errors)
+    return cleaned
+
+
+def _check_complete(campaign: Campaign) -> None:
+    """Raise ServiceInvalid unless the campaign has everything a reviewer needs and a run can send."""
+    errors: dict[str, str] = {}
+    try:
+        sms.analyze(campaign.text)
+    except sms.TextError as exc:
+        errors["text"] = str(exc)
+    if not _SENDER_RE.match(campaign.sender or ""):
+        errors["sender"] = (
+            f"A sender ID of 1 to {SENDER_MAX_LENGTH} letters, digits, spaces, dots or hyphens "
+            "with at least one letter is required."
+        )
+    codes = campaign.area_codes or []
+    if not Area.objects.filter(code__in=codes).exists() and not campaign.polygon:
+        errors["area_codes"] = "Choose at least one existing area or draw a polygon."
+    if campaign.starts_at and campaign.ends_at and campaign.ends_at <= campaign.starts_at:
+        errors["ends_at"] = "The broadcast window must end after it starts."
+    if errors:
+        raise ServiceInvalid(_errors_message(errors), errors)
+
+
+def _errors_message(errors: dict[str, str]) -> str:
+    return " ".join(f"{name}: {message}" for name, message in errors.items())
+
+
+def _snapshot(campaign: Campaign) -> dict[str, Any]:
+    """Return what the approver saw: title plus the hashed content."""
+    return {"title": campaign.title, **campaign_content(campaign)}

@@ -1,0 +1,376 @@
+"""Campaign services: transitions, four-eyes approval bound to a content hash, audit trail."""
+
+import datetime
+
+import pytest
+
+from campaigns.models import Approval, Campaign
+from campaigns.services import (
+    CAMPAIGN_TARGETS,
+    CAMPAIGN_TRANSITIONS,
+    campaign_allowed_actions,
+    campaign_approval_is_valid,
+    campaign_approve,
+    campaign_cancel,
+    campaign_content_hash,
+    campaign_create,
+    campaign_current_approval,
+    campaign_reject,
+    campaign_submit,
+    campaign_update,
+)
+from smsblast.audit import audit_history
+from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
+from smsblast.models import AuditEvent, Role
+from tests.campaigns.factories import CampaignFactory
+from tests.smsblast.factories import UserFactory, area_tree
+
+Status = Campaign.Status
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def areas():
+    return area_tree()
+
+
+@pytest.fixture
+def campaign(areas, officer):
+    return campaign_create(
+        author=officer,
+        title="Covid-19 Blitar",
+        text="Tetap pakai masker dan jaga jarak.",
+        sender="PEMKAB",
+        area_codes=["35.05"],
+    )
+
+
+def run_action(action: str, campaign: Campaign, *, author, approver):
+    """Perform `action` as the user entitled to it; return the campaign."""
+    if action == "update":
+        return campaign_update(campaign=campaign, actor=author, data={"text": campaign.text + " Info: 112"})
+    if action == "submit":
+        return campaign_submit(campaign=campaign, actor=author)
+    if action == "approve":
+        return campaign_approve(campaign=campaign, approver=approver, content_hash=campaign_content_hash(campaign))
+    if action == "reject":
+        return campaign_reject(campaign=campaign, approver=approver, reason="Sebutkan nomor hotline.")
+    if action == "cancel":
+        return campaign_cancel(campaign=campaign, actor=author)
+    raise AssertionError(action)
+
+
+TRANSITION_CASES = [
+    (action, status, status in CAMPAIGN_TRANSITIONS[action])
+    for action in CAMPAIGN_TRANSITIONS
+    for status in Status.values
+]
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "allowed"),
+    TRANSITION_CASES,
+    ids=[f"{a}-from-{s}-{'ok' if ok else 'refused'}" for a, s, ok in TRANSITION_CASES],
+)
+def test_each_action_moves_only_from_its_allowed_states(action, status, allowed, areas, officer, approver):
+    campaign = CampaignFactory(author=officer, status=status)
+    events_before = AuditEvent.objects.count()
+    if allowed:
+        run_action(action, campaign, author=officer, approver=approver)
+        campaign.refresh_from_db()
+        assert campaign.status == CAMPAIGN_TARGETS[action]
+        events = list(audit_history(campaign))
+        assert len(events) == 1, "each transition writes exactly one audit event"
+        assert (events[0].actor, events[0].action) == (
+            approver if action in {"approve", "reject"} else officer,
+            f"campaign.{action}",
+        )
+        assert (events[0].from_state, events[0].to_state) == (status, CAMPAIGN_TARGETS[action])
+    else:
+        with pytest.raises(ServiceConflict) as refused:
+            run_action(action, campaign, author=officer, approver=approver)
+        assert status.replace("_", " ") in str(refused.value)
+        campaign.refresh_from_db()
+        assert campaign.status == status
+        assert AuditEvent.objects.count() == events_before
+
+
+def test_transition_table_covers_every_state_and_cancel_stops_at_final_states():
+    assert CAMPAIGN_TRANSITIONS["cancel"] == set(Status.values) - {
+        Status.COMPLETED,
+        Status.COMPLETED_WITH_FAILURES,
+        Status.CANCELLED,
+    }
+    assert set(CAMPAIGN_TRANSITIONS) == set(CAMPAIGN_TARGETS)
+
+
+def test_create_writes_a_draft_and_a_creation_event(campaign, officer):
+    assert campaign.status == Status.DRAFT
+    [event] = audit_history(campaign)
+    assert (event.actor, event.action, event.from_state, event.to_state) == (officer, "campaign.create", "", "draft")
+
+
+def test_approver_and_operator_cannot_create(approver, operator_user, areas):
+    for user in (approver, operator_user):
+        with pytest.raises(ServiceForbidden):
+            campaign_create(author=user, title="x", text="y", sender="PEMKAB", area_codes=["35.05"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"sender": "PEMKAB-BLITAR"}, "sender"),
+        ({"area_codes": ["99.99"]}, "area_codes"),
+        ({"area_codes": ["Blitar"]}, "area_codes"),
+        ({"area_codes": "35.05"}, "area_codes"),
+        ({"mode": "carrier_pigeon"}, "mode"),
+        ({"priority": "extreme"}, "priority"),
+        ({"polygon": {"type": "Point", "coordinates": [112, -8]}}, "polygon"),
+        ({"title": "  "}, "title"),
+        ({"validity_minutes": 0}, "validity_minutes"),
+    ],
+)
+def test_create_refuses_malformed_fields_naming_the_field(officer, areas, fields, field):
+    data = {"title": "Covid-19", "text": "Pakai masker.", "sender": "PEMKAB", "area_codes": ["35.05"], **fields}
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_create(author=officer, **data)
+    assert field in refused.value.errors
+    assert not Campaign.objects.exists()
+
+
+def test_area_codes_are_stored_sorted_and_without_duplicates(officer, areas):
+    campaign = campaign_create(
+        author=officer, title="t", text="x", sender="PEMKAB", area_codes=["35.05.02", "35.05.01", "35.05.02"]
+    )
+    assert campaign.area_codes == ["35.05.01", "35.05.02"]
+
+
+# --- submit validation ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"text": ""}, "text"),
+        ({"text": "x" * 1531}, "text"),
+        ({"sender": ""}, "sender"),
+        ({"sender": "0812345"}, "sender"),
+        ({"sender": "KOMINFO_BLT"}, "sender"),
+        ({"area_codes": []}, "area_codes"),
+    ],
+)
+def test_submit_refuses_an_incomplete_campaign(officer, areas, fields, field):
+    campaign = CampaignFactory(author=officer, **fields)
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_submit(campaign=campaign, actor=officer)
+    assert field in refused.value.errors
+    campaign.refresh_from_db()
+    assert campaign.status == Status.DRAFT
+
+
+def test_submit_accepts_a_polygon_without_area_codes(officer):
+    polygon = {"type": "Polygon", "coordinates": [[[112.1, -8.1], [112.3, -8.1], [112.3, -8.2], [112.1, -8.1]]]}
+    campaign = CampaignFactory(author=officer, area_codes=[], polygon=polygon)
+    campaign_submit(campaign=campaign, actor=officer)
+    assert campaign.status == Status.PENDING_APPROVAL
+
+
+# --- who may do what -----------------------------------------------------------------------
+
+
+def test_only_the_author_or_an_admin_may_edit_or_submit(campaign, officer2, admin_user, approver):
+    for user in (officer2, approver):
+        with pytest.raises(ServiceForbidden):
+            campaign_update(campaign=campaign, actor=user, data={"title": "mine now"})
+        with pytest.raises(ServiceForbidden):
+            campaign_submit(campaign=campaign, actor=user)
+    campaign_update(campaign=campaign, actor=admin_user, data={"title": "Fixed by admin"})
+    campaign_submit(campaign=campaign, actor=admin_user)
+    assert campaign.status == Status.PENDING_APPROVAL
+
+
+def test_an_officer_cannot_approve_or_reject(campaign, officer, officer2):
+    campaign_submit(campaign=campaign, actor=officer)
+    with pytest.raises(ServiceForbidden):
+        campaign_approve(campaign=campaign, approver=officer2, content_hash=campaign_content_hash(campaign))
+    with pytest.raises(ServiceForbidden):
+        campaign_reject(campaign=campaign, approver=officer2, reason="no")
+    campaign.refresh_from_db()
+    assert campaign.status == Status.PENDING_APPROVAL
+
+
+def test_an_admin_cannot_approve(campaign, officer, admin_user):
+    campaign_submit(campaign=campaign, actor=officer)
+    with pytest.raises(ServiceForbidden):
+        campaign_approve(campaign=campaign, approver=admin_user, content_hash=campaign_content_hash(campaign))
+
+
+def test_the_author_cannot_approve_even_when_an_approver(areas):
+    """Four eyes: an approver who wrote the campaign (e.g. as admin before a role change) cannot approve it."""
+    author = UserFactory(role=Role.OFFICER)
+    campaign = CampaignFactory(author=author, status=Status.PENDING_APPROVAL)
+    from smsblast.roles import user_role_set
+
+    user_role_set(user=author, role=Role.APPROVER)
+    with pytest.raises(ServiceForbidden, match="another approver"):
+        campaign_approve(campaign=campaign, approver=author, content_hash=campaign_content_hash(campaign))
+    with pytest.raises(ServiceForbidden):
+        campaign_reject(campaign=campaign, approver=author, reason="no")
+    campaign.refresh_from_db()
+    assert campaign.status == Status.PENDING_APPROVAL
+    assert not Approval.objects.exists()
+
+
+def test_another_officer_cannot_cancel_but_an_approver_can(campaign, officer2, approver):
+    with pytest.raises(ServiceForbidden):
+        campaign_cancel(campaign=campaign, actor=officer2)
+    campaign_cancel(campaign=campaign, actor=approver)
+    assert campaign.status == Status.CANCELLED
+
+
+def test_reject_requires_a_reason(campaign, officer, approver):
+    campaign_submit(campaign=campaign, actor=officer)
+    for reason in ("", "   "):
+        with pytest.raises(ServiceInvalid):
+            campaign_reject(campaign=campaign, approver=approver, reason=reason)
+    campaign.refresh_from_db()
+    assert campaign.status == Status.PENDING_APPROVAL
+
+
+def test_allowed_actions_follow_state_and_role(campaign, officer, officer2, approver):
+    assert campaign_allowed_actions(campaign=campaign, user=officer) == ["update", "submit", "cancel"]
+    assert campaign_allowed_actions(campaign=campaign, user=officer2) == []
+    campaign_submit(campaign=campaign, actor=officer)
+    assert campaign_allowed_actions(campaign=campaign, user=approver) == ["approve", "reject", "cancel"]
+    assert campaign_allowed_actions(campaign=campaign, user=officer) == ["cancel"]
+
+
+# --- invariant 1: the approval binds the content hash -----------------------------------------
+
+
+def test_approval_binds_the_reviewed_hash_and_stores_a_snapshot(campaign, officer, approver):
+    campaign_submit(campaign=campaign, actor=officer)
+    reviewed = campaign_content_hash(campaign)
+    campaign_approve(campaign=campaign, approver=approver, content_hash=reviewed)
+    approval = campaign_current_approval(campaign)
+    assert (approval.approver, approval.decision, approval.content_hash) == (approver, "approved", reviewed)
+    assert approval.snapshot["text"] == campaign.text
+    assert approval.snapshot["area_codes"] == ["35.05"]
+    assert campaign_approval_is_valid(campaign)
+
+
+def test_a_stale_hash_is_refused_with_a_conflict(campaign, officer, approver):
+    campaign_submit(campaign=campaign, actor=officer)
+    reviewed = campaign_content_hash(campaign)
+    # The content changes behind the approver's back (e.g. a direct database fix).
+    Campaign.objects.filter(pk=campaign.pk).update(text="Teks lain.")
+    with pytest.raises(ServiceConflict, match="changed since you reviewed it"):
+        campaign_approve(campaign=campaign, approver=approver, content_hash=reviewed)
+    campaign.refresh_from_db()
+    assert campaign.status == Status.PENDING_APPROVAL
+    assert not campaign_approval_is_valid(campaign)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"text": "Teks baru yang berbeda."},
+        {"sender": "DINKES"},
+        {"mode": "area_broadcast"},
+        {"area_codes": ["35.05.01"]},
+        {"polygon": {"type": "Polygon", "coordinates": [[[112.1, -8.1], [112.3, -8.1], [112.1, -8.1]]]}},
+        {"audience": {"languages": ["jv"]}},
+        {"schedule": {"kind": "once", "at": "2021-07-01T13:00"}},
+        {"priority": "urgent"},
+        {"starts_at": datetime.datetime(2021, 7, 1, 6, tzinfo=datetime.UTC)},
+        {"ends_at": datetime.datetime(2021, 7, 2, 6, tzinfo=datetime.UTC)},
+        {"repeat_policy": "once_per_day"},
+        {"operator_slugs": ["telkomsel"]},
+        {"exercise": True},
+        {"validity_minutes": 60},
+    ],
+    ids=lambda data: next(iter(data)),
+)
+@pytest.mark.parametrize("status", [Status.APPROVED, Status.SCHEDULED])
+def test_editing_content_after_approval_returns_to_draft_and_voids_the_approval(
+    campaign, officer, approver, data, status
+):
+    campaign_submit(campaign=campaign, actor=officer)
+    campaign_approve(campaign=campaign, approver=approver, content_hash=campaign_content_hash(campaign))
+    Campaign.objects.filter(pk=campaign.pk).update(status=status)
+    campaign.refresh_from_db()
+    approval = campaign_current_approval(campaign)
+
+    campaign_update(campaign=campaign, actor=officer, data=data)
+
+    campaign.refresh_from_db()
+    approval.refresh_from_db()
+    assert campaign.status == Status.DRAFT
+    assert approval.voided_at is not None
+    assert campaign_current_approval(campaign) is None
+    assert not campaign_approval_is_valid(campaign)
+    event = list(audit_history(campaign))[-1]
+    assert (event.action, event.from_state, event.to_state) == ("campaign.update", status, "draft")
+    assert event.details["voided_approvals"] == [approval.pk]
+
+
+def test_editing_only_the_title_of_an_approved_campaign_keeps_the_approval(campaign, officer, approver):
+    campaign_submit(campaign=campaign, actor=officer)
+    campaign_approve(campaign=campaign, approver=approver, content_hash=campaign_content_hash(campaign))
+    campaign_update(campaign=campaign, actor=officer, data={"title": "Covid-19 Blitar (final)"})
+    campaign.refresh_from_db()
+    assert campaign.status == Status.APPROVED
+    assert campaign_approval_is_valid(campaign)
+
+
+def test_editing_a_rejected_campaign_returns_it_to_draft_for_resubmission(campaign, officer, approver):
+    campaign_submit(campaign=campaign, actor=officer)
+    campaign_reject(campaign=campaign, approver=approver, reason="Tambahkan nomor hotline.")
+    assert campaign_current_approval(campaign).reason == "Tambahkan nomor hotline."
+    campaign_update(campaign=campaign, actor=officer, data={"text": "Pakai masker. Hotline 112."})
+    assert campaign.status == Status.DRAFT
+    campaign_submit(campaign=campaign, actor=officer)
+    campaign_approve(campaign=campaign, approver=approver, content_hash=campaign_content_hash(campaign))
+    assert campaign_approval_is_valid(campaign)
+    assert [e.action for e in audit_history(campaign)] == [
+        "campaign.create",
+        "campaign.submit",
+        "campaign.reject",
+        "campaign.update",
+        "campaign.submit",
+        "campaign.approve",
+    ]
+
+
+def test_a_rejection_is_not_a_valid_approval(campaign, officer, approver):
+    campaign_submit(campaign=campaign, actor=officer)
+    campaign_reject(campaign=campaign, approver=approver, reason="Belum lengkap.")
+    assert not campaign_approval_is_valid(campaign)
+
+
+def test_content_hash_ignores_order_of_area_codes_and_title(areas, officer):
+    one = CampaignFactory(author=officer, area_codes=["35.05.01", "35.05.02"], title="A")
+    two = CampaignFactory(author=officer, area_codes=["35.05.02", "35.05.01"], title="B")
+    assert campaign_content_hash(one) == campaign_content_hash(two)
+    two.text += "!"
+    assert campaign_content_hash(one) != campaign_content_hash(two)
+
+
+def test_content_hash_is_the_same_for_equal_times_in_other_zones(officer):
+    wib = datetime.timezone(datetime.timedelta(hours=7))
+    one = CampaignFactory(author=officer, starts_at=datetime.datetime(2021, 7, 1, 13, tzinfo=wib))
+    two = CampaignFactory(author=officer, starts_at=datetime.datetime(2021, 7, 1, 6, tzinfo=datetime.UTC))
+    assert campaign_content_hash(one) == campaign_content_hash(two)
+    one.refresh_from_db()
+    assert campaign_content_hash(one) == campaign_content_hash(two)
+
+
+def test_a_transition_lost_to_a_concurrent_one_is_refused(campaign, officer, approver):
+    """The state is re-read under lock, so a stale instance cannot move a campaign twice."""
+    campaign_submit(campaign=campaign, actor=officer)
+    stale = Campaign.objects.get(pk=campaign.pk)
+    campaign_cancel(campaign=campaign, actor=officer)
+    with pytest.raises(ServiceConflict, match="cancelled"):
+        campaign_approve(campaign=stale, approver=approver, content_hash=campaign_content_hash(stale))
+    assert not Approval.objects.exists()
