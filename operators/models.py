@@ -1,6 +1,11 @@
 """Cellular operators: endpoints, credentials, limits and tariffs."""
 
+import uuid
+from decimal import Decimal
+
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 
@@ -41,3 +46,132 @@ class Operator(models.Model):
     def queue(self) -> str:
         """Return the Celery queue that carries this operator's batches."""
         return f"dispatch.{self.slug}"
+
+
+class BroadcastSettings(models.Model):
+    """Admin-settable figures for area broadcasts and CAP import; a single row (pk 1)."""
+
+    # Share of residents who carry a phone that can receive the broadcast; multiplies population.
+    phone_ownership_rate = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        default=Decimal("0.850"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+        help_text="Handsets per resident, between 0 and 1.",
+    )
+    # An imported CAP alert's text is cut to fit this many SMS segments.
+    max_import_segments = models.PositiveSmallIntegerField(
+        default=3, validators=[MinValueValidator(1), MaxValueValidator(10)]
+    )
+
+    class Meta:
+        verbose_name = "broadcast settings"
+        verbose_name_plural = "broadcast settings"
+
+    def __str__(self) -> str:
+        return "Broadcast settings"
+
+    def save(self, *args, **kwargs):
+        self.pk = 1
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def load(cls) -> "BroadcastSettings":
+        """Return the settings row, created with defaults the first time."""
+        settings_row, _ = cls.objects.get_or_create(pk=1)
+        return settings_row
+
+
+class AreaBroadcast(models.Model):
+    """One operator's provider message for one area-broadcast run; its id is the broadcast_id sent."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # created at the start of the window; nothing sent yet
+        SENDING = "sending"  # a send request is in flight
+        ACKNOWLEDGED = "acknowledged"  # the operator took the broadcast; reach reports may arrive
+        ERROR = "error"  # the last send failed transiently; retried at next_attempt_at
+        RETRIES_EXHAUSTED = "retries_exhausted"  # final: never acknowledged (budget spent, refused, window over)
+        CANCEL_PENDING = "cancel_pending"  # acknowledged, then cancelled by us; the cancel request is being retried
+        CANCELLED = "cancelled"  # final: the operator confirmed the cancel, or nothing had been sent
+        COMPLETED = "completed"  # final: the window ended while acknowledged; reach figures stand
+
+    FINAL_STATES = frozenset({State.RETRIES_EXHAUSTED, State.CANCELLED, State.COMPLETED})
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run = models.ForeignKey("campaigns.CampaignRun", on_delete=models.CASCADE, related_name="area_broadcasts")
+    operator = models.ForeignKey(Operator, on_delete=models.PROTECT, related_name="area_broadcasts")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    # The area as sent to this operator: simplified to its vertex limit, frozen at the start of the window.
+    area = models.JSONField(default=dict)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    cancel_attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Set when the campaign is cancelled; the cancel request waits for the operator's acknowledgement.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    operator_ref = models.CharField(max_length=100, blank=True)
+    # Cumulative handsets the operator reports as reached; only ever grows.
+    handsets_reached = models.PositiveIntegerField(default=0)
+    reached_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["run", "operator__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "operator"], name="area_broadcast_once_per_operator"),
+        ]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="area_broadcast_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.operator_id}:{self.id}"
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionDenied("This log is append-only.")
+
+    def delete(self):
+        raise PermissionDenied("This log is append-only.")
+
+
+class AreaBroadcastEvent(models.Model):
+    """An append-only entry of a provider message's status log."""
+
+    broadcast = models.ForeignKey(AreaBroadcast, on_delete=models.CASCADE, related_name="events")
+    state = models.CharField(max_length=20, choices=AreaBroadcast.State.choices)
+    at = models.DateTimeField(auto_now_add=True)
+    # What happened: HTTP status, error text, attempt number, operator reference.
+    details = models.JSONField(default=dict, blank=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.broadcast_id} {self.state}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionDenied("This log is append-only.")
+        super().save(*args, **kwargs)
+
+
+class AreaBroadcastReach(models.Model):
+    """One reach report: cumulative handsets reached by one operator at a moment, for reach over time."""
+
+    broadcast = models.ForeignKey(AreaBroadcast, on_delete=models.CASCADE, related_name="reach_reports")
+    handsets_reached = models.PositiveIntegerField()
+    # When the operator counted, as it reported; received_at is when it reached us.
+    at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        constraints = [
+            # A repeated report is stored once, which makes the report endpoint idempotent.
+            models.UniqueConstraint(fields=["broadcast", "at", "handsets_reached"], name="area_reach_once"),
+        ]

@@ -1,0 +1,192 @@
+"""Broadcast-area geometry: the polygon an operator receives, and its CAP form.
+
+Pure logic on GeoJSON (lng, lat) with shapely; no Django here. Distances are in degrees, which is
+close enough to isotropic at Indonesia's latitudes (|lat| < 11°) for smoothing an area outward.
+"""
+
+import math
+
+import shapely
+from shapely import make_valid
+from shapely.geometry import MultiPolygon, Point, Polygon, shape
+from shapely.geometry.base import BaseGeometry
+from shapely.geometry.polygon import orient
+from shapely.ops import unary_union
+
+DEFAULT_VERTEX_LIMIT = 250
+# Smallest outward buffer, about 100 m: operators' cell footprints are far coarser than this anyway.
+MIN_BUFFER_DEGREES = 0.001
+# Coordinates are rounded to about 1 cm; the buffer margin dwarfs the rounding.
+COORDINATE_DECIMALS = 7
+KM_PER_DEGREE = 111.32
+
+
+class AreaError(ValueError):
+    """The geometry cannot describe an area (empty, not a polygon, unreadable)."""
+
+
+def geometry_from_geojson(obj: dict) -> BaseGeometry:
+    """Return the polygonal shapely geometry of a GeoJSON geometry, Feature or FeatureCollection."""
+    if not isinstance(obj, dict) or "type" not in obj:
+        raise AreaError("Not a GeoJSON object.")
+    kind = obj["type"]
+    if kind == "FeatureCollection":
+        return union_of([feature for feature in obj.get("features") or []])
+    if kind == "Feature":
+        if not obj.get("geometry"):
+            raise AreaError("A GeoJSON feature without a geometry.")
+        return geometry_from_geojson(obj["geometry"])
+    if kind == "GeometryCollection":
+        return union_of(obj.get("geometries") or [])
+    if kind not in ("Polygon", "MultiPolygon"):
+        raise AreaError(f"An area must be a Polygon or MultiPolygon, not {kind}.")
+    try:
+        geom = shape(obj)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise AreaError(f"Unreadable {kind} coordinates.") from exc
+    return _polygonal(make_valid(geom) if not geom.is_valid else geom)
+
+
+def union_of(geometries) -> BaseGeometry:
+    """Return the union of GeoJSON objects or shapely geometries as one polygonal geometry."""
+    parts = [g if isinstance(g, BaseGeometry) else geometry_from_geojson(g) for g in geometries]
+    parts = [p for p in parts if not p.is_empty]
+    if not parts:
+        raise AreaError("The area is empty.")
+    return _polygonal(unary_union(parts))
+
+
+def broadcast_area(geometries, vertex_limit: int = DEFAULT_VERTEX_LIMIT) -> dict:
+    """Return a GeoJSON area that contains every geometry and has at most `vertex_limit` points.
+
+    The union is buffered outward and simplified, widening both until the point budget holds while the
+    result still contains the original (cell broadcast overshoots anyway; missing a corner of the area
+    is the failure that matters). Holes are dropped for the same reason. If no smoothing fits, the
+    convex hull is tried, and last the minimum rotated rectangle, which always fits in five points.
+    """
+    if vertex_limit < 5:
+        raise AreaError("An operator vertex limit below 5 points cannot describe a closed polygon.")
+    original = union_of(geometries if isinstance(geometries, list | tuple) else [geometries])
+    filled = _without_holes(original)
+    minx, miny, maxx, maxy = original.bounds
+    extent = max(maxx - minx, maxy - miny, MIN_BUFFER_DEGREES)
+    distance = max(MIN_BUFFER_DEGREES, extent * 0.002)
+    while distance < extent:
+        candidate = _smoothed(filled, distance)
+        if _fits(candidate, original, vertex_limit):
+            return to_geojson(candidate)
+        distance *= 1.6
+    hull = original.convex_hull
+    for candidate in (hull, _smoothed(hull, extent * 0.01), _smoothed(hull, extent * 0.05)):
+        if _fits(candidate, original, vertex_limit):
+            return to_geojson(candidate)
+    rectangle = original.minimum_rotated_rectangle.buffer(MIN_BUFFER_DEGREES, join_style="mitre")
+    return to_geojson(rectangle)
+
+
+def _smoothed(geom: BaseGeometry, distance: float) -> BaseGeometry:
+    # A Douglas-Peucker tolerance below the buffer distance moves the boundary less than the margin,
+    # so the simplified shape still holds the original; _fits checks it anyway.
+    # Buffering each part and then uniting is far faster than buffering a many-island MultiPolygon.
+    grown = _without_holes(shapely.union_all(shapely.buffer(_polygons(geom), distance, quad_segs=2)))
+    return _polygonal(grown.simplify(distance * 0.7, preserve_topology=True))
+
+
+def _fits(candidate: BaseGeometry, original: BaseGeometry, vertex_limit: int) -> bool:
+    rounded = shape(to_geojson(candidate))
+    return point_count(rounded) <= vertex_limit and rounded.contains(original)
+
+
+def _without_holes(geom: BaseGeometry) -> BaseGeometry:
+    polygons = [Polygon(p.exterior) for p in _polygons(geom)]
+    return _polygonal(unary_union(polygons))
+
+
+def _polygons(geom: BaseGeometry) -> list[Polygon]:
+    if isinstance(geom, Polygon):
+        return [geom] if not geom.is_empty else []
+    if isinstance(geom, MultiPolygon):
+        return [p for p in geom.geoms if not p.is_empty]
+    if hasattr(geom, "geoms"):
+        return [p for g in geom.geoms for p in _polygons(g)]
+    return []
+
+
+def _polygonal(geom: BaseGeometry) -> BaseGeometry:
+    """Keep the polygon parts of a geometry (unions and repairs may yield stray lines or points)."""
+    polygons = _polygons(geom)
+    if not polygons:
+        raise AreaError("The area has no polygon.")
+    return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)
+
+
+def point_count(geom: BaseGeometry | dict) -> int:
+    """Return the number of coordinate points of all rings, closing points included."""
+    if isinstance(geom, dict):
+        geom = geometry_from_geojson(geom)
+    return sum(len(p.exterior.coords) + sum(len(r.coords) for r in p.interiors) for p in _polygons(geom))
+
+
+def to_geojson(geom: BaseGeometry) -> dict:
+    """Return GeoJSON for a polygonal geometry: counter-clockwise closed exteriors, rounded coordinates."""
+    polygons = [orient(p, 1.0) for p in _polygons(geom)]
+    rings = [[_rounded_ring(p.exterior.coords)] + [_rounded_ring(r.coords) for r in p.interiors] for p in polygons]
+    if len(rings) == 1:
+        return {"type": "Polygon", "coordinates": rings[0]}
+    return {"type": "MultiPolygon", "coordinates": rings}
+
+
+def _rounded_ring(coords) -> list[list[float]]:
+    ring = [[round(x, COORDINATE_DECIMALS), round(y, COORDINATE_DECIMALS)] for x, y, *_ in coords]
+    if ring[0] != ring[-1]:
+        ring.append(ring[0])
+    return ring
+
+
+def cap_polygons(area: dict | BaseGeometry) -> list[str]:
+    """Return one CAP polygon string per part: closed exterior ring as space-separated "lat,lon" pairs."""
+    geom = area if isinstance(area, BaseGeometry) else geometry_from_geojson(area)
+    strings = []
+    for polygon in _polygons(geom):
+        ring = _rounded_ring(orient(polygon, 1.0).exterior.coords)
+        strings.append(" ".join(f"{_number(lat)},{_number(lon)}" for lon, lat in ring))
+    return strings
+
+
+def _number(value: float) -> str:
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def parse_cap_polygon(text: str) -> Polygon:
+    """Return the polygon of a CAP `polygon` string ("lat,lon lat,lon ..."); raise AreaError if malformed."""
+    try:
+        points = [tuple(float(v) for v in pair.split(",")) for pair in text.split()]
+    except ValueError as exc:
+        raise AreaError(f"Unreadable CAP polygon {text[:60]!r}.") from exc
+    if len(points) < 4 or any(len(p) != 2 for p in points):
+        raise AreaError("A CAP polygon needs at least four lat,lon pairs.")
+    if any(not (-90 <= lat <= 90 and -180 <= lon <= 180) for lat, lon in points):
+        raise AreaError("A CAP polygon point lies outside latitude/longitude range.")
+    polygon = Polygon([(lon, lat) for lat, lon in points])
+    repaired = _polygonal(make_valid(polygon)) if not polygon.is_valid else polygon
+    if repaired.is_empty or repaired.area == 0:
+        raise AreaError("A CAP polygon encloses no area.")
+    return repaired
+
+
+def parse_cap_circle(text: str) -> Polygon:
+    """Return a polygon approximating a CAP `circle` ("lat,lon radius_km")."""
+    try:
+        centre, radius = text.split()
+        lat, lon = (float(v) for v in centre.split(","))
+        radius_km = float(radius)
+    except ValueError as exc:
+        raise AreaError(f"Unreadable CAP circle {text[:60]!r}.") from exc
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180) or radius_km < 0:
+        raise AreaError("A CAP circle lies outside latitude/longitude range or has a negative radius.")
+    # A zero radius means a point; give it a footprint so it can still intersect an area.
+    radius_deg = max(radius_km, 0.1) / KM_PER_DEGREE
+    # Stretch longitude so the circle stays round on the ground away from the equator.
+    stretch = 1 / max(math.cos(math.radians(lat)), 0.01)
+    circle = Point(0, 0).buffer(radius_deg, quad_segs=16)
+    return Polygon([(lon + x * stretch, lat + y) for x, y in circle.exterior.coords])
