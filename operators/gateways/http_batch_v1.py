@@ -1,0 +1,165 @@
+"""The Operator Batch API v1 push adapter: one signed JSON POST per batch, answers classified for the send task.
+
+Classification (DESIGN "Operator Batch API v1"):
+  200/202 with a readable answer        ACCEPTED (accepted count and rejected messages)
+  429                                   RETRY, retry_after from Retry-After (seconds or an HTTP date)
+  408, 5xx, timeout, connection error   RETRY (Retry-After honoured when a 503 sends one)
+  any other 4xx, 3xx, a bad base_url    FAILED, with the operator's reason kept
+  200/202 whose body cannot be read     RETRY: the operator may well have taken the batch, so failing it
+                                        would mark deliveries failed that are being sent; a retry reuses
+                                        the Idempotency-Key, so the operator answers its first answer again
+                                        and sends nothing twice, and the retry budget still bounds it.
+"""
+
+import json
+import os
+import threading
+import time
+from email.utils import parsedate_to_datetime
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from operators import signing
+from operators.gateways.base import BatchResult, GatewayAdapter, OutboundBatch, Outcome, register
+
+# Connections kept per operator host; a worker process sends at most its concurrency at once, the rest is slack.
+POOL_SIZE = int(os.environ.get("SMSBLAST_HTTP_POOL_SIZE", "16"))
+CONNECT_TIMEOUT = float(os.environ.get("SMSBLAST_HTTP_CONNECT_TIMEOUT", "3.05"))
+# An operator validating 1,000 recipients answers in well under this; longer means it is in trouble.
+READ_TIMEOUT = float(os.environ.get("SMSBLAST_HTTP_READ_TIMEOUT", "30"))
+MAX_ERROR_CHARS = 500
+
+_session: requests.Session | None = None
+_session_pid: int | None = None
+_session_lock = threading.Lock()
+
+
+def http_session() -> requests.Session:
+    """Return this process's pooled session (a new one after a fork: sockets must not be shared)."""
+    global _session, _session_pid
+    pid = os.getpid()
+    if _session is None or _session_pid != pid:
+        with _session_lock:
+            if _session is None or _session_pid != pid:
+                session = requests.Session()
+                adapter = HTTPAdapter(pool_connections=8, pool_maxsize=POOL_SIZE, max_retries=0)
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
+                session.headers["User-Agent"] = "smsblast/1 (+batch-api-v1)"
+                _session, _session_pid = session, pid
+    return _session
+
+
+def batch_body(batch: OutboundBatch) -> bytes:
+    """Return the JSON body of `batch`, encoded once (the signature covers these exact bytes)."""
+    document = {
+        "batch_id": batch.batch_id,
+        "campaign": {"id": batch.campaign_id, "title": batch.campaign_title},
+        "sender": batch.sender,
+        "text": batch.text,
+        "encoding": batch.encoding,
+        "segments": batch.segments,
+        "priority": batch.priority,
+        "expires_at": batch.expires_at,
+        "callback_url": batch.callback_url,
+        "recipients": [{"message_id": m.message_id, "msisdn": m.msisdn} for m in batch.recipients],
+    }
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def batch_headers(batch: OutboundBatch, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
+    """Return the headers that authenticate and sign `body`."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    return {
+        "Authorization": f"Bearer {batch.api_key}",
+        "Content-Type": "application/json",
+        "Idempotency-Key": batch.batch_id,
+        "X-Smsblast-Timestamp": str(timestamp),
+        "X-Smsblast-Signature": signing.sign(batch.signing_secret, timestamp, body),
+    }
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Return the wait a Retry-After header asks for (delta seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _reason(response: requests.Response) -> str:
+    """Return the operator's stated reason for refusing, else the start of its body."""
+    try:
+        document = response.json()
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        for key in ("error", "detail", "message", "reason"):
+            if isinstance(document.get(key), str) and document[key]:
+                return f"HTTP {response.status_code}: {document[key]}"[:MAX_ERROR_CHARS]
+    text = response.text.strip() or response.reason or ""
+    return f"HTTP {response.status_code}: {text}"[:MAX_ERROR_CHARS]
+
+
+def _accepted(response: requests.Response) -> BatchResult:
+    try:
+        document = response.json()
+        accepted = document["accepted"]
+        rejected_rows = document.get("rejected") or []
+        if not isinstance(accepted, int) or not isinstance(rejected_rows, list):
+            raise TypeError
+        rejected = [(str(row["message_id"]), str(row.get("reason", ""))) for row in rejected_rows]
+    except (ValueError, TypeError, KeyError):
+        return BatchResult(
+            outcome=Outcome.RETRY,
+            error=f"HTTP {response.status_code} with an unreadable answer: {response.text[:200]}",
+            status_code=response.status_code,
+        )
+    return BatchResult(outcome=Outcome.ACCEPTED, accepted=accepted, rejected=rejected, status_code=response.status_code)
+
+
+@register
+class HttpBatchV1Adapter(GatewayAdapter):
+    """POST each batch to ``{base_url}/v1/batches`` with Bearer key, Idempotency-Key and HMAC signature."""
+
+    name = "http_batch_v1"
+
+    def __init__(self, *, connect_timeout: float | None = None, read_timeout: float | None = None):
+        self.timeout = (
+            CONNECT_TIMEOUT if connect_timeout is None else connect_timeout,
+            READ_TIMEOUT if read_timeout is None else read_timeout,
+        )
+
+    def send_batch(self, batch: OutboundBatch) -> BatchResult:
+        body = batch_body(batch)
+        url = f"{batch.base_url.rstrip('/')}/v1/batches"
+        try:
+            response = http_session().post(
+                url, data=body, headers=batch_headers(batch, body), timeout=self.timeout, allow_redirects=False
+            )
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            return BatchResult(outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        except requests.RequestException as exc:
+            # A malformed base_url and the like: no retry can fix the configuration.
+            return BatchResult(outcome=Outcome.FAILED, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        return classify(response)
+
+
+def classify(response: requests.Response) -> BatchResult:
+    """Turn an operator's HTTP answer into a BatchResult."""
+    status = response.status_code
+    if status in (200, 202):
+        return _accepted(response)
+    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+    if status == 429 or status == 408 or status >= 500:
+        return BatchResult(outcome=Outcome.RETRY, retry_after=retry_after, error=_reason(response), status_code=status)
+    return BatchResult(outcome=Outcome.FAILED, error=_reason(response), status_code=status)

@@ -1,0 +1,251 @@
+"""The http_batch_v1 adapter against the real operator simulator over HTTP on localhost."""
+
+import json
+import socket
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from operators import signing
+from operators.gateways.base import OutboundBatch, OutboundMessage, Outcome, get_adapter, registered_names
+from operators.gateways.http_batch_v1 import HttpBatchV1Adapter, batch_body, batch_headers, retry_after_seconds
+from operators.simulator import OperatorConfig, SimulatorServer
+
+KEY, SECRET = "key-isat", "secret-isat"
+
+
+@pytest.fixture
+def simulator():
+    with SimulatorServer({"indosat": OperatorConfig(KEY, SECRET)}, port=0) as server:
+        yield server
+
+
+def control(simulator, **changes):
+    simulator.operators["indosat"].control(changes)
+
+
+def outbound(base_url: str, *, size: int = 3, first: int = 0, batch_id: str | None = None, **overrides):
+    fields = {
+        "batch_id": batch_id or str(uuid.uuid4()),
+        "campaign_id": 7,
+        "campaign_title": "Info vaksin",
+        "sender": "PEMKAB-BLTR",
+        "text": "Vaksinasi “gratis” hari ini",
+        "encoding": "UCS2",
+        "segments": 1,
+        "priority": "urgent",
+        "expires_at": "2030-01-01T00:00:00+00:00",
+        "callback_url": "http://127.0.0.1:8000/api/v1/operator/delivery-reports/",
+        "recipients": [OutboundMessage(str(i), f"+6285612{i:06d}") for i in range(first, first + size)],
+        "base_url": base_url,
+        "api_key": KEY,
+        "signing_secret": SECRET,
+    }
+    fields.update(overrides)
+    return OutboundBatch(**fields)
+
+
+def sim_url(simulator):
+    return f"{simulator.url}/indosat"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_adapter_is_registered_under_its_name():
+    assert "http_batch_v1" in registered_names()
+    assert isinstance(get_adapter("http_batch_v1"), HttpBatchV1Adapter)
+
+
+def test_body_follows_the_batch_contract():
+    batch = outbound("http://operator.example/api", size=2)
+    document = json.loads(batch_body(batch))
+    assert document == {
+        "batch_id": batch.batch_id,
+        "campaign": {"id": 7, "title": "Info vaksin"},
+        "sender": "PEMKAB-BLTR",
+        "text": "Vaksinasi “gratis” hari ini",
+        "encoding": "UCS2",
+        "segments": 1,
+        "priority": "urgent",
+        "expires_at": "2030-01-01T00:00:00+00:00",
+        "callback_url": "http://127.0.0.1:8000/api/v1/operator/delivery-reports/",
+        "recipients": [
+            {"message_id": "0", "msisdn": "+6285612000000"},
+            {"message_id": "1", "msisdn": "+6285612000001"},
+        ],
+    }
+
+
+def test_headers_carry_key_idempotency_key_and_a_signature_of_the_exact_body():
+    batch = outbound("http://operator.example/api")
+    body = batch_body(batch)
+    headers = batch_headers(batch, body, timestamp=1_700_000_000)
+    assert headers["Authorization"] == f"Bearer {KEY}"
+    assert headers["Idempotency-Key"] == batch.batch_id
+    assert headers["X-Smsblast-Timestamp"] == "1700000000"
+    assert signing.verify(SECRET, "1700000000", body, headers["X-Smsblast-Signature"], now=1_700_000_000)
+
+
+def test_accepted_batch_reports_counts_and_rejected_messages(simulator):
+    batch = outbound(sim_url(simulator), size=3)
+    batch.recipients.append(OutboundMessage("bad", "+1555"))
+    result = get_adapter("http_batch_v1").send_batch(batch)
+    assert result.outcome == Outcome.ACCEPTED
+    assert result.accepted == 3
+    assert result.rejected == [("bad", "invalid msisdn")]
+    assert result.status_code == 202
+
+
+def test_resending_an_accepted_batch_is_answered_from_the_first_answer_without_counting_again(simulator):
+    adapter = get_adapter("http_batch_v1")
+    batch = outbound(sim_url(simulator), size=4)
+    first, again = adapter.send_batch(batch), adapter.send_batch(batch)
+    assert first == again
+    counted = simulator.stats()["indosat"]
+    assert (counted["batches"], counted["messages"], counted["duplicates"]) == (1, 4, 0)
+
+
+def test_throttling_429_is_a_retry_with_the_operators_retry_after(simulator):
+    control(simulator, throttle_sps=1500)
+    adapter = get_adapter("http_batch_v1")
+    results = [adapter.send_batch(outbound(sim_url(simulator), size=1000)) for _ in range(3)]
+    throttled = [result for result in results if result.status_code == 429]
+    assert throttled
+    assert all(result.outcome == Outcome.RETRY and result.retry_after >= 1 for result in throttled)
+
+
+def test_server_errors_are_retried_and_the_retry_with_the_same_batch_id_lands_once(simulator):
+    adapter = get_adapter("http_batch_v1")
+    batch = outbound(sim_url(simulator), size=5)
+    control(simulator, error_rate=1.0)
+    failed = adapter.send_batch(batch)
+    assert (failed.outcome, failed.status_code) == (Outcome.RETRY, 500)
+    control(simulator, error_rate=0.0)
+    assert adapter.send_batch(batch).outcome == Outcome.ACCEPTED
+    counted = simulator.stats()["indosat"]
+    assert (counted["messages"], counted["duplicates"]) == (5, 0)
+
+
+def test_outage_503_is_a_retry_honouring_retry_after(simulator):
+    control(simulator, outage_seconds=30, outage_mode="503")
+    result = get_adapter("http_batch_v1").send_batch(outbound(sim_url(simulator)))
+    assert (result.outcome, result.status_code) == (Outcome.RETRY, 503)
+    assert 1 <= result.retry_after <= 30
+
+
+def test_refused_connection_during_outage_is_a_retry(simulator):
+    control(simulator, outage_seconds=30, outage_mode="refuse")
+    result = get_adapter("http_batch_v1").send_batch(outbound(sim_url(simulator)))
+    assert result.outcome == Outcome.RETRY
+    assert result.status_code is None
+    assert "ConnectionError" in result.error
+
+
+def test_nothing_listening_is_a_retry():
+    result = get_adapter("http_batch_v1").send_batch(outbound(f"http://127.0.0.1:{free_port()}/indosat"))
+    assert result.outcome == Outcome.RETRY
+    assert "ConnectionError" in result.error
+
+
+def test_read_timeout_is_a_retry(simulator):
+    control(simulator, latency_ms=500)
+    result = HttpBatchV1Adapter(read_timeout=0.1).send_batch(outbound(sim_url(simulator)))
+    assert result.outcome == Outcome.RETRY
+    assert "Timeout" in result.error
+
+
+def test_wrong_credentials_fail_for_good_with_the_operators_reason(simulator):
+    result = get_adapter("http_batch_v1").send_batch(outbound(sim_url(simulator), api_key="stolen"))
+    assert (result.outcome, result.status_code) == (Outcome.FAILED, 401)
+    assert result.error == "HTTP 401: Invalid API key."
+    signed_wrong = get_adapter("http_batch_v1").send_batch(outbound(sim_url(simulator), signing_secret="old"))
+    assert signed_wrong.error == "HTTP 401: Invalid or stale signature."
+
+
+def test_a_batch_the_operator_refuses_as_invalid_fails_for_good(simulator):
+    result = get_adapter("http_batch_v1").send_batch(outbound(sim_url(simulator), segments=0))
+    assert (result.outcome, result.status_code) == (Outcome.FAILED, 400)
+    assert result.error == "HTTP 400: segments must be a positive integer."
+
+
+def test_unusable_base_url_fails_for_good():
+    result = get_adapter("http_batch_v1").send_batch(outbound("operator.example/no-scheme"))
+    assert result.outcome == Outcome.FAILED
+
+
+class FixedAnswer:
+    """A server that answers every POST with one canned status, headers and body."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str] | None = None):
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "outcome"),
+    [
+        (202, b"<html>proxy error</html>", Outcome.RETRY),
+        (200, b'{"batch_id": "x"}', Outcome.RETRY),
+        (202, b'{"batch_id": "x", "accepted": 2, "rejected": []}', Outcome.ACCEPTED),
+        (408, b"", Outcome.RETRY),
+        (502, b"bad gateway", Outcome.RETRY),
+        (404, b'{"detail": "no such route"}', Outcome.FAILED),
+        (422, b"", Outcome.FAILED),
+        (301, b"", Outcome.FAILED),
+    ],
+)
+def test_answers_are_classified_by_status_and_body(status, body, outcome):
+    with FixedAnswer(status, body, {"Location": "http://elsewhere.example/"}) as server:
+        result = get_adapter("http_batch_v1").send_batch(outbound(server.url))
+    assert result.outcome == outcome
+    assert result.status_code == status
+    if outcome != Outcome.ACCEPTED:
+        assert result.error.startswith(f"HTTP {status}")
+
+
+def test_retry_after_as_an_http_date_is_honoured():
+    when = datetime.now(UTC) + timedelta(seconds=120)
+    with FixedAnswer(429, b"{}", {"Retry-After": format_datetime(when, usegmt=True)}) as server:
+        result = get_adapter("http_batch_v1").send_batch(outbound(server.url))
+    assert result.outcome == Outcome.RETRY
+    assert 100 <= result.retry_after <= 120
+
+
+def test_retry_after_parsing():
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("soon") is None
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470) == 10.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=time.time()) == 0.0
