@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from smsblast.api_views import TextAnalyzeView
+
+urlpatterns: list = [
+    path("sms/analyze/", TextAnalyzeView.as_view(), name="sms-analyze"),
+]

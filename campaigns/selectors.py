@@ -1,0 +1,92 @@
+"""Reads over campaigns: lists per role, audience and cost estimates, history."""
+
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+
+from campaigns.models import Campaign
+from smsblast import sms
+from smsblast.audit import audit_history
+from smsblast.models import AuditEvent, Role, User
+from smsblast.selectors import subscribers_in_area
+
+
+def campaign_list(user: User, filters: dict[str, Any] | None = None) -> QuerySet[Campaign]:
+    """Return the campaigns the user may see, newest first, narrowed by `filters`.
+
+    Officers, approvers and admins see every campaign of the installation (one government
+    office per installation); anyone else sees none. Filters: `status`, `mode`, `author`
+    (a user id) and `q` (words in the title, text or sender).
+    """
+    if user is None or not user.is_authenticated or not user.has_role(Role.OFFICER, Role.APPROVER, Role.ADMIN):
+        return Campaign.objects.none()
+    queryset = Campaign.objects.select_related("author")
+    filters = filters or {}
+    if filters.get("status"):
+        queryset = queryset.filter(status=filters["status"])
+    if filters.get("mode"):
+        queryset = queryset.filter(mode=filters["mode"])
+    if filters.get("author"):
+        queryset = queryset.filter(author_id=filters["author"])
+    for word in str(filters.get("q") or "").split():
+        queryset = queryset.filter(Q(title__icontains=word) | Q(text__icontains=word) | Q(sender__icontains=word))
+    return queryset
+
+
+def campaign_segments(campaign: Campaign) -> int:
+    """Return the number of segments of the campaign's text, or 0 when the text cannot be sent."""
+    try:
+        return sms.analyze(campaign.text).segments
+    except sms.TextError:
+        return 0
+
+
+def campaign_audience(campaign: Campaign) -> dict[str, Any]:
+    """Return who a targeted run would reach and what it would cost, per operator.
+
+    `total` counts the recipients (subscribers in the area and audience who have not opted
+    out) and `opted_out` those left out. Cost is segments × recipients × the operator's
+    tariff per segment; numbers with no known operator are counted but cost nothing here.
+    One aggregate query, grouped by operator.
+    """
+    segments = campaign_segments(campaign)
+    rows = (
+        subscribers_in_area(campaign.area_codes or [], audience=campaign.audience)
+        .values("operator_id", "operator__slug", "operator__name", "operator__tariff_per_segment")
+        .annotate(
+            everyone=Count("id"),
+            opted_out=Count("id", filter=Q(opted_out_at__isnull=False)),
+        )
+        .order_by("operator__name")
+    )
+    by_operator = []
+    total = opted_out = cost = 0
+    for row in rows:
+        recipients = row["everyone"] - row["opted_out"]
+        operator_cost = sms.content_cost(segments, recipients, row["operator__tariff_per_segment"] or 0)
+        by_operator.append(
+            {
+                "slug": row["operator__slug"] or "",
+                "name": row["operator__name"] or "Unknown operator",
+                "recipients": recipients,
+                "opted_out": row["opted_out"],
+                "segments": segments * recipients,
+                "cost": operator_cost,
+            }
+        )
+        total += recipients
+        opted_out += row["opted_out"]
+        cost += operator_cost
+    return {
+        "total": total,
+        "opted_out": opted_out,
+        "by_operator": by_operator,
+        "segments": segments * total,
+        "segments_per_message": segments,
+        "cost": cost,
+    }
+
+
+def campaign_history(campaign: Campaign) -> QuerySet[AuditEvent]:
+    """Return the campaign's audit events, oldest first, with their actors."""
+    return audit_history(campaign)

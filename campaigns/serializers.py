@@ -1,0 +1,186 @@
+"""REST representations of campaigns: input checked for shape here, rules enforced in services."""
+
+from rest_framework import serializers
+
+from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
+from campaigns.selectors import campaign_audience, campaign_history
+from campaigns.services import SENDER_MAX_LENGTH, campaign_allowed_actions, campaign_content_hash
+from smsblast import sms
+from smsblast.api_views import StrictCharField
+from smsblast.models import AuditEvent
+
+
+class CampaignWriteSerializer(serializers.Serializer):
+    """Fields an author sends on create (POST) and edit (PATCH)."""
+
+    title = StrictCharField(max_length=200)
+    text = StrictCharField(max_length=5000, allow_blank=True, trim_whitespace=False, required=False)
+    sender = StrictCharField(max_length=SENDER_MAX_LENGTH, allow_blank=True, required=False)
+    mode = serializers.ChoiceField(choices=Mode.choices, required=False)
+    area_codes = serializers.ListField(
+        child=StrictCharField(max_length=13), max_length=500, required=False, help_text="Kemendagri codes."
+    )
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+    polygon = serializers.JSONField(required=False, allow_null=True, help_text="GeoJSON Polygon or MultiPolygon.")
+    audience_filter = serializers.DictField(
+        source="audience",
+        required=False,
+        help_text='Audience filters, e.g. {"languages": ["id"]}; empty means everyone in the area.',
+    )
+    schedule = serializers.DictField(required=False)
+    validity_minutes = serializers.IntegerField(min_value=1, max_value=7 * 24 * 60, required=False)
+    starts_at = serializers.DateTimeField(required=False, allow_null=True)
+    ends_at = serializers.DateTimeField(required=False, allow_null=True)
+    repeat_policy = serializers.ChoiceField(choices=RepeatPolicy.choices, required=False)
+    operator_slugs = serializers.ListField(child=serializers.SlugField(), max_length=20, required=False)
+    exercise = serializers.BooleanField(required=False)
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    approver = serializers.CharField(source="approver.username")
+
+    class Meta:
+        model = Approval
+        fields = ["id", "decision", "approver", "content_hash", "reason", "created_at", "voided_at"]
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor.username", default=None)
+    # "from" is a Python keyword, so the names are mapped in to_representation.
+    from_state = serializers.CharField()
+    to_state = serializers.CharField()
+
+    class Meta:
+        model = AuditEvent
+        fields = ["actor", "action", "from_state", "to_state", "at", "details"]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["from"] = data.pop("from_state")
+        data["to"] = data.pop("to_state")
+        return data
+
+
+class CampaignListSerializer(serializers.ModelSerializer):
+    """A campaign as a list row: no per-row audience or history queries."""
+
+    author = serializers.CharField(source="author.username", read_only=True)
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id",
+            "title",
+            "status",
+            "mode",
+            "sender",
+            "priority",
+            "area_codes",
+            "author",
+            "next_run_at",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class CampaignDetailSerializer(serializers.ModelSerializer):
+    """A campaign with everything an approver reviews: analysis, audience, cost, hash, approval, history."""
+
+    author = serializers.CharField(source="author.username", read_only=True)
+    audience_filter = serializers.JSONField(source="audience", read_only=True)
+    content_hash = serializers.SerializerMethodField()
+    analysis = serializers.SerializerMethodField()
+    audience = serializers.SerializerMethodField()
+    cost_estimate = serializers.SerializerMethodField()
+    approval = serializers.SerializerMethodField()
+    allowed_actions = serializers.SerializerMethodField()
+    history = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id",
+            "title",
+            "text",
+            "sender",
+            "mode",
+            "area_codes",
+            "priority",
+            "polygon",
+            "audience_filter",
+            "schedule",
+            "next_run_at",
+            "validity_minutes",
+            "starts_at",
+            "ends_at",
+            "repeat_policy",
+            "operator_slugs",
+            "exercise",
+            "status",
+            "author",
+            "created_at",
+            "updated_at",
+            "content_hash",
+            "analysis",
+            "audience",
+            "cost_estimate",
+            "approval",
+            "allowed_actions",
+            "history",
+        ]
+        read_only_fields = fields
+
+    def get_content_hash(self, campaign: Campaign) -> str:
+        return campaign_content_hash(campaign)
+
+    def get_analysis(self, campaign: Campaign) -> dict:
+        try:
+            return sms.analyze(campaign.text).as_dict()
+        except sms.TextError as exc:
+            return {"error": str(exc)}
+
+    def _audience(self, campaign: Campaign) -> dict:
+        cache = self.context.setdefault("_audience", {})
+        if campaign.pk not in cache:
+            cache[campaign.pk] = campaign_audience(campaign)
+        return cache[campaign.pk]
+
+    def get_audience(self, campaign: Campaign) -> dict:
+        return self._audience(campaign)
+
+    def get_cost_estimate(self, campaign: Campaign) -> int:
+        return self._audience(campaign)["cost"]
+
+    def get_approval(self, campaign: Campaign) -> dict | None:
+        # The latest decision, voided or not, so a reviewer sees why a campaign is back in draft.
+        approval = campaign.approvals.select_related("approver").order_by("-id").first()
+        if approval is None:
+            return None
+        data = ApprovalSerializer(approval).data
+        data["valid"] = (
+            approval.decision == Approval.Decision.APPROVED
+            and approval.voided_at is None
+            and approval.content_hash == campaign_content_hash(campaign)
+        )
+        return data
+
+    def get_allowed_actions(self, campaign: Campaign) -> list[str]:
+        request = self.context.get("request")
+        if request is None:
+            return []
+        return campaign_allowed_actions(campaign=campaign, user=request.user)
+
+    def get_history(self, campaign: Campaign) -> list[dict]:
+        return AuditEventSerializer(campaign_history(campaign), many=True).data
+
+
+class ApproveSerializer(serializers.Serializer):
+    content_hash = serializers.RegexField(r"^[0-9a-f]{64}$", help_text="The content_hash of the version reviewed.")
+
+
+class RejectSerializer(serializers.Serializer):
+    reason = StrictCharField(max_length=2000)
+
+
+class CancelSerializer(serializers.Serializer):
+    reason = StrictCharField(max_length=2000, required=False, allow_blank=True)

@@ -1,0 +1,58 @@
+"""Core REST endpoints: SMS text analysis."""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from smsblast import sms
+from smsblast.errors import ServiceInvalid
+from smsblast.roles import IsStaffRole
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers, booleans and lists instead of turning them into text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class TextAnalyzeSerializer(serializers.Serializer):
+    # Ten segments never hold more than 1,530 characters; the cap keeps a huge body cheap to refuse.
+    text = StrictCharField(max_length=5000, trim_whitespace=False, allow_blank=True)
+
+
+def validated(serializer: serializers.Serializer) -> dict:
+    """Return the serializer's validated data, or raise ServiceInvalid naming each bad field (a 400 with detail)."""
+    if not serializer.is_valid():
+        errors = serializer.errors
+        if isinstance(errors, dict):
+            parts = []
+            for name, messages in errors.items():
+                message = messages[0] if isinstance(messages, list) and messages else messages
+                if isinstance(message, dict):
+                    message = "; ".join(f"{key}: {value}" for key, value in message.items())
+                parts.append(f"{name}: {message}")
+            raise ServiceInvalid(" ".join(parts), dict(errors))
+        raise ServiceInvalid("The request body must be a JSON object.")
+    return serializer.validated_data
+
+
+class TextAnalyzeView(APIView):
+    """Return the encoding, length, segments, per-segment size, non-GSM characters and a GSM-7 suggestion."""
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(
+        request=TextAnalyzeSerializer,
+        responses={200: OpenApiResponse(description="Analysis"), 400: OpenApiResponse(description="Bad text")},
+    )
+    def post(self, request):
+        data = validated(TextAnalyzeSerializer(data=request.data))
+        try:
+            analysis = sms.analyze(data["text"])
+        except sms.TextError as exc:
+            raise ServiceInvalid(str(exc), {"text": str(exc)}) from exc
+        return Response(analysis.as_dict())

@@ -1,0 +1,39 @@
+"""Create or update a user in one role and print a new API token as the last line."""
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from smsblast.authentication import api_token_create
+from smsblast.models import Role, User
+from smsblast.roles import user_role_set
+
+
+class Command(BaseCommand):
+    help = "Create or update USERNAME with --role and print a new API token (the last line of output)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--role", required=True, choices=Role.values)
+        parser.add_argument("--password", help="Set this password; without it a new user cannot log in to pages.")
+        parser.add_argument("--email", default="")
+
+    def handle(self, *args, username: str, role: str, password: str | None, email: str, **options):
+        username = username.strip()
+        if not username:
+            raise CommandError("USERNAME must not be empty.")
+        with transaction.atomic():
+            user, created = User.objects.get_or_create(username=username, defaults={"email": email})
+            if password:
+                user.set_password(password)
+            elif created:
+                # An API-only identity (an operator, a script) until someone sets a password.
+                user.set_unusable_password()
+            if email:
+                user.email = email
+            user.is_active = True
+            user.save()
+            user_role_set(user=user, role=role)
+            key = api_token_create(user=user, name="create_user")
+        self.stdout.write(f"{'Created' if created else 'Updated'} user {username!r} with role {role}.")
+        self.stdout.write("API token (shown once; send it as 'Authorization: Bearer <token>'):")
+        self.stdout.write(key)

@@ -1,0 +1,322 @@
+"""Campaign REST API: the role × action matrix, the approval journey, and 4xx answers that carry `detail`."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from campaigns.models import Campaign
+from campaigns.services import campaign_content_hash
+from smsblast.models import Role
+from tests.campaigns.factories import CampaignFactory
+from tests.operators.factories import OperatorFactory
+from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
+
+pytestmark = pytest.mark.django_db
+
+Status = Campaign.Status
+DRAFT_BODY = {
+    "title": "Covid-19 Blitar",
+    "text": "Tetap pakai masker dan jaga jarak.",
+    "sender": "PEMKAB",
+    "mode": "targeted",
+    "area_codes": ["35.05"],
+    "priority": "normal",
+}
+
+
+@pytest.fixture
+def areas():
+    return area_tree()
+
+
+@pytest.fixture
+def author(areas):
+    return UserFactory(username="author", role=Role.OFFICER)
+
+
+def client_for(role: str | None, api_client_for, author):
+    """Return a client for the role: the author for officer, a fresh user otherwise, or anonymous."""
+    if role is None:
+        return APIClient()
+    if role == Role.OFFICER:
+        return api_client_for(author)
+    return api_client_for(UserFactory(role=role))
+
+
+# (action, campaign state needed, expected status per role: officer (the author), approver, operator, admin, anon)
+MATRIX = {
+    "list": (None, [200, 200, 403, 200, 401]),
+    "create": (None, [201, 403, 403, 201, 401]),
+    "retrieve": (Status.DRAFT, [200, 200, 403, 200, 401]),
+    "update": (Status.DRAFT, [200, 403, 403, 200, 401]),
+    "submit": (Status.DRAFT, [200, 403, 403, 200, 401]),
+    "approve": (Status.PENDING_APPROVAL, [403, 200, 403, 403, 401]),
+    "reject": (Status.PENDING_APPROVAL, [403, 200, 403, 403, 401]),
+    "cancel": (Status.DRAFT, [200, 200, 403, 200, 401]),
+    "analyze": (None, [200, 200, 403, 200, 401]),
+}
+ROLES = [Role.OFFICER, Role.APPROVER, Role.OPERATOR, Role.ADMIN, None]
+MATRIX_CASES = [(action, role, expected[i]) for action, (_, expected) in MATRIX.items() for i, role in enumerate(ROLES)]
+
+
+def call(client, action: str, campaign: Campaign | None):
+    url = f"/api/v1/campaigns/{campaign.pk}/" if campaign else "/api/v1/campaigns/"
+    if action == "list":
+        return client.get("/api/v1/campaigns/")
+    if action == "create":
+        return client.post("/api/v1/campaigns/", DRAFT_BODY, format="json")
+    if action == "retrieve":
+        return client.get(url)
+    if action == "update":
+        return client.patch(url, {"title": "Renamed"}, format="json")
+    if action == "approve":
+        return client.post(f"{url}approve/", {"content_hash": campaign_content_hash(campaign)}, format="json")
+    if action == "reject":
+        return client.post(f"{url}reject/", {"reason": "Tambahkan hotline."}, format="json")
+    if action in {"submit", "cancel"}:
+        return client.post(f"{url}{action}/", {}, format="json")
+    if action == "analyze":
+        return client.post("/api/v1/sms/analyze/", {"text": "Halo"}, format="json")
+    raise AssertionError(action)
+
+
+@pytest.mark.parametrize(
+    ("action", "role", "expected"),
+    MATRIX_CASES,
+    ids=[f"{action}-{role or 'anonymous'}-{expected}" for action, role, expected in MATRIX_CASES],
+)
+def test_role_action_matrix(action, role, expected, author, api_client_for):
+    state = MATRIX[action][0]
+    campaign = CampaignFactory(author=author, status=state) if state else None
+    response = call(client_for(role, api_client_for, author), action, campaign)
+    assert response.status_code == expected, response.content
+    if expected >= 400:
+        assert response.json()["detail"]
+
+
+def test_another_officer_sees_but_cannot_edit_submit_or_cancel(author, officer2, api_client_for):
+    campaign = CampaignFactory(author=author)
+    client = api_client_for(officer2)
+    assert client.get(f"/api/v1/campaigns/{campaign.pk}/").status_code == 200
+    assert [row["id"] for row in client.get("/api/v1/campaigns/").json()["results"]] == [campaign.pk]
+    for response in (
+        client.patch(f"/api/v1/campaigns/{campaign.pk}/", {"title": "x"}, format="json"),
+        client.post(f"/api/v1/campaigns/{campaign.pk}/submit/"),
+        client.post(f"/api/v1/campaigns/{campaign.pk}/cancel/"),
+    ):
+        assert response.status_code == 403
+        assert "author" in response.json()["detail"]
+
+
+def test_officer_drafts_submits_and_approver_approves_through_the_api(author, api_client_for):
+    telkomsel = OperatorFactory(slug="telkomsel", name="Telkomsel", tariff_per_segment=300)
+    indosat = OperatorFactory(slug="indosat", name="Indosat", tariff_per_segment=200)
+    SubscriberFactory.create_batch(3, area_id="35.05.01", operator=telkomsel)
+    SubscriberFactory(area_id="35.05.02", operator=indosat)
+    SubscriberFactory(area_id="35.05.02", operator=indosat, opted_out_at="2021-07-01T00:00:00Z")
+    officer_client = api_client_for(author)
+    approver_client = api_client_for(UserFactory(role=Role.APPROVER))
+
+    created = officer_client.post(
+        "/api/v1/campaigns/", {**DRAFT_BODY, "text": "Pakai masker “sekarang”."}, format="json"
+    )
+    assert created.status_code == 201, created.content
+    detail = created.json()
+    campaign_id = detail["id"]
+    assert detail["status"] == "draft"
+    assert detail["analysis"]["encoding"] == "UCS2"
+    assert detail["analysis"]["suggestion"] == 'Pakai masker "sekarang".'
+    assert detail["audience"]["total"] == 4
+    assert detail["audience"]["opted_out"] == 1
+    assert {row["slug"]: row["recipients"] for row in detail["audience"]["by_operator"]} == {
+        "telkomsel": 3,
+        "indosat": 1,
+    }
+    assert detail["cost_estimate"] == 3 * 300 + 1 * 200
+    assert detail["allowed_actions"] == ["update", "submit", "cancel"]
+
+    patched = officer_client.patch(
+        f"/api/v1/campaigns/{campaign_id}/", {"text": detail["analysis"]["suggestion"]}, format="json"
+    )
+    assert patched.json()["analysis"]["encoding"] == "GSM7"
+    assert officer_client.post(f"/api/v1/campaigns/{campaign_id}/submit/").json()["status"] == "pending_approval"
+
+    reviewed = approver_client.get(f"/api/v1/campaigns/{campaign_id}/").json()
+    assert reviewed["allowed_actions"] == ["approve", "reject", "cancel"]
+    approved = approver_client.post(
+        f"/api/v1/campaigns/{campaign_id}/approve/", {"content_hash": reviewed["content_hash"]}, format="json"
+    )
+    assert approved.status_code == 200, approved.content
+    body = approved.json()
+    assert body["status"] == "approved"
+    assert body["approval"]["decision"] == "approved"
+    assert body["approval"]["valid"] is True
+    assert body["approval"]["content_hash"] == reviewed["content_hash"]
+    assert [(e["action"], e["from"], e["to"]) for e in body["history"]] == [
+        ("campaign.create", "", "draft"),
+        ("campaign.update", "draft", "draft"),
+        ("campaign.submit", "draft", "pending_approval"),
+        ("campaign.approve", "pending_approval", "approved"),
+    ]
+    assert body["history"][0]["actor"] == "author"
+    assert body["history"][0]["at"]
+
+
+def test_editing_an_approved_campaign_through_the_api_voids_the_approval(author, api_client_for):
+    approver = UserFactory(role=Role.APPROVER)
+    campaign = CampaignFactory(author=author, status=Status.PENDING_APPROVAL)
+    api_client_for(approver).post(
+        f"/api/v1/campaigns/{campaign.pk}/approve/", {"content_hash": campaign_content_hash(campaign)}, format="json"
+    )
+    response = api_client_for(author).patch(
+        f"/api/v1/campaigns/{campaign.pk}/", {"text": "Teks yang diubah."}, format="json"
+    )
+    body = response.json()
+    assert body["status"] == "draft"
+    assert body["approval"]["voided_at"] is not None
+    assert body["approval"]["valid"] is False
+
+
+def test_stale_hash_answers_409_with_detail(author, api_client_for):
+    campaign = CampaignFactory(author=author, status=Status.PENDING_APPROVAL)
+    response = api_client_for(UserFactory(role=Role.APPROVER)).post(
+        f"/api/v1/campaigns/{campaign.pk}/approve/", {"content_hash": "0" * 64}, format="json"
+    )
+    assert response.status_code == 409
+    assert "changed since you reviewed it" in response.json()["detail"]
+    campaign.refresh_from_db()
+    assert campaign.status == Status.PENDING_APPROVAL
+
+
+def test_author_who_is_an_approver_cannot_approve_through_the_api(author, api_client_for):
+    campaign = CampaignFactory(author=author, status=Status.PENDING_APPROVAL)
+    from smsblast.roles import user_role_set
+
+    user_role_set(user=author, role=Role.APPROVER)
+    response = api_client_for(author).post(
+        f"/api/v1/campaigns/{campaign.pk}/approve/", {"content_hash": campaign_content_hash(campaign)}, format="json"
+    )
+    assert response.status_code == 403
+    assert "another approver" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("action", "state"),
+    [
+        ("submit", Status.PENDING_APPROVAL),
+        ("approve", Status.DRAFT),
+        ("reject", Status.APPROVED),
+        ("cancel", Status.COMPLETED),
+        ("update", Status.PENDING_APPROVAL),
+        ("update", Status.SENDING),
+    ],
+)
+def test_wrong_state_answers_409_with_detail(action, state, author, api_client_for):
+    campaign = CampaignFactory(author=author, status=state)
+    role_user = UserFactory(role=Role.APPROVER) if action in {"approve", "reject"} else author
+    response = call(api_client_for(role_user), action, campaign)
+    assert response.status_code == 409
+    assert state.replace("_", " ") in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "needle"),
+    [
+        ("post", "/api/v1/campaigns/", "{not json", "JSON"),
+        ("post", "/api/v1/campaigns/", [1, 2], "dictionary"),
+        ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "area_codes": "35.05"}, "area_codes"),
+        ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "area_codes": ["99.99"]}, "Unknown area codes: 99.99"),
+        ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "sender": "PEMKAB-BLITAR"}, "sender"),
+        ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "title": 42, "mode": "fax"}, "mode"),
+        ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "priority": ["urgent"]}, "priority"),
+        ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "polygon": "Blitar"}, "polygon"),
+        ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "audience_filter": []}, "audience_filter"),
+        ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "validity_minutes": "soon"}, "validity_minutes"),
+        ("post", "/api/v1/campaigns/", {"text": "no title"}, "title"),
+        ("get", "/api/v1/campaigns/?status=bogus", None, "status"),
+        ("post", "/api/v1/sms/analyze/", {"text": ""}, "empty"),
+        ("post", "/api/v1/sms/analyze/", {"text": "x" * 1600}, "segments"),
+        ("post", "/api/v1/sms/analyze/", {"text": 12}, "text"),
+        ("post", "/api/v1/sms/analyze/", {}, "text"),
+        ("post", "/api/v1/sms/analyze/", "{oops", "JSON"),
+    ],
+)
+def test_bad_input_answers_400_with_detail(method, path, body, needle, author, api_client_for):
+    client = api_client_for(author)
+    if isinstance(body, str):
+        response = client.generic(method.upper(), path, body, content_type="application/json")
+    else:
+        response = getattr(client, method)(path, body, format="json")
+    assert response.status_code == 400, response.content
+    assert needle in response.json()["detail"]
+    assert not Campaign.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "needle"),
+    [
+        ("approve", {}, "content_hash"),
+        ("approve", {"content_hash": 5}, "content_hash"),
+        ("approve", {"content_hash": "abc"}, "content_hash"),
+        ("reject", {}, "reason"),
+        ("reject", {"reason": "   "}, "reason"),
+    ],
+)
+def test_bad_decision_input_answers_400_and_leaves_the_campaign_pending(action, body, needle, author, api_client_for):
+    campaign = CampaignFactory(author=author, status=Status.PENDING_APPROVAL)
+    response = api_client_for(UserFactory(role=Role.APPROVER)).post(
+        f"/api/v1/campaigns/{campaign.pk}/{action}/", body, format="json"
+    )
+    assert response.status_code == 400
+    assert needle in response.json()["detail"]
+    campaign.refresh_from_db()
+    assert campaign.status == Status.PENDING_APPROVAL
+
+
+def test_submitting_an_incomplete_draft_answers_400(author, api_client_for):
+    campaign = CampaignFactory(author=author, text="", area_codes=[])
+    response = api_client_for(author).post(f"/api/v1/campaigns/{campaign.pk}/submit/")
+    assert response.status_code == 400
+    assert response.json()["errors"].keys() == {"text", "area_codes"}
+
+
+def test_unknown_campaign_answers_404_and_put_and_delete_are_not_offered(author, api_client_for):
+    client = api_client_for(author)
+    campaign = CampaignFactory(author=author)
+    assert client.get("/api/v1/campaigns/999999/").status_code == 404
+    assert client.get("/api/v1/campaigns/abc/").status_code == 404
+    assert client.put(f"/api/v1/campaigns/{campaign.pk}/", DRAFT_BODY, format="json").status_code == 405
+    assert client.delete(f"/api/v1/campaigns/{campaign.pk}/").status_code == 405
+
+
+def test_list_filters_by_status_mode_and_words(author, api_client_for):
+    flu = CampaignFactory(author=author, title="Vaksinasi lansia", status=Status.APPROVED)
+    CampaignFactory(author=author, title="Banjir Wlingi", mode="area_broadcast")
+    client = api_client_for(author)
+
+    def ids(query):
+        return [row["id"] for row in client.get(f"/api/v1/campaigns/?{query}").json()["results"]]
+
+    assert ids("status=approved") == [flu.pk]
+    assert ids("q=vaksinasi") == [flu.pk]
+    assert ids("mode=targeted&q=banjir") == []
+    assert len(ids("")) == 2
+
+
+def test_analyze_returns_encoding_segments_and_suggestion(author, api_client_for):
+    response = api_client_for(author).post("/api/v1/sms/analyze/", {"text": "Jaga jarak – pakai masker"}, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["encoding"], body["segments"], body["per_segment"]) == ("UCS2", 1, 70)
+    assert body["non_gsm"][0]["char"] == "–"
+    assert body["suggestion"] == "Jaga jarak - pakai masker"
+
+
+def test_session_login_works_for_the_api(author, client):
+    client.force_login(author)
+    assert client.get("/api/v1/campaigns/").status_code == 200
+
+
+def test_schema_lists_the_campaign_actions(author, api_client_for):
+    schema = api_client_for(author).get("/api/v1/schema/", {"format": "json"}).json()
+    for path in ("/api/v1/campaigns/", "/api/v1/campaigns/{id}/approve/", "/api/v1/sms/analyze/"):
+        assert path in schema["paths"]

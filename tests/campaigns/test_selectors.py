@@ -1,0 +1,73 @@
+"""Campaign reads: audience and cost estimates, lists per role."""
+
+import pytest
+from django.utils import timezone
+
+from campaigns.selectors import campaign_audience, campaign_list
+from smsblast.selectors import subscribers_in_area
+from tests.campaigns.factories import CampaignFactory
+from tests.operators.factories import OperatorFactory
+from tests.smsblast.factories import AreaFactory, SubscriberFactory, area_tree
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def blitar():
+    area_tree(kecamatan=2)
+    AreaFactory(code="35.06", name="Kabupaten Kediri")
+    telkomsel = OperatorFactory(slug="telkomsel", name="Telkomsel", tariff_per_segment=300)
+    xl = OperatorFactory(slug="xl", name="XL Axiata", tariff_per_segment=200)
+    SubscriberFactory.create_batch(4, area_id="35.05.01", operator=telkomsel)
+    SubscriberFactory(area_id="35.05.01", operator=telkomsel, opted_out_at=timezone.now())
+    SubscriberFactory.create_batch(2, area_id="35.05.02", operator=xl, language="jv")
+    SubscriberFactory(area_id="35.05", operator=None)
+    SubscriberFactory.create_batch(3, area_id="35.06", operator=xl)
+    return telkomsel, xl
+
+
+def test_subscribers_in_area_include_everything_below_and_nothing_beside(blitar):
+    assert subscribers_in_area(["35.05"]).count() == 8
+    assert subscribers_in_area(["35.05.01"]).count() == 5
+    assert subscribers_in_area(["35.05.01"], opted_in_only=True).count() == 4
+    assert subscribers_in_area(["35.05", "35.06"]).count() == 11
+    assert subscribers_in_area(["35.05"], audience={"languages": ["jv"]}).count() == 2
+    assert subscribers_in_area(["35.05"], audience={"operators": ["telkomsel"]}).count() == 5
+    assert subscribers_in_area([]).count() == 0
+
+
+def test_audience_counts_recipients_and_cost_per_operator_in_one_query(blitar, django_assert_num_queries):
+    # 161 GSM-7 characters: two segments.
+    campaign = CampaignFactory(area_codes=["35.05"], text="x" * 161)
+    with django_assert_num_queries(1):
+        audience = campaign_audience(campaign)
+    assert audience["total"] == 7
+    assert audience["opted_out"] == 1
+    assert audience["segments_per_message"] == 2
+    rows = {row["slug"]: row for row in audience["by_operator"]}
+    assert rows["telkomsel"] == {
+        "slug": "telkomsel",
+        "name": "Telkomsel",
+        "recipients": 4,
+        "opted_out": 1,
+        "segments": 8,
+        "cost": 4 * 2 * 300,
+    }
+    assert (rows["xl"]["recipients"], rows["xl"]["cost"]) == (2, 2 * 2 * 200)
+    assert (rows[""]["name"], rows[""]["recipients"], rows[""]["cost"]) == ("Unknown operator", 1, 0)
+    assert audience["cost"] == 4 * 2 * 300 + 2 * 2 * 200
+    assert audience["segments"] == 14
+
+
+def test_audience_of_an_unsendable_text_costs_nothing(blitar):
+    audience = campaign_audience(CampaignFactory(area_codes=["35.05"], text=""))
+    assert (audience["total"], audience["cost"]) == (7, 0)
+
+
+def test_staff_roles_see_every_campaign_and_operators_none(officer, officer2, approver, admin_user, operator_user):
+    mine = CampaignFactory(author=officer)
+    theirs = CampaignFactory(author=officer2)
+    for user in (officer, approver, admin_user):
+        assert set(campaign_list(user)) == {mine, theirs}
+    assert list(campaign_list(operator_user)) == []
+    assert list(campaign_list(officer, {"author": officer2.pk})) == [theirs]
