@@ -145,7 +145,17 @@ CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 # Redis redelivers unacked tasks after this many seconds; leases are shorter than this.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-CELERY_BEAT_SCHEDULE = {}
+CELERY_BEAT_SCHEDULE = {
+    # Due runs start within two seconds of their time: poll every second (rows under a lock, no far ETAs).
+    "start-due-runs": {"task": "campaigns.tasks.start_due_runs", "schedule": 1.0},
+    # Re-drive expired leases and lost tasks, expire overdue deliveries, complete runs (invariant 4).
+    "reconcile-dispatch": {"task": "campaigns.tasks.reconcile_dispatch", "schedule": 15.0},
+}
+# send_batch is routed per call to the operator's queue ("dispatch.<slug>"); everything else uses "default".
+# A leased batch is given back to the reconciler if its worker has not answered within this many seconds.
+DISPATCH_LEASE_SECONDS = env.int("DISPATCH_LEASE_SECONDS", default=60)
+# Pending batches untouched this long (their task may be lost) are enqueued again by the reconciler.
+DISPATCH_REDRIVE_AFTER_SECONDS = env.int("DISPATCH_REDRIVE_AFTER_SECONDS", default=60)
 
 # Where operators post delivery reports back to; the simulator and adapters use it.
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")

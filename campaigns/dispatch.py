@@ -1,0 +1,660 @@
+"""The dispatch pipeline on the campaign side: schedule, start due runs, fan out, pause, resume, complete.
+
+Flow: `campaign_schedule` sets when a campaign runs (part of its content hash) → the beat task calls
+`runs_start_due` every second, which re-checks the approval (invariant 1) and creates one CampaignRun per
+occurrence → `run_fan_out` streams the audience into Delivery and DispatchBatch rows, chunk by chunk, and
+enqueues `operators.tasks.send_batch` per batch on the operator's queue → operators report deliveries →
+`run_check_complete` closes the run; `dispatch_reconcile` (every 15 s) re-drives whatever a crash left.
+
+Every function here may run twice or concurrently: state moves by conditional UPDATE and the row counts
+decide who won; fan-out resumes from `fanout_cursor`, which advances in the same transaction as the rows.
+"""
+
+import logging
+from datetime import datetime, timedelta
+from functools import partial
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from campaigns import scheduling
+from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch, Mode, Priority
+from campaigns.services import campaign_approval_is_valid, campaign_content_hash, campaign_update
+from operators.models import Operator
+from smsblast import sms
+from smsblast.audit import audit_record
+from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
+from smsblast.models import Role, User
+from smsblast.selectors import subscribers_in_area
+
+logger = logging.getLogger(__name__)
+
+RunStatus = CampaignRun.Status
+BatchStatus = DispatchBatch.Status
+DeliveryStatus = Delivery.Status
+
+# Subscribers read and written per fan-out transaction: large enough that most batches are full,
+# small enough that a worker holds a few megabytes, never the whole audience.
+FANOUT_CHUNK = 20_000
+# Runs whose deliveries and batches may still change.
+ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.FANNING_OUT, RunStatus.SENDING, RunStatus.PAUSED)
+# Delivery outcomes that make a finished run "completed_with_failures": the message never reached the
+# operator's network (our batch failed) or the operator refused the number. Undelivered and expired
+# messages are ordinary SMS outcomes (handset off, out of coverage) and do not.
+FAILURE_STATUSES = (DeliveryStatus.FAILED, DeliveryStatus.REJECTED)
+STALL_AFTER = timedelta(minutes=10)
+
+
+def _lease_seconds() -> int:
+    return settings.DISPATCH_LEASE_SECONDS
+
+
+def _stale_after() -> timedelta:
+    return timedelta(seconds=settings.DISPATCH_REDRIVE_AFTER_SECONDS)
+
+
+# --- scheduling ------------------------------------------------------------------------------
+
+
+def campaign_zone(campaign: Campaign) -> scheduling.Zone:
+    """Return the zone the campaign's times are entered and shown in."""
+    return scheduling.zone_for_area_codes(campaign.area_codes)
+
+
+@transaction.atomic
+def campaign_schedule(*, campaign: Campaign, user: User, schedule: dict, now: datetime | None = None) -> Campaign:
+    """Set when the campaign runs, in its area's local time (see campaigns.scheduling for the shape).
+
+    The schedule is part of the content hash. On a draft (or rejected) campaign it is an ordinary edit,
+    the normal way to schedule before submitting. On an approved campaign the approved schedule itself
+    arms it (approved → scheduled, next run computed); any other schedule is an edit that voids the
+    approval and returns the campaign to draft. Setting the same schedule on a scheduled campaign
+    changes nothing.
+    """
+    now = now or timezone.now()
+    try:
+        normalized = scheduling.schedule_normalize(schedule)
+    except scheduling.ScheduleError as exc:
+        raise ServiceInvalid(str(exc), {exc.field: str(exc)}) from None
+    zone = campaign_zone(campaign)
+    first = scheduling.first_start(normalized, zone=zone, now=now, priority=campaign.priority)
+    if first is None:
+        raise ServiceInvalid(
+            f"This schedule has no run after now ({zone.label}); choose a later time.", {"schedule": "In the past."}
+        )
+    fresh = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    same = (fresh.schedule or {}) == normalized
+    if fresh.status == Campaign.Status.APPROVED and same:
+        _check_may_dispatch(fresh, user)
+        if not campaign_approval_is_valid(fresh):
+            raise ServiceConflict("The approval no longer matches this campaign; submit it for approval again.")
+        rows = Campaign.objects.filter(pk=fresh.pk, status=Campaign.Status.APPROVED).update(
+            status=Campaign.Status.SCHEDULED, next_run_at=first, updated_at=now
+        )
+        if rows != 1:
+            raise ServiceConflict("The campaign changed state meanwhile; reload it.")
+        audit_record(
+            actor=user,
+            action="campaign.schedule",
+            obj=fresh,
+            from_state=Campaign.Status.APPROVED,
+            to_state=Campaign.Status.SCHEDULED,
+            details={"schedule": normalized, "next_run_at": first.isoformat(), "zone": zone.label},
+        )
+        campaign.refresh_from_db()
+        return campaign
+    if fresh.status == Campaign.Status.SCHEDULED and same:
+        _check_may_dispatch(fresh, user)
+        campaign.refresh_from_db()
+        return campaign
+    # Anything else is an edit of the hashed content; campaign_update checks author and state.
+    campaign_update(campaign=campaign, actor=user, data={"schedule": normalized})
+    return campaign
+
+
+def campaign_schedule_approved(*, campaign: Campaign, user: User, now: datetime | None = None) -> Campaign:
+    """Arm an approved campaign with the schedule it was approved with (approved → scheduled)."""
+    if not campaign.schedule:
+        raise ServiceInvalid("Set a schedule first.", {"schedule": "This field is required."})
+    return campaign_schedule(campaign=campaign, user=user, schedule=campaign.schedule, now=now)
+
+
+def _check_may_dispatch(campaign: Campaign, user: User) -> None:
+    """Raise ServiceForbidden unless the user may schedule, pause or resume the campaign's sending."""
+    if user is None or not user.is_authenticated:
+        raise ServiceForbidden("Log in first.")
+    if user.has_role(Role.ADMIN, Role.APPROVER):
+        return
+    if not (user.has_role(Role.OFFICER) and campaign.author_id == user.pk):
+        raise ServiceForbidden("Only the campaign's author, an approver or an admin may do this.")
+
+
+# --- starting runs ---------------------------------------------------------------------------
+
+
+def runs_start_due(*, now: datetime | None = None, limit: int = 100) -> list[int]:
+    """Start every scheduled targeted campaign whose next run time has come; return the new run ids.
+
+    Called every second by celery beat. A Redis lock keeps two beats from racing through the same rows, and
+    each start is a conditional UPDATE plus the (campaign, scheduled_for) unique constraint, so a run never
+    starts twice even if the lock is lost.
+    """
+    from operators.ratelimit import redis_client
+
+    now = now or timezone.now()
+    lock = redis_client().lock("smsblast:lock:runs_start_due", timeout=30, blocking=False)
+    if not lock.acquire():
+        return []
+    try:
+        due = list(
+            Campaign.objects.filter(
+                status=Campaign.Status.SCHEDULED, mode=Mode.TARGETED, next_run_at__lte=now
+            ).values_list("pk", flat=True)[:limit]
+        )
+        started = []
+        for campaign_id in due:
+            run = run_start(campaign_id=campaign_id, now=now)
+            if run is not None:
+                started.append(run.pk)
+        return started
+    finally:
+        try:
+            lock.release()
+        except Exception:  # noqa: BLE001 - an expired lock is not an error worth failing the beat for
+            logger.warning("runs_start_due lock expired before release")
+
+
+@transaction.atomic
+def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun | None:
+    """Start the due run of one scheduled campaign; return it, or None if another process did or it may not.
+
+    Re-checks the approval against the campaign's current content (invariant 1): a mismatch sends nothing,
+    returns the campaign to draft and records why.
+    """
+    now = now or timezone.now()
+    campaign = Campaign.objects.filter(pk=campaign_id, status=Campaign.Status.SCHEDULED).first()
+    if campaign is None or campaign.next_run_at is None or campaign.next_run_at > now:
+        return None
+    scheduled_for = campaign.next_run_at
+
+    if not campaign_approval_is_valid(campaign):
+        rows = Campaign.objects.filter(
+            pk=campaign.pk, status=Campaign.Status.SCHEDULED, next_run_at=scheduled_for
+        ).update(status=Campaign.Status.DRAFT, next_run_at=None, updated_at=now)
+        if rows:
+            audit_record(
+                actor=None,
+                action="campaign.dispatch_refused",
+                obj=campaign,
+                from_state=Campaign.Status.SCHEDULED,
+                to_state=Campaign.Status.DRAFT,
+                details={
+                    "reason": "The approval does not match the campaign's current content.",
+                    "content_hash": campaign_content_hash(campaign),
+                },
+            )
+            logger.warning("Campaign %s not sent: its approval does not match its content", campaign.pk)
+        return None
+
+    try:
+        analysis = sms.analyze(campaign.text)
+    except sms.TextError as exc:
+        logger.error("Campaign %s has unsendable text: %s", campaign.pk, exc)
+        return None
+    zone = campaign_zone(campaign)
+    # A recurring campaign counts its next occurrence after this one, or after now if the scheduler was
+    # down for a while, so missed occurrences are skipped rather than fired in a burst.
+    next_run_at = scheduling.next_start(
+        campaign.schedule, zone=zone, after=max(scheduled_for, now), priority=campaign.priority
+    )
+    rows = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.SCHEDULED, next_run_at=scheduled_for).update(
+        status=Campaign.Status.SENDING, next_run_at=next_run_at, updated_at=now
+    )
+    if rows != 1:
+        return None
+    try:
+        with transaction.atomic():
+            run = CampaignRun.objects.create(
+                campaign=campaign,
+                scheduled_for=scheduled_for,
+                status=RunStatus.FANNING_OUT,
+                content_hash=campaign_content_hash(campaign),
+                text=campaign.text,
+                sender=campaign.sender,
+                segments=analysis.segments,
+                encoding=analysis.encoding,
+                frozen={
+                    "title": campaign.title,
+                    "area_codes": list(campaign.area_codes or []),
+                    "audience": campaign.audience or {},
+                    "priority": campaign.priority,
+                    "quiet_hours": (campaign.schedule or {}).get("quiet_hours"),
+                    "zone": zone.name,
+                },
+                started_at=now,
+                expires_at=now + timedelta(minutes=campaign.validity_minutes),
+                last_progress_at=now,
+            )
+    except IntegrityError:
+        # The occurrence already has its run: undo our claim so the campaign's state stays as it was.
+        transaction.set_rollback(True)
+        return None
+    audit_record(
+        actor=None,
+        action="campaign.run_start",
+        obj=campaign,
+        from_state=Campaign.Status.SCHEDULED,
+        to_state=Campaign.Status.SENDING,
+        details={"run_id": run.pk, "scheduled_for": scheduled_for.isoformat()},
+    )
+    audit_record(actor=None, action="run.start", obj=run, to_state=RunStatus.FANNING_OUT)
+    transaction.on_commit(partial(_enqueue_fan_out, run.pk))
+    return run
+
+
+def _enqueue_fan_out(run_id: int) -> None:
+    from campaigns.tasks import fan_out_run
+
+    fan_out_run.delay(run_id)
+
+
+# --- fan-out ---------------------------------------------------------------------------------
+
+
+def run_audience(run: CampaignRun):
+    """Return the run's recipients as frozen at start: the area subtree narrowed by the audience filters."""
+    return subscribers_in_area(run.frozen.get("area_codes", []), audience=run.frozen.get("audience") or {})
+
+
+def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
+    """Write the run's deliveries and batches chunk by chunk and enqueue the batches; return batches created.
+
+    Each chunk is one transaction that writes its Delivery rows (opted-out subscribers and those without
+    an active operator as `skipped` with a reason), its DispatchBatch rows (one operator each, at most the
+    operator's batch_size recipients) and advances `fanout_cursor`, so a rerun after a crash resumes after
+    the last subscriber written and creates nothing twice.
+    """
+    operators = {op.pk: op for op in Operator.objects.all()}
+    created = 0
+    while True:
+        with transaction.atomic():
+            # The row lock serializes two fan-outs of the same run; the second sees the moved cursor.
+            run = CampaignRun.objects.select_for_update().filter(pk=run_id).first()
+            if run is None or run.fanout_done or run.status not in (RunStatus.FANNING_OUT, RunStatus.PAUSED):
+                break
+            rows = list(
+                run_audience(run)
+                .filter(pk__gt=run.fanout_cursor)
+                .order_by("pk")
+                .values_list("pk", "msisdn", "operator_id", "opted_out_at")[:chunk_size]
+            )
+            now = timezone.now()
+            if not rows:
+                run.fanout_done = True
+                run.last_progress_at = now
+                run.save(update_fields=["fanout_done", "last_progress_at"])
+                if run.status == RunStatus.FANNING_OUT:
+                    CampaignRun.objects.filter(pk=run.pk, status=RunStatus.FANNING_OUT).update(status=RunStatus.SENDING)
+                    audit_record(
+                        actor=None,
+                        action="run.fanned_out",
+                        obj=run,
+                        from_state=RunStatus.FANNING_OUT,
+                        to_state=RunStatus.SENDING,
+                        details={"batches": run.batches.count()},
+                    )
+                transaction.on_commit(partial(_enqueue_check_complete, run.pk))
+                break
+            batches = _fan_out_chunk(run, rows, operators, now)
+            run.fanout_cursor = rows[-1][0]
+            run.last_progress_at = now
+            run.save(update_fields=["fanout_cursor", "last_progress_at"])
+            created += len(batches)
+            if run.status == RunStatus.FANNING_OUT:
+                transaction.on_commit(
+                    partial(batches_enqueue, [(b.pk, operators[b.operator_id].queue) for b in batches])
+                )
+    return created
+
+
+def _fan_out_chunk(run: CampaignRun, rows: list, operators: dict[int, Operator], now: datetime) -> list[DispatchBatch]:
+    """Write the deliveries and batches of one chunk of (subscriber id, msisdn, operator id, opted out at)."""
+    by_operator: dict[int, list[str]] = {}
+    skipped: list[tuple[str, str]] = []
+    for _pk, msisdn, operator_id, opted_out_at in rows:
+        if opted_out_at is not None:
+            skipped.append((msisdn, "opted_out"))
+        elif operator_id is None or operator_id not in operators:
+            skipped.append((msisdn, "no_operator"))
+        elif not operators[operator_id].active:
+            skipped.append((msisdn, "operator_inactive"))
+        else:
+            by_operator.setdefault(operator_id, []).append(msisdn)
+
+    batches: list[DispatchBatch] = []
+    deliveries: list[tuple] = []  # (batch id, operator id, msisdn, status, reason)
+    for operator_id, msisdns in by_operator.items():
+        size = max(1, operators[operator_id].batch_size)
+        for start in range(0, len(msisdns), size):
+            part = msisdns[start : start + size]
+            batch = DispatchBatch(
+                run=run,
+                operator_id=operator_id,
+                size=len(part),
+                segments=len(part) * run.segments,
+                created_at=now,
+                updated_at=now,
+            )
+            batches.append(batch)
+            deliveries.extend((batch.pk, operator_id, msisdn, DeliveryStatus.QUEUED, "") for msisdn in part)
+    deliveries.extend((None, None, msisdn, DeliveryStatus.SKIPPED, reason) for msisdn, reason in skipped)
+    DispatchBatch.objects.bulk_create(batches)
+    _deliveries_write(run, deliveries, now)
+    return batches
+
+
+def _deliveries_write(run: CampaignRun, deliveries: list[tuple], now: datetime) -> None:
+    """Insert the deliveries once (PostgreSQL: COPY, several times faster than INSERT; else bulk_create)."""
+    if connection.vendor == "postgresql":
+        table = Delivery._meta.db_table
+        columns = "run_id, batch_id, operator_id, msisdn, status, reason, operator_ref, error_code, updated_at"
+        with connection.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for batch_id, operator_id, msisdn, status, reason in deliveries:
+                final_at = now if status == DeliveryStatus.SKIPPED else None
+                copy.write_row((run.pk, batch_id, operator_id, msisdn, status, reason, "", "", final_at))
+        return
+    Delivery.objects.bulk_create(
+        [
+            Delivery(
+                run_id=run.pk,
+                batch_id=batch_id,
+                operator_id=operator_id,
+                msisdn=msisdn,
+                status=status,
+                reason=reason,
+                updated_at=now if status == DeliveryStatus.SKIPPED else None,
+            )
+            for batch_id, operator_id, msisdn, status, reason in deliveries
+        ],
+        batch_size=2000,
+    )
+
+
+def batches_enqueue(batches: list[tuple]) -> None:
+    """Enqueue send_batch for each (batch id, operator queue); duplicates are harmless (leasing decides)."""
+    from operators.tasks import send_batch
+
+    for batch_id, queue in batches:
+        send_batch.apply_async((str(batch_id),), queue=queue)
+
+
+def _enqueue_check_complete(run_id: int) -> None:
+    from campaigns.tasks import check_run_complete
+
+    check_run_complete.delay(run_id)
+
+
+# --- completion ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignRun | None:
+    """Close the run if fan-out is done and every delivery is final; the campaign follows. Return the run.
+
+    A recurring campaign with a next occurrence goes back to scheduled; otherwise it ends completed, or
+    completed_with_failures when a batch failed or an operator rejected numbers.
+    """
+    now = now or timezone.now()
+    run = CampaignRun.objects.select_related("campaign").filter(pk=run_id).first()
+    if run is None or run.status not in (RunStatus.SENDING, RunStatus.PAUSED) or not run.fanout_done:
+        return run
+    if run.deliveries.exclude(status__in=Delivery.FINAL_STATUSES).exists():
+        return run
+    if run.batches.exclude(status__in=DispatchBatch.FINAL_STATUSES).exists():
+        return run
+    failed = run.deliveries.filter(status__in=FAILURE_STATUSES).exists()
+    to_state = RunStatus.COMPLETED_WITH_FAILURES if failed else RunStatus.COMPLETED
+    rows = CampaignRun.objects.filter(pk=run.pk, status=run.status).update(
+        status=to_state, finished_at=now, last_progress_at=now
+    )
+    if rows != 1:
+        return run
+    audit_record(actor=None, action="run.complete", obj=run, from_state=run.status, to_state=to_state)
+    run.status = to_state
+
+    campaign = run.campaign
+    if campaign.runs.filter(status__in=ACTIVE_RUN_STATUSES).exists():
+        return run
+    if campaign.next_run_at is not None:
+        campaign_to = Campaign.Status.SCHEDULED
+    elif failed:
+        campaign_to = Campaign.Status.COMPLETED_WITH_FAILURES
+    else:
+        campaign_to = Campaign.Status.COMPLETED
+    current = campaign.status
+    rows = Campaign.objects.filter(pk=campaign.pk, status__in=[Campaign.Status.SENDING, Campaign.Status.PAUSED]).update(
+        status=campaign_to, updated_at=now
+    )
+    if rows:
+        audit_record(
+            actor=None,
+            action="campaign.run_complete",
+            obj=campaign,
+            from_state=current,
+            to_state=campaign_to,
+            details={"run_id": run.pk, "run_status": to_state},
+        )
+    return run
+
+
+# --- pause, resume, cancel -------------------------------------------------------------------
+
+
+@transaction.atomic
+def campaign_pause(*, campaign: Campaign, actor: User) -> Campaign:
+    """Halt the campaign's sending run (sending → paused): no batch is leased after this commits.
+
+    Batches already handed to an operator finish; the rest wait, and fan-out still writes rows.
+    """
+    _check_may_dispatch(campaign, actor)
+    now = timezone.now()
+    rows = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.SENDING).update(
+        status=Campaign.Status.PAUSED, updated_at=now
+    )
+    if rows != 1:
+        raise ServiceConflict(f"Only a sending campaign can be paused; this one is {_status_of(campaign)}.")
+    audit_record(
+        actor=actor, action="campaign.pause", obj=campaign, from_state=Campaign.Status.SENDING, to_state="paused"
+    )
+    for run in campaign.runs.filter(status__in=[RunStatus.FANNING_OUT, RunStatus.SENDING]):
+        if CampaignRun.objects.filter(pk=run.pk, status=run.status).update(status=RunStatus.PAUSED):
+            audit_record(actor=actor, action="run.pause", obj=run, from_state=run.status, to_state=RunStatus.PAUSED)
+    campaign.refresh_from_db()
+    return campaign
+
+
+@transaction.atomic
+def campaign_resume(*, campaign: Campaign, actor: User) -> Campaign:
+    """Continue a paused campaign (paused → sending) and re-enqueue its waiting batches."""
+    _check_may_dispatch(campaign, actor)
+    now = timezone.now()
+    rows = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.PAUSED).update(
+        status=Campaign.Status.SENDING, updated_at=now
+    )
+    if rows != 1:
+        raise ServiceConflict(f"Only a paused campaign can be resumed; this one is {_status_of(campaign)}.")
+    audit_record(
+        actor=actor, action="campaign.resume", obj=campaign, from_state=Campaign.Status.PAUSED, to_state="sending"
+    )
+    for run in campaign.runs.filter(status=RunStatus.PAUSED):
+        to_state = RunStatus.SENDING if run.fanout_done else RunStatus.FANNING_OUT
+        if not CampaignRun.objects.filter(pk=run.pk, status=RunStatus.PAUSED).update(
+            status=to_state, last_progress_at=now
+        ):
+            continue
+        audit_record(actor=actor, action="run.resume", obj=run, from_state=RunStatus.PAUSED, to_state=to_state)
+        waiting = list(
+            run.batches.filter(status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]).values_list(
+                "pk", "operator__slug"
+            )
+        )
+        DispatchBatch.objects.filter(pk__in=[pk for pk, _ in waiting]).update(updated_at=now)
+        transaction.on_commit(partial(batches_enqueue, [(pk, f"dispatch.{slug}") for pk, slug in waiting]))
+        if not run.fanout_done:
+            transaction.on_commit(partial(_enqueue_fan_out, run.pk))
+        else:
+            transaction.on_commit(partial(_enqueue_check_complete, run.pk))
+    campaign.refresh_from_db()
+    return campaign
+
+
+def campaign_runs_cancel(*, campaign: Campaign, actor: User | None, now: datetime | None = None) -> int:
+    """Cancel the campaign's unfinished runs: their unsent batches and those batches' deliveries are cancelled.
+
+    Called by campaign_cancel inside its transaction. A batch already in flight finishes: if the operator
+    accepts it, its messages were sent and reports still finalize them. Return the runs cancelled.
+    """
+    now = now or timezone.now()
+    cancelled = 0
+    for run in campaign.runs.filter(status__in=ACTIVE_RUN_STATUSES):
+        if not CampaignRun.objects.filter(pk=run.pk, status=run.status).update(
+            status=RunStatus.CANCELLED, finished_at=now, last_progress_at=now
+        ):
+            continue
+        cancelled += 1
+        batch_ids = list(
+            run.batches.filter(status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]).values_list("pk", flat=True)
+        )
+        DispatchBatch.objects.filter(pk__in=batch_ids, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]).update(
+            status=BatchStatus.CANCELLED, last_error="The campaign was cancelled.", updated_at=now
+        )
+        deliveries = Delivery.objects.filter(run=run, status=DeliveryStatus.QUEUED).filter(
+            Q(batch__status=BatchStatus.CANCELLED) | Q(batch__isnull=True)
+        )
+        count = deliveries.update(status=DeliveryStatus.CANCELLED, reason="campaign_cancelled", updated_at=now)
+        audit_record(
+            actor=actor,
+            action="run.cancel",
+            obj=run,
+            from_state=run.status,
+            to_state=RunStatus.CANCELLED,
+            details={"batches_cancelled": len(batch_ids), "deliveries_cancelled": count},
+        )
+    return cancelled
+
+
+def _status_of(campaign: Campaign) -> str:
+    status = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).first() or "deleted"
+    return status.replace("_", " ")
+
+
+# --- reconciler ------------------------------------------------------------------------------
+
+
+def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
+    """Repair what crashes and lost messages leave behind; return counts of what was done (invariant 4).
+
+    - batches in flight whose lease expired (the worker died) go back to pending and are re-enqueued with
+      the same id, so the operator's idempotency check drops a send it already took;
+    - pending or retry-wait batches that are due and untouched for a while are re-enqueued (their task may
+      have been lost); leasing is conditional, so a duplicate task does nothing;
+    - fan-outs that stopped mid-way are restarted from their cursor;
+    - deliveries without a final report after the run's validity window expire, and batches never accepted
+      by then fail;
+    - runs whose deliveries are all final are completed; runs with no progress for 10 minutes are logged.
+    """
+    now = now or timezone.now()
+    stale = now - _stale_after()
+    counts = {"leases": 0, "requeued": 0, "fanouts": 0, "expired": 0, "completed": 0, "stalled": 0}
+    active_runs = CampaignRun.objects.filter(status__in=[RunStatus.FANNING_OUT, RunStatus.SENDING])
+
+    expired_leases = list(
+        DispatchBatch.objects.filter(status=BatchStatus.IN_FLIGHT, lease_expires_at__lt=now).values_list(
+            "pk", "operator__slug"
+        )
+    )
+    redrive = []
+    for batch_id, slug in expired_leases:
+        if DispatchBatch.objects.filter(pk=batch_id, status=BatchStatus.IN_FLIGHT, lease_expires_at__lt=now).update(
+            status=BatchStatus.PENDING, lease_expires_at=None, next_attempt_at=None, updated_at=now
+        ):
+            redrive.append((batch_id, f"dispatch.{slug}"))
+            logger.warning("Batch %s lease expired; re-driving it with the same id", batch_id)
+    counts["leases"] = len(redrive)
+
+    lost = list(
+        DispatchBatch.objects.filter(
+            run__in=active_runs, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT], updated_at__lt=stale
+        )
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .values_list("pk", "operator__slug")[:5000]
+    )
+    DispatchBatch.objects.filter(pk__in=[pk for pk, _ in lost]).update(updated_at=now)
+    redrive.extend((pk, f"dispatch.{slug}") for pk, slug in lost)
+    counts["requeued"] = len(lost)
+    if redrive:
+        # Outside a transaction this runs at once; inside one (tests, callers) after it commits.
+        transaction.on_commit(partial(batches_enqueue, redrive))
+
+    for run_id in CampaignRun.objects.filter(
+        status=RunStatus.FANNING_OUT, fanout_done=False, last_progress_at__lt=stale
+    ).values_list("pk", flat=True):
+        CampaignRun.objects.filter(pk=run_id).update(last_progress_at=now)
+        transaction.on_commit(partial(_enqueue_fan_out, run_id))
+        counts["fanouts"] += 1
+
+    for run in CampaignRun.objects.filter(status__in=ACTIVE_RUN_STATUSES, expires_at__lt=now, fanout_done=True):
+        counts["expired"] += run_expire_overdue(run=run, now=now)
+
+    for run_id in CampaignRun.objects.filter(
+        status__in=[RunStatus.SENDING, RunStatus.PAUSED], fanout_done=True
+    ).values_list("pk", flat=True):
+        run = run_check_complete(run_id=run_id, now=now)
+        if run is not None and run.status in CampaignRun.FINAL_STATUSES:
+            counts["completed"] += 1
+
+    for run in active_runs.filter(last_progress_at__lt=now - STALL_AFTER):
+        counts["stalled"] += 1
+        logger.error(
+            "Run %s of campaign %s has made no progress since %s", run.pk, run.campaign_id, run.last_progress_at
+        )
+    return counts
+
+
+@transaction.atomic
+def run_expire_overdue(*, run: CampaignRun, now: datetime) -> int:
+    """Past the validity window: unreported messages expire, never-accepted batches fail. Return rows changed."""
+    unsent = list(
+        run.batches.filter(status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]).values_list("pk", flat=True)
+    )
+    reason = "The validity window passed before the operator accepted the batch."
+    DispatchBatch.objects.filter(pk__in=unsent, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]).update(
+        status=BatchStatus.FAILED, last_error=reason, updated_at=now
+    )
+    failed = Delivery.objects.filter(run=run, batch__status=BatchStatus.FAILED, status=DeliveryStatus.QUEUED).update(
+        status=DeliveryStatus.FAILED, reason="validity_passed", updated_at=now
+    )
+    expired = Delivery.objects.filter(
+        run=run,
+        batch__status=BatchStatus.ACCEPTED,
+        status__in=[DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED],
+    ).update(status=DeliveryStatus.EXPIRED, reason="no_report", updated_at=now)
+    if unsent or expired:
+        audit_record(
+            actor=None,
+            action="run.expire",
+            obj=run,
+            details={"batches_failed": len(unsent), "deliveries_failed": failed, "deliveries_expired": expired},
+        )
+    return failed + expired
+
+
+def is_quiet_for(run: CampaignRun, now: datetime) -> datetime | None:
+    """Return when the quiet hours holding back this normal-priority run end, or None if it may send now."""
+    frozen = run.frozen or {}
+    if frozen.get("priority", Priority.NORMAL) == Priority.URGENT or not frozen.get("quiet_hours"):
+        return None
+    zone = scheduling.zone_for_area_codes(frozen.get("area_codes"))
+    return scheduling.quiet_hours_end(now, quiet_hours=frozen["quiet_hours"], zone=zone)

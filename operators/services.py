@@ -1,0 +1,517 @@
+"""The operator side of dispatch: send a batch through its adapter, apply delivery reports, pull mode.
+
+A batch moves pending → in_flight (leased until `lease_expires_at`) → accepted, or → retry_wait → in_flight …,
+or → failed after a permanent error or the retry budget. Its id is the Idempotency-Key the adapter sends,
+and every retry reuses it (invariant 3). Deliveries are written once at fan-out and only change when the
+batch fails or is cancelled, or when the operator reports on them.
+"""
+
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from campaigns.models import CampaignRun, Delivery, DispatchBatch
+from operators.gateways.base import BatchResult, OutboundBatch, OutboundMessage, Outcome, get_adapter
+from operators.models import Operator
+from operators.ratelimit import RateLimiter
+from smsblast.audit import audit_record
+
+logger = logging.getLogger(__name__)
+
+BatchStatus = DispatchBatch.Status
+DeliveryStatus = Delivery.Status
+RunStatus = CampaignRun.Status
+
+# Attempts before a batch that keeps meeting transient errors fails for good.
+MAX_ATTEMPTS = 8
+# Exponential backoff with full jitter: a random wait in [0, min(CAP, BASE × 2^(attempt-1))] seconds.
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 120.0
+# Runs whose batches may be leased; a paused or cancelled run leases nothing.
+SENDABLE_RUN_STATUSES = (RunStatus.FANNING_OUT, RunStatus.SENDING)
+MAX_REPORTS = 10_000
+# Report statuses and the delivery states each may overwrite: statuses only move forward, finals never change.
+REPORT_STATUSES = {
+    "SUBMITTED": (DeliveryStatus.SUBMITTED, (DeliveryStatus.QUEUED,)),
+    "DELIVERED": (DeliveryStatus.DELIVERED, (DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED)),
+    "UNDELIVERED": (DeliveryStatus.UNDELIVERED, (DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED)),
+    "EXPIRED": (DeliveryStatus.EXPIRED, (DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED)),
+    "REJECTED": (DeliveryStatus.REJECTED, (DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED)),
+}
+
+
+def backoff_seconds(attempt: int, *, retry_after: float | None = None) -> float:
+    """Return how long to wait before attempt `attempt + 1`: full jitter, never less than Retry-After."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
+    delay = random.uniform(0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, float(retry_after))
+    return delay
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+
+def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
+    """Lease the batch, wait for rate-limit tokens, send it through the operator's adapter and record the result.
+
+    Return what happened: "accepted", "retry", "failed", or why nothing was sent ("not_found", "final",
+    "not_leased", "paused", "cancelled", "quiet", "not_due", "throttled"). Safe to call twice: only one
+    caller wins the lease.
+    """
+    from campaigns.dispatch import is_quiet_for
+
+    now = now or timezone.now()
+    batch = DispatchBatch.objects.select_related("run", "run__campaign", "operator").filter(pk=batch_id).first()
+    if batch is None:
+        return "not_found"
+    if batch.status in DispatchBatch.FINAL_STATUSES:
+        return "final"
+    run = batch.run
+    if run.status == RunStatus.CANCELLED:
+        return "cancelled"
+    if run.status == RunStatus.PAUSED:
+        # resume re-enqueues the batch.
+        return "paused"
+    quiet_until = is_quiet_for(run, now)
+    if quiet_until is not None:
+        # The reconciler re-enqueues it once next_attempt_at passes; no far-future task ETA.
+        DispatchBatch.objects.filter(pk=batch.pk, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]).update(
+            next_attempt_at=quiet_until, updated_at=now
+        )
+        return "quiet"
+    # A countdown task may fire a moment early; a duplicate task may fire long before.
+    if batch.next_attempt_at is not None and batch.next_attempt_at > now + timedelta(seconds=1):
+        return "not_due"
+
+    lease_seconds = settings.DISPATCH_LEASE_SECONDS
+    leased = DispatchBatch.objects.filter(
+        pk=batch.pk,
+        status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT],
+        run__status__in=SENDABLE_RUN_STATUSES,
+    ).update(
+        status=BatchStatus.IN_FLIGHT,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        attempts=F("attempts") + 1,
+        updated_at=now,
+    )
+    if not leased:
+        return "not_leased"
+    batch.refresh_from_db(fields=["status", "attempts", "lease_expires_at"])
+    operator = batch.operator
+
+    # Wait for the shared rate limit, but give the lease back well before it could expire under us.
+    limiter = RateLimiter(operator.slug, limit=operator.segments_per_second)
+    if limiter.acquire(batch.segments, timeout=max(1.0, lease_seconds / 2)) is None:
+        _release(batch, next_attempt_at=timezone.now(), reason="throttled", count_attempt=False)
+        return "throttled"
+    # Pause and cancel must hold within a second, even for a batch that waited for tokens.
+    run_status = CampaignRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
+    if run_status == RunStatus.CANCELLED:
+        batch_cancel(batch=batch, now=timezone.now())
+        return "cancelled"
+    if run_status not in SENDABLE_RUN_STATUSES:
+        _release(batch, next_attempt_at=None, reason="paused", count_attempt=False)
+        return "paused"
+
+    outbound = batch_outbound(batch)
+    try:
+        result = get_adapter(operator.adapter).send_batch(outbound)
+    except Exception as exc:  # noqa: BLE001 - an adapter bug must not strand the batch in flight
+        logger.exception("Adapter %s raised on batch %s", operator.adapter, batch.pk)
+        result = BatchResult(outcome=Outcome.RETRY, error=f"adapter error: {exc!r}"[:500])
+    return batch_record_result(batch_id=batch.pk, result=result).status_label
+
+
+def batch_outbound(batch: DispatchBatch) -> OutboundBatch:
+    """Build what the adapter sends: the frozen run content and the batch's recipients, in message id order."""
+    run = batch.run
+    operator = batch.operator
+    recipients = [
+        OutboundMessage(message_id=str(pk), msisdn=msisdn)
+        for pk, msisdn in Delivery.objects.filter(batch_id=batch.pk).order_by("pk").values_list("pk", "msisdn")
+    ]
+    return OutboundBatch(
+        batch_id=str(batch.pk),
+        campaign_id=run.campaign_id,
+        campaign_title=(run.frozen or {}).get("title") or run.campaign.title,
+        sender=run.sender,
+        text=run.text,
+        encoding=run.encoding,
+        segments=run.segments,
+        priority=(run.frozen or {}).get("priority", "normal"),
+        expires_at=run.expires_at.isoformat() if run.expires_at else "",
+        callback_url=f"{settings.PUBLIC_BASE_URL.rstrip('/')}/api/v1/operator/delivery-reports/",
+        recipients=recipients,
+        base_url=operator.base_url,
+        api_key=operator.api_key,
+        signing_secret=operator.signing_secret,
+    )
+
+
+def _release(batch: DispatchBatch, *, next_attempt_at: datetime | None, reason: str, count_attempt: bool) -> None:
+    """Give a leased batch back (in_flight → pending) without sending it."""
+    updates = {"status": BatchStatus.PENDING, "lease_expires_at": None, "next_attempt_at": next_attempt_at}
+    if not count_attempt:
+        updates["attempts"] = F("attempts") - 1
+    DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).update(updated_at=timezone.now(), **updates)
+    if reason == "throttled":
+        transaction.on_commit(partial(_enqueue_send, batch.pk, batch.operator.queue, 0))
+
+
+@dataclass
+class BatchOutcome:
+    status: str
+    status_label: str
+    retry_in: float | None = None
+    rejected: list = field(default_factory=list)
+
+
+@transaction.atomic
+def batch_record_result(*, batch_id, result: BatchResult, now: datetime | None = None) -> BatchOutcome:
+    """Record the adapter's answer for a leased batch and return the outcome.
+
+    ACCEPTED: the batch is accepted and the refused message ids become `rejected` deliveries. RETRY: the
+    batch waits (same id) with exponential backoff and full jitter, honouring Retry-After, and is
+    re-enqueued, unless the retry budget is spent. FAILED, or RETRY past the budget: the batch fails for good
+    and its deliveries fail with the reason, which the batch keeps in `last_error`.
+    """
+    now = now or timezone.now()
+    batch = DispatchBatch.objects.select_for_update().select_related("operator", "run").get(pk=batch_id)
+    from_state = batch.status
+    if result.outcome == Outcome.ACCEPTED:
+        # The operator took it: true even if our lease lapsed meanwhile and the batch went back to pending.
+        rows = DispatchBatch.objects.filter(
+            pk=batch.pk, status__in=[BatchStatus.IN_FLIGHT, BatchStatus.PENDING, BatchStatus.RETRY_WAIT]
+        ).update(
+            status=BatchStatus.ACCEPTED,
+            accepted_count=result.accepted,
+            accepted_at=now,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            last_error="",
+            updated_at=now,
+        )
+        if not rows:
+            return BatchOutcome(batch.status, "final")
+        rejected = _deliveries_reject(batch, result.rejected, now)
+        CampaignRun.objects.filter(pk=batch.run_id).update(last_progress_at=now)
+        audit_record(
+            actor=None,
+            action="batch.accept",
+            obj=batch,
+            from_state=from_state,
+            to_state=BatchStatus.ACCEPTED,
+            details={"accepted": result.accepted, "rejected": rejected, "attempts": batch.attempts},
+        )
+        if rejected:
+            transaction.on_commit(partial(_enqueue_check_complete, batch.run_id))
+        return BatchOutcome(BatchStatus.ACCEPTED, "accepted", rejected=result.rejected)
+
+    if batch.status != BatchStatus.IN_FLIGHT:
+        # Our lease was re-driven by the reconciler; the new holder records its own answer.
+        return BatchOutcome(batch.status, "not_leased")
+    if batch.run.status == RunStatus.CANCELLED:
+        batch_cancel(batch=batch, now=now)
+        return BatchOutcome(BatchStatus.CANCELLED, "cancelled")
+    error = _error_text(result)
+    if result.outcome == Outcome.RETRY and batch.attempts < MAX_ATTEMPTS:
+        delay = backoff_seconds(batch.attempts, retry_after=result.retry_after)
+        DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).update(
+            status=BatchStatus.RETRY_WAIT,
+            next_attempt_at=now + timedelta(seconds=delay),
+            lease_expires_at=None,
+            last_error=error,
+            updated_at=now,
+        )
+        audit_record(
+            actor=None,
+            action="batch.retry",
+            obj=batch,
+            from_state=from_state,
+            to_state=BatchStatus.RETRY_WAIT,
+            details={"error": error, "attempts": batch.attempts, "retry_in": round(delay, 3)},
+        )
+        transaction.on_commit(partial(_enqueue_send, batch.pk, batch.operator.queue, delay))
+        return BatchOutcome(BatchStatus.RETRY_WAIT, "retry", retry_in=delay)
+
+    if result.outcome == Outcome.RETRY:
+        error = f"Gave up after {batch.attempts} attempts; last error: {error}"
+    batch_fail(batch=batch, reason=error, now=now, from_state=from_state)
+    return BatchOutcome(BatchStatus.FAILED, "failed")
+
+
+def batch_fail(*, batch: DispatchBatch, reason: str, now: datetime, from_state: str) -> None:
+    """Fail the batch for good: keep the reason and fail its deliveries that have no outcome yet."""
+    DispatchBatch.objects.filter(pk=batch.pk).update(
+        status=BatchStatus.FAILED, lease_expires_at=None, last_error=reason, updated_at=now
+    )
+    failed = Delivery.objects.filter(batch_id=batch.pk, status=DeliveryStatus.QUEUED).update(
+        status=DeliveryStatus.FAILED, reason=reason[:200], updated_at=now
+    )
+    CampaignRun.objects.filter(pk=batch.run_id).update(last_progress_at=now)
+    audit_record(
+        actor=None,
+        action="batch.fail",
+        obj=batch,
+        from_state=from_state,
+        to_state=BatchStatus.FAILED,
+        details={"error": reason, "attempts": batch.attempts, "deliveries_failed": failed},
+    )
+    transaction.on_commit(partial(_enqueue_check_complete, batch.run_id))
+
+
+@transaction.atomic
+def batch_cancel(*, batch: DispatchBatch, now: datetime) -> None:
+    """Cancel a batch of a cancelled run that was not accepted; its queued deliveries are cancelled."""
+    from_state = batch.status
+    rows = (
+        DispatchBatch.objects.filter(pk=batch.pk)
+        .exclude(status__in=DispatchBatch.FINAL_STATUSES)
+        .update(
+            status=BatchStatus.CANCELLED,
+            lease_expires_at=None,
+            last_error="The campaign was cancelled.",
+            updated_at=now,
+        )
+    )
+    if not rows:
+        return
+    Delivery.objects.filter(batch_id=batch.pk, status=DeliveryStatus.QUEUED).update(
+        status=DeliveryStatus.CANCELLED, reason="campaign_cancelled", updated_at=now
+    )
+    audit_record(actor=None, action="batch.cancel", obj=batch, from_state=from_state, to_state=BatchStatus.CANCELLED)
+
+
+def _deliveries_reject(batch: DispatchBatch, rejected: list[tuple[str, str]], now: datetime) -> int:
+    """Mark the messages the operator refused inside an accepted batch; return how many changed."""
+    by_reason: dict[str, list[int]] = {}
+    for message_id, reason in rejected:
+        if str(message_id).isdigit():
+            by_reason.setdefault(str(reason)[:200] or "rejected", []).append(int(message_id))
+    changed = 0
+    for reason, ids in by_reason.items():
+        changed += Delivery.objects.filter(
+            batch_id=batch.pk, pk__in=ids, status__in=[DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED]
+        ).update(status=DeliveryStatus.REJECTED, reason=reason, done_at=now, updated_at=now)
+    return changed
+
+
+def _error_text(result: BatchResult) -> str:
+    code = f"HTTP {result.status_code}: " if result.status_code else ""
+    return (code + (result.error or result.outcome.value))[:1000]
+
+
+def _enqueue_send(batch_id, queue: str, countdown: float) -> None:
+    from operators.tasks import send_batch
+
+    send_batch.apply_async((str(batch_id),), queue=queue, countdown=max(0.0, countdown))
+
+
+def _enqueue_check_complete(run_id: int) -> None:
+    from campaigns.tasks import check_run_complete
+
+    check_run_complete.delay(run_id)
+
+
+# --- delivery reports ------------------------------------------------------------------------
+
+
+class ReportsInvalid(ValueError):
+    """A malformed delivery-report request; the message says which report and why."""
+
+
+@dataclass(frozen=True)
+class ReportsOutcome:
+    applied: int
+    unchanged: int
+    rejected: list[dict]
+
+    def as_dict(self) -> dict:
+        return {"applied": self.applied, "unchanged": self.unchanged, "rejected": self.rejected}
+
+
+@dataclass(frozen=True)
+class _Report:
+    message_id: int
+    status: str
+    operator_ref: str
+    error_code: str
+    done_at: datetime | None
+
+
+def delivery_reports_parse(payload) -> list:
+    """Validate a delivery-report request body; return its reports or raise ReportsInvalid."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("reports"), list):
+        raise ReportsInvalid('Send {"reports": [...]}.')
+    reports = payload["reports"]
+    if len(reports) > MAX_REPORTS:
+        raise ReportsInvalid(f"At most {MAX_REPORTS} reports a request; this one has {len(reports)}.")
+    parsed = []
+    for index, item in enumerate(reports):
+        if not isinstance(item, dict):
+            raise ReportsInvalid(f"reports[{index}] must be an object.")
+        status = str(item.get("status", "")).upper()
+        if status not in REPORT_STATUSES:
+            raise ReportsInvalid(f"reports[{index}].status must be one of: {', '.join(REPORT_STATUSES)}.")
+        message_id = item.get("message_id")
+        if message_id is None or str(message_id) == "":
+            raise ReportsInvalid(f"reports[{index}].message_id is required.")
+        done_at = item.get("done_at")
+        if done_at not in (None, ""):
+            done_at = parse_datetime(str(done_at)) if isinstance(done_at, str) else None
+            if done_at is None or timezone.is_naive(done_at):
+                raise ReportsInvalid(f"reports[{index}].done_at must be an ISO 8601 time with an offset.")
+        else:
+            done_at = None
+        parsed.append(
+            (
+                str(message_id),
+                status,
+                str(item.get("operator_ref") or "")[:100],
+                str(item.get("error_code") or "")[:40],
+                done_at,
+            )
+        )
+    return parsed
+
+
+def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime | None = None) -> ReportsOutcome:
+    """Apply validated reports of one operator in bulk; return applied, unchanged and rejected counts.
+
+    Only the operator's own messages are touched; others (and unknown ids) come back as rejected. Each
+    delivery moves only forward (queued → submitted → a final status) and a final status never changes, so
+    repeating a request changes nothing. One UPDATE per chunk sets each row's own status, reference,
+    error code and time.
+    """
+    now = now or timezone.now()
+    rejected: list[dict] = []
+    wanted: dict[int, _Report] = {}
+    for message_id, status, operator_ref, error_code, done_at in reports:
+        if not message_id.isdigit():
+            rejected.append({"message_id": message_id, "reason": "unknown_message"})
+            continue
+        # The last report of a message in one request wins, like reports arriving one after another.
+        wanted[int(message_id)] = _Report(int(message_id), status, operator_ref, error_code, done_at)
+
+    owned: dict[int, int] = {}  # message id → run id
+    ids = list(wanted)
+    for start in range(0, len(ids), 900):
+        owned.update(
+            Delivery.objects.filter(pk__in=ids[start : start + 900], operator=operator).values_list("pk", "run_id")
+        )
+    for message_id in ids:
+        if message_id not in owned:
+            rejected.append({"message_id": str(message_id), "reason": "unknown_message"})
+
+    applied = 0
+    mine = [wanted[message_id] for message_id in ids if message_id in owned]
+    with transaction.atomic():
+        for start in range(0, len(mine), 1000):
+            applied += _reports_update(operator, mine[start : start + 1000], now)
+        run_ids = sorted(set(owned.values()))
+        if applied:
+            CampaignRun.objects.filter(pk__in=run_ids).update(last_progress_at=now)
+            audit_record(
+                actor=operator.user,
+                action="delivery.report",
+                obj=operator,
+                details={"applied": applied, "unchanged": len(mine) - applied, "runs": run_ids[:20]},
+            )
+            for run_id in run_ids:
+                transaction.on_commit(partial(_enqueue_check_complete, run_id))
+    return ReportsOutcome(applied=applied, unchanged=len(mine) - applied, rejected=rejected)
+
+
+def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -> int:
+    """Apply up to 1,000 reports in one UPDATE … FROM a VALUES list; return the rows that moved forward.
+
+    Raw SQL because each row gets its own status, reference, code and time in a single statement: a Django
+    update per status cannot carry per-row values, and row-by-row saves are an order of magnitude slower.
+    """
+    table = Delivery._meta.db_table
+    postgres = connection.vendor == "postgresql"
+    cast_id, cast_time = ("::bigint", "::timestamptz") if postgres else ("", "")
+    values = ", ".join([f"(%s{cast_id}, %s, %s, %s, %s{cast_time})"] * len(reports))
+    params: list = []
+    for report in reports:
+        target, _ = REPORT_STATUSES[report.status]
+        params += [report.message_id, target, report.operator_ref, report.error_code, report.done_at or now]
+    final_from = (DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED)
+    # Only the table name and placeholders are interpolated; every value is a bound parameter.
+    sql = (
+        f"WITH reports (message_id, status, operator_ref, error_code, done_at) AS (VALUES {values}) "  # noqa: S608
+        f"UPDATE {table} SET status = reports.status, operator_ref = reports.operator_ref, "
+        f"error_code = reports.error_code, done_at = reports.done_at, updated_at = %s "
+        f"FROM reports WHERE {table}.id = reports.message_id AND {table}.operator_id = %s "
+        f"AND ({table}.status = %s OR ({table}.status = %s AND reports.status <> %s))"
+    )
+    params += [now, operator.pk, final_from[0], final_from[1], DeliveryStatus.SUBMITTED]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+# --- pull mode -------------------------------------------------------------------------------
+
+
+def batches_ready_for(*, operator: Operator):
+    """Return the operator's batches that may be claimed now (pending or due for retry, run sending)."""
+    now = timezone.now()
+    return (
+        DispatchBatch.objects.filter(
+            operator=operator,
+            status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT],
+            run__status__in=SENDABLE_RUN_STATUSES,
+        )
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .select_related("run", "run__campaign", "operator")
+        .order_by("created_at")
+    )
+
+
+@transaction.atomic
+def batch_claim(*, operator: Operator, batch_id) -> OutboundBatch:
+    """Lease a ready batch to a pulling operator and return its content; raise LookupError if not claimable."""
+    now = timezone.now()
+    rows = DispatchBatch.objects.filter(
+        pk=batch_id,
+        operator=operator,
+        status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT],
+        run__status__in=SENDABLE_RUN_STATUSES,
+    ).update(
+        status=BatchStatus.IN_FLIGHT,
+        lease_expires_at=now + timedelta(seconds=settings.DISPATCH_LEASE_SECONDS),
+        attempts=F("attempts") + 1,
+        updated_at=now,
+    )
+    if not rows:
+        raise LookupError("This batch is not ready to be claimed.")
+    batch = DispatchBatch.objects.select_related("run", "run__campaign", "operator").get(pk=batch_id)
+    audit_record(actor=operator.user, action="batch.claim", obj=batch, from_state="pending", to_state="in_flight")
+    return batch_outbound(batch)
+
+
+def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: list) -> BatchOutcome:
+    """Record a pulling operator's acknowledgement of a claimed batch (in_flight → accepted)."""
+    batch = DispatchBatch.objects.filter(pk=batch_id, operator=operator).first()
+    if batch is None:
+        raise LookupError("No such batch.")
+    if batch.status == BatchStatus.ACCEPTED:
+        return BatchOutcome(batch.status, "accepted")
+    if batch.status != BatchStatus.IN_FLIGHT:
+        raise LookupError("Claim the batch before acknowledging it.")
+    result = BatchResult(
+        outcome=Outcome.ACCEPTED,
+        accepted=batch.size - len(rejected) if accepted is None else accepted,
+        rejected=[(str(item.get("message_id")), str(item.get("reason", ""))) for item in rejected],
+    )
+    return batch_record_result(batch_id=batch.pk, result=result)

@@ -1,0 +1,315 @@
+"""Dispatch on the campaign side: scheduling, starting due runs, fan-out, pause/resume/cancel, reconciler."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from campaigns import dispatch
+from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
+from campaigns.services import campaign_cancel
+from operators.services import batch_send
+from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
+from smsblast.models import AuditEvent, Role, Subscriber
+from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
+from tests.smsblast.factories import SubscriberFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+BLORA_DAILY = {"kind": "daily", "time": "13:00", "weekday_times": {"fri": "10:00"}}
+
+
+@pytest.fixture(autouse=True)
+def dispatch_redis(settings, redis_client, redis_url):
+    settings.REDIS_URL = redis_url
+    ScriptedAdapter.reset()
+
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+# --- scheduling ------------------------------------------------------------------------------
+
+
+def test_setting_the_approved_schedule_arms_the_campaign_at_its_local_time():
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(BLORA_DAILY))
+    now = utc(2021, 7, 7, 1, 0)  # Wednesday 08:00 WIB
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=BLORA_DAILY, now=now)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED
+    assert campaign.next_run_at == utc(2021, 7, 7, 6, 0)
+    assert AuditEvent.objects.filter(action="campaign.schedule", to_state="scheduled").exists()
+
+
+def test_a_different_schedule_voids_the_approval_and_returns_to_draft():
+    campaign = approved_campaign(schedule={"kind": "now"})
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=BLORA_DAILY, now=utc(2021, 7, 7))
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+    assert campaign.schedule["weekday_times"] == {"4": "10:00"}
+    assert Approval.objects.get(campaign=campaign).voided_at is not None
+
+
+def test_scheduling_a_draft_only_stores_the_schedule():
+    campaign = approved_campaign()
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.DRAFT)
+    campaign.refresh_from_db()
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=BLORA_DAILY, now=utc(2021, 7, 7))
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+    assert campaign.next_run_at is None
+    assert campaign.schedule["kind"] == "daily"
+
+
+def test_a_schedule_with_no_future_run_is_refused():
+    campaign = approved_campaign()
+    with pytest.raises(ServiceInvalid):
+        dispatch.campaign_schedule(
+            campaign=campaign, user=campaign.author, schedule={"kind": "once", "at": "2020-01-01T10:00"}
+        )
+    with pytest.raises(ServiceInvalid):
+        dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule={"kind": "sometimes"})
+
+
+def test_another_officer_may_not_arm_the_campaign():
+    campaign = approved_campaign()
+    with pytest.raises(ServiceForbidden):
+        dispatch.campaign_schedule(campaign=campaign, user=UserFactory(role=Role.OFFICER), schedule={"kind": "now"})
+
+
+# --- starting runs ---------------------------------------------------------------------------
+
+
+def _scheduled(schedule=None, **fields) -> Campaign:
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(schedule or {"kind": "now"}), **fields)
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=campaign.schedule)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def test_a_due_run_starts_once_even_when_the_scheduler_runs_twice():
+    campaign = _scheduled()
+    now = timezone.now() + timedelta(seconds=1)
+    first = dispatch.runs_start_due(now=now)
+    second = dispatch.runs_start_due(now=now)
+    assert len(first) == 1
+    assert second == []
+    assert CampaignRun.objects.filter(campaign=campaign).count() == 1
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SENDING
+    assert campaign.next_run_at is None  # "now" runs once
+    run = CampaignRun.objects.get(campaign=campaign)
+    assert run.status == CampaignRun.Status.FANNING_OUT
+    assert run.content_hash and run.text == campaign.text
+
+
+def test_a_second_start_of_the_same_occurrence_is_refused_and_changes_nothing():
+    campaign = _scheduled()
+    CampaignRun.objects.create(campaign=campaign, scheduled_for=campaign.next_run_at, content_hash="x", text="x")
+    assert dispatch.run_start(campaign_id=campaign.pk, now=timezone.now() + timedelta(seconds=1)) is None
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED
+    assert CampaignRun.objects.filter(campaign=campaign).count() == 1
+
+
+def test_a_recurring_campaign_advances_to_its_next_occurrence():
+    campaign = _scheduled(BLORA_DAILY)
+    occurrence = campaign.next_run_at
+    dispatch.runs_start_due(now=occurrence + timedelta(seconds=1))
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SENDING
+    assert campaign.next_run_at > occurrence
+    assert CampaignRun.objects.get(campaign=campaign).scheduled_for == occurrence
+
+
+def test_dispatch_refuses_a_campaign_whose_approval_no_longer_matches():
+    campaign = _scheduled()
+    # Edited behind the services' back: the approval binds the old text.
+    Campaign.objects.filter(pk=campaign.pk).update(text="Teks yang belum disetujui.")
+    assert dispatch.runs_start_due(now=timezone.now() + timedelta(seconds=1)) == []
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+    assert not CampaignRun.objects.filter(campaign=campaign).exists()
+    assert AuditEvent.objects.filter(action="campaign.dispatch_refused", object_id=str(campaign.pk)).exists()
+
+
+def test_a_campaign_not_yet_due_does_not_start():
+    campaign = _scheduled(BLORA_DAILY)
+    assert dispatch.runs_start_due(now=campaign.next_run_at - timedelta(seconds=1)) == []
+
+
+# --- fan-out ---------------------------------------------------------------------------------
+
+
+def _fanned_out_run(counts, *, batch_size=3, chunk_size=4, extra=None):
+    campaign = approved_campaign()
+    operators = operators_and_subscribers(counts=counts, batch_size=batch_size)
+    if extra:
+        extra(operators)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    created = dispatch.run_fan_out(run_id=run.pk, chunk_size=chunk_size)
+    run.refresh_from_db()
+    return run, operators, created
+
+
+def test_fan_out_writes_one_delivery_per_recipient_in_batches_of_one_operator_each():
+    def extra(operators):
+        from smsblast.models import Area
+
+        district = Area.objects.get(code="35.05.01")
+        SubscriberFactory(area=district, operator=operators["tsel"], opted_out_at=timezone.now())
+        SubscriberFactory(area=district, operator=None)
+        SubscriberFactory(area=Area.objects.get(code="35.05.02"), operator=operators["isat"])
+        SubscriberFactory(area=None, operator=operators["isat"])  # outside the area
+
+    run, operators, created = _fanned_out_run({"tsel": 7, "isat": 4}, extra=extra)
+    assert run.fanout_done and run.status == CampaignRun.Status.SENDING
+    deliveries = Delivery.objects.filter(run=run)
+    assert deliveries.count() == 7 + 4 + 3
+    assert set(deliveries.filter(status="skipped").values_list("reason", flat=True)) == {"opted_out", "no_operator"}
+    batches = DispatchBatch.objects.filter(run=run)
+    assert created == batches.count()
+    for batch in batches:
+        members = deliveries.filter(batch=batch)
+        assert 1 <= members.count() <= 3
+        assert batch.size == members.count() and batch.segments == batch.size
+        assert set(members.values_list("operator_id", flat=True)) == {batch.operator_id}
+    assert deliveries.filter(status="queued", batch__isnull=False).count() == 7 + 5
+
+
+def test_fan_out_run_again_creates_nothing_twice():
+    run, _, created = _fanned_out_run({"tsel": 10})
+    assert dispatch.run_fan_out(run_id=run.pk, chunk_size=4) == 0
+    CampaignRun.objects.filter(pk=run.pk).update(fanout_done=False, status=CampaignRun.Status.FANNING_OUT)
+    assert dispatch.run_fan_out(run_id=run.pk, chunk_size=4) == 0
+    assert Delivery.objects.filter(run=run).count() == 10
+    assert DispatchBatch.objects.filter(run=run).count() == created
+
+
+def test_fan_out_streams_the_audience_in_chunks_advancing_its_cursor():
+    run, _, _ = _fanned_out_run({"tsel": 9}, batch_size=100, chunk_size=4)
+    # 9 recipients in chunks of 4 make three batches even with room for 100: a chunk never waits for another.
+    assert sorted(DispatchBatch.objects.filter(run=run).values_list("size", flat=True)) == [1, 4, 4]
+    assert run.fanout_cursor == Subscriber.objects.aggregate(last=Max("id"))["last"]
+
+
+# --- completion, pause, resume, cancel -------------------------------------------------------
+
+
+def test_a_run_completes_when_every_delivery_is_final_and_the_campaign_follows():
+    run, _, _ = _fanned_out_run({"tsel": 4})
+    for batch_id in DispatchBatch.objects.filter(run=run).values_list("pk", flat=True):
+        assert batch_send(batch_id=batch_id) == "accepted"
+    assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.SENDING
+    Delivery.objects.filter(run=run, status="queued").update(status="delivered")
+    run = dispatch.run_check_complete(run_id=run.pk)
+    assert run.status == CampaignRun.Status.COMPLETED
+    assert Campaign.objects.get(pk=run.campaign_id).status == Campaign.Status.COMPLETED
+
+
+def test_a_recurring_campaign_goes_back_to_scheduled_after_its_run():
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    Campaign.objects.filter(pk=run.campaign_id).update(next_run_at=timezone.now() + timedelta(days=1))
+    DispatchBatch.objects.filter(run=run).update(status="accepted")
+    Delivery.objects.filter(run=run).update(status="undelivered")
+    assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.COMPLETED
+    assert Campaign.objects.get(pk=run.campaign_id).status == Campaign.Status.SCHEDULED
+
+
+def test_failed_batches_complete_the_run_with_failures():
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    DispatchBatch.objects.filter(run=run).update(status="failed")
+    Delivery.objects.filter(run=run).update(status="failed")
+    assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.COMPLETED_WITH_FAILURES
+    assert Campaign.objects.get(pk=run.campaign_id).status == Campaign.Status.COMPLETED_WITH_FAILURES
+
+
+def test_pause_stops_new_batches_and_resume_sends_them():
+    run, _, _ = _fanned_out_run({"tsel": 6})
+    campaign = run.campaign
+    dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.PAUSED
+    batch_ids = list(DispatchBatch.objects.filter(run=run).values_list("pk", flat=True))
+    assert {batch_send(batch_id=batch_id) for batch_id in batch_ids} == {"paused"}
+    assert ScriptedAdapter.sent == []
+    assert set(DispatchBatch.objects.filter(run=run).values_list("status", flat=True)) == {"pending"}
+    with pytest.raises(ServiceConflict):
+        dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+
+    dispatch.campaign_resume(campaign=campaign, actor=campaign.author)
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SENDING
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.SENDING
+    assert {batch_send(batch_id=batch_id) for batch_id in batch_ids} == {"accepted"}
+    assert len(ScriptedAdapter.sent) == len(batch_ids)
+
+
+def test_cancel_stops_the_run_and_cancels_unsent_deliveries():
+    run, _, _ = _fanned_out_run({"tsel": 6})
+    first, *rest = DispatchBatch.objects.filter(run=run).order_by("created_at", "pk")
+    assert batch_send(batch_id=first.pk) == "accepted"
+    campaign = run.campaign
+    campaign_cancel(campaign=campaign, actor=campaign.author)
+    dispatch.campaign_runs_cancel(campaign=campaign, actor=campaign.author)
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
+    assert {b.status for b in DispatchBatch.objects.filter(pk__in=[b.pk for b in rest])} == {"cancelled"}
+    assert Delivery.objects.filter(batch=first, status="queued").count() == first.size  # sent: reports decide
+    assert Delivery.objects.filter(run=run, status="cancelled").count() == 6 - first.size
+    assert batch_send(batch_id=rest[0].pk) in {"final", "cancelled"}
+    assert len(ScriptedAdapter.sent) == 1
+
+
+# --- reconciler ------------------------------------------------------------------------------
+
+
+def _enqueued(callbacks) -> list[tuple]:
+    """Return the (batch id, queue) pairs handed to batches_enqueue by captured on-commit callbacks."""
+    pairs = []
+    for callback in callbacks:
+        if getattr(callback, "func", None) is dispatch.batches_enqueue:
+            pairs.extend(callback.args[0])
+    return pairs
+
+
+def test_the_reconciler_re_drives_an_expired_lease_with_the_same_batch_id(django_capture_on_commit_callbacks):
+    run, _, _ = _fanned_out_run({"tsel": 3})
+    batch = DispatchBatch.objects.get(run=run)
+    past = timezone.now() - timedelta(minutes=5)
+    # A worker leased the batch and died.
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="in_flight", lease_expires_at=past, attempts=1)
+    with django_capture_on_commit_callbacks() as callbacks:
+        counts = dispatch.dispatch_reconcile()
+    assert counts["leases"] == 1
+    assert _enqueued(callbacks) == [(batch.pk, "dispatch.tsel")]
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "pending"
+    assert batch_send(batch_id=batch.pk) == "accepted"
+    assert [sent.batch_id for sent in ScriptedAdapter.sent] == [str(batch.pk)]
+    assert DispatchBatch.objects.get(pk=batch.pk).attempts == 2
+
+
+def test_the_reconciler_requeues_batches_whose_task_was_lost(django_capture_on_commit_callbacks):
+    run, _, _ = _fanned_out_run({"tsel": 3})
+    batch = DispatchBatch.objects.get(run=run)
+    with django_capture_on_commit_callbacks() as callbacks:
+        dispatch.dispatch_reconcile()
+    assert _enqueued(callbacks) == []  # fresh: its task is still on the way
+    DispatchBatch.objects.filter(pk=batch.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert dispatch.dispatch_reconcile()["requeued"] == 1
+    assert _enqueued(callbacks) == [(batch.pk, "dispatch.tsel")]
+
+
+def test_the_reconciler_expires_unreported_deliveries_and_completes_the_run():
+    run, _, _ = _fanned_out_run({"tsel": 4}, batch_size=2)
+    first, second = DispatchBatch.objects.filter(run=run)
+    assert batch_send(batch_id=first.pk) == "accepted"
+    reported = Delivery.objects.filter(batch=first).order_by("pk").first()
+    Delivery.objects.filter(pk=reported.pk).update(status="delivered")
+    CampaignRun.objects.filter(pk=run.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    dispatch.dispatch_reconcile()
+    statuses = dict(Delivery.objects.filter(run=run).values_list("status").annotate(n=Count("id")))
+    assert statuses == {"delivered": 1, "expired": 1, "failed": 2}
+    assert DispatchBatch.objects.get(pk=second.pk).status == "failed"
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED_WITH_FAILURES

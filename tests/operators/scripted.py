@@ -1,0 +1,85 @@
+"""A real gateway adapter that answers from a script, and a builder for a run ready to send.
+
+`ScriptedAdapter` is registered under the name "scripted": each send records the batch it was given and
+answers with the next BatchResult queued in `ScriptedAdapter.answers` (accepting everything when empty).
+"""
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from campaigns.models import Campaign, CampaignRun
+from campaigns.services import campaign_content_hash
+from operators.gateways.base import BatchResult, GatewayAdapter, OutboundBatch, Outcome, register
+from smsblast.models import Area, Role
+from tests.campaigns.factories import ApprovalFactory, CampaignFactory
+from tests.operators.factories import OperatorFactory
+from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
+
+
+@register
+class ScriptedAdapter(GatewayAdapter):
+    name = "scripted"
+    answers: list[BatchResult] = []
+    sent: list[OutboundBatch] = []
+
+    @classmethod
+    def reset(cls, *answers: BatchResult) -> None:
+        cls.answers = list(answers)
+        cls.sent = []
+
+    def send_batch(self, batch: OutboundBatch) -> BatchResult:
+        type(self).sent.append(batch)
+        if type(self).answers:
+            return type(self).answers.pop(0)
+        return BatchResult(outcome=Outcome.ACCEPTED, accepted=len(batch.recipients), status_code=202)
+
+
+def approved_campaign(*, schedule: dict | None = None, **fields) -> Campaign:
+    """Return a campaign for Kab. Blitar (areas created) approved with its current content."""
+    if not fields.pop("skip_areas", False):
+        area_tree("35.05", kecamatan=2)
+    author = UserFactory(role=Role.OFFICER)
+    campaign = CampaignFactory(
+        status=Campaign.Status.APPROVED, author=author, schedule=schedule or {"kind": "now"}, **fields
+    )
+    ApprovalFactory(campaign=campaign)
+    return campaign
+
+
+def operators_and_subscribers(*, counts: dict[str, int], batch_size: int = 3, segments_per_second: int = 0):
+    """Create one operator per slug with `counts[slug]` subscribers in 35.05.01; return {slug: operator}."""
+    district = Area.objects.get(code="35.05.01")
+    operators = {}
+    for slug, count in counts.items():
+        operators[slug] = OperatorFactory(
+            slug=slug, adapter="scripted", batch_size=batch_size, segments_per_second=segments_per_second
+        )
+        for _ in range(count):
+            SubscriberFactory(area=district, operator=operators[slug])
+    return operators
+
+
+def sending_run(campaign: Campaign, **fields) -> CampaignRun:
+    """Create a run in fan-out for `campaign` (already sending), frozen like run_start freezes it."""
+    now = timezone.now()
+    return CampaignRun.objects.create(
+        campaign=campaign,
+        scheduled_for=fields.pop("scheduled_for", now),
+        status=fields.pop("status", CampaignRun.Status.FANNING_OUT),
+        content_hash=campaign_content_hash(campaign),
+        text=campaign.text,
+        sender=campaign.sender,
+        segments=fields.pop("segments", 1),
+        frozen={
+            "title": campaign.title,
+            "area_codes": campaign.area_codes,
+            "audience": {},
+            "priority": campaign.priority,
+            "quiet_hours": (campaign.schedule or {}).get("quiet_hours"),
+        },
+        started_at=now,
+        expires_at=fields.pop("expires_at", now + timedelta(hours=1)),
+        last_progress_at=now,
+        **fields,
+    )
