@@ -1,0 +1,164 @@
+"""Sending a batch: leasing, adapter outcomes, retries with backoff, permanent failure, quiet hours."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from campaigns import dispatch
+from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
+from operators import services
+from operators.gateways.base import BatchResult, Outcome, get_adapter, register
+from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def dispatch_redis(settings, redis_client, redis_url):
+    settings.REDIS_URL = redis_url
+    ScriptedAdapter.reset()
+
+
+def _batch(count=3, *, schedule=None, priority="normal", segments=1, slug="tsel") -> DispatchBatch:
+    campaign = approved_campaign(schedule=schedule, priority=priority)
+    operators_and_subscribers(counts={slug: count}, batch_size=count)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign, segments=segments)
+    dispatch.run_fan_out(run_id=run.pk)
+    return DispatchBatch.objects.get(run=run, operator__slug=slug)
+
+
+def test_an_accepted_batch_carries_its_deliveries_and_rejected_numbers_are_marked():
+    batch = _batch(3)
+    first, second, third = Delivery.objects.filter(batch=batch).order_by("pk")
+    ScriptedAdapter.reset(
+        BatchResult(outcome=Outcome.ACCEPTED, accepted=2, rejected=[(str(second.pk), "invalid_number")])
+    )
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    batch.refresh_from_db()
+    assert batch.status == "accepted" and batch.accepted_count == 2 and batch.attempts == 1
+    (sent,) = ScriptedAdapter.sent
+    assert sent.batch_id == str(batch.pk)
+    assert [m.message_id for m in sent.recipients] == [str(first.pk), str(second.pk), str(third.pk)]
+    assert sent.callback_url.endswith("/api/v1/operator/delivery-reports/")
+    second.refresh_from_db()
+    assert (second.status, second.reason) == ("rejected", "invalid_number")
+    # Accepted deliveries are not rewritten: the batch carries "submitted".
+    assert Delivery.objects.filter(batch=batch, status="queued").count() == 2
+
+
+def test_a_transient_error_waits_with_backoff_and_retries_with_the_same_batch_id():
+    batch = _batch(2)
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, error="Service Unavailable", status_code=503))
+    before = timezone.now()
+    assert services.batch_send(batch_id=batch.pk) == "retry"
+    batch.refresh_from_db()
+    assert batch.status == "retry_wait" and batch.attempts == 1
+    assert "HTTP 503" in batch.last_error
+    # First backoff: full jitter within one second.
+    assert before <= batch.next_attempt_at <= timezone.now() + timedelta(seconds=1)
+    assert services.batch_send(batch_id=batch.pk, now=batch.next_attempt_at) == "accepted"
+    assert [sent.batch_id for sent in ScriptedAdapter.sent] == [str(batch.pk), str(batch.pk)]
+    batch.refresh_from_db()
+    assert batch.status == "accepted" and batch.attempts == 2
+
+
+def test_retry_after_is_honoured():
+    batch = _batch(2)
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, retry_after=30, status_code=429, error="slow down"))
+    now = timezone.now()
+    assert services.batch_send(batch_id=batch.pk, now=now) == "retry"
+    batch.refresh_from_db()
+    assert batch.next_attempt_at >= now + timedelta(seconds=30)
+    # A duplicate task arriving early does nothing.
+    assert services.batch_send(batch_id=batch.pk, now=now + timedelta(seconds=5)) == "not_due"
+    assert len(ScriptedAdapter.sent) == 1
+
+
+def test_backoff_grows_exponentially_and_is_capped():
+    ceilings = [max(services.backoff_seconds(attempt) for _ in range(200)) for attempt in (1, 3, 5, 12)]
+    assert ceilings[0] <= 1 < ceilings[1] <= 4 < ceilings[2] <= 16
+    assert ceilings[3] <= services.BACKOFF_CAP_SECONDS
+
+
+def test_a_permanent_error_fails_the_batch_and_its_deliveries_with_the_reason():
+    batch = _batch(3)
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.FAILED, status_code=400, error="sender not registered"))
+    assert services.batch_send(batch_id=batch.pk) == "failed"
+    batch.refresh_from_db()
+    assert batch.status == "failed" and batch.last_error == "HTTP 400: sender not registered"
+    reasons = set(Delivery.objects.filter(batch=batch).values_list("status", "reason"))
+    assert reasons == {("failed", "HTTP 400: sender not registered")}
+
+
+def test_the_retry_budget_ends_in_failure():
+    batch = _batch(1)
+    DispatchBatch.objects.filter(pk=batch.pk).update(attempts=services.MAX_ATTEMPTS - 1)
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, error="timeout"))
+    assert services.batch_send(batch_id=batch.pk) == "failed"
+    batch.refresh_from_db()
+    assert batch.status == "failed" and batch.last_error.startswith(f"Gave up after {services.MAX_ATTEMPTS} attempts")
+    assert Delivery.objects.get(batch=batch).status == "failed"
+
+
+def test_an_adapter_that_raises_leaves_the_batch_to_retry_not_in_flight():
+    class Exploding(ScriptedAdapter):
+        name = "exploding"
+
+        def send_batch(self, batch):
+            raise RuntimeError("bug")
+
+    register(Exploding)
+    batch = _batch(1)
+    batch.operator.adapter = "exploding"
+    batch.operator.save()
+    assert services.batch_send(batch_id=batch.pk) == "retry"
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "retry_wait"
+
+
+def test_a_leased_batch_is_not_sent_twice():
+    batch = _batch(1)
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    assert services.batch_send(batch_id=batch.pk) == "final"
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="in_flight")
+    assert services.batch_send(batch_id=batch.pk) == "not_leased"
+    assert len(ScriptedAdapter.sent) == 1
+
+
+def test_a_normal_run_waits_out_quiet_hours_and_an_urgent_one_does_not():
+    now = timezone.now()
+    local_hour = (now.astimezone(timezone.get_fixed_timezone(7 * 60))).hour
+    quiet = {"start": f"{local_hour:02d}:00", "end": f"{(local_hour + 2) % 24:02d}:00"}
+    batch = _batch(1, schedule={"kind": "now", "quiet_hours": quiet})
+    assert services.batch_send(batch_id=batch.pk, now=now) == "quiet"
+    batch.refresh_from_db()
+    assert batch.status == "pending" and batch.next_attempt_at > now
+    assert ScriptedAdapter.sent == []
+
+    urgent = _batch(1, schedule={"kind": "now", "quiet_hours": quiet}, priority="urgent", slug="isat")
+    assert services.batch_send(batch_id=urgent.pk, now=now) == "accepted"
+
+
+def test_the_batch_costs_its_segments_against_the_operator_limit(redis_client):
+    batch = _batch(3, segments=2)
+    assert batch.segments == 6
+    batch.operator.segments_per_second = 10
+    batch.operator.save()
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    (entry,) = redis_client.zrange(f"smsblast:rate:{batch.operator.slug}:log", 0, -1)
+    assert entry.decode().endswith(":6")
+
+
+def test_the_log_adapter_accepts_everything():
+    batch = _batch(2)
+    outbound = services.batch_outbound(DispatchBatch.objects.select_related("run", "operator").get(pk=batch.pk))
+    result = get_adapter("log").send_batch(outbound)
+    assert result.outcome == Outcome.ACCEPTED and result.accepted == 2
+
+
+def test_a_cancelled_run_sends_nothing():
+    batch = _batch(2)
+    CampaignRun.objects.filter(pk=batch.run_id).update(status="cancelled")
+    assert services.batch_send(batch_id=batch.pk) == "cancelled"
+    assert ScriptedAdapter.sent == []
