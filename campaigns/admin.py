@@ -1,0 +1,106 @@
+"""Admin views of campaigns and their sending records.
+
+Campaigns change only through the services (pages and API), which keep approval and audit
+consistent; here an admin can look them up and cancel them. Runs, batches and deliveries are
+written by the send pipeline and are view-only.
+"""
+
+from django.contrib import admin, messages
+
+from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
+from campaigns.services import campaign_cancel
+from smsblast.errors import ServiceError
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ApprovalInline(admin.TabularInline):
+    model = Approval
+    fields = ["created_at", "approver", "decision", "content_hash", "reason", "voided_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
+class CampaignRunInline(admin.TabularInline):
+    model = CampaignRun
+    fields = ["scheduled_for", "status", "segments", "started_at", "finished_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+    show_change_link = True
+
+
+@admin.register(Campaign)
+class CampaignAdmin(ReadOnlyAdmin):
+    list_display = ["title", "status", "mode", "priority", "sender", "author", "next_run_at", "created_at"]
+    list_filter = ["status", "mode", "priority", "exercise"]
+    search_fields = ["title", "text", "sender", "author__username"]
+    list_select_related = ["author"]
+    date_hierarchy = "created_at"
+    raw_id_fields = ["author"]
+    inlines = [ApprovalInline, CampaignRunInline]
+    actions = ["cancel"]
+
+    @admin.action(description="Cancel selected campaigns")
+    def cancel(self, request, queryset):
+        cancelled = 0
+        for campaign in queryset:
+            try:
+                campaign_cancel(campaign=campaign, actor=request.user, reason="Cancelled in the admin.")
+            except ServiceError as exc:
+                self.message_user(request, f"{campaign}: {exc}", messages.WARNING)
+            else:
+                cancelled += 1
+        self.message_user(request, f"Cancelled {cancelled} campaign(s).", messages.SUCCESS)
+
+
+@admin.register(Approval)
+class ApprovalAdmin(ReadOnlyAdmin):
+    list_display = ["campaign", "decision", "approver", "created_at", "voided_at"]
+    list_filter = ["decision"]
+    search_fields = ["campaign__title", "approver__username", "content_hash"]
+    list_select_related = ["campaign", "approver"]
+    raw_id_fields = ["campaign", "approver"]
+
+
+@admin.register(CampaignRun)
+class CampaignRunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "campaign", "scheduled_for", "status", "segments", "started_at", "finished_at"]
+    list_filter = ["status"]
+    search_fields = ["campaign__title", "content_hash"]
+    list_select_related = ["campaign"]
+    date_hierarchy = "scheduled_for"
+    raw_id_fields = ["campaign"]
+
+
+@admin.register(DispatchBatch)
+class DispatchBatchAdmin(ReadOnlyAdmin):
+    list_display = ["id", "run", "operator", "status", "size", "attempts", "accepted_count", "updated_at"]
+    list_filter = ["status", "operator"]
+    search_fields = ["id", "last_error"]
+    list_select_related = ["run", "operator"]
+    raw_id_fields = ["run", "operator"]
+    show_full_result_count = False
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["id", "msisdn", "run", "operator", "status", "reason", "error_code", "done_at"]
+    list_filter = ["status", "operator"]
+    # Exact matches only: a substring search over millions of deliveries would scan them all.
+    search_fields = ["=msisdn", "=operator_ref"]
+    list_select_related = ["run", "operator"]
+    raw_id_fields = ["run", "batch", "operator"]
+    show_full_result_count = False

@@ -1,0 +1,180 @@
+"""Admin for operators: prefixes as a comma list, credentials masked and kept unless replaced."""
+
+from django import forms
+from django.contrib import admin
+
+from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
+
+
+def mask_secret(value: str) -> str:
+    """Return a masked form of a credential that shows only its last four characters."""
+    if not value:
+        return "(not set)"
+    return "•" * 8 + value[-4:] if len(value) > 8 else "•" * 8
+
+
+class OperatorAdminForm(forms.ModelForm):
+    prefixes = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="E.164 digit prefixes routed to this operator, separated by commas, e.g. 62811, 62812.",
+    )
+    base_url = forms.URLField(required=False, assume_scheme="https")
+    # Credentials are never sent back to the browser; a blank field keeps the stored value.
+    api_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave blank to keep the current key.",
+    )
+    signing_secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave blank to keep the current secret.",
+    )
+
+    class Meta:
+        model = Operator
+        fields = [
+            "name",
+            "slug",
+            "active",
+            "is_test_endpoint",
+            "user",
+            "prefixes",
+            "adapter",
+            "base_url",
+            "api_key",
+            "signing_secret",
+            "segments_per_second",
+            "batch_size",
+            "tariff_per_segment",
+            "vertex_limit",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["prefixes"] = ", ".join(self.instance.prefixes or [])
+
+    def clean_prefixes(self) -> list[str]:
+        raw = self.cleaned_data.get("prefixes") or ""
+        prefixes = []
+        for item in raw.replace("\n", ",").split(","):
+            item = item.strip().lstrip("+")
+            if not item:
+                continue
+            if not item.isdigit() or not 3 <= len(item) <= 15:
+                raise forms.ValidationError(f"{item!r} is not a prefix of E.164 digits.")
+            if item not in prefixes:
+                prefixes.append(item)
+        return sorted(prefixes)
+
+    def clean_api_key(self) -> str:
+        return self.cleaned_data.get("api_key") or self.instance.api_key
+
+    def clean_signing_secret(self) -> str:
+        return self.cleaned_data.get("signing_secret") or self.instance.signing_secret
+
+
+@admin.register(Operator)
+class OperatorAdmin(admin.ModelAdmin):
+    form = OperatorAdminForm
+    list_display = [
+        "name",
+        "slug",
+        "adapter",
+        "active",
+        "is_test_endpoint",
+        "segments_per_second",
+        "batch_size",
+        "tariff_per_segment",
+        "prefix_count",
+        "masked_api_key",
+    ]
+    list_filter = ["active", "adapter", "is_test_endpoint"]
+    search_fields = ["name", "slug", "base_url"]
+    prepopulated_fields = {"slug": ["name"]}
+    raw_id_fields = ["user"]
+    readonly_fields = ["masked_api_key", "masked_signing_secret", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "active", "is_test_endpoint", "user"]}),
+        ("Routing", {"fields": ["prefixes"]}),
+        (
+            "Endpoint",
+            {
+                "fields": [
+                    "adapter",
+                    "base_url",
+                    "masked_api_key",
+                    "api_key",
+                    "masked_signing_secret",
+                    "signing_secret",
+                ]
+            },
+        ),
+        ("Limits and tariff", {"fields": ["segments_per_second", "batch_size", "tariff_per_segment", "vertex_limit"]}),
+        (None, {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    @admin.display(description="prefixes")
+    def prefix_count(self, operator: Operator) -> int:
+        return len(operator.prefixes or [])
+
+    @admin.display(description="API key")
+    def masked_api_key(self, operator: Operator) -> str:
+        return mask_secret(operator.api_key)
+
+    @admin.display(description="signing secret")
+    def masked_signing_secret(self, operator: Operator) -> str:
+        return mask_secret(operator.signing_secret)
+
+
+@admin.register(BroadcastSettings)
+class BroadcastSettingsAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "phone_ownership_rate", "max_import_segments"]
+
+    def has_add_permission(self, request) -> bool:
+        # A single row, created on first use.
+        return not BroadcastSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the send pipeline and operators' reports: viewable, never edited by hand."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class AreaBroadcastEventInline(admin.TabularInline):
+    model = AreaBroadcastEvent
+    fields = ["at", "state", "details"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(AreaBroadcast)
+class AreaBroadcastAdmin(ReadOnlyAdmin):
+    list_display = ["id", "run", "operator", "state", "attempts", "handsets_reached", "acknowledged_at", "finished_at"]
+    list_filter = ["state", "operator"]
+    search_fields = ["id", "operator_ref", "run__campaign__title"]
+    list_select_related = ["run", "operator"]
+    raw_id_fields = ["run", "operator"]
+    inlines = [AreaBroadcastEventInline]
+
+
+@admin.register(AreaBroadcastReach)
+class AreaBroadcastReachAdmin(ReadOnlyAdmin):
+    list_display = ["broadcast", "handsets_reached", "at", "received_at"]
+    search_fields = ["broadcast__id"]
+    raw_id_fields = ["broadcast"]

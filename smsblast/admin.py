@@ -1,0 +1,133 @@
+"""Admin for users and roles, API tokens, areas, subscribers, imports and the read-only audit trail."""
+
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.utils import timezone
+
+from smsblast.models import ApiToken, Area, AuditEvent, Subscriber, SubscriberImport, SubscriberImportRejection, User
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    list_display = ["username", "email", "role_name", "is_active", "last_login", "date_joined"]
+    list_filter = ["groups", "is_active", "is_superuser"]
+    search_fields = ["username", "email", "first_name", "last_name"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("groups")
+
+    @admin.display(description="role")
+    def role_name(self, user: User) -> str:
+        return user.role or "-"
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are issued by `manage.py create_user`, which shows the key once; here they can only be revoked."""
+
+    list_display = ["prefix", "user", "name", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    search_fields = ["user__username", "prefix", "name"]
+    list_select_related = ["user"]
+    readonly_fields = ["user", "prefix", "name", "created_at", "last_used_at", "revoked_at"]
+    exclude = ["key_hash"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+
+
+@admin.register(Area)
+class AreaAdmin(admin.ModelAdmin):
+    list_display = ["code", "name", "level", "parent", "population"]
+    list_filter = ["level"]
+    search_fields = ["code", "name", "search_name"]
+    raw_id_fields = ["parent"]
+    list_select_related = ["parent"]
+    readonly_fields = ["search_name"]
+
+    def save_model(self, request, obj, form, change):
+        from smsblast.text import search_key
+
+        obj.search_name = search_key(obj.name)
+        super().save_model(request, obj, form, change)
+
+
+class OptedOutFilter(admin.SimpleListFilter):
+    title = "opted out"
+    parameter_name = "opted_out"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Opted out"), ("no", "Receiving")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(opted_out_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(opted_out_at__isnull=True)
+        return queryset
+
+
+@admin.register(Subscriber)
+class SubscriberAdmin(admin.ModelAdmin):
+    list_display = ["msisdn", "name", "area", "operator", "language", "opted_out_at", "updated_at"]
+    list_filter = [OptedOutFilter, "operator", "language"]
+    search_fields = ["msisdn", "name", "area__code"]
+    raw_id_fields = ["area", "operator"]
+    list_select_related = ["area", "operator"]
+    readonly_fields = ["created_at", "updated_at"]
+    # Counting a few million rows on every page load is slow; the paginator shows "more" instead.
+    show_full_result_count = False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit trail is append-only (invariant 6): it can be searched, never added, changed or deleted."""
+
+    list_display = ["at", "actor", "action", "object_type", "object_id", "from_state", "to_state"]
+    list_filter = ["action", "object_type"]
+    search_fields = ["object_id", "action", "actor__username"]
+    list_select_related = ["actor"]
+    date_hierarchy = "at"
+    readonly_fields = ["at", "actor", "action", "object_type", "object_id", "from_state", "to_state", "details"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class SubscriberImportRejectionInline(admin.TabularInline):
+    model = SubscriberImportRejection
+    fields = ["line", "reason", "raw"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(SubscriberImport)
+class SubscriberImportAdmin(admin.ModelAdmin):
+    """Imports run from the API, the pages or `manage.py import_subscribers`; here they are only watched."""
+
+    list_display = ["id", "original_name", "state", "uploaded_by", "rows_read", "created", "updated", "rejected"]
+    list_filter = ["state"]
+    search_fields = ["original_name", "uploaded_by__username"]
+    list_select_related = ["uploaded_by"]
+    inlines = [SubscriberImportRejectionInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
