@@ -1,7 +1,19 @@
-from django.contrib.auth.decorators import login_required
+"""Officer and approver pages."""
+
 from django.urls import path
-from django.views.generic import TemplateView
+
+from campaigns import views
+
+app_name = "campaigns"
 
 urlpatterns = [
-    path("", login_required(TemplateView.as_view(template_name="base.html")), name="dashboard"),
+    path("campaigns/", views.campaign_list, name="list"),
+    path("campaigns/new/", views.campaign_create, name="create"),
+    path("campaigns/areas/", views.area_search, name="area_search"),
+    path("campaigns/preview/", views.compose_preview, name="preview"),
+    path("campaigns/<int:pk>/", views.campaign_detail, name="detail"),
+    path("campaigns/<int:pk>/edit/", views.campaign_edit, name="edit"),
+    path("campaigns/<int:pk>/review/", views.campaign_review, name="review"),
+    path("campaigns/<int:pk>/runs/<int:run_pk>/progress/", views.run_progress_partial, name="run_progress"),
+    path("campaigns/<int:pk>/<slug:action>/", views.campaign_action, name="action"),
 ]

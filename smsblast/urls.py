@@ -1,7 +1,14 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from campaigns.views import dashboard
+from smsblast import views
+
 urlpatterns = [
+    path("", dashboard, name="dashboard"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("subscribers/", views.subscribers, name="subscribers"),
+    path("subscribers/imports/<int:pk>/", views.subscriber_import_status, name="subscriber_import"),
+    path("operators/", views.operators, name="operators"),
 ]

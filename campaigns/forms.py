@@ -1,0 +1,234 @@
+"""Forms of the officer and approver pages; they validate input and hand clean values to the services."""
+
+import re
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from campaigns.models import Mode, Priority
+from campaigns.scheduling import WEEKDAY_NAMES, ScheduleError, schedule_normalize
+from smsblast.models import Area
+from smsblast.sms import TextError, analyze
+
+SENDER_RE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{1,11}$")
+WEEKDAY_LABELS = (_("Mon"), _("Tue"), _("Wed"), _("Thu"), _("Fri"), _("Sat"), _("Sun"))
+SCHEDULE_KINDS = (
+    ("now", _("Once, as soon as approved")),
+    ("once", _("Once, at a set time")),
+    ("daily", _("Every day")),
+    ("weekly", _("On chosen weekdays")),
+)
+
+
+class CampaignForm(forms.Form):
+    """Text, sender, mode, target areas, priority and schedule of a campaign."""
+
+    title = forms.CharField(label=_("Title"), max_length=200)
+    text = forms.CharField(
+        label=_("Message text"),
+        widget=forms.Textarea(attrs={"rows": 6, "data-sms-input": "", "spellcheck": "true"}),
+        strip=False,
+    )
+    sender = forms.CharField(
+        label=_("Sender ID"),
+        max_length=11,
+        help_text=_("Up to 11 letters, digits, spaces, dots or dashes, e.g. PEMKAB-BLTR."),
+    )
+    mode = forms.ChoiceField(
+        label=_("Delivery mode"),
+        choices=((Mode.TARGETED, _("Targeted: registered subscribers")), (Mode.AREA_BROADCAST, _("Area broadcast"))),
+        initial=Mode.TARGETED,
+    )
+    priority = forms.ChoiceField(
+        label=_("Priority"),
+        choices=(
+            (Priority.NORMAL, _("Normal: waits out quiet hours")),
+            (Priority.URGENT, _("Urgent: ignores quiet hours")),
+        ),
+        initial=Priority.NORMAL,
+    )
+    area_codes = forms.MultipleChoiceField(
+        label=_("Coverage area"),
+        widget=forms.MultipleHiddenInput,
+        error_messages={"required": _("Choose at least one area.")},
+    )
+
+    schedule_kind = forms.ChoiceField(label=_("When"), choices=SCHEDULE_KINDS, initial="now", widget=forms.RadioSelect)
+    schedule_at = forms.DateTimeField(
+        label=_("Date and time"),
+        required=False,
+        input_formats=["%Y-%m-%dT%H:%M"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    schedule_time = forms.TimeField(label=_("Time"), required=False, widget=forms.TimeInput(attrs={"type": "time"}))
+    schedule_weekdays = forms.MultipleChoiceField(
+        label=_("Weekdays"),
+        required=False,
+        choices=[(str(i), label) for i, label in enumerate(WEEKDAY_LABELS)],
+        widget=forms.CheckboxSelectMultiple,
+    )
+    schedule_until = forms.DateField(
+        label=_("Until (inclusive)"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    quiet_start = forms.TimeField(
+        label=_("Quiet hours from"), required=False, widget=forms.TimeInput(attrs={"type": "time"})
+    )
+    quiet_end = forms.TimeField(
+        label=_("Quiet hours until"), required=False, widget=forms.TimeInput(attrs={"type": "time"})
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Weekday overrides of a daily schedule: Blora's 13:00 update goes out at 10:00 on Fridays.
+        for index, label in enumerate(WEEKDAY_LABELS):
+            self.fields[f"override_{index}"] = forms.TimeField(
+                label=label, required=False, widget=forms.TimeInput(attrs={"type": "time"})
+            )
+        codes = self.data.getlist("area_codes") if hasattr(self.data, "getlist") else self.initial.get("area_codes", [])
+        self.fields["area_codes"].choices = [(code, code) for code in codes]
+
+    @property
+    def override_fields(self):
+        return [self[f"override_{index}"] for index in range(len(WEEKDAY_NAMES))]
+
+    def clean_text(self) -> str:
+        text = self.cleaned_data["text"]
+        try:
+            analyze(text)
+        except TextError as error:
+            raise forms.ValidationError(_text_error_message(text, error)) from None
+        return text
+
+    def clean_sender(self) -> str:
+        sender = self.cleaned_data["sender"].strip()
+        if not SENDER_RE.match(sender):
+            raise forms.ValidationError(
+                _("Use 1 to 11 letters, digits, spaces, dots or dashes, with at least one letter.")
+            )
+        return sender
+
+    def clean_area_codes(self) -> list[str]:
+        codes = list(dict.fromkeys(self.cleaned_data["area_codes"]))
+        known = set(Area.objects.filter(code__in=codes).values_list("code", flat=True))
+        unknown = [code for code in codes if code not in known]
+        if unknown:
+            raise forms.ValidationError(_("Unknown area code: %(codes)s.") % {"codes": ", ".join(unknown)})
+        return codes
+
+    def clean(self):
+        cleaned = super().clean()
+        kind = cleaned.get("schedule_kind")
+        if not kind:
+            return cleaned
+        raw: dict = {"kind": kind}
+        if kind == "once":
+            if not cleaned.get("schedule_at"):
+                self.add_error("schedule_at", _("Give the date and time to send."))
+                return cleaned
+            raw["at"] = cleaned["schedule_at"].strftime("%Y-%m-%dT%H:%M")
+        if kind in ("daily", "weekly"):
+            if not cleaned.get("schedule_time"):
+                self.add_error("schedule_time", _("Give the time to send each day."))
+                return cleaned
+            raw["time"] = cleaned["schedule_time"].strftime("%H:%M")
+            if cleaned.get("schedule_until"):
+                raw["until"] = cleaned["schedule_until"].isoformat()
+        if kind == "daily":
+            overrides = {
+                str(index): cleaned[f"override_{index}"].strftime("%H:%M")
+                for index in range(7)
+                if cleaned.get(f"override_{index}")
+            }
+            if overrides:
+                raw["weekday_times"] = overrides
+        if kind == "weekly":
+            if not cleaned.get("schedule_weekdays"):
+                self.add_error("schedule_weekdays", _("Choose at least one weekday."))
+                return cleaned
+            raw["weekdays"] = [int(day) for day in cleaned["schedule_weekdays"]]
+        start, end = cleaned.get("quiet_start"), cleaned.get("quiet_end")
+        if bool(start) != bool(end):
+            self.add_error("quiet_end", _("Give both the start and the end of the quiet hours, or neither."))
+            return cleaned
+        if start and end:
+            raw["quiet_hours"] = {"start": start.strftime("%H:%M"), "end": end.strftime("%H:%M")}
+        try:
+            cleaned["schedule"] = schedule_normalize(raw)
+        except ScheduleError as error:
+            field = {"at": "schedule_at", "time": "schedule_time", "weekdays": "schedule_weekdays"}.get(
+                error.field, "quiet_end" if error.field == "quiet_hours" else "schedule_kind"
+            )
+            self.add_error(field, str(error))
+        return cleaned
+
+    def service_fields(self) -> dict:
+        """Return the cleaned values under the names the campaign services take."""
+        data = self.cleaned_data
+        return {
+            "title": data["title"],
+            "text": data["text"],
+            "sender": data["sender"],
+            "mode": data["mode"],
+            "priority": data["priority"],
+            "area_codes": data["area_codes"],
+            "schedule": data.get("schedule") or {},
+        }
+
+    @classmethod
+    def initial_from(cls, campaign) -> dict:
+        """Return the form's initial values for an existing campaign."""
+        schedule = campaign.schedule or {}
+        initial = {
+            "title": campaign.title,
+            "text": campaign.text,
+            "sender": campaign.sender,
+            "mode": campaign.mode,
+            "priority": campaign.priority,
+            "area_codes": list(campaign.area_codes or []),
+            "schedule_kind": schedule.get("kind", "now"),
+            "schedule_at": schedule.get("at"),
+            "schedule_time": schedule.get("time"),
+            "schedule_weekdays": [str(day) for day in schedule.get("weekdays", [])],
+            "schedule_until": schedule.get("until"),
+        }
+        for day, value in (schedule.get("weekday_times") or {}).items():
+            initial[f"override_{day}"] = value
+        quiet = schedule.get("quiet_hours") or {}
+        initial["quiet_start"], initial["quiet_end"] = quiet.get("start"), quiet.get("end")
+        return initial
+
+
+class ApproveForm(forms.Form):
+    """The approver's yes, bound to the content hash of the version on screen."""
+
+    content_hash = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+
+class RejectForm(forms.Form):
+    """The approver's no; the reason tells the officer what to change."""
+
+    content_hash = forms.CharField(widget=forms.HiddenInput, max_length=64, required=False)
+    reason = forms.CharField(
+        label=_("Reason for rejection"),
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text=_("Tell the officer what to change."),
+    )
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError(_("Give a reason, so the officer knows what to change."))
+        return reason
+
+
+class ConfirmForm(forms.Form):
+    """A deliberate tick before pausing, resuming or cancelling."""
+
+    confirm = forms.BooleanField(label=_("Yes, I am sure"), required=True)
+
+
+def _text_error_message(text: str, error: TextError) -> str:
+    if not text.strip():
+        return str(_("Write the message text."))
+    return str(_("The text is too long: it needs more than 10 SMS parts. Shorten it."))

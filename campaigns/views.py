@@ -1,0 +1,553 @@
+"""Officer and approver pages: dashboard, campaigns, compose, review, live progress.
+
+Views check the role, validate input with a form and call the campaign services; they never write models
+themselves. A refused action is shown as a message in the user's language, never as a 500.
+"""
+
+import difflib
+import json
+from collections import defaultdict
+from datetime import timedelta
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.db.models.functions import TruncMinute, TruncSecond
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+
+from campaigns import dispatch, selectors, services
+from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
+from campaigns.models import Approval, Campaign, CampaignRun, DispatchBatch
+from campaigns.models import Delivery as DeliveryModel
+from campaigns.scheduling import zone_for_area_codes
+from smsblast.audit import audit_history
+from smsblast.errors import ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
+from smsblast.models import Area, Role
+from smsblast.sms import TextError, analyze
+from smsblast.templatetags.svg import boundary_svg, line_chart_svg, series_colours
+from smsblast.text import search_key
+
+Status = Campaign.Status
+Delivery = DeliveryModel.Status
+ACTIVE_RUN_STATUSES = (CampaignRun.Status.PENDING, CampaignRun.Status.FANNING_OUT, CampaignRun.Status.SENDING)
+FAILED_DELIVERY = (Delivery.UNDELIVERED, Delivery.EXPIRED, Delivery.REJECTED, Delivery.FAILED)
+STAFF_ROLES = (Role.OFFICER, Role.APPROVER, Role.ADMIN)
+AREA_SEARCH_LIMIT = 20
+
+
+def role_required(*roles: str):
+    """Let only users holding one of `roles` in; others get the 403 page with a message in their language."""
+
+    def decorator(view):
+        @wraps(view)
+        @login_required
+        def wrapped(request: HttpRequest, *args, **kwargs):
+            if not request.user.has_role(*roles):
+                raise PermissionDenied(_("Your role may not open this page."))
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def service_error_message(error: ServiceError, action: str = "") -> str:
+    """Return what went wrong and what to do, in the user's language."""
+    text = str(error)
+    if isinstance(error, ServiceConflict) and "changed since you reviewed" in text:
+        return _(
+            "The campaign was changed while you were reviewing it, so nothing was approved. "
+            "Review the current version below and decide again."
+        )
+    if isinstance(error, ServiceConflict):
+        return _("This cannot be done in the campaign's current state. Reload the page to see its state.")
+    if isinstance(error, ServiceForbidden):
+        if "wrote this campaign" in text:
+            return _("You wrote this campaign; another approver must decide on it.")
+        return _("Your role may not do this.")
+    if isinstance(error, ServiceInvalid) and error.errors:
+        fields = ", ".join(sorted(error.errors))
+        return _("Some fields are missing or wrong (%(fields)s). Edit the campaign and try again.") % {"fields": fields}
+    return _("The request was refused. Check what you entered and try again.")
+
+
+# --- dashboard and lists -------------------------------------------------------------------
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Show each role what needs its attention."""
+    user = request.user
+    if not user.has_role(*STAFF_ROLES):
+        raise PermissionDenied(_("This account is for the operator API only; it has no pages."))
+    context: dict = {}
+    if user.has_role(Role.APPROVER):
+        inbox = Campaign.objects.filter(status=Status.PENDING_APPROVAL).select_related("author").order_by("updated_at")
+        context["inbox"] = inbox
+        context["inbox_count"] = inbox.count()
+    if user.has_role(Role.OFFICER, Role.ADMIN):
+        mine = Campaign.objects.all() if user.has_role(Role.ADMIN) else Campaign.objects.filter(author=user)
+        context["drafts"] = mine.filter(status__in=[Status.DRAFT, Status.REJECTED])[:20]
+        context["waiting"] = mine.filter(status__in=[Status.PENDING_APPROVAL, Status.APPROVED])[:20]
+        context["scheduled"] = mine.filter(status=Status.SCHEDULED).order_by("next_run_at")[:20]
+    running = Campaign.objects.filter(status__in=[Status.SENDING, Status.PAUSED])
+    if user.has_role(Role.OFFICER) and not user.has_role(Role.ADMIN):
+        running = running.filter(author=user)
+    context["running"] = [(campaign, _latest_run_progress(campaign)) for campaign in running[:20]]
+    return render(request, "campaigns/dashboard.html", context)
+
+
+@role_required(*STAFF_ROLES)
+def campaign_list(request: HttpRequest) -> HttpResponse:
+    """List campaigns, filtered by state and a search over title and text."""
+    status = request.GET.get("status", "")
+    query = request.GET.get("q", "").strip()[:100]
+    filters = {"status": status if status in Status.values else "", "q": query}
+    campaigns = selectors.campaign_list(request.user, {key: value for key, value in filters.items() if value})
+    return render(
+        request,
+        "campaigns/list.html",
+        {"campaigns": campaigns[:200], "status": status, "q": query, "statuses": Status.choices},
+    )
+
+
+# --- compose and edit ----------------------------------------------------------------------
+
+
+@role_required(Role.OFFICER, Role.ADMIN)
+def campaign_create(request: HttpRequest) -> HttpResponse:
+    """Compose a new draft."""
+    form = CampaignForm(request.POST or None, initial={"sender": "", "schedule_kind": "now"})
+    if request.method == "POST" and form.is_valid():
+        try:
+            campaign = services.campaign_create(author=request.user, **form.service_fields())
+        except ServiceError as error:
+            form.add_error(None, service_error_message(error))
+        else:
+            messages.success(request, _("Draft saved. Check it, then submit it for approval."))
+            return redirect("campaigns:detail", pk=campaign.pk)
+    return _compose(request, form, campaign=None)
+
+
+@role_required(Role.OFFICER, Role.ADMIN)
+def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Edit a draft, a rejected campaign, or an approved one (which then needs approving again)."""
+    campaign = get_object_or_404(Campaign, pk=pk)
+    if "update" not in services.campaign_allowed_actions(campaign=campaign, user=request.user):
+        raise PermissionDenied(
+            _("Only the author or an administrator may edit this campaign, and only before it runs.")
+        )
+    form = CampaignForm(request.POST or None, initial=CampaignForm.initial_from(campaign))
+    if request.method == "POST" and form.is_valid():
+        was = campaign.status
+        try:
+            services.campaign_update(campaign=campaign, actor=request.user, data=form.service_fields())
+        except ServiceError as error:
+            form.add_error(None, service_error_message(error))
+        else:
+            if was in (Status.APPROVED, Status.SCHEDULED) and campaign.status == Status.DRAFT:
+                messages.warning(request, _("The content changed, so the approval was voided. Submit it again."))
+            else:
+                messages.success(request, _("Changes saved."))
+            return redirect("campaigns:detail", pk=campaign.pk)
+    return _compose(request, form, campaign=campaign)
+
+
+def _compose(request: HttpRequest, form: CampaignForm, *, campaign: Campaign | None) -> HttpResponse:
+    codes = form.data.getlist("area_codes") if form.is_bound else form.initial.get("area_codes", [])
+    picked = list(Area.objects.filter(code__in=codes).select_related("parent"))
+    labels = {
+        "replace": _("Replace with"),
+        "no_replacement": _("no GSM-7 replacement; the message stays UCS-2"),
+        "part": _("Part"),
+        "too_long": _("Too long: more than 10 SMS parts."),
+    }
+    return render(
+        request,
+        "campaigns/compose.html",
+        {
+            "form": form,
+            "campaign": campaign,
+            "picked": picked,
+            "counter_labels": json.dumps(labels),
+            "zone": zone_for_area_codes(codes),
+        },
+    )
+
+
+@require_GET
+@role_required(Role.OFFICER, Role.ADMIN)
+def area_search(request: HttpRequest) -> HttpResponse:
+    """Return up to 20 areas whose name or code matches, as checkboxes the compose form can take."""
+    query = request.GET.get("area_q", "").strip()[:100]
+    areas = []
+    if len(query) >= 2:
+        matches = Area.objects.select_related("parent")
+        if query[0].isdigit():
+            matches = matches.filter(code__startswith=query)
+        else:
+            matches = matches.filter(search_name__contains=search_key(query))
+        areas = list(matches.order_by("code")[:AREA_SEARCH_LIMIT])
+    return render(request, "campaigns/_area_results.html", {"areas": areas, "query": query})
+
+
+@require_POST
+@role_required(Role.OFFICER, Role.ADMIN)
+def compose_preview(request: HttpRequest) -> HttpResponse:
+    """Return the map, audience per operator and cost for the areas and text being composed."""
+    codes = [code for code in request.POST.getlist("area_codes") if isinstance(code, str)][:200]
+    areas = list(Area.objects.filter(code__in=codes))
+    # An unsaved campaign carries what is being composed into the same selector the campaign page uses.
+    draft = Campaign(area_codes=[area.code for area in areas], text=request.POST.get("text", ""), audience={})
+    audience = audience_by_operator(draft)
+    return render(
+        request,
+        "campaigns/_preview.html",
+        {
+            "areas": areas,
+            "map_svg": boundary_svg([(area.name, area.boundary) for area in areas], title=_("Map of the chosen areas")),
+            "audience": audience,
+            "mode": request.POST.get("mode", ""),
+        },
+    )
+
+
+def audience_by_operator(campaign: Campaign) -> dict:
+    """Return the audience per operator and cost of a (possibly unsaved) campaign, from the campaign selector."""
+    return selectors.campaign_audience(campaign)
+
+
+# --- campaign page -------------------------------------------------------------------------
+
+
+@role_required(*STAFF_ROLES)
+def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Show a campaign: content, analysis, audience, history, runs with live progress, actions."""
+    campaign = get_object_or_404(Campaign.objects.select_related("author"), pk=pk)
+    actions = services.campaign_allowed_actions(campaign=campaign, user=request.user)
+    runs = list(campaign.runs.all()[:10])
+    context = _campaign_context(campaign)
+    context.update(
+        {
+            "actions": actions,
+            "can_edit": "update" in actions,
+            "runs": [(run, run_progress(run)) for run in runs],
+            "history": _history(campaign),
+            "confirm_form": ConfirmForm(),
+            "can_pause": campaign.status == Status.SENDING and request.user.has_role(Role.OFFICER, Role.ADMIN),
+            "can_resume": campaign.status == Status.PAUSED and request.user.has_role(Role.OFFICER, Role.ADMIN),
+            "can_schedule": campaign.status == Status.APPROVED and request.user.has_role(Role.OFFICER, Role.ADMIN),
+            "can_review": campaign.status == Status.PENDING_APPROVAL and request.user.has_role(Role.APPROVER),
+        }
+    )
+    return render(request, "campaigns/detail.html", context)
+
+
+def _campaign_context(campaign: Campaign) -> dict:
+    try:
+        analysis = analyze(campaign.text)
+    except TextError:
+        analysis = None
+    areas = list(Area.objects.filter(code__in=campaign.area_codes or []))
+    return {
+        "campaign": campaign,
+        "analysis": analysis,
+        "areas": areas,
+        "map_svg": boundary_svg([(area.name, area.boundary) for area in areas], title=_("Map of the chosen areas")),
+        "audience": audience_by_operator(campaign),
+        "zone": zone_for_area_codes(campaign.area_codes),
+        "area_code": (campaign.area_codes or [None])[0],
+        "content_hash": services.campaign_content_hash(campaign),
+    }
+
+
+def _history(campaign: Campaign) -> list:
+    events = list(audit_history(campaign))
+    run_ids = [str(pk) for pk in campaign.runs.values_list("pk", flat=True)]
+    if run_ids:
+        from smsblast.models import AuditEvent
+
+        events += list(
+            AuditEvent.objects.filter(object_type="campaigns.campaignrun", object_id__in=run_ids).select_related(
+                "actor"
+            )
+        )
+    return sorted(events, key=lambda event: (event.at, event.pk))
+
+
+@require_POST
+@role_required(*STAFF_ROLES)
+def campaign_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Submit, cancel, schedule, pause or resume a campaign through its service."""
+    campaign = get_object_or_404(Campaign, pk=pk)
+    handlers = {
+        "submit": (lambda: services.campaign_submit(campaign=campaign, actor=request.user), False),
+        "cancel": (lambda: services.campaign_cancel(campaign=campaign, actor=request.user), True),
+        "schedule": (lambda: dispatch.campaign_schedule_approved(campaign=campaign, user=request.user), False),
+        "pause": (lambda: dispatch.campaign_pause(campaign=campaign, actor=request.user), True),
+        "resume": (lambda: dispatch.campaign_resume(campaign=campaign, actor=request.user), True),
+    }
+    if action not in handlers:
+        raise Http404
+    call, needs_confirm = handlers[action]
+    if needs_confirm and not ConfirmForm(request.POST).is_valid():
+        messages.error(request, _("Tick the confirmation box first; nothing was changed."))
+        return redirect("campaigns:detail", pk=campaign.pk)
+    try:
+        call()
+    except ServiceError as error:
+        if isinstance(error, ServiceForbidden):
+            raise PermissionDenied(service_error_message(error)) from None
+        messages.error(request, service_error_message(error))
+    else:
+        messages.success(request, ACTION_DONE[action]())
+    return redirect("campaigns:detail", pk=campaign.pk)
+
+
+ACTION_DONE = {
+    "submit": lambda: _("Submitted. The approver has been asked to review it."),
+    "cancel": lambda: _("Campaign cancelled. Nothing more will be sent."),
+    "schedule": lambda: _("Scheduled. It will run at the times shown."),
+    "pause": lambda: _("Paused. No new batch leaves until you resume."),
+    "resume": lambda: _("Resumed."),
+}
+
+
+# --- approval ------------------------------------------------------------------------------
+
+
+@role_required(Role.APPROVER)
+def campaign_review(request: HttpRequest, pk: int) -> HttpResponse:
+    """Show the approver exactly what will be sent, and take the decision bound to the content hash."""
+    campaign = get_object_or_404(Campaign.objects.select_related("author"), pk=pk)
+    if campaign.author_id == request.user.pk:
+        raise PermissionDenied(_("You wrote this campaign; another approver must decide on it."))
+    approve_form = ApproveForm(initial={"content_hash": services.campaign_content_hash(campaign)})
+    reject_form = RejectForm(initial={"content_hash": services.campaign_content_hash(campaign)})
+    status_code = 200
+    if request.method == "POST":
+        decision = request.POST.get("decision")
+        try:
+            if decision == "approve":
+                approve_form = ApproveForm(request.POST)
+                if approve_form.is_valid():
+                    services.campaign_approve(
+                        campaign=campaign, approver=request.user, content_hash=approve_form.cleaned_data["content_hash"]
+                    )
+                    messages.success(request, _("Approved. The officer can now schedule it."))
+                    return redirect("campaigns:detail", pk=campaign.pk)
+            elif decision == "reject":
+                reject_form = RejectForm(request.POST)
+                if reject_form.is_valid():
+                    stale = reject_form.cleaned_data.get("content_hash")
+                    if stale and stale != services.campaign_content_hash(campaign):
+                        raise ServiceConflict("The campaign changed since you reviewed it.")
+                    services.campaign_reject(
+                        campaign=campaign, approver=request.user, reason=reject_form.cleaned_data["reason"]
+                    )
+                    messages.success(request, _("Rejected. The officer sees your reason."))
+                    return redirect("campaigns:detail", pk=campaign.pk)
+            else:
+                messages.error(request, _("Choose approve or reject."))
+            status_code = 400
+        except ServiceError as error:
+            if isinstance(error, ServiceForbidden):
+                raise PermissionDenied(service_error_message(error)) from None
+            messages.error(request, service_error_message(error))
+            campaign.refresh_from_db()
+            fresh = services.campaign_content_hash(campaign)
+            approve_form = ApproveForm(initial={"content_hash": fresh})
+            reject_form = RejectForm(initial={"content_hash": fresh, "reason": request.POST.get("reason", "")})
+            status_code = 409
+    context = _campaign_context(campaign)
+    context.update(
+        {
+            "approve_form": approve_form,
+            "reject_form": reject_form,
+            "can_decide": campaign.status == Status.PENDING_APPROVAL,
+            "diff": _diff_against_rejection(campaign),
+            "schedule_text": _schedule_lines(campaign),
+        }
+    )
+    return render(request, "campaigns/review.html", context, status=status_code)
+
+
+def _diff_against_rejection(campaign: Campaign) -> dict | None:
+    """Return the lines changed since the last rejected version, or None if it was never rejected."""
+    rejection = (
+        Approval.objects.filter(campaign=campaign, decision=Approval.Decision.REJECTED).order_by("-created_at").first()
+    )
+    if rejection is None:
+        return None
+    current = {"title": campaign.title, **services.campaign_content(campaign)}
+    before, after = _snapshot_lines(rejection.snapshot), _snapshot_lines(current)
+    lines = []
+    for line in difflib.unified_diff(before, after, lineterm="", n=2):
+        if line.startswith(("---", "+++", "@@")):
+            continue
+        kind = "add" if line.startswith("+") else "del" if line.startswith("-") else ""
+        lines.append((kind, line))
+    return {"rejection": rejection, "lines": lines}
+
+
+def _snapshot_lines(snapshot: dict) -> list[str]:
+    lines = []
+    for field in sorted(snapshot):
+        value = snapshot[field]
+        if field == "text" and isinstance(value, str):
+            lines += [f"text: {line}" for line in value.splitlines() or [""]]
+        else:
+            lines.append(f"{field}: {json.dumps(value, ensure_ascii=False, sort_keys=True)}")
+    return lines
+
+
+def _schedule_lines(campaign: Campaign) -> list[str]:
+    """Return the schedule in words, in the area's zone."""
+    schedule = campaign.schedule or {}
+    zone = zone_for_area_codes(campaign.area_codes)
+    kind = schedule.get("kind", "now")
+    weekdays = [_("Mon"), _("Tue"), _("Wed"), _("Thu"), _("Fri"), _("Sat"), _("Sun")]
+    lines = []
+    if kind == "now":
+        lines.append(_("Once, as soon as it is scheduled after approval."))
+    elif kind == "once":
+        lines.append(
+            _("Once, at %(at)s %(zone)s.") % {"at": schedule.get("at", "").replace("T", " "), "zone": zone.label}
+        )
+    elif kind == "daily":
+        lines.append(_("Every day at %(time)s %(zone)s.") % {"time": schedule.get("time"), "zone": zone.label})
+        for day, at in (schedule.get("weekday_times") or {}).items():
+            lines.append(_("On %(day)s at %(time)s instead.") % {"day": weekdays[int(day)], "time": at})
+    elif kind == "weekly":
+        days = ", ".join(weekdays[int(day)] for day in schedule.get("weekdays", []))
+        lines.append(
+            _("On %(days)s at %(time)s %(zone)s.") % {"days": days, "time": schedule.get("time"), "zone": zone.label}
+        )
+    if schedule.get("until"):
+        lines.append(_("Until %(date)s.") % {"date": schedule["until"]})
+    quiet = schedule.get("quiet_hours")
+    if quiet:
+        lines.append(
+            _("Quiet hours %(start)s–%(end)s %(zone)s (normal priority waits them out).")
+            % {"start": quiet["start"], "end": quiet["end"], "zone": zone.label}
+        )
+    return lines
+
+
+# --- progress ------------------------------------------------------------------------------
+
+
+def run_progress(run: CampaignRun) -> dict:
+    """Return counts per status and per operator for a run, and how much of it is final."""
+    by_status = dict(run.deliveries.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    total = sum(by_status.values())
+    final = sum(n for status, n in by_status.items() if status in DeliveryModel.FINAL_STATUSES)
+    failed = sum(by_status.get(status, 0) for status in FAILED_DELIVERY)
+    per_operator: dict = defaultdict(lambda: defaultdict(int))
+    for name, status, n in run.deliveries.values_list("operator__name", "status").annotate(n=Count("id")):
+        per_operator[name or "–"][status] += n
+    operators = [
+        {
+            "name": name,
+            "total": sum(counts.values()),
+            "delivered": counts.get(Delivery.DELIVERED, 0),
+            "failed": sum(counts.get(status, 0) for status in FAILED_DELIVERY),
+            "pending": sum(n for status, n in counts.items() if status not in DeliveryModel.FINAL_STATUSES),
+        }
+        for name, counts in sorted(per_operator.items())
+    ]
+    percent = int(100 * final / total) if total else (100 if run.status in CampaignRun.FINAL_STATUSES else 0)
+    return {
+        "run": run,
+        "total": total,
+        "final": final,
+        "failed": failed,
+        "delivered": by_status.get(Delivery.DELIVERED, 0),
+        "by_status": sorted(by_status.items()),
+        "operators": operators,
+        "percent": percent,
+        "done": run.status in CampaignRun.FINAL_STATUSES,
+    }
+
+
+def _latest_run_progress(campaign: Campaign) -> dict | None:
+    run = campaign.runs.order_by("-scheduled_for", "-id").first()
+    return run_progress(run) if run else None
+
+
+@role_required(*STAFF_ROLES)
+def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResponse:
+    """Return one run's progress block; htmx polls it every 2 s until the run is final."""
+    run = get_object_or_404(CampaignRun.objects.select_related("campaign"), pk=run_pk, campaign_id=pk)
+    campaign = run.campaign
+    progress = run_progress(run)
+    return render(
+        request,
+        "campaigns/_run.html",
+        {
+            "run": run,
+            "progress": progress,
+            "campaign": campaign,
+            "area_code": (campaign.area_codes or [None])[0],
+            "chart": _delivery_chart(run),
+            "failures": _failures(run),
+        },
+    )
+
+
+def _delivery_chart(run: CampaignRun) -> dict | None:
+    """Return an SVG of cumulative deliveries over time per operator, with its legend."""
+    first = run.deliveries.filter(done_at__isnull=False).order_by("done_at").values_list("done_at", flat=True).first()
+    last = run.deliveries.filter(done_at__isnull=False).order_by("-done_at").values_list("done_at", flat=True).first()
+    if first is None:
+        return None
+    bucket = TruncSecond if last - first < timedelta(minutes=10) else TruncMinute
+    rows = (
+        run.deliveries.filter(status=Delivery.DELIVERED, done_at__isnull=False)
+        .annotate(slot=bucket("done_at"))
+        .values_list("operator__name", "slot")
+        .annotate(n=Count("id"))
+        .order_by("slot")
+    )
+    series: dict[str, list] = defaultdict(list)
+    running: dict[str, int] = defaultdict(int)
+    start = first.replace(microsecond=0)
+    for name, slot, n in rows:
+        key = name or "–"
+        running[key] += n
+        series[key].append(((slot - start).total_seconds(), running[key]))
+    if not series:
+        return None
+    from smsblast.templatetags.ui import local_time
+
+    code = (run.campaign.area_codes or [None])[0]
+    svg = line_chart_svg(
+        series, title=_("Deliveries over time per operator"), x_labels=(local_time(first, code), local_time(last, code))
+    )
+    return {"svg": svg, "legend": series_colours(series).items()}
+
+
+def _failures(run: CampaignRun) -> list[dict]:
+    rows = (
+        run.deliveries.filter(status__in=FAILED_DELIVERY)
+        .values("status", "reason", "error_code", "operator__name")
+        .annotate(n=Count("id"))
+        .order_by("-n")[:20]
+    )
+    failures = [dict(row) for row in rows]
+    for batch in run.batches.filter(status=DispatchBatch.Status.FAILED).select_related("operator")[:10]:
+        failures.append(
+            {
+                "status": "batch_failed",
+                "reason": batch.last_error,
+                "error_code": "",
+                "operator__name": batch.operator.name,
+                "n": batch.size,
+            }
+        )
+    return failures

@@ -1,0 +1,145 @@
+"""Template filters shared by every page: local times with the zone label, rupiah, roles and statuses."""
+
+from datetime import datetime
+
+from django import template
+from django.utils import dateformat
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext_lazy as _
+
+from campaigns.scheduling import zone_for_area_code
+from smsblast.templatetags.svg import boundary_svg
+
+register = template.Library()
+
+ROLE_LABELS = {
+    "officer": _("officer"),
+    "approver": _("approver"),
+    "operator": _("operator"),
+    "admin": _("administrator"),
+}
+
+STATUS_LABELS = {
+    # Campaign
+    "draft": _("draft"),
+    "pending_approval": _("waiting for approval"),
+    "approved": _("approved"),
+    "scheduled": _("scheduled"),
+    "sending": _("sending"),
+    "paused": _("paused"),
+    "completed": _("completed"),
+    "completed_with_failures": _("completed with failures"),
+    "rejected": _("rejected"),
+    "cancelled": _("cancelled"),
+    # Run and delivery
+    "pending": _("pending"),
+    "fanning_out": _("preparing recipients"),
+    "queued": _("queued"),
+    "submitted": _("submitted"),
+    "delivered": _("delivered"),
+    "undelivered": _("undelivered"),
+    "expired": _("expired"),
+    "failed": _("failed"),
+    "skipped": _("skipped"),
+    # Operator health
+    "healthy": _("healthy"),
+    "throttled": _("throttled"),
+    "failing": _("failing"),
+    "circuit_open": _("circuit open"),
+    "idle": _("idle"),
+}
+
+ACTION_LABELS = {
+    "campaign.create": _("created"),
+    "campaign.update": _("edited"),
+    "campaign.submit": _("submitted for approval"),
+    "campaign.approve": _("approved"),
+    "campaign.reject": _("rejected"),
+    "campaign.cancel": _("cancelled"),
+    "campaign.schedule": _("scheduled"),
+    "campaign.pause": _("paused"),
+    "campaign.resume": _("resumed"),
+    "campaign.run_start": _("run started"),
+    "campaign.run_complete": _("run finished"),
+    "campaign.dispatch_refused": _("sending refused: approval does not match"),
+    "run.start": _("run started"),
+    "run.fanned_out": _("recipients prepared"),
+    "run.complete": _("run finished"),
+    "run.pause": _("run paused"),
+    "run.resume": _("run resumed"),
+    "run.cancel": _("run cancelled"),
+    "run.expire": _("undelivered messages expired"),
+}
+
+
+@register.filter
+def action_label(action: str) -> str:
+    """Return an audit action in the user's language; unknown actions show as recorded."""
+    return ACTION_LABELS.get(action, action)
+
+
+@register.filter
+def role_label(role: str | None) -> str:
+    """Return the role's name in the user's language."""
+    return ROLE_LABELS.get(role or "", role or "")
+
+
+@register.filter
+def status_label(status: str | None) -> str:
+    """Return a campaign, run, delivery or operator state in the user's language."""
+    return STATUS_LABELS.get(status or "", status or "")
+
+
+@register.filter
+def local_time(moment: datetime | None, area_code: str | None = None) -> str:
+    """Return `moment` in the zone of the area (first of a list), with its label: "23 Nov 2026 13:00 WIB"."""
+    if not moment:
+        return ""
+    if isinstance(area_code, list | tuple):
+        area_code = area_code[0] if area_code else None
+    zone = zone_for_area_code(area_code)
+    return f"{dateformat.format(moment.astimezone(zone.tzinfo), 'j M Y H:i')} {zone.label}"
+
+
+@register.filter
+def zone_label(area_code) -> str:
+    """Return WIB, WITA or WIT for an area code (or the first of a list)."""
+    if isinstance(area_code, list | tuple):
+        area_code = area_code[0] if area_code else None
+    return zone_for_area_code(area_code).label
+
+
+@register.filter
+def rupiah(amount) -> str:
+    """Return an amount as "Rp 1.234.567" (Indonesian thousands separator)."""
+    if amount is None or amount == "":
+        return "–"
+    try:
+        value = int(amount)
+    except (TypeError, ValueError):
+        return str(amount)
+    return "Rp " + f"{value:,}".replace(",", ".")
+
+
+@register.filter
+def thousands(value) -> str:
+    """Return an integer with a dot as the thousands separator."""
+    try:
+        return f"{int(value):,}".replace(",", ".")
+    except (TypeError, ValueError):
+        return str(value)
+
+
+@register.filter
+def percent(part, whole) -> int:
+    """Return part/whole as a whole percentage between 0 and 100."""
+    try:
+        return max(0, min(100, int(round(100 * float(part) / float(whole)))))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return 0
+
+
+@register.simple_tag
+def area_map(areas, title: str = "") -> str:
+    """Return an inline SVG of the areas' boundaries (areas with `name` and `boundary`), or "" if none has one."""
+    return mark_safe(boundary_svg([(area.name, area.boundary) for area in areas], title=title))  # noqa: S308

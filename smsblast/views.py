@@ -1,0 +1,154 @@
+"""Subscriber and operator pages; writes go through smsblast.services."""
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, Sum
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from campaigns.models import DispatchBatch
+from campaigns.views import role_required
+from operators.models import Operator
+from smsblast.errors import ServiceError
+from smsblast.forms import OptOutForm, SubscriberImportForm, SubscriberSearchForm
+from smsblast.models import Role, Subscriber, SubscriberImport
+
+# Operator health is judged on the batches of this recent window.
+HEALTH_WINDOW = timedelta(minutes=15)
+THROUGHPUT_WINDOW = timedelta(minutes=5)
+# Consecutive failed batches after which an operator is treated as unreachable (circuit open).
+CIRCUIT_OPEN_AFTER = 5
+
+
+@role_required(Role.OFFICER, Role.ADMIN)
+def subscribers(request: HttpRequest) -> HttpResponse:
+    """Import a CSV, search a number, opt a number out."""
+    from smsblast import services
+
+    import_form = SubscriberImportForm()
+    optout_form = OptOutForm()
+    search_form = SubscriberSearchForm(request.GET or None)
+    if request.method == "POST":
+        if request.POST.get("form") == "import":
+            import_form = SubscriberImportForm(request.POST, request.FILES)
+            if import_form.is_valid():
+                try:
+                    job = services.subscriber_import_create(
+                        uploaded_file=import_form.cleaned_data["file"], user=request.user
+                    )
+                except ServiceError as error:
+                    import_form.add_error(
+                        "file",
+                        _("This file cannot be imported: %(reason)s Check that it is a CSV with a number column.")
+                        % {"reason": str(error)},
+                    )
+                else:
+                    messages.success(request, _("File received. The import runs in the background."))
+                    return redirect("subscriber_import", pk=job.pk)
+        elif request.POST.get("form") == "optout":
+            optout_form = OptOutForm(request.POST)
+            if optout_form.is_valid():
+                try:
+                    _subscriber, changed = services.subscriber_opt_out(
+                        msisdn=optout_form.cleaned_data["msisdn"], actor=request.user, source="web"
+                    )
+                except ServiceError:
+                    optout_form.add_error("msisdn", _("This is not a valid Indonesian mobile number."))
+                else:
+                    if changed:
+                        messages.success(request, _("The number is opted out and will not receive campaigns."))
+                    else:
+                        messages.info(request, _("This number was already opted out."))
+                    return redirect("subscribers")
+    found = None
+    if search_form.is_bound and search_form.is_valid():
+        found = list(
+            Subscriber.objects.filter(msisdn=search_form.cleaned_data["msisdn"]).select_related("area", "operator")
+        )
+    return render(
+        request,
+        "smsblast/subscribers.html",
+        {
+            "import_form": import_form,
+            "optout_form": optout_form,
+            "search_form": search_form,
+            "found": found,
+            "imports": SubscriberImport.objects.all()[:10],
+            "total": Subscriber.objects.count(),
+            "opted_out": Subscriber.objects.filter(opted_out_at__isnull=False).count(),
+        },
+    )
+
+
+@role_required(Role.OFFICER, Role.ADMIN)
+def subscriber_import_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """Show one import's progress (htmx polls it until done) and its rejected rows with reasons."""
+    job = get_object_or_404(SubscriberImport, pk=pk)
+    template = "smsblast/_import.html" if request.htmx else "smsblast/import.html"
+    return render(
+        request, template, {"job": job, "rejections": job.rejections.all()[:100], "percent": _import_percent(job)}
+    )
+
+
+def _import_percent(job: SubscriberImport) -> int:
+    if job.state == SubscriberImport.State.COMPLETED:
+        return 100
+    if not job.file_size:
+        return 0
+    return min(99, int(100 * job.bytes_read / job.file_size))
+
+
+@role_required(Role.ADMIN)
+def operators(request: HttpRequest) -> HttpResponse:
+    """Show each operator's limits, tariff, health derived from recent batches, last error and throughput."""
+    if not request.user.has_role(Role.ADMIN):
+        raise PermissionDenied(_("Only an administrator may see the operators."))
+    now = timezone.now()
+    rows = [operator_health(operator, now=now) for operator in Operator.objects.all()]
+    return render(request, "smsblast/operators.html", {"rows": rows})
+
+
+def operator_health(operator: Operator, *, now) -> dict:
+    """Return the operator's state (healthy, throttled, failing, circuit_open, idle) and recent throughput."""
+    recent = DispatchBatch.objects.filter(operator=operator, updated_at__gte=now - HEALTH_WINDOW)
+    counts = dict(recent.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    last_errors = list(
+        DispatchBatch.objects.filter(operator=operator)
+        .exclude(last_error="")
+        .order_by("-updated_at")
+        .values_list("last_error", "updated_at")[:1]
+    )
+    latest = list(
+        DispatchBatch.objects.filter(operator=operator, status__in=DispatchBatch.FINAL_STATUSES)
+        .order_by("-updated_at")
+        .values_list("status", flat=True)[:CIRCUIT_OPEN_AFTER]
+    )
+    throttled = recent.filter(status=DispatchBatch.Status.RETRY_WAIT).filter(
+        Q(last_error__contains="429") | Q(last_error__icontains="throttl") | Q(last_error__icontains="rate")
+    )
+    if len(latest) == CIRCUIT_OPEN_AFTER and all(status == DispatchBatch.Status.FAILED for status in latest):
+        state = "circuit_open"
+    elif throttled.exists():
+        state = "throttled"
+    elif counts.get(DispatchBatch.Status.FAILED) or counts.get(DispatchBatch.Status.RETRY_WAIT):
+        state = "failing"
+    elif counts:
+        state = "healthy"
+    else:
+        state = "idle"
+    accepted = DispatchBatch.objects.filter(
+        operator=operator, status=DispatchBatch.Status.ACCEPTED, accepted_at__gte=now - THROUGHPUT_WINDOW
+    ).aggregate(segments=Sum("segments"), recipients=Sum("accepted_count"))
+    seconds = THROUGHPUT_WINDOW.total_seconds()
+    return {
+        "operator": operator,
+        "state": state,
+        "batches": counts,
+        "last_error": last_errors[0] if last_errors else None,
+        "segments_per_second": round((accepted["segments"] or 0) / seconds, 1),
+        "recipients_per_minute": round((accepted["recipients"] or 0) / (seconds / 60)),
+    }

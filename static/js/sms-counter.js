@@ -1,0 +1,232 @@
+/* SMS segment counter: the same GSM 03.38 rules as smsblast/sms.py, so the page agrees with the server.
+ *
+ * GSM-7: 160 septets in one SMS, 153 per part when concatenated; extension characters cost two septets
+ * and an escape pair never straddles a part. Anything else turns the whole text UCS-2: 70 UTF-16 units in
+ * one SMS, 67 per part; a surrogate pair never straddles a part. Parts are packed greedily.
+ * Positions are counted in code points, as Python indexes strings.
+ */
+(function (global) {
+  "use strict";
+
+  var GSM7_BASIC =
+    "@£$¥èéùìòÇ\nØø\rÅå" +
+    "Δ_ΦΓΛΩΠΨΣΘΞÆæßÉ" +
+    " !\"#¤%&'()*+,-./" +
+    "0123456789:;<=>?" +
+    "¡ABCDEFGHIJKLMNO" +
+    "PQRSTUVWXYZÄÖÑÜ§" +
+    "¿abcdefghijklmno" +
+    "pqrstuvwxyzäöñüà";
+  var GSM7_EXTENSION = "\f^{}\\[~]|€";
+  var MAX_SEGMENTS = 10;
+  var SINGLE = { GSM7: 160, UCS2: 70 };
+  var CONCATENATED = { GSM7: 153, UCS2: 67 };
+
+  var basic = new Set(Array.from(GSM7_BASIC));
+  var extension = new Set(Array.from(GSM7_EXTENSION));
+
+  var ZERO_WIDTH = "\u200b\u200c\u200d\ufeff";
+  var UNICODE_SPACES = "\t\u00a0\u202f";
+  for (var c = 0x2000; c < 0x200b; c++) UNICODE_SPACES += String.fromCharCode(c);
+
+  var REPLACEMENTS = {};
+  function map(chars, replacement) {
+    Array.from(chars).forEach(function (ch) { REPLACEMENTS[ch] = replacement; });
+  }
+  map("\u2018\u2019\u201a\u201b\u2032\u2039\u203a`\u00b4", "'");
+  map("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"');
+  map("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2022", "-");
+  REPLACEMENTS["\u2026"] = "...";
+  map(UNICODE_SPACES, " ");
+  map(ZERO_WIDTH, "");
+
+  function isGsm(ch) { return basic.has(ch) || extension.has(ch); }
+
+  function isGsm7(text) {
+    return Array.from(text).every(isGsm);
+  }
+
+  function encodingOf(text) { return isGsm7(text) ? "GSM7" : "UCS2"; }
+
+  function unitCost(ch, encoding) {
+    if (encoding === "GSM7") return extension.has(ch) ? 2 : 1;
+    return ch.codePointAt(0) > 0xffff ? 2 : 1;
+  }
+
+  function units(chars, encoding) {
+    var total = 0;
+    for (var i = 0; i < chars.length; i++) total += unitCost(chars[i], encoding);
+    return total;
+  }
+
+  function pack(chars, encoding) {
+    if (!chars.length) return [];
+    if (units(chars, encoding) <= SINGLE[encoding]) return [chars.join("")];
+    var size = CONCATENATED[encoding];
+    var parts = [];
+    var start = 0;
+    var used = 0;
+    for (var i = 0; i < chars.length; i++) {
+      var cost = unitCost(chars[i], encoding);
+      if (used + cost > size) {
+        parts.push(chars.slice(start, i).join(""));
+        start = i;
+        used = 0;
+      }
+      used += cost;
+    }
+    parts.push(chars.slice(start).join(""));
+    return parts;
+  }
+
+  function replacementFor(ch) {
+    if (Object.prototype.hasOwnProperty.call(REPLACEMENTS, ch)) return REPLACEMENTS[ch];
+    // An accented Latin letter outside GSM-7 falls back to its base letter.
+    var base = ch.normalize("NFD").replace(/\p{Mn}/gu, "");
+    if (base && base !== ch && isGsm7(base)) return base;
+    return null;
+  }
+
+  function blank(text) {
+    var stripped = text;
+    Array.from(ZERO_WIDTH).forEach(function (z) { stripped = stripped.split(z).join(""); });
+    return stripped.trim() === "";
+  }
+
+  /* Return the analysis of `text` with the fields of smsblast.sms.Analysis, plus `error` when the
+   * server would refuse it (blank, or more than MAX_SEGMENTS segments). */
+  function analyze(text) {
+    var chars = Array.from(text);
+    var encoding = encodingOf(text);
+    var parts = pack(chars, encoding);
+    var segments = parts.length;
+    var perSegment = segments <= 1 ? SINGLE[encoding] : CONCATENATED[encoding];
+    var last = parts.length ? Array.from(parts[parts.length - 1]) : [];
+    var nonGsm = [];
+    chars.forEach(function (ch, position) {
+      if (!isGsm(ch)) nonGsm.push({ char: ch, position: position, replacement: replacementFor(ch) });
+    });
+    var suggestion = null;
+    var suggestionEncoding = null;
+    var suggestionSegments = null;
+    if (nonGsm.some(function (item) { return item.replacement !== null; })) {
+      var replaced = chars.slice();
+      nonGsm.forEach(function (item) {
+        if (item.replacement !== null) replaced[item.position] = item.replacement;
+      });
+      suggestion = replaced.join("");
+      suggestionEncoding = encodingOf(suggestion);
+      suggestionSegments = pack(Array.from(suggestion), suggestionEncoding).length;
+    }
+    var error = null;
+    if (blank(text)) error = "empty";
+    else if (segments > MAX_SEGMENTS) error = "too_long";
+    return {
+      encoding: encoding,
+      length: chars.length,
+      units: units(chars, encoding),
+      segments: segments,
+      per_segment: perSegment,
+      remaining: perSegment - units(last, encoding),
+      non_gsm: nonGsm,
+      suggestion: suggestion,
+      suggestion_encoding: suggestionEncoding,
+      suggestion_segments: suggestionSegments,
+      parts: parts,
+      error: error,
+    };
+  }
+
+  function escapeHtml(text) {
+    return text.replace(/[&<>"']/g, function (ch) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[ch];
+    });
+  }
+
+  /* Wire a compose form: a textarea [data-sms-input] and outputs inside [data-sms-counter]. */
+  function bind(root) {
+    var input = root.querySelector("[data-sms-input]");
+    if (!input) return;
+    var out = function (name) { return root.querySelector("[data-sms-out=" + name + "]"); };
+    var labels = JSON.parse(root.getAttribute("data-sms-labels") || "{}");
+
+    function setText(value) {
+      input.value = value;
+      input.dispatchEvent(new Event("input", { bubbles: true }));
+      input.focus();
+    }
+
+    function render() {
+      var a = analyze(input.value);
+      out("chars").textContent = a.length;
+      out("encoding").textContent = a.encoding === "GSM7" ? "GSM-7" : "UCS-2";
+      out("segments").textContent = a.segments;
+      out("remaining").textContent = a.segments ? a.remaining : a.per_segment;
+      var error = out("error");
+      error.textContent = a.error === "too_long" ? labels.too_long || "" : "";
+      error.hidden = a.error !== "too_long";
+      root.classList.toggle("is-ucs2", a.encoding === "UCS2");
+
+      var list = out("nongsm");
+      list.innerHTML = "";
+      a.non_gsm.forEach(function (item) {
+        var li = document.createElement("li");
+        var shown = item.char.trim() === "" ? "U+" + item.char.codePointAt(0).toString(16).toUpperCase() : item.char;
+        li.innerHTML = '<mark class="nongsm">' + escapeHtml(shown) + "</mark> ";
+        if (item.replacement !== null) {
+          var btn = document.createElement("button");
+          btn.type = "button";
+          btn.className = "small";
+          btn.textContent = (labels.replace || "Replace with") + " " + (item.replacement === "" ? "∅" : item.replacement);
+          btn.addEventListener("click", function () {
+            var chars = Array.from(input.value);
+            if (chars[item.position] === item.char) {
+              chars[item.position] = item.replacement;
+              setText(chars.join(""));
+            }
+          });
+          li.appendChild(btn);
+        } else {
+          li.appendChild(document.createTextNode(labels.no_replacement || ""));
+        }
+        list.appendChild(li);
+      });
+      var box = out("suggestion-box");
+      if (a.suggestion !== null) {
+        box.hidden = false;
+        out("suggestion-segments").textContent = a.suggestion_segments;
+        box.querySelector("[data-sms-accept]").onclick = function () { setText(a.suggestion); };
+      } else {
+        box.hidden = true;
+      }
+
+      var preview = out("preview");
+      preview.innerHTML = "";
+      a.parts.forEach(function (part, index) {
+        var bubble = document.createElement("div");
+        bubble.className = "bubble";
+        if (a.parts.length > 1) {
+          var tag = document.createElement("span");
+          tag.className = "part-tag";
+          tag.textContent = (labels.part || "Part") + " " + (index + 1) + "/" + a.parts.length;
+          bubble.appendChild(tag);
+        }
+        bubble.appendChild(document.createTextNode(part));
+        preview.appendChild(bubble);
+      });
+    }
+
+    input.addEventListener("input", render);
+    render();
+  }
+
+  global.SmsCounter = { analyze: analyze, bind: bind, MAX_SEGMENTS: MAX_SEGMENTS };
+
+  if (typeof document !== "undefined") {
+    var start = function () {
+      document.querySelectorAll("[data-sms-counter]").forEach(bind);
+    };
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+    else start();
+  }
+})(typeof window !== "undefined" ? window : globalThis);

@@ -1,0 +1,409 @@
+"""Officer and approver pages through the Django test client: roles, forms, stale hashes, both languages."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from campaigns.models import Approval, Campaign, CampaignRun, Delivery
+from campaigns.services import campaign_content_hash, campaign_reject, campaign_submit
+from smsblast.models import AuditEvent, Role, Subscriber
+from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory
+from tests.operators.factories import OperatorFactory
+from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
+
+pytestmark = pytest.mark.django_db
+
+RING = [[112.1, -8.1], [112.3, -8.1], [112.3, -8.3], [112.1, -8.3], [112.1, -8.1]]
+SQUARE = {"type": "Polygon", "coordinates": [RING]}
+
+
+def client_for(user, language: str = "id") -> Client:
+    client = Client()
+    client.force_login(user)
+    client.cookies["django_language"] = language
+    return client
+
+
+@pytest.fixture
+def areas():
+    tree = area_tree("35.05", kecamatan=2)
+    tree[1].boundary = SQUARE
+    tree[1].save()
+    return tree
+
+
+@pytest.fixture
+def officer_user():
+    return UserFactory(username="ofc", role=Role.OFFICER)
+
+
+@pytest.fixture
+def approver_user():
+    return UserFactory(username="apr", role=Role.APPROVER)
+
+
+@pytest.fixture
+def pending(areas, officer_user):
+    campaign = CampaignFactory(author=officer_user, area_codes=["35.05"])
+    return campaign_submit(campaign=campaign, actor=officer_user)
+
+
+def compose_data(**overrides) -> dict:
+    data = {
+        "title": "Update Covid-19",
+        "text": "Tetap pakai masker dan jaga jarak.",
+        "sender": "PEMKAB-BLTR",
+        "mode": "targeted",
+        "priority": "normal",
+        "area_codes": ["35.05"],
+        "schedule_kind": "now",
+    }
+    data.update(overrides)
+    return data
+
+
+# --- roles --------------------------------------------------------------------------------
+
+
+def test_anonymous_visitor_is_sent_to_the_login_page():
+    response = Client().get(reverse("campaigns:list"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_login_page_renders_in_indonesian_by_default():
+    response = Client().get(reverse("login"))
+    assert response.status_code == 200
+    assert "Masuk" in response.content.decode()
+
+
+@pytest.mark.parametrize("name", ["dashboard", "campaigns:list", "campaigns:create", "subscribers", "operators"])
+def test_operator_api_identity_gets_a_403_page_with_a_message(name):
+    user = UserFactory(username="telco", role=Role.OPERATOR)
+    response = client_for(user).get(reverse(name))
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "Tidak diizinkan" in body
+
+
+def test_officer_opening_the_approve_url_is_refused_with_403_in_their_language(pending, officer_user):
+    url = reverse("campaigns:review", args=[pending.pk])
+    response = client_for(officer_user, "id").get(url)
+    assert response.status_code == 403
+    assert "Peran Anda tidak boleh membuka halaman ini." in response.content.decode()
+    response = client_for(officer_user, "en").get(url)
+    assert response.status_code == 403
+    assert "Your role may not open this page." in response.content.decode()
+
+
+def test_officer_posting_an_approval_is_refused_and_nothing_changes(pending, officer_user):
+    url = reverse("campaigns:review", args=[pending.pk])
+    response = client_for(officer_user).post(
+        url, {"decision": "approve", "content_hash": campaign_content_hash(pending)}
+    )
+    assert response.status_code == 403
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.PENDING_APPROVAL
+
+
+def test_approver_may_not_compose(approver_user):
+    response = client_for(approver_user).get(reverse("campaigns:create"))
+    assert response.status_code == 403
+
+
+def test_operators_page_is_for_admins_only(officer_user):
+    assert client_for(officer_user).get(reverse("operators")).status_code == 403
+    admin = UserFactory(username="adm", role=Role.ADMIN)
+    OperatorFactory(name="Telkomsel", slug="telkomsel")
+    response = client_for(admin).get(reverse("operators"))
+    assert response.status_code == 200
+    assert "Telkomsel" in response.content.decode()
+
+
+def test_another_officer_may_not_edit_someone_elses_draft(pending, areas):
+    other = UserFactory(username="ofc2", role=Role.OFFICER)
+    draft = CampaignFactory(author=pending.author, area_codes=["35.05"])
+    response = client_for(other).post(reverse("campaigns:edit", args=[draft.pk]), compose_data(title="Mine now"))
+    assert response.status_code == 403
+    draft.refresh_from_db()
+    assert draft.title != "Mine now"
+
+
+def test_officer_may_not_cancel_someone_elses_campaign(pending):
+    other = UserFactory(username="ofc2", role=Role.OFFICER)
+    response = client_for(other).post(reverse("campaigns:action", args=[pending.pk, "cancel"]), {"confirm": "on"})
+    assert response.status_code == 403
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.PENDING_APPROVAL
+
+
+# --- dashboard ----------------------------------------------------------------------------
+
+
+def test_approver_dashboard_shows_the_inbox_with_its_count(pending, approver_user):
+    response = client_for(approver_user).get(reverse("dashboard"))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "data-inbox-count>1<" in body
+    assert pending.title in body
+
+
+def test_officer_dashboard_shows_a_running_campaign_with_its_progress(officer_user, areas):
+    run = CampaignRunFactory(campaign=CampaignFactory(author=officer_user, status=Campaign.Status.SENDING))
+    DeliveryFactory(run=run, status=Delivery.Status.DELIVERED)
+    DeliveryFactory(run=run, status=Delivery.Status.QUEUED)
+    body = client_for(officer_user).get(reverse("dashboard")).content.decode()
+    assert 'aria-valuenow="50"' in body
+
+
+# --- compose ------------------------------------------------------------------------------
+
+
+def test_compose_creates_a_draft_through_the_service_with_its_schedule(officer_user, areas):
+    data = compose_data(
+        schedule_kind="daily", schedule_time="13:00", override_4="10:00", quiet_start="21:00", quiet_end="06:00"
+    )
+    response = client_for(officer_user).post(reverse("campaigns:create"), data)
+    assert response.status_code == 302
+    campaign = Campaign.objects.get()
+    assert campaign.status == Campaign.Status.DRAFT
+    assert campaign.author == officer_user
+    assert campaign.schedule == {
+        "kind": "daily",
+        "time": "13:00",
+        "weekday_times": {"4": "10:00"},
+        "quiet_hours": {"start": "21:00", "end": "06:00"},
+    }
+    assert AuditEvent.objects.filter(action="campaign.create", object_id=str(campaign.pk)).exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field_message"),
+    [
+        ({"text": "   "}, "Tulis isi pesan."),
+        ({"text": "a" * 1531}, "terlalu panjang"),
+        ({"sender": "12345"}, "setidaknya satu huruf"),
+        ({"area_codes": ["99.99"]}, "Kode wilayah tidak dikenal"),
+        ({"area_codes": []}, "Pilih setidaknya satu wilayah."),
+        ({"schedule_kind": "once"}, "Isi tanggal dan jam pengiriman."),
+        ({"schedule_kind": "weekly", "schedule_time": "09:00"}, "Pilih setidaknya satu hari."),
+        ({"quiet_start": "21:00"}, "jam tenang"),
+        ({"schedule_kind": "sometimes"}, "Pilih"),
+    ],
+)
+def test_compose_refuses_bad_input_with_a_message_and_creates_nothing(officer_user, areas, overrides, field_message):
+    response = client_for(officer_user).post(reverse("campaigns:create"), compose_data(**overrides))
+    assert response.status_code == 200
+    assert field_message in response.content.decode()
+    assert not Campaign.objects.exists()
+
+
+def test_compose_page_renders_the_counter_and_the_area_picker(officer_user):
+    body = client_for(officer_user).get(reverse("campaigns:create")).content.decode()
+    assert "js/sms-counter.js" in body
+    assert "data-sms-input" in body
+    assert reverse("campaigns:area_search") in body
+
+
+def test_area_search_finds_areas_by_name_and_code(officer_user, areas):
+    client = client_for(officer_user)
+    body = client.get(reverse("campaigns:area_search"), {"area_q": "blitar"}).content.decode()
+    assert 'value="35.05"' in body
+    assert "WIB" in body
+    body = client.get(reverse("campaigns:area_search"), {"area_q": "35.05.0"}).content.decode()
+    assert 'value="35.05.01"' in body and 'value="35.05.02"' in body
+
+
+def test_compose_preview_draws_the_map_and_counts_audience_and_cost(officer_user, areas):
+    telkomsel = OperatorFactory(name="Telkomsel", slug="telkomsel", tariff_per_segment=250)
+    for _ in range(3):
+        SubscriberFactory(area=areas[2], operator=telkomsel)
+    SubscriberFactory(area=areas[2], operator=telkomsel, opted_out_at="2021-01-01T00:00:00Z")
+    response = client_for(officer_user).post(
+        reverse("campaigns:preview"), {"area_codes": ["35.05"], "text": "a" * 161, "mode": "targeted"}
+    )
+    body = response.content.decode()
+    assert "<svg" in body and "<path" in body
+    assert "data-audience-total>3<" in body
+    assert "Rp 1.500" in body  # 3 recipients x 2 parts x Rp 250
+
+
+def test_compose_preview_survives_nonsense_input(officer_user):
+    response = client_for(officer_user).post(reverse("campaigns:preview"), {"area_codes": ["<x>"], "text": ""})
+    assert response.status_code == 200
+
+
+def test_editing_an_approved_campaign_voids_the_approval_and_says_so(officer_user, approver_user, pending):
+    from campaigns.services import campaign_approve
+
+    campaign_approve(campaign=pending, approver=approver_user, content_hash=campaign_content_hash(pending))
+    response = client_for(officer_user).post(
+        reverse("campaigns:edit", args=[pending.pk]), compose_data(text="Teks baru."), follow=True
+    )
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.DRAFT
+    assert "persetujuan dibatalkan" in response.content.decode()
+
+
+# --- campaign page ------------------------------------------------------------------------
+
+
+def test_submit_from_the_campaign_page_goes_through_the_service(officer_user, areas):
+    draft = CampaignFactory(author=officer_user, area_codes=["35.05"])
+    response = client_for(officer_user).post(reverse("campaigns:action", args=[draft.pk, "submit"]), follow=True)
+    draft.refresh_from_db()
+    assert draft.status == Campaign.Status.PENDING_APPROVAL
+    assert "Terkirim untuk persetujuan" in response.content.decode()
+
+
+def test_submitting_twice_shows_a_state_message_not_an_error(pending, officer_user):
+    response = client_for(officer_user).post(reverse("campaigns:action", args=[pending.pk, "submit"]), follow=True)
+    assert response.status_code == 200
+    assert "tidak dapat dilakukan" in response.content.decode()
+
+
+def test_cancel_needs_the_confirmation_box(pending, officer_user):
+    client = client_for(officer_user)
+    client.post(reverse("campaigns:action", args=[pending.pk, "cancel"]))
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.PENDING_APPROVAL
+    client.post(reverse("campaigns:action", args=[pending.pk, "cancel"]), {"confirm": "on"})
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.CANCELLED
+
+
+def test_unknown_action_is_404_not_500(pending, officer_user):
+    response = client_for(officer_user).post(reverse("campaigns:action", args=[pending.pk, "explode"]))
+    assert response.status_code == 404
+
+
+def test_campaign_page_shows_the_history_timeline_and_parts(pending, officer_user):
+    body = client_for(officer_user).get(reverse("campaigns:detail", args=[pending.pk])).content.decode()
+    assert "diajukan untuk persetujuan" in body
+    assert "menunggu persetujuan" in body
+    assert "WIB" in body
+
+
+def test_run_progress_partial_polls_until_the_run_is_final(officer_user, areas):
+    operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
+    run = CampaignRunFactory(campaign=CampaignFactory(author=officer_user, status=Campaign.Status.SENDING))
+    DeliveryFactory(run=run, operator=operator, status=Delivery.Status.DELIVERED, done_at="2021-07-01T06:00:00Z")
+    DeliveryFactory(run=run, operator=operator, status=Delivery.Status.UNDELIVERED, reason="absent subscriber")
+    DeliveryFactory(run=run, operator=operator, status=Delivery.Status.QUEUED)
+    url = reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
+    client = client_for(officer_user)
+    body = client.get(url).content.decode()
+    assert 'hx-trigger="every 2s"' in body
+    assert 'aria-valuenow="66"' in body
+    assert "absent subscriber" in body
+    assert "<polyline" in body
+    CampaignRun.objects.filter(pk=run.pk).update(status=CampaignRun.Status.COMPLETED_WITH_FAILURES)
+    Delivery.objects.filter(run=run, status=Delivery.Status.QUEUED).update(status=Delivery.Status.DELIVERED)
+    body = client.get(url).content.decode()
+    assert "every 2s" not in body
+    assert 'aria-valuenow="100"' in body
+
+
+# --- approval -----------------------------------------------------------------------------
+
+
+def test_approver_approves_the_hash_on_the_page(pending, approver_user):
+    client = client_for(approver_user)
+    body = client.get(reverse("campaigns:review", args=[pending.pk])).content.decode()
+    content_hash = campaign_content_hash(pending)
+    assert f'value="{content_hash}"' in body
+    response = client.post(
+        reverse("campaigns:review", args=[pending.pk]), {"decision": "approve", "content_hash": content_hash}
+    )
+    assert response.status_code == 302
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.APPROVED
+    assert Approval.objects.get().content_hash == content_hash
+
+
+def test_a_change_made_during_review_is_refused_with_a_clear_message(pending, approver_user):
+    client = client_for(approver_user)
+    reviewed = campaign_content_hash(pending)
+    Campaign.objects.filter(pk=pending.pk).update(text="Teks diubah diam-diam.")
+    response = client.post(
+        reverse("campaigns:review", args=[pending.pk]), {"decision": "approve", "content_hash": reviewed}
+    )
+    assert response.status_code == 409
+    body = response.content.decode()
+    assert "diubah saat Anda memeriksanya" in body
+    assert "Teks diubah diam-diam." in body
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.PENDING_APPROVAL
+    assert not Approval.objects.exists()
+
+
+def test_reject_needs_a_reason(pending, approver_user):
+    response = client_for(approver_user).post(
+        reverse("campaigns:review", args=[pending.pk]), {"decision": "reject", "reason": "   "}
+    )
+    assert response.status_code == 400
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.PENDING_APPROVAL
+
+
+def test_resubmitted_campaign_shows_a_diff_against_the_rejected_version(pending, approver_user, officer_user):
+    campaign_reject(campaign=pending, approver=approver_user, reason="Sebutkan nomor hotline.")
+    client_for(officer_user).post(
+        reverse("campaigns:edit", args=[pending.pk]), compose_data(text="Tetap pakai masker. Hotline 119.")
+    )
+    pending.refresh_from_db()
+    campaign_submit(campaign=pending, actor=officer_user)
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[pending.pk])).content.decode()
+    assert "Sebutkan nomor hotline." in body
+    assert '<span class="add">+text: Tetap pakai masker. Hotline 119.</span>' in body
+    assert '<span class="del">-text: Tetap pakai masker, jaga jarak dan cuci tangan.' in body
+
+
+def test_approver_may_not_review_their_own_campaign(areas):
+    # An admin author cannot also be the approver, but a user's role can change after writing.
+    author = UserFactory(username="switcher", role=Role.OFFICER)
+    campaign = campaign_submit(campaign=CampaignFactory(author=author, area_codes=["35.05"]), actor=author)
+    from smsblast.roles import user_role_set
+
+    user_role_set(user=author, role=Role.APPROVER)
+    response = client_for(author).get(reverse("campaigns:review", args=[campaign.pk]))
+    assert response.status_code == 403
+
+
+# --- language and pages -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("language", "phrase"), [("id", "Kampanye"), ("en", "Campaigns")])
+def test_pages_render_in_indonesian_and_english(pending, officer_user, approver_user, language, phrase):
+    officer = client_for(officer_user, language)
+    for url in [
+        reverse("dashboard"),
+        reverse("campaigns:list"),
+        reverse("campaigns:create"),
+        reverse("campaigns:detail", args=[pending.pk]),
+        reverse("subscribers"),
+    ]:
+        response = officer.get(url)
+        assert response.status_code == 200, url
+        assert phrase in response.content.decode(), url
+    assert client_for(approver_user, language).get(reverse("campaigns:review", args=[pending.pk])).status_code == 200
+
+
+def test_language_switcher_sets_english(officer_user):
+    client = client_for(officer_user)
+    client.cookies.pop("django_language")
+    response = client.post(reverse("set_language"), {"language": "en", "next": reverse("dashboard")}, follow=True)
+    assert "Dashboard" in response.content.decode()
+    assert "Log out" in response.content.decode()
+
+
+def test_subscriber_opt_out_and_search(officer_user):
+    client = client_for(officer_user)
+    response = client.post(reverse("subscribers"), {"form": "optout", "msisdn": "0812-3456-7890"}, follow=True)
+    assert response.status_code == 200
+    subscriber = Subscriber.objects.get(msisdn="+6281234567890")
+    assert subscriber.opted_out_at is not None
+    body = client.get(reverse("subscribers"), {"msisdn": "+62 812 3456 7890"}).content.decode()
+    assert "+6281234567890" in body
+    response = client.post(reverse("subscribers"), {"form": "optout", "msisdn": "021-555-1234"})
+    assert "bukan nomor seluler Indonesia" in response.content.decode()
