@@ -6,6 +6,9 @@ benchmarks build a `SimulatorServer` directly (in-process, or as a subprocess wi
 
 Routes
   POST /{slug}/v1/batches   the batch contract (Bearer key, HMAC signature, Idempotency-Key)
+  POST /{slug}/v1/area-broadcasts               an area broadcast (same headers as a batch); reach is
+                                                reported to its callback_url while its window lasts
+  POST /{slug}/v1/area-broadcasts/{id}/cancel   stop an area broadcast; its final reach is reported once
   POST /{slug}/control      change behaviour at runtime (JSON, see `OperatorBehaviour` and `outage_seconds`)
   GET  /stats               per operator: batches, messages, duplicates, segments_per_second, per_second ...
   POST /reset               forget counters, idempotency answers and seen message ids (behaviour is kept)
@@ -23,6 +26,11 @@ Behaviour per operator
                     refused connection: a connection error and no HTTP status.
   delivered_ratio   share of accepted messages reported DELIVERED; the rest UNDELIVERED
   report_delay_ms   how long after acceptance the delivery reports are posted
+  broadcast_arrivals_per_second   handsets an area broadcast reaches per second; 0 scales it from the
+                    request's estimated_handsets over the window (else DEFAULT_ARRIVALS_PER_SECOND)
+  reach_report_interval_ms        how often cumulative reach is reported while a broadcast runs
+  Area broadcasts obey latency_ms, error_rate and outage_seconds like batches, so one operator can be told
+  to fail for a while and recover.
 
 Delivery reports go back in bulk: a pool of sender threads posts every due report for the same callback
 URL in one request (up to 10,000), with the operator's API token, and retries with backoff while the
@@ -54,6 +62,8 @@ from operators import signing
 logger = logging.getLogger(__name__)
 
 MAX_REPORTS_PER_REQUEST = 10_000
+# Handsets per second an area broadcast reaches when neither the request nor /control says otherwise.
+DEFAULT_ARRIVALS_PER_SECOND = 50.0
 HISTORY_SECONDS = 300
 
 
@@ -66,6 +76,8 @@ class OperatorBehaviour:
     throttle_sps: int = 0  # 0: no throttling
     delivered_ratio: float = 0.95
     report_delay_ms: float = 200.0
+    broadcast_arrivals_per_second: float = 0.0  # 0: scaled from the broadcast's estimate
+    reach_report_interval_ms: float = 1000.0
 
 
 @dataclasses.dataclass
@@ -118,6 +130,11 @@ class OperatorState:
             self.seen: dict[Any, str] = {}
             # Wall-clock second -> [segments, messages, batches] accepted in it.
             self.per_second: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+            # broadcast_id -> the running area broadcast (see SimulatorServer.accept_area_broadcast).
+            self.broadcasts: dict[str, dict[str, Any]] = {}
+            self.area_broadcasts = 0
+            self.area_cancels = 0
+            self.reach_reports_sent = 0
 
     def control(self, changes: dict[str, Any]) -> None:
         """Apply a /control body; raise ControlError naming what is wrong."""
@@ -177,6 +194,19 @@ class OperatorState:
                 ],
                 "behaviour": dataclasses.asdict(self.behaviour),
                 "outage": {"mode": self.outage_mode, "seconds_left": round(outage_left, 3)},
+                "area_broadcasts": self.area_broadcasts,
+                "area_cancels": self.area_cancels,
+                "reach_reports_sent": self.reach_reports_sent,
+                "broadcasts": {
+                    broadcast_id: {
+                        "reached": entry["reached"],
+                        "cancelled": entry["cancelled"],
+                        "cancelled_at": entry["cancelled_at"],
+                        "finished": entry["finished"],
+                        "arrivals_per_second": entry["rate"],
+                    }
+                    for broadcast_id, entry in self.broadcasts.items()
+                },
             }
 
 
@@ -349,6 +379,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._post_batch(state)
         elif parts[1:] == ["control"]:
             self._post_control(state)
+        elif parts[1:] == ["v1", "area-broadcasts"]:
+            self._post_area_broadcast(state)
+        elif len(parts) == 5 and parts[1:3] == ["v1", "area-broadcasts"] and parts[4] == "cancel":
+            self._post_area_broadcast_cancel(state, parts[3])
         else:
             self._body()
             self._error(404, "Not found.")
@@ -421,6 +455,99 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.server.simulator.accept(state, batch, idempotency_key, self)
 
+    # --- area broadcasts --------------------------------------------------------------------------------
+    def _area_request(self, state: OperatorState) -> bytes | None:
+        """Apply outage, latency, authentication and error behaviour; return the body, or None if answered."""
+        outage = state.in_outage()
+        if outage == "refuse":
+            with state.lock:
+                state.outage_answers += 1
+            self.close_connection = True
+            return None
+        body = self._body()
+        behaviour = state.behaviour
+        if behaviour.latency_ms:
+            time.sleep(behaviour.latency_ms / 1000)
+        if outage == "503":
+            with state.lock:
+                state.outage_answers += 1
+            seconds_left = max(1, math.ceil(state.outage_until - time.monotonic()))
+            self._error(503, "Operator in maintenance.", {"Retry-After": str(seconds_left)})
+            return None
+        authorization = self.headers.get("Authorization", "")
+        key_ok = hmac.compare_digest(authorization.encode(), f"Bearer {state.api_key}".encode())
+        signed = signing.verify(
+            state.signing_secret,
+            self.headers.get("X-Smsblast-Timestamp"),
+            body,
+            self.headers.get("X-Smsblast-Signature"),
+            now=time.time(),
+        )
+        if not (key_ok and signed):
+            with state.lock:
+                state.unauthorized += 1
+            self._error(401, "Invalid API key." if not key_ok else "Invalid or stale signature.")
+            return None
+        if behaviour.error_rate and random.random() < behaviour.error_rate:
+            with state.lock:
+                state.errors += 1
+            self._error(500, "Simulated internal error.")
+            return None
+        return body
+
+    def _post_area_broadcast(self, state: OperatorState) -> None:
+        body = self._area_request(state)
+        if body is None:
+            return
+        idempotency_key = self.headers.get("Idempotency-Key", "")
+        try:
+            broadcast = _parse_area_broadcast(body, idempotency_key)
+        except ValueError as exc:
+            self._error(400, str(exc))
+            return
+        status, answer = self.server.simulator.accept_area_broadcast(state, broadcast)
+        self._answer(status, answer)
+
+    def _post_area_broadcast_cancel(self, state: OperatorState, broadcast_id: str) -> None:
+        if self._area_request(state) is None:
+            return
+        status, answer = self.server.simulator.cancel_area_broadcast(state, broadcast_id)
+        self._answer(status, answer)
+
+
+def _parse_area_broadcast(body: bytes, idempotency_key: str) -> dict[str, Any]:
+    """Return the decoded area broadcast; raise ValueError with the reason a real operator would give (400)."""
+    try:
+        broadcast = json.loads(body)
+    except ValueError:
+        raise ValueError("The body is not JSON.") from None
+    if not isinstance(broadcast, dict):
+        raise ValueError("The body must be a JSON object.")
+    for name in ("broadcast_id", "text", "sender", "area", "starts_at", "ends_at"):
+        if not broadcast.get(name):
+            raise ValueError(f"Missing field: {name}.")
+    if str(broadcast["broadcast_id"]) != idempotency_key:
+        raise ValueError("Idempotency-Key must equal broadcast_id.")
+    area = broadcast["area"]
+    if not isinstance(area, dict) or not (area.get("codes") or area.get("geometry")):
+        raise ValueError("area needs codes or a geometry.")
+    try:
+        starts = _parse_instant(broadcast["starts_at"])
+        ends = _parse_instant(broadcast["ends_at"])
+    except ValueError:
+        raise ValueError("starts_at and ends_at must be ISO 8601 instants with a zone.") from None
+    if ends <= starts:
+        raise ValueError("ends_at must be after starts_at.")
+    broadcast["_starts"], broadcast["_ends"] = starts, ends
+    return broadcast
+
+
+def _parse_instant(value: Any) -> float:
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("naive time")
+    return moment.timestamp()
+
 
 def _parse_batch(body: bytes, idempotency_key: str) -> dict[str, Any]:
     """Return the decoded batch; raise ValueError with the reason a real operator would give (400)."""
@@ -468,6 +595,9 @@ class SimulatorServer:
         self.operators = {slug: OperatorState(slug, config) for slug, config in operators.items()}
         self.verbose = verbose
         self.reports = ReportSender(threads=report_threads)
+        self._reach_stop = threading.Event()
+        self._reach_thread = threading.Thread(target=self._report_reach, name="reach-reporter", daemon=True)
+        self._reach_thread.start()
         self._httpd = _Server((host, port), _Handler)
         self._httpd.simulator = self
         self._thread: threading.Thread | None = None
@@ -494,6 +624,8 @@ class SimulatorServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self.reports.stop()
+        self._reach_stop.set()
+        self._reach_thread.join(timeout=5)
 
     def __enter__(self) -> SimulatorServer:
         return self.start()
@@ -576,6 +708,89 @@ class SimulatorServer:
                 delay=state.behaviour.report_delay_ms / 1000,
             )
         handler._answer(status, body)
+
+    def accept_area_broadcast(self, state: OperatorState, broadcast: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Start (or, for a repeated broadcast_id, acknowledge again) an area broadcast."""
+        broadcast_id = str(broadcast["broadcast_id"])
+        window = broadcast["_ends"] - broadcast["_starts"]
+        with state.lock:
+            entry = state.broadcasts.get(broadcast_id)
+            if entry is None:
+                rate = state.behaviour.broadcast_arrivals_per_second
+                estimate = broadcast.get("estimated_handsets")
+                if not rate:
+                    scaled = isinstance(estimate, int | float) and estimate > 0
+                    rate = estimate / window if scaled else DEFAULT_ARRIVALS_PER_SECOND
+                entry = state.broadcasts[broadcast_id] = {
+                    "operator_ref": state.next_operator_ref(),
+                    "callback_url": broadcast.get("callback_url") or "",
+                    "starts": max(broadcast["_starts"], time.time()),
+                    "ends": broadcast["_ends"],
+                    "rate": rate,
+                    "reached": 0,
+                    "reported": -1,
+                    "next_report": 0.0,
+                    "cancelled": False,
+                    "cancelled_at": None,
+                    "finished": False,
+                }
+                state.area_broadcasts += 1
+            else:
+                state.replays += 1
+        return 202, {"broadcast_id": broadcast_id, "operator_ref": entry["operator_ref"], "accepted": True}
+
+    def cancel_area_broadcast(self, state: OperatorState, broadcast_id: str) -> tuple[int, dict[str, Any]]:
+        """Stop an area broadcast; cancelling twice answers the same."""
+        with state.lock:
+            entry = state.broadcasts.get(broadcast_id)
+            if entry is None:
+                return 404, {"error": "Unknown area broadcast."}
+            if not entry["cancelled"]:
+                entry["cancelled"] = True
+                entry["cancelled_at"] = time.time()
+                entry["next_report"] = 0.0  # report the final reach at once
+                state.area_cancels += 1
+            return 200, {"broadcast_id": broadcast_id, "cancelled": True, "handsets_reached": entry["reached"]}
+
+    def _report_reach(self) -> None:
+        """Post each running broadcast's cumulative reach to its callback, then once more when it stops."""
+        session = requests.Session()
+        while not self._reach_stop.wait(0.05):
+            now = time.time()
+            for state in self.operators.values():
+                due = []
+                with state.lock:
+                    interval = state.behaviour.reach_report_interval_ms / 1000
+                    for broadcast_id, entry in state.broadcasts.items():
+                        if entry["finished"] or now < entry["next_report"]:
+                            continue
+                        stop_at = entry["cancelled_at"] if entry["cancelled"] else entry["ends"]
+                        elapsed = max(0.0, min(now, stop_at) - entry["starts"])
+                        entry["reached"] = max(entry["reached"], int(entry["rate"] * elapsed))
+                        entry["next_report"] = now + interval
+                        if entry["reached"] != entry["reported"] or now >= stop_at:
+                            due.append((broadcast_id, entry, entry["reached"], now >= stop_at))
+                for broadcast_id, entry, reached, final in due:
+                    if not (state.report_token and entry["callback_url"]):
+                        entry["finished"] = final
+                        continue
+                    at = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+                    try:
+                        response = session.post(
+                            entry["callback_url"],
+                            json={"broadcast_id": broadcast_id, "handsets_reached": reached, "at": at},
+                            headers={"Authorization": f"Bearer {state.report_token}"},
+                            timeout=10,
+                        )
+                        ok = response.status_code < 300
+                    except requests.RequestException as exc:
+                        logger.warning("Reach report to %s failed: %s", entry["callback_url"], exc)
+                        ok = False
+                    with state.lock:
+                        if ok:
+                            entry["reported"] = reached
+                            entry["finished"] = final
+                            state.reach_reports_sent += 1
 
 
 def _reports_for(state: OperatorState, message_ids: list[Any]) -> list[dict[str, Any]]:

@@ -55,6 +55,29 @@ class BatchResult:
 
 
 @dataclass(frozen=True)
+class OutboundAreaBroadcast:
+    """Everything an adapter needs to send (or cancel) one operator's area broadcast."""
+
+    broadcast_id: str
+    campaign_id: int
+    sender: str
+    text: str
+    encoding: str
+    segments: int
+    area_codes: list[str]
+    geometry: dict | None  # GeoJSON (lng, lat), within the operator's vertex limit
+    starts_at: str  # ISO 8601
+    ends_at: str  # ISO 8601
+    repeat_policy: str
+    callback_url: str
+    base_url: str
+    api_key: str
+    signing_secret: str
+    # Our estimate of handsets in the area; a hint for the operator (and the simulator's arrival rate).
+    estimated_handsets: int | None = None
+
+
+@dataclass(frozen=True)
 class AreaBroadcastResult:
     outcome: Outcome
     error: str = ""

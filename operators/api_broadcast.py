@@ -1,0 +1,86 @@
+"""Area-broadcast API: operators report reach; officers and approvers see the estimate and reach over time."""
+
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from campaigns.models import Campaign
+from operators.broadcast_selectors import broadcast_progress
+from operators.broadcasts import broadcast_estimate
+from operators.models import AreaBroadcast
+from smsblast.errors import ServiceInvalid
+from smsblast.roles import IsOperator, IsStaffRole
+
+MAX_REPORTS_PER_REQUEST = 1000
+
+
+class ReachReportSerializer(serializers.Serializer):
+    broadcast_id = serializers.UUIDField()
+    handsets_reached = serializers.IntegerField(min_value=0)
+    at = serializers.DateTimeField()
+
+
+class ReachReportsSerializer(serializers.Serializer):
+    reports = ReachReportSerializer(many=True, allow_empty=False, max_length=MAX_REPORTS_PER_REQUEST)
+
+
+class AreaBroadcastReportsView(APIView):
+    """`POST /api/v1/operator/area-broadcast-reports/`: cumulative reach of the operator's own broadcasts.
+
+    The body is one report `{"broadcast_id", "handsets_reached", "at"}` or `{"reports": [...]}`. Reports are
+    idempotent and monotonic: a repeat or a smaller late count never lowers the recorded reach.
+    """
+
+    permission_classes = [IsOperator]
+
+    @extend_schema(request=ReachReportsSerializer, responses={200: dict})
+    def post(self, request):
+        from operators.broadcasts import area_broadcast_report
+
+        operator = getattr(request.user, "operator", None)
+        if operator is None:
+            raise PermissionDenied("This API user is not linked to an operator.")
+        many = isinstance(request.data, dict) and "reports" in request.data
+        serializer = (ReachReportsSerializer if many else ReachReportSerializer)(data=request.data)
+        if not serializer.is_valid():
+            raise ServiceInvalid("Invalid reach report.", serializer.errors)
+        reports = serializer.validated_data["reports"] if many else [serializer.validated_data]
+        ids = {report["broadcast_id"] for report in reports}
+        own = set(AreaBroadcast.objects.filter(pk__in=ids, operator=operator).values_list("id", flat=True))
+        unknown = ids - own
+        if unknown:
+            raise NotFound(f"No area broadcast of this operator with id {', '.join(sorted(map(str, unknown)))}.")
+        with transaction.atomic():
+            recorded = [
+                area_broadcast_report(
+                    operator=operator,
+                    broadcast_id=report["broadcast_id"],
+                    handsets_reached=report["handsets_reached"],
+                    at=report["at"],
+                )
+                for report in reports
+            ]
+        return Response(
+            {
+                "accepted": len(reports),
+                "broadcasts": [
+                    {"broadcast_id": str(b.pk), "handsets_reached": b.handsets_reached, "state": b.state}
+                    for b in {b.pk: b for b in recorded}.values()
+                ],
+            }
+        )
+
+
+class CampaignBroadcastView(APIView):
+    """`GET /api/v1/campaigns/{id}/broadcast/`: estimated handsets and, once running, reach over time."""
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request, pk: int):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        return Response({"estimate": broadcast_estimate(campaign), "runs": broadcast_progress(campaign)})

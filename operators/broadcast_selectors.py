@@ -1,0 +1,55 @@
+"""Reads for area broadcasts: reach over time per operator and in total."""
+
+from typing import Any
+
+from campaigns.models import Campaign, CampaignRun
+from operators.models import AreaBroadcast, AreaBroadcastReach
+
+
+def broadcast_run_progress(run: CampaignRun) -> dict[str, Any]:
+    """Return a run's reach: per operator its state, log and series, and the total series over time."""
+    broadcasts = list(AreaBroadcast.objects.filter(run=run).select_related("operator").order_by("operator__name"))
+    reports = AreaBroadcastReach.objects.filter(broadcast__run=run).order_by("at", "id")
+    series: dict[Any, list] = {b.pk: [] for b in broadcasts}
+    total_series = []
+    latest: dict[Any, int] = {}
+    for report in reports.values("broadcast_id", "handsets_reached", "at"):
+        # Reports are cumulative; a late smaller one never lowers the curve.
+        reached = max(report["handsets_reached"], latest.get(report["broadcast_id"], 0))
+        latest[report["broadcast_id"]] = reached
+        series[report["broadcast_id"]].append({"at": report["at"], "handsets_reached": reached})
+        total_series.append({"at": report["at"], "handsets_reached": sum(latest.values())})
+    frozen = run.frozen or {}
+    return {
+        "run_id": run.pk,
+        "status": run.status,
+        "starts_at": frozen.get("starts_at"),
+        "ends_at": frozen.get("ends_at"),
+        "area": frozen.get("area"),
+        "handsets_reached": sum(b.handsets_reached for b in broadcasts),
+        "series": total_series,
+        "operators": [
+            {
+                "operator": b.operator.slug,
+                "name": b.operator.name,
+                "broadcast_id": str(b.pk),
+                "state": b.state,
+                "attempts": b.attempts,
+                "operator_ref": b.operator_ref,
+                "acknowledged_at": b.acknowledged_at,
+                "cancel_requested_at": b.cancel_requested_at,
+                "handsets_reached": b.handsets_reached,
+                "last_error": b.last_error,
+                "next_attempt_at": b.next_attempt_at,
+                "series": series[b.pk],
+                "log": [{"state": e.state, "at": e.at, "details": e.details} for e in b.events.order_by("at", "id")],
+            }
+            for b in broadcasts
+        ],
+    }
+
+
+def broadcast_progress(campaign: Campaign) -> list[dict[str, Any]]:
+    """Return the progress of each area-broadcast run of the campaign, latest first."""
+    runs = CampaignRun.objects.filter(campaign=campaign, area_broadcasts__isnull=False).distinct()
+    return [broadcast_run_progress(run) for run in runs.order_by("-scheduled_for", "-id")]

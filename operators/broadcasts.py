@@ -1,0 +1,709 @@
+"""Area broadcasts: validation, reach estimate, the run at the start of the window, one provider message per
+operator with its own retries, cancel after acknowledgement, reach reports and the end of the window.
+
+Flow: `area_broadcasts_tick` (every few seconds from beat) starts due campaigns with `area_broadcast_run_start`,
+which re-checks the approval (invariant 1), freezes text, area and window on the run and writes one
+AreaBroadcast per operator; `area_broadcast_send` pushes one of them through the operator's adapter and
+records the answer. A failing operator only delays its own row. A cancel is delivered to an operator only
+after it acknowledged the broadcast (`area_broadcast_cancel_send`), retried until the operator confirms.
+"""
+
+import logging
+import random
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from campaigns.models import Campaign, CampaignRun, Mode
+from operators import areageom
+from operators.gateways.base import AreaBroadcastResult, OutboundAreaBroadcast, Outcome, get_adapter
+from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
+from smsblast import sms
+from smsblast.audit import audit_record
+from smsblast.errors import ServiceConflict, ServiceInvalid
+from smsblast.models import Area, AreaLevel
+
+logger = logging.getLogger(__name__)
+
+State = AreaBroadcast.State
+CampaignStatus = Campaign.Status
+RunStatus = CampaignRun.Status
+
+MIN_WINDOW = timedelta(minutes=5)
+MAX_WINDOW = timedelta(hours=24)
+# Campaign states from which the window may start: approved, or approved and scheduled.
+STARTABLE = (CampaignStatus.APPROVED, CampaignStatus.SCHEDULED)
+# A send or cancel request in flight for longer than this is presumed lost (worker died) and re-driven.
+LEASE = timedelta(seconds=60)
+# Sends are retried with exponential backoff and jitter, each operator on its own clock.
+MAX_SEND_ATTEMPTS = 10
+MAX_BACKOFF_SECONDS = 120.0
+
+SPILL_NOTE = (
+    "Operators send to every handset their cells in the area serve. Cells reach past the boundary, so "
+    "handsets just outside may receive the message too, and visitors entering during the window add to "
+    "the estimate; people without a phone, or with it off, are not reached."
+)
+
+
+# --- validation and estimate ---------------------------------------------------------------
+
+
+def broadcast_operators(campaign: Campaign) -> list[Operator]:
+    """Return the operators the campaign uses: its slugs or every active one; exercises use test endpoints only."""
+    operators = Operator.objects.filter(active=True)
+    if campaign.operator_slugs:
+        operators = operators.filter(slug__in=campaign.operator_slugs)
+    if campaign.exercise:
+        operators = operators.filter(is_test_endpoint=True)
+    return list(operators.order_by("name"))
+
+
+def broadcast_errors(campaign: Campaign, *, now: datetime | None = None) -> dict[str, str]:
+    """Return field errors that keep an area-broadcast campaign from being submitted or started."""
+    now = now or timezone.now()
+    errors: dict[str, str] = {}
+    if campaign.mode != Mode.AREA_BROADCAST:
+        return {"mode": "Not an area-broadcast campaign."}
+    if not campaign.area_codes and not campaign.polygon:
+        errors["area_codes"] = "Choose at least one area or draw a polygon."
+    if campaign.polygon:
+        try:
+            areageom.geometry_from_geojson(campaign.polygon)
+        except areageom.AreaError as exc:
+            errors["polygon"] = str(exc)
+    if not campaign.starts_at or not campaign.ends_at:
+        errors["starts_at"] = "An area broadcast needs a window: starts_at and ends_at."
+    else:
+        window = campaign.ends_at - campaign.starts_at
+        if window < MIN_WINDOW:
+            errors["ends_at"] = "The window must last at least 5 minutes."
+        elif window > MAX_WINDOW:
+            errors["ends_at"] = "The window may last at most 24 hours."
+        if campaign.starts_at <= now:
+            errors["starts_at"] = "The window must start in the future."
+    if campaign.operator_slugs:
+        known = set(
+            Operator.objects.filter(slug__in=campaign.operator_slugs, active=True).values_list("slug", flat=True)
+        )
+        missing = sorted(set(campaign.operator_slugs) - known)
+        if missing:
+            errors["operator_slugs"] = f"Unknown or inactive operators: {', '.join(missing)}."
+    if "operator_slugs" not in errors and not broadcast_operators(campaign):
+        errors["operator_slugs"] = (
+            "An exercise goes only to operators marked as test endpoints, and none is selected."
+            if campaign.exercise
+            else "No active operator is selected."
+        )
+    return errors
+
+
+def broadcast_validate(*, campaign: Campaign, now: datetime | None = None) -> None:
+    """Raise ServiceInvalid unless the area-broadcast campaign may be submitted now."""
+    errors = broadcast_errors(campaign, now=now)
+    if errors:
+        raise ServiceInvalid(" ".join(f"{name}: {message}" for name, message in errors.items()), errors)
+
+
+def _top_codes(codes) -> list[str]:
+    """Drop codes that lie below another selected code, so no population is counted twice."""
+    codes = sorted(set(codes))
+    return [c for c in codes if not any(c != other and c.startswith(f"{other}.") for other in codes)]
+
+
+def area_population(area: Area) -> tuple[int | None, str]:
+    """Return the area's population and where it comes from.
+
+    Census figures exist for provinces and regencies; a kecamatan or desa gets its regency's population
+    shared equally among the regency's areas of the same level.
+    """
+    if area.population is not None:
+        return area.population, "census"
+    if area.level == AreaLevel.PROVINSI:
+        total = sum(
+            p or 0
+            for p in Area.objects.filter(parent=area, level=AreaLevel.KABUPATEN).values_list("population", flat=True)
+        )
+        return (total, "sum of regencies") if total else (None, "unknown")
+    regency_code = ".".join(area.code.split(".")[:2])
+    regency = Area.objects.filter(code=regency_code).only("population").first()
+    if regency is None or regency.population is None:
+        return None, "unknown"
+    siblings = Area.objects.within([regency_code]).filter(level=area.level).count()
+    return regency.population // max(siblings, 1), f"regency population shared by {siblings} {area.level}"
+
+
+def broadcast_estimate(campaign: Campaign) -> dict[str, Any]:
+    """Return the estimated handsets reached: {"handsets", "ownership_rate", "note", "by_area": [...]}."""
+    rate = BroadcastSettings.load().phone_ownership_rate
+    by_area = []
+    total = 0
+    known = False
+    for area in Area.objects.filter(code__in=_top_codes(campaign.area_codes or [])).order_by("code"):
+        population, source = area_population(area)
+        handsets = _handsets(population, rate)
+        by_area.append(
+            {
+                "code": area.code,
+                "name": area.name,
+                "level": area.level,
+                "population": population,
+                "population_source": source,
+                "handsets": handsets,
+            }
+        )
+        if handsets is not None:
+            total += handsets
+            known = True
+    if campaign.polygon and not campaign.area_codes:
+        drawn = _polygon_estimate(campaign.polygon, rate)
+        by_area.extend(drawn)
+        for row in drawn:
+            total += row["handsets"] or 0
+            known = known or row["handsets"] is not None
+    return {
+        "handsets": total if known else None,
+        "ownership_rate": float(rate),
+        "note": SPILL_NOTE if known else "No population figures are loaded for this area. " + SPILL_NOTE,
+        "by_area": by_area,
+    }
+
+
+def _handsets(population: int | None, rate: Decimal) -> int | None:
+    return None if population is None else int(Decimal(population) * rate)
+
+
+def _polygon_estimate(polygon: dict, rate: Decimal) -> list[dict[str, Any]]:
+    """Estimate a drawn polygon from the regencies it overlaps, pro rata by the overlapped share of their area."""
+    try:
+        drawn = areageom.geometry_from_geojson(polygon)
+    except areageom.AreaError:
+        return []
+    rows = []
+    regencies = Area.objects.filter(level=AreaLevel.KABUPATEN, boundary__isnull=False)
+    for area in regencies.only("code", "name", "level", "population", "boundary").iterator():
+        try:
+            boundary = areageom.geometry_from_geojson(area.boundary)
+        except areageom.AreaError:
+            continue
+        if not boundary.intersects(drawn) or boundary.area == 0:
+            continue
+        share = boundary.intersection(drawn).area / boundary.area
+        population = None if area.population is None else int(area.population * share)
+        rows.append(
+            {
+                "code": area.code,
+                "name": area.name,
+                "level": area.level,
+                "population": population,
+                "population_source": f"{share:.0%} of the regency's area",
+                "handsets": _handsets(population, rate),
+            }
+        )
+    return rows
+
+
+def broadcast_area_shapes(campaign: Campaign) -> list:
+    """Return the shapely geometries of the campaign's area: boundaries of its codes and its drawn polygon.
+
+    A code without a boundary of its own is covered by the boundaries of the areas below it, where known.
+    """
+    shapes = []
+    for code in _top_codes(campaign.area_codes or []):
+        own = Area.objects.filter(code=code, boundary__isnull=False).values_list("boundary", flat=True).first()
+        boundaries = [own] if own else Area.objects.within([code]).filter(boundary__isnull=False)
+        if not own:
+            boundaries = boundaries.values_list("boundary", flat=True)
+        for boundary in boundaries:
+            try:
+                shapes.append(areageom.geometry_from_geojson(boundary))
+            except areageom.AreaError:
+                logger.warning("Area %s has an unreadable boundary", code)
+    if campaign.polygon:
+        shapes.append(areageom.geometry_from_geojson(campaign.polygon))
+    return shapes
+
+
+# --- start of the window -------------------------------------------------------------------
+
+
+def area_broadcasts_due(*, now: datetime) -> list[int]:
+    """Return ids of approved area-broadcast campaigns whose window has begun and has no run yet."""
+    return list(
+        Campaign.objects.filter(
+            mode=Mode.AREA_BROADCAST, status__in=STARTABLE, starts_at__lte=now, ends_at__gt=now
+        ).values_list("id", flat=True)
+    )
+
+
+@transaction.atomic
+def area_broadcast_run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun | None:
+    """Start the campaign's window: freeze what is sent on a run and write one provider message per operator.
+
+    Returns None when the campaign is not (or no longer) startable, or its approval does not bind its current
+    content; nothing is sent then (invariant 1).
+    """
+    from campaigns.services import campaign_approval_is_valid, campaign_content_hash
+
+    now = now or timezone.now()
+    campaign = Campaign.objects.select_for_update().filter(pk=campaign_id, mode=Mode.AREA_BROADCAST).first()
+    if campaign is None or campaign.status not in STARTABLE or not campaign.starts_at or not campaign.ends_at:
+        return None
+    if campaign.starts_at > now or campaign.ends_at <= now:
+        return None
+    if not campaign_approval_is_valid(campaign):
+        audit_record(
+            actor=None,
+            action="area_broadcast.blocked",
+            obj=campaign,
+            from_state=campaign.status,
+            to_state=campaign.status,
+            details={"reason": "The approval does not bind the current content; nothing was sent."},
+        )
+        return None
+    analysis = sms.analyze(campaign.text)
+    operators = broadcast_operators(campaign)
+    shapes = broadcast_area_shapes(campaign)
+    estimate = broadcast_estimate(campaign)
+    frozen = {
+        "area": {
+            "codes": sorted(campaign.area_codes or []),
+            "geometry": areageom.broadcast_area(shapes) if shapes else None,
+        },
+        "starts_at": campaign.starts_at.isoformat(),
+        "ends_at": campaign.ends_at.isoformat(),
+        "repeat_policy": campaign.repeat_policy,
+        "exercise": campaign.exercise,
+        "priority": campaign.priority,
+        "operators": [operator.slug for operator in operators],
+        "estimated_handsets": estimate["handsets"],
+    }
+    try:
+        with transaction.atomic():
+            run = CampaignRun.objects.create(
+                campaign=campaign,
+                scheduled_for=campaign.starts_at,
+                status=RunStatus.SENDING,
+                content_hash=campaign_content_hash(campaign),
+                text=campaign.text,
+                sender=campaign.sender,
+                segments=analysis.segments,
+                encoding=analysis.encoding,
+                frozen=frozen,
+                fanout_done=True,
+                started_at=now,
+                expires_at=campaign.ends_at,
+                last_progress_at=now,
+            )
+    except IntegrityError:
+        return None  # this window already has its run
+    rows = Campaign.objects.filter(pk=campaign.pk, status=campaign.status).update(
+        status=CampaignStatus.SENDING, next_run_at=None, updated_at=now
+    )
+    if rows != 1:
+        raise ServiceConflict("The campaign changed state while its window was starting.")
+    audit_record(
+        actor=None,
+        action="campaign.start",
+        obj=campaign,
+        from_state=campaign.status,
+        to_state=CampaignStatus.SENDING,
+        details={"run_id": run.pk, "mode": Mode.AREA_BROADCAST, "operators": frozen["operators"]},
+    )
+    audit_record(actor=None, action="run.start", obj=run, to_state=RunStatus.SENDING)
+    areas_by_limit: dict[int, dict | None] = {}
+    for operator in operators:
+        if operator.vertex_limit not in areas_by_limit:
+            areas_by_limit[operator.vertex_limit] = (
+                areageom.broadcast_area(shapes, vertex_limit=max(operator.vertex_limit, 5)) if shapes else None
+            )
+        broadcast = AreaBroadcast.objects.create(
+            run=run, operator=operator, area=areas_by_limit[operator.vertex_limit] or {}
+        )
+        _event(broadcast, State.PENDING, {"vertex_limit": operator.vertex_limit})
+    if not operators:
+        area_broadcast_run_finish(run_id=run.pk, now=now, force=True)
+    else:
+        for broadcast_id in AreaBroadcast.objects.filter(run=run).values_list("id", flat=True):
+            _enqueue_after_commit("send", broadcast_id)
+    return run
+
+
+# --- sending -------------------------------------------------------------------------------
+
+
+def area_broadcast_send(*, broadcast_id, now: datetime | None = None) -> AreaBroadcast | None:
+    """Push one provider message through its operator's adapter and record the answer.
+
+    Returns None when the row is not due (final, in flight elsewhere, or waiting for its next attempt).
+    """
+    now = now or timezone.now()
+    broadcast = _claim_send(broadcast_id, now)
+    if broadcast is None:
+        return None
+    outbound = _outbound(broadcast)
+    try:
+        result = get_adapter(broadcast.operator.adapter).send_area_broadcast(outbound)
+    except Exception as exc:  # an adapter bug must not leave the row in flight until the lease runs out
+        logger.exception("Area broadcast %s: adapter raised", broadcast.pk)
+        result = AreaBroadcastResult(outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:500])
+    return _record_send(broadcast, result)
+
+
+@transaction.atomic
+def _claim_send(broadcast_id, now: datetime) -> AreaBroadcast | None:
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    broadcast = AreaBroadcast.objects.select_for_update().filter(pk=broadcast_id).filter(due).first()
+    if broadcast is None or broadcast.state not in (State.PENDING, State.ERROR, State.SENDING):
+        return None
+    run_ends = _window_end(broadcast)
+    if run_ends and run_ends <= now:
+        _finish_unacknowledged(broadcast, "The window ended before the operator acknowledged.")
+        return None
+    previous = broadcast.state
+    rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=previous).update(
+        state=State.SENDING, attempts=broadcast.attempts + 1, next_attempt_at=now + LEASE, updated_at=now
+    )
+    if rows != 1:
+        return None
+    broadcast.refresh_from_db()
+    _event(broadcast, State.SENDING, {"attempt": broadcast.attempts})
+    return AreaBroadcast.objects.select_related("operator", "run").get(pk=broadcast.pk)
+
+
+def _outbound(broadcast: AreaBroadcast) -> OutboundAreaBroadcast:
+    run = broadcast.run
+    operator = broadcast.operator
+    frozen = run.frozen
+    return OutboundAreaBroadcast(
+        broadcast_id=str(broadcast.pk),
+        campaign_id=run.campaign_id,
+        sender=run.sender,
+        text=run.text,
+        encoding=run.encoding,
+        segments=run.segments,
+        area_codes=list(frozen["area"]["codes"]),
+        geometry=broadcast.area or None,
+        starts_at=frozen["starts_at"],
+        ends_at=frozen["ends_at"],
+        repeat_policy=frozen.get("repeat_policy", ""),
+        callback_url=area_broadcast_callback_url(),
+        base_url=operator.base_url,
+        api_key=operator.api_key,
+        signing_secret=operator.signing_secret,
+        estimated_handsets=_operator_share(frozen.get("estimated_handsets"), len(frozen.get("operators") or [])),
+    )
+
+
+def _operator_share(handsets: int | None, operators: int) -> int | None:
+    return None if handsets is None else handsets // max(operators, 1)
+
+
+def area_broadcast_callback_url() -> str:
+    """Return where operators post reach reports."""
+    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}/api/v1/operator/area-broadcast-reports/"
+
+
+def _backoff_seconds(attempts: int, retry_after: float | None) -> float:
+    base = float(getattr(settings, "AREA_BROADCAST_RETRY_BASE_SECONDS", 2.0))
+    delay = min(MAX_BACKOFF_SECONDS, base * 2 ** max(attempts - 1, 0))
+    delay *= 0.5 + random.random() / 2  # jitter keeps retries of several rows from arriving together
+    return max(delay, retry_after or 0.0)
+
+
+@transaction.atomic
+def _record_send(broadcast: AreaBroadcast, result: AreaBroadcastResult) -> AreaBroadcast:
+    now = timezone.now()
+    locked = AreaBroadcast.objects.select_for_update().get(pk=broadcast.pk)
+    if locked.state != State.SENDING:
+        return locked  # the lease expired and another attempt took over; its answer counts
+    details = {"attempt": locked.attempts, "status_code": result.status_code}
+    if result.outcome == Outcome.ACCEPTED:
+        to_state = State.CANCEL_PENDING if locked.cancel_requested_at else State.ACKNOWLEDGED
+        updates = {
+            "state": to_state,
+            "operator_ref": result.operator_ref[:100],
+            "acknowledged_at": now,
+            "next_attempt_at": now if to_state == State.CANCEL_PENDING else None,
+            "last_error": "",
+        }
+        details["operator_ref"] = result.operator_ref
+    elif result.outcome == Outcome.RETRY and locked.attempts < MAX_SEND_ATTEMPTS:
+        to_state = State.ERROR
+        updates = {
+            "state": to_state,
+            "next_attempt_at": now + timedelta(seconds=_backoff_seconds(locked.attempts, result.retry_after)),
+            "last_error": result.error,
+        }
+        details["error"] = result.error
+    else:
+        to_state = State.RETRIES_EXHAUSTED
+        reason = result.error if result.outcome == Outcome.FAILED else f"Retry budget spent: {result.error}"
+        updates = {"state": to_state, "next_attempt_at": None, "last_error": reason, "finished_at": now}
+        details["error"] = reason
+    AreaBroadcast.objects.filter(pk=locked.pk, state=State.SENDING).update(updated_at=now, **updates)
+    locked.refresh_from_db()
+    _event(locked, to_state, details)
+    if to_state == State.CANCEL_PENDING:
+        _enqueue_after_commit("cancel", locked.pk)
+    elif to_state == State.RETRIES_EXHAUSTED:
+        _audit_operator_failure(locked)
+    return locked
+
+
+def _window_end(broadcast: AreaBroadcast) -> datetime | None:
+    ends = (broadcast.run.frozen or {}).get("ends_at")
+    return datetime.fromisoformat(ends) if ends else None
+
+
+def _finish_unacknowledged(broadcast: AreaBroadcast, reason: str) -> None:
+    now = timezone.now()
+    rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=broadcast.state).update(
+        state=State.RETRIES_EXHAUSTED, next_attempt_at=None, last_error=reason, finished_at=now, updated_at=now
+    )
+    if rows == 1:
+        broadcast.refresh_from_db()
+        _event(broadcast, State.RETRIES_EXHAUSTED, {"error": reason})
+        _audit_operator_failure(broadcast)
+
+
+def _audit_operator_failure(broadcast: AreaBroadcast) -> None:
+    audit_record(
+        actor=None,
+        action="area_broadcast.failed",
+        obj=broadcast.run,
+        details={"operator": broadcast.operator.slug, "broadcast_id": str(broadcast.pk), "error": broadcast.last_error},
+    )
+
+
+# --- cancel --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def area_broadcast_run_cancel(*, run: CampaignRun, now: datetime | None = None) -> CampaignRun:
+    """Cancel a run's broadcasts: at once where nothing was sent, after acknowledgement everywhere else."""
+    now = now or timezone.now()
+    previous = run.status
+    if previous not in CampaignRun.FINAL_STATUSES:
+        CampaignRun.objects.filter(pk=run.pk, status=previous).update(status=RunStatus.CANCELLED, finished_at=now)
+        run.refresh_from_db()
+        audit_record(actor=None, action="run.cancel", obj=run, from_state=previous, to_state=run.status)
+    for broadcast in AreaBroadcast.objects.select_for_update().filter(run=run, cancel_requested_at__isnull=True):
+        area_broadcast_cancel_request(broadcast=broadcast, now=now)
+    return run
+
+
+def area_broadcast_cancel_request(*, broadcast: AreaBroadcast, now: datetime) -> AreaBroadcast:
+    """Mark one provider message for cancelling; the cancel goes out once the operator has acknowledged."""
+    if broadcast.state in AreaBroadcast.FINAL_STATES or broadcast.cancel_requested_at:
+        return broadcast
+    if broadcast.state == State.PENDING and broadcast.attempts == 0:
+        to_state, updates = State.CANCELLED, {"finished_at": now, "next_attempt_at": None}
+    elif broadcast.state == State.ACKNOWLEDGED:
+        to_state, updates = State.CANCEL_PENDING, {"next_attempt_at": now}
+    else:
+        # Sending or failed so far: the operator may hold the broadcast without our knowing, so the send
+        # goes on and the cancel follows its acknowledgement.
+        to_state, updates = broadcast.state, {}
+    rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=broadcast.state).update(
+        state=to_state, cancel_requested_at=now, updated_at=now, **updates
+    )
+    if rows != 1:
+        raise ServiceConflict("The broadcast changed state while being cancelled; try again.")
+    broadcast.refresh_from_db()
+    _event(broadcast, to_state, {"cancel_requested": True})
+    if to_state == State.CANCEL_PENDING:
+        _enqueue_after_commit("cancel", broadcast.pk)
+    return broadcast
+
+
+def area_broadcast_cancel_send(*, broadcast_id, now: datetime | None = None) -> AreaBroadcast | None:
+    """Deliver the cancel of an acknowledged broadcast to its operator; retried until the operator confirms."""
+    now = now or timezone.now()
+    broadcast = _claim_cancel(broadcast_id, now)
+    if broadcast is None:
+        return None
+    try:
+        result = get_adapter(broadcast.operator.adapter).cancel_area_broadcast(_outbound(broadcast))
+    except Exception as exc:
+        logger.exception("Area broadcast %s: adapter raised on cancel", broadcast.pk)
+        result = AreaBroadcastResult(outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:500])
+    return _record_cancel(broadcast, result)
+
+
+@transaction.atomic
+def _claim_cancel(broadcast_id, now: datetime) -> AreaBroadcast | None:
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    rows = (
+        AreaBroadcast.objects.filter(pk=broadcast_id, state=State.CANCEL_PENDING)
+        .filter(due)
+        .update(next_attempt_at=now + LEASE, updated_at=now)
+    )
+    if rows != 1:
+        return None
+    broadcast = AreaBroadcast.objects.select_related("operator", "run").get(pk=broadcast_id)
+    AreaBroadcast.objects.filter(pk=broadcast.pk).update(cancel_attempts=broadcast.cancel_attempts + 1)
+    broadcast.cancel_attempts += 1
+    return broadcast
+
+
+@transaction.atomic
+def _record_cancel(broadcast: AreaBroadcast, result: AreaBroadcastResult) -> AreaBroadcast:
+    now = timezone.now()
+    details = {"cancel_attempt": broadcast.cancel_attempts, "status_code": result.status_code}
+    if result.outcome == Outcome.ACCEPTED or result.status_code in (404, 410):
+        # 404/410: the operator no longer holds the broadcast (it ended), which is what a cancel wants.
+        to_state = State.CANCELLED
+        updates = {"next_attempt_at": None, "finished_at": now, "last_error": ""}
+    else:
+        to_state = State.CANCEL_PENDING
+        delay = _backoff_seconds(min(broadcast.cancel_attempts, 5), result.retry_after)
+        updates = {"next_attempt_at": now + timedelta(seconds=delay), "last_error": result.error}
+        details["error"] = result.error
+    rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=State.CANCEL_PENDING).update(
+        state=to_state, updated_at=now, **updates
+    )
+    broadcast.refresh_from_db()
+    if rows == 1:
+        _event(broadcast, to_state, details)
+    return broadcast
+
+
+# --- reach reports -------------------------------------------------------------------------
+
+
+@transaction.atomic
+def area_broadcast_report(*, operator: Operator, broadcast_id, handsets_reached: int, at: datetime) -> AreaBroadcast:
+    """Record a cumulative reach report of the operator's own broadcast; repeats and late smaller counts are kept
+    in the log but never lower the figure.
+    """
+    broadcast = AreaBroadcast.objects.filter(pk=broadcast_id, operator=operator).first()
+    if broadcast is None:
+        raise ServiceInvalid(f"No area broadcast {broadcast_id} of this operator.", {"broadcast_id": "Unknown."})
+    if isinstance(handsets_reached, bool) or not isinstance(handsets_reached, int) or handsets_reached < 0:
+        raise ServiceInvalid("handsets_reached must be a whole number ≥ 0.", {"handsets_reached": "Invalid."})
+    _, created = AreaBroadcastReach.objects.get_or_create(broadcast=broadcast, at=at, handsets_reached=handsets_reached)
+    if created:
+        AreaBroadcast.objects.filter(pk=broadcast.pk, handsets_reached__lt=handsets_reached).update(
+            handsets_reached=handsets_reached, reached_at=at, updated_at=timezone.now()
+        )
+        CampaignRun.objects.filter(pk=broadcast.run_id).update(last_progress_at=timezone.now())
+    broadcast.refresh_from_db()
+    return broadcast
+
+
+# --- end of the window and the periodic tick -----------------------------------------------
+
+
+@transaction.atomic
+def area_broadcast_run_finish(*, run_id: int, now: datetime | None = None, force: bool = False) -> CampaignRun | None:
+    """Close a run whose window has ended: acknowledged broadcasts complete, the others failed.
+
+    The campaign completes, or completes with failures when some operator never acknowledged.
+    """
+    now = now or timezone.now()
+    run = CampaignRun.objects.select_for_update().select_related("campaign").filter(pk=run_id).first()
+    if run is None:
+        return None
+    ends_at = run.expires_at
+    if not force and (ends_at is None or ends_at > now):
+        return run
+    for broadcast in AreaBroadcast.objects.select_for_update().select_related("operator").filter(run=run):
+        if broadcast.state in (State.ACKNOWLEDGED, State.CANCEL_PENDING):
+            note = "" if broadcast.state == State.ACKNOWLEDGED else "The window ended before the cancel was confirmed."
+            rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=broadcast.state).update(
+                state=State.COMPLETED, finished_at=now, next_attempt_at=None, updated_at=now, last_error=note
+            )
+            if rows == 1:
+                broadcast.refresh_from_db()
+                _event(broadcast, State.COMPLETED, {"handsets_reached": broadcast.handsets_reached, "note": note})
+        elif broadcast.state not in AreaBroadcast.FINAL_STATES:
+            _finish_unacknowledged(broadcast, "The window ended before the operator acknowledged.")
+    if run.status in CampaignRun.FINAL_STATUSES:
+        return run
+    failed = AreaBroadcast.objects.filter(run=run).exclude(state=State.COMPLETED).exists() or not run.frozen.get(
+        "operators"
+    )
+    to_state = RunStatus.COMPLETED_WITH_FAILURES if failed else RunStatus.COMPLETED
+    previous = run.status
+    if CampaignRun.objects.filter(pk=run.pk, status=previous).update(status=to_state, finished_at=now) != 1:
+        return run
+    run.refresh_from_db()
+    reached = sum(AreaBroadcast.objects.filter(run=run).values_list("handsets_reached", flat=True))
+    audit_record(
+        actor=None, action="run.complete", obj=run, from_state=previous, to_state=to_state, details={"reached": reached}
+    )
+    campaign = run.campaign
+    campaign_to = CampaignStatus.COMPLETED_WITH_FAILURES if failed else CampaignStatus.COMPLETED
+    if Campaign.objects.filter(pk=campaign.pk, status=CampaignStatus.SENDING).update(
+        status=campaign_to, updated_at=now
+    ):
+        audit_record(
+            actor=None,
+            action="campaign.complete",
+            obj=campaign,
+            from_state=CampaignStatus.SENDING,
+            to_state=campaign_to,
+            details={"run_id": run.pk, "handsets_reached": reached},
+        )
+    return run
+
+
+def area_broadcasts_tick(*, now: datetime | None = None) -> dict[str, list]:
+    """Do what is due: start windows, pass cancels on, end windows; return the sends and cancels to enqueue.
+
+    Idempotent and cheap when nothing is due, so beat may call it every few seconds.
+    """
+    now = now or timezone.now()
+    started = []
+    for campaign_id in area_broadcasts_due(now=now):
+        run = area_broadcast_run_start(campaign_id=campaign_id, now=now)
+        if run is not None:
+            started.append(run.pk)
+    live_runs = CampaignRun.objects.filter(campaign__mode=Mode.AREA_BROADCAST).exclude(
+        status__in=CampaignRun.FINAL_STATUSES
+    )
+    # A campaign cancelled through its service: pass the cancel on to its live run's operators.
+    for run in live_runs.filter(campaign__status=CampaignStatus.CANCELLED):
+        area_broadcast_run_cancel(run=run, now=now)
+    for run_id in live_runs.filter(expires_at__lte=now).values_list("id", flat=True):
+        area_broadcast_run_finish(run_id=run_id, now=now)
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    sends = list(
+        AreaBroadcast.objects.filter(due, state__in=(State.PENDING, State.ERROR, State.SENDING)).values_list(
+            "id", flat=True
+        )
+    )
+    cancels = list(AreaBroadcast.objects.filter(due, state=State.CANCEL_PENDING).values_list("id", flat=True))
+    return {"started": started, "sends": [str(i) for i in sends], "cancels": [str(i) for i in cancels]}
+
+
+def area_broadcast_campaign_cancel(*, campaign: Campaign, now: datetime | None = None) -> None:
+    """Pass a cancelled campaign's cancel on to its live runs at once (the tick would within seconds)."""
+    for run in CampaignRun.objects.filter(campaign=campaign).exclude(status__in=CampaignRun.FINAL_STATUSES):
+        area_broadcast_run_cancel(run=run, now=now)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _event(broadcast: AreaBroadcast, state: str, details: dict | None = None) -> AreaBroadcastEvent:
+    return AreaBroadcastEvent.objects.create(broadcast=broadcast, state=state, details=details or {})
+
+
+def _enqueue_after_commit(kind: str, broadcast_id) -> None:
+    def enqueue():
+        from operators import broadcast_tasks
+
+        task = broadcast_tasks.area_broadcast_cancel if kind == "cancel" else broadcast_tasks.area_broadcast_send
+        try:
+            task.delay(str(broadcast_id))
+        except Exception:  # the broker may be down; the tick picks the row up again
+            logger.warning("Could not enqueue %s of area broadcast %s; the tick will retry", kind, broadcast_id)
+
+    transaction.on_commit(enqueue)

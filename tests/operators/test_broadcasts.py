@@ -1,0 +1,345 @@
+"""Area-broadcast services: validation, estimate, start of the window, per-operator sends, cancel, reach, end."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+from shapely.geometry import shape
+
+from campaigns.models import Campaign, CampaignRun, RepeatPolicy
+from campaigns.services import campaign_content_hash
+from operators import broadcasts
+from operators.areageom import point_count
+from operators.gateways.base import AreaBroadcastResult, Outcome
+from operators.models import AreaBroadcast, AreaBroadcastEvent, BroadcastSettings
+from smsblast.models import AuditEvent, Role
+from tests.operators.area_scripted import ScriptedAreaAdapter, blitar_areas, broadcast_campaign, regency_boundary
+from tests.operators.factories import OperatorFactory
+from tests.smsblast.factories import UserFactory
+
+State = AreaBroadcast.State
+RETRY = AreaBroadcastResult(outcome=Outcome.RETRY, status_code=503, error="HTTP 503: maintenance")
+
+
+@pytest.fixture
+def operators(db):
+    ScriptedAreaAdapter.reset()
+    return [
+        OperatorFactory(slug=slug, name=slug.title(), adapter="scripted_area", base_url=f"http://sim/{slug}")
+        for slug in ("telkomsel", "indosat", "xl")
+    ]
+
+
+@pytest.fixture
+def areas(db):
+    blitar_areas()
+
+
+def _start(campaign: Campaign) -> CampaignRun:
+    return broadcasts.area_broadcast_run_start(campaign_id=campaign.pk, now=campaign.starts_at + timedelta(seconds=1))
+
+
+def _by_slug(run: CampaignRun) -> dict[str, AreaBroadcast]:
+    return {b.operator.slug: b for b in AreaBroadcast.objects.filter(run=run).select_related("operator")}
+
+
+# --- content hash and validation ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("mode", "targeted"),
+        ("area_codes", ["35.05.01"]),
+        ("polygon", {"type": "Polygon", "coordinates": [[[112, -8], [112.1, -8], [112.1, -8.1], [112, -8]]]}),
+        ("starts_at", timezone.now() + timedelta(hours=3)),
+        ("ends_at", timezone.now() + timedelta(hours=4)),
+        ("repeat_policy", RepeatPolicy.ONCE_PER_DAY),
+        ("operator_slugs", ["xl"]),
+        ("exercise", True),
+    ],
+)
+def test_every_area_broadcast_field_is_in_the_content_hash(db, field, value):
+    campaign = broadcast_campaign(approved=False)
+    before = campaign_content_hash(campaign)
+    setattr(campaign, field, value)
+    assert campaign_content_hash(campaign) != before
+
+
+def test_a_complete_broadcast_campaign_passes_validation(operators, areas):
+    assert broadcasts.broadcast_errors(broadcast_campaign(approved=False)) == {}
+
+
+@pytest.mark.parametrize(
+    "fields, field, message",
+    [
+        ({"ends_in": timedelta(minutes=4)}, "ends_at", "at least 5 minutes"),
+        ({"ends_in": timedelta(hours=25)}, "ends_at", "at most 24 hours"),
+        ({"starts_in": timedelta(minutes=-1)}, "starts_at", "future"),
+        ({"area_codes": []}, "area_codes", "area"),
+        ({"operator_slugs": ["nope"]}, "operator_slugs", "nope"),
+        ({"exercise": True}, "operator_slugs", "test endpoints"),
+    ],
+)
+def test_broadcast_validation_names_what_is_wrong(operators, areas, fields, field, message):
+    ends_in = fields.pop("ends_in", None)
+    campaign = broadcast_campaign(approved=False, starts_in=fields.pop("starts_in", timedelta(minutes=10)), **fields)
+    if ends_in is not None:
+        campaign.ends_at = campaign.starts_at + ends_in
+    errors = broadcasts.broadcast_errors(campaign)
+    assert message in errors[field]
+
+
+def test_an_exercise_goes_only_to_test_endpoints(operators, areas):
+    OperatorFactory(slug="sim", adapter="scripted_area", base_url="http://sim/sim", is_test_endpoint=True)
+    campaign = broadcast_campaign(exercise=True)
+    assert broadcasts.broadcast_errors(campaign, now=timezone.now()) == {}
+    run = _start(campaign)
+    assert list(_by_slug(run)) == ["sim"]
+
+
+# --- estimate ------------------------------------------------------------------------------
+
+
+def test_estimate_is_census_population_times_the_admin_ownership_rate(operators, areas):
+    settings_row = BroadcastSettings.load()
+    settings_row.phone_ownership_rate = Decimal("0.5")
+    settings_row.save()
+    estimate = broadcasts.broadcast_estimate(broadcast_campaign(approved=False, area_codes=["35.05", "35.05.01"]))
+    assert estimate["handsets"] == 1_261_699 // 2
+    assert [row["code"] for row in estimate["by_area"]] == ["35.05"]  # the kecamatan is inside the regency
+    assert "past the boundary" in estimate["note"]
+
+
+def test_kecamatan_share_their_regency_population_equally(operators, areas):
+    estimate = broadcasts.broadcast_estimate(broadcast_campaign(approved=False, area_codes=["35.05.01", "35.05.02"]))
+    share = 1_261_699 // 3
+    assert [row["population"] for row in estimate["by_area"]] == [share, share]
+    assert estimate["handsets"] == 2 * int(share * Decimal("0.85"))
+
+
+def test_a_drawn_polygon_is_estimated_from_the_regencies_it_overlaps(operators, areas):
+    minx, miny, maxx, maxy = shape(regency_boundary("35.05")).bounds
+    west_half = {
+        "type": "Polygon",
+        "coordinates": [[[minx - 1, miny - 1], [(minx + maxx) / 2, miny - 1], [(minx + maxx) / 2, maxy + 1],
+                         [minx - 1, maxy + 1], [minx - 1, miny - 1]]],
+    }  # fmt: skip
+    estimate = broadcasts.broadcast_estimate(broadcast_campaign(approved=False, area_codes=[], polygon=west_half))
+    assert 0.2 * 1_261_699 * 0.85 < estimate["handsets"] < 0.8 * 1_261_699 * 0.85
+
+
+# --- start of the window -------------------------------------------------------------------
+
+
+def test_start_freezes_the_run_and_writes_one_provider_message_per_operator(operators, areas):
+    Operator = type(operators[0])
+    Operator.objects.filter(slug="xl").update(vertex_limit=20)
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SENDING
+    assert run.status == CampaignRun.Status.SENDING
+    assert run.content_hash == campaign_content_hash(campaign)
+    assert run.frozen["area"]["codes"] == ["35.05"]
+    assert run.frozen["ends_at"] == campaign.ends_at.isoformat()
+    rows = _by_slug(run)
+    assert sorted(rows) == ["indosat", "telkomsel", "xl"]
+    blitar = shape(regency_boundary("35.05"))
+    assert point_count(rows["xl"].area) <= 20 < point_count(rows["telkomsel"].area) <= 250
+    assert all(shape(row.area).contains(blitar) for row in rows.values())
+    assert all(row.state == State.PENDING and row.events.count() == 1 for row in rows.values())
+    # The same window never starts twice.
+    assert _start(campaign) is None
+
+
+def test_nothing_starts_when_the_approval_no_longer_matches_the_content(operators, areas):
+    campaign = broadcast_campaign()
+    Campaign.objects.filter(pk=campaign.pk).update(text="Teks lain yang tidak disetujui.")
+    assert _start(campaign) is None
+    assert not CampaignRun.objects.filter(campaign=campaign).exists()
+    assert AuditEvent.objects.filter(action="area_broadcast.blocked", object_id=str(campaign.pk)).exists()
+
+
+def test_the_tick_starts_due_windows_and_lists_their_sends(operators, areas):
+    campaign = broadcast_campaign(starts_in=timedelta(seconds=-30))
+    due = broadcasts.area_broadcasts_tick()
+    run = CampaignRun.objects.get(campaign=campaign)
+    assert due["started"] == [run.pk]
+    assert sorted(due["sends"]) == sorted(str(b.pk) for b in AreaBroadcast.objects.filter(run=run))
+
+
+# --- sends ---------------------------------------------------------------------------------
+
+
+def test_one_failing_operator_neither_blocks_nor_hides_the_others(operators, areas):
+    ScriptedAreaAdapter.reset(indosat=[RETRY, RETRY])
+    run = _start(broadcast_campaign())
+    rows = _by_slug(run)
+    for row in rows.values():
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    rows = _by_slug(run)
+    assert rows["telkomsel"].state == rows["xl"].state == State.ACKNOWLEDGED
+    assert rows["indosat"].state == State.ERROR
+    assert rows["indosat"].last_error == "HTTP 503: maintenance"
+    # Not due again before its backoff has passed.
+    assert broadcasts.area_broadcast_send(broadcast_id=rows["indosat"].pk) is None
+    later = rows["indosat"].next_attempt_at + timedelta(seconds=1)
+    broadcasts.area_broadcast_send(broadcast_id=rows["indosat"].pk, now=later)
+    assert AreaBroadcast.objects.get(pk=rows["indosat"].pk).state == State.ERROR
+    later = AreaBroadcast.objects.get(pk=rows["indosat"].pk).next_attempt_at + timedelta(seconds=1)
+    recovered = broadcasts.area_broadcast_send(broadcast_id=rows["indosat"].pk, now=later)
+    assert recovered.state == State.ACKNOWLEDGED
+    assert recovered.attempts == 3
+    log = list(AreaBroadcastEvent.objects.filter(broadcast=recovered).values_list("state", flat=True))
+    assert log == ["pending", "sending", "error", "sending", "error", "sending", "acknowledged"]
+
+
+def test_the_frozen_text_area_and_window_are_what_the_adapter_sends(operators, areas):
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    row = _by_slug(run)["telkomsel"]
+    broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    kind, sent = ScriptedAreaAdapter.sent[-1]
+    assert kind == "send"
+    assert sent.broadcast_id == str(row.pk)
+    assert (sent.text, sent.sender, sent.area_codes) == (campaign.text, campaign.sender, ["35.05"])
+    assert sent.geometry == row.area
+    assert sent.starts_at == campaign.starts_at.isoformat() and sent.ends_at == campaign.ends_at.isoformat()
+    assert sent.callback_url.endswith("/api/v1/operator/area-broadcast-reports/")
+
+
+def test_a_refusal_or_a_spent_retry_budget_ends_in_retries_exhausted(operators, areas):
+    refused = AreaBroadcastResult(outcome=Outcome.FAILED, status_code=422, error="HTTP 422: polygon too large")
+    ScriptedAreaAdapter.reset(xl=[refused], indosat=[RETRY] * broadcasts.MAX_SEND_ATTEMPTS)
+    run = _start(broadcast_campaign())
+    rows = _by_slug(run)
+    assert broadcasts.area_broadcast_send(broadcast_id=rows["xl"].pk).state == State.RETRIES_EXHAUSTED
+    moment = timezone.now()
+    for _ in range(broadcasts.MAX_SEND_ATTEMPTS):
+        moment += timedelta(minutes=5)
+        broadcasts.area_broadcast_send(broadcast_id=rows["indosat"].pk, now=moment)
+    indosat = AreaBroadcast.objects.get(pk=rows["indosat"].pk)
+    assert indosat.state == State.RETRIES_EXHAUSTED
+    assert indosat.attempts == broadcasts.MAX_SEND_ATTEMPTS
+    assert AuditEvent.objects.filter(action="area_broadcast.failed").count() == 2
+
+
+# --- cancel --------------------------------------------------------------------------------
+
+
+def test_a_cancel_before_acknowledgement_is_delivered_after_it(operators, areas):
+    ScriptedAreaAdapter.reset(indosat=[RETRY])
+    run = _start(broadcast_campaign())
+    rows = _by_slug(run)
+    broadcasts.area_broadcast_send(broadcast_id=rows["telkomsel"].pk)
+    broadcasts.area_broadcast_send(broadcast_id=rows["indosat"].pk)  # fails: not acknowledged yet
+    broadcasts.area_broadcast_run_cancel(run=run)
+    rows = _by_slug(run)
+    assert rows["xl"].state == State.CANCELLED  # never sent: nothing to cancel
+    assert rows["telkomsel"].state == State.CANCEL_PENDING
+    assert rows["indosat"].state == State.ERROR and rows["indosat"].cancel_requested_at
+    assert broadcasts.area_broadcast_cancel_send(broadcast_id=rows["indosat"].pk) is None  # no cancel yet
+    assert [kind for kind, _ in ScriptedAreaAdapter.sent] == ["send", "send"]
+
+    acked = broadcasts.area_broadcast_send(
+        broadcast_id=rows["indosat"].pk, now=rows["indosat"].next_attempt_at + timedelta(seconds=1)
+    )
+    assert acked.state == State.CANCEL_PENDING
+    assert broadcasts.area_broadcast_cancel_send(broadcast_id=acked.pk).state == State.CANCELLED
+    assert broadcasts.area_broadcast_cancel_send(broadcast_id=rows["telkomsel"].pk).state == State.CANCELLED
+    sent = [(kind, b.base_url.rsplit("/", 1)[-1]) for kind, b in ScriptedAreaAdapter.sent]
+    assert sent.index(("cancel", "indosat")) > sent.index(("send", "indosat"), 1)
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
+
+
+def test_a_failing_cancel_is_retried_until_the_operator_confirms(operators, areas):
+    run = _start(broadcast_campaign())
+    row = _by_slug(run)["xl"]
+    broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    ScriptedAreaAdapter.reset(xl=[RETRY, RETRY])
+    broadcasts.area_broadcast_run_cancel(run=run)
+    moment = timezone.now()
+    for _ in range(3):
+        moment += timedelta(minutes=5)
+        broadcasts.area_broadcast_cancel_send(broadcast_id=row.pk, now=moment)
+    row.refresh_from_db()
+    assert row.state == State.CANCELLED
+    assert row.cancel_attempts == 3
+
+
+def test_a_campaign_cancelled_through_its_service_reaches_the_operators_on_the_next_tick(operators, areas):
+    from campaigns.services import campaign_cancel
+
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    for row in _by_slug(run).values():
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah")
+    due = broadcasts.area_broadcasts_tick()
+    assert sorted(due["cancels"]) == sorted(str(pk) for pk in AreaBroadcast.objects.values_list("pk", flat=True))
+
+
+# --- reach and end of the window -----------------------------------------------------------
+
+
+def test_reach_reports_are_monotonic_idempotent_and_scoped_to_the_operator(operators, areas, api_client_for):
+    run = _start(broadcast_campaign())
+    rows = _by_slug(run)
+    user = UserFactory(role=Role.OPERATOR)
+    operators[0].user = user  # telkomsel
+    operators[0].save()
+    client = api_client_for(user)
+    url = "/api/v1/operator/area-broadcast-reports/"
+    telkomsel = str(rows["telkomsel"].pk)
+    at = timezone.now()
+    first = {"broadcast_id": telkomsel, "handsets_reached": 500, "at": at.isoformat()}
+    assert client.post(url, first, format="json").status_code == 200
+    assert client.post(url, first, format="json").status_code == 200  # a repeat is harmless
+    late_smaller = {"broadcast_id": telkomsel, "handsets_reached": 300, "at": (at - timedelta(seconds=5)).isoformat()}
+    later = {"broadcast_id": telkomsel, "handsets_reached": 900, "at": (at + timedelta(seconds=5)).isoformat()}
+    answer = client.post(url, {"reports": [late_smaller, later]}, format="json")
+    assert answer.status_code == 200
+    assert answer.json()["broadcasts"] == [{"broadcast_id": telkomsel, "handsets_reached": 900, "state": "pending"}]
+    assert rows["telkomsel"].reach_reports.count() == 3
+
+    foreign = {"broadcast_id": str(rows["xl"].pk), "handsets_reached": 1, "at": at.isoformat()}
+    assert client.post(url, foreign, format="json").status_code == 404
+    assert client.post(url, {"broadcast_id": telkomsel, "handsets_reached": -1}, format="json").status_code == 400
+    officer = UserFactory(role=Role.OFFICER)
+    assert api_client_for(officer).post(url, first, format="json").status_code == 403
+
+    progress = api_client_for(officer).get(f"/api/v1/campaigns/{run.campaign_id}/broadcast/").json()
+    assert progress["estimate"]["handsets"] == int(1_261_699 * Decimal("0.85"))
+    (run_progress,) = progress["runs"]
+    assert run_progress["handsets_reached"] == 900
+    # In the order the operator counted: the late report of 300 belongs before the 500.
+    assert [point["handsets_reached"] for point in run_progress["series"]] == [300, 500, 900]
+
+
+def test_the_end_of_the_window_completes_the_run_with_failures_when_an_operator_never_acknowledged(operators, areas):
+    ScriptedAreaAdapter.reset(indosat=[RETRY])
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    for row in _by_slug(run).values():
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    broadcasts.area_broadcasts_tick(now=campaign.ends_at + timedelta(seconds=1))
+    rows = _by_slug(run)
+    assert rows["telkomsel"].state == rows["xl"].state == State.COMPLETED
+    assert rows["indosat"].state == State.RETRIES_EXHAUSTED
+    assert "window ended" in rows["indosat"].last_error
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.COMPLETED_WITH_FAILURES
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED_WITH_FAILURES
+
+
+def test_the_end_of_the_window_completes_the_campaign_when_every_operator_acknowledged(operators, areas):
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    for row in _by_slug(run).values():
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    broadcasts.area_broadcasts_tick(now=campaign.ends_at)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.COMPLETED
+    assert AuditEvent.objects.filter(action="campaign.complete", object_id=str(campaign.pk)).exists()
