@@ -131,7 +131,7 @@ def campaign_allowed_actions(*, campaign: Campaign, user: User) -> list[str]:
         if campaign.status not in from_states:
             continue
         try:
-            _check_actor(action, campaign=campaign, user=user)
+            campaign_check_actor(action, campaign=campaign, user=user)
         except ServiceForbidden:
             continue
         allowed.append(action)
@@ -187,7 +187,7 @@ def campaign_update(*, campaign: Campaign, actor: User, data: dict[str, Any]) ->
     A rejected campaign goes back to draft. An approved or scheduled campaign whose hashed
     content changes goes back to draft and its approval is voided, so it needs approving again.
     """
-    _check_actor("update", campaign=campaign, user=actor)
+    campaign_check_actor("update", campaign=campaign, user=actor)
     unknown = set(data) - EDITABLE_FIELDS
     if unknown:
         raise ServiceInvalid(f"These fields cannot be edited: {', '.join(sorted(unknown))}.")
@@ -200,6 +200,8 @@ def campaign_update(*, campaign: Campaign, actor: User, data: dict[str, Any]) ->
         setattr(campaign, name, value)
     content_changed = campaign_content_hash(campaign) != old_hash
 
+    if not changed and current != Status.REJECTED:
+        return campaign
     to_state = current
     if current == Status.REJECTED or (content_changed and current in {Status.APPROVED, Status.SCHEDULED}):
         to_state = Status.DRAFT
@@ -226,7 +228,7 @@ def campaign_update(*, campaign: Campaign, actor: User, data: dict[str, Any]) ->
 @transaction.atomic
 def campaign_submit(*, campaign: Campaign, actor: User) -> Campaign:
     """Send a complete draft to the approver (draft → pending_approval)."""
-    _check_actor("submit", campaign=campaign, user=actor)
+    campaign_check_actor("submit", campaign=campaign, user=actor)
     current = _locked_status(campaign, "submit")
     _check_complete(campaign)
     _conditional_update(campaign, "submit", current, {"status": Status.PENDING_APPROVAL})
@@ -248,7 +250,7 @@ def campaign_approve(*, campaign: Campaign, approver: User, content_hash: str) -
     Only an approver who is not the author may approve (invariant 2), and only when
     `content_hash` equals the current hash, so a change made during review is never approved.
     """
-    _check_actor("approve", campaign=campaign, user=approver)
+    campaign_check_actor("approve", campaign=campaign, user=approver)
     current = _locked_status(campaign, "approve")
     if not isinstance(content_hash, str) or not content_hash:
         raise ServiceInvalid("content_hash is required: send the hash of the version you reviewed.")
@@ -279,7 +281,7 @@ def campaign_approve(*, campaign: Campaign, approver: User, content_hash: str) -
 @transaction.atomic
 def campaign_reject(*, campaign: Campaign, approver: User, reason: str) -> Campaign:
     """Send the campaign back to its author with a reason (pending_approval → rejected)."""
-    _check_actor("reject", campaign=campaign, user=approver)
+    campaign_check_actor("reject", campaign=campaign, user=approver)
     reason = reason.strip() if isinstance(reason, str) else ""
     if not reason:
         raise ServiceInvalid("A reason is required to reject a campaign.", {"reason": "This field is required."})
@@ -308,7 +310,7 @@ def campaign_reject(*, campaign: Campaign, approver: User, reason: str) -> Campa
 @transaction.atomic
 def campaign_cancel(*, campaign: Campaign, actor: User, reason: str = "") -> Campaign:
     """Stop the campaign for good from any state that is not final (→ cancelled)."""
-    _check_actor("cancel", campaign=campaign, user=actor)
+    campaign_check_actor("cancel", campaign=campaign, user=actor)
     current = _locked_status(campaign, "cancel")
     _conditional_update(campaign, "cancel", current, {"status": Status.CANCELLED, "next_run_at": None})
     details = {"reason": reason.strip()} if isinstance(reason, str) and reason.strip() else {}
@@ -326,7 +328,7 @@ def campaign_cancel(*, campaign: Campaign, actor: User, reason: str = "") -> Cam
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _check_actor(action: str, *, campaign: Campaign, user: User) -> None:
+def campaign_check_actor(action: str, *, campaign: Campaign, user: User) -> None:
     """Raise ServiceForbidden unless the user's role and relation to the campaign allow the action."""
     if user is None or not user.is_authenticated:
         raise ServiceForbidden("Log in first.")
@@ -342,8 +344,9 @@ def _check_actor(action: str, *, campaign: Campaign, user: User) -> None:
     elif action == "cancel":
         if not (user.has_role(Role.ADMIN, Role.APPROVER) or (is_author and user.has_role(Role.OFFICER))):
             raise ServiceForbidden("Only the campaign's author, an approver or an admin may cancel it.")
-    else:
-        raise ValueError(f"Unknown campaign action {action!r}.")
+    elif not (user.has_role(Role.ADMIN) or (is_author and user.has_role(Role.OFFICER))):
+        # Any other action (scheduling, run control) belongs to the author, as editing does.
+        raise ServiceForbidden("Only the campaign's author or an admin may do this.")
 
 
 def _locked_status(campaign: Campaign, action: str) -> str:

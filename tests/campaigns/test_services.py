@@ -61,10 +61,10 @@ def run_action(action: str, campaign: Campaign, *, author, approver):
     raise AssertionError(action)
 
 
+# The actions of these services; scheduling and run control are tested with the pipeline.
+ACTIONS = ("update", "submit", "approve", "reject", "cancel")
 TRANSITION_CASES = [
-    (action, status, status in CAMPAIGN_TRANSITIONS[action])
-    for action in CAMPAIGN_TRANSITIONS
-    for status in Status.values
+    (action, status, status in CAMPAIGN_TRANSITIONS[action]) for action in ACTIONS for status in Status.values
 ]
 
 
@@ -103,6 +103,7 @@ def test_transition_table_covers_every_state_and_cancel_stops_at_final_states():
         Status.CANCELLED,
     }
     assert set(CAMPAIGN_TRANSITIONS) == set(CAMPAIGN_TARGETS)
+    assert set(ACTIONS) <= set(CAMPAIGN_TRANSITIONS)
 
 
 def test_create_writes_a_draft_and_a_creation_event(campaign, officer):
@@ -137,6 +138,11 @@ def test_create_refuses_malformed_fields_naming_the_field(officer, areas, fields
         campaign_create(author=officer, **data)
     assert field in refused.value.errors
     assert not Campaign.objects.exists()
+
+
+def test_an_edit_that_changes_nothing_writes_nothing(campaign, officer):
+    campaign_update(campaign=campaign, actor=officer, data={"title": campaign.title, "area_codes": ["35.05"]})
+    assert [e.action for e in audit_history(campaign)] == ["campaign.create"]
 
 
 def test_area_codes_are_stored_sorted_and_without_duplicates(officer, areas):
