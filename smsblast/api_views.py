@@ -1,5 +1,6 @@
-"""Core REST endpoints: SMS text analysis."""
+"""Core REST endpoints: SMS text analysis; shared API helpers."""
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -8,6 +9,16 @@ from rest_framework.views import APIView
 from smsblast import sms
 from smsblast.errors import ServiceInvalid
 from smsblast.roles import IsStaffRole
+
+
+class HashedTokenScheme(OpenApiAuthenticationExtension):
+    """Describe `Authorization: Bearer <token>` in the OpenAPI schema, so Swagger UI can send it."""
+
+    target_class = "smsblast.authentication.HashedTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "A token from `manage.py create_user`."}
 
 
 class StrictCharField(serializers.CharField):
