@@ -588,6 +588,7 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
         DispatchBatch.objects.filter(
             run__in=active_runs, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT], updated_at__lt=stale
         )
+        .exclude(operator__adapter="pull")
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .values_list("pk", "operator__slug")[:5000]
     )

@@ -38,6 +38,8 @@ BACKOFF_CAP_SECONDS = 120.0
 # Runs whose batches may be leased; a paused or cancelled run leases nothing.
 SENDABLE_RUN_STATUSES = (RunStatus.FANNING_OUT, RunStatus.SENDING)
 MAX_REPORTS = 10_000
+# Operators whose adapter is "pull" fetch their batches through the operator API; no task pushes them.
+PULL_ADAPTER = "pull"
 # Report statuses and the delivery states each may overwrite: statuses only move forward, finals never change.
 REPORT_STATUSES = {
     "SUBMITTED": (DeliveryStatus.SUBMITTED, (DeliveryStatus.QUEUED,)),
@@ -76,6 +78,8 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     if batch.status in DispatchBatch.FINAL_STATUSES:
         return "final"
     run = batch.run
+    if batch.operator.adapter == PULL_ADAPTER:
+        return "pull"
     if run.status == RunStatus.CANCELLED:
         return "cancelled"
     if run.status == RunStatus.PAUSED:
@@ -441,20 +445,29 @@ def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -
     postgres = connection.vendor == "postgresql"
     cast_id, cast_time = ("::bigint", "::timestamptz") if postgres else ("", "")
     values = ", ".join([f"(%s{cast_id}, %s, %s, %s, %s{cast_time})"] * len(reports))
-    params: list = []
+    # Raw SQL skips field adaptation: store times as the backend expects (SQLite: naive UTC text).
+    adapt = connection.ops.adapt_datetimefield_value
+    params: list = [adapt(now)]  # updated_at, the first placeholder
     for report in reports:
         target, _ = REPORT_STATUSES[report.status]
-        params += [report.message_id, target, report.operator_ref, report.error_code, report.done_at or now]
-    final_from = (DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED)
+        params += [report.message_id, target, report.operator_ref, report.error_code, adapt(report.done_at or now)]
+    columns = "message_id, status, operator_ref, error_code, done_at"
+    if postgres:
+        reports_table = f"(VALUES {values}) AS reports ({columns})"
+    else:
+        # SQLite names VALUES columns column1…; a CTE would hide the row count from its driver.
+        reports_table = (
+            "(SELECT column1 AS message_id, column2 AS status, column3 AS operator_ref, column4 AS error_code, "  # noqa: S608
+            f"column5 AS done_at FROM (VALUES {values})) AS reports"
+        )
     # Only the table name and placeholders are interpolated; every value is a bound parameter.
     sql = (
-        f"WITH reports (message_id, status, operator_ref, error_code, done_at) AS (VALUES {values}) "  # noqa: S608
-        f"UPDATE {table} SET status = reports.status, operator_ref = reports.operator_ref, "
+        f"UPDATE {table} SET status = reports.status, operator_ref = reports.operator_ref, "  # noqa: S608
         f"error_code = reports.error_code, done_at = reports.done_at, updated_at = %s "
-        f"FROM reports WHERE {table}.id = reports.message_id AND {table}.operator_id = %s "
+        f"FROM {reports_table} WHERE {table}.id = reports.message_id AND {table}.operator_id = %s "
         f"AND ({table}.status = %s OR ({table}.status = %s AND reports.status <> %s))"
     )
-    params += [now, operator.pk, final_from[0], final_from[1], DeliveryStatus.SUBMITTED]
+    params += [operator.pk, DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED, DeliveryStatus.SUBMITTED]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount

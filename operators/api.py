@@ -1,0 +1,152 @@
+"""The operator-facing API: delivery reports, and pull mode for operators that fetch their batches.
+
+Every view authenticates the operator's own token (role `operator`, linked to one Operator) and only ever
+sees or touches that operator's messages and batches.
+"""
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from operators import services
+from operators.models import Operator
+from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
+from smsblast.roles import IsOperator
+
+
+def caller_operator(request) -> Operator:
+    """Return the Operator the request's token belongs to; raise ServiceForbidden if none."""
+    operator = Operator.objects.filter(user=request.user).first()
+    if operator is None:
+        raise ServiceForbidden("This token is not linked to an operator.")
+    return operator
+
+
+_REPORT = inline_serializer(
+    "DeliveryReport",
+    {
+        "message_id": serializers.CharField(),
+        "status": serializers.ChoiceField(choices=list(services.REPORT_STATUSES)),
+        "operator_ref": serializers.CharField(required=False),
+        "error_code": serializers.CharField(required=False),
+        "done_at": serializers.DateTimeField(required=False),
+    },
+)
+
+
+class DeliveryReportsView(APIView):
+    """Apply up to 10,000 delivery reports; statuses only move forward and a repeat changes nothing."""
+
+    permission_classes = [IsOperator]
+
+    @extend_schema(
+        request=inline_serializer("DeliveryReports", {"reports": serializers.ListField(child=_REPORT)}),
+        responses={
+            200: inline_serializer(
+                "DeliveryReportsResult",
+                {
+                    "applied": serializers.IntegerField(),
+                    "unchanged": serializers.IntegerField(),
+                    "rejected": serializers.ListField(child=serializers.DictField()),
+                },
+            )
+        },
+    )
+    def post(self, request):
+        operator = caller_operator(request)
+        try:
+            reports = services.delivery_reports_parse(request.data)
+        except services.ReportsInvalid as exc:
+            raise ServiceInvalid(str(exc)) from None
+        outcome = services.delivery_reports_apply(operator=operator, reports=reports)
+        return Response(outcome.as_dict())
+
+
+def _outbound_json(outbound) -> dict:
+    """Return a claimed batch in the shape of the push body (Operator Batch API v1)."""
+    return {
+        "batch_id": outbound.batch_id,
+        "campaign": {"id": outbound.campaign_id, "title": outbound.campaign_title},
+        "sender": outbound.sender,
+        "text": outbound.text,
+        "encoding": outbound.encoding,
+        "segments": outbound.segments,
+        "priority": outbound.priority,
+        "expires_at": outbound.expires_at,
+        "callback_url": outbound.callback_url,
+        "recipients": [{"message_id": m.message_id, "msisdn": m.msisdn} for m in outbound.recipients],
+    }
+
+
+class OperatorBatchListView(APIView):
+    """List the caller's batches ready to claim (pull mode), oldest first."""
+
+    permission_classes = [IsOperator]
+
+    @extend_schema(parameters=[OpenApiParameter("state", enum=["ready"], required=True)])
+    def get(self, request):
+        operator = caller_operator(request)
+        state = request.query_params.get("state", "ready")
+        if state != "ready":
+            raise ServiceInvalid("state must be 'ready'.")
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(services.batches_ready_for(operator=operator), request, view=self)
+        rows = [
+            {
+                "batch_id": str(batch.pk),
+                "campaign": {"id": batch.run.campaign_id, "title": batch.run.campaign.title},
+                "size": batch.size,
+                "segments": batch.segments,
+                "attempts": batch.attempts,
+                "created_at": batch.created_at,
+            }
+            for batch in page
+        ]
+        return paginator.get_paginated_response(rows)
+
+
+class OperatorBatchClaimView(APIView):
+    """Lease one ready batch to the caller and return its content; ack it once sent."""
+
+    permission_classes = [IsOperator]
+
+    @extend_schema(request=None)
+    def post(self, request, batch_id):
+        operator = caller_operator(request)
+        try:
+            outbound = services.batch_claim(operator=operator, batch_id=batch_id)
+        except LookupError as exc:
+            raise ServiceConflict(str(exc)) from None
+        return Response(_outbound_json(outbound))
+
+
+class OperatorBatchAckView(APIView):
+    """Acknowledge a claimed batch: `{"accepted": N, "rejected": [{"message_id", "reason"}]}`."""
+
+    permission_classes = [IsOperator]
+
+    @extend_schema(
+        request=inline_serializer(
+            "BatchAck",
+            {
+                "accepted": serializers.IntegerField(required=False),
+                "rejected": serializers.ListField(child=serializers.DictField(), required=False),
+            },
+        )
+    )
+    def post(self, request, batch_id):
+        operator = caller_operator(request)
+        body = request.data if isinstance(request.data, dict) else {}
+        accepted = body.get("accepted")
+        rejected = body.get("rejected") or []
+        if accepted is not None and (not isinstance(accepted, int) or isinstance(accepted, bool) or accepted < 0):
+            raise ServiceInvalid("accepted must be a non-negative whole number.")
+        if not isinstance(rejected, list) or not all(isinstance(item, dict) for item in rejected):
+            raise ServiceInvalid('rejected must be a list of {"message_id", "reason"}.')
+        try:
+            outcome = services.batch_ack(operator=operator, batch_id=batch_id, accepted=accepted, rejected=rejected)
+        except LookupError as exc:
+            raise ServiceConflict(str(exc)) from None
+        return Response({"batch_id": str(batch_id), "status": outcome.status}, status=status.HTTP_200_OK)

@@ -1,0 +1,180 @@
+"""The operator API: delivery reports (forward-only, idempotent, scoped) and pull mode."""
+
+import pytest
+
+from campaigns import dispatch
+from campaigns.models import Campaign, Delivery, DispatchBatch
+from operators import services
+from smsblast.models import Role
+from tests.conftest import make_user
+from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
+
+pytestmark = pytest.mark.django_db
+
+REPORTS_URL = "/api/v1/operator/delivery-reports/"
+
+
+@pytest.fixture(autouse=True)
+def dispatch_redis(settings, redis_client, redis_url):
+    settings.REDIS_URL = redis_url
+    ScriptedAdapter.reset()
+
+
+@pytest.fixture
+def world(api_client_for):
+    """A run fanned out to two operators (3 recipients each), each operator with its own API client."""
+    campaign = approved_campaign()
+    operators = operators_and_subscribers(counts={"tsel": 3, "isat": 3}, batch_size=10)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    dispatch.run_fan_out(run_id=run.pk)
+    clients = {}
+    for slug, operator in operators.items():
+        operator.user = make_user(f"{slug}-api", Role.OPERATOR)
+        operator.save()
+        clients[slug] = api_client_for(operator.user)
+    ids = {
+        slug: [str(pk) for pk in Delivery.objects.filter(operator=op).order_by("pk").values_list("pk", flat=True)]
+        for slug, op in operators.items()
+    }
+    return {"run": run, "operators": operators, "clients": clients, "ids": ids}
+
+
+def _report(message_id, status, **extra):
+    return {"message_id": message_id, "status": status, **extra}
+
+
+def test_reports_move_statuses_forward_and_a_repeat_changes_nothing(world):
+    client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
+    body = {
+        "reports": [
+            _report(ids[0], "DELIVERED", operator_ref="T-1", done_at="2021-07-07T13:00:05+07:00"),
+            _report(ids[1], "SUBMITTED"),
+            _report(ids[2], "UNDELIVERED", error_code="absent_subscriber"),
+        ]
+    }
+    response = client.post(REPORTS_URL, body, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"applied": 3, "unchanged": 0, "rejected": []}
+    first = Delivery.objects.get(pk=ids[0])
+    assert (first.status, first.operator_ref) == ("delivered", "T-1")
+    assert first.done_at.isoformat() == "2021-07-07T06:00:05+00:00"
+    assert Delivery.objects.get(pk=ids[2]).error_code == "absent_subscriber"
+
+    again = client.post(REPORTS_URL, body, format="json")
+    assert again.json() == {"applied": 0, "unchanged": 3, "rejected": []}
+
+
+def test_a_late_submitted_never_overwrites_a_final_status(world):
+    client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
+    client.post(REPORTS_URL, {"reports": [_report(ids[0], "DELIVERED")]}, format="json")
+    late_reports = [_report(ids[0], "SUBMITTED"), _report(ids[0], "EXPIRED")]
+    late = client.post(REPORTS_URL, {"reports": late_reports}, format="json")
+    assert late.json()["applied"] == 0
+    assert Delivery.objects.get(pk=ids[0]).status == "delivered"
+    # submitted → final still moves forward.
+    client.post(REPORTS_URL, {"reports": [_report(ids[1], "SUBMITTED")]}, format="json")
+    moved = client.post(REPORTS_URL, {"reports": [_report(ids[1], "REJECTED")]}, format="json")
+    assert moved.json()["applied"] == 1
+    assert Delivery.objects.get(pk=ids[1]).status == "rejected"
+
+
+def test_another_operators_messages_are_rejected_not_applied(world):
+    client = world["clients"]["tsel"]
+    theirs = world["ids"]["isat"][0]
+    response = client.post(
+        REPORTS_URL,
+        {"reports": [_report(theirs, "DELIVERED"), _report("999999999", "DELIVERED"), _report("abc", "DELIVERED")]},
+        format="json",
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["applied"] == 0
+    assert {item["message_id"] for item in body["rejected"]} == {theirs, "999999999", "abc"}
+    assert Delivery.objects.get(pk=theirs).status == "queued"
+
+
+def test_more_than_ten_thousand_reports_are_refused(world):
+    client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
+    body = {"reports": [_report(ids[0], "DELIVERED")] * (services.MAX_REPORTS + 1)}
+    response = client.post(REPORTS_URL, body, format="json")
+    assert response.status_code == 400
+    assert "10000" in response.json()["detail"]
+    assert Delivery.objects.get(pk=ids[0]).status == "queued"
+
+
+def test_ten_thousand_reports_apply_in_one_request(world):
+    client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
+    body = {"reports": [_report(ids[i % 3], "DELIVERED") for i in range(services.MAX_REPORTS)]}
+    response = client.post(REPORTS_URL, body, format="json")
+    assert response.status_code == 200
+    assert response.json()["applied"] == 3
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"reports": "nope"},
+        {"reports": [{"message_id": "1", "status": "READ"}]},
+        {"reports": [{"status": "DELIVERED"}]},
+        {"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "yesterday"}]},
+        [],
+    ],
+)
+def test_malformed_reports_are_refused_with_a_message(world, body):
+    response = world["clients"]["tsel"].post(REPORTS_URL, body, format="json")
+    assert response.status_code == 400
+    assert response.json()["detail"]
+
+
+def test_only_operators_may_report(world, api_client_for, officer):
+    response = api_client_for(officer).post(REPORTS_URL, {"reports": []}, format="json")
+    assert response.status_code == 403
+    unlinked = api_client_for(make_user("lonely-operator", Role.OPERATOR))
+    assert unlinked.post(REPORTS_URL, {"reports": []}, format="json").status_code == 403
+
+
+def test_reports_complete_the_run_once_every_delivery_is_final(world):
+    run = world["run"]
+    for batch in DispatchBatch.objects.filter(run=run):
+        assert services.batch_send(batch_id=batch.pk) == "accepted"
+    for slug in ("tsel", "isat"):
+        reports = [_report(message_id, "DELIVERED") for message_id in world["ids"][slug]]
+        world["clients"][slug].post(REPORTS_URL, {"reports": reports}, format="json")
+    run = dispatch.run_check_complete(run_id=run.pk)
+    assert run.status == "completed"
+
+
+# --- pull mode -------------------------------------------------------------------------------
+
+
+def test_a_pulling_operator_lists_claims_and_acks_its_own_batches(world):
+    operator = world["operators"]["tsel"]
+    operator.adapter = services.PULL_ADAPTER
+    operator.save()
+    client = world["clients"]["tsel"]
+    (batch,) = DispatchBatch.objects.filter(operator=operator)
+    assert services.batch_send(batch_id=batch.pk) == "pull"  # no push for a pulling operator
+
+    listed = client.get("/api/v1/operator/batches/?state=ready").json()
+    assert [row["batch_id"] for row in listed["results"]] == [str(batch.pk)]
+
+    claimed = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+    assert claimed.status_code == 200
+    assert {r["message_id"] for r in claimed.json()["recipients"]} == set(world["ids"]["tsel"])
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 409
+    assert client.get("/api/v1/operator/batches/?state=ready").json()["results"] == []
+
+    rejected = [{"message_id": world["ids"]["tsel"][0], "reason": "blacklisted"}]
+    acked = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"rejected": rejected}, format="json")
+    assert acked.status_code == 200 and acked.json()["status"] == "accepted"
+    batch.refresh_from_db()
+    assert batch.status == "accepted" and batch.accepted_count == 2
+    assert Delivery.objects.get(pk=world["ids"]["tsel"][0]).status == "rejected"
+
+
+def test_an_operator_cannot_claim_another_operators_batch(world):
+    (theirs,) = DispatchBatch.objects.filter(operator=world["operators"]["isat"])
+    response = world["clients"]["tsel"].post(f"/api/v1/operator/batches/{theirs.pk}/claim/")
+    assert response.status_code == 409
+    assert DispatchBatch.objects.get(pk=theirs.pk).status == "pending"
