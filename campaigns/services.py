@@ -322,6 +322,10 @@ def campaign_cancel(*, campaign: Campaign, actor: User, reason: str = "") -> Cam
         to_state=Status.CANCELLED,
         details=details,
     )
+    # Stop its unfinished runs too: unsent batches and their deliveries are cancelled in this transaction.
+    from campaigns.dispatch import campaign_runs_cancel
+
+    campaign_runs_cancel(campaign=campaign, actor=actor)
     return campaign
 
 

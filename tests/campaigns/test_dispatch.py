@@ -252,7 +252,6 @@ def test_cancel_stops_the_run_and_cancels_unsent_deliveries():
     assert batch_send(batch_id=first.pk) == "accepted"
     campaign = run.campaign
     campaign_cancel(campaign=campaign, actor=campaign.author)
-    dispatch.campaign_runs_cancel(campaign=campaign, actor=campaign.author)
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
     assert {b.status for b in DispatchBatch.objects.filter(pk__in=[b.pk for b in rest])} == {"cancelled"}
     assert Delivery.objects.filter(batch=first, status="queued").count() == first.size  # sent: reports decide
