@@ -47,6 +47,11 @@ STATUS_LABELS = {
     "failing": _("failing"),
     "circuit_open": _("circuit open"),
     "idle": _("idle"),
+    # Campaign mode and priority
+    "targeted": _("targeted"),
+    "area_broadcast": _("area broadcast"),
+    "normal": _("normal"),
+    "urgent": _("urgent"),
 }
 
 ACTION_LABELS = {

@@ -1,0 +1,50 @@
+"""Chromium from Debian driven by Playwright; tests here are marked `browser` and skip only without the binary."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import pytest_collection_modifyitems, stack  # noqa: F401 - shared harness
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PHONE_VIEWPORT = {"width": 360, "height": 740}
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Start Debian's Chromium once per session through Playwright (never a downloaded browser)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (Debian package `chromium`)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls of the test are still synchronous.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(chromium):
+    """Return a factory of pages, each in its own browser context (own cookies), closed after the test."""
+    contexts = []
+
+    def build(*, viewport: dict | None = None, language: str = "id-ID"):
+        context = chromium.new_context(viewport=viewport or {"width": 1280, "height": 900}, locale=language)
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield build
+    for context in contexts:
+        context.close()

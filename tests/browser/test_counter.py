@@ -1,0 +1,127 @@
+"""The page's segment counter (static/js/sms-counter.js) agrees with smsblast.sms.analyze, run in Chromium."""
+
+import random
+from pathlib import Path
+
+import pytest
+
+from smsblast.sms import TextError, analyze
+
+pytestmark = pytest.mark.browser
+
+COUNTER_JS = Path(__file__).resolve().parent.parent.parent / "static" / "js" / "sms-counter.js"
+EMOJI = "\U0001f637"  # face with medical mask: a surrogate pair in UTF-16
+
+# The boundary table of the text rules: 160/161, 153·n, 70/71, 67·n, an escape pair and an emoji straddling a part.
+BOUNDARY_TEXTS = [
+    "a" * 160,
+    "a" * 161,
+    "a" * 153 * 2,
+    "a" * (153 * 2 + 1),
+    "a" * 153 * 3,
+    "a" * (153 * 3 + 1),
+    "a" * 153 * 10,
+    "a" * 159 + "€",
+    "a" * 158 + "€",
+    "a" * 152 + "€" + "a" * 10,
+    "a" * 153 + "[" + "a" * 10,
+    "é" * 70,
+    "é" * 69 + "ç",
+    "ç" * 70,
+    "ç" * 71,
+    "ç" * 67 * 2,
+    "ç" * (67 * 2 + 1),
+    "ç" * 67 * 5,
+    "ç" * 69 + EMOJI,
+    "ç" * 68 + EMOJI,
+    "ç" * 66 + EMOJI + "ç" * 10,
+    EMOJI * 35,
+    EMOJI * 36,
+    "Tetap “pakai masker” – jaga jarak… ",
+    "Harga\u00a0Rp 10.000\u200b",
+    "\f^{}\\[~]|€",
+    "line one\nline two\r\n",
+    "Ångström ñ ü ß Ø Δ ¿¡",
+    "Ả",
+    "\t indented",
+]
+
+RANDOM_ALPHABET = (
+    "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJ 0123456789 .,!?-'\"\n"
+    "€[]{}^~|\\"
+    "éèàÄÖÑÜäöñüÇØøÅåΔΦΓΛΩΠΨΣΘΞÆæß"
+    "“”‘’–—…\u00a0\u200b"
+    "çãõáíóúâêôšž"
+    "中文ภาษาไทย"
+    "\U0001f637\U0001f489\U0001f1ee\U0001f1e9"
+)
+
+FIELDS = ("encoding", "length", "units", "segments", "per_segment", "remaining", "suggestion", "suggestion_segments")
+
+
+def server_view(text: str) -> dict:
+    try:
+        result = analyze(text).as_dict()
+    except TextError:
+        return {"error": True}
+    view = {field: result[field] for field in FIELDS}
+    view["parts"] = result["parts"]
+    view["non_gsm"] = [(item["position"], item["char"], item["replacement"]) for item in result["non_gsm"]]
+    return view
+
+
+def browser_view(result: dict) -> dict:
+    if result["error"]:
+        return {"error": True}
+    view = {field: result[field] for field in FIELDS}
+    view["parts"] = result["parts"]
+    view["non_gsm"] = [(item["position"], item["char"], item["replacement"]) for item in result["non_gsm"]]
+    return view
+
+
+def random_texts(count: int, seed: int = 20210701) -> list[str]:
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        length = rng.choice([rng.randint(1, 80), rng.randint(60, 200), rng.randint(140, 700), rng.randint(600, 1600)])
+        # Mostly plain text, with a few characters from the troublesome end of the alphabet.
+        plain = rng.random() < 0.5
+        chars = []
+        for _ in range(length):
+            if plain or rng.random() < 0.9:
+                chars.append(rng.choice(RANDOM_ALPHABET[:60]))
+            else:
+                chars.append(rng.choice(RANDOM_ALPHABET))
+        texts.append("".join(chars))
+    return texts
+
+
+@pytest.fixture
+def counter_page(new_page):
+    page = new_page()
+    page.set_content("<!doctype html><html><body></body></html>")
+    page.add_script_tag(path=str(COUNTER_JS))
+    return page
+
+
+def test_counter_agrees_with_the_server_on_the_boundary_table(counter_page):
+    results = counter_page.evaluate("texts => texts.map(t => SmsCounter.analyze(t))", BOUNDARY_TEXTS)
+    for text, result in zip(BOUNDARY_TEXTS, results, strict=True):
+        assert browser_view(result) == server_view(text), repr(text)
+
+
+def test_counter_agrees_with_the_server_on_random_texts(counter_page):
+    texts = random_texts(600)
+    results = counter_page.evaluate("texts => texts.map(t => SmsCounter.analyze(t))", texts)
+    disagreements = [
+        text for text, result in zip(texts, results, strict=True) if browser_view(result) != server_view(text)
+    ]
+    assert not disagreements, disagreements[:3]
+
+
+def test_counter_refuses_what_the_server_refuses(counter_page):
+    for text in ["", "   ", "\u200b\u200b", "a" * (153 * 10 + 1), "ç" * (67 * 10 + 1)]:
+        result = counter_page.evaluate("t => SmsCounter.analyze(t)", text)
+        assert result["error"], repr(text)
+        with pytest.raises(TextError):
+            analyze(text)
