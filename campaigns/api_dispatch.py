@@ -1,5 +1,119 @@
-"""Campaign API actions for the send pipeline."""
+"""Campaign API actions for the send pipeline: schedule, pause, resume, runs, deliveries, report.csv."""
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.decorators import action
+from rest_framework.pagination import LimitOffsetPagination
+
+from campaigns import dispatch
+from campaigns.dispatch_selectors import (
+    PROGRESS_STATUSES,
+    campaign_deliveries,
+    campaign_report_rows,
+    effective_status,
+    run_progress,
+)
+from smsblast.api_views import validated
+from smsblast.errors import ServiceInvalid
+from smsblast.roles import IsStaffRole
+
+
+class ScheduleSerializer(serializers.Serializer):
+    schedule = serializers.JSONField(
+        help_text=(
+            'Local times in the area\'s zone, e.g. {"kind": "daily", "time": "13:00", "weekday_times": {"4": "10:00"}, '
+            '"until": "2021-12-31", "quiet_hours": {"start": "21:00", "end": "06:00"}}; kinds: now, once (with "at"), '
+            "daily, weekly (with weekdays, Monday = 0)."
+        )
+    )
+
+
+class DeliverySerializer(serializers.Serializer):
+    message_id = serializers.IntegerField(source="pk")
+    run = serializers.IntegerField(source="run_id")
+    msisdn = serializers.CharField()
+    operator = serializers.SerializerMethodField()
+    status = serializers.SerializerMethodField()
+    reason = serializers.CharField()
+    operator_ref = serializers.CharField()
+    error_code = serializers.CharField()
+    done_at = serializers.DateTimeField()
+
+    def get_operator(self, delivery) -> str:
+        return delivery.operator.slug if delivery.operator else ""
+
+    def get_status(self, delivery) -> str:
+        return effective_status(delivery.status, delivery.batch.status if delivery.batch else None)
 
 
 class CampaignDispatchActionsMixin:
-    """Scheduling and run-control actions (schedule, pause, resume, runs, deliveries, report.csv)."""
+    """Scheduling and run-control actions (schedule, pause, resume, runs, deliveries, report.csv).
+
+    Mixed into CampaignViewSet, which supplies get_object (the campaigns the caller may see) and
+    detail_response. Services check who may act on the campaign.
+    """
+
+    @extend_schema(request=ScheduleSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsStaffRole])
+    def schedule(self, request, pk=None):
+        """Set the schedule: on an approved campaign, its approved schedule arms it; any change returns it to draft."""
+        campaign = self.get_object()
+        data = validated(ScheduleSerializer(data=request.data))
+        campaign = dispatch.campaign_schedule(campaign=campaign, user=request.user, schedule=data["schedule"])
+        return self.detail_response(campaign)
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"], permission_classes=[IsStaffRole])
+    def pause(self, request, pk=None):
+        """Stop sending new batches within a second; batches already with the operator finish."""
+        campaign = dispatch.campaign_pause(campaign=self.get_object(), actor=request.user)
+        return self.detail_response(campaign)
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"], permission_classes=[IsStaffRole])
+    def resume(self, request, pk=None):
+        """Continue a paused campaign."""
+        campaign = dispatch.campaign_resume(campaign=self.get_object(), actor=request.user)
+        return self.detail_response(campaign)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"], permission_classes=[IsStaffRole])
+    def runs(self, request, pk=None):
+        """Return each run's progress (counts by status, batches, segments sent, cost), per operator, newest first."""
+        campaign = self.get_object()
+        paginator = LimitOffsetPagination()
+        runs = paginator.paginate_queryset(campaign.runs.order_by("-scheduled_for", "-id"), request, view=self)
+        return paginator.get_paginated_response([run_progress(run) for run in runs])
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", enum=PROGRESS_STATUSES),
+            OpenApiParameter("run", int, description="Only this run's deliveries."),
+        ],
+        responses={200: DeliverySerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"], permission_classes=[IsStaffRole])
+    def deliveries(self, request, pk=None):
+        """List the campaign's deliveries (paginated), optionally one status or one run."""
+        campaign = self.get_object()
+        status = request.query_params.get("status") or None
+        if status and status not in PROGRESS_STATUSES:
+            raise ServiceInvalid(f"Unknown status {status!r}; use one of {', '.join(PROGRESS_STATUSES)}.")
+        run = request.query_params.get("run") or None
+        if run is not None and not run.isdigit():
+            raise ServiceInvalid("run must be a run id.")
+        queryset = campaign_deliveries(campaign, status=status, run_id=int(run) if run else None)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
+
+    @extend_schema(responses={(200, "text/csv"): inline_serializer("ReportCsv", {})})
+    @action(detail=True, methods=["get"], url_path=r"report\.csv", permission_classes=[IsStaffRole])
+    def report_csv(self, request, pk=None):
+        """Stream every delivery of every run as CSV (one row per recipient per run)."""
+        campaign = self.get_object()
+        response = StreamingHttpResponse(campaign_report_rows(campaign), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-report.csv"'
+        return response

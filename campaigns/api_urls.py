@@ -1,3 +1,4 @@
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from campaigns.api import CampaignViewSet
@@ -5,4 +6,8 @@ from campaigns.api import CampaignViewSet
 router = SimpleRouter()
 router.register("campaigns", CampaignViewSet, basename="campaign")
 
-urlpatterns: list = [*router.urls]
+urlpatterns: list = [
+    # The report is a file: served without the trailing slash the router adds.
+    path("campaigns/<int:pk>/report.csv", CampaignViewSet.as_view({"get": "report_csv"}), name="campaign-report-csv"),
+    *router.urls,
+]

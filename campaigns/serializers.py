@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from campaigns.dispatch_selectors import campaign_progress
 from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
 from campaigns.selectors import campaign_audience, campaign_history
 from campaigns.services import SENDER_MAX_LENGTH, campaign_allowed_actions, campaign_content_hash
@@ -95,6 +96,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
     approval = serializers.SerializerMethodField()
     allowed_actions = serializers.SerializerMethodField()
     history = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
 
     class Meta:
         model = Campaign
@@ -127,8 +129,13 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
             "approval",
             "allowed_actions",
             "history",
+            "progress",
         ]
         read_only_fields = fields
+
+    def get_progress(self, campaign: Campaign) -> dict | None:
+        """Return the latest run's progress (see campaigns.dispatch_selectors.run_progress), or None."""
+        return campaign_progress(campaign)
 
     def get_content_hash(self, campaign: Campaign) -> str:
         return campaign_content_hash(campaign)

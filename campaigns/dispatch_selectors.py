@@ -1,0 +1,174 @@
+"""Reads over runs: progress per run and per operator, deliveries, and the streamed CSV report."""
+
+import csv
+from collections.abc import Iterator
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet, Sum
+
+from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
+from operators.models import Operator
+
+DeliveryStatus = Delivery.Status
+BatchStatus = DispatchBatch.Status
+# Every delivery status, in the order the progress bar shows them.
+PROGRESS_STATUSES = [status.value for status in DeliveryStatus]
+
+
+def effective_status(status: str, batch_status: str | None) -> str:
+    """Return the status to show: a queued message of an accepted batch has been submitted to the operator."""
+    if status == DeliveryStatus.QUEUED and batch_status == BatchStatus.ACCEPTED:
+        return DeliveryStatus.SUBMITTED
+    return status
+
+
+def run_progress(run: CampaignRun) -> dict[str, Any]:
+    """Return the run's progress: counts by status, batches, segments sent and cost so far, overall and per operator.
+
+    Deliveries are written once at fan-out and the batch carries "submitted", so a queued delivery whose batch
+    the operator accepted counts as submitted. Segments and cost count the messages operators accepted.
+    Two grouped queries, whatever the size of the run.
+    """
+    operators = {op.pk: op for op in Operator.objects.all()}
+    per_operator: dict[int | None, dict[str, Any]] = {}
+
+    def bucket(operator_id: int | None) -> dict[str, Any]:
+        if operator_id not in per_operator:
+            operator = operators.get(operator_id)
+            per_operator[operator_id] = {
+                "slug": operator.slug if operator else "",
+                "name": operator.name if operator else "No operator",
+                "counts": dict.fromkeys(PROGRESS_STATUSES, 0),
+                "batches": {},
+                "segments_sent": 0,
+                "cost": 0,
+            }
+        return per_operator[operator_id]
+
+    rows = run.deliveries.values_list("operator_id", "status", "batch__status").annotate(n=Count("id")).order_by()
+    for operator_id, status, batch_status, n in rows:
+        bucket(operator_id)["counts"][effective_status(status, batch_status)] += n
+    batch_rows = run.batches.values_list("operator_id", "status").annotate(
+        n=Count("id"), accepted=Sum("accepted_count")
+    )
+    for operator_id, status, n, accepted in batch_rows.order_by():
+        entry = bucket(operator_id)
+        entry["batches"][status] = n
+        if status == BatchStatus.ACCEPTED:
+            segments = (accepted or 0) * run.segments
+            entry["segments_sent"] += segments
+            operator = operators.get(operator_id)
+            entry["cost"] += segments * (operator.tariff_per_segment if operator else 0)
+
+    totals = dict.fromkeys(PROGRESS_STATUSES, 0)
+    batches: dict[str, int] = {}
+    for entry in per_operator.values():
+        for status, n in entry["counts"].items():
+            totals[status] += n
+        for status, n in entry["batches"].items():
+            batches[status] = batches.get(status, 0) + n
+    recipients = sum(totals.values())
+    final = sum(totals[status] for status in Delivery.FINAL_STATUSES)
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "scheduled_for": run.scheduled_for,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "expires_at": run.expires_at,
+        "fanout_done": run.fanout_done,
+        "segments_per_message": run.segments,
+        "recipients": recipients,
+        "final": final,
+        "percent_final": round(100 * final / recipients, 1) if recipients else (100.0 if run.fanout_done else 0.0),
+        "counts": totals,
+        "batches": batches,
+        "segments_sent": sum(entry["segments_sent"] for entry in per_operator.values()),
+        "cost": sum(entry["cost"] for entry in per_operator.values()),
+        "operators": sorted(per_operator.values(), key=lambda entry: (entry["slug"] == "", entry["name"])),
+    }
+
+
+def campaign_progress(campaign: Campaign) -> dict[str, Any] | None:
+    """Return the progress of the campaign's latest run, or None before its first run."""
+    run = campaign.runs.order_by("-scheduled_for", "-id").first()
+    return run_progress(run) if run else None
+
+
+def campaign_deliveries(campaign: Campaign, *, status: str | None = None, run_id: int | None = None) -> QuerySet:
+    """Return the campaign's deliveries, newest run first, filtered by shown status and run."""
+    queryset = Delivery.objects.filter(run__campaign=campaign).select_related("operator", "batch")
+    if run_id is not None:
+        queryset = queryset.filter(run_id=run_id)
+    if status == DeliveryStatus.SUBMITTED:
+        # The shown "submitted" includes queued messages of accepted batches.
+        queryset = queryset.filter(
+            Q(status=DeliveryStatus.SUBMITTED) | Q(status=DeliveryStatus.QUEUED, batch__status=BatchStatus.ACCEPTED)
+        )
+    elif status == DeliveryStatus.QUEUED:
+        queryset = queryset.filter(status=DeliveryStatus.QUEUED).exclude(batch__status=BatchStatus.ACCEPTED)
+    elif status:
+        queryset = queryset.filter(status=status)
+    return queryset.order_by("-run_id", "id")
+
+
+REPORT_COLUMNS = [
+    "run_id",
+    "scheduled_for",
+    "message_id",
+    "msisdn",
+    "operator",
+    "status",
+    "reason",
+    "operator_ref",
+    "error_code",
+    "done_at",
+]
+
+
+class _Echo:
+    """A file-like object whose write returns the line, for streaming csv.writer output."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def campaign_report_rows(campaign: Campaign) -> Iterator[str]:
+    """Yield the campaign's delivery report as CSV lines, streamed from the database in chunks."""
+    writer = csv.writer(_Echo())
+    yield writer.writerow(REPORT_COLUMNS)
+    runs = dict(campaign.runs.values_list("pk", "scheduled_for"))
+    slugs = dict(Operator.objects.values_list("pk", "slug"))
+    rows = (
+        Delivery.objects.filter(run__campaign=campaign)
+        .order_by("run_id", "id")
+        .values_list(
+            "run_id",
+            "id",
+            "msisdn",
+            "operator_id",
+            "status",
+            "batch__status",
+            "reason",
+            "operator_ref",
+            "error_code",
+            "done_at",
+        )
+    )
+    for run_id, message_id, msisdn, operator_id, status, batch_status, reason, ref, code, done_at in rows.iterator(
+        chunk_size=5000
+    ):
+        yield writer.writerow(
+            [
+                run_id,
+                runs[run_id].isoformat() if run_id in runs else "",
+                message_id,
+                msisdn,
+                slugs.get(operator_id, ""),
+                effective_status(status, batch_status),
+                reason,
+                ref,
+                code,
+                done_at.isoformat() if done_at else "",
+            ]
+        )

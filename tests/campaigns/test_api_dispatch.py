@@ -1,0 +1,116 @@
+"""Campaign API actions of the send pipeline: schedule, pause, resume, runs, deliveries, report.csv."""
+
+import csv
+import io
+
+import pytest
+
+from campaigns import dispatch
+from campaigns.models import Campaign, DispatchBatch
+from operators import services
+from operators.gateways.base import BatchResult, Outcome
+from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def dispatch_redis(settings, redis_client, redis_url):
+    settings.REDIS_URL = redis_url
+    ScriptedAdapter.reset()
+
+
+@pytest.fixture
+def sent_run():
+    """A run over two operators (tariffs 250 and 200), one batch accepted with a rejection, one failed."""
+    campaign = approved_campaign()
+    operators = operators_and_subscribers(counts={"tsel": 3, "isat": 2}, batch_size=10)
+    operators["isat"].tariff_per_segment = 200
+    operators["isat"].save()
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign, segments=2)
+    dispatch.run_fan_out(run_id=run.pk)
+    tsel_batch = DispatchBatch.objects.get(run=run, operator=operators["tsel"])
+    rejected_id = str(tsel_batch.deliveries.order_by("pk").first().pk)
+    ScriptedAdapter.reset(
+        BatchResult(outcome=Outcome.ACCEPTED, accepted=2, rejected=[(rejected_id, "invalid")]),
+        BatchResult(outcome=Outcome.FAILED, status_code=401, error="bad key"),
+    )
+    assert services.batch_send(batch_id=tsel_batch.pk) == "accepted"
+    isat_batch = DispatchBatch.objects.get(run=run, operator=operators["isat"])
+    assert services.batch_send(batch_id=isat_batch.pk) == "failed"
+    return run
+
+
+def test_schedule_arms_an_approved_campaign(api_client_for):
+    campaign = approved_campaign(schedule={"kind": "now"})
+    client = api_client_for(campaign.author)
+    response = client.post(f"/api/v1/campaigns/{campaign.pk}/schedule/", {"schedule": {"kind": "now"}}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "scheduled"
+    assert response.json()["next_run_at"]
+
+
+def test_a_bad_schedule_is_a_400_naming_the_problem(api_client_for):
+    campaign = approved_campaign()
+    client = api_client_for(campaign.author)
+    response = client.post(
+        f"/api/v1/campaigns/{campaign.pk}/schedule/", {"schedule": {"kind": "daily", "time": "25:00"}}, format="json"
+    )
+    assert response.status_code == 400
+    assert "time" in response.json()["detail"]
+
+
+def test_pause_and_resume_over_the_api(api_client_for, sent_run):
+    client = api_client_for(sent_run.campaign.author)
+    base = f"/api/v1/campaigns/{sent_run.campaign_id}"
+    assert client.post(f"{base}/resume/").status_code == 409
+    assert client.post(f"{base}/pause/").json()["status"] == "paused"
+    assert client.post(f"{base}/resume/").json()["status"] == "sending"
+
+
+def test_runs_show_progress_per_operator_with_segments_and_cost(api_client_for, sent_run, approver):
+    response = api_client_for(approver).get(f"/api/v1/campaigns/{sent_run.campaign_id}/runs/")
+    assert response.status_code == 200
+    (progress,) = response.json()["results"]
+    assert progress["recipients"] == 5
+    assert progress["counts"]["submitted"] == 2  # queued in an accepted batch
+    assert progress["counts"]["rejected"] == 1
+    assert progress["counts"]["failed"] == 2
+    assert progress["batches"] == {"accepted": 1, "failed": 1}
+    # 2 accepted messages × 2 segments × Rp 250; the failed operator costs nothing.
+    assert progress["segments_sent"] == 4 and progress["cost"] == 1000
+    by_slug = {entry["slug"]: entry for entry in progress["operators"]}
+    assert by_slug["isat"]["counts"]["failed"] == 2 and by_slug["isat"]["cost"] == 0
+
+
+def test_campaign_detail_carries_the_latest_run_progress(api_client_for, sent_run):
+    detail = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/").json()
+    assert detail["progress"]["id"] == sent_run.pk
+    assert detail["progress"]["final"] == 3
+
+
+def test_deliveries_are_paginated_and_filtered_by_shown_status(api_client_for, sent_run):
+    client = api_client_for(sent_run.campaign.author)
+    base = f"/api/v1/campaigns/{sent_run.campaign_id}/deliveries/"
+    page = client.get(base, {"limit": 2}).json()
+    assert page["count"] == 5 and len(page["results"]) == 2
+    submitted = client.get(base, {"status": "submitted"}).json()
+    assert submitted["count"] == 2
+    assert {row["status"] for row in submitted["results"]} == {"submitted"}
+    assert client.get(base, {"status": "bogus"}).status_code == 400
+
+
+def test_report_csv_streams_one_row_per_delivery(api_client_for, sent_run):
+    response = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert len(rows) == 5
+    assert sorted(row["status"] for row in rows) == ["failed", "failed", "rejected", "submitted", "submitted"]
+    assert {row["operator"] for row in rows} == {"tsel", "isat"}
+
+
+def test_operators_cannot_read_campaign_runs(api_client_for, sent_run, operator_user):
+    response = api_client_for(operator_user).get(f"/api/v1/campaigns/{sent_run.campaign_id}/runs/")
+    assert response.status_code == 403
