@@ -105,11 +105,21 @@ class Area(models.Model):
 class Subscriber(models.Model):
     """A phone number that may receive targeted campaigns."""
 
-    msisdn = models.CharField(max_length=16, unique=True)  # E.164, "+62812..."
-    # area_id holds the Kemendagri code itself, so subtree filters need no join.
-    area = models.ForeignKey(Area, null=True, blank=True, on_delete=models.PROTECT, related_name="subscribers")
+    msisdn = models.CharField(max_length=16)  # E.164, "+62812..."; unique (see Meta)
+    # area_id holds the Kemendagri code itself, so subtree filters need no join. Indexed by
+    # subscriber_area_prefix_idx alone, which serves equality as well as prefix lookups.
+    area = models.ForeignKey(
+        Area, null=True, blank=True, on_delete=models.PROTECT, related_name="subscribers", db_index=False
+    )
+    # No database constraint: a million-row import would pay a trigger per row for it, and the import
+    # takes operators from the operator table itself. Django still applies SET_NULL when one is deleted.
     operator = models.ForeignKey(
-        "operators.Operator", null=True, blank=True, on_delete=models.SET_NULL, related_name="subscribers"
+        "operators.Operator",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="subscribers",
+        db_constraint=False,
     )
     name = models.CharField(max_length=120, blank=True)
     language = models.CharField(max_length=8, default="id")
@@ -123,6 +133,11 @@ class Subscriber(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["area"], name="subscriber_area_prefix_idx", opclasses=["varchar_pattern_ops"]),
+        ]
+        constraints = [
+            # A constraint rather than unique=True, which on PostgreSQL adds a second (LIKE) index that every
+            # imported row would pay for.
+            models.UniqueConstraint(fields=["msisdn"], name="subscriber_msisdn_unique"),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,202 @@
+"""Reading subscriber CSV files: layout detection, streaming rows and checking each cell; no Django import.
+
+A file is read line by line from disk, so its size never matters for memory. Accepted forms:
+
+- UTF-8 with or without a byte-order mark;
+- comma, semicolon (spreadsheets set to Indonesian export those) or tab between fields, chosen by
+  counting them in the header line;
+- a header row naming the columns in Indonesian or English (see ``COLUMN_ALIASES``); only the number
+  column is required.
+"""
+
+import csv
+import functools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from smsblast.text import search_key
+
+# Field -> header names meaning it, compared after `header_key` (lower case, "_" for spaces, dots and dashes).
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "number": ("msisdn", "nomor", "no_hp", "hp", "phone", "nomor_hp", "no_telp", "telepon", "phone_number", "mobile"),
+    "area": ("kode_wilayah", "area_code", "kode", "wilayah", "area"),
+    "name": ("nama", "name", "nama_lengkap", "full_name"),
+    "language": ("bahasa", "language", "lang"),
+    "latitude": ("latitude", "lat", "lintang"),
+    "longitude": ("longitude", "lon", "lng", "long", "bujur"),
+}
+_FIELD_BY_HEADER = {alias: field for field, aliases in COLUMN_ALIASES.items() for alias in aliases}
+DELIMITERS = (",", ";", "\t")
+
+# Languages a subscriber may be written to in; spreadsheets often spell them out.
+_LANGUAGE_BY_WORD = {
+    "id": "id",
+    "ind": "id",
+    "indonesia": "id",
+    "bahasa_indonesia": "id",
+    "en": "en",
+    "eng": "en",
+    "english": "en",
+    "inggris": "en",
+    "bahasa_inggris": "en",
+}
+
+_AREA_DOTTED = re.compile(r"\d{2}(?:\.\d{2}(?:\.\d{2}(?:\.\d{4})?)?)?", re.ASCII)
+# Undotted codes as a spreadsheet may hold them: 35, 3505, 350501, 3505012001.
+_AREA_UNDOTTED = re.compile(r"(\d{2})(?:(\d{2})(?:(\d{2})(\d{4})?)?)?", re.ASCII)
+
+# How many bytes are looked at to decide whether an upload is a CSV text at all.
+SNIFF_BYTES = 64 * 1024
+
+
+class Reject:
+    """Why a row was refused, besides the phone-number reasons of smsblast.phones.Reason."""
+
+    MISSING_NUMBER = "missing_number"  # the number cell is empty or the row is too short to have one
+    UNKNOWN_AREA = "unknown_area"  # an area code that is not a Kemendagri code in the area table
+    INVALID_LANGUAGE = "invalid_language"  # neither Indonesian nor English
+    INVALID_COORDINATES = "invalid_coordinates"  # not numbers, or outside Indonesia's bounding box
+
+
+class FileRefused(ValueError):
+    """The file cannot be imported at all; the message says why, for the person who uploaded it."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a file's rows are laid out: the delimiter and the column of each known field."""
+
+    delimiter: str
+    columns: dict[str, int]  # field -> 0-based column index
+    header: list[str]
+
+
+def header_key(name: str) -> str:
+    """Return a header cell as the key looked up in COLUMN_ALIASES ("No. HP" -> "no_hp")."""
+    key = search_key(name.lstrip("\ufeff"))
+    key = re.sub(r"[\s.\-/]+", "_", key)
+    return key.strip("_")
+
+
+def delimiter_of(header_line: str) -> str:
+    """Return the delimiter used in a header line: the most frequent of comma, semicolon and tab."""
+    counts = {delimiter: header_line.count(delimiter) for delimiter in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def layout_of(header_line: str) -> Layout:
+    """Return the layout a header line describes, or refuse a header with no number column."""
+    delimiter = delimiter_of(header_line)
+    header = next(csv.reader([header_line], delimiter=delimiter), [])
+    columns: dict[str, int] = {}
+    for index, cell in enumerate(header):
+        field = _FIELD_BY_HEADER.get(header_key(cell))
+        if field is not None and field not in columns:
+            columns[field] = index
+    if "number" not in columns:
+        names = ", ".join(COLUMN_ALIASES["number"][:5])
+        shown = ", ".join(cell.strip() for cell in header if cell.strip())[:200] or "nothing"
+        raise FileRefused(f"The file has no phone number column. Name one of: {names}. The header has: {shown}.")
+    return Layout(delimiter=delimiter, columns=columns, header=header)
+
+
+def inspect(path: Path) -> Layout:
+    """Check that a file is a CSV text with a number column and at least one data row; return its layout."""
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if not head.strip(b"\xef\xbb\xbf \t\r\n"):
+        raise FileRefused("The file is empty.")
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
+        raise FileRefused("This is a spreadsheet workbook, not a CSV file. Save it as CSV (UTF-8) and upload that.")
+    if b"\x00" in head:
+        raise FileRefused("This is not a CSV text file.")
+    try:
+        # A multi-byte character may be cut at the end of the sample; that is not an error.
+        text = head.decode("utf-8-sig", errors="strict") if len(head) < SNIFF_BYTES else _decode_prefix(head)
+    except UnicodeDecodeError:
+        raise FileRefused("The file is not UTF-8 text. Save it as CSV (UTF-8) and upload that.") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    layout = layout_of(lines[0])
+    if len(lines) < 2:
+        raise FileRefused("The file has a header but no rows.")
+    return layout
+
+
+def _decode_prefix(head: bytes) -> str:
+    for cut in range(4):
+        try:
+            return head[: len(head) - cut].decode("utf-8-sig")
+        except UnicodeDecodeError:
+            continue
+    raise UnicodeDecodeError("utf-8", head, 0, len(head), "invalid UTF-8")
+
+
+class LineSource:
+    """Yield a file's lines as text, counting bytes, so progress is known while csv reads the lines.
+
+    Lines are decoded one by one; a line that is not UTF-8 keeps replacement characters and is then
+    refused by its cells, instead of stopping the whole file.
+    """
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[str]:
+        first = True
+        for raw in self._handle:
+            self.bytes_read += len(raw)
+            if first:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+                first = False
+            yield raw.decode("utf-8", errors="replace")
+
+
+def area_code_of(raw: str) -> str | None:
+    """Return a cell as a dotted Kemendagri code ("3505012001" -> "35.05.01.2001"), or None if it is not one."""
+    value = raw.strip()
+    if _AREA_DOTTED.fullmatch(value):
+        return value
+    undotted = _AREA_UNDOTTED.fullmatch(value)
+    if undotted is not None:
+        return ".".join(part for part in undotted.groups() if part is not None)
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def language_of(raw: str) -> str | None:
+    """Return a language cell as "id" or "en", or None when it names another language."""
+    return _LANGUAGE_BY_WORD.get(header_key(raw))
+
+
+# Indonesia lies within these; a point outside is a typing error (often swapped latitude and longitude).
+_LAT_RANGE = (-11.5, 6.5)
+_LON_RANGE = (94.5, 141.5)
+
+
+def coordinates_of(latitude: str, longitude: str) -> tuple[float, float] | None:
+    """Return (latitude, longitude) of two cells (a decimal comma is accepted), or None when not in Indonesia."""
+    try:
+        lat = float(latitude.strip().replace(",", "."))
+        lon = float(longitude.strip().replace(",", "."))
+    except ValueError:
+        return None
+    if _LAT_RANGE[0] <= lat <= _LAT_RANGE[1] and _LON_RANGE[0] <= lon <= _LON_RANGE[1]:
+        return lat, lon
+    return None
+
+
+def count_lines(path: Path) -> int:
+    """Return the number of line breaks in a file, read in blocks (an estimate of its rows before reading)."""
+    count = 0
+    last = b""
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            count += block.count(b"\n")
+            last = block
+    if last and not last.endswith(b"\n"):
+        count += 1
+    return count

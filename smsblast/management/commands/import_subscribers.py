@@ -1,0 +1,47 @@
+"""Import subscribers from a CSV file on this machine, in the foreground, with a progress line."""
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from smsblast.errors import ServiceConflict, ServiceInvalid
+from smsblast.models import SubscriberImport
+from smsblast.services import subscriber_import_create_from_path, subscriber_import_run
+
+
+class Command(BaseCommand):
+    help = "Import subscribers from a CSV (the same job as an upload, run here); --resume ID continues a failed one."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", type=Path, nargs="?")
+        parser.add_argument("--resume", type=int, metavar="ID", help="Resume the failed import with this id.")
+
+    def handle(self, *args, file: Path | None, resume: int | None, **options):
+        if resume is not None:
+            job = SubscriberImport.objects.filter(pk=resume).first()
+            if job is None:
+                raise CommandError(f"There is no import #{resume}.")
+        elif file is None:
+            raise CommandError("Give a CSV file, or --resume ID.")
+        else:
+            try:
+                job = subscriber_import_create_from_path(path=file, user=None)
+            except ServiceInvalid as exc:
+                raise CommandError(str(exc)) from None
+        self.stdout.write(f"Import #{job.pk}: {job.file_path}")
+        try:
+            job = subscriber_import_run(
+                subscriber_import=job, progress=lambda message: self.stdout.write(f"  {message}")
+            )
+        except ServiceConflict as exc:
+            raise CommandError(str(exc)) from None
+        if job.state != SubscriberImport.State.COMPLETED:
+            raise CommandError(f"Import #{job.pk} {job.state}: {job.error}. Rerun with --resume {job.pk}.")
+        reasons = ", ".join(f"{reason} {count:,}" for reason, count in job.rejected_by_reason.items()) or "none"
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Import #{job.pk} completed: {job.rows_read:,} rows, {job.created:,} created, "
+                f"{job.updated:,} updated, {job.duplicates:,} duplicates, {job.rejected:,} rejected ({reasons}). "
+                f"Rejected rows: {job.rejected_path}"
+            )
+        )

@@ -1,0 +1,681 @@
+"""Writes of the core app: loading areas, importing subscribers, opting numbers out and in."""
+
+import csv
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from operators.models import Operator
+from smsblast import importer
+from smsblast.audit import audit_record
+from smsblast.errors import ServiceConflict, ServiceInvalid
+from smsblast.models import Area, AreaLevel, Subscriber, SubscriberImport, SubscriberImportRejection, User
+from smsblast.phones import PrefixTable, normalize
+from smsblast.text import search_key
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+# ---------------------------------------------------------------------------------------------------------------
+# Areas
+# ---------------------------------------------------------------------------------------------------------------
+
+_LEVEL_ORDER = {AreaLevel.PROVINSI: 0, AreaLevel.KABUPATEN: 1, AreaLevel.KECAMATAN: 2, AreaLevel.DESA: 3}
+_LEVEL_BY_WORD = {
+    "provinsi": AreaLevel.PROVINSI,
+    "kabupaten": AreaLevel.KABUPATEN,
+    "kota": AreaLevel.KABUPATEN,
+    "kecamatan": AreaLevel.KECAMATAN,
+    "desa": AreaLevel.DESA,
+    "kelurahan": AreaLevel.DESA,
+}
+AREA_CHUNK = 5000
+
+
+@dataclass
+class AreasLoadResult:
+    """What a load of the area table changed and what it could not use."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    # Codes in the database but not in the file: kept (subscribers and campaigns may point at them).
+    not_in_file: list[str] = field(default_factory=list)
+    # (line, reason) of rows that could not be used.
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    populations: int = 0
+    boundaries: int = 0
+    unknown_boundary_codes: list[str] = field(default_factory=list)
+
+
+def _level_of(code: str) -> str:
+    return (AreaLevel.PROVINSI, AreaLevel.KABUPATEN, AreaLevel.KECAMATAN, AreaLevel.DESA)[code.count(".")]
+
+
+def _read_area_rows(path: Path, result: AreasLoadResult) -> dict[str, tuple[str, str, str | None]]:
+    """Return code -> (name, level, parent code) of a kode_wilayah CSV, skipping malformed rows."""
+    rows: dict[str, tuple[str, str, str | None]] = {}
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"kode", "nama"} - set(reader.fieldnames or [])
+        if missing:
+            raise ServiceInvalid(
+                f"{path.name} has no column {', '.join(sorted(missing))}; expected kode,nama,tingkat,induk."
+            )
+        for record in reader:
+            code = (record.get("kode") or "").strip()
+            name = (record.get("nama") or "").strip()
+            if importer.area_code_of(code) != code or not name:
+                result.skipped.append((reader.line_num, f"not a Kemendagri code or no name: {code!r}"))
+                continue
+            level = _LEVEL_BY_WORD.get((record.get("tingkat") or "").strip().casefold(), _level_of(code))
+            if level != _level_of(code):
+                result.skipped.append((reader.line_num, f"level {level} does not match code {code}"))
+                continue
+            parent = (record.get("induk") or "").strip() or None
+            expected_parent = code.rsplit(".", 1)[0] if "." in code else None
+            if parent != expected_parent:
+                result.skipped.append((reader.line_num, f"parent {parent!r} of {code} should be {expected_parent!r}"))
+                continue
+            rows[code] = (name[:100], level, parent)
+    return rows
+
+
+@transaction.atomic
+def areas_load(
+    *,
+    path: Path,
+    population_path: Path | None = None,
+    boundary_paths: Iterable[Path] = (),
+    progress: Progress | None = None,
+) -> AreasLoadResult:
+    """Create or update the area table from a kode_wilayah CSV; never delete an area.
+
+    Parents are written before children (level by level), in chunks. An area in the database that
+    the file lacks is reported, not deleted: subscribers and campaigns may refer to it.
+    """
+    say = progress or (lambda message: None)
+    result = AreasLoadResult()
+    rows = _read_area_rows(Path(path), result)
+    say(f"read {len(rows):,} areas from {Path(path).name}")
+    existing = {
+        code: (name, level, parent_id)
+        for code, name, level, parent_id in Area.objects.values_list("code", "name", "level", "parent_id")
+    }
+    known = set(existing) | set(rows)
+    for code, (_name, _level, parent) in sorted(rows.items(), key=lambda item: _LEVEL_ORDER[item[1][1]]):
+        if parent is not None and parent not in known:
+            result.skipped.append((0, f"parent {parent} of {code} is unknown"))
+            known.discard(code)
+    ordered = sorted((code for code in rows if code in known), key=lambda code: (code.count("."), code))
+    to_create, to_update = [], []
+    for code in ordered:
+        name, level, parent = rows[code]
+        if code not in existing:
+            to_create.append(Area(code=code, name=name, search_name=search_key(name), level=level, parent_id=parent))
+        elif existing[code] != (name, level, parent):
+            to_update.append(Area(code=code, name=name, search_name=search_key(name), level=level, parent_id=parent))
+        else:
+            result.unchanged += 1
+    # Sorted by depth, so every chunk's parents were written by an earlier chunk or are already there.
+    for start in range(0, len(to_create), AREA_CHUNK):
+        Area.objects.bulk_create(to_create[start : start + AREA_CHUNK])
+        say(f"created {min(start + AREA_CHUNK, len(to_create)):,} of {len(to_create):,} new areas")
+    for start in range(0, len(to_update), AREA_CHUNK):
+        Area.objects.bulk_update(to_update[start : start + AREA_CHUNK], ["name", "search_name", "level", "parent"])
+        say(f"updated {min(start + AREA_CHUNK, len(to_update)):,} of {len(to_update):,} changed areas")
+    result.created, result.updated = len(to_create), len(to_update)
+    result.not_in_file = sorted(set(existing) - set(rows))
+    if population_path is not None:
+        result.populations = _areas_load_population(Path(population_path))
+        say(f"set the population of {result.populations:,} areas")
+    for boundary_path in boundary_paths:
+        attached, unknown = _areas_load_boundaries(Path(boundary_path))
+        result.boundaries += attached
+        result.unknown_boundary_codes.extend(unknown)
+        say(f"attached {attached:,} boundaries from {Path(boundary_path).name}")
+    return result
+
+
+def _areas_load_population(path: Path) -> int:
+    """Set Area.population from a penduduk CSV (kode,total); return how many areas got one."""
+    populations = {}
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        for record in csv.DictReader(handle):
+            code, total = (record.get("kode") or "").strip(), (record.get("total") or "").strip()
+            if code and total.isdigit():
+                populations[code] = int(total)
+    areas = list(Area.objects.filter(code__in=list(populations)).only("code", "population"))
+    for area in areas:
+        area.population = populations[area.code]
+    Area.objects.bulk_update(areas, ["population"], batch_size=AREA_CHUNK)
+    return len(areas)
+
+
+def _areas_load_boundaries(path: Path) -> tuple[int, list[str]]:
+    """Attach the geometry of each feature of a GeoJSON file to the area named by its `kode` property."""
+    with open(path, encoding="utf-8") as handle:
+        collection = json.load(handle)
+    geometries = {}
+    for feature in collection.get("features", []):
+        code = str((feature.get("properties") or {}).get("kode") or "").strip()
+        geometry = feature.get("geometry")
+        if code and geometry and geometry.get("type") in {"Polygon", "MultiPolygon"}:
+            geometries[code] = geometry
+    areas = list(Area.objects.filter(code__in=list(geometries)).only("code"))
+    for area in areas:
+        area.boundary = geometries[area.code]
+    Area.objects.bulk_update(areas, ["boundary"], batch_size=200)
+    return len(areas), sorted(set(geometries) - {area.code for area in areas})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Subscriber import
+# ---------------------------------------------------------------------------------------------------------------
+
+# Rows per chunk: each chunk's subscribers, counts and line cursor commit together.
+IMPORT_CHUNK = 50_000
+# Rejected rows kept in the database for display; all of them go to the rejected file.
+KEPT_REJECTIONS = 1000
+_UPLOAD_DIR = "imports"
+
+
+def _imports_dir() -> Path:
+    directory = Path(settings.MEDIA_ROOT) / _UPLOAD_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def subscriber_import_create(*, uploaded_file, user: User | None) -> SubscriberImport:
+    """Store an uploaded CSV, check it and create its import job, run by a worker after commit.
+
+    A file that is not a CSV text, has no number column or has no rows is refused (ServiceInvalid) and
+    nothing is kept.
+    """
+    path = _imports_dir() / f"{uuid.uuid4().hex}.csv"
+    with open(path, "wb") as handle:
+        for block in uploaded_file.chunks():
+            handle.write(block)
+    try:
+        return subscriber_import_create_from_path(
+            path=path, user=user, original_name=getattr(uploaded_file, "name", "") or "", enqueue=True
+        )
+    except ServiceInvalid:
+        path.unlink(missing_ok=True)
+        raise
+
+
+@transaction.atomic
+def subscriber_import_create_from_path(
+    *, path: Path, user: User | None, original_name: str = "", enqueue: bool = False
+) -> SubscriberImport:
+    """Check a CSV on the server's disk and create its import job (queued for a worker when `enqueue`)."""
+    path = Path(path).resolve()
+    try:
+        importer.inspect(path)
+    except importer.FileRefused as exc:
+        raise ServiceInvalid(str(exc), {"file": str(exc)}) from None
+    except OSError as exc:
+        raise ServiceInvalid(f"The file cannot be read: {exc.strerror}.", {"file": str(exc)}) from None
+    job = SubscriberImport.objects.create(
+        file_path=str(path),
+        original_name=original_name or path.name,
+        uploaded_by=user,
+        file_size=path.stat().st_size,
+    )
+    job.rejected_path = str(_imports_dir() / f"{job.pk}-rejected.csv")
+    job.save(update_fields=["rejected_path"])
+    audit_record(
+        actor=user,
+        action="subscriber_import.create",
+        obj=job,
+        to_state=job.state,
+        details={"file": job.original_name, "bytes": job.file_size},
+    )
+    if enqueue:
+        from smsblast.tasks import subscriber_import_run as task
+
+        transaction.on_commit(lambda: task.delay(job.pk))
+    return job
+
+
+class _SubscriberWriter:
+    """Upserts chunks of accepted rows through a temporary table; counts created and updated rows.
+
+    PostgreSQL gets the chunk by COPY, other databases by executemany. One INSERT … SELECT … ON CONFLICT
+    then merges it, in number order so the unique index is filled page by page. A cell left empty
+    keeps the stored value (an empty language cell means Indonesian, the default); a column the file
+    lacks is left alone; opted_out_at is never written, so an import cannot undo an opt-out.
+    """
+
+    TEMP = "smsblast_import_rows"
+    COLUMNS = ("msisdn", "area_id", "operator_id", "name", "language", "latitude", "longitude")
+
+    def __init__(self, *, update_language: bool) -> None:
+        self.postgres = connection.vendor == "postgresql"
+        table = Subscriber._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {self.TEMP} (msisdn varchar(16), area_id varchar(13), "
+                "operator_id bigint, name varchar(120), language varchar(8), "
+                "latitude double precision, longitude double precision)"
+            )
+        updates = [
+            "area_id = COALESCE(excluded.area_id, s.area_id)",
+            "operator_id = COALESCE(excluded.operator_id, s.operator_id)",
+            "name = CASE WHEN excluded.name = '' THEN s.name ELSE excluded.name END",
+            "latitude = COALESCE(excluded.latitude, s.latitude)",
+            "longitude = COALESCE(excluded.longitude, s.longitude)",
+            "updated_at = excluded.updated_at",
+        ]
+        if update_language:
+            updates.append("language = excluded.language")
+        self._count_existing = f"SELECT count(*) FROM {self.TEMP} t JOIN {table} s ON s.msisdn = t.msisdn"  # noqa: S608
+        self._merge = (
+            f"INSERT INTO {table} AS s (msisdn, area_id, operator_id, name, language, latitude, longitude, "  # noqa: S608
+            "created_at, updated_at) "
+            "SELECT msisdn, area_id, operator_id, COALESCE(name, ''), language, latitude, longitude, %s, %s "
+            f"FROM {self.TEMP} WHERE true ORDER BY msisdn "
+            f"ON CONFLICT (msisdn) DO UPDATE SET {', '.join(updates)}"
+        )
+
+    def write(self, rows: list[tuple]) -> tuple[int, int]:
+        """Upsert rows (tuples in COLUMNS order, numbers unique); return (created, updated)."""
+        if not rows:
+            return 0, 0
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {self.TEMP}")  # noqa: S608
+            if self.postgres:
+                # Room to sort a chunk by number in memory rather than on disk.
+                cursor.execute("SET LOCAL work_mem = '64MB'")
+                with cursor.copy(f"COPY {self.TEMP} ({', '.join(self.COLUMNS)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                # xmax is 0 only in a row version this statement inserted, so the merge counts its own inserts.
+                cursor.execute(
+                    f"WITH merged AS ({self._merge} RETURNING (xmax = 0) AS inserted) "  # noqa: S608
+                    "SELECT count(*) FILTER (WHERE inserted) FROM merged",
+                    [now, now],
+                )
+                created = cursor.fetchone()[0]
+                return created, len(rows) - created
+            placeholders = ", ".join(["%s"] * len(self.COLUMNS))
+            cursor.executemany(f"INSERT INTO {self.TEMP} VALUES ({placeholders})", rows)  # noqa: S608
+            cursor.execute(self._count_existing)
+            updated = cursor.fetchone()[0]
+            cursor.execute(self._merge, [now, now])
+        return len(rows) - updated, updated
+
+
+@dataclass
+class _Chunk:
+    """The rows read since the last commit, and where reading stopped."""
+
+    rows: list[tuple] = field(default_factory=list)
+    rows_read: int = 0
+    duplicates: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    kept: list[SubscriberImportRejection] = field(default_factory=list)
+    line: int = 0
+    bytes_read: int = 0
+
+
+class _ChunkCommitter:
+    """Commits chunks: their subscribers, kept rejections, counts and line cursor in one transaction each.
+
+    On PostgreSQL outside a transaction the commits run on a second thread with its own connection, so
+    the database merges one chunk while this thread reads the next (psycopg releases the GIL while it
+    waits); at most one chunk waits in between. Elsewhere, and inside an open transaction, they run inline.
+    """
+
+    def __init__(self, job: SubscriberImport, *, update_language: bool, say: Progress) -> None:
+        self.job = job
+        self.update_language = update_language
+        self.say = say
+        self.writer: _SubscriberWriter | None = None
+        self.started = time.monotonic()
+        self.threaded = connection.vendor == "postgresql" and not connection.in_atomic_block
+        self.error: BaseException | None = None
+        if self.threaded:
+            self.queue: queue.Queue[_Chunk | None] = queue.Queue(maxsize=1)
+            self.thread = threading.Thread(target=self._drain, name=f"subscriber-import-{job.pk}", daemon=True)
+            self.thread.start()
+
+    def submit(self, chunk: _Chunk) -> None:
+        if not self.threaded:
+            self._commit(chunk)
+            return
+        if self.error is not None:
+            raise self.error
+        self.queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait for the last commit; raise the error that stopped the commits, if any."""
+        if self.threaded:
+            self.queue.put(None)
+            self.thread.join()
+            if self.error is not None:
+                raise self.error
+
+    def _drain(self) -> None:
+        try:
+            while (chunk := self.queue.get()) is not None:
+                if self.error is None:
+                    self._commit(chunk)
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            self.error = exc
+            while self.queue.get() is not None:
+                pass
+        finally:
+            connection.close()
+
+    def _commit(self, chunk: _Chunk) -> None:
+        job = self.job
+        with transaction.atomic():
+            if self.writer is None:
+                self.writer = _SubscriberWriter(update_language=self.update_language)
+            created, updated = self.writer.write(chunk.rows)
+            SubscriberImportRejection.objects.bulk_create(chunk.kept)
+            job.refresh_from_db(fields=["rejected_by_reason"])
+            job.rows_read += chunk.rows_read
+            job.created += created
+            job.updated += updated
+            job.duplicates += chunk.duplicates
+            job.rejected += sum(chunk.rejected.values())
+            job.rejected_by_reason = dict(sorted((Counter(job.rejected_by_reason) + chunk.rejected).items()))
+            job.lines_done = chunk.line
+            job.bytes_read = chunk.bytes_read
+            job.save(update_fields=_PROGRESS_FIELDS)
+        rate = job.rows_read / max(time.monotonic() - self.started, 1e-6)
+        self.say(
+            f"{job.rows_read:,} of ~{job.total_rows:,} rows: {job.created:,} created, {job.updated:,} updated, "
+            f"{job.duplicates:,} duplicates, {job.rejected:,} rejected ({rate:,.0f} rows/s)"
+        )
+
+
+_PROGRESS_FIELDS = [
+    "rows_read",
+    "created",
+    "updated",
+    "duplicates",
+    "rejected",
+    "rejected_by_reason",
+    "lines_done",
+    "bytes_read",
+]
+
+
+def _area_resolver(layout: importer.Layout) -> Callable[[str], str | None] | None:
+    """Return a function from an area cell to a known area code ("" -> None), or None without an area column."""
+    if "area" not in layout.columns:
+        return None
+    known = set(Area.objects.values_list("code", flat=True))
+    cache: dict[str, str | bool] = {}
+
+    def resolve(cell: str):
+        found = cache.get(cell)
+        if found is None:
+            code = importer.area_code_of(cell)
+            found = cache[cell] = code if code in known else False
+        return found
+
+    return resolve
+
+
+def subscriber_import_run(*, subscriber_import: SubscriberImport, progress: Progress | None = None) -> SubscriberImport:
+    """Read an import's file and upsert its subscribers, chunk by chunk; resume after the last committed chunk.
+
+    Each chunk commits its subscribers, its counts and the line reached together, so a job stopped
+    half-way holds whole chunks and a rerun skips the lines already done (re-reading them only to
+    rebuild the set of numbers seen, so duplicates stay counted once). Every rejected row goes to the
+    rejected file, the first KEPT_REJECTIONS also to the database.
+    """
+    pk = subscriber_import.pk
+    claimed = SubscriberImport.objects.filter(
+        pk=pk, state__in=[SubscriberImport.State.PENDING, SubscriberImport.State.FAILED]
+    ).update(state=SubscriberImport.State.RUNNING, started_at=timezone.now(), error="")
+    job = SubscriberImport.objects.get(pk=pk)
+    if not claimed:
+        if job.state == SubscriberImport.State.COMPLETED:
+            return job
+        raise ServiceConflict(f"Import #{pk} is already {job.state}.")
+    audit_record(
+        actor=None, action="subscriber_import.start", obj=job, from_state=subscriber_import.state, to_state=job.state
+    )
+    try:
+        _subscriber_import_read(job, progress or (lambda message: None))
+    except Exception as exc:
+        logger.exception("subscriber import %s failed", pk)
+        message = f"{type(exc).__name__}: {exc}"[:2000]
+        SubscriberImport.objects.filter(pk=pk).update(
+            state=SubscriberImport.State.FAILED, error=message, finished_at=timezone.now()
+        )
+        job.refresh_from_db()
+        audit_record(
+            actor=None,
+            action="subscriber_import.fail",
+            obj=job,
+            from_state=SubscriberImport.State.RUNNING,
+            to_state=job.state,
+            details={"error": message, "lines_done": job.lines_done},
+        )
+        return job
+    job.refresh_from_db()
+    audit_record(
+        actor=None,
+        action="subscriber_import.complete",
+        obj=job,
+        from_state=SubscriberImport.State.RUNNING,
+        to_state=job.state,
+        details={"created": job.created, "updated": job.updated, "rejected": job.rejected},
+    )
+    return job
+
+
+def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
+    path = Path(job.file_path)
+    layout = importer.inspect(path)
+    if job.total_rows is None:
+        job.total_rows = max(importer.count_lines(path) - 1, 0)
+        SubscriberImport.objects.filter(pk=job.pk).update(total_rows=job.total_rows)
+    columns = layout.columns
+    number_col = columns["number"]
+    area_col, name_col, language_col = columns.get("area"), columns.get("name"), columns.get("language")
+    lat_col, lon_col = columns.get("latitude"), columns.get("longitude")
+    resolve_area = _area_resolver(layout)
+    prefixes = PrefixTable(
+        {
+            prefix: pk
+            for pk, prefix_list in Operator.objects.values_list("pk", "prefixes")
+            for prefix in prefix_list or []
+        }
+    )
+    operator_for = prefixes.operator_for
+    skip_through = job.lines_done  # lines committed by an earlier attempt
+    kept_total = job.rejections.count()
+    # Numbers accepted so far, as integers: about 60 bytes each in a set, against about 100 for strings.
+    seen: set[int] = set()
+    delimiter = layout.delimiter
+    committer = _ChunkCommitter(job, update_language=language_col is not None, say=say)
+    chunk = _Chunk()
+
+    try:
+        with open(path, "rb") as handle, open(job.rejected_path, "w", encoding="utf-8", newline="") as rejected_file:
+            rejected_csv = csv.writer(rejected_file)
+            rejected_csv.writerow(["line", "reason", "raw"])
+            source = importer.LineSource(handle)
+            reader = csv.reader(source, delimiter=delimiter)
+            next(reader, None)  # the header
+            line = reader.line_num
+            replaying = skip_through > 0
+
+            def reject(reason: str, fields: list[str]) -> None:
+                nonlocal kept_total
+                raw = delimiter.join(fields)
+                rejected_csv.writerow([line, reason, raw])
+                if replaying:
+                    return
+                chunk.rejected[reason] += 1
+                if kept_total < KEPT_REJECTIONS:
+                    kept_total += 1
+                    chunk.kept.append(
+                        SubscriberImportRejection(subscriber_import=job, line=line, raw=raw[:1000], reason=reason)
+                    )
+
+            for fields in reader:
+                line = reader.line_num
+                if replaying and line > skip_through:
+                    replaying = False
+                if not any(fields):
+                    continue  # a blank line is not a row
+                count = len(fields)
+                if not replaying:
+                    chunk.rows_read += 1
+                raw_number = fields[number_col] if number_col < count else ""
+                if not raw_number.strip():
+                    reject(importer.Reject.MISSING_NUMBER, fields)
+                    continue
+                normalized = normalize(raw_number)
+                if normalized.reason is not None:
+                    reject(normalized.reason.value, fields)
+                    continue
+                e164 = normalized.e164
+                area = None
+                if resolve_area is not None and area_col < count and (cell := fields[area_col].strip()):
+                    area = resolve_area(cell)
+                    if area is False:
+                        reject(importer.Reject.UNKNOWN_AREA, fields)
+                        continue
+                language = "id"
+                if language_col is not None and language_col < count and (cell := fields[language_col].strip()):
+                    language = importer.language_of(cell)
+                    if language is None:
+                        reject(importer.Reject.INVALID_LANGUAGE, fields)
+                        continue
+                lat = lon = None
+                if lat_col is not None and lon_col is not None and lat_col < count and lon_col < count:
+                    lat_cell, lon_cell = fields[lat_col], fields[lon_col]
+                    if lat_cell.strip() or lon_cell.strip():
+                        point = importer.coordinates_of(lat_cell, lon_cell)
+                        if point is None:
+                            reject(importer.Reject.INVALID_COORDINATES, fields)
+                            continue
+                        lat, lon = point
+                key = int(e164[1:])
+                if key in seen:
+                    if not replaying:
+                        chunk.duplicates += 1
+                    continue
+                seen.add(key)
+                if replaying:
+                    continue
+                name = fields[name_col].strip()[:120] if name_col is not None and name_col < count else ""
+                chunk.rows.append((e164, area, operator_for(e164), name, language, lat, lon))
+                if len(chunk.rows) >= IMPORT_CHUNK:
+                    rejected_file.flush()
+                    chunk.line, chunk.bytes_read = line, source.bytes_read
+                    committer.submit(chunk)
+                    chunk = _Chunk()
+            rejected_file.flush()
+            chunk.line, chunk.bytes_read = reader.line_num, source.bytes_read
+            committer.submit(chunk)
+    finally:
+        committer.close()
+    SubscriberImport.objects.filter(pk=job.pk).update(
+        state=SubscriberImport.State.COMPLETED, total_rows=job.rows_read, finished_at=timezone.now()
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Opt-out and opt-in
+# ---------------------------------------------------------------------------------------------------------------
+
+OPTED_OUT, SUBSCRIBED = "opted_out", "subscribed"
+
+
+def _msisdn_or_invalid(raw: str) -> str:
+    normalized = normalize(str(raw or ""))
+    if not normalized.ok:
+        raise ServiceInvalid(
+            f"{raw!r} is not an Indonesian mobile number ({normalized.reason}).", {"msisdn": "invalid"}
+        )
+    return normalized.e164
+
+
+def _operator_id_for(e164: str) -> int | None:
+    table = PrefixTable(
+        {prefix: pk for pk, prefixes in Operator.objects.values_list("pk", "prefixes") for prefix in prefixes or []}
+    )
+    return table.operator_for(e164)
+
+
+@transaction.atomic
+def subscriber_opt_out(
+    *, msisdn: str, actor: User | None, source: str, at: datetime | None = None, details: dict | None = None
+) -> tuple[Subscriber, bool]:
+    """Opt a number out of every later run; return the subscriber and whether anything changed.
+
+    An unknown number is recorded as a new, opted-out subscriber, so that a later import of the same
+    number keeps the opt-out instead of adding a reachable subscriber.
+    """
+    e164 = _msisdn_or_invalid(msisdn)
+    at = at or timezone.now()
+    subscriber, created = Subscriber.objects.select_for_update().get_or_create(
+        msisdn=e164, defaults={"opted_out_at": at, "operator_id": _operator_id_for(e164)}
+    )
+    if not created:
+        changed = Subscriber.objects.filter(pk=subscriber.pk, opted_out_at__isnull=True).update(
+            opted_out_at=at, updated_at=timezone.now()
+        )
+        if not changed:
+            return subscriber, False
+        subscriber.refresh_from_db()
+    audit_record(
+        actor=actor,
+        action="subscriber.opt_out",
+        obj=subscriber,
+        from_state="" if created else SUBSCRIBED,
+        to_state=OPTED_OUT,
+        details={"source": source, "msisdn": e164, "new_subscriber": created, **(details or {})},
+    )
+    return subscriber, True
+
+
+@transaction.atomic
+def subscriber_opt_in(
+    *, msisdn: str, actor: User | None, source: str, details: dict | None = None
+) -> tuple[Subscriber | None, bool]:
+    """Make an opted-out number reachable again; return the subscriber (None when unknown) and whether it changed."""
+    e164 = _msisdn_or_invalid(msisdn)
+    subscriber = Subscriber.objects.filter(msisdn=e164).first()
+    if subscriber is None:
+        return None, False
+    changed = Subscriber.objects.filter(pk=subscriber.pk, opted_out_at__isnull=False).update(
+        opted_out_at=None, updated_at=timezone.now()
+    )
+    if not changed:
+        return subscriber, False
+    subscriber.refresh_from_db()
+    audit_record(
+        actor=actor,
+        action="subscriber.opt_in",
+        obj=subscriber,
+        from_state=OPTED_OUT,
+        to_state=SUBSCRIBED,
+        details={"source": source, "msisdn": e164, **(details or {})},
+    )
+    return subscriber, True
