@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery
 from campaigns.services import campaign_content_hash, campaign_reject, campaign_submit
-from smsblast.models import AuditEvent, Role, Subscriber
+from smsblast.models import AuditEvent, Role
 from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
@@ -397,13 +397,15 @@ def test_language_switcher_sets_english(officer_user):
     assert "Log out" in response.content.decode()
 
 
-def test_subscriber_opt_out_and_search(officer_user):
-    client = client_for(officer_user)
-    response = client.post(reverse("subscribers"), {"form": "optout", "msisdn": "0812-3456-7890"}, follow=True)
-    assert response.status_code == 200
-    subscriber = Subscriber.objects.get(msisdn="+6281234567890")
-    assert subscriber.opted_out_at is not None
-    body = client.get(reverse("subscribers"), {"msisdn": "+62 812 3456 7890"}).content.decode()
-    assert "+6281234567890" in body
-    response = client.post(reverse("subscribers"), {"form": "optout", "msisdn": "021-555-1234"})
-    assert "bukan nomor seluler Indonesia" in response.content.decode()
+def test_approval_without_the_reviewed_hash_is_refused_with_a_message(pending, approver_user):
+    response = client_for(approver_user).post(reverse("campaigns:review", args=[pending.pk]), {"decision": "approve"})
+    assert response.status_code == 400
+    assert "tidak ada yang disetujui" in response.content.decode()
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.PENDING_APPROVAL
+
+
+def test_missing_campaign_is_a_404_page_in_the_users_language(officer_user):
+    response = client_for(officer_user).get(reverse("campaigns:detail", args=[987654]))
+    assert response.status_code == 404
+    assert "Tidak ditemukan" in response.content.decode()
