@@ -13,6 +13,7 @@ from django.utils.translation import gettext as _
 from campaigns.models import DispatchBatch
 from campaigns.views import role_required
 from operators.models import Operator
+from smsblast import services
 from smsblast.errors import ServiceError
 from smsblast.forms import OptOutForm, SubscriberImportForm, SubscriberSearchForm
 from smsblast.models import Role, Subscriber, SubscriberImport
@@ -27,7 +28,6 @@ CIRCUIT_OPEN_AFTER = 5
 @role_required(Role.OFFICER, Role.ADMIN)
 def subscribers(request: HttpRequest) -> HttpResponse:
     """Import a CSV, search a number, opt a number out."""
-    from smsblast import services
 
     import_form = SubscriberImportForm()
     optout_form = OptOutForm()

@@ -1,0 +1,100 @@
+"""Subscriber and operator pages through the Django test client."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from campaigns.models import DispatchBatch
+from smsblast.models import Role, Subscriber, SubscriberImport
+from tests.campaigns.factories import DispatchBatchFactory
+from tests.operators.factories import OperatorFactory
+from tests.smsblast.factories import UserFactory, area_tree
+
+pytestmark = pytest.mark.django_db
+
+
+def client_for(user, language: str = "id") -> Client:
+    client = Client()
+    client.force_login(user)
+    client.cookies["django_language"] = language
+    return client
+
+
+@pytest.fixture
+def officer_user():
+    return UserFactory(username="ofc", role=Role.OFFICER)
+
+
+def test_upload_creates_an_import_whose_page_polls_until_done_and_lists_rejected_rows(officer_user, tmp_path, settings):
+    from smsblast.services import subscriber_import_run
+
+    settings.MEDIA_ROOT = tmp_path
+    area_tree("35.05", kecamatan=1)
+    csv = "msisdn,kode_wilayah\n0812-3456-7890,35.05.01\n021-555-1234,35.05.01\n0856 1111 2222,35.05.01\n"
+    upload = SimpleUploadedFile("warga.csv", csv.encode(), content_type="text/csv")
+    client = client_for(officer_user)
+    response = client.post(reverse("subscribers"), {"form": "import", "file": upload})
+    job = SubscriberImport.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("subscriber_import", args=[job.pk])
+    body = client.get(response["Location"]).content.decode()
+    assert 'hx-trigger="every 2s"' in body
+
+    subscriber_import_run(subscriber_import=job)
+    body = client.get(reverse("subscriber_import", args=[job.pk]), HTTP_HX_REQUEST="true").content.decode()
+    assert "every 2s" not in body
+    assert 'aria-valuenow="100"' in body
+    assert "021-555-1234" in body
+    assert Subscriber.objects.count() == 2
+
+
+def test_an_upload_that_is_not_a_csv_is_refused_with_a_message(officer_user, tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path
+    upload = SimpleUploadedFile("foto.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00", content_type="image/png")
+    response = client_for(officer_user).post(reverse("subscribers"), {"form": "import", "file": upload})
+    assert response.status_code == 200
+    assert "tidak dapat diimpor" in response.content.decode()
+    assert not SubscriberImport.objects.exists()
+
+
+def test_manual_opt_out_and_search_by_number(officer_user):
+    client = client_for(officer_user)
+    response = client.post(reverse("subscribers"), {"form": "optout", "msisdn": "0812-3456-7890"}, follow=True)
+    assert response.status_code == 200
+    assert Subscriber.objects.get(msisdn="+6281234567890").opted_out_at is not None
+    body = client.get(reverse("subscribers"), {"msisdn": "+62 812 3456 7890"}).content.decode()
+    assert "+6281234567890" in body
+    response = client.post(reverse("subscribers"), {"form": "optout", "msisdn": "021-555-1234"})
+    assert "bukan nomor seluler Indonesia" in response.content.decode()
+
+
+def test_approver_may_not_open_the_subscribers_page():
+    approver = UserFactory(username="apr", role=Role.APPROVER)
+    assert client_for(approver).get(reverse("subscribers")).status_code == 403
+
+
+def test_operators_page_is_for_admins_only_and_derives_each_state(officer_user):
+    assert client_for(officer_user).get(reverse("operators")).status_code == 403
+    admin = UserFactory(username="adm", role=Role.ADMIN)
+    healthy = OperatorFactory(name="Telkomsel", slug="telkomsel")
+    throttled = OperatorFactory(name="Indosat", slug="indosat")
+    broken = OperatorFactory(name="Smartfren", slug="smartfren")
+    OperatorFactory(name="XL", slug="xl")
+    now = timezone.now()
+    DispatchBatchFactory(
+        operator=healthy, status=DispatchBatch.Status.ACCEPTED, segments=600, accepted_count=600, accepted_at=now
+    )
+    DispatchBatchFactory(operator=throttled, status=DispatchBatch.Status.RETRY_WAIT, last_error="HTTP 429 Too Many")
+    for _ in range(5):
+        DispatchBatchFactory(operator=broken, status=DispatchBatch.Status.FAILED, last_error="HTTP 401 bad key")
+    response = client_for(admin, "en").get(reverse("operators"))
+    assert response.status_code == 200
+    rows = {row["operator"].slug: row for row in response.context["rows"]}
+    assert rows["telkomsel"]["state"] == "healthy"
+    assert rows["telkomsel"]["segments_per_second"] == 2.0  # 600 parts over the 5-minute window
+    assert rows["indosat"]["state"] == "throttled"
+    assert rows["smartfren"]["state"] == "circuit_open"
+    assert rows["xl"]["state"] == "idle"
+    assert "HTTP 401 bad key" in response.content.decode()
