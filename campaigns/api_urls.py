@@ -2,6 +2,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from campaigns.api import CampaignViewSet
+from campaigns.api_cap import CampaignCapView, CapImportView
 
 router = SimpleRouter()
 router.register("campaigns", CampaignViewSet, basename="campaign")
@@ -10,4 +11,6 @@ urlpatterns: list = [
     # The report is a file: served without the trailing slash the router adds.
     path("campaigns/<int:pk>/report.csv", CampaignViewSet.as_view({"get": "report_csv"}), name="campaign-report-csv"),
     *router.urls,
+    path("campaigns/<int:pk>/cap.xml", CampaignCapView.as_view(), name="campaign-cap"),
+    path("cap/", CapImportView.as_view(), name="cap-import"),
 ]

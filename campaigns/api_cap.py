@@ -1,0 +1,71 @@
+"""CAP 1.2 over the API: export an approved campaign, import an alert (or its Cancel) from any issuer."""
+
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from campaigns.cap import cap_document
+from campaigns.cap_import import MAX_DOCUMENT_BYTES, cap_import
+from campaigns.selectors import campaign_list
+from smsblast.errors import ServiceInvalid
+from smsblast.roles import IsOfficer, IsStaffRole
+
+CAP_CONTENT_TYPE = "application/cap+xml; charset=utf-8"
+
+
+class CampaignCapView(APIView):
+    """`GET /api/v1/campaigns/{id}/cap.xml`: the campaign as a CAP 1.2 alert (a Cancel once cancelled)."""
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses={(200, "application/cap+xml"): OpenApiResponse(description="CAP 1.2 alert")})
+    def get(self, request, pk: int):
+        campaign = get_object_or_404(campaign_list(request.user), pk=pk)
+        response = HttpResponse(cap_document(campaign), content_type=CAP_CONTENT_TYPE)
+        response["Content-Disposition"] = f'inline; filename="campaign-{campaign.pk}.cap.xml"'
+        return response
+
+
+class CapImportView(APIView):
+    """`POST /api/v1/cap/`: import a CAP 1.1/1.2 document sent as the raw body or as a multipart `file`.
+
+    An Alert creates a draft area broadcast (201); a Cancel cancels, or sends back, the campaign imported from
+    the alert it references (200). Anything unusable is refused with 400 and a reason, creating nothing.
+    """
+
+    permission_classes = [IsOfficer]
+
+    @extend_schema(request={"application/cap+xml": bytes, "multipart/form-data": bytes}, responses={201: dict})
+    def post(self, request):
+        content_type = request.content_type or ""
+        if content_type.startswith("multipart/"):
+            upload = request.FILES.get("file")
+            if upload is None:
+                raise ServiceInvalid("Send the CAP document as a file named 'file'.", {"file": "Required."})
+            if upload.size > MAX_DOCUMENT_BYTES:
+                raise ServiceInvalid(f"The document is larger than {MAX_DOCUMENT_BYTES // 1024} KiB.")
+            raw = upload.read()
+        else:
+            raw = request.body
+        result = cap_import(raw=raw, actor=request.user)
+        campaign = result.campaign
+        return Response(
+            {
+                "action": result.action,
+                "campaign_id": campaign.pk,
+                "status": campaign.status,
+                "title": campaign.title,
+                "text": campaign.text,
+                "area_codes": campaign.area_codes,
+                "priority": campaign.priority,
+                "exercise": campaign.exercise,
+                "starts_at": campaign.starts_at,
+                "ends_at": campaign.ends_at,
+                "cut": result.cut,
+                "notes": result.notes,
+            },
+            status=status.HTTP_201_CREATED if result.action == "created" else status.HTTP_200_OK,
+        )

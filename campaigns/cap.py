@@ -1,0 +1,160 @@
+"""CAP 1.2 export of an approved campaign (OASIS Common Alerting Protocol), built with lxml.
+
+An approved campaign exports as an `Alert`; once cancelled, as a `Cancel` whose `references` name the original
+alert ("sender,identifier,sent"). Times carry the offset of the area's zone (WIB, WITA or WIT), as CAP requires.
+"""
+
+from datetime import datetime, timedelta
+from urllib.parse import urlparse
+
+from django.conf import settings
+from lxml import etree
+
+from campaigns.models import Approval, Campaign, Priority
+from campaigns.scheduling import zone_for_area_codes
+from smsblast.errors import ServiceConflict
+from smsblast.models import Area
+
+CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
+CAP_CATEGORIES = frozenset(
+    {"Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env", "Transport", "Infra", "CBRNE", "Other"}
+)
+CAP_URGENCIES = frozenset({"Immediate", "Expected", "Future", "Past", "Unknown"})
+CAP_SEVERITIES = frozenset({"Extreme", "Severe", "Moderate", "Minor", "Unknown"})
+CAP_CERTAINTIES = frozenset({"Observed", "Likely", "Possible", "Unlikely", "Unknown"})
+# What an officer leaves blank follows the campaign's priority.
+CAP_DEFAULTS = {
+    Priority.URGENT: {"urgency": "Immediate", "severity": "Severe", "certainty": "Observed"},
+    Priority.NORMAL: {"urgency": "Expected", "severity": "Moderate", "certainty": "Likely"},
+}
+GEOCODE_NAME = "KEMENDAGRI"
+
+
+def cap_sender() -> str:
+    """Return this installation's CAP sender id (CAP_SENDER, else derived from the public host)."""
+    configured = getattr(settings, "CAP_SENDER", "")
+    return configured or f"smsblast@{urlparse(settings.PUBLIC_BASE_URL).hostname or 'localhost'}"
+
+
+def cap_identifier(campaign: Campaign) -> str:
+    """Return the identifier of the campaign's alert, unique per sender."""
+    return f"{cap_sender().split('@')[-1]}.campaign.{campaign.pk}"
+
+
+def cap_time(moment: datetime, campaign: Campaign) -> str:
+    """Return `moment` in the area's zone as CAP wants it: seconds, and an explicit offset (never "Z")."""
+    local = moment.astimezone(zone_for_area_codes(campaign.area_codes).tzinfo).replace(microsecond=0)
+    return local.isoformat()
+
+
+def cap_values(campaign: Campaign) -> dict[str, str]:
+    """Return category, urgency, severity and certainty: as composed where valid, else the priority's defaults."""
+    defaults = CAP_DEFAULTS.get(campaign.priority, CAP_DEFAULTS[Priority.NORMAL])
+    return {
+        "category": campaign.cap_category if campaign.cap_category in CAP_CATEGORIES else "Health",
+        "urgency": campaign.cap_urgency if campaign.cap_urgency in CAP_URGENCIES else defaults["urgency"],
+        "severity": campaign.cap_severity if campaign.cap_severity in CAP_SEVERITIES else defaults["severity"],
+        "certainty": campaign.cap_certainty if campaign.cap_certainty in CAP_CERTAINTIES else defaults["certainty"],
+    }
+
+
+def _approval(campaign: Campaign) -> Approval:
+    approval = (
+        campaign.approvals.filter(decision=Approval.Decision.APPROVED, voided_at__isnull=True).order_by("-id").first()
+    )
+    if approval is None:
+        raise ServiceConflict("Only an approved campaign can be exported as CAP; this one has no valid approval.")
+    return approval
+
+
+def _cancelled_at(campaign: Campaign) -> datetime:
+    from smsblast.audit import audit_history
+
+    event = audit_history(campaign).filter(action="campaign.cancel").order_by("-at").first()
+    return event.at if event else campaign.updated_at
+
+
+def _expires(campaign: Campaign, approved_at: datetime) -> datetime:
+    if campaign.ends_at:
+        return campaign.ends_at
+    start = campaign.next_run_at or campaign.starts_at or approved_at
+    return start + timedelta(minutes=campaign.validity_minutes)
+
+
+def _area_geometry(campaign: Campaign) -> dict | None:
+    """Return the area as sent (the first run's frozen area), else the smoothed area computed now."""
+    from operators import areageom
+    from operators.broadcasts import broadcast_area_shapes
+
+    run = campaign.runs.exclude(frozen={}).order_by("scheduled_for", "id").first()
+    if run and (run.frozen.get("area") or {}).get("geometry"):
+        return run.frozen["area"]["geometry"]
+    shapes = broadcast_area_shapes(campaign)
+    return areageom.broadcast_area(shapes) if shapes else None
+
+
+def cap_alert(campaign: Campaign) -> etree._Element:
+    """Return the CAP 1.2 `alert` element of an approved (or approved, then cancelled) campaign."""
+    from operators.areageom import cap_polygons
+
+    approval = _approval(campaign)
+    sender = cap_sender()
+    identifier = cap_identifier(campaign)
+    original_sent = cap_time(approval.created_at, campaign)
+    cancelled = campaign.status == Campaign.Status.CANCELLED
+
+    alert = etree.Element(f"{{{CAP_NS}}}alert", nsmap={None: CAP_NS})
+
+    def add(parent, name: str, text: str | None = None):
+        element = etree.SubElement(parent, f"{{{CAP_NS}}}{name}")
+        if text is not None:
+            element.text = text
+        return element
+
+    add(alert, "identifier", f"{identifier}.cancel" if cancelled else identifier)
+    add(alert, "sender", sender)
+    add(alert, "sent", cap_time(_cancelled_at(campaign), campaign) if cancelled else original_sent)
+    add(alert, "status", "Exercise" if campaign.exercise else "Actual")
+    add(alert, "msgType", "Cancel" if cancelled else "Alert")
+    add(alert, "scope", "Public")
+    if cancelled:
+        add(alert, "note", "Pesan dibatalkan.")
+        add(alert, "references", f"{sender},{identifier},{original_sent}")
+
+    values = cap_values(campaign)
+    info = add(alert, "info")
+    add(info, "language", "id-ID")
+    add(info, "category", values["category"])
+    add(info, "event", campaign.cap_event or campaign.title)
+    add(info, "urgency", values["urgency"])
+    add(info, "severity", values["severity"])
+    add(info, "certainty", values["certainty"])
+    if campaign.starts_at:
+        add(info, "effective", cap_time(campaign.starts_at, campaign))
+    add(info, "expires", cap_time(_expires(campaign, approval.created_at), campaign))
+    add(info, "senderName", campaign.sender)
+    add(info, "headline", campaign.title)
+    add(info, "description", campaign.text)
+    if campaign.instruction:
+        add(info, "instruction", campaign.instruction)
+
+    codes = sorted(campaign.area_codes or [])
+    names = dict(Area.objects.filter(code__in=codes).values_list("code", "name"))
+    area = add(info, "area")
+    described = [names.get(code, code) for code in codes]
+    if campaign.polygon:
+        described.append("Wilayah yang digambar")
+    add(area, "areaDesc", ", ".join(described) or campaign.title)
+    geometry = _area_geometry(campaign)
+    for polygon in cap_polygons(geometry) if geometry else []:
+        add(area, "polygon", polygon)
+    for code in codes:
+        geocode = add(area, "geocode")
+        add(geocode, "valueName", GEOCODE_NAME)
+        add(geocode, "value", code)
+    return alert
+
+
+def cap_document(campaign: Campaign) -> bytes:
+    """Return the campaign's CAP 1.2 document as UTF-8 XML bytes."""
+    return etree.tostring(cap_alert(campaign), xml_declaration=True, encoding="UTF-8", pretty_print=True)

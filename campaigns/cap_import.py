@@ -1,0 +1,438 @@
+"""CAP 1.1/1.2 import: an alert from any issuer becomes a draft area broadcast; a Cancel withdraws it.
+
+Parsing refuses DTDs outright (defusedxml), which stops entity expansion bombs and external entities before
+anything is read. Signatures are not verified: the draft still needs an approver, who sees the source.
+"""
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from xml.etree.ElementTree import Element, ParseError
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from campaigns.models import Campaign, Mode, Priority
+from smsblast import sms
+from smsblast.audit import audit_record
+from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
+from smsblast.models import Area, AreaLevel, User
+
+CAP_NAMESPACES = {
+    "urn:oasis:names:tc:emergency:cap:1.2": "1.2",
+    "urn:oasis:names:tc:emergency:cap:1.1": "1.1",
+}
+MAX_DOCUMENT_BYTES = 1024 * 1024
+# A regency covered less than this by the alert's shapes is narrowed to its kecamatan, where their
+# boundaries are loaded.
+WHOLE_REGENCY_SHARE = 0.9
+# Shapes that only graze an area (boundaries are simplified) do not pull it in.
+MIN_OVERLAP_SHARE = 0.01
+DEFAULT_WINDOW = timedelta(hours=1)
+# Drafts start no sooner than this, so the officer and the approver have time to review.
+REVIEW_LEAD = timedelta(minutes=15)
+_DOTTED_CODE = re.compile(r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$")
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass
+class CapArea:
+    description: str = ""
+    polygons: list[str] = field(default_factory=list)
+    circles: list[str] = field(default_factory=list)
+    geocodes: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class CapInfo:
+    language: str = "en-US"
+    categories: list[str] = field(default_factory=list)
+    event: str = ""
+    urgency: str = ""
+    severity: str = ""
+    certainty: str = ""
+    effective: str = ""
+    onset: str = ""
+    expires: str = ""
+    headline: str = ""
+    description: str = ""
+    instruction: str = ""
+    areas: list[CapArea] = field(default_factory=list)
+
+
+@dataclass
+class CapAlert:
+    version: str
+    identifier: str
+    sender: str
+    sent: str
+    status: str
+    msg_type: str
+    references: list[tuple[str, str, str]]
+    infos: list[CapInfo]
+    signed: bool
+
+
+# --- parsing (no database) -----------------------------------------------------------------
+
+
+def cap_parse(raw: bytes) -> CapAlert:
+    """Return the alert in a CAP 1.1 or 1.2 document; raise ServiceInvalid saying why it cannot be read."""
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise ServiceInvalid(f"The document is larger than {MAX_DOCUMENT_BYTES // 1024} KiB.")
+    if not raw.strip():
+        raise ServiceInvalid("The request carries no document: send the CAP XML as the body or as a file.")
+    try:
+        root = fromstring(raw, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise ServiceInvalid(
+            f"The document declares a DTD or entities ({type(exc).__name__}); CAP needs neither, so it is refused."
+        ) from exc
+    except ParseError as exc:
+        raise ServiceInvalid(f"The document is not well-formed XML: {exc}.") from exc
+    namespace, _, local = root.tag[1:].partition("}") if root.tag.startswith("{") else ("", "", root.tag)
+    if local != "alert" or namespace not in CAP_NAMESPACES:
+        raise ServiceInvalid(
+            f"Not a CAP alert: the root element is {root.tag!r}; expected 'alert' in the CAP 1.1 or 1.2 namespace."
+        )
+    ns = {"cap": namespace}
+
+    def text(parent: Element, name: str) -> str:
+        found = parent.find(f"cap:{name}", ns)
+        return (found.text or "").strip() if found is not None else ""
+
+    identifier, sender, sent = text(root, "identifier"), text(root, "sender"), text(root, "sent")
+    status, msg_type = text(root, "status"), text(root, "msgType")
+    missing = [name for name, value in (("identifier", identifier), ("sender", sender), ("sent", sent)) if not value]
+    missing += [name for name, value in (("status", status), ("msgType", msg_type)) if not value]
+    if missing:
+        raise ServiceInvalid(f"Not a valid CAP alert: missing {', '.join(missing)}.")
+    references = []
+    for item in text(root, "references").split():
+        parts = item.split(",")
+        if len(parts) == 3:
+            references.append((parts[0], parts[1], parts[2]))
+    infos = []
+    for element in root.findall("cap:info", ns):
+        info = CapInfo(
+            language=text(element, "language") or "en-US",
+            categories=[(c.text or "").strip() for c in element.findall("cap:category", ns)],
+            **{
+                name: text(element, cap_name)
+                for name, cap_name in (
+                    ("event", "event"),
+                    ("urgency", "urgency"),
+                    ("severity", "severity"),
+                    ("certainty", "certainty"),
+                    ("effective", "effective"),
+                    ("onset", "onset"),
+                    ("expires", "expires"),
+                    ("headline", "headline"),
+                    ("description", "description"),
+                    ("instruction", "instruction"),
+                )
+            },
+        )
+        for area_element in element.findall("cap:area", ns):
+            info.areas.append(
+                CapArea(
+                    description=text(area_element, "areaDesc"),
+                    polygons=[(p.text or "").strip() for p in area_element.findall("cap:polygon", ns) if p.text],
+                    circles=[(c.text or "").strip() for c in area_element.findall("cap:circle", ns) if c.text],
+                    geocodes=[
+                        (text(g, "valueName"), text(g, "value")) for g in area_element.findall("cap:geocode", ns)
+                    ],
+                )
+            )
+        infos.append(info)
+    signed = root.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
+    return CapAlert(
+        version=CAP_NAMESPACES[namespace],
+        identifier=identifier,
+        sender=sender,
+        sent=sent,
+        status=status,
+        msg_type=msg_type,
+        references=references,
+        infos=infos,
+        signed=signed,
+    )
+
+
+def cap_pick_info(alert: CapAlert) -> CapInfo | None:
+    """Return the Indonesian info block if there is one, else the first."""
+    for info in alert.infos:
+        if info.language.lower().split("-")[0] == "id":
+            return info
+    return alert.infos[0] if alert.infos else None
+
+
+def cap_fit_text(info: CapInfo, *, max_segments: int) -> tuple[str, list[dict[str, Any]]]:
+    """Return headline, description and instruction joined and cut to fit `max_segments`, and what was cut.
+
+    Parts are kept in that order; the first part that does not fit is cut at a word boundary and marked with
+    "...", and every later part is dropped. What a part repeats of an earlier one (a description opening with
+    the headline) is sent once.
+    """
+    parts: list[tuple[str, str]] = []
+    for name in ("headline", "description", "instruction"):
+        value = _WHITESPACE.sub(" ", getattr(info, name)).strip()
+        for _, earlier in parts:
+            if value.startswith(earlier):  # a description that opens with the headline
+                value = value[len(earlier) :].lstrip(" .:-")
+        if value and not any(value in earlier for _, earlier in parts):
+            parts.append((name, value))
+    kept: list[str] = []
+    cuts: list[dict[str, Any]] = []
+    for index, (name, value) in enumerate(parts):
+        if _fits(" ".join([*kept, value]), max_segments):
+            kept.append(value)
+            continue
+        words = value.split(" ")
+        low, high = 0, len(words) - 1  # the largest count of words that fits with "..."
+        while low < high:
+            middle = (low + high + 1) // 2
+            if _fits(" ".join([*kept, " ".join(words[:middle]) + "..."]), max_segments):
+                low = middle
+            else:
+                high = middle - 1
+        if low:
+            kept.append(" ".join(words[:low]) + "...")
+            cuts.append({"part": name, "kept_words": low, "dropped_words": len(words) - low})
+        else:
+            cuts.append({"part": name, "kept_words": 0, "dropped_words": len(words)})
+        for later_name, later in parts[index + 1 :]:
+            cuts.append({"part": later_name, "kept_words": 0, "dropped_words": len(later.split(" "))})
+        break
+    return " ".join(kept), cuts
+
+
+def _fits(text: str, max_segments: int) -> bool:
+    try:
+        sms.analyze(text, max_segments=max_segments)
+    except sms.TextError:
+        return False
+    return True
+
+
+def cap_datetime(value: str) -> datetime | None:
+    """Return a CAP dateTime as an aware datetime, or None when absent or unreadable."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
+
+
+# --- areas ---------------------------------------------------------------------------------
+
+
+def _geocode_codes(info: CapInfo) -> list[str]:
+    """Return the Kemendagri codes among the geocode values (dotted or bare digits), whatever their valueName."""
+    candidates = set()
+    for area in info.areas:
+        for _, value in area.geocodes:
+            value = value.strip()
+            if value.isdigit() and len(value) in (2, 4, 6, 10):
+                value = ".".join(filter(None, (value[:2], value[2:4], value[4:6], value[6:])))
+            if _DOTTED_CODE.match(value):
+                candidates.add(value)
+    return sorted(Area.objects.filter(code__in=candidates).values_list("code", flat=True))
+
+
+def _shape_codes(info: CapInfo) -> tuple[list[str], list[str]]:
+    """Return the known areas the alert's polygons and circles cover, and notes on shapes that were unreadable."""
+    from shapely.ops import unary_union
+
+    from operators import areageom
+
+    shapes, notes = [], []
+    for area in info.areas:
+        for polygon in area.polygons:
+            try:
+                shapes.append(areageom.parse_cap_polygon(polygon))
+            except areageom.AreaError as exc:
+                notes.append(f"Skipped a polygon of {area.description or 'an area'}: {exc}")
+        for circle in area.circles:
+            try:
+                shapes.append(areageom.parse_cap_circle(circle))
+            except areageom.AreaError as exc:
+                notes.append(f"Skipped a circle of {area.description or 'an area'}: {exc}")
+    if not shapes:
+        return [], notes
+    alert_shape = unary_union(shapes)
+    codes = []
+    regencies = Area.objects.filter(level=AreaLevel.KABUPATEN, boundary__isnull=False)
+    for code, boundary in regencies.values_list("code", "boundary").iterator():
+        share = _overlap(alert_shape, boundary)
+        if share < MIN_OVERLAP_SHARE:
+            continue
+        districts = []
+        if share < WHOLE_REGENCY_SHARE:
+            below = Area.objects.filter(level=AreaLevel.KECAMATAN, code__startswith=f"{code}.", boundary__isnull=False)
+            districts = [c for c, b in below.values_list("code", "boundary") if _overlap(alert_shape, b) >= 0.01]
+        codes.extend(districts or [code])
+    return sorted(codes), notes
+
+
+def _overlap(alert_shape, boundary: dict) -> float:
+    from operators import areageom
+
+    try:
+        geometry = areageom.geometry_from_geojson(boundary)
+    except areageom.AreaError:
+        return 0.0
+    if geometry.area == 0 or not geometry.intersects(alert_shape):
+        return 0.0
+    return geometry.intersection(alert_shape).area / geometry.area
+
+
+# --- import --------------------------------------------------------------------------------
+
+
+@dataclass
+class CapImportResult:
+    action: str  # "created", "cancelled" or "rejected"
+    campaign: Campaign
+    cut: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapImportResult:
+    """Import a CAP document: an Alert (or Update) becomes a draft area broadcast; a Cancel withdraws its alert.
+
+    Raises ServiceInvalid with the reason, creating nothing, for invalid XML, a non-CAP document, a status
+    other than Actual or Exercise, or an alert without a usable area.
+    """
+    alert = cap_parse(raw)
+    if alert.status not in ("Actual", "Exercise"):
+        raise ServiceInvalid(f"CAP status {alert.status!r} is not imported; only Actual and Exercise alerts are.")
+    if alert.msg_type == "Cancel":
+        return _cap_cancel(alert, actor=actor, now=now)
+    if alert.msg_type not in ("Alert", "Update"):
+        raise ServiceInvalid(f"CAP msgType {alert.msg_type!r} carries no alert to import.")
+    return _cap_create(alert, actor=actor, now=now or timezone.now())
+
+
+@transaction.atomic
+def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResult:
+    from campaigns.services import campaign_create
+    from operators.models import BroadcastSettings
+
+    info = cap_pick_info(alert)
+    if info is None:
+        raise ServiceInvalid("The CAP alert has no info block, so there is no message to send.")
+    notes = []
+    if info.language.lower().split("-")[0] != "id":
+        notes.append(f"No Indonesian info block; used the first one ({info.language}).")
+    if alert.signed:
+        notes.append("The alert carries an XML signature; it was not verified.")
+    codes = _geocode_codes(info)
+    if codes:
+        notes.append("Area from the alert's geocodes.")
+    else:
+        codes, shape_notes = _shape_codes(info)
+        notes.extend(shape_notes)
+        if codes:
+            notes.append("Area from the known boundaries the alert's polygons and circles cover.")
+    if not codes:
+        raise ServiceInvalid(
+            "The CAP alert has no usable area: no geocode matches a Kemendagri code, and no polygon or circle "
+            "covers a known boundary."
+        )
+    max_segments = BroadcastSettings.load().max_import_segments
+    text, cut = cap_fit_text(info, max_segments=max_segments)
+    if not text:
+        raise ServiceInvalid("The CAP alert has no headline, description or instruction to send.")
+    if cut:
+        notes.append(
+            f"Text cut to fit {max_segments} SMS segments: "
+            + "; ".join(f"{c['part']} lost {c['dropped_words']} words" for c in cut)
+            + "."
+        )
+    urgent = info.urgency == "Immediate" or info.severity in ("Extreme", "Severe")
+    starts_at, ends_at = _window(info, now)
+    campaign = campaign_create(
+        author=actor,
+        title=(info.headline or info.event or alert.identifier)[:200],
+        text=text,
+        sender=getattr(settings, "CAP_IMPORT_SMS_SENDER", "INFO"),
+        mode=Mode.AREA_BROADCAST,
+        area_codes=codes,
+        priority=Priority.URGENT if urgent else Priority.NORMAL,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        exercise=alert.status == "Exercise",
+        cap_category=info.categories[0] if info.categories else "Other",
+        cap_event=info.event[:200],
+        cap_urgency=info.urgency,
+        cap_severity=info.severity,
+        cap_certainty=info.certainty,
+        instruction=info.instruction,
+        cap_source_identifier=alert.identifier[:300],
+        cap_source_sender=alert.sender[:300],
+    )
+    audit_record(
+        actor=actor,
+        action="campaign.cap_import",
+        obj=campaign,
+        to_state=campaign.status,
+        details={"identifier": alert.identifier, "sender": alert.sender, "cut": cut, "version": alert.version},
+    )
+    return CapImportResult(action="created", campaign=campaign, cut=cut, notes=notes)
+
+
+def _window(info: CapInfo, now: datetime) -> tuple[datetime, datetime]:
+    """Return a window from the alert's onset/effective and expires, at least REVIEW_LEAD away, 5 min to 24 h."""
+    earliest = (now + REVIEW_LEAD).replace(second=0, microsecond=0)
+    start = cap_datetime(info.onset) or cap_datetime(info.effective) or earliest
+    start = max(start, earliest)
+    end = cap_datetime(info.expires)
+    if end is None or end - start < timedelta(minutes=5):
+        end = start + DEFAULT_WINDOW
+    return start, min(end, start + timedelta(hours=24))
+
+
+@transaction.atomic
+def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImportResult:
+    from campaigns.services import campaign_cancel
+    from operators.broadcasts import area_broadcast_campaign_cancel
+
+    if not alert.references:
+        raise ServiceInvalid("The CAP Cancel has no references naming the alert it cancels.")
+    query = Campaign.objects.none()
+    for sender, identifier, _ in alert.references:
+        query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
+    campaign = query.select_for_update().order_by("-id").first()
+    if campaign is None:
+        raise ServiceInvalid("The CAP Cancel references no imported alert.")
+    if campaign.status in Campaign.FINAL_STATUSES:
+        raise ServiceConflict(f"The campaign imported from that alert is already {campaign.status}.")
+    reason = f"Cancelled by CAP alert {alert.identifier} from {alert.sender}."
+    if campaign.status == Campaign.Status.PENDING_APPROVAL:
+        # The approver has not decided yet: send it back to its author, as a rejection would.
+        rows = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.PENDING_APPROVAL).update(
+            status=Campaign.Status.REJECTED, updated_at=timezone.now()
+        )
+        if rows != 1:
+            raise ServiceConflict("The campaign changed state while being withdrawn; try again.")
+        audit_record(
+            actor=actor,
+            action="campaign.reject",
+            obj=campaign,
+            from_state=Campaign.Status.PENDING_APPROVAL,
+            to_state=Campaign.Status.REJECTED,
+            details={"reason": reason, "cap_cancel": alert.identifier},
+        )
+        campaign.refresh_from_db()
+        return CapImportResult(action="rejected", campaign=campaign, notes=[reason])
+    try:
+        campaign_cancel(campaign=campaign, actor=actor, reason=reason)
+    except ServiceForbidden as exc:
+        raise ServiceForbidden(f"{exc} The alert was imported by another officer.") from exc
+    area_broadcast_campaign_cancel(campaign=campaign, now=now)
+    return CapImportResult(action="cancelled", campaign=campaign, notes=[reason])

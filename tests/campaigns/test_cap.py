@@ -1,0 +1,419 @@
+"""CAP 1.2 export validates against the OASIS schema; CAP import turns real-agency alerts into drafts."""
+
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from lxml import etree
+from shapely.geometry import shape
+from shapely.ops import unary_union
+
+from campaigns.cap_import import cap_fit_text, cap_parse
+from campaigns.models import Campaign, Priority
+from campaigns.services import campaign_cancel, campaign_submit
+from operators.areageom import parse_cap_polygon
+from operators.models import BroadcastSettings
+from smsblast.errors import ServiceInvalid
+from smsblast.models import AuditEvent, Role
+from tests.operators.area_scripted import blitar_areas, broadcast_campaign, regency_boundary
+from tests.operators.factories import OperatorFactory
+from tests.smsblast.factories import AreaFactory, UserFactory
+
+CAP = "{urn:oasis:names:tc:emergency:cap:1.2}"
+IMPORT_URL = "/api/v1/cap/"
+
+
+@cache
+def cap_schema() -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(Path(settings.BASE_DIR).parent / "shared" / "data" / "cap" / "cap12.xsd")))
+
+
+@pytest.fixture
+def officer_client(db, api_client_for):
+    user = UserFactory(role=Role.OFFICER)
+    client = api_client_for(user)
+    client.user = user
+    return client
+
+
+def _export(client, campaign) -> etree._Element:
+    response = client.get(f"/api/v1/campaigns/{campaign.pk}/cap.xml")
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("application/cap+xml")
+    document = etree.fromstring(response.content)
+    cap_schema().assertValid(document)
+    return document
+
+
+def _find(document, path: str) -> list[str]:
+    return [element.text for element in document.iterfind(path.replace("cap:", CAP))]
+
+
+# --- export --------------------------------------------------------------------------------
+
+
+def test_a_codes_only_campaign_exports_a_valid_alert_with_kemendagri_geocodes(officer_client):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")  # no boundary loaded: geocodes only
+    campaign = broadcast_campaign(area_codes=["35.05"])
+    document = _export(officer_client, campaign)
+    assert _find(document, "cap:status") == ["Actual"]
+    assert _find(document, "cap:msgType") == ["Alert"]
+    assert _find(document, "cap:scope") == ["Public"]
+    assert _find(document, "cap:sent")[0].endswith("+07:00")  # WIB, an explicit offset
+    assert _find(document, "cap:info/cap:language") == ["id-ID"]
+    assert _find(document, "cap:info/cap:description") == [campaign.text]
+    assert _find(document, "cap:info/cap:instruction") == [campaign.instruction]
+    assert _find(document, "cap:info/cap:area/cap:areaDesc") == ["Kabupaten Blitar"]
+    assert _find(document, "cap:info/cap:area/cap:polygon") == []
+    assert _find(document, "cap:info/cap:area/cap:geocode/cap:valueName") == ["KEMENDAGRI"]
+    assert _find(document, "cap:info/cap:area/cap:geocode/cap:value") == ["35.05"]
+    # Normal priority and nothing chosen: the defaults by priority.
+    assert _find(document, "cap:info/cap:urgency") == ["Expected"]
+    assert _find(document, "cap:info/cap:expires")[0].startswith(
+        campaign.ends_at.astimezone(timezone.get_fixed_timezone(7 * 60)).strftime("%Y-%m-%dT%H:%M")
+    )
+
+
+def test_a_campaign_with_boundaries_and_a_drawn_polygon_exports_closed_lat_lon_polygons(officer_client):
+    blitar_areas()
+    drawn = {"type": "Polygon", "coordinates": [[[112.5, -8.0], [112.6, -8.0], [112.6, -8.1], [112.5, -8.0]]]}
+    campaign = broadcast_campaign(area_codes=["35.05"], polygon=drawn, priority=Priority.URGENT)
+    document = _export(officer_client, campaign)
+    polygons = [parse_cap_polygon(text) for text in _find(document, "cap:info/cap:area/cap:polygon")]
+    assert polygons
+    for text in _find(document, "cap:info/cap:area/cap:polygon"):
+        pairs = text.split()
+        assert pairs[0] == pairs[-1]
+        lat, lon = map(float, pairs[0].split(","))
+        assert -9 < lat < -7 and 111 < lon < 113  # lat first
+    covered = unary_union(polygons)
+    assert covered.contains(shape(regency_boundary("35.05")))
+    assert covered.contains(shape(drawn))
+    assert _find(document, "cap:info/cap:urgency") == ["Immediate"]
+    assert _find(document, "cap:info/cap:severity") == ["Severe"]
+
+
+def test_an_exercise_exports_with_status_exercise(officer_client):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    document = _export(officer_client, broadcast_campaign(exercise=True))
+    assert _find(document, "cap:status") == ["Exercise"]
+
+
+def test_a_cancelled_campaign_exports_a_cancel_that_references_the_original(officer_client):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    campaign = broadcast_campaign()
+    original = _export(officer_client, campaign)
+    campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah")
+    cancel = _export(officer_client, campaign)
+    assert _find(cancel, "cap:msgType") == ["Cancel"]
+    sender, identifier, sent = (_find(original, f"cap:{name}")[0] for name in ("sender", "identifier", "sent"))
+    assert _find(cancel, "cap:references") == [f"{sender},{identifier},{sent}"]
+    assert _find(cancel, "cap:identifier") != [identifier]
+
+
+def test_a_campaign_without_approval_cannot_be_exported(officer_client):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    campaign = broadcast_campaign(approved=False)
+    assert officer_client.get(f"/api/v1/campaigns/{campaign.pk}/cap.xml").status_code == 409
+
+
+# --- import: documents in the styles agencies publish --------------------------------------
+
+BMKG_POLYGON = """<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>CJI20210714150000</identifier>
+  <sender>bmkg@bmkg.go.id</sender>
+  <sent>2021-07-14T15:00:00+07:00</sent>
+  <status>Actual</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <language>en-US</language>
+    <category>Met</category>
+    <event>Heavy rain</event>
+    <urgency>Immediate</urgency>
+    <severity>Moderate</severity>
+    <certainty>Likely</certainty>
+    <headline>Heavy rain warning for Blitar</headline>
+    <description>Heavy rain with lightning is expected.</description>
+    <area><areaDesc>Blitar</areaDesc><polygon>{polygon}</polygon></area>
+  </info>
+  <info>
+    <language>id-ID</language>
+    <category>Met</category>
+    <event>Hujan Lebat</event>
+    <urgency>Immediate</urgency>
+    <severity>Moderate</severity>
+    <certainty>Likely</certainty>
+    <expires>2099-07-14T18:00:00+07:00</expires>
+    <senderName>BMKG</senderName>
+    <headline>Peringatan dini hujan lebat di Kab. Blitar</headline>
+    <description>
+      Hujan lebat disertai kilat dan angin kencang
+      berpotensi terjadi di sebagian wilayah Kab. Blitar.
+    </description>
+    <instruction>Waspadai banjir dan tanah longsor.</instruction>
+    <area><areaDesc>Kab. Blitar bagian barat</areaDesc><polygon>{polygon}</polygon></area>
+  </info>
+  <Signature xmlns="http://www.w3.org/2000/09/xmldsig#">
+    <SignedInfo><CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></SignedInfo>
+    <SignatureValue>ZmFrZS1idXQtd2VsbC1mb3JtZWQ=</SignatureValue>
+  </Signature>
+</alert>
+"""
+
+CIRCLE_11 = """<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.1">
+  <identifier>bmkg-gempa-20210410141800</identifier>
+  <sender>inatews@bmkg.go.id</sender>
+  <sent>2021-04-10T14:18:00+07:00</sent>
+  <status>Exercise</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <category>Geo</category>
+    <event>Gempabumi</event>
+    <urgency>Immediate</urgency>
+    <severity>Severe</severity>
+    <certainty>Observed</certainty>
+    <headline>Gempa Mag:6.1, 10-Apr-21 14:00:16 WIB</headline>
+    <area><areaDesc>90 km BaratDaya KAB-MALANG</areaDesc><circle>{circle} 30</circle></area>
+  </info>
+</alert>
+"""
+
+GEOCODES = """<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>satgas-covid-35-0001</identifier>
+  <sender>satgas@jatimprov.go.id</sender>
+  <sent>2021-07-01T09:00:00+07:00</sent>
+  <status>Actual</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <language>id</language>
+    <category>Health</category>
+    <event>PPKM Darurat</event>
+    <urgency>Expected</urgency>
+    <severity>Minor</severity>
+    <certainty>Likely</certainty>
+    <headline>PPKM Darurat berlaku</headline>
+    <description>{description}</description>
+    <instruction>Tetap di rumah, pakai masker dua lapis, hindari kerumunan.</instruction>
+    <area>
+      <areaDesc>Kab. Blitar dan Kec. 1</areaDesc>
+      <geocode><valueName>BPS</valueName><value>3505</value></geocode>
+      <geocode><valueName>KEMENDAGRI</valueName><value>35.05.01</value></geocode>
+      <geocode><valueName>SAME</valueName><value>006113</value></geocode>
+    </area>
+  </info>
+</alert>
+"""
+
+CANCEL = """<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>satgas-covid-35-0001-cancel</identifier>
+  <sender>satgas@jatimprov.go.id</sender>
+  <sent>2021-07-01T10:00:00+07:00</sent>
+  <status>Actual</status>
+  <msgType>Cancel</msgType>
+  <scope>Public</scope>
+  <references>satgas@jatimprov.go.id,satgas-covid-35-0001,2021-07-01T09:00:00+07:00</references>
+</alert>
+"""
+
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol9 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+]>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&lol9;</identifier></alert>
+"""
+
+EXTERNAL_ENTITY = """<?xml version="1.0"?>
+<!DOCTYPE alert [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&secret;</identifier></alert>
+"""
+
+
+def _blitar_west_polygon() -> str:
+    """A CAP polygon over the western third of Kab. Blitar."""
+    minx, miny, maxx, maxy = shape(regency_boundary("35.05")).bounds
+    west = minx + (maxx - minx) / 3
+    ring = [(miny, minx), (miny, west), (maxy, west), (maxy, minx), (miny, minx)]
+    return " ".join(f"{lat:.5f},{lon:.5f}" for lat, lon in ring)
+
+
+def _post_xml(client, document: str, content_type: str = "application/cap+xml"):
+    return client.generic("POST", IMPORT_URL, document.encode(), content_type=content_type)
+
+
+def test_a_polygon_alert_with_languages_and_a_signature_becomes_an_indonesian_draft(officer_client):
+    blitar_areas()
+    response = _post_xml(officer_client, BMKG_POLYGON.format(polygon=_blitar_west_polygon()))
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    campaign = Campaign.objects.get(pk=body["campaign_id"])
+    assert campaign.status == Campaign.Status.DRAFT
+    assert campaign.author == officer_client.user
+    assert campaign.mode == "area_broadcast"
+    assert campaign.area_codes == ["35.05"]  # no kecamatan boundaries loaded: the whole regency
+    assert campaign.text.startswith("Peringatan dini hujan lebat di Kab. Blitar Hujan lebat disertai kilat")
+    assert "  " not in campaign.text and "\n" not in campaign.text
+    assert campaign.priority == Priority.URGENT  # urgency Immediate
+    assert (campaign.cap_source_identifier, campaign.cap_source_sender) == ("CJI20210714150000", "bmkg@bmkg.go.id")
+    assert campaign.cap_category == "Met" and campaign.instruction == "Waspadai banjir dan tanah longsor."
+    assert any("signature" in note for note in body["notes"])
+    assert AuditEvent.objects.filter(action="campaign.cap_import", object_id=str(campaign.pk)).exists()
+
+
+def test_a_cap_11_circle_as_a_multipart_file_becomes_an_exercise_draft(officer_client):
+    blitar_areas()
+    centre = shape(regency_boundary("35.05")).centroid
+    document = CIRCLE_11.format(circle=f"{centre.y:.4f},{centre.x:.4f}")
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("gempa.xml", document.encode(), content_type="application/xml")
+    response = officer_client.post(IMPORT_URL, {"file": upload}, format="multipart")
+    assert response.status_code == 201, response.json()
+    campaign = Campaign.objects.get(pk=response.json()["campaign_id"])
+    assert campaign.exercise is True
+    assert campaign.area_codes == ["35.05"]
+    assert campaign.priority == Priority.URGENT  # severity Severe
+    assert any("No Indonesian info block" in note for note in response.json()["notes"])
+
+
+def test_geocodes_matching_kemendagri_codes_set_the_area_whatever_their_value_name(officer_client):
+    blitar_areas()
+    response = _post_xml(officer_client, GEOCODES.format(description="Mulai 3 Juli 2021."))
+    assert response.status_code == 201, response.json()
+    campaign = Campaign.objects.get(pk=response.json()["campaign_id"])
+    assert campaign.area_codes == ["35.05", "35.05.01"]
+    assert campaign.priority == Priority.NORMAL
+    assert campaign.text == "PPKM Darurat berlaku Mulai 3 Juli 2021. " + (
+        "Tetap di rumah, pakai masker dua lapis, hindari kerumunan."
+    )
+    assert response.json()["cut"] == []
+
+
+def test_a_long_alert_is_cut_to_the_configured_segments_and_says_what_was_cut(officer_client):
+    blitar_areas()
+    settings_row = BroadcastSettings.load()
+    settings_row.max_import_segments = 1
+    settings_row.save()
+    long_description = " ".join(["Pembatasan kegiatan masyarakat berlaku di seluruh kabupaten."] * 6)
+    response = _post_xml(officer_client, GEOCODES.format(description=long_description))
+    assert response.status_code == 201
+    body = response.json()
+    assert len(body["text"]) <= 160 and body["text"].endswith("...")
+    assert [cut["part"] for cut in body["cut"]] == ["description", "instruction"]
+    assert body["cut"][1]["kept_words"] == 0
+    assert any("Text cut to fit 1 SMS segments" in note for note in body["notes"])
+
+
+def test_a_cancel_rejects_a_draft_waiting_for_approval_and_cancels_one_that_is_approved(officer_client):
+    blitar_areas()
+    OperatorFactory(slug="telkomsel")
+    created = _post_xml(officer_client, GEOCODES.format(description="Mulai 3 Juli 2021.")).json()
+    campaign = Campaign.objects.get(pk=created["campaign_id"])
+    campaign_submit(campaign=campaign, actor=officer_client.user)
+    response = _post_xml(officer_client, CANCEL)
+    assert response.status_code == 200, response.json()
+    assert response.json()["action"] == "rejected"
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.REJECTED
+
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.APPROVED)
+    response = _post_xml(officer_client, CANCEL)
+    assert response.json()["action"] == "cancelled"
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.CANCELLED
+    # A Cancel for an alert never imported, or already final, changes nothing.
+    assert _post_xml(officer_client, CANCEL).status_code == 409
+    assert _post_xml(officer_client, CANCEL.replace("satgas-covid-35-0001,", "other,")).status_code == 400
+
+
+def test_an_exported_alert_imports_back_into_the_same_area(officer_client):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    exported = officer_client.get(f"/api/v1/campaigns/{broadcast_campaign().pk}/cap.xml").content.decode()
+    response = _post_xml(officer_client, exported, content_type="application/xml")
+    assert response.status_code == 201, response.json()
+    assert response.json()["area_codes"] == ["35.05"]
+
+
+# --- import: documents that must be refused --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "document, reason",
+    [
+        (BILLION_LAUGHS, "DTD or entities"),
+        (EXTERNAL_ENTITY, "DTD or entities"),
+        ("<alert><identifier>unterminated", "not well-formed"),
+        ('<rss version="2.0"><channel><title>Berita</title></channel></rss>', "Not a CAP alert"),
+        ("<alert><identifier>x</identifier></alert>", "Not a CAP alert"),  # no namespace
+        (GEOCODES.replace("<status>Actual", "<status>Test"), "status 'Test'"),
+        ("", "no document"),
+    ],
+)
+def test_unusable_documents_are_refused_with_a_reason_and_create_nothing(officer_client, document, reason):
+    blitar_areas()
+    response = _post_xml(officer_client, document.format(description="x") if "{" in document else document)
+    assert response.status_code == 400
+    assert reason in response.json()["detail"]
+    assert not Campaign.objects.exists()
+
+
+def test_an_alert_whose_area_matches_nothing_known_is_refused(officer_client):
+    blitar_areas()
+    far_away = GEOCODES.replace("<value>3505</value>", "<value>9999</value>").replace("35.05.01", "99.01.01")
+    response = _post_xml(officer_client, far_away.format(description="x"))
+    assert response.status_code == 400
+    assert "no usable area" in response.json()["detail"]
+    sea = BMKG_POLYGON.format(polygon="-20,100 -20,101 -21,101 -21,100 -20,100")
+    assert _post_xml(officer_client, sea).status_code == 400
+    assert not Campaign.objects.exists()
+
+
+def test_only_officers_may_import(db, api_client_for):
+    approver = UserFactory(role=Role.APPROVER)
+    assert _post_xml(api_client_for(approver), CANCEL).status_code == 403
+
+
+# --- pure pieces ---------------------------------------------------------------------------
+
+
+def test_the_indonesian_info_block_is_picked_and_repeated_parts_are_not_sent_twice():
+    alert = cap_parse(BMKG_POLYGON.format(polygon="-8,112 -8,112.1 -8.1,112.1 -8,112").encode())
+    assert alert.version == "1.2" and alert.signed
+    info = next(i for i in alert.infos if i.language == "id-ID")
+    info.description = info.headline + " " + info.description
+    text, cut = cap_fit_text(info, max_segments=3)
+    assert text.count("Peringatan dini") == 1
+    assert text.startswith(info.headline + " Hujan lebat")
+    assert cut == []
+
+
+def test_a_document_over_the_size_limit_is_refused():
+    with pytest.raises(ServiceInvalid, match="larger than"):
+        cap_parse(b"<alert>" + b" " * (1024 * 1024 + 1) + b"</alert>")
+
+
+def test_the_imported_window_leaves_time_for_review(officer_client):
+    blitar_areas()
+    before = timezone.now()
+    body = _post_xml(officer_client, GEOCODES.format(description="x")).json()
+    campaign = Campaign.objects.get(pk=body["campaign_id"])
+    assert campaign.starts_at >= before + timedelta(minutes=14)
+    assert timedelta(minutes=5) <= campaign.ends_at - campaign.starts_at <= timedelta(hours=24)
