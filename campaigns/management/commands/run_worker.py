@@ -1,0 +1,57 @@
+"""Start a Celery worker that consumes the default queue and every operator's dispatch queue."""
+
+import argparse
+
+from django.core.management.base import BaseCommand
+from django.db import DatabaseError
+
+
+def worker_queues() -> list[str]:
+    """Return "default" plus "dispatch.<slug>" for every operator (inactive ones too: an empty queue costs nothing).
+
+    The list is read at start: a worker started before an operator was added does not consume its queue
+    until restarted.
+    """
+    from operators.models import Operator
+
+    try:
+        slugs = list(Operator.objects.order_by("slug").values_list("slug", flat=True))
+    except DatabaseError:
+        # Not migrated yet: the default queue is all there is.
+        slugs = []
+    return ["default", *(f"dispatch.{slug}" for slug in slugs)]
+
+
+class Command(BaseCommand):
+    help = "Run a Celery worker on the default queue and every operator's dispatch queue."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--concurrency", type=int, default=2, help="Worker processes (default 2).")
+        parser.add_argument("--loglevel", default="INFO")
+        parser.add_argument("--pool", default="prefork", help="Celery pool: prefork, threads, solo.")
+        parser.add_argument("--hostname", default="", help="Node name, e.g. worker2@%%h, to run several workers.")
+        parser.add_argument("--print-queues", action="store_true", help="Print the queues and exit.")
+        parser.add_argument("celery_args", nargs=argparse.REMAINDER, help="Further `celery worker` options.")
+
+    def handle(self, *args, **options):
+        queues = worker_queues()
+        if options["print_queues"]:
+            self.stdout.write(",".join(queues))
+            return
+        from config.celery import app
+
+        argv = [
+            "worker",
+            "--queues",
+            ",".join(queues),
+            "--concurrency",
+            str(options["concurrency"]),
+            "--loglevel",
+            options["loglevel"],
+            "--pool",
+            options["pool"],
+        ]
+        if options["hostname"]:
+            argv += ["--hostname", options["hostname"]]
+        argv += [arg for arg in options["celery_args"] if arg != "--"]
+        app.worker_main(argv=argv)
