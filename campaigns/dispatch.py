@@ -410,6 +410,8 @@ def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignR
     run = CampaignRun.objects.select_related("campaign").filter(pk=run_id).first()
     if run is None or run.status not in (RunStatus.SENDING, RunStatus.PAUSED) or not run.fanout_done:
         return run
+    if run.campaign.mode == Mode.AREA_BROADCAST:
+        return run  # it has no deliveries; the end of its window completes it (operators.broadcasts)
     if run.deliveries.exclude(status__in=Delivery.FINAL_STATUSES).exists():
         return run
     if run.batches.exclude(status__in=DispatchBatch.FINAL_STATUSES).exists():

@@ -665,13 +665,27 @@ def area_broadcasts_tick(*, now: datetime | None = None) -> dict[str, list]:
         run = area_broadcast_run_start(campaign_id=campaign_id, now=now)
         if run is not None:
             started.append(run.pk)
+    # A campaign cancelled through its service (which also marks its runs cancelled): pass the cancel on
+    # to every operator whose broadcast has not heard of it yet.
+    uncancelled = (
+        AreaBroadcast.objects.filter(cancel_requested_at__isnull=True)
+        .exclude(state__in=AreaBroadcast.FINAL_STATES)
+        .filter(Q(run__status=RunStatus.CANCELLED) | Q(run__campaign__status=CampaignStatus.CANCELLED))
+    )
+    for run in CampaignRun.objects.filter(pk__in=uncancelled.values("run_id")):
+        area_broadcast_run_cancel(run=run, now=now)
     live_runs = CampaignRun.objects.filter(campaign__mode=Mode.AREA_BROADCAST).exclude(
         status__in=CampaignRun.FINAL_STATUSES
     )
-    # A campaign cancelled through its service: pass the cancel on to its live run's operators.
-    for run in live_runs.filter(campaign__status=CampaignStatus.CANCELLED):
-        area_broadcast_run_cancel(run=run, now=now)
     for run_id in live_runs.filter(expires_at__lte=now).values_list("id", flat=True):
+        area_broadcast_run_finish(run_id=run_id, now=now)
+    # Cancelled runs still close their broadcasts when the window ends (a cancel never confirmed).
+    ended = CampaignRun.objects.filter(
+        campaign__mode=Mode.AREA_BROADCAST, status=RunStatus.CANCELLED, expires_at__lte=now
+    ).filter(
+        area_broadcasts__state__in=(State.PENDING, State.SENDING, State.ERROR, State.ACKNOWLEDGED, State.CANCEL_PENDING)
+    )
+    for run_id in ended.values_list("id", flat=True).distinct():
         area_broadcast_run_finish(run_id=run_id, now=now)
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     sends = list(
