@@ -322,10 +322,16 @@ def campaign_cancel(*, campaign: Campaign, actor: User, reason: str = "") -> Cam
         to_state=Status.CANCELLED,
         details=details,
     )
-    # Stop its unfinished runs too: unsent batches and their deliveries are cancelled in this transaction.
-    from campaigns.dispatch import campaign_runs_cancel
+    # Stop its unfinished runs too, in this transaction: a targeted run's unsent batches and their
+    # deliveries are cancelled; an area broadcast's operators are asked to withdraw what they hold.
+    if campaign.mode == Mode.AREA_BROADCAST:
+        from operators.broadcasts import area_broadcast_campaign_cancel
 
-    campaign_runs_cancel(campaign=campaign, actor=actor)
+        area_broadcast_campaign_cancel(campaign=campaign)
+    else:
+        from campaigns.dispatch import campaign_runs_cancel
+
+        campaign_runs_cancel(campaign=campaign, actor=actor)
     return campaign
 
 
