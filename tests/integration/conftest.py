@@ -1,0 +1,252 @@
+"""Harness for end-to-end dispatch tests: real Celery worker processes, a real Redis, the simulator over HTTP.
+
+Everything runs against the session's test database: the workers are subprocesses, so on SQLite the test
+database must be a file (an in-memory database cannot be shared); `pytest_collection_modifyitems` below
+switches it to a temporary file whenever integration tests are selected, before the database is created.
+Delivery reports come back from the simulator to pytest-django's `live_server`.
+
+The harness plays celery beat: while a test waits it calls `runs_start_due()` and `dispatch_reconcile()`
+itself, so the reconciler runs for real but on the test's clock instead of every 15 seconds.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+OPERATOR_SLUGS = ("telkomsel", "indosat", "xl", "smartfren")
+# Number prefixes (E.164 digits) routed to each test operator.
+PREFIXES = {"telkomsel": "62812", "indosat": "62856", "xl": "62817", "smartfren": "62881"}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Use a file SQLite test database when integration tests will run (worker processes must share it)."""
+    if not any(item.get_closest_marker("integration") for item in items):
+        return
+    from django.conf import settings
+    from django.db import connections
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.sqlite3" or database.get("TEST", {}).get("NAME"):
+        return
+    name = str(Path(tempfile.mkdtemp(prefix="smsblast-it-")) / "test.sqlite3")
+    database.setdefault("TEST", {})["NAME"] = name
+    connections["default"].settings_dict.setdefault("TEST", {})["NAME"] = name
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url() -> str:
+    """Return a DATABASE_URL for the test database the session is using (after it was created)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        name = str(db["NAME"])
+        if "memory" in name or not name.startswith("/"):
+            raise RuntimeError("Integration tests need a file SQLite test database; set SQLITE_TEST_NAME.")
+        return f"sqlite:///{name}"
+    credentials = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{credentials}@{host}:{port}/{db['NAME']}"
+
+
+class Stack:
+    """The processes of one test: Celery workers and the operator simulator; stopped at teardown."""
+
+    def __init__(self, *, workdir: Path, env: dict[str, str]):
+        self.workdir = workdir
+        self.env = env
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.simulator: subprocess.Popen | None = None
+        self.simulator_url = ""
+
+    # --- simulator --------------------------------------------------------------------------------
+    def start_simulator(self, operators: dict[str, dict]) -> str:
+        """Start the simulator for `{slug: {api_key, signing_secret, report_token, behaviour...}}`; return its URL."""
+        config = self.workdir / "simulator.json"
+        config.write_text(json.dumps(operators))
+        port = _free_port()
+        log = open(self.workdir / "simulator.log", "w")  # noqa: SIM115 - closed with the process
+        self.simulator = subprocess.Popen(
+            [sys.executable, "-m", "operators.simulator", "--config", str(config), "--port", str(port)],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.simulator_url = f"http://127.0.0.1:{port}"
+        self._wait(lambda: self._healthy(), 20, "the simulator did not start")
+        return self.simulator_url
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.simulator_url}/healthz", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    def stats(self) -> dict:
+        return requests.get(f"{self.simulator_url}/stats", timeout=10).json()
+
+    def control(self, slug: str, **changes) -> None:
+        response = requests.post(f"{self.simulator_url}/{slug}/control", json=changes, timeout=10)
+        response.raise_for_status()
+
+    # --- workers ----------------------------------------------------------------------------------
+    def start_workers(self, *names: str, concurrency: int = 2) -> None:
+        """Start `celery worker` processes consuming the default and every test operator's queue; wait until ready."""
+        waits = [self._start_worker(name, concurrency=concurrency) for name in names]
+        for wait in waits:
+            wait()
+
+    def _start_worker(self, name: str, *, concurrency: int) -> Callable[[], None]:
+        queues = ",".join(["default", *(f"dispatch.{slug}" for slug in OPERATOR_SLUGS)])
+        log_path = self.workdir / f"worker-{name}.log"
+        log = open(log_path, "a")  # noqa: SIM115 - closed with the process
+        self.workers[name] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                queues,
+                "-n",
+                f"{name}@%h",
+                "-P",
+                "prefork",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        start = log_path.stat().st_size if log_path.exists() else 0
+
+        def ready() -> bool:
+            if self.workers[name].poll() is not None:
+                raise RuntimeError(f"worker {name} exited:\n{self.logs()}")
+            with open(log_path) as text:
+                text.seek(start)
+                return " ready." in text.read()
+
+        return lambda: self._wait(ready, 60, f"worker {name} did not become ready")
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL the worker and its pool processes at once, as a crashed machine would."""
+        proc = self.workers.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        for proc in [*self.workers.values(), self.simulator]:
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in [*self.workers.values(), self.simulator]:
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self.workers.clear()
+        self.simulator = None
+
+    def logs(self, tail: int = 4000) -> str:
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            parts.append(f"--- {path.name}\n{path.read_text()[-tail:]}")
+        return "\n".join(parts)
+
+    # --- waiting ----------------------------------------------------------------------------------
+    @staticmethod
+    def _wait(predicate: Callable[[], bool], timeout: float, message: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(message)
+            time.sleep(0.05)
+
+    def drive(self, until: Callable[[], bool], *, timeout: float, every: float = 0.5) -> None:
+        """Play celery beat (start due runs, reconcile) until `until()` holds; fail with the logs after `timeout`."""
+        from campaigns.dispatch import dispatch_reconcile, runs_start_due
+
+        deadline = time.monotonic() + timeout
+        while True:
+            runs_start_due()
+            dispatch_reconcile()
+            if until():
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"Gave up after {timeout} s.\n{self.logs()}")
+            time.sleep(every)
+
+
+def _point_celery_at(broker_url: str) -> None:
+    """Send this process's tasks to the test Redis (the app read its broker URL at import)."""
+    from config.celery import app
+
+    if app.conf.broker_url == broker_url:
+        return
+    app.conf.broker_url = broker_url
+    # Pools made for the old URL would keep sending there; the next send builds new ones.
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def stack(transactional_db, live_server, redis_client, redis_url, settings, tmp_path):
+    """Return a Stack wired to the test database, the session's Redis and the live server."""
+    settings.REDIS_URL = redis_url
+    settings.CELERY_BROKER_URL = redis_url
+    settings.PUBLIC_BASE_URL = live_server.url
+    # The reconciler re-drives expired leases and lost tasks after seconds, not minutes.
+    settings.DISPATCH_LEASE_SECONDS = 5
+    settings.DISPATCH_REDRIVE_AFTER_SECONDS = 3
+    _point_celery_at(redis_url)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        "PUBLIC_BASE_URL": live_server.url,
+        "DISPATCH_LEASE_SECONDS": "5",
+        "DISPATCH_REDRIVE_AFTER_SECONDS": "3",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    processes = Stack(workdir=tmp_path, env=env)
+    yield processes
+    processes.stop()
