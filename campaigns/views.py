@@ -14,7 +14,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
-from django.db.models.functions import TruncMinute, TruncSecond
+from django.db.models.functions import Length, TruncMinute, TruncSecond
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
@@ -192,7 +192,8 @@ def area_search(request: HttpRequest) -> HttpResponse:
             matches = matches.filter(code__startswith=query)
         else:
             matches = matches.filter(search_name__contains=search_key(query))
-        areas = list(matches.order_by("code")[:AREA_SEARCH_LIMIT])
+        # Larger areas first (a province's code is shorter than its regencies'), then by code.
+        areas = list(matches.order_by(Length("code"), "code")[:AREA_SEARCH_LIMIT])
     return render(request, "campaigns/_area_results.html", {"areas": areas, "query": query})
 
 

@@ -19,6 +19,19 @@
     }
     document.body.dispatchEvent(new Event("areas-changed"));
   });
+  // Show only the schedule fields of the chosen kind; hidden fields keep their values and the server ignores them.
+  function showScheduleKind() {
+    var chosen = form.querySelector('input[name="schedule_kind"]:checked');
+    var kind = chosen ? chosen.value : "now";
+    form.querySelectorAll("[data-kinds]").forEach(function (block) {
+      block.hidden = block.getAttribute("data-kinds").split(" ").indexOf(kind) === -1;
+    });
+  }
+  form.querySelectorAll('input[name="schedule_kind"]').forEach(function (radio) {
+    radio.addEventListener("change", showScheduleKind);
+  });
+  showScheduleKind();
+
   var sender = form.querySelector("#id_sender");
   var shown = form.querySelector("[data-sender-preview]");
   if (sender && shown) {

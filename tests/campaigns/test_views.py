@@ -409,3 +409,18 @@ def test_missing_campaign_is_a_404_page_in_the_users_language(officer_user):
     response = client_for(officer_user).get(reverse("campaigns:detail", args=[987654]))
     assert response.status_code == 404
     assert "Tidak ditemukan" in response.content.decode()
+
+
+def test_an_english_browser_still_gets_indonesian_until_the_user_switches(officer_user):
+    client = Client()
+    client.force_login(officer_user)
+    body = client.get(reverse("dashboard"), HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9").content.decode()
+    assert "Dasbor" in body
+    client.post(reverse("set_language"), {"language": "en", "next": "/"})
+    body = client.get(reverse("dashboard"), HTTP_ACCEPT_LANGUAGE="id").content.decode()
+    assert "Dashboard" in body
+
+
+def test_area_search_lists_larger_areas_first(officer_user, areas):
+    body = client_for(officer_user).get(reverse("campaigns:area_search"), {"area_q": "35"}).content.decode()
+    assert body.index('value="35"') < body.index('value="35.05"') < body.index('value="35.05.01"')
