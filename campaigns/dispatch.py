@@ -410,6 +410,8 @@ def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignR
     run = CampaignRun.objects.select_related("campaign").filter(pk=run_id).first()
     if run is None or run.status not in (RunStatus.SENDING, RunStatus.PAUSED) or not run.fanout_done:
         return run
+    if run.campaign.mode != Mode.TARGETED:
+        return run  # an area broadcast closes through operators.broadcasts
     if run.campaign.mode == Mode.AREA_BROADCAST:
         return run  # it has no deliveries; the end of its window completes it (operators.broadcasts)
     if run.deliveries.exclude(status__in=Delivery.FINAL_STATUSES).exists():
@@ -461,6 +463,8 @@ def campaign_pause(*, campaign: Campaign, actor: User) -> Campaign:
     Batches already handed to an operator finish; the rest wait, and fan-out still writes rows.
     """
     _check_may_dispatch(campaign, actor)
+    if campaign.mode != Mode.TARGETED:
+        raise ServiceConflict("An area broadcast cannot be paused; cancel it instead.")
     now = timezone.now()
     rows = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.SENDING).update(
         status=Campaign.Status.PAUSED, updated_at=now
@@ -570,7 +574,9 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     now = now or timezone.now()
     stale = now - _stale_after()
     counts = {"leases": 0, "requeued": 0, "fanouts": 0, "expired": 0, "completed": 0, "stalled": 0}
-    active_runs = CampaignRun.objects.filter(status__in=[RunStatus.FANNING_OUT, RunStatus.SENDING])
+    # Area-broadcast runs have no batches or deliveries; operators.broadcasts keeps them.
+    targeted_runs = CampaignRun.objects.filter(campaign__mode=Mode.TARGETED)
+    active_runs = targeted_runs.filter(status__in=[RunStatus.FANNING_OUT, RunStatus.SENDING])
 
     expired_leases = list(
         DispatchBatch.objects.filter(status=BatchStatus.IN_FLIGHT, lease_expires_at__lt=now).values_list(
@@ -601,19 +607,19 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
         # Outside a transaction this runs at once; inside one (tests, callers) after it commits.
         transaction.on_commit(partial(batches_enqueue, redrive))
 
-    for run_id in CampaignRun.objects.filter(
+    for run_id in targeted_runs.filter(
         status=RunStatus.FANNING_OUT, fanout_done=False, last_progress_at__lt=stale
     ).values_list("pk", flat=True):
         CampaignRun.objects.filter(pk=run_id).update(last_progress_at=now)
         transaction.on_commit(partial(_enqueue_fan_out, run_id))
         counts["fanouts"] += 1
 
-    for run in CampaignRun.objects.filter(status__in=ACTIVE_RUN_STATUSES, expires_at__lt=now, fanout_done=True):
+    for run in targeted_runs.filter(status__in=ACTIVE_RUN_STATUSES, expires_at__lt=now, fanout_done=True):
         counts["expired"] += run_expire_overdue(run=run, now=now)
 
-    for run_id in CampaignRun.objects.filter(
-        status__in=[RunStatus.SENDING, RunStatus.PAUSED], fanout_done=True
-    ).values_list("pk", flat=True):
+    for run_id in targeted_runs.filter(status__in=[RunStatus.SENDING, RunStatus.PAUSED], fanout_done=True).values_list(
+        "pk", flat=True
+    ):
         run = run_check_complete(run_id=run_id, now=now)
         if run is not None and run.status in CampaignRun.FINAL_STATUSES:
             counts["completed"] += 1

@@ -117,6 +117,10 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     if limiter.acquire(batch.segments, timeout=max(1.0, lease_seconds / 2)) is None:
         _release(batch, next_attempt_at=timezone.now(), reason="throttled", count_attempt=False)
         return "throttled"
+    # The wait for tokens used up part of the lease: renew it for the send itself.
+    DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).update(
+        lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds)
+    )
     # Pause and cancel must hold within a second, even for a batch that waited for tokens.
     run_status = CampaignRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
     if run_status == RunStatus.CANCELLED:

@@ -312,3 +312,13 @@ def test_the_reconciler_expires_unreported_deliveries_and_completes_the_run():
     assert statuses == {"delivered": 1, "expired": 1, "failed": 2}
     assert DispatchBatch.objects.get(pk=second.pk).status == "failed"
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED_WITH_FAILURES
+
+
+def test_the_reconciler_leaves_area_broadcast_runs_to_their_own_service():
+    campaign = approved_campaign(mode="area_broadcast")
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign, status=CampaignRun.Status.SENDING, fanout_done=True)
+    dispatch.dispatch_reconcile()
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.SENDING
+    with pytest.raises(ServiceConflict):
+        dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
