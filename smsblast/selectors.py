@@ -1,16 +1,29 @@
 """Reads over areas and subscribers shared by campaigns and the send pipeline."""
 
+import time
 from collections.abc import Iterable
+from typing import Any
 
-from django.db.models import QuerySet
+import shapely
+from django.db.models import BooleanField, Case, Count, ExpressionWrapper, IntegerField, Q, QuerySet, Value, When
+from django.db.models.functions import Substr
+from shapely.geometry.base import BaseGeometry
+from shapely.prepared import prep
 
-from smsblast.models import Subscriber, area_subtree_q
+from operators import areageom
+from operators.models import Operator
+from smsblast import sms
+from smsblast.errors import ServiceInvalid
+from smsblast.models import Area, AreaLevel, Subscriber, area_subtree_q
+from smsblast.text import search_key
 
 
 def subscribers_in_area(
-    area_codes: Iterable[str], *, audience: dict | None = None, opted_in_only: bool = False
+    area_codes: Iterable[str], *, audience: dict | None = None, opted_in_only: bool = False, polygon: dict | None = None
 ) -> QuerySet[Subscriber]:
     """Return the subscribers whose home area is one of `area_codes` or lies below one.
+
+    With a drawn `polygon` (GeoJSON), also those it reaches (see `polygon_q`).
 
     `audience` narrows them: {"languages": ["id", "jv"]} keeps those languages and
     {"operators": ["telkomsel"]} those operators' numbers. Opted-out subscribers are
@@ -18,7 +31,10 @@ def subscribers_in_area(
     """
     # "area__code" is the foreign key's own column (code is Area's key), so this needs no join;
     # "area_id" would refuse the startswith lookup.
-    queryset = Subscriber.objects.filter(area_subtree_q("area__code", list(area_codes)))
+    where = area_subtree_q("area__code", list(area_codes or []))
+    if polygon:
+        where |= polygon_q(polygon)
+    queryset = Subscriber.objects.filter(where)
     audience = audience or {}
     if audience.get("languages"):
         queryset = queryset.filter(language__in=audience["languages"])
@@ -27,3 +43,261 @@ def subscribers_in_area(
     if opted_in_only:
         queryset = queryset.filter(opted_out_at__isnull=True)
     return queryset
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Areas
+# ---------------------------------------------------------------------------------------------------------------
+
+# Search results list regencies and cities first: officers most often look for their own kabupaten/kota.
+_SEARCH_LEVEL_RANK = {AreaLevel.KABUPATEN: 0, AreaLevel.PROVINSI: 1, AreaLevel.KECAMATAN: 2, AreaLevel.DESA: 3}
+
+
+def _areas_listed() -> QuerySet[Area]:
+    """Return areas without their boundary (often tens of kilobytes) but knowing whether they have one."""
+    return Area.objects.defer("boundary").annotate(
+        has_boundary=ExpressionWrapper(Q(boundary__isnull=False), output_field=BooleanField())
+    )
+
+
+def area_children(parent_code: str | None) -> list[Area]:
+    """Return the areas directly below `parent_code` (the provinces when it is empty), by code."""
+    if not parent_code:
+        return list(_areas_listed().filter(parent__isnull=True).order_by("code"))
+    return list(_areas_listed().filter(parent_id=parent_code).order_by("code"))
+
+
+def area_search(query: str, *, limit: int = 20) -> list[Area]:
+    """Return areas whose name contains `query`, case- and accent-insensitively.
+
+    Kabupaten/kota first, then provinces, kecamatan and desa; within a level, names starting with the
+    query come before names merely containing it.
+    """
+    key = search_key(query)
+    if not key:
+        return []
+    rank = Case(
+        *(When(level=level, then=Value(position)) for level, position in _SEARCH_LEVEL_RANK.items()),
+        default=Value(9),
+        output_field=IntegerField(),
+    )
+    starts = Case(When(search_name__startswith=key, then=Value(0)), default=Value(1), output_field=IntegerField())
+    return list(
+        _areas_listed()
+        .filter(search_name__contains=key)
+        .annotate(level_rank=rank, starts_rank=starts)
+        .order_by("level_rank", "starts_rank", "search_name", "code")[:limit]
+    )
+
+
+def area_get(code: str) -> Area | None:
+    """Return the area with this code, boundary included, or None."""
+    return Area.objects.filter(code=code).select_related("parent").first()
+
+
+def area_ancestors(area: Area) -> list[Area]:
+    """Return the area's ancestors, province first (one query: the codes are the ancestry)."""
+    parts = area.code.split(".")
+    codes = [".".join(parts[:depth]) for depth in range(1, len(parts))]
+    return list(Area.objects.filter(code__in=codes).only("code", "name", "level").order_by("code"))
+
+
+def area_subscriber_counts(codes: Iterable[str]) -> dict[str, int]:
+    """Return, per area code, the subscribers living in it or below who have not opted out.
+
+    Codes of one level have one length, so each level takes one grouped query on the code's prefix.
+    """
+    by_length: dict[int, list[str]] = {}
+    for code in set(codes):
+        by_length.setdefault(len(code), []).append(code)
+    counts = dict.fromkeys(set(codes), 0)
+    for length, same_level in by_length.items():
+        rows = (
+            Subscriber.objects.filter(area_subtree_q("area__code", same_level), opted_out_at__isnull=True)
+            .annotate(prefix=Substr("area_id", 1, length))
+            .values("prefix")
+            .annotate(subscribers=Count("id"))
+            .order_by()
+        )
+        for row in rows:
+            if row["prefix"] in counts:
+                counts[row["prefix"]] += row["subscribers"]
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Polygon targeting
+# ---------------------------------------------------------------------------------------------------------------
+
+# Boundaries change only when `load_areas` runs; a worker re-reads them after this many seconds.
+_BOUNDARY_TTL = 300.0
+_boundary_cache: dict = {}
+
+
+def _bounded_areas() -> dict[str, BaseGeometry]:
+    """Return code -> shapely geometry of every area with a boundary (cached per process for a few minutes)."""
+    count = Area.objects.filter(boundary__isnull=False).count()
+    cached = _boundary_cache.get("areas")
+    if cached is not None and _boundary_cache["count"] == count and time.monotonic() < _boundary_cache["until"]:
+        return cached
+    areas = {}
+    for code, boundary in Area.objects.filter(boundary__isnull=False).values_list("code", "boundary").iterator(200):
+        try:
+            areas[code] = areageom.geometry_from_geojson(boundary)
+        except (areageom.AreaError, ValueError, TypeError, KeyError):
+            continue  # an unreadable boundary counts as unknown
+    _boundary_cache.update(areas=areas, count=count, until=time.monotonic() + _BOUNDARY_TTL)
+    return areas
+
+
+def polygon_geometry(polygon: dict) -> BaseGeometry:
+    """Return the shapely geometry of a drawn GeoJSON polygon, or raise ServiceInvalid."""
+    try:
+        geometry = areageom.geometry_from_geojson(polygon)
+    except (areageom.AreaError, ValueError, TypeError, KeyError) as exc:
+        raise ServiceInvalid(f"The polygon is not a GeoJSON polygon: {exc}", {"polygon": str(exc)}) from None
+    if geometry.is_empty or geometry.area == 0:
+        raise ServiceInvalid("The polygon encloses no area.", {"polygon": "empty"})
+    return geometry
+
+
+def polygon_home_areas(polygon: dict) -> tuple[set[str], set[str]]:
+    """Return (exact codes, subtree codes) of the home areas a drawn polygon reaches.
+
+    A subscriber's home boundary is that of the deepest area at or above its home area whose boundary
+    is known (a desa of Kab. Blitar, a kecamatan of the example regencies, otherwise its kabupaten).
+    The subscriber is reached when that boundary intersects the polygon. So a reached area stands for
+    its whole subtree unless finer boundaries are known below it: then only the subscribers homed on
+    the area itself (exact) and in its children without a boundary (subtree) are its own, and its
+    bounded children are judged by their own boundaries.
+    """
+    drawn = polygon_geometry(polygon)
+    prepared = prep(drawn)
+    bounded = _bounded_areas()
+    reached = {code for code, geometry in bounded.items() if prepared.intersects(geometry)}
+    # Codes with a known boundary somewhere below them.
+    refined = {".".join(code.split(".")[:depth]) for code in bounded for depth in range(1, code.count(".") + 1)}
+    exact: set[str] = set()
+    subtree: set[str] = set()
+    pending = set()
+    for code in reached:
+        if code in refined:
+            pending.add(code)
+        else:
+            subtree.add(code)
+    while pending:
+        exact |= pending
+        children = Area.objects.filter(parent_id__in=pending).values_list("code", flat=True)
+        pending = set()
+        for child in children:
+            if child in bounded:
+                continue  # judged by its own boundary
+            if child in refined:
+                pending.add(child)
+            else:
+                subtree.add(child)
+    return exact, subtree
+
+
+def polygon_subscriber_ids(polygon: dict) -> list[int]:
+    """Return the ids of subscribers whose home coordinates lie inside a drawn polygon.
+
+    The database narrows them to the polygon's bounding box; shapely tests each remaining point.
+    """
+    drawn = polygon_geometry(polygon)
+    min_lon, min_lat, max_lon, max_lat = drawn.bounds
+    rows = list(
+        Subscriber.objects.filter(
+            latitude__gte=min_lat, latitude__lte=max_lat, longitude__gte=min_lon, longitude__lte=max_lon
+        ).values_list("id", "latitude", "longitude")
+    )
+    if not rows:
+        return []
+    ids, lats, lons = zip(*rows, strict=True)
+    inside = shapely.contains_xy(drawn, lons, lats) | shapely.intersects_xy(drawn.boundary, lons, lats)
+    return [subscriber_id for subscriber_id, hit in zip(ids, inside, strict=True) if hit]
+
+
+def polygon_q(polygon: dict) -> Q:
+    """Return a filter on Subscriber for a drawn polygon: home boundary intersecting it, or coordinates inside."""
+    exact, subtree = polygon_home_areas(polygon)
+    query = Q(pk__in=polygon_subscriber_ids(polygon))
+    if exact:
+        query |= Q(area__code__in=sorted(exact))
+    if subtree:
+        query |= area_subtree_q("area__code", sorted(subtree))
+    return query
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Audience preview
+# ---------------------------------------------------------------------------------------------------------------
+
+KECAMATAN_CODE_LENGTH = len("35.05.01")
+
+
+def audience_preview(
+    area_codes: Iterable[str], polygon: dict | None = None, audience: dict | None = None, segments: int = 1
+) -> dict[str, Any]:
+    """Return who a targeted send would reach: per operator and per kecamatan, opted out apart, and its cost.
+
+    One aggregate query over the subscribers, grouped by operator and by the first eight characters of
+    the home area code (its kecamatan), counts everyone and, conditionally, those opted out; the
+    small grouped result is then folded here. A subscriber homed above kecamatan level, or known only
+    by coordinates, is counted under kecamatan null.
+    """
+    segments = max(int(segments or 0), 0)
+    rows = list(
+        subscribers_in_area(area_codes, audience=audience, polygon=polygon)
+        .annotate(kecamatan=Substr("area_id", 1, KECAMATAN_CODE_LENGTH))
+        .values("operator_id", "kecamatan")
+        .annotate(everyone=Count("id"), opted_out=Count("id", filter=Q(opted_out_at__isnull=False)))
+        .order_by()
+    )
+    operators = {op.pk: op for op in Operator.objects.filter(pk__in={row["operator_id"] for row in rows})}
+    per_operator: dict[int | None, dict[str, int]] = {}
+    per_kecamatan: dict[str | None, dict[str, int]] = {}
+    for row in rows:
+        kecamatan = row["kecamatan"] if row["kecamatan"] and len(row["kecamatan"]) == KECAMATAN_CODE_LENGTH else None
+        operator_id = row["operator_id"] if row["operator_id"] in operators else None
+        for bucket in (
+            per_operator.setdefault(operator_id, {"recipients": 0, "opted_out": 0}),
+            per_kecamatan.setdefault(kecamatan, {"recipients": 0, "opted_out": 0}),
+        ):
+            bucket["recipients"] += row["everyone"] - row["opted_out"]
+            bucket["opted_out"] += row["opted_out"]
+    names = dict(Area.objects.filter(code__in=[code for code in per_kecamatan if code]).values_list("code", "name"))
+
+    by_operator = []
+    for operator_id, counts in per_operator.items():
+        operator = operators.get(operator_id)
+        tariff = operator.tariff_per_segment if operator else 0
+        by_operator.append(
+            {
+                "slug": operator.slug if operator else None,
+                "name": operator.name if operator else "Unknown operator",
+                "recipients": counts["recipients"],
+                "opted_out": counts["opted_out"],
+                "segments": segments * counts["recipients"],
+                "tariff_per_segment": tariff,
+                "cost": sms.content_cost(segments, counts["recipients"], tariff),
+            }
+        )
+    by_operator.sort(key=lambda entry: (entry["slug"] is None, entry["name"]))
+    by_kecamatan = sorted(
+        (
+            {"code": code, "name": names.get(code, "") if code else "", **counts}
+            for code, counts in per_kecamatan.items()
+        ),
+        key=lambda entry: (entry["code"] is None, entry["code"] or ""),
+    )
+    recipients = sum(entry["recipients"] for entry in by_operator)
+    return {
+        "recipients": recipients,
+        "opted_out": sum(entry["opted_out"] for entry in by_operator),
+        "segments_per_message": segments,
+        "segments": segments * recipients,
+        "cost": sum(entry["cost"] for entry in by_operator),
+        "by_operator": by_operator,
+        "by_kecamatan": by_kecamatan,
+    }

@@ -1,0 +1,399 @@
+"""REST endpoints for the audience: areas, subscribers, imports, opt-out and the audience preview."""
+
+from pathlib import Path
+
+from django.http import FileResponse, Http404
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from campaigns.scheduling import zone_for_area_code
+from smsblast import optout, selectors, services
+from smsblast.api_views import validated
+from smsblast.errors import ServiceInvalid
+from smsblast.models import Area, Subscriber, SubscriberImport
+from smsblast.phones import normalize
+from smsblast.roles import IsOfficer, IsOperator, IsStaffRole
+
+AREA_SEARCH_LIMIT = 20
+AREA_SEARCH_MAX = 100
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Areas
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def area_as_dict(area: Area, subscriber_count: int) -> dict:
+    zone = zone_for_area_code(area.code)
+    return {
+        "code": area.code,
+        "name": area.name,
+        "level": area.level,
+        "parent": area.parent_id,
+        "subscriber_count": subscriber_count,
+        "has_boundary": bool(getattr(area, "has_boundary", area.boundary is not None)),
+        "zone": zone.label,
+        "time_zone": zone.name,
+    }
+
+
+class AreaListView(APIView):
+    """List the children of an area (`?parent=35.05`; the provinces without it) or search names (`?q=blit`).
+
+    A search is case- and accent-insensitive and lists kabupaten/kota first, then provinces, kecamatan
+    and desa, at most `limit` (20, up to 100). `subscriber_count` counts subscribers living in the area
+    or below who have not opted out.
+    """
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("parent", str, description="Code whose children to list, e.g. 35.05"),
+            OpenApiParameter("q", str, description="Part of a name, e.g. blit"),
+            OpenApiParameter("limit", int, description="Most search results (default 20, at most 100)"),
+        ],
+        responses={200: OpenApiResponse(description="Areas")},
+    )
+    def get(self, request):
+        query = request.query_params.get("q", "").strip()
+        parent = request.query_params.get("parent", "").strip()
+        if query:
+            try:
+                limit = min(max(int(request.query_params.get("limit", AREA_SEARCH_LIMIT)), 1), AREA_SEARCH_MAX)
+            except ValueError:
+                raise ServiceInvalid("limit must be a whole number.", {"limit": "not a number"}) from None
+            areas = selectors.area_search(query, limit=limit)
+        else:
+            if parent and not Area.objects.filter(code=parent).exists():
+                raise Http404(f"There is no area {parent}.")
+            areas = selectors.area_children(parent or None)
+        counts = selectors.area_subscriber_counts(area.code for area in areas)
+        results = [area_as_dict(area, counts.get(area.code, 0)) for area in areas]
+        return Response({"count": len(results), "results": results})
+
+
+class AreaDetailView(APIView):
+    """Return one area with its GeoJSON boundary (null when unknown), population and ancestors."""
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses={200: OpenApiResponse(description="Area"), 404: OpenApiResponse(description="Unknown")})
+    def get(self, request, code: str):
+        area = selectors.area_get(code)
+        if area is None:
+            raise Http404(f"There is no area {code}.")
+        counts = selectors.area_subscriber_counts([area.code])
+        body = area_as_dict(area, counts.get(area.code, 0))
+        body["population"] = area.population
+        body["boundary"] = area.boundary
+        body["ancestors"] = [
+            {"code": ancestor.code, "name": ancestor.name, "level": ancestor.level}
+            for ancestor in selectors.area_ancestors(area)
+        ]
+        body["children"] = Area.objects.filter(parent_id=area.code).count()
+        return Response(body)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Subscribers and opt-out
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class SubscriberSerializer(serializers.ModelSerializer):
+    area = serializers.CharField(source="area_id", allow_null=True)
+    area_name = serializers.CharField(source="area.name", default=None)
+    operator = serializers.CharField(source="operator.slug", default=None)
+    opted_out = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Subscriber
+        fields = [
+            "msisdn",
+            "name",
+            "area",
+            "area_name",
+            "operator",
+            "language",
+            "opted_out",
+            "opted_out_at",
+            "latitude",
+            "longitude",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_opted_out(self, subscriber: Subscriber) -> bool:
+        return subscriber.opted_out_at is not None
+
+
+def number_search_digits(query: str) -> str:
+    """Return the E.164 digits a typed (partial) number stands for: "0812 34" -> "6281234"."""
+    digits = "".join(ch for ch in query if ch.isdigit())
+    if query.strip().startswith("+") or digits.startswith("62"):
+        return digits
+    if digits.startswith("0"):
+        return "62" + digits[1:]
+    if digits.startswith("8"):
+        return "62" + digits
+    return digits
+
+
+class SubscriberListView(APIView):
+    """Find subscribers by number: `?q=0812 345` matches every number containing +62812345."""
+
+    permission_classes = [IsOfficer]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("q", str, description="A number or part of one, in any usual form")],
+        responses={200: SubscriberSerializer(many=True)},
+    )
+    def get(self, request):
+        queryset = Subscriber.objects.select_related("area", "operator").order_by("msisdn")
+        query = request.query_params.get("q", "").strip()
+        if query:
+            digits = number_search_digits(query)
+            if len(digits) < 3:
+                raise ServiceInvalid("Type at least three digits of the number.", {"q": "too short"})
+            queryset = queryset.filter(msisdn__contains=digits)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(SubscriberSerializer(page, many=True).data)
+
+
+class SubscriberOptOutView(APIView):
+    """Opt a number out by hand (officer or admin); an unknown number is recorded as opted out."""
+
+    permission_classes = [IsOfficer]
+    opt_in = False
+
+    @extend_schema(request=None, responses={200: SubscriberSerializer, 404: OpenApiResponse(description="Unknown")})
+    def post(self, request, msisdn: str):
+        if self.opt_in:
+            subscriber, changed = services.subscriber_opt_in(msisdn=msisdn, actor=request.user, source="manual")
+            if subscriber is None:
+                raise Http404(f"There is no subscriber {msisdn}.")
+        else:
+            subscriber, changed = services.subscriber_opt_out(msisdn=msisdn, actor=request.user, source="manual")
+        subscriber = Subscriber.objects.select_related("area", "operator").get(pk=subscriber.pk)
+        return Response({**SubscriberSerializer(subscriber).data, "changed": changed})
+
+
+class SubscriberOptInView(SubscriberOptOutView):
+    """Let an opted-out number receive campaigns again (officer or admin)."""
+
+    opt_in = True
+
+
+class InboundMessageSerializer(serializers.Serializer):
+    msisdn = serializers.CharField(max_length=40)
+    text = serializers.CharField(max_length=1600, allow_blank=True, trim_whitespace=False)
+    received_at = serializers.CharField(max_length=40, required=False, allow_blank=True)
+
+
+class OperatorInboundView(APIView):
+    """Receive a mobile-originated message from an operator; STOP, BERHENTI, UNREG opt out, START, REG opt in.
+
+    Any other text changes nothing and is answered 200 with `action: "ignored"`, so the operator does
+    not retry it. STOP from a number we do not know records it as an opted-out subscriber, so a later
+    import cannot make it reachable.
+    """
+
+    permission_classes = [IsOperator]
+
+    @extend_schema(request=InboundMessageSerializer, responses={200: OpenApiResponse(description="What was done")})
+    def post(self, request):
+        data = validated(InboundMessageSerializer(data=request.data))
+        received_at = None
+        if data.get("received_at"):
+            received_at = parse_datetime(data["received_at"])
+            if received_at is None or received_at.tzinfo is None:
+                raise ServiceInvalid(
+                    "received_at must be an ISO 8601 time with its offset.", {"received_at": "not a time"}
+                )
+        number = normalize(data["msisdn"])
+        if not number.ok:
+            raise ServiceInvalid(
+                f"{data['msisdn']!r} is not an Indonesian mobile number ({number.reason}).", {"msisdn": "invalid"}
+            )
+        intent = optout.intent_of(data["text"])
+        operator = getattr(request.user, "operator", None)
+        details = {"text": data["text"][:160], "operator": operator.slug if operator else request.user.username}
+        if intent is None:
+            return Response({"msisdn": number.e164, "action": "ignored", "detail": "Not an opt-out or opt-in keyword."})
+        if intent == optout.Intent.OPT_OUT:
+            _, changed = services.subscriber_opt_out(
+                msisdn=number.e164, actor=request.user, source="sms", at=received_at, details=details
+            )
+            action, detail = "opted_out", "The number will receive no more campaigns."
+        else:
+            subscriber, changed = services.subscriber_opt_in(
+                msisdn=number.e164, actor=request.user, source="sms", details=details
+            )
+            action, detail = "opted_in", "The number receives campaigns again."
+            if subscriber is None:
+                action, detail = "ignored", "Unknown number: there is nothing to opt back in."
+        if action != "ignored" and not changed:
+            detail = "Already so; nothing changed."
+        return Response({"msisdn": number.e164, "action": action, "changed": changed, "detail": detail})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Imports
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def import_as_dict(job: SubscriberImport, request, *, with_rejections: bool) -> dict:
+    progress = round(100 * job.bytes_read / job.file_size, 1) if job.file_size else 0.0
+    if job.state == SubscriberImport.State.COMPLETED:
+        progress = 100.0
+    body = {
+        "id": job.pk,
+        "state": job.state,
+        "file": job.original_name,
+        "uploaded_by": job.uploaded_by.username if job.uploaded_by else None,
+        "progress": progress,
+        "rows_read": job.rows_read,
+        "total_rows": job.total_rows,
+        "created": job.created,
+        "updated": job.updated,
+        "duplicates": job.duplicates,
+        "rejected": job.rejected,
+        "rejected_by_reason": job.rejected_by_reason,
+        "error": job.error,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "url": request.build_absolute_uri(f"/api/v1/subscribers/imports/{job.pk}/"),
+        "rejected_csv": request.build_absolute_uri(f"/api/v1/subscribers/imports/{job.pk}/rejected.csv"),
+    }
+    if with_rejections:
+        body["rejected_rows"] = [
+            {"line": row.line, "reason": row.reason, "raw": row.raw}
+            for row in job.rejections.all()[: services.KEPT_REJECTIONS]
+        ]
+    return body
+
+
+class SubscriberImportListView(APIView):
+    """Upload a CSV of subscribers (multipart field `file`) to import in the background, or list imports.
+
+    The file is checked at once: not a CSV text, no number column or no rows answers 400 and keeps
+    nothing. Otherwise 202 with the job; follow its `url` for progress.
+    """
+
+    permission_classes = [IsOfficer]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses={200: OpenApiResponse(description="Imports, newest first")})
+    def get(self, request):
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(
+            SubscriberImport.objects.select_related("uploaded_by").order_by("-created_at"), request, view=self
+        )
+        return paginator.get_paginated_response([import_as_dict(job, request, with_rejections=False) for job in page])
+
+    @extend_schema(
+        request={
+            "multipart/form-data": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+        },
+        responses={202: OpenApiResponse(description="Import job"), 400: OpenApiResponse(description="Refused file")},
+    )
+    def post(self, request):
+        uploaded = request.FILES.get("file")
+        if uploaded is None:
+            raise ServiceInvalid("Upload the CSV file in the multipart field `file`.", {"file": "missing"})
+        job = services.subscriber_import_create(uploaded_file=uploaded, user=request.user)
+        return Response(import_as_dict(job, request, with_rejections=False), status=status.HTTP_202_ACCEPTED)
+
+
+class SubscriberImportDetailView(APIView):
+    """Return an import's state, progress, counts and its first 1,000 rejected rows (line, reason, raw)."""
+
+    permission_classes = [IsOfficer]
+
+    @extend_schema(responses={200: OpenApiResponse(description="Import job"), 404: OpenApiResponse()})
+    def get(self, request, pk: int):
+        job = SubscriberImport.objects.select_related("uploaded_by").filter(pk=pk).first()
+        if job is None:
+            raise Http404(f"There is no import #{pk}.")
+        return Response(import_as_dict(job, request, with_rejections=True))
+
+
+class SubscriberImportRejectedView(APIView):
+    """Download every rejected row of an import as CSV: line, reason, raw."""
+
+    permission_classes = [IsOfficer]
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiResponse(description="line,reason,raw")})
+    def get(self, request, pk: int):
+        job = SubscriberImport.objects.filter(pk=pk).first()
+        if job is None:
+            raise Http404(f"There is no import #{pk}.")
+        path = Path(job.rejected_path) if job.rejected_path else None
+        if path is None or not path.is_file():
+            if job.state == SubscriberImport.State.PENDING:
+                raise Http404(f"Import #{pk} has not started; nothing is rejected yet.")
+            raise Http404(f"The rejected rows of import #{pk} are no longer kept.")
+        return FileResponse(
+            open(path, "rb"),  # noqa: SIM115 - FileResponse streams and closes it
+            as_attachment=True,
+            filename=f"import-{pk}-rejected.csv",
+            content_type="text/csv; charset=utf-8",
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Audience preview
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class AudiencePreviewSerializer(serializers.Serializer):
+    area_codes = serializers.ListField(child=serializers.CharField(max_length=13), required=False, default=list)
+    polygon = serializers.JSONField(required=False, allow_null=True, default=None)
+    audience = serializers.JSONField(required=False, default=dict)
+    segments = serializers.IntegerField(required=False, min_value=0, max_value=10, default=None, allow_null=True)
+    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=5000)
+
+
+class AudiencePreviewView(APIView):
+    """Count who a targeted send to these areas (or this drawn polygon) would reach, and what it would cost.
+
+    Body: `{"area_codes": ["35.05"], "polygon": GeoJSON or null, "audience": {"languages": ["id"]},
+    "segments": 1}` (or `"text"`, whose segments are counted). The answer gives recipients and opted-out
+    counts per operator and per kecamatan, segments × recipients and the cost per operator tariff.
+    """
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(request=AudiencePreviewSerializer, responses={200: OpenApiResponse(description="Preview")})
+    def post(self, request):
+        from smsblast import sms
+
+        data = validated(AudiencePreviewSerializer(data=request.data))
+        if not data["area_codes"] and not data["polygon"]:
+            raise ServiceInvalid("Give area_codes, a polygon or both.", {"area_codes": "empty"})
+        unknown = set(data["area_codes"]) - set(
+            Area.objects.filter(code__in=data["area_codes"]).values_list("code", flat=True)
+        )
+        if unknown:
+            raise ServiceInvalid(f"Unknown area codes: {', '.join(sorted(unknown))}.", {"area_codes": "unknown"})
+        if not isinstance(data["audience"], dict):
+            raise ServiceInvalid("audience must be an object.", {"audience": "not an object"})
+        segments = data["segments"]
+        if segments is None:
+            segments = 1
+            if data.get("text"):
+                try:
+                    segments = sms.analyze(data["text"]).segments
+                except sms.TextError as exc:
+                    raise ServiceInvalid(str(exc), {"text": str(exc)}) from None
+        preview = selectors.audience_preview(
+            data["area_codes"], polygon=data["polygon"], audience=data["audience"], segments=segments
+        )
+        return Response(preview)

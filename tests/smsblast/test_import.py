@@ -1,0 +1,360 @@
+"""Subscriber import: accepted file forms, every rejection reason, upserts, resuming, uploads and the command."""
+
+import csv
+import io
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+
+from operators.models import Operator
+from smsblast import services
+from smsblast.models import AuditEvent, Subscriber, SubscriberImport
+from smsblast.tasks import subscriber_import_run as import_task
+from tests.smsblast.factories import AreaFactory, SubscriberFactory
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def areas(db):
+    for code, name in [
+        ("35", "Jawa Timur"),
+        ("35.05", "Kabupaten Blitar"),
+        ("35.05.01", "Wonodadi"),
+        ("35.05.01.2001", "Kolomayan"),
+        ("35.05.02", "Udanawu"),
+    ]:
+        AreaFactory(code=code, name=name)
+
+
+@pytest.fixture
+def operators(db):
+    return {
+        "telkomsel": Operator.objects.create(name="Telkomsel", slug="telkomsel", prefixes=["62812", "62813"]),
+        "indosat": Operator.objects.create(name="Indosat", slug="indosat", prefixes=["62856", "62857"]),
+    }
+
+
+def run_import(path, **kwargs) -> SubscriberImport:
+    job = services.subscriber_import_create_from_path(path=path, user=None)
+    return services.subscriber_import_run(subscriber_import=job, **kwargs)
+
+
+def write(tmp_path, text: str, *, name: str = "subscribers.csv", encoding: str = "utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def rejected_rows(job: SubscriberImport) -> list[tuple[int, str]]:
+    return [(row.line, row.reason) for row in job.rejections.order_by("line")]
+
+
+# --- accepted forms ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("encoding", "delimiter"),
+    [("utf-8", ","), ("utf-8-sig", ","), ("utf-8", ";"), ("utf-8-sig", ";"), ("utf-8", "\t")],
+    ids=["comma", "comma-bom", "semicolon", "semicolon-bom", "tab"],
+)
+def test_file_with_or_without_bom_and_any_delimiter_is_imported(tmp_path, areas, operators, encoding, delimiter):
+    rows = [["msisdn", "kode_wilayah", "nama", "bahasa"], ["0812-3456-7890", "35.05.01", "Siti, Rahayu", "id"]]
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=delimiter).writerows(rows)
+    job = run_import(write(tmp_path, buffer.getvalue(), encoding=encoding))
+
+    assert (job.state, job.created, job.rejected) == ("completed", 1, 0)
+    subscriber = Subscriber.objects.get()
+    assert (subscriber.msisdn, subscriber.area_id, subscriber.name, subscriber.language) == (
+        "+6281234567890",
+        "35.05.01",
+        "Siti, Rahayu",
+        "id",
+    )
+    assert subscriber.operator == operators["telkomsel"]
+
+
+@pytest.mark.parametrize(
+    "number_header", ["msisdn", "nomor", "no_hp", "hp", "phone", "No. HP", "Nomor HP", "MSISDN", "no-hp"]
+)
+def test_every_number_header_alias_is_recognised(tmp_path, areas, number_header):
+    job = run_import(write(tmp_path, f"{number_header}\n081234567890\n"))
+
+    assert job.created == 1
+    assert Subscriber.objects.get().msisdn == "+6281234567890"
+
+
+@pytest.mark.parametrize(
+    ("area_header", "name_header", "language_header"),
+    [("kode_wilayah", "nama", "bahasa"), ("area_code", "name", "language"), ("Kode Wilayah", "Nama", "Bahasa")],
+)
+def test_area_name_and_language_headers_in_indonesian_or_english(
+    tmp_path, areas, area_header, name_header, language_header
+):
+    text = f"phone;{area_header};{name_header};{language_header}\n+62 812 3456 7890;35.05.02;Budi;English\n"
+    job = run_import(write(tmp_path, text))
+
+    assert job.created == 1
+    subscriber = Subscriber.objects.get()
+    assert (subscriber.area_id, subscriber.name, subscriber.language) == ("35.05.02", "Budi", "en")
+
+
+def test_mixed_number_forms_of_one_subscriber_count_once(tmp_path, areas):
+    forms = ["081234567890", "+62 812-3456-7890", "6281234567890", "81234567890", "0812.3456.7890", "(0812) 34567890"]
+    job = run_import(write(tmp_path, "nomor\n" + "\n".join(forms) + "\n"))
+
+    assert (job.rows_read, job.created, job.duplicates, job.rejected) == (6, 1, 5, 0)
+    assert list(Subscriber.objects.values_list("msisdn", flat=True)) == ["+6281234567890"]
+
+
+def test_undotted_area_codes_and_coordinates_are_read(tmp_path, areas):
+    text = 'hp,kode,lat,lng\n081234567890,3505012001,-8.10,112.16\n081234567891,,"-8,2","112,2"\n'
+    job = run_import(write(tmp_path, text))
+
+    assert job.created == 2
+    first, second = Subscriber.objects.order_by("msisdn")
+    assert (first.area_id, first.latitude, first.longitude) == ("35.05.01.2001", -8.10, 112.16)
+    assert (second.area_id, second.latitude, second.longitude) == (None, -8.2, 112.2)
+
+
+def test_blank_lines_are_not_rows(tmp_path, areas):
+    job = run_import(write(tmp_path, "msisdn\n\n081234567890\n\n081234567891\n"))
+
+    assert (job.rows_read, job.created, job.rejected) == (2, 2, 0)
+
+
+# --- rejections -------------------------------------------------------------------------------------------------
+
+
+def test_every_rejection_reason_is_reported_with_its_line(tmp_path, areas):
+    text = (
+        "msisdn,kode_wilayah,bahasa,latitude,longitude\n"  # line 1
+        "081234567890,35.05.01,id,,\n"  # 2 accepted
+        ",35.05.01,id,,\n"  # 3 missing_number
+        "nomor saya,35.05.01,id,,\n"  # 4 invalid
+        "0215551234,35.05.01,id,,\n"  # 5 not_mobile (Jakarta landline)
+        "+14155552671,35.05.01,id,,\n"  # 6 not_indonesian
+        "0812345,35.05.01,id,,\n"  # 7 too_short
+        "08123456789012345,35.05.01,id,,\n"  # 8 too_long
+        "081234567891,99.99.99,id,,\n"  # 9 unknown_area
+        "081234567892,35.05.01,jawa,,\n"  # 10 invalid_language
+        "081234567893,35.05.01,id,112.1,-8.1\n"  # 11 invalid_coordinates (swapped)
+        "081234567894\n"  # 12 accepted: short row, only the number
+    )
+    job = run_import(write(tmp_path, text))
+
+    assert (job.rows_read, job.created, job.rejected) == (11, 2, 9)
+    assert rejected_rows(job) == [
+        (3, "missing_number"),
+        (4, "invalid"),
+        (5, "not_mobile"),
+        (6, "not_indonesian"),
+        (7, "too_short"),
+        (8, "too_long"),
+        (9, "unknown_area"),
+        (10, "invalid_language"),
+        (11, "invalid_coordinates"),
+    ]
+    assert job.rejected_by_reason == {reason: 1 for _, reason in rejected_rows(job)}
+    assert job.rejections.get(line=9).raw == "081234567891,99.99.99,id,,"
+
+
+def test_rejected_file_lists_every_rejection_while_the_database_keeps_the_first(tmp_path, areas, monkeypatch):
+    monkeypatch.setattr(services, "KEPT_REJECTIONS", 3)
+    job = run_import(write(tmp_path, "msisdn\n" + "\n".join(f"bad{i}" for i in range(5)) + "\n081234567890\n"))
+
+    assert job.rejected == 5
+    assert [line for line, _ in rejected_rows(job)] == [2, 3, 4]
+    with open(job.rejected_path, encoding="utf-8", newline="") as handle:
+        listed = list(csv.reader(handle))
+    assert listed[0] == ["line", "reason", "raw"]
+    assert [row[:2] for row in listed[1:]] == [[str(line), "invalid"] for line in range(2, 7)]
+
+
+# --- upserts ----------------------------------------------------------------------------------------------------
+
+
+def test_reimporting_the_same_file_updates_instead_of_duplicating(tmp_path, areas, operators):
+    path = write(tmp_path, "msisdn,nama\n081234567890,Siti\n085612345678,Budi\nxx,Bad\n081234567890,Siti again\n")
+    first = run_import(path)
+    second = run_import(path)
+
+    assert (first.created, first.updated, first.duplicates, first.rejected) == (2, 0, 1, 1)
+    assert (second.created, second.updated, second.duplicates, second.rejected) == (0, 2, 1, 1)
+    assert Subscriber.objects.count() == 2
+
+
+def test_update_keeps_stored_values_for_empty_cells_and_never_undoes_an_opt_out(tmp_path, areas):
+    from django.utils import timezone
+
+    opted_out_at = timezone.now()
+    SubscriberFactory(
+        msisdn="+6281234567890", area_id="35.05.01", name="Siti", language="en", opted_out_at=opted_out_at
+    )
+    job = run_import(write(tmp_path, "msisdn,kode_wilayah,nama\n081234567890,,\n"))
+
+    subscriber = Subscriber.objects.get()
+    assert (job.created, job.updated) == (0, 1)
+    assert (subscriber.area_id, subscriber.name, subscriber.language) == ("35.05.01", "Siti", "en")
+    assert subscriber.opted_out_at == opted_out_at
+
+
+def test_update_overwrites_given_cells(tmp_path, areas):
+    SubscriberFactory(msisdn="+6281234567890", area_id="35.05.01", name="Siti", language="en")
+    run_import(write(tmp_path, "msisdn,kode_wilayah,nama,bahasa\n081234567890,35.05.02,Siti Rahayu,id\n"))
+
+    subscriber = Subscriber.objects.get()
+    assert (subscriber.area_id, subscriber.name, subscriber.language) == ("35.05.02", "Siti Rahayu", "id")
+
+
+# --- failure and resume -----------------------------------------------------------------------------------------
+
+
+# Outside a test transaction, so on PostgreSQL the chunks commit on the import's writer thread.
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_import_keeps_whole_chunks_and_resumes_after_them(tmp_path, areas, monkeypatch):
+    monkeypatch.setattr(services, "IMPORT_CHUNK", 3)
+    numbers = [f"08123456{i:04d}" for i in range(8)]
+    lines = ["msisdn", *numbers[:4], "bad", numbers[0], *numbers[4:]]  # a rejection and a duplicate mid-file
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    original_write = services._SubscriberWriter.write
+    calls = []
+
+    def fail_on_second_chunk(self, rows):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return original_write(self, rows)
+
+    monkeypatch.setattr(services._SubscriberWriter, "write", fail_on_second_chunk)
+    job = services.subscriber_import_create_from_path(path=path, user=None)
+    failed = services.subscriber_import_run(subscriber_import=job)
+
+    assert failed.state == "failed"
+    assert "disk full" in failed.error
+    assert (failed.created, failed.lines_done) == (3, 4)
+    assert Subscriber.objects.count() == 3
+
+    resumed = services.subscriber_import_run(subscriber_import=failed)
+
+    assert resumed.state == "completed"
+    assert (resumed.rows_read, resumed.created, resumed.updated) == (10, 8, 0)
+    assert (resumed.duplicates, resumed.rejected) == (1, 1)
+    assert Subscriber.objects.count() == 8
+    actions = list(AuditEvent.objects.filter(object_id=str(job.pk)).values_list("action", flat=True))
+    assert actions == [
+        "subscriber_import.create",
+        "subscriber_import.start",
+        "subscriber_import.fail",
+        "subscriber_import.start",
+        "subscriber_import.complete",
+    ]
+
+
+def test_a_completed_import_is_not_run_again(tmp_path, areas):
+    job = run_import(write(tmp_path, "msisdn\n081234567890\n"))
+    again = services.subscriber_import_run(subscriber_import=job)
+
+    assert (again.state, again.created, again.updated) == ("completed", 1, 0)
+
+
+# --- upload API -------------------------------------------------------------------------------------------------
+
+
+def upload(client, content: bytes, name: str = "list.csv"):
+    return client.post(
+        "/api/v1/subscribers/imports/", {"file": SimpleUploadedFile(name, content, "text/csv")}, format="multipart"
+    )
+
+
+def test_upload_answers_202_and_the_job_reports_counts_and_rejected_rows(
+    api_client_for, officer, areas, django_capture_on_commit_callbacks
+):
+    client = api_client_for(officer)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = upload(client, b"\xef\xbb\xbfno_hp;kode_wilayah\n0812 3456 7890;35.05.01\n12;35.05.01\n")
+
+    assert response.status_code == 202, response.content
+    assert response.json()["state"] == "pending"
+    assert len(callbacks) == 1  # the worker is asked only once the job is committed
+    job_id = response.json()["id"]
+    import_task(job_id)
+
+    detail = client.get(f"/api/v1/subscribers/imports/{job_id}/").json()
+    assert (detail["state"], detail["progress"], detail["rows_read"], detail["total_rows"]) == ("completed", 100, 2, 2)
+    assert (detail["created"], detail["rejected"], detail["rejected_by_reason"]) == (1, 1, {"too_short": 1})
+    assert detail["rejected_rows"] == [{"line": 3, "reason": "too_short", "raw": "12;35.05.01"}]
+    assert detail["uploaded_by"] == officer.username
+
+    download = client.get(f"/api/v1/subscribers/imports/{job_id}/rejected.csv")
+    assert download.status_code == 200
+    assert download["Content-Type"].startswith("text/csv")
+    assert b"".join(download.streaming_content).decode().splitlines() == ["line,reason,raw", "3,too_short,12;35.05.01"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        (b"\xef\xbb\xbf\r\n", "empty"),
+        (b"PK\x03\x04\x14\x00\x06\x00rest-of-a-workbook", "spreadsheet workbook"),
+        (b"msisdn\x00\x01\x02", "not a CSV"),
+        ("msisdn\n081234567890\nSiti Ã\n".encode("latin-1"), "not UTF-8"),
+        (b"nama,kode_wilayah\nSiti,35.05\n", "no phone number column"),
+        (b"msisdn,nama\n", "no rows"),
+    ],
+    ids=["empty", "only-bom", "xlsx", "binary", "latin-1", "no-number-column", "header-only"],
+)
+def test_upload_refuses_a_file_that_cannot_be_imported(api_client_for, officer, media_root, content, message):
+    response = upload(api_client_for(officer), content)
+
+    assert response.status_code == 400
+    assert message in response.json()["detail"]
+    assert SubscriberImport.objects.count() == 0
+    assert not any((media_root / "imports").glob("*.csv"))
+
+
+def test_upload_without_a_file_field_is_refused(api_client_for, officer):
+    response = api_client_for(officer).post("/api/v1/subscribers/imports/", {}, format="multipart")
+
+    assert response.status_code == 400
+    assert "file" in response.json()["detail"]
+
+
+def test_only_officers_and_admins_may_upload(api_client_for, approver, operator_user):
+    for user in (approver, operator_user):
+        assert upload(api_client_for(user), b"msisdn\n081234567890\n").status_code == 403
+    assert SubscriberImport.objects.count() == 0
+
+
+def test_unknown_import_is_404(api_client_for, officer):
+    client = api_client_for(officer)
+
+    assert client.get("/api/v1/subscribers/imports/999/").status_code == 404
+    assert client.get("/api/v1/subscribers/imports/999/rejected.csv").status_code == 404
+
+
+# --- command ----------------------------------------------------------------------------------------------------
+
+
+def test_import_subscribers_command_runs_the_same_job_with_progress(tmp_path, areas, capsys):
+    path = write(tmp_path, "msisdn,kode_wilayah\n081234567890,35.05.01\n081234567891,77.77\n")
+    call_command("import_subscribers", str(path))
+
+    out = capsys.readouterr().out
+    assert "2 of ~2 rows: 1 created" in out
+    assert "completed: 2 rows, 1 created, 0 updated, 0 duplicates, 1 rejected (unknown_area 1)" in out
+    assert SubscriberImport.objects.get().state == "completed"
+
+
+def test_import_subscribers_command_refuses_a_file_without_numbers(tmp_path, db):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no phone number column"):
+        call_command("import_subscribers", str(write(tmp_path, "nama\nSiti\n")))
