@@ -41,6 +41,7 @@ STATUS_LABELS = {
     "expired": _("expired"),
     "failed": _("failed"),
     "skipped": _("skipped"),
+    "batch_failed": _("batch failed"),
     # Operator health
     "healthy": _("healthy"),
     "throttled": _("throttled"),
