@@ -343,3 +343,17 @@ def test_the_end_of_the_window_completes_the_campaign_when_every_operator_acknow
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.COMPLETED
     assert AuditEvent.objects.filter(action="campaign.complete", object_id=str(campaign.pk)).exists()
+
+
+def test_submitting_an_area_broadcast_checks_its_window_and_operators(operators, areas):
+    from campaigns.services import campaign_submit
+    from smsblast.errors import ServiceInvalid
+
+    campaign = broadcast_campaign(approved=False)
+    campaign.ends_at = campaign.starts_at + timedelta(minutes=4)
+    campaign.save()
+    with pytest.raises(ServiceInvalid, match="at least 5 minutes"):
+        campaign_submit(campaign=campaign, actor=campaign.author)
+    campaign.ends_at = campaign.starts_at + timedelta(hours=2)
+    campaign.save()
+    assert campaign_submit(campaign=campaign, actor=campaign.author).status == Campaign.Status.PENDING_APPROVAL
