@@ -424,3 +424,12 @@ def test_an_english_browser_still_gets_indonesian_until_the_user_switches(office
 def test_area_search_lists_larger_areas_first(officer_user, areas):
     body = client_for(officer_user).get(reverse("campaigns:area_search"), {"area_q": "35"}).content.decode()
     assert body.index('value="35"') < body.index('value="35.05"') < body.index('value="35.05.01"')
+
+
+def test_a_form_without_its_csrf_token_is_refused_with_a_page_in_the_users_language(officer_user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(officer_user)
+    response = client.post(reverse("campaigns:create"), compose_data())
+    assert response.status_code == 403
+    assert "Formulir kedaluwarsa" in response.content.decode()
+    assert not Campaign.objects.exists()
