@@ -97,6 +97,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
     allowed_actions = serializers.SerializerMethodField()
     history = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
+    broadcast = serializers.SerializerMethodField()
 
     class Meta:
         model = Campaign
@@ -130,8 +131,18 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
             "allowed_actions",
             "history",
             "progress",
+            "broadcast",
         ]
         read_only_fields = fields
+
+    def get_broadcast(self, campaign: Campaign) -> dict | None:
+        """Return an area broadcast's estimated handsets and reach over time per operator; None when targeted."""
+        if campaign.mode != Mode.AREA_BROADCAST:
+            return None
+        from operators.broadcast_selectors import broadcast_progress
+        from operators.broadcasts import broadcast_estimate
+
+        return {"estimate": broadcast_estimate(campaign), "runs": broadcast_progress(campaign)}
 
     def get_progress(self, campaign: Campaign) -> dict | None:
         """Return the latest run's progress (see campaigns.dispatch_selectors.run_progress), or None."""

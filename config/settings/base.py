@@ -152,7 +152,11 @@ CELERY_BEAT_SCHEDULE = {
     "start-due-runs": {"task": "campaigns.tasks.start_due_runs", "schedule": 1.0},
     # Re-drive expired leases and lost tasks, expire overdue deliveries, complete runs (invariant 4).
     "reconcile-dispatch": {"task": "campaigns.tasks.reconcile_dispatch", "schedule": 15.0},
+    # Area broadcasts: start windows, pass cancels on within seconds, retry failed operators, end windows.
+    "area-broadcasts-tick": {"task": "operators.area_broadcasts_tick", "schedule": 2.0},
 }
+# First retry of an operator that failed an area broadcast; doubles per attempt up to two minutes.
+AREA_BROADCAST_RETRY_BASE_SECONDS = env.float("AREA_BROADCAST_RETRY_BASE_SECONDS", default=2.0)
 # send_batch is routed per call to the operator's queue ("dispatch.<slug>"); everything else uses "default".
 # A leased batch is given back to the reconciler if its worker has not answered within this many seconds.
 DISPATCH_LEASE_SECONDS = env.int("DISPATCH_LEASE_SECONDS", default=60)

@@ -357,3 +357,12 @@ def test_submitting_an_area_broadcast_checks_its_window_and_operators(operators,
     campaign.ends_at = campaign.starts_at + timedelta(hours=2)
     campaign.save()
     assert campaign_submit(campaign=campaign, actor=campaign.author).status == Campaign.Status.PENDING_APPROVAL
+
+
+def test_the_campaign_detail_shows_the_estimate_to_composer_and_approver(operators, areas, api_client_for):
+    campaign = broadcast_campaign(approved=False)
+    for role in (Role.OFFICER, Role.APPROVER):
+        detail = api_client_for(UserFactory(role=role)).get(f"/api/v1/campaigns/{campaign.pk}/").json()
+        assert detail["broadcast"]["estimate"]["handsets"] == int(1_261_699 * Decimal("0.85"))
+        assert "past the boundary" in detail["broadcast"]["estimate"]["note"]
+        assert detail["broadcast"]["runs"] == []
