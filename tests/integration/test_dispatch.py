@@ -78,7 +78,9 @@ def test_operator_outage_of_30_seconds_delays_only_its_own_deliveries(stack):
     operators = operators_create(stack, segments_per_second=50_000, batch_size=250)
     subscribers_create(operators, 4_000)
     stack.start_workers("w1")
-    stack.control("xl", outage_seconds=30, outage_mode="refuse")
+    # 503 with Retry-After: the operator says when to come back. (A refused connection carries no such hint:
+    # the sender backs off with jitter, and its retry budget, not the outage, decides how long it waits.)
+    stack.control("xl", outage_seconds=30, outage_mode="503")
     campaign = campaign_send_now()
 
     others = [slug for slug in OPERATOR_SLUGS if slug != "xl"]
