@@ -232,6 +232,11 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign.objects.select_related("author"), pk=pk)
     actions = services.campaign_allowed_actions(campaign=campaign, user=request.user)
     runs = list(campaign.runs.all()[:10])
+    # The same rule as the pipeline services: the author, an approver or an admin controls sending.
+    user = request.user
+    may_dispatch = user.has_role(Role.ADMIN, Role.APPROVER) or (
+        user.has_role(Role.OFFICER) and campaign.author_id == user.pk
+    )
     context = _campaign_context(campaign)
     context.update(
         {
@@ -240,9 +245,9 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "runs": [(run, run_progress(run)) for run in runs],
             "history": _history(campaign),
             "confirm_form": ConfirmForm(),
-            "can_pause": campaign.status == Status.SENDING and request.user.has_role(Role.OFFICER, Role.ADMIN),
-            "can_resume": campaign.status == Status.PAUSED and request.user.has_role(Role.OFFICER, Role.ADMIN),
-            "can_schedule": campaign.status == Status.APPROVED and request.user.has_role(Role.OFFICER, Role.ADMIN),
+            "can_pause": campaign.status == Status.SENDING and may_dispatch,
+            "can_resume": campaign.status == Status.PAUSED and may_dispatch,
+            "can_schedule": campaign.status == Status.APPROVED and may_dispatch,
             "can_review": campaign.status == Status.PENDING_APPROVAL and request.user.has_role(Role.APPROVER),
         }
     )

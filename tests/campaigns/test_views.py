@@ -433,3 +433,27 @@ def test_a_form_without_its_csrf_token_is_refused_with_a_page_in_the_users_langu
     assert response.status_code == 403
     assert "Formulir kedaluwarsa" in response.content.decode()
     assert not Campaign.objects.exists()
+
+
+def test_pause_and_resume_from_the_campaign_page_go_through_the_pipeline_services(officer_user, areas):
+    campaign = CampaignFactory(author=officer_user, area_codes=["35.05"], status=Campaign.Status.SENDING)
+    CampaignRunFactory(campaign=campaign, status=CampaignRun.Status.SENDING)
+    client = client_for(officer_user)
+    assert "Ya, jeda pengiriman" in client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    client.post(reverse("campaigns:action", args=[campaign.pk, "pause"]), {"confirm": "on"})
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED
+    assert AuditEvent.objects.filter(action="campaign.pause", object_id=str(campaign.pk)).exists()
+    client.post(reverse("campaigns:action", args=[campaign.pk, "resume"]), {"confirm": "on"})
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SENDING
+
+
+def test_another_officer_sees_no_pause_button_and_is_refused(officer_user, areas):
+    campaign = CampaignFactory(author=officer_user, area_codes=["35.05"], status=Campaign.Status.SENDING)
+    other = client_for(UserFactory(username="ofc2", role=Role.OFFICER))
+    assert "Ya, jeda pengiriman" not in other.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    response = other.post(reverse("campaigns:action", args=[campaign.pk, "pause"]), {"confirm": "on"})
+    assert response.status_code == 403
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SENDING
