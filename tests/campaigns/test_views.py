@@ -154,6 +154,7 @@ def test_officer_dashboard_shows_a_running_campaign_with_its_progress(officer_us
     DeliveryFactory(run=run, status=Delivery.Status.QUEUED)
     body = client_for(officer_user).get(reverse("dashboard")).content.decode()
     assert 'aria-valuenow="50"' in body
+    assert 'hx-select="#running" hx-trigger="every 5s"' in body
 
 
 # --- compose ------------------------------------------------------------------------------
