@@ -183,10 +183,14 @@ def _compose(request: HttpRequest, form: CampaignForm, *, campaign: Campaign | N
 @require_GET
 @role_required(Role.OFFICER, Role.ADMIN)
 def area_search(request: HttpRequest) -> HttpResponse:
-    """Return up to 20 areas whose name or code matches, as checkboxes the compose form can take."""
+    """Return areas matching a name or code (up to 20), or the children of `parent`, as checkboxes for the form."""
     query = request.GET.get("area_q", "").strip()[:100]
+    parent = request.GET.get("parent", "").strip()[:13]
     areas = []
-    if len(query) >= 2:
+    if parent:
+        # Browsing the tree: the areas directly below the chosen one.
+        areas = list(Area.objects.filter(parent_id=parent).select_related("parent").order_by("code")[:200])
+    elif len(query) >= 2:
         matches = Area.objects.select_related("parent")
         if query[0].isdigit():
             matches = matches.filter(code__startswith=query)
@@ -194,7 +198,7 @@ def area_search(request: HttpRequest) -> HttpResponse:
             matches = matches.filter(search_name__contains=search_key(query))
         # Larger areas first (a province's code is shorter than its regencies'), then by code.
         areas = list(matches.order_by(Length("code"), "code")[:AREA_SEARCH_LIMIT])
-    return render(request, "campaigns/_area_results.html", {"areas": areas, "query": query})
+    return render(request, "campaigns/_area_results.html", {"areas": areas, "query": query or parent})
 
 
 @require_POST

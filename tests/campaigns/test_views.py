@@ -458,3 +458,9 @@ def test_another_officer_sees_no_pause_button_and_is_refused(officer_user, areas
     assert response.status_code == 403
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.SENDING
+
+
+def test_area_picker_browses_the_tree_below_an_area(officer_user, areas):
+    body = client_for(officer_user).get(reverse("campaigns:area_search"), {"parent": "35.05"}).content.decode()
+    assert 'value="35.05.01"' in body and 'value="35.05.02"' in body
+    assert 'value="35.05"' not in body
