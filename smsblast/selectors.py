@@ -107,10 +107,10 @@ def area_subscriber_counts(codes: Iterable[str]) -> dict[str, int]:
 
     Codes of one level have one length, so each level takes one grouped query on the code's prefix.
     """
-    by_length: dict[int, list[str]] = {}
-    for code in set(codes):
-        by_length.setdefault(len(code), []).append(code)
     counts = dict.fromkeys(set(codes), 0)
+    by_length: dict[int, list[str]] = {}
+    for code in counts:
+        by_length.setdefault(len(code), []).append(code)
     for length, same_level in by_length.items():
         rows = (
             Subscriber.objects.filter(area_subtree_q("area__code", same_level), opted_out_at__isnull=True)

@@ -1,0 +1,222 @@
+"""Areas: loading the Kemendagri table with populations and boundaries, re-runs, and the areas API."""
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from smsblast.models import Area, AreaLevel
+from smsblast.services import areas_load
+from tests.smsblast.factories import AreaFactory, SubscriberFactory
+
+WILAYAH = Path(settings.BASE_DIR).parent / "shared" / "data" / "wilayah"
+
+
+def square(lng: float, lat: float, size: float = 0.1) -> dict:
+    return {
+        "type": "Polygon",
+        "coordinates": [[[lng, lat], [lng + size, lat], [lng + size, lat + size], [lng, lat + size], [lng, lat]]],
+    }
+
+
+def write_csv(tmp_path: Path, rows: list[str], name: str = "wilayah.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("kode,nama,tingkat,induk\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.django_db
+def test_load_areas_loads_the_whole_kemendagri_table_with_populations_and_boundaries_and_reruns(capsys):
+    call_command(
+        "load_areas",
+        str(WILAYAH / "kode_wilayah.csv"),
+        "--boundaries",
+        str(WILAYAH / "batas_kabupaten.geojson"),
+        str(WILAYAH / "batas_kecamatan_contoh.geojson"),
+    )
+    out = capsys.readouterr().out
+
+    assert "Areas: 91,599 created, 0 updated, 0 unchanged, 0 skipped" in out
+    assert "created 5,000 of 91,599 new areas" in out  # progress
+    assert Area.objects.count() == 91_599
+    counts = {level: Area.objects.filter(level=level).count() for level in AreaLevel}
+    assert counts[AreaLevel.PROVINSI] == 38
+    blitar = Area.objects.get(code="35.05")
+    assert (blitar.name, blitar.level, blitar.parent_id, blitar.search_name) == (
+        "Kabupaten Blitar",
+        AreaLevel.KABUPATEN,
+        "35",
+        "kabupaten blitar",
+    )
+    assert blitar.population > 1_000_000  # penduduk.csv beside the CSV is read by default
+    assert blitar.boundary["type"] in {"Polygon", "MultiPolygon"}
+    assert Area.objects.get(code="35.05.01").boundary is not None  # a kecamatan of an example regency
+    assert Area.objects.filter(parent_id="35.05.01", level=AreaLevel.DESA).exists()
+
+    call_command("load_areas", str(WILAYAH / "kode_wilayah.csv"), "--no-population")
+    assert "Areas: 0 created, 0 updated, 91,599 unchanged" in capsys.readouterr().out
+    assert Area.objects.get(code="35.05").boundary is not None  # a re-run keeps what it was not given
+
+
+def test_rerun_updates_names_adds_codes_and_keeps_areas_the_file_lacks(tmp_path, db):
+    first = write_csv(
+        tmp_path, ["35,Jawa Timur,provinsi,", "35.05,Kab. Blitar,kabupaten,35", "35.05.01,Wonodadi,kecamatan,35.05"]
+    )
+    areas_load(path=first)
+    SubscriberFactory(area_id="35.05.01")
+
+    second = write_csv(
+        tmp_path,
+        [
+            "35,Jawa Timur,provinsi,",
+            "35.05,Kabupaten Blitar,kabupaten,35",
+            "35.05.02,Udanawu,kecamatan,35.05",
+            "35.05.02.2001,Bendosari,desa,35.05.02",
+        ],
+        name="second.csv",
+    )
+    result = areas_load(path=second)
+
+    assert (result.created, result.updated, result.unchanged) == (2, 1, 1)
+    assert result.not_in_file == ["35.05.01"]
+    assert Area.objects.get(code="35.05").name == "Kabupaten Blitar"
+    assert Area.objects.get(code="35.05").search_name == "kabupaten blitar"
+    assert Area.objects.filter(code="35.05.01").exists()  # in use by a subscriber, and never deleted anyway
+    assert Area.objects.get(code="35.05.02.2001").parent_id == "35.05.02"
+
+
+def test_malformed_rows_are_skipped_and_reported(tmp_path, db):
+    path = write_csv(
+        tmp_path,
+        [
+            "35,Jawa Timur,provinsi,",
+            "35.5,Bad code,kabupaten,35",
+            "35.05,Kabupaten Blitar,kecamatan,35",
+            "35.06,Kabupaten Kediri,kabupaten,34",
+            "36.01,Kabupaten Pandeglang,kabupaten,36",
+            "35.07,,kabupaten,35",
+        ],
+    )
+    result = areas_load(path=path)
+
+    assert result.created == 1
+    assert [line for line, _ in result.skipped] == [3, 4, 5, 7, 0]
+    assert "parent 36 of 36.01 is unknown" in result.skipped[-1][1]
+
+
+def test_boundaries_of_unknown_areas_are_reported(tmp_path, db):
+    import json
+
+    AreaFactory(code="35", name="Jawa Timur")
+    geojson = tmp_path / "batas.geojson"
+    features = [{"type": "Feature", "properties": {"kode": code}, "geometry": square(112, -8)} for code in ("35", "99")]
+    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    result = areas_load(path=write_csv(tmp_path, ["35,Jawa Timur,provinsi,"]), boundary_paths=[geojson])
+
+    assert (result.boundaries, result.unknown_boundary_codes) == (1, ["99"])
+    assert Area.objects.get(code="35").boundary == square(112, -8)
+
+
+# --- API --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tree(db):
+    AreaFactory(code="35", name="Jawa Timur", boundary=square(111, -8, 2))
+    AreaFactory(code="35.05", name="Kabupaten Blitar", boundary=square(112, -8.3, 0.5))
+    AreaFactory(code="35.72", name="Kota Blitar")
+    AreaFactory(code="35.05.01", name="Wonodadi")
+    AreaFactory(code="35.05.02", name="Udanawu")
+    AreaFactory(code="35.05.01.2001", name="Blitaran")
+    AreaFactory(code="73", name="Sulawesi Selatan")
+    AreaFactory(code="73.01", name="Kabupaten Kepulauan Selayar")
+    AreaFactory(code="91", name="Papua")
+    AreaFactory(code="32", name="Jawa Barat")
+    AreaFactory(code="32.01", name="Kabupaten Bogor")
+    AreaFactory(code="32.01.01", name="Cibinong Blitaŕ")  # an accented name, invented to test search
+    SubscriberFactory(area_id="35.05.01.2001")
+    SubscriberFactory(area_id="35.05.01")
+    SubscriberFactory(area_id="35.05.02")
+    from django.utils import timezone
+
+    SubscriberFactory(area_id="35.05.02", opted_out_at=timezone.now())
+
+
+def test_children_of_an_area_with_counts_boundary_flag_and_zone(api_client_for, officer, tree):
+    response = api_client_for(officer).get("/api/v1/areas/", {"parent": "35.05"})
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "count": 2,
+        "results": [
+            {
+                "code": "35.05.01",
+                "name": "Wonodadi",
+                "level": "kecamatan",
+                "parent": "35.05",
+                "subscriber_count": 2,
+                "has_boundary": False,
+                "zone": "WIB",
+                "time_zone": "Asia/Jakarta",
+            },
+            {
+                "code": "35.05.02",
+                "name": "Udanawu",
+                "level": "kecamatan",
+                "parent": "35.05",
+                "subscriber_count": 1,  # the opted-out one is not counted
+                "has_boundary": False,
+                "zone": "WIB",
+                "time_zone": "Asia/Jakarta",
+            },
+        ],
+    }
+
+
+def test_without_parent_the_provinces_are_listed_with_their_zones(api_client_for, approver, tree):
+    results = api_client_for(approver).get("/api/v1/areas/").json()["results"]
+
+    assert [(area["code"], area["zone"], area["subscriber_count"]) for area in results] == [
+        ("32", "WIB", 0),
+        ("35", "WIB", 3),
+        ("73", "WITA", 0),
+        ("91", "WIT", 0),
+    ]
+    assert [area["has_boundary"] for area in results] == [False, True, False, False]
+
+
+def test_search_is_case_and_accent_insensitive_and_lists_kabupaten_kota_first(api_client_for, officer, tree):
+    response = api_client_for(officer).get("/api/v1/areas/", {"q": "BLÍT"})
+
+    codes = [area["code"] for area in response.json()["results"]]
+    assert codes == ["35.05", "35.72", "32.01.01", "35.05.01.2001"]
+    assert response.json()["results"][0]["subscriber_count"] == 3
+
+
+def test_search_is_limited(api_client_for, officer, tree):
+    response = api_client_for(officer).get("/api/v1/areas/", {"q": "blit", "limit": 2})
+
+    assert [area["code"] for area in response.json()["results"]] == ["35.05", "35.72"]
+    assert api_client_for(officer).get("/api/v1/areas/", {"q": "blit", "limit": "x"}).status_code == 400
+
+
+def test_detail_adds_the_boundary_population_and_ancestors(api_client_for, officer, tree):
+    body = api_client_for(officer).get("/api/v1/areas/35.05/").json()
+
+    assert body["boundary"] == square(112, -8.3, 0.5)
+    assert body["has_boundary"] is True
+    assert body["ancestors"] == [{"code": "35", "name": "Jawa Timur", "level": "provinsi"}]
+    assert (body["children"], body["subscriber_count"], body["zone"]) == (2, 3, "WIB")
+    assert api_client_for(officer).get("/api/v1/areas/35.05.01/").json()["boundary"] is None
+
+
+def test_unknown_area_is_404(api_client_for, officer, tree):
+    client = api_client_for(officer)
+
+    assert client.get("/api/v1/areas/99.99/").status_code == 404
+    assert client.get("/api/v1/areas/", {"parent": "99"}).status_code == 404
+
+
+def test_areas_are_for_staff_roles_only(api_client_for, operator_user, tree):
+    assert api_client_for(operator_user).get("/api/v1/areas/").status_code == 403

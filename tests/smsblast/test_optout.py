@@ -1,0 +1,228 @@
+"""Opt-out and opt-in: the keyword table, the operator inbound API, manual opt-out and number search."""
+
+import pytest
+from django.utils import timezone
+
+from operators.models import Operator
+from smsblast import services
+from smsblast.models import AuditEvent, Subscriber
+from smsblast.optout import Intent, intent_of
+from tests.smsblast.factories import SubscriberFactory
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("STOP", Intent.OPT_OUT),
+        ("stop", Intent.OPT_OUT),
+        ("  Stop  ", Intent.OPT_OUT),
+        ("BERHENTI", Intent.OPT_OUT),
+        ("berhenti.", Intent.OPT_OUT),
+        ("UNREG", Intent.OPT_OUT),
+        ("unreg info", Intent.OPT_OUT),
+        (" UNREG INFO COVID ", Intent.OPT_OUT),
+        ("STOP!", Intent.OPT_OUT),
+        ("START", Intent.OPT_IN),
+        ("start", Intent.OPT_IN),
+        ("REG", Intent.OPT_IN),
+        ("reg info", Intent.OPT_IN),
+        ("\tReg\n", Intent.OPT_IN),
+        ("STOPPING", None),
+        ("REGISTER", None),
+        ("please stop", None),
+        ("#STOP", None),
+        ("apa ini?", None),
+        ("", None),
+        ("   ", None),
+        (None, None),
+    ],
+)
+def test_keyword_table(text, intent):
+    assert intent_of(text) == intent
+
+
+@pytest.fixture
+def operator_client(api_client_for, operator_user):
+    Operator.objects.create(name="Telkomsel", slug="telkomsel", prefixes=["62812"], user=operator_user)
+    return api_client_for(operator_user)
+
+
+def inbound(client, msisdn: str, text: str, **extra):
+    return client.post("/api/v1/operator/inbound/", {"msisdn": msisdn, "text": text, **extra}, format="json")
+
+
+def test_stop_opts_a_subscriber_out_and_is_audited(operator_client, operator_user):
+    subscriber = SubscriberFactory(msisdn="+6281234567890")
+    response = inbound(operator_client, "081234567890", " unreg info ", received_at="2021-07-01T13:05:00+07:00")
+
+    assert response.status_code == 200
+    assert response.json() | {"detail": ""} == {
+        "msisdn": "+6281234567890",
+        "action": "opted_out",
+        "changed": True,
+        "detail": "",
+    }
+    subscriber.refresh_from_db()
+    assert subscriber.opted_out_at.isoformat() == "2021-07-01T06:05:00+00:00"
+    event = AuditEvent.objects.get(action="subscriber.opt_out")
+    assert (event.actor, event.object_id, event.from_state, event.to_state) == (
+        operator_user,
+        str(subscriber.pk),
+        "subscribed",
+        "opted_out",
+    )
+    assert event.details["source"] == "sms"
+    assert event.details["operator"] == "telkomsel"
+
+
+def test_start_opts_back_in_and_is_audited(operator_client):
+    subscriber = SubscriberFactory(msisdn="+6281234567890", opted_out_at=timezone.now())
+    response = inbound(operator_client, "+62 812 3456 7890", "REG")
+
+    assert response.json()["action"] == "opted_in"
+    subscriber.refresh_from_db()
+    assert subscriber.opted_out_at is None
+    assert AuditEvent.objects.filter(action="subscriber.opt_in", to_state="subscribed").count() == 1
+
+
+def test_repeated_stop_changes_nothing_and_writes_no_second_event(operator_client):
+    SubscriberFactory(msisdn="+6281234567890")
+    inbound(operator_client, "081234567890", "STOP")
+    response = inbound(operator_client, "081234567890", "STOP")
+
+    assert (response.json()["action"], response.json()["changed"]) == ("opted_out", False)
+    assert AuditEvent.objects.filter(action="subscriber.opt_out").count() == 1
+
+
+def test_other_text_is_ignored_with_200(operator_client):
+    subscriber = SubscriberFactory(msisdn="+6281234567890")
+    response = inbound(operator_client, "081234567890", "Terima kasih infonya")
+
+    assert response.status_code == 200
+    assert response.json()["action"] == "ignored"
+    subscriber.refresh_from_db()
+    assert subscriber.opted_out_at is None
+    assert not AuditEvent.objects.filter(action__startswith="subscriber.").exists()
+
+
+def test_stop_from_an_unknown_number_records_it_opted_out_and_a_later_import_keeps_that(
+    operator_client, tmp_path, settings
+):
+    settings.MEDIA_ROOT = tmp_path
+    response = inbound(operator_client, "081299998888", "BERHENTI")
+
+    assert response.json()["action"] == "opted_out"
+    subscriber = Subscriber.objects.get(msisdn="+6281299998888")
+    assert subscriber.opted_out_at is not None
+    assert subscriber.operator.slug == "telkomsel"
+
+    path = tmp_path / "list.csv"
+    path.write_text("msisdn,nama\n081299998888,Siti\n")
+    job = services.subscriber_import_create_from_path(path=path, user=None)
+    job = services.subscriber_import_run(subscriber_import=job)
+
+    subscriber.refresh_from_db()
+    assert (job.created, job.updated) == (0, 1)
+    assert subscriber.name == "Siti"
+    assert subscriber.opted_out_at is not None
+
+
+def test_start_from_an_unknown_number_creates_nothing(operator_client):
+    response = inbound(operator_client, "081299998888", "START")
+
+    assert response.json()["action"] == "ignored"
+    assert not Subscriber.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"msisdn": "12345", "text": "STOP"}, "msisdn"),
+        ({"msisdn": "0215551234", "text": "STOP"}, "msisdn"),
+        ({"text": "STOP"}, "msisdn"),
+        ({"msisdn": "081234567890", "text": "STOP", "received_at": "yesterday"}, "received_at"),
+        ({"msisdn": "081234567890", "text": "STOP", "received_at": "2021-07-01T13:05:00"}, "received_at"),
+    ],
+)
+def test_bad_inbound_message_is_400(operator_client, body, field):
+    response = operator_client.post("/api/v1/operator/inbound/", body, format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()["errors"]
+    assert not Subscriber.objects.exists()
+
+
+def test_only_operators_post_inbound_messages(api_client_for, officer):
+    response = inbound(api_client_for(officer), "081234567890", "STOP")
+
+    assert response.status_code == 403
+    assert not Subscriber.objects.exists()
+
+
+def test_officer_opts_a_number_out_and_in_by_hand(api_client_for, officer):
+    subscriber = SubscriberFactory(msisdn="+6281234567890")
+    client = api_client_for(officer)
+
+    out = client.post("/api/v1/subscribers/0812-3456-7890/opt-out/")
+    assert out.status_code == 200
+    assert (out.json()["msisdn"], out.json()["opted_out"], out.json()["changed"]) == ("+6281234567890", True, True)
+    event = AuditEvent.objects.get(action="subscriber.opt_out")
+    assert (event.actor, event.details["source"]) == (officer, "manual")
+
+    back = client.post("/api/v1/subscribers/+6281234567890/opt-in/")
+    assert (back.status_code, back.json()["opted_out"]) == (200, False)
+    subscriber.refresh_from_db()
+    assert subscriber.opted_out_at is None
+
+
+def test_manual_opt_out_of_an_unknown_number_records_it(api_client_for, officer):
+    response = api_client_for(officer).post("/api/v1/subscribers/081299998888/opt-out/")
+
+    assert response.status_code == 200
+    assert Subscriber.objects.get(msisdn="+6281299998888").opted_out_at is not None
+
+
+def test_manual_opt_in_of_an_unknown_number_is_404_and_a_bad_number_400(api_client_for, officer):
+    client = api_client_for(officer)
+
+    assert client.post("/api/v1/subscribers/081299998888/opt-in/").status_code == 404
+    assert client.post("/api/v1/subscribers/not-a-number/opt-out/").status_code == 400
+
+
+def test_approvers_cannot_opt_numbers_out(api_client_for, approver):
+    SubscriberFactory(msisdn="+6281234567890")
+
+    assert api_client_for(approver).post("/api/v1/subscribers/081234567890/opt-out/").status_code == 403
+    assert Subscriber.objects.get().opted_out_at is None
+
+
+def test_subscribers_are_found_by_any_form_of_part_of_their_number(api_client_for, officer):
+    SubscriberFactory(msisdn="+6281234567890", name="Siti")
+    SubscriberFactory(msisdn="+6281234500000")
+    SubscriberFactory(msisdn="+6285600000000")
+    client = api_client_for(officer)
+
+    def found(query):
+        response = client.get("/api/v1/subscribers/", {"q": query})
+        assert response.status_code == 200
+        return [row["msisdn"] for row in response.json()["results"]]
+
+    assert found("0812 345") == ["+6281234500000", "+6281234567890"]
+    assert found("+62 812-3456-7890") == ["+6281234567890"]
+    assert found("67890") == ["+6281234567890"]
+    assert found("0856") == ["+6285600000000"]
+    assert client.get("/api/v1/subscribers/", {"q": "12"}).status_code == 400
+
+
+def test_opted_out_subscribers_are_left_out_of_the_targeted_audience(officer):
+    from smsblast.selectors import subscribers_in_area
+    from tests.smsblast.factories import AreaFactory
+
+    for code in ("35", "35.05", "35.05.01"):
+        AreaFactory(code=code)
+    SubscriberFactory(msisdn="+6281234567890", area_id="35.05.01")
+    services.subscriber_opt_out(msisdn="081234567890", actor=officer, source="manual")
+    SubscriberFactory(msisdn="+6281234567891", area_id="35.05.01")
+
+    reached = subscribers_in_area(["35.05"], opted_in_only=True).values_list("msisdn", flat=True)
+    assert list(reached) == ["+6281234567891"]
