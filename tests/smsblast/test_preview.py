@@ -1,0 +1,204 @@
+"""Audience preview and polygon targeting, against a hand-counted fixture."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from operators.models import Operator
+from smsblast import selectors
+from smsblast.selectors import audience_preview, polygon_home_areas, subscribers_in_area
+from tests.smsblast.factories import AreaFactory, SubscriberFactory
+
+
+def box(west: float, south: float, east: float, north: float) -> dict:
+    return {
+        "type": "Polygon",
+        "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]],
+    }
+
+
+@pytest.fixture(autouse=True)
+def fresh_boundary_cache():
+    selectors._boundary_cache.clear()
+
+
+@pytest.fixture
+def fixture(db):
+    """Kab. Blitar with bounded kecamatan 01 and 02 (01 with bounded desa), unbounded 03, and Kota Blitar.
+
+    | home             | telkomsel (Rp 250)   | indosat (Rp 230)          | no operator |
+    |------------------|----------------------|---------------------------|-------------|
+    | 35.05            | 1                    |                           |             |
+    | 35.05.01         | 3 (1 opted out)      | 2 (1 writes English)      |             |
+    | 35.05.01.2001    | 1                    |                           |             |
+    | 35.05.02         |                      | 2 (1 opted out)           | 1           |
+    | 35.05.03         | 1                    |                           |             |
+    | 35.72.01         | 2 (1 lives at a point inside the drawn polygon)               |
+    | none             | 1 (lives at a point outside it)                               |
+    """
+    AreaFactory(code="35", name="Jawa Timur", boundary=box(111.0, -9.0, 114.0, -7.0))
+    AreaFactory(code="35.05", name="Kabupaten Blitar", boundary=box(112.0, -8.5, 112.5, -8.0))
+    AreaFactory(code="35.72", name="Kota Blitar", boundary=box(113.0, -8.5, 113.2, -8.3))
+    AreaFactory(code="35.05.01", name="Wonodadi", boundary=box(112.0, -8.25, 112.25, -8.0))
+    AreaFactory(code="35.05.02", name="Udanawu", boundary=box(112.25, -8.25, 112.5, -8.0))
+    AreaFactory(code="35.05.03", name="Srengat")
+    AreaFactory(code="35.05.01.2001", name="Kolomayan", boundary=box(112.0, -8.1, 112.1, -8.0))
+    AreaFactory(code="35.05.01.2002", name="Wonodadi", boundary=box(112.1, -8.25, 112.25, -8.0))
+    AreaFactory(code="35.72.01", name="Sukorejo")
+    telkomsel = Operator.objects.create(name="Telkomsel", slug="telkomsel", prefixes=["62812"], tariff_per_segment=250)
+    indosat = Operator.objects.create(name="Indosat", slug="indosat", prefixes=["62856"], tariff_per_segment=230)
+    out = timezone.now()
+    rows = [
+        ("35.05", telkomsel, {}),
+        ("35.05.01", telkomsel, {}),
+        ("35.05.01", telkomsel, {}),
+        ("35.05.01", telkomsel, {"opted_out_at": out}),
+        ("35.05.01", indosat, {}),
+        ("35.05.01", indosat, {"language": "en"}),
+        ("35.05.01.2001", telkomsel, {}),
+        ("35.05.02", indosat, {}),
+        ("35.05.02", indosat, {"opted_out_at": out}),
+        ("35.05.02", None, {}),
+        ("35.05.03", telkomsel, {}),
+        ("35.72.01", telkomsel, {"latitude": -8.1, "longitude": 112.1}),
+        ("35.72.01", telkomsel, {}),
+        (None, telkomsel, {"latitude": -7.5, "longitude": 112.1}),
+    ]
+    for area, operator, extra in rows:
+        SubscriberFactory(area_id=area, operator=operator, **extra)
+
+
+DRAWN = box(112.05, -8.2, 112.15, -8.05)  # inside kecamatan 01, across both its desa
+
+
+def test_preview_counts_per_operator_and_kecamatan_with_opt_outs_segments_and_cost(fixture):
+    preview = audience_preview(["35.05"], segments=2)
+
+    assert (preview["recipients"], preview["opted_out"], preview["segments"], preview["cost"]) == (9, 2, 18, 3880)
+    assert preview["by_operator"] == [
+        {
+            "slug": "indosat",
+            "name": "Indosat",
+            "recipients": 3,
+            "opted_out": 1,
+            "segments": 6,
+            "tariff_per_segment": 230,
+            "cost": 1380,
+        },
+        {
+            "slug": "telkomsel",
+            "name": "Telkomsel",
+            "recipients": 5,
+            "opted_out": 1,
+            "segments": 10,
+            "tariff_per_segment": 250,
+            "cost": 2500,
+        },
+        {
+            "slug": None,
+            "name": "Unknown operator",
+            "recipients": 1,
+            "opted_out": 0,
+            "segments": 2,
+            "tariff_per_segment": 0,
+            "cost": 0,
+        },
+    ]
+    assert preview["by_kecamatan"] == [
+        {"code": "35.05.01", "name": "Wonodadi", "recipients": 5, "opted_out": 1},
+        {"code": "35.05.02", "name": "Udanawu", "recipients": 2, "opted_out": 1},
+        {"code": "35.05.03", "name": "Srengat", "recipients": 1, "opted_out": 0},
+        {"code": None, "name": "", "recipients": 1, "opted_out": 0},  # homed at kabupaten level
+    ]
+
+
+def test_preview_is_one_aggregate_query_over_subscribers(fixture):
+    with CaptureQueriesContext(connection) as queries:
+        audience_preview(["35.05", "35.72"], segments=1)
+
+    on_subscribers = [query["sql"] for query in queries if '"smsblast_subscriber"' in query["sql"]]
+    assert len(on_subscribers) == 1
+    assert "GROUP BY" in on_subscribers[0] and "COUNT" in on_subscribers[0]
+
+
+def test_preview_applies_the_audience_filter(fixture):
+    preview = audience_preview(["35.05"], audience={"languages": ["en"]})
+
+    assert (preview["recipients"], [entry["slug"] for entry in preview["by_operator"]]) == (1, ["indosat"])
+
+
+def test_polygon_home_areas_use_the_deepest_known_boundary(fixture):
+    exact, subtree = polygon_home_areas(DRAWN)
+
+    # Province, kabupaten and kecamatan 01 have finer boundaries below: only subscribers homed on them
+    # exactly are theirs. Both desa of 01 are reached; kecamatan 03 has no boundary, so Blitar's counts.
+    assert exact == {"35", "35.05", "35.05.01"}
+    assert subtree == {"35.05.01.2001", "35.05.01.2002", "35.05.03"}
+
+
+def test_polygon_preview_counts_home_boundaries_and_points_inside(fixture):
+    preview = audience_preview([], polygon=DRAWN)
+
+    assert (preview["recipients"], preview["opted_out"]) == (8, 1)
+    assert {entry["slug"]: entry["recipients"] for entry in preview["by_operator"]} == {"telkomsel": 6, "indosat": 2}
+    assert [(entry["code"], entry["recipients"]) for entry in preview["by_kecamatan"]] == [
+        ("35.05.01", 5),
+        ("35.05.03", 1),
+        ("35.72.01", 1),  # outside the area, but lives at a point inside the polygon
+        (None, 1),
+    ]
+
+
+def test_subscribers_in_area_takes_a_polygon_besides_codes(fixture):
+    in_polygon = set(subscribers_in_area([], polygon=DRAWN, opted_in_only=True).values_list("area_id", flat=True))
+    with_codes = subscribers_in_area(["35.05.02"], polygon=DRAWN, opted_in_only=True)
+
+    assert in_polygon == {"35.05", "35.05.01", "35.05.01.2001", "35.05.03", "35.72.01"}
+    assert with_codes.count() == 8 + 2
+
+
+def test_a_polygon_outside_every_boundary_reaches_nobody(fixture):
+    assert audience_preview([], polygon=box(120.0, -5.0, 120.1, -4.9))["recipients"] == 0
+
+
+# --- API --------------------------------------------------------------------------------------------------------
+
+
+def test_preview_endpoint_counts_segments_of_the_text(api_client_for, officer, fixture):
+    response = api_client_for(officer).post(
+        "/api/v1/audience/preview/", {"area_codes": ["35.05"], "text": "x" * 161}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert (response.json()["segments_per_message"], response.json()["segments"]) == (2, 18)
+    assert response.json()["cost"] == 3880
+
+
+def test_preview_endpoint_takes_a_polygon(api_client_for, approver, fixture):
+    response = api_client_for(approver).post("/api/v1/audience/preview/", {"polygon": DRAWN}, format="json")
+
+    assert (response.status_code, response.json()["recipients"]) == (200, 8)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "Give area_codes"),
+        ({"area_codes": ["99.99"]}, "Unknown area codes: 99.99"),
+        ({"polygon": {"type": "Point", "coordinates": [112, -8]}}, "not a GeoJSON polygon"),
+        ({"polygon": {"type": "Polygon", "coordinates": "nonsense"}}, "not a GeoJSON polygon"),
+        ({"area_codes": ["35.05"], "segments": 11}, "segments"),
+    ],
+)
+def test_preview_endpoint_refuses_bad_input(api_client_for, officer, fixture, body, message):
+    response = api_client_for(officer).post("/api/v1/audience/preview/", body, format="json")
+
+    assert response.status_code == 400
+    assert message in response.json()["detail"]
+
+
+def test_preview_endpoint_is_for_staff_roles(api_client_for, operator_user, fixture):
+    response = api_client_for(operator_user).post("/api/v1/audience/preview/", {"area_codes": ["35.05"]}, format="json")
+
+    assert response.status_code == 403
