@@ -171,8 +171,9 @@
       list.innerHTML = "";
       a.non_gsm.forEach(function (item) {
         var li = document.createElement("li");
-        var shown = item.char.trim() === "" ? "U+" + item.char.codePointAt(0).toString(16).toUpperCase() : item.char;
-        li.innerHTML = '<mark class="nongsm">' + escapeHtml(shown) + "</mark> ";
+        var shown = /^[\s\u200b-\u200d\ufeff]$/.test(item.char) ? "␣" : item.char;
+        var code = "U+" + item.char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+        li.innerHTML = '<mark class="nongsm">' + escapeHtml(shown) + '</mark> <span class="muted">' + code + "</span> ";
         if (item.replacement !== null) {
           var btn = document.createElement("button");
           btn.type = "button";
@@ -211,7 +212,17 @@
           tag.textContent = (labels.part || "Part") + " " + (index + 1) + "/" + a.parts.length;
           bubble.appendChild(tag);
         }
-        bubble.appendChild(document.createTextNode(part));
+        // Characters outside GSM-7 are marked where they stand, so the officer sees what turned the text UCS-2.
+        Array.from(part).forEach(function (ch) {
+          if (isGsm(ch)) {
+            bubble.appendChild(document.createTextNode(ch));
+          } else {
+            var mark = document.createElement("mark");
+            mark.className = "nongsm";
+            mark.textContent = ch;
+            bubble.appendChild(mark);
+          }
+        });
         preview.appendChild(bubble);
       });
     }
