@@ -579,8 +579,9 @@ def _record_cancel(broadcast: AreaBroadcast, result: AreaBroadcastResult) -> Are
 
 @transaction.atomic
 def area_broadcast_report(*, operator: Operator, broadcast_id, handsets_reached: int, at: datetime) -> AreaBroadcast:
-    """Record a cumulative reach report of the operator's own broadcast; repeats and late smaller counts are kept
-    in the log but never lower the figure.
+    """Record a cumulative reach report of one of the operator's own broadcasts.
+
+    A repeated report is stored once; a late, smaller count is kept in the log but never lowers the figure.
     """
     broadcast = AreaBroadcast.objects.filter(pk=broadcast_id, operator=operator).first()
     if broadcast is None:
@@ -680,12 +681,9 @@ def area_broadcasts_tick(*, now: datetime | None = None) -> dict[str, list]:
     for run_id in live_runs.filter(expires_at__lte=now).values_list("id", flat=True):
         area_broadcast_run_finish(run_id=run_id, now=now)
     # Cancelled runs still close their broadcasts when the window ends (a cancel never confirmed).
-    ended = CampaignRun.objects.filter(
-        campaign__mode=Mode.AREA_BROADCAST, status=RunStatus.CANCELLED, expires_at__lte=now
-    ).filter(
-        area_broadcasts__state__in=(State.PENDING, State.SENDING, State.ERROR, State.ACKNOWLEDGED, State.CANCEL_PENDING)
-    )
-    for run_id in ended.values_list("id", flat=True).distinct():
+    unfinished = AreaBroadcast.objects.exclude(state__in=AreaBroadcast.FINAL_STATES).values("run_id")
+    ended = CampaignRun.objects.filter(status=RunStatus.CANCELLED, expires_at__lte=now, pk__in=unfinished)
+    for run_id in ended.values_list("id", flat=True):
         area_broadcast_run_finish(run_id=run_id, now=now)
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     sends = list(

@@ -366,3 +366,22 @@ def test_the_campaign_detail_shows_the_estimate_to_composer_and_approver(operato
         assert detail["broadcast"]["estimate"]["handsets"] == int(1_261_699 * Decimal("0.85"))
         assert "past the boundary" in detail["broadcast"]["estimate"]["note"]
         assert detail["broadcast"]["runs"] == []
+
+
+def test_a_cancel_never_confirmed_is_closed_when_the_window_ends(operators, areas):
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    for row in _by_slug(run).values():
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    ScriptedAreaAdapter.reset(xl=[RETRY] * 3)
+    broadcasts.area_broadcast_run_cancel(run=run)
+    for slug in ("telkomsel", "indosat"):
+        broadcasts.area_broadcast_cancel_send(broadcast_id=_by_slug(run)[slug].pk)
+    broadcasts.area_broadcast_cancel_send(broadcast_id=_by_slug(run)["xl"].pk)
+    assert _by_slug(run)["xl"].state == State.CANCEL_PENDING
+    broadcasts.area_broadcasts_tick(now=campaign.ends_at + timedelta(seconds=1))
+    rows = _by_slug(run)
+    assert rows["telkomsel"].state == rows["indosat"].state == State.CANCELLED
+    assert rows["xl"].state == State.COMPLETED
+    assert "before the cancel was confirmed" in rows["xl"].last_error
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
