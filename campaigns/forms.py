@@ -1,12 +1,14 @@
 """Forms of the officer and approver pages; they validate input and hand clean values to the services."""
 
 import re
+from zoneinfo import ZoneInfo
 
 from django import forms
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from campaigns.models import Mode, Priority
-from campaigns.scheduling import WEEKDAY_NAMES, ScheduleError, schedule_normalize
+from campaigns.models import Mode, Priority, RepeatPolicy
+from campaigns.scheduling import WEEKDAY_NAMES, ScheduleError, schedule_normalize, zone_for_area_codes
 from smsblast.models import Area
 from smsblast.sms import TextError, analyze
 
@@ -46,6 +48,27 @@ class CampaignForm(forms.Form):
             (Priority.URGENT, _("Urgent: ignores quiet hours")),
         ),
         initial=Priority.NORMAL,
+    )
+    broadcast_starts = forms.DateTimeField(
+        label=_("Broadcast from"),
+        required=False,
+        input_formats=["%Y-%m-%dT%H:%M"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    broadcast_ends = forms.DateTimeField(
+        label=_("Broadcast until"),
+        required=False,
+        input_formats=["%Y-%m-%dT%H:%M"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    repeat_policy = forms.ChoiceField(
+        label=_("Each handset receives it"),
+        choices=(
+            (RepeatPolicy.ONCE_PER_WINDOW, _("once in the whole window")),
+            (RepeatPolicy.ONCE_PER_DAY, _("once on each day of the window")),
+        ),
+        initial=RepeatPolicy.ONCE_PER_WINDOW,
+        required=False,
     )
     area_codes = forms.MultipleChoiceField(
         label=_("Coverage area"),
@@ -117,6 +140,7 @@ class CampaignForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        self._clean_broadcast_window(cleaned)
         kind = cleaned.get("schedule_kind")
         if not kind:
             return cleaned
@@ -161,6 +185,23 @@ class CampaignForm(forms.Form):
             self.add_error(field, str(error))
         return cleaned
 
+    def _clean_broadcast_window(self, cleaned: dict) -> None:
+        """Read the area-broadcast window as local time in the zone of the first area."""
+        cleaned["starts_at"] = cleaned["ends_at"] = None
+        if cleaned.get("mode") != Mode.AREA_BROADCAST:
+            return
+        zone = ZoneInfo(zone_for_area_codes(cleaned.get("area_codes") or []).name)
+        for field, target in (("broadcast_starts", "starts_at"), ("broadcast_ends", "ends_at")):
+            value = cleaned.get(field)
+            if value is None:
+                if field not in self.errors:
+                    self.add_error(field, _("An area broadcast needs the start and the end of its window."))
+                continue
+            # The browser sends a wall-clock time; it is meant in the area's zone, not the server's.
+            cleaned[target] = timezone.localtime(value).replace(tzinfo=None).replace(tzinfo=zone)
+        if cleaned["starts_at"] and cleaned["ends_at"] and cleaned["ends_at"] <= cleaned["starts_at"]:
+            self.add_error("broadcast_ends", _("The window must end after it starts."))
+
     def service_fields(self) -> dict:
         """Return the cleaned values under the names the campaign services take."""
         data = self.cleaned_data
@@ -172,6 +213,9 @@ class CampaignForm(forms.Form):
             "priority": data["priority"],
             "area_codes": data["area_codes"],
             "schedule": data.get("schedule") or {},
+            "starts_at": data.get("starts_at"),
+            "ends_at": data.get("ends_at"),
+            "repeat_policy": data.get("repeat_policy") or RepeatPolicy.ONCE_PER_WINDOW,
         }
 
     @classmethod
@@ -191,6 +235,11 @@ class CampaignForm(forms.Form):
             "schedule_weekdays": [str(day) for day in schedule.get("weekdays", [])],
             "schedule_until": schedule.get("until"),
         }
+        zone = ZoneInfo(zone_for_area_codes(campaign.area_codes).name)
+        for field, value in (("broadcast_starts", campaign.starts_at), ("broadcast_ends", campaign.ends_at)):
+            if value is not None:
+                initial[field] = value.astimezone(zone).strftime("%Y-%m-%dT%H:%M")
+        initial["repeat_policy"] = campaign.repeat_policy
         for day, value in (schedule.get("weekday_times") or {}).items():
             initial[f"override_{day}"] = value
         quiet = schedule.get("quiet_hours") or {}

@@ -32,6 +32,18 @@
   });
   showScheduleKind();
 
+  // The broadcast window belongs to area broadcasts only.
+  var mode = form.querySelector("#id_mode");
+  function showMode() {
+    form.querySelectorAll("[data-modes]").forEach(function (block) {
+      block.hidden = block.getAttribute("data-modes").split(" ").indexOf(mode.value) === -1;
+    });
+  }
+  if (mode) {
+    mode.addEventListener("change", showMode);
+    showMode();
+  }
+
   var sender = form.querySelector("#id_sender");
   var shown = form.querySelector("[data-sender-preview]");
   if (sender && shown) {

@@ -464,3 +464,32 @@ def test_area_picker_browses_the_tree_below_an_area(officer_user, areas):
     body = client_for(officer_user).get(reverse("campaigns:area_search"), {"parent": "35.05"}).content.decode()
     assert 'value="35.05.01"' in body and 'value="35.05.02"' in body
     assert 'value="35.05"' not in body
+
+
+def test_area_broadcast_window_is_read_in_the_areas_zone(officer_user):
+    from datetime import UTC, datetime
+
+    from tests.smsblast.factories import AreaFactory
+
+    AreaFactory(code="51", name="Bali")
+    AreaFactory(code="51.71", name="Kota Denpasar")
+    data = compose_data(
+        mode="area_broadcast",
+        area_codes=["51.71"],
+        broadcast_starts="2030-01-01T08:00",
+        broadcast_ends="2030-01-01T20:00",
+    )
+    response = client_for(officer_user).post(reverse("campaigns:create"), data)
+    assert response.status_code == 302
+    campaign = Campaign.objects.get()
+    assert campaign.starts_at == datetime(2030, 1, 1, 0, 0, tzinfo=UTC)  # 08:00 WITA
+    assert campaign.ends_at == datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    body = client_for(officer_user).get(reverse("campaigns:edit", args=[campaign.pk])).content.decode()
+    assert 'value="2030-01-01T08:00"' in body
+
+
+def test_area_broadcast_without_a_window_is_refused(officer_user, areas):
+    response = client_for(officer_user).post(reverse("campaigns:create"), compose_data(mode="area_broadcast"))
+    assert response.status_code == 200
+    assert "memerlukan awal dan akhir" in response.content.decode()
+    assert not Campaign.objects.exists()
