@@ -7,6 +7,9 @@ from typing import Any
 import shapely
 from django.db.models import BooleanField, Case, Count, ExpressionWrapper, IntegerField, Q, QuerySet, Value, When
 from django.db.models.functions import Substr
+from django.db.models.lookups import In
+from shapely.errors import ShapelyError
+from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 from shapely.prepared import prep
 
@@ -143,8 +146,11 @@ def _bounded_areas() -> dict[str, BaseGeometry]:
     areas = {}
     for code, boundary in Area.objects.filter(boundary__isnull=False).values_list("code", "boundary").iterator(200):
         try:
-            areas[code] = areageom.geometry_from_geojson(boundary)
-        except (areageom.AreaError, ValueError, TypeError, KeyError):
+            geometry = shape(boundary)
+            # Simplified boundaries sometimes cross themselves; buffer(0) repairs them far faster than
+            # make_valid, which matters when hundreds are read.
+            areas[code] = geometry if geometry.is_valid else geometry.buffer(0)
+        except (ShapelyError, ValueError, TypeError, KeyError, AttributeError):
             continue  # an unreadable boundary counts as unknown
     _boundary_cache.update(areas=areas, count=count, until=time.monotonic() + _BOUNDARY_TTL)
     return areas
@@ -154,7 +160,7 @@ def polygon_geometry(polygon: dict) -> BaseGeometry:
     """Return the shapely geometry of a drawn GeoJSON polygon, or raise ServiceInvalid."""
     try:
         geometry = areageom.geometry_from_geojson(polygon)
-    except (areageom.AreaError, ValueError, TypeError, KeyError) as exc:
+    except (areageom.AreaError, ShapelyError, ValueError, TypeError, KeyError) as exc:
         raise ServiceInvalid(f"The polygon is not a GeoJSON polygon: {exc}", {"polygon": str(exc)}) from None
     if geometry.is_empty or geometry.area == 0:
         raise ServiceInvalid("The polygon encloses no area.", {"polygon": "empty"})
@@ -218,14 +224,27 @@ def polygon_subscriber_ids(polygon: dict) -> list[int]:
     return [subscriber_id for subscriber_id, hit in zip(ids, inside, strict=True) if hit]
 
 
+def area_subtrees_q(codes: Iterable[str]) -> Q:
+    """Return a filter on Subscriber for homes in or below any of many codes.
+
+    Codes of one level have one length, so "in or below" is "the home code starts with it": one
+    hashed IN list per level instead of two conditions per code, which stays fast for hundreds of codes.
+    """
+    by_length: dict[int, list[str]] = {}
+    for code in codes:
+        by_length.setdefault(len(code), []).append(code)
+    query = Q(pk__in=[])
+    for length, same_level in sorted(by_length.items()):
+        query |= Q(In(Substr("area_id", 1, length), sorted(same_level)))
+    return query
+
+
 def polygon_q(polygon: dict) -> Q:
     """Return a filter on Subscriber for a drawn polygon: home boundary intersecting it, or coordinates inside."""
     exact, subtree = polygon_home_areas(polygon)
-    query = Q(pk__in=polygon_subscriber_ids(polygon))
+    query = Q(pk__in=polygon_subscriber_ids(polygon)) | area_subtrees_q(subtree)
     if exact:
         query |= Q(area__code__in=sorted(exact))
-    if subtree:
-        query |= area_subtree_q("area__code", sorted(subtree))
     return query
 
 
