@@ -133,6 +133,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Several models have a `status` field; name each enum after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "CampaignStatusEnum": "campaigns.models.Campaign.Status",
+        "RunStatusEnum": "campaigns.models.CampaignRun.Status",
+        "BatchStatusEnum": "campaigns.models.DispatchBatch.Status",
+        "DeliveryStatusEnum": "campaigns.models.Delivery.Status",
+    },
 }
 
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
