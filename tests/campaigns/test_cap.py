@@ -117,6 +117,15 @@ def test_a_cancelled_campaign_exports_a_cancel_that_references_the_original(offi
     assert _find(cancel, "cap:identifier") != [identifier]
 
 
+def test_an_approved_targeted_campaign_exports_too(officer_client):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    campaign = broadcast_campaign(mode="targeted", starts_at=None, ends_at=None)
+    document = _export(officer_client, campaign)
+    assert _find(document, "cap:msgType") == ["Alert"]
+    assert len(_find(document, "cap:info/cap:expires")) == 1
+
+
 def test_a_campaign_without_approval_cannot_be_exported(officer_client):
     AreaFactory(code="35", name="Jawa Timur")
     AreaFactory(code="35.05", name="Kabupaten Blitar")
