@@ -53,6 +53,8 @@ STATUS_LABELS = {
     "area_broadcast": _("area broadcast"),
     "normal": _("normal"),
     "urgent": _("urgent"),
+    "once_per_window": _("once per handset in the window"),
+    "once_per_day": _("once per handset each day"),
 }
 
 ACTION_LABELS = {

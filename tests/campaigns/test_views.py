@@ -486,6 +486,8 @@ def test_area_broadcast_window_is_read_in_the_areas_zone(officer_user):
     assert campaign.ends_at == datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     body = client_for(officer_user).get(reverse("campaigns:edit", args=[campaign.pk])).content.decode()
     assert 'value="2030-01-01T08:00"' in body
+    body = client_for(officer_user).get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "1 Jan 2030 08:00 WITA – 1 Jan 2030 20:00 WITA" in body
 
 
 def test_area_broadcast_without_a_window_is_refused(officer_user, areas):
