@@ -257,14 +257,22 @@ def area_broadcast_run_start(*, campaign_id: int, now: datetime | None = None) -
     if campaign.starts_at > now or campaign.ends_at <= now:
         return None
     if not campaign_approval_is_valid(campaign):
-        audit_record(
-            actor=None,
-            action="area_broadcast.blocked",
-            obj=campaign,
-            from_state=campaign.status,
-            to_state=campaign.status,
-            details={"reason": "The approval does not bind the current content; nothing was sent."},
+        # Back to draft, so it is edited and approved again instead of being refused every tick.
+        rows = Campaign.objects.filter(pk=campaign.pk, status=campaign.status).update(
+            status=CampaignStatus.DRAFT, next_run_at=None, updated_at=now
         )
+        if rows:
+            audit_record(
+                actor=None,
+                action="campaign.dispatch_refused",
+                obj=campaign,
+                from_state=campaign.status,
+                to_state=CampaignStatus.DRAFT,
+                details={
+                    "reason": "The approval does not match the campaign's current content; nothing was sent.",
+                    "content_hash": campaign_content_hash(campaign),
+                },
+            )
         return None
     analysis = sms.analyze(campaign.text)
     operators = broadcast_operators(campaign)

@@ -159,7 +159,10 @@ def test_nothing_starts_when_the_approval_no_longer_matches_the_content(operator
     Campaign.objects.filter(pk=campaign.pk).update(text="Teks lain yang tidak disetujui.")
     assert _start(campaign) is None
     assert not CampaignRun.objects.filter(campaign=campaign).exists()
-    assert AuditEvent.objects.filter(action="area_broadcast.blocked", object_id=str(campaign.pk)).exists()
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT  # edited and approved again before anything goes out
+    assert AuditEvent.objects.filter(action="campaign.dispatch_refused", object_id=str(campaign.pk)).count() == 1
+    assert broadcasts.area_broadcasts_tick(now=campaign.starts_at + timedelta(seconds=3))["started"] == []
 
 
 def test_the_tick_starts_due_windows_and_lists_their_sends(operators, areas):
