@@ -1,0 +1,69 @@
+"""Pages in Chromium without the send pipeline: keyboard alone, a 360 px screen, htmx partials."""
+
+import pytest
+from playwright.sync_api import expect
+
+from smsblast.models import Role, User
+from tests.browser.conftest import PHONE_VIEWPORT
+from tests.campaigns.factories import CampaignFactory
+from tests.conftest import make_user
+from tests.smsblast.factories import area_tree
+
+pytestmark = pytest.mark.browser
+
+TEXT = "Tetap “pakai masker” saat keluar rumah."
+
+
+@pytest.fixture
+def officer_page(transactional_db, live_server, new_page):
+    area_tree("35.05", kecamatan=2)
+    make_user("officer-kb", Role.OFFICER)
+
+    def build(viewport=None):
+        page = new_page(viewport=viewport)
+        page.goto(f"{live_server.url}/login/")
+        # Keyboard only: the username field has focus; type, Tab, type, Enter.
+        page.keyboard.type("officer-kb")
+        page.keyboard.press("Tab")
+        page.keyboard.type("pw-secret-123")
+        page.keyboard.press("Enter")
+        expect(page.locator("h1")).to_have_text("Dasbor")
+        return page
+
+    return build
+
+
+def test_compose_by_keyboard_alone_with_a_visible_focus(officer_page, live_server):
+    page = officer_page()
+    page.goto(f"{live_server.url}/campaigns/new/")
+    page.focus("#id_text")
+    page.keyboard.type(TEXT)
+    expect(page.locator('[data-sms-out="encoding"]')).to_have_text("UCS-2")
+    # From the text box, Tab reaches the two one-click replacements and then the suggestion button.
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement.textContent")
+    assert focused.startswith("Ganti dengan")
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"
+    page.keyboard.press("Enter")
+    expect(page.locator('[data-sms-out="nongsm"] li')).to_have_count(1)
+    page.focus("[data-sms-accept]")
+    page.keyboard.press("Enter")
+    expect(page.locator('[data-sms-out="encoding"]')).to_have_text("GSM-7")
+    expect(page.locator("#id_text")).to_have_value('Tetap "pakai masker" saat keluar rumah.')
+    # The area picker by keyboard: type a search, Tab into the results, Space ticks the area.
+    page.focus("#id_area_q")
+    page.keyboard.type("blitar")
+    expect(page.locator('#area-results input[value="35.05"]')).to_be_visible()
+    page.focus('#area-results input[value="35.05"]')
+    page.keyboard.press("Space")
+    expect(page.locator('[data-picked] input[value="35.05"]')).to_be_checked()
+
+
+@pytest.mark.parametrize("path", ["/", "/campaigns/", "/campaigns/new/", "/campaigns/{pk}/", "/subscribers/"])
+def test_pages_fit_a_360_px_screen_without_sideways_scrolling(officer_page, live_server, path):
+    page = officer_page(viewport=PHONE_VIEWPORT)
+    campaign = CampaignFactory(author=User.objects.get(username="officer-kb"), area_codes=["35.05"])
+    page.goto(live_server.url + path.format(pk=campaign.pk))
+    expect(page.locator("h1")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_VIEWPORT["width"]
