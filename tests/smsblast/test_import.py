@@ -358,3 +358,29 @@ def test_import_subscribers_command_refuses_a_file_without_numbers(tmp_path, db)
 
     with pytest.raises(CommandError, match="no phone number column"):
         call_command("import_subscribers", str(write(tmp_path, "nama\nSiti\n")))
+
+
+# --- admin ------------------------------------------------------------------------------------------------------
+
+
+def test_admin_subscriber_list_links_to_an_upload_page_that_starts_an_import(client, admin_user):
+    client.force_login(admin_user)
+
+    assert "/admin/smsblast/subscriber/import/" in client.get("/admin/smsblast/subscriber/").content.decode()
+    response = client.post(
+        "/admin/smsblast/subscriber/import/", {"file": SimpleUploadedFile("list.csv", b"hp\n081234567890\n")}
+    )
+
+    job = SubscriberImport.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/smsblast/subscriberimport/{job.pk}/change/"
+    assert (job.state, job.uploaded_by, job.original_name) == ("pending", admin_user, "list.csv")
+
+
+def test_admin_upload_page_shows_why_a_file_is_refused(client, admin_user):
+    client.force_login(admin_user)
+    response = client.post("/admin/smsblast/subscriber/import/", {"file": SimpleUploadedFile("x.csv", b"nama\nSiti\n")})
+
+    assert response.status_code == 200
+    assert "no phone number column" in response.content.decode()
+    assert not SubscriberImport.objects.exists()

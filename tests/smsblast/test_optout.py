@@ -226,3 +226,18 @@ def test_opted_out_subscribers_are_left_out_of_the_targeted_audience(officer):
 
     reached = subscribers_in_area(["35.05"], opted_in_only=True).values_list("msisdn", flat=True)
     assert list(reached) == ["+6281234567891"]
+
+
+def test_admin_actions_opt_selected_numbers_out_and_in(client, admin_user):
+    subscribers = [SubscriberFactory(msisdn="+6281234567890"), SubscriberFactory(msisdn="+6281234567891")]
+    client.force_login(admin_user)
+    selected = [str(subscriber.pk) for subscriber in subscribers]
+
+    client.post("/admin/smsblast/subscriber/", {"action": "opt_out", "_selected_action": selected})
+    assert Subscriber.objects.filter(opted_out_at__isnull=False).count() == 2
+    assert AuditEvent.objects.filter(action="subscriber.opt_out", actor=admin_user).count() == 2
+
+    client.post("/admin/smsblast/subscriber/", {"action": "opt_in", "_selected_action": selected[:1]})
+    assert list(Subscriber.objects.filter(opted_out_at__isnull=True).values_list("msisdn", flat=True)) == [
+        "+6281234567890"
+    ]
