@@ -45,6 +45,8 @@ ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.FANNING_OUT, RunStatus.SENDI
 # messages are ordinary SMS outcomes (handset off, out of coverage) and do not.
 FAILURE_STATUSES = (DeliveryStatus.FAILED, DeliveryStatus.REJECTED)
 STALL_AFTER = timedelta(minutes=10)
+QUEUED = DeliveryStatus.QUEUED.value
+SKIPPED = DeliveryStatus.SKIPPED.value
 
 
 def _lease_seconds() -> int:
@@ -348,11 +350,15 @@ def _fan_out_chunk(run: CampaignRun, rows: list, operators: dict[int, Operator],
                 updated_at=now,
             )
             batches.append(batch)
-            deliveries.extend((batch.pk, operator_id, msisdn, DeliveryStatus.QUEUED, "") for msisdn in part)
-    deliveries.extend((None, None, msisdn, DeliveryStatus.SKIPPED, reason) for msisdn, reason in skipped)
+            batch_id = batch.pk
+            deliveries.extend((batch_id, operator_id, msisdn, QUEUED, "") for msisdn in part)
+    deliveries.extend((None, None, msisdn, SKIPPED, reason) for msisdn, reason in skipped)
     DispatchBatch.objects.bulk_create(batches)
     _deliveries_write(run, deliveries, now)
     return batches
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _deliveries_write(run: CampaignRun, deliveries: list[tuple], now: datetime) -> None:
@@ -360,10 +366,17 @@ def _deliveries_write(run: CampaignRun, deliveries: list[tuple], now: datetime) 
     if connection.vendor == "postgresql":
         table = Delivery._meta.db_table
         columns = "run_id, batch_id, operator_id, msisdn, status, reason, operator_ref, error_code, updated_at"
+        # COPY text format built as one string, several times faster than write_row per row; ids, uuids,
+        # statuses and reasons are ours, and the number is escaped for COPY in case it holds a stray tab.
+        skipped_at = now.isoformat()
+        lines = [
+            f"{run.pk}\t{batch_id}\t{operator_id}\t{msisdn.translate(_COPY_ESCAPES)}\t{status}\t{reason}\t\t\t\\N\n"
+            if batch_id is not None
+            else f"{run.pk}\t\\N\t\\N\t{msisdn.translate(_COPY_ESCAPES)}\t{status}\t{reason}\t\t\t{skipped_at}\n"
+            for batch_id, operator_id, msisdn, status, reason in deliveries
+        ]
         with connection.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            for batch_id, operator_id, msisdn, status, reason in deliveries:
-                final_at = now if status == DeliveryStatus.SKIPPED else None
-                copy.write_row((run.pk, batch_id, operator_id, msisdn, status, reason, "", "", final_at))
+            copy.write("".join(lines))
         return
     Delivery.objects.bulk_create(
         [
@@ -374,7 +387,7 @@ def _deliveries_write(run: CampaignRun, deliveries: list[tuple], now: datetime) 
                 msisdn=msisdn,
                 status=status,
                 reason=reason,
-                updated_at=now if status == DeliveryStatus.SKIPPED else None,
+                updated_at=now if status == SKIPPED else None,
             )
             for batch_id, operator_id, msisdn, status, reason in deliveries
         ],

@@ -215,10 +215,28 @@ class Delivery(models.Model):
         }
     )
 
-    run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="deliveries")
-    batch = models.ForeignKey(DispatchBatch, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries")
+    # Fan-out writes a million of these per run: every index and foreign-key trigger slows it. run is
+    # indexed by the (run, msisdn) constraint and batch by delivery_batch_idx; batch and operator rows are
+    # written in the same transaction as their deliveries (batch) or never deleted (operator, PROTECT in
+    # the ORM), so their database-level constraints are left out.
+    run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
+    batch = models.ForeignKey(
+        DispatchBatch,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        db_index=False,
+        db_constraint=False,
+    )
     operator = models.ForeignKey(
-        "operators.Operator", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "operators.Operator",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     msisdn = models.CharField(max_length=16)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)

@@ -8,6 +8,7 @@ batch fails or is cancelled, or when the operator reports on them.
 
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -37,6 +38,9 @@ BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 120.0
 # Runs whose batches may be leased; a paused or cancelled run leases nothing.
 SENDABLE_RUN_STATUSES = (RunStatus.FANNING_OUT, RunStatus.SENDING)
+# The lease itself checks that the run is sending; a batch that then waited longer than this for tokens
+# checks again before sending, so a pause holds within a second.
+PAUSE_CHECK_SECONDS = 0.5
 MAX_REPORTS = 10_000
 # Operators whose adapter is "pull" fetch their batches through the operator API; no task pushes them.
 PULL_ADAPTER = "pull"
@@ -109,26 +113,30 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     )
     if not leased:
         return "not_leased"
-    batch.refresh_from_db(fields=["status", "attempts", "lease_expires_at"])
+    # We hold the lease, so nobody else changed these meanwhile.
+    batch.status = BatchStatus.IN_FLIGHT
+    batch.attempts += 1
     operator = batch.operator
 
     # Wait for the shared rate limit, but give the lease back well before it could expire under us.
     limiter = RateLimiter(operator.slug, limit=operator.segments_per_second)
+    waiting_since = time.monotonic()
     if limiter.acquire(batch.segments, timeout=max(1.0, lease_seconds / 2)) is None:
         _release(batch, next_attempt_at=timezone.now(), reason="throttled", count_attempt=False)
         return "throttled"
-    # The wait for tokens used up part of the lease: renew it for the send itself.
-    DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).update(
-        lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds)
-    )
-    # Pause and cancel must hold within a second, even for a batch that waited for tokens.
-    run_status = CampaignRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
-    if run_status == RunStatus.CANCELLED:
-        batch_cancel(batch=batch, now=timezone.now())
-        return "cancelled"
-    if run_status not in SENDABLE_RUN_STATUSES:
-        _release(batch, next_attempt_at=None, reason="paused", count_attempt=False)
-        return "paused"
+    if time.monotonic() - waiting_since > PAUSE_CHECK_SECONDS:
+        # Waiting for tokens used up part of the lease and pause or cancel may have come meanwhile: renew
+        # the lease only while the run may still send, which checks both in one statement.
+        renewed = DispatchBatch.objects.filter(
+            pk=batch.pk, status=BatchStatus.IN_FLIGHT, run__status__in=SENDABLE_RUN_STATUSES
+        ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds))
+        if not renewed:
+            run_status = CampaignRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
+            if run_status == RunStatus.CANCELLED:
+                batch_cancel(batch=batch, now=timezone.now())
+                return "cancelled"
+            _release(batch, next_attempt_at=None, reason="paused", count_attempt=False)
+            return "paused"
 
     outbound = batch_outbound(batch)
     try:
@@ -136,7 +144,7 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     except Exception as exc:  # noqa: BLE001 - an adapter bug must not strand the batch in flight
         logger.exception("Adapter %s raised on batch %s", operator.adapter, batch.pk)
         result = BatchResult(outcome=Outcome.RETRY, error=f"adapter error: {exc!r}"[:500])
-    return batch_record_result(batch_id=batch.pk, result=result).status_label
+    return batch_record_result(batch_id=batch.pk, result=result, leased=batch).status_label
 
 
 def batch_outbound(batch: DispatchBatch) -> OutboundBatch:
@@ -184,16 +192,19 @@ class BatchOutcome:
 
 
 @transaction.atomic
-def batch_record_result(*, batch_id, result: BatchResult, now: datetime | None = None) -> BatchOutcome:
+def batch_record_result(
+    *, batch_id, result: BatchResult, now: datetime | None = None, leased: DispatchBatch | None = None
+) -> BatchOutcome:
     """Record the adapter's answer for a leased batch and return the outcome.
 
     ACCEPTED: the batch is accepted and the refused message ids become `rejected` deliveries. RETRY: the
     batch waits (same id) with exponential backoff and full jitter, honouring Retry-After, and is
     re-enqueued, unless the retry budget is spent. FAILED, or RETRY past the budget: the batch fails for good
-    and its deliveries fail with the reason, which the batch keeps in `last_error`.
+    and its deliveries fail with the reason, which the batch keeps in `last_error`. `leased` is the batch as
+    its lease holder knows it (with run and operator), which saves reading it again.
     """
     now = now or timezone.now()
-    batch = DispatchBatch.objects.select_for_update().select_related("operator", "run").get(pk=batch_id)
+    batch = leased or DispatchBatch.objects.select_related("operator", "run").get(pk=batch_id)
     from_state = batch.status
     if result.outcome == Outcome.ACCEPTED:
         # The operator took it: true even if our lease lapsed meanwhile and the batch went back to pending.
@@ -210,8 +221,8 @@ def batch_record_result(*, batch_id, result: BatchResult, now: datetime | None =
         )
         if not rows:
             return BatchOutcome(batch.status, "final")
-        rejected = _deliveries_reject(batch, result.rejected, now)
-        CampaignRun.objects.filter(pk=batch.run_id).update(last_progress_at=now)
+        rejected = _deliveries_reject(batch, result.rejected, now) if result.rejected else 0
+        _run_progressed(batch.run_id, now)
         audit_record(
             actor=None,
             action="batch.accept",
@@ -224,10 +235,10 @@ def batch_record_result(*, batch_id, result: BatchResult, now: datetime | None =
             transaction.on_commit(partial(_enqueue_check_complete, batch.run_id))
         return BatchOutcome(BatchStatus.ACCEPTED, "accepted", rejected=result.rejected)
 
-    if batch.status != BatchStatus.IN_FLIGHT:
+    if not DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).exists():
         # Our lease was re-driven by the reconciler; the new holder records its own answer.
         return BatchOutcome(batch.status, "not_leased")
-    if batch.run.status == RunStatus.CANCELLED:
+    if CampaignRun.objects.filter(pk=batch.run_id, status=RunStatus.CANCELLED).exists():
         batch_cancel(batch=batch, now=now)
         return BatchOutcome(BatchStatus.CANCELLED, "cancelled")
     error = _error_text(result)
@@ -265,7 +276,7 @@ def batch_fail(*, batch: DispatchBatch, reason: str, now: datetime, from_state: 
     failed = Delivery.objects.filter(batch_id=batch.pk, status=DeliveryStatus.QUEUED).update(
         status=DeliveryStatus.FAILED, reason=reason[:200], updated_at=now
     )
-    CampaignRun.objects.filter(pk=batch.run_id).update(last_progress_at=now)
+    _run_progressed(batch.run_id, now)
     audit_record(
         actor=None,
         action="batch.fail",
@@ -297,6 +308,11 @@ def batch_cancel(*, batch: DispatchBatch, now: datetime) -> None:
         status=DeliveryStatus.CANCELLED, reason="campaign_cancelled", updated_at=now
     )
     audit_record(actor=None, action="batch.cancel", obj=batch, from_state=from_state, to_state=BatchStatus.CANCELLED)
+
+
+def _run_progressed(run_id: int, now: datetime) -> None:
+    """Note progress on the run, at most every few seconds: every batch of a run would contend for its row."""
+    CampaignRun.objects.filter(pk=run_id, last_progress_at__lt=now - timedelta(seconds=5)).update(last_progress_at=now)
 
 
 def _deliveries_reject(batch: DispatchBatch, rejected: list[tuple[str, str]], now: datetime) -> int:
