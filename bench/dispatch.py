@@ -184,16 +184,21 @@ class RssSampler(threading.Thread):
             self.sample()
 
 
-def start_workers(env: dict[str, str], workdir: Path, count: int = 2) -> dict[str, subprocess.Popen]:
+def start_workers(
+    env: dict[str, str], workdir: Path, count: int = 2, *, profile_as: str = ""
+) -> dict[str, subprocess.Popen]:
+    """Start `count` solo-pool workers on every queue; with `profile_as`, each runs under cProfile."""
     queues = ",".join(["default", *(f"dispatch.{slug}" for slug in SLUGS)])
     workers = {}
     logs = {}
     for index in range(1, count + 1):
         name = f"bench{index}"
         logs[name] = workdir / f"{name}.log"
+        profiler = ["-m", "cProfile", "-o", str(workdir / f"{name}-{profile_as}.prof")] if profile_as else []
         workers[name] = subprocess.Popen(
             [
                 sys.executable,
+                *profiler,
                 "-m",
                 "celery",
                 "-A",
@@ -238,14 +243,14 @@ def stop(processes) -> None:
             proc.wait()
 
 
-def timed_run(area_code: str, title: str, env: dict[str, str], workdir: Path) -> dict:
+def timed_run(area_code: str, title: str, env: dict[str, str], workdir: Path, *, profile_as: str = "") -> dict:
     """Send one campaign with fresh workers; return recipients, seconds, rate and peak RSS per worker."""
     from django.db.models import Max
 
     from campaigns.dispatch import runs_start_due
     from campaigns.models import CampaignRun, Delivery, DispatchBatch
 
-    workers = start_workers(env, workdir)
+    workers = start_workers(env, workdir, profile_as=profile_as)
     sampler = RssSampler({name: proc.pid for name, proc in workers.items()})
     sampler.start()
     try:
@@ -350,6 +355,15 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=200_000)
     parser.add_argument("--raw-processes", type=int, default=os.cpu_count() or 2, help="Default: one per core.")
     parser.add_argument("--json", action="store_true", help="Also print the figures as one JSON line.")
+    parser.add_argument("--settings", default="config.settings.dev", help="Django settings module of every process.")
+    parser.add_argument(
+        "--reuse-connections",
+        action="store_true",
+        help="Keep each worker's database connection across tasks (Celery closes it after every task by default).",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="Run the full-size workers under cProfile and print where time goes."
+    )
     args = parser.parse_args()
     if args.recipients < SMALL * 2:
         sys.exit(f"--recipients must be at least {SMALL * 2}.")
@@ -363,9 +377,17 @@ def main() -> None:
     redis_proc, redis_url = start_redis(workdir)
     simulator_port = free_port()
     simulator_url = f"http://127.0.0.1:{simulator_port}"
+    settings_module = args.settings
+    if args.reuse_connections:
+        # Celery's Django fixup closes the connection around every task unless DB_REUSE_MAX is set.
+        module = f"from {args.settings} import *  # noqa\nCELERY_DB_REUSE_MAX = 10**9\n"
+        (workdir / "bench_settings.py").write_text(module)
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir), os.environ.get("PYTHONPATH")]))
+        sys.path.insert(0, str(workdir))
+        settings_module = "bench_settings"
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.dev",
+        "DJANGO_SETTINGS_MODULE": settings_module,
         "DEBUG": "False",  # DEBUG keeps every SQL query in memory
         "DATABASE_URL": url,
         "REDIS_URL": redis_url,
@@ -399,7 +421,7 @@ def main() -> None:
         print(f"seeded {args.recipients:,} subscribers in {time.monotonic() - started:.1f} s", flush=True)
 
         small = timed_run(SMALL_DISTRICT, "bench small", env, workdir)
-        full = timed_run("35.05", "bench full", env, workdir)
+        full = timed_run("35.05", "bench full", env, workdir, profile_as="full" if args.profile else "")
         batches = outbound_batches(full["run_id"], simulator_url)
         from django.db import connections
 
@@ -420,6 +442,13 @@ def main() -> None:
         print(f"raw limit ({args.raw_processes} pooled loops, same batches): {raw:,.0f} recipients/s")
         print(f"pipeline / raw: {full['rate'] / raw:.2f}")
         print(f"worker RSS growth from 10,000 to full size: {growth:+.0f} MB; simulator duplicates: {duplicates}")
+        if args.profile:
+            import pstats
+
+            for path in sorted(workdir.glob("*-full.prof")):
+                print(f"--- {path.name} (cumulative)")
+                stats = pstats.Stats(str(path)).sort_stats("cumulative")
+                stats.print_stats(r"smsblast|campaigns|operators|psycopg", 25)
         if args.json:
             print(
                 json.dumps(
