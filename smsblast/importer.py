@@ -12,7 +12,6 @@ A file is read line by line from disk, so its size never matters for memory. Acc
 import csv
 import functools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,27 +131,6 @@ def _decode_prefix(head: bytes) -> str:
         except UnicodeDecodeError:
             continue
     raise UnicodeDecodeError("utf-8", head, 0, len(head), "invalid UTF-8")
-
-
-class LineSource:
-    """Yield a file's lines as text, counting bytes, so progress is known while csv reads the lines.
-
-    Lines are decoded one by one; a line that is not UTF-8 keeps replacement characters and is then
-    refused by its cells, instead of stopping the whole file.
-    """
-
-    def __init__(self, handle) -> None:
-        self._handle = handle
-        self.bytes_read = 0
-
-    def __iter__(self) -> Iterator[str]:
-        first = True
-        for raw in self._handle:
-            self.bytes_read += len(raw)
-            if first:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")
-                first = False
-            yield raw.decode("utf-8", errors="replace")
 
 
 def area_code_of(raw: str) -> str | None:
