@@ -7,6 +7,23 @@ from operators.simulator import OperatorBehaviour, OperatorConfig, SimulatorServ
 from smsblast.authentication import api_token_create
 
 
+def simulator_operators(*, behaviour: OperatorBehaviour) -> dict[str, OperatorConfig]:
+    """Return the simulator's view of every operator: its credentials and a fresh report token if it has a user."""
+    configs = {}
+    for operator in Operator.objects.select_related("user").order_by("slug"):
+        report_token = None
+        if operator.user is not None:
+            # A new token per start: the simulator keeps it in memory only.
+            report_token = api_token_create(user=operator.user, name="operator simulator")
+        configs[operator.slug] = OperatorConfig(
+            api_key=operator.api_key,
+            signing_secret=operator.signing_secret,
+            report_token=report_token,
+            behaviour=behaviour,
+        )
+    return configs
+
+
 class Command(BaseCommand):
     help = (
         "Run the operator simulator: the Operator Batch API v1 for every operator under /<slug>/v1/batches, "
@@ -32,20 +49,10 @@ class Command(BaseCommand):
             delivered_ratio=options["delivered_ratio"],
             report_delay_ms=options["report_delay_ms"],
         )
-        configs = {}
-        for operator in Operator.objects.select_related("user").order_by("slug"):
-            report_token = None
-            if operator.user is not None:
-                # A new token per start: the simulator keeps it in memory only.
-                report_token = api_token_create(user=operator.user, name="operator simulator")
-            configs[operator.slug] = OperatorConfig(
-                api_key=operator.api_key,
-                signing_secret=operator.signing_secret,
-                report_token=report_token,
-                behaviour=behaviour,
-            )
-            if report_token is None:
-                self.stderr.write(f"{operator.slug}: no linked user, so no delivery reports will be sent.")
+        configs = simulator_operators(behaviour=behaviour)
+        for slug, config in configs.items():
+            if config.report_token is None:
+                self.stderr.write(f"{slug}: no linked user, so no delivery reports will be sent.")
         if not configs:
             self.stderr.write("No operators in the database; run `manage.py seed_demo` first.")
         server = SimulatorServer(
