@@ -57,6 +57,20 @@ def _stale_after() -> timedelta:
     return timedelta(seconds=settings.DISPATCH_REDRIVE_AFTER_SECONDS)
 
 
+def _after_commit(callback) -> None:
+    """Run `callback` (an enqueue) after the transaction commits; a broker outage is logged, not raised.
+
+    The rows are committed either way and the reconciler re-drives what was never enqueued (invariant 4).
+    """
+
+    def enqueue() -> None:
+        callback()
+
+    # Django names the failed callback by __qualname__ when it logs, which a partial lacks.
+    enqueue.__wrapped__ = callback
+    transaction.on_commit(enqueue, robust=True)
+
+
 # --- scheduling ------------------------------------------------------------------------------
 
 
@@ -252,7 +266,7 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
         details={"run_id": run.pk, "scheduled_for": scheduled_for.isoformat()},
     )
     audit_record(actor=None, action="run.start", obj=run, to_state=RunStatus.FANNING_OUT)
-    transaction.on_commit(partial(_enqueue_fan_out, run.pk))
+    _after_commit(partial(_enqueue_fan_out, run.pk))
     return run
 
 
@@ -307,7 +321,7 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
                         to_state=RunStatus.SENDING,
                         details={"batches": run.batches.count()},
                     )
-                transaction.on_commit(partial(_enqueue_check_complete, run.pk))
+                _after_commit(partial(_enqueue_check_complete, run.pk))
                 break
             batches = _fan_out_chunk(run, rows, operators, now)
             run.fanout_cursor = rows[-1][0]
@@ -315,9 +329,7 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
             run.save(update_fields=["fanout_cursor", "last_progress_at"])
             created += len(batches)
             if run.status == RunStatus.FANNING_OUT:
-                transaction.on_commit(
-                    partial(batches_enqueue, [(b.pk, operators[b.operator_id].queue) for b in batches])
-                )
+                _after_commit(partial(batches_enqueue, [(b.pk, operators[b.operator_id].queue) for b in batches]))
     return created
 
 
@@ -520,11 +532,11 @@ def campaign_resume(*, campaign: Campaign, actor: User) -> Campaign:
             )
         )
         DispatchBatch.objects.filter(pk__in=[pk for pk, _ in waiting]).update(updated_at=now)
-        transaction.on_commit(partial(batches_enqueue, [(pk, f"dispatch.{slug}") for pk, slug in waiting]))
+        _after_commit(partial(batches_enqueue, [(pk, f"dispatch.{slug}") for pk, slug in waiting]))
         if not run.fanout_done:
-            transaction.on_commit(partial(_enqueue_fan_out, run.pk))
+            _after_commit(partial(_enqueue_fan_out, run.pk))
         else:
-            transaction.on_commit(partial(_enqueue_check_complete, run.pk))
+            _after_commit(partial(_enqueue_check_complete, run.pk))
     campaign.refresh_from_db()
     return campaign
 
@@ -618,13 +630,13 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     counts["requeued"] = len(lost)
     if redrive:
         # Outside a transaction this runs at once; inside one (tests, callers) after it commits.
-        transaction.on_commit(partial(batches_enqueue, redrive))
+        _after_commit(partial(batches_enqueue, redrive))
 
     for run_id in targeted_runs.filter(
         status=RunStatus.FANNING_OUT, fanout_done=False, last_progress_at__lt=stale
     ).values_list("pk", flat=True):
         CampaignRun.objects.filter(pk=run_id).update(last_progress_at=now)
-        transaction.on_commit(partial(_enqueue_fan_out, run_id))
+        _after_commit(partial(_enqueue_fan_out, run_id))
         counts["fanouts"] += 1
 
     for run in targeted_runs.filter(status__in=ACTIVE_RUN_STATUSES, expires_at__lt=now, fanout_done=True):

@@ -267,8 +267,9 @@ def _enqueued(callbacks) -> list[tuple]:
     """Return the (batch id, queue) pairs handed to batches_enqueue by captured on-commit callbacks."""
     pairs = []
     for callback in callbacks:
-        if getattr(callback, "func", None) is dispatch.batches_enqueue:
-            pairs.extend(callback.args[0])
+        enqueue = getattr(callback, "__wrapped__", callback)
+        if getattr(enqueue, "func", None) is dispatch.batches_enqueue:
+            pairs.extend(enqueue.args[0])
     return pairs
 
 
@@ -322,3 +323,35 @@ def test_the_reconciler_leaves_area_broadcast_runs_to_their_own_service():
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.SENDING
     with pytest.raises(ServiceConflict):
         dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_starts_of_a_due_campaign_make_one_run():
+    """Two schedulers racing past the lock: the conditional update lets exactly one start the run."""
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    campaign = _scheduled()
+    now = timezone.now() + timedelta(seconds=1)
+    barrier = threading.Barrier(2)
+    started = []
+
+    def start():
+        from django.db import connections
+
+        barrier.wait()
+        try:
+            started.append(dispatch.run_start(campaign_id=campaign.pk, now=now))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len([run for run in started if run is not None]) == 1
+    assert CampaignRun.objects.filter(campaign=campaign).count() == 1
