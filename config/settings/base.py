@@ -151,7 +151,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 # Tasks that must not run twice are idempotent and ack late; a crash redelivers them.
 CELERY_TASK_ACKS_LATE = False
-CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+# One message at a time per process: a worker busy with a long fan-out must not sit on send_batch tasks
+# that an idle worker could run (acks_late tasks keep their prefetch slot until they finish).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Redis redelivers unacked tasks after this many seconds; leases are shorter than this.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE = {

@@ -355,3 +355,15 @@ def test_two_concurrent_starts_of_a_due_campaign_make_one_run():
         thread.join()
     assert len([run for run in started if run is not None]) == 1
     assert CampaignRun.objects.filter(campaign=campaign).count() == 1
+
+
+def test_fan_out_stores_numbers_exactly_even_with_characters_copy_would_misread():
+    def extra(operators):
+        from smsblast.models import Area
+
+        district = Area.objects.get(code="35.05.01")
+        SubscriberFactory(area=district, operator=operators["tsel"], msisdn="+62812\\t\t1")
+
+    run, _, _ = _fanned_out_run({"tsel": 2}, extra=extra)
+    assert Delivery.objects.filter(run=run, msisdn="+62812\\t\t1", status="queued").exists()
+    assert Delivery.objects.filter(run=run).count() == 3
