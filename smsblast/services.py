@@ -258,7 +258,8 @@ def subscriber_import_create_from_path(
     if enqueue:
         from smsblast.tasks import subscriber_import_run as task
 
-        transaction.on_commit(lambda: task.delay(job.pk))
+        # robust: with the broker down the upload still succeeds and the job waits, pending, for a rerun.
+        transaction.on_commit(lambda: task.delay(job.pk), robust=True)
     return job
 
 
@@ -494,6 +495,27 @@ def subscriber_import_run(*, subscriber_import: SubscriberImport, progress: Prog
         details={"created": job.created, "updated": job.updated, "rejected": job.rejected},
     )
     return job
+
+
+@transaction.atomic
+def subscriber_import_interrupt(*, subscriber_import: SubscriberImport, actor: User | None = None) -> SubscriberImport:
+    """Mark a job left running by a worker that died as failed, so that it can be resumed."""
+    changed = SubscriberImport.objects.filter(pk=subscriber_import.pk, state=SubscriberImport.State.RUNNING).update(
+        state=SubscriberImport.State.FAILED,
+        error="Interrupted: the worker running it stopped.",
+        finished_at=timezone.now(),
+    )
+    subscriber_import.refresh_from_db()
+    if changed:
+        audit_record(
+            actor=actor,
+            action="subscriber_import.interrupt",
+            obj=subscriber_import,
+            from_state=SubscriberImport.State.RUNNING,
+            to_state=subscriber_import.state,
+            details={"lines_done": subscriber_import.lines_done},
+        )
+    return subscriber_import
 
 
 def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:

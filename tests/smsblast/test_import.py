@@ -353,6 +353,17 @@ def test_import_subscribers_command_runs_the_same_job_with_progress(tmp_path, ar
     assert SubscriberImport.objects.get().state == "completed"
 
 
+def test_import_subscribers_command_resumes_a_job_left_running_by_a_dead_worker(tmp_path, areas, capsys):
+    job = services.subscriber_import_create_from_path(path=write(tmp_path, "msisdn\n081234567890\n"), user=None)
+    SubscriberImport.objects.filter(pk=job.pk).update(state=SubscriberImport.State.RUNNING)
+
+    call_command("import_subscribers", "--resume", str(job.pk))
+
+    job.refresh_from_db()
+    assert (job.state, job.created) == ("completed", 1)
+    assert AuditEvent.objects.filter(object_id=str(job.pk), action="subscriber_import.interrupt").count() == 1
+
+
 def test_import_subscribers_command_refuses_a_file_without_numbers(tmp_path, db):
     from django.core.management.base import CommandError
 

@@ -6,7 +6,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from smsblast.errors import ServiceConflict, ServiceInvalid
 from smsblast.models import SubscriberImport
-from smsblast.services import subscriber_import_create_from_path, subscriber_import_run
+from smsblast.services import (
+    subscriber_import_create_from_path,
+    subscriber_import_interrupt,
+    subscriber_import_run,
+)
 
 
 class Command(BaseCommand):
@@ -14,13 +18,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path, nargs="?")
-        parser.add_argument("--resume", type=int, metavar="ID", help="Resume the failed import with this id.")
+        parser.add_argument(
+            "--resume",
+            type=int,
+            metavar="ID",
+            help="Resume a failed import, or one left running by a worker that died (do not use on a live one).",
+        )
 
     def handle(self, *args, file: Path | None, resume: int | None, **options):
         if resume is not None:
             job = SubscriberImport.objects.filter(pk=resume).first()
             if job is None:
                 raise CommandError(f"There is no import #{resume}.")
+            if job.state == SubscriberImport.State.RUNNING:
+                job = subscriber_import_interrupt(subscriber_import=job)
         elif file is None:
             raise CommandError("Give a CSV file, or --resume ID.")
         else:
