@@ -236,7 +236,7 @@ def batch_record_result(
         if not rows:
             return BatchOutcome(batch.status, "final")
         rejected = _deliveries_reject(batch, result.rejected, now) if result.rejected else 0
-        _run_progressed(batch.run_id, now)
+        _run_progressed(batch, now)
         audit_record(
             actor=None,
             action="batch.accept",
@@ -290,7 +290,7 @@ def batch_fail(*, batch: DispatchBatch, reason: str, now: datetime, from_state: 
     failed = Delivery.objects.filter(batch_id=batch.pk, status=DeliveryStatus.QUEUED).update(
         status=DeliveryStatus.FAILED, reason=reason[:200], updated_at=now
     )
-    _run_progressed(batch.run_id, now)
+    _run_progressed(batch, now)
     audit_record(
         actor=None,
         action="batch.fail",
@@ -324,9 +324,14 @@ def batch_cancel(*, batch: DispatchBatch, now: datetime) -> None:
     audit_record(actor=None, action="batch.cancel", obj=batch, from_state=from_state, to_state=BatchStatus.CANCELLED)
 
 
-def _run_progressed(run_id: int, now: datetime) -> None:
-    """Note progress on the run, at most every few seconds: every batch of a run would contend for its row."""
-    CampaignRun.objects.filter(pk=run_id, last_progress_at__lt=now - timedelta(seconds=5)).update(last_progress_at=now)
+def _run_progressed(batch: DispatchBatch, now: datetime) -> None:
+    """Note progress on the batch's run, at most every few seconds: every batch would contend for its row."""
+    known = batch.run.last_progress_at if "run" in batch._state.fields_cache else None
+    if known is not None and known > now - timedelta(seconds=5):
+        return
+    CampaignRun.objects.filter(pk=batch.run_id).filter(
+        Q(last_progress_at__isnull=True) | Q(last_progress_at__lt=now - timedelta(seconds=5))
+    ).update(last_progress_at=now)
 
 
 def _deliveries_reject(batch: DispatchBatch, rejected: list[tuple[str, str]], now: datetime) -> int:
