@@ -53,6 +53,7 @@ class AreaListView(APIView):
     permission_classes = [IsStaffRole]
 
     @extend_schema(
+        operation_id="areas_list",
         parameters=[
             OpenApiParameter("parent", str, description="Code whose children to list, e.g. 35.05"),
             OpenApiParameter("q", str, description="Part of a name, e.g. blit"),
@@ -290,7 +291,7 @@ class SubscriberImportListView(APIView):
     permission_classes = [IsOfficer]
     parser_classes = [MultiPartParser, FormParser]
 
-    @extend_schema(responses={200: OpenApiResponse(description="Imports, newest first")})
+    @extend_schema(operation_id="subscriber_imports_list", responses={200: OpenApiResponse(description="Imports")})
     def get(self, request):
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(
