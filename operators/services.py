@@ -42,6 +42,8 @@ SENDABLE_RUN_STATUSES = (RunStatus.FANNING_OUT, RunStatus.SENDING)
 # checks again before sending, so a pause holds within a second.
 PAUSE_CHECK_SECONDS = 0.5
 MAX_REPORTS = 10_000
+# Reports per statement: 5 bound values each stays under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+REPORT_CHUNK = 5_000
 # Operators whose adapter is "pull" fetch their batches through the operator API; no task pushes them.
 PULL_ADAPTER = "pull"
 # Report statuses and the delivery states each may overwrite: statuses only move forward, finals never change.
@@ -445,12 +447,8 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
         # The last report of a message in one request wins, like reports arriving one after another.
         wanted[int(message_id)] = _Report(int(message_id), status, operator_ref, error_code, done_at)
 
-    owned: dict[int, int] = {}  # message id → run id
     ids = list(wanted)
-    for start in range(0, len(ids), 900):
-        owned.update(
-            Delivery.objects.filter(pk__in=ids[start : start + 900], operator=operator).values_list("pk", "run_id")
-        )
+    owned = _owned_messages(operator, ids)  # message id → run id
     for message_id in ids:
         if message_id not in owned:
             rejected.append({"message_id": str(message_id), "reason": "unknown_message"})
@@ -458,8 +456,8 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
     applied = 0
     mine = [wanted[message_id] for message_id in ids if message_id in owned]
     with transaction.atomic():
-        for start in range(0, len(mine), 1000):
-            applied += _reports_update(operator, mine[start : start + 1000], now)
+        for start in range(0, len(mine), REPORT_CHUNK):
+            applied += _reports_update(operator, mine[start : start + REPORT_CHUNK], now)
         run_ids = sorted(set(owned.values()))
         if applied:
             CampaignRun.objects.filter(pk__in=run_ids).update(last_progress_at=now)
@@ -474,31 +472,57 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
     return ReportsOutcome(applied=applied, unchanged=len(mine) - applied, rejected=rejected)
 
 
+def _owned_messages(operator: Operator, ids: list[int]) -> dict[int, int]:
+    """Return {message id: run id} for those of `ids` that are the operator's deliveries."""
+    owned: dict[int, int] = {}
+    if connection.vendor == "postgresql":
+        # One array parameter: ten thousand placeholders would cost more to render than the query to run.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, run_id FROM {Delivery._meta.db_table} WHERE id = ANY(%s) AND operator_id = %s",  # noqa: S608
+                [ids, operator.pk],
+            )
+            owned.update(cursor.fetchall())
+        return owned
+    for start in range(0, len(ids), REPORT_CHUNK):
+        chunk = ids[start : start + REPORT_CHUNK]
+        owned.update(Delivery.objects.filter(pk__in=chunk, operator=operator).values_list("pk", "run_id"))
+    return owned
+
+
 def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -> int:
-    """Apply up to 1,000 reports in one UPDATE … FROM a VALUES list; return the rows that moved forward.
+    """Apply reports in one UPDATE … FROM a list of rows; return the rows that moved forward.
 
     Raw SQL because each row gets its own status, reference, code and time in a single statement: a Django
     update per status cannot carry per-row values, and row-by-row saves are an order of magnitude slower.
+    PostgreSQL takes the rows as five arrays (unnest); SQLite as a VALUES list of bound parameters.
     """
     table = Delivery._meta.db_table
-    postgres = connection.vendor == "postgresql"
-    cast_id, cast_time = ("::bigint", "::timestamptz") if postgres else ("", "")
-    values = ", ".join([f"(%s{cast_id}, %s, %s, %s, %s{cast_time})"] * len(reports))
     # Raw SQL skips field adaptation: store times as the backend expects (SQLite: naive UTC text).
     adapt = connection.ops.adapt_datetimefield_value
-    params: list = [adapt(now)]  # updated_at, the first placeholder
+    columns = [[], [], [], [], []]
     for report in reports:
         target, _ = REPORT_STATUSES[report.status]
-        params += [report.message_id, target, report.operator_ref, report.error_code, adapt(report.done_at or now)]
-    columns = "message_id, status, operator_ref, error_code, done_at"
-    if postgres:
-        reports_table = f"(VALUES {values}) AS reports ({columns})"
+        for column, value in zip(
+            columns,
+            (report.message_id, target, report.operator_ref, report.error_code, adapt(report.done_at or now)),
+            strict=True,
+        ):
+            column.append(value)
+    if connection.vendor == "postgresql":
+        reports_table = (
+            "(SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::timestamptz[]) "
+            "AS r (message_id, status, operator_ref, error_code, done_at)) AS reports"
+        )
+        row_params = columns
     else:
         # SQLite names VALUES columns column1…; a CTE would hide the row count from its driver.
+        values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(reports))
         reports_table = (
             "(SELECT column1 AS message_id, column2 AS status, column3 AS operator_ref, column4 AS error_code, "  # noqa: S608
             f"column5 AS done_at FROM (VALUES {values})) AS reports"
         )
+        row_params = [value for row in zip(*columns, strict=True) for value in row]
     # Only the table name and placeholders are interpolated; every value is a bound parameter.
     sql = (
         f"UPDATE {table} SET status = reports.status, operator_ref = reports.operator_ref, "  # noqa: S608
@@ -506,7 +530,8 @@ def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -
         f"FROM {reports_table} WHERE {table}.id = reports.message_id AND {table}.operator_id = %s "
         f"AND ({table}.status = %s OR ({table}.status = %s AND reports.status <> %s))"
     )
-    params += [operator.pk, DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED, DeliveryStatus.SUBMITTED]
+    params = [adapt(now), *row_params, operator.pk, DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED]
+    params.append(DeliveryStatus.SUBMITTED)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
