@@ -367,3 +367,14 @@ def test_fan_out_stores_numbers_exactly_even_with_characters_copy_would_misread(
     run, _, _ = _fanned_out_run({"tsel": 2}, extra=extra)
     assert Delivery.objects.filter(run=run, msisdn="+62812\\t\t1", status="queued").exists()
     assert Delivery.objects.filter(run=run).count() == 3
+
+
+def test_the_reconciler_reports_a_run_without_progress_for_ten_minutes(caplog):
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=timezone.now() - timedelta(minutes=11))
+    DispatchBatch.objects.filter(run=run).update(
+        status="in_flight", lease_expires_at=timezone.now() + timedelta(hours=1)
+    )
+    with caplog.at_level("ERROR", logger="campaigns.dispatch"):
+        assert dispatch.dispatch_reconcile()["stalled"] == 1
+    assert f"Run {run.pk} " in caplog.text and "no progress" in caplog.text
