@@ -102,7 +102,8 @@ def campaign_schedule(*, campaign: Campaign, user: User, schedule: dict, now: da
             f"This schedule has no run after now ({zone.label}); choose a later time.", {"schedule": "In the past."}
         )
     fresh = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    same = (fresh.schedule or {}) == normalized
+    # Compare meanings, not spellings: a schedule stored as {"time": "13:00:00"} is the one approved.
+    same = _normalized_or_none(fresh.schedule) == normalized
     if fresh.status == Campaign.Status.APPROVED and same:
         _check_may_dispatch(fresh, user)
         if not campaign_approval_is_valid(fresh):
@@ -129,6 +130,13 @@ def campaign_schedule(*, campaign: Campaign, user: User, schedule: dict, now: da
     # Anything else is an edit of the hashed content; campaign_update checks author and state.
     campaign_update(campaign=campaign, actor=user, data={"schedule": normalized})
     return campaign
+
+
+def _normalized_or_none(schedule) -> dict | None:
+    try:
+        return scheduling.schedule_normalize(schedule or {})
+    except scheduling.ScheduleError:
+        return None
 
 
 def campaign_schedule_approved(*, campaign: Campaign, user: User, now: datetime | None = None) -> Campaign:
@@ -223,9 +231,8 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
     zone = campaign_zone(campaign)
     # A recurring campaign counts its next occurrence after this one, or after now if the scheduler was
     # down for a while, so missed occurrences are skipped rather than fired in a burst.
-    next_run_at = scheduling.next_start(
-        campaign.schedule, zone=zone, after=max(scheduled_for, now), priority=campaign.priority
-    )
+    schedule = _normalized_or_none(campaign.schedule) or {"kind": "now"}
+    next_run_at = scheduling.next_start(schedule, zone=zone, after=max(scheduled_for, now), priority=campaign.priority)
     rows = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.SCHEDULED, next_run_at=scheduled_for).update(
         status=Campaign.Status.SENDING, next_run_at=next_run_at, updated_at=now
     )
@@ -247,7 +254,7 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
                     "area_codes": list(campaign.area_codes or []),
                     "audience": campaign.audience or {},
                     "priority": campaign.priority,
-                    "quiet_hours": (campaign.schedule or {}).get("quiet_hours"),
+                    "quiet_hours": schedule.get("quiet_hours"),
                     "zone": zone.name,
                 },
                 started_at=now,

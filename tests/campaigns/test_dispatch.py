@@ -378,3 +378,17 @@ def test_the_reconciler_reports_a_run_without_progress_for_ten_minutes(caplog):
     with caplog.at_level("ERROR", logger="campaigns.dispatch"):
         assert dispatch.dispatch_reconcile()["stalled"] == 1
     assert f"Run {run.pk} " in caplog.text and "no progress" in caplog.text
+
+
+def test_an_approved_schedule_spelled_differently_still_arms_and_recurs():
+    campaign = approved_campaign(schedule={"kind": "daily", "time": "13:00:00", "weekday_times": {"fri": "10:00"}})
+    now = utc(2021, 7, 7, 1, 0)  # Wednesday 08:00 WIB
+    dispatch.campaign_schedule_approved(campaign=campaign, user=campaign.author, now=now)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED
+    assert campaign.schedule["time"] == "13:00:00"  # the approved content is left as approved
+    thursday = utc(2021, 7, 8, 6, 0)
+    Campaign.objects.filter(pk=campaign.pk).update(next_run_at=thursday)
+    run = dispatch.run_start(campaign_id=campaign.pk, now=thursday)
+    assert run is not None
+    assert Campaign.objects.get(pk=campaign.pk).next_run_at == utc(2021, 7, 9, 3, 0)  # Friday 10:00 WIB
