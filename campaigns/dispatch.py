@@ -146,13 +146,18 @@ def campaign_schedule_approved(*, campaign: Campaign, user: User, now: datetime 
     return campaign_schedule(campaign=campaign, user=user, schedule=campaign.schedule, now=now)
 
 
+def campaign_may_dispatch(*, campaign: Campaign, user: User | None) -> bool:
+    """Return whether the user may schedule, pause or resume sending: the author, an approver or an admin."""
+    if user is None or not user.is_authenticated:
+        return False
+    return user.has_role(Role.ADMIN, Role.APPROVER) or (user.has_role(Role.OFFICER) and campaign.author_id == user.pk)
+
+
 def _check_may_dispatch(campaign: Campaign, user: User) -> None:
     """Raise ServiceForbidden unless the user may schedule, pause or resume the campaign's sending."""
     if user is None or not user.is_authenticated:
         raise ServiceForbidden("Log in first.")
-    if user.has_role(Role.ADMIN, Role.APPROVER):
-        return
-    if not (user.has_role(Role.OFFICER) and campaign.author_id == user.pk):
+    if not campaign_may_dispatch(campaign=campaign, user=user):
         raise ServiceForbidden("Only the campaign's author, an approver or an admin may do this.")
 
 

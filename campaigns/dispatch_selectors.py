@@ -13,6 +13,8 @@ DeliveryStatus = Delivery.Status
 BatchStatus = DispatchBatch.Status
 # Every delivery status, in the order the progress bar shows them.
 PROGRESS_STATUSES = [status.value for status in DeliveryStatus]
+# The final statuses that count as failed on the progress pages (skipped and cancelled were never sent).
+FAILED_STATUSES = (DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED, DeliveryStatus.REJECTED, DeliveryStatus.FAILED)
 
 
 def effective_status(status: str, batch_status: str | None) -> str:
@@ -27,7 +29,8 @@ def run_progress(run: CampaignRun) -> dict[str, Any]:
 
     Deliveries are written once at fan-out and the batch carries "submitted", so a queued delivery whose batch
     the operator accepted counts as submitted. Segments and cost count the messages operators accepted.
-    Two grouped queries, whatever the size of the run.
+    Each count set (overall and per operator) also carries its recipients, delivered, failed and pending
+    (not yet final) totals for the pages. Two grouped queries, whatever the size of the run.
     """
     operators = {op.pk: op for op in Operator.objects.all()}
     per_operator: dict[int | None, dict[str, Any]] = {}
@@ -67,8 +70,9 @@ def run_progress(run: CampaignRun) -> dict[str, Any]:
             totals[status] += n
         for status, n in entry["batches"].items():
             batches[status] = batches.get(status, 0) + n
-    recipients = sum(totals.values())
-    final = sum(totals[status] for status in Delivery.FINAL_STATUSES)
+        entry.update(_summary(entry["counts"]))
+    summary = _summary(totals)
+    recipients, final = summary["recipients"], summary["recipients"] - summary["pending"]
     return {
         "id": run.pk,
         "status": run.status,
@@ -78,14 +82,27 @@ def run_progress(run: CampaignRun) -> dict[str, Any]:
         "expires_at": run.expires_at,
         "fanout_done": run.fanout_done,
         "segments_per_message": run.segments,
-        "recipients": recipients,
+        **summary,
         "final": final,
         "percent_final": round(100 * final / recipients, 1) if recipients else (100.0 if run.fanout_done else 0.0),
         "counts": totals,
+        "done": run.status in CampaignRun.FINAL_STATUSES,
         "batches": batches,
         "segments_sent": sum(entry["segments_sent"] for entry in per_operator.values()),
         "cost": sum(entry["cost"] for entry in per_operator.values()),
         "operators": sorted(per_operator.values(), key=lambda entry: (entry["slug"] == "", entry["name"])),
+    }
+
+
+def _summary(counts: dict[str, int]) -> dict[str, int]:
+    """Return the recipients, delivered, failed and pending (not yet final) totals of shown counts by status."""
+    final = sum(counts[status] for status in Delivery.FINAL_STATUSES)
+    recipients = sum(counts.values())
+    return {
+        "recipients": recipients,
+        "delivered": counts[DeliveryStatus.DELIVERED],
+        "failed": sum(counts[status] for status in FAILED_STATUSES),
+        "pending": recipients - final,
     }
 
 

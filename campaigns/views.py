@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from campaigns import dispatch, selectors, services
+from campaigns.dispatch_selectors import FAILED_STATUSES, campaign_progress, run_progress
 from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
 from campaigns.models import Approval, Campaign, CampaignRun, DispatchBatch
 from campaigns.models import Delivery as DeliveryModel
@@ -35,7 +36,6 @@ from smsblast.text import search_key
 Status = Campaign.Status
 Delivery = DeliveryModel.Status
 ACTIVE_RUN_STATUSES = (CampaignRun.Status.PENDING, CampaignRun.Status.FANNING_OUT, CampaignRun.Status.SENDING)
-FAILED_DELIVERY = (Delivery.UNDELIVERED, Delivery.EXPIRED, Delivery.REJECTED, Delivery.FAILED)
 STAFF_ROLES = (Role.OFFICER, Role.APPROVER, Role.ADMIN)
 AREA_SEARCH_LIMIT = 20
 
@@ -98,7 +98,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     running = Campaign.objects.filter(status__in=[Status.SENDING, Status.PAUSED])
     if user.has_role(Role.OFFICER) and not user.has_role(Role.ADMIN):
         running = running.filter(author=user)
-    context["running"] = [(campaign, _latest_run_progress(campaign)) for campaign in running[:20]]
+    context["running"] = [(campaign, campaign_progress(campaign)) for campaign in running[:20]]
     return render(request, "campaigns/dashboard.html", context)
 
 
@@ -209,7 +209,7 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
     areas = list(Area.objects.filter(code__in=codes))
     # An unsaved campaign carries what is being composed into the same selector the campaign page uses.
     draft = Campaign(area_codes=[area.code for area in areas], text=request.POST.get("text", ""), audience={})
-    audience = audience_by_operator(draft)
+    audience = selectors.campaign_audience(draft)
     return render(
         request,
         "campaigns/_preview.html",
@@ -222,11 +222,6 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
     )
 
 
-def audience_by_operator(campaign: Campaign) -> dict:
-    """Return the audience per operator and cost of a (possibly unsaved) campaign, from the campaign selector."""
-    return selectors.campaign_audience(campaign)
-
-
 # --- campaign page -------------------------------------------------------------------------
 
 
@@ -236,11 +231,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign.objects.select_related("author"), pk=pk)
     actions = services.campaign_allowed_actions(campaign=campaign, user=request.user)
     runs = list(campaign.runs.all()[:10])
-    # The same rule as the pipeline services: the author, an approver or an admin controls sending.
-    user = request.user
-    may_dispatch = user.has_role(Role.ADMIN, Role.APPROVER) or (
-        user.has_role(Role.OFFICER) and campaign.author_id == user.pk
-    )
+    may_dispatch = dispatch.campaign_may_dispatch(campaign=campaign, user=request.user)
     context = _campaign_context(campaign)
     context.update(
         {
@@ -269,7 +260,7 @@ def _campaign_context(campaign: Campaign) -> dict:
         "analysis": analysis,
         "areas": areas,
         "map_svg": boundary_svg([(area.name, area.boundary) for area in areas], title=_("Map of the chosen areas")),
-        "audience": audience_by_operator(campaign),
+        "audience": selectors.campaign_audience(campaign),
         "zone": zone_for_area_codes(campaign.area_codes),
         "area_code": (campaign.area_codes or [None])[0],
         "content_hash": services.campaign_content_hash(campaign),
@@ -455,44 +446,6 @@ def _schedule_lines(campaign: Campaign) -> list[str]:
 # --- progress ------------------------------------------------------------------------------
 
 
-def run_progress(run: CampaignRun) -> dict:
-    """Return counts per status and per operator for a run, and how much of it is final."""
-    by_status = dict(run.deliveries.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
-    total = sum(by_status.values())
-    final = sum(n for status, n in by_status.items() if status in DeliveryModel.FINAL_STATUSES)
-    failed = sum(by_status.get(status, 0) for status in FAILED_DELIVERY)
-    per_operator: dict = defaultdict(lambda: defaultdict(int))
-    for name, status, n in run.deliveries.values_list("operator__name", "status").annotate(n=Count("id")):
-        per_operator[name or "–"][status] += n
-    operators = [
-        {
-            "name": name,
-            "total": sum(counts.values()),
-            "delivered": counts.get(Delivery.DELIVERED, 0),
-            "failed": sum(counts.get(status, 0) for status in FAILED_DELIVERY),
-            "pending": sum(n for status, n in counts.items() if status not in DeliveryModel.FINAL_STATUSES),
-        }
-        for name, counts in sorted(per_operator.items())
-    ]
-    percent = int(100 * final / total) if total else (100 if run.status in CampaignRun.FINAL_STATUSES else 0)
-    return {
-        "run": run,
-        "total": total,
-        "final": final,
-        "failed": failed,
-        "delivered": by_status.get(Delivery.DELIVERED, 0),
-        "by_status": sorted(by_status.items()),
-        "operators": operators,
-        "percent": percent,
-        "done": run.status in CampaignRun.FINAL_STATUSES,
-    }
-
-
-def _latest_run_progress(campaign: Campaign) -> dict | None:
-    run = campaign.runs.order_by("-scheduled_for", "-id").first()
-    return run_progress(run) if run else None
-
-
 @role_required(*STAFF_ROLES)
 def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResponse:
     """Return one run's progress block; htmx polls it every 2 s until the run is final."""
@@ -547,7 +500,7 @@ def _delivery_chart(run: CampaignRun) -> dict | None:
 
 def _failures(run: CampaignRun) -> list[dict]:
     rows = (
-        run.deliveries.filter(status__in=FAILED_DELIVERY)
+        run.deliveries.filter(status__in=FAILED_STATUSES)
         .values("status", "reason", "error_code", "operator__name")
         .annotate(n=Count("id"))
         .order_by("-n")[:20]

@@ -6,6 +6,7 @@ import io
 import pytest
 
 from campaigns import dispatch
+from campaigns.dispatch_selectors import run_progress
 from campaigns.models import Campaign, DispatchBatch
 from operators import services
 from operators.gateways.base import BatchResult, Outcome
@@ -82,6 +83,16 @@ def test_runs_show_progress_per_operator_with_segments_and_cost(api_client_for, 
     assert progress["segments_sent"] == 4 and progress["cost"] == 1000
     by_slug = {entry["slug"]: entry for entry in progress["operators"]}
     assert by_slug["isat"]["counts"]["failed"] == 2 and by_slug["isat"]["cost"] == 0
+
+
+def test_run_progress_totals_delivered_failed_and_pending_overall_and_per_operator(sent_run):
+    progress = run_progress(sent_run)
+    # tsel: two queued in the accepted batch (shown submitted, pending) and one rejected; isat: two failed.
+    assert (progress["recipients"], progress["delivered"], progress["failed"], progress["pending"]) == (5, 0, 3, 2)
+    assert progress["final"] == 3 and progress["done"] is False
+    by_slug = {entry["slug"]: entry for entry in progress["operators"]}
+    assert (by_slug["tsel"]["recipients"], by_slug["tsel"]["failed"], by_slug["tsel"]["pending"]) == (3, 1, 2)
+    assert (by_slug["isat"]["recipients"], by_slug["isat"]["failed"], by_slug["isat"]["pending"]) == (2, 2, 0)
 
 
 def test_campaign_detail_carries_the_latest_run_progress(api_client_for, sent_run):

@@ -4,10 +4,10 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from campaigns.models import Approval, Campaign, CampaignRun, Delivery
+from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.services import campaign_content_hash, campaign_reject, campaign_submit
 from smsblast.models import AuditEvent, Role
-from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory
+from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory, DispatchBatchFactory
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
 
@@ -303,6 +303,21 @@ def test_run_progress_partial_polls_until_the_run_is_final(officer_user, areas):
     body = client.get(url).content.decode()
     assert "every 2s" not in body
     assert 'aria-valuenow="100"' in body
+
+
+def test_run_progress_partial_counts_a_queued_message_of_an_accepted_batch_as_submitted(officer_user, areas):
+    operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
+    run = CampaignRunFactory(campaign=CampaignFactory(author=officer_user, status=Campaign.Status.SENDING))
+    batch = DispatchBatchFactory(run=run, operator=operator, size=2, status=DispatchBatch.Status.ACCEPTED)
+    DeliveryFactory(run=run, operator=operator, batch=batch, status=Delivery.Status.QUEUED)
+    DeliveryFactory(run=run, operator=operator, batch=batch, status=Delivery.Status.QUEUED)
+    DeliveryFactory(run=run, status=Delivery.Status.SKIPPED, reason="no operator")
+    url = reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
+    body = client_for(officer_user).get(url).content.decode()
+    assert '<td>diteruskan</td><td class="num">2</td>' in body
+    assert "dalam antrean" not in body
+    assert '<td>Tanpa operator</td><td class="num">1</td>' in body
+    assert 'aria-valuenow="33"' in body
 
 
 # --- approval -----------------------------------------------------------------------------
