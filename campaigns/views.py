@@ -23,9 +23,10 @@ from django.views.decorators.http import require_GET, require_POST
 from campaigns import dispatch, selectors, services
 from campaigns.dispatch_selectors import FAILED_STATUSES, campaign_progress, run_progress
 from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
-from campaigns.models import Approval, Campaign, CampaignRun, DispatchBatch
+from campaigns.models import Approval, Campaign, CampaignRun, DispatchBatch, Mode
 from campaigns.models import Delivery as DeliveryModel
 from campaigns.scheduling import zone_for_area_codes
+from operators.broadcasts import broadcast_estimate
 from smsblast.audit import audit_history
 from smsblast.errors import ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, Role
@@ -208,7 +209,10 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
     codes = [code for code in request.POST.getlist("area_codes") if isinstance(code, str)][:200]
     areas = list(Area.objects.filter(code__in=codes))
     # An unsaved campaign carries what is being composed into the same selector the campaign page uses.
-    draft = Campaign(area_codes=[area.code for area in areas], text=request.POST.get("text", ""), audience={})
+    mode = request.POST.get("mode", "")
+    draft = Campaign(
+        area_codes=[area.code for area in areas], text=request.POST.get("text", ""), audience={}, mode=mode
+    )
     audience = selectors.campaign_audience(draft)
     return render(
         request,
@@ -217,9 +221,15 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
             "areas": areas,
             "map_svg": boundary_svg([(area.name, area.boundary) for area in areas], title=_("Map of the chosen areas")),
             "audience": audience,
-            "mode": request.POST.get("mode", ""),
+            "mode": mode,
+            "estimate": _broadcast_estimate(draft),
         },
     )
+
+
+def _broadcast_estimate(campaign: Campaign) -> dict | None:
+    """Return the handsets an area broadcast is estimated to reach, or None for a targeted campaign."""
+    return broadcast_estimate(campaign) if campaign.mode == Mode.AREA_BROADCAST else None
 
 
 # --- campaign page -------------------------------------------------------------------------
@@ -376,6 +386,7 @@ def campaign_review(request: HttpRequest, pk: int) -> HttpResponse:
             "can_decide": campaign.status == Status.PENDING_APPROVAL,
             "diff": _diff_against_rejection(campaign),
             "schedule_text": _schedule_lines(campaign),
+            "estimate": _broadcast_estimate(campaign),
         }
     )
     return render(request, "campaigns/review.html", context, status=status_code)

@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.services import campaign_content_hash, campaign_reject, campaign_submit
+from operators.broadcasts import broadcast_estimate
 from smsblast.models import AuditEvent, Role
 from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory, DispatchBatchFactory
 from tests.operators.factories import OperatorFactory
@@ -227,6 +228,70 @@ def test_compose_preview_draws_the_map_and_counts_audience_and_cost(officer_user
     assert "<svg" in body and "<path" in body
     assert "data-audience-total>3<" in body
     assert "Rp 1.500" in body  # 3 recipients x 2 parts x Rp 250
+
+
+@pytest.fixture
+def blitar_population(areas):
+    """Give Kab. Blitar a census population; its two kecamatan share it."""
+    areas[1].population = 1_200_000
+    areas[1].save()
+    return areas
+
+
+def test_compose_preview_of_an_area_broadcast_shows_the_handsets_estimate_per_area(officer_user, blitar_population):
+    data = {"area_codes": ["35.05.01", "35.05.02"], "text": "Tetap pakai masker.", "mode": "area_broadcast"}
+    body = client_for(officer_user).post(reverse("campaigns:preview"), data).content.decode()
+    assert "data-broadcast-estimate" in body
+    # 1,200,000 shared by two kecamatan, 85% of residents with a phone: 510,000 each, 1,020,000 in all.
+    assert "data-handsets>1.020.000<" in body
+    assert "85% penduduk memiliki ponsel" in body
+    assert '<tr data-area="35.05.01"><td>Kecamatan 1' in body and '<tr data-area="35.05.02">' in body
+    assert '<td class="num">600.000</td><td class="num">510.000</td>' in body
+    assert "Jangkauan sel melewati batas wilayah" in body
+
+
+def test_compose_preview_of_a_targeted_campaign_has_no_broadcast_estimate(officer_user, blitar_population):
+    data = {"area_codes": ["35.05"], "text": "Tetap pakai masker.", "mode": "targeted"}
+    body = client_for(officer_user).post(reverse("campaigns:preview"), data).content.decode()
+    assert "data-audience-total" in body
+    assert "data-broadcast-estimate" not in body
+
+
+def test_compose_preview_says_when_no_population_is_known(officer_user, areas):
+    data = {"area_codes": ["35.05"], "text": "Tetap pakai masker.", "mode": "area_broadcast"}
+    body = client_for(officer_user).post(reverse("campaigns:preview"), data).content.decode()
+    assert "data-handsets>tidak diketahui<" in body
+    assert "Data jumlah penduduk untuk wilayah ini belum dimuat." in body
+
+
+def test_edit_page_of_an_area_broadcast_loads_the_preview_when_areas_change(officer_user, areas):
+    campaign = CampaignFactory(author=officer_user, mode="area_broadcast", area_codes=["35.05"])
+    body = client_for(officer_user).get(reverse("campaigns:edit", args=[campaign.pk])).content.decode()
+    assert f'hx-post="{reverse("campaigns:preview")}"' in body
+    assert "areas-changed from:body" in body
+
+
+def test_review_page_of_an_area_broadcast_shows_the_estimate_and_the_spill_over_note(
+    officer_user, approver_user, blitar_population
+):
+    campaign = CampaignFactory(
+        author=officer_user, mode="area_broadcast", area_codes=["35.05"], status=Campaign.Status.PENDING_APPROVAL
+    )
+    body = client_for(approver_user, "en").get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    assert "data-handsets>1.020.000<" in body
+    assert "assuming 85% of residents own a phone" in body
+    assert '<tr data-area="35.05"><td>Kabupaten Blitar' in body
+    assert '<td class="num">1.200.000</td><td class="num">1.020.000</td>' in body
+    # The page shows the service's own note, word for word.
+    assert broadcast_estimate(campaign)["note"] in body
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    assert "Perkiraan ponsel yang terjangkau" in body
+
+
+def test_review_page_of_a_targeted_campaign_has_no_broadcast_estimate(pending, approver_user):
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[pending.pk])).content.decode()
+    assert "data-audience-total" in body
+    assert "data-broadcast-estimate" not in body
 
 
 def test_compose_preview_survives_nonsense_input(officer_user):
