@@ -16,6 +16,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from campaigns import scheduling
 from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
 from smsblast import sms
 from smsblast.audit import audit_record
@@ -192,7 +193,7 @@ def campaign_update(*, campaign: Campaign, actor: User, data: dict[str, Any]) ->
     if unknown:
         raise ServiceInvalid(f"These fields cannot be edited: {', '.join(sorted(unknown))}.")
     current = _locked_status(campaign, "update")
-    fields = _clean_fields(data)
+    fields = _clean_fields(data, area_codes=campaign.area_codes)
 
     old_hash = campaign_content_hash(campaign)
     changed = sorted(name for name, value in fields.items() if getattr(campaign, name) != value)
@@ -388,8 +389,11 @@ def _wrong_state_message(action: str, status: str) -> str:
     return f"Cannot {action} a campaign that is {label}; {action} is allowed only when it is {allowed}."
 
 
-def _clean_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Check the shape of editable fields and return them normalised; raise ServiceInvalid on bad input."""
+def _clean_fields(fields: dict[str, Any], *, area_codes: list[str] | None = None) -> dict[str, Any]:
+    """Check the shape of editable fields and return them normalised; raise ServiceInvalid on bad input.
+
+    `area_codes` are the campaign's stored codes, whose zone dates the schedule when `fields` has none.
+    """
     cleaned = dict(fields)
     errors: dict[str, str] = {}
 
@@ -442,6 +446,11 @@ def _clean_fields(fields: dict[str, Any]) -> dict[str, Any]:
                 cleaned[name] = {}
             if not isinstance(cleaned[name], dict):
                 errors[name] = "Must be a JSON object."
+    if cleaned.get("schedule") and "schedule" not in errors:
+        try:
+            cleaned["schedule"] = _schedule_checked(cleaned["schedule"], cleaned.get("area_codes", area_codes))
+        except scheduling.ScheduleError as exc:
+            errors["schedule"] = str(exc) if exc.field == "schedule" else f"{exc.field}: {exc}"
     if cleaned.get("polygon") is not None:
         polygon = cleaned["polygon"]
         if not isinstance(polygon, dict) or polygon.get("type") not in {"Polygon", "MultiPolygon"}:
@@ -464,6 +473,23 @@ def _clean_fields(fields: dict[str, Any]) -> dict[str, Any]:
     if errors:
         raise ServiceInvalid(_errors_message(errors), errors)
     return cleaned
+
+
+def _schedule_checked(schedule: dict, area_codes) -> dict:
+    """Return the schedule in its normal form, or raise ScheduleError if it is malformed or already over.
+
+    A recurring schedule whose last day (`until`, in the area's zone) is before today would never run.
+    """
+    normalized = scheduling.schedule_normalize(schedule)
+    until = normalized.get("until")
+    if until:
+        zone = scheduling.zone_for_area_codes(area_codes if isinstance(area_codes, list | tuple) else [])
+        today = timezone.now().astimezone(zone.tzinfo).date()
+        if datetime.date.fromisoformat(until) < today:
+            raise scheduling.ScheduleError(
+                f"The end date {until} is before today ({today.isoformat()} {zone.label}).", "until"
+            )
+    return normalized
 
 
 def _check_complete(campaign: Campaign) -> None:

@@ -252,6 +252,28 @@ def test_bad_input_answers_400_with_detail(method, path, body, needle, author, a
 
 
 @pytest.mark.parametrize(
+    ("schedule", "needle"),
+    [
+        pytest.param({"kind": "daily", "time": "25:00"}, "'25:00' is not a time", id="bad-time"),
+        pytest.param({"kind": "hourly"}, "kind must be one of", id="unknown-kind"),
+        pytest.param({"kind": "daily", "time": "13:00", "weekday_times": {"7": "10:00"}}, "weekday", id="weekday-7"),
+        pytest.param({"kind": "daily", "time": "13:00", "until": "2021-12-31"}, "before today", id="until-passed"),
+    ],
+)
+def test_an_invalid_schedule_answers_400_on_create_and_on_edit(schedule, needle, author, api_client_for):
+    client = api_client_for(author)
+    response = client.post("/api/v1/campaigns/", {**DRAFT_BODY, "schedule": schedule}, format="json")
+    assert response.status_code == 400, response.content
+    assert needle in response.json()["detail"]
+    assert not Campaign.objects.exists()
+    created = client.post("/api/v1/campaigns/", DRAFT_BODY, format="json").json()
+    response = client.patch(f"/api/v1/campaigns/{created['id']}/", {"schedule": schedule}, format="json")
+    assert response.status_code == 400, response.content
+    assert needle in response.json()["detail"]
+    assert Campaign.objects.get().schedule == {}
+
+
+@pytest.mark.parametrize(
     ("action", "body", "needle"),
     [
         ("approve", {}, "content_hash"),

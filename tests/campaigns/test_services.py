@@ -3,6 +3,7 @@
 import datetime
 
 import pytest
+from django.utils import timezone
 
 from campaigns.models import Approval, Campaign
 from campaigns.services import (
@@ -138,6 +139,54 @@ def test_create_refuses_malformed_fields_naming_the_field(officer, areas, fields
         campaign_create(author=officer, **data)
     assert field in refused.value.errors
     assert not Campaign.objects.exists()
+
+
+def _days_from_today(days: int) -> str:
+    return (timezone.now() + datetime.timedelta(days=days)).date().isoformat()
+
+
+BAD_SCHEDULES = [
+    pytest.param({"kind": "daily", "time": "25:00"}, "time", id="bad-time"),
+    pytest.param({"kind": "fortnightly", "time": "09:00"}, "kind", id="unknown-kind"),
+    pytest.param({"kind": "daily", "time": "13:00", "weekday_times": {"7": "10:00"}}, "weekday_times", id="weekday-7"),
+    pytest.param({"kind": "weekly", "weekdays": [0, 9], "time": "09:00"}, "weekdays", id="weekday-9"),
+    pytest.param({"kind": "daily", "time": "13:00", "until": _days_from_today(-2)}, "until", id="until-passed"),
+]
+
+
+@pytest.mark.parametrize(("schedule", "problem"), BAD_SCHEDULES)
+def test_create_refuses_an_invalid_schedule_naming_the_problem(officer, areas, schedule, problem):
+    data = {"title": "Covid-19", "text": "Pakai masker.", "sender": "PEMKAB", "area_codes": ["35.05"]}
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_create(author=officer, schedule=schedule, **data)
+    assert problem in refused.value.errors["schedule"]
+    assert not Campaign.objects.exists()
+
+
+@pytest.mark.parametrize(("schedule", "problem"), BAD_SCHEDULES)
+def test_update_refuses_an_invalid_schedule_and_keeps_the_old_one(campaign, officer, schedule, problem):
+    campaign_update(campaign=campaign, actor=officer, data={"schedule": {"kind": "daily", "time": "13:00"}})
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_update(campaign=campaign, actor=officer, data={"schedule": schedule, "title": "Changed"})
+    assert problem in refused.value.errors["schedule"]
+    campaign.refresh_from_db()
+    assert campaign.schedule == {"kind": "daily", "time": "13:00"}
+    assert campaign.title == "Covid-19 Blitar"
+
+
+def test_a_valid_schedule_is_stored_in_its_normal_form(officer, areas):
+    until = _days_from_today(30)
+    campaign = campaign_create(
+        author=officer,
+        title="Covid-19",
+        area_codes=["35.05"],
+        schedule={"kind": "weekly", "weekdays": ["fri", 0, 4], "time": "13:00:00", "until": until},
+    )
+    assert campaign.schedule == {"kind": "weekly", "weekdays": [0, 4], "time": "13:00", "until": until}
+
+
+def test_an_empty_schedule_is_still_allowed_on_a_draft(officer, areas):
+    assert campaign_create(author=officer, title="Covid-19", area_codes=["35.05"], schedule={}).schedule == {}
 
 
 def test_an_edit_that_changes_nothing_writes_nothing(campaign, officer):
