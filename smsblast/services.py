@@ -159,13 +159,27 @@ def areas_load(
     return result
 
 
-def _areas_load_population(path: Path) -> int:
+@transaction.atomic
+def areas_set_population(*, path: Path, codes: Iterable[str] | None = None) -> int:
+    """Set Area.population from a penduduk CSV, only for `codes` when given; return how many areas got one."""
+    return _areas_load_population(Path(path), codes=codes)
+
+
+@transaction.atomic
+def areas_attach_boundaries(*, path: Path, codes: Iterable[str] | None = None) -> int:
+    """Attach the GeoJSON boundaries of a file to their areas, only for `codes` when given; return how many."""
+    attached, _unknown = _areas_load_boundaries(Path(path), codes=codes)
+    return attached
+
+
+def _areas_load_population(path: Path, codes: Iterable[str] | None = None) -> int:
     """Set Area.population from a penduduk CSV (kode,total); return how many areas got one."""
+    wanted = None if codes is None else set(codes)
     populations = {}
     with open(path, encoding="utf-8-sig", newline="") as handle:
         for record in csv.DictReader(handle):
             code, total = (record.get("kode") or "").strip(), (record.get("total") or "").strip()
-            if code and total.isdigit():
+            if code and total.isdigit() and (wanted is None or code in wanted):
                 populations[code] = int(total)
     areas = list(Area.objects.filter(code__in=list(populations)).only("code", "population"))
     for area in areas:
@@ -174,14 +188,17 @@ def _areas_load_population(path: Path) -> int:
     return len(areas)
 
 
-def _areas_load_boundaries(path: Path) -> tuple[int, list[str]]:
+def _areas_load_boundaries(path: Path, codes: Iterable[str] | None = None) -> tuple[int, list[str]]:
     """Attach the geometry of each feature of a GeoJSON file to the area named by its `kode` property."""
+    wanted = None if codes is None else set(codes)
     with open(path, encoding="utf-8") as handle:
         collection = json.load(handle)
     geometries = {}
     for feature in collection.get("features", []):
         code = str((feature.get("properties") or {}).get("kode") or "").strip()
         geometry = feature.get("geometry")
+        if wanted is not None and code not in wanted:
+            continue
         if code and geometry and geometry.get("type") in {"Polygon", "MultiPolygon"}:
             geometries[code] = geometry
     areas = list(Area.objects.filter(code__in=list(geometries)).only("code"))

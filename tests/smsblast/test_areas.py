@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.management import call_command
 
 from smsblast.models import Area, AreaLevel
-from smsblast.services import areas_load
+from smsblast.services import areas_attach_boundaries, areas_load, areas_set_population
 from tests.smsblast.factories import AreaFactory, SubscriberFactory
 
 WILAYAH = Path(settings.BASE_DIR).parent / "shared" / "data" / "wilayah"
@@ -116,6 +116,26 @@ def test_boundaries_of_unknown_areas_are_reported(tmp_path, db):
 
     assert (result.boundaries, result.unknown_boundary_codes) == (1, ["99"])
     assert Area.objects.get(code="35").boundary == square(112, -8)
+
+
+def test_boundaries_and_populations_can_be_attached_to_chosen_areas_only(tmp_path, db):
+    import json
+
+    for code in ("35", "35.05", "35.06"):
+        AreaFactory(code=code, name=code)
+    geojson = tmp_path / "batas.geojson"
+    features = [{"type": "Feature", "properties": {"kode": c}, "geometry": square(112, -8)} for c in ("35.05", "35.06")]
+    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    penduduk = tmp_path / "penduduk.csv"
+    penduduk.write_text("kode,nama,pria,wanita,total\n35,Jatim,1,1,2\n35.05,Blitar,2,2,4\n35.06,Kediri,3,3,6\n")
+
+    assert areas_attach_boundaries(path=geojson, codes=["35.05"]) == 1
+    assert areas_set_population(path=penduduk, codes=["35", "35.05"]) == 2
+
+    assert dict(Area.objects.filter(boundary__isnull=False).values_list("code", "population")) == {"35.05": 4}
+    assert Area.objects.get(code="35").population == 2
+    assert Area.objects.get(code="35.06").population is None
+    assert areas_attach_boundaries(path=geojson) == 2  # no codes: every area in the file
 
 
 # --- API --------------------------------------------------------------------------------------------------------

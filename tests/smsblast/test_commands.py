@@ -1,12 +1,18 @@
 """Management commands of the core app."""
 
 import io
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from smsblast.models import ApiToken, User
+from operators.models import Operator
+from smsblast.fixtures import demo
+from smsblast.models import ApiToken, Area, Subscriber, User
+
+REFERENCE_DIR = Path(settings.BASE_DIR).parent / "shared" / "data" / "wilayah"
 
 pytestmark = pytest.mark.django_db
 
@@ -63,3 +69,62 @@ def test_create_user_refuses_an_unknown_role():
     with pytest.raises(CommandError):
         call_command("create_user", "x", "--role", "boss")
     assert not User.objects.filter(username="x").exists()
+
+
+def seed_demo(*args) -> list[str]:
+    out = io.StringIO()
+    call_command("seed_demo", "--subscribers", "300", *args, stdout=out)
+    return out.getvalue().strip().splitlines()
+
+
+def seeded_counts() -> dict[str, int]:
+    return {
+        "users": User.objects.count(),
+        "areas": Area.objects.count(),
+        "operators": Operator.objects.count(),
+        "subscribers": Subscriber.objects.count(),
+        "boundaries": Area.objects.filter(boundary__isnull=False).count(),
+        "populations": Area.objects.filter(population__isnull=False).count(),
+    }
+
+
+def test_seed_demo_twice_leaves_the_same_rows(tmp_path):
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+    first = seeded_counts()
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+    assert seeded_counts() == first
+    assert first["areas"] == 2 + len(demo.KECAMATAN)
+    assert first["subscribers"] == 300
+    assert first["operators"] == len(demo.OPERATORS)
+
+
+def test_seed_demo_says_in_one_line_when_the_reference_data_is_missing(tmp_path):
+    missing = tmp_path / "wilayah"
+    lines = seed_demo("--reference-data", str(missing))
+    assert [line for line in lines if "boundaries" in line] == [
+        "Area boundaries were not attached: batas_kabupaten.geojson, batas_kecamatan_contoh.geojson, "
+        f"penduduk.csv not found in {missing}."
+    ]
+    assert not Area.objects.filter(boundary__isnull=False).exists()
+
+
+def test_seed_demo_with_a_partial_reference_folder_attaches_nothing(tmp_path):
+    (tmp_path / "penduduk.csv").write_text("kode,nama,pria,wanita,total\n35.05,Kabupaten Blitar,1,1,2\n")
+    lines = seed_demo("--reference-data", str(tmp_path))
+    assert any(line.startswith("Area boundaries were not attached: batas_kabupaten.geojson") for line in lines)
+    assert Area.objects.get(code=demo.REGENCY[0]).population == demo.REGENCY[2]
+
+
+@pytest.mark.skipif(not REFERENCE_DIR.is_dir(), reason="the shared reference data is not beside the repository")
+def test_seed_demo_attaches_the_boundaries_and_populations_of_the_demo_areas():
+    lines = seed_demo()
+    assert "Attached 23 area boundaries and 2 populations." in lines
+    with_boundary = set(Area.objects.filter(boundary__isnull=False).values_list("code", flat=True))
+    assert with_boundary == {demo.REGENCY[0], *(code for code, _ in demo.KECAMATAN)}
+    blitar = Area.objects.get(code=demo.REGENCY[0])
+    assert blitar.boundary["type"] in {"Polygon", "MultiPolygon"}
+    assert blitar.population == 1_261_699
+    assert Area.objects.get(code=demo.PROVINCE[0]).population == 41_919_906
+    first = seeded_counts()
+    seed_demo()
+    assert seeded_counts() == first

@@ -2,6 +2,7 @@
 
 import random
 import secrets
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -12,7 +13,12 @@ from smsblast.fixtures import demo
 from smsblast.models import Area, AreaLevel, Role, Subscriber, User
 from smsblast.phones import carrier_prefixes
 from smsblast.roles import role_groups_sync, user_role_set
+from smsblast.services import areas_attach_boundaries, areas_set_population
 from smsblast.text import search_key
+
+# Boundary and population files of the shared reference data, beside the repository (see its README).
+REFERENCE_DIR = Path(settings.BASE_DIR).parent / "shared" / "data" / "wilayah"
+REFERENCE_FILES = ("batas_kabupaten.geojson", "batas_kecamatan_contoh.geojson", "penduduk.csv")
 
 DEMO_USERS = [
     ("officer", Role.OFFICER, "officer-demo"),
@@ -31,12 +37,19 @@ class Command(BaseCommand):
         parser.add_argument(
             "--simulator-url", default="http://127.0.0.1:9100", help="Base URL of the operator simulator."
         )
+        parser.add_argument(
+            "--reference-data",
+            type=Path,
+            default=REFERENCE_DIR,
+            help="Folder with the area reference data: " + ", ".join(REFERENCE_FILES) + ".",
+        )
 
-    def handle(self, *args, subscribers: int, simulator_url: str, **options):
+    def handle(self, *args, subscribers: int, simulator_url: str, reference_data: Path, **options):
         with transaction.atomic():
             role_groups_sync()
             users = self.seed_users()
             self.seed_areas()
+            self.seed_area_reference(reference_data)
             operators = self.seed_operators(simulator_url, users)
         created = self.seed_subscribers(operators, subscribers)
         self.stdout.write(self.style.SUCCESS(f"Demo data ready ({created} new subscribers)."))
@@ -85,6 +98,22 @@ class Command(BaseCommand):
                     "parent": regency,
                 },
             )
+
+    def seed_area_reference(self, folder: Path) -> None:
+        """Attach the boundaries and populations of the demo areas from the reference data, if it is there."""
+        files = [folder / name for name in REFERENCE_FILES]
+        missing = [path.name for path in files if not path.is_file()]
+        if missing:
+            self.stdout.write(f"Area boundaries were not attached: {', '.join(missing)} not found in {folder}.")
+            return
+        kabupaten, kecamatan_file, penduduk = files
+        # Only the demo's areas, so that re-running stays quick.
+        regency = demo.REGENCY[0]
+        kecamatan = [code for code, _ in demo.KECAMATAN]
+        boundaries = areas_attach_boundaries(path=kabupaten, codes=[regency])
+        boundaries += areas_attach_boundaries(path=kecamatan_file, codes=kecamatan)
+        populations = areas_set_population(path=penduduk, codes=[demo.PROVINCE[0], regency])
+        self.stdout.write(f"Attached {boundaries} area boundaries and {populations} populations.")
 
     def seed_operators(self, simulator_url: str, users: dict[str, User]) -> list[tuple[Operator, float, list[str]]]:
         prefixes_by_slug: dict[str, list[str]] = {}
