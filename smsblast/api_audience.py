@@ -398,3 +398,27 @@ class AudiencePreviewView(APIView):
             data["area_codes"], polygon=data["polygon"], audience=data["audience"], segments=segments
         )
         return Response(preview)
+
+
+class CampaignAudienceView(APIView):
+    """Return the detailed audience preview of a campaign as it stands: its areas, polygon, filters and text.
+
+    The same figures as `POST /api/v1/audience/preview/`, per operator and per kecamatan; for an area
+    broadcast the polygon is the broadcast area, so only the area codes count here.
+    """
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(request=None, responses={200: OpenApiResponse(description="Preview"), 404: OpenApiResponse()})
+    def get(self, request, pk: int):
+        from campaigns.models import Campaign, Mode
+        from campaigns.selectors import campaign_segments
+
+        campaign = Campaign.objects.filter(pk=pk).first()
+        if campaign is None:
+            raise Http404(f"There is no campaign #{pk}.")
+        polygon = campaign.polygon if campaign.mode == Mode.TARGETED else None
+        preview = selectors.audience_preview(
+            campaign.area_codes or [], polygon=polygon, audience=campaign.audience, segments=campaign_segments(campaign)
+        )
+        return Response(preview)

@@ -23,4 +23,5 @@ urlpatterns: list = [
     path("subscribers/<str:msisdn>/opt-in/", api_audience.SubscriberOptInView.as_view(), name="subscriber-opt-in"),
     path("operator/inbound/", api_audience.OperatorInboundView.as_view(), name="operator-inbound"),
     path("audience/preview/", api_audience.AudiencePreviewView.as_view(), name="audience-preview"),
+    path("campaigns/<int:pk>/audience/", api_audience.CampaignAudienceView.as_view(), name="campaign-audience"),
 ]

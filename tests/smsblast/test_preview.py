@@ -202,3 +202,21 @@ def test_preview_endpoint_is_for_staff_roles(api_client_for, operator_user, fixt
     response = api_client_for(operator_user).post("/api/v1/audience/preview/", {"area_codes": ["35.05"]}, format="json")
 
     assert response.status_code == 403
+
+
+def test_campaign_audience_endpoint_previews_a_draft_with_its_polygon(api_client_for, officer, approver, fixture):
+    from campaigns.services import campaign_create
+
+    campaign = campaign_create(
+        author=officer,
+        title="Vaksinasi",
+        text="x" * 161,
+        sender="BLITARKAB",
+        area_codes=["35.05.02"],
+        polygon=DRAWN,
+    )
+    response = api_client_for(approver).get(f"/api/v1/campaigns/{campaign.pk}/audience/")
+
+    assert response.status_code == 200
+    assert (response.json()["recipients"], response.json()["segments_per_message"]) == (8 + 2, 2)
+    assert api_client_for(approver).get("/api/v1/campaigns/999999/audience/").status_code == 404
