@@ -33,7 +33,9 @@ RunStatus = CampaignRun.Status
 
 # Attempts before a batch that keeps meeting transient errors fails for good.
 MAX_ATTEMPTS = 8
-# Exponential backoff with full jitter: a random wait in [0, min(CAP, BASE × 2^(attempt-1))] seconds.
+# Exponential backoff with "equal jitter": a random wait in [c/2, c] with c = min(CAP, BASE × 2^(attempt-1)).
+# The floor keeps the retry budget from being spent by unlucky short waits: the seven waits before the last
+# attempt add up to at least 63.5 s, so an operator outage shorter than a minute never fails a batch for good.
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 120.0
 # Runs whose batches may be leased; a paused or cancelled run leases nothing.
@@ -71,9 +73,9 @@ def _after_commit(callback) -> None:
 
 
 def backoff_seconds(attempt: int, *, retry_after: float | None = None) -> float:
-    """Return how long to wait before attempt `attempt + 1`: full jitter, never less than Retry-After."""
+    """Return how long to wait before attempt `attempt + 1`: equal jitter, never less than Retry-After."""
     ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
-    delay = random.uniform(0, ceiling)
+    delay = random.uniform(ceiling / 2, ceiling)
     if retry_after is not None:
         delay = max(delay, float(retry_after))
     return delay

@@ -154,10 +154,10 @@ CELERY_TASK_ACKS_LATE = False
 # One message at a time per process: a worker busy with a long fan-out must not sit on send_batch tasks
 # that an idle worker could run (acks_late tasks keep their prefetch slot until they finish).
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Redis redelivers unacked tasks after this many seconds; leases are shorter than this.
 # Keep database connections across tasks (Celery's Django fixup closes them around every task otherwise);
 # config/celery.py closes stale or broken ones per task the way Django does per request.
 CELERY_DB_REUSE_MAX = 1000
+# Redis redelivers unacked tasks after this many seconds; leases are shorter than this.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE = {
     # Due runs start within two seconds of their time: poll every second (rows under a lock, no far ETAs).

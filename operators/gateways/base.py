@@ -13,7 +13,7 @@ from importlib import import_module
 class Outcome(StrEnum):
     ACCEPTED = "accepted"  # the operator took the batch (202); rejected lists refused messages
     RETRY = "retry"  # transient: 408, 429, 5xx, timeout, connection error; retry the same batch id
-    FAILED = "failed"  # permanent: another 4xx or a malformed answer; the batch fails for good
+    FAILED = "failed"  # permanent: another 4xx or a refused address; the batch fails for good
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,15 @@ def test_backoff_grows_exponentially_and_is_capped():
     assert ceilings[3] <= services.BACKOFF_CAP_SECONDS
 
 
+def test_backoff_is_jittered_above_a_floor_so_the_budget_outlasts_a_short_outage():
+    waits = [services.backoff_seconds(attempt) for attempt in (1, 3, 5) for _ in range(200)]
+    assert len(set(waits)) > 500  # jittered, not a fixed ladder
+    floors = [min(services.backoff_seconds(attempt) for _ in range(200)) for attempt in range(1, services.MAX_ATTEMPTS)]
+    assert floors[0] >= 0.5 and floors[2] >= 2
+    # Even the shortest waits before the last attempt outlast a 30-second outage.
+    assert sum(floors) > 60
+
+
 def test_a_permanent_error_fails_the_batch_and_its_deliveries_with_the_reason():
     batch = _batch(3)
     ScriptedAdapter.reset(BatchResult(outcome=Outcome.FAILED, status_code=400, error="sender not registered"))
