@@ -257,6 +257,7 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
                 frozen={
                     "title": campaign.title,
                     "area_codes": list(campaign.area_codes or []),
+                    "polygon": campaign.polygon,
                     "audience": campaign.audience or {},
                     "priority": campaign.priority,
                     "quiet_hours": schedule.get("quiet_hours"),
@@ -293,8 +294,11 @@ def _enqueue_fan_out(run_id: int) -> None:
 
 
 def run_audience(run: CampaignRun):
-    """Return the run's recipients as frozen at start: the area subtree narrowed by the audience filters."""
-    return subscribers_in_area(run.frozen.get("area_codes", []), audience=run.frozen.get("audience") or {})
+    """Return the run's recipients as frozen at start: the area subtree (and drawn polygon) narrowed by the audience."""
+    frozen = run.frozen or {}
+    return subscribers_in_area(
+        frozen.get("area_codes", []), audience=frozen.get("audience") or {}, polygon=frozen.get("polygon")
+    )
 
 
 def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:

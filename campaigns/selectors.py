@@ -51,7 +51,7 @@ def campaign_audience(campaign: Campaign) -> dict[str, Any]:
     """
     segments = campaign_segments(campaign)
     rows = (
-        subscribers_in_area(campaign.area_codes or [], audience=campaign.audience)
+        subscribers_in_area(campaign.area_codes or [], audience=campaign.audience, polygon=campaign.polygon)
         .values("operator_id", "operator__slug", "operator__name", "operator__tariff_per_segment")
         .annotate(
             everyone=Count("id"),

@@ -196,6 +196,24 @@ def test_fan_out_streams_the_audience_in_chunks_advancing_its_cursor():
     assert run.fanout_cursor == Subscriber.objects.aggregate(last=Max("id"))["last"]
 
 
+def test_a_drawn_polygon_reaches_the_subscribers_inside_it_at_fan_out_and_in_the_estimate():
+    from campaigns.selectors import campaign_audience
+
+    square = {
+        "type": "Polygon",
+        "coordinates": [[[112.0, -8.2], [112.2, -8.2], [112.2, -8.0], [112.0, -8.0], [112.0, -8.2]]],
+    }
+    campaign = _scheduled(area_codes=[], polygon=square)
+    operator = operators_and_subscribers(counts={"tsel": 0})["tsel"]
+    inside = SubscriberFactory(area=None, operator=operator, latitude=-8.1, longitude=112.1)
+    SubscriberFactory(area=None, operator=operator, latitude=-7.0, longitude=110.0)  # outside the polygon
+    assert campaign_audience(campaign)["total"] == 1
+    [run] = dispatch.runs_start_due(now=timezone.now() + timedelta(seconds=1))
+    run = CampaignRun.objects.get(pk=getattr(run, "pk", run))
+    dispatch.run_fan_out(run_id=run.pk)
+    assert list(Delivery.objects.filter(run=run).values_list("msisdn", flat=True)) == [inside.msisdn]
+
+
 # --- completion, pause, resume, cancel -------------------------------------------------------
 
 
