@@ -98,6 +98,15 @@ def test_seed_demo_twice_leaves_the_same_rows(tmp_path):
     assert first["operators"] == len(demo.OPERATORS)
 
 
+def test_seed_demo_gives_every_demo_operator_an_api_identity_for_its_reports(tmp_path):
+    from operators.models import Operator
+
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+    operators = Operator.objects.select_related("user")
+    assert operators.count() == len(demo.OPERATORS)
+    assert all(op.user is not None and op.user.role == "operator" for op in operators)
+
+
 def test_seed_demo_says_in_one_line_when_the_reference_data_is_missing(tmp_path):
     missing = tmp_path / "wilayah"
     lines = seed_demo("--reference-data", str(missing))

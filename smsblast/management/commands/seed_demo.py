@@ -26,6 +26,9 @@ DEMO_USERS = [
     ("approver", Role.APPROVER, "approver-demo"),
     ("admin", Role.ADMIN, "admin-demo"),
     ("telkomsel", Role.OPERATOR, "telkomsel-demo"),
+    ("indosat", Role.OPERATOR, "indosat-demo"),
+    ("xl", Role.OPERATOR, "xl-demo"),
+    ("smartfren", Role.OPERATOR, "smartfren-demo"),
 ]
 
 
