@@ -19,7 +19,7 @@ from django.utils import timezone
 from campaigns.models import Campaign, Mode, Priority
 from smsblast import sms
 from smsblast.audit import audit_record
-from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
+from smsblast.errors import ServiceConflict, ServiceInvalid
 from smsblast.models import Area, AreaLevel, User
 
 CAP_NAMESPACES = {
@@ -399,40 +399,21 @@ def _window(info: CapInfo, now: datetime) -> tuple[datetime, datetime]:
 
 @transaction.atomic
 def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImportResult:
-    from campaigns.services import campaign_cancel
-    from operators.broadcasts import area_broadcast_campaign_cancel
+    from campaigns.services import campaign_withdraw_by_issuer
 
     if not alert.references:
         raise ServiceInvalid("The CAP Cancel has no references naming the alert it cancels.")
+    references = [(sender, identifier) for sender, identifier, _ in alert.references]
     query = Campaign.objects.none()
-    for sender, identifier, _ in alert.references:
+    for sender, identifier in references:
         query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
     campaign = query.select_for_update().order_by("-id").first()
     if campaign is None:
         raise ServiceInvalid("The CAP Cancel references no imported alert.")
     if campaign.status in Campaign.FINAL_STATUSES:
         raise ServiceConflict(f"The campaign imported from that alert is already {campaign.status}.")
-    reason = f"Cancelled by CAP alert {alert.identifier} from {alert.sender}."
-    if campaign.status == Campaign.Status.PENDING_APPROVAL:
-        # The approver has not decided yet: send it back to its author, as a rejection would.
-        rows = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.PENDING_APPROVAL).update(
-            status=Campaign.Status.REJECTED, updated_at=timezone.now()
-        )
-        if rows != 1:
-            raise ServiceConflict("The campaign changed state while being withdrawn; try again.")
-        audit_record(
-            actor=actor,
-            action="campaign.reject",
-            obj=campaign,
-            from_state=Campaign.Status.PENDING_APPROVAL,
-            to_state=Campaign.Status.REJECTED,
-            details={"reason": reason, "cap_cancel": alert.identifier},
-        )
-        campaign.refresh_from_db()
-        return CapImportResult(action="rejected", campaign=campaign, notes=[reason])
-    try:
-        campaign_cancel(campaign=campaign, actor=actor, reason=reason)
-    except ServiceForbidden as exc:
-        raise ServiceForbidden(f"{exc} The alert was imported by another officer.") from exc
-    area_broadcast_campaign_cancel(campaign=campaign, now=now)
-    return CapImportResult(action="cancelled", campaign=campaign, notes=[reason])
+    reason = f"Withdrawn by the issuer (CAP Cancel {alert.identifier} from {alert.sender})."
+    # The feed is the authority: whichever officer imports the Cancel withdraws the alert it names.
+    campaign_withdraw_by_issuer(campaign=campaign, actor=actor, reason=reason, references=references, now=now)
+    action = "rejected" if campaign.status == Campaign.Status.REJECTED else "cancelled"
+    return CapImportResult(action=action, campaign=campaign, notes=[reason])

@@ -260,22 +260,7 @@ def campaign_approve(*, campaign: Campaign, approver: User, content_hash: str) -
         raise ServiceConflict(
             "The campaign changed since you reviewed it; review the current version and approve its hash."
         )
-    _conditional_update(campaign, "approve", current, {"status": Status.APPROVED})
-    approval = Approval.objects.create(
-        campaign=campaign,
-        approver=approver,
-        decision=Approval.Decision.APPROVED,
-        content_hash=current_hash,
-        snapshot=_snapshot(campaign),
-    )
-    audit_record(
-        actor=approver,
-        action="campaign.approve",
-        obj=campaign,
-        from_state=current,
-        to_state=Status.APPROVED,
-        details={"approval_id": approval.pk, "content_hash": current_hash},
-    )
+    _decide(campaign, approver=approver, action="approve", from_state=current, details={"content_hash": current_hash})
     return campaign
 
 
@@ -287,24 +272,7 @@ def campaign_reject(*, campaign: Campaign, approver: User, reason: str) -> Campa
     if not reason:
         raise ServiceInvalid("A reason is required to reject a campaign.", {"reason": "This field is required."})
     current = _locked_status(campaign, "reject")
-    current_hash = campaign_content_hash(campaign)
-    _conditional_update(campaign, "reject", current, {"status": Status.REJECTED})
-    approval = Approval.objects.create(
-        campaign=campaign,
-        approver=approver,
-        decision=Approval.Decision.REJECTED,
-        content_hash=current_hash,
-        reason=reason,
-        snapshot=_snapshot(campaign),
-    )
-    audit_record(
-        actor=approver,
-        action="campaign.reject",
-        obj=campaign,
-        from_state=current,
-        to_state=Status.REJECTED,
-        details={"approval_id": approval.pk, "reason": reason},
-    )
+    _decide(campaign, approver=approver, action="reject", from_state=current, reason=reason)
     return campaign
 
 
@@ -313,26 +281,47 @@ def campaign_cancel(*, campaign: Campaign, actor: User, reason: str = "") -> Cam
     """Stop the campaign for good from any state that is not final (→ cancelled)."""
     campaign_check_actor("cancel", campaign=campaign, user=actor)
     current = _locked_status(campaign, "cancel")
-    _conditional_update(campaign, "cancel", current, {"status": Status.CANCELLED, "next_run_at": None})
-    details = {"reason": reason.strip()} if isinstance(reason, str) and reason.strip() else {}
-    audit_record(
-        actor=actor,
-        action="campaign.cancel",
-        obj=campaign,
-        from_state=current,
-        to_state=Status.CANCELLED,
-        details=details,
-    )
-    # Stop its unfinished runs too, in this transaction: a targeted run's unsent batches and their
-    # deliveries are cancelled; an area broadcast's operators are asked to withdraw what they hold.
-    if campaign.mode == Mode.AREA_BROADCAST:
-        from operators.broadcasts import area_broadcast_campaign_cancel
+    _cancel(campaign, actor=actor, from_state=current, reason=reason)
+    return campaign
 
-        area_broadcast_campaign_cancel(campaign=campaign)
+
+@transaction.atomic
+def campaign_withdraw_by_issuer(
+    *,
+    campaign: Campaign,
+    actor: User,
+    reason: str,
+    references: list[tuple[str, str]],
+    now: datetime.datetime | None = None,
+) -> Campaign:
+    """Withdraw a campaign imported from a CAP alert because the alert's issuer cancelled it.
+
+    The feed is the authority, not whoever imported the alert, so any officer or admin may pass the
+    Cancel on; `references` are the (sender, identifier) pairs the Cancel names, and the campaign must
+    have been imported from one of them. A campaign still waiting for its approver is rejected with
+    the reason (→ rejected); any other unfinished campaign is cancelled (→ cancelled).
+    """
+    if actor is None or not actor.is_authenticated or not actor.has_role(Role.OFFICER, Role.ADMIN):
+        raise ServiceForbidden("Only an officer or an admin may pass on an issuer's cancellation.")
+    source = (campaign.cap_source_sender, campaign.cap_source_identifier)
+    if not campaign.cap_source_identifier or source not in {tuple(reference) for reference in references}:
+        raise ServiceForbidden("The cancellation does not come from the alert this campaign was imported from.")
+    reason = reason.strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise ServiceInvalid("A reason is required to withdraw a campaign.")
+    current = _locked_status(campaign, "cancel")
+    if current == Status.PENDING_APPROVAL:
+        # The approver has not decided yet: send it back to its author with the reason, as a rejection would.
+        _decide(
+            campaign,
+            approver=actor,
+            action="reject",
+            from_state=current,
+            reason=reason,
+            details={"withdrawn_by_issuer": True},
+        )
     else:
-        from campaigns.dispatch import campaign_runs_cancel
-
-        campaign_runs_cancel(campaign=campaign, actor=actor)
+        _cancel(campaign, actor=actor, from_state=current, reason=reason, now=now)
     return campaign
 
 
@@ -358,6 +347,65 @@ def campaign_check_actor(action: str, *, campaign: Campaign, user: User) -> None
     elif not (user.has_role(Role.ADMIN) or (is_author and user.has_role(Role.OFFICER))):
         # Any other action (scheduling, run control) belongs to the author, as editing does.
         raise ServiceForbidden("Only the campaign's author or an admin may do this.")
+
+
+def _decide(
+    campaign: Campaign,
+    *,
+    approver: User,
+    action: str,
+    from_state: str,
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+) -> Approval:
+    """Record an approve or reject decision on the current content: transition, Approval row and audit event."""
+    to_state = CAMPAIGN_TARGETS[action]
+    content_hash = campaign_content_hash(campaign)
+    _conditional_update(campaign, action, from_state, {"status": to_state})
+    approval = Approval.objects.create(
+        campaign=campaign,
+        approver=approver,
+        decision=Approval.Decision.APPROVED if action == "approve" else Approval.Decision.REJECTED,
+        content_hash=content_hash,
+        reason=reason,
+        snapshot=_snapshot(campaign),
+    )
+    audit_details = {"approval_id": approval.pk, **({"reason": reason} if reason else {}), **(details or {})}
+    audit_record(
+        actor=approver,
+        action=f"campaign.{action}",
+        obj=campaign,
+        from_state=from_state,
+        to_state=to_state,
+        details=audit_details,
+    )
+    return approval
+
+
+def _cancel(
+    campaign: Campaign, *, actor: User, from_state: str, reason: str = "", now: datetime.datetime | None = None
+) -> None:
+    """Cancel the campaign and its unfinished runs, recording the audit event (→ cancelled)."""
+    _conditional_update(campaign, "cancel", from_state, {"status": Status.CANCELLED, "next_run_at": None})
+    details = {"reason": reason.strip()} if isinstance(reason, str) and reason.strip() else {}
+    audit_record(
+        actor=actor,
+        action="campaign.cancel",
+        obj=campaign,
+        from_state=from_state,
+        to_state=Status.CANCELLED,
+        details=details,
+    )
+    # Stop its unfinished runs too, in this transaction: a targeted run's unsent batches and their
+    # deliveries are cancelled; an area broadcast's operators are asked to withdraw what they hold.
+    if campaign.mode == Mode.AREA_BROADCAST:
+        from operators.broadcasts import area_broadcast_campaign_cancel
+
+        area_broadcast_campaign_cancel(campaign=campaign, now=now)
+    else:
+        from campaigns.dispatch import campaign_runs_cancel
+
+        campaign_runs_cancel(campaign=campaign, actor=actor)
 
 
 def _locked_status(campaign: Campaign, action: str) -> str:

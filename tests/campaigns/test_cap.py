@@ -12,11 +12,11 @@ from shapely.geometry import shape
 from shapely.ops import unary_union
 
 from campaigns.cap_import import cap_fit_text, cap_parse
-from campaigns.models import Campaign, Priority
-from campaigns.services import campaign_cancel, campaign_submit
+from campaigns.models import Approval, Campaign, Priority
+from campaigns.services import campaign_cancel, campaign_submit, campaign_withdraw_by_issuer
 from operators.areageom import parse_cap_polygon
 from operators.models import BroadcastSettings
-from smsblast.errors import ServiceInvalid
+from smsblast.errors import ServiceForbidden, ServiceInvalid
 from smsblast.models import AuditEvent, Role
 from tests.operators.area_scripted import blitar_areas, broadcast_campaign, regency_boundary
 from tests.operators.factories import OperatorFactory
@@ -350,6 +350,76 @@ def test_a_cancel_rejects_a_draft_waiting_for_approval_and_cancels_one_that_is_a
     # A Cancel for an alert never imported, or already final, changes nothing.
     assert _post_xml(officer_client, CANCEL).status_code == 409
     assert _post_xml(officer_client, CANCEL.replace("satgas-covid-35-0001,", "other,")).status_code == 400
+
+
+def _import_geocoded_alert(client) -> Campaign:
+    blitar_areas()
+    OperatorFactory(slug="telkomsel")
+    created = _post_xml(client, GEOCODES.format(description="Mulai 3 Juli 2021."))
+    assert created.status_code == 201, created.json()
+    return Campaign.objects.get(pk=created.json()["campaign_id"])
+
+
+def test_another_officers_cap_cancel_cancels_the_imported_campaign(officer_client, api_client_for):
+    campaign = _import_geocoded_alert(officer_client)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.APPROVED)
+    other = UserFactory(role=Role.OFFICER)
+    response = _post_xml(api_client_for(other), CANCEL)
+    assert response.status_code == 200, response.json()
+    assert response.json()["action"] == "cancelled"
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.CANCELLED
+    event = AuditEvent.objects.get(action="campaign.cancel", object_id=str(campaign.pk))
+    assert event.actor == other
+    assert event.details["reason"].startswith("Withdrawn by the issuer (CAP Cancel satgas-covid-35-0001-cancel")
+
+
+def test_another_officers_cap_cancel_rejects_a_campaign_pending_approval_with_an_approval_row(
+    officer_client, api_client_for
+):
+    campaign = _import_geocoded_alert(officer_client)
+    campaign_submit(campaign=campaign, actor=officer_client.user)
+    other = UserFactory(role=Role.OFFICER)
+    response = _post_xml(api_client_for(other), CANCEL)
+    assert response.status_code == 200, response.json()
+    assert response.json()["action"] == "rejected"
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.REJECTED
+    approval = Approval.objects.get(campaign=campaign)
+    assert approval.decision == Approval.Decision.REJECTED
+    assert approval.approver == other
+    assert approval.reason.startswith("Withdrawn by the issuer (CAP Cancel satgas-covid-35-0001-cancel")
+    event = AuditEvent.objects.get(action="campaign.reject", object_id=str(campaign.pk))
+    assert event.actor == other
+    assert (event.from_state, event.to_state) == (Campaign.Status.PENDING_APPROVAL, Campaign.Status.REJECTED)
+    assert event.details["approval_id"] == approval.pk
+
+
+def test_a_cap_cancel_naming_no_imported_alert_is_refused_and_changes_nothing(officer_client, api_client_for):
+    campaign = _import_geocoded_alert(officer_client)
+    campaign_submit(campaign=campaign, actor=officer_client.user)
+    events_before = AuditEvent.objects.count()
+    unrelated = CANCEL.replace("satgas-covid-35-0001,", "satgas-covid-35-0999,")
+    response = _post_xml(api_client_for(UserFactory(role=Role.OFFICER)), unrelated)
+    assert response.status_code == 400
+    assert "references no imported alert" in response.json()["detail"]
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PENDING_APPROVAL
+    assert not Approval.objects.filter(campaign=campaign).exists()
+    assert AuditEvent.objects.count() == events_before
+
+
+def test_withdrawal_by_issuer_is_refused_for_a_campaign_not_imported_from_the_named_alert(officer_client):
+    campaign = _import_geocoded_alert(officer_client)
+    with pytest.raises(ServiceForbidden):
+        campaign_withdraw_by_issuer(
+            campaign=campaign,
+            actor=UserFactory(role=Role.OFFICER),
+            reason="Withdrawn by the issuer.",
+            references=[("satgas@jatimprov.go.id", "another-alert")],
+        )
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
 
 
 def test_an_exported_alert_imports_back_into_the_same_area(officer_client):
