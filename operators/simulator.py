@@ -352,6 +352,51 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self._answer(status, {"error": message}, headers)
 
+    def _admit(self, state: OperatorState) -> bytes | None:
+        """Apply outage, latency and authentication behaviour; return the body, or None if already answered."""
+        outage = state.in_outage()
+        if outage == "refuse":
+            with state.lock:
+                state.outage_answers += 1
+            # No answer at all: the client sees the connection drop, as it would a refused connection.
+            self.close_connection = True
+            return None
+        body = self._body()
+        behaviour = state.behaviour
+        if behaviour.latency_ms:
+            time.sleep(behaviour.latency_ms / 1000)
+        if outage == "503":
+            with state.lock:
+                state.outage_answers += 1
+            seconds_left = max(1, math.ceil(state.outage_until - time.monotonic()))
+            self._error(503, "Operator in maintenance.", {"Retry-After": str(seconds_left)})
+            return None
+        authorization = self.headers.get("Authorization", "")
+        key_ok = hmac.compare_digest(authorization.encode(), f"Bearer {state.api_key}".encode())
+        signed = signing.verify(
+            state.signing_secret,
+            self.headers.get("X-Smsblast-Timestamp"),
+            body,
+            self.headers.get("X-Smsblast-Signature"),
+            now=time.time(),
+        )
+        if not (key_ok and signed):
+            with state.lock:
+                state.unauthorized += 1
+            self._error(401, "Invalid API key." if not key_ok else "Invalid or stale signature.")
+            return None
+        return body
+
+    def _simulated_error(self, state: OperatorState) -> bool:
+        """Answer 500 at the configured error rate; return whether it did."""
+        behaviour = state.behaviour
+        if not (behaviour.error_rate and random.random() < behaviour.error_rate):
+            return False
+        with state.lock:
+            state.errors += 1
+        self._error(500, "Simulated internal error.")
+        return True
+
     def _operator(self, slug: str) -> OperatorState | None:
         return self.server.simulator.operators.get(slug)
 
@@ -399,37 +444,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, state.stats())
 
     def _post_batch(self, state: OperatorState) -> None:
-        outage = state.in_outage()
-        if outage == "refuse":
-            with state.lock:
-                state.outage_answers += 1
-            # No answer at all: the client sees the connection drop, as it would a refused connection.
-            self.close_connection = True
-            return
-        body = self._body()
-        behaviour = state.behaviour
-        if behaviour.latency_ms:
-            time.sleep(behaviour.latency_ms / 1000)
-        if outage == "503":
-            with state.lock:
-                state.outage_answers += 1
-            seconds_left = max(1, math.ceil(state.outage_until - time.monotonic()))
-            self._error(503, "Operator in maintenance.", {"Retry-After": str(seconds_left)})
-            return
-
-        authorization = self.headers.get("Authorization", "")
-        key_ok = hmac.compare_digest(authorization.encode(), f"Bearer {state.api_key}".encode())
-        signed = signing.verify(
-            state.signing_secret,
-            self.headers.get("X-Smsblast-Timestamp"),
-            body,
-            self.headers.get("X-Smsblast-Signature"),
-            now=time.time(),
-        )
-        if not (key_ok and signed):
-            with state.lock:
-                state.unauthorized += 1
-            self._error(401, "Invalid API key." if not key_ok else "Invalid or stale signature.")
+        body = self._admit(state)
+        if body is None:
             return
         idempotency_key = self.headers.get("Idempotency-Key", "")
         if not idempotency_key:
@@ -448,50 +464,15 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self._error(400, str(exc))
             return
-        if behaviour.error_rate and random.random() < behaviour.error_rate:
-            with state.lock:
-                state.errors += 1
-            self._error(500, "Simulated internal error.")
+        if self._simulated_error(state):
             return
         self.server.simulator.accept(state, batch, idempotency_key, self)
 
     # --- area broadcasts --------------------------------------------------------------------------------
     def _area_request(self, state: OperatorState) -> bytes | None:
         """Apply outage, latency, authentication and error behaviour; return the body, or None if answered."""
-        outage = state.in_outage()
-        if outage == "refuse":
-            with state.lock:
-                state.outage_answers += 1
-            self.close_connection = True
-            return None
-        body = self._body()
-        behaviour = state.behaviour
-        if behaviour.latency_ms:
-            time.sleep(behaviour.latency_ms / 1000)
-        if outage == "503":
-            with state.lock:
-                state.outage_answers += 1
-            seconds_left = max(1, math.ceil(state.outage_until - time.monotonic()))
-            self._error(503, "Operator in maintenance.", {"Retry-After": str(seconds_left)})
-            return None
-        authorization = self.headers.get("Authorization", "")
-        key_ok = hmac.compare_digest(authorization.encode(), f"Bearer {state.api_key}".encode())
-        signed = signing.verify(
-            state.signing_secret,
-            self.headers.get("X-Smsblast-Timestamp"),
-            body,
-            self.headers.get("X-Smsblast-Signature"),
-            now=time.time(),
-        )
-        if not (key_ok and signed):
-            with state.lock:
-                state.unauthorized += 1
-            self._error(401, "Invalid API key." if not key_ok else "Invalid or stale signature.")
-            return None
-        if behaviour.error_rate and random.random() < behaviour.error_rate:
-            with state.lock:
-                state.errors += 1
-            self._error(500, "Simulated internal error.")
+        body = self._admit(state)
+        if body is None or self._simulated_error(state):
             return None
         return body
 
