@@ -22,11 +22,13 @@ from smsblast.roles import IsStaffRole
 
 class ScheduleSerializer(serializers.Serializer):
     schedule = serializers.JSONField(
+        required=False,
         help_text=(
+            "Omit it to arm an approved campaign with the schedule it was approved with. "
             'Local times in the area\'s zone, e.g. {"kind": "daily", "time": "13:00", "weekday_times": {"4": "10:00"}, '
             '"until": "2021-12-31", "quiet_hours": {"start": "21:00", "end": "06:00"}}; kinds: now, once (with "at"), '
             "daily, weekly (with weekdays, Monday = 0)."
-        )
+        ),
     )
 
 
@@ -61,7 +63,10 @@ class CampaignDispatchActionsMixin:
         """Set the schedule: on an approved campaign, its approved schedule arms it; any change returns it to draft."""
         campaign = self.get_object()
         data = validated(ScheduleSerializer(data=request.data))
-        campaign = dispatch.campaign_schedule(campaign=campaign, user=request.user, schedule=data["schedule"])
+        if "schedule" in data:
+            campaign = dispatch.campaign_schedule(campaign=campaign, user=request.user, schedule=data["schedule"])
+        else:
+            campaign = dispatch.campaign_schedule_approved(campaign=campaign, user=request.user)
         return self.detail_response(campaign)
 
     @extend_schema(request=None)

@@ -52,6 +52,26 @@ def test_schedule_arms_an_approved_campaign(api_client_for):
     assert response.json()["next_run_at"]
 
 
+def test_schedule_without_a_body_arms_the_approved_schedule(api_client_for):
+    campaign = approved_campaign(schedule={"kind": "daily", "time": "13:00"})
+    client = api_client_for(campaign.author)
+    response = client.post(f"/api/v1/campaigns/{campaign.pk}/schedule/", {}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "scheduled"
+    assert response.json()["schedule"] == {"kind": "daily", "time": "13:00"}
+
+
+def test_schedule_without_a_body_on_a_campaign_approved_without_one_says_to_set_it(api_client_for):
+    campaign = approved_campaign(schedule={})
+    Campaign.objects.filter(pk=campaign.pk).update(schedule={})
+    client = api_client_for(campaign.author)
+    response = client.post(f"/api/v1/campaigns/{campaign.pk}/schedule/", {}, format="json")
+    assert response.status_code == 400
+    assert "schedule" in response.json()["detail"].lower()
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
+
+
 def test_a_bad_schedule_is_a_400_naming_the_problem(api_client_for):
     campaign = approved_campaign()
     client = api_client_for(campaign.author)
