@@ -9,36 +9,18 @@ from django.contrib import admin, messages
 
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.services import campaign_cancel
+from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
 from smsblast.errors import ServiceError
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class ApprovalInline(admin.TabularInline):
+class ApprovalInline(ReadOnlyTabularInline):
     model = Approval
     fields = ["created_at", "approver", "decision", "content_hash", "reason", "voided_at"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    max_num = 0
 
 
-class CampaignRunInline(admin.TabularInline):
+class CampaignRunInline(ReadOnlyTabularInline):
     model = CampaignRun
     fields = ["scheduled_for", "status", "segments", "started_at", "finished_at"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    max_num = 0
     show_change_link = True
 
 

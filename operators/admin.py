@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import admin
 
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
+from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
 
 
 def mask_secret(value: str) -> str:
@@ -141,26 +142,9 @@ class BroadcastSettingsAdmin(admin.ModelAdmin):
         return False
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records written by the send pipeline and operators' reports: viewable, never edited by hand."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class AreaBroadcastEventInline(admin.TabularInline):
+class AreaBroadcastEventInline(ReadOnlyTabularInline):
     model = AreaBroadcastEvent
     fields = ["at", "state", "details"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    max_num = 0
 
 
 @admin.register(AreaBroadcast)

@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
+from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
 from smsblast.models import ApiToken, Area, AuditEvent, Subscriber, SubscriberImport, SubscriberImportRejection, User
 
 
@@ -149,7 +150,7 @@ class SubscriberUploadForm(forms.Form):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """The audit trail is append-only (invariant 6): it can be searched, never added, changed or deleted."""
 
     list_display = ["at", "actor", "action", "object_type", "object_id", "from_state", "to_state"]
@@ -160,23 +161,10 @@ class AuditEventAdmin(admin.ModelAdmin):
     readonly_fields = ["at", "actor", "action", "object_type", "object_id", "from_state", "to_state", "details"]
     show_full_result_count = False
 
-    def has_add_permission(self, request) -> bool:
-        return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class SubscriberImportRejectionInline(admin.TabularInline):
+class SubscriberImportRejectionInline(ReadOnlyTabularInline):
     model = SubscriberImportRejection
     fields = ["line", "reason", "raw"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    max_num = 0
 
 
 @admin.register(SubscriberImport)
