@@ -293,6 +293,18 @@ def _enqueue_fan_out(run_id: int) -> None:
 # --- fan-out ---------------------------------------------------------------------------------
 
 
+def batch_size_for(operator, *, segments: int) -> int:
+    """Return how many recipients go in one of the operator's batches.
+
+    At most `batch_size`, and never more segments than the operator allows in one second: a batch is sent in
+    one request, so a bigger one would break the rate limit (invariant 5) in the second it is sent.
+    """
+    size = max(1, operator.batch_size)
+    if operator.segments_per_second:
+        size = min(size, max(1, operator.segments_per_second // max(1, segments)))
+    return size
+
+
 def run_audience(run: CampaignRun):
     """Return the run's recipients as frozen at start: the area subtree (and drawn polygon) narrowed by the audience."""
     frozen = run.frozen or {}
@@ -368,7 +380,7 @@ def _fan_out_chunk(run: CampaignRun, rows: list, operators: dict[int, Operator],
     # Deliveries in groups sharing everything but the number: (batch id, operator id, status, reason, numbers).
     groups: list[tuple] = []
     for operator_id, msisdns in by_operator.items():
-        size = max(1, operators[operator_id].batch_size)
+        size = batch_size_for(operators[operator_id], segments=run.segments)
         for start in range(0, len(msisdns), size):
             part = msisdns[start : start + size]
             batch = DispatchBatch(

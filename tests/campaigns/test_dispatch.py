@@ -214,6 +214,29 @@ def test_a_drawn_polygon_reaches_the_subscribers_inside_it_at_fan_out_and_in_the
     assert list(Delivery.objects.filter(run=run).values_list("msisdn", flat=True)) == [inside.msisdn]
 
 
+@pytest.mark.parametrize(
+    ("batch_size", "segments_per_second", "segments", "expected"),
+    [(1000, 0, 3, 1000), (1000, 500, 1, 500), (1000, 500, 2, 250), (100, 500, 2, 100), (1000, 2, 3, 1)],
+)
+def test_a_batch_never_carries_more_segments_than_its_operator_allows_in_a_second(
+    batch_size, segments_per_second, segments, expected
+):
+    from operators.models import Operator
+
+    operator = Operator(batch_size=batch_size, segments_per_second=segments_per_second)
+    assert dispatch.batch_size_for(operator, segments=segments) == expected
+
+
+def test_fan_out_splits_batches_to_the_operators_rate_limit():
+    campaign = approved_campaign()
+    operator = operators_and_subscribers(counts={"slow": 10}, batch_size=100, segments_per_second=4)["slow"]
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    slow_run = sending_run(campaign, segments=2)
+    dispatch.run_fan_out(run_id=slow_run.pk)
+    sizes = list(DispatchBatch.objects.filter(run=slow_run, operator=operator).values_list("segments", flat=True))
+    assert sorted(sizes) == [4, 4, 4, 4, 4]
+
+
 # --- completion, pause, resume, cancel -------------------------------------------------------
 
 
