@@ -36,6 +36,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from smsblast.devtools import free_port, start_celery_worker, start_simulator  # noqa: E402
+
 SLUGS = ("telkomsel", "indosat", "xl", "smartfren")
 PREFIXES = {"telkomsel": "62812", "indosat": "62856", "xl": "62817", "smartfren": "62881"}
 SMALL = 10_000
@@ -59,12 +62,6 @@ def recreate_database(url: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -189,40 +186,14 @@ def start_workers(
     env: dict[str, str], workdir: Path, count: int = 2, *, profile_as: str = ""
 ) -> dict[str, subprocess.Popen]:
     """Start `count` solo-pool workers on every queue; with `profile_as`, each runs under cProfile."""
-    queues = ",".join(["default", *(f"dispatch.{slug}" for slug in SLUGS)])
+    queues = ["default", *(f"dispatch.{slug}" for slug in SLUGS)]
     workers = {}
     logs = {}
     for index in range(1, count + 1):
         name = f"bench{index}"
         logs[name] = workdir / f"{name}.log"
-        profiler = ["-m", "cProfile", "-o", str(workdir / f"{name}-{profile_as}.prof")] if profile_as else []
-        workers[name] = subprocess.Popen(
-            [
-                sys.executable,
-                *profiler,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-P",
-                "solo",
-                "-Q",
-                queues,
-                "-n",
-                f"{name}@%h",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=open(logs[name], "w"),  # noqa: SIM115 - lives as long as the worker
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        profile_to = workdir / f"{name}-{profile_as}.prof" if profile_as else None
+        workers[name] = start_celery_worker(name, queues=queues, env=env, log=logs[name], profile_to=profile_to)
     deadline = time.monotonic() + 60
     for name, log in logs.items():
         while " ready." not in log.read_text():
@@ -404,14 +375,7 @@ def main() -> None:
             simulator_config[name] = {"api_key": f"key-{slug}", "signing_secret": f"secret-{slug}"}
     config_path = workdir / "simulator.json"
     config_path.write_text(json.dumps(simulator_config))
-    simulator = subprocess.Popen(
-        [sys.executable, "-m", "operators.simulator", "--config", str(config_path), "--port", str(simulator_port)],
-        cwd=ROOT,
-        env=env,
-        stdout=open(workdir / "simulator.log", "w"),  # noqa: SIM115 - lives as long as the simulator
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    simulator = start_simulator(config=config_path, port=simulator_port, env=env, log=workdir / "simulator.log")
     try:
         wait_for_port(simulator_port)
         started = time.monotonic()

@@ -8,11 +8,7 @@ import time
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from smsblast.devtools import free_port
 
 
 def redis_server_binary() -> str:
@@ -28,7 +24,7 @@ def redis_server_binary() -> str:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """Start a private, real Redis server for this test session and return its URL."""
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],

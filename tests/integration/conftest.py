@@ -12,9 +12,7 @@ itself, so the reconciler runs for real but on the test's clock instead of every
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,7 +22,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
+from smsblast.devtools import free_port, start_celery_worker, start_simulator
+
 OPERATOR_SLUGS = ("telkomsel", "indosat", "xl", "smartfren")
 # Number prefixes (E.164 digits) routed to each test operator.
 PREFIXES = {"telkomsel": "62812", "indosat": "62856", "xl": "62817", "smartfren": "62881"}
@@ -44,12 +43,6 @@ def pytest_collection_modifyitems(config, items):
     name = str(Path(tempfile.mkdtemp(prefix="smsblast-it-")) / "test.sqlite3")
     database.setdefault("TEST", {})["NAME"] = name
     connections["default"].settings_dict.setdefault("TEST", {})["NAME"] = name
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def database_url() -> str:
@@ -85,16 +78,8 @@ class Stack:
         """Start the simulator for `{slug: {api_key, signing_secret, report_token, behaviour...}}`; return its URL."""
         config = self.workdir / "simulator.json"
         config.write_text(json.dumps(operators))
-        port = _free_port()
-        log = open(self.workdir / "simulator.log", "w")  # noqa: SIM115 - closed with the process
-        self.simulator = subprocess.Popen(
-            [sys.executable, "-m", "operators.simulator", "--config", str(config), "--port", str(port)],
-            cwd=BASE_DIR,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        port = free_port()
+        self.simulator = start_simulator(config=config, port=port, env=self.env, log=self.workdir / "simulator.log")
         self.simulator_url = f"http://127.0.0.1:{port}"
         self._wait(lambda: self._healthy(), 20, "the simulator did not start")
         return self.simulator_url
@@ -120,38 +105,17 @@ class Stack:
             wait()
 
     def _start_worker(self, name: str, *, concurrency: int) -> Callable[[], None]:
-        queues = ",".join(["default", *(f"dispatch.{slug}" for slug in OPERATOR_SLUGS)])
         log_path = self.workdir / f"worker-{name}.log"
-        log = open(log_path, "a")  # noqa: SIM115 - closed with the process
-        self.workers[name] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                queues,
-                "-n",
-                f"{name}@%h",
-                "-P",
-                "prefork",
-                "--concurrency",
-                str(concurrency),
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=BASE_DIR,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
         start = log_path.stat().st_size if log_path.exists() else 0
+        self.workers[name] = start_celery_worker(
+            name,
+            queues=["default", *(f"dispatch.{slug}" for slug in OPERATOR_SLUGS)],
+            env=self.env,
+            log=log_path,
+            pool="prefork",
+            concurrency=concurrency,
+            append=True,
+        )
 
         def ready() -> bool:
             if self.workers[name].poll() is not None:

@@ -1,7 +1,6 @@
 """The http_batch_v1 adapter against the real operator simulator over HTTP on localhost."""
 
 import json
-import socket
 import threading
 import time
 import uuid
@@ -15,6 +14,7 @@ from operators import signing
 from operators.gateways.base import OutboundBatch, OutboundMessage, Outcome, get_adapter, registered_names
 from operators.gateways.http_batch_v1 import HttpBatchV1Adapter, batch_body, batch_headers, retry_after_seconds
 from operators.simulator import OperatorConfig, SimulatorServer
+from smsblast.devtools import free_port
 
 KEY, SECRET = "key-isat", "secret-isat"
 
@@ -52,12 +52,6 @@ def outbound(base_url: str, *, size: int = 3, first: int = 0, batch_id: str | No
 
 def sim_url(simulator):
     return f"{simulator.url}/indosat"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_adapter_is_registered_under_its_name():
