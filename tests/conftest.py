@@ -66,6 +66,16 @@ def make_user(username: str, role: str, password: str = "pw-secret-123"):
     return user
 
 
+def client_for(user, language: str = "id"):
+    """Return a browser-like test client logged in as `user`, with the page language set by its cookie."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    client.cookies["django_language"] = language
+    return client
+
+
 @pytest.fixture
 def officer(db):
     return make_user("officer1", "officer")

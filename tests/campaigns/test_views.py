@@ -9,6 +9,7 @@ from campaigns.services import campaign_content_hash, campaign_reject, campaign_
 from operators.broadcasts import broadcast_estimate
 from smsblast.models import AuditEvent, Role
 from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory, DispatchBatchFactory
+from tests.conftest import client_for
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
 
@@ -16,13 +17,6 @@ pytestmark = pytest.mark.django_db
 
 RING = [[112.1, -8.1], [112.3, -8.1], [112.3, -8.3], [112.1, -8.3], [112.1, -8.1]]
 SQUARE = {"type": "Polygon", "coordinates": [RING]}
-
-
-def client_for(user, language: str = "id") -> Client:
-    client = Client()
-    client.force_login(user)
-    client.cookies["django_language"] = language
-    return client
 
 
 @pytest.fixture

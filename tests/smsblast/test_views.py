@@ -2,24 +2,17 @@
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from campaigns.models import DispatchBatch
 from smsblast.models import Role, Subscriber, SubscriberImport
 from tests.campaigns.factories import DispatchBatchFactory
+from tests.conftest import client_for
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import UserFactory, area_tree
 
 pytestmark = pytest.mark.django_db
-
-
-def client_for(user, language: str = "id") -> Client:
-    client = Client()
-    client.force_login(user)
-    client.cookies["django_language"] = language
-    return client
 
 
 @pytest.fixture
