@@ -354,13 +354,7 @@ def area_broadcast_send(*, broadcast_id, now: datetime | None = None) -> AreaBro
     broadcast = _claim_send(broadcast_id, now)
     if broadcast is None:
         return None
-    outbound = _outbound(broadcast)
-    try:
-        result = get_adapter(broadcast.operator.adapter).send_area_broadcast(outbound)
-    except Exception as exc:  # an adapter bug must not leave the row in flight until the lease runs out
-        logger.exception("Area broadcast %s: adapter raised", broadcast.pk)
-        result = AreaBroadcastResult(outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:500])
-    return _record_send(broadcast, result)
+    return _record_send(broadcast, _adapter_call(broadcast, "send_area_broadcast"))
 
 
 @transaction.atomic
@@ -536,12 +530,7 @@ def area_broadcast_cancel_send(*, broadcast_id, now: datetime | None = None) -> 
     broadcast = _claim_cancel(broadcast_id, now)
     if broadcast is None:
         return None
-    try:
-        result = get_adapter(broadcast.operator.adapter).cancel_area_broadcast(_outbound(broadcast))
-    except Exception as exc:
-        logger.exception("Area broadcast %s: adapter raised on cancel", broadcast.pk)
-        result = AreaBroadcastResult(outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:500])
-    return _record_cancel(broadcast, result)
+    return _record_cancel(broadcast, _adapter_call(broadcast, "cancel_area_broadcast"))
 
 
 @transaction.atomic
@@ -710,6 +699,18 @@ def area_broadcast_campaign_cancel(*, campaign: Campaign, now: datetime | None =
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _adapter_call(broadcast: AreaBroadcast, method: str) -> AreaBroadcastResult:
+    """Call the operator adapter's `method` with the broadcast; an exception it raises counts as a retry.
+
+    An adapter bug must not leave the row in flight until the lease runs out.
+    """
+    try:
+        return getattr(get_adapter(broadcast.operator.adapter), method)(_outbound(broadcast))
+    except Exception as exc:
+        logger.exception("Area broadcast %s: adapter raised in %s", broadcast.pk, method)
+        return AreaBroadcastResult(outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 def _event(broadcast: AreaBroadcast, state: str, details: dict | None = None) -> AreaBroadcastEvent:
