@@ -80,12 +80,62 @@ def _outbound_json(outbound) -> dict:
     }
 
 
+_CAMPAIGN = inline_serializer("BatchCampaign", {"id": serializers.IntegerField(), "title": serializers.CharField()})
+_READY_BATCH = inline_serializer(
+    "ReadyBatch",
+    {
+        "batch_id": serializers.UUIDField(),
+        "campaign": _CAMPAIGN,
+        "size": serializers.IntegerField(),
+        "segments": serializers.IntegerField(),
+        "attempts": serializers.IntegerField(),
+        "created_at": serializers.DateTimeField(),
+    },
+)
+_CLAIMED_BATCH = inline_serializer(
+    "ClaimedBatch",
+    {
+        "batch_id": serializers.UUIDField(),
+        "campaign": _CAMPAIGN,
+        "sender": serializers.CharField(),
+        "text": serializers.CharField(),
+        "encoding": serializers.CharField(),
+        "segments": serializers.IntegerField(),
+        "priority": serializers.CharField(),
+        "expires_at": serializers.DateTimeField(),
+        "callback_url": serializers.URLField(),
+        "recipients": serializers.ListField(
+            child=inline_serializer(
+                "ClaimedRecipient", {"message_id": serializers.CharField(), "msisdn": serializers.CharField()}
+            )
+        ),
+    },
+)
+
+
 class OperatorBatchListView(APIView):
     """List the caller's batches ready to claim (pull mode), oldest first."""
 
     permission_classes = [IsOperator]
 
-    @extend_schema(parameters=[OpenApiParameter("state", enum=["ready"], required=True)])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("state", enum=["ready"], required=True),
+            OpenApiParameter("limit", int, required=False),
+            OpenApiParameter("offset", int, required=False),
+        ],
+        responses={
+            200: inline_serializer(
+                "ReadyBatchPage",
+                {
+                    "count": serializers.IntegerField(),
+                    "next": serializers.URLField(allow_null=True),
+                    "previous": serializers.URLField(allow_null=True),
+                    "results": serializers.ListField(child=_READY_BATCH),
+                },
+            )
+        },
+    )
     def get(self, request):
         operator = caller_operator(request)
         state = request.query_params.get("state", "ready")
@@ -112,7 +162,7 @@ class OperatorBatchClaimView(APIView):
 
     permission_classes = [IsOperator]
 
-    @extend_schema(request=None)
+    @extend_schema(request=None, responses={200: _CLAIMED_BATCH})
     def post(self, request, batch_id):
         operator = caller_operator(request)
         try:
@@ -134,7 +184,12 @@ class OperatorBatchAckView(APIView):
                 "accepted": serializers.IntegerField(required=False),
                 "rejected": serializers.ListField(child=serializers.DictField(), required=False),
             },
-        )
+        ),
+        responses={
+            200: inline_serializer(
+                "BatchAckResult", {"batch_id": serializers.UUIDField(), "status": serializers.CharField()}
+            )
+        },
     )
     def post(self, request, batch_id):
         operator = caller_operator(request)
