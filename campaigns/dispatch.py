@@ -29,6 +29,7 @@ from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import Role, User
 from smsblast.selectors import subscribers_in_area
+from smsblast.transactions import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -56,20 +57,6 @@ def _lease_seconds() -> int:
 
 def _stale_after() -> timedelta:
     return timedelta(seconds=settings.DISPATCH_REDRIVE_AFTER_SECONDS)
-
-
-def _after_commit(callback) -> None:
-    """Run `callback` (an enqueue) after the transaction commits; a broker outage is logged, not raised.
-
-    The rows are committed either way and the reconciler re-drives what was never enqueued (invariant 4).
-    """
-
-    def enqueue() -> None:
-        callback()
-
-    # Django names the failed callback by __qualname__ when it logs, which a partial lacks.
-    enqueue.__wrapped__ = callback
-    transaction.on_commit(enqueue, robust=True)
 
 
 # --- scheduling ------------------------------------------------------------------------------
@@ -280,7 +267,7 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
         details={"run_id": run.pk, "scheduled_for": scheduled_for.isoformat()},
     )
     audit_record(actor=None, action="run.start", obj=run, to_state=RunStatus.FANNING_OUT)
-    _after_commit(partial(_enqueue_fan_out, run.pk))
+    enqueue_on_commit(partial(_enqueue_fan_out, run.pk))
     return run
 
 
@@ -350,7 +337,7 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
                         to_state=RunStatus.SENDING,
                         details={"batches": run.batches.count()},
                     )
-                _after_commit(partial(_enqueue_check_complete, run.pk))
+                enqueue_on_commit(partial(_enqueue_check_complete, run.pk))
                 break
             batches = _fan_out_chunk(run, rows, operators, now)
             run.fanout_cursor = rows[-1][0]
@@ -358,7 +345,7 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
             run.save(update_fields=["fanout_cursor", "last_progress_at"])
             created += len(batches)
             if run.status == RunStatus.FANNING_OUT:
-                _after_commit(partial(batches_enqueue, [(b.pk, operators[b.operator_id].queue) for b in batches]))
+                enqueue_on_commit(partial(batches_enqueue, [(b.pk, operators[b.operator_id].queue) for b in batches]))
     return created
 
 
@@ -565,11 +552,11 @@ def campaign_resume(*, campaign: Campaign, actor: User) -> Campaign:
             )
         )
         DispatchBatch.objects.filter(pk__in=[pk for pk, _ in waiting]).update(updated_at=now)
-        _after_commit(partial(batches_enqueue, [(pk, f"dispatch.{slug}") for pk, slug in waiting]))
+        enqueue_on_commit(partial(batches_enqueue, [(pk, f"dispatch.{slug}") for pk, slug in waiting]))
         if not run.fanout_done:
-            _after_commit(partial(_enqueue_fan_out, run.pk))
+            enqueue_on_commit(partial(_enqueue_fan_out, run.pk))
         else:
-            _after_commit(partial(_enqueue_check_complete, run.pk))
+            enqueue_on_commit(partial(_enqueue_check_complete, run.pk))
     campaign.refresh_from_db()
     return campaign
 
@@ -663,13 +650,13 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     counts["requeued"] = len(lost)
     if redrive:
         # Outside a transaction this runs at once; inside one (tests, callers) after it commits.
-        _after_commit(partial(batches_enqueue, redrive))
+        enqueue_on_commit(partial(batches_enqueue, redrive))
 
     for run_id in targeted_runs.filter(
         status=RunStatus.FANNING_OUT, fanout_done=False, last_progress_at__lt=stale
     ).values_list("pk", flat=True):
         CampaignRun.objects.filter(pk=run_id).update(last_progress_at=now)
-        _after_commit(partial(_enqueue_fan_out, run_id))
+        enqueue_on_commit(partial(_enqueue_fan_out, run_id))
         counts["fanouts"] += 1
 
     for run in targeted_runs.filter(status__in=ACTIVE_RUN_STATUSES, expires_at__lt=now, fanout_done=True):

@@ -24,6 +24,7 @@ from operators.gateways.base import BatchResult, OutboundBatch, OutboundMessage,
 from operators.models import Operator
 from operators.ratelimit import RateLimiter
 from smsblast.audit import audit_record
+from smsblast.transactions import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -56,20 +57,6 @@ REPORT_STATUSES = {
     "EXPIRED": (DeliveryStatus.EXPIRED, (DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED)),
     "REJECTED": (DeliveryStatus.REJECTED, (DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED)),
 }
-
-
-def _after_commit(callback) -> None:
-    """Run `callback` (an enqueue) after the transaction commits; a broker outage is logged, not raised.
-
-    The rows are committed either way and the reconciler re-drives what was never enqueued (invariant 4).
-    """
-
-    def enqueue() -> None:
-        callback()
-
-    # Django names the failed callback by __qualname__ when it logs, which a partial lacks.
-    enqueue.__wrapped__ = callback
-    transaction.on_commit(enqueue, robust=True)
 
 
 def backoff_seconds(attempt: int, *, retry_after: float | None = None) -> float:
@@ -198,7 +185,7 @@ def _release(batch: DispatchBatch, *, next_attempt_at: datetime | None, reason: 
         updates["attempts"] = F("attempts") - 1
     DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).update(updated_at=timezone.now(), **updates)
     if reason == "throttled":
-        _after_commit(partial(_enqueue_send, batch.pk, batch.operator.queue, 0))
+        enqueue_on_commit(partial(_enqueue_send, batch.pk, batch.operator.queue, 0))
 
 
 @dataclass
@@ -250,7 +237,7 @@ def batch_record_result(
             details={"accepted": result.accepted, "rejected": rejected, "attempts": batch.attempts},
         )
         if rejected:
-            _after_commit(partial(_enqueue_check_complete, batch.run_id))
+            enqueue_on_commit(partial(_enqueue_check_complete, batch.run_id))
         return BatchOutcome(BatchStatus.ACCEPTED, "accepted", rejected=result.rejected)
 
     if not DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).exists():
@@ -277,7 +264,7 @@ def batch_record_result(
             to_state=BatchStatus.RETRY_WAIT,
             details={"error": error, "attempts": batch.attempts, "retry_in": round(delay, 3)},
         )
-        _after_commit(partial(_enqueue_send, batch.pk, batch.operator.queue, delay))
+        enqueue_on_commit(partial(_enqueue_send, batch.pk, batch.operator.queue, delay))
         return BatchOutcome(BatchStatus.RETRY_WAIT, "retry", retry_in=delay)
 
     if result.outcome == Outcome.RETRY:
@@ -303,7 +290,7 @@ def batch_fail(*, batch: DispatchBatch, reason: str, now: datetime, from_state: 
         to_state=BatchStatus.FAILED,
         details={"error": reason, "attempts": batch.attempts, "deliveries_failed": failed},
     )
-    _after_commit(partial(_enqueue_check_complete, batch.run_id))
+    enqueue_on_commit(partial(_enqueue_check_complete, batch.run_id))
 
 
 @transaction.atomic
@@ -470,7 +457,7 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
                 details={"applied": applied, "unchanged": len(mine) - applied, "runs": run_ids[:20]},
             )
             for run_id in run_ids:
-                _after_commit(partial(_enqueue_check_complete, run_id))
+                enqueue_on_commit(partial(_enqueue_check_complete, run_id))
     return ReportsOutcome(applied=applied, unchanged=len(mine) - applied, rejected=rejected)
 
 
