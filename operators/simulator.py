@@ -599,7 +599,13 @@ class SimulatorServer:
         return self
 
     def serve_forever(self) -> None:
-        self._httpd.serve_forever()
+        """Serve in this thread until interrupted (Ctrl-C), then stop sending delivery reports."""
+        try:
+            self._httpd.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.reports.stop()
 
     def stop(self) -> None:
         self._httpd.shutdown()
@@ -819,12 +825,7 @@ def main(argv: list[str] | None = None) -> None:
         operators = config_from_json(json.load(config_file))
     server = SimulatorServer(operators, host=args.host, port=args.port, report_threads=args.report_threads)
     print(f"operator simulator listening on {server.url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.reports.stop()
+    server.serve_forever()
 
 
 if __name__ == "__main__":

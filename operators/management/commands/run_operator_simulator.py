@@ -65,9 +65,4 @@ class Command(BaseCommand):
         for slug in configs:
             self.stdout.write(f"  {slug}: {server.url}/{slug}/v1/batches")
         self.stdout.write(f"Operator simulator on {server.url} (GET /stats, POST /<slug>/control).")
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.reports.stop()
+        server.serve_forever()
