@@ -177,14 +177,16 @@ class Stack:
             time.sleep(every)
 
 
-def _point_celery_at(broker_url: str) -> None:
-    """Send this process's tasks to the test Redis (the app read its broker URL at import)."""
+def _point_celery_at(broker_url: str | None) -> None:
+    """Send this process's tasks to `broker_url`; with None only drop the pools built so far.
+
+    The pools are always dropped: `app.conf` reads Django's settings live, so it may already show the new URL
+    while a pool built earlier still holds a connection to the old one. The next send builds a fresh pool.
+    """
     from config.celery import app
 
-    if app.conf.broker_url == broker_url:
-        return
-    app.conf.broker_url = broker_url
-    # Pools made for the old URL would keep sending there; the next send builds new ones.
+    if broker_url is not None:
+        app.conf.broker_url = broker_url
     app._pool = None
     app.amqp._producer_pool = None
 
@@ -214,3 +216,4 @@ def stack(transactional_db, live_server, redis_client, redis_url, settings, tmp_
     processes = Stack(workdir=tmp_path, env=env)
     yield processes
     processes.stop()
+    _point_celery_at(None)
