@@ -9,6 +9,7 @@ from campaigns import dispatch
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
 from operators import services
 from operators.gateways.base import BatchResult, Outcome, get_adapter, register
+from smsblast.audit import audit_history
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
 
 pytestmark = pytest.mark.django_db
@@ -46,6 +47,26 @@ def test_an_accepted_batch_carries_its_deliveries_and_rejected_numbers_are_marke
     assert (second.status, second.reason) == ("rejected", "invalid_number")
     # Accepted deliveries are not rewritten: the batch carries "submitted".
     assert Delivery.objects.filter(batch=batch, status="queued").count() == 2
+
+
+def test_an_accepted_batch_is_audited_once_and_a_second_answer_changes_nothing():
+    batch = _batch(2)
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.ACCEPTED, accepted=2))
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    batch.refresh_from_db()
+    assert batch.status == "accepted" and batch.accepted_count == 2 and batch.accepted_at is not None
+    assert batch.lease_expires_at is None and batch.last_error == ""
+    (event,) = audit_history(batch)
+    assert (event.action, event.from_state, event.to_state, event.actor_id) == (
+        "batch.accept",
+        "in_flight",
+        "accepted",
+        None,
+    )
+    assert event.details == {"accepted": 2, "rejected": 0, "attempts": 1}
+    again = services.batch_record_result(batch_id=batch.pk, result=BatchResult(outcome=Outcome.ACCEPTED, accepted=2))
+    assert again.status_label == "final"
+    assert len(audit_history(batch)) == 1
 
 
 def test_a_transient_error_waits_with_backoff_and_retries_with_the_same_batch_id():
