@@ -5,8 +5,9 @@ database must be a file (an in-memory database cannot be shared); `pytest_collec
 switches it to a temporary file whenever integration tests are selected, before the database is created.
 Delivery reports come back from the simulator to pytest-django's `live_server`.
 
-The harness plays celery beat: while a test waits it calls `runs_start_due()` and `dispatch_reconcile()`
-itself, so the reconciler runs for real but on the test's clock instead of every 15 seconds.
+The harness plays celery beat: while a test waits it calls `runs_start_due()`, `dispatch_reconcile()` and the
+area-broadcast tick itself, so they run for real but on the test's clock instead of beat's; what they
+enqueue goes through Redis to the worker processes.
 """
 
 import json
@@ -163,13 +164,19 @@ class Stack:
             time.sleep(0.05)
 
     def drive(self, until: Callable[[], bool], *, timeout: float, every: float = 0.5) -> None:
-        """Play celery beat (start due runs, reconcile) until `until()` holds; fail with the logs after `timeout`."""
+        """Play celery beat (start due runs, reconcile, the area-broadcast tick) until `until()` holds.
+
+        Fail with the logs after `timeout`.
+        """
         from campaigns.dispatch import dispatch_reconcile, runs_start_due
+        from operators.broadcast_tasks import area_broadcasts_tick
 
         deadline = time.monotonic() + timeout
         while True:
             runs_start_due()
             dispatch_reconcile()
+            # The task's body, as a worker would run it for beat: it enqueues the due sends and cancels.
+            area_broadcasts_tick()
             if until():
                 return
             if time.monotonic() > deadline:
@@ -200,6 +207,8 @@ def stack(transactional_db, live_server, redis_client, redis_url, settings, tmp_
     # The reconciler re-drives expired leases and lost tasks after seconds, not minutes.
     settings.DISPATCH_LEASE_SECONDS = 5
     settings.DISPATCH_REDRIVE_AFTER_SECONDS = 3
+    # Area-broadcast retries back off from a fifth of a second (an operator's Retry-After still wins).
+    settings.AREA_BROADCAST_RETRY_BASE_SECONDS = 0.2
     _point_celery_at(redis_url)
     env = {
         **os.environ,
@@ -210,6 +219,7 @@ def stack(transactional_db, live_server, redis_client, redis_url, settings, tmp_
         "PUBLIC_BASE_URL": live_server.url,
         "DISPATCH_LEASE_SECONDS": "5",
         "DISPATCH_REDRIVE_AFTER_SECONDS": "3",
+        "AREA_BROADCAST_RETRY_BASE_SECONDS": "0.2",
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }

@@ -1,8 +1,10 @@
 """End to end: an area broadcast through the http_batch_v1 adapter to the real operator simulator over HTTP,
 reach reported back over HTTP to the live server, one operator failing for a while, and a cancel.
 
-The beat task `operators.area_broadcasts_tick` is called by the test (on the test's clock); the sends and
-cancels it enqueues run eagerly in this process, so no worker is needed.
+The beat task `operators.area_broadcasts_tick` is called by the test (on the test's clock). In the first tests
+the sends and cancels it enqueues run eagerly in this process against an in-process simulator (quick checks
+of the flow); the last one proves the pipeline: real Celery worker processes, Redis and the simulator as
+its own process (conftest.Stack).
 """
 
 import time
@@ -16,10 +18,13 @@ from django.utils import timezone
 from campaigns.models import Campaign
 from campaigns.services import campaign_cancel
 from operators import broadcast_tasks, broadcasts
+from operators.broadcast_selectors import broadcast_progress
 from operators.models import AreaBroadcast, Operator
 from operators.simulator import OperatorBehaviour, OperatorConfig, SimulatorServer
 from smsblast.authentication import api_token_create
 from smsblast.models import Role
+from tests.integration.conftest import OPERATOR_SLUGS
+from tests.integration.scenario import operators_create
 from tests.operators.area_scripted import blitar_areas, broadcast_campaign
 from tests.smsblast.factories import UserFactory
 
@@ -161,3 +166,88 @@ def test_a_cancel_issued_before_an_operator_acknowledged_is_delivered_after_the_
 def _sim_reached(server: SimulatorServer, row: AreaBroadcast) -> int:
     stats = requests.get(f"{server.url}/stats", timeout=5).json()
     return stats[row.operator.slug]["broadcasts"][str(row.pk)]["reached"]
+
+
+# --- through real worker processes ---------------------------------------------------------------------------
+
+
+def _log_entries(row: AreaBroadcast) -> list[tuple[str, dict]]:
+    return list(row.events.order_by("at", "id").values_list("state", "details"))
+
+
+def test_area_broadcast_through_workers_reaches_each_operator_once_despite_an_outage_and_cancels_everywhere(
+    stack,
+):
+    behaviour = {"broadcast_arrivals_per_second": 5000, "reach_report_interval_ms": 100}
+    operators_create(stack, segments_per_second=1000, batch_size=100, behaviour=behaviour)
+    blitar_areas()
+    stack.start_workers("w1", "w2")
+    stack.control("indosat", outage_seconds=3, outage_mode="503")
+    campaign = broadcast_campaign(starts_in=timedelta(0), ends_at=timezone.now() + timedelta(minutes=10))
+    others = [slug for slug in OPERATOR_SLUGS if slug != "indosat"]
+
+    def others_acknowledged_while_indosat_failed() -> bool:
+        rows = _rows(campaign)
+        return (
+            len(rows) == len(OPERATOR_SLUGS)
+            and all(rows[slug].state == State.ACKNOWLEDGED for slug in others)
+            and rows["indosat"].events.filter(state=State.ERROR).exists()
+        )
+
+    stack.drive(others_acknowledged_while_indosat_failed, timeout=15, every=0.2)
+    rows = _rows(campaign)
+    assert rows["indosat"].state in (State.ERROR, State.SENDING)  # failing, and not holding the others back
+    assert rows["indosat"].acknowledged_at is None
+    assert stack.stats()["indosat"]["outage_answers"] >= 1
+
+    def all_reaching() -> bool:
+        rows = _rows(campaign)
+        return all(row.state == State.ACKNOWLEDGED and row.reach_reports.count() >= 3 for row in rows.values())
+
+    stack.drive(all_reaching, timeout=15, every=0.2)
+    rows = _rows(campaign)
+    stats = stack.stats()
+    for slug in OPERATOR_SLUGS:
+        # Received exactly once: one broadcast taken, no repeated request for it.
+        assert stats[slug]["area_broadcasts"] == 1, slug
+        assert stats[slug]["replays"] == 0, slug
+        assert rows[slug].operator_ref.startswith(f"{slug}-"), slug
+    assert all(rows[slug].attempts == 1 for slug in others)
+    indosat_log = _log_entries(rows["indosat"])
+    states = [state for state, _ in indosat_log]
+    assert states[:3] == [State.PENDING, State.SENDING, State.ERROR]
+    assert states[-1] == State.ACKNOWLEDGED
+    assert rows["indosat"].attempts == states.count(State.SENDING) >= 2
+    assert all(details["status_code"] == 503 for state, details in indosat_log if state == State.ERROR)
+    assert rows["indosat"].acknowledged_at > max(rows[slug].acknowledged_at for slug in others)
+
+    (progress,) = broadcast_progress(campaign)
+    for operator in progress["operators"]:
+        reached = [point["handsets_reached"] for point in operator["series"]]
+        assert reached == sorted(reached) and reached[-1] > reached[0], operator["operator"]
+    totals = [point["handsets_reached"] for point in progress["series"]]
+    assert totals == sorted(totals) and totals[-1] > 0
+
+    campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah")
+
+    def all_cancelled() -> bool:
+        return all(row.state == State.CANCELLED for row in _rows(campaign).values())
+
+    stack.drive(all_cancelled, timeout=15, every=0.2)
+    stats = stack.stats()
+    rows = _rows(campaign)
+    for slug in OPERATOR_SLUGS:
+        assert stats[slug]["area_cancels"] == 1, slug
+        assert stats[slug]["broadcasts"][str(rows[slug].pk)]["cancelled"] is True, slug
+        assert [state for state, _ in _log_entries(rows[slug])][-2:] == [State.CANCEL_PENDING, State.CANCELLED]
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.CANCELLED
+    # The operators' final counts, reported after the cancel, are the figures kept.
+    stack.drive(
+        lambda: all(
+            row.handsets_reached == stack.stats()[slug]["broadcasts"][str(row.pk)]["reached"]
+            for slug, row in _rows(campaign).items()
+        ),
+        timeout=10,
+        every=0.2,
+    )
