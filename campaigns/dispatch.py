@@ -40,6 +40,9 @@ DeliveryStatus = Delivery.Status
 # Subscribers read and written per fan-out transaction: large enough that most batches are full,
 # small enough that a worker holds a few megabytes, never the whole audience.
 FANOUT_CHUNK = 20_000
+# The first chunk of a fan-out is this small and each next one twice the last, up to FANOUT_CHUNK: workers
+# can only start sending once a chunk commits, and a full first chunk kept them idle for its whole write.
+FANOUT_FIRST_CHUNK = 2_000
 # Runs whose deliveries and batches may still change.
 ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.FANNING_OUT, RunStatus.SENDING, RunStatus.PAUSED)
 # Delivery outcomes that make a finished run "completed_with_failures": the message never reached the
@@ -303,13 +306,15 @@ def run_audience(run: CampaignRun):
 def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
     """Write the run's deliveries and batches chunk by chunk and enqueue the batches; return batches created.
 
-    Each chunk is one transaction that writes its Delivery rows (opted-out subscribers and those without
-    an active operator as `skipped` with a reason), its DispatchBatch rows (one operator each, at most the
-    operator's batch_size recipients) and advances `fanout_cursor`, so a rerun after a crash resumes after
-    the last subscriber written and creates nothing twice.
+    Chunks grow from FANOUT_FIRST_CHUNK to `chunk_size` subscribers. Each is one transaction that writes its
+    Delivery rows (opted-out subscribers and those without an active operator as `skipped` with a reason),
+    its DispatchBatch rows (one operator each, at most the operator's batch_size recipients) and advances
+    `fanout_cursor`, so a rerun after a crash resumes after the last subscriber written and creates nothing
+    twice.
     """
     operators = {op.pk: op for op in Operator.objects.all()}
     created = 0
+    size = min(FANOUT_FIRST_CHUNK, chunk_size)
     while True:
         with transaction.atomic():
             # The row lock serializes two fan-outs of the same run; the second sees the moved cursor.
@@ -320,8 +325,9 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
                 run_audience(run)
                 .filter(pk__gt=run.fanout_cursor)
                 .order_by("pk")
-                .values_list("pk", "msisdn", "operator_id", "opted_out_at")[:chunk_size]
+                .values_list("pk", "msisdn", "operator_id", "opted_out_at")[:size]
             )
+            size = min(size * 2, chunk_size)
             now = timezone.now()
             if not rows:
                 run.fanout_done = True
