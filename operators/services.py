@@ -6,6 +6,8 @@ and every retry reuses it (invariant 3). Deliveries are written once at fan-out 
 batch fails or is cancelled, or when the operator reports on them.
 """
 
+import copy
+import functools
 import json
 import logging
 import random
@@ -20,7 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from campaigns.models import CampaignRun, Delivery, DispatchBatch
+from campaigns.models import CampaignRun, Delivery, DispatchBatch, Priority
 from operators.gateways.base import BatchResult, OutboundBatch, OutboundMessage, Outcome, get_adapter
 from operators.models import Operator
 from operators.ratelimit import RateLimiter
@@ -80,9 +82,49 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     "not_leased", "paused", "cancelled", "quiet", "not_due", "throttled"). Safe to call twice: only one
     caller wins the lease.
     """
+    now = now or timezone.now()
+    lease_seconds = settings.DISPATCH_LEASE_SECONDS
+    batch = _batch_lease_at_once(batch_id, now=now, lease_seconds=lease_seconds)
+    if batch is None:
+        leased = _batch_lease_checked(batch_id, now=now, lease_seconds=lease_seconds)
+        if isinstance(leased, str):
+            return leased
+        batch = leased
+    operator = batch.operator
+
+    # Wait for the shared rate limit, but give the lease back well before it could expire under us.
+    limiter = RateLimiter(operator.slug, limit=operator.segments_per_second)
+    waiting_since = time.monotonic()
+    if limiter.acquire(batch.segments, timeout=max(1.0, lease_seconds / 2)) is None:
+        _release(batch, next_attempt_at=timezone.now(), reason="throttled", count_attempt=False)
+        return "throttled"
+    if time.monotonic() - waiting_since > PAUSE_CHECK_SECONDS:
+        # Waiting for tokens used up part of the lease and pause or cancel may have come meanwhile: renew
+        # the lease only while the run may still send, which checks both in one statement.
+        renewed = DispatchBatch.objects.filter(
+            pk=batch.pk, status=BatchStatus.IN_FLIGHT, run__status__in=SENDABLE_RUN_STATUSES
+        ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds))
+        if not renewed:
+            run_status = CampaignRun.objects.filter(pk=batch.run_id).values_list("status", flat=True).first()
+            if run_status == RunStatus.CANCELLED:
+                batch_cancel(batch=batch, now=timezone.now())
+                return "cancelled"
+            _release(batch, next_attempt_at=None, reason="paused", count_attempt=False)
+            return "paused"
+
+    outbound = batch_outbound(batch)
+    try:
+        result = get_adapter(operator.adapter).send_batch(outbound)
+    except Exception as exc:  # noqa: BLE001 - an adapter bug must not strand the batch in flight
+        logger.exception("Adapter %s raised on batch %s", operator.adapter, batch.pk)
+        result = BatchResult(outcome=Outcome.RETRY, error=f"adapter error: {exc!r}"[:500])
+    return batch_record_result(batch_id=batch.pk, result=result, leased=batch).status_label
+
+
+def _batch_lease_checked(batch_id, *, now: datetime, lease_seconds: int) -> DispatchBatch | str:
+    """Read the batch, check what may hold it back and lease it; return it leased, or why it was not sent."""
     from campaigns.dispatch import is_quiet_for
 
-    now = now or timezone.now()
     batch = DispatchBatch.objects.select_related("run", "run__campaign", "operator").filter(pk=batch_id).first()
     if batch is None:
         return "not_found"
@@ -107,7 +149,6 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     if batch.next_attempt_at is not None and batch.next_attempt_at > now + timedelta(seconds=1):
         return "not_due"
 
-    lease_seconds = settings.DISPATCH_LEASE_SECONDS
     leased = DispatchBatch.objects.filter(
         pk=batch.pk,
         status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT],
@@ -123,35 +164,78 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     # We hold the lease, so nobody else changed these meanwhile.
     batch.status = BatchStatus.IN_FLIGHT
     batch.attempts += 1
-    operator = batch.operator
+    return batch
 
-    # Wait for the shared rate limit, but give the lease back well before it could expire under us.
-    limiter = RateLimiter(operator.slug, limit=operator.segments_per_second)
-    waiting_since = time.monotonic()
-    if limiter.acquire(batch.segments, timeout=max(1.0, lease_seconds / 2)) is None:
-        _release(batch, next_attempt_at=timezone.now(), reason="throttled", count_attempt=False)
-        return "throttled"
-    if time.monotonic() - waiting_since > PAUSE_CHECK_SECONDS:
-        # Waiting for tokens used up part of the lease and pause or cancel may have come meanwhile: renew
-        # the lease only while the run may still send, which checks both in one statement.
-        renewed = DispatchBatch.objects.filter(
-            pk=batch.pk, status=BatchStatus.IN_FLIGHT, run__status__in=SENDABLE_RUN_STATUSES
-        ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds))
-        if not renewed:
-            run_status = CampaignRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
-            if run_status == RunStatus.CANCELLED:
-                batch_cancel(batch=batch, now=timezone.now())
-                return "cancelled"
-            _release(batch, next_attempt_at=None, reason="paused", count_attempt=False)
-            return "paused"
 
-    outbound = batch_outbound(batch)
-    try:
-        result = get_adapter(operator.adapter).send_batch(outbound)
-    except Exception as exc:  # noqa: BLE001 - an adapter bug must not strand the batch in flight
-        logger.exception("Adapter %s raised on batch %s", operator.adapter, batch.pk)
-        result = BatchResult(outcome=Outcome.RETRY, error=f"adapter error: {exc!r}"[:500])
-    return batch_record_result(batch_id=batch.pk, result=result, leased=batch).status_label
+def _batch_lease_at_once(batch_id, *, now: datetime, lease_seconds: int) -> DispatchBatch | None:
+    """Lease the batch in one statement when nothing may hold it back; return it, else None (PostgreSQL).
+
+    The sending path's common case, once per batch: the batch is pending or due, its run is sending without
+    quiet hours to respect (none set, or urgent), and its operator is pushed to. Then one UPDATE … FROM …
+    RETURNING leases the batch and reads its operator and the run's progress time, where the checked path
+    needs a joined read and an UPDATE. Anything else (paused, cancelled, quiet hours, a final or unknown
+    batch, SQLite) returns None, and _batch_lease_checked reads, checks and says why.
+    """
+    if connection.vendor != "postgresql":
+        return None
+    batch_table = DispatchBatch._meta.db_table
+    run_table = CampaignRun._meta.db_table
+    operator_table = Operator._meta.db_table
+    # Only table names are interpolated; every value is a bound parameter. The quiet-hours test errs towards
+    # the checked path: a run it lets through is one is_quiet_for would never hold back.
+    sql = (
+        f"UPDATE {batch_table} AS b SET status = %s, lease_expires_at = %s, attempts = b.attempts + 1, "  # noqa: S608
+        f"updated_at = %s FROM {run_table} AS r, {operator_table} AS o "
+        "WHERE b.id = %s AND b.status IN (%s, %s) AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= %s) "
+        "AND r.id = b.run_id AND r.status IN (%s, %s) "
+        "AND (COALESCE(r.frozen -> 'quiet_hours', 'null'::jsonb) = 'null'::jsonb OR r.frozen ->> 'priority' = %s) "
+        "AND o.id = b.operator_id AND o.adapter <> %s "
+        "RETURNING b.*, r.last_progress_at AS run_last_progress_at, o.slug AS operator_slug, "
+        "o.adapter AS operator_adapter, o.base_url AS operator_base_url, o.api_key AS operator_api_key, "
+        "o.signing_secret AS operator_signing_secret, o.segments_per_second AS operator_segments_per_second"
+    )
+    params = [
+        BatchStatus.IN_FLIGHT,
+        now + timedelta(seconds=lease_seconds),
+        now,
+        batch_id,
+        BatchStatus.PENDING,
+        BatchStatus.RETRY_WAIT,
+        # A countdown task may fire a moment early (as in the checked path).
+        now + timedelta(seconds=1),
+        *SENDABLE_RUN_STATUSES,
+        Priority.URGENT,
+        PULL_ADAPTER,
+    ]
+    leased = list(DispatchBatch.objects.raw(sql, params))
+    if not leased:
+        return None
+    (batch,) = leased
+    batch.operator = Operator(
+        id=batch.operator_id,
+        slug=batch.operator_slug,
+        adapter=batch.operator_adapter,
+        base_url=batch.operator_base_url,
+        api_key=batch.operator_api_key,
+        signing_secret=batch.operator_signing_secret,
+        segments_per_second=batch.operator_segments_per_second,
+    )
+    run = copy.copy(_run_content(batch.run_id))
+    run.last_progress_at = batch.run_last_progress_at
+    batch.run = run
+    return batch
+
+
+@functools.lru_cache(maxsize=64)
+def _run_content(run_id: int) -> CampaignRun:
+    """Return what a run sends (text, sender, frozen title and priority …), read once per process.
+
+    These fields are frozen when the run starts. The changing ones (status, progress) are deferred, so
+    reading one from this instance fetches it fresh instead of trusting a cached value.
+    """
+    return CampaignRun.objects.only(
+        "campaign_id", "text", "sender", "encoding", "segments", "frozen", "expires_at"
+    ).get(pk=run_id)
 
 
 def batch_outbound(batch: DispatchBatch) -> OutboundBatch:
