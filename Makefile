@@ -16,6 +16,7 @@ install: $(VENV)/.installed
 
 assets: install
 	mkdir -p var
+	$(PY) manage.py vendor_assets
 	$(PY) manage.py compilemessages --ignore=.venv -v 0
 	$(PY) manage.py collectstatic --noinput -v 0
 
