@@ -22,7 +22,9 @@ def officer_page(transactional_db, live_server, new_page):
     def build(viewport=None):
         page = new_page(viewport=viewport)
         page.goto(f"{live_server.url}/login/")
-        # Keyboard only: the username field has focus; type, Tab, type, Enter.
+        # Keyboard only: the username field takes focus by itself (autofocus); type, Tab, type, Enter.
+        # Typing before that focus lands would type into the page, so wait for it first.
+        expect(page.locator("#id_username")).to_be_focused()
         page.keyboard.type("officer-kb")
         page.keyboard.press("Tab")
         page.keyboard.type("pw-secret-123")
