@@ -1,5 +1,6 @@
 """Load the demo: users per role, Kab. Blitar, the four operators and 20,000 subscribers."""
 
+import os
 import random
 import secrets
 from pathlib import Path
@@ -38,7 +39,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--subscribers", type=int, default=20_000)
         parser.add_argument(
-            "--simulator-url", default="http://127.0.0.1:9100", help="Base URL of the operator simulator."
+            "--simulator-url",
+            # The same port the Procfile's simulator line listens on.
+            default=f"http://127.0.0.1:{os.environ.get('SIMULATOR_PORT', '9100')}",
+            help="Base URL of the operator simulator.",
         )
         parser.add_argument(
             "--reference-data",
