@@ -22,7 +22,13 @@ from django.utils import timezone
 
 from campaigns import scheduling
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch, Mode, Priority
-from campaigns.services import campaign_approval_is_valid, campaign_content_hash, campaign_update
+from campaigns.services import (
+    campaign_approval_is_valid,
+    campaign_content_hash,
+    campaign_dispatch_refuse,
+    campaign_move,
+    campaign_update,
+)
 from operators.models import Operator
 from smsblast import sms
 from smsblast.audit import audit_record
@@ -98,19 +104,18 @@ def campaign_schedule(*, campaign: Campaign, user: User, schedule: dict, now: da
         _check_may_dispatch(fresh, user)
         if not campaign_approval_is_valid(fresh):
             raise ServiceConflict("The approval no longer matches this campaign; submit it for approval again.")
-        rows = Campaign.objects.filter(pk=fresh.pk, status=Campaign.Status.APPROVED).update(
-            status=Campaign.Status.SCHEDULED, next_run_at=first, updated_at=now
-        )
-        if rows != 1:
-            raise ServiceConflict("The campaign changed state meanwhile; reload it.")
-        audit_record(
+        moved = campaign_move(
+            campaign=fresh,
+            to_state=Campaign.Status.SCHEDULED,
             actor=user,
             action="campaign.schedule",
-            obj=fresh,
-            from_state=Campaign.Status.APPROVED,
-            to_state=Campaign.Status.SCHEDULED,
+            from_states=(Campaign.Status.APPROVED,),
             details={"schedule": normalized, "next_run_at": first.isoformat(), "zone": zone.label},
+            now=now,
+            next_run_at=first,
         )
+        if not moved:
+            raise ServiceConflict("The campaign changed state meanwhile; reload it.")
         campaign.refresh_from_db()
         return campaign
     if fresh.status == Campaign.Status.SCHEDULED and same:
@@ -200,22 +205,7 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
     scheduled_for = campaign.next_run_at
 
     if not campaign_approval_is_valid(campaign):
-        rows = Campaign.objects.filter(
-            pk=campaign.pk, status=Campaign.Status.SCHEDULED, next_run_at=scheduled_for
-        ).update(status=Campaign.Status.DRAFT, next_run_at=None, updated_at=now)
-        if rows:
-            audit_record(
-                actor=None,
-                action="campaign.dispatch_refused",
-                obj=campaign,
-                from_state=Campaign.Status.SCHEDULED,
-                to_state=Campaign.Status.DRAFT,
-                details={
-                    "reason": "The approval does not match the campaign's current content.",
-                    "content_hash": campaign_content_hash(campaign),
-                },
-            )
-            logger.warning("Campaign %s not sent: its approval does not match its content", campaign.pk)
+        campaign_dispatch_refuse(campaign=campaign, now=now, match={"next_run_at": scheduled_for})
         return None
 
     try:
@@ -488,19 +478,15 @@ def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignR
         campaign_to = Campaign.Status.COMPLETED_WITH_FAILURES
     else:
         campaign_to = Campaign.Status.COMPLETED
-    current = campaign.status
-    rows = Campaign.objects.filter(pk=campaign.pk, status__in=[Campaign.Status.SENDING, Campaign.Status.PAUSED]).update(
-        status=campaign_to, updated_at=now
+    campaign_move(
+        campaign=campaign,
+        to_state=campaign_to,
+        actor=None,
+        action="campaign.run_complete",
+        from_states=(Campaign.Status.SENDING, Campaign.Status.PAUSED),
+        details={"run_id": run.pk, "run_status": to_state},
+        now=now,
     )
-    if rows:
-        audit_record(
-            actor=None,
-            action="campaign.run_complete",
-            obj=campaign,
-            from_state=current,
-            to_state=campaign_to,
-            details={"run_id": run.pk, "run_status": to_state},
-        )
     return run
 
 
@@ -517,14 +503,16 @@ def campaign_pause(*, campaign: Campaign, actor: User) -> Campaign:
     if campaign.mode != Mode.TARGETED:
         raise ServiceConflict("An area broadcast cannot be paused; cancel it instead.")
     now = timezone.now()
-    rows = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.SENDING).update(
-        status=Campaign.Status.PAUSED, updated_at=now
+    paused = campaign_move(
+        campaign=campaign,
+        to_state=Campaign.Status.PAUSED,
+        actor=actor,
+        action="campaign.pause",
+        from_states=(Campaign.Status.SENDING,),
+        now=now,
     )
-    if rows != 1:
+    if not paused:
         raise ServiceConflict(f"Only a sending campaign can be paused; this one is {_status_of(campaign)}.")
-    audit_record(
-        actor=actor, action="campaign.pause", obj=campaign, from_state=Campaign.Status.SENDING, to_state="paused"
-    )
     for run in campaign.runs.filter(status__in=[RunStatus.FANNING_OUT, RunStatus.SENDING]):
         if CampaignRun.objects.filter(pk=run.pk, status=run.status).update(status=RunStatus.PAUSED):
             audit_record(actor=actor, action="run.pause", obj=run, from_state=run.status, to_state=RunStatus.PAUSED)
@@ -537,14 +525,16 @@ def campaign_resume(*, campaign: Campaign, actor: User) -> Campaign:
     """Continue a paused campaign (paused → sending) and re-enqueue its waiting batches."""
     _check_may_dispatch(campaign, actor)
     now = timezone.now()
-    rows = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.PAUSED).update(
-        status=Campaign.Status.SENDING, updated_at=now
+    resumed = campaign_move(
+        campaign=campaign,
+        to_state=Campaign.Status.SENDING,
+        actor=actor,
+        action="campaign.resume",
+        from_states=(Campaign.Status.PAUSED,),
+        now=now,
     )
-    if rows != 1:
+    if not resumed:
         raise ServiceConflict(f"Only a paused campaign can be resumed; this one is {_status_of(campaign)}.")
-    audit_record(
-        actor=actor, action="campaign.resume", obj=campaign, from_state=Campaign.Status.PAUSED, to_state="sending"
-    )
     for run in campaign.runs.filter(status=RunStatus.PAUSED):
         to_state = RunStatus.SENDING if run.fanout_done else RunStatus.FANNING_OUT
         if not CampaignRun.objects.filter(pk=run.pk, status=RunStatus.PAUSED).update(

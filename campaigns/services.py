@@ -10,6 +10,7 @@ dispatch re-checks it with `campaign_approval_is_valid` (invariant 1).
 import datetime
 import hashlib
 import json
+import logging
 import re
 from typing import Any
 
@@ -23,6 +24,7 @@ from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, Role, User
 
+logger = logging.getLogger(__name__)
 Status = Campaign.Status
 
 # The states each action may start from; the UI and the tests read this table.
@@ -326,6 +328,65 @@ def campaign_withdraw_by_issuer(
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def campaign_move(
+    *,
+    campaign: Campaign,
+    to_state: str,
+    actor: User | None,
+    action: str,
+    from_states: tuple[str, ...] | None = None,
+    match: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+    now=None,
+    **fields: Any,
+) -> bool:
+    """Move the campaign to `to_state` if it is still in one of `from_states` and matches `match`.
+
+    The state change is one conditional UPDATE (also setting `fields`); when it wins, the AuditEvent is written
+    (invariant 6). Return whether it moved: the caller decides whether losing the race is an error. The
+    instance is left as it was read. `from_states` defaults to the state the instance was read in.
+    """
+    from_states = from_states or (campaign.status,)
+    rows = Campaign.objects.filter(pk=campaign.pk, status__in=from_states, **(match or {})).update(
+        status=to_state, updated_at=now or timezone.now(), **fields
+    )
+    if rows != 1:
+        return False
+    audit_record(
+        actor=actor,
+        action=action,
+        obj=campaign,
+        from_state=from_states[0] if len(from_states) == 1 else campaign.status,
+        to_state=to_state,
+        details=details,
+    )
+    return True
+
+
+def campaign_dispatch_refuse(*, campaign: Campaign, now=None, match: dict[str, Any] | None = None) -> bool:
+    """Send nothing for a campaign whose approval no longer matches its content, and return it to draft.
+
+    Invariant 1 at dispatch time: back in draft it is edited and approved again, instead of being refused
+    on every scheduler tick. Return whether this call moved it.
+    """
+    moved = campaign_move(
+        campaign=campaign,
+        to_state=Campaign.Status.DRAFT,
+        actor=None,
+        action="campaign.dispatch_refused",
+        match=match,
+        details={
+            "reason": "The approval does not match the campaign's current content; nothing was sent.",
+            "content_hash": campaign_content_hash(campaign),
+        },
+        now=now,
+        next_run_at=None,
+    )
+    if moved:
+        logger.warning("Campaign %s not sent: its approval does not match its content", campaign.pk)
+    return moved
 
 
 def campaign_check_actor(action: str, *, campaign: Campaign, user: User) -> None:

@@ -248,7 +248,12 @@ def area_broadcast_run_start(*, campaign_id: int, now: datetime | None = None) -
     Returns None when the campaign is not (or no longer) startable, or its approval does not bind its current
     content; nothing is sent then (invariant 1).
     """
-    from campaigns.services import campaign_approval_is_valid, campaign_content_hash
+    from campaigns.services import (
+        campaign_approval_is_valid,
+        campaign_content_hash,
+        campaign_dispatch_refuse,
+        campaign_move,
+    )
 
     now = now or timezone.now()
     campaign = Campaign.objects.select_for_update().filter(pk=campaign_id, mode=Mode.AREA_BROADCAST).first()
@@ -257,22 +262,7 @@ def area_broadcast_run_start(*, campaign_id: int, now: datetime | None = None) -
     if campaign.starts_at > now or campaign.ends_at <= now:
         return None
     if not campaign_approval_is_valid(campaign):
-        # Back to draft, so it is edited and approved again instead of being refused every tick.
-        rows = Campaign.objects.filter(pk=campaign.pk, status=campaign.status).update(
-            status=CampaignStatus.DRAFT, next_run_at=None, updated_at=now
-        )
-        if rows:
-            audit_record(
-                actor=None,
-                action="campaign.dispatch_refused",
-                obj=campaign,
-                from_state=campaign.status,
-                to_state=CampaignStatus.DRAFT,
-                details={
-                    "reason": "The approval does not match the campaign's current content; nothing was sent.",
-                    "content_hash": campaign_content_hash(campaign),
-                },
-            )
+        campaign_dispatch_refuse(campaign=campaign, now=now)
         return None
     analysis = sms.analyze(campaign.text)
     operators = broadcast_operators(campaign)
@@ -310,19 +300,17 @@ def area_broadcast_run_start(*, campaign_id: int, now: datetime | None = None) -
             )
     except IntegrityError:
         return None  # this window already has its run
-    rows = Campaign.objects.filter(pk=campaign.pk, status=campaign.status).update(
-        status=CampaignStatus.SENDING, next_run_at=None, updated_at=now
-    )
-    if rows != 1:
-        raise ServiceConflict("The campaign changed state while its window was starting.")
-    audit_record(
+    started = campaign_move(
+        campaign=campaign,
+        to_state=CampaignStatus.SENDING,
         actor=None,
         action="campaign.start",
-        obj=campaign,
-        from_state=campaign.status,
-        to_state=CampaignStatus.SENDING,
         details={"run_id": run.pk, "mode": Mode.AREA_BROADCAST, "operators": frozen["operators"]},
+        now=now,
+        next_run_at=None,
     )
+    if not started:
+        raise ServiceConflict("The campaign changed state while its window was starting.")
     audit_record(actor=None, action="run.start", obj=run, to_state=RunStatus.SENDING)
     areas_by_limit: dict[int, dict | None] = {}
     for operator in operators:
@@ -604,6 +592,8 @@ def area_broadcast_run_finish(*, run_id: int, now: datetime | None = None, force
 
     The campaign completes, or completes with failures when some operator never acknowledged.
     """
+    from campaigns.services import campaign_move
+
     now = now or timezone.now()
     run = CampaignRun.objects.select_for_update().select_related("campaign").filter(pk=run_id).first()
     if run is None:
@@ -638,17 +628,15 @@ def area_broadcast_run_finish(*, run_id: int, now: datetime | None = None, force
     )
     campaign = run.campaign
     campaign_to = CampaignStatus.COMPLETED_WITH_FAILURES if failed else CampaignStatus.COMPLETED
-    if Campaign.objects.filter(pk=campaign.pk, status=CampaignStatus.SENDING).update(
-        status=campaign_to, updated_at=now
-    ):
-        audit_record(
-            actor=None,
-            action="campaign.complete",
-            obj=campaign,
-            from_state=CampaignStatus.SENDING,
-            to_state=campaign_to,
-            details={"run_id": run.pk, "handsets_reached": reached},
-        )
+    campaign_move(
+        campaign=campaign,
+        to_state=campaign_to,
+        actor=None,
+        action="campaign.complete",
+        from_states=(CampaignStatus.SENDING,),
+        details={"run_id": run.pk, "handsets_reached": reached},
+        now=now,
+    )
     return run
 
 

@@ -429,3 +429,36 @@ def test_a_transition_lost_to_a_concurrent_one_is_refused(campaign, officer, app
     with pytest.raises(ServiceConflict, match="cancelled"):
         campaign_approve(campaign=stale, approver=approver, content_hash=campaign_content_hash(stale))
     assert not Approval.objects.exists()
+
+
+def test_campaign_move_changes_state_and_audits_only_when_it_wins_the_race():
+    from campaigns.services import campaign_move
+
+    campaign = CampaignFactory(status=Campaign.Status.SENDING)
+    stale = Campaign.objects.get(pk=campaign.pk)
+    moved = campaign_move(
+        campaign=campaign,
+        to_state=Campaign.Status.PAUSED,
+        actor=None,
+        action="campaign.pause",
+        from_states=(Campaign.Status.SENDING,),
+        details={"why": "test"},
+    )
+    assert moved
+    # A second mover that read the old state loses cleanly: no change, no audit event.
+    assert not campaign_move(campaign=stale, to_state=Campaign.Status.COMPLETED, actor=None, action="campaign.x")
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED
+    events = list(audit_history(campaign).values_list("action", "from_state", "to_state", "details"))
+    assert events == [("campaign.pause", "sending", "paused", {"why": "test"})]
+
+
+def test_dispatch_refusal_returns_the_campaign_to_draft_once():
+    from campaigns.services import campaign_dispatch_refuse
+
+    campaign = CampaignFactory(status=Campaign.Status.SCHEDULED, next_run_at=timezone.now())
+    assert campaign_dispatch_refuse(campaign=campaign)
+    assert not campaign_dispatch_refuse(campaign=campaign)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT and campaign.next_run_at is None
+    assert audit_history(campaign).filter(action="campaign.dispatch_refused").count() == 1
