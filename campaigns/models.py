@@ -1,9 +1,9 @@
 """Campaigns, approvals, runs, dispatch batches and per-recipient deliveries."""
 
-import uuid
-
 from django.conf import settings
 from django.db import models
+
+from smsblast.ids import uuid7
 
 
 class Mode(models.TextChoices):
@@ -167,7 +167,7 @@ class DispatchBatch(models.Model):
 
     FINAL_STATUSES = frozenset({Status.ACCEPTED, Status.FAILED, Status.CANCELLED})
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="batches")
     operator = models.ForeignKey("operators.Operator", on_delete=models.PROTECT, related_name="batches")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -216,10 +216,13 @@ class Delivery(models.Model):
     )
 
     # Fan-out writes a million of these per run: every index and foreign-key trigger slows it. run is
-    # indexed by the (run, msisdn) constraint and batch by delivery_batch_idx; batch and operator rows are
-    # written in the same transaction as their deliveries (batch) or never deleted (operator, PROTECT in
-    # the ORM), so their database-level constraints are left out.
-    run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
+    # indexed by the (run, msisdn) constraint and batch by delivery_batch_idx. No foreign key has a
+    # database-level constraint: its per-row check (deferred to the commit) cost as much as the COPY
+    # itself. The run and batch rows are written before or with their deliveries and deleted only through
+    # the ORM, which cascades; operators are never deleted (PROTECT).
+    run = models.ForeignKey(
+        CampaignRun, on_delete=models.CASCADE, related_name="deliveries", db_index=False, db_constraint=False
+    )
     batch = models.ForeignKey(
         DispatchBatch,
         null=True,
