@@ -23,7 +23,9 @@ Behaviour per operator
   outage_seconds    for this long, every batch request fails; outage_mode "503" answers 503 with Retry-After,
                     "refuse" closes the connection without an answer. One port serves every operator, so
                     "refuse" cannot stop listening for one of them; the client sees the same thing as a
-                    refused connection: a connection error and no HTTP status.
+                    refused connection: a connection error and no HTTP status. outage_seconds 0 lifts it.
+  outage_retry_after  the Retry-After a 503 outage answers with; 0 (the default) gives the time it has left,
+                    so an open-ended outage (a long outage_seconds, lifted later) can still invite retries
   delivered_ratio   share of accepted messages reported DELIVERED; the rest UNDELIVERED
   report_delay_ms   how long after acceptance the delivery reports are posted
   broadcast_arrivals_per_second   handsets an area broadcast reaches per second; 0 scales it from the
@@ -78,6 +80,7 @@ class OperatorBehaviour:
     report_delay_ms: float = 200.0
     broadcast_arrivals_per_second: float = 0.0  # 0: scaled from the broadcast's estimate
     reach_report_interval_ms: float = 1000.0
+    outage_retry_after: float = 0.0  # Retry-After of an outage's 503s; 0: the time the outage has left
 
 
 @dataclasses.dataclass
@@ -368,8 +371,8 @@ class _Handler(BaseHTTPRequestHandler):
         if outage == "503":
             with state.lock:
                 state.outage_answers += 1
-            seconds_left = max(1, math.ceil(state.outage_until - time.monotonic()))
-            self._error(503, "Operator in maintenance.", {"Retry-After": str(seconds_left)})
+            retry_after = behaviour.outage_retry_after or state.outage_until - time.monotonic()
+            self._error(503, "Operator in maintenance.", {"Retry-After": str(max(1, math.ceil(retry_after)))})
             return None
         authorization = self.headers.get("Authorization", "")
         key_ok = hmac.compare_digest(authorization.encode(), f"Bearer {state.api_key}".encode())

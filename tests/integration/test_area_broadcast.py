@@ -27,9 +27,9 @@ pytestmark = pytest.mark.integration
 State = AreaBroadcast.State
 FAILING = "indosat"
 OTHERS = [slug for slug in OPERATOR_SLUGS if slug != FAILING]
-# Long enough for the others to be acknowledged (and cancelled) before the failing operator's retry, which
-# waits for the simulator's Retry-After.
-OUTAGE_SECONDS = 3
+# The failing operator's outage lasts until a test lifts it (outage_seconds=0), however slow the machine;
+# meanwhile its 503s invite a retry every second.
+OPEN_ENDED_OUTAGE = {"outage_seconds": 600, "outage_mode": "503", "outage_retry_after": 1}
 
 
 @pytest.fixture
@@ -75,13 +75,14 @@ def _sim_reached(stack, row: AreaBroadcast) -> int:
 
 def test_every_operator_broadcasts_and_reports_reach_while_one_fails_and_recovers(broadcast_stack, api_client_for):
     stack = broadcast_stack
-    stack.control(FAILING, outage_seconds=OUTAGE_SECONDS, outage_mode="503")
+    stack.control(FAILING, **OPEN_ENDED_OUTAGE)
     campaign = broadcast_campaign(starts_in=timedelta(0))
 
     stack.drive(lambda: _others_acknowledged_while_failing_errored(campaign), timeout=15, every=0.2)
     rows = _rows(campaign)
     assert rows["indosat"].state in (State.ERROR, State.SENDING)  # failing, and not holding the others back
     assert "503" in rows["indosat"].last_error
+    stack.control(FAILING, outage_seconds=0)
 
     def all_reaching() -> bool:
         rows = _rows(campaign)
@@ -116,7 +117,7 @@ def test_every_operator_broadcasts_and_reports_reach_while_one_fails_and_recover
 
 def test_a_cancel_issued_before_an_operator_acknowledged_is_delivered_after_the_acknowledgement(broadcast_stack):
     stack = broadcast_stack
-    stack.control(FAILING, outage_seconds=OUTAGE_SECONDS, outage_mode="503")
+    stack.control(FAILING, **OPEN_ENDED_OUTAGE)
     campaign = broadcast_campaign(starts_in=timedelta(0))
     stack.drive(lambda: _others_acknowledged_while_failing_errored(campaign), timeout=15, every=0.2)
     assert _rows(campaign)["indosat"].acknowledged_at is None
@@ -129,6 +130,8 @@ def test_a_cancel_issued_before_an_operator_acknowledged_is_delivered_after_the_
     stats = stack.stats()
     assert stats["indosat"]["area_cancels"] == 0  # nothing to cancel there yet
     assert [stats[slug]["area_cancels"] for slug in OTHERS] == [1] * len(OTHERS)
+
+    stack.control(FAILING, outage_seconds=0)
 
     stack.drive(lambda: _rows(campaign)["indosat"].state == State.CANCELLED, timeout=15, every=0.2)
     indosat = _rows(campaign)["indosat"]
@@ -147,7 +150,7 @@ def test_area_broadcast_through_workers_reaches_each_operator_once_despite_an_ou
     broadcast_stack,
 ):
     stack = broadcast_stack
-    stack.control(FAILING, outage_seconds=OUTAGE_SECONDS, outage_mode="503")
+    stack.control(FAILING, **OPEN_ENDED_OUTAGE)
     campaign = broadcast_campaign(starts_in=timedelta(0), ends_at=timezone.now() + timedelta(minutes=10))
 
     stack.drive(lambda: _others_acknowledged_while_failing_errored(campaign), timeout=15, every=0.2)
@@ -155,6 +158,7 @@ def test_area_broadcast_through_workers_reaches_each_operator_once_despite_an_ou
     assert rows["indosat"].state in (State.ERROR, State.SENDING)  # failing, and not holding the others back
     assert rows["indosat"].acknowledged_at is None
     assert stack.stats()["indosat"]["outage_answers"] >= 1
+    stack.control(FAILING, outage_seconds=0)
 
     def all_reaching() -> bool:
         rows = _rows(campaign)

@@ -220,12 +220,20 @@ def test_outage_503_answers_with_retry_after_until_it_is_lifted(simulator):
     control(simulator, outage_seconds=60, outage_mode="503")
     response = post_batch(simulator.url, batch_document(str(uuid.uuid4())))
     assert response.status_code == 503
-    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert 58 <= int(response.headers["Retry-After"]) <= 60  # the time the outage has left
     # Other operators are not affected.
     other = post_batch(simulator.url, batch_document(str(uuid.uuid4())), slug="xl", key="key-xl", secret="secret-xl")
     assert other.status_code == 202
     control(simulator, outage_seconds=0)
     assert post_batch(simulator.url, batch_document(str(uuid.uuid4()))).status_code == 202
+
+
+def test_outage_retry_after_can_be_set_for_an_open_ended_outage(simulator):
+    control(simulator, outage_seconds=600, outage_mode="503", outage_retry_after=2)
+    response = post_batch(simulator.url, batch_document(str(uuid.uuid4())))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
+    assert control(simulator, outage_retry_after=-1).status_code == 400
 
 
 def test_outage_refuse_drops_the_connection_without_an_answer(simulator):
