@@ -1,9 +1,10 @@
 """Celery application: `celery -A config worker`."""
 
+import logging
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import after_setup_logger, task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 
@@ -28,3 +29,28 @@ def close_old_database_connections(task=None, **kwargs) -> None:
     if task is not None and getattr(task.request, "is_eager", False):
         return
     close_old_connections()
+
+
+# Beat sends these every second or two; their "received" and "succeeded" lines would bury the ones about
+# campaigns. Warnings and errors from them still show.
+HOUSEKEEPING_TASKS = frozenset(
+    {"campaigns.tasks.start_due_runs", "campaigns.tasks.reconcile_dispatch", "operators.area_broadcasts_tick"}
+)
+
+
+class HousekeepingFilter(logging.Filter):
+    """Drop INFO and DEBUG records about one run of a housekeeping task."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        if isinstance(record.args, dict):  # the worker's "Task %(name)s[%(id)s] ..." lines
+            return record.args.get("name") not in HOUSEKEEPING_TASKS
+        return not any(name in record.getMessage() for name in HOUSEKEEPING_TASKS)  # beat's "Sending due task"
+
+
+@after_setup_logger.connect
+def quiet_housekeeping_tasks(**kwargs) -> None:
+    """Install HousekeepingFilter where the worker logs task receipt and outcome and beat logs its sends."""
+    for name in ("celery.worker.strategy", "celery.app.trace", "celery.beat"):
+        logging.getLogger(name).addFilter(HousekeepingFilter())

@@ -1,0 +1,55 @@
+"""Celery application: housekeeping tasks stay out of the INFO log, everything else stays in."""
+
+import logging
+
+import pytest
+
+from config.celery import HousekeepingFilter, quiet_housekeeping_tasks
+
+LOGGERS = ("celery.worker.strategy", "celery.app.trace", "celery.beat")
+
+
+@pytest.fixture
+def quieted():
+    quiet_housekeeping_tasks()
+    yield
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        for installed in [f for f in logger.filters if isinstance(f, HousekeepingFilter)]:
+            logger.removeFilter(installed)
+
+
+def test_housekeeping_lines_are_dropped_and_campaign_lines_kept(quieted, caplog):
+    caplog.set_level(logging.INFO)
+    received = logging.getLogger("celery.worker.strategy")
+    trace = logging.getLogger("celery.app.trace")
+    beat = logging.getLogger("celery.beat")
+    received.info("Task %(name)s[%(id)s] received", {"name": "campaigns.tasks.start_due_runs", "id": "a"})
+    trace.info(
+        "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s",
+        {"name": "operators.area_broadcasts_tick", "id": "b", "runtime": 0.01, "return_value": None},
+    )
+    beat.info("Scheduler: Sending due task %s (%s)", "reconcile-dispatch", "campaigns.tasks.reconcile_dispatch")
+    received.info("Task %(name)s[%(id)s] received", {"name": "operators.tasks.send_batch", "id": "c"})
+    beat.info("Scheduler: Sending due task %s (%s)", "other", "campaigns.tasks.fan_out_run")
+    trace.error(
+        "Task %(name)s[%(id)s] raised unexpected: %(exc)s",
+        {"name": "campaigns.tasks.start_due_runs", "id": "d", "exc": "boom"},
+    )
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [
+        "Task operators.tasks.send_batch[c] received",
+        "Scheduler: Sending due task other (campaigns.tasks.fan_out_run)",
+        "Task campaigns.tasks.start_due_runs[d] raised unexpected: boom",
+    ]
+
+
+def test_every_housekeeping_task_exists():
+    from config.celery import HOUSEKEEPING_TASKS, app
+
+    app.loader.import_default_modules()
+    assert HOUSEKEEPING_TASKS <= set(app.tasks)
+    from django.conf import settings
+
+    assert HOUSEKEEPING_TASKS == {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
