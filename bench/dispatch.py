@@ -182,6 +182,40 @@ class RssSampler(threading.Thread):
             self.sample()
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each named process with its children, and of PostgreSQL.
+
+    "postgresql" sums every local postgres process, reaped backends included through the postmaster; it is
+    0 when the server runs elsewhere.
+    """
+    import psutil
+
+    def spent(process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+
+    totals = {}
+    for name, pid in pids.items():
+        try:
+            process = psutil.Process(pid)
+            totals[name] = spent(process) + sum(spent(child) for child in process.children(recursive=True))
+        except psutil.Error:
+            totals[name] = 0.0
+    totals["postgresql"] = 0.0
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] in ("postgres", "postmaster"):
+            try:
+                totals["postgresql"] += spent(process)
+            except psutil.Error:
+                continue
+    return totals
+
+
+def cpu_line(label: str, cpu: dict[str, float], recipients: int) -> str:
+    parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items())
+    return f"CPU seconds, {label}: {parts}; {sum(cpu.values()) / recipients * 1e6:.1f} µs per recipient"
+
+
 def start_workers(
     env: dict[str, str], workdir: Path, count: int = 2, *, profile_as: str = ""
 ) -> dict[str, subprocess.Popen]:
@@ -215,8 +249,10 @@ def stop(processes) -> None:
             proc.wait()
 
 
-def timed_run(area_code: str, title: str, env: dict[str, str], workdir: Path, *, profile_as: str = "") -> dict:
-    """Send one campaign with fresh workers; return recipients, seconds, rate and peak RSS per worker."""
+def timed_run(
+    area_code: str, title: str, env: dict[str, str], workdir: Path, *, simulator_pid: int, profile_as: str = ""
+) -> dict:
+    """Send one campaign with fresh workers; return recipients, seconds, rate, peak RSS and CPU per process."""
     from django.db.models import Max
 
     from campaigns.dispatch import runs_start_due
@@ -227,6 +263,8 @@ def timed_run(area_code: str, title: str, env: dict[str, str], workdir: Path, *,
     sampler.start()
     try:
         campaign = campaign_scheduled(area_code, title)
+        watched = {**{name: proc.pid for name, proc in workers.items()}, "simulator": simulator_pid}
+        cpu_before = cpu_seconds(watched)
         runs_start_due()
         run = CampaignRun.objects.get(campaign=campaign)
         deadline = time.monotonic() + 1800
@@ -240,6 +278,7 @@ def timed_run(area_code: str, title: str, env: dict[str, str], workdir: Path, *,
                 sys.exit("The run did not finish within 30 minutes.")
             time.sleep(0.1)
         sampler.sample()
+        cpu_after = cpu_seconds(watched)
     finally:
         sampler.stopped.set()
         stop(workers.values())
@@ -253,6 +292,7 @@ def timed_run(area_code: str, title: str, env: dict[str, str], workdir: Path, *,
         "seconds": seconds,
         "rate": recipients / seconds,
         "rss_mb": {name: peak / 2**20 for name, peak in sampler.peaks.items()},
+        "cpu": {name: cpu_after[name] - cpu_before[name] for name in cpu_after},
     }
 
 
@@ -301,29 +341,37 @@ def _raw_loop(batches, start_at, results) -> None:
     adapter = HttpBatchV1Adapter()
     while time.time() < start_at:
         time.sleep(0.001)
+    cpu_at_start = time.process_time()
     sent = 0
     for batch in batches:
         result = adapter.send_batch(batch)
         if result.outcome != "accepted":
             raise RuntimeError(f"raw send failed: {result}")
         sent += result.accepted
-    results.put((sent, time.time()))
+    results.put((sent, time.time(), time.process_time() - cpu_at_start))
 
 
-def raw_limit(batches: list, processes: int) -> float:
-    """Post `batches` from one tight pooled-HTTP loop per process; return recipients per second."""
+def raw_limit(batches: list, processes: int, *, simulator_pid: int) -> tuple[float, dict[str, float]]:
+    """Post `batches` from one tight pooled-HTTP loop per process; return recipients per second and CPU seconds."""
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     start_at = time.time() + 1.0
     shares = [batches[i::processes] for i in range(processes)]
     workers = [context.Process(target=_raw_loop, args=(share, start_at, results)) for share in shares]
+    simulator_before = cpu_seconds({"simulator": simulator_pid})
     for worker in workers:
         worker.start()
     finished = [results.get(timeout=1800) for _ in workers]
+    simulator_after = cpu_seconds({"simulator": simulator_pid})
     for worker in workers:
         worker.join()
-    sent = sum(count for count, _ in finished)
-    return sent / (max(end for _, end in finished) - start_at)
+    sent = sum(count for count, _, _ in finished)
+    cpu = {
+        "loops": sum(spent for _, _, spent in finished),
+        "simulator": simulator_after["simulator"] - simulator_before["simulator"],
+        "postgresql": simulator_after["postgresql"] - simulator_before["postgresql"],
+    }
+    return sent / (max(end for _, end, _ in finished) - start_at), cpu
 
 
 def main() -> None:
@@ -382,8 +430,15 @@ def main() -> None:
         seed(args.recipients, simulator_url)
         print(f"seeded {args.recipients:,} subscribers in {time.monotonic() - started:.1f} s", flush=True)
 
-        small = timed_run(SMALL_DISTRICT, "bench small", env, workdir)
-        full = timed_run("35.05", "bench full", env, workdir, profile_as="full" if args.profile else "")
+        small = timed_run(SMALL_DISTRICT, "bench small", env, workdir, simulator_pid=simulator.pid)
+        full = timed_run(
+            "35.05",
+            "bench full",
+            env,
+            workdir,
+            simulator_pid=simulator.pid,
+            profile_as="full" if args.profile else "",
+        )
         batches = [
             batch
             for n in range(args.raw_passes)
@@ -392,7 +447,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()  # the raw loops are forked: they must not share this process's connection
-        raw = raw_limit(batches, args.raw_processes)
+        raw, raw_cpu = raw_limit(batches, args.raw_processes, simulator_pid=simulator.pid)
 
         import requests
 
@@ -409,6 +464,8 @@ def main() -> None:
             f"raw limit ({args.raw_processes} pooled loops, same batches x{args.raw_passes}): {raw:,.0f} recipients/s"
         )
         print(f"pipeline / raw: {full['rate'] / raw:.2f}")
+        print(cpu_line(f"full run ({full['seconds']:.2f} s)", full["cpu"], full["recipients"]))
+        print(cpu_line("raw", raw_cpu, len(batches) and sum(len(b.recipients) for b in batches)))
         print(f"worker RSS growth from 10,000 to full size: {growth:+.0f} MB; simulator duplicates: {duplicates}")
         if args.profile:
             import pstats
@@ -428,6 +485,8 @@ def main() -> None:
                         "rss_small_mb": {k: round(v) for k, v in small["rss_mb"].items()},
                         "rss_full_mb": {k: round(v) for k, v in full["rss_mb"].items()},
                         "duplicates": duplicates,
+                        "cpu_full_s": {k: round(v, 2) for k, v in full["cpu"].items()},
+                        "cpu_raw_s": {k: round(v, 2) for k, v in raw_cpu.items()},
                     }
                 )
             )
