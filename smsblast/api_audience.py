@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from campaigns.scheduling import zone_for_area_code
 from smsblast import optout, selectors, services
 from smsblast.api_views import validated
-from smsblast.errors import ServiceInvalid
+from smsblast.errors import ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, Subscriber, SubscriberImport
 from smsblast.phones import normalize
 from smsblast.roles import IsOfficer, IsOperator, IsStaffRole
@@ -202,7 +202,8 @@ class OperatorInboundView(APIView):
 
     Any other text changes nothing and is answered 200 with `action: "ignored"`, so the operator does
     not retry it. STOP from a number we do not know records it as an opted-out subscriber, so a later
-    import cannot make it reachable.
+    import cannot make it reachable. An operator speaks only for its own numbers: a message from a number
+    that belongs to another operator (its subscriber's operator, else by prefix) is refused with 403.
     """
 
     permission_classes = [IsOperator]
@@ -222,9 +223,16 @@ class OperatorInboundView(APIView):
             raise ServiceInvalid(
                 f"{data['msisdn']!r} is not an Indonesian mobile number ({number.reason}).", {"msisdn": "invalid"}
             )
-        intent = optout.intent_of(data["text"])
         operator = getattr(request.user, "operator", None)
-        details = {"text": data["text"][:160], "operator": operator.slug if operator else request.user.username}
+        if operator is None:
+            raise ServiceForbidden("This token is not linked to an operator.")
+        owner_id = selectors.msisdn_operator_id(number.e164)
+        if owner_id is not None and owner_id != operator.pk:
+            raise ServiceForbidden(
+                f"{number.e164} belongs to another operator; forward messages from your own subscribers only."
+            )
+        intent = optout.intent_of(data["text"])
+        details = {"text": data["text"][:160], "operator": operator.slug}
         if intent is None:
             return Response({"msisdn": number.e164, "action": "ignored", "detail": "Not an opt-out or opt-in keyword."})
         if intent == optout.Intent.OPT_OUT:

@@ -18,6 +18,7 @@ from operators.models import Operator
 from smsblast import sms
 from smsblast.errors import ServiceInvalid
 from smsblast.models import Area, AreaLevel, Subscriber, area_subtree_q
+from smsblast.phones import PrefixTable
 from smsblast.text import search_key
 
 
@@ -91,6 +92,15 @@ def area_search(query: str, *, limit: int = 20) -> list[Area]:
         .annotate(level_rank=rank, starts_rank=starts)
         .order_by("level_rank", "starts_rank", "search_name", "code")[:limit]
     )
+
+
+def msisdn_operator_id(e164: str) -> int | None:
+    """Return the id of the operator a number belongs to: its subscriber's, else the one its prefix routes to."""
+    known = Subscriber.objects.filter(msisdn=e164, operator__isnull=False).values_list("operator_id", flat=True).first()
+    if known is not None:
+        return known
+    prefixes = Operator.objects.values_list("pk", "prefixes")
+    return PrefixTable({prefix: pk for pk, listed in prefixes for prefix in listed or []}).operator_for(e164)
 
 
 def area_get(code: str) -> Area | None:

@@ -152,6 +152,36 @@ def test_bad_inbound_message_is_400(operator_client, body, field):
     assert not Subscriber.objects.exists()
 
 
+def test_an_operator_cannot_opt_another_operators_subscriber_in_or_out(operator_client):
+    indosat = Operator.objects.create(name="Indosat", slug="indosat", prefixes=["62815"])
+    opted_out = SubscriberFactory(msisdn="+6281512345678", operator=indosat, opted_out_at=timezone.now())
+    receiving = SubscriberFactory(msisdn="+6281587654321", operator=indosat)
+
+    refused = [
+        inbound(operator_client, "081512345678", "START"),
+        inbound(operator_client, "081587654321", "STOP"),
+        inbound(operator_client, "081599990000", "STOP"),  # unknown, but an Indosat prefix
+    ]
+
+    assert [response.status_code for response in refused] == [403, 403, 403]
+    assert "another operator" in refused[0].json()["detail"]
+    opted_out.refresh_from_db()
+    receiving.refresh_from_db()
+    assert opted_out.opted_out_at is not None
+    assert receiving.opted_out_at is None
+    assert not Subscriber.objects.filter(msisdn="+6281599990000").exists()
+    assert not AuditEvent.objects.filter(action__startswith="subscriber.").exists()
+
+
+def test_an_operator_token_not_linked_to_an_operator_cannot_post_inbound_messages(api_client_for, operator_user):
+    subscriber = SubscriberFactory(msisdn="+6281234567890")
+    response = inbound(api_client_for(operator_user), "081234567890", "STOP")
+
+    assert response.status_code == 403
+    subscriber.refresh_from_db()
+    assert subscriber.opted_out_at is None
+
+
 def test_only_operators_post_inbound_messages(api_client_for, officer):
     response = inbound(api_client_for(officer), "081234567890", "STOP")
 
