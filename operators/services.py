@@ -49,6 +49,8 @@ SENDABLE_RUN_STATUSES = (RunStatus.FANNING_OUT, RunStatus.SENDING)
 # checks again before sending, so a pause holds within a second.
 PAUSE_CHECK_SECONDS = 0.5
 MAX_REPORTS = 10_000
+# Delivery ids are bigint: a message id of more digits, or of anything but ASCII digits, names no delivery.
+MAX_MESSAGE_ID = 2**63 - 1
 # Reports per statement: 5 bound values each stays under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
 REPORT_CHUNK = 5_000
 # Operators whose adapter is "pull" fetch their batches through the operator API; no task pushes them.
@@ -475,8 +477,9 @@ def _deliveries_reject(batch: DispatchBatch, rejected: list[tuple[str, str]], no
     """Mark the messages the operator refused inside an accepted batch; return how many changed."""
     by_reason: dict[str, list[int]] = {}
     for message_id, reason in rejected:
-        if str(message_id).isdigit():
-            by_reason.setdefault(str(reason)[:200] or "rejected", []).append(int(message_id))
+        pk = message_pk(message_id)
+        if pk is not None:
+            by_reason.setdefault(str(reason)[:200] or "rejected", []).append(pk)
     changed = 0
     for reason, ids in by_reason.items():
         changed += Delivery.objects.filter(
@@ -528,6 +531,15 @@ class _Report:
     done_at: datetime | None
 
 
+def message_pk(message_id) -> int | None:
+    """Return the delivery id an operator's message id names, or None when it cannot name one of ours."""
+    text = str(message_id)
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_MESSAGE_ID)):
+        return None
+    pk = int(text)
+    return pk if pk <= MAX_MESSAGE_ID else None
+
+
 def delivery_reports_parse(payload) -> list:
     """Validate a delivery-report request body; return its reports or raise ReportsInvalid."""
     if not isinstance(payload, dict) or not isinstance(payload.get("reports"), list):
@@ -576,11 +588,12 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
     rejected: list[dict] = []
     wanted: dict[int, _Report] = {}
     for message_id, status, operator_ref, error_code, done_at in reports:
-        if not message_id.isdigit():
+        pk = message_pk(message_id)
+        if pk is None:
             rejected.append({"message_id": message_id, "reason": "unknown_message"})
             continue
         # The last report of a message in one request wins, like reports arriving one after another.
-        wanted[int(message_id)] = _Report(int(message_id), status, operator_ref, error_code, done_at)
+        wanted[pk] = _Report(pk, status, operator_ref, error_code, done_at)
 
     ids = list(wanted)
     owned = _owned_messages(operator, ids)  # message id → run id

@@ -94,6 +94,20 @@ def test_another_operators_messages_are_rejected_not_applied(world):
     assert Delivery.objects.get(pk=theirs).status == "queued"
 
 
+def test_message_ids_that_cannot_name_a_delivery_are_rejected_and_the_rest_applied(world):
+    client, mine = world["clients"]["tsel"], world["ids"]["tsel"][0]
+    odd = ["\u00b2", "\u0661\u0662", "99999999999999999999999", "9223372036854775808", "1" * 5000]
+    reports = [_report(message_id, "DELIVERED") for message_id in odd] + [_report(mine, "DELIVERED")]
+
+    response = client.post(REPORTS_URL, {"reports": reports}, format="json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["applied"] == 1
+    assert [item["message_id"] for item in body["rejected"]] == odd
+    assert Delivery.objects.get(pk=mine).status == "delivered"
+
+
 def test_more_than_ten_thousand_reports_are_refused(world):
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
     body = {"reports": [_report(ids[0], "DELIVERED")] * (services.MAX_REPORTS + 1)}
@@ -171,6 +185,22 @@ def test_a_pulling_operator_lists_claims_and_acks_its_own_batches(world):
     batch.refresh_from_db()
     assert batch.status == "accepted" and batch.accepted_count == 2
     assert Delivery.objects.get(pk=world["ids"]["tsel"][0]).status == "rejected"
+
+
+def test_an_ack_rejecting_message_ids_that_name_no_delivery_still_accepts_the_batch(world):
+    operator = world["operators"]["tsel"]
+    operator.adapter = services.PULL_ADAPTER
+    operator.save()
+    client = world["clients"]["tsel"]
+    (batch,) = DispatchBatch.objects.filter(operator=operator)
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+
+    rejected = [{"message_id": message_id, "reason": "bad"} for message_id in ("\u00b2", "1" * 5000)]
+    body = {"accepted": 3, "rejected": rejected}
+    acked = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", body, format="json")
+
+    assert acked.status_code == 200 and acked.json()["status"] == "accepted"
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"queued"}
 
 
 def test_an_operator_cannot_claim_another_operators_batch(world):
