@@ -182,8 +182,8 @@ def parse_cap_circle(text: str) -> Polygon:
         radius_km = float(radius)
     except ValueError as exc:
         raise AreaError(f"Unreadable CAP circle {text[:60]!r}.") from exc
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180) or radius_km < 0:
-        raise AreaError("A CAP circle lies outside latitude/longitude range or has a negative radius.")
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180) or not 0 <= radius_km < math.inf:
+        raise AreaError("A CAP circle lies outside latitude/longitude range or has no finite, positive radius.")
     # A zero radius means a point; give it a footprint so it can still intersect an area.
     radius_deg = max(radius_km, 0.1) / KM_PER_DEGREE
     # Stretch longitude so the circle stays round on the ground away from the equator.

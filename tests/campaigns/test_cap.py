@@ -465,6 +465,17 @@ def test_an_alert_whose_area_matches_nothing_known_is_refused(officer_client):
     assert not Campaign.objects.exists()
 
 
+@pytest.mark.parametrize("radius", ["inf", "nan"])
+def test_a_circle_without_a_finite_radius_is_skipped_and_the_alert_refused(officer_client, radius):
+    blitar_areas()
+    centre = shape(regency_boundary("35.05")).centroid
+    document = CIRCLE_11.format(circle=f"{centre.y:.4f},{centre.x:.4f}").replace(" 30</circle>", f" {radius}</circle>")
+    response = _post_xml(officer_client, document)
+    assert response.status_code == 400
+    assert "no usable area" in response.json()["detail"]
+    assert not Campaign.objects.exists()
+
+
 def test_only_officers_may_import(db, api_client_for):
     approver = UserFactory(role=Role.APPROVER)
     assert _post_xml(api_client_for(approver), CANCEL).status_code == 403

@@ -114,6 +114,9 @@ def test_malformed_cap_polygons_and_circles_are_refused():
         parse_cap_polygon("north,east -8.2,112.2 -8.3,112.1 north,east")
     with pytest.raises(AreaError):
         parse_cap_circle("-8.1,112.1")
+    for radius in ("inf", "nan", "-1"):
+        with pytest.raises(AreaError):
+            parse_cap_circle(f"-8.1,112.1 {radius}")
 
 
 def test_cap_circle_has_its_radius_on_the_ground():
