@@ -142,6 +142,21 @@ def test_report_csv_streams_one_row_per_delivery(api_client_for, sent_run):
     assert {row["operator"] for row in rows} == {"tsel", "isat"}
 
 
+def test_report_csv_keeps_operator_text_from_running_as_a_spreadsheet_formula(api_client_for, sent_run):
+    delivery = sent_run.deliveries.order_by("pk").first()
+    delivery.reason, delivery.operator_ref, delivery.error_code = '=HYPERLINK("http://x.example","a")', "@SUM(1)", "-1"
+    delivery.save()
+    response = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    row = next(row for row in rows if row["message_id"] == str(delivery.pk))
+    assert (row["reason"], row["operator_ref"], row["error_code"]) == (
+        '\'=HYPERLINK("http://x.example","a")',
+        "'@SUM(1)",
+        "'-1",
+    )
+    assert row["msisdn"] == delivery.msisdn
+
+
 def test_operators_cannot_read_campaign_runs(api_client_for, sent_run, operator_user):
     response = api_client_for(operator_user).get(f"/api/v1/campaigns/{sent_run.campaign_id}/runs/")
     assert response.status_code == 403
