@@ -4,6 +4,7 @@ An approved campaign exports as an `Alert`; once cancelled, as a `Cancel` whose 
 alert ("sender,identifier,sent"). Times carry the offset of the area's zone (WIB, WITA or WIT), as CAP requires.
 """
 
+import re
 from datetime import datetime, timedelta
 from urllib.parse import urlparse
 
@@ -28,6 +29,9 @@ CAP_DEFAULTS = {
     Priority.NORMAL: {"urgency": "Expected", "severity": "Moderate", "certainty": "Likely"},
 }
 GEOCODE_NAME = "KEMENDAGRI"
+# XML 1.0 allows no control character but tab, newline and carriage return. GSM-7's form feed (a page break)
+# becomes a newline; anything else is left out of the document.
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0e-\x1f\ufffe\uffff]")
 
 
 def cap_sender() -> str:
@@ -108,7 +112,7 @@ def cap_alert(campaign: Campaign) -> etree._Element:
     def add(parent, name: str, text: str | None = None):
         element = etree.SubElement(parent, f"{{{CAP_NS}}}{name}")
         if text is not None:
-            element.text = text
+            element.text = _XML_FORBIDDEN.sub("", text.replace("\x0c", "\n"))
         return element
 
     add(alert, "identifier", f"{identifier}.cancel" if cancelled else identifier)

@@ -126,6 +126,18 @@ def test_an_approved_targeted_campaign_exports_too(officer_client):
     assert len(_find(document, "cap:info/cap:expires")) == 1
 
 
+def test_control_characters_in_the_text_still_export_a_valid_alert(officer_client):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    campaign = broadcast_campaign(
+        text="Info Covid-19\x0cHalaman 2", title="Info\x01 Covid", instruction="Pakai\x1b masker"
+    )
+    document = _export(officer_client, campaign)
+    assert _find(document, "cap:info/cap:description") == ["Info Covid-19\nHalaman 2"]
+    assert _find(document, "cap:info/cap:headline") == ["Info Covid"]
+    assert _find(document, "cap:info/cap:instruction") == ["Pakai masker"]
+
+
 def test_a_campaign_without_approval_cannot_be_exported(officer_client):
     AreaFactory(code="35", name="Jawa Timur")
     AreaFactory(code="35.05", name="Kabupaten Blitar")
