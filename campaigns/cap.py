@@ -13,6 +13,7 @@ from lxml import etree
 
 from campaigns.models import Approval, Campaign, Priority
 from campaigns.scheduling import zone_for_area_codes
+from campaigns.services import campaign_content_hash
 from smsblast.errors import ServiceConflict
 from smsblast.models import Area
 
@@ -68,6 +69,8 @@ def _approval(campaign: Campaign) -> Approval:
     )
     if approval is None:
         raise ServiceConflict("Only an approved campaign can be exported as CAP; this one has no valid approval.")
+    if approval.content_hash != campaign_content_hash(campaign):
+        raise ServiceConflict("The campaign changed after it was approved; it needs a new approval before export.")
     return approval
 
 

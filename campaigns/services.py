@@ -62,23 +62,19 @@ CONTENT_FIELDS = (
     "operator_slugs",
     "exercise",
     "validity_minutes",
+    # Published too: the title travels with every batch and heads the CAP alert, whose instruction and
+    # category, event, urgency, severity and certainty come from these.
+    "title",
+    "instruction",
+    "cap_category",
+    "cap_event",
+    "cap_urgency",
+    "cap_severity",
+    "cap_certainty",
 )
 
-# Fields an author may set; title and CAP fields are descriptive and outside the hash.
-EDITABLE_FIELDS = frozenset(
-    {
-        "title",
-        *CONTENT_FIELDS,
-        "cap_category",
-        "cap_event",
-        "cap_urgency",
-        "cap_severity",
-        "cap_certainty",
-        "instruction",
-        "cap_source_identifier",
-        "cap_source_sender",
-    }
-)
+# Fields an author may set; where an imported CAP alert came from is provenance, outside the hash.
+EDITABLE_FIELDS = frozenset({*CONTENT_FIELDS, "cap_source_identifier", "cap_source_sender"})
 
 SENDER_MAX_LENGTH = 11
 # Operators accept letters, digits, spaces, dots and hyphens in an alphanumeric sender ID;
@@ -631,5 +627,5 @@ def _errors_message(errors: dict[str, str]) -> str:
 
 
 def _snapshot(campaign: Campaign) -> dict[str, Any]:
-    """Return what the approver saw: title plus the hashed content."""
-    return {"title": campaign.title, **campaign_content(campaign)}
+    """Return what the approver saw: the hashed content."""
+    return campaign_content(campaign)

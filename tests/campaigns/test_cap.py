@@ -145,6 +145,18 @@ def test_a_campaign_without_approval_cannot_be_exported(officer_client):
     assert officer_client.get(f"/api/v1/campaigns/{campaign.pk}/cap.xml").status_code == 409
 
 
+def test_a_campaign_whose_cap_fields_changed_after_approval_cannot_be_exported(officer_client):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    campaign = broadcast_campaign()
+    _export(officer_client, campaign)
+    # Written past the services (as a migration or the shell could): the approval no longer matches.
+    Campaign.objects.filter(pk=campaign.pk).update(instruction="Abaikan peringatan ini.")
+    response = officer_client.get(f"/api/v1/campaigns/{campaign.pk}/cap.xml")
+    assert response.status_code == 409
+    assert "new approval" in response.json()["detail"]
+
+
 # --- import: documents in the styles agencies publish --------------------------------------
 
 BMKG_POLYGON = """<?xml version="1.0" encoding="UTF-8"?>

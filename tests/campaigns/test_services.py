@@ -344,6 +344,13 @@ def test_a_stale_hash_is_refused_with_a_conflict(campaign, officer, approver):
         {"operator_slugs": ["telkomsel"]},
         {"exercise": True},
         {"validity_minutes": 60},
+        {"title": "Covid-19 Blitar (final)"},
+        {"instruction": "Hubungi 119."},
+        {"cap_category": "Safety"},
+        {"cap_event": "Banjir"},
+        {"cap_urgency": "Immediate"},
+        {"cap_severity": "Extreme"},
+        {"cap_certainty": "Observed"},
     ],
     ids=lambda data: next(iter(data)),
 )
@@ -370,10 +377,10 @@ def test_editing_content_after_approval_returns_to_draft_and_voids_the_approval(
     assert event.details["voided_approvals"] == [approval.pk]
 
 
-def test_editing_only_the_title_of_an_approved_campaign_keeps_the_approval(campaign, officer, approver):
+def test_recording_where_an_imported_alert_came_from_keeps_the_approval(campaign, officer, approver):
     campaign_submit(campaign=campaign, actor=officer)
     campaign_approve(campaign=campaign, approver=approver, content_hash=campaign_content_hash(campaign))
-    campaign_update(campaign=campaign, actor=officer, data={"title": "Covid-19 Blitar (final)"})
+    campaign_update(campaign=campaign, actor=officer, data={"cap_source_identifier": "BMKG-2021-07-01"})
     campaign.refresh_from_db()
     assert campaign.status == Status.APPROVED
     assert campaign_approval_is_valid(campaign)
@@ -404,18 +411,21 @@ def test_a_rejection_is_not_a_valid_approval(campaign, officer, approver):
     assert not campaign_approval_is_valid(campaign)
 
 
-def test_content_hash_ignores_order_of_area_codes_and_title(areas, officer):
+def test_content_hash_ignores_order_of_area_codes_but_not_the_published_title(areas, officer):
     one = CampaignFactory(author=officer, area_codes=["35.05.01", "35.05.02"], title="A")
-    two = CampaignFactory(author=officer, area_codes=["35.05.02", "35.05.01"], title="B")
+    two = CampaignFactory(author=officer, area_codes=["35.05.02", "35.05.01"], title="A")
     assert campaign_content_hash(one) == campaign_content_hash(two)
+    two.title = "B"
+    assert campaign_content_hash(one) != campaign_content_hash(two)
+    two.title = "A"
     two.text += "!"
     assert campaign_content_hash(one) != campaign_content_hash(two)
 
 
 def test_content_hash_is_the_same_for_equal_times_in_other_zones(officer):
     wib = datetime.timezone(datetime.timedelta(hours=7))
-    one = CampaignFactory(author=officer, starts_at=datetime.datetime(2021, 7, 1, 13, tzinfo=wib))
-    two = CampaignFactory(author=officer, starts_at=datetime.datetime(2021, 7, 1, 6, tzinfo=datetime.UTC))
+    one = CampaignFactory(author=officer, title="A", starts_at=datetime.datetime(2021, 7, 1, 13, tzinfo=wib))
+    two = CampaignFactory(author=officer, title="A", starts_at=datetime.datetime(2021, 7, 1, 6, tzinfo=datetime.UTC))
     assert campaign_content_hash(one) == campaign_content_hash(two)
     one.refresh_from_db()
     assert campaign_content_hash(one) == campaign_content_hash(two)
