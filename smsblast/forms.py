@@ -1,11 +1,10 @@
 """Forms of the subscriber pages."""
 
 from django import forms
+from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from smsblast.phones import normalize
-
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 
 
 class MsisdnField(forms.CharField):
@@ -27,8 +26,11 @@ class SubscriberImportForm(forms.Form):
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
-        if upload.size > MAX_UPLOAD_BYTES:
-            raise forms.ValidationError(_("The file is larger than 200 MB. Split it and upload the parts."))
+        limit = settings.SUBSCRIBER_IMPORT_MAX_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                _("The file is larger than %(limit)d MB. Split it and upload the parts.") % {"limit": limit // 2**20}
+            )
         return upload
 
 

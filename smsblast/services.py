@@ -229,9 +229,16 @@ def _imports_dir() -> Path:
 def subscriber_import_create(*, uploaded_file, user: User | None) -> SubscriberImport:
     """Store an uploaded CSV, check it and create its import job, run by a worker after commit.
 
-    A file that is not a CSV text, has no number column or has no rows is refused (ServiceInvalid) and
-    nothing is kept.
+    A file larger than SUBSCRIBER_IMPORT_MAX_BYTES, not a CSV text, with no number column or with no rows
+    is refused (ServiceInvalid) and nothing is kept.
     """
+    size = getattr(uploaded_file, "size", None) or 0
+    if size > settings.SUBSCRIBER_IMPORT_MAX_BYTES:
+        raise ServiceInvalid(
+            f"The file is {size:,} bytes, more than the {settings.SUBSCRIBER_IMPORT_MAX_BYTES:,} an upload may be. "
+            "Split it and upload the parts, or run manage.py import_subscribers on the server.",
+            {"file": "too_large"},
+        )
     path = _imports_dir() / f"{uuid.uuid4().hex}.csv"
     with open(path, "wb") as handle:
         for block in uploaded_file.chunks():

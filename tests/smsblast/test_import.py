@@ -320,6 +320,21 @@ def test_upload_refuses_a_file_that_cannot_be_imported(api_client_for, officer, 
     assert not any((media_root / "imports").glob("*.csv"))
 
 
+def test_upload_larger_than_the_limit_is_refused_before_it_is_stored(api_client_for, officer, media_root, settings):
+    settings.SUBSCRIBER_IMPORT_MAX_BYTES = 1024
+    content = b"msisdn\n" + b"081234567890\n" * 100  # 1,307 bytes
+
+    response = upload(api_client_for(officer), content)
+
+    assert response.status_code == 400
+    assert "Split it" in response.json()["detail"]
+    assert response.json()["errors"] == {"file": "too_large"}
+    assert SubscriberImport.objects.count() == 0
+    assert not any((media_root / "imports").glob("*.csv"))
+    settings.SUBSCRIBER_IMPORT_MAX_BYTES = 2048
+    assert upload(api_client_for(officer), content).status_code == 202
+
+
 def test_upload_without_a_file_field_is_refused(api_client_for, officer):
     response = api_client_for(officer).post("/api/v1/subscribers/imports/", {}, format="multipart")
 
