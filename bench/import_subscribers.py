@@ -1,6 +1,6 @@
 """Benchmark the subscriber import against the plain approach, on PostgreSQL.
 
-    make bench-import                       # DATABASE_URL, else the local smsblast_bench_import database
+    make bench-import                       # <DATABASE_URL's database>_bench_import, else smsblast_bench_import
     make bench-import BENCH_ARGS="--rows 200000 --repeat 1"
 
 Generates messy, realistic Indonesian numbers (about 5% invalid, 3% repeated in another form, mixed
@@ -29,8 +29,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DEFAULT_URL = "postgres://smsblast:smsblast-ci@127.0.0.1:5432/smsblast_bench_import"
+DEFAULT_URL = "postgres://smsblast:smsblast-ci@127.0.0.1:5432/smsblast"
 WILAYAH = ROOT.parent / "shared" / "data" / "wilayah"
+
+
+def bench_database_url(url: str, suffix: str = "_bench_import") -> str:
+    """Return url naming the benchmark's own database beside the one in url, which is never touched."""
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/") or "smsblast"
+    return urlunsplit(parts._replace(path=f"/{name}{suffix}"))
 
 
 def recreate_database(url: str) -> None:
@@ -197,6 +204,7 @@ def main() -> None:
     url = os.environ.get("DATABASE_URL") or DEFAULT_URL
     if not url.startswith(("postgres://", "postgresql://")):
         sys.exit("bench-import measures PostgreSQL: set DATABASE_URL to a postgres:// URL.")
+    url = bench_database_url(url)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
     os.environ.setdefault("LOG_LEVEL", "WARNING")

@@ -1,6 +1,6 @@
 """Benchmark the audience preview on 1,000,000 subscribers in PostgreSQL.
 
-    .venv/bin/python bench/preview.py                 # DATABASE_URL, else the local smsblast_bench_preview
+    .venv/bin/python bench/preview.py      # database <DATABASE_URL's>_bench_preview, else smsblast_bench_preview
     .venv/bin/python bench/preview.py --subscribers 200000 --repeat 5
 
 Recreates the database, loads the real area table with the Kab. Blitar boundaries, seeds four operators
@@ -19,7 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-DEFAULT_URL = "postgres://smsblast:smsblast-ci@127.0.0.1:5432/smsblast_bench_preview"
+from import_subscribers import bench_database_url as suffixed_database_url  # noqa: E402
+
+DEFAULT_URL = "postgres://smsblast:smsblast-ci@127.0.0.1:5432/smsblast"
 WILAYAH = ROOT.parent / "shared" / "data" / "wilayah"
 
 # A box over the middle of Kab. Blitar (lng, lat).
@@ -27,6 +29,11 @@ DRAWN = {
     "type": "Polygon",
     "coordinates": [[[112.15, -8.15], [112.35, -8.15], [112.35, -8.0], [112.15, -8.0], [112.15, -8.15]]],
 }
+
+
+def bench_database_url(url: str) -> str:
+    """Return url naming this benchmark's own database beside the one in url, which is never touched."""
+    return suffixed_database_url(url, "_bench_preview")
 
 
 def seed(subscribers: int) -> None:
@@ -76,6 +83,7 @@ def main() -> None:
     url = os.environ.get("DATABASE_URL") or DEFAULT_URL
     if not url.startswith(("postgres://", "postgresql://")):
         sys.exit("The preview benchmark measures PostgreSQL: set DATABASE_URL to a postgres:// URL.")
+    url = bench_database_url(url)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
