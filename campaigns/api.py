@@ -44,6 +44,11 @@ ACTION_PERMISSIONS = {
 }
 
 
+def _is_id(value: str) -> bool:
+    """Return whether a query parameter is a database id: ASCII digits that fit a 64-bit integer."""
+    return value.isascii() and value.isdigit() and len(value) <= 18
+
+
 class CampaignViewSet(
     CampaignDispatchActionsMixin,
     mixins.ListModelMixin,
@@ -70,7 +75,7 @@ class CampaignViewSet(
                 raise ServiceInvalid(f"Unknown status {filters['status']!r}; use one of {', '.join(Campaign.Status)}.")
             if filters.get("mode") and filters["mode"] not in Mode.values:
                 raise ServiceInvalid(f"Unknown mode {filters['mode']!r}; use one of {', '.join(Mode)}.")
-            if filters.get("author") and not filters["author"].isdigit():
+            if filters.get("author") and not _is_id(filters["author"]):
                 raise ServiceInvalid("author must be a user id.")
         return campaign_list(self.request.user, filters)
 

@@ -5,7 +5,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.decorators import action
-from rest_framework.pagination import LimitOffsetPagination
 
 from campaigns import dispatch
 from campaigns.dispatch_selectors import (
@@ -15,6 +14,7 @@ from campaigns.dispatch_selectors import (
     effective_status,
     run_progress,
 )
+from smsblast.api import Pagination
 from smsblast.api_views import validated
 from smsblast.errors import ServiceInvalid
 from smsblast.roles import IsStaffRole
@@ -88,7 +88,7 @@ class CampaignDispatchActionsMixin:
     def runs(self, request, pk=None):
         """Return each run's progress (counts by status, batches, segments sent, cost), per operator, newest first."""
         campaign = self.get_object()
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         runs = paginator.paginate_queryset(campaign.runs.order_by("-scheduled_for", "-id"), request, view=self)
         return paginator.get_paginated_response([run_progress(run) for run in runs])
 
@@ -107,10 +107,10 @@ class CampaignDispatchActionsMixin:
         if status and status not in PROGRESS_STATUSES:
             raise ServiceInvalid(f"Unknown status {status!r}; use one of {', '.join(PROGRESS_STATUSES)}.")
         run = request.query_params.get("run") or None
-        if run is not None and not run.isdigit():
+        if run is not None and not (run.isascii() and run.isdigit() and len(run) <= 18):
             raise ServiceInvalid("run must be a run id.")
         queryset = campaign_deliveries(campaign, status=status, run_id=int(run) if run else None)
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
 

@@ -6,12 +6,12 @@ sees or touches that operator's messages and batches.
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from operators import services
 from operators.models import Operator
+from smsblast.api import Pagination
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.roles import IsOperator
 
@@ -141,7 +141,7 @@ class OperatorBatchListView(APIView):
         state = request.query_params.get("state", "ready")
         if state != "ready":
             raise ServiceInvalid("state must be 'ready'.")
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(services.batches_ready_for(operator=operator), request, view=self)
         rows = [
             {

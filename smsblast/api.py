@@ -4,6 +4,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
 from rest_framework.exceptions import APIException
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -14,6 +15,12 @@ class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The object is not in a state that allows this action."
     default_code = "conflict"
+
+
+class Pagination(LimitOffsetPagination):
+    """Limit/offset pages whose `limit` is capped, so a huge one is not passed on to the database."""
+
+    max_limit = 10_000
 
 
 def exception_handler(exc, context):

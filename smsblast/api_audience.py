@@ -6,13 +6,13 @@ from django.http import FileResponse, Http404
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.scheduling import zone_for_area_code
 from smsblast import optout, selectors, services
+from smsblast.api import Pagination
 from smsblast.api_views import validated
 from smsblast.errors import ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, Subscriber, SubscriberImport
@@ -162,7 +162,7 @@ class SubscriberListView(APIView):
             if len(digits) < 3:
                 raise ServiceInvalid("Type at least three digits of the number.", {"q": "too short"})
             queryset = queryset.filter(msisdn__contains=digits)
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(SubscriberSerializer(page, many=True).data)
 
@@ -301,7 +301,7 @@ class SubscriberImportListView(APIView):
 
     @extend_schema(operation_id="subscriber_imports_list", responses={200: OpenApiResponse(description="Imports")})
     def get(self, request):
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(
             SubscriberImport.objects.select_related("uploaded_by").order_by("-created_at"), request, view=self
         )

@@ -324,6 +324,13 @@ def test_list_filters_by_status_mode_and_words(author, api_client_for):
     assert len(ids("")) == 2
 
 
+@pytest.mark.parametrize("author_id", ["abc", "\u00b2", "99999999999999999999"])
+def test_an_author_filter_that_is_no_user_id_is_a_400(author, api_client_for, author_id):
+    response = api_client_for(author).get("/api/v1/campaigns/", {"author": author_id})
+    assert response.status_code == 400
+    assert response.json()["detail"] == "author must be a user id."
+
+
 def test_analyze_returns_encoding_segments_and_suggestion(author, api_client_for):
     response = api_client_for(author).post("/api/v1/sms/analyze/", {"text": "Jaga jarak – pakai masker"}, format="json")
     assert response.status_code == 200

@@ -132,6 +132,22 @@ def test_deliveries_are_paginated_and_filtered_by_shown_status(api_client_for, s
     assert client.get(base, {"status": "bogus"}).status_code == 400
 
 
+@pytest.mark.parametrize("run", ["\u00b2", "99999999999999999999"])
+def test_a_run_filter_that_is_no_run_id_is_a_400(api_client_for, sent_run, run):
+    client = api_client_for(sent_run.campaign.author)
+    response = client.get(f"/api/v1/campaigns/{sent_run.campaign_id}/deliveries/", {"run": run})
+    assert response.status_code == 400
+    assert response.json()["detail"] == "run must be a run id."
+
+
+def test_a_huge_page_limit_is_capped_not_an_error(api_client_for, sent_run):
+    client = api_client_for(sent_run.campaign.author)
+    base = f"/api/v1/campaigns/{sent_run.campaign_id}"
+    for url in (f"{base}/deliveries/", f"{base}/runs/", "/api/v1/campaigns/"):
+        response = client.get(url, {"limit": "99999999999999999999"})
+        assert response.status_code == 200, url
+
+
 def test_report_csv_streams_one_row_per_delivery(api_client_for, sent_run):
     response = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv")
     assert response.status_code == 200
