@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from django.conf import settings
@@ -559,8 +559,8 @@ def delivery_reports_parse(payload) -> list:
             raise ReportsInvalid(f"reports[{index}].message_id is required.")
         done_at = item.get("done_at")
         if done_at not in (None, ""):
-            done_at = parse_datetime(str(done_at)) if isinstance(done_at, str) else None
-            if done_at is None or timezone.is_naive(done_at):
+            done_at = _aware_time(done_at)
+            if done_at is None:
                 raise ReportsInvalid(f"reports[{index}].done_at must be an ISO 8601 time with an offset.")
         else:
             done_at = None
@@ -574,6 +574,16 @@ def delivery_reports_parse(payload) -> list:
             )
         )
     return parsed
+
+
+def _aware_time(value) -> datetime | None:
+    """Return an ISO 8601 time with an offset as an aware datetime, or None if it is not one (or out of range)."""
+    try:
+        moment = parse_datetime(value) if isinstance(value, str) else None
+        # A time whose UTC equivalent falls outside years 1-9999 cannot be stored.
+        return moment.astimezone(UTC) if moment is not None and not timezone.is_naive(moment) else None
+    except (ValueError, OverflowError):
+        return None
 
 
 def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime | None = None) -> ReportsOutcome:

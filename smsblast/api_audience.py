@@ -1,5 +1,6 @@
 """REST endpoints for the audience: areas, subscribers, imports, opt-out and the audience preview."""
 
+from datetime import UTC
 from pathlib import Path
 
 from django.http import FileResponse, Http404
@@ -213,8 +214,13 @@ class OperatorInboundView(APIView):
         data = validated(InboundMessageSerializer(data=request.data))
         received_at = None
         if data.get("received_at"):
-            received_at = parse_datetime(data["received_at"])
-            if received_at is None or received_at.tzinfo is None:
+            try:
+                # Well-formed but impossible (month 13) or unstorable (past year 9999 in UTC) counts as no time.
+                received_at = parse_datetime(data["received_at"])
+                received_at = received_at.astimezone(UTC) if received_at and received_at.tzinfo else None
+            except (ValueError, OverflowError):
+                received_at = None
+            if received_at is None:
                 raise ServiceInvalid(
                     "received_at must be an ISO 8601 time with its offset.", {"received_at": "not a time"}
                 )

@@ -108,6 +108,18 @@ def test_message_ids_that_cannot_name_a_delivery_are_rejected_and_the_rest_appli
     assert Delivery.objects.get(pk=mine).status == "delivered"
 
 
+def test_ids_that_are_no_message_id_come_back_rejected_while_the_rest_apply(world):
+    client, mine = world["clients"]["tsel"], world["ids"]["tsel"][0]
+    odd_ids = ["\u00b2", "99999999999999999999", "9" * 5000, 10**30, "0"]
+    reports = [_report(odd, "DELIVERED") for odd in odd_ids] + [_report(mine, "DELIVERED")]
+    response = client.post(REPORTS_URL, {"reports": reports}, format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["applied"] == 1
+    assert [item["message_id"] for item in body["rejected"]] == [str(odd) for odd in odd_ids]
+    assert Delivery.objects.get(pk=mine).status == "delivered"
+
+
 def test_more_than_ten_thousand_reports_are_refused(world):
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
     body = {"reports": [_report(ids[0], "DELIVERED")] * (services.MAX_REPORTS + 1)}
@@ -132,6 +144,8 @@ def test_ten_thousand_reports_apply_in_one_request(world):
         {"reports": [{"message_id": "1", "status": "READ"}]},
         {"reports": [{"status": "DELIVERED"}]},
         {"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "yesterday"}]},
+        {"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "2021-13-45T00:00:00+07:00"}]},
+        {"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "9999-12-31T23:59:59-23:59"}]},
         [],
     ],
 )

@@ -142,6 +142,8 @@ def test_start_from_an_unknown_number_creates_nothing(operator_client):
         ({"text": "STOP"}, "msisdn"),
         ({"msisdn": "081234567890", "text": "STOP", "received_at": "yesterday"}, "received_at"),
         ({"msisdn": "081234567890", "text": "STOP", "received_at": "2021-07-01T13:05:00"}, "received_at"),
+        ({"msisdn": "081234567890", "text": "STOP", "received_at": "2021-13-45T13:05:00+07:00"}, "received_at"),
+        ({"msisdn": "081234567890", "text": "STOP", "received_at": "0001-01-01T00:00:00+14:00"}, "received_at"),
     ],
 )
 def test_bad_inbound_message_is_400(operator_client, body, field):
