@@ -23,6 +23,7 @@ from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, Role, User
+from smsblast.selectors import polygon_geometry
 
 logger = logging.getLogger(__name__)
 Status = Campaign.Status
@@ -81,6 +82,8 @@ SENDER_MAX_LENGTH = 11
 # at least one letter, or handsets treat it as a phone number.
 _SENDER_RE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{1,11}$")
 _AREA_CODE_RE = re.compile(r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$")
+# The audience filters subscribers_in_area understands; anything else would silently filter nothing.
+AUDIENCE_FILTERS = frozenset({"languages", "operators"})
 _STATUS_LABELS = {value: value.replace("_", " ") for value in Status.values}
 
 
@@ -562,6 +565,18 @@ def _clean_fields(fields: dict[str, Any], *, area_codes: list[str] | None = None
             errors["polygon"] = "Must be a GeoJSON Polygon or MultiPolygon."
         elif not isinstance(polygon.get("coordinates"), list) or not polygon["coordinates"]:
             errors["polygon"] = "A GeoJSON geometry needs coordinates."
+        else:
+            # Unreadable or flat coordinates are refused here, before the campaign is saved with them.
+            try:
+                polygon_geometry(polygon)
+            except ServiceInvalid as exc:
+                errors["polygon"] = str(exc)
+    if "audience" in cleaned and "audience" not in errors:
+        problem = _audience_problem(cleaned["audience"])
+        if problem:
+            errors["audience"] = problem
+    if _has_nul(cleaned.get("polygon")):
+        errors["polygon"] = "Must not contain NUL characters."
     for name in ("starts_at", "ends_at"):
         value = cleaned.get(name)
         if value is not None and not isinstance(value, datetime.datetime):
@@ -578,6 +593,24 @@ def _clean_fields(fields: dict[str, Any], *, area_codes: list[str] | None = None
     if errors:
         raise ServiceInvalid(_errors_message(errors), errors)
     return cleaned
+
+
+def _audience_problem(audience: dict) -> str:
+    """Return what is wrong with audience filters ({"languages": [...], "operators": [...]}), or ""."""
+    unknown = sorted(set(audience) - AUDIENCE_FILTERS)
+    if unknown:
+        return f"Unknown audience filters: {', '.join(unknown)}; use {' and '.join(sorted(AUDIENCE_FILTERS))}."
+    for name, values in audience.items():
+        if not isinstance(values, list) or not all(isinstance(value, str) and value for value in values):
+            return f"{name} must be a list of names."
+        if _has_nul(values):
+            return f"{name} must not contain NUL characters."
+    return ""
+
+
+def _has_nul(value: Any) -> bool:
+    """Return whether a JSON value holds a NUL character, which PostgreSQL's jsonb cannot store."""
+    return value is not None and "\\u0000" in json.dumps(value)
 
 
 def _schedule_checked(schedule: dict, area_codes) -> dict:

@@ -301,6 +301,32 @@ def test_submitting_an_incomplete_draft_answers_400(author, api_client_for):
     assert response.json()["errors"].keys() == {"text", "area_codes"}
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("polygon", {"type": "Polygon", "coordinates": [[112.1, -8.1]]}, "Unreadable Polygon coordinates"),
+        ("polygon", {"type": "Polygon", "coordinates": [[[112.1, -8.1], [112.1, -8.1], [112.1, -8.1]]]}, "polygon"),
+        ("audience_filter", {"language": ["jv"]}, "Unknown audience filters: language"),
+        ("audience_filter", {"languages": "jv"}, "languages must be a list"),
+        ("audience_filter", {"operators": [7]}, "operators must be a list"),
+        ("audience_filter", {"languages": ["jv\x00"]}, "NUL"),
+    ],
+)
+def test_a_bad_polygon_or_audience_is_refused_and_nothing_is_saved(author, api_client_for, field, value, needle):
+    client = api_client_for(author)
+    created = client.post("/api/v1/campaigns/", {**DRAFT_BODY, field: value}, format="json")
+    assert created.status_code == 400, created.content
+    assert needle in created.json()["detail"]
+    assert not Campaign.objects.exists()
+
+    campaign = CampaignFactory(author=author)
+    edited = client.patch(f"/api/v1/campaigns/{campaign.pk}/", {field: value}, format="json")
+    assert edited.status_code == 400, edited.content
+    campaign.refresh_from_db()
+    assert (campaign.polygon, campaign.audience) == (None, {})
+    assert client.get(f"/api/v1/campaigns/{campaign.pk}/").status_code == 200
+
+
 def test_unknown_campaign_answers_404_and_put_and_delete_are_not_offered(author, api_client_for):
     client = api_client_for(author)
     campaign = CampaignFactory(author=author)

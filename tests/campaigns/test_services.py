@@ -334,7 +334,7 @@ def test_a_stale_hash_is_refused_with_a_conflict(campaign, officer, approver):
         {"sender": "DINKES"},
         {"mode": "area_broadcast"},
         {"area_codes": ["35.05.01"]},
-        {"polygon": {"type": "Polygon", "coordinates": [[[112.1, -8.1], [112.3, -8.1], [112.1, -8.1]]]}},
+        {"polygon": {"type": "Polygon", "coordinates": [[[112.1, -8.1], [112.3, -8.1], [112.3, -8.2], [112.1, -8.1]]]}},
         {"audience": {"languages": ["jv"]}},
         {"schedule": {"kind": "once", "at": "2021-07-01T13:00"}},
         {"priority": "urgent"},
