@@ -12,6 +12,7 @@ A file is read line by line from disk, so its size never matters for memory. Acc
 import csv
 import functools
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,9 @@ _AREA_UNDOTTED = re.compile(r"(\d{2})(?:(\d{2})(?:(\d{2})(\d{4})?)?)?", re.ASCII
 
 # How many bytes are looked at to decide whether an upload is a CSV text at all.
 SNIFF_BYTES = 64 * 1024
+# A quoted cell may hold line breaks, but one whose quote is never closed would swallow the rows after
+# it; a record gets at most this many lines to close its quotes.
+MAX_RECORD_LINES = 10
 
 
 class Reject:
@@ -57,6 +61,7 @@ class Reject:
     UNKNOWN_AREA = "unknown_area"  # an area code that is not a Kemendagri code in the area table
     INVALID_LANGUAGE = "invalid_language"  # neither Indonesian nor English
     INVALID_COORDINATES = "invalid_coordinates"  # not numbers, or outside Indonesia's bounding box
+    MALFORMED_ROW = "malformed_row"  # a quote never closed, a cell over the csv size limit or a NUL character
 
 
 class FileRefused(ValueError):
@@ -122,6 +127,67 @@ def inspect(path: Path) -> Layout:
     if len(lines) < 2:
         raise FileRefused("The file has a header but no rows.")
     return layout
+
+
+class _Feed:
+    """The lines of one record, handed to a csv reader that keeps its state between records."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if not self.lines:
+            raise StopIteration
+        return self.lines.pop(0)
+
+
+def records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str] | None, str]]:
+    """Yield (line number, cells, raw text) per record; cells are None (and the raw text given) when malformed.
+
+    A record ends on its first line unless a quote opened on it is closed on one of the next
+    MAX_RECORD_LINES - 1 lines. A quote never closed, a cell over the csv size limit or a NUL
+    character makes that line alone a malformed record, and reading goes on with the next line, so
+    one bad line never hides the rows after it. The line number is the record's last line.
+    """
+    source = iter(lines)
+    backlog: list[str] = []  # lines to read again, last first
+    feed = _Feed()
+    reader = csv.reader(feed, delimiter=delimiter, strict=True)
+    line = 0
+    while True:
+        first = backlog.pop() if backlog else next(source, None)
+        if first is None:
+            return
+        taken = [first]
+        quotes = first.count('"')
+        while quotes % 2 and len(taken) < MAX_RECORD_LINES:
+            more = backlog.pop() if backlog else next(source, None)
+            if more is None:
+                break
+            taken.append(more)
+            quotes += more.count('"')
+        if quotes % 2:  # never closed: only the first line is this record
+            backlog.extend(reversed(taken[1:]))
+            taken = taken[:1]
+        feed.lines = list(taken)
+        try:
+            cells = None if any("\x00" in text for text in taken) else next(reader, [])
+        except csv.Error:
+            cells = None
+        if cells is None:
+            feed.lines = []
+            backlog.extend(reversed(taken[1:]))
+            taken = taken[:1]
+        elif feed.lines:  # the record ended before the lines taken for it did
+            backlog.extend(reversed(feed.lines))
+            taken = taken[: len(taken) - len(feed.lines)]
+            feed.lines = []
+        line += len(taken)
+        # The raw text of a malformed record is kept for the person who fixes the file; NUL cannot be stored.
+        yield line, cells, "" if cells is not None else "".join(taken).rstrip("\r\n").replace("\x00", "\ufffd")
 
 
 def _decode_prefix(head: bytes) -> str:

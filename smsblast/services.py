@@ -586,9 +586,8 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             rejected_csv.writerow(["line", "reason", "raw"])
             # The binary buffer's position (read ahead by at most one block) measures progress.
             position = handle.buffer.tell
-            reader = csv.reader(handle, delimiter=delimiter)
-            next(reader, None)  # the header
-            line = reader.line_num
+            rows = importer.records(handle, delimiter)
+            line = next(rows, (0,))[0]  # the header
             replaying = skip_through > 0
 
             def reject(reason: str, fields: list[str]) -> None:
@@ -604,10 +603,14 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                         SubscriberImportRejection(subscriber_import=job, line=line, raw=raw[:1000], reason=reason)
                     )
 
-            for fields in reader:
-                line = reader.line_num
+            for line, fields, raw_line in rows:
                 if replaying and line > skip_through:
                     replaying = False
+                if fields is None:
+                    if not replaying:
+                        chunk.rows_read += 1
+                    reject(importer.Reject.MALFORMED_ROW, [raw_line])
+                    continue
                 if not any(fields):
                     continue  # a blank line is not a row
                 count = len(fields)
@@ -659,7 +662,7 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                     committer.submit(chunk)
                     chunk = _Chunk()
             rejected_file.flush()
-            chunk.line, chunk.bytes_read = reader.line_num, position()
+            chunk.line, chunk.bytes_read = line, position()
             committer.submit(chunk)
     finally:
         committer.close()

@@ -165,6 +165,42 @@ def test_every_rejection_reason_is_reported_with_its_line(tmp_path, areas):
     assert job.rejections.get(line=9).raw == "081234567891,99.99.99,id,,"
 
 
+def test_a_quote_never_closed_is_reported_by_line_and_the_rows_after_it_are_imported(tmp_path, areas):
+    text = (
+        "nomor,kode_wilayah,nama\n"  # line 1
+        '081234567890,35.05.01,"Pak Budi\n'  # 2 malformed: the quote is never closed
+        '081234567891,35.05.01,"Bu Sri"\n'  # 3 accepted
+        '081234567892,35.05.01,"Jl. Merdeka\n1 RT 2"\n'  # 4-5 accepted: a quoted line break
+        "081234567893,35.05.01,Pak Joko\n"  # 6 accepted
+    )
+    job = run_import(write(tmp_path, text))
+
+    assert (job.state, job.rows_read, job.created, job.rejected) == ("completed", 4, 3, 1)
+    assert rejected_rows(job) == [(2, "malformed_row")]
+    assert job.rejections.get().raw == '081234567890,35.05.01,"Pak Budi'
+    assert Subscriber.objects.get(msisdn="+6281234567891").name == "Bu Sri"
+    assert Subscriber.objects.get(msisdn="+6281234567892").name == "Jl. Merdeka\n1 RT 2"
+    assert not Subscriber.objects.filter(msisdn="+6281234567890").exists()
+
+
+def test_a_huge_cell_or_a_nul_past_the_sniffed_start_rejects_only_its_line(tmp_path, areas):
+    padding = "".join(f"0812{i:08d},35.05.01,Nama {i}\n" for i in range(1, 4001))  # past the first 64 KB
+    text = (
+        "nomor,kode_wilayah,nama\n"
+        + padding
+        + "081299999990,35.05.01,"
+        + "x" * 200_000
+        + "\n"  # line 4002
+        + "081299999991,35.05.01,Bu\x00di\n"  # line 4003
+        + "081299999992,35.05.01,Pak Joko\n"
+    )
+    job = run_import(write(tmp_path, text))
+
+    assert (job.state, job.created, job.rejected) == ("completed", 4001, 2)
+    assert rejected_rows(job) == [(4002, "malformed_row"), (4003, "malformed_row")]
+    assert job.rejections.get(line=4003).raw == "081299999991,35.05.01,Bu\ufffddi"
+
+
 def test_rejected_file_lists_every_rejection_while_the_database_keeps_the_first(tmp_path, areas, monkeypatch):
     monkeypatch.setattr(services, "KEPT_REJECTIONS", 3)
     job = run_import(write(tmp_path, "msisdn\n" + "\n".join(f"bad{i}" for i in range(5)) + "\n081234567890\n"))
