@@ -1,5 +1,6 @@
 """Writes of the core app: loading areas, importing subscribers, opting numbers out and in."""
 
+import contextlib
 import csv
 import json
 import logging
@@ -65,10 +66,23 @@ def _level_of(code: str) -> str:
     return (AreaLevel.PROVINSI, AreaLevel.KABUPATEN, AreaLevel.KECAMATAN, AreaLevel.DESA)[code.count(".")]
 
 
+@contextlib.contextmanager
+def _readable(path: Path):
+    """Turn a file that is not UTF-8 text, valid JSON or readable CSV into ServiceInvalid naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise ServiceInvalid(f"{path.name} is not UTF-8 text.") from None
+    except json.JSONDecodeError as exc:
+        raise ServiceInvalid(f"{path.name} is not valid JSON: {exc}.") from None
+    except csv.Error as exc:
+        raise ServiceInvalid(f"{path.name} is not a readable CSV file: {exc}.") from None
+
+
 def _read_area_rows(path: Path, result: AreasLoadResult) -> dict[str, tuple[str, str, str | None]]:
     """Return code -> (name, level, parent code) of a kode_wilayah CSV, skipping malformed rows."""
     rows: dict[str, tuple[str, str, str | None]] = {}
-    with open(path, encoding="utf-8-sig", newline="") as handle:
+    with _readable(path), open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"kode", "nama"} - set(reader.fieldnames or [])
         if missing:
@@ -176,7 +190,7 @@ def _areas_load_population(path: Path, codes: Iterable[str] | None = None) -> in
     """Set Area.population from a penduduk CSV (kode,total); return how many areas got one."""
     wanted = None if codes is None else set(codes)
     populations = {}
-    with open(path, encoding="utf-8-sig", newline="") as handle:
+    with _readable(path), open(path, encoding="utf-8-sig", newline="") as handle:
         for record in csv.DictReader(handle):
             code, total = (record.get("kode") or "").strip(), (record.get("total") or "").strip()
             if code and total.isdigit() and (wanted is None or code in wanted):
@@ -191,15 +205,19 @@ def _areas_load_population(path: Path, codes: Iterable[str] | None = None) -> in
 def _areas_load_boundaries(path: Path, codes: Iterable[str] | None = None) -> tuple[int, list[str]]:
     """Attach the geometry of each feature of a GeoJSON file to the area named by its `kode` property."""
     wanted = None if codes is None else set(codes)
-    with open(path, encoding="utf-8") as handle:
+    with _readable(path), open(path, encoding="utf-8") as handle:
         collection = json.load(handle)
+    if not isinstance(collection, dict) or not isinstance(collection.get("features", []), list):
+        raise ServiceInvalid(f"{path.name} is not a GeoJSON FeatureCollection.")
     geometries = {}
     for feature in collection.get("features", []):
+        if not isinstance(feature, dict) or not isinstance(feature.get("properties") or {}, dict):
+            continue
         code = str((feature.get("properties") or {}).get("kode") or "").strip()
         geometry = feature.get("geometry")
         if wanted is not None and code not in wanted:
             continue
-        if code and geometry and geometry.get("type") in {"Polygon", "MultiPolygon"}:
+        if code and isinstance(geometry, dict) and geometry.get("type") in {"Polygon", "MultiPolygon"}:
             geometries[code] = geometry
     areas = list(Area.objects.filter(code__in=list(geometries)).only("code"))
     for area in areas:

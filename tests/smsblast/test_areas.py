@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from smsblast.models import Area, AreaLevel
 from smsblast.services import areas_attach_boundaries, areas_load, areas_set_population
@@ -103,6 +103,27 @@ def test_malformed_rows_are_skipped_and_reported(tmp_path, db):
     assert result.created == 1
     assert [line for line, _ in result.skipped] == [3, 4, 5, 7, 0]
     assert "parent 36 of 36.01 is unknown" in result.skipped[-1][1]
+
+
+@pytest.mark.parametrize(
+    ("option", "content", "message"),
+    [
+        (None, b"kode,nama\n35,Jaw\xe1 Timur\n", "wilayah.csv is not UTF-8 text."),
+        ("--population", b"kode,total\n35,4\xff\n", "penduduk.csv is not UTF-8 text."),
+        ("--boundaries", b"not json", "batas.geojson is not valid JSON"),
+        ("--boundaries", b"[1, 2]", "batas.geojson is not a GeoJSON FeatureCollection."),
+    ],
+)
+def test_load_areas_with_an_unreadable_file_says_which_and_writes_nothing(tmp_path, db, option, content, message):
+    csv_path = write_csv(tmp_path, ["35,Jawa Timur,provinsi,"])
+    names = {None: "wilayah.csv", "--population": "penduduk.csv", "--boundaries": "batas.geojson"}
+    bad = tmp_path / names[option]
+    bad.write_bytes(content)
+    args = [str(bad)] if option is None else [str(csv_path), option, str(bad)]
+
+    with pytest.raises(CommandError, match=message):
+        call_command("load_areas", *args)
+    assert not Area.objects.exists()
 
 
 def test_boundaries_of_unknown_areas_are_reported(tmp_path, db):
