@@ -65,6 +65,20 @@ def test_create_user_admin_is_staff_superuser():
     assert (user.is_staff, user.is_superuser, user.role) == (True, True, "admin")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["x" * 151, "--role", "officer"], "USERNAME"),
+        (["dinas kominfo!", "--role", "officer"], "USERNAME"),
+        (["dinkes", "--role", "officer", "--email", "not-an-address"], "EMAIL"),
+    ],
+)
+def test_create_user_refuses_a_bad_username_or_email_with_a_message(args, message):
+    with pytest.raises(CommandError, match=message):
+        create_user(*args)
+    assert not User.objects.exists()
+
+
 def test_create_user_refuses_an_unknown_role():
     with pytest.raises(CommandError):
         call_command("create_user", "x", "--role", "boss")

@@ -1,5 +1,6 @@
 """Create or update a user in one role and print a new API token as the last line."""
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -21,6 +22,11 @@ class Command(BaseCommand):
         username = username.strip()
         if not username:
             raise CommandError("USERNAME must not be empty.")
+        for name, value in (("username", username), ("email", email)):
+            try:
+                User._meta.get_field(name).clean(value, None)
+            except ValidationError as exc:
+                raise CommandError(f"{name.upper()} {value!r}: {' '.join(exc.messages)}") from None
         with transaction.atomic():
             user, created = User.objects.get_or_create(username=username, defaults={"email": email})
             if password:
