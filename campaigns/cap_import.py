@@ -6,7 +6,7 @@ anything is read. Signatures are not verified: the draft still needs an approver
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import MAXYEAR, UTC, datetime, timedelta
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
 
@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from campaigns.cap import CAP_CATEGORIES, CAP_CERTAINTIES, CAP_SEVERITIES, CAP_URGENCIES
 from campaigns.models import Campaign, Mode, Priority
 from smsblast import sms
 from smsblast.audit import audit_record
@@ -223,7 +224,10 @@ def cap_datetime(value: str) -> datetime | None:
     """Return a CAP dateTime as an aware datetime, or None when absent or unreadable."""
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-    except ValueError:
+        # A time in the last year a datetime holds leaves no room for the broadcast window after it.
+        if moment is not None and moment.tzinfo is not None and moment.astimezone(UTC).year >= MAXYEAR:
+            return None
+    except (ValueError, OverflowError):
         return None
     return moment if moment is not None and moment.tzinfo is not None else None
 
@@ -367,11 +371,12 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
         starts_at=starts_at,
         ends_at=ends_at,
         exercise=alert.status == "Exercise",
-        cap_category=info.categories[0] if info.categories else "Other",
+        # Values outside CAP's lists are not kept: the export then defaults them, as for a composed campaign.
+        cap_category=info.categories[0] if info.categories and info.categories[0] in CAP_CATEGORIES else "Other",
         cap_event=info.event[:200],
-        cap_urgency=info.urgency,
-        cap_severity=info.severity,
-        cap_certainty=info.certainty,
+        cap_urgency=info.urgency if info.urgency in CAP_URGENCIES else "",
+        cap_severity=info.severity if info.severity in CAP_SEVERITIES else "",
+        cap_certainty=info.certainty if info.certainty in CAP_CERTAINTIES else "",
         instruction=info.instruction,
         cap_source_identifier=alert.identifier[:300],
         cap_source_sender=alert.sender[:300],

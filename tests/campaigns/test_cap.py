@@ -11,7 +11,7 @@ from lxml import etree
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
-from campaigns.cap_import import cap_fit_text, cap_parse
+from campaigns.cap_import import DEFAULT_WINDOW, cap_fit_text, cap_parse
 from campaigns.models import Approval, Campaign, Priority
 from campaigns.services import campaign_cancel, campaign_submit, campaign_withdraw_by_issuer
 from operators.areageom import parse_cap_polygon
@@ -498,6 +498,37 @@ def test_a_circle_without_a_finite_radius_is_skipped_and_the_alert_refused(offic
     assert response.status_code == 400
     assert "no usable area" in response.json()["detail"]
     assert not Campaign.objects.exists()
+
+
+def test_an_alert_whose_only_circle_is_infinite_is_refused_with_400(officer_client):
+    blitar_areas()
+    no_codes = GEOCODES.replace("<value>3505</value>", "<value>9999</value>").replace("35.05.01", "99.01.01")
+    circle = no_codes.replace("<geocode>", "<circle>-8.1,112.1 1e400</circle><geocode>", 1)
+    response = _post_xml(officer_client, circle.format(description="x"))
+    assert response.status_code == 400
+    assert "no usable area" in response.json()["detail"]
+    assert not Campaign.objects.exists()
+
+
+def test_odd_cap_values_and_times_import_with_defaults_instead_of_failing(officer_client):
+    blitar_areas()
+    odd = (
+        GEOCODES.replace("<category>Health", "<category>" + "H" * 40)
+        .replace("<urgency>Expected", "<urgency>" + "U" * 40)
+        .replace("<severity>Minor", "<severity>" + "S" * 40)
+        .replace("<certainty>Likely", "<certainty>" + "C" * 40)
+        .replace("<urgency>", "<onset>9999-12-31T23:59:59-14:00</onset><urgency>")
+    )
+    response = _post_xml(officer_client, odd.format(description="x"))
+    assert response.status_code == 201, response.content
+    campaign = Campaign.objects.get(pk=response.json()["campaign_id"])
+    assert (campaign.cap_category, campaign.cap_urgency, campaign.cap_severity, campaign.cap_certainty) == (
+        "Other",
+        "",
+        "",
+        "",
+    )
+    assert campaign.ends_at - campaign.starts_at == DEFAULT_WINDOW
 
 
 def test_only_officers_may_import(db, api_client_for):
