@@ -564,15 +564,10 @@ def delivery_reports_parse(payload) -> list:
                 raise ReportsInvalid(f"reports[{index}].done_at must be an ISO 8601 time with an offset.")
         else:
             done_at = None
-        parsed.append(
-            (
-                str(message_id),
-                status,
-                str(item.get("operator_ref") or "")[:100],
-                str(item.get("error_code") or "")[:40],
-                done_at,
-            )
-        )
+        operator_ref, error_code = str(item.get("operator_ref") or "")[:100], str(item.get("error_code") or "")[:40]
+        if "\x00" in operator_ref or "\x00" in error_code:
+            raise ReportsInvalid(f"reports[{index}].operator_ref and error_code must not contain NUL characters.")
+        parsed.append((str(message_id), status, operator_ref, error_code, done_at))
     return parsed
 
 

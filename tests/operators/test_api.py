@@ -146,6 +146,8 @@ def test_ten_thousand_reports_apply_in_one_request(world):
         {"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "yesterday"}]},
         {"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "2021-13-45T00:00:00+07:00"}]},
         {"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "9999-12-31T23:59:59-23:59"}]},
+        {"reports": [{"message_id": "1", "status": "DELIVERED", "operator_ref": "T-\x001"}]},
+        {"reports": [{"message_id": "1", "status": "DELIVERED", "error_code": "\x00"}]},
         [],
     ],
 )
