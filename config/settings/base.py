@@ -35,6 +35,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A NUL in the path, query or form would make PostgreSQL fail the query: 400 before any view runs.
+    "smsblast.middleware.RefuseNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Indonesian unless the user chose English: the browser's Accept-Language is not consulted.
     "smsblast.middleware.IndonesianByDefaultMiddleware",

@@ -1,0 +1,37 @@
+"""Request middleware: a NUL character anywhere in the request's path, query or form is a 400."""
+
+import pytest
+
+from campaigns.models import Campaign
+from tests.conftest import client_for
+from tests.smsblast.factories import area_tree
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/api/v1/areas/?q=%00", "/api/v1/areas/?parent=35%00", "/api/v1/areas/35%00/", "/api/v1/campaigns/?q=a%00b"],
+)
+def test_a_nul_in_an_api_query_or_path_is_a_400_with_detail(officer, api_client_for, url):
+    area_tree()
+    response = api_client_for(officer).get(url)
+    assert response.status_code == 400
+    assert response.json() == {"detail": "The request contains a NUL character."}
+
+
+def test_a_nul_in_a_page_form_is_a_400_page_and_creates_nothing(officer):
+    area_tree()
+    client = client_for(officer)
+    assert client.get("/campaigns/areas/?q=blit%00").status_code == 400
+    response = client.post(
+        "/campaigns/new/",
+        {"title": "Covid", "text": "Pakai masker.", "sender": "PEMKAB", "area_codes": ["35.05\x00"]},
+    )
+    assert response.status_code == 400
+    assert not Campaign.objects.exists()
+
+
+def test_requests_without_nul_pass(officer, api_client_for):
+    area_tree()
+    assert api_client_for(officer).get("/api/v1/areas/?q=blit").status_code == 200
