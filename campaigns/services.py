@@ -84,6 +84,8 @@ _SENDER_RE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{1,11}$")
 _AREA_CODE_RE = re.compile(r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$")
 # The audience filters subscribers_in_area understands; anything else would silently filter nothing.
 AUDIENCE_FILTERS = frozenset({"languages", "operators"})
+# Broadcast windows outside these years are typing errors; year 1 in WIB is not even storable in UTC.
+MIN_YEAR, MAX_YEAR = 2000, 9998
 _STATUS_LABELS = {value: value.replace("_", " ") for value in Status.values}
 
 
@@ -583,6 +585,8 @@ def _clean_fields(fields: dict[str, Any], *, area_codes: list[str] | None = None
             errors[name] = "Must be a date and time."
         elif value is not None and timezone.is_naive(value):
             errors[name] = "Must include a time zone."
+        elif value is not None and not _storable_time(value):
+            errors[name] = f"Must be a time between the years {MIN_YEAR} and {MAX_YEAR}."
     if "validity_minutes" in cleaned:
         value = cleaned["validity_minutes"]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 7 * 24 * 60:
@@ -593,6 +597,14 @@ def _clean_fields(fields: dict[str, Any], *, area_codes: list[str] | None = None
     if errors:
         raise ServiceInvalid(_errors_message(errors), errors)
     return cleaned
+
+
+def _storable_time(value: datetime.datetime) -> bool:
+    """Return whether an aware time lies in years the database stores and window arithmetic cannot overflow."""
+    try:
+        return MIN_YEAR <= value.astimezone(datetime.UTC).year <= MAX_YEAR
+    except OverflowError:
+        return False
 
 
 def _audience_problem(audience: dict) -> str:

@@ -310,9 +310,10 @@ def test_submitting_an_incomplete_draft_answers_400(author, api_client_for):
         ("audience_filter", {"languages": "jv"}, "languages must be a list"),
         ("audience_filter", {"operators": [7]}, "operators must be a list"),
         ("audience_filter", {"languages": ["jv\x00"]}, "NUL"),
+        ("starts_at", "0001-01-01T00:00:00+07:00", "starts_at:"),
     ],
 )
-def test_a_bad_polygon_or_audience_is_refused_and_nothing_is_saved(author, api_client_for, field, value, needle):
+def test_a_bad_polygon_audience_or_time_is_refused_and_nothing_is_saved(author, api_client_for, field, value, needle):
     client = api_client_for(author)
     created = client.post("/api/v1/campaigns/", {**DRAFT_BODY, field: value}, format="json")
     assert created.status_code == 400, created.content

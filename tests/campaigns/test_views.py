@@ -564,6 +564,21 @@ def test_area_broadcast_window_is_read_in_the_areas_zone(officer_user):
     assert "1 Jan 2030 08:00 WITA – 1 Jan 2030 20:00 WITA" in body
 
 
+@pytest.mark.parametrize(
+    ("starts", "ends"), [("0001-01-01T00:00", "0001-01-01T05:00"), ("9999-12-31T20:00", "9999-12-31T23:00")]
+)
+def test_an_area_broadcast_window_in_an_impossible_year_is_refused_and_the_list_still_opens(
+    officer_user, areas, starts, ends
+):
+    client = client_for(officer_user)
+    data = compose_data(mode="area_broadcast", broadcast_starts=starts, broadcast_ends=ends)
+    response = client.post(reverse("campaigns:create"), data)
+    assert response.status_code == 200
+    assert "ends_at, starts_at" in response.content.decode()  # the fields named in the form's error
+    assert not Campaign.objects.exists()
+    assert client.get(reverse("campaigns:list")).status_code == 200
+
+
 def test_area_broadcast_without_a_window_is_refused(officer_user, areas):
     response = client_for(officer_user).post(reverse("campaigns:create"), compose_data(mode="area_broadcast"))
     assert response.status_code == 200
