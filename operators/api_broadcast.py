@@ -20,7 +20,8 @@ MAX_REPORTS_PER_REQUEST = 1000
 
 class ReachReportSerializer(serializers.Serializer):
     broadcast_id = serializers.UUIDField()
-    handsets_reached = serializers.IntegerField(min_value=0)
+    # The column is a PostgreSQL integer; far more than the handsets of any country.
+    handsets_reached = serializers.IntegerField(min_value=0, max_value=2_147_483_647)
     at = serializers.DateTimeField()
 
 

@@ -310,6 +310,8 @@ def test_reach_reports_are_monotonic_idempotent_and_scoped_to_the_operator(opera
     foreign = {"broadcast_id": str(rows["xl"].pk), "handsets_reached": 1, "at": at.isoformat()}
     assert client.post(url, foreign, format="json").status_code == 404
     assert client.post(url, {"broadcast_id": telkomsel, "handsets_reached": -1}, format="json").status_code == 400
+    too_many = {"broadcast_id": telkomsel, "handsets_reached": 2**31, "at": at.isoformat()}
+    assert client.post(url, too_many, format="json").status_code == 400
     officer = UserFactory(role=Role.OFFICER)
     assert api_client_for(officer).post(url, first, format="json").status_code == 403
 
