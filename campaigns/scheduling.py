@@ -113,6 +113,9 @@ def schedule_normalize(raw) -> dict:
             raise ScheduleError("Give the local date and time as YYYY-MM-DDTHH:MM.", "at")
         if moment.tzinfo is not None:
             raise ScheduleError("Give the local time without a UTC offset; the area's zone applies.", "at")
+        # Year 1 in WIB is before the first moment a UTC datetime holds; such years are typing errors anyway.
+        if not 2000 <= moment.year <= 9998:
+            raise ScheduleError("Give a date between the years 2000 and 9998.", "at")
         result["at"] = moment.replace(second=0, microsecond=0).isoformat(timespec="minutes")
     if kind in RECURRING_KINDS:
         result["time"] = _fmt(_parse_time(raw.get("time"), "time"))

@@ -82,6 +82,19 @@ def test_a_bad_schedule_is_a_400_naming_the_problem(api_client_for):
     assert "time" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("at", ["0001-01-01T00:00", "9999-12-31T23:59"])
+def test_a_once_schedule_in_an_impossible_year_is_a_400_and_changes_nothing(api_client_for, at):
+    campaign = approved_campaign()
+    client = api_client_for(campaign.author)
+    response = client.post(
+        f"/api/v1/campaigns/{campaign.pk}/schedule/", {"schedule": {"kind": "once", "at": at}}, format="json"
+    )
+    assert response.status_code == 400
+    assert "between the years 2000 and 9998" in response.json()["detail"]
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
+
+
 def test_pause_and_resume_over_the_api(api_client_for, sent_run):
     client = api_client_for(sent_run.campaign.author)
     base = f"/api/v1/campaigns/{sent_run.campaign_id}"
