@@ -10,3 +10,11 @@ def test_the_api_answers_in_the_language_its_client_asks_for(api_client_for, off
     assert english.status_code == default.status_code == 400
     assert "This field is required." in str(english.json())
     assert "Bidang ini harus diisi." in str(default.json())
+
+
+def test_json_nested_too_deeply_is_a_400_with_detail(officer, api_client_for):
+    client = api_client_for(officer)
+    for url in ("/api/v1/sms/analyze/", "/api/v1/campaigns/"):
+        response = client.post(url, data="[" * 100_000, content_type="application/json")
+        assert response.status_code == 400
+        assert "nested too deeply" in response.json()["detail"]
