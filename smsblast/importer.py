@@ -61,7 +61,7 @@ class Reject:
     UNKNOWN_AREA = "unknown_area"  # an area code that is not a Kemendagri code in the area table
     INVALID_LANGUAGE = "invalid_language"  # neither Indonesian nor English
     INVALID_COORDINATES = "invalid_coordinates"  # not numbers, or outside Indonesia's bounding box
-    MALFORMED_ROW = "malformed_row"  # a quote never closed, a cell over the csv size limit or a NUL character
+    MALFORMED_ROW = "malformed_row"  # a quote never closed, a cell over the csv size limit, a NUL or non-UTF-8 byte
 
 
 class FileRefused(ValueError):
@@ -174,7 +174,9 @@ def records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[st
             taken = taken[:1]
         feed.lines = list(taken)
         try:
-            cells = None if any("\x00" in text for text in taken) else next(reader, [])
+            # NUL cannot be stored; U+FFFD stands for a byte that was not UTF-8 (the file is read with
+            # errors="replace"), so the row's text would be stored garbled.
+            cells = None if any("\x00" in text or "\ufffd" in text for text in taken) else next(reader, [])
         except csv.Error:
             cells = None
         if cells is None:

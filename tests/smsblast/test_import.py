@@ -201,6 +201,17 @@ def test_a_huge_cell_or_a_nul_past_the_sniffed_start_rejects_only_its_line(tmp_p
     assert job.rejections.get(line=4003).raw == "081299999991,35.05.01,Bu\ufffddi"
 
 
+def test_a_byte_that_is_not_utf8_past_the_sniffed_start_rejects_its_line_instead_of_garbling_it(tmp_path, areas):
+    padding = "".join(f"0812{i:08d},35.05.01,Nama {i}\n" for i in range(1, 4001)).encode()  # past the first 64 KB
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"nomor,kode_wilayah,nama\n" + padding + b"081299999991,35.05.01,Jos\xe9\n")
+    job = run_import(path)
+
+    assert (job.state, job.created, job.rejected) == ("completed", 4000, 1)
+    assert rejected_rows(job) == [(4002, "malformed_row")]
+    assert not Subscriber.objects.filter(msisdn="+6281299999991").exists()
+
+
 def test_rejected_file_lists_every_rejection_while_the_database_keeps_the_first(tmp_path, areas, monkeypatch):
     monkeypatch.setattr(services, "KEPT_REJECTIONS", 3)
     job = run_import(write(tmp_path, "msisdn\n" + "\n".join(f"bad{i}" for i in range(5)) + "\n081234567890\n"))
