@@ -320,11 +320,17 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
             size = min(size * 2, chunk_size)
             now = timezone.now()
             if not rows:
+                # One UPDATE of the locked row: a second one in this transaction would re-check the campaign
+                # foreign key, waiting on a cancel that holds the campaign and waits on this run (a deadlock).
                 run.fanout_done = True
                 run.last_progress_at = now
-                run.save(update_fields=["fanout_done", "last_progress_at"])
-                if run.status == RunStatus.FANNING_OUT:
-                    CampaignRun.objects.filter(pk=run.pk, status=RunStatus.FANNING_OUT).update(status=RunStatus.SENDING)
+                fields = ["fanout_done", "last_progress_at"]
+                fanned_out = run.status == RunStatus.FANNING_OUT
+                if fanned_out:
+                    run.status = RunStatus.SENDING
+                    fields.append("status")
+                run.save(update_fields=fields)
+                if fanned_out:
                     audit_record(
                         actor=None,
                         action="run.fanned_out",
@@ -513,7 +519,8 @@ def campaign_pause(*, campaign: Campaign, actor: User) -> Campaign:
     )
     if not paused:
         raise ServiceConflict(f"Only a sending campaign can be paused; this one is {_status_of(campaign)}.")
-    for run in campaign.runs.filter(status__in=[RunStatus.FANNING_OUT, RunStatus.SENDING]):
+    # Locking the runs waits for a fan-out that may be moving one fanning_out → sending, and reads its new state.
+    for run in campaign.runs.select_for_update().filter(status__in=[RunStatus.FANNING_OUT, RunStatus.SENDING]):
         if CampaignRun.objects.filter(pk=run.pk, status=run.status).update(status=RunStatus.PAUSED):
             audit_record(actor=actor, action="run.pause", obj=run, from_state=run.status, to_state=RunStatus.PAUSED)
     campaign.refresh_from_db()
@@ -565,7 +572,8 @@ def campaign_runs_cancel(*, campaign: Campaign, actor: User | None, now: datetim
     """
     now = now or timezone.now()
     cancelled = 0
-    for run in campaign.runs.filter(status__in=ACTIVE_RUN_STATUSES):
+    # Locking the runs waits for a fan-out that may be moving one fanning_out → sending, and reads its new state.
+    for run in campaign.runs.select_for_update().filter(status__in=ACTIVE_RUN_STATUSES):
         if not CampaignRun.objects.filter(pk=run.pk, status=run.status).update(
             status=RunStatus.CANCELLED, finished_at=now, last_progress_at=now
         ):

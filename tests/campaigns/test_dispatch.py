@@ -433,3 +433,108 @@ def test_an_approved_schedule_spelled_differently_still_arms_and_recurs():
     run = dispatch.run_start(campaign_id=campaign.pk, now=thursday)
     assert run is not None
     assert Campaign.objects.get(pk=campaign.pk).next_run_at == utc(2021, 7, 9, 3, 0)  # Friday 10:00 WIB
+
+
+def _wait_until_blocked_on_a_lock(count: int) -> None:
+    """Wait until `count` other sessions of this database wait on a lock (a rendezvous, not a timing assert)."""
+    import time
+
+    from django.db import connection
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0] >= count:
+                return
+        time.sleep(0.01)
+    raise AssertionError("the sessions never met at the lock")
+
+
+def _race_with_the_end_of_fan_out(action):
+    """Run `action(campaign)` while fan-out writes its last chunk: both queue behind a lock on the run row.
+
+    Fan-out takes the row lock first and moves the run fanning_out → sending; `action` has already read
+    the run as fanning out and updates it once fan-out commits.
+    """
+    import threading
+
+    from django.db import connections, transaction
+
+    run, _, _ = _fanned_out_run({"tsel": 4})
+    CampaignRun.objects.filter(pk=run.pk).update(status=CampaignRun.Status.FANNING_OUT, fanout_done=False)
+    campaign = run.campaign
+    holding, release = threading.Event(), threading.Event()
+    errors = []
+
+    def hold_the_run_row():
+        try:
+            with transaction.atomic():
+                CampaignRun.objects.select_for_update().get(pk=run.pk)
+                holding.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    def in_thread(target):
+        def body():
+            try:
+                target()
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        return threading.Thread(target=body)
+
+    holder = threading.Thread(target=hold_the_run_row)
+    holder.start()
+    holding.wait(30)
+    fan_out = in_thread(lambda: dispatch.run_fan_out(run_id=run.pk))
+    fan_out.start()
+    _wait_until_blocked_on_a_lock(1)
+    acting = in_thread(lambda: action(campaign))
+    acting.start()
+    _wait_until_blocked_on_a_lock(2)
+    release.set()
+    for thread in (holder, fan_out, acting):
+        thread.join(30)
+    assert errors == []
+    return run
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_as_fan_out_finishes_still_cancels_the_run_and_its_batches():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    run = _race_with_the_end_of_fan_out(lambda campaign: campaign_cancel(campaign=campaign, actor=campaign.author))
+    assert Campaign.objects.get(pk=run.campaign_id).status == Campaign.Status.CANCELLED
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
+    assert set(DispatchBatch.objects.filter(run=run).values_list("status", flat=True)) == {"cancelled"}
+    assert set(Delivery.objects.filter(run=run).values_list("status", flat=True)) == {"cancelled"}
+    assert {batch_send(batch_id=pk) for pk in DispatchBatch.objects.filter(run=run).values_list("pk", flat=True)} <= {
+        "final",
+        "cancelled",
+    }
+    assert ScriptedAdapter.sent == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pause_as_fan_out_finishes_still_pauses_the_run():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    run = _race_with_the_end_of_fan_out(
+        lambda campaign: dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+    )
+    assert Campaign.objects.get(pk=run.campaign_id).status == Campaign.Status.PAUSED
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.PAUSED
+    assert {batch_send(batch_id=pk) for pk in DispatchBatch.objects.filter(run=run).values_list("pk", flat=True)} == {
+        "paused"
+    }
+    assert ScriptedAdapter.sent == []
