@@ -136,6 +136,8 @@ def _batch_lease_checked(batch_id, *, now: datetime, lease_seconds: int) -> Disp
     if batch.operator.adapter == PULL_ADAPTER:
         return "pull"
     if run.status == RunStatus.CANCELLED:
+        # Nothing leases it again (a worker may still hold one in flight): an unsent batch ends here.
+        batch_cancel(batch=batch, now=now, unsent_only=True)
         return "cancelled"
     if run.status == RunStatus.PAUSED:
         # resume re-enqueues the batch.
@@ -396,18 +398,20 @@ def batch_fail(*, batch: DispatchBatch, reason: str, now: datetime, from_state: 
 
 
 @transaction.atomic
-def batch_cancel(*, batch: DispatchBatch, now: datetime) -> None:
-    """Cancel a batch of a cancelled run that was not accepted; its queued deliveries are cancelled."""
+def batch_cancel(*, batch: DispatchBatch, now: datetime, unsent_only: bool = False) -> None:
+    """Cancel a batch of a cancelled run that was not accepted; its queued deliveries are cancelled.
+
+    `unsent_only` leaves a batch in flight alone: its lease holder records the operator's answer.
+    """
     from_state = batch.status
-    rows = (
-        DispatchBatch.objects.filter(pk=batch.pk)
-        .exclude(status__in=DispatchBatch.FINAL_STATUSES)
-        .update(
-            status=BatchStatus.CANCELLED,
-            lease_expires_at=None,
-            last_error="The campaign was cancelled.",
-            updated_at=now,
-        )
+    batches = DispatchBatch.objects.filter(pk=batch.pk)
+    if unsent_only:
+        batches = batches.filter(status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT])
+    rows = batches.exclude(status__in=DispatchBatch.FINAL_STATUSES).update(
+        status=BatchStatus.CANCELLED,
+        lease_expires_at=None,
+        last_error="The campaign was cancelled.",
+        updated_at=now,
     )
     if not rows:
         return

@@ -538,3 +538,17 @@ def test_pause_as_fan_out_finishes_still_pauses_the_run():
         "paused"
     }
     assert ScriptedAdapter.sent == []
+
+
+def test_a_batch_whose_worker_died_after_cancel_ends_cancelled_and_is_not_sent():
+    run, _, _ = _fanned_out_run({"tsel": 3})
+    batch = DispatchBatch.objects.get(run=run)
+    # A worker leased the batch, the campaign was cancelled while it was in flight, and the worker died.
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="in_flight", lease_expires_at=timezone.now(), attempts=1)
+    campaign_cancel(campaign=run.campaign, actor=run.campaign.author)
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "in_flight"  # it might be with the operator
+    dispatch.dispatch_reconcile(now=timezone.now() + timedelta(seconds=1))
+    assert batch_send(batch_id=batch.pk) == "cancelled"
+    assert ScriptedAdapter.sent == []
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "cancelled"
+    assert set(Delivery.objects.filter(run=run).values_list("status", flat=True)) == {"cancelled"}

@@ -192,3 +192,13 @@ def test_a_cancelled_run_sends_nothing():
     CampaignRun.objects.filter(pk=batch.run_id).update(status="cancelled")
     assert services.batch_send(batch_id=batch.pk) == "cancelled"
     assert ScriptedAdapter.sent == []
+
+
+def test_a_batch_given_back_for_want_of_tokens_after_cancel_ends_cancelled():
+    batch = _batch(2)
+    # Leased, then handed back unsent (throttled) after the campaign was cancelled.
+    CampaignRun.objects.filter(pk=batch.run_id).update(status="cancelled")
+    assert services.batch_send(batch_id=batch.pk) == "cancelled"
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "cancelled"
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"cancelled"}
+    assert ScriptedAdapter.sent == []
