@@ -467,6 +467,9 @@ def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignR
         return run
     failed = run.deliveries.filter(status__in=FAILURE_STATUSES).exists()
     to_state = RunStatus.COMPLETED_WITH_FAILURES if failed else RunStatus.COMPLETED
+    # The campaign row first, then the run, in the order pause and cancel take them: the other way round,
+    # a cancel holding the campaign and waiting for this run deadlocks with this UPDATE.
+    Campaign.objects.select_for_update().filter(pk=run.campaign_id).first()
     rows = CampaignRun.objects.filter(pk=run.pk, status=run.status).update(
         status=to_state, finished_at=now, last_progress_at=now
     )

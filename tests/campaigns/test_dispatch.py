@@ -1,6 +1,7 @@
 """Dispatch on the campaign side: scheduling, starting due runs, fan-out, pause/resume/cancel, reconciler."""
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from django.db.models import Count, Max
@@ -453,19 +454,12 @@ def _wait_until_blocked_on_a_lock(count: int) -> None:
     raise AssertionError("the sessions never met at the lock")
 
 
-def _race_with_the_end_of_fan_out(action):
-    """Run `action(campaign)` while fan-out writes its last chunk: both queue behind a lock on the run row.
-
-    Fan-out takes the row lock first and moves the run fanning_out → sending; `action` has already read
-    the run as fanning out and updates it once fan-out commits.
-    """
+def _race_behind_the_run_row(run, first, second) -> list:
+    """Run `first()` then `second()` in threads queued in that order behind a lock on the run row; return errors."""
     import threading
 
     from django.db import connections, transaction
 
-    run, _, _ = _fanned_out_run({"tsel": 4})
-    CampaignRun.objects.filter(pk=run.pk).update(status=CampaignRun.Status.FANNING_OUT, fanout_done=False)
-    campaign = run.campaign
     holding, release = threading.Event(), threading.Event()
     errors = []
 
@@ -482,7 +476,7 @@ def _race_with_the_end_of_fan_out(action):
         def body():
             try:
                 target()
-            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            except Exception as exc:  # noqa: BLE001 - reported by the caller's assertion
                 errors.append(exc)
             finally:
                 connections.close_all()
@@ -492,15 +486,28 @@ def _race_with_the_end_of_fan_out(action):
     holder = threading.Thread(target=hold_the_run_row)
     holder.start()
     holding.wait(30)
-    fan_out = in_thread(lambda: dispatch.run_fan_out(run_id=run.pk))
-    fan_out.start()
-    _wait_until_blocked_on_a_lock(1)
-    acting = in_thread(lambda: action(campaign))
-    acting.start()
-    _wait_until_blocked_on_a_lock(2)
+    threads = [holder]
+    for waiting, target in enumerate((first, second), start=1):
+        thread = in_thread(target)
+        thread.start()
+        threads.append(thread)
+        _wait_until_blocked_on_a_lock(waiting)
     release.set()
-    for thread in (holder, fan_out, acting):
+    for thread in threads:
         thread.join(30)
+    return errors
+
+
+def _race_with_the_end_of_fan_out(action):
+    """Run `action(campaign)` while fan-out writes its last chunk: both queue behind a lock on the run row.
+
+    Fan-out takes the row lock first and moves the run fanning_out → sending; `action` has already read
+    the run as fanning out and updates it once fan-out commits.
+    """
+    run, _, _ = _fanned_out_run({"tsel": 4})
+    CampaignRun.objects.filter(pk=run.pk).update(status=CampaignRun.Status.FANNING_OUT, fanout_done=False)
+    campaign = run.campaign
+    errors = _race_behind_the_run_row(run, lambda: dispatch.run_fan_out(run_id=run.pk), lambda: action(campaign))
     assert errors == []
     return run
 
@@ -552,3 +559,25 @@ def test_a_batch_whose_worker_died_after_cancel_ends_cancelled_and_is_not_sent()
     assert ScriptedAdapter.sent == []
     assert DispatchBatch.objects.get(pk=batch.pk).status == "cancelled"
     assert set(Delivery.objects.filter(run=run).values_list("status", flat=True)) == {"cancelled"}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("action", ["cancel", "pause"])
+def test_completing_a_run_while_it_is_cancelled_or_paused_ends_in_one_state_without_a_deadlock(action):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    run, _, _ = _fanned_out_run({"tsel": 3})
+    Delivery.objects.filter(run=run).update(status="delivered")
+    DispatchBatch.objects.filter(run=run).update(status="accepted")
+    campaign = run.campaign
+    if action == "cancel":
+        act = partial(campaign_cancel, campaign=campaign, actor=campaign.author)
+    else:
+        act = partial(dispatch.campaign_pause, campaign=campaign, actor=campaign.author)
+    errors = _race_behind_the_run_row(run, lambda: dispatch.run_check_complete(run_id=run.pk), act)
+    assert [type(error) for error in errors] == [ServiceConflict]  # it completed first: a clear 409
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED
+    assert AuditEvent.objects.filter(action="campaign.run_complete", object_id=str(campaign.pk)).count() == 1
