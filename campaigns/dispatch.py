@@ -17,7 +17,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from campaigns import scheduling
@@ -667,6 +667,11 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
         counts["fanouts"] += 1
 
     for run in targeted_runs.filter(status__in=ACTIVE_RUN_STATUSES, expires_at__lt=now, fanout_done=True):
+        counts["expired"] += run_expire_overdue(run=run, now=now)
+    # A cancelled run's batches already with the operator finish too: what they never report on expires.
+    unsettled = [DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED]
+    unreported = Delivery.objects.filter(run=OuterRef("pk"), status__in=unsettled)
+    for run in targeted_runs.filter(status=RunStatus.CANCELLED, expires_at__lt=now).filter(Exists(unreported)):
         counts["expired"] += run_expire_overdue(run=run, now=now)
 
     for run_id in targeted_runs.filter(status__in=[RunStatus.SENDING, RunStatus.PAUSED], fanout_done=True).values_list(

@@ -581,3 +581,20 @@ def test_completing_a_run_while_it_is_cancelled_or_paused_ends_in_one_state_with
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED
     assert AuditEvent.objects.filter(action="campaign.run_complete", object_id=str(campaign.pk)).count() == 1
+
+
+def test_unreported_deliveries_of_a_batch_sent_before_cancel_expire_after_the_validity_window():
+    run, _, _ = _fanned_out_run({"tsel": 4}, batch_size=2)
+    first, second = DispatchBatch.objects.filter(run=run).order_by("created_at", "pk")
+    assert batch_send(batch_id=first.pk) == "accepted"
+    campaign_cancel(campaign=run.campaign, actor=run.campaign.author)
+    reported = Delivery.objects.filter(batch=first).order_by("pk").first()
+    Delivery.objects.filter(pk=reported.pk).update(status="delivered")
+    dispatch.dispatch_reconcile()
+    assert Delivery.objects.filter(batch=first, status="queued").count() == 1  # the operator may still report
+    CampaignRun.objects.filter(pk=run.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    dispatch.dispatch_reconcile()
+    statuses = dict(Delivery.objects.filter(run=run).values_list("status").annotate(n=Count("id")))
+    assert statuses == {"delivered": 1, "expired": 1, "cancelled": 2}
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
+    assert dispatch.dispatch_reconcile()["expired"] == 0
