@@ -353,13 +353,15 @@ def _batch_record_result(batch: DispatchBatch, result: BatchResult, now: datetim
     error = _error_text(result)
     if result.outcome == Outcome.RETRY and batch.attempts < MAX_ATTEMPTS:
         delay = backoff_seconds(batch.attempts, retry_after=result.retry_after)
-        DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).update(
+        if not DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).update(
             status=BatchStatus.RETRY_WAIT,
             next_attempt_at=now + timedelta(seconds=delay),
             lease_expires_at=None,
             last_error=error,
             updated_at=now,
-        )
+        ):
+            # Another worker's answer came first (the batch was re-leased after our lease lapsed).
+            return BatchOutcome(batch.status, "not_leased")
         audit_record(
             actor=None,
             action="batch.retry",
@@ -378,10 +380,17 @@ def _batch_record_result(batch: DispatchBatch, result: BatchResult, now: datetim
 
 
 def batch_fail(*, batch: DispatchBatch, reason: str, now: datetime, from_state: str) -> None:
-    """Fail the batch for good: keep the reason and fail its deliveries that have no outcome yet."""
-    DispatchBatch.objects.filter(pk=batch.pk).update(
-        status=BatchStatus.FAILED, lease_expires_at=None, last_error=reason, updated_at=now
-    )
+    """Fail the batch for good: keep the reason and fail its deliveries that have no outcome yet.
+
+    A batch that is final already stays as it is: a worker whose lease lapsed may answer after the one that
+    re-leased it got the batch accepted.
+    """
+    if (
+        not DispatchBatch.objects.filter(pk=batch.pk)
+        .exclude(status__in=DispatchBatch.FINAL_STATUSES)
+        .update(status=BatchStatus.FAILED, lease_expires_at=None, last_error=reason, updated_at=now)
+    ):
+        return
     failed = Delivery.objects.filter(batch_id=batch.pk, status=DeliveryStatus.QUEUED).update(
         status=DeliveryStatus.FAILED, reason=reason[:200], updated_at=now
     )

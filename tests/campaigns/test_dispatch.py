@@ -454,8 +454,8 @@ def _wait_until_blocked_on_a_lock(count: int) -> None:
     raise AssertionError("the sessions never met at the lock")
 
 
-def _race_behind_the_run_row(run, first, second) -> list:
-    """Run `first()` then `second()` in threads queued in that order behind a lock on the run row; return errors."""
+def _race_behind_a_row(row, first, second) -> list:
+    """Run `first()` then `second()` in threads queued in that order behind a lock on `row`; return errors."""
     import threading
 
     from django.db import connections, transaction
@@ -466,7 +466,7 @@ def _race_behind_the_run_row(run, first, second) -> list:
     def hold_the_run_row():
         try:
             with transaction.atomic():
-                CampaignRun.objects.select_for_update().get(pk=run.pk)
+                type(row).objects.select_for_update().get(pk=row.pk)
                 holding.set()
                 release.wait(30)
         finally:
@@ -507,7 +507,7 @@ def _race_with_the_end_of_fan_out(action):
     run, _, _ = _fanned_out_run({"tsel": 4})
     CampaignRun.objects.filter(pk=run.pk).update(status=CampaignRun.Status.FANNING_OUT, fanout_done=False)
     campaign = run.campaign
-    errors = _race_behind_the_run_row(run, lambda: dispatch.run_fan_out(run_id=run.pk), lambda: action(campaign))
+    errors = _race_behind_a_row(run, lambda: dispatch.run_fan_out(run_id=run.pk), lambda: action(campaign))
     assert errors == []
     return run
 
@@ -576,7 +576,7 @@ def test_completing_a_run_while_it_is_cancelled_or_paused_ends_in_one_state_with
         act = partial(campaign_cancel, campaign=campaign, actor=campaign.author)
     else:
         act = partial(dispatch.campaign_pause, campaign=campaign, actor=campaign.author)
-    errors = _race_behind_the_run_row(run, lambda: dispatch.run_check_complete(run_id=run.pk), act)
+    errors = _race_behind_a_row(run, lambda: dispatch.run_check_complete(run_id=run.pk), act)
     assert [type(error) for error in errors] == [ServiceConflict]  # it completed first: a clear 409
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED
@@ -598,3 +598,36 @@ def test_unreported_deliveries_of_a_batch_sent_before_cancel_expire_after_the_va
     assert statuses == {"delivered": 1, "expired": 1, "cancelled": 2}
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
     assert dispatch.dispatch_reconcile()["expired"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("late", ["failed", "retry"])
+def test_a_late_error_from_a_worker_whose_lease_lapsed_never_moves_a_batch_the_operator_accepted(late):
+    from django.db import connection
+
+    from operators.gateways.base import BatchResult, Outcome
+    from operators.services import batch_record_result
+    from smsblast.audit import audit_history
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    batch = DispatchBatch.objects.select_related("run", "operator").get(run=run)
+    # Worker A leased it (attempt 1) and overran its lease; the reconciler re-drove it and worker B leased it.
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="in_flight", attempts=2)
+    stale = DispatchBatch.objects.select_related("run", "operator").get(pk=batch.pk)
+    stale.attempts = 1
+    accepted = BatchResult(outcome=Outcome.ACCEPTED, accepted=2, status_code=202)
+    if late == "failed":
+        refused = BatchResult(outcome=Outcome.FAILED, status_code=400, error="bad request")
+    else:
+        refused = BatchResult(outcome=Outcome.RETRY, status_code=503, error="unavailable")
+    errors = _race_behind_a_row(
+        batch,
+        lambda: batch_record_result(batch_id=batch.pk, result=accepted, leased=batch),
+        lambda: batch_record_result(batch_id=batch.pk, result=refused, leased=stale),
+    )
+    assert errors == []
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "accepted"
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"queued"}
+    assert [event.action for event in audit_history(batch)] == ["batch.accept"]
