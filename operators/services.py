@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
@@ -48,6 +49,8 @@ SENDABLE_RUN_STATUSES = (RunStatus.FANNING_OUT, RunStatus.SENDING)
 # The lease itself checks that the run is sending; a batch that then waited longer than this for tokens
 # checks again before sending, so a pause holds within a second.
 PAUSE_CHECK_SECONDS = 0.5
+# When Redis (the shared rate limiter) cannot be reached, a leased batch goes back and is tried again after this.
+LIMITER_RETRY_SECONDS = 5
 MAX_REPORTS = 10_000
 # Delivery ids are bigint: a message id of more digits, or of anything but ASCII digits, names no delivery.
 MAX_MESSAGE_ID = 2**63 - 1
@@ -81,8 +84,8 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     """Lease the batch, wait for rate-limit tokens, send it through the operator's adapter and record the result.
 
     Return what happened: "accepted", "retry", "failed", or why nothing was sent ("not_found", "final",
-    "not_leased", "paused", "cancelled", "quiet", "not_due", "throttled"). Safe to call twice: only one
-    caller wins the lease.
+    "not_leased", "paused", "cancelled", "quiet", "not_due", "throttled", "limiter_unavailable"). Safe to call
+    twice: only one caller wins the lease.
     """
     now = now or timezone.now()
     lease_seconds = settings.DISPATCH_LEASE_SECONDS
@@ -97,7 +100,22 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     # Wait for the shared rate limit, but give the lease back well before it could expire under us.
     limiter = RateLimiter(operator.slug, limit=operator.segments_per_second)
     waiting_since = time.monotonic()
-    if limiter.acquire(batch.segments, timeout=max(1.0, lease_seconds / 2)) is None:
+    try:
+        granted = limiter.acquire(batch.segments, timeout=max(1.0, lease_seconds / 2))
+    except redis.RedisError as exc:
+        # Without the shared limiter nothing may be sent (invariant 5): give the batch back at once rather
+        # than leave it in flight until its lease lapses, and try again shortly.
+        logger.warning(
+            "Rate limiter of operator %s unreachable (%s); batch %s waits %s s and is tried again",
+            operator.slug,
+            exc,
+            batch.pk,
+            LIMITER_RETRY_SECONDS,
+        )
+        retry_at = timezone.now() + timedelta(seconds=LIMITER_RETRY_SECONDS)
+        _release(batch, next_attempt_at=retry_at, reason="limiter_unavailable", count_attempt=False)
+        return "limiter_unavailable"
+    if granted is None:
         _release(batch, next_attempt_at=timezone.now(), reason="throttled", count_attempt=False)
         return "throttled"
     if time.monotonic() - waiting_since > PAUSE_CHECK_SECONDS:
@@ -274,8 +292,9 @@ def _release(batch: DispatchBatch, *, next_attempt_at: datetime | None, reason: 
     if not count_attempt:
         updates["attempts"] = F("attempts") - 1
     DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).update(updated_at=timezone.now(), **updates)
-    if reason == "throttled":
-        enqueue_on_commit(partial(_enqueue_send, batch.pk, batch.operator.queue, 0))
+    if reason in ("throttled", "limiter_unavailable"):
+        countdown = (next_attempt_at - timezone.now()).total_seconds()
+        enqueue_on_commit(partial(_enqueue_send, batch.pk, batch.operator.queue, countdown))
 
 
 @dataclass

@@ -9,6 +9,7 @@ from campaigns import dispatch
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
 from operators import services
 from operators.gateways.base import BatchResult, Outcome, get_adapter, register
+from operators.models import Operator
 from smsblast.audit import audit_history
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
 
@@ -202,3 +203,23 @@ def test_a_batch_given_back_for_want_of_tokens_after_cancel_ends_cancelled():
     assert DispatchBatch.objects.get(pk=batch.pk).status == "cancelled"
     assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"cancelled"}
     assert ScriptedAdapter.sent == []
+
+
+def test_an_unreachable_rate_limiter_gives_the_batch_back_logged_and_it_is_sent_once_redis_returns(
+    settings, redis_url, caplog
+):
+    from smsblast.devtools import free_port
+
+    batch = _batch(2)
+    Operator.objects.filter(pk=batch.operator_id).update(segments_per_second=10)
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    assert services.batch_send(batch_id=batch.pk) == "limiter_unavailable"
+    held = DispatchBatch.objects.get(pk=batch.pk)
+    assert (held.status, held.attempts, held.lease_expires_at) == ("pending", 0, None)
+    assert held.next_attempt_at is not None
+    assert ScriptedAdapter.sent == []
+    assert "unreachable" in caplog.text and str(batch.pk) in caplog.text
+
+    settings.REDIS_URL = redis_url
+    assert services.batch_send(batch_id=batch.pk, now=held.next_attempt_at) == "accepted"
+    assert len(ScriptedAdapter.sent) == 1
