@@ -545,7 +545,8 @@ def campaign_resume(*, campaign: Campaign, actor: User) -> Campaign:
     )
     if not resumed:
         raise ServiceConflict(f"Only a paused campaign can be resumed; this one is {_status_of(campaign)}.")
-    for run in campaign.runs.filter(status=RunStatus.PAUSED):
+    # Locking the runs waits for a fan-out that may be finishing one, and reads whether it is done.
+    for run in campaign.runs.select_for_update().filter(status=RunStatus.PAUSED):
         to_state = RunStatus.SENDING if run.fanout_done else RunStatus.FANNING_OUT
         if not CampaignRun.objects.filter(pk=run.pk, status=RunStatus.PAUSED).update(
             status=to_state, last_progress_at=now

@@ -631,3 +631,26 @@ def test_a_late_error_from_a_worker_whose_lease_lapsed_never_moves_a_batch_the_o
     assert DispatchBatch.objects.get(pk=batch.pk).status == "accepted"
     assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"queued"}
     assert [event.action for event in audit_history(batch)] == ["batch.accept"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resume_as_a_paused_fan_out_finishes_leaves_the_run_sending_so_it_completes():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    run, _, _ = _fanned_out_run({"tsel": 4})
+    campaign = run.campaign
+    dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+    CampaignRun.objects.filter(pk=run.pk).update(fanout_done=False)  # its last chunk is still to be written
+    errors = _race_behind_a_row(
+        run,
+        lambda: dispatch.run_fan_out(run_id=run.pk),
+        lambda: dispatch.campaign_resume(campaign=campaign, actor=campaign.author),
+    )
+    assert errors == []
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.SENDING
+    for pk in DispatchBatch.objects.filter(run=run).values_list("pk", flat=True):
+        assert batch_send(batch_id=pk) == "accepted"
+    Delivery.objects.filter(run=run).update(status="delivered")
+    assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.COMPLETED
