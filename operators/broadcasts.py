@@ -595,6 +595,10 @@ def area_broadcast_run_finish(*, run_id: int, now: datetime | None = None, force
     from campaigns.services import campaign_move
 
     now = now or timezone.now()
+    # The campaign row first, then the run, in the order a cancel takes them: the other way round, a cancel
+    # holding the campaign and waiting for this run deadlocks with this transaction.
+    campaign_id = CampaignRun.objects.filter(pk=run_id).values_list("campaign_id", flat=True).first()
+    Campaign.objects.select_for_update().filter(pk=campaign_id).first()
     run = CampaignRun.objects.select_for_update().select_related("campaign").filter(pk=run_id).first()
     if run is None:
         return None

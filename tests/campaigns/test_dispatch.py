@@ -13,6 +13,7 @@ from campaigns.services import campaign_cancel
 from operators.services import batch_send
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import AuditEvent, Role, Subscriber
+from tests.concurrency import race_behind_a_row
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
 from tests.smsblast.factories import SubscriberFactory, UserFactory
 
@@ -436,68 +437,6 @@ def test_an_approved_schedule_spelled_differently_still_arms_and_recurs():
     assert Campaign.objects.get(pk=campaign.pk).next_run_at == utc(2021, 7, 9, 3, 0)  # Friday 10:00 WIB
 
 
-def _wait_until_blocked_on_a_lock(count: int) -> None:
-    """Wait until `count` other sessions of this database wait on a lock (a rendezvous, not a timing assert)."""
-    import time
-
-    from django.db import connection
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0] >= count:
-                return
-        time.sleep(0.01)
-    raise AssertionError("the sessions never met at the lock")
-
-
-def _race_behind_a_row(row, first, second) -> list:
-    """Run `first()` then `second()` in threads queued in that order behind a lock on `row`; return errors."""
-    import threading
-
-    from django.db import connections, transaction
-
-    holding, release = threading.Event(), threading.Event()
-    errors = []
-
-    def hold_the_run_row():
-        try:
-            with transaction.atomic():
-                type(row).objects.select_for_update().get(pk=row.pk)
-                holding.set()
-                release.wait(30)
-        finally:
-            connections.close_all()
-
-    def in_thread(target):
-        def body():
-            try:
-                target()
-            except Exception as exc:  # noqa: BLE001 - reported by the caller's assertion
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
-        return threading.Thread(target=body)
-
-    holder = threading.Thread(target=hold_the_run_row)
-    holder.start()
-    holding.wait(30)
-    threads = [holder]
-    for waiting, target in enumerate((first, second), start=1):
-        thread = in_thread(target)
-        thread.start()
-        threads.append(thread)
-        _wait_until_blocked_on_a_lock(waiting)
-    release.set()
-    for thread in threads:
-        thread.join(30)
-    return errors
-
-
 def _race_with_the_end_of_fan_out(action):
     """Run `action(campaign)` while fan-out writes its last chunk: both queue behind a lock on the run row.
 
@@ -507,7 +446,7 @@ def _race_with_the_end_of_fan_out(action):
     run, _, _ = _fanned_out_run({"tsel": 4})
     CampaignRun.objects.filter(pk=run.pk).update(status=CampaignRun.Status.FANNING_OUT, fanout_done=False)
     campaign = run.campaign
-    errors = _race_behind_a_row(run, lambda: dispatch.run_fan_out(run_id=run.pk), lambda: action(campaign))
+    errors = race_behind_a_row(run, lambda: dispatch.run_fan_out(run_id=run.pk), lambda: action(campaign))
     assert errors == []
     return run
 
@@ -576,7 +515,7 @@ def test_completing_a_run_while_it_is_cancelled_or_paused_ends_in_one_state_with
         act = partial(campaign_cancel, campaign=campaign, actor=campaign.author)
     else:
         act = partial(dispatch.campaign_pause, campaign=campaign, actor=campaign.author)
-    errors = _race_behind_a_row(run, lambda: dispatch.run_check_complete(run_id=run.pk), act)
+    errors = race_behind_a_row(run, lambda: dispatch.run_check_complete(run_id=run.pk), act)
     assert [type(error) for error in errors] == [ServiceConflict]  # it completed first: a clear 409
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED
@@ -622,7 +561,7 @@ def test_a_late_error_from_a_worker_whose_lease_lapsed_never_moves_a_batch_the_o
         refused = BatchResult(outcome=Outcome.FAILED, status_code=400, error="bad request")
     else:
         refused = BatchResult(outcome=Outcome.RETRY, status_code=503, error="unavailable")
-    errors = _race_behind_a_row(
+    errors = race_behind_a_row(
         batch,
         lambda: batch_record_result(batch_id=batch.pk, result=accepted, leased=batch),
         lambda: batch_record_result(batch_id=batch.pk, result=refused, leased=stale),
@@ -643,7 +582,7 @@ def test_resume_as_a_paused_fan_out_finishes_leaves_the_run_sending_so_it_comple
     campaign = run.campaign
     dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
     CampaignRun.objects.filter(pk=run.pk).update(fanout_done=False)  # its last chunk is still to be written
-    errors = _race_behind_a_row(
+    errors = race_behind_a_row(
         run,
         lambda: dispatch.run_fan_out(run_id=run.pk),
         lambda: dispatch.campaign_resume(campaign=campaign, actor=campaign.author),

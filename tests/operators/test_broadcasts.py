@@ -390,3 +390,27 @@ def test_a_cancel_never_confirmed_is_closed_when_the_window_ends(operators, area
     assert rows["xl"].state == State.COMPLETED
     assert "before the cancel was confirmed" in rows["xl"].last_error
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_as_the_window_ends_gives_one_clear_outcome_without_a_deadlock(operators, areas):
+    from django.db import connection
+
+    from campaigns.services import campaign_cancel
+    from smsblast.errors import ServiceConflict
+    from tests.concurrency import race_behind_a_row
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    for row in _by_slug(run).values():
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    errors = race_behind_a_row(
+        run,
+        lambda: broadcasts.area_broadcast_run_finish(run_id=run.pk, now=campaign.ends_at),
+        lambda: campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah"),
+    )
+    assert [type(error) for error in errors] == [ServiceConflict]  # the window ended first: a clear 409
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED

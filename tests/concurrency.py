@@ -1,0 +1,62 @@
+"""Make two database sessions meet at a row lock in a known order (PostgreSQL), to test concurrent services."""
+
+import threading
+import time
+
+from django.db import connection, connections, transaction
+
+
+def wait_until_blocked_on_a_lock(count: int) -> None:
+    """Wait until `count` other sessions of this database wait on a lock (a rendezvous, not a timing assert)."""
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0] >= count:
+                return
+        time.sleep(0.01)
+    raise AssertionError("the sessions never met at the lock")
+
+
+def race_behind_a_row(row, first, second) -> list:
+    """Run `first()` then `second()` in threads queued in that order behind a lock on `row`; return errors."""
+
+    holding, release = threading.Event(), threading.Event()
+    errors = []
+
+    def hold_the_run_row():
+        try:
+            with transaction.atomic():
+                type(row).objects.select_for_update().get(pk=row.pk)
+                holding.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    def in_thread(target):
+        def body():
+            try:
+                target()
+            except Exception as exc:  # noqa: BLE001 - reported by the caller's assertion
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        return threading.Thread(target=body)
+
+    holder = threading.Thread(target=hold_the_run_row)
+    holder.start()
+    holding.wait(30)
+    threads = [holder]
+    for waiting, target in enumerate((first, second), start=1):
+        thread = in_thread(target)
+        thread.start()
+        threads.append(thread)
+        wait_until_blocked_on_a_lock(waiting)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    return errors
