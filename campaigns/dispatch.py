@@ -683,6 +683,8 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
             counts["completed"] += 1
 
     for run in active_runs.filter(last_progress_at__lt=now - STALL_AFTER):
+        if is_quiet_for(run, now) is not None:
+            continue  # waiting out its quiet hours is not a stall
         counts["stalled"] += 1
         logger.error(
             "Run %s of campaign %s has made no progress since %s", run.pk, run.campaign_id, run.last_progress_at

@@ -593,3 +593,19 @@ def test_resume_as_a_paused_fan_out_finishes_leaves_the_run_sending_so_it_comple
         assert batch_send(batch_id=pk) == "accepted"
     Delivery.objects.filter(run=run).update(status="delivered")
     assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.COMPLETED
+
+
+def test_the_reconciler_does_not_report_a_run_waiting_out_its_quiet_hours_as_stalled(caplog):
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    local_hour = timezone.now().astimezone(timezone.get_fixed_timezone(7 * 60)).hour
+    quiet = {"start": f"{local_hour:02d}:00", "end": f"{(local_hour + 2) % 24:02d}:00"}
+    CampaignRun.objects.filter(pk=run.pk).update(
+        frozen={**run.frozen, "quiet_hours": quiet, "area_codes": ["35.05"]},
+        last_progress_at=timezone.now() - timedelta(minutes=11),
+    )
+    assert {batch_send(batch_id=pk) for pk in DispatchBatch.objects.filter(run=run).values_list("pk", flat=True)} == {
+        "quiet"
+    }
+    with caplog.at_level("ERROR", logger="campaigns.dispatch"):
+        assert dispatch.dispatch_reconcile()["stalled"] == 0
+    assert "no progress" not in caplog.text
