@@ -632,7 +632,9 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
         # The last report of a message in one request wins, like reports arriving one after another.
         wanted[pk] = _Report(pk, status, operator_ref, error_code, done_at)
 
-    ids = list(wanted)
+    # In id order, whatever the request's order: two requests naming the same messages then lock their rows
+    # in the same order and one waits for the other instead of deadlocking.
+    ids = sorted(wanted)
     owned = _owned_messages(operator, ids)  # message id → run id
     for message_id in ids:
         if message_id not in owned:

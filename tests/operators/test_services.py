@@ -223,3 +223,28 @@ def test_an_unreachable_rate_limiter_gives_the_batch_back_logged_and_it_is_sent_
     settings.REDIS_URL = redis_url
     assert services.batch_send(batch_id=batch.pk, now=held.next_attempt_at) == "accepted"
     assert len(ScriptedAdapter.sent) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_report_requests_naming_the_same_messages_in_opposite_orders_both_apply_without_a_deadlock():
+    from django.db import connection
+
+    from tests.concurrency import race_behind_a_row
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    batch = _batch(20)
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    operator = Operator.objects.get(pk=batch.operator_id)
+    deliveries = list(Delivery.objects.filter(batch=batch).order_by("pk"))
+    ids = [str(delivery.pk) for delivery in deliveries]
+
+    def report(order, status):
+        return lambda: services.delivery_reports_apply(
+            operator=operator, reports=[(message_id, status, "", "", None) for message_id in order]
+        )
+
+    # Both wait behind the first message; the second request meanwhile takes every other one.
+    errors = race_behind_a_row(deliveries[0], report(ids, "DELIVERED"), report(ids[::-1], "UNDELIVERED"))
+    assert errors == []
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) <= {"delivered", "undelivered"}
