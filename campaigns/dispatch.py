@@ -56,6 +56,9 @@ ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.FANNING_OUT, RunStatus.SENDI
 # messages are ordinary SMS outcomes (handset off, out of coverage) and do not.
 FAILURE_STATUSES = (DeliveryStatus.FAILED, DeliveryStatus.REJECTED)
 STALL_AFTER = timedelta(minutes=10)
+# Campaign states in which a due occurrence starts its run: armed, or still sending an earlier run (a paused
+# campaign waits for resume).
+STARTABLE = (Campaign.Status.SCHEDULED, Campaign.Status.SENDING)
 QUEUED = DeliveryStatus.QUEUED.value
 SKIPPED = DeliveryStatus.SKIPPED.value
 
@@ -164,7 +167,8 @@ def runs_start_due(*, now: datetime | None = None, limit: int = 100) -> list[int
 
     Called every second by celery beat. A Redis lock keeps two beats from racing through the same rows, and
     each start is a conditional UPDATE plus the (campaign, scheduled_for) unique constraint, so a run never
-    starts twice even if the lock is lost.
+    starts twice even if the lock is lost. A recurring campaign still sending its previous run (waiting for
+    reports, which may take its whole validity window) starts the next occurrence on time all the same.
     """
     from operators.ratelimit import redis_client
 
@@ -174,9 +178,9 @@ def runs_start_due(*, now: datetime | None = None, limit: int = 100) -> list[int
         return []
     try:
         due = list(
-            Campaign.objects.filter(
-                status=Campaign.Status.SCHEDULED, mode=Mode.TARGETED, next_run_at__lte=now
-            ).values_list("pk", flat=True)[:limit]
+            Campaign.objects.filter(status__in=STARTABLE, mode=Mode.TARGETED, next_run_at__lte=now).values_list(
+                "pk", flat=True
+            )[:limit]
         )
         started = []
         for campaign_id in due:
@@ -196,16 +200,19 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
     """Start the due run of one scheduled campaign; return it, or None if another process did or it may not.
 
     Re-checks the approval against the campaign's current content (invariant 1): a mismatch sends nothing,
-    returns the campaign to draft and records why.
+    returns the campaign to draft and records why. A recurring campaign still sending an earlier run starts
+    this one beside it.
     """
     now = now or timezone.now()
-    campaign = Campaign.objects.filter(pk=campaign_id, status=Campaign.Status.SCHEDULED).first()
+    campaign = Campaign.objects.filter(pk=campaign_id, status__in=STARTABLE).first()
     if campaign is None or campaign.next_run_at is None or campaign.next_run_at > now:
         return None
     scheduled_for = campaign.next_run_at
 
     if not campaign_approval_is_valid(campaign):
-        campaign_dispatch_refuse(campaign=campaign, now=now, match={"next_run_at": scheduled_for})
+        # A campaign with a run in progress goes back to draft only once that run has ended.
+        if campaign.status == Campaign.Status.SCHEDULED:
+            campaign_dispatch_refuse(campaign=campaign, now=now, match={"next_run_at": scheduled_for})
         return None
 
     try:
@@ -218,7 +225,7 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
     # down for a while, so missed occurrences are skipped rather than fired in a burst.
     schedule = _normalized_or_none(campaign.schedule) or {"kind": "now"}
     next_run_at = scheduling.next_start(schedule, zone=zone, after=max(scheduled_for, now), priority=campaign.priority)
-    rows = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.SCHEDULED, next_run_at=scheduled_for).update(
+    rows = Campaign.objects.filter(pk=campaign.pk, status__in=STARTABLE, next_run_at=scheduled_for).update(
         status=Campaign.Status.SENDING, next_run_at=next_run_at, updated_at=now
     )
     if rows != 1:
@@ -255,7 +262,7 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
         actor=None,
         action="campaign.run_start",
         obj=campaign,
-        from_state=Campaign.Status.SCHEDULED,
+        from_state=campaign.status,
         to_state=Campaign.Status.SENDING,
         details={"run_id": run.pk, "scheduled_for": scheduled_for.isoformat()},
     )

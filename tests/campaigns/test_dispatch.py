@@ -609,3 +609,25 @@ def test_the_reconciler_does_not_report_a_run_waiting_out_its_quiet_hours_as_sta
     with caplog.at_level("ERROR", logger="campaigns.dispatch"):
         assert dispatch.dispatch_reconcile()["stalled"] == 0
     assert "no progress" not in caplog.text
+
+
+def test_a_recurring_occurrence_starts_on_time_while_the_previous_run_awaits_reports():
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(BLORA_DAILY))
+    operators_and_subscribers(counts={"tsel": 2})
+    thursday_13 = utc(2021, 7, 8, 6, 0)
+    dispatch.campaign_schedule(
+        campaign=campaign, user=campaign.author, schedule=BLORA_DAILY, now=thursday_13 - timedelta(hours=1)
+    )
+    (thursday,) = dispatch.runs_start_due(now=thursday_13)
+    dispatch.run_fan_out(run_id=thursday)
+    DispatchBatch.objects.filter(run_id=thursday).update(status="accepted")  # sent; reports still to come
+    friday_10 = utc(2021, 7, 9, 3, 0)
+    assert Campaign.objects.get(pk=campaign.pk).next_run_at == friday_10
+
+    (friday,) = dispatch.runs_start_due(now=friday_10)
+    assert CampaignRun.objects.get(pk=friday).scheduled_for == friday_10
+    assert dispatch.runs_start_due(now=friday_10 + timedelta(seconds=1)) == []
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SENDING
+    assert campaign.next_run_at == utc(2021, 7, 10, 6, 0)
+    assert AuditEvent.objects.filter(action="campaign.run_start", details__run_id=friday).exists()
