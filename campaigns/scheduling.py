@@ -21,6 +21,13 @@ from zoneinfo import ZoneInfo
 KINDS = ("now", "once", "daily", "weekly")
 RECURRING_KINDS = frozenset({"daily", "weekly"})
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# The keys each kind reads; another key with a value would be dropped and the campaign sent at other times.
+KIND_KEYS = {
+    "now": frozenset({"kind", "quiet_hours"}),
+    "once": frozenset({"kind", "at", "quiet_hours"}),
+    "daily": frozenset({"kind", "time", "weekday_times", "until", "quiet_hours"}),
+    "weekly": frozenset({"kind", "time", "weekdays", "until", "quiet_hours"}),
+}
 
 WIB = ("Asia/Jakarta", "WIB")
 WITA = ("Asia/Makassar", "WITA")
@@ -76,6 +83,8 @@ def _parse_time(value, field: str) -> time:
         parsed = time.fromisoformat(value)
     except ValueError:
         raise ScheduleError(f"{value!r} is not a time (HH:MM).", field) from None
+    if parsed.tzinfo is not None:
+        raise ScheduleError("Give the local time without a UTC offset; the area's zone applies.", field)
     return parsed.replace(second=0, microsecond=0)
 
 
@@ -83,6 +92,8 @@ def _parse_weekday(value, field: str) -> int:
     if isinstance(value, str) and value.strip().lower()[:3] in WEEKDAY_NAMES:
         return WEEKDAY_NAMES.index(value.strip().lower()[:3])
     try:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise TypeError(value)
         day = int(value)
     except (TypeError, ValueError):
         raise ScheduleError(f"{value!r} is not a weekday (0 = Monday … 6 = Sunday).", field) from None
@@ -102,6 +113,14 @@ def schedule_normalize(raw) -> dict:
     kind = raw.get("kind")
     if kind not in KINDS:
         raise ScheduleError(f"Schedule kind must be one of: {', '.join(KINDS)}.", "kind")
+    # "until" outside recurring kinds has its own message below.
+    unused = sorted(
+        str(key)
+        for key, value in raw.items()
+        if key not in KIND_KEYS[kind] | {"until"} and value not in (None, "", [], {})
+    )
+    if unused:
+        raise ScheduleError(f"A {kind} schedule does not take {', '.join(unused)}.", unused[0])
     result: dict = {"kind": kind}
     if kind == "once":
         at = raw.get("at")
@@ -127,6 +146,8 @@ def schedule_normalize(raw) -> dict:
                 str(_parse_weekday(day, "weekday_times")): _fmt(_parse_time(value, "weekday_times"))
                 for day, value in sorted(overrides.items(), key=lambda item: _parse_weekday(item[0], "weekday_times"))
             }
+            if len(result["weekday_times"]) != len(overrides):
+                raise ScheduleError("weekday_times names a weekday twice.", "weekday_times")
             if not result["weekday_times"]:
                 del result["weekday_times"]
         else:

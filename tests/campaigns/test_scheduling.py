@@ -165,6 +165,14 @@ def test_recurring_occurrences_pushed_to_the_same_morning_make_one_run():
         ({"kind": "weekly", "time": "13:00", "weekdays": []}, "weekdays"),
         ({"kind": "daily", "time": "13:00", "until": "31/12/2021"}, "until"),
         ({"kind": "now", "quiet_hours": {"start": "21:00", "end": "21:00"}}, "quiet_hours"),
+        # A key the kind does not use would be dropped and the campaign sent at other times than asked.
+        ({"kind": "now", "at": "2030-01-01T10:00"}, "at"),
+        ({"kind": "daily", "time": "13:00", "weekdays": [4]}, "weekdays"),
+        ({"kind": "weekly", "time": "13:00", "weekdays": [4], "weekday_times": {"4": "10:00"}}, "weekday_times"),
+        ({"kind": "daily", "time": "13:00", "quiet": {"start": "21:00", "end": "06:00"}}, "quiet"),
+        ({"kind": "daily", "time": "13:00", "weekday_times": {"fri": "10:00", "4": "11:00"}}, "weekday_times"),
+        ({"kind": "weekly", "time": "13:00", "weekdays": [True]}, "weekdays"),
+        ({"kind": "daily", "time": "13:00+09:00"}, "time"),
     ],
 )
 def test_invalid_schedules_name_the_field(raw, field):
