@@ -190,7 +190,8 @@ class CampaignForm(forms.Form):
         cleaned["starts_at"] = cleaned["ends_at"] = None
         if cleaned.get("mode") != Mode.AREA_BROADCAST:
             return
-        zone = ZoneInfo(zone_for_area_codes(cleaned.get("area_codes") or []).name)
+        # The codes are stored sorted, and the campaign is shown in the zone of the first stored one.
+        zone = ZoneInfo(zone_for_area_codes(sorted(cleaned.get("area_codes") or [])).name)
         for field, target in (("broadcast_starts", "starts_at"), ("broadcast_ends", "ends_at")):
             value = cleaned.get(field)
             if value is None:

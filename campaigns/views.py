@@ -176,7 +176,7 @@ def _compose(request: HttpRequest, form: CampaignForm, *, campaign: Campaign | N
             "campaign": campaign,
             "picked": picked,
             "counter_labels": json.dumps(labels),
-            "zone": zone_for_area_codes(codes),
+            "zone": zone_for_area_codes(sorted(codes)),
         },
     )
 
@@ -207,7 +207,7 @@ def area_search(request: HttpRequest) -> HttpResponse:
 def compose_preview(request: HttpRequest) -> HttpResponse:
     """Return the map, audience per operator and cost for the areas and text being composed."""
     codes = [code for code in request.POST.getlist("area_codes") if isinstance(code, str)][:200]
-    areas = list(Area.objects.filter(code__in=codes))
+    areas = list(Area.objects.filter(code__in=codes).order_by("code"))
     # An unsaved campaign carries what is being composed into the same selector the campaign page uses.
     mode = request.POST.get("mode", "")
     draft = Campaign(
@@ -223,6 +223,8 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
             "audience": audience,
             "mode": mode,
             "estimate": _broadcast_estimate(draft),
+            # Swapped into the compose form's "times in" labels: the zone the times will be read in.
+            "zone": zone_for_area_codes(draft.area_codes),
         },
     )
 

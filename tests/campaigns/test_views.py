@@ -584,3 +584,39 @@ def test_area_broadcast_without_a_window_is_refused(officer_user, areas):
     assert response.status_code == 200
     assert "memerlukan awal dan akhir" in response.content.decode()
     assert not Campaign.objects.exists()
+
+
+def test_an_area_broadcast_window_over_two_zones_is_read_in_the_zone_it_is_shown_in(officer_user, areas):
+    from datetime import UTC, datetime
+
+    from tests.smsblast.factories import AreaFactory
+
+    AreaFactory(code="51", name="Bali")
+    AreaFactory(code="51.71", name="Kota Denpasar")
+    data = compose_data(
+        mode="area_broadcast",
+        area_codes=["51.71", "35.05"],  # ticked Denpasar (WITA) first, Blitar (WIB) second
+        broadcast_starts="2030-01-01T08:00",
+        broadcast_ends="2030-01-01T20:00",
+    )
+    response = client_for(officer_user).post(reverse("campaigns:create"), data)
+    assert response.status_code == 302
+    campaign = Campaign.objects.get()
+    body = client_for(officer_user).get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "1 Jan 2030 08:00 WIB – 1 Jan 2030 20:00 WIB" in body
+    assert campaign.starts_at == datetime(2030, 1, 1, 1, 0, tzinfo=UTC)
+
+
+def test_compose_preview_names_the_zone_the_times_are_entered_in(officer_user, areas):
+    from tests.smsblast.factories import AreaFactory
+
+    AreaFactory(code="94", name="Papua Tengah")
+    AreaFactory(code="94.01", name="Kabupaten Nabire")
+    body = client_for(officer_user).get(reverse("campaigns:create")).content.decode()
+    assert 'id="schedule-zone"' in body
+    response = client_for(officer_user).post(
+        reverse("campaigns:preview"), {"area_codes": ["94.01"], "text": "Halo", "mode": "targeted"}
+    )
+    body = response.content.decode()
+    assert '<span id="schedule-zone" hx-swap-oob="true">WIT</span>' in body
+    assert '<span id="window-zone" hx-swap-oob="true">WIT</span>' in body
