@@ -488,8 +488,11 @@ def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignR
     campaign = run.campaign
     if campaign.runs.filter(status__in=ACTIVE_RUN_STATUSES).exists():
         return run
+    # A paused recurring campaign stays paused: its next occurrence waits for resume.
+    from_states = (Campaign.Status.SENDING, Campaign.Status.PAUSED)
     if campaign.next_run_at is not None:
         campaign_to = Campaign.Status.SCHEDULED
+        from_states = (Campaign.Status.SENDING,)
     elif failed:
         campaign_to = Campaign.Status.COMPLETED_WITH_FAILURES
     else:
@@ -499,7 +502,7 @@ def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignR
         to_state=campaign_to,
         actor=None,
         action="campaign.run_complete",
-        from_states=(Campaign.Status.SENDING, Campaign.Status.PAUSED),
+        from_states=from_states,
         details={"run_id": run.pk, "run_status": to_state},
         now=now,
     )
@@ -539,12 +542,18 @@ def campaign_pause(*, campaign: Campaign, actor: User) -> Campaign:
 
 @transaction.atomic
 def campaign_resume(*, campaign: Campaign, actor: User) -> Campaign:
-    """Continue a paused campaign (paused → sending) and re-enqueue its waiting batches."""
+    """Continue a paused campaign (paused → sending) and re-enqueue its waiting batches.
+
+    A recurring campaign whose run ended while it was paused goes back to scheduled for its next occurrence.
+    """
     _check_may_dispatch(campaign, actor)
     now = timezone.now()
+    # The campaign row first, as run_check_complete takes it, so no run completes between the check and the move.
+    Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+    waiting_runs = campaign.runs.filter(status=RunStatus.PAUSED).exists()
     resumed = campaign_move(
         campaign=campaign,
-        to_state=Campaign.Status.SENDING,
+        to_state=Campaign.Status.SENDING if waiting_runs else Campaign.Status.SCHEDULED,
         actor=actor,
         action="campaign.resume",
         from_states=(Campaign.Status.PAUSED,),

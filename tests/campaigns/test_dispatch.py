@@ -631,3 +631,29 @@ def test_a_recurring_occurrence_starts_on_time_while_the_previous_run_awaits_rep
     assert campaign.status == Campaign.Status.SENDING
     assert campaign.next_run_at == utc(2021, 7, 10, 6, 0)
     assert AuditEvent.objects.filter(action="campaign.run_start", details__run_id=friday).exists()
+
+
+def test_a_paused_recurring_campaign_starts_no_further_occurrence_until_resumed():
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(BLORA_DAILY))
+    operators_and_subscribers(counts={"tsel": 2})
+    thursday_13 = utc(2021, 7, 8, 6, 0)
+    dispatch.campaign_schedule(
+        campaign=campaign, user=campaign.author, schedule=BLORA_DAILY, now=thursday_13 - timedelta(hours=1)
+    )
+    (thursday,) = dispatch.runs_start_due(now=thursday_13)
+    dispatch.run_fan_out(run_id=thursday)
+    DispatchBatch.objects.filter(run_id=thursday).update(status="accepted")
+    dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+    Delivery.objects.filter(run_id=thursday).update(status="delivered")  # the batches sent before the pause report
+
+    assert dispatch.run_check_complete(run_id=thursday).status == CampaignRun.Status.COMPLETED
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.PAUSED
+    friday_10 = utc(2021, 7, 9, 3, 0)
+    assert dispatch.runs_start_due(now=friday_10) == []
+
+    dispatch.campaign_resume(campaign=campaign, actor=campaign.author)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED
+    assert campaign.next_run_at == friday_10
+    (friday,) = dispatch.runs_start_due(now=friday_10 + timedelta(seconds=1))
+    assert CampaignRun.objects.get(pk=friday).scheduled_for == friday_10
