@@ -698,7 +698,10 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
         if run is not None and run.status in CampaignRun.FINAL_STATUSES:
             counts["completed"] += 1
 
-    for run in active_runs.filter(last_progress_at__lt=now - STALL_AFTER):
+    # A batch held until a moment in the last STALL_AFTER (quiet hours, an operator's Retry-After) was waiting,
+    # not stalled: count the stall from when it may be sent.
+    held = DispatchBatch.objects.filter(run=OuterRef("pk"), next_attempt_at__gte=now - STALL_AFTER)
+    for run in active_runs.filter(last_progress_at__lt=now - STALL_AFTER).exclude(Exists(held)):
         if is_quiet_for(run, now) is not None:
             continue  # waiting out its quiet hours is not a stall
         counts["stalled"] += 1

@@ -657,3 +657,23 @@ def test_a_paused_recurring_campaign_starts_no_further_occurrence_until_resumed(
     assert campaign.next_run_at == friday_10
     (friday,) = dispatch.runs_start_due(now=friday_10 + timedelta(seconds=1))
     assert CampaignRun.objects.get(pk=friday).scheduled_for == friday_10
+
+
+def test_the_reconciler_does_not_report_a_run_as_stalled_the_moment_its_quiet_hours_end(caplog):
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    CampaignRun.objects.filter(pk=run.pk).update(
+        frozen={**run.frozen, "quiet_hours": {"start": "21:00", "end": "06:00"}, "area_codes": ["35.05"]},
+        expires_at=utc(2021, 7, 9),
+    )
+    wib_2130 = utc(2021, 7, 7, 14, 30)
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=wib_2130)
+    batch_ids = list(DispatchBatch.objects.filter(run=run).values_list("pk", flat=True))
+    assert {batch_send(batch_id=pk, now=wib_2130) for pk in batch_ids} == {"quiet"}
+    quiet_end = utc(2021, 7, 7, 23, 0)
+    with caplog.at_level("ERROR", logger="campaigns.dispatch"):
+        counts = dispatch.dispatch_reconcile(now=quiet_end + timedelta(seconds=5))
+    assert counts["requeued"] == len(batch_ids)
+    assert counts["stalled"] == 0
+    assert "no progress" not in caplog.text
+    # Still nothing sent ten minutes after the quiet hours: that is a stall.
+    assert dispatch.dispatch_reconcile(now=quiet_end + dispatch.STALL_AFTER + timedelta(seconds=5))["stalled"] == 1
