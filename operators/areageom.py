@@ -8,6 +8,7 @@ import math
 
 import shapely
 from shapely import make_valid
+from shapely.errors import GEOSException
 from shapely.geometry import MultiPolygon, Point, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
@@ -44,7 +45,23 @@ def geometry_from_geojson(obj: dict) -> BaseGeometry:
         geom = shape(obj)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise AreaError(f"Unreadable {kind} coordinates.") from exc
-    return _polygonal(make_valid(geom) if not geom.is_valid else geom)
+    return _polygonal(geom if geom.is_valid else _repaired(geom))
+
+
+def _repaired(geom: BaseGeometry) -> BaseGeometry:
+    """Return a valid form of an invalid geometry.
+
+    make_valid refuses some published boundaries (a ring that collapses to a line, as in Kota Mataram's);
+    a zero-width buffer then repairs them, keeping the area.
+    """
+    try:
+        return make_valid(geom)
+    except GEOSException:
+        pass
+    try:
+        return geom.buffer(0)
+    except GEOSException as exc:
+        raise AreaError(f"The {geom.geom_type} cannot be repaired: {exc}") from exc
 
 
 def union_of(geometries) -> BaseGeometry:
@@ -168,7 +185,7 @@ def parse_cap_polygon(text: str) -> Polygon:
     if any(not (-90 <= lat <= 90 and -180 <= lon <= 180) for lat, lon in points):
         raise AreaError("A CAP polygon point lies outside latitude/longitude range.")
     polygon = Polygon([(lon, lat) for lat, lon in points])
-    repaired = _polygonal(make_valid(polygon)) if not polygon.is_valid else polygon
+    repaired = _polygonal(_repaired(polygon)) if not polygon.is_valid else polygon
     if repaired.is_empty or repaired.area == 0:
         raise AreaError("A CAP polygon encloses no area.")
     return repaired

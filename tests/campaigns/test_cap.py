@@ -562,3 +562,12 @@ def test_the_imported_window_leaves_time_for_review(officer_client):
     campaign = Campaign.objects.get(pk=body["campaign_id"])
     assert campaign.starts_at >= before + timedelta(minutes=14)
     assert timedelta(minutes=5) <= campaign.ends_at - campaign.starts_at <= timedelta(hours=24)
+
+
+def test_a_polygon_alert_imports_while_a_boundary_needing_repair_is_loaded(officer_client):
+    blitar_areas()
+    AreaFactory(code="52", name="Nusa Tenggara Barat")
+    AreaFactory(code="52.71", name="Kota Mataram", boundary=regency_boundary("52.71"))
+    response = _post_xml(officer_client, BMKG_POLYGON.format(polygon=_blitar_west_polygon()))
+    assert response.status_code == 201, response.content
+    assert Campaign.objects.get(pk=response.json()["campaign_id"]).area_codes == ["35.05"]

@@ -125,3 +125,10 @@ def test_cap_circle_has_its_radius_on_the_ground():
     # 10 km is about 0.09 degrees of latitude either side of the centre.
     assert maxy - miny == pytest.approx(2 * 10 / 111.32, rel=0.01)
     assert maxx - minx > maxy - miny
+
+
+def test_a_boundary_that_geos_cannot_repair_in_place_is_still_read_and_covered():
+    # Kota Mataram's published boundary has a ring too short to be a polygon; make_valid refuses it.
+    mataram = regency("52.71")
+    assert geometry_from_geojson(mataram).area == pytest.approx(shape(mataram).buffer(0).area)
+    _assert_covers(broadcast_area([mataram]), [shape(mataram).buffer(0).__geo_interface__], 250)
