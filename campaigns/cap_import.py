@@ -31,7 +31,7 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 # A regency covered less than this by the alert's shapes is narrowed to its kecamatan, where their
 # boundaries are loaded.
 WHOLE_REGENCY_SHARE = 0.9
-# Shapes that only graze an area (boundaries are simplified) do not pull it in.
+# Shapes that only graze an area (an overlap below this share of both the area and the shapes) do not pull it in.
 MIN_OVERLAP_SHARE = 0.01
 DEFAULT_WINDOW = timedelta(hours=1)
 # Drafts start no sooner than this, so the officer and the approver have time to review.
@@ -272,27 +272,34 @@ def _shape_codes(info: CapInfo) -> tuple[list[str], list[str]]:
     codes = []
     regencies = Area.objects.filter(level=AreaLevel.KABUPATEN, boundary__isnull=False)
     for code, boundary in regencies.values_list("code", "boundary").iterator():
-        share = _overlap(alert_shape, boundary)
-        if share < MIN_OVERLAP_SHARE:
+        share, alert_share = _overlap(alert_shape, boundary)
+        if max(share, alert_share) < MIN_OVERLAP_SHARE:
             continue
         districts = []
         if share < WHOLE_REGENCY_SHARE:
             below = Area.objects.filter(level=AreaLevel.KECAMATAN, code__startswith=f"{code}.", boundary__isnull=False)
-            districts = [c for c, b in below.values_list("code", "boundary") if _overlap(alert_shape, b) >= 0.01]
+            boundaries = below.values_list("code", "boundary")
+            districts = [c for c, b in boundaries if max(_overlap(alert_shape, b)) >= MIN_OVERLAP_SHARE]
         codes.extend(districts or [code])
     return sorted(codes), notes
 
 
-def _overlap(alert_shape, boundary: dict) -> float:
+def _overlap(alert_shape, boundary: dict) -> tuple[float, float]:
+    """Return the shares of the boundary and of the alert's shapes that their intersection covers.
+
+    A shape small against a large regency (a 10 km circle in Kab. Merauke) still lies in it, so an area is
+    judged by both shares: only an overlap small against both merely grazes it.
+    """
     from operators import areageom
 
     try:
         geometry = areageom.geometry_from_geojson(boundary)
     except areageom.AreaError:
-        return 0.0
-    if geometry.area == 0 or not geometry.intersects(alert_shape):
-        return 0.0
-    return geometry.intersection(alert_shape).area / geometry.area
+        return 0.0, 0.0
+    if geometry.area == 0 or alert_shape.area == 0 or not geometry.intersects(alert_shape):
+        return 0.0, 0.0
+    common = geometry.intersection(alert_shape).area
+    return common / geometry.area, common / alert_shape.area
 
 
 # --- import --------------------------------------------------------------------------------

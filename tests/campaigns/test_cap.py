@@ -571,3 +571,13 @@ def test_a_polygon_alert_imports_while_a_boundary_needing_repair_is_loaded(offic
     response = _post_xml(officer_client, BMKG_POLYGON.format(polygon=_blitar_west_polygon()))
     assert response.status_code == 201, response.content
     assert Campaign.objects.get(pk=response.json()["campaign_id"]).area_codes == ["35.05"]
+
+
+def test_a_small_circle_inside_a_large_regency_sets_that_regency_as_the_area(officer_client):
+    # A 10 km circle near Merauke covers well under 1% of the regency, yet lies wholly in it.
+    AreaFactory(code="93", name="Papua Selatan")
+    AreaFactory(code="93.01", name="Kabupaten Merauke", boundary=regency_boundary("93.01"))
+    document = CIRCLE_11.replace("{circle} 30", "-8.10,140.60 10")
+    response = _post_xml(officer_client, document)
+    assert response.status_code == 201, response.json()
+    assert Campaign.objects.get(pk=response.json()["campaign_id"]).area_codes == ["93.01"]
