@@ -41,9 +41,12 @@ def cap_sender() -> str:
     return configured or f"smsblast@{urlparse(settings.PUBLIC_BASE_URL).hostname or 'localhost'}"
 
 
-def cap_identifier(campaign: Campaign) -> str:
-    """Return the identifier of the campaign's alert, unique per sender."""
-    return f"{cap_sender().split('@')[-1]}.campaign.{campaign.pk}"
+def cap_identifier(campaign: Campaign, approval: Approval) -> str:
+    """Return the identifier of the alert of the campaign as `approval` approved it, unique per sender.
+
+    An edited and approved again campaign is another message, so it gets another identifier.
+    """
+    return f"{cap_sender().split('@')[-1]}.campaign.{campaign.pk}.{approval.pk}"
 
 
 def cap_time(moment: datetime, campaign: Campaign) -> str:
@@ -106,7 +109,7 @@ def cap_alert(campaign: Campaign) -> etree._Element:
 
     approval = _approval(campaign)
     sender = cap_sender()
-    identifier = cap_identifier(campaign)
+    identifier = cap_identifier(campaign, approval)
     original_sent = cap_time(approval.created_at, campaign)
     cancelled = campaign.status == Campaign.Status.CANCELLED
 

@@ -13,7 +13,14 @@ from shapely.ops import unary_union
 
 from campaigns.cap_import import DEFAULT_WINDOW, cap_fit_text, cap_parse
 from campaigns.models import Approval, Campaign, Priority
-from campaigns.services import campaign_cancel, campaign_submit, campaign_withdraw_by_issuer
+from campaigns.services import (
+    campaign_approve,
+    campaign_cancel,
+    campaign_content_hash,
+    campaign_submit,
+    campaign_update,
+    campaign_withdraw_by_issuer,
+)
 from operators.areageom import parse_cap_polygon
 from operators.models import BroadcastSettings
 from smsblast.errors import ServiceForbidden, ServiceInvalid
@@ -115,6 +122,22 @@ def test_a_cancelled_campaign_exports_a_cancel_that_references_the_original(offi
     sender, identifier, sent = (_find(original, f"cap:{name}")[0] for name in ("sender", "identifier", "sent"))
     assert _find(cancel, "cap:references") == [f"{sender},{identifier},{sent}"]
     assert _find(cancel, "cap:identifier") != [identifier]
+
+
+def test_a_reapproved_campaign_exports_under_a_new_identifier_and_each_export_is_stable(officer_client):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    campaign = broadcast_campaign()
+    first = _find(_export(officer_client, campaign), "cap:identifier")
+    assert _find(_export(officer_client, campaign), "cap:identifier") == first
+    OperatorFactory()
+    campaign_update(campaign=campaign, actor=campaign.author, data={"text": "Teks yang diperbaiki."})
+    campaign_submit(campaign=campaign, actor=campaign.author)
+    approver = UserFactory(role=Role.APPROVER)
+    campaign_approve(campaign=campaign, approver=approver, content_hash=campaign_content_hash(campaign))
+    second = _export(officer_client, campaign)
+    assert _find(second, "cap:info/cap:description") == ["Teks yang diperbaiki."]
+    assert _find(second, "cap:identifier") != first
 
 
 def test_an_approved_targeted_campaign_exports_too(officer_client):
