@@ -419,13 +419,20 @@ def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImp
     query = Campaign.objects.none()
     for sender, identifier in references:
         query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
-    campaign = query.select_for_update().order_by("-id").first()
-    if campaign is None:
+    # A Cancel names every message it ends (the alert and its updates, each imported as its own campaign).
+    campaigns = list(query.select_for_update().order_by("-id"))
+    if not campaigns:
         raise ServiceInvalid("The CAP Cancel references no imported alert.")
-    if campaign.status in Campaign.FINAL_STATUSES:
-        raise ServiceConflict(f"The campaign imported from that alert is already {campaign.status}.")
+    live = [campaign for campaign in campaigns if campaign.status not in Campaign.FINAL_STATUSES]
+    if not live:
+        raise ServiceConflict(f"The campaign imported from that alert is already {campaigns[0].status}.")
     reason = f"Withdrawn by the issuer (CAP Cancel {alert.identifier} from {alert.sender})."
+    notes = [reason]
     # The feed is the authority: whichever officer imports the Cancel withdraws the alert it names.
-    campaign_withdraw_by_issuer(campaign=campaign, actor=actor, reason=reason, references=references, now=now)
+    for campaign in live:
+        campaign_withdraw_by_issuer(campaign=campaign, actor=actor, reason=reason, references=references, now=now)
+    if len(live) > 1:
+        notes.append(f"Also withdrew campaigns {', '.join(str(c.pk) for c in live[1:])}, which the Cancel also names.")
+    campaign = live[0]
     action = "rejected" if campaign.status == Campaign.Status.REJECTED else "cancelled"
-    return CapImportResult(action=action, campaign=campaign, notes=[reason])
+    return CapImportResult(action=action, campaign=campaign, notes=notes)

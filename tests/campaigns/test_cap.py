@@ -399,6 +399,30 @@ def test_a_cancel_rejects_a_draft_waiting_for_approval_and_cancels_one_that_is_a
     assert _post_xml(officer_client, CANCEL.replace("satgas-covid-35-0001,", "other,")).status_code == 400
 
 
+def test_a_cancel_naming_an_alert_and_its_update_withdraws_the_campaigns_of_both(officer_client):
+    original = _import_geocoded_alert(officer_client)
+    update = GEOCODES.format(description="Diperpanjang sampai 20 Juli 2021.").replace(
+        "<identifier>satgas-covid-35-0001</identifier>", "<identifier>satgas-covid-35-0002</identifier>"
+    )
+    update = update.replace("<msgType>Alert</msgType>", "<msgType>Update</msgType>").replace(
+        "<scope>Public</scope>",
+        "<scope>Public</scope><references>satgas@jatimprov.go.id,satgas-covid-35-0001,2021-07-01T09:00:00+07:00"
+        "</references>",
+    )
+    created = _post_xml(officer_client, update)
+    assert created.status_code == 201, created.json()
+    updated = Campaign.objects.get(pk=created.json()["campaign_id"])
+    Campaign.objects.filter(pk__in=[original.pk, updated.pk]).update(status=Campaign.Status.APPROVED)
+    cancel = CANCEL.replace(
+        "</references>", " satgas@jatimprov.go.id,satgas-covid-35-0002,2021-07-02T09:00:00+07:00</references>"
+    )
+    response = _post_xml(officer_client, cancel)
+    assert response.status_code == 200, response.json()
+    original.refresh_from_db()
+    updated.refresh_from_db()
+    assert (original.status, updated.status) == (Campaign.Status.CANCELLED, Campaign.Status.CANCELLED)
+
+
 def _import_geocoded_alert(client) -> Campaign:
     blitar_areas()
     OperatorFactory(slug="telkomsel")
