@@ -659,6 +659,9 @@ def _check_complete(campaign: Campaign) -> None:
         errors["area_codes"] = "Choose at least one existing area or draw a polygon."
     if campaign.starts_at and campaign.ends_at and campaign.ends_at <= campaign.starts_at:
         errors["ends_at"] = "The broadcast window must end after it starts."
+    if campaign.mode == Mode.TARGETED and campaign.exercise:
+        # Only an area broadcast can be limited to test endpoints; a targeted run reaches real subscribers.
+        errors["exercise"] = "Only an area broadcast can be an exercise; a targeted campaign reaches real subscribers."
     if campaign.mode == Mode.AREA_BROADCAST:
         from operators.broadcasts import broadcast_errors  # window, area and operator rules of area broadcasts
 

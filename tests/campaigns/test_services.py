@@ -224,6 +224,15 @@ def test_submit_refuses_an_incomplete_campaign(officer, areas, fields, field):
     assert campaign.status == Status.DRAFT
 
 
+def test_submit_refuses_a_targeted_exercise_which_would_reach_real_subscribers(officer, areas):
+    campaign = CampaignFactory(author=officer, mode="targeted", exercise=True)
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_submit(campaign=campaign, actor=officer)
+    assert "exercise" in refused.value.errors
+    campaign.refresh_from_db()
+    assert campaign.status == Status.DRAFT
+
+
 def test_submit_accepts_a_polygon_without_area_codes(officer):
     polygon = {"type": "Polygon", "coordinates": [[[112.1, -8.1], [112.3, -8.1], [112.3, -8.2], [112.1, -8.1]]]}
     campaign = CampaignFactory(author=officer, area_codes=[], polygon=polygon)
