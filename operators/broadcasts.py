@@ -211,14 +211,15 @@ def _polygon_estimate(polygon: dict, rate: Decimal) -> list[dict[str, Any]]:
 def broadcast_area_shapes(campaign: Campaign) -> list:
     """Return the shapely geometries of the campaign's area: boundaries of its codes and its drawn polygon.
 
-    A code without a boundary of its own is covered by the boundaries of the areas below it, where known.
+    A code without a boundary of its own is covered by the boundaries of the areas below it, where known,
+    else by that of the nearest area above it: an area sent too large is better than one left out.
     """
     shapes = []
     for code in _top_codes(campaign.area_codes or []):
         own = Area.objects.filter(code=code, boundary__isnull=False).values_list("boundary", flat=True).first()
         boundaries = [own] if own else Area.objects.within([code]).filter(boundary__isnull=False)
         if not own:
-            boundaries = boundaries.values_list("boundary", flat=True)
+            boundaries = list(boundaries.values_list("boundary", flat=True)) or _ancestor_boundary(code)
         for boundary in boundaries:
             try:
                 shapes.append(areageom.geometry_from_geojson(boundary))
@@ -227,6 +228,14 @@ def broadcast_area_shapes(campaign: Campaign) -> list:
     if campaign.polygon:
         shapes.append(areageom.geometry_from_geojson(campaign.polygon))
     return shapes
+
+
+def _ancestor_boundary(code: str) -> list[dict]:
+    """Return the boundary of the nearest area above `code` that has one, as a list (empty if none has)."""
+    parts = code.split(".")
+    ancestors = [".".join(parts[:depth]) for depth in range(len(parts) - 1, 0, -1)]
+    known = dict(Area.objects.filter(code__in=ancestors, boundary__isnull=False).values_list("code", "boundary"))
+    return next(([known[ancestor]] for ancestor in ancestors if ancestor in known), [])
 
 
 # --- start of the window -------------------------------------------------------------------

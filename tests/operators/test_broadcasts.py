@@ -16,7 +16,7 @@ from operators.models import AreaBroadcast, AreaBroadcastEvent, BroadcastSetting
 from smsblast.models import AuditEvent, Role
 from tests.operators.area_scripted import ScriptedAreaAdapter, blitar_areas, broadcast_campaign, regency_boundary
 from tests.operators.factories import OperatorFactory
-from tests.smsblast.factories import UserFactory
+from tests.smsblast.factories import AreaFactory, UserFactory
 
 State = AreaBroadcast.State
 RETRY = AreaBroadcastResult(outcome=Outcome.RETRY, status_code=503, error="HTTP 503: maintenance")
@@ -152,6 +152,16 @@ def test_start_freezes_the_run_and_writes_one_provider_message_per_operator(oper
     assert all(row.state == State.PENDING and row.events.count() == 1 for row in rows.values())
     # The same window never starts twice.
     assert _start(campaign) is None
+
+
+def test_an_area_without_any_boundary_of_its_own_is_covered_by_its_regency(operators, areas):
+    # Kecamatan 35.05.01 has no boundary loaded, Kota Blitar (35.72) has: the area sent must cover both.
+    AreaFactory(code="35.72", name="Kota Blitar", boundary=regency_boundary("35.72"))
+    run = _start(broadcast_campaign(area_codes=["35.05.01", "35.72"]))
+    sent = shape(_by_slug(run)["telkomsel"].area)
+    assert sent.contains(shape(regency_boundary("35.72")))
+    assert sent.contains(shape(regency_boundary("35.05")))
+    assert shape(run.frozen["area"]["geometry"]).contains(shape(regency_boundary("35.05")))
 
 
 def test_nothing_starts_when_the_approval_no_longer_matches_the_content(operators, areas):
