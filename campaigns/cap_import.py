@@ -95,6 +95,8 @@ def cap_parse(raw: bytes) -> CapAlert:
         ) from exc
     except ParseError as exc:
         raise ServiceInvalid(f"The document is not well-formed XML: {exc}.") from exc
+    except (LookupError, ValueError) as exc:  # an encoding the XML declaration names but the parser cannot read
+        raise ServiceInvalid(f"The document's encoding cannot be read ({exc}); send it as UTF-8.") from exc
     namespace, _, local = root.tag[1:].partition("}") if root.tag.startswith("{") else ("", "", root.tag)
     if local != "alert" or namespace not in CAP_NAMESPACES:
         raise ServiceInvalid(

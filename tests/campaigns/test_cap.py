@@ -525,6 +525,16 @@ def test_unusable_documents_are_refused_with_a_reason_and_create_nothing(officer
     assert not Campaign.objects.exists()
 
 
+@pytest.mark.parametrize("encoding", ["bogus", "Shift_JIS", "base64", "idna"])
+def test_a_document_in_an_encoding_the_parser_cannot_read_is_refused_with_a_reason(officer_client, encoding):
+    blitar_areas()
+    document = GEOCODES.format(description="Mulai 3 Juli 2021.").replace('encoding="UTF-8"', f'encoding="{encoding}"')
+    response = _post_xml(officer_client, document)
+    assert response.status_code == 400
+    assert "encoding" in response.json()["detail"]
+    assert not Campaign.objects.exists()
+
+
 def test_an_alert_whose_area_matches_nothing_known_is_refused(officer_client):
     blitar_areas()
     far_away = GEOCODES.replace("<value>3505</value>", "<value>9999</value>").replace("35.05.01", "99.01.01")
