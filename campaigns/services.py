@@ -263,6 +263,11 @@ def campaign_approve(*, campaign: Campaign, approver: User, content_hash: str) -
         raise ServiceConflict(
             "The campaign changed since you reviewed it; review the current version and approve its hash."
         )
+    if campaign.mode == Mode.AREA_BROADCAST and campaign.ends_at and campaign.ends_at <= timezone.now():
+        # Approved, it would wait for a window that never comes again and send nothing.
+        raise ServiceConflict(
+            "The broadcast window ended before approval, so nothing would be sent; reject it for a new window."
+        )
     _decide(campaign, approver=approver, action="approve", from_state=current, details={"content_hash": current_hash})
     return campaign
 

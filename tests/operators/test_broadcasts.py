@@ -360,6 +360,20 @@ def test_the_end_of_the_window_completes_the_campaign_when_every_operator_acknow
     assert AuditEvent.objects.filter(action="campaign.complete", object_id=str(campaign.pk)).exists()
 
 
+def test_an_area_broadcast_whose_window_has_ended_cannot_be_approved(operators, areas):
+    from campaigns.services import campaign_approve
+    from smsblast.errors import ServiceConflict
+
+    pending = Campaign.Status.PENDING_APPROVAL
+    campaign = broadcast_campaign(approved=False, starts_in=timedelta(hours=-2), status=pending)
+    approver = UserFactory(role=Role.APPROVER)
+    with pytest.raises(ServiceConflict, match="window ended"):
+        campaign_approve(campaign=campaign, approver=approver, content_hash=campaign_content_hash(campaign))
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PENDING_APPROVAL
+    assert not campaign.approvals.exists()
+
+
 def test_submitting_an_area_broadcast_checks_its_window_and_operators(operators, areas):
     from campaigns.services import campaign_submit
     from smsblast.errors import ServiceInvalid
