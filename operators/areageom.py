@@ -45,6 +45,12 @@ def geometry_from_geojson(obj: dict) -> BaseGeometry:
         geom = shape(obj)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise AreaError(f"Unreadable {kind} coordinates.") from exc
+    minx, miny, maxx, maxy = geom.bounds
+    if not geom.is_empty and not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
+        raise AreaError(
+            "GeoJSON positions are [longitude, latitude]: a longitude lies outside -180..180 or a latitude "
+            "outside -90..90 (were they given in lat, lon order?)."
+        )
     return _polygonal(geom if geom.is_valid else _repaired(geom))
 
 

@@ -141,6 +141,15 @@ def test_create_refuses_malformed_fields_naming_the_field(officer, areas, fields
     assert not Campaign.objects.exists()
 
 
+def test_create_refuses_a_polygon_given_in_lat_lon_order(officer, areas):
+    # GeoJSON positions are [longitude, latitude]; swapped, Kab. Blitar's latitudes read as 112 degrees.
+    swapped = {"type": "Polygon", "coordinates": [[[-8.1, 112.1], [-8.1, 112.3], [-8.2, 112.3], [-8.1, 112.1]]]}
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_create(author=officer, title="Covid-19", text="Pakai masker.", sender="PEMKAB", polygon=swapped)
+    assert "longitude" in refused.value.errors["polygon"]
+    assert not Campaign.objects.exists()
+
+
 def _days_from_today(days: int) -> str:
     return (timezone.now() + datetime.timedelta(days=days)).date().isoformat()
 

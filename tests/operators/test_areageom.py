@@ -132,3 +132,9 @@ def test_a_boundary_that_geos_cannot_repair_in_place_is_still_read_and_covered()
     mataram = regency("52.71")
     assert geometry_from_geojson(mataram).area == pytest.approx(shape(mataram).buffer(0).area)
     _assert_covers(broadcast_area([mataram]), [shape(mataram).buffer(0).__geo_interface__], 250)
+
+
+def test_positions_outside_longitude_and_latitude_ranges_are_refused():
+    swapped = {"type": "Polygon", "coordinates": [[[-8.1, 112.1], [-8.1, 112.3], [-8.2, 112.3], [-8.1, 112.1]]]}
+    with pytest.raises(AreaError, match="longitude, latitude"):
+        geometry_from_geojson(swapped)
