@@ -40,7 +40,9 @@ MAX_WINDOW = timedelta(hours=24)
 STARTABLE = (CampaignStatus.APPROVED, CampaignStatus.SCHEDULED)
 # A send or cancel request in flight for longer than this is presumed lost (worker died) and re-driven.
 LEASE = timedelta(seconds=60)
-# Sends are retried with exponential backoff and jitter, each operator on its own clock.
+# Sends are retried with exponential backoff and jitter, each operator on its own clock, for as long as the
+# window lasts: a warning must reach an operator that recovers late in it. A broadcast without a recorded
+# window end (none is created so) gets this many attempts.
 MAX_SEND_ATTEMPTS = 10
 MAX_BACKOFF_SECONDS = 120.0
 
@@ -347,11 +349,11 @@ def area_broadcast_send(*, broadcast_id, now: datetime | None = None) -> AreaBro
 
     Returns None when the row is not due (final, in flight elsewhere, or waiting for its next attempt).
     """
-    now = now or timezone.now()
-    broadcast = _claim_send(broadcast_id, now)
+    claimed_at = now or timezone.now()
+    broadcast = _claim_send(broadcast_id, claimed_at)
     if broadcast is None:
         return None
-    return _record_send(broadcast, _adapter_call(broadcast, "send_area_broadcast"))
+    return _record_send(broadcast, _adapter_call(broadcast, "send_area_broadcast"), now=now)
 
 
 @transaction.atomic
@@ -416,7 +418,9 @@ def _backoff_seconds(attempts: int, retry_after: float | None) -> float:
 
 
 @transaction.atomic
-def _record_send(broadcast: AreaBroadcast, result: AreaBroadcastResult) -> AreaBroadcast:
+def _record_send(broadcast: AreaBroadcast, result: AreaBroadcastResult, *, now: datetime | None) -> AreaBroadcast:
+    """Record the operator's answer; `now`, when given, is the caller's clock for when to retry."""
+    clock = max(now, timezone.now()) if now else timezone.now()
     now = timezone.now()
     locked = AreaBroadcast.objects.select_for_update().get(pk=broadcast.pk)
     if locked.state != State.SENDING:
@@ -432,17 +436,20 @@ def _record_send(broadcast: AreaBroadcast, result: AreaBroadcastResult) -> AreaB
             "last_error": "",
         }
         details["operator_ref"] = result.operator_ref
-    elif result.outcome == Outcome.RETRY and locked.attempts < MAX_SEND_ATTEMPTS:
+    elif result.outcome == Outcome.RETRY and _may_retry(
+        locked, retry_at := clock + timedelta(seconds=_backoff_seconds(locked.attempts, result.retry_after))
+    ):
         to_state = State.ERROR
-        updates = {
-            "state": to_state,
-            "next_attempt_at": now + timedelta(seconds=_backoff_seconds(locked.attempts, result.retry_after)),
-            "last_error": result.error,
-        }
+        updates = {"state": to_state, "next_attempt_at": retry_at, "last_error": result.error}
         details["error"] = result.error
     else:
         to_state = State.RETRIES_EXHAUSTED
-        reason = result.error if result.outcome == Outcome.FAILED else f"Retry budget spent: {result.error}"
+        if result.outcome == Outcome.FAILED:
+            reason = result.error
+        elif _window_end(locked) is not None:
+            reason = f"Not acknowledged before the window ends: {result.error}"
+        else:
+            reason = f"Retry budget spent: {result.error}"
         updates = {"state": to_state, "next_attempt_at": None, "last_error": reason, "finished_at": now}
         details["error"] = reason
     AreaBroadcast.objects.filter(pk=locked.pk, state=State.SENDING).update(updated_at=now, **updates)
@@ -453,6 +460,14 @@ def _record_send(broadcast: AreaBroadcast, result: AreaBroadcastResult) -> AreaB
     elif to_state == State.RETRIES_EXHAUSTED:
         _audit_operator_failure(locked)
     return locked
+
+
+def _may_retry(broadcast: AreaBroadcast, retry_at: datetime) -> bool:
+    """Return whether a failed send is tried again at `retry_at`: while the window is still open then."""
+    window_end = _window_end(broadcast)
+    if window_end is None:
+        return broadcast.attempts < MAX_SEND_ATTEMPTS
+    return retry_at < window_end
 
 
 def _window_end(broadcast: AreaBroadcast) -> datetime | None:

@@ -223,19 +223,29 @@ def test_the_frozen_text_area_and_window_are_what_the_adapter_sends(operators, a
     assert sent.callback_url.endswith("/api/v1/operator/area-broadcast-reports/")
 
 
-def test_a_refusal_or_a_spent_retry_budget_ends_in_retries_exhausted(operators, areas):
+def test_a_refusal_ends_at_once_and_a_failing_operator_is_retried_until_the_window_ends(operators, areas):
     refused = AreaBroadcastResult(outcome=Outcome.FAILED, status_code=422, error="HTTP 422: polygon too large")
-    ScriptedAreaAdapter.reset(xl=[refused], indosat=[RETRY] * broadcasts.MAX_SEND_ATTEMPTS)
-    run = _start(broadcast_campaign())
+    attempts = broadcasts.MAX_SEND_ATTEMPTS + 6
+    ScriptedAreaAdapter.reset(xl=[refused], indosat=[RETRY] * attempts)
+    campaign = broadcast_campaign()
+    run = _start(campaign)
     rows = _by_slug(run)
     assert broadcasts.area_broadcast_send(broadcast_id=rows["xl"].pk).state == State.RETRIES_EXHAUSTED
+
     moment = timezone.now()
-    for _ in range(broadcasts.MAX_SEND_ATTEMPTS):
-        moment += timedelta(minutes=5)
+    for _ in range(attempts - 1):  # every 3 minutes of the hour-long window: still worth trying
+        moment += timedelta(minutes=3)
         broadcasts.area_broadcast_send(broadcast_id=rows["indosat"].pk, now=moment)
     indosat = AreaBroadcast.objects.get(pk=rows["indosat"].pk)
+    assert indosat.state == State.ERROR
+    assert indosat.attempts == attempts - 1 > broadcasts.MAX_SEND_ATTEMPTS
+    assert indosat.next_attempt_at < campaign.ends_at
+
+    # The last failure comes so close to the end that the next try would fall after it.
+    broadcasts.area_broadcast_send(broadcast_id=rows["indosat"].pk, now=campaign.ends_at - timedelta(seconds=1))
+    indosat.refresh_from_db()
     assert indosat.state == State.RETRIES_EXHAUSTED
-    assert indosat.attempts == broadcasts.MAX_SEND_ATTEMPTS
+    assert indosat.last_error.startswith("Not acknowledged before the window ends")
     assert AuditEvent.objects.filter(action="area_broadcast.failed").count() == 2
 
 
