@@ -56,6 +56,7 @@ ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.FANNING_OUT, RunStatus.SENDI
 # messages are ordinary SMS outcomes (handset off, out of coverage) and do not.
 FAILURE_STATUSES = (DeliveryStatus.FAILED, DeliveryStatus.REJECTED)
 STALL_AFTER = timedelta(minutes=10)
+SEND_NOW = {"kind": "now"}
 # Campaign states in which a due occurrence starts its run: armed, or still sending an earlier run (a paused
 # campaign waits for resume).
 STARTABLE = (Campaign.Status.SCHEDULED, Campaign.Status.SENDING)
@@ -101,8 +102,9 @@ def campaign_schedule(*, campaign: Campaign, user: User, schedule: dict, now: da
             f"This schedule has no run after now ({zone.label}); choose a later time.", {"schedule": "In the past."}
         )
     fresh = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    # Compare meanings, not spellings: a schedule stored as {"time": "13:00:00"} is the one approved.
-    same = _normalized_or_none(fresh.schedule) == normalized
+    # Compare meanings, not spellings: a schedule stored as {"time": "13:00:00"} is the one approved, and a
+    # campaign approved without one was approved to go out as soon as it is armed.
+    same = _schedule_meaning(fresh.schedule) == normalized
     if fresh.status == Campaign.Status.APPROVED and same:
         _check_may_dispatch(fresh, user)
         if not campaign_approval_is_valid(fresh):
@@ -130,6 +132,11 @@ def campaign_schedule(*, campaign: Campaign, user: User, schedule: dict, now: da
     return campaign
 
 
+def _schedule_meaning(schedule) -> dict | None:
+    """Return the normalized schedule; an empty one means "now", as run_start reads it."""
+    return _normalized_or_none(schedule or SEND_NOW)
+
+
 def _normalized_or_none(schedule) -> dict | None:
     try:
         return scheduling.schedule_normalize(schedule or {})
@@ -138,10 +145,12 @@ def _normalized_or_none(schedule) -> dict | None:
 
 
 def campaign_schedule_approved(*, campaign: Campaign, user: User, now: datetime | None = None) -> Campaign:
-    """Arm an approved campaign with the schedule it was approved with (approved → scheduled)."""
-    if not campaign.schedule:
-        raise ServiceInvalid("Set a schedule first.", {"schedule": "This field is required."})
-    return campaign_schedule(campaign=campaign, user=user, schedule=campaign.schedule, now=now)
+    """Arm an approved campaign with the schedule it was approved with (approved → scheduled).
+
+    A campaign approved without a schedule goes out as soon as it is armed; its stored (hashed) schedule
+    stays empty, so the approval still matches.
+    """
+    return campaign_schedule(campaign=campaign, user=user, schedule=campaign.schedule or SEND_NOW, now=now)
 
 
 def campaign_may_dispatch(*, campaign: Campaign, user: User | None) -> bool:
@@ -223,7 +232,7 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
     zone = campaign_zone(campaign)
     # A recurring campaign counts its next occurrence after this one, or after now if the scheduler was
     # down for a while, so missed occurrences are skipped rather than fired in a burst.
-    schedule = _normalized_or_none(campaign.schedule) or {"kind": "now"}
+    schedule = _schedule_meaning(campaign.schedule) or SEND_NOW
     next_run_at = scheduling.next_start(schedule, zone=zone, after=max(scheduled_for, now), priority=campaign.priority)
     rows = Campaign.objects.filter(pk=campaign.pk, status__in=STARTABLE, next_run_at=scheduled_for).update(
         status=Campaign.Status.SENDING, next_run_at=next_run_at, updated_at=now

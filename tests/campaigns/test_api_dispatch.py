@@ -4,10 +4,12 @@ import csv
 import io
 
 import pytest
+from django.utils import timezone
 
 from campaigns import dispatch
 from campaigns.dispatch_selectors import run_progress
 from campaigns.models import Campaign, DispatchBatch
+from campaigns.services import campaign_approval_is_valid
 from operators import services
 from operators.gateways.base import BatchResult, Outcome
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
@@ -61,15 +63,27 @@ def test_schedule_without_a_body_arms_the_approved_schedule(api_client_for):
     assert response.json()["schedule"] == {"kind": "daily", "time": "13:00"}
 
 
-def test_schedule_without_a_body_on_a_campaign_approved_without_one_says_to_set_it(api_client_for):
+def test_a_campaign_approved_without_a_schedule_is_armed_to_go_out_now_and_keeps_its_approval(api_client_for):
     campaign = approved_campaign(schedule={})
-    Campaign.objects.filter(pk=campaign.pk).update(schedule={})
     client = api_client_for(campaign.author)
+    before = timezone.now()
     response = client.post(f"/api/v1/campaigns/{campaign.pk}/schedule/", {}, format="json")
-    assert response.status_code == 400
-    assert "schedule" in response.json()["detail"].lower()
+    assert response.status_code == 200, response.content
     campaign.refresh_from_db()
-    assert campaign.status == Campaign.Status.APPROVED
+    assert campaign.status == Campaign.Status.SCHEDULED
+    assert campaign.schedule == {}  # the hashed content the approver saw is unchanged
+    assert campaign_approval_is_valid(campaign)
+    assert before <= campaign.next_run_at <= timezone.now()
+
+
+def test_scheduling_now_explicitly_arms_a_campaign_approved_without_a_schedule(api_client_for):
+    campaign = approved_campaign(schedule={})
+    client = api_client_for(campaign.author)
+    response = client.post(f"/api/v1/campaigns/{campaign.pk}/schedule/", {"schedule": {"kind": "now"}}, format="json")
+    assert response.status_code == 200, response.content
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED
+    assert campaign_approval_is_valid(campaign)
 
 
 def test_a_bad_schedule_is_a_400_naming_the_problem(api_client_for):

@@ -41,7 +41,10 @@ def approved_campaign(*, schedule: dict | None = None, **fields) -> Campaign:
         area_tree("35.05", kecamatan=2)
     author = UserFactory(role=Role.OFFICER)
     campaign = CampaignFactory(
-        status=Campaign.Status.APPROVED, author=author, schedule=schedule or {"kind": "now"}, **fields
+        status=Campaign.Status.APPROVED,
+        author=author,
+        schedule={"kind": "now"} if schedule is None else schedule,
+        **fields,
     )
     ApprovalFactory(campaign=campaign)
     return campaign
