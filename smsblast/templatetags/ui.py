@@ -4,6 +4,7 @@ from datetime import datetime
 
 from django import template
 from django.utils import dateformat
+from django.utils.formats import number_format
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
@@ -119,21 +120,21 @@ def zone_label(area_code) -> str:
 
 @register.filter
 def rupiah(amount) -> str:
-    """Return an amount as "Rp 1.234.567" (Indonesian thousands separator)."""
+    """Return an amount as "Rp 1.234.567", grouped for the user's language ("Rp 1,234,567" in English)."""
     if amount is None or amount == "":
         return "–"
     try:
         value = int(amount)
     except (TypeError, ValueError):
         return str(amount)
-    return "Rp " + f"{value:,}".replace(",", ".")
+    return "Rp " + number_format(value, force_grouping=True)
 
 
 @register.filter
 def thousands(value) -> str:
-    """Return an integer with a dot as the thousands separator."""
+    """Return an integer grouped by thousands for the user's language: "1.234" in Indonesian, "1,234" in English."""
     try:
-        return f"{int(value):,}".replace(",", ".")
+        return number_format(int(value), force_grouping=True)
     except (TypeError, ValueError):
         return str(value)
 

@@ -272,10 +272,10 @@ def test_review_page_of_an_area_broadcast_shows_the_estimate_and_the_spill_over_
         author=officer_user, mode="area_broadcast", area_codes=["35.05"], status=Campaign.Status.PENDING_APPROVAL
     )
     body = client_for(approver_user, "en").get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
-    assert "data-handsets>1.020.000<" in body
+    assert "data-handsets>1,020,000<" in body
     assert "assuming 85% of residents own a phone" in body
     assert '<tr data-area="35.05"><td>Kabupaten Blitar' in body
-    assert '<td class="num">1.200.000</td><td class="num">1.020.000</td>' in body
+    assert '<td class="num">1,200,000</td><td class="num">1,020,000</td>' in body
     # The page shows the service's own note, word for word.
     assert broadcast_estimate(campaign)["note"] in body
     body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()

@@ -91,3 +91,12 @@ def test_operators_page_is_for_admins_only_and_derives_each_state(officer_user):
     assert rows["smartfren"]["state"] == "circuit_open"
     assert rows["xl"]["state"] == "idle"
     assert "HTTP 401 bad key" in response.content.decode()
+
+
+@pytest.mark.parametrize(("language", "limit", "tariff"), [("id", "12.500", "Rp 1.250"), ("en", "12,500", "Rp 1,250")])
+def test_operators_page_groups_thousands_the_way_the_users_language_does(language, limit, tariff):
+    admin = UserFactory(username="adm", role=Role.ADMIN)
+    OperatorFactory(name="Telkomsel", slug="telkomsel", segments_per_second=12500, tariff_per_segment=1250)
+    body = client_for(admin, language).get(reverse("operators")).content.decode()
+    assert f'<td class="num">{limit}</td>' in body
+    assert f'<td class="num">{tariff}</td>' in body
