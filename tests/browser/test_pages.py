@@ -69,3 +69,23 @@ def test_pages_fit_a_360_px_screen_without_sideways_scrolling(officer_page, live
     page.goto(live_server.url + path.format(pk=campaign.pk))
     expect(page.locator("h1")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_VIEWPORT["width"]
+
+
+def test_a_second_click_on_save_while_the_first_is_on_its_way_creates_one_draft(officer_page, live_server):
+    from campaigns.models import Campaign
+
+    page = officer_page()
+    page.goto(f"{live_server.url}/campaigns/new/")
+    page.fill("#id_title", "Sekali saja")
+    page.fill("#id_text", "Vaksinasi gratis di Puskesmas.")
+    page.fill("#id_sender", "BLITARKAB")
+    page.fill("#id_area_q", "blitar")
+    page.check('#area-results input[value="35.05"]')
+    # An impatient officer clicks Save again before the first answer arrives.
+    page.evaluate(
+        """() => { const save = document.querySelector('#campaign-form .actions button[type=submit]');
+                   save.click(); setTimeout(() => save.click(), 20); }"""
+    )
+    expect(page.locator(".messages")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    assert Campaign.objects.filter(title="Sekali saja").count() == 1
