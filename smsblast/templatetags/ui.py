@@ -58,6 +58,13 @@ STATUS_LABELS = {
     "once_per_day": _("once per handset each day"),
 }
 
+AREA_LEVEL_LABELS = {
+    "provinsi": _("province"),
+    "kabupaten": _("regency or city"),
+    "kecamatan": _("district"),
+    "desa": _("village"),
+}
+
 ACTION_LABELS = {
     "campaign.create": _("created"),
     "campaign.update": _("edited"),
@@ -91,6 +98,12 @@ def action_label(action: str) -> str:
 def role_label(role: str | None) -> str:
     """Return the role's name in the user's language."""
     return ROLE_LABELS.get(role or "", role or "")
+
+
+@register.filter
+def area_level_label(level: str | None) -> str:
+    """Return an area's level (provinsi, kabupaten, kecamatan, desa) in the user's language."""
+    return AREA_LEVEL_LABELS.get(level or "", level or "")
 
 
 @register.filter

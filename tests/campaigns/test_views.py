@@ -210,6 +210,15 @@ def test_area_search_finds_areas_by_name_and_code(officer_user, areas):
     assert 'value="35.05.01"' in body and 'value="35.05.02"' in body
 
 
+@pytest.mark.parametrize(
+    ("language", "province", "regency"), [("id", "provinsi", "kabupaten/kota"), ("en", "province", "regency or city")]
+)
+def test_area_search_names_each_level_in_the_users_language(officer_user, areas, language, province, regency):
+    body = client_for(officer_user, language).get(reverse("campaigns:area_search"), {"area_q": "35"}).content.decode()
+    assert f"35 · {province} · WIB" in body
+    assert f"35.05 · {regency} · Jawa Timur · WIB" in body
+
+
 def test_compose_preview_draws_the_map_and_counts_audience_and_cost(officer_user, areas):
     telkomsel = OperatorFactory(name="Telkomsel", slug="telkomsel", tariff_per_segment=250)
     for _ in range(3):
