@@ -1,5 +1,7 @@
 """Officer and approver pages through the Django test client: roles, forms, stale hashes, both languages."""
 
+import re
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -199,6 +201,20 @@ def test_compose_page_renders_the_counter_and_the_area_picker(officer_user):
     assert "js/sms-counter.js" in body
     assert "data-sms-input" in body
     assert reverse("campaigns:area_search") in body
+
+
+def test_every_field_on_the_compose_and_review_pages_is_described_by_help_that_exists(officer_user, approver_user):
+    pending = CampaignFactory(author=officer_user, status=Campaign.Status.PENDING_APPROVAL)
+    pages = [
+        client_for(officer_user).get(reverse("campaigns:create")),
+        client_for(approver_user).post(reverse("campaigns:review", args=[pending.pk]), {"decision": "reject"}),
+    ]
+    for response in pages:
+        body = response.content.decode()
+        described = re.findall(r'aria-describedby="([^"]+)"', body)
+        assert described
+        for ref in " ".join(described).split():
+            assert f'id="{ref}"' in body, ref
 
 
 def test_area_search_finds_areas_by_name_and_code(officer_user, areas):
