@@ -65,6 +65,20 @@ AREA_LEVEL_LABELS = {
     "desa": _("village"),
 }
 
+# Why an imported row was refused: the codes of smsblast.phones.Reason and smsblast.importer.Reject.
+IMPORT_REJECT_LABELS = {
+    "invalid": _("not a valid phone number"),
+    "not_mobile": _("not a mobile number (landline, toll-free or premium)"),
+    "not_indonesian": _("a number of another country"),
+    "too_short": _("too few digits for a mobile number"),
+    "too_long": _("too many digits for a mobile number"),
+    "missing_number": _("no number in the row"),
+    "unknown_area": _("unknown area code"),
+    "invalid_language": _("language is neither id nor en"),
+    "invalid_coordinates": _("coordinates are not numbers inside Indonesia"),
+    "malformed_row": _("the row cannot be read (an unclosed quote, a cell too long or a bad character)"),
+}
+
 ACTION_LABELS = {
     "campaign.create": _("created"),
     "campaign.update": _("edited"),
@@ -104,6 +118,12 @@ def role_label(role: str | None) -> str:
 def area_level_label(level: str | None) -> str:
     """Return an area's level (provinsi, kabupaten, kecamatan, desa) in the user's language."""
     return AREA_LEVEL_LABELS.get(level or "", level or "")
+
+
+@register.filter
+def import_reject_label(reason: str) -> str:
+    """Return why an imported row was refused in the user's language; unknown codes show as recorded."""
+    return IMPORT_REJECT_LABELS.get(reason, reason)
 
 
 @register.filter

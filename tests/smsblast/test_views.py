@@ -100,3 +100,28 @@ def test_operators_page_groups_thousands_the_way_the_users_language_does(languag
     body = client_for(admin, language).get(reverse("operators")).content.decode()
     assert f'<td class="num">{limit}</td>' in body
     assert f'<td class="num">{tariff}</td>' in body
+
+
+@pytest.mark.parametrize(
+    ("language", "landline", "unknown_area"),
+    [
+        ("id", "bukan nomor seluler (telepon rumah, bebas pulsa atau premium)", "kode wilayah tidak dikenal"),
+        ("en", "not a mobile number (landline, toll-free or premium)", "unknown area code"),
+    ],
+)
+def test_import_page_gives_the_reason_of_each_rejected_row_in_the_users_language(
+    officer_user, tmp_path, settings, language, landline, unknown_area
+):
+    from smsblast.services import subscriber_import_run
+
+    settings.MEDIA_ROOT = tmp_path
+    area_tree("35.05", kecamatan=1)
+    csv = "msisdn,kode_wilayah\n021-555-1234,35.05.01\n0812-3456-7890,99.99\n"
+    upload = SimpleUploadedFile("warga.csv", csv.encode(), content_type="text/csv")
+    client = client_for(officer_user, language)
+    client.post(reverse("subscribers"), {"form": "import", "file": upload})
+    job = SubscriberImport.objects.get()
+    subscriber_import_run(subscriber_import=job)
+    body = client.get(reverse("subscriber_import", args=[job.pk])).content.decode()
+    assert f"<td>{landline}</td>" in body
+    assert f"<td>{unknown_area}</td>" in body
