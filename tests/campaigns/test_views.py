@@ -74,6 +74,13 @@ def test_login_page_renders_in_indonesian_by_default():
     assert "Masuk" in response.content.decode()
 
 
+def test_a_wrong_password_keeps_the_username_typed(officer_user):
+    response = Client().post(reverse("login"), {"username": "ofc", "password": "not-the-password"})
+    body = response.content.decode()
+    assert "Nama pengguna atau kata sandi salah" in body
+    assert 'id="id_username" name="username" value="ofc"' in body
+
+
 @pytest.mark.parametrize("name", ["dashboard", "campaigns:list", "campaigns:create", "subscribers", "operators"])
 def test_operator_api_identity_gets_a_403_page_with_a_message(name):
     user = UserFactory(username="telco", role=Role.OPERATOR)
