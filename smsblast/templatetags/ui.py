@@ -34,6 +34,7 @@ STATUS_LABELS = {
     "cancelled": _("cancelled"),
     # Run and delivery
     "pending": _("pending"),
+    "running": _("running"),
     "fanning_out": _("preparing recipients"),
     "queued": _("queued"),
     "submitted": _("submitted"),

@@ -125,3 +125,12 @@ def test_import_page_gives_the_reason_of_each_rejected_row_in_the_users_language
     body = client.get(reverse("subscriber_import", args=[job.pk])).content.decode()
     assert f"<td>{landline}</td>" in body
     assert f"<td>{unknown_area}</td>" in body
+
+
+@pytest.mark.parametrize(("language", "label"), [("id", "sedang berjalan"), ("en", "running")])
+def test_a_running_import_shows_its_state_in_the_users_language(officer_user, language, label):
+    job = SubscriberImport.objects.create(
+        file_path="/nonexistent.csv", original_name="warga.csv", state=SubscriberImport.State.RUNNING
+    )
+    body = client_for(officer_user, language).get(reverse("subscriber_import", args=[job.pk])).content.decode()
+    assert f"<b>{label}</b>" in body
