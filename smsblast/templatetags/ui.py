@@ -80,6 +80,12 @@ IMPORT_REJECT_LABELS = {
     "malformed_row": _("the row cannot be read (an unclosed quote, a cell too long or a bad character)"),
 }
 
+# Why a delivery failed, for the reasons the system itself records; an operator's own reason shows as sent.
+DELIVERY_REASON_LABELS = {
+    "no_report": _("the operator never reported the outcome"),
+    "validity_passed": _("the validity window passed before the operator took the batch"),
+}
+
 ACTION_LABELS = {
     "campaign.create": _("created"),
     "campaign.update": _("edited"),
@@ -125,6 +131,12 @@ def area_level_label(level: str | None) -> str:
 def import_reject_label(reason: str) -> str:
     """Return why an imported row was refused in the user's language; unknown codes show as recorded."""
     return IMPORT_REJECT_LABELS.get(reason, reason)
+
+
+@register.filter
+def delivery_reason_label(reason: str) -> str:
+    """Return why a delivery failed in the user's language when the reason is one of the system's own codes."""
+    return DELIVERY_REASON_LABELS.get(reason, reason)
 
 
 @register.filter

@@ -396,6 +396,30 @@ def test_run_progress_partial_polls_until_the_run_is_final(officer_user, areas):
     assert 'aria-valuenow="100"' in body
 
 
+@pytest.mark.parametrize(
+    ("language", "no_report", "validity_passed"),
+    [
+        ("id", "operator tidak melaporkan hasilnya", "masa berlaku habis sebelum operator menerima batch"),
+        (
+            "en",
+            "the operator never reported the outcome",
+            "the validity window passed before the operator took the batch",
+        ),
+    ],
+)
+def test_run_progress_names_the_systems_own_failure_reasons_in_the_users_language(
+    officer_user, areas, language, no_report, validity_passed
+):
+    operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
+    run = CampaignRunFactory(campaign=CampaignFactory(author=officer_user, status=Campaign.Status.SENDING))
+    DeliveryFactory(run=run, operator=operator, status=Delivery.Status.EXPIRED, reason="no_report")
+    DeliveryFactory(run=run, operator=operator, status=Delivery.Status.FAILED, reason="validity_passed")
+    url = reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
+    body = client_for(officer_user, language).get(url).content.decode()
+    assert f"<td>{no_report}</td>" in body
+    assert f"<td>{validity_passed}</td>" in body
+
+
 def test_run_progress_partial_counts_a_queued_message_of_an_accepted_batch_as_submitted(officer_user, areas):
     operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
     run = CampaignRunFactory(campaign=CampaignFactory(author=officer_user, status=Campaign.Status.SENDING))
