@@ -89,3 +89,16 @@ def test_a_second_click_on_save_while_the_first_is_on_its_way_creates_one_draft(
     expect(page.locator(".messages")).to_be_visible()
     page.wait_for_load_state("networkidle")
     assert Campaign.objects.filter(title="Sekali saja").count() == 1
+
+
+@pytest.mark.parametrize("path", ["/", "/campaigns/{pk}/"])
+def test_a_title_with_a_long_hashtag_wraps_on_a_360_px_screen(officer_page, live_server, path):
+    page = officer_page(viewport=PHONE_VIEWPORT)
+    campaign = CampaignFactory(
+        author=User.objects.get(username="officer-kb"),
+        area_codes=["35.05"],
+        title="Jadwal #VaksinasiGotongRoyongKabupatenBlitarTahapKetiga",
+    )
+    page.goto(live_server.url + path.format(pk=campaign.pk))
+    expect(page.get_by_text("#VaksinasiGotongRoyong").first).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_VIEWPORT["width"]
