@@ -1,7 +1,11 @@
 """Request middleware of the pages."""
 
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import BadRequest
 from django.http import JsonResponse
+from django.shortcuts import resolve_url
+from django_htmx.http import HttpResponseClientRedirect
 
 
 class IndonesianByDefaultMiddleware:
@@ -56,3 +60,25 @@ class RefuseNulMiddleware:
         return any(
             "\x00" in key or "\x00" in value for query in fields for key, values in query.lists() for value in values
         )
+
+
+class HtmxLoginRedirectMiddleware:
+    """Send the whole window to the login page when an htmx request finds the session ended.
+
+    A poll or a partial (run progress, compose preview, area search) would otherwise follow the login
+    redirect and swap the login page into the block it updates. htmx is told to load it as a page instead,
+    with the page the user was on, not the partial, as where to return after logging in.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if not getattr(request, "htmx", False) or response.status_code != 302:
+            return response
+        login_url = resolve_url(settings.LOGIN_URL)
+        if not response["Location"].split("?")[0] == login_url:
+            return response
+        back_to = request.htmx.current_url_abs_path or request.get_full_path()
+        return HttpResponseClientRedirect(redirect_to_login(back_to, login_url)["Location"])

@@ -35,3 +35,26 @@ def test_a_nul_in_a_page_form_is_a_400_page_and_creates_nothing(officer):
 def test_requests_without_nul_pass(officer, api_client_for):
     area_tree()
     assert api_client_for(officer).get("/api/v1/areas/?q=blit").status_code == 200
+
+
+def test_an_htmx_poll_after_the_session_ended_sends_the_whole_page_to_the_login_page():
+    from django.test import Client
+
+    response = Client().get(
+        "/campaigns/6/runs/1/progress/",
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_CURRENT_URL="http://testserver/campaigns/6/",
+    )
+    # Not the login page inside the block it polls: htmx is told to load the login page in the window,
+    # which brings the officer back to the campaign page afterwards.
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == "/login/?next=/campaigns/6/"
+    assert response.content == b""
+
+
+def test_a_page_request_after_the_session_ended_is_still_redirected_to_the_login_page():
+    from django.test import Client
+
+    response = Client().get("/campaigns/6/")
+    assert response.status_code == 302
+    assert response["Location"] == "/login/?next=/campaigns/6/"
