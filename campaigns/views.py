@@ -465,7 +465,7 @@ def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResp
     run = get_object_or_404(CampaignRun.objects.select_related("campaign"), pk=run_pk, campaign_id=pk)
     campaign = run.campaign
     progress = run_progress(run)
-    return render(
+    response = render(
         request,
         "campaigns/_run.html",
         {
@@ -477,6 +477,10 @@ def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResp
             "failures": _failures(run),
         },
     )
+    if progress["done"] and request.htmx and request.htmx.trigger == f"run-{run.pk}":
+        # The run ended while the page polled it: reload it so the campaign's state, actions and history follow.
+        response["HX-Refresh"] = "true"
+    return response
 
 
 def _delivery_chart(run: CampaignRun) -> dict | None:

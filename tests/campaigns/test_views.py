@@ -420,6 +420,20 @@ def test_run_progress_names_the_systems_own_failure_reasons_in_the_users_languag
     assert f"<td>{validity_passed}</td>" in body
 
 
+def test_the_campaign_page_reloads_once_the_run_it_watches_ends(officer_user, areas):
+    run = CampaignRunFactory(campaign=CampaignFactory(author=officer_user, status=Campaign.Status.SENDING))
+    url = reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
+    client = client_for(officer_user)
+    poll = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TRIGGER": f"run-{run.pk}"}
+    assert "HX-Refresh" not in client.get(url, **poll)
+    CampaignRun.objects.filter(pk=run.pk).update(status=CampaignRun.Status.COMPLETED)
+    Campaign.objects.filter(pk=run.campaign_id).update(status=Campaign.Status.COMPLETED)
+    # The poll that sees the end reloads the page, so its state, actions and history follow;
+    # the first load of an ended run's block does not, or the page would reload for ever.
+    assert client.get(url, **poll)["HX-Refresh"] == "true"
+    assert "HX-Refresh" not in client.get(url, HTTP_HX_REQUEST="true")
+
+
 def test_run_progress_partial_counts_a_queued_message_of_an_accepted_batch_as_submitted(officer_user, areas):
     operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
     run = CampaignRunFactory(campaign=CampaignFactory(author=officer_user, status=Campaign.Status.SENDING))
