@@ -506,11 +506,14 @@ def _delivery_chart(run: CampaignRun) -> dict | None:
         series[key].append(((slot - start).total_seconds(), running[key]))
     if not series:
         return None
-    from smsblast.templatetags.ui import local_time
+    from smsblast.templatetags.ui import local_time, thousands
 
     code = (run.campaign.area_codes or [None])[0]
     svg = line_chart_svg(
-        series, title=_("Deliveries over time per operator"), x_labels=(local_time(first, code), local_time(last, code))
+        series,
+        title=_("Deliveries over time per operator"),
+        x_labels=(local_time(first, code), local_time(last, code)),
+        y_format=thousands,
     )
     return {"svg": svg, "legend": series_colours(series).items()}
 

@@ -63,10 +63,13 @@ def boundary_svg(shapes: list[tuple[str, dict]], *, title: str = "") -> str:
     )
 
 
-def line_chart_svg(series: dict[str, list[tuple[float, int]]], *, title: str = "", x_labels=("", "")) -> str:
+def line_chart_svg(
+    series: dict[str, list[tuple[float, int]]], *, title: str = "", x_labels=("", ""), y_format=str
+) -> str:
     """Return an <svg> line chart of cumulative counts; `series` maps a name to (seconds, count) points.
 
-    The x axis runs from the first to the last point of any series; `x_labels` are shown at its ends.
+    The x axis runs from the first to the last point of any series; `x_labels` are shown at its ends, the
+    highest count, written by `y_format`, at the top of the y axis.
     """
     points = [point for values in series.values() for point in values]
     if not points:
@@ -94,7 +97,7 @@ def line_chart_svg(series: dict[str, list[tuple[float, int]]], *, title: str = "
         f'<line x1="{CHART_PAD}" y1="{CHART_HEIGHT - CHART_PAD}" x2="{CHART_WIDTH - CHART_PAD}"'
         f' y2="{CHART_HEIGHT - CHART_PAD}" stroke="#999"/>'
         f'<line x1="{CHART_PAD}" y1="{CHART_PAD}" x2="{CHART_PAD}" y2="{CHART_HEIGHT - CHART_PAD}" stroke="#999"/>'
-        f'<text x="{CHART_PAD - 4}" y="{CHART_PAD + 4}" text-anchor="end" font-size="11">{max_v}</text>'
+        f'<text x="{CHART_PAD + 4}" y="{CHART_PAD - 6}" font-size="11">{escape(y_format(max_v))}</text>'
         f'<text x="{CHART_PAD - 4}" y="{CHART_HEIGHT - CHART_PAD}" text-anchor="end" font-size="11">0</text>'
         f'<text x="{CHART_PAD}" y="{CHART_HEIGHT - 12}" font-size="11">{escape(x_labels[0])}</text>'
         f'<text x="{CHART_WIDTH - CHART_PAD}" y="{CHART_HEIGHT - 12}" text-anchor="end" font-size="11">'
