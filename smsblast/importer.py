@@ -65,7 +65,15 @@ class Reject:
 
 
 class FileRefused(ValueError):
-    """The file cannot be imported at all; the message says why, for the person who uploaded it."""
+    """The file cannot be imported at all; the message says why, for the person who uploaded it.
+
+    `code` names the reason (empty, workbook, not_text, not_utf8, no_number_column, no_rows) so pages can
+    say it in the user's language.
+    """
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,9 @@ def layout_of(header_line: str) -> Layout:
     if "number" not in columns:
         names = ", ".join(COLUMN_ALIASES["number"][:5])
         shown = ", ".join(cell.strip() for cell in header if cell.strip())[:200] or "nothing"
-        raise FileRefused(f"The file has no phone number column. Name one of: {names}. The header has: {shown}.")
+        raise FileRefused(
+            f"The file has no phone number column. Name one of: {names}. The header has: {shown}.", "no_number_column"
+        )
     return Layout(delimiter=delimiter, columns=columns, header=header)
 
 
@@ -112,20 +122,22 @@ def inspect(path: Path) -> Layout:
     with open(path, "rb") as handle:
         head = handle.read(SNIFF_BYTES)
     if not head.strip(b"\xef\xbb\xbf \t\r\n"):
-        raise FileRefused("The file is empty.")
+        raise FileRefused("The file is empty.", "empty")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
-        raise FileRefused("This is a spreadsheet workbook, not a CSV file. Save it as CSV (UTF-8) and upload that.")
+        raise FileRefused(
+            "This is a spreadsheet workbook, not a CSV file. Save it as CSV (UTF-8) and upload that.", "workbook"
+        )
     if b"\x00" in head:
-        raise FileRefused("This is not a CSV text file.")
+        raise FileRefused("This is not a CSV text file.", "not_text")
     try:
         # A multi-byte character may be cut at the end of the sample; that is not an error.
         text = head.decode("utf-8-sig", errors="strict") if len(head) < SNIFF_BYTES else _decode_prefix(head)
     except UnicodeDecodeError:
-        raise FileRefused("The file is not UTF-8 text. Save it as CSV (UTF-8) and upload that.") from None
+        raise FileRefused("The file is not UTF-8 text. Save it as CSV (UTF-8) and upload that.", "not_utf8") from None
     lines = [line for line in text.splitlines() if line.strip()]
     layout = layout_of(lines[0])
     if len(lines) < 2:
-        raise FileRefused("The file has a header but no rows.")
+        raise FileRefused("The file has a header but no rows.", "no_rows")
     return layout
 
 

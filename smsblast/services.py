@@ -279,7 +279,7 @@ def subscriber_import_create_from_path(
     try:
         importer.inspect(path)
     except importer.FileRefused as exc:
-        raise ServiceInvalid(str(exc), {"file": str(exc)}) from None
+        raise ServiceInvalid(str(exc), {"file": exc.code}) from None
     except OSError as exc:
         raise ServiceInvalid(f"The file cannot be read: {exc.strerror}.", {"file": str(exc)}) from None
     job = SubscriberImport.objects.create(

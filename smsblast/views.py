@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 from campaigns.models import DispatchBatch
 from campaigns.views import role_required
 from operators.models import Operator
-from smsblast import services
+from smsblast import importer, services
 from smsblast.errors import ServiceError
 from smsblast.forms import OptOutForm, SubscriberImportForm, SubscriberSearchForm
 from smsblast.models import Role, Subscriber, SubscriberImport
@@ -23,6 +23,29 @@ HEALTH_WINDOW = timedelta(minutes=15)
 THROUGHPUT_WINDOW = timedelta(minutes=5)
 # Consecutive failed batches after which an operator is treated as unreachable (circuit open).
 CIRCUIT_OPEN_AFTER = 5
+
+
+def _upload_refusal(error: ServiceError) -> str:
+    """Return why an upload was refused and what to do, in the user's language."""
+    code = getattr(error, "errors", {}).get("file", "")
+    reasons = {
+        "too_large": _("The file is larger than an upload may be. Split it into smaller files and upload each."),
+        "empty": _("The file is empty."),
+        "workbook": _("This is a spreadsheet workbook, not a CSV file."),
+        "not_text": _("This is not a CSV text file."),
+        "not_utf8": _("The file is not UTF-8 text."),
+        "no_number_column": _("The file has no phone number column.")
+        + " "
+        + _("Name it one of: %(names)s.") % {"names": ", ".join(importer.COLUMN_ALIASES["number"][:5])},
+        "no_rows": _("The file has a header row but no data."),
+    }
+    if code == "too_large":
+        return reasons[code]
+    if code in reasons:
+        return reasons[code] + " " + _("Save it as CSV (UTF-8) with a number column and upload it again.")
+    return _("This file cannot be imported: %(reason)s Check that it is a CSV with a number column.") % {
+        "reason": str(error)
+    }
 
 
 @role_required(Role.OFFICER, Role.ADMIN)
@@ -41,11 +64,7 @@ def subscribers(request: HttpRequest) -> HttpResponse:
                         uploaded_file=import_form.cleaned_data["file"], user=request.user
                     )
                 except ServiceError as error:
-                    import_form.add_error(
-                        "file",
-                        _("This file cannot be imported: %(reason)s Check that it is a CSV with a number column.")
-                        % {"reason": str(error)},
-                    )
+                    import_form.add_error("file", _upload_refusal(error))
                 else:
                     messages.success(request, _("File received. The import runs in the background."))
                     return redirect("subscriber_import", pk=job.pk)

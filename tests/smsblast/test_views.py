@@ -48,7 +48,28 @@ def test_an_upload_that_is_not_a_csv_is_refused_with_a_message(officer_user, tmp
     upload = SimpleUploadedFile("foto.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00", content_type="image/png")
     response = client_for(officer_user).post(reverse("subscribers"), {"form": "import", "file": upload})
     assert response.status_code == 200
-    assert "tidak dapat diimpor" in response.content.decode()
+    assert "Ini bukan berkas teks CSV." in response.content.decode()
+    assert not SubscriberImport.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "indonesian"),
+    [
+        (b"PK\x03\x04\x14\x00\x06\x00rest-of-a-workbook", "Ini buku kerja spreadsheet, bukan berkas CSV."),
+        (
+            b"nama,kode_wilayah\nSiti,35.05\n",
+            "Berkas tidak punya kolom nomor telepon. Beri judul salah satu dari: msisdn, nomor, no_hp, hp, phone.",
+        ),
+        (b"msisdn,nama\n", "Berkas hanya berisi baris judul, tanpa data."),
+    ],
+    ids=["xlsx", "no-number-column", "header-only"],
+)
+def test_a_refused_upload_says_why_in_indonesian_alone(officer_user, tmp_path, settings, content, indonesian):
+    settings.MEDIA_ROOT = tmp_path
+    upload = SimpleUploadedFile("warga.xlsx", content, content_type="application/octet-stream")
+    response = client_for(officer_user).post(reverse("subscribers"), {"form": "import", "file": upload})
+    errors = response.context["import_form"].errors["file"]
+    assert errors == [indonesian + " " + "Simpan sebagai CSV (UTF-8) dengan kolom nomor, lalu unggah lagi."]
     assert not SubscriberImport.objects.exists()
 
 
