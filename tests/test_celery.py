@@ -53,3 +53,25 @@ def test_every_housekeeping_task_exists():
     from django.conf import settings
 
     assert HOUSEKEEPING_TASKS == {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+
+
+def test_housekeeping_goes_to_the_control_queue_and_the_rest_to_default():
+    from config.celery import HOUSEKEEPING_TASKS, app
+
+    def queue_of(task_name: str) -> str:
+        return app.amqp.router.route({}, task_name)["queue"].name
+
+    assert {queue_of(name) for name in HOUSEKEEPING_TASKS} == {"control"}
+    assert queue_of("campaigns.tasks.fan_out_run") == "default"
+    assert queue_of("campaigns.tasks.check_run_complete") == "default"
+
+
+def test_the_procfile_runs_a_worker_for_the_control_queue_alone():
+    from pathlib import Path
+
+    from django.conf import settings
+
+    procfile = (Path(settings.BASE_DIR) / "Procfile").read_text().splitlines()
+    lines = dict(line.split(": ", 1) for line in procfile if line)
+    assert "--queues control" in lines["control"]
+    assert "--queues" not in lines["worker"]  # the main worker takes every queue, control included

@@ -181,6 +181,14 @@ CELERY_BEAT_SCHEDULE = {
     # Area broadcasts: start windows, pass cancels on within seconds, retry failed operators, end windows.
     "area-broadcasts-tick": {"task": "operators.area_broadcasts_tick", "schedule": 2.0},
 }
+# Beat's housekeeping has a queue of its own, consumed by the `control` process as well as the workers: a
+# due run starts on time even while every worker process is busy fanning out or waiting for rate-limit
+# tokens (they may wait up to half a lease for them).
+CELERY_TASK_ROUTES = {
+    "campaigns.tasks.start_due_runs": {"queue": "control"},
+    "campaigns.tasks.reconcile_dispatch": {"queue": "control"},
+    "operators.area_broadcasts_tick": {"queue": "control"},
+}
 # First retry of an operator that failed an area broadcast; doubles per attempt up to two minutes.
 AREA_BROADCAST_RETRY_BASE_SECONDS = env.float("AREA_BROADCAST_RETRY_BASE_SECONDS", default=2.0)
 # send_batch is routed per call to the operator's queue ("dispatch.<slug>"); everything else uses "default".

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from smsblast.devtools import free_port, start_celery_worker, start_simulator
+from smsblast.devtools import free_port, spawn, start_celery_worker, start_simulator
 
 OPERATOR_SLUGS = ("telkomsel", "indosat", "xl", "smartfren")
 # Number prefixes (E.164 digits) routed to each test operator.
@@ -99,18 +100,26 @@ class Stack:
         response.raise_for_status()
 
     # --- workers ----------------------------------------------------------------------------------
-    def start_workers(self, *names: str, concurrency: int = 2) -> None:
-        """Start `celery worker` processes consuming the default and every test operator's queue; wait until ready."""
-        waits = [self._start_worker(name, concurrency=concurrency) for name in names]
+    def start_workers(self, *names: str, concurrency: int = 2, queues: list[str] | None = None) -> None:
+        """Start `celery worker` processes, by default on the default, control and every test operator's queue;
+        wait until they are ready."""
+        queues = queues or ["default", "control", *(f"dispatch.{slug}" for slug in OPERATOR_SLUGS)]
+        waits = [self._start_worker(name, concurrency=concurrency, queues=queues) for name in names]
         for wait in waits:
             wait()
 
-    def _start_worker(self, name: str, *, concurrency: int) -> Callable[[], None]:
+    def start_beat(self) -> None:
+        """Start a real `celery beat` with the project's schedule (most tests play beat themselves: drive)."""
+        schedule = self.workdir / "beat-schedule"
+        argv = [sys.executable, "-m", "celery", "-A", "config", "beat", "-s", str(schedule), "--loglevel", "INFO"]
+        self.workers["beat"] = spawn(argv, env=self.env, log=self.workdir / "beat.log")
+
+    def _start_worker(self, name: str, *, concurrency: int, queues: list[str]) -> Callable[[], None]:
         log_path = self.workdir / f"worker-{name}.log"
         start = log_path.stat().st_size if log_path.exists() else 0
         self.workers[name] = start_celery_worker(
             name,
-            queues=["default", *(f"dispatch.{slug}" for slug in OPERATOR_SLUGS)],
+            queues=queues,
             env=self.env,
             log=log_path,
             pool="prefork",

@@ -1,4 +1,4 @@
-"""Start a Celery worker that consumes the default queue and every operator's dispatch queue."""
+"""Start a Celery worker that consumes the default and control queues and every operator's dispatch queue."""
 
 import argparse
 
@@ -7,7 +7,9 @@ from django.db import DatabaseError
 
 
 def worker_queues() -> list[str]:
-    """Return "default" plus "dispatch.<slug>" for every operator (inactive ones too: an empty queue costs nothing).
+    """Return "default", "control" and "dispatch.<slug>" for every operator (inactive ones too: an empty queue
+    costs nothing). "control" carries beat's housekeeping; a dedicated `--queues control` worker keeps it on
+    time when these workers are busy.
 
     The list is read at start: a worker started before an operator was added does not consume its queue
     until restarted.
@@ -19,22 +21,23 @@ def worker_queues() -> list[str]:
     except DatabaseError:
         # Not migrated yet: the default queue is all there is.
         slugs = []
-    return ["default", *(f"dispatch.{slug}" for slug in slugs)]
+    return ["default", "control", *(f"dispatch.{slug}" for slug in slugs)]
 
 
 class Command(BaseCommand):
-    help = "Run a Celery worker on the default queue and every operator's dispatch queue."
+    help = "Run a Celery worker on the default and control queues and every operator's dispatch queue."
 
     def add_arguments(self, parser):
         parser.add_argument("--concurrency", type=int, default=2, help="Worker processes (default 2).")
         parser.add_argument("--loglevel", default="INFO")
         parser.add_argument("--pool", default="prefork", help="Celery pool: prefork, threads, solo.")
         parser.add_argument("--hostname", default="", help="Node name, e.g. worker2@%%h, to run several workers.")
+        parser.add_argument("--queues", default="", help="Comma-separated queues instead of all of them.")
         parser.add_argument("--print-queues", action="store_true", help="Print the queues and exit.")
         parser.add_argument("celery_args", nargs=argparse.REMAINDER, help="Further `celery worker` options.")
 
     def handle(self, *args, **options):
-        queues = worker_queues()
+        queues = [name.strip() for name in options["queues"].split(",") if name.strip()] or worker_queues()
         if options["print_queues"]:
             self.stdout.write(",".join(queues))
             return

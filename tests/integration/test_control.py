@@ -1,0 +1,37 @@
+"""End to end: a real celery beat and a worker on the control queue alone start a due run, whatever the other
+workers are doing; the main workers then fan it out and send it.
+"""
+
+import pytest
+
+from campaigns.models import Campaign, CampaignRun, Delivery
+from tests.integration.scenario import campaign_send_now, operators_create, run_of, subscribers_create
+
+pytestmark = pytest.mark.integration
+
+
+def test_beat_and_the_control_worker_start_a_due_run_that_the_main_workers_then_send(stack):
+    operators = operators_create(stack, segments_per_second=1000, batch_size=50)
+    subscribers_create(operators, 120)
+    campaign = campaign_send_now()
+    assert campaign.status == Campaign.Status.SCHEDULED
+
+    # No worker takes the default or dispatch queues yet: only beat's housekeeping can move anything.
+    stack.start_workers("control", concurrency=1, queues=["control"])
+    stack.start_beat()
+    stack._wait(lambda: run_of(campaign) is not None, 30, f"beat and the control worker started no run\n{stack.logs()}")
+    campaign.refresh_from_db()
+    run = run_of(campaign)
+    assert campaign.status == Campaign.Status.SENDING
+    assert run.status == CampaignRun.Status.FANNING_OUT  # its fan-out waits on the default queue
+    assert not Delivery.objects.filter(run=run).exists()
+
+    stack.start_workers("main", concurrency=2, queues=["default", *(f"dispatch.{slug}" for slug in operators)])
+
+    def all_sent() -> bool:
+        run.refresh_from_db()
+        deliveries = Delivery.objects.filter(run=run)
+        return run.fanout_done and deliveries.count() == 120 and not deliveries.filter(batch__status="pending").exists()
+
+    stack._wait(all_sent, 60, f"the main workers did not send the run\n{stack.logs()}")
+    assert CampaignRun.objects.filter(campaign=campaign).count() == 1  # beat kept ticking: still one run
