@@ -146,6 +146,12 @@ def status_label(status: str | None) -> str:
 
 
 @register.filter
+def encoding_label(encoding: str | None) -> str:
+    """Return an SMS encoding as people write it: GSM-7 or UCS-2 (stored and sent as GSM7 / UCS2)."""
+    return {"GSM7": "GSM-7", "UCS2": "UCS-2"}.get(encoding or "", encoding or "")
+
+
+@register.filter
 def local_time(moment: datetime | None, area_code: str | None = None) -> str:
     """Return `moment` in the zone of the area (first of a list), with its label: "23 Nov 2026 13:00 WIB"."""
     if not moment:

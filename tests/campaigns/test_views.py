@@ -690,3 +690,9 @@ def test_compose_preview_names_the_zone_the_times_are_entered_in(officer_user, a
     body = response.content.decode()
     assert '<span id="schedule-zone" hx-swap-oob="true">WIT</span>' in body
     assert '<span id="window-zone" hx-swap-oob="true">WIT</span>' in body
+
+
+def test_the_phone_preview_names_the_encoding_as_people_write_it(pending, approver_user):
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[pending.pk])).content.decode()
+    assert "GSM-7 ·" in body or "UCS-2 ·" in body
+    assert "GSM7 ·" not in body and "UCS2 ·" not in body
