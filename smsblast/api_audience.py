@@ -340,6 +340,23 @@ class SubscriberImportDetailView(APIView):
         return Response(import_as_dict(job, request, with_rejections=True))
 
 
+class SubscriberImportResumeView(APIView):
+    """Resume a failed import after its last committed chunk: 202 with the job, 409 unless it failed."""
+
+    permission_classes = [IsOfficer]
+
+    @extend_schema(
+        request=None,
+        responses={202: OpenApiResponse(description="Import job, pending again"), 409: OpenApiResponse()},
+    )
+    def post(self, request, pk: int):
+        job = SubscriberImport.objects.filter(pk=pk).first()
+        if job is None:
+            raise Http404(f"There is no import #{pk}.")
+        job = services.subscriber_import_resume(subscriber_import=job, actor=request.user)
+        return Response(import_as_dict(job, request, with_rejections=False), status=status.HTTP_202_ACCEPTED)
+
+
 class SubscriberImportRejectedView(APIView):
     """Download every rejected row of an import as CSV: line, reason, raw."""
 

@@ -15,6 +15,11 @@ urlpatterns: list = [
         name="subscriber-import-detail",
     ),
     path(
+        "subscribers/imports/<int:pk>/resume/",
+        api_audience.SubscriberImportResumeView.as_view(),
+        name="subscriber-import-resume",
+    ),
+    path(
         "subscribers/imports/<int:pk>/rejected.csv",
         api_audience.SubscriberImportRejectedView.as_view(),
         name="subscriber-import-rejected",

@@ -540,6 +540,33 @@ def subscriber_import_run(*, subscriber_import: SubscriberImport, progress: Prog
 
 
 @transaction.atomic
+def subscriber_import_resume(*, subscriber_import: SubscriberImport, actor: User | None) -> SubscriberImport:
+    """Queue a failed import again: a worker continues after the last chunk it committed (failed → pending)."""
+    job = subscriber_import
+    if not Path(job.file_path).is_file():
+        raise ServiceConflict(f"The file of import #{job.pk} is no longer kept; upload it again.")
+    changed = SubscriberImport.objects.filter(pk=job.pk, state=SubscriberImport.State.FAILED).update(
+        state=SubscriberImport.State.PENDING, error="", finished_at=None
+    )
+    if not changed:
+        job.refresh_from_db()
+        raise ServiceConflict(f"Only a failed import can be resumed; import #{job.pk} is {job.state}.")
+    job.refresh_from_db()
+    audit_record(
+        actor=actor,
+        action="subscriber_import.resume",
+        obj=job,
+        from_state=SubscriberImport.State.FAILED,
+        to_state=job.state,
+        details={"lines_done": job.lines_done},
+    )
+    from smsblast.tasks import subscriber_import_run as task
+
+    transaction.on_commit(lambda: task.delay(job.pk), robust=True)
+    return job
+
+
+@transaction.atomic
 def subscriber_import_interrupt(*, subscriber_import: SubscriberImport, actor: User | None = None) -> SubscriberImport:
     """Mark a job left running by a worker that died as failed, so that it can be resumed."""
     changed = SubscriberImport.objects.filter(pk=subscriber_import.pk, state=SubscriberImport.State.RUNNING).update(

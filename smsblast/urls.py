@@ -10,5 +10,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("subscribers/", views.subscribers, name="subscribers"),
     path("subscribers/imports/<int:pk>/", views.subscriber_import_status, name="subscriber_import"),
+    path("subscribers/imports/<int:pk>/resume/", views.subscriber_import_resume, name="subscriber_import_resume"),
     path("operators/", views.operators, name="operators"),
 ]

@@ -113,6 +113,21 @@ def subscriber_import_status(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+@role_required(Role.OFFICER, Role.ADMIN)
+def subscriber_import_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resume a failed import from its last committed chunk (POST), then show its progress."""
+    job = get_object_or_404(SubscriberImport, pk=pk)
+    if request.method != "POST":
+        return redirect("subscriber_import", pk=job.pk)
+    try:
+        services.subscriber_import_resume(subscriber_import=job, actor=request.user)
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("The import continues after line %(line)s.") % {"line": job.lines_done})
+    return redirect("subscriber_import", pk=job.pk)
+
+
 def _import_percent(job: SubscriberImport) -> int:
     if job.state == SubscriberImport.State.COMPLETED:
         return 100

@@ -2,6 +2,7 @@
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -457,3 +458,65 @@ def test_admin_upload_page_shows_why_a_file_is_refused(client, admin_user):
     assert response.status_code == 200
     assert "no phone number column" in response.content.decode()
     assert not SubscriberImport.objects.exists()
+
+
+def _failed_import(tmp_path, monkeypatch) -> SubscriberImport:
+    """An import that failed on its second chunk of three rows: the first chunk is saved."""
+    monkeypatch.setattr(services, "IMPORT_CHUNK", 3)
+    path = write(tmp_path, "msisdn\n" + "\n".join(f"08123456{i:04d}" for i in range(7)) + "\n")
+    original_write = services._SubscriberWriter.write
+    calls = []
+
+    def fail_on_second_chunk(self, rows):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return original_write(self, rows)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(services._SubscriberWriter, "write", fail_on_second_chunk)
+        job = run_import(path)
+    assert job.state == "failed"
+    return job
+
+
+def test_a_failed_import_is_resumed_through_the_api_and_completes_after_its_saved_chunk(
+    tmp_path, areas, monkeypatch, api_client_for, officer, django_capture_on_commit_callbacks
+):
+    job = _failed_import(tmp_path, monkeypatch)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = api_client_for(officer).post(f"/api/v1/subscribers/imports/{job.pk}/resume/")
+    assert response.status_code == 202, response.content
+    assert response.json()["state"] == "pending"
+    assert len(queued) == 1  # the worker is asked to take it up again
+    job.refresh_from_db()
+    assert (job.state, job.error) == ("pending", "")
+    event = AuditEvent.objects.filter(action="subscriber_import.resume").get()
+    assert (event.from_state, event.to_state, event.actor_id) == ("failed", "pending", officer.pk)
+
+    import_task(job.pk)
+    job.refresh_from_db()
+    assert (job.state, job.rows_read, job.created) == ("completed", 7, 7)
+    assert Subscriber.objects.count() == 7
+
+
+def test_only_a_failed_import_can_be_resumed_and_only_by_an_officer(
+    tmp_path, areas, monkeypatch, api_client_for, officer, approver
+):
+    job = _failed_import(tmp_path, monkeypatch)
+    assert api_client_for(approver).post(f"/api/v1/subscribers/imports/{job.pk}/resume/").status_code == 403
+    assert api_client_for(officer).post("/api/v1/subscribers/imports/999999/resume/").status_code == 404
+    import_task(job.pk)  # a rerun completes it
+    response = api_client_for(officer).post(f"/api/v1/subscribers/imports/{job.pk}/resume/")
+    assert response.status_code == 409
+    assert "Only a failed import" in response.json()["detail"]
+
+
+def test_a_failed_import_whose_file_is_gone_cannot_be_resumed(tmp_path, areas, monkeypatch, api_client_for, officer):
+    job = _failed_import(tmp_path, monkeypatch)
+    Path(job.file_path).unlink()
+    response = api_client_for(officer).post(f"/api/v1/subscribers/imports/{job.pk}/resume/")
+    assert response.status_code == 409
+    assert "upload it again" in response.json()["detail"]
+    job.refresh_from_db()
+    assert job.state == "failed"

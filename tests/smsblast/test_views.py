@@ -43,6 +43,29 @@ def test_upload_creates_an_import_whose_page_polls_until_done_and_lists_rejected
     assert Subscriber.objects.count() == 2
 
 
+def test_a_failed_import_page_explains_in_the_users_language_and_offers_to_resume(officer_user, tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path
+    area_tree("35.05", kecamatan=1)
+    upload = SimpleUploadedFile("warga.csv", b"msisdn\n0812-3456-7890\n", content_type="text/csv")
+    client = client_for(officer_user)
+    client.post(reverse("subscribers"), {"form": "import", "file": upload})
+    job = SubscriberImport.objects.get()
+    SubscriberImport.objects.filter(pk=job.pk).update(state="failed", error="OSError: disk full", lines_done=1)
+
+    body = client.get(reverse("subscriber_import", args=[job.pk])).content.decode()
+    assert "Impor berhenti setelah baris 1." in body  # Indonesian by default
+    assert "OSError: disk full" in body  # kept, folded under the technical detail
+    assert reverse("subscriber_import_resume", args=[job.pk]) in body
+
+    response = client.post(reverse("subscriber_import_resume", args=[job.pk]))
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.state == "pending"
+    body = client.get(response["Location"]).content.decode()
+    assert "Impor dilanjutkan setelah baris 1." in body
+    assert "Lanjutkan impor" not in body  # nothing left to resume
+
+
 def test_an_upload_that_is_not_a_csv_is_refused_with_a_message(officer_user, tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path
     upload = SimpleUploadedFile("foto.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00", content_type="image/png")
