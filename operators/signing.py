@@ -27,15 +27,15 @@ def verify(
 ) -> bool:
     """Return whether `signature` signs `body` at `timestamp` and the timestamp is within `tolerance` of `now`.
 
-    The comparison is constant-time; a missing, non-numeric or stale timestamp is refused before any MAC is
-    computed.
+    The comparison is constant-time; a missing, stale or non-numeric timestamp (anything but ASCII digits, as
+    the header is sent) is refused before any MAC is computed. The MAC covers the timestamp exactly as received,
+    as an operator computes it: ``+1700000000`` or ``1_700_000_000`` is not the ``1700000000`` that was signed.
     """
     if not signature or timestamp is None:
         return False
-    try:
-        sent_at = int(timestamp)
-    except (TypeError, ValueError):
+    timestamp = str(timestamp)
+    if not (timestamp.isascii() and timestamp.isdigit()):
         return False
-    if abs(now - sent_at) > tolerance:
+    if abs(now - int(timestamp)) > tolerance:
         return False
-    return hmac.compare_digest(sign(secret, sent_at, body).encode(), signature.encode())
+    return hmac.compare_digest(sign(secret, timestamp, body).encode(), signature.encode())

@@ -45,3 +45,9 @@ def test_missing_or_garbled_headers_are_refused():
     assert not verify(SECRET, "yesterday", BODY, signature, now=1700000000)
     assert not verify(SECRET, 1700000000, BODY, None, now=1700000000)
     assert not verify(SECRET, 1700000000, BODY, "sha256=00", now=1700000000)
+
+
+def test_a_timestamp_other_than_the_plain_digits_that_were_signed_is_refused():
+    signature = sign(SECRET, 1700000000, BODY)
+    for sent in ("+1700000000", " 1700000000", "1700000000\n", "1_700_000_000", "\uff11700000000", "-1700000000"):
+        assert not verify(SECRET, sent, BODY, signature, now=1700000000), sent
