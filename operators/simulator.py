@@ -241,9 +241,12 @@ class ReportSender:
             thread.start()
 
     def schedule(self, *, state: OperatorState, callback_url: str, reports: list[dict], delay: float) -> None:
-        item = _PendingReports(time.monotonic() + delay, next(self._seq), callback_url, state, reports)
+        """Queue reports for posting after `delay`, in pieces no request may exceed (a batch can be larger)."""
+        due = time.monotonic() + delay
         with self._cond:
-            heapq.heappush(self._heap, item)
+            for start in range(0, len(reports), MAX_REPORTS_PER_REQUEST):
+                piece = reports[start : start + MAX_REPORTS_PER_REQUEST]
+                heapq.heappush(self._heap, _PendingReports(due, next(self._seq), callback_url, state, piece))
             self.pending += len(reports)
             self._cond.notify()
 

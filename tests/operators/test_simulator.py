@@ -264,6 +264,14 @@ def test_delivery_reports_are_posted_back_in_bulk_with_the_operator_token(simula
     assert stats(simulator)["reports_sent"] == 2000
 
 
+def test_reports_of_a_batch_larger_than_ten_thousand_go_back_in_requests_of_at_most_ten_thousand(simulator, receiver):
+    document = batch_document(str(uuid.uuid4()), size=10_001, callback_url=receiver.url)
+    assert post_batch(simulator.url, document).status_code == 202
+    reports = receiver.wait_for(10_001)
+    assert sorted(int(report["message_id"]) for report in reports) == list(range(10_001))
+    assert max(len(document["reports"]) for _, document in receiver.posts) <= 10_000
+
+
 def test_undelivered_mix_follows_delivered_ratio(simulator, receiver):
     control(simulator, delivered_ratio=0.0)
     post_batch(simulator.url, batch_document(str(uuid.uuid4()), size=10, callback_url=receiver.url))
