@@ -64,6 +64,19 @@ from operators import signing
 logger = logging.getLogger(__name__)
 
 MAX_REPORTS_PER_REQUEST = 10_000
+# Every field of the batch body (DESIGN "Operator Batch API v1"); a batch missing one is refused with 400.
+BATCH_FIELDS = (
+    "batch_id",
+    "campaign",
+    "sender",
+    "text",
+    "encoding",
+    "segments",
+    "priority",
+    "expires_at",
+    "callback_url",
+    "recipients",
+)
 # Handsets per second an area broadcast reaches when neither the request nor /control says otherwise.
 DEFAULT_ARRIVALS_PER_SECOND = 50.0
 HISTORY_SECONDS = 300
@@ -544,7 +557,7 @@ def _parse_batch(body: bytes, idempotency_key: str) -> dict[str, Any]:
         raise ValueError("The body is not JSON.") from None
     if not isinstance(batch, dict):
         raise ValueError("The body must be a JSON object.")
-    for name in ("batch_id", "text", "sender", "recipients", "segments"):
+    for name in BATCH_FIELDS:
         if name not in batch:
             raise ValueError(f"Missing field: {name}.")
     if str(batch["batch_id"]) != idempotency_key:
@@ -552,8 +565,29 @@ def _parse_batch(body: bytes, idempotency_key: str) -> dict[str, Any]:
     recipients = batch["recipients"]
     if not isinstance(recipients, list) or not recipients:
         raise ValueError("recipients must be a non-empty list.")
-    if not isinstance(batch["segments"], int) or batch["segments"] < 1:
+    if not isinstance(batch["segments"], int) or isinstance(batch["segments"], bool) or batch["segments"] < 1:
         raise ValueError("segments must be a positive integer.")
+    campaign = batch["campaign"]
+    if not (
+        isinstance(campaign, dict)
+        and isinstance(campaign.get("id"), int)
+        and not isinstance(campaign["id"], bool)
+        and isinstance(campaign.get("title"), str)
+    ):
+        raise ValueError('campaign must be {"id": integer, "title": string}.')
+    for name in ("text", "sender"):
+        if not isinstance(batch[name], str) or not batch[name]:
+            raise ValueError(f"{name} must be a non-empty string.")
+    if batch["encoding"] not in ("GSM7", "UCS2"):
+        raise ValueError('encoding must be "GSM7" or "UCS2".')
+    if batch["priority"] not in ("normal", "urgent"):
+        raise ValueError('priority must be "normal" or "urgent".')
+    try:
+        _parse_instant(batch["expires_at"])
+    except ValueError:
+        raise ValueError("expires_at must be an ISO 8601 instant with a zone.") from None
+    if not isinstance(batch["callback_url"], str):
+        raise ValueError("callback_url must be a string.")
     return batch
 
 

@@ -182,6 +182,40 @@ def test_malformed_batch_is_refused_with_400_and_a_reason(simulator):
     assert mismatched.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("encoding", "gsm7", 'encoding must be "GSM7" or "UCS2".'),
+        ("priority", "high", 'priority must be "normal" or "urgent".'),
+        ("campaign", {"id": "1", "title": "Vaksinasi"}, 'campaign must be {"id": integer, "title": string}.'),
+        ("campaign", None, 'campaign must be {"id": integer, "title": string}.'),
+        ("expires_at", "2030-01-01T00:00:00", "expires_at must be an ISO 8601 instant with a zone."),
+        ("expires_at", "", "expires_at must be an ISO 8601 instant with a zone."),
+        ("callback_url", None, "callback_url must be a string."),
+        ("segments", True, "segments must be a positive integer."),
+        ("text", "", "text must be a non-empty string."),
+    ],
+)
+def test_a_batch_whose_fields_break_the_contract_is_refused_with_400_and_nothing_counted(
+    simulator, field, value, reason
+):
+    document = batch_document(str(uuid.uuid4()))
+    document[field] = value
+    response = post_batch(simulator.url, document)
+    assert response.status_code == 400
+    assert response.json()["error"] == reason
+    assert stats(simulator)["batches"] == 0
+
+
+@pytest.mark.parametrize("field", ["campaign", "encoding", "priority", "expires_at", "callback_url"])
+def test_a_batch_missing_a_contract_field_is_refused_with_400(simulator, field):
+    document = batch_document(str(uuid.uuid4()))
+    del document[field]
+    response = post_batch(simulator.url, document)
+    assert response.status_code == 400
+    assert response.json()["error"] == f"Missing field: {field}."
+
+
 def test_error_rate_answers_500_and_a_retry_with_the_same_key_is_then_accepted_once(simulator):
     assert control(simulator, error_rate=1.0).status_code == 200
     batch_id = str(uuid.uuid4())
