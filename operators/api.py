@@ -4,8 +4,9 @@ Every view authenticates the operator's own token (role `operator`, linked to on
 sees or touches that operator's messages and batches.
 """
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -36,22 +37,33 @@ _REPORT = inline_serializer(
 )
 
 
+# A message id of ours (or the operator's own) and why it was refused; a body of nested lists is JSON only.
+class RejectedMessageSerializer(serializers.Serializer):
+    message_id = serializers.CharField()
+    reason = serializers.CharField()
+
+
 class DeliveryReportsView(APIView):
     """Apply up to 10,000 delivery reports; statuses only move forward and a repeat changes nothing."""
 
     permission_classes = [IsOperator]
+    parser_classes = [JSONParser]
 
     @extend_schema(
-        request=inline_serializer("DeliveryReports", {"reports": serializers.ListField(child=_REPORT)}),
+        request=inline_serializer(
+            "DeliveryReports", {"reports": serializers.ListField(child=_REPORT, max_length=services.MAX_REPORTS)}
+        ),
         responses={
             200: inline_serializer(
                 "DeliveryReportsResult",
                 {
                     "applied": serializers.IntegerField(),
                     "unchanged": serializers.IntegerField(),
-                    "rejected": serializers.ListField(child=serializers.DictField()),
+                    "rejected": serializers.ListField(child=RejectedMessageSerializer()),
                 },
-            )
+            ),
+            400: OpenApiResponse(description="Malformed body or more than 10,000 reports; nothing applied"),
+            403: OpenApiResponse(description="Not an operator's token"),
         },
     )
     def post(self, request):
@@ -162,7 +174,10 @@ class OperatorBatchClaimView(APIView):
 
     permission_classes = [IsOperator]
 
-    @extend_schema(request=None, responses={200: _CLAIMED_BATCH})
+    @extend_schema(
+        request=None,
+        responses={200: _CLAIMED_BATCH, 409: OpenApiResponse(description="Not ready to be claimed by this operator")},
+    )
     def post(self, request, batch_id):
         operator = caller_operator(request)
         try:
@@ -176,19 +191,22 @@ class OperatorBatchAckView(APIView):
     """Acknowledge a claimed batch: `{"accepted": N, "rejected": [{"message_id", "reason"}]}`."""
 
     permission_classes = [IsOperator]
+    parser_classes = [JSONParser]
 
     @extend_schema(
         request=inline_serializer(
             "BatchAck",
             {
-                "accepted": serializers.IntegerField(required=False),
-                "rejected": serializers.ListField(child=serializers.DictField(), required=False),
+                "accepted": serializers.IntegerField(min_value=0, required=False),
+                "rejected": serializers.ListField(child=RejectedMessageSerializer(), required=False),
             },
         ),
         responses={
             200: inline_serializer(
                 "BatchAckResult", {"batch_id": serializers.UUIDField(), "status": serializers.CharField()}
-            )
+            ),
+            400: OpenApiResponse(description="Malformed acknowledgement"),
+            409: OpenApiResponse(description="Not this operator's batch, or not claimed"),
         },
     )
     def post(self, request, batch_id):

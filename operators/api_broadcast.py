@@ -2,9 +2,10 @@
 
 from django.db import transaction
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -37,8 +38,34 @@ class AreaBroadcastReportsView(APIView):
     """
 
     permission_classes = [IsOperator]
+    parser_classes = [JSONParser]
 
-    @extend_schema(request=ReachReportsSerializer, responses={200: dict})
+    @extend_schema(
+        request=PolymorphicProxySerializer(
+            component_name="ReachReportRequest",
+            serializers=[ReachReportSerializer, ReachReportsSerializer],
+            resource_type_field_name=None,
+        ),
+        responses={
+            200: inline_serializer(
+                "ReachReportsResult",
+                {
+                    "accepted": serializers.IntegerField(),
+                    "broadcasts": inline_serializer(
+                        "ReachRecorded",
+                        {
+                            "broadcast_id": serializers.UUIDField(),
+                            "handsets_reached": serializers.IntegerField(),
+                            "state": serializers.CharField(),
+                        },
+                        many=True,
+                    ),
+                },
+            ),
+            400: OpenApiResponse(description="Malformed report or more than 1,000 reports; nothing recorded"),
+            404: OpenApiResponse(description="A broadcast_id that is not one of this operator's broadcasts"),
+        },
+    )
     def post(self, request):
         from operators.broadcasts import area_broadcast_report
 

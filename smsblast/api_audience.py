@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.http import FileResponse, Http404
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -209,7 +209,22 @@ class OperatorInboundView(APIView):
 
     permission_classes = [IsOperator]
 
-    @extend_schema(request=InboundMessageSerializer, responses={200: OpenApiResponse(description="What was done")})
+    @extend_schema(
+        request=InboundMessageSerializer,
+        responses={
+            200: inline_serializer(
+                "InboundResult",
+                {
+                    "msisdn": serializers.CharField(),
+                    "action": serializers.ChoiceField(choices=["opted_out", "opted_in", "ignored"]),
+                    "changed": serializers.BooleanField(required=False),
+                    "detail": serializers.CharField(),
+                },
+            ),
+            400: OpenApiResponse(description="Invalid number or received_at"),
+            403: OpenApiResponse(description="Not an operator's token, or a number of another operator"),
+        },
+    )
     def post(self, request):
         data = validated(InboundMessageSerializer(data=request.data))
         received_at = None

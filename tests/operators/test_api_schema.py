@@ -1,0 +1,67 @@
+"""The OpenAPI schema documents the operator API as it answers."""
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def schema(officer, api_client_for):
+    return api_client_for(officer).get("/api/v1/schema/", {"format": "json"}).json()
+
+
+def _component(schema, ref_holder: dict) -> dict:
+    return schema["components"]["schemas"][ref_holder["$ref"].rsplit("/", 1)[1]]
+
+
+def _json_body(schema, path: str) -> dict:
+    request = schema["paths"][path]["post"]["requestBody"]["content"]
+    assert list(request) == ["application/json"]
+    return request["application/json"]["schema"]
+
+
+def _answer(schema, path: str, status: str = "200", method: str = "post") -> dict:
+    return schema["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+
+
+def test_delivery_reports_are_documented_as_json_of_at_most_ten_thousand_with_their_refusals(schema):
+    path = "/api/v1/operator/delivery-reports/"
+    body = _component(schema, _json_body(schema, path))
+    assert body["properties"]["reports"]["maxItems"] == 10_000
+    report = _component(schema, body["properties"]["reports"]["items"])
+    assert set(report["properties"]) == {"message_id", "status", "operator_ref", "error_code", "done_at"}
+    assert {"DELIVERED", "UNDELIVERED", "EXPIRED", "REJECTED"} <= set(
+        _component(schema, report["properties"]["status"])["enum"]
+    )
+    result = _component(schema, _answer(schema, path))
+    rejected = _component(schema, result["properties"]["rejected"]["items"])
+    assert set(rejected["properties"]) == {"message_id", "reason"}
+    assert "400" in schema["paths"][path]["post"]["responses"]
+
+
+def test_reach_reports_are_documented_as_one_report_or_a_list_with_what_was_recorded(schema):
+    path = "/api/v1/operator/area-broadcast-reports/"
+    forms = _component(schema, _json_body(schema, path))["oneOf"]
+    names = {ref["$ref"].rsplit("/", 1)[1] for ref in forms}
+    assert names == {"ReachReport", "ReachReports"}
+    assert set(schema["components"]["schemas"]["ReachReport"]["properties"]) == {
+        "broadcast_id",
+        "handsets_reached",
+        "at",
+    }
+    result = _component(schema, _answer(schema, path))
+    assert set(result["properties"]) == {"accepted", "broadcasts"}
+    recorded = _component(schema, result["properties"]["broadcasts"]["items"])
+    assert set(recorded["properties"]) == {"broadcast_id", "handsets_reached", "state"}
+
+
+def test_inbound_messages_document_what_was_done(schema):
+    result = _component(schema, _answer(schema, "/api/v1/operator/inbound/"))
+    assert set(result["properties"]) == {"msisdn", "action", "changed", "detail"}
+    assert set(_component(schema, result["properties"]["action"])["enum"]) == {"opted_out", "opted_in", "ignored"}
+
+
+def test_pull_mode_documents_its_conflicts_and_the_ack_body(schema):
+    assert "409" in schema["paths"]["/api/v1/operator/batches/{batch_id}/claim/"]["post"]["responses"]
+    ack = _component(schema, _json_body(schema, "/api/v1/operator/batches/{batch_id}/ack/"))
+    assert set(_component(schema, ack["properties"]["rejected"]["items"])["properties"]) == {"message_id", "reason"}
