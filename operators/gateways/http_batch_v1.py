@@ -1,11 +1,11 @@
 """The Operator Batch API v1 push adapter: one signed JSON POST per batch, answers classified for the send task.
 
 Classification (DESIGN "Operator Batch API v1"):
-  200/202 with a readable answer        ACCEPTED (accepted count and rejected messages)
+  202 (any 2xx) with a readable answer  ACCEPTED (accepted count and rejected messages)
   429                                   RETRY, retry_after from Retry-After (seconds or an HTTP date)
   408, 5xx, timeout, connection error   RETRY (Retry-After honoured when a 503 sends one)
   any other 4xx, 3xx, a bad base_url    FAILED, with the operator's reason kept
-  200/202 whose body cannot be read     RETRY: the operator may well have taken the batch, so failing it
+  2xx whose body cannot be read         RETRY: the operator may well have taken the batch, so failing it
                                         would mark deliveries failed that are being sent; a retry reuses
                                         the Idempotency-Key, so the operator answers its first answer again
                                         and sends nothing twice, and the retry budget still bounds it.
@@ -243,7 +243,8 @@ def classify_area_broadcast(response: requests.Response) -> AreaBroadcastResult:
 def classify(response: requests.Response) -> BatchResult:
     """Turn an operator's HTTP answer into a BatchResult."""
     status = response.status_code
-    if status in (200, 202):
+    if 200 <= status < 300:
+        # 202 is the contract's answer; any 2xx says the operator took the batch, never that it refused it.
         return _accepted(response)
     retry_after = retry_after_seconds(response.headers.get("Retry-After"))
     if status == 429 or status == 408 or status >= 500:

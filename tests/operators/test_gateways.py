@@ -213,6 +213,8 @@ class FixedAnswer:
         (202, b"<html>proxy error</html>", Outcome.RETRY),
         (200, b'{"batch_id": "x"}', Outcome.RETRY),
         (202, b'{"batch_id": "x", "accepted": 2, "rejected": []}', Outcome.ACCEPTED),
+        (201, b'{"batch_id": "x", "accepted": 2, "rejected": []}', Outcome.ACCEPTED),
+        (204, b"", Outcome.RETRY),
         (408, b"", Outcome.RETRY),
         (502, b"bad gateway", Outcome.RETRY),
         (404, b'{"detail": "no such route"}', Outcome.FAILED),
