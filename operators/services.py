@@ -521,8 +521,10 @@ def _deliveries_reject(batch: DispatchBatch, rejected: list[tuple[str, str]], no
 
 
 def _error_text(result: BatchResult) -> str:
+    """Return the reason a batch keeps: the operator's status once, then its words (the HTTP adapter's carry it)."""
     code = f"HTTP {result.status_code}: " if result.status_code else ""
-    return (code + (result.error or result.outcome.value))[:1000]
+    error = result.error or result.outcome.value
+    return (error if code and error.startswith(code) else code + error)[:1000]
 
 
 def _enqueue_send(batch_id, queue: str, countdown: float) -> None:

@@ -113,6 +113,16 @@ def test_backoff_is_jittered_above_a_floor_so_the_budget_outlasts_a_short_outage
     assert sum(floors) > 60
 
 
+def test_an_operators_refusal_as_the_http_adapter_words_it_is_kept_with_its_status_once():
+    batch = _batch(2)
+    refusal = BatchResult(outcome=Outcome.FAILED, status_code=401, error="HTTP 401: Invalid API key.")
+    ScriptedAdapter.reset(refusal)
+    assert services.batch_send(batch_id=batch.pk) == "failed"
+    batch.refresh_from_db()
+    assert batch.last_error == "HTTP 401: Invalid API key."
+    assert set(Delivery.objects.filter(batch=batch).values_list("reason", flat=True)) == {"HTTP 401: Invalid API key."}
+
+
 def test_a_permanent_error_fails_the_batch_and_its_deliveries_with_the_reason():
     batch = _batch(3)
     ScriptedAdapter.reset(BatchResult(outcome=Outcome.FAILED, status_code=400, error="sender not registered"))
