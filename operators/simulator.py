@@ -528,6 +528,10 @@ def _parse_area_broadcast(body: bytes, idempotency_key: str) -> dict[str, Any]:
             raise ValueError(f"Missing field: {name}.")
     if str(broadcast["broadcast_id"]) != idempotency_key:
         raise ValueError("Idempotency-Key must equal broadcast_id.")
+    if broadcast.get("encoding") not in ("GSM7", "UCS2"):
+        raise ValueError('encoding must be "GSM7" or "UCS2".')
+    if not isinstance(broadcast.get("callback_url"), str):
+        raise ValueError("callback_url must be a string.")
     area = broadcast["area"]
     if not isinstance(area, dict) or not (area.get("codes") or area.get("geometry")):
         raise ValueError("area needs codes or a geometry.")

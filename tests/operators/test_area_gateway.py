@@ -149,3 +149,10 @@ def test_wrong_credentials_unknown_cancels_and_bad_windows_fail_for_good(simulat
     refused = adapter.send_area_broadcast(backwards)
     assert (refused.outcome, refused.status_code) == (Outcome.FAILED, 400)
     assert "ends_at" in refused.error
+
+
+def test_a_broadcast_without_a_contract_encoding_is_refused_for_good(simulator):
+    adapter = get_adapter("http_batch_v1")
+    refused = adapter.send_area_broadcast(_broadcast(f"{simulator.url}/telkomsel", "", encoding="gsm"))
+    assert (refused.outcome, refused.status_code) == (Outcome.FAILED, 400)
+    assert refused.error == 'HTTP 400: encoding must be "GSM7" or "UCS2".'
