@@ -7,13 +7,19 @@ from operators.models import AreaBroadcast, AreaBroadcastReach
 
 
 def broadcast_run_progress(run: CampaignRun) -> dict[str, Any]:
-    """Return a run's reach: per operator its state, log and series, and the total series over time."""
+    """Return a run's reach: per operator its state, log and series, and the total series over time.
+
+    Every figure comes from the one read of the reach reports (an operator's `handsets_reached` is the
+    highest of its reports), so the totals and the ends of the series agree even while reports arrive.
+    """
     broadcasts = list(AreaBroadcast.objects.filter(run=run).select_related("operator").order_by("operator__name"))
     reports = AreaBroadcastReach.objects.filter(broadcast__run=run).order_by("at", "id")
     series: dict[Any, list] = {b.pk: [] for b in broadcasts}
     total_series = []
     latest: dict[Any, int] = {}
     for report in reports.values("broadcast_id", "handsets_reached", "at"):
+        if report["broadcast_id"] not in series:
+            continue  # a broadcast of this run created after the list above was read
         # Reports are cumulative; a late smaller one never lowers the curve.
         reached = max(report["handsets_reached"], latest.get(report["broadcast_id"], 0))
         latest[report["broadcast_id"]] = reached
@@ -26,7 +32,7 @@ def broadcast_run_progress(run: CampaignRun) -> dict[str, Any]:
         "starts_at": frozen.get("starts_at"),
         "ends_at": frozen.get("ends_at"),
         "area": frozen.get("area"),
-        "handsets_reached": sum(b.handsets_reached for b in broadcasts),
+        "handsets_reached": sum(latest.values()),
         "series": total_series,
         "operators": [
             {
@@ -38,7 +44,7 @@ def broadcast_run_progress(run: CampaignRun) -> dict[str, Any]:
                 "operator_ref": b.operator_ref,
                 "acknowledged_at": b.acknowledged_at,
                 "cancel_requested_at": b.cancel_requested_at,
-                "handsets_reached": b.handsets_reached,
+                "handsets_reached": latest.get(b.pk, 0),
                 "last_error": b.last_error,
                 "next_attempt_at": b.next_attempt_at,
                 "series": series[b.pk],

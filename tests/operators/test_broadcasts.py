@@ -448,3 +448,24 @@ def test_cancel_as_the_window_ends_gives_one_clear_outcome_without_a_deadlock(op
     assert [type(error) for error in errors] == [ServiceConflict]  # the window ended first: a clear 409
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
+
+
+def test_reach_totals_agree_with_the_ends_of_the_series_while_reports_arrive(operators, areas):
+    from operators.broadcast_selectors import broadcast_run_progress
+
+    run = _start(broadcast_campaign())
+    rows = _by_slug(run)
+    at = timezone.now()
+    for n, (_slug, row) in enumerate(sorted(rows.items())):
+        broadcasts.area_broadcast_report(
+            operator=row.operator, broadcast_id=row.pk, handsets_reached=100 * (n + 1), at=at
+        )
+    # A report lands between the progress's reads: its broadcast already shows the new count.
+    AreaBroadcast.objects.filter(pk=rows["xl"].pk).update(handsets_reached=5_000)
+
+    progress = broadcast_run_progress(run)
+
+    per_operator = {op["operator"]: op["handsets_reached"] for op in progress["operators"]}
+    assert progress["handsets_reached"] == progress["series"][-1]["handsets_reached"] == sum(per_operator.values())
+    for op in progress["operators"]:
+        assert op["handsets_reached"] == (op["series"][-1]["handsets_reached"] if op["series"] else 0)
