@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.scheduling import zone_for_area_code
+from campaigns.services import _audience_problem as audience_problem
 from smsblast import optout, selectors, services
 from smsblast.api import Pagination
 from smsblast.api_views import validated
@@ -432,6 +433,9 @@ class AudiencePreviewView(APIView):
             raise ServiceInvalid(f"Unknown area codes: {', '.join(sorted(unknown))}.", {"area_codes": "unknown"})
         if not isinstance(data["audience"], dict):
             raise ServiceInvalid("audience must be an object.", {"audience": "not an object"})
+        problem = audience_problem(data["audience"])
+        if problem:
+            raise ServiceInvalid(problem, {"audience": problem})
         segments = data["segments"]
         if segments is None:
             segments = 1
