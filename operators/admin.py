@@ -5,6 +5,7 @@ from django.contrib import admin
 
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
 from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
+from smsblast.services import subscribers_reroute
 
 
 def mask_secret(value: str) -> str:
@@ -116,6 +117,12 @@ class OperatorAdmin(admin.ModelAdmin):
         ("Limits and tariff", {"fields": ["segments_per_second", "batch_size", "tariff_per_segment", "vertex_limit"]}),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
+
+    def save_model(self, request, obj, form, change):
+        before = set(Operator.objects.filter(pk=obj.pk).values_list("prefixes", flat=True).first() or [])
+        super().save_model(request, obj, form, change)
+        # Runs send through each subscriber's operator, so numbers under a changed prefix are routed again.
+        subscribers_reroute(prefixes=before ^ set(obj.prefixes or []))
 
     @admin.display(description="prefixes")
     def prefix_count(self, operator: Operator) -> int:

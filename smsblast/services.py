@@ -716,6 +716,28 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
     )
 
 
+def subscribers_reroute(*, prefixes: Iterable[str]) -> int:
+    """Give the subscribers under these prefixes the operator the prefix table routes them to now; return how many.
+
+    A subscriber's operator is set when it is imported or opted out; a run sends through that operator.
+    So when the admin edits an operator's prefixes, the numbers under every prefix added or removed are
+    routed again, longest prefix first as in PrefixTable, with one UPDATE per prefix involved.
+    """
+    table = {prefix: pk for pk, listed in Operator.objects.values_list("pk", "prefixes") for prefix in listed or []}
+    routes = PrefixTable(table)
+    changed = 0
+    for prefix in sorted(set(prefixes)):
+        nested = sorted(other for other in table if other.startswith(prefix) and other != prefix)
+        for start in [prefix, *nested]:
+            operator_id = routes.operator_for(start)
+            rows = Subscriber.objects.filter(msisdn__startswith=f"+{start}")
+            for other in nested:
+                if other.startswith(start) and other != start:
+                    rows = rows.exclude(msisdn__startswith=f"+{other}")
+            changed += rows.exclude(operator_id=operator_id).update(operator_id=operator_id, updated_at=timezone.now())
+    return changed
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Opt-out and opt-in
 # ---------------------------------------------------------------------------------------------------------------

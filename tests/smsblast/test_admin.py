@@ -157,3 +157,38 @@ def test_subscriber_admin_filters_opted_out(admin_client, records):
     assert "+6281299990000" in opted_out
     receiving = admin_client.get(admin_url(Subscriber, "changelist"), {"opted_out": "no"}).content.decode()
     assert "+6281299990000" not in receiving
+
+
+def test_changing_an_operators_prefixes_in_the_admin_routes_its_numbers_again(admin_client):
+    smartfren = OperatorFactory(slug="smartfren", name="Smartfren", prefixes=["62881"])
+    telkomsel = OperatorFactory(slug="telkomsel", name="Telkomsel", prefixes=["62812"])
+    unrouted = SubscriberFactory(msisdn="+6288512345678", operator=None)
+    routed = SubscriberFactory(msisdn="+6281234567890", operator=telkomsel)
+    elsewhere = SubscriberFactory(msisdn="+6288112345678", operator=smartfren)
+    form = {
+        "name": "Smartfren",
+        "slug": "smartfren",
+        "active": "on",
+        "prefixes": "62881, 62885, 628123",
+        "adapter": smartfren.adapter,
+        "base_url": smartfren.base_url,
+        "segments_per_second": smartfren.segments_per_second,
+        "batch_size": smartfren.batch_size,
+        "tariff_per_segment": smartfren.tariff_per_segment,
+        "vertex_limit": smartfren.vertex_limit,
+    }
+
+    response = admin_client.post(admin_url(Operator, "change", smartfren.pk), form)
+
+    assert response.status_code == 302
+    unrouted.refresh_from_db()
+    routed.refresh_from_db()
+    elsewhere.refresh_from_db()
+    assert (unrouted.operator, routed.operator, elsewhere.operator) == (smartfren, smartfren, smartfren)
+
+    form["prefixes"] = "62881"
+    admin_client.post(admin_url(Operator, "change", smartfren.pk), form)
+
+    unrouted.refresh_from_db()
+    routed.refresh_from_db()
+    assert (unrouted.operator, routed.operator) == (None, telkomsel)
