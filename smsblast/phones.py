@@ -17,7 +17,10 @@ Both paths read their input the same way:
   national number written with its trunk prefix starts with ``0``;
 - any other character (letters, ``#``, ``/``, a ``+`` further in) makes the
   input invalid, where ``phonenumbers`` alone would read letters as keypad
-  digits and drop an extension.
+  digits and drop an extension;
+- a number written as a decimal ("81234567890.0", as a spreadsheet column of
+  numbers saved by some tools) is invalid: read with its dot ignored it would
+  gain a digit and become another person's number.
 
 This module has no Django import so that subscriber imports, the API and the
 send pipeline can share it and its tests run without a database.
@@ -77,8 +80,15 @@ _MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR
 _MOBILE_METADATA = PhoneMetadata.metadata_for_region(REGION).mobile
 
 
+# Digits with a single dot before a last ".0" or ".00" are a decimal number, not groups of digits
+# ("0811.2345.00" is a grouping).
+_DECIMAL_TAIL = re.compile(r"\s*\+?\d+\.0{1,2}\s*", re.ASCII)
+
+
 def _dialable(raw: str) -> str | None:
     """Return raw as digits, with a leading + when it carries a country code, or None if it is not a number."""
+    if _DECIMAL_TAIL.fullmatch(raw):
+        return None
     digits = raw.translate(_SEPARATORS)
     international = digits[:1] == "+"
     if international:
@@ -158,7 +168,7 @@ def normalize(raw: str) -> Normalized:
     just get there without ``phonenumbers``.
     """
     common_form = _COMMON_MOBILE_FORM.fullmatch(raw.translate(_SEPARATORS))
-    if common_form is not None:
+    if common_form is not None and not _DECIMAL_TAIL.fullmatch(raw):
         national_number = common_form[1]
         if len(national_number) in _FAST_MOBILE_LENGTHS.get(national_number[:3], ()):
             return Normalized("+62" + national_number, None)

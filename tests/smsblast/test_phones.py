@@ -84,6 +84,10 @@ def test_mobile_numbers_of_each_length_and_operator_keep_every_digit(raw, e164):
     assert normalize(raw) == Normalized(e164, None)
 
 
+def test_a_dotted_number_whose_last_group_is_zeros_is_not_a_decimal():
+    assert normalize("0811.2345.00") == Normalized("+62811234500", None)
+
+
 def test_trunk_zero_written_after_the_country_code_is_dropped():
     assert normalize("+62 (0)812 3456 7890") == Normalized(TELKOMSEL_E164, None)
 
@@ -128,6 +132,10 @@ def test_trunk_zero_written_after_the_country_code_is_dropped():
         ("0812#34567890", Reason.INVALID),
         ("0812/3456/7890", Reason.INVALID),
         ("0812 +3456 7890", Reason.INVALID),
+        # A number saved as a decimal would gain a digit with its dot ignored.
+        ("81234567890.0", Reason.INVALID),
+        ("6281234567890.0", Reason.INVALID),
+        ("081234567890.00 ", Reason.INVALID),
         ("\uff10\uff18\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19", Reason.INVALID),
         ("0841 2345 6789", Reason.INVALID),
         ("+62 841 2345 6789", Reason.INVALID),
