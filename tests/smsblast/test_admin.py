@@ -192,3 +192,20 @@ def test_changing_an_operators_prefixes_in_the_admin_routes_its_numbers_again(ad
     unrouted.refresh_from_db()
     routed.refresh_from_db()
     assert (unrouted.operator, routed.operator) == (None, telkomsel)
+
+
+def test_the_subscriber_form_cannot_undo_an_opt_out_without_the_audited_action(admin_client):
+    subscriber = SubscriberFactory(msisdn="+6281299990000", opted_out_at=timezone.now(), name="Siti")
+    form = {
+        "msisdn": subscriber.msisdn,
+        "name": "Siti Rahayu",
+        "language": "id",
+        "opted_out_at_0": "",
+        "opted_out_at_1": "",
+    }
+
+    response = admin_client.post(admin_url(Subscriber, "change", subscriber.pk), form)
+
+    assert response.status_code == 302
+    subscriber.refresh_from_db()
+    assert (subscriber.name, subscriber.opted_out_at is not None) == ("Siti Rahayu", True)
