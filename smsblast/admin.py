@@ -79,8 +79,27 @@ class OptedOutFilter(admin.SimpleListFilter):
         return queryset
 
 
+class SubscriberAdminForm(forms.ModelForm):
+    class Meta:
+        model = Subscriber
+        fields = ["msisdn", "area", "operator", "name", "language", "latitude", "longitude"]
+
+    def clean_msisdn(self) -> str:
+        """Store the number in E.164 as imports and opt-outs do, so it is sent to and found once."""
+        from smsblast.phones import normalize
+
+        raw = self.cleaned_data.get("msisdn") or ""
+        normalized = normalize(raw)
+        if not normalized.ok:
+            raise forms.ValidationError(f"{raw!r} is not an Indonesian mobile number ({normalized.reason}).")
+        if Subscriber.objects.filter(msisdn=normalized.e164).exclude(pk=self.instance.pk).exists():
+            raise forms.ValidationError(f"{normalized.e164} is already a subscriber.")
+        return normalized.e164
+
+
 @admin.register(Subscriber)
 class SubscriberAdmin(admin.ModelAdmin):
+    form = SubscriberAdminForm
     list_display = ["msisdn", "name", "area", "operator", "language", "opted_out_at", "updated_at"]
     list_filter = [OptedOutFilter, "operator", "language"]
     search_fields = ["msisdn", "name", "area__code"]

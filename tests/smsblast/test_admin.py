@@ -209,3 +209,17 @@ def test_the_subscriber_form_cannot_undo_an_opt_out_without_the_audited_action(a
     assert response.status_code == 302
     subscriber.refresh_from_db()
     assert (subscriber.name, subscriber.opted_out_at is not None) == ("Siti Rahayu", True)
+
+
+@pytest.mark.parametrize(
+    ("msisdn", "stored"), [("0812-3456-7890", "+6281234567890"), ("021 555 1234", None), ("+6281299990000", None)]
+)
+def test_a_subscriber_added_in_the_admin_is_stored_in_e164_once(admin_client, msisdn, stored):
+    SubscriberFactory(msisdn="+6281299990000")
+
+    response = admin_client.post(admin_url(Subscriber, "add"), {"msisdn": msisdn, "name": "", "language": "id"})
+
+    assert response.status_code == (302 if stored else 200)
+    assert Subscriber.objects.count() == (2 if stored else 1)
+    if stored:
+        assert Subscriber.objects.filter(msisdn=stored).exists()
