@@ -632,7 +632,8 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             # The binary buffer's position (read ahead by at most one block) measures progress.
             position = handle.buffer.tell
             rows = importer.records(handle, delimiter)
-            line = next(rows, (0,))[0]  # the header
+            # The header is the first line that is not blank, as importer.inspect found it.
+            line = next((line for line, fields, _raw in rows if fields is None or any(fields)), 0)
             replaying = skip_through > 0
 
             def reject(reason: str, fields: list[str]) -> None:

@@ -133,6 +133,12 @@ def test_blank_lines_are_not_rows(tmp_path, areas):
 # --- rejections -------------------------------------------------------------------------------------------------
 
 
+def test_blank_lines_before_the_header_do_not_make_the_header_a_row(tmp_path, areas):
+    job = run_import(write(tmp_path, "\n\r\nmsisdn;nama\n081234567890;Siti\n"))
+
+    assert (job.rows_read, job.created, job.rejected) == (1, 1, 0)
+
+
 def test_every_rejection_reason_is_reported_with_its_line(tmp_path, areas):
     text = (
         "msisdn,kode_wilayah,bahasa,latitude,longitude\n"  # line 1
