@@ -270,6 +270,20 @@ def test_update_overwrites_given_cells(tmp_path, areas):
 # --- failure and resume -----------------------------------------------------------------------------------------
 
 
+def write_failing_on_second_chunk():
+    """Return a _SubscriberWriter.write that fails its second chunk ("disk full") and writes every other one."""
+    original_write = services._SubscriberWriter.write
+    calls = []
+
+    def write_chunk(self, rows):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return original_write(self, rows)
+
+    return write_chunk
+
+
 # Outside a test transaction, so on PostgreSQL the chunks commit on the import's writer thread.
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_import_keeps_whole_chunks_and_resumes_after_them(tmp_path, areas, monkeypatch):
@@ -277,16 +291,7 @@ def test_a_failed_import_keeps_whole_chunks_and_resumes_after_them(tmp_path, are
     numbers = [f"08123456{i:04d}" for i in range(8)]
     lines = ["msisdn", *numbers[:4], "bad", numbers[0], *numbers[4:]]  # a rejection and a duplicate mid-file
     path = write(tmp_path, "\n".join(lines) + "\n")
-    original_write = services._SubscriberWriter.write
-    calls = []
-
-    def fail_on_second_chunk(self, rows):
-        calls.append(len(rows))
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return original_write(self, rows)
-
-    monkeypatch.setattr(services._SubscriberWriter, "write", fail_on_second_chunk)
+    monkeypatch.setattr(services._SubscriberWriter, "write", write_failing_on_second_chunk())
     job = services.subscriber_import_create_from_path(path=path, user=None)
     failed = services.subscriber_import_run(subscriber_import=job)
 
@@ -470,17 +475,8 @@ def _failed_import(tmp_path, monkeypatch) -> SubscriberImport:
     """An import that failed on its second chunk of three rows: the first chunk is saved."""
     monkeypatch.setattr(services, "IMPORT_CHUNK", 3)
     path = write(tmp_path, "msisdn\n" + "\n".join(f"08123456{i:04d}" for i in range(7)) + "\n")
-    original_write = services._SubscriberWriter.write
-    calls = []
-
-    def fail_on_second_chunk(self, rows):
-        calls.append(len(rows))
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return original_write(self, rows)
-
     with monkeypatch.context() as patch:
-        patch.setattr(services._SubscriberWriter, "write", fail_on_second_chunk)
+        patch.setattr(services._SubscriberWriter, "write", write_failing_on_second_chunk())
         job = run_import(path)
     assert job.state == "failed"
     return job
