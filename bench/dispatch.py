@@ -32,10 +32,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(ROOT / "bench"))
+import benchdb  # noqa: E402
+from benchdb import recreate_database  # noqa: E402
 
 from smsblast.devtools import free_port, start_celery_worker, start_simulator  # noqa: E402
 
@@ -47,21 +50,8 @@ DISTRICTS = [f"35.05.{n:02d}" for n in range(1, 23)]
 
 
 def bench_database_url(url: str) -> str:
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/") or "smsblast"
-    return urlunsplit(parts._replace(path=f"/{name}_bench_dispatch"))
-
-
-def recreate_database(url: str) -> None:
-    """Drop and create the database named in url, connecting to the server's `postgres` database."""
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin_url = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    """Return url naming this benchmark's own database beside the one in url, which is never touched."""
+    return benchdb.bench_database_url(url, "_bench_dispatch")
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -392,10 +382,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.recipients < SMALL * 2:
         sys.exit(f"--recipients must be at least {SMALL * 2}.")
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit("Set DATABASE_URL to a PostgreSQL server (the benchmark creates its own database there).")
-    url = bench_database_url(url)
+    # No default server: the dispatch benchmark needs DATABASE_URL to name the PostgreSQL it may use.
+    url = benchdb.bench_database_from_env("_bench_dispatch", what="bench-dispatch", default=None)
     recreate_database(url)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))

@@ -25,31 +25,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DEFAULT_URL = "postgres://smsblast:smsblast-ci@127.0.0.1:5432/smsblast"
+sys.path.insert(0, str(ROOT / "bench"))
+import benchdb  # noqa: E402
+from benchdb import recreate_database  # noqa: E402
+
+DEFAULT_URL = benchdb.DEFAULT_URL
 WILAYAH = ROOT.parent / "shared" / "data" / "wilayah"
 
 
-def bench_database_url(url: str, suffix: str = "_bench_import") -> str:
-    """Return url naming the benchmark's own database beside the one in url, which is never touched."""
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/") or "smsblast"
-    return urlunsplit(parts._replace(path=f"/{name}{suffix}"))
-
-
-def recreate_database(url: str) -> None:
-    """Drop and create the database named in url, connecting to the server's `postgres` database."""
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin_url = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+def bench_database_url(url: str) -> str:
+    """Return url naming this benchmark's own database beside the one in url, which is never touched."""
+    return benchdb.bench_database_url(url, "_bench_import")
 
 
 def generate(directory: Path, rows: int, prefixes: list[str], areas: list[str], seed: int = 7) -> list[Path]:
@@ -201,10 +190,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
-    if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit("bench-import measures PostgreSQL: set DATABASE_URL to a postgres:// URL.")
-    url = bench_database_url(url)
+    url = benchdb.bench_database_from_env("_bench_import", what="bench-import")
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
     os.environ.setdefault("LOG_LEVEL", "WARNING")

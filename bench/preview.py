@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from import_subscribers import bench_database_url as suffixed_database_url  # noqa: E402
+import benchdb  # noqa: E402
 
-DEFAULT_URL = "postgres://smsblast:smsblast-ci@127.0.0.1:5432/smsblast"
+DEFAULT_URL = benchdb.DEFAULT_URL
 WILAYAH = ROOT.parent / "shared" / "data" / "wilayah"
 
 # A box over the middle of Kab. Blitar (lng, lat).
@@ -33,7 +33,7 @@ DRAWN = {
 
 def bench_database_url(url: str) -> str:
     """Return url naming this benchmark's own database beside the one in url, which is never touched."""
-    return suffixed_database_url(url, "_bench_preview")
+    return benchdb.bench_database_url(url, "_bench_preview")
 
 
 def seed(subscribers: int) -> None:
@@ -80,17 +80,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
-    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
-    if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit("The preview benchmark measures PostgreSQL: set DATABASE_URL to a postgres:// URL.")
-    url = bench_database_url(url)
+    url = benchdb.bench_database_from_env("_bench_preview", what="The preview benchmark")
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django
-    from import_subscribers import recreate_database
 
-    recreate_database(url)
+    benchdb.recreate_database(url)
     django.setup()
     from smsblast.selectors import audience_preview
 
