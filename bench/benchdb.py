@@ -32,3 +32,14 @@ def recreate_database(url: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def django_in_fresh_database(url: str) -> None:
+    """Point this process's Django at `url` (dev settings, quiet logs), recreate that database, set Django up."""
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    recreate_database(url)
+    django.setup()

@@ -18,7 +18,6 @@ Prints rows/s of each, their ratio and the medians over the repetitions.
 
 import argparse
 import csv
-import os
 import random
 import statistics
 import sys
@@ -191,13 +190,7 @@ def main() -> None:
     args = parser.parse_args()
 
     url = benchdb.bench_database_from_env("_bench_import", what="bench-import")
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    recreate_database(url)
-    django.setup()
+    benchdb.django_in_fresh_database(url)
     from django.conf import settings
     from django.db import connection
 

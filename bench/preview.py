@@ -81,13 +81,7 @@ def main() -> None:
     args = parser.parse_args()
 
     url = benchdb.bench_database_from_env("_bench_preview", what="The preview benchmark")
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    benchdb.recreate_database(url)
-    django.setup()
+    benchdb.django_in_fresh_database(url)
     from smsblast.selectors import audience_preview
 
     started = time.perf_counter()

@@ -94,13 +94,17 @@ def area_search(query: str, *, limit: int = 20) -> list[Area]:
     )
 
 
+def operators_by_prefix() -> dict[str, int]:
+    """Return the admin-editable routing table: every number prefix (E.164 digits) → its operator's id."""
+    return {prefix: pk for pk, listed in Operator.objects.values_list("pk", "prefixes") for prefix in listed or []}
+
+
 def msisdn_operator_id(e164: str) -> int | None:
     """Return the id of the operator a number belongs to: its subscriber's, else the one its prefix routes to."""
     known = Subscriber.objects.filter(msisdn=e164, operator__isnull=False).values_list("operator_id", flat=True).first()
     if known is not None:
         return known
-    prefixes = Operator.objects.values_list("pk", "prefixes")
-    return PrefixTable({prefix: pk for pk, listed in prefixes for prefix in listed or []}).operator_for(e164)
+    return PrefixTable(operators_by_prefix()).operator_for(e164)
 
 
 def area_get(code: str) -> Area | None:

@@ -18,8 +18,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from operators.models import Operator
-from smsblast import importer
+from smsblast import importer, selectors
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceInvalid
 from smsblast.models import Area, AreaLevel, Subscriber, SubscriberImport, SubscriberImportRejection, User
@@ -598,9 +597,7 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
     area_col, name_col, language_col = columns.get("area"), columns.get("name"), columns.get("language")
     lat_col, lon_col = columns.get("latitude"), columns.get("longitude")
     resolve_area = _area_resolver(layout)
-    operators_by_prefix = {
-        prefix: pk for pk, prefix_list in Operator.objects.values_list("pk", "prefixes") for prefix in prefix_list or []
-    }
+    operators_by_prefix = selectors.operators_by_prefix()
     prefixes = PrefixTable(operators_by_prefix)
     # A number's operator depends only on its first digits, and a file holds few distinct beginnings.
     head_length = 1 + max(map(len, operators_by_prefix), default=0)
@@ -724,7 +721,7 @@ def subscribers_reroute(*, prefixes: Iterable[str]) -> int:
     So when the admin edits an operator's prefixes, the numbers under every prefix added or removed are
     routed again, longest prefix first as in PrefixTable, with one UPDATE per prefix involved.
     """
-    table = {prefix: pk for pk, listed in Operator.objects.values_list("pk", "prefixes") for prefix in listed or []}
+    table = selectors.operators_by_prefix()
     routes = PrefixTable(table)
     changed = 0
     for prefix in sorted(set(prefixes)):
@@ -756,10 +753,7 @@ def _msisdn_or_invalid(raw: str) -> str:
 
 
 def _operator_id_for(e164: str) -> int | None:
-    table = PrefixTable(
-        {prefix: pk for pk, prefixes in Operator.objects.values_list("pk", "prefixes") for prefix in prefixes or []}
-    )
-    return table.operator_for(e164)
+    return PrefixTable(selectors.operators_by_prefix()).operator_for(e164)
 
 
 @transaction.atomic

@@ -109,46 +109,54 @@ ACTION_LABELS = {
 }
 
 
+ENCODING_LABELS = {"GSM7": "GSM-7", "UCS2": "UCS-2"}  # stored and sent without the hyphen
+
+
+def _label(labels: dict, code: str | None) -> str:
+    """Return the label of a code from one of the tables above; a code without one shows as recorded."""
+    return str(labels.get(code or "", code or ""))
+
+
 @register.filter
 def action_label(action: str) -> str:
     """Return an audit action in the user's language; unknown actions show as recorded."""
-    return ACTION_LABELS.get(action, action)
+    return _label(ACTION_LABELS, action)
 
 
 @register.filter
 def role_label(role: str | None) -> str:
     """Return the role's name in the user's language."""
-    return ROLE_LABELS.get(role or "", role or "")
+    return _label(ROLE_LABELS, role)
 
 
 @register.filter
 def area_level_label(level: str | None) -> str:
     """Return an area's level (provinsi, kabupaten, kecamatan, desa) in the user's language."""
-    return AREA_LEVEL_LABELS.get(level or "", level or "")
+    return _label(AREA_LEVEL_LABELS, level)
 
 
 @register.filter
 def import_reject_label(reason: str) -> str:
     """Return why an imported row was refused in the user's language; unknown codes show as recorded."""
-    return IMPORT_REJECT_LABELS.get(reason, reason)
+    return _label(IMPORT_REJECT_LABELS, reason)
 
 
 @register.filter
 def delivery_reason_label(reason: str) -> str:
     """Return why a delivery failed in the user's language when the reason is one of the system's own codes."""
-    return DELIVERY_REASON_LABELS.get(reason, reason)
+    return _label(DELIVERY_REASON_LABELS, reason)
 
 
 @register.filter
 def status_label(status: str | None) -> str:
     """Return a campaign, run, delivery or operator state in the user's language."""
-    return STATUS_LABELS.get(status or "", status or "")
+    return _label(STATUS_LABELS, status)
 
 
 @register.filter
 def encoding_label(encoding: str | None) -> str:
     """Return an SMS encoding as people write it: GSM-7 or UCS-2 (stored and sent as GSM7 / UCS2)."""
-    return {"GSM7": "GSM-7", "UCS2": "UCS-2"}.get(encoding or "", encoding or "")
+    return _label(ENCODING_LABELS, encoding)
 
 
 @register.filter
