@@ -82,6 +82,8 @@ class AreaBroadcastReportsView(APIView):
         unknown = ids - own
         if unknown:
             raise NotFound(f"No area broadcast of this operator with id {', '.join(sorted(map(str, unknown)))}.")
+        # In broadcast order, whatever the request's order: two requests then take their rows in one order.
+        reports = sorted(reports, key=lambda report: (str(report["broadcast_id"]), report["at"]))
         with transaction.atomic():
             recorded = [
                 area_broadcast_report(

@@ -23,6 +23,7 @@ from campaigns.models import Campaign, CampaignRun, Mode
 from operators import areageom
 from operators.gateways.base import AreaBroadcastResult, OutboundAreaBroadcast, Outcome, get_adapter
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
+from operators.services import runs_mark_progress_on_commit
 from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceInvalid
@@ -602,7 +603,7 @@ def area_broadcast_report(*, operator: Operator, broadcast_id, handsets_reached:
         AreaBroadcast.objects.filter(pk=broadcast.pk, handsets_reached__lt=handsets_reached).update(
             handsets_reached=handsets_reached, reached_at=at, updated_at=timezone.now()
         )
-        CampaignRun.objects.filter(pk=broadcast.run_id).update(last_progress_at=timezone.now())
+        runs_mark_progress_on_commit([broadcast.run_id], timezone.now())
     broadcast.refresh_from_db()
     return broadcast
 

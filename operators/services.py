@@ -497,12 +497,19 @@ def _run_progress_due(batch: DispatchBatch, now: datetime) -> bool:
 
 
 def _run_progressed(batch: DispatchBatch, now: datetime) -> None:
-    """Note progress on the batch's run, at most every few seconds: every batch would contend for its row."""
+    """Note progress on the batch's run, at most every few seconds: every batch would contend for its row.
+
+    After the commit, like runs_mark_progress_on_commit: a cancel takes the run before the batches.
+    """
     if not _run_progress_due(batch, now):
         return
-    CampaignRun.objects.filter(pk=batch.run_id).filter(
-        Q(last_progress_at__isnull=True) | Q(last_progress_at__lt=now - timedelta(seconds=5))
-    ).update(last_progress_at=now)
+
+    def mark() -> None:
+        CampaignRun.objects.filter(pk=batch.run_id).filter(
+            Q(last_progress_at__isnull=True) | Q(last_progress_at__lt=now - timedelta(seconds=5))
+        ).update(last_progress_at=now)
+
+    transaction.on_commit(mark)
 
 
 def _deliveries_reject(batch: DispatchBatch, rejected: list[tuple[str, str]], now: datetime) -> int:
@@ -615,6 +622,21 @@ def _aware_time(value) -> datetime | None:
         return None
 
 
+def runs_mark_progress_on_commit(run_ids, now: datetime) -> None:
+    """Move the runs' progress mark to `now` once the current transaction has committed.
+
+    Outside the transaction on purpose: a report holds its message rows until it commits, and a cancel or a
+    window's end takes the run before those rows. Updating the run inside would take the two the other
+    way round, and the two transactions would deadlock.
+    """
+    run_ids = sorted(set(run_ids))
+
+    def mark() -> None:
+        CampaignRun.objects.filter(pk__in=run_ids, last_progress_at__lt=now).update(last_progress_at=now)
+
+    transaction.on_commit(mark)
+
+
 def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime | None = None) -> ReportsOutcome:
     """Apply validated reports of one operator in bulk; return applied, unchanged and rejected counts.
 
@@ -649,7 +671,7 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
             applied += _reports_update(operator, mine[start : start + REPORT_CHUNK], now)
         run_ids = sorted(set(owned.values()))
         if applied:
-            CampaignRun.objects.filter(pk__in=run_ids).update(last_progress_at=now)
+            runs_mark_progress_on_commit(run_ids, now)
             audit_record(
                 actor=operator.user,
                 action="delivery.report",

@@ -450,6 +450,37 @@ def test_cancel_as_the_window_ends_gives_one_clear_outcome_without_a_deadlock(op
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_reach_report_as_the_window_ends_is_kept_without_a_deadlock(operators, areas):
+    from django.db import connection
+
+    from tests.concurrency import race_behind_a_row
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    for row in _by_slug(run).values():
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    xl = _by_slug(run)["xl"]
+    long_ago = timezone.now() - timedelta(minutes=20)
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=long_ago)
+    # The window's end waits for the run; the report, arriving next, must not take the run before its broadcast.
+    errors = race_behind_a_row(
+        run,
+        lambda: broadcasts.area_broadcast_run_finish(run_id=run.pk, now=campaign.ends_at),
+        lambda: broadcasts.area_broadcast_report(
+            operator=xl.operator, broadcast_id=xl.pk, handsets_reached=700, at=timezone.now()
+        ),
+        second_may_pass=True,
+    )
+    assert errors == []
+    run.refresh_from_db()
+    assert run.status == CampaignRun.Status.COMPLETED
+    assert AreaBroadcast.objects.get(pk=xl.pk).handsets_reached == 700
+    assert run.last_progress_at > long_ago  # the report still counts as progress
+
+
 def test_reach_totals_agree_with_the_ends_of_the_series_while_reports_arrive(operators, areas):
     from operators.broadcast_selectors import broadcast_run_progress
 

@@ -258,3 +258,81 @@ def test_two_report_requests_naming_the_same_messages_in_opposite_orders_both_ap
     errors = race_behind_a_row(deliveries[0], report(ids, "DELIVERED"), report(ids[::-1], "UNDELIVERED"))
     assert errors == []
     assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) <= {"delivered", "undelivered"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_arriving_as_the_campaign_is_cancelled_is_applied_without_a_deadlock():
+    from django.db import connection
+
+    from campaigns.services import campaign_cancel
+    from tests.concurrency import race_behind_a_row
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    batch = _batch(4)  # not yet recorded as accepted: an early report of the operator can still arrive
+    operator = Operator.objects.get(pk=batch.operator_id)
+    run = CampaignRun.objects.get(pk=batch.run_id)
+    first, *others = Delivery.objects.filter(batch=batch).order_by("pk")
+    campaign = run.campaign
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=timezone.now() - timedelta(minutes=5))
+    before = CampaignRun.objects.get(pk=run.pk).last_progress_at
+
+    # The cancel waits for the run; the report, arriving next, must not take the run after its message.
+    errors = race_behind_a_row(
+        run,
+        lambda: campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah teks"),
+        lambda: services.delivery_reports_apply(
+            operator=operator, reports=[(str(first.pk), "DELIVERED", "", "", None)]
+        ),
+        second_may_pass=True,
+    )
+    assert errors == []
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.CANCELLED
+    assert Delivery.objects.get(pk=first.pk).status == "delivered"
+    assert set(Delivery.objects.filter(pk__in=[d.pk for d in others]).values_list("status", flat=True)) == {"cancelled"}
+    assert CampaignRun.objects.get(pk=run.pk).last_progress_at > before
+
+
+def test_applied_reports_move_their_runs_progress_mark_once_committed(django_capture_on_commit_callbacks):
+    batch = _batch(2)
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    operator = Operator.objects.get(pk=batch.operator_id)
+    old = timezone.now() - timedelta(minutes=20)
+    CampaignRun.objects.filter(pk=batch.run_id).update(last_progress_at=old)
+    message = Delivery.objects.filter(batch=batch).first()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delivery_reports_apply(operator=operator, reports=[(str(message.pk), "DELIVERED", "", "", None)])
+    assert CampaignRun.objects.get(pk=batch.run_id).last_progress_at > old
+    # A repeated report changes nothing, so it is no progress either.
+    CampaignRun.objects.filter(pk=batch.run_id).update(last_progress_at=old)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delivery_reports_apply(operator=operator, reports=[(str(message.pk), "DELIVERED", "", "", None)])
+    assert CampaignRun.objects.get(pk=batch.run_id).last_progress_at == old
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_answer_arriving_after_the_lease_lapsed_as_the_campaign_is_cancelled_is_kept_without_a_deadlock():
+    from django.db import connection
+
+    from campaigns.services import campaign_cancel
+    from tests.concurrency import race_behind_a_row
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    batch = _batch(3)  # pending again: its worker's lease lapsed while the operator was taking it
+    run = CampaignRun.objects.get(pk=batch.run_id)
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=timezone.now() - timedelta(minutes=5))
+    campaign = run.campaign
+
+    errors = race_behind_a_row(
+        run,
+        lambda: campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah teks"),
+        lambda: services.batch_record_result(
+            batch_id=batch.pk, result=BatchResult(outcome=Outcome.ACCEPTED, accepted=3)
+        ),
+        second_may_pass=True,
+    )
+    assert errors == []
+    # The operator took the batch before the cancel reached it: its messages were sent, and stay so.
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "accepted"
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.CANCELLED
