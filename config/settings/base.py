@@ -145,6 +145,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The API map is for its users (staff sessions, officer and operator tokens), not for anyone asking.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # report.csv is served bare and, through the router, with a slash: document it once.
     "PREPROCESSING_HOOKS": ["smsblast.api_schema.drop_trailing_slash_twins"],
     # Several models have a `status` field; name each enum after its model.

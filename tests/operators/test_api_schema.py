@@ -65,3 +65,21 @@ def test_pull_mode_documents_its_conflicts_and_the_ack_body(schema):
     assert "409" in schema["paths"]["/api/v1/operator/batches/{batch_id}/claim/"]["post"]["responses"]
     ack = _component(schema, _json_body(schema, "/api/v1/operator/batches/{batch_id}/ack/"))
     assert set(_component(schema, ack["properties"]["rejected"]["items"])["properties"]) == {"message_id", "reason"}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/schema/", "/api/docs/"])
+def test_the_api_map_is_refused_to_anonymous_callers(client, path):
+    assert client.get(path).status_code in (401, 403)
+
+
+def test_an_operator_reads_the_schema_with_its_token(operator_user, api_client_for):
+    answer = api_client_for(operator_user).get("/api/v1/schema/", {"format": "json"})
+    assert answer.status_code == 200
+    assert "/api/v1/operator/delivery-reports/" in answer.json()["paths"]
+
+
+def test_a_signed_in_officer_sees_the_swagger_page(officer):
+    from tests.conftest import client_for
+
+    page = client_for(officer).get("/api/docs/")
+    assert page.status_code == 200 and b"swagger" in page.content.lower()
