@@ -12,7 +12,7 @@ from django.conf import settings
 from lxml import etree
 
 from campaigns.models import Approval, Campaign, Priority
-from campaigns.scheduling import zone_for_area_codes
+from campaigns.selectors import campaign_zone
 from campaigns.services import campaign_content_hash
 from smsblast.errors import ServiceConflict
 from smsblast.models import Area
@@ -51,7 +51,7 @@ def cap_identifier(campaign: Campaign, approval: Approval) -> str:
 
 def cap_time(moment: datetime, campaign: Campaign) -> str:
     """Return `moment` in the area's zone as CAP wants it: seconds, and an explicit offset (never "Z")."""
-    local = moment.astimezone(zone_for_area_codes(campaign.area_codes).tzinfo).replace(microsecond=0)
+    local = moment.astimezone(campaign_zone(campaign).tzinfo).replace(microsecond=0)
     return local.isoformat()
 
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from campaigns import scheduling
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch, Mode, Priority
+from campaigns.selectors import campaign_zone, target_zone
 from campaigns.services import (
     campaign_approval_is_valid,
     campaign_content_hash,
@@ -73,11 +74,6 @@ def _stale_after() -> timedelta:
 
 
 # --- scheduling ------------------------------------------------------------------------------
-
-
-def campaign_zone(campaign: Campaign) -> scheduling.Zone:
-    """Return the zone the campaign's times are entered and shown in."""
-    return scheduling.zone_for_area_codes(campaign.area_codes)
 
 
 @transaction.atomic
@@ -753,5 +749,5 @@ def is_quiet_for(run: CampaignRun, now: datetime) -> datetime | None:
     frozen = run.frozen or {}
     if frozen.get("priority", Priority.NORMAL) == Priority.URGENT or not frozen.get("quiet_hours"):
         return None
-    zone = scheduling.zone_for_area_codes(frozen.get("area_codes"))
+    zone = scheduling.zone_named(frozen.get("zone")) or target_zone(frozen.get("area_codes"), frozen.get("polygon"))
     return scheduling.quiet_hours_end(now, quiet_hours=frozen["quiet_hours"], zone=zone)

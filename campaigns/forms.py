@@ -8,7 +8,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from campaigns.models import Mode, Priority, RepeatPolicy
-from campaigns.scheduling import WEEKDAY_NAMES, ScheduleError, schedule_normalize, zone_for_area_codes
+from campaigns.scheduling import WEEKDAY_NAMES, ScheduleError, schedule_normalize
+from campaigns.selectors import campaign_zone, target_zone
 from smsblast.models import Area
 from smsblast.sms import TextError, analyze
 
@@ -191,7 +192,7 @@ class CampaignForm(forms.Form):
         if cleaned.get("mode") != Mode.AREA_BROADCAST:
             return
         # The codes are stored sorted, and the campaign is shown in the zone of the first stored one.
-        zone = ZoneInfo(zone_for_area_codes(sorted(cleaned.get("area_codes") or [])).name)
+        zone = ZoneInfo(target_zone(sorted(cleaned.get("area_codes") or [])).name)
         for field, target in (("broadcast_starts", "starts_at"), ("broadcast_ends", "ends_at")):
             value = cleaned.get(field)
             if value is None:
@@ -236,7 +237,7 @@ class CampaignForm(forms.Form):
             "schedule_weekdays": [str(day) for day in schedule.get("weekdays", [])],
             "schedule_until": schedule.get("until"),
         }
-        zone = ZoneInfo(zone_for_area_codes(campaign.area_codes).name)
+        zone = ZoneInfo(campaign_zone(campaign).name)
         for field, value in (("broadcast_starts", campaign.starts_at), ("broadcast_ends", campaign.ends_at)):
             if value is not None:
                 initial[field] = value.astimezone(zone).strftime("%Y-%m-%dT%H:%M")

@@ -66,6 +66,11 @@ def zone_for_area_code(code: str | None) -> Zone:
     return Zone(*WIB)
 
 
+def zone_named(name: str | None) -> Zone | None:
+    """Return the Indonesian zone with this IANA name (as frozen on a run), or None for any other name."""
+    return next((Zone(*zone) for zone in (WIB, WITA, WIT) if zone[0] == name), None)
+
+
 def zone_for_area_codes(codes) -> Zone:
     """Return the zone a campaign's times are entered in: that of its first target area.
 

@@ -4,11 +4,30 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 
+from campaigns import scheduling
 from campaigns.models import Campaign
 from smsblast import sms
 from smsblast.audit import audit_history
 from smsblast.models import AuditEvent, Role, User
-from smsblast.selectors import subscribers_in_area
+from smsblast.selectors import polygon_province, subscribers_in_area
+
+
+def target_zone(area_codes, polygon: dict | None = None) -> scheduling.Zone:
+    """Return the zone a target's times are entered and shown in: that of its first area, else of its polygon.
+
+    A target drawn only as a polygon takes the zone of the province holding most of it (WIT for a polygon
+    over Jayapura); with neither, WIB.
+    """
+    codes = list(area_codes or []) if isinstance(area_codes, list | tuple) else []
+    if not codes and polygon:
+        province = polygon_province(polygon)
+        codes = [province] if province else []
+    return scheduling.zone_for_area_codes(codes)
+
+
+def campaign_zone(campaign: Campaign) -> scheduling.Zone:
+    """Return the zone the campaign's times are entered and shown in (see target_zone)."""
+    return target_zone(campaign.area_codes, campaign.polygon)
 
 
 def campaign_list(user: User, filters: dict[str, Any] | None = None) -> QuerySet[Campaign]:

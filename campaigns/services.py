@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from campaigns import scheduling
 from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
+from campaigns.selectors import target_zone
 from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
@@ -196,7 +197,7 @@ def campaign_update(*, campaign: Campaign, actor: User, data: dict[str, Any]) ->
     if unknown:
         raise ServiceInvalid(f"These fields cannot be edited: {', '.join(sorted(unknown))}.")
     current = _locked_status(campaign, "update")
-    fields = _clean_fields(data, area_codes=campaign.area_codes)
+    fields = _clean_fields(data, area_codes=campaign.area_codes, polygon=campaign.polygon)
 
     old_hash = campaign_content_hash(campaign)
     changed = sorted(name for name, value in fields.items() if getattr(campaign, name) != value)
@@ -504,10 +505,13 @@ def _wrong_state_message(action: str, status: str) -> str:
     return f"Cannot {action} a campaign that is {label}; {action} is allowed only when it is {allowed}."
 
 
-def _clean_fields(fields: dict[str, Any], *, area_codes: list[str] | None = None) -> dict[str, Any]:
+def _clean_fields(
+    fields: dict[str, Any], *, area_codes: list[str] | None = None, polygon: dict | None = None
+) -> dict[str, Any]:
     """Check the shape of editable fields and return them normalised; raise ServiceInvalid on bad input.
 
-    `area_codes` are the campaign's stored codes, whose zone dates the schedule when `fields` has none.
+    `area_codes` and `polygon` are the campaign's stored target, whose zone dates the schedule when
+    `fields` has none.
     """
     cleaned = dict(fields)
     errors: dict[str, str] = {}
@@ -563,7 +567,9 @@ def _clean_fields(fields: dict[str, Any], *, area_codes: list[str] | None = None
                 errors[name] = "Must be a JSON object."
     if cleaned.get("schedule") and "schedule" not in errors:
         try:
-            cleaned["schedule"] = _schedule_checked(cleaned["schedule"], cleaned.get("area_codes", area_codes))
+            cleaned["schedule"] = _schedule_checked(
+                cleaned["schedule"], cleaned.get("area_codes", area_codes), cleaned.get("polygon", polygon)
+            )
         except scheduling.ScheduleError as exc:
             errors["schedule"] = str(exc) if exc.field == "schedule" else f"{exc.field}: {exc}"
     if cleaned.get("polygon") is not None:
@@ -630,7 +636,7 @@ def _has_nul(value: Any) -> bool:
     return value is not None and "\\u0000" in json.dumps(value)
 
 
-def _schedule_checked(schedule: dict, area_codes) -> dict:
+def _schedule_checked(schedule: dict, area_codes, polygon) -> dict:
     """Return the schedule in its normal form, or raise ScheduleError if it is malformed or already over.
 
     A recurring schedule whose last day (`until`, in the area's zone) is before today would never run.
@@ -638,7 +644,7 @@ def _schedule_checked(schedule: dict, area_codes) -> dict:
     normalized = scheduling.schedule_normalize(schedule)
     until = normalized.get("until")
     if until:
-        zone = scheduling.zone_for_area_codes(area_codes if isinstance(area_codes, list | tuple) else [])
+        zone = target_zone(area_codes, polygon if isinstance(polygon, dict) else None)
         today = timezone.now().astimezone(zone.tzinfo).date()
         if datetime.date.fromisoformat(until) < today:
             raise scheduling.ScheduleError(

@@ -25,7 +25,7 @@ from campaigns.dispatch_selectors import FAILED_STATUSES, campaign_progress, run
 from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
 from campaigns.models import Approval, Campaign, CampaignRun, DispatchBatch, Mode
 from campaigns.models import Delivery as DeliveryModel
-from campaigns.scheduling import zone_for_area_codes
+from campaigns.selectors import campaign_zone, target_zone
 from operators.broadcasts import broadcast_estimate
 from smsblast.audit import audit_history
 from smsblast.errors import ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
@@ -176,7 +176,7 @@ def _compose(request: HttpRequest, form: CampaignForm, *, campaign: Campaign | N
             "campaign": campaign,
             "picked": picked,
             "counter_labels": json.dumps(labels),
-            "zone": zone_for_area_codes(sorted(codes)),
+            "zone": target_zone(sorted(codes), campaign.polygon if campaign else None),
         },
     )
 
@@ -202,6 +202,14 @@ def area_search(request: HttpRequest) -> HttpResponse:
     return render(request, "campaigns/_area_results.html", {"areas": areas, "query": query or parent})
 
 
+def _edited_polygon(request: HttpRequest) -> dict | None:
+    """Return the drawn polygon of the campaign being edited (named by the form), which the form keeps."""
+    pk = request.POST.get("campaign", "")
+    if not pk.isdigit():
+        return None
+    return Campaign.objects.filter(pk=int(pk)).values_list("polygon", flat=True).first()
+
+
 @require_POST
 @role_required(Role.OFFICER, Role.ADMIN)
 def compose_preview(request: HttpRequest) -> HttpResponse:
@@ -211,7 +219,11 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
     # An unsaved campaign carries what is being composed into the same selector the campaign page uses.
     mode = request.POST.get("mode", "")
     draft = Campaign(
-        area_codes=[area.code for area in areas], text=request.POST.get("text", ""), audience={}, mode=mode
+        area_codes=[area.code for area in areas],
+        text=request.POST.get("text", ""),
+        audience={},
+        mode=mode,
+        polygon=_edited_polygon(request),
     )
     audience = selectors.campaign_audience(draft)
     return render(
@@ -224,7 +236,7 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
             "mode": mode,
             "estimate": _broadcast_estimate(draft),
             # Swapped into the compose form's "times in" labels: the zone the times will be read in.
-            "zone": zone_for_area_codes(draft.area_codes),
+            "zone": target_zone(draft.area_codes, draft.polygon),
         },
     )
 
@@ -273,8 +285,7 @@ def _campaign_context(campaign: Campaign) -> dict:
         "areas": areas,
         "map_svg": boundary_svg([(area.name, area.boundary) for area in areas], title=_("Map of the chosen areas")),
         "audience": selectors.campaign_audience(campaign),
-        "zone": zone_for_area_codes(campaign.area_codes),
-        "area_code": (campaign.area_codes or [None])[0],
+        "zone": campaign_zone(campaign),
         "content_hash": services.campaign_content_hash(campaign),
     }
 
@@ -426,7 +437,7 @@ def _snapshot_lines(snapshot: dict) -> list[str]:
 def _schedule_lines(campaign: Campaign) -> list[str]:
     """Return the schedule in words, in the area's zone."""
     schedule = campaign.schedule or {}
-    zone = zone_for_area_codes(campaign.area_codes)
+    zone = campaign_zone(campaign)
     kind = schedule.get("kind", "now")
     weekdays = [_("Mon"), _("Tue"), _("Wed"), _("Thu"), _("Fri"), _("Sat"), _("Sun")]
     lines = []
@@ -472,7 +483,7 @@ def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResp
             "run": run,
             "progress": progress,
             "campaign": campaign,
-            "area_code": (campaign.area_codes or [None])[0],
+            "zone": campaign_zone(campaign),
             "chart": _delivery_chart(run),
             "failures": _failures(run),
         },

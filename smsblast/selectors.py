@@ -181,6 +181,31 @@ def polygon_geometry(polygon: dict) -> BaseGeometry:
     return geometry
 
 
+def polygon_province(polygon: dict | None) -> str | None:
+    """Return the code of the province holding most of a drawn polygon, or None if no known boundary meets it.
+
+    Judged on the finest boundaries known (the same cached set as polygon targeting); an unreadable
+    polygon has no province.
+    """
+    if not polygon:
+        return None
+    try:
+        drawn = polygon_geometry(polygon)
+    except ServiceInvalid:
+        return None
+    prepared = prep(drawn)
+    overlap: dict[str, float] = {}
+    for code, geometry in _bounded_areas().items():
+        if prepared.intersects(geometry):
+            province = code.split(".")[0]
+            try:
+                share = drawn.intersection(geometry).area
+            except ShapelyError:
+                continue
+            overlap[province] = max(overlap.get(province, 0.0), share)
+    return max(overlap, key=overlap.__getitem__) if overlap else None
+
+
 def polygon_home_areas(polygon: dict) -> tuple[set[str], set[str]]:
     """Return (exact codes, subtree codes) of the home areas a drawn polygon reaches.
 

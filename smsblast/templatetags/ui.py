@@ -8,7 +8,9 @@ from django.utils.formats import number_format
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
-from campaigns.scheduling import zone_for_area_code
+from campaigns.models import Campaign
+from campaigns.scheduling import Zone, zone_for_area_code
+from campaigns.selectors import campaign_zone
 from smsblast.templatetags.svg import boundary_svg
 
 register = template.Library()
@@ -160,13 +162,21 @@ def encoding_label(encoding: str | None) -> str:
 
 
 @register.filter
-def local_time(moment: datetime | None, area_code: str | None = None) -> str:
-    """Return `moment` in the zone of the area (first of a list), with its label: "23 Nov 2026 13:00 WIB"."""
+def local_time(moment: datetime | None, where=None) -> str:
+    """Return `moment` in a zone, with its label: "23 Nov 2026 13:00 WIB".
+
+    `where` is a Zone, a campaign (the zone its times are shown in) or an area code (the first of a list).
+    """
     if not moment:
         return ""
-    if isinstance(area_code, list | tuple):
-        area_code = area_code[0] if area_code else None
-    zone = zone_for_area_code(area_code)
+    if isinstance(where, Zone):
+        zone = where
+    elif isinstance(where, Campaign):
+        zone = campaign_zone(where)
+    else:
+        if isinstance(where, list | tuple):
+            where = where[0] if where else None
+        zone = zone_for_area_code(where)
     return f"{dateformat.format(moment.astimezone(zone.tzinfo), 'j M Y H:i')} {zone.label}"
 
 

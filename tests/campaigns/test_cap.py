@@ -62,6 +62,16 @@ def _find(document, path: str) -> list[str]:
 # --- export --------------------------------------------------------------------------------
 
 
+def test_a_polygon_only_campaign_over_papua_exports_its_times_in_wit(officer_client):
+    from tests.smsblast.test_preview import box
+
+    AreaFactory(code="94", name="Papua Tengah", boundary=box(135.0, -4.5, 137.0, -3.0))
+    campaign = broadcast_campaign(area_codes=[], polygon=box(135.2, -3.8, 135.6, -3.4))
+    document = _export(officer_client, campaign)
+    assert _find(document, "cap:sent")[0].endswith("+09:00")
+    assert _find(document, "cap:info/cap:expires")[0].endswith("+09:00")
+
+
 def test_a_codes_only_campaign_exports_a_valid_alert_with_kemendagri_geocodes(officer_client):
     AreaFactory(code="35", name="Jawa Timur")
     AreaFactory(code="35.05", name="Kabupaten Blitar")  # no boundary loaded: geocodes only

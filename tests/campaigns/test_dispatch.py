@@ -45,6 +45,27 @@ def test_setting_the_approved_schedule_arms_the_campaign_at_its_local_time():
     assert AuditEvent.objects.filter(action="campaign.schedule", to_state="scheduled").exists()
 
 
+def test_a_campaign_drawn_only_as_a_polygon_over_papua_is_armed_and_held_in_wit():
+    from tests.smsblast.factories import AreaFactory
+    from tests.smsblast.test_preview import box
+
+    AreaFactory(code="94", name="Papua Tengah", boundary=box(135.0, -4.5, 137.0, -3.0))
+    once = dispatch.scheduling.schedule_normalize(
+        {"kind": "once", "at": "2030-01-07T10:00", "quiet_hours": {"start": "21:00", "end": "06:00"}}
+    )
+    campaign = approved_campaign(schedule=once, area_codes=[], polygon=box(135.2, -3.8, 135.6, -3.4))
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=once, now=utc(2030, 1, 1))
+    campaign.refresh_from_db()
+    assert campaign.next_run_at == utc(2030, 1, 7, 1, 0)  # 10:00 WIT, not 10:00 WIB
+
+    run = dispatch.run_start(campaign_id=campaign.pk, now=campaign.next_run_at)
+    assert run.frozen["zone"] == "Asia/Jayapura"
+    # Quiet hours are Papua's nights: 21:30 WIT is quiet until 06:00 WIT, while 21:30 WIB is not.
+    assert dispatch.is_quiet_for(run, utc(2030, 1, 7, 12, 30)) == utc(2030, 1, 7, 21, 0)
+    assert dispatch.is_quiet_for(run, utc(2030, 1, 7, 14, 30)) == utc(2030, 1, 7, 21, 0)
+    assert dispatch.is_quiet_for(run, utc(2030, 1, 7, 11, 30)) is None  # 20:30 WIT
+
+
 def test_a_different_schedule_voids_the_approval_and_returns_to_draft():
     campaign = approved_campaign(schedule={"kind": "now"})
     dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=BLORA_DAILY, now=utc(2021, 7, 7))

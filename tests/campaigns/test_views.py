@@ -692,6 +692,43 @@ def test_compose_preview_names_the_zone_the_times_are_entered_in(officer_user, a
     assert '<span id="window-zone" hx-swap-oob="true">WIT</span>' in body
 
 
+def test_a_campaign_drawn_only_over_papua_is_shown_in_wit_and_its_edit_preview_keeps_the_polygon(officer_user):
+    from datetime import UTC, datetime
+
+    from tests.smsblast.factories import AreaFactory
+    from tests.smsblast.test_preview import box
+
+    AreaFactory(code="94", name="Papua Tengah", boundary=box(135.0, -4.5, 137.0, -3.0))
+    AreaFactory(code="94.01", name="Kabupaten Nabire", boundary=box(135.0, -4.0, 136.0, -3.0))
+    AreaFactory(code="94.02", name="Kabupaten Paniai", boundary=box(136.0, -4.0, 137.0, -3.0))
+    SubscriberFactory(area_id="94.01")  # reached by the polygon
+    SubscriberFactory(area_id="94.02")  # in the area ticked while editing
+    campaign = CampaignFactory(
+        author=officer_user,
+        mode="area_broadcast",
+        area_codes=[],
+        polygon=box(135.2, -3.8, 135.6, -3.4),
+        starts_at=datetime(2030, 1, 1, 0, 0, tzinfo=UTC),
+        ends_at=datetime(2030, 1, 1, 3, 0, tzinfo=UTC),
+    )
+    client = client_for(officer_user)
+    body = client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "1 Jan 2030 09:00 WIT – 1 Jan 2030 12:00 WIT" in body
+    body = client.get(reverse("campaigns:edit", args=[campaign.pk])).content.decode()
+    assert '<span id="schedule-zone">WIT</span>' in body
+    assert 'value="2030-01-01T09:00"' in body
+    assert " WIT</td>" in client.get(reverse("campaigns:list")).content.decode()  # its last change, in WIT
+
+    # The edit form names its campaign, so the preview counts the polygon it keeps besides the ticked area.
+    assert f'name="campaign" value="{campaign.pk}"' in body
+    form = {"area_codes": ["94.02"], "text": "Halo", "mode": "targeted"}
+    editing = client.post(reverse("campaigns:preview"), {**form, "campaign": str(campaign.pk)})
+    composing = client.post(reverse("campaigns:preview"), form)
+    assert editing.context["audience"]["total"] == 2
+    assert composing.context["audience"]["total"] == 1
+    assert '<span id="schedule-zone" hx-swap-oob="true">WIT</span>' in editing.content.decode()
+
+
 def test_the_phone_preview_names_the_encoding_as_people_write_it(pending, approver_user):
     body = client_for(approver_user).get(reverse("campaigns:review", args=[pending.pk])).content.decode()
     assert "GSM-7 ·" in body or "UCS-2 ·" in body

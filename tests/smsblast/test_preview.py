@@ -162,6 +162,23 @@ def test_a_polygon_outside_every_boundary_reaches_nobody(fixture):
     assert audience_preview([], polygon=box(120.0, -5.0, 120.1, -4.9))["recipients"] == 0
 
 
+def test_a_polygons_province_is_the_one_holding_most_of_it(fixture):
+    AreaFactory(code="94", name="Papua Tengah", boundary=box(135.0, -4.5, 137.0, -3.0))
+    AreaFactory(code="94.01", name="Kabupaten Nabire", boundary=box(135.0, -4.0, 136.0, -3.0))
+
+    assert selectors.polygon_province(box(135.2, -3.8, 135.6, -3.4)) == "94"
+    assert selectors.polygon_province(DRAWN) == "35"
+    # Mostly over Papua Tengah, a sliver over Jawa Timur's (fixture-sized) box.
+    assert selectors.polygon_province(box(113.9, -8.0, 137.0, -3.5)) == "94"
+
+
+@pytest.mark.parametrize(
+    "polygon", [None, {}, box(120.0, -5.0, 120.1, -4.9), {"type": "Polygon", "coordinates": "nonsense"}]
+)
+def test_a_polygon_over_no_known_boundary_or_unreadable_has_no_province(fixture, polygon):
+    assert selectors.polygon_province(polygon) is None
+
+
 # --- API --------------------------------------------------------------------------------------------------------
 
 
