@@ -78,7 +78,7 @@ def test_every_operator_broadcasts_and_reports_reach_while_one_fails_and_recover
     stack.control(FAILING, **OPEN_ENDED_OUTAGE)
     campaign = broadcast_campaign(starts_in=timedelta(0))
 
-    stack.drive(lambda: _others_acknowledged_while_failing_errored(campaign), timeout=15, every=0.2)
+    stack.drive(lambda: _others_acknowledged_while_failing_errored(campaign), timeout=45, every=0.2)
     rows = _rows(campaign)
     assert rows["indosat"].state in (State.ERROR, State.SENDING)  # failing, and not holding the others back
     assert "503" in rows["indosat"].last_error
@@ -90,7 +90,7 @@ def test_every_operator_broadcasts_and_reports_reach_while_one_fails_and_recover
             r.state == State.ACKNOWLEDGED and r.reach_reports.count() >= 2 for r in rows.values()
         )
 
-    stack.drive(all_reaching, timeout=15, every=0.2)
+    stack.drive(all_reaching, timeout=45, every=0.2)
     rows = _rows(campaign)
     assert all(rows[slug].attempts == 1 for slug in OTHERS)
     assert rows["indosat"].attempts >= 2
@@ -119,12 +119,12 @@ def test_a_cancel_issued_before_an_operator_acknowledged_is_delivered_after_the_
     stack = broadcast_stack
     stack.control(FAILING, **OPEN_ENDED_OUTAGE)
     campaign = broadcast_campaign(starts_in=timedelta(0))
-    stack.drive(lambda: _others_acknowledged_while_failing_errored(campaign), timeout=15, every=0.2)
+    stack.drive(lambda: _others_acknowledged_while_failing_errored(campaign), timeout=45, every=0.2)
     assert _rows(campaign)["indosat"].acknowledged_at is None
 
     campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah")
     cancelled_at = timezone.now()
-    stack.drive(lambda: _others_are(campaign, State.CANCELLED), timeout=15, every=0.2)
+    stack.drive(lambda: _others_are(campaign, State.CANCELLED), timeout=45, every=0.2)
     rows = _rows(campaign)
     assert rows["indosat"].state in (State.ERROR, State.SENDING) and rows["indosat"].cancel_requested_at is not None
     stats = stack.stats()
@@ -133,7 +133,7 @@ def test_a_cancel_issued_before_an_operator_acknowledged_is_delivered_after_the_
 
     stack.control(FAILING, outage_seconds=0)
 
-    stack.drive(lambda: _rows(campaign)["indosat"].state == State.CANCELLED, timeout=15, every=0.2)
+    stack.drive(lambda: _rows(campaign)["indosat"].state == State.CANCELLED, timeout=45, every=0.2)
     indosat = _rows(campaign)["indosat"]
     assert _log(indosat)[-2:] == ["cancel_pending", "cancelled"]  # acknowledged, then cancelled
     assert indosat.acknowledged_at > cancelled_at
@@ -142,7 +142,7 @@ def test_a_cancel_issued_before_an_operator_acknowledged_is_delivered_after_the_
     assert stats["broadcasts"][str(indosat.pk)]["cancelled"] is True
     # The operator's final count (after the cancel) is the figure we keep.
     stack.drive(
-        lambda: _rows(campaign)["indosat"].handsets_reached == _sim_reached(stack, indosat), timeout=10, every=0.2
+        lambda: _rows(campaign)["indosat"].handsets_reached == _sim_reached(stack, indosat), timeout=30, every=0.2
     )
 
 
@@ -153,7 +153,7 @@ def test_area_broadcast_through_workers_reaches_each_operator_once_despite_an_ou
     stack.control(FAILING, **OPEN_ENDED_OUTAGE)
     campaign = broadcast_campaign(starts_in=timedelta(0), ends_at=timezone.now() + timedelta(minutes=10))
 
-    stack.drive(lambda: _others_acknowledged_while_failing_errored(campaign), timeout=15, every=0.2)
+    stack.drive(lambda: _others_acknowledged_while_failing_errored(campaign), timeout=45, every=0.2)
     rows = _rows(campaign)
     assert rows["indosat"].state in (State.ERROR, State.SENDING)  # failing, and not holding the others back
     assert rows["indosat"].acknowledged_at is None
@@ -164,7 +164,7 @@ def test_area_broadcast_through_workers_reaches_each_operator_once_despite_an_ou
         rows = _rows(campaign)
         return all(row.state == State.ACKNOWLEDGED and row.reach_reports.count() >= 3 for row in rows.values())
 
-    stack.drive(all_reaching, timeout=15, every=0.2)
+    stack.drive(all_reaching, timeout=45, every=0.2)
     rows = _rows(campaign)
     stats = stack.stats()
     for slug in OPERATOR_SLUGS:
@@ -193,7 +193,7 @@ def test_area_broadcast_through_workers_reaches_each_operator_once_despite_an_ou
     def all_cancelled() -> bool:
         return all(row.state == State.CANCELLED for row in _rows(campaign).values())
 
-    stack.drive(all_cancelled, timeout=15, every=0.2)
+    stack.drive(all_cancelled, timeout=45, every=0.2)
     stats = stack.stats()
     rows = _rows(campaign)
     for slug in OPERATOR_SLUGS:
@@ -205,6 +205,6 @@ def test_area_broadcast_through_workers_reaches_each_operator_once_despite_an_ou
     # The operators' final counts, reported after the cancel, are the figures kept.
     stack.drive(
         lambda: all(row.handsets_reached == _sim_reached(stack, row) for row in _rows(campaign).values()),
-        timeout=10,
+        timeout=30,
         every=0.2,
     )
