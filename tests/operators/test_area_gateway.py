@@ -129,10 +129,10 @@ def test_the_simulator_acknowledges_once_reports_growing_reach_and_honours_cance
 def test_an_operator_told_to_fail_answers_retry_then_recovers(simulator):
     broadcast = _broadcast(f"{simulator.url}/telkomsel", "")
     adapter = get_adapter("http_batch_v1")
-    simulator.operators["telkomsel"].control({"outage_seconds": 0.3})
+    simulator.operators["telkomsel"].control({"outage_seconds": 1.0})
     failed = adapter.send_area_broadcast(broadcast)
     assert (failed.outcome, failed.status_code, failed.retry_after) == (Outcome.RETRY, 503, 1.0)
-    time.sleep(0.35)
+    time.sleep(1.05)
     assert adapter.send_area_broadcast(broadcast).outcome == Outcome.ACCEPTED
 
 
