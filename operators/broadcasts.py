@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignRun, Mode
@@ -549,17 +549,16 @@ def area_broadcast_cancel_send(*, broadcast_id, now: datetime | None = None) -> 
 @transaction.atomic
 def _claim_cancel(broadcast_id, now: datetime) -> AreaBroadcast | None:
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    # One UPDATE: a second one of the row in this transaction would re-check its run foreign key, waiting on
+    # a window's end that holds the run and waits on this row (a deadlock).
     rows = (
         AreaBroadcast.objects.filter(pk=broadcast_id, state=State.CANCEL_PENDING)
         .filter(due)
-        .update(next_attempt_at=now + LEASE, updated_at=now)
+        .update(next_attempt_at=now + LEASE, cancel_attempts=F("cancel_attempts") + 1, updated_at=now)
     )
     if rows != 1:
         return None
-    broadcast = AreaBroadcast.objects.select_related("operator", "run").get(pk=broadcast_id)
-    AreaBroadcast.objects.filter(pk=broadcast.pk).update(cancel_attempts=broadcast.cancel_attempts + 1)
-    broadcast.cancel_attempts += 1
-    return broadcast
+    return AreaBroadcast.objects.select_related("operator", "run").get(pk=broadcast_id)
 
 
 @transaction.atomic

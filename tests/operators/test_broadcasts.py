@@ -481,6 +481,36 @@ def test_a_reach_report_as_the_window_ends_is_kept_without_a_deadlock(operators,
     assert run.last_progress_at > long_ago  # the report still counts as progress
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_claimed_as_the_window_ends_is_confirmed_without_a_deadlock(operators, areas):
+    from django.db import connection
+
+    from tests.concurrency import race_behind_a_row
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    for row in _by_slug(run).values():
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    broadcasts.area_broadcast_run_cancel(run=run)
+    xl = _by_slug(run)["xl"]
+    assert xl.state == State.CANCEL_PENDING
+    # The window's end waits for the run; the cancel, claimed next, must not take the run after its broadcast.
+    errors = race_behind_a_row(
+        run,
+        lambda: broadcasts.area_broadcast_run_finish(run_id=run.pk, now=campaign.ends_at),
+        lambda: broadcasts.area_broadcast_cancel_send(broadcast_id=xl.pk),
+        second_may_pass=True,
+    )
+    assert errors == []
+    rows = _by_slug(run)
+    assert rows["xl"].state == State.CANCELLED  # the operator confirmed before the window closed the rest
+    assert rows["xl"].cancel_attempts == 1
+    assert rows["telkomsel"].state == rows["indosat"].state == State.COMPLETED
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
+
+
 def test_reach_totals_agree_with_the_ends_of_the_series_while_reports_arrive(operators, areas):
     from operators.broadcast_selectors import broadcast_run_progress
 
