@@ -632,7 +632,10 @@ def runs_mark_progress_on_commit(run_ids, now: datetime) -> None:
     run_ids = sorted(set(run_ids))
 
     def mark() -> None:
-        CampaignRun.objects.filter(pk__in=run_ids, last_progress_at__lt=now).update(last_progress_at=now)
+        # One run per statement: a statement marking several would hold one while waiting for the next, and a
+        # cancel or pause takes a campaign's runs in its own order.
+        for run_id in run_ids:
+            CampaignRun.objects.filter(pk=run_id, last_progress_at__lt=now).update(last_progress_at=now)
 
     transaction.on_commit(mark)
 

@@ -293,6 +293,44 @@ def test_a_report_arriving_as_the_campaign_is_cancelled_is_applied_without_a_dea
     assert CampaignRun.objects.get(pk=run.pk).last_progress_at > before
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_report_on_two_runs_arriving_as_the_campaign_is_cancelled_is_applied_without_a_deadlock():
+    from django.db import connection
+
+    from campaigns.services import campaign_cancel
+    from tests.concurrency import race_behind_a_row
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    # A daily campaign whose run of yesterday is still within its validity as today's starts.
+    campaign = approved_campaign()
+    operator = operators_and_subscribers(counts={"tsel": 2}, batch_size=2)["tsel"]
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    now = timezone.now()
+    runs = [sending_run(campaign, scheduled_for=now - timedelta(days=1)), sending_run(campaign, scheduled_for=now)]
+    for run in runs:
+        dispatch.run_fan_out(run_id=run.pk)
+        assert services.batch_send(batch_id=DispatchBatch.objects.get(run=run).pk) == "accepted"
+    for run in runs:
+        CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=now - timedelta(minutes=5))
+    yesterday, today = (Delivery.objects.filter(run=run).order_by("pk").first() for run in runs)
+
+    # Today's run is held (its fan-out writing a chunk); the cancel waits for it, then the report marks both runs.
+    errors = race_behind_a_row(
+        runs[1],
+        lambda: campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah teks"),
+        lambda: services.delivery_reports_apply(
+            operator=operator,
+            reports=[(str(yesterday.pk), "DELIVERED", "", "", None), (str(today.pk), "DELIVERED", "", "", None)],
+        ),
+    )
+    assert errors == []
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.CANCELLED
+    assert set(Delivery.objects.filter(pk__in=[yesterday.pk, today.pk]).values_list("status", flat=True)) == {
+        "delivered"
+    }
+
+
 def test_applied_reports_move_their_runs_progress_mark_once_committed(django_capture_on_commit_callbacks):
     batch = _batch(2)
     assert services.batch_send(batch_id=batch.pk) == "accepted"
