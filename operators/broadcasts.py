@@ -629,7 +629,9 @@ def area_broadcast_run_finish(*, run_id: int, now: datetime | None = None, force
     ends_at = run.expires_at
     if not force and (ends_at is None or ends_at > now):
         return run
-    for broadcast in AreaBroadcast.objects.select_for_update().select_related("operator").filter(run=run):
+    # Only the broadcast rows: locking their operators too would wait on, and deadlock with, any fan-out or
+    # window start writing rows that refer to those operators.
+    for broadcast in AreaBroadcast.objects.select_for_update(of=("self",)).select_related("operator").filter(run=run):
         if broadcast.state in (State.ACKNOWLEDGED, State.CANCEL_PENDING):
             note = "" if broadcast.state == State.ACKNOWLEDGED else "The window ended before the cancel was confirmed."
             rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=broadcast.state).update(
