@@ -729,11 +729,20 @@ def run_expire_overdue(*, run: CampaignRun, now: datetime) -> int:
     failed = Delivery.objects.filter(run=run, batch__status=BatchStatus.FAILED, status=DeliveryStatus.QUEUED).update(
         status=DeliveryStatus.FAILED, reason="validity_passed", updated_at=now
     )
-    expired = Delivery.objects.filter(
-        run=run,
-        batch__status=BatchStatus.ACCEPTED,
-        status__in=[DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED],
-    ).update(status=DeliveryStatus.EXPIRED, reason="no_report", updated_at=now)
+    # Without waiting for messages a report holds: it locks its rows in its own order and this UPDATE would
+    # take them in another (a deadlock). A message skipped now is final after that report, or expires next pass.
+    unreported = (
+        Delivery.objects.filter(
+            run=run,
+            batch__status=BatchStatus.ACCEPTED,
+            status__in=[DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED],
+        )
+        .select_for_update(skip_locked=True, no_key=True, of=("self",))
+        .values("pk")
+    )
+    expired = Delivery.objects.filter(pk__in=unreported).update(
+        status=DeliveryStatus.EXPIRED, reason="no_report", updated_at=now
+    )
     if unsent or expired:
         audit_record(
             actor=None,

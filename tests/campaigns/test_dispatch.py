@@ -698,3 +698,38 @@ def test_the_reconciler_does_not_report_a_run_as_stalled_the_moment_its_quiet_ho
     assert "no progress" not in caplog.text
     # Still nothing sent ten minutes after the quiet hours: that is a stall.
     assert dispatch.dispatch_reconcile(now=quiet_end + dispatch.STALL_AFTER + timedelta(seconds=5))["stalled"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reports_arriving_as_the_run_expires_are_applied_without_a_deadlock():
+    from django.db import connection
+
+    from operators.models import Operator
+    from operators.services import delivery_reports_apply
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    run, _, _ = _fanned_out_run({"tsel": 3})
+    batch = DispatchBatch.objects.get(run=run)
+    assert batch_send(batch_id=batch.pk) == "accepted"
+    first, middle, last = Delivery.objects.filter(run=run).order_by("pk")
+    # Reported as submitted in this order, the first and middle messages' rows now lie after the last one's.
+    for delivery in (middle, first):
+        Delivery.objects.filter(pk=delivery.pk).update(status="submitted")
+    now = timezone.now()
+    CampaignRun.objects.filter(pk=run.pk).update(expires_at=now - timedelta(seconds=1))
+    operator = Operator.objects.get(pk=batch.operator_id)
+    reports = [(str(delivery.pk), "DELIVERED", "", "", None) for delivery in (first, middle, last)]
+
+    # A report holds the middle message; the next report waits for it as the reconciler expires the run.
+    errors = race_behind_a_row(
+        middle,
+        lambda: delivery_reports_apply(operator=operator, reports=reports),
+        lambda: dispatch.run_expire_overdue(run=CampaignRun.objects.get(pk=run.pk), now=now),
+        second_may_pass=True,
+    )
+    assert errors == []
+    assert Delivery.objects.get(pk=middle.pk).status == "delivered"  # its report was being applied
+    assert set(Delivery.objects.filter(run=run).values_list("status", flat=True)) <= {"delivered", "expired"}
+    dispatch.dispatch_reconcile()
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
