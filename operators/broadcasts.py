@@ -360,7 +360,9 @@ def area_broadcast_send(*, broadcast_id, now: datetime | None = None) -> AreaBro
 @transaction.atomic
 def _claim_send(broadcast_id, now: datetime) -> AreaBroadcast | None:
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    broadcast = AreaBroadcast.objects.select_for_update().filter(pk=broadcast_id).filter(due).first()
+    # Only the broadcast row: the default ordering joins its run and operator, which FOR UPDATE would lock too,
+    # after the broadcast, where the end of the window takes the run first.
+    broadcast = AreaBroadcast.objects.select_for_update(of=("self",)).filter(pk=broadcast_id).filter(due).first()
     if broadcast is None or broadcast.state not in (State.PENDING, State.ERROR, State.SENDING):
         return None
     run_ends = _window_end(broadcast)

@@ -549,6 +549,31 @@ def test_a_targeted_fan_out_as_a_window_ends_completes_without_a_deadlock(operat
     assert DispatchBatch.objects.filter(run=targeted_run).count() == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_send_claimed_as_the_window_ends_is_recorded_without_a_deadlock(operators, areas):
+    from django.db import connection
+
+    from tests.concurrency import race_behind_a_row
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    for slug in ("telkomsel", "indosat"):
+        broadcasts.area_broadcast_send(broadcast_id=_by_slug(run)[slug].pk)
+    xl = _by_slug(run)["xl"]  # its send task comes late
+    # The window's end waits for the run; the send, claimed next, must not take the run after its broadcast.
+    errors = race_behind_a_row(
+        run,
+        lambda: broadcasts.area_broadcast_run_finish(run_id=run.pk, now=campaign.ends_at),
+        lambda: broadcasts.area_broadcast_send(broadcast_id=xl.pk),
+        second_may_pass=True,
+    )
+    assert errors == []
+    assert set(AreaBroadcast.objects.filter(run=run).values_list("state", flat=True)) == {State.COMPLETED}
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
+
+
 def test_reach_totals_agree_with_the_ends_of_the_series_while_reports_arrive(operators, areas):
     from operators.broadcast_selectors import broadcast_run_progress
 
