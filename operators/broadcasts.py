@@ -510,7 +510,10 @@ def area_broadcast_run_cancel(*, run: CampaignRun, now: datetime | None = None) 
         CampaignRun.objects.filter(pk=run.pk, status=previous).update(status=RunStatus.CANCELLED, finished_at=now)
         run.refresh_from_db()
         audit_record(actor=None, action="run.cancel", obj=run, from_state=previous, to_state=run.status)
-    for broadcast in AreaBroadcast.objects.select_for_update().filter(run=run, cancel_requested_at__isnull=True):
+    # Only the broadcast rows: the default ordering joins their operators, which FOR UPDATE would lock too.
+    for broadcast in AreaBroadcast.objects.select_for_update(of=("self",)).filter(
+        run=run, cancel_requested_at__isnull=True
+    ):
         area_broadcast_cancel_request(broadcast=broadcast, now=now)
     return run
 

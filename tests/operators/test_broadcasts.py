@@ -574,6 +574,46 @@ def test_a_send_claimed_as_the_window_ends_is_recorded_without_a_deadlock(operat
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_targeted_fan_out_as_a_broadcast_is_cancelled_completes_without_a_deadlock(operators, areas):
+    from django.db import connection
+
+    from campaigns import dispatch
+    from campaigns.models import DispatchBatch
+    from campaigns.services import campaign_cancel
+    from smsblast.models import Area
+    from tests.concurrency import race_behind_a_row
+    from tests.operators.scripted import approved_campaign, sending_run
+    from tests.smsblast.factories import SubscriberFactory
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    for row in _by_slug(run).values():
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    # A targeted run of another campaign writes its batches for xl first, then indosat (its subscribers' order).
+    district = Area.objects.get(code="35.05.01")
+    by_slug = {operator.slug: operator for operator in operators}
+    for slug in ("xl", "indosat"):
+        SubscriberFactory(area=district, operator=by_slug[slug])
+    targeted = approved_campaign(skip_areas=True, area_codes=["35.05"])
+    Campaign.objects.filter(pk=targeted.pk).update(status=Campaign.Status.SENDING)
+    targeted_run = sending_run(targeted)
+
+    # A reach report holds telkomsel's broadcast; the cancel waits for it, the fan-out starts meanwhile.
+    errors = race_behind_a_row(
+        _by_slug(run)["telkomsel"],
+        lambda: campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah"),
+        lambda: dispatch.run_fan_out(run_id=targeted_run.pk),
+        second_may_pass=True,
+    )
+    assert errors == []
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.CANCELLED
+    assert set(AreaBroadcast.objects.filter(run=run).values_list("state", flat=True)) == {State.CANCEL_PENDING}
+    assert DispatchBatch.objects.filter(run=targeted_run).count() == 2
+
+
 def test_reach_totals_agree_with_the_ends_of_the_series_while_reports_arrive(operators, areas):
     from operators.broadcast_selectors import broadcast_run_progress
 
