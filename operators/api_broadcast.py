@@ -83,7 +83,11 @@ class AreaBroadcastReportsView(APIView):
         if unknown:
             raise NotFound(f"No area broadcast of this operator with id {', '.join(sorted(map(str, unknown)))}.")
         # In broadcast order, whatever the request's order: two requests then take their rows in one order.
-        reports = sorted(reports, key=lambda report: (str(report["broadcast_id"]), report["at"]))
+        # Each broadcast's highest count first, so its row is updated once: a second UPDATE of it in this
+        # transaction would re-check its run foreign key, waiting on a window's end that holds the run.
+        reports = sorted(
+            reports, key=lambda report: (str(report["broadcast_id"]), -report["handsets_reached"], report["at"])
+        )
         with transaction.atomic():
             recorded = [
                 area_broadcast_report(

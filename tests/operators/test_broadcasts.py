@@ -614,6 +614,45 @@ def test_a_targeted_fan_out_as_a_broadcast_is_cancelled_completes_without_a_dead
     assert DispatchBatch.objects.filter(run=targeted_run).count() == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_series_of_reach_reports_as_the_window_ends_is_kept_without_a_deadlock(operators, areas, api_client_for):
+    from django.db import connection
+
+    from tests.concurrency import race_behind_a_row
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    for row in _by_slug(run).values():
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    xl = _by_slug(run)["xl"]
+    user = UserFactory(role=Role.OPERATOR)
+    type(xl.operator).objects.filter(pk=xl.operator_id).update(user=user)
+    client = api_client_for(user)
+    at = timezone.now()
+    series = [
+        {"broadcast_id": str(xl.pk), "handsets_reached": reached, "at": (at + timedelta(minutes=minutes)).isoformat()}
+        for minutes, reached in ((0, 300), (5, 700))
+    ]
+    answers = []
+
+    # The window's end waits for the run; the reports, arriving next, must not take the run after the broadcast.
+    errors = race_behind_a_row(
+        run,
+        lambda: broadcasts.area_broadcast_run_finish(run_id=run.pk, now=campaign.ends_at),
+        lambda: answers.append(
+            client.post("/api/v1/operator/area-broadcast-reports/", {"reports": series}, format="json")
+        ),
+        second_may_pass=True,
+    )
+    assert errors == []
+    assert [answer.status_code for answer in answers] == [200]
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
+    xl.refresh_from_db()
+    assert (xl.handsets_reached, xl.reached_at, xl.reach_reports.count()) == (700, at + timedelta(minutes=5), 2)
+
+
 def test_reach_totals_agree_with_the_ends_of_the_series_while_reports_arrive(operators, areas):
     from operators.broadcast_selectors import broadcast_run_progress
 
