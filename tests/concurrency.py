@@ -3,7 +3,14 @@
 import threading
 import time
 
+import pytest
 from django.db import connection, connections, transaction
+
+
+def skip_unless_postgresql() -> None:
+    """Skip the calling test on SQLite, which serializes writers by design: there is no race to force."""
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
 
 
 def wait_until_blocked_on_a_lock(count: int, *, unless: threading.Thread | None = None) -> None:

@@ -13,7 +13,7 @@ from campaigns.services import campaign_cancel
 from operators.services import batch_send
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import AuditEvent, Role, Subscriber
-from tests.concurrency import race_behind_a_row
+from tests.concurrency import race_behind_a_row, skip_unless_postgresql
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
 from tests.smsblast.factories import SubscriberFactory, UserFactory
 
@@ -394,10 +394,7 @@ def test_two_concurrent_starts_of_a_due_campaign_make_one_run():
     """Two schedulers racing past the lock: the conditional update lets exactly one start the run."""
     import threading
 
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     campaign = _scheduled()
     now = timezone.now() + timedelta(seconds=1)
     barrier = threading.Barrier(2)
@@ -474,10 +471,7 @@ def _race_with_the_end_of_fan_out(action):
 
 @pytest.mark.django_db(transaction=True)
 def test_cancel_as_fan_out_finishes_still_cancels_the_run_and_its_batches():
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     run = _race_with_the_end_of_fan_out(lambda campaign: campaign_cancel(campaign=campaign, actor=campaign.author))
     assert Campaign.objects.get(pk=run.campaign_id).status == Campaign.Status.CANCELLED
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
@@ -492,10 +486,7 @@ def test_cancel_as_fan_out_finishes_still_cancels_the_run_and_its_batches():
 
 @pytest.mark.django_db(transaction=True)
 def test_pause_as_fan_out_finishes_still_pauses_the_run():
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     run = _race_with_the_end_of_fan_out(
         lambda campaign: dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
     )
@@ -524,10 +515,7 @@ def test_a_batch_whose_worker_died_after_cancel_ends_cancelled_and_is_not_sent()
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("action", ["cancel", "pause"])
 def test_completing_a_run_while_it_is_cancelled_or_paused_ends_in_one_state_without_a_deadlock(action):
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     run, _, _ = _fanned_out_run({"tsel": 3})
     Delivery.objects.filter(run=run).update(status="delivered")
     DispatchBatch.objects.filter(run=run).update(status="accepted")
@@ -563,14 +551,11 @@ def test_unreported_deliveries_of_a_batch_sent_before_cancel_expire_after_the_va
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("late", ["failed", "retry"])
 def test_a_late_error_from_a_worker_whose_lease_lapsed_never_moves_a_batch_the_operator_accepted(late):
-    from django.db import connection
-
     from operators.gateways.base import BatchResult, Outcome
     from operators.services import batch_record_result
     from smsblast.audit import audit_history
 
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     run, _, _ = _fanned_out_run({"tsel": 2})
     batch = DispatchBatch.objects.select_related("run", "operator").get(run=run)
     # Worker A leased it (attempt 1) and overran its lease; the reconciler re-drove it and worker B leased it.
@@ -595,10 +580,7 @@ def test_a_late_error_from_a_worker_whose_lease_lapsed_never_moves_a_batch_the_o
 
 @pytest.mark.django_db(transaction=True)
 def test_resume_as_a_paused_fan_out_finishes_leaves_the_run_sending_so_it_completes():
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     run, _, _ = _fanned_out_run({"tsel": 4})
     campaign = run.campaign
     dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
@@ -702,13 +684,10 @@ def test_the_reconciler_does_not_report_a_run_as_stalled_the_moment_its_quiet_ho
 
 @pytest.mark.django_db(transaction=True)
 def test_reports_arriving_as_the_run_expires_are_applied_without_a_deadlock():
-    from django.db import connection
-
     from operators.models import Operator
     from operators.services import delivery_reports_apply
 
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     run, _, _ = _fanned_out_run({"tsel": 3})
     batch = DispatchBatch.objects.get(run=run)
     assert batch_send(batch_id=batch.pk) == "accepted"

@@ -14,6 +14,7 @@ from operators.areageom import point_count
 from operators.gateways.base import AreaBroadcastResult, Outcome
 from operators.models import AreaBroadcast, AreaBroadcastEvent, BroadcastSettings
 from smsblast.models import AuditEvent, Role
+from tests.concurrency import race_behind_a_row, skip_unless_postgresql
 from tests.operators.area_scripted import ScriptedAreaAdapter, blitar_areas, broadcast_campaign, regency_boundary
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import AreaFactory, UserFactory
@@ -428,14 +429,10 @@ def test_a_cancel_never_confirmed_is_closed_when_the_window_ends(operators, area
 
 @pytest.mark.django_db(transaction=True)
 def test_cancel_as_the_window_ends_gives_one_clear_outcome_without_a_deadlock(operators, areas):
-    from django.db import connection
-
     from campaigns.services import campaign_cancel
     from smsblast.errors import ServiceConflict
-    from tests.concurrency import race_behind_a_row
 
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     campaign = broadcast_campaign()
     run = _start(campaign)
     for row in _by_slug(run).values():
@@ -452,12 +449,7 @@ def test_cancel_as_the_window_ends_gives_one_clear_outcome_without_a_deadlock(op
 
 @pytest.mark.django_db(transaction=True)
 def test_a_reach_report_as_the_window_ends_is_kept_without_a_deadlock(operators, areas):
-    from django.db import connection
-
-    from tests.concurrency import race_behind_a_row
-
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     campaign = broadcast_campaign()
     run = _start(campaign)
     for row in _by_slug(run).values():
@@ -483,12 +475,7 @@ def test_a_reach_report_as_the_window_ends_is_kept_without_a_deadlock(operators,
 
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_claimed_as_the_window_ends_is_confirmed_without_a_deadlock(operators, areas):
-    from django.db import connection
-
-    from tests.concurrency import race_behind_a_row
-
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     campaign = broadcast_campaign()
     run = _start(campaign)
     for row in _by_slug(run).values():
@@ -513,17 +500,13 @@ def test_a_cancel_claimed_as_the_window_ends_is_confirmed_without_a_deadlock(ope
 
 @pytest.mark.django_db(transaction=True)
 def test_a_targeted_fan_out_as_a_window_ends_completes_without_a_deadlock(operators, areas):
-    from django.db import connection
-
     from campaigns import dispatch
     from campaigns.models import DispatchBatch
     from smsblast.models import Area
-    from tests.concurrency import race_behind_a_row
     from tests.operators.scripted import approved_campaign, sending_run
     from tests.smsblast.factories import SubscriberFactory
 
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     campaign = broadcast_campaign()
     run = _start(campaign)
     for row in _by_slug(run).values():
@@ -551,12 +534,7 @@ def test_a_targeted_fan_out_as_a_window_ends_completes_without_a_deadlock(operat
 
 @pytest.mark.django_db(transaction=True)
 def test_a_send_claimed_as_the_window_ends_is_recorded_without_a_deadlock(operators, areas):
-    from django.db import connection
-
-    from tests.concurrency import race_behind_a_row
-
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     campaign = broadcast_campaign()
     run = _start(campaign)
     for slug in ("telkomsel", "indosat"):
@@ -576,18 +554,14 @@ def test_a_send_claimed_as_the_window_ends_is_recorded_without_a_deadlock(operat
 
 @pytest.mark.django_db(transaction=True)
 def test_a_targeted_fan_out_as_a_broadcast_is_cancelled_completes_without_a_deadlock(operators, areas):
-    from django.db import connection
-
     from campaigns import dispatch
     from campaigns.models import DispatchBatch
     from campaigns.services import campaign_cancel
     from smsblast.models import Area
-    from tests.concurrency import race_behind_a_row
     from tests.operators.scripted import approved_campaign, sending_run
     from tests.smsblast.factories import SubscriberFactory
 
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     campaign = broadcast_campaign()
     run = _start(campaign)
     for row in _by_slug(run).values():
@@ -616,12 +590,7 @@ def test_a_targeted_fan_out_as_a_broadcast_is_cancelled_completes_without_a_dead
 
 @pytest.mark.django_db(transaction=True)
 def test_a_series_of_reach_reports_as_the_window_ends_is_kept_without_a_deadlock(operators, areas, api_client_for):
-    from django.db import connection
-
-    from tests.concurrency import race_behind_a_row
-
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     campaign = broadcast_campaign()
     run = _start(campaign)
     for row in _by_slug(run).values():

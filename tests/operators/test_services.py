@@ -11,6 +11,7 @@ from operators import services
 from operators.gateways.base import BatchResult, Outcome, get_adapter, register
 from operators.models import Operator
 from smsblast.audit import audit_history
+from tests.concurrency import race_behind_a_row, skip_unless_postgresql
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
 
 pytestmark = pytest.mark.django_db
@@ -237,12 +238,7 @@ def test_an_unreachable_rate_limiter_gives_the_batch_back_logged_and_it_is_sent_
 
 @pytest.mark.django_db(transaction=True)
 def test_two_report_requests_naming_the_same_messages_in_opposite_orders_both_apply_without_a_deadlock():
-    from django.db import connection
-
-    from tests.concurrency import race_behind_a_row
-
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     batch = _batch(20)
     assert services.batch_send(batch_id=batch.pk) == "accepted"
     operator = Operator.objects.get(pk=batch.operator_id)
@@ -262,13 +258,9 @@ def test_two_report_requests_naming_the_same_messages_in_opposite_orders_both_ap
 
 @pytest.mark.django_db(transaction=True)
 def test_a_report_arriving_as_the_campaign_is_cancelled_is_applied_without_a_deadlock():
-    from django.db import connection
-
     from campaigns.services import campaign_cancel
-    from tests.concurrency import race_behind_a_row
 
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     batch = _batch(4)  # not yet recorded as accepted: an early report of the operator can still arrive
     operator = Operator.objects.get(pk=batch.operator_id)
     run = CampaignRun.objects.get(pk=batch.run_id)
@@ -295,13 +287,9 @@ def test_a_report_arriving_as_the_campaign_is_cancelled_is_applied_without_a_dea
 
 @pytest.mark.django_db(transaction=True)
 def test_a_report_on_two_runs_arriving_as_the_campaign_is_cancelled_is_applied_without_a_deadlock():
-    from django.db import connection
-
     from campaigns.services import campaign_cancel
-    from tests.concurrency import race_behind_a_row
 
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     # A daily campaign whose run of yesterday is still within its validity as today's starts.
     campaign = approved_campaign()
     operator = operators_and_subscribers(counts={"tsel": 2}, batch_size=2)["tsel"]
@@ -350,13 +338,9 @@ def test_applied_reports_move_their_runs_progress_mark_once_committed(django_cap
 
 @pytest.mark.django_db(transaction=True)
 def test_an_answer_arriving_after_the_lease_lapsed_as_the_campaign_is_cancelled_is_kept_without_a_deadlock():
-    from django.db import connection
-
     from campaigns.services import campaign_cancel
-    from tests.concurrency import race_behind_a_row
 
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need a server database; SQLite serializes them by design")
+    skip_unless_postgresql()
     batch = _batch(3)  # pending again: its worker's lease lapsed while the operator was taking it
     run = CampaignRun.objects.get(pk=batch.run_id)
     CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=timezone.now() - timedelta(minutes=5))
