@@ -26,6 +26,7 @@ from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
 from campaigns.models import Approval, Campaign, CampaignRun, DispatchBatch, Mode
 from campaigns.models import Delivery as DeliveryModel
 from campaigns.selectors import campaign_zone, target_zone
+from operators.broadcast_selectors import broadcast_run_progress
 from operators.broadcasts import broadcast_estimate
 from smsblast.audit import audit_history
 from smsblast.errors import ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
@@ -99,8 +100,16 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     running = Campaign.objects.filter(status__in=[Status.SENDING, Status.PAUSED])
     if user.has_role(Role.OFFICER) and not user.has_role(Role.ADMIN):
         running = running.filter(author=user)
-    context["running"] = [(campaign, campaign_progress(campaign)) for campaign in running[:20]]
+    context["running"] = [(campaign, _running_progress(campaign)) for campaign in running[:20]]
     return render(request, "campaigns/dashboard.html", context)
+
+
+def _running_progress(campaign: Campaign) -> dict | None:
+    """Return the latest run's progress: recipients of a targeted run, handsets reached by an area broadcast."""
+    if campaign.mode != Mode.AREA_BROADCAST:
+        return campaign_progress(campaign)
+    run = campaign.runs.order_by("-scheduled_for", "-id").first()
+    return broadcast_run_progress(run) if run else None
 
 
 @role_required(*STAFF_ROLES)
@@ -475,19 +484,16 @@ def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResp
     """Return one run's progress block; htmx polls it every 2 s until the run is final."""
     run = get_object_or_404(CampaignRun.objects.select_related("campaign"), pk=run_pk, campaign_id=pk)
     campaign = run.campaign
-    progress = run_progress(run)
-    response = render(
-        request,
-        "campaigns/_run.html",
-        {
-            "run": run,
-            "progress": progress,
-            "campaign": campaign,
-            "zone": campaign_zone(campaign),
-            "chart": _delivery_chart(run),
-            "failures": _failures(run),
-        },
-    )
+    if campaign.mode == Mode.AREA_BROADCAST:
+        # Operators send to handsets in the area and report how many they reached; there are no deliveries.
+        progress = broadcast_run_progress(run)
+        progress["done"] = run.status in CampaignRun.FINAL_STATUSES
+        template, context = "campaigns/_broadcast_run.html", {}
+    else:
+        progress = run_progress(run)
+        template, context = "campaigns/_run.html", {"chart": _delivery_chart(run), "failures": _failures(run)}
+    context.update({"run": run, "progress": progress, "campaign": campaign, "zone": campaign_zone(campaign)})
+    response = render(request, template, context)
     if progress["done"] and request.htmx and request.htmx.trigger == f"run-{run.pk}":
         # The run ended while the page polled it: reload it so the campaign's state, actions and history follow.
         response["HX-Refresh"] = "true"

@@ -46,6 +46,11 @@ STATUS_LABELS = {
     "failed": _("failed"),
     "skipped": _("skipped"),
     "batch_failed": _("batch failed"),
+    # Area broadcast at one operator
+    "acknowledged": _("acknowledged"),
+    "error": _("error, retrying"),
+    "retries_exhausted": _("not acknowledged"),
+    "cancel_pending": _("cancelling"),
     # Operator health
     "healthy": _("healthy"),
     "throttled": _("throttled"),

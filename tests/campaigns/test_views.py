@@ -1,17 +1,22 @@
 """Officer and approver pages through the Django test client: roles, forms, stale hashes, both languages."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.services import campaign_content_hash, campaign_reject, campaign_submit
+from operators import broadcasts
 from operators.broadcasts import broadcast_estimate
+from operators.models import AreaBroadcast
 from smsblast.models import AuditEvent, Role
 from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory, DispatchBatchFactory
 from tests.conftest import client_for
+from tests.operators.area_scripted import blitar_areas, broadcast_campaign
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
 
@@ -447,6 +452,43 @@ def test_run_progress_partial_counts_a_queued_message_of_an_accepted_batch_as_su
     assert "dalam antrean" not in body
     assert '<td>Tanpa operator</td><td class="num">1</td>' in body
     assert 'aria-valuenow="33"' in body
+
+
+def _broadcast_run_with_reach(officer_user) -> CampaignRun:
+    """Start an area broadcast for Kab. Blitar at two operators and let one report 1,234 handsets reached."""
+    blitar_areas()
+    for slug in ("telkomsel", "xl"):
+        OperatorFactory(slug=slug, name=slug.title(), adapter="scripted_area", base_url=f"http://sim/{slug}")
+    campaign = broadcast_campaign(author=officer_user)
+    run = broadcasts.area_broadcast_run_start(campaign_id=campaign.pk, now=campaign.starts_at + timedelta(seconds=1))
+    telkomsel = AreaBroadcast.objects.get(run=run, operator__slug="telkomsel")
+    broadcasts.area_broadcast_report(
+        operator=telkomsel.operator, broadcast_id=telkomsel.pk, handsets_reached=1234, at=timezone.now()
+    )
+    return run
+
+
+def test_area_broadcast_run_progress_shows_each_operators_state_and_the_handsets_reached(officer_user):
+    run = _broadcast_run_with_reach(officer_user)
+    url = reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
+    client = client_for(officer_user, language="en")
+    body = client.get(url).content.decode()
+    assert 'hx-trigger="every 2s"' in body
+    assert "data-handsets-reached>1,234<" in body
+    assert re.search(r'data-operator="telkomsel">.*?<td class="num">1,234</td>', body)
+    assert re.search(r'data-operator="xl">.*?<td class="num">0</td>', body)
+    assert "0 of 0 recipients" not in body
+    CampaignRun.objects.filter(pk=run.pk).update(status=CampaignRun.Status.COMPLETED)
+    body = client.get(url).content.decode()
+    assert "every 2s" not in body
+    assert "handsets reached, as the operators reported them" in body
+
+
+def test_dashboard_shows_the_reach_of_a_running_area_broadcast(officer_user):
+    _broadcast_run_with_reach(officer_user)
+    body = client_for(officer_user, language="en").get(reverse("dashboard")).content.decode()
+    assert "1,234 handsets reached so far" in body
+    assert "0 of 0 recipients" not in body
 
 
 # --- approval -----------------------------------------------------------------------------
