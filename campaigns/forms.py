@@ -151,6 +151,12 @@ class CampaignForm(forms.Form):
                 self.add_error("schedule_at", _("Give the date and time to send."))
                 return cleaned
             raw["at"] = cleaned["schedule_at"].strftime("%Y-%m-%dT%H:%M")
+            # The time is meant in the area's zone; one already past would never run, so no one should approve it.
+            zone = target_zone(sorted(cleaned.get("area_codes") or []))
+            if raw["at"] <= timezone.now().astimezone(zone.tzinfo).strftime("%Y-%m-%dT%H:%M"):
+                message = _("This time has already passed in %(zone)s; choose a later one.")
+                self.add_error("schedule_at", message % {"zone": zone.label})
+                return cleaned
         if kind in ("daily", "weekly"):
             if not cleaned.get("schedule_time"):
                 self.add_error("schedule_time", _("Give the time to send each day."))

@@ -2,6 +2,7 @@
 
 import re
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.test import Client
@@ -199,6 +200,7 @@ def test_compose_creates_a_draft_through_the_service_with_its_schedule(officer_u
         ({"schedule_kind": "weekly", "schedule_time": "09:00"}, "Pilih setidaknya satu hari."),
         ({"quiet_start": "21:00"}, "jam tenang"),
         ({"schedule_kind": "sometimes"}, "Pilih"),
+        ({"schedule_kind": "once", "schedule_at": "2020-01-01T10:00"}, "Waktu ini sudah lewat di WIB"),
     ],
 )
 def test_compose_refuses_bad_input_with_a_message_and_creates_nothing(officer_user, areas, overrides, field_message):
@@ -206,6 +208,13 @@ def test_compose_refuses_bad_input_with_a_message_and_creates_nothing(officer_us
     assert response.status_code == 200
     assert field_message in response.content.decode()
     assert not Campaign.objects.exists()
+
+
+def test_compose_takes_a_once_schedule_later_today_in_the_areas_zone(officer_user, areas):
+    later = (timezone.now() + timedelta(minutes=30)).astimezone(ZoneInfo("Asia/Jakarta"))
+    data = compose_data(schedule_kind="once", schedule_at=later.strftime("%Y-%m-%dT%H:%M"))
+    assert client_for(officer_user).post(reverse("campaigns:create"), data).status_code == 302
+    assert Campaign.objects.get().schedule == {"kind": "once", "at": later.strftime("%Y-%m-%dT%H:%M")}
 
 
 def test_compose_page_renders_the_counter_and_the_area_picker(officer_user):
