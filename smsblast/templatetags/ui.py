@@ -105,6 +105,9 @@ ACTION_LABELS = {
     "campaign.resume": _("resumed"),
     "campaign.run_start": _("run started"),
     "campaign.run_complete": _("run finished"),
+    "campaign.start": _("run started"),  # an area broadcast's window opened
+    "campaign.complete": _("run finished"),  # an area broadcast's window closed
+    "campaign.cap_import": _("imported from a CAP alert"),
     "campaign.dispatch_refused": _("sending refused: approval does not match"),
     "run.start": _("run started"),
     "run.fanned_out": _("recipients prepared"),

@@ -500,6 +500,12 @@ def test_dashboard_shows_the_reach_of_a_running_area_broadcast(officer_user):
     assert "0 of 0 recipients" not in body
 
 
+def test_area_broadcast_history_names_the_start_of_its_window_in_the_users_language(officer_user):
+    run = _broadcast_run_with_reach(officer_user)
+    body = client_for(officer_user).get(reverse("campaigns:detail", args=[run.campaign_id])).content.decode()
+    assert '<b>pengiriman dimulai</b> <span class="muted">(campaign.start)</span>' in body
+
+
 # --- approval -----------------------------------------------------------------------------
 
 
