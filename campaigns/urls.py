@@ -15,5 +15,6 @@ urlpatterns = [
     path("campaigns/<int:pk>/edit/", views.campaign_edit, name="edit"),
     path("campaigns/<int:pk>/review/", views.campaign_review, name="review"),
     path("campaigns/<int:pk>/runs/<int:run_pk>/progress/", views.run_progress_partial, name="run_progress"),
+    path("campaigns/<int:pk>/state/", views.campaign_state_poll, name="state"),
     path("campaigns/<int:pk>/<slug:action>/", views.campaign_action, name="action"),
 ]

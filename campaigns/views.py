@@ -282,6 +282,20 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "campaigns/detail.html", context)
 
 
+@require_GET
+@role_required(*STAFF_ROLES)
+def campaign_state_poll(request: HttpRequest, pk: int) -> HttpResponse:
+    """Answer the poll of a campaign page: reload it (HX-Refresh) once the campaign left the state it shows.
+
+    A scheduled campaign starts on its own; the page waiting for it then shows the run and its live progress.
+    """
+    campaign = get_object_or_404(Campaign.objects.only("status"), pk=pk)
+    response = HttpResponse(status=204)
+    if campaign.status != request.GET.get("shown"):
+        response["HX-Refresh"] = "true"
+    return response
+
+
 def _campaign_context(campaign: Campaign) -> dict:
     try:
         analysis = analyze(campaign.text)

@@ -383,6 +383,22 @@ def test_unknown_action_is_404_not_500(pending, officer_user):
     assert response.status_code == 404
 
 
+def test_a_scheduled_campaigns_page_reloads_itself_once_its_run_starts(officer_user, areas):
+    campaign = CampaignFactory(author=officer_user, area_codes=["35.05"], status=Campaign.Status.SCHEDULED)
+    client = client_for(officer_user)
+    body = client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    poll = re.search(r'<div hidden data-state-poll hx-get="([^"]+)" hx-trigger="every 3s"', body)
+    assert poll
+    url = poll.group(1).replace("&amp;", "&")
+    waiting = client.get(url)
+    assert waiting.status_code == 204
+    assert "HX-Refresh" not in waiting
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    assert client.get(url)["HX-Refresh"] == "true"
+    body = client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "data-state-poll" not in body
+
+
 def test_campaign_page_shows_the_history_timeline_and_parts(pending, officer_user):
     body = client_for(officer_user).get(reverse("campaigns:detail", args=[pending.pk])).content.decode()
     assert "diajukan untuk persetujuan" in body
