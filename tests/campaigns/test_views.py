@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.services import campaign_content_hash, campaign_reject, campaign_submit
@@ -15,6 +15,7 @@ from operators import broadcasts
 from operators.broadcasts import broadcast_estimate
 from operators.models import AreaBroadcast
 from smsblast.models import AuditEvent, Role
+from smsblast.templatetags.ui import local_time
 from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory, DispatchBatchFactory
 from tests.conftest import client_for
 from tests.operators.area_scripted import blitar_areas, broadcast_campaign
@@ -520,6 +521,19 @@ def test_area_broadcast_history_names_the_start_of_its_window_in_the_users_langu
     run = _broadcast_run_with_reach(officer_user)
     body = client_for(officer_user).get(reverse("campaigns:detail", args=[run.campaign_id])).content.decode()
     assert '<b>pengiriman dimulai</b> <span class="muted">(campaign.start)</span>' in body
+
+
+def test_a_scheduled_area_broadcast_shows_when_its_window_opens_not_when_it_was_armed(officer_user):
+    blitar_areas()
+    campaign = broadcast_campaign(author=officer_user, status=Campaign.Status.SCHEDULED)
+    Campaign.objects.filter(pk=campaign.pk).update(next_run_at=timezone.now() - timedelta(minutes=3))
+    client = client_for(officer_user, language="en")
+    page = client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "Next run" not in page
+    dashboard = client.get(reverse("dashboard")).content.decode()
+    with translation.override("en"):
+        assert f"broadcast from {local_time(campaign.starts_at, campaign)}" in dashboard
+    assert "next run" not in dashboard
 
 
 # --- approval -----------------------------------------------------------------------------
