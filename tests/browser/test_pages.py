@@ -102,3 +102,30 @@ def test_a_title_with_a_long_hashtag_wraps_on_a_360_px_screen(officer_page, live
     page.goto(live_server.url + path.format(pk=campaign.pk))
     expect(page.get_by_text("#VaksinasiGotongRoyong").first).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_VIEWPORT["width"]
+
+
+def test_the_approver_sees_each_line_of_the_diff_since_the_rejection_on_its_own_line(
+    officer_page, live_server, new_page
+):
+    from campaigns.services import campaign_reject, campaign_submit, campaign_update
+
+    officer = User.objects.get(username="officer-kb")
+    approver = make_user("approver-kb", Role.APPROVER)
+    campaign = CampaignFactory(author=officer, area_codes=["35.05"], text="Baris satu.\nBaris dua.\nBaris tiga.")
+    campaign_submit(campaign=campaign, actor=officer)
+    campaign_reject(campaign=campaign, approver=approver, reason="Ubah baris dua.")
+    campaign_update(campaign=campaign, actor=officer, data={"text": "Baris satu.\nBaris dua diubah.\nBaris tiga."})
+    campaign_submit(campaign=campaign, actor=officer)
+
+    page = new_page()
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", "approver-kb")
+    page.fill("#id_password", "pw-secret-123")
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_have_text("Dasbor")
+    page.goto(f"{live_server.url}/campaigns/{campaign.pk}/review/")
+    lines = page.locator("[data-diff] span")
+    expect(lines.filter(has_text="+text: Baris dua diubah.")).to_be_visible()
+    tops = [box["y"] for box in (lines.nth(i).bounding_box() for i in range(lines.count()))]
+    # Unchanged context lines too: none may run on after the line before it.
+    assert len(set(tops)) == len(tops) == lines.count()
