@@ -273,7 +273,8 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "runs": [(run, run_progress(run)) for run in runs],
             "history": _history(campaign),
             "confirm_form": ConfirmForm(),
-            "can_pause": campaign.status == Status.SENDING and may_dispatch,
+            # An area broadcast is with the operators for its whole window: it can be cancelled, not paused.
+            "can_pause": campaign.status == Status.SENDING and campaign.mode == Mode.TARGETED and may_dispatch,
             "can_resume": campaign.status == Status.PAUSED and may_dispatch,
             "can_schedule": campaign.status == Status.APPROVED and may_dispatch,
             "can_review": campaign.status == Status.PENDING_APPROVAL and request.user.has_role(Role.APPROVER),

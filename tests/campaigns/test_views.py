@@ -536,6 +536,13 @@ def test_a_scheduled_area_broadcast_shows_when_its_window_opens_not_when_it_was_
     assert "next run" not in dashboard
 
 
+def test_a_sending_area_broadcast_offers_cancel_but_not_a_pause_that_would_be_refused(officer_user):
+    run = _broadcast_run_with_reach(officer_user)
+    body = client_for(officer_user).get(reverse("campaigns:detail", args=[run.campaign_id])).content.decode()
+    assert f"/campaigns/{run.campaign_id}/cancel/" in body
+    assert f"/campaigns/{run.campaign_id}/pause/" not in body
+
+
 # --- approval -----------------------------------------------------------------------------
 
 
