@@ -278,6 +278,8 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "can_resume": campaign.status == Status.PAUSED and may_dispatch,
             "can_schedule": campaign.status == Status.APPROVED and may_dispatch,
             "can_review": campaign.status == Status.PENDING_APPROVAL and request.user.has_role(Role.APPROVER),
+            # The CAP export (campaigns/cap.py) writes only what an approval still covers.
+            "can_export_cap": services.campaign_approval_is_valid(campaign),
         }
     )
     return render(request, "campaigns/detail.html", context)

@@ -543,6 +543,19 @@ def test_a_sending_area_broadcast_offers_cancel_but_not_a_pause_that_would_be_re
     assert f"/campaigns/{run.campaign_id}/pause/" not in body
 
 
+def test_campaign_page_links_the_cap_export_once_an_approval_covers_the_campaign(officer_user):
+    blitar_areas()
+    approved = broadcast_campaign(author=officer_user)
+    draft = broadcast_campaign(author=officer_user, approved=False)
+    client = client_for(officer_user)
+    page = client.get(reverse("campaigns:detail", args=[approved.pk])).content.decode()
+    link = f'href="/api/v1/campaigns/{approved.pk}/cap.xml"'
+    assert link in page
+    assert "Unduh peringatan CAP (XML)" in page
+    assert client.get(f"/api/v1/campaigns/{approved.pk}/cap.xml").status_code == 200
+    assert "cap.xml" not in client.get(reverse("campaigns:detail", args=[draft.pk])).content.decode()
+
+
 # --- approval -----------------------------------------------------------------------------
 
 
