@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from campaigns.models import Mode, Priority, RepeatPolicy
 from campaigns.scheduling import WEEKDAY_NAMES, ScheduleError, schedule_normalize
 from campaigns.selectors import campaign_zone, target_zone
+from operators.broadcasts import MAX_WINDOW, MIN_WINDOW
 from smsblast.models import Area
 from smsblast.sms import TextError, analyze
 
@@ -198,7 +199,8 @@ class CampaignForm(forms.Form):
         if cleaned.get("mode") != Mode.AREA_BROADCAST:
             return
         # The codes are stored sorted, and the campaign is shown in the zone of the first stored one.
-        zone = ZoneInfo(target_zone(sorted(cleaned.get("area_codes") or [])).name)
+        area_zone = target_zone(sorted(cleaned.get("area_codes") or []))
+        zone = ZoneInfo(area_zone.name)
         for field, target in (("broadcast_starts", "starts_at"), ("broadcast_ends", "ends_at")):
             value = cleaned.get(field)
             if value is None:
@@ -207,8 +209,15 @@ class CampaignForm(forms.Form):
                 continue
             # The browser sends a wall-clock time; it is meant in the area's zone, not the server's.
             cleaned[target] = timezone.localtime(value).replace(tzinfo=None).replace(tzinfo=zone)
-        if cleaned["starts_at"] and cleaned["ends_at"] and cleaned["ends_at"] <= cleaned["starts_at"]:
+        starts, ends = cleaned["starts_at"], cleaned["ends_at"]
+        # The rules submit checks (operators.broadcasts.broadcast_errors), said here while the officer can fix them.
+        if starts and starts <= timezone.now():
+            message = _("This time has already passed in %(zone)s; the window must start later.")
+            self.add_error("broadcast_starts", message % {"zone": area_zone.label})
+        if starts and ends and ends <= starts:
             self.add_error("broadcast_ends", _("The window must end after it starts."))
+        elif starts and ends and not MIN_WINDOW <= ends - starts <= MAX_WINDOW:
+            self.add_error("broadcast_ends", _("The window must last at least 5 minutes and at most 24 hours."))
 
     def service_fields(self) -> dict:
         """Return the cleaned values under the names the campaign services take."""

@@ -742,18 +742,43 @@ def test_area_broadcast_window_is_read_in_the_areas_zone(officer_user):
 
 
 @pytest.mark.parametrize(
-    ("starts", "ends"), [("0001-01-01T00:00", "0001-01-01T05:00"), ("9999-12-31T20:00", "9999-12-31T23:00")]
+    ("starts", "ends", "message"),
+    [
+        ("0001-01-01T00:00", "0001-01-01T05:00", "Waktu ini sudah lewat di WIB"),
+        ("9999-12-31T20:00", "9999-12-31T23:00", "ends_at, starts_at"),  # the fields named in the form's error
+    ],
 )
 def test_an_area_broadcast_window_in_an_impossible_year_is_refused_and_the_list_still_opens(
-    officer_user, areas, starts, ends
+    officer_user, areas, starts, ends, message
 ):
     client = client_for(officer_user)
     data = compose_data(mode="area_broadcast", broadcast_starts=starts, broadcast_ends=ends)
     response = client.post(reverse("campaigns:create"), data)
     assert response.status_code == 200
-    assert "ends_at, starts_at" in response.content.decode()  # the fields named in the form's error
+    assert message in response.content.decode()
     assert not Campaign.objects.exists()
     assert client.get(reverse("campaigns:list")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("starts_in", "lasts", "message"),
+    [
+        (timedelta(hours=-3), timedelta(minutes=10), "Waktu ini sudah lewat di WIB"),
+        (timedelta(hours=1), timedelta(minutes=2), "paling singkat 5 menit"),
+        (timedelta(hours=1), timedelta(hours=30), "paling lama 24 jam"),
+    ],
+)
+def test_compose_refuses_an_area_broadcast_window_submit_would_refuse(officer_user, areas, starts_in, lasts, message):
+    starts = (timezone.now() + starts_in).astimezone(ZoneInfo("Asia/Jakarta"))
+    data = compose_data(
+        mode="area_broadcast",
+        broadcast_starts=starts.strftime("%Y-%m-%dT%H:%M"),
+        broadcast_ends=(starts + lasts).strftime("%Y-%m-%dT%H:%M"),
+    )
+    response = client_for(officer_user).post(reverse("campaigns:create"), data)
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Campaign.objects.exists()
 
 
 def test_area_broadcast_without_a_window_is_refused(officer_user, areas):
