@@ -109,7 +109,7 @@ def subscriber_import_status(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(SubscriberImport, pk=pk)
     template = "smsblast/_import.html" if request.htmx else "smsblast/import.html"
     return render(
-        request, template, {"job": job, "rejections": job.rejections.all()[:100], "percent": _import_percent(job)}
+        request, template, {"job": job, "rejections": list(job.rejections.all()[:100]), "percent": _import_percent(job)}
     )
 
 

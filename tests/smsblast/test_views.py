@@ -43,6 +43,27 @@ def test_upload_creates_an_import_whose_page_polls_until_done_and_lists_rejected
     assert Subscriber.objects.count() == 2
 
 
+def test_import_page_says_how_many_rejected_rows_it_shows_and_links_the_download_of_all(
+    officer_user, tmp_path, settings
+):
+    from smsblast.services import subscriber_import_create, subscriber_import_run
+
+    settings.MEDIA_ROOT = tmp_path
+    area_tree("35.05", kecamatan=1)
+    rows = "".join(f"021-555-{n:04d},35.05.01\n" for n in range(150))
+    job = subscriber_import_create(
+        uploaded_file=SimpleUploadedFile("warga.csv", f"msisdn,kode_wilayah\n{rows}".encode()), user=officer_user
+    )
+    subscriber_import_run(subscriber_import=job)
+    client = client_for(officer_user)
+    body = client.get(reverse("subscriber_import", args=[job.pk])).content.decode()
+    assert "Di sini tampil 100 pertama dari 150." in body
+    link = f'href="/api/v1/subscribers/imports/{job.pk}/rejected.csv"'
+    assert link in body
+    download = client.get(f"/api/v1/subscribers/imports/{job.pk}/rejected.csv")
+    assert b"".join(download.streaming_content).decode().count("not_mobile") == 150
+
+
 def test_a_failed_import_page_explains_in_the_users_language_and_offers_to_resume(officer_user, tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path
     area_tree("35.05", kecamatan=1)
