@@ -153,6 +153,8 @@ def operator_health(operator: Operator, *, now) -> dict:
     last_errors = list(
         DispatchBatch.objects.filter(operator=operator)
         .exclude(last_error="")
+        # A batch we cancelled keeps why ("The campaign was cancelled."): our doing, not the operator's error.
+        .exclude(status=DispatchBatch.Status.CANCELLED)
         .order_by("-updated_at")
         .values_list("last_error", "updated_at")[:1]
     )

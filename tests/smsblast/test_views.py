@@ -158,6 +158,18 @@ def test_operators_page_is_for_admins_only_and_derives_each_state(officer_user):
     assert "HTTP 401 bad key" in response.content.decode()
 
 
+def test_operators_page_does_not_count_a_cancelled_campaign_as_the_operators_last_error():
+    admin = UserFactory(username="adm", role=Role.ADMIN)
+    operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
+    DispatchBatchFactory(operator=operator, status=DispatchBatch.Status.FAILED, last_error="HTTP 401 bad key")
+    DispatchBatchFactory(
+        operator=operator, status=DispatchBatch.Status.CANCELLED, last_error="The campaign was cancelled."
+    )
+    body = client_for(admin, "en").get(reverse("operators")).content.decode()
+    assert "HTTP 401 bad key" in body
+    assert "The campaign was cancelled." not in body
+
+
 @pytest.mark.parametrize(("language", "limit", "tariff"), [("id", "12.500", "Rp 1.250"), ("en", "12,500", "Rp 1,250")])
 def test_operators_page_groups_thousands_the_way_the_users_language_does(language, limit, tariff):
     admin = UserFactory(username="adm", role=Role.ADMIN)
