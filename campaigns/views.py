@@ -72,6 +72,12 @@ def service_error_message(error: ServiceError, action: str = "") -> str:
         if "wrote this campaign" in text:
             return _("You wrote this campaign; another approver must decide on it.")
         return _("Your role may not do this.")
+    if action == "schedule" and isinstance(error, ServiceInvalid) and set(error.errors) == {"schedule"}:
+        # Starting the schedule of a one-off send whose time passed while it waited for approval.
+        return _(
+            "The schedule has no send time after now. Edit it to a later time; the changed campaign needs "
+            "approving again."
+        )
     if isinstance(error, ServiceInvalid) and error.errors:
         fields = ", ".join(sorted(error.errors))
         return _("Some fields are missing or wrong (%(fields)s). Edit the campaign and try again.") % {"fields": fields}
@@ -353,7 +359,7 @@ def campaign_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     except ServiceError as error:
         if isinstance(error, ServiceForbidden):
             raise PermissionDenied(service_error_message(error)) from None
-        messages.error(request, service_error_message(error))
+        messages.error(request, service_error_message(error, action))
     else:
         messages.success(request, ACTION_DONE[action]())
     return redirect("campaigns:detail", pk=campaign.pk)

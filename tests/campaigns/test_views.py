@@ -20,6 +20,7 @@ from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, Deliv
 from tests.conftest import client_for
 from tests.operators.area_scripted import blitar_areas, broadcast_campaign
 from tests.operators.factories import OperatorFactory
+from tests.operators.scripted import approved_campaign
 from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
 
 pytestmark = pytest.mark.django_db
@@ -382,6 +383,15 @@ def test_cancel_needs_the_confirmation_box(pending, officer_user):
 def test_unknown_action_is_404_not_500(pending, officer_user):
     response = client_for(officer_user).post(reverse("campaigns:action", args=[pending.pk, "explode"]))
     assert response.status_code == 404
+
+
+def test_starting_a_one_off_schedule_whose_time_passed_during_approval_says_what_to_do():
+    campaign = approved_campaign(schedule={"kind": "once", "at": "2021-07-07T09:30"})
+    url = reverse("campaigns:action", args=[campaign.pk, "schedule"])
+    response = client_for(campaign.author).post(url, follow=True)
+    assert "Jadwal ini tidak punya waktu kirim setelah sekarang." in response.content.decode()
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
 
 
 def test_a_scheduled_campaigns_page_reloads_itself_once_its_run_starts(officer_user, areas):
