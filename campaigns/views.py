@@ -7,7 +7,7 @@ themselves. A refused action is shown as a message in the user's language, never
 import difflib
 import json
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 
 from django.contrib import messages
@@ -17,6 +17,7 @@ from django.db.models import Count
 from django.db.models.functions import Length, TruncMinute, TruncSecond
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import dateformat
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
@@ -466,6 +467,15 @@ def _snapshot_lines(snapshot: dict) -> list[str]:
     return lines
 
 
+def _as_written(value, layout: str) -> str:
+    """Return a schedule's ISO date or local date-time as people write it in the page's language."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return str(value or "")
+    return dateformat.format(moment, layout)
+
+
 def _schedule_lines(campaign: Campaign) -> list[str]:
     """Return the schedule in words, in the area's zone."""
     schedule = campaign.schedule or {}
@@ -477,7 +487,7 @@ def _schedule_lines(campaign: Campaign) -> list[str]:
         lines.append(_("Once, as soon as it is scheduled after approval."))
     elif kind == "once":
         lines.append(
-            _("Once, at %(at)s %(zone)s.") % {"at": schedule.get("at", "").replace("T", " "), "zone": zone.label}
+            _("Once, at %(at)s %(zone)s.") % {"at": _as_written(schedule.get("at"), "j M Y H:i"), "zone": zone.label}
         )
     elif kind == "daily":
         lines.append(_("Every day at %(time)s %(zone)s.") % {"time": schedule.get("time"), "zone": zone.label})
@@ -489,7 +499,7 @@ def _schedule_lines(campaign: Campaign) -> list[str]:
             _("On %(days)s at %(time)s %(zone)s.") % {"days": days, "time": schedule.get("time"), "zone": zone.label}
         )
     if schedule.get("until"):
-        lines.append(_("Until %(date)s.") % {"date": schedule["until"]})
+        lines.append(_("Until %(date)s.") % {"date": _as_written(schedule["until"], "j M Y")})
     quiet = schedule.get("quiet_hours")
     if quiet:
         lines.append(

@@ -875,3 +875,27 @@ def test_the_phone_preview_names_the_encoding_as_people_write_it(pending, approv
     body = client_for(approver_user).get(reverse("campaigns:review", args=[pending.pk])).content.decode()
     assert "GSM-7 ·" in body or "UCS-2 ·" in body
     assert "GSM7 ·" not in body and "UCS2 ·" not in body
+
+
+def test_the_review_page_writes_schedule_dates_as_people_do(areas, officer_user, approver_user):
+    once = CampaignFactory(
+        author=officer_user, area_codes=["35.05"], schedule={"kind": "once", "at": "2030-01-07T10:00"}
+    )
+    daily = CampaignFactory(
+        author=officer_user, area_codes=["35.05"], schedule={"kind": "daily", "time": "13:00", "until": "2030-12-31"}
+    )
+    for campaign in (once, daily):
+        campaign_submit(campaign=campaign, actor=officer_user)
+    client = client_for(approver_user)
+    assert (
+        "Sekali, pada 7 Jan 2030 10:00 WIB." in client.get(reverse("campaigns:review", args=[once.pk])).content.decode()
+    )
+    body = client.get(reverse("campaigns:review", args=[daily.pk])).content.decode()
+    assert "Sampai 31 Des 2030." in body and "2030-12-31" not in body
+
+
+def test_a_draft_offers_its_cancel_under_that_name_not_pause_or_resume(areas, officer_user):
+    campaign = CampaignFactory(author=officer_user, area_codes=["35.05"])
+    body = client_for(officer_user).get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "<summary>Batalkan kampanye</summary>" in body
+    assert "Jeda, lanjutkan atau batalkan" not in body
