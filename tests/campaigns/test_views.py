@@ -899,3 +899,12 @@ def test_a_draft_offers_its_cancel_under_that_name_not_pause_or_resume(areas, of
     body = client_for(officer_user).get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
     assert "<summary>Batalkan kampanye</summary>" in body
     assert "Jeda, lanjutkan atau batalkan" not in body
+
+
+def test_a_sent_campaigns_audience_is_marked_as_todays_beside_its_runs(areas, officer_user):
+    campaign = CampaignFactory(author=officer_user, area_codes=["35.05"], status=Campaign.Status.COMPLETED)
+    note = "Ini pelanggan di wilayah ini hari ini"
+    client = client_for(officer_user)
+    assert note not in client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    CampaignRunFactory(campaign=campaign)
+    assert note in client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
