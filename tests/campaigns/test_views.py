@@ -908,3 +908,14 @@ def test_a_sent_campaigns_audience_is_marked_as_todays_beside_its_runs(areas, of
     assert note not in client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
     CampaignRunFactory(campaign=campaign)
     assert note in client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+
+
+def test_only_a_targeted_campaign_offers_the_per_recipient_report(areas, officer_user):
+    client = client_for(officer_user)
+    for mode, offered in (("targeted", True), ("area_broadcast", False)):
+        campaign = CampaignFactory(
+            author=officer_user, area_codes=["35.05"], mode=mode, status=Campaign.Status.COMPLETED
+        )
+        CampaignRunFactory(campaign=campaign)
+        body = client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+        assert (f"/api/v1/campaigns/{campaign.pk}/report.csv" in body) is offered, mode
