@@ -211,3 +211,13 @@ def test_a_running_import_shows_its_state_in_the_users_language(officer_user, la
     )
     body = client_for(officer_user, language).get(reverse("subscriber_import", args=[job.pk])).content.decode()
     assert f"<b>{label}</b>" in body
+
+
+def test_an_operator_signed_in_on_the_web_is_pointed_to_the_api_not_back_to_a_page_it_cannot_open(operator_user):
+    from tests.conftest import client_for
+
+    page = client_for(operator_user).get("/")
+    body = page.content.decode()
+    assert page.status_code == 403
+    assert "Akun operator hanya memakai API." in body and 'href="/api/docs/"' in body
+    assert "Kembali ke dasbor" not in body
