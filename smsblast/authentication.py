@@ -24,11 +24,12 @@ def api_token_create(*, user: User, name: str = "") -> str:
 class HashedTokenAuthentication(authentication.BaseAuthentication):
     """Accept `Authorization: Bearer KEY` (or `Token KEY`) against hashed tokens."""
 
-    keywords = ("bearer", "token")
+    # Compared as bytes: a header is Latin-1, and a scheme that is not UTF-8 is simply not ours.
+    keywords = (b"bearer", b"token")
 
     def authenticate(self, request):
         header = authentication.get_authorization_header(request).split()
-        if not header or header[0].lower().decode() not in self.keywords:
+        if not header or header[0].lower() not in self.keywords:
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
