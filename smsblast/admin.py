@@ -7,9 +7,9 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
-from django.utils import timezone
 
 from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
+from smsblast.authentication import api_token_revoke
 from smsblast.models import ApiToken, Area, AuditEvent, Subscriber, SubscriberImport, SubscriberImportRejection, User
 
 
@@ -44,7 +44,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = sum(api_token_revoke(token=token, actor=request.user) for token in queryset.select_related("user"))
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
 
 

@@ -3,9 +3,11 @@
 import hashlib
 import secrets
 
+from django.db import transaction
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from smsblast.audit import audit_record
 from smsblast.models import ApiToken, User
 
 
@@ -14,11 +16,35 @@ def token_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+@transaction.atomic
 def api_token_create(*, user: User, name: str = "") -> str:
     """Create a token for the user and return the key; it is shown once and never stored."""
     key = secrets.token_urlsafe(32)
-    ApiToken.objects.create(user=user, key_hash=token_hash(key), prefix=key[:8], name=name)
+    token = ApiToken.objects.create(user=user, key_hash=token_hash(key), prefix=key[:8], name=name)
+    audit_record(
+        actor=None,
+        action="api_token.create",
+        obj=token,
+        to_state="active",
+        details={"user": user.username, "prefix": token.prefix, "name": name},
+    )
     return key
+
+
+@transaction.atomic
+def api_token_revoke(*, token: ApiToken, actor: User | None) -> bool:
+    """Revoke the token unless it already is, audited; return whether this call revoked it."""
+    revoked = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    if revoked:
+        audit_record(
+            actor=actor,
+            action="api_token.revoke",
+            obj=token,
+            from_state="active",
+            to_state="revoked",
+            details={"user": token.user.username, "prefix": token.prefix},
+        )
+    return bool(revoked)
 
 
 class HashedTokenAuthentication(authentication.BaseAuthentication):

@@ -479,9 +479,10 @@ def test_another_officers_cap_cancel_rejects_a_campaign_pending_approval_with_an
 def test_a_cap_cancel_naming_no_imported_alert_is_refused_and_changes_nothing(officer_client, api_client_for):
     campaign = _import_geocoded_alert(officer_client)
     campaign_submit(campaign=campaign, actor=officer_client.user)
+    other_client = api_client_for(UserFactory(role=Role.OFFICER))
     events_before = AuditEvent.objects.count()
     unrelated = CANCEL.replace("satgas-covid-35-0001,", "satgas-covid-35-0999,")
-    response = _post_xml(api_client_for(UserFactory(role=Role.OFFICER)), unrelated)
+    response = _post_xml(other_client, unrelated)
     assert response.status_code == 400
     assert "references no imported alert" in response.json()["detail"]
     campaign.refresh_from_db()
