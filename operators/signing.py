@@ -8,6 +8,7 @@ import hashlib
 import hmac
 
 SCHEME = "sha256="
+MAX_TIMESTAMP_DIGITS = 20
 
 
 def sign(secret: str, timestamp: int | str, body: bytes) -> str:
@@ -28,13 +29,15 @@ def verify(
     """Return whether `signature` signs `body` at `timestamp` and the timestamp is within `tolerance` of `now`.
 
     The comparison is constant-time; a missing, stale or non-numeric timestamp (anything but ASCII digits, as
-    the header is sent) is refused before any MAC is computed. The MAC covers the timestamp exactly as received,
-    as an operator computes it: ``+1700000000`` or ``1_700_000_000`` is not the ``1700000000`` that was signed.
+    the header is sent, at most 20 of them) is refused before any MAC is computed. The MAC covers the timestamp
+    exactly as received, as an operator computes it: ``+1700000000`` or ``1_700_000_000`` is not the
+    ``1700000000`` that was signed.
     """
     if not signature or timestamp is None:
         return False
     timestamp = str(timestamp)
-    if not (timestamp.isascii() and timestamp.isdigit()):
+    # Unix seconds have 10 digits for centuries; thousands of digits would not even convert to an int.
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > MAX_TIMESTAMP_DIGITS:
         return False
     if abs(now - int(timestamp)) > tolerance:
         return False

@@ -51,3 +51,9 @@ def test_a_timestamp_other_than_the_plain_digits_that_were_signed_is_refused():
     signature = sign(SECRET, 1700000000, BODY)
     for sent in ("+1700000000", " 1700000000", "1700000000\n", "1_700_000_000", "\uff11700000000", "-1700000000"):
         assert not verify(SECRET, sent, BODY, signature, now=1700000000), sent
+
+
+def test_a_timestamp_of_thousands_of_digits_is_refused_not_an_error():
+    signature = sign(SECRET, 1700000000, BODY)
+    assert not verify(SECRET, "1" * 5000, BODY, signature, now=1700000000)
+    assert not verify(SECRET, "0" * 4990 + "1700000000", BODY, signature, now=1700000000)
