@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from campaigns.models import CampaignRun, Delivery, DispatchBatch, Priority
-from operators.gateways.base import BatchResult, OutboundBatch, OutboundMessage, Outcome, get_adapter
+from operators.gateways.base import BatchResult, OutboundBatch, OutboundMessage, Outcome, get_adapter, operator_text
 from operators.models import Operator
 from operators.ratelimit import RateLimiter
 from smsblast.audit import audit_record
@@ -518,7 +518,7 @@ def _deliveries_reject(batch: DispatchBatch, rejected: list[tuple[str, str]], no
     for message_id, reason in rejected:
         pk = message_pk(message_id)
         if pk is not None:
-            by_reason.setdefault(str(reason)[:200] or "rejected", []).append(pk)
+            by_reason.setdefault(operator_text(reason)[:200] or "rejected", []).append(pk)
     changed = 0
     for reason, ids in by_reason.items():
         changed += Delivery.objects.filter(
@@ -530,7 +530,7 @@ def _deliveries_reject(batch: DispatchBatch, rejected: list[tuple[str, str]], no
 def _error_text(result: BatchResult) -> str:
     """Return the reason a batch keeps: the operator's status once, then its words (the HTTP adapter's carry it)."""
     code = f"HTTP {result.status_code}: " if result.status_code else ""
-    error = result.error or result.outcome.value
+    error = operator_text(result.error) or result.outcome.value
     return (error if code and error.startswith(code) else code + error)[:1000]
 
 

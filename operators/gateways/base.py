@@ -10,6 +10,11 @@ from enum import StrEnum
 from importlib import import_module
 
 
+def operator_text(value) -> str:
+    """Return words an operator sent as text we can store: PostgreSQL text holds no NUL character."""
+    return str(value or "").replace("\x00", "")
+
+
 class Outcome(StrEnum):
     ACCEPTED = "accepted"  # the operator took the batch (202); rejected lists refused messages
     RETRY = "retry"  # transient: 408, 429, 5xx, timeout, connection error; retry the same batch id

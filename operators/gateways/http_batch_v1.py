@@ -28,6 +28,7 @@ from operators.gateways.base import (
     OutboundAreaBroadcast,
     OutboundBatch,
     Outcome,
+    operator_text,
     register,
 )
 
@@ -113,8 +114,8 @@ def _reason(response: requests.Response) -> str:
     if isinstance(document, dict):
         for key in ("error", "detail", "message", "reason"):
             if isinstance(document.get(key), str) and document[key]:
-                return f"HTTP {response.status_code}: {document[key]}"[:MAX_ERROR_CHARS]
-    text = response.text.strip() or response.reason or ""
+                return f"HTTP {response.status_code}: {operator_text(document[key])}"[:MAX_ERROR_CHARS]
+    text = operator_text(response.text).strip() or response.reason or ""
     return f"HTTP {response.status_code}: {text}"[:MAX_ERROR_CHARS]
 
 
@@ -231,7 +232,9 @@ def classify_area_broadcast(response: requests.Response) -> AreaBroadcastResult:
         except ValueError:
             document = {}
         reference = (document.get("operator_ref") or document.get("id") or "") if isinstance(document, dict) else ""
-        return AreaBroadcastResult(outcome=Outcome.ACCEPTED, status_code=status, operator_ref=str(reference)[:100])
+        return AreaBroadcastResult(
+            outcome=Outcome.ACCEPTED, status_code=status, operator_ref=operator_text(reference)[:100]
+        )
     retry_after = retry_after_seconds(response.headers.get("Retry-After"))
     if status == 429 or status == 408 or status >= 500:
         return AreaBroadcastResult(

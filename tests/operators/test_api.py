@@ -224,3 +224,18 @@ def test_an_operator_cannot_claim_another_operators_batch(world):
     response = world["clients"]["tsel"].post(f"/api/v1/operator/batches/{theirs.pk}/claim/")
     assert response.status_code == 409
     assert DispatchBatch.objects.get(pk=theirs.pk).status == "pending"
+
+
+def test_an_ack_whose_reason_holds_a_nul_character_is_recorded_without_it(world):
+    operator = world["operators"]["tsel"]
+    operator.adapter = services.PULL_ADAPTER
+    operator.save()
+    client = world["clients"]["tsel"]
+    (batch,) = DispatchBatch.objects.filter(operator=operator)
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+
+    rejected = [{"message_id": world["ids"]["tsel"][0], "reason": "black\x00listed"}]
+    acked = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"rejected": rejected}, format="json")
+
+    assert acked.status_code == 200 and acked.json()["status"] == "accepted"
+    assert Delivery.objects.get(pk=world["ids"]["tsel"][0]).reason == "blacklisted"

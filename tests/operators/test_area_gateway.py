@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
 from operators import signing
 from operators.gateways.base import OutboundAreaBroadcast, Outcome, get_adapter
-from operators.gateways.http_batch_v1 import area_broadcast_body
+from operators.gateways.http_batch_v1 import area_broadcast_body, classify_area_broadcast
 from operators.simulator import OperatorBehaviour, OperatorConfig, SimulatorServer
 
 GEOMETRY = {"type": "Polygon", "coordinates": [[[112.0, -8.0], [112.4, -8.0], [112.4, -8.3], [112.0, -8.0]]]}
@@ -156,3 +157,18 @@ def test_a_broadcast_without_a_contract_encoding_is_refused_for_good(simulator):
     refused = adapter.send_area_broadcast(_broadcast(f"{simulator.url}/telkomsel", "", encoding="gsm"))
     assert (refused.outcome, refused.status_code) == (Outcome.FAILED, 400)
     assert refused.error == 'HTTP 400: encoding must be "GSM7" or "UCS2".'
+
+
+def _answer(status: int, body: bytes) -> requests.Response:
+    response = requests.Response()
+    response.status_code, response._content = status, body
+    return response
+
+
+def test_an_operators_answer_holding_nul_characters_is_read_without_them():
+    accepted = classify_area_broadcast(_answer(202, b'{"operator_ref": "CB-\\u00001"}'))
+    assert (accepted.outcome, accepted.operator_ref) == (Outcome.ACCEPTED, "CB-1")
+    refused = classify_area_broadcast(_answer(400, b'{"error": "bad\\u0000 area"}'))
+    assert (refused.outcome, refused.error) == (Outcome.FAILED, "HTTP 400: bad area")
+    garbled = classify_area_broadcast(_answer(503, b"down\x00"))
+    assert garbled.error == "HTTP 503: down"

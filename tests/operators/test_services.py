@@ -51,6 +51,24 @@ def test_an_accepted_batch_carries_its_deliveries_and_rejected_numbers_are_marke
     assert Delivery.objects.filter(batch=batch, status="queued").count() == 2
 
 
+def test_an_operators_words_holding_nul_characters_are_kept_without_them():
+    batch = _batch(2)
+    first, second = Delivery.objects.filter(batch=batch).order_by("pk")
+    ScriptedAdapter.reset(
+        BatchResult(outcome=Outcome.ACCEPTED, accepted=1, rejected=[(str(first.pk), "bad\x00number")])
+    )
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    first.refresh_from_db()
+    assert (first.status, first.reason) == ("rejected", "badnumber")
+
+    refused = _batch(1, slug="isat")
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.FAILED, status_code=400, error="HTTP 400: no\x00pe"))
+    services.batch_send(batch_id=refused.pk)
+    refused.refresh_from_db()
+    assert (refused.status, refused.last_error) == ("failed", "HTTP 400: nope")
+    assert Delivery.objects.get(batch=refused).reason == "HTTP 400: nope"
+
+
 def test_an_accepted_batch_is_audited_once_and_a_second_answer_changes_nothing():
     batch = _batch(2)
     ScriptedAdapter.reset(BatchResult(outcome=Outcome.ACCEPTED, accepted=2))
