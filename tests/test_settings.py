@@ -28,3 +28,24 @@ def test_production_settings_pass_check_deploy_without_warnings():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout, result.stdout + result.stderr
+
+
+def test_seed_demo_refuses_to_run_under_production_settings(tmp_path):
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("DJANGO_")}
+    env = {
+        **inherited,
+        "DJANGO_SETTINGS_MODULE": "config.settings.prod",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "example.org",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.sqlite3'}",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "seed_demo", "--subscribers", "0"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "published passwords" in result.stderr

@@ -4,6 +4,7 @@ from .base import *  # noqa: F403
 from .base import env
 
 DEBUG = False
+DEMO_DATA_ALLOWED = False
 SECRET_KEY = env("SECRET_KEY")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

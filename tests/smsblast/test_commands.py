@@ -151,3 +151,12 @@ def test_seed_demo_attaches_the_boundaries_and_populations_of_the_demo_areas():
     first = seeded_counts()
     seed_demo()
     assert seeded_counts() == first
+
+
+def test_seed_demo_refuses_production_settings_and_creates_no_one(settings):
+    from django.core.management.base import CommandError
+
+    settings.DEMO_DATA_ALLOWED = False  # as config.settings.prod sets it
+    with pytest.raises(CommandError, match="published passwords"):
+        seed_demo()
+    assert not User.objects.exists()

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from operators.models import Operator
@@ -52,6 +52,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, subscribers: int, simulator_url: str, reference_data: Path, **options):
+        if not settings.DEMO_DATA_ALLOWED:
+            raise CommandError(
+                "seed_demo creates users with published passwords; it does not run with production settings."
+            )
         with transaction.atomic():
             role_groups_sync()
             users = self.seed_users()
