@@ -10,6 +10,7 @@ from django.urls import path
 
 from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
 from smsblast.authentication import api_token_revoke
+from smsblast.errors import ServiceConflict
 from smsblast.models import ApiToken, Area, AuditEvent, Subscriber, SubscriberImport, SubscriberImportRejection, User
 
 
@@ -155,11 +156,20 @@ class SubscriberAdmin(admin.ModelAdmin):
     def opt_in(self, request, queryset):
         from smsblast.services import subscriber_opt_in
 
-        changed = sum(
-            subscriber_opt_in(msisdn=msisdn, actor=request.user, source="admin")[1]
-            for msisdn in queryset.values_list("msisdn", flat=True)
-        )
+        changed, refused = 0, []
+        for msisdn in queryset.values_list("msisdn", flat=True):
+            try:
+                changed += subscriber_opt_in(msisdn=msisdn, actor=request.user, source="admin")[1]
+            except ServiceConflict:
+                refused.append(msisdn)
         self.message_user(request, f"Opted in {changed} number(s).", messages.SUCCESS)
+        if refused:
+            self.message_user(
+                request,
+                f"Not opted in, because they opted out by SMS and only their own START or REG brings them back: "
+                f"{', '.join(refused[:20])}{' …' if len(refused) > 20 else ''}.",
+                messages.WARNING,
+            )
 
 
 class SubscriberUploadForm(forms.Form):

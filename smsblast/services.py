@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from smsblast import importer, selectors
-from smsblast.audit import audit_record
+from smsblast.audit import audit_history, audit_record
 from smsblast.errors import ServiceConflict, ServiceInvalid
 from smsblast.models import Area, AreaLevel, Subscriber, SubscriberImport, SubscriberImportRejection, User
 from smsblast.phones import PrefixTable, normalize
@@ -789,14 +789,32 @@ def subscriber_opt_out(
 
 
 @transaction.atomic
+def _opted_out_by_sms(subscriber: Subscriber) -> bool:
+    """Return whether the subscriber's latest opt-out came by SMS from the number itself."""
+    latest = (
+        audit_history(subscriber)
+        .filter(action="subscriber.opt_out")
+        .order_by("-at", "-id")
+        .values_list("details", flat=True)
+        .first()
+    )
+    return bool(latest) and latest.get("source") == "sms"
+
+
 def subscriber_opt_in(
     *, msisdn: str, actor: User | None, source: str, details: dict | None = None
 ) -> tuple[Subscriber | None, bool]:
-    """Make an opted-out number reachable again; return the subscriber (None when unknown) and whether it changed."""
+    """Make an opted-out number reachable again; return the subscriber (None when unknown) and whether it changed.
+
+    A number that opted out by SMS (STOP, BERHENTI, UNREG) comes back only by its own START or REG: an officer
+    or an administrator may undo a hand-made opt-out, never the subscriber's own (ServiceConflict).
+    """
     e164 = _msisdn_or_invalid(msisdn)
     subscriber = Subscriber.objects.filter(msisdn=e164).first()
     if subscriber is None:
         return None, False
+    if source != "sms" and subscriber.opted_out_at and _opted_out_by_sms(subscriber):
+        raise ServiceConflict(f"{e164} opted out by SMS; only the subscriber can opt back in, by sending START or REG.")
     changed = Subscriber.objects.filter(pk=subscriber.pk, opted_out_at__isnull=False).update(
         opted_out_at=None, updated_at=timezone.now()
     )

@@ -273,3 +273,27 @@ def test_admin_actions_opt_selected_numbers_out_and_in(client, admin_user):
     assert list(Subscriber.objects.filter(opted_out_at__isnull=True).values_list("msisdn", flat=True)) == [
         "+6281234567890"
     ]
+
+
+def test_a_number_that_sent_stop_is_not_opted_back_in_by_an_officer_or_an_admin(
+    api_client_for, officer, client, admin_user
+):
+    subscriber = SubscriberFactory(msisdn="+6281234567890")
+    services.subscriber_opt_out(msisdn="+6281234567890", actor=None, source="sms")
+
+    refused = api_client_for(officer).post("/api/v1/subscribers/+6281234567890/opt-in/")
+    assert refused.status_code == 409
+    assert "START or REG" in refused.json()["detail"]
+    client.force_login(admin_user)
+    page = client.post(
+        "/admin/smsblast/subscriber/", {"action": "opt_in", "_selected_action": [str(subscriber.pk)]}, follow=True
+    )
+    assert "opted out by SMS" in page.content.decode()
+    subscriber.refresh_from_db()
+    assert subscriber.opted_out_at is not None
+    assert not AuditEvent.objects.filter(action="subscriber.opt_in").exists()
+
+    # Its own START brings it back, and after an officer's later opt-out an officer may undo that one.
+    services.subscriber_opt_in(msisdn="+6281234567890", actor=None, source="sms")
+    services.subscriber_opt_out(msisdn="+6281234567890", actor=officer, source="manual")
+    assert api_client_for(officer).post("/api/v1/subscribers/+6281234567890/opt-in/").status_code == 200
