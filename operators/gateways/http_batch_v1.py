@@ -38,6 +38,9 @@ CONNECT_TIMEOUT = float(os.environ.get("SMSBLAST_HTTP_CONNECT_TIMEOUT", "3.05"))
 # An operator validating 1,000 recipients answers in well under this; longer means it is in trouble.
 READ_TIMEOUT = float(os.environ.get("SMSBLAST_HTTP_READ_TIMEOUT", "30"))
 MAX_ERROR_CHARS = 500
+# The longest Retry-After honoured: a larger one (or a date far ahead) would overflow the retry time, and
+# the send task would raise with the batch still in flight. A day outlasts any message's usefulness.
+MAX_RETRY_AFTER_SECONDS = 24 * 3600.0
 
 _session: requests.Session | None = None
 _session_pid: int | None = None
@@ -90,19 +93,19 @@ def batch_headers(batch: OutboundBatch, body: bytes, *, timestamp: int | None = 
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """Return the wait a Retry-After header asks for (delta seconds or an HTTP date), or None."""
+    """Return the wait a Retry-After header asks for (delta seconds or an HTTP date, at most a day), or None."""
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        return min(float(value), MAX_RETRY_AFTER_SECONDS)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when is None or when.tzinfo is None:
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return min(max(0.0, when.timestamp() - (time.time() if now is None else now)), MAX_RETRY_AFTER_SECONDS)
 
 
 def _reason(response: requests.Response) -> str:

@@ -12,7 +12,13 @@ import pytest
 
 from operators import signing
 from operators.gateways.base import OutboundBatch, OutboundMessage, Outcome, get_adapter, registered_names
-from operators.gateways.http_batch_v1 import HttpBatchV1Adapter, batch_body, batch_headers, retry_after_seconds
+from operators.gateways.http_batch_v1 import (
+    MAX_RETRY_AFTER_SECONDS,
+    HttpBatchV1Adapter,
+    batch_body,
+    batch_headers,
+    retry_after_seconds,
+)
 from operators.simulator import OperatorConfig, SimulatorServer
 from smsblast.devtools import free_port
 
@@ -245,3 +251,10 @@ def test_retry_after_parsing():
     assert retry_after_seconds("soon") is None
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470) == 10.0
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=time.time()) == 0.0
+
+
+@pytest.mark.parametrize("value", ["9" * 400, "100000000000000000000", "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_retry_after_too_far_ahead_is_capped_so_the_retry_time_can_be_recorded(value):
+    wait = retry_after_seconds(value)
+    assert wait == MAX_RETRY_AFTER_SECONDS
+    assert datetime.now(UTC) + timedelta(seconds=wait)  # representable: no OverflowError
