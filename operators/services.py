@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -28,6 +28,7 @@ from operators.gateways.base import BatchResult, OutboundBatch, OutboundMessage,
 from operators.models import Operator
 from operators.ratelimit import RateLimiter
 from smsblast.audit import audit_record
+from smsblast.errors import ServiceInvalid
 from smsblast.models import AuditEvent
 from smsblast.transactions import enqueue_on_commit
 
@@ -318,6 +319,10 @@ def batch_record_result(
     """
     now = now or timezone.now()
     batch = leased or DispatchBatch.objects.select_related("operator", "run").get(pk=batch_id)
+    if result.outcome == Outcome.ACCEPTED and not 0 <= result.accepted <= batch.size:
+        # The operator's count is its own word: keep it within the batch, so a count no batch can have
+        # (negative, or past the column's range) still records the batch as accepted.
+        result = replace(result, accepted=min(max(result.accepted, 0), batch.size))
     if (
         result.outcome == Outcome.ACCEPTED
         and not result.rejected
@@ -800,6 +805,8 @@ def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: l
         return BatchOutcome(batch.status, "accepted")
     if batch.status != BatchStatus.IN_FLIGHT:
         raise LookupError("Claim the batch before acknowledging it.")
+    if accepted is not None and accepted > batch.size:
+        raise ServiceInvalid(f"accepted must be at most the batch's {batch.size} recipients.")
     result = BatchResult(
         outcome=Outcome.ACCEPTED,
         accepted=batch.size - len(rejected) if accepted is None else accepted,

@@ -239,3 +239,19 @@ def test_an_ack_whose_reason_holds_a_nul_character_is_recorded_without_it(world)
 
     assert acked.status_code == 200 and acked.json()["status"] == "accepted"
     assert Delivery.objects.get(pk=world["ids"]["tsel"][0]).reason == "blacklisted"
+
+
+def test_an_ack_accepting_more_than_the_batch_holds_is_refused_and_the_batch_stays_claimed(world):
+    operator = world["operators"]["tsel"]
+    operator.adapter = services.PULL_ADAPTER
+    operator.save()
+    client = world["clients"]["tsel"]
+    (batch,) = DispatchBatch.objects.filter(operator=operator)
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+
+    response = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"accepted": 2**40}, format="json")
+
+    assert response.status_code == 400
+    assert "at most" in response.json()["detail"]
+    batch.refresh_from_db()
+    assert batch.status == "in_flight" and batch.accepted_count == 0

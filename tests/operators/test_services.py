@@ -89,6 +89,15 @@ def test_an_accepted_batch_is_audited_once_and_a_second_answer_changes_nothing()
     assert len(audit_history(batch)) == 1
 
 
+@pytest.mark.parametrize(("answered", "kept"), [(-1, 0), (2**40, 3)])
+def test_an_accepted_count_no_batch_can_have_is_kept_within_the_batch(answered, kept):
+    batch = _batch(3)
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.ACCEPTED, accepted=answered))
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    batch.refresh_from_db()
+    assert batch.status == "accepted" and batch.accepted_count == kept
+
+
 def test_a_transient_error_waits_with_backoff_and_retries_with_the_same_batch_id():
     batch = _batch(2)
     ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, error="Service Unavailable", status_code=503))
