@@ -41,7 +41,7 @@ class DeliverySerializer(serializers.Serializer):
     reason = serializers.CharField()
     operator_ref = serializers.CharField()
     error_code = serializers.CharField()
-    done_at = serializers.DateTimeField()
+    done_at = serializers.DateTimeField(allow_null=True)  # null until the operator reports
 
     def get_operator(self, delivery) -> str:
         return delivery.operator.slug if delivery.operator else ""

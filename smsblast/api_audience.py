@@ -151,6 +151,8 @@ class SubscriberListView(APIView):
     """Find subscribers by number: `?q=0812 345` matches every number containing +62812345."""
 
     permission_classes = [IsOfficer]
+    # Tells the schema the answer is a page of subscribers, as get() answers, not a bare list.
+    pagination_class = Pagination
 
     @extend_schema(
         parameters=[OpenApiParameter("q", str, description="A number or part of one, in any usual form")],

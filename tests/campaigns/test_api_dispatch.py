@@ -203,3 +203,12 @@ def test_report_csv_keeps_operator_text_from_running_as_a_spreadsheet_formula(ap
 def test_operators_cannot_read_campaign_runs(api_client_for, sent_run, operator_user):
     response = api_client_for(operator_user).get(f"/api/v1/campaigns/{sent_run.campaign_id}/runs/")
     assert response.status_code == 403
+
+
+def test_a_delivery_without_a_report_is_documented_with_the_null_done_at_it_answers(sent_run, api_client_for):
+    client = api_client_for(sent_run.campaign.author)
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+    answered = client.get(f"/api/v1/campaigns/{sent_run.campaign_id}/deliveries/", {"status": "submitted"}).json()
+
+    assert answered["results"] and all(row["done_at"] is None for row in answered["results"])
+    assert schema["components"]["schemas"]["Delivery"]["properties"]["done_at"].get("nullable") is True

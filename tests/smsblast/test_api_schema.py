@@ -1,0 +1,20 @@
+"""The OpenAPI schema documents the audience endpoints as they answer."""
+
+import pytest
+
+from tests.smsblast.factories import SubscriberFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_subscriber_list_is_documented_as_the_page_it_answers(officer, api_client_for):
+    SubscriberFactory()
+    client = api_client_for(officer)
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+    answer = schema["paths"]["/api/v1/subscribers/"]["get"]["responses"]["200"]["content"]["application/json"]
+    page = schema["components"]["schemas"][answer["schema"]["$ref"].rsplit("/", 1)[1]]
+
+    body = client.get("/api/v1/subscribers/").json()
+
+    assert page["type"] == "object" and set(page["properties"]) == set(body)
+    assert page["properties"]["results"]["type"] == "array"
