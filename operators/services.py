@@ -803,7 +803,10 @@ def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: l
         raise LookupError("No such batch.")
     if batch.status == BatchStatus.ACCEPTED:
         return BatchOutcome(batch.status, "accepted")
-    if batch.status != BatchStatus.IN_FLIGHT:
+    # A claim whose lease lapsed went back to pending, but the operator may well have sent it: its late ack
+    # still counts, as a late answer to a push does. A batch never claimed has nothing to acknowledge.
+    claimed_before = batch.status in (BatchStatus.PENDING, BatchStatus.RETRY_WAIT) and batch.attempts > 0
+    if batch.status != BatchStatus.IN_FLIGHT and not claimed_before:
         raise LookupError("Claim the batch before acknowledging it.")
     if accepted is not None and accepted > batch.size:
         raise ServiceInvalid(f"accepted must be at most the batch's {batch.size} recipients.")

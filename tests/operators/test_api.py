@@ -1,6 +1,10 @@
 """The operator API: delivery reports (forward-only, idempotent, scoped) and pull mode."""
 
+from datetime import timedelta
+
 import pytest
+from django.conf import settings
+from django.utils import timezone
 
 from campaigns import dispatch
 from campaigns.models import Campaign, Delivery, DispatchBatch
@@ -255,3 +259,23 @@ def test_an_ack_accepting_more_than_the_batch_holds_is_refused_and_the_batch_sta
     assert "at most" in response.json()["detail"]
     batch.refresh_from_db()
     assert batch.status == "in_flight" and batch.accepted_count == 0
+
+
+def test_a_late_ack_after_the_claim_lapsed_still_accepts_the_batch_but_an_unclaimed_one_cannot_be_acked(world):
+    operator = world["operators"]["tsel"]
+    operator.adapter = services.PULL_ADAPTER
+    operator.save()
+    client = world["clients"]["tsel"]
+    (batch,) = DispatchBatch.objects.filter(operator=operator)
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {}, format="json").status_code == 409
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+    dispatch.dispatch_reconcile(now=timezone.now() + timedelta(seconds=settings.DISPATCH_LEASE_SECONDS + 1))
+    batch.refresh_from_db()
+    assert batch.status == "pending"  # the lapsed claim went back
+
+    acked = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"accepted": 3}, format="json")
+
+    assert acked.status_code == 200 and acked.json()["status"] == "accepted"
+    batch.refresh_from_db()
+    assert batch.status == "accepted" and batch.accepted_count == 3
+    assert client.get("/api/v1/operator/batches/?state=ready").json()["results"] == []
