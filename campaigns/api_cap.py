@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from campaigns.cap import cap_document
 from campaigns.cap_import import MAX_DOCUMENT_BYTES, cap_import
 from campaigns.selectors import campaign_list
+from smsblast.api import FileContentNegotiation
 from smsblast.errors import ServiceInvalid
 from smsblast.roles import IsOfficer, IsStaffRole
 
@@ -20,6 +21,7 @@ class CampaignCapView(APIView):
     """`GET /api/v1/campaigns/{id}/cap.xml`: the campaign as a CAP 1.2 alert (a Cancel once cancelled)."""
 
     permission_classes = [IsStaffRole]
+    content_negotiation_class = FileContentNegotiation
 
     @extend_schema(responses={(200, "application/cap+xml"): OpenApiResponse(description="CAP 1.2 alert")})
     def get(self, request, pk: int):

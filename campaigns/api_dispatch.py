@@ -14,7 +14,7 @@ from campaigns.dispatch_selectors import (
     effective_status,
     run_progress,
 )
-from smsblast.api import Pagination
+from smsblast.api import FileContentNegotiation, Pagination
 from smsblast.api_views import validated
 from smsblast.errors import ServiceInvalid
 from smsblast.roles import IsStaffRole
@@ -56,6 +56,12 @@ class CampaignDispatchActionsMixin:
     Mixed into CampaignViewSet, which supplies get_object (the campaigns the caller may see) and
     detail_response. Services check who may act on the campaign.
     """
+
+    def get_content_negotiator(self):
+        # Asked once before the action is known (for the request's parsers), and again to pick the renderer.
+        if getattr(self, "action", None) == "report_csv":
+            return FileContentNegotiation()
+        return super().get_content_negotiator()
 
     @extend_schema(request=ScheduleSerializer)
     @action(detail=True, methods=["post"], permission_classes=[IsStaffRole])

@@ -3,7 +3,8 @@
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -21,6 +22,20 @@ class Pagination(LimitOffsetPagination):
     """Limit/offset pages whose `limit` is capped, so a huge one is not passed on to the database."""
 
     max_limit = 10_000
+
+
+class FileContentNegotiation(DefaultContentNegotiation):
+    """Negotiation of an endpoint that answers a file (CSV, CAP XML): any Accept gets the file.
+
+    The file is not rendered by DRF, so no renderer names its type, and a client asking for exactly that
+    type (`Accept: text/csv`) would otherwise be refused with 406. Errors are still answered in JSON.
+    """
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type
 
 
 def exception_handler(exc, context):

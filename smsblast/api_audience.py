@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from campaigns.scheduling import zone_for_area_code
 from campaigns.services import _audience_problem as audience_problem
 from smsblast import optout, selectors, services
-from smsblast.api import Pagination
+from smsblast.api import FileContentNegotiation, Pagination
 from smsblast.api_views import validated
 from smsblast.errors import ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, Subscriber, SubscriberImport
@@ -379,6 +379,7 @@ class SubscriberImportRejectedView(APIView):
     """Download every rejected row of an import as CSV: line, reason, raw."""
 
     permission_classes = [IsOfficer]
+    content_negotiation_class = FileContentNegotiation
 
     @extend_schema(responses={(200, "text/csv"): OpenApiResponse(description="line,reason,raw")})
     def get(self, request, pk: int):

@@ -185,6 +185,17 @@ def test_report_csv_streams_one_row_per_delivery(api_client_for, sent_run):
     assert {row["operator"] for row in rows} == {"tsel", "isat"}
 
 
+def test_report_csv_is_served_to_a_client_that_accepts_only_csv_and_its_errors_stay_json(api_client_for, sent_run):
+    client = api_client_for(sent_run.campaign.author)
+    response = client.get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv", HTTP_ACCEPT="text/csv")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert b"".join(response.streaming_content).decode().count("\n") > 1
+
+    missing = client.get("/api/v1/campaigns/999999/report.csv", HTTP_ACCEPT="text/csv")
+    assert missing.status_code == 404 and missing.json()["detail"]
+
+
 def test_report_csv_keeps_operator_text_from_running_as_a_spreadsheet_formula(api_client_for, sent_run):
     delivery = sent_run.deliveries.order_by("pk").first()
     delivery.reason, delivery.operator_ref, delivery.error_code = '=HYPERLINK("http://x.example","a")', "@SUM(1)", "-1"

@@ -47,7 +47,8 @@ def officer_client(db, api_client_for):
 
 
 def _export(client, campaign) -> etree._Element:
-    response = client.get(f"/api/v1/campaigns/{campaign.pk}/cap.xml")
+    # As a CAP consumer asks for it: only the CAP type is acceptable.
+    response = client.get(f"/api/v1/campaigns/{campaign.pk}/cap.xml", HTTP_ACCEPT="application/cap+xml")
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("application/cap+xml")
     document = etree.fromstring(response.content)

@@ -362,7 +362,7 @@ def test_upload_answers_202_and_the_job_reports_counts_and_rejected_rows(
     assert detail["rejected_rows"] == [{"line": 3, "reason": "too_short", "raw": "12;35.05.01"}]
     assert detail["uploaded_by"] == officer.username
 
-    download = client.get(f"/api/v1/subscribers/imports/{job_id}/rejected.csv")
+    download = client.get(f"/api/v1/subscribers/imports/{job_id}/rejected.csv", HTTP_ACCEPT="text/csv")
     assert download.status_code == 200
     assert download["Content-Type"].startswith("text/csv")
     assert b"".join(download.streaming_content).decode().splitlines() == ["line,reason,raw", "3,too_short,12;35.05.01"]
