@@ -42,6 +42,8 @@ ACTION_PERMISSIONS = {
     "reject": [IsApprover],
     "cancel": [HasRole.of(Role.OFFICER, Role.APPROVER, Role.ADMIN)],
 }
+# The campaign list page searches the same words, cut to this length.
+MAX_SEARCH_CHARS = 100
 
 
 def _is_id(value: str) -> bool:
@@ -77,6 +79,9 @@ class CampaignViewSet(
                 raise ServiceInvalid(f"Unknown mode {filters['mode']!r}; use one of {', '.join(Mode)}.")
             if filters.get("author") and not _is_id(filters["author"]):
                 raise ServiceInvalid("author must be a user id.")
+            # Each word is one more condition: thousands would exceed what SQLite can parse (a 500).
+            if len(filters.get("q") or "") > MAX_SEARCH_CHARS:
+                raise ServiceInvalid(f"q must be at most {MAX_SEARCH_CHARS} characters.")
         return campaign_list(self.request.user, filters)
 
     def get_serializer_class(self):
@@ -94,7 +99,7 @@ class CampaignViewSet(
         parameters=[
             OpenApiParameter("status", enum=Campaign.Status.values),
             OpenApiParameter("mode", enum=Mode.values),
-            OpenApiParameter("q", description="Words in the title, text or sender."),
+            OpenApiParameter("q", description="Words in the title, text or sender (at most 100 characters)."),
             OpenApiParameter("author", int, description="Author's user id."),
         ]
     )

@@ -358,6 +358,16 @@ def test_an_author_filter_that_is_no_user_id_is_a_400(author, api_client_for, au
     assert response.json()["detail"] == "author must be a user id."
 
 
+def test_a_search_of_more_than_a_hundred_characters_is_a_400_not_a_server_error(author, api_client_for):
+    client = api_client_for(author)
+    assert client.get("/api/v1/campaigns/", {"q": " ".join(["a"] * 50)}).status_code == 200
+
+    response = client.get("/api/v1/campaigns/", {"q": " ".join(["a"] * 1100)})
+
+    assert response.status_code == 400
+    assert "at most 100 characters" in response.json()["detail"]
+
+
 def test_analyze_returns_encoding_segments_and_suggestion(author, api_client_for):
     response = api_client_for(author).post("/api/v1/sms/analyze/", {"text": "Jaga jarak – pakai masker"}, format="json")
     assert response.status_code == 200
