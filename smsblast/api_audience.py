@@ -405,7 +405,10 @@ class SubscriberImportRejectedView(APIView):
 
 
 class AudiencePreviewSerializer(serializers.Serializer):
-    area_codes = serializers.ListField(child=serializers.CharField(max_length=13), required=False, default=list)
+    # As many as a campaign may target.
+    area_codes = serializers.ListField(
+        child=serializers.CharField(max_length=13), max_length=500, required=False, default=list
+    )
     polygon = serializers.JSONField(required=False, allow_null=True, default=None)
     audience = serializers.JSONField(required=False, default=dict)
     segments = serializers.IntegerField(required=False, min_value=0, max_value=10, default=None, allow_null=True)

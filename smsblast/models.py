@@ -66,9 +66,12 @@ class AreaQuerySet(models.QuerySet):
 
 def area_subtree_q(field: str, codes) -> Q:
     """Return a Q matching `field` equal to any code or lying below it (dotted prefix)."""
-    q = Q(pk__in=[])
+    codes = list(codes)
+    # One IN for the codes themselves, then one prefix test per code: SQLite refuses an expression over
+    # 1,000 levels deep, which two ORed tests per code reach at 500 codes.
+    q = Q(**{f"{field}__in": codes})
     for code in codes:
-        q |= Q(**{field: code}) | Q(**{f"{field}__startswith": f"{code}."})
+        q |= Q(**{f"{field}__startswith": f"{code}."})
     return q
 
 

@@ -5,7 +5,7 @@ from rest_framework.test import APIClient
 
 from campaigns.models import Campaign
 from campaigns.services import campaign_content_hash
-from smsblast.models import Role
+from smsblast.models import Area, Role
 from tests.campaigns.factories import CampaignFactory
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
@@ -366,6 +366,16 @@ def test_a_search_of_more_than_a_hundred_characters_is_a_400_not_a_server_error(
 
     assert response.status_code == 400
     assert "at most 100 characters" in response.json()["detail"]
+
+
+def test_a_campaign_over_five_hundred_areas_is_created_with_its_audience_not_a_server_error(author, api_client_for):
+    codes = [f"35.05.01.{2001 + n}" for n in range(500)]
+    Area.objects.bulk_create([Area(code=code, name=code, search_name=code, level="desa") for code in codes])
+
+    response = api_client_for(author).post("/api/v1/campaigns/", {**DRAFT_BODY, "area_codes": codes}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["audience"]["total"] == 0
 
 
 def test_analyze_returns_encoding_segments_and_suggestion(author, api_client_for):

@@ -209,6 +209,7 @@ def test_preview_endpoint_takes_a_polygon(api_client_for, approver, fixture):
         ({"area_codes": ["35.05"], "audience": {"languages": 5}}, "languages must be a list"),
         ({"area_codes": ["35.05"], "audience": {"operators": "telkomsel"}}, "operators must be a list"),
         ({"area_codes": ["35.05"], "audience": {"language": ["en"]}}, "Unknown audience filters: language"),
+        ({"area_codes": ["35.05"] * 501}, "area_codes"),
     ],
 )
 def test_preview_endpoint_refuses_bad_input(api_client_for, officer, fixture, body, message):
@@ -216,6 +217,20 @@ def test_preview_endpoint_refuses_bad_input(api_client_for, officer, fixture, bo
 
     assert response.status_code == 400
     assert message in response.json()["detail"]
+
+
+def test_preview_of_five_hundred_areas_counts_everyone_below_them(api_client_for, officer, fixture):
+    desa = [f"35.05.03.{2001 + n}" for n in range(499)]
+    for code in desa:
+        AreaFactory(code=code, name=f"Desa {code}")
+    SubscriberFactory(area_id=desa[-1])
+
+    response = api_client_for(officer).post(
+        "/api/v1/audience/preview/", {"area_codes": ["35.05.01", *desa]}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["recipients"] == 5 + 1  # kecamatan 01 and its desa, and the last new desa
 
 
 def test_preview_endpoint_is_for_staff_roles(api_client_for, operator_user, fixture):
