@@ -279,3 +279,20 @@ def test_a_late_ack_after_the_claim_lapsed_still_accepts_the_batch_but_an_unclai
     batch.refresh_from_db()
     assert batch.status == "accepted" and batch.accepted_count == 3
     assert client.get("/api/v1/operator/batches/?state=ready").json()["results"] == []
+
+
+def test_an_ack_rejecting_more_messages_than_the_batch_holds_accepts_none_rather_than_failing(world):
+    operator = world["operators"]["tsel"]
+    operator.adapter = services.PULL_ADAPTER
+    operator.save()
+    client = world["clients"]["tsel"]
+    (batch,) = DispatchBatch.objects.filter(operator=operator)
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+    rejected = [{"message_id": message_id, "reason": "barred"} for message_id in [*world["ids"]["tsel"], "1", "2"]]
+
+    response = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"rejected": rejected}, format="json")
+
+    assert response.status_code == 200 and response.json()["status"] == "accepted"
+    batch.refresh_from_db()
+    assert batch.accepted_count == 0
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"rejected"}
