@@ -110,8 +110,8 @@ class AreaDetailView(APIView):
 
 class SubscriberSerializer(serializers.ModelSerializer):
     area = serializers.CharField(source="area_id", allow_null=True)
-    area_name = serializers.CharField(source="area.name", default=None)
-    operator = serializers.CharField(source="operator.slug", default=None)
+    area_name = serializers.CharField(source="area.name", default=None, allow_null=True)
+    operator = serializers.CharField(source="operator.slug", default=None, allow_null=True)
     opted_out = serializers.SerializerMethodField()
 
     class Meta:

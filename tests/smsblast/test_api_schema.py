@@ -18,3 +18,16 @@ def test_the_subscriber_list_is_documented_as_the_page_it_answers(officer, api_c
 
     assert page["type"] == "object" and set(page["properties"]) == set(body)
     assert page["properties"]["results"]["type"] == "array"
+
+
+def test_a_subscriber_without_area_or_operator_is_documented_with_the_nulls_it_answers(officer, api_client_for):
+    SubscriberFactory(area=None, operator=None)
+    client = api_client_for(officer)
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+
+    (row,) = client.get("/api/v1/subscribers/").json()["results"]
+
+    fields = schema["components"]["schemas"]["Subscriber"]["properties"]
+    for name in ("area", "area_name", "operator"):
+        assert row[name] is None
+        assert fields[name].get("nullable") is True, name
