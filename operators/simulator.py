@@ -64,7 +64,7 @@ from operators import signing
 logger = logging.getLogger(__name__)
 
 MAX_REPORTS_PER_REQUEST = 10_000
-# Every field of the batch body (DESIGN "Operator Batch API v1"); a batch missing one is refused with 400.
+# Every field of the batch body (Operator Batch API v1); a batch missing one is refused with 400.
 BATCH_FIELDS = (
     "batch_id",
     "campaign",

@@ -1,6 +1,6 @@
 """The Operator Batch API v1 push adapter: one signed JSON POST per batch, answers classified for the send task.
 
-Classification (DESIGN "Operator Batch API v1"):
+Classification (Operator Batch API v1):
   202 (any 2xx) with a readable answer  ACCEPTED (accepted count and rejected messages)
   429                                   RETRY, retry_after from Retry-After (seconds or an HTTP date)
   408, 5xx, timeout, connection error   RETRY (Retry-After honoured when a 503 sends one)
@@ -209,7 +209,7 @@ def area_broadcast_headers(
 
 
 def area_broadcast_body(broadcast: OutboundAreaBroadcast) -> bytes:
-    """Return the JSON body of an area broadcast (DESIGN "Area broadcast"), encoded once for signing."""
+    """Return the JSON body of an area broadcast (see `operators.simulator`), encoded once for signing."""
     document = {
         "broadcast_id": broadcast.broadcast_id,
         "text": broadcast.text,
