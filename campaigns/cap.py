@@ -37,8 +37,7 @@ _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0e-\x1f\ufffe\uffff]")
 
 def cap_sender() -> str:
     """Return this installation's CAP sender id (CAP_SENDER, else derived from the public host)."""
-    configured = getattr(settings, "CAP_SENDER", "")
-    return configured or f"smsblast@{urlparse(settings.PUBLIC_BASE_URL).hostname or 'localhost'}"
+    return settings.CAP_SENDER or f"smsblast@{urlparse(settings.PUBLIC_BASE_URL).hostname or 'localhost'}"
 
 
 def cap_identifier(campaign: Campaign, approval: Approval) -> str:

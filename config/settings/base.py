@@ -203,6 +203,8 @@ DISPATCH_REDRIVE_AFTER_SECONDS = env.int("DISPATCH_REDRIVE_AFTER_SECONDS", defau
 
 # Where operators post delivery reports back to; the simulator and adapters use it.
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+# The CAP <sender> of exported alerts (e.g. "bpbd@blitarkab.go.id"); empty: smsblast@<host of PUBLIC_BASE_URL>.
+CAP_SENDER = env("CAP_SENDER", default="")
 
 LOGGING = {
     "version": 1,

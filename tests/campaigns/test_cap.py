@@ -650,3 +650,40 @@ def test_a_small_circle_inside_a_large_regency_sets_that_regency_as_the_area(off
     response = _post_xml(officer_client, document)
     assert response.status_code == 201, response.json()
     assert Campaign.objects.get(pk=response.json()["campaign_id"]).area_codes == ["93.01"]
+
+
+def test_the_cap_sender_is_the_configured_one_else_derived_from_the_public_host(settings, officer_client):
+    from campaigns.cap import cap_sender
+
+    settings.CAP_SENDER = ""
+    settings.PUBLIC_BASE_URL = "https://sms.blitarkab.go.id"
+    assert cap_sender() == "smsblast@sms.blitarkab.go.id"
+    settings.CAP_SENDER = "bpbd@blitarkab.go.id"
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    document = _export(officer_client, broadcast_campaign(area_codes=["35.05"]))
+    assert _find(document, "cap:sender") == ["bpbd@blitarkab.go.id"]
+    assert _find(document, "cap:identifier")[0].startswith("blitarkab.go.id.campaign.")
+
+
+def test_the_cap_sender_is_read_from_the_environment():
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings as django_settings
+
+    env = {**os.environ, "CAP_SENDER": "bpbd@blitarkab.go.id", "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; print(settings.CAP_SENDER)",
+        ],
+        cwd=django_settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.stdout.strip() == "bpbd@blitarkab.go.id", shown.stderr
