@@ -6,7 +6,9 @@ import os
 from celery import Celery
 from celery.signals import after_setup_logger, task_postrun, task_prerun
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+# Production unless told otherwise (`make run` and the tests say which): a deploy that forgets to say never
+# runs with DEBUG on and a development key.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.prod")
 
 app = Celery("smsblast")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -49,3 +49,23 @@ def test_seed_demo_refuses_to_run_under_production_settings(tmp_path):
     )
     assert result.returncode != 0
     assert "published passwords" in result.stderr
+
+
+def test_the_web_and_worker_entry_points_default_to_production_settings(tmp_path):
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("DJANGO_")}
+    probe = "import config.wsgi, config.celery; from django.conf import settings; print(settings.DEBUG)"
+
+    def run(**extra):
+        return subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=BASE_DIR,
+            env={**inherited, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    without_key = run()
+    assert without_key.returncode != 0 and "SECRET_KEY" in without_key.stderr
+    configured = run(SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="example.org")
+    assert configured.stdout.strip() == "False", configured.stderr
