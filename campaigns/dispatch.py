@@ -731,11 +731,12 @@ def run_expire_overdue(*, run: CampaignRun, now: datetime) -> int:
     )
     # Without waiting for messages a report holds: it locks its rows in its own order and this UPDATE would
     # take them in another (a deadlock). A message skipped now is final after that report, or expires next pass.
+    # A message the operator reported submitted is with the operator whatever became of its batch (the
+    # answer to the batch may have been lost, then the batch failed or was cancelled): it expires too.
     unreported = (
-        Delivery.objects.filter(
-            run=run,
-            batch__status=BatchStatus.ACCEPTED,
-            status__in=[DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED],
+        Delivery.objects.filter(run=run)
+        .filter(
+            Q(batch__status=BatchStatus.ACCEPTED, status=DeliveryStatus.QUEUED) | Q(status=DeliveryStatus.SUBMITTED)
         )
         .select_for_update(skip_locked=True, no_key=True, of=("self",))
         .values("pk")

@@ -712,3 +712,25 @@ def test_reports_arriving_as_the_run_expires_are_applied_without_a_deadlock():
     assert set(Delivery.objects.filter(run=run).values_list("status", flat=True)) <= {"delivered", "expired"}
     dispatch.dispatch_reconcile()
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
+
+
+def test_messages_the_operator_reported_submitted_in_a_batch_that_then_failed_expire_and_the_run_completes():
+    from operators.gateways.base import BatchResult, Outcome
+    from operators.services import delivery_reports_apply
+
+    run, operators, _ = _fanned_out_run({"tsel": 2})
+    batch = DispatchBatch.objects.get(run=run)
+    first, second = Delivery.objects.filter(batch=batch).order_by("pk")
+    # The operator took the batch and reported on one message, but its answer to us never came through, and
+    # the retries met a permanent error: the batch fails for good.
+    delivery_reports_apply(operator=operators["tsel"], reports=[(str(first.pk), "SUBMITTED", "", "", None)])
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.FAILED, error="HTTP 400: bad request", status_code=400))
+    assert batch_send(batch_id=batch.pk) == "failed"
+    assert Delivery.objects.get(pk=second.pk).status == "failed"
+    assert Delivery.objects.get(pk=first.pk).status == "submitted"  # the operator has it: a report may come
+
+    CampaignRun.objects.filter(pk=run.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    dispatch.dispatch_reconcile()
+
+    assert Delivery.objects.get(pk=first.pk).status == "expired"
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED_WITH_FAILURES
