@@ -9,6 +9,10 @@ Classification (Operator Batch API v1):
                                         would mark deliveries failed that are being sent; a retry reuses
                                         the Idempotency-Key, so the operator answers its first answer again
                                         and sends nothing twice, and the retry budget still bounds it.
+  an answer cut off, or not complete    RETRY, for the same reason; the whole answer must arrive within
+  within the read timeout               the read timeout (not only each byte), so a trickling operator
+                                        cannot hold a worker past the batch's lease. Bodies past
+                                        `answer_limit` are cut there.
 """
 
 import json
@@ -18,6 +22,7 @@ import time
 from email.utils import parsedate_to_datetime
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from operators import signing
@@ -38,6 +43,10 @@ CONNECT_TIMEOUT = float(os.environ.get("SMSBLAST_HTTP_CONNECT_TIMEOUT", "3.05"))
 # An operator validating 1,000 recipients answers in well under this; longer means it is in trouble.
 READ_TIMEOUT = float(os.environ.get("SMSBLAST_HTTP_READ_TIMEOUT", "30"))
 MAX_ERROR_CHARS = 500
+# The most of an answer read: room for every message of the batch refused with a reason, and then some. A
+# larger body (a misrouted download) is cut there rather than held in the worker's memory.
+ANSWER_BASE_BYTES = 2**20
+ANSWER_BYTES_PER_RECIPIENT = 1024
 # The longest Retry-After honoured: a larger one (or a date far ahead) would overflow the retry time, and
 # the send task would raise with the batch still in flight. A day outlasts any message's usefulness.
 MAX_RETRY_AFTER_SECONDS = 24 * 3600.0
@@ -108,6 +117,44 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     return min(max(0.0, when.timestamp() - (time.time() if now is None else now)), MAX_RETRY_AFTER_SECONDS)
 
 
+def answer_limit(batch: OutboundBatch) -> int:
+    """Return how many bytes of the operator's answer to `batch` are read at most."""
+    return ANSWER_BASE_BYTES + ANSWER_BYTES_PER_RECIPIENT * len(batch.recipients)
+
+
+def answer_read(response: requests.Response, *, started: float, timeout: float, limit: int) -> None:
+    """Read the body of a streamed answer into `response` within `timeout` seconds of `started`, at most `limit` bytes.
+
+    The read timeout alone bounds each wait for a byte, not the answer: an operator trickling its answer a byte
+    at a time would hold the worker (and the batch's lease) for ever. Past the deadline this raises
+    requests.ReadTimeout; a connection lost mid-answer raises requests.ConnectionError. A body over `limit` is
+    cut there and the connection dropped.
+    """
+    deadline = started + timeout
+    chunks, size = [], 0
+    while size < limit:
+        if time.monotonic() > deadline:
+            response.close()
+            raise requests.ReadTimeout(f"Read timed out: the answer took longer than {timeout:g} s.")
+        try:
+            chunk = response.raw.read1(min(65536, limit - size), decode_content=True)
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            response.close()
+            raise requests.ReadTimeout(str(exc)) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            response.close()
+            raise requests.ConnectionError(f"The answer was cut off: {exc}") from exc
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    else:
+        response.close()  # cut: the rest is never read, so the connection cannot be reused
+    response._content = b"".join(chunks)
+    response._content_consumed = True
+    response.close()  # every byte read: the connection goes back to the pool
+
+
 def _reason(response: requests.Response) -> str:
     """Return the operator's stated reason for refusing, else the start of its body."""
     try:
@@ -154,15 +201,27 @@ class HttpBatchV1Adapter(GatewayAdapter):
     def send_batch(self, batch: OutboundBatch) -> BatchResult:
         body = batch_body(batch)
         url = f"{batch.base_url.rstrip('/')}/v1/batches"
+        started = time.monotonic()
         try:
             response = http_session().post(
-                url, data=body, headers=batch_headers(batch, body), timeout=self.timeout, allow_redirects=False
+                url,
+                data=body,
+                headers=batch_headers(batch, body),
+                timeout=self.timeout,
+                allow_redirects=False,
+                stream=True,
             )
         except (requests.Timeout, requests.ConnectionError) as exc:
             return BatchResult(outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
         except requests.RequestException as exc:
             # A malformed base_url and the like: no retry can fix the configuration.
             return BatchResult(outcome=Outcome.FAILED, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        try:
+            answer_read(response, started=started, timeout=self.timeout[1], limit=answer_limit(batch))
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            # The request reached the operator, which may have taken the batch: a retry reuses the
+            # Idempotency-Key, while failing would mark messages failed that it may be sending.
+            return BatchResult(outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
         return classify(response)
 
     def send_area_broadcast(self, broadcast: OutboundAreaBroadcast) -> AreaBroadcastResult:

@@ -258,3 +258,80 @@ def test_a_retry_after_too_far_ahead_is_capped_so_the_retry_time_can_be_recorded
     wait = retry_after_seconds(value)
     assert wait == MAX_RETRY_AFTER_SECONDS
     assert datetime.now(UTC) + timedelta(seconds=wait)  # representable: no OverflowError
+
+
+class Misbehaving:
+    """A server that answers every POST with a status and headers, then writes its body as `write(wfile)` says."""
+
+    def __init__(self, status: int, headers: dict[str, str], write):
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                try:
+                    write(self.wfile)
+                except OSError:
+                    pass  # the client hung up, as it should
+                self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_an_accepting_answer_cut_off_mid_body_is_a_retry_not_a_failure():
+    # The operator may have taken the batch: failing it would mark deliveries failed that it is sending.
+    def write(wfile):
+        wfile.write(b'{"batch_id": "x", "acc')
+        wfile.flush()
+
+    with Misbehaving(202, {"Content-Length": "200", "Content-Type": "application/json"}, write) as server:
+        result = get_adapter("http_batch_v1").send_batch(outbound(server.url))
+    assert result.outcome == Outcome.RETRY
+
+
+def test_an_answer_trickling_in_past_the_read_timeout_is_a_retry():
+    # One byte at a time, each well within the read timeout, for far longer than the whole timeout.
+    def write(wfile):
+        for _ in range(400):
+            wfile.write(b" ")
+            wfile.flush()
+            time.sleep(0.05)
+
+    with Misbehaving(202, {"Content-Length": "100000", "Content-Type": "application/json"}, write) as server:
+        result = HttpBatchV1Adapter(read_timeout=1).send_batch(outbound(server.url))
+    assert result.outcome == Outcome.RETRY
+    assert "Timeout" in result.error
+
+
+def test_a_huge_answer_is_read_only_up_to_a_limit():
+    sent = []
+
+    def write(wfile):
+        chunk = b"x" * 65536
+        for _ in range(1024):  # 64 MiB at most
+            wfile.write(chunk)
+            sent.append(len(chunk))
+
+    with Misbehaving(502, {"Content-Length": str(2**36)}, write) as server:
+        result = get_adapter("http_batch_v1").send_batch(outbound(server.url))
+    assert result.outcome == Outcome.RETRY
+    assert result.error.startswith("HTTP 502: xxx")
+    # The worker stopped reading after a few MiB (what was sent includes the sockets' buffers).
+    assert sum(sent) < 32 * 2**20
