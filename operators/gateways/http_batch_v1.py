@@ -238,6 +238,7 @@ class HttpBatchV1Adapter(GatewayAdapter):
     def _post_area_broadcast(
         self, url: str, broadcast: OutboundAreaBroadcast, body: bytes, idempotency_key: str
     ) -> AreaBroadcastResult:
+        started = time.monotonic()
         try:
             response = http_session().post(
                 url,
@@ -245,11 +246,17 @@ class HttpBatchV1Adapter(GatewayAdapter):
                 headers=area_broadcast_headers(broadcast, body, idempotency_key=idempotency_key),
                 timeout=self.timeout,
                 allow_redirects=False,
+                stream=True,
             )
         except (requests.Timeout, requests.ConnectionError) as exc:
             return AreaBroadcastResult(outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
         except requests.RequestException as exc:
             return AreaBroadcastResult(outcome=Outcome.FAILED, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        try:
+            answer_read(response, started=started, timeout=self.timeout[1], limit=ANSWER_BASE_BYTES)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            # As for a batch: the operator may have taken it, and the repeat is idempotent.
+            return AreaBroadcastResult(outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
         return classify_area_broadcast(response)
 
 

@@ -172,3 +172,30 @@ def test_an_operators_answer_holding_nul_characters_is_read_without_them():
     assert (refused.outcome, refused.error) == (Outcome.FAILED, "HTTP 400: bad area")
     garbled = classify_area_broadcast(_answer(503, b"down\x00"))
     assert garbled.error == "HTTP 503: down"
+
+
+def test_an_acknowledgement_cut_off_mid_body_is_a_retry_not_a_failure():
+    # The operator may be broadcasting already: failing would stop us from ever sending its cancel.
+    class CutOff(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(202)
+            self.send_header("Content-Length", "200")
+            self.end_headers()
+            self.wfile.write(b'{"operator_ref": "CB-')
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CutOff)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = get_adapter("http_batch_v1").send_area_broadcast(_broadcast(url, f"{url}/reports"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.outcome == Outcome.RETRY
