@@ -182,12 +182,25 @@ def test_reports_complete_the_run_once_every_delivery_is_final(world):
 # --- pull mode -------------------------------------------------------------------------------
 
 
-def test_a_pulling_operator_lists_claims_and_acks_its_own_batches(world):
+def _pulling_operator(world):
+    """Switch tsel to pull mode and return (its API client, its batch)."""
     operator = world["operators"]["tsel"]
     operator.adapter = services.PULL_ADAPTER
     operator.save()
     client = world["clients"]["tsel"]
     (batch,) = DispatchBatch.objects.filter(operator=operator)
+    return client, batch
+
+
+def _claimed_by_a_pulling_operator(world):
+    """Switch tsel to pull mode, claim its batch through the API and return (its client, the batch)."""
+    client, batch = _pulling_operator(world)
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+    return client, batch
+
+
+def test_a_pulling_operator_lists_claims_and_acks_its_own_batches(world):
+    client, batch = _pulling_operator(world)
     assert services.batch_send(batch_id=batch.pk) == "pull"  # no push for a pulling operator
 
     listed = client.get("/api/v1/operator/batches/?state=ready").json()
@@ -208,12 +221,7 @@ def test_a_pulling_operator_lists_claims_and_acks_its_own_batches(world):
 
 
 def test_an_ack_rejecting_message_ids_that_name_no_delivery_still_accepts_the_batch(world):
-    operator = world["operators"]["tsel"]
-    operator.adapter = services.PULL_ADAPTER
-    operator.save()
-    client = world["clients"]["tsel"]
-    (batch,) = DispatchBatch.objects.filter(operator=operator)
-    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+    client, batch = _claimed_by_a_pulling_operator(world)
 
     rejected = [{"message_id": message_id, "reason": "bad"} for message_id in ("\u00b2", "1" * 5000)]
     body = {"accepted": 3, "rejected": rejected}
@@ -231,12 +239,7 @@ def test_an_operator_cannot_claim_another_operators_batch(world):
 
 
 def test_an_ack_whose_reason_holds_a_nul_character_is_recorded_without_it(world):
-    operator = world["operators"]["tsel"]
-    operator.adapter = services.PULL_ADAPTER
-    operator.save()
-    client = world["clients"]["tsel"]
-    (batch,) = DispatchBatch.objects.filter(operator=operator)
-    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+    client, batch = _claimed_by_a_pulling_operator(world)
 
     rejected = [{"message_id": world["ids"]["tsel"][0], "reason": "black\x00listed"}]
     acked = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"rejected": rejected}, format="json")
@@ -246,12 +249,7 @@ def test_an_ack_whose_reason_holds_a_nul_character_is_recorded_without_it(world)
 
 
 def test_an_ack_accepting_more_than_the_batch_holds_is_refused_and_the_batch_stays_claimed(world):
-    operator = world["operators"]["tsel"]
-    operator.adapter = services.PULL_ADAPTER
-    operator.save()
-    client = world["clients"]["tsel"]
-    (batch,) = DispatchBatch.objects.filter(operator=operator)
-    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+    client, batch = _claimed_by_a_pulling_operator(world)
 
     response = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"accepted": 2**40}, format="json")
 
@@ -262,11 +260,7 @@ def test_an_ack_accepting_more_than_the_batch_holds_is_refused_and_the_batch_sta
 
 
 def test_a_late_ack_after_the_claim_lapsed_still_accepts_the_batch_but_an_unclaimed_one_cannot_be_acked(world):
-    operator = world["operators"]["tsel"]
-    operator.adapter = services.PULL_ADAPTER
-    operator.save()
-    client = world["clients"]["tsel"]
-    (batch,) = DispatchBatch.objects.filter(operator=operator)
+    client, batch = _pulling_operator(world)
     assert client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {}, format="json").status_code == 409
     assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
     dispatch.dispatch_reconcile(now=timezone.now() + timedelta(seconds=settings.DISPATCH_LEASE_SECONDS + 1))
@@ -282,12 +276,7 @@ def test_a_late_ack_after_the_claim_lapsed_still_accepts_the_batch_but_an_unclai
 
 
 def test_an_ack_rejecting_more_messages_than_the_batch_holds_accepts_none_rather_than_failing(world):
-    operator = world["operators"]["tsel"]
-    operator.adapter = services.PULL_ADAPTER
-    operator.save()
-    client = world["clients"]["tsel"]
-    (batch,) = DispatchBatch.objects.filter(operator=operator)
-    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+    client, batch = _claimed_by_a_pulling_operator(world)
     rejected = [{"message_id": message_id, "reason": "barred"} for message_id in [*world["ids"]["tsel"], "1", "2"]]
 
     response = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"rejected": rejected}, format="json")

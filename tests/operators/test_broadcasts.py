@@ -45,6 +45,29 @@ def _by_slug(run: CampaignRun) -> dict[str, AreaBroadcast]:
     return {b.operator.slug: b for b in AreaBroadcast.objects.filter(run=run).select_related("operator")}
 
 
+def _sent(campaign: Campaign) -> CampaignRun:
+    """Start the campaign's window and send its broadcast to every operator."""
+    run = _start(campaign)
+    for row in _by_slug(run).values():
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    return run
+
+
+def _targeted_run_writing_xl_then_indosat(operators) -> CampaignRun:
+    """Return a targeted run of another campaign whose fan-out writes xl's batch, then indosat's."""
+    from smsblast.models import Area
+    from tests.operators.scripted import approved_campaign, sending_run
+    from tests.smsblast.factories import SubscriberFactory
+
+    district = Area.objects.get(code="35.05.01")
+    by_slug = {operator.slug: operator for operator in operators}
+    for slug in ("xl", "indosat"):  # the subscribers' order
+        SubscriberFactory(area=district, operator=by_slug[slug])
+    targeted = approved_campaign(skip_areas=True, area_codes=["35.05"])
+    Campaign.objects.filter(pk=targeted.pk).update(status=Campaign.Status.SENDING)
+    return sending_run(targeted)
+
+
 # --- content hash and validation ------------------------------------------------------------
 
 
@@ -297,9 +320,7 @@ def test_a_campaign_cancelled_through_its_service_reaches_the_operators_on_the_n
     from campaigns.services import campaign_cancel
 
     campaign = broadcast_campaign()
-    run = _start(campaign)
-    for row in _by_slug(run).values():
-        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    _sent(campaign)
     campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah")
     due = broadcasts.area_broadcasts_tick()
     assert sorted(due["cancels"]) == sorted(str(pk) for pk in AreaBroadcast.objects.values_list("pk", flat=True))
@@ -347,9 +368,7 @@ def test_reach_reports_are_monotonic_idempotent_and_scoped_to_the_operator(opera
 def test_the_end_of_the_window_completes_the_run_with_failures_when_an_operator_never_acknowledged(operators, areas):
     ScriptedAreaAdapter.reset(indosat=[RETRY])
     campaign = broadcast_campaign()
-    run = _start(campaign)
-    for row in _by_slug(run).values():
-        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    run = _sent(campaign)
     broadcasts.area_broadcasts_tick(now=campaign.ends_at + timedelta(seconds=1))
     rows = _by_slug(run)
     assert rows["telkomsel"].state == rows["xl"].state == State.COMPLETED
@@ -362,9 +381,7 @@ def test_the_end_of_the_window_completes_the_run_with_failures_when_an_operator_
 
 def test_the_end_of_the_window_completes_the_campaign_when_every_operator_acknowledged(operators, areas):
     campaign = broadcast_campaign()
-    run = _start(campaign)
-    for row in _by_slug(run).values():
-        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    _sent(campaign)
     broadcasts.area_broadcasts_tick(now=campaign.ends_at)
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.COMPLETED
@@ -410,9 +427,7 @@ def test_the_campaign_detail_shows_the_estimate_to_composer_and_approver(operato
 
 def test_a_cancel_never_confirmed_is_closed_when_the_window_ends(operators, areas):
     campaign = broadcast_campaign()
-    run = _start(campaign)
-    for row in _by_slug(run).values():
-        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    run = _sent(campaign)
     ScriptedAreaAdapter.reset(xl=[RETRY] * 3)
     broadcasts.area_broadcast_run_cancel(run=run)
     for slug in ("telkomsel", "indosat"):
@@ -434,9 +449,7 @@ def test_cancel_as_the_window_ends_gives_one_clear_outcome_without_a_deadlock(op
 
     skip_unless_postgresql()
     campaign = broadcast_campaign()
-    run = _start(campaign)
-    for row in _by_slug(run).values():
-        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    run = _sent(campaign)
     errors = race_behind_a_row(
         run,
         lambda: broadcasts.area_broadcast_run_finish(run_id=run.pk, now=campaign.ends_at),
@@ -451,9 +464,7 @@ def test_cancel_as_the_window_ends_gives_one_clear_outcome_without_a_deadlock(op
 def test_a_reach_report_as_the_window_ends_is_kept_without_a_deadlock(operators, areas):
     skip_unless_postgresql()
     campaign = broadcast_campaign()
-    run = _start(campaign)
-    for row in _by_slug(run).values():
-        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    run = _sent(campaign)
     xl = _by_slug(run)["xl"]
     long_ago = timezone.now() - timedelta(minutes=20)
     CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=long_ago)
@@ -477,9 +488,7 @@ def test_a_reach_report_as_the_window_ends_is_kept_without_a_deadlock(operators,
 def test_a_cancel_claimed_as_the_window_ends_is_confirmed_without_a_deadlock(operators, areas):
     skip_unless_postgresql()
     campaign = broadcast_campaign()
-    run = _start(campaign)
-    for row in _by_slug(run).values():
-        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    run = _sent(campaign)
     broadcasts.area_broadcast_run_cancel(run=run)
     xl = _by_slug(run)["xl"]
     assert xl.state == State.CANCEL_PENDING
@@ -502,23 +511,11 @@ def test_a_cancel_claimed_as_the_window_ends_is_confirmed_without_a_deadlock(ope
 def test_a_targeted_fan_out_as_a_window_ends_completes_without_a_deadlock(operators, areas):
     from campaigns import dispatch
     from campaigns.models import DispatchBatch
-    from smsblast.models import Area
-    from tests.operators.scripted import approved_campaign, sending_run
-    from tests.smsblast.factories import SubscriberFactory
 
     skip_unless_postgresql()
     campaign = broadcast_campaign()
-    run = _start(campaign)
-    for row in _by_slug(run).values():
-        broadcasts.area_broadcast_send(broadcast_id=row.pk)
-    # A targeted run of another campaign writes its batches for xl first, then indosat (its subscribers' order).
-    district = Area.objects.get(code="35.05.01")
-    by_slug = {operator.slug: operator for operator in operators}
-    for slug in ("xl", "indosat"):
-        SubscriberFactory(area=district, operator=by_slug[slug])
-    targeted = approved_campaign(skip_areas=True, area_codes=["35.05"])
-    Campaign.objects.filter(pk=targeted.pk).update(status=Campaign.Status.SENDING)
-    targeted_run = sending_run(targeted)
+    run = _sent(campaign)
+    targeted_run = _targeted_run_writing_xl_then_indosat(operators)
 
     # A reach report holds telkomsel's broadcast; the window's end waits for it, the fan-out starts meanwhile.
     errors = race_behind_a_row(
@@ -557,23 +554,11 @@ def test_a_targeted_fan_out_as_a_broadcast_is_cancelled_completes_without_a_dead
     from campaigns import dispatch
     from campaigns.models import DispatchBatch
     from campaigns.services import campaign_cancel
-    from smsblast.models import Area
-    from tests.operators.scripted import approved_campaign, sending_run
-    from tests.smsblast.factories import SubscriberFactory
 
     skip_unless_postgresql()
     campaign = broadcast_campaign()
-    run = _start(campaign)
-    for row in _by_slug(run).values():
-        broadcasts.area_broadcast_send(broadcast_id=row.pk)
-    # A targeted run of another campaign writes its batches for xl first, then indosat (its subscribers' order).
-    district = Area.objects.get(code="35.05.01")
-    by_slug = {operator.slug: operator for operator in operators}
-    for slug in ("xl", "indosat"):
-        SubscriberFactory(area=district, operator=by_slug[slug])
-    targeted = approved_campaign(skip_areas=True, area_codes=["35.05"])
-    Campaign.objects.filter(pk=targeted.pk).update(status=Campaign.Status.SENDING)
-    targeted_run = sending_run(targeted)
+    run = _sent(campaign)
+    targeted_run = _targeted_run_writing_xl_then_indosat(operators)
 
     # A reach report holds telkomsel's broadcast; the cancel waits for it, the fan-out starts meanwhile.
     errors = race_behind_a_row(
@@ -592,9 +577,7 @@ def test_a_targeted_fan_out_as_a_broadcast_is_cancelled_completes_without_a_dead
 def test_a_series_of_reach_reports_as_the_window_ends_is_kept_without_a_deadlock(operators, areas, api_client_for):
     skip_unless_postgresql()
     campaign = broadcast_campaign()
-    run = _start(campaign)
-    for row in _by_slug(run).values():
-        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    run = _sent(campaign)
     xl = _by_slug(run)["xl"]
     user = UserFactory(role=Role.OPERATOR)
     type(xl.operator).objects.filter(pk=xl.operator_id).update(user=user)

@@ -182,10 +182,10 @@ def test_unusable_base_url_fails_for_good():
     assert result.outcome == Outcome.FAILED
 
 
-class FixedAnswer:
-    """A server that answers every POST with one canned status, headers and body."""
+class Misbehaving:
+    """A server that answers every POST with a status and headers, then writes its body as `write(wfile)` says."""
 
-    def __init__(self, status: int, body: bytes, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, headers: dict[str, str], write):
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
@@ -195,13 +195,17 @@ class FixedAnswer:
             def do_POST(self):  # noqa: N802
                 self.rfile.read(int(self.headers["Content-Length"]))
                 self.send_response(status)
-                for name, value in (headers or {}).items():
+                for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    write(self.wfile)
+                except OSError:
+                    pass  # the client hung up, as it should
+                self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
@@ -211,6 +215,13 @@ class FixedAnswer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class FixedAnswer(Misbehaving):
+    """A server that answers every POST with one canned status, headers and body."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str] | None = None):
+        super().__init__(status, {**(headers or {}), "Content-Length": str(len(body))}, lambda wfile: wfile.write(body))
 
 
 @pytest.mark.parametrize(
@@ -258,41 +269,6 @@ def test_a_retry_after_too_far_ahead_is_capped_so_the_retry_time_can_be_recorded
     wait = retry_after_seconds(value)
     assert wait == MAX_RETRY_AFTER_SECONDS
     assert datetime.now(UTC) + timedelta(seconds=wait)  # representable: no OverflowError
-
-
-class Misbehaving:
-    """A server that answers every POST with a status and headers, then writes its body as `write(wfile)` says."""
-
-    def __init__(self, status: int, headers: dict[str, str], write):
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802
-                self.rfile.read(int(self.headers["Content-Length"]))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                try:
-                    write(self.wfile)
-                except OSError:
-                    pass  # the client hung up, as it should
-                self.close_connection = True
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def test_an_accepting_answer_cut_off_mid_body_is_a_retry_not_a_failure():
