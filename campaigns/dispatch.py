@@ -212,12 +212,12 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
     campaign = Campaign.objects.filter(pk=campaign_id, status__in=STARTABLE).first()
     if campaign is None or campaign.next_run_at is None or campaign.next_run_at > now:
         return None
-    scheduled_for = campaign.next_run_at
+    claimed = scheduled_for = campaign.next_run_at
 
     if not campaign_approval_is_valid(campaign):
         # A campaign with a run in progress goes back to draft only once that run has ended.
         if campaign.status == Campaign.Status.SCHEDULED:
-            campaign_dispatch_refuse(campaign=campaign, now=now, match={"next_run_at": scheduled_for})
+            campaign_dispatch_refuse(campaign=campaign, now=now, match={"next_run_at": claimed})
         return None
 
     try:
@@ -226,11 +226,17 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
         logger.error("Campaign %s has unsendable text: %s", campaign.pk, exc)
         return None
     zone = campaign_zone(campaign)
-    # A recurring campaign counts its next occurrence after this one, or after now if the scheduler was
-    # down for a while, so missed occurrences are skipped rather than fired in a burst.
+    # If the scheduler was down (or the campaign paused) past later occurrences, only the latest one due runs:
+    # the older ones are skipped rather than fired in a burst or sent a day late beside it.
     schedule = _schedule_meaning(campaign.schedule) or SEND_NOW
+    skipped = 0
+    while (later := scheduling.next_start(schedule, zone=zone, after=scheduled_for, priority=campaign.priority)) and (
+        later <= now
+    ):
+        scheduled_for = later
+        skipped += 1
     next_run_at = scheduling.next_start(schedule, zone=zone, after=max(scheduled_for, now), priority=campaign.priority)
-    rows = Campaign.objects.filter(pk=campaign.pk, status__in=STARTABLE, next_run_at=scheduled_for).update(
+    rows = Campaign.objects.filter(pk=campaign.pk, status__in=STARTABLE, next_run_at=claimed).update(
         status=Campaign.Status.SENDING, next_run_at=next_run_at, updated_at=now
     )
     if rows != 1:
@@ -269,7 +275,7 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
         obj=campaign,
         from_state=campaign.status,
         to_state=Campaign.Status.SENDING,
-        details={"run_id": run.pk, "scheduled_for": scheduled_for.isoformat()},
+        details={"run_id": run.pk, "scheduled_for": scheduled_for.isoformat(), "occurrences_skipped": skipped},
     )
     audit_record(actor=None, action="run.start", obj=run, to_state=RunStatus.FANNING_OUT)
     enqueue_on_commit(partial(_enqueue_fan_out, run.pk))

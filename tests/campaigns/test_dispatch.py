@@ -147,6 +147,22 @@ def test_a_recurring_campaign_advances_to_its_next_occurrence():
     assert CampaignRun.objects.get(campaign=campaign).scheduled_for == occurrence
 
 
+def test_a_scheduler_down_past_several_occurrences_runs_only_the_latest_due_one():
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(BLORA_DAILY))
+    wednesday_12 = utc(2021, 7, 7, 5, 0)
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=BLORA_DAILY, now=wednesday_12)
+    thursday_13, thursday_14 = utc(2021, 7, 8, 6, 0), utc(2021, 7, 8, 7, 0)
+
+    # Down from before Wednesday 13:00 WIB until Thursday 14:00 WIB.
+    (run_id,) = dispatch.runs_start_due(now=thursday_14)
+    assert dispatch.runs_start_due(now=thursday_14 + timedelta(seconds=1)) == []
+
+    assert CampaignRun.objects.get(pk=run_id).scheduled_for == thursday_13
+    assert CampaignRun.objects.filter(campaign=campaign).count() == 1
+    campaign.refresh_from_db()
+    assert campaign.next_run_at == utc(2021, 7, 9, 3, 0)  # Friday 10:00 WIB
+
+
 def test_dispatch_refuses_a_campaign_whose_approval_no_longer_matches():
     campaign = _scheduled()
     # Edited behind the services' back: the approval binds the old text.
