@@ -1,10 +1,11 @@
 """REST representations of campaigns: input checked for shape here, rules enforced in services."""
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from campaigns.dispatch_selectors import campaign_progress
 from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
-from campaigns.selectors import campaign_audience, campaign_history
+from campaigns.selectors import campaign_audience, campaign_history, campaign_zone
 from campaigns.services import SENDER_MAX_LENGTH, campaign_allowed_actions, campaign_content_hash
 from smsblast import sms
 from smsblast.api_views import StrictCharField
@@ -62,10 +63,24 @@ class AuditEventSerializer(serializers.ModelSerializer):
         return data
 
 
+class LocalNextRunField(serializers.DateTimeField):
+    """The next run with the UTC offset of the campaign's zone (WIB, WITA or WIT), as its schedule is entered."""
+
+    def __init__(self, **kwargs):
+        super().__init__(source="*", read_only=True, allow_null=True, **kwargs)
+
+    def to_representation(self, campaign):
+        if campaign.next_run_at is None:
+            return None
+        with timezone.override(campaign_zone(campaign).tzinfo):
+            return super().to_representation(campaign.next_run_at)
+
+
 class CampaignListSerializer(serializers.ModelSerializer):
     """A campaign as a list row: no per-row audience or history queries."""
 
     author = serializers.CharField(source="author.username", read_only=True)
+    next_run_at = LocalNextRunField()
 
     class Meta:
         model = Campaign
@@ -88,6 +103,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
     """A campaign with everything an approver reviews: analysis, audience, cost, hash, approval, history."""
 
     author = serializers.CharField(source="author.username", read_only=True)
+    next_run_at = LocalNextRunField()
     audience_filter = serializers.JSONField(source="audience", read_only=True)
     content_hash = serializers.SerializerMethodField()
     analysis = serializers.SerializerMethodField()

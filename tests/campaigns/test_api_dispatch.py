@@ -13,6 +13,7 @@ from campaigns.services import campaign_approval_is_valid
 from operators import services
 from operators.gateways.base import BatchResult, Outcome
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
+from tests.smsblast.factories import area_tree
 
 pytestmark = pytest.mark.django_db
 
@@ -52,6 +53,17 @@ def test_schedule_arms_an_approved_campaign(api_client_for):
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "scheduled"
     assert response.json()["next_run_at"]
+
+
+def test_the_next_run_is_shown_in_the_zone_the_schedule_is_entered_in(api_client_for):
+    area_tree("91.01", kecamatan=1)  # Papua: WIT, UTC+9
+    campaign = approved_campaign(schedule={"kind": "daily", "time": "08:00"}, area_codes=["91.01"], skip_areas=True)
+    client = api_client_for(campaign.author)
+    response = client.post(f"/api/v1/campaigns/{campaign.pk}/schedule/", {}, format="json")
+    assert response.status_code == 200
+    assert response.json()["next_run_at"].endswith("T08:00:00+09:00")
+    (row,) = client.get("/api/v1/campaigns/").json()["results"]
+    assert row["next_run_at"] == response.json()["next_run_at"]
 
 
 def test_schedule_without_a_body_arms_the_approved_schedule(api_client_for):
