@@ -1,5 +1,6 @@
 """Reads over areas and subscribers shared by campaigns and the send pipeline."""
 
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -71,13 +72,17 @@ def area_children(parent_code: str | None) -> list[Area]:
     return list(_areas_listed().filter(parent_id=parent_code).order_by("code"))
 
 
+_KAB_ABBREVIATION = re.compile(r"^kab(?:\.\s*|\s+)")
+
+
 def area_search(query: str, *, limit: int = 20) -> list[Area]:
     """Return areas whose name contains `query`, case- and accent-insensitively.
 
     Kabupaten/kota first, then provinces, kecamatan and desa; within a level, names starting with the
     query come before names merely containing it.
     """
-    key = search_key(query)
+    # Names are stored in full ("Kabupaten Blitar") but usually written short ("Kab. Blitar").
+    key = _KAB_ABBREVIATION.sub("kabupaten ", search_key(query))
     if not key:
         return []
     rank = Case(

@@ -261,3 +261,16 @@ def test_unknown_area_is_404(api_client_for, officer, tree):
 
 def test_areas_are_for_staff_roles_only(api_client_for, operator_user, tree):
     assert api_client_for(operator_user).get("/api/v1/areas/").status_code == 403
+
+
+@pytest.mark.parametrize("query", ["Kab. Blitar", "kab blitar", "KAB.BLITAR", "Kabupaten Blitar"])
+def test_search_reads_the_kab_abbreviation_as_kabupaten(api_client_for, officer, tree, query):
+    response = api_client_for(officer).get("/api/v1/areas/", {"q": query})
+
+    assert [area["code"] for area in response.json()["results"]] == ["35.05"]
+
+
+def test_search_by_kota_finds_the_city(api_client_for, officer, tree):
+    response = api_client_for(officer).get("/api/v1/areas/", {"q": "Kota Blitar"})
+
+    assert [area["code"] for area in response.json()["results"]] == ["35.72"]
