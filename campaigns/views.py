@@ -32,9 +32,9 @@ from operators.broadcasts import broadcast_estimate
 from smsblast.audit import audit_history
 from smsblast.errors import ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, Role
+from smsblast.selectors import area_search_key
 from smsblast.sms import TextError, analyze
 from smsblast.templatetags.svg import boundary_svg, line_chart_svg, series_colours
-from smsblast.text import search_key
 
 Status = Campaign.Status
 Delivery = DeliveryModel.Status
@@ -212,7 +212,7 @@ def area_search(request: HttpRequest) -> HttpResponse:
         if query[0].isdigit():
             matches = matches.filter(code__startswith=query)
         else:
-            matches = matches.filter(search_name__contains=search_key(query))
+            matches = matches.filter(search_name__contains=area_search_key(query))
         # Larger areas first (a province's code is shorter than its regencies'), then by code.
         areas = list(matches.order_by(Length("code"), "code")[:AREA_SEARCH_LIMIT])
     return render(request, "campaigns/_area_results.html", {"areas": areas, "query": query or parent})

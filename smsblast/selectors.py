@@ -75,14 +75,19 @@ def area_children(parent_code: str | None) -> list[Area]:
 _KAB_ABBREVIATION = re.compile(r"^kab(?:\.\s*|\s+)")
 
 
+def area_search_key(query: str) -> str:
+    """Return a typed area name as the `search_name` it may be part of ("Kab. Blitar" -> "kabupaten blitar")."""
+    # Names are stored in full ("Kabupaten Blitar") but usually written short ("Kab. Blitar").
+    return _KAB_ABBREVIATION.sub("kabupaten ", search_key(query))
+
+
 def area_search(query: str, *, limit: int = 20) -> list[Area]:
     """Return areas whose name contains `query`, case- and accent-insensitively.
 
     Kabupaten/kota first, then provinces, kecamatan and desa; within a level, names starting with the
     query come before names merely containing it.
     """
-    # Names are stored in full ("Kabupaten Blitar") but usually written short ("Kab. Blitar").
-    key = _KAB_ABBREVIATION.sub("kabupaten ", search_key(query))
+    key = area_search_key(query)
     if not key:
         return []
     rank = Case(

@@ -249,6 +249,12 @@ def test_area_search_finds_areas_by_name_and_code(officer_user, areas):
     assert 'value="35.05.01"' in body and 'value="35.05.02"' in body
 
 
+def test_area_search_reads_kab_as_kabupaten(officer_user, areas):
+    body = client_for(officer_user).get(reverse("campaigns:area_search"), {"area_q": "Kab. Blitar"}).content.decode()
+
+    assert 'value="35.05"' in body
+
+
 @pytest.mark.parametrize(
     ("language", "province", "regency"), [("id", "provinsi", "kabupaten/kota"), ("en", "province", "regency or city")]
 )
