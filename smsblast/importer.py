@@ -2,7 +2,7 @@
 
 A file is read line by line from disk, so its size never matters for memory. Accepted forms:
 
-- UTF-8 with or without a byte-order mark;
+- UTF-8 with or without a byte-order mark, or UTF-16 with one (what Excel saves as "Unicode Text");
 - comma, semicolon (spreadsheets set to Indonesian export those) or tab between fields, chosen by
   counting them in the header line;
 - a header row naming the columns in Indonesian or English (see ``COLUMN_ALIASES``); only the number
@@ -83,6 +83,7 @@ class Layout:
     delimiter: str
     columns: dict[str, int]  # field -> 0-based column index
     header: list[str]
+    encoding: str = "utf-8-sig"  # how to open the file: "utf-8-sig" or "utf-16" (which reads its byte-order mark)
 
 
 def header_key(name: str) -> str:
@@ -99,7 +100,7 @@ def delimiter_of(header_line: str) -> str:
     return best if counts[best] else ","
 
 
-def layout_of(header_line: str) -> Layout:
+def layout_of(header_line: str, *, encoding: str = "utf-8-sig") -> Layout:
     """Return the layout a header line describes, or refuse a header with no number column."""
     delimiter = delimiter_of(header_line)
     header = next(csv.reader([header_line], delimiter=delimiter), [])
@@ -114,19 +115,25 @@ def layout_of(header_line: str) -> Layout:
         raise FileRefused(
             f"The file has no phone number column. Name one of: {names}. The header has: {shown}.", "no_number_column"
         )
-    return Layout(delimiter=delimiter, columns=columns, header=header)
+    return Layout(delimiter=delimiter, columns=columns, header=header, encoding=encoding)
 
 
 def inspect(path: Path) -> Layout:
     """Check that a file is a CSV text with a number column and at least one data row; return its layout."""
     with open(path, "rb") as handle:
         head = handle.read(SNIFF_BYTES)
-    if not head.strip(b"\xef\xbb\xbf \t\r\n"):
-        raise FileRefused("The file is empty.", "empty")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
         raise FileRefused(
             "This is a spreadsheet workbook, not a CSV file. Save it as CSV (UTF-8) and upload that.", "workbook"
         )
+    encoding = "utf-8-sig"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+        # Looked at as UTF-8 from here on; a character cut in two at the end of the sample is dropped.
+        text = head[: len(head) // 2 * 2].decode("utf-16", errors="replace")
+        head = (text.rstrip("\ufffd") if len(head) == SNIFF_BYTES else text).encode("utf-8", errors="replace")
+    if not head.strip(b"\xef\xbb\xbf \t\r\n"):
+        raise FileRefused("The file is empty.", "empty")
     if b"\x00" in head:
         raise FileRefused("This is not a CSV text file.", "not_text")
     try:
@@ -135,7 +142,7 @@ def inspect(path: Path) -> Layout:
     except UnicodeDecodeError:
         raise FileRefused("The file is not UTF-8 text. Save it as CSV (UTF-8) and upload that.", "not_utf8") from None
     lines = [line for line in text.splitlines() if line.strip()]
-    layout = layout_of(lines[0])
+    layout = layout_of(lines[0], encoding=encoding)
     if len(lines) < 2:
         raise FileRefused("The file has a header but no rows.", "no_rows")
     return layout

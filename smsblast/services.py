@@ -621,7 +621,7 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
     try:
         # Decoded in blocks by the io layer; a byte that is not UTF-8 becomes U+FFFD, which rejects its row.
         with (
-            open(path, encoding="utf-8-sig", errors="replace", newline="") as handle,
+            open(path, encoding=layout.encoding, errors="replace", newline="") as handle,
             open(job.rejected_path, "w", encoding="utf-8", newline="") as rejected_file,
         ):
             rejected_csv = csv.writer(rejected_file)

@@ -533,3 +533,27 @@ def test_a_failed_import_whose_file_is_gone_cannot_be_resumed(tmp_path, areas, m
     assert "upload it again" in response.json()["detail"]
     job.refresh_from_db()
     assert job.state == "failed"
+
+
+def test_a_utf16_file_as_excel_saves_unicode_text_is_imported(tmp_path, areas):
+    text = (
+        "No. HP\tNama\tKode Wilayah\r\n"
+        "0812-3456-7890\tSiti Rahayu\t35.05.01\r\n"
+        "0812 3456 7891\tJosé\t3505\r\n"
+        "abc\tX\t\r\n"
+    )
+    job = run_import(write(tmp_path, text, encoding="utf-16"))
+
+    assert (job.state, job.created, job.rejected) == ("completed", 2, 1)
+    assert rejected_rows(job) == [(4, "invalid")]
+    assert list(Subscriber.objects.order_by("msisdn").values_list("msisdn", "name", "area_id")) == [
+        ("+6281234567890", "Siti Rahayu", "35.05.01"),
+        ("+6281234567891", "José", "35.05"),
+    ]
+
+
+def test_a_utf16_file_with_only_its_byte_order_mark_is_refused_as_empty(api_client_for, officer, media_root):
+    response = upload(api_client_for(officer), "\r\n".encode("utf-16"))
+
+    assert response.status_code == 400
+    assert "empty" in response.json()["detail"]
