@@ -472,16 +472,29 @@ _PROGRESS_FIELDS = [
 
 
 def _area_resolver(layout: importer.Layout) -> Callable[[str], str | None] | None:
-    """Return a function from an area cell to a known area code ("" -> None), or None without an area column."""
+    """Return a function from an area cell to a known area code ("" -> None), or None without an area column.
+
+    A cell is a code (dotted or not) or the name of an area ("Kab. Blitar", "Udanawu"); a name is taken only
+    when exactly one area bears it, since most village names repeat across the country.
+    """
     if "area" not in layout.columns:
         return None
     known = set(Area.objects.values_list("code", flat=True))
     cache: dict[str, str | bool] = {}
+    by_name: dict[str, str | None] = {}  # search name -> its one code, or None when several areas share it
+
+    def code_named(cell: str) -> str | None:
+        if not by_name:  # read only when a file names its areas
+            for code, name in Area.objects.values_list("code", "search_name").iterator(chunk_size=10_000):
+                by_name[name] = None if name in by_name else code
+        return by_name.get(selectors.area_search_key(cell))
 
     def resolve(cell: str):
         found = cache.get(cell)
         if found is None:
             code = importer.area_code_of(cell)
+            if code is None and any(character.isalpha() for character in cell):
+                code = code_named(cell)
             found = cache[cell] = code if code in known else False
         return found
 

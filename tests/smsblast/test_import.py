@@ -557,3 +557,16 @@ def test_a_utf16_file_with_only_its_byte_order_mark_is_refused_as_empty(api_clie
 
     assert response.status_code == 400
     assert "empty" in response.json()["detail"]
+
+
+def test_an_area_named_by_a_name_borne_by_one_area_is_taken_and_a_shared_name_is_refused(tmp_path, areas):
+    AreaFactory(code="35.06", name="Kabupaten Kediri")
+    AreaFactory(code="35.06.01", name="Wonodadi")  # the same name as 35.05.01
+    text = "nomor;wilayah\n081234567890;Kab. Blitar\n081234567891;udanawu\n081234567892;Wonodadi\n0812345678;Atlantis\n"
+    job = run_import(write(tmp_path, text))
+
+    assert (job.created, rejected_rows(job)) == (2, [(4, "unknown_area"), (5, "unknown_area")])
+    assert list(Subscriber.objects.order_by("msisdn").values_list("msisdn", "area_id")) == [
+        ("+6281234567890", "35.05"),
+        ("+6281234567891", "35.05.02"),
+    ]
