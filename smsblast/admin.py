@@ -97,6 +97,18 @@ class SubscriberAdminForm(forms.ModelForm):
             raise forms.ValidationError(f"{normalized.e164} is already a subscriber.")
         return normalized.e164
 
+    def clean(self) -> dict:
+        """Route a number whose operator is left empty by prefix, as imports and opt-outs do, so runs reach it."""
+        from operators.models import Operator
+        from smsblast.phones import PrefixTable
+        from smsblast.selectors import operators_by_prefix
+
+        cleaned = super().clean()
+        if cleaned.get("msisdn") and not cleaned.get("operator"):
+            operator_id = PrefixTable(operators_by_prefix()).operator_for(cleaned["msisdn"])
+            cleaned["operator"] = Operator.objects.filter(pk=operator_id).first() if operator_id else None
+        return cleaned
+
 
 @admin.register(Subscriber)
 class SubscriberAdmin(admin.ModelAdmin):

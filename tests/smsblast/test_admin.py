@@ -223,3 +223,15 @@ def test_a_subscriber_added_in_the_admin_is_stored_in_e164_once(admin_client, ms
     assert Subscriber.objects.count() == (2 if stored else 1)
     if stored:
         assert Subscriber.objects.filter(msisdn=stored).exists()
+
+
+def test_a_subscriber_added_in_the_admin_without_an_operator_is_routed_by_its_prefix(admin_client):
+    telkomsel = Operator.objects.create(name="Telkomsel", slug="telkomsel", prefixes=["62812"])
+
+    admin_client.post(admin_url(Subscriber, "add"), {"msisdn": "0812-3456-7890", "name": "", "language": "id"})
+    admin_client.post(admin_url(Subscriber, "add"), {"msisdn": "0899-1234-5678", "name": "", "language": "id"})
+
+    assert dict(Subscriber.objects.values_list("msisdn", "operator")) == {
+        "+6281234567890": telkomsel.pk,
+        "+6289912345678": None,  # no operator has this prefix
+    }
