@@ -82,7 +82,23 @@ def test_file_with_or_without_bom_and_any_delimiter_is_imported(tmp_path, areas,
 
 
 @pytest.mark.parametrize(
-    "number_header", ["msisdn", "nomor", "no_hp", "hp", "phone", "No. HP", "Nomor HP", "MSISDN", "no-hp"]
+    "number_header",
+    [
+        "msisdn",
+        "nomor",
+        "no_hp",
+        "hp",
+        "phone",
+        "No. HP",
+        "Nomor HP",
+        "MSISDN",
+        "no-hp",
+        "Nomor Telepon",
+        "No. Telp.",
+        "Telp",
+        "No Handphone",
+        "Nomor Ponsel",
+    ],
 )
 def test_every_number_header_alias_is_recognised(tmp_path, areas, number_header):
     job = run_import(write(tmp_path, f"{number_header}\n081234567890\n"))
