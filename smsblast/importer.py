@@ -49,6 +49,9 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "longitude": ("longitude", "lon", "lng", "long", "bujur"),
 }
 _FIELD_BY_HEADER = {alias: field for field, aliases in COLUMN_ALIASES.items() for alias in aliases}
+# Headers that often name another column too ("Nomor" for the row counter, "Kode" for a member code): a column
+# with a more specific header ("No. HP", "Kode Wilayah") is taken instead when there is one.
+_GENERIC_HEADERS = frozenset({"nomor", "kode"})
 DELIMITERS = (",", ";", "\t")
 
 # Languages a subscriber may be written to in; spreadsheets often spell them out.
@@ -126,10 +129,13 @@ def layout_of(header_line: str, *, encoding: str = "utf-8-sig") -> Layout:
     delimiter = delimiter_of(header_line)
     header = next(csv.reader([header_line], delimiter=delimiter), [])
     columns: dict[str, int] = {}
+    generic: dict[str, int] = {}
     for index, cell in enumerate(header):
-        field = _FIELD_BY_HEADER.get(header_key(cell))
-        if field is not None and field not in columns:
-            columns[field] = index
+        key = header_key(cell)
+        field = _FIELD_BY_HEADER.get(key)
+        if field is not None:
+            (generic if key in _GENERIC_HEADERS else columns).setdefault(field, index)
+    columns = {**generic, **columns}
     if "number" not in columns:
         names = ", ".join(COLUMN_ALIASES["number"][:5])
         shown = ", ".join(cell.strip() for cell in header if cell.strip())[:200] or "nothing"

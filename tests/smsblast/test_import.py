@@ -586,3 +586,14 @@ def test_an_area_named_by_a_name_borne_by_one_area_is_taken_and_a_shared_name_is
         ("+6281234567890", "35.05"),
         ("+6281234567891", "35.05.02"),
     ]
+
+
+def test_a_nomor_or_kode_column_beside_a_more_specific_one_is_not_taken_for_the_number_or_area(tmp_path, areas):
+    text = "Nomor;Kode;Nama;No. HP;Kode Wilayah\n1;A-17;Budi;0812-3456-7890;35.05.01\n2;A-18;Siti;0812 3456 7891;\n"
+    job = run_import(write(tmp_path, text))
+
+    assert (job.created, job.rejected) == (2, 0)
+    assert list(Subscriber.objects.order_by("msisdn").values_list("msisdn", "area_id", "name")) == [
+        ("+6281234567890", "35.05.01", "Budi"),
+        ("+6281234567891", None, "Siti"),
+    ]
