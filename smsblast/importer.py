@@ -53,6 +53,7 @@ _FIELD_BY_HEADER = {alias: field for field, aliases in COLUMN_ALIASES.items() fo
 # with a more specific header ("No. HP", "Kode Wilayah") is taken instead when there is one.
 _GENERIC_HEADERS = frozenset({"nomor", "kode"})
 DELIMITERS = (",", ";", "\t")
+_QUOTED = re.compile(r'"[^"]*"')
 
 # Languages a subscriber may be written to in; spreadsheets often spell them out.
 _LANGUAGE_BY_WORD = {
@@ -119,7 +120,8 @@ def header_key(name: str) -> str:
 
 def delimiter_of(header_line: str) -> str:
     """Return the delimiter used in a header line: the most frequent of comma, semicolon and tab."""
-    counts = {delimiter: header_line.count(delimiter) for delimiter in DELIMITERS}
+    unquoted = _QUOTED.sub("", header_line)  # a comma inside a quoted name ("Nama, Gelar") separates nothing
+    counts = {delimiter: unquoted.count(delimiter) for delimiter in DELIMITERS}
     best = max(DELIMITERS, key=lambda d: counts[d])
     return best if counts[best] else ","
 

@@ -597,3 +597,11 @@ def test_a_nomor_or_kode_column_beside_a_more_specific_one_is_not_taken_for_the_
         ("+6281234567890", "35.05.01", "Budi"),
         ("+6281234567891", None, "Siti"),
     ]
+
+
+def test_a_comma_inside_a_quoted_header_does_not_make_a_semicolon_file_comma_separated(tmp_path, areas):
+    text = 'Nama;"Alamat, Kota, Kode Pos";No HP\n"Budi, S.Kom";"Jl. Merdeka 1, Blitar, 66111";0812-3456-7890\n'
+    job = run_import(write(tmp_path, text))
+
+    assert (job.created, job.rejected) == (1, 0)
+    assert list(Subscriber.objects.values_list("msisdn", "name")) == [("+6281234567890", "Budi, S.Kom")]
