@@ -82,12 +82,18 @@ _MOBILE_METADATA = PhoneMetadata.metadata_for_region(REGION).mobile
 
 # Digits with a single dot before a last ".0" or ".00" are a decimal number, not groups of digits
 # ("0811.2345.00" is a grouping).
-_DECIMAL_TAIL = re.compile(r"\s*\+?\d+\.0{1,2}\s*", re.ASCII)
+_DECIMAL_TAIL = re.compile(r"\+?\d+\.0{1,2}", re.ASCII)
+# What may pad a number without being part of it (a no-break space is no more a digit than a space).
+_PADDING = string.whitespace + "\u00a0\u202f"
+
+
+def _is_decimal(raw: str) -> bool:
+    return _DECIMAL_TAIL.fullmatch(raw.strip(_PADDING)) is not None
 
 
 def _dialable(raw: str) -> str | None:
     """Return raw as digits, with a leading + when it carries a country code, or None if it is not a number."""
-    if _DECIMAL_TAIL.fullmatch(raw):
+    if _is_decimal(raw):
         return None
     digits = raw.translate(_SEPARATORS)
     international = digits[:1] == "+"
@@ -168,7 +174,7 @@ def normalize(raw: str) -> Normalized:
     just get there without ``phonenumbers``.
     """
     common_form = _COMMON_MOBILE_FORM.fullmatch(raw.translate(_SEPARATORS))
-    if common_form is not None and not _DECIMAL_TAIL.fullmatch(raw):
+    if common_form is not None and not _is_decimal(raw):
         national_number = common_form[1]
         if len(national_number) in _FAST_MOBILE_LENGTHS.get(national_number[:3], ()):
             return Normalized("+62" + national_number, None)

@@ -136,6 +136,8 @@ def test_trunk_zero_written_after_the_country_code_is_dropped():
         ("81234567890.0", Reason.INVALID),
         ("6281234567890.0", Reason.INVALID),
         ("081234567890.00 ", Reason.INVALID),
+        ("\u00a081234567890.0", Reason.INVALID),
+        ("6281234567890.0\u202f", Reason.INVALID),
         ("\uff10\uff18\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19", Reason.INVALID),
         ("0841 2345 6789", Reason.INVALID),
         ("+62 841 2345 6789", Reason.INVALID),
