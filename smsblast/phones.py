@@ -11,7 +11,8 @@ refusal included, is left to ``phonenumbers``.
 
 Both paths read their input the same way:
 
-- spaces (also no-break spaces), dots, dashes and parentheses are ignored;
+- spaces (also no-break spaces), dots, dashes, parentheses, zero-width characters and direction marks
+  are ignored;
 - a leading ``+`` or ``00`` introduces a country code;
 - a leading ``62`` without ``+`` is the Indonesian country code, since a
   national number written with its trunk prefix starts with ``0``;
@@ -65,7 +66,12 @@ class Normalized:
 
 _REFUSED = {reason: Normalized(None, reason) for reason in Reason}
 
-_SEPARATORS = str.maketrans(dict.fromkeys(string.whitespace + "\u00a0\u202f.-()\u2010\u2011\u2012\u2013\u2014\u2212"))
+# Also invisible ones: zero-width characters and direction marks, which copying a number from a phone's
+# contacts or a chat app leaves around it.
+_INVISIBLE = "\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\ufeff"
+_SEPARATORS = str.maketrans(
+    dict.fromkeys(string.whitespace + "\u00a0\u202f.-()\u2010\u2011\u2012\u2013\u2014\u2212" + _INVISIBLE)
+)
 
 _PARSE_ERROR_REASONS = {
     NumberParseException.INVALID_COUNTRY_CODE: Reason.INVALID,
@@ -84,7 +90,7 @@ _MOBILE_METADATA = PhoneMetadata.metadata_for_region(REGION).mobile
 # ("0811.2345.00" is a grouping).
 _DECIMAL_TAIL = re.compile(r"\+?\d+\.0{1,2}", re.ASCII)
 # What may pad a number without being part of it (a no-break space is no more a digit than a space).
-_PADDING = string.whitespace + "\u00a0\u202f"
+_PADDING = string.whitespace + "\u00a0\u202f" + _INVISIBLE
 
 
 def _is_decimal(raw: str) -> bool:

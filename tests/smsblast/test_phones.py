@@ -55,6 +55,10 @@ COMMON_FORMS = [
     "006281234567890",
     "0062 812 3456 7890",
     "00 62 812-3456-7890",
+    # Copied from a phone's contacts or a chat app: direction marks and zero-width characters around the digits.
+    "\u202a+62 812\u20113456\u20117890\u202c",
+    "\u200e0812-3456-7890",
+    "\u200b081234567890\ufeff",
 ]
 
 
@@ -138,6 +142,7 @@ def test_trunk_zero_written_after_the_country_code_is_dropped():
         ("081234567890.00 ", Reason.INVALID),
         ("\u00a081234567890.0", Reason.INVALID),
         ("6281234567890.0\u202f", Reason.INVALID),
+        ("\u200b81234567890.0\u202c", Reason.INVALID),
         ("\uff10\uff18\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19", Reason.INVALID),
         ("0841 2345 6789", Reason.INVALID),
         ("+62 841 2345 6789", Reason.INVALID),
