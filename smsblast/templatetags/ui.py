@@ -81,7 +81,7 @@ IMPORT_REJECT_LABELS = {
     "too_short": _("too few digits for a mobile number"),
     "too_long": _("too many digits for a mobile number"),
     "missing_number": _("no number in the row"),
-    "unknown_area": _("unknown area code"),
+    "unknown_area": _("unknown area code, or an area name several areas bear"),
     "invalid_language": _("language is neither id nor en"),
     "invalid_coordinates": _("coordinates are not numbers inside Indonesia"),
     "malformed_row": _("the row cannot be read (an unclosed quote, a cell too long or a bad character)"),

@@ -182,8 +182,16 @@ def test_operators_page_groups_thousands_the_way_the_users_language_does(languag
 @pytest.mark.parametrize(
     ("language", "landline", "unknown_area"),
     [
-        ("id", "bukan nomor seluler (telepon rumah, bebas pulsa atau premium)", "kode wilayah tidak dikenal"),
-        ("en", "not a mobile number (landline, toll-free or premium)", "unknown area code"),
+        (
+            "id",
+            "bukan nomor seluler (telepon rumah, bebas pulsa atau premium)",
+            "kode wilayah tidak dikenal, atau nama yang dipakai beberapa wilayah",
+        ),
+        (
+            "en",
+            "not a mobile number (landline, toll-free or premium)",
+            "unknown area code, or an area name several areas bear",
+        ),
     ],
 )
 def test_import_page_gives_the_reason_of_each_rejected_row_in_the_users_language(
