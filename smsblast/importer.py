@@ -60,6 +60,7 @@ _LANGUAGE_BY_WORD = {
     "id": "id",
     "ind": "id",
     "indonesia": "id",
+    "indonesian": "id",
     "bahasa_indonesia": "id",
     "en": "en",
     "eng": "en",

@@ -605,3 +605,14 @@ def test_a_comma_inside_a_quoted_header_does_not_make_a_semicolon_file_comma_sep
 
     assert (job.created, job.rejected) == (1, 0)
     assert list(Subscriber.objects.values_list("msisdn", "name")) == [("+6281234567890", "Budi, S.Kom")]
+
+
+@pytest.mark.parametrize(
+    ("cell", "language"),
+    [("Indonesian", "id"), ("Bahasa Indonesia", "id"), ("ID", "id"), ("English", "en"), ("Inggris", "en")],
+)
+def test_a_language_written_out_in_either_language_is_read(tmp_path, areas, cell, language):
+    job = run_import(write(tmp_path, f"nomor,bahasa\n081234567890,{cell}\n"))
+
+    assert (job.created, job.rejected) == (1, 0)
+    assert Subscriber.objects.get().language == language
