@@ -630,7 +630,11 @@ def test_the_reconciler_does_not_report_a_run_waiting_out_its_quiet_hours_as_sta
     assert "no progress" not in caplog.text
 
 
-def test_a_recurring_occurrence_starts_on_time_while_the_previous_run_awaits_reports():
+def _blora_thursday_run_sent() -> tuple[Campaign, int]:
+    """Arm the Blora daily campaign and send its Thursday 13:00 WIB run; return it and the run id.
+
+    Its batches are accepted, so the run waits for delivery reports.
+    """
     campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(BLORA_DAILY))
     operators_and_subscribers(counts={"tsel": 2})
     thursday_13 = utc(2021, 7, 8, 6, 0)
@@ -639,7 +643,12 @@ def test_a_recurring_occurrence_starts_on_time_while_the_previous_run_awaits_rep
     )
     (thursday,) = dispatch.runs_start_due(now=thursday_13)
     dispatch.run_fan_out(run_id=thursday)
-    DispatchBatch.objects.filter(run_id=thursday).update(status="accepted")  # sent; reports still to come
+    DispatchBatch.objects.filter(run_id=thursday).update(status="accepted")
+    return campaign, thursday
+
+
+def test_a_recurring_occurrence_starts_on_time_while_the_previous_run_awaits_reports():
+    campaign, thursday = _blora_thursday_run_sent()  # sent; reports still to come
     friday_10 = utc(2021, 7, 9, 3, 0)
     assert Campaign.objects.get(pk=campaign.pk).next_run_at == friday_10
 
@@ -653,15 +662,7 @@ def test_a_recurring_occurrence_starts_on_time_while_the_previous_run_awaits_rep
 
 
 def test_a_paused_recurring_campaign_starts_no_further_occurrence_until_resumed():
-    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(BLORA_DAILY))
-    operators_and_subscribers(counts={"tsel": 2})
-    thursday_13 = utc(2021, 7, 8, 6, 0)
-    dispatch.campaign_schedule(
-        campaign=campaign, user=campaign.author, schedule=BLORA_DAILY, now=thursday_13 - timedelta(hours=1)
-    )
-    (thursday,) = dispatch.runs_start_due(now=thursday_13)
-    dispatch.run_fan_out(run_id=thursday)
-    DispatchBatch.objects.filter(run_id=thursday).update(status="accepted")
+    campaign, thursday = _blora_thursday_run_sent()
     dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
     Delivery.objects.filter(run_id=thursday).update(status="delivered")  # the batches sent before the pause report
 
