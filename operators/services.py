@@ -504,17 +504,10 @@ def _run_progress_due(batch: DispatchBatch, now: datetime) -> bool:
 def _run_progressed(batch: DispatchBatch, now: datetime) -> None:
     """Note progress on the batch's run, at most every few seconds: every batch would contend for its row.
 
-    After the commit, like runs_mark_progress_on_commit: a cancel takes the run before the batches.
+    After the commit (see runs_mark_progress_on_commit): a cancel takes the run before the batches.
     """
-    if not _run_progress_due(batch, now):
-        return
-
-    def mark() -> None:
-        CampaignRun.objects.filter(pk=batch.run_id).filter(
-            Q(last_progress_at__isnull=True) | Q(last_progress_at__lt=now - timedelta(seconds=5))
-        ).update(last_progress_at=now)
-
-    transaction.on_commit(mark)
+    if _run_progress_due(batch, now):
+        runs_mark_progress_on_commit([batch.run_id], now, every=timedelta(seconds=5))
 
 
 def _deliveries_reject(batch: DispatchBatch, rejected: list[tuple[str, str]], now: datetime) -> int:
@@ -627,8 +620,10 @@ def _aware_time(value) -> datetime | None:
         return None
 
 
-def runs_mark_progress_on_commit(run_ids, now: datetime) -> None:
+def runs_mark_progress_on_commit(run_ids, now: datetime, *, every: timedelta = timedelta(0)) -> None:
     """Move the runs' progress mark to `now` once the current transaction has committed.
+
+    With `every`, only a mark older than that moves: a row many writers would otherwise all update.
 
     Outside the transaction on purpose: a report holds its message rows until it commits, and a cancel or a
     window's end takes the run before those rows. Updating the run inside would take the two the other
@@ -640,7 +635,9 @@ def runs_mark_progress_on_commit(run_ids, now: datetime) -> None:
         # One run per statement: a statement marking several would hold one while waiting for the next, and a
         # cancel or pause takes a campaign's runs in its own order.
         for run_id in run_ids:
-            CampaignRun.objects.filter(pk=run_id, last_progress_at__lt=now).update(last_progress_at=now)
+            CampaignRun.objects.filter(pk=run_id).filter(
+                Q(last_progress_at__isnull=True) | Q(last_progress_at__lt=now - every)
+            ).update(last_progress_at=now)
 
     transaction.on_commit(mark)
 

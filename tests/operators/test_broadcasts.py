@@ -508,28 +508,6 @@ def test_a_cancel_claimed_as_the_window_ends_is_confirmed_without_a_deadlock(ope
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_targeted_fan_out_as_a_window_ends_completes_without_a_deadlock(operators, areas):
-    from campaigns import dispatch
-    from campaigns.models import DispatchBatch
-
-    skip_unless_postgresql()
-    campaign = broadcast_campaign()
-    run = _sent(campaign)
-    targeted_run = _targeted_run_writing_xl_then_indosat(operators)
-
-    # A reach report holds telkomsel's broadcast; the window's end waits for it, the fan-out starts meanwhile.
-    errors = race_behind_a_row(
-        _by_slug(run)["telkomsel"],
-        lambda: broadcasts.area_broadcast_run_finish(run_id=run.pk, now=campaign.ends_at),
-        lambda: dispatch.run_fan_out(run_id=targeted_run.pk),
-        second_may_pass=True,
-    )
-    assert errors == []
-    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
-    assert DispatchBatch.objects.filter(run=targeted_run).count() == 2
-
-
-@pytest.mark.django_db(transaction=True)
 def test_a_send_claimed_as_the_window_ends_is_recorded_without_a_deadlock(operators, areas):
     skip_unless_postgresql()
     campaign = broadcast_campaign()
@@ -550,7 +528,8 @@ def test_a_send_claimed_as_the_window_ends_is_recorded_without_a_deadlock(operat
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_targeted_fan_out_as_a_broadcast_is_cancelled_completes_without_a_deadlock(operators, areas):
+@pytest.mark.parametrize("meanwhile", ["window_ends", "campaign_cancelled"])
+def test_a_targeted_fan_out_racing_a_broadcast_run_completes_without_a_deadlock(operators, areas, meanwhile):
     from campaigns import dispatch
     from campaigns.models import DispatchBatch
     from campaigns.services import campaign_cancel
@@ -559,18 +538,23 @@ def test_a_targeted_fan_out_as_a_broadcast_is_cancelled_completes_without_a_dead
     campaign = broadcast_campaign()
     run = _sent(campaign)
     targeted_run = _targeted_run_writing_xl_then_indosat(operators)
+    first = {
+        "window_ends": lambda: broadcasts.area_broadcast_run_finish(run_id=run.pk, now=campaign.ends_at),
+        "campaign_cancelled": lambda: campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah"),
+    }[meanwhile]
 
-    # A reach report holds telkomsel's broadcast; the cancel waits for it, the fan-out starts meanwhile.
+    # A reach report holds telkomsel's broadcast; the window's end or the cancel waits for it, the fan-out
+    # starts meanwhile.
     errors = race_behind_a_row(
-        _by_slug(run)["telkomsel"],
-        lambda: campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah"),
-        lambda: dispatch.run_fan_out(run_id=targeted_run.pk),
-        second_may_pass=True,
+        _by_slug(run)["telkomsel"], first, lambda: dispatch.run_fan_out(run_id=targeted_run.pk), second_may_pass=True
     )
     assert errors == []
-    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.CANCELLED
-    assert set(AreaBroadcast.objects.filter(run=run).values_list("state", flat=True)) == {State.CANCEL_PENDING}
     assert DispatchBatch.objects.filter(run=targeted_run).count() == 2
+    if meanwhile == "window_ends":
+        assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
+    else:
+        assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.CANCELLED
+        assert set(AreaBroadcast.objects.filter(run=run).values_list("state", flat=True)) == {State.CANCEL_PENDING}
 
 
 @pytest.mark.django_db(transaction=True)
