@@ -11,7 +11,11 @@ from django.urls import path
 from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
 from smsblast.authentication import api_token_revoke
 from smsblast.errors import ServiceConflict
+from smsblast.forms import AdminLoginForm
 from smsblast.models import ApiToken, Area, AuditEvent, Subscriber, SubscriberImport, SubscriberImportRejection, User
+
+# Password guessing on the admin log-in is throttled like on the log-in page.
+admin.site.login_form = AdminLoginForm
 
 
 @admin.register(User)

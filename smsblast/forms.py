@@ -1,10 +1,53 @@
 """Forms of the subscriber pages."""
 
+import math
+
 from django import forms
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
+from smsblast.login_throttle import client_address, login_failure_record, login_failures_clear, login_wait_seconds
 from smsblast.phones import normalize
+
+
+class ThrottledLoginMixin:
+    """Refuse a log-in after LOGIN_FAILURES_ALLOWED wrong passwords for a username from one address."""
+
+    throttled_message = ""
+
+    def clean(self):
+        username = self.cleaned_data.get("username") or ""
+        address = client_address(self.request)
+        wait = login_wait_seconds(username=username, address=address)
+        if wait:
+            minutes = math.ceil(wait / 60)
+            self.throttled_message = ngettext(
+                "Too many failed log-ins. Try again in %(minutes)d minute.",
+                "Too many failed log-ins. Try again in %(minutes)d minutes.",
+                minutes,
+            ) % {"minutes": minutes}
+            raise forms.ValidationError(self.throttled_message, code="throttled")
+        try:
+            cleaned = super().clean()
+        except forms.ValidationError as error:
+            # user_cache is set when the password was right and only the account may not log in here.
+            if error.code == "invalid_login" and self.user_cache is None and username:
+                login_failure_record(username=username, address=address)
+            raise
+        if self.user_cache is not None:
+            login_failures_clear(username=username, address=address)
+        return cleaned
+
+
+class LoginForm(ThrottledLoginMixin, AuthenticationForm):
+    """The log-in page's form."""
+
+
+class AdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
+    """The admin site's log-in form, throttled like the log-in page."""
 
 
 class MsisdnField(forms.CharField):

@@ -3,10 +3,11 @@ from django.urls import path
 
 from campaigns.views import dashboard
 from smsblast import views
+from smsblast.forms import LoginForm
 
 urlpatterns = [
     path("", dashboard, name="dashboard"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", auth_views.LoginView.as_view(authentication_form=LoginForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("subscribers/", views.subscribers, name="subscribers"),
     path("subscribers/imports/<int:pk>/", views.subscriber_import_status, name="subscriber_import"),

@@ -206,6 +206,11 @@ PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 # The CAP <sender> of exported alerts (e.g. "bpbd@blitarkab.go.id"); empty: smsblast@<host of PUBLIC_BASE_URL>.
 CAP_SENDER = env("CAP_SENDER", default="")
 
+# Wrong passwords allowed for one username from one address before log-in is refused for a while (0: no limit).
+LOGIN_FAILURES_ALLOWED = env.int("LOGIN_FAILURES_ALLOWED", default=5)
+# How long the count of failed log-ins lasts after the last failure (and so how long a lockout lasts).
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=900)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

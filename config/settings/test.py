@@ -5,6 +5,8 @@ from .base import DATABASES, env
 
 DEBUG = False
 SECRET_KEY = "test-only-key"  # noqa: S105
+# Log-in throttling keeps counts in Redis across tests; its own tests switch it on with a private server.
+LOGIN_FAILURES_ALLOWED = 0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # In-memory for unit tests; integration tests that need a shared file set their own.

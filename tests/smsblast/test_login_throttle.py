@@ -1,0 +1,84 @@
+"""Password guessing stops after a few wrong passwords for one username from one address."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from smsblast.roles import Role
+from tests.conftest import make_user
+
+
+@pytest.fixture
+def throttled(settings, redis_client, redis_url):
+    settings.REDIS_URL = redis_url
+    settings.LOGIN_FAILURES_ALLOWED = 3
+    settings.LOGIN_LOCKOUT_SECONDS = 600
+    return redis_client
+
+
+def _log_in(password: str, *, address: str = "10.0.0.7", username: str = "chair", path: str = ""):
+    return Client(REMOTE_ADDR=address).post(path or reverse("login"), {"username": username, "password": password})
+
+
+def _wrong(times: int, **kwargs) -> None:
+    for _ in range(times):
+        assert _log_in("guess", **kwargs).status_code == 200
+
+
+@pytest.mark.django_db
+def test_after_the_allowed_wrong_passwords_even_the_right_one_is_refused_with_the_wait(throttled):
+    make_user("chair", Role.APPROVER)
+    _wrong(3)
+    response = _log_in("pw-secret-123")
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "Terlalu banyak percobaan masuk yang gagal. Coba lagi dalam 10 menit." in body
+    assert "_auth_user_id" not in response.client.session
+
+
+@pytest.mark.django_db
+def test_fewer_wrong_passwords_than_allowed_still_let_the_right_one_in_and_are_forgotten(throttled):
+    make_user("chair", Role.APPROVER)
+    _wrong(2)
+    assert _log_in("pw-secret-123").status_code == 302
+    _wrong(2)
+    assert _log_in("pw-secret-123").status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_lock_holds_for_one_username_from_one_address_only(throttled):
+    make_user("chair", Role.APPROVER)
+    make_user("officer", Role.OFFICER)
+    _wrong(3, username="CHAIR ")
+    assert _log_in("pw-secret-123", address="10.0.0.8").status_code == 302
+    assert _log_in("pw-secret-123", username="officer").status_code == 302
+    assert _log_in("pw-secret-123").status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_lock_lapses_after_the_lockout(throttled):
+    make_user("chair", Role.APPROVER)
+    _wrong(3)
+    assert _log_in("pw-secret-123").status_code == 200
+    for key in throttled.scan_iter("smsblast:login-failures:*"):
+        throttled.expire(key, 0)
+    assert _log_in("pw-secret-123").status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_admin_log_in_is_throttled_too(throttled):
+    make_user("root", Role.ADMIN)
+    admin_login = reverse("admin:login")
+    _wrong(3, username="root", path=admin_login)
+    response = _log_in("pw-secret-123", username="root", path=admin_login)
+    assert response.status_code == 200
+    assert "Coba lagi dalam 10 menit" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_log_in_stays_open_when_redis_cannot_be_reached(settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.LOGIN_FAILURES_ALLOWED = 1
+    make_user("chair", Role.APPROVER)
+    _wrong(2)
+    assert _log_in("pw-secret-123").status_code == 302
