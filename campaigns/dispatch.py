@@ -359,7 +359,7 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
                     )
                 enqueue_on_commit(partial(_enqueue_check_complete, run.pk))
                 break
-            batches = _fan_out_chunk(run, rows, operators, now)
+            batches = _fan_out_chunk_once(run, rows, operators, now)
             run.fanout_cursor = rows[-1][0]
             run.last_progress_at = now
             run.save(update_fields=["fanout_cursor", "last_progress_at"])
@@ -367,6 +367,26 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
             if run.status == RunStatus.FANNING_OUT:
                 enqueue_on_commit(partial(batches_enqueue, [(b.pk, operators[b.operator_id].queue) for b in batches]))
     return created
+
+
+def _fan_out_chunk_once(
+    run: CampaignRun, rows: list, operators: dict[int, Operator], now: datetime
+) -> list[DispatchBatch]:
+    """Write one chunk, leaving out numbers the run already has a delivery for (invariant 3).
+
+    A subscriber row deleted and added again (or given another row's number) after its chunk was written
+    comes back past the cursor under a new id. The (run, msisdn) constraint refuses its second delivery, which
+    would fail the chunk on every rerun and never end the fan-out; such a number keeps its first delivery.
+    """
+    try:
+        with transaction.atomic():
+            return _fan_out_chunk(run, rows, operators, now)
+    except IntegrityError:
+        pass
+    msisdns = [row[1] for row in rows]
+    written = set(Delivery.objects.filter(run=run, msisdn__in=msisdns).values_list("msisdn", flat=True))
+    rows = [row for row in rows if row[1] not in written]
+    return _fan_out_chunk(run, rows, operators, now) if rows else []
 
 
 def _fan_out_chunk(run: CampaignRun, rows: list, operators: dict[int, Operator], now: datetime) -> list[DispatchBatch]:
@@ -426,7 +446,12 @@ def _deliveries_write(run: CampaignRun, groups: list[tuple], now: datetime) -> N
             if _COPY_UNSAFE.search("".join(msisdns)):
                 msisdns = [msisdn.translate(_COPY_ESCAPES) for msisdn in msisdns]
             parts.append(prefix + (suffix + prefix).join(msisdns) + suffix)
-        with connection.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        # A unique violation surfaces as Django's IntegrityError, as it does from bulk_create.
+        with (
+            connection.wrap_database_errors,
+            connection.cursor() as cursor,
+            cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+        ):
             copy.write("".join(parts))
         return
     Delivery.objects.bulk_create(

@@ -228,6 +228,30 @@ def test_fan_out_run_again_creates_nothing_twice():
     assert DispatchBatch.objects.filter(run=run).count() == created
 
 
+def test_a_number_deleted_and_added_again_during_fan_out_keeps_its_one_delivery_and_the_rest_still_fan_out():
+    from smsblast.models import Area
+
+    run, operators, _ = _fanned_out_run({"tsel": 6})
+    # Between two chunks the first number is deleted and added again (a new row past the cursor), and a
+    # new number arrives; then the fan-out resumes from its cursor.
+    first = Subscriber.objects.order_by("pk").first()
+    first.delete()
+    district = Area.objects.get(code="35.05.02")
+    SubscriberFactory(msisdn=first.msisdn, area=district, operator=operators["tsel"])
+    newcomer = SubscriberFactory(area=district, operator=operators["tsel"])
+    CampaignRun.objects.filter(pk=run.pk).update(fanout_done=False, status=CampaignRun.Status.FANNING_OUT)
+
+    dispatch.run_fan_out(run_id=run.pk, chunk_size=4)
+
+    run.refresh_from_db()
+    assert run.fanout_done and run.status == CampaignRun.Status.SENDING
+    assert Delivery.objects.filter(run=run, msisdn=first.msisdn).count() == 1
+    assert Delivery.objects.filter(run=run, msisdn=newcomer.msisdn, status="queued", batch__isnull=False).exists()
+    assert Delivery.objects.filter(run=run).count() == 7
+    sizes = DispatchBatch.objects.filter(run=run).values_list("size", flat=True)
+    assert sum(sizes) == Delivery.objects.filter(run=run, batch__isnull=False).count()
+
+
 def test_fan_out_streams_the_audience_in_chunks_advancing_its_cursor():
     run, _, _ = _fanned_out_run({"tsel": 9}, batch_size=100, chunk_size=4)
     # 9 recipients in chunks of 4 make three batches even with room for 100: a chunk never waits for another.
