@@ -34,7 +34,7 @@ from operators.models import Operator
 from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
-from smsblast.models import Role, User
+from smsblast.models import Role, Subscriber, User
 from smsblast.selectors import subscribers_in_area
 from smsblast.transactions import enqueue_on_commit
 
@@ -303,12 +303,38 @@ def batch_size_for(operator, *, segments: int) -> int:
     return size
 
 
-def run_audience(run: CampaignRun):
-    """Return the run's recipients as frozen at start: the area subtree (and drawn polygon) narrowed by the audience."""
+def run_audience(run: CampaignRun, *, id_range: tuple[int, int | None] | None = None):
+    """Return the run's recipients as frozen at start: the area subtree (and drawn polygon) narrowed by the audience.
+
+    `id_range` (after, up_to) keeps the subscribers with ids in it (see `subscribers_in_area`).
+    """
     frozen = run.frozen or {}
     return subscribers_in_area(
-        frozen.get("area_codes", []), audience=frozen.get("audience") or {}, polygon=frozen.get("polygon")
+        frozen.get("area_codes", []),
+        audience=frozen.get("audience") or {},
+        polygon=frozen.get("polygon"),
+        id_range=id_range,
     )
+
+
+def _chunk_rows(run: CampaignRun, size: int) -> tuple[list, int | None]:
+    """Return the next chunk of (id, msisdn, operator id, opted out at) after the cursor and the id it ends at.
+
+    The id is None when the rows read reach the end of the audience. A drawn polygon's coordinate test reads
+    the coordinates of every subscriber it is given, so such a run takes the next `size` subscribers by id
+    and tests those alone: the chunk may then hold fewer recipients, or none, before the end.
+    """
+    columns = ("pk", "msisdn", "operator_id", "opted_out_at")
+    after = run.fanout_cursor
+    if not (run.frozen or {}).get("polygon"):
+        rows = list(run_audience(run).filter(pk__gt=after).order_by("pk").values_list(*columns)[:size])
+        return rows, (rows[-1][0] if rows else None)
+    window = list(Subscriber.objects.filter(pk__gt=after).order_by("pk").values_list("pk", flat=True)[size - 1 : size])
+    up_to = window[0] if window else None
+    rows = list(run_audience(run, id_range=(after, up_to)).order_by("pk").values_list(*columns))
+    if up_to is None:
+        up_to = rows[-1][0] if rows else None
+    return rows, up_to
 
 
 def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
@@ -329,15 +355,10 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
             run = CampaignRun.objects.select_for_update().filter(pk=run_id).first()
             if run is None or run.fanout_done or run.status not in (RunStatus.FANNING_OUT, RunStatus.PAUSED):
                 break
-            rows = list(
-                run_audience(run)
-                .filter(pk__gt=run.fanout_cursor)
-                .order_by("pk")
-                .values_list("pk", "msisdn", "operator_id", "opted_out_at")[:size]
-            )
+            rows, chunk_end = _chunk_rows(run, size)
             size = min(size * 2, chunk_size)
             now = timezone.now()
-            if not rows:
+            if chunk_end is None:
                 # One UPDATE of the locked row: a second one in this transaction would re-check the campaign
                 # foreign key, waiting on a cancel that holds the campaign and waits on this run (a deadlock).
                 run.fanout_done = True
@@ -359,8 +380,8 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
                     )
                 enqueue_on_commit(partial(_enqueue_check_complete, run.pk))
                 break
-            batches = _fan_out_chunk_once(run, rows, operators, now)
-            run.fanout_cursor = rows[-1][0]
+            batches = _fan_out_chunk_once(run, rows, operators, now) if rows else []
+            run.fanout_cursor = chunk_end
             run.last_progress_at = now
             run.save(update_fields=["fanout_cursor", "last_progress_at"])
             created += len(batches)

@@ -24,11 +24,18 @@ from smsblast.text import search_key
 
 
 def subscribers_in_area(
-    area_codes: Iterable[str], *, audience: dict | None = None, opted_in_only: bool = False, polygon: dict | None = None
+    area_codes: Iterable[str],
+    *,
+    audience: dict | None = None,
+    opted_in_only: bool = False,
+    polygon: dict | None = None,
+    id_range: tuple[int, int | None] | None = None,
 ) -> QuerySet[Subscriber]:
     """Return the subscribers whose home area is one of `area_codes` or lies below one.
 
-    With a drawn `polygon` (GeoJSON), also those it reaches (see `polygon_q`).
+    With a drawn `polygon` (GeoJSON), also those it reaches (see `polygon_q`). `id_range` (after, up_to) keeps
+    the subscribers with after < id <= up_to (no upper bound when up_to is None); the polygon's coordinate
+    test then reads that range only, so a fan-out chunk never holds the whole audience's coordinates.
 
     `audience` narrows them: {"languages": ["id", "jv"]} keeps those languages and
     {"operators": ["telkomsel"]} those operators' numbers. Opted-out subscribers are
@@ -38,8 +45,10 @@ def subscribers_in_area(
     # "area_id" would refuse the startswith lookup.
     where = area_subtree_q("area__code", list(area_codes or []))
     if polygon:
-        where |= polygon_q(polygon)
+        where |= polygon_q(polygon, id_range=id_range)
     queryset = Subscriber.objects.filter(where)
+    if id_range is not None:
+        queryset = queryset.filter(_id_range_q(id_range))
     audience = audience or {}
     if audience.get("languages"):
         queryset = queryset.filter(language__in=audience["languages"])
@@ -254,18 +263,24 @@ def polygon_home_areas(polygon: dict) -> tuple[set[str], set[str]]:
     return exact, subtree
 
 
-def polygon_subscriber_ids(polygon: dict) -> list[int]:
-    """Return the ids of subscribers whose home coordinates lie inside a drawn polygon.
+def _id_range_q(id_range: tuple[int, int | None]) -> Q:
+    after, up_to = id_range
+    return Q(pk__gt=after) if up_to is None else Q(pk__gt=after, pk__lte=up_to)
+
+
+def polygon_subscriber_ids(polygon: dict, *, id_range: tuple[int, int | None] | None = None) -> list[int]:
+    """Return the ids of subscribers whose home coordinates lie inside a drawn polygon (within `id_range`).
 
     The database narrows them to the polygon's bounding box; shapely tests each remaining point.
     """
     drawn = polygon_geometry(polygon)
     min_lon, min_lat, max_lon, max_lat = drawn.bounds
-    rows = list(
-        Subscriber.objects.filter(
-            latitude__gte=min_lat, latitude__lte=max_lat, longitude__gte=min_lon, longitude__lte=max_lon
-        ).values_list("id", "latitude", "longitude")
+    candidates = Subscriber.objects.filter(
+        latitude__gte=min_lat, latitude__lte=max_lat, longitude__gte=min_lon, longitude__lte=max_lon
     )
+    if id_range is not None:
+        candidates = candidates.filter(_id_range_q(id_range))
+    rows = list(candidates.values_list("id", "latitude", "longitude"))
     if not rows:
         return []
     ids, lats, lons = zip(*rows, strict=True)
@@ -288,10 +303,13 @@ def area_subtrees_q(codes: Iterable[str]) -> Q:
     return query
 
 
-def polygon_q(polygon: dict) -> Q:
-    """Return a filter on Subscriber for a drawn polygon: home boundary intersecting it, or coordinates inside."""
+def polygon_q(polygon: dict, *, id_range: tuple[int, int | None] | None = None) -> Q:
+    """Return a filter on Subscriber for a drawn polygon: home boundary intersecting it, or coordinates inside.
+
+    The coordinates tested are those of the subscribers in `id_range`, all of them without one.
+    """
     exact, subtree = polygon_home_areas(polygon)
-    query = Q(pk__in=polygon_subscriber_ids(polygon)) | area_subtrees_q(subtree)
+    query = Q(pk__in=polygon_subscriber_ids(polygon, id_range=id_range)) | area_subtrees_q(subtree)
     if exact:
         query |= Q(area__code__in=sorted(exact))
     return query

@@ -277,6 +277,46 @@ def test_a_drawn_polygon_reaches_the_subscribers_inside_it_at_fan_out_and_in_the
     assert list(Delivery.objects.filter(run=run).values_list("msisdn", flat=True)) == [inside.msisdn]
 
 
+def test_a_drawn_polygon_fans_out_reading_the_coordinates_of_one_chunk_at_a_time():
+    import re
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from smsblast.models import Area
+
+    square = {
+        "type": "Polygon",
+        "coordinates": [[[112.0, -8.2], [112.2, -8.2], [112.2, -8.0], [112.0, -8.0], [112.0, -8.2]]],
+    }
+    campaign = approved_campaign(area_codes=["35.05.02"], polygon=square)
+    operator = operators_and_subscribers(counts={"tsel": 0}, batch_size=100)["tsel"]
+    district = Area.objects.get(code="35.05.02")
+    expected = set()
+    for number in range(30):
+        inside = SubscriberFactory(area=None, operator=operator, latitude=-8.1, longitude=112.1)
+        SubscriberFactory(area=None, operator=operator, latitude=-8.1, longitude=112.3)  # east of the polygon
+        homed = SubscriberFactory(area=district, operator=operator) if number % 3 == 0 else None
+        expected |= {inside.msisdn} | ({homed.msisdn} if homed else set())
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    CampaignRun.objects.filter(pk=run.pk).update(frozen={**run.frozen, "polygon": square})
+
+    with CaptureQueriesContext(connection) as queries:
+        dispatch.run_fan_out(run_id=run.pk, chunk_size=4)
+
+    assert set(Delivery.objects.filter(run=run).values_list("msisdn", flat=True)) == expected
+    run.refresh_from_db()
+    assert run.fanout_done and run.status == CampaignRun.Status.SENDING
+    # No statement names more subscribers than a chunk holds: the audience is never read whole.
+    listed = [
+        len(found.split(","))
+        for query in queries.captured_queries
+        for found in re.findall(r"IN \(([^()]*)\)", query["sql"])
+    ]
+    assert max(listed) <= 4
+
+
 @pytest.mark.parametrize(
     ("batch_size", "segments_per_second", "segments", "expected"),
     [(1000, 0, 3, 1000), (1000, 500, 1, 500), (1000, 500, 2, 250), (100, 500, 2, 100), (1000, 2, 3, 1)],
