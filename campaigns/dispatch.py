@@ -346,10 +346,12 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
     `fanout_cursor`, so a rerun after a crash resumes after the last subscriber written and creates nothing
     twice.
     """
-    operators = {op.pk: op for op in Operator.objects.all()}
     created = 0
     size = min(FANOUT_FIRST_CHUNK, chunk_size)
     while True:
+        # Read per chunk: an operator the admin deactivates, adds or gives another batch size during a long
+        # fan-out counts from the next chunk on.
+        operators = {op.pk: op for op in Operator.objects.all()}
         with transaction.atomic():
             # The row lock serializes two fan-outs of the same run; the second sees the moved cursor.
             run = CampaignRun.objects.select_for_update().filter(pk=run_id).first()

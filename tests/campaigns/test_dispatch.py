@@ -252,6 +252,37 @@ def test_a_number_deleted_and_added_again_during_fan_out_keeps_its_one_delivery_
     assert sum(sizes) == Delivery.objects.filter(run=run, batch__isnull=False).count()
 
 
+def test_an_operator_edited_while_its_run_fans_out_is_followed_from_the_next_chunk(monkeypatch):
+    from operators.models import Operator
+    from tests.operators.factories import OperatorFactory
+
+    write_chunk = dispatch._fan_out_chunk_once
+    chunks = []
+
+    def the_admin_edits_operators_after_the_first_chunk(run, rows, operators, now):
+        batches = write_chunk(run, rows, operators, now)
+        chunks.append({msisdn for _, msisdn, _, _ in rows})
+        if len(chunks) == 1:
+            Operator.objects.filter(slug="tsel").update(batch_size=1)
+            Operator.objects.filter(slug="isat").update(active=False)
+            # A new operator's prefixes route the last Telkomsel number to it.
+            last = Subscriber.objects.filter(operator__slug="tsel").latest("pk")
+            Subscriber.objects.filter(pk=last.pk).update(operator=OperatorFactory(slug="newop", adapter="scripted"))
+        return batches
+
+    monkeypatch.setattr(dispatch, "_fan_out_chunk_once", the_admin_edits_operators_after_the_first_chunk)
+    # Ten Telkomsel numbers, then six Indosat ones, in chunks of four.
+    run, operators, _ = _fanned_out_run({"tsel": 10, "isat": 6}, batch_size=3, chunk_size=4)
+
+    later = Delivery.objects.filter(run=run).exclude(msisdn__in=chunks[0])
+    assert set(later.filter(operator=operators["tsel"]).values_list("batch__size", flat=True)) == {1}
+    assert set(later.filter(operator__isnull=True).values_list("status", "reason")) == {
+        ("skipped", "operator_inactive")
+    }
+    assert later.filter(operator__isnull=True).count() == 6
+    assert later.get(operator__slug="newop").status == "queued"
+
+
 def test_fan_out_streams_the_audience_in_chunks_advancing_its_cursor():
     run, _, _ = _fanned_out_run({"tsel": 9}, batch_size=100, chunk_size=4)
     # 9 recipients in chunks of 4 make three batches even with room for 100: a chunk never waits for another.
