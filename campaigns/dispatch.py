@@ -17,7 +17,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from campaigns import scheduling
@@ -806,6 +806,37 @@ def run_expire_overdue(*, run: CampaignRun, now: datetime) -> int:
             details={"batches_failed": len(unsent), "deliveries_failed": failed, "deliveries_expired": expired},
         )
     return failed + expired
+
+
+def deliveries_withdraw_opted_out(*, msisdn: str, now: datetime) -> dict[int, int]:
+    """Skip a number's deliveries still waiting in batches never sent, after it opted out; return {run id: count}.
+
+    A STOP during a run (a long one, or one waiting out quiet hours) holds for the batches not sent yet. Only a
+    batch never posted gives a number up: once sent, it is retried with the body of its first attempt under
+    the same idempotency key (invariant 3). The batches are locked first, so a worker leases one either
+    before (and sends the number) or after (and leaves it out: batch_outbound reads no skipped delivery).
+    A number in the chunk a fan-out is writing at that very moment may still be sent once.
+    """
+    runs = list(
+        CampaignRun.objects.filter(
+            status__in=[CampaignRun.Status.FANNING_OUT, CampaignRun.Status.SENDING, CampaignRun.Status.PAUSED]
+        ).values_list("pk", flat=True)
+    )
+    if not runs:
+        return {}
+    waiting = Delivery.objects.filter(run_id__in=runs, msisdn=msisdn, status=QUEUED, batch__isnull=False)
+    unsent = list(
+        DispatchBatch.objects.select_for_update(of=("self",))
+        .filter(pk__in=list(waiting.values_list("batch_id", flat=True)), status=BatchStatus.PENDING, attempts=0)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not unsent:
+        return {}
+    withdrawn = waiting.filter(batch_id__in=unsent)
+    counts = dict(withdrawn.values("run_id").annotate(n=Count("pk")).values_list("run_id", "n"))
+    withdrawn.update(status=SKIPPED, reason="opted_out", done_at=now, updated_at=now)
+    return counts
 
 
 def is_quiet_for(run: CampaignRun, now: datetime) -> datetime | None:

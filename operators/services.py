@@ -97,6 +97,12 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
             return leased
         batch = leased
     operator = batch.operator
+    outbound = batch_outbound(batch)
+    if not outbound.recipients:
+        # Every recipient opted out before the batch went out: nothing to send, the batch is done.
+        return batch_record_result(
+            batch_id=batch.pk, result=BatchResult(outcome=Outcome.ACCEPTED, accepted=0), leased=batch
+        ).status_label
 
     # Wait for the shared rate limit, but give the lease back well before it could expire under us.
     limiter = RateLimiter(operator.slug, limit=operator.segments_per_second)
@@ -133,7 +139,6 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
             _release(batch, next_attempt_at=None, reason="paused", count_attempt=False)
             return "paused"
 
-    outbound = batch_outbound(batch)
     try:
         result = get_adapter(operator.adapter).send_batch(outbound)
     except Exception as exc:  # noqa: BLE001 - an adapter bug must not strand the batch in flight
@@ -267,7 +272,11 @@ def batch_outbound(batch: DispatchBatch) -> OutboundBatch:
     operator = batch.operator
     recipients = [
         OutboundMessage(message_id=str(pk), msisdn=msisdn)
-        for pk, msisdn in Delivery.objects.filter(batch_id=batch.pk).order_by("pk").values_list("pk", "msisdn")
+        for pk, msisdn in Delivery.objects.filter(batch_id=batch.pk)
+        # A number that opted out before the batch was first sent is left out (deliveries_withdraw_opted_out).
+        .exclude(status=DeliveryStatus.SKIPPED)
+        .order_by("pk")
+        .values_list("pk", "msisdn")
     ]
     return OutboundBatch(
         batch_id=str(batch.pk),

@@ -773,7 +773,7 @@ def _operator_id_for(e164: str) -> int | None:
 def subscriber_opt_out(
     *, msisdn: str, actor: User | None, source: str, at: datetime | None = None, details: dict | None = None
 ) -> tuple[Subscriber, bool]:
-    """Opt a number out of every later run; return the subscriber and whether anything changed.
+    """Opt a number out of every later run and of the unsent batches of runs under way; return (subscriber, changed).
 
     An unknown number is recorded as a new, opted-out subscriber, so that a later import of the same
     number keeps the opt-out instead of adding a reachable subscriber.
@@ -790,13 +790,23 @@ def subscriber_opt_out(
         if not changed:
             return subscriber, False
         subscriber.refresh_from_db()
+    from campaigns.dispatch import deliveries_withdraw_opted_out  # campaigns builds on this app
+
+    # Runs under way leave the number out of the batches they have not sent yet.
+    withdrawn = deliveries_withdraw_opted_out(msisdn=e164, now=timezone.now())
     audit_record(
         actor=actor,
         action="subscriber.opt_out",
         obj=subscriber,
         from_state="" if created else SUBSCRIBED,
         to_state=OPTED_OUT,
-        details={"source": source, "msisdn": e164, "new_subscriber": created, **(details or {})},
+        details={
+            "source": source,
+            "msisdn": e164,
+            "new_subscriber": created,
+            **({"withdrawn_from_runs": sorted(withdrawn)} if withdrawn else {}),
+            **(details or {}),
+        },
     )
     return subscriber, True
 

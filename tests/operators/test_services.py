@@ -11,6 +11,7 @@ from operators import services
 from operators.gateways.base import BatchResult, Outcome, get_adapter, register
 from operators.models import Operator
 from smsblast.audit import audit_history
+from smsblast.services import subscriber_opt_out
 from tests.concurrency import race_behind_a_row, skip_unless_postgresql
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
 
@@ -385,3 +386,72 @@ def test_an_answer_arriving_after_the_lease_lapsed_as_the_campaign_is_cancelled_
     # The operator took the batch before the cancel reached it: its messages were sent, and stay so.
     assert DispatchBatch.objects.get(pk=batch.pk).status == "accepted"
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.CANCELLED
+
+
+# --- opting out during a run --------------------------------------------------------------------------
+
+
+def test_a_number_opting_out_before_its_batch_is_sent_is_left_out_of_it_and_skipped():
+    batch = _batch(3)
+    first, second, third = Delivery.objects.filter(batch=batch).order_by("pk")
+    subscriber, changed = subscriber_opt_out(msisdn=second.msisdn, actor=None, source="sms")
+    assert changed
+    second.refresh_from_db()
+    assert (second.status, second.reason) == ("skipped", "opted_out")
+    assert audit_history(subscriber).get(action="subscriber.opt_out").details["withdrawn_from_runs"] == [batch.run_id]
+
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    (sent,) = ScriptedAdapter.sent
+    assert [m.msisdn for m in sent.recipients] == [first.msisdn, third.msisdn]
+    second.refresh_from_db()
+    assert second.status == "skipped"
+
+
+def test_a_number_opting_out_after_its_batch_was_first_sent_stays_in_the_retried_batch():
+    batch = _batch(2)
+    ScriptedAdapter.reset(
+        BatchResult(outcome=Outcome.RETRY, error="Service Unavailable", status_code=503),
+        BatchResult(outcome=Outcome.ACCEPTED, accepted=2),
+    )
+    assert services.batch_send(batch_id=batch.pk) == "retry"
+    first, second = Delivery.objects.filter(batch=batch).order_by("pk")
+    subscriber_opt_out(msisdn=second.msisdn, actor=None, source="sms")
+    second.refresh_from_db()
+    assert second.status == "queued"
+
+    batch.refresh_from_db()
+    assert services.batch_send(batch_id=batch.pk, now=batch.next_attempt_at) == "accepted"
+    first_body, retried_body = ScriptedAdapter.sent
+    # The same idempotency key carries the same recipients (invariant 3).
+    assert [m.msisdn for m in retried_body.recipients] == [m.msisdn for m in first_body.recipients]
+    assert [m.msisdn for m in retried_body.recipients] == [first.msisdn, second.msisdn]
+
+
+def test_a_number_opting_out_while_its_batch_is_in_flight_is_not_withdrawn():
+    batch = _batch(2)
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="in_flight", attempts=1)
+    (first, *_) = Delivery.objects.filter(batch=batch).order_by("pk")
+    subscriber_opt_out(msisdn=first.msisdn, actor=None, source="sms")
+    first.refresh_from_db()
+    assert first.status == "queued"
+
+
+def test_a_batch_whose_every_number_opted_out_is_done_without_a_request():
+    batch = _batch(2)
+    for delivery in Delivery.objects.filter(batch=batch):
+        subscriber_opt_out(msisdn=delivery.msisdn, actor=None, source="sms")
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    assert ScriptedAdapter.sent == []
+    batch.refresh_from_db()
+    assert (batch.status, batch.accepted_count) == ("accepted", 0)
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"skipped"}
+
+
+def test_an_opt_out_leaves_finished_runs_alone():
+    batch = _batch(2)
+    CampaignRun.objects.filter(pk=batch.run_id).update(status=CampaignRun.Status.COMPLETED)
+    (first, *_) = Delivery.objects.filter(batch=batch).order_by("pk")
+    subscriber, _ = subscriber_opt_out(msisdn=first.msisdn, actor=None, source="officer")
+    first.refresh_from_db()
+    assert first.status == "queued"
+    assert "withdrawn_from_runs" not in audit_history(subscriber).get(action="subscriber.opt_out").details
