@@ -32,7 +32,7 @@ from campaigns.services import (
 )
 from operators.models import Operator
 from smsblast import sms
-from smsblast.audit import audit_record
+from smsblast.audit import audit_history, audit_record
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import Role, Subscriber, User
 from smsblast.selectors import subscribers_in_area
@@ -697,7 +697,8 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     - fan-outs that stopped mid-way are restarted from their cursor;
     - deliveries without a final report after the run's validity window expire, and batches never accepted
       by then fail;
-    - runs whose deliveries are all final are completed; runs with no progress for 10 minutes are logged.
+    - runs whose deliveries are all final are completed; runs with no progress for 10 minutes are logged and
+      recorded, once per stall.
     """
     now = now or timezone.now()
     stale = now - _stale_after()
@@ -763,11 +764,23 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     for run in active_runs.filter(last_progress_at__lt=now - STALL_AFTER).exclude(Exists(held)):
         if is_quiet_for(run, now) is not None:
             continue  # waiting out its quiet hours is not a stall
-        counts["stalled"] += 1
-        logger.error(
-            "Run %s of campaign %s has made no progress since %s", run.pk, run.campaign_id, run.last_progress_at
-        )
+        if run_report_stall(run=run):
+            counts["stalled"] += 1
     return counts
+
+
+def run_report_stall(*, run: CampaignRun) -> bool:
+    """Log and record that the run has made no progress since its mark, once per stall; return whether it did.
+
+    The reconciler finds a stalled run on every pass: one report per stall (a new one only after the run moved
+    and stalled again) keeps the error log readable, and the run's history shows it.
+    """
+    since = run.last_progress_at.isoformat()
+    if audit_history(run).filter(action="run.stalled", details__since=since).exists():
+        return False
+    logger.error("Run %s of campaign %s has made no progress since %s", run.pk, run.campaign_id, run.last_progress_at)
+    audit_record(actor=None, action="run.stalled", obj=run, details={"since": since})
+    return True
 
 
 @transaction.atomic

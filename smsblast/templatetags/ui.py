@@ -116,6 +116,7 @@ ACTION_LABELS = {
     "run.resume": _("run resumed"),
     "run.cancel": _("run cancelled"),
     "run.expire": _("undelivered messages expired"),
+    "run.stalled": _("no progress for 10 minutes"),
 }
 
 

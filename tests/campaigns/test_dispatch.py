@@ -552,6 +552,26 @@ def test_the_reconciler_reports_a_run_without_progress_for_ten_minutes(caplog):
     assert f"Run {run.pk} " in caplog.text and "no progress" in caplog.text
 
 
+def test_the_reconciler_reports_a_stalled_run_once_and_again_only_after_it_moved_and_stalled_anew(caplog):
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    DispatchBatch.objects.filter(run=run).update(
+        status="in_flight", lease_expires_at=timezone.now() + timedelta(days=1)
+    )
+    stalled_since = timezone.now() - timedelta(minutes=11)
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=stalled_since)
+    with caplog.at_level("ERROR", logger="campaigns.dispatch"):
+        passes = [dispatch.dispatch_reconcile()["stalled"] for _ in range(3)]
+    assert passes == [1, 0, 0]
+    assert caplog.text.count("no progress") == 1
+    (event,) = AuditEvent.objects.filter(action="run.stalled", object_id=str(run.pk))
+    assert event.details == {"since": stalled_since.isoformat()}
+
+    # A report moved it on, then it stalled again: that is a new stall.
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=stalled_since + timedelta(seconds=30))
+    assert dispatch.dispatch_reconcile()["stalled"] == 1
+    assert AuditEvent.objects.filter(action="run.stalled", object_id=str(run.pk)).count() == 2
+
+
 def test_an_approved_schedule_spelled_differently_still_arms_and_recurs():
     campaign = approved_campaign(schedule={"kind": "daily", "time": "13:00:00", "weekday_times": {"fri": "10:00"}})
     now = utc(2021, 7, 7, 1, 0)  # Wednesday 08:00 WIB
