@@ -709,16 +709,26 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
 
     expired_leases = list(
         DispatchBatch.objects.filter(status=BatchStatus.IN_FLIGHT, lease_expires_at__lt=now).values_list(
-            "pk", "operator__slug"
+            "pk", "operator__slug", "attempts"
         )
     )
     redrive = []
-    for batch_id, slug in expired_leases:
-        if DispatchBatch.objects.filter(pk=batch_id, status=BatchStatus.IN_FLIGHT, lease_expires_at__lt=now).update(
-            status=BatchStatus.PENDING, lease_expires_at=None, next_attempt_at=None, updated_at=now
-        ):
-            redrive.append((batch_id, f"dispatch.{slug}"))
-            logger.warning("Batch %s lease expired; re-driving it with the same id", batch_id)
+    for batch_id, slug, attempts in expired_leases:
+        with transaction.atomic():
+            if not DispatchBatch.objects.filter(
+                pk=batch_id, status=BatchStatus.IN_FLIGHT, lease_expires_at__lt=now
+            ).update(status=BatchStatus.PENDING, lease_expires_at=None, next_attempt_at=None, updated_at=now):
+                continue
+            audit_record(
+                actor=None,
+                action="batch.lease_expired",
+                obj=DispatchBatch(pk=batch_id),
+                from_state=BatchStatus.IN_FLIGHT,
+                to_state=BatchStatus.PENDING,
+                details={"attempts": attempts},
+            )
+        redrive.append((batch_id, f"dispatch.{slug}"))
+        logger.warning("Batch %s lease expired; re-driving it with the same id", batch_id)
     counts["leases"] = len(redrive)
 
     lost = list(

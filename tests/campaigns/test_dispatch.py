@@ -464,6 +464,19 @@ def test_the_reconciler_re_drives_an_expired_lease_with_the_same_batch_id(django
     assert DispatchBatch.objects.get(pk=batch.pk).attempts == 2
 
 
+def test_the_reconciler_audits_taking_back_an_expired_lease():
+    run, _, _ = _fanned_out_run({"tsel": 3})
+    batch = DispatchBatch.objects.get(run=run)
+    DispatchBatch.objects.filter(pk=batch.pk).update(
+        status="in_flight", lease_expires_at=timezone.now() - timedelta(minutes=5), attempts=1
+    )
+    dispatch.dispatch_reconcile()
+    dispatch.dispatch_reconcile()
+    (event,) = AuditEvent.objects.filter(object_type="campaigns.dispatchbatch", object_id=str(batch.pk))
+    assert (event.action, event.from_state, event.to_state) == ("batch.lease_expired", "in_flight", "pending")
+    assert event.details["attempts"] == 1
+
+
 def test_the_reconciler_requeues_batches_whose_task_was_lost(django_capture_on_commit_callbacks):
     run, _, _ = _fanned_out_run({"tsel": 3})
     batch = DispatchBatch.objects.get(run=run)
