@@ -517,7 +517,7 @@ def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignR
     """Close the run if fan-out is done and every delivery is final; the campaign follows. Return the run.
 
     A recurring campaign with a next occurrence goes back to scheduled; otherwise it ends completed, or
-    completed_with_failures when a batch failed or an operator rejected numbers.
+    completed_with_failures when a batch of any of its runs failed or an operator rejected numbers.
     """
     now = now or timezone.now()
     run = CampaignRun.objects.select_related("campaign").filter(pk=run_id).first()
@@ -552,7 +552,8 @@ def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignR
     if campaign.next_run_at is not None:
         campaign_to = Campaign.Status.SCHEDULED
         from_states = (Campaign.Status.SENDING,)
-    elif failed:
+    elif campaign.runs.filter(status=RunStatus.COMPLETED_WITH_FAILURES).exists():
+        # Any of its runs, not only the one finishing last: runs of a recurring campaign may overlap.
         campaign_to = Campaign.Status.COMPLETED_WITH_FAILURES
     else:
         campaign_to = Campaign.Status.COMPLETED

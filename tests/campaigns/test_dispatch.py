@@ -394,6 +394,23 @@ def test_a_recurring_campaign_goes_back_to_scheduled_after_its_run():
     assert Campaign.objects.get(pk=run.campaign_id).status == Campaign.Status.SCHEDULED
 
 
+def test_a_campaign_ends_with_failures_when_any_of_its_runs_failed_not_only_the_one_finishing_last():
+    earlier, _, _ = _fanned_out_run({"tsel": 2})
+    campaign = earlier.campaign
+    # The last occurrence started while the earlier run still awaited reports, and its batches failed.
+    last = sending_run(campaign, scheduled_for=earlier.scheduled_for + timedelta(days=1))
+    dispatch.run_fan_out(run_id=last.pk)
+    DispatchBatch.objects.filter(run=last).update(status="failed")
+    Delivery.objects.filter(run=last).update(status="failed")
+    assert dispatch.run_check_complete(run_id=last.pk).status == CampaignRun.Status.COMPLETED_WITH_FAILURES
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SENDING
+
+    DispatchBatch.objects.filter(run=earlier).update(status="accepted")
+    Delivery.objects.filter(run=earlier).update(status="delivered")
+    assert dispatch.run_check_complete(run_id=earlier.pk).status == CampaignRun.Status.COMPLETED
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED_WITH_FAILURES
+
+
 def test_failed_batches_complete_the_run_with_failures():
     run, _, _ = _fanned_out_run({"tsel": 2})
     DispatchBatch.objects.filter(run=run).update(status="failed")
