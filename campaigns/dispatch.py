@@ -415,14 +415,15 @@ def _fan_out_chunk_once(
 def _fan_out_chunk(run: CampaignRun, rows: list, operators: dict[int, Operator], now: datetime) -> list[DispatchBatch]:
     """Write the deliveries and batches of one chunk of (subscriber id, msisdn, operator id, opted out at)."""
     by_operator: dict[int, list[str]] = {}
-    skipped: dict[str, list[str]] = {}  # reason → numbers
+    # (reason, operator id) → numbers: a skipped number keeps its operator, so progress counts it under that operator.
+    skipped: dict[tuple[str, int | None], list[str]] = {}
     for _pk, msisdn, operator_id, opted_out_at in rows:
-        if opted_out_at is not None:
-            skipped.setdefault("opted_out", []).append(msisdn)
-        elif operator_id is None or operator_id not in operators:
-            skipped.setdefault("no_operator", []).append(msisdn)
+        if operator_id not in operators:
+            skipped.setdefault(("opted_out" if opted_out_at else "no_operator", None), []).append(msisdn)
+        elif opted_out_at is not None:
+            skipped.setdefault(("opted_out", operator_id), []).append(msisdn)
         elif not operators[operator_id].active:
-            skipped.setdefault("operator_inactive", []).append(msisdn)
+            skipped.setdefault(("operator_inactive", operator_id), []).append(msisdn)
         else:
             by_operator.setdefault(operator_id, []).append(msisdn)
 
@@ -443,7 +444,7 @@ def _fan_out_chunk(run: CampaignRun, rows: list, operators: dict[int, Operator],
             )
             batches.append(batch)
             groups.append((batch.pk, operator_id, QUEUED, "", part))
-    groups.extend((None, None, SKIPPED, reason, msisdns) for reason, msisdns in skipped.items())
+    groups.extend((None, operator_id, SKIPPED, reason, msisdns) for (reason, operator_id), msisdns in skipped.items())
     DispatchBatch.objects.bulk_create(batches)
     _deliveries_write(run, groups, now)
     return batches
@@ -463,7 +464,8 @@ def _deliveries_write(run: CampaignRun, groups: list[tuple], now: datetime) -> N
         parts = []
         for batch_id, operator_id, status, reason, msisdns in groups:
             if batch_id is None:
-                prefix, suffix = f"{run.pk}\t\\N\t\\N\t", f"\t{status}\t{reason}\t\t\t{now.isoformat()}\n"
+                operator = "\\N" if operator_id is None else operator_id
+                prefix, suffix = f"{run.pk}\t\\N\t{operator}\t", f"\t{status}\t{reason}\t\t\t{now.isoformat()}\n"
             else:
                 prefix, suffix = f"{run.pk}\t{batch_id}\t{operator_id}\t", f"\t{status}\t{reason}\t\t\t\\N\n"
             if _COPY_UNSAFE.search("".join(msisdns)):

@@ -154,6 +154,24 @@ def test_run_progress_totals_delivered_failed_and_pending_overall_and_per_operat
     assert (by_slug["isat"]["recipients"], by_slug["isat"]["failed"], by_slug["isat"]["pending"]) == (2, 2, 0)
 
 
+def test_run_progress_counts_an_opted_out_subscriber_as_skipped_under_its_own_operator():
+    from smsblast.models import Area
+    from tests.smsblast.factories import SubscriberFactory
+
+    campaign = approved_campaign()
+    operators = operators_and_subscribers(counts={"tsel": 2})
+    district = Area.objects.get(code="35.05.01")
+    SubscriberFactory(area=district, operator=operators["tsel"], opted_out_at=timezone.now())
+    SubscriberFactory(area=district, operator=None)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    dispatch.run_fan_out(run_id=run.pk)
+
+    by_slug = {entry["slug"]: entry for entry in run_progress(run)["operators"]}
+    assert by_slug["tsel"]["counts"]["skipped"] == 1 and by_slug["tsel"]["recipients"] == 3
+    assert by_slug[""]["counts"]["skipped"] == 1  # the number no operator serves
+
+
 def test_campaign_detail_carries_the_latest_run_progress(api_client_for, sent_run):
     detail = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/").json()
     assert detail["progress"]["id"] == sent_run.pk
