@@ -260,6 +260,10 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
                     "priority": campaign.priority,
                     "quiet_hours": schedule.get("quiet_hours"),
                     "zone": zone.name,
+                    # What each operator charged per segment when the run started: its cost stays what it was.
+                    "tariffs": {
+                        str(pk): tariff for pk, tariff in Operator.objects.values_list("pk", "tariff_per_segment")
+                    },
                 },
                 started_at=now,
                 expires_at=now + timedelta(minutes=campaign.validity_minutes),

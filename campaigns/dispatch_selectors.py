@@ -28,12 +28,16 @@ def effective_status(status: str, batch_status: str | None) -> str:
 def run_progress(run: CampaignRun) -> dict[str, Any]:
     """Return the run's progress: counts by status, batches, segments sent and cost so far, overall and per operator.
 
+    Cost is at the tariffs frozen when the run started, so an admin's later change does not rewrite it.
+
     Deliveries are written once at fan-out and the batch carries "submitted", so a queued delivery whose batch
     the operator accepted counts as submitted. Segments and cost count the messages operators accepted.
     Each count set (overall and per operator) also carries its recipients, delivered, failed and pending
     (not yet final) totals for the pages. Two grouped queries, whatever the size of the run.
     """
     operators = {op.pk: op for op in Operator.objects.all()}
+    # The tariffs frozen when the run started; a run started before they were frozen uses today's.
+    tariffs = (run.frozen or {}).get("tariffs") or {}
     per_operator: dict[int | None, dict[str, Any]] = {}
 
     def bucket(operator_id: int | None) -> dict[str, Any]:
@@ -62,7 +66,7 @@ def run_progress(run: CampaignRun) -> dict[str, Any]:
             segments = (accepted or 0) * run.segments
             entry["segments_sent"] += segments
             operator = operators.get(operator_id)
-            entry["cost"] += segments * (operator.tariff_per_segment if operator else 0)
+            entry["cost"] += segments * tariffs.get(str(operator_id), operator.tariff_per_segment if operator else 0)
 
     totals = dict.fromkeys(PROGRESS_STATUSES, 0)
     batches: dict[str, int] = {}

@@ -411,6 +411,23 @@ def test_a_campaign_ends_with_failures_when_any_of_its_runs_failed_not_only_the_
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED_WITH_FAILURES
 
 
+def test_a_runs_cost_is_counted_at_the_tariffs_of_its_start_not_as_the_admin_later_changes_them():
+    from campaigns.dispatch_selectors import run_progress
+
+    _scheduled()
+    operators = operators_and_subscribers(counts={"tsel": 2}, batch_size=10)
+    (run_id,) = dispatch.runs_start_due(now=timezone.now() + timedelta(seconds=1))
+    dispatch.run_fan_out(run_id=run_id)
+    (batch_id,) = DispatchBatch.objects.filter(run_id=run_id).values_list("pk", flat=True)
+    assert batch_send(batch_id=batch_id) == "accepted"
+    run = CampaignRun.objects.get(pk=run_id)
+    assert run_progress(run)["cost"] == 2 * run.segments * 250
+
+    operators["tsel"].tariff_per_segment = 400
+    operators["tsel"].save()
+    assert run_progress(run)["cost"] == 2 * run.segments * 250
+
+
 def test_failed_batches_complete_the_run_with_failures():
     run, _, _ = _fanned_out_run({"tsel": 2})
     DispatchBatch.objects.filter(run=run).update(status="failed")
