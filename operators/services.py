@@ -85,8 +85,8 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     """Lease the batch, wait for rate-limit tokens, send it through the operator's adapter and record the result.
 
     Return what happened: "accepted", "retry", "failed", or why nothing was sent ("not_found", "final",
-    "not_leased", "paused", "cancelled", "quiet", "not_due", "throttled", "limiter_unavailable"). Safe to call
-    twice: only one caller wins the lease.
+    "not_leased", "paused", "cancelled", "expired", "quiet", "not_due", "throttled", "limiter_unavailable"). Safe
+    to call twice: only one caller wins the lease.
     """
     now = now or timezone.now()
     lease_seconds = settings.DISPATCH_LEASE_SECONDS
@@ -166,6 +166,9 @@ def _batch_lease_checked(batch_id, *, now: datetime, lease_seconds: int) -> Disp
     if run.status == RunStatus.PAUSED:
         # resume re-enqueues the batch.
         return "paused"
+    if run.expires_at is not None and run.expires_at <= now:
+        # Past the run's validity window the text is stale: the reconciler fails the batch instead of sending it.
+        return "expired"
     quiet_until = is_quiet_for(run, now)
     if quiet_until is not None:
         # The reconciler re-enqueues it once next_attempt_at passes; no far-future task ETA.
@@ -201,8 +204,8 @@ def _batch_lease_at_once(batch_id, *, now: datetime, lease_seconds: int) -> Disp
     The sending path's common case, once per batch: the batch is pending or due, its run is sending without
     quiet hours to respect (none set, or urgent), and its operator is pushed to. Then one UPDATE … FROM …
     RETURNING leases the batch and reads its operator and the run's progress time, where the checked path
-    needs a joined read and an UPDATE. Anything else (paused, cancelled, quiet hours, a final or unknown
-    batch, SQLite) returns None, and _batch_lease_checked reads, checks and says why.
+    needs a joined read and an UPDATE. Anything else (paused, cancelled, past its validity window, quiet hours,
+    a final or unknown batch, SQLite) returns None, and _batch_lease_checked reads, checks and says why.
     """
     if connection.vendor != "postgresql":
         return None
@@ -215,7 +218,7 @@ def _batch_lease_at_once(batch_id, *, now: datetime, lease_seconds: int) -> Disp
         f"UPDATE {batch_table} AS b SET status = %s, lease_expires_at = %s, attempts = b.attempts + 1, "  # noqa: S608
         f"updated_at = %s FROM {run_table} AS r, {operator_table} AS o "
         "WHERE b.id = %s AND b.status IN (%s, %s) AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= %s) "
-        "AND r.id = b.run_id AND r.status IN (%s, %s) "
+        "AND r.id = b.run_id AND r.status IN (%s, %s) AND (r.expires_at IS NULL OR r.expires_at > %s) "
         "AND (COALESCE(r.frozen -> 'quiet_hours', 'null'::jsonb) = 'null'::jsonb OR r.frozen ->> 'priority' = %s) "
         "AND o.id = b.operator_id AND o.adapter <> %s "
         "RETURNING b.*, r.last_progress_at AS run_last_progress_at, o.slug AS operator_slug, "
@@ -232,6 +235,7 @@ def _batch_lease_at_once(batch_id, *, now: datetime, lease_seconds: int) -> Disp
         # A countdown task may fire a moment early (as in the checked path).
         now + timedelta(seconds=1),
         *SENDABLE_RUN_STATUSES,
+        now,
         Priority.URGENT,
         PULL_ADAPTER,
     ]
@@ -765,6 +769,11 @@ def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -
 # --- pull mode -------------------------------------------------------------------------------
 
 
+def _run_still_valid(now: datetime) -> Q:
+    """Match batches whose run's validity window is still open: past it the reconciler fails them."""
+    return Q(run__expires_at__isnull=True) | Q(run__expires_at__gt=now)
+
+
 def batches_ready_for(*, operator: Operator):
     """Return the operator's batches that may be claimed now (pending or due for retry, run sending)."""
     now = timezone.now()
@@ -774,6 +783,7 @@ def batches_ready_for(*, operator: Operator):
             status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT],
             run__status__in=SENDABLE_RUN_STATUSES,
         )
+        .filter(_run_still_valid(now))
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .select_related("run", "run__campaign", "operator")
         .order_by("created_at")
@@ -784,16 +794,20 @@ def batches_ready_for(*, operator: Operator):
 def batch_claim(*, operator: Operator, batch_id) -> OutboundBatch:
     """Lease a ready batch to a pulling operator and return its content; raise LookupError if not claimable."""
     now = timezone.now()
-    rows = DispatchBatch.objects.filter(
-        pk=batch_id,
-        operator=operator,
-        status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT],
-        run__status__in=SENDABLE_RUN_STATUSES,
-    ).update(
-        status=BatchStatus.IN_FLIGHT,
-        lease_expires_at=now + timedelta(seconds=settings.DISPATCH_LEASE_SECONDS),
-        attempts=F("attempts") + 1,
-        updated_at=now,
+    rows = (
+        DispatchBatch.objects.filter(
+            pk=batch_id,
+            operator=operator,
+            status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT],
+            run__status__in=SENDABLE_RUN_STATUSES,
+        )
+        .filter(_run_still_valid(now))
+        .update(
+            status=BatchStatus.IN_FLIGHT,
+            lease_expires_at=now + timedelta(seconds=settings.DISPATCH_LEASE_SECONDS),
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
     )
     if not rows:
         raise LookupError("This batch is not ready to be claimed.")

@@ -455,6 +455,21 @@ def test_pause_stops_new_batches_and_resume_sends_them():
     assert len(ScriptedAdapter.sent) == len(batch_ids)
 
 
+def test_a_run_resumed_after_its_validity_window_sends_nothing_and_its_unsent_messages_fail():
+    run, _, _ = _fanned_out_run({"tsel": 4})
+    campaign = run.campaign
+    dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+    CampaignRun.objects.filter(pk=run.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    dispatch.campaign_resume(campaign=campaign, actor=campaign.author)  # before the reconciler's next pass
+
+    batch_ids = list(DispatchBatch.objects.filter(run=run).values_list("pk", flat=True))
+    assert {batch_send(batch_id=pk) for pk in batch_ids} == {"expired"}
+    assert ScriptedAdapter.sent == []
+    dispatch.dispatch_reconcile()
+    assert set(Delivery.objects.filter(run=run).values_list("reason", flat=True)) == {"validity_passed"}
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED_WITH_FAILURES
+
+
 def test_cancel_stops_the_run_and_cancels_unsent_deliveries():
     run, _, _ = _fanned_out_run({"tsel": 6})
     first, *rest = DispatchBatch.objects.filter(run=run).order_by("created_at", "pk")

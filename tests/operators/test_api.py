@@ -231,6 +231,17 @@ def test_an_ack_rejecting_message_ids_that_name_no_delivery_still_accepts_the_ba
     assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"queued"}
 
 
+def test_a_pulling_operator_can_neither_list_nor_claim_a_batch_past_its_runs_validity_window(world):
+    from campaigns.models import CampaignRun
+
+    client, batch = _pulling_operator(world)
+    CampaignRun.objects.filter(pk=batch.run_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    assert client.get("/api/v1/operator/batches/?state=ready").json()["results"] == []
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 409
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "pending"
+
+
 def test_an_operator_cannot_claim_another_operators_batch(world):
     (theirs,) = DispatchBatch.objects.filter(operator=world["operators"]["isat"])
     response = world["clients"]["tsel"].post(f"/api/v1/operator/batches/{theirs.pk}/claim/")
