@@ -753,10 +753,12 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
         # Outside a transaction this runs at once; inside one (tests, callers) after it commits.
         enqueue_on_commit(partial(batches_enqueue, redrive))
 
+    # Restarting is not progress: the mark stays, so a fan-out that no restart gets going is reported as stalled.
+    # Until one writes a chunk each pass enqueues another; they queue behind the run's row lock and resume from
+    # its cursor, so a spare one writes nothing.
     for run_id in targeted_runs.filter(
         status=RunStatus.FANNING_OUT, fanout_done=False, last_progress_at__lt=stale
     ).values_list("pk", flat=True):
-        CampaignRun.objects.filter(pk=run_id).update(last_progress_at=now)
         enqueue_on_commit(partial(_enqueue_fan_out, run_id))
         counts["fanouts"] += 1
 

@@ -634,6 +634,20 @@ def test_the_reconciler_reports_a_stalled_run_once_and_again_only_after_it_moved
     assert AuditEvent.objects.filter(action="run.stalled", object_id=str(run.pk)).count() == 2
 
 
+def test_a_fan_out_that_the_reconciler_restarts_in_vain_is_still_reported_as_stalled(caplog):
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    now = timezone.now()
+    CampaignRun.objects.filter(pk=run.pk).update(
+        status=CampaignRun.Status.FANNING_OUT, fanout_done=False, last_progress_at=now - timedelta(minutes=11)
+    )
+    # Every pass restarts the fan-out, and no restart gets anywhere (no worker takes it, or it fails at once).
+    with caplog.at_level("ERROR", logger="campaigns.dispatch"):
+        passes = [dispatch.dispatch_reconcile(now=now + timedelta(seconds=15 * n)) for n in range(3)]
+    assert [counts["fanouts"] for counts in passes] == [1, 1, 1]
+    assert sum(counts["stalled"] for counts in passes) == 1
+    assert f"Run {run.pk} " in caplog.text
+
+
 def test_an_approved_schedule_spelled_differently_still_arms_and_recurs():
     campaign = approved_campaign(schedule={"kind": "daily", "time": "13:00:00", "weekday_times": {"fri": "10:00"}})
     now = utc(2021, 7, 7, 1, 0)  # Wednesday 08:00 WIB
