@@ -3,7 +3,9 @@
 from django import forms
 from django.contrib import admin
 
+from operators.gateways.base import registered_names
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
+from operators.services import PULL_ADAPTER
 from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
 from smsblast.services import subscribers_reroute
 
@@ -15,7 +17,14 @@ def mask_secret(value: str) -> str:
     return "•" * 8 + value[-4:] if len(value) > 8 else "•" * 8
 
 
+def adapter_choices() -> list[tuple[str, str]]:
+    """Return the names a send can use: every registered adapter, and pull mode (nothing is pushed)."""
+    return [(name, name) for name in registered_names()] + [(PULL_ADAPTER, f"{PULL_ADAPTER} (the operator fetches)")]
+
+
 class OperatorAdminForm(forms.ModelForm):
+    # A name no adapter answers to would only show when batches fail mid-run; refuse it when saved.
+    adapter = forms.ChoiceField(choices=adapter_choices, initial="http_batch_v1")
     prefixes = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),

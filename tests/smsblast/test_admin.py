@@ -235,3 +235,17 @@ def test_a_subscriber_added_in_the_admin_without_an_operator_is_routed_by_its_pr
         "+6281234567890": telkomsel.pk,
         "+6289912345678": None,  # no operator has this prefix
     }
+
+
+def test_an_operator_adapter_no_send_can_use_is_refused_when_the_operator_is_saved(admin_client):
+    response = admin_client.post(admin_url(Operator, "add"), operator_form(adapter="http_batch_v2"))
+    assert response.status_code == 200
+    assert "adapter" in response.context["adminform"].form.errors
+    assert not Operator.objects.exists()
+
+
+@pytest.mark.parametrize("adapter", ["http_batch_v1", "log", "pull"])
+def test_an_operator_can_use_every_registered_adapter_and_pull_mode(admin_client, adapter):
+    response = admin_client.post(admin_url(Operator, "add"), operator_form(adapter=adapter))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Operator.objects.get(slug="telkomsel").adapter == adapter
