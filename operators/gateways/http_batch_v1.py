@@ -2,6 +2,8 @@
 
 Classification (Operator Batch API v1):
   202 (any 2xx) with a readable answer  ACCEPTED (accepted count and rejected messages)
+  2xx naming another batch_id           RETRY: the answer is about some other batch and says nothing of
+                                        this one; the retry reuses this batch's Idempotency-Key
   429                                   RETRY, retry_after from Retry-After (seconds or an HTTP date)
   408, 5xx, timeout, connection error   RETRY (Retry-After honoured when a 503 sends one)
   any other 4xx, 3xx, a bad base_url    FAILED, with the operator's reason kept
@@ -19,6 +21,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from email.utils import parsedate_to_datetime
 
 import requests
@@ -169,9 +172,22 @@ def _reason(response: requests.Response) -> str:
     return f"HTTP {response.status_code}: {text}"[:MAX_ERROR_CHARS]
 
 
-def _accepted(response: requests.Response) -> BatchResult:
+def _names_another_batch(answered, batch_id: str | None) -> bool:
+    """Return whether the batch_id of an answer names a batch other than `batch_id` (an absent one names none)."""
+    if answered is None or batch_id is None:
+        return False
+    try:
+        return uuid.UUID(str(answered)) != uuid.UUID(batch_id)
+    except ValueError:
+        return str(answered) != batch_id
+
+
+def _accepted(response: requests.Response, batch_id: str | None) -> BatchResult:
     try:
         document = response.json()
+        if not isinstance(document, dict):
+            raise TypeError
+        answered = document.get("batch_id")
         accepted = document["accepted"]
         rejected_rows = document.get("rejected") or []
         if not isinstance(accepted, int) or not isinstance(rejected_rows, list):
@@ -181,6 +197,12 @@ def _accepted(response: requests.Response) -> BatchResult:
         return BatchResult(
             outcome=Outcome.RETRY,
             error=f"HTTP {response.status_code} with an unreadable answer: {response.text[:200]}",
+            status_code=response.status_code,
+        )
+    if _names_another_batch(answered, batch_id):
+        return BatchResult(
+            outcome=Outcome.RETRY,
+            error=f"HTTP {response.status_code} answered for batch {operator_text(answered)[:100]}, not this one",
             status_code=response.status_code,
         )
     return BatchResult(outcome=Outcome.ACCEPTED, accepted=accepted, rejected=rejected, status_code=response.status_code)
@@ -222,7 +244,7 @@ class HttpBatchV1Adapter(GatewayAdapter):
             # The request reached the operator, which may have taken the batch: a retry reuses the
             # Idempotency-Key, while failing would mark messages failed that it may be sending.
             return BatchResult(outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
-        return classify(response)
+        return classify(response, batch_id=batch.batch_id)
 
     def send_area_broadcast(self, broadcast: OutboundAreaBroadcast) -> AreaBroadcastResult:
         """POST the broadcast to ``{base_url}/v1/area-broadcasts``; its id is the Idempotency-Key."""
@@ -312,12 +334,12 @@ def classify_area_broadcast(response: requests.Response) -> AreaBroadcastResult:
     return AreaBroadcastResult(outcome=Outcome.FAILED, error=_reason(response), status_code=status)
 
 
-def classify(response: requests.Response) -> BatchResult:
-    """Turn an operator's HTTP answer into a BatchResult."""
+def classify(response: requests.Response, *, batch_id: str | None = None) -> BatchResult:
+    """Turn an operator's HTTP answer to batch `batch_id` into a BatchResult."""
     status = response.status_code
     if 200 <= status < 300:
         # 202 is the contract's answer; any 2xx says the operator took the batch, never that it refused it.
-        return _accepted(response)
+        return _accepted(response, batch_id)
     retry_after = retry_after_seconds(response.headers.get("Retry-After"))
     if status == 429 or status == 408 or status >= 500:
         return BatchResult(outcome=Outcome.RETRY, retry_after=retry_after, error=_reason(response), status_code=status)

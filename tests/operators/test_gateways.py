@@ -229,8 +229,12 @@ class FixedAnswer(Misbehaving):
     [
         (202, b"<html>proxy error</html>", Outcome.RETRY),
         (200, b'{"batch_id": "x"}', Outcome.RETRY),
-        (202, b'{"batch_id": "x", "accepted": 2, "rejected": []}', Outcome.ACCEPTED),
-        (201, b'{"batch_id": "x", "accepted": 2, "rejected": []}', Outcome.ACCEPTED),
+        (202, b'{"batch_id": "%(id)s", "accepted": 2, "rejected": []}', Outcome.ACCEPTED),
+        (201, b'{"batch_id": "%(id)s", "accepted": 2, "rejected": []}', Outcome.ACCEPTED),
+        (202, b'{"accepted": 2, "rejected": []}', Outcome.ACCEPTED),
+        (202, b"[2]", Outcome.RETRY),
+        # An answer about another batch says nothing about this one; the retry reuses this batch's key.
+        (202, b'{"batch_id": "9b2e61c4-7d1f-4c6e-9a55-3f0f2b8d7e10", "accepted": 2, "rejected": []}', Outcome.RETRY),
         (204, b"", Outcome.RETRY),
         (408, b"", Outcome.RETRY),
         (502, b"bad gateway", Outcome.RETRY),
@@ -240,8 +244,10 @@ class FixedAnswer(Misbehaving):
     ],
 )
 def test_answers_are_classified_by_status_and_body(status, body, outcome):
+    batch_id = str(uuid.uuid4())
+    body = body.replace(b"%(id)s", batch_id.encode())
     with FixedAnswer(status, body, {"Location": "http://elsewhere.example/"}) as server:
-        result = get_adapter("http_batch_v1").send_batch(outbound(server.url))
+        result = get_adapter("http_batch_v1").send_batch(outbound(server.url, batch_id=batch_id))
     assert result.outcome == outcome
     assert result.status_code == status
     if outcome != Outcome.ACCEPTED:
