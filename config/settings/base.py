@@ -198,6 +198,8 @@ AREA_BROADCAST_RETRY_BASE_SECONDS = env.float("AREA_BROADCAST_RETRY_BASE_SECONDS
 # send_batch is routed per call to the operator's queue ("dispatch.<slug>"); everything else uses "default".
 # A leased batch is given back to the reconciler if its worker has not answered within this many seconds.
 DISPATCH_LEASE_SECONDS = env.int("DISPATCH_LEASE_SECONDS", default=60)
+# A worker consuming every operator's queue looks this often for operators added since it started.
+WORKER_QUEUE_REFRESH_SECONDS = env.float("WORKER_QUEUE_REFRESH_SECONDS", default=10.0)
 # Pending batches untouched this long (their task may be lost) are enqueued again by the reconciler.
 DISPATCH_REDRIVE_AFTER_SECONDS = env.int("DISPATCH_REDRIVE_AFTER_SECONDS", default=60)
 

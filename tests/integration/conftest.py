@@ -108,6 +108,20 @@ class Stack:
         for wait in waits:
             wait()
 
+    def start_run_worker(self, name: str, *, env: dict[str, str] | None = None) -> None:
+        """Start `manage.py run_worker` (every queue it finds, as the Procfile's worker) and wait until it is ready."""
+        argv = [sys.executable, "manage.py", "run_worker", "--concurrency", "2", "--hostname", f"{name}@%h"]
+        argv += ["--", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        log_path = self.workdir / f"worker-{name}.log"
+        self.workers[name] = spawn(argv, env={**self.env, **(env or {})}, log=log_path)
+
+        def ready() -> bool:
+            if self.workers[name].poll() is not None:
+                raise RuntimeError(f"worker {name} exited:\n{self.logs()}")
+            return " ready." in log_path.read_text()
+
+        self._wait(ready, 60, f"worker {name} did not become ready")
+
     def start_beat(self) -> None:
         """Start a real `celery beat` with the project's schedule (most tests play beat themselves: drive)."""
         schedule = self.workdir / "beat-schedule"

@@ -5,7 +5,15 @@ workers are doing; the main workers then fan it out and send it.
 import pytest
 
 from campaigns.models import Campaign, CampaignRun, Delivery
-from tests.integration.scenario import campaign_send_now, operators_create, run_of, subscribers_create
+from tests.integration.scenario import (
+    all_final,
+    campaign_send_now,
+    deliveries_by_status,
+    operators_create,
+    run_finished,
+    run_of,
+    subscribers_create,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,3 +43,17 @@ def test_beat_and_the_control_worker_start_a_due_run_that_the_main_workers_then_
 
     stack._wait(all_sent, 60, f"the main workers did not send the run\n{stack.logs()}")
     assert CampaignRun.objects.filter(campaign=campaign).count() == 1  # beat kept ticking: still one run
+
+
+def test_a_worker_started_before_its_operators_existed_sends_to_them_without_a_restart(stack):
+    # Started with no operator at all: it consumes only the default and control queues at first.
+    stack.start_run_worker("main", env={"WORKER_QUEUE_REFRESH_SECONDS": "0.5"})
+    operators = operators_create(stack, segments_per_second=1000, batch_size=50)
+    subscribers_create(operators, 120)
+    campaign = campaign_send_now()
+
+    stack.drive(lambda: all_final(campaign) and run_finished(campaign), timeout=60)
+
+    assert sum(deliveries_by_status(campaign).values()) == 120
+    stats = stack.stats()
+    assert {slug: stats[slug]["messages"] for slug in operators} == {slug: 30 for slug in operators}

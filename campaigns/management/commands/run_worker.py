@@ -1,9 +1,14 @@
 """Start a Celery worker that consumes the default and control queues and every operator's dispatch queue."""
 
 import argparse
+import logging
 
+from celery import bootsteps
+from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
+
+logger = logging.getLogger(__name__)
 
 
 def worker_queues() -> list[str]:
@@ -11,8 +16,8 @@ def worker_queues() -> list[str]:
     costs nothing). "control" carries beat's housekeeping; a dedicated `--queues control` worker keeps it on
     time when these workers are busy.
 
-    The list is read at start: a worker started before an operator was added does not consume its queue
-    until restarted.
+    A worker started without `--queues` reads the list again every WORKER_QUEUE_REFRESH_SECONDS (see
+    OperatorQueues), so an operator added or renamed while it runs is sent to without a restart.
     """
     from operators.models import Operator
 
@@ -22,6 +27,38 @@ def worker_queues() -> list[str]:
         # Not migrated yet: the default queue is all there is.
         slugs = []
     return ["default", "control", *(f"dispatch.{slug}" for slug in slugs)]
+
+
+class OperatorQueues(bootsteps.StartStopStep):
+    """Consume the dispatch queue of every operator added (or renamed) since the worker started."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        self.timer_entry = None
+
+    def start(self, consumer) -> None:
+        interval = settings.WORKER_QUEUE_REFRESH_SECONDS
+        self.timer_entry = consumer.timer.call_repeatedly(interval, self.refresh, (consumer,), priority=10)
+
+    def stop(self, consumer) -> None:
+        if self.timer_entry is not None:
+            self.timer_entry.cancel()
+            self.timer_entry = None
+
+    def refresh(self, consumer) -> None:
+        """Start consuming every operator queue not consumed yet; a queue is never dropped here."""
+        try:
+            queues = worker_queues()
+        finally:
+            # The worker's main process holds no connection between looks: pool processes it forks later
+            # must not inherit one.
+            connection.close()
+        for queue in queues:
+            if not consumer.task_consumer.consuming_from(queue):
+                logger.info("Operator queue %s appeared; consuming it", queue)
+                consumer.add_task_queue(queue)
 
 
 class Command(BaseCommand):
@@ -43,6 +80,8 @@ class Command(BaseCommand):
             return
         from config.celery import app
 
+        if not options["queues"]:
+            app.steps["consumer"].add(OperatorQueues)
         argv = [
             "worker",
             "--queues",
