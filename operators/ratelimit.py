@@ -6,10 +6,11 @@ that the limit holds over *any* window of a second. Each grant is stored in a so
 Redis server clock (so workers on different machines agree); a request of `cost` segments is granted only
 when the grants of the last second plus `cost` fit in the limit, atomically inside one Lua script.
 
-A batch that costs more than one second's allowance can never fit. It is granted when the window is empty,
-and then the whole limiter is blocked for `cost / limit` seconds, so the average rate still holds and such
-a batch waits in proportion to its size; only the one second in which it is sent exceeds the limit, by that
-single batch.
+A batch that costs more than one second's allowance can never fit (fan-out sizes batches to fit, and the send
+task splits one written before the limit was lowered, so this is a single long message or a batch already
+tried whole). It is granted when the window is empty, and then the whole limiter is blocked for
+`cost / limit` seconds, so the average rate still holds and such a batch waits in proportion to its size;
+only the one second in which it is sent exceeds the limit, by that single batch.
 """
 
 import time

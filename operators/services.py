@@ -97,6 +97,9 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
             return leased
         batch = leased
     operator = batch.operator
+    if 0 < operator.segments_per_second < batch.segments:
+        # Written before the operator's limit was lowered: one such batch would exceed it in its second.
+        batch = _batch_fit_to_limit(batch, limit=operator.segments_per_second, now=now)
     outbound = batch_outbound(batch)
     if not outbound.recipients:
         # Every recipient opted out before the batch went out: nothing to send, the batch is done.
@@ -145,6 +148,59 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
         logger.exception("Adapter %s raised on batch %s", operator.adapter, batch.pk)
         result = BatchResult(outcome=Outcome.RETRY, error=f"adapter error: {exc!r}"[:500])
     return batch_record_result(batch_id=batch.pk, result=result, leased=batch).status_label
+
+
+def _batch_fit_to_limit(batch: DispatchBatch, *, limit: int, now: datetime) -> DispatchBatch:
+    """Split a leased, never-sent batch that costs more than `limit` segments into batches that fit it.
+
+    The batch keeps its id and its first recipients; the rest move, in message id order, to new pending
+    batches of the same run, enqueued on the operator's queue. Only a batch on its first attempt is split:
+    one tried before may be with the operator under its id already, and moving its recipients to another id
+    would send them twice (invariant 3). That one, and a single message costing more than the limit, go
+    alone as the limiter allows.
+    """
+    per_message = max(1, batch.segments // max(1, batch.size))
+    size = max(1, limit // per_message)
+    if batch.attempts != 1 or batch.size <= size:
+        return batch
+    with transaction.atomic():
+        # Our lease, on a batch never sent: nothing else moves its deliveries meanwhile.
+        messages = list(Delivery.objects.filter(batch_id=batch.pk).order_by("pk").values_list("pk", flat=True))
+        kept, rest = messages[:size], messages[size:]
+        if not rest or not DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT, attempts=1).update(
+            size=len(kept), segments=len(kept) * per_message, updated_at=now
+        ):
+            return batch
+        parts = [rest[start : start + size] for start in range(0, len(rest), size)]
+        batches = [
+            DispatchBatch(
+                run_id=batch.run_id,
+                operator_id=batch.operator_id,
+                size=len(part),
+                segments=len(part) * per_message,
+                created_at=now,
+                updated_at=now,
+            )
+            for part in parts
+        ]
+        DispatchBatch.objects.bulk_create(batches)
+        for new, part in zip(batches, parts, strict=True):
+            Delivery.objects.filter(pk__in=part).update(batch_id=new.pk)
+        audit_record(
+            actor=None,
+            action="batch.split",
+            obj=batch,
+            details={"limit": limit, "kept": len(kept), "moved": len(rest), "batches": len(batches)},
+        )
+        enqueue_on_commit(partial(_enqueue_batches, [(new.pk, batch.operator.queue) for new in batches]))
+    batch.size, batch.segments = len(kept), len(kept) * per_message
+    return batch
+
+
+def _enqueue_batches(batches: list[tuple]) -> None:
+    from campaigns.dispatch import batches_enqueue
+
+    batches_enqueue(batches)
 
 
 def _batch_lease_checked(batch_id, *, now: datetime, lease_seconds: int) -> DispatchBatch | str:

@@ -220,6 +220,40 @@ def test_the_batch_costs_its_segments_against_the_operator_limit(redis_client):
     assert entry.decode().endswith(":6")
 
 
+def test_a_batch_written_before_its_operators_limit_was_lowered_is_split_to_fit_it_before_it_is_sent():
+    batch = _batch(6, segments=2)
+    assert batch.segments == 12
+    messages = list(Delivery.objects.filter(batch=batch).order_by("pk").values_list("pk", flat=True))
+    # The admin lowers the limit mid-run: two 2-segment messages a second now.
+    Operator.objects.filter(pk=batch.operator_id).update(segments_per_second=4)
+
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+
+    (sent,) = ScriptedAdapter.sent
+    assert sent.batch_id == str(batch.pk)
+    assert [int(m.message_id) for m in sent.recipients] == messages[:2]
+    batches = DispatchBatch.objects.filter(run_id=batch.run_id).order_by("created_at", "pk")
+    assert sorted((b.size, b.segments) for b in batches) == [(2, 4)] * 3
+    assert {b.status for b in batches if b.pk != batch.pk} == {"pending"}
+    # Every message is in exactly one batch, and the ones not sent yet are still queued.
+    assert sorted(Delivery.objects.filter(run_id=batch.run_id).values_list("pk", flat=True)) == messages
+    assert Delivery.objects.filter(run_id=batch.run_id, status="queued").count() == 6
+    assert "batch.split" in [event.action for event in audit_history(batch)]
+
+
+def test_a_batch_tried_before_the_limit_was_lowered_is_not_split_since_the_operator_may_hold_it_whole():
+    batch = _batch(6, segments=2)
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, error="HTTP 503"))
+    assert services.batch_send(batch_id=batch.pk) == "retry"
+    Operator.objects.filter(pk=batch.operator_id).update(segments_per_second=4)
+
+    retry_at = DispatchBatch.objects.get(pk=batch.pk).next_attempt_at
+    assert services.batch_send(batch_id=batch.pk, now=retry_at) == "accepted"
+
+    assert [len(sent.recipients) for sent in ScriptedAdapter.sent] == [6, 6]
+    assert DispatchBatch.objects.filter(run_id=batch.run_id).count() == 1
+
+
 def test_the_log_adapter_accepts_everything():
     batch = _batch(2)
     outbound = services.batch_outbound(DispatchBatch.objects.select_related("run", "operator").get(pk=batch.pk))
