@@ -727,8 +727,11 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
         if pk is None:
             rejected.append({"message_id": message_id, "reason": "unknown_message"})
             continue
-        # The last report of a message in one request wins, like reports arriving one after another.
-        wanted[pk] = _Report(pk, status, operator_ref, error_code, done_at)
+        # Several reports of a message in one request end as if they had arrived one after another: the first
+        # final status wins, and submitted only counts while no final one came.
+        earlier = wanted.get(pk)
+        if earlier is None or (earlier.status == "SUBMITTED" and status != "SUBMITTED"):
+            wanted[pk] = _Report(pk, status, operator_ref, error_code, done_at)
 
     # In id order, whatever the request's order: two requests naming the same messages then lock their rows
     # in the same order and one waits for the other instead of deadlocking.

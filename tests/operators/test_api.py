@@ -83,6 +83,25 @@ def test_a_late_submitted_never_overwrites_a_final_status(world):
     assert Delivery.objects.get(pk=ids[1]).status == "rejected"
 
 
+def test_a_message_reported_twice_in_one_request_ends_as_if_the_reports_came_one_after_another(world):
+    client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
+    reports = [
+        _report(ids[0], "DELIVERED", operator_ref="T-1"),
+        _report(ids[0], "SUBMITTED"),
+        _report(ids[1], "DELIVERED"),
+        _report(ids[1], "UNDELIVERED", error_code="absent_subscriber"),
+        _report(ids[2], "SUBMITTED"),
+        _report(ids[2], "EXPIRED"),
+    ]
+
+    response = client.post(REPORTS_URL, {"reports": reports}, format="json")
+
+    assert response.json() == {"applied": 3, "unchanged": 0, "rejected": []}
+    statuses = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "status"))
+    assert [statuses[int(message_id)] for message_id in ids] == ["delivered", "delivered", "expired"]
+    assert Delivery.objects.get(pk=ids[1]).error_code == ""
+
+
 def test_another_operators_messages_are_rejected_not_applied(world):
     client = world["clients"]["tsel"]
     theirs = world["ids"]["isat"][0]
