@@ -6,7 +6,6 @@ sees or touches that operator's messages and batches.
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -14,6 +13,7 @@ from operators import services
 from operators.models import Operator
 from smsblast.api import Pagination
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
+from smsblast.parsers import JSONParser
 from smsblast.roles import IsOperator
 
 

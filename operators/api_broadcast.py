@@ -5,7 +5,6 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, PermissionDenied
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -14,6 +13,7 @@ from operators.broadcast_selectors import broadcast_progress
 from operators.broadcasts import broadcast_estimate
 from operators.models import AreaBroadcast
 from smsblast.errors import ServiceInvalid
+from smsblast.parsers import JSONParser
 from smsblast.roles import IsOperator, IsStaffRole
 
 MAX_REPORTS_PER_REQUEST = 1000

@@ -180,6 +180,18 @@ def test_malformed_reports_are_refused_with_a_message(world, body):
     assert response.json()["detail"]
 
 
+@pytest.mark.parametrize("path", [REPORTS_URL, "batches/{batch}/ack/", "/api/v1/operator/area-broadcast-reports/"])
+def test_a_body_nested_too_deeply_is_refused_with_a_message(world, path):
+    (batch,) = DispatchBatch.objects.filter(operator=world["operators"]["tsel"])
+    url = path if path.startswith("/") else "/api/v1/operator/" + path.format(batch=batch.pk)
+    body = '{"reports": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+    response = world["clients"]["tsel"].post(url, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]
+
+
 def test_only_operators_may_report(world, api_client_for, officer):
     response = api_client_for(officer).post(REPORTS_URL, {"reports": []}, format="json")
     assert response.status_code == 403
