@@ -665,6 +665,8 @@ def delivery_reports_parse(payload) -> list:
         message_id = item.get("message_id")
         if message_id is None or str(message_id) == "":
             raise ReportsInvalid(f"reports[{index}].message_id is required.")
+        if not _is_text(str(message_id)):
+            raise ReportsInvalid(f"reports[{index}].message_id must not contain lone surrogate characters.")
         done_at = item.get("done_at")
         if done_at not in (None, ""):
             done_at = _aware_time(done_at)
@@ -673,10 +675,23 @@ def delivery_reports_parse(payload) -> list:
         else:
             done_at = None
         operator_ref, error_code = str(item.get("operator_ref") or "")[:100], str(item.get("error_code") or "")[:40]
-        if "\x00" in operator_ref or "\x00" in error_code:
-            raise ReportsInvalid(f"reports[{index}].operator_ref and error_code must not contain NUL characters.")
+        for name, value in (("operator_ref", operator_ref), ("error_code", error_code)):
+            if "\x00" in value or not _is_text(value):
+                raise ReportsInvalid(f"reports[{index}].{name} must not contain NUL or lone surrogate characters.")
         parsed.append((str(message_id), status, operator_ref, error_code, done_at))
     return parsed
+
+
+def _is_text(value: str) -> bool:
+    """Return whether UTF-8 can carry `value`.
+
+    A JSON escape such as \\ud800 decodes to a lone surrogate, which no database column or answer can hold.
+    """
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _aware_time(value) -> datetime | None:

@@ -11,8 +11,8 @@ from importlib import import_module
 
 
 def operator_text(value) -> str:
-    """Return words an operator sent as text we can store: PostgreSQL text holds no NUL character."""
-    return str(value or "").replace("\x00", "")
+    """Return words an operator sent as text we can store: no NUL (PostgreSQL text holds none), no lone surrogate."""
+    return str(value or "").replace("\x00", "").encode(errors="ignore").decode()
 
 
 class Outcome(StrEnum):

@@ -1,5 +1,6 @@
 """The operator API: delivery reports (forward-only, idempotent, scoped) and pull mode."""
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -192,6 +193,19 @@ def test_a_body_nested_too_deeply_is_refused_with_a_message(world, path):
     assert "nested too deeply" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("field", ["message_id", "operator_ref", "error_code"])
+def test_a_report_holding_a_lone_surrogate_is_refused_with_a_message(world, field):
+    mine = world["ids"]["tsel"][0]
+    report = {"message_id": mine, "status": "DELIVERED", field: "T-\ud800"}
+    body = json.dumps({"reports": [report]})  # escaped as \\ud800, which JSON allows and decodes back
+
+    response = world["clients"]["tsel"].post(REPORTS_URL, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert field in response.json()["detail"]
+    assert Delivery.objects.get(pk=mine).status == "queued"
+
+
 def test_only_operators_may_report(world, api_client_for, officer):
     response = api_client_for(officer).post(REPORTS_URL, {"reports": []}, format="json")
     assert response.status_code == 403
@@ -288,6 +302,17 @@ def test_an_ack_whose_reason_holds_a_nul_character_is_recorded_without_it(world)
 
     assert acked.status_code == 200 and acked.json()["status"] == "accepted"
     assert Delivery.objects.get(pk=world["ids"]["tsel"][0]).reason == "blacklisted"
+
+
+def test_an_ack_whose_reason_holds_a_lone_surrogate_is_recorded_without_it(world):
+    client, batch = _claimed_by_a_pulling_operator(world)
+    mine = world["ids"]["tsel"][0]
+    body = json.dumps({"rejected": [{"message_id": mine, "reason": "black\udc00listed"}]})
+
+    acked = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", body, content_type="application/json")
+
+    assert acked.status_code == 200 and acked.json()["status"] == "accepted"
+    assert Delivery.objects.get(pk=mine).reason == "blacklisted"
 
 
 def test_an_ack_accepting_more_than_the_batch_holds_is_refused_and_the_batch_stays_claimed(world):
