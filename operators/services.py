@@ -745,7 +745,10 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
         # Several reports of a message in one request end as if they had arrived one after another: the first
         # final status wins, and submitted only counts while no final one came.
         earlier = wanted.get(pk)
-        if earlier is None or (earlier.status == "SUBMITTED" and status != "SUBMITTED"):
+        if earlier is None:
+            wanted[pk] = _Report(pk, status, operator_ref, error_code, done_at)
+        elif earlier.status == "SUBMITTED" and status != "SUBMITTED":
+            operator_ref, error_code = operator_ref or earlier.operator_ref, error_code or earlier.error_code
             wanted[pk] = _Report(pk, status, operator_ref, error_code, done_at)
 
     # In id order, whatever the request's order: two requests naming the same messages then lock their rows
@@ -828,8 +831,11 @@ def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -
         row_params = [value for row in zip(*columns, strict=True) for value in row]
     # Only the table name and placeholders are interpolated; every value is a bound parameter.
     sql = (
-        f"UPDATE {table} SET status = reports.status, operator_ref = reports.operator_ref, "  # noqa: S608
-        f"error_code = reports.error_code, done_at = reports.done_at, updated_at = %s "
+        # A report without a reference or code keeps the one an earlier report gave (submitted, then final).
+        f"UPDATE {table} SET status = reports.status, "  # noqa: S608
+        f"operator_ref = COALESCE(NULLIF(reports.operator_ref, ''), {table}.operator_ref), "
+        f"error_code = COALESCE(NULLIF(reports.error_code, ''), {table}.error_code), "
+        "done_at = reports.done_at, updated_at = %s "
         f"FROM {reports_table} WHERE {table}.id = reports.message_id AND {table}.operator_id = %s "
         f"AND ({table}.status = %s OR ({table}.status = %s AND reports.status <> %s))"
     )

@@ -84,6 +84,23 @@ def test_a_late_submitted_never_overwrites_a_final_status(world):
     assert Delivery.objects.get(pk=ids[1]).status == "rejected"
 
 
+def test_a_final_report_without_a_reference_keeps_the_one_reported_with_submitted(world):
+    client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
+    client.post(REPORTS_URL, {"reports": [_report(ids[0], "SUBMITTED", operator_ref="T-9")]}, format="json")
+    reports = [
+        _report(ids[0], "UNDELIVERED", error_code="absent_subscriber"),
+        _report(ids[1], "SUBMITTED", operator_ref="T-10"),
+        _report(ids[1], "DELIVERED"),
+    ]
+
+    response = client.post(REPORTS_URL, {"reports": reports}, format="json")
+
+    assert response.json()["applied"] == 2
+    first, second = Delivery.objects.get(pk=ids[0]), Delivery.objects.get(pk=ids[1])
+    assert (first.status, first.operator_ref, first.error_code) == ("undelivered", "T-9", "absent_subscriber")
+    assert (second.status, second.operator_ref) == ("delivered", "T-10")
+
+
 def test_a_message_reported_twice_in_one_request_ends_as_if_the_reports_came_one_after_another(world):
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
     reports = [
