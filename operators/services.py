@@ -855,8 +855,16 @@ def _run_still_valid(now: datetime) -> Q:
 
 
 def batches_ready_for(*, operator: Operator):
-    """Return the operator's batches that may be claimed now (pending or due for retry, run sending)."""
+    """Return the operator's batches that may be claimed now (pending or due for retry, run sending, not quiet)."""
+    from campaigns.dispatch import is_quiet_for
+
     now = timezone.now()
+    # As the push path does, a normal run's batches wait out its quiet hours; few runs are sending at a time.
+    quiet_runs = [
+        run.pk
+        for run in CampaignRun.objects.filter(status__in=SENDABLE_RUN_STATUSES).only("frozen")
+        if is_quiet_for(run, now) is not None
+    ]
     return (
         DispatchBatch.objects.filter(
             operator=operator,
@@ -864,6 +872,7 @@ def batches_ready_for(*, operator: Operator):
             run__status__in=SENDABLE_RUN_STATUSES,
         )
         .filter(_run_still_valid(now))
+        .exclude(run_id__in=quiet_runs)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .select_related("run", "run__campaign", "operator")
         .order_by("created_at")
@@ -873,7 +882,13 @@ def batches_ready_for(*, operator: Operator):
 @transaction.atomic
 def batch_claim(*, operator: Operator, batch_id) -> OutboundBatch:
     """Lease a ready batch to a pulling operator and return its content; raise LookupError if not claimable."""
+    from campaigns.dispatch import is_quiet_for
+
     now = timezone.now()
+    run = CampaignRun.objects.filter(batches__pk=batch_id, batches__operator=operator).only("frozen").first()
+    quiet_until = is_quiet_for(run, now) if run is not None else None
+    if quiet_until is not None:
+        raise LookupError(f"This batch waits for its campaign's quiet hours, which end at {quiet_until.isoformat()}.")
     rows = (
         DispatchBatch.objects.filter(
             pk=batch_id,

@@ -282,6 +282,35 @@ def test_a_pulling_operator_lists_claims_and_acks_its_own_batches(world):
     assert Delivery.objects.get(pk=world["ids"]["tsel"][0]).status == "rejected"
 
 
+def test_a_pulling_operator_gets_no_batch_of_a_run_in_its_quiet_hours_unless_the_run_is_urgent(api_client_for):
+    local_hour = timezone.now().astimezone(timezone.get_fixed_timezone(7 * 60)).hour
+    quiet = {"start": f"{local_hour:02d}:00", "end": f"{(local_hour + 2) % 24:02d}:00"}
+    campaigns = {
+        priority: approved_campaign(
+            schedule={"kind": "now", "quiet_hours": quiet}, priority=priority, skip_areas=priority == "urgent"
+        )
+        for priority in ("normal", "urgent")
+    }
+    operator = operators_and_subscribers(counts={"tsel": 2}, batch_size=10)["tsel"]
+    operator.adapter, operator.user = services.PULL_ADAPTER, make_user("tsel-api", Role.OPERATOR)
+    operator.save()
+    batches = {}
+    for priority, campaign in campaigns.items():
+        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+        run = sending_run(campaign)
+        dispatch.run_fan_out(run_id=run.pk)
+        (batches[priority],) = DispatchBatch.objects.filter(run=run)
+    client = api_client_for(operator.user)
+
+    listed = client.get("/api/v1/operator/batches/?state=ready").json()
+    held = client.post(f"/api/v1/operator/batches/{batches['normal'].pk}/claim/")
+
+    assert [row["batch_id"] for row in listed["results"]] == [str(batches["urgent"].pk)]
+    assert held.status_code == 409 and "quiet hours" in held.json()["detail"]
+    assert DispatchBatch.objects.get(pk=batches["normal"].pk).status == "pending"
+    assert client.post(f"/api/v1/operator/batches/{batches['urgent'].pk}/claim/").status_code == 200
+
+
 def test_an_ack_rejecting_message_ids_that_name_no_delivery_still_accepts_the_batch(world):
     client, batch = _claimed_by_a_pulling_operator(world)
 
