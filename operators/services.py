@@ -809,9 +809,11 @@ def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -
     columns = [[], [], [], [], []]
     for report in reports:
         target, _ = REPORT_STATUSES[report.status]
+        # Nothing was done after its report arrived: a time past that is an operator's clock, not a delivery.
+        done_at = min(report.done_at, now) if report.done_at else now
         for column, value in zip(
             columns,
-            (report.message_id, target, report.operator_ref, report.error_code, adapt(report.done_at or now)),
+            (report.message_id, target, report.operator_ref, report.error_code, adapt(done_at)),
             strict=True,
         ):
             column.append(value)

@@ -84,6 +84,20 @@ def test_a_late_submitted_never_overwrites_a_final_status(world):
     assert Delivery.objects.get(pk=ids[1]).status == "rejected"
 
 
+def test_a_done_at_after_the_report_arrived_is_stored_as_its_arrival(world):
+    client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
+    before = timezone.now()
+    reports = [
+        _report(ids[0], "DELIVERED", done_at="9999-12-31T00:00:00+00:00"),
+        _report(ids[1], "DELIVERED", done_at="2021-07-07T13:00:05+07:00"),
+    ]
+
+    assert client.post(REPORTS_URL, {"reports": reports}, format="json").json()["applied"] == 2
+
+    assert before <= Delivery.objects.get(pk=ids[0]).done_at <= timezone.now()
+    assert Delivery.objects.get(pk=ids[1]).done_at.isoformat() == "2021-07-07T06:00:05+00:00"
+
+
 def test_a_final_report_without_a_reference_keeps_the_one_reported_with_submitted(world):
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
     client.post(REPORTS_URL, {"reports": [_report(ids[0], "SUBMITTED", operator_ref="T-9")]}, format="json")
