@@ -266,11 +266,13 @@ class OperatorInboundView(APIView):
             action, detail = "opted_out", "The number will receive no more campaigns."
         else:
             subscriber, changed = services.subscriber_opt_in(
-                msisdn=number.e164, actor=request.user, source="sms", details=details
+                msisdn=number.e164, actor=request.user, source="sms", at=received_at, details=details
             )
             action, detail = "opted_in", "The number receives campaigns again."
             if subscriber is None:
                 action, detail = "ignored", "Unknown number: there is nothing to opt back in."
+            elif not changed and subscriber.opted_out_at is not None:
+                action, detail = "ignored", "Received before the number's latest opt-out, which stands."
         if action != "ignored" and not changed:
             detail = "Already so; nothing changed."
         return Response({"msisdn": number.e164, "action": action, "changed": changed, "detail": detail})

@@ -825,12 +825,13 @@ def _opted_out_by_sms(subscriber: Subscriber) -> bool:
 
 
 def subscriber_opt_in(
-    *, msisdn: str, actor: User | None, source: str, details: dict | None = None
+    *, msisdn: str, actor: User | None, source: str, at: datetime | None = None, details: dict | None = None
 ) -> tuple[Subscriber | None, bool]:
     """Make an opted-out number reachable again; return the subscriber (None when unknown) and whether it changed.
 
     A number that opted out by SMS (STOP, BERHENTI, UNREG) comes back only by its own START or REG: an officer
-    or an administrator may undo a hand-made opt-out, never the subscriber's own (ServiceConflict).
+    or an administrator may undo a hand-made opt-out, never the subscriber's own (ServiceConflict). A request
+    made `at` a moment before the number's opt-out (an operator's late retry of an older START) changes nothing.
     """
     e164 = _msisdn_or_invalid(msisdn)
     subscriber = Subscriber.objects.filter(msisdn=e164).first()
@@ -838,9 +839,10 @@ def subscriber_opt_in(
         return None, False
     if source != "sms" and subscriber.opted_out_at and _opted_out_by_sms(subscriber):
         raise ServiceConflict(f"{e164} opted out by SMS; only the subscriber can opt back in, by sending START or REG.")
-    changed = Subscriber.objects.filter(pk=subscriber.pk, opted_out_at__isnull=False).update(
-        opted_out_at=None, updated_at=timezone.now()
-    )
+    opted_out = Subscriber.objects.filter(pk=subscriber.pk, opted_out_at__isnull=False)
+    if at is not None:
+        opted_out = opted_out.filter(opted_out_at__lte=at)
+    changed = opted_out.update(opted_out_at=None, updated_at=timezone.now())
     if not changed:
         return subscriber, False
     subscriber.refresh_from_db()

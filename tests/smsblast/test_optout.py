@@ -85,6 +85,20 @@ def test_start_opts_back_in_and_is_audited(operator_client):
     assert AuditEvent.objects.filter(action="subscriber.opt_in", to_state="subscribed").count() == 1
 
 
+def test_a_start_received_before_the_numbers_latest_stop_leaves_it_opted_out(operator_client):
+    subscriber = SubscriberFactory(msisdn="+6281234567890")
+    inbound(operator_client, "081234567890", "STOP", received_at="2021-07-01T13:05:00+07:00")
+
+    late = inbound(operator_client, "081234567890", "START", received_at="2021-07-01T13:00:00+07:00")
+
+    assert (late.json()["action"], late.json()["changed"]) == ("ignored", False)
+    subscriber.refresh_from_db()
+    assert subscriber.opted_out_at.isoformat() == "2021-07-01T06:05:00+00:00"
+    assert not AuditEvent.objects.filter(action="subscriber.opt_in").exists()
+    newer = inbound(operator_client, "081234567890", "START", received_at="2021-07-01T13:10:00+07:00")
+    assert (newer.json()["action"], newer.json()["changed"]) == ("opted_in", True)
+
+
 def test_repeated_stop_changes_nothing_and_writes_no_second_event(operator_client):
     SubscriberFactory(msisdn="+6281234567890")
     inbound(operator_client, "081234567890", "STOP")
