@@ -211,7 +211,10 @@ class OperatorBatchAckView(APIView):
     )
     def post(self, request, batch_id):
         operator = caller_operator(request)
-        body = request.data if isinstance(request.data, dict) else {}
+        body = request.data
+        if not isinstance(body, dict):
+            # Taken as an empty acknowledgement, a bare list of refusals would accept the whole batch.
+            raise ServiceInvalid('Send {"accepted": N, "rejected": [{"message_id", "reason"}]}.')
         accepted = body.get("accepted")
         rejected = body.get("rejected") or []
         if accepted is not None and (not isinstance(accepted, int) or isinstance(accepted, bool) or accepted < 0):

@@ -375,6 +375,18 @@ def test_an_ack_whose_reason_holds_a_lone_surrogate_is_recorded_without_it(world
     assert Delivery.objects.get(pk=mine).reason == "blacklisted"
 
 
+@pytest.mark.parametrize("body", [[{"message_id": "1", "reason": "barred"}], "accepted", 3])
+def test_an_ack_that_is_not_an_object_is_refused_and_the_batch_stays_claimed(world, body):
+    client, batch = _claimed_by_a_pulling_operator(world)
+
+    response = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["detail"]
+    batch.refresh_from_db()
+    assert batch.status == "in_flight"
+
+
 def test_an_ack_accepting_more_than_the_batch_holds_is_refused_and_the_batch_stays_claimed(world):
     client, batch = _claimed_by_a_pulling_operator(world)
 
