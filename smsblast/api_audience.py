@@ -4,6 +4,7 @@ from datetime import UTC
 from pathlib import Path
 
 from django.http import FileResponse, Http404
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -242,6 +243,9 @@ class OperatorInboundView(APIView):
                 raise ServiceInvalid(
                     "received_at must be an ISO 8601 time with its offset.", {"received_at": "not a time"}
                 )
+            # A time after the message reached us is the operator's clock: as its arrival, it cannot hold a
+            # later START back (subscriber_opt_in ignores one received before the opt-out).
+            received_at = min(received_at, timezone.now())
         number = normalize(data["msisdn"])
         if not number.ok:
             raise ServiceInvalid(

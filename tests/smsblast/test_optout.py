@@ -99,6 +99,17 @@ def test_a_start_received_before_the_numbers_latest_stop_leaves_it_opted_out(ope
     assert (newer.json()["action"], newer.json()["changed"]) == ("opted_in", True)
 
 
+def test_a_received_at_later_than_the_message_arrived_counts_as_its_arrival(operator_client):
+    subscriber = SubscriberFactory(msisdn="+6281234567890")
+    before = timezone.now()
+    inbound(operator_client, "081234567890", "STOP", received_at="2999-01-01T00:00:00+07:00")
+
+    subscriber.refresh_from_db()
+    assert before <= subscriber.opted_out_at <= timezone.now()
+    start = inbound(operator_client, "081234567890", "START", received_at=timezone.now().isoformat())
+    assert (start.json()["action"], start.json()["changed"]) == ("opted_in", True)
+
+
 def test_repeated_stop_changes_nothing_and_writes_no_second_event(operator_client):
     SubscriberFactory(msisdn="+6281234567890")
     inbound(operator_client, "081234567890", "STOP")
