@@ -224,6 +224,18 @@ def test_a_body_nested_too_deeply_is_refused_with_a_message(world, path):
     assert "nested too deeply" in response.json()["detail"]
 
 
+def test_a_body_over_the_upload_limit_is_refused_with_a_message_in_json(world, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1_000
+    mine = world["ids"]["tsel"][0]
+    body = {"reports": [_report(mine, "DELIVERED", operator_ref="T-1")] * 50}
+
+    response = world["clients"]["tsel"].post(REPORTS_URL, body, format="json")
+
+    assert response.status_code == 413
+    assert "1000 bytes" in response.json()["detail"]
+    assert Delivery.objects.get(pk=mine).status == "queued"
+
+
 @pytest.mark.parametrize("field", ["message_id", "operator_ref", "error_code"])
 def test_a_report_holding_a_lone_surrogate_is_refused_with_a_message(world, field):
     mine = world["ids"]["tsel"][0]
