@@ -602,6 +602,9 @@ def area_broadcast_report(*, operator: Operator, broadcast_id, handsets_reached:
         raise ServiceInvalid(f"No area broadcast {broadcast_id} of this operator.", {"broadcast_id": "Unknown."})
     if isinstance(handsets_reached, bool) or not isinstance(handsets_reached, int) or handsets_reached < 0:
         raise ServiceInvalid("handsets_reached must be a whole number ≥ 0.", {"handsets_reached": "Invalid."})
+    # Nobody was reached after the report arrived: a later time is the operator's clock, and would stretch the
+    # reach series to it.
+    at = min(at, timezone.now())
     _, created = AreaBroadcastReach.objects.get_or_create(broadcast=broadcast, at=at, handsets_reached=handsets_reached)
     if created:
         AreaBroadcast.objects.filter(pk=broadcast.pk, handsets_reached__lt=handsets_reached).update(

@@ -365,6 +365,22 @@ def test_reach_reports_are_monotonic_idempotent_and_scoped_to_the_operator(opera
     assert [point["handsets_reached"] for point in run_progress["series"]] == [300, 500, 900]
 
 
+def test_a_reach_report_timed_after_its_arrival_is_kept_at_its_arrival(operators, areas):
+    run = _start(broadcast_campaign())
+    telkomsel = _by_slug(run)["telkomsel"]
+    before = timezone.now()
+
+    recorded = broadcasts.area_broadcast_report(
+        operator=operators[0],
+        broadcast_id=telkomsel.pk,
+        handsets_reached=500,
+        at=timezone.now() + timedelta(days=365 * 100),
+    )
+
+    assert before <= recorded.reached_at <= timezone.now()
+    assert before <= telkomsel.reach_reports.get().at <= timezone.now()
+
+
 def test_the_end_of_the_window_completes_the_run_with_failures_when_an_operator_never_acknowledged(operators, areas):
     ScriptedAreaAdapter.reset(indosat=[RETRY])
     campaign = broadcast_campaign()
@@ -566,7 +582,7 @@ def test_a_series_of_reach_reports_as_the_window_ends_is_kept_without_a_deadlock
     user = UserFactory(role=Role.OPERATOR)
     type(xl.operator).objects.filter(pk=xl.operator_id).update(user=user)
     client = api_client_for(user)
-    at = timezone.now()
+    at = timezone.now() - timedelta(minutes=10)
     series = [
         {"broadcast_id": str(xl.pk), "handsets_reached": reached, "at": (at + timedelta(minutes=minutes)).isoformat()}
         for minutes, reached in ((0, 300), (5, 700))
