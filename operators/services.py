@@ -236,18 +236,27 @@ def _batch_lease_checked(batch_id, *, now: datetime, lease_seconds: int) -> Disp
     if batch.next_attempt_at is not None and batch.next_attempt_at > now + timedelta(seconds=1):
         return "not_due"
 
-    leased = DispatchBatch.objects.filter(
-        pk=batch.pk,
-        status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT],
-        run__status__in=SENDABLE_RUN_STATUSES,
-    ).update(
-        status=BatchStatus.IN_FLIGHT,
-        lease_expires_at=now + timedelta(seconds=lease_seconds),
-        attempts=F("attempts") + 1,
-        updated_at=now,
-    )
-    if not leased:
-        return "not_leased"
+    with transaction.atomic():
+        leased = DispatchBatch.objects.filter(
+            pk=batch.pk,
+            status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT],
+            run__status__in=SENDABLE_RUN_STATUSES,
+        ).update(
+            status=BatchStatus.IN_FLIGHT,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+        if not leased:
+            return "not_leased"
+        audit_record(
+            actor=None,
+            action="batch.lease",
+            obj=batch,
+            from_state=batch.status,
+            to_state=BatchStatus.IN_FLIGHT,
+            details={"attempt": batch.attempts + 1},
+        )
     # We hold the lease, so nobody else changed these meanwhile.
     batch.status = BatchStatus.IN_FLIGHT
     batch.attempts += 1
@@ -270,16 +279,26 @@ def _batch_lease_at_once(batch_id, *, now: datetime, lease_seconds: int) -> Disp
     operator_table = Operator._meta.db_table
     # Only table names are interpolated; every value is a bound parameter. The quiet-hours test errs towards
     # the checked path: a run it lets through is one is_quiet_for would never hold back.
+    audit_table = AuditEvent._meta.db_table
+    # The lease and its AuditEvent (invariant 6) in one statement: `prior` is the batch as it was, for the
+    # event's from_state; nothing is inserted when the UPDATE matches no row.
     sql = (
-        f"UPDATE {batch_table} AS b SET status = %s, lease_expires_at = %s, attempts = b.attempts + 1, "  # noqa: S608
-        f"updated_at = %s FROM {run_table} AS r, {operator_table} AS o "
+        f"WITH leased AS (UPDATE {batch_table} AS b SET status = %s, lease_expires_at = %s, "  # noqa: S608
+        f"attempts = b.attempts + 1, updated_at = %s FROM {run_table} AS r, {operator_table} AS o, "
+        f"{batch_table} AS prior "
         "WHERE b.id = %s AND b.status IN (%s, %s) AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= %s) "
         "AND r.id = b.run_id AND r.status IN (%s, %s) AND (r.expires_at IS NULL OR r.expires_at > %s) "
         "AND (COALESCE(r.frozen -> 'quiet_hours', 'null'::jsonb) = 'null'::jsonb OR r.frozen ->> 'priority' = %s) "
-        "AND o.id = b.operator_id AND o.adapter <> %s "
-        "RETURNING b.*, r.last_progress_at AS run_last_progress_at, o.slug AS operator_slug, "
-        "o.adapter AS operator_adapter, o.base_url AS operator_base_url, o.api_key AS operator_api_key, "
-        "o.signing_secret AS operator_signing_secret, o.segments_per_second AS operator_segments_per_second"
+        "AND o.id = b.operator_id AND o.adapter <> %s AND prior.id = b.id "
+        "RETURNING b.*, prior.status AS prior_status, r.last_progress_at AS run_last_progress_at, "
+        "o.slug AS operator_slug, o.adapter AS operator_adapter, o.base_url AS operator_base_url, "
+        "o.api_key AS operator_api_key, o.signing_secret AS operator_signing_secret, "
+        "o.segments_per_second AS operator_segments_per_second), "
+        f"audited AS (INSERT INTO {audit_table} "
+        "(actor_id, action, object_type, object_id, from_state, to_state, at, details) "
+        "SELECT NULL, %s, %s, leased.id::text, leased.prior_status, leased.status, %s, "
+        "jsonb_build_object('attempt', leased.attempts) FROM leased) "
+        "SELECT * FROM leased"
     )
     params = [
         BatchStatus.IN_FLIGHT,
@@ -294,6 +313,9 @@ def _batch_lease_at_once(batch_id, *, now: datetime, lease_seconds: int) -> Disp
         now,
         Priority.URGENT,
         PULL_ADAPTER,
+        "batch.lease",
+        DispatchBatch._meta.label_lower,
+        now,
     ]
     leased = list(DispatchBatch.objects.raw(sql, params))
     if not leased:
@@ -361,7 +383,19 @@ def _release(batch: DispatchBatch, *, next_attempt_at: datetime | None, reason: 
     updates = {"status": BatchStatus.PENDING, "lease_expires_at": None, "next_attempt_at": next_attempt_at}
     if not count_attempt:
         updates["attempts"] = F("attempts") - 1
-    DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).update(updated_at=timezone.now(), **updates)
+    with transaction.atomic():
+        released = DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).update(
+            updated_at=timezone.now(), **updates
+        )
+        if released:
+            audit_record(
+                actor=None,
+                action="batch.release",
+                obj=batch,
+                from_state=BatchStatus.IN_FLIGHT,
+                to_state=BatchStatus.PENDING,
+                details={"reason": reason, **({"until": next_attempt_at.isoformat()} if next_attempt_at else {})},
+            )
     if reason in ("throttled", "limiter_unavailable"):
         countdown = (next_attempt_at - timezone.now()).total_seconds()
         enqueue_on_commit(partial(_enqueue_send, batch.pk, batch.operator.queue, countdown))
@@ -891,6 +925,13 @@ def batch_claim(*, operator: Operator, batch_id) -> OutboundBatch:
     quiet_until = is_quiet_for(run, now) if run is not None else None
     if quiet_until is not None:
         raise LookupError(f"This batch waits for its campaign's quiet hours, which end at {quiet_until.isoformat()}.")
+    # Locked first, so the audit event names the state the claim moved the batch from.
+    prior = (
+        DispatchBatch.objects.select_for_update(of=("self",))
+        .filter(pk=batch_id, operator=operator)
+        .values_list("status", flat=True)
+        .first()
+    )
     rows = (
         DispatchBatch.objects.filter(
             pk=batch_id,
@@ -909,7 +950,7 @@ def batch_claim(*, operator: Operator, batch_id) -> OutboundBatch:
     if not rows:
         raise LookupError("This batch is not ready to be claimed.")
     batch = DispatchBatch.objects.select_related("run", "run__campaign", "operator").get(pk=batch_id)
-    audit_record(actor=operator.user, action="batch.claim", obj=batch, from_state="pending", to_state="in_flight")
+    audit_record(actor=operator.user, action="batch.claim", obj=batch, from_state=prior, to_state=BatchStatus.IN_FLIGHT)
     return batch_outbound(batch)
 
 

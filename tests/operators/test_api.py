@@ -10,6 +10,7 @@ from django.utils import timezone
 from campaigns import dispatch
 from campaigns.models import Campaign, Delivery, DispatchBatch
 from operators import services
+from smsblast.audit import audit_history
 from smsblast.models import Role
 from tests.conftest import make_user
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
@@ -436,3 +437,11 @@ def test_an_ack_rejecting_more_messages_than_the_batch_holds_accepts_none_rather
     batch.refresh_from_db()
     assert batch.accepted_count == 0
     assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"rejected"}
+
+
+def test_a_claim_of_a_batch_waiting_for_a_retry_is_audited_from_that_state(world):
+    client, batch = _pulling_operator(world)
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="retry_wait", attempts=1)
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+    claim = audit_history(batch).get(action="batch.claim")
+    assert (claim.from_state, claim.to_state) == ("retry_wait", "in_flight")

@@ -77,7 +77,7 @@ def test_an_accepted_batch_is_audited_once_and_a_second_answer_changes_nothing()
     batch.refresh_from_db()
     assert batch.status == "accepted" and batch.accepted_count == 2 and batch.accepted_at is not None
     assert batch.lease_expires_at is None and batch.last_error == ""
-    (event,) = audit_history(batch)
+    (event,) = audit_history(batch).filter(action="batch.accept")
     assert (event.action, event.from_state, event.to_state, event.actor_id) == (
         "batch.accept",
         "in_flight",
@@ -87,7 +87,7 @@ def test_an_accepted_batch_is_audited_once_and_a_second_answer_changes_nothing()
     assert event.details == {"accepted": 2, "rejected": 0, "attempts": 1}
     again = services.batch_record_result(batch_id=batch.pk, result=BatchResult(outcome=Outcome.ACCEPTED, accepted=2))
     assert again.status_label == "final"
-    assert len(audit_history(batch)) == 1
+    assert len(audit_history(batch).filter(action="batch.accept")) == 1
 
 
 @pytest.mark.parametrize(("answered", "kept"), [(-1, 0), (2**40, 3)])
@@ -489,3 +489,48 @@ def test_an_opt_out_leaves_finished_runs_alone():
     first.refresh_from_db()
     assert first.status == "queued"
     assert "withdrawn_from_runs" not in audit_history(subscriber).get(action="subscriber.opt_out").details
+
+
+# --- every hop of a batch is audited (invariant 6) ----------------------------------------------------
+
+
+def _hops(batch) -> list[tuple[str, str, str]]:
+    return [(e.action, e.from_state, e.to_state) for e in audit_history(batch).order_by("id")]
+
+
+def test_each_lease_of_a_batch_is_audited_with_the_state_it_left():
+    # On PostgreSQL the lease and its event are one statement; elsewhere the checked path writes it.
+    batch = _batch(2)
+    ScriptedAdapter.reset(
+        BatchResult(outcome=Outcome.RETRY, error="Service Unavailable", status_code=503),
+        BatchResult(outcome=Outcome.ACCEPTED, accepted=2),
+    )
+    assert services.batch_send(batch_id=batch.pk) == "retry"
+    retry_at = DispatchBatch.objects.get(pk=batch.pk).next_attempt_at
+    assert services.batch_send(batch_id=batch.pk, now=retry_at) == "accepted"
+    assert _hops(batch) == [
+        ("batch.lease", "pending", "in_flight"),
+        ("batch.retry", "in_flight", "retry_wait"),
+        ("batch.lease", "retry_wait", "in_flight"),
+        ("batch.accept", "in_flight", "accepted"),
+    ]
+    assert [e.details["attempt"] for e in audit_history(batch).filter(action="batch.lease").order_by("id")] == [1, 2]
+
+
+def test_a_lease_given_back_unsent_is_audited_with_why(settings, redis_url):
+    from smsblast.devtools import free_port
+
+    batch = _batch(2)
+    Operator.objects.filter(pk=batch.operator_id).update(segments_per_second=10)
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    assert services.batch_send(batch_id=batch.pk) == "limiter_unavailable"
+    assert _hops(batch) == [("batch.lease", "pending", "in_flight"), ("batch.release", "in_flight", "pending")]
+    released = audit_history(batch).get(action="batch.release")
+    assert released.details["reason"] == "limiter_unavailable" and "until" in released.details
+
+
+def test_a_lease_that_loses_the_race_writes_no_event():
+    batch = _batch(2)
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="in_flight")
+    assert services.batch_send(batch_id=batch.pk) == "not_leased"
+    assert _hops(batch) == []
