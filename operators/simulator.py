@@ -111,6 +111,16 @@ class ControlError(ValueError):
     """A /control body the simulator cannot apply."""
 
 
+def _non_negative_number(value: Any) -> bool:
+    """Return whether `value` is a finite number >= 0 (JSON as Python reads it also brings NaN and Infinity)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 class OperatorState:
     """Counters, idempotency answers and runtime behaviour of one simulated operator (thread-safe)."""
 
@@ -164,13 +174,13 @@ class OperatorState:
         updates = {}
         for name, value in changes.items():
             if name in fields:
-                if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                if not _non_negative_number(value):
                     raise ControlError(f"{name} must be a non-negative number.")
                 if name in ("error_rate", "delivered_ratio") and value > 1:
                     raise ControlError(f"{name} must be between 0 and 1.")
                 updates[name] = int(value) if name == "throttle_sps" else float(value)
         outage = changes.get("outage_seconds")
-        if outage is not None and (not isinstance(outage, int | float) or isinstance(outage, bool) or outage < 0):
+        if outage is not None and not _non_negative_number(outage):
             raise ControlError("outage_seconds must be a non-negative number.")
         with self.lock:
             self.behaviour = dataclasses.replace(self.behaviour, **updates)

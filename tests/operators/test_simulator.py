@@ -237,6 +237,37 @@ def test_control_refuses_unknown_or_out_of_range_settings(simulator):
     assert applied["behaviour"]["delivered_ratio"] == 0.5
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("report_delay_ms", "NaN"),
+        ("throttle_sps", "1e400"),
+        ("latency_ms", "1" + "0" * 400),
+        ("latency_ms", "Infinity"),
+        ("outage_retry_after", "Infinity"),
+        ("outage_seconds", "1e400"),
+        ("delivered_ratio", "NaN"),
+    ],
+)
+def test_control_refuses_a_number_that_is_not_finite_and_changes_nothing(simulator, setting, value):
+    # JSON as Python writes and reads it: NaN, Infinity and 1e400 (infinite once parsed) are all accepted there.
+    body = f'{{"latency_ms": 7, "{setting}": {value}}}'
+    response = requests.post(f"{simulator.url}/telkomsel/control", data=body, timeout=10)
+    assert response.status_code == 400
+    assert setting in response.json()["error"]
+    counted = requests.get(f"{simulator.url}/stats", timeout=10)
+    json.loads(counted.text, parse_constant=lambda name: pytest.fail(f"/stats answered {name}"))
+    assert counted.json()["telkomsel"]["behaviour"]["latency_ms"] == 0
+    assert counted.json()["telkomsel"]["outage"]["seconds_left"] == 0
+
+
+def test_reports_still_go_back_after_a_refused_report_delay(simulator, receiver):
+    requests.post(f"{simulator.url}/telkomsel/control", data='{"report_delay_ms": NaN}', timeout=10)
+    document = batch_document(str(uuid.uuid4()), size=5, callback_url=receiver.url)
+    assert post_batch(simulator.url, document).status_code == 202
+    assert len(receiver.wait_for(5)) == 5
+
+
 def test_throttled_operator_answers_429_with_retry_after_and_no_second_exceeds_the_limit(simulator):
     control(simulator, throttle_sps=1500)
     # Three 1,000-segment batches sent back to back: at least two land in the same second.
