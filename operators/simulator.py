@@ -712,11 +712,12 @@ class SimulatorServer:
                     throttled = True
                 else:
                     throttled = False
-                    seen = state.seen
+                    seen, in_batch = state.seen, set()
                     for message_id in accepted_ids:
                         first_batch = seen.setdefault(message_id, batch_id)
-                        if first_batch != batch_id:
+                        if first_batch != batch_id or message_id in in_batch:
                             state.duplicates += 1
+                        in_batch.add(message_id)
                     state.batches += 1
                     state.messages += len(accepted_ids)
                     state.segments += segments

@@ -163,6 +163,14 @@ def test_a_message_accepted_in_two_batches_counts_as_a_duplicate(simulator):
     assert counted["duplicates"] == 2
 
 
+def test_a_message_carried_twice_in_one_batch_counts_as_a_duplicate(simulator):
+    document = batch_document(str(uuid.uuid4()), size=3)
+    document["recipients"].append(dict(document["recipients"][0]))
+    assert post_batch(simulator.url, document).json()["accepted"] == 4
+    counted = stats(simulator)
+    assert (counted["messages"], counted["duplicates"]) == (4, 1)
+
+
 def test_invalid_numbers_are_rejected_inside_an_accepted_batch(simulator):
     document = batch_document(str(uuid.uuid4()), size=2)
     document["recipients"].append({"message_id": "bad", "msisdn": "0341-801234"})
