@@ -689,6 +689,8 @@ class SimulatorServer:
             message_id = recipient.get("message_id") if isinstance(recipient, dict) else None
             if message_id is None:
                 rejected.append({"message_id": None, "reason": "missing message_id"})
+            elif not isinstance(message_id, str | int) or isinstance(message_id, bool):
+                rejected.append({"message_id": message_id, "reason": "invalid message_id"})
             elif not _valid_msisdn(recipient.get("msisdn")):
                 rejected.append({"message_id": message_id, "reason": "invalid msisdn"})
             else:

@@ -171,6 +171,17 @@ def test_a_message_carried_twice_in_one_batch_counts_as_a_duplicate(simulator):
     assert (counted["messages"], counted["duplicates"]) == (4, 1)
 
 
+@pytest.mark.parametrize("message_id", [{"id": 1}, [1], True, 1.5])
+def test_a_recipient_whose_message_id_is_not_a_string_or_integer_is_rejected_with_a_reason(simulator, message_id):
+    document = batch_document(str(uuid.uuid4()), size=2)
+    document["recipients"].append({"message_id": message_id, "msisdn": "+6281234999999"})
+    response = post_batch(simulator.url, document)
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 2
+    assert response.json()["rejected"] == [{"message_id": message_id, "reason": "invalid message_id"}]
+    assert stats(simulator)["messages"] == 2
+
+
 def test_invalid_numbers_are_rejected_inside_an_accepted_batch(simulator):
     document = batch_document(str(uuid.uuid4()), size=2)
     document["recipients"].append({"message_id": "bad", "msisdn": "0341-801234"})
