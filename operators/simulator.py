@@ -105,6 +105,8 @@ class OperatorConfig:
     # The token the operator uses to post delivery reports to us; None sends no reports.
     report_token: str | None = None
     behaviour: OperatorBehaviour = dataclasses.field(default_factory=OperatorBehaviour)
+    # Applied at start as a /control body would be (outage_seconds and outage_mode too); ControlError if invalid.
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class ControlError(ValueError):
@@ -135,6 +137,10 @@ class OperatorState:
         self.lock = threading.Lock()
         self._ref_counter = itertools.count(1)
         self.reset()
+        try:
+            self.control(config.settings)
+        except ControlError as exc:
+            raise ControlError(f"{slug}: {exc}") from None
 
     def reset(self) -> None:
         with self.lock:

@@ -1,6 +1,17 @@
 """What `manage.py run_operator_simulator` serves: every operator in the database, reports with its own token."""
 
-from operators.management.commands.run_operator_simulator import simulator_operators
+import json
+import re
+import socket
+import time
+
+import pytest
+import requests
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from operators import signing
+from operators.management.commands.run_operator_simulator import simulator_operators, simulator_server
 from operators.simulator import OperatorBehaviour
 from smsblast.models import Role
 from tests.conftest import make_user
@@ -33,3 +44,70 @@ def test_every_operator_is_served_with_its_credentials_and_users_get_a_working_r
         HTTP_AUTHORIZATION="Bearer not-a-token",
     )
     assert forged.status_code == 401
+
+
+@pytest.fixture
+def demo_operators(db):
+    OperatorFactory(slug="telkomsel", api_key="k-tsel", signing_secret="s-tsel")
+    OperatorFactory(slug="xl", api_key="k-xl", signing_secret="s-xl")
+
+
+def test_each_operator_can_start_with_its_own_settings_and_an_outage(demo_operators):
+    server = simulator_server(
+        port=0, latency_ms=5, control=['xl={"throttle_sps": 300, "outage_seconds": 600, "outage_mode": "refuse"}']
+    )
+    with server:
+        counted = requests.get(f"{server.url}/stats", timeout=10).json()
+        batch = json.dumps({"batch_id": "b-1"}).encode()
+        timestamp = int(time.time())
+        with pytest.raises(requests.ConnectionError):
+            requests.post(
+                f"{server.url}/xl/v1/batches",
+                data=batch,
+                headers={
+                    "Authorization": "Bearer k-xl",
+                    "Idempotency-Key": "b-1",
+                    "X-Smsblast-Timestamp": str(timestamp),
+                    "X-Smsblast-Signature": signing.sign("s-xl", timestamp, batch),
+                },
+                timeout=10,
+            )
+    assert counted["xl"]["outage"]["mode"] == "refuse"
+    assert counted["xl"]["outage"]["seconds_left"] > 0
+    assert (counted["xl"]["behaviour"]["throttle_sps"], counted["xl"]["behaviour"]["latency_ms"]) == (300, 5)
+    assert counted["telkomsel"]["outage"]["seconds_left"] == 0
+    assert counted["telkomsel"]["behaviour"]["throttle_sps"] == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"error_rate": 5}, "error_rate must be between 0 and 1."),
+        ({"latency_ms": -3}, "latency_ms must be a non-negative number."),
+        ({"control": ['xl={"outage_mode": "down"}']}, 'xl: outage_mode must be "503" or "refuse".'),
+        ({"control": ['smartfren={"latency_ms": 1}']}, "unknown operator 'smartfren'"),
+        ({"control": ["xl=latency_ms:1"]}, "as JSON"),
+    ],
+)
+def test_settings_at_start_are_checked_as_control_checks_them(demo_operators, options, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        simulator_server(port=0, **options)
+
+
+def test_the_command_refuses_a_bad_setting_before_serving(demo_operators):
+    with pytest.raises(CommandError, match=re.escape("xl: delivered_ratio must be between 0 and 1.")):
+        call_command("run_operator_simulator", "--port", "0", "--control", 'xl={"delivered_ratio": 3}')
+
+
+def test_a_port_in_use_is_refused_with_a_clear_message(demo_operators):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CommandError, match=f"Cannot listen on 127.0.0.1:{port}"):
+            simulator_server(port=port)
+
+
+def test_a_port_out_of_range_is_refused_with_a_clear_message(demo_operators):
+    with pytest.raises(CommandError, match="Cannot listen on 127.0.0.1:70000"):
+        simulator_server(port=70000)

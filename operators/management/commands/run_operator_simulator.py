@@ -1,9 +1,11 @@
 """Serve every operator in the database from one local operator simulator (development and tests)."""
 
-from django.core.management.base import BaseCommand
+import json
+
+from django.core.management.base import BaseCommand, CommandError
 
 from operators.models import Operator
-from operators.simulator import OperatorBehaviour, OperatorConfig, SimulatorServer
+from operators.simulator import ControlError, OperatorBehaviour, OperatorConfig, SimulatorServer
 from smsblast.authentication import api_token_create
 
 
@@ -24,6 +26,60 @@ def simulator_operators(*, behaviour: OperatorBehaviour) -> dict[str, OperatorCo
     return configs
 
 
+def operator_controls(values: list[str], *, slugs) -> dict[str, dict]:
+    """Return ``{slug: settings}`` from ``SLUG=JSON`` option values; raise CommandError naming what is wrong."""
+    controls: dict[str, dict] = {}
+    for value in values:
+        slug, _, body = value.partition("=")
+        if slug not in slugs:
+            raise CommandError(f"--control {value!r}: unknown operator {slug!r} (known: {', '.join(sorted(slugs))}).")
+        try:
+            settings = json.loads(body)
+        except ValueError:
+            settings = None
+        if not isinstance(settings, dict):
+            raise CommandError(f'--control {value!r}: give SLUG={{"setting": value, ...}} as JSON.')
+        controls.setdefault(slug, {}).update(settings)
+    return controls
+
+
+def simulator_server(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 9100,
+    latency_ms: float = 0.0,
+    error_rate: float = 0.0,
+    throttle_sps: int = 0,
+    delivered_ratio: float = 0.95,
+    report_delay_ms: float = 1000.0,
+    control: list[str] = (),
+    report_threads: int = 2,
+    verbose: bool = False,
+    **_options,
+) -> SimulatorServer:
+    """Return a simulator for every operator in the database, its settings checked as /control checks them."""
+    configs = simulator_operators(behaviour=OperatorBehaviour())
+    controls = operator_controls(list(control), slugs=configs)
+    defaults = {
+        "latency_ms": latency_ms,
+        "error_rate": error_rate,
+        "throttle_sps": throttle_sps,
+        "delivered_ratio": delivered_ratio,
+        "report_delay_ms": report_delay_ms,
+    }
+    for slug, config in configs.items():
+        config.settings = {**defaults, **controls.get(slug, {})}
+    try:
+        return SimulatorServer(configs, host=host, port=port, report_threads=report_threads, verbose=verbose)
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
+    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
+        reason = getattr(exc, "strerror", None) or exc
+        raise CommandError(
+            f"Cannot listen on {host}:{port} ({reason}); choose another --port (SIMULATOR_PORT for make run)."
+        ) from None
+
+
 class Command(BaseCommand):
     help = (
         "Run the operator simulator: the Operator Batch API v1 for every operator under /<slug>/v1/batches, "
@@ -38,31 +94,25 @@ class Command(BaseCommand):
         parser.add_argument("--throttle-sps", type=int, default=0, help="429 above this many segments/s (0: off).")
         parser.add_argument("--delivered-ratio", type=float, default=0.95, help="Share reported DELIVERED.")
         parser.add_argument("--report-delay-ms", type=float, default=1000.0, help="Delay before reports go back.")
+        parser.add_argument(
+            "--control",
+            action="append",
+            default=[],
+            metavar="SLUG=JSON",
+            help="One operator's settings at start, as the body of POST /SLUG/control, e.g. "
+            'xl=\'{"latency_ms": 300, "outage_seconds": 60, "outage_mode": "refuse"}\'. Repeatable.',
+        )
         parser.add_argument("--report-threads", type=int, default=2)
         parser.add_argument("--verbose", action="store_true", help="Log every request.")
 
     def handle(self, *args, **options):
-        behaviour = OperatorBehaviour(
-            latency_ms=options["latency_ms"],
-            error_rate=options["error_rate"],
-            throttle_sps=options["throttle_sps"],
-            delivered_ratio=options["delivered_ratio"],
-            report_delay_ms=options["report_delay_ms"],
-        )
-        configs = simulator_operators(behaviour=behaviour)
-        for slug, config in configs.items():
-            if config.report_token is None:
+        server = simulator_server(**options)
+        for slug, state in server.operators.items():
+            if state.report_token is None:
                 self.stderr.write(f"{slug}: no linked user, so no delivery reports will be sent.")
-        if not configs:
+        if not server.operators:
             self.stderr.write("No operators in the database; run `manage.py seed_demo` first.")
-        server = SimulatorServer(
-            configs,
-            host=options["host"],
-            port=options["port"],
-            report_threads=options["report_threads"],
-            verbose=options["verbose"],
-        )
-        for slug in configs:
+        for slug in server.operators:
             self.stdout.write(f"  {slug}: {server.url}/{slug}/v1/batches")
         self.stdout.write(f"Operator simulator on {server.url} (GET /stats, POST /<slug>/control).")
         server.serve_forever()
