@@ -79,6 +79,8 @@ BATCH_FIELDS = (
 )
 # Handsets per second an area broadcast reaches when neither the request nor /control says otherwise.
 DEFAULT_ARRIVALS_PER_SECOND = 50.0
+# More than any network reaches; keeps a huge estimate over a short window from overflowing the reach count.
+MAX_ARRIVALS_PER_SECOND = 1e9
 HISTORY_SECONDS = 300
 
 
@@ -548,6 +550,9 @@ def _parse_area_broadcast(body: bytes, idempotency_key: str) -> dict[str, Any]:
         raise ValueError('encoding must be "GSM7" or "UCS2".')
     if not isinstance(broadcast.get("callback_url"), str):
         raise ValueError("callback_url must be a string.")
+    estimate = broadcast.get("estimated_handsets")
+    if estimate is not None and not _non_negative_number(estimate):
+        raise ValueError("estimated_handsets must be a non-negative number.")
     area = broadcast["area"]
     if not isinstance(area, dict) or not (area.get("codes") or area.get("geometry")):
         raise ValueError("area needs codes or a geometry.")
@@ -771,6 +776,7 @@ class SimulatorServer:
                 if not rate:
                     scaled = isinstance(estimate, int | float) and estimate > 0
                     rate = estimate / window if scaled else DEFAULT_ARRIVALS_PER_SECOND
+                rate = min(rate, MAX_ARRIVALS_PER_SECOND)
                 entry = state.broadcasts[broadcast_id] = {
                     "operator_ref": state.next_operator_ref(),
                     "callback_url": broadcast.get("callback_url") or "",

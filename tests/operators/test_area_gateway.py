@@ -199,3 +199,26 @@ def test_an_acknowledgement_cut_off_mid_body_is_a_retry_not_a_failure():
         server.shutdown()
         server.server_close()
     assert result.outcome == Outcome.RETRY
+
+
+def test_an_estimate_that_is_not_a_finite_number_is_refused_and_reach_reports_go_on(simulator, receiver):
+    adapter = get_adapter("http_batch_v1")
+    callback = f"http://127.0.0.1:{receiver.server_port}/reach/"
+    endless = _broadcast(f"{simulator.url}/telkomsel", callback, estimated_handsets=float("inf"))
+    refused = adapter.send_area_broadcast(endless)
+    assert (refused.outcome, refused.status_code) == (Outcome.FAILED, 400)
+    assert "estimated_handsets" in refused.error
+    # A finite but huge estimate over half a second would be an infinite rate.
+    now = datetime.now(UTC)
+    huge = _broadcast(
+        f"{simulator.url}/telkomsel",
+        callback,
+        broadcast_id="6f1c1d8e-0000-4000-8000-000000000003",
+        estimated_handsets=1e308,
+        starts_at=now.isoformat(),
+        ends_at=(now + timedelta(seconds=0.5)).isoformat(),
+    )
+    assert adapter.send_area_broadcast(huge).outcome == Outcome.ACCEPTED
+    sound = _broadcast(f"{simulator.url}/telkomsel", callback, broadcast_id="6f1c1d8e-0000-4000-8000-000000000002")
+    assert adapter.send_area_broadcast(sound).outcome == Outcome.ACCEPTED
+    _wait(lambda: any(json.loads(body)["broadcast_id"] == sound.broadcast_id for _, _, body in receiver.received))
