@@ -3,6 +3,10 @@
 Keyed by the pair, not the username alone: a stranger guessing an approver's password must not be able to lock
 the approver out during an emergency. The count lives in Redis so every web process sees it. When Redis cannot
 be reached, log-in stays open (logged): officers must be able to sign in while a warning goes out.
+
+Behind reverse proxies (production: gunicorn listens on the loopback only) every request comes from the
+proxy's address, so the client is read from X-Forwarded-For: TRUSTED_PROXY_COUNT entries from its right,
+the one the nearest trusted proxy appended. Entries further left are whatever the client sent.
 """
 
 import hashlib
@@ -17,8 +21,16 @@ logger = logging.getLogger(__name__)
 
 
 def client_address(request) -> str:
-    """Return the address a request came from, as the web server saw it."""
-    return (request.META.get("REMOTE_ADDR") or "unknown") if request is not None else "unknown"
+    """Return the address a request came from, as the outermost trusted proxy (or else the web server) saw it."""
+    if request is None:
+        return "unknown"
+    hops = settings.TRUSTED_PROXY_COUNT
+    if hops > 0:
+        forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        forwarded = [part for part in forwarded if part]
+        if len(forwarded) >= hops:
+            return forwarded[-hops]
+    return request.META.get("REMOTE_ADDR") or "unknown"
 
 
 def _key(username: str, address: str) -> str:

@@ -212,6 +212,9 @@ CAP_SENDER = env("CAP_SENDER", default="")
 LOGIN_FAILURES_ALLOWED = env.int("LOGIN_FAILURES_ALLOWED", default=5)
 # How long the count of failed log-ins lasts after the last failure (and so how long a lockout lasts).
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=900)
+# Reverse proxies in front of the web process that append the client's address to X-Forwarded-For; the
+# log-in throttle counts per client address, which without them is the proxy's for everyone (0: none).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 LOGGING = {
     "version": 1,

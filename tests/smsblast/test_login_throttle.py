@@ -82,3 +82,30 @@ def test_log_in_stays_open_when_redis_cannot_be_reached(settings):
     make_user("chair", Role.APPROVER)
     _wrong(2)
     assert _log_in("pw-secret-123").status_code == 302
+
+
+def _log_in_via_proxy(password: str, *, client_address: str, username: str = "chair"):
+    """Log in through one reverse proxy on this machine, which appends the client's address to X-Forwarded-For."""
+    client = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=client_address)
+    return client.post(reverse("login"), {"username": username, "password": password})
+
+
+@pytest.mark.django_db
+def test_behind_the_reverse_proxy_a_stranger_cannot_lock_the_approver_out(throttled, settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    make_user("chair", Role.APPROVER)
+    for _ in range(3):
+        assert _log_in_via_proxy("guess", client_address="203.0.113.5").status_code == 200
+    assert _log_in_via_proxy("pw-secret-123", client_address="203.0.113.5").status_code == 200
+    assert _log_in_via_proxy("pw-secret-123", client_address="198.51.100.7").status_code == 302
+
+
+@pytest.mark.django_db
+def test_behind_the_reverse_proxy_a_forged_forwarded_address_does_not_escape_the_lock(throttled, settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    make_user("chair", Role.APPROVER)
+    for forged in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        assert _log_in_via_proxy("guess", client_address=f"{forged}, 203.0.113.5").status_code == 200
+    response = _log_in_via_proxy("pw-secret-123", client_address="10.0.0.4, 203.0.113.5")
+    assert response.status_code == 200
+    assert "Coba lagi dalam 10 menit" in response.content.decode()
