@@ -9,7 +9,13 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from smsblast.login_throttle import client_address, login_failure_record, login_failures_clear, login_wait_seconds
+from smsblast.login_throttle import (
+    client_address,
+    login_attempt_release,
+    login_attempt_start,
+    login_failure_record,
+    login_failures_clear,
+)
 from smsblast.phones import normalize
 
 
@@ -21,7 +27,7 @@ class ThrottledLoginMixin:
     def clean(self):
         username = self.cleaned_data.get("username") or ""
         address = client_address(self.request)
-        wait = login_wait_seconds(username=username, address=address)
+        wait = login_attempt_start(username=username, address=address) if username else 0
         if wait:
             minutes = math.ceil(wait / 60)
             self.throttled_message = ngettext(
@@ -30,15 +36,20 @@ class ThrottledLoginMixin:
                 minutes,
             ) % {"minutes": minutes}
             raise forms.ValidationError(self.throttled_message, code="throttled")
+        # The attempt is counted before the password is checked, so parallel guesses cannot outrun the count.
         try:
             cleaned = super().clean()
         except forms.ValidationError as error:
             # user_cache is set when the password was right and only the account may not log in here.
-            if error.code == "invalid_login" and self.user_cache is None and username:
+            if username and error.code == "invalid_login" and self.user_cache is None:
                 login_failure_record(username=username, address=address)
+            elif username:
+                login_attempt_release(username=username, address=address)
             raise
-        if self.user_cache is not None:
+        if username and self.user_cache is not None:
             login_failures_clear(username=username, address=address)
+        elif username:
+            login_attempt_release(username=username, address=address)
         return cleaned
 
 

@@ -38,37 +38,77 @@ def _key(username: str, address: str) -> str:
     return f"smsblast:login-failures:{digest}"
 
 
-def login_wait_seconds(*, username: str, address: str) -> int:
-    """Return how many seconds this username must wait before trying from this address again (0: it may try)."""
+# Take one attempt if fewer than ARGV[1] are counted, in one step, so guesses sent in parallel cannot all pass
+# a check before any of them is counted. Answer 0 when taken, else the seconds the lock still holds.
+_ATTEMPT_START = """
+local count = redis.call('INCR', KEYS[1])
+if count <= tonumber(ARGV[1]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return 0
+end
+redis.call('DECR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  ttl = tonumber(ARGV[2])
+end
+return ttl
+"""
+# Give back an attempt that checked no wrong password.
+_ATTEMPT_RELEASE = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+return 0
+"""
+
+
+def login_attempt_start(*, username: str, address: str) -> int:
+    """Count a log-in attempt before its password is checked; return 0, or the seconds to wait if none is left.
+
+    The attempt counts as a failure until login_failures_clear (it succeeded) or login_attempt_release (it
+    checked no password) says otherwise.
+    """
+    if settings.LOGIN_FAILURES_ALLOWED <= 0:
+        return 0
+    try:
+        wait = redis_client().eval(
+            _ATTEMPT_START,
+            1,
+            _key(username, address),
+            settings.LOGIN_FAILURES_ALLOWED,
+            settings.LOGIN_LOCKOUT_SECONDS,
+        )
+    except redis.RedisError:
+        logger.warning("Log-in throttle unavailable: Redis cannot be reached; log-in is not throttled.")
+        return 0
+    return max(int(wait), 0)
+
+
+def login_attempt_release(*, username: str, address: str) -> None:
+    """Give back an attempt taken by login_attempt_start that checked no password."""
+    if settings.LOGIN_FAILURES_ALLOWED <= 0:
+        return
+    try:
+        redis_client().eval(_ATTEMPT_RELEASE, 1, _key(username, address))
+    except redis.RedisError:
+        logger.warning("Log-in throttle unavailable: an attempt was not given back.")
+
+
+def login_failure_record(*, username: str, address: str) -> int:
+    """Keep an attempt as a failure; the count lapses LOGIN_LOCKOUT_SECONDS after the last one. Return the count."""
     if settings.LOGIN_FAILURES_ALLOWED <= 0:
         return 0
     key = _key(username, address)
     try:
         pipe = redis_client().pipeline()
         pipe.get(key)
-        pipe.ttl(key)
-        failures, ttl = pipe.execute()
-    except redis.RedisError:
-        logger.warning("Log-in throttle unavailable: Redis cannot be reached; log-in is not throttled.")
-        return 0
-    if int(failures or 0) < settings.LOGIN_FAILURES_ALLOWED:
-        return 0
-    return max(int(ttl), 1)
-
-
-def login_failure_record(*, username: str, address: str) -> int:
-    """Count a failed log-in; the count lapses LOGIN_LOCKOUT_SECONDS after the last failure. Return the count."""
-    if settings.LOGIN_FAILURES_ALLOWED <= 0:
-        return 0
-    key = _key(username, address)
-    try:
-        pipe = redis_client().pipeline()
-        pipe.incr(key)
         pipe.expire(key, settings.LOGIN_LOCKOUT_SECONDS)
         failures, _ = pipe.execute()
     except redis.RedisError:
         logger.warning("Log-in throttle unavailable: a failed log-in was not counted.")
         return 0
+    failures = int(failures or 0)
     if failures == settings.LOGIN_FAILURES_ALLOWED:
         logger.warning(
             "Log-in locked for %s seconds after %s failures for username %r from %s.",
@@ -77,7 +117,7 @@ def login_failure_record(*, username: str, address: str) -> int:
             username,
             address,
         )
-    return int(failures)
+    return failures
 
 
 def login_failures_clear(*, username: str, address: str) -> None:

@@ -1,6 +1,7 @@
 """Password guessing stops after a few wrong passwords for one username from one address."""
 
 import pytest
+from django.contrib.auth.backends import ModelBackend
 from django.test import Client
 from django.urls import reverse
 
@@ -109,3 +110,26 @@ def test_behind_the_reverse_proxy_a_forged_forwarded_address_does_not_escape_the
     response = _log_in_via_proxy("pw-secret-123", client_address="10.0.0.4, 203.0.113.5")
     assert response.status_code == 200
     assert "Coba lagi dalam 10 menit" in response.content.decode()
+
+
+class OverlappingGuesses(ModelBackend):
+    """Check each password while the next guess arrives, as parallel requests of one attacker overlap."""
+
+    checked = 0
+    in_flight = 10
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        OverlappingGuesses.checked += 1
+        if OverlappingGuesses.checked < OverlappingGuesses.in_flight:
+            _log_in("guess")
+        return super().authenticate(request, username=username, password=password, **kwargs)
+
+
+@pytest.mark.django_db
+def test_guesses_sent_in_parallel_get_no_more_password_checks_than_allowed(throttled, settings):
+    settings.AUTHENTICATION_BACKENDS = [f"{__name__}.OverlappingGuesses"]
+    OverlappingGuesses.checked = 0
+    make_user("chair", Role.APPROVER)
+    _log_in("guess")
+    assert OverlappingGuesses.checked == 3
+    assert "Coba lagi dalam 10 menit" in _log_in("pw-secret-123").content.decode()
