@@ -333,7 +333,7 @@ def area_broadcast_run_start(*, campaign_id: int, now: datetime | None = None) -
         broadcast = AreaBroadcast.objects.create(
             run=run, operator=operator, area=areas_by_limit[operator.vertex_limit] or {}
         )
-        _event(broadcast, State.PENDING, {"vertex_limit": operator.vertex_limit})
+        _event(broadcast, State.PENDING, {"vertex_limit": operator.vertex_limit}, from_state="")
     if not operators:
         area_broadcast_run_finish(run_id=run.pk, now=now, force=True)
     else:
@@ -376,7 +376,7 @@ def _claim_send(broadcast_id, now: datetime) -> AreaBroadcast | None:
     if rows != 1:
         return None
     broadcast.refresh_from_db()
-    _event(broadcast, State.SENDING, {"attempt": broadcast.attempts})
+    _event(broadcast, State.SENDING, {"attempt": broadcast.attempts}, from_state=previous)
     return AreaBroadcast.objects.select_related("operator", "run").get(pk=broadcast.pk)
 
 
@@ -457,7 +457,7 @@ def _record_send(broadcast: AreaBroadcast, result: AreaBroadcastResult, *, now: 
         details["error"] = reason
     AreaBroadcast.objects.filter(pk=locked.pk, state=State.SENDING).update(updated_at=now, **updates)
     locked.refresh_from_db()
-    _event(locked, to_state, details)
+    _event(locked, to_state, details, from_state=State.SENDING)
     if to_state == State.CANCEL_PENDING:
         _enqueue_after_commit("cancel", locked.pk)
     elif to_state == State.RETRIES_EXHAUSTED:
@@ -480,12 +480,13 @@ def _window_end(broadcast: AreaBroadcast) -> datetime | None:
 
 def _finish_unacknowledged(broadcast: AreaBroadcast, reason: str) -> None:
     now = timezone.now()
-    rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=broadcast.state).update(
+    previous = broadcast.state
+    rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=previous).update(
         state=State.RETRIES_EXHAUSTED, next_attempt_at=None, last_error=reason, finished_at=now, updated_at=now
     )
     if rows == 1:
         broadcast.refresh_from_db()
-        _event(broadcast, State.RETRIES_EXHAUSTED, {"error": reason})
+        _event(broadcast, State.RETRIES_EXHAUSTED, {"error": reason}, from_state=previous)
         _audit_operator_failure(broadcast)
 
 
@@ -530,13 +531,14 @@ def area_broadcast_cancel_request(*, broadcast: AreaBroadcast, now: datetime) ->
         # Sending or failed so far: the operator may hold the broadcast without our knowing, so the send
         # goes on and the cancel follows its acknowledgement.
         to_state, updates = broadcast.state, {}
-    rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=broadcast.state).update(
+    previous = broadcast.state
+    rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=previous).update(
         state=to_state, cancel_requested_at=now, updated_at=now, **updates
     )
     if rows != 1:
         raise ServiceConflict("The broadcast changed state while being cancelled; try again.")
     broadcast.refresh_from_db()
-    _event(broadcast, to_state, {"cancel_requested": True})
+    _event(broadcast, to_state, {"cancel_requested": True}, from_state=previous, action="area_broadcast.cancel_request")
     if to_state == State.CANCEL_PENDING:
         _enqueue_after_commit("cancel", broadcast.pk)
     return broadcast
@@ -584,7 +586,7 @@ def _record_cancel(broadcast: AreaBroadcast, result: AreaBroadcastResult) -> Are
     )
     broadcast.refresh_from_db()
     if rows == 1:
-        _event(broadcast, to_state, details)
+        _event(broadcast, to_state, details, from_state=State.CANCEL_PENDING)
     return broadcast
 
 
@@ -642,12 +644,14 @@ def area_broadcast_run_finish(*, run_id: int, now: datetime | None = None, force
     for broadcast in AreaBroadcast.objects.select_for_update(of=("self",)).select_related("operator").filter(run=run):
         if broadcast.state in (State.ACKNOWLEDGED, State.CANCEL_PENDING):
             note = "" if broadcast.state == State.ACKNOWLEDGED else "The window ended before the cancel was confirmed."
-            rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=broadcast.state).update(
+            previous = broadcast.state
+            rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=previous).update(
                 state=State.COMPLETED, finished_at=now, next_attempt_at=None, updated_at=now, last_error=note
             )
             if rows == 1:
                 broadcast.refresh_from_db()
-                _event(broadcast, State.COMPLETED, {"handsets_reached": broadcast.handsets_reached, "note": note})
+                details = {"handsets_reached": broadcast.handsets_reached, "note": note}
+                _event(broadcast, State.COMPLETED, details, from_state=previous)
         elif broadcast.state not in AreaBroadcast.FINAL_STATES:
             _finish_unacknowledged(broadcast, "The window ended before the operator acknowledged.")
     if run.status in CampaignRun.FINAL_STATUSES:
@@ -739,8 +743,20 @@ def _adapter_call(broadcast: AreaBroadcast, method: str) -> AreaBroadcastResult:
         return AreaBroadcastResult(outcome=Outcome.RETRY, error=f"{type(exc).__name__}: {exc}"[:500])
 
 
-def _event(broadcast: AreaBroadcast, state: str, details: dict | None = None) -> AreaBroadcastEvent:
-    return AreaBroadcastEvent.objects.create(broadcast=broadcast, state=state, details=details or {})
+def _event(
+    broadcast: AreaBroadcast, state: str, details: dict | None = None, *, from_state: str, action: str = ""
+) -> AreaBroadcastEvent:
+    """Append to the provider message's status log and write the AuditEvent of its state change (invariant 6)."""
+    details = details or {}
+    audit_record(
+        actor=None,
+        action=action or f"area_broadcast.{state}",
+        obj=broadcast,
+        from_state=from_state,
+        to_state=state,
+        details={"run_id": broadcast.run_id, "operator_id": broadcast.operator_id, **details},
+    )
+    return AreaBroadcastEvent.objects.create(broadcast=broadcast, state=state, details=details)
 
 
 def _enqueue_after_commit(kind: str, broadcast_id) -> None:

@@ -404,6 +404,28 @@ def test_the_end_of_the_window_completes_the_campaign_when_every_operator_acknow
     assert AuditEvent.objects.filter(action="campaign.complete", object_id=str(campaign.pk)).exists()
 
 
+def test_every_state_change_of_a_provider_message_writes_an_audit_event(operators, areas):
+    ScriptedAreaAdapter.reset(indosat=[RETRY])
+    campaign = broadcast_campaign()
+    run = _sent(campaign)  # telkomsel and xl acknowledged, indosat failed once
+    broadcasts.area_broadcast_run_cancel(run=run)  # telkomsel is then cancelled; xl's cancel is never confirmed
+    broadcasts.area_broadcast_cancel_send(broadcast_id=_by_slug(run)["telkomsel"].pk)
+    broadcasts.area_broadcasts_tick(now=campaign.ends_at + timedelta(seconds=1))
+    rows = _by_slug(run)
+    assert {slug: row.state for slug, row in rows.items()} == {
+        "telkomsel": State.CANCELLED,
+        "indosat": State.RETRIES_EXHAUSTED,
+        "xl": State.COMPLETED,
+    }
+    for row in rows.values():
+        log = list(AreaBroadcastEvent.objects.filter(broadcast=row).values_list("state", flat=True))
+        audited = AuditEvent.objects.filter(object_type="operators.areabroadcast", object_id=str(row.pk))
+        assert [(event.from_state, event.to_state) for event in audited.order_by("id")] == list(
+            zip(["", *log[:-1]], log, strict=True)
+        )
+        assert all(event.action.startswith("area_broadcast.") for event in audited)
+
+
 def test_an_area_broadcast_whose_window_has_ended_cannot_be_approved(operators, areas):
     from campaigns.services import campaign_approve
     from smsblast.errors import ServiceConflict
