@@ -35,7 +35,8 @@ class CapImportView(APIView):
     """`POST /api/v1/cap/`: import a CAP 1.1/1.2 document sent as the raw body or as a multipart `file`.
 
     An Alert creates a draft area broadcast (201); a Cancel cancels, or sends back, the campaign imported from
-    the alert it references (200). Anything unusable is refused with 400 and a reason, creating nothing.
+    the alert it references (200). Anything unusable is refused with 400 and a reason, creating nothing; an alert
+    already imported (same sender and identifier) gets 409.
     """
 
     permission_classes = [IsOfficer]

@@ -319,7 +319,8 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
     """Import a CAP document: an Alert (or Update) becomes a draft area broadcast; a Cancel withdraws its alert.
 
     Raises ServiceInvalid with the reason, creating nothing, for invalid XML, a non-CAP document, a status
-    other than Actual or Exercise, or an alert without a usable area.
+    other than Actual or Exercise, or an alert without a usable area; ServiceConflict for an alert (its sender and
+    identifier) imported before.
     """
     alert = cap_parse(raw)
     if alert.status not in ("Actual", "Exercise"):
@@ -328,6 +329,18 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
         return _cap_cancel(alert, actor=actor, now=now)
     if alert.msg_type not in ("Alert", "Update"):
         raise ServiceInvalid(f"CAP msgType {alert.msg_type!r} carries no alert to import.")
+    # A message is its sender and identifier: one posted again (a second upload, a feed relayed twice) must not
+    # become a second campaign that could be approved and sent beside the first.
+    earlier = (
+        Campaign.objects.filter(cap_source_sender=alert.sender[:300], cap_source_identifier=alert.identifier[:300])
+        .order_by("id")
+        .first()
+    )
+    if earlier is not None:
+        raise ServiceConflict(
+            f"This CAP alert was already imported as campaign {earlier.pk} ({earlier.status}); "
+            "it is not imported twice."
+        )
     return _cap_create(alert, actor=actor, now=now or timezone.now())
 
 
@@ -389,6 +402,9 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
         instruction=info.instruction,
         cap_source_identifier=alert.identifier[:300],
         cap_source_sender=alert.sender[:300],
+        cap_source_references=[[sender, identifier] for sender, identifier, _ in alert.references]
+        if alert.msg_type == "Update"
+        else [],
     )
     audit_record(
         actor=actor,
@@ -417,11 +433,11 @@ def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImp
 
     if not alert.references:
         raise ServiceInvalid("The CAP Cancel has no references naming the alert it cancels.")
-    references = [(sender, identifier) for sender, identifier, _ in alert.references]
+    references = _superseded_too({(sender, identifier) for sender, identifier, _ in alert.references})
     query = Campaign.objects.none()
     for sender, identifier in references:
         query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
-    # A Cancel names every message it ends (the alert and its updates, each imported as its own campaign).
+    # A Cancel ends the messages it names and those they updated, each imported as its own campaign.
     campaigns = list(query.select_for_update().order_by("-id"))
     if not campaigns:
         raise ServiceInvalid("The CAP Cancel references no imported alert.")
@@ -438,3 +454,22 @@ def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImp
     campaign = live[0]
     action = "rejected" if campaign.status == Campaign.Status.REJECTED else "cancelled"
     return CapImportResult(action=action, campaign=campaign, notes=notes)
+
+
+def _superseded_too(references: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Return the (sender, identifier) pairs named, and those of every message an imported update among them
+    superseded, however far back: cancelling the latest update of an alert cancels the alert.
+    """
+    imported = Campaign.objects.exclude(cap_source_references=[]).values_list(
+        "cap_source_sender", "cap_source_identifier", "cap_source_references"
+    )
+    superseded: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for sender, identifier, updated in imported:
+        superseded.setdefault((sender, identifier), set()).update(tuple(pair) for pair in updated)
+    found, todo = set(references), list(references)
+    while todo:
+        for pair in superseded.get(todo.pop(), ()):
+            if pair not in found:
+                found.add(pair)
+                todo.append(pair)
+    return sorted(found)

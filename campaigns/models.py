@@ -74,6 +74,8 @@ class Campaign(models.Model):
     # Identifier of the CAP alert this draft was imported from, to match a later Cancel.
     cap_source_identifier = models.CharField(max_length=300, blank=True, db_index=True)
     cap_source_sender = models.CharField(max_length=300, blank=True)
+    # [sender, identifier] of the messages an imported Update supersedes: a Cancel of the update ends them too.
+    cap_source_references = models.JSONField(default=list, blank=True)
 
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.DRAFT, db_index=True)
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="campaigns")

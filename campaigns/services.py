@@ -76,7 +76,7 @@ CONTENT_FIELDS = (
 )
 
 # Fields an author may set; where an imported CAP alert came from is provenance, outside the hash.
-EDITABLE_FIELDS = frozenset({*CONTENT_FIELDS, "cap_source_identifier", "cap_source_sender"})
+EDITABLE_FIELDS = frozenset({*CONTENT_FIELDS, "cap_source_identifier", "cap_source_sender", "cap_source_references"})
 
 SENDER_MAX_LENGTH = 11
 # Operators accept letters, digits, spaces, dots and hyphens in an alphanumeric sender ID;

@@ -434,6 +434,42 @@ def test_a_cancel_naming_an_alert_and_its_update_withdraws_the_campaigns_of_both
     assert (original.status, updated.status) == (Campaign.Status.CANCELLED, Campaign.Status.CANCELLED)
 
 
+def _update_of_the_geocoded_alert() -> str:
+    update = GEOCODES.format(description="Diperpanjang sampai 20 Juli 2021.").replace(
+        "<identifier>satgas-covid-35-0001</identifier>", "<identifier>satgas-covid-35-0002</identifier>"
+    )
+    return update.replace("<msgType>Alert</msgType>", "<msgType>Update</msgType>").replace(
+        "<scope>Public</scope>",
+        "<scope>Public</scope><references>satgas@jatimprov.go.id,satgas-covid-35-0001,2021-07-01T09:00:00+07:00"
+        "</references>",
+    )
+
+
+def test_a_cancel_naming_only_the_latest_update_also_withdraws_the_alert_it_updated(officer_client):
+    original = _import_geocoded_alert(officer_client)
+    created = _post_xml(officer_client, _update_of_the_geocoded_alert())
+    assert created.status_code == 201, created.json()
+    updated = Campaign.objects.get(pk=created.json()["campaign_id"])
+    Campaign.objects.filter(pk__in=[original.pk, updated.pk]).update(status=Campaign.Status.APPROVED)
+    cancel = CANCEL.replace("satgas-covid-35-0001,2021-07-01T09", "satgas-covid-35-0002,2021-07-02T09")
+    response = _post_xml(officer_client, cancel)
+    assert response.status_code == 200, response.json()
+    original.refresh_from_db()
+    updated.refresh_from_db()
+    assert (original.status, updated.status) == (Campaign.Status.CANCELLED, Campaign.Status.CANCELLED)
+
+
+def test_an_alert_imported_again_is_refused_and_names_the_campaign_it_became(officer_client):
+    campaign = _import_geocoded_alert(officer_client)
+    events_before = AuditEvent.objects.count()
+    for document in (GEOCODES.format(description="Mulai 3 Juli 2021."), GEOCODES.format(description="Lain.")):
+        response = _post_xml(officer_client, document)
+        assert response.status_code == 409
+        assert f"already imported as campaign {campaign.pk}" in response.json()["detail"]
+    assert Campaign.objects.count() == 1
+    assert AuditEvent.objects.count() == events_before
+
+
 def _import_geocoded_alert(client) -> Campaign:
     blitar_areas()
     OperatorFactory(slug="telkomsel")
