@@ -1,7 +1,8 @@
 """CAP 1.2 export of an approved campaign (OASIS Common Alerting Protocol), built with lxml.
 
-An approved campaign exports as an `Alert`; once cancelled, as a `Cancel` whose `references` name the original
-alert ("sender,identifier,sent"). Times carry the offset of the area's zone (WIB, WITA or WIT), as CAP requires.
+An approved campaign exports as an `Alert`; approved again after an edit, as an `Update` whose `references` name
+the alerts of its earlier approvals ("sender,identifier,sent"); once cancelled, as a `Cancel` naming all of them.
+Times carry the offset of the area's zone (WIB, WITA or WIT), as CAP requires.
 """
 
 import re
@@ -76,6 +77,22 @@ def _approval(campaign: Campaign) -> Approval:
     return approval
 
 
+def _approved_alerts(campaign: Campaign) -> list[Approval]:
+    """Return every approval that let the campaign out, oldest first: each one's content was an alert of its own."""
+    return list(campaign.approvals.filter(decision=Approval.Decision.APPROVED).order_by("id"))
+
+
+def cap_exportable(campaign: Campaign) -> bool:
+    """Return whether the campaign has a CAP document: its approval holds, or it was approved, then cancelled."""
+    if campaign.status == Campaign.Status.CANCELLED:
+        return campaign.approvals.filter(decision=Approval.Decision.APPROVED).exists()
+    try:
+        _approval(campaign)
+    except ServiceConflict:
+        return False
+    return True
+
+
 def _cancelled_at(campaign: Campaign) -> datetime:
     from smsblast.audit import audit_history
 
@@ -106,11 +123,23 @@ def cap_alert(campaign: Campaign) -> etree._Element:
     """Return the CAP 1.2 `alert` element of an approved (or approved, then cancelled) campaign."""
     from operators.areageom import cap_polygons
 
-    approval = _approval(campaign)
+    cancelled = campaign.status == Campaign.Status.CANCELLED
+    approved = _approved_alerts(campaign)
+    if cancelled and approved:
+        # A cancel withdraws whatever went out, even when the campaign was edited (unapproved) before it.
+        approval = approved[-1]
+        publishable = approval.voided_at is None and approval.content_hash == campaign_content_hash(campaign)
+    else:
+        approval, publishable = _approval(campaign), True
     sender = cap_sender()
     identifier = cap_identifier(campaign, approval)
     original_sent = cap_time(approval.created_at, campaign)
-    cancelled = campaign.status == Campaign.Status.CANCELLED
+    # The alerts of earlier approvals: an update supersedes them, a cancel ends them with the current one.
+    superseded = [
+        f"{sender},{cap_identifier(campaign, earlier)},{cap_time(earlier.created_at, campaign)}"
+        for earlier in approved
+        if earlier.pk < approval.pk
+    ]
 
     alert = etree.Element(f"{{{CAP_NS}}}alert", nsmap={None: CAP_NS})
 
@@ -124,11 +153,15 @@ def cap_alert(campaign: Campaign) -> etree._Element:
     add(alert, "sender", sender)
     add(alert, "sent", cap_time(_cancelled_at(campaign), campaign) if cancelled else original_sent)
     add(alert, "status", "Exercise" if campaign.exercise else "Actual")
-    add(alert, "msgType", "Cancel" if cancelled else "Alert")
+    add(alert, "msgType", "Cancel" if cancelled else "Update" if superseded else "Alert")
     add(alert, "scope", "Public")
     if cancelled:
         add(alert, "note", "Pesan dibatalkan.")
-        add(alert, "references", f"{sender},{identifier},{original_sent}")
+        add(alert, "references", " ".join([*superseded, f"{sender},{identifier},{original_sent}"]))
+    elif superseded:
+        add(alert, "references", " ".join(superseded))
+    if not publishable:
+        return alert  # CAP allows a Cancel without info; content no approver saw is never published
 
     values = cap_values(campaign)
     info = add(alert, "info")

@@ -22,6 +22,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from campaigns import dispatch, selectors, services
+from campaigns.cap import cap_exportable
 from campaigns.dispatch_selectors import FAILED_STATUSES, campaign_progress, run_progress
 from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
 from campaigns.models import Approval, Campaign, CampaignRun, DispatchBatch, Mode
@@ -285,8 +286,8 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "can_resume": campaign.status == Status.PAUSED and may_dispatch,
             "can_schedule": campaign.status == Status.APPROVED and may_dispatch,
             "can_review": campaign.status == Status.PENDING_APPROVAL and request.user.has_role(Role.APPROVER),
-            # The CAP export (campaigns/cap.py) writes only what an approval still covers.
-            "can_export_cap": services.campaign_approval_is_valid(campaign),
+            # The CAP export (campaigns/cap.py) writes only what an approval covers, or a cancel of it.
+            "can_export_cap": cap_exportable(campaign),
         }
     )
     return render(request, "campaigns/detail.html", context)

@@ -151,6 +151,47 @@ def test_a_reapproved_campaign_exports_under_a_new_identifier_and_each_export_is
     assert _find(second, "cap:identifier") != first
 
 
+def _approve_again(campaign: Campaign, **changes) -> None:
+    OperatorFactory()
+    campaign_update(campaign=campaign, actor=campaign.author, data=changes)
+    campaign_submit(campaign=campaign, actor=campaign.author)
+    approver = UserFactory(role=Role.APPROVER)
+    campaign_approve(campaign=campaign, approver=approver, content_hash=campaign_content_hash(campaign))
+
+
+def _message(document) -> str:
+    return ",".join(_find(document, f"cap:{name}")[0] for name in ("sender", "identifier", "sent"))
+
+
+def test_a_reapproved_campaign_exports_an_update_superseding_its_earlier_alert_and_a_cancel_of_both(officer_client):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    campaign = broadcast_campaign()
+    first = _export(officer_client, campaign)
+    _approve_again(campaign, text="Teks yang diperbaiki.")
+    second = _export(officer_client, campaign)
+    assert _find(second, "cap:msgType") == ["Update"]
+    assert _find(second, "cap:references") == [_message(first)]
+    campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah")
+    cancel = _export(officer_client, campaign)
+    assert _find(cancel, "cap:msgType") == ["Cancel"]
+    assert _find(cancel, "cap:references") == [f"{_message(first)} {_message(second)}"]
+
+
+def test_a_campaign_cancelled_after_an_unapproved_edit_exports_a_cancel_without_the_unapproved_text(officer_client):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    campaign = broadcast_campaign()
+    alert = _export(officer_client, campaign)
+    campaign_update(campaign=campaign, actor=campaign.author, data={"text": "Teks yang belum disetujui."})
+    campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah")
+    cancel = _export(officer_client, campaign)
+    assert _find(cancel, "cap:msgType") == ["Cancel"]
+    assert _find(cancel, "cap:references") == [_message(alert)]
+    assert _find(cancel, "cap:info") == []
+    assert b"belum disetujui" not in etree.tostring(cancel)
+
+
 def test_an_approved_targeted_campaign_exports_too(officer_client):
     AreaFactory(code="35", name="Jawa Timur")
     AreaFactory(code="35.05", name="Kabupaten Blitar")

@@ -572,6 +572,19 @@ def test_campaign_page_links_the_cap_export_once_an_approval_covers_the_campaign
     assert "cap.xml" not in client.get(reverse("campaigns:detail", args=[draft.pk])).content.decode()
 
 
+def test_campaign_page_links_the_cap_cancel_of_a_campaign_cancelled_after_an_unapproved_edit(officer_user):
+    from campaigns.services import campaign_cancel, campaign_update
+
+    blitar_areas()
+    campaign = broadcast_campaign(author=officer_user)
+    campaign_update(campaign=campaign, actor=officer_user, data={"text": "Teks yang belum disetujui."})
+    campaign_cancel(campaign=campaign, actor=officer_user, reason="Salah wilayah")
+    client = client_for(officer_user)
+    page = client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert f'href="/api/v1/campaigns/{campaign.pk}/cap.xml"' in page
+    assert client.get(f"/api/v1/campaigns/{campaign.pk}/cap.xml").status_code == 200
+
+
 # --- approval -----------------------------------------------------------------------------
 
 
