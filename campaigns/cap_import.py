@@ -237,6 +237,10 @@ def cap_datetime(value: str) -> datetime | None:
 # --- areas ---------------------------------------------------------------------------------
 
 
+def _has_area(info: CapInfo) -> bool:
+    return any(area.polygons or area.circles or area.geocodes for area in info.areas)
+
+
 def _geocode_codes(info: CapInfo) -> list[str]:
     """Return the Kemendagri codes among the geocode values (dotted or bare digits), whatever their valueName."""
     candidates = set()
@@ -357,11 +361,15 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
         notes.append(f"No Indonesian info block; used the first one ({info.language}).")
     if alert.signed:
         notes.append("The alert carries an XML signature; it was not verified.")
-    codes = _geocode_codes(info)
+    # A translation may leave out the area the other language's block gives; the alert still has one.
+    located = next((block for block in [info, *alert.infos] if _has_area(block)), info)
+    if located is not info:
+        notes.append(f"The {info.language} info block names no area; used the area of the {located.language} one.")
+    codes = _geocode_codes(located)
     if codes:
         notes.append("Area from the alert's geocodes.")
     else:
-        codes, shape_notes = _shape_codes(info)
+        codes, shape_notes = _shape_codes(located)
         notes.extend(shape_notes)
         if codes:
             notes.append("Area from the known boundaries the alert's polygons and circles cover.")

@@ -385,6 +385,21 @@ def test_a_polygon_alert_with_languages_and_a_signature_becomes_an_indonesian_dr
     assert AuditEvent.objects.filter(action="campaign.cap_import", object_id=str(campaign.pk)).exists()
 
 
+def test_an_indonesian_info_block_without_an_area_takes_the_area_of_another_block(officer_client):
+    blitar_areas()
+    document = BMKG_POLYGON.format(polygon=_blitar_west_polygon())
+    document = document.replace("<area><areaDesc>Kab. Blitar bagian barat</areaDesc>", "<!--").replace(
+        "</area>\n  </info>\n  <Signature", "-->\n  </info>\n  <Signature"
+    )
+    assert document.count("<area>") == 1
+    response = _post_xml(officer_client, document)
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["area_codes"] == ["35.05"]
+    assert body["text"].startswith("Peringatan dini hujan lebat")
+    assert any("names no area" in note for note in body["notes"])
+
+
 def test_a_cap_11_circle_as_a_multipart_file_becomes_an_exercise_draft(officer_client):
     blitar_areas()
     centre = shape(regency_boundary("35.05")).centroid
