@@ -16,6 +16,11 @@ from smsblast.sms import TextError, analyze
 
 SENDER_RE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{1,11}$")
 WEEKDAY_LABELS = (_("Mon"), _("Tue"), _("Wed"), _("Thu"), _("Fri"), _("Sat"), _("Sun"))
+# The schedule errors this form's fields can still reach, said in the user's language.
+SCHEDULE_ERROR_MESSAGES = {
+    "at": _("Give a date between the years 2000 and 9998."),
+    "quiet_hours": _("Quiet hours must not start and end at the same time; change one of them or clear both."),
+}
 SCHEDULE_KINDS = (
     ("now", _("Once, as soon as approved")),
     ("once", _("Once, at a set time")),
@@ -190,7 +195,7 @@ class CampaignForm(forms.Form):
             field = {"at": "schedule_at", "time": "schedule_time", "weekdays": "schedule_weekdays"}.get(
                 error.field, "quiet_end" if error.field == "quiet_hours" else "schedule_kind"
             )
-            self.add_error(field, str(error))
+            self.add_error(field, SCHEDULE_ERROR_MESSAGES.get(error.field, str(error)))
         return cleaned
 
     def _clean_broadcast_window(self, cleaned: dict) -> None:
