@@ -121,8 +121,15 @@ def subscriber_import_resume(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("subscriber_import", pk=job.pk)
     try:
         services.subscriber_import_resume(subscriber_import=job, actor=request.user)
-    except ServiceError as exc:
-        messages.error(request, str(exc))
+    except ServiceError:
+        job.refresh_from_db()
+        if job.state == SubscriberImport.State.FAILED:
+            messages.error(request, _("The file of this import is no longer kept; upload it again."))
+        else:
+            messages.error(
+                request,
+                _("Only a failed import can be resumed; this one is %(state)s.") % {"state": job.get_state_display()},
+            )
     else:
         messages.success(request, _("The import continues after line %(line)s.") % {"line": job.lines_done})
     return redirect("subscriber_import", pk=job.pk)

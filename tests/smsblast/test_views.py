@@ -87,6 +87,23 @@ def test_a_failed_import_page_explains_in_the_users_language_and_offers_to_resum
     assert "Lanjutkan impor" not in body  # nothing left to resume
 
 
+def test_resuming_an_import_that_did_not_fail_is_refused_in_the_users_language(officer_user, tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path
+    area_tree("35.05", kecamatan=1)
+    upload = SimpleUploadedFile("warga.csv", b"msisdn\n0812-3456-7890\n", content_type="text/csv")
+    client = client_for(officer_user)
+    client.post(reverse("subscribers"), {"form": "import", "file": upload})
+    job = SubscriberImport.objects.get()
+    SubscriberImport.objects.filter(pk=job.pk).update(state="completed")
+
+    response = client.post(reverse("subscriber_import_resume", args=[job.pk]))
+
+    assert response.status_code == 302
+    body = client.get(response["Location"]).content.decode()
+    assert "Hanya impor yang gagal yang dapat dilanjutkan" in body
+    assert "Only a failed import" not in body
+
+
 def test_an_upload_that_is_not_a_csv_is_refused_with_a_message(officer_user, tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path
     upload = SimpleUploadedFile("foto.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00", content_type="image/png")
