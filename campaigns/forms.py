@@ -169,6 +169,12 @@ class CampaignForm(forms.Form):
                 return cleaned
             raw["time"] = cleaned["schedule_time"].strftime("%H:%M")
             if cleaned.get("schedule_until"):
+                # The end date is meant in the area's zone; one already past would leave nothing to send.
+                zone = target_zone(sorted(cleaned.get("area_codes") or []))
+                if cleaned["schedule_until"] < timezone.now().astimezone(zone.tzinfo).date():
+                    message = _("This date has already passed in %(zone)s; choose a later one or leave it empty.")
+                    self.add_error("schedule_until", message % {"zone": zone.label})
+                    return cleaned
                 raw["until"] = cleaned["schedule_until"].isoformat()
         if kind == "daily":
             overrides = {

@@ -205,6 +205,10 @@ def test_compose_creates_a_draft_through_the_service_with_its_schedule(officer_u
         ({"schedule_kind": "once", "schedule_at": "2020-01-01T10:00"}, "Waktu ini sudah lewat di WIB"),
         ({"schedule_kind": "once", "schedule_at": "9999-12-31T23:59"}, "antara tahun 2000 dan 9998"),
         ({"quiet_start": "21:00", "quiet_end": "21:00"}, "Jam tenang tidak boleh mulai dan selesai"),
+        (
+            {"schedule_kind": "daily", "schedule_time": "09:00", "schedule_until": "2020-01-01"},
+            "Tanggal ini sudah lewat di WIB",
+        ),
     ],
 )
 def test_compose_refuses_bad_input_with_a_message_and_creates_nothing(officer_user, areas, overrides, field_message):
