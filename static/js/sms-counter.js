@@ -196,6 +196,9 @@
       if (a.suggestion !== null) {
         box.hidden = false;
         out("suggestion-segments").textContent = a.suggestion_segments;
+        // An emoji or another character without a replacement keeps the suggestion UCS-2: say so, promise no GSM-7.
+        out("suggestion-gsm").hidden = a.suggestion_encoding !== "GSM7";
+        out("suggestion-ucs2").hidden = a.suggestion_encoding === "GSM7";
         box.querySelector("[data-sms-accept]").onclick = function () { setText(a.suggestion); };
       } else {
         box.hidden = true;

@@ -129,3 +129,16 @@ def test_the_approver_sees_each_line_of_the_diff_since_the_rejection_on_its_own_
     tops = [box["y"] for box in (lines.nth(i).bounding_box() for i in range(lines.count()))]
     # Unchanged context lines too: none may run on after the line before it.
     assert len(set(tops)) == len(tops) == lines.count()
+
+
+def test_the_suggestion_does_not_promise_gsm7_when_a_character_without_replacement_stays(officer_page, live_server):
+    page = officer_page()
+    page.goto(f"{live_server.url}/campaigns/new/")
+    page.fill("#id_text", "Vaksin “gratis” di Puskesmas \U0001f637")
+    box = page.locator('[data-sms-out="suggestion-box"]')
+    expect(box).to_be_visible()
+    expect(box).not_to_contain_text("tetap GSM-7", use_inner_text=True)
+    expect(box).to_contain_text("tetap UCS-2", use_inner_text=True)
+
+    page.fill("#id_text", "Vaksin “gratis” di Puskesmas")
+    expect(box).to_contain_text("tetap GSM-7", use_inner_text=True)
