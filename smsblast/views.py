@@ -23,6 +23,8 @@ HEALTH_WINDOW = timedelta(minutes=15)
 THROUGHPUT_WINDOW = timedelta(minutes=5)
 # Consecutive failed batches after which an operator is treated as unreachable (circuit open).
 CIRCUIT_OPEN_AFTER = 5
+# The search and opt-out forms both have a number field; distinct ids keep each label on its own field.
+OPTOUT_AUTO_ID = "id_optout_%s"
 
 
 def _upload_refusal(error: ServiceError) -> str:
@@ -53,7 +55,7 @@ def subscribers(request: HttpRequest) -> HttpResponse:
     """Import a CSV, search a number, opt a number out."""
 
     import_form = SubscriberImportForm()
-    optout_form = OptOutForm()
+    optout_form = OptOutForm(auto_id=OPTOUT_AUTO_ID)
     search_form = SubscriberSearchForm(request.GET or None)
     if request.method == "POST":
         if request.POST.get("form") == "import":
@@ -69,7 +71,7 @@ def subscribers(request: HttpRequest) -> HttpResponse:
                     messages.success(request, _("File received. The import runs in the background."))
                     return redirect("subscriber_import", pk=job.pk)
         elif request.POST.get("form") == "optout":
-            optout_form = OptOutForm(request.POST)
+            optout_form = OptOutForm(request.POST, auto_id=OPTOUT_AUTO_ID)
             if optout_form.is_valid():
                 try:
                     _subscriber, changed = services.subscriber_opt_out(

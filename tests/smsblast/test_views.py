@@ -1,5 +1,7 @@
 """Subscriber and operator pages through the Django test client."""
 
+import re
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -246,3 +248,12 @@ def test_an_operator_signed_in_on_the_web_is_pointed_to_the_api_not_back_to_a_pa
     assert page.status_code == 403
     assert "Akun operator hanya memakai API." in body and 'href="/api/docs/"' in body
     assert "Kembali ke dasbor" not in body
+
+
+def test_the_search_and_opt_out_number_fields_each_have_their_own_label(officer_user):
+    body = client_for(officer_user).get(reverse("subscribers")).content.decode()
+    ids = re.findall(r'<input[^>]* id="([^"]+)"', body)
+    assert len(ids) == len(set(ids))
+    for field_id in ids:
+        if 'type="hidden"' not in body.split(f'id="{field_id}"')[0].rsplit("<input", 1)[-1]:
+            assert f'for="{field_id}"' in body
