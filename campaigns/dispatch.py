@@ -860,7 +860,9 @@ def deliveries_withdraw_opted_out(*, msisdn: str, now: datetime) -> dict[int, in
     unsent = list(
         DispatchBatch.objects.select_for_update(of=("self",))
         .filter(pk__in=list(waiting.values_list("batch_id", flat=True)), status=BatchStatus.PENDING, attempts=0)
-        .order_by("pk")
+        # A number has one batch per run; taken newest run first, as campaign_runs_cancel takes them, so a STOP
+        # and a cancel of a campaign with two runs under way never wait for each other in a circle.
+        .order_by("-run__scheduled_for", "-run_id")
         .values_list("pk", flat=True)
     )
     if not unsent:

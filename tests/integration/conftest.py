@@ -232,6 +232,9 @@ def stack(transactional_db, live_server, redis_client, redis_url, settings, tmp_
     settings.DISPATCH_REDRIVE_AFTER_SECONDS = 3
     # Area-broadcast retries back off from a fifth of a second (an operator's Retry-After still wins).
     settings.AREA_BROADCAST_RETRY_BASE_SECONDS = 0.2
+    from config.celery import app
+
+    broker_before = app.conf.broker_url
     _point_celery_at(redis_url)
     env = {
         **os.environ,
@@ -249,4 +252,5 @@ def stack(transactional_db, live_server, redis_client, redis_url, settings, tmp_
     processes = Stack(workdir=tmp_path, env=env)
     yield processes
     processes.stop()
-    _point_celery_at(None)
+    # Later tests send to the broker they had, not to this test's Redis, which may be gone by then.
+    _point_celery_at(broker_before)

@@ -534,3 +534,18 @@ def test_a_lease_that_loses_the_race_writes_no_event():
     DispatchBatch.objects.filter(pk=batch.pk).update(status="in_flight")
     assert services.batch_send(batch_id=batch.pk) == "not_leased"
     assert _hops(batch) == []
+
+
+def test_a_number_opting_out_while_two_runs_of_a_campaign_are_under_way_is_withdrawn_from_both():
+    batch = _batch(2)
+    run = CampaignRun.objects.get(pk=batch.run_id)
+    later = sending_run(run.campaign, scheduled_for=run.scheduled_for + timedelta(days=1))
+    dispatch.run_fan_out(run_id=later.pk)
+    number = Delivery.objects.filter(batch=batch).order_by("pk").first().msisdn
+    subscriber, _ = subscriber_opt_out(msisdn=number, actor=None, source="sms")
+    assert set(Delivery.objects.filter(msisdn=number).values_list("run_id", "status", "reason")) == {
+        (run.pk, "skipped", "opted_out"),
+        (later.pk, "skipped", "opted_out"),
+    }
+    event = audit_history(subscriber).get(action="subscriber.opt_out")
+    assert event.details["withdrawn_from_runs"] == sorted([run.pk, later.pk])
