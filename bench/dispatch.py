@@ -172,11 +172,11 @@ class RssSampler(threading.Thread):
             self.sample()
 
 
-def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+def cpu_seconds(pids: dict[str, int]) -> dict:
     """CPU seconds (user + system) so far of each named process with its children, and of PostgreSQL.
 
-    "postgresql" sums every local postgres process, reaped backends included through the postmaster; it is
-    0 when the server runs elsewhere.
+    "postgresql" holds every local postgres process by pid (reaped backends are in the postmaster's children
+    times); it is empty when the server runs elsewhere. Subtract two samples with cpu_spent().
     """
     import psutil
 
@@ -191,14 +191,27 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
             totals[name] = spent(process) + sum(spent(child) for child in process.children(recursive=True))
         except psutil.Error:
             totals[name] = 0.0
-    totals["postgresql"] = 0.0
+    totals["postgresql"] = {}
     for process in psutil.process_iter(["name"]):
         if process.info["name"] in ("postgres", "postmaster"):
             try:
-                totals["postgresql"] += spent(process)
+                totals["postgresql"][process.pid] = spent(process)
             except psutil.Error:
                 continue
     return totals
+
+
+def cpu_spent(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds spent between two cpu_seconds() samples.
+
+    PostgreSQL is counted process by process: a backend that exits in between drops out of the second sample
+    (its time reaches the postmaster's children once reaped), so a plain difference of totals could go negative.
+    """
+    spent = {name: after[name] - before[name] for name in after if name != "postgresql"}
+    spent["postgresql"] = sum(
+        seconds - before["postgresql"].get(pid, 0.0) for pid, seconds in after["postgresql"].items()
+    )
+    return spent
 
 
 def cpu_line(label: str, cpu: dict[str, float], recipients: int) -> str:
@@ -282,7 +295,7 @@ def timed_run(
         "seconds": seconds,
         "rate": recipients / seconds,
         "rss_mb": {name: peak / 2**20 for name, peak in sampler.peaks.items()},
-        "cpu": {name: cpu_after[name] - cpu_before[name] for name in cpu_after},
+        "cpu": cpu_spent(cpu_before, cpu_after),
     }
 
 
@@ -358,8 +371,7 @@ def raw_limit(batches: list, processes: int, *, simulator_pid: int) -> tuple[flo
     sent = sum(count for count, _, _ in finished)
     cpu = {
         "loops": sum(spent for _, _, spent in finished),
-        "simulator": simulator_after["simulator"] - simulator_before["simulator"],
-        "postgresql": simulator_after["postgresql"] - simulator_before["postgresql"],
+        **cpu_spent(simulator_before, simulator_after),
     }
     return sent / (max(end for _, end, _ in finished) - start_at), cpu
 
