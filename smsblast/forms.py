@@ -1,4 +1,4 @@
-"""Forms of the subscriber pages."""
+"""Forms of the log-in pages (throttled) and of the subscriber pages."""
 
 import math
 

@@ -33,6 +33,18 @@ def _batch(count=3, *, schedule=None, priority="normal", segments=1, slug="tsel"
     return DispatchBatch.objects.get(run=run, operator__slug=slug)
 
 
+def _batch_answered_503_once(count: int) -> DispatchBatch:
+    """Return a batch of `count` whose first send got a 503 (waiting to retry); the operator accepts the next."""
+    batch = _batch(count)
+    ScriptedAdapter.reset(
+        BatchResult(outcome=Outcome.RETRY, error="Service Unavailable", status_code=503),
+        BatchResult(outcome=Outcome.ACCEPTED, accepted=count),
+    )
+    assert services.batch_send(batch_id=batch.pk) == "retry"
+    batch.refresh_from_db()
+    return batch
+
+
 def test_an_accepted_batch_carries_its_deliveries_and_rejected_numbers_are_marked():
     batch = _batch(3)
     first, second, third = Delivery.objects.filter(batch=batch).order_by("pk")
@@ -442,12 +454,7 @@ def test_a_number_opting_out_before_its_batch_is_sent_is_left_out_of_it_and_skip
 
 
 def test_a_number_opting_out_after_its_batch_was_first_sent_stays_in_the_retried_batch():
-    batch = _batch(2)
-    ScriptedAdapter.reset(
-        BatchResult(outcome=Outcome.RETRY, error="Service Unavailable", status_code=503),
-        BatchResult(outcome=Outcome.ACCEPTED, accepted=2),
-    )
-    assert services.batch_send(batch_id=batch.pk) == "retry"
+    batch = _batch_answered_503_once(2)
     first, second = Delivery.objects.filter(batch=batch).order_by("pk")
     subscriber_opt_out(msisdn=second.msisdn, actor=None, source="sms")
     second.refresh_from_db()
@@ -500,14 +507,8 @@ def _hops(batch) -> list[tuple[str, str, str]]:
 
 def test_each_lease_of_a_batch_is_audited_with_the_state_it_left():
     # On PostgreSQL the lease and its event are one statement; elsewhere the checked path writes it.
-    batch = _batch(2)
-    ScriptedAdapter.reset(
-        BatchResult(outcome=Outcome.RETRY, error="Service Unavailable", status_code=503),
-        BatchResult(outcome=Outcome.ACCEPTED, accepted=2),
-    )
-    assert services.batch_send(batch_id=batch.pk) == "retry"
-    retry_at = DispatchBatch.objects.get(pk=batch.pk).next_attempt_at
-    assert services.batch_send(batch_id=batch.pk, now=retry_at) == "accepted"
+    batch = _batch_answered_503_once(2)
+    assert services.batch_send(batch_id=batch.pk, now=batch.next_attempt_at) == "accepted"
     assert _hops(batch) == [
         ("batch.lease", "pending", "in_flight"),
         ("batch.retry", "in_flight", "retry_wait"),

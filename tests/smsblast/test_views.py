@@ -66,13 +66,18 @@ def test_import_page_says_how_many_rejected_rows_it_shows_and_links_the_download
     assert b"".join(download.streaming_content).decode().count("not_mobile") == 150
 
 
-def test_a_failed_import_page_explains_in_the_users_language_and_offers_to_resume(officer_user, tmp_path, settings):
+def _one_line_import(officer_user, tmp_path, settings):
+    """Upload a one-line CSV from the subscribers page; return the officer's client and the import job."""
     settings.MEDIA_ROOT = tmp_path
     area_tree("35.05", kecamatan=1)
     upload = SimpleUploadedFile("warga.csv", b"msisdn\n0812-3456-7890\n", content_type="text/csv")
     client = client_for(officer_user)
     client.post(reverse("subscribers"), {"form": "import", "file": upload})
-    job = SubscriberImport.objects.get()
+    return client, SubscriberImport.objects.get()
+
+
+def test_a_failed_import_page_explains_in_the_users_language_and_offers_to_resume(officer_user, tmp_path, settings):
+    client, job = _one_line_import(officer_user, tmp_path, settings)
     SubscriberImport.objects.filter(pk=job.pk).update(state="failed", error="OSError: disk full", lines_done=1)
 
     body = client.get(reverse("subscriber_import", args=[job.pk])).content.decode()
@@ -90,12 +95,7 @@ def test_a_failed_import_page_explains_in_the_users_language_and_offers_to_resum
 
 
 def test_resuming_an_import_that_did_not_fail_is_refused_in_the_users_language(officer_user, tmp_path, settings):
-    settings.MEDIA_ROOT = tmp_path
-    area_tree("35.05", kecamatan=1)
-    upload = SimpleUploadedFile("warga.csv", b"msisdn\n0812-3456-7890\n", content_type="text/csv")
-    client = client_for(officer_user)
-    client.post(reverse("subscribers"), {"form": "import", "file": upload})
-    job = SubscriberImport.objects.get()
+    client, job = _one_line_import(officer_user, tmp_path, settings)
     SubscriberImport.objects.filter(pk=job.pk).update(state="completed")
 
     response = client.post(reverse("subscriber_import_resume", args=[job.pk]))
