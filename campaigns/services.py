@@ -23,7 +23,7 @@ from campaigns.selectors import target_zone
 from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
-from smsblast.models import Area, Role, User
+from smsblast.models import Area, AuditEvent, Role, User
 from smsblast.selectors import polygon_geometry
 
 logger = logging.getLogger(__name__)
@@ -396,6 +396,18 @@ def campaign_dispatch_refuse(*, campaign: Campaign, now=None, match: dict[str, A
     return moved
 
 
+def campaign_edited_by(*, campaign: Campaign, user: User) -> bool:
+    """Return whether the user changed hashed content of the campaign (e.g. as an admin), so co-wrote it.
+
+    Four eyes (invariant 2) means the approver did not write what is approved: not only the author, anyone
+    whose edit, as recorded in the audit trail, changed the content.
+    """
+    edits = AuditEvent.objects.filter(
+        object_type=campaign._meta.label_lower, object_id=str(campaign.pk), action="campaign.update", actor=user
+    ).values_list("details", flat=True)
+    return any(set((details or {}).get("changed") or []) & set(CONTENT_FIELDS) for details in edits)
+
+
 def campaign_check_actor(action: str, *, campaign: Campaign, user: User) -> None:
     """Raise ServiceForbidden unless the user's role and relation to the campaign allow the action."""
     if user is None or not user.is_authenticated:
@@ -407,7 +419,7 @@ def campaign_check_actor(action: str, *, campaign: Campaign, user: User) -> None
     elif action in {"approve", "reject"}:
         if not user.has_role(Role.APPROVER):
             raise ServiceForbidden(f"Only an approver may {action} a campaign.")
-        if is_author:
+        if is_author or campaign_edited_by(campaign=campaign, user=user):
             raise ServiceForbidden(f"You wrote this campaign; another approver must {action} it.")
     elif action == "cancel":
         if not (user.has_role(Role.ADMIN, Role.APPROVER) or (is_author and user.has_role(Role.OFFICER))):

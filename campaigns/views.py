@@ -383,7 +383,7 @@ ACTION_DONE = {
 def campaign_review(request: HttpRequest, pk: int) -> HttpResponse:
     """Show the approver exactly what will be sent, and take the decision bound to the content hash."""
     campaign = get_object_or_404(Campaign.objects.select_related("author"), pk=pk)
-    if campaign.author_id == request.user.pk:
+    if campaign.author_id == request.user.pk or services.campaign_edited_by(campaign=campaign, user=request.user):
         raise PermissionDenied(_("You wrote this campaign; another approver must decide on it."))
     approve_form = ApproveForm(initial={"content_hash": services.campaign_content_hash(campaign)})
     reject_form = RejectForm(initial={"content_hash": services.campaign_content_hash(campaign)})

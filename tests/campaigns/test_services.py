@@ -295,6 +295,35 @@ def test_the_author_cannot_approve_even_when_an_approver(areas):
     assert not Approval.objects.exists()
 
 
+def test_an_approver_who_edited_the_content_cannot_approve_or_reject_it(campaign, officer, admin_user):
+    """Four eyes: an admin who rewrote an officer's text and later became an approver did write what is reviewed."""
+    from smsblast.roles import user_role_set
+
+    campaign_update(campaign=campaign, actor=admin_user, data={"text": "Teks yang ditulis ulang oleh admin."})
+    campaign_submit(campaign=campaign, actor=officer)
+    user_role_set(user=admin_user, role=Role.APPROVER)
+
+    with pytest.raises(ServiceForbidden, match="another approver"):
+        campaign_approve(campaign=campaign, approver=admin_user, content_hash=campaign_content_hash(campaign))
+    with pytest.raises(ServiceForbidden, match="another approver"):
+        campaign_reject(campaign=campaign, approver=admin_user, reason="no")
+    assert "approve" not in campaign_allowed_actions(campaign=campaign, user=admin_user)
+    campaign.refresh_from_db()
+    assert campaign.status == Status.PENDING_APPROVAL
+    assert not Approval.objects.exists()
+
+
+def test_an_edit_that_changed_no_content_does_not_bar_its_editor_from_approving(campaign, officer, admin_user):
+    """Only writing content counts: an admin's save that changed nothing does not bar a later approval."""
+    from smsblast.roles import user_role_set
+
+    campaign_update(campaign=campaign, actor=admin_user, data={"text": campaign.text})
+    campaign_submit(campaign=campaign, actor=officer)
+    user_role_set(user=admin_user, role=Role.APPROVER)
+    campaign_approve(campaign=campaign, approver=admin_user, content_hash=campaign_content_hash(campaign))
+    assert campaign.status == Status.APPROVED
+
+
 def test_another_officer_cannot_cancel_but_an_approver_can(campaign, officer2, approver):
     with pytest.raises(ServiceForbidden):
         campaign_cancel(campaign=campaign, actor=officer2)

@@ -657,6 +657,27 @@ def test_approver_may_not_review_their_own_campaign(areas):
     assert response.status_code == 403
 
 
+def test_approver_may_not_review_a_campaign_whose_text_they_rewrote(pending, officer_user):
+    # An admin who edited the text wrote part of what would be approved, even after becoming an approver.
+    editor = UserFactory(username="rewriter", role=Role.ADMIN)
+    campaign_reject(campaign=pending, approver=UserFactory(username="chair", role=Role.APPROVER), reason="Ubah.")
+    from campaigns.services import campaign_update
+    from smsblast.roles import user_role_set
+
+    campaign_update(campaign=pending, actor=editor, data={"text": "Pakai masker. Hotline 119."})
+    campaign_submit(campaign=pending, actor=officer_user)
+    user_role_set(user=editor, role=Role.APPROVER)
+    client = client_for(editor)
+    assert client.get(reverse("campaigns:review", args=[pending.pk])).status_code == 403
+    response = client.post(
+        reverse("campaigns:review", args=[pending.pk]),
+        {"decision": "approve", "content_hash": campaign_content_hash(pending)},
+    )
+    assert response.status_code == 403
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.PENDING_APPROVAL
+
+
 # --- language and pages -------------------------------------------------------------------
 
 
