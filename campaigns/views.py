@@ -313,11 +313,15 @@ def _campaign_context(campaign: Campaign) -> dict:
     except TextError:
         analysis = None
     areas = list(Area.objects.filter(code__in=campaign.area_codes or []))
+    shapes = [(area.name, area.boundary) for area in areas]
+    if campaign.polygon:
+        # A drawn polygon is part of the target the approval binds, so it is drawn with the chosen areas.
+        shapes.append((_("Drawn area"), campaign.polygon))
     return {
         "campaign": campaign,
         "analysis": analysis,
         "areas": areas,
-        "map_svg": boundary_svg([(area.name, area.boundary) for area in areas], title=_("Map of the chosen areas")),
+        "map_svg": boundary_svg(shapes, title=_("Map of the chosen areas")),
         "audience": selectors.campaign_audience(campaign),
         "zone": campaign_zone(campaign),
         "content_hash": services.campaign_content_hash(campaign),

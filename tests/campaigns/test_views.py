@@ -646,6 +646,32 @@ def test_resubmitted_campaign_shows_a_diff_against_the_rejected_version(pending,
     assert '<span class="del">-text: Tetap pakai masker, jaga jarak dan cuci tangan.' in body
 
 
+def test_review_page_shows_the_drawn_area_and_the_audience_filters_the_approval_binds(
+    areas, officer_user, approver_user
+):
+    """What the approval's hash covers is on the page: a drawn polygon on the map, the language and operator filters."""
+    drawn = {"type": "Polygon", "coordinates": [[[112.0, -8.0], [112.05, -8.0], [112.05, -8.05], [112.0, -8.0]]]}
+    campaign = CampaignFactory(
+        author=officer_user, area_codes=[], polygon=drawn, audience={"languages": ["jv"], "operators": ["xl"]}
+    )
+    campaign_submit(campaign=campaign, actor=officer_user)
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    assert '<svg class="map"' in body
+    assert "<title>Area yang digambar</title>" in body
+    assert "jv" in body and "xl" in body
+
+
+def test_review_page_of_an_area_broadcast_says_whether_it_is_an_exercise_and_to_which_operators(
+    approver_user, blitar_population
+):
+    campaign = broadcast_campaign(
+        approved=False, status=Campaign.Status.PENDING_APPROVAL, exercise=True, operator_slugs=["telkomsel"]
+    )
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    assert "Latihan" in body
+    assert "telkomsel" in body
+
+
 def test_approver_may_not_review_their_own_campaign(areas):
     # An admin author cannot also be the approver, but a user's role can change after writing.
     author = UserFactory(username="switcher", role=Role.OFFICER)
