@@ -236,7 +236,9 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
         scheduled_for = later
         skipped += 1
     next_run_at = scheduling.next_start(schedule, zone=zone, after=max(scheduled_for, now), priority=campaign.priority)
-    rows = Campaign.objects.filter(pk=campaign.pk, status__in=STARTABLE, next_run_at=claimed).update(
+    # Only from the state read (and checked above): if the previous run completed meanwhile, the next tick starts
+    # this one, so its audit event names the state it really left (invariant 6).
+    rows = Campaign.objects.filter(pk=campaign.pk, status=campaign.status, next_run_at=claimed).update(
         status=Campaign.Status.SENDING, next_run_at=next_run_at, updated_at=now
     )
     if rows != 1:

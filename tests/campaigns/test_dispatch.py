@@ -853,6 +853,35 @@ def test_a_recurring_occurrence_starts_on_time_while_the_previous_run_awaits_rep
     assert AuditEvent.objects.filter(action="campaign.run_start", details__run_id=friday).exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_start_racing_the_end_of_the_previous_run_audits_the_state_it_really_left():
+    """Invariant 6: the previous run completes (sending → scheduled) while the next occurrence starts; the
+    start's audit event names the state the campaign was in when it moved, not the one read before."""
+    skip_unless_postgresql()
+    campaign, thursday = _blora_thursday_run_sent()
+    Delivery.objects.filter(run_id=thursday).update(status="delivered")
+    friday_10 = utc(2021, 7, 9, 3, 0)
+    errors = race_behind_a_row(
+        campaign,
+        lambda: dispatch.run_check_complete(run_id=thursday, now=friday_10),
+        lambda: dispatch.run_start(campaign_id=campaign.pk, now=friday_10),
+    )
+    assert errors == []
+    dispatch.run_start(campaign_id=campaign.pk, now=friday_10 + timedelta(seconds=1))  # the next tick, if needed
+    moves = ["campaign.run_complete", "campaign.run_start"]
+    events = list(
+        AuditEvent.objects.filter(object_id=str(campaign.pk), action__in=moves)
+        .order_by("id")
+        .values_list("action", "from_state", "to_state")
+    )
+    assert events == [
+        ("campaign.run_start", "scheduled", "sending"),  # Thursday
+        ("campaign.run_complete", "sending", "scheduled"),
+        ("campaign.run_start", "scheduled", "sending"),  # Friday
+    ]
+    assert CampaignRun.objects.filter(campaign=campaign).count() == 2
+
+
 def test_a_paused_recurring_campaign_starts_no_further_occurrence_until_resumed():
     campaign, thursday = _blora_thursday_run_sent()
     dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
