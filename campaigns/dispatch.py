@@ -34,7 +34,7 @@ from operators.models import Operator
 from smsblast import sms
 from smsblast.audit import audit_history, audit_record
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
-from smsblast.models import Role, Subscriber, User
+from smsblast.models import AuditEvent, Role, Subscriber, User
 from smsblast.selectors import subscribers_in_area
 from smsblast.transactions import enqueue_on_commit
 
@@ -807,12 +807,27 @@ def run_report_stall(*, run: CampaignRun) -> bool:
 @transaction.atomic
 def run_expire_overdue(*, run: CampaignRun, now: datetime) -> int:
     """Past the validity window: unreported messages expire, never-accepted batches fail. Return rows changed."""
+    # A batch a worker is leasing right now is skipped: the lease refuses it past the window, and the next pass
+    # fails it. Each failed batch gets its own event with the state it left (invariant 6).
     unsent = list(
-        run.batches.filter(status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]).values_list("pk", flat=True)
+        run.batches.filter(status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT])
+        .select_for_update(skip_locked=True, of=("self",))
+        .values_list("pk", "status")
     )
     reason = "The validity window passed before the operator accepted the batch."
-    DispatchBatch.objects.filter(pk__in=unsent, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]).update(
+    DispatchBatch.objects.filter(pk__in=[pk for pk, _ in unsent]).update(
         status=BatchStatus.FAILED, last_error=reason, updated_at=now
+    )
+    AuditEvent.objects.bulk_create(
+        AuditEvent(
+            action="batch.fail",
+            object_type=DispatchBatch._meta.label_lower,
+            object_id=str(pk),
+            from_state=from_state,
+            to_state=BatchStatus.FAILED,
+            details={"error": reason},
+        )
+        for pk, from_state in unsent
     )
     failed = Delivery.objects.filter(run=run, batch__status=BatchStatus.FAILED, status=DeliveryStatus.QUEUED).update(
         status=DeliveryStatus.FAILED, reason="validity_passed", updated_at=now

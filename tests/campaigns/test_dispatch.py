@@ -553,6 +553,20 @@ def test_the_reconciler_expires_unreported_deliveries_and_completes_the_run():
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED_WITH_FAILURES
 
 
+def test_each_batch_the_validity_window_fails_gets_its_own_audit_event_with_the_state_it_left():
+    run, _, _ = _fanned_out_run({"tsel": 6}, batch_size=2)
+    waiting, pending, leased = DispatchBatch.objects.filter(run=run).order_by("created_at", "pk")
+    DispatchBatch.objects.filter(pk=waiting.pk).update(status="retry_wait", attempts=1)
+    assert batch_send(batch_id=leased.pk) == "accepted"
+    CampaignRun.objects.filter(pk=run.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    dispatch.dispatch_reconcile()
+    events = AuditEvent.objects.filter(action="batch.fail", object_type="campaigns.dispatchbatch")
+    assert sorted(events.values_list("object_id", "from_state", "to_state")) == sorted(
+        [(str(waiting.pk), "retry_wait", "failed"), (str(pending.pk), "pending", "failed")]
+    )
+    assert DispatchBatch.objects.get(pk=leased.pk).status == "accepted"
+
+
 def test_the_reconciler_leaves_area_broadcast_runs_to_their_own_service():
     campaign = approved_campaign(mode="area_broadcast")
     Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
