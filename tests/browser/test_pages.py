@@ -142,3 +142,20 @@ def test_the_suggestion_does_not_promise_gsm7_when_a_character_without_replaceme
 
     page.fill("#id_text", "Vaksin “gratis” di Puskesmas")
     expect(box).to_contain_text("tetap GSM-7", use_inner_text=True)
+
+
+def test_a_saved_multi_line_text_has_the_parts_the_counter_showed(officer_page, live_server):
+    from campaigns.models import Campaign
+    from smsblast.sms import analyze
+
+    page = officer_page()
+    page.goto(f"{live_server.url}/campaigns/new/")
+    page.fill("#id_title", "Dua baris")
+    page.fill("#id_text", "Info Covid-19\n" + "a" * 146)  # 160 characters
+    expect(page.locator('[data-sms-out="segments"]')).to_have_text("1")
+    page.fill("#id_sender", "BLITARKAB")
+    page.fill("#id_area_q", "blitar")
+    page.check('#area-results input[value="35.05"]')
+    page.locator("#campaign-form .actions button[type=submit]").click()
+    expect(page.locator(".messages")).to_be_visible()
+    assert analyze(Campaign.objects.get(title="Dua baris").text).segments == 1

@@ -15,6 +15,7 @@ from operators import broadcasts
 from operators.broadcasts import broadcast_estimate
 from operators.models import AreaBroadcast
 from smsblast.models import AuditEvent, Role
+from smsblast.sms import analyze
 from smsblast.templatetags.ui import local_time
 from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory, DispatchBatchFactory
 from tests.conftest import client_for
@@ -216,6 +217,16 @@ def test_compose_refuses_bad_input_with_a_message_and_creates_nothing(officer_us
     assert response.status_code == 200
     assert field_message in response.content.decode()
     assert not Campaign.objects.exists()
+
+
+def test_a_line_break_costs_the_one_septet_the_counter_shows_not_the_two_a_browser_submits(officer_user, areas):
+    typed = "Info Covid-19\n" + "a" * 146  # 160 characters: one SMS on the page's counter
+    # A browser submits each line break of a text box as CR LF, though the box (and its counter) holds LF alone.
+    data = compose_data(text=typed.replace("\n", "\r\n"))
+    assert client_for(officer_user).post(reverse("campaigns:create"), data).status_code == 302
+    campaign = Campaign.objects.get()
+    assert campaign.text == typed
+    assert analyze(campaign.text).segments == 1
 
 
 def test_compose_takes_a_once_schedule_later_today_in_the_areas_zone(officer_user, areas):
