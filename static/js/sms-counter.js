@@ -87,10 +87,13 @@
     return null;
   }
 
+  // What Python's str.strip() takes for white space: JavaScript's \s and also U+001C-U+001F and U+0085.
+  var BLANK = /^[\s\x1c-\x1f\x85]*$/;
+
   function blank(text) {
     var stripped = text;
     Array.from(ZERO_WIDTH).forEach(function (z) { stripped = stripped.split(z).join(""); });
-    return stripped.trim() === "";
+    return BLANK.test(stripped);
   }
 
   /* Return the analysis of `text` with the fields of smsblast.sms.Analysis, plus `error` when the

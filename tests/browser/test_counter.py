@@ -125,3 +125,28 @@ def test_counter_refuses_what_the_server_refuses(counter_page):
         assert result["error"], repr(text)
         with pytest.raises(TextError):
             analyze(text)
+
+
+def test_counter_agrees_with_the_server_on_every_character_of_the_basic_multilingual_plane(counter_page):
+    # Each character alone (blank or not) and after a letter (encoding, units, replacement, suggestion).
+    characters = [chr(code) for code in range(0x10000) if not 0xD800 <= code <= 0xDFFF]
+    results = counter_page.evaluate(
+        """chars => chars.map(c => {
+            const alone = SmsCounter.analyze(c), after = SmsCounter.analyze("x" + c);
+            return [alone.error === "empty", after.encoding, after.units,
+                    after.non_gsm.map(item => item.replacement), after.suggestion];
+        })""",
+        characters,
+    )
+    disagreements = []
+    for char, result in zip(characters, results, strict=True):
+        try:
+            analyze(char)
+            blank = False
+        except TextError:
+            blank = True
+        after = analyze("x" + char)
+        expected = [blank, after.encoding, after.units, [item.replacement for item in after.non_gsm], after.suggestion]
+        if result != expected:
+            disagreements.append((f"U+{ord(char):04X}", result, expected))
+    assert not disagreements, disagreements[:5]
