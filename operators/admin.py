@@ -74,10 +74,15 @@ class OperatorAdminForm(forms.ModelForm):
             item = item.strip().lstrip("+")
             if not item:
                 continue
-            if not item.isdigit() or not 3 <= len(item) <= 15:
+            if not (item.isascii() and item.isdigit()) or not 3 <= len(item) <= 15:
                 raise forms.ValidationError(f"{item!r} is not a prefix of E.164 digits.")
             if item not in prefixes:
                 prefixes.append(item)
+        # A prefix routes to one operator; held by two, its numbers would go to whichever was read last.
+        others = Operator.objects.exclude(pk=self.instance.pk).values_list("name", "prefixes")
+        taken = [f"{prefix} ({name})" for name, listed in others for prefix in listed or [] if prefix in prefixes]
+        if taken:
+            raise forms.ValidationError(f"Already routed to another operator: {', '.join(sorted(taken))}.")
         return sorted(prefixes)
 
     def clean_api_key(self) -> str:

@@ -126,6 +126,26 @@ def test_operator_prefix_that_is_not_digits_is_refused(admin_client):
     assert not Operator.objects.exists()
 
 
+# Full-width, Arabic-Indic and superscript digits: str.isdigit() takes each of them.
+@pytest.mark.parametrize("prefix", ["\uff16\uff12\uff18\uff11\uff11", "\u0666\u0662\u0668\u0661\u0661", "628\u00b9"])
+def test_operator_prefix_of_digits_other_than_ascii_is_refused_not_a_server_error(admin_client, prefix):
+    response = admin_client.post(admin_url(Operator, "add"), operator_form(prefixes=prefix))
+    assert response.status_code == 200
+    assert "not a prefix of E.164 digits" in response.content.decode()
+    assert not Operator.objects.exists()
+
+
+def test_a_prefix_another_operator_routes_is_refused_naming_that_operator(admin_client):
+    xl = OperatorFactory(slug="xl", name="XL Axiata", prefixes=["62817", "62859"])
+    response = admin_client.post(admin_url(Operator, "add"), operator_form(prefixes="62811, 62859"))
+    assert response.status_code == 200
+    assert "62859" in response.content.decode() and "XL Axiata" in response.content.decode()
+    assert list(Operator.objects.all()) == [xl]
+    # Its own prefixes, saved again with the rest of its form, are no conflict.
+    form = operator_form(name=xl.name, slug="xl", prefixes="62817, 62859, 62818")
+    assert admin_client.post(admin_url(Operator, "change", xl.pk), form).status_code == 302
+
+
 def test_operator_secrets_are_masked_and_kept_when_left_blank(admin_client):
     operator = OperatorFactory(slug="xl", api_key="xl-api-key-secret-9876", signing_secret="hmac-secret-value-4321")
     change_page = admin_client.get(admin_url(Operator, "change", operator.pk)).content.decode()
