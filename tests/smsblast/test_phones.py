@@ -315,3 +315,39 @@ def test_normalised_numbers_route_through_the_seeded_table(seeded_prefixes):
     assert table.operator_for(normalize("+62 878 1234 5678").e164) == "xl"
     assert table.operator_for(normalize("0888 1234 5678").e164) == "smartfren"
     assert table.operator_for(normalize("0898 1234 5678").e164) == "indosat"
+
+
+def phonenumbers_alone(raw: str) -> str | None:
+    """Return what phonenumbers itself makes of a raw string: its E.164 if an Indonesian mobile number, else None."""
+    try:
+        number = phonenumbers.parse(raw, "ID")
+    except phonenumbers.NumberParseException:
+        return None
+    mobile = phonenumbers.number_type(number) in {
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    }
+    if number.country_code == 62 and phonenumbers.is_valid_number(number) and mobile:
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
+def test_forms_phonenumbers_reads_alike_give_exactly_what_phonenumbers_gives_on_the_raw_text():
+    # Trunk 0, +62 with or without a trunk 0, another country, or no prefix at all; separators phonenumbers skips
+    # too. (A bare 62 and a 00 prefix are read as a country code on purpose, so they are left out here.)
+    rng = random.Random(20210615)
+    forms = ["0{n}", "+62{n}", "+62 (0){n}", "+62 0{n}", "({n})", "+{n}"]
+    mismatches = []
+    for _ in range(20_000):
+        head = rng.choice(["8" + rng.choice(string.digits), rng.choice("12345679") + rng.choice(string.digits)])
+        national_number = head + "".join(rng.choices(string.digits, k=rng.randint(0, 14)))
+        written = rng.choice(forms).format(n=national_number)
+        if written.lstrip("(").startswith("62"):
+            continue  # a bare 62
+        raw = "".join(
+            char + (rng.choice([" ", "-", ".", "\u00a0", " - "]) if char.isdigit() and rng.random() < 0.2 else "")
+            for char in written
+        )
+        if normalize(raw).e164 != phonenumbers_alone(raw):
+            mismatches.append((raw, normalize(raw), phonenumbers_alone(raw)))
+    assert mismatches == []
