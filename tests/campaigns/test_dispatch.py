@@ -429,6 +429,23 @@ def test_a_runs_cost_is_counted_at_the_tariffs_of_its_start_not_as_the_admin_lat
     assert run_progress(run)["cost"] == 2 * run.segments * 250
 
 
+def test_a_run_sends_and_costs_the_encoding_and_parts_of_its_text():
+    from campaigns.dispatch_selectors import run_progress
+    from operators.services import batch_outbound
+
+    text = "Vaksinasi “gratis” " + "ç" * 130  # UCS-2, 149 units: three parts of 67
+    _scheduled(text=text)
+    operators_and_subscribers(counts={"tsel": 2}, batch_size=10)
+    (run_id,) = dispatch.runs_start_due(now=timezone.now() + timedelta(seconds=1))
+    dispatch.run_fan_out(run_id=run_id)
+    batch = DispatchBatch.objects.get(run_id=run_id)
+    outbound = batch_outbound(batch)
+    assert (outbound.text, outbound.encoding, outbound.segments, batch.segments) == (text, "UCS2", 3, 2 * 3)
+    assert batch_send(batch_id=batch.pk) == "accepted"
+    assert (ScriptedAdapter.sent[0].encoding, ScriptedAdapter.sent[0].segments) == ("UCS2", 3)
+    assert run_progress(CampaignRun.objects.get(pk=run_id))["cost"] == 2 * 3 * 250
+
+
 def test_failed_batches_complete_the_run_with_failures():
     run, _, _ = _fanned_out_run({"tsel": 2})
     DispatchBatch.objects.filter(run=run).update(status="failed")
