@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotAcceptable
@@ -62,4 +62,11 @@ def exception_handler(exc, context):
             {"detail": f"The request body is larger than the {limit} bytes accepted."},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
+    # Met while a multipart body is parsed; left to Django they become the HTML 400 page as well.
+    if isinstance(exc, TooManyFilesSent):
+        detail = f"Send at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files."
+        return Response({"detail": detail}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, TooManyFieldsSent):
+        detail = f"Send at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields in the query and the form."
+        return Response({"detail": detail}, status=status.HTTP_400_BAD_REQUEST)
     return drf_exception_handler(exc, context)

@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import BadRequest
+from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
 from django.http import JsonResponse
 from django.shortcuts import resolve_url
 from django_htmx.http import HttpResponseClientRedirect
@@ -40,7 +40,18 @@ class RefuseNulMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if self._has_nul(request):
+        try:
+            has_nul = self._has_nul(request)
+        except (RequestDataTooBig, TooManyFieldsSent) as exc:
+            # Reading the form here meets Django's limits before DRF can answer them: API clients still get JSON.
+            if not request.path.startswith("/api/"):
+                raise
+            if isinstance(exc, RequestDataTooBig):
+                detail = f"The request body is larger than the {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes accepted."
+                return JsonResponse({"detail": detail}, status=413)
+            detail = f"Send at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields in the query and the form."
+            return JsonResponse({"detail": detail}, status=400)
+        if has_nul:
             if request.path.startswith("/api/"):
                 return JsonResponse({"detail": self.message}, status=400)
             raise BadRequest(self.message)

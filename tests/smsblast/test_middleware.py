@@ -1,6 +1,7 @@
 """Request middleware: a NUL character anywhere in the request's path, query or form is a 400."""
 
 import pytest
+from django.test import override_settings
 
 from campaigns.models import Campaign
 from tests.conftest import client_for
@@ -58,3 +59,30 @@ def test_a_page_request_after_the_session_ended_is_still_redirected_to_the_login
     response = Client().get("/campaigns/6/")
     assert response.status_code == 302
     assert response["Location"] == "/login/?next=/campaigns/6/"
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000)
+def test_an_api_form_body_over_the_upload_limit_is_a_413_with_detail(officer, api_client_for):
+    response = api_client_for(officer).post(
+        "/api/v1/sms/analyze/", data="text=" + "a" * 2000, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 413
+    assert response.json() == {"detail": "The request body is larger than the 1000 bytes accepted."}
+
+
+@override_settings(DATA_UPLOAD_MAX_NUMBER_FIELDS=10)
+def test_an_api_form_of_too_many_fields_is_a_400_with_detail(officer, api_client_for):
+    body = "&".join(f"field{i}=1" for i in range(20))
+    response = api_client_for(officer).post(
+        "/api/v1/sms/analyze/", data=body, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 400
+    assert "at most 10 fields" in response.json()["detail"]
+
+
+@override_settings(DATA_UPLOAD_MAX_NUMBER_FIELDS=10)
+def test_an_api_multipart_body_of_too_many_fields_is_a_400_with_detail(officer, api_client_for):
+    fields = {f"field{i}": "1" for i in range(20)}
+    response = api_client_for(officer).post("/api/v1/sms/analyze/", {**fields, "text": "x"}, format="multipart")
+    assert response.status_code == 400
+    assert "at most 10 fields" in response.json()["detail"]
