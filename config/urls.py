@@ -15,3 +15,6 @@ urlpatterns = [
     path("", include("smsblast.urls")),
     path("", include("campaigns.urls")),
 ]
+
+# API clients read JSON: an unknown /api/ path gets a `detail`, not the HTML page.
+handler404 = "smsblast.api.not_found"

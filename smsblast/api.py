@@ -4,6 +4,8 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import JsonResponse
+from django.views import defaults
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -70,3 +72,10 @@ def exception_handler(exc, context):
         detail = f"Send at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields in the query and the form."
         return Response({"detail": detail}, status=status.HTTP_400_BAD_REQUEST)
     return drf_exception_handler(exc, context)
+
+
+def not_found(request, exception=None):
+    """Answer a path no URL matches: JSON with a `detail` under /api/, the not-found page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "There is no such API endpoint; /api/v1/schema/ lists them."}, status=404)
+    return defaults.page_not_found(request, exception)

@@ -18,3 +18,21 @@ def test_json_nested_too_deeply_is_a_400_with_detail(officer, api_client_for):
         response = client.post(url, data="[" * 100_000, content_type="application/json")
         assert response.status_code == 400
         assert "nested too deeply" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/no-such-thing/", "/api/v1/campaigns/1/no-such-action/", "/api/v2/campaigns/"]
+)
+def test_an_unknown_api_path_is_a_404_with_detail(officer, api_client_for, path):
+    response = api_client_for(officer).get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert "/api/v1/schema/" in response.json()["detail"]
+
+
+def test_an_unknown_page_is_still_the_404_page(officer):
+    from tests.conftest import client_for
+
+    response = client_for(officer).get("/no-such-page/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
