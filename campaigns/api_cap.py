@@ -3,12 +3,13 @@
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.cap import cap_document
 from campaigns.cap_import import MAX_DOCUMENT_BYTES, cap_import
+from campaigns.models import Campaign, Priority
 from campaigns.selectors import campaign_list
 from smsblast.api import FileContentNegotiation
 from smsblast.errors import ServiceInvalid
@@ -31,6 +32,23 @@ class CampaignCapView(APIView):
         return response
 
 
+class CapImportResultSerializer(serializers.Serializer):
+    """What an import answers (for the OpenAPI schema)."""
+
+    action = serializers.ChoiceField(choices=["created", "cancelled", "rejected"])
+    campaign_id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Campaign.Status.choices)
+    title = serializers.CharField()
+    text = serializers.CharField()
+    area_codes = serializers.ListField(child=serializers.CharField())
+    priority = serializers.ChoiceField(choices=Priority.choices)
+    exercise = serializers.BooleanField()
+    starts_at = serializers.DateTimeField(allow_null=True)
+    ends_at = serializers.DateTimeField(allow_null=True)
+    cut = serializers.ListField(child=serializers.DictField(), help_text="Text left out to fit the segment limit.")
+    notes = serializers.ListField(child=serializers.CharField())
+
+
 class CapImportView(APIView):
     """`POST /api/v1/cap/`: import a CAP 1.1/1.2 document sent as the raw body or as a multipart `file`.
 
@@ -41,7 +59,14 @@ class CapImportView(APIView):
 
     permission_classes = [IsOfficer]
 
-    @extend_schema(request={"application/cap+xml": bytes, "multipart/form-data": bytes}, responses={201: dict})
+    @extend_schema(
+        request={"application/cap+xml": bytes, "multipart/form-data": bytes},
+        responses={
+            201: CapImportResultSerializer,
+            200: CapImportResultSerializer,
+            409: OpenApiResponse(description="This alert was imported before"),
+        },
+    )
     def post(self, request):
         content_type = request.content_type or ""
         if content_type.startswith("multipart/"):

@@ -1,7 +1,6 @@
 """Campaign API actions for the send pipeline: schedule, pause, resume, runs, deliveries, report.csv."""
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.decorators import action
@@ -14,6 +13,7 @@ from campaigns.dispatch_selectors import (
     effective_status,
     run_progress,
 )
+from campaigns.serializers import RunProgressSerializer
 from smsblast.api import FileContentNegotiation, Pagination
 from smsblast.api_views import validated
 from smsblast.errors import ServiceInvalid
@@ -89,7 +89,7 @@ class CampaignDispatchActionsMixin:
         campaign = dispatch.campaign_resume(campaign=self.get_object(), actor=request.user)
         return self.detail_response(campaign)
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(responses={200: RunProgressSerializer(many=True)})
     @action(detail=True, methods=["get"], permission_classes=[IsStaffRole])
     def runs(self, request, pk=None):
         """Return each run's progress (counts by status, batches, segments sent, cost), per operator, newest first."""

@@ -1,10 +1,11 @@
 """REST representations of campaigns: input checked for shape here, rules enforced in services."""
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from campaigns.dispatch_selectors import campaign_progress
-from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
+from campaigns.models import Approval, Campaign, CampaignRun, Mode, Priority, RepeatPolicy
 from campaigns.selectors import campaign_audience, campaign_history, campaign_zone
 from campaigns.services import SENDER_MAX_LENGTH, campaign_allowed_actions, campaign_content_hash
 from smsblast import sms
@@ -74,6 +75,39 @@ class LocalNextRunField(serializers.DateTimeField):
             return None
         with timezone.override(campaign_zone(campaign).tzinfo):
             return super().to_representation(campaign.next_run_at)
+
+
+class _ProgressFiguresSerializer(serializers.Serializer):
+    recipients = serializers.IntegerField()
+    delivered = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    pending = serializers.IntegerField(help_text="Not yet in a final status.")
+    counts = serializers.DictField(child=serializers.IntegerField(), help_text="Deliveries by status.")
+    batches = serializers.DictField(child=serializers.IntegerField(), help_text="Batches by status.")
+    segments_sent = serializers.IntegerField()
+    cost = serializers.IntegerField()
+
+
+class OperatorProgressSerializer(_ProgressFiguresSerializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+
+
+class RunProgressSerializer(_ProgressFiguresSerializer):
+    """A run's progress as `campaigns.dispatch_selectors.run_progress` gives it (for the OpenAPI schema)."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=CampaignRun.Status.choices)
+    scheduled_for = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)
+    fanout_done = serializers.BooleanField()
+    segments_per_message = serializers.IntegerField()
+    final = serializers.IntegerField()
+    percent_final = serializers.FloatField()
+    done = serializers.BooleanField()
+    operators = OperatorProgressSerializer(many=True)
 
 
 class CampaignListSerializer(serializers.ModelSerializer):
@@ -160,6 +194,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
 
         return {"estimate": broadcast_estimate(campaign), "runs": broadcast_progress(campaign)}
 
+    @extend_schema_field(RunProgressSerializer(allow_null=True))
     def get_progress(self, campaign: Campaign) -> dict | None:
         """Return the latest run's progress (see campaigns.dispatch_selectors.run_progress), or None."""
         return campaign_progress(campaign)

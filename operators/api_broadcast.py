@@ -109,12 +109,73 @@ class AreaBroadcastReportsView(APIView):
         )
 
 
+class AreaEstimateSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    level = serializers.CharField()
+    population = serializers.IntegerField(allow_null=True)
+    population_source = serializers.CharField()
+    handsets = serializers.IntegerField(allow_null=True)
+
+
+class BroadcastEstimateSerializer(serializers.Serializer):
+    handsets = serializers.IntegerField(allow_null=True, help_text="Null when no population figures are loaded.")
+    ownership_rate = serializers.FloatField()
+    note = serializers.CharField()
+    by_area = AreaEstimateSerializer(many=True)
+
+
+class ReachPointSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    handsets_reached = serializers.IntegerField()
+
+
+class BroadcastLogEntrySerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=AreaBroadcast.State.choices)
+    at = serializers.DateTimeField()
+    details = serializers.JSONField()
+
+
+class OperatorBroadcastSerializer(serializers.Serializer):
+    operator = serializers.CharField(help_text="The operator's slug.")
+    name = serializers.CharField()
+    broadcast_id = serializers.UUIDField()
+    state = serializers.ChoiceField(choices=AreaBroadcast.State.choices)
+    attempts = serializers.IntegerField()
+    operator_ref = serializers.CharField()
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+    cancel_requested_at = serializers.DateTimeField(allow_null=True)
+    handsets_reached = serializers.IntegerField()
+    last_error = serializers.CharField()
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    series = ReachPointSerializer(many=True)
+    log = BroadcastLogEntrySerializer(many=True)
+
+
+class BroadcastRunSerializer(serializers.Serializer):
+    run_id = serializers.IntegerField()
+    status = serializers.CharField()
+    starts_at = serializers.DateTimeField(allow_null=True)
+    ends_at = serializers.DateTimeField(allow_null=True)
+    area = serializers.JSONField(allow_null=True)
+    handsets_reached = serializers.IntegerField()
+    series = ReachPointSerializer(many=True)
+    operators = OperatorBroadcastSerializer(many=True)
+
+
+class CampaignBroadcastSerializer(serializers.Serializer):
+    """What `GET /api/v1/campaigns/{id}/broadcast/` answers (for the OpenAPI schema)."""
+
+    estimate = BroadcastEstimateSerializer()
+    runs = BroadcastRunSerializer(many=True, help_text="Latest first.")
+
+
 class CampaignBroadcastView(APIView):
     """`GET /api/v1/campaigns/{id}/broadcast/`: estimated handsets and, once running, reach over time."""
 
     permission_classes = [IsStaffRole]
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: CampaignBroadcastSerializer})
     def get(self, request, pk: int):
         campaign = get_object_or_404(Campaign, pk=pk)
         return Response({"estimate": broadcast_estimate(campaign), "runs": broadcast_progress(campaign)})

@@ -18,7 +18,7 @@ from smsblast import optout, selectors, services
 from smsblast.api import FileContentNegotiation, Pagination
 from smsblast.api_views import validated
 from smsblast.errors import ServiceForbidden, ServiceInvalid
-from smsblast.models import Area, Subscriber, SubscriberImport
+from smsblast.models import Area, AreaLevel, Subscriber, SubscriberImport
 from smsblast.phones import normalize
 from smsblast.roles import IsOfficer, IsOperator, IsStaffRole
 
@@ -45,6 +45,36 @@ def area_as_dict(area: Area, subscriber_count: int) -> dict:
     }
 
 
+# The answers' shapes, for the OpenAPI schema: the views build them as dicts.
+class AreaSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    level = serializers.ChoiceField(choices=AreaLevel.choices)
+    parent = serializers.CharField(allow_null=True)
+    subscriber_count = serializers.IntegerField(help_text="Reachable subscribers in the area and below.")
+    has_boundary = serializers.BooleanField()
+    zone = serializers.ChoiceField(choices=["WIB", "WITA", "WIT"])
+    time_zone = serializers.CharField(help_text="IANA name, e.g. Asia/Jakarta.")
+
+
+class AreaListSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    results = AreaSerializer(many=True)
+
+
+class AreaAncestorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    level = serializers.ChoiceField(choices=AreaLevel.choices)
+
+
+class AreaDetailSerializer(AreaSerializer):
+    population = serializers.IntegerField(allow_null=True)
+    boundary = serializers.JSONField(allow_null=True, help_text="GeoJSON geometry; null when unknown.")
+    ancestors = AreaAncestorSerializer(many=True)
+    children = serializers.IntegerField(help_text="How many areas lie directly below.")
+
+
 class AreaListView(APIView):
     """List the children of an area (`?parent=35.05`; the provinces without it) or search names (`?q=blit`).
 
@@ -62,7 +92,7 @@ class AreaListView(APIView):
             OpenApiParameter("q", str, description="Part of a name, e.g. blit"),
             OpenApiParameter("limit", int, description="Most search results (default 20, at most 100)"),
         ],
-        responses={200: OpenApiResponse(description="Areas")},
+        responses={200: AreaListSerializer},
     )
     def get(self, request):
         query = request.query_params.get("q", "").strip()
@@ -87,7 +117,7 @@ class AreaDetailView(APIView):
 
     permission_classes = [IsStaffRole]
 
-    @extend_schema(responses={200: OpenApiResponse(description="Area"), 404: OpenApiResponse(description="Unknown")})
+    @extend_schema(responses={200: AreaDetailSerializer, 404: OpenApiResponse(description="Unknown")})
     def get(self, request, code: str):
         area = selectors.area_get(code)
         if area is None:
@@ -172,13 +202,22 @@ class SubscriberListView(APIView):
         return paginator.get_paginated_response(SubscriberSerializer(page, many=True).data)
 
 
+class SubscriberChangeSerializer(SubscriberSerializer):
+    changed = serializers.BooleanField(help_text="False when the number already was so.")
+
+    class Meta(SubscriberSerializer.Meta):
+        fields = [*SubscriberSerializer.Meta.fields, "changed"]
+
+
 class SubscriberOptOutView(APIView):
     """Opt a number out by hand (officer or admin); an unknown number is recorded as opted out."""
 
     permission_classes = [IsOfficer]
     opt_in = False
 
-    @extend_schema(request=None, responses={200: SubscriberSerializer, 404: OpenApiResponse(description="Unknown")})
+    @extend_schema(
+        request=None, responses={200: SubscriberChangeSerializer, 404: OpenApiResponse(description="Unknown")}
+    )
     def post(self, request, msisdn: str):
         if self.opt_in:
             subscriber, changed = services.subscriber_opt_in(msisdn=msisdn, actor=request.user, source="manual")
@@ -287,6 +326,39 @@ class OperatorInboundView(APIView):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class SubscriberImportSerializer(serializers.Serializer):
+    """An import job as `import_as_dict` gives it (for the OpenAPI schema)."""
+
+    id = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=SubscriberImport.State.choices)
+    file = serializers.CharField(help_text="The uploaded file's name.")
+    uploaded_by = serializers.CharField(allow_null=True)
+    progress = serializers.FloatField(help_text="Percent of the file read.")
+    rows_read = serializers.IntegerField()
+    total_rows = serializers.IntegerField(allow_null=True, help_text="Known once completed.")
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    rejected_by_reason = serializers.DictField(child=serializers.IntegerField())
+    error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    url = serializers.URLField()
+    rejected_csv = serializers.URLField()
+
+
+class RejectedRowSerializer(serializers.Serializer):
+    line = serializers.IntegerField()
+    reason = serializers.CharField()
+    raw = serializers.CharField()
+
+
+class SubscriberImportDetailSerializer(SubscriberImportSerializer):
+    rejected_rows = RejectedRowSerializer(many=True, help_text="The first 1,000 rejected rows.")
+
+
 def import_as_dict(job: SubscriberImport, request, *, with_rejections: bool) -> dict:
     progress = round(100 * job.bytes_read / job.file_size, 1) if job.file_size else 0.0
     if job.state == SubscriberImport.State.COMPLETED:
@@ -328,8 +400,10 @@ class SubscriberImportListView(APIView):
 
     permission_classes = [IsOfficer]
     parser_classes = [MultiPartParser, FormParser]
+    # Tells the schema the list is a page, as get() answers.
+    pagination_class = Pagination
 
-    @extend_schema(operation_id="subscriber_imports_list", responses={200: OpenApiResponse(description="Imports")})
+    @extend_schema(operation_id="subscriber_imports_list", responses={200: SubscriberImportSerializer(many=True)})
     def get(self, request):
         paginator = Pagination()
         page = paginator.paginate_queryset(
@@ -341,7 +415,7 @@ class SubscriberImportListView(APIView):
         request={
             "multipart/form-data": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
         },
-        responses={202: OpenApiResponse(description="Import job"), 400: OpenApiResponse(description="Refused file")},
+        responses={202: SubscriberImportSerializer, 400: OpenApiResponse(description="Refused file")},
     )
     def post(self, request):
         uploaded = request.FILES.get("file")
@@ -356,7 +430,7 @@ class SubscriberImportDetailView(APIView):
 
     permission_classes = [IsOfficer]
 
-    @extend_schema(responses={200: OpenApiResponse(description="Import job"), 404: OpenApiResponse()})
+    @extend_schema(responses={200: SubscriberImportDetailSerializer, 404: OpenApiResponse()})
     def get(self, request, pk: int):
         job = SubscriberImport.objects.select_related("uploaded_by").filter(pk=pk).first()
         if job is None:
@@ -371,7 +445,7 @@ class SubscriberImportResumeView(APIView):
 
     @extend_schema(
         request=None,
-        responses={202: OpenApiResponse(description="Import job, pending again"), 409: OpenApiResponse()},
+        responses={202: SubscriberImportSerializer, 404: OpenApiResponse(), 409: OpenApiResponse()},
     )
     def post(self, request, pk: int):
         job = SubscriberImport.objects.filter(pk=pk).first()
@@ -421,6 +495,33 @@ class AudiencePreviewSerializer(serializers.Serializer):
     text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=5000)
 
 
+class OperatorShareSerializer(serializers.Serializer):
+    slug = serializers.CharField(allow_null=True, help_text="Null for numbers of no known operator.")
+    name = serializers.CharField()
+    recipients = serializers.IntegerField()
+    opted_out = serializers.IntegerField()
+    segments = serializers.IntegerField()
+    tariff_per_segment = serializers.IntegerField()
+    cost = serializers.IntegerField()
+
+
+class KecamatanShareSerializer(serializers.Serializer):
+    code = serializers.CharField(allow_null=True)
+    name = serializers.CharField()
+    recipients = serializers.IntegerField()
+    opted_out = serializers.IntegerField()
+
+
+class AudiencePreviewResultSerializer(serializers.Serializer):
+    recipients = serializers.IntegerField()
+    opted_out = serializers.IntegerField()
+    segments_per_message = serializers.IntegerField()
+    segments = serializers.IntegerField()
+    cost = serializers.IntegerField()
+    by_operator = OperatorShareSerializer(many=True)
+    by_kecamatan = KecamatanShareSerializer(many=True)
+
+
 class AudiencePreviewView(APIView):
     """Count who a targeted send to these areas (or this drawn polygon) would reach, and what it would cost.
 
@@ -431,7 +532,7 @@ class AudiencePreviewView(APIView):
 
     permission_classes = [IsStaffRole]
 
-    @extend_schema(request=AudiencePreviewSerializer, responses={200: OpenApiResponse(description="Preview")})
+    @extend_schema(request=AudiencePreviewSerializer, responses={200: AudiencePreviewResultSerializer})
     def post(self, request):
         from smsblast import sms
 
@@ -471,7 +572,7 @@ class CampaignAudienceView(APIView):
 
     permission_classes = [IsStaffRole]
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="Preview"), 404: OpenApiResponse()})
+    @extend_schema(request=None, responses={200: AudiencePreviewResultSerializer, 404: OpenApiResponse()})
     def get(self, request, pk: int):
         from campaigns.models import Campaign, Mode
         from campaigns.selectors import campaign_segments

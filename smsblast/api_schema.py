@@ -13,3 +13,54 @@ def drop_trailing_slash_twins(endpoints: list, **kwargs) -> list:
         for path, pattern, method, view in endpoints
         if not (path.endswith("/") and (path[:-1], method) in bare)
     ]
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string", "description": "What is wrong, in words."},
+        "errors": {"type": "object", "additionalProperties": {}, "description": "Per field, when input was refused."},
+    },
+    "required": ["detail"],
+}
+# Answers any operation may give, with what they mean; each carries an Error body.
+ERROR_DESCRIPTIONS = {
+    "400": "Invalid input",
+    "401": "No credentials, or an invalid or revoked token",
+    "403": "The caller's role may not do this (or, with a session, the CSRF token is missing)",
+    "404": "No such object",
+    "409": "Not possible in the object's current state",
+    "413": "The request body is larger than accepted",
+}
+
+
+def document_errors(result: dict, **kwargs) -> dict:
+    """Document the error answers of every operation: each is JSON with a `detail` (see `smsblast.api`).
+
+    Every endpoint needs credentials and a role (401, 403); one naming an object can miss it (404); a body can be
+    refused (400) or too large (413), a query too (400); a write on an object can meet it in the wrong state (409).
+    Error answers a view documents keep their description and get the same body.
+    """
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    for path, item in result.get("paths", {}).items():
+        for method, operation in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            codes = {"401", "403"}
+            if "{" in path:
+                codes.add("404")
+            if "requestBody" in operation:
+                codes |= {"400", "413"}
+            if any(parameter.get("in") == "query" for parameter in operation.get("parameters", [])):
+                codes.add("400")
+            if method in ("post", "put", "patch") and "{" in path:
+                codes.add("409")
+            responses = operation.setdefault("responses", {})
+            for code in codes:
+                responses.setdefault(code, {"description": ERROR_DESCRIPTIONS[code]})
+            for code, response in responses.items():
+                if int(code) >= 400:
+                    response.setdefault("description", ERROR_DESCRIPTIONS.get(code, "Error"))
+                    response["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            operation["responses"] = dict(sorted(responses.items()))
+    return result

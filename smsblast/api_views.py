@@ -1,7 +1,7 @@
 """Core REST endpoints: SMS text analysis; shared API helpers."""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -51,6 +51,34 @@ def validated(serializer: serializers.Serializer) -> dict:
     return serializer.validated_data
 
 
+TEXT_ANALYSIS = inline_serializer(
+    "TextAnalysis",
+    {
+        "encoding": serializers.ChoiceField(choices=["GSM7", "UCS2"]),
+        "length": serializers.IntegerField(help_text="Characters."),
+        "units": serializers.IntegerField(help_text="Septets (GSM-7) or UTF-16 code units (UCS-2)."),
+        "segments": serializers.IntegerField(),
+        "per_segment": serializers.IntegerField(help_text="Units a part holds: 160/153 (GSM-7) or 70/67 (UCS-2)."),
+        "remaining": serializers.IntegerField(help_text="Units left in the last part."),
+        "non_gsm": serializers.ListField(
+            child=inline_serializer(
+                "NonGsmChar",
+                {
+                    "char": serializers.CharField(),
+                    "position": serializers.IntegerField(),
+                    "name": serializers.CharField(),
+                    "replacement": serializers.CharField(allow_null=True),
+                },
+            )
+        ),
+        "suggestion": serializers.CharField(allow_null=True, help_text="The text with GSM-7 replacements."),
+        "suggestion_encoding": serializers.ChoiceField(choices=["GSM7", "UCS2"], allow_null=True),
+        "suggestion_segments": serializers.IntegerField(allow_null=True),
+        "parts": serializers.ListField(child=serializers.CharField()),
+    },
+)
+
+
 class TextAnalyzeView(APIView):
     """Return the encoding, length, segments, per-segment size, non-GSM characters and a GSM-7 suggestion."""
 
@@ -58,7 +86,7 @@ class TextAnalyzeView(APIView):
 
     @extend_schema(
         request=TextAnalyzeSerializer,
-        responses={200: OpenApiResponse(description="Analysis"), 400: OpenApiResponse(description="Bad text")},
+        responses={200: TEXT_ANALYSIS, 400: OpenApiResponse(description="Bad text")},
     )
     def post(self, request):
         data = validated(TextAnalyzeSerializer(data=request.data))

@@ -151,12 +151,20 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # report.csv is served bare and, through the router, with a slash: document it once.
     "PREPROCESSING_HOOKS": ["smsblast.api_schema.drop_trailing_slash_twins"],
+    # Every error answer is JSON with a `detail`: say so for each operation (the enum hook is the default one).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "smsblast.api_schema.document_errors",
+    ],
     # Several models have a `status` field; name each enum after its model.
     "ENUM_NAME_OVERRIDES": {
         "CampaignStatusEnum": "campaigns.models.Campaign.Status",
         "RunStatusEnum": "campaigns.models.CampaignRun.Status",
         "BatchStatusEnum": "campaigns.models.DispatchBatch.Status",
         "DeliveryStatusEnum": "campaigns.models.Delivery.Status",
+        "ImportStateEnum": "smsblast.models.SubscriberImport.State",
+        "AreaBroadcastStateEnum": "operators.models.AreaBroadcast.State",
+        "EncodingEnum": ["GSM7", "UCS2"],
     },
 }
 

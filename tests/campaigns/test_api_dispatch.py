@@ -253,3 +253,18 @@ def test_a_delivery_without_a_report_is_documented_with_the_null_done_at_it_answ
 
     assert answered["results"] and all(row["done_at"] is None for row in answered["results"])
     assert schema["components"]["schemas"]["Delivery"]["properties"]["done_at"].get("nullable") is True
+
+
+def test_runs_and_the_detail_progress_are_documented_field_by_field(api_client_for, sent_run, approver):
+    from tests.schema_check import answer_mismatches
+
+    client = api_client_for(approver)
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+    runs = schema["paths"]["/api/v1/campaigns/{id}/runs/"]["get"]
+    assert {"limit", "offset"} <= {parameter["name"] for parameter in runs["parameters"]}
+    answer = client.get(f"/api/v1/campaigns/{sent_run.campaign_id}/runs/")
+    assert answer.json()["results"][0]["operators"]
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/runs/", "get", answer) == []
+    progress = schema["components"]["schemas"]["CampaignDetail"]["properties"]["progress"]
+    run = schema["components"]["schemas"][progress["allOf"][0]["$ref"].rsplit("/", 1)[1]]
+    assert set(run["properties"]) == set(client.get(f"/api/v1/campaigns/{sent_run.campaign_id}/").json()["progress"])

@@ -779,3 +779,18 @@ def test_the_cap_sender_is_read_from_the_environment():
         timeout=60,
     )
     assert shown.stdout.strip() == "bpbd@blitarkab.go.id", shown.stderr
+
+
+def test_import_answers_are_documented_field_by_field_created_cancelled_and_refused(officer_client):
+    from tests.schema_check import answer_mismatches
+
+    schema = officer_client.get("/api/v1/schema/", {"format": "json"}).json()
+    blitar_areas()
+    OperatorFactory(slug="telkomsel")
+    answers = [_post_xml(officer_client, GEOCODES.format(description="Mulai 3 Juli 2021."))]
+    answers.append(_post_xml(officer_client, CANCEL))
+    answers.append(_post_xml(officer_client, CANCEL))
+    answers.append(_post_xml(officer_client, "<x/>"))
+    assert [answer.status_code for answer in answers] == [201, 200, 409, 400]
+    for answer in answers:
+        assert answer_mismatches(schema, IMPORT_URL, "post", answer) == []

@@ -83,3 +83,26 @@ def test_a_signed_in_officer_sees_the_swagger_page(officer):
 
     page = client_for(officer).get("/api/docs/")
     assert page.status_code == 200 and b"swagger" in page.content.lower()
+
+
+def test_the_broadcast_progress_is_documented_field_by_field(officer, api_client_for, schema):
+    from datetime import timedelta
+
+    from operators import broadcasts
+    from operators.models import AreaBroadcast
+    from tests.operators.area_scripted import ScriptedAreaAdapter, blitar_areas, broadcast_campaign
+    from tests.operators.factories import OperatorFactory
+    from tests.schema_check import answer_mismatches
+
+    ScriptedAreaAdapter.reset()
+    OperatorFactory(slug="telkomsel", adapter="scripted_area", base_url="http://sim/telkomsel")
+    blitar_areas()
+    campaign = broadcast_campaign()
+    run = broadcasts.area_broadcast_run_start(campaign_id=campaign.pk, now=campaign.starts_at + timedelta(seconds=1))
+    for row in AreaBroadcast.objects.filter(run=run):
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    answer = api_client_for(officer).get(f"/api/v1/campaigns/{campaign.pk}/broadcast/")
+    assert answer.json()["runs"][0]["operators"][0]["log"]
+    path = "/api/v1/campaigns/{id}/broadcast/"
+    assert set(_component(schema, _answer(schema, path, method="get"))["properties"]) == {"estimate", "runs"}
+    assert answer_mismatches(schema, path, "get", answer) == []
