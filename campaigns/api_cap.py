@@ -2,6 +2,7 @@
 
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -24,7 +25,9 @@ class CampaignCapView(APIView):
     permission_classes = [IsStaffRole]
     content_negotiation_class = FileContentNegotiation
 
-    @extend_schema(responses={(200, "application/cap+xml"): OpenApiResponse(description="CAP 1.2 alert")})
+    @extend_schema(
+        responses={(200, "application/cap+xml"): OpenApiResponse(OpenApiTypes.STR, description="CAP 1.2 alert")}
+    )
     def get(self, request, pk: int):
         campaign = get_object_or_404(campaign_list(request.user), pk=pk)
         response = HttpResponse(cap_document(campaign), content_type=CAP_CONTENT_TYPE)

@@ -1,13 +1,15 @@
 """Campaign API actions for the send pipeline: schedule, pause, resume, runs, deliveries, report.csv."""
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.decorators import action
 
 from campaigns import dispatch
 from campaigns.dispatch_selectors import (
     PROGRESS_STATUSES,
+    REPORT_COLUMNS,
     campaign_deliveries,
     campaign_report_rows,
     effective_status,
@@ -120,7 +122,13 @@ class CampaignDispatchActionsMixin:
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
 
-    @extend_schema(responses={(200, "text/csv"): inline_serializer("ReportCsv", {})})
+    @extend_schema(
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description=f"One row per recipient per run: {','.join(REPORT_COLUMNS)}."
+            )
+        }
+    )
     @action(detail=True, methods=["get"], url_path=r"report\.csv", permission_classes=[IsStaffRole])
     def report_csv(self, request, pk=None):
         """Stream every delivery of every run as CSV (one row per recipient per run)."""

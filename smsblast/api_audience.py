@@ -6,6 +6,7 @@ from pathlib import Path
 from django.http import FileResponse, Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -461,7 +462,7 @@ class SubscriberImportRejectedView(APIView):
     permission_classes = [IsOfficer]
     content_negotiation_class = FileContentNegotiation
 
-    @extend_schema(responses={(200, "text/csv"): OpenApiResponse(description="line,reason,raw")})
+    @extend_schema(responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="line,reason,raw")})
     def get(self, request, pk: int):
         job = SubscriberImport.objects.filter(pk=pk).first()
         if job is None:

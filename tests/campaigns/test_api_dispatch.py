@@ -268,3 +268,13 @@ def test_runs_and_the_detail_progress_are_documented_field_by_field(api_client_f
     progress = schema["components"]["schemas"]["CampaignDetail"]["properties"]["progress"]
     run = schema["components"]["schemas"][progress["allOf"][0]["$ref"].rsplit("/", 1)[1]]
     assert set(run["properties"]) == set(client.get(f"/api/v1/campaigns/{sent_run.campaign_id}/").json()["progress"])
+
+
+def test_report_csv_is_documented_as_csv(api_client_for, sent_run, approver):
+    from tests.schema_check import answer_mismatches
+
+    client = api_client_for(approver)
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+    answer = client.get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv")
+    assert answer.status_code == 200
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/report.csv", "get", answer) == []

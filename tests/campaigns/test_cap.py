@@ -794,3 +794,15 @@ def test_import_answers_are_documented_field_by_field_created_cancelled_and_refu
     assert [answer.status_code for answer in answers] == [201, 200, 409, 400]
     for answer in answers:
         assert answer_mismatches(schema, IMPORT_URL, "post", answer) == []
+
+
+def test_the_export_is_documented_as_a_cap_document(officer_client):
+    from tests.schema_check import answer_mismatches
+
+    schema = officer_client.get("/api/v1/schema/", {"format": "json"}).json()
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    campaign = broadcast_campaign(area_codes=["35.05"])
+    answer = officer_client.get(f"/api/v1/campaigns/{campaign.pk}/cap.xml")
+    assert answer.status_code == 200
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/cap.xml", "get", answer) == []

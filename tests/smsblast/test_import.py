@@ -616,3 +616,15 @@ def test_a_language_written_out_in_either_language_is_read(tmp_path, areas, cell
 
     assert (job.created, job.rejected) == (1, 0)
     assert Subscriber.objects.get().language == language
+
+
+def test_the_rejected_rows_download_is_documented_as_csv(api_client_for, officer, areas):
+    from tests.schema_check import answer_mismatches
+
+    client = api_client_for(officer)
+    job_id = upload(client, b"msisdn,area\n12,35.05.01\n").json()["id"]
+    import_task(job_id)
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+    answer = client.get(f"/api/v1/subscribers/imports/{job_id}/rejected.csv")
+    assert answer.status_code == 200
+    assert answer_mismatches(schema, "/api/v1/subscribers/imports/{id}/rejected.csv", "get", answer) == []
