@@ -169,6 +169,13 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
             "repeat_policy",
             "operator_slugs",
             "exercise",
+            # Hashed and published in the CAP alert, so the approver sees them too.
+            "instruction",
+            "cap_category",
+            "cap_event",
+            "cap_urgency",
+            "cap_severity",
+            "cap_certainty",
             "status",
             "author",
             "created_at",

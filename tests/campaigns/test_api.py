@@ -396,3 +396,25 @@ def test_schema_lists_the_campaign_actions(author, api_client_for):
     schema = api_client_for(author).get("/api/v1/schema/", {"format": "json"}).json()
     for path in ("/api/v1/campaigns/", "/api/v1/campaigns/{id}/approve/", "/api/v1/sms/analyze/"):
         assert path in schema["paths"]
+
+
+def test_the_detail_shows_the_approver_every_field_the_content_hash_covers(author, api_client_for):
+    from campaigns.services import CONTENT_FIELDS
+
+    campaign = CampaignFactory(
+        author=author,
+        status=Status.PENDING_APPROVAL,
+        instruction="Tetap di rumah bila sakit.",
+        cap_event="Covid-19",
+        cap_urgency="Immediate",
+        cap_severity="Severe",
+        cap_certainty="Observed",
+    )
+    detail = api_client_for(UserFactory(role=Role.APPROVER)).get(f"/api/v1/campaigns/{campaign.pk}/").json()
+    shown = {"audience_filter" if name == "audience" else name for name in CONTENT_FIELDS}
+    assert shown <= set(detail), sorted(shown - set(detail))
+    assert (detail["instruction"], detail["cap_category"], detail["cap_urgency"]) == (
+        "Tetap di rumah bila sakit.",
+        "Health",
+        "Immediate",
+    )
