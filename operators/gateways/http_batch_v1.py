@@ -317,7 +317,8 @@ def area_broadcast_body(broadcast: OutboundAreaBroadcast) -> bytes:
 def classify_area_broadcast(response: requests.Response) -> AreaBroadcastResult:
     """Turn an operator's answer to an area broadcast (or its cancel) into an AreaBroadcastResult."""
     status = response.status_code
-    if status in (200, 201, 202):
+    # As for a batch, any 2xx says the operator took it: failing it would leave a broadcast running unwatched.
+    if 200 <= status < 300:
         try:
             document = response.json()
         except ValueError:

@@ -222,3 +222,9 @@ def test_an_estimate_that_is_not_a_finite_number_is_refused_and_reach_reports_go
     sound = _broadcast(f"{simulator.url}/telkomsel", callback, broadcast_id="6f1c1d8e-0000-4000-8000-000000000002")
     assert adapter.send_area_broadcast(sound).outcome == Outcome.ACCEPTED
     _wait(lambda: any(json.loads(body)["broadcast_id"] == sound.broadcast_id for _, _, body in receiver.received))
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204])
+def test_any_2xx_answer_acknowledges_an_area_broadcast_as_it_accepts_a_batch(status):
+    result = classify_area_broadcast(_answer(status, b"" if status == 204 else b'{"operator_ref": "CB-1"}'))
+    assert result.outcome == Outcome.ACCEPTED
