@@ -1,15 +1,16 @@
 """REST representations of campaigns: input checked for shape here, rules enforced in services."""
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from campaigns.dispatch_selectors import campaign_progress
 from campaigns.models import Approval, Campaign, CampaignRun, Mode, Priority, RepeatPolicy
 from campaigns.selectors import campaign_audience, campaign_history, campaign_zone
 from campaigns.services import SENDER_MAX_LENGTH, campaign_allowed_actions, campaign_content_hash
+from operators.api_broadcast import CampaignBroadcastSerializer
 from smsblast import sms
-from smsblast.api_views import StrictCharField
+from smsblast.api_views import TEXT_ANALYSIS, StrictCharField
 from smsblast.models import AuditEvent
 
 
@@ -115,6 +116,7 @@ class CampaignListSerializer(serializers.ModelSerializer):
 
     author = serializers.CharField(source="author.username", read_only=True)
     next_run_at = LocalNextRunField()
+    area_codes = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = Campaign
@@ -133,11 +135,59 @@ class CampaignListSerializer(serializers.ModelSerializer):
         ]
 
 
+class AudienceOperatorSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    recipients = serializers.IntegerField()
+    opted_out = serializers.IntegerField()
+    segments = serializers.IntegerField()
+    cost = serializers.IntegerField()
+
+
+class CampaignAudienceSerializer(serializers.Serializer):
+    """Who a run would reach now and what it would cost (`campaigns.selectors.campaign_audience`)."""
+
+    total = serializers.IntegerField(help_text="Recipients: subscribers in the area and audience not opted out.")
+    opted_out = serializers.IntegerField()
+    by_operator = AudienceOperatorSerializer(many=True)
+    segments = serializers.IntegerField()
+    segments_per_message = serializers.IntegerField()
+    cost = serializers.IntegerField()
+
+
+class ApprovalShownSerializer(ApprovalSerializer):
+    valid = serializers.BooleanField(help_text="Approved, not voided, and of the current content hash.")
+
+    class Meta(ApprovalSerializer.Meta):
+        fields = [*ApprovalSerializer.Meta.fields, "valid"]
+
+
+HISTORY_ENTRY = inline_serializer(
+    "HistoryEntry",
+    {
+        "actor": serializers.CharField(allow_null=True),
+        "action": serializers.CharField(),
+        "from": serializers.CharField(),
+        "to": serializers.CharField(),
+        "at": serializers.DateTimeField(),
+        "details": serializers.JSONField(),
+    },
+    many=True,
+)
+CAMPAIGN_ANALYSIS = PolymorphicProxySerializer(
+    component_name="CampaignTextAnalysis",
+    serializers=[TEXT_ANALYSIS, inline_serializer("TextProblem", {"error": serializers.CharField()})],
+    resource_type_field_name=None,
+)
+
+
 class CampaignDetailSerializer(serializers.ModelSerializer):
     """A campaign with everything an approver reviews: analysis, audience, cost, hash, approval, history."""
 
     author = serializers.CharField(source="author.username", read_only=True)
     next_run_at = LocalNextRunField()
+    area_codes = serializers.ListField(child=serializers.CharField(), read_only=True)
+    operator_slugs = serializers.ListField(child=serializers.CharField(), read_only=True)
     audience_filter = serializers.JSONField(source="audience", read_only=True)
     content_hash = serializers.SerializerMethodField()
     analysis = serializers.SerializerMethodField()
@@ -192,6 +242,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(CampaignBroadcastSerializer(allow_null=True))
     def get_broadcast(self, campaign: Campaign) -> dict | None:
         """Return an area broadcast's estimated handsets and reach over time per operator; None when targeted."""
         if campaign.mode != Mode.AREA_BROADCAST:
@@ -209,6 +260,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
     def get_content_hash(self, campaign: Campaign) -> str:
         return campaign_content_hash(campaign)
 
+    @extend_schema_field(CAMPAIGN_ANALYSIS)
     def get_analysis(self, campaign: Campaign) -> dict:
         try:
             return sms.analyze(campaign.text).as_dict()
@@ -221,12 +273,14 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
             cache[campaign.pk] = campaign_audience(campaign)
         return cache[campaign.pk]
 
+    @extend_schema_field(CampaignAudienceSerializer)
     def get_audience(self, campaign: Campaign) -> dict:
         return self._audience(campaign)
 
     def get_cost_estimate(self, campaign: Campaign) -> int:
         return self._audience(campaign)["cost"]
 
+    @extend_schema_field(ApprovalShownSerializer(allow_null=True))
     def get_approval(self, campaign: Campaign) -> dict | None:
         # The latest decision, voided or not, so a reviewer sees why a campaign is back in draft.
         approval = campaign.approvals.select_related("approver").order_by("-id").first()
@@ -246,6 +300,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
             return []
         return campaign_allowed_actions(campaign=campaign, user=request.user)
 
+    @extend_schema_field(HISTORY_ENTRY)
     def get_history(self, campaign: Campaign) -> list[dict]:
         return AuditEventSerializer(campaign_history(campaign), many=True).data
 

@@ -418,3 +418,31 @@ def test_the_detail_shows_the_approver_every_field_the_content_hash_covers(autho
         "Health",
         "Immediate",
     )
+
+
+def test_the_detail_is_documented_field_by_field_with_its_analysis_audience_approval_and_history(
+    author, api_client_for
+):
+    from tests.operators.area_scripted import broadcast_campaign
+    from tests.schema_check import answer_mismatches
+
+    SubscriberFactory(area_id="35.05.01", operator=OperatorFactory(slug="telkomsel"))
+    officer_client, approver_client = api_client_for(author), api_client_for(UserFactory(role=Role.APPROVER))
+    schema = officer_client.get("/api/v1/schema/", {"format": "json"}).json()
+    campaign_id = officer_client.post("/api/v1/campaigns/", DRAFT_BODY, format="json").json()["id"]
+    officer_client.post(f"/api/v1/campaigns/{campaign_id}/submit/")
+    content_hash = approver_client.get(f"/api/v1/campaigns/{campaign_id}/").json()["content_hash"]
+    approved = approver_client.post(
+        f"/api/v1/campaigns/{campaign_id}/approve/", {"content_hash": content_hash}, format="json"
+    )
+    assert approved.json()["approval"] and approved.json()["history"]
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/approve/", "post", approved) == []
+    blank = officer_client.post("/api/v1/campaigns/", {"title": "Belum ada teks"}, format="json")
+    assert "error" in blank.json()["analysis"]
+    assert answer_mismatches(schema, "/api/v1/campaigns/", "post", blank) == []
+    broadcast = officer_client.get(f"/api/v1/campaigns/{broadcast_campaign().pk}/")
+    assert broadcast.json()["broadcast"]
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/", "get", broadcast) == []
+    detail = schema["components"]["schemas"]["CampaignDetail"]["properties"]
+    for name in ("analysis", "audience", "approval", "history", "broadcast"):
+        assert detail[name].get("type") != "object" or "properties" in detail[name], name
