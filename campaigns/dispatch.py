@@ -862,14 +862,23 @@ def deliveries_withdraw_opted_out(*, msisdn: str, now: datetime) -> dict[int, in
 
     A STOP during a run (a long one, or one waiting out quiet hours) holds for the batches not sent yet. Only a
     batch never posted gives a number up: once sent, it is retried with the body of its first attempt under
-    the same idempotency key (invariant 3). The batches are locked first, so a worker leases one either
-    before (and sends the number) or after (and leaves it out: batch_outbound reads no skipped delivery).
-    A number in the chunk a fan-out is writing at that very moment may still be sent once.
+    the same idempotency key (invariant 3). The runs under way are locked first, newest first as a cancel takes
+    them: that waits for a fan-out chunk being written, which may hold the number as read before the opt-out,
+    so its deliveries are seen here; later chunks read the number opted out. Then the batches are locked, so a
+    worker leases one either before (and sends the number) or after (and leaves it out: batch_outbound reads no
+    skipped delivery). A batch left with no one to send to is accepted with 0 here, so neither a push worker
+    nor a pulling operator is handed it. Not waited for: a run that starts while this transaction runs, whose
+    first chunk may read the number in the few milliseconds before it commits.
     """
     runs = list(
         CampaignRun.objects.filter(
-            status__in=[CampaignRun.Status.FANNING_OUT, CampaignRun.Status.SENDING, CampaignRun.Status.PAUSED]
-        ).values_list("pk", flat=True)
+            campaign__mode=Mode.TARGETED,
+            status__in=[CampaignRun.Status.FANNING_OUT, CampaignRun.Status.SENDING, CampaignRun.Status.PAUSED],
+        )
+        # The weakest row lock that waits for a fan-out's (FOR UPDATE) and leaves batch inserts (KEY SHARE) alone.
+        .select_for_update(no_key=True, of=("self",))
+        .order_by("-scheduled_for", "-id")
+        .values_list("pk", flat=True)
     )
     if not runs:
         return {}
@@ -887,7 +896,32 @@ def deliveries_withdraw_opted_out(*, msisdn: str, now: datetime) -> dict[int, in
     withdrawn = waiting.filter(batch_id__in=unsent)
     counts = dict(withdrawn.values("run_id").annotate(n=Count("pk")).values_list("run_id", "n"))
     withdrawn.update(status=SKIPPED, reason="opted_out", done_at=now, updated_at=now)
+    _batches_close_emptied(unsent, now=now)
     return counts
+
+
+def _batches_close_emptied(batch_ids: list, *, now: datetime) -> None:
+    """Accept with 0 the locked, never-sent batches left with no queued delivery; audit each and check its run."""
+    queued = Delivery.objects.filter(batch_id=OuterRef("pk"), status=QUEUED)
+    emptied = list(
+        DispatchBatch.objects.filter(pk__in=batch_ids, status=BatchStatus.PENDING, attempts=0)
+        .exclude(Exists(queued))
+        .values_list("pk", "run_id")
+    )
+    for batch_id, run_id in emptied:
+        if not DispatchBatch.objects.filter(pk=batch_id, status=BatchStatus.PENDING, attempts=0).update(
+            status=BatchStatus.ACCEPTED, accepted_count=0, accepted_at=now, next_attempt_at=None, updated_at=now
+        ):
+            continue
+        audit_record(
+            actor=None,
+            action="batch.accept",
+            obj=DispatchBatch(pk=batch_id),
+            from_state=BatchStatus.PENDING,
+            to_state=BatchStatus.ACCEPTED,
+            details={"accepted": 0, "rejected": 0, "attempts": 0, "reason": "opted_out"},
+        )
+        enqueue_on_commit(partial(_enqueue_check_complete, run_id))
 
 
 def is_quiet_for(run: CampaignRun, now: datetime) -> datetime | None:

@@ -360,6 +360,19 @@ def test_a_pulling_operator_can_neither_list_nor_claim_a_batch_past_its_runs_val
     assert DispatchBatch.objects.get(pk=batch.pk).status == "pending"
 
 
+def test_a_pulling_operator_is_not_handed_a_batch_whose_every_number_opted_out(world):
+    from smsblast.services import subscriber_opt_out
+
+    client, batch = _pulling_operator(world)
+    for delivery in Delivery.objects.filter(batch=batch):
+        subscriber_opt_out(msisdn=delivery.msisdn, actor=None, source="sms")
+
+    assert client.get("/api/v1/operator/batches/?state=ready").json()["results"] == []
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 409
+    batch.refresh_from_db()
+    assert (batch.status, batch.accepted_count) == ("accepted", 0)
+
+
 def test_an_operator_cannot_claim_another_operators_batch(world):
     (theirs,) = DispatchBatch.objects.filter(operator=world["operators"]["isat"])
     response = world["clients"]["tsel"].post(f"/api/v1/operator/batches/{theirs.pk}/claim/")

@@ -11,6 +11,7 @@ from operators import services
 from operators.gateways.base import BatchResult, Outcome, get_adapter, register
 from operators.models import Operator
 from smsblast.audit import audit_history
+from smsblast.models import Subscriber
 from smsblast.services import subscriber_opt_out
 from tests.concurrency import race_behind_a_row, skip_unless_postgresql
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
@@ -481,11 +482,48 @@ def test_a_batch_whose_every_number_opted_out_is_done_without_a_request():
     batch = _batch(2)
     for delivery in Delivery.objects.filter(batch=batch):
         subscriber_opt_out(msisdn=delivery.msisdn, actor=None, source="sms")
-    assert services.batch_send(batch_id=batch.pk) == "accepted"
-    assert ScriptedAdapter.sent == []
+    # Closed by the last opt-out itself, so no worker and no pulling operator is handed an empty batch.
     batch.refresh_from_db()
     assert (batch.status, batch.accepted_count) == ("accepted", 0)
+    assert services.batch_send(batch_id=batch.pk) == "final"
+    assert ScriptedAdapter.sent == []
     assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"skipped"}
+    accepted = audit_history(batch).get(action="batch.accept")
+    assert (accepted.from_state, accepted.to_state, accepted.details["accepted"]) == ("pending", "accepted", 0)
+
+
+def test_a_run_whose_last_waiting_batch_empties_by_opt_outs_completes():
+    batch = _batch(1)
+    (delivery,) = Delivery.objects.filter(batch=batch)
+    subscriber_opt_out(msisdn=delivery.msisdn, actor=None, source="sms")
+    dispatch.run_check_complete(run_id=batch.run_id)
+    assert CampaignRun.objects.get(pk=batch.run_id).status == CampaignRun.Status.COMPLETED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_number_opting_out_while_its_fan_out_chunk_is_being_written_is_not_sent():
+    skip_unless_postgresql()
+    campaign = approved_campaign()
+    operators = operators_and_subscribers(counts={"tsel": 3}, batch_size=10)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    number = Subscriber.objects.order_by("pk").first().msisdn
+
+    # The operator row held: the chunk reads the three numbers, then waits to insert its batch (its foreign
+    # key), uncommitted, while the number opts out. The opt-out must wait for the chunk and withdraw the number.
+    errors = race_behind_a_row(
+        operators["tsel"],
+        lambda: dispatch.run_fan_out(run_id=run.pk),
+        lambda: subscriber_opt_out(msisdn=number, actor=None, source="sms"),
+        second_may_pass=True,
+    )
+    assert errors == []
+    delivery = Delivery.objects.get(run=run, msisdn=number)
+    assert (delivery.status, delivery.reason) == ("skipped", "opted_out")
+    batch = DispatchBatch.objects.get(run=run)
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    (sent,) = ScriptedAdapter.sent
+    assert number not in [m.msisdn for m in sent.recipients] and len(sent.recipients) == 2
 
 
 def test_an_opt_out_leaves_finished_runs_alone():
