@@ -25,6 +25,21 @@ def caller_operator(request) -> Operator:
     return operator
 
 
+def caller_operator_given_batches(request) -> Operator:
+    """Return the caller's Operator if it may list and claim batches; raise ServiceForbidden if deactivated.
+
+    A deactivated operator is handed no new work. What it already has still counts: its acknowledgements of
+    batches it claimed, its delivery and reach reports (they arrive late) and its subscribers' STOP messages.
+    """
+    operator = caller_operator(request)
+    if not operator.active:
+        raise ServiceForbidden(
+            f"Operator {operator.slug} is deactivated: it is given no batches. Acknowledgements and reports "
+            "for batches it already claimed are still accepted."
+        )
+    return operator
+
+
 _REPORT = inline_serializer(
     "DeliveryReport",
     {
@@ -145,11 +160,12 @@ class OperatorBatchListView(APIView):
                     "previous": serializers.URLField(allow_null=True),
                     "results": serializers.ListField(child=_READY_BATCH),
                 },
-            )
+            ),
+            403: OpenApiResponse(description="Not an operator's token, or the operator is deactivated"),
         },
     )
     def get(self, request):
-        operator = caller_operator(request)
+        operator = caller_operator_given_batches(request)
         state = request.query_params.get("state", "ready")
         if state != "ready":
             raise ServiceInvalid("state must be 'ready'.")
@@ -176,10 +192,14 @@ class OperatorBatchClaimView(APIView):
 
     @extend_schema(
         request=None,
-        responses={200: _CLAIMED_BATCH, 409: OpenApiResponse(description="Not ready to be claimed by this operator")},
+        responses={
+            200: _CLAIMED_BATCH,
+            403: OpenApiResponse(description="Not an operator's token, or the operator is deactivated"),
+            409: OpenApiResponse(description="Not ready to be claimed by this operator"),
+        },
     )
     def post(self, request, batch_id):
-        operator = caller_operator(request)
+        operator = caller_operator_given_batches(request)
         try:
             outbound = services.batch_claim(operator=operator, batch_id=batch_id)
         except LookupError as exc:

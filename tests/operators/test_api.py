@@ -373,6 +373,50 @@ def test_a_pulling_operator_is_not_handed_a_batch_whose_every_number_opted_out(w
     assert (batch.status, batch.accepted_count) == ("accepted", 0)
 
 
+def _deactivated(world):
+    """Switch tsel to pull mode, have it claim its batch, then deactivate it; return (its client, the batch)."""
+    client, batch = _claimed_by_a_pulling_operator(world)
+    operator = world["operators"]["tsel"]
+    operator.active = False
+    operator.save()
+    return client, batch
+
+
+def test_a_deactivated_operator_can_neither_list_nor_claim_batches(world):
+    client, batch = _pulling_operator(world)
+    operator = world["operators"]["tsel"]
+    operator.active = False
+    operator.save()
+
+    listed = client.get("/api/v1/operator/batches/?state=ready")
+    claimed = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+
+    assert listed.status_code == 403 and "deactivated" in listed.json()["detail"]
+    assert claimed.status_code == 403 and "deactivated" in claimed.json()["detail"]
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "pending"
+
+
+def test_a_deactivated_operator_still_acks_what_it_claimed_and_reports_on_it(world):
+    client, batch = _deactivated(world)
+    ids = world["ids"]["tsel"]
+
+    acked = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"accepted": 3}, format="json")
+    reported = client.post(REPORTS_URL, {"reports": [_report(ids[0], "DELIVERED")]}, format="json")
+
+    assert acked.status_code == 200 and acked.json()["status"] == "accepted"
+    assert reported.status_code == 200 and reported.json()["applied"] == 1
+    assert Delivery.objects.get(pk=ids[0]).status == "delivered"
+
+
+def test_a_deactivated_operator_still_forwards_its_subscribers_stop(world):
+    client, _ = _deactivated(world)
+    number = Delivery.objects.get(pk=world["ids"]["tsel"][0]).msisdn
+
+    response = client.post("/api/v1/operator/inbound/", {"msisdn": number, "text": "STOP"}, format="json")
+
+    assert response.status_code == 200 and response.json()["action"] == "opted_out"
+
+
 def test_an_operator_cannot_claim_another_operators_batch(world):
     (theirs,) = DispatchBatch.objects.filter(operator=world["operators"]["isat"])
     response = world["clients"]["tsel"].post(f"/api/v1/operator/batches/{theirs.pk}/claim/")

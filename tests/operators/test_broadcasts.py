@@ -365,6 +365,21 @@ def test_reach_reports_are_monotonic_idempotent_and_scoped_to_the_operator(opera
     assert [point["handsets_reached"] for point in run_progress["series"]] == [300, 500, 900]
 
 
+def test_a_deactivated_operator_still_reports_the_reach_of_a_broadcast_it_was_sent(operators, areas, api_client_for):
+    run = _start(broadcast_campaign())
+    telkomsel = _by_slug(run)["telkomsel"]
+    operators[0].user = UserFactory(role=Role.OPERATOR)
+    operators[0].active = False
+    operators[0].save()
+    report = {"broadcast_id": str(telkomsel.pk), "handsets_reached": 40, "at": timezone.now().isoformat()}
+
+    answer = api_client_for(operators[0].user).post("/api/v1/operator/area-broadcast-reports/", report, format="json")
+
+    assert answer.status_code == 200
+    telkomsel.refresh_from_db()
+    assert telkomsel.handsets_reached == 40
+
+
 def test_a_reach_report_timed_after_its_arrival_is_kept_at_its_arrival(operators, areas):
     run = _start(broadcast_campaign())
     telkomsel = _by_slug(run)["telkomsel"]
