@@ -63,15 +63,15 @@ def campaign_segments(campaign: Campaign) -> int:
 def campaign_audience(campaign: Campaign) -> dict[str, Any]:
     """Return who a targeted run would reach and what it would cost, per operator.
 
-    `total` counts the recipients (subscribers in the area and audience who have not opted
-    out) and `opted_out` those left out. Cost is segments × recipients × the operator's
-    tariff per segment; numbers with no known operator are counted but cost nothing here.
-    One aggregate query, grouped by operator.
+    `total` counts the recipients: subscribers in the area and audience a run's fan-out would send to.
+    Fan-out skips the opted-out ones and those of an inactive or no known operator; `opted_out` and each
+    operator's `skipped` (with `skipped_reason`) count them, `skipped` sums them by reason. Cost is
+    segments × recipients × the operator's tariff per segment. One aggregate query, grouped by operator.
     """
     segments = campaign_segments(campaign)
     rows = (
         subscribers_in_area(campaign.area_codes or [], audience=campaign.audience, polygon=campaign.polygon)
-        .values("operator_id", "operator__slug", "operator__name", "operator__tariff_per_segment")
+        .values("operator_id", "operator__slug", "operator__name", "operator__tariff_per_segment", "operator__active")
         .annotate(
             everyone=Count("id"),
             opted_out=Count("id", filter=Q(opted_out_at__isnull=False)),
@@ -80,8 +80,14 @@ def campaign_audience(campaign: Campaign) -> dict[str, Any]:
     )
     by_operator = []
     total = opted_out = cost = 0
+    skipped = {"opted_out": 0, "operator_inactive": 0, "no_operator": 0}
     for row in rows:
-        recipients = row["everyone"] - row["opted_out"]
+        if row["operator_id"] is None:
+            skipped_reason = "no_operator"
+        else:
+            skipped_reason = "" if row["operator__active"] else "operator_inactive"
+        reachable = row["everyone"] - row["opted_out"]
+        recipients = 0 if skipped_reason else reachable
         operator_cost = sms.content_cost(segments, recipients, row["operator__tariff_per_segment"] or 0)
         by_operator.append(
             {
@@ -89,6 +95,8 @@ def campaign_audience(campaign: Campaign) -> dict[str, Any]:
                 "name": row["operator__name"] or "Unknown operator",
                 "recipients": recipients,
                 "opted_out": row["opted_out"],
+                "skipped": reachable - recipients,
+                "skipped_reason": skipped_reason,
                 "segments": segments * recipients,
                 "cost": operator_cost,
             }
@@ -96,9 +104,13 @@ def campaign_audience(campaign: Campaign) -> dict[str, Any]:
         total += recipients
         opted_out += row["opted_out"]
         cost += operator_cost
+        skipped["opted_out"] += row["opted_out"]
+        if skipped_reason:
+            skipped[skipped_reason] += reachable
     return {
         "total": total,
         "opted_out": opted_out,
+        "skipped": skipped,
         "by_operator": by_operator,
         "segments": segments * total,
         "segments_per_message": segments,

@@ -325,12 +325,14 @@ KECAMATAN_CODE_LENGTH = len("35.05.01")
 def audience_preview(
     area_codes: Iterable[str], polygon: dict | None = None, audience: dict | None = None, segments: int = 1
 ) -> dict[str, Any]:
-    """Return who a targeted send would reach: per operator and per kecamatan, opted out apart, and its cost.
+    """Return who a targeted send would reach: per operator and per kecamatan, those left out apart, and its cost.
 
     One aggregate query over the subscribers, grouped by operator and by the first eight characters of
     the home area code (its kecamatan), counts everyone and, conditionally, those opted out; the
     small grouped result is then folded here. A subscriber homed above kecamatan level, or known only
-    by coordinates, is counted under kecamatan null.
+    by coordinates, is counted under kecamatan null. Recipients are those a run's fan-out would send to: the
+    numbers of an inactive operator or of no known operator are skipped there, so they are counted as skipped
+    (`operator_inactive`, `no_operator`), as opted-out numbers are (`opted_out`), and cost nothing.
     """
     segments = max(int(segments or 0), 0)
     rows = list(
@@ -346,11 +348,12 @@ def audience_preview(
     for row in rows:
         kecamatan = row["kecamatan"] if row["kecamatan"] and len(row["kecamatan"]) == KECAMATAN_CODE_LENGTH else None
         operator_id = row["operator_id"] if row["operator_id"] in operators else None
+        reachable = operator_id is not None and operators[operator_id].active
         for bucket in (
-            per_operator.setdefault(operator_id, {"recipients": 0, "opted_out": 0}),
-            per_kecamatan.setdefault(kecamatan, {"recipients": 0, "opted_out": 0}),
+            per_operator.setdefault(operator_id, {"recipients": 0, "opted_out": 0, "skipped": 0}),
+            per_kecamatan.setdefault(kecamatan, {"recipients": 0, "opted_out": 0, "skipped": 0}),
         ):
-            bucket["recipients"] += row["everyone"] - row["opted_out"]
+            bucket["recipients" if reachable else "skipped"] += row["everyone"] - row["opted_out"]
             bucket["opted_out"] += row["opted_out"]
     names = dict(Area.objects.filter(code__in=[code for code in per_kecamatan if code]).values_list("code", "name"))
 
@@ -358,12 +361,19 @@ def audience_preview(
     for operator_id, counts in per_operator.items():
         operator = operators.get(operator_id)
         tariff = operator.tariff_per_segment if operator else 0
+        if operator is None:
+            skipped_reason = "no_operator"
+        else:
+            skipped_reason = "" if operator.active else "operator_inactive"
         by_operator.append(
             {
                 "slug": operator.slug if operator else None,
                 "name": operator.name if operator else "Unknown operator",
                 "recipients": counts["recipients"],
                 "opted_out": counts["opted_out"],
+                # Not opted out, yet not sent to: its operator is inactive or unknown (the reason says which).
+                "skipped": counts["skipped"],
+                "skipped_reason": skipped_reason,
                 "segments": segments * counts["recipients"],
                 "tariff_per_segment": tariff,
                 "cost": sms.content_cost(segments, counts["recipients"], tariff),
@@ -381,9 +391,20 @@ def audience_preview(
     return {
         "recipients": recipients,
         "opted_out": sum(entry["opted_out"] for entry in by_operator),
+        "skipped": _skipped_by_reason(by_operator),
         "segments_per_message": segments,
         "segments": segments * recipients,
         "cost": sum(entry["cost"] for entry in by_operator),
         "by_operator": by_operator,
         "by_kecamatan": by_kecamatan,
     }
+
+
+def _skipped_by_reason(by_operator: list[dict]) -> dict[str, int]:
+    """Return how many numbers a run would skip, by the reason fan-out records (opted out first)."""
+    skipped = {"opted_out": 0, "operator_inactive": 0, "no_operator": 0}
+    for entry in by_operator:
+        skipped["opted_out"] += entry["opted_out"]
+        if entry["skipped_reason"]:
+            skipped[entry["skipped_reason"]] += entry["skipped"]
+    return skipped

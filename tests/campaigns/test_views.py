@@ -295,6 +295,21 @@ def test_compose_preview_draws_the_map_and_counts_audience_and_cost(officer_user
     assert "Rp 1.500" in body  # 3 recipients x 2 parts x Rp 250
 
 
+def test_compose_preview_leaves_out_and_names_numbers_of_an_inactive_or_no_known_operator(officer_user, areas):
+    telkomsel = OperatorFactory(name="Telkomsel", slug="telkomsel", tariff_per_segment=250)
+    indosat = OperatorFactory(name="Indosat", slug="indosat", tariff_per_segment=250, active=False)
+    SubscriberFactory(area=areas[2], operator=telkomsel)
+    SubscriberFactory.create_batch(2, area=areas[2], operator=indosat)
+    SubscriberFactory(area=areas[2], operator=None)
+    response = client_for(officer_user).post(
+        reverse("campaigns:preview"), {"area_codes": ["35.05"], "text": "a", "mode": "targeted"}
+    )
+    body = response.content.decode()
+    assert "data-audience-total>1<" in body
+    assert 'Indosat <span class="muted">(nonaktif)</span>' in body
+    assert "2 nomor dari operator nonaktif, 1 tanpa operator yang dikenal" in body
+
+
 @pytest.fixture
 def blitar_population(areas):
     """Give Kab. Blitar a census population; its two kecamatan share it."""
@@ -926,8 +941,9 @@ def test_a_campaign_drawn_only_over_papua_is_shown_in_wit_and_its_edit_preview_k
     AreaFactory(code="94", name="Papua Tengah", boundary=box(135.0, -4.5, 137.0, -3.0))
     AreaFactory(code="94.01", name="Kabupaten Nabire", boundary=box(135.0, -4.0, 136.0, -3.0))
     AreaFactory(code="94.02", name="Kabupaten Paniai", boundary=box(136.0, -4.0, 137.0, -3.0))
-    SubscriberFactory(area_id="94.01")  # reached by the polygon
-    SubscriberFactory(area_id="94.02")  # in the area ticked while editing
+    operator = OperatorFactory()
+    SubscriberFactory(area_id="94.01", operator=operator)  # reached by the polygon
+    SubscriberFactory(area_id="94.02", operator=operator)  # in the area ticked while editing
     campaign = CampaignFactory(
         author=officer_user,
         mode="area_broadcast",

@@ -75,13 +75,17 @@ DRAWN = box(112.05, -8.2, 112.15, -8.05)  # inside kecamatan 01, across both its
 def test_preview_counts_per_operator_and_kecamatan_with_opt_outs_segments_and_cost(fixture):
     preview = audience_preview(["35.05"], segments=2)
 
-    assert (preview["recipients"], preview["opted_out"], preview["segments"], preview["cost"]) == (9, 2, 18, 3880)
+    # The number of no known operator is skipped by fan-out, so it is no recipient and costs nothing.
+    assert (preview["recipients"], preview["opted_out"], preview["segments"], preview["cost"]) == (8, 2, 16, 3880)
+    assert preview["skipped"] == {"opted_out": 2, "operator_inactive": 0, "no_operator": 1}
     assert preview["by_operator"] == [
         {
             "slug": "indosat",
             "name": "Indosat",
             "recipients": 3,
             "opted_out": 1,
+            "skipped": 0,
+            "skipped_reason": "",
             "segments": 6,
             "tariff_per_segment": 230,
             "cost": 1380,
@@ -91,6 +95,8 @@ def test_preview_counts_per_operator_and_kecamatan_with_opt_outs_segments_and_co
             "name": "Telkomsel",
             "recipients": 5,
             "opted_out": 1,
+            "skipped": 0,
+            "skipped_reason": "",
             "segments": 10,
             "tariff_per_segment": 250,
             "cost": 2500,
@@ -98,19 +104,37 @@ def test_preview_counts_per_operator_and_kecamatan_with_opt_outs_segments_and_co
         {
             "slug": None,
             "name": "Unknown operator",
-            "recipients": 1,
+            "recipients": 0,
             "opted_out": 0,
-            "segments": 2,
+            "skipped": 1,
+            "skipped_reason": "no_operator",
+            "segments": 0,
             "tariff_per_segment": 0,
             "cost": 0,
         },
     ]
     assert preview["by_kecamatan"] == [
-        {"code": "35.05.01", "name": "Wonodadi", "recipients": 5, "opted_out": 1},
-        {"code": "35.05.02", "name": "Udanawu", "recipients": 2, "opted_out": 1},
-        {"code": "35.05.03", "name": "Srengat", "recipients": 1, "opted_out": 0},
-        {"code": None, "name": "", "recipients": 1, "opted_out": 0},  # homed at kabupaten level
+        {"code": "35.05.01", "name": "Wonodadi", "recipients": 5, "opted_out": 1, "skipped": 0},
+        {"code": "35.05.02", "name": "Udanawu", "recipients": 1, "opted_out": 1, "skipped": 1},
+        {"code": "35.05.03", "name": "Srengat", "recipients": 1, "opted_out": 0, "skipped": 0},
+        {"code": None, "name": "", "recipients": 1, "opted_out": 0, "skipped": 0},  # homed at kabupaten level
     ]
+
+
+def test_preview_counts_the_numbers_of_an_inactive_operator_as_skipped_not_as_recipients(fixture):
+    Operator.objects.filter(slug="indosat").update(active=False)
+
+    preview = audience_preview(["35.05"], segments=2)
+
+    assert (preview["recipients"], preview["cost"]) == (5, 2500)
+    assert preview["skipped"] == {"opted_out": 2, "operator_inactive": 3, "no_operator": 1}
+    indosat = next(entry for entry in preview["by_operator"] if entry["slug"] == "indosat")
+    assert (indosat["recipients"], indosat["skipped"], indosat["skipped_reason"], indosat["cost"]) == (
+        0,
+        3,
+        "operator_inactive",
+        0,
+    )
 
 
 def test_preview_is_one_aggregate_query_over_subscribers(fixture):
@@ -188,7 +212,7 @@ def test_preview_endpoint_counts_segments_of_the_text(api_client_for, officer, f
     )
 
     assert response.status_code == 200
-    assert (response.json()["segments_per_message"], response.json()["segments"]) == (2, 18)
+    assert (response.json()["segments_per_message"], response.json()["segments"]) == (2, 16)
     assert response.json()["cost"] == 3880
 
 
@@ -223,7 +247,7 @@ def test_preview_of_five_hundred_areas_counts_everyone_below_them(api_client_for
     desa = [f"35.05.03.{2001 + n}" for n in range(499)]
     for code in desa:
         AreaFactory(code=code, name=f"Desa {code}")
-    SubscriberFactory(area_id=desa[-1])
+    SubscriberFactory(area_id=desa[-1], operator=Operator.objects.get(slug="telkomsel"))
 
     response = api_client_for(officer).post(
         "/api/v1/audience/preview/", {"area_codes": ["35.05.01", *desa]}, format="json"
@@ -253,5 +277,6 @@ def test_campaign_audience_endpoint_previews_a_draft_with_its_polygon(api_client
     response = api_client_for(approver).get(f"/api/v1/campaigns/{campaign.pk}/audience/")
 
     assert response.status_code == 200
-    assert (response.json()["recipients"], response.json()["segments_per_message"]) == (8 + 2, 2)
+    # 35.05.02 adds one: of its three, one opted out and one has no known operator.
+    assert (response.json()["recipients"], response.json()["segments_per_message"]) == (8 + 1, 2)
     assert api_client_for(approver).get("/api/v1/campaigns/999999/audience/").status_code == 404
