@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from campaigns import scheduling
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch, Mode, Priority
-from campaigns.selectors import campaign_zone, target_zone
+from campaigns.selectors import campaign_zone, campaign_zones, target_zones
 from campaigns.services import (
     campaign_approval_is_valid,
     campaign_content_hash,
@@ -92,7 +92,9 @@ def campaign_schedule(*, campaign: Campaign, user: User, schedule: dict, now: da
     except scheduling.ScheduleError as exc:
         raise ServiceInvalid(str(exc), {exc.field: str(exc)}) from None
     zone = campaign_zone(campaign)
-    first = scheduling.first_start(normalized, zone=zone, now=now, priority=campaign.priority)
+    first = scheduling.first_start(
+        normalized, zone=zone, now=now, priority=campaign.priority, quiet_zones=campaign_zones(campaign)
+    )
     if first is None:
         raise ServiceInvalid(
             f"This schedule has no run after now ({zone.label}); choose a later time.", {"schedule": "In the past."}
@@ -226,16 +228,16 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
         logger.error("Campaign %s has unsendable text: %s", campaign.pk, exc)
         return None
     zone = campaign_zone(campaign)
+    quiet_zones = campaign_zones(campaign)
     # If the scheduler was down (or the campaign paused) past later occurrences, only the latest one due runs:
     # the older ones are skipped rather than fired in a burst or sent a day late beside it.
     schedule = _schedule_meaning(campaign.schedule) or SEND_NOW
     skipped = 0
-    while (later := scheduling.next_start(schedule, zone=zone, after=scheduled_for, priority=campaign.priority)) and (
-        later <= now
-    ):
+    upcoming = partial(scheduling.next_start, schedule, zone=zone, priority=campaign.priority, quiet_zones=quiet_zones)
+    while (later := upcoming(after=scheduled_for)) and later <= now:
         scheduled_for = later
         skipped += 1
-    next_run_at = scheduling.next_start(schedule, zone=zone, after=max(scheduled_for, now), priority=campaign.priority)
+    next_run_at = upcoming(after=max(scheduled_for, now))
     # Only from the state read (and checked above): if the previous run completed meanwhile, the next tick starts
     # this one, so its audit event names the state it really left (invariant 6).
     rows = Campaign.objects.filter(pk=campaign.pk, status=campaign.status, next_run_at=claimed).update(
@@ -262,6 +264,7 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
                     "priority": campaign.priority,
                     "quiet_hours": schedule.get("quiet_hours"),
                     "zone": zone.name,
+                    "quiet_zones": [quiet_zone.name for quiet_zone in quiet_zones],
                     # What each operator charged per segment when the run started: its cost stays what it was.
                     "tariffs": {
                         str(pk): tariff for pk, tariff in Operator.objects.values_list("pk", "tariff_per_segment")
@@ -929,5 +932,8 @@ def is_quiet_for(run: CampaignRun, now: datetime) -> datetime | None:
     frozen = run.frozen or {}
     if frozen.get("priority", Priority.NORMAL) == Priority.URGENT or not frozen.get("quiet_hours"):
         return None
-    zone = scheduling.zone_named(frozen.get("zone")) or target_zone(frozen.get("area_codes"), frozen.get("polygon"))
-    return scheduling.quiet_hours_end(now, quiet_hours=frozen["quiet_hours"], zone=zone)
+    zones = [zone for name in frozen.get("quiet_zones") or [] if (zone := scheduling.zone_named(name))]
+    if not zones:
+        # A run started before it kept every zone it reaches: the zones of its frozen target.
+        zones = target_zones(frozen.get("area_codes"), frozen.get("polygon"))
+    return scheduling.quiet_hours_end_in(now, quiet_hours=frozen["quiet_hours"], zones=zones)

@@ -11,7 +11,8 @@ campaign and hashed into its approval:
 
 Weekdays count from Monday = 0 (Friday = 4). `until` is an inclusive local date. Any kind may carry
 `"quiet_hours": {"start": "21:00", "end": "06:00"}`: a normal-priority run does not start or send inside
-that window (which may wrap midnight) and resumes at its end; an urgent run ignores it.
+that window (which may wrap midnight) and resumes at its end; an urgent run ignores it. A campaign reaching
+areas in several zones keeps the quiet hours of each: it waits while it is night in any of them.
 """
 
 from dataclasses import dataclass
@@ -207,11 +208,32 @@ def quiet_hours_end(moment: datetime, *, quiet_hours: dict | None, zone: Zone) -
     return datetime.combine(end_day, end, tzinfo=zone.tzinfo).astimezone(UTC)
 
 
-def may_send_at(moment: datetime, *, schedule: dict, zone: Zone, priority: str) -> datetime:
-    """Return the earliest moment at or after `moment` when a run of this priority may start or send."""
+def quiet_hours_end_in(moment: datetime, *, quiet_hours: dict | None, zones) -> datetime | None:
+    """Return when it stops being quiet in every one of `zones` (UTC), or None if `moment` is quiet in none.
+
+    Each zone's window is in its own local time, so recipients in the east are not woken by a run that
+    only Java's night would hold back, nor those in the west by one released at dawn in Papua.
+    """
+    released = None
+    # Ending one zone's window may land inside another's; the windows of three zones an hour apart chain at
+    # most a few times, and a window so long that together they cover the whole day never ends.
+    for _ in range(2 * len(zones) + 1):
+        ends = [end for zone in zones if (end := quiet_hours_end(moment, quiet_hours=quiet_hours, zone=zone))]
+        if not ends:
+            break
+        moment = released = max(ends)
+    return released
+
+
+def may_send_at(moment: datetime, *, schedule: dict, zone: Zone, priority: str, quiet_zones=None) -> datetime:
+    """Return the earliest moment at or after `moment` when a run of this priority may start or send.
+
+    `quiet_zones` are the zones whose nights the quiet hours keep (every zone the target reaches); by
+    default the zone the schedule is entered in.
+    """
     if priority == "urgent":
         return moment.astimezone(UTC)
-    released = quiet_hours_end(moment, quiet_hours=schedule.get("quiet_hours"), zone=zone)
+    released = quiet_hours_end_in(moment, quiet_hours=schedule.get("quiet_hours"), zones=quiet_zones or [zone])
     return released if released is not None else moment.astimezone(UTC)
 
 
@@ -249,7 +271,7 @@ def _occurrence_after(schedule: dict, *, zone: Zone, after: datetime, inclusive:
     return None
 
 
-def first_start(schedule: dict, *, zone: Zone, now: datetime, priority: str) -> datetime | None:
+def first_start(schedule: dict, *, zone: Zone, now: datetime, priority: str, quiet_zones=None) -> datetime | None:
     """Return when the first run of a freshly scheduled campaign may start (UTC), or None if never.
 
     "now" starts at once (after quiet hours for a normal run); "once" in the past never starts.
@@ -257,10 +279,10 @@ def first_start(schedule: dict, *, zone: Zone, now: datetime, priority: str) -> 
     occurrence = _occurrence_after(schedule, zone=zone, after=now, inclusive=True)
     if occurrence is None:
         return None
-    return may_send_at(occurrence, schedule=schedule, zone=zone, priority=priority)
+    return may_send_at(occurrence, schedule=schedule, zone=zone, priority=priority, quiet_zones=quiet_zones)
 
 
-def next_start(schedule: dict, *, zone: Zone, after: datetime, priority: str) -> datetime | None:
+def next_start(schedule: dict, *, zone: Zone, after: datetime, priority: str, quiet_zones=None) -> datetime | None:
     """Return when the run after the one that started at `after` may start (UTC), or None if none.
 
     Occurrences are counted after the previous run's (quiet-adjusted) start, so two occurrences that quiet
@@ -271,4 +293,4 @@ def next_start(schedule: dict, *, zone: Zone, after: datetime, priority: str) ->
     occurrence = _occurrence_after(schedule, zone=zone, after=after, inclusive=False)
     if occurrence is None:
         return None
-    return may_send_at(occurrence, schedule=schedule, zone=zone, priority=priority)
+    return may_send_at(occurrence, schedule=schedule, zone=zone, priority=priority, quiet_zones=quiet_zones)

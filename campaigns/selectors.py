@@ -30,6 +30,23 @@ def campaign_zone(campaign: Campaign) -> scheduling.Zone:
     return target_zone(campaign.area_codes, campaign.polygon)
 
 
+def target_zones(area_codes, polygon: dict | None = None) -> list[scheduling.Zone]:
+    """Return every zone a target reaches, the one its times are entered in first: whose nights quiet hours keep."""
+    codes = list(area_codes or []) if isinstance(area_codes, list | tuple) else []
+    province = polygon_province(polygon) if polygon else None
+    zones = [target_zone(codes, polygon)]
+    for code in [*codes, *([province] if province else [])]:
+        zone = scheduling.zone_for_area_code(code)
+        if zone not in zones:
+            zones.append(zone)
+    return zones
+
+
+def campaign_zones(campaign: Campaign) -> list[scheduling.Zone]:
+    """Return every zone the campaign reaches, its entry zone first (see target_zones)."""
+    return target_zones(campaign.area_codes, campaign.polygon)
+
+
 def campaign_list(user: User, filters: dict[str, Any] | None = None) -> QuerySet[Campaign]:
     """Return the campaigns the user may see, newest first, narrowed by `filters`.
 

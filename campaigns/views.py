@@ -27,7 +27,7 @@ from campaigns.dispatch_selectors import FAILED_STATUSES, campaign_progress, run
 from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
 from campaigns.models import Approval, Campaign, CampaignRun, DispatchBatch, Mode
 from campaigns.models import Delivery as DeliveryModel
-from campaigns.selectors import campaign_zone, target_zone
+from campaigns.selectors import campaign_zone, campaign_zones, target_zone
 from operators.broadcast_selectors import broadcast_run_progress
 from operators.broadcasts import broadcast_estimate
 from smsblast.audit import audit_history
@@ -507,9 +507,11 @@ def _schedule_lines(campaign: Campaign) -> list[str]:
         lines.append(_("Until %(date)s.") % {"date": _as_written(schedule["until"], "j M Y")})
     quiet = schedule.get("quiet_hours")
     if quiet:
+        # Kept in the local time of every zone the campaign reaches: "21:00–06:00 WIB/WIT".
+        zones = "/".join(quiet_zone.label for quiet_zone in campaign_zones(campaign))
         lines.append(
             _("Quiet hours %(start)s–%(end)s %(zone)s (normal priority waits them out).")
-            % {"start": quiet["start"], "end": quiet["end"], "zone": zone.label}
+            % {"start": quiet["start"], "end": quiet["end"], "zone": zones}
         )
     return lines
 

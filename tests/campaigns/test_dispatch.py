@@ -1003,3 +1003,19 @@ def test_messages_the_operator_reported_submitted_in_a_batch_that_then_failed_ex
 
     assert Delivery.objects.get(pk=first.pk).status == "expired"
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED_WITH_FAILURES
+
+
+def test_a_campaign_over_several_zones_is_held_while_it_is_night_in_any_of_them():
+    quiet = {"start": "21:00", "end": "06:00"}
+    schedule = dispatch.scheduling.schedule_normalize({"kind": "now", "quiet_hours": quiet})
+    # Kab. Blitar (WIB) and Kota Jayapura (WIT): times are entered in WIB, the first area's zone.
+    campaign = approved_campaign(schedule=schedule, area_codes=["35.05", "91.71"])
+    wib_1930 = utc(2030, 1, 7, 12, 30)  # 21:30 in Jayapura
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=schedule, now=wib_1930)
+    campaign.refresh_from_db()
+    assert campaign.next_run_at == utc(2030, 1, 7, 23, 0)  # 06:00 WIB, when it is day in both
+
+    run = dispatch.run_start(campaign_id=campaign.pk, now=campaign.next_run_at)
+    assert dispatch.is_quiet_for(run, utc(2030, 1, 8, 8, 0)) is None  # 15:00 WIB, 17:00 WIT
+    # 20:00 WIB is 22:00 in Jayapura: its batches wait until 06:00 WIB.
+    assert dispatch.is_quiet_for(run, utc(2030, 1, 8, 13, 0)) == utc(2030, 1, 8, 23, 0)

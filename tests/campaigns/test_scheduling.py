@@ -185,3 +185,20 @@ def test_normal_form_is_stable_for_hashing():
     a = schedule_normalize({"kind": "daily", "time": "13:00:00", "weekday_times": {"fri": "10:00"}})
     b = schedule_normalize({"kind": "daily", "time": "13:00", "weekday_times": {4: "10:00"}})
     assert a == b == {"kind": "daily", "time": "13:00", "weekday_times": {"4": "10:00"}}
+
+
+def test_quiet_hours_hold_until_it_is_day_in_every_zone_the_campaign_reaches():
+    schedule = schedule_normalize({"kind": "now", "quiet_hours": {"start": "21:00", "end": "06:00"}})
+    wib_and_wit = [BLORA, zone_for_area_code("91.71")]
+    # 19:30 WIB is 21:30 in Jayapura: its residents' night has begun, and it lasts until 06:00 in Blora.
+    evening = utc(2021, 7, 7, 12, 30)
+    assert first_start(schedule, zone=BLORA, now=evening, priority="normal", quiet_zones=wib_and_wit) == utc(
+        2021, 7, 7, 23, 0
+    )
+    # 05:30 WIB is already 07:30 in Jayapura, but still night in Blora.
+    assert quiet_hours_end(utc(2021, 7, 7, 22, 30), quiet_hours=schedule["quiet_hours"], zone=BLORA) == utc(
+        2021, 7, 7, 23, 0
+    )
+    afternoon = utc(2021, 7, 7, 8, 0)  # 15:00 WIB, 17:00 WIT
+    assert first_start(schedule, zone=BLORA, now=afternoon, priority="normal", quiet_zones=wib_and_wit) == afternoon
+    assert first_start(schedule, zone=BLORA, now=evening, priority="urgent", quiet_zones=wib_and_wit) == evening

@@ -1018,3 +1018,14 @@ def test_only_a_targeted_campaign_offers_the_per_recipient_report(areas, officer
         CampaignRunFactory(campaign=campaign)
         body = client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
         assert (f"/api/v1/campaigns/{campaign.pk}/report.csv" in body) is offered, mode
+
+
+def test_review_page_says_quiet_hours_hold_in_every_zone_the_campaign_reaches(officer_user, approver_user):
+    campaign = CampaignFactory(
+        author=officer_user,
+        area_codes=["35.05", "91.71"],
+        schedule={"kind": "now", "quiet_hours": {"start": "21:00", "end": "06:00"}},
+        status=Campaign.Status.PENDING_APPROVAL,
+    )
+    body = client_for(approver_user, "en").get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    assert "Quiet hours 21:00–06:00 WIB/WIT" in body
