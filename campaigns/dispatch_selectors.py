@@ -7,6 +7,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet, Sum
 
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
+from campaigns.selectors import campaign_zone
 from operators.models import Operator
 from smsblast.text import spreadsheet_text
 
@@ -156,10 +157,14 @@ class _Echo:
 
 
 def campaign_report_rows(campaign: Campaign) -> Iterator[str]:
-    """Yield the campaign's delivery report as CSV lines, streamed from the database in chunks."""
+    """Yield the campaign's delivery report as CSV lines, streamed from the database in chunks.
+
+    Times carry the offset of the campaign's zone, as its pages show them and its schedule is entered.
+    """
     writer = csv.writer(_Echo())
     yield writer.writerow(REPORT_COLUMNS)
-    runs = dict(campaign.runs.values_list("pk", "scheduled_for"))
+    zone = campaign_zone(campaign).tzinfo
+    runs = {pk: moment.astimezone(zone).isoformat() for pk, moment in campaign.runs.values_list("pk", "scheduled_for")}
     slugs = dict(Operator.objects.values_list("pk", "slug"))
     rows = (
         Delivery.objects.filter(run__campaign=campaign)
@@ -183,7 +188,7 @@ def campaign_report_rows(campaign: Campaign) -> Iterator[str]:
         yield writer.writerow(
             [
                 run_id,
-                runs[run_id].isoformat() if run_id in runs else "",
+                runs.get(run_id, ""),
                 message_id,
                 msisdn,
                 slugs.get(operator_id, ""),
@@ -191,6 +196,6 @@ def campaign_report_rows(campaign: Campaign) -> Iterator[str]:
                 spreadsheet_text(reason),
                 spreadsheet_text(ref),
                 spreadsheet_text(code),
-                done_at.isoformat() if done_at else "",
+                done_at.astimezone(zone).isoformat() if done_at else "",
             ]
         )

@@ -278,3 +278,17 @@ def test_report_csv_is_documented_as_csv(api_client_for, sent_run, approver):
     answer = client.get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv")
     assert answer.status_code == 200
     assert answer_mismatches(schema, "/api/v1/campaigns/{id}/report.csv", "get", answer) == []
+
+
+def test_report_csv_gives_times_in_the_campaigns_zone_as_the_campaign_page_shows_them(api_client_for, sent_run):
+    from datetime import UTC, datetime
+
+    from campaigns.models import CampaignRun, Delivery
+
+    CampaignRun.objects.filter(pk=sent_run.pk).update(scheduled_for=datetime(2021, 7, 8, 6, 0, tzinfo=UTC))
+    Delivery.objects.filter(run=sent_run).update(done_at=datetime(2021, 7, 8, 6, 5, tzinfo=UTC))
+    response = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    # Kab. Blitar is in WIB: the 06:00 UTC run is the 13:00 run the officer scheduled.
+    assert {row["scheduled_for"] for row in rows} == {"2021-07-08T13:00:00+07:00"}
+    assert {row["done_at"] for row in rows} == {"2021-07-08T13:05:00+07:00"}
