@@ -198,6 +198,9 @@ def campaign_update(*, campaign: Campaign, actor: User, data: dict[str, Any]) ->
         raise ServiceInvalid(f"These fields cannot be edited: {', '.join(sorted(unknown))}.")
     current = _locked_status(campaign, "update")
     fields = _clean_fields(data, area_codes=campaign.area_codes, polygon=campaign.polygon)
+    if "schedule" in fields and _schedule_meaning(fields["schedule"]) == _schedule_meaning(campaign.schedule):
+        # No schedule and {"kind": "now"} are one send; keeping the stored spelling keeps the hash it was approved at.
+        fields["schedule"] = campaign.schedule
 
     old_hash = campaign_content_hash(campaign)
     changed = sorted(name for name, value in fields.items() if getattr(campaign, name) != value)
@@ -646,6 +649,14 @@ def _audience_problem(audience: dict) -> str:
 def _has_nul(value: Any) -> bool:
     """Return whether a JSON value holds a NUL character, which PostgreSQL's jsonb cannot store."""
     return value is not None and "\\u0000" in json.dumps(value)
+
+
+def _schedule_meaning(schedule) -> dict | None:
+    """Return a schedule's normal form, an empty one being "now" (as dispatch reads it); None if malformed."""
+    try:
+        return scheduling.schedule_normalize(schedule or {"kind": "now"})
+    except scheduling.ScheduleError:
+        return None
 
 
 def _schedule_checked(schedule: dict, area_codes, polygon) -> dict:

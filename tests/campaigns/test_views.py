@@ -1029,3 +1029,14 @@ def test_review_page_says_quiet_hours_hold_in_every_zone_the_campaign_reaches(of
     )
     body = client_for(approver_user, "en").get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
     assert "Quiet hours 21:00–06:00 WIB/WIT" in body
+
+
+def test_saving_an_approved_campaign_unchanged_keeps_its_approval_when_it_was_approved_without_a_schedule():
+    # Created through the API without a schedule: stored empty, which means "once, as soon as approved".
+    campaign = approved_campaign(schedule={})
+    data = compose_data(title=campaign.title, text=campaign.text, sender=campaign.sender)
+    response = client_for(campaign.author).post(reverse("campaigns:edit", args=[campaign.pk]), data)
+    assert response.status_code == 302
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
+    assert Approval.objects.get(campaign=campaign).voided_at is None
