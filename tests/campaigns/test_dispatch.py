@@ -1019,3 +1019,24 @@ def test_a_campaign_over_several_zones_is_held_while_it_is_night_in_any_of_them(
     assert dispatch.is_quiet_for(run, utc(2030, 1, 8, 8, 0)) is None  # 15:00 WIB, 17:00 WIT
     # 20:00 WIB is 22:00 in Jayapura: its batches wait until 06:00 WIB.
     assert dispatch.is_quiet_for(run, utc(2030, 1, 8, 13, 0)) == utc(2030, 1, 8, 23, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_starting_as_the_previous_one_completes_records_the_state_it_started_from():
+    skip_unless_postgresql()
+    campaign, thursday = _blora_thursday_run_sent()
+    Delivery.objects.filter(run_id=thursday).update(status="delivered")
+    friday_10 = utc(2021, 7, 9, 3, 0)
+    started = []
+    errors = race_behind_a_row(
+        campaign,
+        lambda: dispatch.run_check_complete(run_id=thursday, now=friday_10),
+        lambda: started.append(dispatch.run_start(campaign_id=campaign.pk, now=friday_10)),
+        second_may_pass=True,
+    )
+    assert errors == []
+    (friday,) = started
+    # The Thursday run completed first (sending → scheduled); the Friday run then started from scheduled.
+    event = AuditEvent.objects.get(action="campaign.run_start", details__run_id=friday.pk)
+    assert (event.from_state, event.to_state) == ("scheduled", "sending")
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SENDING
