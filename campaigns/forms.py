@@ -204,6 +204,11 @@ class CampaignForm(forms.Form):
                 error.field, "quiet_end" if error.field == "quiet_hours" else "schedule_kind"
             )
             self.add_error(field, SCHEDULE_ERROR_MESSAGES.get(error.field, str(error)))
+            return cleaned
+        if cleaned.get("mode") == Mode.AREA_BROADCAST and cleaned["schedule"] != {"kind": "now"}:
+            # Submit refuses it too: the broadcast goes out once, in its window, whatever schedule was approved.
+            message = _("An area broadcast is sent in its window: send it once, as soon as approved, no quiet hours.")
+            self.add_error("schedule_kind", message)
         return cleaned
 
     def _clean_broadcast_window(self, cleaned: dict) -> None:

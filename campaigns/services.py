@@ -696,6 +696,9 @@ def _check_complete(campaign: Campaign) -> None:
     if campaign.mode == Mode.TARGETED and campaign.exercise:
         # Only an area broadcast can be limited to test endpoints; a targeted run reaches real subscribers.
         errors["exercise"] = "Only an area broadcast can be an exercise; a targeted campaign reaches real subscribers."
+    if campaign.mode == Mode.AREA_BROADCAST and _schedule_meaning(campaign.schedule) != {"kind": "now"}:
+        # It goes out once, in its window: another schedule or quiet hours would be approved and never followed.
+        errors["schedule"] = "An area broadcast is sent in its window; leave its schedule at now, without quiet hours."
     if campaign.mode == Mode.AREA_BROADCAST:
         from operators.broadcasts import broadcast_errors  # window, area and operator rules of area broadcasts
 

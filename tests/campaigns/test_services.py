@@ -242,6 +242,30 @@ def test_submit_refuses_a_targeted_exercise_which_would_reach_real_subscribers(o
     assert campaign.status == Status.DRAFT
 
 
+@pytest.mark.parametrize(
+    ("schedule", "refused"),
+    [
+        ({"kind": "daily", "time": "13:00"}, True),
+        ({"kind": "once", "at": "2030-01-07T10:00"}, True),
+        ({"kind": "now", "quiet_hours": {"start": "21:00", "end": "06:00"}}, True),
+        ({"kind": "now"}, False),
+        ({}, False),
+    ],
+)
+def test_submit_refuses_an_area_broadcast_with_a_schedule_its_window_ignores(officer, areas, schedule, refused):
+    # An area broadcast goes out once, in its window: a daily schedule or quiet hours would be approved and ignored.
+    from tests.operators.area_scripted import broadcast_campaign
+
+    campaign = broadcast_campaign(approved=False, author=officer, schedule=schedule)
+    try:
+        campaign_submit(campaign=campaign, actor=officer)
+    except ServiceInvalid as exc:
+        errors = exc.errors
+    else:
+        errors = {}
+    assert ("schedule" in errors) is refused
+
+
 def test_submit_accepts_a_polygon_without_area_codes(officer):
     polygon = {"type": "Polygon", "coordinates": [[[112.1, -8.1], [112.3, -8.1], [112.3, -8.2], [112.1, -8.1]]]}
     campaign = CampaignFactory(author=officer, area_codes=[], polygon=polygon)

@@ -207,6 +207,10 @@ def test_compose_creates_a_draft_through_the_service_with_its_schedule(officer_u
         ({"schedule_kind": "once", "schedule_at": "9999-12-31T23:59"}, "antara tahun 2000 dan 9998"),
         ({"quiet_start": "21:00", "quiet_end": "21:00"}, "Jam tenang tidak boleh mulai dan selesai"),
         (
+            {"mode": "area_broadcast", "schedule_kind": "daily", "schedule_time": "09:00"},
+            "Siaran wilayah dikirim dalam jendela waktunya",
+        ),
+        (
             {"schedule_kind": "daily", "schedule_time": "09:00", "schedule_until": "2020-01-01"},
             "Tanggal ini sudah lewat di WIB",
         ),
