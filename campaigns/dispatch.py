@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from campaigns import scheduling
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch, Mode, Priority
-from campaigns.selectors import campaign_zone, campaign_zones, target_zones
+from campaigns.selectors import campaign_zone, campaign_zones, target_zone
 from campaigns.services import (
     campaign_approval_is_valid,
     campaign_content_hash,
@@ -936,6 +936,11 @@ def is_quiet_for(run: CampaignRun, now: datetime) -> datetime | None:
         return None
     zones = [zone for name in frozen.get("quiet_zones") or [] if (zone := scheduling.zone_named(name))]
     if not zones:
-        # A run started before it kept every zone it reaches: the zones of its frozen target.
-        zones = target_zones(frozen.get("area_codes"), frozen.get("polygon"))
+        # A run started before runs kept every zone they reach: its own zone and those of its areas. Its polygon's
+        # province is not looked up again here, on every lease of one of its batches.
+        own = scheduling.zone_named(frozen.get("zone"))
+        zones = [own or target_zone(frozen.get("area_codes"), frozen.get("polygon"))]
+        for code in frozen.get("area_codes") or []:
+            if (zone := scheduling.zone_for_area_code(code)) not in zones:
+                zones.append(zone)
     return scheduling.quiet_hours_end_in(now, quiet_hours=frozen["quiet_hours"], zones=zones)

@@ -1040,3 +1040,14 @@ def test_a_run_starting_as_the_previous_one_completes_records_the_state_it_start
     event = AuditEvent.objects.get(action="campaign.run_start", details__run_id=friday.pk)
     assert (event.from_state, event.to_state) == ("scheduled", "sending")
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SENDING
+
+
+def test_a_run_started_before_runs_kept_their_zones_is_still_held_in_each_zone_of_its_areas():
+    campaign = approved_campaign(area_codes=["35.05", "91.71"])
+    run = sending_run(campaign)
+    frozen = {**run.frozen, "quiet_hours": {"start": "21:00", "end": "06:00"}, "zone": "Asia/Jakarta"}
+    frozen.pop("quiet_zones", None)
+    CampaignRun.objects.filter(pk=run.pk).update(frozen=frozen)
+    run.refresh_from_db()
+    # 20:00 WIB is 22:00 in Jayapura.
+    assert dispatch.is_quiet_for(run, utc(2030, 1, 8, 13, 0)) == utc(2030, 1, 8, 23, 0)
