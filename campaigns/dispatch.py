@@ -213,7 +213,8 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
     now = now or timezone.now()
     # Locked, in the order run_check_complete, pause and cancel take it (campaign row first): the state read here
     # is the one the claim below moves from and its audit event names, not one a run completing meanwhile changed.
-    campaign = Campaign.objects.select_for_update().filter(pk=campaign_id, status__in=STARTABLE).first()
+    # No stronger than the claim's UPDATE: a fan-out of an earlier run, re-checking its foreign key, is not held up.
+    campaign = Campaign.objects.select_for_update(no_key=True).filter(pk=campaign_id, status__in=STARTABLE).first()
     if campaign is None or campaign.next_run_at is None or campaign.next_run_at > now:
         return None
     claimed = scheduled_for = campaign.next_run_at
