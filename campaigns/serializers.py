@@ -135,11 +135,24 @@ class CampaignListSerializer(serializers.ModelSerializer):
         ]
 
 
+class SkippedByReasonSerializer(serializers.Serializer):
+    """Numbers in the area a run would leave out, by the reason its fan-out records."""
+
+    opted_out = serializers.IntegerField()
+    operator_inactive = serializers.IntegerField()
+    no_operator = serializers.IntegerField()
+
+
+SKIPPED_REASONS = ["", "operator_inactive", "no_operator"]
+
+
 class AudienceOperatorSerializer(serializers.Serializer):
     slug = serializers.CharField()
     name = serializers.CharField()
     recipients = serializers.IntegerField()
     opted_out = serializers.IntegerField()
+    skipped = serializers.IntegerField(help_text="Numbers not opted out that a run would skip, for skipped_reason.")
+    skipped_reason = serializers.ChoiceField(choices=SKIPPED_REASONS, help_text="Empty when the operator sends.")
     segments = serializers.IntegerField()
     cost = serializers.IntegerField()
 
@@ -149,6 +162,7 @@ class CampaignAudienceSerializer(serializers.Serializer):
 
     total = serializers.IntegerField(help_text="Recipients: subscribers in the area and audience not opted out.")
     opted_out = serializers.IntegerField()
+    skipped = SkippedByReasonSerializer()
     by_operator = AudienceOperatorSerializer(many=True)
     segments = serializers.IntegerField()
     segments_per_message = serializers.IntegerField()

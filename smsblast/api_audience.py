@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.scheduling import zone_for_area_code
+from campaigns.serializers import SKIPPED_REASONS, SkippedByReasonSerializer
 from campaigns.services import _audience_problem as audience_problem
 from smsblast import optout, selectors, services
 from smsblast.api import FileContentNegotiation, Pagination
@@ -501,6 +502,8 @@ class OperatorShareSerializer(serializers.Serializer):
     name = serializers.CharField()
     recipients = serializers.IntegerField()
     opted_out = serializers.IntegerField()
+    skipped = serializers.IntegerField(help_text="Numbers not opted out that a run would skip, for skipped_reason.")
+    skipped_reason = serializers.ChoiceField(choices=SKIPPED_REASONS, help_text="Empty when the operator sends.")
     segments = serializers.IntegerField()
     tariff_per_segment = serializers.IntegerField()
     cost = serializers.IntegerField()
@@ -511,11 +514,13 @@ class KecamatanShareSerializer(serializers.Serializer):
     name = serializers.CharField()
     recipients = serializers.IntegerField()
     opted_out = serializers.IntegerField()
+    skipped = serializers.IntegerField(help_text="Numbers not opted out that a run would skip.")
 
 
 class AudiencePreviewResultSerializer(serializers.Serializer):
     recipients = serializers.IntegerField()
     opted_out = serializers.IntegerField()
+    skipped = SkippedByReasonSerializer()
     segments_per_message = serializers.IntegerField()
     segments = serializers.IntegerField()
     cost = serializers.IntegerField()
