@@ -193,13 +193,14 @@ class _Feed:
         return self.lines.pop(0)
 
 
-def records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str] | None, str]]:
-    """Yield (line number, cells, raw text) per record; cells are None (and the raw text given) when malformed.
+def records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, int, list[str] | None, str]]:
+    """Yield (first line, last line, cells, raw text) per record; cells are None (and the raw given) when malformed.
 
     A record ends on its first line unless a quote opened on it is closed on one of the next
     MAX_RECORD_LINES - 1 lines. A quote never closed, a cell over the csv size limit or a NUL
     character makes that line alone a malformed record, and reading goes on with the next line, so
-    one bad line never hides the rows after it. The line number is the record's last line.
+    one bad line never hides the rows after it. A record is reported at its first line, where its
+    number is; its last line is where reading can resume after it.
     """
     source = iter(lines)
     backlog: list[str] = []  # lines to read again, last first
@@ -236,9 +237,11 @@ def records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[st
             backlog.extend(reversed(feed.lines))
             taken = taken[: len(taken) - len(feed.lines)]
             feed.lines = []
+        first = line + 1
         line += len(taken)
         # The raw text of a malformed record is kept for the person who fixes the file; NUL cannot be stored.
-        yield line, cells, "" if cells is not None else "".join(taken).rstrip("\r\n").replace("\x00", "\ufffd")
+        raw = "" if cells is not None else "".join(taken).rstrip("\r\n").replace("\x00", "\ufffd")
+        yield first, line, cells, raw
 
 
 def _decode_prefix(head: bytes) -> str:

@@ -643,7 +643,9 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             position = handle.buffer.tell
             rows = importer.records(handle, delimiter)
             # The header is the first line that is not blank, as importer.inspect found it.
-            line = next((line for line, fields, _raw in rows if fields is None or any(fields)), 0)
+            line, last_line, _fields, _raw = next(
+                (record for record in rows if record[2] is None or any(record[2])), (0, 0, None, "")
+            )
             replaying = skip_through > 0
 
             def reject(reason: str, fields: list[str]) -> None:
@@ -659,8 +661,8 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                         SubscriberImportRejection(subscriber_import=job, line=line, raw=raw[:1000], reason=reason)
                     )
 
-            for line, fields, raw_line in rows:
-                if replaying and line > skip_through:
+            for line, last_line, fields, raw_line in rows:  # noqa: B007 - reject() reports `line`
+                if replaying and last_line > skip_through:
                     replaying = False
                 if fields is None:
                     if not replaying:
@@ -714,11 +716,11 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                 chunk.rows.append((e164, area, operator_for(e164), name, language, lat, lon))
                 if len(chunk.rows) >= IMPORT_CHUNK:
                     rejected_file.flush()
-                    chunk.line, chunk.bytes_read = line, position()
+                    chunk.line, chunk.bytes_read = last_line, position()
                     committer.submit(chunk)
                     chunk = _Chunk()
             rejected_file.flush()
-            chunk.line, chunk.bytes_read = line, position()
+            chunk.line, chunk.bytes_read = last_line, position()
             committer.submit(chunk)
     finally:
         committer.close()

@@ -206,6 +206,25 @@ def test_a_quote_never_closed_is_reported_by_line_and_the_rows_after_it_are_impo
     assert not Subscriber.objects.filter(msisdn="+6281234567890").exists()
 
 
+def test_a_rejected_row_with_quoted_line_breaks_is_reported_at_the_line_where_it_starts(tmp_path, areas):
+    text = (
+        "nomor,kode_wilayah,nama\r\n"  # line 1
+        '081234567891,35.05.01,"Bu\r\nSri"\r\n'  # 2-3 accepted
+        '0812,35.05.01,"Jl. Merdeka\r\nRT 1\r\nRW 2"\r\n'  # 4-6 too_short: the number is on line 4
+        '081234567892,99.99,"Pak\nJoko"\r\n'  # 7-8 unknown_area
+        "081234567893,35.05.01,Bu Ani\r\n"  # 9 accepted
+    )
+    job = run_import(write(tmp_path, text))
+
+    assert (job.state, job.rows_read, job.created) == ("completed", 4, 2)
+    assert rejected_rows(job) == [(4, "too_short"), (7, "unknown_area")]
+    with open(job.rejected_path, newline="", encoding="utf-8") as handle:
+        assert [(row["line"], row["reason"]) for row in csv.DictReader(handle)] == [
+            ("4", "too_short"),
+            ("7", "unknown_area"),
+        ]
+
+
 def test_a_huge_cell_or_a_nul_past_the_sniffed_start_rejects_only_its_line(tmp_path, areas):
     padding = "".join(f"0812{i:08d},35.05.01,Nama {i}\n" for i in range(1, 4001))  # past the first 64 KB
     text = (
