@@ -94,6 +94,9 @@ def _read_area_rows(path: Path, result: AreasLoadResult) -> dict[str, tuple[str,
             if importer.area_code_of(code) != code or not name:
                 result.skipped.append((reader.line_num, f"not a Kemendagri code or no name: {code!r}"))
                 continue
+            if "\x00" in name:  # a damaged file; PostgreSQL cannot store the character
+                result.skipped.append((reader.line_num, f"a NUL character in the name of {code}"))
+                continue
             level = _LEVEL_BY_WORD.get((record.get("tingkat") or "").strip().casefold(), _level_of(code))
             if level != _level_of(code):
                 result.skipped.append((reader.line_num, f"level {level} does not match code {code}"))

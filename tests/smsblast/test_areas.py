@@ -105,6 +105,15 @@ def test_malformed_rows_are_skipped_and_reported(tmp_path, db):
     assert "parent 36 of 36.01 is unknown" in result.skipped[-1][1]
 
 
+def test_a_name_holding_a_nul_character_is_skipped_by_line_instead_of_stopping_the_load(tmp_path, db, capsys):
+    path = write_csv(tmp_path, ["35,Jawa Timur,provinsi,", "35.05,Kabupaten\x00 Blitar,kabupaten,35"])
+
+    call_command("load_areas", str(path), "--no-population")
+
+    assert list(Area.objects.values_list("code", flat=True)) == ["35"]
+    assert "skipped line 3: a NUL character in the name of 35.05" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("option", "content", "message"),
     [
