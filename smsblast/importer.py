@@ -78,6 +78,9 @@ SNIFF_BYTES = 64 * 1024
 # A quoted cell may hold line breaks, but one whose quote is never closed would swallow the rows after
 # it; a record gets at most this many lines to close its quotes.
 MAX_RECORD_LINES = 10
+# No row of subscribers comes near this many characters; a longer line is malformed, and `lines_of` reads it in
+# pieces so that a file of one huge line cannot take the worker's memory.
+MAX_LINE_CHARS = 1 << 20
 
 
 class Reject:
@@ -87,7 +90,7 @@ class Reject:
     UNKNOWN_AREA = "unknown_area"  # an area code that is not a Kemendagri code in the area table
     INVALID_LANGUAGE = "invalid_language"  # neither Indonesian nor English
     INVALID_COORDINATES = "invalid_coordinates"  # not numbers, or outside Indonesia's bounding box
-    MALFORMED_ROW = "malformed_row"  # a quote never closed, a cell over the csv size limit, a NUL or non-UTF-8 byte
+    MALFORMED_ROW = "malformed_row"  # a quote never closed, a cell or line too long, a NUL or non-UTF-8 byte
 
 
 class FileRefused(ValueError):
@@ -178,6 +181,20 @@ def inspect(path: Path) -> Layout:
     return layout
 
 
+def lines_of(handle) -> Iterator[str]:
+    """Yield the lines of a text file; a line over MAX_LINE_CHARS is skipped in pieces and yielded cut short.
+
+    The cut line is one character longer than MAX_LINE_CHARS, which `records` reports as malformed.
+    """
+    limit = MAX_LINE_CHARS
+    while line := handle.readline(limit):
+        if len(line) == limit and not line.endswith(("\n", "\r")):
+            while (rest := handle.readline(limit)) and not rest.endswith(("\n", "\r")):
+                pass
+            line += "\n"
+        yield line
+
+
 class _Feed:
     """The lines of one record, handed to a csv reader that keeps its state between records."""
 
@@ -197,10 +214,10 @@ def records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, int, li
     """Yield (first line, last line, cells, raw text) per record; cells are None (and the raw given) when malformed.
 
     A record ends on its first line unless a quote opened on it is closed on one of the next
-    MAX_RECORD_LINES - 1 lines. A quote never closed, a cell over the csv size limit or a NUL
-    character makes that line alone a malformed record, and reading goes on with the next line, so
-    one bad line never hides the rows after it. A record is reported at its first line, where its
-    number is; its last line is where reading can resume after it.
+    MAX_RECORD_LINES - 1 lines. A quote never closed, a cell over the csv size limit, a line over
+    MAX_LINE_CHARS or a NUL character makes that line alone a malformed record, and reading goes on
+    with the next line, so one bad line never hides the rows after it. A record is reported at its
+    first line, where its number is; its last line is where reading can resume after it.
     """
     source = iter(lines)
     backlog: list[str] = []  # lines to read again, last first
@@ -226,7 +243,8 @@ def records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, int, li
         try:
             # NUL cannot be stored; U+FFFD stands for a byte that was not UTF-8 (the file is read with
             # errors="replace"), so the row's text would be stored garbled.
-            cells = None if any("\x00" in text or "\ufffd" in text for text in taken) else next(reader, [])
+            damaged = any("\x00" in text or "\ufffd" in text or len(text) > MAX_LINE_CHARS for text in taken)
+            cells = None if damaged else next(reader, [])
         except csv.Error:
             cells = None
         if cells is None:

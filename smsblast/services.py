@@ -644,7 +644,7 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             rejected_csv.writerow(["line", "reason", "raw"])
             # The binary buffer's position (read ahead by at most one block) measures progress.
             position = handle.buffer.tell
-            rows = importer.records(handle, delimiter)
+            rows = importer.records(importer.lines_of(handle), delimiter)
             # The header is the first line that is not blank, as importer.inspect found it.
             line, last_line, _fields, _raw = next(
                 (record for record in rows if record[2] is None or any(record[2])), (0, 0, None, "")

@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 
 from operators.models import Operator
-from smsblast import services
+from smsblast import importer, services
 from smsblast.models import AuditEvent, Subscriber, SubscriberImport
 from smsblast.tasks import subscriber_import_run as import_task
 from tests.smsblast.factories import AreaFactory, SubscriberFactory
@@ -241,6 +241,22 @@ def test_a_huge_cell_or_a_nul_past_the_sniffed_start_rejects_only_its_line(tmp_p
     assert (job.state, job.created, job.rejected) == ("completed", 4001, 2)
     assert rejected_rows(job) == [(4002, "malformed_row"), (4003, "malformed_row")]
     assert job.rejections.get(line=4003).raw == "081299999991,35.05.01,Bu\ufffddi"
+
+
+def test_a_line_longer_than_the_line_limit_is_rejected_by_line_without_being_read_whole(tmp_path, areas, monkeypatch):
+    monkeypatch.setattr(importer, "MAX_LINE_CHARS", 100, raising=False)
+    text = (
+        "nomor,kode_wilayah,nama\n"
+        "081234567890,35.05.01,Bu Sri\n"  # line 2
+        "081234567891,35.05.01," + ",".join(["x" * 30] * 10) + "\n"  # 3: every cell is short, the line is not
+        "081234567892,35.05.01,Pak Joko\n"  # 4
+    )
+    job = run_import(write(tmp_path, text))
+
+    assert (job.state, job.rows_read, job.created) == ("completed", 3, 2)
+    assert rejected_rows(job) == [(3, "malformed_row")]
+    assert len(job.rejections.get().raw) <= 101
+    assert not Subscriber.objects.filter(msisdn="+6281234567891").exists()
 
 
 def test_a_byte_that_is_not_utf8_past_the_sniffed_start_rejects_its_line_instead_of_garbling_it(tmp_path, areas):
