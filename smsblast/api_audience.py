@@ -441,7 +441,11 @@ class SubscriberImportDetailView(APIView):
 
 
 class SubscriberImportResumeView(APIView):
-    """Resume a failed import after its last committed chunk: 202 with the job, 409 unless it failed."""
+    """Resume an import after its last committed chunk: 202 with the job.
+
+    409 unless it failed or, pending or running, has shown no sign of life for SUBSCRIBER_IMPORT_STALE_SECONDS
+    (its task was lost or its worker killed).
+    """
 
     permission_classes = [IsOfficer]
 

@@ -4,6 +4,7 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Role(models.TextChoices):
@@ -222,8 +223,13 @@ class SubscriberImport(models.Model):
     rejected_by_reason = models.JSONField(default=dict, blank=True)  # {"invalid": 12, "unknown_area": 3}
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when a run claims the job; a run writes only while the job still bears its start, so a run judged
+    # dead and replaced cannot write beside the one that replaced it.
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Last sign of life: queued, claimed, a chunk committed or read again. A pending or running job silent for
+    # SUBSCRIBER_IMPORT_STALE_SECONDS lost its task or its worker, and may be resumed.
+    heartbeat_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at"]

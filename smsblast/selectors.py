@@ -3,12 +3,15 @@
 import re
 import time
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 import shapely
+from django.conf import settings
 from django.db.models import BooleanField, Case, Count, ExpressionWrapper, IntegerField, Q, QuerySet, Value, When
 from django.db.models.functions import Substr
 from django.db.models.lookups import In
+from django.utils import timezone
 from shapely.errors import ShapelyError
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
@@ -18,7 +21,7 @@ from operators import areageom
 from operators.models import Operator
 from smsblast import sms
 from smsblast.errors import ServiceInvalid
-from smsblast.models import Area, AreaLevel, Subscriber, area_subtree_q
+from smsblast.models import Area, AreaLevel, Subscriber, SubscriberImport, area_subtree_q
 from smsblast.phones import PrefixTable
 from smsblast.text import search_key
 
@@ -408,3 +411,14 @@ def _skipped_by_reason(by_operator: list[dict]) -> dict[str, int]:
         if entry["skipped_reason"]:
             skipped[entry["skipped_reason"]] += entry["skipped"]
     return skipped
+
+
+def subscriber_imports_stalled_q() -> Q:
+    """Match pending or running imports silent for SUBSCRIBER_IMPORT_STALE_SECONDS: task lost or worker killed."""
+    cutoff = timezone.now() - timedelta(seconds=settings.SUBSCRIBER_IMPORT_STALE_SECONDS)
+    return Q(state__in=[SubscriberImport.State.PENDING, SubscriberImport.State.RUNNING], heartbeat_at__lt=cutoff)
+
+
+def subscriber_import_is_stalled(job: SubscriberImport) -> bool:
+    """Whether an import is pending or running yet has shown no sign of life for a while (it may be resumed)."""
+    return SubscriberImport.objects.filter(subscriber_imports_stalled_q(), pk=job.pk).exists()

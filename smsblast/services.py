@@ -16,6 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from smsblast import importer, selectors
@@ -454,7 +455,10 @@ class _ChunkCommitter:
             job.rejected_by_reason = dict(sorted((Counter(job.rejected_by_reason) + chunk.rejected).items()))
             job.lines_done = chunk.line
             job.bytes_read = chunk.bytes_read
-            job.save(update_fields=_PROGRESS_FIELDS)
+            # Rolls the chunk back if another run took the job over meanwhile.
+            _import_owned_update(
+                job, heartbeat_at=timezone.now(), **{name: getattr(job, name) for name in _PROGRESS_FIELDS}
+            )
         rate = job.rows_read / max(time.monotonic() - self.started, 1e-6)
         self.say(
             f"{job.rows_read:,} of ~{job.total_rows:,} rows: {job.created:,} created, {job.updated:,} updated, "
@@ -472,6 +476,18 @@ _PROGRESS_FIELDS = [
     "lines_done",
     "bytes_read",
 ]
+
+
+def _import_owned_update(job: SubscriberImport, **fields) -> None:
+    """Update a running job only while this run owns it (the job still bears its start), else raise ServiceConflict.
+
+    A job judged dead and resumed is claimed again with a new start, so the run it replaced writes nothing more.
+    """
+    owned = SubscriberImport.objects.filter(
+        pk=job.pk, state=SubscriberImport.State.RUNNING, started_at=job.started_at
+    ).update(**fields)
+    if not owned:
+        raise ServiceConflict(f"Import #{job.pk} was resumed by another run; this run stops.")
 
 
 def _area_resolver(layout: importer.Layout) -> Callable[[str], str | None] | None:
@@ -513,9 +529,10 @@ def subscriber_import_run(*, subscriber_import: SubscriberImport, progress: Prog
     rejected file, the first KEPT_REJECTIONS also to the database.
     """
     pk = subscriber_import.pk
+    now = timezone.now()
     claimed = SubscriberImport.objects.filter(
         pk=pk, state__in=[SubscriberImport.State.PENDING, SubscriberImport.State.FAILED]
-    ).update(state=SubscriberImport.State.RUNNING, started_at=timezone.now(), error="")
+    ).update(state=SubscriberImport.State.RUNNING, started_at=now, heartbeat_at=now, error="")
     job = SubscriberImport.objects.get(pk=pk)
     if not claimed:
         if job.state == SubscriberImport.State.COMPLETED:
@@ -529,10 +546,12 @@ def subscriber_import_run(*, subscriber_import: SubscriberImport, progress: Prog
     except Exception as exc:
         logger.exception("subscriber import %s failed", pk)
         message = f"{type(exc).__name__}: {exc}"[:2000]
-        SubscriberImport.objects.filter(pk=pk).update(
-            state=SubscriberImport.State.FAILED, error=message, finished_at=timezone.now()
-        )
+        failed = SubscriberImport.objects.filter(
+            pk=pk, state=SubscriberImport.State.RUNNING, started_at=job.started_at
+        ).update(state=SubscriberImport.State.FAILED, error=message, finished_at=timezone.now())
         job.refresh_from_db()
+        if not failed:  # another run took the job over; it is that run's to finish
+            return job
         audit_record(
             actor=None,
             action="subscriber_import.fail",
@@ -556,22 +575,35 @@ def subscriber_import_run(*, subscriber_import: SubscriberImport, progress: Prog
 
 @transaction.atomic
 def subscriber_import_resume(*, subscriber_import: SubscriberImport, actor: User | None) -> SubscriberImport:
-    """Queue a failed import again: a worker continues after the last chunk it committed (failed → pending)."""
+    """Queue an import again: a worker continues after the last chunk committed (failed, pending or running → pending).
+
+    A failed import may be resumed at once; a pending or running one only when it has shown no sign of life
+    for SUBSCRIBER_IMPORT_STALE_SECONDS (its task was lost or its worker killed). A run it replaces, should it
+    still be alive, writes nothing more (see `_import_owned_update`).
+    """
     job = subscriber_import
     if not Path(job.file_path).is_file():
         raise ServiceConflict(f"The file of import #{job.pk} is no longer kept; upload it again.")
-    changed = SubscriberImport.objects.filter(pk=job.pk, state=SubscriberImport.State.FAILED).update(
-        state=SubscriberImport.State.PENDING, error="", finished_at=None
+    job.refresh_from_db(fields=["state"])
+    from_state = job.state
+    changed = (
+        SubscriberImport.objects.filter(pk=job.pk, state=from_state)
+        .filter(Q(state=SubscriberImport.State.FAILED) | selectors.subscriber_imports_stalled_q())
+        .update(state=SubscriberImport.State.PENDING, error="", finished_at=None, heartbeat_at=timezone.now())
     )
     if not changed:
         job.refresh_from_db()
-        raise ServiceConflict(f"Only a failed import can be resumed; import #{job.pk} is {job.state}.")
+        minutes = round(settings.SUBSCRIBER_IMPORT_STALE_SECONDS / 60)
+        raise ServiceConflict(
+            f"Only a failed import, or a pending or running one that has shown no sign of life for {minutes} "
+            f"minutes, can be resumed; import #{job.pk} is {job.state}."
+        )
     job.refresh_from_db()
     audit_record(
         actor=actor,
         action="subscriber_import.resume",
         obj=job,
-        from_state=SubscriberImport.State.FAILED,
+        from_state=from_state,
         to_state=job.state,
         details={"lines_done": job.lines_done},
     )
@@ -667,6 +699,8 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             for line, last_line, fields, raw_line in rows:  # noqa: B007 - reject() reports `line`
                 if replaying and last_line > skip_through:
                     replaying = False
+                elif replaying and line % IMPORT_CHUNK == 0:  # reading the done lines again takes a while
+                    _import_owned_update(job, heartbeat_at=timezone.now())
                 if fields is None:
                     if not replaying:
                         chunk.rows_read += 1
@@ -727,8 +761,8 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             committer.submit(chunk)
     finally:
         committer.close()
-    SubscriberImport.objects.filter(pk=job.pk).update(
-        state=SubscriberImport.State.COMPLETED, total_rows=job.rows_read, finished_at=timezone.now()
+    _import_owned_update(
+        job, state=SubscriberImport.State.COMPLETED, total_rows=job.rows_read, finished_at=timezone.now()
     )
 
 

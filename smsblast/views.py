@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 from campaigns.models import DispatchBatch
 from campaigns.views import role_required
 from operators.models import Operator
-from smsblast import importer, services
+from smsblast import importer, selectors, services
 from smsblast.errors import ServiceError
 from smsblast.forms import OptOutForm, SubscriberImportForm, SubscriberSearchForm
 from smsblast.models import Role, Subscriber, SubscriberImport
@@ -110,14 +110,18 @@ def subscriber_import_status(request: HttpRequest, pk: int) -> HttpResponse:
     """Show one import's progress (htmx polls it until done) and its rejected rows with reasons."""
     job = get_object_or_404(SubscriberImport, pk=pk)
     template = "smsblast/_import.html" if request.htmx else "smsblast/import.html"
-    return render(
-        request, template, {"job": job, "rejections": list(job.rejections.all()[:100]), "percent": _import_percent(job)}
-    )
+    context = {
+        "job": job,
+        "rejections": list(job.rejections.all()[:100]),
+        "percent": _import_percent(job),
+        "stalled": selectors.subscriber_import_is_stalled(job),
+    }
+    return render(request, template, context)
 
 
 @role_required(Role.OFFICER, Role.ADMIN)
 def subscriber_import_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    """Resume a failed import from its last committed chunk (POST), then show its progress."""
+    """Resume a failed or stalled import from its last committed chunk (POST), then show its progress."""
     job = get_object_or_404(SubscriberImport, pk=pk)
     if request.method != "POST":
         return redirect("subscriber_import", pk=job.pk)

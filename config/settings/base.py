@@ -121,6 +121,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=20 
 # The largest subscriber CSV taken in one upload (web page, API and admin); bigger files go in parts or
 # through `manage.py import_subscribers`, which has no limit.
 SUBSCRIBER_IMPORT_MAX_BYTES = env.int("SUBSCRIBER_IMPORT_MAX_BYTES", default=200 * 1024 * 1024)
+# A pending or running import silent this long (no chunk committed) lost its task or its worker; it may be resumed.
+SUBSCRIBER_IMPORT_STALE_SECONDS = env.int("SUBSCRIBER_IMPORT_STALE_SECONDS", default=300)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -2,11 +2,13 @@
 
 import csv
 import io
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
+from django.utils import timezone
 
 from operators.models import Operator
 from smsblast import importer, services
@@ -574,6 +576,55 @@ def test_only_a_failed_import_can_be_resumed_and_only_by_an_officer(
     response = api_client_for(officer).post(f"/api/v1/subscribers/imports/{job.pk}/resume/")
     assert response.status_code == 409
     assert "Only a failed import" in response.json()["detail"]
+
+
+def _import_left_running_by_a_dead_worker(tmp_path, monkeypatch) -> SubscriberImport:
+    """An import whose worker was killed after its first chunk of three rows: still `running`, the chunk saved."""
+    job = _failed_import(tmp_path, monkeypatch)
+    SubscriberImport.objects.filter(pk=job.pk).update(state=SubscriberImport.State.RUNNING, error="")
+    job.refresh_from_db()
+    return job
+
+
+def test_an_import_whose_worker_died_is_resumed_through_the_api_once_it_shows_no_sign_of_life(
+    tmp_path, areas, monkeypatch, api_client_for, officer, settings
+):
+    job = _import_left_running_by_a_dead_worker(tmp_path, monkeypatch)
+    client = api_client_for(officer)
+
+    response = client.post(f"/api/v1/subscribers/imports/{job.pk}/resume/")
+    assert response.status_code == 409  # it may still be running
+    assert "no sign of life" in response.json()["detail"]
+
+    SubscriberImport.objects.filter(pk=job.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=settings.SUBSCRIBER_IMPORT_STALE_SECONDS + 1)
+    )
+    response = client.post(f"/api/v1/subscribers/imports/{job.pk}/resume/")
+    assert response.status_code == 202, response.content
+    event = AuditEvent.objects.filter(action="subscriber_import.resume").get()
+    assert (event.from_state, event.to_state) == ("running", "pending")
+
+    import_task(job.pk)
+    job.refresh_from_db()
+    assert (job.state, job.rows_read, job.created) == ("completed", 7, 7)
+    assert Subscriber.objects.count() == 7
+
+
+# Outside a test transaction, so on PostgreSQL the chunks commit on the import's writer thread.
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_import_was_taken_over_commits_nothing_more(tmp_path, areas, monkeypatch):
+    monkeypatch.setattr(services, "IMPORT_CHUNK", 3)
+    path = write(tmp_path, "msisdn\n" + "\n".join(f"08123456{i:04d}" for i in range(7)) + "\n")
+    job = services.subscriber_import_create_from_path(path=path, user=None)
+
+    def taken_over_after_the_first_chunk(message):  # judged dead, resumed and claimed by another run
+        SubscriberImport.objects.filter(pk=job.pk).update(started_at=timezone.now() + timedelta(seconds=1))
+
+    stopped = services.subscriber_import_run(subscriber_import=job, progress=taken_over_after_the_first_chunk)
+
+    assert (stopped.state, stopped.created, stopped.lines_done) == ("running", 3, 4)  # left to the other run
+    assert Subscriber.objects.count() == 3
+    assert not AuditEvent.objects.filter(action__in=["subscriber_import.fail", "subscriber_import.complete"]).exists()
 
 
 def test_a_failed_import_whose_file_is_gone_cannot_be_resumed(tmp_path, areas, monkeypatch, api_client_for, officer):

@@ -1,6 +1,7 @@
 """Subscriber and operator pages through the Django test client."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -92,6 +93,24 @@ def test_a_failed_import_page_explains_in_the_users_language_and_offers_to_resum
     body = client.get(response["Location"]).content.decode()
     assert "Impor dilanjutkan setelah baris 1." in body
     assert "Lanjutkan impor" not in body  # nothing left to resume
+
+
+def test_an_import_whose_worker_died_offers_to_resume_once_it_shows_no_sign_of_life(officer_user, tmp_path, settings):
+    client, job = _one_line_import(officer_user, tmp_path, settings)
+    SubscriberImport.objects.filter(pk=job.pk).update(state="running")
+    page = reverse("subscriber_import", args=[job.pk])
+    assert reverse("subscriber_import_resume", args=[job.pk]) not in client.get(page).content.decode()
+
+    silent_since = timezone.now() - timedelta(seconds=settings.SUBSCRIBER_IMPORT_STALE_SECONDS + 1)
+    SubscriberImport.objects.filter(pk=job.pk).update(heartbeat_at=silent_since)
+    body = client.get(page).content.decode()
+    assert "Impor ini tidak menunjukkan kemajuan selama beberapa menit" in body
+    assert reverse("subscriber_import_resume", args=[job.pk]) in body
+
+    response = client.post(reverse("subscriber_import_resume", args=[job.pk]))
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.state == "pending"
 
 
 def test_resuming_an_import_that_did_not_fail_is_refused_in_the_users_language(officer_user, tmp_path, settings):
