@@ -306,13 +306,18 @@ def coordinates_of(latitude: str, longitude: str) -> tuple[float, float] | None:
 
 
 def count_lines(path: Path) -> int:
-    """Return the number of line breaks in a file, read in blocks (an estimate of its rows before reading)."""
-    count = 0
+    """Return the number of lines in a file, read in blocks (an estimate of its rows before reading).
+
+    Lines end in LF or CRLF, or in CR alone in a file saved with old Mac line endings (which has no LF).
+    """
+    newlines = returns = 0
     last = b""
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
-            count += block.count(b"\n")
+            newlines += block.count(b"\n")
+            returns += block.count(b"\r")
             last = block
-    if last and not last.endswith(b"\n"):
+    count, end = (newlines, b"\n") if newlines else (returns, b"\r")
+    if last and not last.rstrip(b"\x00").endswith(end):
         count += 1
     return count

@@ -151,6 +151,19 @@ def test_blank_lines_are_not_rows(tmp_path, areas):
 # --- rejections -------------------------------------------------------------------------------------------------
 
 
+def test_a_file_with_old_mac_line_endings_is_imported_by_line_and_its_row_estimate_shows_progress(
+    tmp_path, areas, monkeypatch
+):
+    monkeypatch.setattr(services, "IMPORT_CHUNK", 2)
+    text = 'nomor,kode_wilayah,nama\r081234567890,35.05.01,"Bu\rSri"\r081234567891,99.99,x\r081234567892,35.05.01,y\r'
+    progress = []
+    job = run_import(write(tmp_path, text), progress=progress.append)
+
+    assert (job.state, job.rows_read, job.created) == ("completed", 3, 2)
+    assert rejected_rows(job) == [(4, "unknown_area")]
+    assert "of ~4 rows" in progress[0]  # lines counted as the reader counts them, header aside
+
+
 def test_blank_lines_before_the_header_do_not_make_the_header_a_row(tmp_path, areas):
     job = run_import(write(tmp_path, "\n\r\nmsisdn;nama\n081234567890;Siti\n"))
 
