@@ -515,6 +515,30 @@ def test_import_subscribers_command_resumes_a_job_left_running_by_a_dead_worker(
     assert AuditEvent.objects.filter(object_id=str(job.pk), action="subscriber_import.interrupt").count() == 1
 
 
+def test_import_subscribers_command_refuses_a_file_and_resume_together(tmp_path, areas):
+    from django.core.management.base import CommandError
+
+    job = services.subscriber_import_create_from_path(path=write(tmp_path, "msisdn\n081234567890\n"), user=None)
+    other = write(tmp_path, "msisdn\n081234567891\n", name="other.csv")
+
+    with pytest.raises(CommandError, match="either a CSV file or --resume ID, not both"):
+        call_command("import_subscribers", str(other), "--resume", str(job.pk))
+    assert not Subscriber.objects.exists()
+
+
+def test_import_subscribers_command_resuming_a_job_whose_file_is_gone_says_so_and_changes_nothing(tmp_path, areas):
+    from django.core.management.base import CommandError
+
+    job = services.subscriber_import_create_from_path(path=write(tmp_path, "msisdn\n081234567890\n"), user=None)
+    SubscriberImport.objects.filter(pk=job.pk).update(state=SubscriberImport.State.RUNNING)
+    Path(job.file_path).unlink()
+
+    with pytest.raises(CommandError, match=f"The file of import #{job.pk} is no longer kept"):
+        call_command("import_subscribers", "--resume", str(job.pk))
+    job.refresh_from_db()
+    assert job.state == "running"
+
+
 def test_import_subscribers_command_refuses_a_file_without_numbers(tmp_path, db):
     from django.core.management.base import CommandError
 

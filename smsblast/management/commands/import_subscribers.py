@@ -26,10 +26,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, file: Path | None, resume: int | None, **options):
+        if resume is not None and file is not None:
+            raise CommandError("Give either a CSV file or --resume ID, not both.")
         if resume is not None:
             job = SubscriberImport.objects.filter(pk=resume).first()
             if job is None:
                 raise CommandError(f"There is no import #{resume}.")
+            if job.state != SubscriberImport.State.COMPLETED and not Path(job.file_path).is_file():
+                raise CommandError(
+                    f"The file of import #{job.pk} is no longer kept ({job.file_path}); import the file again."
+                )
             if job.state == SubscriberImport.State.RUNNING:
                 job = subscriber_import_interrupt(subscriber_import=job)
         elif file is None:
