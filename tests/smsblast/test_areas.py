@@ -105,6 +105,13 @@ def test_malformed_rows_are_skipped_and_reported(tmp_path, db):
     assert "parent 36 of 36.01 is unknown" in result.skipped[-1][1]
 
 
+def test_load_areas_given_a_folder_says_it_is_not_a_file(tmp_path, db):
+    with pytest.raises(CommandError, match=f"{tmp_path} is a folder, not a file."):
+        call_command("load_areas", str(tmp_path))
+    with pytest.raises(CommandError, match=f"{tmp_path / 'none.csv'} does not exist."):
+        call_command("load_areas", str(tmp_path / "none.csv"))
+
+
 def test_a_name_holding_a_nul_character_is_skipped_by_line_instead_of_stopping_the_load(tmp_path, db, capsys):
     path = write_csv(tmp_path, ["35,Jawa Timur,provinsi,", "35.05,Kabupaten\x00 Blitar,kabupaten,35"])
 

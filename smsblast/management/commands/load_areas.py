@@ -23,6 +23,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, csv: Path, population: Path | None, no_population: bool, boundaries, **options):
         for path in [csv, population, *boundaries]:
+            if path is not None and path.is_dir():
+                raise CommandError(f"{path} is a folder, not a file.")
             if path is not None and not path.is_file():
                 raise CommandError(f"{path} does not exist.")
         if population is None and not no_population and (csv.parent / "penduduk.csv").is_file():
