@@ -18,6 +18,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from shapely.errors import ShapelyError
+from shapely.geometry import shape
 
 from smsblast import importer, selectors
 from smsblast.audit import audit_history, audit_record
@@ -60,6 +62,8 @@ class AreasLoadResult:
     populations: int = 0
     boundaries: int = 0
     unknown_boundary_codes: list[str] = field(default_factory=list)
+    # Codes whose boundary's coordinates could not be read as a polygon: not attached.
+    unreadable_boundary_codes: list[str] = field(default_factory=list)
 
 
 def _level_of(code: str) -> str:
@@ -169,9 +173,10 @@ def areas_load(
         result.populations = _areas_load_population(Path(population_path))
         say(f"set the population of {result.populations:,} areas")
     for boundary_path in boundary_paths:
-        attached, unknown = _areas_load_boundaries(Path(boundary_path))
+        attached, unknown, unreadable = _areas_load_boundaries(Path(boundary_path))
         result.boundaries += attached
         result.unknown_boundary_codes.extend(unknown)
+        result.unreadable_boundary_codes.extend(unreadable)
         say(f"attached {attached:,} boundaries from {Path(boundary_path).name}")
     return result
 
@@ -185,7 +190,7 @@ def areas_set_population(*, path: Path, codes: Iterable[str] | None = None) -> i
 @transaction.atomic
 def areas_attach_boundaries(*, path: Path, codes: Iterable[str] | None = None) -> int:
     """Attach the GeoJSON boundaries of a file to their areas, only for `codes` when given; return how many."""
-    attached, _unknown = _areas_load_boundaries(Path(path), codes=codes)
+    attached, _unknown, _unreadable = _areas_load_boundaries(Path(path), codes=codes)
     return attached
 
 
@@ -205,14 +210,19 @@ def _areas_load_population(path: Path, codes: Iterable[str] | None = None) -> in
     return len(areas)
 
 
-def _areas_load_boundaries(path: Path, codes: Iterable[str] | None = None) -> tuple[int, list[str]]:
-    """Attach the geometry of each feature of a GeoJSON file to the area named by its `kode` property."""
+def _areas_load_boundaries(path: Path, codes: Iterable[str] | None = None) -> tuple[int, list[str], list[str]]:
+    """Attach the geometry of each feature of a GeoJSON file to the area named by its `kode` property.
+
+    Return how many were attached, the codes naming no area and those whose coordinates cannot be read
+    (left unattached, so that the boundaries around the area stand in for it).
+    """
     wanted = None if codes is None else set(codes)
     with _readable(path), open(path, encoding="utf-8") as handle:
         collection = json.load(handle)
     if not isinstance(collection, dict) or not isinstance(collection.get("features", []), list):
         raise ServiceInvalid(f"{path.name} is not a GeoJSON FeatureCollection.")
     geometries = {}
+    unreadable = []
     for feature in collection.get("features", []):
         if not isinstance(feature, dict) or not isinstance(feature.get("properties") or {}, dict):
             continue
@@ -221,12 +231,19 @@ def _areas_load_boundaries(path: Path, codes: Iterable[str] | None = None) -> tu
         if wanted is not None and code not in wanted:
             continue
         if code and isinstance(geometry, dict) and geometry.get("type") in {"Polygon", "MultiPolygon"}:
-            geometries[code] = geometry
+            try:
+                readable = not shape(geometry).is_empty
+            except (ShapelyError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+                readable = False
+            if readable:
+                geometries[code] = geometry
+            else:
+                unreadable.append(code)
     areas = list(Area.objects.filter(code__in=list(geometries)).only("code"))
     for area in areas:
         area.boundary = geometries[area.code]
     Area.objects.bulk_update(areas, ["boundary"], batch_size=200)
-    return len(areas), sorted(set(geometries) - {area.code for area in areas})
+    return len(areas), sorted(set(geometries) - {area.code for area in areas}), sorted(unreadable)
 
 
 # ---------------------------------------------------------------------------------------------------------------

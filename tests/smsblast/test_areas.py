@@ -155,6 +155,24 @@ def test_boundaries_of_unknown_areas_are_reported(tmp_path, db):
     assert Area.objects.get(code="35").boundary == square(112, -8)
 
 
+def test_a_boundary_whose_coordinates_cannot_be_read_is_reported_and_not_attached(tmp_path, db, capsys):
+    import json
+
+    geojson = tmp_path / "batas.geojson"
+    features = [
+        {"type": "Feature", "properties": {"kode": "35"}, "geometry": {"type": "Polygon", "coordinates": "x"}},
+        {"type": "Feature", "properties": {"kode": "35.05"}, "geometry": square(112, -8)},
+    ]
+    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    path = write_csv(tmp_path, ["35,Jawa Timur,provinsi,", "35.05,Kabupaten Blitar,kabupaten,35"])
+
+    call_command("load_areas", str(path), "--no-population", "--boundaries", str(geojson))
+
+    assert Area.objects.get(code="35").boundary is None  # its children's boundaries stand in for it
+    assert Area.objects.get(code="35.05").boundary == square(112, -8)
+    assert "1 boundaries cannot be read: 35" in capsys.readouterr().out
+
+
 def test_boundaries_and_populations_can_be_attached_to_chosen_areas_only(tmp_path, db):
     import json
 

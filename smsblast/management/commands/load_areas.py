@@ -49,6 +49,9 @@ class Command(BaseCommand):
         if result.unknown_boundary_codes:
             shown = ", ".join(result.unknown_boundary_codes[:10])
             self.stdout.write(f"  {len(result.unknown_boundary_codes)} boundaries name unknown areas: {shown}")
+        if result.unreadable_boundary_codes:
+            shown = ", ".join(result.unreadable_boundary_codes[:10])
+            self.stdout.write(f"  {len(result.unreadable_boundary_codes)} boundaries cannot be read: {shown}")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Areas: {result.created:,} created, {result.updated:,} updated, {result.unchanged:,} unchanged, "
