@@ -41,6 +41,12 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
         "ponsel",
         "nomor_ponsel",
         "no_ponsel",
+        "wa",
+        "no_wa",
+        "nomor_wa",
+        "whatsapp",
+        "no_whatsapp",
+        "nomor_whatsapp",
     ),
     "area": ("kode_wilayah", "area_code", "kode", "wilayah", "area"),
     "name": ("nama", "name", "nama_lengkap", "full_name"),
@@ -54,6 +60,8 @@ _FIELD_BY_HEADER = {alias: field for field, aliases in COLUMN_ALIASES.items() fo
 _GENERIC_HEADERS = frozenset({"nomor", "kode"})
 DELIMITERS = (",", ";", "\t")
 _QUOTED = re.compile(r'"[^"]*"')
+# A note in brackets after a header ("Nomor HP (aktif)") names nothing.
+_HEADER_NOTE = re.compile(r"\([^)]*\)|\[[^\]]*\]")
 
 # Languages a subscriber may be written to in; spreadsheets often spell them out.
 _LANGUAGE_BY_WORD = {
@@ -122,6 +130,18 @@ def header_key(name: str) -> str:
     return key.strip("_")
 
 
+def _header_field(cell: str) -> tuple[str | None, str]:
+    """Return (field, key) of a header cell; either side of a slash ("No. HP/WA", "Telp/HP") may name the field."""
+    key = header_key(cell)
+    if key in _FIELD_BY_HEADER:
+        return _FIELD_BY_HEADER[key], key
+    for part in _HEADER_NOTE.sub(" ", cell).split("/"):
+        part_key = header_key(part)
+        if part_key in _FIELD_BY_HEADER:
+            return _FIELD_BY_HEADER[part_key], part_key
+    return None, key
+
+
 def delimiter_of(header_line: str) -> str:
     """Return the delimiter used in a header line: the most frequent of comma, semicolon and tab."""
     unquoted = _QUOTED.sub("", header_line)  # a comma inside a quoted name ("Nama, Gelar") separates nothing
@@ -137,8 +157,7 @@ def layout_of(header_line: str, *, encoding: str = "utf-8-sig") -> Layout:
     columns: dict[str, int] = {}
     generic: dict[str, int] = {}
     for index, cell in enumerate(header):
-        key = header_key(cell)
-        field = _FIELD_BY_HEADER.get(key)
+        field, key = _header_field(cell)
         if field is not None:
             (generic if key in _GENERIC_HEADERS else columns).setdefault(field, index)
     columns = {**generic, **columns}

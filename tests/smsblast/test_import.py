@@ -110,6 +110,18 @@ def test_every_number_header_alias_is_recognised(tmp_path, areas, number_header)
 
 
 @pytest.mark.parametrize(
+    "number_header",
+    ["No. HP/WA", "Nomor Telepon/HP", "Telp/HP", "Nomor HP (aktif)", "No. WA", "WhatsApp", "Nomor WhatsApp"],
+)
+def test_a_number_header_naming_two_kinds_of_number_or_carrying_a_note_is_recognised(tmp_path, areas, number_header):
+    job = run_import(write(tmp_path, f"Nama;{number_header};Kode Wilayah\nSiti;081234567890;35.05.01\n"))
+
+    assert (job.state, job.created) == ("completed", 1)
+    subscriber = Subscriber.objects.get()
+    assert (subscriber.msisdn, subscriber.name, subscriber.area_id) == ("+6281234567890", "Siti", "35.05.01")
+
+
+@pytest.mark.parametrize(
     ("area_header", "name_header", "language_header"),
     [("kode_wilayah", "nama", "bahasa"), ("area_code", "name", "language"), ("Kode Wilayah", "Nama", "Bahasa")],
 )
