@@ -694,9 +694,10 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             # The binary buffer's position (read ahead by at most one block) measures progress.
             position = handle.buffer.tell
             rows = importer.records(importer.lines_of(handle), delimiter)
-            # The header is the first line that is not blank, as importer.inspect found it.
+            # The header is the first line that is not blank (spaces alone are blank), as importer.inspect found it.
             line, last_line, _fields, _raw = next(
-                (record for record in rows if record[2] is None or any(record[2])), (0, 0, None, "")
+                (record for record in rows if record[2] is None or any(cell.strip() for cell in record[2])),
+                (0, 0, None, ""),
             )
             replaying = skip_through > 0
 
@@ -726,10 +727,13 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                 if not any(fields):
                     continue  # a blank line is not a row
                 count = len(fields)
+                raw_number = fields[number_col] if number_col < count else ""
+                blank_number = not raw_number.strip()
+                if blank_number and not any(cell.strip() for cell in fields):
+                    continue  # nor is a line of spaces
                 if not replaying:
                     chunk.rows_read += 1
-                raw_number = fields[number_col] if number_col < count else ""
-                if not raw_number.strip():
+                if blank_number:
                     reject(importer.Reject.MISSING_NUMBER, fields)
                     continue
                 normalized = normalize(raw_number)

@@ -176,6 +176,12 @@ def test_a_file_with_old_mac_line_endings_is_imported_by_line_and_its_row_estima
     assert "of ~4 rows" in progress[0]  # lines counted as the reader counts them, header aside
 
 
+def test_lines_of_spaces_before_the_header_or_between_rows_are_blank_lines(tmp_path, areas):
+    job = run_import(write(tmp_path, "   \n\t\nmsisdn;nama\n081234567890;Siti\n ; \n081234567891;Budi\n"))
+
+    assert (job.rows_read, job.created, job.rejected) == (2, 2, 0)
+
+
 def test_blank_lines_before_the_header_do_not_make_the_header_a_row(tmp_path, areas):
     job = run_import(write(tmp_path, "\n\r\nmsisdn;nama\n081234567890;Siti\n"))
 
