@@ -199,7 +199,11 @@ def _areas_load_population(path: Path, codes: Iterable[str] | None = None) -> in
     wanted = None if codes is None else set(codes)
     populations = {}
     with _readable(path), open(path, encoding="utf-8-sig", newline="") as handle:
-        for record in csv.DictReader(handle):
+        reader = csv.DictReader(handle)
+        missing = [column for column in ("kode", "total") if column not in (reader.fieldnames or [])]
+        if missing:
+            raise ServiceInvalid(f"{path.name} has no column {', '.join(missing)}; expected kode,...,total.")
+        for record in reader:
             code, total = (record.get("kode") or "").strip(), (record.get("total") or "").strip()
             if code and total.isdigit() and (wanted is None or code in wanted):
                 populations[code] = int(total)

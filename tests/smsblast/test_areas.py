@@ -126,6 +126,7 @@ def test_a_name_holding_a_nul_character_is_skipped_by_line_instead_of_stopping_t
     [
         (None, b"kode,nama\n35,Jaw\xe1 Timur\n", "wilayah.csv is not UTF-8 text."),
         ("--population", b"kode,total\n35,4\xff\n", "penduduk.csv is not UTF-8 text."),
+        ("--population", b"code;population\n35;4\n", "penduduk.csv has no column kode, total"),
         ("--boundaries", b"not json", "batas.geojson is not valid JSON"),
         ("--boundaries", b"[1, 2]", "batas.geojson is not a GeoJSON FeatureCollection."),
     ],
