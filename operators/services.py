@@ -52,6 +52,9 @@ SENDABLE_RUN_STATUSES = (RunStatus.FANNING_OUT, RunStatus.SENDING)
 PAUSE_CHECK_SECONDS = 0.5
 # When Redis (the shared rate limiter) cannot be reached, a leased batch goes back and is tried again after this.
 LIMITER_RETRY_SECONDS = 5
+# A batch of an operator an admin deactivated goes back unsent and is tried again after this, so reactivating
+# the operator resumes it within a minute; past the run's validity window the reconciler fails it instead.
+INACTIVE_OPERATOR_RETRY_SECONDS = 30
 MAX_REPORTS = 10_000
 # Delivery ids are bigint: a message id of more digits, or of anything but ASCII digits, names no delivery.
 MAX_MESSAGE_ID = 2**63 - 1
@@ -85,8 +88,8 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     """Lease the batch, wait for rate-limit tokens, send it through the operator's adapter and record the result.
 
     Return what happened: "accepted", "retry", "failed", or why nothing was sent ("not_found", "final",
-    "not_leased", "paused", "cancelled", "expired", "quiet", "not_due", "throttled", "limiter_unavailable"). Safe
-    to call twice: only one caller wins the lease.
+    "not_leased", "paused", "cancelled", "expired", "quiet", "not_due", "operator_inactive", "throttled",
+    "limiter_unavailable"). Safe to call twice: only one caller wins the lease.
     """
     now = now or timezone.now()
     lease_seconds = settings.DISPATCH_LEASE_SECONDS
@@ -129,16 +132,20 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
         _release(batch, next_attempt_at=timezone.now(), reason="throttled", count_attempt=False)
         return "throttled"
     if time.monotonic() - waiting_since > PAUSE_CHECK_SECONDS:
-        # Waiting for tokens used up part of the lease and pause or cancel may have come meanwhile: renew
-        # the lease only while the run may still send, which checks both in one statement.
+        # Waiting for tokens used up part of the lease and a pause, a cancel or the operator's deactivation may
+        # have come meanwhile: renew the lease only while the run may still send and its operator is active,
+        # which checks all three in one statement.
         renewed = DispatchBatch.objects.filter(
-            pk=batch.pk, status=BatchStatus.IN_FLIGHT, run__status__in=SENDABLE_RUN_STATUSES
+            pk=batch.pk, status=BatchStatus.IN_FLIGHT, run__status__in=SENDABLE_RUN_STATUSES, operator__active=True
         ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds))
         if not renewed:
             run_status = CampaignRun.objects.filter(pk=batch.run_id).values_list("status", flat=True).first()
             if run_status == RunStatus.CANCELLED:
                 batch_cancel(batch=batch, now=timezone.now())
                 return "cancelled"
+            if not Operator.objects.filter(pk=batch.operator_id, active=True).exists():
+                _release_for_inactive_operator(batch)
+                return "operator_inactive"
             _release(batch, next_attempt_at=None, reason="paused", count_attempt=False)
             return "paused"
 
@@ -260,6 +267,11 @@ def _batch_lease_checked(batch_id, *, now: datetime, lease_seconds: int) -> Disp
     # We hold the lease, so nobody else changed these meanwhile.
     batch.status = BatchStatus.IN_FLIGHT
     batch.attempts += 1
+    if not batch.operator.active:
+        # An admin deactivated the operator after its batches were written: as in pull mode, it is handed no new
+        # work. The batch waits, unsent and no attempt counted, until it is reactivated or the window passes.
+        _release_for_inactive_operator(batch)
+        return "operator_inactive"
     return batch
 
 
@@ -267,10 +279,11 @@ def _batch_lease_at_once(batch_id, *, now: datetime, lease_seconds: int) -> Disp
     """Lease the batch in one statement when nothing may hold it back; return it, else None (PostgreSQL).
 
     The sending path's common case, once per batch: the batch is pending or due, its run is sending without
-    quiet hours to respect (none set, or urgent), and its operator is pushed to. Then one UPDATE … FROM …
-    RETURNING leases the batch and reads its operator and the run's progress time, where the checked path
+    quiet hours to respect (none set, or urgent), and its operator is active and pushed to. Then one UPDATE …
+    FROM … RETURNING leases the batch and reads its operator and the run's progress time, where the checked path
     needs a joined read and an UPDATE. Anything else (paused, cancelled, past its validity window, quiet hours,
-    a final or unknown batch, SQLite) returns None, and _batch_lease_checked reads, checks and says why.
+    a deactivated operator, a final or unknown batch, SQLite) returns None, and _batch_lease_checked reads,
+    checks and says why.
     """
     if connection.vendor != "postgresql":
         return None
@@ -289,7 +302,7 @@ def _batch_lease_at_once(batch_id, *, now: datetime, lease_seconds: int) -> Disp
         "WHERE b.id = %s AND b.status IN (%s, %s) AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= %s) "
         "AND r.id = b.run_id AND r.status IN (%s, %s) AND (r.expires_at IS NULL OR r.expires_at > %s) "
         "AND (COALESCE(r.frozen -> 'quiet_hours', 'null'::jsonb) = 'null'::jsonb OR r.frozen ->> 'priority' = %s) "
-        "AND o.id = b.operator_id AND o.adapter <> %s AND prior.id = b.id "
+        "AND o.id = b.operator_id AND o.active AND o.adapter <> %s AND prior.id = b.id "
         "RETURNING b.*, prior.status AS prior_status, r.last_progress_at AS run_last_progress_at, "
         "o.slug AS operator_slug, o.adapter AS operator_adapter, o.base_url AS operator_base_url, "
         "o.api_key AS operator_api_key, o.signing_secret AS operator_signing_secret, "
@@ -396,9 +409,15 @@ def _release(batch: DispatchBatch, *, next_attempt_at: datetime | None, reason: 
                 to_state=BatchStatus.PENDING,
                 details={"reason": reason, **({"until": next_attempt_at.isoformat()} if next_attempt_at else {})},
             )
-    if reason in ("throttled", "limiter_unavailable"):
+    if reason in ("throttled", "limiter_unavailable", "operator_inactive"):
         countdown = (next_attempt_at - timezone.now()).total_seconds()
         enqueue_on_commit(partial(_enqueue_send, batch.pk, batch.operator.queue, countdown))
+
+
+def _release_for_inactive_operator(batch: DispatchBatch) -> None:
+    """Give a leased batch of a deactivated operator back unsent, to be tried again shortly."""
+    retry_at = timezone.now() + timedelta(seconds=INACTIVE_OPERATOR_RETRY_SECONDS)
+    _release(batch, next_attempt_at=retry_at, reason="operator_inactive", count_attempt=False)
 
 
 @dataclass

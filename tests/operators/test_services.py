@@ -267,6 +267,51 @@ def test_a_batch_tried_before_the_limit_was_lowered_is_not_split_since_the_opera
     assert DispatchBatch.objects.filter(run_id=batch.run_id).count() == 1
 
 
+def test_a_batch_of_an_operator_deactivated_after_it_was_written_waits_unsent_and_goes_out_once_reactivated(
+    django_capture_on_commit_callbacks,
+):
+    batch = _batch(2)
+    Operator.objects.filter(pk=batch.operator_id).update(active=False)
+    now = timezone.now()
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.batch_send(batch_id=batch.pk, now=now) == "operator_inactive"
+
+    assert ScriptedAdapter.sent == []
+    batch.refresh_from_db()
+    assert (batch.status, batch.attempts) == ("pending", 0)
+    assert now < batch.next_attempt_at <= timezone.now() + timedelta(minutes=1)
+    assert _hops(batch) == [("batch.lease", "pending", "in_flight"), ("batch.release", "in_flight", "pending")]
+    assert audit_history(batch).get(action="batch.release").details["reason"] == "operator_inactive"
+    # Tried again on the operator's queue once the wait is over, not left for the reconciler.
+    (enqueue,) = callbacks
+    assert enqueue.__wrapped__.func is services._enqueue_send
+    assert enqueue.__wrapped__.args[:2] == (batch.pk, batch.operator.queue)
+    # A duplicate task arriving meanwhile leaves it waiting.
+    assert services.batch_send(batch_id=batch.pk, now=now) == "not_due"
+
+    Operator.objects.filter(pk=batch.operator_id).update(active=True)
+    assert services.batch_send(batch_id=batch.pk, now=batch.next_attempt_at) == "accepted"
+    (sent,) = ScriptedAdapter.sent
+    assert sent.batch_id == str(batch.pk) and len(sent.recipients) == 2
+    assert DispatchBatch.objects.get(pk=batch.pk).attempts == 1
+
+
+def test_a_batch_of_a_deactivated_operator_fails_once_its_runs_validity_window_passes():
+    batch = _batch(2)
+    Operator.objects.filter(pk=batch.operator_id).update(active=False)
+    assert services.batch_send(batch_id=batch.pk) == "operator_inactive"
+
+    past_window = CampaignRun.objects.get(pk=batch.run_id).expires_at + timedelta(seconds=1)
+    assert services.batch_send(batch_id=batch.pk, now=past_window) == "expired"
+    dispatch.dispatch_reconcile(now=past_window)
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.attempts) == ("failed", 0)
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", "reason")) == {("failed", "validity_passed")}
+    assert ScriptedAdapter.sent == []
+
+
 def test_the_log_adapter_accepts_everything():
     batch = _batch(2)
     outbound = services.batch_outbound(DispatchBatch.objects.select_related("run", "operator").get(pk=batch.pk))
