@@ -872,9 +872,11 @@ def deliveries_withdraw_opted_out(*, msisdn: str, now: datetime) -> dict[int, in
     them: that waits for a fan-out chunk being written, which may hold the number as read before the opt-out,
     so its deliveries are seen here; later chunks read the number opted out. Then the batches are locked, so a
     worker leases one either before (and sends the number) or after (and leaves it out: batch_outbound reads no
-    skipped delivery). A batch left with no one to send to is accepted with 0 here, so neither a push worker
-    nor a pulling operator is handed it. Not waited for: a run that starts while this transaction runs, whose
-    first chunk may read the number in the few milliseconds before it commits.
+    skipped delivery). A split of a leased batch for a lowered rate limit takes its run's lock first too: it
+    either commits before, and its new batch is found here, or skips the number itself. A batch left with no
+    one to send to is accepted with 0 here, so neither a push worker nor a pulling operator is handed it. Not
+    waited for: a run that starts while this transaction runs, whose first chunk may read the number in the few
+    milliseconds before it commits.
     """
     runs = list(
         CampaignRun.objects.filter(

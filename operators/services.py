@@ -19,7 +19,7 @@ from functools import partial
 import redis
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -29,7 +29,7 @@ from operators.models import Operator
 from operators.ratelimit import RateLimiter
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceInvalid
-from smsblast.models import AuditEvent
+from smsblast.models import AuditEvent, Subscriber
 from smsblast.transactions import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -165,12 +165,19 @@ def _batch_fit_to_limit(batch: DispatchBatch, *, limit: int, now: datetime) -> D
     one tried before may be with the operator under its id already, and moving its recipients to another id
     would send them twice (invariant 3). That one, and a single message costing more than the limit, go
     alone as the limiter allows.
+
+    A moved number that opted out after the lease is skipped: the opt-out left it to the leased batch, and
+    the new batch goes out after the opt-out. The run is locked first, as deliveries_withdraw_opted_out locks
+    it, so an opt-out under way either commits before the split reads the number (and the split skips it) or
+    waits for the split and then withdraws the number from its new, never-sent batch.
     """
     per_message = max(1, batch.segments // max(1, batch.size))
     size = max(1, limit // per_message)
     if batch.attempts != 1 or batch.size <= size:
         return batch
     with transaction.atomic():
+        # The run first, as an opt-out takes it: one under way finishes before the split reads its number.
+        list(CampaignRun.objects.select_for_update(no_key=True).filter(pk=batch.run_id).values_list("pk", flat=True))
         # Our lease, on a batch never sent: nothing else moves its deliveries meanwhile.
         messages = list(Delivery.objects.filter(batch_id=batch.pk).order_by("pk").values_list("pk", flat=True))
         kept, rest = messages[:size], messages[size:]
@@ -191,13 +198,25 @@ def _batch_fit_to_limit(batch: DispatchBatch, *, limit: int, now: datetime) -> D
             for part in parts
         ]
         DispatchBatch.objects.bulk_create(batches)
+        opted_out = Subscriber.objects.filter(msisdn=OuterRef("msisdn"), opted_out_at__isnull=False)
+        skipped = (
+            Delivery.objects.filter(batch_id=batch.pk, pk__gt=kept[-1], status=DeliveryStatus.QUEUED)
+            .filter(Exists(opted_out))
+            .update(status=DeliveryStatus.SKIPPED, reason="opted_out", done_at=now, updated_at=now)
+        )
         for new, part in zip(batches, parts, strict=True):
             Delivery.objects.filter(pk__in=part).update(batch_id=new.pk)
         audit_record(
             actor=None,
             action="batch.split",
             obj=batch,
-            details={"limit": limit, "kept": len(kept), "moved": len(rest), "batches": len(batches)},
+            details={
+                "limit": limit,
+                "kept": len(kept),
+                "moved": len(rest),
+                "batches": len(batches),
+                **({"opted_out": skipped} if skipped else {}),
+            },
         )
         enqueue_on_commit(partial(_enqueue_batches, [(new.pk, batch.operator.queue) for new in batches]))
     batch.size, batch.segments = len(kept), len(kept) * per_message

@@ -571,6 +571,63 @@ def test_a_number_opting_out_while_its_fan_out_chunk_is_being_written_is_not_sen
     assert number not in [m.msisdn for m in sent.recipients] and len(sent.recipients) == 2
 
 
+def _sent_numbers() -> list[str]:
+    return [m.msisdn for sent in ScriptedAdapter.sent for m in sent.recipients]
+
+
+def _send_pending_batches(run_id) -> None:
+    for pk in DispatchBatch.objects.filter(run_id=run_id, status="pending").values_list("pk", flat=True):
+        assert services.batch_send(batch_id=pk) == "accepted"
+
+
+def test_a_number_opting_out_while_its_batch_is_leased_is_not_moved_to_a_split_off_batch_and_sent():
+    batch = _batch(6, segments=2)
+    messages = list(Delivery.objects.filter(batch=batch).order_by("pk"))
+    Operator.objects.filter(pk=batch.operator_id).update(segments_per_second=4)
+    now = timezone.now()
+    leased = services._batch_lease_checked(batch.pk, now=now, lease_seconds=60)
+    # Between the lease and the split: the opt-out finds the batch in flight and leaves the number to it.
+    number = messages[3].msisdn
+    subscriber_opt_out(msisdn=number, actor=None, source="sms")
+    assert Delivery.objects.get(pk=messages[3].pk).status == "queued"
+
+    services._batch_fit_to_limit(leased, limit=4, now=now)
+
+    moved = Delivery.objects.get(pk=messages[3].pk)
+    assert (moved.status, moved.reason) == ("skipped", "opted_out")
+    assert moved.batch_id != batch.pk
+    assert audit_history(batch).get(action="batch.split").details["opted_out"] == 1
+    _send_pending_batches(batch.run_id)
+    assert number not in _sent_numbers()
+    assert sorted(_sent_numbers()) == sorted(d.msisdn for d in messages[2:] if d.msisdn != number)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_number_opting_out_while_its_batch_is_being_split_is_not_sent():
+    skip_unless_postgresql()
+    batch = _batch(6, segments=2)
+    messages = list(Delivery.objects.filter(batch=batch).order_by("pk"))
+    Operator.objects.filter(pk=batch.operator_id).update(segments_per_second=4)
+    number = messages[3]
+
+    # The number's delivery held: the send leases the batch, then its split waits to move the number to a
+    # new batch, uncommitted, while the number opts out. The opt-out must wait for the split (the run's lock)
+    # and withdraw the number from the new batch, which nobody has sent yet.
+    errors = race_behind_a_row(
+        number,
+        lambda: services.batch_send(batch_id=batch.pk),
+        lambda: subscriber_opt_out(msisdn=number.msisdn, actor=None, source="sms"),
+        second_may_pass=True,
+    )
+    assert errors == []
+    number.refresh_from_db()
+    assert (number.status, number.reason) == ("skipped", "opted_out")
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "accepted"
+    _send_pending_batches(batch.run_id)
+    assert number.msisdn not in _sent_numbers()
+    assert len(_sent_numbers()) == 5
+
+
 def test_an_opt_out_leaves_finished_runs_alone():
     batch = _batch(2)
     CampaignRun.objects.filter(pk=batch.run_id).update(status=CampaignRun.Status.COMPLETED)
