@@ -11,6 +11,11 @@ task splits one written before the limit was lowered, so this is a single long m
 tried whole). It is granted when the window is empty, and then the whole limiter is blocked for
 `cost / limit` seconds, so the average rate still holds and such a batch waits in proportion to its size;
 only the one second in which it is sent exceeds the limit, by that single batch.
+
+Redis may lose the log (a flush, a restart without persistence, an eviction): the grants of the second before
+would then be forgotten and the same second granted again. The key `STATE_KEY` has no expiry and goes with
+them; when a request finds it missing, every operator waits one second before anything is granted, so no
+window of a second holds grants from both sides of the loss. A Redis used for the first time costs that second once.
 """
 
 import time
@@ -20,14 +25,28 @@ from functools import cache
 import redis
 from django.conf import settings
 
+# Holds the moment (Redis clock) until which every operator waits after the limiter's state was lost.
+STATE_KEY = "smsblast:rate:held_until"
+
 _ACQUIRE = """
 local log_key = KEYS[1]
 local blocked_key = KEYS[2]
+local state_key = KEYS[3]
 local cost = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local member = ARGV[3]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local held = redis.call('GET', state_key)
+if not held then
+  -- The grants of the last second may be gone with this key: grant nothing for one second.
+  held = now + 1
+  redis.call('SET', state_key, tostring(held))
+end
+held = tonumber(held)
+if held > now then
+  return {0, tostring(held - now), tostring(now)}
+end
 local blocked = tonumber(redis.call('GET', blocked_key) or '0')
 if blocked > now then
   return {0, tostring(blocked - now), tostring(now)}
@@ -81,7 +100,7 @@ class RateLimiter:
 
     @property
     def keys(self) -> list[str]:
-        return [f"smsblast:rate:{self.slug}:log", f"smsblast:rate:{self.slug}:blocked"]
+        return [f"smsblast:rate:{self.slug}:log", f"smsblast:rate:{self.slug}:blocked", STATE_KEY]
 
     def try_acquire(self, cost: int) -> tuple[bool, float, float]:
         """Try to take `cost` segments now; return (granted, seconds to wait, Redis server time)."""

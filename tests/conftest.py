@@ -49,11 +49,18 @@ def redis_url(tmp_path_factory):
 
 @pytest.fixture
 def redis_client(redis_url):
-    """Return a client of the session's Redis, emptied before the test."""
+    """Return a client of the session's Redis, emptied before the test.
+
+    Emptied as a Redis the rate limiter has used all along: one that lost its state (a new one too) holds every
+    operator for a second, which the tests of that behaviour bring about themselves.
+    """
     import redis
+
+    from operators.ratelimit import STATE_KEY
 
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
+    client.set(STATE_KEY, "0")
     return client
 
 

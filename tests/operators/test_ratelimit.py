@@ -70,3 +70,13 @@ def test_operators_have_separate_limits(redis_client):
 def test_no_limit_set_means_no_waiting(redis_client):
     limiter = RateLimiter("free", limit=0, client=redis_client)
     assert all(limiter.try_acquire(1000)[0] for _ in range(5))
+
+
+def test_the_limit_holds_over_a_second_in_which_redis_lost_the_grants(redis_client):
+    """A flush (or a restart without persistence) forgets the last second's grants: the next wait out a second."""
+    limiter = RateLimiter("telkomsel", limit=10, client=redis_client)
+    before = limiter.acquire(10, timeout=5)
+    redis_client.flushdb()
+    after = limiter.acquire(10, timeout=5)
+    assert before is not None and after is not None
+    assert _max_in_any_second([(before, 10), (after, 10)]) <= 10
