@@ -276,6 +276,7 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
                 started_at=now,
                 expires_at=now + timedelta(minutes=campaign.validity_minutes),
                 last_progress_at=now,
+                fanout_progress_at=now,
             )
     except IntegrityError:
         # The occurrence already has its run: undo our claim so the campaign's state stays as it was.
@@ -376,8 +377,8 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
                 # One UPDATE of the locked row: a second one in this transaction would re-check the campaign
                 # foreign key, waiting on a cancel that holds the campaign and waits on this run (a deadlock).
                 run.fanout_done = True
-                run.last_progress_at = now
-                fields = ["fanout_done", "last_progress_at"]
+                run.last_progress_at = run.fanout_progress_at = now
+                fields = ["fanout_done", "last_progress_at", "fanout_progress_at"]
                 fanned_out = run.status == RunStatus.FANNING_OUT
                 if fanned_out:
                     run.status = RunStatus.SENDING
@@ -396,8 +397,8 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
                 break
             batches = _fan_out_chunk_once(run, rows, operators, now) if rows else []
             run.fanout_cursor = chunk_end
-            run.last_progress_at = now
-            run.save(update_fields=["fanout_cursor", "last_progress_at"])
+            run.last_progress_at = run.fanout_progress_at = now
+            run.save(update_fields=["fanout_cursor", "last_progress_at", "fanout_progress_at"])
             created += len(batches)
             if run.status == RunStatus.FANNING_OUT:
                 enqueue_on_commit(partial(batches_enqueue, [(b.pk, operators[b.operator_id].queue) for b in batches]))
@@ -639,7 +640,7 @@ def campaign_resume(*, campaign: Campaign, actor: User) -> Campaign:
     for run in campaign.runs.select_for_update().filter(status=RunStatus.PAUSED):
         to_state = RunStatus.SENDING if run.fanout_done else RunStatus.FANNING_OUT
         if not CampaignRun.objects.filter(pk=run.pk, status=RunStatus.PAUSED).update(
-            status=to_state, last_progress_at=now
+            status=to_state, last_progress_at=now, fanout_progress_at=now
         ):
             continue
         audit_record(actor=actor, action="run.resume", obj=run, from_state=RunStatus.PAUSED, to_state=to_state)
@@ -763,10 +764,15 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
 
     # Restarting is not progress: the mark stays, so a fan-out that no restart gets going is reported as stalled.
     # Until one writes a chunk each pass enqueues another; they queue behind the run's row lock and resume from
-    # its cursor, so a spare one writes nothing.
-    for run_id in targeted_runs.filter(
-        status=RunStatus.FANNING_OUT, fanout_done=False, last_progress_at__lt=stale
-    ).values_list("pk", flat=True):
+    # its cursor, so a spare one writes nothing. Judged by the fan-out's own mark: the sends and reports of the
+    # chunks written keep the run's progress moving long after the fan-out task died. A run started before
+    # runs had that mark is judged by its progress.
+    silent_fanout = Q(fanout_progress_at__lt=stale) | Q(fanout_progress_at__isnull=True, last_progress_at__lt=stale)
+    for run_id in (
+        targeted_runs.filter(status=RunStatus.FANNING_OUT, fanout_done=False)
+        .filter(silent_fanout)
+        .values_list("pk", flat=True)
+    ):
         enqueue_on_commit(partial(_enqueue_fan_out, run_id))
         counts["fanouts"] += 1
 

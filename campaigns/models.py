@@ -143,6 +143,9 @@ class CampaignRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     last_progress_at = models.DateTimeField(null=True, blank=True)
+    # When fan-out last wrote a chunk (or was started or resumed). Sends and reports move last_progress_at too,
+    # so a fan-out that died is restarted by this mark alone.
+    fanout_progress_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
+from django.db import DatabaseError
 from django.db.models import Count, Max
 from django.utils import timezone
 
@@ -670,7 +671,10 @@ def test_a_fan_out_that_the_reconciler_restarts_in_vain_is_still_reported_as_sta
     run, _, _ = _fanned_out_run({"tsel": 2})
     now = timezone.now()
     CampaignRun.objects.filter(pk=run.pk).update(
-        status=CampaignRun.Status.FANNING_OUT, fanout_done=False, last_progress_at=now - timedelta(minutes=11)
+        status=CampaignRun.Status.FANNING_OUT,
+        fanout_done=False,
+        last_progress_at=now - timedelta(minutes=11),
+        fanout_progress_at=now - timedelta(minutes=11),
     )
     # Every pass restarts the fan-out, and no restart gets anywhere (no worker takes it, or it fails at once).
     with caplog.at_level("ERROR", logger="campaigns.dispatch"):
@@ -678,6 +682,44 @@ def test_a_fan_out_that_the_reconciler_restarts_in_vain_is_still_reported_as_sta
     assert [counts["fanouts"] for counts in passes] == [1, 1, 1]
     assert sum(counts["stalled"] for counts in passes) == 1
     assert f"Run {run.pk} " in caplog.text
+
+
+def test_a_fan_out_that_died_mid_way_is_restarted_while_reports_on_its_first_chunks_still_arrive(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    """The sends and reports of the chunks written move the run on; they say nothing of the fan-out itself."""
+    campaign = approved_campaign()
+    operators_and_subscribers(counts={"tsel": 6}, batch_size=2)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    monkeypatch.setattr(dispatch, "FANOUT_FIRST_CHUNK", 2)
+    chunk_rows = dispatch._chunk_rows
+    read = []
+
+    def lose_the_connection_after_the_first_chunk(run, size):
+        if read:
+            raise DatabaseError("server closed the connection unexpectedly")
+        read.append(size)
+        return chunk_rows(run, size)
+
+    monkeypatch.setattr(dispatch, "_chunk_rows", lose_the_connection_after_the_first_chunk)
+    with pytest.raises(DatabaseError):
+        dispatch.run_fan_out(run_id=run.pk, chunk_size=2)
+    run.refresh_from_db()
+    assert (run.status, run.fanout_done, Delivery.objects.filter(run=run).count()) == ("fanning_out", False, 2)
+
+    # The first chunk's batch is sent and its reports keep coming; the fan-out task is gone for good.
+    (batch,) = DispatchBatch.objects.filter(run=run)
+    assert batch_send(batch_id=batch.pk) == "accepted"
+    later = timezone.now() + timedelta(minutes=5)
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=later - timedelta(seconds=10))
+    with django_capture_on_commit_callbacks() as callbacks:
+        counts = dispatch.dispatch_reconcile(now=later)
+    assert counts["fanouts"] == 1
+    restart = [getattr(callback, "__wrapped__", callback) for callback in callbacks]
+    assert [(enqueue.func, enqueue.args) for enqueue in restart if hasattr(enqueue, "func")] == [
+        (dispatch._enqueue_fan_out, (run.pk,))
+    ]
 
 
 def test_an_approved_schedule_spelled_differently_still_arms_and_recurs():
