@@ -747,14 +747,18 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
         logger.warning("Batch %s lease expired; re-driving it with the same id", batch_id)
     counts["leases"] = len(redrive)
 
-    lost = list(
+    untouched = (
         DispatchBatch.objects.filter(
             run__in=active_runs, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT], updated_at__lt=stale
         )
         .exclude(operator__adapter="pull")
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .values_list("pk", "operator__slug")[:5000]
     )
+    # A batch waiting its turn behind its operator's queue (a low rate limit, busy workers) is as untouched as one
+    # whose task was lost; queueing it again would copy every waiting task on every pass until the queue drains.
+    # Those of an operator whose queue holds tasks are re-driven once it has drained.
+    busy = _queues_holding_tasks(set(untouched.order_by().values_list("operator__slug", flat=True).distinct()))
+    lost = list(untouched.exclude(operator__slug__in=busy).values_list("pk", "operator__slug")[:5000])
     DispatchBatch.objects.filter(pk__in=[pk for pk, _ in lost]).update(updated_at=now)
     redrive.extend((pk, f"dispatch.{slug}") for pk, slug in lost)
     counts["requeued"] = len(lost)
@@ -800,6 +804,29 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
         if run_report_stall(run=run):
             counts["stalled"] += 1
     return counts
+
+
+def _queues_holding_tasks(slugs: set[str]) -> set[str]:
+    """Return the operators among `slugs` whose dispatch queue still holds tasks, as the broker counts them.
+
+    When the broker cannot be asked, none: their batches are re-driven, which a duplicate task never harms.
+    """
+    from config.celery import app
+
+    busy = set()
+    if not slugs:
+        return busy
+    try:
+        with app.connection_for_write() as broker:
+            broker.ensure_connection(max_retries=1, interval_start=0)
+            channel = broker.default_channel
+            for slug in sorted(slugs):
+                if channel.queue_declare(queue=f"dispatch.{slug}").message_count:
+                    busy.add(slug)
+    except Exception as exc:  # noqa: BLE001 - any broker trouble means "unknown", not a failed reconciler pass
+        logger.warning("Could not count the tasks waiting in the dispatch queues (%s); re-driving anyway", exc)
+        return set()
+    return busy
 
 
 def run_report_stall(*, run: CampaignRun) -> bool:

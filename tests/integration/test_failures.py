@@ -138,3 +138,38 @@ def test_worker_killed_during_fan_out_resumes_from_its_cursor_and_writes_everyon
     stack.drive(lambda: all_final(campaign) and run_finished(campaign), timeout=90)
 
     assert_everyone_reached_once(stack, campaign, 20_000)
+
+
+def test_batches_waiting_their_turn_in_the_queue_are_not_queued_again_until_their_tasks_are_lost(
+    stack, restartable_redis, redis_client
+):
+    """A batch behind a long queue (a slow operator, busy workers) is as untouched as one whose task was lost.
+
+    Re-driving it would copy every waiting task once a minute for as long as the queue takes to drain.
+    """
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from campaigns.dispatch import dispatch_reconcile, run_fan_out, runs_start_due
+
+    operators = operators_create(stack, segments_per_second=100, batch_size=10)
+    subscribers_create(operators, 80)
+    campaign = campaign_send_now()
+    (run_id,) = runs_start_due()
+    run_fan_out(run_id=run_id)  # no worker runs: the send tasks wait in the operators' queues
+    batches = DispatchBatch.objects.filter(run__campaign=campaign).count()
+
+    def queued() -> int:
+        return sum(redis_client.llen(f"dispatch.{slug}") for slug in OPERATOR_SLUGS)
+
+    assert queued() == batches
+    later = timezone.now() + timedelta(minutes=2)
+    for minute in range(3):
+        dispatch_reconcile(now=later + timedelta(minutes=minute))
+    assert queued() == batches
+
+    # Redis loses them: now they are lost, and queued again once each.
+    redis_client.flushdb()
+    assert dispatch_reconcile(now=later + timedelta(minutes=4))["requeued"] == batches
+    assert queued() == batches
