@@ -25,7 +25,7 @@ from campaigns import dispatch, selectors, services
 from campaigns.cap import cap_exportable
 from campaigns.dispatch_selectors import FAILED_STATUSES, campaign_progress, run_progress
 from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
-from campaigns.models import Approval, Campaign, CampaignRun, DispatchBatch, Mode
+from campaigns.models import Approval, Campaign, CampaignRun, Mode
 from campaigns.models import Delivery as DeliveryModel
 from campaigns.selectors import campaign_zone, campaign_zones, target_zone
 from operators.broadcast_selectors import broadcast_run_progress
@@ -576,21 +576,15 @@ def _delivery_chart(run: CampaignRun) -> dict | None:
 
 
 def _failures(run: CampaignRun) -> list[dict]:
+    """Return the failed recipients grouped by state, reason and operator, the largest groups first.
+
+    A batch that failed for good fails its deliveries with its reason, so they are counted here once, as the
+    progress counts them.
+    """
     rows = (
         run.deliveries.filter(status__in=FAILED_STATUSES)
         .values("status", "reason", "error_code", "operator__name")
         .annotate(n=Count("id"))
         .order_by("-n")[:20]
     )
-    failures = [dict(row) for row in rows]
-    for batch in run.batches.filter(status=DispatchBatch.Status.FAILED).select_related("operator")[:10]:
-        failures.append(
-            {
-                "status": "batch_failed",
-                "reason": batch.last_error,
-                "error_code": "",
-                "operator__name": batch.operator.name,
-                "n": batch.size,
-            }
-        )
-    return failures
+    return [dict(row) for row in rows]

@@ -517,6 +517,26 @@ def test_the_campaign_page_reloads_once_the_run_it_watches_ends(officer_user, ar
     assert "HX-Refresh" not in client.get(url, HTTP_HX_REQUEST="true")
 
 
+def test_run_progress_lists_the_recipients_of_a_failed_batch_once_among_the_failures(officer_user, areas):
+    operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
+    run = CampaignRunFactory(campaign=CampaignFactory(author=officer_user, status=Campaign.Status.SENDING))
+    batch = DispatchBatchFactory(
+        run=run, operator=operator, size=3, status=DispatchBatch.Status.FAILED, last_error="HTTP 401: bad key"
+    )
+    for _ in range(3):
+        DeliveryFactory(
+            run=run, operator=operator, batch=batch, status=Delivery.Status.FAILED, reason="HTTP 401: bad key"
+        )
+    DeliveryFactory(run=run, operator=operator, status=Delivery.Status.UNDELIVERED, reason="absent subscriber")
+    url = reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
+    body = client_for(officer_user, "en").get(url).content.decode()
+    failures = body[body.index("<h4>Failures</h4>") :]
+    listed = [int(n) for n in re.findall(r'<td class="num">([\d,]+)</td></tr>', failures)]
+    # Four recipients failed, as the progress counts them: the batch's three are not listed a second time.
+    assert "4 failed" in body
+    assert sorted(listed) == [1, 3]
+
+
 def test_run_progress_partial_counts_a_queued_message_of_an_accepted_batch_as_submitted(officer_user, areas):
     operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
     run = CampaignRunFactory(campaign=CampaignFactory(author=officer_user, status=Campaign.Status.SENDING))
