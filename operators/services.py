@@ -1004,11 +1004,19 @@ def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: l
     claimed_before = batch.status in (BatchStatus.PENDING, BatchStatus.RETRY_WAIT) and batch.attempts > 0
     if batch.status != BatchStatus.IN_FLIGHT and not claimed_before:
         raise LookupError("Claim the batch before acknowledging it.")
-    if accepted is not None and accepted > batch.size:
-        raise ServiceInvalid(f"accepted must be at most the batch's {batch.size} recipients.")
+    # What the claim handed over: the batch's messages but those withdrawn when their number opted out before the
+    # first claim (deliveries_withdraw_opted_out leaves a batch claimed before alone, so this is what was handed).
+    handed = set(
+        Delivery.objects.filter(batch_id=batch.pk).exclude(status=DeliveryStatus.SKIPPED).values_list("pk", flat=True)
+    )
+    if accepted is not None and accepted > len(handed):
+        raise ServiceInvalid(f"accepted must be at most the {len(handed)} recipients the batch handed over.")
+    if accepted is None:
+        # Without a count, the messages handed over that it did not refuse (each refusal counted once).
+        accepted = len(handed - {message_pk(item.get("message_id")) for item in rejected})
     result = BatchResult(
         outcome=Outcome.ACCEPTED,
-        accepted=batch.size - len(rejected) if accepted is None else accepted,
+        accepted=accepted,
         rejected=[(str(item.get("message_id")), str(item.get("reason", ""))) for item in rejected],
     )
     return batch_record_result(batch_id=batch.pk, result=result)

@@ -373,6 +373,53 @@ def test_a_pulling_operator_is_not_handed_a_batch_whose_every_number_opted_out(w
     assert (batch.status, batch.accepted_count) == ("accepted", 0)
 
 
+def test_an_ack_without_a_count_accepts_the_numbers_handed_over_so_the_run_costs_no_opted_out_number(world):
+    from campaigns.dispatch_selectors import run_progress
+    from smsblast.services import subscriber_opt_out
+
+    client, batch = _pulling_operator(world)
+    first, *others = world["ids"]["tsel"]
+    subscriber_opt_out(msisdn=Delivery.objects.get(pk=first).msisdn, actor=None, source="sms")
+    claimed = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").json()
+    assert {row["message_id"] for row in claimed["recipients"]} == set(others)
+
+    rejected = [{"message_id": others[0], "reason": "barred"}]
+    acked = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"rejected": rejected}, format="json")
+
+    assert acked.status_code == 200
+    batch.refresh_from_db()
+    assert batch.accepted_count == 1  # three in the batch, one opted out, one refused
+    tsel = next(entry for entry in run_progress(world["run"])["operators"] if entry["slug"] == "tsel")
+    assert tsel["counts"]["submitted"] == 1 and tsel["counts"]["skipped"] == 1 and tsel["counts"]["rejected"] == 1
+    assert (tsel["segments_sent"], tsel["cost"]) == (1, 250)
+
+
+def test_an_ack_without_a_count_refusing_a_message_twice_counts_it_once(world):
+    client, batch = _claimed_by_a_pulling_operator(world)
+    rejected = [{"message_id": world["ids"]["tsel"][0], "reason": "barred"}] * 2
+
+    acked = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"rejected": rejected}, format="json")
+
+    assert acked.status_code == 200
+    batch.refresh_from_db()
+    assert batch.accepted_count == 2
+
+
+def test_an_ack_accepting_more_than_the_numbers_handed_over_is_refused(world):
+    from smsblast.services import subscriber_opt_out
+
+    client, batch = _pulling_operator(world)
+    subscriber_opt_out(msisdn=Delivery.objects.get(pk=world["ids"]["tsel"][0]).msisdn, actor=None, source="sms")
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+
+    response = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"accepted": 3}, format="json")
+
+    assert response.status_code == 400
+    assert "at most" in response.json()["detail"]
+    batch.refresh_from_db()
+    assert batch.status == "in_flight" and batch.accepted_count == 0
+
+
 def _deactivated(world):
     """Switch tsel to pull mode, have it claim its batch, then deactivate it; return (its client, the batch)."""
     client, batch = _claimed_by_a_pulling_operator(world)
