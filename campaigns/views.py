@@ -219,12 +219,16 @@ def area_search(request: HttpRequest) -> HttpResponse:
     return render(request, "campaigns/_area_results.html", {"areas": areas, "query": query or parent})
 
 
-def _edited_polygon(request: HttpRequest) -> dict | None:
-    """Return the drawn polygon of the campaign being edited (named by the form), which the form keeps."""
+def _edited_target(request: HttpRequest) -> tuple[dict | None, dict]:
+    """Return the drawn polygon and audience filters of the campaign being edited (named by the form).
+
+    The form has no field for either and an edit keeps them, so the preview counts them as the run will.
+    """
     pk = request.POST.get("campaign", "")
     if not pk.isdigit():
-        return None
-    return Campaign.objects.filter(pk=int(pk)).values_list("polygon", flat=True).first()
+        return None, {}
+    polygon, audience = Campaign.objects.filter(pk=int(pk)).values_list("polygon", "audience").first() or (None, {})
+    return polygon, audience or {}
 
 
 @require_POST
@@ -235,12 +239,13 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
     areas = list(Area.objects.filter(code__in=codes).order_by("code"))
     # An unsaved campaign carries what is being composed into the same selector the campaign page uses.
     mode = request.POST.get("mode", "")
+    polygon, audience = _edited_target(request)
     draft = Campaign(
         area_codes=[area.code for area in areas],
         text=request.POST.get("text", ""),
-        audience={},
+        audience=audience,
         mode=mode,
-        polygon=_edited_polygon(request),
+        polygon=polygon,
     )
     audience = selectors.campaign_audience(draft)
     return render(

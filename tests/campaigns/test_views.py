@@ -994,6 +994,22 @@ def test_a_campaign_drawn_only_over_papua_is_shown_in_wit_and_its_edit_preview_k
     assert '<span id="schedule-zone" hx-swap-oob="true">WIT</span>' in editing.content.decode()
 
 
+def test_the_edit_preview_counts_the_audience_filter_the_campaign_keeps_as_its_page_and_run_do(officer_user, areas):
+    operator = OperatorFactory(tariff_per_segment=250)
+    SubscriberFactory.create_batch(3, area=areas[2], operator=operator, language="id")
+    SubscriberFactory(area=areas[2], operator=operator, language="jv")
+    # Audience filters are set through the API; the edit form has no field for them and keeps them.
+    campaign = CampaignFactory(author=officer_user, area_codes=["35.05"], audience={"languages": ["jv"]})
+    client = client_for(officer_user)
+    shown = client.get(reverse("campaigns:detail", args=[campaign.pk])).context["audience"]
+
+    form = {"area_codes": ["35.05"], "text": campaign.text, "mode": "targeted", "campaign": str(campaign.pk)}
+    previewed = client.post(reverse("campaigns:preview"), form).context["audience"]
+
+    assert (shown["total"], shown["cost"]) == (1, 250)
+    assert (previewed["total"], previewed["cost"]) == (shown["total"], shown["cost"])
+
+
 def test_the_phone_preview_names_the_encoding_as_people_write_it(pending, approver_user):
     body = client_for(approver_user).get(reverse("campaigns:review", args=[pending.pk])).content.decode()
     assert "GSM-7 ·" in body or "UCS-2 ·" in body
