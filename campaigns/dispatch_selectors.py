@@ -17,6 +17,17 @@ BatchStatus = DispatchBatch.Status
 PROGRESS_STATUSES = [status.value for status in DeliveryStatus]
 # The final statuses that count as failed on the progress pages (skipped and cancelled were never sent).
 FAILED_STATUSES = (DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED, DeliveryStatus.REJECTED, DeliveryStatus.FAILED)
+# Outside an accepted batch, only an operator's report (or the expiry of one it reported submitted) sets these:
+# the operator had the message though its answer to the batch was lost.
+REPORTED_STATUSES = frozenset(
+    {
+        DeliveryStatus.SUBMITTED,
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.UNDELIVERED,
+        DeliveryStatus.EXPIRED,
+        DeliveryStatus.REJECTED,
+    }
+)
 
 
 def effective_status(status: str, batch_status: str | None) -> str:
@@ -32,7 +43,10 @@ def run_progress(run: CampaignRun) -> dict[str, Any]:
     Cost is at the tariffs frozen when the run started, so an admin's later change does not rewrite it.
 
     Deliveries are written once at fan-out and the batch carries "submitted", so a queued delivery whose batch
-    the operator accepted counts as submitted. Segments and cost count the messages operators accepted.
+    the operator accepted counts as submitted. Segments and cost count the messages operators accepted: those of
+    accepted batches less the ones refused in the answer, and those of any other batch the operator reported
+    on (its answer to the batch was lost, then the batch failed or was cancelled). Skipped, cancelled and failed
+    messages were never with an operator and cost nothing.
     Each count set (overall and per operator) also carries its recipients, delivered, failed and pending
     (not yet final) totals for the pages. Two grouped queries, whatever the size of the run.
     """
@@ -49,6 +63,7 @@ def run_progress(run: CampaignRun) -> dict[str, Any]:
                 "name": operator.name if operator else "No operator",
                 "counts": dict.fromkeys(PROGRESS_STATUSES, 0),
                 "batches": {},
+                "messages_sent": 0,
                 "segments_sent": 0,
                 "cost": 0,
             }
@@ -56,7 +71,10 @@ def run_progress(run: CampaignRun) -> dict[str, Any]:
 
     rows = run.deliveries.values_list("operator_id", "status", "batch__status").annotate(n=Count("id")).order_by()
     for operator_id, status, batch_status, n in rows:
-        bucket(operator_id)["counts"][effective_status(status, batch_status)] += n
+        entry = bucket(operator_id)
+        entry["counts"][effective_status(status, batch_status)] += n
+        if batch_status is not None and batch_status != BatchStatus.ACCEPTED and status in REPORTED_STATUSES:
+            entry["messages_sent"] += n
     batch_rows = run.batches.values_list("operator_id", "status").annotate(
         n=Count("id"), accepted=Sum("accepted_count")
     )
@@ -64,10 +82,13 @@ def run_progress(run: CampaignRun) -> dict[str, Any]:
         entry = bucket(operator_id)
         entry["batches"][status] = n
         if status == BatchStatus.ACCEPTED:
-            segments = (accepted or 0) * run.segments
-            entry["segments_sent"] += segments
-            operator = operators.get(operator_id)
-            entry["cost"] += segments * tariffs.get(str(operator_id), operator.tariff_per_segment if operator else 0)
+            entry["messages_sent"] += accepted or 0
+    for operator_id, entry in per_operator.items():
+        operator = operators.get(operator_id)
+        entry["segments_sent"] = entry.pop("messages_sent") * run.segments
+        entry["cost"] = entry["segments_sent"] * tariffs.get(
+            str(operator_id), operator.tariff_per_segment if operator else 0
+        )
 
     totals = dict.fromkeys(PROGRESS_STATUSES, 0)
     batches: dict[str, int] = {}

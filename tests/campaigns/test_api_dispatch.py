@@ -172,6 +172,33 @@ def test_run_progress_counts_an_opted_out_subscriber_as_skipped_under_its_own_op
     assert by_slug[""]["counts"]["skipped"] == 1  # the number no operator serves
 
 
+def test_run_progress_costs_messages_the_operator_reported_on_though_its_answer_to_their_batch_was_lost():
+    from campaigns.services import campaign_cancel
+
+    campaign = approved_campaign()
+    operator = operators_and_subscribers(counts={"tsel": 3}, batch_size=10)["tsel"]
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign, segments=2)
+    dispatch.run_fan_out(run_id=run.pk)
+    (batch,) = DispatchBatch.objects.filter(run=run)
+    # The operator took the batch but its answer timed out; before the retry it reports on two messages.
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, error="read timeout"))
+    assert services.batch_send(batch_id=batch.pk) == "retry"
+    first, second, _ = batch.deliveries.order_by("pk").values_list("pk", flat=True)
+    reports = [(str(first), "DELIVERED", "", "", None), (str(second), "UNDELIVERED", "", "", None)]
+    assert services.delivery_reports_apply(operator=operator, reports=reports).applied == 2
+    campaign_cancel(campaign=campaign, actor=campaign.author)
+
+    progress = run_progress(run)
+
+    assert progress["counts"]["delivered"] == 1 and progress["counts"]["undelivered"] == 1
+    assert progress["counts"]["cancelled"] == 1 and progress["batches"] == {"cancelled": 1}
+    # The two messages it reported on were with it: 2 messages × 2 segments × Rp 250.
+    assert (progress["segments_sent"], progress["cost"]) == (4, 1000)
+    (tsel,) = progress["operators"]
+    assert (tsel["segments_sent"], tsel["cost"]) == (4, 1000)
+
+
 def test_campaign_detail_carries_the_latest_run_progress(api_client_for, sent_run):
     detail = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/").json()
     assert detail["progress"]["id"] == sent_run.pk
