@@ -85,8 +85,16 @@ class _ProgressFiguresSerializer(serializers.Serializer):
     pending = serializers.IntegerField(help_text="Not yet in a final status.")
     counts = serializers.DictField(child=serializers.IntegerField(), help_text="Deliveries by status.")
     batches = serializers.DictField(child=serializers.IntegerField(), help_text="Batches by status.")
-    segments_sent = serializers.IntegerField()
-    cost = serializers.IntegerField()
+    segments_sent = serializers.IntegerField(
+        help_text=(
+            "Segments of the messages operators accepted: those of accepted batches less the ones refused in the "
+            "answer, and any other message an operator reported on. Skipped, cancelled and failed messages were "
+            "never sent and count nothing; rejected, undelivered and expired ones the operator took still count."
+        )
+    )
+    cost = serializers.IntegerField(
+        help_text="Rupiah so far: segments sent × each operator's tariff per segment when the run started."
+    )
 
 
 class OperatorProgressSerializer(_ProgressFiguresSerializer):
