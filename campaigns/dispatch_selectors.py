@@ -111,7 +111,8 @@ def run_progress(run: CampaignRun) -> dict[str, Any]:
         "segments_per_message": run.segments,
         **summary,
         "final": final,
-        "percent_final": round(100 * final / recipients, 1) if recipients else (100.0 if run.fanout_done else 0.0),
+        # Rounded down, so the bar reaches 100 % only once every message is final.
+        "percent_final": (1000 * final // recipients) / 10 if recipients else (100.0 if run.fanout_done else 0.0),
         "counts": totals,
         "done": run.status in CampaignRun.FINAL_STATUSES,
         "batches": batches,

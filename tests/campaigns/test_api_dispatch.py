@@ -199,6 +199,20 @@ def test_run_progress_costs_messages_the_operator_reported_on_though_its_answer_
     assert (tsel["segments_sent"], tsel["cost"]) == (4, 1000)
 
 
+def test_a_run_with_a_message_still_pending_is_never_shown_as_one_hundred_percent_final():
+    from campaigns.models import Delivery
+
+    run = sending_run(approved_campaign())
+    Delivery.objects.bulk_create(
+        Delivery(run=run, msisdn=f"+6281300{n:06d}", status="queued" if n == 0 else "delivered") for n in range(10_000)
+    )
+
+    progress = run_progress(run)
+
+    assert (progress["pending"], progress["final"]) == (1, 9_999)
+    assert progress["percent_final"] == 99.9  # 99.99 % shown down, not up to 100
+
+
 def test_campaign_detail_carries_the_latest_run_progress(api_client_for, sent_run):
     detail = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/").json()
     assert detail["progress"]["id"] == sent_run.pk
