@@ -537,6 +537,27 @@ def test_run_progress_lists_the_recipients_of_a_failed_batch_once_among_the_fail
     assert sorted(listed) == [1, 3]
 
 
+@pytest.mark.parametrize(
+    ("language", "shown"),
+    [("en", "6 SMS parts sent · Rp 1,200 so far"), ("id", "6 bagian SMS terkirim · Rp 1.200 sejauh ini")],
+)
+def test_run_progress_shows_the_parts_sent_and_their_cost_at_the_tariffs_of_the_runs_start(
+    officer_user, areas, language, shown
+):
+    operator = OperatorFactory(name="Telkomsel", slug="telkomsel", tariff_per_segment=250)
+    campaign = CampaignFactory(author=officer_user, status=Campaign.Status.SENDING)
+    run = CampaignRunFactory(campaign=campaign, segments=3, frozen={"tariffs": {str(operator.pk): 200}})
+    batch = DispatchBatchFactory(
+        run=run, operator=operator, size=3, status=DispatchBatch.Status.ACCEPTED, accepted_count=2
+    )
+    DeliveryFactory.create_batch(2, run=run, operator=operator, batch=batch, status=Delivery.Status.QUEUED)
+    DeliveryFactory(run=run, operator=operator, batch=batch, status=Delivery.Status.REJECTED, reason="barred")
+    url = reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
+    body = client_for(officer_user, language).get(url).content.decode()
+    # Two messages the operator took × 3 parts × Rp 200 frozen at the start (today Rp 250).
+    assert shown in body
+
+
 def test_run_progress_partial_counts_a_queued_message_of_an_accepted_batch_as_submitted(officer_user, areas):
     operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
     run = CampaignRunFactory(campaign=CampaignFactory(author=officer_user, status=Campaign.Status.SENDING))
