@@ -333,3 +333,62 @@ def test_report_csv_gives_times_in_the_campaigns_zone_as_the_campaign_page_shows
     # Kab. Blitar is in WIB: the 06:00 UTC run is the 13:00 run the officer scheduled.
     assert {row["scheduled_for"] for row in rows} == {"2021-07-08T13:00:00+07:00"}
     assert {row["done_at"] for row in rows} == {"2021-07-08T13:05:00+07:00"}
+
+
+def _answered_run(recipients: int):
+    """Fan out a run in batches of two and answer them: every third fails, the rest are accepted and delivered."""
+    campaign = approved_campaign()
+    operators_and_subscribers(counts={"tsel": recipients}, batch_size=2)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    dispatch.run_fan_out(run_id=run.pk)
+    batches = list(DispatchBatch.objects.filter(run=run).order_by("pk"))
+    ScriptedAdapter.reset(
+        *(
+            BatchResult(outcome=Outcome.FAILED, status_code=400, error=f"refused {n}")
+            if n % 3 == 0
+            else BatchResult(outcome=Outcome.ACCEPTED, accepted=batch.size)
+            for n, batch in enumerate(batches)
+        )
+    )
+    for batch in batches:
+        services.batch_send(batch_id=batch.pk)
+    run.deliveries.filter(status="queued").update(status="delivered", done_at=timezone.now())
+    return run
+
+
+def test_progress_pages_and_endpoints_take_as_many_queries_for_a_large_run_as_for_a_small_one(api_client_for):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+
+    from tests.conftest import client_for
+
+    def queries_per_url(run) -> dict[str, int]:
+        campaign = run.campaign
+        api, web = api_client_for(campaign.author), client_for(campaign.author)
+        base = f"/api/v1/campaigns/{campaign.pk}"
+        urls = {
+            "detail": (api, f"{base}/"),
+            "runs": (api, f"{base}/runs/"),
+            "deliveries": (api, f"{base}/deliveries/?status=submitted"),
+            "report": (api, f"{base}/report.csv"),
+            "page": (web, reverse("campaigns:detail", args=[campaign.pk])),
+            "run page": (web, reverse("campaigns:run_progress", args=[campaign.pk, run.pk])),
+            "dashboard": (web, reverse("dashboard")),
+        }
+        counted = {}
+        for name, (client, url) in urls.items():
+            with CaptureQueriesContext(connection) as queries:
+                response = client.get(url)
+                if response.streaming:
+                    b"".join(response.streaming_content)
+            assert response.status_code == 200, name
+            counted[name] = len(queries.captured_queries)
+        return counted
+
+    small = queries_per_url(_answered_run(4))
+    large = queries_per_url(_answered_run(120))  # 60 batches, 20 of them failed
+
+    # No query per delivery or per batch: a run of a million costs these pages what a run of four does.
+    assert large == small
