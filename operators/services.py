@@ -154,6 +154,9 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     except Exception as exc:  # noqa: BLE001 - an adapter bug must not strand the batch in flight
         logger.exception("Adapter %s raised on batch %s", operator.adapter, batch.pk)
         result = BatchResult(outcome=Outcome.RETRY, error=f"adapter error: {exc!r}"[:500])
+    if result.outcome == Outcome.ACCEPTED and result.accepted > len(outbound.recipients):
+        # The batch as written may hold numbers withdrawn after opting out: the operator can take only those sent.
+        result = replace(result, accepted=len(outbound.recipients))
     return batch_record_result(batch_id=batch.pk, result=result, leased=batch).status_label
 
 

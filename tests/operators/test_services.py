@@ -499,6 +499,18 @@ def test_a_number_opting_out_before_its_batch_is_sent_is_left_out_of_it_and_skip
     assert second.status == "skipped"
 
 
+def test_an_answer_accepting_more_than_was_sent_counts_only_the_messages_sent():
+    batch = _batch(3)
+    subscriber_opt_out(msisdn=Delivery.objects.filter(batch=batch).order_by("pk")[1].msisdn, actor=None, source="sms")
+    # The operator counts the batch as written, not the two messages it was sent.
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.ACCEPTED, accepted=3, status_code=202))
+
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+
+    batch.refresh_from_db()
+    assert batch.accepted_count == 2
+
+
 def test_a_number_opting_out_after_its_batch_was_first_sent_stays_in_the_retried_batch():
     batch = _batch_answered_503_once(2)
     first, second = Delivery.objects.filter(batch=batch).order_by("pk")
