@@ -398,7 +398,14 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
             batches = _fan_out_chunk_once(run, rows, operators, now) if rows else []
             run.fanout_cursor = chunk_end
             run.last_progress_at = run.fanout_progress_at = now
-            run.save(update_fields=["fanout_cursor", "last_progress_at", "fanout_progress_at"])
+            fields = ["fanout_cursor", "last_progress_at", "fanout_progress_at"]
+            tariffs = (run.frozen or {}).get("tariffs")
+            added = {str(batch.operator_id) for batch in batches} - set(tariffs or {})
+            if tariffs is not None and added:
+                # An operator added after the run started: its cost stays at the tariff it had when first sent to.
+                tariffs.update({pk: operators[int(pk)].tariff_per_segment for pk in added})
+                fields.append("frozen")
+            run.save(update_fields=fields)
             created += len(batches)
             if run.status == RunStatus.FANNING_OUT:
                 enqueue_on_commit(partial(batches_enqueue, [(b.pk, operators[b.operator_id].queue) for b in batches]))

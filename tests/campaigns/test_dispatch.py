@@ -430,6 +430,28 @@ def test_a_runs_cost_is_counted_at_the_tariffs_of_its_start_not_as_the_admin_lat
     assert run_progress(run)["cost"] == 2 * run.segments * 250
 
 
+def test_the_tariff_of_an_operator_added_after_the_run_started_is_frozen_when_the_run_first_sends_to_it():
+    from campaigns.dispatch_selectors import run_progress
+    from smsblast.models import Area
+    from tests.operators.factories import OperatorFactory
+
+    _scheduled()
+    operators_and_subscribers(counts={"tsel": 1}, batch_size=10)
+    (run_id,) = dispatch.runs_start_due(now=timezone.now() + timedelta(seconds=1))
+    # Added, with its subscribers, while the run was starting: fan-out reaches them.
+    added = OperatorFactory(slug="new", adapter="scripted", batch_size=10, tariff_per_segment=300)
+    SubscriberFactory.create_batch(2, area=Area.objects.get(code="35.05.01"), operator=added)
+    dispatch.run_fan_out(run_id=run_id)
+    for batch_id in DispatchBatch.objects.filter(run_id=run_id).values_list("pk", flat=True):
+        assert batch_send(batch_id=batch_id) == "accepted"
+    run = CampaignRun.objects.get(pk=run_id)
+    assert run_progress(run)["cost"] == 1 * 250 + 2 * 300
+
+    added.tariff_per_segment = 500
+    added.save()
+    assert run_progress(run)["cost"] == 1 * 250 + 2 * 300
+
+
 def test_a_run_sends_and_costs_the_encoding_and_parts_of_its_text():
     from campaigns.dispatch_selectors import run_progress
     from operators.services import batch_outbound
