@@ -64,6 +64,26 @@ def redis_client(redis_url):
     return client
 
 
+@pytest.fixture
+def private_broker(settings, redis_client, redis_url):
+    """Point this process's Celery at the session's Redis, emptied for the test, and back after it.
+
+    The reconciler asks the broker how many tasks an operator's queue holds: tasks an earlier test left in the
+    broker of the environment must not change what this test sees.
+    """
+    from config.celery import app
+
+    before = app.conf.broker_url
+    settings.CELERY_BROKER_URL = redis_url
+    app.conf.broker_url = redis_url
+    app._pool = None
+    app.amqp._producer_pool = None
+    yield redis_url
+    app.conf.broker_url = before
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
 def make_user(username: str, role: str, password: str = "pw-secret-123"):
     from smsblast.models import User
     from smsblast.roles import user_role_set

@@ -24,7 +24,7 @@ BLORA_DAILY = {"kind": "daily", "time": "13:00", "weekday_times": {"fri": "10:00
 
 
 @pytest.fixture(autouse=True)
-def dispatch_redis(settings, redis_client, redis_url):
+def dispatch_redis(settings, redis_client, redis_url, private_broker):
     settings.REDIS_URL = redis_url
     ScriptedAdapter.reset()
 

@@ -21,7 +21,7 @@ REPORTS_URL = "/api/v1/operator/delivery-reports/"
 
 
 @pytest.fixture(autouse=True)
-def dispatch_redis(settings, redis_client, redis_url):
+def dispatch_redis(settings, redis_client, redis_url, private_broker):
     settings.REDIS_URL = redis_url
     ScriptedAdapter.reset()
 

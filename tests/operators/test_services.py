@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def dispatch_redis(settings, redis_client, redis_url):
+def dispatch_redis(settings, redis_client, redis_url, private_broker):
     settings.REDIS_URL = redis_url
     ScriptedAdapter.reset()
 
