@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import environ
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -92,6 +94,9 @@ def main() -> int:
     """Start everything, wait until it stops or Ctrl-C, and return honcho's exit status."""
     var_dir = BASE_DIR / "var"
     var_dir.mkdir(exist_ok=True)
+    # The .env file as the settings read it, under the process environment. honcho is then told to read none:
+    # its own reading would put the file over the environment, and the ports printed here would not be its ports.
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
     env = dict(os.environ)
     # Checked before anything starts: otherwise the URL is printed and every process stops a few seconds later.
     problem = ports_problem(env)
@@ -110,7 +115,8 @@ def main() -> int:
         "Press Ctrl-C to stop every process.\n",
         flush=True,
     )
-    proc = subprocess.Popen([honcho, "start", "-f", str(BASE_DIR / "Procfile")], cwd=BASE_DIR, env=env)  # noqa: S603
+    command = [honcho, "start", "-f", str(BASE_DIR / "Procfile"), "-e", os.devnull]
+    proc = subprocess.Popen(command, cwd=BASE_DIR, env=env)  # noqa: S603
     try:
         return proc.wait()
     except KeyboardInterrupt:

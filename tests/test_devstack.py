@@ -50,3 +50,34 @@ def test_make_run_names_a_taken_simulator_port_and_a_port_that_is_not_a_number()
     assert "WEB_PORT=eighty is not a port number." in result.stderr
     assert f"Port {port} (SIMULATOR_PORT) is already in use" in result.stderr
     assert "is starting at" not in result.stdout
+
+
+def test_make_run_takes_the_ports_of_the_env_file_and_the_process_environment_over_them(tmp_path):
+    # A copy of the launcher in a folder of its own, so that the .env it reads is this test's.
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "devstack.py").write_text((BASE_DIR / "config" / "devstack.py").read_text())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / ".env").write_text(f"WEB_PORT={port}\nSIMULATOR_PORT={free_port()}\n")
+        env = {name: value for name, value in os.environ.items() if name not in ("WEB_PORT", "SIMULATOR_PORT")}
+        env["PYTHONPATH"] = str(BASE_DIR)
+        from_file = subprocess.run(
+            [sys.executable, str(tmp_path / "config" / "devstack.py")],
+            env={**env, "REDIS_URL": "redis://127.0.0.1:1/0"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        overridden = subprocess.run(
+            [sys.executable, str(tmp_path / "config" / "devstack.py")],
+            env={**env, "REDIS_URL": "redis://127.0.0.1:1/0", "WEB_PORT": "eighty"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert from_file.returncode != 0
+    assert f"Port {port} (WEB_PORT) is already in use" in from_file.stderr
+    assert overridden.returncode != 0
+    assert "WEB_PORT=eighty is not a port number." in overridden.stderr
