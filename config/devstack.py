@@ -3,6 +3,7 @@
 `make run` calls this after migrating and loading the demo data. Ctrl-C stops everything it started.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import environ
+import psutil
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -52,6 +54,28 @@ def ports_problem(env: dict[str, str]) -> str:
     if not problems:
         return ""
     return " ".join(problems) + " Choose free ports, e.g. WEB_PORT=8001 SIMULATOR_PORT=9101 make run."
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """Return the process `pid` and all its descendants, or [] once it has ended."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop_all(processes: list[psutil.Process], timeout: float) -> None:
+    """Terminate those of `processes` still running, and kill the ones still there after `timeout` seconds."""
+    alive = [process for process in processes if process.is_running()]
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=timeout)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=timeout)
 
 
 def redis_executable() -> str:
@@ -120,8 +144,14 @@ def main() -> int:
     try:
         return proc.wait()
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Taken before honcho stops them: its processes run in sessions of their own, and honcho leaves them
+        # running when its output is gone (Ctrl-C on `make run | tee run.log` ends tee first).
+        started = process_tree(proc.pid)
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        stop_all(started, timeout=5)
         return 0
     finally:
         if redis_proc is not None:

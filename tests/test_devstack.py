@@ -1,10 +1,14 @@
 """`make run`'s launcher: it refuses ports it cannot listen on before starting anything."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -81,3 +85,41 @@ def test_make_run_takes_the_ports_of_the_env_file_and_the_process_environment_ov
     assert f"Port {port} (WEB_PORT) is already in use" in from_file.stderr
     assert overridden.returncode != 0
     assert "WEB_PORT=eighty is not a port number." in overridden.stderr
+
+
+def test_ctrl_c_stops_every_process_even_when_the_output_of_make_run_is_gone(tmp_path):
+    # `make run | tee run.log`: Ctrl-C ends tee first, and honcho, writing to a closed pipe, stops nothing itself.
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "devstack.py").write_text((BASE_DIR / "config" / "devstack.py").read_text())
+    pid_file = tmp_path / "sleeper.pid"
+    sleeper = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    (tmp_path / "Procfile").write_text(f'sleeper: {sys.executable} -c "{sleeper}"\n')
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(BASE_DIR),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "WEB_PORT": str(free_port()),
+        "SIMULATOR_PORT": str(free_port()),
+    }
+    stack = subprocess.Popen(
+        [sys.executable, str(tmp_path / "config" / "devstack.py")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    sleeper_pid = None
+    try:
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert stack.poll() is None, stack.stdout.read().decode()
+            time.sleep(0.1)
+        sleeper_pid = int(pid_file.read_text())
+        stack.stdout.close()
+        os.killpg(stack.pid, signal.SIGINT)
+        stack.wait(timeout=120)
+        assert not psutil.pid_exists(sleeper_pid) or psutil.Process(sleeper_pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        for pid in (sleeper_pid, stack.pid):
+            if pid and psutil.pid_exists(pid):
+                os.kill(pid, signal.SIGKILL)
