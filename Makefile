@@ -6,8 +6,9 @@ export DJANGO_SETTINGS_MODULE ?= config.settings.dev
 
 .PHONY: run test lint install migrate demo assets bench-dispatch bench-import clean
 
+# A .venv without pip is what `python3 -m venv` leaves when python3-venv was missing: it is created again.
 $(VENV)/.installed: requirements.txt
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/pip || $(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
