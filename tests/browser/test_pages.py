@@ -159,3 +159,30 @@ def test_a_saved_multi_line_text_has_the_parts_the_counter_showed(officer_page, 
     page.locator("#campaign-form .actions button[type=submit]").click()
     expect(page.locator(".messages")).to_be_visible()
     assert analyze(Campaign.objects.get(title="Dua baris").text).segments == 1
+
+
+def test_the_approver_sees_the_cost_column_without_scrolling_on_a_desktop_screen(officer_page, live_server, new_page):
+    from campaigns.services import campaign_submit
+    from tests.operators.factories import OperatorFactory
+    from tests.smsblast.factories import SubscriberFactory
+
+    officer = User.objects.get(username="officer-kb")
+    make_user("approver-kb", Role.APPROVER)
+    names = ("Indosat Ooredoo Hutchison", "Smartfren", "Telkomsel", "XL Axiata (incl. AXIS)")
+    for index, name in enumerate(names):
+        operator = OperatorFactory(name=name, prefixes=[f"62{881 + index}"], tariff_per_segment=250_000)
+        for number in range(10):
+            SubscriberFactory(msisdn=f"+62{881 + index}{number:08d}", area_id="35.05.01", operator=operator)
+    campaign = CampaignFactory(author=officer, area_codes=["35.05"])
+    campaign_submit(campaign=campaign, actor=officer)
+
+    page = new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", "approver-kb")
+    page.fill("#id_password", "pw-secret-123")
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_have_text("Dasbor")
+    page.goto(f"{live_server.url}/campaigns/{campaign.pk}/review/")
+    expect(page.locator("[data-cost-total]")).to_have_text("Rp 10.000.000")
+    wrap = page.locator(".table-wrap:has([data-audience])")
+    assert wrap.evaluate("element => element.scrollWidth <= element.clientWidth")
