@@ -29,7 +29,7 @@ from campaigns.models import Approval, Campaign, CampaignRun, Mode
 from campaigns.models import Delivery as DeliveryModel
 from campaigns.selectors import campaign_zone, campaign_zones, target_zone
 from operators.broadcast_selectors import broadcast_run_progress
-from operators.broadcasts import broadcast_estimate
+from operators.broadcasts import broadcast_estimate, broadcast_operators
 from smsblast.audit import audit_history
 from smsblast.errors import ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, Role
@@ -322,14 +322,30 @@ def _campaign_context(campaign: Campaign) -> dict:
     if campaign.polygon:
         # A drawn polygon is part of the target the approval binds, so it is drawn with the chosen areas.
         shapes.append((_("Drawn area"), campaign.polygon))
+    broadcast = campaign.mode == Mode.AREA_BROADCAST
     return {
         "campaign": campaign,
         "analysis": analysis,
         "areas": areas,
         "map_svg": boundary_svg(shapes, title=_("Map of the chosen areas")),
-        "audience": selectors.campaign_audience(campaign),
+        # An area broadcast reaches handsets, not subscribers, and spends no SMS: its operators and reach instead.
+        "audience": None if broadcast else selectors.campaign_audience(campaign),
+        "broadcast_plan": _broadcast_plan(campaign) if broadcast else None,
+        "estimate": _broadcast_estimate(campaign),
         "zone": campaign_zone(campaign),
         "content_hash": services.campaign_content_hash(campaign),
+    }
+
+
+def _broadcast_plan(campaign: Campaign) -> dict:
+    """Return the operators an area broadcast goes to, and any it names that would not receive it."""
+    operators = broadcast_operators(campaign)
+    sent_to = {operator.slug for operator in operators}
+    return {
+        "every_active": not campaign.operator_slugs,
+        "operators": operators,
+        # Deactivated since, unknown, or (for an exercise) without a test endpoint.
+        "left_out": sorted(set(campaign.operator_slugs or []) - sent_to),
     }
 
 
@@ -442,7 +458,6 @@ def campaign_review(request: HttpRequest, pk: int) -> HttpResponse:
             "can_decide": campaign.status == Status.PENDING_APPROVAL,
             "diff": _diff_against_rejection(campaign),
             "schedule_text": _schedule_lines(campaign),
-            "estimate": _broadcast_estimate(campaign),
         }
     )
     return render(request, "campaigns/review.html", context, status=status_code)
@@ -490,6 +505,18 @@ def _schedule_lines(campaign: Campaign) -> list[str]:
     """Return the schedule in words, in the area's zone."""
     schedule = campaign.schedule or {}
     zone = campaign_zone(campaign)
+    if campaign.mode == Mode.AREA_BROADCAST:
+        # Its window is its schedule: submit refuses any other (see operators.broadcasts).
+        from smsblast.templatetags.ui import local_time, status_label
+
+        return [
+            _("Broadcast window: %(starts)s – %(ends)s, %(repeat)s.")
+            % {
+                "starts": local_time(campaign.starts_at, zone),
+                "ends": local_time(campaign.ends_at, zone),
+                "repeat": status_label(campaign.repeat_policy),
+            }
+        ]
     kind = schedule.get("kind", "now")
     weekdays = [_("Mon"), _("Tue"), _("Wed"), _("Thu"), _("Fri"), _("Sat"), _("Sun")]
     lines = []

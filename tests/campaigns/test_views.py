@@ -1101,3 +1101,62 @@ def test_saving_an_approved_campaign_unchanged_keeps_its_approval_when_it_was_ap
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.APPROVED
     assert Approval.objects.get(campaign=campaign).voided_at is None
+
+
+def _broadcast_with_subscribers(**fields) -> Campaign:
+    """Return an area broadcast for Kab. Blitar at Telkomsel, where registered subscribers would cost SMS."""
+    blitar_areas()
+    telkomsel = OperatorFactory(slug="telkomsel", name="Telkomsel", tariff_per_segment=350)
+    OperatorFactory(slug="xl", name="XL Axiata", tariff_per_segment=250)
+    for _ in range(3):
+        SubscriberFactory(area_id="35.05.01", operator=telkomsel)
+    return broadcast_campaign(**fields)
+
+
+def test_campaign_page_of_an_area_broadcast_shows_its_operators_and_reach_not_an_sms_cost(officer_user):
+    campaign = _broadcast_with_subscribers(author=officer_user, operator_slugs=["telkomsel"])
+    body = client_for(officer_user, "en").get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "data-audience" not in body
+    assert "Rp" not in body
+    assert re.search(r"data-broadcast-operators>\s*Telkomsel\s*<", body)
+    assert "XL Axiata" not in body
+    assert "data-exercise>No" in body
+    assert "data-handsets>1,072,444<" in body
+    with translation.override("en"):
+        window = f"{local_time(campaign.starts_at, campaign)} – {local_time(campaign.ends_at, campaign)}"
+    assert window in body
+
+
+def test_campaign_page_of_an_area_broadcast_to_every_operator_says_so_and_names_them(officer_user):
+    campaign = _broadcast_with_subscribers(author=officer_user)
+    body = client_for(officer_user).get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert re.search(r"data-broadcast-operators>\s*semua operator aktif: Telkomsel, XL Axiata\s*<", body)
+    assert "data-audience" not in body
+
+
+def test_review_page_of_an_area_broadcast_shows_no_sms_cost_and_its_window_as_the_schedule(approver_user):
+    campaign = _broadcast_with_subscribers(approved=False, status=Campaign.Status.PENDING_APPROVAL, exercise=True)
+    body = client_for(approver_user, "en").get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    assert "data-audience" not in body
+    assert "Rp" not in body
+    assert "Audience per operator and cost" not in body
+    assert "data-exercise>Yes" in body
+    assert "data-handsets>1,072,444<" in body
+    assert "as soon as it is scheduled" not in body
+    schedule = re.search(r"<ul data-schedule>(.*?)</ul>", body, re.S).group(1)
+    with translation.override("en"):
+        window = f"{local_time(campaign.starts_at, campaign)} – {local_time(campaign.ends_at, campaign)}"
+    assert window in schedule
+    assert "once per handset in the window" in schedule
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    assert "Sekali, segera setelah dijadwalkan" not in body
+    assert "Jangka waktu siaran" in re.search(r"<ul data-schedule>(.*?)</ul>", body, re.S).group(1)
+
+
+def test_campaign_and_review_pages_of_a_targeted_campaign_still_show_the_audience_and_its_cost(
+    pending, approver_user, officer_user
+):
+    for user, name in ((officer_user, "campaigns:detail"), (approver_user, "campaigns:review")):
+        body = client_for(user).get(reverse(name, args=[pending.pk])).content.decode()
+        assert "data-cost-total" in body
+        assert "data-broadcast-operators" not in body
