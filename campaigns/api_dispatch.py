@@ -15,7 +15,9 @@ from campaigns.dispatch_selectors import (
     effective_status,
     run_progress,
 )
-from campaigns.serializers import RunProgressSerializer
+from campaigns.models import Mode
+from campaigns.serializers import CAMPAIGN_RUN_PROGRESS
+from operators.broadcast_selectors import broadcast_run_progress
 from smsblast.api import FileContentNegotiation, Pagination
 from smsblast.api_views import validated
 from smsblast.errors import ServiceInvalid
@@ -91,14 +93,19 @@ class CampaignDispatchActionsMixin:
         campaign = dispatch.campaign_resume(campaign=self.get_object(), actor=request.user)
         return self.detail_response(campaign)
 
-    @extend_schema(responses={200: RunProgressSerializer(many=True)})
+    @extend_schema(responses={200: CAMPAIGN_RUN_PROGRESS})
     @action(detail=True, methods=["get"], permission_classes=[IsStaffRole])
     def runs(self, request, pk=None):
-        """Return each run's progress (counts by status, batches, segments sent, cost), per operator, newest first."""
+        """Return each run's progress, newest first.
+
+        A targeted run: counts by status, batches, segments sent and cost, per operator. An area broadcast's run
+        has no deliveries: the handsets reached and each operator's state, as under the detail's `broadcast`.
+        """
         campaign = self.get_object()
         paginator = Pagination()
         runs = paginator.paginate_queryset(campaign.runs.order_by("-scheduled_for", "-id"), request, view=self)
-        return paginator.get_paginated_response([run_progress(run) for run in runs])
+        progress = broadcast_run_progress if campaign.mode == Mode.AREA_BROADCAST else run_progress
+        return paginator.get_paginated_response([progress(run) for run in runs])
 
     @extend_schema(
         parameters=[

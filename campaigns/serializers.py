@@ -8,7 +8,7 @@ from campaigns.dispatch_selectors import campaign_progress
 from campaigns.models import Approval, Campaign, CampaignRun, Mode, Priority, RepeatPolicy
 from campaigns.selectors import campaign_audience, campaign_history, campaign_zone
 from campaigns.services import SENDER_MAX_LENGTH, campaign_allowed_actions, campaign_content_hash
-from operators.api_broadcast import CampaignBroadcastSerializer
+from operators.api_broadcast import BroadcastRunSerializer, CampaignBroadcastSerializer
 from smsblast import sms
 from smsblast.api_views import TEXT_ANALYSIS, StrictCharField
 from smsblast.models import AuditEvent
@@ -117,6 +117,15 @@ class RunProgressSerializer(_ProgressFiguresSerializer):
     percent_final = serializers.FloatField()
     done = serializers.BooleanField()
     operators = OperatorProgressSerializer(many=True)
+
+
+# A targeted run's deliveries, or an area broadcast's handsets reached and per-operator state: it has no deliveries.
+CAMPAIGN_RUN_PROGRESS = PolymorphicProxySerializer(
+    component_name="CampaignRunProgress",
+    serializers=[RunProgressSerializer, BroadcastRunSerializer],
+    resource_type_field_name=None,
+    many=True,
+)
 
 
 class CampaignListSerializer(serializers.ModelSerializer):
@@ -274,9 +283,19 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
 
         return {"estimate": broadcast_estimate(campaign), "runs": broadcast_progress(campaign)}
 
-    @extend_schema_field(RunProgressSerializer(allow_null=True))
+    @extend_schema_field(
+        RunProgressSerializer(
+            allow_null=True,
+            help_text=(
+                "The latest run's delivery progress; null before the first run, and always for an area broadcast, "
+                "which has no deliveries: its handsets reached and each operator's state are under broadcast."
+            ),
+        )
+    )
     def get_progress(self, campaign: Campaign) -> dict | None:
         """Return the latest run's progress (see campaigns.dispatch_selectors.run_progress), or None."""
+        if campaign.mode == Mode.AREA_BROADCAST:
+            return None
         return campaign_progress(campaign)
 
     def get_content_hash(self, campaign: Campaign) -> str:

@@ -16,8 +16,11 @@ def _mismatches(schema: dict, node: dict, value, where: str) -> list[str]:
     node = _resolve(schema, node)
     if value is None:
         return [] if node["nullable"] or "oneOf" in node else [f"{where} is null but not documented as nullable"]
-    if "oneOf" in node or "anyOf" in node:
-        return []
+    alternatives = node.get("oneOf") or node.get("anyOf")
+    if alternatives:
+        # The answer is one of the documented shapes: it must match at least one of them field by field.
+        found = [_mismatches(schema, alternative, value, where) for alternative in alternatives]
+        return [] if [] in found else min(found, key=len)
     if isinstance(value, dict):
         properties = node.get("properties")
         if properties is None:

@@ -392,3 +392,40 @@ def test_progress_pages_and_endpoints_take_as_many_queries_for_a_large_run_as_fo
 
     # No query per delivery or per batch: a run of a million costs these pages what a run of four does.
     assert large == small
+
+
+def test_an_area_broadcast_answers_its_reach_per_operator_as_runs_and_no_delivery_progress(api_client_for, officer):
+    from datetime import timedelta
+
+    from operators import broadcasts
+    from operators.models import AreaBroadcast
+    from tests.operators.area_scripted import ScriptedAreaAdapter, blitar_areas, broadcast_campaign
+    from tests.operators.factories import OperatorFactory
+    from tests.schema_check import answer_mismatches
+
+    ScriptedAreaAdapter.reset()
+    OperatorFactory(slug="telkomsel", adapter="scripted_area", base_url="http://sim/telkomsel")
+    blitar_areas()
+    campaign = broadcast_campaign(author=officer)
+    run = broadcasts.area_broadcast_run_start(campaign_id=campaign.pk, now=campaign.starts_at + timedelta(seconds=1))
+    sent = broadcasts.area_broadcast_send(broadcast_id=AreaBroadcast.objects.get(run=run).pk)
+    broadcasts.area_broadcast_report(
+        operator=sent.operator, broadcast_id=sent.pk, handsets_reached=1234, at=timezone.now()
+    )
+    client = api_client_for(officer)
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+
+    detail = client.get(f"/api/v1/campaigns/{campaign.pk}/")
+    assert detail.json()["progress"] is None
+    assert detail.json()["broadcast"]["runs"][0]["handsets_reached"] == 1234
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/", "get", detail) == []
+    progress = schema["components"]["schemas"]["CampaignDetail"]["properties"]["progress"]
+    assert "area broadcast" in progress["description"]
+
+    runs = client.get(f"/api/v1/campaigns/{campaign.pk}/runs/")
+    [answered] = runs.json()["results"]
+    assert answered["run_id"] == run.pk
+    assert answered["handsets_reached"] == 1234
+    assert [(op["operator"], op["state"]) for op in answered["operators"]] == [("telkomsel", "acknowledged")]
+    assert "recipients" not in answered and "cost" not in answered
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/runs/", "get", runs) == []
