@@ -154,9 +154,12 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     except Exception as exc:  # noqa: BLE001 - an adapter bug must not strand the batch in flight
         logger.exception("Adapter %s raised on batch %s", operator.adapter, batch.pk)
         result = BatchResult(outcome=Outcome.RETRY, error=f"adapter error: {exc!r}"[:500])
-    if result.outcome == Outcome.ACCEPTED and result.accepted > len(outbound.recipients):
-        # The batch as written may hold numbers withdrawn after opting out: the operator can take only those sent.
-        result = replace(result, accepted=len(outbound.recipients))
+    if result.outcome == Outcome.ACCEPTED:
+        # The batch as written may hold numbers withdrawn after opting out: the operator can take only those sent,
+        # and none it refused in the same answer.
+        most = _sent_not_refused({message_pk(m.message_id) for m in outbound.recipients}, result.rejected)
+        if result.accepted > most:
+            result = replace(result, accepted=most)
     return batch_record_result(batch_id=batch.pk, result=result, leased=batch).status_label
 
 
@@ -654,6 +657,11 @@ def _run_progressed(batch: DispatchBatch, now: datetime) -> None:
         runs_mark_progress_on_commit([batch.run_id], now, every=timedelta(seconds=5))
 
 
+def _sent_not_refused(sent: set[int | None], rejected: list[tuple[str, str]]) -> int:
+    """Return how many of the sent message ids an answer does not refuse: the most it can have accepted."""
+    return len(sent - {message_pk(message_id) for message_id, _reason in rejected})
+
+
 def _deliveries_reject(batch: DispatchBatch, rejected: list[tuple[str, str]], now: datetime) -> int:
     """Mark the messages the operator refused inside an accepted batch; return how many changed."""
     by_reason: dict[str, list[int]] = {}
@@ -1014,9 +1022,14 @@ def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: l
     )
     if accepted is not None and accepted > len(handed):
         raise ServiceInvalid(f"accepted must be at most the {len(handed)} recipients the batch handed over.")
+    not_refused = _sent_not_refused(handed, [(item.get("message_id"), "") for item in rejected])
+    if accepted is not None and accepted > not_refused:
+        raise ServiceInvalid(
+            f"accepted must be at most the {not_refused} recipients handed over that it does not refuse."
+        )
     if accepted is None:
         # Without a count, the messages handed over that it did not refuse (each refusal counted once).
-        accepted = len(handed - {message_pk(item.get("message_id")) for item in rejected})
+        accepted = not_refused
     result = BatchResult(
         outcome=Outcome.ACCEPTED,
         accepted=accepted,

@@ -420,6 +420,21 @@ def test_an_ack_accepting_more_than_the_numbers_handed_over_is_refused(world):
     assert batch.status == "in_flight" and batch.accepted_count == 0
 
 
+def test_an_ack_accepting_a_message_it_also_refused_is_refused_and_the_batch_stays_claimed(world):
+    client, batch = _claimed_by_a_pulling_operator(world)
+    handed = world["ids"]["tsel"]
+    rejected = [{"message_id": handed[0], "reason": "barred"}]
+
+    response = client.post(
+        f"/api/v1/operator/batches/{batch.pk}/ack/", {"accepted": len(handed), "rejected": rejected}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "at most" in response.json()["detail"]
+    batch.refresh_from_db()
+    assert batch.status == "in_flight" and batch.accepted_count == 0
+
+
 def _deactivated(world):
     """Switch tsel to pull mode, have it claim its batch, then deactivate it; return (its client, the batch)."""
     client, batch = _claimed_by_a_pulling_operator(world)

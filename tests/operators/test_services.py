@@ -511,6 +511,21 @@ def test_an_answer_accepting_more_than_was_sent_counts_only_the_messages_sent():
     assert batch.accepted_count == 2
 
 
+def test_an_answer_accepting_a_message_it_also_refused_counts_only_those_not_refused():
+    batch = _batch(3)
+    refused = Delivery.objects.filter(batch=batch).order_by("pk").first()
+    # The operator's count contradicts its own refusals: 3 accepted, one of the 3 refused (twice).
+    rejected = [(str(refused.pk), "barred"), (str(refused.pk), "barred")]
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.ACCEPTED, accepted=3, rejected=rejected, status_code=202))
+
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+
+    batch.refresh_from_db()
+    assert batch.accepted_count == 2
+    refused.refresh_from_db()
+    assert refused.status == "rejected"
+
+
 def test_a_number_opting_out_after_its_batch_was_first_sent_stays_in_the_retried_batch():
     batch = _batch_answered_503_once(2)
     first, second = Delivery.objects.filter(batch=batch).order_by("pk")
