@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.scheduling import zone_for_area_code
-from campaigns.serializers import SKIPPED_REASONS, SkippedByReasonSerializer
+from campaigns.serializers import AudienceOperatorSerializer, SkippedByReasonSerializer
 from campaigns.services import _audience_problem as audience_problem
 from smsblast import optout, selectors, services
 from smsblast.api import FileContentNegotiation, Pagination
@@ -501,16 +501,9 @@ class AudiencePreviewSerializer(serializers.Serializer):
     text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=5000)
 
 
-class OperatorShareSerializer(serializers.Serializer):
+class OperatorShareSerializer(AudienceOperatorSerializer):
     slug = serializers.CharField(allow_null=True, help_text="Null for numbers of no known operator.")
-    name = serializers.CharField()
-    recipients = serializers.IntegerField()
-    opted_out = serializers.IntegerField()
-    skipped = serializers.IntegerField(help_text="Numbers not opted out that a run would skip, for skipped_reason.")
-    skipped_reason = serializers.ChoiceField(choices=SKIPPED_REASONS, help_text="Empty when the operator sends.")
-    segments = serializers.IntegerField()
     tariff_per_segment = serializers.IntegerField()
-    cost = serializers.IntegerField()
 
 
 class KecamatanShareSerializer(serializers.Serializer):
