@@ -19,6 +19,17 @@ CHROMIUM_ARGS = [
 PHONE_VIEWPORT = {"width": 360, "height": 740}
 
 
+def log_in(page, base_url: str, username: str) -> None:
+    """Log `username` in (demo password) through the log-in page and wait for the dashboard."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "pw-secret-123")
+    page.click("main button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Dasbor")
+
+
 @pytest.fixture(scope="session")
 def chromium():
     """Start Debian's Chromium once per session through Playwright (never a downloaded browser)."""

@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from campaigns.models import Campaign
 from smsblast.models import Role
-from tests.browser.conftest import PHONE_VIEWPORT
+from tests.browser.conftest import PHONE_VIEWPORT, log_in
 from tests.conftest import make_user
 from tests.integration.scenario import all_final, operators_create, run_finished, run_of, subscribers_create
 
@@ -21,14 +21,6 @@ TEXT = (
 )
 SUGGESTED = TEXT.replace("“", '"').replace("”", '"')
 RECIPIENTS = 400
-
-
-def log_in(page, base_url: str, username: str) -> None:
-    page.goto(f"{base_url}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", "pw-secret-123")
-    page.click("main button[type=submit]")
-    expect(page.locator("h1")).to_have_text("Dasbor")
 
 
 def test_officer_composes_approver_approves_from_a_phone_and_the_run_reaches_100_percent(stack, new_page, live_server):

@@ -4,7 +4,7 @@ import pytest
 from playwright.sync_api import expect
 
 from smsblast.models import Role, User
-from tests.browser.conftest import PHONE_VIEWPORT
+from tests.browser.conftest import PHONE_VIEWPORT, log_in
 from tests.campaigns.factories import CampaignFactory
 from tests.conftest import make_user
 from tests.smsblast.factories import area_tree
@@ -118,11 +118,7 @@ def test_the_approver_sees_each_line_of_the_diff_since_the_rejection_on_its_own_
     campaign_submit(campaign=campaign, actor=officer)
 
     page = new_page()
-    page.goto(f"{live_server.url}/login/")
-    page.fill("#id_username", "approver-kb")
-    page.fill("#id_password", "pw-secret-123")
-    page.keyboard.press("Enter")
-    expect(page.locator("h1")).to_have_text("Dasbor")
+    log_in(page, live_server.url, "approver-kb")
     page.goto(f"{live_server.url}/campaigns/{campaign.pk}/review/")
     lines = page.locator("[data-diff] span")
     expect(lines.filter(has_text="+text: Baris dua diubah.")).to_be_visible()
@@ -177,11 +173,7 @@ def test_the_approver_sees_the_cost_column_without_scrolling_on_a_desktop_screen
     campaign_submit(campaign=campaign, actor=officer)
 
     page = new_page(viewport={"width": 1280, "height": 900})
-    page.goto(f"{live_server.url}/login/")
-    page.fill("#id_username", "approver-kb")
-    page.fill("#id_password", "pw-secret-123")
-    page.keyboard.press("Enter")
-    expect(page.locator("h1")).to_have_text("Dasbor")
+    log_in(page, live_server.url, "approver-kb")
     page.goto(f"{live_server.url}/campaigns/{campaign.pk}/review/")
     expect(page.locator("[data-cost-total]")).to_have_text("Rp 10.000.000")
     wrap = page.locator(".table-wrap:has([data-audience])")
