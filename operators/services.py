@@ -157,7 +157,9 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     if result.outcome == Outcome.ACCEPTED:
         # The batch as written may hold numbers withdrawn after opting out: the operator can take only those sent,
         # and none it refused in the same answer.
-        most = _sent_not_refused({message_pk(m.message_id) for m in outbound.recipients}, result.rejected)
+        most = len(outbound.recipients)
+        if result.rejected and result.accepted > 0:
+            most = _sent_not_refused({message_pk(m.message_id) for m in outbound.recipients}, result.rejected)
         if result.accepted > most:
             result = replace(result, accepted=most)
     return batch_record_result(batch_id=batch.pk, result=result, leased=batch).status_label
