@@ -241,6 +241,9 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
         scheduled_for = later
         skipped += 1
     next_run_at = upcoming(after=max(scheduled_for, now))
+    if scheduling.is_past_end(schedule, zone=zone, start=scheduled_for, now=now):
+        _schedule_end(campaign, claimed=claimed, skipped=skipped + 1, now=now)
+        return None
     # Only from the state read (and checked above): if the previous run completed meanwhile, the next tick starts
     # this one, so its audit event names the state it really left (invariant 6).
     rows = Campaign.objects.filter(pk=campaign.pk, status=campaign.status, next_run_at=claimed).update(
@@ -293,6 +296,42 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
     audit_record(actor=None, action="run.start", obj=run, to_state=RunStatus.FANNING_OUT)
     enqueue_on_commit(partial(_enqueue_fan_out, run.pk))
     return run
+
+
+def _schedule_end(campaign: Campaign, *, claimed: datetime, skipped: int, now: datetime) -> None:
+    """Start nothing more for a campaign whose schedule's end date passed before its due occurrences could run.
+
+    A campaign still sending an earlier run keeps sending and completes with it; otherwise it completes now, with
+    failures if any of its runs had them. Called by run_start with the campaign row locked.
+    """
+    details = {
+        "reason": "The schedule's end date passed before these occurrences could start; they were not sent.",
+        "occurrences_skipped": skipped,
+    }
+    if campaign.status == Campaign.Status.SENDING:
+        if Campaign.objects.filter(pk=campaign.pk, status=campaign.status, next_run_at=claimed).update(
+            next_run_at=None, updated_at=now
+        ):
+            audit_record(
+                actor=None,
+                action="campaign.schedule_end",
+                obj=campaign,
+                from_state=campaign.status,
+                to_state=campaign.status,
+                details=details,
+            )
+        return
+    failed = campaign.runs.filter(status=RunStatus.COMPLETED_WITH_FAILURES).exists()
+    campaign_move(
+        campaign=campaign,
+        to_state=Campaign.Status.COMPLETED_WITH_FAILURES if failed else Campaign.Status.COMPLETED,
+        actor=None,
+        action="campaign.schedule_end",
+        match={"next_run_at": claimed},
+        details=details,
+        now=now,
+        next_run_at=None,
+    )
 
 
 def _enqueue_fan_out(run_id: int) -> None:
@@ -557,7 +596,7 @@ def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignR
     to_state = RunStatus.COMPLETED_WITH_FAILURES if failed else RunStatus.COMPLETED
     # The campaign row first, then the run, in the order pause and cancel take them: the other way round,
     # a cancel holding the campaign and waiting for this run deadlocks with this UPDATE.
-    Campaign.objects.select_for_update().filter(pk=run.campaign_id).first()
+    locked = Campaign.objects.select_for_update().filter(pk=run.campaign_id).first()
     rows = CampaignRun.objects.filter(pk=run.pk, status=run.status).update(
         status=to_state, finished_at=now, last_progress_at=now
     )
@@ -569,6 +608,8 @@ def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignR
     campaign = run.campaign
     if campaign.runs.filter(status__in=ACTIVE_RUN_STATUSES).exists():
         return run
+    # As the lock found it: a start meanwhile may have found the schedule ended (run_start, _schedule_end).
+    campaign.next_run_at = locked.next_run_at
     # A paused recurring campaign stays paused: its next occurrence waits for resume.
     from_states = (Campaign.Status.SENDING, Campaign.Status.PAUSED)
     if campaign.next_run_at is not None:

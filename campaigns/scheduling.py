@@ -237,6 +237,20 @@ def may_send_at(moment: datetime, *, schedule: dict, zone: Zone, priority: str, 
     return released if released is not None else moment.astimezone(UTC)
 
 
+def is_past_end(schedule: dict, *, zone: Zone, start: datetime, now: datetime) -> bool:
+    """Return whether a run due at `start` (UTC) is too late to start at `now`: its schedule ended meanwhile.
+
+    `until` is an inclusive local date. A last occurrence that quiet hours moved into the next morning still
+    starts that morning; an occurrence missed (the scheduler down, the campaign paused) never starts on a day
+    after both.
+    """
+    until = schedule.get("until")
+    if not until:
+        return False
+    last_day = max(date.fromisoformat(until), start.astimezone(zone.tzinfo).date())
+    return now.astimezone(zone.tzinfo).date() > last_day
+
+
 def _local_time_on(schedule: dict, day: date) -> time | None:
     """Return the local time the recurring schedule fires on `day`, or None if it does not."""
     if schedule["kind"] == "daily":

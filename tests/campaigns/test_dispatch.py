@@ -164,6 +164,80 @@ def test_a_scheduler_down_past_several_occurrences_runs_only_the_latest_due_one(
     assert campaign.next_run_at == utc(2021, 7, 9, 3, 0)  # Friday 10:00 WIB
 
 
+def _until_sunday_saturday_run_sent() -> tuple[Campaign, int]:
+    """Arm a daily 13:00 WIB campaign ending Sunday 11 July 2021 and send its Saturday run; return it and the run id.
+
+    The run's batches are accepted, so it waits for delivery reports.
+    """
+    until_sunday = dispatch.scheduling.schedule_normalize({"kind": "daily", "time": "13:00", "until": "2021-07-11"})
+    campaign = approved_campaign(schedule=until_sunday)
+    operators_and_subscribers(counts={"tsel": 2})
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=until_sunday, now=utc(2021, 7, 10))
+    (saturday,) = dispatch.runs_start_due(now=utc(2021, 7, 10, 6, 0))
+    dispatch.run_fan_out(run_id=saturday)
+    DispatchBatch.objects.filter(run_id=saturday).update(status="accepted")
+    return campaign, saturday
+
+
+def test_an_occurrence_missed_until_after_the_end_date_is_not_sent_late_and_the_campaign_completes():
+    campaign, saturday = _until_sunday_saturday_run_sent()
+    Delivery.objects.filter(run_id=saturday).update(status="delivered")
+    dispatch.run_check_complete(run_id=saturday, now=utc(2021, 7, 10, 7, 0))
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SCHEDULED
+
+    # The scheduler is down from before Sunday 13:00 WIB until Tuesday 08:00 WIB.
+    assert dispatch.runs_start_due(now=utc(2021, 7, 13, 1, 0)) == []
+    assert list(CampaignRun.objects.filter(campaign=campaign).values_list("pk", flat=True)) == [saturday]
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.COMPLETED
+    assert campaign.next_run_at is None
+    event = AuditEvent.objects.get(action="campaign.schedule_end", object_id=str(campaign.pk))
+    assert (event.from_state, event.to_state, event.details["occurrences_skipped"]) == ("scheduled", "completed", 1)
+
+
+def test_an_occurrence_missed_on_the_last_day_still_runs_late_that_day():
+    campaign, saturday = _until_sunday_saturday_run_sent()
+    Delivery.objects.filter(run_id=saturday).update(status="delivered")
+    dispatch.run_check_complete(run_id=saturday, now=utc(2021, 7, 10, 7, 0))
+
+    (sunday,) = dispatch.runs_start_due(now=utc(2021, 7, 11, 9, 0))  # Sunday 16:00 WIB
+    assert CampaignRun.objects.get(pk=sunday).scheduled_for == utc(2021, 7, 11, 6, 0)
+    assert Campaign.objects.get(pk=campaign.pk).next_run_at is None
+
+
+def test_a_campaign_still_sending_when_its_schedule_ended_unsent_completes_with_its_run():
+    campaign, saturday = _until_sunday_saturday_run_sent()  # reports still to come
+    dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+    dispatch.campaign_resume(campaign=campaign, actor=campaign.author)
+    # Resumed on Monday: Saturday's run goes on, Sunday's occurrence is not sent the day after the end date.
+    assert dispatch.runs_start_due(now=utc(2021, 7, 12, 1, 0)) == []
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.next_run_at) == (Campaign.Status.SENDING, None)
+
+    Delivery.objects.filter(run_id=saturday).update(status="delivered")
+    dispatch.run_check_complete(run_id=saturday, now=utc(2021, 7, 12, 2, 0))
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED
+    assert CampaignRun.objects.filter(campaign=campaign).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_completing_as_the_start_finds_the_schedule_ended_completes_the_campaign():
+    """The last run ends while a start finds the end date passed: the campaign completes, never left scheduled
+    with nothing to start."""
+    skip_unless_postgresql()
+    campaign, saturday = _until_sunday_saturday_run_sent()
+    Delivery.objects.filter(run_id=saturday).update(status="delivered")
+    tuesday = utc(2021, 7, 13, 1, 0)
+    errors = race_behind_a_row(
+        campaign,
+        lambda: dispatch.run_start(campaign_id=campaign.pk, now=tuesday),
+        lambda: dispatch.run_check_complete(run_id=saturday, now=tuesday),
+    )
+    assert errors == []
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.next_run_at) == (Campaign.Status.COMPLETED, None)
+
+
 def test_dispatch_refuses_a_campaign_whose_approval_no_longer_matches():
     campaign = _scheduled()
     # Edited behind the services' back: the approval binds the old text.

@@ -7,6 +7,7 @@ import pytest
 from campaigns.scheduling import (
     ScheduleError,
     first_start,
+    is_past_end,
     next_start,
     quiet_hours_end,
     schedule_normalize,
@@ -92,6 +93,21 @@ def test_recurring_schedule_stops_after_its_until_date():
     last = next_start(schedule, zone=BLORA, after=utc(2021, 7, 7, 6, 0), priority="normal")
     assert last == utc(2021, 7, 8, 6, 0)
     assert next_start(schedule, zone=BLORA, after=last, priority="normal") is None
+
+
+def test_a_missed_occurrence_is_past_its_schedules_end_only_on_a_day_after_the_end_date_in_local_time():
+    until_sunday = schedule_normalize({"kind": "daily", "time": "13:00", "until": "2021-07-11"})
+    sunday_13 = utc(2021, 7, 11, 6, 0)
+    assert not is_past_end(until_sunday, zone=BLORA, start=sunday_13, now=utc(2021, 7, 11, 16, 59))  # 23:59 WIB
+    assert is_past_end(until_sunday, zone=BLORA, start=sunday_13, now=utc(2021, 7, 11, 17, 0))  # Monday 00:00 WIB
+    assert not is_past_end(BLORA_DAILY, zone=BLORA, start=sunday_13, now=utc(2021, 7, 20))  # no end date
+    # The last occurrence, Sunday 22:00, waits out quiet hours until Monday 06:00 and still starts that Monday.
+    quiet = schedule_normalize(
+        {"kind": "daily", "time": "22:00", "until": "2021-07-11", "quiet_hours": {"start": "21:00", "end": "06:00"}}
+    )
+    monday_06 = utc(2021, 7, 11, 23, 0)
+    assert not is_past_end(quiet, zone=BLORA, start=monday_06, now=monday_06)
+    assert is_past_end(quiet, zone=BLORA, start=monday_06, now=utc(2021, 7, 12, 17, 0))  # Tuesday 00:00 WIB
 
 
 def test_weekly_runs_on_its_weekdays_only():
