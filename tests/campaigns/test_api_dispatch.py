@@ -429,3 +429,54 @@ def test_an_area_broadcast_answers_its_reach_per_operator_as_runs_and_no_deliver
     assert [(op["operator"], op["state"]) for op in answered["operators"]] == [("telkomsel", "acknowledged")]
     assert "recipients" not in answered and "cost" not in answered
     assert answer_mismatches(schema, "/api/v1/campaigns/{id}/runs/", "get", runs) == []
+
+
+def test_a_recurring_campaign_lists_each_occurrences_run_with_its_own_progress_and_report_rows(api_client_for):
+    from datetime import UTC, datetime, timedelta
+
+    from campaigns.models import Delivery
+
+    blora_daily = dispatch.scheduling.schedule_normalize(
+        {"kind": "daily", "time": "13:00", "weekday_times": {"fri": "10:00"}}
+    )
+    campaign = approved_campaign(schedule=blora_daily)
+    operators_and_subscribers(counts={"tsel": 2}, batch_size=10)
+    thursday_13 = datetime(2021, 7, 8, 6, 0, tzinfo=UTC)
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=blora_daily, now=thursday_13)
+    # Thursday 13:00, Friday 10:00 and Saturday 13:00 WIB; only Friday's run has a number the operator rejected.
+    occurrences = [thursday_13, datetime(2021, 7, 9, 3, 0, tzinfo=UTC), datetime(2021, 7, 10, 6, 0, tzinfo=UTC)]
+    run_ids = []
+    for occurrence in occurrences:
+        (run_id,) = dispatch.runs_start_due(now=occurrence)
+        dispatch.run_fan_out(run_id=run_id)
+        DispatchBatch.objects.filter(run_id=run_id).update(status="accepted", accepted_count=2)
+        Delivery.objects.filter(run_id=run_id).update(status="delivered")
+        if occurrence == occurrences[1]:
+            Delivery.objects.filter(pk=Delivery.objects.filter(run_id=run_id).first().pk).update(status="rejected")
+        dispatch.run_check_complete(run_id=run_id, now=occurrence + timedelta(hours=1))
+        run_ids.append(run_id)
+    friday = run_ids[1]
+    client = api_client_for(campaign.author)
+
+    detail = client.get(f"/api/v1/campaigns/{campaign.pk}/").json()
+    assert detail["status"] == "scheduled"  # between occurrences, not completed
+    assert detail["progress"]["id"] == run_ids[-1]
+    first_page = client.get(f"/api/v1/campaigns/{campaign.pk}/runs/", {"limit": 2}).json()
+    assert first_page["count"] == 3 and first_page["next"]
+    second_page = client.get(first_page["next"]).json()
+    runs = first_page["results"] + second_page["results"]
+    assert [run["id"] for run in runs] == run_ids[::-1]  # newest first
+    assert [(run["recipients"], run["delivered"], run["counts"]["rejected"]) for run in runs] == [
+        (2, 2, 0),
+        (2, 1, 1),
+        (2, 2, 0),
+    ]
+
+    report = client.get(f"/api/v1/campaigns/{campaign.pk}/report.csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(report.streaming_content).decode())))
+    assert sorted({(int(row["run_id"]), row["scheduled_for"]) for row in rows}) == [
+        (run_ids[0], "2021-07-08T13:00:00+07:00"),
+        (run_ids[1], "2021-07-09T10:00:00+07:00"),
+        (run_ids[2], "2021-07-10T13:00:00+07:00"),
+    ]
+    assert [row["status"] for row in rows if int(row["run_id"]) == friday].count("rejected") == 1

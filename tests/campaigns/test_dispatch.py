@@ -1051,6 +1051,34 @@ def test_a_start_racing_the_end_of_the_previous_run_audits_the_state_it_really_l
     assert CampaignRun.objects.filter(campaign=campaign).count() == 2
 
 
+def test_a_number_opting_out_between_occurrences_is_skipped_from_the_next_run_on_until_it_opts_back_in():
+    from smsblast.services import subscriber_opt_in, subscriber_opt_out
+
+    campaign, thursday = _blora_thursday_run_sent()
+    Delivery.objects.filter(run_id=thursday).update(status="delivered")
+    dispatch.run_check_complete(run_id=thursday, now=utc(2021, 7, 8, 7, 0))
+    stopped = Subscriber.objects.order_by("pk").first()
+    subscriber_opt_out(msisdn=stopped.msisdn, actor=None, source="sms", at=utc(2021, 7, 8, 8, 0))
+
+    def started_run(now) -> dict[str, str]:
+        (run_id,) = dispatch.runs_start_due(now=now)
+        dispatch.run_fan_out(run_id=run_id)
+        DispatchBatch.objects.filter(run_id=run_id).update(status="accepted")
+        Delivery.objects.filter(run_id=run_id, status="queued").update(status="delivered")
+        dispatch.run_check_complete(run_id=run_id, now=now + timedelta(hours=1))
+        return dict(Delivery.objects.filter(run_id=run_id).values_list("msisdn", "status"))
+
+    friday = started_run(utc(2021, 7, 9, 3, 0))
+    assert friday[stopped.msisdn] == "skipped"
+    assert sorted(friday.values()) == ["delivered", "skipped"]
+    assert Delivery.objects.get(run_id=thursday, msisdn=stopped.msisdn).status == "delivered"  # history stays
+
+    subscriber_opt_in(msisdn=stopped.msisdn, actor=None, source="sms", at=utc(2021, 7, 9, 5, 0))
+    saturday = started_run(utc(2021, 7, 10, 6, 0))
+    assert sorted(saturday.values()) == ["delivered", "delivered"]
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SCHEDULED
+
+
 def test_a_paused_recurring_campaign_starts_no_further_occurrence_until_resumed():
     campaign, thursday = _blora_thursday_run_sent()
     dispatch.campaign_pause(campaign=campaign, actor=campaign.author)

@@ -118,6 +118,16 @@ def test_weekly_runs_on_its_weekdays_only():
     assert next_start(schedule, zone=BLORA, after=first, priority="normal") == utc(2021, 7, 12, 2, 0)
 
 
+def test_weekly_runs_cross_the_year_end_in_local_time_and_stop_on_the_end_date():
+    makassar = zone_for_area_code("73.71")
+    schedule = schedule_normalize({"kind": "weekly", "weekdays": ["fri"], "time": "09:00", "until": "2022-01-07"})
+    first = first_start(schedule, zone=makassar, now=utc(2021, 12, 29), priority="normal")
+    assert first == utc(2021, 12, 31, 1, 0)  # Friday 31 December 09:00 WITA
+    second = next_start(schedule, zone=makassar, after=first, priority="normal")
+    assert second == utc(2022, 1, 7, 1, 0)  # Friday 7 January, the end date itself
+    assert next_start(schedule, zone=makassar, after=second, priority="normal") is None
+
+
 def test_once_in_the_past_never_starts_and_once_never_repeats():
     schedule = schedule_normalize({"kind": "once", "at": "2021-07-07T09:30"})
     assert first_start(schedule, zone=BLORA, now=utc(2021, 7, 7, 3, 0), priority="normal") is None
