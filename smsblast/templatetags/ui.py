@@ -109,6 +109,7 @@ ACTION_LABELS = {
     "campaign.complete": _("run finished"),  # an area broadcast's window closed
     "campaign.cap_import": _("imported from a CAP alert"),
     "campaign.dispatch_refused": _("sending refused: approval does not match"),
+    "campaign.schedule_end": _("schedule ended: missed runs not sent"),
     "run.start": _("run started"),
     "run.fanned_out": _("recipients prepared"),
     "run.complete": _("run finished"),

@@ -616,6 +616,21 @@ def test_area_broadcast_history_names_the_start_of_its_window_in_the_users_langu
     assert '<b>pengiriman dimulai</b> <span class="muted">(campaign.start)</span>' in body
 
 
+def test_a_schedule_that_ended_before_its_missed_runs_could_start_says_so_in_the_history():
+    from datetime import UTC, datetime
+
+    from campaigns import dispatch
+
+    until_sunday = dispatch.scheduling.schedule_normalize({"kind": "daily", "time": "13:00", "until": "2021-07-11"})
+    campaign = approved_campaign(schedule=until_sunday)
+    saturday = datetime(2021, 7, 10, tzinfo=UTC)
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=until_sunday, now=saturday)
+    # The scheduler was down from before Saturday 13:00 WIB until Tuesday.
+    assert dispatch.run_start(campaign_id=campaign.pk, now=datetime(2021, 7, 13, tzinfo=UTC)) is None
+    body = client_for(campaign.author).get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "<b>jadwal berakhir: pengiriman yang terlewat tidak dikirim</b>" in body
+
+
 def test_a_scheduled_area_broadcast_shows_when_its_window_opens_not_when_it_was_armed(officer_user):
     blitar_areas()
     campaign = broadcast_campaign(author=officer_user, status=Campaign.Status.SCHEDULED)
