@@ -304,10 +304,14 @@ def campaign_state_poll(request: HttpRequest, pk: int) -> HttpResponse:
     """Answer the poll of a campaign page: reload it (HX-Refresh) once the campaign left the state it shows.
 
     A scheduled campaign starts on its own; the page waiting for it then shows the run and its live progress.
+    A recurring campaign may start its next occurrence while still sending the run shown (`run`, the latest
+    one the page lists): the page reloads to show the new run too.
     """
     campaign = get_object_or_404(Campaign.objects.only("status"), pk=pk)
     response = HttpResponse(status=204)
-    if campaign.status != request.GET.get("shown"):
+    shown_run = request.GET.get("run")
+    latest_run = campaign.runs.order_by("-scheduled_for", "-id").values_list("pk", flat=True).first()
+    if campaign.status != request.GET.get("shown") or (shown_run is not None and shown_run != str(latest_run or "")):
         response["HX-Refresh"] = "true"
     return response
 

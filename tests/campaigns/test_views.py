@@ -452,6 +452,29 @@ def test_a_scheduled_campaigns_page_reloads_itself_once_its_run_starts(officer_u
     assert "data-state-poll" not in body
 
 
+def test_a_recurring_campaigns_page_reloads_itself_when_the_next_occurrence_starts_beside_the_run_shown(
+    officer_user, areas
+):
+    campaign = CampaignFactory(
+        author=officer_user,
+        area_codes=["35.05"],
+        status=Campaign.Status.SENDING,
+        schedule={"kind": "daily", "time": "13:00"},
+        next_run_at=timezone.now() + timedelta(days=1),
+    )
+    CampaignRunFactory(campaign=campaign, scheduled_for=timezone.now() - timedelta(hours=1), status="sending")
+    client = client_for(officer_user)
+    body = client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    poll = re.search(r'<div hidden data-state-poll hx-get="([^"]+)" hx-trigger="every 3s"', body)
+    assert poll
+    url = poll.group(1).replace("&amp;", "&")
+    assert "HX-Refresh" not in client.get(url)
+
+    # The next occurrence starts while the run shown still awaits its delivery reports.
+    CampaignRunFactory(campaign=campaign, scheduled_for=timezone.now(), status="fanning_out")
+    assert client.get(url)["HX-Refresh"] == "true"
+
+
 def test_campaign_page_shows_the_history_timeline_and_parts(pending, officer_user):
     body = client_for(officer_user).get(reverse("campaigns:detail", args=[pending.pk])).content.decode()
     assert "diajukan untuk persetujuan" in body
