@@ -1079,6 +1079,32 @@ def test_a_number_opting_out_between_occurrences_is_skipped_from_the_next_run_on
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SCHEDULED
 
 
+def test_editing_the_schedule_between_occurrences_voids_the_approval_and_starts_no_further_run():
+    campaign, thursday = _blora_thursday_run_sent()
+    Delivery.objects.filter(run_id=thursday).update(status="delivered")
+    dispatch.run_check_complete(run_id=thursday, now=utc(2021, 7, 8, 7, 0))
+    campaign.refresh_from_db()
+    dispatch.campaign_schedule(
+        campaign=campaign, user=campaign.author, schedule={"kind": "daily", "time": "14:00"}, now=utc(2021, 7, 8, 8, 0)
+    )
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.next_run_at) == (Campaign.Status.DRAFT, None)
+    assert Approval.objects.get(campaign=campaign).voided_at is not None
+    assert dispatch.runs_start_due(now=utc(2021, 7, 9, 3, 0)) == []
+    assert list(CampaignRun.objects.filter(campaign=campaign).values_list("pk", "status")) == [(thursday, "completed")]
+
+
+def test_cancelling_between_occurrences_stops_every_later_one_and_keeps_the_runs_sent():
+    campaign, thursday = _blora_thursday_run_sent()
+    Delivery.objects.filter(run_id=thursday).update(status="delivered")
+    dispatch.run_check_complete(run_id=thursday, now=utc(2021, 7, 8, 7, 0))
+    campaign_cancel(campaign=campaign, actor=campaign.author)
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.next_run_at) == (Campaign.Status.CANCELLED, None)
+    assert dispatch.runs_start_due(now=utc(2021, 7, 9, 3, 0)) == []
+    assert CampaignRun.objects.get(pk=thursday).status == CampaignRun.Status.COMPLETED
+
+
 def test_a_paused_recurring_campaign_starts_no_further_occurrence_until_resumed():
     campaign, thursday = _blora_thursday_run_sent()
     dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
