@@ -5,6 +5,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 
 from campaigns import dispatch
 from campaigns.dispatch_selectors import (
@@ -130,16 +131,26 @@ class CampaignDispatchActionsMixin:
         return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
 
     @extend_schema(
+        parameters=[OpenApiParameter("run", int, description="Only this run's rows (404 when not a run of it).")],
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR, description=f"One row per recipient per run: {','.join(REPORT_COLUMNS)}."
             )
-        }
+        },
     )
     @action(detail=True, methods=["get"], url_path=r"report\.csv", permission_classes=[IsStaffRole])
     def report_csv(self, request, pk=None):
-        """Stream every delivery of every run as CSV (one row per recipient per run)."""
+        """Stream every delivery of every run (or of one, with `run`) as CSV: one row per recipient per run."""
         campaign = self.get_object()
-        response = StreamingHttpResponse(campaign_report_rows(campaign), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-report.csv"'
+        run = request.query_params.get("run") or None
+        filename = f"campaign-{campaign.pk}-report.csv"
+        if run is not None:
+            if not (run.isascii() and run.isdigit() and len(run) <= 18):
+                raise ServiceInvalid("run must be a run id.")
+            if not campaign.runs.filter(pk=int(run)).exists():
+                raise NotFound(f"Campaign {campaign.pk} has no run {run}.")
+            filename = f"campaign-{campaign.pk}-run-{run}-report.csv"
+        rows = campaign_report_rows(campaign, run_id=int(run) if run else None)
+        response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response

@@ -178,8 +178,10 @@ class _Echo:
         return value
 
 
-def campaign_report_rows(campaign: Campaign) -> Iterator[str]:
+def campaign_report_rows(campaign: Campaign, *, run_id: int | None = None) -> Iterator[str]:
     """Yield the campaign's delivery report as CSV lines, streamed from the database in chunks.
+
+    With `run_id`, only that run's rows (a recurring campaign's report otherwise holds every occurrence).
 
     Times carry the offset of the campaign's zone, as its pages show them and its schedule is entered.
     """
@@ -188,21 +190,20 @@ def campaign_report_rows(campaign: Campaign) -> Iterator[str]:
     zone = campaign_zone(campaign).tzinfo
     runs = {pk: moment.astimezone(zone).isoformat() for pk, moment in campaign.runs.values_list("pk", "scheduled_for")}
     slugs = dict(Operator.objects.values_list("pk", "slug"))
-    rows = (
-        Delivery.objects.filter(run__campaign=campaign)
-        .order_by("run_id", "id")
-        .values_list(
-            "run_id",
-            "id",
-            "msisdn",
-            "operator_id",
-            "status",
-            "batch__status",
-            "reason",
-            "operator_ref",
-            "error_code",
-            "done_at",
-        )
+    deliveries = Delivery.objects.filter(run__campaign=campaign)
+    if run_id is not None:
+        deliveries = deliveries.filter(run_id=run_id)
+    rows = deliveries.order_by("run_id", "id").values_list(
+        "run_id",
+        "id",
+        "msisdn",
+        "operator_id",
+        "status",
+        "batch__status",
+        "reason",
+        "operator_ref",
+        "error_code",
+        "done_at",
     )
     for run_id, message_id, msisdn, operator_id, status, batch_status, reason, ref, code, done_at in rows.iterator(
         chunk_size=5000

@@ -263,6 +263,9 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
     )
 
 
+RUNS_SHOWN = 10
+
+
 def _broadcast_estimate(campaign: Campaign) -> dict | None:
     """Return the handsets an area broadcast is estimated to reach, or None for a targeted campaign."""
     return broadcast_estimate(campaign) if campaign.mode == Mode.AREA_BROADCAST else None
@@ -276,7 +279,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show a campaign: content, analysis, audience, history, runs with live progress, actions."""
     campaign = get_object_or_404(Campaign.objects.select_related("author"), pk=pk)
     actions = services.campaign_allowed_actions(campaign=campaign, user=request.user)
-    runs = list(campaign.runs.all()[:10])
+    runs = list(campaign.runs.all()[:RUNS_SHOWN])
     may_dispatch = dispatch.campaign_may_dispatch(campaign=campaign, user=request.user)
     context = _campaign_context(campaign)
     context.update(
@@ -284,6 +287,8 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "actions": actions,
             "can_edit": "update" in actions,
             "runs": [(run, run_progress(run)) for run in runs],
+            # A recurring campaign gathers a run a day: the page shows the latest, the rest are counted.
+            "runs_total": len(runs) if len(runs) < RUNS_SHOWN else campaign.runs.count(),
             "history": _history(campaign),
             "confirm_form": ConfirmForm(),
             # An area broadcast is with the operators for its whole window: it can be cancelled, not paused.

@@ -2,6 +2,7 @@
 
 import csv
 import io
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -265,6 +266,33 @@ def test_report_csv_is_served_to_a_client_that_accepts_only_csv_and_its_errors_s
 
     missing = client.get("/api/v1/campaigns/999999/report.csv", HTTP_ACCEPT="text/csv")
     assert missing.status_code == 404 and missing.json()["detail"]
+
+
+def test_report_csv_of_one_run_holds_only_that_runs_rows_and_names_the_run_in_its_file(api_client_for, sent_run):
+    later = sending_run(sent_run.campaign, scheduled_for=sent_run.scheduled_for + timedelta(days=1))
+    dispatch.run_fan_out(run_id=later.pk)
+    client = api_client_for(sent_run.campaign.author)
+    base = f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv"
+
+    def rows(response):
+        return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+    assert {row["run_id"] for row in rows(client.get(base))} == {str(sent_run.pk), str(later.pk)}
+    response = client.get(base, {"run": later.pk})
+    assert response.status_code == 200
+    assert f"run-{later.pk}" in response["Content-Disposition"]
+    only = rows(response)
+    assert len(only) == 5 and {row["run_id"] for row in only} == {str(later.pk)}
+
+
+def test_report_csv_of_a_run_not_of_the_campaign_is_a_404_and_a_bad_run_id_a_400(api_client_for, sent_run):
+    other = sending_run(approved_campaign())
+    client = api_client_for(sent_run.campaign.author)
+    base = f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv"
+    missing = client.get(base, {"run": other.pk}, HTTP_ACCEPT="text/csv")
+    assert missing.status_code == 404 and str(other.pk) in missing.json()["detail"]
+    bad = client.get(base, {"run": "one"})
+    assert bad.status_code == 400 and "run" in bad.json()["detail"]
 
 
 def test_report_csv_keeps_operator_text_from_running_as_a_spreadsheet_formula(api_client_for, sent_run):

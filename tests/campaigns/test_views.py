@@ -1119,6 +1119,21 @@ def test_only_a_targeted_campaign_offers_the_per_recipient_report(areas, officer
         assert (f"/api/v1/campaigns/{campaign.pk}/report.csv" in body) is offered, mode
 
 
+def test_a_campaign_page_offers_each_runs_report_and_counts_the_runs_it_does_not_list(areas, officer_user):
+    campaign = CampaignFactory(author=officer_user, area_codes=["35.05"], status=Campaign.Status.SCHEDULED)
+    start = timezone.now() - timedelta(days=20)
+    runs = [CampaignRunFactory(campaign=campaign, scheduled_for=start + timedelta(days=n)) for n in range(3)]
+    client = client_for(officer_user)
+    body = client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert body.count("report.csv?run=") == 3 and f'report.csv?run={runs[0].pk}"' in body
+    assert "dari 3" not in body
+    runs += [CampaignRunFactory(campaign=campaign, scheduled_for=start + timedelta(days=n)) for n in range(3, 12)]
+    body = client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert body.count("report.csv?run=") == 10
+    assert f'report.csv?run={runs[-1].pk}"' in body and f'report.csv?run={runs[0].pk}"' not in body
+    assert "Ditampilkan 10 pengiriman terakhir dari 12" in body
+
+
 def test_review_page_says_quiet_hours_hold_in_every_zone_the_campaign_reaches(officer_user, approver_user):
     campaign = CampaignFactory(
         author=officer_user,
