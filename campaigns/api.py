@@ -57,7 +57,11 @@ class CampaignViewSet(
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Compose, review and decide on campaigns. Errors answer 400, 403 or 409 with a `detail` message."""
+    """Compose, review and decide on campaigns. Errors answer 400, 403, 404 or 409 with a `detail` message.
+
+    An officer or approver with a jurisdiction sees, and acts on, only the campaigns whose whole target lies
+    within it; any other campaign answers 404, as one that does not exist.
+    """
 
     permission_classes = [IsStaffRole]
     # No PUT (partial edits only) and no DELETE (cancel keeps the record and its history).

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from campaigns.cap import cap_document
 from campaigns.cap_import import MAX_DOCUMENT_BYTES, cap_import
 from campaigns.models import Campaign, Priority
-from campaigns.selectors import campaign_list
+from campaigns.selectors import campaigns_visible
 from smsblast.api import FileContentNegotiation
 from smsblast.errors import ServiceInvalid
 from smsblast.roles import IsOfficer, IsStaffRole
@@ -29,7 +29,7 @@ class CampaignCapView(APIView):
         responses={(200, "application/cap+xml"): OpenApiResponse(OpenApiTypes.STR, description="CAP 1.2 alert")}
     )
     def get(self, request, pk: int):
-        campaign = get_object_or_404(campaign_list(request.user), pk=pk)
+        campaign = get_object_or_404(campaigns_visible(request.user), pk=pk)
         response = HttpResponse(cap_document(campaign), content_type=CAP_CONTENT_TYPE)
         response["Content-Disposition"] = f'inline; filename="campaign-{campaign.pk}.cap.xml"'
         return response

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from campaigns.cap import CAP_CATEGORIES, CAP_CERTAINTIES, CAP_SEVERITIES, CAP_URGENCIES
 from campaigns.models import Campaign, Mode, Priority
+from campaigns.selectors import campaigns_visible
 from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceInvalid
@@ -445,6 +446,8 @@ def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImp
     query = Campaign.objects.none()
     for sender, identifier in references:
         query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
+    # Only campaigns the importing officer may see: another jurisdiction's are not theirs to withdraw.
+    query = query & campaigns_visible(actor)
     # A Cancel ends the messages it names and those they updated, each imported as its own campaign.
     campaigns = list(query.select_for_update().order_by("-id"))
     if not campaigns:

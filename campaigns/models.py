@@ -44,6 +44,10 @@ class Campaign(models.Model):
     area_codes = models.JSONField(default=list, blank=True)
     # A drawn GeoJSON polygon, instead of or besides codes.
     polygon = models.JSONField(null=True, blank=True)
+    # The deepest area holding the whole target: its codes and the known boundary around its polygon ("" for
+    # more than one province, or a polygon no known boundary holds); a campaign without a target yet belongs to
+    # its author's jurisdiction. Set by the services; which officers and approvers see it follows from it.
+    area_scope = models.CharField(max_length=13, blank=True, default="")
     # Audience filters for targeted mode, e.g. {"languages": ["id"]}; empty means everyone in the area.
     audience = models.JSONField(default=dict, blank=True)
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)

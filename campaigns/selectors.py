@@ -8,8 +8,8 @@ from campaigns import scheduling
 from campaigns.models import Campaign
 from smsblast import sms
 from smsblast.audit import audit_history
-from smsblast.models import AuditEvent, Role, User
-from smsblast.selectors import polygon_province, subscribers_in_area
+from smsblast.models import AuditEvent, Role, User, area_common_ancestor, area_subtree_q
+from smsblast.selectors import polygon_covering_area, polygon_province, subscribers_in_area
 
 
 def target_zone(area_codes, polygon: dict | None = None) -> scheduling.Zone:
@@ -47,16 +47,44 @@ def campaign_zones(campaign: Campaign) -> list[scheduling.Zone]:
     return target_zones(campaign.area_codes, campaign.polygon)
 
 
-def campaign_list(user: User, filters: dict[str, Any] | None = None) -> QuerySet[Campaign]:
-    """Return the campaigns the user may see, newest first, narrowed by `filters`.
+def target_scope(area_codes, polygon: dict | None, *, author: User) -> str:
+    """Return the deepest area code holding a whole target: its area codes and the boundary around its polygon.
 
-    Officers, approvers and admins see every campaign of the installation (one government
-    office per installation); anyone else sees none. Filters: `status`, `mode`, `author`
-    (a user id) and `q` (words in the title, text or sender).
+    "" when only the whole country holds it (areas of several provinces, a polygon no known boundary holds). A
+    campaign without a target yet belongs to its author's jurisdiction. Stored as `Campaign.area_scope`.
+    """
+    codes = [code for code in area_codes or [] if isinstance(code, str)]
+    if polygon:
+        holder = polygon_covering_area(polygon)
+        if holder is None:
+            return ""
+        codes.append(holder)
+    if not codes:
+        return author.jurisdiction_code or ""
+    return area_common_ancestor(codes)
+
+
+def campaigns_visible(user: User) -> QuerySet[Campaign]:
+    """Return every campaign the user may see; each campaign page and API answer 404 for the others.
+
+    Officers, approvers and admins see the campaigns of the installation; an officer or approver with a
+    jurisdiction only those whose whole target lies within it (`Campaign.area_scope` at or below it), so a
+    province's user sees its regencies' campaigns. Anyone else sees none.
     """
     if user is None or not user.is_authenticated or not user.has_role(Role.OFFICER, Role.APPROVER, Role.ADMIN):
         return Campaign.objects.none()
-    queryset = Campaign.objects.select_related("author")
+    jurisdiction = user.jurisdiction_code
+    if jurisdiction is None:
+        return Campaign.objects.all()
+    return Campaign.objects.filter(area_subtree_q("area_scope", [jurisdiction]))
+
+
+def campaign_list(user: User, filters: dict[str, Any] | None = None) -> QuerySet[Campaign]:
+    """Return the campaigns the user may see (`campaigns_visible`), newest first, narrowed by `filters`.
+
+    Filters: `status`, `mode`, `author` (a user id) and `q` (words in the title, text or sender).
+    """
+    queryset = campaigns_visible(user).select_related("author")
     filters = filters or {}
     if filters.get("status"):
         queryset = queryset.filter(status=filters["status"])

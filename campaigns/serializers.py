@@ -22,10 +22,18 @@ class CampaignWriteSerializer(serializers.Serializer):
     sender = StrictCharField(max_length=SENDER_MAX_LENGTH, allow_blank=True, required=False)
     mode = serializers.ChoiceField(choices=Mode.choices, required=False)
     area_codes = serializers.ListField(
-        child=StrictCharField(max_length=13), max_length=500, required=False, help_text="Kemendagri codes."
+        child=StrictCharField(max_length=13),
+        max_length=500,
+        required=False,
+        help_text="Kemendagri codes; for a user with a jurisdiction, each at or below it (else 400).",
     )
     priority = serializers.ChoiceField(choices=Priority.choices, required=False)
-    polygon = serializers.JSONField(required=False, allow_null=True, help_text="GeoJSON Polygon or MultiPolygon.")
+    polygon = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="GeoJSON Polygon or MultiPolygon; for a user with a jurisdiction, inside its known boundary "
+        "(else 400).",
+    )
     audience_filter = serializers.DictField(
         source="audience",
         required=False,

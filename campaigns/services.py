@@ -19,12 +19,12 @@ from django.utils import timezone
 
 from campaigns import scheduling
 from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
-from campaigns.selectors import target_zone
+from campaigns.selectors import target_scope, target_zone
 from smsblast import sms
 from smsblast.audit import audit_record
-from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
-from smsblast.models import Area, AuditEvent, Role, User
-from smsblast.selectors import polygon_geometry
+from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceForbidden, ServiceInvalid
+from smsblast.models import Area, AuditEvent, Role, User, area_code_within
+from smsblast.selectors import polygon_covering_area, polygon_geometry
 
 logger = logging.getLogger(__name__)
 Status = Campaign.Status
@@ -180,6 +180,8 @@ def campaign_create(
         **other_fields,
     }
     fields = _clean_fields(fields)
+    _check_jurisdiction(user=author, area_codes=fields["area_codes"], polygon=fields["polygon"])
+    fields["area_scope"] = target_scope(fields["area_codes"], fields["polygon"], author=author)
     campaign = Campaign.objects.create(author=author, status=Status.DRAFT, **fields)
     audit_record(actor=author, action="campaign.create", obj=campaign, to_state=Status.DRAFT)
     return campaign
@@ -198,6 +200,11 @@ def campaign_update(*, campaign: Campaign, actor: User, data: dict[str, Any]) ->
         raise ServiceInvalid(f"These fields cannot be edited: {', '.join(sorted(unknown))}.")
     current = _locked_status(campaign, "update")
     fields = _clean_fields(data, area_codes=campaign.area_codes, polygon=campaign.polygon)
+    scope = None
+    if "area_codes" in fields or "polygon" in fields:
+        area_codes, polygon = fields.get("area_codes", campaign.area_codes), fields.get("polygon", campaign.polygon)
+        _check_jurisdiction(user=actor, area_codes=area_codes, polygon=polygon)
+        scope = target_scope(area_codes, polygon, author=campaign.author)
     if "schedule" in fields and _schedule_meaning(fields["schedule"]) == _schedule_meaning(campaign.schedule):
         # No schedule and {"kind": "now"} are one send; keeping the stored spelling keeps the hash it was approved at.
         fields["schedule"] = campaign.schedule
@@ -214,6 +221,8 @@ def campaign_update(*, campaign: Campaign, actor: User, data: dict[str, Any]) ->
     if current == Status.REJECTED or (content_changed and current in {Status.APPROVED, Status.SCHEDULED}):
         to_state = Status.DRAFT
     updates = dict(fields, status=to_state, updated_at=timezone.now())
+    if scope is not None:
+        updates["area_scope"] = scope
     if to_state != current:
         updates["next_run_at"] = None
     _conditional_update(campaign, "update", current, updates)
@@ -623,6 +632,27 @@ def _clean_fields(
     if errors:
         raise ServiceInvalid(_errors_message(errors), errors)
     return cleaned
+
+
+def _check_jurisdiction(*, user: User, area_codes, polygon: dict | None) -> None:
+    """Raise ServiceInvalid, naming the area, unless the whole target lies within the user's jurisdiction.
+
+    A drawn polygon must lie inside the known boundary of the jurisdiction or of an area below it (see
+    `polygon_covering_area`): where no such boundary is known, a limited user targets by area codes.
+    """
+    jurisdiction = user.jurisdiction_code
+    if jurisdiction is None:
+        return
+    where = f"{jurisdiction} {user.jurisdiction.name}"
+    outside = [code for code in area_codes or [] if not area_code_within(code, jurisdiction)]
+    if outside:
+        names = dict(Area.objects.filter(code__in=outside[:10]).values_list("code", "name"))
+        named = [f"{code} {names.get(code, '')}".strip() for code in outside[:10]]
+        message = f"Outside your jurisdiction ({where}): {', '.join(named)}. Choose areas within it."
+        raise OutsideJurisdiction(message, {"area_codes": message}, areas=named, jurisdiction=where)
+    if polygon and not area_code_within(polygon_covering_area(polygon) or "", jurisdiction):
+        message = f"The drawn polygon does not lie within the known boundary of your jurisdiction ({where})."
+        raise OutsideJurisdiction(message, {"polygon": message}, areas=[], jurisdiction=where)
 
 
 def _storable_time(value: datetime.datetime) -> bool:

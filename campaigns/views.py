@@ -31,7 +31,7 @@ from campaigns.selectors import campaign_zone, campaign_zones, target_zone
 from operators.broadcast_selectors import broadcast_run_progress
 from operators.broadcasts import broadcast_estimate, broadcast_operators
 from smsblast.audit import audit_history
-from smsblast.errors import ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
+from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, Role
 from smsblast.selectors import area_search_key
 from smsblast.sms import TextError, analyze
@@ -74,6 +74,15 @@ def service_error_message(error: ServiceError, action: str = "") -> str:
         if "wrote this campaign" in text:
             return _("You wrote this campaign; another approver must decide on it.")
         return _("Your role may not do this.")
+    if isinstance(error, OutsideJurisdiction) and error.areas:
+        return _("Outside your jurisdiction (%(jurisdiction)s): %(areas)s. Choose areas within it.") % {
+            "jurisdiction": error.jurisdiction,
+            "areas": ", ".join(error.areas),
+        }
+    if isinstance(error, OutsideJurisdiction):
+        return _(
+            "The drawn polygon does not lie within the known boundary of your jurisdiction (%(jurisdiction)s)."
+        ) % {"jurisdiction": error.jurisdiction}
     if action == "schedule" and isinstance(error, ServiceInvalid) and set(error.errors) == {"schedule"}:
         # Starting the schedule of a one-off send whose time passed while it waited for approval.
         return _(
@@ -96,16 +105,17 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if not user.has_role(*STAFF_ROLES):
         raise PermissionDenied(_("This account is for the operator API only; it has no pages."))
     context: dict = {}
+    visible = selectors.campaigns_visible(user)
     if user.has_role(Role.APPROVER):
-        inbox = Campaign.objects.filter(status=Status.PENDING_APPROVAL).select_related("author").order_by("updated_at")
+        inbox = visible.filter(status=Status.PENDING_APPROVAL).select_related("author").order_by("updated_at")
         context["inbox"] = inbox
         context["inbox_count"] = inbox.count()
     if user.has_role(Role.OFFICER, Role.ADMIN):
-        mine = Campaign.objects.all() if user.has_role(Role.ADMIN) else Campaign.objects.filter(author=user)
+        mine = visible if user.has_role(Role.ADMIN) else visible.filter(author=user)
         context["drafts"] = mine.filter(status__in=[Status.DRAFT, Status.REJECTED])[:20]
         context["waiting"] = mine.filter(status__in=[Status.PENDING_APPROVAL, Status.APPROVED])[:20]
         context["scheduled"] = mine.filter(status=Status.SCHEDULED).order_by("next_run_at")[:20]
-    running = Campaign.objects.filter(status__in=[Status.SENDING, Status.PAUSED])
+    running = visible.filter(status__in=[Status.SENDING, Status.PAUSED])
     if user.has_role(Role.OFFICER) and not user.has_role(Role.ADMIN):
         running = running.filter(author=user)
     context["running"] = [(campaign, _running_progress(campaign)) for campaign in running[:20]]
@@ -139,8 +149,10 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
 
 @role_required(Role.OFFICER, Role.ADMIN)
 def campaign_create(request: HttpRequest) -> HttpResponse:
-    """Compose a new draft."""
-    form = CampaignForm(request.POST or None, initial={"sender": "", "schedule_kind": "now"})
+    """Compose a new draft, its area the user's jurisdiction to begin with."""
+    jurisdiction = request.user.jurisdiction_code
+    initial = {"sender": "", "schedule_kind": "now", "area_codes": [jurisdiction] if jurisdiction else []}
+    form = CampaignForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             campaign = services.campaign_create(author=request.user, **form.service_fields())
@@ -155,7 +167,7 @@ def campaign_create(request: HttpRequest) -> HttpResponse:
 @role_required(Role.OFFICER, Role.ADMIN)
 def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Edit a draft, a rejected campaign, or an approved one (which then needs approving again)."""
-    campaign = get_object_or_404(Campaign, pk=pk)
+    campaign = get_object_or_404(selectors.campaigns_visible(request.user), pk=pk)
     if "update" not in services.campaign_allowed_actions(campaign=campaign, user=request.user):
         raise PermissionDenied(
             _("Only the author or an administrator may edit this campaign, and only before it runs.")
@@ -227,7 +239,8 @@ def _edited_target(request: HttpRequest) -> tuple[dict | None, dict]:
     pk = request.POST.get("campaign", "")
     if not pk.isdigit():
         return None, {}
-    polygon, audience = Campaign.objects.filter(pk=int(pk)).values_list("polygon", "audience").first() or (None, {})
+    edited = selectors.campaigns_visible(request.user).filter(pk=int(pk))
+    polygon, audience = edited.values_list("polygon", "audience").first() or (None, {})
     return polygon, audience or {}
 
 
@@ -277,7 +290,7 @@ def _broadcast_estimate(campaign: Campaign) -> dict | None:
 @role_required(*STAFF_ROLES)
 def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show a campaign: content, analysis, audience, history, runs with live progress, actions."""
-    campaign = get_object_or_404(Campaign.objects.select_related("author"), pk=pk)
+    campaign = get_object_or_404(selectors.campaign_list(request.user), pk=pk)
     actions = services.campaign_allowed_actions(campaign=campaign, user=request.user)
     runs = list(campaign.runs.all()[:RUNS_SHOWN])
     may_dispatch = dispatch.campaign_may_dispatch(campaign=campaign, user=request.user)
@@ -312,7 +325,7 @@ def campaign_state_poll(request: HttpRequest, pk: int) -> HttpResponse:
     A recurring campaign may start its next occurrence while still sending the run shown (`run`, the latest
     one the page lists): the page reloads to show the new run too.
     """
-    campaign = get_object_or_404(Campaign.objects.only("status"), pk=pk)
+    campaign = get_object_or_404(selectors.campaigns_visible(request.user).only("status"), pk=pk)
     response = HttpResponse(status=204)
     shown_run = request.GET.get("run")
     latest_run = campaign.runs.order_by("-scheduled_for", "-id").values_list("pk", flat=True).first()
@@ -376,7 +389,7 @@ def _history(campaign: Campaign) -> list:
 @role_required(*STAFF_ROLES)
 def campaign_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     """Submit, cancel, schedule, pause or resume a campaign through its service."""
-    campaign = get_object_or_404(Campaign, pk=pk)
+    campaign = get_object_or_404(selectors.campaigns_visible(request.user), pk=pk)
     handlers = {
         "submit": (lambda: services.campaign_submit(campaign=campaign, actor=request.user), False),
         "cancel": (lambda: services.campaign_cancel(campaign=campaign, actor=request.user), True),
@@ -416,7 +429,7 @@ ACTION_DONE = {
 @role_required(Role.APPROVER)
 def campaign_review(request: HttpRequest, pk: int) -> HttpResponse:
     """Show the approver exactly what will be sent, and take the decision bound to the content hash."""
-    campaign = get_object_or_404(Campaign.objects.select_related("author"), pk=pk)
+    campaign = get_object_or_404(selectors.campaign_list(request.user), pk=pk)
     if campaign.author_id == request.user.pk or services.campaign_edited_by(campaign=campaign, user=request.user):
         raise PermissionDenied(_("You wrote this campaign; another approver must decide on it."))
     approve_form = ApproveForm(initial={"content_hash": services.campaign_content_hash(campaign)})
@@ -563,8 +576,9 @@ def _schedule_lines(campaign: Campaign) -> list[str]:
 @role_required(*STAFF_ROLES)
 def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResponse:
     """Return one run's progress block; htmx polls it every 2 s until the run is final."""
-    run = get_object_or_404(CampaignRun.objects.select_related("campaign"), pk=run_pk, campaign_id=pk)
-    campaign = run.campaign
+    campaign = get_object_or_404(selectors.campaigns_visible(request.user), pk=pk)
+    run = get_object_or_404(CampaignRun, pk=run_pk, campaign=campaign)
+    run.campaign = campaign
     if campaign.mode == Mode.AREA_BROADCAST:
         # Operators send to handsets in the area and report how many they reached; there are no deliveries.
         progress = broadcast_run_progress(run)

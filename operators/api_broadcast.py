@@ -8,7 +8,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from campaigns.models import Campaign
+from campaigns.selectors import campaigns_visible
 from operators.broadcast_selectors import broadcast_progress
 from operators.broadcasts import broadcast_estimate
 from operators.models import AreaBroadcast
@@ -177,5 +177,5 @@ class CampaignBroadcastView(APIView):
 
     @extend_schema(responses={200: CampaignBroadcastSerializer})
     def get(self, request, pk: int):
-        campaign = get_object_or_404(Campaign, pk=pk)
+        campaign = get_object_or_404(campaigns_visible(request.user), pk=pk)
         return Response({"estimate": broadcast_estimate(campaign), "runs": broadcast_progress(campaign)})

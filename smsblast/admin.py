@@ -20,12 +20,16 @@ admin.site.login_form = AdminLoginForm
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
-    list_display = ["username", "email", "role_name", "is_active", "last_login", "date_joined"]
+    list_display = ["username", "email", "role_name", "jurisdiction", "is_active", "last_login", "date_joined"]
     list_filter = ["groups", "is_active", "is_superuser"]
     search_fields = ["username", "email", "first_name", "last_name"]
+    # An officer or approver sees and targets only campaigns within this area (empty: all of Indonesia).
+    fieldsets = [*DjangoUserAdmin.fieldsets, ("Jurisdiction", {"fields": ["jurisdiction"]})]
+    add_fieldsets = [*DjangoUserAdmin.add_fieldsets, ("Jurisdiction", {"fields": ["jurisdiction"]})]
+    autocomplete_fields = ["jurisdiction"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("groups")
+        return super().get_queryset(request).prefetch_related("groups").select_related("jurisdiction")
 
     @admin.display(description="role")
     def role_name(self, user: User) -> str:

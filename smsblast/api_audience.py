@@ -577,10 +577,10 @@ class CampaignAudienceView(APIView):
 
     @extend_schema(request=None, responses={200: AudiencePreviewResultSerializer, 404: OpenApiResponse()})
     def get(self, request, pk: int):
-        from campaigns.models import Campaign, Mode
-        from campaigns.selectors import campaign_segments
+        from campaigns.models import Mode
+        from campaigns.selectors import campaign_segments, campaigns_visible
 
-        campaign = Campaign.objects.filter(pk=pk).first()
+        campaign = campaigns_visible(request.user).filter(pk=pk).first()
         if campaign is None:
             raise Http404(f"There is no campaign #{pk}.")
         polygon = campaign.polygon if campaign.mode == Mode.TARGETED else None

@@ -19,3 +19,13 @@ class ServiceInvalid(ServiceError):
     def __init__(self, message: str, errors: dict | None = None):
         super().__init__(message)
         self.errors = errors or {}
+
+
+class OutsideJurisdiction(ServiceInvalid):
+    """A target outside the user's jurisdiction (400): `areas` names the areas ("33.16 Kab. Blora"), none for a
+    polygon, and `jurisdiction` the user's ("35.05 Kab. Blitar")."""
+
+    def __init__(self, message: str, errors: dict, *, areas: list[str], jurisdiction: str):
+        super().__init__(message, errors)
+        self.areas = areas
+        self.jurisdiction = jurisdiction

@@ -17,6 +17,24 @@ class Role(models.TextChoices):
 class User(AbstractUser):
     """A person or an operator's API identity; the role is the user's group."""
 
+    # The kabupaten/kota (or province) an officer or approver works for: they see, write and decide only
+    # campaigns whose targets lie within it. Empty: the whole country. Admins are never limited.
+    jurisdiction = models.ForeignKey(
+        "Area",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Officers and approvers see and target only campaigns within this area; empty for all of Indonesia.",
+    )
+
+    @property
+    def jurisdiction_code(self) -> str | None:
+        """Return the code of the area this user's campaigns must lie within, or None when not limited."""
+        if self.jurisdiction_id is None or self.has_role(Role.ADMIN):
+            return None
+        return self.jurisdiction_id
+
     def has_role(self, *roles: str) -> bool:
         if not self.is_active:
             return False
@@ -74,6 +92,25 @@ def area_subtree_q(field: str, codes) -> Q:
     for code in codes:
         q |= Q(**{f"{field}__startswith": f"{code}."})
     return q
+
+
+def area_code_within(code: str, ancestor: str | None) -> bool:
+    """Return whether an area code is `ancestor` or lies below it; every code lies within None or "" (Indonesia)."""
+    return not ancestor or code == ancestor or code.startswith(f"{ancestor}.")
+
+
+def area_common_ancestor(codes) -> str:
+    """Return the deepest code every one of `codes` lies within ("" for codes of several provinces, or none)."""
+    codes = [code.split(".") for code in codes]
+    if not codes:
+        return ""
+    common = codes[0]
+    for parts in codes[1:]:
+        depth = 0
+        while depth < min(len(common), len(parts)) and common[depth] == parts[depth]:
+            depth += 1
+        common = common[:depth]
+    return ".".join(common)
 
 
 class Area(models.Model):

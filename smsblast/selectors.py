@@ -228,6 +228,26 @@ def polygon_province(polygon: dict | None) -> str | None:
     return max(overlap, key=overlap.__getitem__) if overlap else None
 
 
+def polygon_covering_area(polygon: dict | None) -> str | None:
+    """Return the code of the deepest area whose known boundary holds the whole drawn polygon, or None.
+
+    Judged on the same cached boundaries as polygon targeting; an unreadable polygon is held by none.
+    """
+    if not polygon:
+        return None
+    try:
+        drawn = polygon_geometry(polygon)
+    except ServiceInvalid:
+        return None
+    min_lon, min_lat, max_lon, max_lat = drawn.bounds
+    holders = []
+    for code, geometry in _bounded_areas().items():
+        left, bottom, right, top = geometry.bounds
+        if left <= min_lon and bottom <= min_lat and right >= max_lon and top >= max_lat and geometry.covers(drawn):
+            holders.append(code)
+    return max(holders, key=lambda code: (code.count("."), code)) if holders else None
+
+
 def polygon_home_areas(polygon: dict) -> tuple[set[str], set[str]]:
     """Return (exact codes, subtree codes) of the home areas a drawn polygon reaches.
 

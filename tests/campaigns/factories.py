@@ -5,7 +5,7 @@ from django.utils import timezone
 from factory.django import DjangoModelFactory
 
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch, Mode, Priority
-from smsblast.models import Role
+from smsblast.models import Role, area_common_ancestor
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import UserFactory
 
@@ -25,6 +25,8 @@ class CampaignFactory(DjangoModelFactory):
     sender = "PEMKAB"
     mode = Mode.TARGETED
     area_codes = factory.LazyFunction(lambda: ["35.05"])
+    # As the services store it for a target of area codes alone.
+    area_scope = factory.LazyAttribute(lambda o: area_common_ancestor(o.area_codes or []))
     priority = Priority.NORMAL
     author = factory.SubFactory(UserFactory, role=Role.OFFICER)
     status = Campaign.Status.DRAFT

@@ -446,3 +446,22 @@ def test_the_detail_is_documented_field_by_field_with_its_analysis_audience_appr
     detail = schema["components"]["schemas"]["CampaignDetail"]["properties"]
     for name in ("analysis", "audience", "approval", "history", "broadcast"):
         assert detail[name].get("type") != "object" or "properties" in detail[name], name
+
+
+def test_a_target_outside_the_callers_jurisdiction_answers_400_naming_the_area(areas, api_client_for):
+    Area.objects.create(code="33", name="Jawa Tengah", search_name="jawa tengah", level="provinsi")
+    Area.objects.create(code="33.16", name="Kabupaten Blora", search_name="kabupaten blora", level="kabupaten")
+    blitar = api_client_for(UserFactory(role=Role.OFFICER, jurisdiction_id="35.05"))
+
+    response = blitar.post("/api/v1/campaigns/", {**DRAFT_BODY, "area_codes": ["33.16"]}, format="json")
+    assert response.status_code == 400
+    assert "33.16 Kabupaten Blora" in response.json()["detail"]
+    assert "area_codes" in response.json()["errors"]
+    assert not Campaign.objects.exists()
+
+    created = blitar.post("/api/v1/campaigns/", DRAFT_BODY, format="json")
+    assert created.status_code == 201
+    edited = blitar.patch(f"/api/v1/campaigns/{created.json()['id']}/", {"area_codes": ["33.16"]}, format="json")
+    assert edited.status_code == 400
+    assert "33.16 Kabupaten Blora" in edited.json()["detail"]
+    assert Campaign.objects.get().area_codes == ["35.05"]

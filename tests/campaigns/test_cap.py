@@ -548,6 +548,20 @@ def test_another_officers_cap_cancel_cancels_the_imported_campaign(officer_clien
     assert event.details["reason"].startswith("Withdrawn by the issuer (CAP Cancel satgas-covid-35-0001-cancel")
 
 
+def test_a_cap_cancel_imported_by_an_officer_of_another_jurisdiction_withdraws_nothing(officer_client, api_client_for):
+    campaign = _import_geocoded_alert(officer_client)
+    AreaFactory(code="33", name="Jawa Tengah")
+    AreaFactory(code="33.16", name="Kabupaten Blora")
+    blora = UserFactory(role=Role.OFFICER, jurisdiction_id="33.16")
+    response = _post_xml(api_client_for(blora), CANCEL)
+    assert response.status_code == 400
+    assert "references no imported alert" in response.json()["detail"]
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+    jatim = UserFactory(role=Role.OFFICER, jurisdiction_id="35")
+    assert _post_xml(api_client_for(jatim), CANCEL).json()["action"] == "cancelled"
+
+
 def test_another_officers_cap_cancel_rejects_a_campaign_pending_approval_with_an_approval_row(
     officer_client, api_client_for
 ):

@@ -1,13 +1,18 @@
 """Campaign reads: audience and cost estimates, lists per role."""
 
 import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
-from campaigns.selectors import campaign_audience, campaign_list
+from campaigns.models import Campaign
+from campaigns.selectors import campaign_audience, campaign_list, campaigns_visible
+from campaigns.services import campaign_create, campaign_submit
+from smsblast.models import Role
 from smsblast.selectors import subscribers_in_area
-from tests.campaigns.factories import CampaignFactory
+from tests.campaigns.factories import CampaignFactory, CampaignRunFactory
 from tests.operators.factories import OperatorFactory
-from tests.smsblast.factories import AreaFactory, SubscriberFactory, area_tree
+from tests.smsblast.factories import AreaFactory, SubscriberFactory, UserFactory, area_tree
 
 pytestmark = pytest.mark.django_db
 
@@ -135,3 +140,140 @@ def test_audience_recipients_and_skipped_reasons_match_what_fan_out_writes():
             "no_operator": 1,
         }
     )
+
+
+# --- jurisdiction ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def blitar_and_blora():
+    """Kab. Blitar (35.05, Jawa Timur) and Kab. Blora (33.16, Jawa Tengah), each with a kecamatan."""
+    area_tree("35.05", kecamatan=1)
+    AreaFactory(code="35.06", name="Kabupaten Kediri")
+    AreaFactory(code="33", name="Jawa Tengah")
+    AreaFactory(code="33.16", name="Kabupaten Blora")
+    AreaFactory(code="33.16.01", name="Kecamatan Jepon")
+
+
+def user_of(role: str, jurisdiction: str | None = None):
+    return UserFactory(role=role, jurisdiction_id=jurisdiction)
+
+
+def test_a_user_with_a_jurisdiction_sees_only_campaigns_wholly_within_it(blitar_and_blora, admin_user):
+    def composed(*codes):
+        return campaign_create(author=admin_user, title=" ".join(codes), area_codes=list(codes))
+
+    blitar, jepon, blora = composed("35.05"), composed("35.05.01"), composed("33.16")
+    both, kediri_and_blitar, jatim = composed("35.05", "33.16"), composed("35.05", "35.06"), composed("35")
+    everything = {blitar, jepon, blora, both, kediri_and_blitar, jatim}
+
+    assert set(campaigns_visible(user_of(Role.OFFICER, "35.05"))) == {blitar, jepon}
+    assert set(campaign_list(user_of(Role.APPROVER, "33.16"))) == {blora}
+    assert set(campaign_list(user_of(Role.OFFICER, "35.05.01"))) == {jepon}
+    # A province's user sees its regencies' campaigns, and those spanning two of its regencies.
+    assert set(campaign_list(user_of(Role.OFFICER, "35"))) == {blitar, jepon, kediri_and_blitar, jatim}
+    # Without a jurisdiction, and for an admin whatever is set, the whole country.
+    assert set(campaign_list(user_of(Role.APPROVER))) == everything
+    assert set(campaign_list(user_of(Role.ADMIN, "33.16"))) == everything
+    assert list(campaign_list(user_of(Role.OPERATOR, "35.05"))) == []
+
+
+def test_a_campaign_without_a_target_yet_belongs_to_its_authors_jurisdiction(blitar_and_blora):
+    author = user_of(Role.OFFICER, "35.05")
+    draft = campaign_create(author=author, title="Belum ada wilayah")
+    assert draft.area_scope == "35.05"
+    assert list(campaigns_visible(author)) == [draft]
+    assert list(campaigns_visible(user_of(Role.OFFICER, "35"))) == [draft]
+    assert list(campaigns_visible(user_of(Role.OFFICER, "33.16"))) == []
+
+
+def campaign_urls() -> list[tuple[str, set[str]]]:
+    """Return (URL name, its parameters) of every page and API path that names one campaign."""
+    found = []
+
+    def walk(patterns, namespace):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, pattern.namespace or namespace)
+            elif isinstance(pattern, URLPattern) and pattern.name and "campaigns/" in str(pattern.pattern):
+                params = set(pattern.pattern.regex.groupindex)
+                if "pk" in params:
+                    found.append((f"{namespace}:{pattern.name}" if namespace else pattern.name, params))
+
+    walk(get_resolver().url_patterns, None)
+    return found
+
+
+WEB_ACTIONS = ("submit", "cancel", "schedule", "pause", "resume")
+
+
+def campaign_paths(campaign_pk: int, run_pk: int) -> list[str]:
+    paths = []
+    for name, params in campaign_urls():
+        kwargs = {"pk": campaign_pk, **({"run_pk": run_pk} if "run_pk" in params else {})}
+        for action in WEB_ACTIONS if "action" in params else [None]:
+            paths.append(reverse(name, kwargs={**kwargs, **({"action": action} if action else {})}))
+    return paths
+
+
+def signed_in(user, path: str) -> APIClient:
+    """Return a client signed in as `user`: by token for an API path, by session for a page."""
+    client = APIClient()
+    if path.startswith("/api/"):
+        client.force_authenticate(user)
+    else:
+        client.force_login(user)
+    return client
+
+
+def answers(user, path: str) -> dict[str, int]:
+    client = signed_in(user, path)
+    body = {"content_hash": "0" * 64, "reason": "Bukan wilayah kami.", "title": "Diubah", "confirm": "on"}
+    return {
+        "GET": client.get(path).status_code,
+        "POST": client.post(path, body, format="json").status_code,
+        "PATCH": client.patch(path, body, format="json").status_code,
+    }
+
+
+def test_every_campaign_url_answers_404_to_an_officer_or_approver_of_another_jurisdiction(blitar_and_blora):
+    """Pages and API alike: the campaign of Kab. Blitar does not exist for Kab. Blora's officer and approver.
+
+    Each path answers them exactly as for a campaign that does not exist (404; 403 or 405 only where their
+    role may never call it), while Blitar's own users reach it, and nothing about it changes.
+    """
+    blitar_officer = user_of(Role.OFFICER, "35.05")
+    campaign = campaign_submit(
+        campaign=campaign_create(
+            author=blitar_officer, title="Covid-19 Blitar", text="Pakai masker.", sender="PEMKAB", area_codes=["35.05"]
+        ),
+        actor=blitar_officer,
+    )
+    run = CampaignRunFactory(campaign=campaign)
+    missing = Campaign.objects.order_by("-pk").first().pk + 1000
+    paths = campaign_paths(campaign.pk, run.pk)
+    names = {name for name, _ in campaign_urls()}
+    # The walk reaches the pages and every API path of a campaign, so a new one cannot slip past it.
+    assert {"campaigns:detail", "campaigns:review", "campaigns:run_progress", "campaign-detail"} <= names
+    assert {"campaign-approve", "campaign-deliveries", "campaign-report-csv", "campaign-cap"} <= names
+    assert {"campaign-audience", "campaign-broadcast", "campaign-runs"} <= names
+
+    for outsider in (user_of(Role.OFFICER, "33.16"), user_of(Role.APPROVER, "33.16")):
+        not_found = 0
+        for path in paths:
+            got = answers(outsider, path)
+            absent = answers(outsider, path.replace(f"/{campaign.pk}/", f"/{missing}/", 1))
+            assert got == absent, (outsider.role, path)
+            assert set(got.values()) <= {403, 404, 405}, (outsider.role, path, got)
+            not_found += list(got.values()).count(404)
+        assert not_found > len(paths)
+        assert campaign not in campaign_list(outsider)
+
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.title) == (Campaign.Status.PENDING_APPROVAL, "Covid-19 Blitar")
+    insider_approver = user_of(Role.APPROVER, "35")
+    for user in (blitar_officer, insider_approver):
+        for path in paths:
+            if "/review/" in path and user is blitar_officer:
+                continue  # the review page is the approver's
+            assert signed_in(user, path).get(path).status_code != 404, (user.role, path)

@@ -543,3 +543,82 @@ def test_dispatch_refusal_returns_the_campaign_to_draft_once():
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.DRAFT and campaign.next_run_at is None
     assert audit_history(campaign).filter(action="campaign.dispatch_refused").count() == 1
+
+
+# --- jurisdiction ------------------------------------------------------------------------------
+
+# Stand-in boundary of Kab. Blitar, and polygons inside it and across its edge.
+BLITAR_SQUARE = {
+    "type": "Polygon",
+    "coordinates": [[[112.1, -8.1], [112.3, -8.1], [112.3, -8.3], [112.1, -8.3], [112.1, -8.1]]],
+}
+INSIDE = {
+    "type": "Polygon",
+    "coordinates": [[[112.15, -8.15], [112.2, -8.15], [112.2, -8.2], [112.15, -8.2], [112.15, -8.15]]],
+}
+ACROSS = {
+    "type": "Polygon",
+    "coordinates": [[[112.25, -8.15], [112.4, -8.15], [112.4, -8.2], [112.25, -8.2], [112.25, -8.15]]],
+}
+
+
+@pytest.fixture
+def blitar_and_blora(areas):
+    from smsblast import selectors
+    from tests.smsblast.factories import AreaFactory
+
+    AreaFactory(code="33", name="Jawa Tengah")
+    AreaFactory(code="33.16", name="Kabupaten Blora")
+    selectors._boundary_cache.clear()
+    yield
+    selectors._boundary_cache.clear()
+
+
+@pytest.fixture
+def blitar_officer(blitar_and_blora):
+    return UserFactory(role=Role.OFFICER, jurisdiction_id="35.05")
+
+
+def test_a_target_outside_the_officers_jurisdiction_is_refused_naming_the_area(blitar_officer):
+    with pytest.raises(
+        ServiceInvalid, match=r"Outside your jurisdiction \(35\.05 Kabupaten Blitar\): 33\.16 Kabupaten Blora"
+    ) as error:
+        campaign_create(author=blitar_officer, title="Blora", area_codes=["35.05", "33.16"])
+    assert set(error.value.errors) == {"area_codes"}
+    with pytest.raises(ServiceInvalid, match="35 Jawa Timur"):
+        campaign_create(author=blitar_officer, title="Province", area_codes=["35"])
+    assert not Campaign.objects.exists()
+
+    campaign = campaign_create(author=blitar_officer, title="Blitar", area_codes=["35.05.01", "35.05.02"])
+    assert campaign.area_scope == "35.05"
+    with pytest.raises(ServiceInvalid, match="33.16 Kabupaten Blora"):
+        campaign_update(campaign=campaign, actor=blitar_officer, data={"area_codes": ["33.16"]})
+    campaign.refresh_from_db()
+    assert (campaign.area_codes, campaign.area_scope) == (["35.05.01", "35.05.02"], "35.05")
+    assert AuditEvent.objects.filter(action="campaign.update").count() == 0
+
+
+def test_an_admin_may_target_any_area_and_the_campaign_follows_its_target(blitar_and_blora, admin_user):
+    admin_user.jurisdiction_id = "35.05"
+    admin_user.save()
+    campaign = campaign_create(author=admin_user, title="Dua provinsi", area_codes=["35.05", "33.16"])
+    assert campaign.area_scope == ""
+    campaign_update(campaign=campaign, actor=admin_user, data={"area_codes": ["33.16"]})
+    campaign.refresh_from_db()
+    assert campaign.area_scope == "33.16"
+
+
+def test_a_drawn_polygon_must_lie_inside_the_known_boundary_of_the_jurisdiction(blitar_officer):
+    with pytest.raises(ServiceInvalid, match="does not lie within the known boundary of your jurisdiction"):
+        campaign_create(author=blitar_officer, title="Tanpa batas", polygon=INSIDE)  # no boundary known yet
+
+    from smsblast.models import Area
+
+    Area.objects.filter(code="35.05").update(boundary=BLITAR_SQUARE)
+    campaign = campaign_create(author=blitar_officer, title="Di dalam", polygon=INSIDE)
+    assert campaign.area_scope == "35.05"
+    with pytest.raises(ServiceInvalid, match=r"35\.05 Kabupaten Blitar") as error:
+        campaign_update(campaign=campaign, actor=blitar_officer, data={"polygon": ACROSS})
+    assert set(error.value.errors) == {"polygon"}
+    campaign.refresh_from_db()
+    assert campaign.polygon == INSIDE

@@ -1213,3 +1213,38 @@ def test_campaign_and_review_pages_of_a_targeted_campaign_still_show_the_audienc
         body = client_for(user).get(reverse(name, args=[pending.pk])).content.decode()
         assert "data-cost-total" in body
         assert "data-broadcast-operators" not in body
+
+
+# --- jurisdiction ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def blora():
+    from tests.smsblast.factories import AreaFactory
+
+    AreaFactory(code="33", name="Jawa Tengah")
+    return AreaFactory(code="33.16", name="Kabupaten Blora")
+
+
+def test_the_compose_page_starts_from_the_officers_jurisdiction(areas):
+    limited = UserFactory(role=Role.OFFICER, jurisdiction_id="35.05")
+    body = client_for(limited).get(reverse("campaigns:create")).content.decode()
+    assert 'name="area_codes" value="35.05" checked' in body
+    body = client_for(UserFactory(role=Role.OFFICER)).get(reverse("campaigns:create")).content.decode()
+    assert 'name="area_codes" value=' not in body
+
+
+def test_compose_outside_the_jurisdiction_names_the_area_and_creates_nothing(areas, blora):
+    limited = UserFactory(role=Role.OFFICER, jurisdiction_id="35.05")
+    response = client_for(limited).post(reverse("campaigns:create"), compose_data(area_codes=["35.05", "33.16"]))
+    assert response.status_code == 200
+    assert "Di luar wilayah kerja Anda (35.05 Kabupaten Blitar): 33.16 Kabupaten Blora" in response.content.decode()
+    assert not Campaign.objects.exists()
+
+
+def test_the_approval_inbox_holds_only_campaigns_of_the_approvers_jurisdiction(pending, blora):
+    blitar_inbox = client_for(UserFactory(role=Role.APPROVER, jurisdiction_id="35.05")).get(reverse("dashboard"))
+    blora_inbox = client_for(UserFactory(role=Role.APPROVER, jurisdiction_id="33.16")).get(reverse("dashboard"))
+    assert list(blitar_inbox.context["inbox"]) == [pending]
+    assert list(blora_inbox.context["inbox"]) == []
+    assert blora_inbox.context["inbox_count"] == 0

@@ -269,3 +269,24 @@ def test_an_operator_can_use_every_registered_adapter_and_pull_mode(admin_client
     response = admin_client.post(admin_url(Operator, "add"), operator_form(adapter=adapter))
     assert response.status_code == 302, response.content.decode()[:2000]
     assert Operator.objects.get(slug="telkomsel").adapter == adapter
+
+
+def test_a_users_jurisdiction_is_set_in_the_admin_when_adding_and_editing(admin_client, officer):
+    from smsblast.models import User
+
+    area_tree("35.05", kecamatan=1)
+    added = admin_client.post(
+        admin_url(User, "add"),
+        {
+            "username": "kominfo-blitar",
+            "usable_password": "true",
+            "password1": "Blitar-pass-2021",
+            "password2": "Blitar-pass-2021",
+            "jurisdiction": "35.05",
+        },
+    )
+    assert added.status_code == 302, added.context["adminform"].form.errors if added.context else added
+    assert User.objects.get(username="kominfo-blitar").jurisdiction_id == "35.05"
+
+    page = admin_client.get(admin_url(User, "change", officer.pk)).content.decode()
+    assert 'name="jurisdiction"' in page

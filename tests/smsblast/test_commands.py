@@ -160,3 +160,30 @@ def test_seed_demo_refuses_production_settings_and_creates_no_one(settings):
     with pytest.raises(CommandError, match="published passwords"):
         seed_demo()
     assert not User.objects.exists()
+
+
+def test_create_user_with_an_area_limits_the_user_to_that_jurisdiction():
+    Area.objects.create(code="35", name="Jawa Timur", search_name="jawa timur", level="provinsi")
+    Area.objects.create(code="35.05", name="Kabupaten Blitar", search_name="kabupaten blitar", level="kabupaten")
+    lines = create_user("kominfo-blitar", "--role", "officer", "--area", "35.05")
+    assert lines[0] == "Created user 'kominfo-blitar' with role officer for 35.05 Kabupaten Blitar."
+    assert User.objects.get(username="kominfo-blitar").jurisdiction_id == "35.05"
+    create_user("kominfo-blitar", "--role", "approver")
+    assert User.objects.get(username="kominfo-blitar").jurisdiction_id == "35.05", "no --area keeps the jurisdiction"
+
+
+def test_create_user_with_an_unknown_area_code_says_so_and_creates_no_one():
+    with pytest.raises(CommandError, match="Unknown area code '33.16'"):
+        create_user("kominfo-blora", "--role", "officer", "--area", "33.16")
+    assert not User.objects.filter(username="kominfo-blora").exists()
+
+
+def test_seed_demo_officers_and_approver_work_for_the_demo_regency(tmp_path):
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+    jurisdictions = dict(User.objects.values_list("username", "jurisdiction_id"))
+    assert {name: jurisdictions[name] for name in ("officer", "officer2", "approver", "admin")} == {
+        "officer": demo.REGENCY[0],
+        "officer2": demo.REGENCY[0],
+        "approver": demo.REGENCY[0],
+        "admin": None,
+    }

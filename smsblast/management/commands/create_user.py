@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from smsblast.authentication import api_token_create
-from smsblast.models import Role, User
+from smsblast.models import Area, Role, User
 from smsblast.roles import user_role_set
 
 
@@ -17,11 +17,22 @@ class Command(BaseCommand):
         parser.add_argument("--role", required=True, choices=Role.values)
         parser.add_argument("--password", help="Set this password; without it a new user cannot log in to pages.")
         parser.add_argument("--email", default="")
+        parser.add_argument(
+            "--area",
+            metavar="CODE",
+            help="Jurisdiction: the Kemendagri code (35.05) of the only area whose campaigns an officer or approver "
+            "sees and targets. Without it a new user works for all of Indonesia and an existing one keeps its own.",
+        )
 
-    def handle(self, *args, username: str, role: str, password: str | None, email: str, **options):
+    def handle(self, *args, username: str, role: str, password: str | None, email: str, area: str | None, **options):
         username = username.strip()
         if not username:
             raise CommandError("USERNAME must not be empty.")
+        jurisdiction = None
+        if area is not None:
+            jurisdiction = Area.objects.filter(code=area.strip()).first()
+            if jurisdiction is None:
+                raise CommandError(f"Unknown area code {area!r}: give a loaded Kemendagri code such as 35.05.")
         for name, value in (("username", username), ("email", email)):
             try:
                 User._meta.get_field(name).clean(value, None)
@@ -36,10 +47,13 @@ class Command(BaseCommand):
                 user.set_unusable_password()
             if email:
                 user.email = email
+            if jurisdiction is not None:
+                user.jurisdiction = jurisdiction
             user.is_active = True
             user.save()
             user_role_set(user=user, role=role)
             key = api_token_create(user=user, name="create_user")
-        self.stdout.write(f"{'Created' if created else 'Updated'} user {username!r} with role {role}.")
+        where = f" for {user.jurisdiction.code} {user.jurisdiction.name}" if user.jurisdiction_id else ""
+        self.stdout.write(f"{'Created' if created else 'Updated'} user {username!r} with role {role}{where}.")
         self.stdout.write("API token (shown once; send it as 'Authorization: Bearer <token>'):")
         self.stdout.write(key)

@@ -31,6 +31,8 @@ DEMO_USERS = [
     ("xl", Role.OPERATOR, "xl-demo"),
     ("smartfren", Role.OPERATOR, "smartfren-demo"),
 ]
+# Roles limited to a jurisdiction; the demo is Kab. Blitar's office, so its officers and approver work for it.
+JURISDICTION_ROLES = (Role.OFFICER, Role.APPROVER)
 
 
 class Command(BaseCommand):
@@ -58,14 +60,15 @@ class Command(BaseCommand):
             )
         with transaction.atomic():
             role_groups_sync()
-            users = self.seed_users()
             self.seed_areas()
+            users = self.seed_users()
             self.seed_area_reference(reference_data)
             operators = self.seed_operators(simulator_url, users)
         created = self.seed_subscribers(operators, subscribers)
         self.stdout.write(self.style.SUCCESS(f"Demo data ready ({created} new subscribers)."))
         for username, role, password in DEMO_USERS:
-            self.stdout.write(f"  {role:9} {username} / {password}")
+            where = f" (jurisdiction {demo.REGENCY[0]} {demo.REGENCY[1]})" if role in JURISDICTION_ROLES else ""
+            self.stdout.write(f"  {role:9} {username} / {password}{where}")
 
     def seed_users(self) -> dict[str, User]:
         users = {}
@@ -75,6 +78,9 @@ class Command(BaseCommand):
                 # Well-known demo passwords; they exist only in the local demo database.
                 user.set_password(password)
                 user.save()
+            if role in JURISDICTION_ROLES:
+                user.jurisdiction_id = demo.REGENCY[0]
+                user.save(update_fields=["jurisdiction"])
             user_role_set(user=user, role=role)
             users[username] = user
         return users
