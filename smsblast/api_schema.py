@@ -28,7 +28,7 @@ ERROR_DESCRIPTIONS = {
     "400": "Invalid input",
     "401": "No credentials, or an invalid or revoked token",
     "403": "The caller's role may not do this (or, with a session, the CSRF token is missing)",
-    "404": "No such object",
+    "404": "No such object, or none the caller may see (a campaign outside their jurisdiction)",
     "409": "Not possible in the object's current state",
     "413": "The request body is larger than accepted",
 }
