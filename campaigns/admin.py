@@ -69,7 +69,7 @@ class CampaignRunAdmin(ReadOnlyAdmin):
 
 @admin.register(DispatchBatch)
 class DispatchBatchAdmin(ReadOnlyAdmin):
-    list_display = ["id", "run", "operator", "status", "size", "attempts", "accepted_count", "updated_at"]
+    list_display = ["id", "run", "operator", "status", "size", "attempts", "throttled", "accepted_count", "updated_at"]
     list_filter = ["status", "operator"]
     search_fields = ["id", "last_error"]
     list_select_related = ["run", "operator"]

@@ -182,7 +182,9 @@ class DispatchBatch(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     size = models.PositiveIntegerField(default=0)
     segments = models.PositiveIntegerField(default=0)  # size × segments per message
-    attempts = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)  # sends (leases) so far, throttled ones included
+    # Attempts the operator answered 429 (slow down): they spend no retry budget, which counts the others.
+    throttled = models.PositiveIntegerField("throttled (429)", default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     accepted_count = models.PositiveIntegerField(default=0)

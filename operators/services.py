@@ -38,13 +38,17 @@ BatchStatus = DispatchBatch.Status
 DeliveryStatus = Delivery.Status
 RunStatus = CampaignRun.Status
 
-# Attempts before a batch that keeps meeting transient errors fails for good.
+# Attempts before a batch that keeps meeting transient errors fails for good. An attempt the operator answered
+# 429 is not one of them: it asked us to slow down, not to give up. Those retries stop with the run's validity
+# window, past which the batch is not leased and the reconciler fails it.
 MAX_ATTEMPTS = 8
 # Exponential backoff with "equal jitter": a random wait in [c/2, c] with c = min(CAP, BASE × 2^(attempt-1)).
 # The floor keeps the retry budget from being spent by unlucky short waits: the seven waits before the last
 # attempt add up to at least 63.5 s, so an operator outage shorter than a minute never fails a batch for good.
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 120.0
+# Past this exponent the wait is the cap anyway; a batch throttled thousands of times would overflow a float.
+BACKOFF_MAX_EXPONENT = 32
 # Runs whose batches may be leased; a paused or cancelled run leases nothing.
 SENDABLE_RUN_STATUSES = (RunStatus.FANNING_OUT, RunStatus.SENDING)
 # The lease itself checks that the run is sending; a batch that then waited longer than this for tokens
@@ -74,7 +78,7 @@ REPORT_STATUSES = {
 
 def backoff_seconds(attempt: int, *, retry_after: float | None = None) -> float:
     """Return how long to wait before attempt `attempt + 1`: equal jitter, never less than Retry-After."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(max(attempt - 1, 0), BACKOFF_MAX_EXPONENT))
     delay = random.uniform(ceiling / 2, ceiling)
     if retry_after is not None:
         delay = max(delay, float(retry_after))
@@ -462,9 +466,10 @@ def batch_record_result(
 
     ACCEPTED: the batch is accepted and the refused message ids become `rejected` deliveries. RETRY: the
     batch waits (same id) with exponential backoff and full jitter, honouring Retry-After, and is
-    re-enqueued, unless the retry budget is spent. FAILED, or RETRY past the budget: the batch fails for good
-    and its deliveries fail with the reason, which the batch keeps in `last_error`. `leased` is the batch as
-    its lease holder knows it (with run and operator), which saves reading it again.
+    re-enqueued, unless the retry budget is spent (a 429 spends none; it is counted in `throttled`). FAILED,
+    or RETRY past the budget: the batch fails for good and its deliveries fail with the reason, which the
+    batch keeps in `last_error`. `leased` is the batch as its lease holder knows it (with run and operator),
+    which saves reading it again.
     """
     now = now or timezone.now()
     batch = leased or DispatchBatch.objects.select_related("operator", "run").get(pk=batch_id)
@@ -524,7 +529,10 @@ def _batch_record_result(batch: DispatchBatch, result: BatchResult, now: datetim
         batch_cancel(batch=batch, now=now)
         return BatchOutcome(BatchStatus.CANCELLED, "cancelled")
     error = _error_text(result)
-    if result.outcome == Outcome.RETRY and batch.attempts < MAX_ATTEMPTS:
+    # A 429 asks us to slow down: it spends no retry budget while the run's validity window bounds the retries.
+    throttled = result.outcome == Outcome.RETRY and result.status_code == 429 and batch.run.expires_at is not None
+    if result.outcome == Outcome.RETRY and (throttled or batch.attempts - batch.throttled < MAX_ATTEMPTS):
+        # The wait still grows with every attempt, throttled ones too, up to the cap.
         delay = backoff_seconds(batch.attempts, retry_after=result.retry_after)
         if not DispatchBatch.objects.filter(pk=batch.pk, status=BatchStatus.IN_FLIGHT).update(
             status=BatchStatus.RETRY_WAIT,
@@ -532,22 +540,31 @@ def _batch_record_result(batch: DispatchBatch, result: BatchResult, now: datetim
             lease_expires_at=None,
             last_error=error,
             updated_at=now,
+            **({"throttled": F("throttled") + 1} if throttled else {}),
         ):
             # Another worker's answer came first (the batch was re-leased after our lease lapsed).
             return BatchOutcome(batch.status, "not_leased")
+        if throttled:
+            batch.throttled += 1
         audit_record(
             actor=None,
             action="batch.retry",
             obj=batch,
             from_state=from_state,
             to_state=BatchStatus.RETRY_WAIT,
-            details={"error": error, "attempts": batch.attempts, "retry_in": round(delay, 3)},
+            details={
+                "error": error,
+                "attempts": batch.attempts,
+                **({"throttled": batch.throttled} if batch.throttled else {}),
+                "retry_in": round(delay, 3),
+            },
         )
         enqueue_on_commit(partial(_enqueue_send, batch.pk, batch.operator.queue, delay))
         return BatchOutcome(BatchStatus.RETRY_WAIT, "retry", retry_in=delay)
 
     if result.outcome == Outcome.RETRY:
-        error = f"Gave up after {batch.attempts} attempts; last error: {error}"
+        also = f" (and {batch.throttled} answered 429)" if batch.throttled else ""
+        error = f"Gave up after {batch.attempts - batch.throttled} attempts{also}; last error: {error}"
     batch_fail(batch=batch, reason=error, now=now, from_state=from_state)
     return BatchOutcome(BatchStatus.FAILED, "failed")
 

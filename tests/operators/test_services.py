@@ -185,6 +185,79 @@ def test_the_retry_budget_ends_in_failure():
     assert Delivery.objects.get(batch=batch).status == "failed"
 
 
+def _throttled(retry_after: float | None = 1) -> BatchResult:
+    return BatchResult(outcome=Outcome.RETRY, retry_after=retry_after, status_code=429, error="HTTP 429: slow down")
+
+
+def test_an_operator_throttling_past_the_retry_budget_slows_the_batch_down_without_failing_it():
+    batch = _batch(2)
+    throttles = services.MAX_ATTEMPTS + 4
+    ScriptedAdapter.reset(*[_throttled()] * throttles, BatchResult(outcome=Outcome.ACCEPTED, accepted=2))
+    for _ in range(throttles):
+        assert services.batch_send(batch_id=batch.pk, now=batch.next_attempt_at) == "retry"
+        batch.refresh_from_db()
+        # Retry-After honoured (the answer is recorded, and the wait counted, when it arrives).
+        assert batch.next_attempt_at - batch.updated_at >= timedelta(seconds=1)
+    now = batch.next_attempt_at
+    assert (batch.status, batch.attempts, batch.throttled) == ("retry_wait", throttles, throttles)
+    assert Delivery.objects.filter(batch=batch, status="queued").count() == 2
+
+    assert services.batch_send(batch_id=batch.pk, now=now) == "accepted"
+    # One batch id throughout (invariant 3), and each answer is audited with the count of throttled ones.
+    assert {sent.batch_id for sent in ScriptedAdapter.sent} == {str(batch.pk)}
+    retries = audit_history(batch).filter(action="batch.retry")
+    assert [event.details["throttled"] for event in retries] == list(range(1, throttles + 1))
+    assert audit_history(batch).get(action="batch.accept").details["attempts"] == throttles + 1
+
+
+def test_the_retry_budget_counts_only_the_attempts_not_answered_429():
+    batch = _batch(1)
+    DispatchBatch.objects.filter(pk=batch.pk).update(attempts=services.MAX_ATTEMPTS + 2, throttled=3)
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, status_code=503, error="HTTP 503: down"))
+    assert services.batch_send(batch_id=batch.pk) == "failed"
+    batch.refresh_from_db()
+    assert batch.status == "failed"
+    assert batch.last_error == (
+        f"Gave up after {services.MAX_ATTEMPTS} attempts (and 3 answered 429); last error: HTTP 503: down"
+    )
+
+
+def test_an_operator_that_never_stops_throttling_is_retried_only_until_the_runs_validity_window_passes():
+    batch = _batch(2)
+    run = CampaignRun.objects.get(pk=batch.run_id)
+    now = timezone.now()
+    CampaignRun.objects.filter(pk=run.pk).update(expires_at=now + timedelta(minutes=15))
+    ScriptedAdapter.reset(*[_throttled(retry_after=None)] * 500)
+    outcomes = []
+    while len(outcomes) < 100 and (not outcomes or outcomes[-1] == "retry"):
+        outcomes.append(services.batch_send(batch_id=batch.pk, now=now))
+        # Each try comes when its wait, counted from the answer, is over.
+        batch.refresh_from_db()
+        now += batch.next_attempt_at - batch.updated_at
+    # The waits grow to the cap, so a quarter of an hour holds a few dozen tries, and then none.
+    assert outcomes[-1] == "expired" and services.MAX_ATTEMPTS < len(outcomes) < 40
+    assert set(outcomes[:-1]) == {"retry"}
+
+    dispatch.dispatch_reconcile(now=now)
+    batch.refresh_from_db()
+    assert batch.status == "failed" and batch.last_error.startswith("The validity window passed")
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"failed"}
+    assert services.batch_send(batch_id=batch.pk, now=now) == "final"
+
+
+def test_a_throttled_answer_spends_the_retry_budget_of_a_run_without_a_validity_window():
+    batch = _batch(1)
+    CampaignRun.objects.filter(pk=batch.run_id).update(expires_at=None)
+    DispatchBatch.objects.filter(pk=batch.pk).update(attempts=services.MAX_ATTEMPTS - 1)
+    ScriptedAdapter.reset(_throttled())
+    assert services.batch_send(batch_id=batch.pk) == "failed"
+
+
+def test_backoff_stays_within_its_cap_however_many_times_a_batch_was_throttled():
+    assert services.BACKOFF_CAP_SECONDS / 2 <= services.backoff_seconds(5000) <= services.BACKOFF_CAP_SECONDS
+    assert services.backoff_seconds(30000, retry_after=600) == 600
+
+
 def test_an_adapter_that_raises_leaves_the_batch_to_retry_not_in_flight():
     class Exploding(ScriptedAdapter):
         name = "exploding"
