@@ -844,14 +844,51 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
             counts["completed"] += 1
 
     # A batch held until a moment in the last STALL_AFTER (quiet hours, an operator's Retry-After) was waiting,
-    # not stalled: count the stall from when it may be sent.
-    held = DispatchBatch.objects.filter(run=OuterRef("pk"), next_attempt_at__gte=now - STALL_AFTER)
+    # not stalled: count the stall from when it may be sent. A deactivated operator's batch is given back and held
+    # again every 30 s for as long as the operator stays off: it is judged by how long that has gone on.
+    held = DispatchBatch.objects.filter(
+        run=OuterRef("pk"), next_attempt_at__gte=now - STALL_AFTER, operator__active=True
+    )
     for run in active_runs.filter(last_progress_at__lt=now - STALL_AFTER).exclude(Exists(held)):
         if is_quiet_for(run, now) is not None:
             continue  # waiting out its quiet hours is not a stall
-        if run_report_stall(run=run):
+        inactive, held_long = _run_held_by_inactive_operators(run, now=now)
+        if inactive and not held_long:
+            continue  # a deactivated operator holds it back, for less than STALL_AFTER so far
+        if run_report_stall(run=run, inactive_operators=inactive):
             counts["stalled"] += 1
     return counts
+
+
+def _run_held_by_inactive_operators(run: CampaignRun, *, now: datetime) -> tuple[list[str], bool]:
+    """Return the deactivated operators whose batches of the run wait unsent, and whether they have held it back
+    for STALL_AFTER since the run's last progress.
+
+    Those batches are given back unsent (`batch.release`, reason `operator_inactive`) every 30 s, so their wait
+    never looks long: the first such release after the run's last progress says since when they hold it back.
+    Batches not given back lately (no worker leases them) are as stalled as any other.
+    """
+    waiting = DispatchBatch.objects.filter(run=run, operator__active=False).exclude(
+        status__in=DispatchBatch.FINAL_STATUSES
+    )
+    slugs = list(waiting.order_by("operator__slug").values_list("operator__slug", flat=True).distinct())
+    if not slugs:
+        return [], True
+    # They are given back together, so a few of them tell.
+    recent = [
+        str(pk) for pk in waiting.filter(next_attempt_at__gte=now - STALL_AFTER).values_list("pk", flat=True)[:50]
+    ]
+    if not recent:
+        return slugs, True
+    held_long = AuditEvent.objects.filter(
+        object_type=DispatchBatch._meta.label_lower,
+        object_id__in=recent,
+        action="batch.release",
+        details__reason="operator_inactive",
+        at__gt=run.last_progress_at,
+        at__lte=now - STALL_AFTER,
+    ).exists()
+    return slugs, held_long
 
 
 def _queues_holding_tasks(slugs: set[str]) -> set[str]:
@@ -877,17 +914,28 @@ def _queues_holding_tasks(slugs: set[str]) -> set[str]:
     return busy
 
 
-def run_report_stall(*, run: CampaignRun) -> bool:
+def run_report_stall(*, run: CampaignRun, inactive_operators: list[str] = ()) -> bool:
     """Log and record that the run has made no progress since its mark, once per stall; return whether it did.
 
     The reconciler finds a stalled run on every pass: one report per stall (a new one only after the run moved
-    and stalled again) keeps the error log readable, and the run's history shows it.
+    and stalled again) keeps the error log readable, and the run's history shows it. `inactive_operators` names
+    the deactivated operators whose batches wait unsent.
     """
     since = run.last_progress_at.isoformat()
     if audit_history(run).filter(action="run.stalled", details__since=since).exists():
         return False
-    logger.error("Run %s of campaign %s has made no progress since %s", run.pk, run.campaign_id, run.last_progress_at)
-    audit_record(actor=None, action="run.stalled", obj=run, details={"since": since})
+    waiting_for = (
+        f"; its batches wait for deactivated operator {', '.join(inactive_operators)}" if inactive_operators else ""
+    )
+    logger.error(
+        "Run %s of campaign %s has made no progress since %s%s",
+        run.pk,
+        run.campaign_id,
+        run.last_progress_at,
+        waiting_for,
+    )
+    details = {"since": since, **({"inactive_operators": list(inactive_operators)} if inactive_operators else {})}
+    audit_record(actor=None, action="run.stalled", obj=run, details=details)
     return True
 
 

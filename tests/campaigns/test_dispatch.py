@@ -11,6 +11,7 @@ from django.utils import timezone
 from campaigns import dispatch
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.services import campaign_cancel
+from operators.models import Operator
 from operators.services import batch_send
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import AuditEvent, Role, Subscriber
@@ -761,6 +762,45 @@ def test_the_reconciler_reports_a_stalled_run_once_and_again_only_after_it_moved
     CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=stalled_since + timedelta(seconds=30))
     assert dispatch.dispatch_reconcile()["stalled"] == 1
     assert AuditEvent.objects.filter(action="run.stalled", object_id=str(run.pk)).count() == 2
+
+
+def test_the_reconciler_reports_a_run_held_back_by_a_deactivated_operator_for_ten_minutes_naming_it(caplog):
+    run, operators, _ = _fanned_out_run({"tsel": 2, "isat": 2})
+    (isat_batch,) = DispatchBatch.objects.filter(run=run, operator=operators["isat"])
+    (tsel_batch,) = DispatchBatch.objects.filter(run=run, operator=operators["tsel"])
+    assert batch_send(batch_id=isat_batch.pk) == "accepted"
+    Operator.objects.filter(pk=operators["tsel"].pk).update(active=False)
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=timezone.now() - timedelta(seconds=5))
+    assert batch_send(batch_id=tsel_batch.pk) == "operator_inactive"
+
+    def given_back_again(at):
+        # As every 30 s: the batch is leased and given back, held for another 30 s.
+        DispatchBatch.objects.filter(pk=tsel_batch.pk).update(next_attempt_at=at + timedelta(seconds=30))
+
+    with caplog.at_level("ERROR", logger="campaigns.dispatch"):
+        soon = timezone.now() + timedelta(minutes=5)
+        given_back_again(soon)
+        assert dispatch.dispatch_reconcile(now=soon)["stalled"] == 0
+        later = timezone.now() + dispatch.STALL_AFTER + timedelta(seconds=30)
+        given_back_again(later)
+        assert dispatch.dispatch_reconcile(now=later)["stalled"] == 1
+        assert dispatch.dispatch_reconcile(now=later + timedelta(seconds=15))["stalled"] == 0
+    assert f"Run {run.pk} " in caplog.text and "deactivated operator tsel" in caplog.text
+    (event,) = AuditEvent.objects.filter(action="run.stalled", object_id=str(run.pk))
+    assert event.details["inactive_operators"] == ["tsel"]
+    # What happens to the batch is unchanged: it still waits, unsent, for its operator.
+    tsel_batch.refresh_from_db()
+    assert (tsel_batch.status, tsel_batch.attempts) == ("pending", 0)
+
+
+def test_the_reconciler_does_not_report_a_run_held_back_by_a_deactivated_operator_for_less_than_ten_minutes():
+    run, operators, _ = _fanned_out_run({"tsel": 2})
+    (batch,) = DispatchBatch.objects.filter(run=run)
+    # The run waited out a long Retry-After, and the operator was deactivated as it ended.
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=timezone.now() - timedelta(hours=1))
+    Operator.objects.filter(pk=operators["tsel"].pk).update(active=False)
+    assert batch_send(batch_id=batch.pk) == "operator_inactive"
+    assert dispatch.dispatch_reconcile()["stalled"] == 0
 
 
 def test_a_fan_out_that_the_reconciler_restarts_in_vain_is_still_reported_as_stalled(caplog):
