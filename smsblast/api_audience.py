@@ -1,7 +1,7 @@
 """REST endpoints for the audience: areas, subscribers, imports, opt-out and the audience preview."""
 
+import contextlib
 from datetime import UTC
-from pathlib import Path
 
 from django.http import FileResponse, Http404
 from django.utils import timezone
@@ -472,13 +472,20 @@ class SubscriberImportRejectedView(APIView):
         job = SubscriberImport.objects.filter(pk=pk).first()
         if job is None:
             raise Http404(f"There is no import #{pk}.")
-        path = Path(job.rejected_path) if job.rejected_path else None
-        if path is None or not path.is_file():
-            if job.state == SubscriberImport.State.PENDING:
-                raise Http404(f"Import #{pk} has not started; nothing is rejected yet.")
+        # A run names its own file the job's at its first commit and removes the one before, so a file just
+        # replaced is looked for once more under the job's new name.
+        handle = None
+        for _attempt in range(2):
+            if not job.rejected_path:
+                raise Http404(f"Import #{pk} has not saved any rows yet; nothing is rejected yet.")
+            with contextlib.suppress(FileNotFoundError):
+                handle = open(job.rejected_path, "rb")  # noqa: SIM115 - FileResponse streams and closes it
+                break
+            job.refresh_from_db(fields=["rejected_path"])
+        if handle is None:
             raise Http404(f"The rejected rows of import #{pk} are no longer kept.")
         return FileResponse(
-            open(path, "rb"),  # noqa: SIM115 - FileResponse streams and closes it
+            handle,
             as_attachment=True,
             filename=f"import-{pk}-rejected.csv",
             content_type="text/csv; charset=utf-8",

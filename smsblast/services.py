@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from shapely.errors import ShapelyError
@@ -312,8 +312,6 @@ def subscriber_import_create_from_path(
         uploaded_by=user,
         file_size=path.stat().st_size,
     )
-    job.rejected_path = str(_imports_dir() / f"{job.pk}-rejected.csv")
-    job.save(update_fields=["rejected_path"])
     audit_record(
         actor=user,
         action="subscriber_import.create",
@@ -414,13 +412,18 @@ class _Chunk:
 class _ChunkCommitter:
     """Commits chunks: their subscribers, kept rejections, counts and line cursor in one transaction each.
 
+    Each commit also names this run's rejected file the job's, under the same ownership check as the rows,
+    and the first one removes the file of the run it follows.
+
     On PostgreSQL outside a transaction the commits run on a second thread with its own connection, so
     the database merges one chunk while this thread reads the next (psycopg releases the GIL while it
     waits); at most one chunk waits in between. Elsewhere, and inside an open transaction, they run inline.
     """
 
-    def __init__(self, job: SubscriberImport, *, update_language: bool, say: Progress) -> None:
+    def __init__(self, job: SubscriberImport, *, rejected_path: str, update_language: bool, say: Progress) -> None:
         self.job = job
+        self.rejected_path = rejected_path
+        self.replaced_path = job.rejected_path if job.rejected_path != rejected_path else ""
         self.update_language = update_language
         self.say = say
         self.writer: _SubscriberWriter | None = None
@@ -476,10 +479,14 @@ class _ChunkCommitter:
             job.rejected_by_reason = dict(sorted((Counter(job.rejected_by_reason) + chunk.rejected).items()))
             job.lines_done = chunk.line
             job.bytes_read = chunk.bytes_read
+            job.rejected_path = self.rejected_path
             # Rolls the chunk back if another run took the job over meanwhile.
             _import_owned_update(
                 job, heartbeat_at=timezone.now(), **{name: getattr(job, name) for name in _PROGRESS_FIELDS}
             )
+        if self.replaced_path:  # the earlier run's rejected file, listing no more than this run's now does
+            Path(self.replaced_path).unlink(missing_ok=True)
+            self.replaced_path = ""
         rate = job.rows_read / max(time.monotonic() - self.started, 1e-6)
         self.say(
             f"{job.rows_read:,} of ~{job.total_rows:,} rows: {job.created:,} created, {job.updated:,} updated, "
@@ -496,6 +503,7 @@ _PROGRESS_FIELDS = [
     "rejected_by_reason",
     "lines_done",
     "bytes_read",
+    "rejected_path",
 ]
 
 
@@ -684,14 +692,19 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
     # Numbers accepted so far, as integers: about 60 bytes each in a set, against about 100 for strings.
     seen: set[int] = set()
     delimiter = layout.delimiter
-    committer = _ChunkCommitter(job, update_language=language_col is not None, say=say)
+    # Each run writes every rejected row again into a file of its own, which becomes the job's with its first
+    # commit: a run judged dead and replaced, should it still be reading, writes only into its own file.
+    rejected_path = _imports_dir() / f"{job.pk}-rejected-{uuid.uuid4().hex[:12]}.csv"
+    committer = _ChunkCommitter(
+        job, rejected_path=str(rejected_path), update_language=language_col is not None, say=say
+    )
     chunk = _Chunk()
 
     try:
         # Decoded in blocks by the io layer; a byte that is not UTF-8 becomes U+FFFD, which rejects its row.
         with (
             open(path, encoding=layout.encoding, errors="replace", newline="") as handle,
-            open(job.rejected_path, "w", encoding="utf-8", newline="") as rejected_file,
+            open(rejected_path, "w", encoding="utf-8", newline="") as rejected_file,
         ):
             rejected_csv = csv.writer(rejected_file)
             rejected_csv.writerow(["line", "reason", "raw"])
@@ -785,10 +798,23 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             chunk.line, chunk.bytes_read = last_line, position()
             committer.submit(chunk)
     finally:
-        committer.close()
+        try:
+            committer.close()
+        finally:
+            _rejected_file_drop_unless_published(job, rejected_path)
     _import_owned_update(
         job, state=SubscriberImport.State.COMPLETED, total_rows=job.rows_read, finished_at=timezone.now()
     )
+
+
+def _rejected_file_drop_unless_published(job: SubscriberImport, path: Path) -> None:
+    """Remove a run's rejected file unless it is the job's: the run committed nothing or was replaced."""
+    try:
+        published = SubscriberImport.objects.filter(pk=job.pk, rejected_path=str(path)).exists()
+    except DatabaseError:  # the database is unreachable: keep the file rather than hide why the run stopped
+        return
+    if not published:
+        path.unlink(missing_ok=True)
 
 
 def subscribers_reroute(*, prefixes: Iterable[str]) -> int:

@@ -682,6 +682,48 @@ def test_a_run_whose_import_was_taken_over_commits_nothing_more(tmp_path, areas,
     assert not AuditEvent.objects.filter(action__in=["subscriber_import.fail", "subscriber_import.complete"]).exists()
 
 
+def test_a_run_judged_dead_that_reads_on_after_a_resume_leaves_the_rejected_rows_as_the_new_run_wrote_them(
+    tmp_path, areas, monkeypatch, settings, media_root
+):
+    monkeypatch.setattr(services, "IMPORT_CHUNK", 3)
+    numbers = [f"08123456{i:04d}" for i in range(9)]
+    # Line 5 names an area loaded only after the first run began; lines 9 and 13 are not numbers.
+    lines = ["msisdn,kode_wilayah", *numbers[:3], "081299990000,35.05.03", *numbers[3:6], "bad1", *numbers[6:], "bad2"]
+    job = services.subscriber_import_create_from_path(path=write(tmp_path, "\n".join(lines) + "\n"), user=None)
+    taken_over = []
+
+    def resumed_and_completed_by_another_worker(message):
+        if taken_over:
+            return
+        taken_over.append(True)
+        AreaFactory(code="35.05.03", name="Srengat")
+        SubscriberImport.objects.filter(pk=job.pk).update(
+            heartbeat_at=timezone.now() - timedelta(seconds=settings.SUBSCRIBER_IMPORT_STALE_SECONDS + 1)
+        )
+        resumed = services.subscriber_import_resume(
+            subscriber_import=SubscriberImport.objects.get(pk=job.pk), actor=None
+        )
+        assert services.subscriber_import_run(subscriber_import=resumed).state == "completed"
+
+    # The first run goes on reading after it was replaced (it still rejects line 5) until its next commit fails.
+    services.subscriber_import_run(subscriber_import=job, progress=resumed_and_completed_by_another_worker)
+
+    job.refresh_from_db()
+    assert (job.state, job.created, job.rejected, rejected_rows(job)) == (
+        "completed",
+        10,
+        2,
+        [(9, "invalid"), (13, "invalid")],
+    )
+    with open(job.rejected_path, encoding="utf-8", newline="") as handle:
+        assert list(csv.reader(handle)) == [
+            ["line", "reason", "raw"],
+            ["9", "invalid", "bad1"],
+            ["13", "invalid", "bad2"],
+        ]
+    assert sorted((media_root / "imports").iterdir()) == [Path(job.rejected_path)]  # the replaced run's file is gone
+
+
 def test_a_failed_import_whose_file_is_gone_cannot_be_resumed(tmp_path, areas, monkeypatch, api_client_for, officer):
     job = _failed_import(tmp_path, monkeypatch)
     Path(job.file_path).unlink()
