@@ -343,7 +343,7 @@ class SubscriberImportSerializer(serializers.Serializer):
     duplicates = serializers.IntegerField()
     rejected = serializers.IntegerField()
     rejected_by_reason = serializers.DictField(child=serializers.IntegerField())
-    error = serializers.CharField()
+    error = serializers.CharField(help_text="Why the import stopped and what to do; empty unless it did.")
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)

@@ -260,6 +260,21 @@ IMPORT_CHUNK = 50_000
 # Rejected rows kept in the database for display; all of them go to the rejected file.
 KEPT_REJECTIONS = 1000
 _UPLOAD_DIR = "imports"
+# What an import's `error` says when a run stops on an exception: what failed and what to do, for the officer
+# who reads it on the page or in the API. The exception itself, with its traceback, goes to the log only.
+IMPORT_FAILED_FILE = (
+    "The server could not read the file or write the list of rejected rows (its disk may be full). Resume the "
+    "import; if it stops again, ask an administrator to look at the server's disk and log."
+)
+IMPORT_FAILED_DATABASE = (
+    "The database could not save the rows. Resume the import; if it stops again, ask an administrator to look "
+    "at the database and the server's log."
+)
+IMPORT_FAILED = (
+    "An unexpected error stopped the import. Resume it; if it stops again, ask an administrator to look at the "
+    "server's log."
+)
+IMPORT_INTERRUPTED = "Interrupted: the worker running it stopped."
 
 
 def _imports_dir() -> Path:
@@ -574,7 +589,7 @@ def subscriber_import_run(*, subscriber_import: SubscriberImport, progress: Prog
         _subscriber_import_read(job, progress or (lambda message: None))
     except Exception as exc:
         logger.exception("subscriber import %s failed", pk)
-        message = f"{type(exc).__name__}: {exc}"[:2000]
+        message = _import_failure_message(exc)
         failed = SubscriberImport.objects.filter(
             pk=pk, state=SubscriberImport.State.RUNNING, started_at=job.started_at
         ).update(state=SubscriberImport.State.FAILED, error=message, finished_at=timezone.now())
@@ -600,6 +615,15 @@ def subscriber_import_run(*, subscriber_import: SubscriberImport, progress: Prog
         details={"created": job.created, "updated": job.updated, "rejected": job.rejected},
     )
     return job
+
+
+def _import_failure_message(exc: Exception) -> str:
+    """Say what stopped an import in words for its officer; the exception's own text may name paths or SQL."""
+    if isinstance(exc, OSError):
+        return IMPORT_FAILED_FILE
+    if isinstance(exc, DatabaseError):
+        return IMPORT_FAILED_DATABASE
+    return IMPORT_FAILED
 
 
 @transaction.atomic
@@ -647,7 +671,7 @@ def subscriber_import_interrupt(*, subscriber_import: SubscriberImport, actor: U
     """Mark a job left running by a worker that died as failed, so that it can be resumed."""
     changed = SubscriberImport.objects.filter(pk=subscriber_import.pk, state=SubscriberImport.State.RUNNING).update(
         state=SubscriberImport.State.FAILED,
-        error="Interrupted: the worker running it stopped.",
+        error=IMPORT_INTERRUPTED,
         finished_at=timezone.now(),
     )
     subscriber_import.refresh_from_db()

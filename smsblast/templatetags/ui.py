@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from campaigns.models import Campaign
 from campaigns.scheduling import Zone, zone_for_area_code
 from campaigns.selectors import campaign_zone
+from smsblast import services
 from smsblast.templatetags.svg import boundary_svg
 
 register = template.Library()
@@ -87,6 +88,23 @@ IMPORT_REJECT_LABELS = {
     "malformed_row": _("the row cannot be read (an unclosed quote, a cell too long or a bad character)"),
 }
 
+# Why an import stopped, as smsblast.services stores it in the job's `error`; other texts show as stored.
+IMPORT_ERROR_LABELS = {
+    services.IMPORT_FAILED_FILE: _(
+        "The server could not read the file or write the list of rejected rows (its disk may be full). Resume the "
+        "import; if it stops again, ask an administrator to look at the server's disk and log."
+    ),
+    services.IMPORT_FAILED_DATABASE: _(
+        "The database could not save the rows. Resume the import; if it stops again, ask an administrator to look "
+        "at the database and the server's log."
+    ),
+    services.IMPORT_FAILED: _(
+        "An unexpected error stopped the import. Resume it; if it stops again, ask an administrator to look at the "
+        "server's log."
+    ),
+    services.IMPORT_INTERRUPTED: _("Interrupted: the worker running it stopped."),
+}
+
 # Why a delivery failed, for the reasons the system itself records; an operator's own reason shows as sent.
 DELIVERY_REASON_LABELS = {
     "no_report": _("the operator never reported the outcome"),
@@ -151,6 +169,12 @@ def area_level_label(level: str | None) -> str:
 def import_reject_label(reason: str) -> str:
     """Return why an imported row was refused in the user's language; unknown codes show as recorded."""
     return _label(IMPORT_REJECT_LABELS, reason)
+
+
+@register.filter
+def import_error_label(error: str) -> str:
+    """Return why an import stopped in the user's language when the text is one the import itself stores."""
+    return _label(IMPORT_ERROR_LABELS, error)
 
 
 @register.filter

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from django.utils import timezone
+from django.db import OperationalError
+from django.utils import timezone, translation
+from django.utils.html import escape
 
 from operators.models import Operator
 from smsblast import importer, services
@@ -391,7 +393,7 @@ def test_a_failed_import_keeps_whole_chunks_and_resumes_after_them(tmp_path, are
     failed = services.subscriber_import_run(subscriber_import=job)
 
     assert failed.state == "failed"
-    assert "disk full" in failed.error
+    assert failed.error == services.IMPORT_FAILED_FILE
     assert (failed.created, failed.lines_done) == (3, 4)
     assert Subscriber.objects.count() == 3
 
@@ -722,6 +724,40 @@ def test_a_run_judged_dead_that_reads_on_after_a_resume_leaves_the_rejected_rows
             ["13", "invalid", "bad2"],
         ]
     assert sorted((media_root / "imports").iterdir()) == [Path(job.rejected_path)]  # the replaced run's file is gone
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (OSError(28, "No space left on device", "/srv/smsblast/media/imports/7-rejected.csv"), "IMPORT_FAILED_FILE"),
+        (
+            OperationalError('could not extend file "base/16384/2619"\nCONTEXT: INSERT INTO smsblast_subscriber'),
+            "IMPORT_FAILED_DATABASE",
+        ),
+        (KeyError("/srv/smsblast/smsblast/services.py"), "IMPORT_FAILED"),
+    ],
+)
+def test_a_failed_import_tells_what_failed_and_what_to_do_and_logs_the_exception_for_administrators(
+    tmp_path, areas, monkeypatch, api_client_for, client, officer, caplog, error, message
+):
+    def write_chunk(self, rows):
+        raise error
+
+    monkeypatch.setattr(services._SubscriberWriter, "write", write_chunk)
+    api = api_client_for(officer)
+    job_id = upload(api, b"msisdn\n081234567890\n").json()["id"]
+    import_task(job_id)
+
+    detail = api.get(f"/api/v1/subscribers/imports/{job_id}/").json()
+    assert (detail["state"], detail["error"]) == ("failed", getattr(services, message))
+    client.force_login(officer)
+    page = client.get(f"/subscribers/imports/{job_id}/").content.decode()
+    with translation.override("id"):  # the page's language
+        assert escape(translation.gettext(getattr(services, message))) in page
+    for shown in [str(detail), page, str(AuditEvent.objects.filter(action="subscriber_import.fail").get().details)]:
+        assert "/srv/" not in shown and "INSERT" not in shown and "base/16384" not in shown
+    logged = [record for record in caplog.records if record.exc_info and record.exc_info[1] is error]
+    assert len(logged) == 1 and f"import {job_id}" in logged[0].getMessage()
 
 
 def test_a_failed_import_whose_file_is_gone_cannot_be_resumed(tmp_path, areas, monkeypatch, api_client_for, officer):

@@ -53,7 +53,7 @@ class Command(BaseCommand):
         except ServiceConflict as exc:
             raise CommandError(str(exc)) from None
         if job.state != SubscriberImport.State.COMPLETED:
-            raise CommandError(f"Import #{job.pk} {job.state}: {job.error}. Rerun with --resume {job.pk}.")
+            raise CommandError(f"Import #{job.pk} {job.state}: {job.error} Rerun with --resume {job.pk}.")
         reasons = ", ".join(f"{reason} {count:,}" for reason, count in job.rejected_by_reason.items()) or "none"
         self.stdout.write(
             self.style.SUCCESS(
