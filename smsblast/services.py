@@ -275,6 +275,10 @@ IMPORT_FAILED = (
     "server's log."
 )
 IMPORT_INTERRUPTED = "Interrupted: the worker running it stopped."
+IMPORT_NOT_STORED = (
+    "The server could not store the file (its disk may be full or not writable). Try again later; if it happens "
+    "again, ask an administrator."
+)
 
 
 def _imports_dir() -> Path:
@@ -296,10 +300,17 @@ def subscriber_import_create(*, uploaded_file, user: User | None) -> SubscriberI
             "Split it and upload the parts, or run manage.py import_subscribers on the server.",
             {"file": "too_large"},
         )
-    path = _imports_dir() / f"{uuid.uuid4().hex}.csv"
-    with open(path, "wb") as handle:
-        for block in uploaded_file.chunks():
-            handle.write(block)
+    path = None
+    try:
+        path = _imports_dir() / f"{uuid.uuid4().hex}.csv"
+        with open(path, "wb") as handle:
+            for block in uploaded_file.chunks():
+                handle.write(block)
+    except OSError:
+        logger.exception("an uploaded subscriber file could not be stored")
+        if path is not None:
+            path.unlink(missing_ok=True)
+        raise ServiceInvalid(IMPORT_NOT_STORED, {"file": "not_stored"}) from None
     try:
         return subscriber_import_create_from_path(
             path=path, user=user, original_name=getattr(uploaded_file, "name", "") or "", enqueue=True
@@ -320,7 +331,7 @@ def subscriber_import_create_from_path(
     except importer.FileRefused as exc:
         raise ServiceInvalid(str(exc), {"file": exc.code}) from None
     except OSError as exc:
-        raise ServiceInvalid(f"The file cannot be read: {exc.strerror}.", {"file": str(exc)}) from None
+        raise ServiceInvalid(f"The file cannot be read: {exc.strerror}.", {"file": "unreadable"}) from None
     job = SubscriberImport.objects.create(
         file_path=str(path),
         original_name=original_name or path.name,

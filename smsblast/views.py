@@ -41,6 +41,11 @@ def _upload_refusal(error: ServiceError) -> str:
         + _("Name it one of: %(names)s.") % {"names": ", ".join(importer.COLUMN_ALIASES["number"][:5])},
         "no_rows": _("The file has a header row but no data."),
     }
+    if code == "not_stored":
+        return _(
+            "The server could not store the file (its disk may be full or not writable). Try again later; if it "
+            "happens again, ask an administrator."
+        )
     if code == "too_large":
         return reasons[code]
     if code in reasons:

@@ -491,6 +491,32 @@ def test_upload_larger_than_the_limit_is_refused_before_it_is_stored(api_client_
     assert upload(api_client_for(officer), content).status_code == 202
 
 
+def test_an_upload_the_server_cannot_store_is_refused_with_what_to_do_not_an_error_page(
+    api_client_for, client, officer, media_root, settings
+):
+    media_root.parent.mkdir(parents=True, exist_ok=True)
+    media_root.write_text("a file where the uploads' folder should be")  # as a full or unwritable disk would
+
+    response = upload(api_client_for(officer), b"msisdn\n081234567890\n")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "The server could not store the file (its disk may be full or not writable). Try again later; "
+        "if it happens again, ask an administrator.",
+        "errors": {"file": "not_stored"},
+    }
+    assert SubscriberImport.objects.count() == 0
+    client.force_login(officer)
+    page = client.post(
+        "/subscribers/",
+        {"form": "import", "file": SimpleUploadedFile("list.csv", b"msisdn\n081234567890\n", "text/csv")},
+    )
+    assert page.status_code == 200
+    with translation.override("id"):  # the page's language
+        assert escape(translation.gettext(response.json()["detail"])) in page.content.decode()
+    assert str(media_root) not in page.content.decode()
+
+
 def test_upload_without_a_file_field_is_refused(api_client_for, officer):
     response = api_client_for(officer).post("/api/v1/subscribers/imports/", {}, format="multipart")
 
