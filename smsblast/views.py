@@ -1,6 +1,7 @@
 """Subscriber and operator pages; writes go through smsblast.services."""
 
 from datetime import timedelta
+from pathlib import Path
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -17,6 +18,7 @@ from smsblast import importer, selectors, services
 from smsblast.errors import ServiceError
 from smsblast.forms import OptOutForm, SubscriberImportForm, SubscriberSearchForm
 from smsblast.models import Role, Subscriber, SubscriberImport
+from smsblast.templatetags.ui import status_label
 
 # Operator health is judged on the batches of this recent window.
 HEALTH_WINDOW = timedelta(minutes=15)
@@ -134,12 +136,12 @@ def subscriber_import_resume(request: HttpRequest, pk: int) -> HttpResponse:
         services.subscriber_import_resume(subscriber_import=job, actor=request.user)
     except ServiceError:
         job.refresh_from_db()
-        if job.state == SubscriberImport.State.FAILED:
+        if job.state != SubscriberImport.State.COMPLETED and not Path(job.file_path).is_file():
             messages.error(request, _("The file of this import is no longer kept; upload it again."))
         else:
             messages.error(
                 request,
-                _("Only a failed import can be resumed; this one is %(state)s.") % {"state": job.get_state_display()},
+                _("Only a failed import can be resumed; this one is %(state)s.") % {"state": status_label(job.state)},
             )
     else:
         messages.success(request, _("The import continues after line %(line)s.") % {"line": job.lines_done})

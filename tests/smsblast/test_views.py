@@ -2,11 +2,12 @@
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from campaigns.models import DispatchBatch
 from smsblast import services
@@ -124,6 +125,22 @@ def test_resuming_an_import_that_did_not_fail_is_refused_in_the_users_language(o
     body = client.get(response["Location"]).content.decode()
     assert "Hanya impor yang gagal yang dapat dilanjutkan" in body
     assert "Only a failed import" not in body
+    assert "Completed" not in body  # the state too is in the user's language
+
+
+def test_resuming_a_stalled_import_whose_file_is_gone_says_to_upload_it_again(officer_user, tmp_path, settings):
+    client, job = _one_line_import(officer_user, tmp_path, settings)
+    silent_since = timezone.now() - timedelta(seconds=settings.SUBSCRIBER_IMPORT_STALE_SECONDS + 1)
+    SubscriberImport.objects.filter(pk=job.pk).update(state="running", heartbeat_at=silent_since)
+    Path(job.file_path).unlink()
+
+    response = client.post(reverse("subscriber_import_resume", args=[job.pk]))
+
+    body = client.get(response["Location"]).content.decode()
+    with translation.override("id"):
+        assert translation.gettext("The file of this import is no longer kept; upload it again.") in body
+    job.refresh_from_db()
+    assert job.state == "running"
 
 
 def test_an_upload_that_is_not_a_csv_is_refused_with_a_message(officer_user, tmp_path, settings):
