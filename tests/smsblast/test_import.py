@@ -710,6 +710,8 @@ def test_a_run_whose_import_was_taken_over_commits_nothing_more(tmp_path, areas,
     assert not AuditEvent.objects.filter(action__in=["subscriber_import.fail", "subscriber_import.complete"]).exists()
 
 
+# Outside a test transaction, so on PostgreSQL the chunks commit on the import's writer thread.
+@pytest.mark.django_db(transaction=True)
 def test_a_run_judged_dead_that_reads_on_after_a_resume_leaves_the_rejected_rows_as_the_new_run_wrote_them(
     tmp_path, areas, monkeypatch, settings, media_root
 ):
