@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from shapely.errors import ShapelyError
@@ -632,7 +632,7 @@ def _import_failure_message(exc: Exception) -> str:
     """Say what stopped an import in words for its officer; the exception's own text may name paths or SQL."""
     if isinstance(exc, OSError):
         return IMPORT_FAILED_FILE
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, DatabaseError | InterfaceError):
         return IMPORT_FAILED_DATABASE
     return IMPORT_FAILED
 
@@ -846,7 +846,7 @@ def _rejected_file_drop_unless_published(job: SubscriberImport, path: Path) -> N
     """Remove a run's rejected file unless it is the job's: the run committed nothing or was replaced."""
     try:
         published = SubscriberImport.objects.filter(pk=job.pk, rejected_path=str(path)).exists()
-    except DatabaseError:  # the database is unreachable: keep the file rather than hide why the run stopped
+    except (DatabaseError, InterfaceError):  # unreachable: keep the file rather than hide why the run stopped
         return
     if not published:
         path.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from django.db import OperationalError
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone, translation
 from django.utils.html import escape
 
@@ -762,6 +762,7 @@ def test_a_run_judged_dead_that_reads_on_after_a_resume_leaves_the_rejected_rows
             OperationalError('could not extend file "base/16384/2619"\nCONTEXT: INSERT INTO smsblast_subscriber'),
             "IMPORT_FAILED_DATABASE",
         ),
+        (InterfaceError("connection already closed"), "IMPORT_FAILED_DATABASE"),
         (KeyError("/srv/smsblast/smsblast/services.py"), "IMPORT_FAILED"),
     ],
 )
