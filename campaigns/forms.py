@@ -1,6 +1,5 @@
 """Forms of the officer and approver pages; they validate input and hand clean values to the services."""
 
-import re
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -10,11 +9,11 @@ from django.utils.translation import gettext_lazy as _
 from campaigns.models import Mode, Priority, RepeatPolicy
 from campaigns.scheduling import WEEKDAY_NAMES, ScheduleError, schedule_normalize
 from campaigns.selectors import campaign_zone, target_zone
+from campaigns.services import SENDER_MAX_LENGTH, SENDER_RE, SENDER_SHOWN_LENGTH
 from operators.broadcasts import MAX_WINDOW, MIN_WINDOW
 from smsblast.models import Area
 from smsblast.sms import TextError, analyze
 
-SENDER_RE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{1,11}$")
 WEEKDAY_LABELS = (_("Mon"), _("Tue"), _("Wed"), _("Thu"), _("Fri"), _("Sat"), _("Sun"))
 # The schedule errors this form's fields can still reach, said in the user's language.
 SCHEDULE_ERROR_MESSAGES = {
@@ -40,8 +39,12 @@ class CampaignForm(forms.Form):
     )
     sender = forms.CharField(
         label=_("Sender ID"),
-        max_length=11,
-        help_text=_("Up to 11 letters, digits, spaces, dots or dashes, e.g. PEMKAB-BLTR."),
+        max_length=SENDER_MAX_LENGTH,
+        # The compose page warns, as the officer types, once handsets would not show the whole ID.
+        widget=forms.TextInput(attrs={"data-sender-shown": SENDER_SHOWN_LENGTH}),
+        help_text=_(
+            "Up to 16 letters, digits, spaces, dots or dashes, e.g. PEMKAB-BLITAR; handsets show the first 11."
+        ),
     )
     mode = forms.ChoiceField(
         label=_("Delivery mode"),
@@ -135,7 +138,7 @@ class CampaignForm(forms.Form):
         sender = self.cleaned_data["sender"].strip()
         if not SENDER_RE.match(sender):
             raise forms.ValidationError(
-                _("Use 1 to 11 letters, digits, spaces, dots or dashes, with at least one letter.")
+                _("Use 1 to 16 letters, digits, spaces, dots or dashes, with at least one letter.")
             )
         return sender
 

@@ -38,7 +38,9 @@ class Campaign(models.Model):
 
     title = models.CharField(max_length=200)
     text = models.TextField()
-    sender = models.CharField(max_length=11, help_text="Alphanumeric sender ID, at most 11 characters.")
+    sender = models.CharField(
+        max_length=16, help_text="Alphanumeric sender ID, at most 16 characters; handsets show the first 11."
+    )
     mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.TARGETED)
     # Kemendagri codes; each includes everything below it.
     area_codes = models.JSONField(default=list, blank=True)
@@ -135,7 +137,7 @@ class CampaignRun(models.Model):
     # What this run transmits, frozen at start and checked against the approval.
     content_hash = models.CharField(max_length=64)
     text = models.TextField()
-    sender = models.CharField(max_length=11)
+    sender = models.CharField(max_length=16)
     segments = models.PositiveSmallIntegerField(default=1)
     encoding = models.CharField(max_length=4, default="GSM7")
     # Area broadcast: the area and window as sent.

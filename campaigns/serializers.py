@@ -7,7 +7,7 @@ from rest_framework import serializers
 from campaigns.dispatch_selectors import campaign_progress
 from campaigns.models import Approval, Campaign, CampaignRun, Mode, Priority, RepeatPolicy
 from campaigns.selectors import campaign_audience, campaign_history, campaign_zone
-from campaigns.services import SENDER_MAX_LENGTH, campaign_allowed_actions, campaign_content_hash
+from campaigns.services import SENDER_MAX_LENGTH, campaign_allowed_actions, campaign_content_hash, sender_warning
 from operators.api_broadcast import BroadcastRunSerializer, CampaignBroadcastSerializer
 from smsblast import sms
 from smsblast.api_views import TEXT_ANALYSIS, StrictCharField
@@ -237,6 +237,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
     history = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
     broadcast = serializers.SerializerMethodField()
+    warnings = serializers.SerializerMethodField()
 
     class Meta:
         model = Campaign
@@ -278,8 +279,23 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
             "history",
             "progress",
             "broadcast",
+            "warnings",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.DictField(
+            child=serializers.CharField(),
+            help_text=(
+                "What is accepted but worth a second look, by field; empty when nothing is. `sender`: the sender ID "
+                "is longer than the 11 characters GSM handsets show, so it may appear cut short and the operator "
+                "may shorten it."
+            ),
+        )
+    )
+    def get_warnings(self, campaign: Campaign) -> dict[str, str]:
+        warning = sender_warning(campaign.sender)
+        return {"sender": warning} if warning else {}
 
     @extend_schema_field(CampaignBroadcastSerializer(allow_null=True))
     def get_broadcast(self, campaign: Campaign) -> dict | None:

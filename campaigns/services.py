@@ -78,10 +78,13 @@ CONTENT_FIELDS = (
 # Fields an author may set; where an imported CAP alert came from is provenance, outside the hash.
 EDITABLE_FIELDS = frozenset({*CONTENT_FIELDS, "cap_source_identifier", "cap_source_sender", "cap_source_references"})
 
-SENDER_MAX_LENGTH = 11
+# Operators take alphanumeric sender IDs of up to 16 characters (the batch contract's own example, PEMKAB-BLITAR,
+# has 13), but a GSM handset shows at most 11: a longer one is accepted with a warning, as the operator may shorten it.
+SENDER_MAX_LENGTH = 16
+SENDER_SHOWN_LENGTH = 11
 # Operators accept letters, digits, spaces, dots and hyphens in an alphanumeric sender ID;
 # at least one letter, or handsets treat it as a phone number.
-_SENDER_RE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{1,11}$")
+SENDER_RE = re.compile(rf"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{{1,{SENDER_MAX_LENGTH}}}$")
 _AREA_CODE_RE = re.compile(r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$")
 # The audience filters subscribers_in_area understands; anything else would silently filter nothing.
 AUDIENCE_FILTERS = frozenset({"languages", "operators"})
@@ -112,6 +115,16 @@ def campaign_content_hash(campaign: Campaign) -> str:
     """Return the SHA-256 (hex) of the campaign's canonical content JSON."""
     canonical = json.dumps(campaign_content(campaign), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def sender_warning(sender: str) -> str:
+    """Return a warning when handsets would not show the whole sender ID, else an empty string."""
+    if len(sender or "") <= SENDER_SHOWN_LENGTH:
+        return ""
+    return (
+        f"GSM handsets show at most {SENDER_SHOWN_LENGTH} characters of an alphanumeric sender ID; "
+        f"{sender!r} has {len(sender)}, so it may appear cut short and the operator may shorten it."
+    )
 
 
 def campaign_current_approval(campaign: Campaign) -> Approval | None:
@@ -552,7 +565,9 @@ def _clean_fields(
     if isinstance(cleaned.get("sender"), str):
         cleaned["sender"] = cleaned["sender"].strip()
         if len(cleaned["sender"]) > SENDER_MAX_LENGTH:
-            errors["sender"] = f"At most {SENDER_MAX_LENGTH} characters."
+            errors["sender"] = (
+                f"A sender ID has at most {SENDER_MAX_LENGTH} characters; this one has {len(cleaned['sender'])}."
+            )
     if "mode" in cleaned and cleaned["mode"] not in Mode.values:
         errors["mode"] = f"Must be one of: {', '.join(Mode.values)}."
     if "priority" in cleaned and cleaned["priority"] not in Priority.values:
@@ -713,7 +728,7 @@ def _check_complete(campaign: Campaign) -> None:
         sms.analyze(campaign.text)
     except sms.TextError as exc:
         errors["text"] = str(exc)
-    if not _SENDER_RE.match(campaign.sender or ""):
+    if not SENDER_RE.match(campaign.sender or ""):
         errors["sender"] = (
             f"A sender ID of 1 to {SENDER_MAX_LENGTH} letters, digits, spaces, dots or hyphens "
             "with at least one letter is required."

@@ -206,8 +206,17 @@ def _compose(request: HttpRequest, form: CampaignForm, *, campaign: Campaign | N
             "picked": picked,
             "counter_labels": json.dumps(labels),
             "zone": target_zone(sorted(codes), campaign.polygon if campaign else None),
+            **_sender_length(form["sender"].value() or ""),
         },
     )
+
+
+def _sender_length(sender: str) -> dict:
+    """Return whether handsets would show the sender ID cut short, for the pages' warning."""
+    return {
+        "sender_long": bool(services.sender_warning(sender.strip())),
+        "sender_shown_length": services.SENDER_SHOWN_LENGTH,
+    }
 
 
 @require_GET
@@ -356,6 +365,7 @@ def _campaign_context(campaign: Campaign) -> dict:
         "estimate": _broadcast_estimate(campaign),
         "zone": campaign_zone(campaign),
         "content_hash": services.campaign_content_hash(campaign),
+        **_sender_length(campaign.sender),
     }
 
 

@@ -1,4 +1,4 @@
-/* Compose page: move ticked search results into the chosen areas, tell the preview to refresh, echo the sender. */
+/* Compose page: move ticked search results into the chosen areas, tell the preview to refresh, echo the sender and warn when it is long. */
 (function () {
   "use strict";
   var form = document.getElementById("campaign-form");
@@ -46,7 +46,12 @@
 
   var sender = form.querySelector("#id_sender");
   var shown = form.querySelector("[data-sender-preview]");
+  var warning = form.querySelector("[data-sender-warning]");
   if (sender && shown) {
-    sender.addEventListener("input", function () { shown.textContent = sender.value; });
+    sender.addEventListener("input", function () {
+      shown.textContent = sender.value;
+      // Handsets show only the first characters of a long sender ID; the server accepts it with this warning.
+      if (warning) warning.hidden = sender.value.trim().length <= Number(sender.getAttribute("data-sender-shown"));
+    });
   }
 })();

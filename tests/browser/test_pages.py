@@ -140,6 +140,20 @@ def test_the_suggestion_does_not_promise_gsm7_when_a_character_without_replaceme
     expect(box).to_contain_text("tetap GSM-7", use_inner_text=True)
 
 
+def test_the_compose_page_warns_as_a_sender_longer_than_handsets_show_is_typed(officer_page, live_server):
+    page = officer_page()
+    page.goto(f"{live_server.url}/campaigns/new/")
+    warning = page.locator("[data-sender-warning]")
+    page.fill("#id_sender", "PEMKAB-BLTR")
+    expect(page.locator("[data-sender-preview]")).to_have_text("PEMKAB-BLTR")
+    expect(warning).to_be_hidden()
+    page.fill("#id_sender", "PEMKAB-BLITAR")
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text("paling banyak 11 karakter")
+    page.fill("#id_sender", "PEMKAB")
+    expect(warning).to_be_hidden()
+
+
 def test_a_saved_multi_line_text_has_the_parts_the_counter_showed(officer_page, live_server):
     from campaigns.models import Campaign
     from smsblast.sms import analyze

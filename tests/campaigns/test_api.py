@@ -225,7 +225,7 @@ def test_wrong_state_answers_409_with_detail(action, state, author, api_client_f
         ("post", "/api/v1/campaigns/", [1, 2], "dictionary"),
         ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "area_codes": "35.05"}, "area_codes"),
         ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "area_codes": ["99.99"]}, "Unknown area codes: 99.99"),
-        ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "sender": "PEMKAB-BLITAR"}, "sender"),
+        ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "sender": "PEMKAB-BLITAR-JTM"}, "sender"),
         ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "title": 42, "mode": "fax"}, "mode"),
         ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "priority": ["urgent"]}, "priority"),
         ("post", "/api/v1/campaigns/", {**DRAFT_BODY, "polygon": "Blitar"}, "polygon"),
@@ -465,3 +465,33 @@ def test_a_target_outside_the_callers_jurisdiction_answers_400_naming_the_area(a
     assert edited.status_code == 400
     assert "33.16 Kabupaten Blora" in edited.json()["detail"]
     assert Campaign.objects.get().area_codes == ["35.05"]
+
+
+def test_the_design_example_sender_of_13_characters_is_accepted_with_a_warning_documented_in_the_schema(
+    author, api_client_for
+):
+    from tests.schema_check import answer_mismatches
+
+    client = api_client_for(author)
+    created = client.post("/api/v1/campaigns/", {**DRAFT_BODY, "sender": "PEMKAB-BLITAR"}, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["sender"] == "PEMKAB-BLITAR"
+    warning = created.json()["warnings"]["sender"]
+    assert "at most 11 characters" in warning and "operator may shorten it" in warning
+    submitted = client.post(f"/api/v1/campaigns/{created.json()['id']}/submit/")
+    assert submitted.status_code == 200, submitted.content
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+    assert answer_mismatches(schema, "/api/v1/campaigns/", "post", created) == []
+    assert "11 characters" in schema["components"]["schemas"]["CampaignDetail"]["properties"]["warnings"]["description"]
+    short = client.post("/api/v1/campaigns/", DRAFT_BODY, format="json")
+    assert short.json()["warnings"] == {}
+
+
+def test_a_sender_of_17_characters_is_refused_with_the_limit(author, api_client_for):
+    response = api_client_for(author).post(
+        "/api/v1/campaigns/", {**DRAFT_BODY, "sender": "PEMKAB-BLITAR-JTM"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "sender" in response.json()["errors"]
+    assert "16" in response.json()["detail"]
+    assert not Campaign.objects.exists()

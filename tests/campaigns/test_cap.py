@@ -96,6 +96,12 @@ def test_a_codes_only_campaign_exports_a_valid_alert_with_kemendagri_geocodes(of
     )
 
 
+def test_the_design_example_sender_of_13_characters_is_the_alerts_sender_name_whole(officer_client):
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    campaign = broadcast_campaign(area_codes=["35.05"], sender="PEMKAB-BLITAR")
+    assert _find(_export(officer_client, campaign), "cap:info/cap:senderName") == ["PEMKAB-BLITAR"]
+
+
 def test_a_campaign_with_boundaries_and_a_drawn_polygon_exports_closed_lat_lon_polygons(officer_client):
     blitar_areas()
     drawn = {"type": "Polygon", "coordinates": [[[112.5, -8.0], [112.6, -8.0], [112.6, -8.1], [112.5, -8.0]]]}

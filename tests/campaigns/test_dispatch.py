@@ -130,6 +130,19 @@ def test_a_due_run_starts_once_even_when_the_scheduler_runs_twice():
     assert run.content_hash and run.text == campaign.text
 
 
+def test_a_run_of_the_design_example_sender_of_13_characters_freezes_it_and_its_batches_carry_it_whole():
+    campaign = _scheduled(sender="PEMKAB-BLITAR")
+    operators_and_subscribers(counts={"tsel": 2})
+    [run_id] = dispatch.runs_start_due(now=timezone.now() + timedelta(seconds=1))
+    run = CampaignRun.objects.get(pk=run_id)
+    assert run.sender == "PEMKAB-BLITAR"
+    assert run.content_hash == campaign.approvals.get().content_hash
+    dispatch.run_fan_out(run_id=run.pk)
+    [batch_id] = DispatchBatch.objects.filter(run=run).values_list("pk", flat=True)
+    assert batch_send(batch_id=batch_id) == "accepted"
+    assert [batch.sender for batch in ScriptedAdapter.sent] == ["PEMKAB-BLITAR"]
+
+
 def test_a_second_start_of_the_same_occurrence_is_refused_and_changes_nothing():
     campaign = _scheduled()
     CampaignRun.objects.create(campaign=campaign, scheduled_for=campaign.next_run_at, content_hash="x", text="x")

@@ -19,6 +19,7 @@ from campaigns.services import (
     campaign_reject,
     campaign_submit,
     campaign_update,
+    sender_warning,
 )
 from smsblast.audit import audit_history
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
@@ -122,7 +123,7 @@ def test_approver_and_operator_cannot_create(approver, operator_user, areas):
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({"sender": "PEMKAB-BLITAR"}, "sender"),
+        ({"sender": "PEMKAB-BLITAR-JTM"}, "sender"),
         ({"area_codes": ["99.99"]}, "area_codes"),
         ({"area_codes": ["Blitar"]}, "area_codes"),
         ({"area_codes": "35.05"}, "area_codes"),
@@ -208,6 +209,28 @@ def test_area_codes_are_stored_sorted_and_without_duplicates(officer, areas):
         author=officer, title="t", text="x", sender="PEMKAB", area_codes=["35.05.02", "35.05.01", "35.05.02"]
     )
     assert campaign.area_codes == ["35.05.01", "35.05.02"]
+
+
+def test_a_sender_of_17_characters_is_refused_saying_the_limit(officer, areas):
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_create(author=officer, title="t", text="x", sender="PEMKAB-BLITAR-JTM", area_codes=["35.05"])
+    assert refused.value.errors["sender"] == "A sender ID has at most 16 characters; this one has 17."
+
+
+def test_the_design_example_sender_of_13_characters_is_approved_with_a_warning_and_bound_by_the_hash(
+    officer, approver, areas
+):
+    campaign = campaign_create(
+        author=officer, title="Covid-19", text="Pakai masker.", sender="PEMKAB-BLITAR", area_codes=["35.05"]
+    )
+    assert "at most 11 characters" in sender_warning(campaign.sender)
+    assert sender_warning("PEMKAB-BLTR") == ""
+    campaign_submit(campaign=campaign, actor=officer)
+    campaign_approve(campaign=campaign, approver=approver, content_hash=campaign_content_hash(campaign))
+    assert campaign_approval_is_valid(campaign)
+    # Shortening it afterwards is a change of what is sent: the approval no longer binds it.
+    campaign_update(campaign=campaign, actor=officer, data={"sender": "PEMKAB-BLTR"})
+    assert not campaign_approval_is_valid(campaign)
 
 
 # --- submit validation ---------------------------------------------------------------------

@@ -223,6 +223,40 @@ def test_compose_refuses_bad_input_with_a_message_and_creates_nothing(officer_us
     assert not Campaign.objects.exists()
 
 
+def test_compose_accepts_the_design_example_sender_of_13_characters_and_warns_handsets_show_11(
+    officer_user, approver_user, areas
+):
+    client = client_for(officer_user)
+    blank = client.get(reverse("campaigns:create")).content.decode()
+    # The warning is there for the page's script to show as a long ID is typed, hidden while it is short.
+    assert re.search(r'<p class="msg warning" data-sender-warning role="status" hidden>', blank)
+    assert 'data-sender-shown="11"' in blank and 'maxlength="16"' in blank
+    assert client.post(reverse("campaigns:create"), compose_data(sender="PEMKAB-BLITAR")).status_code == 302
+    campaign = Campaign.objects.get()
+    assert campaign.sender == "PEMKAB-BLITAR"
+    warning = "Ponsel GSM menampilkan paling banyak 11 karakter ID pengirim alfanumerik"
+    edit = client.get(reverse("campaigns:edit", args=[campaign.pk])).content.decode()
+    assert re.search(r'data-sender-warning role="status">Ponsel GSM', edit)
+    detail = client_for(officer_user, "en").get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "GSM handsets show at most 11 characters of an alphanumeric sender ID" in detail
+    campaign_submit(campaign=campaign, actor=officer_user)
+    review = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    assert warning in review and "data-sender-warning" in review
+
+
+def test_pages_of_a_campaign_whose_sender_handsets_show_whole_carry_no_warning(pending, officer_user, approver_user):
+    assert len(pending.sender) <= 11
+    for user, name in ((officer_user, "campaigns:detail"), (approver_user, "campaigns:review")):
+        assert "data-sender-warning" not in client_for(user).get(reverse(name, args=[pending.pk])).content.decode()
+
+
+def test_compose_refuses_a_sender_of_17_characters_saying_the_limit(officer_user, areas):
+    response = client_for(officer_user).post(reverse("campaigns:create"), compose_data(sender="PEMKAB-BLITAR-JTM"))
+    assert response.status_code == 200
+    assert "paling banyak 16 karakter (sekarang 17 karakter)" in response.content.decode()
+    assert not Campaign.objects.exists()
+
+
 def test_a_line_break_costs_the_one_septet_the_counter_shows_not_the_two_a_browser_submits(officer_user, areas):
     typed = "Info Covid-19\n" + "a" * 146  # 160 characters: one SMS on the page's counter
     # A browser submits each line break of a text box as CR LF, though the box (and its counter) holds LF alone.

@@ -81,7 +81,7 @@ def batch_document(batch_id: str, *, size: int = 3, first: int = 0, segments: in
     return {
         "batch_id": batch_id,
         "campaign": {"id": 1, "title": "Vaksinasi"},
-        "sender": "PEMKAB-BLTR",
+        "sender": "PEMKAB-BLITAR",  # the contract's example: 13 characters
         "text": "Vaksinasi gratis di puskesmas.",
         "encoding": "GSM7",
         "segments": segments,
