@@ -338,11 +338,33 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
             cache[campaign.pk] = campaign_audience(campaign)
         return cache[campaign.pk]
 
-    @extend_schema_field(CampaignAudienceSerializer)
-    def get_audience(self, campaign: Campaign) -> dict:
+    @extend_schema_field(
+        CampaignAudienceSerializer(
+            allow_null=True,
+            help_text=(
+                "Null for an area broadcast: the operators' cells send it to every handset in the area, not as SMS "
+                "to registered subscribers, so it has no subscriber audience or SMS cost; its operators and "
+                "estimated handsets reached are under operator_slugs, exercise and broadcast."
+            ),
+        )
+    )
+    def get_audience(self, campaign: Campaign) -> dict | None:
+        if campaign.mode == Mode.AREA_BROADCAST:
+            return None
         return self._audience(campaign)
 
-    def get_cost_estimate(self, campaign: Campaign) -> int:
+    @extend_schema_field(
+        serializers.IntegerField(
+            allow_null=True,
+            help_text=(
+                "Rupiah a run would cost now: audience.cost. Null for an area broadcast, which sends no SMS to "
+                "subscribers (see audience)."
+            ),
+        )
+    )
+    def get_cost_estimate(self, campaign: Campaign) -> int | None:
+        if campaign.mode == Mode.AREA_BROADCAST:
+            return None
         return self._audience(campaign)["cost"]
 
     @extend_schema_field(ApprovalShownSerializer(allow_null=True))

@@ -240,43 +240,52 @@ def area_search(request: HttpRequest) -> HttpResponse:
     return render(request, "campaigns/_area_results.html", {"areas": areas, "query": query or parent})
 
 
-def _edited_target(request: HttpRequest) -> tuple[dict | None, dict]:
-    """Return the drawn polygon and audience filters of the campaign being edited (named by the form).
+def _edited_target(request: HttpRequest) -> dict:
+    """Return the drawn polygon, audience filters, operators and exercise flag of the campaign being edited.
 
-    The form has no field for either and an edit keeps them, so the preview counts them as the run will.
+    The form has no field for any of them and an edit keeps them, so the preview counts them as the run will.
     """
     pk = request.POST.get("campaign", "")
-    if not pk.isdigit():
-        return None, {}
-    edited = selectors.campaigns_visible(request.user).filter(pk=int(pk))
-    polygon, audience = edited.values_list("polygon", "audience").first() or (None, {})
-    return polygon, audience or {}
+    kept = ("polygon", "audience", "operator_slugs", "exercise")
+    edited = selectors.campaigns_visible(request.user)
+    row = (edited.filter(pk=int(pk)).values(*kept).first() if pk.isdigit() else None) or {}
+    return {
+        "polygon": row.get("polygon"),
+        "audience": row.get("audience") or {},
+        "operator_slugs": row.get("operator_slugs") or [],
+        "exercise": bool(row.get("exercise")),
+    }
 
 
 @require_POST
 @role_required(Role.OFFICER, Role.ADMIN)
 def compose_preview(request: HttpRequest) -> HttpResponse:
-    """Return the map, audience per operator and cost for the areas and text being composed."""
+    """Return the map and the campaign page's figures for the areas and text being composed.
+
+    A targeted send shows its audience per operator and cost; an area broadcast its operators, exercise flag and
+    estimated reach.
+    """
     codes = [code for code in request.POST.getlist("area_codes") if isinstance(code, str)][:200]
     areas = list(Area.objects.filter(code__in=codes).order_by("code"))
-    # An unsaved campaign carries what is being composed into the same selector the campaign page uses.
+    # An unsaved campaign carries what is being composed into the same selectors the campaign page uses.
     mode = request.POST.get("mode", "")
-    polygon, audience = _edited_target(request)
     draft = Campaign(
         area_codes=[area.code for area in areas],
         text=request.POST.get("text", ""),
-        audience=audience,
         mode=mode,
-        polygon=polygon,
+        **_edited_target(request),
     )
-    audience = selectors.campaign_audience(draft)
+    # An area broadcast is sent by the operators' cells, not as SMS to subscribers: no subscriber count or SMS cost.
+    broadcast = mode == Mode.AREA_BROADCAST
     return render(
         request,
         "campaigns/_preview.html",
         {
             "areas": areas,
             "map_svg": boundary_svg([(area.name, area.boundary) for area in areas], title=_("Map of the chosen areas")),
-            "audience": audience,
+            "campaign": draft,
+            "audience": None if broadcast else selectors.campaign_audience(draft),
+            "broadcast_plan": _broadcast_plan(draft) if broadcast else None,
             "mode": mode,
             "estimate": _broadcast_estimate(draft),
             # Swapped into the compose form's "times in" labels: the zone the times will be read in.

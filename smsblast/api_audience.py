@@ -19,7 +19,7 @@ from campaigns.services import _audience_problem as audience_problem
 from smsblast import optout, selectors, services
 from smsblast.api import FileContentNegotiation, Pagination
 from smsblast.api_views import validated
-from smsblast.errors import ServiceForbidden, ServiceInvalid
+from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, AreaLevel, Subscriber, SubscriberImport
 from smsblast.phones import normalize
 from smsblast.roles import IsOfficer, IsOperator, IsStaffRole
@@ -574,15 +574,27 @@ class AudiencePreviewView(APIView):
 
 
 class CampaignAudienceView(APIView):
-    """Return the detailed audience preview of a campaign as it stands: its areas, polygon, filters and text.
+    """Return the detailed audience preview of a targeted campaign as it stands: its areas, polygon, filters and text.
 
-    The same figures as `POST /api/v1/audience/preview/`, per operator and per kecamatan; for an area
-    broadcast the polygon is the broadcast area, so only the area codes count here.
+    The same figures as `POST /api/v1/audience/preview/`, per operator and per kecamatan. An area broadcast has
+    none (409): the operators' cells send it to every handset in the area, not as SMS to subscribers.
     """
 
     permission_classes = [IsStaffRole]
 
-    @extend_schema(request=None, responses={200: AudiencePreviewResultSerializer, 404: OpenApiResponse()})
+    @extend_schema(
+        request=None,
+        responses={
+            200: AudiencePreviewResultSerializer,
+            404: OpenApiResponse(),
+            409: OpenApiResponse(
+                description=(
+                    "The campaign is an area broadcast: it has no subscriber audience or SMS cost; "
+                    "`GET /api/v1/campaigns/{id}/broadcast/` gives its estimated handsets reached."
+                )
+            ),
+        },
+    )
     def get(self, request, pk: int):
         from campaigns.models import Mode
         from campaigns.selectors import campaign_segments, campaigns_visible
@@ -590,8 +602,16 @@ class CampaignAudienceView(APIView):
         campaign = campaigns_visible(request.user).filter(pk=pk).first()
         if campaign is None:
             raise Http404(f"There is no campaign #{pk}.")
-        polygon = campaign.polygon if campaign.mode == Mode.TARGETED else None
+        if campaign.mode == Mode.AREA_BROADCAST:
+            raise ServiceConflict(
+                f"Campaign #{pk} is an area broadcast: the operators' cells send it to every handset in the area, "
+                "not as SMS to subscribers, so it has no subscriber audience or SMS cost. "
+                f"GET /api/v1/campaigns/{pk}/broadcast/ gives its estimated handsets reached."
+            )
         preview = selectors.audience_preview(
-            campaign.area_codes or [], polygon=polygon, audience=campaign.audience, segments=campaign_segments(campaign)
+            campaign.area_codes or [],
+            polygon=campaign.polygon,
+            audience=campaign.audience,
+            segments=campaign_segments(campaign),
         )
         return Response(preview)

@@ -495,3 +495,32 @@ def test_a_sender_of_17_characters_is_refused_with_the_limit(author, api_client_
     assert "sender" in response.json()["errors"]
     assert "16" in response.json()["detail"]
     assert not Campaign.objects.exists()
+
+
+def test_an_area_broadcast_detail_gives_no_sms_cost_and_its_audience_endpoint_refuses_saying_why(
+    author, api_client_for
+):
+    from tests.operators.area_scripted import broadcast_campaign
+    from tests.schema_check import answer_mismatches
+
+    SubscriberFactory.create_batch(2, area_id="35.05.01", operator=OperatorFactory(slug="telkomsel"))
+    client = api_client_for(author)
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+    broadcast = broadcast_campaign(author=author)
+    detail = client.get(f"/api/v1/campaigns/{broadcast.pk}/")
+    assert (detail.json()["audience"], detail.json()["cost_estimate"]) == (None, None)
+    assert detail.json()["broadcast"]["estimate"]
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/", "get", detail) == []
+    documented = schema["components"]["schemas"]["CampaignDetail"]["properties"]
+    assert "area broadcast" in documented["audience"]["description"]
+    assert "area broadcast" in documented["cost_estimate"]["description"]
+
+    refused = client.get(f"/api/v1/campaigns/{broadcast.pk}/audience/")
+    assert refused.status_code == 409
+    assert "area broadcast" in refused.json()["detail"]
+    assert "no subscriber audience or SMS cost" in refused.json()["detail"]
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/audience/", "get", refused) == []
+
+    targeted = CampaignFactory(author=author, area_codes=["35.05"])
+    assert client.get(f"/api/v1/campaigns/{targeted.pk}/").json()["audience"]["total"] == 2
+    assert client.get(f"/api/v1/campaigns/{targeted.pk}/audience/").json()["recipients"] == 2

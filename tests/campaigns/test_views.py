@@ -1240,6 +1240,30 @@ def test_review_page_of_an_area_broadcast_shows_no_sms_cost_and_its_window_as_th
     assert "Jangka waktu siaran" in re.search(r"<ul data-schedule>(.*?)</ul>", body, re.S).group(1)
 
 
+def test_compose_preview_of_an_area_broadcast_shows_its_operators_and_reach_not_an_sms_cost(officer_user):
+    campaign = _broadcast_with_subscribers(author=officer_user, operator_slugs=["telkomsel"], exercise=True)
+    data = {"area_codes": ["35.05"], "text": "Tetap pakai masker.", "mode": "area_broadcast"}
+    client = client_for(officer_user, "en")
+    body = client.post(reverse("campaigns:preview"), data).content.decode()
+    assert "data-audience" not in body and "Rp" not in body
+    assert "Audience and cost" not in body and "Operators and estimated reach" in body
+    # A new campaign goes to every active operator as a real alert.
+    assert re.search(r"data-broadcast-operators>\s*every active operator: Telkomsel, XL Axiata\s*<", body)
+    assert "data-exercise>No" in body
+    assert "data-handsets>1,072,444<" in body
+    assert "it has no SMS cost" in body
+    # Editing the saved one keeps its operators and exercise flag, which the form has no field for: an exercise
+    # goes only to test endpoints, which Telkomsel has not.
+    body = client.post(reverse("campaigns:preview"), {**data, "campaign": campaign.pk}).content.decode()
+    assert "data-exercise>Yes" in body
+    assert "data-broadcast-left-out>telkomsel" in body
+    assert "XL Axiata" not in body
+    assert "data-audience" not in body and "Rp" not in body
+    # The same areas composed as a targeted send still show the subscribers and their SMS cost.
+    body = client.post(reverse("campaigns:preview"), {**data, "mode": "targeted"}).content.decode()
+    assert "data-audience-total>3<" in body and "data-broadcast-plan" not in body
+
+
 def test_campaign_and_review_pages_of_a_targeted_campaign_still_show_the_audience_and_its_cost(
     pending, approver_user, officer_user
 ):
