@@ -44,11 +44,16 @@ def validated(serializer: serializers.Serializer) -> dict:
             for name, messages in errors.items():
                 message = messages[0] if isinstance(messages, list) and messages else messages
                 if isinstance(message, dict):
-                    message = "; ".join(f"{key}: {value}" for key, value in message.items())
+                    # A list's items are keyed by position, each with its own list of messages: name the first.
+                    message = "; ".join(f"{key}: {_first(value)}" for key, value in message.items())
                 parts.append(f"{name}: {message}")
             raise ServiceInvalid(" ".join(parts), dict(errors))
         raise ServiceInvalid("The request body must be a JSON object.")
     return serializer.validated_data
+
+
+def _first(messages):
+    return messages[0] if isinstance(messages, list) and messages else messages
 
 
 TEXT_ANALYSIS = inline_serializer(

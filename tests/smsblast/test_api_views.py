@@ -12,6 +12,15 @@ def test_the_api_answers_in_the_language_its_client_asks_for(api_client_for, off
     assert "Bidang ini harus diisi." in str(default.json())
 
 
+def test_a_refused_item_of_a_list_is_named_in_words_in_the_detail(officer, api_client_for):
+    client = api_client_for(officer)
+    body = {"title": "Covid-19", "area_codes": ["35.05", ""]}
+    for url in ("/api/v1/campaigns/", "/api/v1/audience/preview/"):
+        response = client.post(url, body, format="json", HTTP_ACCEPT_LANGUAGE="en")
+        assert response.status_code == 400
+        assert response.json()["detail"] == "area_codes: 1: This field may not be blank."
+
+
 def test_json_nested_too_deeply_is_a_400_with_detail(officer, api_client_for):
     client = api_client_for(officer)
     for url in ("/api/v1/sms/analyze/", "/api/v1/campaigns/"):
