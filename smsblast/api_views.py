@@ -1,11 +1,14 @@
 """Core REST endpoints: SMS text analysis; shared API helpers."""
 
+import copy
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from campaigns.services import SENDER_MAX_LENGTH, sender_warning
 from smsblast import sms
 from smsblast.errors import ServiceInvalid
 from smsblast.roles import IsStaffRole
@@ -33,6 +36,12 @@ class StrictCharField(serializers.CharField):
 class TextAnalyzeSerializer(serializers.Serializer):
     # Ten segments never hold more than 1,530 characters; the cap keeps a huge body cheap to refuse.
     text = StrictCharField(max_length=5000, trim_whitespace=False, allow_blank=True)
+    sender = StrictCharField(
+        max_length=SENDER_MAX_LENGTH,
+        required=False,
+        allow_blank=True,
+        help_text="A sender ID to check with the text: one longer than handsets show gets a warning.",
+    )
 
 
 def validated(serializer: serializers.Serializer) -> dict:
@@ -56,30 +65,47 @@ def _first(messages):
     return messages[0] if isinstance(messages, list) and messages else messages
 
 
-TEXT_ANALYSIS = inline_serializer(
-    "TextAnalysis",
+NON_GSM_CHAR = inline_serializer(
+    "NonGsmChar",
     {
+        "char": serializers.CharField(),
+        "position": serializers.IntegerField(),
+        "name": serializers.CharField(),
+        "replacement": serializers.CharField(allow_null=True),
+    },
+)
+
+
+def _text_analysis_fields() -> dict:
+    return {
         "encoding": serializers.ChoiceField(choices=["GSM7", "UCS2"]),
         "length": serializers.IntegerField(help_text="Characters."),
         "units": serializers.IntegerField(help_text="Septets (GSM-7) or UTF-16 code units (UCS-2)."),
         "segments": serializers.IntegerField(),
         "per_segment": serializers.IntegerField(help_text="Units a part holds: 160/153 (GSM-7) or 70/67 (UCS-2)."),
         "remaining": serializers.IntegerField(help_text="Units left in the last part."),
-        "non_gsm": serializers.ListField(
-            child=inline_serializer(
-                "NonGsmChar",
-                {
-                    "char": serializers.CharField(),
-                    "position": serializers.IntegerField(),
-                    "name": serializers.CharField(),
-                    "replacement": serializers.CharField(allow_null=True),
-                },
-            )
-        ),
+        # A copy each time: a child field belongs to one list, and one class keeps one NonGsmChar component.
+        "non_gsm": serializers.ListField(child=copy.deepcopy(NON_GSM_CHAR)),
         "suggestion": serializers.CharField(allow_null=True, help_text="The text with GSM-7 replacements."),
         "suggestion_encoding": serializers.ChoiceField(choices=["GSM7", "UCS2"], allow_null=True),
         "suggestion_segments": serializers.IntegerField(allow_null=True),
         "parts": serializers.ListField(child=serializers.CharField()),
+    }
+
+
+TEXT_ANALYSIS = inline_serializer("TextAnalysis", _text_analysis_fields())
+TEXT_ANALYZE_RESULT = inline_serializer(
+    "TextAnalyzeResult",
+    {
+        **_text_analysis_fields(),
+        "warnings": serializers.DictField(
+            child=serializers.CharField(),
+            help_text=(
+                "What is accepted but worth a second look, by field; empty when nothing is. `sender`: the sender ID "
+                "is longer than the 11 characters GSM handsets show, so it may appear cut short and the operator "
+                "may shorten it."
+            ),
+        ),
     },
 )
 
@@ -91,7 +117,7 @@ class TextAnalyzeView(APIView):
 
     @extend_schema(
         request=TextAnalyzeSerializer,
-        responses={200: TEXT_ANALYSIS, 400: OpenApiResponse(description="Bad text")},
+        responses={200: TEXT_ANALYZE_RESULT, 400: OpenApiResponse(description="Bad text or sender ID")},
     )
     def post(self, request):
         data = validated(TextAnalyzeSerializer(data=request.data))
@@ -99,4 +125,5 @@ class TextAnalyzeView(APIView):
             analysis = sms.analyze(data["text"])
         except sms.TextError as exc:
             raise ServiceInvalid(str(exc), {"text": str(exc)}) from exc
-        return Response(analysis.as_dict())
+        warning = sender_warning(data.get("sender", "").strip())
+        return Response({**analysis.as_dict(), "warnings": {"sender": warning} if warning else {}})

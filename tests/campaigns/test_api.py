@@ -387,6 +387,19 @@ def test_analyze_returns_encoding_segments_and_suggestion(author, api_client_for
     assert body["suggestion"] == "Jaga jarak - pakai masker"
 
 
+def test_analyze_warns_of_a_sender_longer_than_handsets_show_and_refuses_one_over_16(author, api_client_for):
+    client = api_client_for(author)
+    long = client.post("/api/v1/sms/analyze/", {"text": "Halo", "sender": "PEMKAB-BLITAR"}, format="json")
+    assert long.status_code == 200
+    assert "at most 11 characters" in long.json()["warnings"]["sender"]
+    assert long.json()["segments"] == 1
+    for body in ({"text": "Halo", "sender": "PEMKAB-BLTR"}, {"text": "Halo"}):
+        assert client.post("/api/v1/sms/analyze/", body, format="json").json()["warnings"] == {}
+    refused = client.post("/api/v1/sms/analyze/", {"text": "Halo", "sender": "PEMKAB-BLITAR-JTM"}, format="json")
+    assert refused.status_code == 400
+    assert "sender" in refused.json()["detail"]
+
+
 def test_session_login_works_for_the_api(author, client):
     client.force_login(author)
     assert client.get("/api/v1/campaigns/").status_code == 200

@@ -43,7 +43,12 @@ def schema(officer, api_client_for):
 def test_text_analysis_answers_are_documented_field_by_field(officer, api_client_for, schema):
     client = api_client_for(officer)
     path = "/api/v1/sms/analyze/"
-    for body in ({"text": "Pakai masker “sekarang”."}, {"text": "Halo"}, {"text": 5}):
+    for body in (
+        {"text": "Pakai masker “sekarang”."},
+        {"text": "Halo"},
+        {"text": 5},
+        {"text": "Halo", "sender": "PEMKAB-BLITAR"},
+    ):
         assert answer_mismatches(schema, path, "post", client.post(path, body, format="json")) == []
 
 
