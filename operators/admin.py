@@ -2,11 +2,13 @@
 
 from django import forms
 from django.contrib import admin
+from django.db import transaction
 
 from operators.gateways.base import registered_names
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
-from operators.services import PULL_ADAPTER
+from operators.services import PULL_ADAPTER, operator_record_change, operator_settings
 from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
+from smsblast.audit import audit_record
 from smsblast.services import subscribers_reroute
 
 
@@ -133,10 +135,25 @@ class OperatorAdmin(admin.ModelAdmin):
     ]
 
     def save_model(self, request, obj, form, change):
-        before = set(Operator.objects.filter(pk=obj.pk).values_list("prefixes", flat=True).first() or [])
-        super().save_model(request, obj, form, change)
-        # Runs send through each subscriber's operator, so numbers under a changed prefix are routed again.
-        subscribers_reroute(prefixes=before ^ set(obj.prefixes or []))
+        stored = Operator.objects.filter(pk=obj.pk).first() if obj.pk else None
+        before = operator_settings(stored) if stored else None
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            # Runs send through each subscriber's operator, so numbers under a changed prefix are routed again.
+            subscribers_reroute(prefixes=set((before or {}).get("prefixes") or []) ^ set(obj.prefixes or []))
+            # Endpoint, credentials, limits, tariff, prefixes and the active flag are audited (invariant 6).
+            operator_record_change(operator=obj, before=before, actor=request.user)
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            _audit_operator_delete(obj, request.user)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for operator in queryset:
+                _audit_operator_delete(operator, request.user)
+            super().delete_queryset(request, queryset)
 
     @admin.display(description="prefixes")
     def prefix_count(self, operator: Operator) -> int:
@@ -149,6 +166,14 @@ class OperatorAdmin(admin.ModelAdmin):
     @admin.display(description="signing secret")
     def masked_signing_secret(self, operator: Operator) -> str:
         return mask_secret(operator.signing_secret)
+
+
+def _audit_operator_delete(operator: Operator, actor) -> None:
+    state = "active" if operator.active else "inactive"
+    details = {"name": operator.name, "slug": operator.slug, "prefixes": operator.prefixes}
+    audit_record(
+        actor=actor, action="operator.delete", obj=operator, from_state=state, to_state="deleted", details=details
+    )
 
 
 @admin.register(BroadcastSettings)

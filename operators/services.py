@@ -1055,3 +1055,58 @@ def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: l
         rejected=[(str(item.get("message_id")), str(item.get("reason", ""))) for item in rejected],
     )
     return batch_record_result(batch_id=batch.pk, result=result)
+
+
+# --- operator settings ---------------------------------------------------------------------------
+
+# What an admin edits on an operator; each change is audited (invariant 6). Credentials are named, never written.
+OPERATOR_AUDITED_FIELDS = (
+    "name",
+    "slug",
+    "active",
+    "is_test_endpoint",
+    "user_id",
+    "prefixes",
+    "adapter",
+    "base_url",
+    "segments_per_second",
+    "batch_size",
+    "tariff_per_segment",
+    "vertex_limit",
+)
+OPERATOR_SECRET_FIELDS = ("api_key", "signing_secret")
+
+
+def operator_settings(operator: Operator) -> dict:
+    """Return the operator's audited settings as stored, credentials included (for operator_record_change only)."""
+    return {name: getattr(operator, name) for name in (*OPERATOR_AUDITED_FIELDS, *OPERATOR_SECRET_FIELDS)}
+
+
+def operator_record_change(*, operator: Operator, before: dict | None, actor) -> None:
+    """Audit an admin's creation or edit of an operator: each changed setting from → to, a credential only as replaced.
+
+    `before` is operator_settings() of the row before the edit, None for a new operator. Nothing is written when
+    nothing changed. Called inside the admin's transaction, so the change and its event commit together.
+    """
+    after = operator_settings(operator)
+    if before is None:
+        changed = {name: {"to": after[name]} for name in OPERATOR_AUDITED_FIELDS}
+        secrets = [name for name in OPERATOR_SECRET_FIELDS if after[name]]
+    else:
+        changed = {
+            name: {"from": before[name], "to": after[name]}
+            for name in OPERATOR_AUDITED_FIELDS
+            if before[name] != after[name]
+        }
+        secrets = [name for name in OPERATOR_SECRET_FIELDS if before[name] != after[name]]
+        if not changed and not secrets:
+            return
+    state = {True: "active", False: "inactive"}
+    audit_record(
+        actor=actor,
+        action="operator.create" if before is None else "operator.update",
+        obj=operator,
+        from_state="" if before is None else state[before["active"]],
+        to_state=state[operator.active],
+        details={"changed": changed, **({"credentials_replaced": secrets} if secrets else {})},
+    )

@@ -290,3 +290,95 @@ def test_a_users_jurisdiction_is_set_in_the_admin_when_adding_and_editing(admin_
 
     page = admin_client.get(admin_url(User, "change", officer.pk)).content.decode()
     assert 'name="jurisdiction"' in page
+
+
+def test_an_operator_created_in_the_admin_is_audited_without_its_credentials(admin_client, admin_user):
+    response = admin_client.post(admin_url(Operator, "add"), operator_form(api_key="tsel-key-123456"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    operator = Operator.objects.get(slug="telkomsel")
+
+    event = AuditEvent.objects.get(action="operator.create", object_id=str(operator.pk))
+
+    assert (event.actor, event.object_type, event.from_state, event.to_state) == (
+        admin_user,
+        "operators.operator",
+        "",
+        "active",
+    )
+    assert event.details["changed"]["prefixes"] == {"to": ["62811", "62812", "62813"]}
+    assert event.details["credentials_replaced"] == ["api_key"]
+    assert "tsel-key-123456" not in str(event.details)
+
+
+def test_an_admin_edit_of_an_operator_audits_each_changed_setting_from_and_to(admin_client, admin_user):
+    operator = OperatorFactory(
+        name="Telkomsel",
+        slug="telkomsel",
+        prefixes=["62811"],
+        base_url="http://127.0.0.1:9100",
+        api_key="old-key-0000",
+        signing_secret="old-secret-1111",
+        segments_per_second=100,
+        batch_size=1000,
+        tariff_per_segment=250,
+        vertex_limit=250,
+    )
+    form = operator_form(
+        prefixes="62811, 62812",
+        base_url="https://sms.telkomsel.example",
+        signing_secret="new-secret-2222",
+        segments_per_second="40",
+        tariff_per_segment="300",
+    )
+    form.pop("active")  # unticked: deactivated
+
+    response = admin_client.post(admin_url(Operator, "change", operator.pk), form)
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    event = AuditEvent.objects.get(action="operator.update", object_id=str(operator.pk))
+    assert (event.actor, event.from_state, event.to_state) == (admin_user, "active", "inactive")
+    assert event.details["changed"] == {
+        "active": {"from": True, "to": False},
+        "prefixes": {"from": ["62811"], "to": ["62811", "62812"]},
+        "base_url": {"from": "http://127.0.0.1:9100", "to": "https://sms.telkomsel.example"},
+        "segments_per_second": {"from": 100, "to": 40},
+        "tariff_per_segment": {"from": 250, "to": 300},
+    }
+    assert event.details["credentials_replaced"] == ["signing_secret"]
+    assert "new-secret-2222" not in str(event.details) and "old-secret-1111" not in str(event.details)
+
+
+def test_an_operator_saved_unchanged_in_the_admin_writes_no_event(admin_client):
+    operator = OperatorFactory(
+        name="Telkomsel",
+        slug="telkomsel",
+        prefixes=["62811"],
+        base_url="http://127.0.0.1:9100",
+        segments_per_second=100,
+        batch_size=1000,
+        tariff_per_segment=250,
+        vertex_limit=250,
+    )
+    form = operator_form(prefixes="62811", adapter=operator.adapter)
+
+    assert admin_client.post(admin_url(Operator, "change", operator.pk), form).status_code == 302
+
+    assert not AuditEvent.objects.filter(object_type="operators.operator").exists()
+
+
+def test_an_operator_deleted_in_the_admin_is_audited(admin_client, admin_user):
+    operator = OperatorFactory(slug="smartfren", name="Smartfren", prefixes=["62881"])
+
+    form = {"action": "delete_selected", "_selected_action": [operator.pk], "post": "yes"}
+    response = admin_client.post(admin_url(Operator, "changelist"), form)
+
+    assert response.status_code == 302
+    assert not Operator.objects.exists()
+    event = AuditEvent.objects.get(action="operator.delete")
+    assert (event.actor, event.object_id, event.from_state, event.to_state) == (
+        admin_user,
+        str(operator.pk),
+        "active",
+        "deleted",
+    )
+    assert event.details["prefixes"] == ["62881"]
