@@ -13,6 +13,7 @@ from smsblast.authentication import api_token_revoke
 from smsblast.errors import ServiceConflict
 from smsblast.forms import AdminLoginForm
 from smsblast.models import ApiToken, Area, AuditEvent, Subscriber, SubscriberImport, SubscriberImportRejection, User
+from smsblast.roles import user_access, user_record_access_change
 
 # Password guessing on the admin log-in is throttled like on the log-in page.
 admin.site.login_form = AdminLoginForm
@@ -30,6 +31,19 @@ class UserAdmin(DjangoUserAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("groups").select_related("jurisdiction")
+
+    def save_model(self, request, obj, form, change):
+        # Read before the form's flags are saved; groups and permissions follow in save_related.
+        form.access_before = user_access(obj) if change else {}
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        # A role, group, flag or permission given or taken in the admin is audited (invariant 6), in its transaction.
+        action = "user.access" if change else "user.create"
+        user_record_access_change(
+            user=form.instance, before=getattr(form, "access_before", {}), actor=request.user, action=action
+        )
 
     @admin.display(description="role")
     def role_name(self, user: User) -> str:

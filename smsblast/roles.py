@@ -46,16 +46,66 @@ def role_groups_sync() -> None:
         group.permissions.set(wanted)
 
 
-def user_role_set(*, user, role: str) -> None:
-    """Put the user in exactly one role group; admins are also staff superusers."""
-    from django.contrib.auth.models import Group
+def user_access(user) -> dict:
+    """Return what the user may do as stored: role, groups, active, staff and superuser flags, own permissions."""
+    from smsblast.models import User
 
-    role_groups_sync()
-    user.groups.set([Group.objects.get(name=role)])
-    user.is_staff = role == Role.ADMIN
-    user.is_superuser = role == Role.ADMIN
-    user.save(update_fields=["is_staff", "is_superuser"])
+    stored = User.objects.filter(pk=user.pk).prefetch_related("groups").first() if user.pk else None
+    if stored is None:
+        return {}
+    return {
+        "role": stored.role or "",
+        "groups": sorted(group.name for group in stored.groups.all()),
+        "is_active": stored.is_active,
+        "is_staff": stored.is_staff,
+        "is_superuser": stored.is_superuser,
+        "permissions": sorted(
+            f"{app}.{codename}"
+            for app, codename in stored.user_permissions.values_list("content_type__app_label", "codename")
+        ),
+    }
+
+
+def user_record_access_change(*, user, before: dict, actor, action: str = "user.access") -> None:
+    """Audit a change of the user's role, groups, flags or own permissions (invariant 6); nothing when none changed.
+
+    `before` is user_access() read before the change ({} for a new user); call it in the change's transaction.
+    """
+    from smsblast.audit import audit_record
+
     user._role_cache = None
+    after = user_access(user)
+    changed = {
+        name: {"from": before.get(name), "to": value} for name, value in after.items() if before.get(name) != value
+    }
+    if not changed:
+        return
+    audit_record(
+        actor=actor,
+        action=action,
+        obj=user,
+        from_state=before.get("role", ""),
+        to_state=after.get("role", ""),
+        details={"username": user.username, "changed": changed},
+    )
+
+
+def user_role_set(*, user, role: str, actor=None) -> None:
+    """Put the user in exactly one role group, audited; admins are also staff superusers.
+
+    `actor` is who did it (None: the system, e.g. `manage.py create_user`).
+    """
+    from django.contrib.auth.models import Group
+    from django.db import transaction
+
+    with transaction.atomic():
+        role_groups_sync()
+        before = user_access(user)
+        user.groups.set([Group.objects.get(name=role)])
+        user.is_staff = role == Role.ADMIN
+        user.is_superuser = role == Role.ADMIN
+        user.save(update_fields=["is_staff", "is_superuser"])
+        user_record_access_change(user=user, before=before, actor=actor, action="user.role_set")
 
 
 class HasRole(BasePermission):

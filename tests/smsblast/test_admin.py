@@ -8,7 +8,7 @@ from django.utils import timezone
 from campaigns.models import Campaign
 from campaigns.services import campaign_cancel
 from operators.models import Operator
-from smsblast.models import AuditEvent, Subscriber
+from smsblast.models import AuditEvent, Subscriber, User
 from tests.campaigns.factories import ApprovalFactory, CampaignFactory, DeliveryFactory, DispatchBatchFactory
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import SubscriberFactory, area_tree
@@ -382,3 +382,45 @@ def test_an_operator_deleted_in_the_admin_is_audited(admin_client, admin_user):
         "deleted",
     )
     assert event.details["prefixes"] == ["62881"]
+
+
+def test_a_role_given_or_taken_in_the_user_admin_is_audited(admin_client, admin_user, officer):
+    from django.contrib.auth.models import Group
+
+    form = {
+        "username": officer.username,
+        "is_active": "on",
+        "is_staff": "on",
+        "groups": [Group.objects.get(name="approver").pk],
+        "date_joined_0": "2026-01-05",
+        "date_joined_1": "08:00:00",
+    }
+
+    response = admin_client.post(admin_url(User, "change", officer.pk), form)
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    event = AuditEvent.objects.get(action="user.access", object_id=str(officer.pk))
+    assert (event.actor, event.object_type, event.from_state, event.to_state) == (
+        admin_user,
+        "smsblast.user",
+        "officer",
+        "approver",
+    )
+    assert event.details["changed"]["groups"] == {"from": ["officer"], "to": ["approver"]}
+    assert event.details["changed"]["is_staff"] == {"from": False, "to": True}
+
+
+def test_a_user_deactivated_in_the_admin_is_audited(admin_client, admin_user, officer):
+    form = {
+        "username": officer.username,
+        "groups": [officer.groups.get().pk],
+        "date_joined_0": "2026-01-05",
+        "date_joined_1": "08:00:00",
+    }
+
+    response = admin_client.post(admin_url(User, "change", officer.pk), form)
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    event = AuditEvent.objects.get(action="user.access", object_id=str(officer.pk))
+    assert event.actor == admin_user
+    assert event.details["changed"] == {"is_active": {"from": True, "to": False}}

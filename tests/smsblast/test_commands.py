@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from operators.models import Operator
+from smsblast.audit import audit_history
 from smsblast.fixtures import demo
 from smsblast.models import ApiToken, Area, Subscriber, User
 
@@ -48,6 +49,18 @@ def test_create_user_updates_an_existing_user_and_moves_them_to_the_new_role():
     # An approver may view but not create.
     assert client.get("/api/v1/campaigns/").status_code == 200
     assert client.post("/api/v1/campaigns/", {"title": "x"}, format="json").status_code == 403
+
+
+def test_create_user_moving_a_user_to_another_role_is_audited_from_and_to():
+    create_user("satgas", "--role", "officer", "--password", "first-pass")
+    create_user("satgas", "--role", "admin")
+    create_user("satgas", "--role", "admin")  # no change, no event
+    user = User.objects.get(username="satgas")
+
+    events = list(audit_history(user).filter(action="user.role_set"))
+
+    assert [(e.actor, e.from_state, e.to_state) for e in events] == [(None, "", "officer"), (None, "officer", "admin")]
+    assert events[1].details["changed"]["is_superuser"] == {"from": False, "to": True}
 
 
 def test_create_user_without_password_makes_an_api_only_identity():
