@@ -65,6 +65,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Deleting would end a token's use with no api_token.revoke event (invariant 6): revoke it instead.
+        return False
+
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):
         count = sum(api_token_revoke(token=token, actor=request.user) for token in queryset.select_related("user"))

@@ -424,3 +424,23 @@ def test_a_user_deactivated_in_the_admin_is_audited(admin_client, admin_user, of
     event = AuditEvent.objects.get(action="user.access", object_id=str(officer.pk))
     assert event.actor == admin_user
     assert event.details["changed"] == {"is_active": {"from": True, "to": False}}
+
+
+def test_an_api_token_cannot_be_deleted_in_the_admin_only_revoked_audited(admin_client, admin_user, officer):
+    from smsblast.authentication import api_token_create
+    from smsblast.models import ApiToken
+
+    api_token_create(user=officer, name="script")
+    token = ApiToken.objects.get(user=officer)
+
+    assert admin_client.post(admin_url(ApiToken, "delete", token.pk), {"post": "yes"}).status_code == 403
+    form = {"action": "delete_selected", "_selected_action": [token.pk], "post": "yes"}
+    admin_client.post(admin_url(ApiToken, "changelist"), form)
+    assert ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).exists()
+
+    admin_client.post(admin_url(ApiToken, "changelist"), {"action": "revoke", "_selected_action": [token.pk]})
+
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    event = AuditEvent.objects.get(action="api_token.revoke", object_id=str(token.pk))
+    assert (event.actor, event.from_state, event.to_state) == (admin_user, "active", "revoked")
