@@ -949,6 +949,7 @@ def _opted_out_by_sms(subscriber: Subscriber) -> bool:
     return bool(latest) and latest.get("source") == "sms"
 
 
+@transaction.atomic
 def subscriber_opt_in(
     *, msisdn: str, actor: User | None, source: str, at: datetime | None = None, details: dict | None = None
 ) -> tuple[Subscriber | None, bool]:
@@ -959,7 +960,8 @@ def subscriber_opt_in(
     made `at` a moment before the number's opt-out (an operator's late retry of an older START) changes nothing.
     """
     e164 = _msisdn_or_invalid(msisdn)
-    subscriber = Subscriber.objects.filter(msisdn=e164).first()
+    # Locked as subscriber_opt_out locks it: a STOP committing meanwhile is seen by the check below, not undone.
+    subscriber = Subscriber.objects.select_for_update().filter(msisdn=e164).first()
     if subscriber is None:
         return None, False
     if source != "sms" and subscriber.opted_out_at and _opted_out_by_sms(subscriber):

@@ -322,3 +322,18 @@ def test_a_number_that_sent_stop_is_not_opted_back_in_by_an_officer_or_an_admin(
     services.subscriber_opt_in(msisdn="+6281234567890", actor=None, source="sms")
     services.subscriber_opt_out(msisdn="+6281234567890", actor=officer, source="manual")
     assert api_client_for(officer).post("/api/v1/subscribers/+6281234567890/opt-in/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_an_opt_in_whose_audit_event_cannot_be_written_leaves_the_number_opted_out(monkeypatch, officer):
+    SubscriberFactory(msisdn="+6281234567890")
+    services.subscriber_opt_out(msisdn="+6281234567890", actor=officer, source="manual")
+
+    def refuse(**kwargs):
+        raise RuntimeError("audit trail unavailable")
+
+    monkeypatch.setattr(services, "audit_record", refuse)
+    with pytest.raises(RuntimeError):
+        services.subscriber_opt_in(msisdn="+6281234567890", actor=officer, source="manual")
+
+    assert Subscriber.objects.get(msisdn="+6281234567890").opted_out_at is not None
