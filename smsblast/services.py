@@ -585,46 +585,51 @@ def subscriber_import_run(*, subscriber_import: SubscriberImport, progress: Prog
     """
     pk = subscriber_import.pk
     now = timezone.now()
-    claimed = SubscriberImport.objects.filter(
-        pk=pk, state__in=[SubscriberImport.State.PENDING, SubscriberImport.State.FAILED]
-    ).update(state=SubscriberImport.State.RUNNING, started_at=now, heartbeat_at=now, error="")
-    job = SubscriberImport.objects.get(pk=pk)
-    if not claimed:
-        if job.state == SubscriberImport.State.COMPLETED:
-            return job
-        raise ServiceConflict(f"Import #{pk} is already {job.state}.")
-    audit_record(
-        actor=None, action="subscriber_import.start", obj=job, from_state=subscriber_import.state, to_state=job.state
-    )
+    # Each move of the job's state commits with its audit event (invariant 6): start, then complete or fail.
+    with transaction.atomic():
+        from_state = SubscriberImport.objects.filter(pk=pk).values_list("state", flat=True).first()
+        claimed = SubscriberImport.objects.filter(
+            pk=pk, state=from_state, state__in=[SubscriberImport.State.PENDING, SubscriberImport.State.FAILED]
+        ).update(state=SubscriberImport.State.RUNNING, started_at=now, heartbeat_at=now, error="")
+        job = SubscriberImport.objects.get(pk=pk)
+        if not claimed:
+            if job.state == SubscriberImport.State.COMPLETED:
+                return job
+            raise ServiceConflict(f"Import #{pk} is already {job.state}.")
+        audit_record(actor=None, action="subscriber_import.start", obj=job, from_state=from_state, to_state=job.state)
     try:
         _subscriber_import_read(job, progress or (lambda message: None))
+        with transaction.atomic():
+            _import_owned_update(
+                job, state=SubscriberImport.State.COMPLETED, total_rows=job.rows_read, finished_at=timezone.now()
+            )
+            job.refresh_from_db()
+            audit_record(
+                actor=None,
+                action="subscriber_import.complete",
+                obj=job,
+                from_state=SubscriberImport.State.RUNNING,
+                to_state=job.state,
+                details={"created": job.created, "updated": job.updated, "rejected": job.rejected},
+            )
     except Exception as exc:
         logger.exception("subscriber import %s failed", pk)
         message = _import_failure_message(exc)
-        failed = SubscriberImport.objects.filter(
-            pk=pk, state=SubscriberImport.State.RUNNING, started_at=job.started_at
-        ).update(state=SubscriberImport.State.FAILED, error=message, finished_at=timezone.now())
-        job.refresh_from_db()
-        if not failed:  # another run took the job over; it is that run's to finish
-            return job
-        audit_record(
-            actor=None,
-            action="subscriber_import.fail",
-            obj=job,
-            from_state=SubscriberImport.State.RUNNING,
-            to_state=job.state,
-            details={"error": message, "lines_done": job.lines_done},
-        )
-        return job
-    job.refresh_from_db()
-    audit_record(
-        actor=None,
-        action="subscriber_import.complete",
-        obj=job,
-        from_state=SubscriberImport.State.RUNNING,
-        to_state=job.state,
-        details={"created": job.created, "updated": job.updated, "rejected": job.rejected},
-    )
+        with transaction.atomic():
+            failed = SubscriberImport.objects.filter(
+                pk=pk, state=SubscriberImport.State.RUNNING, started_at=job.started_at
+            ).update(state=SubscriberImport.State.FAILED, error=message, finished_at=timezone.now())
+            job.refresh_from_db()
+            if not failed:  # another run took the job over; it is that run's to finish
+                return job
+            audit_record(
+                actor=None,
+                action="subscriber_import.fail",
+                obj=job,
+                from_state=SubscriberImport.State.RUNNING,
+                to_state=job.state,
+                details={"error": message, "lines_done": job.lines_done},
+            )
     return job
 
 
@@ -837,9 +842,6 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             committer.close()
         finally:
             _rejected_file_drop_unless_published(job, rejected_path)
-    _import_owned_update(
-        job, state=SubscriberImport.State.COMPLETED, total_rows=job.rows_read, finished_at=timezone.now()
-    )
 
 
 def _rejected_file_drop_unless_published(job: SubscriberImport, path: Path) -> None:

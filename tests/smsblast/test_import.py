@@ -413,6 +413,45 @@ def test_a_failed_import_keeps_whole_chunks_and_resumes_after_them(tmp_path, are
     ]
 
 
+def refuse_audit_of(monkeypatch, action: str) -> None:
+    """Make writing the audit event `action` fail, as a database error would; other events are written."""
+    record = services.audit_record
+
+    def audit_record(**kwargs):
+        if kwargs["action"] == action:
+            raise RuntimeError("the audit trail could not be written")
+        return record(**kwargs)
+
+    monkeypatch.setattr(services, "audit_record", audit_record)
+
+
+def test_an_import_whose_start_cannot_be_audited_stays_pending(tmp_path, areas, monkeypatch):
+    job = services.subscriber_import_create_from_path(path=write(tmp_path, "msisdn\n081234567890\n"), user=None)
+    refuse_audit_of(monkeypatch, "subscriber_import.start")
+
+    with pytest.raises(RuntimeError):
+        services.subscriber_import_run(subscriber_import=job)
+
+    job.refresh_from_db()
+    assert (job.state, job.started_at) == ("pending", None)
+
+
+def test_an_import_whose_completion_cannot_be_audited_fails_audited_instead_of_completing_unaudited(
+    tmp_path, areas, monkeypatch
+):
+    refuse_audit_of(monkeypatch, "subscriber_import.complete")
+
+    job = run_import(write(tmp_path, "msisdn\n081234567890\n"))
+
+    assert job.state == "failed"
+    events = AuditEvent.objects.filter(object_type="smsblast.subscriberimport", object_id=str(job.pk))
+    assert [(e.action, e.from_state, e.to_state) for e in events] == [
+        ("subscriber_import.create", "", "pending"),
+        ("subscriber_import.start", "pending", "running"),
+        ("subscriber_import.fail", "running", "failed"),
+    ]
+
+
 def test_a_completed_import_is_not_run_again(tmp_path, areas):
     job = run_import(write(tmp_path, "msisdn\n081234567890\n"))
     again = services.subscriber_import_run(subscriber_import=job)
