@@ -722,11 +722,27 @@ def campaign_runs_cancel(*, campaign: Campaign, actor: User | None, now: datetim
         ):
             continue
         cancelled += 1
-        batch_ids = list(
-            run.batches.filter(status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]).values_list("pk", flat=True)
+        # Locked after their run (the lock order), so each batch's event names the state it left (invariant 6).
+        unsent = list(
+            run.batches.filter(status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT])
+            .select_for_update(of=("self",))
+            .values_list("pk", "status")
         )
+        batch_ids = [pk for pk, _ in unsent]
         DispatchBatch.objects.filter(pk__in=batch_ids, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]).update(
             status=BatchStatus.CANCELLED, last_error="The campaign was cancelled.", updated_at=now
+        )
+        AuditEvent.objects.bulk_create(
+            AuditEvent(
+                actor=actor if actor is not None and actor.pk else None,
+                action="batch.cancel",
+                object_type=DispatchBatch._meta.label_lower,
+                object_id=str(pk),
+                from_state=from_state,
+                to_state=BatchStatus.CANCELLED,
+                details={"run_id": run.pk},
+            )
+            for pk, from_state in unsent
         )
         deliveries = Delivery.objects.filter(run=run, status=DeliveryStatus.QUEUED).filter(
             Q(batch__status=BatchStatus.CANCELLED) | Q(batch__isnull=True)

@@ -613,6 +613,23 @@ def test_cancel_stops_the_run_and_cancels_unsent_deliveries():
     assert len(ScriptedAdapter.sent) == 1
 
 
+def test_cancel_audits_each_unsent_batch_it_cancels_with_the_state_it_left():
+    run, _, _ = _fanned_out_run({"tsel": 6}, batch_size=3, chunk_size=6)
+    first, second = DispatchBatch.objects.filter(run=run).order_by("created_at", "pk")
+    DispatchBatch.objects.filter(pk=second.pk).update(status=DispatchBatch.Status.RETRY_WAIT, attempts=1)
+    campaign = run.campaign
+
+    campaign_cancel(campaign=campaign, actor=campaign.author)
+
+    events = AuditEvent.objects.filter(action="batch.cancel", object_type="campaigns.dispatchbatch")
+    assert sorted((e.object_id, e.actor, e.from_state, e.to_state) for e in events) == sorted(
+        [
+            (str(first.pk), campaign.author, "pending", "cancelled"),
+            (str(second.pk), campaign.author, "retry_wait", "cancelled"),
+        ]
+    )
+
+
 # --- reconciler ------------------------------------------------------------------------------
 
 
