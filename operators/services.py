@@ -29,7 +29,7 @@ from operators.models import Operator
 from operators.ratelimit import RateLimiter
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceInvalid
-from smsblast.models import AuditEvent, Subscriber
+from smsblast.models import AuditEvent, Subscriber, User
 from smsblast.transactions import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -460,7 +460,12 @@ class BatchOutcome:
 
 
 def batch_record_result(
-    *, batch_id, result: BatchResult, now: datetime | None = None, leased: DispatchBatch | None = None
+    *,
+    batch_id,
+    result: BatchResult,
+    now: datetime | None = None,
+    leased: DispatchBatch | None = None,
+    actor: User | None = None,
 ) -> BatchOutcome:
     """Record the adapter's answer for a leased batch and return the outcome.
 
@@ -469,7 +474,8 @@ def batch_record_result(
     re-enqueued, unless the retry budget is spent (a 429 spends none; it is counted in `throttled`). FAILED,
     or RETRY past the budget: the batch fails for good and its deliveries fail with the reason, which the
     batch keeps in `last_error`. `leased` is the batch as its lease holder knows it (with run and operator),
-    which saves reading it again.
+    which saves reading it again. `actor` is who gave the answer when it is not the system's own push: a
+    pulling operator's user acknowledging its batch.
     """
     now = now or timezone.now()
     batch = leased or DispatchBatch.objects.select_related("operator", "run").get(pk=batch_id)
@@ -484,14 +490,16 @@ def batch_record_result(
         and not _run_progress_due(batch, now)
     ):
         # The common answer, recorded in one statement (see _batch_accept_audited).
-        if not _batch_accept_audited(batch, accepted=result.accepted, now=now):
+        if not _batch_accept_audited(batch, accepted=result.accepted, now=now, actor=actor):
             return BatchOutcome(batch.status, "final")
         return BatchOutcome(BatchStatus.ACCEPTED, "accepted", rejected=result.rejected)
     with transaction.atomic():
-        return _batch_record_result(batch, result, now)
+        return _batch_record_result(batch, result, now, actor=actor)
 
 
-def _batch_record_result(batch: DispatchBatch, result: BatchResult, now: datetime) -> BatchOutcome:
+def _batch_record_result(
+    batch: DispatchBatch, result: BatchResult, now: datetime, *, actor: User | None = None
+) -> BatchOutcome:
     from_state = batch.status
     if result.outcome == Outcome.ACCEPTED:
         # The operator took it: true even if our lease lapsed meanwhile and the batch went back to pending.
@@ -511,7 +519,7 @@ def _batch_record_result(batch: DispatchBatch, result: BatchResult, now: datetim
         rejected = _deliveries_reject(batch, result.rejected, now) if result.rejected else 0
         _run_progressed(batch, now)
         audit_record(
-            actor=None,
+            actor=actor,
             action="batch.accept",
             obj=batch,
             from_state=from_state,
@@ -620,7 +628,7 @@ def batch_cancel(*, batch: DispatchBatch, now: datetime, unsent_only: bool = Fal
     audit_record(actor=None, action="batch.cancel", obj=batch, from_state=from_state, to_state=BatchStatus.CANCELLED)
 
 
-def _batch_accept_audited(batch: DispatchBatch, *, accepted: int, now: datetime) -> bool:
+def _batch_accept_audited(batch: DispatchBatch, *, accepted: int, now: datetime, actor: User | None = None) -> bool:
     """Accept the batch and write its AuditEvent in one statement (PostgreSQL); return whether it moved.
 
     Raw SQL because this is once per batch on the sending path: a data-modifying CTE is atomic on its own,
@@ -636,7 +644,7 @@ def _batch_accept_audited(batch: DispatchBatch, *, accepted: int, now: datetime)
         "lease_expires_at = NULL, next_attempt_at = NULL, last_error = '', updated_at = %s "
         "WHERE id = %s AND status IN (%s, %s, %s) RETURNING id) "
         f"INSERT INTO {audit_table} (actor_id, action, object_type, object_id, from_state, to_state, at, details) "
-        "SELECT NULL, %s, %s, %s, %s, %s, %s, %s::jsonb FROM accepted"
+        "SELECT %s, %s, %s, %s, %s, %s, %s, %s::jsonb FROM accepted"
     )
     details = {"accepted": accepted, "rejected": 0, "attempts": batch.attempts}
     params = [
@@ -648,6 +656,7 @@ def _batch_accept_audited(batch: DispatchBatch, *, accepted: int, now: datetime)
         BatchStatus.IN_FLIGHT,
         BatchStatus.PENDING,
         BatchStatus.RETRY_WAIT,
+        actor.pk if actor is not None else None,
         "batch.accept",
         DispatchBatch._meta.label_lower,
         str(batch.pk),
@@ -1054,7 +1063,7 @@ def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: l
         accepted=accepted,
         rejected=[(str(item.get("message_id")), str(item.get("reason", ""))) for item in rejected],
     )
-    return batch_record_result(batch_id=batch.pk, result=result)
+    return batch_record_result(batch_id=batch.pk, result=result, actor=operator.user)
 
 
 # --- operator settings ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from campaigns import dispatch
 from campaigns.models import Campaign, Delivery, DispatchBatch
 from operators import services
 from smsblast.audit import audit_history
-from smsblast.models import Role
+from smsblast.models import AuditEvent, Role
 from tests.conftest import make_user
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
 
@@ -307,6 +307,21 @@ def test_a_pulling_operator_lists_claims_and_acks_its_own_batches(world):
     batch.refresh_from_db()
     assert batch.status == "accepted" and batch.accepted_count == 2
     assert Delivery.objects.get(pk=world["ids"]["tsel"][0]).status == "rejected"
+
+
+@pytest.mark.parametrize("rejected", [[], [{"message_id": "0", "reason": "bad"}]])
+def test_an_ack_is_audited_as_the_operators_doing_like_its_claim(world, rejected):
+    client, batch = _claimed_by_a_pulling_operator(world)
+    operator_user = world["operators"]["tsel"].user
+
+    acked = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"rejected": rejected}, format="json")
+
+    assert acked.status_code == 200
+    events = AuditEvent.objects.filter(object_type="campaigns.dispatchbatch", object_id=str(batch.pk))
+    assert [(e.action, e.actor, e.from_state, e.to_state) for e in events] == [
+        ("batch.claim", operator_user, "pending", "in_flight"),
+        ("batch.accept", operator_user, "in_flight", "accepted"),
+    ]
 
 
 def test_a_pulling_operator_gets_no_batch_of_a_run_in_its_quiet_hours_unless_the_run_is_urgent(api_client_for):
