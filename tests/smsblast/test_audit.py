@@ -1,5 +1,6 @@
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError, connection, transaction
 
 from smsblast.audit import audit_history, audit_record
 from smsblast.models import AuditEvent
@@ -25,3 +26,21 @@ def test_redis_fixture_is_a_real_server(redis_client):
     assert redis_client.get("k") == b"v"
     assert "redis_version" in redis_client.info()
 
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE smsblast_auditevent SET action = 'tampered' WHERE id = %s",
+        "DELETE FROM smsblast_auditevent WHERE id = %s",
+    ],
+)
+def test_on_postgresql_the_database_itself_refuses_to_change_or_delete_an_audit_event(officer, statement):
+    if connection.vendor != "postgresql":
+        pytest.skip("the database-level refusal is PostgreSQL's; SQLite keeps the ORM's")
+    event = audit_record(actor=officer, action="campaign.submit", obj=officer, from_state="draft", to_state="x")
+
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(statement, [event.pk])
+
+    assert AuditEvent.objects.filter(pk=event.pk, action="campaign.submit").exists()
