@@ -915,6 +915,17 @@ def subscriber_opt_out(
             opted_out_at=at, updated_at=timezone.now()
         )
         if not changed:
+            if source == "sms" and not _opted_out_by_sms(subscriber):
+                # The subscriber's own STOP over a hand-made opt-out: from now on only its START or REG undoes it
+                # (subscriber_opt_in reads the latest opt-out's source), so it is recorded though nothing moved.
+                audit_record(
+                    actor=actor,
+                    action="subscriber.opt_out",
+                    obj=subscriber,
+                    from_state=OPTED_OUT,
+                    to_state=OPTED_OUT,
+                    details={"source": source, "msisdn": e164, "already_opted_out": True, **(details or {})},
+                )
             return subscriber, False
         subscriber.refresh_from_db()
     from campaigns.dispatch import deliveries_withdraw_opted_out  # campaigns builds on this app

@@ -119,6 +119,24 @@ def test_repeated_stop_changes_nothing_and_writes_no_second_event(operator_clien
     assert AuditEvent.objects.filter(action="subscriber.opt_out").count() == 1
 
 
+def test_a_stop_sent_after_a_hand_made_opt_out_keeps_the_number_out_until_its_own_start(
+    operator_client, api_client_for, officer
+):
+    SubscriberFactory(msisdn="+6281234567890")
+    services.subscriber_opt_out(msisdn="+6281234567890", actor=officer, source="manual")
+
+    stop = inbound(operator_client, "081234567890", "STOP")
+
+    assert (stop.json()["action"], stop.json()["changed"]) == ("opted_out", False)
+    refused = api_client_for(officer).post("/api/v1/subscribers/+6281234567890/opt-in/")
+    assert refused.status_code == 409
+    assert Subscriber.objects.get(msisdn="+6281234567890").opted_out_at is not None
+    latest = AuditEvent.objects.filter(action="subscriber.opt_out").last()
+    assert (latest.from_state, latest.to_state, latest.details["source"]) == ("opted_out", "opted_out", "sms")
+    start = inbound(operator_client, "081234567890", "START")
+    assert (start.json()["action"], start.json()["changed"]) == ("opted_in", True)
+
+
 def test_other_text_is_ignored_with_200(operator_client):
     subscriber = SubscriberFactory(msisdn="+6281234567890")
     response = inbound(operator_client, "081234567890", "Terima kasih infonya")
