@@ -4,11 +4,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 
 from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
+from smsblast.audit import audit_record
 from smsblast.authentication import api_token_revoke
 from smsblast.errors import ServiceConflict
 from smsblast.forms import AdminLoginForm
@@ -152,6 +154,25 @@ class SubscriberAdmin(admin.ModelAdmin):
     change_list_template = "admin/smsblast/subscriber/change_list.html"
     actions = ["opt_out", "opt_in"]
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # An opted-out number is kept: deleted, a later import of it would make it reachable again.
+        if obj is not None and obj.opted_out_at is not None:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            _audit_subscriber_delete(obj, request.user)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        # The bulk action already refuses a selection holding an opted-out number (has_delete_permission).
+        with transaction.atomic():
+            deleted = queryset.filter(opted_out_at__isnull=True)
+            for subscriber in deleted:
+                _audit_subscriber_delete(subscriber, request.user)
+            super().delete_queryset(request, deleted)
+
     def get_urls(self):
         upload = path("import/", self.admin_site.admin_view(self.import_view), name="smsblast_subscriber_import")
         return [upload, *super().get_urls()]
@@ -208,6 +229,17 @@ class SubscriberAdmin(admin.ModelAdmin):
                 f"{', '.join(refused[:20])}{' …' if len(refused) > 20 else ''}.",
                 messages.WARNING,
             )
+
+
+def _audit_subscriber_delete(subscriber: Subscriber, actor) -> None:
+    audit_record(
+        actor=actor,
+        action="subscriber.delete",
+        obj=subscriber,
+        from_state="opted_out" if subscriber.opted_out_at else "subscribed",
+        to_state="deleted",
+        details={"msisdn": subscriber.msisdn, "source": "admin"},
+    )
 
 
 class SubscriberUploadForm(forms.Form):

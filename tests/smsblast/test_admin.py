@@ -444,3 +444,27 @@ def test_an_api_token_cannot_be_deleted_in_the_admin_only_revoked_audited(admin_
     assert token.revoked_at is not None
     event = AuditEvent.objects.get(action="api_token.revoke", object_id=str(token.pk))
     assert (event.actor, event.from_state, event.to_state) == (admin_user, "active", "revoked")
+
+
+def test_subscribers_deleted_in_the_admin_are_audited_and_opted_out_numbers_are_kept(admin_client, admin_user):
+    receiving = SubscriberFactory(msisdn="+6281234567890")
+    opted_out = SubscriberFactory(msisdn="+6281299990000", opted_out_at=timezone.now())
+
+    assert admin_client.post(admin_url(Subscriber, "delete", opted_out.pk), {"post": "yes"}).status_code == 403
+    both = {"action": "delete_selected", "_selected_action": [receiving.pk, opted_out.pk], "post": "yes"}
+    admin_client.post(admin_url(Subscriber, "changelist"), both)
+    assert Subscriber.objects.count() == 2
+    assert not AuditEvent.objects.filter(action="subscriber.delete").exists()
+
+    form = {"action": "delete_selected", "_selected_action": [receiving.pk], "post": "yes"}
+    admin_client.post(admin_url(Subscriber, "changelist"), form)
+
+    assert list(Subscriber.objects.values_list("msisdn", flat=True)) == ["+6281299990000"]
+    event = AuditEvent.objects.get(action="subscriber.delete")
+    assert (event.actor, event.object_id, event.from_state, event.to_state) == (
+        admin_user,
+        str(receiving.pk),
+        "subscribed",
+        "deleted",
+    )
+    assert event.details["msisdn"] == "+6281234567890"
