@@ -47,9 +47,26 @@ class UserAdmin(DjangoUserAdmin):
             user=form.instance, before=getattr(form, "access_before", {}), actor=request.user, action=action
         )
 
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            _audit_user_delete(obj, request.user)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for user in queryset:
+                _audit_user_delete(user, request.user)
+            super().delete_queryset(request, queryset)
+
     @admin.display(description="role")
     def role_name(self, user: User) -> str:
         return user.role or "-"
+
+
+def _audit_user_delete(user: User, actor) -> None:
+    details = {"username": user.username}
+    role = user.role or ""
+    audit_record(actor=actor, action="user.delete", obj=user, from_state=role, to_state="deleted", details=details)
 
 
 @admin.register(ApiToken)
@@ -68,8 +85,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        # Deleting would end a token's use with no api_token.revoke event (invariant 6): revoke it instead.
-        return False
+        # Deleting a token in use would end it with no api_token.revoke event (invariant 6): revoke it first. This
+        # also holds for a user deleted with its tokens.
+        return obj is not None and obj.revoked_at is not None and super().has_delete_permission(request, obj)
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):

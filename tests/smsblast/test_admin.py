@@ -468,3 +468,29 @@ def test_subscribers_deleted_in_the_admin_are_audited_and_opted_out_numbers_are_
         "deleted",
     )
     assert event.details["msisdn"] == "+6281234567890"
+
+
+def test_a_user_deleted_in_the_admin_is_audited_once_its_tokens_are_revoked(admin_client, admin_user):
+    from smsblast.authentication import api_token_create
+    from smsblast.models import ApiToken
+    from tests.conftest import make_user
+
+    retired = make_user("retired-officer", "officer")
+    api_token_create(user=retired, name="script")
+    # A token in use would end with the user, unrevoked: the deletion waits for its audited revoke.
+    assert admin_client.post(admin_url(User, "delete", retired.pk), {"post": "yes"}).status_code == 403
+    token = ApiToken.objects.get(user=retired)
+    admin_client.post(admin_url(ApiToken, "changelist"), {"action": "revoke", "_selected_action": [token.pk]})
+
+    response = admin_client.post(admin_url(User, "delete", retired.pk), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not User.objects.filter(username="retired-officer").exists()
+    event = AuditEvent.objects.get(action="user.delete")
+    assert (event.actor, event.object_id, event.from_state, event.to_state) == (
+        admin_user,
+        str(retired.pk),
+        "officer",
+        "deleted",
+    )
+    assert event.details == {"username": "retired-officer"}
