@@ -2,6 +2,7 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -47,6 +48,18 @@ class UserAdmin(DjangoUserAdmin):
             user=form.instance, before=getattr(form, "access_before", {}), actor=request.user, action=action
         )
 
+    def user_change_password(self, request, id, form_url=""):
+        # A password set or password log-in disabled here is audited with its change (invariant 6), never the password.
+        with transaction.atomic():
+            user = self.get_object(request, unquote(id))
+            before = user.password if user is not None else None
+            response = super().user_change_password(request, id, form_url)
+            if user is not None and request.method == "POST":
+                user.refresh_from_db(fields=["password"])
+                if user.password != before:
+                    _audit_password_set(user, request.user)
+        return response
+
     def delete_model(self, request, obj):
         with transaction.atomic():
             _audit_user_delete(obj, request.user)
@@ -61,6 +74,11 @@ class UserAdmin(DjangoUserAdmin):
     @admin.display(description="role")
     def role_name(self, user: User) -> str:
         return user.role or "-"
+
+
+def _audit_password_set(user: User, actor) -> None:
+    details = {"username": user.username, "usable": user.has_usable_password()}
+    audit_record(actor=actor, action="user.password_set", obj=user, details=details)
 
 
 def _audit_user_delete(user: User, actor) -> None:

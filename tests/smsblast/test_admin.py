@@ -494,3 +494,20 @@ def test_a_user_deleted_in_the_admin_is_audited_once_its_tokens_are_revoked(admi
         "deleted",
     )
     assert event.details == {"username": "retired-officer"}
+
+
+def test_a_password_set_in_the_user_admin_is_audited_without_the_password(admin_client, admin_user, officer):
+    url = reverse("admin:auth_user_password_change", args=[officer.pk])
+    form = {"password1": "Fresh-pass-2026!", "password2": "Fresh-pass-2026!", "usable_password": "true"}
+
+    response = admin_client.post(url, form)
+
+    assert response.status_code == 302
+    officer.refresh_from_db()
+    assert officer.check_password("Fresh-pass-2026!")
+    event = AuditEvent.objects.get(action="user.password_set")
+    assert (event.actor, event.object_id) == (admin_user, str(officer.pk))
+    assert event.details == {"username": officer.username, "usable": True}
+    mismatched = {"password1": "Other-pass-2026!", "password2": "Not-the-same-1!", "usable_password": "true"}
+    admin_client.post(url, mismatched)
+    assert AuditEvent.objects.filter(action="user.password_set").count() == 1

@@ -63,6 +63,19 @@ def test_create_user_moving_a_user_to_another_role_is_audited_from_and_to():
     assert events[1].details["changed"]["is_superuser"] == {"from": False, "to": True}
 
 
+def test_create_user_setting_a_password_or_reactivating_a_user_is_audited():
+    create_user("satgas", "--role", "officer", "--password", "first-pass")
+    User.objects.filter(username="satgas").update(is_active=False)
+    create_user("satgas", "--role", "officer", "--password", "second-pass")
+    user = User.objects.get(username="satgas")
+
+    (event,) = audit_history(user).filter(action="user.access")
+
+    assert event.actor is None
+    assert event.details["changed"] == {"password": "set", "is_active": {"from": False, "to": True}}
+    assert "second-pass" not in str(event.details)
+
+
 def test_create_user_without_password_makes_an_api_only_identity():
     token = create_user("telkomsel-api", "--role", "operator")[-1]
     user = User.objects.get(username="telkomsel-api")

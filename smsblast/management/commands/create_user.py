@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from smsblast.audit import audit_record
 from smsblast.authentication import api_token_create
 from smsblast.models import Area, Role, User
 from smsblast.roles import user_role_set
@@ -40,6 +41,7 @@ class Command(BaseCommand):
                 raise CommandError(f"{name.upper()} {value!r}: {' '.join(exc.messages)}") from None
         with transaction.atomic():
             user, created = User.objects.get_or_create(username=username, defaults={"email": email})
+            reactivated = not created and not user.is_active
             if password:
                 user.set_password(password)
             elif created:
@@ -52,6 +54,14 @@ class Command(BaseCommand):
             user.is_active = True
             user.save()
             user_role_set(user=user, role=role)
+            if not created and (password or reactivated):
+                # Changed from the command line, so by no user (invariant 6); the role's event is user_role_set's.
+                changed = {"password": "set"} if password else {}
+                if reactivated:
+                    changed["is_active"] = {"from": False, "to": True}
+                audit_record(
+                    actor=None, action="user.access", obj=user, details={"username": username, "changed": changed}
+                )
             key = api_token_create(user=user, name="create_user")
         where = f" for {user.jurisdiction.code} {user.jurisdiction.name}" if user.jurisdiction_id else ""
         self.stdout.write(f"{'Created' if created else 'Updated'} user {username!r} with role {role}{where}.")
