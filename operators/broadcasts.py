@@ -508,9 +508,10 @@ def area_broadcast_run_cancel(*, run: CampaignRun, now: datetime | None = None) 
     now = now or timezone.now()
     previous = run.status
     if previous not in CampaignRun.FINAL_STATUSES:
-        CampaignRun.objects.filter(pk=run.pk, status=previous).update(status=RunStatus.CANCELLED, finished_at=now)
+        # The run was read before this call: only a cancel that moved it is audited (the window may have ended).
+        if CampaignRun.objects.filter(pk=run.pk, status=previous).update(status=RunStatus.CANCELLED, finished_at=now):
+            audit_record(actor=None, action="run.cancel", obj=run, from_state=previous, to_state=RunStatus.CANCELLED)
         run.refresh_from_db()
-        audit_record(actor=None, action="run.cancel", obj=run, from_state=previous, to_state=run.status)
     # Only the broadcast rows: the default ordering joins their operators, which FOR UPDATE would lock too.
     for broadcast in AreaBroadcast.objects.select_for_update(of=("self",)).filter(
         run=run, cancel_requested_at__isnull=True

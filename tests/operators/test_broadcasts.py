@@ -495,6 +495,22 @@ def test_a_cancel_never_confirmed_is_closed_when_the_window_ends(operators, area
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
 
 
+def test_a_cancel_passed_on_after_the_window_ended_records_no_move_it_did_not_make(operators, areas):
+    campaign = broadcast_campaign()
+    run = _sent(campaign)
+    read_while_sending = CampaignRun.objects.get(pk=run.pk)
+    broadcasts.area_broadcast_run_finish(run_id=run.pk, now=campaign.ends_at + timedelta(seconds=1))
+
+    broadcasts.area_broadcast_run_cancel(run=read_while_sending)
+
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
+    events = AuditEvent.objects.filter(object_type="campaigns.campaignrun", object_id=str(run.pk))
+    assert [(e.action, e.from_state, e.to_state) for e in events] == [
+        ("run.start", "", "sending"),
+        ("run.complete", "sending", "completed"),
+    ]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_cancel_as_the_window_ends_gives_one_clear_outcome_without_a_deadlock(operators, areas):
     from campaigns.services import campaign_cancel
