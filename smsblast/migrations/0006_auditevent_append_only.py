@@ -36,7 +36,7 @@ def drop_trigger(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("smsblast", "0004_subscriber_import_heartbeat"),
+        ("smsblast", "0005_user_jurisdiction"),
     ]
 
     operations = [migrations.RunPython(create_trigger, drop_trigger)]
