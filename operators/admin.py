@@ -7,7 +7,7 @@ from django.db import transaction
 from operators.gateways.base import registered_names
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
 from operators.services import PULL_ADAPTER, operator_record_change, operator_settings
-from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
+from smsblast.admin_utils import AuditedDeleteMixin, ReadOnlyAdmin, ReadOnlyTabularInline
 from smsblast.audit import audit_record
 from smsblast.services import subscribers_reroute
 
@@ -95,7 +95,7 @@ class OperatorAdminForm(forms.ModelForm):
 
 
 @admin.register(Operator)
-class OperatorAdmin(admin.ModelAdmin):
+class OperatorAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     form = OperatorAdminForm
     list_display = [
         "name",
@@ -144,16 +144,8 @@ class OperatorAdmin(admin.ModelAdmin):
             # Endpoint, credentials, limits, tariff, prefixes and the active flag are audited (invariant 6).
             operator_record_change(operator=obj, before=before, actor=request.user)
 
-    def delete_model(self, request, obj):
-        with transaction.atomic():
-            _audit_operator_delete(obj, request.user)
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            for operator in queryset:
-                _audit_operator_delete(operator, request.user)
-            super().delete_queryset(request, queryset)
+    def audit_delete(self, obj, actor) -> None:
+        _audit_operator_delete(obj, actor)
 
     @admin.display(description="prefixes")
     def prefix_count(self, operator: Operator) -> int:

@@ -10,7 +10,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
+from smsblast.admin_utils import AuditedDeleteMixin, ReadOnlyAdmin, ReadOnlyTabularInline
 from smsblast.audit import audit_record
 from smsblast.authentication import api_token_revoke
 from smsblast.errors import ServiceConflict
@@ -23,7 +23,7 @@ admin.site.login_form = AdminLoginForm
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(AuditedDeleteMixin, DjangoUserAdmin):
     list_display = ["username", "email", "role_name", "jurisdiction", "is_active", "last_login", "date_joined"]
     list_filter = ["groups", "is_active", "is_superuser"]
     search_fields = ["username", "email", "first_name", "last_name"]
@@ -60,16 +60,8 @@ class UserAdmin(DjangoUserAdmin):
                     _audit_password_set(user, request.user)
         return response
 
-    def delete_model(self, request, obj):
-        with transaction.atomic():
-            _audit_user_delete(obj, request.user)
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            for user in queryset:
-                _audit_user_delete(user, request.user)
-            super().delete_queryset(request, queryset)
+    def audit_delete(self, obj, actor) -> None:
+        _audit_user_delete(obj, actor)
 
     @admin.display(description="role")
     def role_name(self, user: User) -> str:
@@ -175,7 +167,7 @@ class SubscriberAdminForm(forms.ModelForm):
 
 
 @admin.register(Subscriber)
-class SubscriberAdmin(admin.ModelAdmin):
+class SubscriberAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     form = SubscriberAdminForm
     list_display = ["msisdn", "name", "area", "operator", "language", "opted_out_at", "updated_at"]
     list_filter = [OptedOutFilter, "operator", "language"]
@@ -196,18 +188,12 @@ class SubscriberAdmin(admin.ModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
-    def delete_model(self, request, obj):
-        with transaction.atomic():
-            _audit_subscriber_delete(obj, request.user)
-            super().delete_model(request, obj)
+    def audit_delete(self, obj, actor) -> None:
+        _audit_subscriber_delete(obj, actor)
 
-    def delete_queryset(self, request, queryset):
+    def deletable(self, queryset):
         # The bulk action already refuses a selection holding an opted-out number (has_delete_permission).
-        with transaction.atomic():
-            deleted = queryset.filter(opted_out_at__isnull=True)
-            for subscriber in deleted:
-                _audit_subscriber_delete(subscriber, request.user)
-            super().delete_queryset(request, deleted)
+        return queryset.filter(opted_out_at__isnull=True)
 
     def get_urls(self):
         upload = path("import/", self.admin_site.admin_view(self.import_view), name="smsblast_subscriber_import")

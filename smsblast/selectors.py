@@ -203,17 +203,24 @@ def polygon_geometry(polygon: dict) -> BaseGeometry:
     return geometry
 
 
+def _readable_polygon(polygon: dict | None):
+    """Return a drawn polygon's geometry, or None when none is drawn or it cannot be read."""
+    if not polygon:
+        return None
+    try:
+        return polygon_geometry(polygon)
+    except ServiceInvalid:
+        return None
+
+
 def polygon_province(polygon: dict | None) -> str | None:
     """Return the code of the province holding most of a drawn polygon, or None if no known boundary meets it.
 
     Judged on the finest boundaries known (the same cached set as polygon targeting); an unreadable
     polygon has no province.
     """
-    if not polygon:
-        return None
-    try:
-        drawn = polygon_geometry(polygon)
-    except ServiceInvalid:
+    drawn = _readable_polygon(polygon)
+    if drawn is None:
         return None
     prepared = prep(drawn)
     overlap: dict[str, float] = {}
@@ -233,11 +240,8 @@ def polygon_covering_area(polygon: dict | None) -> str | None:
 
     Judged on the same cached boundaries as polygon targeting; an unreadable polygon is held by none.
     """
-    if not polygon:
-        return None
-    try:
-        drawn = polygon_geometry(polygon)
-    except ServiceInvalid:
+    drawn = _readable_polygon(polygon)
+    if drawn is None:
         return None
     min_lon, min_lat, max_lon, max_lat = drawn.bounds
     holders = []
