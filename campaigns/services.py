@@ -24,7 +24,7 @@ from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, AuditEvent, Role, User, area_code_within
-from smsblast.selectors import polygon_covering_area, polygon_geometry
+from smsblast.selectors import polygon_covering_area, polygon_geometry, polygon_home_areas
 
 logger = logging.getLogger(__name__)
 Status = Campaign.Status
@@ -661,13 +661,31 @@ def _check_jurisdiction(*, user: User, area_codes, polygon: dict | None) -> None
     where = f"{jurisdiction} {user.jurisdiction.name}"
     outside = [code for code in area_codes or [] if not area_code_within(code, jurisdiction)]
     if outside:
-        names = dict(Area.objects.filter(code__in=outside[:10]).values_list("code", "name"))
-        named = [f"{code} {names.get(code, '')}".strip() for code in outside[:10]]
+        named = _named_areas(outside)
         message = f"Outside your jurisdiction ({where}): {', '.join(named)}. Choose areas within it."
         raise OutsideJurisdiction(message, {"area_codes": message}, areas=named, jurisdiction=where)
     if polygon and not area_code_within(polygon_covering_area(polygon) or "", jurisdiction):
         message = f"The drawn polygon does not lie within the known boundary of your jurisdiction ({where})."
         raise OutsideJurisdiction(message, {"polygon": message}, areas=[], jurisdiction=where)
+    if polygon:
+        # A subscriber is reached when the boundary of its home meets the polygon: one touching a neighbour's
+        # boundary reaches that neighbour's homes. Homes known only by an area above the jurisdiction are its own.
+        exact, subtree = polygon_home_areas(polygon)
+        outside = sorted(
+            code
+            for code in exact | subtree
+            if not area_code_within(code, jurisdiction) and not area_code_within(jurisdiction, code)
+        )
+        if outside:
+            named = _named_areas(outside)
+            message = f"Outside your jurisdiction ({where}): {', '.join(named)}. Choose areas within it."
+            raise OutsideJurisdiction(message, {"polygon": message}, areas=named, jurisdiction=where)
+
+
+def _named_areas(codes: list[str]) -> list[str]:
+    """Return the first ten codes each followed by its area's name ("33.16 Kabupaten Blora")."""
+    names = dict(Area.objects.filter(code__in=codes[:10]).values_list("code", "name"))
+    return [f"{code} {names.get(code, '')}".strip() for code in codes[:10]]
 
 
 def _storable_time(value: datetime.datetime) -> bool:

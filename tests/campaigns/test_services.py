@@ -645,3 +645,34 @@ def test_a_drawn_polygon_must_lie_inside_the_known_boundary_of_the_jurisdiction(
     assert set(error.value.errors) == {"polygon"}
     campaign.refresh_from_db()
     assert campaign.polygon == INSIDE
+
+
+def test_a_drawn_polygon_reaching_the_homes_of_a_neighbouring_regency_is_refused(blitar_officer):
+    from smsblast.models import Area, Subscriber
+    from smsblast.selectors import subscribers_in_area
+    from tests.smsblast.factories import AreaFactory, SubscriberFactory
+
+    Area.objects.filter(code="35.05").update(boundary=BLITAR_SQUARE)
+    # Kab. Tulungagung shares Blitar's western edge; its subscribers are known by their home area only.
+    tulungagung = AreaFactory(
+        code="35.04",
+        name="Kabupaten Tulungagung",
+        boundary={
+            "type": "Polygon",
+            "coordinates": [[[111.9, -8.1], [112.1, -8.1], [112.1, -8.3], [111.9, -8.3], [111.9, -8.1]]],
+        },
+    )
+    neighbour = SubscriberFactory(area=tulungagung)
+    # Blitar's own boundary lies within Blitar's boundary, yet its homes reach Tulungagung's along the edge.
+    assert neighbour in subscribers_in_area([], polygon=BLITAR_SQUARE)
+
+    with pytest.raises(ServiceInvalid, match=r"35\.04 Kabupaten Tulungagung") as error:
+        campaign_create(author=blitar_officer, title="Sepanjang batas", polygon=BLITAR_SQUARE)
+    assert set(error.value.errors) == {"polygon"}
+    assert not Campaign.objects.exists()
+
+    campaign = campaign_create(author=blitar_officer, title="Di dalam", polygon=INSIDE)
+    with pytest.raises(ServiceInvalid, match=r"35\.04 Kabupaten Tulungagung"):
+        campaign_update(campaign=campaign, actor=blitar_officer, data={"polygon": BLITAR_SQUARE})
+    campaign.refresh_from_db()
+    assert campaign.polygon == INSIDE and Subscriber.objects.count() == 1
