@@ -341,6 +341,9 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
         .order_by("id")
         .first()
     )
+    if earlier is not None and not campaigns_visible(actor).filter(pk=earlier.pk).exists():
+        # Another jurisdiction's campaign: neither its id nor its state is this officer's to learn.
+        raise ServiceConflict("This CAP alert was already imported in another jurisdiction; it is not imported twice.")
     if earlier is not None:
         raise ServiceConflict(
             f"This CAP alert was already imported as campaign {earlier.pk} ({earlier.status}); "

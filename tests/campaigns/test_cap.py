@@ -532,6 +532,21 @@ def test_an_alert_imported_again_is_refused_and_names_the_campaign_it_became(off
     assert AuditEvent.objects.count() == events_before
 
 
+def test_an_alert_imported_in_another_jurisdiction_is_refused_without_naming_its_campaign(
+    officer_client, api_client_for
+):
+    campaign = _import_geocoded_alert(officer_client)
+    AreaFactory(code="33", name="Jawa Tengah")
+    AreaFactory(code="33.16", name="Kabupaten Blora")
+    blora = UserFactory(role=Role.OFFICER, jurisdiction_id="33.16")
+    response = _post_xml(api_client_for(blora), GEOCODES.format(description="Mulai 3 Juli 2021."))
+    assert response.status_code == 409
+    detail = response.json()["detail"]
+    assert "already imported" in detail
+    assert str(campaign.pk) not in detail and campaign.status not in detail
+    assert Campaign.objects.count() == 1
+
+
 def _import_geocoded_alert(client) -> Campaign:
     blitar_areas()
     OperatorFactory(slug="telkomsel")
