@@ -47,7 +47,8 @@ def role_groups_sync() -> None:
 
 
 def user_access(user) -> dict:
-    """Return what the user may do as stored: role, groups, active, staff and superuser flags, own permissions."""
+    """Return what the user may do as stored: role, groups, active, staff and superuser flags, own permissions and
+    the jurisdiction whose campaigns the user sees ("" for all of Indonesia)."""
     from smsblast.models import User
 
     stored = User.objects.filter(pk=user.pk).prefetch_related("groups").first() if user.pk else None
@@ -63,11 +64,13 @@ def user_access(user) -> dict:
             f"{app}.{codename}"
             for app, codename in stored.user_permissions.values_list("content_type__app_label", "codename")
         ),
+        "jurisdiction": stored.jurisdiction_id or "",
     }
 
 
 def user_record_access_change(*, user, before: dict, actor, action: str = "user.access") -> None:
-    """Audit a change of the user's role, groups, flags or own permissions (invariant 6); nothing when none changed.
+    """Audit a change of the user's role, groups, flags, own permissions or jurisdiction (invariant 6); nothing when
+    none changed.
 
     `before` is user_access() read before the change ({} for a new user); call it in the change's transaction.
     """

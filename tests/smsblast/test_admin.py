@@ -426,6 +426,27 @@ def test_a_user_deactivated_in_the_admin_is_audited(admin_client, admin_user, of
     assert event.details["changed"] == {"is_active": {"from": True, "to": False}}
 
 
+def test_a_jurisdiction_widened_or_narrowed_in_the_user_admin_is_audited(admin_client, admin_user, officer):
+    area_tree("35.05", kecamatan=1)
+    officer.jurisdiction_id = "35.05"
+    officer.save()
+    form = {
+        "username": officer.username,
+        "is_active": "on",
+        "groups": [officer.groups.get().pk],
+        "date_joined_0": "2026-01-05",
+        "date_joined_1": "08:00:00",
+        "jurisdiction": "",
+    }
+
+    response = admin_client.post(admin_url(User, "change", officer.pk), form)
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    event = AuditEvent.objects.get(action="user.access", object_id=str(officer.pk))
+    assert event.actor == admin_user
+    assert event.details["changed"] == {"jurisdiction": {"from": "35.05", "to": ""}}
+
+
 def test_an_api_token_cannot_be_deleted_in_the_admin_only_revoked_audited(admin_client, admin_user, officer):
     from smsblast.authentication import api_token_create
     from smsblast.models import ApiToken

@@ -198,6 +198,22 @@ def test_create_user_with_an_area_limits_the_user_to_that_jurisdiction():
     assert User.objects.get(username="kominfo-blitar").jurisdiction_id == "35.05", "no --area keeps the jurisdiction"
 
 
+def test_create_user_audits_the_jurisdiction_it_gives_or_moves():
+    Area.objects.create(code="35", name="Jawa Timur", search_name="jawa timur", level="provinsi")
+    Area.objects.create(code="35.05", name="Kabupaten Blitar", search_name="kabupaten blitar", level="kabupaten")
+    create_user("kominfo-blitar", "--role", "officer", "--area", "35.05")
+    user = User.objects.get(username="kominfo-blitar")
+    changes = [event.details["changed"].get("jurisdiction") for event in audit_history(user)]
+    assert {"from": "", "to": "35.05"} in changes
+
+    create_user("kominfo-blitar", "--role", "officer", "--area", "35")
+    changes = [event.details["changed"].get("jurisdiction") for event in audit_history(user)]
+    assert {"from": "35.05", "to": "35"} in changes
+    events = audit_history(user).count()
+    create_user("kominfo-blitar", "--role", "officer", "--area", "35")
+    assert audit_history(user).count() == events, "the same jurisdiction again is no change"
+
+
 def test_create_user_with_an_unknown_area_code_says_so_and_creates_no_one():
     with pytest.raises(CommandError, match="Unknown area code '33.16'"):
         create_user("kominfo-blora", "--role", "officer", "--area", "33.16")

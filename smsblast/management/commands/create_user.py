@@ -42,6 +42,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             user, created = User.objects.get_or_create(username=username, defaults={"email": email})
             reactivated = not created and not user.is_active
+            jurisdiction_before = "" if created else user.jurisdiction_id or ""
             if password:
                 user.set_password(password)
             elif created:
@@ -54,11 +55,14 @@ class Command(BaseCommand):
             user.is_active = True
             user.save()
             user_role_set(user=user, role=role)
-            if not created and (password or reactivated):
+            moved = jurisdiction is not None and jurisdiction.code != jurisdiction_before
+            if (not created and (password or reactivated)) or moved:
                 # Changed from the command line, so by no user (invariant 6); the role's event is user_role_set's.
-                changed = {"password": "set"} if password else {}
+                changed = {"password": "set"} if password and not created else {}
                 if reactivated:
                     changed["is_active"] = {"from": False, "to": True}
+                if moved:
+                    changed["jurisdiction"] = {"from": jurisdiction_before, "to": jurisdiction.code}
                 audit_record(
                     actor=None, action="user.access", obj=user, details={"username": username, "changed": changed}
                 )
