@@ -8,8 +8,8 @@ from campaigns import scheduling
 from campaigns.models import Campaign
 from smsblast import sms
 from smsblast.audit import audit_history
-from smsblast.models import AuditEvent, Role, User, area_common_ancestor, area_subtree_q
-from smsblast.selectors import polygon_covering_area, polygon_province, subscribers_in_area
+from smsblast.models import AuditEvent, Role, User, area_code_within, area_common_ancestor, area_subtree_q
+from smsblast.selectors import polygon_covering_area, polygon_home_areas, polygon_province, subscribers_in_area
 
 
 def target_zone(area_codes, polygon: dict | None = None) -> scheduling.Zone:
@@ -48,7 +48,8 @@ def campaign_zones(campaign: Campaign) -> list[scheduling.Zone]:
 
 
 def target_scope(area_codes, polygon: dict | None, *, author: User) -> str:
-    """Return the deepest area code holding a whole target: its area codes and the boundary around its polygon.
+    """Return the deepest area code holding a whole target: its area codes, the boundary around its polygon and
+    the homes its polygon reaches.
 
     "" when only the whole country holds it (areas of several provinces, a polygon no known boundary holds). A
     campaign without a target yet belongs to its author's jurisdiction. Stored as `Campaign.area_scope`.
@@ -59,6 +60,10 @@ def target_scope(area_codes, polygon: dict | None, *, author: User) -> str:
         if holder is None:
             return ""
         codes.append(holder)
+        # It reaches the subscribers whose home boundary meets it, a neighbour's too; homes known only by an area
+        # above the holder are reached from anywhere below it.
+        exact, subtree = polygon_home_areas(polygon)
+        codes.extend(code for code in exact | subtree if not area_code_within(holder, code))
     if not codes:
         return author.jurisdiction_code or ""
     return area_common_ancestor(codes)

@@ -676,3 +676,23 @@ def test_a_drawn_polygon_reaching_the_homes_of_a_neighbouring_regency_is_refused
         campaign_update(campaign=campaign, actor=blitar_officer, data={"polygon": BLITAR_SQUARE})
     campaign.refresh_from_db()
     assert campaign.polygon == INSIDE and Subscriber.objects.count() == 1
+
+
+def test_a_polygon_reaching_a_neighbours_homes_is_scoped_to_the_area_holding_both(blitar_and_blora, officer):
+    from smsblast.models import Area
+    from tests.smsblast.factories import AreaFactory
+
+    Area.objects.filter(code="35.05").update(boundary=BLITAR_SQUARE)
+    AreaFactory(
+        code="35.04",
+        name="Kabupaten Tulungagung",
+        boundary={
+            "type": "Polygon",
+            "coordinates": [[[111.9, -8.1], [112.1, -8.1], [112.1, -8.3], [111.9, -8.3], [111.9, -8.1]]],
+        },
+    )
+    # Sent to Tulungagung's homes too, so not for Blitar's officers and approvers alone to see and decide.
+    along_the_edge = campaign_create(author=officer, title="Sepanjang batas", polygon=BLITAR_SQUARE)
+    assert along_the_edge.area_scope == "35"
+    inside = campaign_create(author=officer, title="Di dalam", polygon=INSIDE)
+    assert inside.area_scope == "35.05"
