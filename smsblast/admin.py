@@ -151,6 +151,11 @@ class SubscriberAdminForm(forms.ModelForm):
             raise forms.ValidationError(f"{raw!r} is not an Indonesian mobile number ({normalized.reason}).")
         if Subscriber.objects.filter(msisdn=normalized.e164).exclude(pk=self.instance.pk).exists():
             raise forms.ValidationError(f"{normalized.e164} is already a subscriber.")
+        if self.instance.pk and self.instance.opted_out_at and normalized.e164 != self.instance.msisdn:
+            # Renamed, the opted-out number would be gone and a later import of it would make it reachable again.
+            raise forms.ValidationError(
+                f"{self.instance.msisdn} opted out and is kept as it is; add the other number as a new subscriber."
+            )
         return normalized.e164
 
     def clean(self) -> dict:

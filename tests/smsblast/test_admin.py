@@ -231,6 +231,20 @@ def test_the_subscriber_form_cannot_undo_an_opt_out_without_the_audited_action(a
     assert (subscriber.name, subscriber.opted_out_at is not None) == ("Siti Rahayu", True)
 
 
+def test_the_subscriber_form_cannot_move_an_opt_out_to_another_number(admin_client):
+    subscriber = SubscriberFactory(msisdn="+6281299990000", opted_out_at=timezone.now(), name="Siti")
+    form = {"msisdn": "081299990001", "name": "Siti", "language": "id"}
+
+    response = admin_client.post(admin_url(Subscriber, "change", subscriber.pk), form)
+
+    # Renamed, the opted-out number would be gone, and a later import of it would make it reachable again.
+    assert response.status_code == 200
+    assert "opted out" in response.content.decode()
+    subscriber.refresh_from_db()
+    assert subscriber.msisdn == "+6281299990000"
+    assert not Subscriber.objects.filter(msisdn="+6281299990001").exists()
+
+
 @pytest.mark.parametrize(
     ("msisdn", "stored"), [("0812-3456-7890", "+6281234567890"), ("021 555 1234", None), ("+6281299990000", None)]
 )
