@@ -214,6 +214,16 @@ def test_create_user_audits_the_jurisdiction_it_gives_or_moves():
     assert audit_history(user).count() == events, "the same jurisdiction again is no change"
 
 
+@pytest.mark.parametrize("role", ["admin", "operator"])
+def test_create_user_refuses_an_area_for_a_role_no_jurisdiction_limits(role):
+    Area.objects.create(code="35", name="Jawa Timur", search_name="jawa timur", level="provinsi")
+
+    with pytest.raises(CommandError, match="only an officer or approver"):
+        create_user("pusat", "--role", role, "--area", "35")
+
+    assert not User.objects.filter(username="pusat").exists()
+
+
 def test_create_user_with_an_unknown_area_code_says_so_and_creates_no_one():
     with pytest.raises(CommandError, match="Unknown area code '33.16'"):
         create_user("kominfo-blora", "--role", "officer", "--area", "33.16")

@@ -30,6 +30,9 @@ class Command(BaseCommand):
         if not username:
             raise CommandError("USERNAME must not be empty.")
         jurisdiction = None
+        if area is not None and role not in (Role.OFFICER, Role.APPROVER):
+            # An admin is never limited and an operator sees no campaign: an area would be printed but not hold.
+            raise CommandError(f"--area limits only an officer or approver; the role {role} has no jurisdiction.")
         if area is not None:
             jurisdiction = Area.objects.filter(code=area.strip()).first()
             if jurisdiction is None:
