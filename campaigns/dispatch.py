@@ -57,6 +57,8 @@ ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.FANNING_OUT, RunStatus.SENDI
 # messages are ordinary SMS outcomes (handset off, out of coverage) and do not.
 FAILURE_STATUSES = (DeliveryStatus.FAILED, DeliveryStatus.REJECTED)
 STALL_AFTER = timedelta(minutes=10)
+# How a batch's last_error begins when its operator last answered 429 (see operators.services._error_text).
+THROTTLED_ERROR = "HTTP 429:"
 SEND_NOW = {"kind": "now"}
 # Campaign states in which a due occurrence starts its run: armed, or still sending an earlier run (a paused
 # campaign waits for resume).
@@ -861,49 +863,62 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
 
     # A batch held until a moment in the last STALL_AFTER (quiet hours, an operator's Retry-After) was waiting,
     # not stalled: count the stall from when it may be sent. A deactivated operator's batch is given back and held
-    # again every 30 s for as long as the operator stays off: it is judged by how long that has gone on.
+    # again every 30 s for as long as the operator stays off, and a throttling operator's is answered 429 and held
+    # again at every retry for as long as it throttles: those are judged by how long that has gone on.
     held = DispatchBatch.objects.filter(
         run=OuterRef("pk"), next_attempt_at__gte=now - STALL_AFTER, operator__active=True
-    )
+    ).exclude(last_error__startswith=THROTTLED_ERROR)
     for run in active_runs.filter(last_progress_at__lt=now - STALL_AFTER).exclude(Exists(held)):
         if is_quiet_for(run, now) is not None:
             continue  # waiting out its quiet hours is not a stall
-        inactive, held_long = _run_held_by_inactive_operators(run, now=now)
-        if inactive and not held_long:
-            continue  # a deactivated operator holds it back, for less than STALL_AFTER so far
-        if run_report_stall(run=run, inactive_operators=inactive):
+        inactive, inactive_long = _run_held_by_operators(
+            run,
+            now=now,
+            waiting=Q(operator__active=False),
+            held_again=Q(action="batch.release", details__reason="operator_inactive"),
+        )
+        throttling, throttling_long = _run_held_by_operators(
+            run,
+            now=now,
+            waiting=Q(operator__active=True, last_error__startswith=THROTTLED_ERROR),
+            held_again=Q(action="batch.retry", details__error__startswith=THROTTLED_ERROR),
+        )
+        if (inactive and not inactive_long) or (throttling and not throttling_long):
+            continue  # an operator holds it back, for less than STALL_AFTER so far
+        if run_report_stall(run=run, inactive_operators=inactive, throttling_operators=throttling):
             counts["stalled"] += 1
     return counts
 
 
-def _run_held_by_inactive_operators(run: CampaignRun, *, now: datetime) -> tuple[list[str], bool]:
-    """Return the deactivated operators whose batches of the run wait unsent, and whether they have held it back
-    for STALL_AFTER since the run's last progress.
+def _run_held_by_operators(run: CampaignRun, *, now: datetime, waiting: Q, held_again: Q) -> tuple[list[str], bool]:
+    """Return the operators whose unsent batches of the run that match `waiting` hold it back, and whether they
+    have held it back for STALL_AFTER since the run's last progress.
 
-    Those batches are given back unsent (`batch.release`, reason `operator_inactive`) every 30 s, so their wait
-    never looks long: the first such release after the run's last progress says since when they hold it back.
-    Batches not given back lately (no worker leases them) are as stalled as any other.
+    Such batches are held again every little while for as long as their operator holds them back (a deactivated
+    operator's are given back unsent every 30 s, a throttling operator's are answered 429 at every retry), so their
+    wait never looks long: the first `held_again` event on them after the run's last progress says since when they
+    hold it back. Batches not held again lately (no worker leases them) are as stalled as any other.
     """
-    waiting = DispatchBatch.objects.filter(run=run, operator__active=False).exclude(
-        status__in=DispatchBatch.FINAL_STATUSES
-    )
-    slugs = list(waiting.order_by("operator__slug").values_list("operator__slug", flat=True).distinct())
+    batches = DispatchBatch.objects.filter(waiting, run=run).exclude(status__in=DispatchBatch.FINAL_STATUSES)
+    slugs = list(batches.order_by("operator__slug").values_list("operator__slug", flat=True).distinct())
     if not slugs:
         return [], True
-    # They are given back together, so a few of them tell.
+    # They are held again together, so a few of them tell.
     recent = [
-        str(pk) for pk in waiting.filter(next_attempt_at__gte=now - STALL_AFTER).values_list("pk", flat=True)[:50]
+        str(pk) for pk in batches.filter(next_attempt_at__gte=now - STALL_AFTER).values_list("pk", flat=True)[:50]
     ]
     if not recent:
         return slugs, True
-    held_long = AuditEvent.objects.filter(
-        object_type=DispatchBatch._meta.label_lower,
-        object_id__in=recent,
-        action="batch.release",
-        details__reason="operator_inactive",
-        at__gt=run.last_progress_at,
-        at__lte=now - STALL_AFTER,
-    ).exists()
+    held_long = (
+        AuditEvent.objects.filter(
+            object_type=DispatchBatch._meta.label_lower,
+            object_id__in=recent,
+            at__gt=run.last_progress_at,
+            at__lte=now - STALL_AFTER,
+        )
+        .filter(held_again)
+        .exists()
+    )
     return slugs, held_long
 
 
@@ -930,12 +945,15 @@ def _queues_holding_tasks(slugs: set[str]) -> set[str]:
     return busy
 
 
-def run_report_stall(*, run: CampaignRun, inactive_operators: list[str] = ()) -> bool:
+def run_report_stall(
+    *, run: CampaignRun, inactive_operators: list[str] = (), throttling_operators: list[str] = ()
+) -> bool:
     """Log and record that the run has made no progress since its mark, once per stall; return whether it did.
 
     The reconciler finds a stalled run on every pass: one report per stall (a new one only after the run moved
     and stalled again) keeps the error log readable, and the run's history shows it. `inactive_operators` names
-    the deactivated operators whose batches wait unsent.
+    the deactivated operators whose batches wait unsent, `throttling_operators` the operators that answer its
+    batches 429.
     """
     since = run.last_progress_at.isoformat()
     if audit_history(run).filter(action="run.stalled", details__since=since).exists():
@@ -943,6 +961,8 @@ def run_report_stall(*, run: CampaignRun, inactive_operators: list[str] = ()) ->
     waiting_for = (
         f"; its batches wait for deactivated operator {', '.join(inactive_operators)}" if inactive_operators else ""
     )
+    if throttling_operators:
+        waiting_for += f"; operator {', '.join(throttling_operators)} answers its batches 429 (too many requests)"
     logger.error(
         "Run %s of campaign %s has made no progress since %s%s",
         run.pk,
@@ -950,7 +970,11 @@ def run_report_stall(*, run: CampaignRun, inactive_operators: list[str] = ()) ->
         run.last_progress_at,
         waiting_for,
     )
-    details = {"since": since, **({"inactive_operators": list(inactive_operators)} if inactive_operators else {})}
+    details = {
+        "since": since,
+        **({"inactive_operators": list(inactive_operators)} if inactive_operators else {}),
+        **({"throttling_operators": list(throttling_operators)} if throttling_operators else {}),
+    }
     audit_record(actor=None, action="run.stalled", obj=run, details=details)
     return True
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from campaigns import dispatch
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.services import campaign_cancel
+from operators.gateways.base import BatchResult, Outcome
 from operators.models import Operator
 from operators.services import batch_send
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
@@ -831,6 +832,60 @@ def test_the_reconciler_does_not_report_a_run_held_back_by_a_deactivated_operato
     Operator.objects.filter(pk=operators["tsel"].pk).update(active=False)
     assert batch_send(batch_id=batch.pk) == "operator_inactive"
     assert dispatch.dispatch_reconcile()["stalled"] == 0
+
+
+def _answered_429(retry_after=None) -> BatchResult:
+    return BatchResult(outcome=Outcome.RETRY, retry_after=retry_after, status_code=429, error="HTTP 429: slow down")
+
+
+def test_the_reconciler_reports_a_run_an_operator_keeps_answering_429_for_ten_minutes_naming_it(caplog):
+    run, operators, _ = _fanned_out_run({"tsel": 2, "isat": 2})
+    (isat_batch,) = DispatchBatch.objects.filter(run=run, operator=operators["isat"])
+    (tsel_batch,) = DispatchBatch.objects.filter(run=run, operator=operators["tsel"])
+    assert batch_send(batch_id=isat_batch.pk) == "accepted"
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=timezone.now() - timedelta(seconds=5))
+    ScriptedAdapter.reset(_answered_429())
+    assert batch_send(batch_id=tsel_batch.pk) == "retry"
+
+    def answered_429_again(at):
+        # As at every retry: the batch is sent, answered 429 and held for up to the backoff's cap.
+        DispatchBatch.objects.filter(pk=tsel_batch.pk).update(next_attempt_at=at + timedelta(minutes=2))
+
+    with caplog.at_level("ERROR", logger="campaigns.dispatch"):
+        soon = timezone.now() + timedelta(minutes=5)
+        answered_429_again(soon)
+        assert dispatch.dispatch_reconcile(now=soon)["stalled"] == 0
+        later = timezone.now() + dispatch.STALL_AFTER + timedelta(seconds=30)
+        answered_429_again(later)
+        assert dispatch.dispatch_reconcile(now=later)["stalled"] == 1
+        assert dispatch.dispatch_reconcile(now=later + timedelta(seconds=15))["stalled"] == 0
+    assert f"Run {run.pk} " in caplog.text and "operator tsel answers its batches 429" in caplog.text
+    (event,) = AuditEvent.objects.filter(action="run.stalled", object_id=str(run.pk))
+    assert event.details["throttling_operators"] == ["tsel"]
+    assert "inactive_operators" not in event.details
+    # What happens to the batch is unchanged: it still waits for its next try, no retry budget spent.
+    tsel_batch.refresh_from_db()
+    assert (tsel_batch.status, tsel_batch.attempts, tsel_batch.throttled) == ("retry_wait", 1, 1)
+
+
+def test_the_reconciler_does_not_report_a_run_an_operator_answered_429_for_less_than_ten_minutes():
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    (batch,) = DispatchBatch.objects.filter(run=run)
+    # The run waited out a long Retry-After, and the operator throttled the first try after it.
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=timezone.now() - timedelta(hours=1))
+    ScriptedAdapter.reset(_answered_429(retry_after=60))
+    assert batch_send(batch_id=batch.pk) == "retry"
+    assert dispatch.dispatch_reconcile(now=timezone.now() + timedelta(minutes=5))["stalled"] == 0
+
+
+def test_the_reconciler_does_not_report_a_run_waiting_out_an_outages_retry_after():
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    (batch,) = DispatchBatch.objects.filter(run=run)
+    CampaignRun.objects.filter(pk=run.pk).update(last_progress_at=timezone.now() - timedelta(seconds=5))
+    outage = BatchResult(outcome=Outcome.RETRY, retry_after=1800, status_code=503, error="HTTP 503: maintenance")
+    ScriptedAdapter.reset(outage)
+    assert batch_send(batch_id=batch.pk) == "retry"
+    assert dispatch.dispatch_reconcile(now=timezone.now() + timedelta(minutes=20))["stalled"] == 0
 
 
 def test_a_fan_out_that_the_reconciler_restarts_in_vain_is_still_reported_as_stalled(caplog):
