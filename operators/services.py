@@ -59,6 +59,10 @@ LIMITER_RETRY_SECONDS = 5
 # A batch of an operator an admin deactivated goes back unsent and is tried again after this, so reactivating
 # the operator resumes it within a minute; past the run's validity window the reconciler fails it instead.
 INACTIVE_OPERATOR_RETRY_SECONDS = 30
+# A wait longer than this (a Retry-After of up to a day) gets no countdown task: the Redis broker redelivers a task
+# not acknowledged within its visibility timeout (an hour), so a far-future one would run twice. The reconciler
+# re-enqueues a waiting batch once its next_attempt_at has passed.
+SEND_COUNTDOWN_MAX_SECONDS = 300
 MAX_REPORTS = 10_000
 # Delivery ids are bigint: a message id of more digits, or of anything but ASCII digits, names no delivery.
 MAX_MESSAGE_ID = 2**63 - 1
@@ -713,8 +717,12 @@ def _error_text(result: BatchResult) -> str:
 
 
 def _enqueue_send(batch_id, queue: str, countdown: float) -> None:
+    """Enqueue send_batch after `countdown` seconds, or leave a longer wait to the reconciler."""
     from operators.tasks import send_batch
 
+    if countdown > SEND_COUNTDOWN_MAX_SECONDS:
+        # Its next_attempt_at stays as the operator asked; the reconciler re-drives it once that has passed.
+        return
     send_batch.apply_async((str(batch_id),), queue=queue, countdown=max(0.0, countdown))
 
 

@@ -1,6 +1,7 @@
 """Sending a batch: leasing, adapter outcomes, retries with backoff, permanent failure, quiet hours."""
 
-from datetime import timedelta
+import json
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -790,3 +791,45 @@ def test_a_number_opting_out_while_two_runs_of_a_campaign_are_under_way_is_withd
     }
     event = audit_history(subscriber).get(action="subscriber.opt_out")
     assert event.details["withdrawn_from_runs"] == sorted([run.pk, later.pk])
+
+
+def _tasks_waiting_in(redis_client, queue: str) -> list[dict]:
+    """Return the headers of the send_batch tasks the broker holds for `queue`."""
+    return [json.loads(message)["headers"] for message in redis_client.lrange(queue, 0, -1)]
+
+
+def test_a_retry_after_longer_than_the_countdown_bound_is_left_to_the_reconciler_and_never_sent_early(
+    settings, redis_client, django_capture_on_commit_callbacks
+):
+    # The bound keeps every countdown task far from the broker's redelivery of unacknowledged ones.
+    assert services.SEND_COUNTDOWN_MAX_SECONDS * 4 <= settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    batch = _batch(2)
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, retry_after=1800, status_code=429, error="quota"))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.batch_send(batch_id=batch.pk) == "retry"
+    batch.refresh_from_db()
+    # The wait is recorded as the operator asked, and no task waits half an hour in the broker for it.
+    assert batch.next_attempt_at - batch.updated_at >= timedelta(minutes=30)
+    assert _tasks_waiting_in(redis_client, batch.operator.queue) == []
+
+    due = batch.next_attempt_at
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dispatch.dispatch_reconcile(now=due - timedelta(minutes=1))["requeued"] == 0
+    assert services.batch_send(batch_id=batch.pk, now=due - timedelta(minutes=1)) == "not_due"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dispatch.dispatch_reconcile(now=due)["requeued"] == 1
+    (task,) = _tasks_waiting_in(redis_client, batch.operator.queue)
+    assert task["task"] == "operators.tasks.send_batch" and task["eta"] is None
+    assert services.batch_send(batch_id=batch.pk, now=due) == "accepted"
+    assert len(ScriptedAdapter.sent) == 2
+
+
+def test_a_retry_within_the_countdown_bound_is_enqueued_with_its_wait(redis_client, django_capture_on_commit_callbacks):
+    batch = _batch(2)
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, retry_after=60, status_code=429, error="slow down"))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.batch_send(batch_id=batch.pk) == "retry"
+    batch.refresh_from_db()
+    (task,) = _tasks_waiting_in(redis_client, batch.operator.queue)
+    eta = datetime.fromisoformat(task["eta"])
+    assert batch.next_attempt_at - timedelta(seconds=1) <= eta <= batch.next_attempt_at + timedelta(seconds=1)
