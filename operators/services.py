@@ -269,10 +269,11 @@ def _batch_lease_checked(batch_id, *, now: datetime, lease_seconds: int) -> Disp
         return "expired"
     quiet_until = is_quiet_for(run, now)
     if quiet_until is not None:
-        # The reconciler re-enqueues it once next_attempt_at passes; no far-future task ETA.
-        DispatchBatch.objects.filter(pk=batch.pk, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]).update(
-            next_attempt_at=quiet_until, updated_at=now
-        )
+        # The reconciler re-enqueues it once next_attempt_at passes; no far-future task ETA. A wait that ends later
+        # (an operator's Retry-After) stands.
+        DispatchBatch.objects.filter(pk=batch.pk, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]).filter(
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=quiet_until)
+        ).update(next_attempt_at=quiet_until, updated_at=now)
         return "quiet"
     # A countdown task may fire a moment early; a duplicate task may fire long before.
     if batch.next_attempt_at is not None and batch.next_attempt_at > now + timedelta(seconds=1):

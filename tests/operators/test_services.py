@@ -297,6 +297,26 @@ def test_a_normal_run_waits_out_quiet_hours_and_an_urgent_one_does_not():
     assert services.batch_send(batch_id=urgent.pk, now=now) == "accepted"
 
 
+def test_a_task_arriving_in_quiet_hours_does_not_bring_a_batch_forward_past_its_operators_retry_after():
+    now = timezone.now()
+    local_hour = (now.astimezone(timezone.get_fixed_timezone(7 * 60))).hour
+    quiet = {"start": f"{local_hour:02d}:00", "end": f"{(local_hour + 1) % 24:02d}:00"}
+    batch = _batch(1, schedule={"kind": "now", "quiet_hours": quiet})
+    CampaignRun.objects.filter(pk=batch.run_id).update(expires_at=now + timedelta(days=1))
+    # Answered 429 with a Retry-After of three hours, longer than what is left of the quiet hours.
+    retry_at = now + timedelta(hours=3)
+    DispatchBatch.objects.filter(pk=batch.pk).update(
+        status="retry_wait", attempts=1, throttled=1, next_attempt_at=retry_at, last_error="HTTP 429: slow down"
+    )
+    # A task arriving meanwhile (the campaign resumed, a duplicate) finds the run quiet.
+    assert services.batch_send(batch_id=batch.pk, now=now) == "quiet"
+    batch.refresh_from_db()
+    assert batch.next_attempt_at == retry_at
+    quiet_until = dispatch.is_quiet_for(batch.run, now)
+    assert services.batch_send(batch_id=batch.pk, now=quiet_until) == "not_due"
+    assert ScriptedAdapter.sent == []
+
+
 def test_the_batch_costs_its_segments_against_the_operator_limit(redis_client):
     batch = _batch(3, segments=2)
     assert batch.segments == 6
