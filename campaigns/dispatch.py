@@ -17,7 +17,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from campaigns import scheduling
@@ -782,6 +782,8 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     - runs whose deliveries are all final are completed; runs with no progress for 10 minutes are logged and
       recorded, once per stall.
     """
+    from operators.services import SEND_COUNTDOWN_MAX_SECONDS
+
     now = now or timezone.now()
     stale = now - _stale_after()
     counts = {"leases": 0, "requeued": 0, "fanouts": 0, "expired": 0, "completed": 0, "stalled": 0}
@@ -813,12 +815,18 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
         logger.warning("Batch %s lease expired; re-driving it with the same id", batch_id)
     counts["leases"] = len(redrive)
 
+    # A batch that waited for a moment has a countdown task due then, which busy workers may start late: it is lost
+    # only once it has been due for as long. One that waited longer than a countdown task may carry has none: the
+    # reconciler is what sends it once it is due.
+    without_task = Q(next_attempt_at__gt=F("updated_at") + timedelta(seconds=SEND_COUNTDOWN_MAX_SECONDS))
     untouched = (
         DispatchBatch.objects.filter(
             run__in=active_runs, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT], updated_at__lt=stale
         )
         .exclude(operator__adapter="pull")
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .filter(
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=stale) | Q(without_task, next_attempt_at__lte=now)
+        )
     )
     # A batch waiting its turn behind its operator's queue (a low rate limit, busy workers) is as untouched as one
     # whose task was lost; queueing it again would copy every waiting task on every pass until the queue drains.

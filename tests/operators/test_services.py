@@ -853,3 +853,25 @@ def test_a_retry_within_the_countdown_bound_is_enqueued_with_its_wait(redis_clie
     (task,) = _tasks_waiting_in(redis_client, batch.operator.queue)
     eta = datetime.fromisoformat(task["eta"])
     assert batch.next_attempt_at - timedelta(seconds=1) <= eta <= batch.next_attempt_at + timedelta(seconds=1)
+
+
+def test_the_reconciler_leaves_a_retry_to_its_countdown_task_for_a_while_after_it_is_due(
+    settings, redis_client, django_capture_on_commit_callbacks
+):
+    batch = _batch(2)
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, retry_after=90, status_code=429, error="slow down"))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.batch_send(batch_id=batch.pk) == "retry"
+    # A worker took the countdown task from the queue and holds it until it is due, or until a process is free.
+    assert len(_tasks_waiting_in(redis_client, batch.operator.queue)) == 1
+    redis_client.delete(batch.operator.queue)
+    batch.refresh_from_db()
+    due = batch.next_attempt_at
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dispatch.dispatch_reconcile(now=due + timedelta(seconds=5))["requeued"] == 0
+    assert _tasks_waiting_in(redis_client, batch.operator.queue) == []
+    # Still waiting long after it was due: that task was lost.
+    later = due + timedelta(seconds=settings.DISPATCH_REDRIVE_AFTER_SECONDS + 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dispatch.dispatch_reconcile(now=later)["requeued"] == 1
+    assert services.batch_send(batch_id=batch.pk, now=later) == "accepted"
