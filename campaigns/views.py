@@ -19,6 +19,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import dateformat
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from campaigns import dispatch, selectors, services
@@ -42,6 +43,23 @@ Delivery = DeliveryModel.Status
 ACTIVE_RUN_STATUSES = (CampaignRun.Status.PENDING, CampaignRun.Status.FANNING_OUT, CampaignRun.Status.SENDING)
 STAFF_ROLES = (Role.OFFICER, Role.APPROVER, Role.ADMIN)
 AREA_SEARCH_LIMIT = 20
+# What the pages call the fields a service names in a refusal; a field not listed is shown by its name.
+FIELD_LABELS = {
+    "title": gettext_lazy("Title"),
+    "text": gettext_lazy("Message text"),
+    "sender": gettext_lazy("Sender ID"),
+    "mode": gettext_lazy("Delivery mode"),
+    "priority": gettext_lazy("Priority"),
+    "area_codes": gettext_lazy("Coverage area"),
+    "polygon": gettext_lazy("Drawn area"),
+    "starts_at": gettext_lazy("Broadcast from"),
+    "ends_at": gettext_lazy("Broadcast until"),
+    "repeat_policy": gettext_lazy("Each handset receives it"),
+    "operator_slugs": gettext_lazy("Operators"),
+    "exercise": gettext_lazy("Exercise"),
+    "schedule": gettext_lazy("Schedule"),
+    "reason": gettext_lazy("Reason"),
+}
 
 
 def role_required(*roles: str):
@@ -90,7 +108,7 @@ def service_error_message(error: ServiceError, action: str = "") -> str:
             "approving again."
         )
     if isinstance(error, ServiceInvalid) and error.errors:
-        fields = ", ".join(sorted(error.errors))
+        fields = ", ".join(sorted(str(FIELD_LABELS.get(name, name)) for name in error.errors))
         return _("Some fields are missing or wrong (%(fields)s). Edit the campaign and try again.") % {"fields": fields}
     return _("The request was refused. Check what you entered and try again.")
 

@@ -440,6 +440,20 @@ def test_submit_from_the_campaign_page_goes_through_the_service(officer_user, ar
     assert "Terkirim untuk persetujuan" in response.content.decode()
 
 
+def test_a_refused_submit_names_the_wrong_fields_by_their_labels_in_the_users_language(officer_user, areas):
+    started = timezone.now() - timedelta(hours=1)
+    draft = broadcast_campaign(
+        approved=False, author=officer_user, starts_in=timedelta(hours=-1), ends_at=started + timedelta(hours=2)
+    )
+    response = client_for(officer_user).post(reverse("campaigns:action", args=[draft.pk, "submit"]), follow=True)
+    body = response.content.decode()
+    draft.refresh_from_db()
+    assert draft.status == Campaign.Status.DRAFT
+    fields = re.search(r"Beberapa isian kosong atau salah \(([^)]*)\)", body).group(1).split(", ")
+    assert "Siaran mulai" in fields
+    assert "starts_at" not in fields
+
+
 def test_submitting_twice_shows_a_state_message_not_an_error(pending, officer_user):
     response = client_for(officer_user).post(reverse("campaigns:action", args=[pending.pk, "submit"]), follow=True)
     assert response.status_code == 200
@@ -970,7 +984,7 @@ def test_area_broadcast_window_is_read_in_the_areas_zone(officer_user):
     ("starts", "ends", "message"),
     [
         ("0001-01-01T00:00", "0001-01-01T05:00", "Waktu ini sudah lewat di WIB"),
-        ("9999-12-31T20:00", "9999-12-31T23:00", "ends_at, starts_at"),  # the fields named in the form's error
+        ("9999-12-31T20:00", "9999-12-31T23:00", "(Siaran mulai, Siaran sampai)"),  # the fields named in the error
     ],
 )
 def test_an_area_broadcast_window_in_an_impossible_year_is_refused_and_the_list_still_opens(
