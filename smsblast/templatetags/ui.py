@@ -136,6 +136,7 @@ ACTION_LABELS = {
     "run.cancel": _("run cancelled"),
     "run.expire": _("undelivered messages expired"),
     "run.stalled": _("no progress for 10 minutes"),
+    "area_broadcast.failed": _("an operator did not take the broadcast"),
 }
 
 

@@ -13,13 +13,14 @@ from campaigns.models import Approval, Campaign, CampaignRun, Delivery, Dispatch
 from campaigns.services import campaign_content_hash, campaign_reject, campaign_submit
 from operators import broadcasts
 from operators.broadcasts import broadcast_estimate
+from operators.gateways.base import AreaBroadcastResult, Outcome
 from operators.models import AreaBroadcast
 from smsblast.models import AuditEvent, Role
 from smsblast.sms import analyze
 from smsblast.templatetags.ui import local_time
 from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory, DispatchBatchFactory
 from tests.conftest import client_for
-from tests.operators.area_scripted import blitar_areas, broadcast_campaign
+from tests.operators.area_scripted import ScriptedAreaAdapter, blitar_areas, broadcast_campaign
 from tests.operators.factories import OperatorFactory
 from tests.operators.scripted import approved_campaign
 from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
@@ -685,6 +686,16 @@ def test_area_broadcast_history_names_the_start_of_its_window_in_the_users_langu
     run = _broadcast_run_with_reach(officer_user)
     body = client_for(officer_user).get(reverse("campaigns:detail", args=[run.campaign_id])).content.decode()
     assert '<b>pengiriman dimulai</b> <span class="muted">(campaign.start)</span>' in body
+
+
+def test_area_broadcast_history_names_an_operators_refusal_in_the_users_language(officer_user):
+    run = _broadcast_run_with_reach(officer_user)
+    xl = AreaBroadcast.objects.get(run=run, operator__slug="xl")
+    refused = AreaBroadcastResult(outcome=Outcome.FAILED, status_code=422, error="HTTP 422: polygon too large")
+    ScriptedAreaAdapter.reset(xl=[refused])
+    broadcasts.area_broadcast_send(broadcast_id=xl.pk)
+    body = client_for(officer_user).get(reverse("campaigns:detail", args=[run.campaign_id])).content.decode()
+    assert '<b>operator tidak menerima siaran</b> <span class="muted">(area_broadcast.failed)</span>' in body
 
 
 def test_a_schedule_that_ended_before_its_missed_runs_could_start_says_so_in_the_history():
