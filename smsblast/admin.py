@@ -9,6 +9,8 @@ from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from smsblast.admin_utils import AuditedDeleteMixin, ReadOnlyAdmin, ReadOnlyTabularInline
 from smsblast.audit import audit_record
@@ -208,6 +210,7 @@ class SubscriberAdmin(AuditedDeleteMixin, admin.ModelAdmin):
         """Upload a CSV and start the same background import job as the API."""
         from smsblast.errors import ServiceInvalid
         from smsblast.services import subscriber_import_create
+        from smsblast.views import _upload_refusal
 
         if not self.has_add_permission(request):
             raise PermissionDenied
@@ -216,19 +219,20 @@ class SubscriberAdmin(AuditedDeleteMixin, admin.ModelAdmin):
             try:
                 job = subscriber_import_create(uploaded_file=form.cleaned_data["file"], user=request.user)
             except ServiceInvalid as exc:
-                form.add_error("file", str(exc))
+                form.add_error("file", _upload_refusal(exc))
             else:
-                self.message_user(request, f"Import #{job.pk} started; it runs in the background.", messages.SUCCESS)
+                message = _("Import #%(number)s started; it runs in the background.") % {"number": job.pk}
+                self.message_user(request, message, messages.SUCCESS)
                 return redirect("admin:smsblast_subscriberimport_change", job.pk)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "form": form,
-            "title": "Import subscribers from CSV",
+            "title": _("Import subscribers from CSV"),
         }
         return TemplateResponse(request, "admin/smsblast/subscriber/import.html", context)
 
-    @admin.action(description="Opt the selected numbers out")
+    @admin.action(description=gettext_lazy("Opt the selected numbers out"))
     def opt_out(self, request, queryset):
         from smsblast.services import subscriber_opt_out
 
@@ -236,9 +240,9 @@ class SubscriberAdmin(AuditedDeleteMixin, admin.ModelAdmin):
             subscriber_opt_out(msisdn=msisdn, actor=request.user, source="admin")[1]
             for msisdn in queryset.values_list("msisdn", flat=True)
         )
-        self.message_user(request, f"Opted out {changed} number(s).", messages.SUCCESS)
+        self.message_user(request, _("Opted out %(count)s number(s).") % {"count": changed}, messages.SUCCESS)
 
-    @admin.action(description="Opt the selected numbers back in")
+    @admin.action(description=gettext_lazy("Opt the selected numbers back in"))
     def opt_in(self, request, queryset):
         from smsblast.services import subscriber_opt_in
 
@@ -248,12 +252,15 @@ class SubscriberAdmin(AuditedDeleteMixin, admin.ModelAdmin):
                 changed += subscriber_opt_in(msisdn=msisdn, actor=request.user, source="admin")[1]
             except ServiceConflict:
                 refused.append(msisdn)
-        self.message_user(request, f"Opted in {changed} number(s).", messages.SUCCESS)
+        self.message_user(request, _("Opted in %(count)s number(s).") % {"count": changed}, messages.SUCCESS)
         if refused:
             self.message_user(
                 request,
-                f"Not opted in, because they opted out by SMS and only their own START or REG brings them back: "
-                f"{', '.join(refused[:20])}{' …' if len(refused) > 20 else ''}.",
+                _(
+                    "Not opted in, because they opted out by SMS and only their own START or REG brings them back: "
+                    "%(numbers)s."
+                )
+                % {"numbers": f"{', '.join(refused[:20])}{' …' if len(refused) > 20 else ''}"},
                 messages.WARNING,
             )
 
@@ -271,8 +278,10 @@ def _audit_subscriber_delete(subscriber: Subscriber, actor) -> None:
 
 class SubscriberUploadForm(forms.Form):
     file = forms.FileField(
-        label="CSV file",
-        help_text="UTF-8, comma or semicolon separated, with a number column (msisdn, nomor, no_hp, hp or phone).",
+        label=gettext_lazy("CSV file"),
+        help_text=gettext_lazy(
+            "UTF-8, comma or semicolon separated, with a number column (msisdn, nomor, no_hp, hp or phone)."
+        ),
     )
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 from django.contrib import admin
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
@@ -546,3 +547,30 @@ def test_a_password_set_in_the_user_admin_is_audited_without_the_password(admin_
     mismatched = {"password1": "Other-pass-2026!", "password2": "Not-the-same-1!", "usable_password": "true"}
     admin_client.post(url, mismatched)
     assert AuditEvent.objects.filter(action="user.password_set").count() == 1
+
+
+def test_the_subscriber_import_page_and_its_refusals_speak_indonesian(admin_client):
+    url = reverse("admin:smsblast_subscriber_import")
+    admin_client.cookies["django_language"] = "id"
+
+    body = admin_client.get(url).content.decode()
+    assert "Impor pelanggan dari CSV" in body
+    assert "Satu pelanggan per baris" in body
+    assert "Each row is one subscriber" not in body
+    assert 'value="Impor"' in body
+    assert "Impor CSV" in admin_client.get(admin_url(Subscriber, "changelist")).content.decode()
+
+    workbook = SimpleUploadedFile("nomor.xlsx", b"PK\x03\x04" + b"\x00" * 64)
+    body = admin_client.post(url, {"file": workbook}).content.decode()
+    assert "Ini buku kerja spreadsheet, bukan berkas CSV." in body
+    assert "spreadsheet workbook" not in body
+
+
+def test_the_subscriber_opt_out_action_reports_in_indonesian(admin_client):
+    subscriber = SubscriberFactory()
+    admin_client.cookies["django_language"] = "id"
+    form = {"action": "opt_out", "_selected_action": [subscriber.pk]}
+
+    response = admin_client.post(admin_url(Subscriber, "changelist"), form, follow=True)
+
+    assert "1 nomor berhenti berlangganan." in response.content.decode()
