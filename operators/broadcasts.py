@@ -46,6 +46,12 @@ LEASE = timedelta(seconds=60)
 # window end (none is created so) gets this many attempts.
 MAX_SEND_ATTEMPTS = 10
 MAX_BACKOFF_SECONDS = 120.0
+# Why an operator's broadcast ended without its acknowledgement, as stored in `last_error` (the pages translate
+# these; the two prefixes come before the operator's own error).
+WINDOW_ENDED_UNACKNOWLEDGED = "The window ended before the operator acknowledged."
+WINDOW_ENDED_BEFORE_CANCEL = "The window ended before the cancel was confirmed."
+NOT_ACKNOWLEDGED_IN_WINDOW = "Not acknowledged before the window ends: "
+RETRIES_SPENT = "Retry budget spent: "
 
 SPILL_NOTE = (
     "Operators send to every handset their cells in the area serve. Cells reach past the boundary, so "
@@ -367,7 +373,7 @@ def _claim_send(broadcast_id, now: datetime) -> AreaBroadcast | None:
         return None
     run_ends = _window_end(broadcast)
     if run_ends and run_ends <= now:
-        _finish_unacknowledged(broadcast, "The window ended before the operator acknowledged.")
+        _finish_unacknowledged(broadcast, WINDOW_ENDED_UNACKNOWLEDGED)
         return None
     previous = broadcast.state
     rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=previous).update(
@@ -450,9 +456,9 @@ def _record_send(broadcast: AreaBroadcast, result: AreaBroadcastResult, *, now: 
         if result.outcome == Outcome.FAILED:
             reason = result.error
         elif _window_end(locked) is not None:
-            reason = f"Not acknowledged before the window ends: {result.error}"
+            reason = f"{NOT_ACKNOWLEDGED_IN_WINDOW}{result.error}"
         else:
-            reason = f"Retry budget spent: {result.error}"
+            reason = f"{RETRIES_SPENT}{result.error}"
         updates = {"state": to_state, "next_attempt_at": None, "last_error": reason, "finished_at": now}
         details["error"] = reason
     AreaBroadcast.objects.filter(pk=locked.pk, state=State.SENDING).update(updated_at=now, **updates)
@@ -644,7 +650,7 @@ def area_broadcast_run_finish(*, run_id: int, now: datetime | None = None, force
     # window start writing rows that refer to those operators.
     for broadcast in AreaBroadcast.objects.select_for_update(of=("self",)).select_related("operator").filter(run=run):
         if broadcast.state in (State.ACKNOWLEDGED, State.CANCEL_PENDING):
-            note = "" if broadcast.state == State.ACKNOWLEDGED else "The window ended before the cancel was confirmed."
+            note = "" if broadcast.state == State.ACKNOWLEDGED else WINDOW_ENDED_BEFORE_CANCEL
             previous = broadcast.state
             rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=previous).update(
                 state=State.COMPLETED, finished_at=now, next_attempt_at=None, updated_at=now, last_error=note
@@ -654,7 +660,7 @@ def area_broadcast_run_finish(*, run_id: int, now: datetime | None = None, force
                 details = {"handsets_reached": broadcast.handsets_reached, "note": note}
                 _event(broadcast, State.COMPLETED, details, from_state=previous)
         elif broadcast.state not in AreaBroadcast.FINAL_STATES:
-            _finish_unacknowledged(broadcast, "The window ended before the operator acknowledged.")
+            _finish_unacknowledged(broadcast, WINDOW_ENDED_UNACKNOWLEDGED)
     if run.status in CampaignRun.FINAL_STATUSES:
         return run
     failed = AreaBroadcast.objects.filter(run=run).exclude(state=State.COMPLETED).exists() or not run.frozen.get(

@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from campaigns.models import Campaign
 from campaigns.scheduling import Zone, zone_for_area_code
 from campaigns.selectors import campaign_zone
+from operators import broadcasts
 from smsblast import services
 from smsblast.templatetags.svg import boundary_svg
 
@@ -111,6 +112,17 @@ DELIVERY_REASON_LABELS = {
     "validity_passed": _("the validity window passed before the operator took the batch"),
 }
 
+# Why an operator's area broadcast ended unacknowledged, as operators.broadcasts stores it; the operator's error shows
+# as sent.
+BROADCAST_ERROR_LABELS = {
+    broadcasts.WINDOW_ENDED_UNACKNOWLEDGED: _("The window ended before the operator acknowledged."),
+    broadcasts.WINDOW_ENDED_BEFORE_CANCEL: _("The window ended before the cancel was confirmed."),
+}
+BROADCAST_ERROR_PREFIXES = {
+    broadcasts.NOT_ACKNOWLEDGED_IN_WINDOW: _("Not acknowledged before the window ends: %(error)s"),
+    broadcasts.RETRIES_SPENT: _("Every retry was spent: %(error)s"),
+}
+
 ACTION_LABELS = {
     "campaign.create": _("created"),
     "campaign.update": _("edited"),
@@ -182,6 +194,15 @@ def import_error_label(error: str) -> str:
 def delivery_reason_label(reason: str) -> str:
     """Return why a delivery failed in the user's language when the reason is one of the system's own codes."""
     return _label(DELIVERY_REASON_LABELS, reason)
+
+
+@register.filter
+def broadcast_error_label(error: str) -> str:
+    """Return why an operator's area broadcast ended in the user's language, with the operator's error as sent."""
+    for prefix, label in BROADCAST_ERROR_PREFIXES.items():
+        if (error or "").startswith(prefix):
+            return str(label) % {"error": error[len(prefix) :]}
+    return _label(BROADCAST_ERROR_LABELS, error)
 
 
 @register.filter

@@ -698,6 +698,19 @@ def test_area_broadcast_history_names_an_operators_refusal_in_the_users_language
     assert '<b>operator tidak menerima siaran</b> <span class="muted">(area_broadcast.failed)</span>' in body
 
 
+def test_area_broadcast_run_says_in_the_users_language_why_an_operator_never_acknowledged(officer_user):
+    run = _broadcast_run_with_reach(officer_user)
+    xl = AreaBroadcast.objects.get(run=run, operator__slug="xl")
+    ScriptedAreaAdapter.reset(
+        xl=[AreaBroadcastResult(outcome=Outcome.RETRY, status_code=503, error="HTTP 503: maintenance")]
+    )
+    broadcasts.area_broadcast_send(broadcast_id=xl.pk, now=run.campaign.ends_at - timedelta(seconds=1))
+    url = reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
+    body = client_for(officer_user).get(url).content.decode()
+    assert "Tidak diterima operator sebelum jangka waktu siaran berakhir: HTTP 503: maintenance" in body
+    assert "Not acknowledged" not in body
+
+
 def test_a_schedule_that_ended_before_its_missed_runs_could_start_says_so_in_the_history():
     from datetime import UTC, datetime
 
