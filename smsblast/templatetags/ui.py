@@ -1,5 +1,6 @@
 """Template filters shared by every page: local times with the zone label, rupiah, roles and statuses."""
 
+import re
 from datetime import datetime
 
 from django import template
@@ -123,6 +124,16 @@ BROADCAST_ERROR_PREFIXES = {
     broadcasts.RETRIES_SPENT: _("Every retry was spent: %(error)s"),
 }
 
+# A batch whose retries ran out, as operators.services.batch_send words it; the operator's last error shows as sent.
+GAVE_UP = re.compile(
+    r"Gave up after (?P<attempts>\d+) attempts(?: \(and (?P<throttled>\d+) answered 429\))?; last error: (?P<error>.*)",
+    re.DOTALL,
+)
+GAVE_UP_LABEL = _("Gave up after %(attempts)s attempts; last error: %(error)s")
+GAVE_UP_THROTTLED_LABEL = _(
+    "Gave up after %(attempts)s attempts (and %(throttled)s answered 429); last error: %(error)s"
+)
+
 ACTION_LABELS = {
     "campaign.create": _("created"),
     "campaign.update": _("edited"),
@@ -193,6 +204,11 @@ def import_error_label(error: str) -> str:
 @register.filter
 def delivery_reason_label(reason: str) -> str:
     """Return why a delivery failed in the user's language when the reason is one of the system's own codes."""
+    gave_up = GAVE_UP.match(reason or "")
+    if gave_up and gave_up["throttled"]:
+        return str(GAVE_UP_THROTTLED_LABEL) % gave_up.groupdict()
+    if gave_up:
+        return str(GAVE_UP_LABEL) % gave_up.groupdict()
     return _label(DELIVERY_REASON_LABELS, reason)
 
 

@@ -4,7 +4,7 @@ import json
 from datetime import datetime, timedelta
 
 import pytest
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from campaigns import dispatch
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
@@ -14,6 +14,7 @@ from operators.models import Operator
 from smsblast.audit import audit_history
 from smsblast.models import Subscriber
 from smsblast.services import subscriber_opt_out
+from smsblast.templatetags.ui import delivery_reason_label
 from tests.concurrency import race_behind_a_row, skip_unless_postgresql
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
 
@@ -220,6 +221,19 @@ def test_the_retry_budget_counts_only_the_attempts_not_answered_429():
     assert batch.status == "failed"
     assert batch.last_error == (
         f"Gave up after {services.MAX_ATTEMPTS} attempts (and 3 answered 429); last error: HTTP 503: down"
+    )
+
+
+def test_the_reason_of_a_batch_whose_retries_ran_out_shows_in_indonesian_with_the_operators_error():
+    batch = _batch(1)
+    DispatchBatch.objects.filter(pk=batch.pk).update(attempts=services.MAX_ATTEMPTS + 2, throttled=3)
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, status_code=503, error="HTTP 503: down"))
+    assert services.batch_send(batch_id=batch.pk) == "failed"
+    with translation.override("id"):
+        shown = delivery_reason_label(Delivery.objects.get(batch=batch).reason)
+    assert shown == (
+        f"Dihentikan setelah {services.MAX_ATTEMPTS} kali percobaan (dan 3 kali dijawab 429); "
+        "galat terakhir: HTTP 503: down"
     )
 
 
