@@ -74,3 +74,13 @@ def test_the_catalogue_holds_every_string_the_code_and_templates_mark(tmp_path):
     marked = {entry["msgid"] for entry in catalogue_entries(copy / CATALOGUE)}
     kept = {entry["msgid"] for entry in catalogue_entries(BASE_DIR / CATALOGUE)}
     assert sorted(marked - kept) == []
+
+
+def test_a_broadcast_window_has_one_indonesian_name_throughout():
+    # "Jangka waktu" on the compose form, the review page and the campaign page; another word reads as another thing.
+    named_otherwise = [
+        entry["msgid"]
+        for entry in catalogue_entries(BASE_DIR / CATALOGUE)
+        if any("jendela" in translation.lower() for translation in translations(entry))
+    ]
+    assert named_otherwise == []

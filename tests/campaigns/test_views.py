@@ -209,7 +209,7 @@ def test_compose_creates_a_draft_through_the_service_with_its_schedule(officer_u
         ({"quiet_start": "21:00", "quiet_end": "21:00"}, "Jam tenang tidak boleh mulai dan selesai"),
         (
             {"mode": "area_broadcast", "schedule_kind": "daily", "schedule_time": "09:00"},
-            "Siaran wilayah dikirim dalam jendela waktunya",
+            "Siaran wilayah dikirim dalam jangka waktunya",
         ),
         (
             {"schedule_kind": "daily", "schedule_time": "09:00", "schedule_until": "2020-01-01"},
