@@ -653,7 +653,7 @@ def test_admin_upload_page_shows_why_a_file_is_refused(client, admin_user):
     response = client.post("/admin/smsblast/subscriber/import/", {"file": SimpleUploadedFile("x.csv", b"nama\nSiti\n")})
 
     assert response.status_code == 200
-    assert "no phone number column" in response.content.decode()
+    assert "tidak punya kolom nomor telepon" in response.content.decode()
     assert not SubscriberImport.objects.exists()
 
 

@@ -331,7 +331,7 @@ def test_a_number_that_sent_stop_is_not_opted_back_in_by_an_officer_or_an_admin(
     page = client.post(
         "/admin/smsblast/subscriber/", {"action": "opt_in", "_selected_action": [str(subscriber.pk)]}, follow=True
     )
-    assert "opted out by SMS" in page.content.decode()
+    assert "berhenti berlangganan lewat SMS" in page.content.decode()
     subscriber.refresh_from_db()
     assert subscriber.opted_out_at is not None
     assert not AuditEvent.objects.filter(action="subscriber.opt_in").exists()
