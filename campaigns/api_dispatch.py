@@ -21,7 +21,7 @@ from campaigns.serializers import CAMPAIGN_RUN_PROGRESS
 from operators.broadcast_selectors import broadcast_run_progress
 from smsblast.api import FileContentNegotiation, Pagination
 from smsblast.api_views import validated
-from smsblast.errors import ServiceInvalid
+from smsblast.errors import ServiceConflict, ServiceInvalid
 from smsblast.roles import IsStaffRole
 
 
@@ -135,13 +135,25 @@ class CampaignDispatchActionsMixin:
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR, description=f"One row per recipient per run: {','.join(REPORT_COLUMNS)}."
-            )
+            ),
+            409: OpenApiResponse(
+                description=(
+                    "The campaign is an area broadcast: it has no per-recipient deliveries; "
+                    "`GET /api/v1/campaigns/{id}/runs/` gives each run's handsets reached per operator."
+                )
+            ),
         },
     )
     @action(detail=True, methods=["get"], url_path=r"report\.csv", permission_classes=[IsStaffRole])
     def report_csv(self, request, pk=None):
         """Stream every delivery of every run (or of one, with `run`) as CSV: one row per recipient per run."""
         campaign = self.get_object()
+        if campaign.mode == Mode.AREA_BROADCAST:
+            raise ServiceConflict(
+                f"Campaign #{campaign.pk} is an area broadcast: the operators send it to handsets in the area, not to "
+                f"listed recipients, so it has no per-recipient report. GET /api/v1/campaigns/{campaign.pk}/runs/ "
+                "gives each run's handsets reached per operator."
+            )
         run = request.query_params.get("run") or None
         filename = f"campaign-{campaign.pk}-report.csv"
         if run is not None:

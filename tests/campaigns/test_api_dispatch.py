@@ -508,3 +508,19 @@ def test_a_recurring_campaign_lists_each_occurrences_run_with_its_own_progress_a
         (run_ids[2], "2021-07-10T13:00:00+07:00"),
     ]
     assert [row["status"] for row in rows if int(row["run_id"]) == friday].count("rejected") == 1
+
+
+def test_an_area_broadcasts_report_csv_answers_409_pointing_to_its_runs(api_client_for, officer):
+    from tests.operators.area_scripted import blitar_areas, broadcast_campaign
+    from tests.schema_check import answer_mismatches
+
+    blitar_areas()
+    campaign = broadcast_campaign(author=officer)
+    client = api_client_for(officer)
+
+    response = client.get(f"/api/v1/campaigns/{campaign.pk}/report.csv", HTTP_ACCEPT="text/csv")
+
+    assert response.status_code == 409
+    assert f"/api/v1/campaigns/{campaign.pk}/runs/" in response.json()["detail"]
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/report.csv", "get", response) == []
