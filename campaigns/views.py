@@ -19,7 +19,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import dateformat
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_POST
 
 from campaigns import dispatch, selectors, services
@@ -43,7 +43,8 @@ Delivery = DeliveryModel.Status
 ACTIVE_RUN_STATUSES = (CampaignRun.Status.PENDING, CampaignRun.Status.FANNING_OUT, CampaignRun.Status.SENDING)
 STAFF_ROLES = (Role.OFFICER, Role.APPROVER, Role.ADMIN)
 AREA_SEARCH_LIMIT = 20
-# What the pages call the fields a service names in a refusal; a field not listed is shown by its name.
+# What the pages call the fields a service names in a refusal, and the content fields the review page
+# compares with the rejected version; a field not listed is shown by its name.
 FIELD_LABELS = {
     "title": gettext_lazy("Title"),
     "text": gettext_lazy("Message text"),
@@ -59,6 +60,14 @@ FIELD_LABELS = {
     "exercise": gettext_lazy("Exercise"),
     "schedule": gettext_lazy("Schedule"),
     "reason": gettext_lazy("Reason"),
+    "audience": gettext_lazy("Recipients"),
+    "validity_minutes": gettext_lazy("Valid for"),
+    "instruction": gettext_lazy("Instruction"),
+    "cap_category": gettext_lazy("Alert category"),
+    "cap_event": gettext_lazy("Alert event"),
+    "cap_urgency": gettext_lazy("Alert urgency"),
+    "cap_severity": gettext_lazy("Alert severity"),
+    "cap_certainty": gettext_lazy("Alert certainty"),
 }
 
 
@@ -530,7 +539,7 @@ def _diff_against_rejection(campaign: Campaign) -> dict | None:
     if rejection is None:
         return None
     current = {"title": campaign.title, **services.campaign_content(campaign)}
-    before, after = _snapshot_lines(rejection.snapshot), _snapshot_lines(current)
+    before, after = _snapshot_lines(rejection.snapshot, campaign), _snapshot_lines(current, campaign)
     lines = []
     for line in difflib.unified_diff(before, after, lineterm="", n=2):
         if line.startswith(("---", "+++", "@@")):
@@ -540,15 +549,71 @@ def _diff_against_rejection(campaign: Campaign) -> dict | None:
     return {"rejection": rejection, "lines": lines}
 
 
-def _snapshot_lines(snapshot: dict) -> list[str]:
+def _snapshot_lines(snapshot: dict, campaign: Campaign) -> list[str]:
+    """Return a version's content as "label: value" lines in the user's language, in the compose form's order."""
+    order = {field: index for index, field in enumerate(FIELD_LABELS)}
+    names = dict(Area.objects.filter(code__in=snapshot.get("area_codes") or []).values_list("code", "name"))
     lines = []
-    for field in sorted(snapshot):
-        value = snapshot[field]
-        if field == "text" and isinstance(value, str):
-            lines += [f"text: {line}" for line in value.splitlines() or [""]]
+    for field in sorted(snapshot, key=lambda name: (order.get(name, len(order)), name)):
+        label, value = FIELD_LABELS.get(field, field), snapshot[field]
+        if field in ("text", "instruction") and isinstance(value, str) and value:
+            lines += [f"{label}: {line}" for line in value.splitlines()]
         else:
-            lines.append(f"{field}: {json.dumps(value, ensure_ascii=False, sort_keys=True)}")
+            lines.append(f"{label}: {_snapshot_value(field, value, campaign, names)}")
     return lines
+
+
+def _snapshot_value(field: str, value, campaign: Campaign, area_names: dict[str, str]) -> str:
+    """Return one field of a version as the review page shows it: local times, durations, names."""
+    from smsblast.templatetags.ui import local_time, status_label
+
+    if field == "schedule" and isinstance(value, dict):  # no schedule is "now"
+        return " ".join(str(line) for line in _schedule_words(campaign, value))
+    if value in (None, "", [], {}):
+        return "—"
+    if field in ("starts_at", "ends_at"):
+        try:
+            return local_time(datetime.fromisoformat(value), campaign_zone(campaign))
+        except (TypeError, ValueError):
+            return str(value)
+    if field == "validity_minutes" and isinstance(value, int):
+        return _duration(value)
+    if field == "exercise":
+        return _("yes") if value else _("no")
+    if field == "area_codes":
+        return ", ".join(f"{area_names[code]} ({code})" if code in area_names else code for code in value)
+    if field in ("mode", "priority", "repeat_policy"):
+        return status_label(value)
+    if field == "audience" and isinstance(value, dict):
+        parts = []
+        if value.get("languages"):
+            parts.append(f"{_('Only subscribers whose language is')}: {', '.join(value['languages'])}")
+        if value.get("operators"):
+            parts.append(f"{_('Only subscribers of the operators')}: {', '.join(value['operators'])}")
+        return " · ".join(parts) or "—"
+    if field == "polygon" and isinstance(value, dict):
+        # Every corner of every ring, so that a moved corner shows as a change: "lat, lon" as maps write them.
+        polygons = value.get("coordinates") or []
+        polygons = [polygons] if value.get("type") == "Polygon" else polygons
+        rings = [ring for polygon in polygons for ring in polygon]
+        return " | ".join("; ".join(f"{point[1]}, {point[0]}" for point in ring) for ring in rings) or "—"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+def _duration(minutes: int) -> str:
+    """Return a number of minutes as days, hours and minutes: "1 hari 2 jam"; "0 menit" for none."""
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    parts = [
+        ngettext("%(count)s day", "%(count)s days", days) % {"count": days} if days else "",
+        ngettext("%(count)s hour", "%(count)s hours", hours) % {"count": hours} if hours else "",
+        ngettext("%(count)s minute", "%(count)s minutes", mins) % {"count": mins} if mins or not minutes else "",
+    ]
+    return " ".join(part for part in parts if part)
 
 
 def _as_written(value, layout: str) -> str:
@@ -576,6 +641,12 @@ def _schedule_lines(campaign: Campaign) -> list[str]:
                 "repeat": status_label(campaign.repeat_policy),
             }
         ]
+    return _schedule_words(campaign, schedule)
+
+
+def _schedule_words(campaign: Campaign, schedule: dict) -> list[str]:
+    """Return a schedule (the campaign's or an earlier version's) in words, in the campaign's zone."""
+    zone = campaign_zone(campaign)
     kind = schedule.get("kind", "now")
     weekdays = [_("Mon"), _("Tue"), _("Wed"), _("Thu"), _("Fri"), _("Sat"), _("Sun")]
     lines = []

@@ -121,7 +121,8 @@ def test_the_approver_sees_each_line_of_the_diff_since_the_rejection_on_its_own_
     log_in(page, live_server.url, "approver-kb")
     page.goto(f"{live_server.url}/campaigns/{campaign.pk}/review/")
     lines = page.locator("[data-diff] span")
-    expect(lines.filter(has_text="+text: Baris dua diubah.")).to_be_visible()
+    expect(lines.filter(has_text="+Isi pesan: Baris dua diubah.")).to_be_visible()
+    expect(lines.filter(has_text="-Isi pesan: Baris dua.")).to_be_visible()
     tops = [box["y"] for box in (lines.nth(i).bounding_box() for i in range(lines.count()))]
     # Unchanged context lines too: none may run on after the line before it.
     assert len(set(tops)) == len(tops) == lines.count()

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone, translation
 
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
-from campaigns.services import campaign_content_hash, campaign_reject, campaign_submit
+from campaigns.services import campaign_content_hash, campaign_reject, campaign_submit, campaign_update
 from operators import broadcasts
 from operators.broadcasts import broadcast_estimate
 from operators.gateways.base import AreaBroadcastResult, Outcome
@@ -823,8 +823,44 @@ def test_resubmitted_campaign_shows_a_diff_against_the_rejected_version(pending,
     campaign_submit(campaign=pending, actor=officer_user)
     body = client_for(approver_user).get(reverse("campaigns:review", args=[pending.pk])).content.decode()
     assert "Sebutkan nomor hotline." in body
-    assert '<span class="add">+text: Tetap pakai masker. Hotline 119.</span>' in body
-    assert '<span class="del">-text: Tetap pakai masker, jaga jarak dan cuci tangan.' in body
+    assert '<span class="add">+Isi pesan: Tetap pakai masker. Hotline 119.</span>' in body
+    assert '<span class="del">-Isi pesan: Tetap pakai masker, jaga jarak dan cuci tangan.' in body
+
+
+def test_the_diff_since_the_rejection_names_fields_by_their_labels_and_shows_values_as_people_read_them(
+    pending, approver_user, officer_user
+):
+    campaign_reject(campaign=pending, approver=approver_user, reason="Terlalu lama berlaku.")
+    pending.refresh_from_db()
+    starts = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=2)
+    campaign_update(
+        campaign=pending,
+        actor=officer_user,
+        data={
+            "validity_minutes": 90,
+            "area_codes": ["35.05.01", "35.05.02"],
+            "starts_at": starts,
+            "exercise": False,
+            "schedule": {"kind": "daily", "time": "07:00"},
+            "audience": {"languages": ["jv"]},
+        },
+    )
+    campaign_submit(campaign=pending, actor=officer_user)
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[pending.pk])).content.decode()
+    diff = re.search(r"<pre class=\"diff\" data-diff>(.*?)</pre>", body, re.S).group(1)
+    for key in ("validity_minutes", "starts_at", "area_codes", "audience", "schedule", "null", "{"):
+        assert key not in diff
+    assert '<span class="del">-Wilayah cakupan: Kabupaten Blitar (35.05)</span>' in diff
+    assert '<span class="add">+Wilayah cakupan: Kecamatan 1 (35.05.01), Kecamatan 2 (35.05.02)</span>' in diff
+    assert '<span class="del">-Berlaku selama: 1 hari</span>' in diff
+    assert '<span class="add">+Berlaku selama: 1 jam 30 menit</span>' in diff
+    assert '<span class="del">-Jadwal: Sekali, segera' in diff
+    assert '<span class="add">+Jadwal: Setiap hari pukul 07:00 WIB.</span>' in diff
+    assert '<span class="del">-Penerima: —</span>' in diff
+    assert '<span class="add">+Penerima: Hanya pelanggan berbahasa: jv</span>' in diff
+    assert '<span class="del">-Siaran mulai: —</span>' in diff
+    assert f'<span class="add">+Siaran mulai: {local_time(starts, "35.05")}</span>' in diff  # "… 07:00 WIB"
+    assert '<span class=""> Latihan: tidak</span>' in diff  # unchanged context, by its label and in words
 
 
 def test_review_page_shows_the_drawn_area_and_the_audience_filters_the_approval_binds(
