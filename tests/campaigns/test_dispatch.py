@@ -795,6 +795,21 @@ def test_the_reconciler_reports_a_stalled_run_once_and_again_only_after_it_moved
     assert AuditEvent.objects.filter(action="run.stalled", object_id=str(run.pk)).count() == 2
 
 
+def _reconcile_until_stalled(held_again, caplog) -> None:
+    """Reconcile 5 minutes on (not stalled), past STALL_AFTER (stalled, reported) and 15 s later (not again).
+
+    `held_again(at)` holds the run's batch once more before each pass, as its operator does.
+    """
+    with caplog.at_level("ERROR", logger="campaigns.dispatch"):
+        soon = timezone.now() + timedelta(minutes=5)
+        held_again(soon)
+        assert dispatch.dispatch_reconcile(now=soon)["stalled"] == 0
+        later = timezone.now() + dispatch.STALL_AFTER + timedelta(seconds=30)
+        held_again(later)
+        assert dispatch.dispatch_reconcile(now=later)["stalled"] == 1
+        assert dispatch.dispatch_reconcile(now=later + timedelta(seconds=15))["stalled"] == 0
+
+
 def test_the_reconciler_reports_a_run_held_back_by_a_deactivated_operator_for_ten_minutes_naming_it(caplog):
     run, operators, _ = _fanned_out_run({"tsel": 2, "isat": 2})
     (isat_batch,) = DispatchBatch.objects.filter(run=run, operator=operators["isat"])
@@ -808,14 +823,7 @@ def test_the_reconciler_reports_a_run_held_back_by_a_deactivated_operator_for_te
         # As every 30 s: the batch is leased and given back, held for another 30 s.
         DispatchBatch.objects.filter(pk=tsel_batch.pk).update(next_attempt_at=at + timedelta(seconds=30))
 
-    with caplog.at_level("ERROR", logger="campaigns.dispatch"):
-        soon = timezone.now() + timedelta(minutes=5)
-        given_back_again(soon)
-        assert dispatch.dispatch_reconcile(now=soon)["stalled"] == 0
-        later = timezone.now() + dispatch.STALL_AFTER + timedelta(seconds=30)
-        given_back_again(later)
-        assert dispatch.dispatch_reconcile(now=later)["stalled"] == 1
-        assert dispatch.dispatch_reconcile(now=later + timedelta(seconds=15))["stalled"] == 0
+    _reconcile_until_stalled(given_back_again, caplog)
     assert f"Run {run.pk} " in caplog.text and "deactivated operator tsel" in caplog.text
     (event,) = AuditEvent.objects.filter(action="run.stalled", object_id=str(run.pk))
     assert event.details["inactive_operators"] == ["tsel"]
@@ -851,14 +859,7 @@ def test_the_reconciler_reports_a_run_an_operator_keeps_answering_429_for_ten_mi
         # As at every retry: the batch is sent, answered 429 and held for up to the backoff's cap.
         DispatchBatch.objects.filter(pk=tsel_batch.pk).update(next_attempt_at=at + timedelta(minutes=2))
 
-    with caplog.at_level("ERROR", logger="campaigns.dispatch"):
-        soon = timezone.now() + timedelta(minutes=5)
-        answered_429_again(soon)
-        assert dispatch.dispatch_reconcile(now=soon)["stalled"] == 0
-        later = timezone.now() + dispatch.STALL_AFTER + timedelta(seconds=30)
-        answered_429_again(later)
-        assert dispatch.dispatch_reconcile(now=later)["stalled"] == 1
-        assert dispatch.dispatch_reconcile(now=later + timedelta(seconds=15))["stalled"] == 0
+    _reconcile_until_stalled(answered_429_again, caplog)
     assert f"Run {run.pk} " in caplog.text and "operator tsel answers its batches 429" in caplog.text
     (event,) = AuditEvent.objects.filter(action="run.stalled", object_id=str(run.pk))
     assert event.details["throttling_operators"] == ["tsel"]
