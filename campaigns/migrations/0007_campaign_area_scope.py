@@ -3,23 +3,10 @@
 from django.db import migrations, models
 
 
-def common_ancestor(codes):
-    """The deepest code all codes lie within ("" for none or several provinces); as smsblast.models has it."""
-    parts = [code.split(".") for code in codes]
-    if not parts:
-        return ""
-    common = parts[0]
-    for other in parts[1:]:
-        depth = 0
-        while depth < min(len(common), len(other)) and common[depth] == other[depth]:
-            depth += 1
-        common = common[:depth]
-    return ".".join(common)
-
-
 def fill_area_scope(apps, schema_editor):
     # No user has a jurisdiction yet, so a campaign without a target keeps "". A drawn polygon counts by the
     # deepest known boundary holding it (read as the services read it: code and boundary only), else "".
+    from smsblast.models import area_common_ancestor
     from smsblast.selectors import polygon_covering_area
 
     Campaign = apps.get_model("campaigns", "Campaign")
@@ -28,7 +15,7 @@ def fill_area_scope(apps, schema_editor):
         if campaign.polygon:
             holder = polygon_covering_area(campaign.polygon)
             codes = [*codes, holder] if holder else []
-        scope = common_ancestor(codes)
+        scope = area_common_ancestor(codes)
         if scope:
             Campaign.objects.filter(pk=campaign.pk).update(area_scope=scope)
 
