@@ -728,9 +728,9 @@ def _enqueue_send(batch_id, queue: str, countdown: float) -> None:
 
 
 def _enqueue_check_complete(run_id: int) -> None:
-    from campaigns.tasks import check_run_complete
+    from campaigns.dispatch import run_check_complete_enqueue
 
-    check_run_complete.delay(run_id)
+    run_check_complete_enqueue(run_id)
 
 
 # --- delivery reports ------------------------------------------------------------------------
@@ -1072,7 +1072,10 @@ def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: l
         accepted=accepted,
         rejected=[(str(item.get("message_id")), str(item.get("reason", ""))) for item in rejected],
     )
-    return batch_record_result(batch_id=batch.pk, result=result, actor=operator.user)
+    outcome = batch_record_result(batch_id=batch.pk, result=result, actor=operator.user)
+    # An operator may report a batch's messages before it acknowledges the batch: then this ack is the last word.
+    enqueue_on_commit(partial(_enqueue_check_complete, batch.run_id))
+    return outcome
 
 
 # --- operator settings ---------------------------------------------------------------------------

@@ -476,6 +476,14 @@ def test_a_run_completes_when_every_delivery_is_final_and_the_campaign_follows()
     assert Campaign.objects.get(pk=run.campaign_id).status == Campaign.Status.COMPLETED
 
 
+def test_every_delivery_and_batch_status_is_either_final_or_one_completion_waits_for():
+    # Completion asks for the unsettled states by name (one index probe): a state in neither set would be missed.
+    assert set(Delivery.Status) == Delivery.FINAL_STATUSES | set(dispatch.UNSETTLED_DELIVERY_STATUSES)
+    assert not Delivery.FINAL_STATUSES & set(dispatch.UNSETTLED_DELIVERY_STATUSES)
+    assert set(DispatchBatch.Status) == DispatchBatch.FINAL_STATUSES | set(dispatch.UNSETTLED_BATCH_STATUSES)
+    assert not DispatchBatch.FINAL_STATUSES & set(dispatch.UNSETTLED_BATCH_STATUSES)
+
+
 def test_a_recurring_campaign_goes_back_to_scheduled_after_its_run():
     run, _, _ = _fanned_out_run({"tsel": 2})
     Campaign.objects.filter(pk=run.campaign_id).update(next_run_at=timezone.now() + timedelta(days=1))

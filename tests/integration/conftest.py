@@ -186,10 +186,11 @@ class Stack:
                 raise TimeoutError(message)
             time.sleep(0.05)
 
-    def drive(self, until: Callable[[], bool], *, timeout: float, every: float = 0.5) -> None:
+    def drive(self, until: Callable[[], bool], *, timeout: float, every: float = 0.5, reconcile: bool = True) -> None:
         """Play celery beat (start due runs, reconcile, the area-broadcast tick) until `until()` holds.
 
-        Fail with the logs after `timeout`.
+        Fail with the logs after `timeout`. `reconcile=False` leaves the reconciler out, to show what happens
+        without it.
         """
         from campaigns.dispatch import dispatch_reconcile, runs_start_due
         from operators.broadcast_tasks import area_broadcasts_tick
@@ -197,7 +198,8 @@ class Stack:
         deadline = time.monotonic() + timeout
         while True:
             runs_start_due()
-            dispatch_reconcile()
+            if reconcile:
+                dispatch_reconcile()
             # The task's body, as a worker would run it for beat: it enqueues the due sends and cancels.
             area_broadcasts_tick()
             if until():

@@ -47,7 +47,8 @@ def test_campaign_of_20000_recipients_over_four_operators_reaches_everyone_exact
     stack.start_workers("w1", "w2")
     campaign = campaign_send_now()
 
-    stack.drive(lambda: all_final(campaign) and run_finished(campaign), timeout=90)
+    # Without the reconciler: the last delivery reports complete the run by themselves.
+    stack.drive(lambda: all_final(campaign) and run_finished(campaign), timeout=90, reconcile=False)
 
     assert_everyone_reached_once(stack, campaign, 20_000)
     statuses = deliveries_by_status(campaign)

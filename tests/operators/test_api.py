@@ -1,7 +1,8 @@
 """The operator API: delivery reports (forward-only, idempotent, scoped) and pull mode."""
 
+import base64
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.conf import settings
@@ -9,7 +10,9 @@ from django.utils import timezone
 
 from campaigns import dispatch
 from campaigns.models import Campaign, Delivery, DispatchBatch
+from campaigns.tasks import check_run_complete
 from operators import services
+from operators.gateways.base import BatchResult, Outcome
 from smsblast.audit import audit_history
 from smsblast.models import AuditEvent, Role
 from tests.conftest import make_user
@@ -257,6 +260,73 @@ def test_only_operators_may_report(world, api_client_for, officer):
     assert unlinked.post(REPORTS_URL, {"reports": []}, format="json").status_code == 403
 
 
+def _queued_completion_checks(redis_client) -> list[tuple[int, float]]:
+    """Take the check_run_complete tasks off the broker's default queue; return (run id, seconds until due) of each."""
+    checks = []
+    while (raw := redis_client.rpop("default")) is not None:
+        message = json.loads(raw)
+        if message["headers"]["task"] != "campaigns.tasks.check_run_complete":
+            continue
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        eta = message["headers"].get("eta")
+        due_in = (datetime.fromisoformat(eta) - timezone.now()).total_seconds() if eta else 0.0
+        checks.append((args[0], due_in))
+    return checks
+
+
+def _run_checks(checks) -> None:
+    """Run the queued checks as a worker would once they are due."""
+    for run_id, _due_in in checks:
+        check_run_complete.apply((run_id,))
+
+
+def test_the_last_report_request_completes_the_run_at_once_and_earlier_ones_queue_no_check(
+    world, redis_client, django_capture_on_commit_callbacks
+):
+    run = world["run"]
+    for batch in DispatchBatch.objects.filter(run=run):
+        assert services.batch_send(batch_id=batch.pk) == "accepted"
+    redis_client.delete("default")
+    tsel = [_report(message_id, "DELIVERED") for message_id in world["ids"]["tsel"]]
+    with django_capture_on_commit_callbacks(execute=True):
+        world["clients"]["tsel"].post(REPORTS_URL, {"reports": tsel}, format="json")
+    # isat's messages still wait for their reports: a request that leaves some waiting asks for no check.
+    assert _queued_completion_checks(redis_client) == []
+
+    isat = [_report(message_id, "DELIVERED") for message_id in world["ids"]["isat"]]
+    with django_capture_on_commit_callbacks(execute=True):
+        world["clients"]["isat"].post(REPORTS_URL, {"reports": isat}, format="json")
+    checks = _queued_completion_checks(redis_client)
+    assert checks == [(run.pk, 0.0)]
+    _run_checks(checks)  # no reconciler pass
+    run.refresh_from_db()
+    assert run.status == "completed"
+    assert Campaign.objects.get(pk=run.campaign_id).status == Campaign.Status.COMPLETED
+
+
+def test_reports_arriving_before_the_batchs_answer_is_recorded_complete_the_run_once_it_is(
+    world, redis_client, django_capture_on_commit_callbacks
+):
+    run = world["run"]
+    tsel_batch = DispatchBatch.objects.get(run=run, operator=world["operators"]["tsel"])
+    assert services.batch_send(batch_id=DispatchBatch.objects.get(run=run, operator__slug="isat").pk) == "accepted"
+    # tsel took its batch and reports on it while the worker that sent it has not recorded the 202 yet.
+    DispatchBatch.objects.filter(pk=tsel_batch.pk).update(status="in_flight", attempts=1)
+    redis_client.delete("default")
+    for slug in ("isat", "tsel"):
+        reports = [_report(message_id, "DELIVERED") for message_id in world["ids"][slug]]
+        with django_capture_on_commit_callbacks(execute=True):
+            world["clients"][slug].post(REPORTS_URL, {"reports": reports}, format="json")
+
+    checks = _queued_completion_checks(redis_client)
+    # Not at once, when the run could not complete yet, but once the answer is likely recorded.
+    assert [run_id for run_id, _ in checks] == [run.pk] and checks[0][1] > 0
+    services.batch_record_result(batch_id=tsel_batch.pk, result=BatchResult(outcome=Outcome.ACCEPTED, accepted=3))
+    _run_checks(checks)
+    run.refresh_from_db()
+    assert run.status == "completed"
+
+
 def test_reports_complete_the_run_once_every_delivery_is_final(world):
     run = world["run"]
     for batch in DispatchBatch.objects.filter(run=run):
@@ -351,6 +421,25 @@ def test_a_pulling_operator_gets_no_batch_of_a_run_in_its_quiet_hours_unless_the
     assert held.status_code == 409 and "quiet hours" in held.json()["detail"]
     assert DispatchBatch.objects.get(pk=batches["normal"].pk).status == "pending"
     assert client.post(f"/api/v1/operator/batches/{batches['urgent'].pk}/claim/").status_code == 200
+
+
+def test_an_ack_after_the_reports_of_its_batch_completes_the_run_at_once(
+    world, redis_client, django_capture_on_commit_callbacks
+):
+    client, batch = _claimed_by_a_pulling_operator(world)
+    assert services.batch_send(batch_id=DispatchBatch.objects.get(run=world["run"], operator__slug="isat").pk)
+    reports = {slug: [_report(message_id, "DELIVERED") for message_id in world["ids"][slug]] for slug in world["ids"]}
+    for slug in ("isat", "tsel"):
+        world["clients"][slug].post(REPORTS_URL, {"reports": reports[slug]}, format="json")
+    redis_client.delete("default")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {}, format="json").status_code == 200
+
+    checks = _queued_completion_checks(redis_client)
+    assert checks == [(world["run"].pk, 0.0)]
+    _run_checks(checks)
+    assert Campaign.objects.get(pk=world["run"].campaign_id).status == Campaign.Status.COMPLETED
 
 
 def test_an_ack_rejecting_message_ids_that_name_no_delivery_still_accepts_the_batch(world):
