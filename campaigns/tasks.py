@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from campaigns import dispatch
+from smsblast.health import health_mark_reconciled
 
 
 @shared_task(ignore_result=True)
@@ -27,3 +28,4 @@ def check_run_complete(run_id: int) -> None:
 def reconcile_dispatch() -> None:
     """Re-drive expired leases and lost tasks, expire overdue deliveries, complete runs (every 15 s)."""
     dispatch.dispatch_reconcile()
+    health_mark_reconciled()

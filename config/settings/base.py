@@ -35,6 +35,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # GET /healthz for the proxy or orchestrator, answered before the HTTPS redirect and the host check.
+    "smsblast.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # A NUL in the path, query or form would make PostgreSQL fail the query: 400 before any view runs.

@@ -1,0 +1,115 @@
+"""GET /healthz: what a reverse proxy or orchestrator polls to know the web process can serve."""
+
+import socket
+import subprocess
+import time
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from campaigns.tasks import reconcile_dispatch
+from smsblast.devtools import free_port
+from smsblast.health import RECONCILED_KEY, RECONCILER_LATE_SECONDS
+from tests.conftest import redis_server_binary
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def probe(settings, redis_url, redis_client):
+    """A client with no session, as a prober is, against the session's real Redis."""
+    settings.REDIS_URL = redis_url
+    return Client()
+
+
+def _redis_server(port: int, workdir) -> subprocess.Popen:
+    proc = subprocess.Popen(  # noqa: S603 - a fixed argv
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("Redis server did not start") from None
+            time.sleep(0.05)
+
+
+def test_healthz_answers_ok_to_a_stranger_without_session_or_cookie(probe):
+    response = probe.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"database": "ok", "redis": "ok", "reconciler": "late"}
+    assert response["Cache-Control"] == "no-store"
+    assert not response.cookies
+    assert probe.head("/healthz").status_code == 200
+
+
+def test_healthz_is_answered_to_a_prober_over_plain_http_with_a_host_of_its_own(probe, settings):
+    # As in production: one public host name, HTTPS enforced by redirect; the orchestrator probes the address.
+    settings.ALLOWED_HOSTS = ["sms.blitarkab.go.id"]
+    settings.SECURE_SSL_REDIRECT = True
+
+    assert probe.get("/healthz", HTTP_HOST="10.0.0.7:8000").status_code == 200
+    assert probe.get("/login/", HTTP_HOST="10.0.0.7:8000").status_code == 400
+
+
+def test_healthz_answers_503_naming_redis_once_it_stopped(probe, settings, tmp_path):
+    port = free_port()
+    server = _redis_server(port, tmp_path)
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    try:
+        assert probe.get("/healthz").json()["redis"] == "ok"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    response = probe.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json() == {"database": "ok", "redis": "down", "reconciler": "unknown"}
+
+
+def test_healthz_answers_503_naming_redis_at_an_address_nothing_listens_on(probe, settings):
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+
+    response = probe.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json()["redis"] == "down"
+    assert str(settings.REDIS_URL) not in response.content.decode()
+
+
+def test_healthz_shows_the_reconciler_ok_after_its_pass_and_late_once_the_mark_lapses(
+    probe, redis_client, private_broker
+):
+    reconcile_dispatch()
+
+    assert probe.get("/healthz").json()["reconciler"] == "ok"
+    assert 0 < redis_client.ttl(RECONCILED_KEY) <= RECONCILER_LATE_SECONDS
+    redis_client.delete(RECONCILED_KEY)  # as after RECONCILER_LATE_SECONDS without a pass
+    response = probe.get("/healthz")
+    # Beat or the control queue's workers being down is reported, but the web process itself still serves.
+    assert (response.status_code, response.json()["reconciler"]) == (200, "late")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_healthz_answers_503_naming_the_database_when_it_cannot_be_reached(probe):
+    if connection.vendor != "postgresql":
+        pytest.skip("the in-memory SQLite test database cannot be made unreachable")
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = free_port()
+    try:
+        response = probe.get("/healthz")
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port
+
+    assert response.status_code == 503
+    assert response.json() == {"database": "down", "redis": "ok", "reconciler": "late"}
