@@ -181,7 +181,10 @@ def number_search_digits(query: str) -> str:
 
 
 class SubscriberListView(APIView):
-    """Find subscribers by number: `?q=0812 345` matches every number containing +62812345."""
+    """Find subscribers by number: `?q=0812 345` matches every number containing +62812345.
+
+    An officer limited to a jurisdiction finds only the subscribers homed within it.
+    """
 
     permission_classes = [IsOfficer]
     # Tells the schema the answer is a page of subscribers, as get() answers, not a bare list.
@@ -192,7 +195,7 @@ class SubscriberListView(APIView):
         responses={200: SubscriberSerializer(many=True)},
     )
     def get(self, request):
-        queryset = Subscriber.objects.select_related("area", "operator").order_by("msisdn")
+        queryset = selectors.subscribers_visible(request.user).select_related("area", "operator").order_by("msisdn")
         query = request.query_params.get("q", "").strip()
         if query:
             digits = number_search_digits(query)
@@ -212,7 +215,10 @@ class SubscriberChangeSerializer(SubscriberSerializer):
 
 
 class SubscriberOptOutView(APIView):
-    """Opt a number out by hand (officer or admin); an unknown number is recorded as opted out."""
+    """Opt a number out by hand (officer or admin); an unknown number is recorded as opted out.
+
+    An officer limited to a jurisdiction opts out only subscribers homed within it: any other number answers 404.
+    """
 
     permission_classes = [IsOfficer]
     opt_in = False
@@ -223,10 +229,10 @@ class SubscriberOptOutView(APIView):
     def post(self, request, msisdn: str):
         if self.opt_in:
             subscriber, changed = services.subscriber_opt_in(msisdn=msisdn, actor=request.user, source="manual")
-            if subscriber is None:
-                raise Http404(f"There is no subscriber {msisdn}.")
         else:
             subscriber, changed = services.subscriber_opt_out(msisdn=msisdn, actor=request.user, source="manual")
+        if subscriber is None:
+            raise Http404(f"There is no subscriber {msisdn}.")
         subscriber = Subscriber.objects.select_related("area", "operator").get(pk=subscriber.pk)
         return Response({**SubscriberSerializer(subscriber).data, "changed": changed})
 
@@ -397,7 +403,10 @@ class SubscriberImportListView(APIView):
     """Upload a CSV of subscribers (multipart field `file`) to import in the background, or list imports.
 
     The file is checked at once: not a CSV text, no number column or no rows answers 400 and keeps
-    nothing. Otherwise 202 with the job; follow its `url` for progress.
+    nothing. Otherwise 202 with the job; follow its `url` for progress. An officer limited to a jurisdiction
+    lists only the imports uploaded within it, and the rows of its uploads must home their subscribers
+    within it: others are rejected by line (`outside_jurisdiction`, `homed_outside_jurisdiction`,
+    `missing_area`).
     """
 
     permission_classes = [IsOfficer]
@@ -409,7 +418,9 @@ class SubscriberImportListView(APIView):
     def get(self, request):
         paginator = Pagination()
         page = paginator.paginate_queryset(
-            SubscriberImport.objects.select_related("uploaded_by").order_by("-created_at"), request, view=self
+            selectors.subscriber_imports_visible(request.user).select_related("uploaded_by").order_by("-created_at"),
+            request,
+            view=self,
         )
         return paginator.get_paginated_response([import_as_dict(job, request, with_rejections=False) for job in page])
 
@@ -434,7 +445,7 @@ class SubscriberImportDetailView(APIView):
 
     @extend_schema(responses={200: SubscriberImportDetailSerializer, 404: OpenApiResponse()})
     def get(self, request, pk: int):
-        job = SubscriberImport.objects.select_related("uploaded_by").filter(pk=pk).first()
+        job = selectors.subscriber_imports_visible(request.user).select_related("uploaded_by").filter(pk=pk).first()
         if job is None:
             raise Http404(f"There is no import #{pk}.")
         return Response(import_as_dict(job, request, with_rejections=True))
@@ -454,7 +465,7 @@ class SubscriberImportResumeView(APIView):
         responses={202: SubscriberImportSerializer, 404: OpenApiResponse(), 409: OpenApiResponse()},
     )
     def post(self, request, pk: int):
-        job = SubscriberImport.objects.filter(pk=pk).first()
+        job = selectors.subscriber_imports_visible(request.user).filter(pk=pk).first()
         if job is None:
             raise Http404(f"There is no import #{pk}.")
         job = services.subscriber_import_resume(subscriber_import=job, actor=request.user)
@@ -469,7 +480,7 @@ class SubscriberImportRejectedView(APIView):
 
     @extend_schema(responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="line,reason,raw")})
     def get(self, request, pk: int):
-        job = SubscriberImport.objects.filter(pk=pk).first()
+        job = selectors.subscriber_imports_visible(request.user).filter(pk=pk).first()
         if job is None:
             raise Http404(f"There is no import #{pk}.")
         # A run names its own file the job's at its first commit and removes the one before, so a file just

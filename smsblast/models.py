@@ -18,7 +18,8 @@ class User(AbstractUser):
     """A person or an operator's API identity; the role is the user's group."""
 
     # The kabupaten/kota (or province) an officer or approver works for: they see, write and decide only
-    # campaigns whose targets lie within it. Empty: the whole country. Admins are never limited.
+    # campaigns whose targets lie within it, and see and change only the subscribers homed within it.
+    # Empty: the whole country. Admins are never limited.
     jurisdiction = models.ForeignKey(
         "Area",
         null=True,
@@ -246,6 +247,9 @@ class SubscriberImport(models.Model):
     # Every rejected row as CSV (line, reason, raw), beside the uploads; downloadable as rejected.csv.
     rejected_path = models.CharField(max_length=500, blank=True)
     uploaded_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The jurisdiction of the officer who uploaded it ("" when not limited): its rows may only home subscribers
+    # within it, and only users whose jurisdiction holds it see the job (smsblast.selectors.subscriber_imports_visible).
+    area_scope = models.CharField(max_length=13, blank=True, default="")
     # Bytes of the file, known at upload; progress is bytes_read / file_size (rows are unknown until read).
     file_size = models.BigIntegerField(default=0)
     bytes_read = models.BigIntegerField(default=0)

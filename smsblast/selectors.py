@@ -21,7 +21,7 @@ from operators import areageom
 from operators.models import Operator
 from smsblast import sms
 from smsblast.errors import ServiceInvalid
-from smsblast.models import Area, AreaLevel, Subscriber, SubscriberImport, area_subtree_q
+from smsblast.models import Area, AreaLevel, Role, Subscriber, SubscriberImport, User, area_subtree_q
 from smsblast.phones import PrefixTable
 from smsblast.text import search_key
 
@@ -60,6 +60,47 @@ def subscribers_in_area(
     if opted_in_only:
         queryset = queryset.filter(opted_out_at__isnull=True)
     return queryset
+
+
+def subscriber_jurisdiction(user: User | None) -> str | None:
+    """Return the code of the area whose subscribers and imports the user may read and change, None for all.
+
+    An officer or approver with a jurisdiction is limited to it, as for campaigns. Admins, unlimited officers,
+    the command line (no user) and operators, who relay their own subscribers' STOP and START, are not.
+    """
+    if user is None or not user.is_authenticated or not user.has_role(Role.OFFICER, Role.APPROVER):
+        return None
+    return user.jurisdiction_code
+
+
+def subscribers_visible(user: User) -> QuerySet[Subscriber]:
+    """Return the subscribers the user may see and change; every subscriber page and API path reads them here.
+
+    Officers, approvers and admins see every subscriber; one with a jurisdiction only those homed in it or below
+    (a subscriber of another region, or with no known home, answers as a number that is not registered).
+    Anyone else sees none.
+    """
+    if user is None or not user.is_authenticated or not user.has_role(Role.OFFICER, Role.APPROVER, Role.ADMIN):
+        return Subscriber.objects.none()
+    jurisdiction = subscriber_jurisdiction(user)
+    if jurisdiction is None:
+        return Subscriber.objects.all()
+    return Subscriber.objects.filter(area_subtree_q("area__code", [jurisdiction]))
+
+
+def subscriber_imports_visible(user: User) -> QuerySet[SubscriberImport]:
+    """Return the import jobs the user may see and resume: with a jurisdiction, those uploaded within it.
+
+    A job carries its uploader's jurisdiction (`SubscriberImport.area_scope`, "" when not limited), so a
+    province's officer sees its regencies' imports and nobody limited sees an unlimited one, which may list
+    any region's numbers among its rejected rows.
+    """
+    if user is None or not user.is_authenticated or not user.has_role(Role.OFFICER, Role.APPROVER, Role.ADMIN):
+        return SubscriberImport.objects.none()
+    jurisdiction = subscriber_jurisdiction(user)
+    if jurisdiction is None:
+        return SubscriberImport.objects.all()
+    return SubscriberImport.objects.filter(area_subtree_q("area_scope", [jurisdiction]))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -24,7 +24,15 @@ from shapely.geometry import shape
 from smsblast import importer, selectors
 from smsblast.audit import audit_history, audit_record
 from smsblast.errors import ServiceConflict, ServiceInvalid
-from smsblast.models import Area, AreaLevel, Subscriber, SubscriberImport, SubscriberImportRejection, User
+from smsblast.models import (
+    Area,
+    AreaLevel,
+    Subscriber,
+    SubscriberImport,
+    SubscriberImportRejection,
+    User,
+    area_code_within,
+)
 from smsblast.phones import PrefixTable, normalize
 from smsblast.text import search_key, spreadsheet_text
 
@@ -324,7 +332,10 @@ def subscriber_import_create(*, uploaded_file, user: User | None) -> SubscriberI
 def subscriber_import_create_from_path(
     *, path: Path, user: User | None, original_name: str = "", enqueue: bool = False
 ) -> SubscriberImport:
-    """Check a CSV on the server's disk and create its import job (queued for a worker when `enqueue`)."""
+    """Check a CSV on the server's disk and create its import job (queued for a worker when `enqueue`).
+
+    The job keeps the user's jurisdiction: its rows may only home subscribers within it (see `_home_refusal`).
+    """
     path = Path(path).resolve()
     try:
         importer.inspect(path)
@@ -336,6 +347,7 @@ def subscriber_import_create_from_path(
         file_path=str(path),
         original_name=original_name or path.name,
         uploaded_by=user,
+        area_scope=selectors.subscriber_jurisdiction(user) or "",
         file_size=path.stat().st_size,
     )
     audit_record(
@@ -343,7 +355,7 @@ def subscriber_import_create_from_path(
         action="subscriber_import.create",
         obj=job,
         to_state=job.state,
-        details={"file": job.original_name, "bytes": job.file_size},
+        details={"file": job.original_name, "bytes": job.file_size, "area_scope": job.area_scope},
     )
     if enqueue:
         from smsblast.tasks import subscriber_import_run as task
@@ -703,6 +715,49 @@ def subscriber_import_interrupt(*, subscriber_import: SubscriberImport, actor: U
     return subscriber_import
 
 
+# Rows read ahead at a time, in an import limited to a jurisdiction, to look up where their numbers are homed.
+HOME_LOOKUP_ROWS = 900
+
+
+def _records_with_stored_homes(records: Iterable[tuple], homes: dict[str, str | None], *, number_col: int):
+    """Yield `records` unchanged, a block at a time, after filling `homes` with the block's stored numbers.
+
+    `homes` maps each number of the block that is already a subscriber to its home area code (None when it has
+    none), read in one query per block, so a limited import checks each row against where its number lives.
+    """
+    block: list[tuple] = []
+
+    def flush():
+        numbers = set()
+        for _line, _last_line, fields, _raw in block:
+            if fields is not None and number_col < len(fields) and (number := normalize(fields[number_col])).ok:
+                numbers.add(number.e164)
+        homes.clear()
+        homes.update(Subscriber.objects.filter(msisdn__in=numbers).values_list("msisdn", "area_id"))
+        yield from block
+        block.clear()
+
+    for record in records:
+        block.append(record)
+        if len(block) >= HOME_LOOKUP_ROWS:
+            yield from flush()
+    yield from flush()
+
+
+def _home_refusal(e164: str, area: str | None, *, scope: str, homes: dict[str, str | None]) -> str | None:
+    """Return why a limited import may not write this number (an importer.Reject), or None when it may.
+
+    Its row's area (None when the row gives none) already lies within `scope`. The number must not be a
+    subscriber homed outside it (another region's to change), and one not yet homed within it needs an area.
+    """
+    stored = homes.get(e164)
+    if stored is not None and not area_code_within(stored, scope):
+        return importer.Reject.HOMED_OUTSIDE_JURISDICTION
+    if area is None and stored is None:
+        return importer.Reject.MISSING_AREA
+    return None
+
+
 def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
     path = Path(job.file_path)
     layout = importer.inspect(path)
@@ -714,6 +769,7 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
     area_col, name_col, language_col = columns.get("area"), columns.get("name"), columns.get("language")
     lat_col, lon_col = columns.get("latitude"), columns.get("longitude")
     resolve_area = _area_resolver(layout)
+    scope = job.area_scope
     operators_by_prefix = selectors.operators_by_prefix()
     prefixes = PrefixTable(operators_by_prefix)
     # A number's operator depends only on its first digits, and a file holds few distinct beginnings.
@@ -751,6 +807,9 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             # The binary buffer's position (read ahead by at most one block) measures progress.
             position = handle.buffer.tell
             rows = importer.records(importer.lines_of(handle), delimiter)
+            homes: dict[str, str | None] = {}
+            if scope:
+                rows = _records_with_stored_homes(rows, homes, number_col=number_col)
             # The header is the first line that is not blank (spaces alone are blank), as importer.inspect found it.
             line, last_line, _fields, _raw = next(
                 (record for record in rows if record[2] is None or any(cell.strip() for cell in record[2])),
@@ -804,6 +863,9 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                     if area is False:
                         reject(importer.Reject.UNKNOWN_AREA, fields)
                         continue
+                if scope and area is not None and not area_code_within(area, scope):
+                    reject(importer.Reject.OUTSIDE_JURISDICTION, fields)
+                    continue
                 language = "id"
                 if language_col is not None and language_col < count and (cell := fields[language_col].strip()):
                     language = importer.language_of(cell)
@@ -823,6 +885,9 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                 if key in seen:
                     if not replaying:
                         chunk.duplicates += 1
+                    continue
+                if scope and (refused := _home_refusal(e164, area, scope=scope, homes=homes)):
+                    reject(refused, fields)
                     continue
                 seen.add(key)
                 if replaying:
@@ -899,17 +964,25 @@ def _operator_id_for(e164: str) -> int | None:
 @transaction.atomic
 def subscriber_opt_out(
     *, msisdn: str, actor: User | None, source: str, at: datetime | None = None, details: dict | None = None
-) -> tuple[Subscriber, bool]:
+) -> tuple[Subscriber | None, bool]:
     """Opt a number out of every later run and of the unsent batches of runs under way; return (subscriber, changed).
 
     An unknown number is recorded as a new, opted-out subscriber, so that a later import of the same
-    number keeps the opt-out instead of adding a reachable subscriber.
+    number keeps the opt-out instead of adding a reachable subscriber. An officer limited to a jurisdiction
+    opts out only the subscribers homed within it: any other number, known elsewhere or not at all, gives
+    (None, False) and changes nothing, as if it were not registered.
     """
     e164 = _msisdn_or_invalid(msisdn)
     at = at or timezone.now()
-    subscriber, created = Subscriber.objects.select_for_update().get_or_create(
-        msisdn=e164, defaults={"opted_out_at": at, "operator_id": _operator_id_for(e164)}
-    )
+    if selectors.subscriber_jurisdiction(actor) is not None:
+        subscriber = selectors.subscribers_visible(actor).select_for_update().filter(msisdn=e164).first()
+        if subscriber is None:
+            return None, False
+        created = False
+    else:
+        subscriber, created = Subscriber.objects.select_for_update().get_or_create(
+            msisdn=e164, defaults={"opted_out_at": at, "operator_id": _operator_id_for(e164)}
+        )
     if not created:
         changed = Subscriber.objects.filter(pk=subscriber.pk, opted_out_at__isnull=True).update(
             opted_out_at=at, updated_at=timezone.now()
@@ -968,13 +1041,18 @@ def subscriber_opt_in(
 ) -> tuple[Subscriber | None, bool]:
     """Make an opted-out number reachable again; return the subscriber (None when unknown) and whether it changed.
 
+    For an officer limited to a jurisdiction a subscriber homed outside it is unknown.
+
     A number that opted out by SMS (STOP, BERHENTI, UNREG) comes back only by its own START or REG: an officer
     or an administrator may undo a hand-made opt-out, never the subscriber's own (ServiceConflict). A request
     made `at` a moment before the number's opt-out (an operator's late retry of an older START) changes nothing.
     """
     e164 = _msisdn_or_invalid(msisdn)
     # Locked as subscriber_opt_out locks it: a STOP committing meanwhile is seen by the check below, not undone.
-    subscriber = Subscriber.objects.select_for_update().filter(msisdn=e164).first()
+    subscribers = Subscriber.objects
+    if selectors.subscriber_jurisdiction(actor) is not None:
+        subscribers = selectors.subscribers_visible(actor)
+    subscriber = subscribers.select_for_update().filter(msisdn=e164).first()
     if subscriber is None:
         return None, False
     if source != "sms" and subscriber.opted_out_at and _opted_out_by_sms(subscriber):

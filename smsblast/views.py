@@ -17,7 +17,7 @@ from operators.models import Operator
 from smsblast import importer, selectors, services
 from smsblast.errors import ServiceError
 from smsblast.forms import OptOutForm, SubscriberImportForm, SubscriberSearchForm
-from smsblast.models import Role, Subscriber, SubscriberImport
+from smsblast.models import Role, SubscriberImport
 from smsblast.templatetags.ui import status_label
 
 # Operator health is judged on the batches of this recent window.
@@ -81,22 +81,24 @@ def subscribers(request: HttpRequest) -> HttpResponse:
             optout_form = OptOutForm(request.POST, auto_id=OPTOUT_AUTO_ID)
             if optout_form.is_valid():
                 try:
-                    _subscriber, changed = services.subscriber_opt_out(
+                    subscriber, changed = services.subscriber_opt_out(
                         msisdn=optout_form.cleaned_data["msisdn"], actor=request.user, source="web"
                     )
                 except ServiceError:
                     optout_form.add_error("msisdn", _("This is not a valid Indonesian mobile number."))
                 else:
-                    if changed:
-                        messages.success(request, _("The number is opted out and will not receive campaigns."))
+                    if subscriber is None:  # an officer limited to a jurisdiction, and a number not homed in it
+                        optout_form.add_error("msisdn", _("This number is not registered in your jurisdiction."))
                     else:
-                        messages.info(request, _("This number was already opted out."))
-                    return redirect("subscribers")
+                        if changed:
+                            messages.success(request, _("The number is opted out and will not receive campaigns."))
+                        else:
+                            messages.info(request, _("This number was already opted out."))
+                        return redirect("subscribers")
+    subscribers = selectors.subscribers_visible(request.user)
     found = None
     if search_form.is_bound and search_form.is_valid():
-        found = list(
-            Subscriber.objects.filter(msisdn=search_form.cleaned_data["msisdn"]).select_related("area", "operator")
-        )
+        found = list(subscribers.filter(msisdn=search_form.cleaned_data["msisdn"]).select_related("area", "operator"))
     return render(
         request,
         "smsblast/subscribers.html",
@@ -105,9 +107,10 @@ def subscribers(request: HttpRequest) -> HttpResponse:
             "optout_form": optout_form,
             "search_form": search_form,
             "found": found,
-            "imports": SubscriberImport.objects.all()[:10],
-            "total": Subscriber.objects.count(),
-            "opted_out": Subscriber.objects.filter(opted_out_at__isnull=False).count(),
+            "imports": selectors.subscriber_imports_visible(request.user)[:10],
+            "total": subscribers.count(),
+            "opted_out": subscribers.filter(opted_out_at__isnull=False).count(),
+            "jurisdiction": request.user.jurisdiction if selectors.subscriber_jurisdiction(request.user) else None,
         },
     )
 
@@ -115,7 +118,7 @@ def subscribers(request: HttpRequest) -> HttpResponse:
 @role_required(Role.OFFICER, Role.ADMIN)
 def subscriber_import_status(request: HttpRequest, pk: int) -> HttpResponse:
     """Show one import's progress (htmx polls it until done) and its rejected rows with reasons."""
-    job = get_object_or_404(SubscriberImport, pk=pk)
+    job = get_object_or_404(selectors.subscriber_imports_visible(request.user), pk=pk)
     template = "smsblast/_import.html" if request.htmx else "smsblast/import.html"
     context = {
         "job": job,
@@ -129,7 +132,7 @@ def subscriber_import_status(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(Role.OFFICER, Role.ADMIN)
 def subscriber_import_resume(request: HttpRequest, pk: int) -> HttpResponse:
     """Resume a failed or stalled import from its last committed chunk (POST), then show its progress."""
-    job = get_object_or_404(SubscriberImport, pk=pk)
+    job = get_object_or_404(selectors.subscriber_imports_visible(request.user), pk=pk)
     if request.method != "POST":
         return redirect("subscriber_import", pk=job.pk)
     try:

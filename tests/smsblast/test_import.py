@@ -14,9 +14,9 @@ from django.utils.html import escape
 
 from operators.models import Operator
 from smsblast import importer, services
-from smsblast.models import AuditEvent, Subscriber, SubscriberImport
+from smsblast.models import AuditEvent, Role, Subscriber, SubscriberImport
 from smsblast.tasks import subscriber_import_run as import_task
-from tests.smsblast.factories import AreaFactory, SubscriberFactory
+from tests.smsblast.factories import AreaFactory, SubscriberFactory, UserFactory
 
 
 @pytest.fixture(autouse=True)
@@ -362,6 +362,128 @@ def test_update_overwrites_given_cells(tmp_path, areas):
 
     subscriber = Subscriber.objects.get()
     assert (subscriber.area_id, subscriber.name, subscriber.language) == ("35.05.02", "Siti Rahayu", "id")
+
+
+# --- an officer limited to a jurisdiction -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def blitar_officer(areas):
+    AreaFactory(code="33", name="Jawa Tengah")
+    AreaFactory(code="33.16", name="Kabupaten Blora")
+    AreaFactory(code="33.16.01", name="Jepon")
+    return UserFactory(role=Role.OFFICER, jurisdiction_id="35.05")
+
+
+def run_import_by(user, path, **kwargs) -> SubscriberImport:
+    job = services.subscriber_import_create_from_path(path=path, user=user)
+    return services.subscriber_import_run(subscriber_import=job, **kwargs)
+
+
+def test_an_import_by_a_limited_officer_rejects_by_line_every_row_it_may_not_write(tmp_path, blitar_officer):
+    blora = SubscriberFactory(msisdn="+6281200000003", area_id="33.16.01", name="Warga Blora")
+    province = SubscriberFactory(msisdn="+6281200000006", area_id="35", name="Warga Jatim")
+    own = SubscriberFactory(msisdn="+6281200000004", area_id="35.05.02", name="Lama")
+    SubscriberFactory(msisdn="+6281200000005", area_id=None)  # known only as a number, homed nowhere
+    text = (
+        "msisdn,kode_wilayah,nama,bahasa\n"  # line 1
+        "081200000001,35.05.01,Siti,id\n"  # 2 created: within
+        "081200000002,Jepon,Budi,id\n"  # 3 outside_jurisdiction: the row's area, by name
+        "081200000003,35.05.01,Pindah,id\n"  # 4 homed_outside_jurisdiction: Blora's subscriber
+        "081200000004,,Baru,\n"  # 5 updated: homed within, the row keeps its home
+        "081200000005,35.05.02,Tanpa,id\n"  # 6 updated: homed nowhere until now, and now within
+        "081200000007,,Tanpa Wilayah,id\n"  # 7 missing_area: a new number needs its home
+        "081200000006,35.05.01,Naik,id\n"  # 8 homed_outside_jurisdiction: homed above the regency
+        "081200000003,33.16.01,Blora,id\n"  # 9 outside_jurisdiction
+        "081200000001,35.05.01,Siti lagi,id\n"  # 10 duplicate of line 2
+    )
+    job = run_import_by(blitar_officer, write(tmp_path, text))
+
+    assert job.area_scope == "35.05"
+    assert (job.state, job.rows_read, job.created, job.updated, job.duplicates) == ("completed", 9, 1, 2, 1)
+    assert rejected_rows(job) == [
+        (3, "outside_jurisdiction"),
+        (4, "homed_outside_jurisdiction"),
+        (7, "missing_area"),
+        (8, "homed_outside_jurisdiction"),
+        (9, "outside_jurisdiction"),
+    ]
+    assert job.rejected_by_reason == {"homed_outside_jurisdiction": 2, "missing_area": 1, "outside_jurisdiction": 2}
+    with open(job.rejected_path, encoding="utf-8") as handle:
+        listed = [(int(line), reason) for line, reason, _raw in list(csv.reader(handle))[1:]]
+    assert listed == rejected_rows(job)
+    # Nothing of another region is written, and nothing is left without a home.
+    for other in (blora, province):
+        before = (other.area_id, other.name)
+        other.refresh_from_db()
+        assert (other.area_id, other.name) == before
+    own.refresh_from_db()
+    assert (own.area_id, own.name) == ("35.05.02", "Baru")
+    homes = dict(Subscriber.objects.values_list("msisdn", "area_id"))
+    assert (homes["+6281200000001"], homes["+6281200000005"]) == ("35.05.01", "35.05.02")
+    assert "+6281200000002" not in homes and "+6281200000007" not in homes
+
+
+# Outside a test transaction, so on PostgreSQL the chunks commit on the import's writer thread.
+@pytest.mark.django_db(transaction=True)
+def test_a_resumed_limited_import_reports_the_same_rejections_and_stays_within_the_jurisdiction(
+    tmp_path, blitar_officer, monkeypatch
+):
+    SubscriberFactory(msisdn="+6281200000003", area_id="33.16.01")
+    monkeypatch.setattr(services, "IMPORT_CHUNK", 2)
+    monkeypatch.setattr(services, "HOME_LOOKUP_ROWS", 3)
+    text = (
+        "msisdn,kode_wilayah\n"
+        "081200000001,35.05.01\n"
+        "081200000003,35.05.01\n"  # 3 homed_outside_jurisdiction
+        "081200000002,35.05.02\n"
+        "081200000004,33.16\n"  # 5 outside_jurisdiction
+        "081200000005,35.05.01\n"
+        "081200000006\n"  # 7 missing_area
+        "081200000007,35.05.02\n"
+    )
+    monkeypatch.setattr(services._SubscriberWriter, "write", write_failing_on_second_chunk())
+    failed = run_import_by(blitar_officer, write(tmp_path, text))
+    assert (failed.state, failed.created) == ("failed", 2)
+
+    # Judged by the job's own jurisdiction, whoever resumes it.
+    resumed = services.subscriber_import_run(subscriber_import=failed)
+
+    assert (resumed.state, resumed.created, resumed.rejected) == ("completed", 4, 3)
+    expected = [(3, "homed_outside_jurisdiction"), (5, "outside_jurisdiction"), (7, "missing_area")]
+    assert rejected_rows(resumed) == expected
+    with open(resumed.rejected_path, encoding="utf-8") as handle:
+        assert [row[0] for row in csv.reader(handle)][1:] == ["3", "5", "7"]
+    assert Subscriber.objects.get(msisdn="+6281200000003").area_id == "33.16.01"
+
+
+def test_imports_uploaded_before_jobs_kept_a_jurisdiction_take_their_uploaders_on_migration(tmp_path, blitar_officer):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("smsblast.migrations.0007_subscriberimport_area_scope")
+    path = write(tmp_path, "msisdn\n081234567890\n")
+    admin = UserFactory(role=Role.ADMIN, jurisdiction_id="33.16")
+    jobs = [
+        services.subscriber_import_create_from_path(path=path, user=user)
+        for user in (blitar_officer, admin, UserFactory(role=Role.OFFICER), None)
+    ]
+    SubscriberImport.objects.update(area_scope="")
+
+    migration.fill_area_scope(apps, None)
+
+    assert [job.area_scope for job in SubscriberImport.objects.order_by("pk")] == ["35.05", "", "", ""]
+    assert [job.pk for job in SubscriberImport.objects.order_by("pk")] == [job.pk for job in jobs]
+
+
+def test_an_unlimited_officers_import_may_write_any_region(tmp_path, areas, officer):
+    AreaFactory(code="33", name="Jawa Tengah")
+    AreaFactory(code="33.16", name="Kabupaten Blora")
+    SubscriberFactory(msisdn="+6281200000003", area_id="33.16")
+    job = run_import_by(officer, write(tmp_path, "msisdn,kode_wilayah\n081200000001,33.16\n081200000003,35.05\n"))
+
+    assert (job.area_scope, job.created, job.updated, job.rejected) == ("", 1, 1, 0)
 
 
 # --- failure and resume -----------------------------------------------------------------------------------------

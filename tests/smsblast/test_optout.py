@@ -5,9 +5,9 @@ from django.utils import timezone
 
 from operators.models import Operator
 from smsblast import services
-from smsblast.models import AuditEvent, Subscriber
+from smsblast.models import AuditEvent, Role, Subscriber
 from smsblast.optout import Intent, intent_of
-from tests.smsblast.factories import SubscriberFactory
+from tests.smsblast.factories import AreaFactory, SubscriberFactory, UserFactory, area_tree
 
 
 @pytest.mark.parametrize(
@@ -262,6 +262,30 @@ def test_manual_opt_in_of_an_unknown_number_is_404_and_a_bad_number_400(api_clie
 
     assert client.post("/api/v1/subscribers/081299998888/opt-in/").status_code == 404
     assert client.post("/api/v1/subscribers/not-a-number/opt-out/").status_code == 400
+
+
+def test_an_officer_limited_to_a_jurisdiction_opts_in_and_out_only_the_subscribers_homed_within_it(
+    api_client_for, operator_client
+):
+    area_tree("35.05", kecamatan=1)
+    AreaFactory(code="33", name="Jawa Tengah")
+    AreaFactory(code="33.16", name="Kabupaten Blora")
+    SubscriberFactory(msisdn="+6281234567890", area_id="35.05.01")
+    SubscriberFactory(msisdn="+6281234567891", area_id="33.16", opted_out_at=timezone.now())
+    client = api_client_for(UserFactory(role=Role.OFFICER, jurisdiction_id="33.16"))
+
+    # Blitar's subscriber and a number nobody knows answer alike, and neither is written.
+    for path in ("0812-3456-7890/opt-out", "0812-3456-7890/opt-in", "081299998888/opt-out", "081299998888/opt-in"):
+        assert client.post(f"/api/v1/subscribers/{path}/").status_code == 404, path
+    assert Subscriber.objects.get(msisdn="+6281234567890").opted_out_at is None
+    assert not Subscriber.objects.filter(msisdn="+6281299998888").exists()
+    assert not AuditEvent.objects.filter(action__startswith="subscriber.").exists()
+    # Blora's own subscriber is theirs.
+    back = client.post("/api/v1/subscribers/081234567891/opt-in/")
+    assert (back.status_code, back.json()["opted_out"]) == (200, False)
+    assert client.post("/api/v1/subscribers/081234567891/opt-out/").json()["changed"] is True
+    # An operator relays any of its subscribers' STOP, wherever they live.
+    assert inbound(operator_client, "081234567890", "STOP").json()["changed"] is True
 
 
 def test_approvers_cannot_opt_numbers_out(api_client_for, approver):

@@ -15,7 +15,7 @@ from smsblast.models import Role, Subscriber, SubscriberImport
 from tests.campaigns.factories import DispatchBatchFactory
 from tests.conftest import client_for
 from tests.operators.factories import OperatorFactory
-from tests.smsblast.factories import UserFactory, area_tree
+from tests.smsblast.factories import AreaFactory, SubscriberFactory, UserFactory, area_tree
 
 pytestmark = pytest.mark.django_db
 
@@ -182,6 +182,29 @@ def test_manual_opt_out_and_search_by_number(officer_user):
     assert "+6281234567890" in body
     response = client.post(reverse("subscribers"), {"form": "optout", "msisdn": "021-555-1234"})
     assert "bukan nomor seluler Indonesia" in response.content.decode()
+
+
+def test_an_officer_limited_to_a_jurisdiction_counts_finds_and_opts_out_only_the_subscribers_homed_within_it():
+    area_tree("35.05", kecamatan=1)
+    AreaFactory(code="33", name="Jawa Tengah")
+    AreaFactory(code="33.16", name="Kabupaten Blora")
+    SubscriberFactory(msisdn="+6281234567890", area_id="35.05.01")
+    SubscriberFactory(msisdn="+6281234567891", area_id="33.16")
+    SubscriberFactory.create_batch(2, area_id="35.05", opted_out_at=timezone.now())
+    client = client_for(UserFactory(username="blora", role=Role.OFFICER, jurisdiction_id="33.16"), "en")
+
+    page = client.get(reverse("subscribers"), {"msisdn": "0812-3456-7890"})
+    body = page.content.decode()
+    assert (page.context["total"], page.context["opted_out"]) == (1, 0)
+    assert "Only the subscribers homed in Kabupaten Blora are counted, found and changed here." in body
+    assert "data-found" not in body and "This number is not registered in your jurisdiction." in body
+    response = client.post(reverse("subscribers"), {"form": "optout", "msisdn": "0812-3456-7890"})
+    assert response.context["optout_form"].errors["msisdn"] == ["This number is not registered in your jurisdiction."]
+    assert Subscriber.objects.get(msisdn="+6281234567890").opted_out_at is None
+
+    assert "data-found" in client.get(reverse("subscribers"), {"msisdn": "0812-3456-7891"}).content.decode()
+    client.post(reverse("subscribers"), {"form": "optout", "msisdn": "0812-3456-7891"})
+    assert Subscriber.objects.get(msisdn="+6281234567891").opted_out_at is not None
 
 
 def test_approver_may_not_open_the_subscribers_page():
