@@ -7,7 +7,7 @@ from django.db import transaction
 from operators.gateways.base import registered_names
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
 from operators.services import PULL_ADAPTER, operator_record_change, operator_settings
-from smsblast.admin_utils import AuditedDeleteMixin, ReadOnlyAdmin, ReadOnlyTabularInline
+from smsblast.admin_utils import AuditedChangeMixin, AuditedDeleteMixin, ReadOnlyAdmin, ReadOnlyTabularInline
 from smsblast.audit import audit_record
 from smsblast.services import subscribers_reroute
 
@@ -169,8 +169,11 @@ def _audit_operator_delete(operator: Operator, actor) -> None:
 
 
 @admin.register(BroadcastSettings)
-class BroadcastSettingsAdmin(admin.ModelAdmin):
+class BroadcastSettingsAdmin(AuditedChangeMixin, admin.ModelAdmin):
     list_display = ["__str__", "phone_ownership_rate", "max_import_segments"]
+    # Audience estimates of area broadcasts and the length of imported alerts follow them (invariant 6).
+    audit_action = "broadcast_settings"
+    audited_fields = ("phone_ownership_rate", "max_import_segments")
 
     def has_add_permission(self, request) -> bool:
         # A single row, created on first use.

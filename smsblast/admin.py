@@ -1,9 +1,14 @@
 """Admin for users and roles, API tokens, areas, subscribers, imports and the read-only audit trail."""
 
+import hashlib
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.shortcuts import redirect
@@ -12,12 +17,21 @@ from django.urls import path
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from smsblast.admin_utils import AuditedDeleteMixin, ReadOnlyAdmin, ReadOnlyTabularInline
+from smsblast.admin_utils import AuditedChangeMixin, AuditedDeleteMixin, ReadOnlyAdmin, ReadOnlyTabularInline
 from smsblast.audit import audit_record
 from smsblast.authentication import api_token_revoke
 from smsblast.errors import ServiceConflict
 from smsblast.forms import AdminLoginForm
-from smsblast.models import ApiToken, Area, AuditEvent, Subscriber, SubscriberImport, SubscriberImportRejection, User
+from smsblast.models import (
+    ApiToken,
+    Area,
+    AuditEvent,
+    Role,
+    Subscriber,
+    SubscriberImport,
+    SubscriberImportRejection,
+    User,
+)
 from smsblast.roles import user_access, user_record_access_change
 
 # Password guessing on the admin log-in is throttled like on the log-in page.
@@ -81,6 +95,36 @@ def _audit_user_delete(user: User, actor) -> None:
     audit_record(actor=actor, action="user.delete", obj=user, from_state=role, to_state="deleted", details=details)
 
 
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(AuditedChangeMixin, DjangoGroupAdmin):
+    """Roles are groups by name: renaming or deleting one changes what each of its members may do (invariant 6)."""
+
+    audit_action = "group"
+    audited_fields = ("name",)  # and its permissions (audit_values)
+
+    def audit_state(self, obj) -> str:
+        return obj.name if obj.name in Role.values else ""
+
+    def audit_values(self, obj) -> dict:
+        # Permissions as "app.codename", as a user's own are audited, whatever language the page is in.
+        permissions = obj.permissions.values_list("content_type__app_label", "codename")
+        return {**super().audit_values(obj), "permissions": sorted(f"{app}.{name}" for app, name in permissions)}
+
+    def audit_delete(self, obj, actor) -> None:
+        members = sorted(obj.user_set.values_list("username", flat=True))
+        audit_record(
+            actor=actor,
+            action="group.delete",
+            obj=obj,
+            from_state=self.audit_state(obj),
+            to_state="deleted",
+            details={**self.audit_values(obj), "members": members},
+        )
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     """Tokens are issued by `manage.py create_user`, which shows the key once; here they can only be revoked."""
@@ -108,19 +152,30 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(Area)
-class AreaAdmin(admin.ModelAdmin):
+class AreaAdmin(AuditedChangeMixin, admin.ModelAdmin):
     list_display = ["code", "name", "level", "parent", "population"]
     list_filter = ["level"]
     search_fields = ["code", "name", "search_name"]
     raw_id_fields = ["parent"]
     list_select_related = ["parent"]
     readonly_fields = ["search_name"]
+    # Targets, jurisdictions, time zones, audience estimates and polygon checks read areas (invariant 6).
+    audit_action = "area"
+    audited_fields = ("code", "name", "level", "parent_id", "population", "boundary")
 
     def save_model(self, request, obj, form, change):
         from smsblast.text import search_key
 
         obj.search_name = search_key(obj.name)
         super().save_model(request, obj, form, change)
+
+    def audit_values(self, obj) -> dict:
+        # A boundary may run to megabytes: its from and to are recorded by their digest.
+        values = super().audit_values(obj)
+        if values["boundary"] is not None:
+            canonical = json.dumps(values["boundary"], sort_keys=True, separators=(",", ":"))
+            values["boundary"] = f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
+        return values
 
 
 class OptedOutFilter(admin.SimpleListFilter):
@@ -174,7 +229,7 @@ class SubscriberAdminForm(forms.ModelForm):
 
 
 @admin.register(Subscriber)
-class SubscriberAdmin(AuditedDeleteMixin, admin.ModelAdmin):
+class SubscriberAdmin(AuditedChangeMixin, admin.ModelAdmin):
     form = SubscriberAdminForm
     list_display = ["msisdn", "name", "area", "operator", "language", "opted_out_at", "updated_at"]
     list_filter = [OptedOutFilter, "operator", "language"]
@@ -188,6 +243,12 @@ class SubscriberAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     # Adds an "Import CSV" button leading to import_view.
     change_list_template = "admin/smsblast/subscriber/change_list.html"
     actions = ["opt_out", "opt_in"]
+    # What decides whether and where a run sends to the number (the name is kept out of the permanent trail).
+    audit_action = "subscriber"
+    audited_fields = ("msisdn", "area_id", "operator_id", "language", "latitude", "longitude")
+
+    def audit_state(self, obj) -> str:
+        return "opted_out" if obj.opted_out_at else "subscribed"
 
     def has_delete_permission(self, request, obj=None) -> bool:
         # An opted-out number is kept: deleted, a later import of it would make it reachable again.
