@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from smsblast.ids import uuid7
 
@@ -36,59 +37,78 @@ class Campaign(models.Model):
 
     FINAL_STATUSES = frozenset({Status.COMPLETED, Status.COMPLETED_WITH_FAILURES, Status.CANCELLED})
 
-    title = models.CharField(max_length=200)
-    text = models.TextField()
+    title = models.CharField(max_length=200, verbose_name=_("title"))
+    text = models.TextField(verbose_name=_("text"))
     sender = models.CharField(
-        max_length=16, help_text="Alphanumeric sender ID, at most 16 characters; handsets show the first 11."
+        max_length=16,
+        help_text="Alphanumeric sender ID, at most 16 characters; handsets show the first 11.",
+        verbose_name=_("sender"),
     )
-    mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.TARGETED)
+    mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.TARGETED, verbose_name=_("mode"))
     # Kemendagri codes; each includes everything below it.
-    area_codes = models.JSONField(default=list, blank=True)
+    area_codes = models.JSONField(default=list, blank=True, verbose_name=_("area codes"))
     # A drawn GeoJSON polygon, instead of or besides codes.
-    polygon = models.JSONField(null=True, blank=True)
+    polygon = models.JSONField(null=True, blank=True, verbose_name=_("polygon"))
     # The deepest area holding the whole target: its codes and the known boundary around its polygon ("" for
     # more than one province, or a polygon no known boundary holds); a campaign without a target yet belongs to
     # its author's jurisdiction. Set by the services; which officers and approvers see it follows from it.
-    area_scope = models.CharField(max_length=13, blank=True, default="")
+    area_scope = models.CharField(max_length=13, blank=True, default="", verbose_name=_("area scope"))
     # Audience filters for targeted mode, e.g. {"languages": ["id"]}; empty means everyone in the area.
-    audience = models.JSONField(default=dict, blank=True)
-    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    audience = models.JSONField(default=dict, blank=True, verbose_name=_("audience"))
+    priority = models.CharField(
+        max_length=10, choices=Priority.choices, default=Priority.NORMAL, verbose_name=_("priority")
+    )
     # Schedule as entered, local times in the area's zone, e.g.
     # {"kind": "daily", "time": "13:00", "weekday_times": {"4": "10:00"}, "until": "2021-12-31",
     #  "quiet_hours": {"start": "21:00", "end": "06:00"}}; empty means not scheduled yet.
-    schedule = models.JSONField(default=dict, blank=True)
+    schedule = models.JSONField(default=dict, blank=True, verbose_name=_("schedule"))
     # The next occurrence in UTC; the scheduler polls rows whose time has come.
-    next_run_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    next_run_at = models.DateTimeField(null=True, blank=True, db_index=True, verbose_name=_("next run at"))
     # How long an operator may take to deliver before undelivered messages expire.
-    validity_minutes = models.PositiveIntegerField(default=24 * 60)
+    validity_minutes = models.PositiveIntegerField(default=24 * 60, verbose_name=_("validity minutes"))
 
     # Area broadcast only.
-    starts_at = models.DateTimeField(null=True, blank=True)
-    ends_at = models.DateTimeField(null=True, blank=True)
-    repeat_policy = models.CharField(max_length=20, choices=RepeatPolicy.choices, default=RepeatPolicy.ONCE_PER_WINDOW)
+    starts_at = models.DateTimeField(null=True, blank=True, verbose_name=_("starts at"))
+    ends_at = models.DateTimeField(null=True, blank=True, verbose_name=_("ends at"))
+    repeat_policy = models.CharField(
+        max_length=20,
+        choices=RepeatPolicy.choices,
+        default=RepeatPolicy.ONCE_PER_WINDOW,
+        verbose_name=_("repeat policy"),
+    )
     # Operator slugs to use; empty means every active operator.
-    operator_slugs = models.JSONField(default=list, blank=True)
-    exercise = models.BooleanField(default=False, help_text="Training campaign: test endpoints only.")
+    operator_slugs = models.JSONField(default=list, blank=True, verbose_name=_("operator slugs"))
+    exercise = models.BooleanField(
+        default=False, help_text="Training campaign: test endpoints only.", verbose_name=_("exercise")
+    )
 
     # CAP 1.2 fields (area broadcast export); defaults follow priority.
-    cap_category = models.CharField(max_length=20, default="Health")
-    cap_event = models.CharField(max_length=200, blank=True)
-    cap_urgency = models.CharField(max_length=20, blank=True)
-    cap_severity = models.CharField(max_length=20, blank=True)
-    cap_certainty = models.CharField(max_length=20, blank=True)
-    instruction = models.TextField(blank=True)
+    cap_category = models.CharField(max_length=20, default="Health", verbose_name=_("CAP category"))
+    cap_event = models.CharField(max_length=200, blank=True, verbose_name=_("CAP event"))
+    cap_urgency = models.CharField(max_length=20, blank=True, verbose_name=_("CAP urgency"))
+    cap_severity = models.CharField(max_length=20, blank=True, verbose_name=_("CAP severity"))
+    cap_certainty = models.CharField(max_length=20, blank=True, verbose_name=_("CAP certainty"))
+    instruction = models.TextField(blank=True, verbose_name=_("instruction"))
     # Identifier of the CAP alert this draft was imported from, to match a later Cancel.
-    cap_source_identifier = models.CharField(max_length=300, blank=True, db_index=True)
-    cap_source_sender = models.CharField(max_length=300, blank=True)
+    cap_source_identifier = models.CharField(
+        max_length=300, blank=True, db_index=True, verbose_name=_("CAP source identifier")
+    )
+    cap_source_sender = models.CharField(max_length=300, blank=True, verbose_name=_("CAP source sender"))
     # [sender, identifier] of the messages an imported Update supersedes: a Cancel of the update ends them too.
-    cap_source_references = models.JSONField(default=list, blank=True)
+    cap_source_references = models.JSONField(default=list, blank=True, verbose_name=_("CAP source references"))
 
-    status = models.CharField(max_length=32, choices=Status.choices, default=Status.DRAFT, db_index=True)
-    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="campaigns")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    status = models.CharField(
+        max_length=32, choices=Status.choices, default=Status.DRAFT, db_index=True, verbose_name=_("status")
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="campaigns", verbose_name=_("author")
+    )
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
+        verbose_name = _("campaign")
+        verbose_name_plural = _("campaigns")
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
@@ -102,18 +122,24 @@ class Approval(models.Model):
         APPROVED = "approved"  # binds content_hash; dispatch re-checks it
         REJECTED = "rejected"  # reason says what to change
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="approvals")
-    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    decision = models.CharField(max_length=10, choices=Decision.choices)
-    content_hash = models.CharField(max_length=64)
-    reason = models.TextField(blank=True)
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="approvals", verbose_name=_("campaign")
+    )
+    approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", verbose_name=_("approver")
+    )
+    decision = models.CharField(max_length=10, choices=Decision.choices, verbose_name=_("decision"))
+    content_hash = models.CharField(max_length=64, verbose_name=_("content hash"))
+    reason = models.TextField(blank=True, verbose_name=_("reason"))
     # The campaign content as reviewed, so a resubmission can be diffed against it.
-    snapshot = models.JSONField(default=dict)
-    created_at = models.DateTimeField(auto_now_add=True)
+    snapshot = models.JSONField(default=dict, verbose_name=_("snapshot"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
     # Set when an edit voids the approval.
-    voided_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True, verbose_name=_("voided at"))
 
     class Meta:
+        verbose_name = _("approval")
+        verbose_name_plural = _("approvals")
         ordering = ["-created_at", "-id"]
 
 
@@ -131,30 +157,34 @@ class CampaignRun(models.Model):
 
     FINAL_STATUSES = frozenset({Status.COMPLETED, Status.COMPLETED_WITH_FAILURES, Status.CANCELLED})
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
-    scheduled_for = models.DateTimeField()
-    status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING, db_index=True)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs", verbose_name=_("campaign"))
+    scheduled_for = models.DateTimeField(verbose_name=_("scheduled for"))
+    status = models.CharField(
+        max_length=32, choices=Status.choices, default=Status.PENDING, db_index=True, verbose_name=_("status")
+    )
     # What this run transmits, frozen at start and checked against the approval.
-    content_hash = models.CharField(max_length=64)
-    text = models.TextField()
-    sender = models.CharField(max_length=16)
-    segments = models.PositiveSmallIntegerField(default=1)
-    encoding = models.CharField(max_length=4, default="GSM7")
+    content_hash = models.CharField(max_length=64, verbose_name=_("content hash"))
+    text = models.TextField(verbose_name=_("text"))
+    sender = models.CharField(max_length=16, verbose_name=_("sender"))
+    segments = models.PositiveSmallIntegerField(default=1, verbose_name=_("segments"))
+    encoding = models.CharField(max_length=4, default="GSM7", verbose_name=_("encoding"))
     # Area broadcast: the area and window as sent.
-    frozen = models.JSONField(default=dict, blank=True)
+    frozen = models.JSONField(default=dict, blank=True, verbose_name=_("frozen"))
     # Fan-out resumes after the last subscriber id it wrote.
-    fanout_cursor = models.BigIntegerField(default=0)
-    fanout_done = models.BooleanField(default=False)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    expires_at = models.DateTimeField(null=True, blank=True)
-    last_progress_at = models.DateTimeField(null=True, blank=True)
+    fanout_cursor = models.BigIntegerField(default=0, verbose_name=_("fan-out cursor"))
+    fanout_done = models.BooleanField(default=False, verbose_name=_("fan-out done"))
+    started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started at"))
+    finished_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished at"))
+    expires_at = models.DateTimeField(null=True, blank=True, verbose_name=_("expires at"))
+    last_progress_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last progress at"))
     # When fan-out last wrote a chunk (or was started or resumed). Sends and reports move last_progress_at too,
     # so a fan-out that died is restarted by this mark alone.
-    fanout_progress_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    fanout_progress_at = models.DateTimeField(null=True, blank=True, verbose_name=_("fan-out progress at"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("campaign run")
+        verbose_name_plural = _("campaign runs")
         ordering = ["-scheduled_for", "-id"]
         constraints = [
             # A run never starts twice for the same occurrence.
@@ -178,24 +208,30 @@ class DispatchBatch(models.Model):
 
     FINAL_STATUSES = frozenset({Status.ACCEPTED, Status.FAILED, Status.CANCELLED})
 
-    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="batches")
-    operator = models.ForeignKey("operators.Operator", on_delete=models.PROTECT, related_name="batches")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    size = models.PositiveIntegerField(default=0)
-    segments = models.PositiveIntegerField(default=0)  # size × segments per message
-    attempts = models.PositiveSmallIntegerField(default=0)  # sends (leases) so far, throttled ones included
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False, verbose_name=_("ID"))
+    run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="batches", verbose_name=_("run"))
+    operator = models.ForeignKey(
+        "operators.Operator", on_delete=models.PROTECT, related_name="batches", verbose_name=_("operator")
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, verbose_name=_("status"))
+    size = models.PositiveIntegerField(default=0, verbose_name=_("size"))
+    segments = models.PositiveIntegerField(default=0, verbose_name=_("segments"))  # size × segments per message
+    attempts = models.PositiveSmallIntegerField(
+        default=0, verbose_name=_("attempts")
+    )  # sends (leases) so far, throttled ones included
     # Attempts the operator answered 429 (slow down): they spend no retry budget, which counts the others.
-    throttled = models.PositiveIntegerField("throttled (429)", default=0)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    accepted_count = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    accepted_at = models.DateTimeField(null=True, blank=True)
+    throttled = models.PositiveIntegerField(_("throttled (429)"), default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, verbose_name=_("lease expires at"))
+    next_attempt_at = models.DateTimeField(null=True, blank=True, verbose_name=_("next attempt at"))
+    accepted_count = models.PositiveIntegerField(default=0, verbose_name=_("accepted count"))
+    last_error = models.TextField(blank=True, verbose_name=_("last error"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
+    accepted_at = models.DateTimeField(null=True, blank=True, verbose_name=_("accepted at"))
 
     class Meta:
+        verbose_name = _("dispatch batch")
+        verbose_name_plural = _("dispatch batches")
         indexes = [
             models.Index(fields=["run", "status"], name="batch_run_status_idx"),
             models.Index(fields=["status", "lease_expires_at"], name="batch_lease_idx"),
@@ -234,7 +270,12 @@ class Delivery(models.Model):
     # itself. The run and batch rows are written before or with their deliveries and deleted only through
     # the ORM, which cascades; operators are never deleted (PROTECT).
     run = models.ForeignKey(
-        CampaignRun, on_delete=models.CASCADE, related_name="deliveries", db_index=False, db_constraint=False
+        CampaignRun,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        db_index=False,
+        db_constraint=False,
+        verbose_name=_("run"),
     )
     batch = models.ForeignKey(
         DispatchBatch,
@@ -244,6 +285,7 @@ class Delivery(models.Model):
         related_name="deliveries",
         db_index=False,
         db_constraint=False,
+        verbose_name=_("batch"),
     )
     operator = models.ForeignKey(
         "operators.Operator",
@@ -253,17 +295,19 @@ class Delivery(models.Model):
         related_name="+",
         db_index=False,
         db_constraint=False,
+        verbose_name=_("operator"),
     )
-    msisdn = models.CharField(max_length=16)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    reason = models.CharField(max_length=200, blank=True)
-    operator_ref = models.CharField(max_length=100, blank=True)
-    error_code = models.CharField(max_length=40, blank=True)
-    done_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(null=True, blank=True)
+    msisdn = models.CharField(max_length=16, verbose_name=_("MSISDN"))
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, verbose_name=_("status"))
+    reason = models.CharField(max_length=200, blank=True, verbose_name=_("reason"))
+    operator_ref = models.CharField(max_length=100, blank=True, verbose_name=_("operator ref"))
+    error_code = models.CharField(max_length=40, blank=True, verbose_name=_("error code"))
+    done_at = models.DateTimeField(null=True, blank=True, verbose_name=_("done at"))
+    updated_at = models.DateTimeField(null=True, blank=True, verbose_name=_("updated at"))
 
     class Meta:
-        verbose_name_plural = "deliveries"
+        verbose_name = _("delivery")
+        verbose_name_plural = _("deliveries")
         constraints = [
             # Invariant 3: at most one send per recipient per run.
             models.UniqueConstraint(fields=["run", "msisdn"], name="delivery_once_per_run"),

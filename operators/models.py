@@ -7,36 +7,46 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class Operator(models.Model):
     """A cellular operator that receives batches (or area broadcasts) through an adapter."""
 
-    name = models.CharField(max_length=100)
-    slug = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=100, verbose_name=_("name"))
+    slug = models.SlugField(max_length=40, unique=True, verbose_name=_("slug"))
     # E.164 digit prefixes routed to this operator, e.g. ["62811", "62812"]; longest match wins.
-    prefixes = models.JSONField(default=list, blank=True)
-    adapter = models.CharField(max_length=40, default="http_batch_v1")
-    base_url = models.URLField(blank=True)
+    prefixes = models.JSONField(default=list, blank=True, verbose_name=_("prefixes"))
+    adapter = models.CharField(max_length=40, default="http_batch_v1", verbose_name=_("adapter"))
+    base_url = models.URLField(blank=True, verbose_name=_("base URL"))
     # Credentials we present to the operator; they must be readable to sign requests.
-    api_key = models.CharField(max_length=200, blank=True)
-    signing_secret = models.CharField(max_length=200, blank=True)
-    segments_per_second = models.PositiveIntegerField(default=100)
-    batch_size = models.PositiveIntegerField(default=1000)
-    tariff_per_segment = models.PositiveIntegerField(default=250, help_text="Rupiah per SMS segment.")
-    active = models.BooleanField(default=True)
+    api_key = models.CharField(max_length=200, blank=True, verbose_name=_("API key"))
+    signing_secret = models.CharField(max_length=200, blank=True, verbose_name=_("signing secret"))
+    segments_per_second = models.PositiveIntegerField(default=100, verbose_name=_("segments per second"))
+    batch_size = models.PositiveIntegerField(default=1000, verbose_name=_("batch size"))
+    tariff_per_segment = models.PositiveIntegerField(
+        default=250, help_text="Rupiah per SMS segment.", verbose_name=_("tariff per segment")
+    )
+    active = models.BooleanField(default=True, verbose_name=_("active"))
     # Training ("exercise") area broadcasts go only to operators marked as test endpoints.
-    is_test_endpoint = models.BooleanField(default=False)
+    is_test_endpoint = models.BooleanField(default=False, verbose_name=_("is test endpoint"))
     # Most polygon points the operator accepts for an area broadcast.
-    vertex_limit = models.PositiveIntegerField(default=250)
+    vertex_limit = models.PositiveIntegerField(default=250, verbose_name=_("vertex limit"))
     # The operator's API identity for the inbound API (delivery reports, pull mode, MO messages).
     user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="operator"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="operator",
+        verbose_name=_("user"),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
+        verbose_name = _("operator")
+        verbose_name_plural = _("operators")
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -58,15 +68,16 @@ class BroadcastSettings(models.Model):
         default=Decimal("0.850"),
         validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
         help_text="Handsets per resident, between 0 and 1.",
+        verbose_name=_("phone ownership rate"),
     )
     # An imported CAP alert's text is cut to fit this many SMS segments.
     max_import_segments = models.PositiveSmallIntegerField(
-        default=3, validators=[MinValueValidator(1), MaxValueValidator(10)]
+        default=3, validators=[MinValueValidator(1), MaxValueValidator(10)], verbose_name=_("max import segments")
     )
 
     class Meta:
-        verbose_name = "broadcast settings"
-        verbose_name_plural = "broadcast settings"
+        verbose_name = _("broadcast settings")
+        verbose_name_plural = _("broadcast settings")
 
     def __str__(self) -> str:
         return "Broadcast settings"
@@ -97,28 +108,34 @@ class AreaBroadcast(models.Model):
 
     FINAL_STATES = frozenset({State.RETRIES_EXHAUSTED, State.CANCELLED, State.COMPLETED})
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    run = models.ForeignKey("campaigns.CampaignRun", on_delete=models.CASCADE, related_name="area_broadcasts")
-    operator = models.ForeignKey(Operator, on_delete=models.PROTECT, related_name="area_broadcasts")
-    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name=_("ID"))
+    run = models.ForeignKey(
+        "campaigns.CampaignRun", on_delete=models.CASCADE, related_name="area_broadcasts", verbose_name=_("run")
+    )
+    operator = models.ForeignKey(
+        Operator, on_delete=models.PROTECT, related_name="area_broadcasts", verbose_name=_("operator")
+    )
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING, verbose_name=_("state"))
     # The area as sent to this operator: simplified to its vertex limit, frozen at the start of the window.
-    area = models.JSONField(default=dict)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    cancel_attempts = models.PositiveSmallIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    area = models.JSONField(default=dict, verbose_name=_("area"))
+    attempts = models.PositiveSmallIntegerField(default=0, verbose_name=_("attempts"))
+    cancel_attempts = models.PositiveSmallIntegerField(default=0, verbose_name=_("cancel attempts"))
+    next_attempt_at = models.DateTimeField(null=True, blank=True, verbose_name=_("next attempt at"))
     # Set when the campaign is cancelled; the cancel request waits for the operator's acknowledgement.
-    cancel_requested_at = models.DateTimeField(null=True, blank=True)
-    operator_ref = models.CharField(max_length=100, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True, verbose_name=_("cancel requested at"))
+    operator_ref = models.CharField(max_length=100, blank=True, verbose_name=_("operator ref"))
     # Cumulative handsets the operator reports as reached; only ever grows.
-    handsets_reached = models.PositiveIntegerField(default=0)
-    reached_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
-    acknowledged_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    handsets_reached = models.PositiveIntegerField(default=0, verbose_name=_("handsets reached"))
+    reached_at = models.DateTimeField(null=True, blank=True, verbose_name=_("reached at"))
+    last_error = models.TextField(blank=True, verbose_name=_("last error"))
+    acknowledged_at = models.DateTimeField(null=True, blank=True, verbose_name=_("acknowledged at"))
+    finished_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished at"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
+        verbose_name = _("area broadcast")
+        verbose_name_plural = _("area broadcasts")
         ordering = ["run", "operator__name"]
         constraints = [
             models.UniqueConstraint(fields=["run", "operator"], name="area_broadcast_once_per_operator"),
@@ -140,15 +157,19 @@ class AppendOnlyQuerySet(models.QuerySet):
 class AreaBroadcastEvent(models.Model):
     """An append-only entry of a provider message's status log."""
 
-    broadcast = models.ForeignKey(AreaBroadcast, on_delete=models.CASCADE, related_name="events")
-    state = models.CharField(max_length=20, choices=AreaBroadcast.State.choices)
-    at = models.DateTimeField(auto_now_add=True)
+    broadcast = models.ForeignKey(
+        AreaBroadcast, on_delete=models.CASCADE, related_name="events", verbose_name=_("broadcast")
+    )
+    state = models.CharField(max_length=20, choices=AreaBroadcast.State.choices, verbose_name=_("state"))
+    at = models.DateTimeField(auto_now_add=True, verbose_name=_("at"))
     # What happened: HTTP status, error text, attempt number, operator reference.
-    details = models.JSONField(default=dict, blank=True)
+    details = models.JSONField(default=dict, blank=True, verbose_name=_("details"))
 
     objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("area broadcast event")
+        verbose_name_plural = _("area broadcast events")
         ordering = ["at", "id"]
 
     def __str__(self) -> str:
@@ -163,13 +184,17 @@ class AreaBroadcastEvent(models.Model):
 class AreaBroadcastReach(models.Model):
     """One reach report: cumulative handsets reached by one operator at a moment, for reach over time."""
 
-    broadcast = models.ForeignKey(AreaBroadcast, on_delete=models.CASCADE, related_name="reach_reports")
-    handsets_reached = models.PositiveIntegerField()
+    broadcast = models.ForeignKey(
+        AreaBroadcast, on_delete=models.CASCADE, related_name="reach_reports", verbose_name=_("broadcast")
+    )
+    handsets_reached = models.PositiveIntegerField(verbose_name=_("handsets reached"))
     # When the operator counted, as it reported; received_at is when it reached us.
-    at = models.DateTimeField()
-    received_at = models.DateTimeField(auto_now_add=True)
+    at = models.DateTimeField(verbose_name=_("at"))
+    received_at = models.DateTimeField(auto_now_add=True, verbose_name=_("received at"))
 
     class Meta:
+        verbose_name = _("area broadcast reach")
+        verbose_name_plural = _("area broadcast reaches")
         ordering = ["at", "id"]
         constraints = [
             # A repeated report is stored once, which makes the report endpoint idempotent.

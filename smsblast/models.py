@@ -5,6 +5,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class Role(models.TextChoices):
@@ -27,6 +28,7 @@ class User(AbstractUser):
         on_delete=models.PROTECT,
         related_name="+",
         help_text="Officers and approvers see and target only campaigns within this area; empty for all of Indonesia.",
+        verbose_name=_("jurisdiction"),
     )
 
     @property
@@ -58,14 +60,18 @@ class User(AbstractUser):
 class ApiToken(models.Model):
     """A bearer token for the REST API; only its SHA-256 is stored."""
 
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
-    key_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens", verbose_name=_("user"))
+    key_hash = models.CharField(max_length=64, unique=True, verbose_name=_("key hash"))
     # First characters of the key, so an admin can tell tokens apart without the secret.
-    prefix = models.CharField(max_length=8)
-    name = models.CharField(max_length=100, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    prefix = models.CharField(max_length=8, verbose_name=_("prefix"))
+    name = models.CharField(max_length=100, blank=True, verbose_name=_("name"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    last_used_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last used at"))
+    revoked_at = models.DateTimeField(null=True, blank=True, verbose_name=_("revoked at"))
+
+    class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
 
     def __str__(self) -> str:
         return f"{self.user} {self.prefix}…"
@@ -117,19 +123,23 @@ def area_common_ancestor(codes) -> str:
 class Area(models.Model):
     """A Kemendagri 2025 administrative area; its code is its key and its ancestry."""
 
-    code = models.CharField(max_length=13, primary_key=True)
-    name = models.CharField(max_length=100)
+    code = models.CharField(max_length=13, primary_key=True, verbose_name=_("code"))
+    name = models.CharField(max_length=100, verbose_name=_("name"))
     # Lower-case, accent-free name for search.
-    search_name = models.CharField(max_length=100, db_index=True)
-    level = models.CharField(max_length=10, choices=AreaLevel.choices)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
-    population = models.BigIntegerField(null=True, blank=True)
+    search_name = models.CharField(max_length=100, db_index=True, verbose_name=_("search name"))
+    level = models.CharField(max_length=10, choices=AreaLevel.choices, verbose_name=_("level"))
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children", verbose_name=_("parent")
+    )
+    population = models.BigIntegerField(null=True, blank=True, verbose_name=_("population"))
     # GeoJSON geometry (Polygon or MultiPolygon, lng/lat) when a boundary is known.
-    boundary = models.JSONField(null=True, blank=True)
+    boundary = models.JSONField(null=True, blank=True, verbose_name=_("boundary"))
 
     objects = AreaQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("area")
+        verbose_name_plural = _("areas")
         ordering = ["code"]
         indexes = [
             # varchar_pattern_ops makes `code LIKE '35.05.%'` an index range scan on PostgreSQL.
@@ -147,11 +157,17 @@ class Area(models.Model):
 class Subscriber(models.Model):
     """A phone number that may receive targeted campaigns."""
 
-    msisdn = models.CharField(max_length=16)  # E.164, "+62812..."; unique (see Meta)
+    msisdn = models.CharField(max_length=16, verbose_name=_("MSISDN"))  # E.164, "+62812..."; unique (see Meta)
     # area_id holds the Kemendagri code itself, so subtree filters need no join. Indexed by
     # subscriber_area_prefix_idx alone, which serves equality as well as prefix lookups.
     area = models.ForeignKey(
-        Area, null=True, blank=True, on_delete=models.PROTECT, related_name="subscribers", db_index=False
+        Area,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="subscribers",
+        db_index=False,
+        verbose_name=_("area"),
     )
     # No database constraint: a million-row import would pay a trigger per row for it, and the import
     # takes operators from the operator table itself. Django still applies SET_NULL when one is deleted.
@@ -162,17 +178,20 @@ class Subscriber(models.Model):
         on_delete=models.SET_NULL,
         related_name="subscribers",
         db_constraint=False,
+        verbose_name=_("operator"),
     )
-    name = models.CharField(max_length=120, blank=True)
-    language = models.CharField(max_length=8, default="id")
-    opted_out_at = models.DateTimeField(null=True, blank=True)
+    name = models.CharField(max_length=120, blank=True, verbose_name=_("name"))
+    language = models.CharField(max_length=8, default="id", verbose_name=_("language"))
+    opted_out_at = models.DateTimeField(null=True, blank=True, verbose_name=_("opted out at"))
     # Optional home coordinates, for polygon targeting.
-    latitude = models.FloatField(null=True, blank=True)
-    longitude = models.FloatField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    latitude = models.FloatField(null=True, blank=True, verbose_name=_("latitude"))
+    longitude = models.FloatField(null=True, blank=True, verbose_name=_("longitude"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
+        verbose_name = _("subscriber")
+        verbose_name_plural = _("subscribers")
         indexes = [
             models.Index(fields=["area"], name="subscriber_area_prefix_idx", opclasses=["varchar_pattern_ops"]),
         ]
@@ -200,18 +219,22 @@ class AuditQuerySet(models.QuerySet):
 class AuditEvent(models.Model):
     """An append-only record of one state change: who, what, from, to, when."""
 
-    actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    action = models.CharField(max_length=64)
-    object_type = models.CharField(max_length=64)
-    object_id = models.CharField(max_length=64)
-    from_state = models.CharField(max_length=32, blank=True)
-    to_state = models.CharField(max_length=32, blank=True)
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
-    details = models.JSONField(default=dict, blank=True)
+    actor = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.PROTECT, related_name="+", verbose_name=_("actor")
+    )
+    action = models.CharField(max_length=64, verbose_name=_("action"))
+    object_type = models.CharField(max_length=64, verbose_name=_("object type"))
+    object_id = models.CharField(max_length=64, verbose_name=_("object ID"))
+    from_state = models.CharField(max_length=32, blank=True, verbose_name=_("from state"))
+    to_state = models.CharField(max_length=32, blank=True, verbose_name=_("to state"))
+    at = models.DateTimeField(auto_now_add=True, db_index=True, verbose_name=_("at"))
+    details = models.JSONField(default=dict, blank=True, verbose_name=_("details"))
 
     objects = AuditQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
         ordering = ["at", "id"]
         indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object_idx")]
 
@@ -240,39 +263,49 @@ class SubscriberImport(models.Model):
         COMPLETED = "completed"  # every row read; counts are final
         FAILED = "failed"  # stopped by an error (see `error`); a rerun resumes after `lines_done`
 
-    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, verbose_name=_("state"))
     # Where the uploaded (or, from the command line, the given) file lies on the server.
-    file_path = models.CharField(max_length=500)
-    original_name = models.CharField(max_length=255, blank=True)
+    file_path = models.CharField(max_length=500, verbose_name=_("file path"))
+    original_name = models.CharField(max_length=255, blank=True, verbose_name=_("original name"))
     # Every rejected row as CSV (line, reason, raw), beside the uploads; downloadable as rejected.csv.
-    rejected_path = models.CharField(max_length=500, blank=True)
-    uploaded_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    rejected_path = models.CharField(max_length=500, blank=True, verbose_name=_("rejected path"))
+    uploaded_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("uploaded by")
+    )
     # The jurisdiction of the officer who uploaded it ("" when not limited): its rows may only home subscribers
     # within it, and only users whose jurisdiction holds it see the job (smsblast.selectors.subscriber_imports_visible).
-    area_scope = models.CharField(max_length=13, blank=True, default="")
+    area_scope = models.CharField(max_length=13, blank=True, default="", verbose_name=_("area scope"))
     # Bytes of the file, known at upload; progress is bytes_read / file_size (rows are unknown until read).
-    file_size = models.BigIntegerField(default=0)
-    bytes_read = models.BigIntegerField(default=0)
+    file_size = models.BigIntegerField(default=0, verbose_name=_("file size"))
+    bytes_read = models.BigIntegerField(default=0, verbose_name=_("bytes read"))
     # Physical lines of the file (header included) whose rows are committed; a rerun skips them.
-    lines_done = models.PositiveIntegerField(default=0)
-    total_rows = models.PositiveIntegerField(null=True, blank=True)  # data rows, known once completed
-    rows_read = models.PositiveIntegerField(default=0)
-    created = models.PositiveIntegerField(default=0)
-    updated = models.PositiveIntegerField(default=0)
-    duplicates = models.PositiveIntegerField(default=0)  # repeats of a number seen earlier in the same file
-    rejected = models.PositiveIntegerField(default=0)
-    rejected_by_reason = models.JSONField(default=dict, blank=True)  # {"invalid": 12, "unknown_area": 3}
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    lines_done = models.PositiveIntegerField(default=0, verbose_name=_("lines done"))
+    total_rows = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name=_("total rows")
+    )  # data rows, known once completed
+    rows_read = models.PositiveIntegerField(default=0, verbose_name=_("rows read"))
+    created = models.PositiveIntegerField(default=0, verbose_name=_("created"))
+    updated = models.PositiveIntegerField(default=0, verbose_name=_("updated"))
+    duplicates = models.PositiveIntegerField(
+        default=0, verbose_name=_("duplicates")
+    )  # repeats of a number seen earlier in the same file
+    rejected = models.PositiveIntegerField(default=0, verbose_name=_("rejected"))
+    rejected_by_reason = models.JSONField(
+        default=dict, blank=True, verbose_name=_("rejected by reason")
+    )  # {"invalid": 12, "unknown_area": 3}
+    error = models.TextField(blank=True, verbose_name=_("error"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
     # Set when a run claims the job; a run writes only while the job still bears its start, so a run judged
     # dead and replaced cannot write beside the one that replaced it.
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started at"))
+    finished_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished at"))
     # Last sign of life: queued, claimed, a chunk committed or read again. A pending or running job silent for
     # SUBSCRIBER_IMPORT_STALE_SECONDS lost its task or its worker, and may be resumed.
-    heartbeat_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now, verbose_name=_("heartbeat at"))
 
     class Meta:
+        verbose_name = _("subscriber import")
+        verbose_name_plural = _("subscriber imports")
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -282,12 +315,16 @@ class SubscriberImport(models.Model):
 class SubscriberImportRejection(models.Model):
     """One of the first rejected rows of an import, kept for display; the full list is in the rejected file."""
 
-    subscriber_import = models.ForeignKey(SubscriberImport, on_delete=models.CASCADE, related_name="rejections")
-    line = models.PositiveIntegerField()  # physical line in the file, header = 1
-    raw = models.TextField()
-    reason = models.CharField(max_length=32)
+    subscriber_import = models.ForeignKey(
+        SubscriberImport, on_delete=models.CASCADE, related_name="rejections", verbose_name=_("subscriber import")
+    )
+    line = models.PositiveIntegerField(verbose_name=_("line"))  # physical line in the file, header = 1
+    raw = models.TextField(verbose_name=_("raw"))
+    reason = models.CharField(max_length=32, verbose_name=_("reason"))
 
     class Meta:
+        verbose_name = _("subscriber import rejection")
+        verbose_name_plural = _("subscriber import rejections")
         ordering = ["line"]
 
     def __str__(self) -> str:

@@ -703,3 +703,18 @@ def test_a_role_group_renamed_or_deleted_in_the_admin_is_audited_with_its_member
     deleted = AuditEvent.objects.get(action="group.delete")
     assert (deleted.actor, deleted.object_id, deleted.to_state) == (admin_user, str(group.pk), "deleted")
     assert deleted.details["members"] == [approver.username]
+
+
+def test_the_admin_names_models_and_their_fields_in_indonesian(admin_client, records):
+    admin_client.cookies["django_language"] = "id"
+
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    for name in ["Kampanye", "Pengiriman kampanye", "Batch pengiriman", "Pelanggan", "Wilayah", "Pengaturan siaran"]:
+        assert f">{name}<" in index, name
+    assert ">Dispatch batches<" not in index and ">Subscribers<" not in index
+
+    subscriber = Subscriber.objects.get()
+    page = admin_client.get(admin_url(Subscriber, "change", subscriber.pk)).content.decode()
+    assert "Berhenti berlangganan pada" in page and "Opted out at" not in page
+    listing = admin_client.get(admin_url(Campaign, "changelist")).content.decode()
+    assert "Judul" in listing and "Penulis" in listing
