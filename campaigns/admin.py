@@ -6,6 +6,8 @@ written by the send pipeline and are view-only.
 """
 
 from django.contrib import admin, messages
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.services import campaign_cancel
@@ -35,7 +37,7 @@ class CampaignAdmin(ReadOnlyAdmin):
     inlines = [ApprovalInline, CampaignRunInline]
     actions = ["cancel"]
 
-    @admin.action(description="Cancel selected campaigns")
+    @admin.action(description=gettext_lazy("Cancel selected campaigns"))
     def cancel(self, request, queryset):
         cancelled = 0
         for campaign in queryset:
@@ -45,7 +47,7 @@ class CampaignAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"{campaign}: {exc}", messages.WARNING)
             else:
                 cancelled += 1
-        self.message_user(request, f"Cancelled {cancelled} campaign(s).", messages.SUCCESS)
+        self.message_user(request, _("Cancelled %(count)s campaign(s).") % {"count": cancelled}, messages.SUCCESS)
 
 
 @admin.register(Approval)

@@ -41,7 +41,7 @@ class Campaign(models.Model):
     text = models.TextField(verbose_name=_("text"))
     sender = models.CharField(
         max_length=16,
-        help_text="Alphanumeric sender ID, at most 16 characters; handsets show the first 11.",
+        help_text=_("Alphanumeric sender ID, at most 16 characters; handsets show the first 11."),
         verbose_name=_("sender"),
     )
     mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.TARGETED, verbose_name=_("mode"))
@@ -79,7 +79,7 @@ class Campaign(models.Model):
     # Operator slugs to use; empty means every active operator.
     operator_slugs = models.JSONField(default=list, blank=True, verbose_name=_("operator slugs"))
     exercise = models.BooleanField(
-        default=False, help_text="Training campaign: test endpoints only.", verbose_name=_("exercise")
+        default=False, help_text=_("Training campaign: test endpoints only."), verbose_name=_("exercise")
     )
 
     # CAP 1.2 fields (area broadcast export); defaults follow priority.

@@ -3,6 +3,9 @@
 from django import forms
 from django.contrib import admin
 from django.db import transaction
+from django.utils.text import capfirst
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from operators.gateways.base import registered_names
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
@@ -15,34 +18,41 @@ from smsblast.services import subscribers_reroute
 def mask_secret(value: str) -> str:
     """Return a masked form of a credential that shows only its last four characters."""
     if not value:
-        return "(not set)"
+        return _("(not set)")
     return "•" * 8 + value[-4:] if len(value) > 8 else "•" * 8
 
 
 def adapter_choices() -> list[tuple[str, str]]:
     """Return the names a send can use: every registered adapter, and pull mode (nothing is pushed)."""
-    return [(name, name) for name in registered_names()] + [(PULL_ADAPTER, f"{PULL_ADAPTER} (the operator fetches)")]
+    return [(name, name) for name in registered_names()] + [
+        (PULL_ADAPTER, _("%(name)s (the operator fetches)") % {"name": PULL_ADAPTER})
+    ]
 
 
 class OperatorAdminForm(forms.ModelForm):
     # A name no adapter answers to would only show when batches fail mid-run; refuse it when saved.
-    adapter = forms.ChoiceField(choices=adapter_choices, initial="http_batch_v1")
+    adapter = forms.ChoiceField(
+        label=capfirst(gettext_lazy("adapter")), choices=adapter_choices, initial="http_batch_v1"
+    )
     prefixes = forms.CharField(
+        label=capfirst(gettext_lazy("prefixes")),
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="E.164 digit prefixes routed to this operator, separated by commas, e.g. 62811, 62812.",
+        help_text=gettext_lazy("E.164 digit prefixes routed to this operator, separated by commas, e.g. 62811, 62812."),
     )
-    base_url = forms.URLField(required=False, assume_scheme="https")
+    base_url = forms.URLField(label=capfirst(gettext_lazy("base URL")), required=False, assume_scheme="https")
     # Credentials are never sent back to the browser; a blank field keeps the stored value.
     api_key = forms.CharField(
+        label=capfirst(gettext_lazy("API key")),
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Leave blank to keep the current key.",
+        help_text=gettext_lazy("Leave blank to keep the current key."),
     )
     signing_secret = forms.CharField(
+        label=capfirst(gettext_lazy("signing secret")),
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Leave blank to keep the current secret.",
+        help_text=gettext_lazy("Leave blank to keep the current secret."),
     )
 
     class Meta:
@@ -77,14 +87,16 @@ class OperatorAdminForm(forms.ModelForm):
             if not item:
                 continue
             if not (item.isascii() and item.isdigit()) or not 3 <= len(item) <= 15:
-                raise forms.ValidationError(f"{item!r} is not a prefix of E.164 digits.")
+                raise forms.ValidationError(_("%(prefix)s is not a prefix of E.164 digits.") % {"prefix": repr(item)})
             if item not in prefixes:
                 prefixes.append(item)
         # A prefix routes to one operator; held by two, its numbers would go to whichever was read last.
         others = Operator.objects.exclude(pk=self.instance.pk).values_list("name", "prefixes")
         taken = [f"{prefix} ({name})" for name, listed in others for prefix in listed or [] if prefix in prefixes]
         if taken:
-            raise forms.ValidationError(f"Already routed to another operator: {', '.join(sorted(taken))}.")
+            raise forms.ValidationError(
+                _("Already routed to another operator: %(prefixes)s.") % {"prefixes": ", ".join(sorted(taken))}
+            )
         return sorted(prefixes)
 
     def clean_api_key(self) -> str:
@@ -116,9 +128,9 @@ class OperatorAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     readonly_fields = ["masked_api_key", "masked_signing_secret", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name", "slug", "active", "is_test_endpoint", "user"]}),
-        ("Routing", {"fields": ["prefixes"]}),
+        (gettext_lazy("Routing"), {"fields": ["prefixes"]}),
         (
-            "Endpoint",
+            gettext_lazy("Endpoint"),
             {
                 "fields": [
                     "adapter",
@@ -130,7 +142,10 @@ class OperatorAdmin(AuditedDeleteMixin, admin.ModelAdmin):
                 ]
             },
         ),
-        ("Limits and tariff", {"fields": ["segments_per_second", "batch_size", "tariff_per_segment", "vertex_limit"]}),
+        (
+            gettext_lazy("Limits and tariff"),
+            {"fields": ["segments_per_second", "batch_size", "tariff_per_segment", "vertex_limit"]},
+        ),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
 
@@ -147,15 +162,15 @@ class OperatorAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     def audit_delete(self, obj, actor) -> None:
         _audit_operator_delete(obj, actor)
 
-    @admin.display(description="prefixes")
+    @admin.display(description=gettext_lazy("prefixes"))
     def prefix_count(self, operator: Operator) -> int:
         return len(operator.prefixes or [])
 
-    @admin.display(description="API key")
+    @admin.display(description=gettext_lazy("API key"))
     def masked_api_key(self, operator: Operator) -> str:
         return mask_secret(operator.api_key)
 
-    @admin.display(description="signing secret")
+    @admin.display(description=gettext_lazy("signing secret"))
     def masked_signing_secret(self, operator: Operator) -> str:
         return mask_secret(operator.signing_secret)
 

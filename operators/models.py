@@ -25,7 +25,7 @@ class Operator(models.Model):
     segments_per_second = models.PositiveIntegerField(default=100, verbose_name=_("segments per second"))
     batch_size = models.PositiveIntegerField(default=1000, verbose_name=_("batch size"))
     tariff_per_segment = models.PositiveIntegerField(
-        default=250, help_text="Rupiah per SMS segment.", verbose_name=_("tariff per segment")
+        default=250, help_text=_("Rupiah per SMS segment."), verbose_name=_("tariff per segment")
     )
     active = models.BooleanField(default=True, verbose_name=_("active"))
     # Training ("exercise") area broadcasts go only to operators marked as test endpoints.
@@ -67,7 +67,7 @@ class BroadcastSettings(models.Model):
         decimal_places=3,
         default=Decimal("0.850"),
         validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
-        help_text="Handsets per resident, between 0 and 1.",
+        help_text=_("Handsets per resident, between 0 and 1."),
         verbose_name=_("phone ownership rate"),
     )
     # An imported CAP alert's text is cut to fit this many SMS segments.

@@ -44,8 +44,8 @@ class UserAdmin(AuditedDeleteMixin, DjangoUserAdmin):
     list_filter = ["groups", "is_active", "is_superuser"]
     search_fields = ["username", "email", "first_name", "last_name"]
     # An officer or approver sees and targets only campaigns within this area (empty: all of Indonesia).
-    fieldsets = [*DjangoUserAdmin.fieldsets, ("Jurisdiction", {"fields": ["jurisdiction"]})]
-    add_fieldsets = [*DjangoUserAdmin.add_fieldsets, ("Jurisdiction", {"fields": ["jurisdiction"]})]
+    fieldsets = [*DjangoUserAdmin.fieldsets, (gettext_lazy("Jurisdiction"), {"fields": ["jurisdiction"]})]
+    add_fieldsets = [*DjangoUserAdmin.add_fieldsets, (gettext_lazy("Jurisdiction"), {"fields": ["jurisdiction"]})]
     autocomplete_fields = ["jurisdiction"]
 
     def get_queryset(self, request):
@@ -79,7 +79,7 @@ class UserAdmin(AuditedDeleteMixin, DjangoUserAdmin):
     def audit_delete(self, obj, actor) -> None:
         _audit_user_delete(obj, actor)
 
-    @admin.display(description="role")
+    @admin.display(description=gettext_lazy("role"))
     def role_name(self, user: User) -> str:
         return user.role or "-"
 
@@ -145,10 +145,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
         # also holds for a user deleted with its tokens.
         return obj is not None and obj.revoked_at is not None and super().has_delete_permission(request, obj)
 
-    @admin.action(description="Revoke selected tokens")
+    @admin.action(description=gettext_lazy("Revoke selected tokens"))
     def revoke(self, request, queryset):
         count = sum(api_token_revoke(token=token, actor=request.user) for token in queryset.select_related("user"))
-        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+        self.message_user(request, _("Revoked %(count)s token(s).") % {"count": count}, messages.SUCCESS)
 
 
 @admin.register(Area)
@@ -179,11 +179,11 @@ class AreaAdmin(AuditedChangeMixin, admin.ModelAdmin):
 
 
 class OptedOutFilter(admin.SimpleListFilter):
-    title = "opted out"
+    title = gettext_lazy("opted out")
     parameter_name = "opted_out"
 
     def lookups(self, request, model_admin):
-        return [("yes", "Opted out"), ("no", "Receiving")]
+        return [("yes", _("Opted out")), ("no", _("Receiving"))]
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
@@ -201,17 +201,22 @@ class SubscriberAdminForm(forms.ModelForm):
     def clean_msisdn(self) -> str:
         """Store the number in E.164 as imports and opt-outs do, so it is sent to and found once."""
         from smsblast.phones import normalize
+        from smsblast.templatetags.ui import import_reject_label
 
         raw = self.cleaned_data.get("msisdn") or ""
         normalized = normalize(raw)
         if not normalized.ok:
-            raise forms.ValidationError(f"{raw!r} is not an Indonesian mobile number ({normalized.reason}).")
+            raise forms.ValidationError(
+                _("%(number)s is not an Indonesian mobile number (%(reason)s).")
+                % {"number": repr(raw), "reason": import_reject_label(normalized.reason)}
+            )
         if Subscriber.objects.filter(msisdn=normalized.e164).exclude(pk=self.instance.pk).exists():
-            raise forms.ValidationError(f"{normalized.e164} is already a subscriber.")
+            raise forms.ValidationError(_("%(number)s is already a subscriber.") % {"number": normalized.e164})
         if self.instance.pk and self.instance.opted_out_at and normalized.e164 != self.instance.msisdn:
             # Renamed, the opted-out number would be gone and a later import of it would make it reachable again.
             raise forms.ValidationError(
-                f"{self.instance.msisdn} opted out and is kept as it is; add the other number as a new subscriber."
+                _("%(number)s opted out and is kept as it is; add the other number as a new subscriber.")
+                % {"number": self.instance.msisdn}
             )
         return normalized.e164
 

@@ -27,7 +27,9 @@ class User(AbstractUser):
         blank=True,
         on_delete=models.PROTECT,
         related_name="+",
-        help_text="Officers and approvers see and target only campaigns within this area; empty for all of Indonesia.",
+        help_text=_(
+            "Officers and approvers see and target only campaigns within this area; empty for all of Indonesia."
+        ),
         verbose_name=_("jurisdiction"),
     )
 

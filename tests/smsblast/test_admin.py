@@ -125,7 +125,7 @@ def test_operator_prefixes_are_edited_as_a_comma_list(admin_client):
 def test_operator_prefix_that_is_not_digits_is_refused(admin_client):
     response = admin_client.post(admin_url(Operator, "add"), operator_form(prefixes="62811, abc"))
     assert response.status_code == 200
-    assert "not a prefix of E.164 digits" in response.content.decode()
+    assert "bukan awalan berupa angka E.164" in response.content.decode()
     assert not Operator.objects.exists()
 
 
@@ -134,7 +134,7 @@ def test_operator_prefix_that_is_not_digits_is_refused(admin_client):
 def test_operator_prefix_of_digits_other_than_ascii_is_refused_not_a_server_error(admin_client, prefix):
     response = admin_client.post(admin_url(Operator, "add"), operator_form(prefixes=prefix))
     assert response.status_code == 200
-    assert "not a prefix of E.164 digits" in response.content.decode()
+    assert "bukan awalan berupa angka E.164" in response.content.decode()
     assert not Operator.objects.exists()
 
 
@@ -242,7 +242,7 @@ def test_the_subscriber_form_cannot_move_an_opt_out_to_another_number(admin_clie
 
     # Renamed, the opted-out number would be gone, and a later import of it would make it reachable again.
     assert response.status_code == 200
-    assert "opted out" in response.content.decode()
+    assert "sudah berhenti berlangganan dan disimpan apa adanya" in response.content.decode()
     subscriber.refresh_from_db()
     assert subscriber.msisdn == "+6281299990000"
     assert not Subscriber.objects.filter(msisdn="+6281299990001").exists()
@@ -717,4 +717,9 @@ def test_the_admin_names_models_and_their_fields_in_indonesian(admin_client, rec
     page = admin_client.get(admin_url(Subscriber, "change", subscriber.pk)).content.decode()
     assert "Berhenti berlangganan pada" in page and "Opted out at" not in page
     listing = admin_client.get(admin_url(Campaign, "changelist")).content.decode()
-    assert "Judul" in listing and "Penulis" in listing
+    assert "Judul" in listing and "Penulis" in listing and "Batalkan kampanye yang dipilih" in listing
+    operator = admin_client.get(admin_url(Operator, "change", Operator.objects.get().pk)).content.decode()
+    assert "Batas dan tarif" in operator and "Kosongkan untuk tetap memakai kunci yang sekarang." in operator
+    assert "Limits and tariff" not in operator
+    user = admin_client.get(admin_url(User, "change", User.objects.get(username="officer1").pk)).content.decode()
+    assert "Wilayah kerja" in user and "Jurisdiction" not in user
