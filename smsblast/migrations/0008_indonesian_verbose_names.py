@@ -200,6 +200,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AlterField(
             model_name='subscriberimport',
+            name='area_scope',
+            field=models.CharField(blank=True, default='', max_length=13, verbose_name='area scope'),
+        ),
+        migrations.AlterField(
+            model_name='subscriberimport',
             name='bytes_read',
             field=models.BigIntegerField(default=0, verbose_name='bytes read'),
         ),
