@@ -629,6 +629,8 @@ def _clean_fields(
             errors["audience"] = problem
     if _has_nul(cleaned.get("polygon")):
         errors["polygon"] = "Must not contain NUL characters."
+    elif _has_lone_surrogate(cleaned.get("polygon")):
+        errors["polygon"] = "Must not contain lone surrogate characters."
     for name in ("starts_at", "ends_at"):
         value = cleaned.get(name)
         if value is not None and not isinstance(value, datetime.datetime):
@@ -706,12 +708,26 @@ def _audience_problem(audience: dict) -> str:
             return f"{name} must be a list of names."
         if _has_nul(values):
             return f"{name} must not contain NUL characters."
+        if _has_lone_surrogate(values):
+            return f"{name} must not contain lone surrogate characters."
     return ""
 
 
 def _has_nul(value: Any) -> bool:
     """Return whether a JSON value holds a NUL character, which PostgreSQL's jsonb cannot store."""
     return value is not None and "\\u0000" in json.dumps(value)
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Return whether a JSON value holds a lone surrogate (the JSON escape \\ud800 decodes to one).
+
+    UTF-8 cannot encode it: PostgreSQL's jsonb refuses it, and no answer could carry it back.
+    """
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _schedule_meaning(schedule) -> dict | None:

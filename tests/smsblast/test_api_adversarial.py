@@ -1,0 +1,69 @@
+"""The audience API under hostile input: a 4xx with a `detail` for every malformed request, never a 500."""
+
+import json
+
+import pytest
+
+from smsblast.models import AuditEvent, Role, Subscriber
+from tests.smsblast.factories import UserFactory, area_tree
+
+pytestmark = pytest.mark.django_db
+
+LONE_SURROGATE = "\ud800"
+
+
+@pytest.fixture
+def officer_client(api_client_for):
+    area_tree("35.05", kecamatan=2)
+    client = api_client_for(UserFactory(username="officer", role=Role.OFFICER))
+    client.raise_request_exception = False
+    return client
+
+
+@pytest.mark.parametrize(
+    "audience",
+    [{"languages": [LONE_SURROGATE]}, {"operators": ["tsel", LONE_SURROGATE]}],
+    ids=["language", "operator"],
+)
+def test_an_audience_preview_filter_holding_a_lone_surrogate_is_refused_with_a_detail(officer_client, audience):
+    body = json.dumps({"area_codes": ["35.05"], "audience": audience})
+
+    response = officer_client.post("/api/v1/audience/preview/", body, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert "surrogate" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"area_codes": "35.05"},
+        {"area_codes": [["35.05"]]},
+        {"area_codes": ["35.05"] * 501},
+        {"area_codes": ["35.05"], "audience": []},
+        {"area_codes": ["35.05"], "audience": {"languages": "id"}},
+        {"area_codes": ["35.05"], "audience": {"languages": ["\x00"]}},
+        {"area_codes": ["35.05"], "segments": "satu"},
+        {"area_codes": ["35.05"], "text": "x" * 6000},
+        {"polygon": "Blitar"},
+        {"polygon": {"type": "Polygon", "coordinates": [[["a", "b"]]]}},
+        {"polygon": {"type": "Polygon", "coordinates": [[[1e308, 1e308], [-1e308, 0], [0, -1e308], [1e308, 1e308]]]}},
+    ],
+)
+def test_a_malformed_audience_preview_is_refused_with_a_detail(officer_client, body):
+    response = officer_client.post("/api/v1/audience/preview/", json.dumps(body), content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("msisdn", ["%FF", "%ED%A0%80", "0812" * 1000, "%EF%BC%90812345678"])
+def test_a_manual_opt_out_of_something_that_is_no_number_is_refused_and_records_nothing(officer_client, msisdn):
+    events = AuditEvent.objects.count()
+
+    response = officer_client.post(f"/api/v1/subscribers/{msisdn}/opt-out/")
+
+    assert response.status_code == 400
+    assert response.json()["detail"]
+    assert (Subscriber.objects.count(), AuditEvent.objects.count()) == (0, events)
