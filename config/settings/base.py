@@ -138,6 +138,11 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
+    # DRF's two, the JSON one answering a quoted lone surrogate with its escape instead of a 500.
+    "DEFAULT_RENDERER_CLASSES": [
+        "smsblast.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "DEFAULT_PAGINATION_CLASS": "smsblast.api.Pagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "smsblast.api.exception_handler",

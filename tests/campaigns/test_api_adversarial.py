@@ -29,8 +29,11 @@ def _written():
     )
 
 
-# Inside a JSON value the campaign stores as it is.
+# Each once as its own value and once inside a JSON value the campaign stores as it is.
 SURROGATE_FIELDS = {
+    "mode": LONE_SURROGATE,
+    "priority": LONE_SURROGATE,
+    "repeat_policy": LONE_SURROGATE,
     "polygon": {**KECAMATAN, "name": LONE_SURROGATE},
     "audience_filter": {"languages": [LONE_SURROGATE]},
 }
@@ -61,6 +64,16 @@ def test_a_lone_surrogate_in_an_edit_is_refused_with_a_detail_and_the_campaign_s
     assert response.status_code == 400, response.content
     assert response.json()["detail"]
     assert _written() == before
+
+
+def test_a_refusal_quoting_a_lone_surrogate_answers_it_as_its_json_escape(author):
+    response = author.post(
+        "/api/v1/campaigns/", json.dumps({**DRAFT_BODY, "mode": LONE_SURROGATE}), content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert b"\\ud800" in response.content
+    assert LONE_SURROGATE in response.json()["detail"]
 
 
 @pytest.mark.parametrize(
