@@ -26,6 +26,7 @@ from smsblast.roles import IsOfficer, IsOperator, IsStaffRole
 
 AREA_SEARCH_LIMIT = 20
 AREA_SEARCH_MAX = 100
+MSISDN_MAX_DIGITS = 15
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,6 +202,9 @@ class SubscriberListView(APIView):
             digits = number_search_digits(query)
             if len(digits) < 3:
                 raise ServiceInvalid("Type at least three digits of the number.", {"q": "too short"})
+            # No number has more (E.164); SQLite refuses a LIKE pattern of tens of thousands of them (a 500).
+            if len(digits) > MSISDN_MAX_DIGITS:
+                raise ServiceInvalid(f"A number has at most {MSISDN_MAX_DIGITS} digits.", {"q": "too long"})
             queryset = queryset.filter(msisdn__contains=digits)
         paginator = Pagination()
         page = paginator.paginate_queryset(queryset, request, view=self)

@@ -58,6 +58,13 @@ def test_a_malformed_audience_preview_is_refused_with_a_detail(officer_client, b
     assert response.json()["detail"]
 
 
+def test_a_number_search_longer_than_any_number_is_refused_with_a_detail(officer_client):
+    response = officer_client.get("/api/v1/subscribers/?q=" + "8" * 100_000)
+
+    assert response.status_code == 400, response.content
+    assert "15 digits" in response.json()["detail"]
+
+
 @pytest.mark.parametrize("msisdn", ["%FF", "%ED%A0%80", "0812" * 1000, "%EF%BC%90812345678"])
 def test_a_manual_opt_out_of_something_that_is_no_number_is_refused_and_records_nothing(officer_client, msisdn):
     events = AuditEvent.objects.count()
