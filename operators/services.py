@@ -785,6 +785,10 @@ def delivery_reports_parse(payload) -> list:
         message_id = item.get("message_id")
         if message_id is None or str(message_id) == "":
             raise ReportsInvalid(f"reports[{index}].message_id is required.")
+        # Text or numbers only: a list or an object would be kept as Python writes it ("['T-1']").
+        for name in ("message_id", "operator_ref", "error_code"):
+            if isinstance(item.get(name), list | dict | bool):
+                raise ReportsInvalid(f"reports[{index}].{name} must be a string.")
         if not _is_text(str(message_id)):
             raise ReportsInvalid(f"reports[{index}].message_id must not contain lone surrogate characters.")
         done_at = item.get("done_at")
