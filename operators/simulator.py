@@ -15,7 +15,7 @@ Routes
   GET  /healthz             200 once serving
 
 Behaviour per operator
-  latency_ms        added before every batch answer
+  latency_ms        added before every batch answer (at most an hour)
   error_rate        share of batches answered 500 (nothing is counted or remembered)
   throttle_sps      429 with Retry-After when a batch would push the current wall-clock second above this
                     many segments; a batch arriving in an empty second is always taken, so a batch larger
@@ -64,6 +64,10 @@ from operators import signing
 logger = logging.getLogger(__name__)
 
 MAX_REPORTS_PER_REQUEST = 10_000
+# The largest request body read (413 past it): a batch of 100,000 recipients takes about a tenth of it.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+# The longest latency_ms taken: a thread cannot sleep for ever, and no client waits an hour for an answer.
+MAX_LATENCY_MS = 3_600_000
 # Every field of the batch body (Operator Batch API v1); a batch missing one is refused with 400.
 BATCH_FIELDS = (
     "batch_id",
@@ -113,6 +117,14 @@ class OperatorConfig:
 
 class ControlError(ValueError):
     """A /control body the simulator cannot apply."""
+
+
+class RequestRefused(Exception):
+    """A request refused before its body is read (unreadable or too large Content-Length)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 
 def _non_negative_number(value: Any) -> bool:
@@ -186,6 +198,8 @@ class OperatorState:
                     raise ControlError(f"{name} must be a non-negative number.")
                 if name in ("error_rate", "delivered_ratio") and value > 1:
                     raise ControlError(f"{name} must be between 0 and 1.")
+                if name == "latency_ms" and value > MAX_LATENCY_MS:
+                    raise ControlError(f"latency_ms must be at most {MAX_LATENCY_MS}.")
                 updates[name] = int(value) if name == "throttle_sps" else float(value)
         outage = changes.get("outage_seconds")
         if outage is not None and not _non_negative_number(outage):
@@ -373,7 +387,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- plumbing -------------------------------------------------------------------------------------
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        """Return the request body; raise RequestRefused if its Content-Length is unreadable or too large."""
+        header = self.headers.get("Content-Length") or "0"
+        if not (header.isascii() and header.isdigit()):
+            raise RequestRefused(400, "Content-Length must be a whole number of bytes.")
+        length = int(header)
+        if length > MAX_BODY_BYTES:
+            raise RequestRefused(413, f"The body is larger than the {MAX_BODY_BYTES} bytes accepted.")
         return self.rfile.read(length) if length else b""
 
     def _answer(self, status: int, payload: bytes | dict, headers: dict[str, str] | None = None) -> None:
@@ -447,6 +467,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "Not found.")
 
     def do_POST(self):  # noqa: N802 - the stdlib's name
+        try:
+            self._route_post()
+        except RequestRefused as exc:
+            # The body was not read: the connection cannot carry another request.
+            self.close_connection = True
+            self._error(exc.status, str(exc))
+
+    def _route_post(self) -> None:
         parts = self.path.strip("/").split("/")
         if parts == ["reset"]:
             self._body()
@@ -471,7 +499,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _post_control(self, state: OperatorState) -> None:
         try:
-            changes = json.loads(self._body() or b"{}")
+            changes = _json_loads(self._body() or b"{}")
             if not isinstance(changes, dict):
                 raise ControlError("The body must be a JSON object.")
             state.control(changes)
@@ -536,7 +564,7 @@ class _Handler(BaseHTTPRequestHandler):
 def _parse_area_broadcast(body: bytes, idempotency_key: str) -> dict[str, Any]:
     """Return the decoded area broadcast; raise ValueError with the reason a real operator would give (400)."""
     try:
-        broadcast = json.loads(body)
+        broadcast = _json_loads(body)
     except ValueError:
         raise ValueError("The body is not JSON.") from None
     if not isinstance(broadcast, dict):
@@ -567,6 +595,14 @@ def _parse_area_broadcast(body: bytes, idempotency_key: str) -> dict[str, Any]:
     return broadcast
 
 
+def _json_loads(body: bytes) -> Any:
+    """Return the decoded JSON body; raise ValueError if it is not JSON or is nested too deeply to decode."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("The JSON document is nested too deeply.") from None
+
+
 def _parse_instant(value: Any) -> float:
     moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     if moment.tzinfo is None:
@@ -577,7 +613,7 @@ def _parse_instant(value: Any) -> float:
 def _parse_batch(body: bytes, idempotency_key: str) -> dict[str, Any]:
     """Return the decoded batch; raise ValueError with the reason a real operator would give (400)."""
     try:
-        batch = json.loads(body)
+        batch = _json_loads(body)
     except ValueError:
         raise ValueError("The body is not JSON.") from None
     if not isinstance(batch, dict):
