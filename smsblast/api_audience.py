@@ -26,6 +26,8 @@ from smsblast.roles import IsOfficer, IsOperator, IsStaffRole
 
 AREA_SEARCH_LIMIT = 20
 AREA_SEARCH_MAX = 100
+# As the compose page's area search cuts it.
+AREA_SEARCH_MAX_CHARS = 100
 MSISDN_MAX_DIGITS = 15
 
 
@@ -100,6 +102,9 @@ class AreaListView(APIView):
     def get(self, request):
         query = request.query_params.get("q", "").strip()
         parent = request.query_params.get("parent", "").strip()
+        if len(query) > AREA_SEARCH_MAX_CHARS:
+            # Longer than any area's name; SQLite refuses a LIKE pattern of tens of thousands (a 500).
+            raise ServiceInvalid(f"q must be at most {AREA_SEARCH_MAX_CHARS} characters.", {"q": "too long"})
         if query:
             try:
                 limit = min(max(int(request.query_params.get("limit", AREA_SEARCH_LIMIT)), 1), AREA_SEARCH_MAX)

@@ -58,6 +58,14 @@ def test_a_malformed_audience_preview_is_refused_with_a_detail(officer_client, b
     assert response.json()["detail"]
 
 
+@pytest.mark.parametrize("query", ["a" * 60_000, "a%20" * 30_000, "_" * 60_000], ids=["letters", "words", "wildcards"])
+def test_an_area_search_longer_than_any_name_is_refused_with_a_detail(officer_client, query):
+    response = officer_client.get(f"/api/v1/areas/?q={query}")
+
+    assert response.status_code == 400, response.content
+    assert "100 characters" in response.json()["detail"]
+
+
 def test_a_number_search_longer_than_any_number_is_refused_with_a_detail(officer_client):
     response = officer_client.get("/api/v1/subscribers/?q=" + "8" * 100_000)
 
