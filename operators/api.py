@@ -241,6 +241,10 @@ class OperatorBatchAckView(APIView):
             raise ServiceInvalid("accepted must be a non-negative whole number.")
         if not isinstance(rejected, list) or not all(isinstance(item, dict) for item in rejected):
             raise ServiceInvalid('rejected must be a list of {"message_id", "reason"}.')
+        # Text or numbers only: a list or an object would be kept as Python writes it ("{'code': 1}").
+        fields = ("message_id", "reason")
+        if any(isinstance(item.get(name), list | dict | bool) for item in rejected for name in fields):
+            raise ServiceInvalid("Each message_id and reason in rejected must be a string.")
         try:
             outcome = services.batch_ack(operator=operator, batch_id=batch_id, accepted=accepted, rejected=rejected)
         except LookupError as exc:

@@ -292,6 +292,9 @@ MALFORMED_ACKS = {
     "rejected holding a number": {"rejected": [1]},
     "rejected holding a list": {"rejected": [[MINE, "barred"]]},
     "accepting a message it refuses": {"accepted": 3, "rejected": [{"message_id": MINE, "reason": "barred"}]},
+    "a refused message_id as a list": {"rejected": [{"message_id": [MINE], "reason": "barred"}]},
+    "a refusal's reason as an object": {"rejected": [{"message_id": MINE, "reason": {"code": 1}}]},
+    "a refusal's reason as a boolean": {"rejected": [{"message_id": MINE, "reason": True}]},
 }
 
 
