@@ -196,6 +196,26 @@ def test_ten_thousand_reports_apply_in_one_request(world):
     assert response.json()["applied"] == 3
 
 
+def test_the_largest_report_request_the_contract_allows_fits_the_upload_limit(world):
+    client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
+    longest = {
+        "status": "UNDELIVERED",
+        "operator_ref": "R" * Delivery._meta.get_field("operator_ref").max_length,
+        "error_code": "E" * Delivery._meta.get_field("error_code").max_length,
+        "done_at": "2021-07-07T13:00:05.123456+07:00",
+    }
+    reports = [
+        {"message_id": str(ids[i % 3] if i < 3 else 9_223_372_036_854_775_807 - i), **longest} for i in range(10_000)
+    ]
+    body = json.dumps({"reports": reports}, indent=2)
+
+    response = client.post(REPORTS_URL, body, content_type="application/json")
+
+    assert response.status_code == 200, response.content[:200]
+    assert response.json()["applied"] == 3
+    assert Delivery.objects.get(pk=ids[0]).status == "undelivered"
+
+
 @pytest.mark.parametrize(
     "body",
     [
