@@ -928,6 +928,7 @@ def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -
     PostgreSQL takes the rows as five arrays (unnest); SQLite as a VALUES list of bound parameters.
     """
     table = Delivery._meta.db_table
+    run_table = CampaignRun._meta.db_table
     # Raw SQL skips field adaptation: store times as the backend expects (SQLite: naive UTC text).
     adapt = connection.ops.adapt_datetimefield_value
     columns = [[], [], [], [], []]
@@ -961,8 +962,11 @@ def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -
         f"UPDATE {table} SET status = reports.status, "  # noqa: S608
         f"operator_ref = COALESCE(NULLIF(reports.operator_ref, ''), {table}.operator_ref), "
         f"error_code = COALESCE(NULLIF(reports.error_code, ''), {table}.error_code), "
-        "done_at = reports.done_at, updated_at = %s "
-        f"FROM {reports_table} WHERE {table}.id = reports.message_id AND {table}.operator_id = %s "
+        # Nor was anything done before its run started: an earlier time (year 1, 1970) is a clock, not a delivery.
+        "done_at = CASE WHEN reports.done_at < runs.started_at THEN runs.started_at ELSE reports.done_at END, "
+        "updated_at = %s "
+        f"FROM {reports_table}, {run_table} AS runs WHERE {table}.id = reports.message_id "
+        f"AND runs.id = {table}.run_id AND {table}.operator_id = %s "
         f"AND ({table}.status = %s OR ({table}.status = %s AND reports.status <> %s))"
     )
     params = [adapt(now), *row_params, operator.pk, DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED]

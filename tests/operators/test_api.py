@@ -9,7 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from campaigns import dispatch
-from campaigns.models import Campaign, Delivery, DispatchBatch
+from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.tasks import check_run_complete
 from operators import services
 from operators.gateways.base import BatchResult, Outcome
@@ -53,8 +53,13 @@ def _report(message_id, status, **extra):
     return {"message_id": message_id, "status": status, **extra}
 
 
+def _run_started(world, at: str) -> None:
+    CampaignRun.objects.filter(pk=world["run"].pk).update(started_at=datetime.fromisoformat(at))
+
+
 def test_reports_move_statuses_forward_and_a_repeat_changes_nothing(world):
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
+    _run_started(world, "2021-07-07T13:00:00+07:00")
     body = {
         "reports": [
             _report(ids[0], "DELIVERED", operator_ref="T-1", done_at="2021-07-07T13:00:05+07:00"),
@@ -90,6 +95,7 @@ def test_a_late_submitted_never_overwrites_a_final_status(world):
 
 def test_a_done_at_after_the_report_arrived_is_stored_as_its_arrival(world):
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
+    _run_started(world, "2021-07-07T13:00:00+07:00")
     before = timezone.now()
     reports = [
         _report(ids[0], "DELIVERED", done_at="9999-12-31T00:00:00+00:00"),
@@ -100,6 +106,23 @@ def test_a_done_at_after_the_report_arrived_is_stored_as_its_arrival(world):
 
     assert before <= Delivery.objects.get(pk=ids[0]).done_at <= timezone.now()
     assert Delivery.objects.get(pk=ids[1]).done_at.isoformat() == "2021-07-07T06:00:05+00:00"
+
+
+@pytest.mark.parametrize(
+    "done_at", ["0001-01-01T00:00:00+00:00", "1970-01-01T00:00:00+00:00", "2021-07-07T12:59:59+07:00"]
+)
+def test_a_done_at_before_the_run_started_is_stored_as_the_runs_start(world, done_at):
+    client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
+    _run_started(world, "2021-07-07T13:00:00+07:00")
+
+    assert (
+        client.post(REPORTS_URL, {"reports": [_report(ids[0], "DELIVERED", done_at=done_at)]}, format="json").json()[
+            "applied"
+        ]
+        == 1
+    )
+
+    assert Delivery.objects.get(pk=ids[0]).done_at.isoformat() == "2021-07-07T06:00:00+00:00"
 
 
 def test_a_final_report_without_a_reference_keeps_the_one_reported_with_submitted(world):
