@@ -2,13 +2,19 @@ from django.db import migrations, models
 
 
 def fill_area_scope(apps, schema_editor):
-    # An import already uploaded by an officer with a jurisdiction stays within it (a failed one may be resumed);
-    # an admin's, an unlimited officer's and the command line's keep "".
+    # An import already uploaded by an officer or approver with a jurisdiction stays within it (a failed one may be
+    # resumed); an admin's, an unlimited officer's and the command line's keep "". As for a new upload, the role is
+    # the first role group a user is in (officer, approver, operator, admin), and a superuser is never limited.
     SubscriberImport = apps.get_model("smsblast", "SubscriberImport")
     limited = (
-        SubscriberImport.objects.filter(uploaded_by__jurisdiction__isnull=False, uploaded_by__is_superuser=False)
-        .exclude(uploaded_by__groups__name="admin")
+        SubscriberImport.objects.filter(
+            uploaded_by__jurisdiction__isnull=False,
+            uploaded_by__is_superuser=False,
+            uploaded_by__groups__name__in=["officer", "approver"],
+        )
         .values_list("pk", "uploaded_by__jurisdiction_id")
+        .order_by()
+        .distinct()
     )
     for pk, jurisdiction in limited.iterator():
         SubscriberImport.objects.filter(pk=pk).update(area_scope=jurisdiction)

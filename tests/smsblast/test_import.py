@@ -477,6 +477,34 @@ def test_imports_uploaded_before_jobs_kept_a_jurisdiction_take_their_uploaders_o
     assert [job.pk for job in SubscriberImport.objects.order_by("pk")] == [job.pk for job in jobs]
 
 
+def test_imports_uploaded_before_jobs_kept_a_jurisdiction_take_the_scope_a_new_upload_by_their_uploader_gets(
+    tmp_path, blitar_officer
+):
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    migration = importlib.import_module("smsblast.migrations.0007_subscriberimport_area_scope")
+    path = write(tmp_path, "msisdn\n081234567890\n")
+    officer_also_admin = UserFactory(role=Role.OFFICER, jurisdiction_id="33.16")
+    officer_also_admin.groups.add(Group.objects.get_or_create(name=Role.ADMIN)[0])
+    approver_also_officer = UserFactory(role=Role.APPROVER, jurisdiction_id="35.05")
+    approver_also_officer.groups.add(Group.objects.get_or_create(name=Role.OFFICER)[0])
+    superuser_officer = UserFactory(role=Role.OFFICER, jurisdiction_id="35.05")
+    superuser_officer.is_superuser = True
+    superuser_officer.save(update_fields=["is_superuser"])
+    operator = UserFactory(role=Role.OPERATOR, jurisdiction_id="35.05")
+    uploaders = [officer_also_admin, approver_also_officer, superuser_officer, operator, blitar_officer]
+    jobs = [services.subscriber_import_create_from_path(path=path, user=user) for user in uploaders]
+    SubscriberImport.objects.update(area_scope="")
+
+    migration.fill_area_scope(apps, None)
+
+    scopes = list(SubscriberImport.objects.order_by("pk").values_list("area_scope", flat=True))
+    assert scopes == [job.area_scope for job in jobs] == ["33.16", "35.05", "", "", "35.05"]
+
+
 def test_an_unlimited_officers_import_may_write_any_region(tmp_path, areas, officer):
     AreaFactory(code="33", name="Jawa Tengah")
     AreaFactory(code="33.16", name="Kabupaten Blora")
