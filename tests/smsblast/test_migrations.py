@@ -1,0 +1,53 @@
+"""Upgrading a database that holds data: the migrations with a data fill give existing rows what new rows get."""
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from smsblast.models import SubscriberImport
+
+BEFORE_AREA_SCOPE = [("smsblast", "0006_auditevent_append_only")]
+
+
+def migrate_to(targets) -> None:
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_gives_each_earlier_import_the_area_scope_its_uploaders_role_and_jurisdiction_give():
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    migrate_to(BEFORE_AREA_SCOPE)
+    try:
+        old = MigrationExecutor(connection).loader.project_state(BEFORE_AREA_SCOPE).apps
+        Area, User, Group = (
+            old.get_model(*name) for name in (("smsblast", "Area"), ("smsblast", "User"), ("auth", "Group"))
+        )
+        OldImport = old.get_model("smsblast", "SubscriberImport")
+        Area.objects.create(code="35", name="Jawa Timur", search_name="jawa timur", level="provinsi")
+        Area.objects.create(code="35.05", name="Blitar", search_name="blitar", level="kabupaten", parent_id="35")
+        groups = {name: Group.objects.get_or_create(name=name)[0] for name in ("officer", "approver", "admin")}
+
+        def user(username, *roles, jurisdiction="35.05", **fields):
+            made = User.objects.create(username=username, jurisdiction_id=jurisdiction, **fields)
+            made.groups.add(*(groups[role] for role in roles))
+            return made
+
+        uploaders = [
+            user("officer", "officer"),
+            user("approver", "approver"),
+            user("officer_and_admin", "officer", "admin"),
+            user("officer_and_approver", "officer", "approver"),
+            user("admin", "admin"),
+            user("superuser", "officer", is_superuser=True),
+            user("unlimited", "officer", jurisdiction=None),
+            None,
+        ]
+        for uploader in uploaders:
+            OldImport.objects.create(file_path="/nowhere.csv", uploaded_by=uploader)
+    finally:
+        migrate_to(latest)
+
+    scopes = list(SubscriberImport.objects.order_by("pk").values_list("area_scope", flat=True))
+    assert scopes == ["35.05", "35.05", "35.05", "35.05", "", "", "", ""]
