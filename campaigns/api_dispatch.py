@@ -14,7 +14,7 @@ from campaigns.dispatch_selectors import (
     campaign_deliveries,
     campaign_report_rows,
     effective_status,
-    run_progress,
+    runs_progress,
 )
 from campaigns.models import Mode
 from campaigns.serializers import CAMPAIGN_RUN_PROGRESS
@@ -105,8 +105,10 @@ class CampaignDispatchActionsMixin:
         campaign = self.get_object()
         paginator = Pagination()
         runs = paginator.paginate_queryset(campaign.runs.order_by("-scheduled_for", "-id"), request, view=self)
-        progress = broadcast_run_progress if campaign.mode == Mode.AREA_BROADCAST else run_progress
-        return paginator.get_paginated_response([progress(run) for run in runs])
+        if campaign.mode == Mode.AREA_BROADCAST:
+            return paginator.get_paginated_response([broadcast_run_progress(run) for run in runs])
+        # One set of grouped queries for the whole page: a recurring campaign gathers a run a day.
+        return paginator.get_paginated_response(runs_progress(runs))
 
     @extend_schema(
         parameters=[

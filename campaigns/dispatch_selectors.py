@@ -50,12 +50,19 @@ def run_progress(run: CampaignRun) -> dict[str, Any]:
     Each count set (overall and per operator) also carries its recipients, delivered, failed and pending
     (not yet final) totals for the pages. Two grouped queries, whatever the size of the run.
     """
-    operators = {op.pk: op for op in Operator.objects.all()}
-    # The tariffs frozen when the run started; a run started before they were frozen uses today's.
-    tariffs = (run.frozen or {}).get("tariffs") or {}
-    per_operator: dict[int | None, dict[str, Any]] = {}
+    return runs_progress([run])[0]
 
-    def bucket(operator_id: int | None) -> dict[str, Any]:
+
+def runs_progress(runs) -> list[dict[str, Any]]:
+    """Return `run_progress` of each of `runs`, in their order, with the same three queries for any number of runs."""
+    runs = list(runs)
+    if not runs:
+        return []
+    operators = {op.pk: op for op in Operator.objects.all()}
+    per_run: dict[int, dict[int | None, dict[str, Any]]] = {run.pk: {} for run in runs}
+
+    def bucket(run_id: int, operator_id: int | None) -> dict[str, Any]:
+        per_operator = per_run[run_id]
         if operator_id not in per_operator:
             operator = operators.get(operator_id)
             per_operator[operator_id] = {
@@ -69,20 +76,36 @@ def run_progress(run: CampaignRun) -> dict[str, Any]:
             }
         return per_operator[operator_id]
 
-    rows = run.deliveries.values_list("operator_id", "status", "batch__status").annotate(n=Count("id")).order_by()
-    for operator_id, status, batch_status, n in rows:
-        entry = bucket(operator_id)
+    run_ids = list(per_run)
+    rows = (
+        Delivery.objects.filter(run_id__in=run_ids)
+        .values_list("run_id", "operator_id", "status", "batch__status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for run_id, operator_id, status, batch_status, n in rows:
+        entry = bucket(run_id, operator_id)
         entry["counts"][effective_status(status, batch_status)] += n
         if batch_status is not None and batch_status != BatchStatus.ACCEPTED and status in REPORTED_STATUSES:
             entry["messages_sent"] += n
-    batch_rows = run.batches.values_list("operator_id", "status").annotate(
-        n=Count("id"), accepted=Sum("accepted_count")
+    batch_rows = (
+        DispatchBatch.objects.filter(run_id__in=run_ids)
+        .values_list("run_id", "operator_id", "status")
+        .annotate(n=Count("id"), accepted=Sum("accepted_count"))
+        .order_by()
     )
-    for operator_id, status, n, accepted in batch_rows.order_by():
-        entry = bucket(operator_id)
+    for run_id, operator_id, status, n, accepted in batch_rows:
+        entry = bucket(run_id, operator_id)
         entry["batches"][status] = n
         if status == BatchStatus.ACCEPTED:
             entry["messages_sent"] += accepted or 0
+    return [_progress(run, per_run[run.pk], operators) for run in runs]
+
+
+def _progress(run: CampaignRun, per_operator: dict[int | None, dict[str, Any]], operators: dict) -> dict[str, Any]:
+    """Return one run's progress from its per-operator counts (see run_progress)."""
+    # The tariffs frozen when the run started; a run started before they were frozen uses today's.
+    tariffs = (run.frozen or {}).get("tariffs") or {}
     for operator_id, entry in per_operator.items():
         operator = operators.get(operator_id)
         entry["segments_sent"] = entry.pop("messages_sent") * run.segments

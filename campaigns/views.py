@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from campaigns import dispatch, selectors, services
 from campaigns.cap import cap_exportable
-from campaigns.dispatch_selectors import FAILED_STATUSES, campaign_progress, run_progress
+from campaigns.dispatch_selectors import FAILED_STATUSES, campaign_progress, run_progress, runs_progress
 from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
 from campaigns.models import Approval, Campaign, CampaignRun, Mode
 from campaigns.models import Delivery as DeliveryModel
@@ -344,7 +344,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "actions": actions,
             "can_edit": "update" in actions,
-            "runs": [(run, run_progress(run)) for run in runs],
+            "runs": list(zip(runs, runs_progress(runs), strict=True)),
             # A recurring campaign gathers a run a day: the page shows the latest, the rest are counted.
             "runs_total": len(runs) if len(runs) < RUNS_SHOWN else campaign.runs.count(),
             "history": _history(campaign),

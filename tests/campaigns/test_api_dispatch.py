@@ -524,3 +524,40 @@ def test_an_area_broadcasts_report_csv_answers_409_pointing_to_its_runs(api_clie
     assert f"/api/v1/campaigns/{campaign.pk}/runs/" in response.json()["detail"]
     schema = client.get("/api/v1/schema/", {"format": "json"}).json()
     assert answer_mismatches(schema, "/api/v1/campaigns/{id}/report.csv", "get", response) == []
+
+
+def _runs_with_deliveries(campaign, count: int) -> None:
+    from tests.campaigns.factories import CampaignRunFactory, DeliveryFactory, DispatchBatchFactory
+    from tests.operators.factories import OperatorFactory
+
+    operator = OperatorFactory()
+    for day in range(count):
+        run = CampaignRunFactory(campaign=campaign, scheduled_for=timezone.now() - timedelta(days=day))
+        batch = DispatchBatchFactory(run=run, operator=operator, status=DispatchBatch.Status.ACCEPTED, size=2)
+        DeliveryFactory(run=run, batch=batch, operator=operator, status="delivered")
+        DeliveryFactory(run=run, batch=batch, operator=operator)
+
+
+def test_the_runs_of_a_recurring_campaign_are_counted_with_the_same_queries_however_many_runs_a_page_holds(
+    api_client_for, officer
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.campaigns.factories import CampaignFactory
+
+    few, many = CampaignFactory(author=officer), CampaignFactory(author=officer)
+    _runs_with_deliveries(few, 2)
+    _runs_with_deliveries(many, 12)
+    client = api_client_for(officer)
+    client.get("/api/v1/campaigns/")  # the token's first use is recorded once
+    queries = {}
+    for campaign in (few, many):
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(f"/api/v1/campaigns/{campaign.pk}/runs/")
+        assert response.status_code == 200
+        queries[campaign.pk] = len(captured)
+    runs = response.json()["results"]
+    assert len(runs) == 12
+    assert {(run["recipients"], run["delivered"], run["counts"]["submitted"]) for run in runs} == {(2, 1, 1)}
+    assert queries[many.pk] == queries[few.pk]

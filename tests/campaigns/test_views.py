@@ -1380,3 +1380,23 @@ def test_the_approval_inbox_holds_only_campaigns_of_the_approvers_jurisdiction(p
     assert list(blitar_inbox.context["inbox"]) == [pending]
     assert list(blora_inbox.context["inbox"]) == []
     assert blora_inbox.context["inbox_count"] == 0
+
+
+def test_a_campaign_page_counts_the_progress_of_its_runs_with_the_same_queries_however_many_it_lists(officer_user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    operator = OperatorFactory()
+    client = client_for(officer_user)
+    queries = []
+    for count in (1, 8):
+        campaign = CampaignFactory(author=officer_user, status=Campaign.Status.SENDING)
+        for day in range(count):
+            run = CampaignRunFactory(campaign=campaign, scheduled_for=timezone.now() - timedelta(days=day))
+            DeliveryFactory(run=run, operator=operator, status=Delivery.Status.DELIVERED)
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(reverse("campaigns:detail", args=[campaign.pk]))
+        assert response.status_code == 200
+        queries.append(len(captured))
+    assert response.content.decode().count('aria-valuenow="100"') == 8
+    assert queries[1] == queries[0]
