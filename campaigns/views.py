@@ -13,7 +13,7 @@ from functools import wraps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.db.models.functions import Length, TruncMinute, TruncSecond
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -31,9 +31,8 @@ from campaigns.models import Delivery as DeliveryModel
 from campaigns.selectors import campaign_zone, campaign_zones, target_zone
 from operators.broadcast_selectors import broadcast_run_progress
 from operators.broadcasts import broadcast_estimate, broadcast_operators
-from smsblast.audit import audit_history
 from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
-from smsblast.models import Area, Role
+from smsblast.models import Area, AuditEvent, Role
 from smsblast.selectors import area_search_key
 from smsblast.sms import TextError, analyze
 from smsblast.templatetags.svg import boundary_svg, line_chart_svg, series_colours
@@ -322,6 +321,7 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
 
 
 RUNS_SHOWN = 10
+HISTORY_SHOWN = 100
 
 
 def _broadcast_estimate(campaign: Campaign) -> dict | None:
@@ -339,6 +339,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     actions = services.campaign_allowed_actions(campaign=campaign, user=request.user)
     runs = list(campaign.runs.all()[:RUNS_SHOWN])
     may_dispatch = dispatch.campaign_may_dispatch(campaign=campaign, user=request.user)
+    history, history_total = _history(campaign)
     context = _campaign_context(campaign)
     context.update(
         {
@@ -347,7 +348,8 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "runs": list(zip(runs, runs_progress(runs), strict=True)),
             # A recurring campaign gathers a run a day: the page shows the latest, the rest are counted.
             "runs_total": len(runs) if len(runs) < RUNS_SHOWN else campaign.runs.count(),
-            "history": _history(campaign),
+            "history": history,
+            "history_total": history_total,
             "confirm_form": ConfirmForm(),
             # An area broadcast is with the operators for its whole window: it can be cancelled, not paused.
             "can_pause": campaign.status == Status.SENDING and campaign.mode == Mode.TARGETED and may_dispatch,
@@ -417,18 +419,19 @@ def _broadcast_plan(campaign: Campaign) -> dict:
     }
 
 
-def _history(campaign: Campaign) -> list:
-    events = list(audit_history(campaign))
-    run_ids = [str(pk) for pk in campaign.runs.values_list("pk", flat=True)]
-    if run_ids:
-        from smsblast.models import AuditEvent
+def _history(campaign: Campaign) -> tuple[list, int]:
+    """Return the latest events of the campaign and its runs, oldest first, and how many there are in all.
 
-        events += list(
-            AuditEvent.objects.filter(object_type="campaigns.campaignrun", object_id__in=run_ids).select_related(
-                "actor"
-            )
-        )
-    return sorted(events, key=lambda event: (event.at, event.pk))
+    A recurring campaign adds a handful of events a day, so the page shows the latest HISTORY_SHOWN.
+    """
+    run_ids = [str(pk) for pk in campaign.runs.values_list("pk", flat=True)]
+    events = AuditEvent.objects.filter(
+        Q(object_type=Campaign._meta.label_lower, object_id=str(campaign.pk))
+        | Q(object_type=CampaignRun._meta.label_lower, object_id__in=run_ids)
+    )
+    latest = list(events.select_related("actor").order_by("-at", "-id")[:HISTORY_SHOWN])
+    total = len(latest) if len(latest) < HISTORY_SHOWN else events.count()
+    return latest[::-1], total
 
 
 @require_POST

@@ -1400,3 +1400,23 @@ def test_a_campaign_page_counts_the_progress_of_its_runs_with_the_same_queries_h
         queries.append(len(captured))
     assert response.content.decode().count('aria-valuenow="100"') == 8
     assert queries[1] == queries[0]
+
+
+def test_a_recurring_campaigns_page_shows_its_latest_history_and_counts_the_rest(officer_user):
+    from campaigns.views import HISTORY_SHOWN
+    from smsblast.audit import audit_record
+
+    campaign = CampaignFactory(author=officer_user, status=Campaign.Status.SCHEDULED)
+    runs = [
+        CampaignRunFactory(campaign=campaign, scheduled_for=timezone.now() - timedelta(days=day), status="completed")
+        for day in range(HISTORY_SHOWN)
+    ]
+    for run in runs[::-1]:
+        audit_record(actor=None, action="run.start", obj=run, to_state="fanning_out")
+        audit_record(actor=None, action="run.complete", obj=run, from_state="sending", to_state="completed")
+    audit_record(actor=officer_user, action="campaign.pause", obj=campaign, from_state="sending", to_state="paused")
+    body = client_for(officer_user, "en").get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    history = body[body.index('<ol class="timeline">') :]
+    assert history.count("<li>") == HISTORY_SHOWN
+    assert "(campaign.pause)" in history  # the latest event is shown, last
+    assert f"The latest {HISTORY_SHOWN} of {2 * HISTORY_SHOWN + 1} events are shown." in body
