@@ -235,6 +235,12 @@ class DispatchBatch(models.Model):
         indexes = [
             models.Index(fields=["run", "status"], name="batch_run_status_idx"),
             models.Index(fields=["status", "lease_expires_at"], name="batch_lease_idx"),
+            # The operators page reads each operator's recent batches and its last error, whatever the history
+            # behind them (a batch per thousand recipients, kept for good).
+            models.Index(fields=["operator", "updated_at"], name="batch_operator_recent_idx"),
+            models.Index(
+                fields=["operator", "updated_at"], condition=~models.Q(last_error=""), name="batch_operator_error_idx"
+            ),
         ]
 
 

@@ -199,8 +199,12 @@ def operator_health(operator: Operator, *, now) -> dict:
         state = "healthy"
     else:
         state = "idle"
+    # Accepting sets updated_at with accepted_at, and a later change moves it on: the recent-batches index finds them.
     accepted = DispatchBatch.objects.filter(
-        operator=operator, status=DispatchBatch.Status.ACCEPTED, accepted_at__gte=now - THROUGHPUT_WINDOW
+        operator=operator,
+        status=DispatchBatch.Status.ACCEPTED,
+        updated_at__gte=now - THROUGHPUT_WINDOW,
+        accepted_at__gte=now - THROUGHPUT_WINDOW,
     ).aggregate(segments=Sum("segments"), recipients=Sum("accepted_count"))
     seconds = THROUGHPUT_WINDOW.total_seconds()
     return {
