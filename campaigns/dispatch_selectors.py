@@ -4,7 +4,7 @@ import csv
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.selectors import campaign_zone
@@ -164,8 +164,14 @@ def campaign_progress(campaign: Campaign) -> dict[str, Any] | None:
 
 
 def campaign_deliveries(campaign: Campaign, *, status: str | None = None, run_id: int | None = None) -> QuerySet:
-    """Return the campaign's deliveries, newest run first, filtered by shown status and run."""
-    queryset = Delivery.objects.filter(run__campaign=campaign).select_related("operator", "batch")
+    """Return the campaign's deliveries, newest run first, filtered by shown status and run.
+
+    The operator and batch status of a page's rows are read for that page only: joined in the same query, they were
+    joined for every delivery of the campaign before the page was sorted out (a run holds up to millions).
+    """
+    queryset = Delivery.objects.filter(run__campaign=campaign).prefetch_related(
+        "operator", Prefetch("batch", queryset=DispatchBatch.objects.only("id", "status"))
+    )
     if run_id is not None:
         queryset = queryset.filter(run_id=run_id)
     if status == DeliveryStatus.SUBMITTED:
