@@ -13,6 +13,7 @@ from functools import wraps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.db.models.functions import Length, TruncMinute, TruncSecond
 from django.http import Http404, HttpRequest, HttpResponse
@@ -42,6 +43,7 @@ Delivery = DeliveryModel.Status
 ACTIVE_RUN_STATUSES = (CampaignRun.Status.PENDING, CampaignRun.Status.FANNING_OUT, CampaignRun.Status.SENDING)
 STAFF_ROLES = (Role.OFFICER, Role.APPROVER, Role.ADMIN)
 AREA_SEARCH_LIMIT = 20
+CAMPAIGNS_PER_PAGE = 100
 # What the pages call the fields a service names in a refusal, and the content fields the review page
 # compares with the rejected version; a field not listed is shown by its name.
 FIELD_LABELS = {
@@ -163,10 +165,12 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:100]
     filters = {"status": status if status in Status.values else "", "q": query}
     campaigns = selectors.campaign_list(request.user, {key: value for key, value in filters.items() if value})
+    # Every campaign stays reachable, page by page; a page number out of range shows the nearest page.
+    page = Paginator(campaigns, CAMPAIGNS_PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request,
         "campaigns/list.html",
-        {"campaigns": campaigns[:200], "status": status, "q": query, "statuses": Status.choices},
+        {"campaigns": page, "page": page, "status": status, "q": query, "statuses": Status.choices},
     )
 
 

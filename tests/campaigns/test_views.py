@@ -1420,3 +1420,24 @@ def test_a_recurring_campaigns_page_shows_its_latest_history_and_counts_the_rest
     assert history.count("<li>") == HISTORY_SHOWN
     assert "(campaign.pause)" in history  # the latest event is shown, last
     assert f"The latest {HISTORY_SHOWN} of {2 * HISTORY_SHOWN + 1} events are shown." in body
+
+
+def test_the_campaign_list_reaches_every_campaign_page_by_page_keeping_its_filter(officer_user, monkeypatch):
+    from campaigns import views
+
+    monkeypatch.setattr(views, "CAMPAIGNS_PER_PAGE", 2)
+    titles = [CampaignFactory(author=officer_user, title=f"Vaksinasi {n}").title for n in range(5)]
+    CampaignFactory(author=officer_user, title="Banjir", status=Campaign.Status.CANCELLED)
+    client = client_for(officer_user, "en")
+    url, seen = reverse("campaigns:list") + "?status=draft", []
+    while url:
+        body = client.get(url).content.decode()
+        seen += re.findall(r">(Vaksinasi \d)</a>", body)
+        older = re.search(r'href="([^"]+)" rel="next"', body)
+        url = reverse("campaigns:list") + older.group(1).replace("&amp;", "&") if older else None
+    assert sorted(seen) == sorted(titles)
+    assert "Page 3 of 3 (5 campaigns)" in body
+    assert "Banjir" not in body
+    # A page number out of range or not a number shows the nearest page, never an error.
+    assert "Vaksinasi 0" in client.get(reverse("campaigns:list"), {"status": "draft", "page": "99"}).content.decode()
+    assert client.get(reverse("campaigns:list"), {"page": "x"}).status_code == 200
