@@ -14,7 +14,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Length, TruncMinute, TruncSecond
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from campaigns import dispatch, selectors, services
 from campaigns.cap import cap_exportable
-from campaigns.dispatch_selectors import FAILED_STATUSES, campaign_progress, run_progress, runs_progress
+from campaigns.dispatch_selectors import FAILED_STATUSES, run_progress, runs_progress
 from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
 from campaigns.models import Approval, Campaign, CampaignRun, Mode
 from campaigns.models import Delivery as DeliveryModel
@@ -146,16 +146,33 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     running = visible.filter(status__in=[Status.SENDING, Status.PAUSED])
     if user.has_role(Role.OFFICER) and not user.has_role(Role.ADMIN):
         running = running.filter(author=user)
-    context["running"] = [(campaign, _running_progress(campaign)) for campaign in running[:20]]
+    latest = CampaignRun.objects.filter(campaign=OuterRef("pk")).order_by("-scheduled_for", "-id").values("pk")[:1]
+    context["running"] = _running_progress(list(running.annotate(latest_run=Subquery(latest))[:20]))
     return render(request, "campaigns/dashboard.html", context)
 
 
-def _running_progress(campaign: Campaign) -> dict | None:
-    """Return the latest run's progress: recipients of a targeted run, handsets reached by an area broadcast."""
-    if campaign.mode != Mode.AREA_BROADCAST:
-        return campaign_progress(campaign)
-    run = campaign.runs.order_by("-scheduled_for", "-id").first()
-    return broadcast_run_progress(run) if run else None
+def _running_progress(campaigns: list[Campaign]) -> list[tuple[Campaign, dict | None]]:
+    """Return each campaign (annotated with its `latest_run` id) with that run's progress: recipients of a targeted
+    run, handsets reached by an area broadcast.
+
+    The dashboard polls this every few seconds: the targeted runs are counted together, in the same few queries
+    however many campaigns are sending.
+    """
+    runs = CampaignRun.objects.in_bulk([campaign.latest_run for campaign in campaigns if campaign.latest_run])
+    targeted = [
+        runs[campaign.latest_run]
+        for campaign in campaigns
+        if campaign.latest_run in runs and campaign.mode != Mode.AREA_BROADCAST
+    ]
+    progress = dict(zip((run.pk for run in targeted), runs_progress(targeted), strict=True))
+    rows = []
+    for campaign in campaigns:
+        run = runs.get(campaign.latest_run)
+        if run is not None and campaign.mode == Mode.AREA_BROADCAST:
+            rows.append((campaign, broadcast_run_progress(run)))
+        else:
+            rows.append((campaign, progress.get(campaign.latest_run)))
+    return rows
 
 
 @role_required(*STAFF_ROLES)

@@ -171,6 +171,28 @@ def test_officer_dashboard_shows_a_running_campaign_with_its_progress(officer_us
     assert 'hx-select="#running" hx-trigger="every 5s"' in body
 
 
+def test_the_polled_dashboard_counts_its_running_campaigns_with_the_same_queries_however_many_are_sending(
+    officer_user, areas
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_for(officer_user)
+    queries = []
+    for count in (1, 4):
+        for _ in range(count):
+            campaign = CampaignFactory(author=officer_user, status=Campaign.Status.SENDING)
+            CampaignRunFactory(campaign=campaign, scheduled_for=timezone.now() - timedelta(days=1))
+            run = CampaignRunFactory(campaign=campaign)  # the latest run is the one shown
+            DeliveryFactory(run=run, status=Delivery.Status.DELIVERED)
+            DeliveryFactory(run=run, status=Delivery.Status.QUEUED)
+        with CaptureQueriesContext(connection) as captured:
+            body = client.get(reverse("dashboard")).content.decode()
+        queries.append(len(captured))
+    assert body.count('aria-valuenow="50"') == 5
+    assert queries[1] == queries[0]
+
+
 # --- compose ------------------------------------------------------------------------------
 
 
