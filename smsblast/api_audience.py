@@ -38,13 +38,17 @@ MSISDN_MAX_DIGITS = 15
 
 def area_as_dict(area: Area, subscriber_count: int) -> dict:
     zone = zone_for_area_code(area.code)
+    # A listed area is read without its boundary (tens of kilobytes), knowing only whether it has one.
+    has_boundary = getattr(area, "has_boundary", None)
+    if has_boundary is None:
+        has_boundary = area.boundary is not None
     return {
         "code": area.code,
         "name": area.name,
         "level": area.level,
         "parent": area.parent_id,
         "subscriber_count": subscriber_count,
-        "has_boundary": bool(getattr(area, "has_boundary", area.boundary is not None)),
+        "has_boundary": bool(has_boundary),
         "zone": zone.label,
         "time_zone": zone.name,
     }

@@ -309,3 +309,18 @@ def test_search_by_kota_finds_the_city(api_client_for, officer, tree):
     response = api_client_for(officer).get("/api/v1/areas/", {"q": "Kota Blitar"})
 
     assert [area["code"] for area in response.json()["results"]] == ["35.72"]
+
+
+def test_listing_areas_reads_none_of_their_boundaries(api_client_for, approver, tree):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = api_client_for(approver)
+    client.get("/api/v1/areas/")  # the token's first use is recorded once
+    for params in ({}, {"parent": "35"}, {"q": "blit"}):
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get("/api/v1/areas/", params).status_code == 200
+        assert [query["sql"] for query in captured if '"boundary" FROM' in query["sql"]] == []
+    # Whether each has one is still answered.
+    results = client.get("/api/v1/areas/", {"parent": "35"}).json()["results"]
+    assert [(area["code"], area["has_boundary"]) for area in results] == [("35.05", True), ("35.72", False)]
