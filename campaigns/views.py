@@ -273,11 +273,13 @@ def area_search(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("area_q", "").strip()[:100]
     parent = request.GET.get("parent", "").strip()[:13]
     areas = []
+    # The results show names and codes: their boundaries (a province's is hundreds of kilobytes) are left unread.
+    listed = Area.objects.select_related("parent").defer("boundary", "parent__boundary")
     if parent:
         # Browsing the tree: the areas directly below the chosen one.
-        areas = list(Area.objects.filter(parent_id=parent).select_related("parent").order_by("code")[:200])
+        areas = list(listed.filter(parent_id=parent).order_by("code")[:200])
     elif len(query) >= 2:
-        matches = Area.objects.select_related("parent")
+        matches = listed
         if query[0].isdigit():
             matches = matches.filter(code__startswith=query)
         else:

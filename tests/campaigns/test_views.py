@@ -327,6 +327,19 @@ def test_area_search_finds_areas_by_name_and_code(officer_user, areas):
     assert 'value="35.05.01"' in body and 'value="35.05.02"' in body
 
 
+def test_area_search_and_browsing_read_no_boundary(officer_user, areas):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_for(officer_user)
+    for params in ({"parent": "35.05"}, {"area_q": "blitar"}, {"area_q": "35.05"}):
+        with CaptureQueriesContext(connection) as captured:
+            body = client.get(reverse("campaigns:area_search"), params).content.decode()
+        assert 'value="35.05.01"' in body or 'value="35.05"' in body
+        # A province's boundary is hundreds of kilobytes, and each result would carry its parent's.
+        assert [query["sql"] for query in captured if '"boundary"' in query["sql"]] == []
+
+
 def test_area_search_reads_kab_as_kabupaten(officer_user, areas):
     body = client_for(officer_user).get(reverse("campaigns:area_search"), {"area_q": "Kab. Blitar"}).content.decode()
 
