@@ -182,6 +182,22 @@ def test_subscriber_admin_filters_opted_out(admin_client, records):
     assert "+6281299990000" not in receiving
 
 
+def test_subscriber_admin_filters_by_language_without_reading_every_subscribers_language(admin_client, records):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    SubscriberFactory(msisdn="+6281299990001", language="en")
+    SubscriberFactory(msisdn="+6281299990002", language="jv")  # set by hand in the admin form
+    url = admin_url(Subscriber, "changelist")
+    with CaptureQueriesContext(connection) as captured:
+        page = admin_client.get(url).content.decode()
+    assert '"?language=en"' in page and '"?language=id"' in page
+    assert [query["sql"] for query in captured if "DISTINCT" in query["sql"]] == []
+    english = admin_client.get(url, {"language": "en"}).content.decode()
+    assert "+6281299990001" in english and "+6281299990002" not in english
+    assert "+6281299990002" in admin_client.get(url, {"language": "jv"}).content.decode()
+
+
 def test_changing_an_operators_prefixes_in_the_admin_routes_its_numbers_again(admin_client):
     smartfren = OperatorFactory(slug="smartfren", name="Smartfren", prefixes=["62881"])
     telkomsel = OperatorFactory(slug="telkomsel", name="Telkomsel", prefixes=["62812"])
