@@ -30,7 +30,7 @@ from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
 from campaigns.models import Approval, Campaign, CampaignRun, Mode
 from campaigns.models import Delivery as DeliveryModel
 from campaigns.selectors import campaign_zone, campaign_zones, target_zone
-from operators.broadcast_selectors import broadcast_run_progress
+from operators.broadcast_selectors import broadcast_run_reach
 from operators.broadcasts import broadcast_estimate, broadcast_operators
 from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, AuditEvent, Role
@@ -169,7 +169,7 @@ def _running_progress(campaigns: list[Campaign]) -> list[tuple[Campaign, dict | 
     for campaign in campaigns:
         run = runs.get(campaign.latest_run)
         if run is not None and campaign.mode == Mode.AREA_BROADCAST:
-            rows.append((campaign, broadcast_run_progress(run)))
+            rows.append((campaign, broadcast_run_reach(run)))
         else:
             rows.append((campaign, progress.get(campaign.latest_run)))
     return rows
@@ -715,7 +715,7 @@ def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResp
     run.campaign = campaign
     if campaign.mode == Mode.AREA_BROADCAST:
         # Operators send to handsets in the area and report how many they reached; there are no deliveries.
-        progress = broadcast_run_progress(run)
+        progress = broadcast_run_reach(run)
         progress["done"] = run.status in CampaignRun.FINAL_STATUSES
         template, context = "campaigns/_broadcast_run.html", {}
     else:

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from django.db.models import Max
+
 from campaigns.models import Campaign, CampaignRun
 from operators.models import AreaBroadcast, AreaBroadcastReach
 
@@ -49,6 +51,38 @@ def broadcast_run_progress(run: CampaignRun) -> dict[str, Any]:
                 "next_attempt_at": b.next_attempt_at,
                 "series": series[b.pk],
                 "log": [{"state": e.state, "at": e.at, "details": e.details} for e in b.events.order_by("at", "id")],
+            }
+            for b in broadcasts
+        ],
+    }
+
+
+def broadcast_run_reach(run: CampaignRun) -> dict[str, Any]:
+    """Return a run's reach as the pages show it: the handsets reached, in total and per operator with its state.
+
+    The pages poll it every few seconds for as long as the window lasts, and a window of days gathers reach reports
+    by the hundred thousand: each operator's figure is the highest of its reports (they are cumulative, so the
+    same as `broadcast_run_progress` gives), read in one grouped query, without the series and logs.
+    """
+    broadcasts = list(AreaBroadcast.objects.filter(run=run).select_related("operator").order_by("operator__name"))
+    highest = dict(
+        AreaBroadcastReach.objects.filter(broadcast__in=broadcasts)
+        .values_list("broadcast_id")
+        .annotate(reached=Max("handsets_reached"))
+        .order_by()
+    )
+    return {
+        "run_id": run.pk,
+        "status": run.status,
+        "handsets_reached": sum(highest.get(b.pk, 0) for b in broadcasts),
+        "operators": [
+            {
+                "operator": b.operator.slug,
+                "name": b.operator.name,
+                "broadcast_id": str(b.pk),
+                "state": b.state,
+                "handsets_reached": highest.get(b.pk, 0),
+                "last_error": b.last_error,
             }
             for b in broadcasts
         ],

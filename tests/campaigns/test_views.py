@@ -710,6 +710,23 @@ def test_area_broadcast_run_progress_shows_each_operators_state_and_the_handsets
     assert "handsets reached, as the operators reported them" in body
 
 
+def test_the_polled_reach_of_an_area_broadcast_reads_the_highest_report_of_each_operator_not_every_report(
+    officer_user,
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    run = _broadcast_run_with_reach(officer_user)
+    client = client_for(officer_user, language="en")
+    for url in (reverse("campaigns:run_progress", args=[run.campaign_id, run.pk]), reverse("dashboard")):
+        with CaptureQueriesContext(connection) as captured:
+            body = client.get(url).content.decode()
+        assert "1,234" in body
+        # A window of days gathers reports by the hundred thousand; the pages poll every few seconds.
+        reads = [query["sql"] for query in captured if '"operators_areabroadcastreach"' in query["sql"]]
+        assert reads and all("MAX(" in read.upper() for read in reads)
+
+
 def test_dashboard_shows_the_reach_of_a_running_area_broadcast(officer_user):
     _broadcast_run_with_reach(officer_user)
     body = client_for(officer_user, language="en").get(reverse("dashboard")).content.decode()

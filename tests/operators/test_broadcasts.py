@@ -677,3 +677,31 @@ def test_reach_totals_agree_with_the_ends_of_the_series_while_reports_arrive(ope
     assert progress["handsets_reached"] == progress["series"][-1]["handsets_reached"] == sum(per_operator.values())
     for op in progress["operators"]:
         assert op["handsets_reached"] == (op["series"][-1]["handsets_reached"] if op["series"] else 0)
+
+
+def test_the_reach_the_pages_poll_matches_the_progress_without_reading_each_report(operators, areas):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from operators.broadcast_selectors import broadcast_run_progress, broadcast_run_reach
+    from operators.models import AreaBroadcastReach
+
+    run = _start(broadcast_campaign())
+    rows = _by_slug(run)
+    at = timezone.now()
+    slug, row = sorted(rows.items())[0]
+    for minutes, reached in ((0, 100), (1, 300), (2, 250)):  # cumulative; a late smaller one never lowers it
+        AreaBroadcastReach.objects.create(broadcast=row, handsets_reached=reached, at=at + timedelta(minutes=minutes))
+
+    with CaptureQueriesContext(connection) as captured:
+        reach = broadcast_run_reach(run)
+    progress = broadcast_run_progress(run)
+
+    assert reach["handsets_reached"] == progress["handsets_reached"] == 300
+    assert {op["operator"]: op["handsets_reached"] for op in reach["operators"]} == {
+        op["operator"]: op["handsets_reached"] for op in progress["operators"]
+    }
+    assert {op["operator"]: op["state"] for op in reach["operators"]}[slug] == row.state
+    # The reports of a window of days number hundreds of thousands: the highest of each is read, not each one.
+    (read,) = [query["sql"] for query in captured if '"operators_areabroadcastreach"' in query["sql"]]
+    assert "MAX(" in read.upper() and "GROUP BY" in read.upper()
