@@ -2,10 +2,14 @@
 
 from typing import Any
 
-from django.db.models import Max
+from django.db.models import Count, F, Max, Window
+from django.db.models.functions import RowNumber
 
 from campaigns.models import Campaign, CampaignRun
 from operators.models import AreaBroadcast, AreaBroadcastReach
+
+# The most reports one operator's reach series shows as they came; a longer one is thinned (broadcast_run_progress).
+REACH_SERIES_POINTS = 2_000
 
 
 def broadcast_run_progress(run: CampaignRun) -> dict[str, Any]:
@@ -13,20 +17,44 @@ def broadcast_run_progress(run: CampaignRun) -> dict[str, Any]:
 
     Every figure comes from the one read of the reach reports (an operator's `handsets_reached` is the
     highest of its reports), so the totals and the ends of the series agree even while reports arrive.
+    An operator reporting every second through a window of days sends hundreds of thousands of reports: past
+    REACH_SERIES_POINTS for one operator, each series keeps every so many of them, each with the highest count
+    reported up to it, and ends with the highest of all at the latest report, so the curve keeps its shape and end.
     """
     broadcasts = list(AreaBroadcast.objects.filter(run=run).select_related("operator").order_by("operator__name"))
-    reports = AreaBroadcastReach.objects.filter(broadcast__run=run).order_by("at", "id")
+    reports = AreaBroadcastReach.objects.filter(broadcast__in=broadcasts)
+    spans = {
+        broadcast_id: (count, highest, last)
+        for broadcast_id, count, highest, last in reports.values_list("broadcast_id")
+        .annotate(count=Count("id"), highest=Max("handsets_reached"), last=Max("at"))
+        .order_by()
+    }
+    largest = max((count for count, _, _ in spans.values()), default=0)
+    if largest <= REACH_SERIES_POINTS:
+        rows = list(reports.order_by("at", "id").values_list("broadcast_id", "handsets_reached", "at"))
+    else:
+        step = -(-largest // REACH_SERIES_POINTS)
+        by_time = [F("at").asc(), F("id").asc()]
+        sampled = reports.annotate(
+            position=Window(RowNumber(), partition_by=[F("broadcast_id")], order_by=by_time),
+            highest=Window(Max("handsets_reached"), partition_by=[F("broadcast_id")], order_by=by_time),
+        ).filter(position__in=range(1, largest + 1, step))
+        rows = list(sampled.values_list("broadcast_id", "highest", "at"))
+        rows += [
+            (broadcast_id, highest, last)
+            for broadcast_id, (count, highest, last) in spans.items()
+            if (count - 1) % step
+        ]
+        rows.sort(key=lambda row: row[2])
     series: dict[Any, list] = {b.pk: [] for b in broadcasts}
     total_series = []
     latest: dict[Any, int] = {}
-    for report in reports.values("broadcast_id", "handsets_reached", "at"):
-        if report["broadcast_id"] not in series:
-            continue  # a broadcast of this run created after the list above was read
+    for broadcast_id, reported, at in rows:
         # Reports are cumulative; a late smaller one never lowers the curve.
-        reached = max(report["handsets_reached"], latest.get(report["broadcast_id"], 0))
-        latest[report["broadcast_id"]] = reached
-        series[report["broadcast_id"]].append({"at": report["at"], "handsets_reached": reached})
-        total_series.append({"at": report["at"], "handsets_reached": sum(latest.values())})
+        reached = max(reported, latest.get(broadcast_id, 0))
+        latest[broadcast_id] = reached
+        series[broadcast_id].append({"at": at, "handsets_reached": reached})
+        total_series.append({"at": at, "handsets_reached": sum(latest.values())})
     frozen = run.frozen or {}
     return {
         "run_id": run.pk,

@@ -705,3 +705,36 @@ def test_the_reach_the_pages_poll_matches_the_progress_without_reading_each_repo
     # The reports of a window of days number hundreds of thousands: the highest of each is read, not each one.
     (read,) = [query["sql"] for query in captured if '"operators_areabroadcastreach"' in query["sql"]]
     assert "MAX(" in read.upper() and "GROUP BY" in read.upper()
+
+
+def test_a_long_reach_series_is_thinned_keeping_its_shape_its_highest_count_and_its_latest_report(
+    operators, areas, monkeypatch
+):
+    from operators import broadcast_selectors
+    from operators.models import AreaBroadcastReach
+
+    run = _start(broadcast_campaign())
+    rows = _by_slug(run)
+    at = timezone.now()
+    (slug, busy), (other_slug, quiet) = sorted(rows.items())[:2]
+    reached = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 95]  # the last is a late smaller report
+    for minute, count in enumerate(reached):
+        AreaBroadcastReach.objects.create(broadcast=busy, handsets_reached=count, at=at + timedelta(minutes=minute))
+    AreaBroadcastReach.objects.create(broadcast=quiet, handsets_reached=5, at=at)
+    exact = broadcast_selectors.broadcast_run_progress(run)
+
+    monkeypatch.setattr(broadcast_selectors, "REACH_SERIES_POINTS", 4)
+    thinned = broadcast_selectors.broadcast_run_progress(run)
+
+    by_slug = {op["operator"]: op for op in thinned["operators"]}
+    series = by_slug[slug]["series"]
+    assert len(series) <= 5 < len(reached)
+    assert [point["handsets_reached"] for point in series] == sorted(point["handsets_reached"] for point in series)
+    assert series[0] == {"at": at, "handsets_reached": 10}
+    assert series[-1] == {"at": at + timedelta(minutes=10), "handsets_reached": 100}
+    assert by_slug[other_slug]["series"] == [{"at": at, "handsets_reached": 5}]
+    assert thinned["handsets_reached"] == exact["handsets_reached"] == 105
+    assert thinned["series"][-1]["handsets_reached"] == 105
+    assert {op["operator"]: op["handsets_reached"] for op in thinned["operators"]} == {
+        op["operator"]: op["handsets_reached"] for op in exact["operators"]
+    }
