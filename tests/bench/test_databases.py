@@ -27,6 +27,7 @@ def bench_module(name: str):
         ("dispatch", "smsblast_live_bench_dispatch"),
         ("import_subscribers", "smsblast_live_bench_import"),
         ("preview", "smsblast_live_bench_preview"),
+        ("pages", "smsblast_live_bench_pages"),
     ],
 )
 def test_benchmark_recreates_a_suffixed_database_beside_the_app_database(script, database):
@@ -35,7 +36,7 @@ def test_benchmark_recreates_a_suffixed_database_beside_the_app_database(script,
     assert url == f"postgres://smsblast:secret@db.example:5432/{database}"
 
 
-@pytest.mark.parametrize("script", ["import_subscribers", "preview"])
+@pytest.mark.parametrize("script", ["import_subscribers", "preview", "pages"])
 def test_benchmark_without_database_url_uses_its_local_bench_database(script):
     module = bench_module(script)
 
