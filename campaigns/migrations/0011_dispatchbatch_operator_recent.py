@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('campaigns', '0009_sender_up_to_16_characters'),
+        ('campaigns', '0010_indonesian_verbose_names'),
         ('operators', '0003_area_broadcasts'),
     ]
 
