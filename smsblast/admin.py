@@ -425,7 +425,7 @@ class SubscriberImportRejectionInline(ReadOnlyTabularInline):
 
 
 @admin.register(SubscriberImport)
-class SubscriberImportAdmin(admin.ModelAdmin):
+class SubscriberImportAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     """Imports run from the API, the pages or `manage.py import_subscribers`; here they are only watched."""
 
     list_display = ["id", "original_name", "state", "uploaded_by", "rows_read", "created", "updated", "rejected"]
@@ -439,3 +439,14 @@ class SubscriberImportAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def audit_delete(self, obj, actor) -> None:
+        details = {"file": obj.original_name, "area_scope": obj.area_scope, "rows_read": obj.rows_read}
+        audit_record(
+            actor=actor,
+            action="subscriber_import.delete",
+            obj=obj,
+            from_state=obj.state,
+            to_state="deleted",
+            details=details,
+        )

@@ -765,3 +765,21 @@ def test_the_audit_trail_list_offers_the_actions_of_its_latest_events_without_re
     # Distinct values (of a column, or of the months in a date hierarchy) are read from the latest events only.
     unbounded = [query["sql"] for query in captured if "DISTINCT" in query["sql"] and '"id" >' not in query["sql"]]
     assert unbounded == []
+
+
+def test_subscriber_imports_deleted_in_the_admin_are_audited(admin_client, admin_user):
+    from smsblast.models import SubscriberImport
+
+    one = SubscriberImport.objects.create(file_path="/nowhere/a.csv", original_name="a.csv", area_scope="35.05")
+    other = SubscriberImport.objects.create(file_path="/nowhere/b.csv", original_name="b.csv")
+
+    admin_client.post(admin_url(SubscriberImport, "delete", one.pk), {"post": "yes"})
+    form = {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"}
+    admin_client.post(admin_url(SubscriberImport, "changelist"), form)
+
+    assert not SubscriberImport.objects.exists()
+    events = {event.object_id: event for event in AuditEvent.objects.filter(action="subscriber_import.delete")}
+    assert set(events) == {str(one.pk), str(other.pk)}
+    event = events[str(one.pk)]
+    assert (event.actor, event.from_state, event.to_state) == (admin_user, "pending", "deleted")
+    assert (event.details["file"], event.details["area_scope"]) == ("a.csv", "35.05")
