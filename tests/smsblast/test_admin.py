@@ -761,7 +761,7 @@ def test_the_audit_trail_list_offers_the_actions_of_its_latest_events_without_re
     assert '"?action=operator.delete"' not in page  # older than the latest 3 events
     # A value found only in older events still filters, from a link or the address.
     older = admin_client.get(url, {"action": "operator.delete"}).content.decode()
-    assert '"?action=operator.delete"' in older and ">1 peristiwa audit<" in older.replace("\n", "")
+    assert '"?action=operator.delete"' in older and older.count('class="field-action"') == 1
     # Distinct values (of a column, or of the months in a date hierarchy) are read from the latest events only.
     unbounded = [query["sql"] for query in captured if "DISTINCT" in query["sql"] and '"id" >' not in query["sql"]]
     assert unbounded == []
