@@ -171,3 +171,15 @@ def campaign_audience(campaign: Campaign) -> dict[str, Any]:
 def campaign_history(campaign: Campaign) -> QuerySet[AuditEvent]:
     """Return the campaign's audit events, oldest first, with their actors."""
     return audit_history(campaign)
+
+
+# A recurring campaign adds a handful of events a day: its page and its API detail carry only the latest.
+HISTORY_SHOWN = 100
+
+
+def campaign_history_latest(campaign: Campaign) -> tuple[list[AuditEvent], int]:
+    """Return the campaign's latest HISTORY_SHOWN audit events, oldest first, and how many it has in all."""
+    events = campaign_history(campaign)
+    latest = list(events.order_by("-at", "-id")[:HISTORY_SHOWN])
+    total = len(latest) if len(latest) < HISTORY_SHOWN else events.count()
+    return latest[::-1], total

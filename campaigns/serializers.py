@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from campaigns.dispatch_selectors import campaign_progress
 from campaigns.models import Approval, Campaign, CampaignRun, Mode, Priority, RepeatPolicy
-from campaigns.selectors import campaign_audience, campaign_history, campaign_zone
+from campaigns.selectors import HISTORY_SHOWN, campaign_audience, campaign_history_latest, campaign_zone
 from campaigns.services import SENDER_MAX_LENGTH, campaign_allowed_actions, campaign_content_hash, sender_warning
 from operators.api_broadcast import BroadcastRunSerializer, CampaignBroadcastSerializer
 from smsblast import sms
@@ -212,6 +212,7 @@ HISTORY_ENTRY = inline_serializer(
         "details": serializers.JSONField(),
     },
     many=True,
+    help_text=(f"The campaign's latest {HISTORY_SHOWN} audit events, oldest first; `history_total` counts them all."),
 )
 CAMPAIGN_ANALYSIS = PolymorphicProxySerializer(
     component_name="CampaignTextAnalysis",
@@ -235,6 +236,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
     approval = serializers.SerializerMethodField()
     allowed_actions = serializers.SerializerMethodField()
     history = serializers.SerializerMethodField()
+    history_total = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
     broadcast = serializers.SerializerMethodField()
     warnings = serializers.SerializerMethodField()
@@ -277,6 +279,8 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
             "approval",
             "allowed_actions",
             "history",
+            # After `history`, which reads the count with the events.
+            "history_total",
             "progress",
             "broadcast",
             "warnings",
@@ -389,7 +393,14 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(HISTORY_ENTRY)
     def get_history(self, campaign: Campaign) -> list[dict]:
-        return AuditEventSerializer(campaign_history(campaign), many=True).data
+        history, self._history_total = campaign_history_latest(campaign)
+        return AuditEventSerializer(history, many=True).data
+
+    @extend_schema_field(
+        serializers.IntegerField(help_text="How many audit events the campaign has, those in `history` included.")
+    )
+    def get_history_total(self, campaign: Campaign) -> int:
+        return self._history_total
 
 
 class ApproveSerializer(serializers.Serializer):

@@ -344,7 +344,7 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
 
 
 RUNS_SHOWN = 10
-HISTORY_SHOWN = 100
+HISTORY_SHOWN = selectors.HISTORY_SHOWN
 
 
 def _broadcast_estimate(campaign: Campaign) -> dict | None:

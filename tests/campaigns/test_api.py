@@ -537,3 +537,35 @@ def test_an_area_broadcast_detail_gives_no_sms_cost_and_its_audience_endpoint_re
     targeted = CampaignFactory(author=author, area_codes=["35.05"])
     assert client.get(f"/api/v1/campaigns/{targeted.pk}/").json()["audience"]["total"] == 2
     assert client.get(f"/api/v1/campaigns/{targeted.pk}/audience/").json()["recipients"] == 2
+
+
+def test_the_detail_of_a_recurring_campaign_carries_its_latest_history_and_counts_the_rest(author, api_client_for):
+    from campaigns.selectors import HISTORY_SHOWN
+    from smsblast.audit import audit_record
+    from tests.schema_check import answer_mismatches
+
+    campaign = CampaignFactory(author=author, status=Status.SCHEDULED)
+    for day in range(HISTORY_SHOWN):
+        audit_record(actor=None, action="campaign.run", obj=campaign, details={"day": day})
+        audit_record(actor=None, action="campaign.schedule", obj=campaign, details={"day": day})
+    audit_record(actor=author, action="campaign.pause", obj=campaign, from_state="sending", to_state="paused")
+    client = api_client_for(author)
+    answer = client.get(f"/api/v1/campaigns/{campaign.pk}/")
+    body = answer.json()
+    assert len(body["history"]) == HISTORY_SHOWN
+    assert body["history_total"] == 2 * HISTORY_SHOWN + 1
+    # Oldest first as before, ending with the latest event.
+    assert body["history"][-1]["action"] == "campaign.pause"
+    assert body["history"][0]["details"] == {"day": HISTORY_SHOWN // 2}
+    assert [e["at"] for e in body["history"]] == sorted(e["at"] for e in body["history"])
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/", "get", answer) == []
+    assert "history_total" in schema["components"]["schemas"]["CampaignDetail"]["required"]
+
+
+def test_the_detail_of_a_new_campaign_carries_its_whole_history_and_its_count(author, api_client_for):
+    client = api_client_for(author)
+    campaign_id = client.post("/api/v1/campaigns/", DRAFT_BODY, format="json").json()["id"]
+    body = client.get(f"/api/v1/campaigns/{campaign_id}/").json()
+    assert [e["action"] for e in body["history"]] == ["campaign.create"]
+    assert body["history_total"] == 1
