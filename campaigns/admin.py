@@ -6,12 +6,13 @@ written by the send pipeline and are view-only.
 """
 
 from django.contrib import admin, messages
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.services import campaign_cancel
-from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline
+from smsblast.admin_utils import ReadOnlyAdmin, ReadOnlyTabularInline, ShownRowsInline
 from smsblast.errors import ServiceError
 
 
@@ -20,10 +21,18 @@ class ApprovalInline(ReadOnlyTabularInline):
     fields = ["created_at", "approver", "decision", "content_hash", "reason", "voided_at"]
 
 
-class CampaignRunInline(ReadOnlyTabularInline):
+class CampaignRunInline(ShownRowsInline):
+    """The latest runs: a daily campaign gains one a day; the run list filtered by the campaign has all."""
+
     model = CampaignRun
     fields = ["scheduled_for", "status", "segments", "started_at", "finished_at"]
     show_change_link = True
+    shown = 20
+    shown_note = gettext_lazy("The latest %(shown)s of %(total)s runs are shown.")
+    every_row_label = gettext_lazy("All runs of this campaign")
+
+    def every_row_url(self, parent) -> str:
+        return f"{reverse('admin:campaigns_campaignrun_changelist')}?campaign__id__exact={parent.pk}"
 
 
 @admin.register(Campaign)

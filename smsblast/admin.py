@@ -14,11 +14,16 @@ from django.db import transaction
 from django.db.models import Max
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from smsblast.admin_utils import AuditedChangeMixin, AuditedDeleteMixin, ReadOnlyAdmin, ReadOnlyTabularInline
+from smsblast.admin_utils import (
+    AuditedChangeMixin,
+    AuditedDeleteMixin,
+    ReadOnlyAdmin,
+    ShownRowsInline,
+)
 from smsblast.audit import audit_record
 from smsblast.authentication import api_token_revoke
 from smsblast.errors import ServiceConflict
@@ -419,9 +424,21 @@ class AuditEventAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
-class SubscriberImportRejectionInline(ReadOnlyTabularInline):
+class SubscriberImportRejectionInline(ShownRowsInline):
+    """The first rejected rows of an import; its rejected.csv holds every one."""
+
     model = SubscriberImportRejection
     fields = ["line", "reason", "raw"]
+    shown = 50
+    shown_note = gettext_lazy("The first %(shown)s of %(total)s rejected rows are shown.")
+    every_row_label = gettext_lazy("Download every rejected row (CSV)")
+
+    def rows_total(self, parent, rows) -> int:
+        # Only the first rows are kept in the database; the import counts every one it rejected.
+        return max(parent.rejected, rows.count())
+
+    def every_row_url(self, parent) -> str:
+        return reverse("subscriber-import-rejected", args=[parent.pk])
 
 
 @admin.register(SubscriberImport)

@@ -5,6 +5,7 @@ import json
 from django.contrib import admin
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.utils.formats import number_format
 
 from smsblast.audit import audit_record
 
@@ -31,6 +32,57 @@ class ReadOnlyTabularInline(admin.TabularInline):
 
     def get_readonly_fields(self, request, obj=None):
         return self.fields
+
+
+class ShownRowsInline(ReadOnlyTabularInline):
+    """Show only the first `shown` children in the model's order, saying how many there are and where all are.
+
+    A record gains children without bound (a daily campaign's runs), so its page would grow with it. The formset
+    filters its queryset by the parent and so cannot be given a sliced one: it slices its own. The rows are
+    read-only and no form is posted for them, so the rows left out are never looked for.
+    """
+
+    shown = 20
+    template = "admin/edit_inline/tabular_shown.html"
+    # "%(shown)s" and "%(total)s" are filled in; shown only when some rows are left out.
+    shown_note = ""
+    every_row_label = ""
+
+    def rows_total(self, parent, rows) -> int:
+        """Return how many children `parent` has; `rows` are those the inline would list."""
+        return rows.count()
+
+    def every_row_url(self, parent) -> str:
+        """Return the address of the full list of the children of `parent`."""
+        raise NotImplementedError
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        inline = self
+
+        class ShownFormSet(formset):
+            def get_queryset(self):
+                if not hasattr(self, "_shown_rows"):
+                    rows = super().get_queryset()
+                    self._shown_rows = rows[: inline.shown]
+                    shown = len(self._shown_rows)
+                    total = inline.rows_total(self.instance, rows) if shown == inline.shown else shown
+                    self._shown_note = ""
+                    if total > shown:
+                        numbers = {"shown": number_format(shown), "total": number_format(total, force_grouping=True)}
+                        self._shown_note = inline.shown_note % numbers
+                return self._shown_rows
+
+            @property
+            def shown_note(self) -> str:
+                self.get_queryset()
+                return self._shown_note
+
+            @property
+            def every_row_url(self) -> str:
+                return inline.every_row_url(self.instance)
+
+        return ShownFormSet
 
 
 class AuditedDeleteMixin:

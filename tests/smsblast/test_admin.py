@@ -783,3 +783,66 @@ def test_subscriber_imports_deleted_in_the_admin_are_audited(admin_client, admin
     event = events[str(one.pk)]
     assert (event.actor, event.from_state, event.to_state) == (admin_user, "pending", "deleted")
     assert (event.details["file"], event.details["area_scope"]) == ("a.csv", "35.05")
+
+
+def test_a_campaigns_admin_page_lists_its_latest_runs_and_links_to_all_of_them(admin_client):
+    import re
+    from datetime import timedelta
+
+    from campaigns.admin import CampaignRunInline
+    from campaigns.models import CampaignRun
+    from tests.campaigns.factories import CampaignRunFactory
+
+    admin_client.cookies["django_language"] = "en"
+    shown = CampaignRunInline.shown
+    campaign = CampaignFactory(status=Campaign.Status.SCHEDULED)
+    now = timezone.now()
+    runs = [CampaignRunFactory(campaign=campaign, scheduled_for=now - timedelta(days=day)) for day in range(shown + 5)]
+    page = admin_client.get(admin_url(Campaign, "change", campaign.pk)).content.decode()
+    assert len(re.findall(r'id="runs-\d+"', page)) == shown
+    assert admin_url(CampaignRun, "change", runs[0].pk) in page  # the latest run
+    assert admin_url(CampaignRun, "change", runs[shown - 1].pk) in page
+    assert admin_url(CampaignRun, "change", runs[shown].pk) not in page
+    assert f"The latest {shown} of {shown + 5} runs are shown." in page
+    every_run = f"{admin_url(CampaignRun, 'changelist')}?campaign__id__exact={campaign.pk}"
+    assert f'href="{every_run}"' in page
+    listing = admin_client.get(every_run).content.decode()
+    assert all(admin_url(CampaignRun, "change", run.pk) in listing for run in runs)
+
+
+def test_a_campaigns_admin_page_with_few_runs_lists_them_all_without_a_note(admin_client):
+    import re
+
+    from tests.campaigns.factories import CampaignRunFactory
+
+    admin_client.cookies["django_language"] = "en"
+    campaign = CampaignFactory(status=Campaign.Status.SCHEDULED)
+    CampaignRunFactory.create_batch(3, campaign=campaign)
+    page = admin_client.get(admin_url(Campaign, "change", campaign.pk)).content.decode()
+    assert len(re.findall(r'id="runs-\d+"', page)) == 3
+    assert "runs are shown" not in page
+
+
+def test_an_imports_admin_page_lists_its_first_rejected_rows_and_links_to_the_rejected_file(admin_client, tmp_path):
+    import re
+
+    from smsblast.admin import SubscriberImportRejectionInline
+    from smsblast.models import SubscriberImport, SubscriberImportRejection
+
+    admin_client.cookies["django_language"] = "en"
+    shown = SubscriberImportRejectionInline.shown
+    rejected = tmp_path / "rejected.csv"
+    rejected.write_text("line,reason,raw\n", encoding="utf-8")
+    job = SubscriberImport.objects.create(
+        file_path="/nowhere/a.csv", original_name="a.csv", rejected_path=str(rejected), rejected=shown + 10
+    )
+    SubscriberImportRejection.objects.bulk_create(
+        SubscriberImportRejection(subscriber_import=job, line=line, raw=f"row {line}", reason="INVALID_MSISDN")
+        for line in range(2, shown + 12)
+    )
+    page = admin_client.get(admin_url(SubscriberImport, "change", job.pk)).content.decode()
+    assert len(re.findall(r'id="rejections-\d+"', page)) == shown
+    assert "row 2<" in page and f"row {shown + 1}<" in page and f"row {shown + 2}<" not in page
+    assert f"The first {shown} of {shown + 10} rejected rows are shown." in page
+    assert f'href="/api/v1/subscribers/imports/{job.pk}/rejected.csv"' in page
+    assert admin_client.get(f"/api/v1/subscribers/imports/{job.pk}/rejected.csv").status_code == 200
