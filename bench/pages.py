@@ -215,11 +215,11 @@ HISTORY_SQL = [
     """
     INSERT INTO smsblast_subscriberimport (state, file_path, original_name, rejected_path, uploaded_by_id, file_size,
         bytes_read, lines_done, total_rows, rows_read, created, updated, duplicates, rejected, rejected_by_reason,
-        error, created_at, started_at, finished_at, heartbeat_at)
+        error, created_at, started_at, finished_at, heartbeat_at, area_scope)
     SELECT (ARRAY['completed', 'completed', 'failed', 'running', 'pending'])[1 + g %% 5], 'import' || g || '.csv',
         'pelanggan' || g || '.csv', '', (SELECT id FROM smsblast_user WHERE username = 'officer'), 10000000, 10000000,
         100000, 100000, 100000, 90000, 5000, 1000, 4000, '{"invalid": 3000, "unknown_area": 1000}'::jsonb, '',
-        now() - (g || ' days')::interval, now() - (g || ' days')::interval, now(), now()
+        now() - (g || ' days')::interval, now() - (g || ' days')::interval, now(), now(), '35.05'
     FROM generate_series(1, 60) g
     """,
     """
