@@ -108,6 +108,9 @@ def test_ctrl_c_stops_every_process_even_when_the_output_of_make_run_is_gone(tmp
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # Ctrl-C reaches `make run` from a terminal: a test run started in the background ignores SIGINT, and the
+        # stack would inherit that and never stop.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     sleeper_pid = None
     try:
