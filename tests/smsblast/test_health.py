@@ -1,9 +1,5 @@
 """GET /healthz: what a reverse proxy or orchestrator polls to know the web process can serve."""
 
-import socket
-import subprocess
-import time
-
 import pytest
 from django.db import connection
 from django.test import Client
@@ -11,7 +7,7 @@ from django.test import Client
 from campaigns.tasks import reconcile_dispatch
 from smsblast.devtools import free_port
 from smsblast.health import RECONCILED_KEY, RECONCILER_LATE_SECONDS
-from tests.conftest import redis_server_binary
+from tests.conftest import start_redis_server
 
 pytestmark = pytest.mark.django_db
 
@@ -21,23 +17,6 @@ def probe(settings, redis_url, redis_client):
     """A client with no session, as a prober is, against the session's real Redis."""
     settings.REDIS_URL = redis_url
     return Client()
-
-
-def _redis_server(port: int, workdir) -> subprocess.Popen:
-    proc = subprocess.Popen(  # noqa: S603 - a fixed argv
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("Redis server did not start") from None
-            time.sleep(0.05)
 
 
 def test_healthz_answers_ok_to_a_stranger_without_session_or_cookie(probe):
@@ -61,7 +40,7 @@ def test_healthz_is_answered_to_a_prober_over_plain_http_with_a_host_of_its_own(
 
 def test_healthz_answers_503_naming_redis_once_it_stopped(probe, settings, tmp_path):
     port = free_port()
-    server = _redis_server(port, tmp_path)
+    server = start_redis_server(port, tmp_path)
     settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
     try:
         assert probe.get("/healthz").json()["redis"] == "ok"

@@ -2,12 +2,12 @@
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.urls import URLPattern, URLResolver, get_resolver, reverse
-from rest_framework.test import APIClient
+from django.urls import reverse
 
 from smsblast import selectors, services
 from smsblast.models import AuditEvent, Role, Subscriber, SubscriberImport
 from tests.smsblast.factories import AreaFactory, SubscriberFactory, UserFactory, area_tree
+from tests.urlwalk import signed_in, url_patterns_under
 
 pytestmark = pytest.mark.django_db
 
@@ -85,33 +85,12 @@ def test_a_user_with_a_jurisdiction_sees_only_the_imports_of_users_within_it(bli
 
 def subscriber_urls() -> list[tuple[str, set[str]]]:
     """Return (URL name, its parameters) of every page and API path under subscribers/."""
-    found = []
-
-    def walk(patterns, namespace):
-        for pattern in patterns:
-            if isinstance(pattern, URLResolver):
-                walk(pattern.url_patterns, pattern.namespace or namespace)
-            elif isinstance(pattern, URLPattern) and pattern.name and "subscribers/" in str(pattern.pattern):
-                name = f"{namespace}:{pattern.name}" if namespace else pattern.name
-                found.append((name, set(pattern.pattern.regex.groupindex)))
-
-    walk(get_resolver().url_patterns, None)
-    return found
+    return url_patterns_under("subscribers/")
 
 
 def subscriber_paths(*, job_pk: int, msisdn: str) -> list[str]:
     values = {"pk": job_pk, "msisdn": msisdn}
     return [reverse(name, kwargs={key: values[key] for key in params}) for name, params in subscriber_urls()]
-
-
-def signed_in(user, path: str) -> APIClient:
-    """Return a client signed in as `user`: by token for an API path, by session for a page."""
-    client = APIClient()
-    if path.startswith("/api/"):
-        client.force_authenticate(user)
-    else:
-        client.force_login(user)
-    return client
 
 
 def answers(user, path: str, *, msisdn: str) -> dict[str, tuple[int, str]]:
