@@ -614,6 +614,8 @@ def area_broadcast_report(*, operator: Operator, broadcast_id, handsets_reached:
     # Nobody was reached after the report arrived: a later time is the operator's clock, and would stretch the
     # reach series to it.
     at = min(at, timezone.now())
+    # Nor before the broadcast was handed over: an earlier time (year 1, 1970) is a clock, not a reach.
+    at = max(at, broadcast.created_at)
     _, created = AreaBroadcastReach.objects.get_or_create(broadcast=broadcast, at=at, handsets_reached=handsets_reached)
     if created:
         AreaBroadcast.objects.filter(pk=broadcast.pk, handsets_reached__lt=handsets_reached).update(

@@ -1,6 +1,6 @@
 """Area-broadcast services: validation, estimate, start of the window, per-operator sends, cancel, reach, end."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -396,6 +396,21 @@ def test_a_reach_report_timed_after_its_arrival_is_kept_at_its_arrival(operators
     assert before <= telkomsel.reach_reports.get().at <= timezone.now()
 
 
+def test_a_reach_report_timed_before_its_broadcast_was_handed_over_is_kept_at_the_handover(operators, areas):
+    run = _start(broadcast_campaign())
+    telkomsel = _by_slug(run)["telkomsel"]
+
+    recorded = broadcasts.area_broadcast_report(
+        operator=operators[0],
+        broadcast_id=telkomsel.pk,
+        handsets_reached=500,
+        at=datetime(1970, 1, 1, tzinfo=UTC),
+    )
+
+    assert recorded.reached_at == telkomsel.created_at
+    assert telkomsel.reach_reports.get().at == telkomsel.created_at
+
+
 def test_the_end_of_the_window_completes_the_run_with_failures_when_an_operator_never_acknowledged(operators, areas):
     ScriptedAreaAdapter.reset(indosat=[RETRY])
     campaign = broadcast_campaign()
@@ -636,6 +651,7 @@ def test_a_series_of_reach_reports_as_the_window_ends_is_kept_without_a_deadlock
     type(xl.operator).objects.filter(pk=xl.operator_id).update(user=user)
     client = api_client_for(user)
     at = timezone.now() - timedelta(minutes=10)
+    type(xl).objects.filter(pk=xl.pk).update(created_at=at - timedelta(minutes=5))  # handed over before the series
     series = [
         {"broadcast_id": str(xl.pk), "handsets_reached": reached, "at": (at + timedelta(minutes=minutes)).isoformat()}
         for minutes, reached in ((0, 300), (5, 700))
