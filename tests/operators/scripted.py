@@ -8,11 +8,13 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignRun
+from campaigns import dispatch
+from campaigns.models import Campaign, CampaignRun, Delivery
 from campaigns.services import campaign_content_hash
 from operators.gateways.base import BatchResult, GatewayAdapter, OutboundBatch, Outcome, register
 from smsblast.models import Area, Role
 from tests.campaigns.factories import ApprovalFactory, CampaignFactory
+from tests.conftest import make_user
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
 
@@ -86,3 +88,25 @@ def sending_run(campaign: Campaign, **fields) -> CampaignRun:
         last_progress_at=now,
         **fields,
     )
+
+
+def fanned_out_world(api_client_for) -> dict:
+    """Fan a sending run out to two operators (3 recipients each), each operator with its own API user and client.
+
+    Returns the run, the operators and clients by slug, and each operator's message ids (as strings, in order).
+    """
+    campaign = approved_campaign()
+    operators = operators_and_subscribers(counts={"tsel": 3, "isat": 3}, batch_size=10)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    dispatch.run_fan_out(run_id=run.pk)
+    clients = {}
+    for slug, operator in operators.items():
+        operator.user = make_user(f"{slug}-api", Role.OPERATOR)
+        operator.save()
+        clients[slug] = api_client_for(operator.user)
+    ids = {
+        slug: [str(pk) for pk in Delivery.objects.filter(operator=op).order_by("pk").values_list("pk", flat=True)]
+        for slug, op in operators.items()
+    }
+    return {"run": run, "operators": operators, "clients": clients, "ids": ids}

@@ -16,7 +16,13 @@ from operators.gateways.base import BatchResult, Outcome
 from smsblast.audit import audit_history
 from smsblast.models import AuditEvent, Role
 from tests.conftest import make_user
-from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
+from tests.operators.scripted import (
+    ScriptedAdapter,
+    approved_campaign,
+    fanned_out_world,
+    operators_and_subscribers,
+    sending_run,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -32,21 +38,7 @@ def dispatch_redis(settings, redis_client, redis_url, private_broker):
 @pytest.fixture
 def world(api_client_for):
     """A run fanned out to two operators (3 recipients each), each operator with its own API client."""
-    campaign = approved_campaign()
-    operators = operators_and_subscribers(counts={"tsel": 3, "isat": 3}, batch_size=10)
-    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
-    run = sending_run(campaign)
-    dispatch.run_fan_out(run_id=run.pk)
-    clients = {}
-    for slug, operator in operators.items():
-        operator.user = make_user(f"{slug}-api", Role.OPERATOR)
-        operator.save()
-        clients[slug] = api_client_for(operator.user)
-    ids = {
-        slug: [str(pk) for pk in Delivery.objects.filter(operator=op).order_by("pk").values_list("pk", flat=True)]
-        for slug, op in operators.items()
-    }
-    return {"run": run, "operators": operators, "clients": clients, "ids": ids}
+    return fanned_out_world(api_client_for)
 
 
 def _report(message_id, status, **extra):

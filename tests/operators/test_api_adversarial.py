@@ -5,12 +5,10 @@ import json
 import pytest
 from django.test import Client
 
-from campaigns import dispatch
-from campaigns.models import Campaign, Delivery, DispatchBatch
+from campaigns.models import Delivery, DispatchBatch
 from operators import services
-from smsblast.models import AuditEvent, Role, Subscriber
-from tests.conftest import make_user
-from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
+from smsblast.models import AuditEvent, Subscriber
+from tests.operators.scripted import ScriptedAdapter, fanned_out_world
 
 pytestmark = pytest.mark.django_db
 
@@ -30,22 +28,14 @@ def dispatch_redis(settings, redis_client, redis_url, private_broker):
 @pytest.fixture
 def world(api_client_for):
     """A run fanned out to two operators (3 recipients each); tsel pulls its batch, each has its own client."""
-    campaign = approved_campaign()
-    operators = operators_and_subscribers(counts={"tsel": 3, "isat": 3}, batch_size=10)
-    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
-    run = sending_run(campaign)
-    dispatch.run_fan_out(run_id=run.pk)
-    operators["tsel"].adapter = services.PULL_ADAPTER
-    clients = {}
-    for slug, operator in operators.items():
-        operator.user = make_user(f"{slug}-api", Role.OPERATOR)
-        operator.save()
-        clients[slug] = api_client_for(operator.user)
-        clients[slug].raise_request_exception = False
-    ids = {slug: [str(pk) for pk in Delivery.objects.filter(operator=op).order_by("pk").values_list("pk", flat=True)]
-           for slug, op in operators.items()}  # fmt: skip
-    (batch,) = DispatchBatch.objects.filter(operator=operators["tsel"])
-    return {"operators": operators, "clients": clients, "ids": ids, "batch": batch}
+    world = fanned_out_world(api_client_for)
+    tsel = world["operators"]["tsel"]
+    tsel.adapter = services.PULL_ADAPTER
+    tsel.save(update_fields=["adapter"])
+    for client in world["clients"].values():
+        client.raise_request_exception = False
+    (batch,) = DispatchBatch.objects.filter(operator=tsel)
+    return {**world, "batch": batch}
 
 
 def _snapshot():
