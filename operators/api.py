@@ -108,14 +108,19 @@ def _outbound_json(outbound) -> dict:
 
 
 _CAMPAIGN = inline_serializer("BatchCampaign", {"id": serializers.IntegerField(), "title": serializers.CharField()})
+# `segments` is per message wherever a batch is described (push body, list, claim), as DESIGN.md's push body has it.
+_SEGMENTS_HELP = "SMS parts each message of the batch takes (per message, as in the push body)."
 _READY_BATCH = inline_serializer(
     "ReadyBatch",
     {
         "batch_id": serializers.UUIDField(),
         "campaign": _CAMPAIGN,
-        "size": serializers.IntegerField(),
-        "segments": serializers.IntegerField(),
-        "attempts": serializers.IntegerField(),
+        "size": serializers.IntegerField(
+            help_text="Recipients written to the batch; the claim hands over fewer if some opted out since."
+        ),
+        "segments": serializers.IntegerField(help_text=_SEGMENTS_HELP),
+        "total_segments": serializers.IntegerField(help_text="Segments of the whole batch: size × segments."),
+        "attempts": serializers.IntegerField(help_text="Times the batch was claimed or pushed before."),
         "created_at": serializers.DateTimeField(),
     },
 )
@@ -127,7 +132,7 @@ _CLAIMED_BATCH = inline_serializer(
         "sender": serializers.CharField(),
         "text": serializers.CharField(),
         "encoding": serializers.CharField(),
-        "segments": serializers.IntegerField(),
+        "segments": serializers.IntegerField(help_text=_SEGMENTS_HELP),
         "priority": serializers.CharField(),
         "expires_at": serializers.DateTimeField(),
         "callback_url": serializers.URLField(),
@@ -141,7 +146,12 @@ _CLAIMED_BATCH = inline_serializer(
 
 
 class OperatorBatchListView(APIView):
-    """List the caller's batches ready to claim (pull mode), oldest first."""
+    """List the caller's batches ready to claim (pull mode), oldest first.
+
+    `segments` is per message, as in a claimed batch and the push body; `total_segments` is the whole batch's
+    (which `segments` held here before). Claiming takes a batch out of the list, so a client claiming as it
+    pages reads the first page again rather than following `next`, whose offset would skip ready batches.
+    """
 
     permission_classes = [IsOperator]
 
@@ -176,7 +186,8 @@ class OperatorBatchListView(APIView):
                 "batch_id": str(batch.pk),
                 "campaign": {"id": batch.run.campaign_id, "title": batch.run.campaign.title},
                 "size": batch.size,
-                "segments": batch.segments,
+                "segments": batch.run.segments,
+                "total_segments": batch.segments,
                 "attempts": batch.attempts,
                 "created_at": batch.created_at,
             }

@@ -1,0 +1,65 @@
+"""Pull mode as an operator integrating from the schema reads it: what each field means and each answer says."""
+
+import pytest
+
+from campaigns.models import CampaignRun, DispatchBatch
+from operators import services
+from operators.gateways.http_batch_v1 import batch_body
+from tests.operators.scripted import ScriptedAdapter, fanned_out_world
+
+pytestmark = pytest.mark.django_db
+
+LIST_PATH = "/api/v1/operator/batches/"
+
+
+@pytest.fixture(autouse=True)
+def dispatch_redis(settings, redis_client, redis_url, private_broker):
+    settings.REDIS_URL = redis_url
+    ScriptedAdapter.reset()
+
+
+@pytest.fixture
+def schema(officer, api_client_for):
+    return api_client_for(officer).get("/api/v1/schema/", {"format": "json"}).json()
+
+
+@pytest.fixture
+def pulling(api_client_for):
+    """tsel in pull mode with its one batch of 3 recipients, of a run whose text takes 2 segments."""
+    world = fanned_out_world(api_client_for)
+    CampaignRun.objects.filter(pk=world["run"].pk).update(segments=2)
+    (batch,) = DispatchBatch.objects.filter(operator=world["operators"]["tsel"])
+    DispatchBatch.objects.filter(pk=batch.pk).update(segments=batch.size * 2)
+    operator = world["operators"]["tsel"]
+    operator.adapter = services.PULL_ADAPTER
+    operator.save()
+    return world["clients"]["tsel"], batch
+
+
+def _ready_row(client, batch) -> dict:
+    (row,) = client.get(LIST_PATH, {"state": "ready"}).json()["results"]
+    assert row["batch_id"] == str(batch.pk)
+    return row
+
+
+def test_segments_mean_per_message_in_the_list_the_claim_and_the_push_body_and_the_list_adds_the_total(pulling):
+    client, batch = pulling
+    row = _ready_row(client, batch)
+    claimed = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").json()
+    leased = DispatchBatch.objects.select_related("run", "operator").get(pk=batch.pk)
+    pushed = batch_body(services.batch_outbound(leased))
+
+    assert claimed["segments"] == 2
+    assert row["segments"] == 2
+    assert row["total_segments"] == 6 == row["size"] * row["segments"]
+    assert b'"segments":2,' in pushed
+
+
+def test_the_schema_documents_segments_per_message_and_the_lists_total(schema):
+    page = schema["components"]["schemas"]["ReadyBatchPage"]
+    row = schema["components"]["schemas"][page["properties"]["results"]["items"]["$ref"].rsplit("/", 1)[1]]
+    claimed = schema["components"]["schemas"]["ClaimedBatch"]
+
+    assert "per message" in row["properties"]["segments"]["description"]
+    assert "per message" in claimed["properties"]["segments"]["description"]
+    assert "total_segments" in row["required"]
