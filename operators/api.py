@@ -9,6 +9,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from campaigns.models import DispatchBatch
 from operators import services
 from operators.models import Operator
 from smsblast.api import Pagination
@@ -141,6 +142,10 @@ _CLAIMED_BATCH = inline_serializer(
                 "ClaimedRecipient", {"message_id": serializers.CharField(), "msisdn": serializers.CharField()}
             )
         ),
+        "lease_expires_at": serializers.DateTimeField(
+            help_text="Until when the claim holds. Unacknowledged then, the batch is listed again with the same "
+            "batch_id (an ack arriving later still counts), so send a batch_id once however often it is claimed."
+        ),
     },
 )
 
@@ -215,7 +220,8 @@ class OperatorBatchClaimView(APIView):
             outbound = services.batch_claim(operator=operator, batch_id=batch_id)
         except LookupError as exc:
             raise ServiceConflict(str(exc)) from None
-        return Response(_outbound_json(outbound))
+        lease_expires_at = DispatchBatch.objects.values_list("lease_expires_at", flat=True).get(pk=batch_id)
+        return Response({**_outbound_json(outbound), "lease_expires_at": lease_expires_at})
 
 
 class OperatorBatchAckView(APIView):

@@ -1,15 +1,20 @@
 """Pull mode as an operator integrating from the schema reads it: what each field means and each answer says."""
 
+from datetime import datetime, timedelta
+
 import pytest
+from django.utils import timezone
 
 from campaigns.models import CampaignRun, DispatchBatch
 from operators import services
 from operators.gateways.http_batch_v1 import batch_body
 from tests.operators.scripted import ScriptedAdapter, fanned_out_world
+from tests.schema_check import answer_mismatches
 
 pytestmark = pytest.mark.django_db
 
 LIST_PATH = "/api/v1/operator/batches/"
+CLAIM_PATH = "/api/v1/operator/batches/{batch_id}/claim/"
 
 
 @pytest.fixture(autouse=True)
@@ -63,3 +68,17 @@ def test_the_schema_documents_segments_per_message_and_the_lists_total(schema):
     assert "per message" in row["properties"]["segments"]["description"]
     assert "per message" in claimed["properties"]["segments"]["description"]
     assert "total_segments" in row["required"]
+
+
+def test_a_claim_says_when_its_lease_lapses_and_answers_as_documented(pulling, schema, settings):
+    client, batch = pulling
+    before = timezone.now()
+
+    claimed = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+
+    assert answer_mismatches(schema, CLAIM_PATH, "post", claimed) == []
+    lapses = datetime.fromisoformat(claimed.json()["lease_expires_at"])
+    assert before + timedelta(seconds=settings.DISPATCH_LEASE_SECONDS) <= lapses
+    assert lapses <= timezone.now() + timedelta(seconds=settings.DISPATCH_LEASE_SECONDS)
+    batch.refresh_from_db()
+    assert lapses == batch.lease_expires_at
