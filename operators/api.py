@@ -240,7 +240,15 @@ class OperatorBatchAckView(APIView):
         ),
         responses={
             200: inline_serializer(
-                "BatchAckResult", {"batch_id": serializers.UUIDField(), "status": serializers.CharField()}
+                "BatchAckResult",
+                {
+                    "batch_id": serializers.UUIDField(),
+                    "status": serializers.CharField(),
+                    "accepted": serializers.IntegerField(
+                        help_text="Messages recorded as accepted. The first ack is the batch's answer: a repeat "
+                        "answers the same and changes nothing, as a push answer repeated under its Idempotency-Key."
+                    ),
+                },
             ),
             400: OpenApiResponse(description="Malformed acknowledgement"),
             409: OpenApiResponse(description="Not this operator's batch, or not claimed"),
@@ -266,4 +274,7 @@ class OperatorBatchAckView(APIView):
             outcome = services.batch_ack(operator=operator, batch_id=batch_id, accepted=accepted, rejected=rejected)
         except LookupError as exc:
             raise ServiceConflict(str(exc)) from None
-        return Response({"batch_id": str(batch_id), "status": outcome.status}, status=status.HTTP_200_OK)
+        accepted = DispatchBatch.objects.values_list("accepted_count", flat=True).get(pk=batch_id)
+        return Response(
+            {"batch_id": str(batch_id), "status": outcome.status, "accepted": accepted}, status=status.HTTP_200_OK
+        )

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from campaigns.models import CampaignRun, DispatchBatch
+from campaigns.models import CampaignRun, Delivery, DispatchBatch
 from operators import services
 from operators.gateways.http_batch_v1 import batch_body
 from tests.operators.scripted import ScriptedAdapter, fanned_out_world
@@ -15,6 +15,7 @@ pytestmark = pytest.mark.django_db
 
 LIST_PATH = "/api/v1/operator/batches/"
 CLAIM_PATH = "/api/v1/operator/batches/{batch_id}/claim/"
+ACK_PATH = "/api/v1/operator/batches/{batch_id}/ack/"
 
 
 @pytest.fixture(autouse=True)
@@ -82,3 +83,19 @@ def test_a_claim_says_when_its_lease_lapses_and_answers_as_documented(pulling, s
     assert lapses <= timezone.now() + timedelta(seconds=settings.DISPATCH_LEASE_SECONDS)
     batch.refresh_from_db()
     assert lapses == batch.lease_expires_at
+
+
+def test_an_ack_answers_the_count_it_recorded_and_a_repeat_answers_the_first_one(pulling, schema):
+    client, batch = pulling
+    client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+    mine = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")  # already claimed
+    assert mine.status_code == 409
+    first_id = str(Delivery.objects.filter(batch_id=batch.pk).order_by("pk").first().pk)
+    url = f"/api/v1/operator/batches/{batch.pk}/ack/"
+
+    acked = client.post(url, {"rejected": [{"message_id": first_id, "reason": "barred"}]}, format="json")
+    again = client.post(url, {"rejected": []}, format="json")
+
+    assert acked.json() == {"batch_id": str(batch.pk), "status": "accepted", "accepted": 2}
+    assert again.json() == {"batch_id": str(batch.pk), "status": "accepted", "accepted": 2}
+    assert answer_mismatches(schema, ACK_PATH, "post", acked) == []
