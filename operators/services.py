@@ -1058,6 +1058,9 @@ def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: l
     # A claim whose lease lapsed went back to pending, but the operator may well have sent it: its late ack
     # still counts, as a late answer to a push does. A batch never claimed has nothing to acknowledge.
     claimed_before = batch.status in (BatchStatus.PENDING, BatchStatus.RETRY_WAIT) and batch.attempts > 0
+    if batch.status in DispatchBatch.FINAL_STATUSES:
+        # Failed past its run's validity window, or cancelled with its campaign, after (or without) a claim.
+        raise LookupError(f"This batch is {batch.status} and takes no acknowledgement: {batch.last_error}".strip())
     if batch.status != BatchStatus.IN_FLIGHT and not claimed_before:
         raise LookupError("Claim the batch before acknowledging it.")
     # What the claim handed over: the batch's messages but those withdrawn when their number opted out before the

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from campaigns import dispatch
 from campaigns.models import CampaignRun, Delivery, DispatchBatch
 from operators import services
 from operators.gateways.http_batch_v1 import batch_body
@@ -99,3 +100,15 @@ def test_an_ack_answers_the_count_it_recorded_and_a_repeat_answers_the_first_one
     assert acked.json() == {"batch_id": str(batch.pk), "status": "accepted", "accepted": 2}
     assert again.json() == {"batch_id": str(batch.pk), "status": "accepted", "accepted": 2}
     assert answer_mismatches(schema, ACK_PATH, "post", acked) == []
+
+
+def test_an_ack_of_a_batch_failed_past_its_validity_after_its_claim_says_so_rather_than_to_claim_it(pulling):
+    client, batch = pulling
+    client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+    dispatch.dispatch_reconcile(now=timezone.now() + timedelta(hours=2))  # the run was valid for an hour
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "failed"
+
+    acked = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {}, format="json")
+
+    assert acked.status_code == 409
+    assert "failed" in acked.json()["detail"] and "Claim the batch" not in acked.json()["detail"]
