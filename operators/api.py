@@ -9,7 +9,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from campaigns.models import DispatchBatch
+from campaigns.models import DispatchBatch, Priority
 from operators import services
 from operators.models import Operator
 from smsblast.api import Pagination
@@ -132,9 +132,9 @@ _CLAIMED_BATCH = inline_serializer(
         "campaign": _CAMPAIGN,
         "sender": serializers.CharField(),
         "text": serializers.CharField(),
-        "encoding": serializers.CharField(),
+        "encoding": serializers.ChoiceField(choices=["GSM7", "UCS2"]),
         "segments": serializers.IntegerField(help_text=_SEGMENTS_HELP),
-        "priority": serializers.CharField(),
+        "priority": serializers.ChoiceField(choices=Priority.choices),
         "expires_at": serializers.DateTimeField(),
         "callback_url": serializers.URLField(),
         "recipients": serializers.ListField(

@@ -61,6 +61,12 @@ def test_inbound_messages_document_what_was_done(schema):
     assert set(_component(schema, result["properties"]["action"])["enum"]) == {"opted_out", "opted_in", "ignored"}
 
 
+def test_a_claimed_batch_documents_its_encoding_and_priority_as_the_values_they_take(schema):
+    claimed = _component(schema, _answer(schema, "/api/v1/operator/batches/{batch_id}/claim/"))
+    assert _component(schema, claimed["properties"]["encoding"])["enum"] == ["GSM7", "UCS2"]
+    assert _component(schema, claimed["properties"]["priority"])["enum"] == ["normal", "urgent"]
+
+
 def test_pull_mode_documents_its_conflicts_and_the_ack_body(schema):
     assert "409" in schema["paths"]["/api/v1/operator/batches/{batch_id}/claim/"]["post"]["responses"]
     ack = _component(schema, _json_body(schema, "/api/v1/operator/batches/{batch_id}/ack/"))
