@@ -3,6 +3,7 @@
 from django import forms
 from django.contrib import admin
 from django.db import transaction
+from django.urls import reverse
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -10,7 +11,7 @@ from django.utils.translation import gettext_lazy
 from operators.gateways.base import registered_names
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
 from operators.services import PULL_ADAPTER, operator_record_change, operator_settings
-from smsblast.admin_utils import AuditedChangeMixin, AuditedDeleteMixin, ReadOnlyAdmin, ReadOnlyTabularInline
+from smsblast.admin_utils import AuditedChangeMixin, AuditedDeleteMixin, ReadOnlyAdmin, ShownRowsInline
 from smsblast.audit import audit_record
 from smsblast.services import subscribers_reroute
 
@@ -198,9 +199,18 @@ class BroadcastSettingsAdmin(AuditedChangeMixin, admin.ModelAdmin):
         return False
 
 
-class AreaBroadcastEventInline(ReadOnlyTabularInline):
+class AreaBroadcastEventInline(ShownRowsInline):
+    """The latest events: one retried for days logs two an attempt; the event list filtered by the broadcast has all."""
+
     model = AreaBroadcastEvent
     fields = ["at", "state", "details"]
+    ordering = ["-at", "-id"]
+    shown = 20
+    shown_note = gettext_lazy("The latest %(shown)s of %(total)s events are shown.")
+    every_row_label = gettext_lazy("All events of this broadcast")
+
+    def every_row_url(self, parent) -> str:
+        return f"{reverse('admin:operators_areabroadcastevent_changelist')}?broadcast__id__exact={parent.pk}"
 
 
 @admin.register(AreaBroadcast)
@@ -211,6 +221,16 @@ class AreaBroadcastAdmin(ReadOnlyAdmin):
     list_select_related = ["run", "operator"]
     raw_id_fields = ["run", "operator"]
     inlines = [AreaBroadcastEventInline]
+
+
+@admin.register(AreaBroadcastEvent)
+class AreaBroadcastEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "broadcast", "state", "details"]
+    list_filter = ["state"]
+    list_select_related = ["broadcast"]
+    ordering = ["-at", "-id"]
+    raw_id_fields = ["broadcast"]
+    show_full_result_count = False
 
 
 @admin.register(AreaBroadcastReach)

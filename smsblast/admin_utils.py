@@ -35,7 +35,7 @@ class ReadOnlyTabularInline(admin.TabularInline):
 
 
 class ShownRowsInline(ReadOnlyTabularInline):
-    """Show only the first `shown` children in the model's order, saying how many there are and where all are.
+    """Show only the first `shown` children in the inline's order, saying how many there are and where all are.
 
     A record gains children without bound (a daily campaign's runs), so its page would grow with it. The formset
     filters its queryset by the parent and so cannot be given a sliced one: it slices its own. The rows are

@@ -846,3 +846,29 @@ def test_an_imports_admin_page_lists_its_first_rejected_rows_and_links_to_the_re
     assert f"The first {shown} of {shown + 10} rejected rows are shown." in page
     assert f'href="/api/v1/subscribers/imports/{job.pk}/rejected.csv"' in page
     assert admin_client.get(f"/api/v1/subscribers/imports/{job.pk}/rejected.csv").status_code == 200
+
+
+def test_an_area_broadcasts_admin_page_lists_its_latest_events_and_links_to_all_of_them(admin_client):
+    import re
+
+    from operators.admin import AreaBroadcastEventInline
+    from operators.models import AreaBroadcast, AreaBroadcastEvent
+    from tests.campaigns.factories import CampaignRunFactory
+
+    admin_client.cookies["django_language"] = "en"
+    shown = AreaBroadcastEventInline.shown
+    broadcast = AreaBroadcast.objects.create(run=CampaignRunFactory(), operator=OperatorFactory())
+    AreaBroadcastEvent.objects.bulk_create(
+        AreaBroadcastEvent(broadcast=broadcast, state="error", details={"attempt": f"try {number}"})
+        for number in range(1, shown + 11)
+    )
+    page = admin_client.get(admin_url(AreaBroadcast, "change", broadcast.pk)).content.decode()
+    assert len(re.findall(r'id="events-\d+"', page)) == shown
+    assert f"try {shown + 10}&quot;" in page and "try 11&quot;" in page  # the latest events
+    assert "try 10&quot;" not in page and "try 1&quot;" not in page
+    assert f"The latest {shown} of {shown + 10} events are shown." in page
+    every_event = f"{admin_url(AreaBroadcastEvent, 'changelist')}?broadcast__id__exact={broadcast.pk}"
+    assert f'href="{every_event}"' in page
+    listing = admin_client.get(every_event)
+    assert listing.status_code == 200
+    assert listing.context["cl"].result_count == shown + 10
