@@ -5,7 +5,10 @@ import json
 from django.contrib import admin
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import PROTECT
+from django.db.models.deletion import get_candidate_relations_to_delete
 from django.utils.formats import number_format
+from django.utils.text import capfirst
 
 from smsblast.audit import audit_record
 
@@ -85,10 +88,42 @@ class ShownRowsInline(ReadOnlyTabularInline):
         return ShownFormSet
 
 
-class AuditedDeleteMixin:
+class SummarisedDeleteMixin:
+    """Confirm a deletion with the number of related rows of each kind, never a line for each of them.
+
+    A record may hold rows without bound (an import's rejected rows, the subscribers homed in an area, an operator's
+    batches and deliveries), and Django's confirmation lists, and first loads, every one. The page lists the records
+    chosen and Django's count per kind of what goes with them; rows that forbid the deletion (a protecting foreign
+    key) are counted in the database, per kind, and stop it as before.
+    """
+
+    def protected_counts(self, objs) -> list[str]:
+        """Return "kind: count" for each kind of row whose protecting foreign key refers to one of `objs`."""
+        counts = []
+        for relation in get_candidate_relations_to_delete(self.model._meta):
+            if relation.on_delete is not PROTECT:
+                continue
+            rows = relation.related_model._base_manager.filter(**{f"{relation.field.name}__in": objs})
+            if total := rows.count():
+                kind = capfirst(relation.related_model._meta.verbose_name_plural)
+                counts.append(f"{kind}: {number_format(total, force_grouping=True)}")
+        return counts
+
+    def get_deleted_objects(self, objs, request):
+        protected = self.protected_counts(objs)
+        if protected:
+            return [], {}, set(), protected
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # The nested list holds each chosen record followed by the list of what goes with it.
+        chosen = [entry for entry in deleted if not isinstance(entry, list)]
+        return chosen, model_count, perms_needed, protected
+
+
+class AuditedDeleteMixin(SummarisedDeleteMixin):
     """Audit every deletion made in the admin, one event per record, in the transaction that deletes (invariant 6).
 
     A subclass says what the event holds (`audit_delete`) and may narrow what a bulk delete removes (`deletable`).
+    Its confirmation page counts the related rows rather than listing them (SummarisedDeleteMixin).
     """
 
     def audit_delete(self, obj, actor) -> None:

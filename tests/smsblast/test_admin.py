@@ -872,3 +872,71 @@ def test_an_area_broadcasts_admin_page_lists_its_latest_events_and_links_to_all_
     listing = admin_client.get(every_event)
     assert listing.status_code == 200
     assert listing.context["cl"].result_count == shown + 10
+
+
+def test_deleting_an_import_confirms_by_counts_without_listing_its_rejected_rows_and_is_audited(
+    admin_client, admin_user
+):
+    import re
+
+    from smsblast.models import SubscriberImport, SubscriberImportRejection
+
+    admin_client.cookies["django_language"] = "en"
+    job = SubscriberImport.objects.create(file_path="/nowhere/a.csv", original_name="a.csv", rejected=60)
+    SubscriberImportRejection.objects.bulk_create(
+        SubscriberImportRejection(subscriber_import=job, line=line, raw=f"row {line}", reason="invalid")
+        for line in range(2, 62)
+    )
+    for url, form in [
+        (admin_url(SubscriberImport, "delete", job.pk), None),
+        (admin_url(SubscriberImport, "changelist"), {"action": "delete_selected", "_selected_action": [job.pk]}),
+    ]:
+        response = admin_client.post(url, form) if form else admin_client.get(url)
+        page = response.content.decode()
+        assert response.status_code == 200
+        assert "Subscriber import rejections: 60" in page  # Django's summary, per model
+        assert "row 2" not in page and "row 61" not in page
+        assert page.count("Subscriber import rejection:") == 0
+        assert len(re.findall(r"<li>Subscriber import: ", page)) == 1
+
+    admin_client.post(admin_url(SubscriberImport, "delete", job.pk), {"post": "yes"})
+    assert not SubscriberImport.objects.exists() and not SubscriberImportRejection.objects.exists()
+    event = AuditEvent.objects.get(action="subscriber_import.delete")
+    assert (event.actor, event.object_id, event.to_state) == (admin_user, str(job.pk), "deleted")
+
+
+def test_deleting_an_operator_with_sending_records_is_refused_by_counts_without_listing_them(admin_client):
+    operator = OperatorFactory(slug="telkomsel", name="Telkomsel")
+    batches = DispatchBatchFactory.create_batch(60, operator=operator)
+    for batch in batches:
+        DeliveryFactory(run=batch.run, batch=batch, operator=operator)
+
+    admin_client.cookies["django_language"] = "en"
+    for url, form in [
+        (admin_url(Operator, "delete", operator.pk), None),
+        (admin_url(Operator, "changelist"), {"action": "delete_selected", "_selected_action": [operator.pk]}),
+    ]:
+        response = admin_client.post(url, form) if form else admin_client.get(url)
+        page = response.content.decode()
+        assert response.status_code == 200
+        assert "protected related objects" in page
+        assert "Dispatch batches: 60" in page and "Deliveries: 60" in page
+        assert str(batches[0].pk) not in page and "Dispatch batch:" not in page and "Delivery:" not in page
+
+    admin_client.post(admin_url(Operator, "delete", operator.pk), {"post": "yes"})
+    assert Operator.objects.filter(pk=operator.pk).exists()
+    assert not AuditEvent.objects.filter(action="operator.delete").exists()
+
+
+def test_deleting_an_area_that_homes_subscribers_is_refused_by_counts_without_listing_them(admin_client):
+    area = area_tree(kecamatan=1)[-1]
+    subscribers = SubscriberFactory.create_batch(60, area=area)
+
+    admin_client.cookies["django_language"] = "en"
+    page = admin_client.get(admin_url(Area, "delete", area.pk)).content.decode()
+    assert "protected related objects" in page and "Subscribers: 60" in page
+    assert subscribers[0].msisdn not in page and "Subscriber:" not in page
+
+    admin_client.post(admin_url(Area, "delete", area.pk), {"post": "yes"})
+    assert Area.objects.filter(pk=area.pk).exists()
+    assert not AuditEvent.objects.filter(action="area.delete").exists()
