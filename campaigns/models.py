@@ -8,32 +8,35 @@ from smsblast.ids import uuid7
 
 
 class Mode(models.TextChoices):
-    TARGETED = "targeted"  # the system holds the numbers and sends to each
-    AREA_BROADCAST = "area_broadcast"  # operators send to every handset in or entering the area
+    TARGETED = "targeted", _("targeted")  # the system holds the numbers and sends to each
+    AREA_BROADCAST = "area_broadcast", _("area broadcast")  # operators send to every handset in or entering the area
 
 
 class Priority(models.TextChoices):
-    NORMAL = "normal"  # waits out quiet hours
-    URGENT = "urgent"  # ignores quiet hours
+    NORMAL = "normal", _("normal")  # waits out quiet hours
+    URGENT = "urgent", _("urgent")  # ignores quiet hours
 
 
 class RepeatPolicy(models.TextChoices):
-    ONCE_PER_WINDOW = "once_per_window"  # each handset receives the broadcast once per window
-    ONCE_PER_DAY = "once_per_day"  # each handset again on each day of the window
+    # each handset receives the broadcast once per window
+    ONCE_PER_WINDOW = "once_per_window", _("once per handset in the window")
+    ONCE_PER_DAY = "once_per_day", _("once per handset each day")  # each handset again on each day of the window
 
 
 class Campaign(models.Model):
     class Status(models.TextChoices):
-        DRAFT = "draft"  # editable by its author (or an admin); nothing can be sent
-        PENDING_APPROVAL = "pending_approval"  # frozen until the approver approves or rejects
-        APPROVED = "approved"  # an approval binds the current content hash; no schedule set yet
-        SCHEDULED = "scheduled"  # approved and waiting for its next run time
-        SENDING = "sending"  # a run is fanning out or pushing batches
-        PAUSED = "paused"  # a run is halted; no new batch leaves until resumed
-        COMPLETED = "completed"  # every delivery of the last run is final and none failed
-        COMPLETED_WITH_FAILURES = "completed_with_failures"  # every delivery final, some failed
-        REJECTED = "rejected"  # the approver sent it back with a reason; editing returns it to draft
-        CANCELLED = "cancelled"  # stopped for good; unsent deliveries are cancelled
+        DRAFT = "draft", _("draft")  # editable by its author (or an admin); nothing can be sent
+        # frozen until the approver approves or rejects
+        PENDING_APPROVAL = "pending_approval", _("waiting for approval")
+        APPROVED = "approved", _("approved")  # an approval binds the current content hash; no schedule set yet
+        SCHEDULED = "scheduled", _("scheduled")  # approved and waiting for its next run time
+        SENDING = "sending", _("sending")  # a run is fanning out or pushing batches
+        PAUSED = "paused", _("paused")  # a run is halted; no new batch leaves until resumed
+        COMPLETED = "completed", _("completed")  # every delivery of the last run is final and none failed
+        # every delivery final, some failed
+        COMPLETED_WITH_FAILURES = "completed_with_failures", _("completed with failures")
+        REJECTED = "rejected", _("rejected")  # the approver sent it back with a reason; editing returns it to draft
+        CANCELLED = "cancelled", _("cancelled")  # stopped for good; unsent deliveries are cancelled
 
     FINAL_STATUSES = frozenset({Status.COMPLETED, Status.COMPLETED_WITH_FAILURES, Status.CANCELLED})
 
@@ -119,8 +122,8 @@ class Approval(models.Model):
     """An approver's decision on one exact version of a campaign (its content hash)."""
 
     class Decision(models.TextChoices):
-        APPROVED = "approved"  # binds content_hash; dispatch re-checks it
-        REJECTED = "rejected"  # reason says what to change
+        APPROVED = "approved", _("approved")  # binds content_hash; dispatch re-checks it
+        REJECTED = "rejected", _("rejected")  # reason says what to change
 
     campaign = models.ForeignKey(
         Campaign, on_delete=models.CASCADE, related_name="approvals", verbose_name=_("campaign")
@@ -147,13 +150,14 @@ class CampaignRun(models.Model):
     """One occurrence of a campaign: its own recipients, batches and progress."""
 
     class Status(models.TextChoices):
-        PENDING = "pending"  # due or waiting for quiet hours to end; nothing written yet
-        FANNING_OUT = "fanning_out"  # deliveries and batches are being written
-        SENDING = "sending"  # batches are being pushed to operators
-        PAUSED = "paused"  # no new batch is leased until resumed
-        COMPLETED = "completed"  # every delivery final, none failed
-        COMPLETED_WITH_FAILURES = "completed_with_failures"  # every delivery final, some failed
-        CANCELLED = "cancelled"  # stopped; unsent deliveries cancelled
+        PENDING = "pending", _("pending")  # due or waiting for quiet hours to end; nothing written yet
+        FANNING_OUT = "fanning_out", _("preparing recipients")  # deliveries and batches are being written
+        SENDING = "sending", _("sending")  # batches are being pushed to operators
+        PAUSED = "paused", _("paused")  # no new batch is leased until resumed
+        COMPLETED = "completed", _("completed")  # every delivery final, none failed
+        # every delivery final, some failed
+        COMPLETED_WITH_FAILURES = "completed_with_failures", _("completed with failures")
+        CANCELLED = "cancelled", _("cancelled")  # stopped; unsent deliveries cancelled
 
     FINAL_STATUSES = frozenset({Status.COMPLETED, Status.COMPLETED_WITH_FAILURES, Status.CANCELLED})
 
@@ -199,12 +203,13 @@ class DispatchBatch(models.Model):
     """Up to `operator.batch_size` recipients of one run for one operator; its id is the idempotency key."""
 
     class Status(models.TextChoices):
-        PENDING = "pending"  # written by fan-out, waiting to be leased
-        IN_FLIGHT = "in_flight"  # leased by a worker until lease_expires_at
-        ACCEPTED = "accepted"  # the operator answered 202; its deliveries count as submitted
-        RETRY_WAIT = "retry_wait"  # a transient error; leased again after next_attempt_at
-        FAILED = "failed"  # permanent error or retry budget spent; deliveries failed
-        CANCELLED = "cancelled"  # the run was cancelled before this batch was accepted
+        PENDING = "pending", _("pending")  # written by fan-out, waiting to be leased
+        IN_FLIGHT = "in_flight", _("being sent")  # leased by a worker until lease_expires_at
+        # the operator answered 202; its deliveries count as submitted
+        ACCEPTED = "accepted", _("accepted by the operator")
+        RETRY_WAIT = "retry_wait", _("waiting to retry")  # a transient error; leased again after next_attempt_at
+        FAILED = "failed", _("failed")  # permanent error or retry budget spent; deliveries failed
+        CANCELLED = "cancelled", _("cancelled")  # the run was cancelled before this batch was accepted
 
     FINAL_STATUSES = frozenset({Status.ACCEPTED, Status.FAILED, Status.CANCELLED})
 
@@ -248,15 +253,15 @@ class Delivery(models.Model):
     """One recipient of one run; its id is the message_id the operator reports against."""
 
     class Status(models.TextChoices):
-        QUEUED = "queued"  # written at fan-out; counts as submitted once its batch is accepted
-        SUBMITTED = "submitted"  # the operator reported it submitted
-        DELIVERED = "delivered"  # final: reached the handset
-        UNDELIVERED = "undelivered"  # final: the operator could not deliver
-        EXPIRED = "expired"  # final: no report within the validity window
-        REJECTED = "rejected"  # final: the operator refused this number
-        FAILED = "failed"  # final: its batch failed for good
-        SKIPPED = "skipped"  # final: not sent (opted out, invalid, quiet-hours rule); reason says why
-        CANCELLED = "cancelled"  # final: the run was cancelled before it was sent
+        QUEUED = "queued", _("queued")  # written at fan-out; counts as submitted once its batch is accepted
+        SUBMITTED = "submitted", _("submitted")  # the operator reported it submitted
+        DELIVERED = "delivered", _("delivered")  # final: reached the handset
+        UNDELIVERED = "undelivered", _("undelivered")  # final: the operator could not deliver
+        EXPIRED = "expired", _("expired")  # final: no report within the validity window
+        REJECTED = "rejected", _("rejected")  # final: the operator refused this number
+        FAILED = "failed", _("failed")  # final: its batch failed for good
+        SKIPPED = "skipped", _("skipped")  # final: not sent (opted out, invalid, quiet-hours rule); reason says why
+        CANCELLED = "cancelled", _("cancelled")  # final: the run was cancelled before it was sent
 
     FINAL_STATUSES = frozenset(
         {

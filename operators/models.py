@@ -97,14 +97,16 @@ class AreaBroadcast(models.Model):
     """One operator's provider message for one area-broadcast run; its id is the broadcast_id sent."""
 
     class State(models.TextChoices):
-        PENDING = "pending"  # created at the start of the window; nothing sent yet
-        SENDING = "sending"  # a send request is in flight
-        ACKNOWLEDGED = "acknowledged"  # the operator took the broadcast; reach reports may arrive
-        ERROR = "error"  # the last send failed transiently; retried at next_attempt_at
-        RETRIES_EXHAUSTED = "retries_exhausted"  # final: never acknowledged (budget spent, refused, window over)
-        CANCEL_PENDING = "cancel_pending"  # acknowledged, then cancelled by us; the cancel request is being retried
-        CANCELLED = "cancelled"  # final: the operator confirmed the cancel, or nothing had been sent
-        COMPLETED = "completed"  # final: the window ended while acknowledged; reach figures stand
+        PENDING = "pending", _("pending")  # created at the start of the window; nothing sent yet
+        SENDING = "sending", _("sending")  # a send request is in flight
+        ACKNOWLEDGED = "acknowledged", _("acknowledged")  # the operator took the broadcast; reach reports may arrive
+        ERROR = "error", _("error, retrying")  # the last send failed transiently; retried at next_attempt_at
+        # final: never acknowledged (budget spent, refused, window over)
+        RETRIES_EXHAUSTED = "retries_exhausted", _("not acknowledged")
+        # acknowledged, then cancelled by us; the cancel request is being retried
+        CANCEL_PENDING = "cancel_pending", _("cancelling")
+        CANCELLED = "cancelled", _("cancelled")  # final: the operator confirmed the cancel, or nothing had been sent
+        COMPLETED = "completed", _("completed")  # final: the window ended while acknowledged; reach figures stand
 
     FINAL_STATES = frozenset({State.RETRIES_EXHAUSTED, State.CANCELLED, State.COMPLETED})
 

@@ -87,7 +87,7 @@ class UserAdmin(AuditedDeleteMixin, DjangoUserAdmin):
 
     @admin.display(description=gettext_lazy("role"))
     def role_name(self, user: User) -> str:
-        return user.role or "-"
+        return Role(user.role).label if user.role else "-"
 
 
 def _audit_password_set(user: User, actor) -> None:
@@ -202,11 +202,11 @@ class OptedOutFilter(admin.SimpleListFilter):
 class LanguageFilter(admin.SimpleListFilter):
     """Filter subscribers by language, offering those imports store; reading the distinct ones would scan them all."""
 
-    title = "language"
+    title = gettext_lazy("language")
     parameter_name = "language"
 
     def lookups(self, request, model_admin):
-        languages = {"id": "Indonesian (id)", "en": "English (en)"}
+        languages = {"id": _("Indonesian (id)"), "en": _("English (en)")}
         if self.value() and self.value() not in languages:
             languages[self.value()] = self.value()
         return list(languages.items())
@@ -401,13 +401,13 @@ class RecentAuditValuesFilter(admin.SimpleListFilter):
 
 
 class AuditActionFilter(RecentAuditValuesFilter):
-    title = "action"
+    title = gettext_lazy("action")
     parameter_name = "action"
     field = "action"
 
 
 class AuditObjectTypeFilter(RecentAuditValuesFilter):
-    title = "object type"
+    title = gettext_lazy("object type")
     parameter_name = "object_type"
     field = "object_type"
 

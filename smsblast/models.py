@@ -9,10 +9,10 @@ from django.utils.translation import gettext_lazy as _
 
 
 class Role(models.TextChoices):
-    OFFICER = "officer"  # Dinas Kominfo staff: composes, schedules, watches campaigns
-    APPROVER = "approver"  # Satgas chair: approves or rejects what officers submit
-    OPERATOR = "operator"  # a cellular operator, API only, scoped to its own data
-    ADMIN = "admin"  # system administrator
+    OFFICER = "officer", _("officer")  # Dinas Kominfo staff: composes, schedules, watches campaigns
+    APPROVER = "approver", _("approver")  # Satgas chair: approves or rejects what officers submit
+    OPERATOR = "operator", _("operator")  # a cellular operator, API only, scoped to its own data
+    ADMIN = "admin", _("administrator")  # system administrator
 
 
 class User(AbstractUser):
@@ -80,10 +80,10 @@ class ApiToken(models.Model):
 
 
 class AreaLevel(models.TextChoices):
-    PROVINSI = "provinsi"  # province, code "35"
-    KABUPATEN = "kabupaten"  # regency or city, code "35.05"
-    KECAMATAN = "kecamatan"  # district, code "35.05.01"
-    DESA = "desa"  # village or kelurahan, code "35.05.01.2001"
+    PROVINSI = "provinsi", _("province")  # province, code "35"
+    KABUPATEN = "kabupaten", _("regency or city")  # regency or city, code "35.05"
+    KECAMATAN = "kecamatan", _("district")  # district, code "35.05.01"
+    DESA = "desa", _("village")  # village or kelurahan, code "35.05.01.2001"
 
 
 class AreaQuerySet(models.QuerySet):
@@ -260,10 +260,10 @@ class SubscriberImport(models.Model):
     """
 
     class State(models.TextChoices):
-        PENDING = "pending"  # uploaded and checked, waiting for a worker
-        RUNNING = "running"  # a worker is reading it; counts grow chunk by chunk
-        COMPLETED = "completed"  # every row read; counts are final
-        FAILED = "failed"  # stopped by an error (see `error`); a rerun resumes after `lines_done`
+        PENDING = "pending", _("pending")  # uploaded and checked, waiting for a worker
+        RUNNING = "running", _("running")  # a worker is reading it; counts grow chunk by chunk
+        COMPLETED = "completed", _("completed")  # every row read; counts are final
+        FAILED = "failed", _("failed")  # stopped by an error (see `error`); a rerun resumes after `lines_done`
 
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, verbose_name=_("state"))
     # Where the uploaded (or, from the command line, the given) file lies on the server.

@@ -49,6 +49,10 @@ STATUS_LABELS = {
     "failed": _("failed"),
     "skipped": _("skipped"),
     "batch_failed": _("batch failed"),
+    # Dispatch batch
+    "in_flight": _("being sent"),
+    "accepted": _("accepted by the operator"),
+    "retry_wait": _("waiting to retry"),
     # Area broadcast at one operator
     "acknowledged": _("acknowledged"),
     "error": _("error, retrying"),

@@ -569,3 +569,14 @@ def test_the_detail_of_a_new_campaign_carries_its_whole_history_and_its_count(au
     body = client.get(f"/api/v1/campaigns/{campaign_id}/").json()
     assert [e["action"] for e in body["history"]] == ["campaign.create"]
     assert body["history_total"] == 1
+
+
+@pytest.mark.parametrize("language", ["id", "en"])
+def test_the_api_answers_stored_states_modes_and_priorities_not_their_labels(author, api_client_for, language):
+    officer_client = api_client_for(author)
+    campaign_id = officer_client.post("/api/v1/campaigns/", DRAFT_BODY, format="json").json()["id"]
+    officer_client.post(f"/api/v1/campaigns/{campaign_id}/submit/", HTTP_ACCEPT_LANGUAGE=language)
+    detail = officer_client.get(f"/api/v1/campaigns/{campaign_id}/", HTTP_ACCEPT_LANGUAGE=language).json()
+    assert (detail["status"], detail["mode"], detail["priority"]) == ("pending_approval", "targeted", "normal")
+    listed = officer_client.get("/api/v1/campaigns/", {"status": "pending_approval"}, HTTP_ACCEPT_LANGUAGE=language)
+    assert [row["status"] for row in listed.json()["results"]] == ["pending_approval"]

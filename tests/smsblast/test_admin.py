@@ -940,3 +940,79 @@ def test_deleting_an_area_that_homes_subscribers_is_refused_by_counts_without_li
     admin_client.post(admin_url(Area, "delete", area.pk), {"post": "yes"})
     assert Area.objects.filter(pk=area.pk).exists()
     assert not AuditEvent.objects.filter(action="area.delete").exists()
+
+
+def test_the_admin_shows_states_levels_and_roles_in_indonesian_and_keeps_the_stored_values(
+    admin_client, records, officer
+):
+    import re
+
+    from campaigns.models import DispatchBatch
+
+    admin_client.cookies["django_language"] = "id"
+    campaigns = admin_client.get(admin_url(Campaign, "changelist")).content.decode()
+    assert re.search(r'href="\?status__exact=pending_approval"[^>]*>menunggu persetujuan<', campaigns)
+    assert re.search(r'href="\?mode__exact=area_broadcast"[^>]*>siaran wilayah<', campaigns)
+    assert '<td class="field-status">dibatalkan</td>' in campaigns
+    assert "Pending Approval" not in campaigns and "Area Broadcast" not in campaigns
+    batches = admin_client.get(admin_url(DispatchBatch, "changelist")).content.decode()
+    assert re.search(r'href="\?status__exact=retry_wait"[^>]*>menunggu dicoba lagi<', batches)
+    assert "Retry Wait" not in batches and "In Flight" not in batches
+    areas = admin_client.get(admin_url(Area, "changelist")).content.decode()
+    assert re.search(r'href="\?level__exact=kabupaten"[^>]*>kabupaten/kota<', areas)
+    users = admin_client.get(admin_url(User, "changelist")).content.decode()
+    assert '<td class="field-role_name">petugas</td>' in users
+    subscribers = admin_client.get(admin_url(Subscriber, "changelist")).content.decode()
+    assert "Bahasa Inggris (en)" in subscribers and "English (en)" not in subscribers
+    trail = admin_client.get(admin_url(AuditEvent, "changelist")).content.decode()
+    assert " tindakan " in trail and " jenis objek " in trail and " object type " not in trail
+
+    assert Campaign.objects.get(pk=records.pk).status == "cancelled"
+    assert admin_client.get(admin_url(Campaign, "changelist"), {"status__exact": "cancelled"}).status_code == 200
+
+
+def _choices():
+    from campaigns.models import Approval, CampaignRun, Delivery, DispatchBatch, Mode, Priority, RepeatPolicy
+    from operators.models import AreaBroadcast
+    from smsblast.models import SubscriberImport
+
+    return [
+        Mode,
+        Priority,
+        RepeatPolicy,
+        Campaign.Status,
+        Approval.Decision,
+        CampaignRun.Status,
+        DispatchBatch.Status,
+        Delivery.Status,
+        AreaBroadcast.State,
+        SubscriberImport.State,
+    ]
+
+
+@pytest.mark.parametrize("choices", _choices(), ids=lambda choices: choices.__qualname__)
+@pytest.mark.parametrize("language", ["id", "en"])
+def test_the_admin_labels_each_state_as_the_pages_do(choices, language):
+    from django.utils import translation
+
+    from smsblast.templatetags.ui import status_label
+
+    with translation.override(language):
+        labels = {value: str(label) for value, label in choices.choices}
+        assert labels == {value: status_label(value) for value in labels}
+
+
+@pytest.mark.parametrize("language", ["id", "en"])
+def test_the_admin_labels_area_levels_and_roles_as_the_pages_do(language):
+    from django.utils import translation
+
+    from smsblast.models import AreaLevel, Role
+    from smsblast.templatetags.ui import area_level_label, role_label
+
+    with translation.override(language):
+        assert {value: str(label) for value, label in AreaLevel.choices} == {
+            value: area_level_label(value) for value in AreaLevel.values
+        }
+        assert {value: str(label) for value, label in Role.choices} == {
+            value: role_label(value) for value in Role.values
+        }
