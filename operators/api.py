@@ -143,7 +143,8 @@ _CLAIMED_BATCH = inline_serializer(
             )
         ),
         "lease_expires_at": serializers.DateTimeField(
-            help_text="Until when the claim holds. Unacknowledged then, the batch is listed again with the same "
+            help_text="Until when the claim holds; claiming the batch again meanwhile answers the same batch and "
+            "time (the lease is not renewed). Unacknowledged then, the batch is listed again with the same "
             "batch_id (an ack arriving later still counts), so send a batch_id once however often it is claimed."
         ),
     },
@@ -202,7 +203,11 @@ class OperatorBatchListView(APIView):
 
 
 class OperatorBatchClaimView(APIView):
-    """Lease one ready batch to the caller and return its content; ack it once sent."""
+    """Lease one ready batch to the caller and return its content; ack it once sent.
+
+    Claiming again a batch the caller's claim still holds answers the same content and lease, so a claim whose
+    answer was lost can be retried.
+    """
 
     permission_classes = [IsOperator]
 

@@ -1011,7 +1011,10 @@ def batches_ready_for(*, operator: Operator):
 
 @transaction.atomic
 def batch_claim(*, operator: Operator, batch_id) -> OutboundBatch:
-    """Lease a ready batch to a pulling operator and return its content; raise LookupError if not claimable."""
+    """Lease a ready batch to a pulling operator and return its content; raise LookupError if not claimable.
+
+    Claiming again a batch the operator's claim still holds returns the same content under the same lease.
+    """
     from campaigns.dispatch import is_quiet_for
 
     now = timezone.now()
@@ -1026,6 +1029,10 @@ def batch_claim(*, operator: Operator, batch_id) -> OutboundBatch:
         .values_list("status", flat=True)
         .first()
     )
+    if prior == BatchStatus.IN_FLIGHT:
+        held = _batch_claim_held(operator=operator, batch_id=batch_id, now=now)
+        if held is not None:
+            return held
     rows = (
         DispatchBatch.objects.filter(
             pk=batch_id,
@@ -1045,6 +1052,43 @@ def batch_claim(*, operator: Operator, batch_id) -> OutboundBatch:
         raise LookupError("This batch is not ready to be claimed.")
     batch = DispatchBatch.objects.select_related("run", "run__campaign", "operator").get(pk=batch_id)
     audit_record(actor=operator.user, action="batch.claim", obj=batch, from_state=prior, to_state=BatchStatus.IN_FLIGHT)
+    return batch_outbound(batch)
+
+
+def _batch_claim_held(*, operator: Operator, batch_id, now: datetime) -> OutboundBatch | None:
+    """Return the batch's content again if the operator's own claim on it still holds, else None.
+
+    A client whose claim answer was lost claims again: it gets the same batch under the same lease. The lease is
+    not renewed, so claiming again and again cannot keep a batch from the reconciler, and nothing is written:
+    nothing changed (invariant 6). A run no longer sending or past its validity window hands nothing out, as a
+    first claim would not.
+    """
+    batch = (
+        DispatchBatch.objects.select_related("run", "run__campaign", "operator")
+        .filter(
+            pk=batch_id,
+            operator=operator,
+            status=BatchStatus.IN_FLIGHT,
+            lease_expires_at__gt=now,
+            run__status__in=SENDABLE_RUN_STATUSES,
+        )
+        .filter(_run_still_valid(now))
+        .first()
+    )
+    if batch is None:
+        return None
+    # The batch's latest lease must be this operator's claim: one a push worker took (before the operator turned
+    # to pull) is the worker's to send.
+    latest_lease = (
+        AuditEvent.objects.filter(
+            object_type=DispatchBatch._meta.label_lower, object_id=str(batch.pk), to_state=BatchStatus.IN_FLIGHT
+        )
+        .order_by("-id")
+        .values_list("action", "actor_id")
+        .first()
+    )
+    if latest_lease != ("batch.claim", operator.user_id):
+        return None
     return batch_outbound(batch)
 
 

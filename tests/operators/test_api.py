@@ -408,7 +408,7 @@ def test_a_pulling_operator_lists_claims_and_acks_its_own_batches(world):
     claimed = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
     assert claimed.status_code == 200
     assert {r["message_id"] for r in claimed.json()["recipients"]} == set(world["ids"]["tsel"])
-    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 409
+    assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").json() == claimed.json()  # a retried claim
     assert client.get("/api/v1/operator/batches/?state=ready").json()["results"] == []
 
     rejected = [{"message_id": world["ids"]["tsel"][0], "reason": "blacklisted"}]
@@ -417,6 +417,88 @@ def test_a_pulling_operator_lists_claims_and_acks_its_own_batches(world):
     batch.refresh_from_db()
     assert batch.status == "accepted" and batch.accepted_count == 2
     assert Delivery.objects.get(pk=world["ids"]["tsel"][0]).status == "rejected"
+
+
+def _batch_events(batch) -> list:
+    return list(audit_history(batch).values_list("action", "from_state", "to_state"))
+
+
+def test_a_claim_retried_while_it_holds_answers_the_same_batch_and_lease_and_changes_nothing(world):
+    client, batch = _pulling_operator(world)
+    first = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+    held = DispatchBatch.objects.values_list("status", "attempts", "lease_expires_at").get(pk=batch.pk)
+    events = _batch_events(batch)
+
+    again = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json() == first.json()  # the same recipients and the same lease_expires_at: it is not renewed
+    assert DispatchBatch.objects.values_list("status", "attempts", "lease_expires_at").get(pk=batch.pk) == held
+    assert _batch_events(batch) == events == [("batch.claim", "pending", "in_flight")]
+
+
+def test_another_operator_claiming_a_held_batch_is_answered_as_for_an_unknown_batch(world):
+    _, batch = _claimed_by_a_pulling_operator(world)
+    isat = world["operators"]["isat"]
+    isat.adapter = services.PULL_ADAPTER
+    isat.save()
+    other = world["clients"]["isat"]
+
+    theirs = other.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+    unknown = other.post("/api/v1/operator/batches/00000000-0000-0000-0000-000000000000/claim/")
+
+    assert (theirs.status_code, theirs.json()) == (unknown.status_code, unknown.json())
+    assert theirs.status_code == 409
+
+
+def test_a_claim_retried_after_its_lease_lapsed_is_not_answered_with_the_batch(world):
+    client, batch = _claimed_by_a_pulling_operator(world)
+    DispatchBatch.objects.filter(pk=batch.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    events = _batch_events(batch)
+
+    again = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+
+    assert again.status_code == 409
+    assert _batch_events(batch) == events
+
+
+def test_a_batch_leased_to_a_push_worker_is_not_handed_to_a_claim(world):
+    operator = world["operators"]["tsel"]
+    (batch,) = DispatchBatch.objects.filter(operator=operator)
+    leased = services._batch_lease_checked(batch.pk, now=timezone.now(), lease_seconds=60)
+    assert leased != "pull" and DispatchBatch.objects.get(pk=batch.pk).status == "in_flight"
+    operator.adapter = services.PULL_ADAPTER  # turned to pull while a worker holds the batch
+    operator.save()
+
+    claimed = world["clients"]["tsel"].post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+
+    assert claimed.status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("ending", "status"), [("acked", "accepted"), ("failed", "failed"), ("cancelled", "in_flight")]
+)
+def test_a_claimed_batch_that_ended_or_whose_campaign_was_cancelled_is_never_handed_out_again(world, ending, status):
+    from campaigns.services import campaign_cancel
+
+    client, batch = _claimed_by_a_pulling_operator(world)
+    if ending == "acked":
+        assert client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {}, format="json").status_code == 200
+    elif ending == "failed":
+        dispatch.dispatch_reconcile(now=timezone.now() + timedelta(hours=2))  # past the run's validity window
+    else:
+        # A batch in flight is left to finish (its ack still counts), but its content is not to be sent any more.
+        campaign = Campaign.objects.get(pk=world["run"].campaign_id)
+        campaign_cancel(campaign=campaign, actor=campaign.author)
+    batch.refresh_from_db()
+    assert batch.status == status
+    events = _batch_events(batch)
+
+    again = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+
+    assert again.status_code == 409 and "recipients" not in again.json()
+    assert DispatchBatch.objects.get(pk=batch.pk).status == batch.status
+    assert _batch_events(batch) == events
 
 
 @pytest.mark.parametrize("rejected", [[], [{"message_id": "0", "reason": "bad"}]])
