@@ -861,11 +861,16 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
     now = now or timezone.now()
     rejected: list[dict] = []
     wanted: dict[int, _Report] = {}
+    # Each id as the operator wrote it ("0000321" names 321): a refusal names what was sent, not our spelling.
+    sent_as: dict[int, list[str]] = {}
     for message_id, status, operator_ref, error_code, done_at in reports:
         pk = message_pk(message_id)
         if pk is None:
             rejected.append({"message_id": message_id, "reason": "unknown_message"})
             continue
+        spellings = sent_as.setdefault(pk, [])
+        if message_id not in spellings:
+            spellings.append(message_id)
         # Several reports of a message in one request end as if they had arrived one after another: the first
         # final status wins, and submitted only counts while no final one came.
         earlier = wanted.get(pk)
@@ -881,7 +886,7 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
     owned = _owned_messages(operator, ids)  # message id → run id
     for message_id in ids:
         if message_id not in owned:
-            rejected.append({"message_id": str(message_id), "reason": "unknown_message"})
+            rejected.extend({"message_id": sent, "reason": "unknown_message"} for sent in sent_as[message_id])
 
     applied = 0
     mine = [wanted[message_id] for message_id in ids if message_id in owned]

@@ -169,6 +169,22 @@ def test_reports_on_other_operators_and_unknown_ids_are_rejected_one_by_one_and_
     assert sorted(Delivery.objects.filter(operator=world["operators"]["isat"]).values_list("pk", "status")) == before
 
 
+def test_a_rejected_message_id_comes_back_as_the_operator_wrote_it(world):
+    theirs = world["ids"]["isat"][0]
+    sent = ["0000321", f"00{theirs}", theirs, 321]
+
+    response = world["clients"]["tsel"].post(
+        REPORTS_URL,
+        {"reports": [{"message_id": message_id, "status": "DELIVERED"} for message_id in sent]},
+        format="json",
+    )
+
+    assert response.status_code == 200
+    assert sorted(item["message_id"] for item in response.json()["rejected"]) == sorted(
+        ["0000321", f"00{theirs}", theirs, "321"]
+    )
+
+
 def test_a_long_operator_ref_and_error_code_are_cut_to_their_columns(world):
     mine = world["ids"]["tsel"][0]
     body = {"reports": [{"message_id": mine, "status": "UNDELIVERED", "operator_ref": "R" * 1_000_000,
