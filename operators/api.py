@@ -108,6 +108,11 @@ def _outbound_json(outbound) -> dict:
     }
 
 
+# A batch_id that is not a UUID matches no URL; any UUID reaches the view, and one that is unknown or another
+# operator's answers as a batch not in a state for the call does, so a caller learns nothing of others' batches.
+_NO_SUCH_ENDPOINT = OpenApiResponse(description="batch_id is not a UUID: there is no such endpoint")
+
+
 _CAMPAIGN = inline_serializer("BatchCampaign", {"id": serializers.IntegerField(), "title": serializers.CharField()})
 # `segments` is per message wherever a batch is described (push body, list, claim), as DESIGN.md's push body has it.
 _SEGMENTS_HELP = "SMS parts each message of the batch takes (per message, as in the push body)."
@@ -163,7 +168,9 @@ class OperatorBatchListView(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("state", enum=["ready"], required=True),
+            OpenApiParameter(
+                "state", enum=["ready"], required=False, default="ready", description="Only ready batches are listed."
+            ),
             OpenApiParameter("limit", int, required=False),
             OpenApiParameter("offset", int, required=False),
         ],
@@ -216,7 +223,11 @@ class OperatorBatchClaimView(APIView):
         responses={
             200: _CLAIMED_BATCH,
             403: OpenApiResponse(description="Not an operator's token, or the operator is deactivated"),
-            409: OpenApiResponse(description="Not ready to be claimed by this operator"),
+            404: _NO_SUCH_ENDPOINT,
+            409: OpenApiResponse(
+                description="The batch is unknown, another operator's, or not ready to be claimed (claimed and "
+                "lapsed, acknowledged, failed, its campaign paused or cancelled, in its quiet hours)"
+            ),
         },
     )
     def post(self, request, batch_id):
@@ -255,8 +266,11 @@ class OperatorBatchAckView(APIView):
                     ),
                 },
             ),
-            400: OpenApiResponse(description="Malformed acknowledgement"),
-            409: OpenApiResponse(description="Not this operator's batch, or not claimed"),
+            400: OpenApiResponse(description="Malformed acknowledgement, or accepting more than was handed over"),
+            404: _NO_SUCH_ENDPOINT,
+            409: OpenApiResponse(
+                description="The batch is unknown, another operator's, never claimed, failed or cancelled"
+            ),
         },
     )
     def post(self, request, batch_id):

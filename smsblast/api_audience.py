@@ -7,7 +7,13 @@ from django.http import FileResponse, Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -256,10 +262,16 @@ class SubscriberOptInView(SubscriberOptOutView):
     opt_in = True
 
 
+# Read as text and parsed by the view: a DateTimeField would take a time without its offset as local time.
+@extend_schema_field(OpenApiTypes.DATETIME)
+class AwareTimeField(serializers.CharField):
+    """An ISO 8601 time with its offset."""
+
+
 class InboundMessageSerializer(serializers.Serializer):
     msisdn = serializers.CharField(max_length=40)
     text = serializers.CharField(max_length=1600, allow_blank=True, trim_whitespace=False)
-    received_at = serializers.CharField(max_length=40, required=False, allow_blank=True)
+    received_at = AwareTimeField(max_length=40, required=False, allow_blank=True)
 
 
 class OperatorInboundView(APIView):

@@ -377,6 +377,18 @@ def test_a_malformed_inbound_message_is_refused_with_a_detail_and_opts_nobody_ou
     assert _snapshot() == before
 
 
+@pytest.mark.parametrize(
+    "received_at", ["tadi", 1_625_600_000, "2021-07-07T13:00:00", "2021-13-01T00:00:00+07:00", ["x"], "9" * 41]
+)
+def test_an_inbound_message_whose_received_at_is_not_a_time_is_refused_naming_the_field(world, received_at):
+    body = {"msisdn": "081234567890", "text": "STOP", "received_at": received_at}
+
+    response = world["clients"]["tsel"].post(INBOUND_URL, body, format="json")
+
+    assert response.status_code == 400
+    assert "received_at" in response.json()["errors"] and "received_at" in response.json()["detail"]
+
+
 MALFORMED_REACH = {
     "a list": [],
     "reports null": {"reports": None},

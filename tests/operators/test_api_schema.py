@@ -112,3 +112,55 @@ def test_the_broadcast_progress_is_documented_field_by_field(officer, api_client
     path = "/api/v1/campaigns/{id}/broadcast/"
     assert set(_component(schema, _answer(schema, path, method="get"))["properties"]) == {"estimate", "runs"}
     assert answer_mismatches(schema, path, "get", answer) == []
+
+
+@pytest.fixture
+def pulling_client(operator_user, api_client_for):
+    from operators.services import PULL_ADAPTER
+    from tests.operators.factories import OperatorFactory
+
+    OperatorFactory(slug="tsel", adapter=PULL_ADAPTER, user=operator_user)
+    return api_client_for(operator_user)
+
+
+@pytest.mark.parametrize("action", ["claim", "ack"])
+def test_claim_and_ack_document_an_unknown_batch_as_409_and_only_a_batch_id_that_is_no_uuid_as_404(
+    schema, pulling_client, action
+):
+    responses = schema["paths"][f"/api/v1/operator/batches/{{batch_id}}/{action}/"]["post"]["responses"]
+
+    unknown = pulling_client.post(f"/api/v1/operator/batches/00000000-0000-0000-0000-000000000000/{action}/")
+    malformed = pulling_client.post(f"/api/v1/operator/batches/batch-1/{action}/")
+
+    assert (unknown.status_code, malformed.status_code) == (409, 404)
+    assert "unknown" in responses["409"]["description"]
+    assert "not a UUID" in responses["404"]["description"]
+    assert "No such object" not in responses["404"]["description"]
+
+
+def test_the_ready_lists_state_is_documented_as_optional_with_its_default_and_values(schema, pulling_client):
+    (state,) = [p for p in schema["paths"]["/api/v1/operator/batches/"]["get"]["parameters"] if p["name"] == "state"]
+
+    assert not state.get("required", False)
+    assert state["schema"]["default"] == "ready"
+    assert state["schema"]["enum"] == ["ready"]
+    assert pulling_client.get("/api/v1/operator/batches/").status_code == 200
+
+
+def test_an_inbound_messages_received_at_is_documented_as_a_date_time(schema):
+    content = schema["paths"]["/api/v1/operator/inbound/"]["post"]["requestBody"]["content"]
+    body = _component(schema, content["application/json"]["schema"])
+    # A time, or an empty string for none.
+    forms = body["properties"]["received_at"]["oneOf"]
+    assert {"type": "string", "format": "date-time", "maxLength": 40} in forms
+    assert {"type": "string", "maxLength": 0} in forms
+
+
+def test_the_generated_schema_passes_openapi_validation(tmp_path):
+    import yaml
+    from django.core.management import call_command
+
+    target = tmp_path / "schema.yml"
+    call_command("spectacular", "--validate", "--file", str(target))
+
+    assert "/api/v1/operator/batches/{batch_id}/claim/" in yaml.safe_load(target.read_text())["paths"]
