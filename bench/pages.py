@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/pages.py         # database <DATABASE_URL's>_bench_pages, else smsblast_bench_pages
     .venv/bin/python bench/pages.py --subscribers 100000
+    .venv/bin/python bench/pages.py --reuse --only progress --only deliveries --repeat 7
+
 
 Recreates the database and loads the real area table (with the boundaries of the provinces, the regencies and the
 desa of Kab. Blitar), the demo users and operators. Then, in SQL: the subscribers over the desa of Kab. Blitar
@@ -11,11 +13,13 @@ with 300 runs of 300 deliveries; 400,000 older batches over a year; an area broa
 with a reach report every 10 s per operator; audit events for all of these (about 820,000); 60 imports with
 1,000 kept rejected rows each. Then requests each page and list or detail endpoint through the Django test client
 as officer, approver and admin, twice, and prints the second answer: status, milliseconds, queries, milliseconds
-spent in SQL and size.
+spent in SQL and size. `--only` keeps the paths containing any of its strings, `--repeat N` prints the median of N
+answers after the first, and `--reuse` times the database a previous run seeded instead of seeding it again.
 """
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -266,15 +270,30 @@ def seed(subscribers: int) -> dict[str, int]:
         (broadcast,) = cursor.fetchone()
         for sql in HISTORY_SQL:
             cursor.execute(sql, {"daily": daily, "daily_runs": DAILY_RUNS, "broadcast": broadcast})
-        cursor.execute("SELECT min(id) FROM campaigns_campaign WHERE status = 'pending_approval'")
-        (pending,) = cursor.fetchone()
-        cursor.execute("SELECT min(id) FROM smsblast_subscriberimport")
-        (job,) = cursor.fetchone()
     connection.close()
     with psycopg.connect(
         os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1), autocommit=True
     ) as conn:
         conn.execute("VACUUM ANALYZE")
+    return seeded_ids()
+
+
+def seeded_ids() -> dict[str, int]:
+    """Return the ids the requests need, from a seeded database."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.id, min(r.id) FROM campaigns_campaign c JOIN campaigns_campaignrun r ON r.campaign_id = c.id "
+            "WHERE c.status = 'sending' AND c.mode = 'targeted' GROUP BY c.id ORDER BY c.id LIMIT 4"
+        )
+        (big, big_run), *_, (daily, _) = cursor.fetchall()
+        cursor.execute("SELECT min(id) FROM campaigns_campaign WHERE mode = 'area_broadcast'")
+        (broadcast,) = cursor.fetchone()
+        cursor.execute("SELECT min(id) FROM campaigns_campaign WHERE status = 'pending_approval'")
+        (pending,) = cursor.fetchone()
+        cursor.execute("SELECT min(id) FROM smsblast_subscriberimport")
+        (job,) = cursor.fetchone()
     return {"big": big, "big_run": big_run, "daily": daily, "broadcast": broadcast, "pending": pending, "job": job}
 
 
@@ -333,26 +352,43 @@ def timed(client, path: str) -> tuple[int, float, int, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=300_000)
+    parser.add_argument("--only", action="append", default=[], help="time only the paths containing this")
+    parser.add_argument("--repeat", type=int, default=1, help="print the median of this many answers")
+    parser.add_argument("--reuse", action="store_true", help="time the database a previous run seeded")
     args = parser.parse_args()
 
     url = bench_database_from_env()
-    benchdb.django_in_fresh_database(url)
+    if args.reuse:
+        os.environ["DATABASE_URL"] = url
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+        os.environ.setdefault("LOG_LEVEL", "WARNING")
+        import django
+
+        django.setup()
+    else:
+        benchdb.django_in_fresh_database(url)
     from django.conf import settings
     from django.test import Client
 
     from smsblast.models import User
 
-    started = time.perf_counter()
-    ids = seed(args.subscribers)
-    print(f"seeded {args.subscribers:,} subscribers in {time.perf_counter() - started:.0f} s")
+    if args.reuse:
+        ids = seeded_ids()
+    else:
+        started = time.perf_counter()
+        ids = seed(args.subscribers)
+        print(f"seeded {args.subscribers:,} subscribers in {time.perf_counter() - started:.0f} s")
     settings.ALLOWED_HOSTS = ["testserver"]
     print(f"{'status':>6} {'ms':>7} {'queries':>7} {'sql ms':>7} {'KiB':>8}  role      path")
     for roles, path in requests_to_time(ids):
+        if args.only and not any(part in path for part in args.only):
+            continue
         for role in roles:
             client = Client()
             client.force_login(User.objects.get(username=role))
             timed(client, path)  # the first request warms the caches
-            status, elapsed, queries, sql, size = timed(client, path)
+            answers = sorted(timed(client, path) for _ in range(args.repeat))
+            status, elapsed, queries, sql, size = statistics.median_low(answers)
             print(f"{status:>6} {elapsed:>7.0f} {queries:>7} {sql:>7.0f} {size / 1024:>8.0f}  {role:9} {path}")
 
 
