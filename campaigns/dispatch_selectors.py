@@ -1,10 +1,15 @@
 """Reads over runs: progress per run and per operator, deliveries, and the streamed CSV report."""
 
 import csv
+from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.db import models
+from django.db.models import Case, Count, ExpressionWrapper, Max, Min, Prefetch, Q, QuerySet, Sum, When
+from django.db.models.functions import TruncMinute, TruncSecond
+from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.selectors import campaign_zone
@@ -17,6 +22,10 @@ BatchStatus = DispatchBatch.Status
 PROGRESS_STATUSES = [status.value for status in DeliveryStatus]
 # The final statuses that count as failed on the progress pages (skipped and cancelled were never sent).
 FAILED_STATUSES = (DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED, DeliveryStatus.REJECTED, DeliveryStatus.FAILED)
+# A run's delivery chart counts by the second while its outcomes span less than this, else by the minute.
+CHART_BY_SECOND = timedelta(minutes=10)
+# The largest groups of failed recipients a run's progress block lists.
+FAILURES_SHOWN = 20
 # Outside an accepted batch, only an operator's report (or the expiry of one it reported submitted) sets these:
 # the operator had the message though its answer to the batch was lost.
 REPORTED_STATUSES = frozenset(
@@ -53,12 +62,110 @@ def run_progress(run: CampaignRun) -> dict[str, Any]:
     return runs_progress([run])[0]
 
 
+def run_progress_block(run: CampaignRun) -> dict[str, Any]:
+    """Return what a run's progress block shows, reading the run's deliveries once however large it is.
+
+    `progress` as run_progress gives it; `first` and `last`, the earliest and latest moments a delivery was done
+    (None before any); `delivered`, (operator name or "–", moment, count) of the delivered messages in time order,
+    by the second while first and last lie less than CHART_BY_SECOND apart, else by the minute; `failures`, the
+    failed recipients grouped by state, reason, error code and operator name, the largest FAILURES_SHOWN first.
+
+    The block is polled every 2 s while a run sends, so one grouped query counts the deliveries for all of these:
+    by operator, status, batch, reason and error code, and delivered ones also by moment. It counts those by the
+    second while the run cannot yet span CHART_BY_SECOND (every outcome is stamped between the run's start and
+    now), else by the minute. Only when all the outcomes of a run that started longer ago lie that close together
+    (its reports stopped coming within minutes of the first) does a second query count the delivered by the second.
+    Moments are cut in UTC: the chart places them by their distance from the first, the same in any zone.
+    """
+    operators = {op.pk: op for op in Operator.objects.all()}
+    until = run.finished_at or timezone.now()
+    by_second = run.started_at is None or until - run.started_at < CHART_BY_SECOND
+    trunc = TruncSecond if by_second else TruncMinute
+    delivered_at = Case(When(status=DeliveryStatus.DELIVERED, then="done_at"), output_field=models.DateTimeField())
+    rows = list(
+        _delivery_counts([run.pk])
+        .annotate(moment=trunc(delivered_at, tzinfo=UTC))
+        .values_list("operator_id", "status", "batched", "accepted", "reason", "error_code", "moment")
+        .annotate(n=Count("id"), first=Min("done_at"), last=Max("done_at"))
+        .order_by()
+    )
+    progress = _runs_progress([run], [(run.pk, *row[:4], row[7]) for row in rows], operators)[0]
+    done = [(row[8], row[9]) for row in rows if row[8] is not None]
+    first, last = (min(row[0] for row in done), max(row[1] for row in done)) if done else (None, None)
+
+    def name(operator_id: int | None) -> str:
+        operator = operators.get(operator_id)
+        return (operator.name if operator else "") or "–"
+
+    delivered: dict[tuple[datetime, str], int] = defaultdict(int)
+    if first is not None and last - first < CHART_BY_SECOND and not by_second:
+        seconds = (
+            Delivery.objects.filter(run_id=run.pk, status=DeliveryStatus.DELIVERED, done_at__isnull=False)
+            .annotate(moment=TruncSecond("done_at", tzinfo=UTC))
+            .values_list("operator_id", "moment")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for operator_id, moment, n in seconds:
+            delivered[moment, name(operator_id)] += n
+    else:
+        by_minute = first is not None and last - first >= CHART_BY_SECOND
+        for operator_id, *_, moment, n, _, _ in rows:
+            if moment is not None:
+                delivered[moment.replace(second=0) if by_minute else moment, name(operator_id)] += n
+
+    failures: dict[tuple, int] = defaultdict(int)
+    for operator_id, status, _, _, reason, code, _, n, _, _ in rows:
+        if status in FAILED_STATUSES:
+            operator = operators.get(operator_id)
+            failures[status, reason, code, operator.name if operator else None] += n
+    return {
+        "progress": progress,
+        "first": first,
+        "last": last,
+        "delivered": [(operator, moment, n) for (moment, operator), n in sorted(delivered.items())],
+        # The largest groups first; groups of the same size by state, reason, error code and operator.
+        "failures": [
+            {"status": status, "reason": reason, "error_code": code, "operator__name": operator, "n": n}
+            for (status, reason, code, operator), n in sorted(
+                failures.items(), key=lambda item: (-item[1], *(part or "" for part in item[0]))
+            )
+        ][:FAILURES_SHOWN],
+    }
+
+
+def _delivery_counts(run_ids: list[int]) -> QuerySet:
+    """Return the deliveries of the runs, each marked whether it is in a batch (`batched`) and in an accepted one.
+
+    The accepted batches of the runs are a few hundred ids the database looks each delivery's batch up in, cheaper
+    than joining every delivery to its batch.
+    """
+    accepted = DispatchBatch.objects.filter(run_id__in=run_ids, status=BatchStatus.ACCEPTED).values("id")
+    return Delivery.objects.filter(run_id__in=run_ids).annotate(
+        batched=ExpressionWrapper(Q(batch__isnull=False), output_field=models.BooleanField()),
+        accepted=ExpressionWrapper(Q(batch__in=accepted), output_field=models.BooleanField()),
+    )
+
+
 def runs_progress(runs) -> list[dict[str, Any]]:
     """Return `run_progress` of each of `runs`, in their order, with the same three queries for any number of runs."""
     runs = list(runs)
     if not runs:
         return []
-    operators = {op.pk: op for op in Operator.objects.all()}
+    rows = (
+        _delivery_counts([run.pk for run in runs])
+        .values_list("run_id", "operator_id", "status", "batched", "accepted")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return _runs_progress(runs, rows, {op.pk: op for op in Operator.objects.all()})
+
+
+def _runs_progress(runs: list[CampaignRun], rows, operators: dict) -> list[dict[str, Any]]:
+    """Return the progress of each of `runs` from its deliveries counted by operator, status and batch.
+
+    `rows` are (run id, operator id, status, in a batch, in an accepted batch, count).
+    """
     per_run: dict[int, dict[int | None, dict[str, Any]]] = {run.pk: {} for run in runs}
 
     def bucket(run_id: int, operator_id: int | None) -> dict[str, Any]:
@@ -77,16 +184,10 @@ def runs_progress(runs) -> list[dict[str, Any]]:
         return per_operator[operator_id]
 
     run_ids = list(per_run)
-    rows = (
-        Delivery.objects.filter(run_id__in=run_ids)
-        .values_list("run_id", "operator_id", "status", "batch__status")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    for run_id, operator_id, status, batch_status, n in rows:
+    for run_id, operator_id, status, batched, accepted, n in rows:
         entry = bucket(run_id, operator_id)
-        entry["counts"][effective_status(status, batch_status)] += n
-        if batch_status is not None and batch_status != BatchStatus.ACCEPTED and status in REPORTED_STATUSES:
+        entry["counts"][effective_status(status, BatchStatus.ACCEPTED if accepted else None)] += n
+        if batched and not accepted and status in REPORTED_STATUSES:
             entry["messages_sent"] += n
     batch_rows = (
         DispatchBatch.objects.filter(run_id__in=run_ids)

@@ -7,15 +7,15 @@ themselves. A refused action is shown as a message in the user's language, never
 import difflib
 import json
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Max, Min, OuterRef, Q, Subquery
-from django.db.models.functions import Length, TruncMinute, TruncSecond
+from django.db.models import OuterRef, Q, Subquery
+from django.db.models.functions import Length
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import dateformat
@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from campaigns import dispatch, selectors, services
 from campaigns.cap import cap_exportable
-from campaigns.dispatch_selectors import FAILED_STATUSES, run_progress, runs_progress
+from campaigns.dispatch_selectors import run_progress_block, runs_progress
 from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
 from campaigns.models import Approval, Campaign, CampaignRun, Mode
 from campaigns.models import Delivery as DeliveryModel
@@ -719,8 +719,9 @@ def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResp
         progress["done"] = run.status in CampaignRun.FINAL_STATUSES
         template, context = "campaigns/_broadcast_run.html", {}
     else:
-        progress = run_progress(run)
-        template, context = "campaigns/_run.html", {"chart": _delivery_chart(run), "failures": _failures(run)}
+        block = run_progress_block(run)
+        progress = block["progress"]
+        template, context = "campaigns/_run.html", {"chart": _delivery_chart(run, block), "failures": block["failures"]}
     context.update({"run": run, "progress": progress, "campaign": campaign, "zone": campaign_zone(campaign)})
     response = render(request, template, context)
     if progress["done"] and request.htmx and request.htmx.trigger == f"run-{run.pk}":
@@ -729,26 +730,15 @@ def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResp
     return response
 
 
-def _delivery_chart(run: CampaignRun) -> dict | None:
-    """Return an SVG of cumulative deliveries over time per operator, with its legend."""
-    # One pass over the run's deliveries for both ends (the block is polled every 2 s while a run sends).
-    span = run.deliveries.aggregate(first=Min("done_at"), last=Max("done_at"))
-    first, last = span["first"], span["last"]
+def _delivery_chart(run: CampaignRun, block: dict) -> dict | None:
+    """Return an SVG of cumulative deliveries over time per operator, with its legend, from run_progress_block."""
+    first, last = block["first"], block["last"]
     if first is None:
         return None
-    bucket = TruncSecond if last - first < timedelta(minutes=10) else TruncMinute
-    rows = (
-        run.deliveries.filter(status=Delivery.DELIVERED, done_at__isnull=False)
-        .annotate(slot=bucket("done_at"))
-        .values_list("operator__name", "slot")
-        .annotate(n=Count("id"))
-        .order_by("slot")
-    )
     series: dict[str, list] = defaultdict(list)
     running: dict[str, int] = defaultdict(int)
     start = first.replace(microsecond=0)
-    for name, slot, n in rows:
-        key = name or "–"
+    for key, slot, n in block["delivered"]:
         running[key] += n
         series[key].append(((slot - start).total_seconds(), running[key]))
     if not series:
@@ -763,18 +753,3 @@ def _delivery_chart(run: CampaignRun) -> dict | None:
         y_format=thousands,
     )
     return {"svg": svg, "legend": series_colours(series).items()}
-
-
-def _failures(run: CampaignRun) -> list[dict]:
-    """Return the failed recipients grouped by state, reason and operator, the largest groups first.
-
-    A batch that failed for good fails its deliveries with its reason, so they are counted here once, as the
-    progress counts them.
-    """
-    rows = (
-        run.deliveries.filter(status__in=FAILED_STATUSES)
-        .values("status", "reason", "error_code", "operator__name")
-        .annotate(n=Count("id"))
-        .order_by("-n")[:20]
-    )
-    return [dict(row) for row in rows]

@@ -581,3 +581,32 @@ def test_a_page_of_deliveries_is_sorted_out_before_their_operators_and_batches_a
     assert len(rows) == 3 and {row["operator"] for row in rows} <= {"tsel", "isat"}
     shown = {row["message_id"]: row["status"] for row in client.get(base).json()["results"]}
     assert sorted(shown.values()) == ["failed", "failed", "rejected", "submitted", "submitted"]
+
+
+def test_progress_pages_and_endpoints_read_the_deliveries_of_a_run_once(api_client_for):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+
+    from tests.conftest import client_for
+
+    run = _answered_run(12)
+    campaign = run.campaign
+    api, web = api_client_for(campaign.author), client_for(campaign.author)
+    base = f"/api/v1/campaigns/{campaign.pk}"
+    urls = {
+        "detail": (api, f"{base}/"),
+        "runs": (api, f"{base}/runs/"),
+        "page": (web, reverse("campaigns:detail", args=[campaign.pk])),
+        "run page": (web, reverse("campaigns:run_progress", args=[campaign.pk, run.pk])),
+        "dashboard": (web, reverse("dashboard")),
+    }
+    for name, (client, url) in urls.items():
+        client.get(url)  # the token's first use is recorded once
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url).status_code == 200, name
+        reads = [query["sql"] for query in captured if '"campaigns_delivery"' in query["sql"]]
+        # Each read counts all of a run's deliveries (up to millions), and these are polled every few seconds.
+        assert len(reads) == 1, name
+        # Looked up among the run's accepted batches, not joined to every delivery.
+        assert 'JOIN "campaigns_dispatchbatch"' not in reads[0], name

@@ -680,6 +680,99 @@ def test_run_progress_partial_counts_a_queued_message_of_an_accepted_batch_as_su
     assert 'aria-valuenow="33"' in body
 
 
+def _delivery_reads(captured) -> int:
+    """Return how many of the captured queries read the deliveries table."""
+    return sum('"campaigns_delivery"' in query["sql"] for query in captured)
+
+
+def _chart_and_failures_read_query_by_query(run: CampaignRun) -> tuple[str | None, list[dict]]:
+    """Return the chart (SVG) and failures of a run's progress block, each read by its own queries as in the past."""
+    from collections import defaultdict
+
+    from django.db.models import Count, Max, Min
+    from django.db.models.functions import TruncMinute, TruncSecond
+
+    from smsblast.templatetags.svg import line_chart_svg
+    from smsblast.templatetags.ui import thousands
+
+    span = run.deliveries.aggregate(first=Min("done_at"), last=Max("done_at"))
+    first, last = span["first"], span["last"]
+    failures = list(
+        run.deliveries.filter(status__in=["undelivered", "expired", "rejected", "failed"])
+        .values("status", "reason", "error_code", "operator__name")
+        .annotate(n=Count("id"))
+        .order_by("-n", "status", "reason", "error_code", "operator__name")[:20]
+    )
+    if first is None:
+        return None, failures
+    bucket = TruncSecond if last - first < timedelta(minutes=10) else TruncMinute
+    rows = (
+        run.deliveries.filter(status=Delivery.Status.DELIVERED, done_at__isnull=False)
+        .annotate(slot=bucket("done_at"))
+        .values_list("operator__name", "slot")
+        .annotate(n=Count("id"))
+        .order_by("slot", "operator__name")
+    )
+    series, running = defaultdict(list), defaultdict(int)
+    for name, slot, n in rows:
+        running[name or "–"] += n
+        series[name or "–"].append(((slot - first.replace(microsecond=0)).total_seconds(), running[name or "–"]))
+    if not series:
+        return None, failures
+    code = run.campaign.area_codes[0]
+    labels = (local_time(first, code), local_time(last, code))
+    with translation.override("en"):
+        svg = line_chart_svg(series, title="Deliveries over time per operator", x_labels=labels, y_format=thousands)
+    return svg, failures
+
+
+@pytest.mark.parametrize(
+    ("started", "outcomes_over", "reads"),
+    [
+        (timedelta(minutes=3), timedelta(minutes=2), 1),  # counted by the second
+        (timedelta(hours=2), timedelta(minutes=40), 1),  # by the minute
+        (None, timedelta(minutes=40), 1),  # counted by the second, shown by the minute
+        (timedelta(hours=2), timedelta(minutes=4), 2),  # reports stopped within minutes: by the second
+    ],
+)
+def test_the_polled_progress_block_reads_the_runs_deliveries_once_and_shows_what_reading_them_apart_showed(
+    officer_user, areas, started, outcomes_over, reads
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from campaigns.dispatch_selectors import run_progress
+
+    now = timezone.now()
+    tsel = OperatorFactory(name="Telkomsel", slug="telkomsel")
+    isat = OperatorFactory(name="Indosat", slug="indosat")
+    campaign = CampaignFactory(author=officer_user, status=Campaign.Status.SENDING, area_codes=["35.05"])
+    run = CampaignRunFactory(campaign=campaign, started_at=now - started if started else None)
+    accepted = DispatchBatchFactory(run=run, operator=tsel, size=9, status=DispatchBatch.Status.ACCEPTED)
+    failed = DispatchBatchFactory(run=run, operator=isat, size=4, status=DispatchBatch.Status.FAILED)
+    first = now - outcomes_over
+    DeliveryFactory(run=run, status=Delivery.Status.SKIPPED, reason="opted_out", done_at=first)
+    for index, operator, batch in [(1, tsel, accepted), (1, tsel, accepted), (2, isat, failed), (3, tsel, accepted)]:
+        done_at = first + outcomes_over * index / 4 + timedelta(microseconds=index * 1000)
+        DeliveryFactory(run=run, operator=operator, batch=batch, status=Delivery.Status.DELIVERED, done_at=done_at)
+    DeliveryFactory.create_batch(3, run=run, operator=tsel, batch=accepted, status=Delivery.Status.QUEUED)
+    DeliveryFactory.create_batch(3, run=run, operator=isat, batch=failed, status="failed", reason="HTTP 401")
+    DeliveryFactory.create_batch(2, run=run, operator=tsel, batch=accepted, status="rejected", reason="barred")
+    DeliveryFactory(run=run, operator=tsel, batch=accepted, status="undelivered", error_code="27", done_at=now)
+    DeliveryFactory(run=run, operator=isat, status="expired", reason="no_report")
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client_for(officer_user, "en").get(reverse("campaigns:run_progress", args=[campaign.pk, run.pk]))
+
+    # Polled every 2 s while a run of up to millions sends: each read counts all of the run's deliveries.
+    assert _delivery_reads(captured) == reads
+    svg, failures = _chart_and_failures_read_query_by_query(run)
+    assert response.context["chart"]["svg"] == svg
+    assert [dict(row) for row in response.context["failures"]] == failures
+    assert response.context["progress"] == run_progress(run)
+    assert response.context["progress"]["counts"]["submitted"] == 3
+
+
 def _broadcast_run_with_reach(officer_user) -> CampaignRun:
     """Start an area broadcast for Kab. Blitar at two operators and let one report 1,234 handsets reached."""
     blitar_areas()
