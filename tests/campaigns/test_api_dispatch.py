@@ -610,3 +610,46 @@ def test_progress_pages_and_endpoints_read_the_deliveries_of_a_run_once(api_clie
         assert len(reads) == 1, name
         # Looked up among the run's accepted batches, not joined to every delivery.
         assert 'JOIN "campaigns_dispatchbatch"' not in reads[0], name
+
+
+def test_the_submitted_and_queued_filters_answer_as_joining_each_delivery_to_its_batch_did(api_client_for):
+    from django.db import connection
+    from django.db.models import Q
+    from django.test.utils import CaptureQueriesContext
+
+    from campaigns.models import Delivery
+
+    campaign = approved_campaign()
+    operators_and_subscribers(counts={"tsel": 12}, batch_size=3)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    runs = []
+    for outcomes in [(Outcome.ACCEPTED, Outcome.FAILED, Outcome.RETRY), (Outcome.ACCEPTED, Outcome.ACCEPTED)]:
+        run = sending_run(campaign, scheduled_for=timezone.now() - timedelta(days=len(runs)))
+        dispatch.run_fan_out(run_id=run.pk)
+        batches = list(DispatchBatch.objects.filter(run=run).order_by("pk"))
+        ScriptedAdapter.reset(
+            *(BatchResult(outcome=outcome, accepted=3, status_code=503, error="down") for outcome in outcomes)
+        )
+        for batch in batches[: len(outcomes)]:
+            services.batch_send(batch_id=batch.pk)
+        runs.append(run)
+    Delivery.objects.filter(pk=runs[0].deliveries.order_by("pk")[0].pk).update(status="submitted")
+    Delivery.objects.filter(pk=runs[1].deliveries.order_by("pk")[0].pk).update(status="delivered")
+    client = api_client_for(campaign.author)
+    deliveries = Delivery.objects.filter(run__campaign=campaign)
+    joined = {
+        "submitted": deliveries.filter(Q(status="submitted") | Q(status="queued", batch__status="accepted")),
+        "queued": deliveries.filter(status="queued").exclude(batch__status="accepted"),
+    }
+    for status, expected in joined.items():
+        for run in (None, *runs):
+            query = {"status": status, "limit": 100, **({"run": run.pk} if run else {})}
+            with CaptureQueriesContext(connection) as captured:
+                page = client.get(f"/api/v1/campaigns/{campaign.pk}/deliveries/", query).json()
+            wanted = expected.filter(run=run) if run else expected
+            assert page["count"] == wanted.count() > 0, query
+            assert [row["message_id"] for row in page["results"]] == list(
+                wanted.order_by("-run_id", "id").values_list("pk", flat=True)
+            ), query
+            reads = [query["sql"] for query in captured if 'FROM "campaigns_delivery"' in query["sql"]]
+            assert reads and all('JOIN "campaigns_dispatchbatch"' not in read for read in reads)
