@@ -145,6 +145,9 @@ class Approval(models.Model):
         verbose_name_plural = _("approvals")
         ordering = ["-created_at", "-id"]
 
+    def __str__(self) -> str:
+        return f"{self.campaign_id} {self.get_decision_display()}"
+
 
 class CampaignRun(models.Model):
     """One occurrence of a campaign: its own recipients, batches and progress."""
@@ -248,6 +251,9 @@ class DispatchBatch(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return str(self.id)
+
 
 class Delivery(models.Model):
     """One recipient of one run; its id is the message_id the operator reports against."""
@@ -327,3 +333,6 @@ class Delivery(models.Model):
             models.Index(fields=["batch"], name="delivery_batch_idx"),
             models.Index(fields=["run", "status"], name="delivery_run_status_idx"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.msisdn}"

@@ -202,3 +202,6 @@ class AreaBroadcastReach(models.Model):
             # A repeated report is stored once, which makes the report endpoint idempotent.
             models.UniqueConstraint(fields=["broadcast", "at", "handsets_reached"], name="area_reach_once"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.broadcast_id} {self.handsets_reached}"

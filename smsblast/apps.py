@@ -1,6 +1,7 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class SmsblastConfig(AppConfig):
     name = "smsblast"
-    verbose_name = "smsblast core"
+    verbose_name = _("smsblast core")

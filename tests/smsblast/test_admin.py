@@ -1016,3 +1016,27 @@ def test_the_admin_labels_area_levels_and_roles_as_the_pages_do(language):
         assert {value: str(label) for value, label in Role.choices} == {
             value: role_label(value) for value in Role.values
         }
+
+
+def test_the_admin_names_every_app_in_indonesian(admin_client):
+    page = admin_client.get(reverse("admin:index"), HTTP_ACCEPT_LANGUAGE="id").content.decode()
+    for english in ("Campaigns", "Operators", "smsblast core"):
+        assert f">{english}<" not in page
+    assert ">Kampanye<" in page
+    assert reverse("admin:app_list", args=["campaigns"]) in page
+
+
+@pytest.mark.parametrize("model_name", ["approval", "dispatchbatch", "delivery", "areabroadcastreach"])
+def test_a_record_is_named_by_what_it_is_not_as_an_english_object_number(model_name):
+    from django.apps import apps
+
+    from operators.models import AreaBroadcast, AreaBroadcastReach
+    from tests.campaigns.factories import CampaignRunFactory
+
+    approval = ApprovalFactory()
+    delivery = DeliveryFactory(batch=DispatchBatchFactory(), msisdn="+6281300000001")
+    broadcast = AreaBroadcast.objects.create(run=CampaignRunFactory(), operator=OperatorFactory())
+    reach = AreaBroadcastReach.objects.create(broadcast=broadcast, handsets_reached=40, at=timezone.now())
+    record = {"approval": approval, "dispatchbatch": delivery.batch, "delivery": delivery, "areabroadcastreach": reach}
+    model = [m for m in apps.get_models() if m._meta.model_name == model_name][0]
+    assert " object (" not in str(record[model_name]), model.__name__
