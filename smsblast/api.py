@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import JsonResponse
 from django.views import defaults
 from rest_framework import status
-from rest_framework.exceptions import APIException, NotAcceptable
+from rest_framework.exceptions import APIException
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
@@ -32,14 +32,15 @@ class FileContentNegotiation(DefaultContentNegotiation):
     """Negotiation of an endpoint that answers a file (CSV, CAP XML): any Accept gets the file.
 
     The file is not rendered by DRF, so no renderer names its type, and a client asking for exactly that
-    type (`Accept: text/csv`) would otherwise be refused with 406. Errors are still answered in JSON.
+    type (`Accept: text/csv`) would otherwise be refused with 406. Errors are answered in JSON whatever the
+    Accept: a browser following a download link gets the reason, not the browsable API's page about it.
     """
 
     def select_renderer(self, request, renderers, format_suffix=None):
-        try:
-            return super().select_renderer(request, renderers, format_suffix)
-        except NotAcceptable:
-            return renderers[0], renderers[0].media_type
+        for renderer in renderers:
+            if renderer.format == "json":
+                return renderer, renderer.media_type
+        return renderers[0], renderers[0].media_type
 
 
 def exception_handler(exc, context):

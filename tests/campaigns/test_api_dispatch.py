@@ -268,6 +268,15 @@ def test_report_csv_is_served_to_a_client_that_accepts_only_csv_and_its_errors_s
     assert missing.status_code == 404 and missing.json()["detail"]
 
 
+@pytest.mark.parametrize("accept", ["text/html,application/xhtml+xml,*/*;q=0.8", "text/html"])
+def test_report_csv_errors_reach_a_browser_as_json_not_the_browsable_api_page(api_client_for, sent_run, accept):
+    client = api_client_for(sent_run.campaign.author)
+    missing = client.get("/api/v1/campaigns/999999/report.csv", HTTP_ACCEPT=accept)
+    assert missing.status_code == 404
+    assert missing["Content-Type"].startswith("application/json")
+    assert missing.json()["detail"]
+
+
 def test_report_csv_of_one_run_holds_only_that_runs_rows_and_names_the_run_in_its_file(api_client_for, sent_run):
     later = sending_run(sent_run.campaign, scheduled_for=sent_run.scheduled_for + timedelta(days=1))
     dispatch.run_fan_out(run_id=later.pk)

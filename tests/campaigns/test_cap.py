@@ -224,6 +224,9 @@ def test_a_campaign_without_approval_cannot_be_exported(officer_client):
     AreaFactory(code="35.05", name="Kabupaten Blitar")
     campaign = broadcast_campaign(approved=False)
     assert officer_client.get(f"/api/v1/campaigns/{campaign.pk}/cap.xml").status_code == 409
+    from_browser = officer_client.get(f"/api/v1/campaigns/{campaign.pk}/cap.xml", HTTP_ACCEPT="text/html")
+    assert from_browser.status_code == 409
+    assert from_browser["Content-Type"].startswith("application/json") and from_browser.json()["detail"]
 
 
 def test_a_campaign_whose_cap_fields_changed_after_approval_cannot_be_exported(officer_client):

@@ -726,6 +726,13 @@ def test_unknown_import_is_404(api_client_for, officer):
     assert client.get("/api/v1/subscribers/imports/999/rejected.csv").status_code == 404
 
 
+def test_rejected_csv_errors_reach_a_browser_as_json_not_the_browsable_api_page(api_client_for, officer):
+    answer = api_client_for(officer).get("/api/v1/subscribers/imports/999/rejected.csv", HTTP_ACCEPT="text/html")
+    assert answer.status_code == 404
+    assert answer["Content-Type"].startswith("application/json")
+    assert "999" in answer.json()["detail"]
+
+
 # --- command ----------------------------------------------------------------------------------------------------
 
 
