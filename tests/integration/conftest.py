@@ -81,10 +81,25 @@ class Stack:
         config = self.workdir / "simulator.json"
         config.write_text(json.dumps(operators))
         port = free_port()
-        self.simulator = start_simulator(config=config, port=port, env=self.env, log=self.workdir / "simulator.log")
         self.simulator_url = f"http://127.0.0.1:{port}"
-        self._wait(lambda: self._healthy(), 20, "the simulator did not start")
+        self._serve_simulator()
         return self.simulator_url
+
+    def _serve_simulator(self) -> None:
+        port = int(self.simulator_url.rsplit(":", 1)[1])
+        log = self.workdir / "simulator.log"
+        self.simulator = start_simulator(config=self.workdir / "simulator.json", port=port, env=self.env, log=log)
+        self._wait(lambda: self._healthy(), 20, "the simulator did not start")
+
+    def kill_simulator(self) -> None:
+        """SIGKILL the simulator: what it remembered (idempotency answers, reports not posted yet) is gone."""
+        os.killpg(self.simulator.pid, signal.SIGKILL)
+        self.simulator.wait(timeout=10)
+        self.simulator = None
+
+    def restart_simulator(self) -> None:
+        """Start the simulator again on its port, remembering nothing."""
+        self._serve_simulator()
 
     def _healthy(self) -> bool:
         try:
