@@ -507,10 +507,19 @@ def _batch_record_result(
 ) -> BatchOutcome:
     from_state = batch.status
     if result.outcome == Outcome.ACCEPTED:
-        # The operator took it: true even if our lease lapsed meanwhile and the batch went back to pending.
-        rows = DispatchBatch.objects.filter(
-            pk=batch.pk, status__in=[BatchStatus.IN_FLIGHT, BatchStatus.PENDING, BatchStatus.RETRY_WAIT]
-        ).update(
+        # The operator took it: true even if our lease lapsed meanwhile and the batch went back to pending, which
+        # is then the state its audit event starts from.
+        unsent = [BatchStatus.IN_FLIGHT, BatchStatus.PENDING, BatchStatus.RETRY_WAIT]
+        current = (
+            DispatchBatch.objects.select_for_update(of=("self",))
+            .filter(pk=batch.pk, status__in=unsent)
+            .values_list("status", flat=True)
+            .first()
+        )
+        if current is None:
+            return BatchOutcome(batch.status, "final")
+        from_state = current
+        rows = DispatchBatch.objects.filter(pk=batch.pk, status__in=unsent).update(
             status=BatchStatus.ACCEPTED,
             accepted_count=result.accepted,
             accepted_at=now,
@@ -644,12 +653,14 @@ def _batch_accept_audited(batch: DispatchBatch, *, accepted: int, now: datetime,
     batch_table = DispatchBatch._meta.db_table
     audit_table = AuditEvent._meta.db_table
     # Only table names are interpolated; every value is a bound parameter.
+    # `prior` is the batch as it was, for the event's from_state: pending when the lease lapsed meanwhile.
     sql = (
-        f"WITH accepted AS (UPDATE {batch_table} SET status = %s, accepted_count = %s, accepted_at = %s, "  # noqa: S608
+        f"WITH accepted AS (UPDATE {batch_table} AS b SET status = %s, accepted_count = %s, accepted_at = %s, "  # noqa: S608
         "lease_expires_at = NULL, next_attempt_at = NULL, last_error = '', updated_at = %s "
-        "WHERE id = %s AND status IN (%s, %s, %s) RETURNING id) "
+        f"FROM {batch_table} AS prior WHERE b.id = %s AND b.status IN (%s, %s, %s) AND prior.id = b.id "
+        "RETURNING prior.status AS prior_status) "
         f"INSERT INTO {audit_table} (actor_id, action, object_type, object_id, from_state, to_state, at, details) "
-        "SELECT %s, %s, %s, %s, %s, %s, %s, %s::jsonb FROM accepted"
+        "SELECT %s, %s, %s, %s, accepted.prior_status, %s, %s, %s::jsonb FROM accepted"
     )
     details = {"accepted": accepted, "rejected": 0, "attempts": batch.attempts}
     params = [
@@ -665,7 +676,6 @@ def _batch_accept_audited(batch: DispatchBatch, *, accepted: int, now: datetime,
         "batch.accept",
         DispatchBatch._meta.label_lower,
         str(batch.pk),
-        batch.status,
         BatchStatus.ACCEPTED,
         now,
         json.dumps(details),

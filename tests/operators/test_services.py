@@ -588,6 +588,24 @@ def test_an_answer_arriving_after_the_lease_lapsed_as_the_campaign_is_cancelled_
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.CANCELLED
 
 
+@pytest.mark.parametrize("progress_due", [False, True])
+def test_an_answer_arriving_after_the_lease_lapsed_is_audited_from_the_state_the_batch_was_in(progress_due):
+    batch = _batch(3)
+    DispatchBatch.objects.filter(pk=batch.pk).update(
+        status="in_flight", attempts=1, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    leased = DispatchBatch.objects.select_related("run", "operator").get(pk=batch.pk)
+    # Moved or not recently, the run's progress time decides between the one-statement accept and the other path.
+    leased.run.last_progress_at = None if progress_due else timezone.now()
+    assert dispatch.dispatch_reconcile()["leases"] == 1  # the lease lapsed: pending again
+    outcome = services.batch_record_result(
+        batch_id=batch.pk, result=BatchResult(outcome=Outcome.ACCEPTED, accepted=3), leased=leased
+    )
+    assert outcome.status == "accepted"
+    events = [(event.action, event.from_state, event.to_state) for event in audit_history(batch)]
+    assert events[-2:] == [("batch.lease_expired", "in_flight", "pending"), ("batch.accept", "pending", "accepted")]
+
+
 # --- opting out during a run --------------------------------------------------------------------------
 
 
