@@ -1,9 +1,12 @@
 """Shared REST API pieces: errors that always carry a message."""
 
+import logging
+
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views import defaults
 from rest_framework import status
@@ -12,6 +15,11 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait when the database cannot answer.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class Conflict(APIException):
@@ -72,6 +80,19 @@ def exception_handler(exc, context):
     if isinstance(exc, TooManyFieldsSent):
         detail = f"Send at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields in the query and the form."
         return Response({"detail": detail}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is unreachable, restarting or refused the connection (a deadlock or a cancelled statement
+        # too): services write in transactions, so the request's change is whole or absent, and the same request
+        # may succeed shortly. A 503 with Retry-After says so; a 500 would read as a defect of the request.
+        # Logged with its traceback all the same.
+        request = context.get("request")
+        logger.error("Database unavailable for %s", getattr(request, "path", "?"), exc_info=exc)
+        response = Response(
+            {"detail": "The database is unavailable at the moment; try again shortly."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
     return drf_exception_handler(exc, context)
 
 

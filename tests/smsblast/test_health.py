@@ -92,3 +92,31 @@ def test_healthz_answers_503_naming_the_database_when_it_cannot_be_reached(probe
 
     assert response.status_code == 503
     assert response.json() == {"database": "down", "redis": "ok", "reconciler": "late"}
+
+
+@pytest.mark.django_db(transaction=True)  # outside the test's transaction, so the client really connects again
+@pytest.mark.parametrize(
+    "method, path",
+    [("get", "/api/v1/campaigns/"), ("post", "/api/v1/operator/delivery-reports/")],
+)
+def test_the_api_answers_503_with_a_retry_after_while_the_database_cannot_be_reached(
+    api_client_for, officer, operator_user, method, path
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("the in-memory SQLite test database cannot be made unreachable")
+    client = api_client_for(operator_user if "operator" in path else officer)
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = free_port()
+    try:
+        response = (
+            getattr(client, method)(path, {"reports": []}, format="json") if method == "post" else client.get(path)
+        )
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port
+
+    # An operator's client retries a 503 after Retry-After, as the contract asks of any 5xx.
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert "database" in response.json()["detail"]
