@@ -653,22 +653,24 @@ def _batch_accept_audited(batch: DispatchBatch, *, accepted: int, now: datetime,
     batch_table = DispatchBatch._meta.db_table
     audit_table = AuditEvent._meta.db_table
     # Only table names are interpolated; every value is a bound parameter.
-    # `prior` is the batch as it was, for the event's from_state: pending when the lease lapsed meanwhile.
+    # `prior` is the batch as it was, for the event's from_state: pending when the lease lapsed meanwhile. Locked,
+    # so a change committed while this waited for the row (the reconciler taking the lease back) is what it reads.
     sql = (
-        f"WITH accepted AS (UPDATE {batch_table} AS b SET status = %s, accepted_count = %s, accepted_at = %s, "  # noqa: S608
+        f"WITH prior AS (SELECT id, status FROM {batch_table} WHERE id = %s FOR UPDATE), "  # noqa: S608
+        f"accepted AS (UPDATE {batch_table} AS b SET status = %s, accepted_count = %s, accepted_at = %s, "
         "lease_expires_at = NULL, next_attempt_at = NULL, last_error = '', updated_at = %s "
-        f"FROM {batch_table} AS prior WHERE b.id = %s AND b.status IN (%s, %s, %s) AND prior.id = b.id "
+        "FROM prior WHERE b.id = prior.id AND prior.status IN (%s, %s, %s) "
         "RETURNING prior.status AS prior_status) "
         f"INSERT INTO {audit_table} (actor_id, action, object_type, object_id, from_state, to_state, at, details) "
         "SELECT %s, %s, %s, %s, accepted.prior_status, %s, %s, %s::jsonb FROM accepted"
     )
     details = {"accepted": accepted, "rejected": 0, "attempts": batch.attempts}
     params = [
+        batch.pk,
         BatchStatus.ACCEPTED,
         accepted,
         now,
         now,
-        batch.pk,
         BatchStatus.IN_FLIGHT,
         BatchStatus.PENDING,
         BatchStatus.RETRY_WAIT,

@@ -606,6 +606,58 @@ def test_an_answer_arriving_after_the_lease_lapsed_is_audited_from_the_state_the
     assert events[-2:] == [("batch.lease_expired", "in_flight", "pending"), ("batch.accept", "pending", "accepted")]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_answer_arriving_as_the_reconciler_takes_back_the_lapsed_lease_is_audited_from_pending():
+    import threading
+
+    from django.db import connections, transaction
+
+    from smsblast.audit import audit_record
+    from tests.concurrency import wait_until_blocked_on_a_lock
+
+    skip_unless_postgresql()
+    batch = _batch(3)
+    DispatchBatch.objects.filter(pk=batch.pk).update(
+        status="in_flight", attempts=1, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    leased = DispatchBatch.objects.select_related("run", "operator").get(pk=batch.pk)
+    leased.run.last_progress_at = timezone.now()  # the one-statement accept
+    holding, release, outcomes = threading.Event(), threading.Event(), []
+
+    def reconcile_held_open():
+        # What the reconciler does for a lapsed lease, its transaction still open as the answer arrives.
+        try:
+            with transaction.atomic():
+                DispatchBatch.objects.filter(pk=batch.pk).update(status="pending", lease_expires_at=None)
+                audit_record(
+                    actor=None, action="batch.lease_expired", obj=batch, from_state="in_flight", to_state="pending"
+                )
+                holding.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    def answer():
+        try:
+            result = BatchResult(outcome=Outcome.ACCEPTED, accepted=3)
+            outcomes.append(services.batch_record_result(batch_id=batch.pk, result=result, leased=leased))
+        finally:
+            connections.close_all()
+
+    reconciler, answering = threading.Thread(target=reconcile_held_open), threading.Thread(target=answer)
+    reconciler.start()
+    holding.wait(30)
+    answering.start()
+    wait_until_blocked_on_a_lock(1)
+    release.set()
+    reconciler.join(30)
+    answering.join(30)
+
+    assert [outcome.status for outcome in outcomes] == ["accepted"]
+    events = [(event.action, event.from_state, event.to_state) for event in audit_history(batch)]
+    assert events[-2:] == [("batch.lease_expired", "in_flight", "pending"), ("batch.accept", "pending", "accepted")]
+
+
 # --- opting out during a run --------------------------------------------------------------------------
 
 
