@@ -175,7 +175,7 @@ class AreaBroadcastEvent(models.Model):
         ordering = ["at", "id"]
 
     def __str__(self) -> str:
-        return f"{self.broadcast_id} {self.state}"
+        return f"{self.broadcast_id} {self.get_state_display()}"
 
     def save(self, *args, **kwargs):
         if self.pk is not None:

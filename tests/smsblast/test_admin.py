@@ -1040,3 +1040,19 @@ def test_a_record_is_named_by_what_it_is_not_as_an_english_object_number(model_n
     record = {"approval": approval, "dispatchbatch": delivery.batch, "delivery": delivery, "areabroadcastreach": reach}
     model = [m for m in apps.get_models() if m._meta.model_name == model_name][0]
     assert " object (" not in str(record[model_name]), model.__name__
+
+
+def test_an_area_broadcast_event_is_named_by_its_state_in_the_page_language(admin_client):
+    from operators.models import AreaBroadcast, AreaBroadcastEvent
+    from tests.campaigns.factories import CampaignRunFactory
+
+    broadcast = AreaBroadcast.objects.create(run=CampaignRunFactory(), operator=OperatorFactory())
+    event = AreaBroadcastEvent.objects.create(broadcast=broadcast, state="error", details={"status": 503})
+
+    admin_client.cookies["django_language"] = "id"
+    page = admin_client.get(admin_url(AreaBroadcastEvent, "change", event.pk)).content.decode()
+    listed = admin_client.get(admin_url(AreaBroadcast, "change", broadcast.pk)).content.decode()
+
+    assert f"<title>{broadcast.pk} galat, dicoba lagi |" in page
+    assert f"{broadcast.pk} error" not in page and f"{broadcast.pk} error" not in listed
+    assert AreaBroadcastEvent.objects.get(pk=event.pk).state == "error"
