@@ -2,6 +2,7 @@
 
 from django.db import transaction
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -19,11 +20,22 @@ from smsblast.roles import IsOperator, IsStaffRole
 MAX_REPORTS_PER_REQUEST = 1000
 
 
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 time with its offset: one without it would be taken as the server's local time."""
+
+    default_error_messages = {"naive": "Give the time with its offset (ISO 8601), e.g. 2021-07-07T13:00:00+07:00."}
+
+    def enforce_timezone(self, value):
+        if timezone.is_naive(value):
+            self.fail("naive")
+        return super().enforce_timezone(value)
+
+
 class ReachReportSerializer(serializers.Serializer):
     broadcast_id = serializers.UUIDField()
     # The column is a PostgreSQL integer; far more than the handsets of any country.
     handsets_reached = serializers.IntegerField(min_value=0, max_value=2_147_483_647)
-    at = serializers.DateTimeField()
+    at = AwareDateTimeField()
 
 
 class ReachReportsSerializer(serializers.Serializer):

@@ -413,6 +413,12 @@ MALFORMED_REACH = {
         "at": "2021-07-07T13:00Z",
     },
     "at garbage": {"broadcast_id": "00000000-0000-0000-0000-000000000000", "handsets_reached": 1, "at": "tadi"},
+    # Taken as the server's local time, a time without its offset would be recorded hours off.
+    "at without its offset": {
+        "broadcast_id": "00000000-0000-0000-0000-000000000000",
+        "handsets_reached": 1,
+        "at": "2021-07-07T13:00:00",
+    },
     "at past year 9999": {
         "broadcast_id": "00000000-0000-0000-0000-000000000000",
         "handsets_reached": 1,
