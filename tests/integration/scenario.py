@@ -1,5 +1,6 @@
 """Build the world of an end-to-end dispatch test: areas, operators wired to the simulator, subscribers, a campaign."""
 
+from django.db import connection
 from django.db.models import Count
 
 from campaigns.dispatch import campaign_schedule_approved
@@ -106,3 +107,12 @@ def all_final(campaign: Campaign) -> bool:
     if run is None or not run.fanout_done:
         return False
     return not Delivery.objects.filter(run=run).exclude(status__in=Delivery.FINAL_STATUSES).exists()
+
+
+def connections_terminate() -> None:
+    """Cut every other connection to the test database, as a PostgreSQL restart would (workers must reconnect)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )

@@ -10,7 +10,6 @@ import subprocess
 import time
 
 import pytest
-from django.db import connection
 
 from campaigns.models import CampaignRun, DispatchBatch
 from tests.concurrency import skip_unless_postgresql
@@ -20,6 +19,7 @@ from tests.integration.scenario import (
     all_final,
     batches_by_status,
     campaign_send_now,
+    connections_terminate,
     deliveries_by_status,
     operators_create,
     run_finished,
@@ -111,11 +111,7 @@ def test_database_connections_terminated_mid_run_lose_nothing_and_send_nothing_t
     campaign = campaign_send_now()
     stack.drive(lambda: some_batches_sent(stack), timeout=60, every=0.1)
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
+    connections_terminate()
     stack.drive(lambda: all_final(campaign) and run_finished(campaign), timeout=90)
 
     assert_everyone_reached_once(stack, campaign, 2_000)

@@ -10,7 +10,6 @@ whose reports went with the operator expire at the end of the run's validity win
 import time
 
 import pytest
-from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -22,6 +21,7 @@ from tests.integration.scenario import (
     all_final,
     batches_by_status,
     campaign_send_now,
+    connections_terminate,
     deliveries_by_status,
     operators_create,
     run_finished,
@@ -167,11 +167,7 @@ def test_database_connections_terminated_mid_fan_out_lose_nothing_and_write_noth
     campaign = campaign_send_now()
     stack.drive(lambda: fan_out_started(campaign), timeout=60, every=0.05)
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
+    connections_terminate()
     stack.drive(lambda: all_final(campaign) and run_finished(campaign), timeout=90)
 
     assert_everyone_reached_once(stack, campaign, 20_000)
