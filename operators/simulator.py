@@ -53,6 +53,7 @@ import random
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -455,7 +456,7 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _operator(self, slug: str) -> OperatorState | None:
-        return self.server.simulator.operators.get(slug)
+        return self.server.simulator.operator(slug)
 
     # --- routes ---------------------------------------------------------------------------------------
     def do_GET(self):  # noqa: N802 - the stdlib's name
@@ -673,8 +674,12 @@ class SimulatorServer:
         port: int = 9100,
         report_threads: int = 2,
         verbose: bool = False,
+        operator_lookup: Callable[[str], OperatorConfig | None] | None = None,
     ):
         self.operators = {slug: OperatorState(slug, config) for slug, config in operators.items()}
+        # Asked for a slug not served yet (an operator added while serving); None when it knows no such operator.
+        self._operator_lookup = operator_lookup
+        self._operators_lock = threading.Lock()
         self.verbose = verbose
         self.reports = ReportSender(threads=report_threads)
         self._reach_stop = threading.Event()
@@ -721,11 +726,24 @@ class SimulatorServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def operator(self, slug: str) -> OperatorState | None:
+        """Return the simulated operator `slug`, looked up once when not served yet; None if unknown."""
+        state = self.operators.get(slug)
+        if state is not None or self._operator_lookup is None:
+            return state
+        config = self._operator_lookup(slug)
+        if config is None:
+            return None
+        with self._operators_lock:
+            if slug not in self.operators:
+                self.operators[slug] = OperatorState(slug, config)
+            return self.operators[slug]
+
     def stats(self) -> dict[str, Any]:
-        return {slug: state.stats() for slug, state in self.operators.items()}
+        return {slug: state.stats() for slug, state in list(self.operators.items())}
 
     def reset(self) -> None:
-        for state in self.operators.values():
+        for state in list(self.operators.values()):
             state.reset()
 
     def accept(self, state: OperatorState, batch: dict[str, Any], idempotency_key: str, handler: _Handler) -> None:
@@ -849,7 +867,7 @@ class SimulatorServer:
         session = requests.Session()
         while not self._reach_stop.wait(0.05):
             now = time.time()
-            for state in self.operators.values():
+            for state in list(self.operators.values()):
                 due = []
                 with state.lock:
                     interval = state.behaviour.reach_report_interval_ms / 1000

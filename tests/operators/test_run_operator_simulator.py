@@ -16,6 +16,7 @@ from operators.simulator import OperatorBehaviour
 from smsblast.models import Role
 from tests.conftest import make_user
 from tests.operators.factories import OperatorFactory
+from tests.operators.test_simulator import batch_document, post_batch
 
 
 def test_every_operator_is_served_with_its_credentials_and_users_get_a_working_report_token(db, client):
@@ -111,3 +112,20 @@ def test_a_port_in_use_is_refused_with_a_clear_message(demo_operators):
 def test_a_port_out_of_range_is_refused_with_a_clear_message(demo_operators):
     with pytest.raises(CommandError, match="Cannot listen on 127.0.0.1:70000"):
         simulator_server(port=70000)
+
+
+def test_an_operator_added_while_the_simulator_serves_is_served_without_a_restart(transactional_db):
+    OperatorFactory(slug="telkomsel", api_key="k-tsel", signing_secret="s-tsel")
+    server = simulator_server(port=0, latency_ms=5)
+    with server:
+        # Added in the admin after the simulator started, pointed at it, as under `make run`.
+        OperatorFactory(slug="byu", api_key="k-byu", signing_secret="s-byu")
+
+        answer = post_batch(server.url, batch_document("b-1"), slug="byu", key="k-byu", secret="s-byu")
+        unknown = post_batch(server.url, batch_document("b-2"), slug="nobody", key="k-byu", secret="s-byu")
+        counted = requests.get(f"{server.url}/stats", timeout=10).json()
+
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["accepted"] == 3
+    assert (counted["byu"]["messages"], counted["byu"]["behaviour"]["latency_ms"]) == (3, 5)
+    assert unknown.status_code == 404

@@ -1,8 +1,9 @@
-"""Serve every operator in the database from one local operator simulator (development and tests)."""
+"""Serve every operator in the database, added while serving too, from one local operator simulator (development)."""
 
 import json
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from operators.models import Operator
 from operators.simulator import ControlError, OperatorBehaviour, OperatorConfig, SimulatorServer
@@ -11,19 +12,39 @@ from smsblast.authentication import api_token_create
 
 def simulator_operators(*, behaviour: OperatorBehaviour) -> dict[str, OperatorConfig]:
     """Return the simulator's view of every operator: its credentials and a fresh report token if it has a user."""
-    configs = {}
-    for operator in Operator.objects.select_related("user").order_by("slug"):
-        report_token = None
-        if operator.user is not None:
-            # A new token per start: the simulator keeps it in memory only.
-            report_token = api_token_create(user=operator.user, name="operator simulator")
-        configs[operator.slug] = OperatorConfig(
-            api_key=operator.api_key,
-            signing_secret=operator.signing_secret,
-            report_token=report_token,
-            behaviour=behaviour,
-        )
-    return configs
+    return {
+        operator.slug: _simulator_operator(operator, behaviour=behaviour)
+        for operator in Operator.objects.select_related("user").order_by("slug")
+    }
+
+
+def _simulator_operator(operator: Operator, *, behaviour: OperatorBehaviour) -> OperatorConfig:
+    report_token = None
+    if operator.user is not None:
+        # A new token per start: the simulator keeps it in memory only.
+        report_token = api_token_create(user=operator.user, name="operator simulator")
+    return OperatorConfig(
+        api_key=operator.api_key,
+        signing_secret=operator.signing_secret,
+        report_token=report_token,
+        behaviour=behaviour,
+    )
+
+
+def simulator_operator_added(slug: str, *, settings: dict) -> OperatorConfig | None:
+    """Return the simulator's view of an operator added since it started, with the start's settings; None if unknown.
+
+    Called from a request's thread, which closes its database connection again.
+    """
+    try:
+        operator = Operator.objects.select_related("user").filter(slug=slug).first()
+        if operator is None:
+            return None
+        config = _simulator_operator(operator, behaviour=OperatorBehaviour())
+    finally:
+        connection.close()
+    config.settings = dict(settings)
+    return config
 
 
 def operator_controls(values: list[str], *, slugs) -> dict[str, dict]:
@@ -70,7 +91,14 @@ def simulator_server(
     for slug, config in configs.items():
         config.settings = {**defaults, **controls.get(slug, {})}
     try:
-        return SimulatorServer(configs, host=host, port=port, report_threads=report_threads, verbose=verbose)
+        return SimulatorServer(
+            configs,
+            host=host,
+            port=port,
+            report_threads=report_threads,
+            verbose=verbose,
+            operator_lookup=lambda slug: simulator_operator_added(slug, settings=defaults),
+        )
     except ControlError as exc:
         raise CommandError(str(exc)) from None
     except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
