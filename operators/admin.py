@@ -163,6 +163,19 @@ class OperatorAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     def audit_delete(self, obj, actor) -> None:
         _audit_operator_delete(obj, actor)
 
+    def delete_model(self, request, obj):
+        prefixes = list(obj.prefixes or [])
+        with transaction.atomic():
+            super().delete_model(request, obj)
+            # Its subscribers were left without an operator: route them by the table without its prefixes.
+            subscribers_reroute(prefixes=prefixes)
+
+    def delete_queryset(self, request, queryset):
+        prefixes = [prefix for listed in queryset.values_list("prefixes", flat=True) for prefix in listed or []]
+        with transaction.atomic():
+            super().delete_queryset(request, queryset)
+            subscribers_reroute(prefixes=prefixes)
+
     @admin.display(description=gettext_lazy("prefixes"))
     def prefix_count(self, operator: Operator) -> int:
         return len(operator.prefixes or [])

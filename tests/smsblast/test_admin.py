@@ -233,6 +233,27 @@ def test_changing_an_operators_prefixes_in_the_admin_routes_its_numbers_again(ad
     assert (unrouted.operator, routed.operator) == (None, telkomsel)
 
 
+@pytest.mark.parametrize("how", ["delete_view", "delete_selected"])
+def test_deleting_an_operator_in_the_admin_routes_its_numbers_to_the_operator_the_table_now_gives(admin_client, how):
+    telkomsel = OperatorFactory(slug="telkomsel", name="Telkomsel", prefixes=["62812"])
+    byu = OperatorFactory(slug="byu", name="by.U", prefixes=["628129", "62899"])
+    moved = SubscriberFactory(msisdn="+6281291234567", operator=byu)
+    unrouted = SubscriberFactory(msisdn="+6289912345678", operator=byu)
+
+    if how == "delete_view":
+        response = admin_client.post(admin_url(Operator, "delete", byu.pk), {"post": "yes"})
+    else:
+        form = {"action": "delete_selected", "_selected_action": [byu.pk], "post": "yes"}
+        response = admin_client.post(admin_url(Operator, "changelist"), form)
+
+    assert response.status_code == 302
+    assert not Operator.objects.filter(slug="byu").exists()
+    moved.refresh_from_db()
+    unrouted.refresh_from_db()
+    # Under Telkomsel's 62812 again, so later runs send to it instead of skipping the number.
+    assert (moved.operator, unrouted.operator) == (telkomsel, None)
+
+
 def test_the_subscriber_form_cannot_undo_an_opt_out_without_the_audited_action(admin_client):
     subscriber = SubscriberFactory(msisdn="+6281299990000", opted_out_at=timezone.now(), name="Siti")
     form = {
