@@ -13,7 +13,7 @@ from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastRea
 from operators.services import PULL_ADAPTER, operator_record_change, operator_settings
 from smsblast.admin_utils import AuditedChangeMixin, AuditedDeleteMixin, ReadOnlyAdmin, ShownRowsInline
 from smsblast.audit import audit_record
-from smsblast.services import subscribers_reroute
+from smsblast.services import subscriber_routing_lock, subscribers_reroute
 
 
 def mask_secret(value: str) -> str:
@@ -154,6 +154,7 @@ class OperatorAdmin(AuditedDeleteMixin, admin.ModelAdmin):
         stored = Operator.objects.filter(pk=obj.pk).first() if obj.pk else None
         before = operator_settings(stored) if stored else None
         with transaction.atomic():
+            subscriber_routing_lock()
             super().save_model(request, obj, form, change)
             # Runs send through each subscriber's operator, so numbers under a changed prefix are routed again.
             subscribers_reroute(prefixes=set((before or {}).get("prefixes") or []) ^ set(obj.prefixes or []))
@@ -166,6 +167,9 @@ class OperatorAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     def delete_model(self, request, obj):
         prefixes = list(obj.prefixes or [])
         with transaction.atomic():
+            # Before the deletion nulls its subscribers' operator: an import chunk waiting behind those rows
+            # while holding the routing lock would otherwise deadlock with the re-route.
+            subscriber_routing_lock()
             super().delete_model(request, obj)
             # Its subscribers were left without an operator: route them by the table without its prefixes.
             subscribers_reroute(prefixes=prefixes)
@@ -173,6 +177,7 @@ class OperatorAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         prefixes = [prefix for listed in queryset.values_list("prefixes", flat=True) for prefix in listed or []]
         with transaction.atomic():
+            subscriber_routing_lock()
             super().delete_queryset(request, queryset)
             subscribers_reroute(prefixes=prefixes)
 

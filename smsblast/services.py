@@ -445,6 +445,22 @@ class _Chunk:
     kept: list[SubscriberImportRejection] = field(default_factory=list)
     line: int = 0
     bytes_read: int = 0
+    # The prefix table its rows' operators were read from.
+    routed_by: dict[str, int] = field(default_factory=dict)
+
+
+# Taken by every chunk of an import and by every re-route, so that each routes by the table the other committed.
+_ROUTING_LOCK = 0x736D7362  # "smsb"
+
+
+def subscriber_routing_lock() -> None:
+    """Wait until no import chunk or re-route is writing operators, and keep them out until this transaction ends.
+
+    PostgreSQL only; SQLite serializes writers already.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ROUTING_LOCK])
 
 
 class _ChunkCommitter:
@@ -465,6 +481,8 @@ class _ChunkCommitter:
         self.update_language = update_language
         self.say = say
         self.writer: _SubscriberWriter | None = None
+        # A prefix table newer than the one the reader routes by, found by a commit; the reader takes it up.
+        self.newer_table: dict[str, int] | None = None
         self.started = time.monotonic()
         self.threaded = connection.vendor == "postgresql" and not connection.in_atomic_block
         self.error: BaseException | None = None
@@ -504,6 +522,13 @@ class _ChunkCommitter:
     def _commit(self, chunk: _Chunk) -> None:
         job = self.job
         with transaction.atomic():
+            # The admin may have changed the prefixes since the rows were routed: route them by the table now.
+            subscriber_routing_lock()
+            table = selectors.operators_by_prefix()
+            if table != chunk.routed_by:
+                operator_for = _operator_lookup(table)
+                chunk.rows = [(row[0], row[1], operator_for(row[0]), *row[3:]) for row in chunk.rows]
+                self.newer_table = table
             if self.writer is None:
                 self.writer = _SubscriberWriter(update_language=self.update_language)
             created, updated = self.writer.write(chunk.rows)
@@ -770,18 +795,8 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
     lat_col, lon_col = columns.get("latitude"), columns.get("longitude")
     resolve_area = _area_resolver(layout)
     scope = job.area_scope
-    operators_by_prefix = selectors.operators_by_prefix()
-    prefixes = PrefixTable(operators_by_prefix)
-    # A number's operator depends only on its first digits, and a file holds few distinct beginnings.
-    head_length = 1 + max(map(len, operators_by_prefix), default=0)
-    operator_cache: dict[str, int | None] = {}
-
-    def operator_for(e164: str) -> int | None:
-        head = e164[:head_length]
-        found = operator_cache.get(head, _MISSING)
-        if found is _MISSING:
-            found = operator_cache[head] = prefixes.operator_for(head)
-        return found
+    routed_by = selectors.operators_by_prefix()
+    operator_for = _operator_lookup(routed_by)
 
     skip_through = job.lines_done  # lines committed by an earlier attempt
     kept_total = job.rejections.count()
@@ -794,7 +809,7 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
     committer = _ChunkCommitter(
         job, rejected_path=str(rejected_path), update_language=language_col is not None, say=say
     )
-    chunk = _Chunk()
+    chunk = _Chunk(routed_by=routed_by)
 
     try:
         # Decoded in blocks by the io layer; a byte that is not UTF-8 becomes U+FFFD, which rejects its row.
@@ -898,7 +913,9 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                     rejected_file.flush()
                     chunk.line, chunk.bytes_read = last_line, position()
                     committer.submit(chunk)
-                    chunk = _Chunk()
+                    if (newer := committer.newer_table) is not None and newer is not routed_by:
+                        routed_by, operator_for = newer, _operator_lookup(newer)
+                    chunk = _Chunk(routed_by=routed_by)
             rejected_file.flush()
             chunk.line, chunk.bytes_read = last_line, position()
             committer.submit(chunk)
@@ -907,6 +924,23 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             committer.close()
         finally:
             _rejected_file_drop_unless_published(job, rejected_path)
+
+
+def _operator_lookup(operators_by_prefix: dict[str, int]) -> Callable[[str], int | None]:
+    """Return a function from an E.164 number to the id of the operator this prefix table routes it to."""
+    prefixes = PrefixTable(operators_by_prefix)
+    # A number's operator depends only on its first digits, and a file holds few distinct beginnings.
+    head_length = 1 + max(map(len, operators_by_prefix), default=0)
+    operator_cache: dict[str, int | None] = {}
+
+    def operator_for(e164: str) -> int | None:
+        head = e164[:head_length]
+        found = operator_cache.get(head, _MISSING)
+        if found is _MISSING:
+            found = operator_cache[head] = prefixes.operator_for(head)
+        return found
+
+    return operator_for
 
 
 def _rejected_file_drop_unless_published(job: SubscriberImport, path: Path) -> None:
@@ -924,8 +958,11 @@ def subscribers_reroute(*, prefixes: Iterable[str]) -> int:
 
     A subscriber's operator is set when it is imported or opted out; a run sends through that operator.
     So when the admin edits an operator's prefixes, the numbers under every prefix added or removed are
-    routed again, longest prefix first as in PrefixTable, with one UPDATE per prefix involved.
+    routed again, longest prefix first as in PrefixTable, with one UPDATE per prefix involved. It waits for
+    an import's chunk being written (which routes its rows by the table it finds under the same lock), so
+    its UPDATEs see every chunk committed before, and later chunks see the new table.
     """
+    subscriber_routing_lock()
     table = selectors.operators_by_prefix()
     routes = PrefixTable(table)
     changed = 0

@@ -2,13 +2,15 @@
 
 import csv
 import io
+import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connections, transaction
+from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.html import escape
 
@@ -16,6 +18,7 @@ from operators.models import Operator
 from smsblast import importer, services
 from smsblast.models import AuditEvent, Role, Subscriber, SubscriberImport
 from smsblast.tasks import subscriber_import_run as import_task
+from tests.concurrency import skip_unless_postgresql, wait_until_blocked_on_a_lock
 from tests.smsblast.factories import AreaFactory, SubscriberFactory, UserFactory
 
 
@@ -512,6 +515,145 @@ def test_an_unlimited_officers_import_may_write_any_region(tmp_path, areas, offi
     job = run_import_by(officer, write(tmp_path, "msisdn,kode_wilayah\n081200000001,33.16\n081200000003,35.05\n"))
 
     assert (job.area_scope, job.created, job.updated, job.rejected) == ("", 1, 1, 0)
+
+
+# --- routing while the admin edits prefixes ---------------------------------------------------------------------
+
+
+def move_prefix(prefix: str, *, to: Operator) -> None:
+    """What the operator admin does when a prefix moves to another operator: save both and route again."""
+    with transaction.atomic():
+        for operator in Operator.objects.exclude(pk=to.pk):
+            if prefix in operator.prefixes:
+                operator.prefixes = [other for other in operator.prefixes if other != prefix]
+                operator.save(update_fields=["prefixes"])
+        to.prefixes = [*to.prefixes, prefix]
+        to.save(update_fields=["prefixes"])
+        services.subscribers_reroute(prefixes=[prefix])
+
+
+# Outside a test transaction, so on PostgreSQL the chunks commit on the import's writer thread.
+@pytest.mark.django_db(transaction=True)
+def test_a_prefix_moved_between_two_chunks_of_an_import_routes_every_later_number_by_the_new_table(
+    tmp_path, areas, operators, monkeypatch
+):
+    monkeypatch.setattr(services, "IMPORT_CHUNK", 2)
+    numbers = ["081200000001", "081300000001", "081300000002", "081300000003", "081300000004"]
+    path = write(tmp_path, "\n".join(["msisdn", *numbers]) + "\n")
+    moved = []
+
+    def after_each_chunk(message: str) -> None:
+        if not moved:
+            moved.append(message)
+            move_prefix("62813", to=operators["indosat"])
+
+    job = run_import(path, progress=after_each_chunk)
+
+    assert job.state == "completed"
+    routed = dict(Subscriber.objects.values_list("msisdn", "operator__slug"))
+    assert routed == {
+        "+6281200000001": "telkomsel",
+        "+6281300000001": "indosat",
+        "+6281300000002": "indosat",
+        "+6281300000003": "indosat",
+        "+6281300000004": "indosat",
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prefix_moved_while_an_import_chunk_commits_ends_with_the_new_routing(
+    tmp_path, areas, operators, monkeypatch
+):
+    skip_unless_postgresql()
+    path = write(tmp_path, "msisdn\n081300000001\n081300000002\n")
+    written, go = threading.Event(), threading.Event()
+    write_chunk = services._SubscriberWriter.write
+
+    def write_then_wait(self, rows):
+        counts = write_chunk(self, rows)
+        written.set()  # the chunk's rows are written, routed by the old table, and not committed yet
+        go.wait(30)
+        return counts
+
+    monkeypatch.setattr(services._SubscriberWriter, "write", write_then_wait)
+    job = services.subscriber_import_create_from_path(path=path, user=None)
+    errors = []
+
+    def in_thread(target):
+        def body():
+            try:
+                target()
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=body)
+        thread.start()
+        return thread
+
+    importing = in_thread(lambda: services.subscriber_import_run(subscriber_import=job))
+    assert written.wait(30)
+    moving = in_thread(lambda: move_prefix("62813", to=operators["indosat"]))
+    wait_until_blocked_on_a_lock(1, unless=moving)
+    go.set()
+    importing.join(30)
+    moving.join(30)
+
+    assert errors == []
+    assert SubscriberImport.objects.get(pk=job.pk).state == "completed"
+    assert set(Subscriber.objects.values_list("operator__slug", flat=True)) == {"indosat"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_operator_deleted_in_the_admin_while_an_import_chunk_routes_its_rows_waits_for_it(
+    tmp_path, areas, operators, monkeypatch, admin_client
+):
+    skip_unless_postgresql()
+    telkomsel = operators["telkomsel"]
+    for number in ["+6281300000001", "+6281300000002"]:
+        SubscriberFactory(msisdn=number, operator=telkomsel)
+    path = write(tmp_path, "msisdn;name\n081300000001;Siti\n081300000002;Budi\n")
+    routing, go = threading.Event(), threading.Event()
+    table_now = services.selectors.operators_by_prefix
+
+    def table_then_wait():
+        table = table_now()
+        if threading.current_thread().name.startswith("subscriber-import"):
+            routing.set()  # the chunk holds the routing lock and is about to write its rows
+            go.wait(30)
+        return table
+
+    monkeypatch.setattr(services.selectors, "operators_by_prefix", table_then_wait)
+    job = services.subscriber_import_create_from_path(path=path, user=None)
+    errors, responses = [], []
+
+    def in_thread(target):
+        def body():
+            try:
+                target()
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=body)
+        thread.start()
+        return thread
+
+    importing = in_thread(lambda: services.subscriber_import_run(subscriber_import=job))
+    assert routing.wait(30)
+    url = reverse("admin:operators_operator_delete", args=[telkomsel.pk])
+    deleting = in_thread(lambda: responses.append(admin_client.post(url, {"post": "yes"}).status_code))
+    wait_until_blocked_on_a_lock(1, unless=deleting)
+    go.set()
+    importing.join(30)
+    deleting.join(30)
+
+    assert (errors, responses) == ([], [302])
+    assert SubscriberImport.objects.get(pk=job.pk).state == "completed"
+    assert not Operator.objects.filter(pk=telkomsel.pk).exists()
+    assert list(Subscriber.objects.values_list("operator_id", flat=True)) == [None, None]
 
 
 # --- failure and resume -----------------------------------------------------------------------------------------
