@@ -34,6 +34,22 @@ def wait_until_blocked_on_a_lock(count: int, *, unless: threading.Thread | None 
     raise AssertionError("the sessions never met at the lock")
 
 
+def start_in_thread(target, errors: list) -> threading.Thread:
+    """Start `target()` in a thread of its own database session; an exception it raises is appended to `errors`."""
+
+    def body():
+        try:
+            target()
+        except Exception as exc:  # noqa: BLE001 - reported by the caller's assertion
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    return thread
+
+
 def race_behind_a_row(row, first, second, *, second_may_pass: bool = False) -> list:
     """Run `first()` then `second()` in threads queued in that order behind a lock on `row`; return errors.
 
@@ -53,24 +69,12 @@ def race_behind_a_row(row, first, second, *, second_may_pass: bool = False) -> l
         finally:
             connections.close_all()
 
-    def in_thread(target):
-        def body():
-            try:
-                target()
-            except Exception as exc:  # noqa: BLE001 - reported by the caller's assertion
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
-        return threading.Thread(target=body)
-
     holder = threading.Thread(target=hold_the_run_row)
     holder.start()
     holding.wait(30)
     threads = [holder]
     for waiting, target in enumerate((first, second), start=1):
-        thread = in_thread(target)
-        thread.start()
+        thread = start_in_thread(target, errors)
         threads.append(thread)
         wait_until_blocked_on_a_lock(waiting, unless=thread if second_may_pass and waiting == 2 else None)
     release.set()

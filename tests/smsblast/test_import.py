@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.html import escape
@@ -18,7 +18,7 @@ from operators.models import Operator
 from smsblast import importer, services
 from smsblast.models import AuditEvent, Role, Subscriber, SubscriberImport
 from smsblast.tasks import subscriber_import_run as import_task
-from tests.concurrency import skip_unless_postgresql, wait_until_blocked_on_a_lock
+from tests.concurrency import skip_unless_postgresql, start_in_thread, wait_until_blocked_on_a_lock
 from tests.smsblast.factories import AreaFactory, SubscriberFactory, UserFactory
 
 
@@ -579,22 +579,9 @@ def test_a_prefix_moved_while_an_import_chunk_commits_ends_with_the_new_routing(
     job = services.subscriber_import_create_from_path(path=path, user=None)
     errors = []
 
-    def in_thread(target):
-        def body():
-            try:
-                target()
-            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
-        thread = threading.Thread(target=body)
-        thread.start()
-        return thread
-
-    importing = in_thread(lambda: services.subscriber_import_run(subscriber_import=job))
+    importing = start_in_thread(lambda: services.subscriber_import_run(subscriber_import=job), errors)
     assert written.wait(30)
-    moving = in_thread(lambda: move_prefix("62813", to=operators["indosat"]))
+    moving = start_in_thread(lambda: move_prefix("62813", to=operators["indosat"]), errors)
     wait_until_blocked_on_a_lock(1, unless=moving)
     go.set()
     importing.join(30)
@@ -628,23 +615,10 @@ def test_an_operator_deleted_in_the_admin_while_an_import_chunk_routes_its_rows_
     job = services.subscriber_import_create_from_path(path=path, user=None)
     errors, responses = [], []
 
-    def in_thread(target):
-        def body():
-            try:
-                target()
-            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
-        thread = threading.Thread(target=body)
-        thread.start()
-        return thread
-
-    importing = in_thread(lambda: services.subscriber_import_run(subscriber_import=job))
+    importing = start_in_thread(lambda: services.subscriber_import_run(subscriber_import=job), errors)
     assert routing.wait(30)
     url = reverse("admin:operators_operator_delete", args=[telkomsel.pk])
-    deleting = in_thread(lambda: responses.append(admin_client.post(url, {"post": "yes"}).status_code))
+    deleting = start_in_thread(lambda: responses.append(admin_client.post(url, {"post": "yes"}).status_code), errors)
     wait_until_blocked_on_a_lock(1, unless=deleting)
     go.set()
     importing.join(30)
