@@ -1017,9 +1017,14 @@ def subscriber_opt_out(
             return None, False
         created = False
     else:
-        subscriber, created = Subscriber.objects.select_for_update().get_or_create(
-            msisdn=e164, defaults={"opted_out_at": at, "operator_id": _operator_id_for(e164)}
-        )
+        subscriber, created = Subscriber.objects.select_for_update().filter(msisdn=e164).first(), False
+        if subscriber is None:
+            # A new number is routed as an import chunk routes its rows: under the lock a re-route takes, by
+            # the prefix table it left, so a prefix moving meanwhile cannot leave the number with its old operator.
+            subscriber_routing_lock()
+            subscriber, created = Subscriber.objects.select_for_update().get_or_create(
+                msisdn=e164, defaults={"opted_out_at": at, "operator_id": _operator_id_for(e164)}
+            )
     if not created:
         changed = Subscriber.objects.filter(pk=subscriber.pk, opted_out_at__isnull=True).update(
             opted_out_at=at, updated_at=timezone.now()

@@ -1,12 +1,16 @@
 """Opt-out and opt-in: the keyword table, the operator inbound API, manual opt-out and number search."""
 
+import threading
+
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from operators.models import Operator
 from smsblast import services
 from smsblast.models import AuditEvent, Role, Subscriber
 from smsblast.optout import Intent, intent_of
+from tests.concurrency import skip_unless_postgresql, start_in_thread, wait_until_blocked_on_a_lock
 from tests.smsblast.factories import AreaFactory, SubscriberFactory, UserFactory, area_tree
 
 
@@ -379,3 +383,36 @@ def test_an_opt_in_whose_audit_event_cannot_be_written_leaves_the_number_opted_o
         services.subscriber_opt_in(msisdn="+6281234567890", actor=officer, source="manual")
 
     assert Subscriber.objects.get(msisdn="+6281234567890").opted_out_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stop_from_an_unknown_number_while_its_prefix_moves_routes_it_by_the_new_table():
+    skip_unless_postgresql()
+    telkomsel = Operator.objects.create(name="Telkomsel", slug="telkomsel", prefixes=["62812", "62813"])
+    indosat = Operator.objects.create(name="Indosat", slug="indosat", prefixes=["62856"])
+    moved, go = threading.Event(), threading.Event()
+
+    def move_prefix_and_hold():
+        with transaction.atomic():
+            telkomsel.prefixes = ["62812"]
+            telkomsel.save(update_fields=["prefixes"])
+            indosat.prefixes = ["62856", "62813"]
+            indosat.save(update_fields=["prefixes"])
+            services.subscribers_reroute(prefixes=["62813"])
+            moved.set()  # re-routed under the routing lock, not committed yet
+            go.wait(30)
+
+    errors = []
+    moving = start_in_thread(move_prefix_and_hold, errors)
+    assert moved.wait(30)
+    stopping = start_in_thread(
+        lambda: services.subscriber_opt_out(msisdn="081300000009", actor=None, source="sms"), errors
+    )
+    wait_until_blocked_on_a_lock(1, unless=stopping)
+    go.set()
+    moving.join(30)
+    stopping.join(30)
+
+    assert errors == []
+    subscriber = Subscriber.objects.get(msisdn="+6281300000009")
+    assert (subscriber.operator_id, subscriber.opted_out_at is not None) == (indosat.pk, True)
