@@ -87,6 +87,8 @@ DEFAULT_ARRIVALS_PER_SECOND = 50.0
 # More than any network reaches; keeps a huge estimate over a short window from overflowing the reach count.
 MAX_ARRIVALS_PER_SECOND = 1e9
 HISTORY_SECONDS = 300
+# A refused request reads the operator's credentials again at most this often (a wrong key is not a query each).
+CREDENTIALS_REREAD_SECONDS = 1.0
 
 
 @dataclasses.dataclass
@@ -145,6 +147,7 @@ class OperatorState:
         self.slug = slug
         self.api_key = config.api_key
         self.signing_secret = config.signing_secret
+        self.credentials_read_at = -math.inf  # when a refused request last had api_key and signing_secret read again
         self.report_token = config.report_token
         self.behaviour = dataclasses.replace(config.behaviour)
         self.outage_until = 0.0  # time.monotonic() until which batches fail
@@ -429,6 +432,19 @@ class _Handler(BaseHTTPRequestHandler):
             retry_after = behaviour.outage_retry_after or state.outage_until - time.monotonic()
             self._error(503, "Operator in maintenance.", {"Retry-After": str(max(1, math.ceil(retry_after)))})
             return None
+        key_ok, signed = self._authenticated(state, body)
+        if not (key_ok and signed) and self.server.simulator.credentials_refreshed(state):
+            # The admin replaced the operator's key or secret since they were read: check against the new ones.
+            key_ok, signed = self._authenticated(state, body)
+        if not (key_ok and signed):
+            with state.lock:
+                state.unauthorized += 1
+            self._error(401, "Invalid API key." if not key_ok else "Invalid or stale signature.")
+            return None
+        return body
+
+    def _authenticated(self, state: OperatorState, body: bytes) -> tuple[bool, bool]:
+        """Return whether the request carries the operator's API key and a fresh signature of its body."""
         authorization = self.headers.get("Authorization", "")
         key_ok = hmac.compare_digest(authorization.encode(), f"Bearer {state.api_key}".encode())
         signed = signing.verify(
@@ -438,12 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.headers.get("X-Smsblast-Signature"),
             now=time.time(),
         )
-        if not (key_ok and signed):
-            with state.lock:
-                state.unauthorized += 1
-            self._error(401, "Invalid API key." if not key_ok else "Invalid or stale signature.")
-            return None
-        return body
+        return key_ok, signed
 
     def _simulated_error(self, state: OperatorState) -> bool:
         """Answer 500 at the configured error rate; return whether it did."""
@@ -675,10 +686,13 @@ class SimulatorServer:
         report_threads: int = 2,
         verbose: bool = False,
         operator_lookup: Callable[[str], OperatorConfig | None] | None = None,
+        credentials_lookup: Callable[[str], tuple[str, str] | None] | None = None,
     ):
         self.operators = {slug: OperatorState(slug, config) for slug, config in operators.items()}
         # Asked for a slug not served yet (an operator added while serving); None when it knows no such operator.
         self._operator_lookup = operator_lookup
+        # Asked for an operator's current (api key, signing secret) when a request does not match those held.
+        self._credentials_lookup = credentials_lookup
         self._operators_lock = threading.Lock()
         self.verbose = verbose
         self.reports = ReportSender(threads=report_threads)
@@ -738,6 +752,22 @@ class SimulatorServer:
             if slug not in self.operators:
                 self.operators[slug] = OperatorState(slug, config)
             return self.operators[slug]
+
+    def credentials_refreshed(self, state: OperatorState) -> bool:
+        """Read the operator's credentials again, at most once a second; return whether they changed."""
+        if self._credentials_lookup is None:
+            return False
+        now = time.monotonic()
+        with state.lock:
+            if now - state.credentials_read_at < CREDENTIALS_REREAD_SECONDS:
+                return False
+            state.credentials_read_at = now
+        current = self._credentials_lookup(state.slug)
+        if current is None or current == (state.api_key, state.signing_secret):
+            return False
+        with state.lock:
+            state.api_key, state.signing_secret = current
+        return True
 
     def stats(self) -> dict[str, Any]:
         return {slug: state.stats() for slug, state in list(self.operators.items())}

@@ -129,3 +129,20 @@ def test_an_operator_added_while_the_simulator_serves_is_served_without_a_restar
     assert answer.json()["accepted"] == 3
     assert (counted["byu"]["messages"], counted["byu"]["behaviour"]["latency_ms"]) == (3, 5)
     assert unknown.status_code == 404
+
+
+def test_a_key_and_secret_replaced_while_the_simulator_serves_are_taken_without_a_restart(transactional_db):
+    operator = OperatorFactory(slug="telkomsel", api_key="k-old", signing_secret="s-old")
+    server = simulator_server(port=0)
+    with server:
+        # Replaced in the admin after the simulator started; the workers sign with the new ones from now on.
+        operator.api_key, operator.signing_secret = "k-new", "s-new"
+        operator.save(update_fields=["api_key", "signing_secret"])
+
+        renewed = post_batch(server.url, batch_document("b-1"), slug="telkomsel", key="k-new", secret="s-new")
+        stale = post_batch(server.url, batch_document("b-2"), slug="telkomsel", key="k-old", secret="s-old")
+        counted = requests.get(f"{server.url}/stats", timeout=10).json()
+
+    assert renewed.status_code == 202, renewed.text
+    assert stale.status_code == 401
+    assert (counted["telkomsel"]["messages"], counted["telkomsel"]["unauthorized"]) == (3, 1)

@@ -47,6 +47,14 @@ def simulator_operator_added(slug: str, *, settings: dict) -> OperatorConfig | N
     return config
 
 
+def simulator_operator_credentials(slug: str) -> tuple[str, str] | None:
+    """Return an operator's current (API key, signing secret), None if it is gone; from a request's thread."""
+    try:
+        return Operator.objects.filter(slug=slug).values_list("api_key", "signing_secret").first()
+    finally:
+        connection.close()
+
+
 def operator_controls(values: list[str], *, slugs) -> dict[str, dict]:
     """Return ``{slug: settings}`` from ``SLUG=JSON`` option values; raise CommandError naming what is wrong."""
     controls: dict[str, dict] = {}
@@ -98,6 +106,7 @@ def simulator_server(
             report_threads=report_threads,
             verbose=verbose,
             operator_lookup=lambda slug: simulator_operator_added(slug, settings=defaults),
+            credentials_lookup=simulator_operator_credentials,
         )
     except ControlError as exc:
         raise CommandError(str(exc)) from None
