@@ -19,6 +19,7 @@ from campaigns.serializers import (
 from campaigns.services import (
     campaign_approve,
     campaign_cancel,
+    campaign_copy,
     campaign_create,
     campaign_reject,
     campaign_submit,
@@ -36,6 +37,7 @@ ACTION_PERMISSIONS = {
     "list": [IsStaffRole],
     "retrieve": [IsStaffRole],
     "create": [IsOfficer],
+    "copy": [IsOfficer],
     "partial_update": [IsOfficer],
     "submit": [IsOfficer],
     "approve": [IsApprover],
@@ -114,6 +116,17 @@ class CampaignViewSet(
     def create(self, request):
         data = validated(CampaignWriteSerializer(data=request.data))
         campaign = campaign_create(author=request.user, **data)
+        return self.detail_response(campaign, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=None,
+        responses={201: CampaignDetailSerializer},
+        description="A new draft with the campaign's content, any state; a one-off time, end date or broadcast "
+        "window already past is left out.",
+    )
+    @action(detail=True, methods=["post"])
+    def copy(self, request, pk=None):
+        campaign, _passed = campaign_copy(source=self.get_object(), author=request.user)
         return self.detail_response(campaign, status.HTTP_201_CREATED)
 
     @extend_schema(request=CampaignWriteSerializer, responses={200: CampaignDetailSerializer})

@@ -172,6 +172,7 @@ def campaign_create(
     polygon: dict | None = None,
     audience: dict | None = None,
     schedule: dict | None = None,
+    audit_details: dict | None = None,
     **other_fields: Any,
 ) -> Campaign:
     """Create a draft campaign by an officer or admin; other EDITABLE_FIELDS may be passed by name."""
@@ -196,8 +197,34 @@ def campaign_create(
     _check_jurisdiction(user=author, area_codes=fields["area_codes"], polygon=fields["polygon"])
     fields["area_scope"] = target_scope(fields["area_codes"], fields["polygon"], author=author)
     campaign = Campaign.objects.create(author=author, status=Status.DRAFT, **fields)
-    audit_record(actor=author, action="campaign.create", obj=campaign, to_state=Status.DRAFT)
+    audit_record(actor=author, action="campaign.create", obj=campaign, to_state=Status.DRAFT, details=audit_details)
     return campaign
+
+
+@transaction.atomic
+def campaign_copy(*, source: Campaign, author: User, now: datetime.datetime | None = None) -> tuple[Campaign, bool]:
+    """Create a draft with the content of `source` (any state) by an officer or admin; return it and whether
+    a time of the source's had passed and was left out.
+
+    Everything the approval binds is copied (text, sender, area, drawn polygon, audience, priority, CAP fields,
+    validity), but not where an imported alert came from. A one-off time, a recurring schedule's end date or an
+    area broadcast's window already past would only be refused on submit, so the copy goes without it: sent
+    on approval, or with a window still to set. Audited as `campaign.create`, naming the source.
+    """
+    now = now or timezone.now()
+    fields = {name: getattr(source, name) for name in CONTENT_FIELDS}
+    local_now = now.astimezone(target_zone(source.area_codes, source.polygon).tzinfo)
+    schedule = dict(fields["schedule"] or {})
+    passed = False
+    if schedule.get("kind") == "once" and schedule.get("at", "") <= local_now.strftime("%Y-%m-%dT%H:%M"):
+        schedule, passed = {}, True
+    elif schedule.get("until") and schedule["until"] < local_now.date().isoformat():
+        schedule, passed = {}, True
+    if fields["ends_at"] is not None and fields["ends_at"] <= now:
+        fields["starts_at"], fields["ends_at"], passed = None, None, True
+    fields["schedule"] = schedule
+    campaign = campaign_create(author=author, **fields, audit_details={"copied_from": source.pk})
+    return campaign, passed
 
 
 @transaction.atomic

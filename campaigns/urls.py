@@ -13,6 +13,7 @@ urlpatterns = [
     path("campaigns/preview/", views.compose_preview, name="preview"),
     path("campaigns/<int:pk>/", views.campaign_detail, name="detail"),
     path("campaigns/<int:pk>/edit/", views.campaign_edit, name="edit"),
+    path("campaigns/<int:pk>/copy/", views.campaign_copy, name="copy"),
     path("campaigns/<int:pk>/review/", views.campaign_review, name="review"),
     path("campaigns/<int:pk>/runs/<int:run_pk>/progress/", views.run_progress_partial, name="run_progress"),
     path("campaigns/<int:pk>/state/", views.campaign_state_poll, name="state"),

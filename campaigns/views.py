@@ -211,6 +211,24 @@ def campaign_create(request: HttpRequest) -> HttpResponse:
     return _compose(request, form, campaign=None)
 
 
+@require_POST
+@role_required(Role.OFFICER, Role.ADMIN)
+def campaign_copy(request: HttpRequest, pk: int) -> HttpResponse:
+    """Start a new draft from a campaign's content (a daily update, the same alert for another area)."""
+    source = get_object_or_404(selectors.campaigns_visible(request.user), pk=pk)
+    try:
+        campaign, passed = services.campaign_copy(source=source, author=request.user)
+    except ServiceError as error:
+        if isinstance(error, ServiceForbidden):
+            raise PermissionDenied(service_error_message(error)) from None
+        messages.error(request, service_error_message(error))
+        return redirect("campaigns:detail", pk=source.pk)
+    messages.success(request, _("Copied into a new draft. Change what differs, save, then submit it for approval."))
+    if passed:
+        messages.warning(request, _("The copied time had already passed and was left out: set when to send."))
+    return redirect("campaigns:edit", pk=campaign.pk)
+
+
 @role_required(Role.OFFICER, Role.ADMIN)
 def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Edit a draft, a rejected campaign, or an approved one (which then needs approving again)."""
@@ -368,6 +386,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "actions": actions,
             "can_edit": "update" in actions,
+            "can_copy": request.user.has_role(Role.OFFICER, Role.ADMIN),
             "runs": list(zip(runs, runs_progress(runs), strict=True)),
             # A recurring campaign gathers a run a day: the page shows the latest, the rest are counted.
             "runs_total": len(runs) if len(runs) < RUNS_SHOWN else campaign.runs.count(),

@@ -8,7 +8,7 @@ from campaigns.services import campaign_content_hash
 from smsblast.models import Area, Role
 from tests.campaigns.factories import CampaignFactory
 from tests.operators.factories import OperatorFactory
-from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
+from tests.smsblast.factories import AreaFactory, SubscriberFactory, UserFactory, area_tree
 
 pytestmark = pytest.mark.django_db
 
@@ -580,3 +580,21 @@ def test_the_api_answers_stored_states_modes_and_priorities_not_their_labels(aut
     assert (detail["status"], detail["mode"], detail["priority"]) == ("pending_approval", "targeted", "normal")
     listed = officer_client.get("/api/v1/campaigns/", {"status": "pending_approval"}, HTTP_ACCEPT_LANGUAGE=language)
     assert [row["status"] for row in listed.json()["results"]] == ["pending_approval"]
+
+
+def test_copy_answers_201_with_a_new_draft_and_is_refused_to_approvers_and_other_regencies(
+    areas, author, api_client_for
+):
+    source = CampaignFactory(author=author, status=Campaign.Status.CANCELLED, area_codes=["35.05"])
+    url = f"/api/v1/campaigns/{source.pk}/copy/"
+
+    refused = api_client_for(UserFactory(role=Role.APPROVER)).post(url)
+    AreaFactory(code="35.07", name="Kabupaten Malang")
+    hidden = api_client_for(UserFactory(role=Role.OFFICER, jurisdiction_id="35.07")).post(url)
+    response = api_client_for(author).post(url)
+
+    assert (refused.status_code, hidden.status_code) == (403, 404)
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["status"], body["text"], body["id"] != source.pk) == ("draft", source.text, True)
+    assert Campaign.objects.count() == 2

@@ -1,6 +1,7 @@
 """Campaign services: transitions, four-eyes approval bound to a content hash, audit trail."""
 
 import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
@@ -14,6 +15,7 @@ from campaigns.services import (
     campaign_approve,
     campaign_cancel,
     campaign_content_hash,
+    campaign_copy,
     campaign_create,
     campaign_current_approval,
     campaign_reject,
@@ -696,3 +698,90 @@ def test_a_polygon_reaching_a_neighbours_homes_is_scoped_to_the_area_holding_bot
     assert along_the_edge.area_scope == "35"
     inside = campaign_create(author=officer, title="Di dalam", polygon=INSIDE)
     assert inside.area_scope == "35.05"
+
+
+# --- copy ---------------------------------------------------------------------------------
+
+
+def test_a_copy_is_a_new_draft_by_the_copier_with_everything_the_approval_binds(areas, officer, officer2, approver):
+    polygon = {"type": "Polygon", "coordinates": [[[112.1, -8.1], [112.3, -8.1], [112.3, -8.3], [112.1, -8.1]]]}
+    source = CampaignFactory(
+        author=officer,
+        status=Status.COMPLETED,
+        priority="urgent",
+        polygon=polygon,
+        audience={"languages": ["jv"]},
+        validity_minutes=90,
+        instruction="Hubungi 112.",
+        cap_source_identifier="bnpb-2021-001",
+        schedule={"kind": "daily", "time": "13:00", "weekday_times": {"4": "10:00"}},
+    )
+
+    copy, passed = campaign_copy(source=source, author=officer2)
+
+    assert (copy.pk != source.pk, copy.status, copy.author, passed) == (True, Status.DRAFT, officer2, False)
+    for field in ("title", "text", "sender", "mode", "area_codes", "polygon", "audience", "priority", "schedule"):
+        assert getattr(copy, field) == getattr(source, field), field
+    assert (copy.validity_minutes, copy.instruction, copy.cap_source_identifier) == (90, "Hubungi 112.", "")
+    assert campaign_current_approval(copy) is None
+    created = AuditEvent.objects.get(action="campaign.create", object_id=str(copy.pk))
+    assert (created.actor, created.to_state, created.details) == (officer2, Status.DRAFT, {"copied_from": source.pk})
+    source.refresh_from_db()
+    assert (source.status, source.author) == (Status.COMPLETED, officer)
+
+
+WIB = ZoneInfo("Asia/Jakarta")
+
+
+@pytest.mark.parametrize(
+    ("schedule_for", "kept"),
+    [
+        (lambda local: {"kind": "once", "at": f"{local - datetime.timedelta(minutes=1):%Y-%m-%dT%H:%M}"}, False),
+        (lambda local: {"kind": "once", "at": f"{local + datetime.timedelta(days=1):%Y-%m-%dT%H:%M}"}, True),
+        (
+            lambda local: {"kind": "daily", "time": "13:00", "until": f"{local - datetime.timedelta(days=1):%Y-%m-%d}"},
+            False,
+        ),
+        (lambda local: {"kind": "daily", "time": "13:00", "until": f"{local:%Y-%m-%d}"}, True),
+        (lambda local: {"kind": "weekly", "weekdays": [0], "time": "09:00"}, True),
+    ],
+    ids=["once-past", "once-ahead", "ended-yesterday", "ends-today", "no-end"],
+)
+def test_a_copy_leaves_out_a_time_already_past_in_the_areas_zone(areas, officer, schedule_for, kept):
+    now = timezone.now()
+    schedule = schedule_for(now.astimezone(WIB))
+    source = CampaignFactory(author=officer, status=Status.SCHEDULED, schedule=schedule)
+
+    copy, passed = campaign_copy(source=source, author=officer, now=now)
+
+    assert (copy.schedule, passed) == ((schedule, False) if kept else ({}, True))
+
+
+def test_a_copy_of_an_area_broadcast_whose_window_ended_leaves_the_window_to_set(areas, officer):
+    now = timezone.now()
+    ended = CampaignFactory(
+        author=officer,
+        mode="area_broadcast",
+        starts_at=now - datetime.timedelta(days=2),
+        ends_at=now - datetime.timedelta(days=1),
+    )
+    running = CampaignFactory(
+        author=officer, mode="area_broadcast", starts_at=now, ends_at=now + datetime.timedelta(hours=2)
+    )
+
+    copy_of_ended, passed = campaign_copy(source=ended, author=officer, now=now)
+    copy_of_running, still = campaign_copy(source=running, author=officer, now=now)
+
+    assert (copy_of_ended.starts_at, copy_of_ended.ends_at, passed) == (None, None, True)
+    assert (copy_of_running.starts_at, copy_of_running.ends_at, still) == (running.starts_at, running.ends_at, False)
+
+
+def test_only_officers_and_admins_copy_and_an_officer_only_into_their_jurisdiction(areas, officer, approver):
+    source = CampaignFactory(author=officer, area_codes=["35.05"])
+    elsewhere = UserFactory(role=Role.OFFICER, jurisdiction_id="35.05.01")
+
+    with pytest.raises(ServiceForbidden):
+        campaign_copy(source=source, author=approver)
+    with pytest.raises(ServiceInvalid):
+        campaign_copy(source=source, author=elsewhere)
+    assert Campaign.objects.count() == 1

@@ -23,7 +23,7 @@ from tests.conftest import client_for
 from tests.operators.area_scripted import ScriptedAreaAdapter, blitar_areas, broadcast_campaign
 from tests.operators.factories import OperatorFactory
 from tests.operators.scripted import approved_campaign
-from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
+from tests.smsblast.factories import AreaFactory, SubscriberFactory, UserFactory, area_tree
 
 pytestmark = pytest.mark.django_db
 
@@ -1586,3 +1586,42 @@ def test_the_campaign_list_reaches_every_campaign_page_by_page_keeping_its_filte
     # A page number out of range or not a number shows the nearest page, never an error.
     assert "Vaksinasi 0" in client.get(reverse("campaigns:list"), {"status": "draft", "page": "99"}).content.decode()
     assert client.get(reverse("campaigns:list"), {"page": "x"}).status_code == 200
+
+
+# --- copy ---------------------------------------------------------------------------------
+
+
+def test_an_officer_copies_a_finished_campaign_into_a_new_draft_and_edits_it(officer_user, approver_user, areas):
+    source = CampaignFactory(
+        author=officer_user, status=Campaign.Status.COMPLETED, schedule={"kind": "once", "at": "2021-07-01T13:00"}
+    )
+    officer = client_for(officer_user)
+    page = officer.get(reverse("campaigns:detail", args=[source.pk])).content.decode()
+    assert reverse("campaigns:copy", args=[source.pk]) in page
+    assert (
+        reverse("campaigns:copy", args=[source.pk])
+        not in client_for(approver_user).get(reverse("campaigns:detail", args=[source.pk])).content.decode()
+    )
+
+    response = officer.post(reverse("campaigns:copy", args=[source.pk]), follow=True)
+
+    copy = Campaign.objects.exclude(pk=source.pk).get()
+    assert response.redirect_chain == [(reverse("campaigns:edit", args=[copy.pk]), 302)]
+    assert (copy.status, copy.text, copy.schedule) == (Campaign.Status.DRAFT, source.text, {})
+    page = response.content.decode()
+    assert "Disalin ke draf baru" in page
+    assert "Waktu yang disalin sudah lewat" in page
+    assert source.text in page
+
+
+def test_copying_needs_a_post_by_an_officer_or_admin_who_sees_the_campaign(officer_user, approver_user, areas):
+    source = CampaignFactory(author=officer_user, area_codes=["35.05"])
+    url = reverse("campaigns:copy", args=[source.pk])
+    AreaFactory(code="35.07", name="Kabupaten Malang")
+    elsewhere = UserFactory(username="ofc-malang", role=Role.OFFICER, jurisdiction_id="35.07")
+
+    assert client_for(officer_user).get(url).status_code == 405
+    assert client_for(approver_user).post(url).status_code == 403
+    assert client_for(elsewhere).post(url).status_code == 404
+    assert Client().post(url).status_code == 302  # to the log-in page
+    assert Campaign.objects.count() == 1
