@@ -20,7 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from campaigns import scheduling
+from campaigns import notices, scheduling
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch, Mode, Priority
 from campaigns.selectors import campaign_zone, campaign_zones, target_zone
 from campaigns.services import (
@@ -624,6 +624,7 @@ def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignR
         return run
     audit_record(actor=None, action="run.complete", obj=run, from_state=run.status, to_state=to_state)
     run.status = to_state
+    notices.run_notify_ended(run=run)
 
     campaign = run.campaign
     if campaign.runs.filter(status__in=ACTIVE_RUN_STATUSES).exists():
@@ -1002,6 +1003,9 @@ def run_report_stall(
         **({"throttling_operators": list(throttling_operators)} if throttling_operators else {}),
     }
     audit_record(actor=None, action="run.stalled", obj=run, details=details)
+    notices.run_notify_stalled(
+        run=run, inactive_operators=inactive_operators, throttling_operators=throttling_operators
+    )
     return True
 
 

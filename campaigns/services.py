@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from campaigns import scheduling
+from campaigns import notices, scheduling
 from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
 from campaigns.selectors import target_scope, target_zone
 from smsblast import sms
@@ -297,6 +297,7 @@ def campaign_submit(*, campaign: Campaign, actor: User) -> Campaign:
         to_state=Status.PENDING_APPROVAL,
         details={"content_hash": campaign_content_hash(campaign)},
     )
+    notices.campaign_notify_submitted(campaign=campaign)
     return campaign
 
 
@@ -511,6 +512,7 @@ def _decide(
         to_state=to_state,
         details=audit_details,
     )
+    notices.campaign_notify_decided(campaign=campaign, approver=approver, approved=action == "approve", reason=reason)
     return approval
 
 

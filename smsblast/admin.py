@@ -32,6 +32,7 @@ from smsblast.models import (
     ApiToken,
     Area,
     AuditEvent,
+    Notification,
     Role,
     Subscriber,
     SubscriberImport,
@@ -421,6 +422,30 @@ class AuditEventAdmin(ReadOnlyAdmin):
     search_fields = ["object_id", "action", "actor__username"]
     list_select_related = ["actor"]
     readonly_fields = ["at", "actor", "action", "object_type", "object_id", "from_state", "to_state", "details"]
+    show_full_result_count = False
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """The email outbox: what each user was told, and whether the mail server took it (smsblast/notifications.py)."""
+
+    list_display = ["created_at", "user", "kind", "subject", "status", "attempts", "sent_at"]
+    list_filter = ["status", "kind", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["user__username", "user__email", "subject", "object_id"]
+    list_select_related = ["user"]
+    readonly_fields = [
+        "created_at",
+        "user",
+        "kind",
+        "object_id",
+        "subject",
+        "body",
+        "status",
+        "attempts",
+        "error",
+        "updated_at",
+        "sent_at",
+    ]
     show_full_result_count = False
 
 

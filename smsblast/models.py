@@ -331,3 +331,39 @@ class SubscriberImportRejection(models.Model):
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.reason}"
+
+
+class Notification(models.Model):
+    """An email to a user about something waiting for them or done for them, written with the change it reports.
+
+    An outbox row: it commits with the change (a submit, an approval, a run's end), and a task sends it after
+    the commit; the housekeeping task re-drives one whose task was lost or whose worker died.
+    """
+
+    class Status(models.TextChoices):
+        READY = "ready", _("ready")  # committed with its change; a worker sends it next
+        SENDING = "sending", _("sending")  # a worker is handing it to the mail server
+        SENT = "sent", _("sent")  # the mail server took it
+        FAILED = "failed", _("failed")  # no address, or the mail server refused it every attempt; `error` says why
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="notifications", verbose_name=_("user"))
+    # What it is about, e.g. "campaign.submitted", and the id of that campaign or run, for the admin's filters.
+    kind = models.CharField(max_length=40, verbose_name=_("kind"))
+    object_id = models.CharField(max_length=64, blank=True, verbose_name=_("object ID"))
+    subject = models.CharField(max_length=255, verbose_name=_("subject"))
+    body = models.TextField(verbose_name=_("body"))
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY, verbose_name=_("status"))
+    attempts = models.PositiveSmallIntegerField(default=0, verbose_name=_("attempts"))
+    error = models.CharField(max_length=500, blank=True, verbose_name=_("error"))
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(default=timezone.now, verbose_name=_("updated at"))
+    sent_at = models.DateTimeField(null=True, blank=True, verbose_name=_("sent at"))
+
+    class Meta:
+        verbose_name = _("notification")
+        verbose_name_plural = _("notifications")
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "updated_at"], name="notification_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} → {self.user}"

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from smsblast import services
+from smsblast import notifications, services
 from smsblast.errors import ServiceConflict
 from smsblast.models import SubscriberImport
 
@@ -17,3 +17,15 @@ def subscriber_import_run(import_id: int) -> None:
         services.subscriber_import_run(subscriber_import=job)
     except ServiceConflict:
         return  # another worker claimed it first
+
+
+@shared_task(name="smsblast.notification_send")
+def notification_send(notification_id: int) -> None:
+    """Send one notification; one already taken by another worker, sent or failed is left alone."""
+    notifications.notification_send(notification_id=notification_id)
+
+
+@shared_task(name="smsblast.notifications_redrive")
+def notifications_redrive() -> None:
+    """Send again the notifications whose task was lost, whose worker died, or whose mail server refused."""
+    notifications.notifications_redrive()

@@ -204,6 +204,8 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-dispatch": {"task": "campaigns.tasks.reconcile_dispatch", "schedule": 15.0},
     # Area broadcasts: start windows, pass cancels on within seconds, retry failed operators, end windows.
     "area-broadcasts-tick": {"task": "operators.area_broadcasts_tick", "schedule": 2.0},
+    # Emails whose task was lost, whose worker died or whose mail server refused are sent again.
+    "notifications-redrive": {"task": "smsblast.notifications_redrive", "schedule": 30.0},
 }
 # Beat's housekeeping has a queue of its own, consumed by the `control` process as well as the workers: a
 # due run starts on time even while every worker process is busy fanning out or waiting for rate-limit
@@ -212,6 +214,7 @@ CELERY_TASK_ROUTES = {
     "campaigns.tasks.start_due_runs": {"queue": "control"},
     "campaigns.tasks.reconcile_dispatch": {"queue": "control"},
     "operators.area_broadcasts_tick": {"queue": "control"},
+    "smsblast.notifications_redrive": {"queue": "control"},
 }
 # First retry of an operator that failed an area broadcast; doubles per attempt up to two minutes.
 AREA_BROADCAST_RETRY_BASE_SECONDS = env.float("AREA_BROADCAST_RETRY_BASE_SECONDS", default=2.0)
@@ -225,6 +228,13 @@ DISPATCH_REDRIVE_AFTER_SECONDS = env.int("DISPATCH_REDRIVE_AFTER_SECONDS", defau
 
 # Where operators post delivery reports back to; the simulator and adapters use it.
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+# Email notifications (smsblast/notifications.py): printed by the web and worker processes unless EMAIL_URL
+# names a mail server, e.g. smtp+tls://user:password@mail.example.go.id:587 (django-environ's email_url).
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="smsblast <noreply@localhost>")
+# Seconds a mail server may take to answer; a notification it never answers is retried by the redrive.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 # The CAP <sender> of exported alerts (e.g. "bpbd@blitarkab.go.id"); empty: smsblast@<host of PUBLIC_BASE_URL>.
 CAP_SENDER = env("CAP_SENDER", default="")
 

@@ -78,6 +78,10 @@ class Command(BaseCommand):
                 # Well-known demo passwords; they exist only in the local demo database.
                 user.set_password(password)
                 user.save()
+            if not user.email and role != Role.OPERATOR:
+                # Notifications to demo users are printed by the web and worker processes (EMAIL_URL unset).
+                user.email = f"{username}@demo.smsblast.test"
+                user.save(update_fields=["email"])
             if role in JURISDICTION_ROLES:
                 user.jurisdiction_id = demo.REGENCY[0]
                 user.save(update_fields=["jurisdiction"])

@@ -1,0 +1,130 @@
+"""Email notifications: written in the transaction of the change they report, sent after it commits.
+
+A campaign submitted tells its approvers, a decision tells the author, a run that ends or stalls tells the
+author. `notifications_create` adds the rows (users without an address are left out) and enqueues one
+`notification_send` task each on commit; `notifications_redrive` (housekeeping) sends again what a lost task
+or a dead worker left behind. Mail goes through Django's email backend (`EMAIL_URL`): the console under
+`make run`, SMTP in production.
+"""
+
+import logging
+import smtplib
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from functools import partial
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db.models import F
+from django.utils import timezone
+
+from smsblast.audit import audit_record
+from smsblast.models import Notification, User
+from smsblast.transactions import enqueue_on_commit
+
+logger = logging.getLogger(__name__)
+
+Status = Notification.Status
+
+# A mail server that refuses (or cannot be reached) is tried this many times, a redrive apart, before failing.
+MAX_ATTEMPTS = 5
+# A ready notification this old lost its task; one sending this long lost its worker.
+REDRIVE_READY_AFTER = timedelta(minutes=1)
+REDRIVE_SENDING_AFTER = timedelta(minutes=10)
+
+
+def notifications_create(
+    *, users: Iterable[User], kind: str, subject: str, body: str, object_id: str | int = ""
+) -> list[Notification]:
+    """Write one notification per user with an email address and send each once the transaction commits."""
+    now = timezone.now()
+    notifications = Notification.objects.bulk_create(
+        Notification(
+            user=user,
+            kind=kind,
+            object_id=str(object_id),
+            subject=subject[:255],
+            body=body,
+            created_at=now,
+            updated_at=now,
+        )
+        for user in {user.pk: user for user in users if user.email and user.is_active}.values()
+    )
+    for notification in notifications:
+        enqueue_on_commit(partial(_enqueue_send, notification.pk))
+    return notifications
+
+
+def _enqueue_send(notification_id: int) -> None:
+    from smsblast.tasks import notification_send  # the tasks module imports this one
+
+    notification_send.delay(notification_id)
+
+
+def notification_send(*, notification_id: int, now: datetime | None = None) -> Notification | None:
+    """Hand a ready notification to the mail server once; return it, or None when another worker has it or it is done.
+
+    A refusal or an unreachable server puts it back to ready for the redrive, until MAX_ATTEMPTS; then it fails.
+    """
+    now = now or timezone.now()
+    taken = Notification.objects.filter(pk=notification_id, status=Status.READY).update(
+        status=Status.SENDING, attempts=F("attempts") + 1, updated_at=now
+    )
+    if not taken:
+        return None
+    notification = Notification.objects.select_related("user").get(pk=notification_id)
+    address = notification.user.email
+    if not address:
+        return _finish(notification, Status.FAILED, error="The user has no email address.")
+    try:
+        send_mail(notification.subject, notification.body, settings.DEFAULT_FROM_EMAIL, [address])
+    except (smtplib.SMTPException, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        if notification.attempts < MAX_ATTEMPTS:
+            logger.warning("Notification %s not sent (attempt %s): %s", notification.pk, notification.attempts, error)
+            Notification.objects.filter(pk=notification.pk, status=Status.SENDING).update(
+                status=Status.READY, error=error, updated_at=timezone.now()
+            )
+            return notification
+        logger.error("Notification %s failed after %s attempts: %s", notification.pk, notification.attempts, error)
+        return _finish(notification, Status.FAILED, error=error)
+    return _finish(notification, Status.SENT)
+
+
+def _finish(notification: Notification, to_state: str, *, error: str = "") -> Notification:
+    now = timezone.now()
+    fields = {"status": to_state, "error": error, "updated_at": now}
+    if to_state == Status.SENT:
+        fields["sent_at"] = now
+    if Notification.objects.filter(pk=notification.pk, status=Status.SENDING).update(**fields):
+        audit_record(
+            actor=None,
+            action="notification.send",
+            obj=notification,
+            from_state=Status.READY,
+            to_state=to_state,
+            details={
+                "kind": notification.kind,
+                "attempts": notification.attempts,
+                **({"error": error} if error else {}),
+            },
+        )
+        for name, value in fields.items():
+            setattr(notification, name, value)
+    return notification
+
+
+def notifications_redrive(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Send again the notifications a lost task or a dead worker left unsent; return how many were enqueued."""
+    now = now or timezone.now()
+    Notification.objects.filter(status=Status.SENDING, updated_at__lt=now - REDRIVE_SENDING_AFTER).update(
+        status=Status.READY, updated_at=now - REDRIVE_READY_AFTER
+    )
+    due = list(
+        Notification.objects.filter(status=Status.READY, updated_at__lte=now - REDRIVE_READY_AFTER)
+        .order_by("updated_at", "id")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for notification_id in due:
+        _enqueue_send(notification_id)
+    return len(due)

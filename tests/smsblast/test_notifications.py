@@ -1,0 +1,102 @@
+"""Email notifications: written with their change, sent once after commit, retried, re-driven, never lost."""
+
+import smtplib
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from smsblast import notifications
+from smsblast.models import AuditEvent, Notification
+from tests.smsblast.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+Status = Notification.Status
+
+
+def create(users, **fields):
+    return notifications.notifications_create(
+        users=users, kind=fields.pop("kind", "campaign.submitted"), subject="Menunggu persetujuan", body="Isi", **fields
+    )
+
+
+def test_only_active_users_with_an_address_get_a_notification_and_each_once():
+    reader = UserFactory(username="ketua", email="ketua@blitarkab.go.id")
+    UserFactory(username="no-address")
+    UserFactory(username="gone", email="gone@blitarkab.go.id", is_active=False)
+
+    written = create([reader, reader, *UserFactory._meta.model.objects.exclude(pk=reader.pk)], object_id=7)
+
+    assert [(row.user, row.status, row.object_id) for row in written] == [(reader, Status.READY, "7")]
+
+
+def test_it_is_sent_after_the_transaction_commits_and_only_once(django_capture_on_commit_callbacks, mailoutbox):
+    reader = UserFactory(username="ketua", email="ketua@blitarkab.go.id")
+    with django_capture_on_commit_callbacks() as callbacks:
+        (notification,) = create([reader])
+    assert len(callbacks) == 1 and mailoutbox == []  # nothing leaves before the commit
+
+    first = notifications.notification_send(notification_id=notification.pk)
+    again = notifications.notification_send(notification_id=notification.pk)
+
+    assert (first.status, again, len(mailoutbox)) == (Status.SENT, None, 1)
+    assert (mailoutbox[0].to, mailoutbox[0].subject) == (["ketua@blitarkab.go.id"], "Menunggu persetujuan")
+    event = AuditEvent.objects.get(action="notification.send")
+    assert (event.from_state, event.to_state, event.details["attempts"]) == (Status.READY, Status.SENT, 1)
+
+
+def test_a_refusing_mail_server_is_retried_by_the_redrive_and_failed_after_the_last_attempt(monkeypatch, mailoutbox):
+    (notification,) = create([UserFactory(username="ketua", email="ketua@blitarkab.go.id")])
+
+    def refuse(*args, **kwargs):
+        raise smtplib.SMTPRecipientsRefused({"ketua@blitarkab.go.id": (550, b"mailbox unavailable")})
+
+    monkeypatch.setattr(notifications, "send_mail", refuse)
+    now = timezone.now()
+    for attempt in range(1, notifications.MAX_ATTEMPTS):
+        notifications.notification_send(notification_id=notification.pk, now=now)
+        notification.refresh_from_db()
+        assert (notification.status, notification.attempts) == (Status.READY, attempt)
+        assert "SMTPRecipientsRefused" in notification.error
+    notifications.notification_send(notification_id=notification.pk, now=now)
+
+    notification.refresh_from_db()
+    assert (notification.status, notification.attempts) == (Status.FAILED, notifications.MAX_ATTEMPTS)
+    assert AuditEvent.objects.get(action="notification.send").to_state == Status.FAILED
+    assert mailoutbox == []
+
+
+def test_a_user_whose_address_was_removed_before_sending_fails_with_a_reason(mailoutbox):
+    reader = UserFactory(username="ketua", email="ketua@blitarkab.go.id")
+    (notification,) = create([reader])
+    reader.email = ""
+    reader.save()
+
+    sent = notifications.notification_send(notification_id=notification.pk)
+
+    assert (sent.status, sent.error, mailoutbox) == (Status.FAILED, "The user has no email address.", [])
+
+
+def test_the_redrive_sends_again_what_a_lost_task_or_a_dead_worker_left(monkeypatch):
+    reader = UserFactory(username="ketua", email="ketua@blitarkab.go.id")
+    lost, dead, fresh, busy, done = (
+        create([reader]) + create([reader]) + create([reader]) + create([reader]) + create([reader])
+    )
+    now = timezone.now()
+    Notification.objects.filter(pk=lost.pk).update(updated_at=now - timedelta(minutes=2))
+    Notification.objects.filter(pk=dead.pk).update(status=Status.SENDING, updated_at=now - timedelta(minutes=11))
+    Notification.objects.filter(pk=busy.pk).update(status=Status.SENDING, updated_at=now - timedelta(minutes=2))
+    Notification.objects.filter(pk=done.pk).update(status=Status.SENT, updated_at=now - timedelta(hours=1))
+    enqueued = []
+    monkeypatch.setattr(notifications, "_enqueue_send", enqueued.append)
+
+    assert notifications.notifications_redrive(now=now) == 2
+
+    assert sorted(enqueued) == sorted([lost.pk, dead.pk])
+    assert Notification.objects.get(pk=dead.pk).status == Status.READY
+    assert {Notification.objects.get(pk=pk).status for pk in (fresh.pk, busy.pk, done.pk)} == {
+        Status.READY,
+        Status.SENDING,
+        Status.SENT,
+    }
