@@ -152,12 +152,21 @@ def _normalized_or_none(schedule) -> dict | None:
         return None
 
 
+@transaction.atomic
 def campaign_schedule_approved(*, campaign: Campaign, user: User, now: datetime | None = None) -> Campaign:
     """Arm an approved campaign with the schedule it was approved with (approved → scheduled).
 
     A campaign approved without a schedule goes out as soon as it is armed; its stored (hashed) schedule
-    stays empty, so the approval still matches.
+    stays empty, so the approval still matches. The campaign is read under its row lock: one edited back to
+    draft meanwhile (another tab, another user) is refused, never edited again with the schedule read before.
     """
+    Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+    campaign.refresh_from_db()
+    if campaign.status not in (Campaign.Status.APPROVED, Campaign.Status.SCHEDULED):
+        _check_may_dispatch(campaign, user)
+        raise ServiceConflict(
+            f"Only an approved campaign can be scheduled; this one is {campaign.status.replace('_', ' ')}."
+        )
     return campaign_schedule(campaign=campaign, user=user, schedule=campaign.schedule or SEND_NOW, now=now)
 
 

@@ -76,6 +76,14 @@ def test_schedule_without_a_body_arms_the_approved_schedule(api_client_for):
     assert response.json()["schedule"] == {"kind": "daily", "time": "13:00"}
 
 
+def test_arming_a_campaign_no_longer_approved_is_a_409_naming_its_state(api_client_for):
+    campaign = approved_campaign(schedule={"kind": "daily", "time": "13:00"})
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.DRAFT)
+    response = api_client_for(campaign.author).post(f"/api/v1/campaigns/{campaign.pk}/schedule/", {}, format="json")
+    assert response.status_code == 409, response.content
+    assert response.json()["detail"] == "Only an approved campaign can be scheduled; this one is draft."
+
+
 def test_a_campaign_approved_without_a_schedule_is_armed_to_go_out_now_and_keeps_its_approval(api_client_for):
     campaign = approved_campaign(schedule={})
     client = api_client_for(campaign.author)

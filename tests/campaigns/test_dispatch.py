@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from campaigns import dispatch
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
-from campaigns.services import campaign_cancel
+from campaigns.services import campaign_cancel, campaign_update
 from operators.gateways.base import BatchResult, Outcome
 from operators.models import Operator
 from operators.services import batch_send
@@ -76,6 +76,39 @@ def test_a_different_schedule_voids_the_approval_and_returns_to_draft():
     assert campaign.status == Campaign.Status.DRAFT
     assert campaign.schedule["weekday_times"] == {"4": "10:00"}
     assert Approval.objects.get(campaign=campaign).voided_at is not None
+
+
+def test_arming_a_campaign_edited_back_to_draft_meanwhile_is_refused_and_keeps_the_edit():
+    campaign = approved_campaign(schedule={"kind": "now"})
+    page = Campaign.objects.get(pk=campaign.pk)  # the campaign page, loaded while it was approved
+    later = {"kind": "once", "at": "2031-01-01T10:00"}
+    campaign_update(campaign=campaign, actor=campaign.author, data={"schedule": later})
+    with pytest.raises(ServiceConflict, match="Only an approved campaign can be scheduled; this one is draft"):
+        dispatch.campaign_schedule_approved(campaign=page, user=campaign.author)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+    assert campaign.schedule == later
+    assert AuditEvent.objects.filter(object_id=str(campaign.pk), action="campaign.update").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_arming_while_an_edit_voids_the_approval_refuses_the_arming_and_keeps_the_edit():
+    skip_unless_postgresql()
+    campaign = approved_campaign(schedule={"kind": "now"})
+    page = Campaign.objects.get(pk=campaign.pk)
+    later = {"kind": "once", "at": "2031-01-01T10:00"}
+    errors = race_behind_a_row(
+        campaign,
+        lambda: campaign_update(
+            campaign=Campaign.objects.get(pk=campaign.pk), actor=campaign.author, data={"schedule": later}
+        ),
+        lambda: dispatch.campaign_schedule_approved(campaign=page, user=campaign.author),
+    )
+    assert [type(error) for error in errors] == [ServiceConflict]
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.schedule) == (Campaign.Status.DRAFT, later)
+    events = AuditEvent.objects.filter(object_id=str(campaign.pk), object_type="campaigns.campaign")
+    assert list(events.values_list("action", "from_state", "to_state")) == [("campaign.update", "approved", "draft")]
 
 
 def test_scheduling_a_draft_only_stores_the_schedule():

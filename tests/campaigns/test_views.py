@@ -520,6 +520,18 @@ def test_starting_a_one_off_schedule_whose_time_passed_during_approval_says_what
     assert campaign.status == Campaign.Status.APPROVED
 
 
+def test_scheduling_from_a_page_loaded_before_an_edit_voided_the_approval_says_nothing_was_scheduled():
+    campaign = approved_campaign(schedule={"kind": "now"})
+    campaign_update(campaign=campaign, actor=campaign.author, data={"text": "Teks baru."})
+    url = reverse("campaigns:action", args=[campaign.pk, "schedule"])
+    response = client_for(campaign.author, "en").post(url, follow=True)
+    page = response.content.decode()
+    assert "Scheduled. It will run at the times shown." not in page
+    assert "This cannot be done in the campaign&#x27;s current state." in page
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.next_run_at) == (Campaign.Status.DRAFT, None)
+
+
 def test_a_scheduled_campaigns_page_reloads_itself_once_its_run_starts(officer_user, areas):
     campaign = CampaignFactory(author=officer_user, area_codes=["35.05"], status=Campaign.Status.SCHEDULED)
     client = client_for(officer_user)
