@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from campaigns.models import Mode, Priority, RepeatPolicy
 from campaigns.scheduling import WEEKDAY_NAMES, ScheduleError, schedule_normalize
 from campaigns.selectors import campaign_zone, target_zone
-from campaigns.services import SENDER_MAX_LENGTH, SENDER_RE, SENDER_SHOWN_LENGTH
+from campaigns.services import SENDER_MAX_LENGTH, SENDER_RE, SENDER_SHOWN_LENGTH, campaign_content_hash
 from operators.broadcasts import MAX_WINDOW, MIN_WINDOW
 from smsblast.models import Area
 from smsblast.sms import TextError, analyze
@@ -109,6 +109,8 @@ class CampaignForm(forms.Form):
     quiet_end = forms.TimeField(
         label=_("Quiet hours until"), required=False, widget=forms.TimeInput(attrs={"type": "time"})
     )
+    # The content hash of the version an edit page was opened at: saving over a version changed since is refused.
+    loaded_hash = forms.CharField(widget=forms.HiddenInput, required=False, max_length=64)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -261,6 +263,7 @@ class CampaignForm(forms.Form):
         """Return the form's initial values for an existing campaign."""
         schedule = campaign.schedule or {}
         initial = {
+            "loaded_hash": campaign_content_hash(campaign),
             "title": campaign.title,
             "text": campaign.text,
             "sender": campaign.sender,

@@ -228,17 +228,26 @@ def campaign_copy(*, source: Campaign, author: User, now: datetime.datetime | No
 
 
 @transaction.atomic
-def campaign_update(*, campaign: Campaign, actor: User, data: dict[str, Any]) -> Campaign:
+def campaign_update(
+    *, campaign: Campaign, actor: User, data: dict[str, Any], expected_hash: str | None = None
+) -> Campaign:
     """Edit a campaign as its author or an admin.
 
     A rejected campaign goes back to draft. An approved or scheduled campaign whose hashed
     content changes goes back to draft and its approval is voided, so it needs approving again.
+    With `expected_hash` (the content hash of the version the edit was made on), an edit of a
+    campaign changed since is refused, so a form opened before another edit cannot silently undo it.
     """
     campaign_check_actor("update", campaign=campaign, user=actor)
     unknown = set(data) - EDITABLE_FIELDS
     if unknown:
         raise ServiceInvalid(f"These fields cannot be edited: {', '.join(sorted(unknown))}.")
     current = _locked_status(campaign, "update")
+    if expected_hash and expected_hash != campaign_content_hash(campaign):
+        raise ServiceConflict(
+            "The campaign was changed after you opened it, so nothing was saved; "
+            "compare with the current version and save again."
+        )
     fields = _clean_fields(data, area_codes=campaign.area_codes, polygon=campaign.polygon)
     scope = None
     if "area_codes" in fields or "polygon" in fields:

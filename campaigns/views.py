@@ -91,6 +91,12 @@ def role_required(*roles: str):
 def service_error_message(error: ServiceError, action: str = "") -> str:
     """Return what went wrong and what to do, in the user's language."""
     text = str(error)
+    if isinstance(error, ServiceConflict) and "changed after you opened" in text:
+        return _(
+            "This campaign was changed after you opened this page (in another tab or by another user), so your "
+            "changes were not saved. The form still holds them: compare with the campaign page, then save again "
+            "to replace the current version."
+        )
     if isinstance(error, ServiceConflict) and "changed since you reviewed" in text:
         return _(
             "The campaign was changed while you were reviewing it, so nothing was approved. "
@@ -233,27 +239,50 @@ def campaign_copy(request: HttpRequest, pk: int) -> HttpResponse:
 def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Edit a draft, a rejected campaign, or an approved one (which then needs approving again)."""
     campaign = get_object_or_404(selectors.campaigns_visible(request.user), pk=pk)
-    if "update" not in services.campaign_allowed_actions(campaign=campaign, user=request.user):
+    # A form posted after the campaign moved on (submitted or started in another tab) gets the service's
+    # refusal beside the text it carries, which the 403 page would drop.
+    allowed = "update" in services.campaign_allowed_actions(campaign=campaign, user=request.user)
+    if not allowed and (request.method != "POST" or _may_not_edit(campaign, request.user)):
         raise PermissionDenied(
             _("Only the author or an administrator may edit this campaign, and only before it runs.")
         )
     form = CampaignForm(request.POST or None, initial=CampaignForm.initial_from(campaign))
+    status_code = 200
     if request.method == "POST" and form.is_valid():
         was = campaign.status
         try:
-            services.campaign_update(campaign=campaign, actor=request.user, data=form.service_fields())
+            services.campaign_update(
+                campaign=campaign,
+                actor=request.user,
+                data=form.service_fields(),
+                expected_hash=form.cleaned_data["loaded_hash"] or None,
+            )
         except ServiceError as error:
             form.add_error(None, service_error_message(error))
+            if isinstance(error, ServiceConflict):
+                status_code = 409
+                # Saving again is a deliberate choice to replace the version now stored.
+                form.data = form.data.copy()
+                form.data["loaded_hash"] = services.campaign_content_hash(campaign)
         else:
             if was in (Status.APPROVED, Status.SCHEDULED) and campaign.status == Status.DRAFT:
                 messages.warning(request, _("The content changed, so the approval was voided. Submit it again."))
             else:
                 messages.success(request, _("Changes saved."))
             return redirect("campaigns:detail", pk=campaign.pk)
-    return _compose(request, form, campaign=campaign)
+    return _compose(request, form, campaign=campaign, status=status_code)
 
 
-def _compose(request: HttpRequest, form: CampaignForm, *, campaign: Campaign | None) -> HttpResponse:
+def _may_not_edit(campaign: Campaign, user) -> bool:
+    """Return whether the user may not edit this campaign whatever its state (not its author nor an admin)."""
+    try:
+        services.campaign_check_actor("update", campaign=campaign, user=user)
+    except ServiceForbidden:
+        return True
+    return False
+
+
+def _compose(request: HttpRequest, form: CampaignForm, *, campaign: Campaign | None, status: int = 200) -> HttpResponse:
     codes = form.data.getlist("area_codes") if form.is_bound else form.initial.get("area_codes", [])
     picked = list(Area.objects.filter(code__in=codes).select_related("parent"))
     labels = {
@@ -273,6 +302,7 @@ def _compose(request: HttpRequest, form: CampaignForm, *, campaign: Campaign | N
             "zone": target_zone(sorted(codes), campaign.polygon if campaign else None),
             **_sender_length(form["sender"].value() or ""),
         },
+        status=status,
     )
 
 

@@ -537,6 +537,36 @@ def test_a_transition_lost_to_a_concurrent_one_is_refused(campaign, officer, app
     assert not Approval.objects.exists()
 
 
+def test_an_edit_of_a_version_changed_since_it_was_read_is_refused_and_changes_nothing(campaign, officer):
+    opened = campaign_content_hash(campaign)
+    campaign_update(campaign=campaign, actor=officer, data={"text": "Teks dari tab lain."}, expected_hash=opened)
+    events_before = AuditEvent.objects.count()
+    with pytest.raises(ServiceConflict, match="changed after you opened"):
+        campaign_update(campaign=campaign, actor=officer, data={"text": "Teks lama."}, expected_hash=opened)
+    campaign.refresh_from_db()
+    assert campaign.text == "Teks dari tab lain."
+    assert AuditEvent.objects.count() == events_before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_edits_from_the_same_version_at_once_save_one_and_refuse_the_other(areas, officer):
+    from tests.concurrency import race_behind_a_row, skip_unless_postgresql
+
+    skip_unless_postgresql()
+    draft = campaign_create(author=officer, title="T", text="Awal.", sender="PEMKAB", area_codes=["35.05"])
+    opened = campaign_content_hash(draft)
+
+    def edit(text):
+        fresh = Campaign.objects.get(pk=draft.pk)
+        return lambda: campaign_update(campaign=fresh, actor=officer, data={"text": text}, expected_hash=opened)
+
+    errors = race_behind_a_row(draft, edit("Tab satu."), edit("Tab dua."))
+    assert [type(error) for error in errors] == [ServiceConflict]
+    draft.refresh_from_db()
+    assert draft.text == "Tab satu."
+    assert AuditEvent.objects.filter(object_id=str(draft.pk), action="campaign.update").count() == 1
+
+
 def test_campaign_move_changes_state_and_audits_only_when_it_wins_the_race():
     from campaigns.services import campaign_move
 

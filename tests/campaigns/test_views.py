@@ -465,6 +465,50 @@ def test_editing_an_approved_campaign_voids_the_approval_and_says_so(officer_use
     assert "persetujuan dibatalkan" in response.content.decode()
 
 
+def loaded_hash(response) -> str:
+    """Return the version an edit page was loaded at, as its form will post it back."""
+    match = re.search(r'name="loaded_hash" value="([0-9a-f]{64})"', response.content.decode())
+    assert match, "the edit form carries the version it was loaded at"
+    return match.group(1)
+
+
+def test_an_edit_from_a_page_opened_before_another_tabs_edit_is_refused_and_keeps_both_versions(officer_user, areas):
+    draft = CampaignFactory(author=officer_user, area_codes=["35.05"], text="Versi awal.")
+    client, url = client_for(officer_user, "en"), reverse("campaigns:edit", args=[draft.pk])
+    first_tab, second_tab = loaded_hash(client.get(url)), loaded_hash(client.get(url))
+    client.post(url, compose_data(text="Jam malam mulai 21.00.", loaded_hash=second_tab))
+
+    response = client.post(url, compose_data(text="Jam malam mulai 22.00.", loaded_hash=first_tab))
+    assert response.status_code == 409
+    page = response.content.decode()
+    assert "changed after you opened this page" in page
+    assert "Jam malam mulai 22.00." in page  # what this tab typed is still in the form
+    draft.refresh_from_db()
+    assert draft.text == "Jam malam mulai 21.00."  # the other tab's edit is not silently lost
+    assert AuditEvent.objects.filter(object_id=str(draft.pk), action="campaign.update").count() == 1
+
+    # Saving again, now knowingly over the current version, goes through.
+    client.post(url, compose_data(text="Jam malam mulai 22.00.", loaded_hash=loaded_hash(response)))
+    draft.refresh_from_db()
+    assert draft.text == "Jam malam mulai 22.00."
+
+
+def test_an_edit_posted_after_another_tab_submitted_the_campaign_says_so_and_keeps_the_text(officer_user, areas):
+    draft = CampaignFactory(author=officer_user, area_codes=["35.05"])
+    client, url = client_for(officer_user, "en"), reverse("campaigns:edit", args=[draft.pk])
+    opened = loaded_hash(client.get(url))
+    campaign_submit(campaign=draft, actor=officer_user)
+
+    response = client.post(url, compose_data(text="Teks yang belum tersimpan.", loaded_hash=opened))
+    assert response.status_code == 409
+    page = response.content.decode()
+    assert "This cannot be done in the campaign&#x27;s current state." in page
+    assert "Teks yang belum tersimpan." in page
+    draft.refresh_from_db()
+    assert draft.status == Campaign.Status.PENDING_APPROVAL
+    assert draft.text != "Teks yang belum tersimpan."
+
+
 # --- campaign page ------------------------------------------------------------------------
 
 
