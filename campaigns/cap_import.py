@@ -429,12 +429,26 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
 
 
 def _window(info: CapInfo, now: datetime) -> tuple[datetime, datetime]:
-    """Return a window from the alert's onset/effective and expires, at least REVIEW_LEAD away, 5 min to 24 h."""
+    """Return a window from the alert's onset/effective and expires, at least REVIEW_LEAD away, 5 min to 24 h.
+
+    An alert that has expired, or expires before such a window could follow the review, is refused: sent later,
+    it would warn of what its issuer no longer warns of.
+    """
+    from operators.broadcasts import MIN_WINDOW
+
     earliest = (now + REVIEW_LEAD).replace(second=0, microsecond=0)
     start = cap_datetime(info.onset) or cap_datetime(info.effective) or earliest
     start = max(start, earliest)
     end = cap_datetime(info.expires)
-    if end is None or end - start < timedelta(minutes=5):
+    if end is not None and end <= now:
+        raise ServiceInvalid(f"The CAP alert expired at {info.expires}; an expired alert is not imported.")
+    if end is not None and end - start < MIN_WINDOW:
+        raise ServiceInvalid(
+            f"The CAP alert expires at {info.expires}, before a broadcast window of at least "
+            f"{MIN_WINDOW.seconds // 60} minutes could start after {REVIEW_LEAD.seconds // 60} minutes for review; "
+            "it is not imported."
+        )
+    if end is None:
         end = start + DEFAULT_WINDOW
     return start, min(end, start + timedelta(hours=24))
 

@@ -763,6 +763,30 @@ def test_the_imported_window_leaves_time_for_review(officer_client):
     assert timedelta(minutes=5) <= campaign.ends_at - campaign.starts_at <= timedelta(hours=24)
 
 
+@pytest.mark.parametrize("expires_in", [timedelta(days=-1), timedelta(minutes=-1), timedelta(minutes=17)])
+def test_an_alert_that_expires_before_a_window_could_follow_the_review_is_refused(officer_client, expires_in):
+    blitar_areas()
+    expires = (timezone.now() + expires_in).astimezone(timezone.get_fixed_timezone(7 * 60)).replace(microsecond=0)
+    document = GEOCODES.format(description="x").replace(
+        "<urgency>", f"<expires>{expires.isoformat()}</expires><urgency>"
+    )
+    response = _post_xml(officer_client, document)
+    assert response.status_code == 400, response.json()
+    assert "expire" in response.json()["detail"]
+    assert not Campaign.objects.exists()
+
+
+def test_an_alert_expiring_after_the_review_is_broadcast_until_it_expires(officer_client):
+    blitar_areas()
+    expires = (timezone.now() + timedelta(minutes=45)).replace(microsecond=0)
+    document = GEOCODES.format(description="x").replace(
+        "<urgency>", f"<expires>{expires.isoformat()}</expires><urgency>"
+    )
+    response = _post_xml(officer_client, document)
+    assert response.status_code == 201, response.json()
+    assert Campaign.objects.get(pk=response.json()["campaign_id"]).ends_at == expires
+
+
 def test_a_polygon_alert_imports_while_a_boundary_needing_repair_is_loaded(officer_client):
     blitar_areas()
     AreaFactory(code="52", name="Nusa Tenggara Barat")
