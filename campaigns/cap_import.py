@@ -13,7 +13,7 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from campaigns.cap import CAP_CATEGORIES, CAP_CERTAINTIES, CAP_SEVERITIES, CAP_URGENCIES
@@ -394,30 +394,34 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
         )
     urgent = info.urgency == "Immediate" or info.severity in ("Extreme", "Severe")
     starts_at, ends_at = _window(info, now)
-    campaign = campaign_create(
-        author=actor,
-        title=(info.headline or info.event or alert.identifier)[:200],
-        text=text,
-        sender=getattr(settings, "CAP_IMPORT_SMS_SENDER", "INFO"),
-        mode=Mode.AREA_BROADCAST,
-        area_codes=codes,
-        priority=Priority.URGENT if urgent else Priority.NORMAL,
-        starts_at=starts_at,
-        ends_at=ends_at,
-        exercise=alert.status == "Exercise",
-        # Values outside CAP's lists are not kept: the export then defaults them, as for a composed campaign.
-        cap_category=info.categories[0] if info.categories and info.categories[0] in CAP_CATEGORIES else "Other",
-        cap_event=info.event[:200],
-        cap_urgency=info.urgency if info.urgency in CAP_URGENCIES else "",
-        cap_severity=info.severity if info.severity in CAP_SEVERITIES else "",
-        cap_certainty=info.certainty if info.certainty in CAP_CERTAINTIES else "",
-        instruction=info.instruction,
-        cap_source_identifier=alert.identifier[:300],
-        cap_source_sender=alert.sender[:300],
-        cap_source_references=[[sender, identifier] for sender, identifier, _ in alert.references]
-        if alert.msg_type == "Update"
-        else [],
-    )
+    try:
+        campaign = campaign_create(
+            author=actor,
+            title=(info.headline or info.event or alert.identifier)[:200],
+            text=text,
+            sender=getattr(settings, "CAP_IMPORT_SMS_SENDER", "INFO"),
+            mode=Mode.AREA_BROADCAST,
+            area_codes=codes,
+            priority=Priority.URGENT if urgent else Priority.NORMAL,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            exercise=alert.status == "Exercise",
+            # Values outside CAP's lists are not kept: the export then defaults them, as for a composed campaign.
+            cap_category=info.categories[0] if info.categories and info.categories[0] in CAP_CATEGORIES else "Other",
+            cap_event=info.event[:200],
+            cap_urgency=info.urgency if info.urgency in CAP_URGENCIES else "",
+            cap_severity=info.severity if info.severity in CAP_SEVERITIES else "",
+            cap_certainty=info.certainty if info.certainty in CAP_CERTAINTIES else "",
+            instruction=info.instruction,
+            cap_source_identifier=alert.identifier[:300],
+            cap_source_sender=alert.sender[:300],
+            cap_source_references=[[sender, identifier] for sender, identifier, _ in alert.references]
+            if alert.msg_type == "Update"
+            else [],
+        )
+    except IntegrityError as exc:
+        # Another request imported the same message since the check above; the database keeps one.
+        raise ServiceConflict("This CAP alert was imported meanwhile; it is not imported twice.") from exc
     audit_record(
         actor=actor,
         action="campaign.cap_import",

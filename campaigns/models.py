@@ -113,6 +113,14 @@ class Campaign(models.Model):
         verbose_name = _("campaign")
         verbose_name_plural = _("campaigns")
         ordering = ["-created_at", "-id"]
+        constraints = [
+            # A CAP message (its sender and identifier) becomes one campaign, even when posted twice at once.
+            models.UniqueConstraint(
+                fields=["cap_source_sender", "cap_source_identifier"],
+                condition=~models.Q(cap_source_identifier=""),
+                name="campaign_cap_source_once",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.title

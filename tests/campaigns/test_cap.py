@@ -11,7 +11,7 @@ from lxml import etree
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
-from campaigns.cap_import import DEFAULT_WINDOW, cap_fit_text, cap_parse
+from campaigns.cap_import import DEFAULT_WINDOW, _cap_create, cap_fit_text, cap_parse
 from campaigns.models import Approval, Campaign, Priority
 from campaigns.services import (
     campaign_approve,
@@ -23,7 +23,7 @@ from campaigns.services import (
 )
 from operators.areageom import parse_cap_polygon
 from operators.models import BroadcastSettings
-from smsblast.errors import ServiceForbidden, ServiceInvalid
+from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import AuditEvent, Role
 from tests.operators.area_scripted import blitar_areas, broadcast_campaign, regency_boundary
 from tests.operators.factories import OperatorFactory
@@ -532,6 +532,19 @@ def test_an_alert_imported_again_is_refused_and_names_the_campaign_it_became(off
         assert response.status_code == 409
         assert f"already imported as campaign {campaign.pk}" in response.json()["detail"]
     assert Campaign.objects.count() == 1
+    assert AuditEvent.objects.count() == events_before
+
+
+def test_an_alert_imported_by_a_request_that_passed_the_check_meanwhile_is_refused_and_creates_nothing(
+    officer_client,
+):
+    # Two requests posting one alert at once both find no earlier import; the second to write must lose.
+    document = GEOCODES.format(description="Mulai 3 Juli 2021.")
+    campaign = _import_geocoded_alert(officer_client)
+    events_before = AuditEvent.objects.count()
+    with pytest.raises(ServiceConflict, match="imported"):
+        _cap_create(cap_parse(document.encode()), actor=officer_client.user, now=timezone.now())
+    assert list(Campaign.objects.values_list("pk", flat=True)) == [campaign.pk]
     assert AuditEvent.objects.count() == events_before
 
 
