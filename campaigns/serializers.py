@@ -8,7 +8,7 @@ from campaigns.dispatch_selectors import campaign_progress
 from campaigns.models import Approval, Campaign, CampaignRun, Mode, Priority, RepeatPolicy
 from campaigns.selectors import HISTORY_SHOWN, campaign_audience, campaign_history_latest, campaign_zone
 from campaigns.services import SENDER_MAX_LENGTH, campaign_allowed_actions, campaign_content_hash, sender_warning
-from operators.api_broadcast import BroadcastRunSerializer, CampaignBroadcastSerializer
+from operators.api_broadcast import AwareDateTimeField, BroadcastRunSerializer, CampaignBroadcastSerializer
 from smsblast import sms
 from smsblast.api_views import TEXT_ANALYSIS, StrictCharField
 from smsblast.models import AuditEvent
@@ -41,8 +41,9 @@ class CampaignWriteSerializer(serializers.Serializer):
     )
     schedule = serializers.DictField(required=False)
     validity_minutes = serializers.IntegerField(min_value=1, max_value=7 * 24 * 60, required=False)
-    starts_at = serializers.DateTimeField(required=False, allow_null=True)
-    ends_at = serializers.DateTimeField(required=False, allow_null=True)
+    # With their offset: a time without one would be read in the server's zone, not the area's.
+    starts_at = AwareDateTimeField(required=False, allow_null=True)
+    ends_at = AwareDateTimeField(required=False, allow_null=True)
     repeat_policy = serializers.ChoiceField(choices=RepeatPolicy.choices, required=False)
     operator_slugs = serializers.ListField(child=serializers.SlugField(), max_length=20, required=False)
     exercise = serializers.BooleanField(required=False)

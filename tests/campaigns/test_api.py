@@ -311,6 +311,9 @@ def test_submitting_an_incomplete_draft_answers_400(author, api_client_for):
         ("audience_filter", {"operators": [7]}, "operators must be a list"),
         ("audience_filter", {"languages": ["jv\x00"]}, "NUL"),
         ("starts_at", "0001-01-01T00:00:00+07:00", "starts_at:"),
+        # Without an offset the server's zone would be guessed, not the area's: WIB for a window meant in WIT.
+        ("starts_at", "2030-11-25T10:00:00", "offset"),
+        ("ends_at", "2030-11-25T11:00", "offset"),
     ],
 )
 def test_a_bad_polygon_audience_or_time_is_refused_and_nothing_is_saved(author, api_client_for, field, value, needle):
