@@ -13,7 +13,7 @@ from django.conf import settings
 from lxml import etree
 
 from campaigns.models import Approval, Campaign, Priority
-from campaigns.selectors import campaign_zone
+from campaigns.selectors import campaign_zone, target_zone
 from campaigns.services import campaign_content_hash
 from smsblast.errors import ServiceConflict
 from smsblast.models import Area
@@ -53,6 +53,18 @@ def cap_time(moment: datetime, campaign: Campaign) -> str:
     """Return `moment` in the area's zone as CAP wants it: seconds, and an explicit offset (never "Z")."""
     local = moment.astimezone(campaign_zone(campaign).tzinfo).replace(microsecond=0)
     return local.isoformat()
+
+
+def cap_approval_sent(approval: Approval, campaign: Campaign) -> str:
+    """Return the `sent` of the alert `approval` let out, as it was exported: in the zone of the area approved.
+
+    References name earlier alerts by this exact text, so a later edit of the area must not change it.
+    """
+    snapshot = approval.snapshot or {}
+    if "area_codes" not in snapshot and "polygon" not in snapshot:
+        return cap_time(approval.created_at, campaign)
+    zone = target_zone(snapshot.get("area_codes") or [], snapshot.get("polygon"))
+    return approval.created_at.astimezone(zone.tzinfo).replace(microsecond=0).isoformat()
 
 
 def cap_values(campaign: Campaign) -> dict[str, str]:
@@ -133,10 +145,10 @@ def cap_alert(campaign: Campaign) -> etree._Element:
         approval, publishable = _approval(campaign), True
     sender = cap_sender()
     identifier = cap_identifier(campaign, approval)
-    original_sent = cap_time(approval.created_at, campaign)
+    original_sent = cap_approval_sent(approval, campaign)
     # The alerts of earlier approvals: an update supersedes them, a cancel ends them with the current one.
     superseded = [
-        f"{sender},{cap_identifier(campaign, earlier)},{cap_time(earlier.created_at, campaign)}"
+        f"{sender},{cap_identifier(campaign, earlier)},{cap_approval_sent(earlier, campaign)}"
         for earlier in approved
         if earlier.pk < approval.pk
     ]

@@ -16,6 +16,7 @@ from campaigns.models import Approval, Campaign, Priority
 from campaigns.services import (
     campaign_approve,
     campaign_cancel,
+    campaign_content,
     campaign_content_hash,
     campaign_submit,
     campaign_update,
@@ -181,6 +182,24 @@ def test_a_reapproved_campaign_exports_an_update_superseding_its_earlier_alert_a
     campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah")
     cancel = _export(officer_client, campaign)
     assert _find(cancel, "cap:msgType") == ["Cancel"]
+    assert _find(cancel, "cap:references") == [f"{_message(first)} {_message(second)}"]
+
+
+def test_references_name_earlier_alerts_as_they_were_sent_when_the_area_moved_to_another_zone(officer_client):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    AreaFactory(code="94", name="Papua Tengah")
+    campaign = broadcast_campaign()
+    campaign.approvals.update(snapshot=campaign_content(campaign))
+    first = _export(officer_client, campaign)
+    assert _find(first, "cap:sent")[0].endswith("+07:00")
+    _approve_again(campaign, area_codes=["94"])
+    second = _export(officer_client, campaign)
+    assert _find(second, "cap:sent")[0].endswith("+09:00")
+    assert _find(second, "cap:references") == [_message(first)]
+    campaign_update(campaign=campaign, actor=campaign.author, data={"area_codes": ["35.05"]})
+    campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah")
+    cancel = _export(officer_client, campaign)
     assert _find(cancel, "cap:references") == [f"{_message(first)} {_message(second)}"]
 
 
