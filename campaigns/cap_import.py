@@ -77,6 +77,7 @@ class CapAlert:
     references: list[tuple[str, str, str]]
     infos: list[CapInfo]
     signed: bool
+    scope: str = "Public"
 
 
 # --- parsing (no database) -----------------------------------------------------------------
@@ -110,7 +111,7 @@ def cap_parse(raw: bytes) -> CapAlert:
         return (found.text or "").strip() if found is not None else ""
 
     identifier, sender, sent = text(root, "identifier"), text(root, "sender"), text(root, "sent")
-    status, msg_type = text(root, "status"), text(root, "msgType")
+    status, msg_type, scope = text(root, "status"), text(root, "msgType"), text(root, "scope")
     missing = [name for name, value in (("identifier", identifier), ("sender", sender), ("sent", sent)) if not value]
     missing += [name for name, value in (("status", status), ("msgType", msg_type)) if not value]
     if missing:
@@ -164,6 +165,7 @@ def cap_parse(raw: bytes) -> CapAlert:
         references=references,
         infos=infos,
         signed=signed,
+        scope=scope,
     )
 
 
@@ -324,8 +326,8 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
     """Import a CAP document: an Alert (or Update) becomes a draft area broadcast; a Cancel withdraws its alert.
 
     Raises ServiceInvalid with the reason, creating nothing, for invalid XML, a non-CAP document, a status
-    other than Actual or Exercise, or an alert without a usable area; ServiceConflict for an alert (its sender and
-    identifier) imported before.
+    other than Actual or Exercise, a scope other than Public, or an alert without a usable area; ServiceConflict
+    for an alert (its sender and identifier) imported before.
     """
     alert = cap_parse(raw)
     if alert.status not in ("Actual", "Exercise"):
@@ -334,6 +336,9 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
         return _cap_cancel(alert, actor=actor, now=now)
     if alert.msg_type not in ("Alert", "Update"):
         raise ServiceInvalid(f"CAP msgType {alert.msg_type!r} carries no alert to import.")
+    if alert.scope and alert.scope != "Public":
+        # Its issuer meant it for responders or named addresses; a broadcast reaches every handset in the area.
+        raise ServiceInvalid(f"CAP scope {alert.scope!r} is not imported; only Public alerts may be broadcast.")
     # A message is its sender and identifier: one posted again (a second upload, a feed relayed twice) must not
     # become a second campaign that could be approved and sent beside the first.
     earlier = (

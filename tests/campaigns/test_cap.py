@@ -688,6 +688,9 @@ def test_an_exported_alert_imports_back_into_the_same_area(officer_client):
         ('<rss version="2.0"><channel><title>Berita</title></channel></rss>', "Not a CAP alert"),
         ("<alert><identifier>x</identifier></alert>", "Not a CAP alert"),  # no namespace
         (GEOCODES.replace("<status>Actual", "<status>Test"), "status 'Test'"),
+        # Meant for responders or named addresses only, never for every handset in the area.
+        (GEOCODES.replace("Public</scope>", "Restricted</scope><restriction>BPBD only</restriction>"), "scope"),
+        (GEOCODES.replace("Public</scope>", "Private</scope><addresses>bpbd@blitarkab.go.id</addresses>"), "scope"),
         ("", "no document"),
     ],
 )
