@@ -613,7 +613,11 @@ def area_broadcast_report(*, operator: Operator, broadcast_id, handsets_reached:
         raise ServiceInvalid("handsets_reached must be a whole number ≥ 0.", {"handsets_reached": "Invalid."})
     # Nobody was reached after the report arrived: a later time is the operator's clock, and would stretch the
     # reach series to it.
-    at = min(at, timezone.now())
+    if at > timezone.now():
+        if AreaBroadcastReach.objects.filter(broadcast=broadcast, handsets_reached=handsets_reached).exists():
+            # Its time is its arrival, so a repeat would arrive as a new point: the count is known, nothing is new.
+            return broadcast
+        at = timezone.now()
     # Nor before the broadcast was handed over: an earlier time (year 1, 1970) is a clock, not a reach.
     at = max(at, broadcast.created_at)
     _, created = AreaBroadcastReach.objects.get_or_create(broadcast=broadcast, at=at, handsets_reached=handsets_reached)

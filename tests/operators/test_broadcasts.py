@@ -396,6 +396,19 @@ def test_a_reach_report_timed_after_its_arrival_is_kept_at_its_arrival(operators
     assert before <= telkomsel.reach_reports.get().at <= timezone.now()
 
 
+def test_a_reach_report_timed_after_its_arrival_and_repeated_is_stored_once(operators, areas):
+    # An operator whose clock runs ahead repeats a report whose answer it lost: the repeat adds nothing.
+    run = _start(broadcast_campaign())
+    telkomsel = _by_slug(run)["telkomsel"]
+    ahead = timezone.now() + timedelta(minutes=2)
+    for reached in (500, 500, 500, 700):
+        broadcasts.area_broadcast_report(
+            operator=operators[0], broadcast_id=telkomsel.pk, handsets_reached=reached, at=ahead
+        )
+
+    assert list(telkomsel.reach_reports.values_list("handsets_reached", flat=True)) == [500, 700]
+
+
 def test_a_reach_report_timed_before_its_broadcast_was_handed_over_is_kept_at_the_handover(operators, areas):
     run = _start(broadcast_campaign())
     telkomsel = _by_slug(run)["telkomsel"]
