@@ -7,7 +7,13 @@ from rest_framework import serializers
 from campaigns.dispatch_selectors import campaign_progress
 from campaigns.models import Approval, Campaign, CampaignRun, Mode, Priority, RepeatPolicy
 from campaigns.selectors import HISTORY_SHOWN, campaign_audience, campaign_history_latest, campaign_zone
-from campaigns.services import SENDER_MAX_LENGTH, campaign_allowed_actions, campaign_content_hash, sender_warning
+from campaigns.services import (
+    MAX_AREA_CODES,
+    SENDER_MAX_LENGTH,
+    campaign_allowed_actions,
+    campaign_content_hash,
+    sender_warning,
+)
 from operators.api_broadcast import AwareDateTimeField, BroadcastRunSerializer, CampaignBroadcastSerializer
 from smsblast import sms
 from smsblast.api_views import TEXT_ANALYSIS, StrictCharField
@@ -23,7 +29,7 @@ class CampaignWriteSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=Mode.choices, required=False)
     area_codes = serializers.ListField(
         child=StrictCharField(max_length=13),
-        max_length=500,
+        max_length=MAX_AREA_CODES,
         required=False,
         help_text="Kemendagri codes; for a user with a jurisdiction, each at or below it (else 400).",
     )

@@ -86,6 +86,8 @@ SENDER_SHOWN_LENGTH = 11
 # at least one letter, or handsets treat it as a phone number.
 SENDER_RE = re.compile(rf"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{{1,{SENDER_MAX_LENGTH}}}$")
 _AREA_CODE_RE = re.compile(r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$")
+# The most areas one campaign names: each is read on every page showing it (a larger area holds many of them).
+MAX_AREA_CODES = 500
 # The audience filters subscribers_in_area understands; anything else would silently filter nothing.
 AUDIENCE_FILTERS = frozenset({"languages", "operators"})
 # Broadcast windows outside these years are typing errors; year 1 in WIB is not even storable in UTC.
@@ -622,7 +624,11 @@ def _clean_fields(
         else:
             codes = sorted({code.strip() for code in codes if code.strip()})
             malformed = [code for code in codes if not _AREA_CODE_RE.match(code)]
-            if malformed:
+            if len(codes) > MAX_AREA_CODES:
+                errors["area_codes"] = (
+                    f"At most {MAX_AREA_CODES} areas, not {len(codes)}: choose the larger areas that hold them."
+                )
+            elif malformed:
                 errors["area_codes"] = f"Not Kemendagri codes: {', '.join(malformed[:10])}."
             else:
                 known = set(Area.objects.filter(code__in=codes).values_list("code", flat=True))

@@ -14,6 +14,7 @@ from shapely.ops import unary_union
 from campaigns.cap_import import DEFAULT_WINDOW, _cap_create, cap_fit_text, cap_parse
 from campaigns.models import Approval, Campaign, Priority
 from campaigns.services import (
+    MAX_AREA_CODES,
     campaign_approve,
     campaign_cancel,
     campaign_content,
@@ -25,7 +26,7 @@ from campaigns.services import (
 from operators.areageom import parse_cap_polygon
 from operators.models import BroadcastSettings
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
-from smsblast.models import AuditEvent, Role
+from smsblast.models import Area, AreaLevel, AuditEvent, Role
 from tests.operators.area_scripted import blitar_areas, broadcast_campaign, regency_boundary
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import AreaFactory, UserFactory
@@ -709,6 +710,20 @@ def test_a_document_in_an_encoding_the_parser_cannot_read_is_refused_with_a_reas
     response = _post_xml(officer_client, document)
     assert response.status_code == 400
     assert "encoding" in response.json()["detail"]
+    assert not Campaign.objects.exists()
+
+
+def test_an_alert_naming_more_areas_than_a_campaign_holds_is_refused_and_creates_nothing(officer_client):
+    blitar_areas()
+    villages = [f"35.05.01.{2001 + number}" for number in range(MAX_AREA_CODES + 1)]
+    Area.objects.bulk_create(
+        [Area(code=code, name=code, level=AreaLevel.DESA, parent_id="35.05.01") for code in villages]
+    )
+    geocodes = "".join(f"<geocode><valueName>BPS</valueName><value>{code}</value></geocode>" for code in villages)
+    document = GEOCODES.format(description="x").replace("<value>3505</value>", "<value>9999</value>")
+    response = _post_xml(officer_client, document.replace("<geocode>", geocodes + "<geocode>", 1))
+    assert response.status_code == 400, response.json()
+    assert f"At most {MAX_AREA_CODES} areas" in response.json()["detail"]
     assert not Campaign.objects.exists()
 
 
