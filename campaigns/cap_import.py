@@ -35,6 +35,9 @@ WHOLE_REGENCY_SHARE = 0.9
 # Shapes that only graze an area (an overlap below this share of both the area and the shapes) do not pull it in.
 MIN_OVERLAP_SHARE = 0.01
 DEFAULT_WINDOW = timedelta(hours=1)
+# The most polygons and circles an alert's area is read from: agencies draw a handful, and each one is matched against
+# every known regency's boundary.
+MAX_AREA_SHAPES = 1000
 # Drafts start no sooner than this, so the officer and the approver have time to review.
 REVIEW_LEAD = timedelta(minutes=15)
 _DOTTED_CODE = re.compile(r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$")
@@ -263,6 +266,11 @@ def _shape_codes(info: CapInfo) -> tuple[list[str], list[str]]:
 
     from operators import areageom
 
+    count = sum(len(area.polygons) + len(area.circles) for area in info.areas)
+    if count > MAX_AREA_SHAPES:
+        raise ServiceInvalid(
+            f"The alert's area is drawn with {count} polygons and circles; at most {MAX_AREA_SHAPES} are read."
+        )
     shapes, notes = [], []
     for area in info.areas:
         for polygon in area.polygons:

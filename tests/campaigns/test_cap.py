@@ -11,7 +11,7 @@ from lxml import etree
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
-from campaigns.cap_import import DEFAULT_WINDOW, _cap_create, cap_fit_text, cap_parse
+from campaigns.cap_import import DEFAULT_WINDOW, MAX_AREA_SHAPES, _cap_create, cap_fit_text, cap_parse
 from campaigns.models import Approval, Campaign, Priority
 from campaigns.services import (
     MAX_AREA_CODES,
@@ -724,6 +724,17 @@ def test_an_alert_naming_more_areas_than_a_campaign_holds_is_refused_and_creates
     response = _post_xml(officer_client, document.replace("<geocode>", geocodes + "<geocode>", 1))
     assert response.status_code == 400, response.json()
     assert f"At most {MAX_AREA_CODES} areas" in response.json()["detail"]
+    assert not Campaign.objects.exists()
+
+
+def test_an_alert_drawing_its_area_with_more_shapes_than_are_read_is_refused_and_creates_nothing(officer_client):
+    # Each circle costs a polygon of 65 points: a megabyte of them would hold a request for many seconds.
+    blitar_areas()
+    centre = shape(regency_boundary("35.05")).centroid
+    circles = f"<circle>{centre.y:.4f},{centre.x:.4f} 1</circle>" * (MAX_AREA_SHAPES + 1)
+    response = _post_xml(officer_client, CIRCLE_11.replace("<circle>{circle} 30</circle>", circles))
+    assert response.status_code == 400, response.json()
+    assert f"at most {MAX_AREA_SHAPES}" in response.json()["detail"]
     assert not Campaign.objects.exists()
 
 
