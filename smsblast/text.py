@@ -1,5 +1,6 @@
 """Small text helpers with no Django import."""
 
+import re
 import unicodedata
 
 
@@ -13,6 +14,14 @@ def search_key(name: str) -> str:
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+# Inside a value, where a spreadsheet may start another cell: Excel set for Indonesia (list separator ";") splits
+# a CSV line at every ";", and ends the row at a line break unless the cell is quoted from its first character.
+_FORMULA_AFTER_CELL_BREAK = re.compile(r"(?<=[;\r\n])(?=[=+\-@\t])")
+
+
 def spreadsheet_text(value: str) -> str:
     """Return text from outside (an operator, an uploaded file) so that a spreadsheet shows it, not evaluates it."""
-    return "'" + value if value and value.startswith(FORMULA_STARTS) else value
+    if not value:
+        return value
+    value = _FORMULA_AFTER_CELL_BREAK.sub("'", value)
+    return "'" + value if value.startswith(FORMULA_STARTS) else value

@@ -327,6 +327,23 @@ def test_report_csv_keeps_operator_text_from_running_as_a_spreadsheet_formula(ap
     assert row["msisdn"] == delivery.msisdn
 
 
+def test_report_csv_keeps_a_formula_after_a_semicolon_or_line_break_in_operator_text_from_running(
+    api_client_for, sent_run
+):
+    # Excel set for Indonesia starts a cell at every ";" of a CSV line, and a row at a line break outside quotes.
+    delivery = sent_run.deliveries.order_by("pk").first()
+    delivery.reason, delivery.operator_ref, delivery.error_code = "barred;=cmd|' /C calc'!A0", "r1\n+1+1", "E1;@SUM(1)"
+    delivery.save()
+    response = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
+    row = next(row for row in rows if row["message_id"] == str(delivery.pk))
+    assert (row["reason"], row["operator_ref"], row["error_code"]) == (
+        "barred;'=cmd|' /C calc'!A0",
+        "r1\n'+1+1",
+        "E1;'@SUM(1)",
+    )
+
+
 def test_operators_cannot_read_campaign_runs(api_client_for, sent_run, operator_user):
     response = api_client_for(operator_user).get(f"/api/v1/campaigns/{sent_run.campaign_id}/runs/")
     assert response.status_code == 403

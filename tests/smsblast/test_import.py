@@ -331,6 +331,16 @@ def test_rejected_file_keeps_a_row_written_as_a_formula_from_running_in_a_spread
     assert job.rejections.order_by("line").first().raw == rows[0]
 
 
+def test_rejected_file_of_a_semicolon_upload_keeps_a_later_cell_from_running_as_a_formula(tmp_path, areas):
+    # Excel set for Indonesia separates a CSV's cells by ";": the raw row opens as cells again, each checked.
+    job = run_import(write(tmp_path, "nomor;kode_wilayah;nama\nbad;35.05.01;=cmd|' /C calc'!A0;x\n"))
+
+    with open(job.rejected_path, encoding="utf-8-sig", newline="") as handle:
+        (row,) = list(csv.reader(handle))[1:]
+    assert row[2] == "bad;35.05.01;'=cmd|' /C calc'!A0;x"
+    assert job.rejections.get().raw == "bad;35.05.01;=cmd|' /C calc'!A0;x"
+
+
 # --- upserts ----------------------------------------------------------------------------------------------------
 
 
