@@ -136,7 +136,8 @@ class CampaignDispatchActionsMixin:
         parameters=[OpenApiParameter("run", int, description="Only this run's rows (404 when not a run of it).")],
         responses={
             (200, "text/csv"): OpenApiResponse(
-                OpenApiTypes.STR, description=f"One row per recipient per run: {','.join(REPORT_COLUMNS)}."
+                OpenApiTypes.STR,
+                description=f"UTF-8 with a byte-order mark; one row per recipient per run: {','.join(REPORT_COLUMNS)}.",
             ),
             409: OpenApiResponse(
                 description=(

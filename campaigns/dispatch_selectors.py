@@ -321,7 +321,8 @@ def campaign_report_rows(campaign: Campaign, *, run_id: int | None = None) -> It
     Times carry the offset of the campaign's zone, as its pages show them and its schedule is entered.
     """
     writer = csv.writer(_Echo())
-    yield writer.writerow(REPORT_COLUMNS)
+    # A byte-order mark first: a spreadsheet reads the file as UTF-8 only with one, else it garbles operators' text.
+    yield "\ufeff" + writer.writerow(REPORT_COLUMNS)
     zone = campaign_zone(campaign).tzinfo
     runs = {pk: moment.astimezone(zone).isoformat() for pk, moment in campaign.runs.values_list("pk", "scheduled_for")}
     slugs = dict(Operator.objects.values_list("pk", "slug"))

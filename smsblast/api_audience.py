@@ -503,7 +503,13 @@ class SubscriberImportRejectedView(APIView):
     permission_classes = [IsOfficer]
     content_negotiation_class = FileContentNegotiation
 
-    @extend_schema(responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="line,reason,raw")})
+    @extend_schema(
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description="UTF-8 with a byte-order mark: line,reason,raw"
+            )
+        }
+    )
     def get(self, request, pk: int):
         job = selectors.subscriber_imports_visible(request.user).filter(pk=pk).first()
         if job is None:

@@ -815,7 +815,8 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
         # Decoded in blocks by the io layer; a byte that is not UTF-8 becomes U+FFFD, which rejects its row.
         with (
             open(path, encoding=layout.encoding, errors="replace", newline="") as handle,
-            open(rejected_path, "w", encoding="utf-8", newline="") as rejected_file,
+            # With a byte-order mark: a spreadsheet opening the download reads it as UTF-8, names and all.
+            open(rejected_path, "w", encoding="utf-8-sig", newline="") as rejected_file,
         ):
             rejected_csv = csv.writer(rejected_file)
             rejected_csv.writerow(["line", "reason", "raw"])

@@ -259,10 +259,20 @@ def test_report_csv_streams_one_row_per_delivery(api_client_for, sent_run):
     response = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
     assert len(rows) == 5
     assert sorted(row["status"] for row in rows) == ["failed", "failed", "rejected", "submitted", "submitted"]
     assert {row["operator"] for row in rows} == {"tsel", "isat"}
+
+
+def test_report_csv_starts_with_a_byte_order_mark_so_a_spreadsheet_reads_it_as_utf8(api_client_for, sent_run):
+    delivery = sent_run.deliveries.order_by("pk").first()
+    delivery.reason = "Nomor diblokir – hubungi gerai"
+    delivery.save()
+    response = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv")
+    body = b"".join(response.streaming_content)
+    assert body.startswith(b"\xef\xbb\xbfrun_id,")
+    assert "Nomor diblokir – hubungi gerai" in body.decode("utf-8-sig")
 
 
 def test_report_csv_is_served_to_a_client_that_accepts_only_csv_and_its_errors_stay_json(api_client_for, sent_run):
@@ -292,7 +302,7 @@ def test_report_csv_of_one_run_holds_only_that_runs_rows_and_names_the_run_in_it
     base = f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv"
 
     def rows(response):
-        return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+        return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
 
     assert {row["run_id"] for row in rows(client.get(base))} == {str(sent_run.pk), str(later.pk)}
     response = client.get(base, {"run": later.pk})
@@ -317,7 +327,7 @@ def test_report_csv_keeps_operator_text_from_running_as_a_spreadsheet_formula(ap
     delivery.reason, delivery.operator_ref, delivery.error_code = '=HYPERLINK("http://x.example","a")', "@SUM(1)", "-1"
     delivery.save()
     response = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv")
-    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
     row = next(row for row in rows if row["message_id"] == str(delivery.pk))
     assert (row["reason"], row["operator_ref"], row["error_code"]) == (
         '\'=HYPERLINK("http://x.example","a")',
@@ -391,7 +401,7 @@ def test_report_csv_gives_times_in_the_campaigns_zone_as_the_campaign_page_shows
     CampaignRun.objects.filter(pk=sent_run.pk).update(scheduled_for=datetime(2021, 7, 8, 6, 0, tzinfo=UTC))
     Delivery.objects.filter(run=sent_run).update(done_at=datetime(2021, 7, 8, 6, 5, tzinfo=UTC))
     response = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv")
-    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
     # Kab. Blitar is in WIB: the 06:00 UTC run is the 13:00 run the officer scheduled.
     assert {row["scheduled_for"] for row in rows} == {"2021-07-08T13:00:00+07:00"}
     assert {row["done_at"] for row in rows} == {"2021-07-08T13:05:00+07:00"}
@@ -535,7 +545,7 @@ def test_a_recurring_campaign_lists_each_occurrences_run_with_its_own_progress_a
     ]
 
     report = client.get(f"/api/v1/campaigns/{campaign.pk}/report.csv")
-    rows = list(csv.DictReader(io.StringIO(b"".join(report.streaming_content).decode())))
+    rows = list(csv.DictReader(io.StringIO(b"".join(report.streaming_content).decode("utf-8-sig"))))
     assert sorted({(int(row["run_id"]), row["scheduled_for"]) for row in rows}) == [
         (run_ids[0], "2021-07-08T13:00:00+07:00"),
         (run_ids[1], "2021-07-09T10:00:00+07:00"),

