@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_POST
 
-from campaigns import dispatch, selectors, services
+from campaigns import dispatch, scheduling, selectors, services
 from campaigns.cap import cap_exportable
 from campaigns.dispatch_selectors import run_progress_block, runs_progress
 from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
@@ -471,6 +471,8 @@ def _campaign_context(campaign: Campaign) -> dict:
         "map_svg": boundary_svg(shapes, title=_("Map of the chosen areas")),
         # An area broadcast reaches handsets, not subscribers, and spends no SMS: its operators and reach instead.
         "audience": None if broadcast else selectors.campaign_audience(campaign),
+        # The audience and cost are those of one run: a recurring campaign spends them again at every occurrence.
+        "recurring": scheduling.is_recurring(campaign.schedule or {}),
         "broadcast_plan": _broadcast_plan(campaign) if broadcast else None,
         "estimate": _broadcast_estimate(campaign),
         "zone": campaign_zone(campaign),

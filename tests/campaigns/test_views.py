@@ -448,6 +448,25 @@ def test_review_page_of_a_targeted_campaign_has_no_broadcast_estimate(pending, a
     assert "data-broadcast-estimate" not in body
 
 
+@pytest.mark.parametrize(
+    ("schedule", "per_run"),
+    [
+        ({"kind": "daily", "time": "13:00"}, True),
+        ({"kind": "weekly", "time": "08:00", "weekdays": [0]}, True),
+        ({}, False),
+    ],
+)
+def test_review_page_says_a_recurring_campaigns_cost_is_spent_again_at_every_run(
+    areas, officer_user, approver_user, schedule, per_run
+):
+    campaign = CampaignFactory(author=officer_user, area_codes=["35.05"], schedule=schedule)
+    campaign = campaign_submit(campaign=campaign, actor=officer_user)
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    assert "data-audience-total" in body
+    assert ("data-cost-per-run" in body) is per_run
+    assert ("lagi di setiap pengiriman" in body) is per_run
+
+
 def test_compose_preview_survives_nonsense_input(officer_user):
     response = client_for(officer_user).post(reverse("campaigns:preview"), {"area_codes": ["<x>"], "text": ""})
     assert response.status_code == 200
