@@ -895,10 +895,11 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
     # In id order, whatever the request's order: two requests naming the same messages then lock their rows
     # in the same order and one waits for the other instead of deadlocking.
     ids = sorted(wanted)
-    owned = _owned_messages(operator, ids)  # message id → run id
+    owned, unsent = _owned_messages(operator, ids)  # message id → run id; the operator's, never handed to it
     for message_id in ids:
         if message_id not in owned:
-            rejected.extend({"message_id": sent, "reason": "unknown_message"} for sent in sent_as[message_id])
+            reason = "not_sent" if message_id in unsent else "unknown_message"
+            rejected.extend({"message_id": sent, "reason": reason} for sent in sent_as[message_id])
 
     applied = 0
     mine = [wanted[message_id] for message_id in ids if message_id in owned]
@@ -919,22 +920,36 @@ def delivery_reports_apply(*, operator: Operator, reports: list, now: datetime |
     return ReportsOutcome(applied=applied, unchanged=len(mine) - applied, rejected=rejected)
 
 
-def _owned_messages(operator: Operator, ids: list[int]) -> dict[int, int]:
-    """Return {message id: run id} for those of `ids` that are the operator's deliveries."""
-    owned: dict[int, int] = {}
+def _owned_messages(operator: Operator, ids: list[int]) -> tuple[dict[int, int], set[int]]:
+    """Return {message id: run id} of those of `ids` that are the operator's deliveries handed to it, and the ids
+    of the operator's deliveries never handed to it.
+
+    A message is handed over once its batch was posted or claimed (attempts counts that; a lease given back unsent
+    takes its attempt back). A report on one still waiting (quiet hours, a pause, the rate limit), skipped or moved
+    to a batch not sent yet names a message the operator cannot have: applied, it would show the message delivered
+    and count it as sent, and cost, even if the batch is then cancelled, fails or leaves out a number that opted out.
+    """
+    rows: list[tuple[int, int, bool]] = []
     if connection.vendor == "postgresql":
         # One array parameter: ten thousand placeholders would cost more to render than the query to run.
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT id, run_id FROM {Delivery._meta.db_table} WHERE id = ANY(%s) AND operator_id = %s",  # noqa: S608
+                f"SELECT d.id, d.run_id, COALESCE(b.attempts, 0) > 0 FROM {Delivery._meta.db_table} AS d "  # noqa: S608
+                f"LEFT JOIN {DispatchBatch._meta.db_table} AS b ON b.id = d.batch_id "
+                "WHERE d.id = ANY(%s) AND d.operator_id = %s",
                 [ids, operator.pk],
             )
-            owned.update(cursor.fetchall())
-        return owned
-    for start in range(0, len(ids), REPORT_CHUNK):
-        chunk = ids[start : start + REPORT_CHUNK]
-        owned.update(Delivery.objects.filter(pk__in=chunk, operator=operator).values_list("pk", "run_id"))
-    return owned
+            rows = cursor.fetchall()
+    else:
+        for start in range(0, len(ids), REPORT_CHUNK):
+            chunk = ids[start : start + REPORT_CHUNK]
+            rows.extend(
+                Delivery.objects.filter(pk__in=chunk, operator=operator)
+                .annotate(handed_over=Q(batch__attempts__gt=0))
+                .values_list("pk", "run_id", "handed_over")
+            )
+    owned = {message_id: run_id for message_id, run_id, handed_over in rows if handed_over}
+    return owned, {message_id for message_id, _run_id, handed_over in rows if not handed_over}
 
 
 def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -> int:

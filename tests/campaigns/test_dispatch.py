@@ -1351,6 +1351,7 @@ def test_messages_the_operator_reported_submitted_in_a_batch_that_then_failed_ex
     first, second = Delivery.objects.filter(batch=batch).order_by("pk")
     # The operator took the batch and reported on one message, but its answer to us never came through, and
     # the retries met a permanent error: the batch fails for good.
+    DispatchBatch.objects.filter(pk=batch.pk).update(attempts=1)  # posted once; the answer timed out
     delivery_reports_apply(operator=operators["tsel"], reports=[(str(first.pk), "SUBMITTED", "", "", None)])
     ScriptedAdapter.reset(BatchResult(outcome=Outcome.FAILED, error="HTTP 400: bad request", status_code=400))
     assert batch_send(batch_id=batch.pk) == "failed"

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 
 from campaigns import dispatch
@@ -45,11 +46,19 @@ def _report(message_id, status, **extra):
     return {"message_id": message_id, "status": status, **extra}
 
 
+def _handed_over(world) -> None:
+    """Have every batch of the run sent and accepted, as the push path does: the operators hold their messages."""
+    DispatchBatch.objects.filter(run=world["run"]).update(
+        status=DispatchBatch.Status.ACCEPTED, attempts=1, accepted_count=F("size")
+    )
+
+
 def _run_started(world, at: str) -> None:
     CampaignRun.objects.filter(pk=world["run"].pk).update(started_at=datetime.fromisoformat(at))
 
 
 def test_reports_move_statuses_forward_and_a_repeat_changes_nothing(world):
+    _handed_over(world)
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
     _run_started(world, "2021-07-07T13:00:00+07:00")
     body = {
@@ -72,6 +81,7 @@ def test_reports_move_statuses_forward_and_a_repeat_changes_nothing(world):
 
 
 def test_a_late_submitted_never_overwrites_a_final_status(world):
+    _handed_over(world)
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
     client.post(REPORTS_URL, {"reports": [_report(ids[0], "DELIVERED")]}, format="json")
     late_reports = [_report(ids[0], "SUBMITTED"), _report(ids[0], "EXPIRED")]
@@ -86,6 +96,7 @@ def test_a_late_submitted_never_overwrites_a_final_status(world):
 
 
 def test_a_done_at_after_the_report_arrived_is_stored_as_its_arrival(world):
+    _handed_over(world)
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
     _run_started(world, "2021-07-07T13:00:00+07:00")
     before = timezone.now()
@@ -104,6 +115,7 @@ def test_a_done_at_after_the_report_arrived_is_stored_as_its_arrival(world):
     "done_at", ["0001-01-01T00:00:00+00:00", "1970-01-01T00:00:00+00:00", "2021-07-07T12:59:59+07:00"]
 )
 def test_a_done_at_before_the_run_started_is_stored_as_the_runs_start(world, done_at):
+    _handed_over(world)
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
     _run_started(world, "2021-07-07T13:00:00+07:00")
 
@@ -118,6 +130,7 @@ def test_a_done_at_before_the_run_started_is_stored_as_the_runs_start(world, don
 
 
 def test_a_final_report_without_a_reference_keeps_the_one_reported_with_submitted(world):
+    _handed_over(world)
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
     client.post(REPORTS_URL, {"reports": [_report(ids[0], "SUBMITTED", operator_ref="T-9")]}, format="json")
     reports = [
@@ -135,6 +148,7 @@ def test_a_final_report_without_a_reference_keeps_the_one_reported_with_submitte
 
 
 def test_a_message_reported_twice_in_one_request_ends_as_if_the_reports_came_one_after_another(world):
+    _handed_over(world)
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
     reports = [
         _report(ids[0], "DELIVERED", operator_ref="T-1"),
@@ -168,7 +182,21 @@ def test_another_operators_messages_are_rejected_not_applied(world):
     assert Delivery.objects.get(pk=theirs).status == "queued"
 
 
+def test_a_report_on_a_message_never_handed_to_the_operator_is_refused_and_costs_nothing(world):
+    from campaigns.dispatch_selectors import run_progress
+
+    client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
+    # Its batch waits unsent (quiet hours, a pause, the rate limit): the operator cannot have this message.
+    response = client.post(REPORTS_URL, {"reports": [_report(ids[0], "DELIVERED")]}, format="json")
+
+    assert response.json() == {"applied": 0, "unchanged": 0, "rejected": [{"message_id": ids[0], "reason": "not_sent"}]}
+    assert Delivery.objects.get(pk=ids[0]).status == "queued"
+    tsel = next(entry for entry in run_progress(world["run"])["operators"] if entry["slug"] == "tsel")
+    assert (tsel["delivered"], tsel["segments_sent"], tsel["cost"]) == (0, 0, 0)
+
+
 def test_message_ids_that_cannot_name_a_delivery_are_rejected_and_the_rest_applied(world):
+    _handed_over(world)
     client, mine = world["clients"]["tsel"], world["ids"]["tsel"][0]
     odd = ["\u00b2", "\u0661\u0662", "99999999999999999999999", "9223372036854775808", "1" * 5000]
     reports = [_report(message_id, "DELIVERED") for message_id in odd] + [_report(mine, "DELIVERED")]
@@ -183,6 +211,7 @@ def test_message_ids_that_cannot_name_a_delivery_are_rejected_and_the_rest_appli
 
 
 def test_ids_that_are_no_message_id_come_back_rejected_while_the_rest_apply(world):
+    _handed_over(world)
     client, mine = world["clients"]["tsel"], world["ids"]["tsel"][0]
     odd_ids = ["\u00b2", "99999999999999999999", "9" * 5000, 10**30, "0"]
     reports = [_report(odd, "DELIVERED") for odd in odd_ids] + [_report(mine, "DELIVERED")]
@@ -204,6 +233,7 @@ def test_more_than_ten_thousand_reports_are_refused(world):
 
 
 def test_ten_thousand_reports_apply_in_one_request(world):
+    _handed_over(world)
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
     body = {"reports": [_report(ids[i % 3], "DELIVERED") for i in range(services.MAX_REPORTS)]}
     response = client.post(REPORTS_URL, body, format="json")
@@ -212,6 +242,7 @@ def test_ten_thousand_reports_apply_in_one_request(world):
 
 
 def test_the_largest_report_request_the_contract_allows_fits_the_upload_limit(world):
+    _handed_over(world)
     client, ids = world["clients"]["tsel"], world["ids"]["tsel"]
     longest = {
         "status": "UNDELIVERED",

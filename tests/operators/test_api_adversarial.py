@@ -187,6 +187,7 @@ def test_a_rejected_message_id_comes_back_as_the_operator_wrote_it(world):
 
 def test_a_long_operator_ref_and_error_code_are_cut_to_their_columns(world):
     mine = world["ids"]["tsel"][0]
+    assert world["clients"]["tsel"].post(f"/api/v1/operator/batches/{world['batch'].pk}/claim/").status_code == 200
     body = {"reports": [{"message_id": mine, "status": "UNDELIVERED", "operator_ref": "R" * 1_000_000,
                          "error_code": "\u202e" * 1000}]}  # fmt: skip
 

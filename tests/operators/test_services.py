@@ -490,6 +490,8 @@ def test_a_report_arriving_as_the_campaign_is_cancelled_is_applied_without_a_dea
 
     skip_unless_postgresql()
     batch = _batch(4)  # not yet recorded as accepted: an early report of the operator can still arrive
+    # Posted once, its answer lost: it waits to be tried again, and the operator may hold its messages.
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="retry_wait", attempts=1)
     operator = Operator.objects.get(pk=batch.operator_id)
     run = CampaignRun.objects.get(pk=batch.run_id)
     first, *others = Delivery.objects.filter(batch=batch).order_by("pk")
