@@ -36,7 +36,12 @@ def close_old_database_connections(task=None, **kwargs) -> None:
 # Beat sends these every second or two; their "received" and "succeeded" lines would bury the ones about
 # campaigns. Warnings and errors from them still show.
 HOUSEKEEPING_TASKS = frozenset(
-    {"campaigns.tasks.start_due_runs", "campaigns.tasks.reconcile_dispatch", "operators.area_broadcasts_tick"}
+    {
+        "campaigns.tasks.start_due_runs",
+        "campaigns.tasks.reconcile_dispatch",
+        "operators.area_broadcasts_tick",
+        "smsblast.notifications_redrive",
+    }
 )
 
 
