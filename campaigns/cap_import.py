@@ -440,7 +440,13 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
         action="campaign.cap_import",
         obj=campaign,
         to_state=campaign.status,
-        details={"identifier": alert.identifier, "sender": alert.sender, "cut": cut, "version": alert.version},
+        details={
+            "identifier": alert.identifier,
+            "sender": alert.sender,
+            "cut": cut,
+            "version": alert.version,
+            "signed": alert.signed,
+        },
     )
     return CapImportResult(action="created", campaign=campaign, cut=cut, notes=notes)
 

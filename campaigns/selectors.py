@@ -173,6 +173,27 @@ def campaign_history(campaign: Campaign) -> QuerySet[AuditEvent]:
     return audit_history(campaign)
 
 
+def campaign_cap_source(campaign: Campaign) -> dict[str, Any] | None:
+    """Return where an imported CAP alert came from and what its import could not keep; None for a composed one.
+
+    The approver decides on it knowing its issuer and identifier, the earlier alerts it updates, whether it was
+    signed (a signature is not verified) and which parts of its text were cut to fit.
+    """
+    if not campaign.cap_source_identifier:
+        return None
+    imported = (
+        campaign_history(campaign).filter(action="campaign.cap_import").order_by("-at", "-id").values("details").first()
+    )
+    details = (imported or {}).get("details") or {}
+    return {
+        "sender": campaign.cap_source_sender,
+        "identifier": campaign.cap_source_identifier,
+        "references": [identifier for _sender, identifier in campaign.cap_source_references or []],
+        "signed": bool(details.get("signed")),
+        "cut": [cut for cut in details.get("cut") or [] if cut.get("dropped_words")],
+    }
+
+
 # A recurring campaign adds a handful of events a day: its page and its API detail carry only the latest.
 HISTORY_SHOWN = 100
 

@@ -477,6 +477,7 @@ def _campaign_context(campaign: Campaign) -> dict:
         "estimate": _broadcast_estimate(campaign),
         "zone": campaign_zone(campaign),
         "content_hash": services.campaign_content_hash(campaign),
+        "cap_source": selectors.campaign_cap_source(campaign),
         **_sender_length(campaign.sender),
     }
 

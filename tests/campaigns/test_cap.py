@@ -27,6 +27,8 @@ from operators.areageom import parse_cap_polygon
 from operators.models import BroadcastSettings
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, AreaLevel, AuditEvent, Role
+from tests.campaigns.factories import CampaignFactory
+from tests.conftest import client_for
 from tests.operators.area_scripted import blitar_areas, broadcast_campaign, regency_boundary
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import AreaFactory, UserFactory
@@ -412,6 +414,27 @@ def test_a_polygon_alert_with_languages_and_a_signature_becomes_an_indonesian_dr
     assert campaign.cap_category == "Met" and campaign.instruction == "Waspadai banjir dan tanah longsor."
     assert any("signature" in note for note in body["notes"])
     assert AuditEvent.objects.filter(action="campaign.cap_import", object_id=str(campaign.pk)).exists()
+
+
+def test_the_approver_sees_the_alerts_issuer_its_unverified_signature_and_what_was_cut(officer_client):
+    blitar_areas()
+    settings_row = BroadcastSettings.load()
+    settings_row.max_import_segments = 1
+    settings_row.save()
+    response = _post_xml(officer_client, BMKG_POLYGON.format(polygon=_blitar_west_polygon()))
+    assert response.status_code == 201, response.json()
+    campaign = Campaign.objects.get(pk=response.json()["campaign_id"])
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PENDING_APPROVAL)
+    approver = UserFactory(role=Role.APPROVER)
+
+    page = client_for(approver).get(f"/campaigns/{campaign.pk}/review/").content.decode()
+
+    assert "Sumber: peringatan CAP" in page
+    assert "Diimpor dari peringatan CAP “CJI20210714150000” dari bmkg@bmkg.go.id." in page
+    assert "tanda tangan XML yang tidak diverifikasi" in page
+    assert "Instruksi kehilangan 3 kata agar muat." in page  # "Waspadai banjir..." of five words
+    composed = CampaignFactory(author=officer_client.user, status=Campaign.Status.PENDING_APPROVAL)
+    assert "data-cap-source" not in client_for(approver).get(f"/campaigns/{composed.pk}/review/").content.decode()
 
 
 def test_an_indonesian_info_block_without_an_area_takes_the_area_of_another_block(officer_client):
