@@ -482,7 +482,7 @@ def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImp
 
     if not alert.references:
         raise ServiceInvalid("The CAP Cancel has no references naming the alert it cancels.")
-    references = _superseded_too({(sender, identifier) for sender, identifier, _ in alert.references})
+    references = cap_superseded({(sender, identifier) for sender, identifier, _ in alert.references})
     query = Campaign.objects.none()
     for sender, identifier in references:
         query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
@@ -507,7 +507,7 @@ def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImp
     return CapImportResult(action=action, campaign=campaign, notes=notes)
 
 
-def _superseded_too(references: set[tuple[str, str]]) -> list[tuple[str, str]]:
+def cap_superseded(references: set[tuple[str, str]]) -> list[tuple[str, str]]:
     """Return the (sender, identifier) pairs named, and those of every message an imported update among them
     superseded, however far back: cancelling the latest update of an alert cancels the alert.
     """

@@ -173,12 +173,15 @@ def campaign_history(campaign: Campaign) -> QuerySet[AuditEvent]:
     return audit_history(campaign)
 
 
-def campaign_cap_source(campaign: Campaign) -> dict[str, Any] | None:
+def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | None:
     """Return where an imported CAP alert came from and what its import could not keep; None for a composed one.
 
-    The approver decides on it knowing its issuer and identifier, the earlier alerts it updates, whether it was
+    The approver decides on it knowing its issuer and identifier, the earlier alerts it updates (and the
+    unfinished campaigns imported from them, visible to `user`, which its approval cancels), whether it was
     signed (a signature is not verified) and which parts of its text were cut to fit.
     """
+    from campaigns.services import campaigns_superseded  # the services build on these selectors
+
     if not campaign.cap_source_identifier:
         return None
     imported = (
@@ -189,6 +192,7 @@ def campaign_cap_source(campaign: Campaign) -> dict[str, Any] | None:
         "sender": campaign.cap_source_sender,
         "identifier": campaign.cap_source_identifier,
         "references": [identifier for _sender, identifier in campaign.cap_source_references or []],
+        "supersedes": list(campaigns_superseded(campaign, user=user).order_by("id")),
         "signed": bool(details.get("signed")),
         "cut": [cut for cut in details.get("cut") or [] if cut.get("dropped_words")],
     }

@@ -15,11 +15,12 @@ import re
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from campaigns import notices, scheduling
 from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
-from campaigns.selectors import target_scope, target_zone
+from campaigns.selectors import campaigns_visible, target_scope, target_zone
 from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceForbidden, ServiceInvalid
@@ -334,7 +335,34 @@ def campaign_approve(*, campaign: Campaign, approver: User, content_hash: str) -
             "The broadcast window ended before approval, so nothing would be sent; reject it for a new window."
         )
     _decide(campaign, approver=approver, action="approve", from_state=current, details={"content_hash": current_hash})
+    if campaign.cap_source_references:
+        _cancel_superseded(campaign, actor=approver)
     return campaign
+
+
+def campaigns_superseded(campaign: Campaign, *, user: User) -> QuerySet[Campaign]:
+    """Return the unfinished campaigns, visible to `user`, imported from the alerts a CAP Update supersedes.
+
+    An Update replaces the messages its references name and, through earlier updates, those they replaced.
+    """
+    from campaigns.cap_import import cap_superseded  # cap_import builds on this module
+
+    if not campaign.cap_source_references:
+        return Campaign.objects.none()
+    references = cap_superseded({tuple(pair) for pair in campaign.cap_source_references})
+    query = Campaign.objects.none()
+    for sender, identifier in references:
+        query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
+    return (query & campaigns_visible(user)).exclude(pk=campaign.pk).exclude(status__in=Campaign.FINAL_STATUSES)
+
+
+def _cancel_superseded(campaign: Campaign, *, actor: User) -> None:
+    """Cancel what an approved CAP Update replaces, so handsets get the update instead of both messages."""
+    reason = f"Superseded by the CAP update of campaign {campaign.pk}, approved."
+    # Newest first, as a CAP Cancel takes them; the update itself (newer still) is locked already.
+    for older in campaigns_superseded(campaign, user=actor).select_for_update().order_by("-id"):
+        current = _locked_status(older, "cancel")
+        _cancel(older, actor=actor, from_state=current, reason=reason)
 
 
 @transaction.atomic

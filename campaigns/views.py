@@ -411,7 +411,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     runs = list(campaign.runs.all()[:RUNS_SHOWN])
     may_dispatch = dispatch.campaign_may_dispatch(campaign=campaign, user=request.user)
     history, history_total = _history(campaign)
-    context = _campaign_context(campaign)
+    context = _campaign_context(campaign, user=request.user)
     context.update(
         {
             "actions": actions,
@@ -453,7 +453,7 @@ def campaign_state_poll(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
-def _campaign_context(campaign: Campaign) -> dict:
+def _campaign_context(campaign: Campaign, *, user) -> dict:
     try:
         analysis = analyze(campaign.text)
     except TextError:
@@ -477,7 +477,7 @@ def _campaign_context(campaign: Campaign) -> dict:
         "estimate": _broadcast_estimate(campaign),
         "zone": campaign_zone(campaign),
         "content_hash": services.campaign_content_hash(campaign),
-        "cap_source": selectors.campaign_cap_source(campaign),
+        "cap_source": selectors.campaign_cap_source(campaign, user=user),
         **_sender_length(campaign.sender),
     }
 
@@ -596,7 +596,7 @@ def campaign_review(request: HttpRequest, pk: int) -> HttpResponse:
             approve_form = ApproveForm(initial={"content_hash": fresh})
             reject_form = RejectForm(initial={"content_hash": fresh, "reason": request.POST.get("reason", "")})
             status_code = 409
-    context = _campaign_context(campaign)
+    context = _campaign_context(campaign, user=request.user)
     context.update(
         {
             "approve_form": approve_form,

@@ -952,3 +952,43 @@ def test_the_export_is_documented_as_a_cap_document(officer_client):
     answer = officer_client.get(f"/api/v1/campaigns/{campaign.pk}/cap.xml")
     assert answer.status_code == 200
     assert answer_mismatches(schema, "/api/v1/campaigns/{id}/cap.xml", "get", answer) == []
+
+
+def test_approving_an_imported_update_cancels_the_campaigns_of_the_alerts_it_replaces(officer_client):
+    blitar_areas()
+    bmkg = "bmkg@bmkg.go.id"
+    now = timezone.now()
+    window = {"mode": "area_broadcast", "starts_at": now + timedelta(hours=1), "ends_at": now + timedelta(hours=3)}
+    first = CampaignFactory(
+        status=Campaign.Status.SCHEDULED, cap_source_sender=bmkg, cap_source_identifier="A1", **window
+    )
+    # A1 was updated by A2 before, so the update of A2 replaces both.
+    second = CampaignFactory(
+        status=Campaign.Status.PENDING_APPROVAL,
+        cap_source_sender=bmkg,
+        cap_source_identifier="A2",
+        cap_source_references=[[bmkg, "A1"]],
+        **window,
+    )
+    unrelated = CampaignFactory(status=Campaign.Status.SCHEDULED, cap_source_sender=bmkg, cap_source_identifier="B1")
+    update = CampaignFactory(
+        author=officer_client.user,
+        status=Campaign.Status.PENDING_APPROVAL,
+        cap_source_sender=bmkg,
+        cap_source_identifier="A3",
+        cap_source_references=[[bmkg, "A2"]],
+        **window,
+    )
+    approver = UserFactory(role=Role.APPROVER)
+    review = client_for(approver).get(f"/campaigns/{update.pk}/review/").content.decode()
+    assert "Menyetujuinya membatalkan yang digantikannya" in review
+    assert f'href="/campaigns/{first.pk}/"' in review and f'href="/campaigns/{second.pk}/"' in review
+
+    campaign_approve(campaign=update, approver=approver, content_hash=campaign_content_hash(update))
+
+    statuses = dict(Campaign.objects.values_list("pk", "status"))
+    assert statuses[first.pk] == statuses[second.pk] == Campaign.Status.CANCELLED
+    assert (statuses[update.pk], statuses[unrelated.pk]) == (Campaign.Status.APPROVED, Campaign.Status.SCHEDULED)
+    cancelled = AuditEvent.objects.get(action="campaign.cancel", object_id=str(first.pk))
+    assert (cancelled.actor, cancelled.from_state) == (approver, Campaign.Status.SCHEDULED)
+    assert cancelled.details["reason"] == f"Superseded by the CAP update of campaign {update.pk}, approved."
