@@ -8,7 +8,6 @@ or a dead worker left behind. Mail goes through Django's email backend (`EMAIL_U
 """
 
 import logging
-import smtplib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import partial
@@ -43,7 +42,8 @@ def notifications_create(
             user=user,
             kind=kind,
             object_id=str(object_id),
-            subject=subject[:255],
+            # A mail header holds one line; a title may hold a line break (the API, an imported CAP headline).
+            subject=" ".join(subject.split())[:255],
             body=body,
             created_at=now,
             updated_at=now,
@@ -64,7 +64,8 @@ def _enqueue_send(notification_id: int) -> None:
 def notification_send(*, notification_id: int, now: datetime | None = None) -> Notification | None:
     """Hand a ready notification to the mail server once; return it, or None when another worker has it or it is done.
 
-    A refusal or an unreachable server puts it back to ready for the redrive, until MAX_ATTEMPTS; then it fails.
+    A refusal, an unreachable server or any other error puts it back to ready for the redrive, until MAX_ATTEMPTS;
+    then it fails.
     """
     now = now or timezone.now()
     taken = Notification.objects.filter(pk=notification_id, status=Status.READY).update(
@@ -78,7 +79,7 @@ def notification_send(*, notification_id: int, now: datetime | None = None) -> N
         return _finish(notification, Status.FAILED, error="The user has no email address.")
     try:
         send_mail(notification.subject, notification.body, settings.DEFAULT_FROM_EMAIL, [address])
-    except (smtplib.SMTPException, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever stops it counts as an attempt, never leaving it sending
         error = f"{type(exc).__name__}: {exc}"[:500]
         if notification.attempts < MAX_ATTEMPTS:
             logger.warning("Notification %s not sent (attempt %s): %s", notification.pk, notification.attempts, error)

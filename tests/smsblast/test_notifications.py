@@ -100,3 +100,34 @@ def test_the_redrive_sends_again_what_a_lost_task_or_a_dead_worker_left(monkeypa
         Status.SENDING,
         Status.SENT,
     }
+
+
+def test_a_subject_written_over_several_lines_is_sent_on_one(mailoutbox):
+    # A campaign title may hold a line break (the API and an imported CAP headline keep it); a mail header may not.
+    (notification,) = notifications.notifications_create(
+        users=[UserFactory(username="ketua", email="ketua@blitarkab.go.id")],
+        kind="campaign.submitted",
+        subject="Menunggu persetujuan Anda: Banjir\r\nDesa Sumberejo",
+        body="Isi",
+    )
+
+    sent = notifications.notification_send(notification_id=notification.pk)
+
+    assert (sent.status, mailoutbox[0].subject) == (Status.SENT, "Menunggu persetujuan Anda: Banjir Desa Sumberejo")
+
+
+def test_a_message_the_mail_backend_cannot_send_counts_as_an_attempt_instead_of_hanging_in_sending(monkeypatch):
+    (notification,) = create([UserFactory(username="ketua", email="ketua@blitarkab.go.id")])
+
+    def broken(*args, **kwargs):
+        raise ValueError("unexpected")
+
+    monkeypatch.setattr(notifications, "send_mail", broken)
+    notifications.notification_send(notification_id=notification.pk)
+
+    notification.refresh_from_db()
+    assert (notification.status, notification.attempts, notification.error) == (
+        Status.READY,
+        1,
+        "ValueError: unexpected",
+    )
