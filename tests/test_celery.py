@@ -75,3 +75,20 @@ def test_the_procfile_runs_a_worker_for_the_control_queue_alone():
     lines = dict(line.split(": ", 1) for line in procfile if line)
     assert "--queues control" in lines["control"]
     assert "--queues" not in lines["worker"]  # the main worker takes every queue, control included
+
+
+@pytest.mark.django_db
+def test_emails_go_to_a_queue_the_control_process_takes_and_the_dispatch_workers_do_not():
+    # A mail server that never answers holds a process for EMAIL_TIMEOUT per attempt: never one sending batches.
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from campaigns.management.commands.run_worker import worker_queues
+    from config.celery import app
+
+    queue = app.amqp.router.route({}, "smsblast.notification_send")["queue"].name
+    procfile = (Path(settings.BASE_DIR) / "Procfile").read_text().splitlines()
+    control = dict(line.split(": ", 1) for line in procfile if line)["control"]
+    assert queue not in worker_queues()
+    assert queue in control.split("--queues ", 1)[1].split(" ", 1)[0].split(",")

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 def test_a_worker_emails_the_approver_of_a_submitted_campaign_once_the_submit_commits(stack, tmp_path):
     mail = tmp_path / "mail"
     stack.env["EMAIL_URL"] = f"filemail:///{mail}"  # django-environ drops one leading slash
-    stack.start_workers("main", concurrency=1, queues=["default"])
+    stack.start_workers("main", concurrency=1, queues=["mail"])
     area_tree("35.05", kecamatan=1)
     UserFactory(username="chair", role=Role.APPROVER, email="chair@blitarkab.go.id")
     author = UserFactory(username="ofc", role=Role.OFFICER)
