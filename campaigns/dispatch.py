@@ -981,6 +981,7 @@ def _queues_holding_tasks(slugs: set[str]) -> set[str]:
     return busy
 
 
+@transaction.atomic
 def run_report_stall(
     *, run: CampaignRun, inactive_operators: list[str] = (), throttling_operators: list[str] = ()
 ) -> bool:
@@ -989,8 +990,10 @@ def run_report_stall(
     The reconciler finds a stalled run on every pass: one report per stall (a new one only after the run moved
     and stalled again) keeps the error log readable, and the run's history shows it. `inactive_operators` names
     the deactivated operators whose batches wait unsent, `throttling_operators` the operators that answer its
-    batches 429.
+    batches 429. The run's row is locked first: two passes at once (the control process and a worker both take
+    the control queue) report it, and email its author, once.
     """
+    list(CampaignRun.objects.select_for_update(no_key=True).filter(pk=run.pk).values_list("pk", flat=True))
     since = run.last_progress_at.isoformat()
     if audit_history(run).filter(action="run.stalled", details__since=since).exists():
         return False

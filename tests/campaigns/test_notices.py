@@ -110,3 +110,50 @@ def test_users_without_an_address_are_not_notified_and_nothing_else_changes():
 
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.PENDING_APPROVAL
     assert not Notification.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_reconciler_passes_at_once_report_a_stall_and_email_the_author_once(author):
+    """The control process and a worker may each run a pass (both take the control queue)."""
+    import threading
+
+    from django.db import connection, connections, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL's row locks")
+    campaign = CampaignFactory(author=author, title="Update harian", status=Campaign.Status.SENDING)
+    run = CampaignRunFactory(
+        campaign=campaign,
+        status=CampaignRun.Status.SENDING,
+        fanout_done=True,
+        last_progress_at=timezone.now() - timedelta(minutes=11),
+    )
+    second_done = threading.Event()
+    reported = []
+
+    def first_pass():
+        try:
+            with transaction.atomic():
+                reported.append(run_report_stall(run=CampaignRun.objects.get(pk=run.pk)))
+                second_done.wait(timeout=3)  # still uncommitted while the other pass looks
+        finally:
+            connections.close_all()
+
+    def second_pass():
+        try:
+            reported.append(run_report_stall(run=CampaignRun.objects.get(pk=run.pk)))
+        finally:
+            second_done.set()
+            connections.close_all()
+
+    first = threading.Thread(target=first_pass)
+    first.start()
+    while not reported:
+        first.join(timeout=0.01)
+    second = threading.Thread(target=second_pass)
+    second.start()
+    first.join()
+    second.join()
+
+    assert sorted(reported) == [False, True]
+    assert Notification.objects.filter(kind="run.stalled").count() == 1
