@@ -23,7 +23,12 @@ def campaign_approvers(campaign: Campaign) -> list[User]:
         .select_related("jurisdiction")
         .order_by("pk")
     )
-    return [user for user in approvers if area_code_within(campaign.area_scope, user.jurisdiction_code)]
+    # By role, as campaign_check_actor decides: a user in several groups has the first role of them only.
+    return [
+        user
+        for user in approvers
+        if user.has_role(Role.APPROVER) and area_code_within(campaign.area_scope, user.jurisdiction_code)
+    ]
 
 
 def _page(name: str, campaign: Campaign) -> str:

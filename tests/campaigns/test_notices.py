@@ -157,3 +157,21 @@ def test_two_reconciler_passes_at_once_report_a_stall_and_email_the_author_once(
 
     assert sorted(reported) == [False, True]
     assert Notification.objects.filter(kind="run.stalled").count() == 1
+
+
+def test_a_user_also_in_the_approver_group_but_whose_role_is_another_is_not_asked_to_approve(author):
+    from django.contrib.auth.models import Group
+
+    from campaigns.services import campaign_check_actor
+    from smsblast.errors import ServiceForbidden
+
+    chair = UserFactory(username="chair", role=Role.APPROVER, email="chair@blitarkab.go.id")
+    both = UserFactory(username="both", role=Role.OFFICER, email="both@blitarkab.go.id")
+    both.groups.add(Group.objects.get(name=Role.APPROVER))
+    campaign = CampaignFactory(author=author)
+    with pytest.raises(ServiceForbidden):
+        campaign_check_actor("approve", campaign=campaign, user=both)
+
+    campaign_submit(campaign=campaign, actor=author)
+
+    assert sorted(notified("campaign.submitted")) == [chair.username]
