@@ -211,7 +211,7 @@ def campaign_copy(*, source: Campaign, author: User, now: datetime.datetime | No
 
     Everything the approval binds is copied (text, sender, area, drawn polygon, audience, priority, CAP fields,
     validity), but not where an imported alert came from. A one-off time, a recurring schedule's end date or an
-    area broadcast's window already past would only be refused on submit, so the copy goes without it: sent
+    area broadcast's window already past (or started) would only be refused on submit, so the copy goes without it: sent
     on approval, or with a window still to set. Audited as `campaign.create`, naming the source.
     """
     now = now or timezone.now()
@@ -223,7 +223,9 @@ def campaign_copy(*, source: Campaign, author: User, now: datetime.datetime | No
         schedule, passed = {}, True
     elif schedule.get("until") and schedule["until"] < local_now.date().isoformat():
         schedule, passed = {}, True
-    if fields["ends_at"] is not None and fields["ends_at"] <= now:
+    # A window already started is refused on submit as well as one already over (it must start in the future).
+    started = fields["starts_at"] is not None and fields["starts_at"] <= now
+    if started or (fields["ends_at"] is not None and fields["ends_at"] <= now):
         fields["starts_at"], fields["ends_at"], passed = None, None, True
     fields["schedule"] = schedule
     campaign = campaign_create(author=author, **fields, audit_details={"copied_from": source.pk})

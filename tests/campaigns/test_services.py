@@ -795,15 +795,35 @@ def test_a_copy_of_an_area_broadcast_whose_window_ended_leaves_the_window_to_set
         starts_at=now - datetime.timedelta(days=2),
         ends_at=now - datetime.timedelta(days=1),
     )
-    running = CampaignFactory(
-        author=officer, mode="area_broadcast", starts_at=now, ends_at=now + datetime.timedelta(hours=2)
+    later = CampaignFactory(
+        author=officer,
+        mode="area_broadcast",
+        starts_at=now + datetime.timedelta(hours=1),
+        ends_at=now + datetime.timedelta(hours=2),
     )
 
     copy_of_ended, passed = campaign_copy(source=ended, author=officer, now=now)
-    copy_of_running, still = campaign_copy(source=running, author=officer, now=now)
+    copy_of_later, still = campaign_copy(source=later, author=officer, now=now)
 
     assert (copy_of_ended.starts_at, copy_of_ended.ends_at, passed) == (None, None, True)
-    assert (copy_of_running.starts_at, copy_of_running.ends_at, still) == (running.starts_at, running.ends_at, False)
+    assert (copy_of_later.starts_at, copy_of_later.ends_at, still) == (later.starts_at, later.ends_at, False)
+
+
+def test_a_copy_of_an_area_broadcast_under_way_leaves_out_the_window_a_submit_would_refuse_as_started(areas, officer):
+    from operators.broadcasts import broadcast_errors
+
+    now = timezone.now()
+    running = CampaignFactory(
+        author=officer,
+        mode="area_broadcast",
+        starts_at=now - datetime.timedelta(minutes=30),
+        ends_at=now + datetime.timedelta(hours=2),
+    )
+    assert "starts_at" in broadcast_errors(running, now=now)  # "The window must start in the future."
+
+    copy, passed = campaign_copy(source=running, author=officer, now=now)
+
+    assert (copy.starts_at, copy.ends_at, passed) == (None, None, True)
 
 
 def test_only_officers_and_admins_copy_and_an_officer_only_into_their_jurisdiction(areas, officer, approver):
