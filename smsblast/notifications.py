@@ -14,7 +14,7 @@ from functools import partial
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from smsblast.audit import audit_record
@@ -25,11 +25,18 @@ logger = logging.getLogger(__name__)
 
 Status = Notification.Status
 
-# A mail server that refuses (or cannot be reached) is tried this many times, a redrive apart, before failing.
-MAX_ATTEMPTS = 5
+# A mail server that refuses (or cannot be reached) is tried this many times before the notification fails, each
+# wait twice the last up to RETRY_MAX_WAIT: about five hours in all, so a mail server's outage delays, not loses, it.
+MAX_ATTEMPTS = 10
+RETRY_MAX_WAIT = timedelta(hours=1)
 # A ready notification this old lost its task; one sending this long lost its worker.
 REDRIVE_READY_AFTER = timedelta(minutes=1)
 REDRIVE_SENDING_AFTER = timedelta(minutes=10)
+
+
+def _retry_wait(attempts: int) -> timedelta:
+    """Return how long a ready notification tried `attempts` times waits for the redrive (the first: a lost task)."""
+    return min(REDRIVE_READY_AFTER * 2**attempts, RETRY_MAX_WAIT)
 
 
 def notifications_create(
@@ -116,13 +123,18 @@ def _finish(notification: Notification, to_state: str, *, error: str = "") -> No
 
 
 def notifications_redrive(*, now: datetime | None = None, limit: int = 500) -> int:
-    """Send again the notifications a lost task or a dead worker left unsent; return how many were enqueued."""
+    """Send again the notifications a lost task, a dead worker or a refusing mail server left unsent, each once its
+    wait is over; return how many were enqueued."""
     now = now or timezone.now()
     Notification.objects.filter(status=Status.SENDING, updated_at__lt=now - REDRIVE_SENDING_AFTER).update(
         status=Status.READY, updated_at=now - REDRIVE_READY_AFTER
     )
+    # One whose worker died on its last attempt is tried once more, and fails if that is refused too.
+    waited = Q(attempts__gte=MAX_ATTEMPTS, updated_at__lte=now - RETRY_MAX_WAIT)
+    for attempts in range(MAX_ATTEMPTS):
+        waited |= Q(attempts=attempts, updated_at__lte=now - _retry_wait(attempts))
     due = list(
-        Notification.objects.filter(status=Status.READY, updated_at__lte=now - REDRIVE_READY_AFTER)
+        Notification.objects.filter(waited, status=Status.READY)
         .order_by("updated_at", "id")
         .values_list("pk", flat=True)[:limit]
     )

@@ -4,6 +4,7 @@ import smtplib
 from datetime import timedelta
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
 from smsblast import notifications
@@ -131,3 +132,52 @@ def test_a_message_the_mail_backend_cannot_send_counts_as_an_attempt_instead_of_
         1,
         "ValueError: unexpected",
     )
+
+
+def test_a_mail_server_down_for_an_hour_delays_a_notification_without_losing_it(monkeypatch, mailoutbox):
+    (notification,) = create([UserFactory(username="ketua", email="ketua@blitarkab.go.id")])
+    server = {"up": False}
+    send_mail = notifications.send_mail
+
+    def unless_down(*args, **kwargs):
+        if not server["up"]:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return send_mail(*args, **kwargs)
+
+    enqueued = []
+    monkeypatch.setattr(notifications, "send_mail", unless_down)
+    monkeypatch.setattr(notifications, "_enqueue_send", enqueued.append)
+
+    def beat_for(minutes: int) -> None:
+        """Let the redrive run every 30 s for `minutes`, sending what it enqueues; time passes by ageing the row."""
+        for _ in range(minutes * 2):
+            Notification.objects.filter(pk=notification.pk).update(updated_at=F("updated_at") - timedelta(seconds=30))
+            notifications.notifications_redrive()
+            while enqueued:
+                notifications.notification_send(notification_id=enqueued.pop())
+
+    notifications.notification_send(notification_id=notification.pk)
+    beat_for(60)
+    notification.refresh_from_db()
+    assert (notification.status, mailoutbox) == (Status.READY, [])
+
+    server["up"] = True
+    beat_for(60)
+    notification.refresh_from_db()
+    assert (notification.status, len(mailoutbox)) == (Status.SENT, 1)
+
+
+def test_a_notification_whose_worker_died_on_its_last_attempt_is_still_sent(monkeypatch, mailoutbox):
+    (notification,) = create([UserFactory(username="ketua", email="ketua@blitarkab.go.id")])
+    now = timezone.now()
+    Notification.objects.filter(pk=notification.pk).update(
+        status=Status.SENDING, attempts=notifications.MAX_ATTEMPTS, updated_at=now - timedelta(hours=2)
+    )
+    enqueued = []
+    monkeypatch.setattr(notifications, "_enqueue_send", enqueued.append)
+
+    notifications.notifications_redrive(now=now)  # the dead worker's notification is ready again
+    notifications.notifications_redrive(now=now + notifications.RETRY_MAX_WAIT)
+
+    assert enqueued == [notification.pk]
+    assert notifications.notification_send(notification_id=notification.pk).status == Status.SENT
