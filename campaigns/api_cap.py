@@ -17,6 +17,8 @@ from smsblast.errors import ServiceInvalid
 from smsblast.roles import IsOfficer, IsStaffRole
 
 CAP_CONTENT_TYPE = "application/cap+xml; charset=utf-8"
+# Room for a multipart form's boundaries and headers around a document of MAX_DOCUMENT_BYTES.
+MULTIPART_ALLOWANCE = 64 * 1024
 
 
 class CampaignCapView(APIView):
@@ -68,10 +70,21 @@ class CapImportView(APIView):
             201: CapImportResultSerializer,
             200: CapImportResultSerializer,
             409: OpenApiResponse(description="This alert was imported before"),
+            413: OpenApiResponse(description="The document is larger than 1 MiB"),
         },
     )
     def post(self, request):
         content_type = request.content_type or ""
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_DOCUMENT_BYTES + MULTIPART_ALLOWANCE:
+            # Refused before the body is read: a multipart upload would be spooled to disk first.
+            return Response(
+                {"detail": f"The document is larger than {MAX_DOCUMENT_BYTES // 1024} KiB."},
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
         if content_type.startswith("multipart/"):
             upload = request.FILES.get("file")
             if upload is None:

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
 from django.http import JsonResponse
-from django.shortcuts import resolve_url
+from django.shortcuts import render, resolve_url
 from django_htmx.http import HttpResponseClientRedirect
 
 
@@ -24,6 +24,32 @@ class IndonesianByDefaultMiddleware:
         if not request.path.startswith("/api/"):
             request.META.pop("HTTP_ACCEPT_LANGUAGE", None)
         return self.get_response(request)
+
+
+class RefuseOversizedBodyMiddleware:
+    """Answer 413, without reading it, to a request body larger than the largest upload accepted.
+
+    Django writes a multipart upload to a temporary file before any view can weigh it, so a body of gigabytes
+    would fill the disk before the import refused it. The largest body accepted is a subscriber file
+    (SUBSCRIBER_IMPORT_MAX_BYTES) with its form (DATA_UPLOAD_MAX_MEMORY_SIZE). API clients get `detail` in
+    JSON; pages get a page saying so.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        limit = settings.SUBSCRIBER_IMPORT_MAX_BYTES + settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if length <= limit:
+            return self.get_response(request)
+        if request.path.startswith("/api/"):
+            detail = f"The request body is {length:,} bytes, more than the {limit:,} accepted."
+            return JsonResponse({"detail": detail}, status=413)
+        return render(request, "413.html", {"limit_mb": limit // (1024 * 1024)}, status=413)
 
 
 class RefuseNulMiddleware:

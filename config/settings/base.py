@@ -39,6 +39,8 @@ MIDDLEWARE = [
     "smsblast.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A body larger than any accepted upload: 413 before Django spools it to disk.
+    "smsblast.middleware.RefuseOversizedBodyMiddleware",
     # A NUL in the path, query or form would make PostgreSQL fail the query: 400 before any view runs.
     "smsblast.middleware.RefuseNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

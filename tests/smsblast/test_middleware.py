@@ -1,4 +1,4 @@
-"""Request middleware: a NUL character anywhere in the request's path, query or form is a 400."""
+"""Request middleware: a NUL character anywhere in the path, query or form is a 400; an oversized body a 413."""
 
 import pytest
 from django.test import override_settings
@@ -86,3 +86,30 @@ def test_an_api_multipart_body_of_too_many_fields_is_a_400_with_detail(officer, 
     response = api_client_for(officer).post("/api/v1/sms/analyze/", {**fields, "text": "x"}, format="multipart")
     assert response.status_code == 400
     assert "at most 10 fields" in response.json()["detail"]
+
+
+TERABYTE = str(10**12)
+
+
+def test_a_body_claiming_more_than_any_upload_is_refused_before_it_is_read(officer, api_client_for):
+    # The payload is a few bytes: reading the claimed length would fail, so a 413 proves nothing was read.
+    api = api_client_for(officer).post(
+        "/api/v1/subscribers/imports/", data="msisdn\n", content_type="text/csv", CONTENT_LENGTH=TERABYTE
+    )
+    page = client_for(officer).post(
+        "/subscribers/", data="x=1", content_type="multipart/form-data; boundary=x", CONTENT_LENGTH=TERABYTE
+    )
+
+    assert api.status_code == 413
+    assert api.json()["detail"].startswith("The request body is 1,000,000,000,000 bytes, more than the")
+    assert page.status_code == 413
+    assert "Berkas terlalu besar" in page.content.decode()
+
+
+def test_a_cap_document_claiming_more_than_a_mebibyte_is_refused_before_it_is_read(officer, api_client_for):
+    response = api_client_for(officer).post(
+        "/api/v1/cap/", data="<alert/>", content_type="application/cap+xml", CONTENT_LENGTH=str(2 * 1024 * 1024)
+    )
+
+    assert response.status_code == 413
+    assert response.json() == {"detail": "The document is larger than 1024 KiB."}
