@@ -39,6 +39,14 @@ def start_redis_server(port: int, workdir) -> subprocess.Popen:
             time.sleep(0.05)
 
 
+@pytest.fixture(autouse=True)
+def fresh_boundary_cache():
+    """Forget the area boundaries another test cached: the cache knows them apart only by how many there are."""
+    from smsblast import selectors
+
+    selectors._boundary_cache.clear()
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """Start a private, real Redis server for this test session and return its URL."""

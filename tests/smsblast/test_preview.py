@@ -18,11 +18,6 @@ def box(west: float, south: float, east: float, north: float) -> dict:
     }
 
 
-@pytest.fixture(autouse=True)
-def fresh_boundary_cache():
-    selectors._boundary_cache.clear()
-
-
 @pytest.fixture
 def fixture(db):
     """Kab. Blitar with bounded kecamatan 01 and 02 (01 with bounded desa), unbounded 03, and Kota Blitar.
