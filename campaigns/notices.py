@@ -110,6 +110,37 @@ def run_notify_ended(*, run: CampaignRun) -> None:
         )
 
 
+def run_notify_broadcast_ended(*, run: CampaignRun) -> None:
+    """Tell the author that an area broadcast's window ended, with the handsets each operator reached."""
+    from operators.models import AreaBroadcast  # operators builds on campaigns
+
+    campaign = run.campaign
+    broadcasts = AreaBroadcast.objects.filter(run=run).select_related("operator").order_by("operator__name")
+    with translation.override(settings.LANGUAGE_CODE):
+        lines = "\n".join(
+            f"- {sent.operator.name}: {sent.handsets_reached:,}".replace(",", ".")
+            if sent.state == AreaBroadcast.State.COMPLETED
+            else f"- {sent.operator.name}: {AreaBroadcast.State(sent.state).label}"
+            for sent in broadcasts
+        )
+        values = {
+            "title": campaign.title,
+            "ended": local_time(run.finished_at, campaign),
+            "lines": lines or "-",
+            "url": _page("campaigns:detail", campaign),
+        }
+        failed = run.status == CampaignRun.Status.COMPLETED_WITH_FAILURES
+        subject = _("Broadcast ended with failures: %(title)s") if failed else _("Broadcast ended: %(title)s")
+        subject %= values
+        body = _(
+            "The area broadcast “%(title)s” ended at %(ended)s. Handsets reached, per operator:\n\n"
+            "%(lines)s\n\nDetails:\n%(url)s\n"
+        )
+        notifications_create(
+            users=[campaign.author], kind="run.ended", object_id=run.pk, subject=subject, body=body % values
+        )
+
+
 def run_notify_stalled(
     *, run: CampaignRun, inactive_operators: list[str] = (), throttling_operators: list[str] = ()
 ) -> None:

@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from campaigns import notices
 from campaigns.models import Campaign, CampaignRun, Mode
 from operators import areageom
 from operators.gateways.base import AreaBroadcastResult, OutboundAreaBroadcast, Outcome, get_adapter
@@ -681,6 +682,7 @@ def area_broadcast_run_finish(*, run_id: int, now: datetime | None = None, force
     audit_record(
         actor=None, action="run.complete", obj=run, from_state=previous, to_state=to_state, details={"reached": reached}
     )
+    notices.run_notify_broadcast_ended(run=run)
     campaign = run.campaign
     campaign_to = CampaignStatus.COMPLETED_WITH_FAILURES if failed else CampaignStatus.COMPLETED
     campaign_move(

@@ -13,7 +13,7 @@ from operators import broadcasts
 from operators.areageom import point_count
 from operators.gateways.base import AreaBroadcastResult, Outcome
 from operators.models import AreaBroadcast, AreaBroadcastEvent, BroadcastSettings
-from smsblast.models import AuditEvent, Role
+from smsblast.models import AuditEvent, Notification, Role
 from tests.concurrency import race_behind_a_row, skip_unless_postgresql
 from tests.operators.area_scripted import ScriptedAreaAdapter, blitar_areas, broadcast_campaign, regency_boundary
 from tests.operators.factories import OperatorFactory
@@ -767,3 +767,22 @@ def test_a_long_reach_series_is_thinned_keeping_its_shape_its_highest_count_and_
     assert {op["operator"]: op["handsets_reached"] for op in thinned["operators"]} == {
         op["operator"]: op["handsets_reached"] for op in exact["operators"]
     }
+
+
+def test_the_author_is_told_the_handsets_each_operator_reached_when_the_window_ends(operators, areas):
+    ScriptedAreaAdapter.reset(indosat=[RETRY])
+    author = UserFactory(username="ofc", email="ofc@blitarkab.go.id")
+    campaign = broadcast_campaign(author=author, title="Siaga banjir")
+    run = _sent(campaign)
+    AreaBroadcast.objects.filter(run=run, operator__slug="telkomsel").update(handsets_reached=12345)
+
+    broadcasts.area_broadcasts_tick(now=campaign.ends_at + timedelta(seconds=1))
+
+    (ended,) = Notification.objects.filter(kind="run.ended")
+    assert (ended.user, ended.object_id) == (author, str(run.pk))
+    assert ended.subject == "Siaran berakhir dengan kegagalan: Siaga banjir"
+    assert [line for line in ended.body.splitlines() if line.startswith("- ")] == [
+        "- Indosat: tidak diterima operator",
+        "- Telkomsel: 12.345",
+        "- Xl: 0",
+    ]
