@@ -12,8 +12,8 @@ from django.core.management.base import CommandError
 
 from operators import signing
 from operators.management.commands.run_operator_simulator import simulator_operators, simulator_server
-from operators.simulator import OperatorBehaviour
-from smsblast.models import Role
+from operators.simulator import OperatorBehaviour, SimulatorServer
+from smsblast.models import ApiToken, Role
 from tests.conftest import make_user
 from tests.operators.factories import OperatorFactory
 from tests.operators.test_simulator import batch_document, post_batch
@@ -98,6 +98,20 @@ def test_settings_at_start_are_checked_as_control_checks_them(demo_operators, op
 def test_the_command_refuses_a_bad_setting_before_serving(demo_operators):
     with pytest.raises(CommandError, match=re.escape("xl: delivered_ratio must be between 0 and 1.")):
         call_command("run_operator_simulator", "--port", "0", "--control", 'xl={"delivered_ratio": 3}')
+
+
+def test_the_command_refuses_production_settings_and_issues_no_operator_token(db, settings, monkeypatch):
+    user = make_user("tsel-api", Role.OPERATOR)
+    OperatorFactory(slug="telkomsel", api_key="k-tsel", signing_secret="s-tsel", user=user)
+    settings.DEMO_DATA_ALLOWED = False  # as config.settings.prod sets it
+    served = []
+    monkeypatch.setattr(SimulatorServer, "serve_forever", lambda server: served.append(server))
+
+    with pytest.raises(CommandError, match="development only"):
+        call_command("run_operator_simulator", "--port", "0")
+
+    assert served == []
+    assert not ApiToken.objects.filter(user=user).exists()
 
 
 def test_a_port_in_use_is_refused_with_a_clear_message(demo_operators):

@@ -2,6 +2,7 @@
 
 import json
 
+from django.conf import settings as django_settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
@@ -143,6 +144,11 @@ class Command(BaseCommand):
         parser.add_argument("--verbose", action="store_true", help="Log every request.")
 
     def handle(self, *args, **options):
+        if not django_settings.DEMO_DATA_ALLOWED:
+            # It issues a live API token to every operator's user at each start and stands in for the operators.
+            raise CommandError(
+                "The operator simulator is for development only; it does not run with production settings."
+            )
         server = simulator_server(**options)
         for slug, state in server.operators.items():
             if state.report_token is None:
