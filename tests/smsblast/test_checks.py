@@ -1,0 +1,20 @@
+"""Deployment checks of the core app: `manage.py check --deploy` names what a production install left out."""
+
+from django.core.checks import Warning as CheckWarning
+from django.core.checks import run_checks
+
+
+def deploy_warnings() -> list[str]:
+    return [message.id for message in run_checks(include_deployment_checks=True) if isinstance(message, CheckWarning)]
+
+
+def test_check_deploy_warns_when_notifications_would_only_be_printed(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"  # EMAIL_URL left unset
+
+    assert "smsblast.W001" in deploy_warnings()
+
+
+def test_check_deploy_is_quiet_about_mail_when_a_mail_server_is_set(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+
+    assert "smsblast.W001" not in deploy_warnings()
