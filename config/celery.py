@@ -45,11 +45,27 @@ HOUSEKEEPING_TASKS = frozenset(
 )
 
 
+def _broker_outage(exc: BaseException | None) -> bool:
+    """Return whether an exception is, or was raised while handling, a failure to reach the broker."""
+    from kombu.exceptions import OperationalError
+
+    while exc is not None:
+        if isinstance(exc, OperationalError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class HousekeepingFilter(logging.Filter):
     """Drop INFO and DEBUG records about one run of a housekeeping task."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO:
+            if record.name == "celery.beat" and record.exc_info and _broker_outage(record.exc_info[1]):
+                # Beat logs two stacks (about 150 lines) for every send it cannot make, several a second while
+                # Redis is down; the first line says what failed.
+                record.msg, record.args = "Message Error: %s", (record.exc_info[1],)
+                record.exc_info = record.exc_text = None
             return True
         if isinstance(record.args, dict):  # the worker's "Task %(name)s[%(id)s] ..." lines
             return record.args.get("name") not in HOUSEKEEPING_TASKS

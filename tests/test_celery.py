@@ -45,6 +45,33 @@ def test_housekeeping_lines_are_dropped_and_campaign_lines_kept(quieted, caplog)
     ]
 
 
+def test_beat_reports_a_send_the_broker_refused_in_one_line_without_its_stacks(quieted, caplog):
+    from celery.beat import SchedulingError
+    from kombu.exceptions import OperationalError
+
+    beat = logging.getLogger("celery.beat")
+    try:
+        try:
+            raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        except OperationalError as exc:
+            raise SchedulingError(f"Couldn't apply scheduled task start-due-runs: {exc}")  # noqa: B904 - as beat does
+    except SchedulingError as exc:
+        # As celery.beat.Scheduler.apply_entry logs it, for every send while Redis is down.
+        beat.error("Message Error: %s\n%s", exc, ["  File ...\n"] * 40, exc_info=True)
+    try:
+        raise SchedulingError("Couldn't apply scheduled task other: cannot serialize")
+    except SchedulingError as exc:
+        beat.error("Message Error: %s\n%s", exc, ["  File ...\n"], exc_info=True)
+
+    outage, other = caplog.records
+    assert caplog.handler.format(outage).splitlines() == [
+        "ERROR    celery.beat:test_celery.py:"
+        f"{outage.lineno} Message Error: Couldn't apply scheduled task start-due-runs: Error 111 connecting to "
+        "127.0.0.1:6379. Connection refused."
+    ]
+    assert other.exc_info is not None, "an error that is not an outage keeps its traceback"
+
+
 def test_every_housekeeping_task_exists():
     from config.celery import HOUSEKEEPING_TASKS, app
 
