@@ -90,6 +90,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A server that takes the connection but never answers (stuck, or a pooler whose server is gone) fails a new
+    # connection after this many seconds, so requests and /healthz answer 503 instead of holding their threads;
+    # `?connect_timeout=N` in DATABASE_URL sets another.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "smsblast.User"

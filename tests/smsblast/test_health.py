@@ -1,5 +1,8 @@
 """GET /healthz: what a reverse proxy or orchestrator polls to know the web process can serve."""
 
+import socket
+import threading
+
 import pytest
 from django.db import connection
 from django.test import Client
@@ -92,6 +95,34 @@ def test_healthz_answers_503_naming_the_database_when_it_cannot_be_reached(probe
 
     assert response.status_code == 503
     assert response.json() == {"database": "down", "redis": "ok", "reconciler": "late"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_healthz_answers_503_naming_the_database_when_it_accepts_connections_but_never_answers(probe):
+    if connection.vendor != "postgresql":
+        pytest.skip("the in-memory SQLite test database cannot be made unreachable")
+    # A database server that is stuck: the kernel completes the handshake, nothing ever answers.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = silent.getsockname()[1]
+    answers = []
+    prober = threading.Thread(target=lambda: answers.append(probe.get("/healthz")), daemon=True)
+    try:
+        prober.start()
+        prober.join(timeout=30)
+        answered_while_silent = not prober.is_alive()
+    finally:
+        silent.close()  # a probe still waiting then fails instead of holding the suite
+        prober.join(timeout=10)
+        connection.close()
+        connection.settings_dict["PORT"] = port
+
+    assert answered_while_silent, "the probe waited on the silent database"
+    assert answers[0].status_code == 503
+    assert answers[0].json()["database"] == "down"
 
 
 @pytest.mark.django_db(transaction=True)  # outside the test's transaction, so the client really connects again
