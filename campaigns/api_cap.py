@@ -14,6 +14,7 @@ from campaigns.models import Campaign, Priority
 from campaigns.selectors import campaigns_visible
 from smsblast.api import FileContentNegotiation
 from smsblast.errors import ServiceInvalid
+from smsblast.middleware import declared_body_length
 from smsblast.roles import IsOfficer, IsStaffRole
 
 CAP_CONTENT_TYPE = "application/cap+xml; charset=utf-8"
@@ -75,11 +76,7 @@ class CapImportView(APIView):
     )
     def post(self, request):
         content_type = request.content_type or ""
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > MAX_DOCUMENT_BYTES + MULTIPART_ALLOWANCE:
+        if declared_body_length(request) > MAX_DOCUMENT_BYTES + MULTIPART_ALLOWANCE:
             # Refused before the body is read: a multipart upload would be spooled to disk first.
             return Response(
                 {"detail": f"The document is larger than {MAX_DOCUMENT_BYTES // 1024} KiB."},

@@ -26,6 +26,14 @@ class IndonesianByDefaultMiddleware:
         return self.get_response(request)
 
 
+def declared_body_length(request) -> int:
+    """Return the body length the request declares (Content-Length), 0 when it declares none or nonsense."""
+    try:
+        return max(0, int(request.META.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        return 0
+
+
 class RefuseOversizedBodyMiddleware:
     """Answer 413, without reading it, to a request body larger than the largest upload accepted.
 
@@ -39,10 +47,7 @@ class RefuseOversizedBodyMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
+        length = declared_body_length(request)
         limit = settings.SUBSCRIBER_IMPORT_MAX_BYTES + settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if length <= limit:
             return self.get_response(request)
