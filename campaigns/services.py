@@ -346,6 +346,7 @@ def campaigns_superseded(campaign: Campaign, *, user: User) -> QuerySet[Campaign
     """Return the unfinished campaigns, visible to `user`, imported from the alerts a CAP Update supersedes.
 
     An Update replaces the messages its references name and, through earlier updates, those they replaced.
+    An exercise replaces only exercises, and an actual alert only actual ones: a drill never withdraws a warning.
     """
     from campaigns.cap_import import cap_superseded  # cap_import builds on this module
 
@@ -355,7 +356,12 @@ def campaigns_superseded(campaign: Campaign, *, user: User) -> QuerySet[Campaign
     query = Campaign.objects.none()
     for sender, identifier in references:
         query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
-    return (query & campaigns_visible(user)).exclude(pk=campaign.pk).exclude(status__in=Campaign.FINAL_STATUSES)
+    return (
+        (query & campaigns_visible(user))
+        .filter(exercise=campaign.exercise)
+        .exclude(pk=campaign.pk)
+        .exclude(status__in=Campaign.FINAL_STATUSES)
+    )
 
 
 def _cancel_superseded(campaign: Campaign, *, actor: User) -> None:

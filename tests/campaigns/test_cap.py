@@ -992,3 +992,25 @@ def test_approving_an_imported_update_cancels_the_campaigns_of_the_alerts_it_rep
     cancelled = AuditEvent.objects.get(action="campaign.cancel", object_id=str(first.pk))
     assert (cancelled.actor, cancelled.from_state) == (approver, Campaign.Status.SCHEDULED)
     assert cancelled.details["reason"] == f"Superseded by the CAP update of campaign {update.pk}, approved."
+
+
+def test_approving_an_exercise_update_leaves_the_actual_alert_it_names_alone(officer_client):
+    blitar_areas()
+    bmkg = "bmkg@bmkg.go.id"
+    actual = broadcast_campaign(cap_source_sender=bmkg, cap_source_identifier="A1")
+    drill = broadcast_campaign(
+        approved=False,
+        status=Campaign.Status.PENDING_APPROVAL,
+        exercise=True,
+        cap_source_sender=bmkg,
+        cap_source_identifier="X2",
+        cap_source_references=[[bmkg, "A1"]],
+    )
+    approver = UserFactory(role=Role.APPROVER)
+    review = client_for(approver).get(f"/campaigns/{drill.pk}/review/").content.decode()
+    assert "data-cap-supersedes" not in review
+
+    campaign_approve(campaign=drill, approver=approver, content_hash=campaign_content_hash(drill))
+
+    actual.refresh_from_db()
+    assert actual.status == Campaign.Status.APPROVED
