@@ -488,6 +488,8 @@ def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImp
         query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
     # Only campaigns the importing officer may see: another jurisdiction's are not theirs to withdraw.
     query = query & campaigns_visible(actor)
+    # An exercise withdraws only exercises, an actual Cancel only actual alerts: a drill never ends a warning.
+    query = query.filter(exercise=alert.status == "Exercise")
     # A Cancel ends the messages it names and those they updated, each imported as its own campaign.
     campaigns = list(query.select_for_update().order_by("-id"))
     if not campaigns:

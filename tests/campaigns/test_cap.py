@@ -1014,3 +1014,13 @@ def test_approving_an_exercise_update_leaves_the_actual_alert_it_names_alone(off
 
     actual.refresh_from_db()
     assert actual.status == Campaign.Status.APPROVED
+
+
+def test_an_exercise_cap_cancel_withdraws_no_actual_alert(officer_client):
+    campaign = _import_geocoded_alert(officer_client)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.APPROVED)
+    drill = CANCEL.replace("<status>Actual</status>", "<status>Exercise</status>")
+    response = _post_xml(officer_client, drill)
+    assert response.status_code == 400, response.json()
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
