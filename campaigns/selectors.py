@@ -177,10 +177,11 @@ def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | N
     """Return where an imported CAP alert came from and what its import could not keep; None for a composed one.
 
     The approver decides on it knowing its issuer and identifier, the earlier alerts it updates (and the
-    unfinished campaigns imported from them, visible to `user`, which its approval cancels), whether it was
+    unfinished campaigns imported from them, visible to `user`, which its approval cancels), an approved update
+    replacing it (which refuses its approval), whether it was
     signed (a signature is not verified) and which parts of its text were cut to fit.
     """
-    from campaigns.services import campaigns_superseded  # the services build on these selectors
+    from campaigns.services import campaign_replaced_by, campaigns_superseded  # the services build on these
 
     if not campaign.cap_source_identifier:
         return None
@@ -193,6 +194,7 @@ def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | N
         "identifier": campaign.cap_source_identifier,
         "references": [identifier for _sender, identifier in campaign.cap_source_references or []],
         "supersedes": list(campaigns_superseded(campaign, user=user).order_by("id")),
+        "replaced_by": campaign_replaced_by(campaign, user=user),
         "signed": bool(details.get("signed")),
         "cut": [cut for cut in details.get("cut") or [] if cut.get("dropped_words")],
     }

@@ -336,6 +336,12 @@ def campaign_approve(*, campaign: Campaign, approver: User, content_hash: str) -
         raise ServiceConflict(
             "The broadcast window ended before approval, so nothing would be sent; reject it for a new window."
         )
+    replaced_by = campaign_replaced_by(campaign, user=approver)
+    if replaced_by is not None:
+        raise ServiceConflict(
+            f"This CAP alert was replaced by the update imported as campaign {replaced_by.pk}, approved already; "
+            "reject this one instead."
+        )
     _decide(campaign, approver=approver, action="approve", from_state=current, details={"content_hash": current_hash})
     if campaign.cap_source_references:
         _cancel_superseded(campaign, actor=approver)
@@ -361,6 +367,53 @@ def campaigns_superseded(campaign: Campaign, *, user: User) -> QuerySet[Campaign
         .filter(exercise=campaign.exercise)
         .exclude(pk=campaign.pk)
         .exclude(status__in=Campaign.FINAL_STATUSES)
+    )
+
+
+# An update in these states has been approved: its handsets get it, or got it, instead of what it replaces.
+REPLACING_STATUSES = frozenset(
+    {
+        Status.APPROVED,
+        Status.SCHEDULED,
+        Status.SENDING,
+        Status.PAUSED,
+        Status.COMPLETED,
+        Status.COMPLETED_WITH_FAILURES,
+    }
+)
+
+
+def campaign_replaced_by(campaign: Campaign, *, user: User) -> Campaign | None:
+    """Return the approved campaign, visible to `user`, imported from a CAP Update that replaces this one's alert.
+
+    An update imported and approved before the alert it replaces cancelled nothing; approved after it, that alert
+    would reach handsets after its update.
+    """
+    if not campaign.cap_source_identifier:
+        return None
+    source = (campaign.cap_source_sender, campaign.cap_source_identifier)
+    replacing: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    imported = Campaign.objects.exclude(cap_source_references=[]).values_list(
+        "cap_source_sender", "cap_source_identifier", "cap_source_references"
+    )
+    for sender, identifier, updated in imported:
+        for pair in updated:
+            replacing.setdefault(tuple(pair), set()).add((sender, identifier))
+    found, todo = set(), [source]
+    while todo:
+        for pair in replacing.get(todo.pop(), ()):
+            if pair not in found and pair != source:
+                found.add(pair)
+                todo.append(pair)
+    query = Campaign.objects.none()
+    for sender, identifier in found:
+        query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
+    return (
+        (query & campaigns_visible(user))
+        .filter(exercise=campaign.exercise, status__in=REPLACING_STATUSES)
+        .exclude(pk=campaign.pk)
+        .order_by("id")
+        .first()
     )
 
 

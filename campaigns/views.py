@@ -102,6 +102,8 @@ def service_error_message(error: ServiceError, action: str = "") -> str:
             "The campaign was changed while you were reviewing it, so nothing was approved. "
             "Review the current version below and decide again."
         )
+    if isinstance(error, ServiceConflict) and "was replaced by the update" in text:
+        return _("Its update is approved already, so this older alert was not approved: reject it.")
     if isinstance(error, ServiceConflict):
         return _("This cannot be done in the campaign's current state. Reload the page to see its state.")
     if isinstance(error, ServiceForbidden):

@@ -1024,3 +1024,31 @@ def test_an_exercise_cap_cancel_withdraws_no_actual_alert(officer_client):
     assert response.status_code == 400, response.json()
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.APPROVED
+
+
+def test_an_alert_whose_update_was_approved_first_is_not_approved_and_the_review_says_so(officer_client):
+    blitar_areas()
+    bmkg = "bmkg@bmkg.go.id"
+    # The update was imported and approved before the alert it replaces was imported.
+    update = broadcast_campaign(
+        cap_source_sender=bmkg, cap_source_identifier="A2", cap_source_references=[[bmkg, "A1"]]
+    )
+    original = broadcast_campaign(
+        approved=False, status=Campaign.Status.PENDING_APPROVAL, cap_source_sender=bmkg, cap_source_identifier="A1"
+    )
+    approver = UserFactory(role=Role.APPROVER)
+    client = client_for(approver)
+    review = client.get(f"/campaigns/{original.pk}/review/").content.decode()
+    assert "Pembaruannya sudah disetujui" in review
+    assert f'href="/campaigns/{update.pk}/"' in review
+
+    with pytest.raises(ServiceConflict, match=f"campaign {update.pk}"):
+        campaign_approve(campaign=original, approver=approver, content_hash=campaign_content_hash(original))
+    response = client.post(
+        f"/campaigns/{original.pk}/review/",
+        {"decision": "approve", "content_hash": campaign_content_hash(original)},
+    )
+    assert response.status_code == 409
+    assert "Pembaruannya sudah disetujui" in response.content.decode()
+    original.refresh_from_db()
+    assert original.status == Campaign.Status.PENDING_APPROVAL
