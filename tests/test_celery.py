@@ -105,8 +105,9 @@ def test_the_procfile_runs_a_worker_for_the_control_queue_alone():
 
 
 @pytest.mark.django_db
-def test_emails_go_to_a_queue_the_control_process_takes_and_the_dispatch_workers_do_not():
-    # A mail server that never answers holds a process for EMAIL_TIMEOUT per attempt: never one sending batches.
+def test_emails_go_to_a_process_of_their_own_neither_a_dispatch_worker_nor_the_control_one():
+    # A mail server that never answers holds a process for EMAIL_TIMEOUT per attempt: never one sending batches,
+    # nor the control process that starts due runs while the workers are busy.
     from pathlib import Path
 
     from django.conf import settings
@@ -114,8 +115,12 @@ def test_emails_go_to_a_queue_the_control_process_takes_and_the_dispatch_workers
     from campaigns.management.commands.run_worker import worker_queues
     from config.celery import app
 
+    def queues(line: str) -> list[str]:
+        return line.split("--queues ", 1)[1].split(" ", 1)[0].split(",")
+
     queue = app.amqp.router.route({}, "smsblast.notification_send")["queue"].name
     procfile = (Path(settings.BASE_DIR) / "Procfile").read_text().splitlines()
-    control = dict(line.split(": ", 1) for line in procfile if line)["control"]
+    lines = dict(line.split(": ", 1) for line in procfile if line)
     assert queue not in worker_queues()
-    assert queue in control.split("--queues ", 1)[1].split(" ", 1)[0].split(",")
+    assert queues(lines["control"]) == ["control"]
+    assert queues(lines["mail"]) == [queue]

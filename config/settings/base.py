@@ -221,8 +221,8 @@ CELERY_TASK_ROUTES = {
     "campaigns.tasks.reconcile_dispatch": {"queue": "control"},
     "operators.area_broadcasts_tick": {"queue": "control"},
     "smsblast.notifications_redrive": {"queue": "control"},
-    # Emails wait on the mail server (up to EMAIL_TIMEOUT per attempt): only the `control` process takes them,
-    # never a worker that sends batches, so a mail server that does not answer cannot hold up a run.
+    # Emails wait on the mail server (up to EMAIL_TIMEOUT per attempt): only the `mail` process takes them, never
+    # a worker sending batches or the control process, so a mail server that does not answer holds up no run.
     "smsblast.notification_send": {"queue": "mail"},
 }
 # First retry of an operator that failed an area broadcast; doubles per attempt up to two minutes.
@@ -237,7 +237,7 @@ DISPATCH_REDRIVE_AFTER_SECONDS = env.int("DISPATCH_REDRIVE_AFTER_SECONDS", defau
 
 # Where operators post delivery reports back to; the simulator and adapters use it.
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
-# Email notifications (smsblast/notifications.py): printed by the control process unless EMAIL_URL
+# Email notifications (smsblast/notifications.py): printed by the mail process unless EMAIL_URL
 # names a mail server, e.g. smtp+tls://user:password@mail.example.go.id:587 (django-environ's email_url).
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)

@@ -79,7 +79,7 @@ class Command(BaseCommand):
                 user.set_password(password)
                 user.save()
             if not user.email and role != Role.OPERATOR:
-                # Notifications to demo users are printed by the control process (EMAIL_URL unset).
+                # Notifications to demo users are printed by the mail process (EMAIL_URL unset).
                 user.email = f"{username}@demo.smsblast.test"
                 user.save(update_fields=["email"])
             if role in JURISDICTION_ROLES:
