@@ -141,6 +141,17 @@ GAVE_UP = re.compile(
     re.DOTALL,
 )
 GAVE_UP_LABEL = _("Gave up after %(attempts)s attempts; last error: %(error)s")
+# The reasons the system itself gives a cancel (campaigns.services, campaigns.cap_import), as recorded in English.
+SYSTEM_REASONS = (
+    (
+        re.compile(r"Superseded by the CAP update of campaign (?P<campaign>\d+), approved\."),
+        _("Superseded by the CAP update of campaign %(campaign)s, approved."),
+    ),
+    (
+        re.compile(r"Withdrawn by the issuer \(CAP Cancel (?P<identifier>.*) from (?P<sender>.*)\)\.", re.DOTALL),
+        _("Withdrawn by the issuer (CAP Cancel %(identifier)s from %(sender)s)."),
+    ),
+)
 GAVE_UP_THROTTLED_LABEL = _(
     "Gave up after %(attempts)s attempts (and %(throttled)s answered 429); last error: %(error)s"
 )
@@ -221,6 +232,16 @@ def delivery_reason_label(reason: str) -> str:
     if gave_up:
         return str(GAVE_UP_LABEL) % gave_up.groupdict()
     return _label(DELIVERY_REASON_LABELS, reason)
+
+
+@register.filter
+def audit_reason_label(reason: str) -> str:
+    """Return the reason of a change in the user's language when the system gave it; a person's shows as written."""
+    for pattern, label in SYSTEM_REASONS:
+        given = pattern.fullmatch(reason or "")
+        if given:
+            return str(label) % given.groupdict()
+    return reason
 
 
 @register.filter

@@ -1052,3 +1052,31 @@ def test_an_alert_whose_update_was_approved_first_is_not_approved_and_the_review
     assert "Pembaruannya sudah disetujui" in response.content.decode()
     original.refresh_from_db()
     assert original.status == Campaign.Status.PENDING_APPROVAL
+
+
+def test_the_history_gives_the_reasons_of_a_supersede_and_of_an_issuers_cancel_in_indonesian(officer_client):
+    blitar_areas()
+    bmkg = "bmkg@bmkg.go.id"
+    replaced = broadcast_campaign(cap_source_sender=bmkg, cap_source_identifier="A1")
+    update = broadcast_campaign(
+        approved=False,
+        status=Campaign.Status.PENDING_APPROVAL,
+        cap_source_sender=bmkg,
+        cap_source_identifier="A2",
+        cap_source_references=[[bmkg, "A1"]],
+    )
+    approver = UserFactory(role=Role.APPROVER)
+    campaign_approve(campaign=update, approver=approver, content_hash=campaign_content_hash(update))
+    withdrawn = _import_geocoded_alert(officer_client)
+    Campaign.objects.filter(pk=withdrawn.pk).update(status=Campaign.Status.APPROVED)
+    assert _post_xml(officer_client, CANCEL).status_code == 200
+
+    client = client_for(officer_client.user)
+    superseded_page = client.get(f"/campaigns/{replaced.pk}/").content.decode()
+    withdrawn_page = client.get(f"/campaigns/{withdrawn.pk}/").content.decode()
+
+    assert f"Alasan: Digantikan oleh pembaruan CAP kampanye {update.pk}, yang disetujui." in superseded_page
+    assert (
+        "Alasan: Ditarik oleh penerbitnya (CAP Cancel satgas-covid-35-0001-cancel dari satgas@jatimprov.go.id)."
+        in withdrawn_page
+    )
