@@ -54,7 +54,8 @@ class RefuseOversizedBodyMiddleware:
         if request.path.startswith("/api/"):
             detail = f"The request body is {length:,} bytes, more than the {limit:,} accepted."
             return JsonResponse({"detail": detail}, status=413)
-        return render(request, "413.html", {"limit_mb": limit // (1024 * 1024)}, status=413)
+        # The figure a person can act on: the largest file, not the file and its form together.
+        return render(request, "413.html", {"limit_mb": settings.SUBSCRIBER_IMPORT_MAX_BYTES // 2**20}, status=413)
 
 
 class RefuseNulMiddleware:

@@ -104,6 +104,7 @@ def test_a_body_claiming_more_than_any_upload_is_refused_before_it_is_read(offic
     assert api.json()["detail"].startswith("The request body is 1,000,000,000,000 bytes, more than the")
     assert page.status_code == 413
     assert "Berkas terlalu besar" in page.content.decode()
+    assert "hingga 200 MB" in page.content.decode()  # the subscriber file limit, SUBSCRIBER_IMPORT_MAX_BYTES
 
 
 def test_a_cap_document_claiming_more_than_a_mebibyte_is_refused_before_it_is_read(officer, api_client_for):
