@@ -151,6 +151,17 @@ SYSTEM_REASONS = (
         re.compile(r"Withdrawn by the issuer \(CAP Cancel (?P<identifier>.*) from (?P<sender>.*)\)\.", re.DOTALL),
         _("Withdrawn by the issuer (CAP Cancel %(identifier)s from %(sender)s)."),
     ),
+    # campaigns.dispatch: a schedule's end date passed; campaigns.services: an approval no longer matching.
+    (
+        re.compile(
+            re.escape("The schedule's end date passed before these occurrences could start; they were not sent.")
+        ),
+        _("The schedule's end date passed before these occurrences could start; they were not sent."),
+    ),
+    (
+        re.compile(re.escape("The approval does not match the campaign's current content; nothing was sent.")),
+        _("The approval does not match the campaign's current content; nothing was sent."),
+    ),
 )
 GAVE_UP_THROTTLED_LABEL = _(
     "Gave up after %(attempts)s attempts (and %(throttled)s answered 429); last error: %(error)s"

@@ -1080,3 +1080,14 @@ def test_the_history_gives_the_reasons_of_a_supersede_and_of_an_issuers_cancel_i
         "Alasan: Ditarik oleh penerbitnya (CAP Cancel satgas-covid-35-0001-cancel dari satgas@jatimprov.go.id)."
         in withdrawn_page
     )
+
+
+def test_the_page_of_a_campaign_withdrawn_by_its_issuer_while_pending_gives_the_reason_in_indonesian(officer_client):
+    campaign = _import_geocoded_alert(officer_client)
+    campaign_submit(campaign=campaign, actor=officer_client.user)
+    assert _post_xml(officer_client, CANCEL).status_code == 200
+
+    page = client_for(officer_client.user).get(f"/campaigns/{campaign.pk}/").content.decode()
+
+    assert "Withdrawn by the issuer" not in page
+    assert "Ditarik oleh penerbitnya (CAP Cancel satgas-covid-35-0001-cancel dari satgas@jatimprov.go.id)." in page

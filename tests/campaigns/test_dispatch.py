@@ -1411,3 +1411,32 @@ def test_a_run_started_before_runs_kept_their_zones_is_still_held_in_each_zone_o
     run.refresh_from_db()
     # 20:00 WIB is 22:00 in Jayapura.
     assert dispatch.is_quiet_for(run, utc(2030, 1, 8, 13, 0)) == utc(2030, 1, 8, 23, 0)
+
+
+def test_the_history_gives_in_indonesian_why_occurrences_after_the_end_date_were_not_sent():
+    from tests.conftest import client_for
+
+    campaign, saturday = _until_sunday_saturday_run_sent()
+    Delivery.objects.filter(run_id=saturday).update(status="delivered")
+    dispatch.run_check_complete(run_id=saturday, now=utc(2021, 7, 10, 7, 0))
+    dispatch.runs_start_due(now=utc(2021, 7, 13, 1, 0))
+
+    page = client_for(campaign.author).get(f"/campaigns/{campaign.pk}/").content.decode()
+
+    assert "end date passed before these occurrences" not in page
+    assert "Alasan: Tanggal akhir jadwal lewat sebelum kejadian ini dapat dimulai; tidak dikirim." in page
+
+
+def test_the_history_gives_in_indonesian_why_a_campaign_whose_approval_no_longer_matches_went_back_to_draft():
+    from campaigns.services import campaign_dispatch_refuse
+    from tests.conftest import client_for
+
+    campaign = approved_campaign()
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SCHEDULED, next_run_at=timezone.now())
+    campaign.refresh_from_db()
+    assert campaign_dispatch_refuse(campaign=campaign)
+
+    page = client_for(campaign.author).get(f"/campaigns/{campaign.pk}/").content.decode()
+
+    assert "The approval does not match" not in page
+    assert "Alasan: Persetujuan tidak cocok dengan isi kampanye saat ini; tidak ada yang dikirim." in page
