@@ -21,7 +21,7 @@ def check_email_is_mailed(app_configs, **kwargs) -> list[CheckWarning]:
     return [
         CheckWarning(
             "EMAIL_URL names no mail server: approvers and authors are never emailed, though each notification is "
-            "recorded as sent (the control process only prints it).",
+            "recorded as sent (the mail process only prints it).",
             hint="Set EMAIL_URL, e.g. smtp+tls://user:password@mail.example.go.id:587, and DEFAULT_FROM_EMAIL.",
             id="smsblast.W001",
         )

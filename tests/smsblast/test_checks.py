@@ -18,3 +18,11 @@ def test_check_deploy_is_quiet_about_mail_when_a_mail_server_is_set(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
     assert "smsblast.W001" not in deploy_warnings()
+
+
+def test_the_warning_about_printed_notifications_names_the_process_that_prints_them(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
+    (warning,) = [message for message in run_checks(include_deployment_checks=True) if message.id == "smsblast.W001"]
+
+    assert "the mail process only prints it" in warning.msg
