@@ -194,7 +194,10 @@ def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | N
         "identifier": campaign.cap_source_identifier,
         "references": [identifier for _sender, identifier in campaign.cap_source_references or []],
         "supersedes": list(campaigns_superseded(campaign, user=user).order_by("id")),
-        "replaced_by": campaign_replaced_by(campaign, user=user),
+        # Only one waiting for its approver can be refused; an alert its update cancelled, or sent, is past that.
+        "replaced_by": campaign_replaced_by(campaign, user=user)
+        if campaign.status == Campaign.Status.PENDING_APPROVAL
+        else None,
         "signed": bool(details.get("signed")),
         "cut": [cut for cut in details.get("cut") or [] if cut.get("dropped_words")],
     }

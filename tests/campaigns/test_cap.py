@@ -1091,3 +1091,25 @@ def test_the_page_of_a_campaign_withdrawn_by_its_issuer_while_pending_gives_the_
 
     assert "Withdrawn by the issuer" not in page
     assert "Ditarik oleh penerbitnya (CAP Cancel satgas-covid-35-0001-cancel dari satgas@jatimprov.go.id)." in page
+
+
+def test_the_page_of_an_alert_its_approved_update_cancelled_does_not_ask_to_reject_it(officer_client):
+    blitar_areas()
+    bmkg = "bmkg@bmkg.go.id"
+    original = broadcast_campaign(cap_source_sender=bmkg, cap_source_identifier="A1")
+    update = broadcast_campaign(
+        approved=False,
+        status=Campaign.Status.PENDING_APPROVAL,
+        cap_source_sender=bmkg,
+        cap_source_identifier="A2",
+        cap_source_references=[[bmkg, "A1"]],
+    )
+    approver = UserFactory(role=Role.APPROVER)
+    campaign_approve(campaign=update, approver=approver, content_hash=campaign_content_hash(update))
+    original.refresh_from_db()
+    assert original.status == Campaign.Status.CANCELLED
+
+    page = client_for(approver).get(f"/campaigns/{original.pk}/").content.decode()
+
+    assert "data-cap-replaced" not in page
+    assert "tolaklah" not in page
