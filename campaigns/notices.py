@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 from campaigns.models import Campaign, CampaignRun, Delivery
 from smsblast.models import Role, User, area_code_within
 from smsblast.notifications import notifications_create
-from smsblast.templatetags.ui import local_time
+from smsblast.templatetags.ui import audit_reason_label, local_time
 
 
 def campaign_approvers(campaign: Campaign) -> list[User]:
@@ -67,7 +67,7 @@ def campaign_notify_decided(*, campaign: Campaign, approver: User, approved: boo
                 "Reason: %(reason)s\n\n"
                 "Edit it and submit it again:\n%(url)s\n"
             )
-            values["reason"] = reason
+            values["reason"] = audit_reason_label(reason)
         notifications_create(
             users=[campaign.author],
             kind="campaign.approved" if approved else "campaign.rejected",

@@ -1113,3 +1113,20 @@ def test_the_page_of_an_alert_its_approved_update_cancelled_does_not_ask_to_reje
 
     assert "data-cap-replaced" not in page
     assert "tolaklah" not in page
+
+
+def test_the_author_of_an_alert_its_issuer_withdrew_while_pending_is_emailed_the_reason_in_indonesian(officer_client):
+    from smsblast.models import Notification
+
+    officer_client.user.email = "petugas@blitarkab.go.id"
+    officer_client.user.save(update_fields=["email"])
+    campaign = _import_geocoded_alert(officer_client)
+    campaign_submit(campaign=campaign, actor=officer_client.user)
+    assert _post_xml(officer_client, CANCEL).status_code == 200
+
+    (notice,) = Notification.objects.filter(kind="campaign.rejected", object_id=str(campaign.pk))
+    assert "Withdrawn by the issuer" not in notice.body
+    assert (
+        "Alasan: Ditarik oleh penerbitnya (CAP Cancel satgas-covid-35-0001-cancel dari satgas@jatimprov.go.id)."
+        in notice.body
+    )
