@@ -173,6 +173,10 @@ def campaign_history(campaign: Campaign) -> QuerySet[AuditEvent]:
     return audit_history(campaign)
 
 
+# A campaign in these states has no approval in force: approving it is still to come.
+UNAPPROVED_STATUSES = frozenset({Campaign.Status.DRAFT, Campaign.Status.PENDING_APPROVAL, Campaign.Status.REJECTED})
+
+
 def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | None:
     """Return where an imported CAP alert came from and what its import could not keep; None for a composed one.
 
@@ -193,7 +197,10 @@ def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | N
         "sender": campaign.cap_source_sender,
         "identifier": campaign.cap_source_identifier,
         "references": [identifier for _sender, identifier in campaign.cap_source_references or []],
-        "supersedes": list(campaigns_superseded(campaign, user=user).order_by("id")),
+        # What its approval would cancel: once approved, it cancelled what there was and cancels nothing more.
+        "supersedes": list(campaigns_superseded(campaign, user=user).order_by("id"))
+        if campaign.status in UNAPPROVED_STATUSES
+        else [],
         # Only one waiting for its approver can be refused; an alert its update cancelled, or sent, is past that.
         "replaced_by": campaign_replaced_by(campaign, user=user)
         if campaign.status == Campaign.Status.PENDING_APPROVAL

@@ -1130,3 +1130,18 @@ def test_the_author_of_an_alert_its_issuer_withdrew_while_pending_is_emailed_the
         "Alasan: Ditarik oleh penerbitnya (CAP Cancel satgas-covid-35-0001-cancel dari satgas@jatimprov.go.id)."
         in notice.body
     )
+
+
+def test_the_page_of_an_approved_update_does_not_say_approving_it_cancels_an_alert_imported_after(officer_client):
+    blitar_areas()
+    bmkg = "bmkg@bmkg.go.id"
+    update = broadcast_campaign(
+        cap_source_sender=bmkg, cap_source_identifier="A2", cap_source_references=[[bmkg, "A1"]]
+    )
+    broadcast_campaign(
+        approved=False, status=Campaign.Status.PENDING_APPROVAL, cap_source_sender=bmkg, cap_source_identifier="A1"
+    )
+
+    page = client_for(UserFactory(role=Role.APPROVER)).get(f"/campaigns/{update.pk}/").content.decode()
+
+    assert "data-cap-supersedes" not in page
