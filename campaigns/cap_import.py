@@ -14,6 +14,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from campaigns.cap import CAP_CATEGORIES, CAP_CERTAINTIES, CAP_SEVERITIES, CAP_URGENCIES
@@ -483,9 +484,7 @@ def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImp
     if not alert.references:
         raise ServiceInvalid("The CAP Cancel has no references naming the alert it cancels.")
     references = cap_superseded({(sender, identifier) for sender, identifier, _ in alert.references})
-    query = Campaign.objects.none()
-    for sender, identifier in references:
-        query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
+    query = campaigns_imported_from(references)
     # Only campaigns the importing officer may see: another jurisdiction's are not theirs to withdraw.
     query = query & campaigns_visible(actor)
     # An exercise withdraws only exercises, an actual Cancel only actual alerts: a drill never ends a warning.
@@ -513,16 +512,47 @@ def cap_superseded(references: set[tuple[str, str]]) -> list[tuple[str, str]]:
     """Return the (sender, identifier) pairs named, and those of every message an imported update among them
     superseded, however far back: cancelling the latest update of an alert cancels the alert.
     """
+    replaced: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for update, updated in _cap_update_links():
+        replaced.setdefault(update, set()).update(updated)
+    return sorted(set(references) | _reachable(set(references), replaced))
+
+
+def cap_superseding(source: tuple[str, str]) -> set[tuple[str, str]]:
+    """Return the (sender, identifier) pairs of every imported update that replaced the message `source`,
+    directly or through a later update of an update."""
+    replacing: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for update, updated in _cap_update_links():
+        for pair in updated:
+            replacing.setdefault(pair, set()).add(update)
+    return _reachable({source}, replacing) - {source}
+
+
+def campaigns_imported_from(pairs) -> QuerySet[Campaign]:
+    """Return the campaigns imported from the CAP messages named by (sender, identifier) pairs."""
+    query = Campaign.objects.none()
+    for sender, identifier in pairs:
+        query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
+    return query
+
+
+def _cap_update_links() -> list[tuple[tuple[str, str], list[tuple[str, str]]]]:
+    """Return each imported update's (sender, identifier) with the pairs it updated.
+
+    Every update is read: the pairs are JSON lists, which SQLite cannot search. A regency imports few.
+    """
     imported = Campaign.objects.exclude(cap_source_references=[]).values_list(
         "cap_source_sender", "cap_source_identifier", "cap_source_references"
     )
-    superseded: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    for sender, identifier, updated in imported:
-        superseded.setdefault((sender, identifier), set()).update(tuple(pair) for pair in updated)
-    found, todo = set(references), list(references)
+    return [((sender, identifier), [tuple(pair) for pair in updated]) for sender, identifier, updated in imported]
+
+
+def _reachable(start: set, edges: dict) -> set:
+    """Return every node reached from `start` along `edges` (a cycle of references ends the walk)."""
+    found, todo = set(), list(start)
     while todo:
-        for pair in superseded.get(todo.pop(), ()):
-            if pair not in found:
-                found.add(pair)
-                todo.append(pair)
-    return sorted(found)
+        for node in edges.get(todo.pop(), ()):
+            if node not in found:
+                found.add(node)
+                todo.append(node)
+    return found

@@ -354,16 +354,13 @@ def campaigns_superseded(campaign: Campaign, *, user: User) -> QuerySet[Campaign
     An Update replaces the messages its references name and, through earlier updates, those they replaced.
     An exercise replaces only exercises, and an actual alert only actual ones: a drill never withdraws a warning.
     """
-    from campaigns.cap_import import cap_superseded  # cap_import builds on this module
+    from campaigns.cap_import import campaigns_imported_from, cap_superseded  # cap_import builds on this module
 
     if not campaign.cap_source_references:
         return Campaign.objects.none()
     references = cap_superseded({tuple(pair) for pair in campaign.cap_source_references})
-    query = Campaign.objects.none()
-    for sender, identifier in references:
-        query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
     return (
-        (query & campaigns_visible(user))
+        (campaigns_imported_from(references) & campaigns_visible(user))
         .filter(exercise=campaign.exercise)
         .exclude(pk=campaign.pk)
         .exclude(status__in=Campaign.FINAL_STATUSES)
@@ -389,25 +386,11 @@ def campaign_replaced_by(campaign: Campaign, *, user: User) -> Campaign | None:
     An update imported and approved before the alert it replaces cancelled nothing; approved after it, that alert
     would reach handsets after its update.
     """
+    from campaigns.cap_import import campaigns_imported_from, cap_superseding  # cap_import builds on this module
+
     if not campaign.cap_source_identifier:
         return None
-    source = (campaign.cap_source_sender, campaign.cap_source_identifier)
-    replacing: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    imported = Campaign.objects.exclude(cap_source_references=[]).values_list(
-        "cap_source_sender", "cap_source_identifier", "cap_source_references"
-    )
-    for sender, identifier, updated in imported:
-        for pair in updated:
-            replacing.setdefault(tuple(pair), set()).add((sender, identifier))
-    found, todo = set(), [source]
-    while todo:
-        for pair in replacing.get(todo.pop(), ()):
-            if pair not in found and pair != source:
-                found.add(pair)
-                todo.append(pair)
-    query = Campaign.objects.none()
-    for sender, identifier in found:
-        query = query | Campaign.objects.filter(cap_source_sender=sender, cap_source_identifier=identifier)
+    query = campaigns_imported_from(cap_superseding((campaign.cap_source_sender, campaign.cap_source_identifier)))
     return (
         (query & campaigns_visible(user))
         .filter(exercise=campaign.exercise, status__in=REPLACING_STATUSES)

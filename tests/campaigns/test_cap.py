@@ -994,23 +994,32 @@ def test_approving_an_imported_update_cancels_the_campaigns_of_the_alerts_it_rep
     assert cancelled.details["reason"] == f"Superseded by the CAP update of campaign {update.pk}, approved."
 
 
+BMKG = "bmkg@bmkg.go.id"
+
+
+def bmkg_alert(identifier: str, *, updates: str = "", pending: bool = False, **fields) -> Campaign:
+    """Return an area broadcast imported from BMKG's message `identifier` (an update of `updates`), approved
+    unless `pending` (then waiting for its approver)."""
+    if updates:
+        fields["cap_source_references"] = [[BMKG, updates]]
+    if pending:
+        fields.update(approved=False, status=Campaign.Status.PENDING_APPROVAL)
+    return broadcast_campaign(cap_source_sender=BMKG, cap_source_identifier=identifier, **fields)
+
+
+def approve(campaign: Campaign, approver) -> None:
+    campaign_approve(campaign=campaign, approver=approver, content_hash=campaign_content_hash(campaign))
+
+
 def test_approving_an_exercise_update_leaves_the_actual_alert_it_names_alone(officer_client):
     blitar_areas()
-    bmkg = "bmkg@bmkg.go.id"
-    actual = broadcast_campaign(cap_source_sender=bmkg, cap_source_identifier="A1")
-    drill = broadcast_campaign(
-        approved=False,
-        status=Campaign.Status.PENDING_APPROVAL,
-        exercise=True,
-        cap_source_sender=bmkg,
-        cap_source_identifier="X2",
-        cap_source_references=[[bmkg, "A1"]],
-    )
+    actual = bmkg_alert("A1")
+    drill = bmkg_alert("X2", updates="A1", pending=True, exercise=True)
     approver = UserFactory(role=Role.APPROVER)
     review = client_for(approver).get(f"/campaigns/{drill.pk}/review/").content.decode()
     assert "data-cap-supersedes" not in review
 
-    campaign_approve(campaign=drill, approver=approver, content_hash=campaign_content_hash(drill))
+    approve(drill, approver)
 
     actual.refresh_from_db()
     assert actual.status == Campaign.Status.APPROVED
@@ -1028,14 +1037,9 @@ def test_an_exercise_cap_cancel_withdraws_no_actual_alert(officer_client):
 
 def test_an_alert_whose_update_was_approved_first_is_not_approved_and_the_review_says_so(officer_client):
     blitar_areas()
-    bmkg = "bmkg@bmkg.go.id"
     # The update was imported and approved before the alert it replaces was imported.
-    update = broadcast_campaign(
-        cap_source_sender=bmkg, cap_source_identifier="A2", cap_source_references=[[bmkg, "A1"]]
-    )
-    original = broadcast_campaign(
-        approved=False, status=Campaign.Status.PENDING_APPROVAL, cap_source_sender=bmkg, cap_source_identifier="A1"
-    )
+    update = bmkg_alert("A2", updates="A1")
+    original = bmkg_alert("A1", pending=True)
     approver = UserFactory(role=Role.APPROVER)
     client = client_for(approver)
     review = client.get(f"/campaigns/{original.pk}/review/").content.decode()
@@ -1043,7 +1047,7 @@ def test_an_alert_whose_update_was_approved_first_is_not_approved_and_the_review
     assert f'href="/campaigns/{update.pk}/"' in review
 
     with pytest.raises(ServiceConflict, match=f"campaign {update.pk}"):
-        campaign_approve(campaign=original, approver=approver, content_hash=campaign_content_hash(original))
+        approve(original, approver)
     response = client.post(
         f"/campaigns/{original.pk}/review/",
         {"decision": "approve", "content_hash": campaign_content_hash(original)},
@@ -1056,17 +1060,9 @@ def test_an_alert_whose_update_was_approved_first_is_not_approved_and_the_review
 
 def test_the_history_gives_the_reasons_of_a_supersede_and_of_an_issuers_cancel_in_indonesian(officer_client):
     blitar_areas()
-    bmkg = "bmkg@bmkg.go.id"
-    replaced = broadcast_campaign(cap_source_sender=bmkg, cap_source_identifier="A1")
-    update = broadcast_campaign(
-        approved=False,
-        status=Campaign.Status.PENDING_APPROVAL,
-        cap_source_sender=bmkg,
-        cap_source_identifier="A2",
-        cap_source_references=[[bmkg, "A1"]],
-    )
-    approver = UserFactory(role=Role.APPROVER)
-    campaign_approve(campaign=update, approver=approver, content_hash=campaign_content_hash(update))
+    replaced = bmkg_alert("A1")
+    update = bmkg_alert("A2", updates="A1", pending=True)
+    approve(update, UserFactory(role=Role.APPROVER))
     withdrawn = _import_geocoded_alert(officer_client)
     Campaign.objects.filter(pk=withdrawn.pk).update(status=Campaign.Status.APPROVED)
     assert _post_xml(officer_client, CANCEL).status_code == 200
@@ -1095,17 +1091,10 @@ def test_the_page_of_a_campaign_withdrawn_by_its_issuer_while_pending_gives_the_
 
 def test_the_page_of_an_alert_its_approved_update_cancelled_does_not_ask_to_reject_it(officer_client):
     blitar_areas()
-    bmkg = "bmkg@bmkg.go.id"
-    original = broadcast_campaign(cap_source_sender=bmkg, cap_source_identifier="A1")
-    update = broadcast_campaign(
-        approved=False,
-        status=Campaign.Status.PENDING_APPROVAL,
-        cap_source_sender=bmkg,
-        cap_source_identifier="A2",
-        cap_source_references=[[bmkg, "A1"]],
-    )
+    original = bmkg_alert("A1")
+    update = bmkg_alert("A2", updates="A1", pending=True)
     approver = UserFactory(role=Role.APPROVER)
-    campaign_approve(campaign=update, approver=approver, content_hash=campaign_content_hash(update))
+    approve(update, approver)
     original.refresh_from_db()
     assert original.status == Campaign.Status.CANCELLED
 
@@ -1134,13 +1123,8 @@ def test_the_author_of_an_alert_its_issuer_withdrew_while_pending_is_emailed_the
 
 def test_the_page_of_an_approved_update_does_not_say_approving_it_cancels_an_alert_imported_after(officer_client):
     blitar_areas()
-    bmkg = "bmkg@bmkg.go.id"
-    update = broadcast_campaign(
-        cap_source_sender=bmkg, cap_source_identifier="A2", cap_source_references=[[bmkg, "A1"]]
-    )
-    broadcast_campaign(
-        approved=False, status=Campaign.Status.PENDING_APPROVAL, cap_source_sender=bmkg, cap_source_identifier="A1"
-    )
+    update = bmkg_alert("A2", updates="A1")
+    bmkg_alert("A1", pending=True)
 
     page = client_for(UserFactory(role=Role.APPROVER)).get(f"/campaigns/{update.pk}/").content.decode()
 

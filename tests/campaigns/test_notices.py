@@ -1,8 +1,10 @@
 """Who is told what by email: approvers of a submitted campaign, the author of a decision, a run's end or stall."""
 
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -11,6 +13,7 @@ from campaigns.models import Campaign, CampaignRun
 from campaigns.services import campaign_approve, campaign_content_hash, campaign_reject, campaign_submit
 from smsblast.models import Notification, Role
 from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory
+from tests.concurrency import skip_unless_postgresql, start_in_thread, wait_until_blocked_on_a_lock
 from tests.smsblast.factories import AreaFactory, UserFactory, area_tree
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("areas")]
@@ -83,14 +86,19 @@ def test_the_author_is_told_when_a_run_ends_with_its_recipients_counted_by_statu
     assert [line for line in lines if line.startswith("- ")] == ["- terkirim: 3", "- tidak terkirim: 1", "- gagal: 1"]
 
 
-def test_the_author_is_told_once_per_stall_and_which_operators_hold_the_run(author):
+def stalled_run(author) -> CampaignRun:
+    """Return a sending run of the author's "Update harian" with no progress for 11 minutes."""
     campaign = CampaignFactory(author=author, title="Update harian", status=Campaign.Status.SENDING)
-    run = CampaignRunFactory(
+    return CampaignRunFactory(
         campaign=campaign,
         status=CampaignRun.Status.SENDING,
         fanout_done=True,
         last_progress_at=timezone.now() - timedelta(minutes=11),
     )
+
+
+def test_the_author_is_told_once_per_stall_and_which_operators_hold_the_run(author):
+    run = stalled_run(author)
 
     assert run_report_stall(run=run, inactive_operators=["xl"], throttling_operators=["telkomsel"])
     assert not run_report_stall(run=run, inactive_operators=["xl"], throttling_operators=["telkomsel"])
@@ -115,46 +123,29 @@ def test_users_without_an_address_are_not_notified_and_nothing_else_changes():
 @pytest.mark.django_db(transaction=True)
 def test_two_reconciler_passes_at_once_report_a_stall_and_email_the_author_once(author):
     """The control process and a worker may each run a pass (both take the control queue)."""
-    import threading
-
-    from django.db import connection, connections, transaction
-
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL's row locks")
-    campaign = CampaignFactory(author=author, title="Update harian", status=Campaign.Status.SENDING)
-    run = CampaignRunFactory(
-        campaign=campaign,
-        status=CampaignRun.Status.SENDING,
-        fanout_done=True,
-        last_progress_at=timezone.now() - timedelta(minutes=11),
-    )
-    second_done = threading.Event()
-    reported = []
+    skip_unless_postgresql()
+    run = stalled_run(author)
+    reported, errors = [], []
+    first_reported, go = threading.Event(), threading.Event()
 
     def first_pass():
-        try:
-            with transaction.atomic():
-                reported.append(run_report_stall(run=CampaignRun.objects.get(pk=run.pk)))
-                second_done.wait(timeout=3)  # still uncommitted while the other pass looks
-        finally:
-            connections.close_all()
+        with transaction.atomic():
+            reported.append(run_report_stall(run=CampaignRun.objects.get(pk=run.pk)))
+            first_reported.set()
+            go.wait(30)  # still uncommitted while the other pass looks
 
     def second_pass():
-        try:
-            reported.append(run_report_stall(run=CampaignRun.objects.get(pk=run.pk)))
-        finally:
-            second_done.set()
-            connections.close_all()
+        reported.append(run_report_stall(run=CampaignRun.objects.get(pk=run.pk)))
 
-    first = threading.Thread(target=first_pass)
-    first.start()
-    while not reported:
-        first.join(timeout=0.01)
-    second = threading.Thread(target=second_pass)
-    second.start()
-    first.join()
-    second.join()
+    first = start_in_thread(first_pass, errors)
+    assert first_reported.wait(30)
+    second = start_in_thread(second_pass, errors)
+    wait_until_blocked_on_a_lock(1, unless=second)
+    go.set()
+    first.join(30)
+    second.join(30)
 
+    assert errors == []
     assert sorted(reported) == [False, True]
     assert Notification.objects.filter(kind="run.stalled").count() == 1
 
