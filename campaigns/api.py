@@ -11,6 +11,7 @@ from campaigns.selectors import campaign_list
 from campaigns.serializers import (
     ApproveSerializer,
     CampaignDetailSerializer,
+    CampaignEditSerializer,
     CampaignListSerializer,
     CampaignWriteSerializer,
     CancelSerializer,
@@ -93,8 +94,10 @@ class CampaignViewSet(
     def get_serializer_class(self):
         if self.action == "list":
             return CampaignListSerializer
-        if self.action in {"create", "partial_update"}:
+        if self.action == "create":
             return CampaignWriteSerializer
+        if self.action == "partial_update":
+            return CampaignEditSerializer
         return CampaignDetailSerializer
 
     def detail_response(self, campaign: Campaign, status_code: int = status.HTTP_200_OK) -> Response:
@@ -129,11 +132,12 @@ class CampaignViewSet(
         campaign, _passed = campaign_copy(source=self.get_object(), author=request.user)
         return self.detail_response(campaign, status.HTTP_201_CREATED)
 
-    @extend_schema(request=CampaignWriteSerializer, responses={200: CampaignDetailSerializer})
+    @extend_schema(request=CampaignEditSerializer, responses={200: CampaignDetailSerializer})
     def partial_update(self, request, pk=None):
         campaign = self.get_object()
-        data = validated(CampaignWriteSerializer(data=request.data, partial=True))
-        campaign_update(campaign=campaign, actor=request.user, data=dict(data))
+        data = dict(validated(CampaignEditSerializer(data=request.data, partial=True)))
+        expected_hash = data.pop("content_hash", None)
+        campaign_update(campaign=campaign, actor=request.user, data=data, expected_hash=expected_hash)
         return self.detail_response(campaign)
 
     @extend_schema(request=None, responses={200: CampaignDetailSerializer})

@@ -55,6 +55,19 @@ class CampaignWriteSerializer(serializers.Serializer):
     exercise = serializers.BooleanField(required=False)
 
 
+class CampaignEditSerializer(CampaignWriteSerializer):
+    """An edit (PATCH): the fields to change, and optionally the content hash the edit was made on."""
+
+    content_hash = serializers.RegexField(
+        r"^[0-9a-f]{64}$",
+        required=False,
+        write_only=True,
+        help_text="The `content_hash` of the version this edit was made on: a campaign whose text, sender, area, "
+        "audience or schedule changed since answers 409 and nothing is saved. Without it the edit applies to "
+        "the current version.",
+    )
+
+
 class ApprovalSerializer(serializers.ModelSerializer):
     approver = serializers.CharField(source="approver.username")
 

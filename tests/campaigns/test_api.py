@@ -176,6 +176,38 @@ def test_editing_an_approved_campaign_through_the_api_voids_the_approval(author,
     assert body["approval"]["valid"] is False
 
 
+def test_an_edit_made_on_an_older_version_answers_409_and_saves_nothing(author, api_client_for):
+    campaign = CampaignFactory(author=author, status=Status.DRAFT, text="Versi pertama.")
+    client = api_client_for(author)
+    opened = client.get(f"/api/v1/campaigns/{campaign.pk}/").json()["content_hash"]
+    client.patch(f"/api/v1/campaigns/{campaign.pk}/", {"text": "Versi kedua."}, format="json")
+
+    stale = client.patch(
+        f"/api/v1/campaigns/{campaign.pk}/", {"text": "Versi ketiga.", "content_hash": opened}, format="json"
+    )
+
+    assert stale.status_code == 409
+    assert "changed after you opened it" in stale.json()["detail"]
+    campaign.refresh_from_db()
+    assert campaign.text == "Versi kedua."
+    current = client.get(f"/api/v1/campaigns/{campaign.pk}/").json()["content_hash"]
+    fresh = client.patch(
+        f"/api/v1/campaigns/{campaign.pk}/", {"text": "Versi ketiga.", "content_hash": current}, format="json"
+    )
+    assert fresh.status_code == 200
+    assert fresh.json()["text"] == "Versi ketiga."
+    assert "content_hash" in fresh.json()  # the detail's own hash, read back for the next edit
+
+
+def test_an_edit_content_hash_that_is_not_a_hash_answers_400(author, api_client_for):
+    campaign = CampaignFactory(author=author, status=Status.DRAFT)
+    response = api_client_for(author).patch(
+        f"/api/v1/campaigns/{campaign.pk}/", {"text": "Baru.", "content_hash": "abc"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "content_hash" in response.json()["errors"]
+
+
 def test_stale_hash_answers_409_with_detail(author, api_client_for):
     campaign = CampaignFactory(author=author, status=Status.PENDING_APPROVAL)
     response = api_client_for(UserFactory(role=Role.APPROVER)).post(
