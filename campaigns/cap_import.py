@@ -1,7 +1,8 @@
 """CAP 1.1/1.2 import: an alert from any issuer becomes a draft area broadcast; a Cancel withdraws it.
 
 Parsing refuses DTDs outright (defusedxml), which stops entity expansion bombs and external entities before
-anything is read. Signatures are not verified: the draft still needs an approver, who sees the source.
+anything is read. An XML signature is checked against the issuers' certificates the installation trusts
+(campaigns/cap_signature.py); the draft still needs an approver, who sees the source and whether it was verified.
 """
 
 import re
@@ -18,6 +19,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from campaigns.cap import CAP_CATEGORIES, CAP_CERTAINTIES, CAP_SEVERITIES, CAP_URGENCIES
+from campaigns.cap_signature import CapSignature, SignatureState, cap_signature_check
 from campaigns.models import Campaign, Mode, Priority
 from campaigns.selectors import campaigns_visible
 from smsblast import sms
@@ -80,8 +82,12 @@ class CapAlert:
     msg_type: str
     references: list[tuple[str, str, str]]
     infos: list[CapInfo]
-    signed: bool
+    signature: CapSignature
     scope: str = "Public"
+
+    @property
+    def signed(self) -> bool:
+        return self.signature.state != SignatureState.UNSIGNED
 
 
 # --- parsing (no database) -----------------------------------------------------------------
@@ -108,6 +114,10 @@ def cap_parse(raw: bytes) -> CapAlert:
         raise ServiceInvalid(
             f"Not a CAP alert: the root element is {root.tag!r}; expected 'alert' in the CAP 1.1 or 1.2 namespace."
         )
+    signature = cap_signature_check(raw, root)
+    if signature.signed_xml is not None:
+        # See what is signed: the alert is read from what its issuer's key signed, not the document around it.
+        root = fromstring(signature.signed_xml, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     ns = {"cap": namespace}
 
     def text(parent: Element, name: str) -> str:
@@ -158,7 +168,6 @@ def cap_parse(raw: bytes) -> CapAlert:
                 )
             )
         infos.append(info)
-    signed = root.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
     return CapAlert(
         version=CAP_NAMESPACES[namespace],
         identifier=identifier,
@@ -168,7 +177,7 @@ def cap_parse(raw: bytes) -> CapAlert:
         msg_type=msg_type,
         references=references,
         infos=infos,
-        signed=signed,
+        signature=signature,
         scope=scope,
     )
 
@@ -339,6 +348,15 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
     for an alert (its sender and identifier) imported before.
     """
     alert = cap_parse(raw)
+    if settings.CAP_REQUIRE_SIGNATURE and alert.signature.state != SignatureState.VERIFIED:
+        why = (
+            "it is not signed"
+            if alert.signature.state == SignatureState.UNSIGNED
+            else f"its signature is not verified: {alert.signature.reason}"
+        )
+        raise ServiceInvalid(
+            f"This installation imports only CAP alerts signed by a trusted issuer (CAP_REQUIRE_SIGNATURE), and {why}."
+        )
     if alert.status not in ("Actual", "Exercise"):
         raise ServiceInvalid(f"CAP status {alert.status!r} is not imported; only Actual and Exercise alerts are.")
     if alert.msg_type == "Cancel":
@@ -377,8 +395,11 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
     notes = []
     if info.language.lower().split("-")[0] != "id":
         notes.append(f"No Indonesian info block; used the first one ({info.language}).")
-    if alert.signed:
-        notes.append("The alert carries an XML signature; it was not verified.")
+    if alert.signature.state == SignatureState.VERIFIED:
+        notes.append(f"The alert's XML signature is verified: signed by {alert.signature.signer}, a trusted issuer.")
+    elif alert.signed:
+        signer = f" (signer: {alert.signature.signer})" if alert.signature.signer else ""
+        notes.append(f"The alert carries an XML signature{signer} that is not verified: {alert.signature.reason}.")
     # A translation may leave out the area the other language's block gives; the alert still has one.
     located = next((block for block in [info, *alert.infos] if _has_area(block)), info)
     if located is not info:
@@ -447,6 +468,7 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
             "cut": cut,
             "version": alert.version,
             "signed": alert.signed,
+            "signature": alert.signature.as_details(),
         },
     )
     return CapImportResult(action="created", campaign=campaign, cut=cut, notes=notes)

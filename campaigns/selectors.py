@@ -182,8 +182,8 @@ def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | N
 
     The approver decides on it knowing its issuer and identifier, the earlier alerts it updates (and the
     unfinished campaigns imported from them, visible to `user`, which its approval cancels), an approved update
-    replacing it (which refuses its approval), whether it was
-    signed (a signature is not verified) and which parts of its text were cut to fit.
+    replacing it (which refuses its approval), whether its signature was verified against a trusted issuer's
+    certificate (and by whom it was signed) and which parts of its text were cut to fit.
     """
     from campaigns.services import campaign_replaced_by, campaigns_superseded  # the services build on these
 
@@ -206,6 +206,9 @@ def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | N
         if campaign.status == Campaign.Status.PENDING_APPROVAL
         else None,
         "signed": bool(details.get("signed")),
+        # Imports before signatures were checked recorded only "signed": not verified, signer unknown.
+        "signature": details.get("signature")
+        or {"state": "untrusted" if details.get("signed") else "unsigned", "signer": "", "reason": ""},
         "cut": [cut for cut in details.get("cut") or [] if cut.get("dropped_words")],
     }
 

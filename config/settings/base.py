@@ -246,6 +246,11 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="smsblast <noreply@localh
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 # The CAP <sender> of exported alerts (e.g. "bpbd@blitarkab.go.id"); empty: smsblast@<host of PUBLIC_BASE_URL>.
 CAP_SENDER = env("CAP_SENDER", default="")
+# A PEM file of the certificates CAP issuers (BMKG, BNPB, a BPBD) gave out of band: an imported alert whose XML
+# signature verifies against one of them is shown to its approver as verified (campaigns/cap_signature.py).
+CAP_TRUSTED_CERTIFICATES = env("CAP_TRUSTED_CERTIFICATES", default="")
+# Import only alerts so verified: unsigned ones, or signed by anyone else, are refused (a Cancel too).
+CAP_REQUIRE_SIGNATURE = env.bool("CAP_REQUIRE_SIGNATURE", default=False)
 
 # Wrong passwords allowed for one username from one address before log-in is refused for a while (0: no limit).
 LOGIN_FAILURES_ALLOWED = env.int("LOGIN_FAILURES_ALLOWED", default=5)

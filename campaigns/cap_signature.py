@@ -1,0 +1,135 @@
+"""XML signatures on imported CAP alerts, checked against the issuers' certificates this installation trusts.
+
+An alert names its signer's certificate in its signature; that it verifies against that certificate only proves
+the document is whole, since anyone can make a certificate. It is genuine when it verifies against a certificate
+given out of band by its issuer (BMKG, BNPB, a province's BPBD): `CAP_TRUSTED_CERTIFICATES` names a PEM file of
+them. A verified alert is read from exactly what was signed, never from the document around it.
+"""
+
+import base64
+import binascii
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from xml.etree.ElementTree import Element
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from django.conf import settings
+from lxml import etree
+from signxml import SignatureConfiguration, XMLVerifier
+from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidSignature, SignXMLException
+
+from smsblast.errors import ServiceInvalid
+
+logger = logging.getLogger(__name__)
+
+DSIG = "{http://www.w3.org/2000/09/xmldsig#}"
+# The signature must sit directly in <alert> and sign it whole (an enveloped signature, as CAP 1.2 section 3.3.2.1
+# describes): a signature elsewhere could sign a part the alert is not read from.
+_CONFIG = SignatureConfiguration(location="./", expect_references=1)
+
+
+class SignatureState:
+    UNSIGNED = "unsigned"  # no <Signature> in the alert
+    VERIFIED = "verified"  # signed by the key of a trusted issuer's certificate, and unchanged since
+    UNTRUSTED = "untrusted"  # signed, but not by a trusted issuer (or not checkable): the approver confirms it
+
+
+@dataclass(frozen=True)
+class CapSignature:
+    state: str
+    # The signing certificate's subject (its common name, else the whole subject), as far as the alert names it.
+    signer: str = ""
+    # Why an untrusted signature is not verified, in a sentence.
+    reason: str = ""
+    # Verified: the document exactly as signed, without its signature; the alert is read from this.
+    signed_xml: bytes | None = None
+
+    def as_details(self) -> dict[str, str]:
+        return {"state": self.state, "signer": self.signer, "reason": self.reason}
+
+
+def cap_signature_check(raw: bytes, root: Element) -> CapSignature:
+    """Check the signature of the CAP document `raw` (already parsed safely into `root`).
+
+    Raises ServiceInvalid when the signature verifies against its key but the alert changed after it was signed, or
+    when its value does not match the certificate it names: a document altered on its way, never to be broadcast.
+    """
+    if root.find(f"{DSIG}Signature") is None:
+        return CapSignature(SignatureState.UNSIGNED)
+    for certificate in trusted_certificates():
+        try:
+            result = XMLVerifier().verify(raw, x509_cert=certificate, expect_config=_CONFIG)
+        except InvalidDigest as exc:
+            # The trusted key signed it, and what it signed is not what arrived.
+            raise ServiceInvalid(_ALTERED.format(signer=_subject(certificate))) from exc
+        except (SignXMLException, ValueError):
+            # Another key's signature, one this certificate cannot check, or a certificate out of its validity.
+            continue
+        signed_xml = etree.tostring(result.signed_xml)
+        return CapSignature(SignatureState.VERIFIED, _subject(certificate), signed_xml=signed_xml)
+    return _check_untrusted(raw, root)
+
+
+def _check_untrusted(raw: bytes, root: Element) -> CapSignature:
+    """Check the signature against the certificate it names itself: whole or altered, but from no trusted issuer."""
+    named = root.find(f"{DSIG}Signature/{DSIG}KeyInfo/{DSIG}X509Data/{DSIG}X509Certificate")
+    if named is None or not (named.text or "").strip():
+        return CapSignature(SignatureState.UNTRUSTED, reason="the signature names no certificate")
+    try:
+        certificate = x509.load_der_x509_certificate(base64.b64decode("".join(named.text.split()), validate=True))
+    except (binascii.Error, ValueError):
+        return CapSignature(SignatureState.UNTRUSTED, reason="the certificate the signature names cannot be read")
+    signer = _subject(certificate)
+    reason = "its certificate is not among the trusted issuers (CAP_TRUSTED_CERTIFICATES)"
+    try:
+        XMLVerifier().verify(raw, x509_cert=certificate, expect_config=_CONFIG)
+    except InvalidCertificate as exc:
+        return CapSignature(SignatureState.UNTRUSTED, signer, f"its certificate is not valid ({exc})")
+    except InvalidSignature as exc:  # InvalidDigest included
+        raise ServiceInvalid(_ALTERED.format(signer=signer)) from exc
+    except (SignXMLException, ValueError) as exc:
+        # An algorithm no longer accepted (SHA-1), a signature elsewhere than in <alert>, a malformed one.
+        return CapSignature(SignatureState.UNTRUSTED, signer, f"the signature cannot be checked ({exc})")
+    return CapSignature(SignatureState.UNTRUSTED, signer, reason)
+
+
+_ALTERED = (
+    "The alert's XML signature (signer: {signer}) does not match its content: it was changed after it was "
+    "signed, so it is not imported. Ask its issuer for the alert again."
+)
+
+
+def _subject(certificate: x509.Certificate) -> str:
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else certificate.subject.rfc4514_string()
+
+
+_cache: dict[tuple[str, float], list[x509.Certificate]] = {}
+
+
+def trusted_certificates() -> list[x509.Certificate]:
+    """Return the certificates of `CAP_TRUSTED_CERTIFICATES`, read again when the file changes; [] when unset."""
+    path = settings.CAP_TRUSTED_CERTIFICATES
+    if not path:
+        return []
+    try:
+        key = (path, Path(path).stat().st_mtime)
+    except OSError:
+        logger.error("CAP_TRUSTED_CERTIFICATES %s cannot be read: no CAP signature is verified", path)
+        return []
+    if key not in _cache:
+        try:
+            certificates = read_certificates(Path(path))
+        except (OSError, ValueError) as exc:
+            logger.error("CAP_TRUSTED_CERTIFICATES %s holds no certificate (%s): none is verified", path, exc)
+            return []
+        _cache.clear()
+        _cache[key] = certificates
+    return _cache[key]
+
+
+def read_certificates(path: Path) -> list[x509.Certificate]:
+    """Return the PEM certificates in the file at `path`; raise OSError or ValueError saying why there are none."""
+    return x509.load_pem_x509_certificates(path.read_bytes())

@@ -1,0 +1,208 @@
+"""CAP import checks XML signatures against the issuers' certificates the installation trusts."""
+
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from lxml import etree
+from signxml import XMLSigner, methods
+
+from campaigns.models import Campaign
+from campaigns.selectors import campaign_cap_source
+from smsblast.audit import audit_record
+from smsblast.models import AuditEvent, Role
+from tests.campaigns.test_cap import CANCEL, GEOCODES, _import_geocoded_alert, _post_xml
+from tests.conftest import client_for
+from tests.operators.area_scripted import blitar_areas
+from tests.operators.factories import OperatorFactory
+from tests.smsblast.factories import UserFactory
+
+ALERT = GEOCODES.format(description="Mulai 3 Juli 2021.")
+
+
+@cache
+def issuer(name: str, *, expired: bool = False):
+    """Return a private key and its self-signed certificate for an issuer named `name`."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    end = now - timedelta(days=1) if expired else now + timedelta(days=365)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=30))
+        .not_valid_after(end)
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate
+
+
+class LegacySigner(XMLSigner):
+    """Signs with SHA-1 as older CAP feeds do, which the signing library otherwise refuses to."""
+
+    def check_deprecated_methods(self):
+        pass
+
+
+def signed(document: str, by: str = "Satgas Jatim CAP", *, expired: bool = False, sha1: bool = False) -> str:
+    """Return the CAP document with an enveloped XML signature of issuer `by` (its certificate in KeyInfo)."""
+    key, certificate = issuer(by, expired=expired)
+    root = etree.fromstring(document.encode())
+    signer = (
+        LegacySigner(method=methods.enveloped, signature_algorithm="rsa-sha1", digest_algorithm="sha1")
+        if sha1
+        else XMLSigner(method=methods.enveloped)
+    )
+    signed_root = signer.sign(root, key=key, cert=[certificate])
+    return etree.tostring(signed_root, xml_declaration=True, encoding="UTF-8").decode()
+
+
+@pytest.fixture
+def trust(settings, tmp_path):
+    """Trust the certificates of the issuers named; returns a function taking their names."""
+
+    def trust_issuers(*names: str, expired: bool = False) -> None:
+        path = tmp_path / "cap-issuers.pem"
+        path.write_bytes(
+            b"".join(issuer(name, expired=expired)[1].public_bytes(serialization.Encoding.PEM) for name in names)
+        )
+        settings.CAP_TRUSTED_CERTIFICATES = str(path)
+
+    return trust_issuers
+
+
+@pytest.fixture
+def officer_client(db, api_client_for):
+    blitar_areas()
+    OperatorFactory(slug="telkomsel")
+    user = UserFactory(role=Role.OFFICER)
+    client = api_client_for(user)
+    client.user = user
+    return client
+
+
+def review_page(campaign_id: int) -> str:
+    Campaign.objects.filter(pk=campaign_id).update(status=Campaign.Status.PENDING_APPROVAL)
+    return client_for(UserFactory(role=Role.APPROVER)).get(f"/campaigns/{campaign_id}/review/").content.decode()
+
+
+def test_an_alert_signed_by_a_trusted_issuer_is_shown_verified_with_its_signer(officer_client, trust):
+    trust("Satgas Jatim CAP")
+    response = _post_xml(officer_client, signed(ALERT))
+    assert response.status_code == 201, response.json()
+    assert any("verified: signed by Satgas Jatim CAP" in note for note in response.json()["notes"])
+    page = review_page(response.json()["campaign_id"])
+    assert 'data-cap-signature="verified"' in page
+    assert "Satgas Jatim CAP" in page
+
+
+def test_an_alert_changed_after_it_was_signed_is_refused_and_nothing_is_created(officer_client, trust):
+    trust("Satgas Jatim CAP")
+    altered = signed(ALERT).replace("Tetap di rumah", "Keluar rumah")
+    response = _post_xml(officer_client, altered)
+    assert response.status_code == 400
+    assert "changed after it was signed" in response.json()["detail"]
+    assert not Campaign.objects.exists()
+    assert not AuditEvent.objects.filter(action="campaign.cap_import").exists()
+
+
+def test_an_altered_alert_is_refused_even_with_no_issuer_trusted(officer_client):
+    # Its own certificate shows the content is not what was signed, whoever signed it.
+    altered = signed(ALERT, by="Someone").replace("PPKM Darurat berlaku", "PPKM dicabut")
+    response = _post_xml(officer_client, altered)
+    assert response.status_code == 400
+    assert "changed after it was signed" in response.json()["detail"]
+    assert not Campaign.objects.exists()
+
+
+def test_an_alert_signed_by_an_unknown_certificate_is_imported_with_a_warning_naming_its_signer(officer_client, trust):
+    trust("Satgas Jatim CAP")
+    response = _post_xml(officer_client, signed(ALERT, by="Not Satgas"))
+    assert response.status_code == 201, response.json()
+    assert any("not among the trusted issuers" in note for note in response.json()["notes"])
+    page = review_page(response.json()["campaign_id"])
+    assert 'data-cap-signature="untrusted"' in page
+    assert "Not Satgas" in page
+    assert 'data-cap-signature="verified"' not in page
+
+
+def test_a_trusted_certificate_past_its_end_does_not_verify(officer_client, trust):
+    trust("Old Satgas", expired=True)
+    response = _post_xml(officer_client, signed(ALERT, by="Old Satgas", expired=True))
+    assert response.status_code == 201, response.json()
+    campaign = Campaign.objects.get(pk=response.json()["campaign_id"])
+    signature = campaign_cap_source(campaign, user=officer_client.user)["signature"]
+    assert signature["state"] == "untrusted"
+    assert "not valid" in signature["reason"]
+
+
+def test_a_sha1_signature_is_not_verified(officer_client, trust):
+    trust("Satgas Jatim CAP")
+    document = signed(ALERT, sha1=True)
+    response = _post_xml(officer_client, document)
+    assert response.status_code == 201, response.json()
+    campaign = Campaign.objects.get(pk=response.json()["campaign_id"])
+    signature = campaign_cap_source(campaign, user=officer_client.user)["signature"]
+    assert signature["state"] == "untrusted"
+    assert "cannot be checked" in signature["reason"]
+
+
+@pytest.mark.parametrize(
+    ("document", "needle"),
+    [(ALERT, "it is not signed"), (signed(ALERT, by="Not Satgas"), "not among the trusted issuers")],
+    ids=["unsigned", "untrusted"],
+)
+def test_requiring_signatures_refuses_alerts_not_verified(officer_client, trust, settings, document, needle):
+    trust("Satgas Jatim CAP")
+    settings.CAP_REQUIRE_SIGNATURE = True
+    response = _post_xml(officer_client, document)
+    assert response.status_code == 400
+    assert needle in response.json()["detail"]
+    assert not Campaign.objects.exists()
+    assert _post_xml(officer_client, signed(ALERT)).status_code == 201
+
+
+def test_requiring_signatures_refuses_an_unsigned_cancel_and_the_alert_stays(officer_client, trust, settings):
+    campaign = _import_geocoded_alert(officer_client)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.APPROVED)
+    trust("Satgas Jatim CAP")
+    settings.CAP_REQUIRE_SIGNATURE = True
+    assert _post_xml(officer_client, CANCEL).status_code == 400
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
+    assert _post_xml(officer_client, signed(CANCEL)).status_code == 200
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.CANCELLED
+
+
+def test_an_import_from_before_signatures_were_checked_still_shows_as_not_verified(officer_client):
+    campaign = _import_geocoded_alert(officer_client)
+    # What an import recorded then: only that the alert was signed.
+    audit_record(actor=officer_client.user, action="campaign.cap_import", obj=campaign, details={"signed": True})
+    page = review_page(campaign.pk)
+    assert 'data-cap-signature="untrusted"' in page
+    assert "tidak diverifikasi" in page  # the page speaks Indonesian
+
+
+def test_a_trust_file_without_a_certificate_stops_the_checks(settings, tmp_path):
+    path = tmp_path / "empty.pem"
+    path.write_text("not a certificate\n")
+    settings.CAP_TRUSTED_CERTIFICATES = str(path)
+    with pytest.raises(SystemCheckError, match="smsblast.E001"):
+        call_command("check")
+
+
+def test_requiring_signatures_without_a_trust_file_stops_the_checks(settings):
+    settings.CAP_TRUSTED_CERTIFICATES = ""
+    settings.CAP_REQUIRE_SIGNATURE = True
+    with pytest.raises(SystemCheckError, match="CAP_REQUIRE_SIGNATURE"):
+        call_command("check")
