@@ -21,7 +21,7 @@ from django.utils import timezone
 from campaigns.cap import CAP_CATEGORIES, CAP_CERTAINTIES, CAP_SEVERITIES, CAP_URGENCIES
 from campaigns.cap_signature import CapSignature, SignatureState, cap_signature_check
 from campaigns.models import Campaign, Mode, Priority
-from campaigns.selectors import campaigns_visible
+from campaigns.selectors import campaign_cap_signature, campaigns_visible
 from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceInvalid
@@ -518,6 +518,16 @@ def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImp
     live = [campaign for campaign in campaigns if campaign.status not in Campaign.FINAL_STATUSES]
     if not live:
         raise ServiceConflict(f"The campaign imported from that alert is already {campaigns[0].status}.")
+    if alert.signature.state != SignatureState.VERIFIED:
+        # Whoever can post a document could otherwise end a warning its issuer's key vouched for.
+        for campaign in live:
+            signature = campaign_cap_signature(campaign)
+            if signature["state"] == SignatureState.VERIFIED:
+                raise ServiceInvalid(
+                    f"Campaign {campaign.pk} was imported from an alert verified as signed by {signature['signer']}, "
+                    "and this Cancel is not verified, so it withdraws nothing. If its issuer confirms the "
+                    "withdrawal, cancel the campaign on its page."
+                )
     reason = f"Withdrawn by the issuer (CAP Cancel {alert.identifier} from {alert.sender})."
     notes = [reason]
     # The feed is the authority: whichever officer imports the Cancel withdraws the alert it names.

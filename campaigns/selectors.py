@@ -189,10 +189,7 @@ def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | N
 
     if not campaign.cap_source_identifier:
         return None
-    imported = (
-        campaign_history(campaign).filter(action="campaign.cap_import").order_by("-at", "-id").values("details").first()
-    )
-    details = (imported or {}).get("details") or {}
+    details = _cap_import_details(campaign)
     return {
         "sender": campaign.cap_source_sender,
         "identifier": campaign.cap_source_identifier,
@@ -205,11 +202,29 @@ def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | N
         "replaced_by": campaign_replaced_by(campaign, user=user)
         if campaign.status == Campaign.Status.PENDING_APPROVAL
         else None,
-        "signed": bool(details.get("signed")),
-        # Imports before signatures were checked recorded only "signed": not verified, signer unknown.
-        "signature": details.get("signature")
-        or {"state": "untrusted" if details.get("signed") else "unsigned", "signer": "", "reason": ""},
+        "signature": _cap_signature(details),
         "cut": [cut for cut in details.get("cut") or [] if cut.get("dropped_words")],
+    }
+
+
+def campaign_cap_signature(campaign: Campaign) -> dict[str, str]:
+    """Return the signature of the CAP alert the campaign was imported from: its state, signer and reason."""
+    return _cap_signature(_cap_import_details(campaign))
+
+
+def _cap_import_details(campaign: Campaign) -> dict[str, Any]:
+    imported = (
+        campaign_history(campaign).filter(action="campaign.cap_import").order_by("-at", "-id").values("details").first()
+    )
+    return (imported or {}).get("details") or {}
+
+
+def _cap_signature(details: dict[str, Any]) -> dict[str, str]:
+    # Imports before signatures were checked recorded only "signed": not verified, signer unknown.
+    return details.get("signature") or {
+        "state": "untrusted" if details.get("signed") else "unsigned",
+        "signer": "",
+        "reason": "",
     }
 
 

@@ -206,3 +206,21 @@ def test_requiring_signatures_without_a_trust_file_stops_the_checks(settings):
     settings.CAP_REQUIRE_SIGNATURE = True
     with pytest.raises(SystemCheckError, match="CAP_REQUIRE_SIGNATURE"):
         call_command("check")
+
+
+@pytest.mark.parametrize("cancel_by", [None, "Not Satgas"], ids=["unsigned", "untrusted"])
+def test_a_cancel_not_verified_does_not_withdraw_a_verified_alert(officer_client, trust, cancel_by):
+    trust("Satgas Jatim CAP")
+    imported = _post_xml(officer_client, signed(ALERT))
+    campaign = Campaign.objects.get(pk=imported.json()["campaign_id"])
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.APPROVED)
+
+    response = _post_xml(officer_client, signed(CANCEL, by=cancel_by) if cancel_by else CANCEL)
+
+    assert response.status_code == 400
+    assert "verified as signed by Satgas Jatim CAP" in response.json()["detail"]
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
+    assert _post_xml(officer_client, signed(CANCEL)).status_code == 200
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.CANCELLED
