@@ -37,6 +37,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # GET /healthz for the proxy or orchestrator, answered before the HTTPS redirect and the host check.
     "smsblast.health.HealthCheckMiddleware",
+    # GET /metrics for a monitoring scraper, with METRICS_TOKEN as its bearer token (off when unset).
+    "smsblast.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # A body larger than any accepted upload: 413 before Django spools it to disk.
@@ -251,6 +253,9 @@ CAP_SENDER = env("CAP_SENDER", default="")
 CAP_TRUSTED_CERTIFICATES = env("CAP_TRUSTED_CERTIFICATES", default="")
 # Import only alerts so verified: unsigned ones, or signed by anyone else, are refused (a Cancel too).
 CAP_REQUIRE_SIGNATURE = env.bool("CAP_REQUIRE_SIGNATURE", default=False)
+
+# The bearer token a monitoring system sends to GET /metrics (smsblast/metrics.py); empty: no /metrics.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
 
 # Wrong passwords allowed for one username from one address before log-in is refused for a while (0: no limit).
 LOGIN_FAILURES_ALLOWED = env.int("LOGIN_FAILURES_ALLOWED", default=5)
