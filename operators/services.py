@@ -161,7 +161,9 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
         result = get_adapter(operator.adapter).send_batch(outbound)
     except Exception as exc:  # noqa: BLE001 - an adapter bug must not strand the batch in flight
         logger.exception("Adapter %s raised on batch %s", operator.adapter, batch.pk)
-        result = BatchResult(outcome=Outcome.RETRY, error=f"adapter error: {exc!r}"[:500])
+        # The exception's words stay in the log: they may hold the request (an API key in the Authorization header,
+        # the recipients' numbers), and the batch's error reaches the delivery reasons and the audit trail.
+        result = BatchResult(outcome=Outcome.RETRY, error=f"adapter error: {type(exc).__name__} (see the worker log)")
     if result.outcome == Outcome.ACCEPTED:
         # The batch as written may hold numbers withdrawn after opting out: the operator can take only those sent,
         # and none it refused in the same answer.

@@ -961,3 +961,26 @@ def test_the_reconciler_leaves_a_retry_to_its_countdown_task_for_a_while_after_i
     with django_capture_on_commit_callbacks(execute=True):
         assert dispatch.dispatch_reconcile(now=later)["requeued"] == 1
     assert services.batch_send(batch_id=batch.pk, now=later) == "accepted"
+
+
+def test_an_api_key_a_header_cannot_carry_is_kept_out_of_the_batch_error_its_audit_and_the_delivery_reasons():
+    """The adapter's exception holds the whole Authorization header: the operator's key must not reach what officers
+    read (failure reasons, report) nor the append-only audit trail."""
+    batch = _batch(1)
+    # Pasted from a document with a zero-width space: http.client cannot encode it in a header.
+    Operator.objects.filter(pk=batch.operator_id).update(
+        adapter="http_batch_v1", base_url="http://127.0.0.1:9", api_key="sk-live-TOPSECRETKEY\u200b"
+    )
+    assert services.batch_send(batch_id=batch.pk) == "retry"
+    DispatchBatch.objects.filter(pk=batch.pk).update(
+        status="pending", next_attempt_at=None, attempts=services.MAX_ATTEMPTS - 1
+    )
+    assert services.batch_send(batch_id=batch.pk) == "failed"
+
+    batch.refresh_from_db()
+    assert batch.last_error.startswith("Gave up after") and "adapter error" in batch.last_error
+    reasons = list(Delivery.objects.filter(batch=batch).values_list("reason", flat=True))
+    events = [json.dumps(event.details) for event in audit_history(batch)]
+    assert {event for event in events if "error" in event}
+    for text in [batch.last_error, *reasons, *events]:
+        assert "TOPSECRETKEY" not in text
