@@ -269,6 +269,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Subscribers' numbers are personal data: a path naming one ("Not Found: /api/v1/subscribers/+62…") is masked.
+    "filters": {"numbers_masked": {"()": "smsblast.redaction.NumbersMaskedFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["numbers_masked"]},
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }

@@ -1,0 +1,72 @@
+"""Subscribers' numbers masked in what the processes log: personal data stays in the database, not in log files.
+
+A number reaches a log line through a request's address (`/api/v1/subscribers/{msisdn}/opt-out/`, the subscriber
+search `?msisdn=0812…`, a page's referer), in any of its usual forms and URL-encoded. `mask_numbers` finds each
+Indonesian mobile number in a text and keeps only its operator prefix and last two digits ("+62812******90"), enough
+to tell two apart in an investigation. `NumbersMaskedFilter` applies it to log records (settings.LOGGING), and
+`config.access_log` to gunicorn's access log.
+
+No Django import: gunicorn loads this before any application.
+"""
+
+import logging
+import re
+from urllib.parse import unquote_plus
+
+from smsblast.phones import normalize
+
+# A run of digits, separators between them as a number is written or URL-encoded (a space as "+" or "%20", a
+# "+62" as "%2B62"), with its leading plus or parenthesis.
+_SEPARATOR = r"(?:[ .\-+()]|%2[0BbDdEe89])"
+_CANDIDATE = re.compile(rf"(?:\+|%2[Bb])?(?:\(|%28)?\d(?:{_SEPARATOR}{{0,3}}\d)+", re.ASCII)
+# The fewest and most digits an Indonesian mobile number is written with ("812345678" to "0062812345678901").
+_MIN_DIGITS, _MAX_DIGITS = 9, 16
+# Kept of the E.164 form at its start ("+62" and the operator's three digits) and at its end.
+_KEPT_HEAD, _KEPT_TAIL = 6, 2
+
+
+def mask_number(e164: str) -> str:
+    """Return an E.164 number with all but its operator prefix and last two digits starred."""
+    hidden = len(e164) - _KEPT_HEAD - _KEPT_TAIL
+    return e164[:_KEPT_HEAD] + "*" * hidden + e164[-_KEPT_TAIL:]
+
+
+# Where a run written with spaces may hold a number and what follows it ("081234567890 200").
+_SPACES = re.compile(r"((?: |\+|%20)+)")
+
+
+def _masked_piece(written: str) -> str:
+    digits = sum(ch.isdigit() for ch in written)
+    if not _MIN_DIGITS <= digits <= _MAX_DIGITS:
+        return written
+    # A "+" between digits is a URL-encoded space; a leading one, or "%2B", the country code's.
+    plus = "+" if written.startswith("+") else ""
+    number = normalize(plus + unquote_plus(written[len(plus) :]))
+    return mask_number(number.e164) if number.ok else written
+
+
+def _masked(match: re.Match) -> str:
+    written = match[0]
+    masked = _masked_piece(written)
+    if masked != written:
+        return masked
+    return "".join(_masked_piece(piece) for piece in _SPACES.split(written))
+
+
+def mask_numbers(text: str) -> str:
+    """Return `text` with every Indonesian mobile number in it, as written or URL-encoded, masked."""
+    return _CANDIDATE.sub(_masked, text)
+
+
+class NumbersMaskedFilter(logging.Filter):
+    """Mask subscribers' numbers in a log record's message (a request's path in "Not Found: /api/v1/…")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed call is the handler's to report, as without this filter
+            return True
+        masked = mask_numbers(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True

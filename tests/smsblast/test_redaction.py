@@ -1,0 +1,50 @@
+"""Subscribers' numbers masked in log lines, in every form a request's address or a message writes them."""
+
+import logging
+
+import pytest
+
+from smsblast.redaction import NumbersMaskedFilter, mask_numbers
+
+
+@pytest.mark.parametrize(
+    ("written", "logged"),
+    [
+        ("/api/v1/subscribers/+6281234567890/opt-out/", "/api/v1/subscribers/+62812******90/opt-out/"),
+        ("/api/v1/subscribers/%2B6281234567890/opt-in/", "/api/v1/subscribers/+62812******90/opt-in/"),
+        ("/api/v1/subscribers/6281234567890/opt-in/", "/api/v1/subscribers/+62812******90/opt-in/"),
+        ("GET /subscribers/?msisdn=0812+3456+7890 HTTP/1.1", "GET /subscribers/?msisdn=+62812******90 HTTP/1.1"),
+        ("?msisdn=0812%203456%207890&page=2", "?msisdn=+62812******90&page=2"),
+        ("?q=%2B62+812-3456-7890", "?q=+62812******90"),
+        ("(0812) 3456-7890 and 0812.3456.7891", "+62812******90 and +62812******91"),
+        ("081234567890 200 1234", "+62812******90 200 1234"),
+    ],
+)
+def test_a_mobile_number_keeps_only_its_operator_prefix_and_last_two_digits(written, logged):
+    assert mask_numbers(written) == logged
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/api/v1/subscribers/?q=0812345",  # part of a number, as searched
+        "/api/v1/campaigns/12345/report.csv?run=987654321",
+        "?starts_at=2021-01-01T10:00:00%2B07:00",
+        "/api/v1/operator/batches/01234567-8901-2345-6789-012345678901/claim/",
+        "[24/Nov/2026:01:18:04 +0000] 0215551234",  # a Jakarta landline takes no SMS
+        "Mozilla/5.0 Chrome/120.0.6099.109",
+    ],
+)
+def test_what_is_not_a_mobile_number_is_logged_as_it_is(text):
+    assert mask_numbers(text) == text
+
+
+def test_a_log_record_naming_a_number_is_masked_and_one_that_cannot_be_formatted_is_left_to_its_handler():
+    record = logging.LogRecord(
+        "django.request", logging.WARNING, __file__, 1, "%s: %s", ("Not Found", "/x/081234567890/"), None
+    )
+    assert NumbersMaskedFilter().filter(record)
+    assert record.getMessage() == "Not Found: /x/+62812******90/"
+    broken = logging.LogRecord("x", logging.WARNING, __file__, 1, "%s %s", ("one",), None)
+    assert NumbersMaskedFilter().filter(broken)
+    assert (broken.msg, broken.args) == ("%s %s", ("one",))
