@@ -101,10 +101,27 @@ class OperatorAdminForm(forms.ModelForm):
         return sorted(prefixes)
 
     def clean_api_key(self) -> str:
-        return self.cleaned_data.get("api_key") or self.instance.api_key
+        return _credential_checked(self.cleaned_data.get("api_key")) or self.instance.api_key
 
     def clean_signing_secret(self) -> str:
-        return self.cleaned_data.get("signing_secret") or self.instance.signing_secret
+        return _credential_checked(self.cleaned_data.get("signing_secret")) or self.instance.signing_secret
+
+
+# What an operator's key or secret is made of: visible ASCII, as a Bearer token is. A zero-width space or curly quote
+# copied with it cannot go in a request header (every batch would fail, the key in the error), nor be what the
+# operator signs with.
+_CREDENTIAL_CHARACTERS = frozenset(chr(code) for code in range(0x21, 0x7F))
+
+
+def _credential_checked(value: str | None) -> str | None:
+    """Return `value` if it is made of visible ASCII only; else refuse it, naming the character but never the value."""
+    for character in value or "":
+        if character not in _CREDENTIAL_CHARACTERS:
+            raise forms.ValidationError(
+                _("It holds %(character)s, which a credential cannot: type or paste it again without it.")
+                % {"character": f"U+{ord(character):04X}"}
+            )
+    return value
 
 
 @admin.register(Operator)

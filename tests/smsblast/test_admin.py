@@ -174,6 +174,22 @@ def test_operator_secrets_are_masked_and_kept_when_left_blank(admin_client):
     assert operator.signing_secret == "hmac-secret-value-4321"
 
 
+# A zero-width space or a curly quote copied with the key, and a line break: no HTTP header can carry them.
+@pytest.mark.parametrize("field", ["api_key", "signing_secret"])
+@pytest.mark.parametrize("pasted", ["tsel-key-123456\u200b", "tsel-\u2019key\u2019", "tsel-key\n123456"])
+def test_an_operator_credential_holding_a_character_no_request_can_carry_is_refused_without_showing_it(
+    admin_client, field, pasted
+):
+    operator = OperatorFactory(slug="telkomsel", api_key="stored-key-0001", signing_secret="stored-secret-0001")
+    form = operator_form(**{field: pasted})
+    response = admin_client.post(admin_url(Operator, "change", operator.pk), form)
+    assert response.status_code == 200
+    assert field in response.context["adminform"].form.errors
+    assert "123456" not in response.content.decode() and "key\u2019" not in response.content.decode()
+    operator.refresh_from_db()
+    assert (operator.api_key, operator.signing_secret) == ("stored-key-0001", "stored-secret-0001")
+
+
 def test_subscriber_admin_filters_opted_out(admin_client, records):
     SubscriberFactory(msisdn="+6281299990000", opted_out_at=timezone.now())
     opted_out = admin_client.get(admin_url(Subscriber, "changelist"), {"opted_out": "yes"}).content.decode()
