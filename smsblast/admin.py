@@ -482,6 +482,22 @@ class SubscriberImportAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def delete_model(self, request, obj):
+        from smsblast.services import subscriber_import_files_drop_on_commit
+
+        with transaction.atomic():
+            super().delete_model(request, obj)
+            subscriber_import_files_drop_on_commit(subscriber_import=obj)
+
+    def delete_queryset(self, request, queryset):
+        from smsblast.services import subscriber_import_files_drop_on_commit
+
+        with transaction.atomic():
+            deleted = list(self.deletable(queryset))
+            super().delete_queryset(request, queryset)
+            for job in deleted:
+                subscriber_import_files_drop_on_commit(subscriber_import=job)
+
     def audit_delete(self, obj, actor) -> None:
         details = {"file": obj.original_name, "area_scope": obj.area_scope, "rows_read": obj.rows_read}
         audit_record(

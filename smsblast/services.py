@@ -944,6 +944,24 @@ def _operator_lookup(operators_by_prefix: dict[str, int]) -> Callable[[str], int
     return operator_for
 
 
+def subscriber_import_files_drop_on_commit(*, subscriber_import: SubscriberImport) -> None:
+    """Remove the files a deleted import kept beside the uploads, once its deletion commits.
+
+    Its upload and its rejected rows hold subscribers' numbers and names: with the job gone nothing leads to them,
+    and they would stay on the server's disk for good. A file named on the command line (`import_subscribers CSV`)
+    is the server's own and stays where it is.
+    """
+    uploads = _imports_dir().resolve()
+    kept = [subscriber_import.file_path, subscriber_import.rejected_path]
+    paths = [Path(name) for name in kept if name and Path(name).resolve().parent == uploads]
+
+    def drop() -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+    transaction.on_commit(drop)
+
+
 def _rejected_file_drop_unless_published(job: SubscriberImport, path: Path) -> None:
     """Remove a run's rejected file unless it is the job's: the run committed nothing or was replaced."""
     try:

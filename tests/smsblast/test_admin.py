@@ -822,6 +822,38 @@ def test_subscriber_imports_deleted_in_the_admin_are_audited(admin_client, admin
     assert (event.details["file"], event.details["area_scope"]) == ("a.csv", "35.05")
 
 
+def test_an_import_deleted_in_the_admin_takes_its_upload_and_rejected_rows_off_the_disk_but_not_a_servers_file(
+    admin_client, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    from smsblast.models import SubscriberImport
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    uploads = tmp_path / "media" / "imports"
+    uploads.mkdir(parents=True)
+    files = {
+        "upload": uploads / "1f2e3d.csv",
+        "rejected": uploads / "7-rejected-abc.csv",
+        "bulk_upload": uploads / "4a5b6c.csv",
+        "server": tmp_path / "given-on-the-command-line.csv",
+    }
+    for path in files.values():
+        path.write_text("msisdn,nama\n081234567890,Budi\n")
+    one = SubscriberImport.objects.create(
+        file_path=str(files["upload"]), rejected_path=str(files["rejected"]), original_name="warga.csv"
+    )
+    other = SubscriberImport.objects.create(file_path=str(files["bulk_upload"]), original_name="warga2.csv")
+    from_server = SubscriberImport.objects.create(file_path=str(files["server"]), original_name="server.csv")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(admin_url(SubscriberImport, "delete", one.pk), {"post": "yes"})
+    form = {"action": "delete_selected", "_selected_action": [other.pk, from_server.pk], "post": "yes"}
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(admin_url(SubscriberImport, "changelist"), form)
+
+    assert not SubscriberImport.objects.exists()
+    assert {name for name, path in files.items() if path.exists()} == {"server"}
+
+
 def test_a_campaigns_admin_page_lists_its_latest_runs_and_links_to_all_of_them(admin_client):
     import re
     from datetime import timedelta
