@@ -39,6 +39,15 @@ def _retry_wait(attempts: int) -> timedelta:
     return min(REDRIVE_READY_AFTER * 2**attempts, RETRY_MAX_WAIT)
 
 
+def _retry_due(now: datetime) -> Q:
+    """Match the notifications tried before whose wait for the next attempt is over at `now`."""
+    # One whose worker died on its last attempt is tried once more, and fails if that is refused too.
+    due = Q(attempts__gte=MAX_ATTEMPTS, updated_at__lte=now - RETRY_MAX_WAIT)
+    for attempts in range(1, MAX_ATTEMPTS):
+        due |= Q(attempts=attempts, updated_at__lte=now - _retry_wait(attempts))
+    return due
+
+
 def notifications_create(
     *, users: Iterable[User], kind: str, subject: str, body: str, object_id: str | int = ""
 ) -> list[Notification]:
@@ -72,12 +81,13 @@ def notification_send(*, notification_id: int, now: datetime | None = None) -> N
     """Hand a ready notification to the mail server once; return it, or None when another worker has it or it is done.
 
     A refusal, an unreachable server or any other error puts it back to ready for the redrive, until MAX_ATTEMPTS;
-    then it fails.
+    then it fails. One tried before is taken only once its wait is over: the redrive may have enqueued it again
+    while its task waited behind others in the mail queue, and that task must not spend its next attempt at once.
     """
     now = now or timezone.now()
-    taken = Notification.objects.filter(pk=notification_id, status=Status.READY).update(
-        status=Status.SENDING, attempts=F("attempts") + 1, updated_at=now
-    )
+    taken = Notification.objects.filter(
+        Q(attempts=0) | _retry_due(now), pk=notification_id, status=Status.READY
+    ).update(status=Status.SENDING, attempts=F("attempts") + 1, updated_at=now)
     if not taken:
         return None
     notification = Notification.objects.select_related("user").get(pk=notification_id)
@@ -129,10 +139,7 @@ def notifications_redrive(*, now: datetime | None = None, limit: int = 500) -> i
     Notification.objects.filter(status=Status.SENDING, updated_at__lt=now - REDRIVE_SENDING_AFTER).update(
         status=Status.READY, updated_at=now - REDRIVE_READY_AFTER
     )
-    # One whose worker died on its last attempt is tried once more, and fails if that is refused too.
-    waited = Q(attempts__gte=MAX_ATTEMPTS, updated_at__lte=now - RETRY_MAX_WAIT)
-    for attempts in range(MAX_ATTEMPTS):
-        waited |= Q(attempts=attempts, updated_at__lte=now - _retry_wait(attempts))
+    waited = Q(attempts=0, updated_at__lte=now - _retry_wait(0)) | _retry_due(now)
     due = list(
         Notification.objects.filter(waited, status=Status.READY)
         .order_by("updated_at", "id")

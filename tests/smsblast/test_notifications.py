@@ -56,11 +56,15 @@ def test_a_refusing_mail_server_is_retried_by_the_redrive_and_failed_after_the_l
     monkeypatch.setattr(notifications, "send_mail", refuse)
     now = timezone.now()
     for attempt in range(1, notifications.MAX_ATTEMPTS):
-        notifications.notification_send(notification_id=notification.pk, now=now)
+        notifications.notification_send(
+            notification_id=notification.pk, now=now + attempt * notifications.RETRY_MAX_WAIT
+        )
         notification.refresh_from_db()
         assert (notification.status, notification.attempts) == (Status.READY, attempt)
         assert "SMTPRecipientsRefused" in notification.error
-    notifications.notification_send(notification_id=notification.pk, now=now)
+    notifications.notification_send(
+        notification_id=notification.pk, now=now + notifications.MAX_ATTEMPTS * notifications.RETRY_MAX_WAIT
+    )
 
     notification.refresh_from_db()
     assert (notification.status, notification.attempts) == (Status.FAILED, notifications.MAX_ATTEMPTS)
@@ -180,4 +184,67 @@ def test_a_notification_whose_worker_died_on_its_last_attempt_is_still_sent(monk
     notifications.notifications_redrive(now=now + notifications.RETRY_MAX_WAIT)
 
     assert enqueued == [notification.pk]
-    assert notifications.notification_send(notification_id=notification.pk).status == Status.SENT
+    sent = notifications.notification_send(notification_id=notification.pk, now=now + notifications.RETRY_MAX_WAIT)
+    assert sent.status == Status.SENT
+
+
+def test_a_second_task_for_a_notification_just_refused_waits_for_the_retry_instead_of_trying_again(monkeypatch):
+    # The mail process is behind (a mail server that does not answer takes EMAIL_TIMEOUT per attempt): the redrive
+    # enqueues a notification again while its first task still waits in the queue, and both reach the worker.
+    (notification,) = create([UserFactory(username="ketua", email="ketua@blitarkab.go.id")])
+    Notification.objects.filter(pk=notification.pk).update(updated_at=timezone.now() - timedelta(minutes=2))
+    enqueued = []
+    monkeypatch.setattr(notifications, "_enqueue_send", enqueued.append)
+    assert notifications.notifications_redrive() == 1
+
+    def timeout(*args, **kwargs):
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(notifications, "send_mail", timeout)
+    first = notifications.notification_send(notification_id=notification.pk)  # the task enqueued on commit
+    second = notifications.notification_send(notification_id=enqueued.pop())  # the redrive's, right after
+
+    notification.refresh_from_db()
+    assert (first.attempts, second, notification.status, notification.attempts) == (1, None, Status.READY, 1)
+
+
+def test_a_mail_server_that_does_not_answer_for_an_hour_fails_none_of_the_notifications_waiting(
+    monkeypatch, mailoutbox
+):
+    """A slow mail process and a beat that re-enqueues what waits must not spend the retries of five hours in one."""
+    readers = [UserFactory(username=f"ketua{n}", email=f"ketua{n}@blitarkab.go.id") for n in range(8)]
+    clock = {"now": timezone.now()}
+    monkeypatch.setattr(notifications.timezone, "now", lambda: clock["now"])
+    queue = []
+    monkeypatch.setattr(notifications, "_enqueue_send", queue.append)
+    written = create(readers)
+    queue.extend(row.pk for row in written)  # the tasks enqueued on commit
+    server = {"answers": False}
+    send_mail = notifications.send_mail
+
+    def unless_silent(*args, **kwargs):
+        if not server["answers"]:
+            clock["now"] += timedelta(seconds=30)  # EMAIL_TIMEOUT
+            raise TimeoutError("timed out")
+        return send_mail(*args, **kwargs)
+
+    monkeypatch.setattr(notifications, "send_mail", unless_silent)
+
+    def run_for(minutes: int) -> None:
+        """Let the mail process take one task at a time while beat runs the redrive every 30 s."""
+        end, next_beat = clock["now"] + timedelta(minutes=minutes), clock["now"]
+        while clock["now"] < end:
+            if clock["now"] >= next_beat:
+                notifications.notifications_redrive()
+                next_beat += timedelta(seconds=30)
+            if queue:
+                notifications.notification_send(notification_id=queue.pop(0))
+            else:
+                clock["now"] = next_beat
+
+    run_for(60)
+    assert Notification.objects.filter(status=Status.FAILED).count() == 0
+    server["answers"] = True
+    run_for(120)
+    assert sorted(Notification.objects.values_list("status", flat=True)) == [Status.SENT] * len(readers)
+    assert sorted(message.to[0] for message in mailoutbox) == sorted(reader.email for reader in readers)
