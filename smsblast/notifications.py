@@ -145,6 +145,25 @@ def notifications_redrive(*, now: datetime | None = None, limit: int = 500) -> i
         .order_by("updated_at", "id")
         .values_list("pk", flat=True)[:limit]
     )
+    # One waiting its turn behind the mail queue (a mail process stopped, or held by a mail server that does not
+    # answer) is as untouched as one whose task was lost; queueing it again would copy every waiting task on every
+    # pass until the queue drains. They are re-driven once it has drained.
+    if due and _mail_queue_holds_tasks():
+        return 0
     for notification_id in due:
         _enqueue_send(notification_id)
     return len(due)
+
+
+def _mail_queue_holds_tasks() -> bool:
+    """Return whether the mail queue still holds tasks, as the broker counts them; when it cannot be asked, no."""
+    from config.celery import app
+
+    queue = settings.CELERY_TASK_ROUTES["smsblast.notification_send"]["queue"]
+    try:
+        with app.connection_for_write() as broker:
+            broker.ensure_connection(max_retries=1, interval_start=0)
+            return bool(broker.default_channel.queue_declare(queue=queue).message_count)
+    except Exception as exc:  # noqa: BLE001 - any broker trouble means "unknown": re-drive, a duplicate never harms
+        logger.warning("Could not count the tasks waiting in the mail queue (%s); re-driving anyway", exc)
+        return False

@@ -83,7 +83,7 @@ def test_a_user_whose_address_was_removed_before_sending_fails_with_a_reason(mai
     assert (sent.status, sent.error, mailoutbox) == (Status.FAILED, "The user has no email address.", [])
 
 
-def test_the_redrive_sends_again_what_a_lost_task_or_a_dead_worker_left(monkeypatch):
+def test_the_redrive_sends_again_what_a_lost_task_or_a_dead_worker_left(monkeypatch, private_broker):
     reader = UserFactory(username="ketua", email="ketua@blitarkab.go.id")
     lost, dead, fresh, busy, done = (
         create([reader]) + create([reader]) + create([reader]) + create([reader]) + create([reader])
@@ -138,7 +138,9 @@ def test_a_message_the_mail_backend_cannot_send_counts_as_an_attempt_instead_of_
     )
 
 
-def test_a_mail_server_down_for_an_hour_delays_a_notification_without_losing_it(monkeypatch, mailoutbox):
+def test_a_mail_server_down_for_an_hour_delays_a_notification_without_losing_it(
+    monkeypatch, private_broker, mailoutbox
+):
     (notification,) = create([UserFactory(username="ketua", email="ketua@blitarkab.go.id")])
     server = {"up": False}
     send_mail = notifications.send_mail
@@ -171,7 +173,7 @@ def test_a_mail_server_down_for_an_hour_delays_a_notification_without_losing_it(
     assert (notification.status, len(mailoutbox)) == (Status.SENT, 1)
 
 
-def test_a_notification_whose_worker_died_on_its_last_attempt_is_still_sent(monkeypatch, mailoutbox):
+def test_a_notification_whose_worker_died_on_its_last_attempt_is_still_sent(monkeypatch, private_broker, mailoutbox):
     (notification,) = create([UserFactory(username="ketua", email="ketua@blitarkab.go.id")])
     now = timezone.now()
     Notification.objects.filter(pk=notification.pk).update(
@@ -188,7 +190,9 @@ def test_a_notification_whose_worker_died_on_its_last_attempt_is_still_sent(monk
     assert sent.status == Status.SENT
 
 
-def test_a_second_task_for_a_notification_just_refused_waits_for_the_retry_instead_of_trying_again(monkeypatch):
+def test_a_second_task_for_a_notification_just_refused_waits_for_the_retry_instead_of_trying_again(
+    monkeypatch, private_broker
+):
     # The mail process is behind (a mail server that does not answer takes EMAIL_TIMEOUT per attempt): the redrive
     # enqueues a notification again while its first task still waits in the queue, and both reach the worker.
     (notification,) = create([UserFactory(username="ketua", email="ketua@blitarkab.go.id")])
@@ -209,7 +213,7 @@ def test_a_second_task_for_a_notification_just_refused_waits_for_the_retry_inste
 
 
 def test_a_mail_server_that_does_not_answer_for_an_hour_fails_none_of_the_notifications_waiting(
-    monkeypatch, mailoutbox
+    monkeypatch, private_broker, mailoutbox
 ):
     """A slow mail process and a beat that re-enqueues what waits must not spend the retries of five hours in one."""
     readers = [UserFactory(username=f"ketua{n}", email=f"ketua{n}@blitarkab.go.id") for n in range(8)]
@@ -248,3 +252,23 @@ def test_a_mail_server_that_does_not_answer_for_an_hour_fails_none_of_the_notifi
     run_for(120)
     assert sorted(Notification.objects.values_list("status", flat=True)) == [Status.SENT] * len(readers)
     assert sorted(message.to[0] for message in mailoutbox) == sorted(reader.email for reader in readers)
+
+
+def test_notifications_waiting_their_turn_in_the_mail_queue_are_not_queued_again_until_their_tasks_are_lost(
+    private_broker, redis_client, django_capture_on_commit_callbacks
+):
+    """A mail process that is stopped, or behind a slow mail server, must not find a copy per redrive of each task."""
+    readers = [UserFactory(username=f"ketua{n}", email=f"ketua{n}@blitarkab.go.id") for n in range(3)]
+    with django_capture_on_commit_callbacks(execute=True):
+        create(readers)  # no mail process runs: the tasks wait in the mail queue
+    assert redis_client.llen("mail") == 3
+
+    later = timezone.now() + timedelta(minutes=2)
+    for minute in range(3):
+        notifications.notifications_redrive(now=later + timedelta(minutes=minute))
+    assert redis_client.llen("mail") == 3
+
+    # Redis loses them: now they are lost, and queued again once each.
+    redis_client.flushdb()
+    assert notifications.notifications_redrive(now=later + timedelta(minutes=4)) == 3
+    assert redis_client.llen("mail") == 3
