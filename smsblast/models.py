@@ -344,7 +344,7 @@ class Notification(models.Model):
         READY = "ready", _("ready")  # committed with its change; a worker sends it next
         SENDING = "sending", _("sending")  # a worker is handing it to the mail server
         SENT = "sent", _("sent")  # the mail server took it
-        FAILED = "failed", _("failed")  # no address, or the mail server refused it every attempt; `error` says why
+        FAILED = "failed", _("failed")  # no address, a deactivated user, or refused every attempt; `error` says why
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="notifications", verbose_name=_("user"))
     # What it is about, e.g. "campaign.submitted", and the id of that campaign or run, for the admin's filters.

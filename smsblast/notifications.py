@@ -94,6 +94,8 @@ def notification_send(*, notification_id: int, now: datetime | None = None) -> N
     address = notification.user.email
     if not address:
         return _finish(notification, Status.FAILED, error="The user has no email address.")
+    if not notification.user.is_active:
+        return _finish(notification, Status.FAILED, error="The user is no longer active.")
     try:
         send_mail(notification.subject, notification.body, settings.DEFAULT_FROM_EMAIL, [address])
     except Exception as exc:  # noqa: BLE001 - whatever stops it counts as an attempt, never leaving it sending

@@ -83,6 +83,19 @@ def test_a_user_whose_address_was_removed_before_sending_fails_with_a_reason(mai
     assert (sent.status, sent.error, mailoutbox) == (Status.FAILED, "The user has no email address.", [])
 
 
+def test_a_user_deactivated_before_sending_is_not_mailed_and_it_fails_with_a_reason(mailoutbox):
+    # An approver who left the office while the mail server was down must not be asked to review after all.
+    reader = UserFactory(username="ketua", email="ketua@blitarkab.go.id")
+    (notification,) = create([reader])
+    reader.is_active = False
+    reader.save()
+
+    sent = notifications.notification_send(notification_id=notification.pk)
+
+    assert (sent.status, sent.error, mailoutbox) == (Status.FAILED, "The user is no longer active.", [])
+    assert AuditEvent.objects.get(action="notification.send").to_state == Status.FAILED
+
+
 def test_the_redrive_sends_again_what_a_lost_task_or_a_dead_worker_left(monkeypatch, private_broker):
     reader = UserFactory(username="ketua", email="ketua@blitarkab.go.id")
     lost, dead, fresh, busy, done = (
