@@ -1,6 +1,8 @@
 """Deployment checks (`manage.py check --deploy`) for what a production install must set beyond Django's own."""
 
+import ipaddress
 from pathlib import Path
+from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.checks import Error as CheckError
@@ -59,3 +61,35 @@ def check_cap_trusted_certificates(app_configs, **kwargs) -> list[CheckError]:
             )
         ]
     return []
+
+
+def _names_this_machine(url: str) -> bool:
+    """Return whether `url` is no web address or one only this machine reaches (loopback, or any address)."""
+    parts = urlparse(url)
+    host = parts.hostname or ""
+    if parts.scheme not in {"http", "https"} or not host:
+        return True
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+@register(deploy=True)
+def check_public_base_url(app_configs, **kwargs) -> list[CheckWarning]:
+    """Warn when PUBLIC_BASE_URL (left unset) leads to this machine: the links in emails and the URLs operators
+    post reports to would reach no one else."""
+    if not _names_this_machine(settings.PUBLIC_BASE_URL):
+        return []
+    return [
+        CheckWarning(
+            f"PUBLIC_BASE_URL is {settings.PUBLIC_BASE_URL!r}: the links in notification emails and the URLs operators "
+            "post delivery and broadcast reports to lead to this machine, which no reader or operator reaches.",
+            hint="Set PUBLIC_BASE_URL to the address users and operators reach the web process at, e.g. "
+            "https://smsblast.blitarkab.go.id.",
+            id="smsblast.W002",
+        )
+    ]

@@ -18,6 +18,7 @@ def test_production_settings_pass_check_deploy_without_warnings():
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "example.org",
         "EMAIL_URL": "smtp+tls://smsblast:secret@mail.example.org:587",
+        "PUBLIC_BASE_URL": "https://example.org",
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

@@ -1,5 +1,6 @@
 """Deployment checks of the core app: `manage.py check --deploy` names what a production install left out."""
 
+import pytest
 from django.core.checks import Warning as CheckWarning
 from django.core.checks import run_checks
 
@@ -26,3 +27,18 @@ def test_the_warning_about_printed_notifications_names_the_process_that_prints_t
     (warning,) = [message for message in run_checks(include_deployment_checks=True) if message.id == "smsblast.W001"]
 
     assert "the mail process only prints it" in warning.msg
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000", "http://localhost:8000/", "http://[::1]:8000", "http://0.0.0.0:8000", "smsblast"]
+)
+def test_check_deploy_warns_when_links_in_emails_and_report_urls_would_lead_to_this_machine(settings, url):
+    settings.PUBLIC_BASE_URL = url  # PUBLIC_BASE_URL left unset, or not a URL
+
+    assert "smsblast.W002" in deploy_warnings()
+
+
+def test_check_deploy_is_quiet_about_the_public_address_when_it_is_set(settings):
+    settings.PUBLIC_BASE_URL = "https://smsblast.blitarkab.go.id"
+
+    assert "smsblast.W002" not in deploy_warnings()
