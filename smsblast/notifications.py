@@ -14,6 +14,7 @@ from functools import partial
 
 from django.conf import settings
 from django.core.mail import send_mail
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -102,15 +103,26 @@ def notification_send(*, notification_id: int, now: datetime | None = None) -> N
         error = f"{type(exc).__name__}: {exc}"[:500]
         if notification.attempts < MAX_ATTEMPTS:
             logger.warning("Notification %s not sent (attempt %s): %s", notification.pk, notification.attempts, error)
-            Notification.objects.filter(pk=notification.pk, status=Status.SENDING).update(
-                status=Status.READY, error=error, updated_at=timezone.now()
-            )
+            with transaction.atomic():
+                if Notification.objects.filter(pk=notification.pk, status=Status.SENDING).update(
+                    status=Status.READY, error=error, updated_at=timezone.now()
+                ):
+                    # The next attempt overwrites `error`: each refusal stays in the history (invariant 6).
+                    audit_record(
+                        actor=None,
+                        action="notification.retry",
+                        obj=notification,
+                        from_state=Status.SENDING,
+                        to_state=Status.READY,
+                        details={"kind": notification.kind, "attempts": notification.attempts, "error": error},
+                    )
             return notification
         logger.error("Notification %s failed after %s attempts: %s", notification.pk, notification.attempts, error)
         return _finish(notification, Status.FAILED, error=error)
     return _finish(notification, Status.SENT)
 
 
+@transaction.atomic
 def _finish(notification: Notification, to_state: str, *, error: str = "") -> Notification:
     now = timezone.now()
     fields = {"status": to_state, "error": error, "updated_at": now}
@@ -138,9 +150,22 @@ def notifications_redrive(*, now: datetime | None = None, limit: int = 500) -> i
     """Send again the notifications a lost task, a dead worker or a refusing mail server left unsent, each once its
     wait is over; return how many were enqueued."""
     now = now or timezone.now()
-    Notification.objects.filter(status=Status.SENDING, updated_at__lt=now - REDRIVE_SENDING_AFTER).update(
-        status=Status.READY, updated_at=now - REDRIVE_READY_AFTER
-    )
+    lost = Notification.objects.filter(status=Status.SENDING, updated_at__lt=now - REDRIVE_SENDING_AFTER)
+    for notification in lost.only("pk", "attempts", "kind"):
+        with transaction.atomic():
+            if lost.filter(pk=notification.pk).update(status=Status.READY, updated_at=now - REDRIVE_READY_AFTER):
+                audit_record(
+                    actor=None,
+                    action="notification.release",
+                    obj=notification,
+                    from_state=Status.SENDING,
+                    to_state=Status.READY,
+                    details={
+                        "kind": notification.kind,
+                        "attempts": notification.attempts,
+                        "reason": "Its worker did not finish within 10 minutes.",
+                    },
+                )
     waited = Q(attempts=0, updated_at__lte=now - _retry_wait(0)) | _retry_due(now)
     due = list(
         Notification.objects.filter(waited, status=Status.READY)

@@ -285,3 +285,37 @@ def test_notifications_waiting_their_turn_in_the_mail_queue_are_not_queued_again
     redis_client.flushdb()
     assert notifications.notifications_redrive(now=later + timedelta(minutes=4)) == 3
     assert redis_client.llen("mail") == 3
+
+
+def test_each_attempt_the_mail_server_refused_is_in_the_notifications_history_with_its_error(monkeypatch):
+    (notification,) = create([UserFactory(username="ketua", email="ketua@blitarkab.go.id")])
+    refusals = iter([ConnectionRefusedError(111, "Connection refused"), TimeoutError("timed out")])
+
+    def refuse(*args, **kwargs):
+        raise next(refusals)
+
+    monkeypatch.setattr(notifications, "send_mail", refuse)
+    now = timezone.now()
+    notifications.notification_send(notification_id=notification.pk, now=now)
+    notifications.notification_send(notification_id=notification.pk, now=now + notifications.RETRY_MAX_WAIT)
+
+    events = AuditEvent.objects.filter(object_id=str(notification.pk), action="notification.retry").order_by("id")
+    assert [(e.from_state, e.to_state, e.details["attempts"], e.details["error"]) for e in events] == [
+        (Status.SENDING, Status.READY, 1, "ConnectionRefusedError: [Errno 111] Connection refused"),
+        (Status.SENDING, Status.READY, 2, "TimeoutError: timed out"),
+    ]
+
+
+def test_a_notification_whose_worker_died_is_given_back_by_the_redrive_with_an_event(private_broker, monkeypatch):
+    (notification,) = create([UserFactory(username="ketua", email="ketua@blitarkab.go.id")])
+    now = timezone.now()
+    Notification.objects.filter(pk=notification.pk).update(
+        status=Status.SENDING, attempts=1, updated_at=now - timedelta(minutes=11)
+    )
+    monkeypatch.setattr(notifications, "_enqueue_send", lambda notification_id: None)
+
+    notifications.notifications_redrive(now=now)
+    notifications.notifications_redrive(now=now)
+
+    (event,) = AuditEvent.objects.filter(object_id=str(notification.pk), action="notification.release")
+    assert (event.from_state, event.to_state, event.details["attempts"]) == (Status.SENDING, Status.READY, 1)
