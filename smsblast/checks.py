@@ -1,6 +1,7 @@
 """Deployment checks (`manage.py check --deploy`) for what a production install must set beyond Django's own."""
 
 import ipaddress
+from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -61,6 +62,25 @@ def check_cap_trusted_certificates(app_configs, **kwargs) -> list[CheckError]:
             )
         ]
     return []
+
+
+@register(deploy=True)
+def check_email_sender(app_configs, **kwargs) -> list[CheckWarning]:
+    """Warn when a mail server is set but notifications would come from an address of no domain (noreply@localhost),
+    which mail servers refuse: every notification would fail after its attempts."""
+    if settings.EMAIL_BACKEND in PRINTING_EMAIL_BACKENDS:
+        return []
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2]
+    if "." in domain.strip("."):
+        return []
+    return [
+        CheckWarning(
+            f"DEFAULT_FROM_EMAIL is {settings.DEFAULT_FROM_EMAIL!r}: mail servers refuse a sender without a domain, "
+            "so every notification would be refused and fail.",
+            hint="Set DEFAULT_FROM_EMAIL to an address of your mail domain, e.g. smsblast <noreply@blitarkab.go.id>.",
+            id="smsblast.W003",
+        )
+    ]
 
 
 def _names_this_machine(url: str) -> bool:

@@ -19,6 +19,7 @@ def test_production_settings_pass_check_deploy_without_warnings():
         "ALLOWED_HOSTS": "example.org",
         "EMAIL_URL": "smtp+tls://smsblast:secret@mail.example.org:587",
         "PUBLIC_BASE_URL": "https://example.org",
+        "DEFAULT_FROM_EMAIL": "smsblast <noreply@example.org>",
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

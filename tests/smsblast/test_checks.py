@@ -42,3 +42,17 @@ def test_check_deploy_is_quiet_about_the_public_address_when_it_is_set(settings)
     settings.PUBLIC_BASE_URL = "https://smsblast.blitarkab.go.id"
 
     assert "smsblast.W002" not in deploy_warnings()
+
+
+def test_check_deploy_warns_when_emails_would_be_sent_from_a_localhost_address(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.DEFAULT_FROM_EMAIL = "smsblast <noreply@localhost>"  # DEFAULT_FROM_EMAIL left unset
+
+    assert "smsblast.W003" in deploy_warnings()
+
+
+def test_check_deploy_is_quiet_about_the_sender_when_it_is_set(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.DEFAULT_FROM_EMAIL = "SMS Pemkab Blitar <noreply@blitarkab.go.id>"
+
+    assert "smsblast.W003" not in deploy_warnings()
