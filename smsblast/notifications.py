@@ -52,8 +52,15 @@ def _retry_due(now: datetime) -> Q:
 def notifications_create(
     *, users: Iterable[User], kind: str, subject: str, body: str, object_id: str | int = ""
 ) -> list[Notification]:
-    """Write one notification per user with an email address and send each once the transaction commits."""
+    """Write one notification per user with an email address and send each once the transaction commits.
+
+    Users sharing one mailbox (an office's) are written to once, as the first of them.
+    """
     now = timezone.now()
+    recipients: dict[str, User] = {}
+    for user in users:
+        if user.email and user.is_active:
+            recipients.setdefault(user.email.strip().casefold(), user)
     notifications = Notification.objects.bulk_create(
         Notification(
             user=user,
@@ -65,7 +72,7 @@ def notifications_create(
             created_at=now,
             updated_at=now,
         )
-        for user in {user.pk: user for user in users if user.email and user.is_active}.values()
+        for user in recipients.values()
     )
     for notification in notifications:
         enqueue_on_commit(partial(_enqueue_send, notification.pk))

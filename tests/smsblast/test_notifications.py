@@ -32,6 +32,17 @@ def test_only_active_users_with_an_address_get_a_notification_and_each_once():
     assert [(row.user, row.status, row.object_id) for row in written] == [(reader, Status.READY, "7")]
 
 
+def test_users_sharing_one_mailbox_are_written_to_once():
+    # An office's approvers often share its mailbox; it would get the same email once per account.
+    first = UserFactory(username="ketua", email="satgas@blitarkab.go.id")
+    UserFactory(username="wakil", email="Satgas@blitarkab.go.id")
+    other = UserFactory(username="sekretaris", email="sekretaris@blitarkab.go.id")
+
+    written = create(UserFactory._meta.model.objects.order_by("pk"))
+
+    assert [row.user for row in written] == [first, other]
+
+
 def test_it_is_sent_after_the_transaction_commits_and_only_once(django_capture_on_commit_callbacks, mailoutbox):
     reader = UserFactory(username="ketua", email="ketua@blitarkab.go.id")
     with django_capture_on_commit_callbacks() as callbacks:
