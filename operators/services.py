@@ -3,7 +3,8 @@
 A batch moves pending → in_flight (leased until `lease_expires_at`) → accepted, or → retry_wait → in_flight …,
 or → failed after a permanent error or the retry budget. Its id is the Idempotency-Key the adapter sends,
 and every retry reuses it (invariant 3). Deliveries are written once at fan-out and only change when the
-batch fails or is cancelled, or when the operator reports on them.
+batch fails, is cancelled or is split, when the operator refuses or reports on them, when their number opts out
+before they are sent, or when they expire unreported.
 """
 
 import copy
