@@ -1,4 +1,4 @@
-"""Cellular operators: endpoints, credentials, limits and tariffs."""
+"""Cellular operators (endpoints, credentials, limits and tariffs) and their area broadcasts."""
 
 import uuid
 from decimal import Decimal

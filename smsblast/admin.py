@@ -1,4 +1,4 @@
-"""Admin for users and roles, API tokens, areas, subscribers, imports and the read-only audit trail."""
+"""Admin for users and roles, API tokens, areas, subscribers, imports, notifications and the read-only audit trail."""
 
 import hashlib
 import json

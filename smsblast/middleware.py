@@ -1,4 +1,4 @@
-"""Request middleware of the pages."""
+"""Request middleware of the pages and the API."""
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login

@@ -1,4 +1,4 @@
-"""Core records: users and roles, areas, subscribers, API tokens and the audit trail."""
+"""Core records: users and roles, areas, subscribers and imports, API tokens, notifications and the audit trail."""
 
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import PermissionDenied
