@@ -124,8 +124,8 @@ class CampaignViewSet(
     @extend_schema(
         request=None,
         responses={201: CampaignDetailSerializer},
-        description="A new draft with the campaign's content, any state; a one-off time, end date or broadcast "
-        "window already past is left out.",
+        description="A new draft with the campaign's content, any state; a schedule whose one-off time or end date "
+        "has passed, or a broadcast window already started, is left out.",
     )
     @action(detail=True, methods=["post"])
     def copy(self, request, pk=None):
