@@ -1,6 +1,6 @@
 """Campaign REST API for officers and approvers: drafts, submission, approval, cancellation."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -140,7 +140,15 @@ class CampaignViewSet(
         campaign_update(campaign=campaign, actor=request.user, data=data, expected_hash=expected_hash)
         return self.detail_response(campaign)
 
-    @extend_schema(request=None, responses={200: CampaignDetailSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            200: CampaignDetailSerializer,
+            400: OpenApiResponse(
+                description="The campaign is not complete (text, sender, area, window...); `errors` names each field"
+            ),
+        },
+    )
     @action(detail=True, methods=["post"])
     def submit(self, request, pk=None):
         campaign = campaign_submit(campaign=self.get_object(), actor=request.user)

@@ -29,7 +29,12 @@ class CampaignCapView(APIView):
     content_negotiation_class = FileContentNegotiation
 
     @extend_schema(
-        responses={(200, "application/cap+xml"): OpenApiResponse(OpenApiTypes.STR, description="CAP 1.2 alert")}
+        responses={
+            (200, "application/cap+xml"): OpenApiResponse(OpenApiTypes.STR, description="CAP 1.2 alert"),
+            409: OpenApiResponse(
+                description="The campaign has no valid approval, or changed after it was approved: nothing to export"
+            ),
+        }
     )
     def get(self, request, pk: int):
         campaign = get_object_or_404(campaigns_visible(request.user), pk=pk)

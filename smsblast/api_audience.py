@@ -107,7 +107,7 @@ class AreaListView(APIView):
             OpenApiParameter("q", str, description="Part of a name, e.g. blit"),
             OpenApiParameter("limit", int, description="Most search results (default 20, at most 100)"),
         ],
-        responses={200: AreaListSerializer},
+        responses={200: AreaListSerializer, 404: OpenApiResponse(description="No area has the code given as parent")},
     )
     def get(self, request):
         query = request.query_params.get("q", "").strip()
@@ -243,7 +243,12 @@ class SubscriberOptOutView(APIView):
     opt_in = False
 
     @extend_schema(
-        request=None, responses={200: SubscriberChangeSerializer, 404: OpenApiResponse(description="Unknown")}
+        request=None,
+        responses={
+            200: SubscriberChangeSerializer,
+            400: OpenApiResponse(description="Not an Indonesian mobile number"),
+            404: OpenApiResponse(description="Unknown"),
+        },
     )
     def post(self, request, msisdn: str):
         if self.opt_in:

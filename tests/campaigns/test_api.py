@@ -326,11 +326,16 @@ def test_bad_decision_input_answers_400_and_leaves_the_campaign_pending(action, 
     assert campaign.status == Status.PENDING_APPROVAL
 
 
-def test_submitting_an_incomplete_draft_answers_400(author, api_client_for):
+def test_submitting_an_incomplete_draft_answers_400_as_the_schema_documents(author, api_client_for):
+    from tests.schema_check import answer_mismatches
+
     campaign = CampaignFactory(author=author, text="", area_codes=[])
-    response = api_client_for(author).post(f"/api/v1/campaigns/{campaign.pk}/submit/")
+    client = api_client_for(author)
+    response = client.post(f"/api/v1/campaigns/{campaign.pk}/submit/")
     assert response.status_code == 400
     assert response.json()["errors"].keys() == {"text", "area_codes"}
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/submit/", "post", response) == []
 
 
 @pytest.mark.parametrize(

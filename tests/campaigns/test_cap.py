@@ -241,7 +241,9 @@ def test_control_characters_in_the_text_still_export_a_valid_alert(officer_clien
     assert _find(document, "cap:info/cap:instruction") == ["Pakai masker"]
 
 
-def test_a_campaign_without_approval_cannot_be_exported(officer_client):
+def test_a_campaign_without_approval_cannot_be_exported_and_the_schema_documents_the_409(officer_client):
+    from tests.schema_check import answer_mismatches
+
     AreaFactory(code="35", name="Jawa Timur")
     AreaFactory(code="35.05", name="Kabupaten Blitar")
     campaign = broadcast_campaign(approved=False)
@@ -249,6 +251,8 @@ def test_a_campaign_without_approval_cannot_be_exported(officer_client):
     from_browser = officer_client.get(f"/api/v1/campaigns/{campaign.pk}/cap.xml", HTTP_ACCEPT="text/html")
     assert from_browser.status_code == 409
     assert from_browser["Content-Type"].startswith("application/json") and from_browser.json()["detail"]
+    schema = officer_client.get("/api/v1/schema/", {"format": "json"}).json()
+    assert answer_mismatches(schema, "/api/v1/campaigns/{id}/cap.xml", "get", from_browser) == []
 
 
 def test_a_campaign_whose_cap_fields_changed_after_approval_cannot_be_exported(officer_client):

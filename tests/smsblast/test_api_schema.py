@@ -86,6 +86,21 @@ def test_opt_out_and_opt_in_answers_are_documented_with_what_changed(officer, ap
         assert answer_mismatches(schema, f"/api/v1/subscribers/{{msisdn}}/{action}/", "post", answer) == []
 
 
+def test_a_number_that_is_no_mobile_number_is_refused_to_opt_out_or_in_as_documented(officer, api_client_for, schema):
+    client = api_client_for(officer)
+    for action in ("opt-out", "opt-in"):
+        answer = client.post(f"/api/v1/subscribers/021-555-1234/{action}/")
+        assert answer.status_code == 400 and "not an Indonesian mobile number" in answer.json()["detail"]
+        assert answer_mismatches(schema, f"/api/v1/subscribers/{{msisdn}}/{action}/", "post", answer) == []
+
+
+def test_children_of_an_unknown_area_answer_a_documented_404(officer, api_client_for, schema):
+    area_tree()
+    answer = api_client_for(officer).get("/api/v1/areas/", {"parent": "35.99"})
+    assert answer.status_code == 404 and "35.99" in answer.json()["detail"]
+    assert answer_mismatches(schema, "/api/v1/areas/", "get", answer) == []
+
+
 def test_import_answers_are_documented_field_by_field(officer, api_client_for, schema, tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path
     client = api_client_for(officer)
