@@ -71,7 +71,14 @@ class CapImportView(APIView):
     permission_classes = [IsOfficer]
 
     @extend_schema(
-        request={"application/cap+xml": bytes, "multipart/form-data": bytes},
+        request={
+            "application/cap+xml": bytes,
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary", "description": "The CAP document."}},
+                "required": ["file"],
+            },
+        },
         responses={
             201: CapImportResultSerializer,
             200: CapImportResultSerializer,

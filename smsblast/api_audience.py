@@ -456,7 +456,11 @@ class SubscriberImportListView(APIView):
 
     @extend_schema(
         request={
-            "multipart/form-data": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
         },
         responses={202: SubscriberImportSerializer, 400: OpenApiResponse(description="Refused file")},
     )

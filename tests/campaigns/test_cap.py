@@ -472,6 +472,21 @@ def test_a_cap_11_circle_as_a_multipart_file_becomes_an_exercise_draft(officer_c
     assert any("No Indonesian info block" in note for note in response.json()["notes"])
 
 
+def test_a_multipart_import_sent_as_the_schema_documents_it_becomes_a_draft(officer_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    schema = officer_client.get("/api/v1/schema/", {"format": "json"}).json()
+    form = schema["paths"][IMPORT_URL]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["type"] == "object" and form["required"] == ["file"]
+    assert form["properties"]["file"] == {"type": "string", "format": "binary", "description": "The CAP document."}
+    blitar_areas()
+    upload = SimpleUploadedFile("alert.xml", GEOCODES.format(description="Mulai.").encode(), "application/xml")
+
+    response = officer_client.post(IMPORT_URL, {form["required"][0]: upload}, format="multipart")
+
+    assert response.status_code == 201, response.json()
+
+
 def test_geocodes_matching_kemendagri_codes_set_the_area_whatever_their_value_name(officer_client):
     blitar_areas()
     response = _post_xml(officer_client, GEOCODES.format(description="Mulai 3 Juli 2021."))

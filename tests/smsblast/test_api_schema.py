@@ -101,6 +101,12 @@ def test_children_of_an_unknown_area_answer_a_documented_404(officer, api_client
     assert answer_mismatches(schema, "/api/v1/areas/", "get", answer) == []
 
 
+def test_the_upload_of_an_import_is_documented_as_a_form_that_requires_its_file(schema):
+    form = schema["paths"]["/api/v1/subscribers/imports/"]["post"]["requestBody"]["content"]
+    assert list(form) == ["multipart/form-data"]
+    assert form["multipart/form-data"]["schema"]["required"] == ["file"]
+
+
 def test_import_answers_are_documented_field_by_field(officer, api_client_for, schema, tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path
     client = api_client_for(officer)
