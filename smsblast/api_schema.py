@@ -31,14 +31,18 @@ ERROR_DESCRIPTIONS = {
     "404": "No such object, or none the caller may see (a campaign outside their jurisdiction)",
     "409": "Not possible in the object's current state",
     "413": "The request body is larger than accepted",
+    "415": "The body's Content-Type is not one the operation reads",
 }
+# What the API's parsers read (JSON, forms): a body of another type is refused with 415 before the view sees it.
+PARSED_MEDIA_TYPES = {"application/json", "application/x-www-form-urlencoded", "multipart/form-data"}
 
 
 def document_errors(result: dict, **kwargs) -> dict:
     """Document the error answers of every operation: each is JSON with a `detail` (see `smsblast.api`).
 
     Every endpoint needs credentials and a role (401, 403); one naming an object can miss it (404); a body can be
-    refused (400) or too large (413), a query too (400); a write on an object can meet it in the wrong state (409).
+    refused (400), too large (413) or of a type no parser reads (415), a query too (400); a write on an object can
+    meet it in the wrong state (409).
     Error answers a view documents keep their description and get the same body.
     """
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
@@ -51,6 +55,8 @@ def document_errors(result: dict, **kwargs) -> dict:
                 codes.add("404")
             if "requestBody" in operation:
                 codes |= {"400", "413"}
+                if set(operation["requestBody"]["content"]) <= PARSED_MEDIA_TYPES:
+                    codes.add("415")
             if any(parameter.get("in") == "query" for parameter in operation.get("parameters", [])):
                 codes.add("400")
             if method in ("post", "put", "patch") and "{" in path:

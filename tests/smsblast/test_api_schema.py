@@ -124,6 +124,21 @@ def test_import_answers_are_documented_field_by_field(officer, api_client_for, s
     assert answer_mismatches(schema, "/api/v1/subscribers/imports/{id}/resume/", "post", resumed) == []
 
 
+@pytest.mark.parametrize(
+    ("user", "path"),
+    [
+        ("officer", "/api/v1/sms/analyze/"),
+        ("officer", "/api/v1/campaigns/"),
+        ("operator_user", "/api/v1/operator/inbound/"),
+    ],
+)
+def test_a_body_of_a_type_the_api_does_not_read_answers_a_documented_415(request, api_client_for, schema, user, path):
+    client = api_client_for(request.getfixturevalue(user))
+    answer = client.post(path, "text=STOP", content_type="text/plain")
+    assert answer.status_code == 415 and answer.json()["detail"]
+    assert answer_mismatches(schema, path, "post", answer) == []
+
+
 def test_every_operation_documents_its_error_answers_as_a_detail(schema):
     operations = [
         (path, method, operation)
