@@ -78,6 +78,14 @@ def _level_of(code: str) -> str:
     return (AreaLevel.PROVINSI, AreaLevel.KABUPATEN, AreaLevel.KECAMATAN, AreaLevel.DESA)[code.count(".")]
 
 
+class _NotJsonNumber(ValueError):
+    """NaN or Infinity in a JSON file: Python reads them, but they are not JSON and no JSON column stores them."""
+
+
+def _refuse_constant(name: str):
+    raise _NotJsonNumber(f"{name} is not a number JSON allows")
+
+
 @contextlib.contextmanager
 def _readable(path: Path):
     """Turn a file that is not UTF-8 text, valid JSON or readable CSV into ServiceInvalid naming the file."""
@@ -85,8 +93,10 @@ def _readable(path: Path):
         yield
     except UnicodeDecodeError:
         raise ServiceInvalid(f"{path.name} is not UTF-8 text.") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, _NotJsonNumber) as exc:
         raise ServiceInvalid(f"{path.name} is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise ServiceInvalid(f"{path.name} is not valid JSON: nested too deeply.") from None
     except csv.Error as exc:
         raise ServiceInvalid(f"{path.name} is not a readable CSV file: {exc}.") from None
 
@@ -230,12 +240,13 @@ def _areas_load_boundaries(path: Path, codes: Iterable[str] | None = None) -> tu
     """
     wanted = None if codes is None else set(codes)
     with _readable(path), open(path, encoding="utf-8") as handle:
-        collection = json.load(handle)
-    if not isinstance(collection, dict) or not isinstance(collection.get("features", []), list):
+        collection = json.load(handle, parse_constant=_refuse_constant)
+    # A lone Feature or geometry has no features: refused rather than read as a collection of none.
+    if not isinstance(collection, dict) or not isinstance(collection.get("features"), list):
         raise ServiceInvalid(f"{path.name} is not a GeoJSON FeatureCollection.")
     geometries = {}
     unreadable = []
-    for feature in collection.get("features", []):
+    for feature in collection["features"]:
         if not isinstance(feature, dict) or not isinstance(feature.get("properties") or {}, dict):
             continue
         code = str((feature.get("properties") or {}).get("kode") or "").strip()

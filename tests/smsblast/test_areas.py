@@ -121,6 +121,17 @@ def test_a_name_holding_a_nul_character_is_skipped_by_line_instead_of_stopping_t
     assert "skipped line 3: a NUL character in the name of 35.05" in capsys.readouterr().err
 
 
+# Python's json module reads these, but they are not JSON and no database column of JSON takes them.
+INFINITE_BOUNDARY = (
+    b'{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"kode": "35"}, "geometry": '
+    b'{"type": "Polygon", "coordinates": [[[Infinity, 0], [1, 0], [1, 1], [Infinity, 0]]]}}]}'
+)
+NAN_BBOX = (
+    b'{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"kode": "35"}, "geometry": '
+    b'{"type": "Polygon", "bbox": [NaN, 0, 1, 1], "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}]}'
+)
+
+
 @pytest.mark.parametrize(
     ("option", "content", "message"),
     [
@@ -129,6 +140,11 @@ def test_a_name_holding_a_nul_character_is_skipped_by_line_instead_of_stopping_t
         ("--population", b"code;population\n35;4\n", "penduduk.csv has no column kode, total"),
         ("--boundaries", b"not json", "batas.geojson is not valid JSON"),
         ("--boundaries", b"[1, 2]", "batas.geojson is not a GeoJSON FeatureCollection."),
+        ("--boundaries", b'{"type": "Feature", "geometry": null}', "batas.geojson is not a GeoJSON FeatureCollection."),
+        ("--boundaries", b"{}", "batas.geojson is not a GeoJSON FeatureCollection."),
+        ("--boundaries", INFINITE_BOUNDARY, "batas.geojson is not valid JSON: Infinity is not a number JSON allows."),
+        ("--boundaries", NAN_BBOX, "batas.geojson is not valid JSON: NaN is not a number JSON allows."),
+        ("--boundaries", b"[" * 100_000 + b"]" * 100_000, "batas.geojson is not valid JSON: nested too deeply."),
     ],
 )
 def test_load_areas_with_an_unreadable_file_says_which_and_writes_nothing(tmp_path, db, option, content, message):
