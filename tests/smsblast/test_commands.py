@@ -164,6 +164,17 @@ def test_seed_demo_with_a_partial_reference_folder_attaches_nothing(tmp_path):
     assert Area.objects.get(code=demo.REGENCY[0]).population == demo.REGENCY[2]
 
 
+def test_seed_demo_with_an_unreadable_reference_file_says_which_in_one_line_and_creates_no_one(tmp_path):
+    for name in ("batas_kabupaten.geojson", "batas_kecamatan_contoh.geojson"):
+        (tmp_path / name).write_text('{"type": "FeatureCollection", "features": []}')
+    (tmp_path / "penduduk.csv").write_text("code,population\n35.05,2\n")
+
+    with pytest.raises(CommandError, match="^penduduk.csv has no column kode, total; expected kode,...,total.$"):
+        seed_demo("--reference-data", str(tmp_path))
+    assert not User.objects.exists()
+    assert not Area.objects.exists()
+
+
 @pytest.mark.skipif(not REFERENCE_DIR.is_dir(), reason="the shared reference data is not beside the repository")
 def test_seed_demo_attaches_the_boundaries_and_populations_of_the_demo_areas():
     lines = seed_demo()

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from operators.models import Operator
+from smsblast.errors import ServiceInvalid
 from smsblast.fixtures import demo
 from smsblast.models import Area, AreaLevel, Role, Subscriber, User
 from smsblast.phones import carrier_prefixes
@@ -58,12 +59,15 @@ class Command(BaseCommand):
             raise CommandError(
                 "seed_demo creates users with published passwords; it does not run with production settings."
             )
-        with transaction.atomic():
-            role_groups_sync()
-            self.seed_areas()
-            users = self.seed_users()
-            self.seed_area_reference(reference_data)
-            operators = self.seed_operators(simulator_url, users)
+        try:
+            with transaction.atomic():
+                role_groups_sync()
+                self.seed_areas()
+                users = self.seed_users()
+                self.seed_area_reference(reference_data)
+                operators = self.seed_operators(simulator_url, users)
+        except ServiceInvalid as exc:  # a reference file that cannot be read; nothing above is kept
+            raise CommandError(str(exc)) from None
         created = self.seed_subscribers(operators, subscribers)
         self.stdout.write(self.style.SUCCESS(f"Demo data ready ({created} new subscribers)."))
         for username, role, password in DEMO_USERS:
