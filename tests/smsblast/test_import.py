@@ -894,6 +894,33 @@ def test_import_subscribers_command_resumes_a_job_left_running_by_a_dead_worker(
     assert AuditEvent.objects.filter(object_id=str(job.pk), action="subscriber_import.interrupt").count() == 1
 
 
+class InterruptedOnProgress(io.StringIO):
+    """Command output where Ctrl-C arrives as the first chunk's progress line is shown."""
+
+    def write(self, text):
+        if " rows: " in text:
+            raise KeyboardInterrupt
+        return super().write(text)
+
+
+def test_import_subscribers_command_interrupted_leaves_a_failed_job_to_resume_not_a_running_one(
+    tmp_path, areas, monkeypatch
+):
+    from django.core.management.base import CommandError
+
+    monkeypatch.setattr(services, "IMPORT_CHUNK", 2)
+    path = write(tmp_path, "msisdn\n" + "\n".join(f"08123456{i:04d}" for i in range(5)) + "\n")
+
+    with pytest.raises(CommandError, match=r"^Import #(\d+) interrupted after 2 rows; rerun with --resume \1\.$"):
+        call_command("import_subscribers", str(path), stdout=InterruptedOnProgress())
+    job = SubscriberImport.objects.get()
+    assert (job.state, job.created, job.lines_done) == ("failed", 2, 3)
+
+    call_command("import_subscribers", "--resume", str(job.pk), stdout=io.StringIO())
+    job.refresh_from_db()
+    assert (job.state, job.created) == ("completed", 5)
+
+
 def test_import_subscribers_command_refuses_a_file_and_resume_together(tmp_path, areas):
     from django.core.management.base import CommandError
 

@@ -52,6 +52,13 @@ class Command(BaseCommand):
             )
         except ServiceConflict as exc:
             raise CommandError(str(exc)) from None
+        except KeyboardInterrupt:
+            # Ctrl-C: the chunks committed so far stay; the job is failed, not left running, so that it can be
+            # resumed at once (here or from its page) instead of after SUBSCRIBER_IMPORT_STALE_SECONDS.
+            job = subscriber_import_interrupt(subscriber_import=job)
+            raise CommandError(
+                f"Import #{job.pk} interrupted after {job.rows_read:,} rows; rerun with --resume {job.pk}."
+            ) from None
         if job.state != SubscriberImport.State.COMPLETED:
             raise CommandError(f"Import #{job.pk} {job.state}: {job.error} Rerun with --resume {job.pk}.")
         reasons = ", ".join(f"{reason} {count:,}" for reason, count in job.rejected_by_reason.items()) or "none"
