@@ -1,5 +1,6 @@
 """What `manage.py run_operator_simulator` serves: every operator in the database, reports with its own token."""
 
+import io
 import json
 import re
 import socket
@@ -112,6 +113,40 @@ def test_the_command_refuses_production_settings_and_issues_no_operator_token(db
 
     assert served == []
     assert not ApiToken.objects.filter(user=user).exists()
+
+
+@pytest.fixture
+def operator_with_user(db):
+    user = make_user("tsel-api", Role.OPERATOR)
+    OperatorFactory(slug="telkomsel", api_key="k-tsel", signing_secret="s-tsel", user=user)
+    return user
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--control", 'telkomsel={"delivered_ratio": 3}'], "delivered_ratio must be between 0 and 1."),
+        (["--control", "nobody={}"], "unknown operator 'nobody'"),
+        (["--port", "70000"], "Cannot listen on 127.0.0.1:70000"),
+    ],
+)
+def test_a_start_refused_leaves_no_live_report_token(operator_with_user, options, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("run_operator_simulator", "--port", "0", *options)
+
+    assert not ApiToken.objects.filter(user=operator_with_user, revoked_at__isnull=True).exists()
+
+
+def test_stopping_the_simulator_revokes_the_report_tokens_it_issued(operator_with_user, monkeypatch):
+    served = []
+    # Returns at once, as serve_forever does on Ctrl-C.
+    monkeypatch.setattr(SimulatorServer, "serve_forever", lambda server: served.append(server))
+
+    call_command("run_operator_simulator", "--port", "0", stdout=io.StringIO())
+
+    assert len(served) == 1
+    issued = ApiToken.objects.get(user=operator_with_user)
+    assert issued.revoked_at is not None
 
 
 def test_a_port_in_use_is_refused_with_a_clear_message(demo_operators):

@@ -1,6 +1,7 @@
 """Serve every operator in the database, added while serving too, from one local operator simulator (development)."""
 
 import json
+import signal
 
 from django.conf import settings as django_settings
 from django.core.management.base import BaseCommand, CommandError
@@ -8,7 +9,8 @@ from django.db import connection
 
 from operators.models import Operator
 from operators.simulator import ControlError, OperatorBehaviour, OperatorConfig, SimulatorServer
-from smsblast.authentication import api_token_create
+from smsblast.authentication import api_token_create, api_token_revoke, token_hash
+from smsblast.models import ApiToken
 
 
 def simulator_operators(*, behaviour: OperatorBehaviour) -> dict[str, OperatorConfig]:
@@ -89,33 +91,44 @@ def simulator_server(
 ) -> SimulatorServer:
     """Return a simulator for every operator in the database, its settings checked as /control checks them."""
     configs = simulator_operators(behaviour=OperatorBehaviour())
-    controls = operator_controls(list(control), slugs=configs)
-    defaults = {
-        "latency_ms": latency_ms,
-        "error_rate": error_rate,
-        "throttle_sps": throttle_sps,
-        "delivered_ratio": delivered_ratio,
-        "report_delay_ms": report_delay_ms,
-    }
-    for slug, config in configs.items():
-        config.settings = {**defaults, **controls.get(slug, {})}
     try:
-        return SimulatorServer(
-            configs,
-            host=host,
-            port=port,
-            report_threads=report_threads,
-            verbose=verbose,
-            operator_lookup=lambda slug: simulator_operator_added(slug, settings=defaults),
-            credentials_lookup=simulator_operator_credentials,
-        )
-    except ControlError as exc:
-        raise CommandError(str(exc)) from None
-    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
-        reason = getattr(exc, "strerror", None) or exc
-        raise CommandError(
-            f"Cannot listen on {host}:{port} ({reason}); choose another --port (SIMULATOR_PORT for make run)."
-        ) from None
+        controls = operator_controls(list(control), slugs=configs)
+        defaults = {
+            "latency_ms": latency_ms,
+            "error_rate": error_rate,
+            "throttle_sps": throttle_sps,
+            "delivered_ratio": delivered_ratio,
+            "report_delay_ms": report_delay_ms,
+        }
+        for slug, config in configs.items():
+            config.settings = {**defaults, **controls.get(slug, {})}
+        try:
+            return SimulatorServer(
+                configs,
+                host=host,
+                port=port,
+                report_threads=report_threads,
+                verbose=verbose,
+                operator_lookup=lambda slug: simulator_operator_added(slug, settings=defaults),
+                credentials_lookup=simulator_operator_credentials,
+            )
+        except ControlError as exc:
+            raise CommandError(str(exc)) from None
+        except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
+            reason = getattr(exc, "strerror", None) or exc
+            raise CommandError(
+                f"Cannot listen on {host}:{port} ({reason}); choose another --port (SIMULATOR_PORT for make run)."
+            ) from None
+    except CommandError:
+        simulator_tokens_revoke(config.report_token for config in configs.values())
+        raise
+
+
+def simulator_tokens_revoke(keys) -> None:
+    """Revoke the report tokens a simulator issued, once it no longer runs: only its memory held them."""
+    hashes = [token_hash(key) for key in keys if key]
+    for token in ApiToken.objects.filter(key_hash__in=hashes, revoked_at__isnull=True).select_related("user"):
+        api_token_revoke(token=token, actor=None)
 
 
 class Command(BaseCommand):
@@ -149,13 +162,24 @@ class Command(BaseCommand):
             raise CommandError(
                 "The operator simulator is for development only; it does not run with production settings."
             )
-        server = simulator_server(**options)
-        for slug, state in server.operators.items():
-            if state.report_token is None:
-                self.stderr.write(f"{slug}: no linked user, so no delivery reports will be sent.")
-        if not server.operators:
-            self.stderr.write("No operators in the database; run `manage.py seed_demo` first.")
-        for slug in server.operators:
-            self.stdout.write(f"  {slug}: {server.url}/{slug}/v1/batches")
-        self.stdout.write(f"Operator simulator on {server.url} (GET /stats, POST /<slug>/control).")
-        server.serve_forever()
+        # `make run` (honcho) stops its processes with SIGTERM: stopped as on Ctrl-C, the simulator revokes its tokens.
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            server = simulator_server(**options)
+            try:
+                for slug, state in server.operators.items():
+                    if state.report_token is None:
+                        self.stderr.write(f"{slug}: no linked user, so no delivery reports will be sent.")
+                if not server.operators:
+                    self.stderr.write("No operators in the database; run `manage.py seed_demo` first.")
+                for slug in server.operators:
+                    self.stdout.write(f"  {slug}: {server.url}/{slug}/v1/batches")
+                self.stdout.write(f"Operator simulator on {server.url} (GET /stats, POST /<slug>/control).")
+                server.serve_forever()
+            except KeyboardInterrupt:
+                pass  # stopped before it served
+            finally:
+                # Operators added while it served are in `server.operators` too.
+                simulator_tokens_revoke(state.report_token for state in list(server.operators.values()))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
