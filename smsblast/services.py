@@ -163,10 +163,12 @@ def areas_load(
     to_create, to_update = [], []
     for code in ordered:
         name, level, parent = rows[code]
+        # A search form can outgrow its name ("ß" searches as "ss"); cut to the column as the name is.
+        search_name = search_key(name)[:100]
         if code not in existing:
-            to_create.append((code, name, search_key(name), level, parent))
+            to_create.append((code, name, search_name, level, parent))
         elif existing[code] != (name, level, parent):
-            to_update.append((name, search_key(name), level, parent, code))
+            to_update.append((name, search_name, level, parent, code))
         else:
             result.unchanged += 1
     # Plain executemany: building 90,000 model instances would cost more than writing the rows.

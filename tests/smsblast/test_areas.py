@@ -132,6 +132,16 @@ NAN_BBOX = (
 )
 
 
+def test_a_name_whose_search_form_grows_past_the_column_is_loaded(tmp_path, db):
+    # "ß" searches as "ss": a name of 100 characters can have a search form of 200, as long as the column twice over.
+    path = write_csv(tmp_path, ["35,Jawa Timur,provinsi,", f"35.05,{'ß' * 100},kabupaten,35"])
+
+    call_command("load_areas", str(path), "--no-population")
+
+    area = Area.objects.get(code="35.05")
+    assert (area.name, area.search_name) == ("ß" * 100, "s" * 100)
+
+
 @pytest.mark.parametrize(
     ("option", "content", "message"),
     [
