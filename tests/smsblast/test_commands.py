@@ -250,3 +250,20 @@ def test_seed_demo_officers_and_approver_work_for_the_demo_regency(tmp_path):
         "approver": demo.REGENCY[0],
         "admin": None,
     }
+
+
+def test_seed_demo_moving_a_demo_officer_back_to_the_demo_regency_is_audited(tmp_path):
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+    officer = User.objects.get(username="officer")
+    User.objects.filter(pk=officer.pk).update(jurisdiction_id="35.05.01")  # moved since, e.g. in the admin
+    events = audit_history(officer).count()
+
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+
+    officer.refresh_from_db()
+    assert officer.jurisdiction_id == demo.REGENCY[0]
+    changes = [event.details.get("changed", {}).get("jurisdiction") for event in audit_history(officer)]
+    assert {"from": "35.05.01", "to": demo.REGENCY[0]} in changes
+    events = audit_history(officer).count()
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+    assert audit_history(officer).count() == events, "a re-run that changes nothing audits nothing"

@@ -14,7 +14,7 @@ from smsblast.errors import ServiceInvalid
 from smsblast.fixtures import demo
 from smsblast.models import Area, AreaLevel, Role, Subscriber, User
 from smsblast.phones import carrier_prefixes
-from smsblast.roles import role_groups_sync, user_role_set
+from smsblast.roles import role_groups_sync, user_access, user_record_access_change, user_role_set
 from smsblast.services import areas_attach_boundaries, areas_set_population
 from smsblast.text import search_key
 
@@ -86,9 +86,12 @@ class Command(BaseCommand):
                 # Notifications to demo users are printed by the mail process (EMAIL_URL unset).
                 user.email = f"{username}@demo.smsblast.test"
                 user.save(update_fields=["email"])
-            if role in JURISDICTION_ROLES:
+            if role in JURISDICTION_ROLES and user.jurisdiction_id != demo.REGENCY[0]:
+                # Given, or moved back after a move in the admin: audited as those are (invariant 6).
+                before = user_access(user)
                 user.jurisdiction_id = demo.REGENCY[0]
                 user.save(update_fields=["jurisdiction"])
+                user_record_access_change(user=user, before=before, actor=None)
             user_role_set(user=user, role=role)
             users[username] = user
         return users
