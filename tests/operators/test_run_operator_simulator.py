@@ -89,6 +89,7 @@ def test_each_operator_can_start_with_its_own_settings_and_an_outage(demo_operat
         ({"control": ['xl={"outage_mode": "down"}']}, 'xl: outage_mode must be "503" or "refuse".'),
         ({"control": ['smartfren={"latency_ms": 1}']}, "unknown operator 'smartfren'"),
         ({"control": ["xl=latency_ms:1"]}, "as JSON"),
+        ({"report_threads": 0}, "--report-threads 0: give at least 1, or no delivery report is ever sent."),
     ],
 )
 def test_settings_at_start_are_checked_as_control_checks_them(demo_operators, options, message):

@@ -90,6 +90,8 @@ def simulator_server(
     **_options,
 ) -> SimulatorServer:
     """Return a simulator for every operator in the database, its settings checked as /control checks them."""
+    if report_threads < 1:
+        raise CommandError(f"--report-threads {report_threads}: give at least 1, or no delivery report is ever sent.")
     configs = simulator_operators(behaviour=OperatorBehaviour())
     try:
         controls = operator_controls(list(control), slugs=configs)
