@@ -1,0 +1,58 @@
+"""Upgrading a database that holds campaigns: the migration with a data fill gives existing rows what new rows get."""
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from campaigns.models import Campaign
+
+BEFORE_AREA_SCOPE = [("campaigns", "0006_campaignrun_fanout_progress_at")]
+
+
+def migrate_to(targets) -> None:
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+
+
+def square(lng: float, lat: float, size: float) -> dict:
+    return {
+        "type": "Polygon",
+        "coordinates": [[[lng, lat], [lng + size, lat], [lng + size, lat + size], [lng, lat + size], [lng, lat]]],
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_gives_each_earlier_campaign_the_area_scope_its_areas_or_polygon_give():
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    migrate_to(BEFORE_AREA_SCOPE)
+    try:
+        old = MigrationExecutor(connection).loader.project_state(BEFORE_AREA_SCOPE).apps
+        Area, User = old.get_model("smsblast", "Area"), old.get_model("smsblast", "User")
+        OldCampaign = old.get_model("campaigns", "Campaign")
+        Area.objects.create(code="35", name="Jawa Timur", search_name="jawa timur", level="provinsi")
+        Area.objects.create(
+            code="35.05",
+            name="Kabupaten Blitar",
+            search_name="kabupaten blitar",
+            level="kabupaten",
+            parent_id="35",
+            boundary=square(112.0, -8.3, 0.5),
+        )
+        author = User.objects.create(username="officer")
+        targets = [
+            {"area_codes": ["35.05.01", "35.05.02"]},
+            {"area_codes": ["35.05.01", "33.16"]},  # two provinces: no common area
+            {"polygon": square(112.1, -8.2, 0.1)},  # inside the regency's boundary
+            {"polygon": square(100.0, 0.0, 0.1)},  # inside no known boundary
+            {"polygon": {"type": "Polygon", "coordinates": "unreadable"}},
+            {"area_codes": [7, None, "35.05"]},  # only codes count
+            {},
+        ]
+        for target in targets:
+            OldCampaign.objects.create(author=author, title="Vaksin", text="Ayo vaksin", sender="INFO", **target)
+    finally:
+        migrate_to(latest)
+
+    scopes = list(Campaign.objects.order_by("pk").values_list("area_scope", flat=True))
+    assert scopes == ["35.05", "", "35.05", "", "", "35.05", ""]
