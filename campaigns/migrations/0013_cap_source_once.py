@@ -2,18 +2,58 @@
 
 from django.conf import settings
 from django.db import migrations, models
+from django.db.models import Count
+from django.utils import timezone
+
+
+def keep_one_campaign_per_cap_source(apps, schema_editor):
+    """Before the unique constraint: an alert imported twice by an earlier version keeps its first campaign as its
+    import; each later copy's identifier is marked as a duplicate (audited), so the constraint can be created."""
+    Campaign = apps.get_model("campaigns", "Campaign")
+    AuditEvent = apps.get_model("smsblast", "AuditEvent")
+    repeated = (
+        Campaign.objects.exclude(cap_source_identifier="")
+        .values("cap_source_sender", "cap_source_identifier")
+        .annotate(copies=Count("id"))
+        .filter(copies__gt=1)
+    )
+    for source in repeated:
+        campaigns = list(
+            Campaign.objects.filter(
+                cap_source_sender=source["cap_source_sender"], cap_source_identifier=source["cap_source_identifier"]
+            ).order_by("id")
+        )
+        first = campaigns[0]
+        for copy in campaigns[1:]:
+            suffix = f" (duplicate of campaign {first.pk})"
+            marked = source["cap_source_identifier"][: 300 - len(suffix)] + suffix
+            Campaign.objects.filter(pk=copy.pk).update(cap_source_identifier=marked)
+            AuditEvent.objects.create(
+                actor=None,
+                action="campaign.cap_source_duplicate",
+                object_type="campaigns.campaign",
+                object_id=str(copy.pk),
+                from_state=copy.status,
+                to_state=copy.status,
+                at=timezone.now(),
+                details={"identifier": source["cap_source_identifier"], "imported_as": first.pk},
+            )
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('campaigns', '0012_choice_labels'),
+        ("campaigns", "0012_choice_labels"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
+        migrations.RunPython(keep_one_campaign_per_cap_source, migrations.RunPython.noop),
         migrations.AddConstraint(
-            model_name='campaign',
-            constraint=models.UniqueConstraint(condition=models.Q(('cap_source_identifier', ''), _negated=True), fields=('cap_source_sender', 'cap_source_identifier'), name='campaign_cap_source_once'),
+            model_name="campaign",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("cap_source_identifier", ""), _negated=True),
+                fields=("cap_source_sender", "cap_source_identifier"),
+                name="campaign_cap_source_once",
+            ),
         ),
     ]

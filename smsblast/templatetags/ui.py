@@ -182,6 +182,7 @@ ACTION_LABELS = {
     "campaign.start": _("run started"),  # an area broadcast's window opened
     "campaign.complete": _("run finished"),  # an area broadcast's window closed
     "campaign.cap_import": _("imported from a CAP alert"),
+    "campaign.cap_source_duplicate": _("marked as a second import of the same CAP alert"),
     "campaign.dispatch_refused": _("sending refused: approval does not match"),
     "campaign.schedule_end": _("schedule ended: missed runs not sent"),
     "run.start": _("run started"),

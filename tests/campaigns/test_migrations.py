@@ -56,3 +56,41 @@ def test_migrating_gives_each_earlier_campaign_the_area_scope_its_areas_or_polyg
 
     scopes = list(Campaign.objects.order_by("pk").values_list("area_scope", flat=True))
     assert scopes == ["35.05", "", "35.05", "", "", "35.05", ""]
+
+
+BEFORE_CAP_SOURCE_ONCE = [("campaigns", "0012_choice_labels")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_a_database_holding_one_cap_alert_imported_twice_keeps_the_first_as_its_import():
+    from smsblast.models import AuditEvent
+
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    migrate_to(BEFORE_CAP_SOURCE_ONCE)
+    try:
+        old = MigrationExecutor(connection).loader.project_state(BEFORE_CAP_SOURCE_ONCE).apps
+        User, OldCampaign = old.get_model("smsblast", "User"), old.get_model("campaigns", "Campaign")
+        author = User.objects.create(username="officer")
+        source = {"cap_source_sender": "bmkg@bmkg.go.id", "cap_source_identifier": "CJI20210714150000"}
+        first, copy = (
+            OldCampaign.objects.create(author=author, title=f"Hujan {n}", text="Waspada", sender="BMKG", **source)
+            for n in (1, 2)
+        )
+        other = OldCampaign.objects.create(
+            author=author,
+            title="Gempa",
+            text="Waspada",
+            sender="BMKG",
+            cap_source_sender="bmkg@bmkg.go.id",
+            cap_source_identifier="other",
+        )
+    finally:
+        migrate_to(latest)
+
+    identifiers = dict(Campaign.objects.values_list("pk", "cap_source_identifier"))
+    assert identifiers[first.pk] == "CJI20210714150000"
+    assert identifiers[copy.pk] == f"CJI20210714150000 (duplicate of campaign {first.pk})"
+    assert identifiers[other.pk] == "other"
+    event = AuditEvent.objects.get(action="campaign.cap_source_duplicate")
+    assert event.object_id == str(copy.pk)
+    assert event.details == {"identifier": "CJI20210714150000", "imported_as": first.pk}
