@@ -88,7 +88,8 @@ def _refuse_constant(name: str):
 
 @contextlib.contextmanager
 def _readable(path: Path):
-    """Turn a file that is not UTF-8 text, valid JSON or readable CSV into ServiceInvalid naming the file."""
+    """Turn a file that cannot be read, or is not UTF-8 text, valid JSON or readable CSV, into ServiceInvalid naming
+    the file."""
     try:
         yield
     except UnicodeDecodeError:
@@ -99,6 +100,8 @@ def _readable(path: Path):
         raise ServiceInvalid(f"{path.name} is not valid JSON: nested too deeply.") from None
     except csv.Error as exc:
         raise ServiceInvalid(f"{path.name} is not a readable CSV file: {exc}.") from None
+    except OSError as exc:  # no permission to read it, a read error of the disk
+        raise ServiceInvalid(f"{path.name} cannot be read: {exc.strerror or exc}.") from None
 
 
 def _read_area_rows(path: Path, result: AreasLoadResult) -> dict[str, tuple[str, str, str | None]]:

@@ -350,3 +350,18 @@ def test_listing_areas_reads_none_of_their_boundaries(api_client_for, approver, 
     # Whether each has one is still answered.
     results = client.get("/api/v1/areas/", {"parent": "35"}).json()["results"]
     assert [(area["code"], area["has_boundary"]) for area in results] == [("35.05", True), ("35.72", False)]
+
+
+def test_load_areas_on_a_file_it_may_not_read_says_so_in_one_line(tmp_path, db, monkeypatch):
+    csv_path = write_csv(tmp_path, ["35,Jawa Timur,provinsi,"])
+    real_open = open
+
+    def refusing_open(file, *args, **kwargs):
+        if str(file) == str(csv_path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refusing_open)
+    with pytest.raises(CommandError, match=rf"{csv_path.name} cannot be read: Permission denied\."):
+        call_command("load_areas", str(csv_path), "--no-population")
+    assert not Area.objects.exists()
