@@ -1,4 +1,4 @@
-"""Campaign API actions for the send pipeline: schedule, pause, resume, runs, deliveries, report.csv."""
+"""Campaign API actions for the send pipeline: schedule, pause, resume, runs, deliveries, report.csv, areas.csv."""
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -9,8 +9,10 @@ from rest_framework.exceptions import NotFound
 
 from campaigns import dispatch
 from campaigns.dispatch_selectors import (
+    AREA_REPORT_COLUMNS,
     PROGRESS_STATUSES,
     REPORT_COLUMNS,
+    campaign_area_report_rows,
     campaign_deliveries,
     campaign_report_rows,
     effective_status,
@@ -56,7 +58,7 @@ class DeliverySerializer(serializers.Serializer):
 
 
 class CampaignDispatchActionsMixin:
-    """Scheduling and run-control actions (schedule, pause, resume, runs, deliveries, report.csv).
+    """Scheduling and run-control actions (schedule, pause, resume, runs, deliveries, report.csv, areas.csv).
 
     Mixed into CampaignViewSet, which supplies get_object (the campaigns the caller may see) and
     detail_response. Services check who may act on the campaign.
@@ -64,7 +66,7 @@ class CampaignDispatchActionsMixin:
 
     def get_content_negotiator(self):
         # Asked once before the action is known (for the request's parsers), and again to pick the renderer.
-        if getattr(self, "action", None) == "report_csv":
+        if getattr(self, "action", None) in {"report_csv", "areas_csv"}:
             return FileContentNegotiation()
         return super().get_content_negotiator()
 
@@ -150,6 +152,25 @@ class CampaignDispatchActionsMixin:
     @action(detail=True, methods=["get"], url_path=r"report\.csv", permission_classes=[IsStaffRole])
     def report_csv(self, request, pk=None):
         """Stream every delivery of every run (or of one, with `run`) as CSV: one row per recipient per run."""
+        return self._csv_report(request, campaign_report_rows, "report")
+
+    @extend_schema(
+        parameters=[OpenApiParameter("run", int, description="Only this run's recipients (404 when not a run of it).")],
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="UTF-8 with a byte-order mark; one row per area one level below the campaign's target "
+                f"(kecamatan for a regency), the recipients homed there by status: {','.join(AREA_REPORT_COLUMNS)}.",
+            ),
+            409: OpenApiResponse(description="The campaign is an area broadcast: it has no listed recipients."),
+        },
+    )
+    @action(detail=True, methods=["get"], url_path=r"areas\.csv", permission_classes=[IsStaffRole])
+    def areas_csv(self, request, pk=None):
+        """Count the recipients of every run (or of one, with `run`) per area below the target, by status."""
+        return self._csv_report(request, campaign_area_report_rows, "areas")
+
+    def _csv_report(self, request, rows_of, name: str) -> StreamingHttpResponse:
         campaign = self.get_object()
         if campaign.mode == Mode.AREA_BROADCAST:
             raise ServiceConflict(
@@ -158,14 +179,15 @@ class CampaignDispatchActionsMixin:
                 "gives each run's handsets reached per operator."
             )
         run = request.query_params.get("run") or None
-        filename = f"campaign-{campaign.pk}-report.csv"
+        filename = f"campaign-{campaign.pk}-{name}.csv"
         if run is not None:
             if not (run.isascii() and run.isdigit() and len(run) <= 18):
                 raise ServiceInvalid("run must be a run id.")
             if not campaign.runs.filter(pk=int(run)).exists():
                 raise NotFound(f"Campaign {campaign.pk} has no run {run}.")
-            filename = f"campaign-{campaign.pk}-run-{run}-report.csv"
-        rows = campaign_report_rows(campaign, run_id=int(run) if run else None)
-        response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+            filename = f"campaign-{campaign.pk}-run-{run}-{name}.csv"
+        response = StreamingHttpResponse(
+            rows_of(campaign, run_id=int(run) if run else None), content_type="text/csv; charset=utf-8"
+        )
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response

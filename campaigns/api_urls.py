@@ -8,8 +8,9 @@ router = SimpleRouter()
 router.register("campaigns", CampaignViewSet, basename="campaign")
 
 urlpatterns: list = [
-    # The report is a file: served without the trailing slash the router adds.
+    # The reports are files: served without the trailing slash the router adds.
     path("campaigns/<int:pk>/report.csv", CampaignViewSet.as_view({"get": "report_csv"}), name="campaign-report-csv"),
+    path("campaigns/<int:pk>/areas.csv", CampaignViewSet.as_view({"get": "areas_csv"}), name="campaign-areas-csv"),
     *router.urls,
     path("campaigns/<int:pk>/cap.xml", CampaignCapView.as_view(), name="campaign-cap"),
     path("cap/", CapImportView.as_view(), name="cap-import"),

