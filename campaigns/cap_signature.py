@@ -28,6 +28,13 @@ DSIG = "{http://www.w3.org/2000/09/xmldsig#}"
 # The signature must sit directly in <alert> and sign it whole (an enveloped signature, as CAP 1.2 section 3.3.2.1
 # describes): a signature elsewhere could sign a part the alert is not read from.
 _CONFIG = SignatureConfiguration(location="./", expect_references=1)
+# The signing library copies and canonicalizes the whole document for each reference and transform before it counts
+# the references: a 1 MiB document of a few thousand would hold a worker for minutes. An enveloped signature needs
+# one reference and a transform or two (enveloped, a canonicalization).
+MAX_TRANSFORMS = 3
+# What the signing library raises for a signature it cannot read, beside its own errors: a value left empty
+# (TypeError), a signature its schema refuses or a document nested deeper than lxml reads (lxml's errors).
+_UNCHECKABLE = (SignXMLException, ValueError, TypeError, etree.LxmlError)
 
 
 class SignatureState:
@@ -56,23 +63,35 @@ def cap_signature_check(raw: bytes, root: Element) -> CapSignature:
     Raises ServiceInvalid when the signature verifies against its key but the alert changed after it was signed, or
     when its value does not match the certificate it names: a document altered on its way, never to be broadcast.
     """
-    if root.find(f"{DSIG}Signature") is None:
+    signature = root.find(f"{DSIG}Signature")
+    if signature is None:
         return CapSignature(SignatureState.UNSIGNED)
-    for certificate in trusted_certificates():
+    unreadable = _unreadable_shape(signature)
+    for certificate in [] if unreadable else trusted_certificates():
         try:
             result = XMLVerifier().verify(raw, x509_cert=certificate, expect_config=_CONFIG)
         except InvalidDigest as exc:
             # The trusted key signed it, and what it signed is not what arrived.
             raise ServiceInvalid(_ALTERED.format(signer=_subject(certificate))) from exc
-        except (SignXMLException, ValueError):
+        except _UNCHECKABLE:
             # Another key's signature, one this certificate cannot check, or a certificate out of its validity.
             continue
         signed_xml = etree.tostring(result.signed_xml)
         return CapSignature(SignatureState.VERIFIED, _subject(certificate), signed_xml=signed_xml)
-    return _check_untrusted(raw, root)
+    return _check_untrusted(raw, root, unreadable)
 
 
-def _check_untrusted(raw: bytes, root: Element) -> CapSignature:
+def _unreadable_shape(signature: Element) -> str:
+    """Return why the signature is not checked at all, in a few words; "" when it has the shape of one."""
+    references = signature.findall(f"{DSIG}SignedInfo/{DSIG}Reference")
+    if len(references) != 1:
+        return f"it has {len(references)} references where one signs the alert"
+    if len(list(references[0].iter(f"{DSIG}Transform"))) > MAX_TRANSFORMS:
+        return f"its reference has more than {MAX_TRANSFORMS} transforms"
+    return ""
+
+
+def _check_untrusted(raw: bytes, root: Element, unreadable: str = "") -> CapSignature:
     """Check the signature against the certificate it names itself: whole or altered, but from no trusted issuer."""
     named = root.find(f"{DSIG}Signature/{DSIG}KeyInfo/{DSIG}X509Data/{DSIG}X509Certificate")
     if named is None or not (named.text or "").strip():
@@ -82,6 +101,8 @@ def _check_untrusted(raw: bytes, root: Element) -> CapSignature:
     except (binascii.Error, ValueError):
         return CapSignature(SignatureState.UNTRUSTED, reason="the certificate the signature names cannot be read")
     signer = _subject(certificate)
+    if unreadable:
+        return CapSignature(SignatureState.UNTRUSTED, signer, f"the signature cannot be checked ({unreadable})")
     reason = "its certificate is not among the trusted issuers (CAP_TRUSTED_CERTIFICATES)"
     try:
         XMLVerifier().verify(raw, x509_cert=certificate, expect_config=_CONFIG)
@@ -89,7 +110,7 @@ def _check_untrusted(raw: bytes, root: Element) -> CapSignature:
         return CapSignature(SignatureState.UNTRUSTED, signer, f"its certificate is not valid ({exc})")
     except InvalidSignature as exc:  # InvalidDigest included
         raise ServiceInvalid(_ALTERED.format(signer=signer)) from exc
-    except (SignXMLException, ValueError) as exc:
+    except _UNCHECKABLE as exc:
         # An algorithm no longer accepted (SHA-1), a signature elsewhere than in <alert>, a malformed one.
         return CapSignature(SignatureState.UNTRUSTED, signer, f"the signature cannot be checked ({exc})")
     return CapSignature(SignatureState.UNTRUSTED, signer, reason)

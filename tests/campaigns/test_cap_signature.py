@@ -1,12 +1,14 @@
 """CAP import checks XML signatures against the issuers' certificates the installation trusts."""
 
+import base64
+from copy import deepcopy
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -24,6 +26,7 @@ from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import UserFactory
 
 ALERT = GEOCODES.format(description="Mulai 3 Juli 2021.")
+DSIG = "{http://www.w3.org/2000/09/xmldsig#}"
 
 
 @cache
@@ -224,3 +227,77 @@ def test_a_cancel_not_verified_does_not_withdraw_a_verified_alert(officer_client
     assert _post_xml(officer_client, signed(CANCEL)).status_code == 200
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.CANCELLED
+
+
+def _signature_edited(document: str, edit) -> str:
+    """Return the signed document with `edit` applied to its Signature element."""
+    root = etree.fromstring(document.encode())
+    edit(root.find(f"{DSIG}Signature"))
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8").decode()
+
+
+def _empty_signature_value(signature) -> None:
+    signature.find(f"{DSIG}SignatureValue").text = None
+
+
+def _no_key_info(signature) -> None:
+    signature.remove(signature.find(f"{DSIG}KeyInfo"))
+    etree.SubElement(signature, f"{DSIG}KeyInfo")
+
+
+def _two_canonicalizations(signature) -> None:
+    transforms = signature.find(f".//{DSIG}Transforms")
+    for _ in range(2):
+        etree.SubElement(transforms, f"{DSIG}Transform").set("Algorithm", "http://www.w3.org/2001/10/xml-exc-c14n#")
+    _sign_again(signature)
+
+
+def _sign_again(signature) -> None:
+    """Sign the signature's edited SignedInfo again with the trusted issuer's key."""
+    key, _certificate = issuer("Satgas Jatim CAP", expired=False)
+    value = key.sign(
+        etree.tostring(signature.find(f"{DSIG}SignedInfo"), method="c14n"), padding.PKCS1v15(), hashes.SHA256()
+    )
+    signature.find(f"{DSIG}SignatureValue").text = base64.b64encode(value).decode()
+
+
+def _two_references(signature) -> None:
+    reference = signature.find(f"{DSIG}SignedInfo/{DSIG}Reference")
+    reference.addnext(deepcopy(reference))
+    _sign_again(signature)
+
+
+# Well-formed, but nested deeper than the signing library's parser reads.
+DEEP_ALERT = signed(ALERT).replace("<scope>Public</scope>", "<scope>Public</scope>" + "<x>" * 300 + "</x>" * 300)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        _signature_edited(signed(ALERT), _empty_signature_value),
+        _signature_edited(signed(ALERT), _no_key_info),
+        _signature_edited(signed(ALERT), _two_canonicalizations),
+        DEEP_ALERT,
+    ],
+    ids=["empty-signature-value", "empty-key-info", "two-canonicalizations", "nested-deeper-than-256"],
+)
+def test_a_signature_that_cannot_be_checked_is_shown_not_verified_instead_of_failing(officer_client, trust, document):
+    trust("Satgas Jatim CAP")
+    response = _post_xml(officer_client, document)
+    assert response.status_code == 201, response.content
+    campaign = Campaign.objects.get(pk=response.json()["campaign_id"])
+    assert campaign_cap_source(campaign, user=officer_client.user)["signature"]["state"] == "untrusted"
+
+
+def test_a_signature_of_several_references_is_not_checked_and_not_verified(officer_client, trust):
+    # The signing library copies and canonicalizes the whole document for every reference before it counts them:
+    # a few thousand in a 1 MiB document would hold the worker for minutes.
+    trust("Satgas Jatim CAP")
+    response = _post_xml(officer_client, _signature_edited(signed(ALERT), _two_references))
+
+    assert response.status_code == 201, response.content
+    signature = campaign_cap_source(Campaign.objects.get(pk=response.json()["campaign_id"]), user=officer_client.user)[
+        "signature"
+    ]
+    assert signature["state"] == "untrusted"
+    assert "2 references" in signature["reason"]
