@@ -36,12 +36,14 @@ _SPACES = re.compile(r"((?: |\+|%20)+)")
 
 
 def _masked_piece(written: str) -> str:
-    digits = sum(ch.isdigit() for ch in written)
-    if not _MIN_DIGITS <= digits <= _MAX_DIGITS:
-        return written
     # A "+" between digits is a URL-encoded space; a leading one, or "%2B", the country code's.
     plus = "+" if written.startswith("+") else ""
-    number = normalize(plus + unquote_plus(written[len(plus) :]))
+    decoded = plus + unquote_plus(written[len(plus) :])
+    # Counted once decoded: the digits of an escape ("%20", "%2B") are none of the number's.
+    digits = sum(ch.isdigit() for ch in decoded)
+    if not _MIN_DIGITS <= digits <= _MAX_DIGITS:
+        return written
+    number = normalize(decoded)
     return mask_number(number.e164) if number.ok else written
 
 

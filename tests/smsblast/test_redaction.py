@@ -16,6 +16,10 @@ from smsblast.redaction import NumbersMaskedFilter, mask_numbers
         ("GET /subscribers/?msisdn=0812+3456+7890 HTTP/1.1", "GET /subscribers/?msisdn=+62812******90 HTTP/1.1"),
         ("?msisdn=0812%203456%207890&page=2", "?msisdn=+62812******90&page=2"),
         ("?q=%2B62+812-3456-7890", "?q=+62812******90"),
+        # Percent-encoded separators hold digits of their own, which are no digits of the number.
+        ("?q=0812%203456%2078901", "?q=+62812*******01"),
+        ("?q=%2B62%20812%203456%207890", "?q=+62812******90"),
+        ("?q=%2B62+%28812%29+3456-7890", "?q=+62812******90"),
         ("(0812) 3456-7890 and 0812.3456.7891", "+62812******90 and +62812******91"),
         ("081234567890 200 1234", "+62812******90 200 1234"),
     ],
