@@ -183,7 +183,8 @@ def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | N
     The approver decides on it knowing its issuer and identifier, the earlier alerts it updates (and the
     unfinished campaigns imported from them, visible to `user`, which its approval cancels), an approved update
     replacing it (which refuses its approval), whether its signature was verified against a trusted issuer's
-    certificate (and by whom it was signed) and which parts of its text were cut to fit.
+    certificate (and by whom it was signed), what was edited since its import (which no signature covers) and
+    which parts of its text were cut to fit.
     """
     from campaigns.services import campaign_replaced_by, campaigns_superseded  # the services build on these
 
@@ -203,8 +204,18 @@ def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | N
         if campaign.status == Campaign.Status.PENDING_APPROVAL
         else None,
         "signature": _cap_signature(details),
+        "edited": _edited_since_import(campaign),
         "cut": [cut for cut in details.get("cut") or [] if cut.get("dropped_words")],
     }
+
+
+def _edited_since_import(campaign: Campaign) -> list[str]:
+    """Return the names of the fields edited since the campaign was imported, as its form labels them."""
+    edits = campaign_history(campaign).filter(action="campaign.update").values_list("details", flat=True)
+    changed = {name for details in edits for name in (details or {}).get("changed") or []}
+    # A field renamed since an edit was recorded is named as it was.
+    labels = {field.name: field.verbose_name for field in Campaign._meta.concrete_fields}
+    return [str(labels.get(name, name)) for name in sorted(changed)]
 
 
 def campaign_cap_signature(campaign: Campaign) -> dict[str, str]:

@@ -301,3 +301,21 @@ def test_a_signature_of_several_references_is_not_checked_and_not_verified(offic
     ]
     assert signature["state"] == "untrusted"
     assert "2 references" in signature["reason"]
+
+
+def test_a_verified_alert_edited_after_its_import_tells_the_approver_what_the_signature_does_not_cover(
+    officer_client, trust
+):
+    trust("Satgas Jatim CAP")
+    imported = _post_xml(officer_client, signed(ALERT))
+    campaign_id = imported.json()["campaign_id"]
+    assert "data-cap-edited" not in review_page(campaign_id)
+    Campaign.objects.filter(pk=campaign_id).update(status=Campaign.Status.DRAFT)
+
+    edited = officer_client.patch(f"/api/v1/campaigns/{campaign_id}/", {"text": "Keluar rumah."}, format="json")
+
+    assert edited.status_code == 200, edited.json()
+    page = review_page(campaign_id)
+    assert 'data-cap-signature="verified"' in page
+    assert "data-cap-edited" in page
+    assert "teks" in page.split("data-cap-edited", 1)[1].split("</p>", 1)[0]
