@@ -518,16 +518,18 @@ def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImp
     live = [campaign for campaign in campaigns if campaign.status not in Campaign.FINAL_STATUSES]
     if not live:
         raise ServiceConflict(f"The campaign imported from that alert is already {campaigns[0].status}.")
-    if alert.signature.state != SignatureState.VERIFIED:
-        # Whoever can post a document could otherwise end a warning its issuer's key vouched for.
-        for campaign in live:
-            signature = campaign_cap_signature(campaign)
-            if signature["state"] == SignatureState.VERIFIED:
-                raise ServiceInvalid(
-                    f"Campaign {campaign.pk} was imported from an alert verified as signed by {signature['signer']}, "
-                    "and this Cancel is not verified, so it withdraws nothing. If its issuer confirms the "
-                    "withdrawal, cancel the campaign on its page."
-                )
+    # Whoever can post a document, or another trusted issuer, could otherwise end a warning its issuer's key vouched
+    # for: only a Cancel verified as signed by that issuer withdraws it.
+    cancel_signer = alert.signature.signer if alert.signature.state == SignatureState.VERIFIED else None
+    for campaign in live:
+        signature = campaign_cap_signature(campaign)
+        if signature["state"] == SignatureState.VERIFIED and signature["signer"] != cancel_signer:
+            this_cancel = f"signed by {cancel_signer}" if cancel_signer else "not verified"
+            raise ServiceInvalid(
+                f"Campaign {campaign.pk} was imported from an alert verified as signed by {signature['signer']}, "
+                f"and this Cancel is {this_cancel}, so it withdraws nothing. If its issuer confirms the "
+                "withdrawal, cancel the campaign on its page."
+            )
     reason = f"Withdrawn by the issuer (CAP Cancel {alert.identifier} from {alert.sender})."
     notes = [reason]
     # The feed is the authority: whichever officer imports the Cancel withdraws the alert it names.

@@ -319,3 +319,20 @@ def test_a_verified_alert_edited_after_its_import_tells_the_approver_what_the_si
     assert 'data-cap-signature="verified"' in page
     assert "data-cap-edited" in page
     assert "teks" in page.split("data-cap-edited", 1)[1].split("</p>", 1)[0]
+
+
+def test_a_cancel_verified_as_another_trusted_issuers_does_not_withdraw_a_verified_alert(officer_client, trust):
+    trust("Satgas Jatim CAP", "BPBD Jateng CAP")
+    imported = _post_xml(officer_client, signed(ALERT))
+    campaign = Campaign.objects.get(pk=imported.json()["campaign_id"])
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.APPROVED)
+
+    response = _post_xml(officer_client, signed(CANCEL, by="BPBD Jateng CAP"))
+
+    assert response.status_code == 400
+    assert "verified as signed by Satgas Jatim CAP" in response.json()["detail"]
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
+    assert _post_xml(officer_client, signed(CANCEL)).status_code == 200
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.CANCELLED
