@@ -138,6 +138,17 @@ def test_another_officer_may_not_arm_the_campaign():
         dispatch.campaign_schedule(campaign=campaign, user=UserFactory(role=Role.OFFICER), schedule={"kind": "now"})
 
 
+def test_arming_a_campaign_changed_behind_its_approval_is_refused_and_it_stays_approved():
+    campaign = approved_campaign()
+    # Edited behind the services' back: the approval binds the old text.
+    Campaign.objects.filter(pk=campaign.pk).update(text="Teks yang belum disetujui.")
+    with pytest.raises(ServiceConflict, match="approval no longer matches"):
+        dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule={"kind": "now"})
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.next_run_at) == (Campaign.Status.APPROVED, None)
+    assert not AuditEvent.objects.filter(action="campaign.schedule", object_id=str(campaign.pk)).exists()
+
+
 # --- starting runs ---------------------------------------------------------------------------
 
 
@@ -302,6 +313,16 @@ def test_a_campaign_not_yet_due_does_not_start():
     assert dispatch.runs_start_due(now=campaign.next_run_at - timedelta(seconds=1)) == []
 
 
+def test_a_start_before_the_next_run_time_starts_nothing_and_keeps_that_time():
+    # Another scheduler may have started the due occurrence and moved next_run_at on meanwhile.
+    campaign = _scheduled(BLORA_DAILY)
+    due = campaign.next_run_at
+    assert dispatch.run_start(campaign_id=campaign.pk, now=due - timedelta(seconds=1)) is None
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.next_run_at) == (Campaign.Status.SCHEDULED, due)
+    assert not CampaignRun.objects.filter(campaign=campaign).exists()
+
+
 # --- fan-out ---------------------------------------------------------------------------------
 
 
@@ -349,6 +370,18 @@ def test_fan_out_run_again_creates_nothing_twice():
     assert dispatch.run_fan_out(run_id=run.pk, chunk_size=4) == 0
     assert Delivery.objects.filter(run=run).count() == 10
     assert DispatchBatch.objects.filter(run=run).count() == created
+
+
+def test_a_fan_out_task_arriving_after_its_run_was_cancelled_writes_nothing():
+    campaign = approved_campaign()
+    operators_and_subscribers(counts={"tsel": 3})
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    campaign_cancel(campaign=Campaign.objects.get(pk=campaign.pk), actor=campaign.author)
+    assert dispatch.run_fan_out(run_id=run.pk) == 0
+    assert not Delivery.objects.filter(run=run).exists()
+    assert not DispatchBatch.objects.filter(run=run).exists()
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
 
 
 def test_a_number_deleted_and_added_again_during_fan_out_keeps_its_one_delivery_and_the_rest_still_fan_out():
@@ -509,6 +542,35 @@ def test_a_run_completes_when_every_delivery_is_final_and_the_campaign_follows()
     assert Campaign.objects.get(pk=run.campaign_id).status == Campaign.Status.COMPLETED
 
 
+def test_completing_a_run_is_audited_with_the_state_it_left():
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    DispatchBatch.objects.filter(run=run).update(status="accepted")
+    Delivery.objects.filter(run=run).update(status="delivered")
+    dispatch.run_check_complete(run_id=run.pk)
+    (event,) = AuditEvent.objects.filter(
+        object_type="campaigns.campaignrun", object_id=str(run.pk), action="run.complete"
+    )
+    assert (event.from_state, event.to_state) == ("sending", "completed")
+
+
+def test_a_run_paused_before_its_fan_out_finished_is_not_completed_by_the_reports_on_what_it_wrote():
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    # Paused with subscribers still to write: the reports on the batches written so far are all in.
+    CampaignRun.objects.filter(pk=run.pk).update(status=CampaignRun.Status.PAUSED, fanout_done=False)
+    DispatchBatch.objects.filter(run=run).update(status="accepted")
+    Delivery.objects.filter(run=run).update(status="delivered")
+    assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.PAUSED
+    assert Campaign.objects.get(pk=run.campaign_id).status == Campaign.Status.SENDING
+
+
+def test_a_run_whose_messages_are_reported_before_their_batch_is_answered_waits_for_the_answer():
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    # An operator may report a batch's messages before the worker records its answer (or a pull ack).
+    DispatchBatch.objects.filter(run=run).update(status="in_flight", attempts=1)
+    Delivery.objects.filter(run=run).update(status="delivered")
+    assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.SENDING
+
+
 def test_every_delivery_and_batch_status_is_either_final_or_one_completion_waits_for():
     # Completion asks for the unsettled states by name (one index probe): a state in neither set would be missed.
     assert set(Delivery.Status) == Delivery.FINAL_STATUSES | set(dispatch.UNSETTLED_DELIVERY_STATUSES)
@@ -626,6 +688,32 @@ def test_pause_stops_new_batches_and_resume_sends_them():
     assert len(ScriptedAdapter.sent) == len(batch_ids)
 
 
+def test_another_officer_may_not_pause_or_resume_the_campaign():
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    campaign, stranger = run.campaign, UserFactory(role=Role.OFFICER)
+    with pytest.raises(ServiceForbidden):
+        dispatch.campaign_pause(campaign=campaign, actor=stranger)
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SENDING
+    dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+    with pytest.raises(ServiceForbidden):
+        dispatch.campaign_resume(campaign=campaign, actor=stranger)
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.PAUSED
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.PAUSED
+
+
+def test_only_a_sending_campaign_can_be_paused_and_only_a_paused_one_resumed():
+    campaign = _scheduled(BLORA_DAILY)
+    with pytest.raises(ServiceConflict, match="Only a sending campaign can be paused; this one is scheduled"):
+        dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+    with pytest.raises(ServiceConflict, match="Only a paused campaign can be resumed; this one is scheduled"):
+        dispatch.campaign_resume(campaign=campaign, actor=campaign.author)
+    campaign_cancel(campaign=campaign, actor=campaign.author)
+    with pytest.raises(ServiceConflict, match="this one is cancelled"):
+        dispatch.campaign_resume(campaign=campaign, actor=campaign.author)
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.CANCELLED
+    assert not AuditEvent.objects.filter(object_id=str(campaign.pk), action__in=["campaign.pause", "campaign.resume"])
+
+
 def test_a_run_resumed_after_its_validity_window_sends_nothing_and_its_unsent_messages_fail():
     run, _, _ = _fanned_out_run({"tsel": 4})
     campaign = run.campaign
@@ -712,6 +800,21 @@ def test_the_reconciler_audits_taking_back_an_expired_lease():
     (event,) = AuditEvent.objects.filter(object_type="campaigns.dispatchbatch", object_id=str(batch.pk))
     assert (event.action, event.from_state, event.to_state) == ("batch.lease_expired", "in_flight", "pending")
     assert event.details["attempts"] == 1
+
+
+def test_the_reconciler_leaves_a_batch_whose_lease_still_holds_with_its_worker(django_capture_on_commit_callbacks):
+    run, _, _ = _fanned_out_run({"tsel": 3})
+    batch = DispatchBatch.objects.get(run=run)
+    held_until = timezone.now() + timedelta(minutes=1)
+    # A worker is sending it right now; the batch has waited long enough to look untouched otherwise.
+    DispatchBatch.objects.filter(pk=batch.pk).update(
+        status="in_flight", lease_expires_at=held_until, attempts=1, updated_at=timezone.now() - timedelta(minutes=5)
+    )
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert dispatch.dispatch_reconcile()["leases"] == 0
+    assert _enqueued(callbacks) == []
+    batch.refresh_from_db()
+    assert (batch.status, batch.lease_expires_at) == ("in_flight", held_until)
 
 
 def test_the_reconciler_requeues_batches_whose_task_was_lost(django_capture_on_commit_callbacks):
@@ -1187,6 +1290,17 @@ def test_a_recurring_occurrence_starts_on_time_while_the_previous_run_awaits_rep
     assert campaign.status == Campaign.Status.SENDING
     assert campaign.next_run_at == utc(2021, 7, 10, 6, 0)
     assert AuditEvent.objects.filter(action="campaign.run_start", details__run_id=friday).exists()
+
+
+def test_an_occurrence_whose_approval_no_longer_matches_starts_nothing_and_leaves_the_running_campaign_sending():
+    campaign, thursday = _blora_thursday_run_sent()  # sent; reports still to come
+    Campaign.objects.filter(pk=campaign.pk).update(text="Teks yang belum disetujui.")
+    friday_10 = utc(2021, 7, 9, 3, 0)
+    assert dispatch.run_start(campaign_id=campaign.pk, now=friday_10) is None
+    # Back to draft only once the run under way has ended: until then it is still sending.
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SENDING
+    assert list(CampaignRun.objects.filter(campaign=campaign).values_list("pk", flat=True)) == [thursday]
+    assert not AuditEvent.objects.filter(action="campaign.dispatch_refused", object_id=str(campaign.pk)).exists()
 
 
 @pytest.mark.django_db(transaction=True)
