@@ -12,10 +12,11 @@ from operators import services
 from operators.gateways.base import BatchResult, Outcome, get_adapter, register
 from operators.models import Operator
 from smsblast.audit import audit_history
-from smsblast.models import Subscriber
+from smsblast.models import AuditEvent, Role, Subscriber
 from smsblast.services import subscriber_opt_out
 from smsblast.templatetags.ui import delivery_reason_label
 from tests.concurrency import race_behind_a_row, skip_unless_postgresql
+from tests.conftest import make_user
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
 
 pytestmark = pytest.mark.django_db
@@ -175,6 +176,53 @@ def test_a_permanent_error_fails_the_batch_and_its_deliveries_with_the_reason():
     assert batch.status == "failed" and batch.last_error == "HTTP 400: sender not registered"
     reasons = set(Delivery.objects.filter(batch=batch).values_list("status", "reason"))
     assert reasons == {("failed", "HTTP 400: sender not registered")}
+
+
+def test_a_failed_batch_leaves_the_messages_its_operator_already_reported_as_they_are():
+    batch = _batch(3)
+    first, second, _ = Delivery.objects.filter(batch=batch).order_by("pk")
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="in_flight", attempts=1)
+    # The operator reported some of its messages before its answer to the batch came back as a refusal.
+    Delivery.objects.filter(pk=first.pk).update(status="delivered")
+    Delivery.objects.filter(pk=second.pk).update(status="submitted")
+    result = BatchResult(outcome=Outcome.FAILED, status_code=400, error="sender not registered")
+    assert services.batch_record_result(batch_id=batch.pk, result=result).status_label == "failed"
+    statuses = list(Delivery.objects.filter(batch=batch).order_by("pk").values_list("status", flat=True))
+    assert statuses == ["delivered", "submitted", "failed"]
+
+
+def test_numbers_refused_in_an_accepted_batch_leave_a_message_already_reported_final_as_it_is():
+    batch = _batch(2)
+    first, second = Delivery.objects.filter(batch=batch).order_by("pk")
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="in_flight", attempts=1)
+    Delivery.objects.filter(pk=first.pk).update(status="delivered")
+    result = BatchResult(
+        outcome=Outcome.ACCEPTED, accepted=0, rejected=[(str(first.pk), "invalid_number"), (str(second.pk), "barred")]
+    )
+    services.batch_record_result(batch_id=batch.pk, result=result)
+    assert Delivery.objects.get(pk=first.pk).status == "delivered"
+    second.refresh_from_db()
+    assert (second.status, second.reason) == ("rejected", "barred")
+
+
+def test_a_late_refusal_of_a_batch_whose_lapsed_lease_was_taken_back_leaves_it_to_its_next_attempt():
+    batch = _batch(2)
+    # Leased, lease lapsed, taken back by the reconciler: the first worker's refusal arrives after that.
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="pending", attempts=1)
+    result = BatchResult(outcome=Outcome.FAILED, status_code=400, error="sender not registered")
+    assert services.batch_record_result(batch_id=batch.pk, result=result).status_label == "not_leased"
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "pending"
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"queued"}
+
+
+def test_a_transient_error_on_a_batch_whose_run_was_cancelled_meanwhile_cancels_it_instead_of_retrying():
+    batch = _batch(2)
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="in_flight", attempts=1)
+    CampaignRun.objects.filter(pk=batch.run_id).update(status="cancelled")
+    result = BatchResult(outcome=Outcome.RETRY, error="Service Unavailable", status_code=503)
+    assert services.batch_record_result(batch_id=batch.pk, result=result).status_label == "cancelled"
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "cancelled"
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"cancelled"}
 
 
 def test_the_retry_budget_ends_in_failure():
@@ -564,6 +612,28 @@ def test_applied_reports_move_their_runs_progress_mark_once_committed(django_cap
     with django_capture_on_commit_callbacks(execute=True):
         services.delivery_reports_apply(operator=operator, reports=[(str(message.pk), "DELIVERED", "", "", None)])
     assert CampaignRun.objects.get(pk=batch.run_id).last_progress_at == old
+
+
+def test_applied_reports_are_audited_once_as_the_operator_and_a_repeat_writes_nothing():
+    batch = _batch(2)
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    operator = Operator.objects.get(pk=batch.operator_id)
+    operator.user = make_user("tsel-api", Role.OPERATOR)
+    operator.save()
+    first, second = Delivery.objects.filter(batch=batch).order_by("pk")
+    reports = services.delivery_reports_parse(
+        {
+            "reports": [
+                {"message_id": str(first.pk), "status": "DELIVERED"},
+                {"message_id": second.pk, "status": "SUBMITTED"},
+            ]
+        }
+    )
+    services.delivery_reports_apply(operator=operator, reports=reports)
+    services.delivery_reports_apply(operator=operator, reports=reports)
+    (event,) = AuditEvent.objects.filter(action="delivery.report")
+    assert event.actor_id == operator.user_id
+    assert event.details == {"applied": 2, "unchanged": 0, "runs": [batch.run_id]}
 
 
 @pytest.mark.django_db(transaction=True)
