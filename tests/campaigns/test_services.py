@@ -21,6 +21,7 @@ from campaigns.services import (
     campaign_reject,
     campaign_submit,
     campaign_update,
+    campaign_withdraw_by_issuer,
     sender_warning,
 )
 from smsblast.audit import audit_history
@@ -310,6 +311,28 @@ def test_only_the_author_or_an_admin_may_edit_or_submit(campaign, officer2, admi
     campaign_update(campaign=campaign, actor=admin_user, data={"title": "Fixed by admin"})
     campaign_submit(campaign=campaign, actor=admin_user)
     assert campaign.status == Status.PENDING_APPROVAL
+
+
+def test_an_edit_naming_a_field_that_is_not_editable_is_refused_and_changes_nothing(campaign, officer):
+    with pytest.raises(ServiceInvalid, match="These fields cannot be edited: author, status"):
+        campaign_update(
+            campaign=campaign, actor=officer, data={"text": "Teks baru.", "status": Status.APPROVED, "author": officer}
+        )
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.text) == (Status.DRAFT, "Tetap pakai masker dan jaga jarak.")
+
+
+def test_only_an_officer_or_an_admin_may_pass_on_an_issuers_cancellation(campaign, approver, operator_user):
+    Campaign.objects.filter(pk=campaign.pk).update(cap_source_sender="bpbd@example.go.id", cap_source_identifier="A-1")
+    campaign.refresh_from_db()
+    for user in (approver, operator_user):
+        with pytest.raises(ServiceForbidden):
+            campaign_withdraw_by_issuer(
+                campaign=campaign, actor=user, reason="Dibatalkan.", references=[("bpbd@example.go.id", "A-1")]
+            )
+    campaign.refresh_from_db()
+    assert campaign.status == Status.DRAFT
+    assert not audit_history(campaign).filter(action="campaign.cancel").exists()
 
 
 def test_an_officer_cannot_approve_or_reject(campaign, officer, officer2):
