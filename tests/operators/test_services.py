@@ -492,6 +492,20 @@ def test_a_batch_given_back_for_want_of_tokens_after_cancel_ends_cancelled():
     assert ScriptedAdapter.sent == []
 
 
+def test_a_duplicate_task_after_cancel_leaves_a_batch_another_worker_is_sending_to_that_workers_answer():
+    batch = _batch(2)
+    held_until = timezone.now() + timedelta(minutes=1)
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="in_flight", attempts=1, lease_expires_at=held_until)
+    CampaignRun.objects.filter(pk=batch.run_id).update(status="cancelled")
+    assert services.batch_send(batch_id=batch.pk) == "cancelled"
+    assert ScriptedAdapter.sent == []
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "in_flight"
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"queued"}
+    # The operator took it from the worker holding the lease: its messages were sent and reports decide them.
+    accepted = BatchResult(outcome=Outcome.ACCEPTED, accepted=2)
+    assert services.batch_record_result(batch_id=batch.pk, result=accepted).status_label == "accepted"
+
+
 def test_an_unreachable_rate_limiter_gives_the_batch_back_logged_and_it_is_sent_once_redis_returns(
     settings, redis_url, caplog
 ):
@@ -634,6 +648,21 @@ def test_applied_reports_are_audited_once_as_the_operator_and_a_repeat_writes_no
     (event,) = AuditEvent.objects.filter(action="delivery.report")
     assert event.actor_id == operator.user_id
     assert event.details == {"applied": 2, "unchanged": 0, "runs": [batch.run_id]}
+
+
+def test_a_pulling_operator_is_offered_only_the_batches_it_may_claim_now():
+    batch = _batch(2)
+    operator = Operator.objects.get(pk=batch.operator_id)
+    assert list(services.batches_ready_for(operator=operator)) == [batch]
+    # Answered "later" (an outage, a Retry-After): not ready before that time.
+    later = timezone.now() + timedelta(minutes=1)
+    DispatchBatch.objects.filter(pk=batch.pk).update(status="retry_wait", attempts=1, next_attempt_at=later)
+    assert list(services.batches_ready_for(operator=operator)) == []
+    DispatchBatch.objects.filter(pk=batch.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    assert list(services.batches_ready_for(operator=operator)) == [batch]
+    for status in ("paused", "cancelled"):
+        CampaignRun.objects.filter(pk=batch.run_id).update(status=status)
+        assert list(services.batches_ready_for(operator=operator)) == []
 
 
 @pytest.mark.django_db(transaction=True)
