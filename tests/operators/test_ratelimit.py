@@ -61,6 +61,15 @@ def test_a_batch_larger_than_one_second_goes_alone_and_blocks_in_proportion(redi
     assert 2 < wait <= 2.5
 
 
+def test_a_batch_larger_than_one_second_waits_until_the_window_holds_no_other_grant(redis_client):
+    limiter = RateLimiter("indosat", limit=10, client=redis_client)
+    assert limiter.try_acquire(4)[0]
+    # Granted now, 4 + 25 segments would go out in one second.
+    granted, wait, _ = limiter.try_acquire(25)
+    assert not granted
+    assert 0 < wait <= 1
+
+
 def test_operators_have_separate_limits(redis_client):
     assert RateLimiter("a", limit=5, client=redis_client).try_acquire(5)[0]
     assert RateLimiter("b", limit=5, client=redis_client).try_acquire(5)[0]
