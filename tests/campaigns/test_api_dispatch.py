@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from campaigns import dispatch
 from campaigns.dispatch_selectors import area_report_level, run_progress
@@ -137,6 +138,16 @@ def test_pause_and_resume_over_the_api(api_client_for, sent_run):
     assert client.post(f"{base}/resume/").status_code == 409
     assert client.post(f"{base}/pause/").json()["status"] == "paused"
     assert client.post(f"{base}/resume/").json()["status"] == "sending"
+
+
+@pytest.mark.parametrize("role", [Role.OPERATOR, None])
+def test_an_operator_or_anonymous_caller_may_not_schedule_pause_or_resume(api_client_for, sent_run, role):
+    client = api_client_for(UserFactory(role=role)) if role else APIClient()
+    base = f"/api/v1/campaigns/{sent_run.campaign_id}"
+    for action in ("pause", "resume", "schedule"):
+        response = client.post(f"{base}/{action}/", {}, format="json")
+        assert response.status_code in (401, 403), (action, response.status_code)
+    assert Campaign.objects.get(pk=sent_run.campaign_id).status == Campaign.Status.SENDING
 
 
 def test_runs_show_progress_per_operator_with_segments_and_cost(api_client_for, sent_run, approver):
