@@ -330,3 +330,21 @@ def test_a_notification_whose_worker_died_is_given_back_by_the_redrive_with_an_e
 
     (event,) = AuditEvent.objects.filter(object_id=str(notification.pk), action="notification.release")
     assert (event.from_state, event.to_state, event.details["attempts"]) == (Status.SENDING, Status.READY, 1)
+
+
+def test_a_worker_whose_notification_was_sent_by_another_meanwhile_leaves_it_sent(monkeypatch):
+    (notification,) = create([UserFactory(username="ketua", email="ketua@blitarkab.go.id")])
+    Notification.objects.filter(pk=notification.pk).update(attempts=notifications.MAX_ATTEMPTS - 1)
+
+    def refuse_after_another_worker_sent_it(*args, **kwargs):
+        # Stuck long enough for the redrive to give the notification to another worker, which sent it.
+        Notification.objects.filter(pk=notification.pk).update(status=Status.SENT, sent_at=timezone.now())
+        raise smtplib.SMTPRecipientsRefused({"ketua@blitarkab.go.id": (550, b"mailbox unavailable")})
+
+    monkeypatch.setattr(notifications, "send_mail", refuse_after_another_worker_sent_it)
+    # Its last attempt's wait is over: a worker takes it.
+    notifications.notification_send(notification_id=notification.pk, now=timezone.now() + notifications.RETRY_MAX_WAIT)
+
+    notification.refresh_from_db()
+    assert (notification.status, notification.error) == (Status.SENT, "")
+    assert not AuditEvent.objects.filter(action="notification.send").exists()
