@@ -182,6 +182,15 @@ def test_another_operators_messages_are_rejected_not_applied(world):
     assert Delivery.objects.get(pk=theirs).status == "queued"
 
 
+def test_another_operators_messages_handed_over_to_it_are_rejected_not_applied(world):
+    _handed_over(world)  # the other operator holds its messages: only the operator scope keeps them apart
+    theirs = world["ids"]["isat"][0]
+    response = world["clients"]["tsel"].post(REPORTS_URL, {"reports": [_report(theirs, "DELIVERED")]}, format="json")
+    rejected = [{"message_id": theirs, "reason": "unknown_message"}]
+    assert response.json() == {"applied": 0, "unchanged": 0, "rejected": rejected}
+    assert Delivery.objects.get(pk=theirs).status == "queued"
+
+
 def test_a_report_on_a_message_never_handed_to_the_operator_is_refused_and_costs_nothing(world):
     from campaigns.dispatch_selectors import run_progress
 
