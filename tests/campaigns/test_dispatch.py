@@ -372,6 +372,15 @@ def test_fan_out_run_again_creates_nothing_twice():
     assert DispatchBatch.objects.filter(run=run).count() == created
 
 
+def test_the_end_of_a_fan_out_is_audited_once_with_the_batches_it_wrote():
+    run, _, created = _fanned_out_run({"tsel": 4}, batch_size=2)
+    dispatch.run_fan_out(run_id=run.pk)  # a spare task finds the fan-out done
+    events = AuditEvent.objects.filter(
+        object_type="campaigns.campaignrun", object_id=str(run.pk), action="run.fanned_out"
+    )
+    assert [(e.from_state, e.to_state, e.details) for e in events] == [("fanning_out", "sending", {"batches": created})]
+
+
 def test_a_fan_out_task_arriving_after_its_run_was_cancelled_writes_nothing():
     campaign = approved_campaign()
     operators_and_subscribers(counts={"tsel": 3})
