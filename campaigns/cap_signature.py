@@ -10,31 +10,48 @@ import base64
 import binascii
 import logging
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 from django.conf import settings
 from lxml import etree
-from signxml import SignatureConfiguration, XMLVerifier
-from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidSignature, SignXMLException
 
 from smsblast.errors import ServiceInvalid
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 logger = logging.getLogger(__name__)
 
 DSIG = "{http://www.w3.org/2000/09/xmldsig#}"
-# The signature must sit directly in <alert> and sign it whole (an enveloped signature, as CAP 1.2 section 3.3.2.1
-# describes): a signature elsewhere could sign a part the alert is not read from.
-_CONFIG = SignatureConfiguration(location="./", expect_references=1)
 # The signing library copies and canonicalizes the whole document for each reference and transform before it counts
 # the references: a 1 MiB document of a few thousand would hold a worker for minutes. An enveloped signature needs
 # one reference and a transform or two (enveloped, a canonicalization).
 MAX_TRANSFORMS = 3
-# What the signing library raises for a signature it cannot read, beside its own errors: a value left empty
-# (TypeError), a signature its schema refuses or a document nested deeper than lxml reads (lxml's errors).
-_UNCHECKABLE = (SignXMLException, ValueError, TypeError, etree.LxmlError)
+
+
+@cache
+def _libraries() -> SimpleNamespace:
+    """Load the certificate and signature libraries at the first signed alert (or trust file): about 15 MB that
+    a process checking none, as the workers, does not carry."""
+    import signxml
+    from cryptography import x509
+    from signxml import exceptions
+
+    return SimpleNamespace(
+        x509=x509,
+        verifier=signxml.XMLVerifier,
+        # The signature must sit directly in <alert> and sign it whole (an enveloped signature, as CAP 1.2 section
+        # 3.3.2.1 describes): a signature elsewhere could sign a part the alert is not read from.
+        config=signxml.SignatureConfiguration(location="./", expect_references=1),
+        errors=exceptions,
+        # What it raises for a signature it cannot read, beside its own errors: a value left empty (TypeError), a
+        # signature its schema refuses or a document nested deeper than lxml reads (lxml's errors).
+        uncheckable=(exceptions.SignXMLException, ValueError, TypeError, etree.LxmlError),
+    )
 
 
 class SignatureState:
@@ -67,13 +84,14 @@ def cap_signature_check(raw: bytes, root: Element) -> CapSignature:
     if signature is None:
         return CapSignature(SignatureState.UNSIGNED)
     unreadable = _unreadable_shape(signature)
+    lib = _libraries()
     for certificate in [] if unreadable else trusted_certificates():
         try:
-            result = XMLVerifier().verify(raw, x509_cert=certificate, expect_config=_CONFIG)
-        except InvalidDigest as exc:
+            result = lib.verifier().verify(raw, x509_cert=certificate, expect_config=lib.config)
+        except lib.errors.InvalidDigest as exc:
             # The trusted key signed it, and what it signed is not what arrived.
             raise ServiceInvalid(_ALTERED.format(signer=_subject(certificate))) from exc
-        except _UNCHECKABLE:
+        except lib.uncheckable:
             # Another key's signature, one this certificate cannot check, or a certificate out of its validity.
             continue
         signed_xml = etree.tostring(result.signed_xml)
@@ -96,8 +114,9 @@ def _check_untrusted(raw: bytes, root: Element, unreadable: str = "") -> CapSign
     named = root.find(f"{DSIG}Signature/{DSIG}KeyInfo/{DSIG}X509Data/{DSIG}X509Certificate")
     if named is None or not (named.text or "").strip():
         return CapSignature(SignatureState.UNTRUSTED, reason="the signature names no certificate")
+    lib = _libraries()
     try:
-        certificate = x509.load_der_x509_certificate(base64.b64decode("".join(named.text.split()), validate=True))
+        certificate = lib.x509.load_der_x509_certificate(base64.b64decode("".join(named.text.split()), validate=True))
     except (binascii.Error, ValueError):
         return CapSignature(SignatureState.UNTRUSTED, reason="the certificate the signature names cannot be read")
     signer = _subject(certificate)
@@ -105,12 +124,12 @@ def _check_untrusted(raw: bytes, root: Element, unreadable: str = "") -> CapSign
         return CapSignature(SignatureState.UNTRUSTED, signer, f"the signature cannot be checked ({unreadable})")
     reason = "its certificate is not among the trusted issuers (CAP_TRUSTED_CERTIFICATES)"
     try:
-        XMLVerifier().verify(raw, x509_cert=certificate, expect_config=_CONFIG)
-    except InvalidCertificate as exc:
+        lib.verifier().verify(raw, x509_cert=certificate, expect_config=lib.config)
+    except lib.errors.InvalidCertificate as exc:
         return CapSignature(SignatureState.UNTRUSTED, signer, f"its certificate is not valid ({exc})")
-    except InvalidSignature as exc:  # InvalidDigest included
+    except lib.errors.InvalidSignature as exc:  # InvalidDigest included
         raise ServiceInvalid(_ALTERED.format(signer=signer)) from exc
-    except _UNCHECKABLE as exc:
+    except lib.uncheckable as exc:
         # An algorithm no longer accepted (SHA-1), a signature elsewhere than in <alert>, a malformed one.
         return CapSignature(SignatureState.UNTRUSTED, signer, f"the signature cannot be checked ({exc})")
     return CapSignature(SignatureState.UNTRUSTED, signer, reason)
@@ -122,15 +141,15 @@ _ALTERED = (
 )
 
 
-def _subject(certificate: x509.Certificate) -> str:
-    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+def _subject(certificate: "x509.Certificate") -> str:
+    names = certificate.subject.get_attributes_for_oid(_libraries().x509.NameOID.COMMON_NAME)
     return str(names[0].value) if names else certificate.subject.rfc4514_string()
 
 
-_cache: dict[tuple[str, float], list[x509.Certificate]] = {}
+_cache: dict[tuple[str, float], list["x509.Certificate"]] = {}
 
 
-def trusted_certificates() -> list[x509.Certificate]:
+def trusted_certificates() -> list["x509.Certificate"]:
     """Return the certificates of `CAP_TRUSTED_CERTIFICATES`, read again when the file changes; [] when unset."""
     path = settings.CAP_TRUSTED_CERTIFICATES
     if not path:
@@ -151,6 +170,6 @@ def trusted_certificates() -> list[x509.Certificate]:
     return _cache[key]
 
 
-def read_certificates(path: Path) -> list[x509.Certificate]:
+def read_certificates(path: Path) -> list["x509.Certificate"]:
     """Return the PEM certificates in the file at `path`; raise OSError or ValueError saying why there are none."""
-    return x509.load_pem_x509_certificates(path.read_bytes())
+    return _libraries().x509.load_pem_x509_certificates(path.read_bytes())
