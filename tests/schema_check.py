@@ -46,18 +46,25 @@ def _mismatches(schema: dict, node: dict, value, where: str) -> list[str]:
     return []
 
 
-def answer_mismatches(schema: dict, path: str, method: str, response) -> list[str]:
-    """Return how `response` (to `method` on the schema's `path`) differs from what the schema documents."""
+def _documented_body(schema: dict, path: str, method: str, response) -> tuple[str, dict | None, list[str]]:
+    """Return where the answer is, the schema of its JSON body (None when it has none to check) and the problems
+    with its status and media type."""
     documented = schema["paths"][path][method]["responses"].get(str(response.status_code))
     where = f"{method.upper()} {path} {response.status_code}"
     if documented is None:
-        return [f"{where}: status not documented"]
+        return where, None, [f"{where}: status not documented"]
     content_type = response["Content-Type"].split(";")[0]
     if content_type not in documented.get("content", {}):
-        return [f"{where}: no {content_type} body documented"]
+        return where, None, [f"{where}: no {content_type} body documented"]
     if content_type != "application/json":
-        return []
-    return _mismatches(schema, documented["content"][content_type]["schema"], response.json(), where)
+        return where, None, []
+    return where, documented["content"][content_type]["schema"], []
+
+
+def answer_mismatches(schema: dict, path: str, method: str, response) -> list[str]:
+    """Return how `response` (to `method` on the schema's `path`) differs from what the schema documents."""
+    where, node, problems = _documented_body(schema, path, method, response)
+    return problems if node is None else _mismatches(schema, node, response.json(), where)
 
 
 # A stricter check with jsonschema: types, enums, formats, patterns and bounds too, not only the field names.
@@ -124,17 +131,8 @@ def _errors(schema: dict, node: dict, value, *, hidden: str, where: str) -> list
 
 def answer_errors(schema: dict, path: str, method: str, response) -> list[str]:
     """Return how `response` differs from the schema: status, media type, and the JSON body in every detail."""
-    documented = schema["paths"][path][method]["responses"].get(str(response.status_code))
-    where = f"{method.upper()} {path} {response.status_code}"
-    if documented is None:
-        return [f"{where}: status not documented"]
-    content_type = response["Content-Type"].split(";")[0]
-    if content_type not in documented.get("content", {}):
-        return [f"{where}: no {content_type} body documented"]
-    if content_type != "application/json":
-        return []
-    node = documented["content"][content_type]["schema"]
-    return _errors(schema, node, response.json(), hidden="writeOnly", where=where)
+    where, node, problems = _documented_body(schema, path, method, response)
+    return problems if node is None else _errors(schema, node, response.json(), hidden="writeOnly", where=where)
 
 
 def request_errors(schema: dict, path: str, method: str, body, media_type: str = "application/json") -> list[str]:
