@@ -252,7 +252,8 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
     zone = campaign_zone(campaign)
     quiet_zones = campaign_zones(campaign)
     # If the scheduler was down (or the campaign paused) past later occurrences, only the latest one due runs:
-    # the older ones are skipped rather than fired in a burst or sent a day late beside it.
+    # the older ones are skipped rather than fired in a burst or sent a day late beside it. That one too is
+    # skipped when the next occurrence is nearer than it is late.
     schedule = _schedule_meaning(campaign.schedule) or SEND_NOW
     skipped = 0
     upcoming = partial(scheduling.next_start, schedule, zone=zone, priority=campaign.priority, quiet_zones=quiet_zones)
@@ -262,6 +263,10 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
     next_run_at = upcoming(after=max(scheduled_for, now))
     if scheduling.is_past_end(schedule, zone=zone, start=scheduled_for, now=now):
         _schedule_end(campaign, claimed=claimed, skipped=skipped + 1, now=now)
+        return None
+    if next_run_at is not None and now - scheduled_for > next_run_at - now:
+        # Missed by longer than the next occurrence is away: that one is sent, not the same text twice in a row.
+        _occurrences_skip(campaign, claimed=claimed, skipped=skipped + 1, next_run_at=next_run_at, now=now)
         return None
     # Only from the state read (and checked above): if the previous run completed meanwhile, the next tick starts
     # this one, so its audit event names the state it really left (invariant 6).
@@ -351,6 +356,31 @@ def _schedule_end(campaign: Campaign, *, claimed: datetime, skipped: int, now: d
         now=now,
         next_run_at=None,
     )
+
+
+def _occurrences_skip(
+    campaign: Campaign, *, claimed: datetime, skipped: int, next_run_at: datetime, now: datetime
+) -> None:
+    """Start nothing for occurrences missed until closer to the next one; the campaign waits for that one.
+
+    Called by run_start with the campaign row locked; the campaign keeps its state (scheduled, or sending an
+    earlier run).
+    """
+    if Campaign.objects.filter(pk=campaign.pk, status=campaign.status, next_run_at=claimed).update(
+        next_run_at=next_run_at, updated_at=now
+    ):
+        audit_record(
+            actor=None,
+            action="campaign.occurrences_skip",
+            obj=campaign,
+            from_state=campaign.status,
+            to_state=campaign.status,
+            details={
+                "reason": "These occurrences were missed until the next one was nearer; it is sent instead.",
+                "occurrences_skipped": skipped,
+                "next_run_at": next_run_at.isoformat(),
+            },
+        )
 
 
 def _enqueue_fan_out(run_id: int) -> None:

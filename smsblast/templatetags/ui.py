@@ -151,12 +151,17 @@ SYSTEM_REASONS = (
         re.compile(r"Withdrawn by the issuer \(CAP Cancel (?P<identifier>.*) from (?P<sender>.*)\)\.", re.DOTALL),
         _("Withdrawn by the issuer (CAP Cancel %(identifier)s from %(sender)s)."),
     ),
-    # campaigns.dispatch: a schedule's end date passed; campaigns.services: an approval no longer matching.
+    # campaigns.dispatch: a schedule's end date passed, occurrences missed until the next was near;
+    # campaigns.services: an approval no longer matching.
     (
         re.compile(
             re.escape("The schedule's end date passed before these occurrences could start; they were not sent.")
         ),
         _("The schedule's end date passed before these occurrences could start; they were not sent."),
+    ),
+    (
+        re.compile(re.escape("These occurrences were missed until the next one was nearer; it is sent instead.")),
+        _("These occurrences were missed until the next one was nearer; it is sent instead."),
     ),
     (
         re.compile(re.escape("The approval does not match the campaign's current content; nothing was sent.")),
@@ -185,6 +190,7 @@ ACTION_LABELS = {
     "campaign.cap_source_duplicate": _("marked as a second import of the same CAP alert"),
     "campaign.dispatch_refused": _("sending refused: approval does not match"),
     "campaign.schedule_end": _("schedule ended: missed runs not sent"),
+    "campaign.occurrences_skip": _("missed runs not sent: the next one is near"),
     "run.start": _("run started"),
     "run.fanned_out": _("recipients prepared"),
     "run.complete": _("run finished"),

@@ -223,6 +223,53 @@ def test_a_scheduler_down_past_several_occurrences_runs_only_the_latest_due_one(
     assert campaign.next_run_at == utc(2021, 7, 9, 3, 0)  # Friday 10:00 WIB
 
 
+def test_an_occurrence_missed_until_just_before_the_next_is_skipped_rather_than_sent_twice_in_a_row():
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(BLORA_DAILY))
+    tuesday_9 = utc(2021, 7, 6, 2, 0)
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=BLORA_DAILY, now=tuesday_9)
+    thursday_1259, thursday_13 = utc(2021, 7, 8, 5, 59), utc(2021, 7, 8, 6, 0)
+
+    # Down from Tuesday 09:00 WIB until a minute before Thursday's 13:00 WIB occurrence.
+    assert dispatch.runs_start_due(now=thursday_1259) == []
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.next_run_at) == (Campaign.Status.SCHEDULED, thursday_13)
+    event = AuditEvent.objects.get(object_id=str(campaign.pk), action="campaign.occurrences_skip")
+    assert (event.from_state, event.to_state, event.details["occurrences_skipped"]) == ("scheduled", "scheduled", 2)
+
+    (run_id,) = dispatch.runs_start_due(now=thursday_13)
+    assert list(CampaignRun.objects.filter(campaign=campaign).values_list("pk", "scheduled_for")) == [
+        (run_id, thursday_13)
+    ]
+
+
+def test_the_history_gives_in_indonesian_why_missed_occurrences_were_not_sent_before_the_next():
+    from tests.conftest import client_for
+
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(BLORA_DAILY))
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=BLORA_DAILY, now=utc(2021, 7, 6, 2, 0))
+    dispatch.runs_start_due(now=utc(2021, 7, 8, 5, 59))
+
+    page = client_for(campaign.author).get(f"/campaigns/{campaign.pk}/").content.decode()
+
+    assert "pengiriman yang terlewat tidak dikirim: pengiriman berikutnya sudah dekat" in page
+    assert "Alasan: Kejadian ini terlewat hingga kejadian berikutnya lebih dekat; yang berikutnya yang dikirim." in page
+
+
+def test_a_recurring_campaign_resumed_just_before_its_next_occurrence_sends_that_one_only():
+    campaign, thursday = _blora_thursday_run_sent()
+    dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+    Delivery.objects.filter(run_id=thursday).update(status="delivered")
+    dispatch.run_check_complete(run_id=thursday, now=utc(2021, 7, 8, 7, 0))
+
+    # Paused across Friday's 10:00 WIB occurrence, resumed at 12:58 on Saturday.
+    dispatch.campaign_resume(campaign=campaign, actor=campaign.author)
+    saturday_1258, saturday_13 = utc(2021, 7, 10, 5, 58), utc(2021, 7, 10, 6, 0)
+    assert dispatch.runs_start_due(now=saturday_1258) == []
+    (saturday,) = dispatch.runs_start_due(now=saturday_13)
+    runs = CampaignRun.objects.filter(campaign=campaign).order_by("scheduled_for")
+    assert list(runs.values_list("pk", flat=True)) == [thursday, saturday]
+
+
 def _until_sunday_saturday_run_sent() -> tuple[Campaign, int]:
     """Arm a daily 13:00 WIB campaign ending Sunday 11 July 2021 and send its Saturday run; return it and the run id.
 
