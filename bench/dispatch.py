@@ -214,6 +214,25 @@ def cpu_spent(before: dict, after: dict) -> dict[str, float]:
     return spent
 
 
+def close_database_connections() -> None:
+    """Close this process's connection and wait until every backend of the benchmark database has exited.
+
+    The postmaster adds an exited backend's CPU time to its children's times when it reaps it: a backend reaped
+    during the raw loop (the workers', or this process's after reading the batches back) would have its whole
+    time counted as the raw loop's.
+    """
+    import psutil
+    from django.db import connection, connections
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        backends = [pid for (pid,) in cursor.fetchall()]
+    connections.close_all()  # the raw loops are forked: they must not share this process's connection
+    deadline = time.monotonic() + 10.0
+    while any(psutil.pid_exists(pid) for pid in backends) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def cpu_line(label: str, cpu: dict[str, float], recipients: int) -> str:
     parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items())
     return f"CPU seconds, {label}: {parts}; {sum(cpu.values()) / recipients * 1e6:.1f} µs per recipient"
@@ -444,9 +463,7 @@ def main() -> None:
             for n in range(args.raw_passes)
             for batch in outbound_batches(full["run_id"], simulator_url, prefix=f"raw{n}")
         ]
-        from django.db import connections
-
-        connections.close_all()  # the raw loops are forked: they must not share this process's connection
+        close_database_connections()
         raw, raw_cpu = raw_limit(batches, args.raw_processes, simulator_pid=simulator.pid)
 
         import requests
