@@ -419,3 +419,21 @@ def campaign_area_report_rows(campaign: Campaign, *, run_id: int | None = None) 
         share = f"{100 * counts[DeliveryStatus.DELIVERED] / sent:.1f}" if sent else ""
         name = names.get(code, "") if code else "(no longer a subscriber)"
         yield writer.writerow([code, spreadsheet_text(name), recipients, *counts.values(), share])
+
+
+def campaign_only_awaits_reports(campaign: Campaign) -> bool:
+    """Return whether a sending recurring campaign has handed every message of its runs to the operators and only
+    waits for their delivery reports (or for their expiry): its next occurrences may then be edited.
+
+    A daily campaign whose reports are slow, or never all come, would otherwise stay sending, and so not editable,
+    until each run's validity window ends, often just as the next run starts.
+    """
+    from campaigns.scheduling import is_recurring
+
+    if campaign.status != Campaign.Status.SENDING or not is_recurring(campaign.schedule or {}):
+        return False
+    active = campaign.runs.exclude(status__in=CampaignRun.FINAL_STATUSES)
+    if active.filter(~Q(status=CampaignRun.Status.SENDING) | Q(fanout_done=False)).exists():
+        return False
+    unsent = [BatchStatus.PENDING, BatchStatus.IN_FLIGHT, BatchStatus.RETRY_WAIT]
+    return not DispatchBatch.objects.filter(run__in=active, status__in=unsent).exists()

@@ -19,6 +19,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from campaigns import notices, scheduling
+from campaigns.dispatch_selectors import campaign_only_awaits_reports
 from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
 from campaigns.selectors import campaigns_visible, target_scope, target_zone
 from smsblast import sms
@@ -38,6 +39,10 @@ CAMPAIGN_TRANSITIONS: dict[str, frozenset[str]] = {
     "reject": frozenset({Status.PENDING_APPROVAL}),
     "cancel": frozenset(set(Status) - Campaign.FINAL_STATUSES),
 }
+
+# An edit of these returns the campaign to draft and voids its approval when the content changes (sending: only a
+# recurring campaign whose runs wait for reports alone may be edited, see campaign_update).
+APPROVED_STATUSES = frozenset({Status.APPROVED, Status.SCHEDULED, Status.SENDING})
 
 # Where each action leads; "update" returns an approved, scheduled or rejected campaign to draft
 # when its content changes (a draft stays a draft).
@@ -149,7 +154,7 @@ def campaign_allowed_actions(*, campaign: Campaign, user: User) -> list[str]:
     """Return the actions of CAMPAIGN_TRANSITIONS this user may take on the campaign in its state."""
     allowed = []
     for action, from_states in CAMPAIGN_TRANSITIONS.items():
-        if campaign.status not in from_states:
+        if campaign.status not in from_states and not (action == "update" and campaign_only_awaits_reports(campaign)):
             continue
         try:
             campaign_check_actor(action, campaign=campaign, user=user)
@@ -239,7 +244,8 @@ def campaign_update(
     """Edit a campaign as its author or an admin.
 
     A rejected campaign goes back to draft. An approved or scheduled campaign whose hashed
-    content changes goes back to draft and its approval is voided, so it needs approving again.
+    content changes goes back to draft and its approval is voided, so it needs approving again; so does a
+    sending recurring campaign whose runs only wait for delivery reports (they keep their own approved content).
     With `expected_hash` (the content hash of the version the edit was made on), an edit of a
     campaign changed since is refused, so a form opened before another edit cannot silently undo it.
     """
@@ -247,7 +253,12 @@ def campaign_update(
     unknown = set(data) - EDITABLE_FIELDS
     if unknown:
         raise ServiceInvalid(f"These fields cannot be edited: {', '.join(sorted(unknown))}.")
-    current = _locked_status(campaign, "update")
+    current = _locked_status(campaign, "update", also=(Status.SENDING,))
+    if current == Status.SENDING and not campaign_only_awaits_reports(campaign):
+        raise ServiceConflict(
+            _wrong_state_message("update", current)
+            + " A recurring campaign may also be edited once its runs have been sent and only wait for reports."
+        )
     if expected_hash and expected_hash != campaign_content_hash(campaign):
         raise ServiceConflict(
             "The campaign was changed after you opened it, so nothing was saved; "
@@ -272,7 +283,7 @@ def campaign_update(
     if not changed and current != Status.REJECTED:
         return campaign
     to_state = current
-    if current == Status.REJECTED or (content_changed and current in {Status.APPROVED, Status.SCHEDULED}):
+    if current == Status.REJECTED or (content_changed and current in APPROVED_STATUSES):
         to_state = Status.DRAFT
     updates = dict(fields, status=to_state, updated_at=timezone.now())
     if scope is not None:
@@ -282,7 +293,7 @@ def campaign_update(
     _conditional_update(campaign, "update", current, updates)
 
     details: dict[str, Any] = {"changed": changed}
-    if to_state == Status.DRAFT and current in {Status.APPROVED, Status.SCHEDULED}:
+    if to_state == Status.DRAFT and current in APPROVED_STATUSES:
         voided = list(
             campaign.approvals.filter(voided_at__isnull=True, decision=Approval.Decision.APPROVED).values_list(
                 "id", flat=True
@@ -625,14 +636,17 @@ def _cancel(
         campaign_runs_cancel(campaign=campaign, actor=actor)
 
 
-def _locked_status(campaign: Campaign, action: str) -> str:
-    """Lock the campaign row, refresh the instance and return its state, or raise ServiceConflict."""
+def _locked_status(campaign: Campaign, action: str, *, also: tuple[str, ...] = ()) -> str:
+    """Lock the campaign row, refresh the instance and return its state, or raise ServiceConflict.
+
+    `also`: states the caller checks further itself, beside those CAMPAIGN_TRANSITIONS allows.
+    """
     fresh = Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
     if fresh is None:
         raise ServiceConflict("The campaign no longer exists.")
     for field in campaign._meta.concrete_fields:
         setattr(campaign, field.attname, getattr(fresh, field.attname))
-    if fresh.status not in CAMPAIGN_TRANSITIONS[action]:
+    if fresh.status not in CAMPAIGN_TRANSITIONS[action] and fresh.status not in also:
         raise ServiceConflict(_wrong_state_message(action, fresh.status))
     return fresh.status
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from campaigns import dispatch
 from campaigns.models import Approval, Campaign, CampaignRun, Delivery, DispatchBatch
-from campaigns.services import campaign_cancel, campaign_update
+from campaigns.services import campaign_allowed_actions, campaign_cancel, campaign_update
 from operators.gateways.base import BatchResult, Outcome
 from operators.models import Operator
 from operators.services import batch_send
@@ -1610,3 +1610,49 @@ def test_the_history_gives_in_indonesian_why_a_campaign_whose_approval_no_longer
 
     assert "The approval does not match" not in page
     assert "Alasan: Persetujuan tidak cocok dengan isi kampanye saat ini; tidak ada yang dikirim." in page
+
+
+def _daily_run_sent(counts):
+    """Return a sending run of a daily campaign whose batches the operator accepted: only reports are awaited."""
+    run, _, _ = _fanned_out_run(counts, batch_size=10)
+    Campaign.objects.filter(pk=run.campaign_id).update(schedule=dispatch.scheduling.schedule_normalize(BLORA_DAILY))
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.ACCEPTED, accepted=sum(counts.values())))
+    for batch in DispatchBatch.objects.filter(run=run):
+        assert batch_send(batch_id=batch.pk) == "accepted"
+    return run
+
+
+def test_a_daily_campaign_whose_runs_only_wait_for_reports_may_be_edited_and_needs_approving_again():
+    run = _daily_run_sent({"tsel": 2})
+    campaign = Campaign.objects.get(pk=run.campaign_id)
+    assert "update" in campaign_allowed_actions(campaign=campaign, user=campaign.author)
+
+    campaign_update(campaign=campaign, actor=campaign.author, data={"text": "Update harian: kasus turun."})
+
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.next_run_at) == (Campaign.Status.DRAFT, None)
+    assert campaign.approvals.get().voided_at is not None
+    event = AuditEvent.objects.get(action="campaign.update")
+    assert (event.from_state, event.to_state) == (Campaign.Status.SENDING, Campaign.Status.DRAFT)
+    # The run keeps the text it was approved with and completes as its reports come; the draft stays a draft.
+    run.refresh_from_db()
+    assert run.text != campaign.text
+    Delivery.objects.filter(run=run).update(status="delivered")
+    assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.COMPLETED
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.DRAFT
+
+
+def test_a_sending_campaign_with_messages_still_to_send_or_sent_once_may_not_be_edited():
+    unsent, _, _ = _fanned_out_run({"tsel": 2})  # its batch still waits for a worker
+    Campaign.objects.filter(pk=unsent.campaign_id).update(schedule=dispatch.scheduling.schedule_normalize(BLORA_DAILY))
+    campaign = Campaign.objects.get(pk=unsent.campaign_id)
+    assert "update" not in campaign_allowed_actions(campaign=campaign, user=campaign.author)
+    with pytest.raises(ServiceConflict, match="only wait for reports"):
+        campaign_update(campaign=campaign, actor=campaign.author, data={"text": "Teks baru."})
+
+    once = _daily_run_sent({"tsel": 2}).campaign
+    Campaign.objects.filter(pk=once.pk).update(schedule={"kind": "now"})  # a one-off: nothing later to edit
+    once.refresh_from_db()
+    with pytest.raises(ServiceConflict):
+        campaign_update(campaign=once, actor=once.author, data={"text": "Teks baru."})
+    assert Campaign.objects.get(pk=once.pk).status == Campaign.Status.SENDING
