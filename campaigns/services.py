@@ -905,6 +905,12 @@ def _check_complete(campaign: Campaign) -> None:
     if campaign.mode == Mode.TARGETED and campaign.exercise:
         # Only an area broadcast can be limited to test endpoints; a targeted run reaches real subscribers.
         errors["exercise"] = "Only an area broadcast can be an exercise; a targeted campaign reaches real subscribers."
+    if campaign.mode == Mode.TARGETED and campaign.operator_slugs:
+        # A targeted run sends to its audience on every operator: approved, these would limit nothing.
+        errors["operator_slugs"] = (
+            "Only an area broadcast is limited to operators here; limit a targeted campaign's operators with its "
+            'audience filter {"operators": [...]}.'
+        )
     if campaign.mode == Mode.AREA_BROADCAST and _schedule_meaning(campaign.schedule) != {"kind": "now"}:
         # It goes out once, in its window: another schedule or quiet hours would be approved and never followed.
         errors["schedule"] = "An area broadcast is sent in its window; leave its schedule at now, without quiet hours."

@@ -268,6 +268,16 @@ def test_submit_refuses_a_targeted_exercise_which_would_reach_real_subscribers(o
     assert campaign.status == Status.DRAFT
 
 
+def test_submit_refuses_a_targeted_campaign_naming_operators_whose_run_would_send_to_every_operator(officer, areas):
+    # A targeted run reaches its audience on every operator: the approver would approve operators it never limits.
+    campaign = CampaignFactory(author=officer, mode="targeted", operator_slugs=["telkomsel"])
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_submit(campaign=campaign, actor=officer)
+    assert "audience" in refused.value.errors["operator_slugs"]
+    campaign.refresh_from_db()
+    assert campaign.status == Status.DRAFT
+
+
 @pytest.mark.parametrize(
     ("schedule", "refused"),
     [
