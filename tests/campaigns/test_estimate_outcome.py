@@ -178,6 +178,24 @@ def test_the_estimate_of_a_polygon_is_what_the_run_sends_when_fan_out_reads_it_i
     assert detail["audience"]["total"] == 8
 
 
+def test_the_estimate_of_a_polygon_reaching_homes_by_their_boundary_is_what_the_run_sends(world, api_client_for):
+    tsel, isat = world["tsel"], world["isat"]
+    Area.objects.filter(code="35.05.02").update(boundary=box(112.25, -8.3, 112.5, -8.0))
+    Area.objects.filter(code="35.05.01").update(boundary=box(111.8, -8.3, 112.0, -8.0))
+    for index in range(9):
+        subscribers("35.05.02" if index % 3 else "35.05.01", tsel if index % 2 else isat, 1)
+    campaign, detail = reviewed(api_client_for, area_codes=[], polygon=box(112.1, -8.2, 112.3, -8.1))
+    dispatch.campaign_schedule_approved(campaign=campaign, user=campaign.author)
+    campaign.refresh_from_db()
+    run = dispatch.run_start(campaign_id=campaign.pk, now=campaign.next_run_at + timedelta(seconds=1))
+    dispatch.run_fan_out(run_id=run.pk, chunk_size=2)
+    for batch_id in DispatchBatch.objects.filter(run=run).values_list("pk", flat=True):
+        assert batch_send(batch_id=str(batch_id)) == "accepted"
+
+    assert_estimate_is_outcome(detail, run)
+    assert detail["audience"]["total"] == 6
+
+
 def test_the_estimate_follows_numbers_whose_prefix_moved_to_another_operator(world, api_client_for):
     from smsblast.services import subscribers_reroute
 
@@ -203,8 +221,9 @@ def test_the_estimate_follows_numbers_whose_prefix_moved_to_another_operator(wor
         "Vaksin gratis \U0001f489 " * 6,  # emoji: surrogate pairs
         "Info: [covid19.go.id] {cek} ~ ^ | \\ \u20ac " * 5,  # GSM-7 extension characters, two septets each
         "Spasi di akhir   ",
+        'Cek <covid19.go.id> & "info"\nBaris kedua',
     ],
-    ids=["multi-segment", "curly-quotes", "emoji", "gsm7-extension", "trailing-spaces"],
+    ids=["multi-segment", "curly-quotes", "emoji", "gsm7-extension", "trailing-spaces", "markup-and-newline"],
 )
 def test_the_text_the_approver_reviews_is_what_every_operator_receives_and_is_charged_per_segment(
     world, api_client_for, text
