@@ -24,8 +24,9 @@ def keep_one_campaign_per_cap_source(apps, schema_editor):
             ).order_by("id")
         )
         first = campaigns[0]
-        for copy in campaigns[1:]:
-            suffix = f" (duplicate of campaign {first.pk})"
+        for n, copy in enumerate(campaigns[1:], start=1):
+            # Numbered from the third import on: each copy needs an identifier of its own.
+            suffix = f" (duplicate of campaign {first.pk})" if n == 1 else f" (duplicate {n} of campaign {first.pk})"
             marked = source["cap_source_identifier"][: 300 - len(suffix)] + suffix
             Campaign.objects.filter(pk=copy.pk).update(cap_source_identifier=marked)
             AuditEvent.objects.create(

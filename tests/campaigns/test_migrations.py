@@ -94,3 +94,39 @@ def test_migrating_a_database_holding_one_cap_alert_imported_twice_keeps_the_fir
     event = AuditEvent.objects.get(action="campaign.cap_source_duplicate")
     assert event.object_id == str(copy.pk)
     assert event.details == {"identifier": "CJI20210714150000", "imported_as": first.pk}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_a_database_holding_one_cap_alert_imported_three_times_marks_each_later_copy_apart():
+    from smsblast.models import AuditEvent
+
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    migrate_to(BEFORE_CAP_SOURCE_ONCE)
+    try:
+        old = MigrationExecutor(connection).loader.project_state(BEFORE_CAP_SOURCE_ONCE).apps
+        User, OldCampaign = old.get_model("smsblast", "User"), old.get_model("campaigns", "Campaign")
+        author = User.objects.create(username="officer")
+        identifiers = ["CJI20210714150000", "x" * 300]
+        copies = {
+            identifier: [
+                OldCampaign.objects.create(
+                    author=author,
+                    title=f"Hujan {n}",
+                    text="Waspada",
+                    sender="BMKG",
+                    cap_source_sender="bmkg@bmkg.go.id",
+                    cap_source_identifier=identifier,
+                ).pk
+                for n in range(3)
+            ]
+            for identifier in identifiers
+        }
+    finally:
+        migrate_to(latest)
+
+    for identifier, (first, *later) in copies.items():
+        marked = dict(Campaign.objects.filter(pk__in=[first, *later]).values_list("pk", "cap_source_identifier"))
+        assert marked[first] == identifier
+        assert len({marked[pk] for pk in later}) == len(later)
+        assert all(len(marked[pk]) <= 300 and marked[pk] != identifier for pk in later)
+    assert AuditEvent.objects.filter(action="campaign.cap_source_duplicate").count() == 4
