@@ -387,38 +387,40 @@ def campaign_area_report_rows(campaign: Campaign, *, run_id: int | None = None) 
     """Yield, as CSV lines, the recipients of the campaign's runs (or of one) per area one level below its target,
     by status, with the share delivered: where a warning did not reach people.
 
-    A recipient counts in the area its subscriber is homed in now; a number no longer held counts under no area.
+    A recipient counts in the area its subscriber is homed in now; a subscriber known only by coordinates (a drawn
+    polygon reaches it) and a number no longer held count apart, under no area.
     """
     from smsblast.models import Area, Subscriber
 
     run = campaign.runs.filter(pk=run_id).first() if run_id is not None else None
     length = area_report_level((run.frozen or {}).get("area_codes") if run else campaign.area_codes)
-    by_area: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(AREA_REPORT_STATUSES, 0))
+    # Keyed by area code; None for subscribers homed in no area, "" for numbers no longer held.
+    by_area: dict[str | None, dict[str, int]] = defaultdict(lambda: dict.fromkeys(AREA_REPORT_STATUSES, 0))
     # Raw SQL for the join: the ORM would look each number's subscriber up in a subquery per delivery, five times
     # slower on a run of 1,000,000 (1.0 s against 5 s on PostgreSQL). Only table names are interpolated.
     run_table = CampaignRun._meta.db_table
     runs = "d.run_id = %s" if run else f"d.run_id IN (SELECT id FROM {run_table} WHERE campaign_id = %s)"  # noqa: S608
     sql = (
-        "SELECT substr(s.area_id, 1, %s), d.status, b.status, count(*) "  # noqa: S608
+        "SELECT substr(s.area_id, 1, %s), s.id IS NULL, d.status, b.status, count(*) "  # noqa: S608
         f"FROM {Delivery._meta.db_table} d "
         f"LEFT JOIN {Subscriber._meta.db_table} s ON s.msisdn = d.msisdn "
         f"LEFT JOIN {DispatchBatch._meta.db_table} b ON b.id = d.batch_id "
-        f"WHERE {runs} GROUP BY 1, 2, 3"
+        f"WHERE {runs} GROUP BY 1, 2, 3, 4"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [length, run.pk if run else campaign.pk])
-        for area, status, batch_status, n in cursor.fetchall():
-            by_area[area or ""][effective_status(status, batch_status)] += n
+        for area, gone, status, batch_status, n in cursor.fetchall():
+            by_area["" if gone else area][effective_status(status, batch_status)] += n
     names = dict(Area.objects.filter(code__in=[code for code in by_area if code]).values_list("code", "name"))
     writer = csv.writer(_Echo())
     yield "\ufeff" + writer.writerow(AREA_REPORT_COLUMNS)
-    for code in sorted(by_area, key=lambda code: (code == "", code)):
+    for code in sorted(by_area, key=lambda code: (not code, code == "", code or "")):
         counts = by_area[code]
         recipients = sum(counts.values())
         sent = recipients - counts[DeliveryStatus.SKIPPED] - counts[DeliveryStatus.CANCELLED]
         share = f"{100 * counts[DeliveryStatus.DELIVERED] / sent:.1f}" if sent else ""
-        name = names.get(code, "") if code else "(no longer a subscriber)"
-        yield writer.writerow([code, spreadsheet_text(name), recipients, *counts.values(), share])
+        name = names.get(code, "") if code else "(no home area)" if code is None else "(no longer a subscriber)"
+        yield writer.writerow([code or "", spreadsheet_text(name), recipients, *counts.values(), share])
 
 
 def campaign_only_awaits_reports(campaign: Campaign) -> bool:

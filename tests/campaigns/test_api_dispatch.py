@@ -761,3 +761,22 @@ def test_the_area_report_groups_one_level_below_the_widest_target():
     assert area_report_level(["35.05", "35.06.01"]) == 8
     assert area_report_level(["35.05.01.2001"]) == 13
     assert area_report_level([]) == 8  # a polygon: by kecamatan
+
+
+def test_areas_csv_counts_a_subscriber_known_only_by_coordinates_apart_from_numbers_no_longer_held(
+    api_client_for, sent_run
+):
+    deliveries = list(sent_run.deliveries.order_by("pk"))
+    Subscriber.objects.filter(msisdn=deliveries[3].msisdn).update(area_id=None, latitude=-8.1, longitude=112.2)
+    Subscriber.objects.filter(msisdn=deliveries[4].msisdn).delete()
+    url = f"/api/v1/campaigns/{sent_run.campaign_id}/areas.csv"
+
+    response = api_client_for(sent_run.campaign.author).get(url)
+
+    text = b"".join(response.streaming_content).decode("utf-8").removeprefix("\ufeff")
+    rows = [(row["area_code"], row["area_name"], row["recipients"]) for row in csv.DictReader(io.StringIO(text))]
+    assert rows == [
+        ("35.05.01", Area.objects.get(code="35.05.01").name, "3"),
+        ("", "(no home area)", "1"),
+        ("", "(no longer a subscriber)", "1"),
+    ]
