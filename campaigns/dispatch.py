@@ -264,7 +264,11 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
     if scheduling.is_past_end(schedule, zone=zone, start=scheduled_for, now=now):
         _schedule_end(campaign, claimed=claimed, skipped=skipped + 1, now=now)
         return None
-    if next_run_at is not None and now - scheduled_for > next_run_at - now:
+    # Started now, a normal run still waits out its quiet hours: it is as late as when it may first send.
+    sends_at = scheduling.may_send_at(
+        now, schedule=schedule, zone=zone, priority=campaign.priority, quiet_zones=quiet_zones
+    )
+    if next_run_at is not None and sends_at - scheduled_for > next_run_at - sends_at:
         # Missed by longer than the next occurrence is away: that one is sent, not the same text twice in a row.
         _occurrences_skip(campaign, claimed=claimed, skipped=skipped + 1, next_run_at=next_run_at, now=now)
         return None

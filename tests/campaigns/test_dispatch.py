@@ -255,6 +255,19 @@ def test_the_history_gives_in_indonesian_why_missed_occurrences_were_not_sent_be
     assert "Alasan: Kejadian ini terlewat hingga kejadian berikutnya lebih dekat; yang berikutnya yang dikirim." in page
 
 
+def test_an_occurrence_missed_into_quiet_hours_is_skipped_when_it_could_only_send_nearer_the_next_one():
+    schedule = {**BLORA_DAILY, "quiet_hours": {"start": "21:00", "end": "06:00"}}
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(schedule))
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=schedule, now=utc(2021, 7, 6, 2, 0))
+
+    # Down from Tuesday 09:00 WIB until 23:00: Tuesday's 13:00 occurrence could send only at 06:00 on Wednesday,
+    # seven hours before Wednesday's own.
+    assert dispatch.runs_start_due(now=utc(2021, 7, 6, 16, 0)) == []
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.next_run_at) == (Campaign.Status.SCHEDULED, utc(2021, 7, 7, 6, 0))
+    assert AuditEvent.objects.filter(object_id=str(campaign.pk), action="campaign.occurrences_skip").exists()
+
+
 def test_a_recurring_campaign_resumed_just_before_its_next_occurrence_sends_that_one_only():
     campaign, thursday = _blora_thursday_run_sent()
     dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
