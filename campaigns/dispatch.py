@@ -337,17 +337,7 @@ def _schedule_end(campaign: Campaign, *, claimed: datetime, skipped: int, now: d
         "occurrences_skipped": skipped,
     }
     if campaign.status == Campaign.Status.SENDING:
-        if Campaign.objects.filter(pk=campaign.pk, status=campaign.status, next_run_at=claimed).update(
-            next_run_at=None, updated_at=now
-        ):
-            audit_record(
-                actor=None,
-                action="campaign.schedule_end",
-                obj=campaign,
-                from_state=campaign.status,
-                to_state=campaign.status,
-                details=details,
-            )
+        _next_run_move(campaign, claimed=claimed, to=None, action="campaign.schedule_end", details=details, now=now)
         return
     failed = campaign.runs.filter(status=RunStatus.COMPLETED_WITH_FAILURES).exists()
     campaign_move(
@@ -370,21 +360,25 @@ def _occurrences_skip(
     Called by run_start with the campaign row locked; the campaign keeps its state (scheduled, or sending an
     earlier run).
     """
+    details = {
+        "reason": "These occurrences were missed until the next one was nearer; it is sent instead.",
+        "occurrences_skipped": skipped,
+        "next_run_at": next_run_at.isoformat(),
+    }
+    action = "campaign.occurrences_skip"
+    _next_run_move(campaign, claimed=claimed, to=next_run_at, action=action, details=details, now=now)
+
+
+def _next_run_move(
+    campaign: Campaign, *, claimed: datetime, to: datetime | None, action: str, details: dict, now: datetime
+) -> None:
+    """Move the campaign's next run from `claimed` to `to`, keeping its state, and audit it; nothing if another
+    process moved it first."""
     if Campaign.objects.filter(pk=campaign.pk, status=campaign.status, next_run_at=claimed).update(
-        next_run_at=next_run_at, updated_at=now
+        next_run_at=to, updated_at=now
     ):
-        audit_record(
-            actor=None,
-            action="campaign.occurrences_skip",
-            obj=campaign,
-            from_state=campaign.status,
-            to_state=campaign.status,
-            details={
-                "reason": "These occurrences were missed until the next one was nearer; it is sent instead.",
-                "occurrences_skipped": skipped,
-                "next_run_at": next_run_at.isoformat(),
-            },
-        )
+        state = campaign.status
+        audit_record(actor=None, action=action, obj=campaign, from_state=state, to_state=state, details=details)
 
 
 def _enqueue_fan_out(run_id: int) -> None:

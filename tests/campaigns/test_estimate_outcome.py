@@ -64,17 +64,17 @@ def reviewed(api_client_for, **fields) -> tuple[Campaign, dict]:
     return campaign, detail
 
 
-def run_once(campaign: Campaign) -> CampaignRun:
+def run_once(campaign: Campaign, **fan_out) -> CampaignRun:
     """Arm the approved campaign, start its run, fan it out and send every batch; return the run."""
     dispatch.campaign_schedule_approved(campaign=campaign, user=campaign.author)
     campaign.refresh_from_db()
     run = dispatch.run_start(campaign_id=campaign.pk, now=campaign.next_run_at + timedelta(seconds=1))
     assert run is not None
-    return fan_out_and_send(run)
+    return fan_out_and_send(run, **fan_out)
 
 
-def fan_out_and_send(run: CampaignRun) -> CampaignRun:
-    dispatch.run_fan_out(run_id=run.pk)
+def fan_out_and_send(run: CampaignRun, **fan_out) -> CampaignRun:
+    dispatch.run_fan_out(run_id=run.pk, **fan_out)
     for batch_id in DispatchBatch.objects.filter(run=run).values_list("pk", flat=True):
         assert batch_send(batch_id=str(batch_id)) == "accepted"
     run.refresh_from_db()
@@ -167,12 +167,8 @@ def test_the_estimate_of_a_polygon_is_what_the_run_sends_when_fan_out_reads_it_i
         inside = index % 3 != 0
         subscribers("35.06", tsel if index % 2 else isat, 1, latitude=-8.15 if inside else -7.0, longitude=112.2)
     campaign, detail = reviewed(api_client_for, area_codes=[], polygon=box(112.1, -8.2, 112.3, -8.1))
-    dispatch.campaign_schedule_approved(campaign=campaign, user=campaign.author)
-    campaign.refresh_from_db()
-    run = dispatch.run_start(campaign_id=campaign.pk, now=campaign.next_run_at + timedelta(seconds=1))
-    dispatch.run_fan_out(run_id=run.pk, chunk_size=2)
-    for batch_id in DispatchBatch.objects.filter(run=run).values_list("pk", flat=True):
-        assert batch_send(batch_id=str(batch_id)) == "accepted"
+
+    run = run_once(campaign, chunk_size=2)
 
     assert_estimate_is_outcome(detail, run)
     assert detail["audience"]["total"] == 8
@@ -185,12 +181,8 @@ def test_the_estimate_of_a_polygon_reaching_homes_by_their_boundary_is_what_the_
     for index in range(9):
         subscribers("35.05.02" if index % 3 else "35.05.01", tsel if index % 2 else isat, 1)
     campaign, detail = reviewed(api_client_for, area_codes=[], polygon=box(112.1, -8.2, 112.3, -8.1))
-    dispatch.campaign_schedule_approved(campaign=campaign, user=campaign.author)
-    campaign.refresh_from_db()
-    run = dispatch.run_start(campaign_id=campaign.pk, now=campaign.next_run_at + timedelta(seconds=1))
-    dispatch.run_fan_out(run_id=run.pk, chunk_size=2)
-    for batch_id in DispatchBatch.objects.filter(run=run).values_list("pk", flat=True):
-        assert batch_send(batch_id=str(batch_id)) == "accepted"
+
+    run = run_once(campaign, chunk_size=2)
 
     assert_estimate_is_outcome(detail, run)
     assert detail["audience"]["total"] == 6

@@ -61,53 +61,16 @@ def test_migrating_gives_each_earlier_campaign_the_area_scope_its_areas_or_polyg
 BEFORE_CAP_SOURCE_ONCE = [("campaigns", "0012_choice_labels")]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_migrating_a_database_holding_one_cap_alert_imported_twice_keeps_the_first_as_its_import():
-    from smsblast.models import AuditEvent
-
+def imported_before_cap_source_once(copies: dict[str, int]) -> dict[str, list[int]]:
+    """Import each CAP identifier (of one sender) as many times as `copies` says, as versions before migration
+    0013 could, then migrate to the latest; return each identifier's campaign ids, oldest first."""
     latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
     migrate_to(BEFORE_CAP_SOURCE_ONCE)
     try:
         old = MigrationExecutor(connection).loader.project_state(BEFORE_CAP_SOURCE_ONCE).apps
         User, OldCampaign = old.get_model("smsblast", "User"), old.get_model("campaigns", "Campaign")
         author = User.objects.create(username="officer")
-        source = {"cap_source_sender": "bmkg@bmkg.go.id", "cap_source_identifier": "CJI20210714150000"}
-        first, copy = (
-            OldCampaign.objects.create(author=author, title=f"Hujan {n}", text="Waspada", sender="BMKG", **source)
-            for n in (1, 2)
-        )
-        other = OldCampaign.objects.create(
-            author=author,
-            title="Gempa",
-            text="Waspada",
-            sender="BMKG",
-            cap_source_sender="bmkg@bmkg.go.id",
-            cap_source_identifier="other",
-        )
-    finally:
-        migrate_to(latest)
-
-    identifiers = dict(Campaign.objects.values_list("pk", "cap_source_identifier"))
-    assert identifiers[first.pk] == "CJI20210714150000"
-    assert identifiers[copy.pk] == f"CJI20210714150000 (duplicate of campaign {first.pk})"
-    assert identifiers[other.pk] == "other"
-    event = AuditEvent.objects.get(action="campaign.cap_source_duplicate")
-    assert event.object_id == str(copy.pk)
-    assert event.details == {"identifier": "CJI20210714150000", "imported_as": first.pk}
-
-
-@pytest.mark.django_db(transaction=True)
-def test_migrating_a_database_holding_one_cap_alert_imported_three_times_marks_each_later_copy_apart():
-    from smsblast.models import AuditEvent
-
-    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
-    migrate_to(BEFORE_CAP_SOURCE_ONCE)
-    try:
-        old = MigrationExecutor(connection).loader.project_state(BEFORE_CAP_SOURCE_ONCE).apps
-        User, OldCampaign = old.get_model("smsblast", "User"), old.get_model("campaigns", "Campaign")
-        author = User.objects.create(username="officer")
-        identifiers = ["CJI20210714150000", "x" * 300]
-        copies = {
+        return {
             identifier: [
                 OldCampaign.objects.create(
                     author=author,
@@ -117,12 +80,35 @@ def test_migrating_a_database_holding_one_cap_alert_imported_three_times_marks_e
                     cap_source_sender="bmkg@bmkg.go.id",
                     cap_source_identifier=identifier,
                 ).pk
-                for n in range(3)
+                for n in range(count)
             ]
-            for identifier in identifiers
+            for identifier, count in copies.items()
         }
     finally:
         migrate_to(latest)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_a_database_holding_one_cap_alert_imported_twice_keeps_the_first_as_its_import():
+    from smsblast.models import AuditEvent
+
+    ids = imported_before_cap_source_once({"CJI20210714150000": 2, "other": 1})
+
+    (first, copy), (other,) = ids["CJI20210714150000"], ids["other"]
+    identifiers = dict(Campaign.objects.values_list("pk", "cap_source_identifier"))
+    assert identifiers[first] == "CJI20210714150000"
+    assert identifiers[copy] == f"CJI20210714150000 (duplicate of campaign {first})"
+    assert identifiers[other] == "other"
+    event = AuditEvent.objects.get(action="campaign.cap_source_duplicate")
+    assert event.object_id == str(copy)
+    assert event.details == {"identifier": "CJI20210714150000", "imported_as": first}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_a_database_holding_one_cap_alert_imported_three_times_marks_each_later_copy_apart():
+    from smsblast.models import AuditEvent
+
+    copies = imported_before_cap_source_once({"CJI20210714150000": 3, "x" * 300: 3})
 
     for identifier, (first, *later) in copies.items():
         marked = dict(Campaign.objects.filter(pk__in=[first, *later]).values_list("pk", "cap_source_identifier"))
