@@ -265,6 +265,12 @@ def campaign_update(
             "compare with the current version and save again."
         )
     fields = _clean_fields(data, area_codes=campaign.area_codes, polygon=campaign.polygon)
+    if current == Status.SENDING and fields.get("mode", campaign.mode) != campaign.mode:
+        # Its runs are completed, expired and reported on by the machinery of its mode: another mode strands them.
+        raise ServiceConflict(
+            "Its runs still wait for delivery reports, so its mode cannot change until they end; "
+            "copy it into a new campaign instead."
+        )
     scope = None
     if "area_codes" in fields or "polygon" in fields:
         area_codes, polygon = fields.get("area_codes", campaign.area_codes), fields.get("polygon", campaign.polygon)

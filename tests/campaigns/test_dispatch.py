@@ -1669,3 +1669,17 @@ def test_a_sending_campaign_with_messages_still_to_send_or_sent_once_may_not_be_
     with pytest.raises(ServiceConflict):
         campaign_update(campaign=once, actor=once.author, data={"text": "Teks baru."})
     assert Campaign.objects.get(pk=once.pk).status == Campaign.Status.SENDING
+
+
+def test_a_campaign_whose_runs_wait_for_reports_keeps_its_mode_so_its_runs_still_complete():
+    run = _daily_run_sent({"tsel": 2})
+    campaign = Campaign.objects.get(pk=run.campaign_id)
+
+    # Its runs are closed by the targeted machinery, which an area broadcast's would never reach.
+    with pytest.raises(ServiceConflict, match="mode"):
+        campaign_update(campaign=campaign, actor=campaign.author, data={"mode": "area_broadcast"})
+
+    campaign.refresh_from_db()
+    assert (campaign.mode, campaign.status) == ("targeted", Campaign.Status.SENDING)
+    Delivery.objects.filter(run=run).update(status="delivered")
+    assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.COMPLETED
