@@ -267,7 +267,7 @@ def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
                 form.data = form.data.copy()
                 form.data["loaded_hash"] = services.campaign_content_hash(campaign)
         else:
-            if was in (Status.APPROVED, Status.SCHEDULED) and campaign.status == Status.DRAFT:
+            if was in services.APPROVED_STATUSES and campaign.status == Status.DRAFT:
                 messages.warning(request, _("The content changed, so the approval was voided. Submit it again."))
             else:
                 messages.success(request, _("Changes saved."))

@@ -1700,3 +1700,23 @@ def test_copying_needs_a_post_by_an_officer_or_admin_who_sees_the_campaign(offic
     assert client_for(elsewhere).post(url).status_code == 404
     assert Client().post(url).status_code == 302  # to the log-in page
     assert Campaign.objects.count() == 1
+
+
+def test_editing_a_daily_campaign_whose_run_waits_for_reports_says_the_approval_was_voided(officer_user, areas):
+    campaign = CampaignFactory(
+        author=officer_user,
+        area_codes=["35.05"],
+        status=Campaign.Status.SENDING,
+        schedule={"kind": "daily", "time": "13:00"},
+    )
+    run = CampaignRunFactory(campaign=campaign, status=CampaignRun.Status.SENDING, fanout_done=True)
+    DispatchBatchFactory(run=run, status=DispatchBatch.Status.ACCEPTED)
+
+    response = client_for(officer_user, "en").post(
+        reverse("campaigns:edit", args=[campaign.pk]),
+        compose_data(text="Teks baru.", schedule_kind="daily", schedule_time="13:00"),
+        follow=True,
+    )
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+    assert "the approval was voided" in response.content.decode()
