@@ -88,7 +88,7 @@ def run_notify_ended(*, run: CampaignRun) -> None:
             if counts.get(status)
         )
         values = {
-            "title": campaign.title,
+            "title": _run_title(run),
             "scheduled": local_time(run.scheduled_for, campaign),
             "counts": lines or "-",
             "url": _page("campaigns:detail", campaign),
@@ -148,7 +148,7 @@ def run_notify_stalled(
     campaign = run.campaign
     with translation.override(settings.LANGUAGE_CODE):
         values = {
-            "title": campaign.title,
+            "title": _run_title(run),
             "since": local_time(run.last_progress_at, campaign),
             "inactive": ", ".join(inactive_operators),
             "throttling": ", ".join(throttling_operators),
@@ -167,6 +167,11 @@ def run_notify_stalled(
             subject=_("No progress: %(title)s") % values,
             body=body,
         )
+
+
+def _run_title(run: CampaignRun) -> str:
+    """Return the title the run was sent with: its campaign may have been edited since (campaign_update)."""
+    return (run.frozen or {}).get("title") or run.campaign.title
 
 
 def _person(user: User | None) -> str:

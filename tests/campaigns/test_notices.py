@@ -10,7 +10,13 @@ from django.utils import timezone
 
 from campaigns.dispatch import run_check_complete, run_report_stall
 from campaigns.models import Campaign, CampaignRun
-from campaigns.services import campaign_approve, campaign_content_hash, campaign_reject, campaign_submit
+from campaigns.services import (
+    campaign_approve,
+    campaign_content_hash,
+    campaign_reject,
+    campaign_submit,
+    campaign_update,
+)
 from smsblast.models import Notification, Role
 from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory
 from tests.concurrency import skip_unless_postgresql, start_in_thread, wait_until_blocked_on_a_lock
@@ -84,6 +90,27 @@ def test_the_author_is_told_when_a_run_ends_with_its_recipients_counted_by_statu
     )
     lines = ended.body.splitlines()
     assert [line for line in lines if line.startswith("- ")] == ["- terkirim: 3", "- tidak terkirim: 1", "- gagal: 1"]
+
+
+def test_a_run_ending_after_its_campaign_was_retitled_is_named_by_the_title_it_was_sent_with(author):
+    campaign = CampaignFactory(
+        author=author,
+        title="Update harian",
+        status=Campaign.Status.SENDING,
+        schedule={"kind": "daily", "time": "13:00"},
+    )
+    run = CampaignRunFactory(
+        campaign=campaign, status=CampaignRun.Status.SENDING, fanout_done=True, frozen={"title": "Update harian"}
+    )
+    DeliveryFactory(run=run, status="submitted")
+    campaign_update(campaign=campaign, actor=author, data={"title": "Update harian (revisi)"})
+    run.deliveries.update(status="delivered")
+
+    run_check_complete(run_id=run.pk)
+
+    (ended,) = notified("run.ended").values()
+    assert ended.subject == "Terkirim: Update harian"
+    assert "“Update harian”" in ended.body
 
 
 def stalled_run(author) -> CampaignRun:
