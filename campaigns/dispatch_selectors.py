@@ -11,7 +11,7 @@ from django.db.models import Case, Count, ExpressionWrapper, Max, Min, Prefetch,
 from django.db.models.functions import TruncMinute, TruncSecond
 from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
+from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch, Mode
 from campaigns.selectors import campaign_zone
 from operators.models import Operator
 from smsblast.text import spreadsheet_text
@@ -434,6 +434,8 @@ def campaign_only_awaits_reports(campaign: Campaign) -> bool:
 
     if campaign.status != Campaign.Status.SENDING or not is_recurring(campaign.schedule or {}):
         return False
+    if campaign.mode != Mode.TARGETED:
+        return False  # an area broadcast is with the operators for its whole window, whatever schedule it holds
     active = campaign.runs.exclude(status__in=CampaignRun.FINAL_STATUSES)
     if active.filter(~Q(status=CampaignRun.Status.SENDING) | Q(fanout_done=False)).exists():
         return False

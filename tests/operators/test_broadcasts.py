@@ -786,3 +786,18 @@ def test_the_author_is_told_the_handsets_each_operator_reached_when_the_window_e
         "- Telkomsel: 12.345",
         "- Xl: 0",
     ]
+
+
+def test_a_live_area_broadcast_stored_with_a_daily_schedule_still_cannot_be_edited(operators, areas):
+    from campaigns.services import ServiceConflict, campaign_allowed_actions, campaign_update
+
+    # Approved before area broadcasts were held to "now": its window is with the operators, not waiting for reports.
+    campaign = broadcast_campaign(schedule={"kind": "daily", "time": "13:00"})
+    _sent(campaign)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SENDING
+
+    assert "update" not in campaign_allowed_actions(campaign=campaign, user=campaign.author)
+    with pytest.raises(ServiceConflict):
+        campaign_update(campaign=campaign, actor=campaign.author, data={"text": "Teks baru."})
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SENDING
