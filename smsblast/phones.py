@@ -69,9 +69,9 @@ _REFUSED = {reason: Normalized(None, reason) for reason in Reason}
 # Also invisible ones: zero-width characters and direction marks, which copying a number from a phone's
 # contacts or a chat app leaves around it.
 _INVISIBLE = "\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\ufeff"
-_SEPARATORS = str.maketrans(
-    dict.fromkeys(string.whitespace + "\u00a0\u202f.-()\u2010\u2011\u2012\u2013\u2014\u2212" + _INVISIBLE)
-)
+# What a number may be written with between its digits (smsblast.redaction masks a number written with them too).
+SEPARATOR_CHARACTERS = string.whitespace + "\u00a0\u202f.-()\u2010\u2011\u2012\u2013\u2014\u2212" + _INVISIBLE
+_SEPARATORS = str.maketrans(dict.fromkeys(SEPARATOR_CHARACTERS))
 
 _PARSE_ERROR_REASONS = {
     NumberParseException.INVALID_COUNTRY_CODE: Reason.INVALID,

@@ -11,13 +11,18 @@ No Django import: gunicorn loads this before any application.
 
 import logging
 import re
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
-from smsblast.phones import normalize
+from smsblast.phones import SEPARATOR_CHARACTERS, normalize
 
+# Every other separator a number is accepted with (a tab, a non-breaking space or an en dash left by pasting it
+# from a document), as written or URL-encoded in UTF-8 ("%C2%A0", "%E2%80%93").
+_OTHER_SEPARATORS = "|".join(
+    f"{re.escape(ch)}|(?i:{re.escape(quote(ch))})" for ch in sorted(set(SEPARATOR_CHARACTERS) - set(" .-()"))
+)
 # A run of digits, separators between them as a number is written or URL-encoded (a space as "+" or "%20", a
 # "+62" as "%2B62"), with its leading plus or parenthesis.
-_SEPARATOR = r"(?:[ .\-+()]|%2[0BbDdEe89])"
+_SEPARATOR = rf"(?:[ .\-+()]|%2[0BbDdEe89]|{_OTHER_SEPARATORS})"
 _CANDIDATE = re.compile(rf"(?:\+|%2[Bb])?(?:\(|%28)?\d(?:{_SEPARATOR}{{0,3}}\d)+", re.ASCII)
 # The fewest and most digits an Indonesian mobile number is written with ("812345678" to "0062812345678901").
 _MIN_DIGITS, _MAX_DIGITS = 9, 16

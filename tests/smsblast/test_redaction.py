@@ -52,3 +52,25 @@ def test_a_log_record_naming_a_number_is_masked_and_one_that_cannot_be_formatted
     broken = logging.LogRecord("x", logging.WARNING, __file__, 1, "%s %s", ("one",), None)
     assert NumbersMaskedFilter().filter(broken)
     assert (broken.msg, broken.args) == ("%s %s", ("one",))
+
+
+@pytest.mark.parametrize(
+    ("written", "logged"),
+    [
+        # Copied from a document or a web page: non-breaking spaces, en dashes, a non-breaking hyphen, a tab.
+        (
+            "GET /subscribers/?msisdn=0812%C2%A03456%C2%A07890 HTTP/1.1",
+            "GET /subscribers/?msisdn=+62812******90 HTTP/1.1",
+        ),
+        ("?msisdn=0812%E2%80%933456%E2%80%937890", "?msisdn=+62812******90"),
+        ("?msisdn=0812%e2%80%913456%e2%80%917890&page=2", "?msisdn=+62812******90&page=2"),
+        ("?msisdn=%E2%80%8B0812%09%E2%80%8B3456%097890", "?msisdn=%E2%80%8B+62812******90"),
+        # Django's warnings name the path decoded.
+        (
+            "Bad Request: /api/v1/subscribers/0812\u00a03456\u20137890/opt-out/",
+            "Bad Request: /api/v1/subscribers/+62812******90/opt-out/",
+        ),
+    ],
+)
+def test_a_number_written_with_the_separators_a_search_accepts_is_masked_too(written, logged):
+    assert mask_numbers(written) == logged
