@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render, resolve_url
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -40,13 +40,22 @@ class RefuseOversizedBodyMiddleware:
     Django writes a multipart upload to a temporary file before any view can weigh it, so a body of gigabytes
     would fill the disk before the import refused it. The largest body accepted is a subscriber file
     (SUBSCRIBER_IMPORT_MAX_BYTES) with its form (DATA_UPLOAD_MAX_MEMORY_SIZE). API clients get `detail` in
-    JSON; pages get a page saying so.
+    JSON; pages get a page saying so. A chunked body, whose length Django never learns, gets 411.
     """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
+        if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower() and not request.META.get(
+            "CONTENT_LENGTH"
+        ):
+            # A WSGI server hands Django a chunked body without its length, and Django reads such a body as empty:
+            # the view would answer about fields "missing" from a body the client did send.
+            detail = "Send the body with a Content-Length header: a chunked body is not read."
+            if request.path.startswith("/api/"):
+                return JsonResponse({"detail": detail}, status=411)
+            return HttpResponse(detail, status=411, content_type="text/plain; charset=utf-8")
         length = declared_body_length(request)
         limit = settings.SUBSCRIBER_IMPORT_MAX_BYTES + settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if length <= limit:

@@ -114,3 +114,17 @@ def test_a_cap_document_claiming_more_than_a_mebibyte_is_refused_before_it_is_re
 
     assert response.status_code == 413
     assert response.json() == {"detail": "The document is larger than 1024 KiB."}
+
+
+def test_a_chunked_body_without_its_length_is_a_411_saying_so_not_a_body_read_as_empty(officer, api_client_for):
+    # As gunicorn hands it on: Transfer-Encoding chunked and no Content-Length, which Django reads as no body.
+    chunked = {"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": ""}
+    api = api_client_for(officer).post(
+        "/api/v1/campaigns/", data='{"title": "Vaksin"}', content_type="application/json", **chunked
+    )
+    page = client_for(officer).post("/campaigns/new/", data="title=Vaksin", content_type="text/plain", **chunked)
+
+    assert api.status_code == 411
+    assert "Content-Length" in api.json()["detail"]
+    assert page.status_code == 411
+    assert not Campaign.objects.exists()
