@@ -38,6 +38,8 @@ def mask_number(e164: str) -> str:
 
 # Where a run written with spaces may hold a number and what follows it ("081234567890 200").
 _SPACES = re.compile(r"((?: |\+|%20)+)")
+# Where a run may hold two numbers, one after another on a line or on the next ("081234567890\t081234567891").
+_OTHER = re.compile(rf"((?:{_OTHER_SEPARATORS})+)")
 
 
 def _masked_piece(written: str) -> str:
@@ -52,12 +54,19 @@ def _masked_piece(written: str) -> str:
     return mask_number(number.e164) if number.ok else written
 
 
+def _masked_run(written: str) -> str:
+    masked = _masked_piece(written)
+    if masked != written:
+        return masked
+    return "".join(_masked_piece(piece) for piece in _SPACES.split(written))
+
+
 def _masked(match: re.Match) -> str:
     written = match[0]
     masked = _masked_piece(written)
     if masked != written:
         return masked
-    return "".join(_masked_piece(piece) for piece in _SPACES.split(written))
+    return "".join(_masked_run(piece) for piece in _OTHER.split(written))
 
 
 def mask_numbers(text: str) -> str:

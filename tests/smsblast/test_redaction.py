@@ -74,3 +74,16 @@ def test_a_log_record_naming_a_number_is_masked_and_one_that_cannot_be_formatted
 )
 def test_a_number_written_with_the_separators_a_search_accepts_is_masked_too(written, logged):
     assert mask_numbers(written) == logged
+
+
+@pytest.mark.parametrize(
+    ("written", "logged"),
+    [
+        ("a 081234567890\t081234567891 b", "a +62812******90\t+62812******91 b"),
+        ("081234567890\n081234567891", "+62812******90\n+62812******91"),
+        ("081234567890%0A081234567891", "+62812******90%0A+62812******91"),
+        ("msisdn\t081234567890\t200", "msisdn\t+62812******90\t200"),
+    ],
+)
+def test_numbers_next_to_each_other_across_a_tab_or_a_line_break_are_each_masked(written, logged):
+    assert mask_numbers(written) == logged
