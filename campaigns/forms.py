@@ -245,7 +245,11 @@ class CampaignForm(forms.Form):
     def service_fields(self) -> dict:
         """Return the cleaned values under the names the campaign services take."""
         data = self.cleaned_data
+        # Operators and the exercise flag limit only an area broadcast, and this form has no field for them (an edit
+        # of one keeps them): a campaign made targeted drops them, as its submit would refuse them.
+        targeted = {"operator_slugs": [], "exercise": False} if data["mode"] == Mode.TARGETED else {}
         return {
+            **targeted,
             "title": data["title"],
             "text": data["text"],
             "sender": data["sender"],

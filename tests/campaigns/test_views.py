@@ -1720,3 +1720,16 @@ def test_editing_a_daily_campaign_whose_run_waits_for_reports_says_the_approval_
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.DRAFT
     assert "the approval was voided" in response.content.decode()
+
+
+def test_an_area_broadcast_limited_to_operators_turned_targeted_on_the_edit_page_can_be_submitted(officer_user, areas):
+    OperatorFactory(slug="telkomsel")
+    broadcast = CampaignFactory(
+        author=officer_user, mode="area_broadcast", area_codes=["35.05"], operator_slugs=["telkomsel"], exercise=True
+    )
+    response = client_for(officer_user).post(reverse("campaigns:edit", args=[broadcast.pk]), compose_data())
+    assert response.status_code == 302
+    broadcast.refresh_from_db()
+    assert (broadcast.mode, broadcast.operator_slugs, broadcast.exercise) == ("targeted", [], False)
+    campaign_submit(campaign=broadcast, actor=officer_user)
+    assert broadcast.status == Campaign.Status.PENDING_APPROVAL
