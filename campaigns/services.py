@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from campaigns import notices, scheduling
 from campaigns.dispatch_selectors import campaign_only_awaits_reports
-from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
+from campaigns.models import Approval, Campaign, CampaignRun, Mode, Priority, RepeatPolicy
 from campaigns.selectors import campaigns_visible, target_scope, target_zone
 from smsblast import sms
 from smsblast.audit import audit_record
@@ -265,8 +265,10 @@ def campaign_update(
             "compare with the current version and save again."
         )
     fields = _clean_fields(data, area_codes=campaign.area_codes, polygon=campaign.polygon)
-    if current == Status.SENDING and fields.get("mode", campaign.mode) != campaign.mode:
-        # Its runs are completed, expired and reported on by the machinery of its mode: another mode strands them.
+    live_runs = campaign.runs.exclude(status__in=CampaignRun.FINAL_STATUSES)
+    if fields.get("mode", campaign.mode) != campaign.mode and live_runs.exists():
+        # Its runs are completed, expired and reported on by the machinery of its mode: another mode strands them,
+        # also once an edit has returned the campaign to draft while they wait for reports.
         raise ServiceConflict(
             "Its runs still wait for delivery reports, so its mode cannot change until they end; "
             "copy it into a new campaign instead."

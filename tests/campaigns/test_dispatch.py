@@ -1683,3 +1683,18 @@ def test_a_campaign_whose_runs_wait_for_reports_keeps_its_mode_so_its_runs_still
     assert (campaign.mode, campaign.status) == ("targeted", Campaign.Status.SENDING)
     Delivery.objects.filter(run=run).update(status="delivered")
     assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.COMPLETED
+
+
+def test_a_campaign_edited_back_to_draft_while_its_runs_wait_for_reports_still_keeps_its_mode():
+    run = _daily_run_sent({"tsel": 2})
+    campaign = Campaign.objects.get(pk=run.campaign_id)
+    campaign_update(campaign=campaign, actor=campaign.author, data={"text": "Update harian: kasus turun."})
+    assert campaign.status == Campaign.Status.DRAFT
+
+    with pytest.raises(ServiceConflict, match="mode"):
+        campaign_update(campaign=campaign, actor=campaign.author, data={"mode": "area_broadcast"})
+
+    campaign.refresh_from_db()
+    assert campaign.mode == "targeted"
+    Delivery.objects.filter(run=run).update(status="delivered")
+    assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.COMPLETED
