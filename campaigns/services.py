@@ -265,13 +265,14 @@ def campaign_update(
             "compare with the current version and save again."
         )
     fields = _clean_fields(data, area_codes=campaign.area_codes, polygon=campaign.polygon)
-    live_runs = campaign.runs.exclude(status__in=CampaignRun.FINAL_STATUSES)
-    if fields.get("mode", campaign.mode) != campaign.mode and live_runs.exists():
+    if fields.get("mode", campaign.mode) != campaign.mode and campaign.runs.exists():
         # Its runs are completed, expired and reported on by the machinery of its mode: another mode strands them,
-        # also once an edit has returned the campaign to draft while they wait for reports.
+        # also once an edit has returned the campaign to draft while they wait for reports, and once they ended its
+        # reports and pages would read them as runs of the other mode (no deliveries listed, no reach).
+        live = campaign.runs.exclude(status__in=CampaignRun.FINAL_STATUSES).exists()
         raise ServiceConflict(
-            "Its runs still wait for delivery reports, so its mode cannot change until they end; "
-            "copy it into a new campaign instead."
+            ("Its runs still wait for delivery reports" if live else "It has runs, reported on as its mode")
+            + ", so its mode cannot change; copy it into a new campaign instead."
         )
     scope = None
     if "area_codes" in fields or "polygon" in fields:

@@ -1698,3 +1698,20 @@ def test_a_campaign_edited_back_to_draft_while_its_runs_wait_for_reports_still_k
     assert campaign.mode == "targeted"
     Delivery.objects.filter(run=run).update(status="delivered")
     assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.COMPLETED
+
+
+def test_a_campaign_whose_runs_have_ended_keeps_its_mode_so_their_reports_stay_downloadable(api_client_for):
+    run = _daily_run_sent({"tsel": 2})
+    Delivery.objects.filter(run=run).update(status="delivered")
+    assert dispatch.run_check_complete(run_id=run.pk).status == CampaignRun.Status.COMPLETED
+    campaign = Campaign.objects.get(pk=run.campaign_id)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SCHEDULED)  # waiting for its next day
+    campaign.refresh_from_db()
+
+    # A report is read by its mode: as an area broadcast, its targeted runs' deliveries would no longer be listed.
+    with pytest.raises(ServiceConflict, match="mode"):
+        campaign_update(campaign=campaign, actor=campaign.author, data={"mode": "area_broadcast"})
+
+    assert Campaign.objects.get(pk=campaign.pk).mode == "targeted"
+    response = api_client_for(campaign.author).get(f"/api/v1/campaigns/{campaign.pk}/report.csv")
+    assert response.status_code == 200
