@@ -9,6 +9,7 @@ from urllib.parse import urldefrag, urlparse
 
 import pytest
 
+from campaigns.models import Campaign, CampaignRun
 from tests.browser.conftest import CHROMIUM, PHONE_VIEWPORT
 from tests.browser.test_crawl import PAGE_FACTS, SKIP, campaigns_in_every_state, pages_of, signed_in
 
@@ -104,3 +105,23 @@ def test_forms_showing_their_errors_and_the_login_page_have_no_serious_accessibi
 
     assert (login, compose) == ([], [])
     assert error_messages > 0  # the form was refused and shows why
+
+
+def test_a_campaign_page_showing_the_message_of_an_edit_has_no_serious_accessibility_violation(
+    world, live_server, chromium
+):
+    # A daily campaign sending, its runs waiting only for delivery reports: an edit voids its approval and says so.
+    Campaign.objects.filter(pk=world["daily"]).update(status=Campaign.Status.SENDING)
+    CampaignRun.objects.filter(campaign_id=world["daily"]).update(status=CampaignRun.Status.SENDING)
+    context = signed_in(chromium, live_server.url, "officer")
+    page = context.new_page()
+    page.goto(f"{live_server.url}/campaigns/{world['daily']}/edit/")
+    page.fill("#id_text", "Jadwal vaksinasi berubah: datang pukul 09.00.")
+    page.click("main form[method=post] button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/campaigns/{world['daily']}/")
+    message = page.locator("main [role=status]").inner_text()
+    found = violations(page)
+    context.close()
+
+    assert "persetujuan dibatalkan" in message
+    assert found == []
