@@ -251,7 +251,7 @@ def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
     form = CampaignForm(request.POST or None, initial=CampaignForm.initial_from(campaign))
     status_code = 200
     if request.method == "POST" and form.is_valid():
-        was = campaign.status
+        was, was_exercise = campaign.status, campaign.exercise
         try:
             services.campaign_update(
                 campaign=campaign,
@@ -271,6 +271,12 @@ def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
                 messages.warning(request, _("The content changed, so the approval was voided. Submit it again."))
             else:
                 messages.success(request, _("Changes saved."))
+            if was_exercise and not campaign.exercise:
+                # Made targeted, the form dropped the flag it has no field for: the drill is now a real send.
+                messages.warning(
+                    request,
+                    _("It is no longer an exercise: a targeted campaign reaches real subscribers on every operator."),
+                )
             return redirect("campaigns:detail", pk=campaign.pk)
     return _compose(request, form, campaign=campaign, status=status_code)
 

@@ -1733,3 +1733,14 @@ def test_an_area_broadcast_limited_to_operators_turned_targeted_on_the_edit_page
     assert (broadcast.mode, broadcast.operator_slugs, broadcast.exercise) == ("targeted", [], False)
     campaign_submit(campaign=broadcast, actor=officer_user)
     assert broadcast.status == Campaign.Status.PENDING_APPROVAL
+
+
+def test_an_exercise_made_targeted_on_the_edit_page_tells_the_officer_it_is_no_longer_an_exercise(officer_user, areas):
+    OperatorFactory(slug="telkomsel")
+    broadcast = CampaignFactory(
+        author=officer_user, mode="area_broadcast", area_codes=["35.05"], operator_slugs=["telkomsel"], exercise=True
+    )
+    edit = reverse("campaigns:edit", args=[broadcast.pk])
+    page = client_for(officer_user).post(edit, compose_data(), follow=True).content.decode()
+    assert "bukan latihan lagi" in page
+    assert "semua operator" in page.split("bukan latihan lagi", 1)[1].split("</li>", 1)[0]
