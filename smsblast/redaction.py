@@ -69,9 +69,16 @@ def _masked(match: re.Match) -> str:
     return "".join(_masked_run(piece) for piece in _OTHER.split(written))
 
 
+# A UUID (a campaign's, a batch's) is no number, even where its groups of digits read as one ("…-8123-4567-89ab-…").
+_UUID = re.compile(r"([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})")
+
+
 def mask_numbers(text: str) -> str:
     """Return `text` with every Indonesian mobile number in it, as written or URL-encoded, masked."""
-    return _CANDIDATE.sub(_masked, text)
+    # The split keeps each UUID at an odd index, left as it is.
+    return "".join(
+        piece if index % 2 else _CANDIDATE.sub(_masked, piece) for index, piece in enumerate(_UUID.split(text))
+    )
 
 
 class NumbersMaskedFilter(logging.Filter):

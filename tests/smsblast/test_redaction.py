@@ -87,3 +87,15 @@ def test_a_number_written_with_the_separators_a_search_accepts_is_masked_too(wri
 )
 def test_numbers_next_to_each_other_across_a_tab_or_a_line_break_are_each_masked(written, logged):
     assert mask_numbers(written) == logged
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "campaign 3f2a9c1e-8123-4567-89ab-cdef01234567 approved",
+        "GET /campaigns/3F2A9C1E-0812-3456-7890-CDEF01234567/ HTTP/1.1",
+        "batch f8181057-478b-45ef-bf20-c5c0c49c0c09 claimed",
+    ],
+)
+def test_a_uuid_whose_digits_read_as_a_mobile_number_is_logged_as_it_is(text):
+    assert mask_numbers(text) == text
