@@ -102,6 +102,11 @@ def service_error_message(error: ServiceError, action: str = "") -> str:
             "The campaign was changed while you were reviewing it, so nothing was approved. "
             "Review the current version below and decide again."
         )
+    if isinstance(error, ServiceConflict) and "its mode cannot change" in text:
+        return _(
+            "This campaign has runs, reported on as its mode, so its mode cannot change and nothing was saved. "
+            'To send this content in the other mode, open the campaign and use "Copy into a new draft".'
+        )
     if isinstance(error, ServiceConflict) and "was replaced by the update" in text:
         return _("Its update is approved already, so this older alert was not approved: reject it.")
     if isinstance(error, ServiceConflict):

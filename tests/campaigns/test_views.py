@@ -1744,3 +1744,17 @@ def test_an_exercise_made_targeted_on_the_edit_page_tells_the_officer_it_is_no_l
     page = client_for(officer_user).post(edit, compose_data(), follow=True).content.decode()
     assert "bukan latihan lagi" in page
     assert "semua operator" in page.split("bukan latihan lagi", 1)[1].split("</li>", 1)[0]
+
+
+def test_changing_the_mode_of_a_campaign_that_has_runs_on_the_edit_page_says_to_copy_it(officer_user, areas):
+    broadcast = CampaignFactory(author=officer_user, mode="area_broadcast", area_codes=["35.05"])
+    CampaignRunFactory(campaign=broadcast, status=CampaignRun.Status.COMPLETED)
+    edit = reverse("campaigns:edit", args=[broadcast.pk])
+
+    response = client_for(officer_user).post(edit, compose_data())
+    assert response.status_code == 409
+    assert "Salin ke draf baru" in response.content.decode()
+    english = client_for(officer_user, "en").post(edit, compose_data()).content.decode()
+    assert "its mode cannot change" in english and "Copy into a new draft" in english
+    broadcast.refresh_from_db()
+    assert broadcast.mode == "area_broadcast"
