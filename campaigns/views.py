@@ -256,7 +256,7 @@ def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
     form = CampaignForm(request.POST or None, initial=CampaignForm.initial_from(campaign))
     status_code = 200
     if request.method == "POST" and form.is_valid():
-        was, was_exercise = campaign.status, campaign.exercise
+        was, was_exercise, was_operators = campaign.status, campaign.exercise, campaign.operator_slugs
         try:
             services.campaign_update(
                 campaign=campaign,
@@ -281,6 +281,15 @@ def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
                 messages.warning(
                     request,
                     _("It is no longer an exercise: a targeted campaign reaches real subscribers on every operator."),
+                )
+            elif was_operators and not campaign.operator_slugs:
+                # Made targeted, the form dropped the operators it has no field for: it now reaches them all.
+                messages.warning(
+                    request,
+                    _(
+                        "It is no longer limited to some operators: "
+                        "a targeted campaign reaches subscribers on every operator."
+                    ),
                 )
             return redirect("campaigns:detail", pk=campaign.pk)
     return _compose(request, form, campaign=campaign, status=status_code)

@@ -1758,3 +1758,18 @@ def test_changing_the_mode_of_a_campaign_that_has_runs_on_the_edit_page_says_to_
     assert "its mode cannot change" in english and "Copy into a new draft" in english
     broadcast.refresh_from_db()
     assert broadcast.mode == "area_broadcast"
+
+
+def test_a_broadcast_limited_to_operators_made_targeted_on_the_edit_page_says_it_reaches_every_operator(
+    officer_user, areas
+):
+    OperatorFactory(slug="telkomsel")
+    broadcast = CampaignFactory(
+        author=officer_user, mode="area_broadcast", area_codes=["35.05"], operator_slugs=["telkomsel"], exercise=False
+    )
+    edit = reverse("campaigns:edit", args=[broadcast.pk])
+    page = client_for(officer_user).post(edit, compose_data(), follow=True).content.decode()
+    assert "tidak lagi terbatas" in page
+    assert "semua operator" in page.split("tidak lagi terbatas", 1)[1].split("</li>", 1)[0]
+    again = client_for(officer_user).post(edit, compose_data(text="Teks baru."), follow=True).content.decode()
+    assert "tidak lagi terbatas" not in again
