@@ -16,9 +16,12 @@ from urllib.parse import quote, unquote_plus
 from smsblast.phones import SEPARATOR_CHARACTERS, normalize
 
 # Every other separator a number is accepted with (a tab, a non-breaking space or an en dash left by pasting it
-# from a document), as written or URL-encoded in UTF-8 ("%C2%A0", "%E2%80%93").
+# from a document), as written or URL-encoded in UTF-8 ("%C2%A0", "%E2%80%93"). Not a line break: numbers on lines
+# of their own in a message are counts, not the parts of one number.
+_LINE_BREAKS = set("\n\r\x0b\x0c")
 _OTHER_SEPARATORS = "|".join(
-    f"{re.escape(ch)}|(?i:{re.escape(quote(ch))})" for ch in sorted(set(SEPARATOR_CHARACTERS) - set(" .-()"))
+    f"{re.escape(ch)}|(?i:{re.escape(quote(ch))})"
+    for ch in sorted(set(SEPARATOR_CHARACTERS) - set(" .-()") - _LINE_BREAKS)
 )
 # A run of digits, separators between them as a number is written or URL-encoded (a space as "+" or "%20", a
 # "+62" as "%2B62"), with its leading plus or parenthesis.

@@ -99,3 +99,15 @@ def test_numbers_next_to_each_other_across_a_tab_or_a_line_break_are_each_masked
 )
 def test_a_uuid_whose_digits_read_as_a_mobile_number_is_logged_as_it_is(text):
     assert mask_numbers(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sent\n812\n345\n6789",  # counts one a line
+        "batches 81\r\n2345\r\n6789",
+        "?lines=812%0A3456%0A789",
+    ],
+)
+def test_numbers_on_lines_of_their_own_are_not_read_as_one_mobile_number(text):
+    assert mask_numbers(text) == text
