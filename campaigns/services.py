@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from campaigns import notices, scheduling
 from campaigns.dispatch_selectors import campaign_only_awaits_reports
-from campaigns.models import Approval, Campaign, CampaignRun, Mode, Priority, RepeatPolicy
+from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
 from campaigns.selectors import campaigns_visible, target_scope, target_zone
 from smsblast import sms
 from smsblast.audit import audit_record
@@ -266,13 +266,12 @@ def campaign_update(
         )
     fields = _clean_fields(data, area_codes=campaign.area_codes, polygon=campaign.polygon)
     if fields.get("mode", campaign.mode) != campaign.mode and campaign.runs.exists():
-        # Its runs are completed, expired and reported on by the machinery of its mode: another mode strands them,
-        # also once an edit has returned the campaign to draft while they wait for reports, and once they ended its
-        # reports and pages would read them as runs of the other mode (no deliveries listed, no reach).
-        live = campaign.runs.exclude(status__in=CampaignRun.FINAL_STATUSES).exists()
+        # Its runs are completed, expired and reported on by the machinery of its mode, whatever the campaign's state
+        # (an edit may have returned it to draft while they wait for reports): another mode would strand them, and
+        # once they ended its reports and pages would read them as runs of the other mode.
         raise ServiceConflict(
-            ("Its runs still wait for delivery reports" if live else "It has runs, reported on as its mode")
-            + ", so its mode cannot change; copy it into a new campaign instead."
+            "It has runs, completed and reported on as its mode, so its mode cannot change; "
+            "copy it into a new campaign instead."
         )
     scope = None
     if "area_codes" in fields or "polygon" in fields:

@@ -57,19 +57,13 @@ def _masked_piece(written: str) -> str:
     return mask_number(number.e164) if number.ok else written
 
 
-def _masked_run(written: str) -> str:
+def _masked(written: str, splitters: tuple[re.Pattern, ...] = (_OTHER, _SPACES)) -> str:
+    """Mask `written` as one number, else each piece it splits into at the next kind of separator."""
     masked = _masked_piece(written)
-    if masked != written:
+    if masked != written or not splitters:
         return masked
-    return "".join(_masked_piece(piece) for piece in _SPACES.split(written))
-
-
-def _masked(match: re.Match) -> str:
-    written = match[0]
-    masked = _masked_piece(written)
-    if masked != written:
-        return masked
-    return "".join(_masked_run(piece) for piece in _OTHER.split(written))
+    first, *rest = splitters
+    return "".join(_masked(piece, tuple(rest)) for piece in first.split(written))
 
 
 # A UUID (a campaign's, a batch's) is no number, even where its groups of digits read as one ("…-8123-4567-89ab-…").
@@ -79,9 +73,12 @@ _UUID = re.compile(r"([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4
 def mask_numbers(text: str) -> str:
     """Return `text` with every Indonesian mobile number in it, as written or URL-encoded, masked."""
     # The split keeps each UUID at an odd index, left as it is.
-    return "".join(
-        piece if index % 2 else _CANDIDATE.sub(_masked, piece) for index, piece in enumerate(_UUID.split(text))
-    )
+    pieces = _UUID.split(text)
+    return "".join(piece if index % 2 else _CANDIDATE.sub(_masked_match, piece) for index, piece in enumerate(pieces))
+
+
+def _masked_match(match: re.Match) -> str:
+    return _masked(match[0])
 
 
 class NumbersMaskedFilter(logging.Filter):

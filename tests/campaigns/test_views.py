@@ -1722,11 +1722,16 @@ def test_editing_a_daily_campaign_whose_run_waits_for_reports_says_the_approval_
     assert "the approval was voided" in response.content.decode()
 
 
-def test_an_area_broadcast_limited_to_operators_turned_targeted_on_the_edit_page_can_be_submitted(officer_user, areas):
+def operator_limited_broadcast(author, *, exercise: bool) -> Campaign:
+    """Return a draft area broadcast of Kab. Blitar limited to telkomsel, an exercise or not."""
     OperatorFactory(slug="telkomsel")
-    broadcast = CampaignFactory(
-        author=officer_user, mode="area_broadcast", area_codes=["35.05"], operator_slugs=["telkomsel"], exercise=True
+    return CampaignFactory(
+        author=author, mode="area_broadcast", area_codes=["35.05"], operator_slugs=["telkomsel"], exercise=exercise
     )
+
+
+def test_an_area_broadcast_limited_to_operators_turned_targeted_on_the_edit_page_can_be_submitted(officer_user, areas):
+    broadcast = operator_limited_broadcast(officer_user, exercise=True)
     response = client_for(officer_user).post(reverse("campaigns:edit", args=[broadcast.pk]), compose_data())
     assert response.status_code == 302
     broadcast.refresh_from_db()
@@ -1736,10 +1741,7 @@ def test_an_area_broadcast_limited_to_operators_turned_targeted_on_the_edit_page
 
 
 def test_an_exercise_made_targeted_on_the_edit_page_tells_the_officer_it_is_no_longer_an_exercise(officer_user, areas):
-    OperatorFactory(slug="telkomsel")
-    broadcast = CampaignFactory(
-        author=officer_user, mode="area_broadcast", area_codes=["35.05"], operator_slugs=["telkomsel"], exercise=True
-    )
+    broadcast = operator_limited_broadcast(officer_user, exercise=True)
     edit = reverse("campaigns:edit", args=[broadcast.pk])
     page = client_for(officer_user).post(edit, compose_data(), follow=True).content.decode()
     assert "bukan latihan lagi" in page
@@ -1763,10 +1765,7 @@ def test_changing_the_mode_of_a_campaign_that_has_runs_on_the_edit_page_says_to_
 def test_a_broadcast_limited_to_operators_made_targeted_on_the_edit_page_says_it_reaches_every_operator(
     officer_user, areas
 ):
-    OperatorFactory(slug="telkomsel")
-    broadcast = CampaignFactory(
-        author=officer_user, mode="area_broadcast", area_codes=["35.05"], operator_slugs=["telkomsel"], exercise=False
-    )
+    broadcast = operator_limited_broadcast(officer_user, exercise=False)
     edit = reverse("campaigns:edit", args=[broadcast.pk])
     page = client_for(officer_user).post(edit, compose_data(), follow=True).content.decode()
     assert "tidak lagi terbatas" in page
