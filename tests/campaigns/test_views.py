@@ -193,6 +193,19 @@ def test_the_polled_dashboard_counts_its_running_campaigns_with_the_same_queries
     assert queries[1] == queries[0]
 
 
+def test_the_dashboard_poll_of_another_tab_leaves_a_message_to_the_page_it_was_meant_for(officer_user, areas):
+    running = CampaignFactory(author=officer_user, status=Campaign.Status.SENDING)
+    CampaignRunFactory(campaign=running)
+    draft = CampaignFactory(author=officer_user, area_codes=["35.05"])
+    client = client_for(officer_user)
+    submitted = client.post(reverse("campaigns:action", args=[draft.pk, "submit"]))
+    # The dashboard open in another tab polls before this tab follows the redirect.
+    poll = client.get(reverse("dashboard"), HTTP_HX_REQUEST="true").content.decode()
+    assert running.title in poll
+    assert "Terkirim untuk persetujuan" not in poll
+    assert "Terkirim untuk persetujuan" in client.get(submitted["Location"]).content.decode()
+
+
 # --- compose ------------------------------------------------------------------------------
 
 
