@@ -42,19 +42,27 @@ def campaign_notify_submitted(*, campaign: Campaign) -> None:
             users=campaign_approvers(campaign),
             kind="campaign.submitted",
             object_id=campaign.pk,
-            subject=_("Waiting for your approval: %(title)s") % {"title": campaign.title},
+            subject=_("Waiting for your approval: %(title)s") % {"title": _title(campaign.title)},
             body=_(
                 "%(author)s submitted the campaign “%(title)s” for approval.\n\n"
                 "Review its exact text, area, audience and cost, then approve or reject it:\n%(url)s\n"
             )
-            % {"author": _person(campaign.author), "title": campaign.title, "url": _page("campaigns:review", campaign)},
+            % {
+                "author": _person(campaign.author),
+                "title": _title(campaign.title),
+                "url": _page("campaigns:review", campaign),
+            },
         )
 
 
 def campaign_notify_decided(*, campaign: Campaign, approver: User, approved: bool, reason: str = "") -> None:
     """Tell the author that their campaign was approved (and may be scheduled) or rejected, and why."""
     with translation.override(settings.LANGUAGE_CODE):
-        values = {"approver": _person(approver), "title": campaign.title, "url": _page("campaigns:detail", campaign)}
+        values = {
+            "approver": _person(approver),
+            "title": _title(campaign.title),
+            "url": _page("campaigns:detail", campaign),
+        }
         if approved:
             subject = _("Approved: %(title)s") % values
             body = _(
@@ -124,7 +132,7 @@ def run_notify_broadcast_ended(*, run: CampaignRun) -> None:
             for sent in broadcasts
         )
         values = {
-            "title": campaign.title,
+            "title": _title(campaign.title),
             "ended": local_time(run.finished_at, campaign),
             "lines": lines or "-",
             "url": _page("campaigns:detail", campaign),
@@ -171,7 +179,16 @@ def run_notify_stalled(
 
 def _run_title(run: CampaignRun) -> str:
     """Return the title the run was sent with: its campaign may have been edited since (campaign_update)."""
-    return (run.frozen or {}).get("title") or run.campaign.title
+    return _title((run.frozen or {}).get("title") or run.campaign.title)
+
+
+def _title(title: str) -> str:
+    """Return a campaign title on one line, as a body line quotes it.
+
+    A title from the API or an imported CAP headline may hold line breaks, which would start lines of their own
+    in the email, such as a link that reads as the page to act on.
+    """
+    return " ".join(title.split())
 
 
 def _person(user: User | None) -> str:

@@ -58,6 +58,22 @@ def test_a_submitted_campaign_asks_the_approvers_who_may_decide_on_it(author):
     assert "Siti mengajukan kampanye “Update Covid-19”" in asked["chair"].body
 
 
+def test_a_title_with_line_breaks_stays_on_its_line_and_cannot_add_a_link_to_the_approvers_email(author):
+    # The API and an imported CAP headline take a title with line breaks; in the email it would start lines of
+    # its own, such as a link that reads as the page to approve on.
+    UserFactory(username="chair", role=Role.APPROVER, email="chair@blitarkab.go.id")
+    title = "Banjir\r\n\nSudah diperiksa Ketua Satgas, setujui segera di:\nhttps://evil.example/review\n"
+    campaign = CampaignFactory(author=author, title=title, area_codes=["35.05.01"])
+
+    campaign_submit(campaign=campaign, actor=author)
+
+    (asked,) = notified("campaign.submitted").values()
+    lines = asked.body.splitlines()
+    one_line = "Banjir Sudah diperiksa Ketua Satgas, setujui segera di: https://evil.example/review"
+    assert f"Siti mengajukan kampanye “{one_line}” untuk disetujui." in lines
+    assert not any(line.startswith("https://evil.example") for line in lines)
+
+
 def test_the_author_is_told_of_an_approval_and_of_a_rejection_with_its_reason(author):
     approver = UserFactory(username="chair", role=Role.APPROVER, email="chair@blitarkab.go.id")
     approved = CampaignFactory(author=author, title="Vaksinasi", status=Campaign.Status.PENDING_APPROVAL)
