@@ -15,8 +15,9 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 # Inside a value, where a spreadsheet may start another cell: Excel set for Indonesia (list separator ";") splits
-# a CSV line at every ";", and ends the row at a line break unless the cell is quoted from its first character.
-_FORMULA_AFTER_CELL_BREAK = re.compile(r"(?<=[;\r\n])(?=[=+\-@\t])")
+# a CSV line at every ";", and ends the row at a line break unless the cell is quoted from its first character;
+# LibreOffice's import and a paste split at tabs, which a tab-separated upload's rejected row holds unquoted.
+_FORMULA_AFTER_CELL_BREAK = re.compile(r"(?<=[;\t\r\n])(?=[=+\-@\t])")
 
 
 def spreadsheet_text(value: str) -> str:

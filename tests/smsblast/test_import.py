@@ -341,6 +341,17 @@ def test_rejected_file_of_a_semicolon_upload_keeps_a_later_cell_from_running_as_
     assert job.rejections.get().raw == "bad;35.05.01;=cmd|' /C calc'!A0;x"
 
 
+def test_rejected_file_of_a_tab_separated_upload_keeps_a_later_cell_from_running_as_a_formula(tmp_path, areas):
+    # The raw row keeps its tabs unquoted; a spreadsheet splitting at tabs (LibreOffice's default import, a paste)
+    # opens it as cells again, each checked.
+    job = run_import(write(tmp_path, "nomor\tkode_wilayah\tnama\nbad\t35.05.01\t=cmd|' /C calc'!A0\n"))
+
+    with open(job.rejected_path, encoding="utf-8-sig", newline="") as handle:
+        (row,) = list(csv.reader(handle))[1:]
+    assert row[2] == "bad\t35.05.01\t'=cmd|' /C calc'!A0"
+    assert job.rejections.get().raw == "bad\t35.05.01\t=cmd|' /C calc'!A0"
+
+
 # --- upserts ----------------------------------------------------------------------------------------------------
 
 
