@@ -120,8 +120,14 @@ def metrics_text(samples: dict[str, list[tuple[dict[str, str], float]]]) -> str:
         lines.append(f"# TYPE {name} gauge")
         for labels, value in rows:
             rendered = ",".join(f'{key}="{_escape(str(val))}"' for key, val in labels.items())
-            lines.append(f"{name}{{{rendered}}} {value:g}" if rendered else f"{name} {value:g}")
+            number = _number(value)
+            lines.append(f"{name}{{{rendered}}} {number}" if rendered else f"{name} {number}")
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    # Every digit: the "g" format keeps six, so 1,234,567 tasks would read 1.23457e+06.
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def _escape(value: str) -> str:

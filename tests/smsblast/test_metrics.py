@@ -132,3 +132,17 @@ def test_a_scrape_finds_unsent_batches_and_emails_by_the_statuses_it_counts(scra
     assert len(reads) == 3
     assert not [sql for sql in reads if "NOT" in sql]
     assert samples[key("smsblast_batches_unsent", operator="telkomsel", status="pending")] == 1
+
+
+def test_a_count_past_a_million_and_a_wait_of_weeks_are_written_exactly_not_rounded():
+    from smsblast.metrics import metrics_text
+
+    text = metrics_text(
+        {
+            "smsblast_queue_tasks": [({"queue": "mail"}, 1234567.0)],
+            "smsblast_batch_oldest_unsent_seconds": [({}, 1234567.891)],
+        }
+    )
+
+    assert 'smsblast_queue_tasks{queue="mail"} 1234567\n' in text
+    assert "smsblast_batch_oldest_unsent_seconds 1234567.891\n" in text
