@@ -341,6 +341,9 @@ def campaign_report_rows(campaign: Campaign, *, run_id: int | None = None) -> It
         "error_code",
         "done_at",
     )
+    # Text from outside (an operator's reason, reference and error code) is written so a spreadsheet shows it; the
+    # number is left as written, "+62…", for a program reading the file: every stored number is E.164 (import, admin
+    # and opt-outs normalise), which a spreadsheet reads as a number at worst, never as a formula.
     for run_id, message_id, msisdn, operator_id, status, batch_status, reason, ref, code, done_at in rows.iterator(
         chunk_size=5000
     ):
@@ -414,6 +417,7 @@ def campaign_area_report_rows(campaign: Campaign, *, run_id: int | None = None) 
     names = dict(Area.objects.filter(code__in=[code for code in by_area if code]).values_list("code", "name"))
     writer = csv.writer(_Echo())
     yield "\ufeff" + writer.writerow(AREA_REPORT_COLUMNS)
+    # The code is left as written for a program to join on; codes are Kemendagri's dotted digits, never a formula.
     for code in sorted(by_area, key=lambda code: (not code, code == "", code or "")):
         counts = by_area[code]
         recipients = sum(counts.values())
