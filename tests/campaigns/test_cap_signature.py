@@ -108,6 +108,19 @@ def test_an_alert_signed_by_a_trusted_issuer_is_shown_verified_with_its_signer(o
     assert "Satgas Jatim CAP" in page
 
 
+def test_an_unsigned_alert_tells_the_approver_that_nothing_vouches_for_the_sender_it_names(officer_client, trust):
+    # Anyone can write any <sender> into an alert: without a signature the page must not read as the issuer's word.
+    trust("Satgas Jatim CAP")
+    unsigned = _post_xml(officer_client, ALERT)
+    verified = _post_xml(officer_client, signed(ALERT.replace("<identifier>", "<identifier>signed-")))
+    assert (unsigned.status_code, verified.status_code) == (201, 201), (unsigned.json(), verified.json())
+
+    page = review_page(unsigned.json()["campaign_id"])
+    assert 'data-cap-signature="unsigned"' in page
+    assert "tidak ditandatangani" in page and "satgas@jatimprov.go.id" in page
+    assert 'data-cap-signature="unsigned"' not in review_page(verified.json()["campaign_id"])
+
+
 def test_an_alert_changed_after_it_was_signed_is_refused_and_nothing_is_created(officer_client, trust):
     trust("Satgas Jatim CAP")
     altered = signed(ALERT).replace("Tetap di rumah", "Keluar rumah")
