@@ -325,7 +325,8 @@ def campaign_report_rows(campaign: Campaign, *, run_id: int | None = None) -> It
     yield "\ufeff" + writer.writerow(REPORT_COLUMNS)
     zone = campaign_zone(campaign).tzinfo
     runs = {pk: moment.astimezone(zone).isoformat() for pk, moment in campaign.runs.values_list("pk", "scheduled_for")}
-    slugs = dict(Operator.objects.values_list("pk", "slug"))
+    # An admin may name an operator "-…" (a slug allows it), which a spreadsheet would read as a formula.
+    slugs = {pk: spreadsheet_text(slug) for pk, slug in Operator.objects.values_list("pk", "slug")}
     deliveries = Delivery.objects.filter(run__campaign=campaign)
     if run_id is not None:
         deliveries = deliveries.filter(run_id=run_id)

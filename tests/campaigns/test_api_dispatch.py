@@ -14,6 +14,7 @@ from campaigns.models import Campaign, Delivery, DispatchBatch
 from campaigns.services import campaign_approval_is_valid
 from operators import services
 from operators.gateways.base import BatchResult, Outcome
+from operators.models import Operator
 from smsblast.models import Area, Role, Subscriber
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
 from tests.smsblast.factories import UserFactory, area_tree
@@ -364,6 +365,14 @@ def test_report_csv_keeps_a_formula_after_a_semicolon_or_line_break_in_operator_
         "r1\n'+1+1",
         "E1;'@SUM(1)",
     )
+
+
+def test_report_csv_keeps_an_operator_slug_starting_with_a_dash_from_running_as_a_formula(api_client_for, sent_run):
+    delivery = sent_run.deliveries.order_by("pk").first()
+    Operator.objects.filter(pk=delivery.operator_id).update(slug="-2+3")
+    response = api_client_for(sent_run.campaign.author).get(f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
+    assert next(row for row in rows if row["message_id"] == str(delivery.pk))["operator"] == "'-2+3"
 
 
 def test_operators_cannot_read_campaign_runs(api_client_for, sent_run, operator_user):
