@@ -6,6 +6,7 @@ close enough to isotropic at Indonesia's latitudes (|lat| < 11°) for smoothing 
 
 import math
 
+import numpy
 import shapely
 from shapely import make_valid
 from shapely.errors import GEOSException
@@ -20,14 +21,28 @@ MIN_BUFFER_DEGREES = 0.001
 # Coordinates are rounded to about 1 cm; the buffer margin dwarfs the rounding.
 COORDINATE_DECIMALS = 7
 KM_PER_DEGREE = 111.32
+# The most points a drawn or imported polygon is read from: the largest published province boundary has about 16,000.
+MAX_DRAWN_POINTS = 20_000
+# GEOS repairs a polygon that crosses itself in time growing faster than the square of its crossings: a scribble of
+# 250 points took 11 s, one of 500 points two minutes. A drawn area crossing itself in more places is refused.
+MAX_DRAWN_CROSSINGS = 100
 
 
 class AreaError(ValueError):
     """The geometry cannot describe an area (empty, not a polygon, unreadable)."""
 
 
-def geometry_from_geojson(obj: dict) -> BaseGeometry:
-    """Return the polygonal shapely geometry of a GeoJSON geometry, Feature or FeatureCollection."""
+class AreaTooComplex(AreaError):
+    """A drawn area with more points or crossings than are read (MAX_DRAWN_POINTS, MAX_DRAWN_CROSSINGS)."""
+
+
+def geometry_from_geojson(obj: dict, *, drawn: bool = False) -> BaseGeometry:
+    """Return the polygonal shapely geometry of a GeoJSON geometry, Feature or FeatureCollection.
+
+    A `drawn` area (one a user sent) must be a Polygon or MultiPolygon within the limits of `drawn_checked`.
+    """
+    if drawn and not (isinstance(obj, dict) and obj.get("type") in ("Polygon", "MultiPolygon")):
+        raise AreaError("A drawn area must be a GeoJSON Polygon or MultiPolygon.")
     if not isinstance(obj, dict) or "type" not in obj:
         raise AreaError("Not a GeoJSON object.")
     kind = obj["type"]
@@ -51,7 +66,58 @@ def geometry_from_geojson(obj: dict) -> BaseGeometry:
             "GeoJSON positions are [longitude, latitude]: a longitude lies outside -180..180 or a latitude "
             "outside -90..90 (were they given in lat, lon order?)."
         )
+    if drawn:
+        drawn_checked(geom)
     return _polygonal(geom if geom.is_valid else _repaired(geom))
+
+
+def drawn_checked(geom: BaseGeometry) -> BaseGeometry:
+    """Return a polygon a user drew or imported if it is cheap to read; raise AreaError saying why it is not.
+
+    It has at most MAX_DRAWN_POINTS points and, if it crosses itself, at most MAX_DRAWN_CROSSINGS crossings.
+    """
+    points = shapely.get_num_coordinates(geom)
+    if points > MAX_DRAWN_POINTS:
+        raise AreaTooComplex(f"A drawn area has at most {MAX_DRAWN_POINTS:,} points; this one has {points:,}.")
+    if not geom.is_valid and _crossings_exceed(geom, MAX_DRAWN_CROSSINGS):
+        raise AreaTooComplex(
+            f"The area crosses itself in more than {MAX_DRAWN_CROSSINGS} places, too many to repair: "
+            "draw its outline without crossing lines."
+        )
+    return geom
+
+
+def _crossings_exceed(geom: BaseGeometry, limit: int) -> bool:
+    """Return whether the rings' edges meet each other (neighbours along a ring aside) more than `limit` times.
+
+    Edges are compared a few at a time against an index of all of them, stopping as soon as the count passes
+    `limit`: a scribble meeting itself millions of times costs no more than one that just passes it.
+    """
+    rings = [shapely.remove_repeated_points(ring) for p in _polygons(geom) for ring in (p.exterior, *p.interiors)]
+    starts, ends, ring_ids, positions = [], [], [], []
+    for ring_id, ring in enumerate(rings):
+        coords = numpy.asarray(ring.coords)[:, :2]
+        starts.append(coords[:-1])
+        ends.append(coords[1:])
+        ring_ids.append(numpy.full(len(coords) - 1, ring_id))
+        positions.append(numpy.arange(len(coords) - 1))
+    if not starts:
+        return False
+    edges = shapely.linestrings(numpy.stack([numpy.concatenate(starts), numpy.concatenate(ends)], axis=1))
+    ring_of, position = numpy.concatenate(ring_ids), numpy.concatenate(positions)
+    ring_length = numpy.bincount(ring_of)[ring_of]
+    tree = shapely.STRtree(edges)
+    meetings = 0
+    for first in range(0, len(edges), 16):
+        chunk = numpy.arange(first, min(first + 16, len(edges)))
+        mine, others = tree.query(edges[chunk], predicate="intersects")
+        mine = chunk[mine]
+        apart = numpy.abs(position[mine] - position[others])
+        neighbours = (ring_of[mine] == ring_of[others]) & ((apart <= 1) | (apart == ring_length[mine] - 1))
+        meetings += int(numpy.count_nonzero((others > mine) & ~neighbours))
+        if meetings > limit:
+            return True
+    return False
 
 
 def _repaired(geom: BaseGeometry) -> BaseGeometry:
@@ -190,7 +256,7 @@ def parse_cap_polygon(text: str) -> Polygon:
         raise AreaError("A CAP polygon needs at least four lat,lon pairs.")
     if any(not (-90 <= lat <= 90 and -180 <= lon <= 180) for lat, lon in points):
         raise AreaError("A CAP polygon point lies outside latitude/longitude range.")
-    polygon = Polygon([(lon, lat) for lat, lon in points])
+    polygon = drawn_checked(Polygon([(lon, lat) for lat, lon in points]))
     repaired = _polygonal(_repaired(polygon)) if not polygon.is_valid else polygon
     if repaired.is_empty or repaired.area == 0:
         raise AreaError("A CAP polygon encloses no area.")

@@ -236,7 +236,9 @@ def _bounded_areas() -> dict[str, BaseGeometry]:
 def polygon_geometry(polygon: dict) -> BaseGeometry:
     """Return the shapely geometry of a drawn GeoJSON polygon, or raise ServiceInvalid."""
     try:
-        geometry = areageom.geometry_from_geojson(polygon)
+        geometry = areageom.geometry_from_geojson(polygon, drawn=True)
+    except areageom.AreaTooComplex as exc:
+        raise ServiceInvalid(str(exc), {"polygon": str(exc)}) from None
     except (areageom.AreaError, ShapelyError, ValueError, TypeError, KeyError) as exc:
         raise ServiceInvalid(f"The polygon is not a GeoJSON polygon: {exc}", {"polygon": str(exc)}) from None
     if geometry.is_empty or geometry.area == 0:

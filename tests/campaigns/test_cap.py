@@ -1,5 +1,6 @@
 """CAP 1.2 export validates against the OASIS schema; CAP import turns real-agency alerts into drafts."""
 
+import random
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -778,6 +779,25 @@ def test_an_alert_drawing_its_area_with_more_shapes_than_are_read_is_refused_and
     assert response.status_code == 400, response.json()
     assert f"at most {MAX_AREA_SHAPES}" in response.json()["detail"]
     assert not Campaign.objects.exists()
+
+
+def test_a_polygon_crossing_itself_in_many_places_is_skipped_and_said_so_while_the_others_are_read(officer_client):
+    # Repairing a scribble of a few hundred points held the request for minutes and gigabytes.
+    blitar_areas()
+    rng = random.Random(7)
+    minx, miny, maxx, maxy = shape(regency_boundary("35.05")).bounds
+    ring = [(rng.uniform(miny, maxy), rng.uniform(minx, maxx)) for _ in range(150)]
+    scribble = " ".join(f"{lat:.5f},{lon:.5f}" for lat, lon in [*ring, ring[0]])
+    document = BMKG_POLYGON.format(polygon=_blitar_west_polygon()).replace(
+        "</area>\n  </info>\n  <Signature", f"<polygon>{scribble}</polygon></area>\n  </info>\n  <Signature"
+    )
+    assert document.count("<polygon>") == 3
+
+    response = _post_xml(officer_client, document)
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["area_codes"] == ["35.05"]
+    assert any("crosses itself in more than 100 places" in note for note in response.json()["notes"])
 
 
 def test_an_alert_whose_area_matches_nothing_known_is_refused(officer_client):

@@ -1,6 +1,8 @@
 """The audience API under hostile input: a 4xx with a `detail` for every malformed request, never a 500."""
 
 import json
+import math
+import random
 
 import pytest
 
@@ -56,6 +58,61 @@ def test_a_malformed_audience_preview_is_refused_with_a_detail(officer_client, b
 
     assert response.status_code == 400, response.content
     assert response.json()["detail"]
+
+
+def _scribble(points: int) -> list[list[float]]:
+    """Return a closed ring through `points` points scattered over Kab. Blitar, crossing itself at every turn."""
+    rng = random.Random(7)
+    ring = [[rng.uniform(112.0, 112.5), rng.uniform(-8.5, -8.0)] for _ in range(points)]
+    return [*ring, ring[0]]
+
+
+def _circle(points: int) -> list[list[float]]:
+    ring = [
+        [112.25 + 0.1 * math.cos(2 * math.pi * i / points), -8.2 + 0.1 * math.sin(2 * math.pi * i / points)]
+        for i in range(points)
+    ]
+    return [*ring, ring[0]]
+
+
+@pytest.mark.parametrize(
+    ("polygon", "message"),
+    [
+        # Repairing a scribble of a few hundred points held the request for minutes and gigabytes.
+        ({"type": "Polygon", "coordinates": [_scribble(150)]}, "crosses itself in more than 100 places"),
+        ({"type": "MultiPolygon", "coordinates": [[_scribble(40)], [_scribble(40)]]}, "crosses itself"),
+        ({"type": "Polygon", "coordinates": [_circle(20_000)]}, "at most 20,000 points; this one has 20,001"),
+        (
+            {
+                "type": "FeatureCollection",
+                "features": [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [_circle(8)]}}] * 5_000,
+            },
+            "GeoJSON Polygon or MultiPolygon",
+        ),
+    ],
+    ids=["scribble", "scribbles", "points", "features"],
+)
+def test_a_drawn_polygon_too_costly_to_read_is_refused_with_a_detail(officer_client, polygon, message):
+    for url, body in (
+        ("/api/v1/audience/preview/", {"polygon": polygon}),
+        ("/api/v1/campaigns/", {"title": "Banjir", "text": "Waspada banjir.", "polygon": polygon}),
+    ):
+        response = officer_client.post(url, json.dumps(body), content_type="application/json")
+
+        assert response.status_code == 400, response.content
+        assert message in response.json()["detail"]
+
+
+def test_a_drawn_polygon_crossing_itself_a_few_times_is_still_read(officer_client):
+    bow_tie = [[112.1, -8.1], [112.3, -8.3], [112.3, -8.1], [112.1, -8.3], [112.1, -8.1]]
+    circle = _circle(19_999)
+    circle[10], circle[11] = circle[11], circle[10]
+    for ring in (bow_tie, circle):
+        body = {"polygon": {"type": "Polygon", "coordinates": [ring]}}
+
+        response = officer_client.post("/api/v1/audience/preview/", json.dumps(body), content_type="application/json")
+
+        assert response.status_code == 200, response.content
 
 
 @pytest.mark.parametrize("query", ["a" * 60_000, "a%20" * 30_000, "_" * 60_000], ids=["letters", "words", "wildcards"])
