@@ -5,6 +5,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render, resolve_url
+from django.urls import Resolver404, resolve
 from django_htmx.http import HttpResponseClientRedirect
 
 
@@ -34,13 +35,31 @@ def declared_body_length(request) -> int:
         return 0
 
 
-class RefuseOversizedBodyMiddleware:
-    """Answer 413, without reading it, to a request body larger than the largest upload accepted.
+# The URLs that take a subscriber file (the page, the API and the admin): only they accept a body of its size.
+SUBSCRIBER_UPLOAD_URL_NAMES = frozenset({"subscribers", "subscriber-import-list", "smsblast_subscriber_import"})
+# Room for a multipart form's boundaries and part headers around the fields DATA_UPLOAD_MAX_MEMORY_SIZE counts.
+MULTIPART_ALLOWANCE = 64 * 1024
 
-    Django writes a multipart upload to a temporary file before any view can weigh it, so a body of gigabytes
-    would fill the disk before the import refused it. The largest body accepted is a subscriber file
-    (SUBSCRIBER_IMPORT_MAX_BYTES) with its form (DATA_UPLOAD_MAX_MEMORY_SIZE). API clients get `detail` in
-    JSON; pages get a page saying so. A chunked body, whose length Django never learns, gets 411.
+
+def body_limit(request) -> int:
+    """Return the largest body the request's URL accepts: a subscriber file and its form, else a form or document."""
+    try:
+        url_name = resolve(request.path_info).url_name
+    except Resolver404:
+        url_name = None
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE + MULTIPART_ALLOWANCE
+    return limit + settings.SUBSCRIBER_IMPORT_MAX_BYTES if url_name in SUBSCRIBER_UPLOAD_URL_NAMES else limit
+
+
+class RefuseOversizedBodyMiddleware:
+    """Answer 413, without reading it, to a request body larger than the URL accepts.
+
+    Django writes a multipart upload to a temporary file before any view can weigh it (the CSRF check of a page
+    reads the form even for an anonymous client), so a body of gigabytes would fill the disk before the import
+    refused it, and a body the size of a subscriber file sent to any other URL would be written out for nothing.
+    A subscriber file (SUBSCRIBER_IMPORT_MAX_BYTES) with its form is accepted where one is uploaded; elsewhere a
+    body up to DATA_UPLOAD_MAX_MEMORY_SIZE with a form's framing. API clients get `detail` in JSON; pages get a
+    page saying so. A chunked body, whose length Django never learns, gets 411.
     """
 
     def __init__(self, get_response):
@@ -57,14 +76,17 @@ class RefuseOversizedBodyMiddleware:
                 return JsonResponse({"detail": detail}, status=411)
             return HttpResponse(detail, status=411, content_type="text/plain; charset=utf-8")
         length = declared_body_length(request)
-        limit = settings.SUBSCRIBER_IMPORT_MAX_BYTES + settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if not length:
+            return self.get_response(request)
+        limit = body_limit(request)
         if length <= limit:
             return self.get_response(request)
         if request.path.startswith("/api/"):
             detail = f"The request body is {length:,} bytes, more than the {limit:,} accepted."
             return JsonResponse({"detail": detail}, status=413)
         # The figure a person can act on: the largest file, not the file and its form together.
-        return render(request, "413.html", {"limit_mb": settings.SUBSCRIBER_IMPORT_MAX_BYTES // 2**20}, status=413)
+        largest = settings.SUBSCRIBER_IMPORT_MAX_BYTES if limit > settings.SUBSCRIBER_IMPORT_MAX_BYTES else limit
+        return render(request, "413.html", {"limit_mb": max(1, largest // 2**20)}, status=413)
 
 
 class RefuseNulMiddleware:

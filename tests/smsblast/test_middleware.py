@@ -1,7 +1,8 @@
 """Request middleware: a NUL character anywhere in the path, query or form is a 400; an oversized body a 413."""
 
 import pytest
-from django.test import override_settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client, override_settings
 
 from campaigns.models import Campaign
 from tests.conftest import client_for
@@ -105,6 +106,33 @@ def test_a_body_claiming_more_than_any_upload_is_refused_before_it_is_read(offic
     assert page.status_code == 413
     assert "Berkas terlalu besar" in page.content.decode()
     assert "hingga 200 MB" in page.content.decode()  # the subscriber file limit, SUBSCRIBER_IMPORT_MAX_BYTES
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000)
+def test_a_body_the_size_of_a_subscriber_file_is_refused_before_it_is_read_where_no_file_is_uploaded(
+    officer, api_client_for
+):
+    # Django writes a multipart body to disk before any view runs, and a page's CSRF check reads it even for an
+    # anonymous client: only the subscriber uploads may take one of SUBSCRIBER_IMPORT_MAX_BYTES.
+    claimed = {"content_type": "multipart/form-data; boundary=x", "CONTENT_LENGTH": str(100 * 2**20)}
+    anonymous = Client(enforce_csrf_checks=True).post("/login/", data="x=1", **claimed)
+    api = api_client_for(officer).post("/api/v1/sms/analyze/", data="x=1", **claimed)
+
+    assert anonymous.status_code == 413
+    assert "hingga 1 MB" in anonymous.content.decode()
+    assert api.status_code == 413
+    assert api.json()["detail"] == "The request body is 104,857,600 bytes, more than the 66,536 accepted."
+
+
+def test_a_subscriber_file_larger_than_any_form_is_still_uploaded(officer, api_client_for, settings, tmp_path):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    settings.MEDIA_ROOT = tmp_path
+    content = b"msisdn\n" + b"081234567890\n" * 10_000  # 130 KB: more than a form, within a subscriber file
+    upload = SimpleUploadedFile("list.csv", content, "text/csv")
+
+    response = api_client_for(officer).post("/api/v1/subscribers/imports/", {"file": upload}, format="multipart")
+
+    assert response.status_code == 202, response.content
 
 
 def test_a_cap_document_claiming_more_than_a_mebibyte_is_refused_before_it_is_read(officer, api_client_for):
