@@ -405,6 +405,7 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
     if located is not info:
         notes.append(f"The {info.language} info block names no area; used the area of the {located.language} one.")
     codes = _geocode_codes(located)
+    shape_notes: list[str] = []
     if codes:
         notes.append("Area from the alert's geocodes.")
     else:
@@ -413,9 +414,15 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
         if codes:
             notes.append("Area from the known boundaries the alert's polygons and circles cover.")
     if not codes:
+        # The shapes left out say why the alert has no area (a polygon crossing itself, a circle without a radius).
         raise ServiceInvalid(
-            "The CAP alert has no usable area: no geocode matches a Kemendagri code, and no polygon or circle "
-            "covers a known boundary."
+            " ".join(
+                [
+                    "The CAP alert has no usable area: no geocode matches a Kemendagri code, and no polygon or "
+                    "circle covers a known boundary.",
+                    *(note if note.endswith(".") else f"{note}." for note in shape_notes),
+                ]
+            )
         )
     max_segments = BroadcastSettings.load().max_import_segments
     text, cut = cap_fit_text(info, max_segments=max_segments)

@@ -819,6 +819,8 @@ def test_a_circle_without_a_finite_radius_is_skipped_and_the_alert_refused(offic
     response = _post_xml(officer_client, document)
     assert response.status_code == 400
     assert "no usable area" in response.json()["detail"]
+    # The officer learns why the only shape was left out, not only that nothing was left.
+    assert "Skipped a circle" in response.json()["detail"]
     assert not Campaign.objects.exists()
 
 
