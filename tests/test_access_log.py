@@ -25,7 +25,8 @@ def web_command(port: int) -> list[str]:
 
 def get(url: str) -> None:
     try:
-        urllib.request.urlopen(url, timeout=10)  # noqa: S310 - a local server of the test
+        # The first request waits for a worker still loading Django, which takes seconds on a busy machine.
+        urllib.request.urlopen(url, timeout=60)  # noqa: S310 - a local server of the test
     except urllib.error.HTTPError:
         pass  # refused without a log-in: logged all the same
 
