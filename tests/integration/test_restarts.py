@@ -81,6 +81,14 @@ def finish_after_reports_lost(stack, campaign) -> None:
     stack.drive(lambda: all_final(campaign) and run_finished(campaign), timeout=60)
 
 
+def wait_until_nothing_in_flight(campaign, timeout: float = 60) -> None:
+    """Wait for a moment when no batch of the campaign is being sent: every answer the workers had is recorded."""
+    deadline = time.monotonic() + timeout
+    while DispatchBatch.Status.IN_FLIGHT in batches_by_status(campaign):
+        assert time.monotonic() < deadline, batches_by_status(campaign)
+        time.sleep(0.02)
+
+
 def assert_batch_histories_consistent(campaign) -> None:
     """Each batch's audit events chain (each starts where the one before ended) and end in its status."""
     statuses = {
@@ -152,6 +160,8 @@ def test_operator_restarted_mid_run_is_sent_every_unanswered_batch_and_no_answer
     stack.kill_simulator()
     # The workers keep trying meanwhile: their batches wait to be retried.
     time.sleep(1)
+    # An answer the workers had before the kill is recorded before they let go of its batch.
+    wait_until_nothing_in_flight(campaign)
     answered = recipients_accepted(campaign)
     stack.restart_simulator()
     finish_after_reports_lost(stack, campaign)
