@@ -10,6 +10,7 @@ whose reports went with the operator expire at the end of the run's validity win
 import time
 
 import pytest
+from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -60,6 +61,28 @@ def kill_everything(stack, redis) -> None:
         stack.kill_worker(name)
     stack.kill_simulator()
     redis.stop()
+    wait_until_the_killed_sessions_are_done()
+
+
+def wait_until_the_killed_sessions_are_done(timeout: float = 60) -> None:
+    """Wait until no other session of the test database is at work (PostgreSQL).
+
+    A killed worker's server session still finishes a COMMIT it had received: what the test then reads as
+    accepted must include it. On SQLite a killed worker's writes were done, or not, when it died.
+    """
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state <> 'idle'"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        assert time.monotonic() < deadline, "a killed worker's database session is still at work"
+        time.sleep(0.02)
 
 
 def start_everything(stack, redis) -> None:
