@@ -13,6 +13,7 @@ from campaigns.services import (
     campaign_allowed_actions,
     campaign_content_hash,
     sender_warning,
+    text_warning,
 )
 from operators.api_broadcast import AwareDateTimeField, BroadcastRunSerializer, CampaignBroadcastSerializer
 from smsblast import sms
@@ -313,13 +314,15 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
             help_text=(
                 "What is accepted but worth a second look, by field; empty when nothing is. `sender`: the sender ID "
                 "is longer than the 11 characters GSM handsets show, so it may appear cut short and the operator "
-                "may shorten it."
+                "may shorten it. `text`: the text holds characters that are not seen as they are sent (zero-width, "
+                "direction and control characters, look-alikes of letters and digits, blanks at either end), each "
+                "named with its code point and position."
             ),
         )
     )
     def get_warnings(self, campaign: Campaign) -> dict[str, str]:
-        warning = sender_warning(campaign.sender)
-        return {"sender": warning} if warning else {}
+        warnings = {"sender": sender_warning(campaign.sender), "text": text_warning(campaign.text)}
+        return {field: warning for field, warning in warnings.items() if warning}
 
     @extend_schema_field(CampaignBroadcastSerializer(allow_null=True))
     def get_broadcast(self, campaign: Campaign) -> dict | None:

@@ -135,6 +135,28 @@ def sender_warning(sender: str) -> str:
     )
 
 
+def text_warning(text: str) -> str:
+    """Return a warning naming the characters of the text not seen as they are sent, else an empty string."""
+    hidden = sms.hidden_characters(text or "")
+    if not hidden:
+        return ""
+    named = "; ".join(
+        f"{item.code_point} {item.name} at character {item.position + 1} ({_HIDDEN_KINDS[item.kind]})"
+        for item in hidden[:10]
+    )
+    more = f"; and {len(hidden) - 10} more" if len(hidden) > 10 else ""
+    return f"The text holds characters that are not seen as they are sent: {named}{more}."
+
+
+_HIDDEN_KINDS = {
+    sms.REORDERS: "reorders the text shown around it; submission refuses it",
+    sms.CONTROL: "a control character; submission refuses it",
+    sms.INVISIBLE: "shown by nothing, yet sent and counted",
+    sms.LOOK_ALIKE: "looks like a common letter or digit but is another",
+    sms.EDGE_BLANK: "a blank at the start or end, sent and counted",
+}
+
+
 def campaign_current_approval(campaign: Campaign) -> Approval | None:
     """Return the latest approval decision of the campaign that has not been voided, if any."""
     return campaign.approvals.filter(voided_at__isnull=True).select_related("approver").order_by("-id").first()

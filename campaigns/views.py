@@ -35,8 +35,9 @@ from operators.broadcasts import broadcast_estimate, broadcast_operators
 from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, AuditEvent, Role
 from smsblast.selectors import area_search_key
-from smsblast.sms import TextError, analyze
+from smsblast.sms import TextError, analyze, hidden_characters
 from smsblast.templatetags.svg import boundary_svg, line_chart_svg, series_colours
+from smsblast.templatetags.ui import sms_parts_marked
 
 Status = Campaign.Status
 Delivery = DeliveryModel.Status
@@ -480,6 +481,8 @@ def _campaign_context(campaign: Campaign, *, user) -> dict:
         analysis = analyze(campaign.text)
     except TextError:
         analysis = None
+    # What a page would show as nothing or as another character is marked where it stands, and listed.
+    hidden_chars = hidden_characters(campaign.text) if analysis else []
     areas = list(Area.objects.filter(code__in=campaign.area_codes or []))
     shapes = [(area.name, area.boundary) for area in areas]
     if campaign.polygon:
@@ -489,6 +492,8 @@ def _campaign_context(campaign: Campaign, *, user) -> dict:
     return {
         "campaign": campaign,
         "analysis": analysis,
+        "shown_parts": sms_parts_marked(campaign.text, analysis.parts, hidden_chars) if analysis else [],
+        "hidden_chars": hidden_chars,
         "areas": areas,
         "map_svg": boundary_svg(shapes, title=_("Map of the chosen areas")),
         # An area broadcast reaches handsets, not subscribers, and spends no SMS: its operators and reach instead.

@@ -8,7 +8,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from campaigns.services import SENDER_MAX_LENGTH, sender_warning
+from campaigns.services import SENDER_MAX_LENGTH, sender_warning, text_warning
 from smsblast import sms
 from smsblast.errors import ServiceInvalid
 from smsblast.roles import IsStaffRole
@@ -103,7 +103,9 @@ TEXT_ANALYZE_RESULT = inline_serializer(
             help_text=(
                 "What is accepted but worth a second look, by field; empty when nothing is. `sender`: the sender ID "
                 "is longer than the 11 characters GSM handsets show, so it may appear cut short and the operator "
-                "may shorten it."
+                "may shorten it. `text`: the text holds characters that are not seen as they are sent (zero-width, "
+                "direction and control characters, look-alikes of letters and digits, blanks at either end), each "
+                "named with its code point and position."
             ),
         ),
     },
@@ -125,5 +127,5 @@ class TextAnalyzeView(APIView):
             analysis = sms.analyze(data["text"])
         except sms.TextError as exc:
             raise ServiceInvalid(str(exc), {"text": str(exc)}) from exc
-        warning = sender_warning(data.get("sender", "").strip())
-        return Response({**analysis.as_dict(), "warnings": {"sender": warning} if warning else {}})
+        warnings = {"sender": sender_warning(data.get("sender", "").strip()), "text": text_warning(data["text"])}
+        return Response({**analysis.as_dict(), "warnings": {field: text for field, text in warnings.items() if text}})

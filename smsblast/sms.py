@@ -237,3 +237,148 @@ def _gsm7_replacement(char: str) -> str | None:
     if base and base != char and is_gsm7(base):
         return base
     return None
+
+
+# --- characters a reader of the text cannot see as they are ---------------------------------
+#
+# An approver approves the text a page shows, and handsets show the same characters their own way: whatever a
+# page draws as nothing, or as another character, lets an author make the approver read a different text, number
+# or link than the one handsets show. Each such character is named by its kind, so the pages can mark it in
+# place and say why, and submission can refuse the kinds that have no use in an SMS.
+
+# Embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) reorder the text shown around them, and a
+# browser and each handset apply them differently: "1 ‮0001" may read 1000 or 0001. An SMS, even one in a
+# right-to-left script, needs none of them (handsets order such text themselves), so submission refuses them.
+REORDERS = "reorders"
+# C0 and C1 control characters other than the line breaks, tab and form feed GSM 03.38 knows: handsets show
+# nothing or a box, and no text typed or pasted for people holds them, so submission refuses them too.
+CONTROL = "control"
+# Zero-width and other format characters, and characters that draw a blank: sent and counted, shown by nothing,
+# and able to split a word, number or link so that it is no longer recognised. Pasted text often carries them,
+# the suggestion removes the common ones, and the direction marks (U+200E, U+200F, U+061C) have a use in
+# right-to-left text, so they are marked rather than refused.
+INVISIBLE = "invisible"
+# A letter or digit of another script, or a styled form of an ASCII one, that looks like a common Latin letter or
+# digit: "blitаrkab.go.id" with a Cyrillic "а" is another domain.
+LOOK_ALIKE = "look_alike"
+# Blanks at the start or end of the text: not seen, yet sent and counted.
+EDGE_BLANK = "edge_blank"
+
+# The kinds submission refuses; the others are marked where the text is shown.
+REFUSED_KINDS = (REORDERS, CONTROL)
+
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Control characters that are text: line feed, carriage return, tab and form feed (a GSM-7 extension).
+_TEXT_CONTROLS = frozenset("\n\r\t\f")
+# Not format characters, yet they draw nothing: Hangul fillers, the braille blank, the combining grapheme joiner
+# and the Mongolian vowel separator.
+_BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u180e")
+_ZERO_WIDTH_JOINER = "\u200d"
+_BLACK_FLAG = "\U0001f3f4"
+
+
+@dataclass(frozen=True)
+class HiddenChar:
+    """A character of the text that a reader cannot see as it is, and why (its ``kind``).
+
+    ``position`` is the index in the Python string; ``code_point`` is written "U+202E".
+    """
+
+    char: str
+    position: int
+    code_point: str
+    name: str
+    kind: str
+
+
+def hidden_characters(text: str) -> list[HiddenChar]:
+    """Return the characters of the text that a page would show as nothing or as another character, in order.
+
+    A zero-width joiner inside an emoji sequence, a variation selector after an emoji and the tags of a flag are
+    part of the emoji a handset draws, and a no-break space is a space: none of them is returned.
+    """
+    stripped = text.strip()
+    lead = len(text) - len(text.lstrip())
+    trail = len(stripped) + lead if stripped else 0
+    hidden = []
+    for position, char in enumerate(text):
+        kind = _hidden_kind(text, position)
+        if kind is None and (position < lead or position >= trail):
+            kind = EDGE_BLANK
+        if kind is not None:
+            code_point = f"U+{ord(char):04X}"
+            name = _char_name(char)
+            if name == code_point:  # a control character without a name of its own
+                name = "CONTROL CHARACTER" if kind == CONTROL else "UNNAMED CHARACTER"
+            hidden.append(HiddenChar(char=char, position=position, code_point=code_point, name=name, kind=kind))
+    return hidden
+
+
+def _hidden_kind(text: str, position: int) -> str | None:
+    char = text[position]
+    if char in _BIDI_CONTROLS:
+        return REORDERS
+    category = unicodedata.category(char)
+    if category == "Cc":
+        return None if char in _TEXT_CONTROLS - {"\f"} else (INVISIBLE if char == "\f" else CONTROL)
+    if char == _ZERO_WIDTH_JOINER and _joins_emoji(text, position):
+        return None
+    if 0xE0020 <= ord(char) <= 0xE007F and _in_flag_tags(text, position):
+        return None
+    if 0xFE00 <= ord(char) <= 0xFE0F or 0xE0100 <= ord(char) <= 0xE01EF:
+        before = text[position - 1] if position else ""
+        return None if before and (_is_pictographic(before) or before in "0123456789#*") else INVISIBLE
+    if category in ("Cf", "Zl", "Zp") or char in _BLANK_GLYPHS:
+        return INVISIBLE
+    if category[0] in "LN" and not char.isascii() and _looks_like_ascii(text, position):
+        return LOOK_ALIKE
+    return None
+
+
+def _looks_like_ascii(text: str, position: int) -> bool:
+    char = text[position]
+    if unicodedata.category(char) == "Nd":
+        # A digit of another script (Arabic-Indic "١") reads as a digit but is not the one a number needs.
+        return True
+    folded = unicodedata.normalize("NFKC", char)
+    if folded != char and folded.isascii() and folded.isalnum():
+        # Fullwidth, mathematical and other styled forms of ASCII letters and digits.
+        return True
+    name = _char_name(char)
+    if name.startswith(("LATIN ", "U+")):
+        return False
+    # A letter of another script among Latin letters of the same word: "Vаksin" with a Cyrillic "а".
+    start = end = position
+    while start > 0 and text[start - 1].isalnum():
+        start -= 1
+    while end < len(text) and text[end].isalnum():
+        end += 1
+    return any(letter.isascii() for letter in text[start:end] if letter.isalpha())
+
+
+def _is_pictographic(char: str) -> bool:
+    code = ord(char)
+    return (
+        code >= 0x1F000
+        or 0x2190 <= code <= 0x21FF
+        or 0x2300 <= code <= 0x27BF
+        or 0x2B00 <= code <= 0x2BFF
+        or char in "\u00a9\u00ae\u203c\u2049\u2122\u2139"
+    )
+
+
+def _joins_emoji(text: str, position: int) -> bool:
+    """Return whether a zero-width joiner stands between two emoji ("👨‍👩‍👧", "🏳️‍🌈")."""
+    before = position - 1
+    while before >= 0 and (0xFE00 <= ord(text[before]) <= 0xFE0F or 0x1F3FB <= ord(text[before]) <= 0x1F3FF):
+        before -= 1
+    after = position + 1
+    return before >= 0 and after < len(text) and _is_pictographic(text[before]) and _is_pictographic(text[after])
+
+
+def _in_flag_tags(text: str, position: int) -> bool:
+    """Return whether a tag character belongs to a flag sequence (black flag, tags, cancel tag)."""
+    start = position
+    while start > 0 and 0xE0020 <= ord(text[start - 1]) <= 0xE007F:
+        start -= 1
+    return start > 0 and text[start - 1] == _BLACK_FLAG

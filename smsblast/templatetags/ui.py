@@ -6,14 +6,15 @@ from datetime import datetime
 from django import template
 from django.utils import dateformat
 from django.utils.formats import number_format
-from django.utils.safestring import mark_safe
+from django.utils.html import escape, format_html
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 
 from campaigns.models import Campaign
 from campaigns.scheduling import Zone, zone_for_area_code
 from campaigns.selectors import campaign_zone
 from operators import broadcasts
-from smsblast import services
+from smsblast import services, sms
 from smsblast.templatetags.svg import boundary_svg
 
 register = template.Library()
@@ -275,6 +276,59 @@ def broadcast_error_label(error: str) -> str:
 def status_label(status: str | None) -> str:
     """Return a campaign, run, delivery or operator state in the user's language."""
     return _label(STATUS_LABELS, status)
+
+
+# Why a marked character of an SMS text matters (see smsblast.sms.hidden_characters).
+HIDDEN_KIND_LABELS = {
+    sms.REORDERS: _(
+        "reorders the text shown around it, so a screen and a handset may read differently; submission refuses it"
+    ),
+    sms.CONTROL: _("a control character, which handsets show as nothing or a box; submission refuses it"),
+    sms.INVISIBLE: _("shown by nothing, yet sent and counted; it can split a word, number or link"),
+    sms.LOOK_ALIKE: _("looks like a common letter or digit but is another: a link or number with it leads elsewhere"),
+    sms.EDGE_BLANK: _("a blank at the start or end of the text: not seen, yet sent and counted"),
+}
+
+
+@register.filter
+def hidden_kind_label(kind: str) -> str:
+    """Return why a marked character of an SMS text matters, in the user's language."""
+    return _label(HIDDEN_KIND_LABELS, kind)
+
+
+def sms_parts_marked(text: str, parts: list[str], hidden: list[sms.HiddenChar]) -> list[SafeString]:
+    """Return the parts of an SMS text as HTML in which every hidden character is marked with its code point.
+
+    A character drawn as nothing, or one that reorders the text around it, is replaced by its marker, so that
+    the page shows the characters in the order they are sent; a look-alike and a blank at either end keep their
+    place beside theirs. The marker's name is read out by screen readers.
+    """
+    by_position = {item.position: item for item in hidden}
+    shown, start = [], 0
+    for part in parts:
+        pieces = []
+        for offset, char in enumerate(part):
+            item = by_position.get(start + offset)
+            if item is None:
+                pieces.append(escape(char))
+                continue
+            marker = format_html(
+                '<mark class="hidden-char" data-hidden-char="{}" title="{}">[{}]'
+                '<span class="visually-hidden"> {}</span></mark>',
+                item.code_point,
+                item.name,
+                item.code_point,
+                item.name,
+            )
+            if item.kind == sms.LOOK_ALIKE:
+                pieces.append(escape(char) + marker)
+            elif item.kind == sms.EDGE_BLANK:
+                pieces.append(marker + escape(char))
+            else:
+                pieces.append(marker)
+        shown.append(mark_safe("".join(pieces)))  # noqa: S308 -- every character escaped above
+        start += len(part)
+    return shown
 
 
 @register.filter

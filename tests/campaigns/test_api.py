@@ -638,3 +638,18 @@ def test_copy_answers_201_with_a_new_draft_and_is_refused_to_approvers_and_other
     body = response.json()
     assert (body["status"], body["text"], body["id"] != source.pk) == ("draft", source.text, True)
     assert Campaign.objects.count() == 2
+
+
+def test_the_detail_names_each_character_not_seen_as_it_is_sent(author, api_client_for):
+    client = api_client_for(author)
+    text = "Transfer Rp 1\u202e0001 ke blit\u0430rkab.go.id\u200b"
+    created = client.post("/api/v1/campaigns/", {**DRAFT_BODY, "text": text}, format="json")
+    assert created.status_code == 201, created.content
+    detail = client.get(f"/api/v1/campaigns/{created.json()['id']}/").json()
+    warning = detail["warnings"]["text"]
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE at character 14" in warning
+    assert "U+0430 CYRILLIC SMALL LETTER A at character 27" in warning
+    assert "U+200B ZERO WIDTH SPACE at character 38" in warning
+    analyzed = client.post("/api/v1/sms/analyze/", {"text": text}, format="json").json()
+    assert analyzed["warnings"]["text"] == warning
+    assert client.post("/api/v1/campaigns/", DRAFT_BODY, format="json").json()["warnings"] == {}

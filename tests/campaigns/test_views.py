@@ -1785,3 +1785,33 @@ def test_a_broadcast_limited_to_operators_made_targeted_on_the_edit_page_says_it
     assert "semua operator" in page.split("tidak lagi terbatas", 1)[1].split("</li>", 1)[0]
     again = client_for(officer_user).post(edit, compose_data(text="Teks baru."), follow=True).content.decode()
     assert "tidak lagi terbatas" not in again
+
+
+def test_review_and_campaign_pages_mark_every_character_not_seen_as_it_is_sent(areas, officer_user, approver_user):
+    """A reordering override, a zero-width space, a Cyrillic look-alike and a trailing blank each show their code
+    point where they stand and are listed with why; the override no longer reorders the page's own text."""
+    text = "Transfer Rp 1\u202e0001 ke blit\u0430rkab.go.id\u200b "
+    campaign = CampaignFactory(
+        author=officer_user, area_codes=["35.05"], text=text, status=Campaign.Status.PENDING_APPROVAL
+    )
+    for user, page in ((approver_user, "campaigns:review"), (officer_user, "campaigns:detail")):
+        body = client_for(user).get(reverse(page, args=[campaign.pk])).content.decode()
+        bubble = re.search(r'<div class="bubble">(.*?)</div>', body, re.S).group(1)
+        assert "\u202e" not in bubble and "\u200b" not in bubble
+        for code, name in (
+            ("U+202E", "RIGHT-TO-LEFT OVERRIDE"),
+            ("U+0430", "CYRILLIC SMALL LETTER A"),
+            ("U+200B", "ZERO WIDTH SPACE"),
+            ("U+0020", "SPACE"),
+        ):
+            assert f'[{code}]<span class="visually-hidden"> {name}</span></mark>' in bubble
+        listed = re.search(r"<div class=\"msg warning\" data-hidden-chars role=\"status\">(.*?)</div>", body, re.S)
+        assert "<code>U+202E</code> RIGHT-TO-LEFT OVERRIDE, karakter 14" in listed.group(1)
+        assert "<code>U+0430</code> CYRILLIC SMALL LETTER A, karakter 27" in listed.group(1)
+
+
+def test_pages_of_a_plain_text_mark_nothing(pending, officer_user, approver_user):
+    for user, page in ((approver_user, "campaigns:review"), (officer_user, "campaigns:detail")):
+        body = client_for(user).get(reverse(page, args=[pending.pk])).content.decode()
+        assert "hidden-char" not in body and "data-hidden-chars" not in body
+        assert pending.text in body

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from smsblast import sms
 from smsblast.sms import (
     MAX_SEGMENTS,
     Analysis,
@@ -399,3 +400,44 @@ def test_content_cost_is_segments_times_recipients_times_tariff(segments, recipi
 def test_negative_content_cost_inputs_are_refused():
     with pytest.raises(ValueError):
         content_cost(-1, 10, 350)
+
+
+# --- characters a reader cannot see as they are ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Vaksin\u200bgratis", [("U+200B", sms.INVISIBLE)]),
+        ("Rp 1 \u202e0001", [("U+202E", sms.REORDERS)]),
+        ("Rp \u20661000\u2069", [("U+2066", sms.REORDERS), ("U+2069", sms.REORDERS)]),
+        ("Bayar\x07 sekarang", [("U+0007", sms.CONTROL)]),
+        ("kunjungi blit\u0430rkab.go.id", [("U+0430", sms.LOOK_ALIKE)]),  # a Cyrillic "а"
+        ("hubungi \u0661\u0662", [("U+0661", sms.LOOK_ALIKE), ("U+0662", sms.LOOK_ALIKE)]),  # Arabic-Indic digits
+        ("\uff48\uff54", [("U+FF48", sms.LOOK_ALIKE), ("U+FF54", sms.LOOK_ALIKE)]),  # fullwidth "ht"
+        ("a\u2060b\ufeffc\u00add", [("U+2060", sms.INVISIBLE), ("U+FEFF", sms.INVISIBLE), ("U+00AD", sms.INVISIBLE)]),
+        ("baris\u2028baru", [("U+2028", sms.INVISIBLE)]),
+        ("a\u200db", [("U+200D", sms.INVISIBLE)]),
+        (" Halo  \n", [("U+0020", sms.EDGE_BLANK), ("U+0020", sms.EDGE_BLANK), ("U+0020", sms.EDGE_BLANK),
+                      ("U+000A", sms.EDGE_BLANK)]),
+    ],
+)  # fmt: skip
+def test_characters_not_seen_as_they_are_sent_are_named_by_kind(text, expected):
+    assert [(item.code_point, item.kind) for item in sms.hidden_characters(text)] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Tetap pakai masker.\nJaga jarak.",
+        "Harga\u00a0Rp 10.000",  # a no-break space is a space
+        "Keluarga \U0001f468\u200d\U0001f469\u200d\U0001f467 sehat \u2764\ufe0f",  # joiner and selector of emoji
+        "\U0001f3f3\ufe0f\u200d\U0001f308",
+        "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",  # a flag's tags
+        "Москва и Δ",  # another script on its own, not among Latin letters
+        "kolom\tkedua",
+        "café ı",
+    ],
+)
+def test_text_people_write_has_nothing_hidden(text):
+    assert sms.hidden_characters(text) == []
