@@ -98,6 +98,8 @@ MAX_AREA_CODES = 500
 AUDIENCE_FILTERS = frozenset({"languages", "operators"})
 # Broadcast windows outside these years are typing errors; year 1 in WIB is not even storable in UTC.
 MIN_YEAR, MAX_YEAR = 2000, 9998
+# How the refusal of direction overrides and control characters in a text reads; the web UI recognises it.
+REFUSED_CHARACTERS_PHRASE = "reorder the text shown or that handsets do not show"
 _STATUS_LABELS = {value: value.replace("_", " ") for value in Status.values}
 
 
@@ -922,6 +924,18 @@ def _check_complete(campaign: Campaign) -> None:
         sms.analyze(campaign.text)
     except sms.TextError as exc:
         errors["text"] = str(exc)
+    else:
+        # Direction overrides and control characters have no use in an SMS, and what they do differs between the
+        # approver's screen and each handset (see smsblast.sms): approving such a text is approving an unknown one.
+        refused = [item for item in sms.hidden_characters(campaign.text) if item.kind in sms.REFUSED_KINDS]
+        if refused:
+            named = ", ".join(
+                f"{item.code_point} {item.name} at character {item.position + 1}" for item in refused[:10]
+            )
+            errors["text"] = (
+                f"The text holds characters that {REFUSED_CHARACTERS_PHRASE} ({named}), so an approver and handsets "
+                "could read different text. Remove them."
+            )
     if not SENDER_RE.match(campaign.sender or ""):
         errors["sender"] = (
             f"A sender ID of 1 to {SENDER_MAX_LENGTH} letters, digits, spaces, dots or hyphens "

@@ -131,6 +131,12 @@ def service_error_message(error: ServiceError, action: str = "") -> str:
             "The schedule has no send time after now. Edit it to a later time; the changed campaign needs "
             "approving again."
         )
+    if isinstance(error, ServiceInvalid) and services.REFUSED_CHARACTERS_PHRASE in error.errors.get("text", ""):
+        return _(
+            "The text holds characters that reorder the text shown or that handsets do not show, marked with their "
+            "code points on the campaign page: the approver and handsets could read different text. Edit the text "
+            "to remove them, then submit again."
+        )
     if isinstance(error, ServiceInvalid) and error.errors:
         fields = ", ".join(sorted(str(FIELD_LABELS.get(name, name)) for name in error.errors))
         return _("Some fields are missing or wrong (%(fields)s). Edit the campaign and try again.") % {"fields": fields}

@@ -259,6 +259,33 @@ def test_submit_refuses_an_incomplete_campaign(officer, areas, fields, field):
     assert campaign.status == Status.DRAFT
 
 
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("Transfer Rp 1\u202e0001 ke rekening dinas", "U+202E RIGHT-TO-LEFT OVERRIDE at character 14"),
+        ("Hubungi \u20660812\u2069 sekarang", "U+2066 LEFT-TO-RIGHT ISOLATE at character 9"),
+        ("Bayar\x07 sekarang", "U+0007 CONTROL CHARACTER at character 6"),
+    ],
+)
+def test_submit_refuses_a_text_with_direction_overrides_or_control_characters_naming_them(officer, areas, text, named):
+    """An approver's screen and each handset apply these differently, so no one can approve what handsets show."""
+    campaign = CampaignFactory(author=officer, text=text)
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_submit(campaign=campaign, actor=officer)
+    assert named in refused.value.errors["text"]
+    campaign.refresh_from_db()
+    assert campaign.status == Status.DRAFT
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Harga\u00a0Rp 10.000 \U0001f468\u200d\U0001f469\u200d\U0001f467", "Jaga jarak\u200b, pakai masker.\tYa"],
+)
+def test_submit_accepts_no_break_spaces_emoji_and_marked_invisible_characters(officer, areas, text):
+    campaign = CampaignFactory(author=officer, text=text)
+    assert campaign_submit(campaign=campaign, actor=officer).status == Status.PENDING_APPROVAL
+
+
 def test_submit_refuses_a_targeted_exercise_which_would_reach_real_subscribers(officer, areas):
     campaign = CampaignFactory(author=officer, mode="targeted", exercise=True)
     with pytest.raises(ServiceInvalid) as refused:
