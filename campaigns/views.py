@@ -637,9 +637,26 @@ def campaign_review(request: HttpRequest, pk: int) -> HttpResponse:
             "can_decide": campaign.status == Status.PENDING_APPROVAL,
             "diff": _diff_against_rejection(campaign),
             "schedule_text": _schedule_lines(campaign),
+            "also_approved": _also_approved(campaign),
         }
     )
     return render(request, "campaigns/review.html", context, status=status_code)
+
+
+def _also_approved(campaign: Campaign) -> list[tuple[str, str]]:
+    """Return the hashed fields the rest of the review page does not show, as (label, value) in words.
+
+    How long operators keep trying to deliver a targeted SMS travels with each batch, and the instruction and
+    alert fields head the CAP alert an approved campaign is exported as: the approval covers them too.
+    """
+    fields = ["validity_minutes"] if campaign.mode == Mode.TARGETED else []
+    fields.append("cap_category")
+    fields += [
+        field
+        for field in ("cap_event", "cap_urgency", "cap_severity", "cap_certainty", "instruction")
+        if getattr(campaign, field)
+    ]
+    return [(FIELD_LABELS[field], _snapshot_value(field, getattr(campaign, field), campaign, {})) for field in fields]
 
 
 def _diff_against_rejection(campaign: Campaign) -> dict | None:

@@ -1825,3 +1825,21 @@ def test_pages_of_a_plain_text_mark_nothing(pending, officer_user, approver_user
         body = client_for(user).get(reverse(page, args=[pending.pk])).content.decode()
         assert "hidden-char" not in body and "data-hidden-chars" not in body
         assert pending.text in body
+
+
+def test_review_page_shows_the_validity_and_the_alert_fields_the_approval_binds(areas, officer_user, approver_user):
+    """How long operators try to deliver, and the instruction and fields heading the CAP alert, are hashed."""
+    campaign = CampaignFactory(
+        author=officer_user,
+        area_codes=["35.05"],
+        validity_minutes=90,
+        instruction="Segera menuju titik evakuasi terdekat.",
+        cap_event="Banjir",
+        cap_severity="Severe",
+    )
+    campaign_submit(campaign=campaign, actor=officer_user)
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    facts = re.search(r"<dl class=\"facts\" data-also-approved>(.*?)</dl>", body, re.S).group(1)
+    assert "<dt>Berlaku selama</dt><dd>1 jam 30 menit</dd>" in facts
+    assert "<dd>Segera menuju titik evakuasi terdekat.</dd>" in facts
+    assert "<dd>Banjir</dd>" in facts and "<dd>Severe</dd>" in facts and "<dd>Health</dd>" in facts
