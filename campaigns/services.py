@@ -138,16 +138,26 @@ def sender_warning(sender: str) -> str:
 
 
 def text_warning(text: str) -> str:
-    """Return a warning naming the characters of the text not seen as they are sent, else an empty string."""
+    """Return a warning about what the text sends that a reader does not see as it is, else an empty string.
+
+    It names each hidden character (see smsblast.sms.hidden_characters) and the ASCII form of each domain the
+    text writes in letters outside ASCII.
+    """
     hidden = sms.hidden_characters(text or "")
-    if not hidden:
-        return ""
-    named = "; ".join(
-        f"{item.code_point} {item.name} at character {item.position + 1} ({_HIDDEN_KINDS[item.kind]})"
-        for item in hidden[:10]
-    )
-    more = f"; and {len(hidden) - 10} more" if len(hidden) > 10 else ""
-    return f"The text holds characters that are not seen as they are sent: {named}{more}."
+    hosts = sms.international_hosts(text or "")
+    warnings = []
+    if hidden:
+        named = "; ".join(
+            f"{item.code_point} {item.name} at character {item.position + 1} ({_HIDDEN_KINDS[item.kind]})"
+            for item in hidden[:10]
+        )
+        more = f"; and {len(hidden) - 10} more" if len(hidden) > 10 else ""
+        warnings.append(f"The text holds characters that are not seen as they are sent: {named}{more}.")
+    if hosts:
+        # A domain in letters outside ASCII can look like an ASCII one; its ASCII form tells them apart.
+        opened = "; ".join(f"{host.written} opens as {host.ascii}" for host in hosts)
+        warnings.append(f"The text links to a domain written with letters outside ASCII: {opened}.")
+    return " ".join(warnings)
 
 
 _HIDDEN_KINDS = {

@@ -35,7 +35,7 @@ from operators.broadcasts import broadcast_estimate, broadcast_operators
 from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, AuditEvent, Role
 from smsblast.selectors import area_search_key
-from smsblast.sms import TextError, analyze, hidden_characters
+from smsblast.sms import TextError, analyze, hidden_characters, international_hosts
 from smsblast.templatetags.svg import boundary_svg, line_chart_svg, series_colours
 from smsblast.templatetags.ui import sms_parts_marked
 
@@ -500,6 +500,7 @@ def _campaign_context(campaign: Campaign, *, user) -> dict:
         "analysis": analysis,
         "shown_parts": sms_parts_marked(campaign.text, analysis.parts, hidden_chars) if analysis else [],
         "hidden_chars": hidden_chars,
+        "link_hosts": international_hosts(campaign.text) if analysis else [],
         "areas": areas,
         "map_svg": boundary_svg(shapes, title=_("Map of the chosen areas")),
         # An area broadcast reaches handsets, not subscribers, and spends no SMS: its operators and reach instead.

@@ -105,7 +105,8 @@ TEXT_ANALYZE_RESULT = inline_serializer(
                 "is longer than the 11 characters GSM handsets show, so it may appear cut short and the operator "
                 "may shorten it. `text`: the text holds characters that are not seen as they are sent (zero-width, "
                 "direction and control characters, look-alikes of letters and digits, blanks at either end), each "
-                "named with its code point and position."
+                "named with its code point and position, or links to a domain in letters outside ASCII, named with "
+                "the ASCII form it opens as."
             ),
         ),
     },

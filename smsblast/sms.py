@@ -13,6 +13,7 @@ This module has no Django import so that the web UI, the API and the send
 pipeline can share it and its tests run without a database.
 """
 
+import re
 import unicodedata
 from dataclasses import asdict, dataclass
 
@@ -382,3 +383,39 @@ def _in_flag_tags(text: str, position: int) -> bool:
     while start > 0 and 0xE0020 <= ord(text[start - 1]) <= 0xE007F:
         start -= 1
     return start > 0 and text[start - 1] == _BLACK_FLAG
+
+
+# A host name as a text writes a link, in letters of any script: "blitarkab.go.id", "https://covid19.go.id/vaksin".
+_HOST_RE = re.compile(r"(?<![\w@.-])(?:https?://)?((?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_]{2,})(?![\w-])")
+
+
+@dataclass(frozen=True)
+class LinkHost:
+    """A host name of the text written with letters outside ASCII, and the ASCII form (punycode) it resolves as."""
+
+    written: str
+    ascii: str
+
+
+def international_hosts(text: str) -> list[LinkHost]:
+    """Return each host name the text writes with letters outside ASCII, once, with the form it resolves as.
+
+    Such a host can look like an ASCII one ("blitаrkab.go.id" with a Cyrillic "а" is xn--blitrkab-46g.go.id),
+    so a reader needs the form that is told apart.
+    """
+    hosts = []
+    for match in _HOST_RE.finditer(text):
+        written = match.group(1)
+        if written.isascii():
+            continue
+        try:
+            ascii_form = written.encode("idna").decode("ascii")
+        except UnicodeError:  # a label IDNA 2003 refuses: its punycode still tells it apart
+            ascii_form = ".".join(
+                label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
+                for label in written.split(".")
+            )
+        host = LinkHost(written=written, ascii=ascii_form.lower())
+        if host not in hosts:
+            hosts.append(host)
+    return hosts

@@ -653,3 +653,9 @@ def test_the_detail_names_each_character_not_seen_as_it_is_sent(author, api_clie
     analyzed = client.post("/api/v1/sms/analyze/", {"text": text}, format="json").json()
     assert analyzed["warnings"]["text"] == warning
     assert client.post("/api/v1/campaigns/", DRAFT_BODY, format="json").json()["warnings"] == {}
+
+
+def test_the_detail_gives_a_domain_in_letters_outside_ascii_the_form_handsets_open(author, api_client_for):
+    client = api_client_for(author)
+    created = client.post("/api/v1/campaigns/", {**DRAFT_BODY, "text": "Di \u0430\u0441\u0435.com"}, format="json")
+    assert "\u0430\u0441\u0435.com opens as xn--80ak9a.com" in created.json()["warnings"]["text"]

@@ -1843,3 +1843,12 @@ def test_review_page_shows_the_validity_and_the_alert_fields_the_approval_binds(
     assert "<dt>Berlaku selama</dt><dd>1 jam 30 menit</dd>" in facts
     assert "<dd>Segera menuju titik evakuasi terdekat.</dd>" in facts
     assert "<dd>Banjir</dd>" in facts and "<dd>Severe</dd>" in facts and "<dd>Health</dd>" in facts
+
+
+def test_review_page_gives_a_domain_in_letters_outside_ascii_the_form_handsets_open(areas, officer_user, approver_user):
+    """An all-Cyrillic "асе.com" has no Latin letter beside it to look alike with, yet is not ace.com."""
+    campaign = CampaignFactory(author=officer_user, area_codes=["35.05"], text="Daftar di \u0430\u0441\u0435.com")
+    campaign_submit(campaign=campaign, actor=officer_user)
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    hosts = re.search(r'<div class="msg warning" data-link-hosts role="status">(.*?)</div>', body, re.S).group(1)
+    assert "\u0430\u0441\u0435.com dibuka sebagai xn--80ak9a.com" in hosts

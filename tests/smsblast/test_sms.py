@@ -441,3 +441,12 @@ def test_characters_not_seen_as_they_are_sent_are_named_by_kind(text, expected):
 )
 def test_text_people_write_has_nothing_hidden(text):
     assert sms.hidden_characters(text) == []
+
+
+def test_a_domain_in_letters_outside_ascii_is_named_with_the_ascii_form_it_opens_as():
+    text = "Daftar di https://blit\u0430rkab.go.id/vaksin atau m\u00fcnchen.de, info covid19.go.id. Jam 10.00 WIB."
+    assert [(host.written, host.ascii) for host in sms.international_hosts(text)] == [
+        ("blit\u0430rkab.go.id", "xn--blitrkab-46g.go.id"),
+        ("m\u00fcnchen.de", "xn--mnchen-3ya.de"),
+    ]
+    assert sms.international_hosts("Info covid19.go.id, Rp 10.000, S.Pd.") == []
