@@ -275,6 +275,8 @@ _TEXT_CONTROLS = frozenset("\n\r\t\f")
 # and the Mongolian vowel separator.
 _BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u180e")
 _ZERO_WIDTH_JOINER = "\u200d"
+_WORD_RE = re.compile(r"[^\W_]+")
+_ASCII_LETTER_RE = re.compile(r"[A-Za-z]")
 _BLACK_FLAG = "\U0001f3f4"
 
 
@@ -301,9 +303,14 @@ def hidden_characters(text: str) -> list[HiddenChar]:
     stripped = text.strip()
     lead = len(text) - len(text.lstrip())
     trail = len(stripped) + lead if stripped else 0
+    # Each word is looked at once, so that a long text costs time in proportion to its length.
+    in_latin_word = [False] * len(text)
+    for word in _WORD_RE.finditer(text):
+        if _ASCII_LETTER_RE.search(word.group()):
+            in_latin_word[word.start() : word.end()] = [True] * (word.end() - word.start())
     hidden = []
     for position, char in enumerate(text):
-        kind = _hidden_kind(text, position)
+        kind = _hidden_kind(text, position, in_latin_word=in_latin_word[position])
         if kind is None and (position < lead or position >= trail):
             kind = EDGE_BLANK
         if kind is not None:
@@ -315,7 +322,7 @@ def hidden_characters(text: str) -> list[HiddenChar]:
     return hidden
 
 
-def _hidden_kind(text: str, position: int) -> str | None:
+def _hidden_kind(text: str, position: int, *, in_latin_word: bool) -> str | None:
     char = text[position]
     if char in _BIDI_CONTROLS:
         return REORDERS
@@ -331,13 +338,12 @@ def _hidden_kind(text: str, position: int) -> str | None:
         return None if before and (_is_pictographic(before) or before in "0123456789#*") else INVISIBLE
     if category in ("Cf", "Zl", "Zp") or char in _BLANK_GLYPHS:
         return INVISIBLE
-    if category[0] in "LN" and not char.isascii() and _looks_like_ascii(text, position):
+    if category[0] in "LN" and not char.isascii() and _looks_like_ascii(char, in_latin_word=in_latin_word):
         return LOOK_ALIKE
     return None
 
 
-def _looks_like_ascii(text: str, position: int) -> bool:
-    char = text[position]
+def _looks_like_ascii(char: str, *, in_latin_word: bool) -> bool:
     if unicodedata.category(char) == "Nd":
         # A digit of another script (Arabic-Indic "١") reads as a digit but is not the one a number needs.
         return True
@@ -349,12 +355,7 @@ def _looks_like_ascii(text: str, position: int) -> bool:
     if name.startswith(("LATIN ", "U+")):
         return False
     # A letter of another script among Latin letters of the same word: "Vаksin" with a Cyrillic "а".
-    start = end = position
-    while start > 0 and text[start - 1].isalnum():
-        start -= 1
-    while end < len(text) and text[end].isalnum():
-        end += 1
-    return any(letter.isascii() for letter in text[start:end] if letter.isalpha())
+    return in_latin_word
 
 
 def _is_pictographic(char: str) -> bool:

@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 
@@ -450,3 +451,11 @@ def test_a_domain_in_letters_outside_ascii_is_named_with_the_ascii_form_it_opens
         ("m\u00fcnchen.de", "xn--mnchen-3ya.de"),
     ]
     assert sms.international_hosts("Info covid19.go.id, Rp 10.000, S.Pd.") == []
+
+
+def test_looking_for_hidden_characters_in_the_longest_text_the_api_takes_is_quick():
+    """The campaign page and API detail look at the whole text; one long word must not cost time squared."""
+    text = "a" + "\u0430" * 4999
+    started = time.perf_counter()
+    assert len(sms.hidden_characters(text)) == 4999
+    assert time.perf_counter() - started < 0.5
