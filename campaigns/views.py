@@ -19,6 +19,7 @@ from django.db.models.functions import Length
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import dateformat
+from django.utils.html import escape
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_POST
@@ -674,7 +675,10 @@ def _diff_against_rejection(campaign: Campaign) -> dict | None:
         if line.startswith(("---", "+++", "@@")):
             continue
         kind = "add" if line.startswith("+") else "del" if line.startswith("-") else ""
-        lines.append((kind, line))
+        # Marked as the message is, so that a line changed only by a zero-width character shows what changed.
+        # The first character is the diff's own "+", "-" or " ".
+        value = line[1:]
+        lines.append((kind, escape(line[:1]) + sms_parts_marked(value, [value], hidden_characters(value))[0]))
     return {"rejection": rejection, "lines": lines}
 
 

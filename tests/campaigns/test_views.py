@@ -1852,3 +1852,14 @@ def test_review_page_gives_a_domain_in_letters_outside_ascii_the_form_handsets_o
     body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
     hosts = re.search(r'<div class="msg warning" data-link-hosts role="status">(.*?)</div>', body, re.S).group(1)
     assert "\u0430\u0441\u0435.com dibuka sebagai xn--80ak9a.com" in hosts
+
+
+def test_the_diff_since_the_rejection_marks_a_change_made_only_with_a_zero_width_character(
+    pending, approver_user, officer_user
+):
+    campaign_reject(campaign=pending, approver=approver_user, reason="Periksa lagi.")
+    campaign_update(campaign=pending, actor=officer_user, data={"text": pending.text.replace(" ", " \u200b", 1)})
+    campaign_submit(campaign=pending, actor=officer_user)
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[pending.pk])).content.decode()
+    added = re.search(r'<span class="add">\+Isi pesan: (.*?)</span>\n?<', body, re.S)
+    assert added and 'data-hidden-char="U+200B"' in added.group(1)
