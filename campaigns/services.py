@@ -927,6 +927,12 @@ def _schedule_checked(schedule: dict, area_codes, polygon) -> dict:
     return normalized
 
 
+def _refused_characters(value: str) -> str:
+    """Name the direction overrides and control characters in value (at most ten), or return "" when it has none."""
+    refused = [item for item in sms.hidden_characters(value or "") if item.kind in sms.REFUSED_KINDS]
+    return ", ".join(f"{item.code_point} {item.name} at character {item.position + 1}" for item in refused[:10])
+
+
 def _check_complete(campaign: Campaign) -> None:
     """Raise ServiceInvalid unless the campaign has everything a reviewer needs and a run can send."""
     errors: dict[str, str] = {}
@@ -937,15 +943,19 @@ def _check_complete(campaign: Campaign) -> None:
     else:
         # Direction overrides and control characters have no use in an SMS, and what they do differs between the
         # approver's screen and each handset (see smsblast.sms): approving such a text is approving an unknown one.
-        refused = [item for item in sms.hidden_characters(campaign.text) if item.kind in sms.REFUSED_KINDS]
+        refused = _refused_characters(campaign.text)
         if refused:
-            named = ", ".join(
-                f"{item.code_point} {item.name} at character {item.position + 1}" for item in refused[:10]
-            )
             errors["text"] = (
-                f"The text holds characters that {REFUSED_CHARACTERS_PHRASE} ({named}), so an approver and handsets "
+                f"The text holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so an approver and handsets "
                 "could read different text. Remove them."
             )
+    # The title heads the review page and the approver's email and travels with every batch: the same holds.
+    refused = _refused_characters(campaign.title)
+    if refused:
+        errors["title"] = (
+            f"The title holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so an approver could read a "
+            "different title. Remove them."
+        )
     if not SENDER_RE.match(campaign.sender or ""):
         errors["sender"] = (
             f"A sender ID of 1 to {SENDER_MAX_LENGTH} letters, digits, spaces, dots or hyphens "

@@ -132,6 +132,11 @@ def service_error_message(error: ServiceError, action: str = "") -> str:
             "The schedule has no send time after now. Edit it to a later time; the changed campaign needs "
             "approving again."
         )
+    if isinstance(error, ServiceInvalid) and services.REFUSED_CHARACTERS_PHRASE in error.errors.get("title", ""):
+        return _(
+            "The title holds characters that reorder the text shown or that handsets do not show: the approver "
+            "could read a different title. Edit the title to remove them, then submit again."
+        )
     if isinstance(error, ServiceInvalid) and services.REFUSED_CHARACTERS_PHRASE in error.errors.get("text", ""):
         return _(
             "The text holds characters that reorder the text shown or that handsets do not show, marked with their "

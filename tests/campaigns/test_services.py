@@ -277,6 +277,17 @@ def test_submit_refuses_a_text_with_direction_overrides_or_control_characters_na
     assert campaign.status == Status.DRAFT
 
 
+def test_submit_refuses_a_title_with_a_direction_override_naming_it(officer, areas):
+    # The title heads the review page and the approver's email: an override there reorders what the approver reads.
+    campaign = CampaignFactory(author=officer, title="Vaksin \u202egratis")
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_submit(campaign=campaign, actor=officer)
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE at character 8" in refused.value.errors["title"]
+    assert "text" not in refused.value.errors
+    campaign.refresh_from_db()
+    assert campaign.status == Status.DRAFT
+
+
 @pytest.mark.parametrize(
     "text",
     ["Harga\u00a0Rp 10.000 \U0001f468\u200d\U0001f469\u200d\U0001f467", "Jaga jarak\u200b, pakai masker.\tYa"],

@@ -562,6 +562,14 @@ def test_a_submit_refused_for_a_direction_override_says_so_in_the_users_language
     assert "[U+202E]" in body  # marked on the page the message sends the officer to
 
 
+def test_a_submit_refused_for_a_direction_override_in_the_title_says_so_in_the_users_language(officer_user, areas):
+    draft = CampaignFactory(author=officer_user, area_codes=["35.05"], title="Vaksin \u202egratis")
+    response = client_for(officer_user).post(reverse("campaigns:action", args=[draft.pk, "submit"]), follow=True)
+    draft.refresh_from_db()
+    assert draft.status == Campaign.Status.DRAFT
+    assert "Judul memuat karakter yang mengubah urutan teks yang tampil" in response.content.decode()
+
+
 def test_a_refused_submit_names_the_wrong_fields_by_their_labels_in_the_users_language(officer_user, areas):
     started = timezone.now() - timedelta(hours=1)
     draft = broadcast_campaign(
