@@ -108,8 +108,8 @@ class Reject:
 class FileRefused(ValueError):
     """The file cannot be imported at all; the message says why, for the person who uploaded it.
 
-    `code` names the reason (empty, workbook, not_text, not_utf8, no_number_column, no_rows) so pages can
-    say it in the user's language.
+    `code` names the reason (empty, workbook, not_text, not_utf8, header_too_long, no_number_column, no_rows) so
+    pages can say it in the user's language.
     """
 
     def __init__(self, message: str, code: str):
@@ -198,6 +198,12 @@ def inspect(path: Path) -> Layout:
     except UnicodeDecodeError:
         raise FileRefused("The file is not UTF-8 text. Save it as CSV (UTF-8) and upload that.", "not_utf8") from None
     lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < 2 and len(head) == SNIFF_BYTES:
+        raise FileRefused(
+            f"The file's first line is longer than {SNIFF_BYTES // 1024} KiB: it is not the header of a list of "
+            "numbers. Check that the file is the subscriber list, saved as CSV.",
+            "header_too_long",
+        )
     layout = layout_of(lines[0], encoding=encoding)
     if len(lines) < 2:
         raise FileRefused("The file has a header but no rows.", "no_rows")

@@ -42,6 +42,7 @@ def _upload_refusal(error: ServiceError) -> str:
         + " "
         + _("Name it one of: %(names)s.") % {"names": ", ".join(importer.COLUMN_ALIASES["number"][:5])},
         "no_rows": _("The file has a header row but no data."),
+        "header_too_long": _("The file's first line is longer than a header can be: it is not a list of numbers."),
     }
     if code == "not_stored":
         return _(

@@ -620,6 +620,10 @@ def test_the_subscriber_import_page_and_its_refusals_speak_indonesian(admin_clie
     assert "Ini buku kerja spreadsheet, bukan berkas CSV." in body
     assert "spreadsheet workbook" not in body
 
+    long_header = SimpleUploadedFile("nomor.csv", b"msisdn," + b"x" * (64 * 1024) + b"\n081234567890,a\n")
+    body = admin_client.post(url, {"file": long_header}).content.decode()
+    assert "Baris pertama berkas lebih panjang daripada yang mungkin untuk sebuah header" in body
+
 
 def test_the_subscriber_opt_out_action_reports_in_indonesian(admin_client):
     subscriber = SubscriberFactory()

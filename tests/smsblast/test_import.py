@@ -801,8 +801,10 @@ def test_rejected_file_keeps_a_name_outside_ascii_readable_in_a_spreadsheet(tmp_
         ("msisdn\n081234567890\nSiti Ã\n".encode("latin-1"), "not UTF-8"),
         (b"nama,kode_wilayah\nSiti,35.05\n", "no phone number column"),
         (b"msisdn,nama\n", "no rows"),
+        # Rows follow, but the first line alone fills the 64 KiB the header is read from.
+        (b"msisdn," + b"x" * (64 * 1024) + b"\n081234567890,a\n", "first line is longer than 64 KiB"),
     ],
-    ids=["empty", "only-bom", "xlsx", "binary", "latin-1", "no-number-column", "header-only"],
+    ids=["empty", "only-bom", "xlsx", "binary", "latin-1", "no-number-column", "header-only", "header-too-long"],
 )
 def test_upload_refuses_a_file_that_cannot_be_imported(api_client_for, officer, media_root, content, message):
     response = upload(api_client_for(officer), content)
