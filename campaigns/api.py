@@ -154,7 +154,16 @@ class CampaignViewSet(
         campaign = campaign_submit(campaign=self.get_object(), actor=request.user)
         return self.detail_response(campaign)
 
-    @extend_schema(request=ApproveSerializer, responses={200: CampaignDetailSerializer})
+    @extend_schema(
+        request=ApproveSerializer,
+        responses={
+            200: CampaignDetailSerializer,
+            400: OpenApiResponse(
+                description="No `content_hash`, or the text or title holds direction overrides or control characters "
+                "(`errors` names them): reject the campaign so that its author removes them"
+            ),
+        },
+    )
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
         campaign = self.get_object()

@@ -389,6 +389,14 @@ def campaign_approve(*, campaign: Campaign, approver: User, content_hash: str) -
         raise ServiceConflict(
             "The broadcast window ended before approval, so nothing would be sent; reject it for a new window."
         )
+    # Submission refuses these characters, yet a campaign submitted before it did still holds them.
+    refused = {field: _refused_characters(getattr(campaign, field)) for field in ("text", "title")}
+    if any(refused.values()):
+        raise ServiceInvalid(
+            f"The campaign holds characters that {REFUSED_CHARACTERS_PHRASE}, so the approver and handsets could "
+            "read different text; it was not approved. Reject it so that its author removes them.",
+            {field: f"Holds {named}." for field, named in refused.items() if named},
+        )
     replaced_by = campaign_replaced_by(campaign, user=approver)
     if replaced_by is not None:
         raise ServiceConflict(

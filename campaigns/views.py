@@ -132,6 +132,12 @@ def service_error_message(error: ServiceError, action: str = "") -> str:
             "The schedule has no send time after now. Edit it to a later time; the changed campaign needs "
             "approving again."
         )
+    if action == "approve" and isinstance(error, ServiceInvalid) and services.REFUSED_CHARACTERS_PHRASE in text:
+        return _(
+            "The campaign holds characters that reorder the text shown or that handsets do not show, marked with "
+            "their code points below, so it was not approved: you and the handsets could read different text. "
+            "Reject it so that its author removes them."
+        )
     if isinstance(error, ServiceInvalid) and services.REFUSED_CHARACTERS_PHRASE in error.errors.get("title", ""):
         return _(
             "The title holds characters that reorder the text shown or that handsets do not show: the approver "
@@ -630,12 +636,12 @@ def campaign_review(request: HttpRequest, pk: int) -> HttpResponse:
         except ServiceError as error:
             if isinstance(error, ServiceForbidden):
                 raise PermissionDenied(service_error_message(error)) from None
-            messages.error(request, service_error_message(error))
+            messages.error(request, service_error_message(error, decision))
             campaign.refresh_from_db()
             fresh = services.campaign_content_hash(campaign)
             approve_form = ApproveForm(initial={"content_hash": fresh})
             reject_form = RejectForm(initial={"content_hash": fresh, "reason": request.POST.get("reason", "")})
-            status_code = 409
+            status_code = 400 if isinstance(error, ServiceInvalid) else 409
     context = _campaign_context(campaign, user=request.user)
     context.update(
         {

@@ -231,6 +231,24 @@ def test_author_who_is_an_approver_cannot_approve_through_the_api(author, api_cl
     assert "another approver" in response.json()["detail"]
 
 
+def test_approving_a_pending_text_with_a_direction_override_is_refused_with_400_and_nothing_changes(
+    author, api_client_for
+):
+    # Submitted before submission refused such characters, or pending through any other way: approving it would
+    # approve a text the approver's screen and the handsets read differently.
+    campaign = CampaignFactory(author=author, status=Status.PENDING_APPROVAL, text="Transfer Rp 1\u202e0001 ke dinas")
+    response = api_client_for(UserFactory(role=Role.APPROVER)).post(
+        f"/api/v1/campaigns/{campaign.pk}/approve/", {"content_hash": campaign_content_hash(campaign)}, format="json"
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE at character 14" in body["errors"]["text"]
+    assert "Reject it" in body["detail"]
+    campaign.refresh_from_db()
+    assert campaign.status == Status.PENDING_APPROVAL
+    assert not campaign.approvals.exists()
+
+
 @pytest.mark.parametrize(
     ("action", "state"),
     [

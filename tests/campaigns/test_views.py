@@ -1056,6 +1056,23 @@ def test_a_change_made_during_review_is_refused_with_a_clear_message(pending, ap
     assert not Approval.objects.exists()
 
 
+def test_approving_a_pending_title_with_a_control_character_is_refused_telling_the_approver_to_reject(
+    pending, approver_user
+):
+    Campaign.objects.filter(pk=pending.pk).update(title="Vaksin\x07 gratis")
+    pending.refresh_from_db()
+    response = client_for(approver_user).post(
+        reverse("campaigns:review", args=[pending.pk]),
+        {"decision": "approve", "content_hash": campaign_content_hash(pending)},
+    )
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert "Tolak kampanye ini" in body
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.PENDING_APPROVAL
+    assert not Approval.objects.exists()
+
+
 def test_reject_needs_a_reason(pending, approver_user):
     response = client_for(approver_user).post(
         reverse("campaigns:review", args=[pending.pk]), {"decision": "reject", "reason": "   "}
