@@ -38,7 +38,7 @@ from smsblast.models import Area, AuditEvent, Role
 from smsblast.selectors import area_search_key
 from smsblast.sms import TextError, analyze, hidden_characters, international_hosts
 from smsblast.templatetags.svg import boundary_svg, line_chart_svg, series_colours
-from smsblast.templatetags.ui import sms_parts_marked
+from smsblast.templatetags.ui import marked, sms_parts_marked
 
 Status = Campaign.Status
 Delivery = DeliveryModel.Status
@@ -688,8 +688,7 @@ def _diff_against_rejection(campaign: Campaign) -> dict | None:
         kind = "add" if line.startswith("+") else "del" if line.startswith("-") else ""
         # Marked as the message is, so that a line changed only by a zero-width character shows what changed.
         # The first character is the diff's own "+", "-" or " ".
-        value = line[1:]
-        lines.append((kind, escape(line[:1]) + sms_parts_marked(value, [value], hidden_characters(value))[0]))
+        lines.append((kind, escape(line[:1]) + marked(line[1:])))
     return {"rejection": rejection, "lines": lines}
 
 

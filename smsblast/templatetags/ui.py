@@ -332,6 +332,13 @@ def sms_parts_marked(text: str, parts: list[str], hidden: list[sms.HiddenChar]) 
 
 
 @register.filter
+def marked(value) -> SafeString:
+    """Return a line of approved text (a title, an instruction) as HTML with its hidden characters marked."""
+    value = str(value)
+    return sms_parts_marked(value, [value], sms.hidden_characters(value))[0]
+
+
+@register.filter
 def encoding_label(encoding: str | None) -> str:
     """Return an SMS encoding as people write it: GSM-7 or UCS-2 (stored and sent as GSM7 / UCS2)."""
     return _label(ENCODING_LABELS, encoding)

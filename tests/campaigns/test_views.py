@@ -1870,6 +1870,28 @@ def test_review_page_shows_the_validity_and_the_alert_fields_the_approval_binds(
     assert "<dd>Banjir</dd>" in facts and "<dd>Severe</dd>" in facts and "<dd>Health</dd>" in facts
 
 
+def test_review_page_marks_hidden_characters_in_the_title_and_the_alert_fields_the_approval_binds(
+    areas, officer_user, approver_user
+):
+    """The heading's title and the instruction and event heading the CAP alert are approved as the text is."""
+    campaign = CampaignFactory(
+        author=officer_user,
+        area_codes=["35.05"],
+        title="Vaksin\u200b gratis",
+        instruction="Hubungi 0812\u200b3456 atau blit\u0430rkab.go.id",
+        cap_event="Banjir\u2060",
+    )
+    campaign_submit(campaign=campaign, actor=officer_user)
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    heading = re.search(r"<h1>(.*?)</h1>", body, re.S).group(1)
+    assert '[U+200B]<span class="visually-hidden"> ZERO WIDTH SPACE</span></mark>' in heading
+    assert "\u200b" not in heading
+    facts = re.search(r"<dl class=\"facts\" data-also-approved>(.*?)</dl>", body, re.S).group(1)
+    for code in ("U+200B", "U+0430", "U+2060"):
+        assert f'data-hidden-char="{code}"' in facts
+    assert "\u200b" not in facts and "\u2060" not in facts
+
+
 def test_review_page_gives_a_domain_in_letters_outside_ascii_the_form_handsets_open(areas, officer_user, approver_user):
     """An all-Cyrillic "асе.com" has no Latin letter beside it to look alike with, yet is not ace.com."""
     campaign = CampaignFactory(author=officer_user, area_codes=["35.05"], text="Daftar di \u0430\u0441\u0435.com")
