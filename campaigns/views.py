@@ -38,7 +38,7 @@ from smsblast.models import Area, AuditEvent, Role
 from smsblast.selectors import area_search_key
 from smsblast.sms import TextError, analyze, hidden_characters, international_hosts
 from smsblast.templatetags.svg import boundary_svg, line_chart_svg, series_colours
-from smsblast.templatetags.ui import marked, sms_parts_marked
+from smsblast.templatetags.ui import HIDDEN_KIND_LABELS, marked, sms_parts_marked
 
 Status = Campaign.Status
 Delivery = DeliveryModel.Status
@@ -331,6 +331,8 @@ def _compose(request: HttpRequest, form: CampaignForm, *, campaign: Campaign | N
         "no_replacement": _("no GSM-7 replacement; the message stays UCS-2"),
         "part": _("Part"),
         "too_long": _("Too long: more than 10 SMS parts."),
+        "character": _("character %(n)s"),
+        "hidden_kinds": {kind: str(label) for kind, label in HIDDEN_KIND_LABELS.items()},
     }
     return render(
         request,

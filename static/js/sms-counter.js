@@ -96,6 +96,95 @@
     return BLANK.test(stripped);
   }
 
+  // --- characters a reader cannot see as they are: the rule of smsblast.sms.hidden_characters, whose comments
+  // say why each kind matters. Positions are in code points; kinds are named as there.
+  var BIDI_CONTROLS = new Set(Array.from("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"));
+  var BLANK_GLYPHS = new Set(Array.from("\u115f\u1160\u3164\uffa0\u2800\u034f\u180e"));
+  var BLACK_FLAG = "\u{1f3f4}";
+  // Python's str.isspace(): JavaScript's \s without U+FEFF, with U+001C-U+001F and U+0085.
+  function isSpace(ch) { return ch !== "\ufeff" && /^[\s\x1c-\x1f\x85]$/.test(ch); }
+  function inRange(ch, low, high) { var code = ch.codePointAt(0); return code >= low && code <= high; }
+
+  function isPictographic(ch) {
+    return inRange(ch, 0x1f000, 0x10ffff) || inRange(ch, 0x2190, 0x21ff) || inRange(ch, 0x2300, 0x27bf) ||
+      inRange(ch, 0x2b00, 0x2bff) || "\u00a9\u00ae\u203c\u2049\u2122\u2139".indexOf(ch) >= 0;
+  }
+
+  function joinsEmoji(chars, position) {
+    var before = position - 1;
+    while (before >= 0 && (inRange(chars[before], 0xfe00, 0xfe0f) || inRange(chars[before], 0x1f3fb, 0x1f3ff))) before--;
+    var after = position + 1;
+    return before >= 0 && after < chars.length && isPictographic(chars[before]) && isPictographic(chars[after]);
+  }
+
+  function inFlagTags(chars, position) {
+    var start = position;
+    while (start > 0 && inRange(chars[start - 1], 0xe0020, 0xe007f)) start--;
+    return start > 0 && chars[start - 1] === BLACK_FLAG;
+  }
+
+  function looksLikeAscii(ch, inLatinWord) {
+    if (/\p{Nd}/u.test(ch)) return true;
+    var folded = ch.normalize("NFKC");
+    if (folded !== ch && /^[A-Za-z0-9]+$/.test(folded)) return true;
+    // The server asks whether the character's name starts with "LATIN": a Latin letter's does, but for modifier
+    // letters and the letterlike symbols and number forms of U+2100-U+218F ("ANGSTROM SIGN", "ROMAN NUMERAL..."),
+    // bar the subscript schwa and the reversed c.
+    var latinName = /\p{Script=Latin}/u.test(ch) && !/\p{Lm}/u.test(ch) && !inRange(ch, 0x2100, 0x218f);
+    if (latinName || ch === "\u2094" || ch === "\u2184") return false;
+    // Tangut ideographs have no name in the server's Unicode data, which leaves them unmarked there.
+    if (inRange(ch, 0x17000, 0x187f7) || inRange(ch, 0x18d00, 0x18d08)) return false;
+    return inLatinWord;
+  }
+
+  function hiddenKind(chars, position, inLatinWord) {
+    var ch = chars[position];
+    if (BIDI_CONTROLS.has(ch)) return "reorders";
+    if (/\p{Cc}/u.test(ch)) return "\n\r\t".indexOf(ch) >= 0 ? null : ch === "\f" ? "invisible" : "control";
+    if (ch === "\u200d" && joinsEmoji(chars, position)) return null;
+    if (inRange(ch, 0xe0020, 0xe007f) && inFlagTags(chars, position)) return null;
+    if (inRange(ch, 0xfe00, 0xfe0f) || inRange(ch, 0xe0100, 0xe01ef)) {
+      var before = position ? chars[position - 1] : "";
+      return before && (isPictographic(before) || "0123456789#*".indexOf(before) >= 0) ? null : "invisible";
+    }
+    if (/[\p{Cf}\p{Zl}\p{Zp}]/u.test(ch) || BLANK_GLYPHS.has(ch)) return "invisible";
+    if (/[\p{L}\p{N}]/u.test(ch) && ch.codePointAt(0) > 0x7f && looksLikeAscii(ch, inLatinWord)) return "look_alike";
+    return null;
+  }
+
+  /* Return the characters of the text a page would show as nothing or as another character:
+   * [{char, position, code_point, kind}], as smsblast.sms.hidden_characters returns them. */
+  function hiddenCharacters(text) {
+    var chars = Array.from(text);
+    var lead = 0;
+    while (lead < chars.length && isSpace(chars[lead])) lead++;
+    var end = chars.length;
+    while (end > lead && isSpace(chars[end - 1])) end--;
+    var trail = end > lead ? end : 0;
+    var inLatinWord = new Array(chars.length).fill(false);
+    var word = [];
+    chars.concat([""]).forEach(function (ch, position) {
+      if (ch && /[\p{L}\p{N}]/u.test(ch)) {
+        word.push(position);
+      } else {
+        if (word.some(function (at) { return /[A-Za-z]/.test(chars[at]); })) {
+          word.forEach(function (at) { inLatinWord[at] = true; });
+        }
+        word = [];
+      }
+    });
+    var hidden = [];
+    chars.forEach(function (ch, position) {
+      var kind = hiddenKind(chars, position, inLatinWord[position]);
+      if (kind === null && (position < lead || position >= trail)) kind = "edge_blank";
+      if (kind !== null) {
+        var code = "U+" + ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+        hidden.push({ char: ch, position: position, code_point: code, kind: kind });
+      }
+    });
+    return hidden;
+  }
+
   /* Return the analysis of `text` with the fields of smsblast.sms.Analysis, plus `error` when the
    * server would refuse it (blank, or more than MAX_SEGMENTS segments). */
   function analyze(text) {
@@ -136,6 +225,7 @@
       suggestion_encoding: suggestionEncoding,
       suggestion_segments: suggestionSegments,
       parts: parts,
+      hidden: hiddenCharacters(text),
       error: error,
     };
   }
@@ -195,6 +285,20 @@
         }
         list.appendChild(li);
       });
+      // What handsets get but a reader does not see as it is, named as the review page names it.
+      var hiddenList = out("hidden");
+      hiddenList.innerHTML = "";
+      a.hidden.forEach(function (item) {
+        var li = document.createElement("li");
+        var code = document.createElement("code");
+        code.textContent = item.code_point;
+        li.appendChild(code);
+        var where = (labels.character || "character %(n)s").replace("%(n)s", item.position + 1);
+        li.appendChild(document.createTextNode(" " + where + ": " + ((labels.hidden_kinds || {})[item.kind] || "")));
+        hiddenList.appendChild(li);
+      });
+      out("hidden-box").hidden = !a.hidden.length;
+
       var box = out("suggestion-box");
       if (a.suggestion !== null) {
         box.hidden = false;

@@ -1,11 +1,12 @@
 """The page's segment counter (static/js/sms-counter.js) agrees with smsblast.sms.analyze, run in Chromium."""
 
 import random
+import unicodedata
 from pathlib import Path
 
 import pytest
 
-from smsblast.sms import TextError, analyze
+from smsblast.sms import TextError, analyze, hidden_characters
 
 pytestmark = pytest.mark.browser
 
@@ -44,6 +45,15 @@ BOUNDARY_TEXTS = [
     "Ångström ñ ü ß Ø Δ ¿¡",
     "Ả",
     "\t indented",
+    # Characters not seen as they are sent (smsblast.sms.hidden_characters): each kind, and what is not one.
+    "Transfer Rp 1\u202e0001 ke blit\u0430rkab.go.id\u200b ",
+    "Hubungi \u20660812\u2069 sekarang\x07\x1b",
+    "  \u00a0Vaksin\u2028gratis\ufeff\f",
+    "Nomor \u0661\u0662 \uff21\U0001d41a \u0391\u0392 \u0391BC \u0251",
+    "\U0001f468\u200d\U0001f469\u200d\U0001f467 \u2764\ufe0f 1\ufe0f\u20e3 a\ufe0f \u200d",
+    "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f \U000e0067",
+    "\u3164\u2800",
+    "\u200b\u200b",
 ]
 
 RANDOM_ALPHABET = (
@@ -63,20 +73,28 @@ def server_view(text: str) -> dict:
     try:
         result = analyze(text).as_dict()
     except TextError:
-        return {"error": True}
+        return {"error": True, "hidden": hidden_view(hidden_characters(text))}
     view = {field: result[field] for field in FIELDS}
     view["parts"] = result["parts"]
     view["non_gsm"] = [(item["position"], item["char"], item["replacement"]) for item in result["non_gsm"]]
+    view["hidden"] = hidden_view(hidden_characters(text))
     return view
 
 
 def browser_view(result: dict) -> dict:
     if result["error"]:
-        return {"error": True}
+        return {"error": True, "hidden": hidden_view(result["hidden"])}
     view = {field: result[field] for field in FIELDS}
     view["parts"] = result["parts"]
     view["non_gsm"] = [(item["position"], item["char"], item["replacement"]) for item in result["non_gsm"]]
+    view["hidden"] = hidden_view(result["hidden"])
     return view
+
+
+def hidden_view(hidden: list) -> list:
+    """Return (position, code point, kind) of each hidden character, from the server's or the page's list."""
+    rows = [vars(item) if hasattr(item, "kind") else item for item in hidden]
+    return [(row["position"], row["code_point"], row["kind"]) for row in rows]
 
 
 def random_texts(count: int, seed: int = 20210701) -> list[str]:
@@ -150,3 +168,23 @@ def test_counter_agrees_with_the_server_on_every_character_of_the_basic_multilin
         if result != expected:
             disagreements.append((f"U+{ord(char):04X}", result, expected))
     assert not disagreements, disagreements[:5]
+
+
+def test_counter_marks_the_characters_the_server_marks_for_every_character_it_knows(counter_page):
+    # Each character alone, after a Latin letter and inside a Latin word; the server's Unicode data sets the range.
+    characters = [
+        chr(code)
+        for code in range(0x110000)
+        if not 0xD800 <= code <= 0xDFFF and unicodedata.category(chr(code)) not in ("Cn", "Co")
+    ]
+    results = counter_page.evaluate(
+        """chars => chars.map(c => [c, "x" + c, "ab" + c + "cd"].map(
+            t => SmsCounter.analyze(t).hidden.map(item => [item.position, item.code_point, item.kind])))""",
+        characters,
+    )
+    disagreements = []
+    for char, result in zip(characters, results, strict=True):
+        expected = [hidden_view(hidden_characters(text)) for text in (char, "x" + char, "ab" + char + "cd")]
+        if [[tuple(row) for row in rows] for rows in result] != expected:
+            disagreements.append((f"U+{ord(char):04X}", result, expected))
+    assert not disagreements, (len(disagreements), disagreements[:5])

@@ -155,6 +155,26 @@ def test_the_compose_page_warns_as_a_sender_longer_than_handsets_show_is_typed(o
     expect(warning).to_be_hidden()
 
 
+def test_the_compose_page_names_characters_not_seen_as_they_are_sent_while_the_text_is_typed(officer_page, live_server):
+    page = officer_page()
+    page.goto(f"{live_server.url}/campaigns/new/")
+    box = page.locator('[data-sms-out="hidden-box"]')
+    page.fill("#id_text", "Transfer Rp 1000 ke rekening dinas")
+    expect(box).to_be_hidden()
+    page.fill("#id_text", "Transfer Rp 1\u202e0001 ke blit\u0430rkab.go.id")
+    expect(box).to_be_visible()
+    expect(box).to_have_attribute("role", "status")
+    items = box.locator("li")
+    expect(items).to_have_count(2)
+    expect(items.nth(0)).to_have_text(
+        "U+202E karakter 14: mengubah urutan teks yang tampil di sekitarnya, sehingga layar dan ponsel bisa "
+        "menampilkan bacaan berbeda; pengajuan menolaknya"
+    )
+    expect(items.nth(1)).to_contain_text("U+0430 karakter 27: mirip huruf atau angka biasa tetapi bukan")
+    page.fill("#id_text", "Transfer Rp 1000 ke blitarkab.go.id")
+    expect(box).to_be_hidden()
+
+
 def test_a_saved_multi_line_text_has_the_parts_the_counter_showed(officer_page, live_server):
     from campaigns.models import Campaign
     from smsblast.sms import analyze
