@@ -1852,6 +1852,17 @@ def test_pages_of_a_plain_text_mark_nothing(pending, officer_user, approver_user
         assert pending.text in body
 
 
+def _submitted_review(campaign, officer, approver) -> str:
+    """Submit the campaign and return its review page as the approver reads it."""
+    campaign_submit(campaign=campaign, actor=officer)
+    return client_for(approver).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+
+
+def _also_approved(body: str) -> str:
+    """Return the review page's list of the fields the approval binds besides the text."""
+    return re.search(r"<dl class=\"facts\" data-also-approved>(.*?)</dl>", body, re.S).group(1)
+
+
 def test_review_page_shows_the_validity_and_the_alert_fields_the_approval_binds(areas, officer_user, approver_user):
     """How long operators try to deliver, and the instruction and fields heading the CAP alert, are hashed."""
     campaign = CampaignFactory(
@@ -1862,9 +1873,7 @@ def test_review_page_shows_the_validity_and_the_alert_fields_the_approval_binds(
         cap_event="Banjir",
         cap_severity="Severe",
     )
-    campaign_submit(campaign=campaign, actor=officer_user)
-    body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
-    facts = re.search(r"<dl class=\"facts\" data-also-approved>(.*?)</dl>", body, re.S).group(1)
+    facts = _also_approved(_submitted_review(campaign, officer_user, approver_user))
     assert "<dt>Berlaku selama</dt><dd>1 jam 30 menit</dd>" in facts
     assert "<dd>Segera menuju titik evakuasi terdekat.</dd>" in facts
     assert "<dd>Banjir</dd>" in facts and "<dd>Severe</dd>" in facts and "<dd>Health</dd>" in facts
@@ -1881,12 +1890,11 @@ def test_review_page_marks_hidden_characters_in_the_title_and_the_alert_fields_t
         instruction="Hubungi 0812\u200b3456 atau blit\u0430rkab.go.id",
         cap_event="Banjir\u2060",
     )
-    campaign_submit(campaign=campaign, actor=officer_user)
-    body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    body = _submitted_review(campaign, officer_user, approver_user)
     heading = re.search(r"<h1>(.*?)</h1>", body, re.S).group(1)
     assert '[U+200B]<span class="visually-hidden"> ZERO WIDTH SPACE</span></mark>' in heading
     assert "\u200b" not in heading
-    facts = re.search(r"<dl class=\"facts\" data-also-approved>(.*?)</dl>", body, re.S).group(1)
+    facts = _also_approved(body)
     for code in ("U+200B", "U+0430", "U+2060"):
         assert f'data-hidden-char="{code}"' in facts
     assert "\u200b" not in facts and "\u2060" not in facts
