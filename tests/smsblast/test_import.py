@@ -331,25 +331,25 @@ def test_rejected_file_keeps_a_row_written_as_a_formula_from_running_in_a_spread
     assert job.rejections.order_by("line").first().raw == rows[0]
 
 
-def test_rejected_file_of_a_semicolon_upload_keeps_a_later_cell_from_running_as_a_formula(tmp_path, areas):
-    # Excel set for Indonesia separates a CSV's cells by ";": the raw row opens as cells again, each checked.
-    job = run_import(write(tmp_path, "nomor;kode_wilayah;nama\nbad;35.05.01;=cmd|' /C calc'!A0;x\n"))
+@pytest.mark.parametrize(
+    "separator",
+    [
+        # Excel set for Indonesia separates a CSV's cells by ";": the raw row opens as cells again, each checked.
+        ";",
+        # The raw row keeps its tabs unquoted; a spreadsheet splitting at tabs (LibreOffice's default import, a
+        # paste) opens it as cells again, each checked.
+        "\t",
+    ],
+    ids=["semicolon", "tab"],
+)
+def test_rejected_file_keeps_a_later_cell_of_a_separated_upload_from_running_as_a_formula(tmp_path, areas, separator):
+    raw = separator.join(["bad", "35.05.01", "=cmd|' /C calc'!A0", "x"])
+    job = run_import(write(tmp_path, separator.join(["nomor", "kode_wilayah", "nama"]) + "\n" + raw + "\n"))
 
     with open(job.rejected_path, encoding="utf-8-sig", newline="") as handle:
         (row,) = list(csv.reader(handle))[1:]
-    assert row[2] == "bad;35.05.01;'=cmd|' /C calc'!A0;x"
-    assert job.rejections.get().raw == "bad;35.05.01;=cmd|' /C calc'!A0;x"
-
-
-def test_rejected_file_of_a_tab_separated_upload_keeps_a_later_cell_from_running_as_a_formula(tmp_path, areas):
-    # The raw row keeps its tabs unquoted; a spreadsheet splitting at tabs (LibreOffice's default import, a paste)
-    # opens it as cells again, each checked.
-    job = run_import(write(tmp_path, "nomor\tkode_wilayah\tnama\nbad\t35.05.01\t=cmd|' /C calc'!A0\n"))
-
-    with open(job.rejected_path, encoding="utf-8-sig", newline="") as handle:
-        (row,) = list(csv.reader(handle))[1:]
-    assert row[2] == "bad\t35.05.01\t'=cmd|' /C calc'!A0"
-    assert job.rejections.get().raw == "bad\t35.05.01\t=cmd|' /C calc'!A0"
+    assert row[2] == separator.join(["bad", "35.05.01", "'=cmd|' /C calc'!A0", "x"])
+    assert job.rejections.get().raw == raw
 
 
 # --- upserts ----------------------------------------------------------------------------------------------------
