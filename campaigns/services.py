@@ -98,8 +98,10 @@ MAX_AREA_CODES = 500
 AUDIENCE_FILTERS = frozenset({"languages", "operators"})
 # Broadcast windows outside these years are typing errors; year 1 in WIB is not even storable in UTC.
 MIN_YEAR, MAX_YEAR = 2000, 9998
-# How the refusal of direction overrides and control characters in a text reads; the web UI recognises it.
+# How the refusal of direction overrides and control characters in a text reads, and its code in
+# ServiceInvalid.codes, by which the pages word it in the user's language.
 REFUSED_CHARACTERS_PHRASE = "reorder the text shown or that handsets do not show"
+REFUSED_CHARACTERS = "refused_characters"
 _STATUS_LABELS = {value: value.replace("_", " ") for value in Status.values}
 
 
@@ -396,6 +398,7 @@ def campaign_approve(*, campaign: Campaign, approver: User, content_hash: str) -
             f"The campaign holds characters that {REFUSED_CHARACTERS_PHRASE}, so the approver and handsets could "
             "read different text; it was not approved. Reject it so that its author removes them.",
             {field: f"Holds {named}." for field, named in refused.items() if named},
+            codes={field: REFUSED_CHARACTERS for field, named in refused.items() if named},
         )
     replaced_by = campaign_replaced_by(campaign, user=approver)
     if replaced_by is not None:
@@ -944,6 +947,7 @@ def _refused_characters(value: str) -> str:
 def _check_complete(campaign: Campaign) -> None:
     """Raise ServiceInvalid unless the campaign has everything a reviewer needs and a run can send."""
     errors: dict[str, str] = {}
+    reasons: dict[str, str] = {}  # ServiceInvalid.codes
     try:
         sms.analyze(campaign.text)
     except sms.TextError as exc:
@@ -957,6 +961,7 @@ def _check_complete(campaign: Campaign) -> None:
                 f"The text holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so an approver and handsets "
                 "could read different text. Remove them."
             )
+            reasons["text"] = REFUSED_CHARACTERS
     # The title heads the review page and the approver's email and travels with every batch: the same holds.
     refused = _refused_characters(campaign.title)
     if refused:
@@ -964,6 +969,7 @@ def _check_complete(campaign: Campaign) -> None:
             f"The title holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so an approver could read a "
             "different title. Remove them."
         )
+        reasons["title"] = REFUSED_CHARACTERS
     if not SENDER_RE.match(campaign.sender or ""):
         errors["sender"] = (
             f"A sender ID of 1 to {SENDER_MAX_LENGTH} letters, digits, spaces, dots or hyphens "
@@ -991,7 +997,7 @@ def _check_complete(campaign: Campaign) -> None:
 
         errors = {**broadcast_errors(campaign), **errors}
     if errors:
-        raise ServiceInvalid(_errors_message(errors), errors)
+        raise ServiceInvalid(_errors_message(errors), errors, codes=reasons)
 
 
 def _errors_message(errors: dict[str, str]) -> str:

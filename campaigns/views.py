@@ -132,18 +132,21 @@ def service_error_message(error: ServiceError, action: str = "") -> str:
             "The schedule has no send time after now. Edit it to a later time; the changed campaign needs "
             "approving again."
         )
-    if action == "approve" and isinstance(error, ServiceInvalid) and services.REFUSED_CHARACTERS_PHRASE in text:
+    # The fields refused for direction overrides or control characters (see services._check_complete).
+    codes = error.codes if isinstance(error, ServiceInvalid) else {}
+    refused = {field for field, code in codes.items() if code == services.REFUSED_CHARACTERS}
+    if action == "approve" and refused:
         return _(
             "The campaign holds characters that reorder the text shown or that handsets do not show, marked with "
             "their code points below, so it was not approved: you and the handsets could read different text. "
             "Reject it so that its author removes them."
         )
-    if isinstance(error, ServiceInvalid) and services.REFUSED_CHARACTERS_PHRASE in error.errors.get("title", ""):
+    if "title" in refused:
         return _(
             "The title holds characters that reorder the text shown or that handsets do not show: the approver "
             "could read a different title. Edit the title to remove them, then submit again."
         )
-    if isinstance(error, ServiceInvalid) and services.REFUSED_CHARACTERS_PHRASE in error.errors.get("text", ""):
+    if "text" in refused:
         return _(
             "The text holds characters that reorder the text shown or that handsets do not show, marked with their "
             "code points on the campaign page: the approver and handsets could read different text. Edit the text "

@@ -14,11 +14,12 @@ class ServiceForbidden(ServiceError):
 
 
 class ServiceInvalid(ServiceError):
-    """Bad input (400); `errors` maps field names to messages."""
+    """Bad input (400); `errors` maps field names to messages, `codes` some fields to a reason pages word."""
 
-    def __init__(self, message: str, errors: dict | None = None):
+    def __init__(self, message: str, errors: dict | None = None, *, codes: dict | None = None):
         super().__init__(message)
         self.errors = errors or {}
+        self.codes = codes or {}
 
 
 class OutsideJurisdiction(ServiceInvalid):
