@@ -7,8 +7,21 @@ import subprocess
 import time
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from smsblast.devtools import free_port
+
+# Property-based tests draw the same examples on every run unless HYPOTHESIS_PROFILE=explore: a failure in CI can
+# be replayed, and nothing is written to an example database in the working tree. `explore` draws new, more examples.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("explore", parent=settings.get_profile("ci"), derandomize=False, max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def redis_server_binary() -> str:
