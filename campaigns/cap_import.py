@@ -21,11 +21,11 @@ from django.utils import timezone
 from campaigns.cap import CAP_CATEGORIES, CAP_CERTAINTIES, CAP_SEVERITIES, CAP_URGENCIES
 from campaigns.cap_signature import CapSignature, SignatureState, cap_signature_check
 from campaigns.models import Campaign, Mode, Priority
-from campaigns.selectors import campaign_cap_signature, campaigns_visible
+from campaigns.selectors import campaign_cap_signature, campaigns_visible, target_scope
 from smsblast import sms
 from smsblast.audit import audit_record
-from smsblast.errors import ServiceConflict, ServiceInvalid
-from smsblast.models import Area, AreaLevel, User
+from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceInvalid
+from smsblast.models import Area, AreaLevel, User, area_code_within
 
 CAP_NAMESPACES = {
     "urn:oasis:names:tc:emergency:cap:1.2": "1.2",
@@ -344,8 +344,12 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
     """Import a CAP document: an Alert (or Update) becomes a draft area broadcast; a Cancel withdraws its alert.
 
     Raises ServiceInvalid with the reason, creating nothing, for invalid XML, a non-CAP document, a status
-    other than Actual or Exercise, a scope other than Public, or an alert without a usable area; ServiceConflict
-    for an alert (its sender and identifier) imported before.
+    other than Actual or Exercise, a scope other than Public, or an alert without a usable area; OutsideJurisdiction
+    for an alert whose area lies wholly outside the officer's jurisdiction; ServiceConflict for an alert (its sender
+    and identifier) imported before for an area that includes or lies within this one.
+
+    An officer with a jurisdiction imports the part of the alert's area that lies within it: a warning for several
+    regencies is relayed by each regency's officers for their own, and the areas left out are named in the notes.
     """
     alert = cap_parse(raw)
     if settings.CAP_REQUIRE_SIGNATURE and alert.signature.state != SignatureState.VERIFIED:
@@ -366,21 +370,6 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
     if alert.scope and alert.scope != "Public":
         # Its issuer meant it for responders or named addresses; a broadcast reaches every handset in the area.
         raise ServiceInvalid(f"CAP scope {alert.scope!r} is not imported; only Public alerts may be broadcast.")
-    # A message is its sender and identifier: one posted again (a second upload, a feed relayed twice) must not
-    # become a second campaign that could be approved and sent beside the first.
-    earlier = (
-        Campaign.objects.filter(cap_source_sender=alert.sender[:300], cap_source_identifier=alert.identifier[:300])
-        .order_by("id")
-        .first()
-    )
-    if earlier is not None and not campaigns_visible(actor).filter(pk=earlier.pk).exists():
-        # Another jurisdiction's campaign: neither its id nor its state is this officer's to learn.
-        raise ServiceConflict("This CAP alert was already imported in another jurisdiction; it is not imported twice.")
-    if earlier is not None:
-        raise ServiceConflict(
-            f"This CAP alert was already imported as campaign {earlier.pk} ({earlier.status}); "
-            "it is not imported twice."
-        )
     return _cap_create(alert, actor=actor, now=now or timezone.now())
 
 
@@ -424,6 +413,9 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
                 ]
             )
         )
+    codes, narrowed = _within_jurisdiction(codes, actor)
+    notes.extend(narrowed)
+    _refuse_imported_before(alert, scope=target_scope(codes, None, author=actor), actor=actor)
     max_segments = BroadcastSettings.load().max_import_segments
     text, cut = cap_fit_text(info, max_segments=max_segments)
     if not text:
@@ -476,9 +468,66 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
             "version": alert.version,
             "signed": alert.signed,
             "signature": alert.signature.as_details(),
+            "narrowed": narrowed,
         },
     )
     return CapImportResult(action="created", campaign=campaign, cut=cut, notes=notes)
+
+
+def _within_jurisdiction(codes: list[str], actor: User) -> tuple[list[str], list[str]]:
+    """Return the part of the alert's area codes within the actor's jurisdiction, and notes on what was narrowed.
+
+    A code below the jurisdiction is kept; a wider one that holds it (the province, for a regency's officer) becomes
+    the jurisdiction itself; a code beside it is left out. Raises OutsideJurisdiction when nothing is left.
+    """
+    jurisdiction = actor.jurisdiction_code
+    if not jurisdiction:
+        return codes, []
+    within = [code for code in codes if area_code_within(code, jurisdiction)]
+    wider = [code for code in codes if code != jurisdiction and area_code_within(jurisdiction, code)]
+    beside = [code for code in codes if code not in within and code not in wider]
+    where = f"{jurisdiction} {actor.jurisdiction.name}"
+    if not within and not wider:
+        named = _area_names(beside)
+        message = (
+            f"The CAP alert's area lies outside your jurisdiction ({where}): {', '.join(named)}. "
+            "It is imported by the officers of those areas."
+        )
+        raise OutsideJurisdiction(message, {"area_codes": message}, areas=named, jurisdiction=where)
+    notes = []
+    if wider:
+        notes.append(f"The alert's area {', '.join(_area_names(wider))} was narrowed to your jurisdiction, {where}.")
+    if beside:
+        notes.append(f"Left out, outside your jurisdiction ({where}): {', '.join(_area_names(beside))}.")
+    return ([jurisdiction] if wider else within), notes
+
+
+def _area_names(codes: list[str]) -> list[str]:
+    """Return "code name" for each area code, in order."""
+    names = dict(Area.objects.filter(code__in=codes).values_list("code", "name"))
+    return [f"{code} {names.get(code, '')}".strip() for code in codes]
+
+
+def _refuse_imported_before(alert: CapAlert, *, scope: str, actor: User) -> None:
+    """Raise ServiceConflict if the alert (its sender and identifier) was imported for an area including or within
+    `scope`: posted again (a second upload, a feed relayed twice) it must not become a second campaign that could be
+    approved and sent to the same handsets beside the first. Imports for areas side by side may each have one."""
+    earlier = [
+        campaign
+        for campaign in Campaign.objects.filter(
+            cap_source_sender=alert.sender[:300], cap_source_identifier=alert.identifier[:300]
+        ).order_by("id")
+        if area_code_within(campaign.area_scope, scope) or area_code_within(scope, campaign.area_scope)
+    ]
+    if not earlier:
+        return
+    visible = campaigns_visible(actor).filter(pk__in=[campaign.pk for campaign in earlier]).order_by("id").first()
+    if visible is None:
+        # Another jurisdiction's campaign: neither its id nor its state is this officer's to learn.
+        raise ServiceConflict("This CAP alert was already imported in another jurisdiction; it is not imported twice.")
+    raise ServiceConflict(
+        f"This CAP alert was already imported as campaign {visible.pk} ({visible.status}); it is not imported twice."
+    )
 
 
 def _window(info: CapInfo, now: datetime) -> tuple[datetime, datetime]:

@@ -114,9 +114,10 @@ class Campaign(models.Model):
         verbose_name_plural = _("campaigns")
         ordering = ["-created_at", "-id"]
         constraints = [
-            # A CAP message (its sender and identifier) becomes one campaign, even when posted twice at once.
+            # A CAP message (its sender and identifier) becomes one campaign per area, even when posted twice at
+            # once; officers of regencies side by side each import their part (campaigns.cap_import).
             models.UniqueConstraint(
-                fields=["cap_source_sender", "cap_source_identifier"],
+                fields=["cap_source_sender", "cap_source_identifier", "area_scope"],
                 condition=~models.Q(cap_source_identifier=""),
                 name="campaign_cap_source_once",
             ),

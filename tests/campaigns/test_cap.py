@@ -614,16 +614,104 @@ def test_an_alert_imported_by_a_request_that_passed_the_check_meanwhile_is_refus
 def test_an_alert_imported_in_another_jurisdiction_is_refused_without_naming_its_campaign(
     officer_client, api_client_for
 ):
-    campaign = _import_geocoded_alert(officer_client)
-    AreaFactory(code="33", name="Jawa Tengah")
-    AreaFactory(code="33.16", name="Kabupaten Blora")
-    blora = UserFactory(role=Role.OFFICER, jurisdiction_id="33.16")
-    response = _post_xml(api_client_for(blora), GEOCODES.format(description="Mulai 3 Juli 2021."))
+    # The officer of a kecamatan within the regency whose officer imported the alert cannot see that campaign.
+    campaign = _import_geocoded_alert(api_client_for(UserFactory(role=Role.OFFICER, jurisdiction_id="35.05")))
+    kecamatan = UserFactory(role=Role.OFFICER, jurisdiction_id="35.05.01")
+    response = _post_xml(api_client_for(kecamatan), GEOCODES.format(description="Mulai 3 Juli 2021."))
     assert response.status_code == 409
     detail = response.json()["detail"]
     assert "already imported" in detail
     assert str(campaign.pk) not in detail and campaign.status not in detail
     assert Campaign.objects.count() == 1
+
+
+TWO_REGENCIES = GEOCODES.replace(
+    "<geocode><valueName>SAME</valueName><value>006113</value></geocode>",
+    "<geocode><valueName>KEMENDAGRI</valueName><value>35.04</value></geocode>",
+)
+
+
+def _tulungagung_officer():
+    AreaFactory(code="35.04", name="Kabupaten Tulungagung")
+    return UserFactory(role=Role.OFFICER, jurisdiction_id="35.04")
+
+
+def test_an_alert_for_two_regencies_is_imported_by_each_regencys_officer_for_its_own_part(db, api_client_for):
+    blitar_areas()
+    OperatorFactory(slug="telkomsel")
+    tulungagung = _tulungagung_officer()
+    blitar = UserFactory(role=Role.OFFICER, jurisdiction_id="35.05")
+    first = _post_xml(api_client_for(blitar), TWO_REGENCIES.format(description="Mulai 3 Juli 2021."))
+    assert first.status_code == 201, first.json()
+    assert (
+        "Left out, outside your jurisdiction (35.05 Kabupaten Blitar): 35.04 Kabupaten Tulungagung."
+        in first.json()["notes"]
+    )
+    second = _post_xml(api_client_for(tulungagung), TWO_REGENCIES.format(description="Mulai 3 Juli 2021."))
+    assert second.status_code == 201, second.json()
+    assert any("35.05 Kabupaten Blitar" in note for note in second.json()["notes"])
+    blitar_campaign = Campaign.objects.get(pk=first.json()["campaign_id"])
+    tulungagung_campaign = Campaign.objects.get(pk=second.json()["campaign_id"])
+    assert blitar_campaign.area_codes == ["35.05", "35.05.01"]
+    assert tulungagung_campaign.area_codes == ["35.04"]
+    assert (tulungagung_campaign.author, tulungagung_campaign.area_scope) == (tulungagung, "35.04")
+    event = AuditEvent.objects.get(action="campaign.cap_import", object_id=str(blitar_campaign.pk))
+    assert event.details["narrowed"] == [
+        "Left out, outside your jurisdiction (35.05 Kabupaten Blitar): 35.04 Kabupaten Tulungagung."
+    ]
+    # Posted again in either regency, it is the same alert for the same handsets.
+    again = _post_xml(api_client_for(blitar), TWO_REGENCIES.format(description="Mulai 3 Juli 2021."))
+    assert again.status_code == 409
+    assert f"campaign {blitar_campaign.pk}" in again.json()["detail"]
+    assert Campaign.objects.count() == 2
+
+
+def test_an_alert_for_the_province_is_narrowed_to_the_regency_officers_jurisdiction(db, api_client_for):
+    blitar_areas()
+    OperatorFactory(slug="telkomsel")
+    province_wide = GEOCODES.replace("<value>3505</value>", "<value>35</value>").replace(
+        "<value>35.05.01</value>", "<value>35</value>"
+    )
+    blitar = UserFactory(role=Role.OFFICER, jurisdiction_id="35.05")
+    response = _post_xml(api_client_for(blitar), province_wide.format(description="Mulai 3 Juli 2021."))
+    assert response.status_code == 201, response.json()
+    assert (
+        "The alert's area 35 Jawa Timur was narrowed to your jurisdiction, 35.05 Kabupaten Blitar."
+        in response.json()["notes"]
+    )
+    assert Campaign.objects.get(pk=response.json()["campaign_id"]).area_codes == ["35.05"]
+
+
+def test_an_alert_wholly_outside_the_officers_jurisdiction_is_refused_naming_its_areas(db, api_client_for):
+    blitar_areas()
+    OperatorFactory(slug="telkomsel")
+    response = _post_xml(api_client_for(_tulungagung_officer()), GEOCODES.format(description="Mulai 3 Juli 2021."))
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "outside your jurisdiction (35.04 Kabupaten Tulungagung): 35.05 Kabupaten Blitar, 35.05.01 Kecamatan 1" in (
+        detail
+    )
+    assert not Campaign.objects.exists()
+    assert not AuditEvent.objects.filter(action="campaign.cap_import").exists()
+
+
+def test_an_alert_imported_for_the_regencies_is_not_imported_again_for_the_province_and_one_cancel_ends_both(
+    db, api_client_for
+):
+    blitar_areas()
+    OperatorFactory(slug="telkomsel")
+    tulungagung = _tulungagung_officer()
+    blitar = UserFactory(role=Role.OFFICER, jurisdiction_id="35.05")
+    for officer in (blitar, tulungagung):
+        assert _post_xml(api_client_for(officer), TWO_REGENCIES.format(description="x")).status_code == 201
+    province = api_client_for(UserFactory(role=Role.OFFICER, jurisdiction_id="35"))
+    response = _post_xml(province, TWO_REGENCIES.format(description="x"))
+    assert response.status_code == 409
+    assert "already imported as campaign" in response.json()["detail"]  # the province sees its regencies' campaigns
+    assert Campaign.objects.count() == 2
+    cancelled = _post_xml(province, CANCEL)
+    assert cancelled.status_code == 200, cancelled.json()
+    assert set(Campaign.objects.values_list("status", flat=True)) == {Campaign.Status.CANCELLED}
 
 
 def _import_geocoded_alert(client) -> Campaign:
