@@ -38,6 +38,13 @@ WHOLE_REGENCY_SHARE = 0.9
 # Shapes that only graze an area (an overlap below this share of both the area and the shapes) do not pull it in.
 MIN_OVERLAP_SHARE = 0.01
 DEFAULT_WINDOW = timedelta(hours=1)
+# An earlier import in these states, none verified, gives way to the same alert verified as signed.
+REPLACEABLE_STATUSES = (
+    Campaign.Status.DRAFT,
+    Campaign.Status.PENDING_APPROVAL,
+    Campaign.Status.REJECTED,
+    Campaign.Status.CANCELLED,
+)
 # The most polygons and circles an alert's area is read from: agencies draw a handful, and each one is matched against
 # every known regency's boundary.
 MAX_AREA_SHAPES = 1000
@@ -375,7 +382,7 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
 
 @transaction.atomic
 def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResult:
-    from campaigns.services import campaign_create
+    from campaigns.services import campaign_create, campaign_replace_unverified_import
     from operators.models import BroadcastSettings
 
     info = cap_pick_info(alert)
@@ -415,7 +422,7 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
         )
     codes, narrowed = _within_jurisdiction(codes, actor)
     notes.extend(narrowed)
-    _refuse_imported_before(alert, scope=target_scope(codes, None, author=actor), actor=actor)
+    replaced = _imported_before(alert, scope=target_scope(codes, None, author=actor), actor=actor)
     max_segments = BroadcastSettings.load().max_import_segments
     text, cut = cap_fit_text(info, max_segments=max_segments)
     if not text:
@@ -428,6 +435,12 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
         )
     urgent = info.urgency == "Immediate" or info.severity in ("Extreme", "Severe")
     starts_at, ends_at = _window(info, now)
+    for earlier in replaced:
+        campaign_replace_unverified_import(campaign=earlier, actor=actor, signer=alert.signature.signer)
+        notes.append(
+            f"Replaced campaign {earlier.pk}, imported from a copy of this alert whose signature was not verified; "
+            "it is cancelled."
+        )
     try:
         campaign = campaign_create(
             author=actor,
@@ -469,6 +482,7 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
             "signed": alert.signed,
             "signature": alert.signature.as_details(),
             "narrowed": narrowed,
+            "replaced": [earlier.pk for earlier in replaced],
         },
     )
     return CapImportResult(action="created", campaign=campaign, cut=cut, notes=notes)
@@ -508,10 +522,15 @@ def _area_names(codes: list[str]) -> list[str]:
     return [f"{code} {names.get(code, '')}".strip() for code in codes]
 
 
-def _refuse_imported_before(alert: CapAlert, *, scope: str, actor: User) -> None:
-    """Raise ServiceConflict if the alert (its sender and identifier) was imported for an area including or within
-    `scope`: posted again (a second upload, a feed relayed twice) it must not become a second campaign that could be
-    approved and sent to the same handsets beside the first. Imports for areas side by side may each have one."""
+def _imported_before(alert: CapAlert, *, scope: str, actor: User) -> list[Campaign]:
+    """Return the earlier imports of the alert (its sender and identifier) for an area including or within `scope`
+    that this import replaces, or raise ServiceConflict.
+
+    Posted again (a second upload, a feed relayed twice), an alert must not become a second campaign that could be
+    approved and sent to the same handsets beside the first; imports for areas side by side may each have one. An
+    alert verified as signed replaces earlier copies none of which was verified and none yet approved: an unsigned
+    copy posted first under its issuer's sender and identifier must not keep the signed one out.
+    """
     earlier = [
         campaign
         for campaign in Campaign.objects.filter(
@@ -520,14 +539,25 @@ def _refuse_imported_before(alert: CapAlert, *, scope: str, actor: User) -> None
         if area_code_within(campaign.area_scope, scope) or area_code_within(scope, campaign.area_scope)
     ]
     if not earlier:
-        return
-    visible = campaigns_visible(actor).filter(pk__in=[campaign.pk for campaign in earlier]).order_by("id").first()
-    if visible is None:
+        return []
+    ids = [campaign.pk for campaign in earlier]
+    if set(campaigns_visible(actor).filter(pk__in=ids).values_list("pk", flat=True)) != set(ids):
         # Another jurisdiction's campaign: neither its id nor its state is this officer's to learn.
         raise ServiceConflict("This CAP alert was already imported in another jurisdiction; it is not imported twice.")
-    raise ServiceConflict(
-        f"This CAP alert was already imported as campaign {visible.pk} ({visible.status}); it is not imported twice."
-    )
+    unverified = all(campaign_cap_signature(campaign)["state"] != SignatureState.VERIFIED for campaign in earlier)
+    if alert.signature.state != SignatureState.VERIFIED or not unverified:
+        first = earlier[0]
+        raise ServiceConflict(
+            f"This CAP alert was already imported as campaign {first.pk} ({first.status}); it is not imported twice."
+        )
+    approved = [campaign for campaign in earlier if campaign.status not in REPLACEABLE_STATUSES]
+    if approved:
+        raise ServiceConflict(
+            f"A copy of this CAP alert whose signature was not verified was imported as campaign {approved[0].pk} and "
+            f"is {approved[0].status}. Compare it with this alert, verified as signed by {alert.signature.signer}: "
+            "cancel it if they differ, then import this one again."
+        )
+    return earlier
 
 
 def _window(info: CapInfo, now: datetime) -> tuple[datetime, datetime]:

@@ -534,6 +534,38 @@ def campaign_withdraw_by_issuer(
     return campaign
 
 
+@transaction.atomic
+def campaign_replace_unverified_import(*, campaign: Campaign, actor: User, signer: str) -> Campaign:
+    """Cancel a campaign imported from a CAP alert whose signature was not verified, because the same alert (its
+    sender and identifier) now arrives verified as signed by `signer`; free its source for the verified import.
+
+    Only a campaign not yet approved (draft, pending approval, rejected) or already cancelled is replaced: one
+    approved is the approver's to compare and cancel. Its identifier is kept, marked, in `cap_source_identifier`
+    and in the audit event, so it no longer matches the alert's later updates or Cancel.
+    """
+    current = _locked_status(campaign, "cancel", also=(Status.CANCELLED,))
+    if current not in (Status.DRAFT, Status.PENDING_APPROVAL, Status.REJECTED, Status.CANCELLED):
+        raise ServiceConflict(f"Campaign {campaign.pk} is {current}; only one not yet approved is replaced.")
+    if current != Status.CANCELLED:
+        _cancel(
+            campaign,
+            actor=actor,
+            from_state=current,
+            reason=f"Replaced by the same CAP alert, verified as signed by {signer}.",
+        )
+    suffix = " (unverified, replaced)"
+    marked = campaign.cap_source_identifier[: 300 - len(suffix)] + suffix
+    audit_record(
+        actor=actor,
+        action="campaign.cap_source_replaced",
+        obj=campaign,
+        details={"identifier": campaign.cap_source_identifier, "marked": marked, "signer": signer},
+    )
+    Campaign.objects.filter(pk=campaign.pk).update(cap_source_identifier=marked, updated_at=timezone.now())
+    campaign.cap_source_identifier = marked
+    return campaign
+
+
 # --- helpers -----------------------------------------------------------------------------
 
 

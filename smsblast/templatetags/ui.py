@@ -189,6 +189,7 @@ ACTION_LABELS = {
     "campaign.complete": _("run finished"),  # an area broadcast's window closed
     "campaign.cap_import": _("imported from a CAP alert"),
     "campaign.cap_source_duplicate": _("marked as a second import of the same CAP alert"),
+    "campaign.cap_source_replaced": _("replaced by the same CAP alert, verified as signed"),
     "campaign.dispatch_refused": _("sending refused: approval does not match"),
     "campaign.schedule_end": _("schedule ended: missed runs not sent"),
     "campaign.occurrences_skip": _("missed runs not sent: the next one is near"),

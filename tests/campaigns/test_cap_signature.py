@@ -336,3 +336,66 @@ def test_a_verified_alert_edited_after_its_import_tells_the_approver_what_the_si
     assert 'data-cap-signature="verified"' in page
     assert "data-cap-edited" in page
     assert "teks" in page.split("data-cap-edited", 1)[1].split("</p>", 1)[0]
+
+
+@pytest.mark.parametrize("earlier_status", [Campaign.Status.DRAFT, Campaign.Status.PENDING_APPROVAL])
+def test_an_alert_verified_as_signed_replaces_an_unverified_copy_imported_first(
+    officer_client, trust, api_client_for, earlier_status
+):
+    # Anyone may post an unsigned alert under an issuer's sender and identifier; it must not keep the signed one out.
+    trust("Satgas Jatim CAP")
+    copy = _post_xml(officer_client, ALERT.replace("PPKM Darurat berlaku", "PPKM dicabut"))
+    assert copy.status_code == 201, copy.json()
+    earlier = Campaign.objects.get(pk=copy.json()["campaign_id"])
+    Campaign.objects.filter(pk=earlier.pk).update(status=earlier_status)
+    another_officer = api_client_for(UserFactory(role=Role.OFFICER))
+
+    response = _post_xml(another_officer, signed(ALERT))
+
+    assert response.status_code == 201, response.json()
+    assert any(f"Replaced campaign {earlier.pk}" in note for note in response.json()["notes"])
+    earlier.refresh_from_db()
+    assert earlier.status == Campaign.Status.CANCELLED
+    assert earlier.cap_source_identifier == "satgas-covid-35-0001 (unverified, replaced)"
+    cancel = AuditEvent.objects.get(action="campaign.cancel", object_id=str(earlier.pk))
+    assert (cancel.from_state, cancel.details["reason"]) == (
+        earlier_status,
+        "Replaced by the same CAP alert, verified as signed by Satgas Jatim CAP.",
+    )
+    marked = AuditEvent.objects.get(action="campaign.cap_source_replaced", object_id=str(earlier.pk))
+    assert marked.details["identifier"] == "satgas-covid-35-0001"
+    verified = Campaign.objects.get(pk=response.json()["campaign_id"])
+    assert verified.cap_source_identifier == "satgas-covid-35-0001" and verified.title == "PPKM Darurat berlaku"
+    # The alert's Cancel now finds the verified campaign only; the signed alert posted again is a duplicate.
+    assert _post_xml(officer_client, signed(ALERT)).status_code == 409
+    assert _post_xml(officer_client, signed(CANCEL)).json()["campaign_id"] == verified.pk
+
+
+def test_an_approved_unverified_copy_is_not_replaced_and_the_officer_is_told_to_compare_it(officer_client, trust):
+    trust("Satgas Jatim CAP")
+    earlier = Campaign.objects.get(pk=_post_xml(officer_client, ALERT).json()["campaign_id"])
+    Campaign.objects.filter(pk=earlier.pk).update(status=Campaign.Status.APPROVED)
+
+    response = _post_xml(officer_client, signed(ALERT))
+
+    assert response.status_code == 409
+    detail = response.json()["detail"]
+    assert f"campaign {earlier.pk}" in detail and "verified as signed by Satgas Jatim CAP" in detail
+    assert "cancel it if they differ, then import this one again" in detail
+    earlier.refresh_from_db()
+    assert earlier.status == Campaign.Status.APPROVED and earlier.cap_source_identifier == "satgas-covid-35-0001"
+    assert Campaign.objects.count() == 1
+    # Cancelled on its page, the copy gives way.
+    Campaign.objects.filter(pk=earlier.pk).update(status=Campaign.Status.CANCELLED)
+    assert _post_xml(officer_client, signed(ALERT)).status_code == 201
+    assert Campaign.objects.count() == 2
+
+
+@pytest.mark.parametrize("second_signed", [False, True], ids=["unsigned-again", "signed-by-an-unknown-issuer"])
+def test_an_alert_not_verified_never_replaces_an_earlier_import(officer_client, trust, second_signed):
+    trust("Satgas Jatim CAP")
+    first = _post_xml(officer_client, signed(ALERT))
+    assert first.status_code == 201
+    second = _post_xml(officer_client, signed(ALERT, by="Not Satgas") if second_signed else ALERT)
+    assert second.status_code == 409
+    assert Campaign.objects.get().status == Campaign.Status.DRAFT
