@@ -382,7 +382,12 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
 
 @transaction.atomic
 def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResult:
-    from campaigns.services import campaign_create, campaign_replace_unverified_import
+    from campaigns.services import (
+        REFUSED_CHARACTERS_PHRASE,
+        campaign_create,
+        campaign_replace_unverified_import,
+        refused_characters,
+    )
     from operators.models import BroadcastSettings
 
     info = cap_pick_info(alert)
@@ -423,6 +428,13 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
     codes, narrowed = _within_jurisdiction(codes, actor)
     notes.extend(narrowed)
     replaced = _imported_before(alert, scope=target_scope(codes, None, author=actor), actor=actor)
+    refused = refused_characters(info.instruction)
+    if refused:
+        # The instruction is not edited on the pages, so it is refused here rather than on submit.
+        raise ServiceInvalid(
+            f"The CAP alert's instruction holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so the "
+            "approver and the alert's readers could read different instructions; it is not imported."
+        )
     max_segments = BroadcastSettings.load().max_import_segments
     text, cut = cap_fit_text(info, max_segments=max_segments)
     if not text:

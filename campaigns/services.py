@@ -102,6 +102,9 @@ MIN_YEAR, MAX_YEAR = 2000, 9998
 # ServiceInvalid.codes, by which the pages word it in the user's language.
 REFUSED_CHARACTERS_PHRASE = "reorder the text shown or that handsets do not show"
 REFUSED_CHARACTERS = "refused_characters"
+# The approved fields a reader sees: the text handsets show, the title heading the review page and every batch, and
+# the CAP instruction the alert's export carries.
+REFUSED_CHARACTER_FIELDS = ("text", "title", "instruction")
 _STATUS_LABELS = {value: value.replace("_", " ") for value in Status.values}
 
 
@@ -392,7 +395,7 @@ def campaign_approve(*, campaign: Campaign, approver: User, content_hash: str) -
             "The broadcast window ended before approval, so nothing would be sent; reject it for a new window."
         )
     # Submission refuses these characters, yet a campaign submitted before it did still holds them.
-    refused = {field: _refused_characters(getattr(campaign, field)) for field in ("text", "title")}
+    refused = {field: refused_characters(getattr(campaign, field)) for field in REFUSED_CHARACTER_FIELDS}
     if any(refused.values()):
         raise ServiceInvalid(
             f"The campaign holds characters that {REFUSED_CHARACTERS_PHRASE}, so the approver and handsets could "
@@ -970,7 +973,7 @@ def _schedule_checked(schedule: dict, area_codes, polygon) -> dict:
     return normalized
 
 
-def _refused_characters(value: str) -> str:
+def refused_characters(value: str) -> str:
     """Name the direction overrides and control characters in value (at most ten), or return "" when it has none."""
     refused = [item for item in sms.hidden_characters(value or "") if item.kind in sms.REFUSED_KINDS]
     return ", ".join(f"{item.code_point} {item.name} at character {item.position + 1}" for item in refused[:10])
@@ -987,7 +990,7 @@ def _check_complete(campaign: Campaign) -> None:
     else:
         # Direction overrides and control characters have no use in an SMS, and what they do differs between the
         # approver's screen and each handset (see smsblast.sms): approving such a text is approving an unknown one.
-        refused = _refused_characters(campaign.text)
+        refused = refused_characters(campaign.text)
         if refused:
             errors["text"] = (
                 f"The text holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so an approver and handsets "
@@ -995,13 +998,20 @@ def _check_complete(campaign: Campaign) -> None:
             )
             reasons["text"] = REFUSED_CHARACTERS
     # The title heads the review page and the approver's email and travels with every batch: the same holds.
-    refused = _refused_characters(campaign.title)
+    refused = refused_characters(campaign.title)
     if refused:
         errors["title"] = (
             f"The title holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so an approver could read a "
             "different title. Remove them."
         )
         reasons["title"] = REFUSED_CHARACTERS
+    refused = refused_characters(campaign.instruction)
+    if refused:
+        errors["instruction"] = (
+            f"The instruction holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so an approver could "
+            "read a different instruction than the alert's readers. Remove them."
+        )
+        reasons["instruction"] = REFUSED_CHARACTERS
     if not SENDER_RE.match(campaign.sender or ""):
         errors["sender"] = (
             f"A sender ID of 1 to {SENDER_MAX_LENGTH} letters, digits, spaces, dots or hyphens "

@@ -249,6 +249,18 @@ def test_approving_a_pending_text_with_a_direction_override_is_refused_with_400_
     assert not campaign.approvals.exists()
 
 
+def test_approving_a_pending_campaign_whose_instruction_holds_a_direction_override_is_refused(author, api_client_for):
+    campaign = CampaignFactory(author=author, status=Status.PENDING_APPROVAL, instruction="Hubungi \u202e112")
+    response = api_client_for(UserFactory(role=Role.APPROVER)).post(
+        f"/api/v1/campaigns/{campaign.pk}/approve/", {"content_hash": campaign_content_hash(campaign)}, format="json"
+    )
+    assert response.status_code == 400
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE at character 9" in response.json()["errors"]["instruction"]
+    campaign.refresh_from_db()
+    assert campaign.status == Status.PENDING_APPROVAL
+    assert not campaign.approvals.exists()
+
+
 @pytest.mark.parametrize(
     ("action", "state"),
     [

@@ -1258,3 +1258,15 @@ def test_the_page_of_an_approved_update_does_not_say_approving_it_cancels_an_ale
     page = client_for(UserFactory(role=Role.APPROVER)).get(f"/campaigns/{update.pk}/").content.decode()
 
     assert "data-cap-supersedes" not in page
+
+
+def test_an_alert_whose_instruction_holds_a_direction_override_is_refused_and_nothing_is_created(officer_client):
+    # The pages do not edit the instruction, so it could never be submitted: the import says why at once.
+    blitar_areas()
+    OperatorFactory(slug="telkomsel")
+    document = GEOCODES.format(description="Mulai 3 Juli 2021.").replace("hindari kerumunan", "hindari \u202ekerumunan")
+    response = _post_xml(officer_client, document)
+    assert response.status_code == 400
+    assert "instruction holds characters" in response.json()["detail"]
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE" in response.json()["detail"]
+    assert not Campaign.objects.exists()

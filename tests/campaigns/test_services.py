@@ -288,6 +288,20 @@ def test_submit_refuses_a_title_with_a_direction_override_naming_it(officer, are
     assert campaign.status == Status.DRAFT
 
 
+def test_submit_refuses_an_instruction_with_a_direction_override_and_keeps_its_line_breaks(officer, areas):
+    # The instruction is approved with the campaign and carried by its CAP export: an override there reorders it.
+    campaign = CampaignFactory(author=officer, instruction="Tetap di rumah.\nHubungi \u202e112")
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_submit(campaign=campaign, actor=officer)
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE at character 25" in refused.value.errors["instruction"]
+    assert set(refused.value.errors) == {"instruction"}
+    campaign.refresh_from_db()
+    assert campaign.status == Status.DRAFT
+    Campaign.objects.filter(pk=campaign.pk).update(instruction="Tetap di rumah.\nHubungi 112.")
+    campaign.refresh_from_db()
+    assert campaign_submit(campaign=campaign, actor=officer).status == Status.PENDING_APPROVAL
+
+
 @pytest.mark.parametrize(
     "text",
     ["Harga\u00a0Rp 10.000 \U0001f468\u200d\U0001f469\u200d\U0001f467", "Jaga jarak\u200b, pakai masker.\tYa"],
