@@ -326,3 +326,36 @@ def _text_error_message(text: str, error: TextError) -> str:
     if not text.strip():
         return str(_("Write the message text."))
     return str(_("The text is too long: it needs more than 10 SMS parts. Shorten it."))
+
+
+class CapImportForm(forms.Form):
+    """A CAP alert (or its Cancel) to import: a file, or its XML pasted."""
+
+    file = forms.FileField(
+        label=_("CAP file"),
+        required=False,
+        help_text=_("A CAP 1.1 or 1.2 alert (.xml or .cap) as its issuer published it, at most 1 MB."),
+    )
+    document = forms.CharField(
+        label=_("Or paste its XML"),
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "autocomplete": "off"}),
+    )
+
+    def clean(self):
+        from campaigns.cap_import import MAX_DOCUMENT_BYTES
+
+        cleaned = super().clean()
+        upload, pasted = cleaned.get("file"), cleaned.get("document") or ""
+        if upload is not None and pasted.strip():
+            raise forms.ValidationError(_("Give either a file or pasted XML, not both."))
+        if upload is None and not pasted.strip():
+            raise forms.ValidationError(_("Choose a CAP file or paste its XML."))
+        raw = upload.read(MAX_DOCUMENT_BYTES + 1) if upload is not None else pasted.encode()
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            raise forms.ValidationError(
+                _("The alert is larger than %(limit)d MB; no CAP alert is that large.") % {"limit": 1}
+            )
+        cleaned["raw"] = raw
+        return cleaned

@@ -9,6 +9,7 @@ app_name = "campaigns"
 urlpatterns = [
     path("campaigns/", views.campaign_list, name="list"),
     path("campaigns/new/", views.campaign_create, name="create"),
+    path("campaigns/import-cap/", views.campaign_cap_import, name="cap_import"),
     path("campaigns/areas/", views.area_search, name="area_search"),
     path("campaigns/preview/", views.compose_preview, name="preview"),
     path("campaigns/<int:pk>/", views.campaign_detail, name="detail"),

@@ -26,8 +26,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from campaigns import dispatch, scheduling, selectors, services
 from campaigns.cap import cap_exportable
+from campaigns.cap_import import cap_import
 from campaigns.dispatch_selectors import run_progress_block, runs_progress
-from campaigns.forms import ApproveForm, CampaignForm, ConfirmForm, RejectForm
+from campaigns.forms import ApproveForm, CampaignForm, CapImportForm, ConfirmForm, RejectForm
 from campaigns.models import Approval, Campaign, CampaignRun, Mode
 from campaigns.models import Delivery as DeliveryModel
 from campaigns.selectors import campaign_zone, campaign_zones, target_zone
@@ -262,6 +263,53 @@ def campaign_copy(request: HttpRequest, pk: int) -> HttpResponse:
     if passed:
         messages.warning(request, _("The copied time had already passed and was left out: set when to send."))
     return redirect("campaigns:edit", pk=campaign.pk)
+
+
+@role_required(Role.OFFICER, Role.ADMIN)
+def campaign_cap_import(request: HttpRequest) -> HttpResponse:
+    """Import a CAP alert from its issuer as a draft area broadcast, or pass on the issuer's Cancel of one."""
+    form = CapImportForm(request.POST, request.FILES) if request.method == "POST" else CapImportForm()
+    refusal = ""
+    if request.method == "POST" and form.is_valid():
+        try:
+            result = cap_import(raw=form.cleaned_data["raw"], actor=request.user)
+        except ServiceError as error:
+            refusal = _cap_import_refusal(error)
+        else:
+            campaign = result.campaign
+            if result.action == "created":
+                messages.success(
+                    request,
+                    _(
+                        "Imported as a draft area broadcast. Check its text, area and window, then submit it for "
+                        "approval."
+                    ),
+                )
+            elif result.action == "rejected":
+                messages.success(
+                    request, _("The issuer's Cancel sent this campaign back to its author; it will not be approved.")
+                )
+            else:
+                messages.success(request, _("The issuer's Cancel cancelled this campaign."))
+            for note in result.notes:
+                messages.info(request, _("From the alert: %(note)s") % {"note": note})
+            return redirect("campaigns:detail", pk=campaign.pk)
+    status_code = 400 if request.method == "POST" else 200
+    return render(request, "campaigns/cap_import.html", {"form": form, "refusal": refusal}, status=status_code)
+
+
+def _cap_import_refusal(error: ServiceError) -> str:
+    """Say, in the user's language, why an alert was not imported, with the import's own reason."""
+    if isinstance(error, OutsideJurisdiction):
+        return _(
+            "The alert's area lies outside your jurisdiction (%(jurisdiction)s): %(areas)s. The officers of those "
+            "areas import it."
+        ) % {"jurisdiction": error.jurisdiction, "areas": ", ".join(error.areas)}
+    if isinstance(error, ServiceForbidden):
+        return _("Your role may not do this.")
+    if isinstance(error, ServiceConflict):
+        return _("Nothing was imported: %(reason)s") % {"reason": error}
+    return _("The alert was not imported: %(reason)s") % {"reason": error}
 
 
 @role_required(Role.OFFICER, Role.ADMIN)

@@ -212,6 +212,7 @@ def pages_of(ids: dict[str, int]) -> list[str]:
         "/operators/",
         "/subscribers/",
         "/campaigns/new/",
+        "/campaigns/import-cap/",
         "/subscribers/imports/999999/",
         *(f"/campaigns/{ids['outside']}/{page}" for page in ("", "edit/", "review/")),
         f"/campaigns/{ids['pending']}/review/",

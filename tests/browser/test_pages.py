@@ -62,7 +62,9 @@ def test_compose_by_keyboard_alone_with_a_visible_focus(officer_page, live_serve
     expect(page.locator('[data-picked] input[value="35.05"]')).to_be_checked()
 
 
-@pytest.mark.parametrize("path", ["/", "/campaigns/", "/campaigns/new/", "/campaigns/{pk}/", "/subscribers/"])
+@pytest.mark.parametrize(
+    "path", ["/", "/campaigns/", "/campaigns/new/", "/campaigns/import-cap/", "/campaigns/{pk}/", "/subscribers/"]
+)
 def test_pages_fit_a_360_px_screen_without_sideways_scrolling(officer_page, live_server, path):
     page = officer_page(viewport=PHONE_VIEWPORT)
     campaign = CampaignFactory(author=User.objects.get(username="officer-kb"), area_codes=["35.05"])

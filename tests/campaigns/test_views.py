@@ -1918,3 +1918,104 @@ def test_the_diff_since_the_rejection_marks_a_change_made_only_with_a_zero_width
     body = client_for(approver_user).get(reverse("campaigns:review", args=[pending.pk])).content.decode()
     added = re.search(r'<span class="add">\+Isi pesan: (.*?)</span>\n?<', body, re.S)
     assert added and 'data-hidden-char="U+200B"' in added.group(1)
+
+
+# --- importing a CAP alert from a page -------------------------------------------------------
+
+
+def _cap_page_officer(**fields):
+    from tests.operators.area_scripted import blitar_areas as cap_areas
+
+    cap_areas()
+    OperatorFactory(slug="telkomsel")
+    return UserFactory(role=Role.OFFICER, **fields)
+
+
+def _alert(description: str = "Mulai 3 Juli 2021.") -> str:
+    from tests.campaigns.test_cap import GEOCODES
+
+    return GEOCODES.format(description=description)
+
+
+def test_an_officer_uploads_a_cap_file_and_lands_on_the_draft_with_what_the_import_noted():
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client = client_for(_cap_page_officer())
+    upload = SimpleUploadedFile("peringatan.xml", _alert().encode(), content_type="application/xml")
+    response = client.post(reverse("campaigns:cap_import"), {"file": upload}, follow=True)
+    assert response.status_code == 200
+    campaign = Campaign.objects.get()
+    assert response.redirect_chain == [(reverse("campaigns:detail", args=[campaign.pk]), 302)]
+    assert (campaign.mode, campaign.status, campaign.title) == (
+        "area_broadcast",
+        Campaign.Status.DRAFT,
+        "PPKM Darurat berlaku",
+    )
+    page = response.content.decode()
+    assert "Diimpor sebagai draf siaran wilayah" in page
+    assert "Dari peringatan: Area from the alert&#x27;s geocodes." in page
+
+
+def test_an_officer_pastes_the_xml_of_an_alert_and_then_of_its_cancel():
+    from tests.campaigns.test_cap import CANCEL
+
+    client = client_for(_cap_page_officer())
+    created = client.post(reverse("campaigns:cap_import"), {"document": _alert()})
+    campaign = Campaign.objects.get()
+    assert created.status_code == 302 and created["Location"] == reverse("campaigns:detail", args=[campaign.pk])
+    cancelled = client.post(reverse("campaigns:cap_import"), {"document": CANCEL}, follow=True)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.CANCELLED
+    assert "Pembatalan dari penerbit membatalkan kampanye ini." in cancelled.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "Pilih berkas CAP atau tempelkan XML-nya."),
+        ({"document": "   "}, "Pilih berkas CAP atau tempelkan XML-nya."),
+        ({"document": "<alert>", "with_file": True}, "Berikan berkas atau XML yang ditempelkan, jangan keduanya."),
+        ({"document": "x" * (1024 * 1024 + 1)}, "Peringatan ini lebih besar dari 1 MB"),
+        ({"document": "<alert>not closed"}, "Peringatan tidak diimpor: The document is not well-formed XML"),
+    ],
+    ids=["nothing", "blank", "both", "too-large", "not-xml"],
+)
+def test_a_cap_import_page_refuses_what_it_cannot_import_with_a_message_and_creates_nothing(data, message):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client = client_for(_cap_page_officer())
+    if data.pop("with_file", False):
+        data["file"] = SimpleUploadedFile("a.xml", _alert().encode())
+    response = client.post(reverse("campaigns:cap_import"), data)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not Campaign.objects.exists()
+    assert not AuditEvent.objects.filter(action="campaign.cap_import").exists()
+
+
+def test_the_cap_import_page_says_in_the_users_language_why_an_alert_outside_the_jurisdiction_or_again_is_refused():
+    AreaFactory(code="35.04", name="Kabupaten Tulungagung")
+    tulungagung = client_for(_cap_page_officer(jurisdiction_id="35.04"))
+    outside = tulungagung.post(reverse("campaigns:cap_import"), {"document": _alert()})
+    assert outside.status_code == 400
+    assert (
+        "Wilayah peringatan ini berada di luar yurisdiksi Anda (35.04 Kabupaten Tulungagung): 35.05 Kabupaten Blitar"
+        in outside.content.decode()
+    )
+    officer = client_for(UserFactory(role=Role.OFFICER))
+    assert officer.post(reverse("campaigns:cap_import"), {"document": _alert()}).status_code == 302
+    again = officer.post(reverse("campaigns:cap_import"), {"document": _alert()})
+    assert again.status_code == 400
+    assert "Tidak ada yang diimpor: This CAP alert was already imported as campaign" in again.content.decode()
+    assert Campaign.objects.count() == 1
+
+
+def test_only_officers_and_admins_reach_the_cap_import_page_and_it_is_in_their_menu():
+    officer = client_for(_cap_page_officer())
+    assert reverse("campaigns:cap_import") in officer.get(reverse("dashboard")).content.decode()
+    assert officer.get(reverse("campaigns:cap_import")).status_code == 200
+    approver = client_for(UserFactory(role=Role.APPROVER))
+    assert reverse("campaigns:cap_import") not in approver.get(reverse("dashboard")).content.decode()
+    assert approver.post(reverse("campaigns:cap_import"), {"document": _alert()}).status_code == 403
+    assert Client().get(reverse("campaigns:cap_import")).status_code == 302
+    assert not Campaign.objects.exists()
