@@ -6,7 +6,7 @@ Classification (Operator Batch API v1):
                                         this one; the retry reuses this batch's Idempotency-Key
   429                                   RETRY, retry_after from Retry-After (seconds or an HTTP date)
   408, 5xx, timeout, connection error   RETRY (Retry-After honoured when a 503 sends one)
-  any other 4xx, 3xx, a bad base_url    FAILED, with the operator's reason kept
+  any other 4xx, 3xx, a bad base_url    FAILED, with the operator's reason kept (a redirect: where it points)
   2xx whose body cannot be read         RETRY: the operator may well have taken the batch, so failing it
                                         would mark deliveries failed that are being sent; a retry reuses
                                         the Idempotency-Key, so the operator answers its first answer again
@@ -159,7 +159,14 @@ def answer_read(response: requests.Response, *, started: float, timeout: float, 
 
 
 def _reason(response: requests.Response) -> str:
-    """Return the operator's stated reason for refusing, else the start of its body."""
+    """Return the operator's stated reason for refusing, else the start of its body; a redirect names its target."""
+    location = response.headers.get("Location")
+    if 300 <= response.status_code < 400 and location:
+        # Never followed (the signed batch would go where nobody configured): the admin mends the base URL instead.
+        return (
+            f"HTTP {response.status_code}: redirected to {operator_text(location)[:120]}; "
+            "set the operator's base URL to where it answers now"
+        )[:MAX_ERROR_CHARS]
     try:
         document = response.json()
     except ValueError:

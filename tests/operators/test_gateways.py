@@ -317,3 +317,14 @@ def test_a_huge_answer_is_read_only_up_to_a_limit():
     assert result.error.startswith("HTTP 502: xxx")
     # The worker stopped reading after a few MiB (what was sent includes the sockets' buffers).
     assert sum(sent) < 32 * 2**20
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirected_batch_fails_naming_where_the_operator_moved_so_its_base_url_can_be_mended(status):
+    # A proxy moving plain HTTP to HTTPS, or an endpoint moved: following it would resend the signed batch to an
+    # address nobody configured, so the batch fails, and the reason says where to point the operator instead.
+    with FixedAnswer(status, b"", {"Location": "https://sms.operator.example/v1/batches"}) as server:
+        result = get_adapter("http_batch_v1").send_batch(outbound(server.url))
+    assert result.outcome == Outcome.FAILED
+    assert "https://sms.operator.example/v1/batches" in result.error
+    assert "base URL" in result.error
