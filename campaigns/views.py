@@ -35,6 +35,7 @@ from campaigns.selectors import campaign_zone, campaign_zones, target_zone
 from operators.broadcast_selectors import broadcast_run_reach
 from operators.broadcasts import broadcast_estimate, broadcast_operators
 from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
+from smsblast.health import health_status
 from smsblast.models import Area, AuditEvent, Role
 from smsblast.selectors import area_search_key
 from smsblast.sms import TextError, analyze, hidden_characters, international_hosts
@@ -184,6 +185,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         running = running.filter(author=user)
     latest = CampaignRun.objects.filter(campaign=OuterRef("pk")).order_by("-scheduled_for", "-id").values("pk")[:1]
     context["running"] = _running_progress(list(running.annotate(latest_run=Subquery(latest))[:20]))
+    # What /healthz tells a prober, told to the people waiting for their campaigns: nothing else shows it.
+    context["health"] = health_status()
     return render(request, "campaigns/dashboard.html", context)
 
 

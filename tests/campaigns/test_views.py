@@ -2019,3 +2019,28 @@ def test_only_officers_and_admins_reach_the_cap_import_page_and_it_is_in_their_m
     assert approver.post(reverse("campaigns:cap_import"), {"document": _alert()}).status_code == 403
     assert Client().get(reverse("campaigns:cap_import")).status_code == 302
     assert not Campaign.objects.exists()
+
+
+def test_dashboard_warns_that_nothing_is_sent_while_redis_cannot_be_reached(settings, redis_url, redis_client):
+    from smsblast.devtools import free_port
+
+    admin = UserFactory(username="adm", role=Role.ADMIN)
+    settings.REDIS_URL = redis_url
+    redis_client.set("smsblast:health:reconciled", "1", ex=60)  # as after the reconciler's last pass
+    body = client_for(admin, language="en").get(reverse("dashboard")).content.decode()
+    assert "data-health" not in body
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    for language, words in (("en", "Redis cannot be reached"), ("id", "Redis tidak dapat dihubungi")):
+        body = client_for(admin, language=language).get(reverse("dashboard")).content.decode()
+        assert re.search(rf'data-health="redis"[^>]*>[^<]*{words}', body)
+
+
+def test_dashboard_warns_that_due_runs_do_not_start_while_the_scheduler_is_not_running(
+    settings, redis_url, redis_client, officer_user
+):
+    settings.REDIS_URL = redis_url
+    redis_client.delete("smsblast:health:reconciled")  # no pass of the reconciler for a minute: beat or control down
+    body = client_for(officer_user, language="en").get(reverse("dashboard")).content.decode()
+    assert re.search(r'data-health="scheduler"[^>]*>[^<]*scheduled runs do not start', body)
+    assert 'data-health="redis"' not in body
