@@ -203,8 +203,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Keep database connections across tasks (Celery's Django fixup closes them around every task otherwise);
 # config/celery.py closes stale or broken ones per task the way Django does per request.
 CELERY_DB_REUSE_MAX = 1000
-# Redis redelivers unacked tasks after this many seconds; leases are shorter than this.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Redis redelivers unacked tasks after this many seconds; leases are shorter than this. A broker that takes
+# connections but never answers (a host gone silent) fails a send within seconds instead of holding the request or
+# task that sends for ever: the change it follows is committed, and the reconciler re-drives what was not enqueued.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "socket_connect_timeout": 2, "socket_timeout": 3}
+# Three tries at most (a connection Redis dropped on a restart is replaced on the second): about 10 s in all.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_BEAT_SCHEDULE = {
     # Due runs start within two seconds of their time: poll every second (rows under a lock, no far ETAs).
     "start-due-runs": {"task": "campaigns.tasks.start_due_runs", "schedule": 1.0},
