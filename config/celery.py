@@ -41,6 +41,7 @@ HOUSEKEEPING_TASKS = frozenset(
         "campaigns.tasks.reconcile_dispatch",
         "operators.area_broadcasts_tick",
         "smsblast.notifications_redrive",
+        "smsblast.subscriber_imports_redrive",
     }
 )
 

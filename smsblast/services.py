@@ -735,6 +735,27 @@ def subscriber_import_resume(*, subscriber_import: SubscriberImport, actor: User
     return job
 
 
+def subscriber_imports_redrive() -> int:
+    """Queue again the imports whose task never reached a worker (the broker was down or lost it); return how many.
+
+    Only pending ones, once silent for SUBSCRIBER_IMPORT_STALE_SECONDS: a running one as silent had a worker die
+    half-way, and its officer resumes it (the file itself may be what killed the worker, so it is not retried
+    unattended). A second task for a job already taken finds it running and leaves it.
+    """
+    lost = SubscriberImport.objects.filter(
+        selectors.subscriber_imports_stalled_q(), state=SubscriberImport.State.PENDING
+    )
+    queued = 0
+    for job in lost.order_by("pk"):
+        try:
+            subscriber_import_resume(subscriber_import=job, actor=None)
+        except ServiceConflict as exc:  # its file is gone, or a worker took it meanwhile
+            logger.info("Import #%s was not queued again: %s", job.pk, exc)
+            continue
+        queued += 1
+    return queued
+
+
 @transaction.atomic
 def subscriber_import_interrupt(*, subscriber_import: SubscriberImport, actor: User | None = None) -> SubscriberImport:
     """Mark a job left running by a worker that died as failed, so that it can be resumed."""

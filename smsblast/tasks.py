@@ -19,6 +19,12 @@ def subscriber_import_run(import_id: int) -> None:
         return  # another worker claimed it first
 
 
+@shared_task(name="smsblast.subscriber_imports_redrive")
+def subscriber_imports_redrive() -> None:
+    """Queue again the uploaded imports whose task never reached a worker."""
+    services.subscriber_imports_redrive()
+
+
 @shared_task(name="smsblast.notification_send")
 def notification_send(notification_id: int) -> None:
     """Send one notification; one already taken by another worker, sent or failed is left alone."""

@@ -218,6 +218,8 @@ CELERY_BEAT_SCHEDULE = {
     "area-broadcasts-tick": {"task": "operators.area_broadcasts_tick", "schedule": 2.0},
     # Emails whose task was lost, whose worker died or whose mail server refused are sent again.
     "notifications-redrive": {"task": "smsblast.notifications_redrive", "schedule": 30.0},
+    # Uploaded imports whose task never reached a worker (the broker was down) are queued again.
+    "subscriber-imports-redrive": {"task": "smsblast.subscriber_imports_redrive", "schedule": 60.0},
 }
 # Beat's housekeeping has a queue of its own, consumed by the `control` process as well as the workers: a
 # due run starts on time even while every worker process is busy fanning out or waiting for rate-limit
@@ -227,6 +229,7 @@ CELERY_TASK_ROUTES = {
     "campaigns.tasks.reconcile_dispatch": {"queue": "control"},
     "operators.area_broadcasts_tick": {"queue": "control"},
     "smsblast.notifications_redrive": {"queue": "control"},
+    "smsblast.subscriber_imports_redrive": {"queue": "control"},
     # Emails wait on the mail server (up to EMAIL_TIMEOUT per attempt): only the `mail` process takes them, never
     # a worker sending batches or the control process, so a mail server that does not answer holds up no run.
     "smsblast.notification_send": {"queue": "mail"},

@@ -1249,3 +1249,34 @@ def test_the_rejected_rows_download_is_documented_as_csv(api_client_for, officer
     answer = client.get(f"/api/v1/subscribers/imports/{job_id}/rejected.csv")
     assert answer.status_code == 200
     assert answer_mismatches(schema, "/api/v1/subscribers/imports/{id}/rejected.csv", "get", answer) == []
+
+
+def test_an_upload_whose_task_never_reached_a_worker_is_queued_again_by_beat_and_completes_unattended(
+    api_client_for, officer, areas, media_root, settings, django_capture_on_commit_callbacks
+):
+    from smsblast.tasks import subscriber_imports_redrive
+
+    client = api_client_for(officer)
+    with django_capture_on_commit_callbacks(execute=False):  # the broker was down: its task was never sent
+        lost = upload(client, b"msisdn;kode_wilayah\n0812 3456 7890;35.05.01\n").json()["id"]
+        waiting = upload(client, b"msisdn;kode_wilayah\n0812 3456 7891;35.05.01\n").json()["id"]
+        died = upload(client, b"msisdn;kode_wilayah\n0812 3456 7892;35.05.01\n").json()["id"]
+    silent = timezone.now() - timedelta(seconds=settings.SUBSCRIBER_IMPORT_STALE_SECONDS + 1)
+    SubscriberImport.objects.filter(pk=lost).update(heartbeat_at=silent)
+    # A worker that died half-way through a file is its officer's to resume: the file may be what killed it.
+    SubscriberImport.objects.filter(pk=died).update(state=SubscriberImport.State.RUNNING, heartbeat_at=silent)
+
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        subscriber_imports_redrive()
+
+    assert len(queued) == 1
+    assert dict(SubscriberImport.objects.values_list("pk", "state")) == {
+        lost: "pending",
+        waiting: "pending",
+        died: "running",
+    }
+    event = AuditEvent.objects.filter(action="subscriber_import.resume").get()
+    assert (event.object_id, event.actor_id) == (str(lost), None)
+    import_task(lost)  # as the worker does, given the task
+    assert SubscriberImport.objects.get(pk=lost).state == "completed"
+    assert Subscriber.objects.filter(msisdn="+6281234567890").exists()
