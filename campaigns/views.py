@@ -35,7 +35,7 @@ from campaigns.selectors import campaign_zone, campaign_zones, target_zone
 from operators.broadcast_selectors import broadcast_run_reach
 from operators.broadcasts import broadcast_estimate, broadcast_operators
 from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
-from smsblast.health import health_status
+from smsblast.health import health_dispatch_workers, health_status
 from smsblast.models import Area, AuditEvent, Role
 from smsblast.selectors import area_search_key
 from smsblast.sms import TextError, analyze, hidden_characters, international_hosts
@@ -187,6 +187,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     context["running"] = _running_progress(list(running.annotate(latest_run=Subquery(latest))[:20]))
     # What /healthz tells a prober, told to the people waiting for their campaigns: nothing else shows it.
     context["health"] = health_status()
+    context["workers"] = health_dispatch_workers()
     return render(request, "campaigns/dashboard.html", context)
 
 

@@ -3,7 +3,7 @@
 import logging
 import os
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import after_setup_logger, task_postrun, task_prerun
 
 # Production unless told otherwise (`make run` and the tests say which): a deploy that forgets to say never
@@ -31,6 +31,41 @@ def close_old_database_connections(task=None, **kwargs) -> None:
     if task is not None and getattr(task.request, "is_eager", False):
         return
     close_old_connections()
+
+
+class SendingWorkerMark(bootsteps.StartStopStep):
+    """Mark in Redis, every few seconds, that a worker taking the default or an operator's queue is running.
+
+    The dashboard warns when no mark is fresh: beat's housekeeping on the control queue goes on, yet no run fans out
+    and no batch leaves. Workers of the control or mail queue alone do not mark.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        self.timer_entry = None
+
+    def start(self, consumer) -> None:
+        from smsblast.health import WORKER_MARK_SECONDS
+
+        self.mark(consumer)
+        self.timer_entry = consumer.timer.call_repeatedly(WORKER_MARK_SECONDS, self.mark, (consumer,), priority=10)
+
+    def stop(self, consumer) -> None:
+        if self.timer_entry is not None:
+            self.timer_entry.cancel()
+            self.timer_entry = None
+
+    def mark(self, consumer) -> None:
+        from smsblast.health import health_mark_dispatch_worker
+
+        names = [queue.name for queue in consumer.task_consumer.queues]
+        if any(name == "default" or name.startswith("dispatch.") for name in names):
+            health_mark_dispatch_worker()
+
+
+app.steps["consumer"].add(SendingWorkerMark)
 
 
 # Beat sends these every second or two; their "received" and "succeeded" lines would bury the ones about

@@ -24,6 +24,10 @@ HEALTH_PATHS = ("/healthz", "/healthz/")
 RECONCILED_KEY = "smsblast:health:reconciled"
 # Four of the reconciler's 15-second passes (CELERY_BEAT_SCHEDULE): one late pass on busy workers is not an outage.
 RECONCILER_LATE_SECONDS = 60
+# Workers taking the default or an operator's queue mark themselves every WORKER_MARK_SECONDS (config/celery.py).
+WORKER_KEY = "smsblast:health:dispatch_worker"
+WORKER_MARK_SECONDS = 10
+WORKER_LATE_SECONDS = 60
 # A probe must answer within the prober's own timeout even when Redis hangs rather than refuses.
 REDIS_TIMEOUT_SECONDS = 1.0
 
@@ -39,6 +43,22 @@ def health_mark_reconciled() -> None:
         _client(settings.REDIS_URL).set(RECONCILED_KEY, "1", ex=RECONCILER_LATE_SECONDS)
     except redis.RedisError as exc:
         logger.debug("Could not note the reconciler's pass: %s", exc)
+
+
+def health_mark_dispatch_worker() -> None:
+    """Note that a worker taking the sending queues is running; the mark lapses after WORKER_LATE_SECONDS."""
+    try:
+        _client(settings.REDIS_URL).set(WORKER_KEY, "1", ex=WORKER_LATE_SECONDS)
+    except redis.RedisError as exc:
+        logger.debug("Could not note a running worker: %s", exc)
+
+
+def health_dispatch_workers() -> str:
+    """Return "ok" when a worker taking the sending queues marked itself lately, "late" if none did, else "unknown"."""
+    try:
+        return "ok" if _client(settings.REDIS_URL).exists(WORKER_KEY) else "late"
+    except redis.RedisError:
+        return "unknown"
 
 
 def health_status() -> dict[str, str]:

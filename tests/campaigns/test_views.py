@@ -2027,6 +2027,7 @@ def test_dashboard_warns_that_nothing_is_sent_while_redis_cannot_be_reached(sett
     admin = UserFactory(username="adm", role=Role.ADMIN)
     settings.REDIS_URL = redis_url
     redis_client.set("smsblast:health:reconciled", "1", ex=60)  # as after the reconciler's last pass
+    redis_client.set("smsblast:health:dispatch_worker", "1", ex=60)  # and with a worker running
     body = client_for(admin, language="en").get(reverse("dashboard")).content.decode()
     assert "data-health" not in body
 
@@ -2044,3 +2045,17 @@ def test_dashboard_warns_that_due_runs_do_not_start_while_the_scheduler_is_not_r
     body = client_for(officer_user, language="en").get(reverse("dashboard")).content.decode()
     assert re.search(r'data-health="scheduler"[^>]*>[^<]*scheduled runs do not start', body)
     assert 'data-health="redis"' not in body
+
+
+def test_dashboard_warns_that_no_batch_leaves_while_no_worker_runs(settings, redis_url, redis_client, officer_user):
+    from smsblast.health import health_mark_dispatch_worker, health_mark_reconciled
+
+    settings.REDIS_URL = redis_url
+    health_mark_reconciled()  # beat and the control process are up; no sending worker marked itself
+    body = client_for(officer_user, language="en").get(reverse("dashboard")).content.decode()
+    assert re.search(r'data-health="workers"[^>]*>[^<]*No worker is running', body)
+    assert 'data-health="scheduler"' not in body
+
+    health_mark_dispatch_worker()  # as a running worker does every few seconds
+    body = client_for(officer_user, language="id").get(reverse("dashboard")).content.decode()
+    assert "data-health" not in body

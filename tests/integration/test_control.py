@@ -57,3 +57,22 @@ def test_a_worker_started_before_its_operators_existed_sends_to_them_without_a_r
     assert sum(deliveries_by_status(campaign).values()) == 120
     stats = stack.stats()
     assert {slug: stats[slug]["messages"] for slug in operators} == {slug: 30 for slug in operators}
+
+
+def test_the_dashboard_says_no_worker_runs_until_one_consuming_the_sending_queues_starts(stack):
+    from django.urls import reverse
+
+    from smsblast.health import health_mark_reconciled
+    from smsblast.models import Role
+    from tests.conftest import client_for, make_user
+
+    client = client_for(make_user("admin-it", Role.ADMIN), language="en")
+
+    def warned() -> bool:
+        health_mark_reconciled()  # beat and the control process are up throughout
+        return 'data-health="workers"' in client.get(reverse("dashboard")).content.decode()
+
+    stack.start_workers("control", concurrency=1, queues=["control"])
+    assert warned()  # beat's housekeeping alone sends nothing
+    stack.start_workers("main", concurrency=1, queues=["default", "dispatch.telkomsel"])
+    stack._wait(lambda: not warned(), 30, f"the dashboard still says no worker runs\n{stack.logs()}")
