@@ -3,7 +3,8 @@
 Off unless `METRICS_TOKEN` is set (the path is then an ordinary 404). Gauges only, each read when scraped from the
 database and the broker with one indexed query apiece, so a scrape every 15 s costs nothing a run notices:
 
-- `smsblast_up{part}`: 1 when the database, the broker (Redis) and the reconciler answer (see smsblast.health).
+- `smsblast_up{part}`: 1 when the database, the broker (Redis) and the reconciler answer, and (`workers`) when a
+  worker that fans out and sends marked itself in the last minute (see smsblast.health).
 - `smsblast_campaigns{status}`, `smsblast_runs_unfinished{status}`.
 - `smsblast_batches_unsent{operator,status}`: batches waiting, in flight or waiting to retry.
 - `smsblast_batch_oldest_unsent_seconds`: how long the oldest of them has waited; one that keeps growing while
@@ -23,7 +24,7 @@ from django.db.models import Count, Min
 from django.http import HttpResponse
 from django.utils import timezone
 
-from smsblast.health import health_status
+from smsblast.health import health_dispatch_workers, health_status
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ METRICS_PATHS = ("/metrics", "/metrics/")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 HELP = {
-    "smsblast_up": "1 when the part answers: database, redis, reconciler (ran in the last minute).",
+    "smsblast_up": "1 when the part answers: database, redis, reconciler and workers (marked in the last minute).",
     "smsblast_campaigns": "Campaigns by status.",
     "smsblast_runs_unfinished": "Runs not finished, by status.",
     "smsblast_batches_unsent": "Batches not accepted, failed or cancelled yet, by operator and status.",
@@ -47,6 +48,7 @@ def metrics_samples() -> dict[str, list[tuple[dict[str, str], float]]]:
     health = health_status()
     for part, state in health.items():
         samples["smsblast_up"].append(({"part": part}, 1.0 if state == "ok" else 0.0))
+    samples["smsblast_up"].append(({"part": "workers"}, 1.0 if health_dispatch_workers() == "ok" else 0.0))
     if health["database"] == "ok":
         try:
             _database_samples(samples)

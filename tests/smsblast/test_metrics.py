@@ -146,3 +146,11 @@ def test_a_count_past_a_million_and_a_wait_of_weeks_are_written_exactly_not_roun
 
     assert 'smsblast_queue_tasks{queue="mail"} 1234567\n' in text
     assert "smsblast_batch_oldest_unsent_seconds 1234567.891\n" in text
+
+
+def test_metrics_say_whether_a_worker_that_fans_out_and_sends_is_running(scraper):
+    from smsblast.health import health_mark_dispatch_worker
+
+    assert scrape(scraper)[key("smsblast_up", part="workers")] == 0  # none marked itself: runs would not move
+    health_mark_dispatch_worker()  # as a running worker does every few seconds
+    assert scrape(scraper)[key("smsblast_up", part="workers")] == 1
