@@ -1,6 +1,7 @@
 """Sending a batch: leasing, adapter outcomes, retries with backoff, permanent failure, quiet hours."""
 
 import json
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -522,6 +523,85 @@ def test_an_unreachable_rate_limiter_gives_the_batch_back_logged_and_it_is_sent_
     assert "unreachable" in caplog.text and str(batch.pk) in caplog.text
 
     settings.REDIS_URL = redis_url
+    assert services.batch_send(batch_id=batch.pk, now=held.next_attempt_at) == "accepted"
+    assert len(ScriptedAdapter.sent) == 1
+
+
+def test_a_batch_that_gets_no_tokens_in_time_is_given_back_unsent_and_sent_on_a_later_try(monkeypatch):
+    batch = _batch(2)
+    Operator.objects.filter(pk=batch.operator_id).update(segments_per_second=10)
+    # Other workers use the operator's whole allowance for as long as this one may wait.
+    monkeypatch.setattr(services.RateLimiter, "acquire", lambda self, cost, *, timeout: None)
+    assert services.batch_send(batch_id=batch.pk) == "throttled"
+    held = DispatchBatch.objects.get(pk=batch.pk)
+    assert (held.status, held.attempts, held.lease_expires_at) == ("pending", 0, None)
+    assert ScriptedAdapter.sent == []
+    assert audit_history(batch).get(action="batch.release").details["reason"] == "throttled"
+
+    monkeypatch.undo()
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    assert len(ScriptedAdapter.sent) == 1
+
+
+def _meanwhile_while_waiting_for_tokens(monkeypatch, change) -> None:
+    """Make the rate limiter take long enough for a check afterwards, and run `change` while it waits."""
+
+    def slow_grant(self, cost, *, timeout):
+        change()
+        return time.time()
+
+    monkeypatch.setattr(services, "PAUSE_CHECK_SECONDS", -1)
+    monkeypatch.setattr(services.RateLimiter, "acquire", slow_grant)
+
+
+def test_a_pause_while_the_batch_waits_for_tokens_sends_nothing_until_resumed(monkeypatch):
+    batch = _batch(2)
+    Operator.objects.filter(pk=batch.operator_id).update(segments_per_second=10)
+    campaign = batch.run.campaign
+    _meanwhile_while_waiting_for_tokens(
+        monkeypatch, lambda: dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+    )
+    assert services.batch_send(batch_id=batch.pk) == "paused"
+    held = DispatchBatch.objects.get(pk=batch.pk)
+    assert (held.status, held.attempts, held.lease_expires_at) == ("pending", 0, None)
+    assert ScriptedAdapter.sent == []
+
+    monkeypatch.undo()
+    dispatch.campaign_resume(campaign=campaign, actor=campaign.author)
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    assert len(ScriptedAdapter.sent) == 1
+
+
+def test_a_cancel_while_the_batch_waits_for_tokens_sends_nothing_and_cancels_its_messages(monkeypatch):
+    from campaigns.services import campaign_cancel
+
+    batch = _batch(2)
+    Operator.objects.filter(pk=batch.operator_id).update(segments_per_second=10)
+    campaign = batch.run.campaign
+    _meanwhile_while_waiting_for_tokens(
+        monkeypatch, lambda: campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah teks")
+    )
+    assert services.batch_send(batch_id=batch.pk) == "cancelled"
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "cancelled"
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"cancelled"}
+    assert ScriptedAdapter.sent == []
+
+
+def test_an_operator_deactivated_while_the_batch_waits_for_tokens_is_sent_nothing_until_it_is_back(monkeypatch):
+    batch = _batch(2)
+    operator = Operator.objects.get(pk=batch.operator_id)
+    Operator.objects.filter(pk=operator.pk).update(segments_per_second=10)
+    _meanwhile_while_waiting_for_tokens(
+        monkeypatch, lambda: Operator.objects.filter(pk=operator.pk).update(active=False)
+    )
+    assert services.batch_send(batch_id=batch.pk) == "operator_inactive"
+    held = DispatchBatch.objects.get(pk=batch.pk)
+    assert (held.status, held.attempts) == ("pending", 0)
+    assert held.next_attempt_at is not None
+    assert ScriptedAdapter.sent == []
+
+    monkeypatch.undo()
+    Operator.objects.filter(pk=operator.pk).update(active=True)
     assert services.batch_send(batch_id=batch.pk, now=held.next_attempt_at) == "accepted"
     assert len(ScriptedAdapter.sent) == 1
 
