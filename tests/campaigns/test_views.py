@@ -1082,6 +1082,49 @@ def test_reject_needs_a_reason(pending, approver_user):
     assert pending.status == Campaign.Status.PENDING_APPROVAL
 
 
+def test_the_approver_rejects_on_the_review_page_and_the_officer_reads_the_reason(pending, approver_user, officer_user):
+    response = client_for(approver_user).post(
+        reverse("campaigns:review", args=[pending.pk]),
+        {"decision": "reject", "content_hash": campaign_content_hash(pending), "reason": "Sebutkan nomor hotline."},
+        follow=True,
+    )
+    assert response.redirect_chain[-1][0] == reverse("campaigns:detail", args=[pending.pk])
+    assert "Ditolak. Petugas dapat melihat alasan Anda." in response.content.decode()
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.REJECTED
+    assert (
+        "Sebutkan nomor hotline."
+        in client_for(officer_user).get(reverse("campaigns:detail", args=[pending.pk])).content.decode()
+    )
+
+
+def test_rejecting_a_version_changed_during_review_is_refused_and_keeps_the_reason_typed(pending, approver_user):
+    reviewed = campaign_content_hash(pending)
+    Campaign.objects.filter(pk=pending.pk).update(text="Teks diubah diam-diam.")
+    response = client_for(approver_user).post(
+        reverse("campaigns:review", args=[pending.pk]),
+        {"decision": "reject", "content_hash": reviewed, "reason": "Sebutkan nomor hotline."},
+    )
+    assert response.status_code == 409
+    body = response.content.decode()
+    assert "diubah saat Anda memeriksanya" in body
+    assert "Teks diubah diam-diam." in body
+    assert "Sebutkan nomor hotline." in body
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.PENDING_APPROVAL
+
+
+def test_a_review_post_without_a_decision_changes_nothing_and_asks_for_one(pending, approver_user):
+    response = client_for(approver_user).post(
+        reverse("campaigns:review", args=[pending.pk]), {"content_hash": campaign_content_hash(pending)}
+    )
+    assert response.status_code == 400
+    assert "Pilih setujui atau tolak." in response.content.decode()
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.PENDING_APPROVAL
+    assert not Approval.objects.exists()
+
+
 def test_resubmitted_campaign_shows_a_diff_against_the_rejected_version(pending, approver_user, officer_user):
     campaign_reject(campaign=pending, approver=approver_user, reason="Sebutkan nomor hotline.")
     client_for(officer_user).post(
