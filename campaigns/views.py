@@ -101,6 +101,11 @@ def service_error_message(error: ServiceError, action: str = "") -> str:
             "changes were not saved. The form still holds them: compare with the campaign page, then save again "
             "to replace the current version."
         )
+    if isinstance(error, ServiceConflict) and "changed since you reviewed" in text and action == "reject":
+        return _(
+            "The campaign was changed while you were reviewing it, so it was not rejected. "
+            "Review the current version below and decide again."
+        )
     if isinstance(error, ServiceConflict) and "changed since you reviewed" in text:
         return _(
             "The campaign was changed while you were reviewing it, so nothing was approved. "

@@ -1107,7 +1107,8 @@ def test_rejecting_a_version_changed_during_review_is_refused_and_keeps_the_reas
     )
     assert response.status_code == 409
     body = response.content.decode()
-    assert "diubah saat Anda memeriksanya" in body
+    assert "diubah saat Anda memeriksanya, sehingga belum ditolak" in body
+    assert "tidak ada yang disetujui" not in body
     assert "Teks diubah diam-diam." in body
     assert "Sebutkan nomor hotline." in body
     pending.refresh_from_db()
