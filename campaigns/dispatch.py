@@ -642,9 +642,7 @@ def run_check_complete(*, run_id: int, now: datetime | None = None) -> CampaignR
     if run is None or run.status not in (RunStatus.SENDING, RunStatus.PAUSED) or not run.fanout_done:
         return run
     if run.campaign.mode != Mode.TARGETED:
-        return run  # an area broadcast closes through operators.broadcasts
-    if run.campaign.mode == Mode.AREA_BROADCAST:
-        return run  # it has no deliveries; the end of its window completes it (operators.broadcasts)
+        return run  # an area broadcast has no deliveries; the end of its window completes it (operators.broadcasts)
     if run.deliveries.filter(status__in=UNSETTLED_DELIVERY_STATUSES).exists():
         return run
     if run.batches.filter(status__in=UNSETTLED_BATCH_STATUSES).exists():
