@@ -78,6 +78,26 @@ def test_a_different_schedule_voids_the_approval_and_returns_to_draft():
     assert Approval.objects.get(campaign=campaign).voided_at is not None
 
 
+def test_setting_the_schedule_a_scheduled_campaign_already_has_changes_nothing_and_only_its_dispatchers_may():
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(BLORA_DAILY))
+    now = utc(2021, 7, 7, 1, 0)  # Wednesday 08:00 WIB
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=BLORA_DAILY, now=now)
+    events = AuditEvent.objects.count()
+    later = now + timedelta(minutes=5)
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=BLORA_DAILY, now=later)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED
+    assert campaign.next_run_at == utc(2021, 7, 7, 6, 0)
+    assert Approval.objects.get(campaign=campaign).voided_at is None
+    assert AuditEvent.objects.count() == events
+
+    another_officer = UserFactory(role=Role.OFFICER)
+    with pytest.raises(ServiceForbidden):
+        dispatch.campaign_schedule(campaign=campaign, user=another_officer, schedule=BLORA_DAILY, now=later)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED
+
+
 def test_arming_a_campaign_edited_back_to_draft_meanwhile_is_refused_and_keeps_the_edit():
     campaign = approved_campaign(schedule={"kind": "now"})
     page = Campaign.objects.get(pk=campaign.pk)  # the campaign page, loaded while it was approved
@@ -173,6 +193,17 @@ def test_a_due_run_starts_once_even_when_the_scheduler_runs_twice():
     run = CampaignRun.objects.get(campaign=campaign)
     assert run.status == CampaignRun.Status.FANNING_OUT
     assert run.content_hash and run.text == campaign.text
+
+
+def test_a_scheduler_finding_another_one_starting_runs_starts_none_itself(redis_client):
+    campaign = _scheduled()
+    now = timezone.now() + timedelta(seconds=1)
+    other_beat = redis_client.lock("smsblast:lock:runs_start_due", timeout=30)
+    assert other_beat.acquire(blocking=False)
+    assert dispatch.runs_start_due(now=now) == []
+    assert not CampaignRun.objects.filter(campaign=campaign).exists()
+    other_beat.release()
+    assert len(dispatch.runs_start_due(now=now)) == 1
 
 
 def test_a_run_of_the_design_example_sender_of_13_characters_freezes_it_and_its_batches_carry_it_whole():
@@ -934,6 +965,64 @@ def test_the_reconciler_leaves_area_broadcast_runs_to_their_own_service():
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.SENDING
     with pytest.raises(ServiceConflict):
         dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+
+
+def test_the_reconciler_leaves_a_waiting_batch_to_the_task_its_operators_queue_still_holds(
+    redis_client, django_capture_on_commit_callbacks
+):
+    run, _, _ = _fanned_out_run({"tsel": 3})
+    batch = DispatchBatch.objects.get(run=run)
+    DispatchBatch.objects.filter(pk=batch.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    dispatch.batches_enqueue([(batch.pk, "dispatch.tsel")])  # behind other batches, waiting for a worker
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert dispatch.dispatch_reconcile()["requeued"] == 0
+    assert _enqueued(callbacks) == []
+
+    redis_client.delete("dispatch.tsel")  # the queue drained and this batch's task was lost
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert dispatch.dispatch_reconcile()["requeued"] == 1
+    assert _enqueued(callbacks) == [(batch.pk, "dispatch.tsel")]
+
+
+def test_the_reconciler_re_drives_waiting_batches_when_the_broker_cannot_say_what_it_holds(
+    caplog, django_capture_on_commit_callbacks
+):
+    from config.celery import app
+    from smsblast.devtools import free_port
+
+    run, _, _ = _fanned_out_run({"tsel": 3})
+    batch = DispatchBatch.objects.get(run=run)
+    DispatchBatch.objects.filter(pk=batch.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    app.conf.broker_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app._pool = None
+    with caplog.at_level("WARNING", logger="campaigns.dispatch"), django_capture_on_commit_callbacks() as callbacks:
+        assert dispatch.dispatch_reconcile()["requeued"] == 1
+    assert _enqueued(callbacks) == [(batch.pk, "dispatch.tsel")]
+    assert "Could not count the tasks waiting" in caplog.text
+
+
+def test_a_completion_check_leaves_an_area_broadcast_run_to_the_end_of_its_window():
+    campaign = approved_campaign(mode="area_broadcast")
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign, status=CampaignRun.Status.SENDING, fanout_done=True)
+    dispatch.run_check_complete(run_id=run.pk)
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.SENDING
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SENDING
+
+
+def test_the_reconciler_does_not_report_a_run_whose_batches_wait_unleased_in_its_quiet_hours_as_stalled(caplog):
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    CampaignRun.objects.filter(pk=run.pk).update(
+        frozen={**run.frozen, "quiet_hours": {"start": "21:00", "end": "06:00"}, "area_codes": ["35.05"]},
+        expires_at=utc(2021, 7, 9),
+        last_progress_at=utc(2021, 7, 7, 14, 0),  # 21:00 WIB
+    )
+    wib_2230 = utc(2021, 7, 7, 15, 30)
+    with caplog.at_level("ERROR", logger="campaigns.dispatch"):
+        assert dispatch.dispatch_reconcile(now=wib_2230)["stalled"] == 0
+    assert "no progress" not in caplog.text
+    # Past the quiet hours, ten minutes without a batch leased is a stall.
+    assert dispatch.dispatch_reconcile(now=utc(2021, 7, 7, 23, 11))["stalled"] == 1
 
 
 @pytest.mark.django_db(transaction=True)
