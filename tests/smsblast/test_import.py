@@ -308,6 +308,48 @@ def test_a_byte_that_is_not_utf8_past_the_sniffed_start_rejects_its_line_instead
     assert not Subscriber.objects.filter(msisdn="+6281299999991").exists()
 
 
+def test_a_quote_never_closed_before_the_end_of_the_file_rejects_its_line_alone(tmp_path, areas):
+    text = (
+        "nomor,kode_wilayah,nama\n"  # line 1
+        "081234567891,35.05.01,Bu Sri\n"  # 2 accepted
+        '081234567890,35.05.01,"Pak Budi\n'  # 3 malformed: no quote follows it
+        "081234567892,35.05.01,Pak Joko\n"  # 4 accepted
+        "081234567893,35.05.01,Bu Ani\n"  # 5 accepted
+    )
+    job = run_import(write(tmp_path, text))
+
+    assert (job.state, job.rows_read, job.created, job.rejected) == ("completed", 4, 3, 1)
+    assert rejected_rows(job) == [(3, "malformed_row")]
+    assert Subscriber.objects.get(msisdn="+6281234567893").name == "Bu Ani"
+
+
+def test_a_lone_quote_inside_an_unquoted_cell_is_part_of_the_name_and_the_next_line_its_own_row(tmp_path, areas):
+    text = (
+        "nomor,kode_wilayah,nama\n"
+        '081234567890,35.05.01,Toko 5" Pak Budi\n'  # line 2: the quote opens nothing
+        "081234567891,35.05.01,Bu Sri\n"  # 3
+    )
+    job = run_import(write(tmp_path, text))
+
+    assert (job.state, job.rows_read, job.created, job.rejected) == ("completed", 2, 2, 0)
+    assert Subscriber.objects.get(msisdn="+6281234567890").name == 'Toko 5" Pak Budi'
+    assert Subscriber.objects.get(msisdn="+6281234567891").name == "Bu Sri"
+
+
+def test_a_character_cut_in_two_by_the_end_of_the_sampled_start_does_not_refuse_the_file(tmp_path, areas):
+    rows = [b"nomor,kode_wilayah,nama\n"] + [f"0812{i:08d},35.05.01,Nama {i}\n".encode() for i in range(1, 2001)]
+    start = b"".join(rows) + b"081299999990,35.05.01,"
+    # Spaces before the name (trimmed on import) put its "é", two bytes in UTF-8, on the sample's last byte.
+    name = " " * (importer.SNIFF_BYTES - 1 - len(start) - len("Jos")) + "José"
+    path = tmp_path / "names.csv"
+    path.write_bytes(start + name.encode() + b"\n081299999991,35.05.01,Bu Sri\n")
+    assert path.read_bytes()[importer.SNIFF_BYTES - 1 : importer.SNIFF_BYTES + 1] == "é".encode()
+    job = run_import(path)
+
+    assert (job.state, job.created, job.rejected) == ("completed", 2002, 0)
+    assert Subscriber.objects.get(msisdn="+6281299999990").name == "José"
+
+
 def test_rejected_file_lists_every_rejection_while_the_database_keeps_the_first(tmp_path, areas, monkeypatch):
     monkeypatch.setattr(services, "KEPT_REJECTIONS", 3)
     job = run_import(write(tmp_path, "msisdn\n" + "\n".join(f"bad{i}" for i in range(5)) + "\n081234567890\n"))
@@ -799,12 +841,24 @@ def test_rejected_file_keeps_a_name_outside_ascii_readable_in_a_spreadsheet(tmp_
         (b"PK\x03\x04\x14\x00\x06\x00rest-of-a-workbook", "spreadsheet workbook"),
         (b"msisdn\x00\x01\x02", "not a CSV"),
         ("msisdn\n081234567890\nSiti Ã\n".encode("latin-1"), "not UTF-8"),
+        # Past the 64 KiB the encoding is judged by, with no character cut by its end.
+        (("msisdn,nama\n" + "081234567890,Siti Ã\n" * 5000).encode("latin-1"), "not UTF-8"),
         (b"nama,kode_wilayah\nSiti,35.05\n", "no phone number column"),
         (b"msisdn,nama\n", "no rows"),
         # Rows follow, but the first line alone fills the 64 KiB the header is read from.
         (b"msisdn," + b"x" * (64 * 1024) + b"\n081234567890,a\n", "first line is longer than 64 KiB"),
     ],
-    ids=["empty", "only-bom", "xlsx", "binary", "latin-1", "no-number-column", "header-only", "header-too-long"],
+    ids=[
+        "empty",
+        "only-bom",
+        "xlsx",
+        "binary",
+        "latin-1",
+        "latin-1-large",
+        "no-number-column",
+        "header-only",
+        "header-too-long",
+    ],
 )
 def test_upload_refuses_a_file_that_cannot_be_imported(api_client_for, officer, media_root, content, message):
     response = upload(api_client_for(officer), content)
