@@ -1,6 +1,7 @@
 """CAP 1.2 export validates against the OASIS schema; CAP import turns real-agency alerts into drafts."""
 
 import random
+import re
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -824,6 +825,14 @@ def test_an_exported_alert_imports_back_into_the_same_area(officer_client):
         (GEOCODES.replace("Public</scope>", "Restricted</scope><restriction>BPBD only</restriction>"), "scope"),
         (GEOCODES.replace("Public</scope>", "Private</scope><addresses>bpbd@blitarkab.go.id</addresses>"), "scope"),
         ("", "no document"),
+        (GEOCODES.replace("<identifier>satgas-covid-35-0001</identifier>", ""), "missing identifier"),
+        (GEOCODES.replace("<msgType>Alert", "<msgType>Ack"), "msgType 'Ack' carries no alert"),
+        (re.sub(r"<info>.*</info>", "", GEOCODES, flags=re.S), "no info block"),
+        (
+            re.sub(r"<(headline|description|instruction)>[^<]*</\1>", "", GEOCODES),
+            "no headline, description or instruction",
+        ),
+        (re.sub(r"<references>[^<]*</references>", "", CANCEL), "no references"),
     ],
 )
 def test_unusable_documents_are_refused_with_a_reason_and_create_nothing(officer_client, document, reason):
