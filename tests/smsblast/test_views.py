@@ -184,6 +184,15 @@ def test_manual_opt_out_and_search_by_number(officer_user):
     assert "bukan nomor seluler Indonesia" in response.content.decode()
 
 
+def test_opting_out_a_number_already_opted_out_says_so_and_keeps_when_it_opted_out(officer_user):
+    client = client_for(officer_user)
+    client.post(reverse("subscribers"), {"form": "optout", "msisdn": "0812-3456-7890"})
+    first = Subscriber.objects.get(msisdn="+6281234567890").opted_out_at
+    response = client.post(reverse("subscribers"), {"form": "optout", "msisdn": "+62 812 3456 7890"}, follow=True)
+    assert "Nomor ini sudah berhenti berlangganan." in response.content.decode()
+    assert Subscriber.objects.get(msisdn="+6281234567890").opted_out_at == first
+
+
 def test_an_officer_limited_to_a_jurisdiction_counts_finds_and_opts_out_only_the_subscribers_homed_within_it():
     area_tree("35.05", kecamatan=1)
     AreaFactory(code="33", name="Jawa Tengah")
