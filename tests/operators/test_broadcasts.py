@@ -497,6 +497,18 @@ def test_submitting_an_area_broadcast_checks_its_window_and_operators(operators,
     assert campaign_submit(campaign=campaign, actor=campaign.author).status == Campaign.Status.PENDING_APPROVAL
 
 
+def test_submitting_an_area_broadcast_without_a_window_is_refused_naming_the_window(operators, areas):
+    from campaigns.services import campaign_submit
+    from smsblast.errors import ServiceInvalid
+
+    campaign = broadcast_campaign(approved=False, starts_at=None, ends_at=None)
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_submit(campaign=campaign, actor=campaign.author)
+    assert "window" in refused.value.errors["starts_at"]
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+
+
 def test_the_campaign_detail_shows_the_estimate_to_composer_and_approver(operators, areas, api_client_for):
     campaign = broadcast_campaign(approved=False)
     for role in (Role.OFFICER, Role.APPROVER):
