@@ -113,13 +113,6 @@ def broadcast_errors(campaign: Campaign, *, now: datetime | None = None) -> dict
     return errors
 
 
-def broadcast_validate(*, campaign: Campaign, now: datetime | None = None) -> None:
-    """Raise ServiceInvalid unless the area-broadcast campaign may be submitted now."""
-    errors = broadcast_errors(campaign, now=now)
-    if errors:
-        raise ServiceInvalid(" ".join(f"{name}: {message}" for name, message in errors.items()), errors)
-
-
 def _top_codes(codes) -> list[str]:
     """Drop codes that lie below another selected code, so no population is counted twice."""
     codes = sorted(set(codes))
