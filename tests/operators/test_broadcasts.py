@@ -365,6 +365,17 @@ def test_reach_reports_are_monotonic_idempotent_and_scoped_to_the_operator(opera
     assert [point["handsets_reached"] for point in run_progress["series"]] == [300, 500, 900]
 
 
+def test_an_operator_account_not_linked_to_an_operator_is_refused_reach_reports(operators, areas, api_client_for):
+    run = _start(broadcast_campaign())
+    telkomsel = str(_by_slug(run)["telkomsel"].pk)
+    unlinked = api_client_for(UserFactory(role=Role.OPERATOR))
+    report = {"broadcast_id": telkomsel, "handsets_reached": 500, "at": timezone.now().isoformat()}
+    response = unlinked.post("/api/v1/operator/area-broadcast-reports/", report, format="json")
+    assert response.status_code == 403
+    assert "not linked to an operator" in response.json()["detail"]
+    assert not _by_slug(run)["telkomsel"].reach_reports.exists()
+
+
 def test_a_deactivated_operator_still_reports_the_reach_of_a_broadcast_it_was_sent(operators, areas, api_client_for):
     run = _start(broadcast_campaign())
     telkomsel = _by_slug(run)["telkomsel"]
