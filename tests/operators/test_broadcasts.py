@@ -273,6 +273,19 @@ def test_a_refusal_ends_at_once_and_a_failing_operator_is_retried_until_the_wind
     assert AuditEvent.objects.filter(action="area_broadcast.failed").count() == 2
 
 
+def test_a_send_that_comes_due_only_after_the_window_ended_sends_nothing_and_says_why(operators, areas):
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    row = _by_slug(run)["telkomsel"]
+    late = campaign.ends_at + timedelta(seconds=1)
+    assert broadcasts.area_broadcast_send(broadcast_id=row.pk, now=late) is None
+    assert ScriptedAreaAdapter.sent == []
+    row.refresh_from_db()
+    assert row.state == AreaBroadcast.State.RETRIES_EXHAUSTED
+    assert row.last_error == "The window ended before the operator acknowledged."
+    assert row.events.filter(state=AreaBroadcast.State.RETRIES_EXHAUSTED).exists()
+
+
 # --- cancel --------------------------------------------------------------------------------
 
 
