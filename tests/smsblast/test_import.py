@@ -930,6 +930,16 @@ def test_unknown_import_is_404(api_client_for, officer):
     assert client.get("/api/v1/subscribers/imports/999/rejected.csv").status_code == 404
 
 
+def test_rejected_rows_whose_file_is_gone_are_answered_404_saying_they_are_no_longer_kept(
+    api_client_for, officer, areas, tmp_path
+):
+    job = run_import(write(tmp_path, "msisdn\nbad\n081234567890\n"))
+    Path(job.rejected_path).unlink()
+    answer = api_client_for(officer).get(f"/api/v1/subscribers/imports/{job.pk}/rejected.csv")
+    assert answer.status_code == 404
+    assert "no longer kept" in answer.json()["detail"]
+
+
 def test_rejected_csv_errors_reach_a_browser_as_json_not_the_browsable_api_page(api_client_for, officer):
     answer = api_client_for(officer).get("/api/v1/subscribers/imports/999/rejected.csv", HTTP_ACCEPT="text/html")
     assert answer.status_code == 404
