@@ -788,6 +788,29 @@ def test_pause_stops_new_batches_and_resume_sends_them():
     assert len(ScriptedAdapter.sent) == len(batch_ids)
 
 
+def test_a_fan_out_paused_before_it_wrote_anything_writes_its_batches_unsent_and_resume_sends_them(
+    django_capture_on_commit_callbacks,
+):
+    campaign = approved_campaign()
+    operators_and_subscribers(counts={"tsel": 6}, batch_size=2)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert dispatch.run_fan_out(run_id=run.pk, chunk_size=4) == 3
+    assert _enqueued(callbacks) == []
+    run.refresh_from_db()
+    assert (run.status, run.fanout_done) == (CampaignRun.Status.PAUSED, True)
+    assert not AuditEvent.objects.filter(action="run.fanned_out", object_id=str(run.pk)).exists()
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        dispatch.campaign_resume(campaign=campaign, actor=campaign.author)
+    batch_ids = set(DispatchBatch.objects.filter(run=run).values_list("pk", flat=True))
+    assert {batch_id for batch_id, _queue in _enqueued(callbacks)} == batch_ids
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.SENDING
+    assert {batch_send(batch_id=batch_id) for batch_id in batch_ids} == {"accepted"}
+
+
 def test_another_officer_may_not_pause_or_resume_the_campaign():
     run, _, _ = _fanned_out_run({"tsel": 2})
     campaign, stranger = run.campaign, UserFactory(role=Role.OFFICER)
