@@ -1175,6 +1175,25 @@ def test_the_diff_since_the_rejection_names_fields_by_their_labels_and_shows_val
     assert '<span class=""> Latihan: tidak</span>' in diff  # unchanged context, by its label and in words
 
 
+def test_the_diff_since_the_rejection_shows_a_moved_corner_of_the_drawn_area_and_an_added_operator_filter(
+    areas, officer_user, approver_user
+):
+    drawn = {"type": "Polygon", "coordinates": [[[112.0, -8.0], [112.05, -8.0], [112.05, -8.05], [112.0, -8.0]]]}
+    campaign = CampaignFactory(author=officer_user, area_codes=[], polygon=drawn)
+    campaign_submit(campaign=campaign, actor=officer_user)
+    campaign_reject(campaign=campaign, approver=approver_user, reason="Perkecil areanya.")
+    campaign.refresh_from_db()
+    moved = {"type": "Polygon", "coordinates": [[[112.0, -8.0], [112.04, -8.0], [112.05, -8.05], [112.0, -8.0]]]}
+    campaign_update(campaign=campaign, actor=officer_user, data={"polygon": moved, "audience": {"operators": ["xl"]}})
+    campaign_submit(campaign=campaign, actor=officer_user)
+    body = client_for(approver_user).get(reverse("campaigns:review", args=[campaign.pk])).content.decode()
+    diff = re.search(r"<pre class=\"diff\" data-diff>(.*?)</pre>", body, re.S).group(1)
+    assert "coordinates" not in diff and "{" not in diff
+    assert '<span class="del">-Area yang digambar: -8.0, 112.0; -8.0, 112.05; -8.05, 112.05; -8.0, 112.0</span>' in diff
+    assert '<span class="add">+Area yang digambar: -8.0, 112.0; -8.0, 112.04; -8.05, 112.05; -8.0, 112.0</span>' in diff
+    assert '<span class="add">+Penerima: Hanya pelanggan operator: xl</span>' in diff
+
+
 def test_review_page_shows_the_drawn_area_and_the_audience_filters_the_approval_binds(
     areas, officer_user, approver_user
 ):
