@@ -89,6 +89,20 @@ def test_an_api_multipart_body_of_too_many_fields_is_a_400_with_detail(officer, 
     assert "at most 10 fields" in response.json()["detail"]
 
 
+@override_settings(DATA_UPLOAD_MAX_NUMBER_FILES=2)
+def test_an_api_multipart_body_of_too_many_files_is_a_400_with_detail(officer, api_client_for, settings, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from smsblast.models import SubscriberImport
+
+    settings.MEDIA_ROOT = tmp_path
+    files = {f"file{i}": SimpleUploadedFile(f"{i}.csv", b"msisdn\n081234567890\n") for i in range(3)}
+    response = api_client_for(officer).post("/api/v1/subscribers/imports/", files, format="multipart")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Send at most 2 files."}
+    assert not SubscriberImport.objects.exists()
+
+
 TERABYTE = str(10**12)
 
 
