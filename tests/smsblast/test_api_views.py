@@ -39,6 +39,13 @@ def test_an_unknown_api_path_is_a_404_with_detail(officer, api_client_for, path)
     assert "/api/v1/schema/" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("body", [["Tetap pakai masker."], "Tetap pakai masker.", 5])
+def test_an_api_body_that_is_not_a_json_object_is_a_400_saying_an_object_was_expected(officer, api_client_for, body):
+    response = api_client_for(officer).post("/api/v1/sms/analyze/", body, format="json")
+    assert response.status_code == 400
+    assert "Expected a dictionary" in response.json()["detail"]
+
+
 def test_an_unknown_page_is_still_the_404_page(officer):
     from tests.conftest import client_for
 
