@@ -47,17 +47,15 @@ class TextAnalyzeSerializer(serializers.Serializer):
 def validated(serializer: serializers.Serializer) -> dict:
     """Return the serializer's validated data, or raise ServiceInvalid naming each bad field (a 400 with detail)."""
     if not serializer.is_valid():
-        errors = serializer.errors
-        if isinstance(errors, dict):
-            parts = []
-            for name, messages in errors.items():
-                message = messages[0] if isinstance(messages, list) and messages else messages
-                if isinstance(message, dict):
-                    # A list's items are keyed by position, each with its own list of messages: name the first.
-                    message = "; ".join(f"{key}: {_first(value)}" for key, value in message.items())
-                parts.append(f"{name}: {message}")
-            raise ServiceInvalid(" ".join(parts), dict(errors))
-        raise ServiceInvalid("The request body must be a JSON object.")
+        # A Serializer's errors are a dict of field names, a body that is no JSON object under "non_field_errors".
+        parts = []
+        for name, messages in serializer.errors.items():
+            message = messages[0] if isinstance(messages, list) and messages else messages
+            if isinstance(message, dict):
+                # A list's items are keyed by position, each with its own list of messages: name the first.
+                message = "; ".join(f"{key}: {_first(value)}" for key, value in message.items())
+            parts.append(f"{name}: {message}")
+        raise ServiceInvalid(" ".join(parts), dict(serializer.errors))
     return serializer.validated_data
 
 
