@@ -533,6 +533,20 @@ def test_submitting_an_area_broadcast_without_a_window_is_refused_naming_the_win
     assert campaign.status == Campaign.Status.DRAFT
 
 
+def test_submitting_an_area_broadcast_whose_window_ends_before_it_starts_is_refused_saying_so(operators, areas):
+    from campaigns.services import campaign_submit
+    from smsblast.errors import ServiceInvalid
+
+    campaign = broadcast_campaign(approved=False)
+    campaign.ends_at = campaign.starts_at - timedelta(minutes=30)
+    campaign.save()
+    with pytest.raises(ServiceInvalid) as refused:
+        campaign_submit(campaign=campaign, actor=campaign.author)
+    assert refused.value.errors["ends_at"] == "The broadcast window must end after it starts."
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+
+
 def test_the_campaign_detail_shows_the_estimate_to_composer_and_approver(operators, areas, api_client_for):
     campaign = broadcast_campaign(approved=False)
     for role in (Role.OFFICER, Role.APPROVER):
