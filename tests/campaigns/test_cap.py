@@ -971,6 +971,17 @@ def test_the_indonesian_info_block_is_picked_and_repeated_parts_are_not_sent_twi
     assert cut == []
 
 
+def test_a_headline_that_leaves_no_room_keeps_no_word_of_what_follows_and_says_every_word_was_dropped():
+    (info,) = cap_parse(GEOCODES.format(description="Mulai 3 Juli 2021 sampai 20 Juli.").encode()).infos
+    info.headline = "PPKM Darurat berlaku di seluruh Kabupaten Blitar " + "x" * 105  # 155 of one SMS's 160
+    text, cut = cap_fit_text(info, max_segments=1)
+    assert text == info.headline
+    assert cut == [
+        {"part": "description", "kept_words": 0, "dropped_words": 7},
+        {"part": "instruction", "kept_words": 0, "dropped_words": 9},
+    ]
+
+
 def test_a_document_over_the_size_limit_is_refused():
     with pytest.raises(ServiceInvalid, match="larger than"):
         cap_parse(b"<alert>" + b" " * (1024 * 1024 + 1) + b"</alert>")
