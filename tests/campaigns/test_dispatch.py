@@ -966,6 +966,17 @@ def test_the_reconciler_expires_unreported_deliveries_and_completes_the_run():
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED_WITH_FAILURES
 
 
+def test_a_run_past_its_window_with_every_message_reported_completes_without_an_expiry_event():
+    run, _, _ = _fanned_out_run({"tsel": 2})
+    DispatchBatch.objects.filter(run=run).update(status="accepted")
+    Delivery.objects.filter(run=run).update(status="delivered")
+    CampaignRun.objects.filter(pk=run.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    counts = dispatch.dispatch_reconcile()
+    assert (counts["expired"], counts["completed"]) == (0, 1)
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED
+    assert not AuditEvent.objects.filter(action="run.expire").exists()
+
+
 def test_each_batch_the_validity_window_fails_gets_its_own_audit_event_with_the_state_it_left():
     run, _, _ = _fanned_out_run({"tsel": 6}, batch_size=2)
     waiting, pending, leased = DispatchBatch.objects.filter(run=run).order_by("created_at", "pk")

@@ -483,6 +483,13 @@ def test_a_cancelled_run_sends_nothing():
     assert ScriptedAdapter.sent == []
 
 
+def test_a_send_task_for_a_batch_that_no_longer_exists_sends_nothing():
+    import uuid
+
+    assert services.batch_send(batch_id=uuid.uuid4()) == "not_found"
+    assert ScriptedAdapter.sent == []
+
+
 def test_a_batch_given_back_for_want_of_tokens_after_cancel_ends_cancelled():
     batch = _batch(2)
     # Leased, then handed back unsent (throttled) after the campaign was cancelled.
