@@ -163,10 +163,14 @@ def crawl(context, base_url: str, starts: list[str], depth: int) -> tuple[dict[s
         "response",
         lambda r: r.status >= 400 and r.request.resource_type in STATIC_TYPES and note("static", f"{r.status} {r.url}"),
     )
-    context.on(
-        "requestfailed",
-        lambda r: r.resource_type in STATIC_TYPES | {"xhr", "fetch"} and note("failed", f"{r.failure} {r.url}"),
-    )
+
+    def failed(request):
+        # Going to the next page aborts a poll still on its way (net::ERR_ABORTED): the crawler's doing, not the page's.
+        aborted = request.resource_type in ("xhr", "fetch") and "ERR_ABORTED" in (request.failure or "")
+        if request.resource_type in STATIC_TYPES | {"xhr", "fetch"} and not aborted:
+            note("failed", f"{request.failure} {request.url}")
+
+    context.on("requestfailed", failed)
     page = context.new_page()
     page.on("console", lambda m: m.type == "error" and not m.text.startswith(OWN_STATUS) and note("console", m.text))
     page.on("pageerror", lambda error: note("script", str(error)))
