@@ -149,6 +149,29 @@ def run_notify_broadcast_ended(*, run: CampaignRun) -> None:
         )
 
 
+def campaign_notify_window_missed(*, campaign: Campaign) -> None:
+    """Tell the author that an approved area broadcast's window ended before it could start, so nothing was sent."""
+    with translation.override(settings.LANGUAGE_CODE):
+        values = {
+            "title": _title(campaign.title),
+            "ended": local_time(campaign.ends_at, campaign),
+            "url": _page("campaigns:detail", campaign),
+        }
+        subject = _("Not broadcast: %(title)s") % values
+        body = _(
+            "The window of the area broadcast “%(title)s” ended at %(ended)s before it could start, so nothing was "
+            "sent and the campaign is cancelled. If the warning still holds, copy it into a new draft with a new "
+            "window:\n%(url)s\n"
+        )
+        notifications_create(
+            users=[campaign.author],
+            kind="campaign.window_missed",
+            object_id=campaign.pk,
+            subject=subject,
+            body=body % values,
+        )
+
+
 def run_notify_stalled(
     *, run: CampaignRun, inactive_operators: list[str] = (), throttling_operators: list[str] = ()
 ) -> None:

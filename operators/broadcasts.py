@@ -253,6 +253,43 @@ def area_broadcasts_due(*, now: datetime) -> list[int]:
     )
 
 
+def area_broadcasts_missed(*, now: datetime) -> list[int]:
+    """Return ids of approved area-broadcast campaigns whose window ended before it could start."""
+    return list(
+        Campaign.objects.filter(mode=Mode.AREA_BROADCAST, status__in=STARTABLE, ends_at__lte=now).values_list(
+            "id", flat=True
+        )
+    )
+
+
+@transaction.atomic
+def area_broadcast_window_missed(*, campaign_id: int, now: datetime) -> bool:
+    """End an approved area broadcast whose window passed before it started (no scheduler tick in its window, or
+    approved in its last seconds): cancelled, saying that nothing was sent, and its author told. Return whether it
+    was ended here; a campaign started, cancelled or changed meanwhile is left alone."""
+    from campaigns.notices import campaign_notify_window_missed
+    from campaigns.services import campaign_move
+
+    campaign = Campaign.objects.select_for_update().filter(pk=campaign_id, mode=Mode.AREA_BROADCAST).first()
+    if campaign is None or campaign.status not in STARTABLE or not campaign.ends_at or campaign.ends_at > now:
+        return False
+    moved = campaign_move(
+        campaign=campaign,
+        to_state=CampaignStatus.CANCELLED,
+        actor=None,
+        action="campaign.window_missed",
+        details={
+            "reason": "The broadcast window ended before it could start; nothing was sent.",
+            "ends_at": campaign.ends_at.isoformat(),
+        },
+        now=now,
+        next_run_at=None,
+    )
+    if moved:
+        campaign_notify_window_missed(campaign=campaign)
+    return moved
+
+
 @transaction.atomic
 def area_broadcast_run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun | None:
     """Start the campaign's window: freeze what is sent on a run and write one provider message per operator.
@@ -701,6 +738,8 @@ def area_broadcasts_tick(*, now: datetime | None = None) -> dict[str, list]:
         run = area_broadcast_run_start(campaign_id=campaign_id, now=now)
         if run is not None:
             started.append(run.pk)
+    for campaign_id in area_broadcasts_missed(now=now):
+        area_broadcast_window_missed(campaign_id=campaign_id, now=now)
     # A campaign cancelled through its service (which also marks its runs cancelled): pass the cancel on
     # to every operator whose broadcast has not heard of it yet.
     uncancelled = (

@@ -192,6 +192,7 @@ ACTION_LABELS = {
     "campaign.cap_source_replaced": _("replaced by the same CAP alert, verified as signed"),
     "campaign.dispatch_refused": _("sending refused: approval does not match"),
     "campaign.schedule_end": _("schedule ended: missed runs not sent"),
+    "campaign.window_missed": _("broadcast window ended before it could start: nothing sent"),
     "campaign.occurrences_skip": _("missed runs not sent: the next one is near"),
     "run.start": _("run started"),
     "run.fanned_out": _("recipients prepared"),

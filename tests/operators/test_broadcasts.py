@@ -286,6 +286,46 @@ def test_a_send_that_comes_due_only_after_the_window_ended_sends_nothing_and_say
     assert row.events.filter(state=AreaBroadcast.State.RETRIES_EXHAUSTED).exists()
 
 
+@pytest.mark.parametrize("status", [Campaign.Status.APPROVED, Campaign.Status.SCHEDULED])
+def test_an_approved_broadcast_whose_window_ended_before_it_started_is_cancelled_saying_so_and_its_author_told(
+    operators, areas, status
+):
+    # Approved in the window's last seconds, or no scheduler tick during the window: it must not wait forever.
+    author = UserFactory(role=Role.OFFICER, email="ofc@blitarkab.go.id")
+    campaign = broadcast_campaign(author=author, status=status)
+    broadcasts.area_broadcasts_tick(now=campaign.starts_at - timedelta(seconds=1))
+    campaign.refresh_from_db()
+    assert campaign.status == status  # before its window: waiting, as it should
+
+    due = broadcasts.area_broadcasts_tick(now=campaign.ends_at)
+
+    assert due["started"] == [] and ScriptedAreaAdapter.sent == []
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.CANCELLED and not campaign.runs.exists()
+    event = AuditEvent.objects.get(action="campaign.window_missed", object_id=str(campaign.pk))
+    assert (event.actor, event.from_state, event.to_state) == (None, status, Campaign.Status.CANCELLED)
+    assert event.details["reason"] == "The broadcast window ended before it could start; nothing was sent."
+    (notice,) = Notification.objects.filter(kind="campaign.window_missed")
+    assert notice.user == author and notice.subject.startswith("Tidak disiarkan: ")
+    assert "tidak ada yang dikirim" in notice.body and f"/campaigns/{campaign.pk}/" in notice.body
+    # Ticks after it change nothing more.
+    broadcasts.area_broadcasts_tick(now=campaign.ends_at + timedelta(minutes=1))
+    assert AuditEvent.objects.filter(action="campaign.window_missed").count() == 1
+    assert Notification.objects.filter(kind="campaign.window_missed").count() == 1
+
+
+def test_a_broadcast_whose_window_passed_unstarted_in_draft_or_sending_is_left_to_its_own_flow(operators, areas):
+    draft = broadcast_campaign(approved=False)
+    sending = broadcast_campaign()
+    _start(sending)
+    broadcasts.area_broadcasts_tick(now=max(draft.ends_at, sending.ends_at) + timedelta(seconds=1))
+    draft.refresh_from_db()
+    sending.refresh_from_db()
+    assert draft.status == Campaign.Status.DRAFT
+    assert sending.status != Campaign.Status.CANCELLED
+    assert not AuditEvent.objects.filter(action="campaign.window_missed").exists()
+
+
 # --- cancel --------------------------------------------------------------------------------
 
 
