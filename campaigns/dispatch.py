@@ -829,7 +829,8 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     - batches in flight whose lease expired (the worker died) go back to pending and are re-enqueued with
       the same id, so the operator's idempotency check drops a send it already took;
     - pending or retry-wait batches that are due and untouched for a while are re-enqueued (their task may
-      have been lost); leasing is conditional, so a duplicate task does nothing;
+      have been lost), a cancelled run's pending ones too (their task cancels them); leasing is conditional, so a
+      duplicate task does nothing;
     - fan-outs that stopped mid-way are restarted from their cursor;
     - deliveries without a final report after the run's validity window expire, and batches never accepted
       by then fail;
@@ -873,9 +874,13 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     # only once it has been due for as long. One that waited longer than a countdown task may carry has none: the
     # reconciler is what sends it once it is due.
     without_task = Q(next_attempt_at__gt=F("updated_at") + timedelta(seconds=SEND_COUNTDOWN_MAX_SECONDS))
+    # A cancelled run's batch is pending only when a lease lapsed after the cancel: its task cancels it, once sent.
+    cancelled_runs = targeted_runs.filter(status=RunStatus.CANCELLED)
     untouched = (
         DispatchBatch.objects.filter(
-            run__in=active_runs, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT], updated_at__lt=stale
+            Q(run__in=active_runs, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT])
+            | Q(run__in=cancelled_runs, status=BatchStatus.PENDING),
+            updated_at__lt=stale,
         )
         .exclude(operator__adapter="pull")
         .filter(

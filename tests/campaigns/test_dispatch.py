@@ -952,6 +952,26 @@ def test_the_reconciler_requeues_batches_whose_task_was_lost(django_capture_on_c
     assert _enqueued(callbacks) == [(batch.pk, "dispatch.tsel")]
 
 
+def test_a_batch_of_a_cancelled_run_whose_lease_lapsed_and_whose_task_was_lost_is_still_cancelled(
+    django_capture_on_commit_callbacks,
+):
+    # The worker sending it died after the campaign was cancelled; the reconciler put it back to pending and the
+    # task it queued was lost too. Left alone, its messages would show queued until the validity window ends.
+    run, _, _ = _fanned_out_run({"tsel": 3})
+    batch = DispatchBatch.objects.get(run=run)
+    CampaignRun.objects.filter(pk=run.pk).update(status="cancelled")
+    DispatchBatch.objects.filter(pk=batch.pk).update(
+        status="pending", attempts=1, updated_at=timezone.now() - timedelta(minutes=5)
+    )
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert dispatch.dispatch_reconcile()["requeued"] == 1
+    assert _enqueued(callbacks) == [(batch.pk, "dispatch.tsel")]
+    batch_send(batch_id=batch.pk)
+    batch.refresh_from_db()
+    assert batch.status == "cancelled"
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"cancelled"}
+
+
 def test_the_reconciler_expires_unreported_deliveries_and_completes_the_run():
     run, _, _ = _fanned_out_run({"tsel": 4}, batch_size=2)
     first, second = DispatchBatch.objects.filter(run=run)
