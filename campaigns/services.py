@@ -105,6 +105,12 @@ REFUSED_CHARACTERS = "refused_characters"
 # The approved fields a reader sees: the text handsets show, the title heading the review page and every batch, and
 # the CAP instruction the alert's export carries.
 REFUSED_CHARACTER_FIELDS = ("text", "title", "instruction")
+# What each of them could lead to, in the refusal on submit.
+_REFUSED_CHARACTER_EFFECTS = {
+    "text": "an approver and handsets could read different text",
+    "title": "an approver could read a different title",
+    "instruction": "an approver could read a different instruction than the alert's readers",
+}
 _STATUS_LABELS = {value: value.replace("_", " ") for value in Status.values}
 
 
@@ -987,31 +993,17 @@ def _check_complete(campaign: Campaign) -> None:
         sms.analyze(campaign.text)
     except sms.TextError as exc:
         errors["text"] = str(exc)
-    else:
-        # Direction overrides and control characters have no use in an SMS, and what they do differs between the
-        # approver's screen and each handset (see smsblast.sms): approving such a text is approving an unknown one.
-        refused = refused_characters(campaign.text)
-        if refused:
-            errors["text"] = (
-                f"The text holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so an approver and handsets "
-                "could read different text. Remove them."
+    # Direction overrides and control characters have no use in an SMS, and what they do differs between the
+    # approver's screen and each handset (see smsblast.sms): approving such a text is approving an unknown one. The
+    # title heads the review page and the approver's email and travels with every batch; the instruction is carried
+    # by the alert's CAP export.
+    for field, effect in _REFUSED_CHARACTER_EFFECTS.items():
+        refused = refused_characters(getattr(campaign, field))
+        if refused and field not in errors:
+            errors[field] = (
+                f"The {field} holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so {effect}. Remove them."
             )
-            reasons["text"] = REFUSED_CHARACTERS
-    # The title heads the review page and the approver's email and travels with every batch: the same holds.
-    refused = refused_characters(campaign.title)
-    if refused:
-        errors["title"] = (
-            f"The title holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so an approver could read a "
-            "different title. Remove them."
-        )
-        reasons["title"] = REFUSED_CHARACTERS
-    refused = refused_characters(campaign.instruction)
-    if refused:
-        errors["instruction"] = (
-            f"The instruction holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so an approver could "
-            "read a different instruction than the alert's readers. Remove them."
-        )
-        reasons["instruction"] = REFUSED_CHARACTERS
+            reasons[field] = REFUSED_CHARACTERS
     if not SENDER_RE.match(campaign.sender or ""):
         errors["sender"] = (
             f"A sender ID of 1 to {SENDER_MAX_LENGTH} letters, digits, spaces, dots or hyphens "
