@@ -347,11 +347,7 @@ def campaign_update(
 
     details: dict[str, Any] = {"changed": changed}
     if to_state == Status.DRAFT and current in APPROVED_STATUSES:
-        voided = list(
-            campaign.approvals.filter(voided_at__isnull=True, decision=Approval.Decision.APPROVED).values_list(
-                "id", flat=True
-            )
-        )
+        voided = _approvals_in_force(campaign)
         Approval.objects.filter(id__in=voided).update(voided_at=timezone.now())
         details["voided_approvals"] = voided
     audit_record(
@@ -617,8 +613,10 @@ def campaign_dispatch_refuse(*, campaign: Campaign, now=None, match: dict[str, A
     """Send nothing for a campaign whose approval no longer matches its content, and return it to draft.
 
     Invariant 1 at dispatch time: back in draft it is edited and approved again, instead of being refused
-    on every scheduler tick. Return whether this call moved it.
+    on every scheduler tick; its approval is voided, so that an edit restoring the approved content does not
+    leave a draft holding an approval in force. Return whether this call moved it.
     """
+    voided = _approvals_in_force(campaign)
     moved = campaign_move(
         campaign=campaign,
         to_state=Campaign.Status.DRAFT,
@@ -628,13 +626,24 @@ def campaign_dispatch_refuse(*, campaign: Campaign, now=None, match: dict[str, A
         details={
             "reason": "The approval does not match the campaign's current content; nothing was sent.",
             "content_hash": campaign_content_hash(campaign),
+            "voided_approvals": voided,
         },
         now=now,
         next_run_at=None,
     )
     if moved:
+        Approval.objects.filter(id__in=voided).update(voided_at=now or timezone.now())
         logger.warning("Campaign %s not sent: its approval does not match its content", campaign.pk)
     return moved
+
+
+def _approvals_in_force(campaign: Campaign) -> list[int]:
+    """Return the ids of the campaign's approving decisions not voided yet."""
+    return list(
+        campaign.approvals.filter(voided_at__isnull=True, decision=Approval.Decision.APPROVED).values_list(
+            "id", flat=True
+        )
+    )
 
 
 def campaign_edited_by(*, campaign: Campaign, user: User) -> bool:

@@ -685,6 +685,28 @@ def test_dispatch_refusal_returns_the_campaign_to_draft_once():
     assert audit_history(campaign).filter(action="campaign.dispatch_refused").count() == 1
 
 
+def test_a_campaign_dispatch_sent_back_to_draft_holds_no_approval_once_its_approved_text_is_restored(officer):
+    from campaigns.services import campaign_dispatch_refuse
+    from tests.campaigns.factories import ApprovalFactory
+
+    campaign = CampaignFactory(author=officer, status=Campaign.Status.SCHEDULED, next_run_at=timezone.now())
+    approval = ApprovalFactory(campaign=campaign)
+    approved_text = campaign.text
+    Campaign.objects.filter(pk=campaign.pk).update(text="Teks yang belum disetujui.")
+    campaign.refresh_from_db()
+    assert campaign_dispatch_refuse(campaign=campaign)
+
+    campaign_update(campaign=campaign, actor=officer, data={"text": approved_text})
+
+    campaign.refresh_from_db()
+    approval.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+    assert approval.voided_at is not None
+    assert not campaign_approval_is_valid(campaign)
+    refused = audit_history(campaign).get(action="campaign.dispatch_refused")
+    assert refused.details["voided_approvals"] == [approval.pk]
+
+
 # --- jurisdiction ------------------------------------------------------------------------------
 
 # Stand-in boundary of Kab. Blitar, and polygons inside it and across its edge.
