@@ -30,7 +30,8 @@ from hypothesis.stateful import (
 
 from campaigns import dispatch
 from campaigns.models import Approval, Campaign, CampaignRun
-from smsblast.models import AuditEvent, Role
+from smsblast.models import AuditEvent, Role, area_common_ancestor
+from smsblast.models import area_code_within as within
 from smsblast.roles import user_role_set
 from tests.smsblast.factories import AreaFactory, UserFactory, area_tree
 
@@ -128,7 +129,7 @@ class ModelCampaign:
 
     @property
     def scope(self) -> str:
-        return common_ancestor(self.content["area_codes"])
+        return area_common_ancestor(self.content["area_codes"])
 
     def signature(self) -> tuple:
         approvals = tuple((approval.decision, approval.voided) for approval in self.approvals)
@@ -152,21 +153,6 @@ class ModelCampaign:
 
 def content_key(content: dict) -> str:
     return json.dumps(content, sort_keys=True)
-
-
-def common_ancestor(codes: list[str]) -> str:
-    parts = [code.split(".") for code in codes]
-    common = parts[0]
-    for other in parts[1:]:
-        depth = 0
-        while depth < min(len(common), len(other)) and common[depth] == other[depth]:
-            depth += 1
-        common = common[:depth]
-    return ".".join(common)
-
-
-def within(code: str, ancestor: str | None) -> bool:
-    return not ancestor or code == ancestor or code.startswith(f"{ancestor}.")
 
 
 def meaning(schedule: dict) -> dict:
