@@ -1,7 +1,8 @@
 """The health check a reverse proxy or an orchestrator polls: `GET /healthz`.
 
 It answers 200 when the web process reaches its database and Redis, 503 naming what it cannot reach:
-`{"database": "ok", "redis": "down", "reconciler": "unknown"}`. Cheap (`SELECT 1` and one Redis command) and
+`{"database": "ok", "redis": "down", "reconciler": "unknown"}`, and `broker` too when CELERY_BROKER_URL is a Redis
+other than REDIS_URL. Cheap (`SELECT 1` and one command per Redis) and
 nothing in it a stranger could use: no version, host name or error text.
 
 `reconciler` says whether the dispatch reconciler ran in the last `RECONCILER_LATE_SECONDS`: beat sends it every
@@ -62,7 +63,8 @@ def health_dispatch_workers() -> str:
 
 
 def health_status() -> dict[str, str]:
-    """Return "ok" or "down" for the database and Redis, and "ok", "late" or "unknown" for the reconciler."""
+    """Return "ok" or "down" for the database, Redis and a broker of its own, and "ok", "late" or "unknown" for the
+    reconciler."""
     status = {"database": "ok", "redis": "ok", "reconciler": "unknown"}
     try:
         with connection.cursor() as cursor:
@@ -78,6 +80,15 @@ def health_status() -> dict[str, str]:
         status["redis"] = "down"
     else:
         status["reconciler"] = "ok" if remaining > 0 else "late"
+    broker = settings.CELERY_BROKER_URL
+    if broker != settings.REDIS_URL and broker.startswith(("redis://", "rediss://", "unix://")):
+        # A broker of its own: with it down nothing is queued, though REDIS_URL answers.
+        try:
+            _client(broker).ping()
+            status["broker"] = "ok"
+        except redis.RedisError as exc:
+            logger.warning("Health check: the Celery broker cannot be reached: %s", exc)
+            status["broker"] = "down"
     return status
 
 
@@ -95,7 +106,7 @@ class HealthCheckMiddleware:
         if request.path_info not in HEALTH_PATHS or request.method not in ("GET", "HEAD"):
             return self.get_response(request)
         status = health_status()
-        down = status["database"] != "ok" or status["redis"] != "ok"
+        down = "down" in (status["database"], status["redis"], status.get("broker"))
         response = JsonResponse(status, status=503 if down else 200)
         response["Cache-Control"] = "no-store"
         return response

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def probe(settings, redis_url, redis_client):
     """A client with no session, as a prober is, against the session's real Redis."""
-    settings.REDIS_URL = redis_url
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = redis_url
     return Client()
 
 
@@ -30,6 +30,19 @@ def test_healthz_answers_ok_to_a_stranger_without_session_or_cookie(probe):
     assert response["Cache-Control"] == "no-store"
     assert not response.cookies
     assert probe.head("/healthz").status_code == 200
+
+
+def test_healthz_answers_503_naming_a_broker_of_its_own_that_cannot_be_reached(probe, settings, redis_url):
+    # REDIS_URL answers, but the tasks go to another Redis that is down: nothing would be queued.
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{free_port()}/0"
+    response = probe.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"database": "ok", "redis": "ok", "reconciler": "late", "broker": "down"}
+    assert settings.CELERY_BROKER_URL not in response.content.decode()
+    settings.CELERY_BROKER_URL = redis_url.replace("/0", "/1")  # the same server, another database: answers
+    response = probe.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["broker"] == "ok"
 
 
 def test_healthz_is_answered_to_a_prober_over_plain_http_with_a_host_of_its_own(probe, settings):
@@ -44,7 +57,7 @@ def test_healthz_is_answered_to_a_prober_over_plain_http_with_a_host_of_its_own(
 def test_healthz_answers_503_naming_redis_once_it_stopped(probe, settings, tmp_path):
     port = free_port()
     server = start_redis_server(port, tmp_path)
-    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{port}/0"
     try:
         assert probe.get("/healthz").json()["redis"] == "ok"
     finally:
@@ -58,7 +71,7 @@ def test_healthz_answers_503_naming_redis_once_it_stopped(probe, settings, tmp_p
 
 
 def test_healthz_answers_503_naming_redis_at_an_address_nothing_listens_on(probe, settings):
-    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{free_port()}/0"
 
     response = probe.get("/healthz")
 
