@@ -1,5 +1,6 @@
 """Fixtures shared by the whole suite: users per role, a real Redis server."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -96,17 +97,27 @@ def private_broker(settings, redis_client, redis_url):
     The reconciler asks the broker how many tasks an operator's queue holds: tasks an earlier test left in the
     broker of the environment must not change what this test sees.
     """
+    with celery_broker(settings, redis_url):
+        yield redis_url
+
+
+@contextlib.contextmanager
+def celery_broker(settings, url: str):
+    """Send the tasks enqueued inside to the broker at `url`, then give the app its own broker back."""
     from config.celery import app
 
+    def reconnect(broker_url: str) -> None:
+        app.conf.broker_url = broker_url
+        app._pool = None  # the connections of the former broker are not reused
+        app.amqp._producer_pool = None
+
     before = app.conf.broker_url
-    settings.CELERY_BROKER_URL = redis_url
-    app.conf.broker_url = redis_url
-    app._pool = None
-    app.amqp._producer_pool = None
-    yield redis_url
-    app.conf.broker_url = before
-    app._pool = None
-    app.amqp._producer_pool = None
+    settings.CELERY_BROKER_URL = url
+    reconnect(url)
+    try:
+        yield
+    finally:
+        reconnect(before)
 
 
 def make_user(username: str, role: str, password: str = "pw-secret-123"):

@@ -12,7 +12,7 @@ import requests
 
 from smsblast.authentication import api_token_create
 from smsblast.models import SubscriberImport
-from tests.conftest import make_user
+from tests.conftest import celery_broker, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,20 +20,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def silent_broker(settings):
     """Point Celery and Redis at an address whose connections are taken (by the kernel) and never answered."""
-    from config.celery import app
-
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)  # never accepted: a connection completes, and nothing ever answers on it
     url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
-    before = app.conf.broker_url
-    settings.REDIS_URL = settings.CELERY_BROKER_URL = app.conf.broker_url = url
-    app._pool = None
-    app.amqp._producer_pool = None
-    yield url
-    app.conf.broker_url = before
-    app._pool = None
-    app.amqp._producer_pool = None
+    settings.REDIS_URL = url
+    with celery_broker(settings, url):
+        yield url
     listener.close()
 
 

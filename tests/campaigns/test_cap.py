@@ -632,14 +632,19 @@ TWO_REGENCIES = GEOCODES.replace(
 )
 
 
+@pytest.fixture
+def cap_world(db):
+    """Kab. Blitar with its kecamatan under Jawa Timur, and an operator to broadcast through."""
+    blitar_areas()
+    OperatorFactory(slug="telkomsel")
+
+
 def _tulungagung_officer():
     AreaFactory(code="35.04", name="Kabupaten Tulungagung")
     return UserFactory(role=Role.OFFICER, jurisdiction_id="35.04")
 
 
-def test_an_alert_for_two_regencies_is_imported_by_each_regencys_officer_for_its_own_part(db, api_client_for):
-    blitar_areas()
-    OperatorFactory(slug="telkomsel")
+def test_an_alert_for_two_regencies_is_imported_by_each_regencys_officer_for_its_own_part(cap_world, api_client_for):
     tulungagung = _tulungagung_officer()
     blitar = UserFactory(role=Role.OFFICER, jurisdiction_id="35.05")
     first = _post_xml(api_client_for(blitar), TWO_REGENCIES.format(description="Mulai 3 Juli 2021."))
@@ -667,9 +672,7 @@ def test_an_alert_for_two_regencies_is_imported_by_each_regencys_officer_for_its
     assert Campaign.objects.count() == 2
 
 
-def test_an_alert_for_the_province_is_narrowed_to_the_regency_officers_jurisdiction(db, api_client_for):
-    blitar_areas()
-    OperatorFactory(slug="telkomsel")
+def test_an_alert_for_the_province_is_narrowed_to_the_regency_officers_jurisdiction(cap_world, api_client_for):
     province_wide = GEOCODES.replace("<value>3505</value>", "<value>35</value>").replace(
         "<value>35.05.01</value>", "<value>35</value>"
     )
@@ -683,9 +686,7 @@ def test_an_alert_for_the_province_is_narrowed_to_the_regency_officers_jurisdict
     assert Campaign.objects.get(pk=response.json()["campaign_id"]).area_codes == ["35.05"]
 
 
-def test_an_alert_wholly_outside_the_officers_jurisdiction_is_refused_naming_its_areas(db, api_client_for):
-    blitar_areas()
-    OperatorFactory(slug="telkomsel")
+def test_an_alert_wholly_outside_the_officers_jurisdiction_is_refused_naming_its_areas(cap_world, api_client_for):
     response = _post_xml(api_client_for(_tulungagung_officer()), GEOCODES.format(description="Mulai 3 Juli 2021."))
     assert response.status_code == 400
     detail = response.json()["detail"]
@@ -697,10 +698,8 @@ def test_an_alert_wholly_outside_the_officers_jurisdiction_is_refused_naming_its
 
 
 def test_an_alert_imported_for_the_regencies_is_not_imported_again_for_the_province_and_one_cancel_ends_both(
-    db, api_client_for
+    cap_world, api_client_for
 ):
-    blitar_areas()
-    OperatorFactory(slug="telkomsel")
     tulungagung = _tulungagung_officer()
     blitar = UserFactory(role=Role.OFFICER, jurisdiction_id="35.05")
     for officer in (blitar, tulungagung):
