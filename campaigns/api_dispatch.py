@@ -75,6 +75,7 @@ class CampaignDispatchActionsMixin:
     def schedule(self, request, pk=None):
         """Set the schedule: on an approved campaign, its approved schedule arms it; any change returns it to draft."""
         campaign = self.get_object()
+        dispatch.campaign_check_may_dispatch(campaign, request.user)
         data = validated(ScheduleSerializer(data=request.data))
         if "schedule" in data:
             campaign = dispatch.campaign_schedule(campaign=campaign, user=request.user, schedule=data["schedule"])

@@ -97,6 +97,8 @@ def campaign_schedule(*, campaign: Campaign, user: User, schedule: dict, now: da
     changes nothing.
     """
     now = now or timezone.now()
+    # Who may schedule is answered before what they sent: a caller without the right learns nothing else.
+    campaign_check_may_dispatch(campaign, user)
     try:
         normalized = scheduling.schedule_normalize(schedule)
     except scheduling.ScheduleError as exc:
@@ -114,7 +116,7 @@ def campaign_schedule(*, campaign: Campaign, user: User, schedule: dict, now: da
     # campaign approved without one was approved to go out as soon as it is armed.
     same = _schedule_meaning(fresh.schedule) == normalized
     if fresh.status == Campaign.Status.APPROVED and same:
-        _check_may_dispatch(fresh, user)
+        campaign_check_may_dispatch(fresh, user)
         if not campaign_approval_is_valid(fresh):
             raise ServiceConflict("The approval no longer matches this campaign; submit it for approval again.")
         moved = campaign_move(
@@ -132,7 +134,7 @@ def campaign_schedule(*, campaign: Campaign, user: User, schedule: dict, now: da
         campaign.refresh_from_db()
         return campaign
     if fresh.status == Campaign.Status.SCHEDULED and same:
-        _check_may_dispatch(fresh, user)
+        campaign_check_may_dispatch(fresh, user)
         campaign.refresh_from_db()
         return campaign
     # Anything else is an edit of the hashed content; campaign_update checks author and state.
@@ -163,7 +165,7 @@ def campaign_schedule_approved(*, campaign: Campaign, user: User, now: datetime 
     Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
     campaign.refresh_from_db()
     if campaign.status not in (Campaign.Status.APPROVED, Campaign.Status.SCHEDULED):
-        _check_may_dispatch(campaign, user)
+        campaign_check_may_dispatch(campaign, user)
         raise ServiceConflict(
             f"Only an approved campaign can be scheduled; this one is {campaign.status.replace('_', ' ')}."
         )
@@ -177,7 +179,7 @@ def campaign_may_dispatch(*, campaign: Campaign, user: User | None) -> bool:
     return user.has_role(Role.ADMIN, Role.APPROVER) or (user.has_role(Role.OFFICER) and campaign.author_id == user.pk)
 
 
-def _check_may_dispatch(campaign: Campaign, user: User) -> None:
+def campaign_check_may_dispatch(campaign: Campaign, user: User) -> None:
     """Raise ServiceForbidden unless the user may schedule, pause or resume the campaign's sending."""
     if user is None or not user.is_authenticated:
         raise ServiceForbidden("Log in first.")
@@ -697,7 +699,7 @@ def campaign_pause(*, campaign: Campaign, actor: User) -> Campaign:
 
     Batches already handed to an operator finish; the rest wait, and fan-out still writes rows.
     """
-    _check_may_dispatch(campaign, actor)
+    campaign_check_may_dispatch(campaign, actor)
     if campaign.mode != Mode.TARGETED:
         raise ServiceConflict("An area broadcast cannot be paused; cancel it instead.")
     now = timezone.now()
@@ -725,7 +727,7 @@ def campaign_resume(*, campaign: Campaign, actor: User) -> Campaign:
 
     A recurring campaign whose run ended while it was paused goes back to scheduled for its next occurrence.
     """
-    _check_may_dispatch(campaign, actor)
+    campaign_check_may_dispatch(campaign, actor)
     now = timezone.now()
     # The campaign row first, as run_check_complete takes it, so no run completes between the check and the move.
     Campaign.objects.select_for_update().filter(pk=campaign.pk).first()

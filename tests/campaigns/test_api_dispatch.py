@@ -789,3 +789,19 @@ def test_areas_csv_counts_a_subscriber_known_only_by_coordinates_apart_from_numb
         ("", "(no home area)", "1"),
         ("", "(no longer a subscriber)", "1"),
     ]
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [{"kind": "once", "at": "2001-01-01T08:00"}, {"kind": "daily", "time": "25:00"}, "not a schedule"],
+)
+def test_an_officer_who_is_not_the_author_is_refused_before_the_schedule_is_read(api_client_for, schedule):
+    campaign = approved_campaign()
+    other = UserFactory(role=Role.OFFICER)
+    response = api_client_for(other).post(
+        f"/api/v1/campaigns/{campaign.pk}/schedule/", {"schedule": schedule}, format="json"
+    )
+    assert response.status_code == 403, response.content
+    assert "author" in response.json()["detail"]
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
