@@ -91,6 +91,16 @@ def redis_client(redis_url):
 
 
 @pytest.fixture
+def silent_redis_url():
+    """A Redis URL whose connections are taken (by the kernel) and never answered: a host gone silent."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # never accepted: a connection completes, and nothing ever answers on it
+    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    listener.close()
+
+
+@pytest.fixture
 def private_broker(settings, redis_client, redis_url):
     """Point this process's Celery at the session's Redis, emptied for the test, and back after it.
 

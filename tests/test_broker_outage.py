@@ -4,7 +4,6 @@ The change is committed before its task is sent, and what was never enqueued is 
 must answer within seconds rather than hold a web thread for as long as the broker stays silent.
 """
 
-import socket
 import time
 
 import pytest
@@ -18,16 +17,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def silent_broker(settings):
-    """Point Celery and Redis at an address whose connections are taken (by the kernel) and never answered."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)  # never accepted: a connection completes, and nothing ever answers on it
-    url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
-    settings.REDIS_URL = url
-    with celery_broker(settings, url):
-        yield url
-    listener.close()
+def silent_broker(settings, silent_redis_url):
+    """Point Celery and Redis at an address whose connections are taken and never answered."""
+    settings.REDIS_URL = silent_redis_url
+    with celery_broker(settings, silent_redis_url):
+        yield silent_redis_url
 
 
 def test_a_subscriber_upload_is_answered_within_seconds_and_kept_pending_while_the_broker_never_answers(

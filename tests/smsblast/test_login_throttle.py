@@ -1,6 +1,9 @@
 """Password guessing stops after a few wrong passwords for one username from one address."""
 
+import re
+
 import pytest
+import requests
 from django.contrib.auth.backends import ModelBackend
 from django.test import Client
 from django.urls import reverse
@@ -133,3 +136,25 @@ def test_guesses_sent_in_parallel_get_no_more_password_checks_than_allowed(throt
     _log_in("guess")
     assert OverlappingGuesses.checked == 3
     assert "Coba lagi dalam 10 menit" in _log_in("pw-secret-123").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_log_in_answers_within_seconds_while_redis_takes_connections_and_never_answers(
+    live_server, settings, silent_redis_url
+):
+    settings.REDIS_URL = silent_redis_url
+    settings.LOGIN_FAILURES_ALLOWED = 3
+    make_user("chair", Role.APPROVER)
+    browser = requests.Session()
+    page = browser.get(f"{live_server.url}{reverse('login')}", timeout=10)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    # Unthrottled rather than stuck: the whole log-in must start answering before this read timeout.
+    response = browser.post(
+        f"{live_server.url}{reverse('login')}",
+        {"username": "chair", "password": "pw-secret-123", "csrfmiddlewaretoken": token},
+        headers={"Referer": f"{live_server.url}{reverse('login')}"},
+        allow_redirects=False,
+        timeout=(2, 6),
+    )
+    assert response.status_code == 302, response.text[:500]
+    assert "sessionid" in browser.cookies or any("session" in name for name in browser.cookies.keys())
