@@ -27,7 +27,9 @@ def caller_operator(request) -> Operator:
 
 
 def caller_operator_given_batches(request) -> Operator:
-    """Return the caller's Operator if it may list and claim batches; raise ServiceForbidden if deactivated.
+    """Return the caller's Operator if it may list and claim batches; raise ServiceForbidden if not.
+
+    Only an active operator set up for pull is given batches this way; a push operator's go to its gateway.
 
     A deactivated operator is handed no new work. What it already has still counts: its acknowledgements of
     batches it claimed, its delivery and reach reports (they arrive late) and its subscribers' STOP messages.
@@ -37,6 +39,12 @@ def caller_operator_given_batches(request) -> Operator:
         raise ServiceForbidden(
             f"Operator {operator.slug} is deactivated: it is given no batches. Acknowledgements and reports "
             "for batches it already claimed are still accepted."
+        )
+    if operator.adapter != services.PULL_ADAPTER:
+        # Its batches are pushed to it: a claim beside the push would hand the same batch over twice.
+        raise ServiceForbidden(
+            f"Operator {operator.slug} is set up for push: its batches are sent to its gateway, not listed or "
+            "claimed here. An admin can set its adapter to pull."
         )
     return operator
 
@@ -184,7 +192,9 @@ class OperatorBatchListView(APIView):
                     "results": serializers.ListField(child=_READY_BATCH),
                 },
             ),
-            403: OpenApiResponse(description="Not an operator's token, or the operator is deactivated"),
+            403: OpenApiResponse(
+                description="Not an operator's token, the operator is deactivated, or it is set up for push"
+            ),
         },
     )
     def get(self, request):
@@ -222,7 +232,9 @@ class OperatorBatchClaimView(APIView):
         request=None,
         responses={
             200: _CLAIMED_BATCH,
-            403: OpenApiResponse(description="Not an operator's token, or the operator is deactivated"),
+            403: OpenApiResponse(
+                description="Not an operator's token, the operator is deactivated, or it is set up for push"
+            ),
             404: _NO_SUCH_ENDPOINT,
             409: OpenApiResponse(
                 description="The batch is unknown, another operator's, or not ready to be claimed (claimed and "

@@ -476,15 +476,19 @@ class RunMachine(RuleBasedStateMachine):
             and self.run_status == "sending"
             and self.expires_at > self.clock
         )
-        # Pull mode answers any operator for its own batches; one a push worker holds is not handed out.
+        # Pull mode answers an operator set up for pull, for its own batches; one a push worker holds is not
+        # handed out. An operator set up for push is refused outright: its batches go to its gateway.
         claimable = (
             caller == batch.operator
+            and caller == PULLING
             and batch.status in (PENDING, RETRY_WAIT)
             and self.run_status == "sending"
             and self.expires_at > self.clock
         )
         response = self.clients[caller].post(f"/api/v1/operator/batches/{batch_id}/claim/")
-        if caller == batch.operator and held:
+        if caller != PULLING:
+            assert response.status_code == 403, response.content
+        elif caller == batch.operator and held:
             assert response.status_code == 200, response.content
         elif claimable:
             assert response.status_code == 200, response.content

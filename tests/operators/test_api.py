@@ -746,10 +746,25 @@ def test_a_deactivated_operator_still_forwards_its_subscribers_stop(world):
 
 
 def test_an_operator_cannot_claim_another_operators_batch(world):
+    client, _ = _pulling_operator(world)
     (theirs,) = DispatchBatch.objects.filter(operator=world["operators"]["isat"])
-    response = world["clients"]["tsel"].post(f"/api/v1/operator/batches/{theirs.pk}/claim/")
+    response = client.post(f"/api/v1/operator/batches/{theirs.pk}/claim/")
     assert response.status_code == 409
     assert DispatchBatch.objects.get(pk=theirs.pk).status == "pending"
+
+
+def test_an_operator_set_up_for_push_can_neither_list_nor_claim_its_batches_so_none_is_handed_over_twice(world):
+    (mine,) = DispatchBatch.objects.filter(operator=world["operators"]["tsel"])
+    client = world["clients"]["tsel"]
+
+    listed = client.get("/api/v1/operator/batches/?state=ready")
+    claimed = client.post(f"/api/v1/operator/batches/{mine.pk}/claim/")
+
+    for response in (listed, claimed):
+        assert response.status_code == 403, response.content
+        assert "set up for push" in response.json()["detail"]
+    assert DispatchBatch.objects.values_list("status", "attempts").get(pk=mine.pk) == ("pending", 0)
+    assert services.batch_send(batch_id=mine.pk) == "accepted"
 
 
 def test_an_ack_whose_reason_holds_a_nul_character_is_recorded_without_it(world):
