@@ -1,6 +1,7 @@
 """Campaign API actions for the send pipeline: schedule, pause, resume, runs, deliveries, report.csv, areas.csv."""
 
 from django.http import StreamingHttpResponse
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -11,9 +12,11 @@ from campaigns import dispatch
 from campaigns.dispatch_selectors import (
     AREA_REPORT_COLUMNS,
     PROGRESS_STATUSES,
+    REMOVED,
     REPORT_COLUMNS,
     campaign_area_report_rows,
     campaign_deliveries,
+    campaign_removed_runs,
     campaign_report_rows,
     effective_status,
     runs_progress,
@@ -21,7 +24,7 @@ from campaigns.dispatch_selectors import (
 from campaigns.models import Mode
 from campaigns.serializers import CAMPAIGN_RUN_PROGRESS
 from operators.broadcast_selectors import broadcast_run_progress
-from smsblast.api import FileContentNegotiation, Pagination
+from smsblast.api import FileContentNegotiation, Gone, Pagination
 from smsblast.api_views import validated
 from smsblast.errors import ServiceConflict, ServiceInvalid
 from smsblast.roles import IsStaffRole
@@ -55,6 +58,45 @@ class DeliverySerializer(serializers.Serializer):
 
     def get_status(self, delivery) -> str:
         return effective_status(delivery.status, delivery.batch.status if delivery.batch else None)
+
+
+class DeliveryPagination(Pagination):
+    """A page of deliveries, naming the runs whose recipients the retention policy removed (they have none)."""
+
+    def __init__(self, removed: list | None = None):
+        self.removed = removed or []
+
+    def get_paginated_response(self, data):
+        response = super().get_paginated_response(data)
+        response.data["removed_runs"] = [summary.run_id for summary in self.removed]
+        response.data["removed_note"] = removed_runs_text(self.removed) if self.removed else ""
+        return response
+
+    def get_paginated_response_schema(self, schema):
+        schema = super().get_paginated_response_schema(schema)
+        schema["properties"]["removed_runs"] = {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "Runs whose recipients the retention policy removed: they list none; "
+            "their figures remain under runs/.",
+        }
+        schema["properties"]["removed_note"] = {
+            "type": "string",
+            "description": "Says which runs' recipients were removed and after how many days; empty when none.",
+        }
+        schema["required"] = [*schema.get("required", []), "removed_runs", "removed_note"]
+        return schema
+
+
+def removed_runs_text(removed: list) -> str:
+    """Say, in the language in force, that the recipients of these runs were removed and their figures remain."""
+    return gettext(
+        "The recipients of runs that ended more than %(days)s days ago were removed under the retention policy for "
+        "personal data; the figures of each run remain (runs, areas.csv). Removed: runs %(runs)s."
+    ) % {
+        "days": min(summary.retention_days for summary in removed),
+        "runs": ", ".join(str(summary.run_id) for summary in removed),
+    }
 
 
 class CampaignDispatchActionsMixin:
@@ -118,11 +160,21 @@ class CampaignDispatchActionsMixin:
             OpenApiParameter("status", enum=PROGRESS_STATUSES),
             OpenApiParameter("run", int, description="Only this run's deliveries."),
         ],
-        responses={200: DeliverySerializer(many=True)},
+        responses={
+            200: DeliverySerializer(many=True),
+            410: OpenApiResponse(
+                description="Every run asked for (the campaign's, or the one named) had its recipients removed under "
+                "the retention policy; each run's figures remain under runs/."
+            ),
+        },
     )
-    @action(detail=True, methods=["get"], permission_classes=[IsStaffRole])
+    @action(detail=True, methods=["get"], permission_classes=[IsStaffRole], pagination_class=DeliveryPagination)
     def deliveries(self, request, pk=None):
-        """List the campaign's deliveries (paginated), optionally one status or one run."""
+        """List the campaign's deliveries (paginated), optionally one status or one run.
+
+        The runs whose recipients the retention policy removed list none: the answer names them (`removed_runs`),
+        and is 410 when every run asked for is one of them.
+        """
         campaign = self.get_object()
         status = request.query_params.get("status") or None
         if status and status not in PROGRESS_STATUSES:
@@ -130,8 +182,12 @@ class CampaignDispatchActionsMixin:
         run = request.query_params.get("run") or None
         if run is not None and not (run.isascii() and run.isdigit() and len(run) <= 18):
             raise ServiceInvalid("run must be a run id.")
-        queryset = campaign_deliveries(campaign, status=status, run_id=int(run) if run else None)
-        paginator = Pagination()
+        run_id = int(run) if run else None
+        removed = campaign_removed_runs(campaign, run_id=run_id)
+        if removed and (run_id is not None or not campaign.runs.filter(summary__isnull=True).exists()):
+            raise Gone(removed_runs_text(removed))
+        queryset = campaign_deliveries(campaign, status=status, run_id=run_id)
+        paginator = DeliveryPagination(removed)
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
 
@@ -140,7 +196,13 @@ class CampaignDispatchActionsMixin:
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR,
-                description=f"UTF-8 with a byte-order mark; one row per recipient per run: {','.join(REPORT_COLUMNS)}.",
+                description=f"UTF-8 with a byte-order mark; one row per recipient per run: {','.join(REPORT_COLUMNS)}. "
+                f"A run whose recipients the retention policy removed has one row instead, status `{REMOVED}`, its "
+                "reason saying so.",
+            ),
+            410: OpenApiResponse(
+                description="Every run asked for had its recipients removed under the retention policy; each run's "
+                "figures remain under runs/ and in areas.csv."
             ),
             409: OpenApiResponse(
                 description=(
@@ -153,7 +215,7 @@ class CampaignDispatchActionsMixin:
     @action(detail=True, methods=["get"], url_path=r"report\.csv", permission_classes=[IsStaffRole])
     def report_csv(self, request, pk=None):
         """Stream every delivery of every run (or of one, with `run`) as CSV: one row per recipient per run."""
-        return self._csv_report(request, campaign_report_rows, "report")
+        return self._csv_report(request, campaign_report_rows, "report", per_recipient=True)
 
     @extend_schema(
         parameters=[OpenApiParameter("run", int, description="Only this run's recipients (404 when not a run of it).")],
@@ -171,7 +233,7 @@ class CampaignDispatchActionsMixin:
         """Count the recipients of every run (or of one, with `run`) per area below the target, by status."""
         return self._csv_report(request, campaign_area_report_rows, "areas")
 
-    def _csv_report(self, request, rows_of, name: str) -> StreamingHttpResponse:
+    def _csv_report(self, request, rows_of, name: str, *, per_recipient: bool = False) -> StreamingHttpResponse:
         campaign = self.get_object()
         if campaign.mode == Mode.AREA_BROADCAST:
             raise ServiceConflict(
@@ -187,6 +249,10 @@ class CampaignDispatchActionsMixin:
             if not campaign.runs.filter(pk=int(run)).exists():
                 raise NotFound(f"Campaign {campaign.pk} has no run {run}.")
             filename = f"campaign-{campaign.pk}-run-{run}-{name}.csv"
+        if per_recipient:
+            removed = campaign_removed_runs(campaign, run_id=int(run) if run else None)
+            if removed and (run is not None or not campaign.runs.filter(summary__isnull=True).exists()):
+                raise Gone(removed_runs_text(removed))
         response = StreamingHttpResponse(
             rows_of(campaign, run_id=int(run) if run else None), content_type="text/csv; charset=utf-8"
         )

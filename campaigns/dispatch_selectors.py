@@ -9,9 +9,10 @@ from typing import Any
 from django.db import connection, models
 from django.db.models import Case, Count, ExpressionWrapper, Max, Min, Prefetch, Q, QuerySet, Sum, When
 from django.db.models.functions import TruncMinute, TruncSecond
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext
 
-from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch, Mode
+from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch, Mode, RunSummary
 from campaigns.selectors import campaign_zone
 from operators.models import Operator
 from smsblast.text import spreadsheet_text
@@ -70,6 +71,24 @@ def run_progress_block(run: CampaignRun) -> dict[str, Any]:
     by the second while first and last lie less than CHART_BY_SECOND apart, else by the minute; `failures`, the
     failed recipients grouped by state, reason, error code and operator name, the largest FAILURES_SHOWN first.
 
+    A run whose deliveries the retention policy removed shows the same from its summary (run_block_figures, as
+    counted before the first of them was deleted).
+    """
+    figures = run_block_figures(run)
+    # Read after the deliveries: a summary written meanwhile was written before any of them went, so the rows just
+    # counted are whole, and the summary, once there, is what the run shows.
+    summary = RunSummary.objects.filter(run_id=run.pk).first()
+    if summary is not None:
+        figures = block_figures_loaded(summary.figures["block"])
+    return _block(run, figures, {op.pk: op for op in Operator.objects.all()}, summary)
+
+
+def run_block_figures(run: CampaignRun) -> dict[str, Any]:
+    """Count what a run's progress block shows from its deliveries, by operator id (names are read when shown).
+
+    `counts`, [operator id, status, in a batch, in an accepted batch, reason, error code, count]; `first` and
+    `last`, as run_progress_block; `delivered`, [operator id, moment, count] by the second or the minute.
+
     The block is polled every 2 s while a run sends, so one grouped query counts the deliveries for all of these:
     by operator, status, batch, reason and error code, and delivered ones also by moment. It counts those by the
     second while the run cannot yet span CHART_BY_SECOND (every outcome is stamped between the run's start and
@@ -77,7 +96,6 @@ def run_progress_block(run: CampaignRun) -> dict[str, Any]:
     (its reports stopped coming within minutes of the first) does a second query count the delivered by the second.
     Moments are cut in UTC: the chart places them by their distance from the first, the same in any zone.
     """
-    operators = {op.pk: op for op in Operator.objects.all()}
     until = run.finished_at or timezone.now()
     by_second = run.started_at is None or until - run.started_at < CHART_BY_SECOND
     trunc = TruncSecond if by_second else TruncMinute
@@ -89,15 +107,10 @@ def run_progress_block(run: CampaignRun) -> dict[str, Any]:
         .annotate(n=Count("id"), first=Min("done_at"), last=Max("done_at"))
         .order_by()
     )
-    progress = _runs_progress([run], [(run.pk, *row[:4], row[7]) for row in rows], operators)[0]
     done = [(row[8], row[9]) for row in rows if row[8] is not None]
     first, last = (min(row[0] for row in done), max(row[1] for row in done)) if done else (None, None)
 
-    def name(operator_id: int | None) -> str:
-        operator = operators.get(operator_id)
-        return (operator.name if operator else "") or "–"
-
-    delivered: dict[tuple[datetime, str], int] = defaultdict(int)
+    delivered: dict[tuple[datetime, int | None], int] = defaultdict(int)
     if first is not None and last - first < CHART_BY_SECOND and not by_second:
         seconds = (
             Delivery.objects.filter(run_id=run.pk, status=DeliveryStatus.DELIVERED, done_at__isnull=False)
@@ -107,22 +120,75 @@ def run_progress_block(run: CampaignRun) -> dict[str, Any]:
             .order_by()
         )
         for operator_id, moment, n in seconds:
-            delivered[moment, name(operator_id)] += n
+            delivered[moment, operator_id] += n
     else:
         by_minute = first is not None and last - first >= CHART_BY_SECOND
         for operator_id, *_, moment, n, _, _ in rows:
             if moment is not None:
-                delivered[moment.replace(second=0) if by_minute else moment, name(operator_id)] += n
+                delivered[moment.replace(second=0) if by_minute else moment, operator_id] += n
+
+    counts: dict[tuple, int] = defaultdict(int)
+    for operator_id, status, batched, accepted, reason, code, _, n, _, _ in rows:
+        counts[operator_id, status, bool(batched), bool(accepted), reason, code] += n
+    return {
+        "counts": [[*key, n] for key, n in counts.items()],
+        "first": first,
+        "last": last,
+        "delivered": [[operator_id, moment, n] for (moment, operator_id), n in delivered.items()],
+    }
+
+
+def block_figures_stored(figures: dict[str, Any]) -> dict[str, Any]:
+    """Return run_block_figures as JSON can hold them: moments as ISO 8601 text."""
+
+    def text(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment is not None else None
+
+    return {
+        "counts": figures["counts"],
+        "first": text(figures["first"]),
+        "last": text(figures["last"]),
+        "delivered": [[operator_id, text(moment), n] for operator_id, moment, n in figures["delivered"]],
+    }
+
+
+def block_figures_loaded(stored: dict[str, Any]) -> dict[str, Any]:
+    """Return run_block_figures from what block_figures_stored kept."""
+
+    def moment(text: str | None) -> datetime | None:
+        return datetime.fromisoformat(text) if text is not None else None
+
+    return {
+        "counts": stored["counts"],
+        "first": moment(stored["first"]),
+        "last": moment(stored["last"]),
+        "delivered": [[operator_id, moment(at), n] for operator_id, at, n in stored["delivered"]],
+    }
+
+
+def _block(run: CampaignRun, figures: dict[str, Any], operators: dict, summary) -> dict[str, Any]:
+    """Return run_progress_block from the run's block figures."""
+    counts = figures["counts"]
+    rows = [(run.pk, operator, status, batched, accepted, n) for operator, status, batched, accepted, *_, n in counts]
+    progress = _runs_progress([run], rows, operators, {run.pk: summary} if summary else {})[0]
+
+    def name(operator_id: int | None) -> str:
+        operator = operators.get(operator_id)
+        return (operator.name if operator else "") or "–"
+
+    delivered: dict[tuple[datetime, str], int] = defaultdict(int)
+    for operator_id, moment, n in figures["delivered"]:
+        delivered[moment, name(operator_id)] += n
 
     failures: dict[tuple, int] = defaultdict(int)
-    for operator_id, status, _, _, reason, code, _, n, _, _ in rows:
+    for operator_id, status, _, _, reason, code, n in counts:
         if status in FAILED_STATUSES:
             operator = operators.get(operator_id)
             failures[status, reason, code, operator.name if operator else None] += n
     return {
         "progress": progress,
-        "first": first,
-        "last": last,
+        "first": figures["first"],
+        "last": figures["last"],
         "delivered": [(operator, moment, n) for (moment, operator), n in sorted(delivered.items())],
         # The largest groups first; groups of the same size by state, reason, error code and operator.
         "failures": [
@@ -152,19 +218,26 @@ def runs_progress(runs) -> list[dict[str, Any]]:
     runs = list(runs)
     if not runs:
         return []
-    rows = (
+    rows = list(
         _delivery_counts([run.pk for run in runs])
         .values_list("run_id", "operator_id", "status", "batched", "accepted")
         .annotate(n=Count("id"))
         .order_by()
     )
-    return _runs_progress(runs, rows, {op.pk: op for op in Operator.objects.all()})
+    # After the deliveries, as run_progress_block reads them: a run with a summary shows it, never a part of its rows.
+    summaries = RunSummary.objects.in_bulk([run.pk for run in runs])
+    rows = [row for row in rows if row[0] not in summaries]
+    for run_id, summary in summaries.items():
+        for operator_id, status, batched, accepted, _, _, n in summary.figures["block"]["counts"]:
+            rows.append((run_id, operator_id, status, batched, accepted, n))
+    return _runs_progress(runs, rows, {op.pk: op for op in Operator.objects.all()}, summaries)
 
 
-def _runs_progress(runs: list[CampaignRun], rows, operators: dict) -> list[dict[str, Any]]:
+def _runs_progress(runs: list[CampaignRun], rows, operators: dict, summaries: dict) -> list[dict[str, Any]]:
     """Return the progress of each of `runs` from its deliveries counted by operator, status and batch.
 
-    `rows` are (run id, operator id, status, in a batch, in an accepted batch, count).
+    `rows` are (run id, operator id, status, in a batch, in an accepted batch, count); `summaries`, the RunSummary
+    of each run whose deliveries the retention policy removed (its rows are counted from it).
     """
     per_run: dict[int, dict[int | None, dict[str, Any]]] = {run.pk: {} for run in runs}
 
@@ -200,10 +273,12 @@ def _runs_progress(runs: list[CampaignRun], rows, operators: dict) -> list[dict[
         entry["batches"][status] = n
         if status == BatchStatus.ACCEPTED:
             entry["messages_sent"] += accepted or 0
-    return [_progress(run, per_run[run.pk], operators) for run in runs]
+    return [_progress(run, per_run[run.pk], operators, summaries.get(run.pk)) for run in runs]
 
 
-def _progress(run: CampaignRun, per_operator: dict[int | None, dict[str, Any]], operators: dict) -> dict[str, Any]:
+def _progress(
+    run: CampaignRun, per_operator: dict[int | None, dict[str, Any]], operators: dict, kept: RunSummary | None
+) -> dict[str, Any]:
     """Return one run's progress from its per-operator counts (see run_progress)."""
     # The tariffs frozen when the run started; a run started before they were frozen uses today's.
     tariffs = (run.frozen or {}).get("tariffs") or {}
@@ -243,6 +318,8 @@ def _progress(run: CampaignRun, per_operator: dict[int | None, dict[str, Any]], 
         "segments_sent": sum(entry["segments_sent"] for entry in per_operator.values()),
         "cost": sum(entry["cost"] for entry in per_operator.values()),
         "operators": sorted(per_operator.values(), key=lambda entry: (entry["slug"] == "", entry["name"])),
+        # When the retention policy removed the run's recipients (their numbers and states); the figures remain.
+        "recipients_removed_at": kept.created_at if kept else None,
     }
 
 
@@ -264,14 +341,32 @@ def campaign_progress(campaign: Campaign) -> dict[str, Any] | None:
     return run_progress(run) if run else None
 
 
+# A delivery of a run whose recipients the retention policy removed: the rows still there are being deleted. The
+# summaries are a row per pruned run, read as one hashed list.
+_run_summarized = Q(run_id__in=RunSummary.objects.values("run_id"))
+
+
+def campaign_removed_runs(campaign: Campaign, *, run_id: int | None = None) -> list[RunSummary]:
+    """Return the summaries of the campaign's runs (or of one) whose recipients the retention policy removed,
+    newest run first."""
+    summaries = RunSummary.objects.filter(run__campaign=campaign).select_related("run").defer("figures")
+    if run_id is not None:
+        summaries = summaries.filter(run_id=run_id)
+    return list(summaries.order_by("-run__scheduled_for", "-run_id"))
+
+
 def campaign_deliveries(campaign: Campaign, *, status: str | None = None, run_id: int | None = None) -> QuerySet:
     """Return the campaign's deliveries, newest run first, filtered by shown status and run.
+
+    Runs whose recipients the retention policy removed have none (campaign_removed_runs names them).
 
     The operator and batch status of a page's rows are read for that page only: joined in the same query, they were
     joined for every delivery of the campaign before the page was sorted out (a run holds up to millions).
     """
-    queryset = Delivery.objects.filter(run__campaign=campaign).prefetch_related(
-        "operator", Prefetch("batch", queryset=DispatchBatch.objects.only("id", "status"))
+    queryset = (
+        Delivery.objects.filter(run__campaign=campaign)
+        .exclude(_run_summarized)
+        .prefetch_related("operator", Prefetch("batch", queryset=DispatchBatch.objects.only("id", "status")))
     )
     accepted = DispatchBatch.objects.filter(run__campaign=campaign, status=BatchStatus.ACCEPTED)
     if run_id is not None:
@@ -306,6 +401,18 @@ REPORT_COLUMNS = [
 ]
 
 
+# The status of a report row standing for a run whose recipients the retention policy removed.
+REMOVED = "removed"
+
+
+def recipients_removed_text(summary: RunSummary) -> str:
+    """Say, in the language in force, that a run's recipients were removed and its figures remain."""
+    return gettext(
+        "The recipients of this run (their numbers and each one's state) were removed %(days)s days after it ended, "
+        "under the retention policy for personal data; its figures remain."
+    ) % {"days": summary.retention_days}
+
+
 class _Echo:
     """A file-like object whose write returns the line, for streaming csv.writer output."""
 
@@ -316,10 +423,17 @@ class _Echo:
 def campaign_report_rows(campaign: Campaign, *, run_id: int | None = None) -> Iterator[str]:
     """Yield the campaign's delivery report as CSV lines, streamed from the database in chunks.
 
-    With `run_id`, only that run's rows (a recurring campaign's report otherwise holds every occurrence).
+    With `run_id`, only that run's rows (a recurring campaign's report otherwise holds every occurrence). A run whose
+    recipients the retention policy removed has one row instead, its status `removed` and `reason` saying so.
 
     Times carry the offset of the campaign's zone, as its pages show them and its schedule is entered.
     """
+    # Streamed after the request has been answered: the language of the request is the one its rows are written in.
+    return _report_lines(campaign, run_id=run_id, language=translation.get_language())
+
+
+def _report_lines(campaign: Campaign, *, run_id: int | None, language: str | None) -> Iterator[str]:
+    """Yield campaign_report_rows."""
     writer = csv.writer(_Echo())
     # A byte-order mark first: a spreadsheet reads the file as UTF-8 only with one, else it garbles operators' text.
     yield "\ufeff" + writer.writerow(REPORT_COLUMNS)
@@ -327,7 +441,7 @@ def campaign_report_rows(campaign: Campaign, *, run_id: int | None = None) -> It
     runs = {pk: moment.astimezone(zone).isoformat() for pk, moment in campaign.runs.values_list("pk", "scheduled_for")}
     # An admin may name an operator "-…" (a slug allows it), which a spreadsheet would read as a formula.
     slugs = {pk: spreadsheet_text(slug) for pk, slug in Operator.objects.values_list("pk", "slug")}
-    deliveries = Delivery.objects.filter(run__campaign=campaign)
+    deliveries = Delivery.objects.filter(run__campaign=campaign).exclude(_run_summarized)
     if run_id is not None:
         deliveries = deliveries.filter(run_id=run_id)
     rows = deliveries.order_by("run_id", "id").values_list(
@@ -342,16 +456,17 @@ def campaign_report_rows(campaign: Campaign, *, run_id: int | None = None) -> It
         "error_code",
         "done_at",
     )
+    removed_runs = campaign_removed_runs(campaign, run_id=run_id)
     # Text from outside (an operator's reason, reference and error code) is written so a spreadsheet shows it; the
     # number is left as written, "+62…", for a program reading the file: every stored number is E.164 (import, admin
     # and opt-outs normalise), which a spreadsheet reads as a number at worst, never as a formula.
-    for run_id, message_id, msisdn, operator_id, status, batch_status, reason, ref, code, done_at in rows.iterator(
+    for row_run, message_id, msisdn, operator_id, status, batch_status, reason, ref, code, done_at in rows.iterator(
         chunk_size=5000
     ):
         yield writer.writerow(
             [
-                run_id,
-                runs.get(run_id, ""),
+                row_run,
+                runs.get(row_run, ""),
                 message_id,
                 msisdn,
                 slugs.get(operator_id, ""),
@@ -362,6 +477,10 @@ def campaign_report_rows(campaign: Campaign, *, run_id: int | None = None) -> It
                 done_at.astimezone(zone).isoformat() if done_at else "",
             ]
         )
+    for summary in reversed(removed_runs):
+        with translation.override(language):
+            reason = recipients_removed_text(summary)
+        yield writer.writerow([summary.run_id, runs.get(summary.run_id, ""), "", "", "", REMOVED, reason, "", "", ""])
 
 
 AREA_REPORT_STATUSES = [
@@ -392,29 +511,29 @@ def campaign_area_report_rows(campaign: Campaign, *, run_id: int | None = None) 
     by status, with the share delivered: where a warning did not reach people.
 
     A recipient counts in the area its subscriber is homed in now; a subscriber known only by coordinates (a drawn
-    polygon reaches it) and a number no longer held count apart, under no area.
+    polygon reaches it) and a number no longer held count apart, under no area. A run whose recipients the
+    retention policy removed counts them where they were homed when they were removed (its summary).
     """
-    from smsblast.models import Area, Subscriber
+    from smsblast.models import Area
 
     run = campaign.runs.filter(pk=run_id).first() if run_id is not None else None
     length = area_report_level((run.frozen or {}).get("area_codes") if run else campaign.area_codes)
     # Keyed by area code; None for subscribers homed in no area, "" for numbers no longer held.
     by_area: dict[str | None, dict[str, int]] = defaultdict(lambda: dict.fromkeys(AREA_REPORT_STATUSES, 0))
-    # Raw SQL for the join: the ORM would look each number's subscriber up in a subquery per delivery, five times
-    # slower on a run of 1,000,000 (1.0 s against 5 s on PostgreSQL). Only table names are interpolated.
-    run_table = CampaignRun._meta.db_table
-    runs = "d.run_id = %s" if run else f"d.run_id IN (SELECT id FROM {run_table} WHERE campaign_id = %s)"  # noqa: S608
-    sql = (
-        "SELECT substr(s.area_id, 1, %s), s.id IS NULL, d.status, b.status, count(*) "  # noqa: S608
-        f"FROM {Delivery._meta.db_table} d "
-        f"LEFT JOIN {Subscriber._meta.db_table} s ON s.msisdn = d.msisdn "
-        f"LEFT JOIN {DispatchBatch._meta.db_table} b ON b.id = d.batch_id "
-        f"WHERE {runs} GROUP BY 1, 2, 3, 4"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [length, run.pk if run else campaign.pk])
-        for area, gone, status, batch_status, n in cursor.fetchall():
-            by_area["" if gone else area][effective_status(status, batch_status)] += n
+    rows = runs_area_counts(run_ids=[run.pk] if run else None, campaign=campaign, length=length)
+    # After the deliveries, as runs_progress reads them: a run with a summary shows it, never a part of its rows.
+    summaries = RunSummary.objects.filter(run_id=run.pk) if run else RunSummary.objects.filter(run__campaign=campaign)
+    summarized = {}
+    for run_id, figures in summaries.values_list("run_id", "figures"):
+        summarized[run_id] = [
+            (run_id, area[:length] if area else area, gone, status, batch_status, n)
+            for area, gone, status, batch_status, n in figures["areas"]
+        ]
+    rows = [row for row in rows if row[0] not in summarized]
+    for area_rows in summarized.values():
+        rows.extend(area_rows)
+    for _, area, gone, status, batch_status, n in rows:
+        by_area["" if gone else area][effective_status(status, batch_status)] += n
     names = dict(Area.objects.filter(code__in=[code for code in by_area if code]).values_list("code", "name"))
     writer = csv.writer(_Echo())
     yield "\ufeff" + writer.writerow(AREA_REPORT_COLUMNS)
@@ -426,6 +545,32 @@ def campaign_area_report_rows(campaign: Campaign, *, run_id: int | None = None) 
         share = f"{100 * counts[DeliveryStatus.DELIVERED] / sent:.1f}" if sent else ""
         name = names.get(code, "") if code else "(no home area)" if code is None else "(no longer a subscriber)"
         yield writer.writerow([code or "", spreadsheet_text(name), recipients, *counts.values(), share])
+
+
+def runs_area_counts(*, run_ids: list[int] | None, campaign: Campaign | None = None, length: int = 13) -> list[tuple]:
+    """Return (run id, home area code cut to `length`, no longer a subscriber, status, batch status, count) of the
+    deliveries of `run_ids`, or of every run of `campaign` when run_ids is None.
+
+    Raw SQL for the join: the ORM would look each number's subscriber up in a subquery per delivery, five times
+    slower on a run of 1,000,000 (1.0 s against 5 s on PostgreSQL). Only table names are interpolated.
+    """
+    from smsblast.models import Subscriber
+
+    run_table = CampaignRun._meta.db_table
+    if run_ids is None:
+        runs, params = f"d.run_id IN (SELECT id FROM {run_table} WHERE campaign_id = %s)", [campaign.pk]  # noqa: S608
+    else:
+        runs, params = f"d.run_id IN ({', '.join(['%s'] * len(run_ids))})", list(run_ids)
+    sql = (
+        "SELECT d.run_id, substr(s.area_id, 1, %s), s.id IS NULL, d.status, b.status, count(*) "  # noqa: S608
+        f"FROM {Delivery._meta.db_table} d "
+        f"LEFT JOIN {Subscriber._meta.db_table} s ON s.msisdn = d.msisdn "
+        f"LEFT JOIN {DispatchBatch._meta.db_table} b ON b.id = d.batch_id "
+        f"WHERE {runs} GROUP BY 1, 2, 3, 4, 5"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [length, *params])
+        return [(run_id, area, bool(gone), status, batch, n) for run_id, area, gone, status, batch, n in cursor]
 
 
 def campaign_only_awaits_reports(campaign: Campaign) -> bool:

@@ -345,3 +345,34 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} {self.msisdn}"
+
+
+class RunSummary(models.Model):
+    """A run's figures, kept when the retention policy removes its deliveries (each recipient's number and state).
+
+    Written in one transaction, from the deliveries themselves, before the first of them is deleted. From then on
+    every page, API answer and report reads the run's figures here, whatever rows are still left to delete: a
+    pass cut off midway is finished by the next one, and nothing shows a mix of the two.
+    """
+
+    run = models.OneToOneField(
+        CampaignRun, on_delete=models.CASCADE, primary_key=True, related_name="summary", verbose_name=_("run")
+    )
+    # What the readers counted from the deliveries (campaigns.retention.run_figures): counts by operator, status,
+    # batch and reason, the delivered messages over time, and the recipients by home area. No number.
+    figures = models.JSONField(default=dict, verbose_name=_("figures"))
+    recipients = models.PositiveIntegerField(default=0, verbose_name=_("recipients"))
+    # The retention in force: deliveries of runs that ended before the cutoff are removed.
+    retention_days = models.PositiveIntegerField(verbose_name=_("retention days"))
+    cutoff = models.DateTimeField(verbose_name=_("cutoff"))
+    created_at = models.DateTimeField(verbose_name=_("created at"))
+    removed = models.PositiveBigIntegerField(default=0, verbose_name=_("deliveries removed"))
+    # Null while deliveries of the run remain to be deleted.
+    removed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("removed at"))
+
+    class Meta:
+        verbose_name = _("run summary")
+        verbose_name_plural = _("run summaries")
+
+    def __str__(self) -> str:
+        return str(self.run_id)

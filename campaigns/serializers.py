@@ -146,6 +146,11 @@ class RunProgressSerializer(_ProgressFiguresSerializer):
     percent_final = serializers.FloatField()
     done = serializers.BooleanField()
     operators = OperatorProgressSerializer(many=True)
+    recipients_removed_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the retention policy removed the run's recipients (their numbers and states; deliveries/ "
+        "and report.csv list them no more); its figures here remain. Null while they are kept.",
+    )
 
 
 # A targeted run's deliveries, or an area broadcast's handsets reached and per-operator state: it has no deliveries.

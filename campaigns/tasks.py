@@ -1,8 +1,9 @@
 """Celery tasks of the campaign side of dispatch: thin wrappers that take ids and call campaigns.dispatch."""
 
 from celery import shared_task
+from django.utils import timezone
 
-from campaigns import dispatch
+from campaigns import dispatch, retention
 from smsblast.health import health_mark_reconciled
 
 
@@ -29,3 +30,15 @@ def reconcile_dispatch() -> None:
     """Re-drive expired leases and lost tasks, expire overdue deliveries, complete runs (every 15 s)."""
     dispatch.dispatch_reconcile()
     health_mark_reconciled()
+
+
+@shared_task(ignore_result=True)
+def prune_deliveries() -> None:
+    """Enqueue the removal of the deliveries of runs past the retention, a task per run (celery beat, daily)."""
+    retention.deliveries_prune_enqueue(now=timezone.now())
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def prune_run_deliveries(run_id: int, days: int) -> None:
+    """Summarize the run and remove its deliveries; a redelivery goes on where a pass was cut off."""
+    retention.run_deliveries_prune(run_id=run_id, days=days, now=timezone.now())

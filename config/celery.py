@@ -77,6 +77,7 @@ HOUSEKEEPING_TASKS = frozenset(
         "operators.area_broadcasts_tick",
         "smsblast.notifications_redrive",
         "smsblast.subscriber_imports_redrive",
+        "campaigns.tasks.prune_deliveries",
     }
 )
 

@@ -30,6 +30,14 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
+class Gone(APIException):
+    """What was asked for existed and was removed for good (410), e.g. under the retention policy."""
+
+    status_code = status.HTTP_410_GONE
+    default_detail = "This was removed."
+    default_code = "gone"
+
+
 class Pagination(LimitOffsetPagination):
     """Limit/offset pages whose `limit` is capped, so a huge one is not passed on to the database."""
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -220,6 +221,9 @@ CELERY_BEAT_SCHEDULE = {
     "notifications-redrive": {"task": "smsblast.notifications_redrive", "schedule": 30.0},
     # Uploaded imports whose task never reached a worker (the broker was down) are queued again.
     "subscriber-imports-redrive": {"task": "smsblast.subscriber_imports_redrive", "schedule": 60.0},
+    # Once a day, at 02:30 WIB: the deliveries of runs past SMSBLAST_DELIVERY_RETENTION_DAYS are removed, by a task
+    # per run on the default queue (a run of a million takes minutes, which the control queue cannot wait for).
+    "prune-deliveries": {"task": "campaigns.tasks.prune_deliveries", "schedule": crontab(hour=19, minute=30)},
 }
 # Beat's housekeeping has a queue of its own, consumed by the `control` process as well as the workers: a
 # due run starts on time even while every worker process is busy fanning out or waiting for rate-limit
@@ -230,6 +234,7 @@ CELERY_TASK_ROUTES = {
     "operators.area_broadcasts_tick": {"queue": "control"},
     "smsblast.notifications_redrive": {"queue": "control"},
     "smsblast.subscriber_imports_redrive": {"queue": "control"},
+    "campaigns.tasks.prune_deliveries": {"queue": "control"},
     # Emails wait on the mail server (up to EMAIL_TIMEOUT per attempt): only the `mail` process takes them, never
     # a worker sending batches or the control process, so a mail server that does not answer holds up no run.
     "smsblast.notification_send": {"queue": "mail"},
@@ -243,6 +248,10 @@ DISPATCH_LEASE_SECONDS = env.int("DISPATCH_LEASE_SECONDS", default=60)
 WORKER_QUEUE_REFRESH_SECONDS = env.float("WORKER_QUEUE_REFRESH_SECONDS", default=10.0)
 # Pending batches untouched this long (their task may be lost) are enqueued again by the reconciler.
 DISPATCH_REDRIVE_AFTER_SECONDS = env.int("DISPATCH_REDRIVE_AFTER_SECONDS", default=60)
+
+# Days a finished run keeps its deliveries (each recipient's number and state) before the daily prune removes them,
+# keeping the run's figures (UU PDP 27/2022: personal data no longer than its purpose needs); 0 keeps them for good.
+SMSBLAST_DELIVERY_RETENTION_DAYS = env.int("SMSBLAST_DELIVERY_RETENTION_DAYS", default=180)
 
 # Where operators post delivery reports back to; the simulator and adapters use it.
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")

@@ -9,8 +9,9 @@ from datetime import timedelta
 from django.utils import timezone
 
 from campaigns import dispatch
-from campaigns.models import Campaign, CampaignRun, Delivery
+from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.services import campaign_content_hash
+from operators import services
 from operators.gateways.base import BatchResult, GatewayAdapter, OutboundBatch, Outcome, register
 from smsblast.models import Area, Role
 from tests.campaigns.factories import ApprovalFactory, CampaignFactory
@@ -110,3 +111,57 @@ def fanned_out_world(api_client_for) -> dict:
         for slug, op in operators.items()
     }
     return {"run": run, "operators": operators, "clients": clients, "ids": ids}
+
+
+def finished_run() -> CampaignRun:
+    """Send a run to three operators (2 segments a message) and let it end with failures.
+
+    tsel: 5 recipients, one refused in the batch's answer (rejected), two delivered a minute apart, one undelivered
+    with an error code, one never reported (expired); isat: 3, one delivered, one reported submitted and then never
+    again (expired), one rejected by report, and an opted-out number (skipped); xl: 2, its batch refused for good
+    (failed). Skipped too: a number no operator serves and one of an inactive operator. Recipients in two kecamatan.
+    """
+    campaign = approved_campaign()
+    operators = operators_and_subscribers(counts={"tsel": 4, "isat": 3, "xl": 2}, batch_size=10)
+    operators["isat"].tariff_per_segment = 200
+    operators["isat"].save()
+    second = Area.objects.get(code="35.05.02")
+    SubscriberFactory(area=second, operator=operators["tsel"])
+    SubscriberFactory(area=second, operator=operators["isat"], opted_out_at=campaign.created_at)
+    SubscriberFactory(area=second, operator=None)
+    SubscriberFactory(area=second, operator=OperatorFactory(slug="sf", adapter="scripted", active=False))
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign, segments=2)
+    dispatch.run_fan_out(run_id=run.pk)
+    batches = {batch.operator.slug: batch for batch in DispatchBatch.objects.filter(run=run).select_related("operator")}
+    ids = {
+        slug: [str(pk) for pk in batch.deliveries.exclude(status="skipped").order_by("pk").values_list("pk", flat=True)]
+        for slug, batch in batches.items()
+    }
+    ScriptedAdapter.reset(
+        BatchResult(outcome=Outcome.ACCEPTED, accepted=4, rejected=[(ids["tsel"][0], "invalid")]),
+        BatchResult(outcome=Outcome.ACCEPTED, accepted=3),
+        BatchResult(outcome=Outcome.FAILED, status_code=401, error="bad key"),
+    )
+    for slug in ("tsel", "isat", "xl"):
+        services.batch_send(batch_id=batches[slug].pk, now=run.started_at)
+    at = run.started_at
+    reports = {
+        "tsel": [
+            (ids["tsel"][1], "DELIVERED", "T-1", "", at + timedelta(seconds=5)),
+            (ids["tsel"][2], "DELIVERED", "T-2", "", at + timedelta(seconds=70)),
+            (ids["tsel"][3], "UNDELIVERED", "T-3", "absent_subscriber", at + timedelta(seconds=9)),
+        ],
+        "isat": [
+            (ids["isat"][0], "DELIVERED", "I-1", "", at + timedelta(seconds=12)),
+            (ids["isat"][1], "SUBMITTED", "I-2", "", None),
+            (ids["isat"][2], "REJECTED", "I-3", "barred", at + timedelta(seconds=3)),
+        ],
+    }
+    for slug, rows in reports.items():
+        outcome = services.delivery_reports_apply(operator=operators[slug], reports=rows, now=at + timedelta(minutes=5))
+        assert outcome.applied == 3
+    dispatch.dispatch_reconcile(now=run.expires_at + timedelta(minutes=1))
+    run.refresh_from_db()
+    assert run.status == CampaignRun.Status.COMPLETED_WITH_FAILURES
+    return run

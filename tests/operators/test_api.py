@@ -14,6 +14,7 @@ from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.tasks import check_run_complete
 from operators import services
 from operators.gateways.base import BatchResult, Outcome
+from operators.models import Operator
 from smsblast.audit import audit_history
 from smsblast.models import AuditEvent, Role
 from tests.conftest import make_user
@@ -21,6 +22,7 @@ from tests.operators.scripted import (
     ScriptedAdapter,
     approved_campaign,
     fanned_out_world,
+    finished_run,
     operators_and_subscribers,
     sending_run,
 )
@@ -845,3 +847,22 @@ def test_a_claim_of_a_batch_waiting_for_a_retry_is_audited_from_that_state(world
     assert client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
     claim = audit_history(batch).get(action="batch.claim")
     assert (claim.from_state, claim.to_state) == ("retry_wait", "in_flight")
+
+
+def test_a_very_late_report_on_a_message_whose_run_was_pruned_is_refused_as_unknown_not_an_error(api_client_for):
+    from campaigns.retention import deliveries_prune
+
+    run = finished_run()
+    operator = Operator.objects.get(slug="tsel")
+    operator.user = make_user("tsel-api", Role.OPERATOR)
+    operator.save()
+    ids = [str(pk) for pk in Delivery.objects.filter(run=run, operator=operator).values_list("pk", flat=True)]
+    deliveries_prune(now=run.finished_at + timedelta(days=settings.SMSBLAST_DELIVERY_RETENTION_DAYS + 1))
+
+    response = api_client_for(operator.user).post(
+        REPORTS_URL, {"reports": [_report(ids[0], "DELIVERED"), _report(ids[1], "UNDELIVERED")]}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
+    unknown = [{"message_id": message_id, "reason": "unknown_message"} for message_id in sorted(ids[:2], key=int)]
+    assert response.json() == {"applied": 0, "unchanged": 0, "rejected": unknown}

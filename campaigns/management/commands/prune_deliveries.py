@@ -1,0 +1,44 @@
+"""Remove the deliveries of runs past the retention, keeping each run's figures; print what is done."""
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from campaigns.retention import deliveries_prune, retention_days
+
+
+class Command(BaseCommand):
+    help = (
+        "Remove the deliveries (each recipient's number and state) of finished runs that ended more than "
+        "SMSBLAST_DELIVERY_RETENTION_DAYS (or --older-than) days ago, keeping each run's figures."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--older-than",
+            type=int,
+            metavar="DAYS",
+            help="Runs that ended more than DAYS days ago (default: SMSBLAST_DELIVERY_RETENTION_DAYS).",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="Print what would be removed; remove nothing.")
+
+    def handle(self, *args, older_than: int | None, dry_run: bool, **options):
+        if older_than is not None and older_than < 1:
+            raise CommandError("--older-than takes a number of days, at least 1.")
+        days = older_than if older_than is not None else retention_days()
+        if days <= 0:
+            self.stdout.write("SMSBLAST_DELIVERY_RETENTION_DAYS is 0: deliveries are kept for good, nothing removed.")
+            return
+        now = timezone.now()
+        done = deliveries_prune(now=now, days=days, dry_run=dry_run)
+        verb = "would remove" if dry_run else "removed"
+        for run in done:
+            ended = run.finished_at.date().isoformat() if run.finished_at else "?"
+            left = "" if dry_run or run.done else " (more remain: run the command again)"
+            self.stdout.write(
+                f"Run {run.run_id} of campaign {run.campaign_id}, ended {ended}: "
+                f"{verb} {run.removed:,} deliveries{left}"
+            )
+        total = sum(run.removed for run in done)
+        self.stdout.write(
+            f"{len(done)} run(s) ended more than {days} days ago: {verb} {total:,} deliveries; their figures are kept."
+        )
