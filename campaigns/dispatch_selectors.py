@@ -408,8 +408,8 @@ REMOVED = "removed"
 def recipients_removed_text(summary: RunSummary) -> str:
     """Say, in the language in force, that a run's recipients were removed and its figures remain."""
     return gettext(
-        "The recipients of this run (their numbers and each one's state) were removed %(days)s days after it ended, "
-        "under the retention policy for personal data; its figures remain."
+        "The recipients of this run (their numbers and each one's state) were removed under the retention policy for "
+        "personal data, which keeps them %(days)s days after a run ends; its figures remain."
     ) % {"days": summary.retention_days}
 
 

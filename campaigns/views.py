@@ -523,6 +523,8 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "runs": list(zip(runs, runs_progress(runs), strict=True)),
             # A recurring campaign gathers a run a day: the page shows the latest, the rest are counted.
             "runs_total": len(runs) if len(runs) < RUNS_SHOWN else campaign.runs.count(),
+            # A run whose recipients the retention policy removed lists none in the report; its figures remain.
+            "recipients_kept": campaign.runs.filter(summary__isnull=True).exists(),
             "history": history,
             "history_total": history_total,
             "confirm_form": ConfirmForm(),

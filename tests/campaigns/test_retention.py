@@ -237,8 +237,11 @@ def test_the_run_page_says_its_recipients_were_removed_and_keeps_its_results_by_
     block = client_for(campaign.author, "en").get(reverse("campaigns:run_progress", args=[campaign.pk, run.pk]))
     page = client_for(campaign.author, "id").get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
 
-    assert f"were removed {RETENTION_DAYS} days after it ended" in block.content.decode()
+    assert f"which keeps them {RETENTION_DAYS} days after a run ends; its figures remain" in block.content.decode()
     assert f"report.csv?run={run.pk}" not in page and f"areas.csv?run={run.pk}" in page
+    # The whole campaign's report would list no one either; its results by area remain.
+    assert f'href="/api/v1/campaigns/{campaign.pk}/report.csv"' not in page
+    assert f'href="/api/v1/campaigns/{campaign.pk}/areas.csv"' in page
     assert "retensi" in page
 
 
