@@ -4,7 +4,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from smsblast.views import admin_login
+
 urlpatterns = [
+    # The admin's log-in (reverse("admin:login") leads here): its password step hands the roles that give a second
+    # factor over to the code step of the log-in page, as that page does.
+    path("admin/login/", admin_login),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -15,8 +15,10 @@ from django.db.models import Max
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from smsblast.admin_utils import (
     AuditedChangeMixin,
@@ -37,9 +39,11 @@ from smsblast.models import (
     Subscriber,
     SubscriberImport,
     SubscriberImportRejection,
+    TwoFactorDevice,
     User,
 )
 from smsblast.roles import user_access, user_record_access_change
+from smsblast.two_factor import two_factor_reset
 
 # Password guessing on the admin log-in is throttled like on the log-in page.
 admin.site.login_form = AdminLoginForm
@@ -54,9 +58,39 @@ class UserAdmin(AuditedDeleteMixin, DjangoUserAdmin):
     fieldsets = [*DjangoUserAdmin.fieldsets, (gettext_lazy("Jurisdiction"), {"fields": ["jurisdiction"]})]
     add_fieldsets = [*DjangoUserAdmin.add_fieldsets, (gettext_lazy("Jurisdiction"), {"fields": ["jurisdiction"]})]
     autocomplete_fields = ["jurisdiction"]
+    readonly_fields = ["two_factor"]
+    actions = ["reset_two_factor"]
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        # Whether an authenticator app is set up, never its secret.
+        return [*fieldsets, (gettext_lazy("Second factor"), {"fields": ["two_factor"]})]
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("groups").select_related("jurisdiction")
+
+    @admin.display(description=gettext_lazy("authenticator app"))
+    def two_factor(self, user: User) -> str:
+        device = TwoFactorDevice.objects.filter(user=user).only("confirmed_at").first()
+        if device is None:
+            return _("not set up")
+        return _("set up on %(date)s") % {"date": date_format(localtime(device.confirmed_at), "DATETIME_FORMAT")}
+
+    @admin.action(description=gettext_lazy("Reset the second factor (the user sets up an authenticator app again)"))
+    def reset_two_factor(self, request, queryset):
+        count = sum(two_factor_reset(user=user, actor=request.user) for user in queryset)
+        self.message_user(
+            request,
+            ngettext(
+                "Reset the second factor of %(count)d user; they set it up again at their next log-in.",
+                "Reset the second factor of %(count)d users; they set it up again at their next log-in.",
+                count,
+            )
+            % {"count": count},
+            messages.SUCCESS,
+        )
 
     def save_model(self, request, obj, form, change):
         # Read before the form's flags are saved; groups and permissions follow in save_related.

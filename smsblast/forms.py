@@ -6,9 +6,11 @@ from django import forms
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from smsblast.errors import ServiceError
 from smsblast.login_throttle import (
     client_address,
     login_attempt_release,
@@ -17,6 +19,17 @@ from smsblast.login_throttle import (
     login_failures_clear,
 )
 from smsblast.phones import normalize
+from smsblast.two_factor import two_factor_code_accept, two_factor_device_enrol
+
+
+def throttled_message(wait: int) -> str:
+    """Return the message of a log-in refused for `wait` more seconds, in whole minutes."""
+    minutes = math.ceil(wait / 60)
+    return ngettext(
+        "Too many failed log-ins. Try again in %(minutes)d minute.",
+        "Too many failed log-ins. Try again in %(minutes)d minutes.",
+        minutes,
+    ) % {"minutes": minutes}
 
 
 class ThrottledLoginMixin:
@@ -29,12 +42,7 @@ class ThrottledLoginMixin:
         address = client_address(self.request)
         wait = login_attempt_start(username=username, address=address) if username else 0
         if wait:
-            minutes = math.ceil(wait / 60)
-            self.throttled_message = ngettext(
-                "Too many failed log-ins. Try again in %(minutes)d minute.",
-                "Too many failed log-ins. Try again in %(minutes)d minutes.",
-                minutes,
-            ) % {"minutes": minutes}
+            self.throttled_message = throttled_message(wait)
             raise forms.ValidationError(self.throttled_message, code="throttled")
         # The attempt is counted before the password is checked, so parallel guesses cannot outrun the count.
         try:
@@ -59,6 +67,57 @@ class LoginForm(ThrottledLoginMixin, AuthenticationForm):
 
 class AdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
     """The admin site's log-in form, throttled like the log-in page."""
+
+
+class TwoFactorCodeForm(forms.Form):
+    """The code of the user's authenticator app, after the password; wrong codes are throttled like passwords.
+
+    With `secret` it confirms a device being enrolled (and saves it), else it checks the user's device.
+    """
+
+    code = forms.CharField(label=_("Code from your authenticator app"), max_length=16)
+
+    def __init__(self, *args, request, user, secret: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request = request
+        self.user = user
+        self.secret = secret
+        self.throttled_message = ""
+
+    def clean(self):
+        code = self.cleaned_data.get("code")
+        if code is None:
+            return self.cleaned_data
+        counted = {"username": self.user.get_username(), "address": client_address(self.request), "scope": "two-factor"}
+        wait = login_attempt_start(**counted)
+        if wait:
+            self.throttled_message = throttled_message(wait)
+            raise forms.ValidationError(self.throttled_message, code="throttled")
+        at = timezone.now()
+        try:
+            if self.secret:
+                two_factor_device_enrol(user=self.user, secret=self.secret, code=code, at=at)
+            else:
+                two_factor_code_accept(user=self.user, code=code, at=at)
+        except ServiceError as error:
+            reason = getattr(error, "codes", {}).get("code", "wrong")
+            if reason in ("wrong", "used"):
+                login_failure_record(**counted)
+            else:
+                login_attempt_release(**counted)
+            raise forms.ValidationError(self.refusal(reason), code=reason) from error
+        login_failures_clear(**counted)
+        return self.cleaned_data
+
+    @staticmethod
+    def refusal(reason: str) -> str:
+        if reason == "used":
+            return _("This code was already used. Wait for the next code in your app and enter that one.")
+        if reason == "enrolled":
+            return _("An authenticator app is already set up for you. Enter the code it shows.")
+        if reason == "not_enrolled":
+            return _("No authenticator app is set up for you. Log in again to set one up.")
+        return _("The code is wrong. Enter the 6 digits your authenticator app shows now.")
 
 
 class MsisdnField(forms.CharField):

@@ -54,9 +54,16 @@ def client_address(request) -> str:
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 
-def _key(username: str, address: str) -> str:
+# What is counted: wrong passwords ("login"), or wrong second-factor codes ("two-factor"), each on its own, so that
+# a right password never clears the count of wrong codes.
+SCOPES = ("login", "two-factor")
+
+
+def _key(username: str, address: str, scope: str = "login") -> str:
+    if scope not in SCOPES:
+        raise ValueError(f"unknown log-in throttle scope {scope!r}")
     digest = hashlib.sha256(f"{username.strip().casefold()}\n{address}".encode()).hexdigest()[:32]
-    return f"smsblast:login-failures:{digest}"
+    return f"smsblast:{scope}-failures:{digest}"
 
 
 # Take one attempt if fewer than ARGV[1] are counted, in one step, so guesses sent in parallel cannot all pass
@@ -84,7 +91,7 @@ return 0
 """
 
 
-def login_attempt_start(*, username: str, address: str) -> int:
+def login_attempt_start(*, username: str, address: str, scope: str = "login") -> int:
     """Count a log-in attempt before its password is checked; return 0, or the seconds to wait if none is left.
 
     The attempt counts as a failure until login_failures_clear (it succeeded) or login_attempt_release (it
@@ -96,7 +103,7 @@ def login_attempt_start(*, username: str, address: str) -> int:
         wait = redis_client().eval(
             _ATTEMPT_START,
             1,
-            _key(username, address),
+            _key(username, address, scope),
             settings.LOGIN_FAILURES_ALLOWED,
             settings.LOGIN_LOCKOUT_SECONDS,
         )
@@ -106,21 +113,21 @@ def login_attempt_start(*, username: str, address: str) -> int:
     return max(int(wait), 0)
 
 
-def login_attempt_release(*, username: str, address: str) -> None:
+def login_attempt_release(*, username: str, address: str, scope: str = "login") -> None:
     """Give back an attempt taken by login_attempt_start that checked no password."""
     if settings.LOGIN_FAILURES_ALLOWED <= 0:
         return
     try:
-        redis_client().eval(_ATTEMPT_RELEASE, 1, _key(username, address))
+        redis_client().eval(_ATTEMPT_RELEASE, 1, _key(username, address, scope))
     except redis.RedisError:
         logger.warning("Log-in throttle unavailable: an attempt was not given back.")
 
 
-def login_failure_record(*, username: str, address: str) -> int:
+def login_failure_record(*, username: str, address: str, scope: str = "login") -> int:
     """Keep an attempt as a failure; the count lapses LOGIN_LOCKOUT_SECONDS after the last one. Return the count."""
     if settings.LOGIN_FAILURES_ALLOWED <= 0:
         return 0
-    key = _key(username, address)
+    key = _key(username, address, scope)
     try:
         pipe = redis_client().pipeline()
         pipe.get(key)
@@ -132,20 +139,21 @@ def login_failure_record(*, username: str, address: str) -> int:
     failures = int(failures or 0)
     if failures == settings.LOGIN_FAILURES_ALLOWED:
         logger.warning(
-            "Log-in locked for %s seconds after %s failures for username %r from %s.",
+            "Log-in locked for %s seconds after %s %s failures for username %r from %s.",
             settings.LOGIN_LOCKOUT_SECONDS,
             failures,
+            scope,
             username,
             address,
         )
     return failures
 
 
-def login_failures_clear(*, username: str, address: str) -> None:
+def login_failures_clear(*, username: str, address: str, scope: str = "login") -> None:
     """Forget the failed log-ins of a username from an address, after it signed in."""
     if settings.LOGIN_FAILURES_ALLOWED <= 0:
         return
     try:
-        redis_client().delete(_key(username, address))
+        redis_client().delete(_key(username, address, scope))
     except redis.RedisError:
         logger.warning("Log-in throttle unavailable: failed log-ins were not cleared.")

@@ -367,3 +367,26 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} → {self.user}"
+
+
+class TwoFactorDevice(models.Model):
+    """A user's authenticator app, confirmed with a first code, asked for at log-in (SMSBLAST_TWO_FACTOR_ROLES).
+
+    Saved only once its first code was right; an admin's reset deletes it and the user enrols again.
+    """
+
+    user = models.OneToOneField(
+        User, on_delete=models.CASCADE, related_name="two_factor_device", verbose_name=_("user")
+    )
+    # The shared secret (base32) the app computes codes from: shown once, at enrolment, and never in the admin.
+    secret = models.CharField(max_length=64, verbose_name=_("secret"))
+    confirmed_at = models.DateTimeField(verbose_name=_("confirmed at"))
+    # The 30-second step of the last code taken: a code of that step or an earlier one is refused (no replay).
+    last_used_step = models.BigIntegerField(verbose_name=_("last used step"))
+
+    class Meta:
+        verbose_name = _("two-factor device")
+        verbose_name_plural = _("two-factor devices")
+
+    def __str__(self) -> str:
+        return f"{self.user}"

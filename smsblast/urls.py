@@ -7,7 +7,9 @@ from smsblast.forms import LoginForm
 
 urlpatterns = [
     path("", dashboard, name="dashboard"),
-    path("login/", auth_views.LoginView.as_view(authentication_form=LoginForm), name="login"),
+    path("login/", views.TwoFactorLoginView.as_view(authentication_form=LoginForm), name="login"),
+    path("login/code/", views.login_code, name="login_code"),
+    path("login/enrol/", views.login_enrol, name="login_enrol"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("subscribers/", views.subscribers, name="subscribers"),
     path("subscribers/imports/<int:pk>/", views.subscriber_import_status, name="subscriber_import"),

@@ -1,21 +1,28 @@
-"""Subscriber and operator pages; writes go through smsblast.services."""
+"""Log-in steps, subscriber and operator pages; writes go through smsblast.services and smsblast.two_factor."""
 
 from datetime import timedelta
 from pathlib import Path
 
-from django.contrib import messages
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth import REDIRECT_FIELD_NAME
+from django.contrib.auth.views import LoginView
 from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.debug import sensitive_post_parameters
 
 from campaigns.models import DispatchBatch
 from campaigns.views import role_required
 from operators.models import Operator
-from smsblast import importer, selectors, services
+from smsblast import importer, selectors, services, totp, two_factor
 from smsblast.errors import ServiceError
-from smsblast.forms import OptOutForm, SubscriberImportForm, SubscriberSearchForm
+from smsblast.forms import OptOutForm, SubscriberImportForm, SubscriberSearchForm, TwoFactorCodeForm
 from smsblast.models import Role, SubscriberImport
 from smsblast.templatetags.ui import status_label
 
@@ -26,6 +33,100 @@ THROUGHPUT_WINDOW = timedelta(minutes=5)
 CIRCUIT_OPEN_AFTER = 5
 # The search and opt-out forms both have a number field; distinct ids keep each label on its own field.
 OPTOUT_AUTO_ID = "id_optout_%s"
+
+
+class TwoFactorLoginView(LoginView):
+    """The password step: logs the user in, or, for a role that gives a second factor, hands over to the code step."""
+
+    def form_valid(self, form):
+        user = form.get_user()
+        if not two_factor.two_factor_required(user):
+            return super().form_valid(form)
+        two_factor.pending_login_start(request=self.request, user=user, redirect_to=self.get_success_url())
+        if two_factor.two_factor_device(user) is None:
+            return redirect("login_enrol")
+        return redirect("login_code")
+
+
+@never_cache
+def admin_login(request: HttpRequest) -> HttpResponse:
+    """The admin site's log-in page (as AdminSite.login), with the second factor of the log-in page."""
+    site = admin.site
+    if request.method == "GET" and site.has_permission(request):
+        return redirect("admin:index")
+    context = {
+        **site.each_context(request),
+        "title": _("Log in"),
+        "subtitle": None,
+        "app_path": request.get_full_path(),
+        "username": request.user.get_username(),
+    }
+    if REDIRECT_FIELD_NAME not in request.GET and REDIRECT_FIELD_NAME not in request.POST:
+        context[REDIRECT_FIELD_NAME] = reverse("admin:index", current_app=site.name)
+    request.current_app = site.name
+    view = TwoFactorLoginView.as_view(
+        extra_context=context, authentication_form=site.login_form, template_name="admin/login.html"
+    )
+    return view(request)
+
+
+def _pending_or_restart(request: HttpRequest):
+    """Return the pending log-in, or the redirect to the log-in page (with why) when there is none to finish."""
+    pending = two_factor.pending_login(request)
+    if pending is None:
+        messages.info(request, _("Log in with your username and password first."))
+        return None, redirect("login")
+    if pending.user is None:
+        messages.error(
+            request,
+            _("The time to enter the code ran out (%(minutes)d minutes). Log in again with your password.")
+            % {"minutes": settings.TWO_FACTOR_PENDING_SECONDS // 60},
+        )
+        return None, redirect("login")
+    return pending, None
+
+
+@sensitive_post_parameters("code")
+@csrf_protect
+@never_cache
+def login_code(request: HttpRequest) -> HttpResponse:
+    """The code step: a right code of the user's authenticator app completes the log-in."""
+    pending, restart = _pending_or_restart(request)
+    if restart:
+        return restart
+    if two_factor.two_factor_device(pending.user) is None:
+        return redirect("login_enrol")
+    form = TwoFactorCodeForm(request.POST or None, request=request, user=pending.user)
+    if request.method == "POST" and form.is_valid():
+        two_factor.pending_login_complete(request=request, pending=pending)
+        return redirect(pending.redirect_to)
+    return render(request, "registration/login_code.html", {"form": form})
+
+
+@sensitive_post_parameters("code")
+@csrf_protect
+@never_cache
+def login_enrol(request: HttpRequest) -> HttpResponse:
+    """The first log-in of a user who gives a second factor: set up an authenticator app, confirmed by a code."""
+    pending, restart = _pending_or_restart(request)
+    if restart:
+        return restart
+    if two_factor.two_factor_device(pending.user) is not None:
+        return redirect("login_code")
+    secret = two_factor.pending_login_secret(request)
+    form = TwoFactorCodeForm(request.POST or None, request=request, user=pending.user, secret=secret)
+    if request.method == "POST" and form.is_valid():
+        two_factor.pending_login_complete(request=request, pending=pending)
+        messages.success(request, _("Your authenticator app is set up. Log-ins from now on ask for its code."))
+        return redirect(pending.redirect_to)
+    uri = two_factor.enrolment_uri(user=pending.user, secret=secret)
+    context = {
+        "form": form,
+        "secret_grouped": totp.secret_grouped(secret),
+        "uri": uri,
+        "qr_svg": totp.qr_svg(uri, label=_("QR code to add smsblast to an authenticator app")),
+    }
+    return render(request, "registration/login_enrol.html", context)
 
 
 def _upload_refusal(error: ServiceError) -> str:

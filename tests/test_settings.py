@@ -72,3 +72,29 @@ def test_the_web_and_worker_entry_points_default_to_production_settings(tmp_path
     assert without_key.returncode != 0 and "SECRET_KEY" in without_key.stderr
     configured = run(SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="example.org")
     assert configured.stdout.strip() == "False", configured.stderr
+
+
+def test_approvers_and_admins_give_a_second_factor_in_production_and_nobody_in_development_unless_set():
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("DJANGO_") and name != "SMSBLAST_TWO_FACTOR_ROLES"
+    }
+    probe = "import django; django.setup(); from django.conf import settings; print(settings.SMSBLAST_TWO_FACTOR_ROLES)"
+
+    def roles(module: str, **extra) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=BASE_DIR,
+            env={**inherited, "DJANGO_SETTINGS_MODULE": module, "SECRET_KEY": secrets.token_urlsafe(50), **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert roles("config.settings.prod") == "['approver', 'admin']"
+    assert roles("config.settings.prod", SMSBLAST_TWO_FACTOR_ROLES="") == "[]"
+    assert roles("config.settings.dev") == "[]"
+    assert roles("config.settings.dev", SMSBLAST_TWO_FACTOR_ROLES="approver") == "['approver']"

@@ -277,6 +277,11 @@ METRICS_TOKEN = env("METRICS_TOKEN", default="")
 LOGIN_FAILURES_ALLOWED = env.int("LOGIN_FAILURES_ALLOWED", default=5)
 # How long the count of failed log-ins lasts after the last failure (and so how long a lockout lasts).
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=900)
+# Roles whose users give a code of their authenticator app (TOTP) after their password at log-in, e.g.
+# "approver,admin"; empty: password only. API tokens are not affected. On by default in prod.py.
+SMSBLAST_TWO_FACTOR_ROLES = [role for role in env.list("SMSBLAST_TWO_FACTOR_ROLES", default=[]) if role]
+# How long a right password waits for its code before the log-in starts over.
+TWO_FACTOR_PENDING_SECONDS = 300
 # Reverse proxies in front of the web process that append the client's address to X-Forwarded-For; the
 # log-in throttle counts per client address, which without them is the proxy's for everyone (0: none).
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)

@@ -17,3 +17,7 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# The accounts that approve and administer mass SMS give a code of their authenticator app after their password.
+SMSBLAST_TWO_FACTOR_ROLES = [
+    role for role in env.list("SMSBLAST_TWO_FACTOR_ROLES", default=["approver", "admin"]) if role
+]

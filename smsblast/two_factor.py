@@ -1,0 +1,173 @@
+"""The second factor at log-in: a code of the user's authenticator app (TOTP) after the password.
+
+Users holding a role named in SMSBLAST_TWO_FACTOR_ROLES are not logged in by their password: the log-in page
+keeps them in the session as a pending log-in for TWO_FACTOR_PENDING_SECONDS, and only a right code (or, the
+first time, the code that confirms a newly enrolled app) calls login(). Every page and session-authenticated
+API call is thus behind both factors; API tokens are not affected.
+
+The secret never leaves this module except on the enrolment page; it is neither audited nor logged.
+"""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth import get_user_model, login
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+from django.utils.translation import gettext as _
+
+from smsblast import totp
+from smsblast.audit import audit_record
+from smsblast.errors import ServiceInvalid
+from smsblast.models import Role, TwoFactorDevice, User
+
+# The issuer an authenticator app shows beside the account name.
+ISSUER = "smsblast"
+# Session keys of a pending log-in (a right password waiting for its code).
+PENDING_USER = "two_factor_user_id"
+PENDING_BACKEND = "two_factor_backend"
+PENDING_HASH = "two_factor_auth_hash"
+PENDING_SINCE = "two_factor_since"
+PENDING_REDIRECT = "two_factor_redirect"
+PENDING_ENROLMENT = "two_factor_enrolment"
+PENDING_KEYS = (PENDING_USER, PENDING_BACKEND, PENDING_HASH, PENDING_SINCE, PENDING_REDIRECT, PENDING_ENROLMENT)
+
+
+def two_factor_required(user: User) -> bool:
+    """Return whether the user must give a code after the password: one of the user's roles is in the setting."""
+    wanted = set(settings.SMSBLAST_TWO_FACTOR_ROLES)
+    if not wanted:
+        return False
+    # Every role group the user is in counts, not only the one `role` names: a user both officer and approver
+    # approves like an approver.
+    roles = set(user.groups.filter(name__in=Role.values).values_list("name", flat=True))
+    if user.is_superuser:
+        roles.add(Role.ADMIN)
+    return bool(roles & wanted)
+
+
+def two_factor_device(user: User) -> TwoFactorDevice | None:
+    """Return the user's confirmed authenticator device, or None when the user has to enrol one."""
+    return TwoFactorDevice.objects.filter(user=user).first()
+
+
+@transaction.atomic
+def two_factor_device_enrol(*, user: User, secret: str, code: str, at) -> TwoFactorDevice:
+    """Save the user's device once `code` is right for `secret` at `at`, audited (without the secret)."""
+    step = totp.matching_step(secret, code, at)
+    if step is None:
+        raise ServiceInvalid(_("The code is wrong."), codes={"code": "wrong"})
+    try:
+        with transaction.atomic():
+            device = TwoFactorDevice.objects.create(user=user, secret=secret, confirmed_at=at, last_used_step=step)
+    except IntegrityError:
+        # Another tab of the same log-in enrolled first.
+        raise ServiceInvalid(_("An authenticator app is already set up for you."), codes={"code": "enrolled"}) from None
+    audit_record(
+        actor=user,
+        action="user.two_factor_enrol",
+        obj=user,
+        from_state="",
+        to_state="enrolled",
+        details={"username": user.username},
+    )
+    return device
+
+
+def two_factor_code_accept(*, user: User, code: str, at) -> TwoFactorDevice:
+    """Take `code` as the user's second factor at `at`; refuse a wrong code and one of a step already used."""
+    device = two_factor_device(user)
+    if device is None:
+        raise ServiceInvalid(_("No authenticator app is set up for you."), codes={"code": "not_enrolled"})
+    step = totp.matching_step(device.secret, code, at)
+    if step is None:
+        raise ServiceInvalid(_("The code is wrong."), codes={"code": "wrong"})
+    # Conditional update: of two requests with the same code (or a code seen over a shoulder), one wins.
+    taken = TwoFactorDevice.objects.filter(pk=device.pk, last_used_step__lt=step).update(last_used_step=step)
+    if not taken:
+        raise ServiceInvalid(_("This code was already used."), codes={"code": "used"})
+    device.last_used_step = step
+    return device
+
+
+@transaction.atomic
+def two_factor_reset(*, user: User, actor: User | None) -> bool:
+    """Forget the user's device, audited, so the user enrols again at the next log-in; return whether one was set."""
+    deleted, _counts = TwoFactorDevice.objects.filter(user=user).delete()
+    if deleted:
+        audit_record(
+            actor=actor,
+            action="user.two_factor_reset",
+            obj=user,
+            from_state="enrolled",
+            to_state="not_enrolled",
+            details={"username": user.username},
+        )
+    return bool(deleted)
+
+
+@dataclass(frozen=True)
+class PendingLogin:
+    """A right password waiting for its code, as kept in the session."""
+
+    user: User | None  # None when the time ran out or the account changed meanwhile
+    redirect_to: str
+    expired: bool
+
+
+def pending_login_start(*, request: HttpRequest, user: User, redirect_to: str) -> None:
+    """Remember in the session that `user` gave the right password; nobody is logged in yet."""
+    pending_login_clear(request)
+    request.session[PENDING_USER] = str(user.pk)
+    request.session[PENDING_BACKEND] = user.backend
+    # A password changed or an account disabled meanwhile ends the pending log-in.
+    request.session[PENDING_HASH] = user.get_session_auth_hash()
+    request.session[PENDING_SINCE] = timezone.now().timestamp()
+    request.session[PENDING_REDIRECT] = redirect_to
+
+
+def pending_login(request: HttpRequest) -> PendingLogin | None:
+    """Return the session's pending log-in (its user None once it lapsed), or None when there is none."""
+    session = request.session
+    if PENDING_USER not in session:
+        return None
+    redirect_to = session.get(PENDING_REDIRECT) or settings.LOGIN_REDIRECT_URL
+    age = timezone.now().timestamp() - float(session.get(PENDING_SINCE) or 0)
+    user = get_user_model().objects.filter(pk=session[PENDING_USER], is_active=True).first()
+    if (
+        not 0 <= age <= settings.TWO_FACTOR_PENDING_SECONDS
+        or user is None
+        or not constant_time_compare(session.get(PENDING_HASH, ""), user.get_session_auth_hash())
+        or session.get(PENDING_BACKEND) not in settings.AUTHENTICATION_BACKENDS
+    ):
+        pending_login_clear(request)
+        return PendingLogin(user=None, redirect_to=redirect_to, expired=True)
+    return PendingLogin(user=user, redirect_to=redirect_to, expired=False)
+
+
+def pending_login_secret(request: HttpRequest) -> str:
+    """Return the secret offered to the pending user for enrolment, the same one until the log-in ends."""
+    secret = request.session.get(PENDING_ENROLMENT)
+    if not secret:
+        secret = request.session[PENDING_ENROLMENT] = totp.secret_new()
+    return secret
+
+
+def pending_login_complete(*, request: HttpRequest, pending: PendingLogin) -> None:
+    """Log the pending user in, now that the second factor was given."""
+    backend = request.session.get(PENDING_BACKEND) or settings.AUTHENTICATION_BACKENDS[0]
+    pending_login_clear(request)
+    login(request, pending.user, backend=backend)
+
+
+def pending_login_clear(request: HttpRequest) -> None:
+    """Forget the session's pending log-in, if any."""
+    for key in PENDING_KEYS:
+        request.session.pop(key, None)
+
+
+def enrolment_uri(*, user: User, secret: str) -> str:
+    """Return the otpauth:// URI of the user's new device."""
+    return totp.provisioning_uri(secret, account=user.get_username(), issuer=ISSUER)
