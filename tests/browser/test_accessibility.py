@@ -5,13 +5,19 @@ ARIA used as allowed, colour contrast, document language and title). The pages a
 two steps deep over a campaign in every state, at a desk and on a phone, and the forms also with their errors.
 """
 
+import re
 from urllib.parse import urldefrag, urlparse
 
 import pytest
+from django.test import override_settings
+from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignRun
+from smsblast import totp
+from smsblast.models import Role
 from tests.browser.conftest import CHROMIUM, PHONE_VIEWPORT
 from tests.browser.test_crawl import PAGE_FACTS, SKIP, campaigns_in_every_state, pages_of, signed_in
+from tests.conftest import make_user
 
 pytestmark = [
     pytest.mark.browser,
@@ -125,3 +131,41 @@ def test_a_campaign_page_showing_the_message_of_an_edit_has_no_serious_accessibi
 
     assert "persetujuan dibatalkan" in message
     assert found == []
+
+
+@override_settings(SMSBLAST_TWO_FACTOR_ROLES=["approver"])
+def test_the_two_step_log_in_pages_have_no_serious_accessibility_violation_and_fetch_nothing_from_elsewhere(
+    transactional_db, live_server, chromium
+):
+    from playwright.sync_api import expect
+
+    make_user("chair", Role.APPROVER)
+    context = chromium.new_context(locale="id-ID")
+    requested = []
+    context.on("request", lambda request: requested.append(request.url))
+    page = context.new_page()
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", "chair")
+    page.fill("#id_password", "pw-secret-123")
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/login/enrol/")
+    expect(page.locator("main svg.qr")).to_be_visible()
+    secret = re.sub(r"\s", "", page.locator("code.secret").inner_text())
+    enrolment = violations(page)
+    page.fill("#id_code", "abcdef")
+    page.click("main button[type=submit]")
+    page.wait_for_load_state("load")
+    refused = violations(page)
+    page.fill("#id_code", totp.code_at(secret, timezone.now()))
+    page.click("main button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Dasbor")
+    page.click("header button:has-text('Keluar')")
+    page.fill("#id_username", "chair")
+    page.fill("#id_password", "pw-secret-123")
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/login/code/")
+    code_step = violations(page)
+    context.close()
+
+    assert (enrolment, refused, code_step) == ([], [], [])
+    assert [url for url in requested if not url.startswith((live_server.url, "data:"))] == []

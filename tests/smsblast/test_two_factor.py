@@ -1,11 +1,13 @@
 """The second factor at log-in: approvers and admins give a code of their authenticator app after the password."""
 
+import io
 import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
@@ -345,3 +347,18 @@ def test_resetting_a_user_without_an_app_changes_nothing_and_audits_nothing(cloc
         reverse("admin:smsblast_user_changelist"), {"action": "reset_two_factor", "_selected_action": [chair.pk]}
     )
     assert not AuditEvent.objects.filter(action="user.two_factor_reset").exists()
+
+
+def test_the_command_resets_an_admin_who_lost_the_phone_audited_as_done_by_the_system(clock):
+    root = make_user("root", Role.ADMIN)
+    enrolled(root, clock)
+    out = io.StringIO()
+
+    call_command("reset_two_factor", "root", stdout=out)
+
+    assert "second factor reset" in out.getvalue()
+    assert not TwoFactorDevice.objects.filter(user=root).exists()
+    event = AuditEvent.objects.get(action="user.two_factor_reset")
+    assert (event.actor, event.object_id) == (None, str(root.pk))
+    with pytest.raises(CommandError):
+        call_command("reset_two_factor", "nobody", stdout=io.StringIO())
