@@ -98,7 +98,9 @@ def test_the_code_step_logs_the_approver_in_and_then_pages_and_the_session_api_o
     secret = enrolled(chair, clock)
     client = Client()
     password_step(client, "chair", next_url="/campaigns/")
-    assert "Verifikasi dua langkah" in page(client.get(reverse("login_code")))
+    code_page = page(client.get(reverse("login_code")))
+    assert "Verifikasi dua langkah" in code_page
+    assert re.search(r'<input id="id_code"[^>]* autofocus', code_page)
 
     response = client.post(reverse("login_code"), {"code": totp.code_at(secret, clock.now)})
 
@@ -148,6 +150,8 @@ def test_the_first_log_in_enrols_an_app_with_a_qr_code_drawn_on_the_page_and_sav
     # Nothing the browser would fetch from elsewhere: the QR code is inline, no image or script from outside.
     assert not re.search(r'(src|href)="(https?:)?//', body)
     assert "<img" not in body
+    # Nothing focused on arrival: on a phone that would scroll the QR code out of view.
+    assert "autofocus" not in body
     # The same secret until the log-in ends: reloading the page does not invalidate an app already scanned.
     assert totp.secret_grouped(secret) in page(client.get(reverse("login_enrol")))
     assert not TwoFactorDevice.objects.exists()
