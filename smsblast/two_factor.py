@@ -31,8 +31,10 @@ PENDING_BACKEND = "two_factor_backend"
 PENDING_HASH = "two_factor_auth_hash"
 PENDING_SINCE = "two_factor_since"
 PENDING_REDIRECT = "two_factor_redirect"
+# The secret offered for enrolment and whose it is: kept past a lapsed pending log-in, so that a user who took
+# longer than that to install an app and scan the QR code logs in again to the same secret, not to a new one.
 PENDING_ENROLMENT = "two_factor_enrolment"
-PENDING_KEYS = (PENDING_USER, PENDING_BACKEND, PENDING_HASH, PENDING_SINCE, PENDING_REDIRECT, PENDING_ENROLMENT)
+PENDING_KEYS = (PENDING_USER, PENDING_BACKEND, PENDING_HASH, PENDING_SINCE, PENDING_REDIRECT)
 
 
 def two_factor_required(user: User) -> bool:
@@ -120,6 +122,8 @@ class PendingLogin:
 def pending_login_start(*, request: HttpRequest, user: User, redirect_to: str) -> None:
     """Remember in the session that `user` gave the right password; nobody is logged in yet."""
     pending_login_clear(request)
+    if (request.session.get(PENDING_ENROLMENT) or {}).get("user") != str(user.pk):
+        request.session.pop(PENDING_ENROLMENT, None)
     request.session[PENDING_USER] = str(user.pk)
     request.session[PENDING_BACKEND] = user.backend
     # A password changed or an account disabled meanwhile ends the pending log-in.
@@ -148,22 +152,24 @@ def pending_login(request: HttpRequest) -> PendingLogin | None:
 
 
 def pending_login_secret(request: HttpRequest) -> str:
-    """Return the secret offered to the pending user for enrolment, the same one until the log-in ends."""
-    secret = request.session.get(PENDING_ENROLMENT)
-    if not secret:
-        secret = request.session[PENDING_ENROLMENT] = totp.secret_new()
-    return secret
+    """Return the secret offered to the pending user for enrolment, the same one until that user logs in."""
+    user_id = request.session[PENDING_USER]
+    enrolment = request.session.get(PENDING_ENROLMENT) or {}
+    if enrolment.get("user") != user_id or not enrolment.get("secret"):
+        enrolment = request.session[PENDING_ENROLMENT] = {"user": user_id, "secret": totp.secret_new()}
+    return enrolment["secret"]
 
 
 def pending_login_complete(*, request: HttpRequest, pending: PendingLogin) -> None:
     """Log the pending user in, now that the second factor was given."""
     backend = request.session.get(PENDING_BACKEND) or settings.AUTHENTICATION_BACKENDS[0]
     pending_login_clear(request)
+    request.session.pop(PENDING_ENROLMENT, None)
     login(request, pending.user, backend=backend)
 
 
 def pending_login_clear(request: HttpRequest) -> None:
-    """Forget the session's pending log-in, if any."""
+    """Forget the session's pending log-in, if any (a secret offered for enrolment stays for its user)."""
     for key in PENDING_KEYS:
         request.session.pop(key, None)
 

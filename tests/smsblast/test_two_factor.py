@@ -181,6 +181,26 @@ def test_the_first_log_in_enrols_an_app_with_a_qr_code_drawn_on_the_page_and_sav
     assert logged_in(second)
 
 
+def test_a_user_slower_than_five_minutes_to_enrol_logs_in_again_to_the_same_secret(clock):
+    make_user("chair", Role.APPROVER)
+    make_user("deputy", Role.APPROVER)
+    client = Client()
+    password_step(client, "chair")
+    offered = re.search(r'<code class="secret">([^<]+)</code>', page(client.get(reverse("login_enrol")))).group(1)
+
+    clock.advance(600)  # installing an app took a while
+    assert client.get(reverse("login_enrol"))["Location"] == reverse("login")
+    password_step(client, "chair")
+    assert offered in page(client.get(reverse("login_enrol")))
+    secret = offered.replace(" ", "")
+    client.post(reverse("login_enrol"), {"code": totp.code_at(secret, clock.now)})
+    assert logged_in(client)
+    # Another user of the same browser is offered a secret of their own.
+    client.post(reverse("logout"))
+    password_step(client, "deputy")
+    assert offered not in page(client.get(reverse("login_enrol")))
+
+
 def test_a_wrong_code_is_refused_in_indonesian_and_english(clock):
     chair = make_user("chair", Role.APPROVER)
     secret = enrolled(chair, clock)
