@@ -116,7 +116,6 @@ class PendingLogin:
 
     user: User | None  # None when the time ran out or the account changed meanwhile
     redirect_to: str
-    expired: bool
 
 
 def pending_login_start(*, request: HttpRequest, user: User, redirect_to: str) -> None:
@@ -147,8 +146,8 @@ def pending_login(request: HttpRequest) -> PendingLogin | None:
         or session.get(PENDING_BACKEND) not in settings.AUTHENTICATION_BACKENDS
     ):
         pending_login_clear(request)
-        return PendingLogin(user=None, redirect_to=redirect_to, expired=True)
-    return PendingLogin(user=user, redirect_to=redirect_to, expired=False)
+        return PendingLogin(user=None, redirect_to=redirect_to)
+    return PendingLogin(user=user, redirect_to=redirect_to)
 
 
 def pending_login_secret(request: HttpRequest) -> str:
