@@ -202,6 +202,7 @@ ACTION_LABELS = {
     "run.cancel": _("run cancelled"),
     "run.expire": _("undelivered messages expired"),
     "run.stalled": _("no progress for 10 minutes"),
+    "run.deliveries_remove": _("recipients removed under the retention policy"),
     "area_broadcast.failed": _("an operator did not take the broadcast"),
 }
 

@@ -304,3 +304,15 @@ def test_the_daily_task_enqueues_a_prune_per_run_past_the_retention_and_that_tas
     assert not Delivery.objects.filter(run=run).exists()
     prune_run_deliveries(run.pk, RETENTION_DAYS)  # again: nothing left, nothing done
     assert AuditEvent.objects.filter(action="run.deliveries_remove").count() == 1
+
+
+def test_the_campaign_history_names_the_removal_of_the_recipients_in_the_users_language():
+    run = finished_run()
+    retention.deliveries_prune(now=run.finished_at + timedelta(days=RETENTION_DAYS + 1))
+    url = reverse("campaigns:detail", args=[run.campaign_id])
+
+    english = client_for(run.campaign.author, "en").get(url).content.decode()
+    indonesian = client_for(run.campaign.author, "id").get(url).content.decode()
+
+    assert '<b>recipients removed under the retention policy</b> <span class="muted">(run.deliveries_remove)' in english
+    assert "<b>penerima dihapus sesuai kebijakan retensi</b>" in indonesian
