@@ -456,13 +456,14 @@ def _report_lines(campaign: Campaign, *, run_id: int | None, language: str | Non
         "error_code",
         "done_at",
     )
-    removed_runs = campaign_removed_runs(campaign, run_id=run_id)
+    listed = set()
     # Text from outside (an operator's reason, reference and error code) is written so a spreadsheet shows it; the
     # number is left as written, "+62…", for a program reading the file: every stored number is E.164 (import, admin
     # and opt-outs normalise), which a spreadsheet reads as a number at worst, never as a formula.
     for row_run, message_id, msisdn, operator_id, status, batch_status, reason, ref, code, done_at in rows.iterator(
         chunk_size=5000
     ):
+        listed.add(row_run)
         yield writer.writerow(
             [
                 row_run,
@@ -477,7 +478,11 @@ def _report_lines(campaign: Campaign, *, run_id: int | None, language: str | Non
                 done_at.astimezone(zone).isoformat() if done_at else "",
             ]
         )
-    for summary in reversed(removed_runs):
+    # Read after the rows, as runs_progress reads them: a run the prune began on meanwhile was listed whole (its
+    # summary is written before any of its rows goes) or left out, and then has its summary here.
+    for summary in reversed(campaign_removed_runs(campaign, run_id=run_id)):
+        if summary.run_id in listed:
+            continue
         with translation.override(language):
             reason = recipients_removed_text(summary)
         yield writer.writerow([summary.run_id, runs.get(summary.run_id, ""), "", "", "", REMOVED, reason, "", "", ""])

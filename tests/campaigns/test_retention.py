@@ -316,3 +316,25 @@ def test_the_campaign_history_names_the_removal_of_the_recipients_in_the_users_l
 
     assert '<b>recipients removed under the retention policy</b> <span class="muted">(run.deliveries_remove)' in english
     assert "<b>penerima dihapus sesuai kebijakan retensi</b>" in indonesian
+
+
+def test_a_report_downloaded_while_a_run_is_being_pruned_shows_that_run_whole_or_removed(api_client_for, monkeypatch):
+    from campaigns import dispatch_selectors
+
+    run = finished_run()
+    now = run.finished_at + timedelta(days=RETENTION_DAYS + 1)
+    removed_runs = dispatch_selectors.campaign_removed_runs
+
+    def pruned_meanwhile(*args, **kwargs):
+        # The daily prune writes the run's summary just as the report reads which runs were removed.
+        summaries = removed_runs(*args, **kwargs)
+        retention.run_summarize(run_id=run.pk, days=RETENTION_DAYS, now=now)
+        return summaries
+
+    monkeypatch.setattr(dispatch_selectors, "campaign_removed_runs", pruned_meanwhile)
+    api = api_client_for(run.campaign.author)
+    text = csv_text(api.get(f"/api/v1/campaigns/{run.campaign_id}/report.csv"))
+
+    rows = [row for row in csv.DictReader(io.StringIO(text.removeprefix("\ufeff"))) if row["run_id"] == str(run.pk)]
+    statuses = [row["status"] for row in rows]
+    assert statuses == ["removed"] or (len(rows) == 13 and "removed" not in statuses), statuses
