@@ -338,3 +338,30 @@ def test_a_report_downloaded_while_a_run_is_being_pruned_shows_that_run_whole_or
     rows = [row for row in csv.DictReader(io.StringIO(text.removeprefix("\ufeff"))) if row["run_id"] == str(run.pk)]
     statuses = [row["status"] for row in rows]
     assert statuses == ["removed"] or (len(rows) == 13 and "removed" not in statuses), statuses
+
+
+def test_a_list_of_recipients_read_while_a_run_is_being_pruned_names_that_run_if_it_leaves_it_out(
+    api_client_for, monkeypatch
+):
+    from campaigns import api_dispatch
+
+    run = finished_run()
+    Campaign.objects.filter(pk=run.campaign_id).update(status=Campaign.Status.SENDING)
+    kept = sending_run(run.campaign, scheduled_for=run.scheduled_for + timedelta(days=200))
+    dispatch.run_fan_out(run_id=kept.pk)
+    now = run.finished_at + timedelta(days=RETENTION_DAYS + 1)
+    removed_runs = api_dispatch.campaign_removed_runs
+
+    def pruned_meanwhile(*args, **kwargs):
+        # The daily prune writes the run's summary just as the list reads which runs were removed.
+        summaries = removed_runs(*args, **kwargs)
+        retention.run_summarize(run_id=run.pk, days=RETENTION_DAYS, now=now)
+        return summaries
+
+    monkeypatch.setattr(api_dispatch, "campaign_removed_runs", pruned_meanwhile)
+    api = api_client_for(run.campaign.author)
+    listed = api.get(f"/api/v1/campaigns/{run.campaign_id}/deliveries/", {"limit": 100}).json()
+
+    rows = [row for row in listed["results"] if row["run"] == run.pk]
+    assert (rows == [] and listed["removed_runs"] == [run.pk]) or (len(rows) == 13 and not listed["removed_runs"])
+    assert listed["count"] == len(listed["results"])
