@@ -174,15 +174,38 @@ def deliveries_prune(
 
 
 def deliveries_prune_enqueue(*, now: datetime) -> int:
-    """Enqueue a prune task per run past the retention, on the default queue; return how many."""
-    from campaigns.tasks import prune_run_deliveries
+    """Enqueue the prune of the first run past the retention, on the default queue; return how many runs are due.
 
+    Each prune enqueues the next when it is done (run_deliveries_prune_and_next): the default queue holds one at a
+    time, so a fan-out enqueued meanwhile waits behind one run's prune at most, not behind every run due.
+    """
     days = retention_days()
     if days <= 0:
         return 0
-    run_ids = list(runs_due_for_pruning(cutoff=now - timedelta(days=days)).values_list("pk", flat=True))
-    for run_id in run_ids:
-        enqueue_on_commit(partial(prune_run_deliveries.delay, run_id, days))
-    if run_ids:
-        logger.info("Removing the deliveries of %s run(s) ended more than %s days ago", len(run_ids), days)
-    return len(run_ids)
+    due = runs_due_for_pruning(cutoff=now - timedelta(days=days))
+    count = due.count()
+    if count:
+        _prune_enqueue(due.values_list("pk", flat=True).first(), days)
+        logger.info("Removing the deliveries of %s run(s) ended more than %s days ago", count, days)
+    return count
+
+
+def run_deliveries_prune_and_next(*, run_id: int, days: int, now: datetime) -> RunPruned | None:
+    """Prune the run (run_deliveries_prune), then enqueue the prune of the next run past the retention, in the
+    order runs_due_for_pruning gives them, if any: also when this one fails, so one run never holds up the rest."""
+    try:
+        return run_deliveries_prune(run_id=run_id, days=days, now=now)
+    finally:
+        due = runs_due_for_pruning(cutoff=now - timedelta(days=days))
+        ended = CampaignRun.objects.filter(pk=run_id).values_list("finished_at", flat=True).first()
+        if ended is not None:
+            due = due.filter(Q(finished_at__gt=ended) | Q(finished_at=ended, pk__gt=run_id))
+        following = due.exclude(pk=run_id).values_list("pk", flat=True).first()
+        if following is not None:
+            _prune_enqueue(following, days)
+
+
+def _prune_enqueue(run_id: int, days: int) -> None:
+    from campaigns.tasks import prune_run_deliveries
+
+    enqueue_on_commit(partial(prune_run_deliveries.delay, run_id, days))

@@ -34,11 +34,12 @@ def reconcile_dispatch() -> None:
 
 @shared_task(ignore_result=True)
 def prune_deliveries() -> None:
-    """Enqueue the removal of the deliveries of runs past the retention, a task per run (celery beat, daily)."""
+    """Enqueue the removal of the deliveries of runs past the retention, a run at a time (celery beat, daily)."""
     retention.deliveries_prune_enqueue(now=timezone.now())
 
 
 @shared_task(ignore_result=True, acks_late=True)
 def prune_run_deliveries(run_id: int, days: int) -> None:
-    """Summarize the run and remove its deliveries; a redelivery goes on where a pass was cut off."""
-    retention.run_deliveries_prune(run_id=run_id, days=days, now=timezone.now())
+    """Summarize the run and remove its deliveries, then enqueue the next run's; a redelivery goes on where a pass
+    was cut off."""
+    retention.run_deliveries_prune_and_next(run_id=run_id, days=days, now=timezone.now())

@@ -234,8 +234,9 @@ CELERY_BEAT_SCHEDULE = {
     "notifications-redrive": {"task": "smsblast.notifications_redrive", "schedule": 30.0},
     # Uploaded imports whose task never reached a worker (the broker was down) are queued again.
     "subscriber-imports-redrive": {"task": "smsblast.subscriber_imports_redrive", "schedule": 60.0},
-    # Once a day, at 02:30 WIB: the deliveries of runs past SMSBLAST_DELIVERY_RETENTION_DAYS are removed, by a task
-    # per run on the default queue (a run of a million takes minutes, which the control queue cannot wait for).
+    # Once a day, at 02:30 WIB: the deliveries of runs past SMSBLAST_DELIVERY_RETENTION_DAYS are removed, a run at a
+    # time by a task on the default queue (a run of a million takes minutes, which the control queue cannot wait for;
+    # one at a time, so a fan-out due meanwhile is not queued behind all of them).
     "prune-deliveries": {"task": "campaigns.tasks.prune_deliveries", "schedule": crontab(hour=19, minute=30)},
 }
 # Beat's housekeeping has a queue of its own, consumed by the `control` process as well as the workers: a

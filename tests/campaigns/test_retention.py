@@ -365,3 +365,74 @@ def test_a_list_of_recipients_read_while_a_run_is_being_pruned_names_that_run_if
     rows = [row for row in listed["results"] if row["run"] == run.pk]
     assert (rows == [] and listed["removed_runs"] == [run.pk]) or (len(rows) == 13 and not listed["removed_runs"])
     assert listed["count"] == len(listed["results"])
+
+
+def test_the_daily_prune_holds_one_run_at_a_time_in_the_default_queue_so_a_run_due_meanwhile_starts_at_once(
+    django_capture_on_commit_callbacks, redis_client
+):
+    import base64
+    import json
+
+    from django.utils import timezone
+
+    from campaigns.tasks import prune_run_deliveries
+
+    run = finished_run()
+    runs = [run]
+    for days in (1, 2):  # two more runs of the campaign, ended the days after, with the same recipients
+        deliveries = list(Delivery.objects.filter(run=run))
+        later = CampaignRun.objects.get(pk=run.pk)
+        later.pk = None
+        later.scheduled_for += timedelta(days=days)
+        later.finished_at += timedelta(days=days)
+        later.save()
+        for delivery in deliveries:
+            delivery.pk, delivery.run, delivery.batch = None, later, None
+        Delivery.objects.bulk_create(deliveries)
+        runs.append(later)
+    now = timezone.now()
+    for age, one in enumerate(runs):
+        CampaignRun.objects.filter(pk=one.pk).update(finished_at=now - timedelta(days=RETENTION_DAYS + 3 - age))
+
+    def queued_prunes() -> list[int]:
+        messages = [json.loads(raw) for raw in redis_client.lrange("default", 0, -1)]
+        return [
+            json.loads(base64.b64decode(message["body"]))[0][0]
+            for message in messages
+            if message["headers"]["task"] == "campaigns.tasks.prune_run_deliveries"
+        ]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert retention.deliveries_prune_enqueue(now=now) == 3
+    pruned = []
+    while queued := queued_prunes():
+        # A fan-out enqueued now waits behind one run's prune at most, not behind every run past the retention.
+        assert len(queued) == 1
+        redis_client.delete("default")
+        with django_capture_on_commit_callbacks(execute=True):
+            prune_run_deliveries(queued[0], RETENTION_DAYS)
+        pruned.append(queued[0])
+    assert pruned == [one.pk for one in runs]
+    assert not Delivery.objects.filter(run__in=runs).exists()
+
+
+def test_a_run_whose_prune_fails_does_not_hold_up_the_next_one(monkeypatch):
+    calls = []
+    monkeypatch.setattr(retention, "_prune_enqueue", lambda run_id, days: calls.append(run_id))
+    first = finished_run()
+    second = CampaignRun.objects.get(pk=first.pk)
+    second.pk = None
+    second.scheduled_for += timedelta(days=1)
+    second.finished_at += timedelta(days=1)
+    second.save()
+    Delivery.objects.filter(pk=Delivery.objects.filter(run=first).values("pk")[:1]).update(run=second)
+    now = second.finished_at + timedelta(days=RETENTION_DAYS + 1)
+
+    def broken(**kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(retention, "run_deliveries_prune", broken)
+    with pytest.raises(RuntimeError):
+        retention.run_deliveries_prune_and_next(run_id=first.pk, days=RETENTION_DAYS, now=now)
+
+    assert calls == [second.pk]
