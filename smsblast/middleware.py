@@ -1,17 +1,12 @@
 """Request middleware of the pages and the API."""
 
-import logging
-
 from django.conf import settings
-from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render, resolve_url
 from django.urls import Resolver404, resolve
 from django_htmx.http import HttpResponseClientRedirect
-
-logger = logging.getLogger(__name__)
 
 
 class IndonesianByDefaultMiddleware:
@@ -180,22 +175,3 @@ class ContentSecurityPolicyMiddleware:
         if policy and "Content-Security-Policy" not in response:
             response["Content-Security-Policy"] = policy
         return response
-
-
-class TwoFactorSessionMiddleware:
-    """Log out a session logged in by password alone whose user must give a code (see two_factor).
-
-    The request goes on as anonymous: a page leads to the log-in, a session-authenticated API call answers 403.
-    API tokens are not sessions and are not affected.
-    """
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        from smsblast import two_factor
-
-        if two_factor.session_lacks_second_factor(request):
-            logger.warning("Session of %s ended: logged in without the second factor its role requires.", request.user)
-            logout(request)
-        return self.get_response(request)

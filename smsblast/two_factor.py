@@ -35,8 +35,6 @@ PENDING_REDIRECT = "two_factor_redirect"
 # longer than that to install an app and scan the QR code logs in again to the same secret, not to a new one.
 PENDING_ENROLMENT = "two_factor_enrolment"
 PENDING_KEYS = (PENDING_USER, PENDING_BACKEND, PENDING_HASH, PENDING_SINCE, PENDING_REDIRECT)
-# Set when a log-in was completed with a code: a session without it belongs to a password-only log-in.
-VERIFIED = "two_factor_verified"
 
 
 def two_factor_required(user: User) -> bool:
@@ -167,19 +165,6 @@ def pending_login_complete(*, request: HttpRequest, pending: PendingLogin) -> No
     pending_login_clear(request)
     request.session.pop(PENDING_ENROLMENT, None)
     login(request, pending.user, backend=backend)
-    request.session[VERIFIED] = True
-
-
-def session_lacks_second_factor(request: HttpRequest) -> bool:
-    """Return whether the request's session was logged in by password alone though its user must give a code.
-
-    Such a session began before SMSBLAST_TWO_FACTOR_ROLES named the user's role, or the user was given that role
-    (an officer made approver) while logged in.
-    """
-    user = getattr(request, "user", None)
-    if not settings.SMSBLAST_TWO_FACTOR_ROLES or user is None or not user.is_authenticated:
-        return False
-    return not request.session.get(VERIFIED) and two_factor_required(user)
 
 
 def pending_login_clear(request: HttpRequest) -> None:
