@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model, login
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
+from django.shortcuts import resolve_url
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext as _
@@ -136,7 +137,7 @@ def pending_login(request: HttpRequest) -> PendingLogin | None:
     session = request.session
     if PENDING_USER not in session:
         return None
-    redirect_to = session.get(PENDING_REDIRECT) or settings.LOGIN_REDIRECT_URL
+    redirect_to = session.get(PENDING_REDIRECT) or resolve_url(settings.LOGIN_REDIRECT_URL)
     age = timezone.now().timestamp() - float(session.get(PENDING_SINCE) or 0)
     user = get_user_model().objects.filter(pk=session[PENDING_USER], is_active=True).first()
     if (

@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.views import LoginView
 from django.db.models import Count, Q, Sum
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -99,7 +99,8 @@ def login_code(request: HttpRequest) -> HttpResponse:
     form = TwoFactorCodeForm(request.POST or None, request=request, user=pending.user)
     if request.method == "POST" and form.is_valid():
         two_factor.pending_login_complete(request=request, pending=pending)
-        return redirect(pending.redirect_to)
+        # The URL LoginView checked, followed as LoginView follows it: not looked up as a URL name.
+        return HttpResponseRedirect(pending.redirect_to)
     return render(request, "registration/login_code.html", {"form": form})
 
 
@@ -118,7 +119,7 @@ def login_enrol(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         two_factor.pending_login_complete(request=request, pending=pending)
         messages.success(request, _("Your authenticator app is set up. Log-ins from now on ask for its code."))
-        return redirect(pending.redirect_to)
+        return HttpResponseRedirect(pending.redirect_to)
     uri = two_factor.enrolment_uri(user=pending.user, secret=secret)
     context = {
         "form": form,

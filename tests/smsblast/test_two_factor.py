@@ -111,6 +111,19 @@ def test_the_code_step_logs_the_approver_in_and_then_pages_and_the_session_api_o
     assert client.get("/api/v1/campaigns/").status_code == 200
 
 
+def test_a_next_that_is_not_a_path_leads_where_it_would_without_a_code_rather_than_to_an_error(clock):
+    chair = make_user("chair", Role.APPROVER)
+    secret = enrolled(chair, clock)
+    client = Client(raise_request_exception=False)
+    password_step(client, "chair", next_url="subscriber_import")
+
+    response = client.post(reverse("login_code"), {"code": totp.code_at(secret, clock.now)})
+
+    assert response.status_code == 302
+    assert response["Location"] == "subscriber_import"
+    assert logged_in(client)
+
+
 def test_an_officer_is_not_asked_for_a_code(clock):
     make_user("clerk", Role.OFFICER)
     client = Client()
