@@ -1,12 +1,17 @@
 """Request middleware of the pages and the API."""
 
 from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render, resolve_url
 from django.urls import Resolver404, resolve
+from django.utils.translation import gettext as _
 from django_htmx.http import HttpResponseClientRedirect
+
+from smsblast.two_factor import session_lacks_second_factor
 
 
 class IndonesianByDefaultMiddleware:
@@ -175,3 +180,23 @@ class ContentSecurityPolicyMiddleware:
         if policy and "Content-Security-Policy" not in response:
             response["Content-Security-Policy"] = policy
         return response
+
+
+class TwoFactorSessionMiddleware:
+    """Log out a session opened with the password alone whose user's role now asks for a code (two_factor).
+
+    Such a user logs in again, with the code, before any page or session-authenticated API call answers: the role
+    was given while logged in, or the setting named it after the log-in. API tokens are not sessions: unaffected.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if session_lacks_second_factor(request):
+            logout(request)
+            if not request.path.startswith("/api/"):
+                messages.info(
+                    request, _("Your account now asks for a code from an authenticator app after the password.")
+                )
+        return self.get_response(request)

@@ -36,6 +36,8 @@ PENDING_REDIRECT = "two_factor_redirect"
 # longer than that to install an app and scan the QR code logs in again to the same secret, not to a new one.
 PENDING_ENROLMENT = "two_factor_enrolment"
 PENDING_KEYS = (PENDING_USER, PENDING_BACKEND, PENDING_HASH, PENDING_SINCE, PENDING_REDIRECT)
+# Set in the session of a log-in completed with the second factor: whose log-in it was.
+VERIFIED = "two_factor_verified"
 
 
 def two_factor_required(user: User) -> bool:
@@ -166,6 +168,18 @@ def pending_login_complete(*, request: HttpRequest, pending: PendingLogin) -> No
     pending_login_clear(request)
     request.session.pop(PENDING_ENROLMENT, None)
     login(request, pending.user, backend=backend)
+    request.session[VERIFIED] = str(pending.user.pk)
+
+
+def session_lacks_second_factor(request: HttpRequest) -> bool:
+    """Return whether the request's user logged in without the code their role now asks for.
+
+    An officer made approver, or an administrator logged in before the setting named the role, holds such a session.
+    """
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated or request.session.get(VERIFIED) == str(user.pk):
+        return False
+    return two_factor_required(user)
 
 
 def pending_login_clear(request: HttpRequest) -> None:

@@ -56,6 +56,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A session without the second factor its user's role now asks for is logged out (SMSBLAST_TWO_FACTOR_ROLES).
+    "smsblast.middleware.TwoFactorSessionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # After the session ends, a poll or partial sends the window to the login page instead of nesting it.

@@ -63,6 +63,15 @@ def enrolled(user, clock, *, steps_ago: int = 10) -> str:
     return secret
 
 
+def client_with_code_given(user) -> Client:
+    """Return a client logged in as `user` as if the code step was passed."""
+    client = client_for(user)
+    session = client.session
+    session["two_factor_verified"] = str(user.pk)
+    session.save()
+    return client
+
+
 def password_step(client: Client, username: str, *, path: str = "", next_url: str = ""):
     data = {"username": username, "password": PASSWORD}
     if next_url:
@@ -132,6 +141,32 @@ def test_an_officer_is_not_asked_for_a_code(clock):
 
     assert response["Location"] == reverse("dashboard")
     assert logged_in(client)
+
+
+def test_an_officer_made_approver_while_logged_in_with_the_password_alone_is_asked_for_a_code(clock):
+    clerk = make_user("clerk", Role.OFFICER)
+    client = Client()
+    password_step(client, "clerk")
+    assert client.get(reverse("dashboard")).status_code == 200
+
+    clerk.groups.add(Group.objects.get(name=Role.APPROVER))
+
+    assert client.get(reverse("dashboard"))["Location"].startswith(reverse("login"))
+    assert not logged_in(client)
+    assert "Akun Anda kini meminta kode dari aplikasi autentikator" in page(client.get(reverse("login")))
+    assert client.get("/api/v1/campaigns/").status_code in (401, 403)
+    assert password_step(client, "clerk")["Location"] == reverse("login_enrol")
+
+
+def test_a_session_opened_with_the_password_alone_before_the_setting_named_the_role_ends(clock):
+    make_user("chair", Role.APPROVER)
+    client = Client()
+    with override_settings(SMSBLAST_TWO_FACTOR_ROLES=[]):
+        password_step(client, "chair")
+        assert logged_in(client)
+
+    assert client.get("/api/v1/campaigns/").status_code in (401, 403)
+    assert client.get(reverse("dashboard"))["Location"].startswith(reverse("login"))
 
 
 @override_settings(SMSBLAST_TWO_FACTOR_ROLES=[])
@@ -358,7 +393,7 @@ def test_an_admin_reset_makes_the_user_enrol_again_and_is_audited(clock):
     chair = make_user("chair", Role.APPROVER)
     old_secret = enrolled(chair, clock)
     root = make_user("root", Role.ADMIN)
-    admin_client = client_for(root)
+    admin_client = client_with_code_given(root)
     change_page = page(admin_client.get(reverse("admin:smsblast_user_change", args=[chair.pk])))
     assert "Aplikasi autentikator" in change_page or "aplikasi autentikator" in change_page
     assert old_secret not in change_page
@@ -379,7 +414,7 @@ def test_an_admin_reset_makes_the_user_enrol_again_and_is_audited(clock):
 
 def test_resetting_a_user_without_an_app_changes_nothing_and_audits_nothing(clock):
     chair = make_user("chair", Role.APPROVER)
-    admin_client = client_for(make_user("root", Role.ADMIN))
+    admin_client = client_with_code_given(make_user("root", Role.ADMIN))
     admin_client.post(
         reverse("admin:smsblast_user_changelist"), {"action": "reset_two_factor", "_selected_action": [chair.pk]}
     )
