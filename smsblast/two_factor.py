@@ -48,7 +48,8 @@ def two_factor_required(user: User) -> bool:
     # Every role group the user is in counts, not only the one `role` names: a user both officer and approver
     # approves like an approver.
     roles = set(user.groups.filter(name__in=Role.values).values_list("name", flat=True))
-    if user.is_superuser:
+    # Whoever may use the admin site administers, role or not: a staff user given permissions there by hand too.
+    if user.is_superuser or user.is_staff:
         roles.add(Role.ADMIN)
     return bool(roles & wanted)
 

@@ -6,14 +6,14 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
 from smsblast import totp
-from smsblast.models import AuditEvent, Role, TwoFactorDevice
+from smsblast.models import AuditEvent, Role, TwoFactorDevice, User
 from tests.conftest import client_for, make_user
 
 pytestmark = pytest.mark.django_db
@@ -369,6 +369,20 @@ def test_the_admin_site_log_in_also_asks_for_the_code(clock):
     response = client.post(reverse("login_code"), {"code": totp.code_at(secret, clock.now)})
     assert response["Location"] == reverse("admin:index")
     assert client.get(reverse("admin:index")).status_code == 200
+
+
+def test_a_staff_user_without_a_role_gives_the_code_at_the_admin_log_in_as_an_administrator_does(clock):
+    helpdesk = User.objects.create_user(username="helpdesk", password=PASSWORD, is_staff=True)
+    helpdesk.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="smsblast", codename__endswith="_user")
+    )
+    client = Client()
+
+    response = password_step(client, "helpdesk", path=reverse("admin:login"), next_url=reverse("admin:index"))
+
+    assert response["Location"] == reverse("login_enrol")
+    assert not logged_in(client)
+    assert client.get(reverse("admin:smsblast_user_changelist"))["Location"].startswith(reverse("admin:login"))
 
 
 def test_the_admin_site_log_in_still_refuses_a_wrong_password_and_a_non_staff_user(clock):
