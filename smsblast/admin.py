@@ -78,7 +78,10 @@ class UserAdmin(AuditedDeleteMixin, DjangoUserAdmin):
             return _("not set up")
         return _("set up on %(date)s") % {"date": date_format(localtime(device.confirmed_at), "DATETIME_FORMAT")}
 
-    @admin.action(description=gettext_lazy("Reset the second factor (the user sets up an authenticator app again)"))
+    @admin.action(
+        description=gettext_lazy("Reset the second factor (the user sets up an authenticator app again)"),
+        permissions=["change"],
+    )
     def reset_two_factor(self, request, queryset):
         count = sum(two_factor_reset(user=user, actor=request.user) for user in queryset)
         self.message_user(

@@ -426,6 +426,22 @@ def test_an_admin_reset_makes_the_user_enrol_again_and_is_audited(clock):
     assert old_secret not in page(client.get(reverse("login_enrol")))
 
 
+def test_a_staff_user_who_may_only_view_users_cannot_reset_a_second_factor(clock):
+    root = make_user("root", Role.ADMIN)
+    enrolled(root, clock)
+    viewer = User.objects.create_user(username="viewer", password=PASSWORD, is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(content_type__app_label="smsblast", codename="view_user"))
+    client = client_with_code_given(viewer)
+    assert client.get(reverse("admin:smsblast_user_changelist")).status_code == 200
+
+    client.post(
+        reverse("admin:smsblast_user_changelist"), {"action": "reset_two_factor", "_selected_action": [root.pk]}
+    )
+
+    assert TwoFactorDevice.objects.filter(user=root).exists()
+    assert not AuditEvent.objects.filter(action="user.two_factor_reset").exists()
+
+
 def test_resetting_a_user_without_an_app_changes_nothing_and_audits_nothing(clock):
     chair = make_user("chair", Role.APPROVER)
     admin_client = client_with_code_given(make_user("root", Role.ADMIN))
