@@ -38,6 +38,12 @@ OPTOUT_AUTO_ID = "id_optout_%s"
 class TwoFactorLoginView(LoginView):
     """The password step: logs the user in, or, for a role that gives a second factor, hands over to the code step."""
 
+    def get(self, request, *args, **kwargs):
+        # Back at the password ("Log in as someone else"): a code step left unfinished ends, so that whoever uses the
+        # browser next cannot give its code, or set up an app, for the one who left.
+        two_factor.pending_login_clear(request)
+        return super().get(request, *args, **kwargs)
+
     def form_valid(self, form):
         user = form.get_user()
         if not two_factor.two_factor_required(user):

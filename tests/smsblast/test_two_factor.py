@@ -229,6 +229,22 @@ def test_the_first_log_in_enrols_an_app_with_a_qr_code_drawn_on_the_page_and_sav
     assert logged_in(second)
 
 
+def test_leaving_the_code_step_for_the_log_in_page_ends_the_pending_log_in_for_whoever_uses_the_browser_next(clock):
+    make_user("chair", Role.APPROVER)
+    client = Client()
+    password_step(client, "chair")
+    enrol_page = page(client.get(reverse("login_enrol")))
+    assert f'href="{reverse("login")}"' in enrol_page  # "Log in as someone else"
+    secret = parse_qs(urlparse(re.search(r'href="(otpauth://[^"]+)"', enrol_page).group(1)).query)["secret"][0]
+
+    assert client.get(reverse("login")).status_code == 200
+
+    assert client.get(reverse("login_enrol"))["Location"] == reverse("login")
+    client.post(reverse("login_enrol"), {"code": totp.code_at(secret, clock.now)})
+    assert not logged_in(client)
+    assert not TwoFactorDevice.objects.exists()
+
+
 def test_a_user_slower_than_five_minutes_to_enrol_logs_in_again_to_the_same_secret(clock):
     make_user("chair", Role.APPROVER)
     make_user("deputy", Role.APPROVER)
