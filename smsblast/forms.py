@@ -88,11 +88,19 @@ class TwoFactorCodeForm(forms.Form):
         code = self.cleaned_data.get("code")
         if code is None:
             return self.cleaned_data
-        counted = {"username": self.user.get_username(), "address": client_address(self.request), "scope": "two-factor"}
-        wait = login_attempt_start(**counted)
-        if wait:
-            self.throttled_message = throttled_message(wait)
-            raise forms.ValidationError(self.throttled_message, code="throttled")
+        username = self.user.get_username()
+        # Counted from this address, and from every address together (login_throttle.SCOPES).
+        counts = [
+            {"username": username, "address": client_address(self.request), "scope": "two-factor"},
+            {"username": username, "address": "", "scope": "two-factor-anywhere"},
+        ]
+        for taken, counted in enumerate(counts):
+            wait = login_attempt_start(**counted)
+            if wait:
+                for earlier in counts[:taken]:
+                    login_attempt_release(**earlier)
+                self.throttled_message = throttled_message(wait)
+                raise forms.ValidationError(self.throttled_message, code="throttled")
         at = timezone.now()
         try:
             if self.secret:
@@ -101,12 +109,14 @@ class TwoFactorCodeForm(forms.Form):
                 two_factor_code_accept(user=self.user, code=code, at=at)
         except ServiceError as error:
             reason = getattr(error, "codes", {}).get("code", "wrong")
-            if reason in ("wrong", "used"):
-                login_failure_record(**counted)
-            else:
-                login_attempt_release(**counted)
+            for counted in counts:
+                if reason in ("wrong", "used"):
+                    login_failure_record(**counted)
+                else:
+                    login_attempt_release(**counted)
             raise forms.ValidationError(self.refusal(reason), code=reason) from error
-        login_failures_clear(**counted)
+        for counted in counts:
+            login_failures_clear(**counted)
         return self.cleaned_data
 
     @staticmethod

@@ -55,8 +55,12 @@ def client_address(request) -> str:
 
 
 # What is counted: wrong passwords ("login"), or wrong second-factor codes ("two-factor"), each on its own, so that
-# a right password never clears the count of wrong codes.
-SCOPES = ("login", "two-factor")
+# a right password never clears the count of wrong codes. "two-factor-anywhere" counts a user's wrong codes from
+# every address together: only someone with the password reaches the code step, and spread over many addresses (a
+# botnet, the addresses of one IPv6 network) the count of each would never stop the guessing.
+SCOPES = ("login", "two-factor", "two-factor-anywhere")
+# How many times LOGIN_FAILURES_ALLOWED a user's wrong codes from every address together may be.
+ANYWHERE_FACTOR = 10
 
 
 def _key(username: str, address: str, scope: str = "login") -> str:
@@ -91,6 +95,10 @@ return 0
 """
 
 
+def _allowed(scope: str) -> int:
+    return settings.LOGIN_FAILURES_ALLOWED * (ANYWHERE_FACTOR if scope == "two-factor-anywhere" else 1)
+
+
 def login_attempt_start(*, username: str, address: str, scope: str = "login") -> int:
     """Count a log-in attempt before its password is checked; return 0, or the seconds to wait if none is left.
 
@@ -104,7 +112,7 @@ def login_attempt_start(*, username: str, address: str, scope: str = "login") ->
             _ATTEMPT_START,
             1,
             _key(username, address, scope),
-            settings.LOGIN_FAILURES_ALLOWED,
+            _allowed(scope),
             settings.LOGIN_LOCKOUT_SECONDS,
         )
     except redis.RedisError:
@@ -137,7 +145,7 @@ def login_failure_record(*, username: str, address: str, scope: str = "login") -
         logger.warning("Log-in throttle unavailable: a failed log-in was not counted.")
         return 0
     failures = int(failures or 0)
-    if failures == settings.LOGIN_FAILURES_ALLOWED:
+    if failures == _allowed(scope):
         logger.warning(
             "Log-in locked for %s seconds after %s %s failures for username %r from %s.",
             settings.LOGIN_LOCKOUT_SECONDS,

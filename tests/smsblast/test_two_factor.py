@@ -300,6 +300,26 @@ def test_wrong_codes_are_throttled_and_a_right_password_does_not_clear_their_cou
     assert not logged_in(client)
 
 
+def test_wrong_codes_sent_from_ever_new_addresses_are_throttled_too(clock, throttled):
+    chair = make_user("chair", Role.APPROVER)
+    secret = enrolled(chair, clock)
+    right = totp.code_at(secret, clock.now)
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    # Below the count of one address each time, as from a botnet or the addresses of an IPv6 network.
+    for address in range(40):
+        client = Client(REMOTE_ADDR=f"2001:db8::{address:x}")
+        password_step(client, "chair")
+        for _ in range(2):
+            client.post(reverse("login_code"), {"code": wrong})
+
+    client = Client(REMOTE_ADDR="2001:db8::ffff")
+    password_step(client, "chair")
+    refused = client.post(reverse("login_code"), {"code": right})
+
+    assert "Terlalu banyak percobaan masuk yang gagal" in page(refused)
+    assert not logged_in(client)
+
+
 def test_a_code_already_used_is_refused_and_so_is_an_older_one(clock):
     chair = make_user("chair", Role.APPROVER)
     secret = enrolled(chair, clock)
