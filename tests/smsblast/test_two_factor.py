@@ -500,3 +500,18 @@ def test_the_command_resets_an_admin_who_lost_the_phone_audited_as_done_by_the_s
     assert (event.actor, event.object_id) == (None, str(root.pk))
     with pytest.raises(CommandError):
         call_command("reset_two_factor", "nobody", stdout=io.StringIO())
+
+
+def test_an_officers_password_session_and_an_approvers_session_with_the_code_both_go_on(clock):
+    officer_client = client_for(make_user("officer-plain", Role.OFFICER))
+    chair = make_user("chair-coded", Role.APPROVER)
+    secret = enrolled(chair, clock)
+    chair_client = Client()
+    password_step(chair_client, "chair-coded")
+    chair_client.post(reverse("login_code"), {"code": totp.code_at(secret, clock.now)})
+
+    for client in (officer_client, chair_client):
+        for _ in range(2):
+            assert client.get(reverse("dashboard")).status_code == 200
+            assert client.get("/api/v1/campaigns/").status_code == 200
+        assert logged_in(client)
