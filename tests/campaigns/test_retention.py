@@ -318,20 +318,24 @@ def test_the_campaign_history_names_the_removal_of_the_recipients_in_the_users_l
     assert "<b>penerima dihapus sesuai kebijakan retensi</b>" in indonesian
 
 
+def prune_as_removed_runs_are_read(monkeypatch, module, run, now) -> None:
+    """Have the daily prune write `run`'s summary just as `module` reads which runs were removed."""
+    removed_runs = module.campaign_removed_runs
+
+    def pruned_meanwhile(*args, **kwargs):
+        summaries = removed_runs(*args, **kwargs)
+        retention.run_summarize(run_id=run.pk, days=RETENTION_DAYS, now=now)
+        return summaries
+
+    monkeypatch.setattr(module, "campaign_removed_runs", pruned_meanwhile)
+
+
 def test_a_report_downloaded_while_a_run_is_being_pruned_shows_that_run_whole_or_removed(api_client_for, monkeypatch):
     from campaigns import dispatch_selectors
 
     run = finished_run()
     now = run.finished_at + timedelta(days=RETENTION_DAYS + 1)
-    removed_runs = dispatch_selectors.campaign_removed_runs
-
-    def pruned_meanwhile(*args, **kwargs):
-        # The daily prune writes the run's summary just as the report reads which runs were removed.
-        summaries = removed_runs(*args, **kwargs)
-        retention.run_summarize(run_id=run.pk, days=RETENTION_DAYS, now=now)
-        return summaries
-
-    monkeypatch.setattr(dispatch_selectors, "campaign_removed_runs", pruned_meanwhile)
+    prune_as_removed_runs_are_read(monkeypatch, dispatch_selectors, run, now)
     api = api_client_for(run.campaign.author)
     text = csv_text(api.get(f"/api/v1/campaigns/{run.campaign_id}/report.csv"))
 
@@ -350,15 +354,7 @@ def test_a_list_of_recipients_read_while_a_run_is_being_pruned_names_that_run_if
     kept = sending_run(run.campaign, scheduled_for=run.scheduled_for + timedelta(days=200))
     dispatch.run_fan_out(run_id=kept.pk)
     now = run.finished_at + timedelta(days=RETENTION_DAYS + 1)
-    removed_runs = api_dispatch.campaign_removed_runs
-
-    def pruned_meanwhile(*args, **kwargs):
-        # The daily prune writes the run's summary just as the list reads which runs were removed.
-        summaries = removed_runs(*args, **kwargs)
-        retention.run_summarize(run_id=run.pk, days=RETENTION_DAYS, now=now)
-        return summaries
-
-    monkeypatch.setattr(api_dispatch, "campaign_removed_runs", pruned_meanwhile)
+    prune_as_removed_runs_are_read(monkeypatch, api_dispatch, run, now)
     api = api_client_for(run.campaign.author)
     listed = api.get(f"/api/v1/campaigns/{run.campaign_id}/deliveries/", {"limit": 100}).json()
 

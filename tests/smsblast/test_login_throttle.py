@@ -12,14 +12,6 @@ from smsblast.roles import Role
 from tests.conftest import make_user
 
 
-@pytest.fixture
-def throttled(settings, redis_client, redis_url):
-    settings.REDIS_URL = redis_url
-    settings.LOGIN_FAILURES_ALLOWED = 3
-    settings.LOGIN_LOCKOUT_SECONDS = 600
-    return redis_client
-
-
 def _log_in(password: str, *, address: str = "10.0.0.7", username: str = "chair", path: str = ""):
     return Client(REMOTE_ADDR=address).post(path or reverse("login"), {"username": username, "password": password})
 

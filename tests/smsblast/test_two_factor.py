@@ -46,14 +46,6 @@ def clock(monkeypatch):
     return clock
 
 
-@pytest.fixture
-def throttled(settings, redis_client, redis_url):
-    settings.REDIS_URL = redis_url
-    settings.LOGIN_FAILURES_ALLOWED = 3
-    settings.LOGIN_LOCKOUT_SECONDS = 600
-    return redis_client
-
-
 def enrolled(user, clock, *, steps_ago: int = 10) -> str:
     """Give `user` a confirmed device, last used `steps_ago` steps before now; return its secret."""
     secret = totp.secret_new()
