@@ -1,7 +1,7 @@
 """Campaign API actions for the send pipeline: schedule, pause, resume, runs, deliveries, report.csv, areas.csv."""
 
 from django.http import StreamingHttpResponse
-from django.utils.translation import gettext
+from django.utils.translation import ngettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -90,13 +90,14 @@ class DeliveryPagination(Pagination):
 
 def removed_runs_text(removed: list) -> str:
     """Say, in the language in force, that the recipients of these runs were removed and their figures remain."""
-    return gettext(
+    days = min(summary.retention_days for summary in removed)
+    return ngettext(
+        "The recipients of runs that ended more than %(days)s day ago were removed under the retention policy for "
+        "personal data; the figures of each run remain (runs, areas.csv). Removed: runs %(runs)s.",
         "The recipients of runs that ended more than %(days)s days ago were removed under the retention policy for "
-        "personal data; the figures of each run remain (runs, areas.csv). Removed: runs %(runs)s."
-    ) % {
-        "days": min(summary.retention_days for summary in removed),
-        "runs": ", ".join(str(summary.run_id) for summary in removed),
-    }
+        "personal data; the figures of each run remain (runs, areas.csv). Removed: runs %(runs)s.",
+        days,
+    ) % {"days": days, "runs": ", ".join(str(summary.run_id) for summary in removed)}
 
 
 class CampaignDispatchActionsMixin:

@@ -10,7 +10,7 @@ from django.db import connection, models
 from django.db.models import Case, Count, ExpressionWrapper, Max, Min, Prefetch, Q, QuerySet, Sum, When
 from django.db.models.functions import TruncMinute, TruncSecond
 from django.utils import timezone, translation
-from django.utils.translation import gettext
+from django.utils.translation import ngettext
 
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch, Mode, RunSummary
 from campaigns.selectors import campaign_zone
@@ -407,9 +407,12 @@ REMOVED = "removed"
 
 def recipients_removed_text(summary: RunSummary) -> str:
     """Say, in the language in force, that a run's recipients were removed and its figures remain."""
-    return gettext(
+    return ngettext(
         "The recipients of this run (their numbers and each one's state) were removed under the retention policy for "
-        "personal data, which keeps them %(days)s days after a run ends; its figures remain."
+        "personal data, which keeps them %(days)s day after a run ends; its figures remain.",
+        "The recipients of this run (their numbers and each one's state) were removed under the retention policy for "
+        "personal data, which keeps them %(days)s days after a run ends; its figures remain.",
+        summary.retention_days,
     ) % {"days": summary.retention_days}
 
 

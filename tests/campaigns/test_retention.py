@@ -432,3 +432,20 @@ def test_a_run_whose_prune_fails_does_not_hold_up_the_next_one(monkeypatch):
         retention.run_deliveries_prune_and_next(run_id=first.pk, days=RETENTION_DAYS, now=now)
 
     assert calls == [second.pk]
+
+
+def test_a_retention_of_one_day_is_said_in_the_singular_on_the_api_and_the_run_page(api_client_for):
+    run = finished_run()
+    retention.deliveries_prune(now=run.finished_at + timedelta(days=2), days=1)
+    api = api_client_for(run.campaign.author)
+
+    gone = api.get(f"/api/v1/campaigns/{run.campaign_id}/deliveries/", HTTP_ACCEPT_LANGUAGE="en").json()["detail"]
+    page = client_for(run.campaign.author, language="en").get(
+        reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
+    )
+    indonesian = api.get(f"/api/v1/campaigns/{run.campaign_id}/deliveries/", HTTP_ACCEPT_LANGUAGE="id")
+
+    assert "ended more than 1 day ago" in gone
+    assert "keeps them 1 day after a run ends" in page.content.decode()
+    assert "1 days" not in gone + page.content.decode()
+    assert "lebih dari 1 hari yang lalu" in indonesian.json()["detail"]
