@@ -12,8 +12,9 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from smsblast import totp
+from smsblast import totp, two_factor
 from smsblast.models import AuditEvent, Role, TwoFactorDevice, User
+from tests.concurrency import race_behind_a_row, skip_unless_postgresql
 from tests.conftest import client_for, make_user
 
 pytestmark = pytest.mark.django_db
@@ -507,3 +508,22 @@ def test_an_officers_password_session_and_an_approvers_session_with_the_code_bot
             assert client.get(reverse("dashboard")).status_code == 200
             assert client.get("/api/v1/campaigns/").status_code == 200
         assert logged_in(client)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_code_given_twice_at_once_is_taken_once(clock):
+    skip_unless_postgresql()
+    chair = make_user("chair", Role.APPROVER)
+    secret = enrolled(chair, clock)
+    code = totp.code_at(secret, clock.now)
+    taken = []
+
+    def give_the_code():
+        taken.append(two_factor.two_factor_code_accept(user=chair, code=code, at=clock.now))
+
+    # Both requests read the device and check the code, then meet at its row: only one may move its step on.
+    errors = race_behind_a_row(TwoFactorDevice.objects.get(user=chair), give_the_code, give_the_code)
+
+    assert len(taken) == 1
+    assert [getattr(error, "codes", error) for error in errors] == [{"code": "used"}]
+    assert TwoFactorDevice.objects.get(user=chair).last_used_step == totp.time_step(clock.now)
