@@ -169,18 +169,32 @@ def pending_login_complete(*, request: HttpRequest, pending: PendingLogin) -> No
     pending_login_clear(request)
     request.session.pop(PENDING_ENROLMENT, None)
     login(request, pending.user, backend=backend)
-    request.session[VERIFIED] = str(pending.user.pk)
+    request.session[VERIFIED] = verified_mark(pending.user)
+
+
+def verified_mark(user: User) -> str | None:
+    """Return what a session opened with the user's code keeps: whose it is and which device gave the code.
+
+    A reset deletes the device, so the sessions it opened (a lost phone's among them) no longer match.
+    """
+    device_id = TwoFactorDevice.objects.filter(user=user).values_list("pk", flat=True).first()
+    return None if device_id is None else f"{user.pk}:{device_id}"
 
 
 def session_lacks_second_factor(request: HttpRequest) -> bool:
     """Return whether the request's user logged in without the code their role now asks for.
 
-    An officer made approver, or an administrator logged in before the setting named the role, holds such a session.
+    An officer made approver, or an administrator logged in before the setting named the role, holds such a session;
+    so does one opened with a code of a device reset since.
     """
     user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated or request.session.get(VERIFIED) == str(user.pk):
+    if user is None or not user.is_authenticated or not settings.SMSBLAST_TWO_FACTOR_ROLES:
         return False
-    return two_factor_required(user)
+    verified = request.session.get(VERIFIED)
+    if verified is None:
+        return two_factor_required(user)
+    # Opened with a code: it lasts as long as the device that gave it (a reset ends it).
+    return verified != verified_mark(user)
 
 
 def pending_login_clear(request: HttpRequest) -> None:

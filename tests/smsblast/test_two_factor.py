@@ -57,10 +57,14 @@ def enrolled(user, clock, *, steps_ago: int = 10) -> str:
 
 
 def client_with_code_given(user) -> Client:
-    """Return a client logged in as `user` as if the code step was passed."""
+    """Return a client logged in as `user` as if the code step was passed (with a device of the user's)."""
+    if not TwoFactorDevice.objects.filter(user=user).exists():
+        TwoFactorDevice.objects.create(
+            user=user, secret=totp.secret_new(), confirmed_at=timezone.now(), last_used_step=0
+        )
     client = client_for(user)
     session = client.session
-    session["two_factor_verified"] = str(user.pk)
+    session[two_factor.VERIFIED] = two_factor.verified_mark(user)
     session.save()
     return client
 
@@ -527,3 +531,20 @@ def test_the_same_code_given_twice_at_once_is_taken_once(clock):
     assert len(taken) == 1
     assert [getattr(error, "codes", error) for error in errors] == [{"code": "used"}]
     assert TwoFactorDevice.objects.get(user=chair).last_used_step == totp.time_step(clock.now)
+
+
+def test_resetting_the_second_factor_ends_the_sessions_opened_with_the_lost_app(clock):
+    chair = make_user("chair", Role.APPROVER)
+    secret = enrolled(chair, clock)
+    # The approver's phone, logged in with its own code, is then lost: an admin resets the second factor.
+    phone = Client()
+    password_step(phone, "chair")
+    phone.post(reverse("login_code"), {"code": totp.code_at(secret, clock.now)})
+    assert phone.get(reverse("dashboard")).status_code == 200
+
+    two_factor.two_factor_reset(user=chair, actor=make_user("root", Role.ADMIN))
+
+    assert phone.get(reverse("dashboard"))["Location"].startswith(reverse("login"))
+    assert phone.get("/api/v1/campaigns/").status_code in (401, 403)
+    assert not logged_in(phone)
+    assert password_step(Client(), "chair")["Location"] == reverse("login_enrol")
