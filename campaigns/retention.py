@@ -24,6 +24,7 @@ from campaigns.dispatch import UNSETTLED_BATCH_STATUSES, UNSETTLED_DELIVERY_STAT
 from campaigns.dispatch_selectors import block_figures_stored, run_block_figures, runs_area_counts
 from campaigns.models import CampaignRun, Delivery, DispatchBatch, Mode, RunSummary
 from smsblast.audit import audit_record
+from smsblast.redaction import mask_numbers
 from smsblast.transactions import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -69,14 +70,21 @@ def runs_due_for_pruning(*, cutoff: datetime) -> QuerySet:
 
 
 def run_figures(run: CampaignRun) -> dict:
-    """Return what the readers of a run count from its deliveries, as a RunSummary keeps it (no number in it).
+    """Return what the readers of a run count from its deliveries, as a RunSummary keeps it (no number in it, even
+    one an operator wrote into a reason).
 
     `block`: run_block_figures (progress per operator and status, the delivery chart, the failures); `areas`:
     [home area code, no longer a subscriber, status, batch status, count] for the results by area.
     """
     areas = runs_area_counts(run_ids=[run.pk])
+    block = block_figures_stored(run_block_figures(run))
+    # Reasons and error codes are the operators' own words: a number written into one is masked, not kept for good.
+    block["counts"] = [
+        [*row[:4], mask_numbers(row[4]) if row[4] else row[4], mask_numbers(row[5]) if row[5] else row[5], *row[6:]]
+        for row in block["counts"]
+    ]
     return {
-        "block": block_figures_stored(run_block_figures(run)),
+        "block": block,
         "areas": [[area, gone, status, batch, n] for _, area, gone, status, batch, n in areas],
     }
 

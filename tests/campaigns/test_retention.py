@@ -449,3 +449,17 @@ def test_a_retention_of_one_day_is_said_in_the_singular_on_the_api_and_the_run_p
     assert "keeps them 1 day after a run ends" in page.content.decode()
     assert "1 days" not in gone + page.content.decode()
     assert "lebih dari 1 hari yang lalu" in indonesian.json()["detail"]
+
+
+def test_a_number_an_operator_wrote_into_a_reason_or_error_code_is_masked_in_the_summary():
+    run = finished_run()
+    (first, second) = Delivery.objects.filter(run=run, status="rejected").order_by("pk")[:2]
+    Delivery.objects.filter(pk=first.pk).update(reason=f"blacklisted {first.msisdn} by request")
+    Delivery.objects.filter(pk=second.pk).update(error_code=f"E42/{second.msisdn.replace('+62', '0')}")
+
+    retention.deliveries_prune(now=run.finished_at + timedelta(days=RETENTION_DAYS + 1))
+
+    stored = str(RunSummary.objects.get(run=run).figures)
+    for number in (first.msisdn, second.msisdn):
+        assert number not in stored and number.replace("+62", "0") not in stored
+    assert f"blacklisted {first.msisdn[:6]}" in stored and "by request" in stored and "E42/" in stored
