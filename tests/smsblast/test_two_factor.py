@@ -56,6 +56,15 @@ def enrolled(user, clock, *, steps_ago: int = 10) -> str:
     return secret
 
 
+def wrong_code(secret: str, at) -> str:
+    """Return a 6-digit code that is none of the codes accepted at `at` (its step and either neighbour)."""
+    step = totp.time_step(at)
+    taken = {totp.code_at_step(secret, step + drift) for drift in range(-totp.DRIFT_STEPS, totp.DRIFT_STEPS + 1)}
+    return next(
+        code for n in range(4) if (code := f"{(int(totp.code_at(secret, at)) + 1 + n) % 1_000_000:06d}") not in taken
+    )
+
+
 def client_with_code_given(user) -> Client:
     """Return a client logged in as `user` as if the code step was passed (with a device of the user's)."""
     if not TwoFactorDevice.objects.filter(user=user).exists():
@@ -202,7 +211,7 @@ def test_the_first_log_in_enrols_an_app_with_a_qr_code_drawn_on_the_page_and_sav
     assert not TwoFactorDevice.objects.exists()
 
     right = totp.code_at(secret, clock.now)
-    wrong = client.post(reverse("login_enrol"), {"code": f"{(int(right) + 1) % 1_000_000:06d}"})
+    wrong = client.post(reverse("login_enrol"), {"code": wrong_code(secret, clock.now)})
     assert wrong.status_code == 200
     assert "Kode salah" in page(wrong)
     assert not TwoFactorDevice.objects.exists()
@@ -265,7 +274,7 @@ def test_a_user_slower_than_five_minutes_to_enrol_logs_in_again_to_the_same_secr
 def test_a_wrong_code_is_refused_in_indonesian_and_english(clock):
     chair = make_user("chair", Role.APPROVER)
     secret = enrolled(chair, clock)
-    wrong = f"{(int(totp.code_at(secret, clock.now)) + 1) % 1_000_000:06d}"
+    wrong = wrong_code(secret, clock.now)
     client = Client()
     password_step(client, "chair")
 
@@ -282,7 +291,7 @@ def test_wrong_codes_are_throttled_and_a_right_password_does_not_clear_their_cou
     chair = make_user("chair", Role.APPROVER)
     secret = enrolled(chair, clock)
     right = totp.code_at(secret, clock.now)
-    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    wrong = wrong_code(secret, clock.now)
     client = Client(REMOTE_ADDR="10.0.0.7")
     password_step(client, "chair")
     for _ in range(3):
@@ -301,7 +310,7 @@ def test_wrong_codes_sent_from_ever_new_addresses_are_throttled_too(clock, throt
     chair = make_user("chair", Role.APPROVER)
     secret = enrolled(chair, clock)
     right = totp.code_at(secret, clock.now)
-    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    wrong = wrong_code(secret, clock.now)
     # Below the count of one address each time, as from a botnet or the addresses of an IPv6 network.
     for address in range(40):
         client = Client(REMOTE_ADDR=f"2001:db8::{address:x}")
