@@ -4,6 +4,7 @@ import csv
 import io
 import re
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import call_command
@@ -267,7 +268,7 @@ def test_the_command_prints_what_it_would_remove_and_then_removes_it(capsys):
     run = finished_run()
 
     call_command("prune_deliveries", "--older-than", "1", "--dry-run")
-    assert "0 run(s) ended more than 1 days ago: would remove 0 deliveries" in capsys.readouterr().out
+    assert "0 runs ended more than 1 day ago: would remove 0 deliveries" in capsys.readouterr().out
 
     CampaignRun.objects.filter(pk=run.pk).update(finished_at=timezone.now() - timedelta(days=2))
     call_command("prune_deliveries", "--older-than", "1", "--dry-run")
@@ -278,7 +279,10 @@ def test_the_command_prints_what_it_would_remove_and_then_removes_it(capsys):
     call_command("prune_deliveries", "--older-than", "1")
     out = capsys.readouterr().out
     assert f"Run {run.pk} of campaign {run.campaign_id}" in out and "removed 13 deliveries" in out
-    assert "1 run(s) ended more than 1 days ago: removed 13 deliveries; their figures are kept." in out
+    assert "1 run ended more than 1 day ago: removed 13 deliveries; their figures are kept." in out
+    # The run's end in its campaign's zone, as the campaign's pages show it (the demo areas are WIB).
+    ended = timezone.localtime(CampaignRun.objects.get(pk=run.pk).finished_at, ZoneInfo("Asia/Jakarta"))
+    assert f"ended {ended:%Y-%m-%d %H:%M} WIB:" in out
     assert not Delivery.objects.filter(run=run).exists()
 
 

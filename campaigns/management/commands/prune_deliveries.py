@@ -3,7 +3,14 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from campaigns.models import Campaign
 from campaigns.retention import deliveries_prune, retention_days
+from campaigns.selectors import campaign_zone
+
+
+def counted(n: int, singular: str, plural: str) -> str:
+    """Return `n` with its noun, singular for one: "1 day", "2 days"."""
+    return f"{n:,} {singular if n == 1 else plural}"
 
 
 class Command(BaseCommand):
@@ -31,14 +38,19 @@ class Command(BaseCommand):
         now = timezone.now()
         done = deliveries_prune(now=now, days=days, dry_run=dry_run)
         verb = "would remove" if dry_run else "removed"
+        campaigns = Campaign.objects.in_bulk({run.campaign_id for run in done})
         for run in done:
-            ended = run.finished_at.date().isoformat() if run.finished_at else "?"
+            ended = "?"
+            if run.finished_at and run.campaign_id in campaigns:
+                zone = campaign_zone(campaigns[run.campaign_id])
+                ended = f"{timezone.localtime(run.finished_at, zone.tzinfo):%Y-%m-%d %H:%M} {zone.label}"
             left = "" if dry_run or run.done else " (more remain: run the command again)"
             self.stdout.write(
                 f"Run {run.run_id} of campaign {run.campaign_id}, ended {ended}: "
-                f"{verb} {run.removed:,} deliveries{left}"
+                f"{verb} {counted(run.removed, 'delivery', 'deliveries')}{left}"
             )
         total = sum(run.removed for run in done)
         self.stdout.write(
-            f"{len(done)} run(s) ended more than {days} days ago: {verb} {total:,} deliveries; their figures are kept."
+            f"{counted(len(done), 'run', 'runs')} ended more than {counted(days, 'day', 'days')} ago: "
+            f"{verb} {counted(total, 'delivery', 'deliveries')}; their figures are kept."
         )
