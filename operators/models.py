@@ -9,6 +9,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from smsblast.sealing import SealedTextField
+
 
 class Operator(models.Model):
     """A cellular operator that receives batches (or area broadcasts) through an adapter."""
@@ -19,9 +21,10 @@ class Operator(models.Model):
     prefixes = models.JSONField(default=list, blank=True, verbose_name=_("prefixes"))
     adapter = models.CharField(max_length=40, default="http_batch_v1", verbose_name=_("adapter"))
     base_url = models.URLField(blank=True, verbose_name=_("base URL"))
-    # Credentials we present to the operator; they must be readable to sign requests.
-    api_key = models.CharField(max_length=200, blank=True, verbose_name=_("API key"))
-    signing_secret = models.CharField(max_length=200, blank=True, verbose_name=_("signing secret"))
+    # Credentials we present to the operator; they must be readable to sign requests, so they are sealed at rest
+    # (encrypted with a key derived from SECRET_KEY), not hashed. The admin form keeps them to 200 characters.
+    api_key = SealedTextField(blank=True, verbose_name=_("API key"))
+    signing_secret = SealedTextField(blank=True, verbose_name=_("signing secret"))
     segments_per_second = models.PositiveIntegerField(default=100, verbose_name=_("segments per second"))
     batch_size = models.PositiveIntegerField(default=1000, verbose_name=_("batch size"))
     tariff_per_segment = models.PositiveIntegerField(

@@ -28,6 +28,7 @@ from campaigns.models import CampaignRun, Delivery, DispatchBatch, Priority
 from operators.gateways.base import BatchResult, OutboundBatch, OutboundMessage, Outcome, get_adapter, operator_text
 from operators.models import Operator
 from operators.ratelimit import RateLimiter
+from smsblast import sealing
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceInvalid
 from smsblast.models import AuditEvent, Subscriber, User
@@ -378,8 +379,9 @@ def _batch_lease_at_once(batch_id, *, now: datetime, lease_seconds: int) -> Disp
         slug=batch.operator_slug,
         adapter=batch.operator_adapter,
         base_url=batch.operator_base_url,
-        api_key=batch.operator_api_key,
-        signing_secret=batch.operator_signing_secret,
+        # Read by raw SQL, so opened here rather than by the fields.
+        api_key=sealing.unseal(batch.operator_api_key),
+        signing_secret=sealing.unseal(batch.operator_signing_secret),
         segments_per_second=batch.operator_segments_per_second,
     )
     run = copy.copy(_run_content(batch.run_id))

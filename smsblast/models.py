@@ -7,6 +7,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from smsblast.sealing import SealedTextField
+
 
 class Role(models.TextChoices):
     OFFICER = "officer", _("officer")  # Dinas Kominfo staff: composes, schedules, watches campaigns
@@ -379,7 +381,8 @@ class TwoFactorDevice(models.Model):
         User, on_delete=models.CASCADE, related_name="two_factor_device", verbose_name=_("user")
     )
     # The shared secret (base32) the app computes codes from: shown once, at enrolment, and never in the admin.
-    secret = models.CharField(max_length=64, verbose_name=_("secret"))
+    # Sealed at rest (smsblast.sealing): the server must read it to check codes, so it cannot be hashed.
+    secret = SealedTextField(verbose_name=_("secret"))
     confirmed_at = models.DateTimeField(verbose_name=_("confirmed at"))
     # The 30-second step of the last code taken: a code of that step or an earlier one is refused (no replay).
     last_used_step = models.BigIntegerField(verbose_name=_("last used step"))

@@ -12,6 +12,8 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 SECRET_KEY = env("SECRET_KEY", default="")
+# Former keys while rotating SECRET_KEY: sessions and sealed secrets (smsblast.sealing) made with them stay readable.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 DEBUG = env.bool("DEBUG", default=False)
 # `seed_demo` creates users with published passwords: never where the settings are production ones.
 DEMO_DATA_ALLOWED = True
