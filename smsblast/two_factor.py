@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext as _
 
-from smsblast import totp
+from smsblast import sealing, totp
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceInvalid
 from smsblast.models import Role, TwoFactorDevice, User
@@ -159,8 +159,9 @@ def pending_login_secret(request: HttpRequest) -> str:
     user_id = request.session[PENDING_USER]
     enrolment = request.session.get(PENDING_ENROLMENT) or {}
     if enrolment.get("user") != user_id or not enrolment.get("secret"):
-        enrolment = request.session[PENDING_ENROLMENT] = {"user": user_id, "secret": totp.secret_new()}
-    return enrolment["secret"]
+        # Sealed like a saved device's secret: sessions live in the database too.
+        enrolment = request.session[PENDING_ENROLMENT] = {"user": user_id, "secret": sealing.seal(totp.secret_new())}
+    return sealing.unseal(enrolment["secret"])
 
 
 def pending_login_complete(*, request: HttpRequest, pending: PendingLogin) -> None:

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.contrib.sessions.models import Session
 from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 from django.urls import reverse
@@ -209,6 +210,9 @@ def test_the_first_log_in_enrols_an_app_with_a_qr_code_drawn_on_the_page_and_sav
     # The same secret until the log-in ends: reloading the page does not invalidate an app already scanned.
     assert totp.secret_grouped(secret) in page(client.get(reverse("login_enrol")))
     assert not TwoFactorDevice.objects.exists()
+    # The secret offered waits in the session sealed, so the sessions table does not give it away either.
+    stored = Session.objects.get(session_key=client.session.session_key)
+    assert secret not in str(stored.get_decoded()) and secret not in stored.session_data
 
     right = totp.code_at(secret, clock.now)
     wrong = client.post(reverse("login_enrol"), {"code": wrong_code(secret, clock.now)})
