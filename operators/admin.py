@@ -13,6 +13,7 @@ from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastRea
 from operators.services import PULL_ADAPTER, operator_record_change, operator_settings
 from smsblast.admin_utils import AuditedChangeMixin, AuditedDeleteMixin, ReadOnlyAdmin, ShownRowsInline
 from smsblast.audit import audit_record
+from smsblast.phones import COUNTRY_CODE
 from smsblast.services import subscriber_routing_lock, subscribers_reroute
 
 
@@ -89,6 +90,18 @@ class OperatorAdminForm(forms.ModelForm):
                 continue
             if not (item.isascii() and item.isdigit()) or not 3 <= len(item) <= 15:
                 raise forms.ValidationError(_("%(prefix)s is not a prefix of E.164 digits.") % {"prefix": repr(item)})
+            if not item.startswith(str(COUNTRY_CODE)):
+                # Subscribers are Indonesian numbers stored as +62…: a prefix written as dialled at home (0812) or
+                # without its trunk zero (812) would match none of them, leaving its numbers without an operator.
+                national = item.removeprefix("0")
+                example = f"{COUNTRY_CODE}{national}" if national.startswith("8") else f"{COUNTRY_CODE}811"
+                raise forms.ValidationError(
+                    _(
+                        "%(prefix)s does not start with the country code 62, so it would route no number; write it as "
+                        "E.164 digits, e.g. %(example)s."
+                    )
+                    % {"prefix": repr(item), "example": example}
+                )
             if item not in prefixes:
                 prefixes.append(item)
         # A prefix routes to one operator; held by two, its numbers would go to whichever was read last.

@@ -138,6 +138,23 @@ def test_operator_prefix_of_digits_other_than_ascii_is_refused_not_a_server_erro
     assert not Operator.objects.exists()
 
 
+@pytest.mark.parametrize(("prefix", "written"), [("0812", "62812"), ("812", "62812"), ("+0856", "62856")])
+def test_an_operator_prefix_written_without_the_country_code_is_refused_showing_how_to_write_it(
+    admin_client, prefix, written
+):
+    """A prefix such as 0812 matches no stored number (they are +62…): saved, its numbers would go to no operator."""
+    SubscriberFactory(msisdn=f"+{written}12345678", operator=None)
+    response = admin_client.post(admin_url(Operator, "add"), operator_form(prefixes=f"62811, {prefix}"))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "kode negara" in page and written in page
+    assert not Operator.objects.exists()
+
+    response = admin_client.post(admin_url(Operator, "add"), operator_form(prefixes=f"62811, {written}"))
+    assert response.status_code == 302
+    assert Subscriber.objects.get().operator == Operator.objects.get()
+
+
 def test_a_prefix_another_operator_routes_is_refused_naming_that_operator(admin_client):
     xl = OperatorFactory(slug="xl", name="XL Axiata", prefixes=["62817", "62859"])
     response = admin_client.post(admin_url(Operator, "add"), operator_form(prefixes="62811, 62859"))
