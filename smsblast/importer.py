@@ -95,6 +95,8 @@ class Reject:
     """Why a row was refused, besides the phone-number reasons of smsblast.phones.Reason."""
 
     MISSING_NUMBER = "missing_number"  # the number cell is empty or the row is too short to have one
+    # A number a spreadsheet wrote as it shows it, in scientific notation ("6.28123E+12"): its last digits are lost.
+    SCIENTIFIC_NOTATION = "scientific_notation"
     UNKNOWN_AREA = "unknown_area"  # an area code that is not a Kemendagri code in the area table
     INVALID_LANGUAGE = "invalid_language"  # neither Indonesian nor English
     INVALID_COORDINATES = "invalid_coordinates"  # not numbers, or outside Indonesia's bounding box
@@ -298,6 +300,16 @@ def _decode_prefix(head: bytes) -> str:
         except UnicodeDecodeError:
             continue
     raise UnicodeDecodeError("utf-8", head, 0, len(head), "invalid UTF-8")
+
+
+# Excel shows a number of twelve digits or more in scientific notation and saves it as shown, with a decimal comma
+# when set to Indonesian ("6,28123E+12"), keeping six digits of thirteen.
+_SCIENTIFIC_NOTATION = re.compile(r"[+-]?\d+(?:[.,]\d*)?[eE][+-]?\d+", re.ASCII)
+
+
+def is_scientific_notation(raw: str) -> bool:
+    """Return whether a number cell holds a number in scientific notation ("6.28123E+12"), not the number's digits."""
+    return _SCIENTIFIC_NOTATION.fullmatch(raw.strip()) is not None
 
 
 def area_code_of(raw: str) -> str | None:

@@ -907,7 +907,10 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                     continue
                 normalized = normalize(raw_number)
                 if normalized.reason is not None:
-                    reject(normalized.reason.value, fields)
+                    if importer.is_scientific_notation(raw_number):  # the fix is in the spreadsheet, not the row
+                        reject(importer.Reject.SCIENTIFIC_NOTATION, fields)
+                    else:
+                        reject(normalized.reason.value, fields)
                     continue
                 e164 = normalized.e164
                 area = None

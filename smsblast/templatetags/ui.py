@@ -89,6 +89,10 @@ IMPORT_REJECT_LABELS = {
     "too_short": _("too few digits for a mobile number"),
     "too_long": _("too many digits for a mobile number"),
     "missing_number": _("no number in the row"),
+    "scientific_notation": _(
+        "a spreadsheet saved the number in scientific notation (6.28123E+12), dropping its last digits: format the "
+        "number column as Number with no decimal places and save the file again"
+    ),
     "unknown_area": _("unknown area code, or an area name several areas bear"),
     "invalid_language": _("language is neither id nor en"),
     "invalid_coordinates": _("coordinates are not numbers inside Indonesia"),

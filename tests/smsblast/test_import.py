@@ -226,6 +226,32 @@ def test_every_rejection_reason_is_reported_with_its_line(tmp_path, areas):
     assert job.rejections.get(line=9).raw == "081234567891,99.99.99,id,,"
 
 
+def test_a_number_a_spreadsheet_wrote_in_scientific_notation_is_rejected_saying_so_and_how_to_save_it(
+    tmp_path, areas, client, officer
+):
+    """Excel shows a number of 12 digits or more as 6.28123E+12 and saves it so: its last digits are gone."""
+    text = (
+        "\ufeffNo;Nama;No. HP\r\n"  # line 1, as a spreadsheet set to Indonesian saves it
+        "1;Siti;81234567890\r\n"  # 2 accepted: eleven digits are written whole
+        "2;Budi;6,28123E+12\r\n"  # 3
+        "3;Ani;8.12346E+11\r\n"  # 4
+        "4;Dewi;6.28E12\r\n"  # 5
+        "5;Rina;nomor saya\r\n"  # 6 not a number at all
+    )
+    job = run_import(write(tmp_path, text))
+
+    assert (job.created, job.rejected) == (1, 4)
+    assert rejected_rows(job) == [
+        (3, "scientific_notation"),
+        (4, "scientific_notation"),
+        (5, "scientific_notation"),
+        (6, "invalid"),
+    ]
+    client.force_login(officer)
+    page = client.get(reverse("subscriber_import", args=[job.pk])).content.decode()
+    assert "notasi ilmiah" in page and "Angka tanpa desimal" in page
+
+
 def test_a_quote_never_closed_is_reported_by_line_and_the_rows_after_it_are_imported(tmp_path, areas):
     text = (
         "nomor,kode_wilayah,nama\n"  # line 1
