@@ -317,6 +317,28 @@ class SubscriberAdmin(AuditedChangeMixin, admin.ModelAdmin):
     def audit_state(self, obj) -> str:
         return "opted_out" if obj.opted_out_at else "subscribed"
 
+    def get_search_results(self, request, queryset, search_term):
+        """Find a number typed in any usual form ("0812-3456-7890", "0812 345"), as the subscribers page does.
+
+        Numbers are stored in E.164, so the national form matches none of them word by word; a search of digits
+        and separators alone looks for the number's E.164 digits instead.
+        """
+        from smsblast.api_audience import number_search_digits
+        from smsblast.importer import area_code_of
+        from smsblast.phones import SEPARATOR_CHARACTERS
+
+        term = search_term.strip()
+        area_code = "." in term and area_code_of(term) is not None  # "35.05.01" is searched among area codes
+        if (
+            term
+            and not area_code
+            and all(character in SEPARATOR_CHARACTERS + "+" or character.isdigit() for character in term)
+        ):
+            digits = number_search_digits(term)
+            if digits.isascii() and len(digits) >= 3:
+                return queryset.filter(msisdn__contains=digits), False
+        return super().get_search_results(request, queryset, search_term)
+
     def has_delete_permission(self, request, obj=None) -> bool:
         # An opted-out number is kept: deleted, a later import of it would make it reachable again.
         if obj is not None and obj.opted_out_at is not None:

@@ -332,6 +332,20 @@ def test_a_subscriber_added_in_the_admin_is_stored_in_e164_once(admin_client, ms
         assert Subscriber.objects.filter(msisdn=stored).exists()
 
 
+@pytest.mark.parametrize("query", ["0812-3456-7890", "0812 3456 7890", "+62 812 3456 7890", "81234567890", "0812 345"])
+def test_the_subscriber_admin_finds_a_number_typed_as_it_is_written_at_home(admin_client, query):
+    SubscriberFactory(msisdn="+6281234567890", name="Siti", area=area_tree(kecamatan=1)[2])
+    SubscriberFactory(msisdn="+6285600812345", name="Budi")
+
+    def found(query: str) -> list[str]:
+        page = admin_client.get(admin_url(Subscriber, "changelist"), {"q": query}).content.decode()
+        return [msisdn for msisdn in ("+6281234567890", "+6285600812345") if msisdn in page]
+
+    assert found(query) == ["+6281234567890"]
+    # Names and area codes are still searched.
+    assert found("siti") == found("35.05.01") == ["+6281234567890"]
+
+
 def test_a_subscriber_added_in_the_admin_without_an_operator_is_routed_by_its_prefix(admin_client):
     telkomsel = Operator.objects.create(name="Telkomsel", slug="telkomsel", prefixes=["62812"])
 
