@@ -323,7 +323,7 @@ class SubscriberAdmin(AuditedChangeMixin, admin.ModelAdmin):
         Numbers are stored in E.164, so the national form matches none of them word by word; a search of digits
         and separators alone looks for the number's E.164 digits instead.
         """
-        from smsblast.api_audience import number_search_digits
+        from smsblast.api_audience import number_search_digits, number_search_q
         from smsblast.importer import area_code_of
         from smsblast.phones import SEPARATOR_CHARACTERS
 
@@ -334,9 +334,9 @@ class SubscriberAdmin(AuditedChangeMixin, admin.ModelAdmin):
             and not area_code
             and all(character in SEPARATOR_CHARACTERS + "+" or character.isdigit() for character in term)
         ):
-            digits = number_search_digits(term)
-            if digits.isascii() and len(digits) >= 3:
-                return queryset.filter(msisdn__contains=digits), False
+            forms = number_search_digits(term)
+            if all(digits.isascii() and len(digits) >= 3 for digits in forms):
+                return queryset.filter(number_search_q(forms)), False
         return super().get_search_results(request, queryset, search_term)
 
     def has_delete_permission(self, request, obj=None) -> bool:

@@ -317,6 +317,25 @@ def test_subscribers_are_found_by_any_form_of_part_of_their_number(api_client_fo
     assert client.get("/api/v1/subscribers/", {"q": "12"}).status_code == 400
 
 
+def test_subscribers_are_found_by_their_last_digits_whatever_digit_those_begin_with(api_client_for, officer):
+    SubscriberFactory(msisdn="+6281234560123")
+    SubscriberFactory(msisdn="+6281234568901")
+    SubscriberFactory(msisdn="+6285612345678")
+    client = api_client_for(officer)
+
+    def found(query):
+        response = client.get("/api/v1/subscribers/", {"q": query})
+        assert response.status_code == 200
+        return [row["msisdn"] for row in response.json()["results"]]
+
+    assert found("0123") == ["+6281234560123"]
+    assert found("8901") == ["+6281234568901"]
+    assert found("678") == ["+6285612345678"]
+    # A beginning as dialled at home, with or without its 0, still finds the numbers starting so.
+    assert found("0856") == ["+6285612345678"]
+    assert found("812 3456") == ["+6281234560123", "+6281234568901"]
+
+
 def test_opted_out_subscribers_are_left_out_of_the_targeted_audience(officer):
     from smsblast.selectors import subscribers_in_area
     from tests.smsblast.factories import AreaFactory
