@@ -18,7 +18,8 @@ from pathlib import Path
 
 from smsblast.text import search_key
 
-# Field -> header names meaning it, compared after `header_key` (lower case, "_" for spaces, dots and dashes).
+# Field -> header names meaning it, compared after `header_key` (lower case, "_" for spaces, dots, dashes and the
+# marks a form puts after a header: "Nomor HP *", "No. HP:").
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "number": (
         "msisdn",
@@ -47,6 +48,25 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
         "whatsapp",
         "no_whatsapp",
         "nomor_whatsapp",
+        # As often written: "telpon" and "tlp" for telepon, seluler (cellular) and kontak for the number to reach.
+        "telpon",
+        "no_telpon",
+        "nomor_telpon",
+        "tlp",
+        "no_tlp",
+        "nomor_tlp",
+        "seluler",
+        "no_seluler",
+        "nomor_seluler",
+        "telepon_seluler",
+        "no_telepon_seluler",
+        "nomor_telepon_seluler",
+        "no_kontak",
+        "nomor_kontak",
+        "mobile_number",
+        "mobile_phone",
+        "phone_no",
+        "telephone",
     ),
     "area": ("kode_wilayah", "area_code", "kode", "wilayah", "area"),
     "name": ("nama", "name", "nama_lengkap", "full_name"),
@@ -132,7 +152,7 @@ class Layout:
 def header_key(name: str) -> str:
     """Return a header cell as the key looked up in COLUMN_ALIASES ("No. HP" -> "no_hp")."""
     key = search_key(name.lstrip("\ufeff"))
-    key = re.sub(r"[\s.\-/]+", "_", key)
+    key = re.sub(r"[\s.\-/*:]+", "_", key)
     return key.strip("_")
 
 

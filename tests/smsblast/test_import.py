@@ -127,6 +127,33 @@ def test_a_number_header_naming_two_kinds_of_number_or_carrying_a_note_is_recogn
 
 
 @pytest.mark.parametrize(
+    "number_header",
+    [
+        "No. Telpon",
+        "Nomor Telpon",
+        "Telpon",
+        "No. Tlp",
+        "Tlp/HP",
+        "Nomor Seluler",
+        "No. Telepon Seluler",
+        "No. Kontak",
+        "Mobile Number",
+        "Mobile Phone",
+        "Phone No.",
+        "Telephone",
+        "Nomor HP *",
+        "No. HP:",
+    ],
+)
+def test_a_number_column_headed_as_spreadsheets_often_head_it_is_recognised(tmp_path, areas, number_header):
+    """Everyday spellings (Telpon, Tlp), other words for a mobile (Seluler, Kontak) and a form's required mark."""
+    job = run_import(write(tmp_path, f"No;Nama;{number_header}\n1;Siti;081234567890\n"))
+
+    assert (job.state, job.created) == ("completed", 1)
+    assert Subscriber.objects.get().msisdn == "+6281234567890"
+
+
+@pytest.mark.parametrize(
     ("area_header", "name_header", "language_header"),
     [("kode_wilayah", "nama", "bahasa"), ("area_code", "name", "language"), ("Kode Wilayah", "Nama", "Bahasa")],
 )
