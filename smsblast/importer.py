@@ -78,6 +78,30 @@ _FIELD_BY_HEADER = {alias: field for field, aliases in COLUMN_ALIASES.items() fo
 # Headers that often name another column too ("Nomor" for the row counter, "Kode" for a member code): a column
 # with a more specific header ("No. HP", "Kode Wilayah") is taken instead when there is one.
 _GENERIC_HEADERS = frozenset({"nomor", "kode"})
+# Headers of a telephone of any kind: lists often give an office or home line beside the mobile, so a column naming
+# a mobile ("No. HP", "WhatsApp") is taken instead when there is one.
+_TELEPHONE_HEADERS = frozenset(
+    {
+        "phone",
+        "phone_number",
+        "phone_no",
+        "telephone",
+        "telepon",
+        "no_telepon",
+        "nomor_telepon",
+        "telp",
+        "no_telp",
+        "nomor_telp",
+        "telpon",
+        "no_telpon",
+        "nomor_telpon",
+        "tlp",
+        "no_tlp",
+        "nomor_tlp",
+        "no_kontak",
+        "nomor_kontak",
+    }
+)
 DELIMITERS = (",", ";", "\t")
 _QUOTED = re.compile(r'"[^"]*"')
 # A note in brackets after a header ("Nomor HP (aktif)") names nothing.
@@ -156,15 +180,23 @@ def header_key(name: str) -> str:
     return key.strip("_")
 
 
+def _header_rank(key: str) -> int:
+    """Return how surely a known header names its field: 0 surely, 1 a telephone of any kind, 2 a generic word."""
+    if key in _GENERIC_HEADERS:
+        return 2
+    return 1 if key in _TELEPHONE_HEADERS else 0
+
+
 def _header_field(cell: str) -> tuple[str | None, str]:
     """Return (field, key) of a header cell; either side of a slash ("No. HP/WA", "Telp/HP") may name the field."""
     key = header_key(cell)
     if key in _FIELD_BY_HEADER:
         return _FIELD_BY_HEADER[key], key
-    for part in _HEADER_NOTE.sub(" ", cell).split("/"):
-        part_key = header_key(part)
-        if part_key in _FIELD_BY_HEADER:
-            return _FIELD_BY_HEADER[part_key], part_key
+    part_keys = [header_key(part) for part in _HEADER_NOTE.sub(" ", cell).split("/")]
+    known = [part_key for part_key in part_keys if part_key in _FIELD_BY_HEADER]
+    if known:
+        part_key = min(known, key=_header_rank)  # "Telp/HP" names a mobile
+        return _FIELD_BY_HEADER[part_key], part_key
     return None, key
 
 
@@ -180,13 +212,13 @@ def layout_of(header_line: str, *, encoding: str = "utf-8-sig") -> Layout:
     """Return the layout a header line describes, or refuse a header with no number column."""
     delimiter = delimiter_of(header_line)
     header = next(csv.reader([header_line], delimiter=delimiter), [])
-    columns: dict[str, int] = {}
-    generic: dict[str, int] = {}
+    # Per field, the first column of the surest header (see _header_rank).
+    ranked: dict[str, tuple[int, int]] = {}
     for index, cell in enumerate(header):
         field, key = _header_field(cell)
-        if field is not None:
-            (generic if key in _GENERIC_HEADERS else columns).setdefault(field, index)
-    columns = {**generic, **columns}
+        if field is not None and (field not in ranked or _header_rank(key) < ranked[field][0]):
+            ranked[field] = (_header_rank(key), index)
+    columns = {field: index for field, (_rank, index) in ranked.items()}
     if "number" not in columns:
         names = ", ".join(COLUMN_ALIASES["number"][:5])
         shown = ", ".join(cell.strip() for cell in header if cell.strip())[:200] or "nothing"

@@ -154,6 +154,27 @@ def test_a_number_column_headed_as_spreadsheets_often_head_it_is_recognised(tmp_
 
 
 @pytest.mark.parametrize(
+    ("telephone_header", "mobile_header"),
+    [
+        ("No. Telp", "No. HP"),
+        ("Telepon", "Handphone"),
+        ("Phone", "Mobile"),
+        ("No. Telp", "Telp/HP"),
+        ("No. Telepon", "No. WhatsApp"),
+    ],
+)
+def test_of_a_telephone_and_a_mobile_column_the_mobile_one_is_imported(
+    tmp_path, areas, telephone_header, mobile_header
+):
+    """Lists often give an office or home line beside the mobile: only the mobile takes SMS."""
+    text = f"Nama;{telephone_header};{mobile_header}\nSiti;(0342) 801234;0812 3456 7890\n"
+    job = run_import(write(tmp_path, text))
+
+    assert (job.state, job.created, job.rejected) == ("completed", 1, 0)
+    assert Subscriber.objects.get().msisdn == "+6281234567890"
+
+
+@pytest.mark.parametrize(
     ("area_header", "name_header", "language_header"),
     [("kode_wilayah", "nama", "bahasa"), ("area_code", "name", "language"), ("Kode Wilayah", "Nama", "Bahasa")],
 )
