@@ -161,5 +161,11 @@ class OptOutForm(forms.Form):
     msisdn = MsisdnField(label=_("Number to opt out"), max_length=32)
 
 
+class OptInForm(forms.Form):
+    """The number of a search result to opt back in; the page gives it, so it has no field of its own to type in."""
+
+    msisdn = MsisdnField(widget=forms.HiddenInput, max_length=32)
+
+
 class SubscriberSearchForm(forms.Form):
     msisdn = MsisdnField(label=_("Search by number"), max_length=32)

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
@@ -21,8 +22,8 @@ from campaigns.models import DispatchBatch
 from campaigns.views import role_required
 from operators.models import Operator
 from smsblast import importer, selectors, services, totp, two_factor
-from smsblast.errors import ServiceError
-from smsblast.forms import OptOutForm, SubscriberImportForm, SubscriberSearchForm, TwoFactorCodeForm
+from smsblast.errors import ServiceConflict, ServiceError
+from smsblast.forms import OptInForm, OptOutForm, SubscriberImportForm, SubscriberSearchForm, TwoFactorCodeForm
 from smsblast.models import Role, SubscriberImport
 from smsblast.templatetags.ui import status_label
 
@@ -167,7 +168,7 @@ def _upload_refusal(error: ServiceError) -> str:
 
 @role_required(Role.OFFICER, Role.ADMIN)
 def subscribers(request: HttpRequest) -> HttpResponse:
-    """Import a CSV, search a number, opt a number out."""
+    """Import a CSV, search a number, opt a number out, or back in from its search result."""
 
     import_form = SubscriberImportForm()
     optout_form = OptOutForm(auto_id=OPTOUT_AUTO_ID)
@@ -203,6 +204,8 @@ def subscribers(request: HttpRequest) -> HttpResponse:
                         else:
                             messages.info(request, _("This number was already opted out."))
                         return redirect("subscribers")
+        elif request.POST.get("form") == "optin":
+            return _subscriber_opt_in(request, OptInForm(request.POST))
     subscribers = selectors.subscribers_visible(request.user)
     found = None
     if search_form.is_bound and search_form.is_valid():
@@ -221,6 +224,29 @@ def subscribers(request: HttpRequest) -> HttpResponse:
             "jurisdiction": request.user.jurisdiction if selectors.subscriber_jurisdiction(request.user) else None,
         },
     )
+
+
+def _subscriber_opt_in(request: HttpRequest, form: OptInForm) -> HttpResponse:
+    """Opt a search result's number back in, say how it went and show the number again."""
+    if not form.is_valid():
+        messages.error(request, _("This is not a valid Indonesian mobile number."))
+        return redirect("subscribers")
+    msisdn = form.cleaned_data["msisdn"]
+    try:
+        subscriber, changed = services.subscriber_opt_in(msisdn=msisdn, actor=request.user, source="web")
+    except ServiceConflict:
+        messages.error(
+            request,
+            _("This number opted out by SMS: only the subscriber can opt it back in, by sending START or REG."),
+        )
+    else:
+        if subscriber is None:  # an officer limited to a jurisdiction, and a number not homed in it
+            messages.error(request, _("This number is not registered in your jurisdiction."))
+        elif changed:
+            messages.success(request, _("The number receives campaigns again."))
+        else:
+            messages.info(request, _("This number was not opted out."))
+    return redirect(f"{reverse('subscribers')}?{urlencode({'msisdn': msisdn})}")
 
 
 @role_required(Role.OFFICER, Role.ADMIN)

@@ -11,7 +11,7 @@ from django.utils import timezone, translation
 
 from campaigns.models import DispatchBatch
 from smsblast import services
-from smsblast.models import Role, Subscriber, SubscriberImport
+from smsblast.models import AuditEvent, Role, Subscriber, SubscriberImport
 from tests.campaigns.factories import DispatchBatchFactory
 from tests.conftest import client_for
 from tests.operators.factories import OperatorFactory
@@ -214,6 +214,38 @@ def test_an_officer_limited_to_a_jurisdiction_counts_finds_and_opts_out_only_the
     assert "data-found" in client.get(reverse("subscribers"), {"msisdn": "0812-3456-7891"}).content.decode()
     client.post(reverse("subscribers"), {"form": "optout", "msisdn": "0812-3456-7891"})
     assert Subscriber.objects.get(msisdn="+6281234567891").opted_out_at is not None
+
+
+def test_a_number_opted_out_by_hand_is_opted_back_in_from_its_search_result(officer_user):
+    client = client_for(officer_user)
+    client.post(reverse("subscribers"), {"form": "optout", "msisdn": "0812-3456-7890"})
+    found = client.get(reverse("subscribers"), {"msisdn": "0812 3456 7890"}).content.decode()
+    assert 'value="optin"' in found
+
+    response = client.post(reverse("subscribers"), {"form": "optin", "msisdn": "+6281234567890"}, follow=True)
+
+    assert Subscriber.objects.get(msisdn="+6281234567890").opted_out_at is None
+    body = response.content.decode()
+    assert "Nomor ini kembali menerima kampanye." in body
+    assert "data-found" in body and 'value="optin"' not in body  # the number is shown again, subscribed
+    event = AuditEvent.objects.get(action="subscriber.opt_in")
+    assert (event.actor, event.from_state, event.to_state, event.details["source"]) == (
+        officer_user,
+        "opted_out",
+        "subscribed",
+        "web",
+    )
+
+
+def test_a_number_that_opted_out_by_sms_stays_out_and_the_page_says_only_its_start_brings_it_back(officer_user):
+    services.subscriber_opt_out(msisdn="+6281234567890", actor=None, source="sms")
+    client = client_for(officer_user)
+
+    response = client.post(reverse("subscribers"), {"form": "optin", "msisdn": "+6281234567890"}, follow=True)
+
+    assert Subscriber.objects.get(msisdn="+6281234567890").opted_out_at is not None
+    assert "START atau REG" in response.content.decode()
+    assert not AuditEvent.objects.filter(action="subscriber.opt_in").exists()
 
 
 def test_approver_may_not_open_the_subscribers_page():
