@@ -200,32 +200,44 @@ def _header_field(cell: str) -> tuple[str | None, str]:
     return None, key
 
 
-def delimiter_of(header_line: str) -> str:
-    """Return the delimiter used in a header line: the most frequent of comma, semicolon and tab."""
+def delimiters_of(header_line: str) -> list[str]:
+    """Return the delimiters a header line may use, the most frequent first of comma, semicolon and tab.
+
+    Comma when it holds none of them.
+    """
     unquoted = _QUOTED.sub("", header_line)  # a comma inside a quoted name ("Nama, Gelar") separates nothing
     counts = {delimiter: unquoted.count(delimiter) for delimiter in DELIMITERS}
-    best = max(DELIMITERS, key=lambda d: counts[d])
-    return best if counts[best] else ","
+    return sorted((delimiter for delimiter in DELIMITERS if counts[delimiter]), key=lambda d: -counts[d]) or [","]
 
 
-def layout_of(header_line: str, *, encoding: str = "utf-8-sig") -> Layout:
-    """Return the layout a header line describes, or refuse a header with no number column."""
-    delimiter = delimiter_of(header_line)
-    header = next(csv.reader([header_line], delimiter=delimiter), [])
-    # Per field, the first column of the surest header (see _header_rank).
+def _columns_of(header: list[str]) -> dict[str, int]:
+    """Return the column of each field a header names: per field, the first of the surest header (_header_rank)."""
     ranked: dict[str, tuple[int, int]] = {}
     for index, cell in enumerate(header):
         field, key = _header_field(cell)
         if field is not None and (field not in ranked or _header_rank(key) < ranked[field][0]):
             ranked[field] = (_header_rank(key), index)
-    columns = {field: index for field, (_rank, index) in ranked.items()}
-    if "number" not in columns:
-        names = ", ".join(COLUMN_ALIASES["number"][:5])
-        shown = ", ".join(cell.strip() for cell in header if cell.strip())[:200] or "nothing"
-        raise FileRefused(
-            f"The file has no phone number column. Name one of: {names}. The header has: {shown}.", "no_number_column"
-        )
-    return Layout(delimiter=delimiter, columns=columns, header=header, encoding=encoding)
+    return {field: index for field, (_rank, index) in ranked.items()}
+
+
+def layout_of(header_line: str, *, encoding: str = "utf-8-sig") -> Layout:
+    """Return the layout a header line describes, or refuse a header with no number column.
+
+    Its delimiter is the most frequent one that gives a number column: a spreadsheet set to Indonesian separates
+    by semicolons and leaves a comma in a header unquoted ("Nama, Gelar;No HP").
+    """
+    candidates = delimiters_of(header_line)
+    for delimiter in candidates:
+        header = next(csv.reader([header_line], delimiter=delimiter), [])
+        columns = _columns_of(header)
+        if "number" in columns:
+            return Layout(delimiter=delimiter, columns=columns, header=header, encoding=encoding)
+    header = next(csv.reader([header_line], delimiter=candidates[0]), [])
+    names = ", ".join(COLUMN_ALIASES["number"][:5])
+    shown = ", ".join(cell.strip() for cell in header if cell.strip())[:200] or "nothing"
+    raise FileRefused(
+        f"The file has no phone number column. Name one of: {names}. The header has: {shown}.", "no_number_column"
+    )
 
 
 def inspect(path: Path) -> Layout:

@@ -1367,6 +1367,22 @@ def test_a_comma_inside_a_quoted_header_does_not_make_a_semicolon_file_comma_sep
 
 
 @pytest.mark.parametrize(
+    "header",
+    ["Nama, Gelar;No HP", "Nama (Lengkap, Gelar, Marga);No HP", "Nama, Gelar\tNo HP"],
+    ids=["as-many-commas", "more-commas", "tab"],
+)
+def test_commas_unquoted_in_the_header_of_a_semicolon_or_tab_file_do_not_make_it_comma_separated(
+    tmp_path, areas, header
+):
+    """A spreadsheet set to Indonesian quotes a cell holding its separator (;), not one holding a comma."""
+    separator = "\t" if "\t" in header else ";"
+    job = run_import(write(tmp_path, f"{header}\nBudi, S.Kom{separator}0812-3456-7890\n"))
+
+    assert (job.created, job.rejected) == (1, 0)
+    assert list(Subscriber.objects.values_list("msisdn", flat=True)) == ["+6281234567890"]
+
+
+@pytest.mark.parametrize(
     ("cell", "language"),
     [("Indonesian", "id"), ("Bahasa Indonesia", "id"), ("ID", "id"), ("English", "en"), ("Inggris", "en")],
 )
