@@ -1,7 +1,7 @@
 """Admin for operators: prefixes as a comma list, credentials masked and kept unless replaced."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import transaction
 from django.urls import reverse
 from django.utils.text import capfirst
@@ -10,7 +10,12 @@ from django.utils.translation import gettext_lazy
 
 from operators.gateways.base import registered_names
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
-from operators.services import PULL_ADAPTER, operator_record_change, operator_settings
+from operators.services import (
+    PULL_ADAPTER,
+    operator_record_change,
+    operator_settings,
+    operators_add_known_prefixes,
+)
 from smsblast.admin_utils import AuditedChangeMixin, AuditedDeleteMixin, ReadOnlyAdmin, ShownRowsInline
 from smsblast.audit import audit_record
 from smsblast.phones import COUNTRY_CODE
@@ -154,6 +159,7 @@ class OperatorAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     ]
     list_filter = ["active", "adapter", "is_test_endpoint"]
     search_fields = ["name", "slug", "base_url"]
+    actions = ["add_known_prefixes"]
     prepopulated_fields = {"slug": ["name"]}
     raw_id_fields = ["user"]
     readonly_fields = ["masked_api_key", "masked_signing_secret", "created_at", "updated_at"]
@@ -210,6 +216,23 @@ class OperatorAdmin(AuditedDeleteMixin, admin.ModelAdmin):
             subscriber_routing_lock()
             super().delete_queryset(request, queryset)
             subscribers_reroute(prefixes=prefixes)
+
+    @admin.action(description=gettext_lazy("Add the prefixes phonenumbers knows for the selected operators"))
+    def add_known_prefixes(self, request, queryset):
+        added = operators_add_known_prefixes(operators=queryset, actor=request.user)
+        for operator, prefixes in added.items():
+            if prefixes:
+                message = _("%(operator)s: added %(prefixes)s.") % {
+                    "operator": operator.name,
+                    "prefixes": ", ".join(prefixes),
+                }
+                self.message_user(request, message, messages.SUCCESS)
+            else:
+                message = _(
+                    "%(operator)s: nothing added. phonenumbers knows prefixes only for Telkomsel, Indosat, XL and "
+                    "Smartfren, by their name or slug, and none that another operator routes already."
+                ) % {"operator": operator.name}
+                self.message_user(request, message, messages.WARNING)
 
     @admin.display(description=gettext_lazy("prefixes"))
     def prefix_count(self, operator: Operator) -> int:

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -1223,3 +1224,33 @@ def operator_record_change(*, operator: Operator, before: dict | None, actor) ->
         to_state=state[operator.active],
         details={"changed": changed, **({"credentials_replaced": secrets} if secrets else {})},
     )
+
+
+def operators_add_known_prefixes(*, operators: Iterable[Operator], actor) -> dict[Operator, list[str]]:
+    """Seed the routing table from phonenumbers' carrier data; return the prefixes added to each operator.
+
+    Each operator whose name or slug names one of the four carriers (`smsblast.phones.operator_key_for`) gets the
+    prefixes phonenumbers knows for it, but for those another operator routes already; the numbers under them are
+    routed to it, and each change is audited as an admin's edit of the operator.
+    """
+    from smsblast.phones import carrier_prefixes, operator_key_for
+    from smsblast.services import subscriber_routing_lock, subscribers_reroute
+
+    known = carrier_prefixes()
+    added: dict[Operator, list[str]] = {}
+    with transaction.atomic():
+        subscriber_routing_lock()
+        routed = {prefix for listed in Operator.objects.values_list("prefixes", flat=True) for prefix in listed or []}
+        for operator in Operator.objects.select_for_update().filter(pk__in=[selected.pk for selected in operators]):
+            key = operator_key_for(operator.slug) or operator_key_for(operator.name)
+            prefixes = sorted(prefix for prefix, owner in known.items() if owner == key and prefix not in routed)
+            added[operator] = prefixes
+            if not prefixes:
+                continue
+            before = operator_settings(operator)
+            operator.prefixes = sorted({*(operator.prefixes or []), *prefixes})
+            operator.save(update_fields=["prefixes", "updated_at"])
+            routed.update(prefixes)
+            subscribers_reroute(prefixes=prefixes)
+            operator_record_change(operator=operator, before=before, actor=actor)
+    return added

@@ -248,6 +248,11 @@ def _operator_for_carrier(carrier_name: str) -> str | None:
     return None
 
 
+def operator_key_for(name: str) -> str | None:
+    """Return which of ``OPERATORS`` an operator's name or slug stands for ("XL Axiata" -> "xl"), or None."""
+    return _operator_for_carrier(name)
+
+
 def carrier_prefixes() -> dict[str, str]:
     """Return the operator of each Indonesian mobile prefix that phonenumbers knows the carrier of.
 

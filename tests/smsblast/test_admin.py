@@ -155,6 +155,34 @@ def test_an_operator_prefix_written_without_the_country_code_is_refused_showing_
     assert Subscriber.objects.get().operator == Operator.objects.get()
 
 
+def test_an_admin_action_seeds_the_selected_operators_prefixes_from_phonenumbers_audited(admin_client, admin_user):
+    telkomsel = OperatorFactory(slug="telkomsel", name="Telkomsel", prefixes=[])
+    xl = OperatorFactory(slug="xl-axiata", name="XL Axiata", prefixes=["62817"])
+    OperatorFactory(slug="byu", name="by.U", prefixes=["62851"])  # one of Telkomsel's, routed elsewhere here
+    local = OperatorFactory(slug="lokal", name="Operator Lokal", prefixes=[])
+    unrouted = SubscriberFactory(msisdn="+6281234567890", operator=None)
+
+    response = admin_client.post(
+        admin_url(Operator, "changelist"),
+        {"action": "add_known_prefixes", "_selected_action": [telkomsel.pk, xl.pk, local.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    for operator in (telkomsel, xl, local):
+        operator.refresh_from_db()
+    assert {"62811", "62812", "62813", "62821", "62852"} <= set(telkomsel.prefixes)
+    assert "62851" not in telkomsel.prefixes and "62817" not in telkomsel.prefixes
+    assert {"62817", "62818", "62819", "62859", "62877"} <= set(xl.prefixes)
+    assert local.prefixes == []
+    unrouted.refresh_from_db()
+    assert unrouted.operator == telkomsel
+    event = AuditEvent.objects.get(action="operator.update", object_id=str(telkomsel.pk))
+    assert event.actor == admin_user and event.details["changed"]["prefixes"]["to"] == telkomsel.prefixes
+    page = response.content.decode()
+    assert "Telkomsel" in page and "Operator Lokal" in page  # what was added, and to which one nothing
+
+
 def test_a_prefix_another_operator_routes_is_refused_naming_that_operator(admin_client):
     xl = OperatorFactory(slug="xl", name="XL Axiata", prefixes=["62817", "62859"])
     response = admin_client.post(admin_url(Operator, "add"), operator_form(prefixes="62811, 62859"))
