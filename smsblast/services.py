@@ -315,7 +315,7 @@ def subscriber_import_create(*, uploaded_file, user: User | None) -> SubscriberI
     """Store an uploaded CSV, check it and create its import job, run by a worker after commit.
 
     A file larger than SUBSCRIBER_IMPORT_MAX_BYTES, not a CSV text, with no number column or with no rows
-    is refused (ServiceInvalid) and nothing is kept.
+    is refused (ServiceInvalid) and nothing is kept; nor is the file when the job cannot be recorded.
     """
     size = getattr(uploaded_file, "size", None) or 0
     if size > settings.SUBSCRIBER_IMPORT_MAX_BYTES:
@@ -339,7 +339,7 @@ def subscriber_import_create(*, uploaded_file, user: User | None) -> SubscriberI
         return subscriber_import_create_from_path(
             path=path, user=user, original_name=getattr(uploaded_file, "name", "") or "", enqueue=True
         )
-    except ServiceInvalid:
+    except BaseException:  # refused, or the job not recorded (a database error): no import leads to the copy
         path.unlink(missing_ok=True)
         raise
 

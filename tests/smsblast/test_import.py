@@ -943,6 +943,23 @@ def test_upload_refuses_a_file_that_cannot_be_imported(api_client_for, officer, 
     assert not any((media_root / "imports").glob("*.csv"))
 
 
+def test_an_upload_whose_job_the_database_cannot_record_leaves_no_copy_of_the_file_on_the_server(
+    api_client_for, officer, media_root, monkeypatch
+):
+    """Its numbers and names would stay on the disk with no import leading to them, to retry or to delete."""
+
+    def database_down(**kwargs):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(services, "audit_record", database_down)
+
+    response = upload(api_client_for(officer), b"msisdn,nama\n081234567890,Siti\n")
+
+    assert response.status_code == 503
+    assert SubscriberImport.objects.count() == 0
+    assert not any((media_root / "imports").glob("*.csv"))
+
+
 def test_upload_larger_than_the_limit_is_refused_before_it_is_stored(api_client_for, officer, media_root, settings):
     settings.SUBSCRIBER_IMPORT_MAX_BYTES = 1024
     content = b"msisdn\n" + b"081234567890\n" * 100  # 1,307 bytes
