@@ -45,6 +45,25 @@ def test_keyword_table(text, intent):
     assert intent_of(text) == intent
 
 
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ('"STOP"', Intent.OPT_OUT),  # as an instruction 'balas "STOP"' writes it
+        ("“Berhenti”", Intent.OPT_OUT),
+        ("'unreg'", Intent.OPT_OUT),
+        ("*STOP*", Intent.OPT_OUT),  # as a chat app's bold
+        ("(START)", Intent.OPT_IN),
+        ("\u200bSTOP", Intent.OPT_OUT),  # zero-width space a keyboard or a copy left before it
+        ("\ufeffSTOP", Intent.OPT_OUT),
+        ("\u202aREG\u202c", Intent.OPT_IN),
+        ('"STOPPING"', None),
+        ("#STOP", None),
+    ],
+)
+def test_a_keyword_in_quotes_or_marks_or_after_an_invisible_character_is_still_the_first_word(text, intent):
+    assert intent_of(text) == intent
+
+
 @pytest.fixture
 def operator_client(api_client_for, operator_user):
     Operator.objects.create(name="Telkomsel", slug="telkomsel", prefixes=["62812"], user=operator_user)
