@@ -68,7 +68,26 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
         "phone_no",
         "telephone",
     ),
-    "area": ("kode_wilayah", "area_code", "kode", "wilayah", "area"),
+    "area": (
+        "kode_wilayah",
+        "area_code",
+        "kode",
+        "wilayah",
+        "area",
+        "kode_wil",
+        "kode_kemendagri",
+        "kode_daerah",
+        "kode_area",
+        # Named by the level of the codes they hold.
+        "kode_desa",
+        "kode_kelurahan",
+        "kode_desa_kelurahan",
+        "kode_kecamatan",
+        "kode_kabupaten",
+        "kode_kab_kota",
+        "kode_kota",
+        "kode_provinsi",
+    ),
     "name": ("nama", "name", "nama_lengkap", "full_name"),
     "language": ("bahasa", "language", "lang"),
     "latitude": ("latitude", "lat", "lintang"),
@@ -101,6 +120,10 @@ _TELEPHONE_HEADERS = frozenset(
         "no_kontak",
         "nomor_kontak",
     }
+)
+# Area headers of a level above the village: a column of village codes beside one of them homes subscribers closer.
+_AREA_ABOVE_VILLAGE_HEADERS = frozenset(
+    {"kode_kecamatan", "kode_kabupaten", "kode_kab_kota", "kode_kota", "kode_provinsi"}
 )
 DELIMITERS = (",", ";", "\t")
 _QUOTED = re.compile(r'"[^"]*"')
@@ -181,10 +204,14 @@ def header_key(name: str) -> str:
 
 
 def _header_rank(key: str) -> int:
-    """Return how surely a known header names its field: 0 surely, 1 a telephone of any kind, 2 a generic word."""
+    """Return how well a known header names its field, 0 best, so that the best column of a field is taken.
+
+    1 for a telephone of any kind (a mobile column is better) or an area above the village (a village column
+    is closer), 2 for a generic word ("Nomor", "Kode").
+    """
     if key in _GENERIC_HEADERS:
         return 2
-    return 1 if key in _TELEPHONE_HEADERS else 0
+    return 1 if key in _TELEPHONE_HEADERS or key in _AREA_ABOVE_VILLAGE_HEADERS else 0
 
 
 def _header_field(cell: str) -> tuple[str | None, str]:

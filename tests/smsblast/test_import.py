@@ -154,6 +154,26 @@ def test_a_number_column_headed_as_spreadsheets_often_head_it_is_recognised(tmp_
 
 
 @pytest.mark.parametrize(
+    ("header", "row", "area"),
+    [
+        ("No HP;Kode Desa", "0812 3456 7890;35.05.01.2001", "35.05.01.2001"),
+        ("No HP;Kode Kelurahan", "0812 3456 7890;3505012001", "35.05.01.2001"),
+        ("No HP;Kode Kecamatan", "0812 3456 7890;35.05.02", "35.05.02"),
+        ("No HP;Kode Kemendagri", "0812 3456 7890;35.05", "35.05"),
+        ("No HP;Kode Wil.", "0812 3456 7890;35.05.01", "35.05.01"),
+        # The village's code homes the subscriber more closely than the district's beside it.
+        ("No HP;Kode Kecamatan;Kode Desa", "0812 3456 7890;35.05.01;35.05.01.2001", "35.05.01.2001"),
+    ],
+)
+def test_an_area_column_headed_by_the_level_of_its_codes_homes_the_subscriber(tmp_path, areas, header, row, area):
+    """A column left unrecognised would import every number without a home, out of reach of area campaigns."""
+    job = run_import(write(tmp_path, f"{header}\n{row}\n"))
+
+    assert (job.created, job.rejected) == (1, 0)
+    assert Subscriber.objects.get().area_id == area
+
+
+@pytest.mark.parametrize(
     ("telephone_header", "mobile_header"),
     [
         ("No. Telp", "No. HP"),
