@@ -22,7 +22,13 @@ from django.utils import timezone
 from campaigns import notices
 from campaigns.models import Campaign, CampaignRun, Mode
 from operators import areageom
-from operators.gateways.base import AreaBroadcastResult, OutboundAreaBroadcast, Outcome, get_adapter
+from operators.gateways.base import (
+    AreaBroadcastResult,
+    OutboundAreaBroadcast,
+    Outcome,
+    get_adapter,
+    sends_area_broadcasts,
+)
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
 from operators.services import runs_mark_progress_on_commit
 from smsblast import sms
@@ -65,13 +71,17 @@ SPILL_NOTE = (
 
 
 def broadcast_operators(campaign: Campaign) -> list[Operator]:
-    """Return the operators the campaign uses: its slugs or every active one; exercises use test endpoints only."""
+    """Return the operators the campaign uses: its slugs or every active one; exercises use test endpoints only.
+
+    An operator whose adapter sends no area broadcasts (one that pulls its batches, the log adapter) is left out:
+    a send to it could only be retried until the window ends.
+    """
     operators = Operator.objects.filter(active=True)
     if campaign.operator_slugs:
         operators = operators.filter(slug__in=campaign.operator_slugs)
     if campaign.exercise:
         operators = operators.filter(is_test_endpoint=True)
-    return list(operators.order_by("name"))
+    return [operator for operator in operators.order_by("name") if sends_area_broadcasts(operator.adapter)]
 
 
 def broadcast_errors(campaign: Campaign, *, now: datetime | None = None) -> dict[str, str]:
@@ -98,12 +108,18 @@ def broadcast_errors(campaign: Campaign, *, now: datetime | None = None) -> dict
         if campaign.starts_at <= now:
             errors["starts_at"] = "The window must start in the future."
     if campaign.operator_slugs:
-        known = set(
-            Operator.objects.filter(slug__in=campaign.operator_slugs, active=True).values_list("slug", flat=True)
+        known = dict(
+            Operator.objects.filter(slug__in=campaign.operator_slugs, active=True).values_list("slug", "adapter")
         )
-        missing = sorted(set(campaign.operator_slugs) - known)
+        missing = sorted(set(campaign.operator_slugs) - set(known))
+        unable = sorted(slug for slug, adapter in known.items() if not sends_area_broadcasts(adapter))
         if missing:
             errors["operator_slugs"] = f"Unknown or inactive operators: {', '.join(missing)}."
+        elif unable:
+            errors["operator_slugs"] = (
+                f"These operators cannot receive area broadcasts (they fetch their batches, or their adapter sends "
+                f"batches only): {', '.join(unable)}."
+            )
     if "operator_slugs" not in errors and not broadcast_operators(campaign):
         errors["operator_slugs"] = (
             "An exercise goes only to operators marked as test endpoints, and none is selected."

@@ -133,6 +133,13 @@ def registered_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def sends_area_broadcasts(name: str) -> bool:
+    """Return whether the adapter registered as `name` sends area broadcasts (`pull` is no adapter: never pushed to)."""
+    _load_builtins()
+    adapter = _REGISTRY.get(name)
+    return adapter is not None and adapter.send_area_broadcast is not GatewayAdapter.send_area_broadcast
+
+
 def get_adapter(name: str) -> GatewayAdapter:
     """Return a new adapter instance for `name`; raise KeyError naming the known adapters."""
     _load_builtins()

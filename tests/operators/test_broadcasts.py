@@ -123,6 +123,20 @@ def test_an_exercise_goes_only_to_test_endpoints(operators, areas):
     assert list(_by_slug(run)) == ["sim"]
 
 
+def test_an_operator_that_cannot_receive_area_broadcasts_is_left_out_and_refused_when_named(operators, areas):
+    # A pulling operator is never pushed to, and the development log adapter sends batches only: neither can take
+    # an area broadcast, which would otherwise be retried for the whole window and end unacknowledged.
+    OperatorFactory(slug="smartfren", name="Smartfren", adapter="pull", base_url="")
+    OperatorFactory(slug="dev", name="Dev", adapter="log", base_url="")
+    run = _start(broadcast_campaign())
+    assert sorted(_by_slug(run)) == ["indosat", "telkomsel", "xl"]
+    assert sorted(run.frozen["operators"]) == ["indosat", "telkomsel", "xl"]
+
+    named = broadcast_campaign(approved=False, operator_slugs=["smartfren", "dev", "xl"])
+    error = broadcasts.broadcast_errors(named)["operator_slugs"]
+    assert "cannot receive area broadcasts" in error and "dev, smartfren" in error
+
+
 # --- estimate ------------------------------------------------------------------------------
 
 
