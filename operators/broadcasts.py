@@ -53,6 +53,9 @@ LEASE = timedelta(seconds=60)
 # window end (none is created so) gets this many attempts.
 MAX_SEND_ATTEMPTS = 10
 MAX_BACKOFF_SECONDS = 120.0
+# A backoff passing the window's end would give up on an operator while up to MAX_BACKOFF_SECONDS of the window are
+# left: it is tried once more this long before the end instead, time enough to be acknowledged and broadcast.
+LAST_TRY_BEFORE_END = timedelta(seconds=30)
 # Why an operator's broadcast ended without its acknowledgement, as stored in `last_error` (the pages translate
 # these; the two prefixes come before the operator's own error).
 WINDOW_ENDED_UNACKNOWLEDGED = "The window ended before the operator acknowledged."
@@ -492,9 +495,7 @@ def _record_send(broadcast: AreaBroadcast, result: AreaBroadcastResult, *, now: 
             "last_error": "",
         }
         details["operator_ref"] = result.operator_ref
-    elif result.outcome == Outcome.RETRY and _may_retry(
-        locked, retry_at := clock + timedelta(seconds=_backoff_seconds(locked.attempts, result.retry_after))
-    ):
+    elif result.outcome == Outcome.RETRY and (retry_at := _retry_at(locked, clock, result.retry_after)):
         to_state = State.ERROR
         updates = {"state": to_state, "next_attempt_at": retry_at, "last_error": result.error}
         details["error"] = result.error
@@ -518,12 +519,22 @@ def _record_send(broadcast: AreaBroadcast, result: AreaBroadcastResult, *, now: 
     return locked
 
 
-def _may_retry(broadcast: AreaBroadcast, retry_at: datetime) -> bool:
-    """Return whether a failed send is tried again at `retry_at`: while the window is still open then."""
+def _retry_at(broadcast: AreaBroadcast, clock: datetime, retry_after: float | None) -> datetime | None:
+    """Return when a failed send is tried again, or None when it is not.
+
+    After its backoff while the window is still open then; when the backoff would pass the end, once more
+    LAST_TRY_BEFORE_END before it, unless the operator asked to wait longer (Retry-After) or that moment has passed.
+    """
+    retry_at = clock + timedelta(seconds=_backoff_seconds(broadcast.attempts, retry_after))
     window_end = _window_end(broadcast)
     if window_end is None:
-        return broadcast.attempts < MAX_SEND_ATTEMPTS
-    return retry_at < window_end
+        return retry_at if broadcast.attempts < MAX_SEND_ATTEMPTS else None
+    if retry_at < window_end:
+        return retry_at
+    last_try = window_end - LAST_TRY_BEFORE_END
+    if last_try <= clock or (retry_after and clock + timedelta(seconds=retry_after) > last_try):
+        return None
+    return last_try
 
 
 def _window_end(broadcast: AreaBroadcast) -> datetime | None:

@@ -287,6 +287,26 @@ def test_a_refusal_ends_at_once_and_a_failing_operator_is_retried_until_the_wind
     assert AuditEvent.objects.filter(action="area_broadcast.failed").count() == 2
 
 
+def test_a_failing_operator_whose_backoff_would_pass_the_end_is_tried_once_more_before_the_window_ends(
+    operators, areas
+):
+    ScriptedAreaAdapter.reset(indosat=[RETRY] * 10)
+    campaign = broadcast_campaign()
+    row = _by_slug(_start(campaign))["indosat"]
+    moment = timezone.now()
+    for _ in range(9):  # the backoff grows to its cap of two minutes
+        moment += timedelta(minutes=3)
+        broadcasts.area_broadcast_send(broadcast_id=row.pk, now=moment)
+
+    # Its next backoff (one to two minutes) would pass the end, yet 50 seconds of the window are left: time enough
+    # for one more try, should the operator recover.
+    failed = broadcasts.area_broadcast_send(broadcast_id=row.pk, now=campaign.ends_at - timedelta(seconds=50))
+    assert failed.state == State.ERROR
+    assert failed.next_attempt_at < campaign.ends_at
+    acknowledged = broadcasts.area_broadcast_send(broadcast_id=row.pk, now=failed.next_attempt_at)
+    assert acknowledged.state == State.ACKNOWLEDGED
+
+
 def test_a_send_that_comes_due_only_after_the_window_ended_sends_nothing_and_says_why(operators, areas):
     campaign = broadcast_campaign()
     run = _start(campaign)
