@@ -34,6 +34,7 @@ from campaigns.models import Delivery as DeliveryModel
 from campaigns.selectors import campaign_zone, campaign_zones, target_zone
 from operators.broadcast_selectors import broadcast_run_reach
 from operators.broadcasts import broadcast_estimate, broadcast_operators
+from operators.models import AreaBroadcast
 from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
 from smsblast.health import health_dispatch_workers, health_status
 from smsblast.models import Area, AuditEvent, Role
@@ -897,7 +898,11 @@ def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResp
     if campaign.mode == Mode.AREA_BROADCAST:
         # Operators send to handsets in the area and report how many they reached; there are no deliveries.
         progress = broadcast_run_reach(run)
-        progress["done"] = run.status in CampaignRun.FINAL_STATUSES
+        # A cancelled run is watched until every operator confirmed the cancel (or the window's end closed it).
+        progress["done"] = run.status in CampaignRun.FINAL_STATUSES and (
+            run.status != CampaignRun.Status.CANCELLED
+            or all(operator["state"] in AreaBroadcast.FINAL_STATES for operator in progress["operators"])
+        )
         template, context = "campaigns/_broadcast_run.html", {}
     else:
         block = run_progress_block(run)

@@ -909,6 +909,29 @@ def test_area_broadcast_run_progress_shows_each_operators_state_and_the_handsets
     assert "handsets reached, as the operators reported them" in body
 
 
+def test_a_cancelled_area_broadcast_run_is_watched_until_every_operator_confirmed_the_cancel(officer_user):
+    from campaigns.services import campaign_cancel
+
+    run = _broadcast_run_with_reach(officer_user)
+    for row in AreaBroadcast.objects.filter(run=run):
+        broadcasts.area_broadcast_send(broadcast_id=row.pk)
+    campaign_cancel(campaign=run.campaign, actor=officer_user, reason="Salah wilayah")
+    url = reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
+    client = client_for(officer_user, language="en")
+    body = client.get(url).content.decode()
+    # The cancel is on its way to the operators: the page keeps showing whether they confirmed it.
+    assert 'hx-trigger="every 2s"' in body
+    assert body.count("<td>cancelling</td>") == 2
+
+    for row in AreaBroadcast.objects.filter(run=run):
+        broadcasts.area_broadcast_cancel_send(broadcast_id=row.pk)
+    polled = client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TRIGGER=f"run-{run.pk}")
+    assert polled["HX-Refresh"] == "true"
+    body = polled.content.decode()
+    assert "every 2s" not in body
+    assert body.count("<td>cancelled</td>") == 2
+
+
 def test_the_polled_reach_of_an_area_broadcast_reads_the_highest_report_of_each_operator_not_every_report(
     officer_user,
 ):
