@@ -182,8 +182,9 @@ def broadcast_estimate(campaign: Campaign) -> dict[str, Any]:
         if handsets is not None:
             total += handsets
             known = True
-    if campaign.polygon and not campaign.area_codes:
-        drawn = _polygon_estimate(campaign.polygon, rate)
+    if campaign.polygon:
+        # The polygon is broadcast to with the chosen areas: only its part outside them adds handsets.
+        drawn = _polygon_estimate(campaign.polygon, rate, outside=_code_shapes(campaign.area_codes or []))
         by_area.extend(drawn)
         for row in drawn:
             total += row["handsets"] or 0
@@ -200,12 +201,19 @@ def _handsets(population: int | None, rate: Decimal) -> int | None:
     return None if population is None else int(Decimal(population) * rate)
 
 
-def _polygon_estimate(polygon: dict, rate: Decimal) -> list[dict[str, Any]]:
-    """Estimate a drawn polygon from the regencies it overlaps, pro rata by the overlapped share of their area."""
+def _polygon_estimate(polygon: dict, rate: Decimal, *, outside: list | None = None) -> list[dict[str, Any]]:
+    """Estimate a drawn polygon from the regencies it overlaps, pro rata by the overlapped share of their area.
+
+    With `outside` (shapes of areas estimated already), only the part of the polygon outside them is estimated.
+    """
     try:
         drawn = areageom.geometry_from_geojson(polygon)
     except areageom.AreaError:
         return []
+    if outside:
+        drawn = drawn.difference(areageom.union_of(outside))
+        if drawn.is_empty:
+            return []
     rows = []
     regencies = Area.objects.filter(level=AreaLevel.KABUPATEN, boundary__isnull=False)
     for area in regencies.only("code", "name", "level", "population", "boundary").iterator():
@@ -236,8 +244,16 @@ def broadcast_area_shapes(campaign: Campaign) -> list:
     A code without a boundary of its own is covered by the boundaries of the areas below it, where known,
     else by that of the nearest area above it: an area sent too large is better than one left out.
     """
+    shapes = _code_shapes(campaign.area_codes or [])
+    if campaign.polygon:
+        shapes.append(areageom.geometry_from_geojson(campaign.polygon))
+    return shapes
+
+
+def _code_shapes(codes) -> list:
+    """Return the shapely geometries covering the areas of `codes` (see `broadcast_area_shapes`)."""
     shapes = []
-    for code in _top_codes(campaign.area_codes or []):
+    for code in _top_codes(codes):
         own = Area.objects.filter(code=code, boundary__isnull=False).values_list("boundary", flat=True).first()
         boundaries = [own] if own else Area.objects.within([code]).filter(boundary__isnull=False)
         if not own:
@@ -247,8 +263,6 @@ def broadcast_area_shapes(campaign: Campaign) -> list:
                 shapes.append(areageom.geometry_from_geojson(boundary))
             except areageom.AreaError:
                 logger.warning("Area %s has an unreadable boundary", code)
-    if campaign.polygon:
-        shapes.append(areageom.geometry_from_geojson(campaign.polygon))
     return shapes
 
 

@@ -168,6 +168,17 @@ def test_a_drawn_polygon_is_estimated_from_the_regencies_it_overlaps(operators, 
     assert 0.2 * 1_261_699 * 0.85 < estimate["handsets"] < 0.8 * 1_261_699 * 0.85
 
 
+def test_a_polygon_drawn_beside_chosen_areas_adds_the_handsets_outside_them_to_the_estimate(operators, areas):
+    # The broadcast goes to the chosen areas and the drawn polygon together; its estimate counts both, nobody twice.
+    AreaFactory(code="35.04", name="Kabupaten Tulungagung", population=1_139_224, boundary=regency_boundary("35.04"))
+    blitar = int(1_261_699 * Decimal("0.85"))
+    tulungagung = int(1_139_224 * Decimal("0.85"))
+    beside = broadcast_campaign(approved=False, area_codes=["35.05"], polygon=regency_boundary("35.04"))
+    assert 0.99 * (blitar + tulungagung) < broadcasts.broadcast_estimate(beside)["handsets"] <= blitar + tulungagung
+    within = broadcast_campaign(approved=False, area_codes=["35.05"], polygon=regency_boundary("35.05"))
+    assert broadcasts.broadcast_estimate(within)["handsets"] == blitar
+
+
 # --- start of the window -------------------------------------------------------------------
 
 
