@@ -61,6 +61,9 @@ LAST_TRY_BEFORE_END = timedelta(seconds=30)
 WINDOW_ENDED_UNACKNOWLEDGED = "The window ended before the operator acknowledged."
 WINDOW_ENDED_BEFORE_CANCEL = "The window ended before the cancel was confirmed."
 NOT_ACKNOWLEDGED_IN_WINDOW = "Not acknowledged before the window ends: "
+# Why a send waits: its operator was deactivated in the admin, which hands it no new work (as for batches).
+OPERATOR_INACTIVE = "The operator is deactivated; sent once it is reactivated while the window lasts."
+INACTIVE_HOLD = timedelta(seconds=30)
 RETRIES_SPENT = "Retry budget spent: "
 
 SPILL_NOTE = (
@@ -438,6 +441,12 @@ def _claim_send(broadcast_id, now: datetime) -> AreaBroadcast | None:
     run_ends = _window_end(broadcast)
     if run_ends and run_ends <= now:
         _finish_unacknowledged(broadcast, WINDOW_ENDED_UNACKNOWLEDGED)
+        return None
+    if not Operator.objects.filter(pk=broadcast.operator_id, active=True).exists():
+        # Held unsent, no attempt counted, and looked at again shortly: reactivated, it is sent within a minute.
+        AreaBroadcast.objects.filter(pk=broadcast.pk, state=broadcast.state).update(
+            next_attempt_at=now + INACTIVE_HOLD, last_error=OPERATOR_INACTIVE, updated_at=now
+        )
         return None
     previous = broadcast.state
     rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=previous).update(

@@ -134,6 +134,7 @@ DELIVERY_REASON_LABELS = {
 BROADCAST_ERROR_LABELS = {
     broadcasts.WINDOW_ENDED_UNACKNOWLEDGED: _("The window ended before the operator acknowledged."),
     broadcasts.WINDOW_ENDED_BEFORE_CANCEL: _("The window ended before the cancel was confirmed."),
+    broadcasts.OPERATOR_INACTIVE: _("The operator is deactivated; sent once it is reactivated while the window lasts."),
 }
 BROADCAST_ERROR_PREFIXES = {
     broadcasts.NOT_ACKNOWLEDGED_IN_WINDOW: _("Not acknowledged before the window ends: %(error)s"),

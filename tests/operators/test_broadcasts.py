@@ -318,6 +318,21 @@ def test_a_failing_operator_whose_backoff_would_pass_the_end_is_tried_once_more_
     assert acknowledged.state == State.ACKNOWLEDGED
 
 
+def test_a_deactivated_operator_is_sent_nothing_until_it_is_reactivated_within_the_window(operators, areas):
+    run = _start(broadcast_campaign())
+    xl = _by_slug(run)["xl"]
+    type(operators[0]).objects.filter(slug="xl").update(active=False)
+    assert broadcasts.area_broadcast_send(broadcast_id=xl.pk) is None
+    assert ScriptedAreaAdapter.sent == []
+    xl.refresh_from_db()
+    assert xl.state == State.PENDING and xl.attempts == 0
+    assert xl.last_error == broadcasts.OPERATOR_INACTIVE
+    assert str(xl.pk) not in broadcasts.area_broadcasts_tick()["sends"]  # held, not tried every tick
+
+    type(operators[0]).objects.filter(slug="xl").update(active=True)
+    assert broadcasts.area_broadcast_send(broadcast_id=xl.pk, now=xl.next_attempt_at).state == State.ACKNOWLEDGED
+
+
 def test_a_send_that_comes_due_only_after_the_window_ended_sends_nothing_and_says_why(operators, areas):
     campaign = broadcast_campaign()
     run = _start(campaign)
