@@ -5,7 +5,7 @@ from typing import Any
 from django.db.models import Count, F, Max, Window
 from django.db.models.functions import RowNumber
 
-from campaigns.models import Campaign, CampaignRun
+from campaigns.models import Campaign, CampaignRun, Mode
 from operators.models import AreaBroadcast, AreaBroadcastReach
 
 # The most reports one operator's reach series shows as they came; a longer one is thinned (broadcast_run_progress).
@@ -118,6 +118,12 @@ def broadcast_run_reach(run: CampaignRun) -> dict[str, Any]:
 
 
 def broadcast_progress(campaign: Campaign) -> list[dict[str, Any]]:
-    """Return the progress of each area-broadcast run of the campaign, latest first."""
-    runs = CampaignRun.objects.filter(campaign=campaign, area_broadcasts__isnull=False).distinct()
+    """Return the progress of each area-broadcast run of the campaign, latest first.
+
+    Every run of an area broadcast is one (a campaign with runs keeps its mode), also one that found no operator to
+    send to and ended at once with failures.
+    """
+    if campaign.mode != Mode.AREA_BROADCAST:
+        return []
+    runs = CampaignRun.objects.filter(campaign=campaign)
     return [broadcast_run_progress(run) for run in runs.order_by("-scheduled_for", "-id")]

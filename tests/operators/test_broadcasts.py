@@ -647,6 +647,20 @@ def test_submitting_an_area_broadcast_whose_window_ends_before_it_starts_is_refu
     assert campaign.status == Campaign.Status.DRAFT
 
 
+def test_a_run_that_found_no_operator_to_send_to_is_listed_with_the_broadcast_progress(
+    operators, areas, api_client_for
+):
+    type(operators[0]).objects.update(active=False)
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.COMPLETED_WITH_FAILURES
+    client = api_client_for(campaign.author)
+    for url in (f"/api/v1/campaigns/{campaign.pk}/broadcast/", f"/api/v1/campaigns/{campaign.pk}/"):
+        body = client.get(url).json()
+        runs = body["runs"] if "estimate" in body else body["broadcast"]["runs"]
+        assert [(r["run_id"], r["status"], r["operators"]) for r in runs] == [(run.pk, "completed_with_failures", [])]
+
+
 def test_the_campaign_detail_shows_the_estimate_to_composer_and_approver(operators, areas, api_client_for):
     campaign = broadcast_campaign(approved=False)
     for role in (Role.OFFICER, Role.APPROVER):
