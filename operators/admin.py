@@ -217,7 +217,10 @@ class OperatorAdmin(AuditedDeleteMixin, admin.ModelAdmin):
             super().delete_queryset(request, queryset)
             subscribers_reroute(prefixes=prefixes)
 
-    @admin.action(description=gettext_lazy("Add the prefixes phonenumbers knows for the selected operators"))
+    @admin.action(
+        description=gettext_lazy("Add the prefixes phonenumbers knows for the selected operators"),
+        permissions=["change"],
+    )
     def add_known_prefixes(self, request, queryset):
         added = operators_add_known_prefixes(operators=queryset, actor=request.user)
         for operator, prefixes in added.items():

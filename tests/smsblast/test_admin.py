@@ -183,6 +183,24 @@ def test_an_admin_action_seeds_the_selected_operators_prefixes_from_phonenumbers
     assert "Telkomsel" in page and "Operator Lokal" in page  # what was added, and to which one nothing
 
 
+def test_a_staff_user_who_may_only_view_operators_cannot_seed_their_prefixes(client):
+    from django.contrib.auth.models import Permission
+
+    telkomsel = OperatorFactory(slug="telkomsel", name="Telkomsel", prefixes=[])
+    viewer = User.objects.create_user("viewer", password="pw-viewer-1", is_staff=True)  # noqa: S106
+    viewer.user_permissions.add(Permission.objects.get(codename="view_operator"))
+    client.force_login(viewer)
+
+    response = client.post(
+        admin_url(Operator, "changelist"), {"action": "add_known_prefixes", "_selected_action": [telkomsel.pk]}
+    )
+
+    assert response.status_code in (200, 302)
+    telkomsel.refresh_from_db()
+    assert telkomsel.prefixes == []
+    assert not AuditEvent.objects.filter(action="operator.update").exists()
+
+
 def test_a_prefix_another_operator_routes_is_refused_naming_that_operator(admin_client):
     xl = OperatorFactory(slug="xl", name="XL Axiata", prefixes=["62817", "62859"])
     response = admin_client.post(admin_url(Operator, "add"), operator_form(prefixes="62811, 62859"))
