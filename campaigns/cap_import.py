@@ -257,6 +257,14 @@ def cap_datetime(value: str) -> datetime | None:
     return moment if moment is not None and moment.tzinfo is not None else None
 
 
+def _is_cap_time(value: str) -> bool:
+    """Return whether `value` is a date and time with a UTC offset (however far in the future)."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None
+    except ValueError:
+        return False
+
+
 # --- areas ---------------------------------------------------------------------------------
 
 
@@ -351,7 +359,8 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
     """Import a CAP document: an Alert (or Update) becomes a draft area broadcast; a Cancel withdraws its alert.
 
     Raises ServiceInvalid with the reason, creating nothing, for invalid XML, a non-CAP document, a status
-    other than Actual or Exercise, a scope other than Public, or an alert without a usable area; OutsideJurisdiction
+    other than Actual or Exercise, a scope other than Public, an onset, effective or expires that is no time with a UTC
+    offset, or an alert without a usable area; OutsideJurisdiction
     for an alert whose area lies wholly outside the officer's jurisdiction; ServiceConflict for an alert (its sender
     and identifier) imported before for an area that includes or lies within this one.
 
@@ -580,6 +589,14 @@ def _window(info: CapInfo, now: datetime) -> tuple[datetime, datetime]:
     """
     from operators.broadcasts import MIN_WINDOW
 
+    for name in ("onset", "effective", "expires"):
+        value = getattr(info, name)
+        if value and not _is_cap_time(value):
+            # Read as absent, it would start a warning for later at once, or send one that expired long ago.
+            raise ServiceInvalid(
+                f"The CAP alert's {name} {value!r} is not a CAP time: give the date, the time and the UTC offset, "
+                "as 2021-07-14T15:00:00+07:00. It is not imported."
+            )
     earliest = (now + REVIEW_LEAD).replace(second=0, microsecond=0)
     start = cap_datetime(info.onset) or cap_datetime(info.effective) or earliest
     start = max(start, earliest)

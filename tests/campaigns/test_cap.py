@@ -1008,6 +1008,27 @@ def test_an_alert_that_expires_before_a_window_could_follow_the_review_is_refuse
     assert not Campaign.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "element, value",
+    [
+        ("expires", "2021-07-01T18:00:00"),  # expired years ago, but without the offset CAP requires
+        ("expires", "1 Juli 2021 18:00 WIB"),
+        ("onset", "2099-07-01T06:00:00"),
+        ("effective", "besok pagi"),
+    ],
+)
+def test_an_alert_whose_time_is_not_a_cap_time_is_refused_naming_it_instead_of_sent_as_if_it_had_none(
+    officer_client, element, value
+):
+    blitar_areas()
+    document = GEOCODES.format(description="x").replace("<urgency>", f"<{element}>{value}</{element}><urgency>")
+    response = _post_xml(officer_client, document)
+    assert response.status_code == 400, response.json()
+    assert f"{element} {value!r}" in response.json()["detail"]
+    assert "+07:00" in response.json()["detail"]
+    assert not Campaign.objects.exists()
+
+
 def test_an_alert_expiring_after_the_review_is_broadcast_until_it_expires(officer_client):
     blitar_areas()
     expires = (timezone.now() + timedelta(minutes=45)).replace(microsecond=0)
