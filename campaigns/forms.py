@@ -1,5 +1,6 @@
 """Forms of the officer and approver pages; they validate input and hand clean values to the services."""
 
+import re
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -328,6 +329,10 @@ def _text_error_message(text: str, error: TextError) -> str:
     return str(_("The text is too long: it needs more than 10 SMS parts. Shorten it."))
 
 
+# The encoding an XML declaration names: pasted XML is already text, so it is sent on as UTF-8 and must say so.
+_DECLARED_ENCODING = re.compile(r"""^(<\?xml[^>]*?\sencoding\s*=\s*)(["'])[^"']*\2""")
+
+
 class CapImportForm(forms.Form):
     """A CAP alert (or its Cancel) to import: a file, or its XML pasted."""
 
@@ -352,7 +357,12 @@ class CapImportForm(forms.Form):
             raise forms.ValidationError(_("Give either a file or pasted XML, not both."))
         if upload is None and not pasted.strip():
             raise forms.ValidationError(_("Choose a CAP file or paste its XML."))
-        raw = upload.read(MAX_DOCUMENT_BYTES + 1) if upload is not None else pasted.encode()
+        if upload is not None:
+            raw = upload.read(MAX_DOCUMENT_BYTES + 1)
+        else:
+            # A blank line copied above the declaration would make the XML malformed; a declared Latin-1 or UTF-16
+            # would have the parser misread the UTF-8 the text is sent as. The signature covers neither.
+            raw = _DECLARED_ENCODING.sub(r"\1\2UTF-8\2", pasted.lstrip(), count=1).encode()
         if len(raw) > MAX_DOCUMENT_BYTES:
             raise forms.ValidationError(
                 _("The alert is larger than %(limit)d MB; no CAP alert is that large.") % {"limit": 1}

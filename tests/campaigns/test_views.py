@@ -2056,6 +2056,24 @@ def test_an_officer_pastes_the_xml_of_an_alert_and_then_of_its_cancel():
 
 
 @pytest.mark.parametrize(
+    "pasted",
+    [
+        _alert().replace('encoding="UTF-8"', 'encoding="ISO-8859-1"'),
+        _alert().replace('encoding="UTF-8"', 'encoding="windows-1252"'),
+        _alert().replace('encoding="UTF-8"', "encoding='UTF-16'"),
+        "\r\n\r\n" + _alert(),  # a blank line copied above the declaration
+    ],
+    ids=["latin-1", "windows-1252", "utf-16", "blank-line-first"],
+)
+def test_pasted_xml_is_imported_as_it_reads_on_the_page_whatever_encoding_its_declaration_names(pasted):
+    client = client_for(_cap_page_officer())
+    pasted = pasted.replace("PPKM Darurat berlaku", "Suhu udara capai 38°C, kurangi aktivitas di luar")
+    response = client.post(reverse("campaigns:cap_import"), {"document": pasted})
+    assert response.status_code == 302, response.content.decode()
+    assert Campaign.objects.get().title == "Suhu udara capai 38°C, kurangi aktivitas di luar"
+
+
+@pytest.mark.parametrize(
     ("data", "message"),
     [
         ({}, "Pilih berkas CAP atau tempelkan XML-nya."),
