@@ -12,8 +12,9 @@ from urllib.parse import urlparse
 from django.conf import settings
 from lxml import etree
 
-from campaigns.models import Approval, Campaign, Priority
-from campaigns.selectors import campaign_zone, target_zone
+from campaigns import scheduling
+from campaigns.models import Approval, Campaign, Mode, Priority
+from campaigns.selectors import campaign_zone, campaign_zones, target_zone
 from campaigns.services import campaign_content_hash
 from smsblast.errors import ServiceConflict
 from smsblast.models import Area
@@ -112,11 +113,30 @@ def _cancelled_at(campaign: Campaign) -> datetime:
     return event.at if event else campaign.updated_at
 
 
-def _expires(campaign: Campaign, approved_at: datetime) -> datetime:
+def _in_force(campaign: Campaign, approved_at: datetime) -> tuple[datetime | None, datetime | None]:
+    """Return the alert's effective and expires: an area broadcast's window; for a targeted campaign sent at a set
+    time or again and again, from its first run to the end of its last run's validity (no end without an `until`).
+    """
+    validity = timedelta(minutes=campaign.validity_minutes)
+    try:
+        schedule = scheduling.schedule_normalize(campaign.schedule or {"kind": "now"})
+    except scheduling.ScheduleError:
+        schedule = {"kind": "now"}
+    if campaign.mode == Mode.TARGETED and schedule["kind"] != "now":
+        zone, zones = campaign_zone(campaign), campaign_zones(campaign)
+        timing = {"schedule": schedule, "zone": zone, "priority": campaign.priority, "quiet_zones": zones}
+        first = scheduling.first_start(now=approved_at, **timing)
+        if first is not None:
+            if schedule["kind"] == "once":
+                return first, first + validity
+            last = scheduling.last_occurrence(schedule, zone=zone)
+            if last is None:
+                return first, None
+            return first, max(first, scheduling.may_send_at(last, **timing)) + validity
     if campaign.ends_at:
-        return campaign.ends_at
+        return campaign.starts_at, campaign.ends_at
     start = campaign.next_run_at or campaign.starts_at or approved_at
-    return start + timedelta(minutes=campaign.validity_minutes)
+    return campaign.starts_at, start + validity
 
 
 def _area_geometry(campaign: Campaign) -> dict | None:
@@ -183,9 +203,11 @@ def cap_alert(campaign: Campaign) -> etree._Element:
     add(info, "urgency", values["urgency"])
     add(info, "severity", values["severity"])
     add(info, "certainty", values["certainty"])
-    if campaign.starts_at:
-        add(info, "effective", cap_time(campaign.starts_at, campaign))
-    add(info, "expires", cap_time(_expires(campaign, approval.created_at), campaign))
+    effective, expires = _in_force(campaign, approval.created_at)
+    if effective:
+        add(info, "effective", cap_time(effective, campaign))
+    if expires:
+        add(info, "expires", cap_time(expires, campaign))
     add(info, "senderName", campaign.sender)
     add(info, "headline", campaign.title)
     add(info, "description", campaign.text)

@@ -285,6 +285,19 @@ def _occurrence_after(schedule: dict, *, zone: Zone, after: datetime, inclusive:
     return None
 
 
+def last_occurrence(schedule: dict, *, zone: Zone) -> datetime | None:
+    """Return the last occurrence of a recurring schedule on or before its `until` (UTC); None without an end."""
+    until = schedule.get("until")
+    if not is_recurring(schedule) or not until:
+        return None
+    for offset in range(7):  # a weekly schedule fires on one of the last seven days
+        day = date.fromisoformat(until) - timedelta(days=offset)
+        clock = _local_time_on(schedule, day)
+        if clock is not None:
+            return datetime.combine(day, clock, tzinfo=zone.tzinfo).astimezone(UTC)
+    return None
+
+
 def first_start(schedule: dict, *, zone: Zone, now: datetime, priority: str, quiet_zones=None) -> datetime | None:
     """Return when the first run of a freshly scheduled campaign may start (UTC), or None if never.
 

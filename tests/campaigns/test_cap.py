@@ -2,7 +2,7 @@
 
 import random
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -229,6 +229,51 @@ def test_an_approved_targeted_campaign_exports_too(officer_client):
     document = _export(officer_client, campaign)
     assert _find(document, "cap:msgType") == ["Alert"]
     assert len(_find(document, "cap:info/cap:expires")) == 1
+
+
+def test_a_targeted_campaign_for_a_later_day_exports_an_alert_in_force_from_its_send_time_in_wita(officer_client):
+    from zoneinfo import ZoneInfo
+
+    AreaFactory(code="73", name="Sulawesi Selatan")
+    AreaFactory(code="73.71", name="Kota Makassar")
+    at = (timezone.now() + timedelta(days=3)).astimezone(ZoneInfo("Asia/Makassar")).replace(second=0, microsecond=0)
+    campaign = broadcast_campaign(
+        mode="targeted",
+        area_codes=["73.71"],
+        starts_at=None,
+        ends_at=None,
+        schedule={"kind": "once", "at": at.replace(tzinfo=None).isoformat(timespec="minutes")},
+        validity_minutes=6 * 60,
+    )
+    document = _export(officer_client, campaign)
+    assert _find(document, "cap:info/cap:effective") == [at.isoformat()]
+    assert _find(document, "cap:info/cap:expires") == [(at + timedelta(hours=6)).isoformat()]
+    assert _find(document, "cap:info/cap:expires")[0].endswith("+08:00")
+
+
+def test_a_recurring_targeted_campaign_exports_an_alert_in_force_until_its_last_run_expires_in_wit(officer_client):
+    from zoneinfo import ZoneInfo
+
+    AreaFactory(code="91", name="Papua")
+    AreaFactory(code="91.71", name="Kota Jayapura")
+    jayapura = ZoneInfo("Asia/Jayapura")
+    tomorrow = (timezone.now() + timedelta(days=1)).astimezone(jayapura).date()
+    until = tomorrow + timedelta(days=30)
+    campaign = broadcast_campaign(
+        mode="targeted",
+        area_codes=["91.71"],
+        starts_at=None,
+        ends_at=None,
+        schedule={"kind": "daily", "time": "13:00", "weekday_times": {"4": "10:00"}, "until": until.isoformat()},
+        validity_minutes=60,
+    )
+    document = _export(officer_client, campaign)
+    last_clock = "10:00" if until.weekday() == 4 else "13:00"
+    last_run = datetime.fromisoformat(f"{until.isoformat()}T{last_clock}").replace(tzinfo=jayapura)
+    assert _find(document, "cap:info/cap:expires") == [(last_run + timedelta(hours=1)).isoformat()]
+    first = datetime.fromisoformat(_find(document, "cap:info/cap:effective")[0])
+    assert first.utcoffset() == timedelta(hours=9)
+    assert timezone.now() < first <= timezone.now() + timedelta(days=1)
 
 
 def test_control_characters_in_the_text_still_export_a_valid_alert(officer_client):

@@ -8,6 +8,7 @@ from campaigns.scheduling import (
     ScheduleError,
     first_start,
     is_past_end,
+    last_occurrence,
     next_start,
     quiet_hours_end,
     schedule_normalize,
@@ -228,3 +229,11 @@ def test_quiet_hours_hold_until_it_is_day_in_every_zone_the_campaign_reaches():
     afternoon = utc(2021, 7, 7, 8, 0)  # 15:00 WIB, 17:00 WIT
     assert first_start(schedule, zone=BLORA, now=afternoon, priority="normal", quiet_zones=wib_and_wit) == afternoon
     assert first_start(schedule, zone=BLORA, now=evening, priority="urgent", quiet_zones=wib_and_wit) == evening
+
+
+def test_the_last_occurrence_of_a_weekly_schedule_is_its_last_firing_day_on_or_before_until():
+    # Until Sunday 2021-07-04; the schedule fires Mondays and Thursdays: the last run is Thursday 1 July, 09:00 WIB.
+    weekly = schedule_normalize({"kind": "weekly", "weekdays": [0, 3], "time": "09:00", "until": "2021-07-04"})
+    assert last_occurrence(weekly, zone=BLORA) == utc(2021, 7, 1, 2, 0)
+    assert last_occurrence({**BLORA_DAILY, "until": "2021-07-02"}, zone=BLORA) == utc(2021, 7, 2, 3, 0)  # Friday 10:00
+    assert last_occurrence(BLORA_DAILY, zone=BLORA) is None
