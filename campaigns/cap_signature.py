@@ -9,7 +9,7 @@ them. A verified alert is read from exactly what was signed, never from the docu
 import base64
 import binascii
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -126,6 +126,7 @@ def _check_untrusted(raw: bytes, root: Element, unreadable: str = "") -> CapSign
     try:
         lib.verifier().verify(raw, x509_cert=certificate, expect_config=lib.config)
     except lib.errors.InvalidCertificate as exc:
+        _check_whole(raw, certificate, signer)
         return CapSignature(SignatureState.UNTRUSTED, signer, f"its certificate is not valid ({exc})")
     except lib.errors.InvalidSignature as exc:  # InvalidDigest included
         raise ServiceInvalid(_ALTERED.format(signer=signer)) from exc
@@ -133,6 +134,21 @@ def _check_untrusted(raw: bytes, root: Element, unreadable: str = "") -> CapSign
         # An algorithm no longer accepted (SHA-1), a signature elsewhere than in <alert>, a malformed one.
         return CapSignature(SignatureState.UNTRUSTED, signer, f"the signature cannot be checked ({exc})")
     return CapSignature(SignatureState.UNTRUSTED, signer, reason)
+
+
+def _check_whole(raw: bytes, certificate: "x509.Certificate", signer: str) -> None:
+    """Raise ServiceInvalid when the alert changed after `certificate`'s key signed it, the certificate being out of
+    its validity: it vouches for no one, but its key still tells whether the content is what was signed."""
+    lib = _libraries()
+    config = replace(lib.config, verification_time=certificate.not_valid_before_utc)
+    try:
+        lib.verifier().verify(raw, x509_cert=certificate, expect_config=config)
+    except lib.errors.InvalidCertificate:
+        pass  # not valid at any time: nothing more to learn from it
+    except lib.errors.InvalidSignature as exc:
+        raise ServiceInvalid(_ALTERED.format(signer=signer)) from exc
+    except lib.uncheckable:
+        pass
 
 
 _ALTERED = (

@@ -161,6 +161,20 @@ def test_a_trusted_certificate_past_its_end_does_not_verify(officer_client, trus
     assert "not valid" in signature["reason"]
 
 
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted", "unknown"])
+def test_an_alert_changed_after_it_was_signed_with_a_certificate_past_its_end_is_refused(
+    officer_client, trust, trusted
+):
+    # An expired certificate vouches for no issuer, but its key still shows the content is not what was signed.
+    if trusted:
+        trust("Old Satgas", expired=True)
+    altered = signed(ALERT, by="Old Satgas", expired=True).replace("Tetap di rumah", "Keluar rumah")
+    response = _post_xml(officer_client, altered)
+    assert response.status_code == 400, response.json()
+    assert "changed after it was signed" in response.json()["detail"]
+    assert not Campaign.objects.exists()
+
+
 def test_a_sha1_signature_is_not_verified(officer_client, trust):
     trust("Satgas Jatim CAP")
     document = signed(ALERT, sha1=True)
