@@ -359,10 +359,10 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
     """Import a CAP document: an Alert (or Update) becomes a draft area broadcast; a Cancel withdraws its alert.
 
     Raises ServiceInvalid with the reason, creating nothing, for invalid XML, a non-CAP document, a status
-    other than Actual or Exercise, a scope other than Public, an onset, effective or expires that is no time with a UTC
-    offset, or an alert without a usable area; OutsideJurisdiction
-    for an alert whose area lies wholly outside the officer's jurisdiction; ServiceConflict for an alert (its sender
-    and identifier) imported before for an area that includes or lies within this one.
+    other than Actual or Exercise, a scope other than Public (or none), an onset, effective or expires that is no
+    time with a UTC offset, or an alert without a usable area; OutsideJurisdiction for an alert whose area lies
+    wholly outside the officer's jurisdiction; ServiceConflict for an alert (its sender and identifier) imported
+    before for an area that includes or lies within this one.
 
     An officer with a jurisdiction imports the part of the alert's area that lies within it: a warning for several
     regencies is relayed by each regency's officers for their own, and the areas left out are named in the notes.
@@ -383,7 +383,10 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
         return _cap_cancel(alert, actor=actor, now=now)
     if alert.msg_type not in ("Alert", "Update"):
         raise ServiceInvalid(f"CAP msgType {alert.msg_type!r} carries no alert to import.")
-    if alert.scope and alert.scope != "Public":
+    if not alert.scope:
+        # CAP requires one; without it nothing says its issuer meant it for every handset in the area.
+        raise ServiceInvalid("The CAP alert names no scope; only Public alerts may be broadcast.")
+    if alert.scope != "Public":
         # Its issuer meant it for responders or named addresses; a broadcast reaches every handset in the area.
         raise ServiceInvalid(f"CAP scope {alert.scope!r} is not imported; only Public alerts may be broadcast.")
     return _cap_create(alert, actor=actor, now=now or timezone.now())

@@ -868,6 +868,8 @@ def test_an_exported_alert_imports_back_into_the_same_area(officer_client):
         # Meant for responders or named addresses only, never for every handset in the area.
         (GEOCODES.replace("Public</scope>", "Restricted</scope><restriction>BPBD only</restriction>"), "scope"),
         (GEOCODES.replace("Public</scope>", "Private</scope><addresses>bpbd@blitarkab.go.id</addresses>"), "scope"),
+        # CAP requires a scope: without one, nothing says its issuer meant it for the public.
+        (GEOCODES.replace("<scope>Public</scope>", "<restriction>BPBD only</restriction>"), "names no scope"),
         ("", "no document"),
         (GEOCODES.replace("<identifier>satgas-covid-35-0001</identifier>", ""), "missing identifier"),
         (GEOCODES.replace("<msgType>Alert", "<msgType>Ack"), "msgType 'Ack' carries no alert"),
