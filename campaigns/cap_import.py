@@ -406,6 +406,13 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
     if info is None:
         raise ServiceInvalid("The CAP alert has no info block, so there is no message to send.")
     notes = []
+    chosen = _block_for_jurisdiction(alert, info, actor)
+    if chosen is not info:
+        info = chosen
+        notes.append(
+            f"The alert has several {info.language} info blocks; used the info block whose area reaches "
+            "your jurisdiction."
+        )
     if info.language.lower().split("-")[0] != "id":
         notes.append(f"No Indonesian info block; used the first one ({info.language}).")
     if alert.signature.state == SignatureState.VERIFIED:
@@ -510,6 +517,20 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
         },
     )
     return CapImportResult(action="created", campaign=campaign, cut=cut, notes=notes)
+
+
+def _block_for_jurisdiction(alert: CapAlert, info: CapInfo, actor: User) -> CapInfo:
+    """Return, of the info blocks in the language of `info` that name an area, the first whose area reaches the
+    actor's jurisdiction: an issuer may write one block per regency, each with its own text. Else `info`."""
+    jurisdiction = actor.jurisdiction_code
+    blocks = [block for block in alert.infos if block.language.lower() == info.language.lower() and _has_area(block)]
+    if not jurisdiction or len(blocks) < 2:
+        return info
+    for block in blocks:
+        codes = _geocode_codes(block) or _shape_codes(block)[0]
+        if any(area_code_within(code, jurisdiction) or area_code_within(jurisdiction, code) for code in codes):
+            return block
+    return info
 
 
 def _within_jurisdiction(codes: list[str], actor: User) -> tuple[list[str], list[str]]:

@@ -717,6 +717,24 @@ def test_an_alert_for_two_regencies_is_imported_by_each_regencys_officer_for_its
     assert Campaign.objects.count() == 2
 
 
+def test_an_alert_with_an_indonesian_info_block_per_regency_is_imported_from_the_block_of_the_officers_own(
+    cap_world, api_client_for
+):
+    alert = GEOCODES.format(description="Mulai 3 Juli 2021.")
+    blitar_block = alert[alert.index("<info>") : alert.index("</info>") + len("</info>")]
+    tulungagung_block = (
+        blitar_block.replace("PPKM Darurat berlaku", "PPKM Level 3 di Tulungagung")
+        .replace("<value>3505</value>", "<value>3504</value>")
+        .replace("<value>35.05.01</value>", "<value>35.04</value>")
+    )
+    alert = alert.replace(blitar_block, blitar_block + tulungagung_block)
+    response = _post_xml(api_client_for(_tulungagung_officer()), alert)
+    assert response.status_code == 201, response.json()
+    assert response.json()["area_codes"] == ["35.04"]
+    assert response.json()["title"] == "PPKM Level 3 di Tulungagung"
+    assert any("info block whose area reaches your jurisdiction" in note for note in response.json()["notes"])
+
+
 def test_an_alert_for_the_province_is_narrowed_to_the_regency_officers_jurisdiction(cap_world, api_client_for):
     province_wide = GEOCODES.replace("<value>3505</value>", "<value>35</value>").replace(
         "<value>35.05.01</value>", "<value>35</value>"
