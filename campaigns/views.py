@@ -536,6 +536,8 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "can_review": campaign.status == Status.PENDING_APPROVAL and request.user.has_role(Role.APPROVER),
             # The CAP export (campaigns/cap.py) writes only what an approval covers, or a cancel of it.
             "can_export_cap": cap_exportable(campaign),
+            # What the approval covers and the officer checks before submitting; a broadcast's window says it above.
+            "schedule_text": [] if campaign.mode == Mode.AREA_BROADCAST else _schedule_lines(campaign),
         }
     )
     return render(request, "campaigns/detail.html", context)

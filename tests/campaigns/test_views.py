@@ -2163,3 +2163,21 @@ def test_dashboard_warns_that_no_batch_leaves_while_no_worker_runs(settings, red
     health_mark_dispatch_worker()  # as a running worker does every few seconds
     body = client_for(officer_user, language="id").get(reverse("dashboard")).content.decode()
     assert "data-health" not in body
+
+
+def test_the_campaign_page_shows_its_schedule_so_the_officer_can_check_it_before_submitting(areas, officer_user):
+    campaign = CampaignFactory(
+        author=officer_user,
+        area_codes=["35.05"],
+        schedule={
+            "kind": "daily",
+            "time": "13:00",
+            "weekday_times": {"4": "10:00"},
+            "until": "2030-12-31",
+            "quiet_hours": {"start": "21:00", "end": "06:00"},
+        },
+    )
+    body = client_for(officer_user).get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "<dt>Jadwal</dt>" in body
+    for line in ("Setiap hari pukul 13:00 WIB.", "pukul 10:00 sebagai gantinya.", "Sampai 31 Des 2030.", "21:00–06:00"):
+        assert line in body
