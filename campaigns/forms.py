@@ -160,30 +160,31 @@ class CampaignForm(forms.Form):
         if not kind:
             return cleaned
         raw: dict = {"kind": kind}
+        # Every part of the schedule is checked, so that one save names all that is missing, not one at a time.
+        errors_before = sum(len(messages) for messages in self.errors.values())
         if kind == "once":
             if not cleaned.get("schedule_at"):
                 self.add_error("schedule_at", _("Give the date and time to send."))
-                return cleaned
-            raw["at"] = cleaned["schedule_at"].strftime("%Y-%m-%dT%H:%M")
-            # The time is meant in the area's zone; one already past would never run, so no one should approve it.
-            zone = target_zone(sorted(cleaned.get("area_codes") or []))
-            if raw["at"] <= timezone.now().astimezone(zone.tzinfo).strftime("%Y-%m-%dT%H:%M"):
-                message = _("This time has already passed in %(zone)s; choose a later one.")
-                self.add_error("schedule_at", message % {"zone": zone.label})
-                return cleaned
+            else:
+                raw["at"] = cleaned["schedule_at"].strftime("%Y-%m-%dT%H:%M")
+                # The time is meant in the area's zone; one already past would never run, so no one should approve it.
+                zone = target_zone(sorted(cleaned.get("area_codes") or []))
+                if raw["at"] <= timezone.now().astimezone(zone.tzinfo).strftime("%Y-%m-%dT%H:%M"):
+                    message = _("This time has already passed in %(zone)s; choose a later one.")
+                    self.add_error("schedule_at", message % {"zone": zone.label})
         if kind in ("daily", "weekly"):
             if not cleaned.get("schedule_time"):
                 self.add_error("schedule_time", _("Give the time to send each day."))
-                return cleaned
-            raw["time"] = cleaned["schedule_time"].strftime("%H:%M")
+            else:
+                raw["time"] = cleaned["schedule_time"].strftime("%H:%M")
             if cleaned.get("schedule_until"):
                 # The end date is meant in the area's zone; one already past would leave nothing to send.
                 zone = target_zone(sorted(cleaned.get("area_codes") or []))
                 if cleaned["schedule_until"] < timezone.now().astimezone(zone.tzinfo).date():
                     message = _("This date has already passed in %(zone)s; choose a later one or leave it empty.")
                     self.add_error("schedule_until", message % {"zone": zone.label})
-                    return cleaned
-                raw["until"] = cleaned["schedule_until"].isoformat()
+                else:
+                    raw["until"] = cleaned["schedule_until"].isoformat()
         if kind == "daily":
             overrides = {
                 str(index): cleaned[f"override_{index}"].strftime("%H:%M")
@@ -195,14 +196,15 @@ class CampaignForm(forms.Form):
         if kind == "weekly":
             if not cleaned.get("schedule_weekdays"):
                 self.add_error("schedule_weekdays", _("Choose at least one weekday."))
-                return cleaned
-            raw["weekdays"] = [int(day) for day in cleaned["schedule_weekdays"]]
+            else:
+                raw["weekdays"] = [int(day) for day in cleaned["schedule_weekdays"]]
         start, end = cleaned.get("quiet_start"), cleaned.get("quiet_end")
         if bool(start) != bool(end):
             self.add_error("quiet_end", _("Give both the start and the end of the quiet hours, or neither."))
-            return cleaned
         if start and end:
             raw["quiet_hours"] = {"start": start.strftime("%H:%M"), "end": end.strftime("%H:%M")}
+        if sum(len(messages) for messages in self.errors.values()) > errors_before:
+            return cleaned
         try:
             cleaned["schedule"] = schedule_normalize(raw)
         except ScheduleError as error:

@@ -2181,3 +2181,13 @@ def test_the_campaign_page_shows_its_schedule_so_the_officer_can_check_it_before
     assert "<dt>Jadwal</dt>" in body
     for line in ("Setiap hari pukul 13:00 WIB.", "pukul 10:00 sebagai gantinya.", "Sampai 31 Des 2030.", "21:00–06:00"):
         assert line in body
+
+
+def test_compose_names_every_missing_part_of_the_schedule_at_once_not_one_per_save(officer_user, areas):
+    data = compose_data(schedule_kind="weekly", schedule_until="2020-01-01", quiet_start="21:00")
+    body = client_for(officer_user).post(reverse("campaigns:create"), data).content.decode()
+    assert "Isi jam pengiriman" in body
+    assert "Tanggal ini sudah lewat di WIB" in body
+    assert "Pilih setidaknya satu hari." in body
+    assert "Isi awal dan akhir jam tenang" in body
+    assert not Campaign.objects.exists()
