@@ -389,6 +389,7 @@ def _compose(request: HttpRequest, form: CampaignForm, *, campaign: Campaign | N
     picked = list(Area.objects.filter(code__in=codes).select_related("parent"))
     labels = {
         "replace": _("Replace with"),
+        "space": _("a space"),
         "no_replacement": _("no GSM-7 replacement; the message stays UCS-2"),
         "part": _("Part"),
         "too_long": _("Too long: more than 10 SMS parts."),

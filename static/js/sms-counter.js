@@ -271,7 +271,11 @@
           var btn = document.createElement("button");
           btn.type = "button";
           btn.className = "small";
-          btn.textContent = (labels.replace || "Replace with") + " " + (item.replacement === "" ? "∅" : item.replacement);
+          // A space put in is named: on the button it would read as nothing at all.
+          var shownReplacement = item.replacement;
+          if (shownReplacement === "") shownReplacement = "∅";
+          if (shownReplacement === " ") shownReplacement = labels.space || "␣";
+          btn.textContent = (labels.replace || "Replace with") + " " + shownReplacement;
           btn.addEventListener("click", function () {
             var chars = Array.from(input.value);
             if (chars[item.position] === item.char) {

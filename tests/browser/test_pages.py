@@ -215,3 +215,14 @@ def test_the_approver_sees_the_cost_column_without_scrolling_on_a_desktop_screen
     expect(page.locator("[data-cost-total]")).to_have_text("Rp 10.000.000")
     wrap = page.locator(".table-wrap:has([data-audience])")
     assert wrap.evaluate("element => element.scrollWidth <= element.clientWidth")
+
+
+def test_the_replacement_of_a_no_break_space_names_the_space_it_puts_in(officer_page, live_server):
+    page = officer_page()
+    page.goto(f"{live_server.url}/campaigns/new/")
+    page.fill("#id_text", "Harga\u00a0Rp 10.000")
+    button = page.locator('[data-sms-out="nongsm"] li button')
+    expect(button).to_have_count(1)
+    expect(button).to_have_text("Ganti dengan spasi")
+    button.click()
+    expect(page.locator("#id_text")).to_have_value("Harga Rp 10.000")
