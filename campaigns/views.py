@@ -392,6 +392,9 @@ def _compose(request: HttpRequest, form: CampaignForm, *, campaign: Campaign | N
         "space": _("a space"),
         "no_replacement": _("no GSM-7 replacement; the message stays UCS-2"),
         "part": _("Part"),
+        # The page's script picks one by the count; Indonesian says both alike.
+        "parts_one": ngettext("%(n)s SMS part", "%(n)s SMS parts", 1),
+        "parts_other": ngettext("%(n)s SMS part", "%(n)s SMS parts", 2),
         "too_long": _("Too long: more than 10 SMS parts."),
         "character": _("character %(n)s"),
         "hidden_kinds": {kind: str(label) for kind, label in HIDDEN_KIND_LABELS.items()},

@@ -306,7 +306,8 @@
       var box = out("suggestion-box");
       if (a.suggestion !== null) {
         box.hidden = false;
-        out("suggestion-segments").textContent = a.suggestion_segments;
+        var partsLabel = a.suggestion_segments === 1 ? labels.parts_one : labels.parts_other;
+        out("suggestion-segments").textContent = (partsLabel || "%(n)s").replace("%(n)s", a.suggestion_segments);
         // An emoji or another character without a replacement keeps the suggestion UCS-2: say so, promise no GSM-7.
         out("suggestion-gsm").hidden = a.suggestion_encoding !== "GSM7";
         out("suggestion-ucs2").hidden = a.suggestion_encoding === "GSM7";

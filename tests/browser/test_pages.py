@@ -226,3 +226,16 @@ def test_the_replacement_of_a_no_break_space_names_the_space_it_puts_in(officer_
     expect(button).to_have_text("Ganti dengan spasi")
     button.click()
     expect(page.locator("#id_text")).to_have_value("Harga Rp 10.000")
+
+
+def test_the_suggestion_counts_one_sms_part_in_the_singular(officer_page, live_server):
+    page = officer_page()
+    page.select_option("select[name=language]", "en")
+    page.locator("select[name=language] ~ button").click()
+    expect(page.locator("h1")).to_have_text("Dashboard")
+    page.goto(f"{live_server.url}/campaigns/new/")
+    page.fill("#id_text", "Tetap “pakai masker”.")
+    parts = page.locator('[data-sms-out="suggestion-box"] b')
+    expect(parts).to_have_text("1 SMS part")
+    page.fill("#id_text", "“" + "a" * 170)
+    expect(parts).to_have_text("2 SMS parts")
