@@ -1962,7 +1962,7 @@ def test_review_page_shows_the_validity_and_the_alert_fields_the_approval_binds(
     facts = _also_approved(_submitted_review(campaign, officer_user, approver_user))
     assert "<dt>Berlaku selama</dt><dd>1 jam 30 menit</dd>" in facts
     assert "<dd>Segera menuju titik evakuasi terdekat.</dd>" in facts
-    assert "<dd>Banjir</dd>" in facts and "<dd>Severe</dd>" in facts and "<dd>Health</dd>" in facts
+    assert "<dd>Banjir</dd>" in facts and "<dd>Parah (Severe)</dd>" in facts and "<dd>Kesehatan (Health)</dd>" in facts
 
 
 def test_review_page_marks_hidden_characters_in_the_title_and_the_alert_fields_the_approval_binds(
@@ -2191,3 +2191,23 @@ def test_compose_names_every_missing_part_of_the_schedule_at_once_not_one_per_sa
     assert "Pilih setidaknya satu hari." in body
     assert "Isi awal dan akhir jam tenang" in body
     assert not Campaign.objects.exists()
+
+
+def test_review_page_names_the_alert_fields_in_the_approvers_language_beside_their_cap_value(
+    areas, officer_user, approver_user
+):
+    campaign = CampaignFactory(
+        author=officer_user,
+        area_codes=["35.05"],
+        cap_category="Met",
+        cap_urgency="Immediate",
+        cap_severity="Extreme",
+        cap_certainty="Observed",
+    )
+    facts = _also_approved(_submitted_review(campaign, officer_user, approver_user))
+    for shown in ("Meteorologi (Met)", "Segera (Immediate)", "Ekstrem (Extreme)", "Teramati (Observed)"):
+        assert f"<dd>{shown}</dd>" in facts
+    client = client_for(approver_user)
+    client.post(reverse("set_language"), {"language": "en"})
+    english = _also_approved(client.get(reverse("campaigns:review", args=[campaign.pk])).content.decode())
+    assert "<dd>Meteorological (Met)</dd>" in english and "<dd>Immediate</dd>" in english
