@@ -2211,3 +2211,39 @@ def test_review_page_names_the_alert_fields_in_the_approvers_language_beside_the
     client.post(reverse("set_language"), {"language": "en"})
     english = _also_approved(client.get(reverse("campaigns:review", args=[campaign.pk])).content.decode())
     assert "<dd>Meteorological (Met)</dd>" in english and "<dd>Immediate</dd>" in english
+
+
+@pytest.mark.parametrize(
+    ("language", "shown"),
+    [("en", "3 SMS parts sent · Rp 600 in all"), ("id", "3 bagian SMS terkirim · Rp 600 seluruhnya")],
+)
+def test_a_finished_runs_cost_is_its_total_not_a_figure_so_far(officer_user, areas, language, shown):
+    operator = OperatorFactory(name="Telkomsel", slug="telkomsel", tariff_per_segment=200)
+    campaign = CampaignFactory(author=officer_user, status=Campaign.Status.COMPLETED)
+    run = CampaignRunFactory(
+        campaign=campaign,
+        segments=3,
+        status=CampaignRun.Status.COMPLETED,
+        frozen={"tariffs": {str(operator.pk): 200}},
+    )
+    batch = DispatchBatchFactory(
+        run=run, operator=operator, size=1, status=DispatchBatch.Status.ACCEPTED, accepted_count=1
+    )
+    DeliveryFactory(run=run, operator=operator, batch=batch, status=Delivery.Status.DELIVERED)
+    url = reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
+    body = client_for(officer_user, language).get(url).content.decode()
+    assert shown in body
+    assert "so far" not in body and "sejauh ini" not in body
+
+
+def test_one_sms_part_sent_is_said_in_the_singular(officer_user, areas):
+    operator = OperatorFactory(name="Telkomsel", slug="telkomsel", tariff_per_segment=200)
+    campaign = CampaignFactory(author=officer_user, status=Campaign.Status.SENDING)
+    run = CampaignRunFactory(campaign=campaign, segments=1, frozen={"tariffs": {str(operator.pk): 200}})
+    batch = DispatchBatchFactory(
+        run=run, operator=operator, size=2, status=DispatchBatch.Status.ACCEPTED, accepted_count=1
+    )
+    DeliveryFactory(run=run, operator=operator, batch=batch, status=Delivery.Status.DELIVERED)
+    DeliveryFactory(run=run, operator=operator, batch=batch, status=Delivery.Status.QUEUED)
+    url = reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
+    assert "1 SMS part sent · Rp 200 so far" in client_for(officer_user, "en").get(url).content.decode()
