@@ -19,6 +19,7 @@ from django.db.models.functions import Length
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import dateformat
+from django.utils.dates import WEEKDAYS
 from django.utils.html import escape
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext, pgettext_lazy
@@ -904,7 +905,8 @@ def _schedule_words(campaign: Campaign, schedule: dict) -> list[str]:
     """Return a schedule (the campaign's or an earlier version's) in words, in the campaign's zone."""
     zone = campaign_zone(campaign)
     kind = schedule.get("kind", "now")
-    weekdays = [_("Mon"), _("Tue"), _("Wed"), _("Thu"), _("Fri"), _("Sat"), _("Sun")]
+    # In full, as a sentence reads them ("Pada hari Jumat"); the form's boxes keep the short names.
+    weekdays = [str(WEEKDAYS[day]) for day in range(7)]
     lines = []
     if kind == "now":
         lines.append(_("Once, as soon as it is scheduled after approval."))

@@ -2247,3 +2247,16 @@ def test_one_sms_part_sent_is_said_in_the_singular(officer_user, areas):
     DeliveryFactory(run=run, operator=operator, batch=batch, status=Delivery.Status.QUEUED)
     url = reverse("campaigns:run_progress", args=[run.campaign_id, run.pk])
     assert "1 SMS part sent · Rp 200 so far" in client_for(officer_user, "en").get(url).content.decode()
+
+
+def test_the_schedule_in_words_names_weekdays_in_full(areas, officer_user, approver_user):
+    daily = CampaignFactory(
+        author=officer_user,
+        area_codes=["35.05"],
+        schedule={"kind": "daily", "time": "13:00", "weekday_times": {"4": "10:00"}},
+    )
+    weekly = CampaignFactory(
+        author=officer_user, area_codes=["35.05"], schedule={"kind": "weekly", "time": "07:30", "weekdays": [0, 4]}
+    )
+    assert "Pada hari Jumat pukul 10:00 sebagai gantinya." in _submitted_review(daily, officer_user, approver_user)
+    assert "Setiap Senin, Jumat pukul 07:30 WIB." in _submitted_review(weekly, officer_user, approver_user)
