@@ -212,7 +212,14 @@ def runs_start_due(*, now: datetime | None = None, limit: int = 100) -> list[int
         )
         started = []
         for campaign_id in due:
-            run = run_start(campaign_id=campaign_id, now=now)
+            try:
+                with transaction.atomic():
+                    run = run_start(campaign_id=campaign_id, now=now)
+            except Exception:
+                # One campaign that cannot start (a fault in its data or ours) must not hold back every other warning
+                # due: its start rolled back, it stays due and is tried again at the next tick, logged each time.
+                logger.exception("Campaign %s: its due run could not start; the other due campaigns go on", campaign_id)
+                continue
             if run is not None:
                 started.append(run.pk)
         return started

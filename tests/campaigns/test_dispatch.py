@@ -195,6 +195,34 @@ def test_a_due_run_starts_once_even_when_the_scheduler_runs_twice():
     assert run.content_hash and run.text == campaign.text
 
 
+def test_a_campaign_whose_run_cannot_start_does_not_hold_back_the_other_due_ones(monkeypatch, caplog):
+    campaigns = [_scheduled(), _scheduled(skip_areas=True)]
+    real_start = dispatch.run_start
+    tried = []
+
+    def start_failing_first(*, campaign_id, now=None):
+        tried.append(campaign_id)
+        if len(tried) == 1:  # a fault in the first campaign's data or in ours, after its run was written
+            real_start(campaign_id=campaign_id, now=now)
+            raise DatabaseError("could not read the frozen audience")
+        return real_start(campaign_id=campaign_id, now=now)
+
+    monkeypatch.setattr(dispatch, "run_start", start_failing_first)
+    now = timezone.now() + timedelta(seconds=1)
+
+    started = dispatch.runs_start_due(now=now)
+
+    failed, other = sorted(campaigns, key=lambda campaign: campaign.pk != tried[0])
+    assert [CampaignRun.objects.get(pk=pk).campaign_id for pk in started] == [other.pk]
+    failed.refresh_from_db()
+    assert failed.status == Campaign.Status.SCHEDULED  # rolled back whole, still due
+    assert not CampaignRun.objects.filter(campaign=failed).exists()
+    assert f"Campaign {failed.pk}: its due run could not start" in caplog.text
+
+    monkeypatch.setattr(dispatch, "run_start", real_start)
+    assert [CampaignRun.objects.get(pk=pk).campaign_id for pk in dispatch.runs_start_due(now=now)] == [failed.pk]
+
+
 def test_a_scheduler_finding_another_one_starting_runs_starts_none_itself(redis_client):
     campaign = _scheduled()
     now = timezone.now() + timedelta(seconds=1)

@@ -232,6 +232,39 @@ def test_the_tick_starts_due_windows_and_lists_their_sends(operators, areas):
     assert sorted(due["sends"]) == sorted(str(b.pk) for b in AreaBroadcast.objects.filter(run=run))
 
 
+def test_a_window_that_cannot_start_holds_back_neither_the_other_windows_nor_the_ends_due(
+    operators, areas, monkeypatch, caplog
+):
+    first, second = (broadcast_campaign(starts_in=timedelta(seconds=-30)) for _ in range(2))
+    ended = broadcast_campaign(starts_in=timedelta(hours=-2))
+    ended_run = _start(ended)
+    real_start = broadcasts.area_broadcast_run_start
+    tried = []
+
+    def start_failing_first(*, campaign_id, now):
+        tried.append(campaign_id)
+        if len(tried) == 1:  # a fault in the first campaign's data or in ours, half-way through its start
+            real_start(campaign_id=campaign_id, now=now)
+            raise ValueError("an unreadable frozen area")
+        return real_start(campaign_id=campaign_id, now=now)
+
+    monkeypatch.setattr(broadcasts, "area_broadcast_run_start", start_failing_first)
+
+    due = broadcasts.area_broadcasts_tick()
+
+    failed, other = (first, second) if tried[0] == first.pk else (second, first)
+    assert not CampaignRun.objects.filter(campaign=failed).exists()  # its half-done start rolled back
+    (run,) = CampaignRun.objects.filter(campaign=other)
+    assert due["started"] == [run.pk]
+    assert sorted(due["sends"]) == sorted(str(b.pk) for b in AreaBroadcast.objects.filter(run=run))
+    ended_run.refresh_from_db()
+    assert ended_run.status in CampaignRun.FINAL_STATUSES  # the window due to end ended all the same
+    assert f"could not start the window of campaign {failed.pk}" in caplog.text
+
+    monkeypatch.setattr(broadcasts, "area_broadcast_run_start", real_start)
+    assert broadcasts.area_broadcasts_tick()["started"] == [CampaignRun.objects.get(campaign=failed).pk]
+
+
 # --- sends ---------------------------------------------------------------------------------
 
 
