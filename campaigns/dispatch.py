@@ -314,7 +314,8 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
                     },
                 },
                 started_at=now,
-                expires_at=now + timedelta(minutes=campaign.validity_minutes),
+                # Counted from when it may first send: a run started in its quiet hours keeps its whole window.
+                expires_at=sends_at + timedelta(minutes=campaign.validity_minutes),
                 last_progress_at=now,
                 fanout_progress_at=now,
             )

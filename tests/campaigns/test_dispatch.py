@@ -327,6 +327,23 @@ def test_an_occurrence_missed_into_quiet_hours_is_skipped_when_it_could_only_sen
     assert AuditEvent.objects.filter(object_id=str(campaign.pk), action="campaign.occurrences_skip").exists()
 
 
+def test_a_run_started_late_into_its_quiet_hours_is_valid_from_when_it_may_send_not_from_its_start():
+    schedule = {"kind": "once", "at": "2021-07-06T20:00", "quiet_hours": {"start": "21:00", "end": "06:00"}}
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(schedule), validity_minutes=120)
+    operators_and_subscribers(counts={"tsel": 2})
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=schedule, now=utc(2021, 7, 6, 2, 0))
+
+    # Down from before 20:00 WIB until 21:30: the run starts in its quiet hours and may first send at 06:00.
+    (run_id,) = dispatch.runs_start_due(now=utc(2021, 7, 6, 14, 30))
+    dispatch.run_fan_out(run_id=run_id)
+    wednesday_6 = utc(2021, 7, 6, 23, 0)
+    assert CampaignRun.objects.get(pk=run_id).expires_at == wednesday_6 + timedelta(minutes=120)
+    (batch,) = DispatchBatch.objects.filter(run_id=run_id)
+    assert batch_send(batch_id=batch.pk, now=utc(2021, 7, 6, 15, 0)) == "quiet"
+    assert batch_send(batch_id=batch.pk, now=wednesday_6 + timedelta(minutes=1)) == "accepted"
+    assert len(ScriptedAdapter.sent) == 1
+
+
 def test_a_recurring_campaign_resumed_just_before_its_next_occurrence_sends_that_one_only():
     campaign, thursday = _blora_thursday_run_sent()
     dispatch.campaign_pause(campaign=campaign, actor=campaign.author)
