@@ -1,18 +1,11 @@
 """Upgrading a database that holds campaigns: the migration with a data fill gives existing rows what new rows get."""
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from campaigns.models import Campaign
+from tests.migrating import models_before
 
 BEFORE_AREA_SCOPE = [("campaigns", "0006_campaignrun_fanout_progress_at")]
-
-
-def migrate_to(targets) -> None:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
 
 
 def square(lng: float, lat: float, size: float) -> dict:
@@ -24,10 +17,7 @@ def square(lng: float, lat: float, size: float) -> dict:
 
 @pytest.mark.django_db(transaction=True)
 def test_migrating_gives_each_earlier_campaign_the_area_scope_its_areas_or_polygon_give():
-    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
-    migrate_to(BEFORE_AREA_SCOPE)
-    try:
-        old = MigrationExecutor(connection).loader.project_state(BEFORE_AREA_SCOPE).apps
+    with models_before(BEFORE_AREA_SCOPE) as old:
         Area, User = old.get_model("smsblast", "Area"), old.get_model("smsblast", "User")
         OldCampaign = old.get_model("campaigns", "Campaign")
         Area.objects.create(code="35", name="Jawa Timur", search_name="jawa timur", level="provinsi")
@@ -51,8 +41,6 @@ def test_migrating_gives_each_earlier_campaign_the_area_scope_its_areas_or_polyg
         ]
         for target in targets:
             OldCampaign.objects.create(author=author, title="Vaksin", text="Ayo vaksin", sender="INFO", **target)
-    finally:
-        migrate_to(latest)
 
     scopes = list(Campaign.objects.order_by("pk").values_list("area_scope", flat=True))
     assert scopes == ["35.05", "", "35.05", "", "", "35.05", ""]
@@ -64,10 +52,7 @@ BEFORE_CAP_SOURCE_ONCE = [("campaigns", "0012_choice_labels")]
 def imported_before_cap_source_once(copies: dict[str, int]) -> dict[str, list[int]]:
     """Import each CAP identifier (of one sender) as many times as `copies` says, as versions before migration
     0013 could, then migrate to the latest; return each identifier's campaign ids, oldest first."""
-    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
-    migrate_to(BEFORE_CAP_SOURCE_ONCE)
-    try:
-        old = MigrationExecutor(connection).loader.project_state(BEFORE_CAP_SOURCE_ONCE).apps
+    with models_before(BEFORE_CAP_SOURCE_ONCE) as old:
         User, OldCampaign = old.get_model("smsblast", "User"), old.get_model("campaigns", "Campaign")
         author = User.objects.create(username="officer")
         return {
@@ -84,8 +69,6 @@ def imported_before_cap_source_once(copies: dict[str, int]) -> dict[str, list[in
             ]
             for identifier, count in copies.items()
         }
-    finally:
-        migrate_to(latest)
 
 
 @pytest.mark.django_db(transaction=True)

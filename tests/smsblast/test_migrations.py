@@ -1,26 +1,16 @@
 """Upgrading a database that holds data: the migrations with a data fill give existing rows what new rows get."""
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from smsblast.models import SubscriberImport
+from tests.migrating import models_before
 
 BEFORE_AREA_SCOPE = [("smsblast", "0006_auditevent_append_only")]
 
 
-def migrate_to(targets) -> None:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_migrating_gives_each_earlier_import_the_area_scope_its_uploaders_role_and_jurisdiction_give():
-    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
-    migrate_to(BEFORE_AREA_SCOPE)
-    try:
-        old = MigrationExecutor(connection).loader.project_state(BEFORE_AREA_SCOPE).apps
+    with models_before(BEFORE_AREA_SCOPE) as old:
         Area, User, Group = (
             old.get_model(*name) for name in (("smsblast", "Area"), ("smsblast", "User"), ("auth", "Group"))
         )
@@ -46,8 +36,6 @@ def test_migrating_gives_each_earlier_import_the_area_scope_its_uploaders_role_a
         ]
         for uploader in uploaders:
             OldImport.objects.create(file_path="/nowhere.csv", uploaded_by=uploader)
-    finally:
-        migrate_to(latest)
 
     scopes = list(SubscriberImport.objects.order_by("pk").values_list("area_scope", flat=True))
     assert scopes == ["35.05", "35.05", "35.05", "35.05", "", "", "", ""]

@@ -1,6 +1,7 @@
 """Opt-out and opt-in: the keyword table, the operator inbound API, manual opt-out and number search."""
 
 import threading
+from functools import partial
 
 import pytest
 from django.db import transaction
@@ -318,16 +319,20 @@ def test_approvers_cannot_opt_numbers_out(api_client_for, approver):
     assert Subscriber.objects.get().opted_out_at is None
 
 
+def found_numbers(client, query: str) -> list[str]:
+    """Return the numbers the subscriber search finds for `query`."""
+    response = client.get("/api/v1/subscribers/", {"q": query})
+    assert response.status_code == 200
+    return [row["msisdn"] for row in response.json()["results"]]
+
+
 def test_subscribers_are_found_by_any_form_of_part_of_their_number(api_client_for, officer):
     SubscriberFactory(msisdn="+6281234567890", name="Siti")
     SubscriberFactory(msisdn="+6281234500000")
     SubscriberFactory(msisdn="+6285600000000")
     client = api_client_for(officer)
 
-    def found(query):
-        response = client.get("/api/v1/subscribers/", {"q": query})
-        assert response.status_code == 200
-        return [row["msisdn"] for row in response.json()["results"]]
+    found = partial(found_numbers, client)
 
     assert found("0812 345") == ["+6281234500000", "+6281234567890"]
     assert found("+62 812-3456-7890") == ["+6281234567890"]
@@ -342,10 +347,7 @@ def test_subscribers_are_found_by_their_last_digits_whatever_digit_those_begin_w
     SubscriberFactory(msisdn="+6285612345678")
     client = api_client_for(officer)
 
-    def found(query):
-        response = client.get("/api/v1/subscribers/", {"q": query})
-        assert response.status_code == 200
-        return [row["msisdn"] for row in response.json()["results"]]
+    found = partial(found_numbers, client)
 
     assert found("0123") == ["+6281234560123"]
     assert found("8901") == ["+6281234568901"]

@@ -2,7 +2,6 @@
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from campaigns import dispatch
@@ -11,6 +10,7 @@ from operators import services
 from operators.models import Operator
 from smsblast import sealing, totp
 from smsblast.models import TwoFactorDevice
+from tests.migrating import models_before
 from tests.operators.factories import OperatorFactory
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
 from tests.smsblast.factories import UserFactory
@@ -92,10 +92,7 @@ def test_secrets_stay_readable_after_a_key_rotation_that_keeps_the_old_key_as_a_
 
 @pytest.mark.django_db(transaction=True)
 def test_migrating_seals_the_credentials_and_secrets_written_before_and_migrating_back_writes_them_in_clear():
-    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
-    migrate_to(BEFORE_SEALING)
-    try:
-        old = MigrationExecutor(connection).loader.project_state(BEFORE_SEALING).apps
+    with models_before(BEFORE_SEALING) as old:
         OldOperator, OldDevice, OldUser = (
             old.get_model(*name)
             for name in (("operators", "Operator"), ("smsblast", "TwoFactorDevice"), ("smsblast", "User"))
@@ -106,8 +103,6 @@ def test_migrating_seals_the_credentials_and_secrets_written_before_and_migratin
         device = OldDevice.objects.create(
             user=user, secret="JBSWY3DPEHPK3PXP", confirmed_at=timezone.now(), last_used_step=1
         )
-    finally:
-        migrate_to(latest)
 
     api_key, signing_secret = stored(Operator, operator.pk, "api_key", "signing_secret")
     assert sealing.is_sealed(api_key) and sealing.is_sealed(signing_secret)
@@ -120,15 +115,6 @@ def test_migrating_seals_the_credentials_and_secrets_written_before_and_migratin
     assert sealing.is_sealed(stored(TwoFactorDevice, device.pk, "secret")[0])
     assert TwoFactorDevice.objects.get(pk=device.pk).secret == "JBSWY3DPEHPK3PXP"
 
-    migrate_to(BEFORE_SEALING)
-    try:
+    with models_before(BEFORE_SEALING):
         assert stored(Operator, operator.pk, "api_key", "signing_secret") == ("key-tri-Ab1", "sec-Cd2")
         assert stored(TwoFactorDevice, device.pk, "secret") == ("JBSWY3DPEHPK3PXP",)
-    finally:
-        migrate_to(latest)
-
-
-def migrate_to(targets) -> None:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
