@@ -310,7 +310,7 @@ class OperatorInboundView(APIView):
                 {
                     "msisdn": serializers.CharField(),
                     "action": serializers.ChoiceField(choices=["opted_out", "opted_in", "ignored"]),
-                    "changed": serializers.BooleanField(required=False),
+                    "changed": serializers.BooleanField(help_text="Whether the number's opt-out changed."),
                     "detail": serializers.CharField(),
                 },
             ),
@@ -351,7 +351,14 @@ class OperatorInboundView(APIView):
         intent = optout.intent_of(data["text"])
         details = {"text": data["text"][:160], "operator": operator.slug}
         if intent is None:
-            return Response({"msisdn": number.e164, "action": "ignored", "detail": "Not an opt-out or opt-in keyword."})
+            return Response(
+                {
+                    "msisdn": number.e164,
+                    "action": "ignored",
+                    "changed": False,
+                    "detail": "Not an opt-out or opt-in keyword.",
+                }
+            )
         if intent == optout.Intent.OPT_OUT:
             _, changed = services.subscriber_opt_out(
                 msisdn=number.e164, actor=request.user, source="sms", at=received_at, details=details

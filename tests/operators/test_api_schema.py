@@ -58,6 +58,7 @@ def test_reach_reports_are_documented_as_one_report_or_a_list_with_what_was_reco
 def test_inbound_messages_document_what_was_done(schema):
     result = _component(schema, _answer(schema, "/api/v1/operator/inbound/"))
     assert set(result["properties"]) == {"msisdn", "action", "changed", "detail"}
+    assert set(result["required"]) == {"msisdn", "action", "changed", "detail"}
     assert set(_component(schema, result["properties"]["action"])["enum"]) == {"opted_out", "opted_in", "ignored"}
 
 

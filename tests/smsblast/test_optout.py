@@ -169,6 +169,19 @@ def test_other_text_is_ignored_with_200(operator_client):
     assert response.json()["action"] == "ignored"
     subscriber.refresh_from_db()
     assert subscriber.opted_out_at is None
+
+
+def test_other_text_is_answered_with_every_field_of_the_answer_and_nothing_changed(operator_client):
+    SubscriberFactory(msisdn="+6281234567890")
+    response = inbound(operator_client, "081234567890", "Terima kasih infonya")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "msisdn": "+6281234567890",
+        "action": "ignored",
+        "changed": False,
+        "detail": "Not an opt-out or opt-in keyword.",
+    }
     assert not AuditEvent.objects.filter(action__startswith="subscriber.").exists()
 
 
