@@ -32,6 +32,10 @@ ERROR_DESCRIPTIONS = {
     "409": "Not possible in the object's current state",
     "413": "The request body is larger than accepted",
     "415": "The body's Content-Type is not one the operation reads",
+    "503": "The database cannot answer at the moment: send the same request again after Retry-After seconds",
+}
+RETRY_AFTER_HEADER = {
+    "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before sending the request again."}
 }
 # What the API's parsers read (JSON, forms): a body of another type is refused with 415 before the view sees it.
 PARSED_MEDIA_TYPES = {"application/json", "application/x-www-form-urlencoded", "multipart/form-data"}
@@ -40,9 +44,9 @@ PARSED_MEDIA_TYPES = {"application/json", "application/x-www-form-urlencoded", "
 def document_errors(result: dict, **kwargs) -> dict:
     """Document the error answers of every operation: each is JSON with a `detail` (see `smsblast.api`).
 
-    Every endpoint needs credentials and a role (401, 403); one naming an object can miss it (404); a body can be
-    refused (400), too large (413) or of a type no parser reads (415), a query too (400); a write on an object can
-    meet it in the wrong state (409).
+    Every endpoint needs credentials and a role (401, 403) and may find the database unable to answer (503, with
+    Retry-After); one naming an object can miss it (404); a body can be refused (400), too large (413) or of a type
+    no parser reads (415), a query too (400); a write on an object can meet it in the wrong state (409).
     Error answers a view documents keep their description and get the same body.
     """
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
@@ -50,7 +54,7 @@ def document_errors(result: dict, **kwargs) -> dict:
         for method, operation in item.items():
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
-            codes = {"401", "403"}
+            codes = {"401", "403", "503"}
             if "{" in path:
                 codes.add("404")
             if "requestBody" in operation:
@@ -64,6 +68,7 @@ def document_errors(result: dict, **kwargs) -> dict:
             responses = operation.setdefault("responses", {})
             for code in codes:
                 responses.setdefault(code, {"description": ERROR_DESCRIPTIONS[code]})
+            responses["503"].setdefault("headers", RETRY_AFTER_HEADER)
             for code, response in responses.items():
                 if int(code) >= 400:
                     response.setdefault("description", ERROR_DESCRIPTIONS.get(code, "Error"))

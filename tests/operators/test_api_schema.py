@@ -165,3 +165,27 @@ def test_the_generated_schema_passes_openapi_validation(tmp_path):
     call_command("spectacular", "--validate", "--file", str(target))
 
     assert "/api/v1/operator/batches/{batch_id}/claim/" in yaml.safe_load(target.read_text())["paths"]
+
+
+def test_an_answer_while_the_database_cannot_answer_is_documented_with_its_retry_after(
+    schema, api_client_for, operator_user, monkeypatch
+):
+    from django.db import OperationalError
+
+    from operators.models import Operator
+    from smsblast import services
+    from tests.schema_check import answer_mismatches
+
+    Operator.objects.create(name="Telkomsel", slug="telkomsel", prefixes=["62812"], user=operator_user)
+
+    def unavailable(**kwargs):
+        raise OperationalError("the database system is starting up")
+
+    monkeypatch.setattr(services, "subscriber_opt_out", unavailable)
+    path = "/api/v1/operator/inbound/"
+    answer = api_client_for(operator_user).post(path, {"msisdn": "081234567890", "text": "STOP"}, format="json")
+
+    assert answer.status_code == 503 and answer["Retry-After"] == "5"
+    assert answer_mismatches(schema, path, "post", answer) == []
+    documented = schema["paths"][path]["post"]["responses"]["503"]
+    assert "Retry-After" in documented["headers"]
