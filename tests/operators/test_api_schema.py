@@ -189,3 +189,8 @@ def test_an_answer_while_the_database_cannot_answer_is_documented_with_its_retry
     assert answer_mismatches(schema, path, "post", answer) == []
     documented = schema["paths"][path]["post"]["responses"]["503"]
     assert "Retry-After" in documented["headers"]
+
+
+def test_reach_reports_are_documented_as_one_to_a_thousand_a_request(schema):
+    reports = schema["components"]["schemas"]["ReachReports"]["properties"]["reports"]
+    assert (reports["minItems"], reports["maxItems"]) == (1, 1_000)
