@@ -179,8 +179,21 @@ class OperatorBatchListView(APIView):
             OpenApiParameter(
                 "state", enum=["ready"], required=False, default="ready", description="Only ready batches are listed."
             ),
-            OpenApiParameter("limit", int, required=False),
-            OpenApiParameter("offset", int, required=False),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": Pagination.max_limit, "default": 100},
+                required=False,
+                description="Batches a page: 100 unless given, at most 10,000.",
+            ),
+            OpenApiParameter(
+                "offset",
+                {"type": "integer", "minimum": 0, "default": 0},
+                required=False,
+                description=(
+                    "Batches to skip. A claimed batch leaves the list: a client that claims as it reads asks for "
+                    "the first page again instead of following `next`."
+                ),
+            ),
         ],
         responses={
             200: inline_serializer(

@@ -194,3 +194,13 @@ def test_an_answer_while_the_database_cannot_answer_is_documented_with_its_retry
 def test_reach_reports_are_documented_as_one_to_a_thousand_a_request(schema):
     reports = schema["components"]["schemas"]["ReachReports"]["properties"]["reports"]
     assert (reports["minItems"], reports["maxItems"]) == (1, 1_000)
+
+
+def test_the_ready_batch_list_documents_its_page_size_and_its_bounds(schema):
+    parameters = {
+        parameter["name"]: parameter for parameter in schema["paths"]["/api/v1/operator/batches/"]["get"]["parameters"]
+    }
+    limit, offset = parameters["limit"], parameters["offset"]
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"], limit["schema"]["default"]) == (1, 10_000, 100)
+    assert offset["schema"]["minimum"] == 0
+    assert limit["description"] and offset["description"]
