@@ -9,7 +9,7 @@ from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.views import LoginView
 from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect, render, resolve_url
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
@@ -47,12 +47,24 @@ class TwoFactorLoginView(LoginView):
 
     def form_valid(self, form):
         user = form.get_user()
+        self.user_logging_in = user
         if not two_factor.two_factor_required(user):
             return super().form_valid(form)
         two_factor.pending_login_start(request=self.request, user=user, redirect_to=self.get_success_url())
         if two_factor.two_factor_device(user) is None:
             return redirect("login_enrol")
         return redirect("login_code")
+
+    def get_success_url(self):
+        url = super().get_success_url()
+        user = getattr(self, "user_logging_in", None)
+        api_only = user is not None and user.has_role(Role.OPERATOR)
+        if api_only and not user.has_role(Role.OFFICER, Role.APPROVER, Role.ADMIN):
+            # An operator identity has no pages: the dashboard would answer it with a refusal, while the API's
+            # documentation is what its session is for.
+            if url == resolve_url(settings.LOGIN_REDIRECT_URL):
+                return reverse("swagger-ui")
+        return url
 
 
 @never_cache

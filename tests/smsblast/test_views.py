@@ -421,3 +421,23 @@ def test_operators_page_counts_the_throughput_of_batches_accepted_in_the_last_fi
     (row,) = response.context["rows"]
     assert row["segments_per_second"] == 1.0  # 300 parts over the 5-minute window
     assert row["recipients_per_minute"] == 60
+
+
+@pytest.mark.parametrize("next_page", [None, "/"])
+def test_an_operator_logging_in_lands_on_the_api_documentation_not_a_refusal(operator_user, next_page):
+    from django.test import Client
+
+    form = {"username": operator_user.username, "password": "pw-secret-123"}
+    if next_page:
+        form["next"] = next_page
+    response = Client().post(reverse("login"), form)
+
+    assert response.status_code == 302 and response["Location"] == "/api/docs/"
+
+
+def test_an_officer_logging_in_still_lands_on_the_dashboard(officer_user):
+    from django.test import Client
+
+    response = Client().post(reverse("login"), {"username": officer_user.username, "password": "pw-secret-123"})
+
+    assert response.status_code == 302 and response["Location"] == "/"
