@@ -214,7 +214,7 @@ class OperatorBatchListView(APIView):
         operator = caller_operator_given_batches(request)
         state = request.query_params.get("state", "ready")
         if state != "ready":
-            raise ServiceInvalid("state must be 'ready'.")
+            raise ServiceInvalid("state must be 'ready'.", {"state": "not ready"})
         paginator = Pagination()
         page = paginator.paginate_queryset(services.batches_ready_for(operator=operator), request, view=self)
         rows = [
@@ -307,13 +307,15 @@ class OperatorBatchAckView(APIView):
         accepted = body.get("accepted")
         rejected = body.get("rejected") or []
         if accepted is not None and (not isinstance(accepted, int) or isinstance(accepted, bool) or accepted < 0):
-            raise ServiceInvalid("accepted must be a non-negative whole number.")
+            raise ServiceInvalid("accepted must be a non-negative whole number.", {"accepted": "not a count"})
         if not isinstance(rejected, list) or not all(isinstance(item, dict) for item in rejected):
-            raise ServiceInvalid('rejected must be a list of {"message_id", "reason"}.')
+            raise ServiceInvalid('rejected must be a list of {"message_id", "reason"}.', {"rejected": "not a list"})
         # Text or numbers only: a list or an object would be kept as Python writes it ("{'code': 1}").
         fields = ("message_id", "reason")
         if any(isinstance(item.get(name), list | dict | bool) for item in rejected for name in fields):
-            raise ServiceInvalid("Each message_id and reason in rejected must be a string.")
+            raise ServiceInvalid(
+                "Each message_id and reason in rejected must be a string.", {"rejected": "not a string"}
+            )
         try:
             outcome = services.batch_ack(operator=operator, batch_id=batch_id, accepted=accepted, rejected=rejected)
         except LookupError as exc:

@@ -1151,11 +1151,14 @@ def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: l
         Delivery.objects.filter(batch_id=batch.pk).exclude(status=DeliveryStatus.SKIPPED).values_list("pk", flat=True)
     )
     if accepted is not None and accepted > len(handed):
-        raise ServiceInvalid(f"accepted must be at most the {len(handed)} recipients the batch handed over.")
+        raise ServiceInvalid(
+            f"accepted must be at most the {len(handed)} recipients the batch handed over.", {"accepted": "too many"}
+        )
     not_refused = _sent_not_refused(handed, [(item.get("message_id"), "") for item in rejected])
     if accepted is not None and accepted > not_refused:
         raise ServiceInvalid(
-            f"accepted must be at most the {not_refused} recipients handed over that it does not refuse."
+            f"accepted must be at most the {not_refused} recipients handed over that it does not refuse.",
+            {"accepted": "too many"},
         )
     if accepted is None:
         # Without a count, the messages handed over that it did not refuse (each refusal counted once).

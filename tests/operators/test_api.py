@@ -866,3 +866,30 @@ def test_a_very_late_report_on_a_message_whose_run_was_pruned_is_refused_as_unkn
     assert response.status_code == 200, response.content
     unknown = [{"message_id": message_id, "reason": "unknown_message"} for message_id in sorted(ids[:2], key=int)]
     assert response.json() == {"applied": 0, "unchanged": 0, "rejected": unknown}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"accepted": -1}, "accepted"),
+        ({"accepted": 2**40}, "accepted"),
+        ({"rejected": "all"}, "rejected"),
+        ({"rejected": [{"message_id": ["1"], "reason": "x"}]}, "rejected"),
+    ],
+)
+def test_a_refused_ack_names_the_field_at_fault_in_its_errors(world, body, field):
+    client, batch = _claimed_by_a_pulling_operator(world)
+
+    response = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", body, format="json")
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == [field]
+
+
+def test_a_list_asked_for_another_state_names_state_in_its_errors(world):
+    client, _ = _pulling_operator(world)
+
+    response = client.get("/api/v1/operator/batches/", {"state": "all"})
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["state"]
