@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The whole suite on two processes (pytest-xdist); name a part to run it alone: PYTEST_ARGS=tests/campaigns/test_views.py
+PYTEST_ARGS ?= -n 2
 export DJANGO_SETTINGS_MODULE ?= config.settings.dev
 
 .PHONY: run test lint install migrate demo assets bench-dispatch bench-import clean
