@@ -95,7 +95,7 @@ class DeliveryReportsView(APIView):
         try:
             reports = services.delivery_reports_parse(request.data)
         except services.ReportsInvalid as exc:
-            raise ServiceInvalid(str(exc)) from None
+            raise ServiceInvalid(str(exc), {exc.field: str(exc)}) from None
         outcome = services.delivery_reports_apply(operator=operator, reports=reports)
         return Response(outcome.as_dict())
 

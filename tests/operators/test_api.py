@@ -274,23 +274,35 @@ def test_the_largest_report_request_the_contract_allows_fits_the_upload_limit(wo
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "field"),
     [
-        {"reports": "nope"},
-        {"reports": [{"message_id": "1", "status": "READ"}]},
-        {"reports": [{"status": "DELIVERED"}]},
-        {"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "yesterday"}]},
-        {"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "2021-13-45T00:00:00+07:00"}]},
-        {"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "9999-12-31T23:59:59-23:59"}]},
-        {"reports": [{"message_id": "1", "status": "DELIVERED", "operator_ref": "T-\x001"}]},
-        {"reports": [{"message_id": "1", "status": "DELIVERED", "error_code": "\x00"}]},
-        [],
+        ({"reports": "nope"}, "reports"),
+        ({"reports": [{"message_id": "1", "status": "READ"}]}, "reports[0].status"),
+        ({"reports": [{"status": "DELIVERED"}]}, "reports[0].message_id"),
+        ({"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "yesterday"}]}, "reports[0].done_at"),
+        (
+            {"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "2021-13-45T00:00:00+07:00"}]},
+            "reports[0].done_at",
+        ),
+        (
+            {"reports": [{"message_id": "1", "status": "DELIVERED", "done_at": "9999-12-31T23:59:59-23:59"}]},
+            "reports[0].done_at",
+        ),
+        (
+            {"reports": [{"message_id": "1", "status": "DELIVERED", "operator_ref": "T-\x001"}]},
+            "reports[0].operator_ref",
+        ),
+        ({"reports": [{"message_id": "1", "status": "DELIVERED", "error_code": "\x00"}]}, "reports[0].error_code"),
+        ({"reports": [{"message_id": "1", "status": "DELIVERED"}, "late"]}, "reports[1]"),
+        ([], "reports"),
     ],
 )
-def test_malformed_reports_are_refused_with_a_message(world, body):
+def test_malformed_reports_are_refused_with_a_message_naming_the_field(world, body, field):
     response = world["clients"]["tsel"].post(REPORTS_URL, body, format="json")
     assert response.status_code == 400
-    assert response.json()["detail"]
+    answer = response.json()
+    assert answer["detail"]
+    assert answer["errors"] == {field: answer["detail"]}
 
 
 @pytest.mark.parametrize("path", [REPORTS_URL, "batches/{batch}/ack/", "/api/v1/operator/area-broadcast-reports/"])
