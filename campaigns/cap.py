@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlparse
 
 from django.conf import settings
+from django.utils.translation import pgettext_lazy
 from lxml import etree
 
 from campaigns import scheduling
@@ -20,12 +21,49 @@ from smsblast.errors import ServiceConflict
 from smsblast.models import Area
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
-CAP_CATEGORIES = frozenset(
-    {"Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env", "Transport", "Infra", "CBRNE", "Other"}
-)
-CAP_URGENCIES = frozenset({"Immediate", "Expected", "Future", "Past", "Unknown"})
-CAP_SEVERITIES = frozenset({"Extreme", "Severe", "Moderate", "Minor", "Unknown"})
-CAP_CERTAINTIES = frozenset({"Observed", "Likely", "Possible", "Unlikely", "Unknown"})
+# The CAP 1.2 values of the alert fields, each with its name in the user's language: the review page shows the value
+# as exported beside its name, since the approver approves the alert as operators and other systems read it.
+CAP_VALUE_LABELS = {
+    "cap_category": {
+        "Geo": pgettext_lazy("CAP category", "Geophysical"),
+        "Met": pgettext_lazy("CAP category", "Meteorological"),
+        "Safety": pgettext_lazy("CAP category", "Public safety"),
+        "Security": pgettext_lazy("CAP category", "Security"),
+        "Rescue": pgettext_lazy("CAP category", "Rescue"),
+        "Fire": pgettext_lazy("CAP category", "Fire"),
+        "Health": pgettext_lazy("CAP category", "Health"),
+        "Env": pgettext_lazy("CAP category", "Environmental"),
+        "Transport": pgettext_lazy("CAP category", "Transport"),
+        "Infra": pgettext_lazy("CAP category", "Infrastructure"),
+        "CBRNE": pgettext_lazy("CAP category", "Chemical, biological, radiological, nuclear or explosive"),
+        "Other": pgettext_lazy("CAP category", "Other"),
+    },
+    "cap_urgency": {
+        "Immediate": pgettext_lazy("CAP urgency", "Immediate"),
+        "Expected": pgettext_lazy("CAP urgency", "Expected"),
+        "Future": pgettext_lazy("CAP urgency", "Future"),
+        "Past": pgettext_lazy("CAP urgency", "Past"),
+        "Unknown": pgettext_lazy("CAP urgency", "Unknown"),
+    },
+    "cap_severity": {
+        "Extreme": pgettext_lazy("CAP severity", "Extreme"),
+        "Severe": pgettext_lazy("CAP severity", "Severe"),
+        "Moderate": pgettext_lazy("CAP severity", "Moderate"),
+        "Minor": pgettext_lazy("CAP severity", "Minor"),
+        "Unknown": pgettext_lazy("CAP severity", "Unknown"),
+    },
+    "cap_certainty": {
+        "Observed": pgettext_lazy("CAP certainty", "Observed"),
+        "Likely": pgettext_lazy("CAP certainty", "Likely"),
+        "Possible": pgettext_lazy("CAP certainty", "Possible"),
+        "Unlikely": pgettext_lazy("CAP certainty", "Unlikely"),
+        "Unknown": pgettext_lazy("CAP certainty", "Unknown"),
+    },
+}
+CAP_CATEGORIES = frozenset(CAP_VALUE_LABELS["cap_category"])
+CAP_URGENCIES = frozenset(CAP_VALUE_LABELS["cap_urgency"])
+CAP_SEVERITIES = frozenset(CAP_VALUE_LABELS["cap_severity"])
+CAP_CERTAINTIES = frozenset(CAP_VALUE_LABELS["cap_certainty"])
 # What an officer leaves blank follows the campaign's priority.
 CAP_DEFAULTS = {
     Priority.URGENT: {"urgency": "Immediate", "severity": "Severe", "certainty": "Observed"},

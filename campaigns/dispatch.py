@@ -36,7 +36,7 @@ from smsblast.audit import audit_history, audit_record
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import AuditEvent, Role, Subscriber, User
 from smsblast.selectors import subscribers_in_area
-from smsblast.transactions import enqueue_on_commit
+from smsblast.transactions import enqueue_on_commit, isolated
 
 logger = logging.getLogger(__name__)
 
@@ -212,16 +212,13 @@ def runs_start_due(*, now: datetime | None = None, limit: int = 100) -> list[int
         )
         started = []
         for campaign_id in due:
-            try:
-                with transaction.atomic():
-                    run = run_start(campaign_id=campaign_id, now=now)
-            except Exception:
-                # One campaign that cannot start (a fault in its data or ours) must not hold back every other warning
-                # due: its start rolled back, it stays due and is tried again at the next tick, logged each time.
-                logger.exception("Campaign %s: its due run could not start; the other due campaigns go on", campaign_id)
-                continue
-            if run is not None:
-                started.append(run.pk)
+            # One campaign that cannot start must not hold back every other warning due.
+            with isolated(
+                logger, "Campaign %s: its due run could not start; the other due campaigns go on", campaign_id
+            ):
+                run = run_start(campaign_id=campaign_id, now=now)
+                if run is not None:
+                    started.append(run.pk)
         return started
     finally:
         try:

@@ -22,11 +22,11 @@ from django.utils import dateformat
 from django.utils.dates import WEEKDAYS
 from django.utils.html import escape
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext, pgettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_POST
 
 from campaigns import dispatch, scheduling, selectors, services
-from campaigns.cap import cap_exportable
+from campaigns.cap import CAP_VALUE_LABELS, cap_exportable
 from campaigns.cap_import import cap_import
 from campaigns.dispatch_selectors import run_progress_block, runs_progress
 from campaigns.forms import ApproveForm, CampaignForm, CapImportForm, ConfirmForm, RejectForm
@@ -75,45 +75,6 @@ FIELD_LABELS = {
     "cap_urgency": gettext_lazy("Alert urgency"),
     "cap_severity": gettext_lazy("Alert severity"),
     "cap_certainty": gettext_lazy("Alert certainty"),
-}
-# The CAP 1.2 values of the alert fields (campaigns/cap.py) in the user's language; the page shows the value as
-# exported beside its name, since the approver approves the alert as operators and other systems read it.
-CAP_VALUE_LABELS = {
-    "cap_category": {
-        "Geo": pgettext_lazy("CAP category", "Geophysical"),
-        "Met": pgettext_lazy("CAP category", "Meteorological"),
-        "Safety": pgettext_lazy("CAP category", "Public safety"),
-        "Security": pgettext_lazy("CAP category", "Security"),
-        "Rescue": pgettext_lazy("CAP category", "Rescue"),
-        "Fire": pgettext_lazy("CAP category", "Fire"),
-        "Health": pgettext_lazy("CAP category", "Health"),
-        "Env": pgettext_lazy("CAP category", "Environmental"),
-        "Transport": pgettext_lazy("CAP category", "Transport"),
-        "Infra": pgettext_lazy("CAP category", "Infrastructure"),
-        "CBRNE": pgettext_lazy("CAP category", "Chemical, biological, radiological, nuclear or explosive"),
-        "Other": pgettext_lazy("CAP category", "Other"),
-    },
-    "cap_urgency": {
-        "Immediate": pgettext_lazy("CAP urgency", "Immediate"),
-        "Expected": pgettext_lazy("CAP urgency", "Expected"),
-        "Future": pgettext_lazy("CAP urgency", "Future"),
-        "Past": pgettext_lazy("CAP urgency", "Past"),
-        "Unknown": pgettext_lazy("CAP urgency", "Unknown"),
-    },
-    "cap_severity": {
-        "Extreme": pgettext_lazy("CAP severity", "Extreme"),
-        "Severe": pgettext_lazy("CAP severity", "Severe"),
-        "Moderate": pgettext_lazy("CAP severity", "Moderate"),
-        "Minor": pgettext_lazy("CAP severity", "Minor"),
-        "Unknown": pgettext_lazy("CAP severity", "Unknown"),
-    },
-    "cap_certainty": {
-        "Observed": pgettext_lazy("CAP certainty", "Observed"),
-        "Likely": pgettext_lazy("CAP certainty", "Likely"),
-        "Possible": pgettext_lazy("CAP certainty", "Possible"),
-        "Unlikely": pgettext_lazy("CAP certainty", "Unlikely"),
-        "Unknown": pgettext_lazy("CAP certainty", "Unknown"),
-    },
 }
 
 

@@ -10,8 +10,6 @@ after it acknowledged the broadcast (`area_broadcast_cancel_send`), retried unti
 
 import logging
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -37,6 +35,7 @@ from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceInvalid
 from smsblast.models import Area, AreaLevel
+from smsblast.transactions import isolated
 
 logger = logging.getLogger(__name__)
 
@@ -779,18 +778,8 @@ def area_broadcast_run_finish(*, run_id: int, now: datetime | None = None, force
     return run
 
 
-@contextmanager
-def _isolated(what: str, pk) -> Iterator[None]:
-    """Log and swallow a failure of one campaign's or run's step of the tick, so it holds back no other.
-
-    Each step is its own transaction (a savepoint within an outer one) and is rolled back whole; the step stays
-    due and is tried again at the next tick, logged each time.
-    """
-    try:
-        with transaction.atomic():
-            yield
-    except Exception:
-        logger.exception("Area broadcasts: could not %s %s; the tick goes on with the others", what, pk)
+# Logged when one campaign's or run's step of the tick raises (rolled back, tried again at the next tick).
+TICK_STEP_FAILED = "Area broadcasts: could not %s %s; the tick goes on with the others"
 
 
 def area_broadcasts_tick(*, now: datetime | None = None) -> dict[str, list]:
@@ -801,12 +790,12 @@ def area_broadcasts_tick(*, now: datetime | None = None) -> dict[str, list]:
     now = now or timezone.now()
     started = []
     for campaign_id in area_broadcasts_due(now=now):
-        with _isolated("start the window of campaign", campaign_id):
+        with isolated(logger, TICK_STEP_FAILED, "start the window of campaign", campaign_id):
             run = area_broadcast_run_start(campaign_id=campaign_id, now=now)
             if run is not None:
                 started.append(run.pk)
     for campaign_id in area_broadcasts_missed(now=now):
-        with _isolated("close the missed window of campaign", campaign_id):
+        with isolated(logger, TICK_STEP_FAILED, "close the missed window of campaign", campaign_id):
             area_broadcast_window_missed(campaign_id=campaign_id, now=now)
     # A campaign cancelled through its service (which also marks its runs cancelled): pass the cancel on
     # to every operator whose broadcast has not heard of it yet.
@@ -816,19 +805,19 @@ def area_broadcasts_tick(*, now: datetime | None = None) -> dict[str, list]:
         .filter(Q(run__status=RunStatus.CANCELLED) | Q(run__campaign__status=CampaignStatus.CANCELLED))
     )
     for run in CampaignRun.objects.filter(pk__in=uncancelled.values("run_id")):
-        with _isolated("pass on the cancel of run", run.pk):
+        with isolated(logger, TICK_STEP_FAILED, "pass on the cancel of run", run.pk):
             area_broadcast_run_cancel(run=run, now=now)
     live_runs = CampaignRun.objects.filter(campaign__mode=Mode.AREA_BROADCAST).exclude(
         status__in=CampaignRun.FINAL_STATUSES
     )
     for run_id in live_runs.filter(expires_at__lte=now).values_list("id", flat=True):
-        with _isolated("end the window of run", run_id):
+        with isolated(logger, TICK_STEP_FAILED, "end the window of run", run_id):
             area_broadcast_run_finish(run_id=run_id, now=now)
     # Cancelled runs still close their broadcasts when the window ends (a cancel never confirmed).
     unfinished = AreaBroadcast.objects.exclude(state__in=AreaBroadcast.FINAL_STATES).values("run_id")
     ended = CampaignRun.objects.filter(status=RunStatus.CANCELLED, expires_at__lte=now, pk__in=unfinished)
     for run_id in ended.values_list("id", flat=True):
-        with _isolated("end the window of run", run_id):
+        with isolated(logger, TICK_STEP_FAILED, "end the window of run", run_id):
             area_broadcast_run_finish(run_id=run_id, now=now)
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     sends = list(

@@ -762,6 +762,11 @@ class ReportsInvalid(ValueError):
         self.field = field
 
 
+def _report_refused(field: str, reason: str) -> ReportsInvalid:
+    """Return the refusal of one report's `field` ("reports[3].status"), its message starting with the field."""
+    return ReportsInvalid(f"{field} {reason}", field)
+
+
 @dataclass(frozen=True)
 class ReportsOutcome:
     applied: int
@@ -800,40 +805,30 @@ def delivery_reports_parse(payload) -> list:
     parsed = []
     for index, item in enumerate(reports):
         if not isinstance(item, dict):
-            raise ReportsInvalid(f"reports[{index}] must be an object.", f"reports[{index}]")
+            raise _report_refused(f"reports[{index}]", "must be an object.")
         status = str(item.get("status", "")).upper()
         if status not in REPORT_STATUSES:
-            raise ReportsInvalid(
-                f"reports[{index}].status must be one of: {', '.join(REPORT_STATUSES)}.", f"reports[{index}].status"
-            )
+            raise _report_refused(f"reports[{index}].status", f"must be one of: {', '.join(REPORT_STATUSES)}.")
         message_id = item.get("message_id")
         if message_id is None or str(message_id) == "":
-            raise ReportsInvalid(f"reports[{index}].message_id is required.", f"reports[{index}].message_id")
+            raise _report_refused(f"reports[{index}].message_id", "is required.")
         # Text or numbers only: a list or an object would be kept as Python writes it ("['T-1']").
         for name in ("message_id", "operator_ref", "error_code"):
             if isinstance(item.get(name), list | dict | bool):
-                raise ReportsInvalid(f"reports[{index}].{name} must be a string.", f"reports[{index}].{name}")
+                raise _report_refused(f"reports[{index}].{name}", "must be a string.")
         if not _is_text(str(message_id)):
-            raise ReportsInvalid(
-                f"reports[{index}].message_id must not contain lone surrogate characters.",
-                f"reports[{index}].message_id",
-            )
+            raise _report_refused(f"reports[{index}].message_id", "must not contain lone surrogate characters.")
         done_at = item.get("done_at")
         if done_at not in (None, ""):
             done_at = _aware_time(done_at)
             if done_at is None:
-                raise ReportsInvalid(
-                    f"reports[{index}].done_at must be an ISO 8601 time with an offset.", f"reports[{index}].done_at"
-                )
+                raise _report_refused(f"reports[{index}].done_at", "must be an ISO 8601 time with an offset.")
         else:
             done_at = None
         operator_ref, error_code = str(item.get("operator_ref") or "")[:100], str(item.get("error_code") or "")[:40]
         for name, value in (("operator_ref", operator_ref), ("error_code", error_code)):
             if "\x00" in value or not _is_text(value):
-                raise ReportsInvalid(
-                    f"reports[{index}].{name} must not contain NUL or lone surrogate characters.",
-                    f"reports[{index}].{name}",
-                )
+                raise _report_refused(f"reports[{index}].{name}", "must not contain NUL or lone surrogate characters.")
         parsed.append((str(message_id), status, operator_ref, error_code, done_at))
     return parsed
 

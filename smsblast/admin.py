@@ -323,9 +323,9 @@ class SubscriberAdmin(AuditedChangeMixin, admin.ModelAdmin):
         Numbers are stored in E.164, so the national form matches none of them word by word; a search of digits
         and separators alone looks for the number's E.164 digits instead.
         """
-        from smsblast.api_audience import number_search_digits, number_search_q
         from smsblast.importer import area_code_of
         from smsblast.phones import SEPARATOR_CHARACTERS
+        from smsblast.selectors import number_search_digits, number_search_q
 
         term = search_term.strip()
         area_code = "." in term and area_code_of(term) is not None  # "35.05.01" is searched among area codes

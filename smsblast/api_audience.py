@@ -1,11 +1,8 @@
 """REST endpoints for the audience: areas, subscribers, imports, opt-out and the audience preview."""
 
 import contextlib
-import functools
 from datetime import UTC
-from operator import or_
 
-from django.db.models import Q
 from django.http import FileResponse, Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -187,27 +184,6 @@ class SubscriberSerializer(serializers.ModelSerializer):
         return subscriber.opted_out_at is not None
 
 
-def number_search_digits(query: str) -> tuple[str, ...]:
-    """Return the digits a typed (partial) number is looked for by: "0812 34" -> ("6281234",), "0123" -> ("0123",).
-
-    A mobile number's beginning as dialled at home ("0812…") is looked for in E.164; one without its 0 ("812…") either
-    so or as typed, since it may as well be the last digits of a number; any other digits ("0123") as typed.
-    """
-    digits = "".join(ch for ch in query if ch.isdigit())
-    if query.strip().startswith("+") or digits.startswith("62"):
-        return (digits,)
-    if digits.startswith("08"):
-        return ("62" + digits[1:],)
-    if digits.startswith("8"):
-        return ("62" + digits, digits)
-    return (digits,)
-
-
-def number_search_q(forms: tuple[str, ...]) -> Q:
-    """Return the filter of the numbers holding any of these digits (see `number_search_digits`)."""
-    return functools.reduce(or_, (Q(msisdn__contains=digits) for digits in forms))
-
-
 class SubscriberListView(APIView):
     """Find subscribers by number: `?q=0812 345` matches every number containing +62812345.
 
@@ -226,13 +202,13 @@ class SubscriberListView(APIView):
         queryset = selectors.subscribers_visible(request.user).select_related("area", "operator").order_by("msisdn")
         query = request.query_params.get("q", "").strip()
         if query:
-            forms = number_search_digits(query)
+            forms = selectors.number_search_digits(query)
             if min(map(len, forms)) < 3:
                 raise ServiceInvalid("Type at least three digits of the number.", {"q": "too short"})
             # No number has more (E.164); SQLite refuses a LIKE pattern of tens of thousands of them (a 500).
             if max(map(len, forms)) > MSISDN_MAX_DIGITS:
                 raise ServiceInvalid(f"A number has at most {MSISDN_MAX_DIGITS} digits.", {"q": "too long"})
-            queryset = queryset.filter(number_search_q(forms))
+            queryset = queryset.filter(selectors.number_search_q(forms))
         paginator = Pagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(SubscriberSerializer(page, many=True).data)

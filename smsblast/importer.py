@@ -18,6 +18,29 @@ from pathlib import Path
 
 from smsblast.text import search_key
 
+# Number headers naming a telephone of any kind: lists often give an office or home line beside the mobile, so a
+# column naming a mobile ("No. HP", "WhatsApp") is taken instead when there is one. Telpon and tlp are how
+# telepon is often written; kontak is the number to reach.
+_TELEPHONE_ALIASES = (
+    "phone",
+    "phone_number",
+    "phone_no",
+    "telephone",
+    "telepon",
+    "no_telepon",
+    "nomor_telepon",
+    "telp",
+    "no_telp",
+    "nomor_telp",
+    "telpon",
+    "no_telpon",
+    "nomor_telpon",
+    "tlp",
+    "no_tlp",
+    "nomor_tlp",
+    "no_kontak",
+    "nomor_kontak",
+)
 # Field -> header names meaning it, compared after `header_key` (lower case, "_" for spaces, dots, dashes and the
 # marks a form puts after a header: "Nomor HP *", "No. HP:").
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -26,16 +49,10 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
         "nomor",
         "no_hp",
         "hp",
-        "phone",
+        *_TELEPHONE_ALIASES,
+        # Seluler (cellular) is a mobile, like HP, ponsel and WhatsApp.
         "nomor_hp",
-        "no_telp",
-        "telepon",
-        "phone_number",
         "mobile",
-        "nomor_telepon",
-        "no_telepon",
-        "nomor_telp",
-        "telp",
         "handphone",
         "no_handphone",
         "nomor_handphone",
@@ -48,25 +65,14 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
         "whatsapp",
         "no_whatsapp",
         "nomor_whatsapp",
-        # As often written: "telpon" and "tlp" for telepon, seluler (cellular) and kontak for the number to reach.
-        "telpon",
-        "no_telpon",
-        "nomor_telpon",
-        "tlp",
-        "no_tlp",
-        "nomor_tlp",
         "seluler",
         "no_seluler",
         "nomor_seluler",
         "telepon_seluler",
         "no_telepon_seluler",
         "nomor_telepon_seluler",
-        "no_kontak",
-        "nomor_kontak",
         "mobile_number",
         "mobile_phone",
-        "phone_no",
-        "telephone",
     ),
     "area": (
         "kode_wilayah",
@@ -97,30 +103,7 @@ _FIELD_BY_HEADER = {alias: field for field, aliases in COLUMN_ALIASES.items() fo
 # Headers that often name another column too ("Nomor" for the row counter, "Kode" for a member code): a column
 # with a more specific header ("No. HP", "Kode Wilayah") is taken instead when there is one.
 _GENERIC_HEADERS = frozenset({"nomor", "kode"})
-# Headers of a telephone of any kind: lists often give an office or home line beside the mobile, so a column naming
-# a mobile ("No. HP", "WhatsApp") is taken instead when there is one.
-_TELEPHONE_HEADERS = frozenset(
-    {
-        "phone",
-        "phone_number",
-        "phone_no",
-        "telephone",
-        "telepon",
-        "no_telepon",
-        "nomor_telepon",
-        "telp",
-        "no_telp",
-        "nomor_telp",
-        "telpon",
-        "no_telpon",
-        "nomor_telpon",
-        "tlp",
-        "no_tlp",
-        "nomor_tlp",
-        "no_kontak",
-        "nomor_kontak",
-    }
-)
+_TELEPHONE_HEADERS = frozenset(_TELEPHONE_ALIASES)
 # Area headers of a level above the village: a column of village codes beside one of them homes subscribers closer.
 _AREA_ABOVE_VILLAGE_HEADERS = frozenset(
     {"kode_kecamatan", "kode_kabupaten", "kode_kab_kota", "kode_kota", "kode_provinsi"}

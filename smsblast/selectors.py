@@ -1,9 +1,11 @@
 """Reads over areas and subscribers shared by campaigns and the send pipeline."""
 
+import functools
 import re
 import time
 from collections.abc import Iterable
 from datetime import timedelta
+from operator import or_
 from typing import Any
 
 import shapely
@@ -489,3 +491,24 @@ def subscriber_imports_stalled_q() -> Q:
 def subscriber_import_is_stalled(job: SubscriberImport) -> bool:
     """Whether an import is pending or running yet has shown no sign of life for a while (it may be resumed)."""
     return SubscriberImport.objects.filter(subscriber_imports_stalled_q(), pk=job.pk).exists()
+
+
+def number_search_digits(query: str) -> tuple[str, ...]:
+    """Return the digits a typed (partial) number is looked for by: "0812 34" -> ("6281234",), "0123" -> ("0123",).
+
+    A mobile number's beginning as dialled at home ("0812…") is looked for in E.164; one without its 0 ("812…") either
+    so or as typed, since it may as well be the last digits of a number; any other digits ("0123") as typed.
+    """
+    digits = "".join(ch for ch in query if ch.isdigit())
+    if query.strip().startswith("+") or digits.startswith("62"):
+        return (digits,)
+    if digits.startswith("08"):
+        return ("62" + digits[1:],)
+    if digits.startswith("8"):
+        return ("62" + digits, digits)
+    return (digits,)
+
+
+def number_search_q(forms: tuple[str, ...]) -> Q:
+    """Return the filter of the numbers holding any of these digits (see `number_search_digits`)."""
+    return functools.reduce(or_, (Q(msisdn__contains=digits) for digits in forms))
