@@ -247,6 +247,7 @@ def campaign_create(
         **other_fields,
     }
     fields = _clean_fields(fields)
+    _check_window(fields)
     _check_jurisdiction(user=author, area_codes=fields["area_codes"], polygon=fields["polygon"])
     fields["area_scope"] = target_scope(fields["area_codes"], fields["polygon"], author=author)
     campaign = Campaign.objects.create(author=author, status=Status.DRAFT, **fields)
@@ -310,6 +311,7 @@ def campaign_update(
             "compare with the current version and save again."
         )
     fields = _clean_fields(data, area_codes=campaign.area_codes, polygon=campaign.polygon)
+    _check_window(fields, stored=campaign)
     if fields.get("mode", campaign.mode) != campaign.mode and campaign.runs.exists():
         # Its runs are completed, expired and reported on by the machinery of its mode, whatever the campaign's state
         # (an edit may have returned it to draft while they wait for reports): another mode would strand them, and
@@ -882,6 +884,21 @@ def _clean_fields(
     if errors:
         raise ServiceInvalid(_errors_message(errors), errors)
     return cleaned
+
+
+def _check_window(fields: dict[str, Any], *, stored: Campaign | None = None) -> None:
+    """Raise ServiceInvalid if a broadcast window being set ends before it starts.
+
+    One end moved alone is checked against the other as stored. Said at once, while the author can fix it, as the
+    form does; the other window rules wait for submit, which checks them against the time of submitting.
+    """
+    if "starts_at" not in fields and "ends_at" not in fields:
+        return
+    starts = fields.get("starts_at", stored.starts_at if stored else None)
+    ends = fields.get("ends_at", stored.ends_at if stored else None)
+    if starts is not None and ends is not None and ends <= starts:
+        message = "The broadcast window must end after it starts."
+        raise ServiceInvalid(_errors_message({"ends_at": message}), {"ends_at": message})
 
 
 def _check_jurisdiction(*, user: User, area_codes, polygon: dict | None) -> None:

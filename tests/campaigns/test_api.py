@@ -689,3 +689,25 @@ def test_the_detail_gives_a_domain_in_letters_outside_ascii_the_form_handsets_op
     client = api_client_for(author)
     created = client.post("/api/v1/campaigns/", {**DRAFT_BODY, "text": "Di \u0430\u0441\u0435.com"}, format="json")
     assert "\u0430\u0441\u0435.com opens as xn--80ak9a.com" in created.json()["warnings"]["text"]
+
+
+def test_a_window_that_ends_before_it_starts_is_refused_at_once_on_create_and_on_edit(author, api_client_for):
+    client = api_client_for(author)
+    inverted = {"starts_at": "2030-11-25T10:00:00+07:00", "ends_at": "2030-11-25T09:30:00+07:00"}
+    created = client.post("/api/v1/campaigns/", {**DRAFT_BODY, **inverted}, format="json")
+    assert created.status_code == 400, created.content
+    assert created.json()["errors"]["ends_at"] == "The broadcast window must end after it starts."
+    assert not Campaign.objects.exists()
+
+    window = {"starts_at": "2030-11-25T10:00:00+07:00", "ends_at": "2030-11-25T12:00:00+07:00"}
+    campaign_id = client.post("/api/v1/campaigns/", {**DRAFT_BODY, **window}, format="json").json()["id"]
+    # Moving only one end is checked against the other end as stored.
+    for change in ({"ends_at": "2030-11-25T10:00:00+07:00"}, {"starts_at": "2030-11-25T13:00:00+07:00"}):
+        edited = client.patch(f"/api/v1/campaigns/{campaign_id}/", change, format="json")
+        assert edited.status_code == 400, edited.content
+        assert "ends_at" in edited.json()["errors"]
+    stored = Campaign.objects.get(pk=campaign_id)
+    assert (stored.ends_at - stored.starts_at).total_seconds() == 2 * 3600
+    # Both ends moved together into a valid window is fine.
+    moved = {"starts_at": "2030-11-25T13:00:00+07:00", "ends_at": "2030-11-25T14:00:00+07:00"}
+    assert client.patch(f"/api/v1/campaigns/{campaign_id}/", moved, format="json").status_code == 200
