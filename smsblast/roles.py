@@ -34,16 +34,45 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
 
 
 def role_groups_sync() -> None:
-    """Create the role groups and give each its permissions (idempotent)."""
-    from django.contrib.auth.models import Group, Permission
+    """Create the role groups and give each its permissions (idempotent).
 
-    for role, perms in ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        wanted = []
-        for perm in perms:
-            app_label, codename = perm.split(".")
-            wanted.extend(Permission.objects.filter(content_type__app_label=app_label, codename=codename))
-        group.permissions.set(wanted)
+    A group created, or given back its role's permissions after an edit in the group admin, is audited as that
+    admin audits it (invariant 6), with no actor: the system did it.
+    """
+    from django.contrib.auth.models import Group, Permission
+    from django.db import transaction
+
+    from smsblast.audit import audit_record
+
+    with transaction.atomic():
+        for role, perms in ROLE_PERMISSIONS.items():
+            group, created = Group.objects.get_or_create(name=role)
+            before = [] if created else _group_permissions(group)
+            wanted = []
+            for perm in perms:
+                app_label, codename = perm.split(".")
+                wanted.extend(Permission.objects.filter(content_type__app_label=app_label, codename=codename))
+            group.permissions.set(wanted)
+            after = _group_permissions(group)
+            if created:
+                changed = {"name": {"to": role}, "permissions": {"to": after}}
+            elif before != after:
+                changed = {"permissions": {"from": before, "to": after}}
+            else:
+                continue
+            audit_record(
+                actor=None,
+                action="group.create" if created else "group.update",
+                obj=group,
+                from_state="" if created else role,
+                to_state=role,
+                details={"changed": changed},
+            )
+
+
+def _group_permissions(group) -> list[str]:
+    """Return the group's permissions as sorted "app.codename", as the group admin audits them."""
+    return sorted(f"{app}.{name}" for app, name in group.permissions.values_list("content_type__app_label", "codename"))
 
 
 def user_access(user) -> dict:

@@ -267,3 +267,33 @@ def test_seed_demo_moving_a_demo_officer_back_to_the_demo_regency_is_audited(tmp
     events = audit_history(officer).count()
     seed_demo("--reference-data", str(tmp_path / "wilayah"))
     assert audit_history(officer).count() == events, "a re-run that changes nothing audits nothing"
+
+
+def test_create_user_restoring_a_role_groups_permissions_is_audited_from_and_to(client, admin_user):
+    from django.contrib.auth.models import Group, Permission
+
+    client.force_login(admin_user)
+    create_user("kominfo", "--role", "officer")
+    officers = Group.objects.get(name="officer")
+    assert [e.action for e in audit_history(officers)] == ["group.create"]
+    # An admin gives officers one more permission in the group admin (audited there as group.update).
+    extra = Permission.objects.get(content_type__app_label="campaigns", codename="view_dispatchbatch")
+    form = {"name": "officer", "permissions": [*officers.permissions.values_list("pk", flat=True), extra.pk]}
+    assert client.post(f"/admin/auth/group/{officers.pk}/change/", form).status_code == 302
+    granted = sorted(f"{p.content_type.app_label}.{p.codename}" for p in officers.permissions.all())
+
+    create_user("kominfo2", "--role", "officer")  # puts every role group back to its permissions
+
+    restored = audit_history(officers).last()
+    assert "campaigns.view_dispatchbatch" not in {p.codename for p in officers.permissions.all()}
+    assert (restored.actor, restored.action, restored.from_state, restored.to_state) == (
+        None,
+        "group.update",
+        "officer",
+        "officer",
+    )
+    permissions = restored.details["changed"]["permissions"]
+    assert permissions["from"] == granted and "campaigns.view_dispatchbatch" not in permissions["to"]
+    events = audit_history(officers).count()
+    create_user("kominfo3", "--role", "officer")
+    assert audit_history(officers).count() == events, "groups already as their role wants them are no change"
