@@ -734,7 +734,7 @@ def _cancel(
     if campaign.mode == Mode.AREA_BROADCAST:
         from operators.broadcasts import area_broadcast_campaign_cancel
 
-        area_broadcast_campaign_cancel(campaign=campaign, now=now)
+        area_broadcast_campaign_cancel(campaign=campaign, now=now, actor=actor)
     else:
         from campaigns.dispatch import campaign_runs_cancel
 

@@ -34,7 +34,7 @@ from operators.services import runs_mark_progress_on_commit
 from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import ServiceConflict, ServiceInvalid
-from smsblast.models import Area, AreaLevel
+from smsblast.models import Area, AreaLevel, User
 from smsblast.transactions import isolated
 
 logger = logging.getLogger(__name__)
@@ -591,24 +591,31 @@ def _audit_operator_failure(broadcast: AreaBroadcast) -> None:
 
 
 @transaction.atomic
-def area_broadcast_run_cancel(*, run: CampaignRun, now: datetime | None = None) -> CampaignRun:
-    """Cancel a run's broadcasts: at once where nothing was sent, after acknowledgement everywhere else."""
+def area_broadcast_run_cancel(
+    *, run: CampaignRun, now: datetime | None = None, actor: User | None = None
+) -> CampaignRun:
+    """Cancel a run's broadcasts: at once where nothing was sent, after acknowledgement everywhere else.
+
+    `actor` is who cancelled the campaign; None when the tick passes a cancel on.
+    """
     now = now or timezone.now()
     previous = run.status
     if previous not in CampaignRun.FINAL_STATUSES:
         # The run was read before this call: only a cancel that moved it is audited (the window may have ended).
         if CampaignRun.objects.filter(pk=run.pk, status=previous).update(status=RunStatus.CANCELLED, finished_at=now):
-            audit_record(actor=None, action="run.cancel", obj=run, from_state=previous, to_state=RunStatus.CANCELLED)
+            audit_record(actor=actor, action="run.cancel", obj=run, from_state=previous, to_state=RunStatus.CANCELLED)
         run.refresh_from_db()
     # Only the broadcast rows: the default ordering joins their operators, which FOR UPDATE would lock too.
     for broadcast in AreaBroadcast.objects.select_for_update(of=("self",)).filter(
         run=run, cancel_requested_at__isnull=True
     ):
-        area_broadcast_cancel_request(broadcast=broadcast, now=now)
+        area_broadcast_cancel_request(broadcast=broadcast, now=now, actor=actor)
     return run
 
 
-def area_broadcast_cancel_request(*, broadcast: AreaBroadcast, now: datetime) -> AreaBroadcast:
+def area_broadcast_cancel_request(
+    *, broadcast: AreaBroadcast, now: datetime, actor: User | None = None
+) -> AreaBroadcast:
     """Mark one provider message for cancelling; the cancel goes out once the operator has acknowledged."""
     if broadcast.state in AreaBroadcast.FINAL_STATES or broadcast.cancel_requested_at:
         return broadcast
@@ -627,7 +634,14 @@ def area_broadcast_cancel_request(*, broadcast: AreaBroadcast, now: datetime) ->
     if rows != 1:
         raise ServiceConflict("The broadcast changed state while being cancelled; try again.")
     broadcast.refresh_from_db()
-    _event(broadcast, to_state, {"cancel_requested": True}, from_state=previous, action="area_broadcast.cancel_request")
+    _event(
+        broadcast,
+        to_state,
+        {"cancel_requested": True},
+        from_state=previous,
+        action="area_broadcast.cancel_request",
+        actor=actor,
+    )
     if to_state == State.CANCEL_PENDING:
         _enqueue_after_commit("cancel", broadcast.pk)
     return broadcast
@@ -829,10 +843,13 @@ def area_broadcasts_tick(*, now: datetime | None = None) -> dict[str, list]:
     return {"started": started, "sends": [str(i) for i in sends], "cancels": [str(i) for i in cancels]}
 
 
-def area_broadcast_campaign_cancel(*, campaign: Campaign, now: datetime | None = None) -> None:
-    """Pass a cancelled campaign's cancel on to its live runs at once (the tick would within seconds)."""
+def area_broadcast_campaign_cancel(
+    *, campaign: Campaign, now: datetime | None = None, actor: User | None = None
+) -> None:
+    """Pass a cancelled campaign's cancel on to its live runs at once (the tick would within seconds), in the
+    name of `actor`, who cancelled it."""
     for run in CampaignRun.objects.filter(campaign=campaign).exclude(status__in=CampaignRun.FINAL_STATUSES):
-        area_broadcast_run_cancel(run=run, now=now)
+        area_broadcast_run_cancel(run=run, now=now, actor=actor)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -851,12 +868,21 @@ def _adapter_call(broadcast: AreaBroadcast, method: str) -> AreaBroadcastResult:
 
 
 def _event(
-    broadcast: AreaBroadcast, state: str, details: dict | None = None, *, from_state: str, action: str = ""
+    broadcast: AreaBroadcast,
+    state: str,
+    details: dict | None = None,
+    *,
+    from_state: str,
+    action: str = "",
+    actor: User | None = None,
 ) -> AreaBroadcastEvent:
-    """Append to the provider message's status log and write the AuditEvent of its state change (invariant 6)."""
+    """Append to the provider message's status log and write the AuditEvent of its state change (invariant 6).
+
+    `actor` is the user whose request made the change; None when the system did.
+    """
     details = details or {}
     audit_record(
-        actor=None,
+        actor=actor,
         action=action or f"area_broadcast.{state}",
         obj=broadcast,
         from_state=from_state,

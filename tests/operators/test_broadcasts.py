@@ -472,6 +472,21 @@ def test_a_campaign_cancelled_through_its_service_reaches_the_operators_on_the_n
     assert sorted(due["cancels"]) == sorted(str(pk) for pk in AreaBroadcast.objects.values_list("pk", flat=True))
 
 
+def test_a_broadcast_cancelled_by_a_user_names_that_user_on_its_run_and_provider_messages_events(operators, areas):
+    from campaigns.services import campaign_cancel
+
+    campaign = broadcast_campaign()
+    run = _sent(campaign)
+    campaign_cancel(campaign=campaign, actor=campaign.author, reason="Salah wilayah")
+
+    events = AuditEvent.objects.filter(action__in=["run.cancel", "area_broadcast.cancel_request"])
+    assert sorted(events.values_list("object_type", "action", "actor")) == [
+        ("campaigns.campaignrun", "run.cancel", campaign.author_id),
+        *[("operators.areabroadcast", "area_broadcast.cancel_request", campaign.author_id)] * 3,
+    ]
+    assert events.get(action="run.cancel").object_id == str(run.pk)
+
+
 # --- reach and end of the window -----------------------------------------------------------
 
 
