@@ -187,10 +187,12 @@ class OperatorAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     ]
 
     def save_model(self, request, obj, form, change):
-        stored = Operator.objects.filter(pk=obj.pk).first() if obj.pk else None
-        before = operator_settings(stored) if stored else None
         with transaction.atomic():
             subscriber_routing_lock()
+            # What the save replaces, read under the row's lock: another admin's save committed meanwhile is what
+            # this one's event starts from and its re-route undoes, not the row as this form was opened on.
+            stored = Operator.objects.select_for_update(no_key=True).filter(pk=obj.pk).first() if obj.pk else None
+            before = operator_settings(stored) if stored else None
             super().save_model(request, obj, form, change)
             # Runs send through each subscriber's operator, so numbers under a changed prefix are routed again.
             subscribers_reroute(prefixes=set((before or {}).get("prefixes") or []) ^ set(obj.prefixes or []))

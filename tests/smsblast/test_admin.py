@@ -495,6 +495,42 @@ def test_an_admin_edit_of_an_operator_audits_each_changed_setting_from_and_to(ad
     assert "new-secret-2222" not in str(event.details) and "old-secret-1111" not in str(event.details)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_admins_saving_an_operator_at_once_each_audit_the_settings_they_replaced(admin_user):
+    from django.test import Client
+
+    from tests.concurrency import race_behind_a_row, skip_unless_postgresql
+
+    skip_unless_postgresql()
+    operator = OperatorFactory(name="Telkomsel", slug="telkomsel", prefixes=["62811"], segments_per_second=100)
+    subscriber = SubscriberFactory(msisdn="+6281212345678")
+
+    def save(segments_per_second: str, prefixes: str):
+        client = Client()
+        client.force_login(admin_user)
+        form = operator_form(segments_per_second=segments_per_second, prefixes=prefixes)
+        response = client.post(admin_url(Operator, "change", operator.pk), form)
+        assert response.status_code == 302, response.content.decode()[:2000]
+
+    # Both forms were opened on 100 segments a second and prefix 62811; the first saved adds 62812.
+    errors = race_behind_a_row(operator, lambda: save("50", "62811, 62812"), lambda: save("200", "62811"))
+
+    assert errors == []
+    events = AuditEvent.objects.filter(action="operator.update", object_id=str(operator.pk)).order_by("id")
+    assert [event.details["changed"] for event in events] == [
+        {
+            "segments_per_second": {"from": 100, "to": 50},
+            "prefixes": {"from": ["62811"], "to": ["62811", "62812"]},
+        },
+        {
+            "segments_per_second": {"from": 50, "to": 200},
+            "prefixes": {"from": ["62811", "62812"], "to": ["62811"]},
+        },
+    ]
+    subscriber.refresh_from_db()
+    assert subscriber.operator is None, "62812 left the table with the second save: its numbers are routed again"
+
+
 def test_an_operator_saved_unchanged_in_the_admin_writes_no_event(admin_client):
     operator = OperatorFactory(
         name="Telkomsel",
