@@ -96,7 +96,10 @@ class UserAdmin(AuditedDeleteMixin, DjangoUserAdmin):
         )
 
     def save_model(self, request, obj, form, change):
-        # Read before the form's flags are saved; groups and permissions follow in save_related.
+        # Read before the form's flags are saved; groups and permissions follow in save_related. The row stays locked
+        # until the admin's transaction ends, so of two admins saving at once the second records what the first saved.
+        if change:
+            User.objects.select_for_update(no_key=True).filter(pk=obj.pk).first()
         form.access_before = user_access(obj) if change else {}
         super().save_model(request, obj, form, change)
 

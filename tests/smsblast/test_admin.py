@@ -593,6 +593,48 @@ def test_a_role_given_or_taken_in_the_user_admin_is_audited(admin_client, admin_
     assert event.details["changed"]["is_staff"] == {"from": False, "to": True}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_admins_saving_a_user_at_once_each_audit_the_access_they_replaced(admin_user, officer):
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    from tests.concurrency import race_behind_a_row, skip_unless_postgresql
+
+    skip_unless_postgresql()
+    officers, approvers = Group.objects.get(name="officer"), Group.objects.get(name="approver")
+
+    def save(**fields):
+        client = Client()
+        client.force_login(admin_user)
+        form = {"username": officer.username, "date_joined_0": "2026-01-05", "date_joined_1": "08:00:00", **fields}
+        response = client.post(admin_url(User, "change", officer.pk), form)
+        assert response.status_code == 302, response.content.decode()[:3000]
+
+    # Both forms were opened on an active officer: the first makes them an approver, the second deactivates them.
+    errors = race_behind_a_row(
+        officer, lambda: save(is_active="on", groups=[approvers.pk]), lambda: save(groups=[officers.pk])
+    )
+
+    assert errors == []
+    events = AuditEvent.objects.filter(action="user.access", object_id=str(officer.pk)).order_by("id")
+    assert [(event.from_state, event.to_state, event.details["changed"]) for event in events] == [
+        (
+            "officer",
+            "approver",
+            {"role": {"from": "officer", "to": "approver"}, "groups": {"from": ["officer"], "to": ["approver"]}},
+        ),
+        (
+            "approver",
+            "officer",
+            {
+                "role": {"from": "approver", "to": "officer"},
+                "groups": {"from": ["approver"], "to": ["officer"]},
+                "is_active": {"from": True, "to": False},
+            },
+        ),
+    ]
+
+
 def test_a_user_deactivated_in_the_admin_is_audited(admin_client, admin_user, officer):
     form = {
         "username": officer.username,
