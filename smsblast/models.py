@@ -219,6 +219,12 @@ class AuditQuerySet(models.QuerySet):
     def bulk_update(self, *args, **kwargs):
         raise PermissionDenied("Audit events are append-only.")
 
+    def bulk_create(self, objs, *args, update_conflicts: bool = False, **kwargs):
+        # An insert that updates the row it conflicts with would rewrite an event.
+        if update_conflicts:
+            raise PermissionDenied("Audit events are append-only.")
+        return super().bulk_create(objs, *args, **kwargs)
+
 
 class AuditEvent(models.Model):
     """An append-only record of one state change: who, what, from, to, when."""
@@ -239,6 +245,8 @@ class AuditEvent(models.Model):
     class Meta:
         verbose_name = _("audit event")
         verbose_name_plural = _("audit events")
+        # Django's own lookups go through the same refusing queryset, not a plain manager beside it.
+        base_manager_name = "objects"
         ordering = ["at", "id"]
         indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object_idx")]
 

@@ -44,3 +44,24 @@ def test_on_postgresql_the_database_itself_refuses_to_change_or_delete_an_audit_
         cursor.execute(statement, [event.pk])
 
     assert AuditEvent.objects.filter(pk=event.pk, action="campaign.submit").exists()
+
+
+@pytest.mark.django_db
+def test_no_orm_path_changes_or_deletes_an_audit_event(officer):
+    event = audit_record(actor=officer, action="campaign.submit", obj=officer, from_state="draft", to_state="x")
+    tampered = AuditEvent(pk=event.pk, action="tampered", object_type="x", object_id="1")
+    attempts = [
+        # The manager Django uses for related lookups and the one every model has besides its own.
+        lambda: AuditEvent._base_manager.filter(pk=event.pk).update(action="tampered"),
+        lambda: AuditEvent._base_manager.filter(pk=event.pk).delete(),
+        # An "upsert" of an existing event is an update of it.
+        lambda: AuditEvent.objects.bulk_create(
+            [tampered], update_conflicts=True, unique_fields=["id"], update_fields=["action"]
+        ),
+    ]
+
+    for attempt in attempts:
+        with pytest.raises((PermissionDenied, DatabaseError)), transaction.atomic():
+            attempt()
+
+    assert list(AuditEvent.objects.filter(pk=event.pk).values_list("action", flat=True)) == ["campaign.submit"]
