@@ -234,6 +234,11 @@ def _gsm7_replacement(char: str) -> str | None:
         return _REPLACEMENTS[char]
     # An accented Latin letter outside GSM-7 (á, ç, ã) falls back to its base
     # letter; the accented letters GSM-7 has (é, à) never reach this point.
+    # Only a letter: a symbol's mark can be what it says ("≠" is "=" struck
+    # through) and one that decomposes to another symbol may not mean it
+    # (the Greek question mark is ";").
+    if not unicodedata.category(char).startswith("L"):
+        return None
     base = "".join(part for part in unicodedata.normalize("NFD", char) if not unicodedata.combining(part))
     if base and base != char and is_gsm7(base):
         return base

@@ -81,7 +81,9 @@
 
   function replacementFor(ch) {
     if (Object.prototype.hasOwnProperty.call(REPLACEMENTS, ch)) return REPLACEMENTS[ch];
-    // An accented Latin letter outside GSM-7 falls back to its base letter.
+    // An accented Latin letter outside GSM-7 falls back to its base letter. Only a letter: a symbol's mark can be
+    // what it says ("≠" is "=" struck through), and the Greek question mark is no ";".
+    if (!/\p{L}/u.test(ch)) return null;
     var base = ch.normalize("NFD").replace(/\p{Mn}/gu, "");
     if (base && base !== ch && isGsm7(base)) return base;
     return null;

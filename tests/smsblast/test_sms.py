@@ -1,4 +1,5 @@
 import json
+import unicodedata
 
 import pytest
 
@@ -312,6 +313,39 @@ def test_look_alike_character_has_a_gsm7_replacement(char, replacement):
     assert analysis.non_gsm[0].replacement == replacement
     assert analysis.suggestion == f"Halo{replacement}warga"
     assert analysis.suggestion_encoding == "GSM7"
+
+
+@pytest.mark.parametrize(
+    ("text", "symbol"),
+    [
+        ("Usia \u2260 17 tahun", "\u2260"),  # not equal to: "=" says the opposite
+        ("Suhu \u226e 38", "\u226e"),  # not less-than: "<" says the opposite
+        ("Antrean \u226f 50 orang", "\u226f"),  # not greater-than
+        ("Sudah vaksin\u037e", "\u037e"),  # the Greek question mark asks a question; ";" does not
+    ],
+)
+def test_a_symbol_is_not_replaced_by_one_that_says_something_else(text, symbol):
+    analysis = analyze(text)
+
+    assert [(item.char, item.replacement) for item in analysis.non_gsm] == [(symbol, None)]
+    assert analysis.suggestion is None
+
+
+def test_no_suggestion_changes_a_symbol_into_another_one():
+    # Letters fall back to their base letter, and the listed look-alikes (quotes, dashes, spaces, the minus sign,
+    # the ellipsis) to theirs; no other mark or symbol has a GSM-7 stand-in that means the same.
+    look_alikes = set("\u2018\u2019\u201a\u201b\u2032\u2039\u203a`\u00b4\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb")
+    look_alikes |= set("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2022\u2026")
+    changed = [
+        f"U+{code:04X}"
+        for code in range(0x10000)
+        if not 0xD800 <= code <= 0xDFFF
+        and unicodedata.category(chr(code))[0] in "PS"
+        and chr(code) not in look_alikes
+        and any(item.replacement for item in analyze("x" + chr(code)).non_gsm)
+    ]
+
+    assert changed == []
 
 
 @pytest.mark.parametrize("char", ["\u00e9", "\u00e0", "\u00fc", "\u00c7", "\u00d1", "\u00e8"])
