@@ -391,6 +391,7 @@ def _compose(request: HttpRequest, form: CampaignForm, *, campaign: Campaign | N
     labels = {
         "replace": _("Replace with"),
         "space": _("a space"),
+        "line_break": _("a line break"),
         "no_replacement": _("no GSM-7 replacement; the message stays UCS-2"),
         "part": _("Part"),
         # The page's script picks one by the count; Indonesian says both alike.

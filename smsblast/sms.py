@@ -44,7 +44,10 @@ _SINGLE_PART_UNITS = {GSM7: 160, UCS2: 70}
 _CONCATENATED_PART_UNITS = {GSM7: 153, UCS2: 67}
 
 _ZERO_WIDTH = "\u200b\u200c\u200d\ufeff"
-_UNICODE_SPACES = "\t\u00a0\u202f" + "".join(chr(c) for c in range(0x2000, 0x200B))
+_UNICODE_SPACES = "\t\u00a0\u202f\u205f\u3000" + "".join(chr(c) for c in range(0x2000, 0x200B))
+# Hints to break a word here (soft hyphen) or not (word joiner) that text from word processors and PDFs carries.
+_BREAK_HINTS = "\u00ad\u2060"
+_LINE_SEPARATORS = "\u2028\u2029"
 
 # Look-alikes that word processors and chat apps put into otherwise plain
 # Indonesian text, each of which alone would turn the message into UCS-2.
@@ -55,6 +58,8 @@ _REPLACEMENTS = {
     "\u2026": "...",
     **dict.fromkeys(_UNICODE_SPACES, " "),
     **dict.fromkeys(_ZERO_WIDTH, ""),
+    **dict.fromkeys(_BREAK_HINTS, ""),
+    **dict.fromkeys(_LINE_SEPARATORS, "\n"),
 }
 _BLANK_REMOVALS = str.maketrans(dict.fromkeys(_ZERO_WIDTH))
 

@@ -26,7 +26,7 @@
   var extension = new Set(Array.from(GSM7_EXTENSION));
 
   var ZERO_WIDTH = "\u200b\u200c\u200d\ufeff";
-  var UNICODE_SPACES = "\t\u00a0\u202f";
+  var UNICODE_SPACES = "\t\u00a0\u202f\u205f\u3000";
   for (var c = 0x2000; c < 0x200b; c++) UNICODE_SPACES += String.fromCharCode(c);
 
   var REPLACEMENTS = {};
@@ -39,6 +39,8 @@
   REPLACEMENTS["\u2026"] = "...";
   map(UNICODE_SPACES, " ");
   map(ZERO_WIDTH, "");
+  map("\u00ad\u2060", ""); // break hints: soft hyphen, word joiner
+  map("\u2028\u2029", "\n"); // line and paragraph separators
 
   function isGsm(ch) { return basic.has(ch) || extension.has(ch); }
 
@@ -273,10 +275,11 @@
           var btn = document.createElement("button");
           btn.type = "button";
           btn.className = "small";
-          // A space put in is named: on the button it would read as nothing at all.
+          // A space or line break put in is named: on the button it would read as nothing at all.
           var shownReplacement = item.replacement;
           if (shownReplacement === "") shownReplacement = "∅";
           if (shownReplacement === " ") shownReplacement = labels.space || "␣";
+          if (shownReplacement === "\n") shownReplacement = labels.line_break || "↵";
           btn.textContent = (labels.replace || "Replace with") + " " + shownReplacement;
           btn.addEventListener("click", function () {
             var chars = Array.from(input.value);

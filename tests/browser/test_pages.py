@@ -228,6 +228,18 @@ def test_the_replacement_of_a_no_break_space_names_the_space_it_puts_in(officer_
     expect(page.locator("#id_text")).to_have_value("Harga Rp 10.000")
 
 
+def test_the_replacement_of_a_line_separator_names_the_line_break_it_puts_in(officer_page, live_server):
+    page = officer_page()
+    page.goto(f"{live_server.url}/campaigns/new/")
+    page.fill("#id_text", "Jadwal vaksin:\u2028Senin 08.00")
+    button = page.locator('[data-sms-out="nongsm"] li button')
+    expect(button).to_have_count(1)
+    expect(button).to_have_text("Ganti dengan baris baru")
+    button.click()
+    expect(page.locator("#id_text")).to_have_value("Jadwal vaksin:\nSenin 08.00")
+    expect(page.locator('[data-sms-out="encoding"]')).to_have_text("GSM-7")
+
+
 def test_the_suggestion_counts_one_sms_part_in_the_singular(officer_page, live_server):
     page = officer_page()
     page.select_option("select[name=language]", "en")

@@ -259,6 +259,27 @@ def test_non_breaking_space_and_em_dash_are_named():
 
 
 @pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        # Word and PDF text: a soft hyphen marks where a long word may break, a word joiner where it may not.
+        ("Vaksinasi ulang\u00adan di Puskes\u00admas Sanan\u00adwetan", "Vaksinasi ulangan di Puskesmas Sananwetan"),
+        ("Rp\u2060100.000", "Rp100.000"),
+        # Line and paragraph separators, as some editors and phones paste line breaks.
+        ("Jadwal vaksin:\u2028Senin 08.00\u2029Selasa 08.00", "Jadwal vaksin:\nSenin 08.00\nSelasa 08.00"),
+        # Spaces of other widths: an ideographic space (full-width keyboards) and a medium mathematical space.
+        ("Posyandu\u3000Desa Kemloko", "Posyandu Desa Kemloko"),
+        ("Suhu\u205f38 derajat", "Suhu 38 derajat"),
+    ],
+)
+def test_pasted_breaks_and_blanks_have_a_gsm7_replacement(text, suggestion):
+    analysis = analyze(text)
+
+    assert analysis.encoding == "UCS2"
+    assert all(item.replacement is not None for item in analysis.non_gsm)
+    assert (analysis.suggestion, analysis.suggestion_encoding, analysis.suggestion_segments) == (suggestion, "GSM7", 1)
+
+
+@pytest.mark.parametrize(
     ("char", "replacement"),
     [
         ("\u2018", "'"),
