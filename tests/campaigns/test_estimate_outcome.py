@@ -14,6 +14,7 @@ from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch
 from campaigns.services import campaign_create, campaign_submit
 from operators.gateways.http_batch_v1 import batch_body
 from operators.models import Operator
+from operators.ratelimit import RateLimiter
 from operators.services import batch_send
 from smsblast.models import Area, Role
 from tests.conftest import client_for
@@ -240,6 +241,43 @@ def test_the_text_the_approver_reviews_is_what_every_operator_receives_and_is_ch
     assert {(batch.encoding, batch.segments) for batch in ScriptedAdapter.sent} == {
         (detail["analysis"]["encoding"], detail["analysis"]["segments"])
     }
+    assert_estimate_is_outcome(detail, run)
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "segments"),
+    [
+        # 306 septets, which two parts of 153 would hold, but the euro sign's escape pair may not straddle the first
+        # boundary: it opens the second part, whose last septet spills into a third.
+        ("a" * 152 + "\u20ac" + "a" * 152, "GSM7", 3),
+        # 134 UTF-16 units, two parts of 67, but the emoji's surrogate pair opens the second part: three.
+        ("\u00e7" * 66 + "\U0001f489" + "\u00e7" * 66, "UCS2", 3),
+    ],
+    ids=["escape-pair-on-the-boundary", "surrogate-pair-on-the-boundary"],
+)
+def test_a_pair_moved_past_a_part_boundary_is_counted_in_the_estimate_the_run_and_the_rate_limit(
+    world, api_client_for, monkeypatch, text, encoding, segments
+):
+    subscribers("35.05.01", world["tsel"], 2)
+    subscribers("35.05.02", world["isat"], 3)
+    tokens = []
+    real_acquire = RateLimiter.acquire
+
+    def acquire(limiter, cost, *, timeout):
+        tokens.append(cost)
+        return real_acquire(limiter, cost, timeout=timeout)
+
+    monkeypatch.setattr(RateLimiter, "acquire", acquire)
+    campaign, detail = reviewed(api_client_for, text=text)
+
+    run = run_once(campaign)
+
+    assert (detail["analysis"]["encoding"], detail["analysis"]["segments"]) == (encoding, segments)
+    assert detail["audience"]["segments"] == segments * 5
+    assert detail["cost_estimate"] == segments * (2 * 300 + 3 * 250)
+    assert {(batch.encoding, batch.segments) for batch in ScriptedAdapter.sent} == {(encoding, segments)}
+    assert sorted(tokens) == sorted(segments * len(batch.recipients) for batch in ScriptedAdapter.sent)
+    assert sum(tokens) == segments * 5
     assert_estimate_is_outcome(detail, run)
 
 

@@ -52,3 +52,38 @@ def test_an_unknown_page_is_still_the_404_page(officer):
     response = client_for(officer).get("/no-such-page/")
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a" * 160, ("GSM7", 160, 1, 160, 0)),
+        ("a" * 159 + "\u20ac", ("GSM7", 161, 2, 153, 145)),  # the euro sign takes two septets
+        ("a" * 152 + "[" + "a" * 152, ("GSM7", 306, 3, 153, 152)),  # the escape pair may not straddle a part
+        ("\u00e7" * 70, ("UCS2", 70, 1, 70, 0)),
+        ("\u00e7" * 69 + "\U0001f489", ("UCS2", 71, 2, 67, 63)),  # an emoji is a surrogate pair
+        ("\u00e7" * 66 + "\U0001f489" + "\u00e7" * 66, ("UCS2", 134, 3, 67, 66)),  # and may not straddle a part
+    ],
+)
+def test_analyze_counts_units_and_parts_as_a_handset_sends_them(officer, api_client_for, text, expected):
+    body = api_client_for(officer).post("/api/v1/sms/analyze/", {"text": text}, format="json").json()
+
+    assert (body["encoding"], body["units"], body["segments"], body["per_segment"], body["remaining"]) == expected
+    assert "".join(body["parts"]) == text
+
+
+def test_analyze_names_what_turns_a_text_ucs2_and_offers_the_gsm7_text(officer, api_client_for):
+    text = "Vaksin \u201cbooster\u201d\u00a0gratis \u2013 Sabtu\u2026 Info: Dinkes\u2019s"
+    body = api_client_for(officer).post("/api/v1/sms/analyze/", {"text": text}, format="json").json()
+
+    assert body["encoding"] == "UCS2"
+    assert [(item["char"], item["position"], item["name"], item["replacement"]) for item in body["non_gsm"]] == [
+        ("\u201c", 7, "LEFT DOUBLE QUOTATION MARK", '"'),
+        ("\u201d", 15, "RIGHT DOUBLE QUOTATION MARK", '"'),
+        ("\u00a0", 16, "NO-BREAK SPACE", " "),
+        ("\u2013", 24, "EN DASH", "-"),
+        ("\u2026", 31, "HORIZONTAL ELLIPSIS", "..."),
+        ("\u2019", 45, "RIGHT SINGLE QUOTATION MARK", "'"),
+    ]
+    assert body["suggestion"] == 'Vaksin "booster" gratis - Sabtu... Info: Dinkes\'s'
+    assert (body["suggestion_encoding"], body["suggestion_segments"]) == ("GSM7", 1)

@@ -3,6 +3,8 @@ import string
 
 import phonenumbers
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from smsblast.phones import (
     OPERATORS,
@@ -351,3 +353,104 @@ def test_forms_phonenumbers_reads_alike_give_exactly_what_phonenumbers_gives_on_
         if normalize(raw).e164 != phonenumbers_alone(raw):
             mismatches.append((raw, normalize(raw), phonenumbers_alone(raw)))
     assert mismatches == []
+
+
+# --- every written form against phonenumbers itself, drawn by hypothesis -----------------------------------------
+
+
+def mobile_e164_by_phonenumbers(national_number: str) -> str | None:
+    """Return what phonenumbers makes of an Indonesian national number: its E.164 if a mobile number, else None."""
+    try:
+        number = phonenumbers.parse(f"+62{national_number}")
+    except phonenumbers.NumberParseException:
+        return None
+    mobile = phonenumbers.number_type(number) in {
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    }
+    if phonenumbers.is_valid_number(number) and mobile:
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
+# A national number (without its trunk 0): mostly mobile ranges at every length, then landline and unused ranges.
+_NATIONAL_NUMBERS = st.one_of(
+    st.builds(lambda head, rest: head + rest, st.sampled_from(["8"]), st.text("0123456789", min_size=2, max_size=13)),
+    st.builds(
+        lambda head, rest: head + rest,
+        st.sampled_from(["811", "812", "813", "821", "822", "838", "855", "857", "878", "881", "895", "899"]),
+        st.text("0123456789", min_size=5, max_size=10),
+    ),
+    st.builds(
+        lambda head, rest: head + rest,
+        st.sampled_from(["21", "22", "24", "31", "341", "361", "61", "778", "800", "809", "840", "1", "9"]),
+        st.text("0123456789", min_size=3, max_size=10),
+    ),
+)
+_FORMS = ["0{n}", "+62{n}", "62{n}", "0062{n}", "{n}", "+62 (0){n}", "+62 0{n}"]
+_SEPARATORS = ["", "", "", " ", "-", ".", " - ", "\u00a0", "\u202f", "\u2011", "\u200b"]
+
+
+@st.composite
+def written_numbers(draw) -> tuple[str, str]:
+    """Return (raw, national number): the number in one of the forms people write, with separators and brackets."""
+    national_number = draw(_NATIONAL_NUMBERS)
+    form = draw(st.sampled_from(_FORMS))
+    # Written bare, a number starting 62 reads as one with its country code, and one starting 0 as a trunk 0.
+    assume(not (form == "{n}" and national_number.startswith(("0", "62"))))
+    written = form.format(n=national_number)
+    chars = []
+    for char in written:
+        chars.append(char)
+        if char.isdigit():
+            chars.append(draw(st.sampled_from(_SEPARATORS)))
+    raw = "".join(chars)
+    if draw(st.booleans()):
+        split = draw(st.integers(1, len(raw)))
+        raw = f"({raw[:split]}) {raw[split:]}"
+    return draw(st.sampled_from(["", " ", "\u200e"])) + raw + draw(
+        st.sampled_from(["", " ", "\ufeff"])
+    ), national_number
+
+
+@settings(max_examples=1500)
+@given(written=written_numbers())
+def test_every_written_form_normalises_to_what_phonenumbers_makes_of_the_digits(written):
+    raw, national_number = written
+
+    expected = mobile_e164_by_phonenumbers(national_number)
+
+    assert normalize(raw).e164 == expected
+    assert normalize(raw).ok == (expected is not None)
+    if expected is None:
+        assert normalize(raw).reason in set(Reason)
+
+
+@settings(max_examples=1500)
+@given(
+    raw=st.one_of(
+        st.text("0123456789", max_size=18),
+        st.builds(
+            lambda head, rest: head + rest,
+            st.sampled_from(["0", "+62", "62", "0062", "00", "+", "8", "08", "628", "+628", "00628", "620", "6208"]),
+            st.text("0123456789 -.()+\u00a0\u200bx", max_size=16),
+        ),
+        st.text("0123456789 -.()+\u00a0", max_size=20),
+    )
+)
+def test_the_fast_path_always_agrees_with_phonenumbers(raw):
+    assert normalize(raw) == normalize_slow(raw)
+
+
+@settings(max_examples=300)
+@given(
+    table=st.dictionaries(
+        st.text("0126789", min_size=1, max_size=6).map(lambda digits: "62" + digits), st.integers(1, 5)
+    ),
+    number=st.text("0126789", min_size=6, max_size=11).map(lambda digits: "+62" + digits),
+)
+def test_a_number_routes_to_the_operator_of_its_longest_matching_prefix(table, number):
+    matching = [prefix for prefix in table if number[1:].startswith(prefix)]
+    expected = table[max(matching, key=len)] if matching else None
+
+    assert PrefixTable(table).operator_for(number) == expected

@@ -2,6 +2,8 @@ import json
 import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smsblast import sms
 from smsblast.sms import (
@@ -513,3 +515,161 @@ def test_every_look_alike_letter_of_the_longest_word_the_api_takes_is_named():
     hidden = sms.hidden_characters(text)
     assert len(hidden) == 4999
     assert {item.position for item in hidden} == set(range(1, 5000))
+
+
+# --- the text rules against an encoder written from GSM 03.38 and UTF-16 ------------------------------------------
+#
+# The oracle below encodes a text as a handset's modem would, septet by septet (the 03.38 default alphabet by code,
+# the extension table behind the 0x1B escape) or as UTF-16 code units, and cuts the user data into parts of 160/153
+# septets or 70/67 units without ending a part on an escape or a high surrogate. It shares no code with smsblast.sms.
+
+_ORACLE_DEFAULT_ALPHABET = dict(
+    enumerate(
+        "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+        "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+    )
+)
+_ORACLE_ESCAPE = 0x1B
+_ORACLE_EXTENSION = {
+    0x0A: "\f",
+    0x14: "^",
+    0x28: "{",
+    0x29: "}",
+    0x2F: "\\",
+    0x3C: "[",
+    0x3D: "~",
+    0x3E: "]",
+    0x40: "|",
+}
+_ORACLE_EXTENSION[0x65] = "\u20ac"
+_ORACLE_SEPTET_OF = {char: code for code, char in _ORACLE_DEFAULT_ALPHABET.items() if code != _ORACLE_ESCAPE}
+_ORACLE_EXTENSION_SEPTET_OF = {char: code for code, char in _ORACLE_EXTENSION.items()}
+
+
+def oracle_septets(text: str) -> list[int] | None:
+    """Return the septets of text in GSM-7, or None when a character has no septet."""
+    septets = []
+    for char in text:
+        if char in _ORACLE_SEPTET_OF:
+            septets.append(_ORACLE_SEPTET_OF[char])
+        elif char in _ORACLE_EXTENSION_SEPTET_OF:
+            septets += [_ORACLE_ESCAPE, _ORACLE_EXTENSION_SEPTET_OF[char]]
+        else:
+            return None
+    return septets
+
+
+def oracle_units(text: str, encoding: str) -> int:
+    """Return the septets (GSM7) or UTF-16 code units (UCS2) text takes."""
+    return len(oracle_septets(text)) if encoding == "GSM7" else len(text.encode("utf-16-be")) // 2
+
+
+def oracle_cut(units: list[int], *, single: int, per_part: int, holds_back) -> list[list[int]]:
+    """Cut units into parts: all in one when they fit, else parts of per_part that never end on a held-back unit."""
+    if len(units) <= single:
+        return [units]
+    parts, start = [], 0
+    while start < len(units):
+        end = min(start + per_part, len(units))
+        if end < len(units) and holds_back(units, end - 1):
+            end -= 1
+        parts.append(units[start:end])
+        start = end
+    return parts
+
+
+def oracle(text: str) -> tuple[str, int, list[int]]:
+    """Return the encoding, the units and the units of each part of text as a modem would send it."""
+    septets = oracle_septets(text)
+    if septets is not None:
+        # No extension septet is 0x1B, so a part ending on 0x1B would split an escape pair.
+        parts = oracle_cut(septets, single=160, per_part=153, holds_back=lambda units, i: units[i] == _ORACLE_ESCAPE)
+        return "GSM7", len(septets), [len(part) for part in parts]
+    encoded = text.encode("utf-16-be")
+    code_units = [int.from_bytes(encoded[i : i + 2], "big") for i in range(0, len(encoded), 2)]
+    parts = oracle_cut(code_units, single=70, per_part=67, holds_back=lambda units, i: 0xD800 <= units[i] <= 0xDBFF)
+    return "UCS2", len(code_units), [len(part) for part in parts]
+
+
+def test_the_oracle_alphabet_is_the_128_codes_of_03_38():
+    assert len(_ORACLE_DEFAULT_ALPHABET) == 128
+    assert len(set(_ORACLE_DEFAULT_ALPHABET.values())) == 128
+    assert _ORACLE_DEFAULT_ALPHABET[0x24] == "¤" and _ORACLE_DEFAULT_ALPHABET[0x60] == "¿"
+
+
+_GSM_TEXT = st.text(st.sampled_from(sorted(_ORACLE_SEPTET_OF)), max_size=1600)
+_TEXT_WITH_EXTENSION = st.text(
+    st.sampled_from(sorted(_ORACLE_SEPTET_OF)) | st.sampled_from(sorted(_ORACLE_EXTENSION_SEPTET_OF)), max_size=800
+)
+_ANY_TEXT = st.text(
+    st.sampled_from(sorted(_ORACLE_SEPTET_OF))
+    | st.sampled_from(sorted(_ORACLE_EXTENSION_SEPTET_OF))
+    | st.sampled_from(["\u201c", "\u201d", "\u2019", "\u2013", "\u2014", "\u00a0", "\u2026", "ç", "中"])
+    | st.sampled_from(["\U0001f600", "\U0001f489", "\U0001f1ee", "\U00020000"])
+    | st.characters(codec="utf-8"),
+    max_size=700,
+)
+
+
+@st.composite
+def _runs_up_to_part_boundaries(draw) -> str:
+    """Return runs of plain letters, each ended by a two-unit character, so pairs land on and near part boundaries.
+
+    Often padded to fill its last part exactly, had no pair moved: then one moved pair needs a part more.
+    """
+    encoding = draw(st.sampled_from(["GSM7", "UCS2"]))
+    filler, pair_chars, per_part = (
+        ("a", "€[]{}^~|\\\f", 153) if encoding == "GSM7" else ("ç", "\U0001f600\U0001f489", 67)
+    )
+    runs = draw(
+        st.lists(
+            st.tuples(
+                st.one_of(st.integers(0, per_part), st.sampled_from([per_part - 2, per_part - 1, per_part])),
+                st.sampled_from(pair_chars),
+            ),
+            min_size=1,
+            max_size=10,
+        )
+    )
+    text = "".join(filler * length + char for length, char in runs)
+    if draw(st.booleans()):
+        text += filler * (-oracle_units(text, encoding) % per_part)
+    return text
+
+
+@settings(max_examples=400)
+@given(text=_GSM_TEXT | _TEXT_WITH_EXTENSION | _ANY_TEXT | _runs_up_to_part_boundaries())
+def test_encoding_units_and_segments_are_those_a_gsm_modem_sends(text):
+    encoding, units, part_units = oracle(text)
+    segments = len(part_units)
+    try:
+        analysis = analyze(text)
+    except TextError:
+        # Refused only when too long, or when nothing in it would show on a phone.
+        assert segments > MAX_SEGMENTS or all(char.isspace() or char in "\u200b\u200c\u200d\ufeff" for char in text)
+        return
+
+    assert (analysis.encoding, analysis.units, analysis.segments) == (encoding, units, segments)
+    assert "".join(analysis.parts) == text
+    assert [oracle_units(part, encoding) for part in analysis.parts] == part_units
+    assert analysis.remaining == analysis.per_segment - part_units[-1]
+    if segments == 1:
+        assert analysis.per_segment == (160 if encoding == "GSM7" else 70)
+    else:
+        assert analysis.per_segment == (153 if encoding == "GSM7" else 67)
+
+
+def test_every_replacement_offered_is_gsm7_so_a_text_whose_characters_all_have_one_becomes_gsm7():
+    offered = {}
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        for item in analyze("x" + chr(code)).non_gsm:
+            if item.replacement is not None:
+                offered[chr(code)] = item.replacement
+
+    assert {char: text for char, text in offered.items() if oracle_septets(text) is None} == {}
+    # The characters the text rules name among them.
+    assert set("\u2018\u2019\u201c\u201d\u2013\u2014\u00a0\u2026") <= set(offered)
+    everything = "".join(offered)
+    assert analyze(everything, max_segments=100).suggestion_encoding == "GSM7"
