@@ -134,10 +134,15 @@ class MsisdnField(forms.CharField):
     """A typed Indonesian mobile number in any usual form, cleaned to E.164."""
 
     def clean(self, value):
+        from smsblast.templatetags.ui import import_reject_label  # the template tags build on this app's services
+
         value = super().clean(value)
         result = normalize(value or "")
         if not result.ok:
-            raise forms.ValidationError(_("This is not a valid Indonesian mobile number, e.g. 0812 3456 7890."))
+            raise forms.ValidationError(
+                _("This is not an Indonesian mobile number: %(reason)s. For example 0812 3456 7890.")
+                % {"reason": import_reject_label(result.reason)}
+            )
         return result.e164
 
 

@@ -184,6 +184,28 @@ def test_manual_opt_out_and_search_by_number(officer_user):
     assert "bukan nomor seluler Indonesia" in response.content.decode()
 
 
+@pytest.mark.parametrize(
+    ("typed", "reason"),
+    [
+        ("0342 801000", "bukan nomor seluler (telepon rumah, bebas pulsa atau premium)"),
+        ("0812 3456", "digit terlalu sedikit untuk nomor seluler"),
+        ("0812 3456 7890 123", "digit terlalu banyak untuk nomor seluler"),
+        ("+65 9123 4567", "nomor negara lain"),
+        ("0812-CALL-ME", "bukan nomor telepon yang sah"),
+    ],
+)
+def test_a_number_typed_to_opt_out_or_search_that_is_refused_says_why(officer_user, typed, reason):
+    client = client_for(officer_user)
+
+    opt_out = client.post(reverse("subscribers"), {"form": "optout", "msisdn": typed})
+    search = client.get(reverse("subscribers"), {"msisdn": typed})
+
+    refusal = f"Ini bukan nomor seluler Indonesia: {reason}. Contoh: 0812 3456 7890."
+    assert opt_out.context["optout_form"].errors["msisdn"] == [refusal]
+    assert search.context["search_form"].errors["msisdn"] == [refusal]
+    assert not Subscriber.objects.exists()
+
+
 def test_opting_out_a_number_already_opted_out_says_so_and_keeps_when_it_opted_out(officer_user):
     client = client_for(officer_user)
     client.post(reverse("subscribers"), {"form": "optout", "msisdn": "0812-3456-7890"})
