@@ -56,6 +56,11 @@ _REPLACEMENTS = {
     **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"'),
     **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2022", "-"),
     "\u2026": "...",
+    # Symbols of health notices ("lansia \u2265 60 tahun", "3\u00d7 sehari"), written as people type them without.
+    "\u2265": ">=",
+    "\u2264": "<=",
+    "\u00d7": "x",
+    "\u00b1": "+/-",
     **dict.fromkeys(_UNICODE_SPACES, " "),
     **dict.fromkeys(_ZERO_WIDTH, ""),
     **dict.fromkeys(_BREAK_HINTS, ""),

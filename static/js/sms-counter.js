@@ -37,6 +37,10 @@
   map("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"');
   map("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2022", "-");
   REPLACEMENTS["\u2026"] = "...";
+  REPLACEMENTS["\u2265"] = ">=";
+  REPLACEMENTS["\u2264"] = "<=";
+  REPLACEMENTS["\u00d7"] = "x";
+  REPLACEMENTS["\u00b1"] = "+/-";
   map(UNICODE_SPACES, " ");
   map(ZERO_WIDTH, "");
   map("\u00ad\u2060", ""); // break hints: soft hyphen, word joiner

@@ -282,6 +282,22 @@ def test_pasted_breaks_and_blanks_have_a_gsm7_replacement(text, suggestion):
 
 
 @pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("Vaksin untuk lansia usia \u2265 60 tahun", "Vaksin untuk lansia usia >= 60 tahun"),
+        ("Anak usia \u2264 12 tahun belum divaksin", "Anak usia <= 12 tahun belum divaksin"),
+        ("Minum obat 3\u00d7 sehari", "Minum obat 3x sehari"),
+        ("Antre \u00b1 2 jam", "Antre +/- 2 jam"),
+    ],
+)
+def test_symbols_health_notices_use_have_a_gsm7_replacement_that_reads_the_same(text, suggestion):
+    analysis = analyze(text)
+
+    assert analysis.encoding == "UCS2"
+    assert (analysis.suggestion, analysis.suggestion_encoding) == (suggestion, "GSM7")
+
+
+@pytest.mark.parametrize(
     ("char", "replacement"),
     [
         ("\u2018", "'"),
@@ -356,9 +372,11 @@ def test_a_symbol_is_not_replaced_by_one_that_says_something_else(text, symbol):
 
 def test_no_suggestion_changes_a_symbol_into_another_one():
     # Letters fall back to their base letter, and the listed look-alikes (quotes, dashes, spaces, the minus sign,
-    # the ellipsis) to theirs; no other mark or symbol has a GSM-7 stand-in that means the same.
+    # the ellipsis, comparison and times signs) to theirs; no other mark or symbol has a GSM-7 stand-in that means
+    # the same.
     look_alikes = set("\u2018\u2019\u201a\u201b\u2032\u2039\u203a`\u00b4\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb")
     look_alikes |= set("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2022\u2026")
+    look_alikes |= set("\u2265\u2264\u00d7\u00b1")  # written out: >=, <=, x, +/-
     changed = [
         f"U+{code:04X}"
         for code in range(0x10000)
