@@ -48,6 +48,9 @@ _UNICODE_SPACES = "\t\u00a0\u202f\u205f\u3000" + "".join(chr(c) for c in range(0
 # Hints to break a word here (soft hyphen) or not (word joiner) that text from word processors and PDFs carries.
 _BREAK_HINTS = "\u00ad\u2060"
 _LINE_SEPARATORS = "\u2028\u2029"
+# Embeddings, overrides and isolates, which a number copied from a phone's contacts carries; an SMS needs none
+# and submission refuses them (see REORDERS below).
+_DIRECTION_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 # Look-alikes that word processors and chat apps put into otherwise plain
 # Indonesian text, each of which alone would turn the message into UCS-2.
@@ -65,6 +68,7 @@ _REPLACEMENTS = {
     **dict.fromkeys(_ZERO_WIDTH, ""),
     **dict.fromkeys(_BREAK_HINTS, ""),
     **dict.fromkeys(_LINE_SEPARATORS, "\n"),
+    **dict.fromkeys(_DIRECTION_CONTROLS, ""),
 }
 _BLANK_REMOVALS = str.maketrans(dict.fromkeys(_ZERO_WIDTH))
 
@@ -283,7 +287,7 @@ EDGE_BLANK = "edge_blank"
 # The kinds submission refuses; the others are marked where the text is shown.
 REFUSED_KINDS = (REORDERS, CONTROL)
 
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BIDI_CONTROLS = frozenset(_DIRECTION_CONTROLS)
 # Control characters that are text: line feed, carriage return, tab and form feed (a GSM-7 extension).
 _TEXT_CONTROLS = frozenset("\n\r\t\f")
 # Not format characters, yet they draw nothing: Hangul fillers, the braille blank, the combining grapheme joiner

@@ -45,6 +45,7 @@
   map(ZERO_WIDTH, "");
   map("\u00ad\u2060", ""); // break hints: soft hyphen, word joiner
   map("\u2028\u2029", "\n"); // line and paragraph separators
+  map("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069", ""); // direction controls, refused on submission
 
   function isGsm(ch) { return basic.has(ch) || extension.has(ch); }
 

@@ -282,6 +282,23 @@ def test_pasted_breaks_and_blanks_have_a_gsm7_replacement(text, suggestion):
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        # A number copied from a phone's contacts comes wrapped in an embedding or an isolate.
+        "Info hubungi \u202a+62 812-3456-7890\u202c",
+        "Info hubungi \u2066+62 812-3456-7890\u2069",
+        "Info hubungi \u202e+62 812-3456-7890\u202c",
+    ],
+)
+def test_direction_controls_submission_refuses_are_removed_by_the_suggestion(text):
+    analysis = analyze(text)
+
+    assert all(item.replacement == "" for item in analysis.non_gsm)
+    assert (analysis.suggestion, analysis.suggestion_encoding) == ("Info hubungi +62 812-3456-7890", "GSM7")
+    assert [item for item in sms.hidden_characters(analysis.suggestion) if item.kind in sms.REFUSED_KINDS] == []
+
+
+@pytest.mark.parametrize(
     ("text", "suggestion"),
     [
         ("Vaksin untuk lansia usia \u2265 60 tahun", "Vaksin untuk lansia usia >= 60 tahun"),
