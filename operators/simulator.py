@@ -140,6 +140,30 @@ def _non_negative_number(value: Any) -> bool:
         return False
 
 
+def control_checked(changes: dict[str, Any]) -> dict[str, Any]:
+    """Return the behaviour fields a /control body sets, as stored; raise ControlError naming what is wrong."""
+    fields = {f.name for f in dataclasses.fields(OperatorBehaviour)}
+    unknown = set(changes) - fields - {"outage_seconds", "outage_mode"}
+    if unknown:
+        raise ControlError(f"Unknown settings: {', '.join(sorted(unknown))}.")
+    if "outage_mode" in changes and changes["outage_mode"] not in ("503", "refuse"):
+        raise ControlError('outage_mode must be "503" or "refuse".')
+    updates = {}
+    for name, value in changes.items():
+        if name in fields:
+            if not _non_negative_number(value):
+                raise ControlError(f"{name} must be a non-negative number.")
+            if name in ("error_rate", "delivered_ratio") and value > 1:
+                raise ControlError(f"{name} must be between 0 and 1.")
+            if name == "latency_ms" and value > MAX_LATENCY_MS:
+                raise ControlError(f"latency_ms must be at most {MAX_LATENCY_MS}.")
+            updates[name] = int(value) if name == "throttle_sps" else float(value)
+    outage = changes.get("outage_seconds")
+    if outage is not None and not _non_negative_number(outage):
+        raise ControlError("outage_seconds must be a non-negative number.")
+    return updates
+
+
 class OperatorState:
     """Counters, idempotency answers and runtime behaviour of one simulated operator (thread-safe)."""
 
@@ -187,27 +211,10 @@ class OperatorState:
             self.reach_reports_sent = 0
 
     def control(self, changes: dict[str, Any]) -> None:
-        """Apply a /control body; raise ControlError naming what is wrong."""
-        fields = {f.name: f.type for f in dataclasses.fields(OperatorBehaviour)}
-        unknown = set(changes) - set(fields) - {"outage_seconds", "outage_mode"}
-        if unknown:
-            raise ControlError(f"Unknown settings: {', '.join(sorted(unknown))}.")
+        """Apply a /control body; raise ControlError naming what is wrong, changing nothing then."""
+        updates = control_checked(changes)
         mode = changes.get("outage_mode", self.outage_mode)
-        if mode not in ("503", "refuse"):
-            raise ControlError('outage_mode must be "503" or "refuse".')
-        updates = {}
-        for name, value in changes.items():
-            if name in fields:
-                if not _non_negative_number(value):
-                    raise ControlError(f"{name} must be a non-negative number.")
-                if name in ("error_rate", "delivered_ratio") and value > 1:
-                    raise ControlError(f"{name} must be between 0 and 1.")
-                if name == "latency_ms" and value > MAX_LATENCY_MS:
-                    raise ControlError(f"latency_ms must be at most {MAX_LATENCY_MS}.")
-                updates[name] = int(value) if name == "throttle_sps" else float(value)
         outage = changes.get("outage_seconds")
-        if outage is not None and not _non_negative_number(outage):
-            raise ControlError("outage_seconds must be a non-negative number.")
         with self.lock:
             self.behaviour = dataclasses.replace(self.behaviour, **updates)
             self.outage_mode = mode

@@ -97,6 +97,19 @@ def test_settings_at_start_are_checked_as_control_checks_them(demo_operators, op
         simulator_server(port=0, **options)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"error_rate": 5}, "--error-rate 5: error_rate must be between 0 and 1."),
+        ({"throttle_sps": -1}, "--throttle-sps -1: throttle_sps must be a non-negative number."),
+        ({"report_delay_ms": float("nan")}, "--report-delay-ms nan: report_delay_ms must be a non-negative number."),
+    ],
+)
+def test_a_bad_option_is_refused_by_its_name_while_no_operator_exists_yet(db, options, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        simulator_server(port=0, **options)
+
+
 def test_the_command_refuses_a_bad_setting_before_serving(demo_operators):
     with pytest.raises(CommandError, match=re.escape("xl: delivered_ratio must be between 0 and 1.")):
         call_command("run_operator_simulator", "--port", "0", "--control", 'xl={"delivered_ratio": 3}')

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from operators.models import Operator
-from operators.simulator import ControlError, OperatorBehaviour, OperatorConfig, SimulatorServer
+from operators.simulator import ControlError, OperatorBehaviour, OperatorConfig, SimulatorServer, control_checked
 from smsblast.authentication import api_token_create, api_token_revoke, token_hash
 from smsblast.models import ApiToken
 
@@ -92,16 +92,22 @@ def simulator_server(
     """Return a simulator for every operator in the database, its settings checked as /control checks them."""
     if report_threads < 1:
         raise CommandError(f"--report-threads {report_threads}: give at least 1, or no delivery report is ever sent.")
+    defaults = {
+        "latency_ms": latency_ms,
+        "error_rate": error_rate,
+        "throttle_sps": throttle_sps,
+        "delivered_ratio": delivered_ratio,
+        "report_delay_ms": report_delay_ms,
+    }
+    # Checked by option here, not only through each operator: they also apply to operators added while serving.
+    for name, value in defaults.items():
+        try:
+            control_checked({name: value})
+        except ControlError as exc:
+            raise CommandError(f"--{name.replace('_', '-')} {value}: {exc}") from None
     configs = simulator_operators(behaviour=OperatorBehaviour())
     try:
         controls = operator_controls(list(control), slugs=configs)
-        defaults = {
-            "latency_ms": latency_ms,
-            "error_rate": error_rate,
-            "throttle_sps": throttle_sps,
-            "delivered_ratio": delivered_ratio,
-            "report_delay_ms": report_delay_ms,
-        }
         for slug, config in configs.items():
             config.settings = {**defaults, **controls.get(slug, {})}
         try:
