@@ -157,6 +157,9 @@ def control_checked(changes: dict[str, Any]) -> dict[str, Any]:
                 raise ControlError(f"{name} must be between 0 and 1.")
             if name == "latency_ms" and value > MAX_LATENCY_MS:
                 raise ControlError(f"latency_ms must be at most {MAX_LATENCY_MS}.")
+            # Cut to an integer, 0.5 would turn throttling off and 1500.7 would throttle below what was asked.
+            if name == "throttle_sps" and value != int(value):
+                raise ControlError("throttle_sps must be a whole number of segments per second (0: off).")
             updates[name] = int(value) if name == "throttle_sps" else float(value)
     outage = changes.get("outage_seconds")
     if outage is not None and not _non_negative_number(outage):

@@ -256,6 +256,23 @@ def test_control_refuses_unknown_or_out_of_range_settings(simulator):
     assert applied["behaviour"]["delivered_ratio"] == 0.5
 
 
+@pytest.mark.parametrize("throttle_sps", [0.5, 1500.7])
+def test_control_refuses_a_throttle_that_is_not_a_whole_number_of_segments_and_keeps_the_one_set(
+    simulator, throttle_sps
+):
+    control(simulator, throttle_sps=1500)
+
+    response = control(simulator, throttle_sps=throttle_sps)
+
+    assert response.status_code == 400
+    assert "throttle_sps must be a whole number" in response.json()["error"]
+    assert stats(simulator)["behaviour"]["throttle_sps"] == 1500
+
+
+def test_control_takes_a_throttle_written_as_a_whole_float(simulator):
+    assert control(simulator, throttle_sps=300.0).json()["behaviour"]["throttle_sps"] == 300
+
+
 @pytest.mark.parametrize(
     ("setting", "value"),
     [
