@@ -109,7 +109,9 @@ def _read_area_rows(path: Path, result: AreasLoadResult) -> dict[str, tuple[str,
     rows: dict[str, tuple[str, str, str | None]] = {}
     with _readable(path), open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = {"kode", "nama"} - set(reader.fieldnames or [])
+        # Without induk only provinces could be read: another file with kode and nama (penduduk.csv) would rename
+        # them and skip the rest, so it is refused instead. tingkat may be left out: the code gives the level.
+        missing = {"kode", "nama", "induk"} - set(reader.fieldnames or [])
         if missing:
             raise ServiceInvalid(
                 f"{path.name} has no column {', '.join(sorted(missing))}; expected kode,nama,tingkat,induk."

@@ -169,6 +169,17 @@ def test_load_areas_with_an_unreadable_file_says_which_and_writes_nothing(tmp_pa
     assert not Area.objects.exists()
 
 
+def test_load_areas_given_the_population_file_instead_is_refused_and_renames_nothing(db):
+    # penduduk.csv lies beside kode_wilayah.csv and also has kode and nama, but no parents: it is not an area table.
+    AreaFactory(code="96", name="Papua Barat Daya")
+
+    with pytest.raises(CommandError, match="penduduk.csv has no column induk; expected kode,nama,tingkat,induk."):
+        call_command("load_areas", str(WILAYAH / "penduduk.csv"))
+
+    assert Area.objects.get(code="96").name == "Papua Barat Daya"
+    assert Area.objects.count() == 1
+
+
 def test_boundaries_of_unknown_areas_are_reported(tmp_path, db):
     import json
 
