@@ -521,7 +521,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _post_control(self, state: OperatorState) -> None:
         try:
-            changes = _json_loads(self._body() or b"{}")
+            body = self._body() or b"{}"
+            try:
+                changes = _json_loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ControlError('The body is not JSON; send settings as {"latency_ms": 300, ...}.') from None
             if not isinstance(changes, dict):
                 raise ControlError("The body must be a JSON object.")
             state.control(changes)

@@ -246,6 +246,14 @@ def test_error_rate_answers_500_and_a_retry_with_the_same_key_is_then_accepted_o
     assert (counted["batches"], counted["errors"], counted["duplicates"]) == (1, 1, 0)
 
 
+@pytest.mark.parametrize("body", [b"latency_ms=5", b'{"latency_ms": 5', b"\xff\xfe"])
+def test_control_refuses_a_body_that_is_not_json_saying_so(simulator, body):
+    response = requests.post(f"{simulator.url}/telkomsel/control", data=body, timeout=10)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == 'The body is not JSON; send settings as {"latency_ms": 300, ...}.'
+
+
 def test_control_refuses_unknown_or_out_of_range_settings(simulator):
     assert control(simulator, colour="red").status_code == 400
     assert control(simulator, error_rate=2).status_code == 400
