@@ -180,6 +180,21 @@ def test_load_areas_given_the_population_file_instead_is_refused_and_renames_not
     assert Area.objects.count() == 1
 
 
+def test_load_areas_interrupted_says_nothing_was_changed_and_keeps_nothing(tmp_path, db, monkeypatch):
+    csv_path = write_csv(tmp_path, ["35,Jawa Timur,provinsi,", "35.05,Kabupaten Blitar,kabupaten,35"])
+    boundaries = tmp_path / "batas.geojson"
+    boundaries.write_text('{"type": "FeatureCollection", "features": []}')
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the boundaries are read, after the areas were written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("smsblast.services._areas_load_boundaries", interrupted)
+
+    with pytest.raises(CommandError, match="Interrupted: no area, population or boundary was changed."):
+        call_command("load_areas", str(csv_path), "--no-population", "--boundaries", str(boundaries))
+    assert not Area.objects.exists()
+
+
 def test_boundaries_of_unknown_areas_are_reported(tmp_path, db):
     import json
 

@@ -39,6 +39,9 @@ class Command(BaseCommand):
             )
         except ServiceInvalid as exc:
             raise CommandError(str(exc)) from None
+        except KeyboardInterrupt:
+            # Ctrl-C: areas_load writes in one transaction, which the interrupt rolled back.
+            raise CommandError("Interrupted: no area, population or boundary was changed.") from None
         for line, reason in result.skipped[:20]:
             self.stderr.write(f"  skipped{f' line {line}' if line else ''}: {reason}")
         if len(result.skipped) > 20:
