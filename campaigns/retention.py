@@ -13,7 +13,7 @@ pruned: a run still sending, or whose messages may still be reported on or expir
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from django.conf import settings
@@ -47,6 +47,18 @@ class RunPruned:
 def retention_days() -> int:
     """Return the days a finished run keeps its deliveries; 0 keeps them for good."""
     return max(0, int(settings.SMSBLAST_DELIVERY_RETENTION_DAYS))
+
+
+def retention_cutoff(*, now: datetime, days: int) -> datetime:
+    """Return the moment before which a run must have ended for its deliveries to go: `days` before `now`.
+
+    More days than the calendar reaches back (a million, meant as "for good") give its first moment: no run ended
+    before it, so nothing is removed.
+    """
+    try:
+        return now - timedelta(days=days)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def runs_due_for_pruning(*, cutoff: datetime) -> QuerySet:
@@ -99,7 +111,7 @@ def run_summarize(*, run_id: int, days: int, now: datetime) -> RunSummary | None
     summary = RunSummary.objects.filter(run_id=run_id).first()
     if summary is not None:
         return summary
-    cutoff = now - timedelta(days=days)
+    cutoff = retention_cutoff(now=now, days=days)
     if not runs_due_for_pruning(cutoff=cutoff).filter(pk=run_id, summary__isnull=True).exists():
         return None
     figures = run_figures(run)
@@ -169,7 +181,7 @@ def deliveries_prune(
     if days <= 0:
         return []
     done = []
-    for run in runs_due_for_pruning(cutoff=now - timedelta(days=days)):
+    for run in runs_due_for_pruning(cutoff=retention_cutoff(now=now, days=days)):
         if dry_run:
             left = Delivery.objects.filter(run_id=run.pk).count()
             done.append(RunPruned(run.pk, run.campaign_id, run.finished_at, left, done=False))
@@ -190,7 +202,7 @@ def deliveries_prune_enqueue(*, now: datetime) -> int:
     days = retention_days()
     if days <= 0:
         return 0
-    due = runs_due_for_pruning(cutoff=now - timedelta(days=days))
+    due = runs_due_for_pruning(cutoff=retention_cutoff(now=now, days=days))
     count = due.count()
     if count:
         _prune_enqueue(due.values_list("pk", flat=True).first(), days)
@@ -204,7 +216,7 @@ def run_deliveries_prune_and_next(*, run_id: int, days: int, now: datetime) -> R
     try:
         return run_deliveries_prune(run_id=run_id, days=days, now=now)
     finally:
-        due = runs_due_for_pruning(cutoff=now - timedelta(days=days))
+        due = runs_due_for_pruning(cutoff=retention_cutoff(now=now, days=days))
         ended = CampaignRun.objects.filter(pk=run_id).values_list("finished_at", flat=True).first()
         if ended is not None:
             due = due.filter(Q(finished_at__gt=ended) | Q(finished_at=ended, pk__gt=run_id))

@@ -286,6 +286,19 @@ def test_the_command_prints_what_it_would_remove_and_then_removes_it(capsys):
     assert not Delivery.objects.filter(run=run).exists()
 
 
+def test_a_retention_longer_than_the_calendar_reaches_back_removes_nothing_instead_of_failing(capsys, settings):
+    # A number of days no date lies back to (a million days, meant as "keep for good"): no run ended that long ago.
+    run = finished_run()
+
+    call_command("prune_deliveries", "--older-than", "1000000")
+    settings.SMSBLAST_DELIVERY_RETENTION_DAYS = 3_000_000
+
+    assert "0 runs ended more than 1,000,000 days ago: removed 0 deliveries" in capsys.readouterr().out
+    assert retention.deliveries_prune_enqueue(now=run.finished_at + timedelta(days=1)) == 0
+    assert retention.deliveries_prune(now=run.finished_at + timedelta(days=1)) == []
+    assert Delivery.objects.filter(run=run).count() == 13
+
+
 def test_the_daily_task_enqueues_a_prune_per_run_past_the_retention_and_that_task_prunes_it(
     django_capture_on_commit_callbacks, redis_client
 ):
