@@ -190,6 +190,19 @@ def test_seed_demo_attaches_the_boundaries_and_populations_of_the_demo_areas():
     assert seeded_counts() == first
 
 
+@pytest.mark.parametrize("url", ["not a url", "127.0.0.1:9100", "ftp://127.0.0.1:9100"])
+def test_seed_demo_refuses_a_simulator_url_operators_cannot_be_sent_to_and_creates_no_one(tmp_path, url):
+    with pytest.raises(CommandError, match=f"--simulator-url {url!r} is not an http or https URL"):
+        seed_demo("--simulator-url", url, "--reference-data", str(tmp_path))
+    assert not Operator.objects.exists()
+    assert not User.objects.exists()
+
+
+def test_seed_demo_points_the_operators_at_the_simulator_url_given(tmp_path):
+    seed_demo("--simulator-url", "http://localhost:9101/", "--reference-data", str(tmp_path))
+    assert Operator.objects.get(slug="xl").base_url == "http://localhost:9101/xl"
+
+
 def test_seed_demo_refuses_production_settings_and_creates_no_one(settings):
     from django.core.management.base import CommandError
 

@@ -6,7 +6,9 @@ import secrets
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.core.validators import URLValidator
 from django.db import transaction
 
 from operators.models import Operator
@@ -59,6 +61,13 @@ class Command(BaseCommand):
             raise CommandError(
                 "seed_demo creates users with published passwords; it does not run with production settings."
             )
+        try:
+            URLValidator(schemes=["http", "https"])(simulator_url)
+        except ValidationError:
+            # Written into every operator's base URL, where each batch would then fail to be sent.
+            raise CommandError(
+                f"--simulator-url {simulator_url!r} is not an http or https URL, such as http://127.0.0.1:9100."
+            ) from None
         try:
             with transaction.atomic():
                 role_groups_sync()
