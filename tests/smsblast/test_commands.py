@@ -105,6 +105,22 @@ def test_create_user_refuses_a_bad_username_or_email_with_a_message(args, messag
     assert not User.objects.exists()
 
 
+@pytest.mark.parametrize("password", ["123", "password", "satgas-2021"])
+def test_create_user_refuses_a_password_the_password_rules_refuse_and_changes_no_one(password):
+    # Too short, too common, or the username itself: refused as changepassword and the admin refuse them.
+    create_user("satgas-2021", "--role", "approver", "--password", "first-pass")
+
+    with pytest.raises(CommandError, match="^PASSWORD: ") as refused:
+        create_user("satgas-2021", "--role", "admin", "--password", password)
+    with pytest.raises(CommandError, match="^PASSWORD: "):
+        create_user(password, "--role", "officer", "--password", password)
+
+    assert f"'{password}'" not in str(refused.value)  # the password is never echoed to the terminal or its log
+    user = User.objects.get(username="satgas-2021")
+    assert (user.role, user.check_password("first-pass")) == ("approver", True)
+    assert User.objects.count() == 1
+
+
 def test_create_user_refuses_an_unknown_role():
     with pytest.raises(CommandError):
         call_command("create_user", "x", "--role", "boss")

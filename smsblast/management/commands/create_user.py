@@ -1,5 +1,6 @@
 """Create or update a user in one role and print a new API token as the last line."""
 
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
@@ -42,6 +43,15 @@ class Command(BaseCommand):
                 User._meta.get_field(name).clean(value, None)
             except ValidationError as exc:
                 raise CommandError(f"{name.upper()} {value!r}: {' '.join(exc.messages)}") from None
+        if password:
+            # The rules changepassword and the admin apply (AUTH_PASSWORD_VALIDATORS), the user's name and email
+            # among them; the password itself is not repeated in the message.
+            candidate = User.objects.filter(username=username).first() or User(username=username)
+            candidate.email = email or candidate.email
+            try:
+                validate_password(password, user=candidate)
+            except ValidationError as exc:
+                raise CommandError(f"PASSWORD: {' '.join(exc.messages)}") from None
         with transaction.atomic():
             user, created = User.objects.get_or_create(username=username, defaults={"email": email})
             reactivated = not created and not user.is_active
