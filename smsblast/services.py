@@ -165,6 +165,17 @@ def areas_load(
             result.skipped.append((0, f"parent {parent} of {code} is unknown"))
             known.discard(code)
     ordered = sorted((code for code in rows if code in known), key=lambda code: (code.count("."), code))
+    if not ordered:
+        # Nothing to write: the wrong file or form (undotted BPS codes), not a load that succeeded.
+        if not result.skipped:
+            raise ServiceInvalid(f"{Path(path).name} has a header but no rows.")
+        line, reason = result.skipped[0]
+        count = len(result.skipped)
+        skipped = "its only row was skipped" if count == 1 else f"all {count:,} were skipped"
+        raise ServiceInvalid(
+            f"{Path(path).name} has no row to load: {skipped} ({f'line {line}: ' if line else ''}{reason}). "
+            "Codes are dotted, as 35, 35.05, 35.05.01."
+        )
     to_create, to_update = [], []
     for code in ordered:
         name, level, parent = rows[code]

@@ -1,5 +1,6 @@
 """Areas: loading the Kemendagri table with populations and boundaries, re-runs, and the areas API."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,29 @@ def test_load_areas_interrupted_says_nothing_was_changed_and_keeps_nothing(tmp_p
 
     with pytest.raises(CommandError, match="Interrupted: no area, population or boundary was changed."):
         call_command("load_areas", str(csv_path), "--no-population", "--boundaries", str(boundaries))
+    assert not Area.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([], "wilayah.csv has a header but no rows."),
+        (
+            ["3505,Kabupaten Blitar,kabupaten,35", "3506,Kabupaten Kediri,kabupaten,35"],
+            "wilayah.csv has no row to load: all 2 were skipped (line 2: not a Kemendagri code or no name: '3505').",
+        ),
+        (
+            ["35.05,Kabupaten Blitar,kabupaten,35"],
+            "wilayah.csv has no row to load: its only row was skipped (parent 35 of 35.05 is unknown).",
+        ),
+    ],
+)
+def test_load_areas_with_no_row_it_can_load_fails_saying_why(tmp_path, db, rows, message):
+    # Undotted BPS codes, or regencies of a province neither in the file nor loaded: nothing is loaded, so it failed.
+    path = write_csv(tmp_path, rows)
+
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("load_areas", str(path), "--no-population")
     assert not Area.objects.exists()
 
 
