@@ -3,9 +3,10 @@
 import argparse
 import logging
 
+import click
 from celery import bootsteps
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 
 logger = logging.getLogger(__name__)
@@ -96,4 +97,7 @@ class Command(BaseCommand):
         if options["hostname"]:
             argv += ["--hostname", options["hostname"]]
         argv += [arg for arg in options["celery_args"] if arg != "--"]
-        app.worker_main(argv=argv)
+        try:
+            app.worker_main(argv=argv)
+        except click.ClickException as exc:  # an option celery refuses (--pool, --concurrency, a further option)
+            raise CommandError(exc.format_message()) from None
