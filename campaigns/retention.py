@@ -12,6 +12,7 @@ pruned: a run still sending, or whose messages may still be reported on or expir
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -171,11 +172,17 @@ def run_deliveries_prune(
 
 
 def deliveries_prune(
-    *, now: datetime, days: int | None = None, dry_run: bool = False, chunk: int = DELETE_CHUNK
+    *,
+    now: datetime,
+    days: int | None = None,
+    dry_run: bool = False,
+    chunk: int = DELETE_CHUNK,
+    progress: Callable[[RunPruned], None] | None = None,
 ) -> list[RunPruned]:
     """Remove the deliveries of every run past the retention (`days`, else the setting); return what was done.
 
-    With `dry_run`, change nothing and return what would be removed. Retention 0 removes nothing.
+    With `dry_run`, change nothing and return what would be removed. Retention 0 removes nothing. `progress` is
+    given each run as soon as it is done (a run of a million deliveries takes a while).
     """
     days = retention_days() if days is None else days
     if days <= 0:
@@ -184,12 +191,15 @@ def deliveries_prune(
     for run in runs_due_for_pruning(cutoff=retention_cutoff(now=now, days=days)):
         if dry_run:
             left = Delivery.objects.filter(run_id=run.pk).count()
-            done.append(RunPruned(run.pk, run.campaign_id, run.finished_at, left, done=False))
-            continue
-        pruned = run_deliveries_prune(run_id=run.pk, days=days, now=now, chunk=chunk)
-        if pruned is not None:
+            pruned = RunPruned(run.pk, run.campaign_id, run.finished_at, left, done=False)
+        else:
+            pruned = run_deliveries_prune(run_id=run.pk, days=days, now=now, chunk=chunk)
+            if pruned is None:
+                continue
             logger.info("Run %s: %s deliveries removed under the retention policy", run.pk, pruned.removed)
-            done.append(pruned)
+        done.append(pruned)
+        if progress is not None:
+            progress(pruned)
     return done
 
 

@@ -286,6 +286,29 @@ def test_the_command_prints_what_it_would_remove_and_then_removes_it(capsys):
     assert not Delivery.objects.filter(run=run).exists()
 
 
+def test_the_command_prints_each_run_as_soon_as_it_is_pruned_not_all_at_the_end(monkeypatch):
+    from django.utils import timezone
+
+    runs = [finished_run(), finished_run()]
+    CampaignRun.objects.filter(pk__in=[run.pk for run in runs]).update(finished_at=timezone.now() - timedelta(days=2))
+    deliveries = Delivery.objects.count()
+    out = io.StringIO()
+    printed_before = {}  # run id -> what the command had printed when that run's prune began
+    prune = retention.run_deliveries_prune
+
+    def watched(*, run_id, **kwargs):
+        printed_before[run_id] = out.getvalue()
+        return prune(run_id=run_id, **kwargs)
+
+    monkeypatch.setattr(retention, "run_deliveries_prune", watched)
+    call_command("prune_deliveries", "--older-than", "1", stdout=out)
+
+    first, second = printed_before
+    assert f"Run {first} of campaign" in printed_before[second]
+    assert f"2 runs ended more than 1 day ago: removed {deliveries} deliveries" in out.getvalue()
+    assert not Delivery.objects.exists()
+
+
 def test_a_retention_longer_than_the_calendar_reaches_back_removes_nothing_instead_of_failing(capsys, settings):
     # A number of days no date lies back to (a million days, meant as "keep for good"): no run ended that long ago.
     run = finished_run()

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from campaigns.models import Campaign
-from campaigns.retention import deliveries_prune, retention_days
+from campaigns.retention import RunPruned, deliveries_prune, retention_days
 from campaigns.selectors import campaign_zone
 
 
@@ -35,20 +35,22 @@ class Command(BaseCommand):
         if days <= 0:
             self.stdout.write("SMSBLAST_DELIVERY_RETENTION_DAYS is 0: deliveries are kept for good, nothing removed.")
             return
-        now = timezone.now()
-        done = deliveries_prune(now=now, days=days, dry_run=dry_run)
         verb = "would remove" if dry_run else "removed"
-        campaigns = Campaign.objects.in_bulk({run.campaign_id for run in done})
-        for run in done:
+
+        def report(run: RunPruned) -> None:
+            # Each run as it is done: one of a million deliveries takes a while.
+            campaign = Campaign.objects.filter(pk=run.campaign_id).first()
             ended = "?"
-            if run.finished_at and run.campaign_id in campaigns:
-                zone = campaign_zone(campaigns[run.campaign_id])
+            if run.finished_at and campaign is not None:
+                zone = campaign_zone(campaign)
                 ended = f"{timezone.localtime(run.finished_at, zone.tzinfo):%Y-%m-%d %H:%M} {zone.label}"
             left = "" if dry_run or run.done else " (more remain: run the command again)"
             self.stdout.write(
                 f"Run {run.run_id} of campaign {run.campaign_id}, ended {ended}: "
                 f"{verb} {counted(run.removed, 'delivery', 'deliveries')}{left}"
             )
+
+        done = deliveries_prune(now=timezone.now(), days=days, dry_run=dry_run, progress=report)
         total = sum(run.removed for run in done)
         self.stdout.write(
             f"{counted(len(done), 'run', 'runs')} ended more than {counted(days, 'day', 'days')} ago: "
