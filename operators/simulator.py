@@ -118,6 +118,14 @@ class OperatorConfig:
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+# Every setting a /control body (and --control at start) takes.
+CONTROL_SETTINGS = (
+    *(field.name for field in dataclasses.fields(OperatorBehaviour)),
+    "outage_seconds",
+    "outage_mode",
+)
+
+
 class ControlError(ValueError):
     """A /control body the simulator cannot apply."""
 
@@ -143,7 +151,7 @@ def _non_negative_number(value: Any) -> bool:
 def control_checked(changes: dict[str, Any]) -> dict[str, Any]:
     """Return the behaviour fields a /control body sets, as stored; raise ControlError naming what is wrong."""
     fields = {f.name for f in dataclasses.fields(OperatorBehaviour)}
-    unknown = set(changes) - fields - {"outage_seconds", "outage_mode"}
+    unknown = set(changes) - set(CONTROL_SETTINGS)
     if unknown:
         raise ControlError(f"Unknown settings: {', '.join(sorted(unknown))}.")
     if "outage_mode" in changes and changes["outage_mode"] not in ("503", "refuse"):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError, call_command, get_commands, load_command_class
 from rest_framework.test import APIClient
 
 from operators.models import Operator
@@ -326,3 +326,34 @@ def test_create_user_restoring_a_role_groups_permissions_is_audited_from_and_to(
     events = audit_history(officers).count()
     create_user("kominfo3", "--role", "officer")
     assert audit_history(officers).count() == events, "groups already as their role wants them are no change"
+# Options every Django command has, with Django's own help.
+DJANGO_OPTIONS = {"help", "version", "verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color"}
+PROJECT_APPS = {"smsblast", "campaigns", "operators"}
+
+
+def test_every_argument_of_every_command_says_what_it_is():
+    silent = []
+    for name, app in get_commands().items():
+        if app not in PROJECT_APPS:
+            continue
+        parser = load_command_class(app, name).create_parser("manage.py", name)
+        silent += [
+            f"{name} {action.dest}"
+            for action in parser._actions
+            if action.dest not in DJANGO_OPTIONS | {"skip_checks"} and not action.help
+        ]
+    assert silent == []
+
+
+def test_the_simulator_help_names_every_setting_control_takes():
+    from dataclasses import fields
+
+    from operators.simulator import OperatorBehaviour
+
+    parser = load_command_class("operators", "run_operator_simulator").create_parser("manage.py", "x")
+    # argparse wraps the help at spaces: compare it unwrapped.
+    text = " ".join(parser.format_help().split())
+
+    for setting in [field.name for field in fields(OperatorBehaviour)] + ["outage_seconds", "outage_mode"]:
+        assert setting in text, setting
+    assert "/stats" in text and "/<slug>/control" in text

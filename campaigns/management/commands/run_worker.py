@@ -67,7 +67,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--concurrency", type=int, default=2, help="Worker processes (default 2).")
-        parser.add_argument("--loglevel", default="INFO")
+        parser.add_argument("--loglevel", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO).")
         parser.add_argument("--pool", default="prefork", help="Celery pool: prefork, threads, solo.")
         parser.add_argument("--hostname", default="", help="Node name, e.g. worker2@%%h, to run several workers.")
         parser.add_argument("--queues", default="", help="Comma-separated queues instead of all of them.")

@@ -8,7 +8,14 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from operators.models import Operator
-from operators.simulator import ControlError, OperatorBehaviour, OperatorConfig, SimulatorServer, control_checked
+from operators.simulator import (
+    CONTROL_SETTINGS,
+    ControlError,
+    OperatorBehaviour,
+    OperatorConfig,
+    SimulatorServer,
+    control_checked,
+)
 from smsblast.authentication import api_token_create, api_token_revoke, token_hash
 from smsblast.models import ApiToken
 
@@ -142,12 +149,15 @@ def simulator_tokens_revoke(keys) -> None:
 class Command(BaseCommand):
     help = (
         "Run the operator simulator: the Operator Batch API v1 for every operator under /<slug>/v1/batches, "
-        "posting delivery reports back with a fresh API token of the operator's user."
+        "posting delivery reports back with a fresh API token of the operator's user. GET /stats gives each "
+        "operator's counts; POST /<slug>/control changes its settings while it runs (the --control settings); "
+        'outage_seconds makes its batches fail for that long, answered 503 (outage_mode "503") or with the '
+        'connection dropped ("refuse").'
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=9100)
+        parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
+        parser.add_argument("--port", type=int, default=9100, help="Port to listen on (default 9100; 0: any free one).")
         parser.add_argument("--latency-ms", type=float, default=0.0, help="Added before every batch answer.")
         parser.add_argument("--error-rate", type=float, default=0.0, help="Share of batches answered 500.")
         parser.add_argument("--throttle-sps", type=int, default=0, help="429 above this many segments/s (0: off).")
@@ -158,10 +168,13 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="SLUG=JSON",
-            help="One operator's settings at start, as the body of POST /SLUG/control, e.g. "
-            'xl=\'{"latency_ms": 300, "outage_seconds": 60, "outage_mode": "refuse"}\'. Repeatable.',
+            help="One operator's settings at start, as the body of POST /<slug>/control, e.g. "
+            'xl=\'{"latency_ms": 300, "outage_seconds": 60, "outage_mode": "refuse"}\'. Repeatable. Settings: '
+            f"{', '.join(CONTROL_SETTINGS)}.",
         )
-        parser.add_argument("--report-threads", type=int, default=2)
+        parser.add_argument(
+            "--report-threads", type=int, default=2, help="Threads posting delivery reports back (default 2)."
+        )
         parser.add_argument("--verbose", action="store_true", help="Log every request.")
 
     def handle(self, *args, **options):

@@ -15,10 +15,10 @@ class Command(BaseCommand):
     help = "Create or update USERNAME with --role and print a new API token (the last line of output)."
 
     def add_arguments(self, parser):
-        parser.add_argument("username")
-        parser.add_argument("--role", required=True, choices=Role.values)
+        parser.add_argument("username", help="The user to create, or to update if it exists.")
+        parser.add_argument("--role", required=True, choices=Role.values, help="The user's only role.")
         parser.add_argument("--password", help="Set this password; without it a new user cannot log in to pages.")
-        parser.add_argument("--email", default="")
+        parser.add_argument("--email", default="", help="Where notifications go; without it an existing one stays.")
         parser.add_argument(
             "--area",
             metavar="CODE",

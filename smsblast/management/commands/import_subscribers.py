@@ -17,7 +17,9 @@ class Command(BaseCommand):
     help = "Import subscribers from a CSV (the same job as an upload, run here); --resume ID continues a failed one."
 
     def add_arguments(self, parser):
-        parser.add_argument("file", type=Path, nargs="?")
+        parser.add_argument(
+            "file", type=Path, nargs="?", help="CSV with a number column (msisdn, nomor, no_hp, ...) and more."
+        )
         parser.add_argument(
             "--resume",
             type=int,

@@ -16,7 +16,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("csv", type=Path)
+        parser.add_argument("csv", type=Path, help="kode_wilayah CSV: kode,nama,tingkat,induk (tingkat optional).")
         parser.add_argument("--population", type=Path, help="penduduk CSV (kode,...,total); default: beside the CSV")
         parser.add_argument("--no-population", action="store_true", help="Do not look for penduduk.csv.")
         parser.add_argument("--boundaries", type=Path, nargs="*", default=[], help="GeoJSON files, property kode.")

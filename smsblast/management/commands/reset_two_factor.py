@@ -11,7 +11,7 @@ class Command(BaseCommand):
     help = "Reset USERNAME's second factor: the next log-in sets up an authenticator app again (audited)."
 
     def add_arguments(self, parser):
-        parser.add_argument("username")
+        parser.add_argument("username", help="The user whose authenticator app is forgotten.")
 
     def handle(self, *args, username: str, **options):
         user = User.objects.filter(username=username.strip()).first()

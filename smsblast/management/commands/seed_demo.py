@@ -42,7 +42,12 @@ class Command(BaseCommand):
     help = "Load demo users, Kab. Blitar, the four operators and synthetic subscribers (re-runnable)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--subscribers", type=int, default=20_000)
+        parser.add_argument(
+            "--subscribers",
+            type=int,
+            default=20_000,
+            help="Add subscribers until there are this many in all (default 20000); none is removed.",
+        )
         parser.add_argument(
             "--simulator-url",
             # The same port the Procfile's simulator line listens on.
