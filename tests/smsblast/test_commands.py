@@ -326,6 +326,8 @@ def test_create_user_restoring_a_role_groups_permissions_is_audited_from_and_to(
     events = audit_history(officers).count()
     create_user("kominfo3", "--role", "officer")
     assert audit_history(officers).count() == events, "groups already as their role wants them are no change"
+
+
 # Options every Django command has, with Django's own help.
 DJANGO_OPTIONS = {"help", "version", "verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color"}
 PROJECT_APPS = {"smsblast", "campaigns", "operators"}
