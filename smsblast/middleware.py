@@ -200,3 +200,20 @@ class TwoFactorSessionMiddleware:
                     request, _("Your account now asks for a code from an authenticator app after the password.")
                 )
         return self.get_response(request)
+
+
+class ApiNotFoundJsonMiddleware:
+    """Answer an unknown /api/ path in JSON also under DEBUG (`make run`), where Django renders its HTML debug page
+    instead of calling handler404; a 404 a view already answered in JSON passes unchanged."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        html = response.get("Content-Type", "").startswith("text/html")
+        if response.status_code == 404 and html and request.path.startswith("/api/"):
+            from smsblast.api import not_found  # the API module imports DRF, which reads settings at import
+
+            return not_found(request)
+        return response

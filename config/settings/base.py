@@ -54,6 +54,8 @@ MIDDLEWARE = [
     # Indonesian unless the user chose English: the browser's Accept-Language is not consulted.
     "smsblast.middleware.IndonesianByDefaultMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    # An unknown /api/ path answers JSON under DEBUG too (in production handler404 does).
+    "smsblast.middleware.ApiNotFoundJsonMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

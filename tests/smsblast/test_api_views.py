@@ -46,6 +46,15 @@ def test_an_api_body_that_is_not_a_json_object_is_a_400_saying_an_object_was_exp
     assert "Expected a dictionary" in response.json()["detail"]
 
 
+def test_an_unknown_api_path_is_json_also_under_debug_as_make_run_serves_it(officer, api_client_for, settings):
+    # Under DEBUG Django answers a path no URL matches with its HTML debug page, not handler404.
+    settings.DEBUG = True
+    response = api_client_for(officer).get("/api/v1/no-such-thing/")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert "/api/v1/schema/" in response.json()["detail"]
+
+
 def test_an_unknown_page_is_still_the_404_page(officer):
     from tests.conftest import client_for
 
