@@ -189,10 +189,19 @@ def cap_parse(raw: bytes) -> CapAlert:
     )
 
 
+# Indonesian as a CAP <language> may name it: BCP 47 "id", the withdrawn ISO 639 "in" (still what Java writes for
+# an Indonesian locale) and ISO 639-2 "ind", each with or without a region.
+_INDONESIAN_LANGUAGES = frozenset({"id", "in", "ind"})
+
+
+def _is_indonesian(language: str) -> bool:
+    return language.lower().replace("_", "-").split("-")[0] in _INDONESIAN_LANGUAGES
+
+
 def cap_pick_info(alert: CapAlert) -> CapInfo | None:
     """Return the Indonesian info block if there is one, else the first."""
     for info in alert.infos:
-        if info.language.lower().split("-")[0] == "id":
+        if _is_indonesian(info.language):
             return info
     return alert.infos[0] if alert.infos else None
 
@@ -413,7 +422,7 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
             f"The alert has several {info.language} info blocks; used the info block whose area reaches "
             "your jurisdiction."
         )
-    if info.language.lower().split("-")[0] != "id":
+    if not _is_indonesian(info.language):
         notes.append(f"No Indonesian info block; used the first one ({info.language}).")
     if alert.signature.state == SignatureState.VERIFIED:
         notes.append(f"The alert's XML signature is verified: signed by {alert.signature.signer}, a trusted issuer.")

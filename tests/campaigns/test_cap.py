@@ -1375,3 +1375,17 @@ def test_an_alert_whose_instruction_holds_a_direction_override_is_refused_and_no
     assert "instruction holds characters" in response.json()["detail"]
     assert "U+202E RIGHT-TO-LEFT OVERRIDE" in response.json()["detail"]
     assert not Campaign.objects.exists()
+
+
+@pytest.mark.parametrize("language", ["in-ID", "in", "ind"])
+def test_an_info_block_in_the_legacy_or_three_letter_code_of_indonesian_is_taken_as_the_indonesian_one(
+    officer_client, language
+):
+    blitar_areas()
+    document = BMKG_POLYGON.format(polygon=_blitar_west_polygon()).replace(
+        "<language>id-ID</language>", f"<language>{language}</language>"
+    )
+    response = _post_xml(officer_client, document)
+    assert response.status_code == 201, response.json()
+    assert response.json()["text"].startswith("Peringatan dini hujan lebat")
+    assert not any("No Indonesian info block" in note for note in response.json()["notes"])
