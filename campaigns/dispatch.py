@@ -278,6 +278,18 @@ def run_start(*, campaign_id: int, now: datetime | None = None) -> CampaignRun |
         # Missed by longer than the next occurrence is away: that one is sent, not the same text twice in a row.
         _occurrences_skip(campaign, claimed=claimed, skipped=skipped + 1, next_run_at=next_run_at, now=now)
         return None
+    if now - scheduled_for > timedelta(minutes=campaign.validity_minutes):
+        # Started this late, it would reach handsets after the message stopped holding (its CAP export already says
+        # it has expired). Quiet hours ahead do not count: a run started in time waits them out by design.
+        _validity_missed(
+            campaign,
+            claimed=claimed,
+            scheduled_for=scheduled_for,
+            skipped=skipped + 1,
+            next_run_at=next_run_at,
+            now=now,
+        )
+        return None
     # Only from the state read (and checked above): if the previous run completed meanwhile, the next tick starts
     # this one, so its audit event names the state it really left (invariant 6).
     rows = Campaign.objects.filter(pk=campaign.pk, status=campaign.status, next_run_at=claimed).update(
@@ -374,6 +386,53 @@ def _occurrences_skip(
     }
     action = "campaign.occurrences_skip"
     _next_run_move(campaign, claimed=claimed, to=next_run_at, action=action, details=details, now=now)
+
+
+def _validity_missed(
+    campaign: Campaign,
+    *,
+    claimed: datetime,
+    scheduled_for: datetime,
+    skipped: int,
+    next_run_at: datetime | None,
+    now: datetime,
+) -> None:
+    """Send nothing for an occurrence missed (the scheduler down) by longer than its validity, and tell the author.
+
+    A recurring campaign waits for its next occurrence, or ends as `_schedule_end` would after its last one; a
+    campaign that never sent a run is cancelled. Called by run_start with the campaign row locked.
+    """
+    details = {
+        "reason": (
+            f"Missed by longer than its validity ({campaign.validity_minutes} minutes): it would have reached "
+            "handsets after it expired, so it was not sent."
+        ),
+        "scheduled_for": scheduled_for.isoformat(),
+        "occurrences_skipped": skipped,
+    }
+    action = "campaign.validity_missed"
+    if next_run_at is not None or campaign.status == Campaign.Status.SENDING:
+        details["next_run_at"] = next_run_at.isoformat() if next_run_at else None
+        _next_run_move(campaign, claimed=claimed, to=next_run_at, action=action, details=details, now=now)
+    else:
+        runs = campaign.runs.values_list("status", flat=True)
+        if not runs:
+            to_state = Campaign.Status.CANCELLED
+        elif RunStatus.COMPLETED_WITH_FAILURES in runs:
+            to_state = Campaign.Status.COMPLETED_WITH_FAILURES
+        else:
+            to_state = Campaign.Status.COMPLETED
+        campaign_move(
+            campaign=campaign,
+            to_state=to_state,
+            actor=None,
+            action=action,
+            match={"next_run_at": claimed},
+            details=details,
+            now=now,
+            next_run_at=None,
+        )
+    notices.campaign_notify_run_missed(campaign=campaign, scheduled_for=scheduled_for)
 
 
 def _next_run_move(

@@ -172,6 +172,30 @@ def campaign_notify_window_missed(*, campaign: Campaign) -> None:
         )
 
 
+def campaign_notify_run_missed(*, campaign: Campaign, scheduled_for) -> None:
+    """Tell the author that a run due at `scheduled_for` was missed by longer than its validity and not sent."""
+    with translation.override(settings.LANGUAGE_CODE):
+        values = {
+            "title": _title(campaign.title),
+            "due": local_time(scheduled_for, campaign),
+            "minutes": campaign.validity_minutes,
+            "url": _page("campaigns:detail", campaign),
+        }
+        subject = _("Not sent: %(title)s") % values
+        body = _(
+            "The run of “%(title)s” due at %(due)s could not start in time: it was missed by longer than its "
+            "validity of %(minutes)s minutes, so nothing was sent, rather than a warning that has expired. If it "
+            "still holds, copy it into a new draft:\n%(url)s\n"
+        )
+        notifications_create(
+            users=[campaign.author],
+            kind="campaign.validity_missed",
+            object_id=campaign.pk,
+            subject=subject,
+            body=body % values,
+        )
+
+
 def run_notify_stalled(
     *, run: CampaignRun, inactive_operators: list[str] = (), throttling_operators: list[str] = ()
 ) -> None:

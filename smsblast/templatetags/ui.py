@@ -170,6 +170,16 @@ SYSTEM_REASONS = (
         _("These occurrences were missed until the next one was nearer; it is sent instead."),
     ),
     (
+        re.compile(
+            r"Missed by longer than its validity \((?P<minutes>\d+) minutes\): it would have reached handsets after "
+            r"it expired, so it was not sent\."
+        ),
+        _(
+            "Missed by longer than its validity (%(minutes)s minutes): it would have reached handsets after it "
+            "expired, so it was not sent."
+        ),
+    ),
+    (
         re.compile(re.escape("The approval does not match the campaign's current content; nothing was sent.")),
         _("The approval does not match the campaign's current content; nothing was sent."),
     ),
@@ -199,6 +209,7 @@ ACTION_LABELS = {
     "campaign.schedule_end": _("schedule ended: missed runs not sent"),
     "campaign.window_missed": _("broadcast window ended before it could start: nothing sent"),
     "campaign.occurrences_skip": _("missed runs not sent: the next one is near"),
+    "campaign.validity_missed": _("run missed past its validity: nothing sent"),
     "run.start": _("run started"),
     "run.fanned_out": _("recipients prepared"),
     "run.complete": _("run finished"),

@@ -1903,3 +1903,65 @@ def test_a_campaign_whose_runs_have_ended_keeps_its_mode_so_their_reports_stay_d
     assert Campaign.objects.get(pk=campaign.pk).mode == "targeted"
     response = api_client_for(campaign.author).get(f"/api/v1/campaigns/{campaign.pk}/report.csv")
     assert response.status_code == 200
+
+
+def test_a_one_off_run_missed_by_longer_than_its_validity_is_not_sent_and_its_author_is_told():
+    from smsblast.models import Notification
+
+    schedule = {"kind": "once", "at": "2021-07-06T13:00"}
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(schedule), validity_minutes=60)
+    campaign.author.email = "ofc@blitarkab.go.id"
+    campaign.author.save()
+    operators_and_subscribers(counts={"tsel": 2})
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=schedule, now=utc(2021, 7, 6, 2, 0))
+    due = utc(2021, 7, 6, 6, 0)  # 13:00 WIB
+
+    # The scheduler was down from before 13:00 until 14:01: the warning would reach handsets after it expired.
+    assert dispatch.runs_start_due(now=due + timedelta(minutes=61)) == []
+
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.next_run_at) == (Campaign.Status.CANCELLED, None)
+    assert not CampaignRun.objects.filter(campaign=campaign).exists() and not Delivery.objects.exists()
+    event = AuditEvent.objects.get(object_id=str(campaign.pk), action="campaign.validity_missed")
+    assert (event.actor, event.from_state, event.to_state) == (None, "scheduled", "cancelled")
+    assert event.details["scheduled_for"] == due.isoformat()
+    assert "longer than its validity (60 minutes)" in event.details["reason"]
+    (notice,) = Notification.objects.filter(kind="campaign.validity_missed")
+    assert notice.user == campaign.author and notice.subject.startswith("Tidak dikirim: ")
+    assert "13:00 WIB" in notice.body and f"/campaigns/{campaign.pk}/" in notice.body
+    assert dispatch.runs_start_due(now=due + timedelta(minutes=62)) == []
+    assert Notification.objects.filter(kind="campaign.validity_missed").count() == 1
+    from tests.conftest import client_for
+
+    page = client_for(campaign.author).get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert "pengiriman terlewat melewati masa berlakunya: tidak ada yang dikirim" in page
+    assert "Alasan: Terlewat lebih lama dari masa berlakunya (60 menit)" in page
+
+
+def test_a_one_off_run_late_but_within_its_validity_is_still_sent():
+    schedule = {"kind": "once", "at": "2021-07-06T13:00"}
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(schedule), validity_minutes=60)
+    operators_and_subscribers(counts={"tsel": 2})
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=schedule, now=utc(2021, 7, 6, 2, 0))
+
+    (run_id,) = dispatch.runs_start_due(now=utc(2021, 7, 6, 6, 59))
+
+    assert CampaignRun.objects.get(pk=run_id).scheduled_for == utc(2021, 7, 6, 6, 0)
+
+
+def test_a_weekly_occurrence_missed_past_its_validity_is_skipped_and_the_next_one_kept():
+    schedule = {"kind": "weekly", "time": "13:00", "weekdays": [1]}
+    campaign = approved_campaign(schedule=dispatch.scheduling.schedule_normalize(schedule), validity_minutes=120)
+    dispatch.campaign_schedule(campaign=campaign, user=campaign.author, schedule=schedule, now=utc(2021, 7, 5, 2, 0))
+    tuesday_13 = utc(2021, 7, 6, 6, 0)
+    campaign.refresh_from_db()
+    assert campaign.next_run_at == tuesday_13
+
+    # Down until Tuesday 16:00 WIB: three hours late for a two-hour warning, the next one six days away.
+    assert dispatch.runs_start_due(now=utc(2021, 7, 6, 9, 0)) == []
+
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.next_run_at) == (Campaign.Status.SCHEDULED, utc(2021, 7, 13, 6, 0))
+    event = AuditEvent.objects.get(object_id=str(campaign.pk), action="campaign.validity_missed")
+    assert (event.from_state, event.to_state) == ("scheduled", "scheduled")
+    assert not CampaignRun.objects.filter(campaign=campaign).exists()
