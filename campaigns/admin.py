@@ -66,6 +66,8 @@ class ApprovalAdmin(ReadOnlyAdmin):
     search_fields = ["campaign__title", "approver__username", "content_hash"]
     list_select_related = ["campaign", "approver"]
     raw_id_fields = ["campaign", "approver"]
+    # An area broadcast's frozen boundaries: megabytes of coordinates for a province, of no use read on a page.
+    exclude = ["area_shapes"]
 
 
 @admin.register(CampaignRun)

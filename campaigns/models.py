@@ -145,6 +145,9 @@ class Approval(models.Model):
     reason = models.TextField(blank=True, verbose_name=_("reason"))
     # The campaign content as reviewed, so a resubmission can be diffed against it.
     snapshot = models.JSONField(default=dict, verbose_name=_("snapshot"))
+    # An approved area broadcast's area as GeoJSON geometries (its areas' boundaries and drawn polygon) when approved:
+    # its window sends this, so a boundary edited afterwards does not move what was approved (invariant 1).
+    area_shapes = models.JSONField(null=True, blank=True, verbose_name=_("area shapes"))
     created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
     # Set when an edit voids the approval.
     voided_at = models.DateTimeField(null=True, blank=True, verbose_name=_("voided at"))

@@ -701,6 +701,7 @@ def _decide(
         content_hash=content_hash,
         reason=reason,
         snapshot=_snapshot(campaign),
+        area_shapes=_approved_area_shapes(campaign) if action == "approve" else None,
     )
     audit_details = {"approval_id": approval.pk, **({"reason": reason} if reason else {}), **(details or {})}
     audit_record(
@@ -713,6 +714,18 @@ def _decide(
     )
     notices.campaign_notify_decided(campaign=campaign, approver=approver, approved=action == "approve", reason=reason)
     return approval
+
+
+def _approved_area_shapes(campaign: Campaign) -> list[dict] | None:
+    """Return an area broadcast's area as the approver saw it, as GeoJSON geometries; None for a targeted campaign."""
+    if campaign.mode != Mode.AREA_BROADCAST:
+        return None
+    from shapely.geometry import mapping
+
+    from operators.broadcasts import broadcast_area_shapes
+
+    # Through JSON, as stored: shapely's mapping holds tuples.
+    return json.loads(json.dumps([mapping(geometry) for geometry in broadcast_area_shapes(campaign)]))
 
 
 def _cancel(

@@ -254,6 +254,17 @@ def broadcast_area_shapes(campaign: Campaign) -> list:
     return shapes
 
 
+def approved_area_shapes(campaign: Campaign) -> list:
+    """Return the shapely geometries of the campaign's area as its approval froze them (invariant 1): a boundary
+    edited since does not move the area sent. An approval from before areas were frozen gives today's boundaries."""
+    from campaigns.services import campaign_current_approval
+
+    approval = campaign_current_approval(campaign)
+    if approval is None or approval.area_shapes is None:
+        return broadcast_area_shapes(campaign)
+    return [areageom.geometry_from_geojson(geometry) for geometry in approval.area_shapes]
+
+
 def _code_shapes(codes) -> list:
     """Return the shapely geometries covering the areas of `codes` (see `broadcast_area_shapes`)."""
     shapes = []
@@ -352,7 +363,7 @@ def area_broadcast_run_start(*, campaign_id: int, now: datetime | None = None) -
         return None
     analysis = sms.analyze(campaign.text)
     operators = broadcast_operators(campaign)
-    shapes = broadcast_area_shapes(campaign)
+    shapes = approved_area_shapes(campaign)
     estimate = broadcast_estimate(campaign)
     frozen = {
         "area": {

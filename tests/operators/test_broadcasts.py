@@ -1,5 +1,6 @@
 """Area-broadcast services: validation, estimate, start of the window, per-operator sends, cancel, reach, end."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -1013,3 +1014,28 @@ def test_a_live_area_broadcast_stored_with_a_daily_schedule_still_cannot_be_edit
     with pytest.raises(ServiceConflict):
         campaign_update(campaign=campaign, actor=campaign.author, data={"text": "Teks baru."})
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SENDING
+
+
+def test_a_boundary_edited_after_approval_does_not_move_the_area_sent(operators, areas):
+    from campaigns.services import campaign_approve, campaign_submit
+    from smsblast.models import Area
+
+    campaign = broadcast_campaign(approved=False)
+    campaign_submit(campaign=campaign, actor=campaign.author)
+    approver = UserFactory(role=Role.APPROVER)
+    campaign_approve(campaign=campaign, approver=approver, content_hash=campaign_content_hash(campaign))
+    approved_bounds = shape(regency_boundary("35.05")).bounds
+    # An admin (or load_areas) then moves the regency's boundary a degree east, after the approver saw the map.
+    from shapely.affinity import translate
+    from shapely.geometry import mapping
+
+    moved = json.loads(json.dumps(mapping(translate(shape(regency_boundary("35.05")), xoff=1))))
+    Area.objects.filter(code="35.05").update(boundary=moved)
+
+    run = _start(campaign)
+
+    frozen = shape(run.frozen["area"]["geometry"])
+    assert frozen.contains(shape(regency_boundary("35.05")).representative_point())
+    assert abs(frozen.bounds[0] - approved_bounds[0]) < 0.05, "the area sent is the one approved"
+    for row in _by_slug(run).values():
+        assert abs(shape(row.area).bounds[0] - approved_bounds[0]) < 0.05
