@@ -358,10 +358,9 @@ def _schedule_end(campaign: Campaign, *, claimed: datetime, skipped: int, now: d
     if campaign.status == Campaign.Status.SENDING:
         _next_run_move(campaign, claimed=claimed, to=None, action="campaign.schedule_end", details=details, now=now)
         return
-    failed = campaign.runs.filter(status=RunStatus.COMPLETED_WITH_FAILURES).exists()
     campaign_move(
         campaign=campaign,
-        to_state=Campaign.Status.COMPLETED_WITH_FAILURES if failed else Campaign.Status.COMPLETED,
+        to_state=_ended_state(campaign, none_sent=Campaign.Status.COMPLETED),
         actor=None,
         action="campaign.schedule_end",
         match={"next_run_at": claimed},
@@ -386,6 +385,17 @@ def _occurrences_skip(
     }
     action = "campaign.occurrences_skip"
     _next_run_move(campaign, claimed=claimed, to=next_run_at, action=action, details=details, now=now)
+
+
+def _ended_state(campaign: Campaign, *, none_sent: str) -> str:
+    """Return the state a campaign with no run left to start ends in: completed, with failures if any of its runs
+    had them, or `none_sent` if it never started one."""
+    statuses = set(campaign.runs.values_list("status", flat=True))
+    if not statuses:
+        return none_sent
+    if RunStatus.COMPLETED_WITH_FAILURES in statuses:
+        return Campaign.Status.COMPLETED_WITH_FAILURES
+    return Campaign.Status.COMPLETED
 
 
 def _validity_missed(
@@ -415,16 +425,9 @@ def _validity_missed(
         details["next_run_at"] = next_run_at.isoformat() if next_run_at else None
         _next_run_move(campaign, claimed=claimed, to=next_run_at, action=action, details=details, now=now)
     else:
-        runs = campaign.runs.values_list("status", flat=True)
-        if not runs:
-            to_state = Campaign.Status.CANCELLED
-        elif RunStatus.COMPLETED_WITH_FAILURES in runs:
-            to_state = Campaign.Status.COMPLETED_WITH_FAILURES
-        else:
-            to_state = Campaign.Status.COMPLETED
         campaign_move(
             campaign=campaign,
-            to_state=to_state,
+            to_state=_ended_state(campaign, none_sent=Campaign.Status.CANCELLED),
             actor=None,
             action=action,
             match={"next_run_at": claimed},
