@@ -307,7 +307,7 @@ class SubscriberAdmin(AuditedChangeMixin, admin.ModelAdmin):
     raw_id_fields = ["area", "operator"]
     list_select_related = ["area", "operator"]
     # Opting out and back in goes through the actions, which audit each change; the form cannot undo a STOP.
-    readonly_fields = ["opted_out_at", "created_at", "updated_at"]
+    readonly_fields = ["opted_out_at", "opted_in_at", "created_at", "updated_at"]
     # Counting a few million rows on every page load is slow; the paginator shows "more" instead.
     show_full_result_count = False
     # Adds an "Import CSV" button leading to import_view.

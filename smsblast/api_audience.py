@@ -309,7 +309,7 @@ class OperatorInboundView(APIView):
                     "received_at must be an ISO 8601 time with its offset.", {"received_at": "not a time"}
                 )
             # A time after the message reached us is the operator's clock: as its arrival, it cannot hold a
-            # later START back (subscriber_opt_in ignores one received before the opt-out).
+            # later START or STOP back (each is ignored when received before the number's latest other one).
             received_at = min(received_at, timezone.now())
         number = normalize(data["msisdn"])
         if not number.ok:
@@ -336,10 +336,12 @@ class OperatorInboundView(APIView):
                 }
             )
         if intent == optout.Intent.OPT_OUT:
-            _, changed = services.subscriber_opt_out(
+            subscriber, changed = services.subscriber_opt_out(
                 msisdn=number.e164, actor=request.user, source="sms", at=received_at, details=details
             )
             action, detail = "opted_out", "The number will receive no more campaigns."
+            if not changed and subscriber is not None and subscriber.opted_out_at is None:
+                action, detail = "ignored", "Received before the number's latest opt-in, which stands."
         else:
             subscriber, changed = services.subscriber_opt_in(
                 msisdn=number.e164, actor=request.user, source="sms", at=received_at, details=details

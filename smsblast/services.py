@@ -1080,8 +1080,13 @@ def subscriber_opt_out(
     number keeps the opt-out instead of adding a reachable subscriber. An officer limited to a jurisdiction
     opts out only the subscribers homed within it: any other number, known elsewhere or not at all, gives
     (None, False) and changes nothing, as if it were not registered.
+
+    A STOP received `at` a moment before the number's latest opt-in (an operator's late delivery of an older
+    message) changes nothing and leaves it reachable; without `at` the opt-out takes effect now, whatever came
+    before. A repeated STOP moves the opt-out to its own time, so a START sent between the two stays outdated.
     """
     e164 = _msisdn_or_invalid(msisdn)
+    received = at is not None
     at = at or timezone.now()
     if selectors.subscriber_jurisdiction(actor) is not None:
         subscriber = selectors.subscribers_visible(actor).select_for_update().filter(msisdn=e164).first()
@@ -1098,10 +1103,17 @@ def subscriber_opt_out(
                 msisdn=e164, defaults={"opted_out_at": at, "operator_id": _operator_id_for(e164)}
             )
     if not created:
-        changed = Subscriber.objects.filter(pk=subscriber.pk, opted_out_at__isnull=True).update(
-            opted_out_at=at, updated_at=timezone.now()
-        )
+        reachable = Subscriber.objects.filter(pk=subscriber.pk, opted_out_at__isnull=True)
+        if received:
+            reachable = reachable.filter(Q(opted_in_at__isnull=True) | Q(opted_in_at__lte=at))
+        changed = reachable.update(opted_out_at=at, updated_at=timezone.now())
         if not changed:
+            if subscriber.opted_out_at is None:
+                return subscriber, False  # received before the number's latest opt-in, which stands
+            if source == "sms":
+                Subscriber.objects.filter(pk=subscriber.pk, opted_out_at__lt=at).update(
+                    opted_out_at=at, updated_at=timezone.now()
+                )
             if source == "sms" and not _opted_out_by_sms(subscriber):
                 # The subscriber's own STOP over a hand-made opt-out: from now on only its START or REG undoes it
                 # (subscriber_opt_in reads the latest opt-out's source), so it is recorded though nothing moved.
@@ -1160,6 +1172,8 @@ def subscriber_opt_in(
     A number that opted out by SMS (STOP, BERHENTI, UNREG) comes back only by its own START or REG: an officer
     or an administrator may undo a hand-made opt-out, never the subscriber's own (ServiceConflict). A request
     made `at` a moment before the number's opt-out (an operator's late retry of an older START) changes nothing.
+    The opt-in's time is kept (`opted_in_at`), so a STOP received before it changes nothing either; a START or
+    REG from a number already reachable moves that time to its own.
     """
     e164 = _msisdn_or_invalid(msisdn)
     # Locked as subscriber_opt_out locks it: a STOP committing meanwhile is seen by the check below, not undone.
@@ -1174,8 +1188,13 @@ def subscriber_opt_in(
     opted_out = Subscriber.objects.filter(pk=subscriber.pk, opted_out_at__isnull=False)
     if at is not None:
         opted_out = opted_out.filter(opted_out_at__lte=at)
-    changed = opted_out.update(opted_out_at=None, updated_at=timezone.now())
+    opted_in_at = at or timezone.now()
+    changed = opted_out.update(opted_out_at=None, opted_in_at=opted_in_at, updated_at=timezone.now())
     if not changed:
+        if source == "sms" and subscriber.opted_out_at is None:
+            Subscriber.objects.filter(pk=subscriber.pk).filter(
+                Q(opted_in_at__isnull=True) | Q(opted_in_at__lt=opted_in_at)
+            ).update(opted_in_at=opted_in_at, updated_at=timezone.now())
         return subscriber, False
     subscriber.refresh_from_db()
     audit_record(

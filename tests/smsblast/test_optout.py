@@ -6,6 +6,8 @@ from functools import partial
 import pytest
 from django.db import transaction
 from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.models import Operator
 from smsblast import services
@@ -121,6 +123,81 @@ def test_a_start_received_before_the_numbers_latest_stop_leaves_it_opted_out(ope
     assert not AuditEvent.objects.filter(action="subscriber.opt_in").exists()
     newer = inbound(operator_client, "081234567890", "START", received_at="2021-07-01T13:10:00+07:00")
     assert (newer.json()["action"], newer.json()["changed"]) == ("opted_in", True)
+
+
+def test_a_stop_received_before_the_numbers_latest_start_leaves_it_opted_in(operator_client):
+    subscriber = SubscriberFactory(msisdn="+6281234567890")
+    inbound(operator_client, "081234567890", "STOP", received_at="2021-07-01T09:00:00+07:00")
+    inbound(operator_client, "081234567890", "START", received_at="2021-07-01T10:05:00+07:00")
+
+    late = inbound(operator_client, "081234567890", "STOP", received_at="2021-07-01T10:00:00+07:00")
+
+    assert late.json() == {
+        "msisdn": "+6281234567890",
+        "action": "ignored",
+        "changed": False,
+        "detail": "Received before the number's latest opt-in, which stands.",
+    }
+    subscriber.refresh_from_db()
+    assert subscriber.opted_out_at is None
+    assert AuditEvent.objects.filter(action="subscriber.opt_out").count() == 1
+    newer = inbound(operator_client, "081234567890", "STOP", received_at="2021-07-01T10:10:00+07:00")
+    assert (newer.json()["action"], newer.json()["changed"]) == ("opted_out", True)
+
+
+def test_a_start_to_a_reachable_number_still_outdates_an_older_stop_delivered_after_it(operator_client):
+    subscriber = SubscriberFactory(msisdn="+6281234567890")
+    start = inbound(operator_client, "081234567890", "START", received_at="2021-07-01T10:05:00+07:00")
+    assert (start.json()["action"], start.json()["changed"]) == ("opted_in", False)
+
+    late = inbound(operator_client, "081234567890", "STOP", received_at="2021-07-01T10:00:00+07:00")
+
+    assert (late.json()["action"], late.json()["changed"]) == ("ignored", False)
+    subscriber.refresh_from_db()
+    assert subscriber.opted_out_at is None
+
+
+def test_a_repeated_stop_outdates_an_older_start_delivered_after_it(operator_client):
+    subscriber = SubscriberFactory(msisdn="+6281234567890")
+    inbound(operator_client, "081234567890", "STOP", received_at="2021-07-01T10:00:00+07:00")
+    inbound(operator_client, "081234567890", "STOP", received_at="2021-07-01T10:07:00+07:00")
+
+    late = inbound(operator_client, "081234567890", "START", received_at="2021-07-01T10:05:00+07:00")
+
+    assert (late.json()["action"], late.json()["changed"]) == ("ignored", False)
+    subscriber.refresh_from_db()
+    assert subscriber.opted_out_at is not None
+    assert AuditEvent.objects.filter(action="subscriber.opt_out").count() == 1
+
+
+def test_an_officers_opt_out_without_a_time_applies_whatever_start_came_before(operator_client, officer):
+    subscriber = SubscriberFactory(msisdn="+6281234567890", opted_out_at=timezone.now())
+    inbound(operator_client, "081234567890", "START", received_at=timezone.now().isoformat())
+
+    _, changed = services.subscriber_opt_out(msisdn="+6281234567890", actor=officer, source="manual")
+
+    assert changed
+    subscriber.refresh_from_db()
+    assert subscriber.opted_out_at is not None
+
+
+@settings(max_examples=60)
+@given(
+    words=st.lists(st.sampled_from(["STOP", "START"]), min_size=1, max_size=5),
+    order=st.randoms(use_true_random=False),
+)
+def test_whatever_order_the_operator_delivers_them_in_the_latest_message_sent_wins(operator_client, words, order):
+    Subscriber.objects.filter(msisdn="+6281234567890").delete()
+    SubscriberFactory(msisdn="+6281234567890")
+    sent = [(word, f"2021-07-01T10:{minute:02d}:00+07:00") for minute, word in enumerate(words)]
+    delivered = list(sent)
+    order.shuffle(delivered)
+
+    for word, received_at in delivered:
+        assert inbound(operator_client, "081234567890", word, received_at=received_at).status_code == 200
+
+    opted_out = Subscriber.objects.get(msisdn="+6281234567890").opted_out_at is not None
+    assert opted_out == (sent[-1][0] == "STOP")
 
 
 def test_a_received_at_later_than_the_message_arrived_counts_as_its_arrival(operator_client):
