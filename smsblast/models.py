@@ -187,8 +187,8 @@ class Subscriber(models.Model):
     name = models.CharField(max_length=120, blank=True, verbose_name=_("name"))
     language = models.CharField(max_length=8, default="id", verbose_name=_("language"))
     opted_out_at = models.DateTimeField(null=True, blank=True, verbose_name=_("opted out at"))
-    # When the number last asked, or was put, back in: a STOP received before it (an operator's late delivery
-    # of an older message) changes nothing. Null until its first opt-in.
+    # When the number last asked back in by its own START or REG: a STOP received before it (an operator's late
+    # delivery of an older message) changes nothing. Null until then; an officer's opt-in does not set it.
     opted_in_at = models.DateTimeField(null=True, blank=True, verbose_name=_("opted in at"))
     # Optional home coordinates, for polygon targeting.
     latitude = models.FloatField(null=True, blank=True, verbose_name=_("latitude"))

@@ -1172,8 +1172,9 @@ def subscriber_opt_in(
     A number that opted out by SMS (STOP, BERHENTI, UNREG) comes back only by its own START or REG: an officer
     or an administrator may undo a hand-made opt-out, never the subscriber's own (ServiceConflict). A request
     made `at` a moment before the number's opt-out (an operator's late retry of an older START) changes nothing.
-    The opt-in's time is kept (`opted_in_at`), so a STOP received before it changes nothing either; a START or
-    REG from a number already reachable moves that time to its own.
+    The time of the number's own START or REG is kept (`opted_in_at`), so a STOP received before it changes nothing
+    either; one from a number already reachable moves that time to its own. An officer's opt-in keeps no time: a
+    STOP the subscriber sent before it, delivered late, still opts the number out.
     """
     e164 = _msisdn_or_invalid(msisdn)
     # Locked as subscriber_opt_out locks it: a STOP committing meanwhile is seen by the check below, not undone.
@@ -1189,7 +1190,12 @@ def subscriber_opt_in(
     if at is not None:
         opted_out = opted_out.filter(opted_out_at__lte=at)
     opted_in_at = at or timezone.now()
-    changed = opted_out.update(opted_out_at=None, opted_in_at=opted_in_at, updated_at=timezone.now())
+    updates = {"opted_out_at": None, "updated_at": timezone.now()}
+    if source == "sms":
+        # Only the number's own START or REG outdates a STOP it sent earlier: an officer undoing a hand-made opt-out
+        # must not swallow the subscriber's STOP an operator delivers late.
+        updates["opted_in_at"] = opted_in_at
+    changed = opted_out.update(**updates)
     if not changed:
         if source == "sms" and subscriber.opted_out_at is None:
             Subscriber.objects.filter(pk=subscriber.pk).filter(

@@ -1,6 +1,7 @@
 """Opt-out and opt-in: the keyword table, the operator inbound API, manual opt-out and number search."""
 
 import threading
+from datetime import timedelta
 from functools import partial
 
 import pytest
@@ -546,3 +547,17 @@ def test_a_stop_from_an_unknown_number_while_its_prefix_moves_routes_it_by_the_n
     assert errors == []
     subscriber = Subscriber.objects.get(msisdn="+6281300000009")
     assert (subscriber.operator_id, subscriber.opted_out_at is not None) == (indosat.pk, True)
+
+
+def test_a_late_stop_is_honoured_after_an_officer_opted_the_number_back_in(operator_client, officer):
+    # An officer's opt-in undoes a hand-made opt-out; it must not swallow the subscriber's own STOP delivered late.
+    subscriber = SubscriberFactory(msisdn="+6281234567890", opted_out_at=timezone.now() - timedelta(hours=2))
+    sent_at = timezone.now() - timedelta(minutes=5)
+    _, changed = services.subscriber_opt_in(msisdn="+6281234567890", actor=officer, source="manual")
+    assert changed
+
+    late = inbound(operator_client, "081234567890", "STOP", received_at=sent_at.isoformat())
+
+    assert (late.json()["action"], late.json()["changed"]) == ("opted_out", True)
+    subscriber.refresh_from_db()
+    assert subscriber.opted_out_at is not None
