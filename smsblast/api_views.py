@@ -70,6 +70,12 @@ NON_GSM_CHAR = inline_serializer(
         "position": serializers.IntegerField(),
         "name": serializers.CharField(),
         "replacement": serializers.CharField(allow_null=True),
+        "start": serializers.IntegerField(
+            help_text=(
+                "Where the text the replacement stands in for begins: `position`, or for a combining mark that "
+                "composes with the letter before it into a GSM-7 letter (e and U+0301 into é), that letter's."
+            )
+        ),
     },
 )
 

@@ -91,13 +91,21 @@ class NonGsmChar:
 
     ``position`` is the index in the Python string. ``replacement`` is the
     GSM-7 text that stands in for the character ("" when it is removed), or
-    None when there is none.
+    None when there is none. It stands in for the text from ``start`` up to
+    and including the character: ``start`` is ``position``, except for a
+    combining mark that composes with the letter before it into a GSM-7
+    letter ("e" and U+0301 become "é"), where it is the letter's position.
     """
 
     char: str
     position: int
     name: str
     replacement: str | None
+    start: int = -1
+
+    def __post_init__(self):
+        if self.start < 0:
+            object.__setattr__(self, "start", self.position)
 
 
 @dataclass(frozen=True)
@@ -163,21 +171,14 @@ def analyze(text: str, *, max_segments: int = MAX_SEGMENTS) -> Analysis:
     else:
         per_segment = _CONCATENATED_PART_UNITS[encoding]
 
-    non_gsm = [
-        NonGsmChar(
-            char=char,
-            position=position,
-            name=_char_name(char),
-            replacement=_gsm7_replacement(char),
-        )
-        for position, char in enumerate(text)
-        if char not in _GSM7
-    ]
+    non_gsm = [_non_gsm_char(text, position) for position, char in enumerate(text) if char not in _GSM7]
     suggestion = suggestion_encoding = suggestion_segments = None
     if any(item.replacement is not None for item in non_gsm):
         characters = list(text)
         for item in non_gsm:
             if item.replacement is not None:
+                # The letter a mark composes with is GSM-7, so no other replacement touches it.
+                characters[item.start : item.position] = [""] * (item.position - item.start)
                 characters[item.position] = item.replacement
         suggestion = "".join(characters)
         suggestion_encoding = _encoding_of(suggestion)
@@ -241,6 +242,47 @@ def _pack(text: str, encoding: str) -> list[str]:
 
 def _char_name(char: str) -> str:
     return unicodedata.name(char, "") or _CONTROL_NAMES.get(char) or f"U+{ord(char):04X}"
+
+
+def _non_gsm_char(text: str, position: int) -> NonGsmChar:
+    char = text[position]
+    start, replacement = position, _gsm7_replacement(char)
+    if replacement is None and _is_diacritic_mark(char):
+        start, replacement = _mark_replacement(text, position)
+    return NonGsmChar(char=char, position=position, name=_char_name(char), replacement=replacement, start=start)
+
+
+# The combining diacritical marks of letters (U+0300-U+036F, and the extended and supplement blocks as far as
+# Unicode 14 fills them), named by range rather than by category alone so that the page's counter, whose browser
+# may know marks added since, gives the same answer. The marks for symbols (U+20D0-U+20FF) are not among them.
+_DIACRITIC_RANGES = ((0x0300, 0x036F), (0x1AB0, 0x1ACE), (0x1DC0, 0x1DFF))
+
+
+def _is_diacritic_mark(char: str) -> bool:
+    code = ord(char)
+    return unicodedata.category(char) == "Mn" and any(low <= code <= high for low, high in _DIACRITIC_RANGES)
+
+
+def _mark_replacement(text: str, position: int) -> tuple[int, str | None]:
+    """Return where the replacement of a combining mark starts, and the replacement.
+
+    Keyboards and PDFs write "é" as "e" and U+0301. A mark right after a GSM-7 letter composes with it into the
+    GSM-7 letter when there is one; otherwise the mark goes and the letter stays, as a precomposed letter outside
+    GSM-7 falls back to its base letter. A mark on no letter, or on one without a GSM-7 form, has no replacement:
+    on a symbol it can be what it says ("=" and U+0338 are "≠").
+    """
+    base_at = position - 1
+    while base_at >= 0 and _is_diacritic_mark(text[base_at]):
+        base_at -= 1
+    if base_at < 0 or not unicodedata.category(text[base_at]).startswith("L"):
+        return position, None
+    base = text[base_at]
+    if base in _GSM7:
+        composed = unicodedata.normalize("NFC", base + text[position])
+        if base_at == position - 1 and len(composed) == 1 and composed in _GSM7:
+            return base_at, composed
+        return position, ""
+    return position, "" if _gsm7_replacement(base) is not None else None
 
 
 def _gsm7_replacement(char: str) -> str | None:

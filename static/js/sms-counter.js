@@ -96,6 +96,40 @@
     return null;
   }
 
+  // The combining diacritical marks of letters, by the ranges the server names (marks added since are not among them).
+  var DIACRITIC_RANGES = [[0x0300, 0x036f], [0x1ab0, 0x1ace], [0x1dc0, 0x1dff]];
+  function isDiacriticMark(ch) {
+    var code = ch.codePointAt(0);
+    return /\p{Mn}/u.test(ch) && DIACRITIC_RANGES.some(function (r) { return code >= r[0] && code <= r[1]; });
+  }
+
+  /* A mark right after a GSM-7 letter composes with it into the GSM-7 letter ("e" and U+0301 into "é") or goes,
+   * leaving the letter; on no letter, or one without a GSM-7 form, it has none. Returns [start, replacement]. */
+  function markReplacement(chars, position) {
+    var baseAt = position - 1;
+    while (baseAt >= 0 && isDiacriticMark(chars[baseAt])) baseAt--;
+    if (baseAt < 0 || !/\p{L}/u.test(chars[baseAt])) return [position, null];
+    var base = chars[baseAt];
+    if (isGsm(base)) {
+      var composed = (base + chars[position]).normalize("NFC");
+      if (baseAt === position - 1 && Array.from(composed).length === 1 && isGsm(composed)) return [baseAt, composed];
+      return [position, ""];
+    }
+    return [position, replacementFor(base) !== null ? "" : null];
+  }
+
+  function nonGsmChar(chars, position) {
+    var ch = chars[position];
+    var start = position;
+    var replacement = replacementFor(ch);
+    if (replacement === null && isDiacriticMark(ch)) {
+      var found = markReplacement(chars, position);
+      start = found[0];
+      replacement = found[1];
+    }
+    return { char: ch, position: position, start: start, replacement: replacement };
+  }
+
   // What Python's str.strip() takes for white space: JavaScript's \s and also U+001C-U+001F and U+0085.
   var BLANK = /^[\s\x1c-\x1f\x85]*$/;
 
@@ -205,7 +239,7 @@
     var last = parts.length ? Array.from(parts[parts.length - 1]) : [];
     var nonGsm = [];
     chars.forEach(function (ch, position) {
-      if (!isGsm(ch)) nonGsm.push({ char: ch, position: position, replacement: replacementFor(ch) });
+      if (!isGsm(ch)) nonGsm.push(nonGsmChar(chars, position));
     });
     var suggestion = null;
     var suggestionEncoding = null;
@@ -213,7 +247,10 @@
     if (nonGsm.some(function (item) { return item.replacement !== null; })) {
       var replaced = chars.slice();
       nonGsm.forEach(function (item) {
-        if (item.replacement !== null) replaced[item.position] = item.replacement;
+        if (item.replacement === null) return;
+        // The letter a mark composes with is GSM-7, so no other replacement touches it.
+        for (var at = item.start; at < item.position; at++) replaced[at] = "";
+        replaced[item.position] = item.replacement;
       });
       suggestion = replaced.join("");
       suggestionEncoding = encodingOf(suggestion);
@@ -274,6 +311,8 @@
       a.non_gsm.forEach(function (item) {
         var li = document.createElement("li");
         var shown = /^[\s\u200b-\u200d\ufeff]$/.test(item.char) ? "␣" : item.char;
+        // A combining mark alone is drawn on a dotted circle, as character charts show it.
+        if (isDiacriticMark(item.char)) shown = "\u25cc" + item.char;
         var code = "U+" + item.char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
         li.innerHTML = '<mark class="nongsm">' + escapeHtml(shown) + '</mark> <span class="muted">' + code + "</span> ";
         if (item.replacement !== null) {
@@ -289,6 +328,7 @@
           btn.addEventListener("click", function () {
             var chars = Array.from(input.value);
             if (chars[item.position] === item.char) {
+              for (var at = item.start; at < item.position; at++) chars[at] = "";
               chars[item.position] = item.replacement;
               setText(chars.join(""));
             }

@@ -54,6 +54,8 @@ BOUNDARY_TEXTS = [
     "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f \U000e0067",
     "\u3164\u2800",
     "\u200b\u200b",
+    # Decomposed accents: composed into a GSM-7 letter, or dropped from a letter, or kept on what is no letter.
+    "Kafe\u0301 E\u0301cole Bala\u0301i c\u0327 \u00e1\u0301 e\u0301\u0301 e\u0323\u0301 =\u0338 \u0301 \u0e20\u0e34",
 ]
 
 RANDOM_ALPHABET = (
@@ -76,7 +78,9 @@ def server_view(text: str) -> dict:
         return {"error": True, "hidden": hidden_view(hidden_characters(text))}
     view = {field: result[field] for field in FIELDS}
     view["parts"] = result["parts"]
-    view["non_gsm"] = [(item["position"], item["char"], item["replacement"]) for item in result["non_gsm"]]
+    view["non_gsm"] = [
+        (item["position"], item["start"], item["char"], item["replacement"]) for item in result["non_gsm"]
+    ]
     view["hidden"] = hidden_view(hidden_characters(text))
     return view
 
@@ -86,7 +90,9 @@ def browser_view(result: dict) -> dict:
         return {"error": True, "hidden": hidden_view(result["hidden"])}
     view = {field: result[field] for field in FIELDS}
     view["parts"] = result["parts"]
-    view["non_gsm"] = [(item["position"], item["char"], item["replacement"]) for item in result["non_gsm"]]
+    view["non_gsm"] = [
+        (item["position"], item["start"], item["char"], item["replacement"]) for item in result["non_gsm"]
+    ]
     view["hidden"] = hidden_view(result["hidden"])
     return view
 
@@ -135,6 +141,44 @@ def test_counter_agrees_with_the_server_on_random_texts(counter_page):
         text for text, result in zip(texts, results, strict=True) if browser_view(result) != server_view(text)
     ]
     assert not disagreements, disagreements[:3]
+
+
+COMPOSE_OUTPUTS = "".join(
+    f'<b data-sms-out="{name}"></b>'
+    for name in (
+        "chars",
+        "encoding",
+        "segments",
+        "remaining",
+        "suggestion-segments",
+        "suggestion-gsm",
+        "suggestion-ucs2",
+    )
+) + (
+    '<p data-sms-out="error"></p><ul data-sms-out="nongsm"></ul>'
+    '<div data-sms-out="hidden-box"><ul data-sms-out="hidden"></ul></div>'
+    '<div data-sms-out="suggestion-box"><button data-sms-accept>Pakai saran</button></div>'
+    '<div data-sms-out="preview"></div>'
+)
+
+
+@pytest.mark.parametrize("accept", ["[data-sms-out=nongsm] button", "[data-sms-accept]"])
+def test_a_decomposed_accent_becomes_the_gsm7_letter_in_one_click(counter_page, accept):
+    counter_page.evaluate(
+        """outputs => {
+            document.body.innerHTML = '<div data-sms-counter><textarea data-sms-input></textarea>' + outputs + '</div>';
+            const input = document.querySelector("[data-sms-input]");
+            input.value = "Posyandu Kafe\u0301 Melati";
+            SmsCounter.bind(document.querySelector("[data-sms-counter]"));
+        }""",
+        COMPOSE_OUTPUTS,
+    )
+    assert counter_page.text_content("[data-sms-out=encoding]") == "UCS-2"
+
+    counter_page.click(accept)
+
+    assert counter_page.input_value("[data-sms-input]") == "Posyandu Kaf\u00e9 Melati"
+    assert counter_page.text_content("[data-sms-out=encoding]") == "GSM-7"
 
 
 def test_counter_refuses_what_the_server_refuses(counter_page):

@@ -96,3 +96,14 @@ def test_analyze_names_what_turns_a_text_ucs2_and_offers_the_gsm7_text(officer, 
     ]
     assert body["suggestion"] == 'Vaksin "booster" gratis - Sabtu... Info: Dinkes\'s'
     assert (body["suggestion_encoding"], body["suggestion_segments"]) == ("GSM7", 1)
+
+
+def test_analyze_composes_a_decomposed_accent_into_the_gsm7_letter(officer, api_client_for):
+    text = "Posyandu Cafe\u0301 Melati"
+    body = api_client_for(officer).post("/api/v1/sms/analyze/", {"text": text}, format="json").json()
+
+    assert body["encoding"] == "UCS2"
+    assert body["non_gsm"] == [
+        {"char": "\u0301", "position": 13, "start": 12, "name": "COMBINING ACUTE ACCENT", "replacement": "\u00e9"}
+    ]
+    assert (body["suggestion"], body["suggestion_encoding"]) == ("Posyandu Caf\u00e9 Melati", "GSM7")

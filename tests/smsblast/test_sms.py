@@ -406,6 +406,50 @@ def test_no_suggestion_changes_a_symbol_into_another_one():
     assert changed == []
 
 
+def test_a_decomposed_accent_is_named_and_composed_into_the_gsm7_letter():
+    # "e" followed by COMBINING ACUTE ACCENT, as some keyboards and PDFs write "é": the text as written is UCS-2,
+    # and the suggestion puts the precomposed "é" of GSM-7 in place of the letter and its mark.
+    text = "Vaksin di Kafe\u0301 Melati"
+
+    analysis = analyze(text)
+
+    assert analysis.encoding == "UCS2"
+    assert analysis.non_gsm == [NonGsmChar("\u0301", 14, "COMBINING ACUTE ACCENT", "\u00e9", start=13)]
+    assert (analysis.suggestion, analysis.suggestion_encoding) == ("Vaksin di Kaf\u00e9 Melati", "GSM7")
+
+
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("Cafe\u0301", "Caf\u00e9"),
+        ("E\u0301cole", "\u00c9cole"),
+        ("e\u0300 u\u0308 n\u0303 A\u030a C\u0327", "\u00e8 \u00fc \u00f1 \u00c5 \u00c7"),
+        # No GSM-7 letter for the pair: the mark goes and the base letter stays, as "\u00e1" becomes "a".
+        ("Bala\u0301i", "Balai"),
+        ("c\u0327", "c"),
+        ("\u00e1\u0301", "a"),
+        # Only the mark on the letter composes with it; a second mark goes.
+        ("e\u0301\u0301", "\u00e9"),
+        ("e\u0323\u0301", "e"),
+    ],
+)
+def test_a_decomposed_accent_has_a_gsm7_replacement(text, suggestion):
+    analysis = analyze(text)
+
+    assert analysis.encoding == "UCS2"
+    assert all(item.replacement is not None for item in analysis.non_gsm)
+    assert (analysis.suggestion, analysis.suggestion_encoding) == (suggestion, "GSM7")
+
+
+@pytest.mark.parametrize("text", ["2 =\u0338 3", "1\ufe0f\u20e3", "\u0301 awal", "\u0e20\u0e34"])
+def test_a_mark_on_no_letter_with_a_gsm7_form_is_not_dropped(text):
+    # "=" with a long solidus overlay is "\u2260"; a keycap or a mark on nothing or on a Thai letter has no GSM-7 form.
+    analysis = analyze(text)
+
+    assert all(item.replacement is None for item in analysis.non_gsm)
+    assert analysis.suggestion is None
+
+
 @pytest.mark.parametrize("char", ["\u00e9", "\u00e0", "\u00fc", "\u00c7", "\u00d1", "\u00e8"])
 def test_accented_letters_of_gsm7_are_kept(char):
     analysis = analyze(f"Caf{char}")
@@ -457,6 +501,7 @@ def test_as_dict_is_json_serializable():
         "position": 44,
         "name": "LEFT DOUBLE QUOTATION MARK",
         "replacement": '"',
+        "start": 44,
     }
 
 
