@@ -423,9 +423,9 @@ def _validity_missed(
     action = "campaign.validity_missed"
     if next_run_at is not None or campaign.status == Campaign.Status.SENDING:
         details["next_run_at"] = next_run_at.isoformat() if next_run_at else None
-        _next_run_move(campaign, claimed=claimed, to=next_run_at, action=action, details=details, now=now)
+        moved = _next_run_move(campaign, claimed=claimed, to=next_run_at, action=action, details=details, now=now)
     else:
-        campaign_move(
+        moved = campaign_move(
             campaign=campaign,
             to_state=_ended_state(campaign, none_sent=Campaign.Status.CANCELLED),
             actor=None,
@@ -435,19 +435,22 @@ def _validity_missed(
             now=now,
             next_run_at=None,
         )
-    notices.campaign_notify_run_missed(campaign=campaign, scheduled_for=scheduled_for)
+    if moved:  # told once, by whoever recorded it
+        notices.campaign_notify_run_missed(campaign=campaign, scheduled_for=scheduled_for)
 
 
 def _next_run_move(
     campaign: Campaign, *, claimed: datetime, to: datetime | None, action: str, details: dict, now: datetime
-) -> None:
-    """Move the campaign's next run from `claimed` to `to`, keeping its state, and audit it; nothing if another
-    process moved it first."""
-    if Campaign.objects.filter(pk=campaign.pk, status=campaign.status, next_run_at=claimed).update(
+) -> bool:
+    """Move the campaign's next run from `claimed` to `to`, keeping its state, and audit it; return whether it moved
+    (not if another process moved it first)."""
+    if not Campaign.objects.filter(pk=campaign.pk, status=campaign.status, next_run_at=claimed).update(
         next_run_at=to, updated_at=now
     ):
-        state = campaign.status
-        audit_record(actor=None, action=action, obj=campaign, from_state=state, to_state=state, details=details)
+        return False
+    state = campaign.status
+    audit_record(actor=None, action=action, obj=campaign, from_state=state, to_state=state, details=details)
+    return True
 
 
 def _enqueue_fan_out(run_id: int) -> None:
