@@ -173,6 +173,12 @@ def _in_force(campaign: Campaign, approved_at: datetime) -> tuple[datetime | Non
             return first, max(first, scheduling.may_send_at(last, **timing)) + validity
     if campaign.ends_at:
         return campaign.starts_at, campaign.ends_at
+    if campaign.mode == Mode.TARGETED:
+        # Sent "now" when its officer started it, maybe hours after the approval: once that run exists, its own
+        # validity window says until when the alert is in force (next_run_at is cleared as the run starts).
+        run = campaign.runs.filter(scheduled_for__gte=approved_at).order_by("scheduled_for", "id").first()
+        if run is not None and run.expires_at is not None:
+            return campaign.starts_at, run.expires_at
     start = campaign.next_run_at or campaign.starts_at or approved_at
     return campaign.starts_at, start + validity
 

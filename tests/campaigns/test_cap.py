@@ -276,6 +276,36 @@ def test_a_recurring_targeted_campaign_exports_an_alert_in_force_until_its_last_
     assert timezone.now() < first <= timezone.now() + timedelta(days=1)
 
 
+def test_a_targeted_campaign_sent_now_hours_after_its_approval_exports_an_alert_in_force_until_its_run_expires(
+    officer_client,
+):
+    from campaigns import dispatch
+
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    campaign = broadcast_campaign(
+        mode="targeted",
+        starts_at=None,
+        ends_at=None,
+        schedule={"kind": "now"},
+        validity_minutes=60,
+        author=officer_client.user,
+    )
+    # Approved in the morning, started by its officer five hours later.
+    campaign.approvals.update(created_at=timezone.now() - timedelta(hours=5))
+    response = officer_client.post(f"/api/v1/campaigns/{campaign.pk}/schedule/", {}, format="json")
+    assert response.status_code == 200, response.content
+    dispatch.runs_start_due(now=timezone.now())
+    run = campaign.runs.get()
+
+    sending = _export(officer_client, campaign)
+
+    expires = datetime.fromisoformat(_find(sending, "cap:info/cap:expires")[0])
+    assert expires == run.expires_at.replace(microsecond=0)
+    assert expires > timezone.now()
+    assert _find(sending, "cap:info/cap:expires")[0].endswith("+07:00")
+
+
 def test_control_characters_in_the_text_still_export_a_valid_alert(officer_client):
     AreaFactory(code="35", name="Jawa Timur")
     AreaFactory(code="35.05", name="Kabupaten Blitar")
