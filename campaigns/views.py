@@ -907,6 +907,7 @@ def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResp
     campaign = get_object_or_404(selectors.campaigns_visible(request.user), pk=pk)
     run = get_object_or_404(CampaignRun, pk=run_pk, campaign=campaign)
     run.campaign = campaign
+    zone = campaign_zone(campaign)
     if campaign.mode == Mode.AREA_BROADCAST:
         # Operators send to handsets in the area and report how many they reached; there are no deliveries.
         progress = broadcast_run_reach(run)
@@ -919,8 +920,9 @@ def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResp
     else:
         block = run_progress_block(run)
         progress = block["progress"]
-        template, context = "campaigns/_run.html", {"chart": _delivery_chart(run, block), "failures": block["failures"]}
-    context.update({"run": run, "progress": progress, "campaign": campaign, "zone": campaign_zone(campaign)})
+        chart = _delivery_chart(block, zone)
+        template, context = "campaigns/_run.html", {"chart": chart, "failures": block["failures"]}
+    context.update({"run": run, "progress": progress, "campaign": campaign, "zone": zone})
     response = render(request, template, context)
     if progress["done"] and request.htmx and request.htmx.trigger == f"run-{run.pk}":
         # The run ended while the page polled it: reload it so the campaign's state, actions and history follow.
@@ -928,8 +930,12 @@ def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResp
     return response
 
 
-def _delivery_chart(run: CampaignRun, block: dict) -> dict | None:
-    """Return an SVG of cumulative deliveries over time per operator, with its legend, from run_progress_block."""
+def _delivery_chart(block: dict, zone: scheduling.Zone) -> dict | None:
+    """Return an SVG of cumulative deliveries over time per operator, with its legend, from run_progress_block.
+
+    Its times are given in `zone`, the one the page gives the run's in (a campaign drawn only as a polygon has no
+    area code to take it from).
+    """
     first, last = block["first"], block["last"]
     if first is None:
         return None
@@ -943,11 +949,10 @@ def _delivery_chart(run: CampaignRun, block: dict) -> dict | None:
         return None
     from smsblast.templatetags.ui import local_time, thousands
 
-    code = (run.campaign.area_codes or [None])[0]
     svg = line_chart_svg(
         series,
         title=_("Deliveries over time per operator"),
-        x_labels=(local_time(first, code), local_time(last, code)),
+        x_labels=(local_time(first, zone), local_time(last, zone)),
         y_format=thousands,
     )
     return {"svg": svg, "legend": series_colours(series).items()}

@@ -879,6 +879,30 @@ def test_the_polled_progress_block_reads_the_runs_deliveries_once_and_shows_what
     assert response.context["progress"]["counts"]["submitted"] == 3
 
 
+def test_the_delivery_chart_of_a_campaign_drawn_over_papua_gives_its_times_in_wit_as_the_run_does(officer_user):
+    from tests.smsblast.test_preview import box
+
+    AreaFactory(code="94", name="Papua Tengah", boundary=box(135.0, -4.5, 137.0, -3.0))
+    operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
+    campaign = CampaignFactory(
+        author=officer_user, status=Campaign.Status.SENDING, area_codes=[], polygon=box(135.2, -3.8, 135.6, -3.4)
+    )
+    now = timezone.now()
+    run = CampaignRunFactory(campaign=campaign, started_at=now - timedelta(minutes=3))
+    batch = DispatchBatchFactory(run=run, operator=operator, size=2, status=DispatchBatch.Status.ACCEPTED)
+    for minutes in (2, 1):
+        done_at = now - timedelta(minutes=minutes)
+        DeliveryFactory(run=run, operator=operator, batch=batch, status=Delivery.Status.DELIVERED, done_at=done_at)
+
+    response = client_for(officer_user, "en").get(reverse("campaigns:run_progress", args=[campaign.pk, run.pk]))
+
+    svg = response.context["chart"]["svg"]
+    first = run.deliveries.order_by("done_at").first().done_at
+    assert local_time(first, campaign) in svg
+    assert local_time(first, campaign).endswith(" WIT")
+    assert " WIB" not in svg
+
+
 def _broadcast_run_with_reach(officer_user) -> CampaignRun:
     """Start an area broadcast for Kab. Blitar at two operators and let one report 1,234 handsets reached."""
     blitar_areas()
