@@ -903,6 +903,35 @@ def test_the_delivery_chart_of_a_campaign_drawn_over_papua_gives_its_times_in_wi
     assert " WIB" not in svg
 
 
+@pytest.mark.parametrize(
+    ("language", "said"),
+    [
+        ("en", "No subscriber was in the area and audience when this run started: it had no one to send to."),
+        ("id", "Tidak ada pelanggan di wilayah dan penerima ini saat pengiriman dimulai: tidak ada yang dikirimi."),
+    ],
+)
+def test_a_run_that_found_no_recipient_says_so_instead_of_showing_empty_tables(officer_user, areas, language, said):
+    campaign = CampaignFactory(author=officer_user, status=Campaign.Status.COMPLETED, area_codes=["35.05"])
+    run = CampaignRunFactory(
+        campaign=campaign, status=CampaignRun.Status.COMPLETED, fanout_done=True, finished_at=timezone.now()
+    )
+
+    body = client_for(officer_user, language).get(reverse("campaigns:run_progress", args=[campaign.pk, run.pk]))
+
+    text = body.content.decode()
+    assert said in text
+    assert "<tbody></tbody>" not in text
+
+
+def test_a_run_still_preparing_its_recipients_does_not_say_it_found_none(officer_user, areas):
+    campaign = CampaignFactory(author=officer_user, status=Campaign.Status.SENDING, area_codes=["35.05"])
+    run = CampaignRunFactory(campaign=campaign, status=CampaignRun.Status.FANNING_OUT, fanout_done=False)
+
+    body = client_for(officer_user, "en").get(reverse("campaigns:run_progress", args=[campaign.pk, run.pk]))
+
+    assert "no one to send to" not in body.content.decode()
+
+
 def _broadcast_run_with_reach(officer_user) -> CampaignRun:
     """Start an area broadcast for Kab. Blitar at two operators and let one report 1,234 handsets reached."""
     blitar_areas()
