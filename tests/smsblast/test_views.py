@@ -300,6 +300,24 @@ def test_operators_page_is_for_admins_only_and_derives_each_state(officer_user):
     assert "HTTP 401 bad key" in response.content.decode()
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        "HTTP 503: SMSC is migrating to a separate cluster",  # "rate" inside other words
+        "HTTP 500: message 84291 could not be generated",  # "429" inside another number
+    ],
+)
+def test_operators_page_calls_an_operator_failing_whose_error_only_contains_the_letters_of_a_throttle(error):
+    admin = UserFactory(username="adm", role=Role.ADMIN)
+    operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
+    DispatchBatchFactory(operator=operator, status=DispatchBatch.Status.RETRY_WAIT, last_error=error)
+
+    response = client_for(admin, "en").get(reverse("operators"))
+
+    (row,) = response.context["rows"]
+    assert row["state"] == "failing"
+
+
 def test_operators_page_does_not_count_a_cancelled_campaign_as_the_operators_last_error():
     admin = UserFactory(username="adm", role=Role.ADMIN)
     operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
