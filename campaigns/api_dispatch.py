@@ -1,6 +1,7 @@
 """Campaign API actions for the send pipeline: schedule, pause, resume, runs, deliveries, report.csv, areas.csv."""
 
 from django.http import StreamingHttpResponse
+from django.utils import timezone
 from django.utils.translation import ngettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -22,7 +23,8 @@ from campaigns.dispatch_selectors import (
     runs_progress,
 )
 from campaigns.models import Mode
-from campaigns.serializers import CAMPAIGN_RUN_PROGRESS
+from campaigns.selectors import campaign_zone
+from campaigns.serializers import CAMPAIGN_RUN_PROGRESS, progress_in_zone
 from operators.broadcast_selectors import broadcast_run_progress
 from smsblast.api import FileContentNegotiation, Gone, Pagination
 from smsblast.api_views import validated
@@ -154,7 +156,8 @@ class CampaignDispatchActionsMixin:
         if campaign.mode == Mode.AREA_BROADCAST:
             return paginator.get_paginated_response([broadcast_run_progress(run) for run in runs])
         # One set of grouped queries for the whole page: a recurring campaign gathers a run a day.
-        return paginator.get_paginated_response(runs_progress(runs))
+        zone = campaign_zone(campaign)
+        return paginator.get_paginated_response([progress_in_zone(progress, zone) for progress in runs_progress(runs)])
 
     @extend_schema(
         parameters=[
@@ -192,7 +195,9 @@ class CampaignDispatchActionsMixin:
         page = paginator.paginate_queryset(queryset, request, view=self)
         # Read again after the page: a run the prune began on meanwhile, left out of it, is named.
         paginator.removed = campaign_removed_runs(campaign, run_id=run_id)
-        return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
+        # Times in the campaign's zone, as report.csv gives the same rows.
+        with timezone.override(campaign_zone(campaign).tzinfo):
+            return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
 
     @extend_schema(
         parameters=[OpenApiParameter("run", int, description="Only this run's rows (404 when not a run of it).")],

@@ -1,11 +1,14 @@
 """REST representations of campaigns: input checked for shape here, rules enforced in services."""
 
+from datetime import datetime
+
 from django.utils import timezone
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from campaigns.dispatch_selectors import campaign_progress
 from campaigns.models import Approval, Campaign, CampaignRun, Mode, Priority, RepeatPolicy
+from campaigns.scheduling import Zone
 from campaigns.selectors import HISTORY_SHOWN, campaign_audience, campaign_history_latest, campaign_zone
 from campaigns.services import (
     MAX_AREA_CODES,
@@ -92,6 +95,16 @@ class AuditEventSerializer(serializers.ModelSerializer):
         data["from"] = data.pop("from_state")
         data["to"] = data.pop("to_state")
         return data
+
+
+def progress_in_zone(progress: dict | None, zone: Zone) -> dict | None:
+    """Return a targeted run's progress (dispatch_selectors.run_progress) with its times in `zone`, the campaign's,
+    as report.csv and the pages give them: a run scheduled for 13:00 WIT reads 13:00+09:00, not 04:00Z."""
+    if progress is None:
+        return None
+    return {
+        key: value.astimezone(zone.tzinfo) if isinstance(value, datetime) else value for key, value in progress.items()
+    }
 
 
 class LocalNextRunField(serializers.DateTimeField):
@@ -353,7 +366,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
         """Return the latest run's progress (see campaigns.dispatch_selectors.run_progress), or None."""
         if campaign.mode == Mode.AREA_BROADCAST:
             return None
-        return campaign_progress(campaign)
+        return progress_in_zone(campaign_progress(campaign), campaign_zone(campaign))
 
     def get_content_hash(self, campaign: Campaign) -> str:
         return campaign_content_hash(campaign)

@@ -16,8 +16,9 @@ from operators import services
 from operators.gateways.base import BatchResult, Outcome
 from operators.models import Operator
 from smsblast.models import Area, Role, Subscriber
+from tests.operators.factories import OperatorFactory
 from tests.operators.scripted import ScriptedAdapter, approved_campaign, operators_and_subscribers, sending_run
-from tests.smsblast.factories import UserFactory, area_tree
+from tests.smsblast.factories import SubscriberFactory, UserFactory, area_tree
 
 pytestmark = pytest.mark.django_db
 
@@ -426,6 +427,41 @@ def test_report_csv_gives_times_in_the_campaigns_zone_as_the_campaign_page_shows
     # Kab. Blitar is in WIB: the 06:00 UTC run is the 13:00 run the officer scheduled.
     assert {row["scheduled_for"] for row in rows} == {"2021-07-08T13:00:00+07:00"}
     assert {row["done_at"] for row in rows} == {"2021-07-08T13:05:00+07:00"}
+
+
+def test_runs_deliveries_and_the_detail_progress_give_times_in_the_campaigns_zone_as_report_csv_does(api_client_for):
+    from datetime import UTC, datetime
+
+    from campaigns.models import CampaignRun
+
+    area_tree("91.71", kecamatan=1)  # Kota Jayapura: WIT, UTC+9
+    campaign = approved_campaign(area_codes=["91.71"], skip_areas=True)
+    district = Area.objects.filter(code__startswith="91.71.").first()
+    operator = OperatorFactory(slug="tsel", adapter="scripted")
+    for _ in range(2):
+        SubscriberFactory(area=district, operator=operator)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    dispatch.run_fan_out(run_id=run.pk)
+    CampaignRun.objects.filter(pk=run.pk).update(
+        scheduled_for=datetime(2021, 7, 8, 4, 0, tzinfo=UTC), started_at=datetime(2021, 7, 8, 4, 0, tzinfo=UTC)
+    )
+    run.deliveries.update(status="delivered", done_at=datetime(2021, 7, 8, 4, 5, tzinfo=UTC))
+    client = api_client_for(campaign.author)
+    base = f"/api/v1/campaigns/{campaign.pk}"
+
+    (progress,) = client.get(f"{base}/runs/").json()["results"]
+    detail = client.get(f"{base}/").json()["progress"]
+    deliveries = client.get(f"{base}/deliveries/").json()["results"]
+    report = list(
+        csv.DictReader(io.StringIO(b"".join(client.get(f"{base}/report.csv").streaming_content).decode("utf-8-sig")))
+    )
+
+    # The 13:00 WIT run the officer scheduled, as the report and the campaign page give it.
+    assert {row["scheduled_for"] for row in report} == {"2021-07-08T13:00:00+09:00"}
+    assert progress["scheduled_for"] == detail["scheduled_for"] == "2021-07-08T13:00:00+09:00"
+    assert progress["started_at"] == "2021-07-08T13:00:00+09:00"
+    assert {row["done_at"] for row in deliveries} == {row["done_at"] for row in report} == {"2021-07-08T13:05:00+09:00"}
 
 
 def _answered_run(recipients: int):
