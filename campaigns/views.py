@@ -919,7 +919,9 @@ def run_progress_partial(request: HttpRequest, pk: int, run_pk: int) -> HttpResp
         template, context = "campaigns/_broadcast_run.html", {}
     else:
         block = run_progress_block(run)
-        progress = block["progress"]
+        # A cancelled run's messages already with an operator are still reported on, or expire: it is watched,
+        # as a run under way, until each of them is final.
+        progress = {**block["progress"], "done": block["progress"]["done"] and not block["progress"]["pending"]}
         chart = _delivery_chart(block, zone)
         template, context = "campaigns/_run.html", {"chart": chart, "failures": block["failures"]}
     context.update({"run": run, "progress": progress, "campaign": campaign, "zone": zone})

@@ -692,6 +692,31 @@ def test_run_progress_partial_polls_until_the_run_is_final(officer_user, areas):
     assert 'aria-valuenow="100"' in body
 
 
+def test_a_cancelled_run_is_watched_while_the_messages_already_with_the_operator_are_reported(officer_user, areas):
+    operator = OperatorFactory(name="Telkomsel", slug="telkomsel")
+    campaign = CampaignFactory(author=officer_user, status=Campaign.Status.CANCELLED)
+    run = CampaignRunFactory(campaign=campaign, status=CampaignRun.Status.CANCELLED, fanout_done=True)
+    # A batch the operator took before the cancel: its messages are delivered or expire on their own.
+    accepted = DispatchBatchFactory(run=run, operator=operator, size=2, status=DispatchBatch.Status.ACCEPTED)
+    DeliveryFactory(run=run, operator=operator, batch=accepted, status=Delivery.Status.DELIVERED)
+    waiting = DeliveryFactory(run=run, operator=operator, batch=accepted, status=Delivery.Status.QUEUED)
+    DeliveryFactory(run=run, operator=operator, status=Delivery.Status.CANCELLED, reason="campaign_cancelled")
+    url = reverse("campaigns:run_progress", args=[campaign.pk, run.pk])
+    client = client_for(officer_user, "en")
+
+    body = client.get(url).content.decode()
+
+    assert 'hx-trigger="every 2s"' in body
+    assert "so far" in body
+
+    Delivery.objects.filter(pk=waiting.pk).update(status=Delivery.Status.DELIVERED)
+    polled = client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TRIGGER=f"run-{run.pk}")
+    assert polled["HX-Refresh"] == "true"
+    body = polled.content.decode()
+    assert "every 2s" not in body
+    assert "in all" in body
+
+
 @pytest.mark.parametrize(
     ("language", "no_report", "validity_passed"),
     [
