@@ -154,16 +154,27 @@ def _cancelled_at(campaign: Campaign) -> datetime:
 def _in_force(campaign: Campaign, approved_at: datetime) -> tuple[datetime | None, datetime | None]:
     """Return the alert's effective and expires: an area broadcast's window; for a targeted campaign sent at a set
     time or again and again, from its first run to the end of its last run's validity (no end without an `until`).
+
+    Its officer may start the schedule hours or days after the approval: the first run is then the one that start
+    let out, as the run itself (or, before it, the campaign's next run) says, not the first the approval would have.
     """
     validity = timedelta(minutes=campaign.validity_minutes)
     try:
         schedule = scheduling.schedule_normalize(campaign.schedule or {"kind": "now"})
     except scheduling.ScheduleError:
         schedule = {"kind": "now"}
+    run = None
+    if campaign.mode == Mode.TARGETED:
+        run = campaign.runs.filter(scheduled_for__gte=approved_at).order_by("scheduled_for", "id").first()
     if campaign.mode == Mode.TARGETED and schedule["kind"] != "now":
         zone, zones = campaign_zone(campaign), campaign_zones(campaign)
         timing = {"schedule": schedule, "zone": zone, "priority": campaign.priority, "quiet_zones": zones}
-        first = scheduling.first_start(now=approved_at, **timing)
+        if run is not None:
+            first = run.scheduled_for
+        elif campaign.next_run_at is not None:
+            first = campaign.next_run_at
+        else:
+            first = scheduling.first_start(now=approved_at, **timing)
         if first is not None:
             if schedule["kind"] == "once":
                 return first, first + validity
@@ -173,12 +184,10 @@ def _in_force(campaign: Campaign, approved_at: datetime) -> tuple[datetime | Non
             return first, max(first, scheduling.may_send_at(last, **timing)) + validity
     if campaign.ends_at:
         return campaign.starts_at, campaign.ends_at
-    if campaign.mode == Mode.TARGETED:
-        # Sent "now" when its officer started it, maybe hours after the approval: once that run exists, its own
-        # validity window says until when the alert is in force (next_run_at is cleared as the run starts).
-        run = campaign.runs.filter(scheduled_for__gte=approved_at).order_by("scheduled_for", "id").first()
-        if run is not None and run.expires_at is not None:
-            return campaign.starts_at, run.expires_at
+    if run is not None and run.expires_at is not None:
+        # Sent "now" when its officer started it, maybe hours after the approval: that run's own validity window
+        # says until when the alert is in force (next_run_at is cleared as the run starts).
+        return campaign.starts_at, run.expires_at
     start = campaign.next_run_at or campaign.starts_at or approved_at
     return campaign.starts_at, start + validity
 

@@ -306,6 +306,38 @@ def test_a_targeted_campaign_sent_now_hours_after_its_approval_exports_an_alert_
     assert _find(sending, "cap:info/cap:expires")[0].endswith("+07:00")
 
 
+def test_a_daily_campaign_started_days_after_its_approval_exports_an_alert_in_force_from_its_first_run(
+    officer_client,
+):
+    from campaigns import dispatch
+
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    campaign = broadcast_campaign(
+        mode="targeted",
+        starts_at=None,
+        ends_at=None,
+        schedule={"kind": "daily", "time": "13:00"},
+        validity_minutes=60,
+        author=officer_client.user,
+    )
+    # Approved three days ago; its officer starts the schedule only now.
+    campaign.approvals.update(created_at=timezone.now() - timedelta(days=3))
+    response = officer_client.post(f"/api/v1/campaigns/{campaign.pk}/schedule/", {}, format="json")
+    assert response.status_code == 200, response.content
+    campaign.refresh_from_db()
+
+    armed = _export(officer_client, campaign)
+
+    effective = datetime.fromisoformat(_find(armed, "cap:info/cap:effective")[0])
+    assert effective == campaign.next_run_at
+    assert _find(armed, "cap:info/cap:effective")[0].endswith("T13:00:00+07:00")
+
+    dispatch.runs_start_due(now=campaign.next_run_at)
+    sending = _export(officer_client, campaign)
+    assert _find(sending, "cap:info/cap:effective") == _find(armed, "cap:info/cap:effective")
+
+
 def test_control_characters_in_the_text_still_export_a_valid_alert(officer_client):
     AreaFactory(code="35", name="Jawa Timur")
     AreaFactory(code="35.05", name="Kabupaten Blitar")
