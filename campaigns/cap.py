@@ -192,15 +192,19 @@ def _in_force(campaign: Campaign, approved_at: datetime) -> tuple[datetime | Non
     return campaign.starts_at, start + validity
 
 
-def _area_geometry(campaign: Campaign) -> dict | None:
-    """Return the area as sent (the first run's frozen area), else the smoothed area computed now."""
+def _area_geometry(campaign: Campaign, approval: Approval) -> dict | None:
+    """Return the area as sent (the first run's frozen area), else the smoothed area `approval` froze (invariant 1:
+    a boundary edited since moves neither the area operators are sent nor the alert's), else computed now."""
     from operators import areageom
     from operators.broadcasts import broadcast_area_shapes
 
     run = campaign.runs.exclude(frozen={}).order_by("scheduled_for", "id").first()
     if run and (run.frozen.get("area") or {}).get("geometry"):
         return run.frozen["area"]["geometry"]
-    shapes = broadcast_area_shapes(campaign)
+    if approval.area_shapes is not None:
+        shapes = [areageom.geometry_from_geojson(geometry) for geometry in approval.area_shapes]
+    else:
+        shapes = broadcast_area_shapes(campaign)  # approved before areas were frozen
     return areageom.broadcast_area(shapes) if shapes else None
 
 
@@ -274,7 +278,7 @@ def cap_alert(campaign: Campaign) -> etree._Element:
     if campaign.polygon:
         described.append("Wilayah yang digambar")
     add(area, "areaDesc", ", ".join(described) or campaign.title)
-    geometry = _area_geometry(campaign)
+    geometry = _area_geometry(campaign, approval)
     for polygon in cap_polygons(geometry) if geometry else []:
         add(area, "polygon", polygon)
     for code in codes:

@@ -127,6 +127,26 @@ def test_a_campaign_with_boundaries_and_a_drawn_polygon_exports_closed_lat_lon_p
     assert _find(document, "cap:info/cap:severity") == ["Severe"]
 
 
+def test_an_area_broadcast_exports_the_area_its_approval_froze_though_a_boundary_was_edited_since(officer_client):
+    from tests.smsblast.test_preview import box
+
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar", boundary=box(112.0, -8.3, 112.5, -7.9))
+    campaign = broadcast_campaign(approved=False, area_codes=["35.05"])
+    OperatorFactory()
+    campaign_submit(campaign=campaign, actor=campaign.author)
+    approver = UserFactory(role=Role.APPROVER)
+    campaign_approve(campaign=campaign, approver=approver, content_hash=campaign_content_hash(campaign))
+    approved = _find(_export(officer_client, campaign), "cap:info/cap:area/cap:polygon")
+    assert approved
+
+    # Before its window opens, an admin loads another boundary for the regency: the operators are still sent the
+    # area the approver approved (Approval.area_shapes), and so is the alert.
+    Area.objects.filter(code="35.05").update(boundary=box(120.0, -5.0, 120.5, -4.6))
+
+    assert _find(_export(officer_client, campaign), "cap:info/cap:area/cap:polygon") == approved
+
+
 def test_an_exercise_exports_with_status_exercise(officer_client):
     AreaFactory(code="35", name="Jawa Timur")
     AreaFactory(code="35.05", name="Kabupaten Blitar")
