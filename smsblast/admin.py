@@ -479,12 +479,30 @@ class AuditObjectTypeFilter(RecentAuditValuesFilter):
 class AuditEventAdmin(ReadOnlyAdmin):
     """The audit trail is append-only (invariant 6): it can be searched, never added, changed or deleted."""
 
-    list_display = ["at", "actor", "action", "object_type", "object_id", "from_state", "to_state"]
+    list_display = ["at", "actor", "action", "action_label", "object_type", "object_id", "from_state", "to_state"]
     list_filter = [AuditActionFilter, AuditObjectTypeFilter, ("at", admin.DateFieldListFilter)]
     search_fields = ["object_id", "action", "actor__username"]
     list_select_related = ["actor"]
-    readonly_fields = ["at", "actor", "action", "object_type", "object_id", "from_state", "to_state", "details"]
+    readonly_fields = [
+        "at",
+        "actor",
+        "action",
+        "action_label",
+        "object_type",
+        "object_id",
+        "from_state",
+        "to_state",
+        "details",
+    ]
     show_full_result_count = False
+
+    @admin.display(description=gettext_lazy("description"))
+    def action_label(self, event: AuditEvent) -> str | None:
+        # The words the pages use for an action; the recorded code stays in its own column, as the filter offers it.
+        from smsblast.templatetags.ui import ACTION_LABELS
+
+        label = ACTION_LABELS.get(event.action)
+        return str(label) if label is not None else None
 
 
 @admin.register(Notification)

@@ -26,6 +26,17 @@ def audit_record(
     )
 
 
+def audit_record_table(*, actor, action: str, model: type[models.Model], details: dict) -> AuditEvent:
+    """Write one AuditEvent for a change of many rows of `model` at once: the table is its object (no object ID)."""
+    return AuditEvent.objects.create(
+        actor=actor if actor is not None and getattr(actor, "pk", None) else None,
+        action=action,
+        object_type=model._meta.label_lower,
+        object_id="",
+        details=details,
+    )
+
+
 def audit_history(obj: models.Model):
     """Return the audit events of `obj`, oldest first."""
     return AuditEvent.objects.filter(object_type=obj._meta.label_lower, object_id=str(obj.pk)).select_related("actor")

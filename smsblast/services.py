@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import hashlib
 import json
 import logging
 import queue
@@ -22,7 +23,7 @@ from shapely.errors import ShapelyError
 from shapely.geometry import shape
 
 from smsblast import importer, selectors
-from smsblast.audit import audit_history, audit_record
+from smsblast.audit import audit_history, audit_record, audit_record_table
 from smsblast.errors import ServiceConflict, ServiceInvalid
 from smsblast.models import (
     Area,
@@ -54,6 +55,8 @@ _LEVEL_BY_WORD = {
     "kelurahan": AreaLevel.DESA,
 }
 AREA_CHUNK = 5000
+# Renames and moves a load names one by one in its audit event; the counts cover every one.
+AREA_CHANGES_AUDITED = 1000
 
 
 @dataclass
@@ -145,13 +148,17 @@ def areas_load(
     population_path: Path | None = None,
     boundary_paths: Iterable[Path] = (),
     progress: Progress | None = None,
+    actor: User | None = None,
 ) -> AreasLoadResult:
     """Create or update the area table from a kode_wilayah CSV; never delete an area.
 
     Parents are written before children (level by level), in chunks. An area in the database that
     the file lacks is reported, not deleted: subscribers and campaigns may refer to it.
+    The load is audited as one `area.load` event (invariant 6), committed with it: its counts, its files by name
+    and SHA-256, and each renamed or moved area from and to. A load that changes nothing records that too.
     """
     say = progress or (lambda message: None)
+    boundary_paths = [Path(boundary_path) for boundary_path in boundary_paths]  # read twice: loaded, then audited
     result = AreasLoadResult()
     rows = _read_area_rows(Path(path), result)
     say(f"read {len(rows):,} areas from {Path(path).name}")
@@ -209,12 +216,45 @@ def areas_load(
         result.populations = _areas_load_population(Path(population_path))
         say(f"set the population of {result.populations:,} areas")
     for boundary_path in boundary_paths:
-        attached, unknown, unreadable = _areas_load_boundaries(Path(boundary_path))
+        attached, unknown, unreadable = _areas_load_boundaries(boundary_path)
         result.boundaries += attached
         result.unknown_boundary_codes.extend(unknown)
         result.unreadable_boundary_codes.extend(unreadable)
-        say(f"attached {attached:,} boundaries from {Path(boundary_path).name}")
+        say(f"attached {attached:,} boundaries from {boundary_path.name}")
+    changed = {}
+    for name, _search_name, level, parent, code in to_update[:AREA_CHANGES_AUDITED]:
+        before = dict(zip(("name", "level", "parent_id"), existing[code], strict=True))
+        after = {"name": name, "level": level, "parent_id": parent}
+        changed[code] = {
+            key: {"from": before[key], "to": value} for key, value in after.items() if before[key] != value
+        }
+    audit_record_table(
+        actor=actor,
+        action="area.load",
+        model=Area,
+        details={
+            "areas_file": _audited_file(Path(path)),
+            "population_file": _audited_file(Path(population_path)) if population_path is not None else None,
+            "boundary_files": [_audited_file(boundary_path) for boundary_path in boundary_paths],
+            "created": result.created,
+            "updated": result.updated,
+            "unchanged": result.unchanged,
+            "skipped": len(result.skipped),
+            "populations": result.populations,
+            "boundaries": result.boundaries,
+            "changed": changed,
+        },
+    )
     return result
+
+
+def _audited_file(path: Path) -> dict:
+    """Return a file's name and SHA-256, which tie an audit event to the exact content it loaded."""
+    digest = hashlib.sha256()
+    with _readable(path), open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": path.name, "sha256": digest.hexdigest()}
 
 
 @transaction.atomic

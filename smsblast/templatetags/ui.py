@@ -220,6 +220,7 @@ ACTION_LABELS = {
     "run.stalled": _("no progress for 10 minutes"),
     "run.deliveries_remove": _("recipients removed under the retention policy"),
     "area_broadcast.failed": _("an operator did not take the broadcast"),
+    "area.load": _("area table loaded from files"),
 }
 
 

@@ -963,6 +963,20 @@ def test_the_audit_trail_list_offers_the_actions_of_its_latest_events_without_re
     assert unbounded == []
 
 
+def test_the_audit_trail_list_names_a_load_of_the_area_table_in_indonesian(admin_client, tmp_path):
+    from django.core.management import call_command
+
+    path = tmp_path / "wilayah.csv"
+    path.write_text("kode,nama,tingkat,induk\n35,Jawa Timur,provinsi,\n", encoding="utf-8")
+    call_command("load_areas", str(path), "--no-population")
+    admin_client.cookies["django_language"] = "id"
+
+    page = admin_client.get(admin_url(AuditEvent, "changelist")).content.decode()
+
+    assert "tabel wilayah dimuat dari berkas" in page
+    assert "area.load" in page  # the recorded action stays beside its name, as the filters offer it
+
+
 def test_subscriber_imports_deleted_in_the_admin_are_audited(admin_client, admin_user):
     from smsblast.models import SubscriberImport
 

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from smsblast.models import Area, AreaLevel
+from smsblast.models import Area, AreaLevel, AuditEvent
 from smsblast.services import areas_attach_boundaries, areas_load, areas_set_population
 from tests.smsblast.factories import AreaFactory, SubscriberFactory
 
@@ -194,6 +194,76 @@ def test_load_areas_interrupted_says_nothing_was_changed_and_keeps_nothing(tmp_p
     with pytest.raises(CommandError, match="Interrupted: no area, population or boundary was changed."):
         call_command("load_areas", str(csv_path), "--no-population", "--boundaries", str(boundaries))
     assert not Area.objects.exists()
+
+
+def test_each_load_areas_run_is_audited_once_with_its_counts_files_and_renames(tmp_path, db):
+    import hashlib
+    import json
+
+    first = write_csv(
+        tmp_path, ["35,Jawa Timur,provinsi,", "35.05,Kab. Blitar,kabupaten,35", "35.06,Kediri,kabupaten,35"]
+    )
+    geojson = tmp_path / "batas.geojson"
+    features = [{"type": "Feature", "properties": {"kode": "35.05"}, "geometry": square(112, -8)}]
+    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    penduduk = tmp_path / "penduduk.csv"
+    penduduk.write_text("kode,nama,pria,wanita,total\n35.05,Blitar,2,2,4\n")
+
+    call_command("load_areas", str(first), "--boundaries", str(geojson))
+
+    # One event for the whole run, never one per area (a first load of the real table creates 91,599).
+    loaded = AuditEvent.objects.get()
+    assert (loaded.action, loaded.actor, loaded.object_type, loaded.object_id) == (
+        "area.load",
+        None,
+        "smsblast.area",
+        "",
+    )
+    assert loaded.details == {
+        "areas_file": {"name": "wilayah.csv", "sha256": hashlib.sha256(first.read_bytes()).hexdigest()},
+        "population_file": {"name": "penduduk.csv", "sha256": hashlib.sha256(penduduk.read_bytes()).hexdigest()},
+        "boundary_files": [{"name": "batas.geojson", "sha256": hashlib.sha256(geojson.read_bytes()).hexdigest()}],
+        "created": 3,
+        "updated": 0,
+        "unchanged": 0,
+        "skipped": 0,
+        "populations": 1,
+        "boundaries": 1,
+        "changed": {},
+    }
+
+    # A rename and a move are recorded from and to, as the area admin records them.
+    second = write_csv(
+        tmp_path,
+        ["35,Jawa Timur,provinsi,", "35.05,Kabupaten Blitar,kabupaten,35", "35.06,Kediri,kabupaten,35"],
+        name="second.csv",
+    )
+    call_command("load_areas", str(second), "--no-population")
+
+    renamed = AuditEvent.objects.filter(action="area.load").last()
+    assert (renamed.details["created"], renamed.details["updated"], renamed.details["unchanged"]) == (0, 1, 2)
+    assert renamed.details["changed"] == {"35.05": {"name": {"from": "Kab. Blitar", "to": "Kabupaten Blitar"}}}
+    assert (renamed.details["population_file"], renamed.details["boundary_files"]) == (None, [])
+
+    # A rerun that changes nothing still says that it ran, on which file, and that it changed nothing.
+    call_command("load_areas", str(second), "--no-population")
+
+    again = AuditEvent.objects.filter(action="area.load").last()
+    assert (again.details["created"], again.details["updated"], again.details["unchanged"]) == (0, 0, 3)
+    assert again.details["changed"] == {}
+    assert AuditEvent.objects.count() == 3
+
+
+def test_a_load_areas_run_that_fails_records_no_audit_event(tmp_path, db):
+    path = write_csv(tmp_path, ["35,Jawa Timur,provinsi,"])
+    broken = tmp_path / "batas.geojson"
+    broken.write_text("not json")
+
+    with pytest.raises(CommandError, match="batas.geojson is not valid JSON"):
+        call_command("load_areas", str(path), "--no-population", "--boundaries", str(broken))
+
+    assert not Area.objects.exists()
+    assert not AuditEvent.objects.exists()
 
 
 @pytest.mark.parametrize(
