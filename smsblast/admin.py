@@ -42,7 +42,7 @@ from smsblast.models import (
     TwoFactorDevice,
     User,
 )
-from smsblast.roles import user_access, user_record_access_change
+from smsblast.roles import user_access, user_record_access_change, user_record_password_set
 from smsblast.two_factor import two_factor_reset
 
 # Password guessing on the admin log-in is throttled like on the log-in page.
@@ -120,7 +120,7 @@ class UserAdmin(AuditedDeleteMixin, DjangoUserAdmin):
             if user is not None and request.method == "POST":
                 user.refresh_from_db(fields=["password"])
                 if user.password != before:
-                    _audit_password_set(user, request.user)
+                    user_record_password_set(user=user, actor=request.user)
         return response
 
     def audit_delete(self, obj, actor) -> None:
@@ -129,11 +129,6 @@ class UserAdmin(AuditedDeleteMixin, DjangoUserAdmin):
     @admin.display(description=gettext_lazy("role"))
     def role_name(self, user: User) -> str:
         return Role(user.role).label if user.role else "-"
-
-
-def _audit_password_set(user: User, actor) -> None:
-    details = {"username": user.username, "usable": user.has_usable_password()}
-    audit_record(actor=actor, action="user.password_set", obj=user, details=details)
 
 
 def _audit_user_delete(user: User, actor) -> None:

@@ -122,6 +122,15 @@ def user_record_access_change(*, user, before: dict, actor, action: str = "user.
     )
 
 
+def user_record_password_set(*, user, actor) -> None:
+    """Audit a password set, or password log-in disabled, for the user (invariant 6): whether one is usable, never
+    the password. Call it in the change's transaction; `actor` None is the system (a management command)."""
+    from smsblast.audit import audit_record
+
+    details = {"username": user.username, "usable": user.has_usable_password()}
+    audit_record(actor=actor, action="user.password_set", obj=user, details=details)
+
+
 def user_role_set(*, user, role: str, actor=None) -> None:
     """Put the user in exactly one role group, audited; admins are also staff superusers.
 

@@ -76,6 +76,62 @@ def test_create_user_setting_a_password_or_reactivating_a_user_is_audited():
     assert "second-pass" not in str(event.details)
 
 
+def test_changepassword_sets_the_password_as_before_and_is_audited_without_it(monkeypatch):
+    create_user("admin", "--role", "admin")
+    answers = iter(["Fresh-pass-2026!", "Fresh-pass-2026!"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    out = io.StringIO()
+
+    call_command("changepassword", "admin", stdout=out)
+
+    user = User.objects.get(username="admin")
+    assert user.check_password("Fresh-pass-2026!")
+    assert "Password changed successfully for user 'admin'" in out.getvalue()
+    (event,) = audit_history(user).filter(action="user.password_set")
+    assert (event.actor, event.details) == (None, {"username": "admin", "usable": True})
+    assert "Fresh-pass-2026!" not in str(event.details)
+
+
+def test_changepassword_that_gives_up_changes_and_records_nothing(monkeypatch):
+    create_user("admin", "--role", "admin", "--password", "First-pass-2026!")
+    answers = iter(["Fresh-pass-2026!", "Other-pass-2026!"] * 3)  # three mismatches: Django's command aborts
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+
+    with pytest.raises(CommandError, match="Aborting password change"):
+        call_command("changepassword", "admin", stdout=io.StringIO())
+
+    user = User.objects.get(username="admin")
+    assert user.check_password("First-pass-2026!")
+    assert not audit_history(user).filter(action="user.password_set").exists()
+
+
+def test_createsuperuser_creates_the_superuser_as_before_and_is_audited(monkeypatch):
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "Root-pass-2026!")
+
+    call_command(
+        "createsuperuser", "--noinput", "--username", "root", "--email", "root@example.org", stdout=io.StringIO()
+    )
+
+    user = User.objects.get(username="root")
+    assert (user.is_superuser, user.is_staff, user.email) == (True, True, "root@example.org")
+    assert user.check_password("Root-pass-2026!")
+    (event,) = audit_history(user)
+    assert (event.action, event.actor, event.from_state, event.to_state) == ("user.create", None, "", "admin")
+    assert event.details["username"] == "root"
+    assert event.details["changed"]["is_superuser"] == {"from": None, "to": True}
+    assert "Root-pass-2026!" not in str(event.details)
+
+
+def test_changepassword_and_createsuperuser_keep_djangos_arguments():
+    from django.contrib.auth.management.commands import changepassword, createsuperuser
+
+    for name, django_module in (("changepassword", changepassword), ("createsuperuser", createsuperuser)):
+        ours, djangos = load_command_class(get_commands()[name], name), django_module.Command()
+        assert isinstance(ours, django_module.Command)
+        options = {action.dest for action in ours.create_parser("manage.py", name)._actions}
+        assert options == {action.dest for action in djangos.create_parser("manage.py", name)._actions}
+
+
 def test_create_user_without_password_makes_an_api_only_identity():
     token = create_user("telkomsel-api", "--role", "operator")[-1]
     user = User.objects.get(username="telkomsel-api")

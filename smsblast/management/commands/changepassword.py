@@ -1,0 +1,25 @@
+"""Django's changepassword, audited as the user admin audits a password set (`user.password_set`, never the value)."""
+
+import getpass
+
+from django.contrib.auth.management.commands import changepassword
+from django.db import transaction
+
+from smsblast.models import User
+from smsblast.roles import user_record_password_set
+
+
+class Command(changepassword.Command):
+    def handle(self, *args, **options):
+        database = options["database"]
+        # The user Django's command changes: the one named, else the one running it.
+        username = options["username"] or getpass.getuser()
+        users = User._default_manager.using(database).filter(**{User.USERNAME_FIELD: username})
+        # The prompts run inside the transaction, so that the password and its event commit together or not at all.
+        with transaction.atomic(using=database):
+            before = users.values_list("password", flat=True).first()
+            message = super().handle(*args, **options)
+            user = users.get()
+            if user.password != before:
+                user_record_password_set(user=user, actor=None)
+        return message
