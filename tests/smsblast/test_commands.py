@@ -354,6 +354,29 @@ def test_seed_demo_moving_a_demo_officer_back_to_the_demo_regency_is_audited(tmp
     assert audit_history(officer).count() == events, "a re-run that changes nothing audits nothing"
 
 
+def test_seed_demo_creating_or_resetting_a_demo_operator_is_audited_from_and_to(tmp_path):
+    seed_demo("--reference-data", str(tmp_path / "wilayah"), "--simulator-url", "http://127.0.0.1:9100")
+    telkomsel = Operator.objects.get(slug="telkomsel")
+    (created,) = audit_history(telkomsel)
+    assert (created.action, created.actor, created.to_state) == ("operator.create", None, "active")
+    assert created.details["changed"]["base_url"] == {"to": "http://127.0.0.1:9100/telkomsel"}
+    assert created.details["credentials_replaced"] == ["api_key", "signing_secret"]
+    prefixes = telkomsel.prefixes
+    Operator.objects.filter(pk=telkomsel.pk).update(prefixes=["62811"])  # changed since, e.g. in the admin
+
+    seed_demo("--reference-data", str(tmp_path / "wilayah"), "--simulator-url", "http://127.0.0.1:9101")
+
+    reset = audit_history(telkomsel).last()
+    assert (reset.action, reset.actor) == ("operator.update", None)
+    assert reset.details["changed"] == {
+        "prefixes": {"from": ["62811"], "to": prefixes},
+        "base_url": {"from": "http://127.0.0.1:9100/telkomsel", "to": "http://127.0.0.1:9101/telkomsel"},
+    }
+    events = audit_history(telkomsel).count()
+    seed_demo("--reference-data", str(tmp_path / "wilayah"), "--simulator-url", "http://127.0.0.1:9101")
+    assert audit_history(telkomsel).count() == events, "a re-run that changes nothing audits nothing"
+
+
 def test_create_user_restoring_a_role_groups_permissions_is_audited_from_and_to(client, admin_user):
     from django.contrib.auth.models import Group, Permission
 

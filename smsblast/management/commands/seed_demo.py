@@ -12,6 +12,7 @@ from django.core.validators import URLValidator
 from django.db import transaction
 
 from operators.models import Operator
+from operators.services import operator_record_change, operator_settings
 from smsblast.errors import ServiceInvalid
 from smsblast.fixtures import demo
 from smsblast.models import Area, AreaLevel, Role, Subscriber, User
@@ -175,11 +176,14 @@ class Command(BaseCommand):
                     "is_test_endpoint": True,
                 },
             )
+            before = None if created else operator_settings(operator)
             operator.prefixes = prefixes_by_slug.get(slug, [])
             operator.base_url = f"{simulator_url.rstrip('/')}/{slug}"
             if slug in users:
                 operator.user = users[slug]
             operator.save()
+            # Created, or given back its demo settings after an edit in the admin: audited as those are (invariant 6).
+            operator_record_change(operator=operator, before=before, actor=None)
             seeded.append((operator, share, operator.prefixes))
         return seeded
 
