@@ -1,8 +1,5 @@
 """Admin for users and roles, API tokens, areas, subscribers, imports, notifications and the read-only audit trail."""
 
-import hashlib
-import json
-
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -43,6 +40,7 @@ from smsblast.models import (
     User,
 )
 from smsblast.roles import user_access, user_record_access_change, user_record_password_set
+from smsblast.services import AREA_AUDITED_FIELDS, area_boundary_digest
 from smsblast.two_factor import two_factor_reset
 
 # Password guessing on the admin log-in is throttled like on the log-in page.
@@ -203,7 +201,7 @@ class AreaAdmin(AuditedChangeMixin, admin.ModelAdmin):
     readonly_fields = ["search_name"]
     # Targets, jurisdictions, time zones, audience estimates and polygon checks read areas (invariant 6).
     audit_action = "area"
-    audited_fields = ("code", "name", "level", "parent_id", "population", "boundary")
+    audited_fields = AREA_AUDITED_FIELDS
 
     def save_model(self, request, obj, form, change):
         from smsblast.text import search_key
@@ -214,9 +212,7 @@ class AreaAdmin(AuditedChangeMixin, admin.ModelAdmin):
     def audit_values(self, obj) -> dict:
         # A boundary may run to megabytes: its from and to are recorded by their digest.
         values = super().audit_values(obj)
-        if values["boundary"] is not None:
-            canonical = json.dumps(values["boundary"], sort_keys=True, separators=(",", ":"))
-            values["boundary"] = f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
+        values["boundary"] = area_boundary_digest(values["boundary"])
         return values
 
 

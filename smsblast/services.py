@@ -258,20 +258,74 @@ def _audited_file(path: Path) -> dict:
 
 
 @transaction.atomic
-def areas_set_population(*, path: Path, codes: Iterable[str] | None = None) -> int:
-    """Set Area.population from a penduduk CSV, only for `codes` when given; return how many areas got one."""
-    return _areas_load_population(Path(path), codes=codes)
+def areas_set_population(*, path: Path, codes: Iterable[str] | None = None, actor: User | None = None) -> int:
+    """Set Area.population from a penduduk CSV, only for `codes` when given; return how many areas got one.
+
+    Each area whose population changes is audited as the area admin audits it (`area.update`, from → to).
+    """
+    populations = _read_populations(Path(path), codes=codes)
+    before = areas_audit_values(populations)
+    count = _areas_write_populations(populations)
+    areas_record_changes(before=before, after=areas_audit_values(populations), actor=actor)
+    return count
 
 
 @transaction.atomic
-def areas_attach_boundaries(*, path: Path, codes: Iterable[str] | None = None) -> int:
-    """Attach the GeoJSON boundaries of a file to their areas, only for `codes` when given; return how many."""
-    attached, _unknown, _unreadable = _areas_load_boundaries(Path(path), codes=codes)
+def areas_attach_boundaries(*, path: Path, codes: Iterable[str] | None = None, actor: User | None = None) -> int:
+    """Attach the GeoJSON boundaries of a file to their areas, only for `codes` when given; return how many.
+
+    Each area whose boundary changes is audited as the area admin audits it (`area.update`, by SHA-256).
+    """
+    geometries, _unreadable = _read_boundaries(Path(path), codes=codes)
+    before = areas_audit_values(geometries)
+    attached, _unknown = _areas_write_boundaries(geometries)
+    areas_record_changes(before=before, after=areas_audit_values(geometries), actor=actor)
     return attached
+
+
+# What the audit trail records of an area, in the area admin and wherever else one area is written.
+AREA_AUDITED_FIELDS = ("code", "name", "level", "parent_id", "population", "boundary")
+
+
+def area_boundary_digest(boundary: dict | None) -> str | None:
+    """Return a boundary as the audit trail records it: by its SHA-256, since one may run to megabytes."""
+    if boundary is None:
+        return None
+    canonical = json.dumps(boundary, sort_keys=True, separators=(",", ":"))
+    return f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
+
+
+def areas_audit_values(codes: Iterable[str]) -> dict[str, dict]:
+    """Return the audited fields of the areas with these codes as stored, by code (read them before and after)."""
+    rows = Area.objects.filter(code__in=list(codes)).values(*AREA_AUDITED_FIELDS)
+    return {row["code"]: {**row, "boundary": area_boundary_digest(row["boundary"])} for row in rows}
+
+
+def areas_record_changes(*, before: dict[str, dict], after: dict[str, dict], actor: User | None) -> None:
+    """Audit each area created or changed between two readings of areas_audit_values, as the area admin does
+    (`area.create` with every field, `area.update` with each changed field from → to); nothing for one unchanged."""
+    for code, values in after.items():
+        if code not in before:
+            action, changed = "area.create", {name: {"to": value} for name, value in values.items()}
+        else:
+            action = "area.update"
+            changed = {
+                name: {"from": before[code][name], "to": value}
+                for name, value in values.items()
+                if before[code][name] != value
+            }
+            if not changed:
+                continue
+        audit_record(actor=actor, action=action, obj=Area(code=code), details={"changed": changed})
 
 
 def _areas_load_population(path: Path, codes: Iterable[str] | None = None) -> int:
     """Set Area.population from a penduduk CSV (kode,total); return how many areas got one."""
+    return _areas_write_populations(_read_populations(path, codes=codes))
+
+
+def _read_populations(path: Path, codes: Iterable[str] | None = None) -> dict[str, int]:
+    """Return code -> population of a penduduk CSV (kode,...,total), only for `codes` when given."""
     wanted = None if codes is None else set(codes)
     populations = {}
     with _readable(path), open(path, encoding="utf-8-sig", newline="") as handle:
@@ -283,6 +337,11 @@ def _areas_load_population(path: Path, codes: Iterable[str] | None = None) -> in
             code, total = (record.get("kode") or "").strip(), (record.get("total") or "").strip()
             if code and total.isdigit() and (wanted is None or code in wanted):
                 populations[code] = int(total)
+    return populations
+
+
+def _areas_write_populations(populations: dict[str, int]) -> int:
+    """Set the population of each area named; return how many areas there are of them."""
     areas = list(Area.objects.filter(code__in=list(populations)).only("code", "population"))
     for area in areas:
         area.population = populations[area.code]
@@ -296,6 +355,14 @@ def _areas_load_boundaries(path: Path, codes: Iterable[str] | None = None) -> tu
     Return how many were attached, the codes naming no area and those whose coordinates cannot be read
     (left unattached, so that the boundaries around the area stand in for it).
     """
+    geometries, unreadable = _read_boundaries(path, codes=codes)
+    attached, unknown = _areas_write_boundaries(geometries)
+    return attached, unknown, unreadable
+
+
+def _read_boundaries(path: Path, codes: Iterable[str] | None = None) -> tuple[dict[str, dict], list[str]]:
+    """Return code -> geometry of the readable polygons of a GeoJSON file (only for `codes` when given), and the
+    codes whose coordinates cannot be read."""
     wanted = None if codes is None else set(codes)
     with _readable(path), open(path, encoding="utf-8") as handle:
         collection = json.load(handle, parse_constant=_refuse_constant)
@@ -320,11 +387,16 @@ def _areas_load_boundaries(path: Path, codes: Iterable[str] | None = None) -> tu
                 geometries[code] = geometry
             else:
                 unreadable.append(code)
+    return geometries, sorted(unreadable)
+
+
+def _areas_write_boundaries(geometries: dict[str, dict]) -> tuple[int, list[str]]:
+    """Attach each geometry to the area of its code; return how many were attached and the codes naming no area."""
     areas = list(Area.objects.filter(code__in=list(geometries)).only("code"))
     for area in areas:
         area.boundary = geometries[area.code]
     Area.objects.bulk_update(areas, ["boundary"], batch_size=200)
-    return len(areas), sorted(set(geometries) - {area.code for area in areas}), sorted(unreadable)
+    return len(areas), sorted(set(geometries) - {area.code for area in areas})
 
 
 # ---------------------------------------------------------------------------------------------------------------

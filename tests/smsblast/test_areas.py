@@ -340,6 +340,37 @@ def test_boundaries_and_populations_can_be_attached_to_chosen_areas_only(tmp_pat
     assert areas_attach_boundaries(path=geojson) == 2  # no codes: every area in the file
 
 
+def test_boundaries_and_populations_attached_to_chosen_areas_are_audited_from_and_to(tmp_path, db):
+    import hashlib
+    import json
+
+    for code in ("35", "35.05"):
+        AreaFactory(code=code, name=code)
+    geojson = tmp_path / "batas.geojson"
+    features = [{"type": "Feature", "properties": {"kode": c}, "geometry": square(112, -8)} for c in ("35", "35.05")]
+    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    penduduk = tmp_path / "penduduk.csv"
+    penduduk.write_text("kode,nama,pria,wanita,total\n35,Jatim,1,1,2\n35.05,Blitar,2,2,4\n")
+
+    areas_set_population(path=penduduk, codes=["35.05"])
+    areas_attach_boundaries(path=geojson, codes=["35.05"])
+
+    events = list(AuditEvent.objects.all())
+    assert [(event.action, event.actor, event.object_type, event.object_id) for event in events] == [
+        ("area.update", None, "smsblast.area", "35.05"),
+        ("area.update", None, "smsblast.area", "35.05"),
+    ]
+    assert events[0].details == {"changed": {"population": {"from": None, "to": 4}}}
+    # As the area admin records a boundary: by its digest, not copied whole into the trail.
+    canonical = json.dumps(square(112, -8), sort_keys=True, separators=(",", ":")).encode()
+    digest = f"sha256:{hashlib.sha256(canonical).hexdigest()}"
+    assert events[1].details == {"changed": {"boundary": {"from": None, "to": digest}}}
+
+    areas_set_population(path=penduduk, codes=["35.05"])
+    areas_attach_boundaries(path=geojson, codes=["35.05"])
+    assert AuditEvent.objects.count() == 2, "attached again unchanged: nothing to record"
+
+
 # --- API --------------------------------------------------------------------------------------------------------
 
 

@@ -377,6 +377,28 @@ def test_seed_demo_creating_or_resetting_a_demo_operator_is_audited_from_and_to(
     assert audit_history(telkomsel).count() == events, "a re-run that changes nothing audits nothing"
 
 
+def test_seed_demo_creating_or_renaming_back_a_demo_area_is_audited_from_and_to(tmp_path):
+    from smsblast.models import AuditEvent
+
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+    created = AuditEvent.objects.filter(action="area.create")
+    codes = [demo.PROVINCE[0], demo.REGENCY[0], *(code for code, _ in demo.KECAMATAN)]
+    assert sorted(created.values_list("object_id", flat=True)) == sorted(codes)
+    assert {event.actor for event in created} == {None}
+    regency = created.get(object_id=demo.REGENCY[0]).details["changed"]
+    assert (regency["name"], regency["parent_id"]) == ({"to": demo.REGENCY[1]}, {"to": demo.PROVINCE[0]})
+    Area.objects.filter(code=demo.REGENCY[0]).update(name="Kab. Blitar")  # renamed since, e.g. in the admin
+
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+
+    renamed = AuditEvent.objects.get(action="area.update")
+    assert (renamed.object_id, renamed.actor) == (demo.REGENCY[0], None)
+    assert renamed.details == {"changed": {"name": {"from": "Kab. Blitar", "to": demo.REGENCY[1]}}}
+    events = AuditEvent.objects.filter(object_type="smsblast.area").count()
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+    assert AuditEvent.objects.filter(object_type="smsblast.area").count() == events, "nothing changed: none"
+
+
 def test_create_user_restoring_a_role_groups_permissions_is_audited_from_and_to(client, admin_user):
     from django.contrib.auth.models import Group, Permission
 

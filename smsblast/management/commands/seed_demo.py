@@ -18,7 +18,12 @@ from smsblast.fixtures import demo
 from smsblast.models import Area, AreaLevel, Role, Subscriber, User
 from smsblast.phones import carrier_prefixes
 from smsblast.roles import role_groups_sync, user_access, user_record_access_change, user_role_set
-from smsblast.services import areas_attach_boundaries, areas_set_population
+from smsblast.services import (
+    areas_attach_boundaries,
+    areas_audit_values,
+    areas_record_changes,
+    areas_set_population,
+)
 from smsblast.text import search_key
 
 # Boundary and population files of the shared reference data, beside the repository (see its README).
@@ -112,6 +117,13 @@ class Command(BaseCommand):
         return users
 
     def seed_areas(self) -> None:
+        # Created, or given back their demo names after an edit in the admin: audited as those are (invariant 6).
+        codes = [demo.PROVINCE[0], demo.REGENCY[0], *(code for code, _ in demo.KECAMATAN)]
+        before = areas_audit_values(codes)
+        self.write_areas()
+        areas_record_changes(before=before, after=areas_audit_values(codes), actor=None)
+
+    def write_areas(self) -> None:
         province = Area.objects.update_or_create(
             code=demo.PROVINCE[0],
             defaults={
