@@ -399,6 +399,25 @@ def test_seed_demo_creating_or_renaming_back_a_demo_area_is_audited_from_and_to(
     assert AuditEvent.objects.filter(object_type="smsblast.area").count() == events, "nothing changed: none"
 
 
+def test_seed_demo_adding_subscribers_is_audited_once_with_how_many(tmp_path):
+    from smsblast.models import AuditEvent
+
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+
+    added = AuditEvent.objects.get(object_type="smsblast.subscriber")
+    assert (added.action, added.actor, added.object_id) == ("subscriber.demo_create", None, "")
+    assert added.details == {"created": 300, "subscribers": 300}
+    call_command(
+        "seed_demo", "--subscribers", "350", "--reference-data", str(tmp_path / "wilayah"), stdout=io.StringIO()
+    )
+    assert AuditEvent.objects.filter(action="subscriber.demo_create").last().details == {
+        "created": 50,
+        "subscribers": 350,
+    }
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))  # 350 already: none added, none recorded
+    assert AuditEvent.objects.filter(action="subscriber.demo_create").count() == 2
+
+
 def test_create_user_restoring_a_role_groups_permissions_is_audited_from_and_to(client, admin_user):
     from django.contrib.auth.models import Group, Permission
 
