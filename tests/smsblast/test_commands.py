@@ -132,6 +132,19 @@ def test_changepassword_and_createsuperuser_keep_djangos_arguments():
         assert options == {action.dest for action in djangos.create_parser("manage.py", name)._actions}
 
 
+def test_create_user_changing_a_users_email_is_audited_from_and_to():
+    # Notifications (a campaign waiting for approval, a decision) go to this address.
+    create_user("satgas", "--role", "approver", "--email", "ketua@blitarkab.go.id")
+    create_user("satgas", "--role", "approver", "--email", "other@example.org")
+    create_user("satgas", "--role", "approver", "--email", "other@example.org")  # the same: nothing to record
+    user = User.objects.get(username="satgas")
+
+    (event,) = audit_history(user).filter(action="user.access")
+
+    assert event.actor is None
+    assert event.details["changed"] == {"email": {"from": "ketua@blitarkab.go.id", "to": "other@example.org"}}
+
+
 def test_create_user_without_password_makes_an_api_only_identity():
     token = create_user("telkomsel-api", "--role", "operator")[-1]
     user = User.objects.get(username="telkomsel-api")

@@ -56,6 +56,8 @@ class Command(BaseCommand):
             user, created = User.objects.get_or_create(username=username, defaults={"email": email})
             reactivated = not created and not user.is_active
             jurisdiction_before = "" if created else user.jurisdiction_id or ""
+            # Where the user's notifications go: a new address on an existing user is audited with the rest.
+            email_before = user.email
             if password:
                 user.set_password(password)
             elif created:
@@ -69,11 +71,14 @@ class Command(BaseCommand):
             user.save()
             user_role_set(user=user, role=role)
             moved = jurisdiction is not None and jurisdiction.code != jurisdiction_before
-            if (not created and (password or reactivated)) or moved:
+            readdressed = not created and user.email != email_before
+            if (not created and (password or reactivated or readdressed)) or moved:
                 # Changed from the command line, so by no user (invariant 6); the role's event is user_role_set's.
                 changed = {"password": "set"} if password and not created else {}
                 if reactivated:
                     changed["is_active"] = {"from": False, "to": True}
+                if readdressed:
+                    changed["email"] = {"from": email_before, "to": user.email}
                 if moved:
                     changed["jurisdiction"] = {"from": jurisdiction_before, "to": jurisdiction.code}
                 audit_record(
