@@ -51,6 +51,9 @@ _LINE_SEPARATORS = "\u2028\u2029"
 # Embeddings, overrides and isolates, which a number copied from a phone's contacts carries; an SMS needs none
 # and submission refuses them (see REORDERS below).
 _DIRECTION_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+# The left-to-right, right-to-left and Arabic letter marks: invisible, and only of use among right-to-left letters,
+# which a GSM-7 text has none of.
+_DIRECTION_MARKS = "\u200e\u200f\u061c"
 
 # Look-alikes that word processors and chat apps put into otherwise plain
 # Indonesian text, each of which alone would turn the message into UCS-2.
@@ -69,6 +72,7 @@ _REPLACEMENTS = {
     **dict.fromkeys(_BREAK_HINTS, ""),
     **dict.fromkeys(_LINE_SEPARATORS, "\n"),
     **dict.fromkeys(_DIRECTION_CONTROLS, ""),
+    **dict.fromkeys(_DIRECTION_MARKS, ""),
 }
 _BLANK_REMOVALS = str.maketrans(dict.fromkeys(_ZERO_WIDTH))
 
@@ -177,7 +181,8 @@ def analyze(text: str, *, max_segments: int = MAX_SEGMENTS) -> Analysis:
         characters = list(text)
         for item in non_gsm:
             if item.replacement is not None:
-                # The letter a mark composes with is GSM-7, so no other replacement touches it.
+                # The letter a mark composes with is GSM-7, and what stands between them is removed, so no other
+                # replacement puts anything there.
                 characters[item.start : item.position] = [""] * (item.position - item.start)
                 characters[item.position] = item.replacement
         suggestion = "".join(characters)
@@ -269,17 +274,19 @@ def _mark_replacement(text: str, position: int) -> tuple[int, str | None]:
     Keyboards and PDFs write "é" as "e" and U+0301. A mark right after a GSM-7 letter composes with it into the
     GSM-7 letter when there is one; otherwise the mark goes and the letter stays, as a precomposed letter outside
     GSM-7 falls back to its base letter. A mark on no letter, or on one without a GSM-7 form, has no replacement:
-    on a symbol it can be what it says ("=" and U+0338 are "≠").
+    on a symbol it can be what it says ("=" and U+0338 are "≠"). An invisible character the suggestion removes
+    (a direction mark, a zero-width space) is looked past, since the suggestion puts the mark on the letter.
     """
     base_at = position - 1
-    while base_at >= 0 and _is_diacritic_mark(text[base_at]):
+    while base_at >= 0 and (_is_diacritic_mark(text[base_at]) or _REPLACEMENTS.get(text[base_at]) == ""):
         base_at -= 1
     if base_at < 0 or not unicodedata.category(text[base_at]).startswith("L"):
         return position, None
     base = text[base_at]
     if base in _GSM7:
         composed = unicodedata.normalize("NFC", base + text[position])
-        if base_at == position - 1 and len(composed) == 1 and composed in _GSM7:
+        on_the_letter = not any(_is_diacritic_mark(char) for char in text[base_at + 1 : position])
+        if on_the_letter and len(composed) == 1 and composed in _GSM7:
             return base_at, composed
         return position, ""
     return position, "" if _gsm7_replacement(base) is not None else None

@@ -46,6 +46,7 @@
   map("\u00ad\u2060", ""); // break hints: soft hyphen, word joiner
   map("\u2028\u2029", "\n"); // line and paragraph separators
   map("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069", ""); // direction controls, refused on submission
+  map("\u200e\u200f\u061c", ""); // direction marks: left-to-right, right-to-left, Arabic letter
 
   function isGsm(ch) { return basic.has(ch) || extension.has(ch); }
 
@@ -104,15 +105,17 @@
   }
 
   /* A mark right after a GSM-7 letter composes with it into the GSM-7 letter ("e" and U+0301 into "é") or goes,
-   * leaving the letter; on no letter, or one without a GSM-7 form, it has none. Returns [start, replacement]. */
+   * leaving the letter; on no letter, or one without a GSM-7 form, it has none. Invisible characters the suggestion
+   * removes are looked past. Returns [start, replacement]. */
   function markReplacement(chars, position) {
     var baseAt = position - 1;
-    while (baseAt >= 0 && isDiacriticMark(chars[baseAt])) baseAt--;
+    while (baseAt >= 0 && (isDiacriticMark(chars[baseAt]) || REPLACEMENTS[chars[baseAt]] === "")) baseAt--;
     if (baseAt < 0 || !/\p{L}/u.test(chars[baseAt])) return [position, null];
     var base = chars[baseAt];
     if (isGsm(base)) {
       var composed = (base + chars[position]).normalize("NFC");
-      if (baseAt === position - 1 && Array.from(composed).length === 1 && isGsm(composed)) return [baseAt, composed];
+      var onTheLetter = !chars.slice(baseAt + 1, position).some(isDiacriticMark);
+      if (onTheLetter && Array.from(composed).length === 1 && isGsm(composed)) return [baseAt, composed];
       return [position, ""];
     }
     return [position, replacementFor(base) !== null ? "" : null];
@@ -248,7 +251,7 @@
       var replaced = chars.slice();
       nonGsm.forEach(function (item) {
         if (item.replacement === null) return;
-        // The letter a mark composes with is GSM-7, so no other replacement touches it.
+        // The letter a mark composes with is GSM-7, and what stands between them is removed.
         for (var at = item.start; at < item.position; at++) replaced[at] = "";
         replaced[item.position] = item.replacement;
       });

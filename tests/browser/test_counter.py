@@ -53,9 +53,13 @@ BOUNDARY_TEXTS = [
     "\U0001f468\u200d\U0001f469\u200d\U0001f467 \u2764\ufe0f 1\ufe0f\u20e3 a\ufe0f \u200d",
     "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f \U000e0067",
     "\u3164\u2800",
+    # Direction marks around a number or in a name: the suggestion drops them, and they are marked as invisible.
+    "Info hubungi \u200e+62 812-3456-7890\u200e, \u200fImam\u200f, Jadwal\u061c Senin",
     "\u200b\u200b",
     # Decomposed accents: composed into a GSM-7 letter, or dropped from a letter, or kept on what is no letter.
     "Kafe\u0301 E\u0301cole Bala\u0301i c\u0327 \u00e1\u0301 e\u0301\u0301 e\u0323\u0301 =\u0338 \u0301 \u0e20\u0e34",
+    # A direction mark or a zero-width space between a letter and its accent, which the suggestion removes.
+    "Kafe\u200e\u0301 Bala\u200b\u0301i",
 ]
 
 RANDOM_ALPHABET = (
@@ -178,6 +182,25 @@ def test_a_decomposed_accent_becomes_the_gsm7_letter_in_one_click(counter_page, 
     counter_page.click(accept)
 
     assert counter_page.input_value("[data-sms-input]") == "Posyandu Kaf\u00e9 Melati"
+    assert counter_page.text_content("[data-sms-out=encoding]") == "GSM-7"
+
+
+@pytest.mark.parametrize("accept", ["[data-sms-out=nongsm] button", "[data-sms-accept]"])
+def test_a_direction_mark_is_removed_in_one_click(counter_page, accept):
+    counter_page.evaluate(
+        """outputs => {
+            document.body.innerHTML = '<div data-sms-counter><textarea data-sms-input></textarea>' + outputs + '</div>';
+            const input = document.querySelector("[data-sms-input]");
+            input.value = "Info hubungi \u200e0812-3456-7890";
+            SmsCounter.bind(document.querySelector("[data-sms-counter]"));
+        }""",
+        COMPOSE_OUTPUTS,
+    )
+    assert counter_page.text_content("[data-sms-out=encoding]") == "UCS-2"
+
+    counter_page.click(accept)
+
+    assert counter_page.input_value("[data-sms-input]") == "Info hubungi 0812-3456-7890"
     assert counter_page.text_content("[data-sms-out=encoding]") == "GSM-7"
 
 

@@ -301,6 +301,24 @@ def test_direction_controls_submission_refuses_are_removed_by_the_suggestion(tex
 @pytest.mark.parametrize(
     ("text", "suggestion"),
     [
+        # Left-to-right and right-to-left marks, which phones and chat apps put around numbers and names.
+        ("Info hubungi \u200e+62 812-3456-7890\u200e", "Info hubungi +62 812-3456-7890"),
+        ("Info hubungi \u200f+62 812-3456-7890", "Info hubungi +62 812-3456-7890"),
+        # The Arabic letter mark, as text copied from an Arabic keyboard carries it.
+        ("Jadwal\u061c pengajian Senin", "Jadwal pengajian Senin"),
+    ],
+)
+def test_direction_marks_are_removed_by_the_suggestion(text, suggestion):
+    analysis = analyze(text)
+
+    assert analysis.encoding == "UCS2"
+    assert [item.replacement for item in analysis.non_gsm] == [""] * len(analysis.non_gsm)
+    assert (analysis.suggestion, analysis.suggestion_encoding, analysis.suggestion_segments) == (suggestion, "GSM7", 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
         ("Vaksin untuk lansia usia \u2265 60 tahun", "Vaksin untuk lansia usia >= 60 tahun"),
         ("Anak usia \u2264 12 tahun belum divaksin", "Anak usia <= 12 tahun belum divaksin"),
         ("Minum obat 3\u00d7 sehari", "Minum obat 3x sehari"),
@@ -431,6 +449,9 @@ def test_a_decomposed_accent_is_named_and_composed_into_the_gsm7_letter():
         # Only the mark on the letter composes with it; a second mark goes.
         ("e\u0301\u0301", "\u00e9"),
         ("e\u0323\u0301", "e"),
+        # An invisible character the suggestion removes between the letter and its mark stands in neither's way.
+        ("Kafe\u200e\u0301", "Kaf\u00e9"),
+        ("Bala\u200b\u0301i", "Balai"),
     ],
 )
 def test_a_decomposed_accent_has_a_gsm7_replacement(text, suggestion):
