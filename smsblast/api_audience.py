@@ -552,8 +552,22 @@ class AudiencePreviewSerializer(serializers.Serializer):
     )
     polygon = serializers.JSONField(required=False, allow_null=True, default=None)
     audience = serializers.JSONField(required=False, default=dict)
-    segments = serializers.IntegerField(required=False, min_value=0, max_value=10, default=None, allow_null=True)
-    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=5000)
+    segments = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=10,
+        default=None,
+        allow_null=True,
+        help_text="Segments per message when no text is given (1 when left out). With a text, its own count is "
+        "used, and a different one is refused.",
+    )
+    text = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=5000,
+        help_text="The message: its segments are counted as the send will count them.",
+    )
 
 
 class OperatorShareSerializer(AudienceOperatorSerializer):
@@ -584,8 +598,9 @@ class AudiencePreviewView(APIView):
     """Count who a targeted send to these areas (or this drawn polygon) would reach, and what it would cost.
 
     Body: `{"area_codes": ["35.05"], "polygon": GeoJSON or null, "audience": {"languages": ["id"]},
-    "segments": 1}` (or `"text"`, whose segments are counted). The answer gives recipients and opted-out
-    counts per operator and per kecamatan, segments × recipients and the cost per operator tariff.
+    "segments": 1}` (or `"text"`, whose segments are counted: a `segments` given with a text must be that count,
+    or the request is refused). The answer gives recipients and opted-out counts per operator and per kecamatan,
+    segments × recipients and the cost per operator tariff.
     """
 
     permission_classes = [IsStaffRole]
@@ -607,14 +622,21 @@ class AudiencePreviewView(APIView):
         problem = audience_problem(data["audience"])
         if problem:
             raise ServiceInvalid(problem, {"audience": problem})
+        # A text's segments are counted here, never taken from the client; without a text, `segments` says how
+        # many a message will have (1 when left out).
         segments = data["segments"]
-        if segments is None:
+        if data.get("text"):
+            try:
+                counted = sms.analyze(data["text"]).segments
+            except sms.TextError as exc:
+                raise ServiceInvalid(str(exc), {"text": str(exc)}) from None
+            if segments is not None and segments != counted:
+                needs = f"{counted} segment" if counted == 1 else f"{counted} segments"
+                message = f"The text needs {needs}, not {segments}: leave segments out and the text's are counted."
+                raise ServiceInvalid(message, {"segments": message})
+            segments = counted
+        elif segments is None:
             segments = 1
-            if data.get("text"):
-                try:
-                    segments = sms.analyze(data["text"]).segments
-                except sms.TextError as exc:
-                    raise ServiceInvalid(str(exc), {"text": str(exc)}) from None
         preview = selectors.audience_preview(
             data["area_codes"], polygon=data["polygon"], audience=data["audience"], segments=segments
         )

@@ -107,6 +107,28 @@ def test_another_officer_sees_but_cannot_edit_submit_or_cancel(author, officer2,
         assert "author" in response.json()["detail"]
 
 
+def test_figures_a_client_sends_with_a_draft_are_not_what_its_pages_show(author, api_client_for):
+    telkomsel = OperatorFactory(slug="telkomsel", name="Telkomsel", tariff_per_segment=300)
+    SubscriberFactory.create_batch(3, area_id="35.05.01", operator=telkomsel)
+    officer_client = api_client_for(author)
+    claimed = {"segments": 1, "encoding": "GSM7", "cost_estimate": 0, "analysis": {"segments": 1}}
+
+    created = officer_client.post(
+        "/api/v1/campaigns/", {**DRAFT_BODY, "text": "\u00e7" * 69 + "\U0001f637", **claimed}, format="json"
+    )
+    patched = officer_client.patch(
+        f"/api/v1/campaigns/{created.json()['id']}/", {"text": "x" * 161, **claimed}, format="json"
+    )
+    audience = officer_client.get(f"/api/v1/campaigns/{created.json()['id']}/audience/")
+
+    assert (created.status_code, patched.status_code) == (201, 200)
+    assert (created.json()["analysis"]["encoding"], created.json()["analysis"]["segments"]) == ("UCS2", 2)
+    assert created.json()["cost_estimate"] == 2 * 3 * 300
+    assert (patched.json()["analysis"]["encoding"], patched.json()["analysis"]["segments"]) == ("GSM7", 2)
+    assert patched.json()["cost_estimate"] == 2 * 3 * 300
+    assert (audience.json()["segments_per_message"], audience.json()["cost"]) == (2, 2 * 3 * 300)
+
+
 def test_officer_drafts_submits_and_approver_approves_through_the_api(author, api_client_for):
     telkomsel = OperatorFactory(slug="telkomsel", name="Telkomsel", tariff_per_segment=300)
     indosat = OperatorFactory(slug="indosat", name="Indosat", tariff_per_segment=200)

@@ -211,6 +211,45 @@ def test_preview_endpoint_counts_segments_of_the_text(api_client_for, officer, f
     assert response.json()["cost"] == 3880
 
 
+@pytest.mark.parametrize(
+    ("text", "claimed", "needed"),
+    [
+        ("x" * 161, 1, 2),  # GSM-7: 161 septets
+        ("x" * 150 + "{}[]~|", 1, 2),  # extension characters take two septets each
+        ("\u00e7" * 69 + "\U0001f637", 1, 2),  # UCS-2: a surrogate pair takes two code units
+        ("Halo", 3, 1),
+    ],
+    ids=["gsm7", "gsm7-extension", "ucs2-surrogate-pair", "more-than-needed"],
+)
+def test_preview_endpoint_refuses_segments_the_text_does_not_need(
+    api_client_for, officer, fixture, text, claimed, needed
+):
+    response = api_client_for(officer).post(
+        "/api/v1/audience/preview/", {"area_codes": ["35.05"], "text": text, "segments": claimed}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert f"The text needs {needed} segment" in response.json()["detail"]
+    assert "segments_per_message" not in response.json()
+
+
+def test_preview_endpoint_figures_come_from_the_text_whatever_else_the_client_sends(api_client_for, officer, fixture):
+    body = {
+        "area_codes": ["35.05"],
+        "text": "\u00e7" * 69 + "\U0001f637",
+        "segments": 2,
+        "segments_per_message": 1,
+        "encoding": "GSM7",
+        "cost": 0,
+    }
+
+    response = api_client_for(officer).post("/api/v1/audience/preview/", body, format="json")
+
+    assert response.status_code == 200
+    assert (response.json()["segments_per_message"], response.json()["segments"]) == (2, 16)
+    assert response.json()["cost"] == 3880
+
+
 def test_preview_endpoint_takes_a_polygon(api_client_for, approver, fixture):
     response = api_client_for(approver).post("/api/v1/audience/preview/", {"polygon": DRAWN}, format="json")
 
