@@ -13,7 +13,7 @@ from campaigns.selectors import campaign_zone, target_zone
 from campaigns.services import SENDER_MAX_LENGTH, SENDER_RE, SENDER_SHOWN_LENGTH, campaign_content_hash
 from operators.broadcasts import MAX_WINDOW, MIN_WINDOW
 from smsblast.models import Area
-from smsblast.sms import TextError, analyze
+from smsblast.sms import EMPTY, TextError, analyze
 
 WEEKDAY_LABELS = (_("Mon"), _("Tue"), _("Wed"), _("Thu"), _("Fri"), _("Sat"), _("Sun"))
 # The schedule errors this form's fields can still reach, said in the user's language.
@@ -134,7 +134,7 @@ class CampaignForm(forms.Form):
         try:
             analyze(text)
         except TextError as error:
-            raise forms.ValidationError(_text_error_message(text, error)) from None
+            raise forms.ValidationError(_text_error_message(error)) from None
         return text
 
     def clean_sender(self) -> str:
@@ -325,8 +325,9 @@ class ConfirmForm(forms.Form):
     confirm = forms.BooleanField(label=_("Yes, I am sure"), required=True)
 
 
-def _text_error_message(text: str, error: TextError) -> str:
-    if not text.strip():
+def _text_error_message(error: TextError) -> str:
+    # A text of zero-width characters alone is empty too, though it is not white space.
+    if error.reason == EMPTY:
         return str(_("Write the message text."))
     return str(_("The text is too long: it needs more than 10 SMS parts. Shorten it."))
 

@@ -85,8 +85,17 @@ _CONTROL_NAMES = {
 }
 
 
+# Why a text cannot be sent, as TextError.reason gives it (and the page's counter names it).
+EMPTY = "empty"
+TOO_LONG = "too_long"
+
+
 class TextError(ValueError):
-    """Text that cannot be sent as a campaign SMS; the message says why."""
+    """Text that cannot be sent as a campaign SMS; the message says why and ``reason`` is EMPTY or TOO_LONG."""
+
+    def __init__(self, message: str, *, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -163,13 +172,13 @@ def analyze(text: str, *, max_segments: int = MAX_SEGMENTS) -> Analysis:
     # Zero-width characters count as blank: a text of only those shows
     # nothing on the phone.
     if not text.translate(_BLANK_REMOVALS).strip():
-        raise TextError("Text is empty.")
+        raise TextError("Text is empty.", reason=EMPTY)
 
     encoding = _encoding_of(text)
     parts = _pack(text, encoding)
     segments = len(parts)
     if segments > max_segments:
-        raise TextError(f"Text needs {segments} segments; the maximum is {max_segments}.")
+        raise TextError(f"Text needs {segments} segments; the maximum is {max_segments}.", reason=TOO_LONG)
     if segments == 1:
         per_segment = _SINGLE_PART_UNITS[encoding]
     else:

@@ -231,6 +231,8 @@ def test_compose_creates_a_draft_through_the_service_with_its_schedule(officer_u
     ("overrides", "field_message"),
     [
         ({"text": "   "}, "Tulis isi pesan."),
+        # Zero-width spaces alone show nothing on a phone: the text is empty, not too long.
+        ({"text": "\u200b\u200b"}, "Tulis isi pesan."),
         ({"text": "a" * 1531}, "terlalu panjang"),
         ({"sender": "12345"}, "setidaknya satu huruf"),
         ({"area_codes": ["99.99"]}, "Kode wilayah tidak dikenal"),
