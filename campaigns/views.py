@@ -478,7 +478,8 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
     mode = request.POST.get("mode", "")
     draft = Campaign(
         area_codes=[area.code for area in areas],
-        text=request.POST.get("text", ""),
+        # A line break submitted as CR LF is saved as LF (CampaignForm.clean_text), and counted so here.
+        text=request.POST.get("text", "").replace("\r\n", "\n"),
         mode=mode,
         **_edited_target(request),
     )

@@ -384,6 +384,25 @@ def test_compose_preview_draws_the_map_and_counts_audience_and_cost(officer_user
     assert "Rp 1.500" in body  # 3 recipients x 2 parts x Rp 250
 
 
+def test_compose_preview_counts_a_line_break_submitted_as_cr_lf_as_the_saved_draft_will(officer_user, areas):
+    telkomsel = OperatorFactory(name="Telkomsel", slug="telkomsel", tariff_per_segment=250)
+    for _ in range(3):
+        SubscriberFactory(area=areas[2], operator=telkomsel)
+    # 159 letters and a line break: 160 septets, one SMS part, as the page's counter and the saved draft count it.
+    text = "a" * 100 + "\r\n" + "a" * 59
+
+    body = (
+        client_for(officer_user)
+        .post(reverse("campaigns:preview"), {"area_codes": ["35.05"], "text": text, "mode": "targeted"})
+        .content.decode()
+    )
+    client_for(officer_user).post(reverse("campaigns:create"), compose_data(text=text))
+
+    assert analyze(Campaign.objects.get().text).segments == 1
+    assert "1 bagian SMS per penerima" in body
+    assert "Rp 750" in body  # 3 recipients x 1 part x Rp 250
+
+
 def test_compose_preview_leaves_out_and_names_numbers_of_an_inactive_or_no_known_operator(officer_user, areas):
     telkomsel = OperatorFactory(name="Telkomsel", slug="telkomsel", tariff_per_segment=250)
     indosat = OperatorFactory(name="Indosat", slug="indosat", tariff_per_segment=250, active=False)
