@@ -74,7 +74,8 @@ _REPLACEMENTS = {
     **dict.fromkeys(_DIRECTION_CONTROLS, ""),
     **dict.fromkeys(_DIRECTION_MARKS, ""),
 }
-_BLANK_REMOVALS = str.maketrans(dict.fromkeys(_ZERO_WIDTH))
+# The invisible characters the suggestion removes (zero-width, break hints, direction controls and marks).
+_BLANK_REMOVALS = str.maketrans(dict.fromkeys(char for char, replacement in _REPLACEMENTS.items() if not replacement))
 
 # Control characters have no Unicode name; these are the ones likely to be
 # pasted into a text.
@@ -169,7 +170,7 @@ def analyze(text: str, *, max_segments: int = MAX_SEGMENTS) -> Analysis:
     """
     if max_segments < 1:
         raise ValueError(f"max_segments must be at least 1, not {max_segments}.")
-    # Zero-width characters count as blank: a text of only those shows
+    # The invisible characters the suggestion removes count as blank: a text of only those shows
     # nothing on the phone.
     if not text.translate(_BLANK_REMOVALS).strip():
         raise TextError("Text is empty.", reason=EMPTY)

@@ -136,10 +136,10 @@
   // What Python's str.strip() takes for white space: JavaScript's \s and also U+001C-U+001F and U+0085.
   var BLANK = /^[\s\x1c-\x1f\x85]*$/;
 
+  // The invisible characters the suggestion removes count as blank, as on the server.
   function blank(text) {
-    var stripped = text;
-    Array.from(ZERO_WIDTH).forEach(function (z) { stripped = stripped.split(z).join(""); });
-    return BLANK.test(stripped);
+    var shown = Array.from(text).filter(function (ch) { return REPLACEMENTS[ch] !== ""; });
+    return BLANK.test(shown.join(""));
   }
 
   // --- characters a reader cannot see as they are: the rule of smsblast.sms.hidden_characters, whose comments

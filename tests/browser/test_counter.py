@@ -205,7 +205,15 @@ def test_a_direction_mark_is_removed_in_one_click(counter_page, accept):
 
 
 def test_counter_refuses_what_the_server_refuses(counter_page):
-    for text in ["", "   ", "\u200b\u200b", "a" * (153 * 10 + 1), "ç" * (67 * 10 + 1)]:
+    for text in [
+        "",
+        "   ",
+        "\u200b\u200b",
+        "\u200e",
+        " \u00ad\u202a\u202c ",
+        "a" * (153 * 10 + 1),
+        "ç" * (67 * 10 + 1),
+    ]:
         result = counter_page.evaluate("t => SmsCounter.analyze(t)", text)
         assert result["error"], repr(text)
         with pytest.raises(TextError):

@@ -120,6 +120,19 @@ def test_blank_text_is_refused(text):
         analyze(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    # Direction marks, break hints and direction controls alone show nothing on a phone either, and the suggestion
+    # removes each of them: a text of only those is empty, not one to offer an empty suggestion of 0 parts for.
+    ["\u200e", " \u200f\u061c ", "\u00ad\u2060", "\u202a\u202c", "\n\u2066\u200b\u2069\n"],
+)
+def test_a_text_of_invisible_characters_the_suggestion_removes_is_refused_as_empty(text):
+    with pytest.raises(TextError, match=r"^Text is empty\.$") as refused:
+        analyze(text)
+
+    assert refused.value.reason == sms.EMPTY
+
+
 @pytest.mark.parametrize("char", ["^", "{", "}", "\\", "[", "~", "]", "|", "\u20ac", "\f"])
 def test_extension_character_costs_two_septets(char):
     analysis = analyze("a" + char)
@@ -698,6 +711,10 @@ def test_the_oracle_alphabet_is_the_128_codes_of_03_38():
     assert _ORACLE_DEFAULT_ALPHABET[0x24] == "¤" and _ORACLE_DEFAULT_ALPHABET[0x60] == "¿"
 
 
+# Zero-width characters, direction marks and controls, soft hyphen and word joiner.
+_SHOWN_AS_NOTHING = (
+    "\u200b\u200c\u200d\ufeff\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u00ad\u2060"
+)
 _GSM_TEXT = st.text(st.sampled_from(sorted(_ORACLE_SEPTET_OF)), max_size=1600)
 _TEXT_WITH_EXTENSION = st.text(
     st.sampled_from(sorted(_ORACLE_SEPTET_OF)) | st.sampled_from(sorted(_ORACLE_EXTENSION_SEPTET_OF)), max_size=800
@@ -747,7 +764,7 @@ def test_encoding_units_and_segments_are_those_a_gsm_modem_sends(text):
         analysis = analyze(text)
     except TextError:
         # Refused only when too long, or when nothing in it would show on a phone.
-        assert segments > MAX_SEGMENTS or all(char.isspace() or char in "\u200b\u200c\u200d\ufeff" for char in text)
+        assert segments > MAX_SEGMENTS or all(char.isspace() or char in _SHOWN_AS_NOTHING for char in text)
         return
 
     assert (analysis.encoding, analysis.units, analysis.segments) == (encoding, units, segments)
