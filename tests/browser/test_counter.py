@@ -204,6 +204,42 @@ def test_a_direction_mark_is_removed_in_one_click(counter_page, accept):
     assert counter_page.text_content("[data-sms-out=encoding]") == "GSM-7"
 
 
+def test_a_direction_override_reorders_neither_the_phone_preview_nor_the_list_of_characters(counter_page):
+    counter_page.add_style_tag(path=str(COUNTER_JS.parent.parent / "css" / "app.css"))
+    counter_page.evaluate(
+        """outputs => {
+            document.body.innerHTML = '<div data-sms-counter><textarea data-sms-input></textarea>' + outputs + '</div>';
+            document.querySelector("[data-sms-input]").value = "Transfer Rp 1\u202e0001 ke bank";
+            SmsCounter.bind(document.querySelector("[data-sms-counter]"));
+        }""",
+        COMPOSE_OUTPUTS,
+    )
+    # Where each character is drawn: the text as sent reads in the order it is typed, and so does the list.
+    lefts = counter_page.evaluate(
+        """() => {
+            const left = node => {
+                const range = document.createRange();
+                range.selectNodeContents(node);
+                return range.getBoundingClientRect().left;
+            };
+            const drawn = [...document.querySelector(".bubble").childNodes].filter(node => node.textContent.trim());
+            const item = document.querySelector("[data-sms-out=nongsm] li");
+            return {
+                sent: drawn.slice(drawn.findIndex(node => node.nodeName === "MARK") + 1).map(left),
+                listed: [item.querySelector("mark"), item.querySelector("span"), item.querySelector("button")].map(
+                    element => element.getBoundingClientRect().left
+                ),
+                code: item.querySelector("span").innerText,
+            };
+        }"""
+    )
+
+    assert len(lefts["sent"]) == len("0001kebank")
+    assert lefts["sent"] == sorted(lefts["sent"])
+    assert lefts["listed"] == sorted(lefts["listed"])
+    assert lefts["code"] == "U+202E"
+
+
 def test_counter_refuses_what_the_server_refuses(counter_page):
     for text in [
         "",
