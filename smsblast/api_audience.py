@@ -554,7 +554,7 @@ class AudiencePreviewSerializer(serializers.Serializer):
     audience = serializers.JSONField(required=False, default=dict)
     segments = serializers.IntegerField(
         required=False,
-        min_value=0,
+        min_value=1,
         max_value=10,
         default=None,
         allow_null=True,

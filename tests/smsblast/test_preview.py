@@ -264,6 +264,8 @@ def test_preview_endpoint_takes_a_polygon(api_client_for, approver, fixture):
         ({"polygon": {"type": "Point", "coordinates": [112, -8]}}, "not a GeoJSON polygon"),
         ({"polygon": {"type": "Polygon", "coordinates": "nonsense"}}, "not a GeoJSON polygon"),
         ({"area_codes": ["35.05"], "segments": 11}, "segments"),
+        # A message is at least one SMS part: none would show an audience reached for nothing.
+        ({"area_codes": ["35.05"], "segments": 0}, "segments"),
         ({"area_codes": ["35.05"], "audience": {"languages": 5}}, "languages must be a list"),
         ({"area_codes": ["35.05"], "audience": {"operators": "telkomsel"}}, "operators must be a list"),
         ({"area_codes": ["35.05"], "audience": {"language": ["en"]}}, "Unknown audience filters: language"),
