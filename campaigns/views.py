@@ -493,6 +493,8 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
             "map_svg": boundary_svg([(area.name, area.boundary) for area in areas], title=_("Map of the chosen areas")),
             "campaign": draft,
             "audience": None if broadcast else selectors.campaign_audience(draft),
+            # Its figures are for one run; a recurring campaign spends them again at every occurrence.
+            "recurring": scheduling.is_recurring({"kind": request.POST.get("schedule_kind", "")}),
             "broadcast_plan": _broadcast_plan(draft) if broadcast else None,
             "mode": mode,
             "estimate": _broadcast_estimate(draft),

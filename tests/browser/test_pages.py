@@ -251,3 +251,18 @@ def test_the_suggestion_counts_one_sms_part_in_the_singular(officer_page, live_s
     expect(parts).to_have_text("1 SMS part")
     page.fill("#id_text", "“" + "a" * 170)
     expect(parts).to_have_text("2 SMS parts")
+
+
+def test_the_compose_preview_says_the_cost_is_per_run_once_a_recurring_schedule_is_chosen(officer_page, live_server):
+    page = officer_page()
+    page.goto(f"{live_server.url}/campaigns/new/")
+    page.fill("#id_area_q", "blitar")
+    page.check('#area-results input[value="35.05"]')
+    expect(page.locator("#preview [data-audience]")).to_be_visible()
+    expect(page.locator("#preview [data-cost-per-run]")).to_have_count(0)
+
+    page.check('input[name="schedule_kind"][value="daily"]')
+
+    expect(page.locator("#preview [data-cost-per-run]")).to_be_visible()
+    page.check('input[name="schedule_kind"][value="once"]')
+    expect(page.locator("#preview [data-cost-per-run]")).to_have_count(0)

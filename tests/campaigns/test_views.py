@@ -403,6 +403,21 @@ def test_compose_preview_counts_a_line_break_submitted_as_cr_lf_as_the_saved_dra
     assert "Rp 750" in body  # 3 recipients x 1 part x Rp 250
 
 
+@pytest.mark.parametrize(("kind", "per_run"), [("daily", True), ("weekly", True), ("once", False), ("now", False)])
+def test_compose_preview_says_the_cost_of_a_recurring_campaign_is_per_run(officer_user, areas, kind, per_run):
+    telkomsel = OperatorFactory(name="Telkomsel", slug="telkomsel", tariff_per_segment=250)
+    SubscriberFactory(area=areas[2], operator=telkomsel)
+    data = {"area_codes": ["35.05"], "text": "Halo", "mode": "targeted", "schedule_kind": kind}
+
+    body = client_for(officer_user).post(reverse("campaigns:preview"), data).content.decode()
+    page = client_for(officer_user).get(reverse("campaigns:create")).content.decode()
+
+    assert "Rp 250" in body
+    assert ("data-cost-per-run" in body) is per_run
+    # The preview is asked again when the kind of schedule changes.
+    assert "change from:input[name=schedule_kind]" in page
+
+
 def test_compose_preview_leaves_out_and_names_numbers_of_an_inactive_or_no_known_operator(officer_user, areas):
     telkomsel = OperatorFactory(name="Telkomsel", slug="telkomsel", tariff_per_segment=250)
     indosat = OperatorFactory(name="Indosat", slug="indosat", tariff_per_segment=250, active=False)
