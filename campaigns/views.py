@@ -472,7 +472,8 @@ def compose_preview(request: HttpRequest) -> HttpResponse:
     A targeted send shows its audience per operator and cost; an area broadcast its operators, exercise flag and
     estimated reach.
     """
-    codes = [code for code in request.POST.getlist("area_codes") if isinstance(code, str)][:200]
+    # As many areas as a campaign may target, so that the audience and cost are those of the campaign saved.
+    codes = [code for code in request.POST.getlist("area_codes") if isinstance(code, str)][: services.MAX_AREA_CODES]
     areas = list(Area.objects.filter(code__in=codes).order_by("code"))
     # An unsaved campaign carries what is being composed into the same selectors the campaign page uses.
     mode = request.POST.get("mode", "")

@@ -418,6 +418,21 @@ def test_compose_preview_says_the_cost_of_a_recurring_campaign_is_per_run(office
     assert "change from:input[name=schedule_kind]" in page
 
 
+def test_compose_preview_counts_the_audience_and_cost_of_every_area_a_campaign_may_target(officer_user, areas):
+    telkomsel = OperatorFactory(name="Telkomsel", slug="telkomsel", tariff_per_segment=250)
+    desa = [AreaFactory(code=f"35.05.01.{2001 + n}", name=f"Desa {n}") for n in range(250)]
+    for area in desa:
+        SubscriberFactory(area=area, operator=telkomsel)
+    data = {"area_codes": [area.code for area in desa], "text": "Halo", "mode": "targeted"}
+
+    body = client_for(officer_user).post(reverse("campaigns:preview"), data).content.decode()
+    client_for(officer_user).post(reverse("campaigns:create"), compose_data(area_codes=data["area_codes"]))
+
+    assert len(Campaign.objects.get().area_codes) == 250
+    assert "data-audience-total>250<" in body
+    assert "Rp 62.500" in body  # 250 recipients x 1 part x Rp 250
+
+
 def test_compose_preview_leaves_out_and_names_numbers_of_an_inactive_or_no_known_operator(officer_user, areas):
     telkomsel = OperatorFactory(name="Telkomsel", slug="telkomsel", tariff_per_segment=250)
     indosat = OperatorFactory(name="Indosat", slug="indosat", tariff_per_segment=250, active=False)
