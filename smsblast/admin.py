@@ -521,17 +521,17 @@ class NotificationAdmin(ReadOnlyAdmin):
 
 
 class SubscriberImportRejectionInline(ShownRowsInline):
-    """The first rejected rows of an import; its rejected.csv holds every one."""
+    """The first rejected and repeated rows of an import; its rejected.csv holds every one."""
 
     model = SubscriberImportRejection
-    fields = ["line", "reason", "raw"]
+    fields = ["line", "reason", "first_line", "raw"]
     shown = 50
     shown_note = gettext_lazy("The first %(shown)s of %(total)s rejected rows are shown.")
     every_row_label = gettext_lazy("Download every rejected row (CSV)")
 
     def rows_total(self, parent, rows) -> int:
-        # Only the first rows are kept in the database; the import counts every one it rejected.
-        return max(parent.rejected, rows.count())
+        # Only the first rows are kept in the database; the import counts every one it rejected or found repeated.
+        return max(parent.rejected + parent.duplicates, rows.count())
 
     def every_row_url(self, parent) -> str:
         return reverse("subscriber-import-rejected", args=[parent.pk])

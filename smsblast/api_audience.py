@@ -386,12 +386,19 @@ class SubscriberImportSerializer(serializers.Serializer):
 
 class RejectedRowSerializer(serializers.Serializer):
     line = serializers.IntegerField()
-    reason = serializers.CharField()
+    reason = serializers.CharField(help_text='Why the row was refused, or "duplicate" for a number repeated.')
     raw = serializers.CharField()
+    first_line = serializers.IntegerField(
+        required=False, help_text='Only of a "duplicate": the line the number was first imported from.'
+    )
 
 
 class SubscriberImportDetailSerializer(SubscriberImportSerializer):
-    rejected_rows = RejectedRowSerializer(many=True, help_text="The first 1,000 rejected rows.")
+    rejected_rows = RejectedRowSerializer(
+        many=True,
+        help_text="The first 1,000 rejected rows and repeated numbers, by line; `rejected` plus `duplicates` is how "
+        "many there are, every one of them in `rejected_csv`.",
+    )
 
 
 def import_as_dict(job: SubscriberImport, request, *, with_rejections: bool) -> dict:
@@ -421,6 +428,7 @@ def import_as_dict(job: SubscriberImport, request, *, with_rejections: bool) -> 
     if with_rejections:
         body["rejected_rows"] = [
             {"line": row.line, "reason": row.reason, "raw": row.raw}
+            | ({} if row.first_line is None else {"first_line": row.first_line})
             for row in job.rejections.all()[: services.KEPT_REJECTIONS]
         ]
     return body
@@ -470,7 +478,10 @@ class SubscriberImportListView(APIView):
 
 
 class SubscriberImportDetailView(APIView):
-    """Return an import's state, progress, counts and its first 1,000 rejected rows (line, reason, raw)."""
+    """Return an import's state, progress, counts and its first 1,000 rejected or repeated rows (line, reason, raw).
+
+    A number repeated in the file is listed with reason `duplicate` and `first_line`, the line it was imported from.
+    """
 
     permission_classes = [IsOfficer]
 
@@ -504,7 +515,10 @@ class SubscriberImportResumeView(APIView):
 
 
 class SubscriberImportRejectedView(APIView):
-    """Download every rejected row of an import as CSV: line, reason, raw."""
+    """Download every rejected row of an import as CSV: line, reason, raw; a repeated number's reason names its line.
+
+    A number already imported from an earlier line of the file is listed as "duplicate of line 4".
+    """
 
     permission_classes = [IsOfficer]
     content_negotiation_class = FileContentNegotiation
@@ -512,7 +526,8 @@ class SubscriberImportRejectedView(APIView):
     @extend_schema(
         responses={
             (200, "text/csv"): OpenApiResponse(
-                OpenApiTypes.STR, description="UTF-8 with a byte-order mark: line,reason,raw"
+                OpenApiTypes.STR,
+                description='UTF-8 with a byte-order mark: line,reason,raw (a repeated number: "duplicate of line N")',
             )
         }
     )

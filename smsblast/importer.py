@@ -151,6 +151,9 @@ class Reject:
     INVALID_LANGUAGE = "invalid_language"  # neither Indonesian nor English
     INVALID_COORDINATES = "invalid_coordinates"  # not numbers, or outside Indonesia's bounding box
     MALFORMED_ROW = "malformed_row"  # a quote never closed, a cell or line too long, a NUL or non-UTF-8 byte
+    # Not refused but listed beside them: a number accepted on an earlier line of the same file (counted apart, as
+    # duplicates, since that line imported it).
+    DUPLICATE = "duplicate"
     # Only in an import by an officer limited to a jurisdiction:
     OUTSIDE_JURISDICTION = "outside_jurisdiction"  # the row's area lies outside the jurisdiction
     HOMED_OUTSIDE_JURISDICTION = "homed_outside_jurisdiction"  # the number is a subscriber homed outside it

@@ -328,7 +328,7 @@ class SubscriberImport(models.Model):
 
 
 class SubscriberImportRejection(models.Model):
-    """One of the first rejected rows of an import, kept for display; the full list is in the rejected file."""
+    """One of the first rejected or repeated rows of an import, kept for display; the rejected file lists them all."""
 
     subscriber_import = models.ForeignKey(
         SubscriberImport, on_delete=models.CASCADE, related_name="rejections", verbose_name=_("subscriber import")
@@ -336,6 +336,8 @@ class SubscriberImportRejection(models.Model):
     line = models.PositiveIntegerField(verbose_name=_("line"))  # physical line in the file, header = 1
     raw = models.TextField(verbose_name=_("raw"))
     reason = models.CharField(max_length=32, verbose_name=_("reason"))
+    # Of a number repeated in the file (reason "duplicate"): the line it was first accepted on; None otherwise.
+    first_line = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("first line"))
 
     class Meta:
         verbose_name = _("subscriber import rejection")

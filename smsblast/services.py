@@ -406,7 +406,7 @@ def _areas_write_boundaries(geometries: dict[str, dict]) -> tuple[int, list[str]
 _MISSING = object()
 # Rows per chunk: each chunk's subscribers, counts and line cursor commit together.
 IMPORT_CHUNK = 50_000
-# Rejected rows kept in the database for display; all of them go to the rejected file.
+# Rejected and repeated rows kept in the database for display; all of them go to the rejected file.
 KEPT_REJECTIONS = 1000
 _UPLOAD_DIR = "imports"
 # What an import's `error` says when a run stops on an exception: what failed and what to do, for the officer
@@ -758,8 +758,9 @@ def subscriber_import_run(*, subscriber_import: SubscriberImport, progress: Prog
 
     Each chunk commits its subscribers, its counts and the line reached together, so a job stopped
     half-way holds whole chunks and a rerun skips the lines already done (re-reading them only to
-    rebuild the set of numbers seen, so duplicates stay counted once). Every rejected row goes to the
-    rejected file, the first KEPT_REJECTIONS also to the database.
+    rebuild the numbers seen and the line of each, so duplicates stay counted and listed once). Every
+    rejected row, and every repeat of a number with the line it repeats, goes to the rejected file, the
+    first KEPT_REJECTIONS also to the database.
     """
     pk = subscriber_import.pk
     now = timezone.now()
@@ -962,8 +963,9 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
 
     skip_through = job.lines_done  # lines committed by an earlier attempt
     kept_total = job.rejections.count()
-    # Numbers accepted so far, as integers: about 60 bytes each in a set, against about 100 for strings.
-    seen: set[int] = set()
+    # Numbers accepted so far, as integers, each with the line it was accepted on, where a repeat of it points: about
+    # 110 bytes a number (a set of the integers alone would take 70, of the numbers as strings 100, without lines).
+    first_lines: dict[int, int] = {}
     delimiter = layout.delimiter
     # Each run writes every rejected row again into a file of its own, which becomes the job's with its first
     # commit: a run judged dead and replaced, should it still be reading, writes only into its own file.
@@ -995,17 +997,24 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             )
             replaying = skip_through > 0
 
-            def reject(reason: str, fields: list[str]) -> None:
+            def reject(reason: str, fields: list[str], *, first_line: int | None = None) -> None:
+                """List the row at `line` as rejected, or as repeating the number accepted on `first_line`."""
                 nonlocal kept_total
                 raw = delimiter.join(fields)
-                rejected_csv.writerow([line, reason, spreadsheet_text(raw)])
+                listed = reason if first_line is None else f"duplicate of line {first_line}"
+                rejected_csv.writerow([line, listed, spreadsheet_text(raw)])
                 if replaying:
                     return
-                chunk.rejected[reason] += 1
+                if first_line is None:
+                    chunk.rejected[reason] += 1
+                else:
+                    chunk.duplicates += 1
                 if kept_total < KEPT_REJECTIONS:
                     kept_total += 1
                     chunk.kept.append(
-                        SubscriberImportRejection(subscriber_import=job, line=line, raw=raw[:1000], reason=reason)
+                        SubscriberImportRejection(
+                            subscriber_import=job, line=line, raw=raw[:1000], reason=reason, first_line=first_line
+                        )
                     )
 
             for line, last_line, fields, raw_line in rows:  # noqa: B007 - reject() reports `line`
@@ -1063,14 +1072,13 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                             continue
                         lat, lon = point
                 key = int(e164[1:])
-                if key in seen:
-                    if not replaying:
-                        chunk.duplicates += 1
+                if (first_line := first_lines.get(key)) is not None:
+                    reject(importer.Reject.DUPLICATE, fields, first_line=first_line)
                     continue
                 if scope and (refused := _home_refusal(e164, area, scope=scope, homes=homes)):
                     reject(refused, fields)
                     continue
-                seen.add(key)
+                first_lines[key] = line
                 if replaying:
                     continue
                 name = fields[name_col].strip()[:120] if name_col is not None and name_col < count else ""

@@ -263,12 +263,14 @@ def _subscriber_opt_in(request: HttpRequest, form: OptInForm) -> HttpResponse:
 
 @role_required(Role.OFFICER, Role.ADMIN)
 def subscriber_import_status(request: HttpRequest, pk: int) -> HttpResponse:
-    """Show one import's progress (htmx polls it until done) and its rejected rows with reasons."""
+    """Show one import's progress (htmx polls it until done), its rejected rows with reasons and its repeats."""
     job = get_object_or_404(selectors.subscriber_imports_visible(request.user), pk=pk)
     template = "smsblast/_import.html" if request.htmx else "smsblast/import.html"
     context = {
         "job": job,
         "rejections": list(job.rejections.all()[:100]),
+        # Rows listed in the rejected file: every rejected one and every repeat of a number.
+        "listed": job.rejected + job.duplicates,
         "percent": _import_percent(job),
         "stalled": selectors.subscriber_import_is_stalled(job),
     }

@@ -97,6 +97,7 @@ IMPORT_REJECT_LABELS = {
     "invalid_language": _("language is neither id nor en"),
     "invalid_coordinates": _("coordinates are not numbers inside Indonesia"),
     "malformed_row": _("the row cannot be read (an unclosed quote, a cell too long or a bad character)"),
+    "duplicate": _("the same number as an earlier line"),
     "outside_jurisdiction": _("the area lies outside the jurisdiction of the officer who uploaded the file"),
     "homed_outside_jurisdiction": _(
         "the number is a subscriber of an area outside the jurisdiction of the officer who uploaded the file"

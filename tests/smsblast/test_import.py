@@ -488,6 +488,104 @@ def test_rejected_file_keeps_a_later_cell_of_a_separated_upload_from_running_as_
     assert job.rejections.get().raw == raw
 
 
+# --- numbers repeated in the file -------------------------------------------------------------------------------
+
+REPEATS = (
+    "msisdn\n"  # line 1
+    "081234567890\n"  # 2
+    "081234567891\n"  # 3
+    "+62 812-3456-7890\n"  # 4 same number as line 2
+    "12\n"  # 5 too_short
+    "6281234567891\n"  # 6 same number as line 3
+    "0812.3456.7890\n"  # 7 same number as line 2
+)
+
+
+def test_each_repeated_number_is_listed_by_its_line_and_the_line_it_first_appeared_on(tmp_path, areas, capsys):
+    path = write(tmp_path, REPEATS)
+    call_command("import_subscribers", str(path))
+
+    job = SubscriberImport.objects.get()
+    assert (job.created, job.duplicates, job.rejected, job.rejected_by_reason) == (2, 3, 1, {"too_short": 1})
+    assert [(row.line, row.reason, row.first_line) for row in job.rejections.order_by("line")] == [
+        (4, "duplicate", 2),
+        (5, "too_short", None),
+        (6, "duplicate", 3),
+        (7, "duplicate", 2),
+    ]
+    with open(job.rejected_path, encoding="utf-8-sig", newline="") as handle:
+        assert list(csv.reader(handle)) == [
+            ["line", "reason", "raw"],
+            ["4", "duplicate of line 2", "'+62 812-3456-7890"],
+            ["5", "too_short", "12"],
+            ["6", "duplicate of line 3", "6281234567891"],
+            ["7", "duplicate of line 2", "0812.3456.7890"],
+        ]
+    assert f"Rejected and repeated rows: {job.rejected_path}" in capsys.readouterr().out
+
+
+def test_the_api_and_the_page_list_each_repeated_number_beside_the_line_it_first_appeared_on(
+    tmp_path, areas, api_client_for, client, officer
+):
+    job = run_import(write(tmp_path, REPEATS))
+
+    detail = api_client_for(officer).get(f"/api/v1/subscribers/imports/{job.pk}/").json()
+    assert detail["rejected_rows"] == [
+        {"line": 4, "reason": "duplicate", "raw": "+62 812-3456-7890", "first_line": 2},
+        {"line": 5, "reason": "too_short", "raw": "12"},
+        {"line": 6, "reason": "duplicate", "raw": "6281234567891", "first_line": 3},
+        {"line": 7, "reason": "duplicate", "raw": "0812.3456.7890", "first_line": 2},
+    ]
+    client.force_login(officer)
+    page = client.get(reverse("subscriber_import", args=[job.pk])).content.decode()
+    assert page.count("nomor yang sama dengan baris 2") == 2 and page.count("nomor yang sama dengan baris 3") == 1
+
+
+def test_repeated_numbers_past_the_kept_rows_are_counted_in_the_shown_note_and_all_listed_in_the_file(
+    tmp_path, areas, monkeypatch, client, officer
+):
+    monkeypatch.setattr(services, "KEPT_REJECTIONS", 3)
+    job = run_import(write(tmp_path, "msisdn\n081234567890\n" + "0812-3456-7890\n" * 5 + "bad\n"))
+
+    assert (job.duplicates, job.rejected) == (5, 1)
+    assert [(row.line, row.first_line) for row in job.rejections.order_by("line")] == [(3, 2), (4, 2), (5, 2)]
+    with open(job.rejected_path, encoding="utf-8-sig", newline="") as handle:
+        assert [row[:2] for row in list(csv.reader(handle))[1:]] == [
+            *([str(line), "duplicate of line 2"] for line in range(3, 8)),
+            ["8", "invalid"],
+        ]
+    client.force_login(officer)
+    page = client.get(reverse("subscriber_import", args=[job.pk])).content.decode()
+    assert "Di sini tampil 3 pertama dari 6." in page
+
+
+# Outside a test transaction, so on PostgreSQL the chunks commit on the import's writer thread.
+@pytest.mark.django_db(transaction=True)
+def test_a_resumed_import_lists_each_repeated_number_once_with_the_line_it_first_appeared_on(
+    tmp_path, areas, monkeypatch
+):
+    monkeypatch.setattr(services, "IMPORT_CHUNK", 3)
+    numbers = [f"08123456{i:04d}" for i in range(6)]
+    # Line 4 repeats line 2 within the first chunk; line 9 repeats line 3 from the chunk the failure leaves saved.
+    lines = ["msisdn", numbers[0], numbers[1], numbers[0], numbers[2], numbers[3], numbers[4], numbers[5], numbers[1]]
+    monkeypatch.setattr(services._SubscriberWriter, "write", write_failing_on_second_chunk())
+    failed = run_import(write(tmp_path, "\n".join(lines) + "\n"))
+    assert (failed.state, failed.lines_done, failed.duplicates) == ("failed", 5, 1)
+
+    resumed = services.subscriber_import_run(subscriber_import=failed)
+
+    assert (resumed.state, resumed.created, resumed.duplicates) == ("completed", 6, 2)
+    assert [(row.line, row.reason, row.first_line) for row in resumed.rejections.order_by("line")] == [
+        (4, "duplicate", 2),
+        (9, "duplicate", 3),
+    ]
+    with open(resumed.rejected_path, encoding="utf-8-sig", newline="") as handle:
+        assert [row[:2] for row in list(csv.reader(handle))[1:]] == [
+            ["4", "duplicate of line 2"],
+            ["9", "duplicate of line 3"],
+        ]
+
+
 # --- upserts ----------------------------------------------------------------------------------------------------
 
 
@@ -567,11 +665,12 @@ def test_an_import_by_a_limited_officer_rejects_by_line_every_row_it_may_not_wri
         (7, "missing_area"),
         (8, "homed_outside_jurisdiction"),
         (9, "outside_jurisdiction"),
+        (10, "duplicate"),
     ]
     assert job.rejected_by_reason == {"homed_outside_jurisdiction": 2, "missing_area": 1, "outside_jurisdiction": 2}
     with open(job.rejected_path, encoding="utf-8-sig") as handle:
         listed = [(int(line), reason) for line, reason, _raw in list(csv.reader(handle))[1:]]
-    assert listed == rejected_rows(job)
+    assert listed == [*rejected_rows(job)[:-1], (10, "duplicate of line 2")]
     # Nothing of another region is written, and nothing is left without a home.
     for other in (blora, province):
         before = (other.area_id, other.name)

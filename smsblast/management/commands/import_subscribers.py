@@ -68,6 +68,6 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"Import #{job.pk} completed: {job.rows_read:,} rows, {job.created:,} created, "
                 f"{job.updated:,} updated, {job.duplicates:,} duplicates, {job.rejected:,} rejected ({reasons}). "
-                f"Rejected rows: {job.rejected_path}"
+                f"Rejected and repeated rows: {job.rejected_path}"
             )
         )
