@@ -1170,15 +1170,57 @@ def test_import_subscribers_command_runs_the_same_job_with_progress(tmp_path, ar
     assert SubscriberImport.objects.get().state == "completed"
 
 
-def test_import_subscribers_command_resumes_a_job_left_running_by_a_dead_worker(tmp_path, areas, capsys):
+def test_import_subscribers_command_resumes_a_job_left_running_by_a_dead_worker(tmp_path, areas, capsys, settings):
     job = services.subscriber_import_create_from_path(path=write(tmp_path, "msisdn\n081234567890\n"), user=None)
-    SubscriberImport.objects.filter(pk=job.pk).update(state=SubscriberImport.State.RUNNING)
+    SubscriberImport.objects.filter(pk=job.pk).update(
+        state=SubscriberImport.State.RUNNING,
+        heartbeat_at=timezone.now() - timedelta(seconds=settings.SUBSCRIBER_IMPORT_STALE_SECONDS + 1),
+    )
 
     call_command("import_subscribers", "--resume", str(job.pk))
 
     job.refresh_from_db()
     assert (job.state, job.created) == ("completed", 1)
     assert AuditEvent.objects.filter(object_id=str(job.pk), action="subscriber_import.interrupt").count() == 1
+
+
+@pytest.mark.parametrize("state", ["running", "pending"])
+def test_import_subscribers_command_refuses_to_resume_an_import_still_making_progress(tmp_path, areas, settings, state):
+    from django.core.management.base import CommandError
+
+    job = services.subscriber_import_create_from_path(path=write(tmp_path, "msisdn\n081234567890\n"), user=None)
+    SubscriberImport.objects.filter(pk=job.pk).update(state=state, heartbeat_at=timezone.now() - timedelta(seconds=40))
+
+    message = (
+        rf"^Import #{job.pk} is still {state}: it last made progress 4\d seconds ago, and an import counts as "
+        rf"stopped only after {settings.SUBSCRIBER_IMPORT_STALE_SECONDS} seconds without progress\. "
+    )
+    with pytest.raises(CommandError, match=message) as refused:
+        call_command("import_subscribers", "--resume", str(job.pk), stdout=io.StringIO())
+    assert f"--resume {job.pk} --force" in str(refused.value)
+    job.refresh_from_db()
+    assert (job.state, job.created) == (state, 0)
+    assert not Subscriber.objects.exists()
+    assert not AuditEvent.objects.filter(object_id=str(job.pk), action="subscriber_import.interrupt").exists()
+
+
+def test_import_subscribers_command_takes_over_an_import_still_making_progress_when_forced(tmp_path, areas):
+    job = services.subscriber_import_create_from_path(path=write(tmp_path, "msisdn\n081234567890\n"), user=None)
+    SubscriberImport.objects.filter(pk=job.pk).update(state=SubscriberImport.State.RUNNING)
+
+    call_command("import_subscribers", "--resume", str(job.pk), "--force", stdout=io.StringIO())
+
+    job.refresh_from_db()
+    assert (job.state, job.created) == ("completed", 1)
+    assert AuditEvent.objects.filter(object_id=str(job.pk), action="subscriber_import.interrupt").count() == 1
+
+
+def test_import_subscribers_command_refuses_force_without_resume(tmp_path, areas):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--force goes with --resume ID"):
+        call_command("import_subscribers", str(write(tmp_path, "msisdn\n081234567890\n")), "--force")
+    assert not SubscriberImport.objects.exists()
 
 
 class InterruptedOnProgress(io.StringIO):

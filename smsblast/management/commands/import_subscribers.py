@@ -2,8 +2,11 @@
 
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
+from smsblast import selectors
 from smsblast.errors import ServiceConflict, ServiceInvalid
 from smsblast.models import SubscriberImport
 from smsblast.services import (
@@ -14,7 +17,10 @@ from smsblast.services import (
 
 
 class Command(BaseCommand):
-    help = "Import subscribers from a CSV (the same job as an upload, run here); --resume ID continues a failed one."
+    help = (
+        "Import subscribers from a CSV (the same job as an upload, run here); --resume ID continues a failed one, "
+        "or one whose worker stopped."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -24,12 +30,21 @@ class Command(BaseCommand):
             "--resume",
             type=int,
             metavar="ID",
-            help="Resume a failed import, or one left running by a worker that died (do not use on a live one).",
+            help="Resume a failed import, or a pending or running one that has made no progress for "
+            "SUBSCRIBER_IMPORT_STALE_SECONDS (its task was lost or its worker died).",
+        )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="With --resume: take the import over even while it still makes progress (the worker running it "
+            "then stops writing).",
         )
 
-    def handle(self, *args, file: Path | None, resume: int | None, **options):
+    def handle(self, *args, file: Path | None, resume: int | None, force: bool, **options):
         if resume is not None and file is not None:
             raise CommandError("Give either a CSV file or --resume ID, not both.")
+        if force and resume is None:
+            raise CommandError("--force goes with --resume ID: it takes over an import still making progress.")
         if resume is not None:
             job = SubscriberImport.objects.filter(pk=resume).first()
             if job is None:
@@ -38,6 +53,8 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"The file of import #{job.pk} is no longer kept ({job.file_path}); import the file again."
                 )
+            if not force:
+                self._refuse_live(job)
             if job.state == SubscriberImport.State.RUNNING:
                 job = subscriber_import_interrupt(subscriber_import=job)
         elif file is None:
@@ -70,4 +87,21 @@ class Command(BaseCommand):
                 f"{job.updated:,} updated, {job.duplicates:,} duplicates, {job.rejected:,} rejected ({reasons}). "
                 f"Rejected and repeated rows: {job.rejected_path}"
             )
+        )
+
+    def _refuse_live(self, job: SubscriberImport) -> None:
+        """Refuse to resume a pending or running import that made progress lately: a worker may be running it.
+
+        The rule of its page and of the API's resume: silent for SUBSCRIBER_IMPORT_STALE_SECONDS, it has stopped.
+        """
+        live = (SubscriberImport.State.PENDING, SubscriberImport.State.RUNNING)
+        if job.state not in live or selectors.subscriber_import_is_stalled(job):
+            return
+        seconds = max(int((timezone.now() - job.heartbeat_at).total_seconds()), 0)
+        ago = f"{seconds // 60} minutes" if seconds >= 120 else "1 second" if seconds == 1 else f"{seconds} seconds"
+        stale = settings.SUBSCRIBER_IMPORT_STALE_SECONDS
+        raise CommandError(
+            f"Import #{job.pk} is still {job.state}: it last made progress {ago} ago, and an import counts as "
+            f"stopped only after {stale} seconds without progress. A worker may be running it: wait, or take it "
+            f"over anyway with --resume {job.pk} --force (the worker then stops writing)."
         )
