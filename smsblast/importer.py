@@ -6,11 +6,12 @@ A file is read line by line from disk, so its size never matters for memory. Acc
 - comma, semicolon (spreadsheets set to Indonesian export those) or tab between fields, chosen by
   counting them in the header line;
 - a header row naming the columns in Indonesian or English (see ``COLUMN_ALIASES``); only the number
-  column is required.
+  column is required. Lines above it that name none (a title, a date, Excel's "sep=;") are skipped.
 """
 
 import csv
 import functools
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -133,6 +134,9 @@ _AREA_UNDOTTED = re.compile(r"(\d{2})(?:(\d{2})(?:(\d{2})(\d{4})?)?)?", re.ASCII
 
 # How many bytes are looked at to decide whether an upload is a CSV text at all.
 SNIFF_BYTES = 64 * 1024
+# Lines, blank ones aside, looked through for the header: a list kept in a spreadsheet often has a title, its
+# source or date above it, which come along when it is saved as CSV.
+HEADER_SEARCH_LINES = 10
 # A quoted cell may hold line breaks, but one whose quote is never closed would swallow the rows after
 # it; a record gets at most this many lines to close its quotes.
 MAX_RECORD_LINES = 10
@@ -283,10 +287,43 @@ def inspect(path: Path) -> Layout:
             "numbers. Check that the file is the subscriber list, saved as CSV.",
             "header_too_long",
         )
-    layout = layout_of(lines[0], encoding=encoding)
-    if len(lines) < 2:
+    header_at = next((index for index, line in enumerate(lines[:HEADER_SEARCH_LINES]) if _names_number_column(line)), 0)
+    layout = layout_of(lines[header_at], encoding=encoding)  # with none, refused saying what the first line holds
+    if len(lines) < header_at + 2:
         raise FileRefused("The file has a header but no rows.", "no_rows")
     return layout
+
+
+def _names_number_column(line: str) -> bool:
+    try:
+        layout_of(line)
+    except FileRefused:
+        return False
+    return True
+
+
+Record = tuple[int, int, list[str] | None, str]
+
+
+def header_and_rows(records: Iterator[Record]) -> tuple[Record | None, Iterator[Record]]:
+    """Return the header record of `records` (None when all are blank) and the records after it.
+
+    The header is the first record, among the first HEADER_SEARCH_LINES that are not blank, that names a number
+    column or cannot be read (as `inspect` found it); the ones above it are no rows. Failing that, the first.
+    """
+    above: list[Record] = []
+    for record in records:
+        cells = record[2]
+        if cells is not None and not any(cell.strip() for cell in cells):
+            continue  # blank, or spaces and delimiters alone
+        if cells is None or "number" in _columns_of(cells):
+            return record, records
+        above.append(record)
+        if len(above) == HEADER_SEARCH_LINES:
+            break
+    if not above:
+        return None, iter(())
+    return above[0], itertools.chain(above[1:], records)
 
 
 def lines_of(handle) -> Iterator[str]:

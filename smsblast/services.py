@@ -990,11 +990,9 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
             homes: dict[str, str | None] = {}
             if scope:
                 rows = _records_with_stored_homes(rows, homes, number_col=number_col)
-            # The header is the first line that is not blank (spaces alone are blank), as importer.inspect found it.
-            line, last_line, _fields, _raw = next(
-                (record for record in rows if record[2] is None or any(cell.strip() for cell in record[2])),
-                (0, 0, None, ""),
-            )
+            # The header as importer.inspect found it: blank lines and lines naming no column above it are no rows.
+            header, rows = importer.header_and_rows(rows)
+            line, last_line, _fields, _raw = header or (0, 0, None, "")
             replaying = skip_through > 0
 
             def reject(reason: str, fields: list[str], *, first_line: int | None = None) -> None:

@@ -261,6 +261,33 @@ def test_blank_lines_before_the_header_do_not_make_the_header_a_row(tmp_path, ar
     assert (job.rows_read, job.created, job.rejected) == (1, 1, 0)
 
 
+def test_title_lines_a_spreadsheet_has_above_the_header_are_skipped(api_client_for, officer, areas):
+    """Lists kept in a spreadsheet often start with a title and a blank row; saved as CSV, they come along."""
+    text = (
+        "DAFTAR PENERIMA SMS KABUPATEN BLITAR;;;\r\n"  # line 1
+        "Dinas Kominfo, Mei 2021;;;\r\n"  # 2
+        ";;;\r\n"  # 3
+        "No;Nama;No. HP;Kode Wilayah\r\n"  # 4, the header
+        "1;Siti;0812 3456 7890;35.05.01\r\n"  # 5
+        "2;Budi;nomor saya;35.05.01\r\n"  # 6
+    )
+    client = api_client_for(officer)
+    response = upload(client, text.encode())
+    assert response.status_code == 202, response.content
+    import_task(response.json()["id"])
+
+    job = SubscriberImport.objects.get()
+    assert (job.state, job.rows_read, job.created, rejected_rows(job)) == ("completed", 2, 1, [(6, "invalid")])
+    assert Subscriber.objects.get().name == "Siti"
+
+
+def test_an_excel_separator_line_above_the_header_is_skipped(tmp_path, areas):
+    job = run_import(write(tmp_path, "sep=;\nmsisdn;nama\n081234567890;Siti, S.Pd.\n"))
+
+    assert (job.state, job.rows_read, job.created, job.rejected) == ("completed", 1, 1, 0)
+    assert Subscriber.objects.get().name == "Siti, S.Pd."
+
+
 def test_every_rejection_reason_is_reported_with_its_line(tmp_path, areas):
     text = (
         "msisdn,kode_wilayah,bahasa,latitude,longitude\n"  # line 1
