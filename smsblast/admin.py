@@ -546,6 +546,7 @@ class SubscriberImportAdmin(AuditedDeleteMixin, admin.ModelAdmin):
     search_fields = ["original_name", "uploaded_by__username"]
     list_select_related = ["uploaded_by"]
     inlines = [SubscriberImportRejectionInline]
+    exclude = ["file_mtime_ns"]  # a count of nanoseconds, kept for a resume to tell whether the file changed
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -292,6 +292,9 @@ class SubscriberImport(models.Model):
     area_scope = models.CharField(max_length=13, blank=True, default="", verbose_name=_("area scope"))
     # Bytes of the file, known at upload; progress is bytes_read / file_size (rows are unknown until read).
     file_size = models.BigIntegerField(default=0, verbose_name=_("file size"))
+    # When the file was last modified (st_mtime_ns), known at upload: a resume skips the lines done by count, so
+    # it refuses a file changed since (None for jobs from before it was kept: their size alone is compared).
+    file_mtime_ns = models.BigIntegerField(null=True, blank=True, verbose_name=_("file modified"))
     bytes_read = models.BigIntegerField(default=0, verbose_name=_("bytes read"))
     # Physical lines of the file (header included) whose rows are committed; a rerun skips them.
     lines_done = models.PositiveIntegerField(default=0, verbose_name=_("lines done"))

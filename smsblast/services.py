@@ -484,12 +484,14 @@ def subscriber_import_create_from_path(
         raise ServiceInvalid(str(exc), {"file": exc.code}) from None
     except OSError as exc:
         raise ServiceInvalid(f"The file cannot be read: {exc.strerror}.", {"file": "unreadable"}) from None
+    stat = path.stat()
     job = SubscriberImport.objects.create(
         file_path=str(path),
         original_name=original_name or path.name,
         uploaded_by=user,
         area_scope=selectors.subscriber_jurisdiction(user) or "",
-        file_size=path.stat().st_size,
+        file_size=stat.st_size,
+        file_mtime_ns=stat.st_mtime_ns,
     )
     audit_record(
         actor=user,
@@ -821,6 +823,28 @@ def _import_failure_message(exc: Exception) -> str:
     return IMPORT_FAILED
 
 
+def subscriber_import_file_changed(*, subscriber_import: SubscriberImport) -> bool:
+    """Whether an import's file was changed since the job was created (its size or modification time differ).
+
+    A file no longer there is not changed: callers say that it is gone.
+    """
+    try:
+        stat = Path(subscriber_import.file_path).stat()
+    except FileNotFoundError:
+        return False
+    if stat.st_size != subscriber_import.file_size:
+        return True
+    return subscriber_import.file_mtime_ns is not None and stat.st_mtime_ns != subscriber_import.file_mtime_ns
+
+
+def subscriber_import_file_changed_message(job: SubscriberImport) -> str:
+    return (
+        f"The file of import #{job.pk} changed since the import began: resuming would skip its first "
+        f"{job.lines_done:,} lines as they read now, and rows there would never be imported. Import the file again "
+        "as a new import."
+    )
+
+
 @transaction.atomic
 def subscriber_import_resume(*, subscriber_import: SubscriberImport, actor: User | None) -> SubscriberImport:
     """Queue an import again: a worker continues after the last chunk committed (failed, pending or running → pending).
@@ -832,7 +856,9 @@ def subscriber_import_resume(*, subscriber_import: SubscriberImport, actor: User
     job = subscriber_import
     if not Path(job.file_path).is_file():
         raise ServiceConflict(f"The file of import #{job.pk} is no longer kept; upload it again.")
-    job.refresh_from_db(fields=["state"])
+    job.refresh_from_db(fields=["state", "lines_done"])
+    if job.lines_done and subscriber_import_file_changed(subscriber_import=job):
+        raise ServiceConflict(subscriber_import_file_changed_message(job))
     from_state = job.state
     changed = (
         SubscriberImport.objects.filter(pk=job.pk, state=from_state)

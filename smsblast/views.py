@@ -289,6 +289,14 @@ def subscriber_import_resume(request: HttpRequest, pk: int) -> HttpResponse:
         job.refresh_from_db()
         if job.state != SubscriberImport.State.COMPLETED and not Path(job.file_path).is_file():
             messages.error(request, _("The file of this import is no longer kept; upload it again."))
+        elif job.lines_done and services.subscriber_import_file_changed(subscriber_import=job):
+            messages.error(
+                request,
+                _(
+                    "The file of this import changed since the import began: resuming would skip rows of the "
+                    "changed file. Import it again as a new file."
+                ),
+            )
         else:
             messages.error(
                 request,

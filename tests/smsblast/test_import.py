@@ -2,6 +2,7 @@
 
 import csv
 import io
+import os
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -1407,6 +1408,32 @@ def test_an_import_whose_worker_died_is_resumed_through_the_api_once_it_shows_no
     job.refresh_from_db()
     assert (job.state, job.rows_read, job.created) == ("completed", 7, 7)
     assert Subscriber.objects.count() == 7
+
+
+def test_an_import_whose_file_changed_since_it_began_is_not_resumed_past_lines_that_now_hold_other_rows(
+    tmp_path, areas, monkeypatch, api_client_for, client, officer
+):
+    """Resuming skips the lines done by count: in an edited file those are other rows, which would never be read."""
+    from django.core.management.base import CommandError
+
+    job = _failed_import(tmp_path, monkeypatch)
+    path = Path(job.file_path)
+    before = path.stat().st_mtime_ns
+    path.write_text("msisdn\n" + "\n".join(f"08129999{i:04d}" for i in range(7)) + "\n")  # as long, other numbers
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+    with pytest.raises(CommandError, match=rf"^The file of import #{job.pk} changed since the import began"):
+        call_command("import_subscribers", "--resume", str(job.pk), "--force", stdout=io.StringIO())
+    response = api_client_for(officer).post(f"/api/v1/subscribers/imports/{job.pk}/resume/")
+    assert response.status_code == 409
+    assert "changed since the import began" in response.json()["detail"]
+    client.force_login(officer)
+    page = client.post(reverse("subscriber_import_resume", args=[job.pk]), follow=True).content.decode()
+    assert "Berkas impor ini berubah sejak impor dimulai" in page
+
+    job.refresh_from_db()
+    assert (job.state, job.created, job.lines_done) == ("failed", 3, 4)
+    assert Subscriber.objects.count() == 3
 
 
 # Outside a test transaction, so on PostgreSQL the chunks commit on the import's writer thread.

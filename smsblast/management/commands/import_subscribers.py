@@ -11,6 +11,8 @@ from smsblast.errors import ServiceConflict, ServiceInvalid
 from smsblast.models import SubscriberImport
 from smsblast.services import (
     subscriber_import_create_from_path,
+    subscriber_import_file_changed,
+    subscriber_import_file_changed_message,
     subscriber_import_interrupt,
     subscriber_import_run,
 )
@@ -53,6 +55,9 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"The file of import #{job.pk} is no longer kept ({job.file_path}); import the file again."
                 )
+            finished = job.state == SubscriberImport.State.COMPLETED
+            if not finished and job.lines_done and subscriber_import_file_changed(subscriber_import=job):
+                raise CommandError(subscriber_import_file_changed_message(job))
             if not force:
                 self._refuse_live(job)
             if job.state == SubscriberImport.State.RUNNING:
