@@ -152,6 +152,9 @@ class Reject:
     # A number a spreadsheet wrote as it shows it, in scientific notation ("6.28123E+12"): its last digits are lost.
     SCIENTIFIC_NOTATION = "scientific_notation"
     UNKNOWN_AREA = "unknown_area"  # an area code that is not a Kemendagri code in the area table
+    # A regency's code a spreadsheet read as a number, its last zero dropped ("35.10" saved as "35.1"): the fix is
+    # in the spreadsheet, and guessing could home the subscriber in another regency.
+    AREA_CODE_AS_NUMBER = "area_code_as_number"
     INVALID_LANGUAGE = "invalid_language"  # neither Indonesian nor English
     INVALID_COORDINATES = "invalid_coordinates"  # not numbers, or outside Indonesia's bounding box
     MALFORMED_ROW = "malformed_row"  # a quote never closed, a cell or line too long, a NUL or non-UTF-8 byte
@@ -435,6 +438,15 @@ def area_code_of(raw: str) -> str | None:
     if undotted is not None:
         return ".".join(part for part in undotted.groups() if part is not None)
     return None
+
+
+# What Excel set to English makes of a regency's code ending in zero: "35.10" is the number 35.1.
+_AREA_CODE_AS_NUMBER = re.compile(r"\d{2}\.\d", re.ASCII)
+
+
+def is_area_code_as_number(raw: str) -> bool:
+    """Return whether an area cell holds a regency's code read as a number, its last zero dropped ("35.1")."""
+    return _AREA_CODE_AS_NUMBER.fullmatch(raw.strip()) is not None
 
 
 @functools.lru_cache(maxsize=1024)

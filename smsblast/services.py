@@ -1075,7 +1075,10 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                 if resolve_area is not None and area_col < count and (cell := fields[area_col].strip()):
                     area = resolve_area(cell)
                     if area is False:
-                        reject(importer.Reject.UNKNOWN_AREA, fields)
+                        if importer.is_area_code_as_number(cell):  # the fix is in the spreadsheet, not the row
+                            reject(importer.Reject.AREA_CODE_AS_NUMBER, fields)
+                        else:
+                            reject(importer.Reject.UNKNOWN_AREA, fields)
                         continue
                 if scope and area is not None and not area_code_within(area, scope):
                     reject(importer.Reject.OUTSIDE_JURISDICTION, fields)

@@ -94,6 +94,10 @@ IMPORT_REJECT_LABELS = {
         "number column as Number with no decimal places and save the file again"
     ),
     "unknown_area": _("unknown area code, or an area name several areas bear"),
+    "area_code_as_number": _(
+        "a spreadsheet read the area code as a number, dropping its last zero (35.10 became 35.1): format the area "
+        "column as Text, write the codes again and save the file again"
+    ),
     "invalid_language": _("language is neither id nor en"),
     "invalid_coordinates": _("coordinates are not numbers inside Indonesia"),
     "malformed_row": _("the row cannot be read (an unclosed quote, a cell too long or a bad character)"),

@@ -348,6 +348,26 @@ def test_a_number_a_spreadsheet_wrote_in_scientific_notation_is_rejected_saying_
     assert "notasi ilmiah" in page and "Angka tanpa desimal" in page
 
 
+def test_an_area_code_a_spreadsheet_read_as_a_number_is_rejected_saying_so_and_how_to_save_it(
+    tmp_path, areas, client, officer
+):
+    """Excel set to English reads 35.10 as the number 35.1 and saves it so: which regency was meant is lost."""
+    text = (
+        "msisdn,kode_wilayah\n"  # line 1
+        "081234567890,35.1\n"  # 2: 35.10
+        "081234567891,35.05\n"  # 3 accepted
+        "081234567892,35.7\n"  # 4: 35.70
+        "081234567893,35.99\n"  # 5 a code the area table lacks
+    )
+    job = run_import(write(tmp_path, text))
+
+    assert (job.created, job.rejected) == (1, 3)
+    assert rejected_rows(job) == [(2, "area_code_as_number"), (4, "area_code_as_number"), (5, "unknown_area")]
+    client.force_login(officer)
+    page = client.get(reverse("subscriber_import", args=[job.pk])).content.decode()
+    assert "35.10 menjadi 35.1" in page and "format kolom wilayah sebagai Teks" in page
+
+
 def test_a_quote_never_closed_is_reported_by_line_and_the_rows_after_it_are_imported(tmp_path, areas):
     text = (
         "nomor,kode_wilayah,nama\n"  # line 1
