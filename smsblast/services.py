@@ -406,6 +406,9 @@ def _areas_write_boundaries(geometries: dict[str, dict]) -> tuple[int, list[str]
 _MISSING = object()
 # Rows per chunk: each chunk's subscribers, counts and line cursor commit together.
 IMPORT_CHUNK = 50_000
+# Rows read, of any kind, that end a chunk however few of them were accepted: a file mostly rejected or repeated
+# (an officer's import of the whole province's list, say) still shows its progress and signs of life as it is read.
+IMPORT_CHUNK_ROWS_READ = 4 * IMPORT_CHUNK
 # Rejected and repeated rows kept in the database for display; all of them go to the rejected file.
 KEPT_REJECTIONS = 1000
 _UPLOAD_DIR = "imports"
@@ -1041,7 +1044,20 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                         )
                     )
 
-            for line, last_line, fields, raw_line in rows:  # noqa: B007 - reject() reports `line`
+            def commit() -> None:
+                """Hand the chunk read through `last_line` to the committer and start the next one."""
+                nonlocal chunk, routed_by, operator_for
+                rejected_file.flush()
+                chunk.line, chunk.bytes_read = last_line, position()
+                committer.submit(chunk)
+                if (newer := committer.newer_table) is not None and newer is not routed_by:
+                    routed_by, operator_for = newer, _operator_lookup(newer)
+                chunk = _Chunk(routed_by=routed_by)
+
+            for record in rows:
+                if chunk.rows_read >= IMPORT_CHUNK_ROWS_READ:  # before `last_line` moves on to this record
+                    commit()
+                line, last_line, fields, raw_line = record
                 if replaying and last_line > skip_through:
                     replaying = False
                 elif replaying and line % IMPORT_CHUNK == 0:  # reading the done lines again takes a while
@@ -1111,15 +1127,8 @@ def _subscriber_import_read(job: SubscriberImport, say: Progress) -> None:
                 name = fields[name_col].strip()[:120] if name_col is not None and name_col < count else ""
                 chunk.rows.append((e164, area, operator_for(e164), name, language, lat, lon))
                 if len(chunk.rows) >= IMPORT_CHUNK:
-                    rejected_file.flush()
-                    chunk.line, chunk.bytes_read = last_line, position()
-                    committer.submit(chunk)
-                    if (newer := committer.newer_table) is not None and newer is not routed_by:
-                        routed_by, operator_for = newer, _operator_lookup(newer)
-                    chunk = _Chunk(routed_by=routed_by)
-            rejected_file.flush()
-            chunk.line, chunk.bytes_read = last_line, position()
-            committer.submit(chunk)
+                    commit()
+            commit()
     finally:
         try:
             committer.close()

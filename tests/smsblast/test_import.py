@@ -983,6 +983,31 @@ def test_a_failed_import_keeps_whole_chunks_and_resumes_after_them(tmp_path, are
     ]
 
 
+def test_a_file_of_rows_mostly_rejected_saves_its_progress_as_it_reads_and_resumes_after_it(
+    tmp_path, areas, monkeypatch
+):
+    """Rejected and repeated rows end a chunk too, so the page shows rows read, and the job signs of life, meanwhile."""
+    monkeypatch.setattr(services, "IMPORT_CHUNK_ROWS_READ", 3)
+    lines = ["msisdn", *(f"bad{i}" for i in range(7)), "081234567890", "0812-3456-7890"]  # 2-8 rejected, 10 repeats 9
+    monkeypatch.setattr(services._SubscriberWriter, "write", write_failing_on_second_chunk())
+    failed = run_import(write(tmp_path, "\n".join(lines) + "\n"))
+
+    assert (failed.state, failed.rows_read, failed.rejected, failed.lines_done) == ("failed", 3, 3, 4)
+
+    resumed = services.subscriber_import_run(subscriber_import=failed)
+
+    assert (resumed.state, resumed.rows_read, resumed.created, resumed.rejected, resumed.duplicates) == (
+        "completed",
+        9,
+        1,
+        7,
+        1,
+    )
+    assert rejected_rows(resumed) == [*((line, "invalid") for line in range(2, 9)), (10, "duplicate")]
+    with open(resumed.rejected_path, encoding="utf-8-sig", newline="") as handle:
+        assert [row[0] for row in csv.reader(handle)][1:] == [str(line) for line in (*range(2, 9), 10)]
+
+
 def refuse_audit_of(monkeypatch, action: str) -> None:
     """Make writing the audit event `action` fail, as a database error would; other events are written."""
     record = services.audit_record
