@@ -514,6 +514,26 @@ class SubscriberImportResumeView(APIView):
         return Response(import_as_dict(job, request, with_rejections=False), status=status.HTTP_202_ACCEPTED)
 
 
+class SubscriberImportStopView(APIView):
+    """Stop a pending or running import: 200 with the job, failed; its worker writes nothing more.
+
+    The rows saved before stay, and resuming goes on after them. 409 when it is neither pending nor running.
+    """
+
+    permission_classes = [IsOfficer]
+
+    @extend_schema(
+        request=None,
+        responses={200: SubscriberImportSerializer, 404: OpenApiResponse(), 409: OpenApiResponse()},
+    )
+    def post(self, request, pk: int):
+        job = selectors.subscriber_imports_visible(request.user).filter(pk=pk).first()
+        if job is None:
+            raise Http404(f"There is no import #{pk}.")
+        job = services.subscriber_import_stop(subscriber_import=job, actor=request.user)
+        return Response(import_as_dict(job, request, with_rejections=False))
+
+
 class SubscriberImportRejectedView(APIView):
     """Download every rejected row of an import as CSV: line, reason, raw; a repeated number's reason names its line.
 

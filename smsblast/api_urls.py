@@ -20,6 +20,11 @@ urlpatterns: list = [
         name="subscriber-import-resume",
     ),
     path(
+        "subscribers/imports/<int:pk>/stop/",
+        api_audience.SubscriberImportStopView.as_view(),
+        name="subscriber-import-stop",
+    ),
+    path(
         "subscribers/imports/<int:pk>/rejected.csv",
         api_audience.SubscriberImportRejectedView.as_view(),
         name="subscriber-import-rejected",

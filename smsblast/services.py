@@ -427,6 +427,7 @@ IMPORT_FAILED = (
     "server's log."
 )
 IMPORT_INTERRUPTED = "Interrupted: the worker running it stopped."
+IMPORT_STOPPED = "Stopped by an officer. The rows saved before stay; resuming goes on from there."
 IMPORT_NOT_STORED = (
     "The server could not store the file (its disk may be full or not writable). Try again later; if it happens "
     "again, ask an administrator."
@@ -725,7 +726,7 @@ def _import_owned_update(job: SubscriberImport, **fields) -> None:
         pk=job.pk, state=SubscriberImport.State.RUNNING, started_at=job.started_at
     ).update(**fields)
     if not owned:
-        raise ServiceConflict(f"Import #{job.pk} was resumed by another run; this run stops.")
+        raise ServiceConflict(f"Import #{job.pk} was stopped, or resumed by another run; this run stops.")
 
 
 def _area_resolver(layout: importer.Layout) -> Callable[[str], str | None] | None:
@@ -758,8 +759,13 @@ def _area_resolver(layout: importer.Layout) -> Callable[[str], str | None] | Non
     return resolve
 
 
-def subscriber_import_run(*, subscriber_import: SubscriberImport, progress: Progress | None = None) -> SubscriberImport:
+def subscriber_import_run(
+    *, subscriber_import: SubscriberImport, progress: Progress | None = None, resume_failed: bool = True
+) -> SubscriberImport:
     """Read an import's file and upsert its subscribers, chunk by chunk; resume after the last committed chunk.
+
+    A pending job is claimed, and a failed one unless `resume_failed` is false (a queued task: a job failed
+    since it was queued, stopped by its officer say, waits for them to resume it).
 
     Each chunk commits its subscribers, its counts and the line reached together, so a job stopped
     half-way holds whole chunks and a rerun skips the lines already done (re-reading them only to
@@ -772,9 +778,10 @@ def subscriber_import_run(*, subscriber_import: SubscriberImport, progress: Prog
     # Each move of the job's state commits with its audit event (invariant 6): start, then complete or fail.
     with transaction.atomic():
         from_state = SubscriberImport.objects.filter(pk=pk).values_list("state", flat=True).first()
-        claimed = SubscriberImport.objects.filter(
-            pk=pk, state=from_state, state__in=[SubscriberImport.State.PENDING, SubscriberImport.State.FAILED]
-        ).update(state=SubscriberImport.State.RUNNING, started_at=now, heartbeat_at=now, error="")
+        claimable = [SubscriberImport.State.PENDING] + ([SubscriberImport.State.FAILED] if resume_failed else [])
+        claimed = SubscriberImport.objects.filter(pk=pk, state=from_state, state__in=claimable).update(
+            state=SubscriberImport.State.RUNNING, started_at=now, heartbeat_at=now, error=""
+        )
         job = SubscriberImport.objects.get(pk=pk)
         if not claimed:
             if job.state == SubscriberImport.State.COMPLETED:
@@ -929,6 +936,36 @@ def subscriber_import_interrupt(*, subscriber_import: SubscriberImport, actor: U
             to_state=subscriber_import.state,
             details={"lines_done": subscriber_import.lines_done},
         )
+    return subscriber_import
+
+
+@transaction.atomic
+def subscriber_import_stop(*, subscriber_import: SubscriberImport, actor: User | None) -> SubscriberImport:
+    """Stop a pending or running import (→ failed, audited): its worker writes nothing more, nor does its queued task.
+
+    The chunks committed before stay, and resuming goes on after them; the chunk its worker is writing is rolled
+    back (see `_import_owned_update`).
+    """
+    from_state = SubscriberImport.objects.filter(pk=subscriber_import.pk).values_list("state", flat=True).first()
+    stopped = SubscriberImport.objects.filter(
+        pk=subscriber_import.pk,
+        state=from_state,
+        state__in=[SubscriberImport.State.PENDING, SubscriberImport.State.RUNNING],
+    ).update(state=SubscriberImport.State.FAILED, error=IMPORT_STOPPED, finished_at=timezone.now())
+    subscriber_import.refresh_from_db()
+    if not stopped:
+        raise ServiceConflict(
+            f"Only a pending or running import can be stopped; import #{subscriber_import.pk} is "
+            f"{subscriber_import.state}."
+        )
+    audit_record(
+        actor=actor,
+        action="subscriber_import.stop",
+        obj=subscriber_import,
+        from_state=from_state,
+        to_state=subscriber_import.state,
+        details={"lines_done": subscriber_import.lines_done},
+    )
     return subscriber_import
 
 

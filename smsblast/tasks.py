@@ -9,12 +9,12 @@ from smsblast.models import SubscriberImport
 
 @shared_task(name="smsblast.subscriber_import_run")
 def subscriber_import_run(import_id: int) -> None:
-    """Run (or resume) a subscriber import; a job already running or completed is left alone."""
+    """Run (or resume) a pending subscriber import; one running, completed or failed (stopped, say) is left alone."""
     job = SubscriberImport.objects.filter(pk=import_id).first()
-    if job is None or job.state in (SubscriberImport.State.COMPLETED, SubscriberImport.State.RUNNING):
+    if job is None or job.state != SubscriberImport.State.PENDING:
         return
     try:
-        services.subscriber_import_run(subscriber_import=job)
+        services.subscriber_import_run(subscriber_import=job, resume_failed=False)
     except ServiceConflict:
         return  # another worker claimed it first
 

@@ -14,5 +14,6 @@ urlpatterns = [
     path("subscribers/", views.subscribers, name="subscribers"),
     path("subscribers/imports/<int:pk>/", views.subscriber_import_status, name="subscriber_import"),
     path("subscribers/imports/<int:pk>/resume/", views.subscriber_import_resume, name="subscriber_import_resume"),
+    path("subscribers/imports/<int:pk>/stop/", views.subscriber_import_stop, name="subscriber_import_stop"),
     path("operators/", views.operators, name="operators"),
 ]

@@ -307,6 +307,25 @@ def subscriber_import_resume(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("subscriber_import", pk=job.pk)
 
 
+@role_required(Role.OFFICER, Role.ADMIN)
+def subscriber_import_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stop a pending or running import (POST), keeping the rows saved so far, then show it."""
+    job = get_object_or_404(selectors.subscriber_imports_visible(request.user), pk=pk)
+    if request.method != "POST":
+        return redirect("subscriber_import", pk=job.pk)
+    try:
+        services.subscriber_import_stop(subscriber_import=job, actor=request.user)
+    except ServiceError:
+        messages.error(
+            request,
+            _("Only a pending or running import can be stopped; this one is %(state)s.")
+            % {"state": status_label(job.state)},
+        )
+    else:
+        messages.success(request, _("The import is stopped. The rows saved before stay; resuming goes on from there."))
+    return redirect("subscriber_import", pk=job.pk)
+
+
 def _import_percent(job: SubscriberImport) -> int:
     if job.state == SubscriberImport.State.COMPLETED:
         return 100

@@ -126,6 +126,7 @@ IMPORT_ERROR_LABELS = {
         "server's log."
     ),
     services.IMPORT_INTERRUPTED: _("Interrupted: the worker running it stopped."),
+    services.IMPORT_STOPPED: _("Stopped by an officer. The rows saved before stay; resuming goes on from there."),
 }
 
 # Why a delivery failed, for the reasons the system itself records; an operator's own reason shows as sent.

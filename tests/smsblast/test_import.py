@@ -1417,7 +1417,7 @@ def test_only_a_failed_import_can_be_resumed_and_only_by_an_officer(
     job = _failed_import(tmp_path, monkeypatch)
     assert api_client_for(approver).post(f"/api/v1/subscribers/imports/{job.pk}/resume/").status_code == 403
     assert api_client_for(officer).post("/api/v1/subscribers/imports/999999/resume/").status_code == 404
-    import_task(job.pk)  # a rerun completes it
+    services.subscriber_import_run(subscriber_import=job)  # a rerun (import_subscribers --resume) completes it
     response = api_client_for(officer).post(f"/api/v1/subscribers/imports/{job.pk}/resume/")
     assert response.status_code == 409
     assert "Only a failed import" in response.json()["detail"]
@@ -1453,6 +1453,56 @@ def test_an_import_whose_worker_died_is_resumed_through_the_api_once_it_shows_no
     job.refresh_from_db()
     assert (job.state, job.rows_read, job.created) == ("completed", 7, 7)
     assert Subscriber.objects.count() == 7
+
+
+def test_an_officer_stops_an_import_of_a_wrong_file_and_its_worker_writes_nothing_more(
+    tmp_path, areas, monkeypatch, api_client_for, officer
+):
+    monkeypatch.setattr(services, "IMPORT_CHUNK", 2)
+    path = write(tmp_path, "msisdn\n" + "\n".join(f"08123456{i:04d}" for i in range(7)) + "\n")
+    job = services.subscriber_import_create_from_path(path=path, user=officer)
+    stops = []
+
+    def stopped_after_the_first_chunk(message):  # the officer presses Stop while the worker reads on
+        if not stops:
+            stops.append(api_client_for(officer).post(f"/api/v1/subscribers/imports/{job.pk}/stop/"))
+
+    stopped = services.subscriber_import_run(subscriber_import=job, progress=stopped_after_the_first_chunk)
+
+    assert stops[0].status_code == 200, stops[0].content
+    assert stops[0].json()["state"] == "failed"
+    assert (stopped.state, stopped.error, stopped.created, stopped.lines_done) == (
+        "failed",
+        services.IMPORT_STOPPED,
+        2,
+        3,
+    )
+    assert Subscriber.objects.count() == 2  # the chunk being written when it was stopped is not
+    event = AuditEvent.objects.get(action="subscriber_import.stop")
+    assert (event.actor_id, event.from_state, event.to_state) == (officer.pk, "running", "failed")
+
+    resumed = services.subscriber_import_run(subscriber_import=stopped)  # resuming goes on after the saved chunk
+    assert (resumed.state, resumed.created) == ("completed", 7)
+
+
+def test_a_pending_import_stopped_on_its_page_is_not_started_by_its_queued_task(
+    tmp_path, areas, client, officer, api_client_for
+):
+    job = services.subscriber_import_create_from_path(path=write(tmp_path, "msisdn\n081234567890\n"), user=officer)
+    client.force_login(officer)
+    assert "Hentikan impor" in client.get(reverse("subscriber_import", args=[job.pk])).content.decode()
+
+    page = client.post(reverse("subscriber_import_stop", args=[job.pk]), follow=True).content.decode()
+
+    assert "Impor dihentikan" in page
+    import_task(job.pk)
+    job.refresh_from_db()
+    assert (job.state, job.error) == ("failed", services.IMPORT_STOPPED)
+    assert not Subscriber.objects.exists()
+    # Only an import still under way can be stopped.
+    response = api_client_for(officer).post(f"/api/v1/subscribers/imports/{job.pk}/stop/")
+    assert response.status_code == 409
+    assert "Only a pending or running import can be stopped" in response.json()["detail"]
 
 
 def test_an_import_whose_file_changed_since_it_began_is_not_resumed_past_lines_that_now_hold_other_rows(
