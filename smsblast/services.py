@@ -804,14 +804,19 @@ def subscriber_import_run(
                 details={"created": job.created, "updated": job.updated, "rejected": job.rejected},
             )
     except Exception as exc:
-        logger.exception("subscriber import %s failed", pk)
+        if isinstance(exc, ServiceConflict):  # stopped, taken over or deleted meanwhile: nothing went wrong here
+            logger.info("subscriber import %s: %s", pk, exc)
+        else:
+            logger.exception("subscriber import %s failed", pk)
         message = _import_failure_message(exc)
         with transaction.atomic():
             failed = SubscriberImport.objects.filter(
                 pk=pk, state=SubscriberImport.State.RUNNING, started_at=job.started_at
             ).update(state=SubscriberImport.State.FAILED, error=message, finished_at=timezone.now())
+            if not SubscriberImport.objects.filter(pk=pk).exists():  # deleted in the admin
+                raise ServiceConflict(f"Import #{pk} was deleted while it ran.") from None
             job.refresh_from_db()
-            if not failed:  # another run took the job over; it is that run's to finish
+            if not failed:  # stopped, or another run took the job over; it is that run's to finish
                 return job
             audit_record(
                 actor=None,

@@ -1505,6 +1505,23 @@ def test_a_pending_import_stopped_on_its_page_is_not_started_by_its_queued_task(
     assert "Only a pending or running import can be stopped" in response.json()["detail"]
 
 
+def test_an_import_deleted_in_the_admin_while_the_command_runs_it_ends_saying_so(tmp_path, areas, monkeypatch):
+    from django.core.management.base import CommandError
+
+    monkeypatch.setattr(services, "IMPORT_CHUNK", 2)
+    path = write(tmp_path, "msisdn\n" + "\n".join(f"08123456{i:04d}" for i in range(7)) + "\n")
+
+    class DeletedOnProgress(io.StringIO):
+        def write(self, text):
+            if " rows: " in text:
+                SubscriberImport.objects.all().delete()
+            return super().write(text)
+
+    with pytest.raises(CommandError, match=r"^Import #\d+ was deleted while it ran\.$"):
+        call_command("import_subscribers", str(path), stdout=DeletedOnProgress())
+    assert Subscriber.objects.count() == 2  # the chunk saved before stays; the one being written is not
+
+
 def test_an_import_whose_file_changed_since_it_began_is_not_resumed_past_lines_that_now_hold_other_rows(
     tmp_path, areas, monkeypatch, api_client_for, client, officer
 ):
