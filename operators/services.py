@@ -1052,7 +1052,9 @@ def batches_ready_for(*, operator: Operator):
         .exclude(run_id__in=quiet_runs)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .select_related("run", "run__campaign", "operator")
-        .order_by("created_at")
+        # The id breaks ties: a fan-out chunk writes many batches in one instant, and rows the order leaves tied
+        # may come back in another order on each page, repeating some batches and never listing others.
+        .order_by("created_at", "pk")
     )
 
 

@@ -905,3 +905,28 @@ def test_a_list_asked_for_another_state_names_state_in_its_errors(world):
 
     assert response.status_code == 400
     assert list(response.json()["errors"]) == ["state"]
+
+
+def test_the_ready_list_pages_through_batches_written_in_the_same_instant_without_repeating_or_skipping_one(
+    api_client_for,
+):
+    campaign = approved_campaign()
+    operator = operators_and_subscribers(counts={"tsel": 120}, batch_size=1)["tsel"]
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    dispatch.run_fan_out(run_id=run.pk)
+    # One fan-out chunk writes many batches at once; nothing keeps their creation times apart.
+    DispatchBatch.objects.filter(run=run).update(created_at=timezone.now())
+    operator.user = make_user("tsel-api", Role.OPERATOR)
+    operator.adapter = services.PULL_ADAPTER
+    operator.save()
+    client = api_client_for(operator.user)
+
+    listed, url = [], "/api/v1/operator/batches/?state=ready&limit=7"
+    while url:
+        page = client.get(url).json()
+        listed += [row["batch_id"] for row in page["results"]]
+        url = page["next"]
+
+    written = DispatchBatch.objects.filter(run=run).values_list("pk", flat=True)
+    assert sorted(listed) == sorted(str(pk) for pk in written)
