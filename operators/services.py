@@ -1141,6 +1141,11 @@ def _batch_claim_held(*, operator: Operator, batch_id, now: datetime) -> Outboun
     return batch_outbound(batch)
 
 
+def _ack_refused(batch: DispatchBatch) -> LookupError:
+    """Return the refusal of an ack of a batch that ended unaccepted: failed or cancelled, with why."""
+    return LookupError(f"This batch is {batch.status} and takes no acknowledgement: {batch.last_error}".strip())
+
+
 def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: list) -> BatchOutcome:
     """Record a pulling operator's acknowledgement of a claimed batch (in_flight → accepted)."""
     batch = DispatchBatch.objects.filter(pk=batch_id, operator=operator).first()
@@ -1153,7 +1158,7 @@ def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: l
     claimed_before = batch.status in (BatchStatus.PENDING, BatchStatus.RETRY_WAIT) and batch.attempts > 0
     if batch.status in DispatchBatch.FINAL_STATUSES:
         # Failed past its run's validity window, or cancelled with its campaign, after (or without) a claim.
-        raise LookupError(f"This batch is {batch.status} and takes no acknowledgement: {batch.last_error}".strip())
+        raise _ack_refused(batch)
     if batch.status != BatchStatus.IN_FLIGHT and not claimed_before:
         raise LookupError("Claim the batch before acknowledging it.")
     # What the claim handed over: the batch's messages but those withdrawn when their number opted out before the
@@ -1180,6 +1185,12 @@ def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: l
         rejected=[(str(item.get("message_id")), str(item.get("reason", ""))) for item in rejected],
     )
     outcome = batch_record_result(batch_id=batch.pk, result=result, actor=operator.user)
+    if outcome.status_label == "final":
+        # Another ack (a repeat sent while this one waited), a cancel or the validity window's end came first.
+        batch.refresh_from_db(fields=["status", "last_error"])
+        if batch.status != BatchStatus.ACCEPTED:
+            raise _ack_refused(batch)
+        return BatchOutcome(batch.status, "accepted")
     # An operator may report a batch's messages before it acknowledges the batch: then this ack is the last word.
     enqueue_on_commit(partial(_enqueue_check_complete, batch.run_id))
     return outcome

@@ -17,6 +17,7 @@ from operators.gateways.base import BatchResult, Outcome
 from operators.models import Operator
 from smsblast.audit import audit_history
 from smsblast.models import AuditEvent, Role
+from tests.concurrency import race_behind_a_row, skip_unless_postgresql
 from tests.conftest import make_user
 from tests.operators.scripted import (
     ScriptedAdapter,
@@ -930,3 +931,26 @@ def test_the_ready_list_pages_through_batches_written_in_the_same_instant_withou
 
     written = DispatchBatch.objects.filter(run=run).values_list("pk", flat=True)
     assert sorted(listed) == sorted(str(pk) for pk in written)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("repeat", [{}, {"rejected": [{"message_id": "<first>", "reason": "barred"}]}])
+def test_an_ack_repeated_while_the_first_is_being_recorded_answers_the_first_ones_outcome(world, repeat):
+    """An operator whose ack timed out sends it again at once: both answers say the batch is accepted."""
+    skip_unless_postgresql()
+    client, batch = _claimed_by_a_pulling_operator(world)
+    url = f"/api/v1/operator/batches/{batch.pk}/ack/"
+    repeat = json.loads(json.dumps(repeat).replace("<first>", world["ids"]["tsel"][0]))
+    answers = []
+
+    def ack(body):
+        return lambda: answers.append(client.post(url, body, format="json"))
+
+    # Both wait behind the batch's row; the first records the batch, the second finds it recorded.
+    errors = race_behind_a_row(batch, ack({"accepted": 3}), ack(repeat))
+
+    assert errors == []
+    assert [(answer.status_code, answer.json()) for answer in answers] == 2 * [
+        (200, {"batch_id": str(batch.pk), "status": "accepted", "accepted": 3})
+    ]
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"queued"}
