@@ -946,18 +946,17 @@ def dispatch_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     # only once it has been due for as long. One that waited longer than a countdown task may carry has none: the
     # reconciler is what sends it once it is due.
     without_task = Q(next_attempt_at__gt=F("updated_at") + timedelta(seconds=SEND_COUNTDOWN_MAX_SECONDS))
-    # A cancelled run's batch is pending only when a lease lapsed after the cancel: its task cancels it, once sent.
+    # A pulling operator's batch of a running run waits for its claim: no task sends it.
+    waiting_to_be_pushed = Q(run__in=active_runs, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT]) & ~Q(
+        operator__adapter="pull"
+    )
+    # A cancelled run's batch is pending only when a lease or a pulling operator's claim lapsed after the cancel:
+    # its task cancels it, once sent.
     cancelled_runs = targeted_runs.filter(status=RunStatus.CANCELLED)
-    untouched = (
-        DispatchBatch.objects.filter(
-            Q(run__in=active_runs, status__in=[BatchStatus.PENDING, BatchStatus.RETRY_WAIT])
-            | Q(run__in=cancelled_runs, status=BatchStatus.PENDING),
-            updated_at__lt=stale,
-        )
-        .exclude(operator__adapter="pull")
-        .filter(
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=stale) | Q(without_task, next_attempt_at__lte=now)
-        )
+    untouched = DispatchBatch.objects.filter(
+        waiting_to_be_pushed | Q(run__in=cancelled_runs, status=BatchStatus.PENDING), updated_at__lt=stale
+    ).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=stale) | Q(without_task, next_attempt_at__lte=now)
     )
     # A batch waiting its turn behind its operator's queue (a low rate limit, busy workers) is as untouched as one
     # whose task was lost; queueing it again would copy every waiting task on every pass until the queue drains.

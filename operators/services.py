@@ -260,12 +260,13 @@ def _batch_lease_checked(batch_id, *, now: datetime, lease_seconds: int) -> Disp
     if batch.status in DispatchBatch.FINAL_STATUSES:
         return "final"
     run = batch.run
-    if batch.operator.adapter == PULL_ADAPTER:
-        return "pull"
     if run.status == RunStatus.CANCELLED:
-        # Nothing leases it again (a worker may still hold one in flight): an unsent batch ends here.
+        # Nothing leases it again (a worker may still hold one in flight): an unsent batch ends here, a pulling
+        # operator's too once its claim lapsed.
         batch_cancel(batch=batch, now=now, unsent_only=True)
         return "cancelled"
+    if batch.operator.adapter == PULL_ADAPTER:
+        return "pull"
     if run.status == RunStatus.PAUSED:
         # resume re-enqueues the batch.
         return "paused"

@@ -259,12 +259,12 @@ class RunMachine(RuleBasedStateMachine):
         batch = self.batches[batch_id]
         if batch.status in FINAL_BATCH:
             return "final"
-        if batch.operator == PULLING:
-            return "pull"
         if self.run_status == "cancelled":
             if batch.status in (PENDING, RETRY_WAIT):
                 self.m_cancel_batch(batch_id)
             return "cancelled"
+        if batch.operator == PULLING:
+            return "pull"
         if self.run_status == "paused":
             return "paused"
         if self.expires_at <= self.clock:

@@ -954,3 +954,44 @@ def test_an_ack_repeated_while_the_first_is_being_recorded_answers_the_first_one
         (200, {"batch_id": str(batch.pk), "status": "accepted", "accepted": 3})
     ]
     assert set(Delivery.objects.filter(batch=batch).values_list("status", flat=True)) == {"queued"}
+
+
+def _enqueued_batches(callbacks) -> list:
+    """Return the batch ids handed to batches_enqueue by captured on-commit callbacks."""
+    enqueues = [getattr(callback, "__wrapped__", callback) for callback in callbacks]
+    return [
+        batch_id
+        for enqueue in enqueues
+        if getattr(enqueue, "func", None) is dispatch.batches_enqueue
+        for batch_id, _queue in enqueue.args[0]
+    ]
+
+
+@pytest.mark.parametrize("task", ["runs", "is lost"])
+def test_a_claimed_batch_of_a_campaign_cancelled_meanwhile_is_cancelled_once_its_claim_lapses(
+    world, django_capture_on_commit_callbacks, task
+):
+    """As a pushed batch is: its numbers show cancelled at once, not queued until the validity window fails them."""
+    from campaigns.services import campaign_cancel
+
+    client, batch = _claimed_by_a_pulling_operator(world)
+    campaign = Campaign.objects.get(pk=world["run"].campaign_id)
+    campaign_cancel(campaign=campaign, actor=campaign.author)
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "in_flight"  # with the operator: it may still ack it
+    lapsed = timezone.now() + timedelta(seconds=settings.DISPATCH_LEASE_SECONDS + 1)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert dispatch.dispatch_reconcile(now=lapsed)["leases"] == 1
+    if task == "is lost":
+        later = lapsed + timedelta(seconds=settings.DISPATCH_REDRIVE_AFTER_SECONDS + 1)
+        with django_capture_on_commit_callbacks() as callbacks:
+            assert dispatch.dispatch_reconcile(now=later)["requeued"] == 1
+    assert _enqueued_batches(callbacks) == [batch.pk]
+
+    services.batch_send(batch_id=batch.pk)
+
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "cancelled"
+    assert set(Delivery.objects.filter(batch=batch).values_list("status", "reason")) == {
+        ("cancelled", "campaign_cancelled")
+    }
+    late = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {}, format="json")
+    assert late.status_code == 409 and "cancelled" in late.json()["detail"]
