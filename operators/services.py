@@ -1183,7 +1183,8 @@ def batch_ack(*, operator: Operator, batch_id, accepted: int | None, rejected: l
     result = BatchResult(
         outcome=Outcome.ACCEPTED,
         accepted=accepted,
-        rejected=[(str(item.get("message_id")), str(item.get("reason", ""))) for item in rejected],
+        # A null reason is no reason: the message is recorded "rejected", as without one, not "None".
+        rejected=[(str(item.get("message_id")), str(item.get("reason") or "")) for item in rejected],
     )
     outcome = batch_record_result(batch_id=batch.pk, result=result, actor=operator.user)
     if outcome.status_label == "final":

@@ -199,7 +199,8 @@ def _accepted(response: requests.Response, batch_id: str | None) -> BatchResult:
         rejected_rows = document.get("rejected") or []
         if not isinstance(accepted, int) or not isinstance(rejected_rows, list):
             raise TypeError
-        rejected = [(str(row["message_id"]), str(row.get("reason", ""))) for row in rejected_rows]
+        # A null reason is no reason, not the word "None".
+        rejected = [(str(row["message_id"]), str(row.get("reason") or "")) for row in rejected_rows]
     except (ValueError, TypeError, KeyError):
         return BatchResult(
             outcome=Outcome.RETRY,

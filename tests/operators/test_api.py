@@ -995,3 +995,16 @@ def test_a_claimed_batch_of_a_campaign_cancelled_meanwhile_is_cancelled_once_its
     }
     late = client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {}, format="json")
     assert late.status_code == 409 and "cancelled" in late.json()["detail"]
+
+
+@pytest.mark.parametrize("refusal", [{"reason": None}, {}])
+def test_an_ack_refusing_a_message_without_a_reason_records_it_as_rejected_not_none(world, refusal):
+    client, batch = _claimed_by_a_pulling_operator(world)
+    refused = world["ids"]["tsel"][0]
+
+    response = client.post(
+        f"/api/v1/operator/batches/{batch.pk}/ack/", {"rejected": [{"message_id": refused, **refusal}]}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert Delivery.objects.values_list("status", "reason").get(pk=refused) == ("rejected", "rejected")

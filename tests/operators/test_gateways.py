@@ -328,3 +328,11 @@ def test_a_redirected_batch_fails_naming_where_the_operator_moved_so_its_base_ur
     assert result.outcome == Outcome.FAILED
     assert "https://sms.operator.example/v1/batches" in result.error
     assert "base URL" in result.error
+
+
+def test_a_refusal_answered_with_a_null_reason_carries_no_reason_rather_than_none():
+    batch_id = str(uuid.uuid4())
+    body = b'{"batch_id": "%s", "accepted": 1, "rejected": [{"message_id": "2", "reason": null}]}' % batch_id.encode()
+    with FixedAnswer(202, body) as server:
+        result = get_adapter("http_batch_v1").send_batch(outbound(server.url, batch_id=batch_id))
+    assert result.rejected == [("2", "")]
