@@ -1068,8 +1068,12 @@ def batch_claim(*, operator: Operator, batch_id) -> OutboundBatch:
     from campaigns.dispatch import is_quiet_for
 
     now = timezone.now()
-    run = CampaignRun.objects.filter(batches__pk=batch_id, batches__operator=operator).only("frozen").first()
-    quiet_until = is_quiet_for(run, now) if run is not None else None
+    run = (
+        CampaignRun.objects.filter(batches__pk=batch_id, batches__operator=operator)
+        .only("frozen", "status", "expires_at")
+        .first()
+    )
+    quiet_until = is_quiet_for(run, now) if run is not None and run.status in SENDABLE_RUN_STATUSES else None
     if quiet_until is not None:
         raise LookupError(f"This batch waits for its campaign's quiet hours, which end at {quiet_until.isoformat()}.")
     # Locked first, so the audit event names the state the claim moved the batch from.
@@ -1099,10 +1103,27 @@ def batch_claim(*, operator: Operator, batch_id) -> OutboundBatch:
         )
     )
     if not rows:
-        raise LookupError("This batch is not ready to be claimed.")
+        raise LookupError(_claim_refusal(prior, run, now))
     batch = DispatchBatch.objects.select_related("run", "run__campaign", "operator").get(pk=batch_id)
     audit_record(actor=operator.user, action="batch.claim", obj=batch, from_state=prior, to_state=BatchStatus.IN_FLIGHT)
     return batch_outbound(batch)
+
+
+def _claim_refusal(status: str | None, run: CampaignRun | None, now: datetime) -> str:
+    """Return why the caller's batch in `status` of `run` cannot be claimed; an unknown or another's says no more."""
+    if status is None or run is None:
+        return "This batch is not ready to be claimed."
+    if status in DispatchBatch.FINAL_STATUSES:
+        return f"This batch is {status}: it is not handed out again."
+    if run.status == RunStatus.PAUSED:
+        return "This batch's campaign is paused: the batch is listed again when it resumes."
+    if run.status not in SENDABLE_RUN_STATUSES:
+        return f"This batch's campaign is {run.status}: the batch is not handed out."
+    if run.expires_at is not None and run.expires_at <= now:
+        return "This batch is past its campaign's validity window: it is not handed out."
+    if status == BatchStatus.IN_FLIGHT:
+        return "This batch's claim lapsed (or a worker holds it): it is listed again shortly, under the same batch_id."
+    return "This batch is not ready to be claimed."
 
 
 def _batch_claim_held(*, operator: Operator, batch_id, now: datetime) -> OutboundBatch | None:

@@ -1008,3 +1008,42 @@ def test_an_ack_refusing_a_message_without_a_reason_records_it_as_rejected_not_n
 
     assert response.status_code == 200
     assert Delivery.objects.values_list("status", "reason").get(pk=refused) == ("rejected", "rejected")
+
+
+def _claim_refused_after(world, ending) -> dict:
+    """Bring the caller's own batch to `ending`, claim it and return the refusal (409)."""
+    from campaigns.dispatch import campaign_pause
+    from campaigns.services import campaign_cancel
+
+    client, batch = _pulling_operator(world)
+    campaign = Campaign.objects.get(pk=world["run"].campaign_id)
+    url = f"/api/v1/operator/batches/{batch.pk}/claim/"
+    if ending in ("acked", "claim lapsed"):
+        assert client.post(url).status_code == 200
+    if ending == "acked":
+        assert client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {}, format="json").status_code == 200
+    elif ending == "claim lapsed":
+        DispatchBatch.objects.filter(pk=batch.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    elif ending == "paused":
+        campaign_pause(campaign=campaign, actor=campaign.author)
+    elif ending == "cancelled":
+        campaign_cancel(campaign=campaign, actor=campaign.author)
+    elif ending == "past its validity window":
+        CampaignRun.objects.filter(pk=world["run"].pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = client.post(url)
+    assert response.status_code == 409
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    ("ending", "words"),
+    [
+        ("acked", "is accepted"),
+        ("claim lapsed", "claim lapsed"),
+        ("paused", "campaign is paused"),
+        ("cancelled", "is cancelled"),
+        ("past its validity window", "validity window"),
+    ],
+)
+def test_a_refused_claim_of_the_callers_own_batch_says_why(world, ending, words):
+    assert words in _claim_refused_after(world, ending)["detail"]
