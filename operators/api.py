@@ -205,6 +205,10 @@ class OperatorBatchListView(APIView):
                     "results": serializers.ListField(child=_READY_BATCH),
                 },
             ),
+            400: OpenApiResponse(
+                description="state is not 'ready', or limit (at least 1) or offset (at least 0) is not a whole number "
+                "in range"
+            ),
             403: OpenApiResponse(
                 description="Not an operator's token, the operator is deactivated, or it is set up for push"
             ),
@@ -215,6 +219,12 @@ class OperatorBatchListView(APIView):
         state = request.query_params.get("state", "ready")
         if state != "ready":
             raise ServiceInvalid("state must be 'ready'.", {"state": "not ready"})
+        # Left to the paginator, a limit or offset that names no page would quietly answer the first 100 batches.
+        for name, least in (("limit", 1), ("offset", 0)):
+            value = request.query_params.get(name)
+            if value is not None and not (value.isascii() and value.isdigit() and int(value) >= least):
+                message = f"{name} must be a whole number of at least {least}."
+                raise ServiceInvalid(message, {name: message})
         paginator = Pagination()
         page = paginator.paginate_queryset(services.batches_ready_for(operator=operator), request, view=self)
         rows = [

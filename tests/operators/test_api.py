@@ -1047,3 +1047,32 @@ def _claim_refused_after(world, ending) -> dict:
 )
 def test_a_refused_claim_of_the_callers_own_batch_says_why(world, ending, words):
     assert words in _claim_refused_after(world, ending)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=-5", "limit"),
+        ("offset=-1", "offset"),
+        ("offset=x", "offset"),
+    ],
+)
+def test_a_ready_list_asked_for_a_page_it_cannot_have_is_refused_naming_the_parameter(world, query, field):
+    client, _ = _pulling_operator(world)
+
+    response = client.get(f"/api/v1/operator/batches/?state=ready&{query}")
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == [field]
+    assert field in response.json()["detail"]
+
+
+def test_a_ready_list_asked_for_more_than_its_largest_page_answers_the_largest(world):
+    client, batch = _pulling_operator(world)
+
+    response = client.get("/api/v1/operator/batches/?state=ready&limit=1000000")
+
+    assert response.status_code == 200
+    assert [row["batch_id"] for row in response.json()["results"]] == [str(batch.pk)]
