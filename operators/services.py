@@ -721,6 +721,15 @@ def _deliveries_reject(batch: DispatchBatch, rejected: list[tuple[str, str]], no
         pk = message_pk(message_id)
         if pk is not None:
             by_reason.setdefault(operator_text(reason)[:200] or "rejected", []).append(pk)
+    # Locked in id order first, as a report request takes its messages: updated reason by reason, they would be
+    # taken in the answer's order, and a report on the same messages arriving meanwhile would deadlock with this.
+    refused = sorted({pk for ids in by_reason.values() for pk in ids})
+    list(
+        Delivery.objects.select_for_update(no_key=True)
+        .filter(batch_id=batch.pk, pk__in=refused)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     changed = 0
     for reason, ids in by_reason.items():
         changed += Delivery.objects.filter(

@@ -1076,3 +1076,30 @@ def test_a_ready_list_asked_for_more_than_its_largest_page_answers_the_largest(w
 
     assert response.status_code == 200
     assert [row["batch_id"] for row in response.json()["results"]] == [str(batch.pk)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_ack_refusing_messages_as_their_reports_arrive_both_apply_without_a_deadlock(world):
+    """The operator reports its refusals while it acks them (its reasons in another order): neither answers 503."""
+    skip_unless_postgresql()
+    client, batch = _claimed_by_a_pulling_operator(world)
+    first, second, _ = world["ids"]["tsel"]
+    answers = {}
+
+    def report():
+        body = {"reports": [{"message_id": first, "status": "REJECTED"}, {"message_id": second, "status": "REJECTED"}]}
+        answers["report"] = client.post(REPORTS_URL, body, format="json").status_code
+
+    def ack():
+        rejected = [{"message_id": second, "reason": "barred"}, {"message_id": first, "reason": "unknown_number"}]
+        answers["ack"] = client.post(
+            f"/api/v1/operator/batches/{batch.pk}/ack/", {"rejected": rejected}, format="json"
+        ).status_code
+
+    # The report waits behind the first message; the ack, arriving next, takes the second before the first.
+    errors = race_behind_a_row(Delivery.objects.get(pk=first), report, ack, second_may_pass=True)
+
+    assert errors == []
+    assert answers == {"report": 200, "ack": 200}
+    assert set(Delivery.objects.filter(pk__in=[first, second]).values_list("status", flat=True)) == {"rejected"}
+    assert DispatchBatch.objects.get(pk=batch.pk).status == "accepted"
