@@ -1103,3 +1103,22 @@ def test_an_ack_refusing_messages_as_their_reports_arrive_both_apply_without_a_d
     assert answers == {"report": 200, "ack": 200}
     assert set(Delivery.objects.filter(pk__in=[first, second]).values_list("status", flat=True)) == {"rejected"}
     assert DispatchBatch.objects.get(pk=batch.pk).status == "accepted"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_claims_of_one_batch_racing_lease_it_once_and_hand_over_the_same_content(world):
+    """Two fetchers of one operator claim the same batch at once: one lease, one attempt, one batch_id to send once."""
+    skip_unless_postgresql()
+    client, batch = _pulling_operator(world)
+    answers = []
+
+    def claim():
+        answers.append(client.post(f"/api/v1/operator/batches/{batch.pk}/claim/"))
+
+    errors = race_behind_a_row(batch, claim, claim)
+
+    assert errors == []
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert answers[0].json() == answers[1].json()
+    assert DispatchBatch.objects.values_list("status", "attempts").get(pk=batch.pk) == ("in_flight", 1)
+    assert _batch_events(batch) == [("batch.claim", "pending", "in_flight")]
