@@ -10,14 +10,18 @@ after it acknowledged the broadcast (`area_broadcast_cancel_send`), retried unti
 
 import logging
 import random
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import shapely
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
+from shapely.geometry.base import BaseGeometry
 
 from campaigns import notices
 from campaigns.models import Campaign, CampaignRun, Mode
@@ -219,13 +223,11 @@ def _polygon_estimate(polygon: dict, rate: Decimal, *, outside: list | None = No
         if drawn.is_empty:
             return []
     rows = []
-    regencies = Area.objects.filter(level=AreaLevel.KABUPATEN, boundary__isnull=False)
-    for area in regencies.only("code", "name", "level", "population", "boundary").iterator():
-        try:
-            boundary = areageom.geometry_from_geojson(area.boundary)
-        except areageom.AreaError:
-            continue
-        if not boundary.intersects(drawn) or boundary.area == 0:
+    regencies = _regency_boundaries()
+    nearby = sorted(regencies.near(drawn))
+    for area in Area.objects.filter(code__in=nearby).only("code", "name", "level", "population").order_by("code"):
+        boundary = regencies.shape(area.code)
+        if boundary is None or not boundary.intersects(drawn) or boundary.area == 0:
             continue
         share = boundary.intersection(drawn).area / boundary.area
         population = None if area.population is None else int(area.population * share)
@@ -240,6 +242,55 @@ def _polygon_estimate(polygon: dict, rate: Decimal, *, outside: list | None = No
             }
         )
     return rows
+
+
+# Regency boundaries change only when load_areas runs or an admin edits one: a process reads them again after
+# this many seconds, or at once when their number changes (as polygon targeting does, smsblast.selectors).
+REGENCY_BOUNDARY_TTL = 300.0
+_regency_cache: dict = {}
+
+
+class _RegencyBoundaries:
+    """The kabupaten/kota boundaries a drawn polygon is estimated from, read once per process.
+
+    Reading and repairing all 514 of them took seconds; their bounding boxes pick the few a polygon may meet,
+    and only those are read as shapes (as `areageom.geometry_from_geojson` reads them), each once.
+    """
+
+    def __init__(self) -> None:
+        regencies = Area.objects.filter(level=AreaLevel.KABUPATEN, boundary__isnull=False)
+        # As text, parsed by GEOS in one call: decoding the JSON into Python first took as long again.
+        rows = list(regencies.annotate(text=Cast("boundary", TextField())).values_list("code", "text"))
+        self.count = len(rows)
+        self.codes = [code for code, _ in rows]
+        outlines = shapely.from_geojson([text for _, text in rows], on_invalid="ignore")
+        # One that GEOS cannot read is always looked at, and skipped there as before when it cannot be read.
+        self.unread = [code for code, outline in zip(self.codes, outlines, strict=True) if outline is None]
+        self.tree = shapely.STRtree([shapely.envelope(outline) for outline in outlines])
+        self.shapes: dict[str, BaseGeometry | None] = {}
+
+    def near(self, drawn: BaseGeometry) -> set[str]:
+        """Return the codes of the regencies whose bounding box meets that of `drawn`."""
+        return {self.codes[index] for index in self.tree.query(shapely.envelope(drawn))} | set(self.unread)
+
+    def shape(self, code: str) -> BaseGeometry | None:
+        """Return the regency's boundary as a shape, None when it cannot be read."""
+        if code not in self.shapes:
+            boundary = Area.objects.filter(code=code).values_list("boundary", flat=True).first()
+            try:
+                self.shapes[code] = areageom.geometry_from_geojson(boundary) if boundary else None
+            except areageom.AreaError:
+                self.shapes[code] = None
+        return self.shapes[code]
+
+
+def _regency_boundaries() -> _RegencyBoundaries:
+    count = Area.objects.filter(level=AreaLevel.KABUPATEN, boundary__isnull=False).count()
+    cached = _regency_cache.get("regencies")
+    if cached is None or cached.count != count or time.monotonic() >= _regency_cache["until"]:
+        cached = _RegencyBoundaries()
+        _regency_cache.update(regencies=cached, until=time.monotonic() + REGENCY_BOUNDARY_TTL)
+    return cached
 
 
 def broadcast_area_shapes(campaign: Campaign) -> list:

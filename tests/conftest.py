@@ -55,10 +55,12 @@ def start_redis_server(port: int, workdir) -> subprocess.Popen:
 
 @pytest.fixture(autouse=True)
 def fresh_boundary_cache():
-    """Forget the area boundaries another test cached: the cache knows them apart only by how many there are."""
+    """Forget the area boundaries another test cached: the caches know them apart only by how many there are."""
+    from operators import broadcasts
     from smsblast import selectors
 
     selectors._boundary_cache.clear()
+    broadcasts._regency_cache.clear()
 
 
 @pytest.fixture(scope="session")

@@ -48,6 +48,32 @@ class ScriptedAreaAdapter(GatewayAdapter):
         return self._answer("cancel", broadcast)
 
 
+def every_regency() -> None:
+    """Create every province and kabupaten/kota of Indonesia, each regency with its published boundary."""
+    from smsblast.models import Area, AreaLevel
+
+    with open(WILAYAH / "batas_kabupaten.geojson") as handle:
+        features = json.load(handle)["features"]
+    known = set(Area.objects.values_list("code", flat=True))
+    provinces = sorted({f["properties"]["kode"].split(".")[0] for f in features} - known)
+    Area.objects.bulk_create(
+        Area(code=code, name=f"Provinsi {code}", search_name=code, level=AreaLevel.PROVINSI) for code in provinces
+    )
+    Area.objects.bulk_create(
+        Area(
+            code=f["properties"]["kode"],
+            name=f["properties"]["nama"],
+            search_name=f["properties"]["nama"].lower(),
+            level=AreaLevel.KABUPATEN,
+            parent_id=f["properties"]["kode"].split(".")[0],
+            population=100_000,
+            boundary=f["geometry"],
+        )
+        for f in features
+        if f["properties"]["kode"] not in known
+    )
+
+
 def blitar_areas(*, population: int = 1_261_699) -> None:
     """Create Jawa Timur, Kab. Blitar (real boundary, census population) and three kecamatan."""
     AreaFactory(code="35", name="Jawa Timur")

@@ -1,6 +1,8 @@
 """Area-broadcast services: validation, estimate, start of the window, per-operator sends, cancel, reach, end."""
 
 import json
+import math
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -16,7 +18,13 @@ from operators.gateways.base import AreaBroadcastResult, Outcome
 from operators.models import AreaBroadcast, AreaBroadcastEvent, BroadcastSettings
 from smsblast.models import AuditEvent, Notification, Role
 from tests.concurrency import race_behind_a_row, skip_unless_postgresql
-from tests.operators.area_scripted import ScriptedAreaAdapter, blitar_areas, broadcast_campaign, regency_boundary
+from tests.operators.area_scripted import (
+    ScriptedAreaAdapter,
+    blitar_areas,
+    broadcast_campaign,
+    every_regency,
+    regency_boundary,
+)
 from tests.operators.factories import OperatorFactory
 from tests.smsblast.factories import AreaFactory, UserFactory
 
@@ -178,6 +186,43 @@ def test_a_polygon_drawn_beside_chosen_areas_adds_the_handsets_outside_them_to_t
     assert 0.99 * (blitar + tulungagung) < broadcasts.broadcast_estimate(beside)["handsets"] <= blitar + tulungagung
     within = broadcast_campaign(approved=False, area_codes=["35.05"], polygon=regency_boundary("35.05"))
     assert broadcasts.broadcast_estimate(within)["handsets"] == blitar
+
+
+def _lasso(points: int, *, centre=(112.25, -8.2), radius: float = 0.08) -> dict:
+    """Return a drawn loop of `points` points (closing point included) around a centre, wobbling as a hand draws."""
+    ring = []
+    for i in range(points - 1):
+        turn = 2 * math.pi * i / (points - 1)
+        reach = radius * (1 + 0.18 * math.sin(3 * turn) + 0.07 * math.sin(7 * turn))
+        ring.append([centre[0] + reach * math.cos(turn), centre[1] + reach * math.sin(turn)])
+    return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+
+
+def test_a_drawn_polygon_estimated_again_and_again_answers_in_a_fraction_of_a_second_with_every_regency_loaded(
+    operators, areas
+):
+    # A map client estimates again at every move of the area; each estimate read, and repaired, all 514 regency
+    # boundaries again (about 2.5 s), whichever few the polygon meets.
+    every_regency()
+    campaign = broadcast_campaign(approved=False, area_codes=[], polygon=_lasso(20_000))
+
+    started = time.perf_counter()
+    estimates = [broadcasts.broadcast_estimate(campaign) for _ in range(10)]
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < 5, f"10 estimates took {elapsed:.1f} s"
+    assert [row["code"] for row in estimates[-1]["by_area"]] == ["35.05"]
+    assert estimates[-1] == estimates[0]
+
+
+def test_an_estimate_counts_a_regency_boundary_loaded_after_an_earlier_estimate(operators, areas):
+    polygon = _lasso(200, centre=(111.95, -8.1), radius=0.06)  # over the border of Blitar and Tulungagung
+    campaign = broadcast_campaign(approved=False, area_codes=[], polygon=polygon)
+    assert [row["code"] for row in broadcasts.broadcast_estimate(campaign)["by_area"]] == ["35.05"]
+
+    AreaFactory(code="35.04", name="Kabupaten Tulungagung", population=1_139_224, boundary=regency_boundary("35.04"))
+
+    assert [row["code"] for row in broadcasts.broadcast_estimate(campaign)["by_area"]] == ["35.04", "35.05"]
 
 
 # --- start of the window -------------------------------------------------------------------
