@@ -105,7 +105,7 @@ def broadcast_errors(campaign: Campaign, *, now: datetime | None = None) -> dict
         errors["area_codes"] = "Choose at least one area or draw a polygon."
     if campaign.polygon:
         try:
-            areageom.geometry_from_geojson(campaign.polygon)
+            areageom.drawn_area_geometry(campaign.polygon, checked=False)
         except areageom.AreaError as exc:
             errors["polygon"] = str(exc)
     if not campaign.starts_at or not campaign.ends_at:
@@ -215,7 +215,7 @@ def _polygon_estimate(polygon: dict, rate: Decimal, *, outside: list | None = No
     With `outside` (shapes of areas estimated already), only the part of the polygon outside them is estimated.
     """
     try:
-        drawn = areageom.geometry_from_geojson(polygon)
+        drawn = areageom.drawn_area_geometry(polygon, checked=False)
     except areageom.AreaError:
         return []
     if outside:
@@ -301,7 +301,7 @@ def broadcast_area_shapes(campaign: Campaign) -> list:
     """
     shapes = _code_shapes(campaign.area_codes or [])
     if campaign.polygon:
-        shapes.append(areageom.geometry_from_geojson(campaign.polygon))
+        shapes.append(areageom.drawn_area_geometry(campaign.polygon, checked=False))
     return shapes
 
 

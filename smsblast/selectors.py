@@ -238,7 +238,7 @@ def _bounded_areas() -> dict[str, BaseGeometry]:
 def polygon_geometry(polygon: dict) -> BaseGeometry:
     """Return the shapely geometry of a drawn GeoJSON polygon, or raise ServiceInvalid."""
     try:
-        geometry = areageom.geometry_from_geojson(polygon, drawn=True)
+        geometry = areageom.drawn_area_geometry(polygon)
     except areageom.AreaTooComplex as exc:
         raise ServiceInvalid(str(exc), {"polygon": str(exc)}) from None
     except (areageom.AreaError, ShapelyError, ValueError, TypeError, KeyError) as exc:

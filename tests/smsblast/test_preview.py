@@ -177,6 +177,16 @@ def test_subscribers_in_area_takes_a_polygon_besides_codes(fixture):
     assert with_codes.count() == 8 + 2
 
 
+def test_a_drawn_polygon_changed_in_place_is_read_again(fixture):
+    # A map client may move a corner of the area it previewed and send the same object again.
+    drawn = box(120.0, -5.0, 120.1, -4.9)
+    assert audience_preview([], polygon=drawn)["recipients"] == 0
+
+    drawn["coordinates"] = DRAWN["coordinates"]
+
+    assert audience_preview([], polygon=drawn)["recipients"] == 8
+
+
 def test_a_polygon_outside_every_boundary_reaches_nobody(fixture):
     assert audience_preview([], polygon=box(120.0, -5.0, 120.1, -4.9))["recipients"] == 0
 
