@@ -86,19 +86,21 @@ def drawn_area_geometry(obj, *, checked: bool = True) -> BaseGeometry:
     An area is known by the SHA-256 of its content (pickled: a tenth of the time of JSON for 20,000 points), so one
     changed by a single point is read anew; the last DRAWN_AREAS_KEPT are kept (shapely geometries are immutable,
     so one read serves every caller). An area refused is not kept: it is refused again. `checked=False` reads a
-    campaign's stored polygon without the limits on what a user sends, as before.
+    campaign's stored polygon without the limits on what a user sends, as before; an area that passed them reads
+    the same either way, so its checked reading serves both.
     """
     try:
-        key = (checked, hashlib.sha256(pickle.dumps(obj, protocol=5)).digest())
+        digest = hashlib.sha256(pickle.dumps(obj, protocol=5)).digest()
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
         return geometry_from_geojson(obj, drawn=checked)
     with _drawn_areas_lock:
-        if key in _drawn_areas:
-            _drawn_areas.move_to_end(key)
-            return _drawn_areas[key]
+        for key in [(True, digest)] if checked else [(False, digest), (True, digest)]:
+            if key in _drawn_areas:
+                _drawn_areas.move_to_end(key)
+                return _drawn_areas[key]
     geometry = geometry_from_geojson(obj, drawn=checked)
     with _drawn_areas_lock:
-        _drawn_areas[key] = geometry
+        _drawn_areas[(checked, digest)] = geometry
         while len(_drawn_areas) > DRAWN_AREAS_KEPT:
             _drawn_areas.popitem(last=False)
     return geometry

@@ -8,9 +8,12 @@ import pytest
 from shapely.geometry import Polygon, shape
 
 from operators.areageom import (
+    MAX_DRAWN_POINTS,
     AreaError,
+    AreaTooComplex,
     broadcast_area,
     cap_polygons,
+    drawn_area_geometry,
     geometry_from_geojson,
     parse_cap_circle,
     parse_cap_polygon,
@@ -138,3 +141,31 @@ def test_positions_outside_longitude_and_latitude_ranges_are_refused():
     swapped = {"type": "Polygon", "coordinates": [[[-8.1, 112.1], [-8.1, 112.3], [-8.2, 112.3], [-8.1, 112.1]]]}
     with pytest.raises(AreaError, match="longitude, latitude"):
         geometry_from_geojson(swapped)
+
+
+def test_a_drawn_area_read_without_the_limits_is_still_refused_when_a_user_sends_it():
+    # A stored polygon is read without the limits on what a user sends; the reading kept must not let it pass them.
+    ring = [[112.0 + 0.1 * i / MAX_DRAWN_POINTS, -8.0 - (i % 2) * 1e-4] for i in range(MAX_DRAWN_POINTS)]
+    ring = [*ring, [112.1, -8.2], [112.0, -8.2], ring[0]]
+    too_many = {"type": "Polygon", "coordinates": [ring]}
+
+    assert drawn_area_geometry(too_many, checked=False).area > 0
+    for _ in range(2):
+        with pytest.raises(AreaTooComplex, match="at most 20,000 points"):
+            drawn_area_geometry(too_many)
+    assert drawn_area_geometry(too_many, checked=False).area > 0
+
+
+def test_a_drawn_area_reads_as_geojson_reads_it_checked_or_not():
+    square = {
+        "type": "Polygon",
+        "coordinates": [[[112.0, -8.0], [112.1, -8.0], [112.1, -8.1], [112.0, -8.1], [112.0, -8.0]]],
+    }
+    bow_tie = {
+        "type": "Polygon",
+        "coordinates": [[[112.1, -8.1], [112.3, -8.3], [112.3, -8.1], [112.1, -8.3], [112.1, -8.1]]],
+    }
+
+    for area in (square, bow_tie):
+        assert drawn_area_geometry(area).equals(geometry_from_geojson(area, drawn=True))
+        assert drawn_area_geometry(area, checked=False).equals(geometry_from_geojson(area))
