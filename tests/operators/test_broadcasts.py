@@ -215,6 +215,30 @@ def test_a_drawn_polygon_estimated_again_and_again_answers_in_a_fraction_of_a_se
     assert estimates[-1] == estimates[0]
 
 
+def test_a_drawn_area_crossing_itself_is_sent_as_the_approver_saw_it_after_previews(operators, areas):
+    from campaigns.services import campaign_approve, campaign_submit
+    from operators.areageom import geometry_from_geojson
+
+    drawn = _lasso(20_000)
+    ring = drawn["coordinates"][0]
+    ring[10], ring[11] = ring[11], ring[10]  # a hand slipping: the outline crosses itself twice
+    campaign = broadcast_campaign(approved=False, area_codes=[], polygon=drawn)
+    previewed = broadcasts.broadcast_estimate(campaign)
+    campaign_submit(campaign=campaign, actor=campaign.author)
+    campaign_approve(
+        campaign=campaign, approver=UserFactory(role=Role.APPROVER), content_hash=campaign_content_hash(campaign)
+    )
+    approval = campaign.approvals.get()
+
+    run = _start(campaign)
+
+    as_read = geometry_from_geojson(json.loads(json.dumps(drawn)))
+    assert [shape(area).equals(as_read) for area in approval.area_shapes] == [True]
+    assert run.frozen["estimated_handsets"] == previewed["handsets"]
+    assert shape(run.frozen["area"]["geometry"]).contains(as_read)
+    assert all(shape(row.area).contains(as_read) for row in _by_slug(run).values())
+
+
 def test_an_estimate_counts_a_regency_boundary_loaded_after_an_earlier_estimate(operators, areas):
     polygon = _lasso(200, centre=(111.95, -8.1), radius=0.06)  # over the border of Blitar and Tulungagung
     campaign = broadcast_campaign(approved=False, area_codes=[], polygon=polygon)
