@@ -169,3 +169,22 @@ def test_a_drawn_area_reads_as_geojson_reads_it_checked_or_not():
     for area in (square, bow_tie):
         assert drawn_area_geometry(area).equals(geometry_from_geojson(area, drawn=True))
         assert drawn_area_geometry(area, checked=False).equals(geometry_from_geojson(area))
+
+
+def test_each_reader_of_a_drawn_area_gets_its_own_geometry_to_prepare():
+    # GEOS prepares a geometry in place at its first point-in-polygon test, and prepared geometries are not safe to
+    # share between the web server's threads: a kept reading is never handed to two of them.
+    import shapely
+
+    square = {
+        "type": "Polygon",
+        "coordinates": [[[112.0, -8.0], [112.1, -8.0], [112.1, -8.1], [112.0, -8.1], [112.0, -8.0]]],
+    }
+    first = drawn_area_geometry(square)
+    assert shapely.contains_xy(first, 112.05, -8.05)
+
+    again, unchecked = drawn_area_geometry(square), drawn_area_geometry(square, checked=False)
+
+    assert again is not first and unchecked is not first and again is not unchecked
+    assert not shapely.is_prepared(again) and not shapely.is_prepared(unchecked)
+    assert again.equals_exact(first, 0) and unchecked.equals_exact(first, 0)
