@@ -368,7 +368,9 @@ def polygon_subscriber_ids(polygon: dict, *, id_range: tuple[int, int | None] | 
     if not rows:
         return []
     ids, lats, lons = zip(*rows, strict=True)
-    inside = shapely.contains_xy(drawn, lons, lats) | shapely.intersects_xy(drawn.boundary, lons, lats)
+    # Inside or on its edge. The polygon is prepared (indexed) at the first point; testing its edges apart as a line
+    # compared each home with every edge, a second for 5,000 homes and a 20,000-point polygon.
+    inside = shapely.intersects_xy(drawn, lons, lats)
     return [subscriber_id for subscriber_id, hit in zip(ids, inside, strict=True) if hit]
 
 

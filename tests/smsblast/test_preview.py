@@ -1,5 +1,8 @@
 """Audience preview and polygon targeting, against a hand-counted fixture."""
 
+import math
+import time
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -7,6 +10,7 @@ from django.utils import timezone
 
 from operators.models import Operator
 from smsblast import selectors
+from smsblast.models import Subscriber
 from smsblast.selectors import audience_preview, polygon_home_areas, subscribers_in_area
 from tests.smsblast.factories import AreaFactory, SubscriberFactory
 
@@ -185,6 +189,37 @@ def test_a_drawn_polygon_changed_in_place_is_read_again(fixture):
     drawn["coordinates"] = DRAWN["coordinates"]
 
     assert audience_preview([], polygon=drawn)["recipients"] == 8
+
+
+def test_a_subscriber_living_on_the_edge_or_a_corner_of_the_drawn_polygon_is_reached(fixture):
+    drawn = box(120.0, -5.0, 120.2, -4.8)
+    for latitude, longitude in ((-5.0, 120.1), (-4.9, 120.2), (-4.8, 120.0), (-4.9, 120.1), (-4.7, 120.1)):
+        SubscriberFactory(latitude=latitude, longitude=longitude, operator=Operator.objects.get(slug="telkomsel"))
+
+    assert audience_preview([], polygon=drawn)["recipients"] == 4
+
+
+def test_a_20000_point_polygon_over_thousands_of_homes_known_by_their_coordinates_is_previewed_quickly(fixture):
+    # Each home was tested against every one of the polygon's 20,000 edges to find the homes on its edge: 0.2 ms
+    # a home, about a second for these 5,000.
+    ring = [
+        [120.1 + 0.1 * math.cos(2 * math.pi * i / 19_999), -4.9 + 0.1 * math.sin(2 * math.pi * i / 19_999)]
+        for i in range(19_999)
+    ]
+    drawn = {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+    Subscriber.objects.bulk_create(
+        Subscriber(
+            msisdn=f"+62813{n:08d}", latitude=-4.9 + (n % 100 - 50) / 600, longitude=120.1 + (n // 100 - 25) / 300
+        )
+        for n in range(5_000)
+    )
+
+    started = time.perf_counter()
+    previews = [audience_preview([], polygon=drawn) for _ in range(3)]
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < 1.5, f"3 previews took {elapsed:.1f} s"
+    assert 0 < previews[0]["skipped"]["no_operator"] < 5_000  # these numbers have no operator
 
 
 def test_a_polygon_outside_every_boundary_reaches_nobody(fixture):
