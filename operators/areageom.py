@@ -76,9 +76,9 @@ def geometry_from_geojson(obj: dict, *, drawn: bool = False) -> BaseGeometry:
             "GeoJSON positions are [longitude, latitude]: a longitude lies outside -180..180 or a latitude "
             "outside -90..90 (were they given in lat, lon order?)."
         )
-    if drawn:
-        drawn_checked(geom)
-    return _polygonal(geom if geom.is_valid else _repaired(geom))
+    # Validity is checked once: for some valid outlines (a star of thousands of thin spikes) GEOS takes seconds.
+    valid = drawn_checked(geom) if drawn else geom.is_valid
+    return _polygonal(geom if valid else _repaired(geom))
 
 
 def drawn_area_geometry(obj, *, checked: bool = True) -> BaseGeometry:
@@ -108,20 +108,22 @@ def drawn_area_geometry(obj, *, checked: bool = True) -> BaseGeometry:
     return copy.copy(geometry)
 
 
-def drawn_checked(geom: BaseGeometry) -> BaseGeometry:
-    """Return a polygon a user drew or imported if it is cheap to read; raise AreaError saying why it is not.
+def drawn_checked(geom: BaseGeometry) -> bool:
+    """Return whether a polygon a user drew or imported is valid, if it is cheap to read; raise AreaError saying why
+    it is not.
 
     It has at most MAX_DRAWN_POINTS points and, if it crosses itself, at most MAX_DRAWN_CROSSINGS crossings.
     """
     points = shapely.get_num_coordinates(geom)
     if points > MAX_DRAWN_POINTS:
         raise AreaTooComplex(f"A drawn area has at most {MAX_DRAWN_POINTS:,} points; this one has {points:,}.")
-    if not geom.is_valid and _crossings_exceed(geom, MAX_DRAWN_CROSSINGS):
+    valid = geom.is_valid
+    if not valid and _crossings_exceed(geom, MAX_DRAWN_CROSSINGS):
         raise AreaTooComplex(
             f"The area crosses itself in more than {MAX_DRAWN_CROSSINGS} places, too many to repair: "
             "draw its outline without crossing lines."
         )
-    return geom
+    return valid
 
 
 def _crossings_exceed(geom: BaseGeometry, limit: int) -> bool:
@@ -293,8 +295,9 @@ def parse_cap_polygon(text: str) -> Polygon:
         raise AreaError("A CAP polygon needs at least four lat,lon pairs.")
     if any(not (-90 <= lat <= 90 and -180 <= lon <= 180) for lat, lon in points):
         raise AreaError("A CAP polygon point lies outside latitude/longitude range.")
-    polygon = drawn_checked(Polygon([(lon, lat) for lat, lon in points]))
-    repaired = _polygonal(_repaired(polygon)) if not polygon.is_valid else polygon
+    polygon = Polygon([(lon, lat) for lat, lon in points])
+    valid = drawn_checked(polygon)
+    repaired = polygon if valid else _polygonal(_repaired(polygon))
     if repaired.is_empty or repaired.area == 0:
         raise AreaError("A CAP polygon encloses no area.")
     return repaired
