@@ -226,13 +226,26 @@ def _bounded_areas() -> dict[str, BaseGeometry]:
     for code, boundary in Area.objects.filter(boundary__isnull=False).values_list("code", "boundary").iterator(200):
         try:
             geometry = shape(boundary)
-            # Simplified boundaries sometimes cross themselves; buffer(0) repairs them far faster than
-            # make_valid, which matters when hundreds are read.
-            areas[code] = geometry if geometry.is_valid else geometry.buffer(0)
-        except (ShapelyError, ValueError, TypeError, KeyError, AttributeError):
+            areas[code] = geometry if geometry.is_valid else _repaired_boundary(geometry, boundary)
+        except (ShapelyError, ValueError, TypeError, KeyError, AttributeError, areageom.AreaError):
             continue  # an unreadable boundary counts as unknown
     _boundary_cache.update(areas=areas, count=count, until=time.monotonic() + _BOUNDARY_TTL)
     return areas
+
+
+def _repaired_boundary(geometry: BaseGeometry, boundary: dict) -> BaseGeometry:
+    """Return a valid form of an invalid published boundary.
+
+    Simplified boundaries sometimes cross themselves; a zero-width buffer repairs them about three times faster than
+    make_valid, which matters when hundreds are read. It drops a ring written the wrong way round, though: Kab.
+    Sorong's land is published as the "hole" of a speck, and the buffer kept the speck alone. When the buffer keeps
+    less than half of the largest ring, the boundary is read as the estimate reads it (make_valid).
+    """
+    repaired = geometry.buffer(0)
+    largest_ring = shapely.area(shapely.polygons(shapely.get_rings(shapely.get_parts(geometry)))).max(initial=0.0)
+    if repaired.area >= 0.5 * largest_ring:
+        return repaired
+    return areageom.geometry_from_geojson(boundary)
 
 
 def polygon_geometry(polygon: dict) -> BaseGeometry:

@@ -369,3 +369,22 @@ def test_campaign_audience_endpoint_previews_a_draft_with_its_polygon(api_client
     # 35.05.02 adds one: of its three, one opted out and one has no known operator.
     assert (response.json()["recipients"], response.json()["segments_per_message"]) == (8 + 1, 2)
     assert api_client_for(approver).get("/api/v1/campaigns/999999/audience/").status_code == 404
+
+
+def test_a_published_boundary_whose_land_is_written_as_a_hole_of_a_speck_is_read_as_that_land(fixture):
+    # Kab. Sorong's published boundary (96.01) is a MultiPolygon whose main part is a speck of a shell with the
+    # regency's land written as its "hole". A zero-width buffer repaired it into the speck alone (0.01% of its
+    # area): a polygon drawn over the land found no home area there and took Papua Barat Daya for another province.
+    speck = [[131.0, -1.0], [131.001, -1.0], [131.001, -0.999], [131.0, -0.999], [131.0, -1.0]]
+    land = [[131.1, -1.9], [132.0, -1.9], [132.0, -1.1], [131.1, -1.1], [131.1, -1.9]]
+    islet = [[130.5, -1.0], [130.501, -1.0], [130.501, -0.999], [130.5, -0.999], [130.5, -1.0]]
+    AreaFactory(code="96", name="Papua Barat Daya", boundary=box(130.0, -2.5, 133.0, -0.5))
+    AreaFactory(
+        code="96.01",
+        name="Kabupaten Sorong",
+        boundary={"type": "MultiPolygon", "coordinates": [[islet], [speck, land]]},
+    )
+    over_land = box(131.4, -1.6, 131.6, -1.4)
+
+    assert selectors.polygon_covering_area(over_land) == "96.01"
+    assert "96.01" in polygon_home_areas(over_land)[1]
