@@ -99,6 +99,9 @@ class UserAdmin(AuditedDeleteMixin, DjangoUserAdmin):
         if change:
             User.objects.select_for_update(no_key=True).filter(pk=obj.pk).first()
         form.access_before = user_access(obj) if change else {}
+        if change:
+            # Where the user's notifications go, as stored before this save (obj holds the form's address).
+            form.access_before["email"] = User.objects.filter(pk=obj.pk).values_list("email", flat=True).first()
         super().save_model(request, obj, form, change)
 
     def save_related(self, request, form, formsets, change):

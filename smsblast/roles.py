@@ -98,8 +98,8 @@ def user_access(user) -> dict:
 
 
 def user_record_access_change(*, user, before: dict, actor, action: str = "user.access") -> None:
-    """Audit a change of the user's role, groups, flags, own permissions or jurisdiction (invariant 6); nothing when
-    none changed.
+    """Audit a change of the user's role, groups, flags, own permissions or jurisdiction, and of the email address when
+    `before` holds it (invariant 6); nothing when none changed.
 
     `before` is user_access() read before the change ({} for a new user); call it in the change's transaction.
     """
@@ -107,6 +107,9 @@ def user_record_access_change(*, user, before: dict, actor, action: str = "user.
 
     user._role_cache = None
     after = user_access(user)
+    if "email" in before:
+        # The address is compared only when the caller read it before the change (the user admin does).
+        after["email"] = type(user).objects.filter(pk=user.pk).values_list("email", flat=True).first()
     changed = {
         name: {"from": before.get(name), "to": value} for name, value in after.items() if before.get(name) != value
     }

@@ -1298,3 +1298,24 @@ def test_an_area_broadcast_event_is_named_by_its_state_in_the_page_language(admi
     assert f"<title>{broadcast.pk} galat, dicoba lagi |" in page
     assert f"{broadcast.pk} error" not in page and f"{broadcast.pk} error" not in listed
     assert AreaBroadcastEvent.objects.get(pk=event.pk).state == "error"
+
+
+def test_an_email_address_changed_in_the_user_admin_is_audited_from_and_to(admin_client, admin_user, officer):
+    # Where the user's notifications go (runs ended, approvals asked): create_user audits a new address, the admin too.
+    officer.email = "petugas@blitarkab.go.id"
+    officer.save()
+    form = {
+        "username": officer.username,
+        "email": "pribadi@example.com",
+        "is_active": "on",
+        "groups": [officer.groups.get().pk],
+        "date_joined_0": "2026-01-05",
+        "date_joined_1": "08:00:00",
+    }
+
+    response = admin_client.post(admin_url(User, "change", officer.pk), form)
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    event = AuditEvent.objects.get(action="user.access", object_id=str(officer.pk))
+    assert event.actor == admin_user
+    assert event.details["changed"] == {"email": {"from": "petugas@blitarkab.go.id", "to": "pribadi@example.com"}}
