@@ -4,6 +4,7 @@ Every view authenticates the operator's own token (role `operator`, linked to on
 sees or touches that operator's messages and batches.
 """
 
+from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -268,10 +269,12 @@ class OperatorBatchClaimView(APIView):
     def post(self, request, batch_id):
         operator = caller_operator_given_batches(request)
         try:
-            outbound = services.batch_claim(operator=operator, batch_id=batch_id)
+            # The lease is read under the claim's lock: an ack committed in between would answer a lease of null.
+            with transaction.atomic():
+                outbound = services.batch_claim(operator=operator, batch_id=batch_id)
+                lease_expires_at = DispatchBatch.objects.values_list("lease_expires_at", flat=True).get(pk=batch_id)
         except LookupError as exc:
             raise ServiceConflict(str(exc)) from None
-        lease_expires_at = DispatchBatch.objects.values_list("lease_expires_at", flat=True).get(pk=batch_id)
         return Response({**_outbound_json(outbound), "lease_expires_at": lease_expires_at})
 
 

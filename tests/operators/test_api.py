@@ -1122,3 +1122,47 @@ def test_two_claims_of_one_batch_racing_lease_it_once_and_hand_over_the_same_con
     assert answers[0].json() == answers[1].json()
     assert DispatchBatch.objects.values_list("status", "attempts").get(pk=batch.pk) == ("in_flight", 1)
     assert _batch_events(batch) == [("batch.claim", "pending", "in_flight")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_answers_the_lease_it_took_even_when_an_ack_follows_at_once(world, monkeypatch):
+    """The claim's answer read the batch's lease after the claim had committed: an ack recorded in between (a client
+    that retried its claim and acked the first answer meanwhile) made the retried claim answer a lease of null."""
+    import threading
+
+    from django.db import connections
+
+    from tests.concurrency import start_in_thread, wait_until_blocked_on_a_lock
+
+    skip_unless_postgresql()
+    client, batch = _pulling_operator(world)
+    first = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+    claim = services.batch_claim
+    acks, errors = [], []
+
+    def ack():
+        try:
+            acks.append(client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {"accepted": 3}, format="json"))
+        finally:
+            connections.close_all()
+
+    acking = threading.Thread(target=ack)
+
+    def claim_then_ack(**kwargs):
+        outbound = claim(**kwargs)
+        acking.start()
+        # The ack waits behind the claim's lock until the claim's answer is read, or is recorded at once. Watched
+        # from a session of its own: inside this request's transaction PostgreSQL shows the same activity each time.
+        watching = start_in_thread(lambda: wait_until_blocked_on_a_lock(1, unless=acking), errors)
+        watching.join(35)
+        return outbound
+
+    monkeypatch.setattr(services, "batch_claim", claim_then_ack)
+
+    again = client.post(f"/api/v1/operator/batches/{batch.pk}/claim/")
+    acking.join(30)
+
+    assert errors == []
+    assert first.status_code == again.status_code == 200, again.content
+    assert again.json() == first.json()  # the same batch under the same lease, not a lease of null
+    assert [answer.json()["status"] for answer in acks] == ["accepted"]
