@@ -153,10 +153,11 @@ class CampaignDispatchActionsMixin:
         campaign = self.get_object()
         paginator = Pagination()
         runs = paginator.paginate_queryset(campaign.runs.order_by("-scheduled_for", "-id"), request, view=self)
-        if campaign.mode == Mode.AREA_BROADCAST:
-            return paginator.get_paginated_response([broadcast_run_progress(run) for run in runs])
-        # One set of grouped queries for the whole page: a recurring campaign gathers a run a day.
         zone = campaign_zone(campaign)
+        if campaign.mode == Mode.AREA_BROADCAST:
+            reach = [progress_in_zone(broadcast_run_progress(run), zone) for run in runs]
+            return paginator.get_paginated_response(reach)
+        # One set of grouped queries for the whole page: a recurring campaign gathers a run a day.
         return paginator.get_paginated_response([progress_in_zone(progress, zone) for progress in runs_progress(runs)])
 
     @extend_schema(

@@ -1,5 +1,6 @@
 """REST representations of campaigns: input checked for shape here, rules enforced in services."""
 
+import re
 from datetime import datetime
 
 from django.utils import timezone
@@ -98,13 +99,27 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 
 def progress_in_zone(progress: dict | None, zone: Zone) -> dict | None:
-    """Return a targeted run's progress (dispatch_selectors.run_progress) with its times in `zone`, the campaign's,
-    as report.csv and the pages give them: a run scheduled for 13:00 WIT reads 13:00+09:00, not 04:00Z."""
+    """Return a run's progress (a targeted run's, dispatch_selectors.run_progress, or an area broadcast's reach) with
+    every time in it in `zone`, the campaign's, as report.csv and the pages give them: a run scheduled for 13:00 WIT
+    reads 13:00+09:00, not 04:00Z. Times kept as ISO text (a broadcast's frozen window) are converted too."""
     if progress is None:
         return None
-    return {
-        key: value.astimezone(zone.tzinfo) if isinstance(value, datetime) else value for key, value in progress.items()
-    }
+    return _in_zone(progress, zone.tzinfo)
+
+
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+def _in_zone(value, tzinfo):
+    if isinstance(value, datetime):
+        return value.astimezone(tzinfo)
+    if isinstance(value, dict):
+        return {key: _in_zone(item, tzinfo) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_in_zone(item, tzinfo) for item in value]
+    if isinstance(value, str) and _ISO_TIME.fullmatch(value):
+        return datetime.fromisoformat(value).astimezone(tzinfo)
+    return value
 
 
 class LocalNextRunField(serializers.DateTimeField):
@@ -351,7 +366,9 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
         from operators.broadcast_selectors import broadcast_progress
         from operators.broadcasts import broadcast_estimate
 
-        return {"estimate": broadcast_estimate(campaign), "runs": broadcast_progress(campaign)}
+        zone = campaign_zone(campaign)
+        runs = [progress_in_zone(progress, zone) for progress in broadcast_progress(campaign)]
+        return {"estimate": broadcast_estimate(campaign), "runs": runs}
 
     @extend_schema_field(
         RunProgressSerializer(

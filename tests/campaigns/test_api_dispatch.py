@@ -841,3 +841,43 @@ def test_an_officer_who_is_not_the_author_is_refused_before_the_schedule_is_read
     assert "author" in response.json()["detail"]
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.APPROVED
+
+
+def _datetimes_in(value) -> list[str]:
+    """Return every ISO date-time string anywhere in a JSON answer."""
+    import re
+
+    if isinstance(value, dict):
+        return [found for item in value.values() for found in _datetimes_in(item)]
+    if isinstance(value, list):
+        return [found for item in value for found in _datetimes_in(item)]
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", value):
+        return [value]
+    return []
+
+
+def test_an_area_broadcasts_runs_give_their_times_in_the_campaigns_zone_as_a_targeted_runs_do(api_client_for, officer):
+    from datetime import timedelta
+
+    from operators import broadcasts
+    from operators.models import AreaBroadcast
+    from tests.operators.area_scripted import ScriptedAreaAdapter, blitar_areas, broadcast_campaign
+    from tests.operators.factories import OperatorFactory
+
+    ScriptedAreaAdapter.reset()
+    OperatorFactory(slug="telkomsel", adapter="scripted_area", base_url="http://sim/telkomsel")
+    blitar_areas()  # Kab. Blitar: WIB, UTC+7
+    campaign = broadcast_campaign(author=officer)
+    run = broadcasts.area_broadcast_run_start(campaign_id=campaign.pk, now=campaign.starts_at + timedelta(seconds=1))
+    sent = broadcasts.area_broadcast_send(broadcast_id=AreaBroadcast.objects.get(run=run).pk)
+    broadcasts.area_broadcast_report(
+        operator=sent.operator, broadcast_id=sent.pk, handsets_reached=1234, at=timezone.now()
+    )
+    client = api_client_for(officer)
+
+    runs = client.get(f"/api/v1/campaigns/{campaign.pk}/runs/").json()["results"]
+    detail = client.get(f"/api/v1/campaigns/{campaign.pk}/").json()["broadcast"]["runs"]
+
+    times = _datetimes_in(runs) + _datetimes_in(detail)
+    assert len(times) >= 4  # the window, the start and the reach report at least
+    assert {time[-6:] for time in times} == {"+07:00"}, times
