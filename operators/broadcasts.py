@@ -1,11 +1,13 @@
 """Area broadcasts: validation, reach estimate, the run at the start of the window, one provider message per
-operator with its own retries, cancel after acknowledgement, reach reports and the end of the window.
+operator with its own retries, cancels, reach reports and the end of the window.
 
 Flow: `area_broadcasts_tick` (every few seconds from beat) starts due campaigns with `area_broadcast_run_start`,
 which re-checks the approval (invariant 1), freezes text, area and window on the run and writes one
 AreaBroadcast per operator; `area_broadcast_send` pushes one of them through the operator's adapter and
-records the answer. A failing operator only delays its own row. A cancel is delivered to an operator only
-after it acknowledged the broadcast (`area_broadcast_cancel_send`), retried until the operator confirms.
+records the answer. A failing operator only delays its own row. A cancel is delivered to every operator that may
+hold the broadcast (it acknowledged, or a send went out unanswered; one in flight is awaited) and retried until
+the operator confirms or answers that it holds none (`area_broadcast_cancel_send`); a cancelled broadcast is never
+pushed again.
 """
 
 import logging
@@ -505,6 +507,10 @@ def _claim_send(broadcast_id, now: datetime) -> AreaBroadcast | None:
     if run_ends and run_ends <= now:
         _finish_unacknowledged(broadcast, WINDOW_ENDED_UNACKNOWLEDGED)
         return None
+    if broadcast.cancel_requested_at:
+        # Cancelled while a send was in flight that never answered (its lease ran out): told to stop, not re-sent.
+        _cancel_instead_of_send(broadcast, now)
+        return None
     if not Operator.objects.filter(pk=broadcast.operator_id, active=True).exists():
         # Held unsent, no attempt counted, and looked at again shortly: reactivated, it is sent within a minute.
         AreaBroadcast.objects.filter(pk=broadcast.pk, state=broadcast.state).update(
@@ -520,6 +526,17 @@ def _claim_send(broadcast_id, now: datetime) -> AreaBroadcast | None:
     broadcast.refresh_from_db()
     _event(broadcast, State.SENDING, {"attempt": broadcast.attempts}, from_state=previous)
     return AreaBroadcast.objects.select_related("operator", "run").get(pk=broadcast.pk)
+
+
+def _cancel_instead_of_send(broadcast: AreaBroadcast, now: datetime) -> None:
+    previous = broadcast.state
+    rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=previous).update(
+        state=State.CANCEL_PENDING, next_attempt_at=now, updated_at=now
+    )
+    if rows == 1:
+        broadcast.refresh_from_db()
+        _event(broadcast, State.CANCEL_PENDING, {"cancel_requested": True}, from_state=previous)
+        _enqueue_after_commit("cancel", broadcast.pk)
 
 
 def _outbound(broadcast: AreaBroadcast) -> OutboundAreaBroadcast:
@@ -581,6 +598,11 @@ def _record_send(broadcast: AreaBroadcast, result: AreaBroadcastResult, *, now: 
             "last_error": "",
         }
         details["operator_ref"] = result.operator_ref
+    elif result.outcome == Outcome.RETRY and locked.cancel_requested_at:
+        # Cancelled meanwhile: the failed attempt may still have reached the operator, which is told to stop.
+        to_state = State.CANCEL_PENDING
+        updates = {"state": to_state, "next_attempt_at": now, "last_error": result.error}
+        details["error"] = result.error
     elif result.outcome == Outcome.RETRY and (retry_at := _retry_at(locked, clock, result.retry_after)):
         to_state = State.ERROR
         updates = {"state": to_state, "next_attempt_at": retry_at, "last_error": result.error}
@@ -656,7 +678,7 @@ def _audit_operator_failure(broadcast: AreaBroadcast) -> None:
 def area_broadcast_run_cancel(
     *, run: CampaignRun, now: datetime | None = None, actor: User | None = None
 ) -> CampaignRun:
-    """Cancel a run's broadcasts: at once where nothing was sent, after acknowledgement everywhere else.
+    """Cancel a run's broadcasts: at once where nothing was sent, through the operator everywhere else.
 
     `actor` is who cancelled the campaign; None when the tick passes a cancel on.
     """
@@ -678,17 +700,18 @@ def area_broadcast_run_cancel(
 def area_broadcast_cancel_request(
     *, broadcast: AreaBroadcast, now: datetime, actor: User | None = None
 ) -> AreaBroadcast:
-    """Mark one provider message for cancelling; the cancel goes out once the operator has acknowledged."""
+    """Mark one provider message for cancelling; the cancel goes out at once unless a send is in flight."""
     if broadcast.state in AreaBroadcast.FINAL_STATES or broadcast.cancel_requested_at:
         return broadcast
     if broadcast.state == State.PENDING and broadcast.attempts == 0:
         to_state, updates = State.CANCELLED, {"finished_at": now, "next_attempt_at": None}
-    elif broadcast.state == State.ACKNOWLEDGED:
-        to_state, updates = State.CANCEL_PENDING, {"next_attempt_at": now}
-    else:
-        # Sending or failed so far: the operator may hold the broadcast without our knowing, so the send
-        # goes on and the cancel follows its acknowledgement.
+    elif broadcast.state == State.SENDING:
+        # A send in flight: its answer decides (acknowledged, or failed and perhaps held), then the cancel follows.
         to_state, updates = broadcast.state, {}
+    else:
+        # Acknowledged, or sent before without an answer: the operator may hold it, so it is told to stop. It is
+        # never pushed again: an operator that does not hold it answers 404, which ends the broadcast cancelled.
+        to_state, updates = State.CANCEL_PENDING, {"next_attempt_at": now}
     previous = broadcast.state
     rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=previous).update(
         state=to_state, cancel_requested_at=now, updated_at=now, **updates
@@ -813,7 +836,9 @@ def area_broadcast_run_finish(*, run_id: int, now: datetime | None = None, force
     # Only the broadcast rows: locking their operators too would wait on, and deadlock with, any fan-out or
     # window start writing rows that refer to those operators.
     for broadcast in AreaBroadcast.objects.select_for_update(of=("self",)).select_related("operator").filter(run=run):
-        if broadcast.state in (State.ACKNOWLEDGED, State.CANCEL_PENDING):
+        if broadcast.state == State.ACKNOWLEDGED or (
+            broadcast.state == State.CANCEL_PENDING and broadcast.acknowledged_at is not None
+        ):
             note = "" if broadcast.state == State.ACKNOWLEDGED else WINDOW_ENDED_BEFORE_CANCEL
             previous = broadcast.state
             rows = AreaBroadcast.objects.filter(pk=broadcast.pk, state=previous).update(

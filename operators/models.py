@@ -106,7 +106,7 @@ class AreaBroadcast(models.Model):
         ERROR = "error", _("error, retrying")  # the last send failed transiently; retried at next_attempt_at
         # final: never acknowledged (budget spent, refused, window over)
         RETRIES_EXHAUSTED = "retries_exhausted", _("not acknowledged")
-        # acknowledged, then cancelled by us; the cancel request is being retried
+        # cancelled by us once the operator may hold it (acknowledged, or sent unanswered); the cancel is retried
         CANCEL_PENDING = "cancel_pending", _("cancelling")
         CANCELLED = "cancelled", _("cancelled")  # final: the operator confirmed the cancel, or nothing had been sent
         COMPLETED = "completed", _("completed")  # final: the window ended while acknowledged; reach figures stand

@@ -506,29 +506,79 @@ def test_a_broadcast_whose_window_passed_unstarted_in_draft_or_sending_is_left_t
 # --- cancel --------------------------------------------------------------------------------
 
 
-def test_a_cancel_before_acknowledgement_is_delivered_after_it(operators, areas):
+def test_a_cancel_reaches_every_operator_that_may_hold_the_broadcast_and_nothing_is_pushed_again(operators, areas):
     ScriptedAreaAdapter.reset(indosat=[RETRY])
     run = _start(broadcast_campaign())
     rows = _by_slug(run)
     broadcasts.area_broadcast_send(broadcast_id=rows["telkomsel"].pk)
-    broadcasts.area_broadcast_send(broadcast_id=rows["indosat"].pk)  # fails: not acknowledged yet
+    broadcasts.area_broadcast_send(broadcast_id=rows["indosat"].pk)  # fails: it may or may not hold it
     broadcasts.area_broadcast_run_cancel(run=run)
     rows = _by_slug(run)
     assert rows["xl"].state == State.CANCELLED  # never sent: nothing to cancel
     assert rows["telkomsel"].state == State.CANCEL_PENDING
-    assert rows["indosat"].state == State.ERROR and rows["indosat"].cancel_requested_at
-    assert broadcasts.area_broadcast_cancel_send(broadcast_id=rows["indosat"].pk) is None  # no cancel yet
-    assert [kind for kind, _ in ScriptedAreaAdapter.sent] == ["send", "send"]
+    assert rows["indosat"].state == State.CANCEL_PENDING and rows["indosat"].acknowledged_at is None
 
-    acked = broadcasts.area_broadcast_send(
-        broadcast_id=rows["indosat"].pk, now=rows["indosat"].next_attempt_at + timedelta(seconds=1)
-    )
-    assert acked.state == State.CANCEL_PENDING
-    assert broadcasts.area_broadcast_cancel_send(broadcast_id=acked.pk).state == State.CANCELLED
+    # Its retry time comes and goes: the cancelled broadcast is not pushed again.
+    later = timezone.now() + timedelta(minutes=10)
+    assert broadcasts.area_broadcast_send(broadcast_id=rows["indosat"].pk, now=later) is None
+    assert str(rows["indosat"].pk) not in broadcasts.area_broadcasts_tick(now=later)["sends"]
+
+    # An operator that never took it answers 404 to the cancel, which ends it cancelled.
+    ScriptedAreaAdapter.script["indosat"] = [
+        AreaBroadcastResult(outcome=Outcome.FAILED, status_code=404, error="HTTP 404: Unknown area broadcast.")
+    ]
+    assert broadcasts.area_broadcast_cancel_send(broadcast_id=rows["indosat"].pk).state == State.CANCELLED
     assert broadcasts.area_broadcast_cancel_send(broadcast_id=rows["telkomsel"].pk).state == State.CANCELLED
     sent = [(kind, b.base_url.rsplit("/", 1)[-1]) for kind, b in ScriptedAreaAdapter.sent]
-    assert sent.index(("cancel", "indosat")) > sent.index(("send", "indosat"), 1)
+    assert sent.count(("send", "indosat")) == 1 and ("cancel", "indosat") in sent
+    assert ("send", "xl") not in sent and ("cancel", "xl") not in sent
     assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
+
+
+def test_a_cancel_during_a_send_follows_its_answer_whatever_it_is(operators, areas):
+    run = _start(broadcast_campaign())
+    rows = _by_slug(run)
+    # Two sends in flight when the campaign is cancelled: their answers arrive after the cancel.
+    claimed = {slug: broadcasts._claim_send(rows[slug].pk, timezone.now()) for slug in ("telkomsel", "indosat")}
+    broadcasts.area_broadcast_run_cancel(run=run)
+    assert {_by_slug(run)[slug].state for slug in claimed} == {State.SENDING}
+
+    accepted = broadcasts._record_send(
+        claimed["telkomsel"], AreaBroadcastResult(outcome=Outcome.ACCEPTED, status_code=202), now=None
+    )
+    failed = broadcasts._record_send(claimed["indosat"], RETRY, now=None)
+    assert accepted.state == failed.state == State.CANCEL_PENDING  # each may hold it: each is told to stop
+    later = timezone.now() + timedelta(minutes=10)
+    assert broadcasts.area_broadcast_send(broadcast_id=failed.pk, now=later) is None
+    assert broadcasts.area_broadcast_cancel_send(broadcast_id=failed.pk).state == State.CANCELLED
+    assert [kind for kind, _ in ScriptedAreaAdapter.sent] == ["cancel"]
+
+
+def test_a_cancelled_send_whose_lease_ran_out_is_cancelled_not_pushed_again(operators, areas):
+    run = _start(broadcast_campaign())
+    row = _by_slug(run)["xl"]
+    broadcasts._claim_send(row.pk, timezone.now())  # its worker dies before the answer
+    broadcasts.area_broadcast_run_cancel(run=run)
+    lapsed = timezone.now() + broadcasts.LEASE + timedelta(seconds=1)
+    assert broadcasts.area_broadcast_send(broadcast_id=row.pk, now=lapsed) is None
+    row.refresh_from_db()
+    assert row.state == State.CANCEL_PENDING and row.attempts == 1
+    assert broadcasts.area_broadcast_cancel_send(broadcast_id=row.pk, now=lapsed).state == State.CANCELLED
+    assert [kind for kind, _ in ScriptedAreaAdapter.sent] == ["cancel"]
+
+
+def test_an_unacknowledged_cancel_left_at_the_end_of_the_window_is_not_counted_as_completed(operators, areas):
+    ScriptedAreaAdapter.reset(indosat=[RETRY, RETRY])
+    campaign = broadcast_campaign()
+    run = _start(campaign)
+    rows = _by_slug(run)
+    broadcasts.area_broadcast_send(broadcast_id=rows["indosat"].pk)
+    broadcasts.area_broadcast_run_cancel(run=run)
+    broadcasts.area_broadcast_cancel_send(broadcast_id=rows["indosat"].pk)  # the operator is still down
+    broadcasts.area_broadcasts_tick(now=campaign.ends_at + timedelta(seconds=1))
+    row = AreaBroadcast.objects.get(pk=rows["indosat"].pk)
+    assert row.state == State.RETRIES_EXHAUSTED
+    assert row.last_error == broadcasts.WINDOW_ENDED_UNACKNOWLEDGED
 
 
 def test_a_failing_cancel_is_retried_until_the_operator_confirms(operators, areas):
