@@ -7,8 +7,10 @@ database and the broker with one indexed query apiece, so a scrape every 15 s co
   worker that fans out and sends marked itself in the last minute (see smsblast.health).
 - `smsblast_campaigns{status}`, `smsblast_runs_unfinished{status}`.
 - `smsblast_batches_unsent{operator,status}`: batches waiting, in flight or waiting to retry.
-- `smsblast_batch_oldest_unsent_seconds`: how long the oldest of them has waited; one that keeps growing while
-  runs are sending is what to alert on (an operator down, no worker).
+- `smsblast_batch_oldest_unsent_seconds`: how long the longest-waiting batch that could be sent now has waited
+  since it became due; one that keeps growing is what to alert on (an operator down, no worker). Batches held on
+  purpose do not count: those of a paused run, of a run in its quiet hours, or waiting until a later time (a retry's
+  backoff, an operator's Retry-After, a deactivated operator).
 - `smsblast_queue_tasks{queue}`: tasks waiting in each Celery queue (default, control, mail, one per operator).
 - `smsblast_notifications_unsent{status}`: emails ready, being sent, or failed for good.
 
@@ -20,7 +22,8 @@ import logging
 
 from django.conf import settings
 from django.db import Error as DatabaseError
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Q
+from django.db.models.functions import Coalesce
 from django.http import HttpResponse
 from django.utils import timezone
 
@@ -36,7 +39,9 @@ HELP = {
     "smsblast_campaigns": "Campaigns by status.",
     "smsblast_runs_unfinished": "Runs not finished, by status.",
     "smsblast_batches_unsent": "Batches not accepted, failed or cancelled yet, by operator and status.",
-    "smsblast_batch_oldest_unsent_seconds": "Seconds since the oldest unsent batch was written (0 when none).",
+    "smsblast_batch_oldest_unsent_seconds": (
+        "Seconds the longest-waiting batch that could be sent now has waited since it became due (0 when none)."
+    ),
     "smsblast_queue_tasks": "Tasks waiting in each Celery queue.",
     "smsblast_notifications_unsent": "Email notifications not sent: ready, sending or failed.",
 }
@@ -80,9 +85,7 @@ def _database_samples(samples: dict) -> None:
     samples["smsblast_batches_unsent"] = [
         ({"operator": slug, "status": status}, float(n)) for slug, status, n in sorted(batches)
     ]
-    oldest = unsent.aggregate(oldest=Min("created_at"))["oldest"]
-    age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
-    samples["smsblast_batch_oldest_unsent_seconds"] = [({}, round(max(age, 0.0), 3))]
+    samples["smsblast_batch_oldest_unsent_seconds"] = [({}, _oldest_due_batch_age(unsent))]
     notifications = (
         Notification.objects.filter(status__in=sorted(set(Notification.Status.values) - {Notification.Status.SENT}))
         .order_by()
@@ -90,6 +93,23 @@ def _database_samples(samples: dict) -> None:
         .annotate(n=Count("id"))
     )
     samples["smsblast_notifications_unsent"] = [({"status": status}, float(n)) for status, n in sorted(notifications)]
+
+
+def _oldest_due_batch_age(unsent) -> float:
+    """Return the seconds since the longest-waiting batch that could be sent now became due, or 0."""
+    from campaigns.dispatch import is_quiet_for
+    from campaigns.models import CampaignRun
+    from operators.services import SENDABLE_RUN_STATUSES
+
+    now = timezone.now()
+    due = unsent.filter(run__status__in=SENDABLE_RUN_STATUSES).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    # A batch is due from its next attempt, or from when it was written; per run, as only a few runs send at once.
+    oldest_by_run = dict(due.values_list("run_id").annotate(due_at=Min(Coalesce("next_attempt_at", "created_at"))))
+    runs = CampaignRun.objects.filter(pk__in=oldest_by_run).only("id", "frozen")
+    due_at = [oldest_by_run[run.pk] for run in runs if is_quiet_for(run, now) is None]
+    return round(max((now - min(due_at)).total_seconds(), 0.0), 3) if due_at else 0.0
 
 
 def _queue_samples() -> list[tuple[dict[str, str], float]]:

@@ -2,6 +2,7 @@
 
 import re
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -154,3 +155,41 @@ def test_metrics_say_whether_a_worker_that_fans_out_and_sends_is_running(scraper
     assert scrape(scraper)[key("smsblast_up", part="workers")] == 0  # none marked itself: runs would not move
     health_mark_dispatch_worker()  # as a running worker does every few seconds
     assert scrape(scraper)[key("smsblast_up", part="workers")] == 1
+
+
+def test_the_oldest_unsent_batch_counts_only_batches_that_could_be_sent_now(scraper):
+    telkomsel = OperatorFactory(slug="telkomsel")
+    now = timezone.now()
+    hour_ago = now - timedelta(hours=1)
+    paused = CampaignRunFactory(status=CampaignRun.Status.PAUSED)
+    quiet = CampaignRunFactory(status=CampaignRun.Status.SENDING)
+    local = timezone.localtime(now, ZoneInfo("Asia/Jakarta"))
+    quiet_hours = {"start": f"{(local.hour - 1) % 24:02d}:00", "end": f"{(local.hour + 2) % 24:02d}:00"}
+    CampaignRun.objects.filter(pk=quiet.pk).update(
+        frozen={**quiet.frozen, "quiet_hours": quiet_hours, "quiet_zones": ["Asia/Jakarta"]}
+    )
+    sending = CampaignRunFactory(status=CampaignRun.Status.SENDING)
+    held = [
+        DispatchBatchFactory(run=paused, operator=telkomsel),  # paused by an officer
+        DispatchBatchFactory(run=quiet, operator=telkomsel),  # in its quiet hours
+        # waiting out a retry's backoff or an operator's Retry-After
+        DispatchBatchFactory(
+            run=sending,
+            operator=telkomsel,
+            status=DispatchBatch.Status.RETRY_WAIT,
+            next_attempt_at=now + timedelta(minutes=5),
+        ),
+    ]
+    DispatchBatch.objects.filter(pk__in=[b.pk for b in held]).update(created_at=hour_ago)
+    assert scrape(scraper)[key("smsblast_batch_oldest_unsent_seconds")] == 0
+
+    # A retry that fell due two minutes ago and nobody sent: it has waited two minutes, not the hour since written.
+    late = DispatchBatchFactory(
+        run=sending,
+        operator=telkomsel,
+        status=DispatchBatch.Status.RETRY_WAIT,
+        next_attempt_at=now - timedelta(minutes=2),
+    )
+    DispatchBatch.objects.filter(pk=late.pk).update(created_at=hour_ago)
+    assert 115 <= scrape(scraper)[key("smsblast_batch_oldest_unsent_seconds")] <= 600
+    assert scrape(scraper)[key("smsblast_batches_unsent", operator="telkomsel", status="pending")] == 2
