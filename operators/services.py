@@ -1017,6 +1017,8 @@ def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -
     sql = (
         # A report without a reference or code keeps the one an earlier report gave (submitted, then final).
         f"UPDATE {table} SET status = reports.status, "  # noqa: S608
+        # The cancel's reason goes with it: the report is what became of the message.
+        f"reason = CASE WHEN {table}.status = %s THEN '' ELSE {table}.reason END, "
         f"operator_ref = COALESCE(NULLIF(reports.operator_ref, ''), {table}.operator_ref), "
         f"error_code = COALESCE(NULLIF(reports.error_code, ''), {table}.error_code), "
         # Nor was anything done before its run started: an earlier time (year 1, 1970) is a clock, not a delivery.
@@ -1024,10 +1026,13 @@ def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -
         "updated_at = %s "
         f"FROM {reports_table}, {run_table} AS runs WHERE {table}.id = reports.message_id "
         f"AND runs.id = {table}.run_id AND {table}.operator_id = %s "
-        f"AND ({table}.status = %s OR ({table}.status = %s AND reports.status <> %s))"
+        f"AND ({table}.status IN (%s, %s) OR ({table}.status = %s AND reports.status <> %s))"
     )
-    params = [adapt(now), *row_params, operator.pk, DeliveryStatus.QUEUED, DeliveryStatus.SUBMITTED]
-    params.append(DeliveryStatus.SUBMITTED)
+    # Cancelled, too: only messages handed over reach here, and a cancel ends a batch whose send went unanswered
+    # (a timeout, a lapsed claim), which the operator may have delivered; its report says what became of it.
+    params = [DeliveryStatus.CANCELLED, adapt(now), *row_params, operator.pk, DeliveryStatus.QUEUED]
+    params.append(DeliveryStatus.CANCELLED)
+    params += [DeliveryStatus.SUBMITTED, DeliveryStatus.SUBMITTED]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount

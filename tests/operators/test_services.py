@@ -698,6 +698,48 @@ def test_a_report_on_two_runs_arriving_as_the_campaign_is_cancelled_is_applied_w
     }
 
 
+def test_a_report_on_a_message_cancelled_after_its_send_went_unanswered_says_what_became_of_it():
+    from campaigns.dispatch_selectors import run_progress
+
+    batch = _batch(3)  # its send timed out: the operator may hold it
+    ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, error="Read timed out", status_code=None))
+    assert services.batch_send(batch_id=batch.pk) == "retry"
+    never_sent = _batch(2, slug="xl")  # of another run, cancelled before any send
+    for run_id in (batch.run_id, never_sent.run_id):
+        CampaignRun.objects.filter(pk=run_id).update(status="cancelled")
+    assert services.batch_send(batch_id=batch.pk) == "cancelled"
+    assert services.batch_send(batch_id=never_sent.pk) == "cancelled"
+    first, second, third = Delivery.objects.filter(batch=batch).order_by("pk")
+    assert {first.status, second.status, third.status} == {"cancelled"}
+
+    operator = Operator.objects.get(pk=batch.operator_id)
+    reports = [
+        (str(first.pk), "DELIVERED", "op-1", "", None),
+        (str(second.pk), "UNDELIVERED", "op-2", "27", None),
+    ]
+    outcome = services.delivery_reports_apply(operator=operator, reports=reports)
+    assert (outcome.applied, outcome.unchanged, outcome.rejected) == (2, 0, [])
+    first.refresh_from_db()
+    second.refresh_from_db()
+    third.refresh_from_db()
+    assert (first.status, first.reason, first.operator_ref) == ("delivered", "", "op-1")
+    assert (second.status, second.error_code) == ("undelivered", "27")
+    assert (third.status, third.reason) == ("cancelled", "campaign_cancelled")  # no report: still cancelled
+    progress = run_progress(CampaignRun.objects.get(pk=batch.run_id))
+    assert progress["counts"]["delivered"] == 1 and progress["counts"]["cancelled"] == 1
+    assert progress["segments_sent"] == 2  # the two it reported on reached its network
+    # Final once reported: a repeat, or a later different report, changes nothing.
+    again = services.delivery_reports_apply(operator=operator, reports=[(str(first.pk), "UNDELIVERED", "", "", None)])
+    assert (again.applied, again.unchanged) == (0, 1)
+
+    # A message of a batch never sent is still refused: the operator cannot have it.
+    xl = Operator.objects.get(pk=never_sent.operator_id)
+    unsent = Delivery.objects.filter(batch=never_sent).first()
+    refused = services.delivery_reports_apply(operator=xl, reports=[(str(unsent.pk), "DELIVERED", "", "", None)])
+    assert refused.rejected == [{"message_id": str(unsent.pk), "reason": "not_sent"}]
+    assert Delivery.objects.get(pk=unsent.pk).status == "cancelled"
+
+
 def test_applied_reports_move_their_runs_progress_mark_once_committed(django_capture_on_commit_callbacks):
     batch = _batch(2)
     assert services.batch_send(batch_id=batch.pk) == "accepted"
