@@ -1087,9 +1087,6 @@ def batch_claim(*, operator: Operator, batch_id) -> OutboundBatch:
         .only("frozen", "status", "expires_at")
         .first()
     )
-    quiet_until = is_quiet_for(run, now) if run is not None and run.status in SENDABLE_RUN_STATUSES else None
-    if quiet_until is not None:
-        raise LookupError(f"This batch waits for its campaign's quiet hours, which end at {quiet_until.isoformat()}.")
     # Locked first, so the audit event names the state the claim moved the batch from.
     prior = (
         DispatchBatch.objects.select_for_update(of=("self",))
@@ -1098,9 +1095,13 @@ def batch_claim(*, operator: Operator, batch_id) -> OutboundBatch:
         .first()
     )
     if prior == BatchStatus.IN_FLIGHT:
+        # A claim taken before quiet hours began is answered again in them: the operator holds the batch already.
         held = _batch_claim_held(operator=operator, batch_id=batch_id, now=now)
         if held is not None:
             return held
+    quiet_until = is_quiet_for(run, now) if run is not None and run.status in SENDABLE_RUN_STATUSES else None
+    if quiet_until is not None:
+        raise LookupError(f"This batch waits for its campaign's quiet hours, which end at {quiet_until.isoformat()}.")
     rows = (
         DispatchBatch.objects.filter(
             pk=batch_id,

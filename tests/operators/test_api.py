@@ -600,6 +600,34 @@ def test_a_pulling_operator_gets_no_batch_of_a_run_in_its_quiet_hours_unless_the
     assert client.post(f"/api/v1/operator/batches/{batches['urgent'].pk}/claim/").status_code == 200
 
 
+def test_a_claim_retried_after_quiet_hours_began_gets_the_batch_it_holds_and_a_new_one_is_refused(api_client_for):
+    campaign = approved_campaign(schedule={"kind": "now"})
+    operator = operators_and_subscribers(counts={"tsel": 2}, batch_size=1)["tsel"]
+    operator.adapter, operator.user = services.PULL_ADAPTER, make_user("tsel-api", Role.OPERATOR)
+    operator.save()
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    run = sending_run(campaign)
+    dispatch.run_fan_out(run_id=run.pk)
+    claimed, other = DispatchBatch.objects.filter(run=run).order_by("pk")
+    client = api_client_for(operator.user)
+    first = client.post(f"/api/v1/operator/batches/{claimed.pk}/claim/")
+    assert first.status_code == 200
+
+    # Its answer was lost, and the run's quiet hours began before the operator claimed again.
+    local_hour = timezone.now().astimezone(timezone.get_fixed_timezone(7 * 60)).hour
+    quiet = {"start": f"{local_hour:02d}:00", "end": f"{(local_hour + 2) % 24:02d}:00"}
+    run.refresh_from_db()
+    CampaignRun.objects.filter(pk=run.pk).update(frozen={**run.frozen, "quiet_hours": quiet})
+    again = client.post(f"/api/v1/operator/batches/{claimed.pk}/claim/")
+    refused = client.post(f"/api/v1/operator/batches/{other.pk}/claim/")
+
+    assert again.status_code == 200, again.json()
+    assert again.json()["recipients"] == first.json()["recipients"]
+    assert again.json()["lease_expires_at"] == first.json()["lease_expires_at"]
+    assert refused.status_code == 409 and "quiet hours" in refused.json()["detail"]
+    assert DispatchBatch.objects.get(pk=other.pk).status == "pending"
+
+
 def test_an_ack_after_the_reports_of_its_batch_completes_the_run_at_once(
     world, redis_client, django_capture_on_commit_callbacks
 ):
