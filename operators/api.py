@@ -176,6 +176,8 @@ class OperatorBatchListView(APIView):
     permission_classes = [IsOperator]
 
     @extend_schema(
+        # A list, though the view is not a ViewSet: named so, a generated client calls it list_…, not retrieve_….
+        operation_id="v1_operator_batches_list",
         parameters=[
             OpenApiParameter(
                 "state", enum=["ready"], required=False, default="ready", description="Only ready batches are listed."

@@ -204,3 +204,18 @@ def test_the_ready_batch_list_documents_its_page_size_and_its_bounds(schema):
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"], limit["schema"]["default"]) == (1, 10_000, 100)
     assert offset["schema"]["minimum"] == 0
     assert limit["description"] and offset["description"]
+
+
+def test_every_operation_that_answers_a_list_is_named_as_one_and_every_name_is_unique(schema):
+    operations = [op for path in schema["paths"].values() for op in path.values() if isinstance(op, dict)]
+    names = [op["operationId"] for op in operations]
+    assert len(names) == len(set(names))
+
+    def answers_a_list(op: dict) -> bool:
+        content = op["responses"].get("200", {}).get("content", {}).get("application/json")
+        answer = content and content["schema"]
+        answer = answer and (_component(schema, answer) if "$ref" in answer else answer)
+        return bool(answer) and (answer.get("type") == "array" or "results" in answer.get("properties", {}))
+
+    lists = [path.get("get") for path in schema["paths"].values() if path.get("get")]
+    assert [op["operationId"] for op in lists if answers_a_list(op) and op["operationId"].endswith("_retrieve")] == []
