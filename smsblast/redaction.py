@@ -82,9 +82,15 @@ def _masked_match(match: re.Match) -> str:
 
 
 class NumbersMaskedFilter(logging.Filter):
-    """Mask subscribers' numbers in a log record's message (a request's path in "Not Found: /api/v1/…")."""
+    """Mask subscribers' numbers in a log record's message (a request's path in "Not Found: /api/v1/…") and in the
+    traceback it carries (a database error naming the row it refused: "Key (msisdn)=(+62…) already exists")."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not record.exc_text:
+            # Formatted here, as the handler's formatter would, which then uses this text instead.
+            record.exc_text = _TRACEBACK_FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_numbers(record.exc_text)
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed call is the handler's to report, as without this filter
@@ -93,3 +99,6 @@ class NumbersMaskedFilter(logging.Filter):
         if masked != message:
             record.msg, record.args = masked, None
         return True
+
+
+_TRACEBACK_FORMATTER = logging.Formatter()

@@ -111,3 +111,25 @@ def test_a_uuid_whose_digits_read_as_a_mobile_number_is_logged_as_it_is(text):
 )
 def test_numbers_on_lines_of_their_own_are_not_read_as_one_mobile_number(text):
     assert mask_numbers(text) == text
+
+
+def test_a_number_in_the_traceback_of_a_logged_error_is_masked_too(settings):
+    """A database error names the row it refused ("Key (msisdn)=(+62…) already exists"): its traceback is logged."""
+    import io
+    import logging.config
+
+    stream = io.StringIO()
+    config = {**settings.LOGGING, "handlers": {**settings.LOGGING["handlers"]}}
+    config["handlers"]["console"] = {**config["handlers"]["console"], "stream": stream}
+    logging.config.dictConfig(config)
+    try:
+        try:
+            raise ValueError("duplicate key value: Key (msisdn)=(+6281234567890) already exists.")
+        except ValueError:
+            logging.getLogger("django.request").exception("Internal Server Error: /api/v1/subscribers/")
+    finally:
+        logging.config.dictConfig(settings.LOGGING)
+    written = stream.getvalue()
+    assert "Internal Server Error" in written and "ValueError" in written
+    assert "Key (msisdn)=(+62812******90) already exists." in written
+    assert "6281234567890" not in written
