@@ -4,7 +4,7 @@ import logging
 import os
 
 from celery import Celery, bootsteps
-from celery.signals import after_setup_logger, task_postrun, task_prerun
+from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
 
 # Production unless told otherwise (`make run` and the tests say which): a deploy that forgets to say never
 # runs with DEBUG on and a development key.
@@ -107,6 +107,21 @@ class HousekeepingFilter(logging.Filter):
         if isinstance(record.args, dict):  # the worker's "Task %(name)s[%(id)s] ..." lines
             return record.args.get("name") not in HOUSEKEEPING_TASKS
         return not any(name in record.getMessage() for name in HOUSEKEEPING_TASKS)  # beat's "Sending due task"
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def mask_subscribers_numbers(logger: logging.Logger, **kwargs) -> None:
+    """Mask subscribers' numbers in what a worker or beat logs, as the settings' handler does in the web process.
+
+    Celery replaces the root logger's handlers (the settings' LOGGING) with its own when a worker or beat starts, and
+    gives its task logger handlers of its own: the filter goes on each of them.
+    """
+    from smsblast.redaction import NumbersMaskedFilter
+
+    for handler in logger.handlers:
+        if not any(isinstance(installed, NumbersMaskedFilter) for installed in handler.filters):
+            handler.addFilter(NumbersMaskedFilter())
 
 
 @after_setup_logger.connect

@@ -124,3 +124,42 @@ def test_emails_go_to_a_process_of_their_own_neither_a_dispatch_worker_nor_the_c
     assert queue not in worker_queues()
     assert queues(lines["control"]) == ["control"]
     assert queues(lines["mail"]) == [queue]
+
+
+def test_worker_and_beat_logs_mask_subscribers_numbers_as_the_web_process_does():
+    """Celery replaces the settings' log handler with its own when a worker or beat starts: the masking must follow."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.conf import settings
+
+    # What a worker and beat do to log (app.log.setup), then a task's module and a task logger naming a number.
+    probe = (
+        "import logging, django; django.setup()\n"
+        "from celery.utils.log import get_task_logger\n"
+        "from config.celery import app\n"
+        "app.log.setup(loglevel='INFO')\n"
+        "logging.getLogger('smsblast.services').info('opt-out of 0812-3456-7890 recorded')\n"
+        "get_task_logger('smsblast.tasks').warning('retrying +6281234567891')\n"
+        "try:\n"
+        "    raise ValueError('Key (msisdn)=(+6281234567892) already exists.')\n"
+        "except ValueError:\n"
+        "    logging.getLogger('celery.app.trace').exception('Task failed')\n"
+    )
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("DJANGO_")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=Path(settings.BASE_DIR),
+        env={**inherited, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    written = result.stdout + result.stderr
+    assert result.returncode == 0, written
+    assert "opt-out of +62812******90 recorded" in written
+    assert "retrying +62812******91" in written
+    assert "Key (msisdn)=(+62812******92) already exists." in written
+    assert not any(number in written for number in ("0812-3456-7890", "81234567891", "81234567892")), written
