@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -72,6 +74,38 @@ def test_the_web_and_worker_entry_points_default_to_production_settings(tmp_path
     assert without_key.returncode != 0 and "SECRET_KEY" in without_key.stderr
     configured = run(SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="example.org")
     assert configured.stdout.strip() == "False", configured.stderr
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "dev-only-insecure-key-change-me",  # config.settings.dev's, published with the code
+        "test-only-key",  # config.settings.test's
+        "django-insecure-" + "x" * 50,  # what startproject writes
+        "a" * 60,  # one character
+        "abcd" + "x" * 40,  # too short
+    ],
+)
+def test_production_refuses_to_start_with_a_published_or_weak_secret_key(tmp_path, key):
+    """Anyone who knows the key forges signed values and opens the operator credentials sealed in the database."""
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("DJANGO_")}
+    probe = "import config.wsgi, config.celery; from django.conf import settings; print(settings.DEBUG)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=BASE_DIR,
+        env={
+            **inherited,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "ALLOWED_HOSTS": "example.org",
+            "SECRET_KEY": key,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0, result.stdout
+    assert "SECRET_KEY" in result.stderr and "secrets.token_urlsafe" in result.stderr, result.stderr
+    assert key not in result.stderr  # the refusal does not write the key to the log
 
 
 def test_approvers_and_admins_give_a_second_factor_in_production_and_nobody_in_development_unless_set():

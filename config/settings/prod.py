@@ -1,11 +1,22 @@
 """Production: every secret comes from the environment; passes `manage.py check --deploy`."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .base import *  # noqa: F403
 from .base import env
 
 DEBUG = False
 DEMO_DATA_ALLOWED = False
 SECRET_KEY = env("SECRET_KEY")
+# A key anyone may know (the development and test ones are published with the code, startproject's are marked
+# insecure) or guess would let them forge signed values and open the secrets sealed in the database: refuse to start,
+# by the rule `check --deploy` warns by (security.W009).
+if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure-"):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is too weak for production: it must be at least 50 characters of at least 5 different ones, "
+        "made for this installation, e.g. by python3 -c 'import secrets; print(secrets.token_urlsafe(50))'. "
+        "Keep the former one in SECRET_KEY_FALLBACKS while sealed secrets are saved again."
+    )
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # gunicorn listens on the loopback only: one TLS proxy in front sets X-Forwarded-Proto and X-Forwarded-For.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1)
