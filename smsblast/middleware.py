@@ -4,10 +4,10 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
+from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render, resolve_url
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, resolve, reverse
 from django.utils.translation import gettext as _
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -47,13 +47,77 @@ MULTIPART_ALLOWANCE = 64 * 1024
 
 
 def body_limit(request) -> int:
-    """Return the largest body the request's URL accepts: a subscriber file and its form, else a form or document."""
-    try:
-        url_name = resolve(request.path_info).url_name
-    except Resolver404:
-        url_name = None
+    """Return the largest body the request accepts: a subscriber file and its form where one is uploaded (on a page,
+    only from a user who may upload one), else a form or document."""
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE + MULTIPART_ALLOWANCE
-    return limit + settings.SUBSCRIBER_IMPORT_MAX_BYTES if url_name in SUBSCRIBER_UPLOAD_URL_NAMES else limit
+    if _url_name(request) not in SUBSCRIBER_UPLOAD_URL_NAMES:
+        return limit
+    # The API reads a body only once its caller is let in; a page reads its form before (for a NUL, for the CSRF
+    # token), so there the session must be of an uploader, or anyone could have a file's worth written to disk.
+    if request.path.startswith("/api/") or _session_may_upload_subscribers(request):
+        return limit + settings.SUBSCRIBER_IMPORT_MAX_BYTES
+    return limit
+
+
+def _url_name(request) -> str | None:
+    try:
+        return resolve(request.path_info).url_name
+    except Resolver404:
+        return None
+
+
+def _session_user(request):
+    """Return the user the request's session cookie is a log-in of (AnonymousUser if none), read once."""
+    if not hasattr(request, "_session_user"):
+        request._session_user = _session_user_read(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+    return request._session_user
+
+
+def _session_user_read(key: str | None):
+    """Return the user the session `key` is a log-in of, checked as django.contrib.auth.get_user checks it (a
+    password changed since ends it) but changing nothing: the session and authentication middleware, which come
+    later, read the session again and act on it (renew it, end it) where the browser learns of it."""
+    from importlib import import_module
+
+    from django.contrib import auth
+    from django.contrib.auth.models import AnonymousUser
+    from django.core.exceptions import ValidationError
+    from django.utils.crypto import constant_time_compare
+
+    # A key holding a NUL is no session, and PostgreSQL cannot look it up.
+    if not key or "\x00" in key:
+        return AnonymousUser()
+    session = import_module(settings.SESSION_ENGINE).SessionStore(key)
+    try:
+        user_id = auth.get_user_model()._meta.pk.to_python(session[auth.SESSION_KEY])
+        backend_path = session[auth.BACKEND_SESSION_KEY]
+    except (KeyError, ValidationError):
+        return AnonymousUser()
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return AnonymousUser()
+    user = auth.load_backend(backend_path).get_user(user_id)
+    if user is None:
+        return AnonymousUser()
+    stored = session.get(auth.HASH_SESSION_KEY) or ""
+    known = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    return user if any(constant_time_compare(stored, each) for each in known) else AnonymousUser()
+
+
+def _session_may_upload_subscribers(request) -> bool:
+    """Return whether the request's session is a log-in of a user who may import subscribers."""
+    from smsblast.models import Role
+
+    user = _session_user(request)
+    return user.is_authenticated and user.has_role(Role.OFFICER, Role.ADMIN)
+
+
+def _refused_uploader(request):
+    """Answer a subscriber file posted to its page by someone who may not upload one, as the page would, unread:
+    the log-in for a visitor (the admin's for its page), the 403 page for a user of another role."""
+    if _url_name(request) == "smsblast_subscriber_import" or not _session_user(request).is_authenticated:
+        login_url = reverse("admin:login") if request.path.startswith("/admin/") else settings.LOGIN_URL
+        return redirect_to_login(request.get_full_path(), login_url)
+    raise PermissionDenied(_("Your role may not open this page."))
 
 
 class RefuseOversizedBodyMiddleware:
@@ -62,9 +126,10 @@ class RefuseOversizedBodyMiddleware:
     Django writes a multipart upload to a temporary file before any view can weigh it (the CSRF check of a page
     reads the form even for an anonymous client), so a body of gigabytes would fill the disk before the import
     refused it, and a body the size of a subscriber file sent to any other URL would be written out for nothing.
-    A subscriber file (SUBSCRIBER_IMPORT_MAX_BYTES) with its form is accepted where one is uploaded; elsewhere a
-    body up to DATA_UPLOAD_MAX_MEMORY_SIZE with a form's framing. API clients get `detail` in JSON; pages get a
-    page saying so. A chunked body, whose length Django never learns, gets 411.
+    A subscriber file (SUBSCRIBER_IMPORT_MAX_BYTES) with its form is accepted where one is uploaded (on a page, from
+    an officer's or an admin's session only); elsewhere a body up to DATA_UPLOAD_MAX_MEMORY_SIZE with a form's
+    framing. API clients get `detail` in JSON; pages get a page saying so. A chunked body, whose length Django never
+    learns, gets 411.
     """
 
     def __init__(self, get_response):
@@ -89,6 +154,8 @@ class RefuseOversizedBodyMiddleware:
         if request.path.startswith("/api/"):
             detail = f"The request body is {length:,} bytes, more than the {limit:,} accepted."
             return JsonResponse({"detail": detail}, status=413)
+        if _url_name(request) in SUBSCRIBER_UPLOAD_URL_NAMES and length <= limit + settings.SUBSCRIBER_IMPORT_MAX_BYTES:
+            return _refused_uploader(request)
         # The figure a person can act on: the largest file, not the file and its form together.
         largest = settings.SUBSCRIBER_IMPORT_MAX_BYTES if limit > settings.SUBSCRIBER_IMPORT_MAX_BYTES else limit
         return render(request, "413.html", {"limit_mb": max(1, largest // 2**20)}, status=413)

@@ -138,6 +138,75 @@ def test_a_body_the_size_of_a_subscriber_file_is_refused_before_it_is_read_where
     assert api.json()["detail"] == "The request body is 104,857,600 bytes, more than the 66,536 accepted."
 
 
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000)
+@pytest.mark.parametrize(
+    ("who", "page", "admin"),
+    [("anonymous", "/login/?next=/subscribers/", "/admin/login/?next=/admin/smsblast/subscriber/import/")]
+    + [(role, 403, "/admin/login/?next=/admin/smsblast/subscriber/import/") for role in ("approver", "operator")],
+)
+def test_a_subscriber_file_posted_by_whoever_may_not_upload_one_is_refused_unread(
+    who, page, admin, approver, operator_user
+):
+    # The page reads a posted form before it checks who posts it (for a NUL, for the CSRF token): an anonymous client
+    # could otherwise have the server write a subscriber file's worth to disk, request after request. It is answered
+    # as the page answers such a visitor, so an officer whose session ended is asked to log in again.
+    client = {"anonymous": Client(), "approver": client_for(approver), "operator": client_for(operator_user)}[who]
+    claimed = {"content_type": "multipart/form-data; boundary=x", "CONTENT_LENGTH": str(100 * 2**20)}
+
+    for path, expected in (("/subscribers/", page), ("/admin/smsblast/subscriber/import/", admin)):
+        response = client.post(path, data="x=1", **claimed)
+        if expected == 403:
+            assert response.status_code == 403, (path, response.status_code)
+            assert "Peran Anda tidak boleh membuka halaman ini." in response.content.decode()
+        else:
+            assert response.status_code == 302, (path, response.status_code)
+            assert response["Location"] == expected
+
+
+def test_an_officers_subscriber_file_larger_than_any_form_is_still_uploaded_on_the_page(officer, settings, tmp_path):
+    from smsblast.models import SubscriberImport
+
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    settings.MEDIA_ROOT = tmp_path
+    content = b"msisdn\n" + b"081234567890\n" * 10_000  # 130 KB: more than a form, within a subscriber file
+    upload = SimpleUploadedFile("list.csv", content, "text/csv")
+
+    response = client_for(officer).post("/subscribers/", {"form": "import", "file": upload})
+
+    assert response.status_code == 302, response.content
+    assert SubscriberImport.objects.get().file_size == len(content)
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000)
+def test_a_subscriber_file_posted_in_a_session_its_officers_new_password_ended_is_refused_unread(officer):
+    client = client_for(officer)
+    officer.set_password("a-new-password-456")
+    officer.save()
+    claimed = {"content_type": "multipart/form-data; boundary=x", "CONTENT_LENGTH": str(100 * 2**20)}
+    response = client.post("/subscribers/", data="x=1", **claimed)
+    assert response.status_code == 302 and response["Location"] == "/login/?next=/subscribers/"
+
+
+def test_an_officers_session_from_before_a_key_rotation_still_uploads_a_subscriber_file(officer, settings, tmp_path):
+    # Weighing who posts must change nothing of the session: Django renews one signed with a former key, and a renewal
+    # the browser never learns of would log the officer out and lose the file.
+    from smsblast.models import SubscriberImport
+
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    settings.MEDIA_ROOT = tmp_path
+    client = client_for(officer)
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "another-test-only-key"
+    content = b"msisdn\n" + b"081234567890\n" * 10_000
+    upload = SimpleUploadedFile("list.csv", content, "text/csv")
+
+    response = client.post("/subscribers/", {"form": "import", "file": upload})
+
+    assert response.status_code == 302 and response["Location"].startswith("/subscribers/imports/"), response
+    assert SubscriberImport.objects.get().uploaded_by == officer
+    assert client.get("/subscribers/").status_code == 200  # still logged in
+
+
 def test_a_subscriber_file_larger_than_any_form_is_still_uploaded(officer, api_client_for, settings, tmp_path):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     settings.MEDIA_ROOT = tmp_path
