@@ -84,7 +84,7 @@ def _session_user_read(key: str | None):
     from django.core.exceptions import ValidationError
     from django.utils.crypto import constant_time_compare
 
-    # A key holding a NUL is no session, and PostgreSQL cannot look it up.
+    # A key holding a NUL is no session and cannot be looked up (RefuseNulMiddleware, later, refuses the request).
     if not key or "\x00" in key:
         return AnonymousUser()
     session = import_module(settings.SESSION_ENGINE).SessionStore(key)
@@ -162,11 +162,11 @@ class RefuseOversizedBodyMiddleware:
 
 
 class RefuseNulMiddleware:
-    """Answer 400 to a request whose path, query or form fields hold a NUL character.
+    """Answer 400 to a request whose path, query, form fields or cookies hold a NUL character.
 
-    PostgreSQL cannot compare text with NUL in it, so such a value reaching a query fails with a 500.
-    No area code, search or form value legitimately holds one. API clients get `detail` in JSON; pages
-    get the 400 page.
+    PostgreSQL cannot compare text with NUL in it, so such a value reaching a query fails with a 500 (the session
+    cookie is looked up on every request). No area code, search, form value or cookie legitimately holds one. API
+    clients get `detail` in JSON; pages get the 400 page.
     """
 
     message = "The request contains a NUL character."
@@ -195,6 +195,8 @@ class RefuseNulMiddleware:
     @staticmethod
     def _has_nul(request) -> bool:
         if "\x00" in request.path:
+            return True
+        if any("\x00" in name or "\x00" in value for name, value in request.COOKIES.items()):
             return True
         fields = [request.GET]
         # Pages post forms either way; CSRF reads their fields anyway. API bodies are left to DRF's parsers.

@@ -39,6 +39,26 @@ def test_requests_without_nul_pass(officer, api_client_for):
     assert api_client_for(officer).get("/api/v1/areas/?q=blit").status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/login/", "/campaigns/", "/api/v1/campaigns/"])
+def test_a_nul_in_the_session_cookie_is_a_400_not_a_server_error(path):
+    # PostgreSQL cannot look such a session key up: every page, the log-in included, failed with a 500.
+    client = Client(raise_request_exception=False)
+    client.cookies["sessionid"] = "abcdefgh\x00ijkl"
+    response = client.get(path)
+    assert response.status_code == 400
+    if path.startswith("/api/"):
+        assert response.json() == {"detail": "The request contains a NUL character."}
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000)
+def test_a_subscriber_file_posted_with_a_nul_in_the_session_cookie_is_not_a_server_error():
+    client = Client(raise_request_exception=False)
+    client.cookies["sessionid"] = "abcdefgh\x00ijkl"
+    claimed = {"content_type": "multipart/form-data; boundary=x", "CONTENT_LENGTH": str(100 * 2**20)}
+    response = client.post("/subscribers/", data="x=1", **claimed)
+    assert response.status_code == 302 and response["Location"] == "/login/?next=/subscribers/"
+
+
 def test_an_htmx_poll_after_the_session_ended_sends_the_whole_page_to_the_login_page():
     from django.test import Client
 
