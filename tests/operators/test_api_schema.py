@@ -79,6 +79,16 @@ def test_the_api_map_is_refused_to_anonymous_callers(client, path):
     assert client.get(path).status_code in (401, 403)
 
 
+def test_the_api_documentation_sends_an_anonymous_browser_to_log_in():
+    from django.test import Client
+
+    page = Client().get("/api/docs/")
+    assert page.status_code == 401
+    body = page.content.decode()
+    assert "Masuk untuk membaca dokumentasi API" in body
+    assert 'href="/login/?next=/api/docs/"' in body
+
+
 def test_an_operator_reads_the_schema_with_its_token(operator_user, api_client_for):
     answer = api_client_for(operator_user).get("/api/v1/schema/", {"format": "json"})
     assert answer.status_code == 200
