@@ -99,7 +99,7 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     """Lease the batch, wait for rate-limit tokens, send it through the operator's adapter and record the result.
 
     Return what happened: "accepted", "retry", "failed", or why nothing was sent ("not_found", "final",
-    "not_leased", "paused", "cancelled", "expired", "quiet", "not_due", "operator_inactive", "throttled",
+    "not_leased", "paused", "cancelled", "expired", "quiet", "not_due", "operator_inactive", "pull", "throttled",
     "limiter_unavailable"). Safe to call twice: only one caller wins the lease.
     """
     now = now or timezone.now()
@@ -143,12 +143,16 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
         _release(batch, next_attempt_at=timezone.now(), reason="throttled", count_attempt=False)
         return "throttled"
     if time.monotonic() - waiting_since > PAUSE_CHECK_SECONDS:
-        # Waiting for tokens used up part of the lease and a pause, a cancel or the operator's deactivation may
-        # have come meanwhile: renew the lease only while the run may still send and its operator is active,
-        # which checks all three in one statement.
-        renewed = DispatchBatch.objects.filter(
-            pk=batch.pk, status=BatchStatus.IN_FLIGHT, run__status__in=SENDABLE_RUN_STATUSES, operator__active=True
-        ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds))
+        # Waiting for tokens used up part of the lease and a pause, a cancel, the operator's deactivation or its
+        # switch to pull mode may have come meanwhile: renew the lease only while the run may still send and its
+        # operator is active and pushed to, which checks them all in one statement.
+        renewed = (
+            DispatchBatch.objects.filter(
+                pk=batch.pk, status=BatchStatus.IN_FLIGHT, run__status__in=SENDABLE_RUN_STATUSES, operator__active=True
+            )
+            .exclude(operator__adapter=PULL_ADAPTER)
+            .update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds))
+        )
         if not renewed:
             run_status = CampaignRun.objects.filter(pk=batch.run_id).values_list("status", flat=True).first()
             if run_status == RunStatus.CANCELLED:
@@ -157,8 +161,21 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
             if not Operator.objects.filter(pk=batch.operator_id, active=True).exists():
                 _release_for_inactive_operator(batch)
                 return "operator_inactive"
+            if Operator.objects.filter(pk=batch.operator_id, adapter=PULL_ADAPTER).exists():
+                # It fetches its work now: the batch goes back unsent, to be listed for its claim.
+                _release(batch, next_attempt_at=None, reason="pull", count_attempt=False)
+                return "pull"
             _release(batch, next_attempt_at=None, reason="paused", count_attempt=False)
             return "paused"
+        # An admin may have replaced the operator's base URL, key, secret or adapter meanwhile (a credential the
+        # operator has since stopped taking would fail the batch for good): send it as the operator now stands.
+        operator = Operator.objects.get(pk=batch.operator_id)
+        outbound = replace(
+            outbound,
+            base_url=operator.base_url,
+            api_key=operator.api_key,
+            signing_secret=operator.signing_secret,
+        )
 
     try:
         result = get_adapter(operator.adapter).send_batch(outbound)

@@ -613,6 +613,46 @@ def test_an_operator_deactivated_while_the_batch_waits_for_tokens_is_sent_nothin
     assert len(ScriptedAdapter.sent) == 1
 
 
+def test_an_operator_switched_to_pull_while_the_batch_waits_for_tokens_is_not_pushed_and_can_claim_it(monkeypatch):
+    batch = _batch(2)
+    operator = Operator.objects.get(pk=batch.operator_id)
+    Operator.objects.filter(pk=operator.pk).update(segments_per_second=10)
+    _meanwhile_while_waiting_for_tokens(
+        monkeypatch, lambda: Operator.objects.filter(pk=operator.pk).update(adapter=services.PULL_ADAPTER)
+    )
+    assert services.batch_send(batch_id=batch.pk) == "pull"
+    assert ScriptedAdapter.sent == []
+    held = DispatchBatch.objects.get(pk=batch.pk)
+    assert (held.status, held.attempts, held.lease_expires_at) == ("pending", 0, None)
+    operator.refresh_from_db()
+    assert list(services.batches_ready_for(operator=operator)) == [held]
+
+
+def test_a_batch_that_waited_for_tokens_goes_with_the_endpoint_and_credentials_set_meanwhile(monkeypatch):
+    batch = _batch(2)
+    operator = Operator.objects.get(pk=batch.operator_id)
+    operator.segments_per_second = 10
+    operator.base_url = "https://old.operator.example"
+    operator.api_key = "old-key-0001"
+    operator.signing_secret = "old-secret-0001"
+    operator.save()
+
+    def replaced():
+        operator.base_url = "https://new.operator.example"
+        operator.api_key = "new-key-0002"
+        operator.signing_secret = "new-secret-0002"
+        operator.save()
+
+    _meanwhile_while_waiting_for_tokens(monkeypatch, replaced)
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+    (sent,) = ScriptedAdapter.sent
+    assert (sent.base_url, sent.api_key, sent.signing_secret) == (
+        "https://new.operator.example",
+        "new-key-0002",
+        "new-secret-0002",
+    )
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_report_requests_naming_the_same_messages_in_opposite_orders_both_apply_without_a_deadlock():
     skip_unless_postgresql()
