@@ -1,5 +1,7 @@
 """Admin for operators: prefixes as a comma list, credentials masked and kept unless replaced."""
 
+from urllib.parse import urlsplit
+
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
@@ -8,7 +10,7 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from operators.gateways.base import registered_names
+from operators.gateways.base import registered_names, uses_base_url
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
 from operators.services import (
     PULL_ADAPTER,
@@ -117,6 +119,43 @@ class OperatorAdminForm(forms.ModelForm):
                 _("Already routed to another operator: %(prefixes)s.") % {"prefixes": ", ".join(sorted(taken))}
             )
         return sorted(prefixes)
+
+    def clean_base_url(self) -> str:
+        # Batches go to "{base URL}/v1/batches" (area broadcasts below it too): an address that cannot take that
+        # suffix would only show when every batch fails for good, mid-run.
+        base_url = self.cleaned_data.get("base_url") or ""
+        if not base_url:
+            return base_url
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https"):
+            raise forms.ValidationError(_("Give an http:// or https:// address: batches are posted to it over HTTP."))
+        if parts.username is not None or parts.password is not None:
+            raise forms.ValidationError(
+                _(
+                    "Give the address without a user name or password: the API key and the signing secret go in "
+                    "their own fields, which are kept sealed and never shown."
+                )
+            )
+        if parts.query or parts.fragment or base_url.endswith(("?", "#")):
+            raise forms.ValidationError(
+                _("Give the address without ?… or #…: batches are posted to it followed by /v1/batches.")
+            )
+        if parts.path.rstrip("/").endswith("/v1/batches"):
+            raise forms.ValidationError(
+                _("Give the address before /v1/batches: batches are posted to it followed by /v1/batches.")
+            )
+        return base_url
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        adapter = cleaned.get("adapter")
+        if adapter and uses_base_url(adapter) and "base_url" in cleaned and not cleaned["base_url"]:
+            self.add_error(
+                "base_url",
+                _("The adapter %(adapter)s sends to the operator: give its base URL (the address before /v1/batches).")
+                % {"adapter": adapter},
+            )
+        return cleaned
 
     def clean_api_key(self) -> str:
         return _credential_checked(self.cleaned_data.get("api_key")) or self.instance.api_key

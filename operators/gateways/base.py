@@ -95,6 +95,8 @@ class GatewayAdapter:
     """Base class: subclasses set `name` and implement the sends they support."""
 
     name: str = ""
+    # Whether it sends to the operator's base URL: such an operator cannot be saved without one.
+    uses_base_url: bool = False
 
     def send_batch(self, batch: OutboundBatch) -> BatchResult:
         raise NotImplementedError
@@ -138,6 +140,13 @@ def sends_area_broadcasts(name: str) -> bool:
     _load_builtins()
     adapter = _REGISTRY.get(name)
     return adapter is not None and adapter.send_area_broadcast is not GatewayAdapter.send_area_broadcast
+
+
+def uses_base_url(name: str) -> bool:
+    """Return whether the adapter registered as `name` sends to the operator's base URL."""
+    _load_builtins()
+    adapter = _REGISTRY.get(name)
+    return adapter is not None and adapter.uses_base_url
 
 
 def get_adapter(name: str) -> GatewayAdapter:

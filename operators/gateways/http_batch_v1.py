@@ -221,6 +221,7 @@ class HttpBatchV1Adapter(GatewayAdapter):
     """POST each batch to ``{base_url}/v1/batches`` with Bearer key, Idempotency-Key and HMAC signature."""
 
     name = "http_batch_v1"
+    uses_base_url = True
 
     def __init__(self, *, connect_timeout: float | None = None, read_timeout: float | None = None):
         self.timeout = (

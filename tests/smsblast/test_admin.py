@@ -418,6 +418,51 @@ def test_an_operator_can_use_every_registered_adapter_and_pull_mode(admin_client
     assert Operator.objects.get(slug="telkomsel").adapter == adapter
 
 
+@pytest.mark.parametrize(
+    ("base_url", "says"),
+    [
+        ("", "isikan URL dasarnya"),
+        ("ftp://sms.telkomsel.example/smsblast", "http:// atau https://"),
+        ("https://sms.telkomsel.example/smsblast?token=1", "tanpa ?… atau #…"),
+        ("https://sms.telkomsel.example/smsblast#batches", "tanpa ?… atau #…"),
+        ("https://smsblast:s3cret-pass@sms.telkomsel.example/smsblast", "tanpa nama pengguna atau kata sandi"),
+        ("https://sms.telkomsel.example/smsblast/v1/batches", "sebelum /v1/batches"),
+    ],
+)
+def test_a_base_url_no_batch_could_be_pushed_to_is_refused_when_the_operator_is_saved(admin_client, base_url, says):
+    response = admin_client.post(admin_url(Operator, "add"), operator_form(base_url=base_url))
+    assert response.status_code == 200
+    (message,) = response.context["adminform"].form.errors["base_url"]
+    assert says in message
+    assert not Operator.objects.exists()
+
+
+def test_an_operator_switched_from_pull_to_push_without_a_base_url_is_refused(admin_client):
+    operator = OperatorFactory(slug="telkomsel", name="Telkomsel", adapter="pull", base_url="", prefixes=["62811"])
+    response = admin_client.post(
+        admin_url(Operator, "change", operator.pk), operator_form(adapter="http_batch_v1", base_url="")
+    )
+    assert response.status_code == 200
+    assert "base_url" in response.context["adminform"].form.errors
+    operator.refresh_from_db()
+    assert operator.adapter == "pull"
+
+
+@pytest.mark.parametrize("adapter", ["pull", "log"])
+def test_an_operator_that_is_never_pushed_to_over_http_needs_no_base_url(admin_client, adapter):
+    response = admin_client.post(admin_url(Operator, "add"), operator_form(adapter=adapter, base_url=""))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Operator.objects.get(slug="telkomsel").base_url == ""
+
+
+def test_a_base_url_ending_in_a_slash_is_pushed_to_below_it(admin_client):
+    response = admin_client.post(
+        admin_url(Operator, "add"), operator_form(base_url="https://sms.telkomsel.example/smsblast/")
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Operator.objects.get(slug="telkomsel").base_url == "https://sms.telkomsel.example/smsblast/"
+
+
 def test_a_users_jurisdiction_is_set_in_the_admin_when_adding_and_editing(admin_client, officer):
     from smsblast.models import User
 
