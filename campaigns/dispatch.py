@@ -529,6 +529,10 @@ def run_fan_out(*, run_id: int, chunk_size: int = FANOUT_CHUNK) -> int:
             if run is None or run.fanout_done or run.status not in (RunStatus.FANNING_OUT, RunStatus.PAUSED):
                 break
             rows, chunk_end = _chunk_rows(run, size)
+            if any(row[2] is not None and row[2] not in operators for row in rows):
+                # An operator added since they were read, whose save moved these numbers to it: theirs, not numbers
+                # without an operator.
+                operators = {op.pk: op for op in Operator.objects.all()}
             size = min(size * 2, chunk_size)
             now = timezone.now()
             if chunk_end is None:

@@ -585,6 +585,29 @@ def test_an_operator_edited_while_its_run_fans_out_is_followed_from_the_next_chu
     assert later.get(operator__slug="newop").status == "queued"
 
 
+def test_numbers_routed_to_an_operator_added_as_a_chunk_is_read_are_sent_to_it_not_skipped(monkeypatch):
+    """An admin's save of a new operator, moving numbers to it, may commit between a chunk's look at the operators and
+    its read of the subscribers: the numbers are that operator's, not numbers without one."""
+    from tests.operators.factories import OperatorFactory
+
+    read_chunk = dispatch._chunk_rows
+    added = []
+
+    def the_admin_adds_an_operator_just_before_the_chunk_is_read(run, size):
+        if not added:
+            added.append(OperatorFactory(slug="byu", adapter="scripted", batch_size=10))
+            Subscriber.objects.filter(operator__slug="tsel").update(operator=added[0])
+        return read_chunk(run, size)
+
+    monkeypatch.setattr(dispatch, "_chunk_rows", the_admin_adds_an_operator_just_before_the_chunk_is_read)
+    run, _, _ = _fanned_out_run({"tsel": 3}, batch_size=10, chunk_size=10)
+
+    deliveries = Delivery.objects.filter(run=run)
+    assert set(deliveries.values_list("operator__slug", "status", "reason")) == {("byu", "queued", "")}
+    assert deliveries.count() == 3
+    assert set(DispatchBatch.objects.filter(run=run).values_list("operator__slug", flat=True)) == {"byu"}
+
+
 def test_fan_out_streams_the_audience_in_chunks_advancing_its_cursor():
     run, _, _ = _fanned_out_run({"tsel": 9}, batch_size=100, chunk_size=4)
     # 9 recipients in chunks of 4 make three batches even with room for 100: a chunk never waits for another.
