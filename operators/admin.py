@@ -10,7 +10,7 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from operators.gateways.base import registered_names, uses_base_url
+from operators.gateways.base import registered_names, sends_area_broadcasts, uses_base_url
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
 from operators.services import (
     PULL_ADAPTER,
@@ -155,6 +155,23 @@ class OperatorAdminForm(forms.ModelForm):
                 _("The adapter %(adapter)s sends to the operator: give its base URL (the address before /v1/batches).")
                 % {"adapter": adapter},
             )
+        if adapter and self.instance.pk and adapter != self.instance.adapter and not sends_area_broadcasts(adapter):
+            # Its area broadcasts under way are sent, retried and cancelled through its adapter: switched, an alert
+            # the operator holds could no longer be cancelled.
+            live = (
+                AreaBroadcast.objects.filter(operator=self.instance)
+                .exclude(state__in=AreaBroadcast.FINAL_STATES)
+                .count()
+            )
+            if live:
+                self.add_error(
+                    "adapter",
+                    _(
+                        "This operator has area broadcasts not over yet (%(count)s): with %(adapter)s they could not "
+                        "be sent, retried or cancelled. Switch once they are over."
+                    )
+                    % {"count": live, "adapter": adapter},
+                )
         return cleaned
 
     def clean_api_key(self) -> str:

@@ -463,6 +463,31 @@ def test_a_base_url_ending_in_a_slash_is_pushed_to_below_it(admin_client):
     assert Operator.objects.get(slug="telkomsel").base_url == "https://sms.telkomsel.example/smsblast/"
 
 
+@pytest.mark.parametrize("adapter", ["pull", "log"])
+def test_an_operator_holding_a_live_area_broadcast_cannot_be_switched_to_an_adapter_that_could_not_cancel_it(
+    admin_client, adapter
+):
+    from operators.models import AreaBroadcast
+    from tests.campaigns.factories import CampaignRunFactory
+
+    operator = OperatorFactory(slug="telkomsel", name="Telkomsel", adapter="http_batch_v1", prefixes=["62811"])
+    broadcast = AreaBroadcast.objects.create(
+        run=CampaignRunFactory(), operator=operator, state=AreaBroadcast.State.ACKNOWLEDGED
+    )
+    response = admin_client.post(admin_url(Operator, "change", operator.pk), operator_form(adapter=adapter))
+    assert response.status_code == 200
+    (message,) = response.context["adminform"].form.errors["adapter"]
+    assert "siaran wilayah" in message
+    operator.refresh_from_db()
+    assert operator.adapter == "http_batch_v1"
+
+    AreaBroadcast.objects.filter(pk=broadcast.pk).update(state=AreaBroadcast.State.COMPLETED)
+    response = admin_client.post(admin_url(Operator, "change", operator.pk), operator_form(adapter=adapter))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    operator.refresh_from_db()
+    assert operator.adapter == adapter
+
+
 def test_a_users_jurisdiction_is_set_in_the_admin_when_adding_and_editing(admin_client, officer):
     from smsblast.models import User
 
