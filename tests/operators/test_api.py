@@ -474,6 +474,28 @@ def test_a_pulling_operator_lists_claims_and_acks_its_own_batches(world):
     assert Delivery.objects.get(pk=world["ids"]["tsel"][0]).status == "rejected"
 
 
+def test_a_rotated_token_works_beside_the_old_one_until_it_is_revoked_and_keeps_the_old_ones_claims(
+    world, api_client_for
+):
+    from smsblast.authentication import api_token_revoke
+    from smsblast.models import ApiToken
+
+    old_client, batch = _pulling_operator(world)
+    user = world["operators"]["tsel"].user
+    (old_token,) = ApiToken.objects.filter(user=user)
+    assert old_client.post(f"/api/v1/operator/batches/{batch.pk}/claim/").status_code == 200
+
+    new_client = api_client_for(user)
+    report = {"reports": [_report(world["ids"]["tsel"][1], "DELIVERED")]}
+    assert old_client.post("/api/v1/operator/delivery-reports/", report, format="json").status_code == 200
+    assert new_client.post("/api/v1/operator/delivery-reports/", report, format="json").status_code == 200
+
+    api_token_revoke(token=old_token, actor=None)
+    assert old_client.post("/api/v1/operator/delivery-reports/", report, format="json").status_code == 401
+    acked = new_client.post(f"/api/v1/operator/batches/{batch.pk}/ack/", {}, format="json")
+    assert acked.status_code == 200 and acked.json()["status"] == "accepted"
+
+
 def _batch_events(batch) -> list:
     return list(audit_history(batch).values_list("action", "from_state", "to_state"))
 
