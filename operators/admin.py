@@ -20,6 +20,7 @@ from operators.services import (
 )
 from smsblast.admin_utils import AuditedChangeMixin, AuditedDeleteMixin, ReadOnlyAdmin, ShownRowsInline
 from smsblast.audit import audit_record
+from smsblast.models import Role
 from smsblast.phones import COUNTRY_CODE
 from smsblast.services import subscriber_routing_lock, subscribers_reroute
 
@@ -119,6 +120,20 @@ class OperatorAdminForm(forms.ModelForm):
                 _("Already routed to another operator: %(prefixes)s.") % {"prefixes": ", ".join(sorted(taken))}
             )
         return sorted(prefixes)
+
+    def clean_user(self):
+        user = self.cleaned_data.get("user")
+        # The operator API takes only operator-role tokens: linked to anyone else, the operator's reports, pulls and
+        # STOP messages would all be refused (and its own user's token, no longer linked, with them).
+        if user is not None and user.role != Role.OPERATOR:
+            raise forms.ValidationError(
+                _(
+                    "%(user)s is not an operator's user (role: %(role)s): its token could not report for this "
+                    "operator. Link the user that manage.py create_user NAME --role operator made."
+                )
+                % {"user": user.username, "role": Role(user.role).label if user.role else _("none")}
+            )
+        return user
 
     def clean_base_url(self) -> str:
         # Batches go to "{base URL}/v1/batches" (area broadcasts below it too): an address that cannot take that

@@ -488,6 +488,21 @@ def test_an_operator_holding_a_live_area_broadcast_cannot_be_switched_to_an_adap
     assert operator.adapter == adapter
 
 
+def test_an_operator_linked_to_a_user_outside_the_operator_role_is_refused_naming_the_role(admin_client, officer):
+    from tests.conftest import make_user
+
+    response = admin_client.post(admin_url(Operator, "add"), operator_form(user=str(officer.pk)))
+    assert response.status_code == 200
+    (message,) = response.context["adminform"].form.errors["user"]
+    assert "officer1" in message and "create_user" in message
+    assert not Operator.objects.exists()
+
+    byu = make_user("byu", "operator")
+    response = admin_client.post(admin_url(Operator, "add"), operator_form(user=str(byu.pk)))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Operator.objects.get().user == byu
+
+
 def test_a_users_jurisdiction_is_set_in_the_admin_when_adding_and_editing(admin_client, officer):
     from smsblast.models import User
 
