@@ -111,9 +111,10 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
             return leased
         batch = leased
     operator = batch.operator
-    if 0 < operator.segments_per_second < batch.segments:
-        # Written before the operator's limit was lowered: one such batch would exceed it in its second.
-        batch = _batch_fit_to_limit(batch, limit=operator.segments_per_second, now=now)
+    if 0 < operator.segments_per_second < batch.segments or batch.size > max(1, operator.batch_size):
+        # Written before the operator's limit or batch size was lowered: one such batch would exceed the limit in
+        # its second, or be more recipients than the operator now takes in one request.
+        batch = _batch_fit_to_limit(batch, limit=operator.segments_per_second, batch_size=operator.batch_size, now=now)
     outbound = batch_outbound(batch)
     if not outbound.recipients:
         # Every recipient opted out before the batch went out: nothing to send, the batch is done.
@@ -195,8 +196,11 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     return batch_record_result(batch_id=batch.pk, result=result, leased=batch).status_label
 
 
-def _batch_fit_to_limit(batch: DispatchBatch, *, limit: int, now: datetime) -> DispatchBatch:
-    """Split a leased, never-sent batch that costs more than `limit` segments into batches that fit it.
+def _batch_fit_to_limit(
+    batch: DispatchBatch, *, limit: int, now: datetime, batch_size: int | None = None
+) -> DispatchBatch:
+    """Split a leased, never-sent batch that costs more than `limit` segments (0: no limit), or holds more than
+    `batch_size` recipients, into batches that fit both.
 
     The batch keeps its id and its first recipients; the rest move, in message id order, to new pending
     batches of the same run, enqueued on the operator's queue. Only a batch on its first attempt is split:
@@ -210,7 +214,9 @@ def _batch_fit_to_limit(batch: DispatchBatch, *, limit: int, now: datetime) -> D
     waits for the split and then withdraws the number from its new, never-sent batch.
     """
     per_message = max(1, batch.segments // max(1, batch.size))
-    size = max(1, limit // per_message)
+    size = max(1, limit // per_message) if limit > 0 else batch.size
+    if batch_size is not None:
+        size = min(size, max(1, batch_size))
     if batch.attempts != 1 or batch.size <= size:
         return batch
     with transaction.atomic():
@@ -250,6 +256,7 @@ def _batch_fit_to_limit(batch: DispatchBatch, *, limit: int, now: datetime) -> D
             obj=batch,
             details={
                 "limit": limit,
+                **({"batch_size": batch_size} if batch_size is not None else {}),
                 "kept": len(kept),
                 "moved": len(rest),
                 "batches": len(batches),
@@ -365,7 +372,7 @@ def _batch_lease_at_once(batch_id, *, now: datetime, lease_seconds: int) -> Disp
         "RETURNING b.*, prior.status AS prior_status, r.last_progress_at AS run_last_progress_at, "
         "o.slug AS operator_slug, o.adapter AS operator_adapter, o.base_url AS operator_base_url, "
         "o.api_key AS operator_api_key, o.signing_secret AS operator_signing_secret, "
-        "o.segments_per_second AS operator_segments_per_second), "
+        "o.segments_per_second AS operator_segments_per_second, o.batch_size AS operator_batch_size), "
         f"audited AS (INSERT INTO {audit_table} "
         "(actor_id, action, object_type, object_id, from_state, to_state, at, details) "
         "SELECT NULL, %s, %s, leased.id::text, leased.prior_status, leased.status, %s, "
@@ -402,6 +409,7 @@ def _batch_lease_at_once(batch_id, *, now: datetime, lease_seconds: int) -> Disp
         api_key=sealing.unseal(batch.operator_api_key),
         signing_secret=sealing.unseal(batch.operator_signing_secret),
         segments_per_second=batch.operator_segments_per_second,
+        batch_size=batch.operator_batch_size,
     )
     run = copy.copy(_run_content(batch.run_id))
     run.last_progress_at = batch.run_last_progress_at

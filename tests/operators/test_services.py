@@ -411,6 +411,25 @@ def test_a_batch_written_before_its_operators_limit_was_lowered_is_split_to_fit_
     assert "batch.split" in [event.action for event in audit_history(batch)]
 
 
+def test_a_batch_written_before_its_operators_batch_size_was_lowered_is_split_to_it_before_it_is_sent():
+    batch = _batch(5)
+    messages = list(Delivery.objects.filter(batch=batch).order_by("pk").values_list("pk", flat=True))
+    # The operator now takes at most two recipients a request; the admin lowers the batch size mid-run.
+    Operator.objects.filter(pk=batch.operator_id).update(batch_size=2)
+
+    assert services.batch_send(batch_id=batch.pk) == "accepted"
+
+    (sent,) = ScriptedAdapter.sent
+    assert sent.batch_id == str(batch.pk)
+    assert [int(m.message_id) for m in sent.recipients] == messages[:2]
+    batches = DispatchBatch.objects.filter(run_id=batch.run_id)
+    assert sorted(b.size for b in batches) == [1, 2, 2]
+    assert sorted(Delivery.objects.filter(run_id=batch.run_id).values_list("pk", flat=True)) == messages
+    for other in batches.exclude(pk=batch.pk):
+        assert services.batch_send(batch_id=other.pk) == "accepted"
+    assert sorted(int(m.message_id) for sent in ScriptedAdapter.sent for m in sent.recipients) == messages
+
+
 def test_a_batch_tried_before_the_limit_was_lowered_is_not_split_since_the_operator_may_hold_it_whole():
     batch = _batch(6, segments=2)
     ScriptedAdapter.reset(BatchResult(outcome=Outcome.RETRY, error="HTTP 503"))
