@@ -4,6 +4,7 @@ from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.validators import MaxLengthValidator
 from django.db import transaction
 from django.urls import reverse
 from django.utils.text import capfirst
@@ -39,6 +40,11 @@ def adapter_choices() -> list[tuple[str, str]]:
     ]
 
 
+# Longest API key or signing secret taken: what an operator hands over is far shorter, and a longer paste is a mistake
+# (a whole file, a key with its certificate) that would only show when every request is refused.
+CREDENTIAL_MAX_LENGTH = 200
+
+
 class OperatorAdminForm(forms.ModelForm):
     # A name no adapter answers to would only show when batches fail mid-run; refuse it when saved.
     adapter = forms.ChoiceField(
@@ -55,12 +61,16 @@ class OperatorAdminForm(forms.ModelForm):
     api_key = forms.CharField(
         label=capfirst(gettext_lazy("API key")),
         required=False,
+        # A validator, not max_length: its maxlength attribute would have the browser cut a longer paste unseen.
+        validators=[MaxLengthValidator(CREDENTIAL_MAX_LENGTH)],
         widget=forms.PasswordInput(render_value=False),
         help_text=gettext_lazy("Leave blank to keep the current key."),
     )
     signing_secret = forms.CharField(
         label=capfirst(gettext_lazy("signing secret")),
         required=False,
+        # A validator, not max_length: its maxlength attribute would have the browser cut a longer paste unseen.
+        validators=[MaxLengthValidator(CREDENTIAL_MAX_LENGTH)],
         widget=forms.PasswordInput(render_value=False),
         help_text=gettext_lazy("Leave blank to keep the current secret."),
     )

@@ -253,6 +253,24 @@ def test_an_operator_credential_holding_a_character_no_request_can_carry_is_refu
     assert (operator.api_key, operator.signing_secret) == ("stored-key-0001", "stored-secret-0001")
 
 
+@pytest.mark.parametrize("field", ["api_key", "signing_secret"])
+def test_an_operator_credential_longer_than_200_characters_is_refused_and_the_stored_one_kept(admin_client, field):
+    operator = OperatorFactory(slug="telkomsel", api_key="stored-key-0001", signing_secret="stored-secret-0001")
+    # Refused, not cut to fit by the browser unseen.
+    page = admin_client.get(admin_url(Operator, "change", operator.pk)).content.decode()
+    assert "maxlength" not in page.split(f'name="{field}"')[1].split(">")[0]
+    response = admin_client.post(admin_url(Operator, "change", operator.pk), operator_form(**{field: "k" * 201}))
+    assert response.status_code == 200
+    assert field in response.context["adminform"].form.errors
+    operator.refresh_from_db()
+    assert (operator.api_key, operator.signing_secret) == ("stored-key-0001", "stored-secret-0001")
+
+    response = admin_client.post(admin_url(Operator, "change", operator.pk), operator_form(**{field: "k" * 200}))
+    assert response.status_code == 302
+    operator.refresh_from_db()
+    assert getattr(operator, field) == "k" * 200
+
+
 def test_subscriber_admin_filters_opted_out(admin_client, records):
     SubscriberFactory(msisdn="+6281299990000", opted_out_at=timezone.now())
     opted_out = admin_client.get(admin_url(Subscriber, "changelist"), {"opted_out": "yes"}).content.decode()
