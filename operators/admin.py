@@ -11,6 +11,7 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from campaigns.models import Campaign
 from operators.gateways.base import registered_names, sends_area_broadcasts, uses_base_url
 from operators.models import AreaBroadcast, AreaBroadcastEvent, AreaBroadcastReach, BroadcastSettings, Operator
 from operators.services import (
@@ -130,6 +131,28 @@ class OperatorAdminForm(forms.ModelForm):
                 _("Already routed to another operator: %(prefixes)s.") % {"prefixes": ", ".join(sorted(taken))}
             )
         return sorted(prefixes)
+
+    def clean_slug(self) -> str:
+        slug = self.cleaned_data.get("slug")
+        old = self.instance.slug if self.instance.pk else None
+        if old and slug != old:
+            # An area broadcast names its operators by slug: renamed, this one would be left out of it unseen.
+            naming = sorted(
+                title
+                for title, slugs in Campaign.objects.exclude(status__in=Campaign.FINAL_STATUSES)
+                .exclude(operator_slugs=[])
+                .values_list("title", "operator_slugs")
+                if old in (slugs or [])
+            )
+            if naming:
+                raise forms.ValidationError(
+                    _(
+                        "Campaigns not over name this operator by its slug %(slug)s: %(titles)s. Renamed, it would be "
+                        "left out of them; change the slug once they are over."
+                    )
+                    % {"slug": old, "titles": ", ".join(naming)}
+                )
+        return slug
 
     def clean_user(self):
         user = self.cleaned_data.get("user")

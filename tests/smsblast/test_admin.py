@@ -521,6 +521,32 @@ def test_an_operator_linked_to_a_user_outside_the_operator_role_is_refused_namin
     assert Operator.objects.get().user == byu
 
 
+def test_an_operators_slug_named_by_an_area_broadcast_not_over_cannot_be_changed_which_would_leave_it_out(
+    admin_client,
+):
+    from campaigns.models import Mode
+
+    operator = OperatorFactory(slug="telkomsel", name="Telkomsel", prefixes=["62811"])
+    alert = CampaignFactory(
+        title="Peringatan banjir",
+        mode=Mode.AREA_BROADCAST,
+        operator_slugs=["telkomsel"],
+        status=Campaign.Status.SCHEDULED,
+    )
+    response = admin_client.post(admin_url(Operator, "change", operator.pk), operator_form(slug="tsel"))
+    assert response.status_code == 200
+    (message,) = response.context["adminform"].form.errors["slug"]
+    assert "Peringatan banjir" in message
+    operator.refresh_from_db()
+    assert operator.slug == "telkomsel"
+
+    Campaign.objects.filter(pk=alert.pk).update(status=Campaign.Status.COMPLETED)
+    response = admin_client.post(admin_url(Operator, "change", operator.pk), operator_form(slug="tsel"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    operator.refresh_from_db()
+    assert operator.slug == "tsel"
+
+
 def test_a_users_jurisdiction_is_set_in_the_admin_when_adding_and_editing(admin_client, officer):
     from smsblast.models import User
 
