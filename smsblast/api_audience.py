@@ -93,8 +93,9 @@ class AreaDetailSerializer(AreaSerializer):
 class AreaListView(APIView):
     """List the children of an area (`?parent=35.05`; the provinces without it) or search names (`?q=blit`).
 
-    A search is case- and accent-insensitive and lists kabupaten/kota first, then provinces, kecamatan
-    and desa, at most `limit` (20, up to 100). `subscriber_count` counts subscribers living in the area
+    With both, the search keeps the areas below the parent, since desa names repeat across the country. A search
+    is case- and accent-insensitive and lists kabupaten/kota first, then provinces, kecamatan and desa, at most
+    `limit` (20, up to 100). `subscriber_count` counts subscribers living in the area
     or below who have not opted out.
     """
 
@@ -103,7 +104,9 @@ class AreaListView(APIView):
     @extend_schema(
         operation_id="areas_list",
         parameters=[
-            OpenApiParameter("parent", str, description="Code whose children to list, e.g. 35.05"),
+            OpenApiParameter(
+                "parent", str, description="Code whose children to list, e.g. 35.05; with q, the area to search below"
+            ),
             OpenApiParameter("q", str, description="Part of a name, e.g. blit"),
             OpenApiParameter("limit", int, description="Most search results (default 20, at most 100)"),
         ],
@@ -115,15 +118,15 @@ class AreaListView(APIView):
         if len(query) > AREA_SEARCH_MAX_CHARS:
             # Longer than any area's name; SQLite refuses a LIKE pattern of tens of thousands (a 500).
             raise ServiceInvalid(f"q must be at most {AREA_SEARCH_MAX_CHARS} characters.", {"q": "too long"})
+        if parent and not Area.objects.filter(code=parent).exists():
+            raise Http404(f"There is no area {parent}.")
         if query:
             try:
                 limit = min(max(int(request.query_params.get("limit", AREA_SEARCH_LIMIT)), 1), AREA_SEARCH_MAX)
             except ValueError:
                 raise ServiceInvalid("limit must be a whole number.", {"limit": "not a number"}) from None
-            areas = selectors.area_search(query, limit=limit)
+            areas = selectors.area_search(query, limit=limit, within=parent or None)
         else:
-            if parent and not Area.objects.filter(code=parent).exists():
-                raise Http404(f"There is no area {parent}.")
             areas = selectors.area_children(parent or None)
         counts = selectors.area_subscriber_counts(area.code for area in areas)
         results = [area_as_dict(area, counts.get(area.code, 0)) for area in areas]

@@ -136,8 +136,8 @@ def area_search_key(query: str) -> str:
     return _KAB_ABBREVIATION.sub("kabupaten ", search_key(query))
 
 
-def area_search(query: str, *, limit: int = 20) -> list[Area]:
-    """Return areas whose name contains `query`, case- and accent-insensitively.
+def area_search(query: str, *, limit: int = 20, within: str | None = None) -> list[Area]:
+    """Return areas whose name contains `query`, case- and accent-insensitively; with `within`, only those below it.
 
     Kabupaten/kota first, then provinces, kecamatan and desa; within a level, names starting with the
     query come before names merely containing it.
@@ -145,6 +145,10 @@ def area_search(query: str, *, limit: int = 20) -> list[Area]:
     key = area_search_key(query)
     if not key:
         return []
+    listed = _areas_listed()
+    if within:
+        # Desa names repeat across the country: a search under a regency finds its own.
+        listed = listed.filter(code__startswith=f"{within}.")
     rank = Case(
         *(When(level=level, then=Value(position)) for level, position in _SEARCH_LEVEL_RANK.items()),
         default=Value(9),
@@ -152,8 +156,7 @@ def area_search(query: str, *, limit: int = 20) -> list[Area]:
     )
     starts = Case(When(search_name__startswith=key, then=Value(0)), default=Value(1), output_field=IntegerField())
     return list(
-        _areas_listed()
-        .filter(search_name__contains=key)
+        listed.filter(search_name__contains=key)
         .annotate(level_rank=rank, starts_rank=starts)
         .order_by("level_rank", "starts_rank", "search_name", "code")[:limit]
     )

@@ -447,6 +447,19 @@ def test_search_is_case_and_accent_insensitive_and_lists_kabupaten_kota_first(ap
     assert response.json()["results"][0]["subscriber_count"] == 3
 
 
+def test_a_search_with_a_parent_finds_only_the_areas_below_that_parent(api_client_for, officer, tree):
+    """Desa names repeat across Indonesia: `?parent=35.05&q=…` looks for the name within Kab. Blitar only."""
+    client = api_client_for(officer)
+
+    within = client.get("/api/v1/areas/", {"parent": "35.05", "q": "blit"})
+    assert within.status_code == 200
+    assert [area["code"] for area in within.json()["results"]] == ["35.05.01.2001"]
+    assert [area["code"] for area in client.get("/api/v1/areas/", {"parent": "32", "q": "blit"}).json()["results"]] == [
+        "32.01.01"
+    ]
+    assert client.get("/api/v1/areas/", {"parent": "99", "q": "blit"}).status_code == 404
+
+
 def test_search_is_limited(api_client_for, officer, tree):
     response = api_client_for(officer).get("/api/v1/areas/", {"q": "blit", "limit": 2})
 
