@@ -48,7 +48,8 @@ class CampaignWriteSerializer(serializers.Serializer):
     audience_filter = serializers.DictField(
         source="audience",
         required=False,
-        help_text='Audience filters, e.g. {"languages": ["id"]}; empty means everyone in the area.',
+        help_text='Audience filters, e.g. {"languages": ["id"]} or {"operators": ["telkomsel"]} (operator slugs; an '
+        "unknown one is refused with 400); empty means everyone in the area.",
     )
     schedule = serializers.DictField(required=False)
     validity_minutes = serializers.IntegerField(min_value=1, max_value=7 * 24 * 60, required=False)

@@ -22,6 +22,7 @@ from campaigns import notices, scheduling
 from campaigns.dispatch_selectors import campaign_only_awaits_reports
 from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
 from campaigns.selectors import campaigns_visible, target_scope, target_zone
+from operators.models import Operator
 from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceForbidden, ServiceInvalid
@@ -973,6 +974,13 @@ def _audience_problem(audience: dict) -> str:
             return f"{name} must not contain NUL characters."
         if _has_lone_surrogate(values):
             return f"{name} must not contain lone surrogate characters."
+    if audience.get("operators"):
+        # A slug no operator has would filter out every subscriber, and the run would reach nobody.
+        slugs = sorted(Operator.objects.values_list("slug", flat=True))
+        unknown = sorted(set(audience["operators"]) - set(slugs))
+        if unknown:
+            known = f"name them by slug: {', '.join(slugs)}" if slugs else "no operator is set up yet"
+            return f"Unknown operators: {', '.join(unknown[:10])}; {known}."
     return ""
 
 

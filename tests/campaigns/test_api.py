@@ -420,6 +420,33 @@ def test_a_bad_polygon_audience_or_time_is_refused_and_nothing_is_saved(author, 
     assert client.get(f"/api/v1/campaigns/{campaign.pk}/").status_code == 200
 
 
+def test_an_audience_filter_naming_an_operator_that_does_not_exist_is_refused_naming_it(author, api_client_for):
+    """A misspelt operator (or its name for its slug) would filter out every subscriber: the run would reach nobody."""
+    OperatorFactory(name="Telkomsel", slug="telkomsel")
+    client = api_client_for(author)
+    for audience, unknown in (
+        ({"operators": ["telkomse"]}, "telkomse"),
+        ({"operators": ["telkomsel", "Telkomsel"]}, "Telkomsel"),
+    ):
+        created = client.post("/api/v1/campaigns/", {**DRAFT_BODY, "audience_filter": audience}, format="json")
+        assert created.status_code == 400, created.content
+        assert created.json()["errors"]["audience"].startswith(f"Unknown operators: {unknown};")
+    assert not Campaign.objects.exists()
+
+    campaign = CampaignFactory(author=author)
+    edited = client.patch(
+        f"/api/v1/campaigns/{campaign.pk}/", {"audience_filter": {"operators": ["xl"]}}, format="json"
+    )
+    assert edited.status_code == 400
+    campaign.refresh_from_db()
+    assert campaign.audience == {}
+    kept = client.patch(
+        f"/api/v1/campaigns/{campaign.pk}/", {"audience_filter": {"operators": ["telkomsel"]}}, format="json"
+    )
+    assert kept.status_code == 200
+    assert kept.json()["audience_filter"] == {"operators": ["telkomsel"]}
+
+
 def test_unknown_campaign_answers_404_and_put_and_delete_are_not_offered(author, api_client_for):
     client = api_client_for(author)
     campaign = CampaignFactory(author=author)

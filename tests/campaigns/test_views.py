@@ -1330,6 +1330,7 @@ def test_the_diff_since_the_rejection_names_fields_by_their_labels_and_shows_val
 def test_the_diff_since_the_rejection_shows_a_moved_corner_of_the_drawn_area_and_an_added_operator_filter(
     areas, officer_user, approver_user
 ):
+    OperatorFactory(name="XL Axiata", slug="xl")
     drawn = {"type": "Polygon", "coordinates": [[[112.0, -8.0], [112.05, -8.0], [112.05, -8.05], [112.0, -8.0]]]}
     campaign = CampaignFactory(author=officer_user, area_codes=[], polygon=drawn)
     campaign_submit(campaign=campaign, actor=officer_user)

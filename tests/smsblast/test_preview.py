@@ -320,6 +320,7 @@ def test_preview_endpoint_takes_a_polygon(api_client_for, approver, fixture):
         ({"area_codes": ["35.05"], "audience": {"languages": 5}}, "languages must be a list"),
         ({"area_codes": ["35.05"], "audience": {"operators": "telkomsel"}}, "operators must be a list"),
         ({"area_codes": ["35.05"], "audience": {"language": ["en"]}}, "Unknown audience filters: language"),
+        ({"area_codes": ["35.05"], "audience": {"operators": ["telkomse"]}}, "Unknown operators: telkomse"),
         ({"area_codes": ["35.05"] * 501}, "area_codes"),
         ({"area_codes": ["35.05"], "text": "x" * (153 * 10 + 1)}, "Text needs 11 segments; the maximum is 10."),
         ({"area_codes": ["35.05"], "text": "\u200b \u200b"}, "Text is empty."),
