@@ -95,8 +95,8 @@ class AreaListView(APIView):
 
     With both, the search keeps the areas below the parent, since desa names repeat across the country. A search
     is case- and accent-insensitive and lists kabupaten/kota first, then provinces, kecamatan and desa, at most
-    `limit` (20, up to 100). `subscriber_count` counts subscribers living in the area
-    or below who have not opted out.
+    `limit` (20, up to 100); one starting with a digit finds codes starting with it (`?q=35.05`).
+    `subscriber_count` counts subscribers living in the area or below who have not opted out.
     """
 
     permission_classes = [IsStaffRole]
@@ -107,7 +107,7 @@ class AreaListView(APIView):
             OpenApiParameter(
                 "parent", str, description="Code whose children to list, e.g. 35.05; with q, the area to search below"
             ),
-            OpenApiParameter("q", str, description="Part of a name, e.g. blit"),
+            OpenApiParameter("q", str, description="Part of a name, e.g. blit, or the start of a code, e.g. 35.05"),
             OpenApiParameter("limit", int, description="Most search results (default 20, at most 100)"),
         ],
         responses={200: AreaListSerializer, 404: OpenApiResponse(description="No area has the code given as parent")},

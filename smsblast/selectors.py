@@ -11,7 +11,7 @@ from typing import Any
 import shapely
 from django.conf import settings
 from django.db.models import BooleanField, Case, Count, ExpressionWrapper, IntegerField, Q, QuerySet, Value, When
-from django.db.models.functions import Substr
+from django.db.models.functions import Length, Substr
 from django.db.models.lookups import In
 from django.utils import timezone
 from shapely.errors import ShapelyError
@@ -140,15 +140,19 @@ def area_search(query: str, *, limit: int = 20, within: str | None = None) -> li
     """Return areas whose name contains `query`, case- and accent-insensitively; with `within`, only those below it.
 
     Kabupaten/kota first, then provinces, kecamatan and desa; within a level, names starting with the
-    query come before names merely containing it.
+    query come before names merely containing it. A query starting with a digit is the start of a Kemendagri
+    code ("35.05"): the areas whose code starts with it, larger areas first, as the compose page finds them.
     """
-    key = area_search_key(query)
-    if not key:
-        return []
     listed = _areas_listed()
     if within:
         # Desa names repeat across the country: a search under a regency finds its own.
         listed = listed.filter(code__startswith=f"{within}.")
+    query = query.strip()
+    if query[:1].isdigit():
+        return list(listed.filter(code__startswith=query).order_by(Length("code"), "code")[:limit])
+    key = area_search_key(query)
+    if not key:
+        return []
     rank = Case(
         *(When(level=level, then=Value(position)) for level, position in _SEARCH_LEVEL_RANK.items()),
         default=Value(9),

@@ -460,6 +460,22 @@ def test_a_search_with_a_parent_finds_only_the_areas_below_that_parent(api_clien
     assert client.get("/api/v1/areas/", {"parent": "99", "q": "blit"}).status_code == 404
 
 
+def test_a_search_starting_with_a_digit_finds_areas_by_their_kemendagri_code(api_client_for, officer, tree):
+    """As the compose page's area picker does: larger areas first, then by code."""
+    client = api_client_for(officer)
+
+    found = client.get("/api/v1/areas/", {"q": "35.05"}).json()["results"]
+    assert [area["code"] for area in found] == ["35.05", "35.05.01", "35.05.02", "35.05.01.2001"]
+    assert found[0]["subscriber_count"] == 3
+    assert [
+        area["code"] for area in client.get("/api/v1/areas/", {"q": "35.05.01", "parent": "35.05"}).json()["results"]
+    ] == [
+        "35.05.01",
+        "35.05.01.2001",
+    ]
+    assert client.get("/api/v1/areas/", {"q": "99"}).json() == {"count": 0, "results": []}
+
+
 def test_search_is_limited(api_client_for, officer, tree):
     response = api_client_for(officer).get("/api/v1/areas/", {"q": "blit", "limit": 2})
 
