@@ -92,6 +92,10 @@ SENDER_SHOWN_LENGTH = 11
 # Operators accept letters, digits, spaces, dots and hyphens in an alphanumeric sender ID;
 # at least one letter, or handsets treat it as a phone number.
 SENDER_RE = re.compile(rf"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{{1,{SENDER_MAX_LENGTH}}}$")
+SENDER_RULE = (
+    f"A sender ID of 1 to {SENDER_MAX_LENGTH} letters, digits, spaces, dots or hyphens with at least one letter "
+    "is required."
+)
 _AREA_CODE_RE = re.compile(r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$")
 # The most areas one campaign names: each is read on every page showing it (a larger area holds many of them).
 MAX_AREA_CODES = 500
@@ -1052,10 +1056,7 @@ def _check_complete(campaign: Campaign) -> None:
             )
             reasons[field] = REFUSED_CHARACTERS
     if not SENDER_RE.match(campaign.sender or ""):
-        errors["sender"] = (
-            f"A sender ID of 1 to {SENDER_MAX_LENGTH} letters, digits, spaces, dots or hyphens "
-            "with at least one letter is required."
-        )
+        errors["sender"] = SENDER_RULE
     codes = campaign.area_codes or []
     if not Area.objects.filter(code__in=codes).exists() and not campaign.polygon:
         errors["area_codes"] = "Choose at least one existing area or draw a polygon."

@@ -8,7 +8,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from campaigns.services import SENDER_MAX_LENGTH, sender_warning, text_warning
+from campaigns.services import SENDER_MAX_LENGTH, SENDER_RE, SENDER_RULE, sender_warning, text_warning
 from smsblast import sms
 from smsblast.errors import ServiceInvalid
 from smsblast.roles import IsStaffRole
@@ -40,7 +40,8 @@ class TextAnalyzeSerializer(serializers.Serializer):
         max_length=SENDER_MAX_LENGTH,
         required=False,
         allow_blank=True,
-        help_text="A sender ID to check with the text: one longer than handsets show gets a warning.",
+        help_text="A sender ID to check with the text: one submission would refuse is a 400, one longer than "
+        "handsets show gets a warning.",
     )
 
 
@@ -132,5 +133,9 @@ class TextAnalyzeView(APIView):
             analysis = sms.analyze(data["text"])
         except sms.TextError as exc:
             raise ServiceInvalid(str(exc), {"text": str(exc)}) from exc
-        warnings = {"sender": sender_warning(data.get("sender", "").strip()), "text": text_warning(data["text"])}
+        sender = data.get("sender", "").strip()
+        if sender and not SENDER_RE.match(sender):
+            # Checked as submission checks it: a sender the analyzer passes is one a campaign may be sent with.
+            raise ServiceInvalid(f"sender: {SENDER_RULE}", {"sender": SENDER_RULE})
+        warnings = {"sender": sender_warning(sender), "text": text_warning(data["text"])}
         return Response({**analysis.as_dict(), "warnings": {field: text for field, text in warnings.items() if text}})

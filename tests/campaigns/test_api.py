@@ -519,6 +519,19 @@ def test_analyze_warns_of_a_sender_longer_than_handsets_show_and_refuses_one_ove
     assert "sender" in refused.json()["detail"]
 
 
+@pytest.mark.parametrize("sender", ["PEMKAB_BLITAR", "112", "DINKES/BLT"])
+def test_analyze_refuses_a_sender_id_that_submission_would_refuse_saying_the_rule(author, api_client_for, sender):
+    client = api_client_for(author)
+    refused = client.post("/api/v1/sms/analyze/", {"text": "Halo", "sender": sender}, format="json")
+    assert refused.status_code == 400
+    assert "letters, digits, spaces, dots or hyphens with at least one letter" in refused.json()["errors"]["sender"]
+
+    campaign = client.post("/api/v1/campaigns/", {**DRAFT_BODY, "sender": sender}, format="json").json()
+    submitted = client.post(f"/api/v1/campaigns/{campaign['id']}/submit/", format="json")
+    assert submitted.status_code == 400
+    assert "sender" in submitted.json()["errors"]
+
+
 def test_session_login_works_for_the_api(author, client):
     client.force_login(author)
     assert client.get("/api/v1/campaigns/").status_code == 200
