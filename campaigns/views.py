@@ -38,7 +38,7 @@ from operators.broadcasts import broadcast_estimate, broadcast_operators
 from operators.models import AreaBroadcast
 from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceError, ServiceForbidden, ServiceInvalid
 from smsblast.health import health_dispatch_workers, health_status
-from smsblast.models import Area, AuditEvent, Role
+from smsblast.models import Area, AuditEvent, Role, area_subtree_q
 from smsblast.selectors import area_search_key
 from smsblast.sms import TextError, analyze, hidden_characters, international_hosts
 from smsblast.templatetags.svg import boundary_svg, line_chart_svg, series_colours
@@ -427,12 +427,19 @@ def _sender_length(sender: str) -> dict:
 @require_GET
 @role_required(Role.OFFICER, Role.ADMIN)
 def area_search(request: HttpRequest) -> HttpResponse:
-    """Return areas matching a name or code (up to 20), or the children of `parent`, as checkboxes for the form."""
+    """Return areas matching a name or code (up to 20), or the children of `parent`, as checkboxes for the form.
+
+    A user with a jurisdiction is offered only the areas within it.
+    """
     query = request.GET.get("area_q", "").strip()[:100]
     parent = request.GET.get("parent", "").strip()[:13]
     areas = []
     # The results show names and codes: their boundaries (a province's is hundreds of kilobytes) are left unread.
     listed = Area.objects.select_related("parent").defer("boundary", "parent__boundary")
+    jurisdiction = request.user.jurisdiction_code
+    if jurisdiction:
+        # Only what the user may target: a neighbour such as Kota Blitar, ticked beside Kabupaten Blitar, is refused.
+        listed = listed.filter(area_subtree_q("code", [jurisdiction]))
     if parent:
         # Browsing the tree: the areas directly below the chosen one.
         areas = list(listed.filter(parent_id=parent).order_by("code")[:200])

@@ -1500,6 +1500,22 @@ def test_area_picker_browses_the_tree_below_an_area(officer_user, areas):
     assert 'value="35.05"' not in body
 
 
+def test_area_picker_offers_an_officer_with_a_jurisdiction_only_the_areas_they_may_target(officer_user, areas):
+    # Kota Blitar (35.72) is a city of its own beside Kabupaten Blitar: ticked by mistake, the draft was refused.
+    AreaFactory(code="35.72", name="Kota Blitar", parent=areas[0])
+    limited = client_for(UserFactory(role=Role.OFFICER, jurisdiction_id="35.05"))
+    searched = limited.get(reverse("campaigns:area_search"), {"area_q": "blitar"}).content.decode()
+    assert 'value="35.05"' in searched
+    assert 'value="35.72"' not in searched
+    by_code = limited.get(reverse("campaigns:area_search"), {"area_q": "35"}).content.decode()
+    assert 'value="35.05.01"' in by_code
+    assert 'value="35"' not in by_code and 'value="35.72"' not in by_code
+    browsed = limited.get(reverse("campaigns:area_search"), {"parent": "35"}).content.decode()
+    assert 'value="35.05"' in browsed and 'value="35.72"' not in browsed
+    unlimited = client_for(officer_user).get(reverse("campaigns:area_search"), {"area_q": "blitar"}).content.decode()
+    assert 'value="35.05"' in unlimited and 'value="35.72"' in unlimited
+
+
 def test_area_broadcast_window_is_read_in_the_areas_zone(officer_user):
     from datetime import UTC, datetime
 
