@@ -32,15 +32,45 @@
   });
   showScheduleKind();
 
-  // The broadcast window belongs to area broadcasts only.
+  // The broadcast window belongs to area broadcasts only, the schedule to targeted sends: an area broadcast goes
+  // out once, in its window, without quiet hours, and the server refuses any other schedule for it. Switching to
+  // an area broadcast sets the hidden schedule so and keeps what was chosen, put back on switching back. This
+  // script runs before htmx (deferred) listens, so the preview the mode's change asks for reads the schedule set.
   var mode = form.querySelector("#id_mode");
+  var targetedSchedule = null;
+  function scheduleFields() {
+    return form.querySelectorAll('input[name="schedule_kind"], #id_quiet_start, #id_quiet_end');
+  }
+  function setBroadcastSchedule() {
+    // Every value is kept before any is set: checking "now" unchecks the kind chosen.
+    targetedSchedule = Array.prototype.map.call(scheduleFields(), function (field) {
+      return [field, field.type === "radio" ? field.checked : field.value];
+    });
+    scheduleFields().forEach(function (field) {
+      if (field.type === "radio") field.checked = field.value === "now";
+      else field.value = "";
+    });
+  }
+  function restoreTargetedSchedule() {
+    if (!targetedSchedule) return;
+    targetedSchedule.forEach(function (kept) {
+      if (kept[0].type === "radio") kept[0].checked = kept[1];
+      else kept[0].value = kept[1];
+    });
+    targetedSchedule = null;
+    showScheduleKind();
+  }
   function showMode() {
     form.querySelectorAll("[data-modes]").forEach(function (block) {
       block.hidden = block.getAttribute("data-modes").split(" ").indexOf(mode.value) === -1;
     });
   }
   if (mode) {
-    mode.addEventListener("change", showMode);
+    mode.addEventListener("change", function () {
+      if (mode.value === "area_broadcast") setBroadcastSchedule();
+      else restoreTargetedSchedule();
+      showMode();
+    });
     showMode();
   }
 

@@ -266,3 +266,43 @@ def test_the_compose_preview_says_the_cost_is_per_run_once_a_recurring_schedule_
     expect(page.locator("#preview [data-cost-per-run]")).to_be_visible()
     page.check('input[name="schedule_kind"][value="once"]')
     expect(page.locator("#preview [data-cost-per-run]")).to_have_count(0)
+
+
+def test_an_area_broadcast_hides_the_schedule_and_saves_whatever_targeted_schedule_was_chosen_before(
+    officer_page, live_server
+):
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from django.utils import timezone
+
+    from campaigns.models import Campaign
+
+    page = officer_page()
+    page.goto(f"{live_server.url}/campaigns/new/")
+    page.fill("#id_title", "Peringatan banjir")
+    page.fill("#id_text", "Air sungai naik, menjauh dari bantaran.")
+    page.fill("#id_sender", "BPBD")
+    page.fill("#id_area_q", "blitar")
+    page.check('#area-results input[value="35.05"]')
+    # A daily send with quiet hours first, then the officer decides on an area broadcast.
+    page.check('input[name="schedule_kind"][value="daily"]')
+    page.fill("#id_schedule_time", "13:00")
+    page.fill("#id_quiet_start", "21:00")
+    page.fill("#id_quiet_end", "06:00")
+    page.select_option("#id_mode", "area_broadcast")
+    expect(page.locator("#id_quiet_start")).to_be_hidden()
+    expect(page.locator('input[name="schedule_kind"][value="daily"]')).to_be_hidden()
+    # Back to targeted and again: what was chosen for the targeted send is still there.
+    page.select_option("#id_mode", "targeted")
+    expect(page.locator('input[name="schedule_kind"][value="daily"]')).to_be_checked()
+    expect(page.locator("#id_quiet_start")).to_have_value("21:00")
+    page.select_option("#id_mode", "area_broadcast")
+    starts = (timezone.now() + timedelta(hours=1)).astimezone(ZoneInfo("Asia/Jakarta"))
+    page.fill("#id_broadcast_starts", starts.strftime("%Y-%m-%dT%H:%M"))
+    page.fill("#id_broadcast_ends", (starts + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"))
+    page.click("button:has-text('Simpan draf')")
+    expect(page.locator("main .msg.success")).to_be_visible()
+    campaign = Campaign.objects.get()
+    assert campaign.mode == "area_broadcast"
+    assert campaign.schedule == {"kind": "now"}
