@@ -171,6 +171,29 @@ def test_officer_dashboard_shows_a_running_campaign_with_its_progress(officer_us
     assert 'hx-select="#running" hx-trigger="every 5s"' in body
 
 
+def test_an_officer_watching_the_dashboard_sees_a_scheduled_campaign_start_sending_without_reloading(
+    officer_user, areas
+):
+    campaign = CampaignFactory(
+        author=officer_user, status=Campaign.Status.SCHEDULED, next_run_at=timezone.now() + timedelta(minutes=1)
+    )
+    client = client_for(officer_user)
+    body = client.get(reverse("dashboard")).content.decode()
+    assert "Tidak ada kampanye yang sedang dikirim" in body
+    # The page polls while something is scheduled, and each poll brings the running and scheduled lists.
+    assert 'hx-select="#running" hx-trigger="every 5s"' in body
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING, next_run_at=None)
+    run = CampaignRunFactory(campaign=campaign)
+    DeliveryFactory(run=run, status=Delivery.Status.DELIVERED)
+    DeliveryFactory(run=run, status=Delivery.Status.QUEUED)
+    poll = client.get(reverse("dashboard"), HTTP_HX_REQUEST="true").content.decode()
+    running = poll[poll.index('id="running"') :]
+    assert campaign.title in running and 'aria-valuenow="50"' in running
+    scheduled = poll[poll.index('id="scheduled"') : poll.index('id="running"')]
+    assert campaign.title not in scheduled and "Tidak ada yang terjadwal" in scheduled
+    assert 'hx-select-oob="#scheduled"' in poll
+
+
 def test_the_polled_dashboard_counts_its_running_campaigns_with_the_same_queries_however_many_are_sending(
     officer_user, areas
 ):
