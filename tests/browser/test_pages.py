@@ -106,6 +106,21 @@ def test_a_title_with_a_long_hashtag_wraps_on_a_360_px_screen(officer_page, live
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_VIEWPORT["width"]
 
 
+@pytest.mark.parametrize("path", ["/", "/campaigns/"])
+def test_a_long_title_leaves_the_state_of_every_campaign_in_view_on_a_desktop_screen(officer_page, live_server, path):
+    page = officer_page()
+    author = User.objects.get(username="officer-kb")
+    CampaignFactory(
+        author=author, area_codes=["35.05"], title="Jadwal #VaksinasiGotongRoyongKabupatenBlitarTahapKetiga"
+    )
+    CampaignFactory(author=author, area_codes=["35.05"], title="Posko banjir")
+    page.goto(live_server.url + path)
+    table = page.locator(".table-wrap").first
+    expect(table.get_by_text("#VaksinasiGotongRoyong")).to_be_visible()
+    # No column is pushed out of the card, to be reached only by scrolling the table sideways.
+    assert table.evaluate("wrap => wrap.scrollWidth <= wrap.clientWidth")
+
+
 def test_the_approver_sees_each_line_of_the_diff_since_the_rejection_on_its_own_line(
     officer_page, live_server, new_page
 ):
