@@ -321,3 +321,35 @@ def test_an_area_broadcast_hides_the_schedule_and_saves_whatever_targeted_schedu
     campaign = Campaign.objects.get()
     assert campaign.mode == "area_broadcast"
     assert campaign.schedule == {"kind": "now"}
+
+
+def test_keyboard_focus_stays_where_it_was_when_the_progress_refreshes(officer_page, live_server):
+    from campaigns.models import Campaign, Delivery
+    from tests.campaigns.factories import CampaignRunFactory, DeliveryFactory
+
+    page = officer_page()
+    campaign = CampaignFactory(
+        author=User.objects.get(username="officer-kb"), area_codes=["35.05"], status=Campaign.Status.SENDING
+    )
+    run = CampaignRunFactory(campaign=campaign)
+    DeliveryFactory(run=run, status=Delivery.Status.DELIVERED)
+    DeliveryFactory(run=run, status=Delivery.Status.QUEUED)
+    scheduled = CampaignFactory(
+        author=campaign.author, area_codes=["35.05"], status=Campaign.Status.SCHEDULED, next_run_at=run.scheduled_for
+    )
+    # On the dashboard, refreshed every 5 s: a keyboard user on a campaign's link.
+    page.goto(live_server.url + "/")
+    for section, title in (("#running", campaign.title), ("#scheduled", scheduled.title)):
+        page.locator(section).get_by_role("link", name=title).focus()
+        with page.expect_response(lambda response: response.url == f"{live_server.url}/"):
+            pass
+        page.wait_for_timeout(300)  # the swap follows the answer
+        expect(page.locator(section).get_by_role("link", name=title)).to_be_focused()
+    # On the campaign page, refreshed every 2 s: a keyboard user scrolling a table of the run's figures.
+    page.goto(f"{live_server.url}/campaigns/{campaign.pk}/")
+    table = page.locator(f"#run-{run.pk} .table-wrap").first
+    table.focus()
+    with page.expect_response(lambda response: "/progress/" in response.url):
+        pass
+    page.wait_for_timeout(300)
+    expect(page.locator(f"#run-{run.pk} .table-wrap").first).to_be_focused()
