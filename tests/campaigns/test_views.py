@@ -194,6 +194,20 @@ def test_an_officer_watching_the_dashboard_sees_a_scheduled_campaign_start_sendi
     assert 'hx-select-oob="#scheduled"' in poll
 
 
+def test_an_approver_watching_the_dashboard_sees_a_campaign_submitted_meanwhile_without_reloading(
+    officer_user, approver_user, areas
+):
+    client = client_for(approver_user)
+    body = client.get(reverse("dashboard")).content.decode()
+    assert "data-inbox-count>0<" in body
+    assert 'hx-select="#running" hx-trigger="every 5s"' in body
+    submitted = campaign_submit(campaign=CampaignFactory(author=officer_user, area_codes=["35.05"]), actor=officer_user)
+    poll = client.get(reverse("dashboard"), HTTP_HX_REQUEST="true").content.decode()
+    inbox = poll[poll.index('id="inbox"') : poll.index('id="running"')]
+    assert "data-inbox-count>1<" in inbox and submitted.title in inbox
+    assert 'hx-select-oob="#inbox"' in poll
+
+
 def test_the_polled_dashboard_counts_its_running_campaigns_with_the_same_queries_however_many_are_sending(
     officer_user, areas
 ):
