@@ -162,6 +162,18 @@ def test_approver_dashboard_shows_the_inbox_with_its_count(pending, approver_use
     assert pending.title in body
 
 
+def test_the_campaign_page_says_which_subscribers_its_audience_filters_keep(officer_user, areas):
+    # Set through the API; the compose form has no field for them, and an edit keeps them.
+    campaign = CampaignFactory(
+        author=officer_user, area_codes=["35.05"], audience={"languages": ["jv"], "operators": ["telkomsel"]}
+    )
+    body = client_for(officer_user).get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "Hanya pelanggan berbahasa: jv" in body
+    assert "Hanya pelanggan operator: telkomsel" in body
+    body = client_for(officer_user).get(reverse("campaigns:edit", args=[campaign.pk])).content.decode()
+    assert "Hanya pelanggan berbahasa: jv" in body
+
+
 def test_officer_dashboard_shows_a_running_campaign_with_its_progress(officer_user, areas):
     run = CampaignRunFactory(campaign=CampaignFactory(author=officer_user, status=Campaign.Status.SENDING))
     DeliveryFactory(run=run, status=Delivery.Status.DELIVERED)
