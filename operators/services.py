@@ -196,9 +196,7 @@ def batch_send(*, batch_id: str, now: datetime | None = None) -> str:
     return batch_record_result(batch_id=batch.pk, result=result, leased=batch).status_label
 
 
-def _batch_fit_to_limit(
-    batch: DispatchBatch, *, limit: int, now: datetime, batch_size: int | None = None
-) -> DispatchBatch:
+def _batch_fit_to_limit(batch: DispatchBatch, *, limit: int, batch_size: int, now: datetime) -> DispatchBatch:
     """Split a leased, never-sent batch that costs more than `limit` segments (0: no limit), or holds more than
     `batch_size` recipients, into batches that fit both.
 
@@ -214,9 +212,7 @@ def _batch_fit_to_limit(
     waits for the split and then withdraws the number from its new, never-sent batch.
     """
     per_message = max(1, batch.segments // max(1, batch.size))
-    size = max(1, limit // per_message) if limit > 0 else batch.size
-    if batch_size is not None:
-        size = min(size, max(1, batch_size))
+    size = min(max(1, limit // per_message) if limit > 0 else batch.size, max(1, batch_size))
     if batch.attempts != 1 or batch.size <= size:
         return batch
     with transaction.atomic():
@@ -256,7 +252,7 @@ def _batch_fit_to_limit(
             obj=batch,
             details={
                 "limit": limit,
-                **({"batch_size": batch_size} if batch_size is not None else {}),
+                "batch_size": batch_size,
                 "kept": len(kept),
                 "moved": len(rest),
                 "batches": len(batches),
@@ -1040,10 +1036,10 @@ def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -
         row_params = [value for row in zip(*columns, strict=True) for value in row]
     # Only the table name and placeholders are interpolated; every value is a bound parameter.
     sql = (
-        # A report without a reference or code keeps the one an earlier report gave (submitted, then final).
         f"UPDATE {table} SET status = reports.status, "  # noqa: S608
-        # The cancel's reason goes with it: the report is what became of the message.
+        # A cancelled message's reason goes with the cancel: the report is what became of the message.
         f"reason = CASE WHEN {table}.status = %s THEN '' ELSE {table}.reason END, "
+        # A report without a reference or code keeps the one an earlier report gave (submitted, then final).
         f"operator_ref = COALESCE(NULLIF(reports.operator_ref, ''), {table}.operator_ref), "
         f"error_code = COALESCE(NULLIF(reports.error_code, ''), {table}.error_code), "
         # Nor was anything done before its run started: an earlier time (year 1, 1970) is a clock, not a delivery.
@@ -1055,9 +1051,16 @@ def _reports_update(operator: Operator, reports: list[_Report], now: datetime) -
     )
     # Cancelled, too: only messages handed over reach here, and a cancel ends a batch whose send went unanswered
     # (a timeout, a lapsed claim), which the operator may have delivered; its report says what became of it.
-    params = [DeliveryStatus.CANCELLED, adapt(now), *row_params, operator.pk, DeliveryStatus.QUEUED]
-    params.append(DeliveryStatus.CANCELLED)
-    params += [DeliveryStatus.SUBMITTED, DeliveryStatus.SUBMITTED]
+    params = [
+        DeliveryStatus.CANCELLED,  # the reason's CASE
+        adapt(now),
+        *row_params,
+        operator.pk,
+        DeliveryStatus.QUEUED,
+        DeliveryStatus.CANCELLED,
+        DeliveryStatus.SUBMITTED,
+        DeliveryStatus.SUBMITTED,
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount

@@ -1085,7 +1085,7 @@ def test_a_number_opting_out_while_its_batch_is_leased_is_not_moved_to_a_split_o
     subscriber_opt_out(msisdn=number, actor=None, source="sms")
     assert Delivery.objects.get(pk=messages[3].pk).status == "queued"
 
-    services._batch_fit_to_limit(leased, limit=4, now=now)
+    services._batch_fit_to_limit(leased, limit=4, batch_size=leased.operator.batch_size, now=now)
 
     moved = Delivery.objects.get(pk=messages[3].pk)
     assert (moved.status, moved.reason) == ("skipped", "opted_out")
