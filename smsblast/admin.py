@@ -24,7 +24,7 @@ from smsblast.admin_utils import (
     ShownRowsInline,
 )
 from smsblast.audit import audit_record
-from smsblast.authentication import api_token_revoke
+from smsblast.authentication import api_token_create, api_token_revoke
 from smsblast.errors import ServiceConflict
 from smsblast.forms import AdminLoginForm
 from smsblast.models import (
@@ -57,7 +57,7 @@ class UserAdmin(AuditedDeleteMixin, DjangoUserAdmin):
     add_fieldsets = [*DjangoUserAdmin.add_fieldsets, (gettext_lazy("Jurisdiction"), {"fields": ["jurisdiction"]})]
     autocomplete_fields = ["jurisdiction"]
     readonly_fields = ["two_factor"]
-    actions = ["reset_two_factor"]
+    actions = ["reset_two_factor", "issue_api_token"]
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
@@ -92,6 +92,34 @@ class UserAdmin(AuditedDeleteMixin, DjangoUserAdmin):
             % {"count": count},
             messages.SUCCESS,
         )
+
+    @admin.action(
+        description=gettext_lazy("Issue a new API token (shown once; older tokens stay valid until revoked)"),
+        permissions=["change"],
+    )
+    def issue_api_token(self, request, queryset):
+        inactive = sorted(user.username for user in queryset if not user.is_active)
+        if inactive:
+            # A token of an inactive user is refused at every request: issuing one would only mislead.
+            self.message_user(
+                request,
+                _("No token issued: %(users)s cannot log in (inactive). Activate the user first.")
+                % {"users": ", ".join(inactive)},
+                messages.ERROR,
+            )
+            return None
+        with transaction.atomic():
+            issued = [(user, api_token_create(user=user, name="admin", actor=request.user)) for user in queryset]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("New API tokens"),
+            "issued": issued,
+        }
+        response = TemplateResponse(request, "admin/smsblast/user/api_tokens_issued.html", context)
+        # The keys are on this page only: neither the browser nor a proxy keeps a copy.
+        response["Cache-Control"] = "no-store"
+        return response
 
     def save_model(self, request, obj, form, change):
         # Read before the form's flags are saved; groups and permissions follow in save_related. The row stays locked
@@ -170,7 +198,7 @@ class GroupAdmin(AuditedChangeMixin, DjangoGroupAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    """Tokens are issued by `manage.py create_user`, which shows the key once; here they can only be revoked."""
+    """Tokens are issued by `manage.py create_user` or the Users action, shown once; here they are revoked."""
 
     list_display = ["prefix", "user", "name", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["revoked_at"]

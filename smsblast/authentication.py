@@ -17,12 +17,12 @@ def token_hash(key: str) -> str:
 
 
 @transaction.atomic
-def api_token_create(*, user: User, name: str = "") -> str:
+def api_token_create(*, user: User, name: str = "", actor: User | None = None) -> str:
     """Create a token for the user and return the key; it is shown once and never stored."""
     key = secrets.token_urlsafe(32)
     token = ApiToken.objects.create(user=user, key_hash=token_hash(key), prefix=key[:8], name=name)
     audit_record(
-        actor=None,
+        actor=actor,
         action="api_token.create",
         obj=token,
         to_state="active",

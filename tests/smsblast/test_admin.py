@@ -1,6 +1,7 @@
 """The admin: every model's list, search and filters render; the audit trail and sending records are read-only."""
 
 import json
+import re
 
 import pytest
 from django.contrib import admin
@@ -1448,3 +1449,54 @@ def test_an_email_address_changed_in_the_user_admin_is_audited_from_and_to(admin
     event = AuditEvent.objects.get(action="user.access", object_id=str(officer.pk))
     assert event.actor == admin_user
     assert event.details["changed"] == {"email": {"from": "petugas@blitarkab.go.id", "to": "pribadi@example.com"}}
+
+
+def test_an_admin_issues_an_api_token_shown_once_that_works_and_is_audited(admin_client, admin_user, officer):
+    from rest_framework.test import APIClient
+
+    from smsblast.models import ApiToken
+
+    response = admin_client.post(
+        admin_url(User, "changelist"), {"action": "issue_api_token", "_selected_action": [officer.pk]}
+    )
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    token = ApiToken.objects.get(user=officer)
+    key = re.search(r'class="api-token">([^<]+)<', response.content.decode()).group(1)
+    assert key.startswith(token.prefix)
+    assert len(key) > 30
+    assert key not in token.key_hash
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert api.get("/api/v1/campaigns/").status_code == 200
+    event = AuditEvent.objects.get(action="api_token.create", object_id=str(token.pk))
+    assert (event.actor, event.details["user"], event.details["name"]) == (admin_user, officer.username, "admin")
+    # Shown once: the token list never shows the key again.
+    assert key not in admin_client.get(admin_url(ApiToken, "changelist")).content.decode()
+
+
+def test_no_api_token_is_issued_for_an_inactive_user_nor_by_a_staff_user_without_the_right(
+    admin_client, client, officer
+):
+    from smsblast.models import ApiToken
+    from tests.conftest import make_user
+
+    officer.is_active = False
+    officer.save(update_fields=["is_active"])
+    response = admin_client.post(
+        admin_url(User, "changelist"),
+        {"action": "issue_api_token", "_selected_action": [officer.pk]},
+        follow=True,
+    )
+    assert f"{officer.username} tidak dapat masuk (nonaktif)" in response.content.decode()
+    assert not ApiToken.objects.filter(user=officer).exists()
+
+    clerk = make_user("clerk", "officer")
+    clerk.is_staff = True
+    clerk.save(update_fields=["is_staff"])
+    client.force_login(clerk)
+    officer.is_active = True
+    officer.save(update_fields=["is_active"])
+    client.post(admin_url(User, "changelist"), {"action": "issue_api_token", "_selected_action": [officer.pk]})
+    assert not ApiToken.objects.filter(user=officer).exists()
