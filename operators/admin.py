@@ -123,7 +123,11 @@ class OperatorAdminForm(forms.ModelForm):
                 )
             if item not in prefixes:
                 prefixes.append(item)
-        # A prefix routes to one operator; held by two, its numbers would go to whichever was read last.
+        # A prefix routes to one operator; held by two, its numbers would go to whichever was read last. The admin
+        # validates and saves in one transaction: the routing lock taken here holds until the save commits, so of
+        # two admins giving one prefix away at once, the second reads the first's and is told.
+        if transaction.get_connection().in_atomic_block:
+            subscriber_routing_lock()
         others = Operator.objects.exclude(pk=self.instance.pk).values_list("name", "prefixes")
         taken = [f"{prefix} ({name})" for name, listed in others for prefix in listed or [] if prefix in prefixes]
         if taken:

@@ -6,6 +6,7 @@ import re
 import pytest
 from django.contrib import admin
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -121,6 +122,49 @@ def test_operator_prefixes_are_edited_as_a_comma_list(admin_client):
     assert operator.prefixes == ["62811", "62812", "62813"]
     page = admin_client.get(admin_url(Operator, "change", operator.pk)).content.decode()
     assert "62811, 62812, 62813" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_admins_giving_one_prefix_to_two_operators_at_once_route_it_to_one_the_other_is_told(admin_user):
+    """The check that a prefix is free holds until the save commits: of two saves at once, the second is refused."""
+    import threading
+
+    from django.test import Client
+
+    from smsblast.services import subscriber_routing_lock
+    from tests.concurrency import skip_unless_postgresql, start_in_thread, wait_until_blocked_on_a_lock
+
+    skip_unless_postgresql()
+    indosat = OperatorFactory(slug="indosat", name="Indosat", prefixes=["62814"])
+    xl = OperatorFactory(slug="xl-axiata", name="XL Axiata", prefixes=["62817"])
+    holding, release, errors, answers = threading.Event(), threading.Event(), [], {}
+
+    def hold_the_routing_lock():
+        with transaction.atomic():
+            subscriber_routing_lock()
+            holding.set()
+            release.wait(30)
+
+    def save(operator, name, slug, prefixes):
+        client = Client()
+        client.force_login(admin_user)
+        form = operator_form(name=name, slug=slug, prefixes=prefixes, base_url="http://127.0.0.1:9101")
+        answers[slug] = client.post(admin_url(Operator, "change", operator.pk), form).status_code
+
+    holder = start_in_thread(hold_the_routing_lock, errors)
+    holding.wait(30)
+    first = start_in_thread(lambda: save(indosat, "Indosat", "indosat", "62814, 62859"), errors)
+    wait_until_blocked_on_a_lock(1)
+    second = start_in_thread(lambda: save(xl, "XL Axiata", "xl-axiata", "62817, 62859"), errors)
+    wait_until_blocked_on_a_lock(2)
+    release.set()
+    for thread in (holder, first, second):
+        thread.join(30)
+
+    assert errors == []
+    assert sorted(answers.values()) == [200, 302], "one save is refused with the form's message"
+    holders = [slug for slug, prefixes in Operator.objects.values_list("slug", "prefixes") if "62859" in prefixes]
+    assert len(holders) == 1
 
 
 def test_operator_prefix_that_is_not_digits_is_refused(admin_client):
