@@ -2,6 +2,7 @@
 
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -9,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.cap import cap_document
-from campaigns.cap_import import MAX_DOCUMENT_BYTES, cap_import
+from campaigns.cap_import import MAX_DOCUMENT_BYTES, cap_import, cap_too_large_message
 from campaigns.models import Campaign, Priority
 from campaigns.selectors import campaigns_visible
 from smsblast.api import FileContentNegotiation
@@ -90,16 +91,13 @@ class CapImportView(APIView):
         content_type = request.content_type or ""
         if declared_body_length(request) > MAX_DOCUMENT_BYTES + MULTIPART_ALLOWANCE:
             # Refused before the body is read: a multipart upload would be spooled to disk first.
-            return Response(
-                {"detail": f"The document is larger than {MAX_DOCUMENT_BYTES // 1024} KiB."},
-                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            )
+            return Response({"detail": cap_too_large_message()}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         if content_type.startswith("multipart/"):
             upload = request.FILES.get("file")
             if upload is None:
-                raise ServiceInvalid("Send the CAP document as a file named 'file'.", {"file": "Required."})
+                raise ServiceInvalid(_("Send the CAP document as a file named 'file'."), {"file": _("Required.")})
             if upload.size > MAX_DOCUMENT_BYTES:
-                raise ServiceInvalid(f"The document is larger than {MAX_DOCUMENT_BYTES // 1024} KiB.")
+                raise ServiceInvalid(cap_too_large_message())
             raw = upload.read()
         else:
             raw = request.body

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlparse
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 from django.utils.translation import pgettext_lazy
 from lxml import etree
 
@@ -122,9 +123,9 @@ def _approval(campaign: Campaign) -> Approval:
         campaign.approvals.filter(decision=Approval.Decision.APPROVED, voided_at__isnull=True).order_by("-id").first()
     )
     if approval is None:
-        raise ServiceConflict("Only an approved campaign can be exported as CAP; this one has no valid approval.")
+        raise ServiceConflict(_("Only an approved campaign can be exported as CAP; this one has no valid approval."))
     if approval.content_hash != campaign_content_hash(campaign):
-        raise ServiceConflict("The campaign changed after it was approved; it needs a new approval before export.")
+        raise ServiceConflict(_("The campaign changed after it was approved; it needs a new approval before export."))
     return approval
 
 

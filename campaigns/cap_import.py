@@ -16,10 +16,12 @@ from defusedxml.ElementTree import fromstring
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from campaigns.cap import CAP_CATEGORIES, CAP_CERTAINTIES, CAP_SEVERITIES, CAP_URGENCIES
-from campaigns.cap_signature import CapSignature, SignatureState, cap_signature_check
+from campaigns.cap_signature import CapSignature, SignatureState, cap_signature_check, cap_signature_reason_label
 from campaigns.models import Campaign, Mode, Priority
 from campaigns.selectors import campaign_cap_signature, campaigns_visible, target_scope
 from smsblast import sms
@@ -103,23 +105,27 @@ class CapAlert:
 def cap_parse(raw: bytes) -> CapAlert:
     """Return the alert in a CAP 1.1 or 1.2 document; raise ServiceInvalid saying why it cannot be read."""
     if len(raw) > MAX_DOCUMENT_BYTES:
-        raise ServiceInvalid(f"The document is larger than {MAX_DOCUMENT_BYTES // 1024} KiB.")
+        raise ServiceInvalid(cap_too_large_message())
     if not raw.strip():
-        raise ServiceInvalid("The request carries no document: send the CAP XML as the body or as a file.")
+        raise ServiceInvalid(_("The request carries no document: send the CAP XML as the body or as a file."))
     try:
         root = fromstring(raw, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
         raise ServiceInvalid(
-            f"The document declares a DTD or entities ({type(exc).__name__}); CAP needs neither, so it is refused."
+            _("The document declares a DTD or entities (%(error)s); CAP needs neither, so it is refused.")
+            % {"error": type(exc).__name__}
         ) from exc
     except ParseError as exc:
-        raise ServiceInvalid(f"The document is not well-formed XML: {exc}.") from exc
+        raise ServiceInvalid(_("The document is not well-formed XML: %(error)s.") % {"error": exc}) from exc
     except (LookupError, ValueError) as exc:  # an encoding the XML declaration names but the parser cannot read
-        raise ServiceInvalid(f"The document's encoding cannot be read ({exc}); send it as UTF-8.") from exc
-    namespace, _, local = root.tag[1:].partition("}") if root.tag.startswith("{") else ("", "", root.tag)
+        raise ServiceInvalid(
+            _("The document's encoding cannot be read (%(error)s); send it as UTF-8.") % {"error": exc}
+        ) from exc
+    namespace, _brace, local = root.tag[1:].partition("}") if root.tag.startswith("{") else ("", "", root.tag)
     if local != "alert" or namespace not in CAP_NAMESPACES:
         raise ServiceInvalid(
-            f"Not a CAP alert: the root element is {root.tag!r}; expected 'alert' in the CAP 1.1 or 1.2 namespace."
+            _("Not a CAP alert: the root element is %(element)s; expected 'alert' in the CAP 1.1 or 1.2 namespace.")
+            % {"element": repr(root.tag)}
         )
     signature = cap_signature_check(raw, root)
     if signature.signed_xml is not None:
@@ -136,7 +142,7 @@ def cap_parse(raw: bytes) -> CapAlert:
     missing = [name for name, value in (("identifier", identifier), ("sender", sender), ("sent", sent)) if not value]
     missing += [name for name, value in (("status", status), ("msgType", msg_type)) if not value]
     if missing:
-        raise ServiceInvalid(f"Not a valid CAP alert: missing {', '.join(missing)}.")
+        raise ServiceInvalid(_("Not a valid CAP alert: missing %(elements)s.") % {"elements": ", ".join(missing)})
     references = []
     for item in text(root, "references").split():
         parts = item.split(",")
@@ -216,7 +222,7 @@ def cap_fit_text(info: CapInfo, *, max_segments: int) -> tuple[str, list[dict[st
     parts: list[tuple[str, str]] = []
     for name in ("headline", "description", "instruction"):
         value = _WHITESPACE.sub(" ", getattr(info, name)).strip()
-        for _, earlier in parts:
+        for _part, earlier in parts:
             if value.startswith(earlier):  # a description that opens with the headline
                 value = value[len(earlier) :].lstrip(" .:-")
         if value and not any(value in earlier for _, earlier in parts):
@@ -274,7 +280,54 @@ def _is_cap_time(value: str) -> bool:
         return False
 
 
+def cap_too_large_message() -> str:
+    """Return the refusal of a document over MAX_DOCUMENT_BYTES, in the user's language."""
+    return _("The document is larger than %(size)s KiB.") % {"size": MAX_DOCUMENT_BYTES // 1024}
+
+
 # --- areas ---------------------------------------------------------------------------------
+
+# Why a polygon or circle of an alert is skipped, as operators.areageom (which has no Django) words it in English.
+_AREA_ERRORS = (
+    (re.compile(r"Unreadable CAP polygon (?P<text>.*)\.", re.DOTALL), gettext_lazy("Unreadable CAP polygon %(text)s.")),
+    (
+        re.compile(re.escape("A CAP polygon needs at least four lat,lon pairs.")),
+        gettext_lazy("A CAP polygon needs at least four lat,lon pairs."),
+    ),
+    (
+        re.compile(re.escape("A CAP polygon point lies outside latitude/longitude range.")),
+        gettext_lazy("A CAP polygon point lies outside latitude/longitude range."),
+    ),
+    (re.compile(re.escape("A CAP polygon encloses no area.")), gettext_lazy("A CAP polygon encloses no area.")),
+    (re.compile(r"Unreadable CAP circle (?P<text>.*)\.", re.DOTALL), gettext_lazy("Unreadable CAP circle %(text)s.")),
+    (
+        re.compile(re.escape("A CAP circle lies outside latitude/longitude range or has no finite, positive radius.")),
+        gettext_lazy("A CAP circle lies outside latitude/longitude range or has no finite, positive radius."),
+    ),
+    (
+        re.compile(r"A drawn area has at most (?P<limit>[\d,]+) points; this one has (?P<points>[\d,]+)\."),
+        gettext_lazy("A drawn area has at most %(limit)s points; this one has %(points)s."),
+    ),
+    (
+        re.compile(
+            r"The area crosses itself in more than (?P<count>\d+) places, too many to repair: draw its outline "
+            r"without crossing lines\."
+        ),
+        gettext_lazy(
+            "The area crosses itself in more than %(count)s places, too many to repair: draw its outline without "
+            "crossing lines."
+        ),
+    ),
+)
+
+
+def cap_area_error_label(error: Exception) -> str:
+    """Return why a polygon or circle of an alert cannot be read, in the user's language where it is known."""
+    text = str(error)
+    for pattern, label in _AREA_ERRORS:
+        if match := pattern.fullmatch(text):
+            return str(label) % match.groupdict()
+    return text
 
 
 def _has_area(info: CapInfo) -> bool:
@@ -285,7 +338,7 @@ def _geocode_codes(info: CapInfo) -> list[str]:
     """Return the Kemendagri codes among the geocode values (dotted or bare digits), whatever their valueName."""
     candidates = set()
     for area in info.areas:
-        for _, value in area.geocodes:
+        for _value_name, value in area.geocodes:
             value = value.strip()
             if value.isdigit() and len(value) in (2, 4, 6, 10):
                 value = ".".join(filter(None, (value[:2], value[2:4], value[4:6], value[6:])))
@@ -303,7 +356,8 @@ def _shape_codes(info: CapInfo) -> tuple[list[str], list[str]]:
     count = sum(len(area.polygons) + len(area.circles) for area in info.areas)
     if count > MAX_AREA_SHAPES:
         raise ServiceInvalid(
-            f"The alert's area is drawn with {count} polygons and circles; at most {MAX_AREA_SHAPES} are read."
+            _("The alert's area is drawn with %(count)s polygons and circles; at most %(limit)s are read.")
+            % {"count": count, "limit": MAX_AREA_SHAPES}
         )
     shapes, notes = [], []
     for area in info.areas:
@@ -311,12 +365,20 @@ def _shape_codes(info: CapInfo) -> tuple[list[str], list[str]]:
             try:
                 shapes.append(areageom.parse_cap_polygon(polygon))
             except areageom.AreaError as exc:
-                notes.append(f"Skipped a polygon of {area.description or 'an area'}: {exc}")
+                if area.description:
+                    note = _("Skipped a polygon of %(area)s: %(error)s")
+                else:
+                    note = _("Skipped a polygon of an area: %(error)s")
+                notes.append(note % {"area": area.description, "error": cap_area_error_label(exc)})
         for circle in area.circles:
             try:
                 shapes.append(areageom.parse_cap_circle(circle))
             except areageom.AreaError as exc:
-                notes.append(f"Skipped a circle of {area.description or 'an area'}: {exc}")
+                if area.description:
+                    note = _("Skipped a circle of %(area)s: %(error)s")
+                else:
+                    note = _("Skipped a circle of an area: %(error)s")
+                notes.append(note % {"area": area.description, "error": cap_area_error_label(exc)})
     if not shapes:
         return [], notes
     alert_shape = unary_union(shapes)
@@ -378,33 +440,44 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
     """
     alert = cap_parse(raw)
     if settings.CAP_REQUIRE_SIGNATURE and alert.signature.state != SignatureState.VERIFIED:
-        why = (
-            "it is not signed"
-            if alert.signature.state == SignatureState.UNSIGNED
-            else f"its signature is not verified: {alert.signature.reason}"
-        )
+        if alert.signature.state == SignatureState.UNSIGNED:
+            raise ServiceInvalid(
+                _(
+                    "This installation imports only CAP alerts signed by a trusted issuer (CAP_REQUIRE_SIGNATURE), "
+                    "and it is not signed."
+                )
+            )
         raise ServiceInvalid(
-            f"This installation imports only CAP alerts signed by a trusted issuer (CAP_REQUIRE_SIGNATURE), and {why}."
+            _(
+                "This installation imports only CAP alerts signed by a trusted issuer (CAP_REQUIRE_SIGNATURE), and "
+                "its signature is not verified: %(reason)s."
+            )
+            % {"reason": cap_signature_reason_label(alert.signature.reason)}
         )
     if alert.status not in ("Actual", "Exercise"):
-        raise ServiceInvalid(f"CAP status {alert.status!r} is not imported; only Actual and Exercise alerts are.")
+        raise ServiceInvalid(
+            _("CAP status %(status)s is not imported; only Actual and Exercise alerts are.")
+            % {"status": repr(alert.status)}
+        )
     if alert.msg_type == "Cancel":
         return _cap_cancel(alert, actor=actor, now=now)
     if alert.msg_type not in ("Alert", "Update"):
-        raise ServiceInvalid(f"CAP msgType {alert.msg_type!r} carries no alert to import.")
+        raise ServiceInvalid(_("CAP msgType %(type)s carries no alert to import.") % {"type": repr(alert.msg_type)})
     if not alert.scope:
         # CAP requires one; without it nothing says its issuer meant it for every handset in the area.
-        raise ServiceInvalid("The CAP alert names no scope; only Public alerts may be broadcast.")
+        raise ServiceInvalid(_("The CAP alert names no scope; only Public alerts may be broadcast."))
     if alert.scope != "Public":
         # Its issuer meant it for responders or named addresses; a broadcast reaches every handset in the area.
-        raise ServiceInvalid(f"CAP scope {alert.scope!r} is not imported; only Public alerts may be broadcast.")
+        raise ServiceInvalid(
+            _("CAP scope %(scope)s is not imported; only Public alerts may be broadcast.")
+            % {"scope": repr(alert.scope)}
+        )
     return _cap_create(alert, actor=actor, now=now or timezone.now())
 
 
 @transaction.atomic
 def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResult:
     from campaigns.services import (
-        REFUSED_CHARACTERS_PHRASE,
         campaign_create,
         campaign_replace_unverified_import,
         refused_characters,
@@ -413,73 +486,96 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
 
     info = cap_pick_info(alert)
     if info is None:
-        raise ServiceInvalid("The CAP alert has no info block, so there is no message to send.")
+        raise ServiceInvalid(_("The CAP alert has no info block, so there is no message to send."))
     notes = []
     chosen = _block_for_jurisdiction(alert, info, actor)
     if chosen is not info:
         info = chosen
         notes.append(
-            f"The alert has several {info.language} info blocks; used the info block whose area reaches "
-            "your jurisdiction."
+            _(
+                "The alert has several %(language)s info blocks; used the info block whose area reaches your "
+                "jurisdiction."
+            )
+            % {"language": info.language}
         )
     if not _is_indonesian(info.language):
-        notes.append(f"No Indonesian info block; used the first one ({info.language}).")
+        notes.append(_("No Indonesian info block; used the first one (%(language)s).") % {"language": info.language})
     if alert.signature.state == SignatureState.VERIFIED:
-        notes.append(f"The alert's XML signature is verified: signed by {alert.signature.signer}, a trusted issuer.")
+        notes.append(
+            _("The alert's XML signature is verified: signed by %(signer)s, a trusted issuer.")
+            % {"signer": alert.signature.signer}
+        )
     elif alert.signed:
-        signer = f" (signer: {alert.signature.signer})" if alert.signature.signer else ""
-        notes.append(f"The alert carries an XML signature{signer} that is not verified: {alert.signature.reason}.")
+        if alert.signature.signer:
+            unverified = _("The alert carries an XML signature (signer: %(signer)s) that is not verified: %(reason)s.")
+        else:
+            unverified = _("The alert carries an XML signature that is not verified: %(reason)s.")
+        reason = cap_signature_reason_label(alert.signature.reason)
+        notes.append(unverified % {"signer": alert.signature.signer, "reason": reason})
     # A translation may leave out the area the other language's block gives; the alert still has one.
     located = next((block for block in [info, *alert.infos] if _has_area(block)), info)
     if located is not info:
-        notes.append(f"The {info.language} info block names no area; used the area of the {located.language} one.")
+        notes.append(
+            _("The %(language)s info block names no area; used the area of the %(other)s one.")
+            % {"language": info.language, "other": located.language}
+        )
     codes = _geocode_codes(located)
     shape_notes: list[str] = []
     if codes:
-        notes.append("Area from the alert's geocodes.")
+        notes.append(_("Area from the alert's geocodes."))
     else:
         codes, shape_notes = _shape_codes(located)
         notes.extend(shape_notes)
         if codes:
-            notes.append("Area from the known boundaries the alert's polygons and circles cover.")
+            notes.append(_("Area from the known boundaries the alert's polygons and circles cover."))
     if not codes:
         # The shapes left out say why the alert has no area (a polygon crossing itself, a circle without a radius).
         raise ServiceInvalid(
             " ".join(
                 [
-                    "The CAP alert has no usable area: no geocode matches a Kemendagri code, and no polygon or "
-                    "circle covers a known boundary.",
+                    _(
+                        "The CAP alert has no usable area: no geocode matches a Kemendagri code, and no polygon or "
+                        "circle covers a known boundary."
+                    ),
                     *(note if note.endswith(".") else f"{note}." for note in shape_notes),
                 ]
             )
         )
-    codes, narrowed = _within_jurisdiction(codes, actor)
-    notes.extend(narrowed)
+    codes, narrowing = _within_jurisdiction(codes, actor)
+    notes.extend(_narrowed_notes(**narrowing))
+    with translation.override("en"):  # the record reads alike whatever language its officer reads
+        narrowed = _narrowed_notes(**narrowing)
     replaced = _imported_before(alert, scope=target_scope(codes, None, author=actor), actor=actor)
     refused = refused_characters(info.instruction)
     if refused:
         # The instruction is not edited on the pages, so it is refused here rather than on submit.
         raise ServiceInvalid(
-            f"The CAP alert's instruction holds characters that {REFUSED_CHARACTERS_PHRASE} ({refused}), so the "
-            "approver and the alert's readers could read different instructions; it is not imported."
+            _(
+                "The CAP alert's instruction holds characters that reorder the text shown or that handsets do not "
+                "show (%(characters)s), so the approver and the alert's readers could read different instructions; "
+                "it is not imported."
+            )
+            % {"characters": refused}
         )
     max_segments = BroadcastSettings.load().max_import_segments
     text, cut = cap_fit_text(info, max_segments=max_segments)
     if not text:
-        raise ServiceInvalid("The CAP alert has no headline, description or instruction to send.")
+        raise ServiceInvalid(_("The CAP alert has no headline, description or instruction to send."))
     if cut:
-        notes.append(
-            f"Text cut to fit {max_segments} SMS segments: "
-            + "; ".join(f"{c['part']} lost {c['dropped_words']} words" for c in cut)
-            + "."
+        lost = "; ".join(
+            _("%(part)s lost %(words)s words") % {"part": c["part"], "words": c["dropped_words"]} for c in cut
         )
+        notes.append(_("Text cut to fit %(segments)s SMS segments: %(cut)s.") % {"segments": max_segments, "cut": lost})
     urgent = info.urgency == "Immediate" or info.severity in ("Extreme", "Severe")
     starts_at, ends_at = _window(info, now)
     for earlier in replaced:
         campaign_replace_unverified_import(campaign=earlier, actor=actor, signer=alert.signature.signer)
         notes.append(
-            f"Replaced campaign {earlier.pk}, imported from a copy of this alert whose signature was not verified; "
-            "it is cancelled."
+            _(
+                "Replaced campaign %(campaign)s, imported from a copy of this alert whose signature was not "
+                "verified; it is cancelled."
+            )
+            % {"campaign": earlier.pk}
         )
     try:
         campaign = campaign_create(
@@ -508,7 +604,7 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
         )
     except IntegrityError as exc:
         # Another request imported the same message since the check above; the database keeps one.
-        raise ServiceConflict("This CAP alert was imported meanwhile; it is not imported twice.") from exc
+        raise ServiceConflict(_("This CAP alert was imported meanwhile; it is not imported twice.")) from exc
     audit_record(
         actor=actor,
         action="campaign.cap_import",
@@ -542,32 +638,45 @@ def _block_for_jurisdiction(alert: CapAlert, info: CapInfo, actor: User) -> CapI
     return info
 
 
-def _within_jurisdiction(codes: list[str], actor: User) -> tuple[list[str], list[str]]:
-    """Return the part of the alert's area codes within the actor's jurisdiction, and notes on what was narrowed.
+def _within_jurisdiction(codes: list[str], actor: User) -> tuple[list[str], dict[str, Any]]:
+    """Return the part of the alert's area codes within the actor's jurisdiction, and what was narrowed (the
+    arguments of `_narrowed_notes`).
 
     A code below the jurisdiction is kept; a wider one that holds it (the province, for a regency's officer) becomes
     the jurisdiction itself; a code beside it is left out. Raises OutsideJurisdiction when nothing is left.
     """
     jurisdiction = actor.jurisdiction_code
     if not jurisdiction:
-        return codes, []
+        return codes, {"wider": [], "beside": [], "where": ""}
     within = [code for code in codes if area_code_within(code, jurisdiction)]
     wider = [code for code in codes if code != jurisdiction and area_code_within(jurisdiction, code)]
     beside = [code for code in codes if code not in within and code not in wider]
     where = f"{jurisdiction} {actor.jurisdiction.name}"
     if not within and not wider:
         named = _area_names(beside)
-        message = (
-            f"The CAP alert's area lies outside your jurisdiction ({where}): {', '.join(named)}. "
-            "It is imported by the officers of those areas."
-        )
+        message = _(
+            "The CAP alert's area lies outside your jurisdiction (%(jurisdiction)s): %(areas)s. It is imported by "
+            "the officers of those areas."
+        ) % {"jurisdiction": where, "areas": ", ".join(named)}
         raise OutsideJurisdiction(message, {"area_codes": message}, areas=named, jurisdiction=where)
+    narrowing = {"wider": _area_names(wider), "beside": _area_names(beside), "where": where}
+    return ([jurisdiction] if wider else within), narrowing
+
+
+def _narrowed_notes(*, wider: list[str], beside: list[str], where: str) -> list[str]:
+    """Return notes on the areas of the alert narrowed to the jurisdiction `where` and those left out of it."""
     notes = []
     if wider:
-        notes.append(f"The alert's area {', '.join(_area_names(wider))} was narrowed to your jurisdiction, {where}.")
+        notes.append(
+            _("The alert's area %(areas)s was narrowed to your jurisdiction, %(jurisdiction)s.")
+            % {"areas": ", ".join(wider), "jurisdiction": where}
+        )
     if beside:
-        notes.append(f"Left out, outside your jurisdiction ({where}): {', '.join(_area_names(beside))}.")
-    return ([jurisdiction] if wider else within), notes
+        notes.append(
+            _("Left out, outside your jurisdiction (%(jurisdiction)s): %(areas)s.")
+            % {"jurisdiction": where, "areas": ", ".join(beside)}
+        )
+    return notes
 
 
 def _area_names(codes: list[str]) -> list[str]:
@@ -597,19 +706,29 @@ def _imported_before(alert: CapAlert, *, scope: str, actor: User) -> list[Campai
     ids = [campaign.pk for campaign in earlier]
     if set(campaigns_visible(actor).filter(pk__in=ids).values_list("pk", flat=True)) != set(ids):
         # Another jurisdiction's campaign: neither its id nor its state is this officer's to learn.
-        raise ServiceConflict("This CAP alert was already imported in another jurisdiction; it is not imported twice.")
+        raise ServiceConflict(
+            _("This CAP alert was already imported in another jurisdiction; it is not imported twice.")
+        )
     unverified = all(campaign_cap_signature(campaign)["state"] != SignatureState.VERIFIED for campaign in earlier)
     if alert.signature.state != SignatureState.VERIFIED or not unverified:
         first = earlier[0]
         raise ServiceConflict(
-            f"This CAP alert was already imported as campaign {first.pk} ({first.status}); it is not imported twice."
+            _("This CAP alert was already imported as campaign %(campaign)s (%(status)s); it is not imported twice.")
+            % {"campaign": first.pk, "status": Campaign.Status(first.status).label}
         )
     approved = [campaign for campaign in earlier if campaign.status not in REPLACEABLE_STATUSES]
     if approved:
         raise ServiceConflict(
-            f"A copy of this CAP alert whose signature was not verified was imported as campaign {approved[0].pk} and "
-            f"is {approved[0].status}. Compare it with this alert, verified as signed by {alert.signature.signer}: "
-            "cancel it if they differ, then import this one again."
+            _(
+                "A copy of this CAP alert whose signature was not verified was imported as campaign %(campaign)s and "
+                "is %(status)s. Compare it with this alert, verified as signed by %(signer)s: cancel it if they "
+                "differ, then import this one again."
+            )
+            % {
+                "campaign": approved[0].pk,
+                "status": Campaign.Status(approved[0].status).label,
+                "signer": alert.signature.signer,
+            }
         )
     return earlier
 
@@ -627,20 +746,27 @@ def _window(info: CapInfo, now: datetime) -> tuple[datetime, datetime]:
         if value and not _is_cap_time(value):
             # Read as absent, it would start a warning for later at once, or send one that expired long ago.
             raise ServiceInvalid(
-                f"The CAP alert's {name} {value!r} is not a CAP time: give the date, the time and the UTC offset, "
-                "as 2021-07-14T15:00:00+07:00. It is not imported."
+                _(
+                    "The CAP alert's %(element)s %(value)s is not a CAP time: give the date, the time and the UTC "
+                    "offset, as 2021-07-14T15:00:00+07:00. It is not imported."
+                )
+                % {"element": name, "value": repr(value)}
             )
     earliest = (now + REVIEW_LEAD).replace(second=0, microsecond=0)
     start = cap_datetime(info.onset) or cap_datetime(info.effective) or earliest
     start = max(start, earliest)
     end = cap_datetime(info.expires)
     if end is not None and end <= now:
-        raise ServiceInvalid(f"The CAP alert expired at {info.expires}; an expired alert is not imported.")
+        raise ServiceInvalid(
+            _("The CAP alert expired at %(expires)s; an expired alert is not imported.") % {"expires": info.expires}
+        )
     if end is not None and end - start < MIN_WINDOW:
         raise ServiceInvalid(
-            f"The CAP alert expires at {info.expires}, before a broadcast window of at least "
-            f"{MIN_WINDOW.seconds // 60} minutes could start after {REVIEW_LEAD.seconds // 60} minutes for review; "
-            "it is not imported."
+            _(
+                "The CAP alert expires at %(expires)s, before a broadcast window of at least %(window)s minutes could "
+                "start after %(review)s minutes for review; it is not imported."
+            )
+            % {"expires": info.expires, "window": MIN_WINDOW.seconds // 60, "review": REVIEW_LEAD.seconds // 60}
         )
     if end is None:
         end = start + DEFAULT_WINDOW
@@ -652,7 +778,7 @@ def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImp
     from campaigns.services import campaign_withdraw_by_issuer
 
     if not alert.references:
-        raise ServiceInvalid("The CAP Cancel has no references naming the alert it cancels.")
+        raise ServiceInvalid(_("The CAP Cancel has no references naming the alert it cancels."))
     references = cap_superseded({(sender, identifier) for sender, identifier, _ in alert.references})
     query = campaigns_imported_from(references)
     # Only campaigns the importing officer may see: another jurisdiction's are not theirs to withdraw.
@@ -662,29 +788,48 @@ def _cap_cancel(alert: CapAlert, *, actor: User, now: datetime | None) -> CapImp
     # A Cancel ends the messages it names and those they updated, each imported as its own campaign.
     campaigns = list(query.select_for_update().order_by("-id"))
     if not campaigns:
-        raise ServiceInvalid("The CAP Cancel references no imported alert.")
+        raise ServiceInvalid(_("The CAP Cancel references no imported alert."))
     live = [campaign for campaign in campaigns if campaign.status not in Campaign.FINAL_STATUSES]
     if not live:
-        raise ServiceConflict(f"The campaign imported from that alert is already {campaigns[0].status}.")
+        raise ServiceConflict(
+            _("The campaign imported from that alert is already %(status)s.")
+            % {"status": Campaign.Status(campaigns[0].status).label}
+        )
     # Whoever can post a document, or another trusted issuer, could otherwise end a warning its issuer's key vouched
     # for: only a Cancel verified as signed by that issuer withdraws it.
     cancel_signer = alert.signature.signer if alert.signature.state == SignatureState.VERIFIED else None
     for campaign in live:
         signature = campaign_cap_signature(campaign)
         if signature["state"] == SignatureState.VERIFIED and signature["signer"] != cancel_signer:
-            this_cancel = f"signed by {cancel_signer}" if cancel_signer else "not verified"
+            if cancel_signer:
+                refusal = _(
+                    "Campaign %(campaign)s was imported from an alert verified as signed by %(signer)s, and this "
+                    "Cancel is signed by %(cancel_signer)s, so it withdraws nothing. If its issuer confirms the "
+                    "withdrawal, cancel the campaign on its page."
+                )
+            else:
+                refusal = _(
+                    "Campaign %(campaign)s was imported from an alert verified as signed by %(signer)s, and this "
+                    "Cancel is not verified, so it withdraws nothing. If its issuer confirms the withdrawal, cancel "
+                    "the campaign on its page."
+                )
             raise ServiceInvalid(
-                f"Campaign {campaign.pk} was imported from an alert verified as signed by {signature['signer']}, "
-                f"and this Cancel is {this_cancel}, so it withdraws nothing. If its issuer confirms the "
-                "withdrawal, cancel the campaign on its page."
+                refusal % {"campaign": campaign.pk, "signer": signature["signer"], "cancel_signer": cancel_signer}
             )
+    # Recorded in English, as the system's other reasons; shown in the reader's language (ui.audit_reason_label).
     reason = f"Withdrawn by the issuer (CAP Cancel {alert.identifier} from {alert.sender})."
-    notes = [reason]
+    notes = [
+        _("Withdrawn by the issuer (CAP Cancel %(identifier)s from %(sender)s).")
+        % {"identifier": alert.identifier, "sender": alert.sender}
+    ]
     # The feed is the authority: whichever officer imports the Cancel withdraws the alert it names.
     for campaign in live:
         campaign_withdraw_by_issuer(campaign=campaign, actor=actor, reason=reason, references=references, now=now)
     if len(live) > 1:
-        notes.append(f"Also withdrew campaigns {', '.join(str(c.pk) for c in live[1:])}, which the Cancel also names.")
+        notes.append(
+            _("Also withdrew campaigns %(campaigns)s, which the Cancel also names.")
+            % {"campaigns": ", ".join(str(c.pk) for c in live[1:])}
+        )
     campaign = live[0]
     action = "rejected" if campaign.status == Campaign.Status.REJECTED else "cancelled"
     return CapImportResult(action=action, campaign=campaign, notes=notes)

@@ -9,6 +9,7 @@ them. A verified alert is read from exactly what was signed, never from the docu
 import base64
 import binascii
 import logging
+import re
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
 from django.conf import settings
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from lxml import etree
 
 from smsblast.errors import ServiceInvalid
@@ -65,7 +68,7 @@ class CapSignature:
     state: str
     # The signing certificate's subject (its common name, else the whole subject), as far as the alert names it.
     signer: str = ""
-    # Why an untrusted signature is not verified, in a sentence.
+    # Why an untrusted signature is not verified, in a sentence; recorded in English (cap_signature_reason_label).
     reason: str = ""
     # Verified: the document exactly as signed, without its signature; the alert is read from this.
     signed_xml: bytes | None = None
@@ -90,7 +93,7 @@ def cap_signature_check(raw: bytes, root: Element) -> CapSignature:
             result = lib.verifier().verify(raw, x509_cert=certificate, expect_config=lib.config)
         except lib.errors.InvalidDigest as exc:
             # The trusted key signed it, and what it signed is not what arrived.
-            raise ServiceInvalid(_ALTERED.format(signer=_subject(certificate))) from exc
+            raise ServiceInvalid(_altered(_subject(certificate))) from exc
         except lib.uncheckable:
             # Another key's signature, one this certificate cannot check, or a certificate out of its validity.
             continue
@@ -129,7 +132,7 @@ def _check_untrusted(raw: bytes, root: Element, unreadable: str = "") -> CapSign
         _check_whole(raw, certificate, signer)
         return CapSignature(SignatureState.UNTRUSTED, signer, f"its certificate is not valid ({exc})")
     except lib.errors.InvalidSignature as exc:  # InvalidDigest included
-        raise ServiceInvalid(_ALTERED.format(signer=signer)) from exc
+        raise ServiceInvalid(_altered(signer)) from exc
     except lib.uncheckable as exc:
         # An algorithm no longer accepted (SHA-1), a signature elsewhere than in <alert>, a malformed one.
         return CapSignature(SignatureState.UNTRUSTED, signer, f"the signature cannot be checked ({exc})")
@@ -146,15 +149,54 @@ def _check_whole(raw: bytes, certificate: "x509.Certificate", signer: str) -> No
     except lib.errors.InvalidCertificate:
         pass  # not valid at any time: nothing more to learn from it
     except lib.errors.InvalidSignature as exc:
-        raise ServiceInvalid(_ALTERED.format(signer=signer)) from exc
+        raise ServiceInvalid(_altered(signer)) from exc
     except lib.uncheckable:
         pass
 
 
-_ALTERED = (
-    "The alert's XML signature (signer: {signer}) does not match its content: it was changed after it was "
-    "signed, so it is not imported. Ask its issuer for the alert again."
+def _altered(signer: str) -> str:
+    return _(
+        "The alert's XML signature (signer: %(signer)s) does not match its content: it was changed after it was "
+        "signed, so it is not imported. Ask its issuer for the alert again."
+    ) % {"signer": signer}
+
+
+# Why a signature is not verified, as recorded in English, and how it reads in the user's language.
+_REASONS = (
+    (re.compile(re.escape("the signature names no certificate")), gettext_lazy("the signature names no certificate")),
+    (
+        re.compile(re.escape("the certificate the signature names cannot be read")),
+        gettext_lazy("the certificate the signature names cannot be read"),
+    ),
+    (
+        re.compile(re.escape("its certificate is not among the trusted issuers (CAP_TRUSTED_CERTIFICATES)")),
+        gettext_lazy("its certificate is not among the trusted issuers (CAP_TRUSTED_CERTIFICATES)"),
+    ),
+    (
+        re.compile(r"the signature cannot be checked \(it has (?P<count>\d+) references where one signs the alert\)"),
+        gettext_lazy("the signature cannot be checked (it has %(count)s references where one signs the alert)"),
+    ),
+    (
+        re.compile(r"the signature cannot be checked \(its reference has more than (?P<count>\d+) transforms\)"),
+        gettext_lazy("the signature cannot be checked (its reference has more than %(count)s transforms)"),
+    ),
+    (
+        re.compile(r"the signature cannot be checked \((?P<error>.*)\)", re.DOTALL),
+        gettext_lazy("the signature cannot be checked (%(error)s)"),
+    ),
+    (
+        re.compile(r"its certificate is not valid \((?P<error>.*)\)", re.DOTALL),
+        gettext_lazy("its certificate is not valid (%(error)s)"),
+    ),
 )
+
+
+def cap_signature_reason_label(reason: str) -> str:
+    """Return why a signature is not verified (a CapSignature's reason) in the user's language."""
+    for pattern, label in _REASONS:
+        if match := pattern.fullmatch(reason):
+            return str(label) % match.groupdict()
+    return reason
 
 
 def _subject(certificate: "x509.Certificate") -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.utils import timezone
+from django.utils import timezone, translation
 from lxml import etree
 from shapely.geometry import shape
 from shapely.ops import unary_union
@@ -42,6 +42,25 @@ IMPORT_URL = "/api/v1/cap/"
 @cache
 def cap_schema() -> etree.XMLSchema:
     return etree.XMLSchema(etree.parse(str(Path(settings.BASE_DIR).parent / "shared" / "data" / "cap" / "cap12.xsd")))
+
+
+@pytest.fixture(autouse=True)
+def english():
+    """Read what the services answer in English: tests of the Indonesian pages and API ask for Indonesian."""
+    with translation.override("en"):
+        yield
+
+
+@pytest.fixture
+def api_client_for(api_client_for):
+    """Return a factory of API clients that ask for English answers (Accept-Language: en)."""
+
+    def build(user):
+        client = api_client_for(user)
+        client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"
+        return client
+
+    return build
 
 
 @pytest.fixture
@@ -526,8 +545,8 @@ def _blitar_west_polygon() -> str:
     return " ".join(f"{lat:.5f},{lon:.5f}" for lat, lon in ring)
 
 
-def _post_xml(client, document: str, content_type: str = "application/cap+xml"):
-    return client.generic("POST", IMPORT_URL, document.encode(), content_type=content_type)
+def _post_xml(client, document: str, content_type: str = "application/cap+xml", **extra):
+    return client.generic("POST", IMPORT_URL, document.encode(), content_type=content_type, **extra)
 
 
 def test_a_polygon_alert_with_languages_and_a_signature_becomes_an_indonesian_draft(officer_client):
@@ -1471,3 +1490,108 @@ def test_an_info_block_in_the_legacy_or_three_letter_code_of_indonesian_is_taken
     assert response.status_code == 201, response.json()
     assert response.json()["text"].startswith("Peringatan dini hujan lebat")
     assert not any("No Indonesian info block" in note for note in response.json()["notes"])
+
+
+# --- the language of the answers ---------------------------------------------------------------
+
+OUT_OF_RANGE_POLYGON = "-100,100 -100,101 -101,101 -101,100 -100,100"
+
+
+def _expired(document: str) -> str:
+    expires = (timezone.now() - timedelta(days=1)).astimezone(timezone.get_fixed_timezone(7 * 60))
+    return document.replace("<urgency>", f"<expires>{expires.replace(microsecond=0).isoformat()}</expires><urgency>")
+
+
+@pytest.mark.parametrize(
+    ("document", "english", "indonesian"),
+    [
+        ("<alert><identifier>unterminated", "The document is not well-formed XML", "bukan XML yang tersusun"),
+        (
+            "<alert><identifier>x</identifier></alert>",
+            "Not a CAP alert: the root element is 'alert'",
+            "Ini bukan peringatan CAP: elemen akarnya 'alert', padahal seharusnya 'alert' dalam namespace CAP 1.1",
+        ),
+        (
+            BMKG_POLYGON.format(polygon=OUT_OF_RANGE_POLYGON),
+            "Skipped a polygon of Kab. Blitar bagian barat: A CAP polygon point lies outside latitude/longitude range.",
+            "Sebuah <polygon> dari Kab. Blitar bagian barat dilewati: Sebuah titik <polygon> CAP berada di luar "
+            "rentang lintang/bujur.",
+        ),
+        (
+            BMKG_POLYGON.format(polygon=OUT_OF_RANGE_POLYGON),
+            "The CAP alert has no usable area",
+            "Peringatan CAP ini tidak memiliki wilayah yang dapat dipakai: tidak ada <geocode> yang cocok dengan kode "
+            "Kemendagri",
+        ),
+        (
+            _expired(GEOCODES.format(description="x")),
+            "an expired alert is not imported",
+            "Peringatan CAP ini sudah kedaluwarsa pada",
+        ),
+        (GEOCODES.replace("<status>Actual", "<status>Test"), "status 'Test'", "status CAP 'Test' tidak diimpor"),
+    ],
+    ids=["bad-xml", "no-namespace", "polygon-out-of-range", "no-usable-area", "expired", "status"],
+)
+def test_an_import_is_refused_in_the_language_the_client_asks_for_indonesian_without_one(
+    officer_client, document, english, indonesian
+):
+    blitar_areas()
+    document = document.format(description="x") if "{description}" in document else document
+    asked_in_indonesian = _post_xml(officer_client, document, HTTP_ACCEPT_LANGUAGE="id")
+    asked_in_english = _post_xml(officer_client, document, HTTP_ACCEPT_LANGUAGE="en")
+    officer_client.defaults.pop("HTTP_ACCEPT_LANGUAGE")
+    asked_in_none = _post_xml(officer_client, document)
+    assert asked_in_indonesian.status_code == asked_in_english.status_code == asked_in_none.status_code == 400
+    assert indonesian in asked_in_indonesian.json()["detail"]
+    assert asked_in_none.json()["detail"] == asked_in_indonesian.json()["detail"]
+    assert english in asked_in_english.json()["detail"]
+    assert not Campaign.objects.exists()
+
+
+def test_an_oversized_document_and_a_missing_file_are_refused_in_indonesian(officer_client):
+    oversized = officer_client.post(
+        IMPORT_URL,
+        data="<alert/>",
+        content_type="application/cap+xml",
+        CONTENT_LENGTH=str(2 * 1024 * 1024),
+        HTTP_ACCEPT_LANGUAGE="id",
+    )
+    no_file = officer_client.post(IMPORT_URL, {"document": "x"}, format="multipart", HTTP_ACCEPT_LANGUAGE="id")
+    assert oversized.status_code == 413
+    assert oversized.json() == {"detail": "Dokumen ini lebih besar dari 1024 KiB."}
+    assert no_file.status_code == 400
+    assert no_file.json() == {
+        "detail": "Kirim dokumen CAP sebagai berkas bernama 'file'.",
+        "errors": {"file": "Wajib diisi."},
+    }
+
+
+def test_what_an_import_noted_is_in_indonesian_and_its_record_in_english(cap_world, api_client_for):
+    _tulungagung_officer()
+    blitar = api_client_for(UserFactory(role=Role.OFFICER, jurisdiction_id="35.05"))
+    response = _post_xml(blitar, TWO_REGENCIES.format(description="Mulai 3 Juli 2021."), HTTP_ACCEPT_LANGUAGE="id")
+    assert response.status_code == 201, response.json()
+    assert response.json()["notes"] == [
+        "Wilayah diambil dari <geocode> peringatan.",
+        "Tidak disertakan karena di luar yurisdiksi Anda (35.05 Kabupaten Blitar): 35.04 Kabupaten Tulungagung.",
+    ]
+    event = AuditEvent.objects.get(action="campaign.cap_import")
+    assert event.details["narrowed"] == [
+        "Left out, outside your jurisdiction (35.05 Kabupaten Blitar): 35.04 Kabupaten Tulungagung."
+    ]
+
+
+def test_an_export_refused_and_an_issuers_cancel_refused_say_why_in_indonesian(officer_client, api_client_for):
+    AreaFactory(code="35", name="Jawa Timur")
+    AreaFactory(code="35.05", name="Kabupaten Blitar")
+    unapproved = officer_client.get(
+        f"/api/v1/campaigns/{broadcast_campaign(approved=False).pk}/cap.xml", HTTP_ACCEPT_LANGUAGE="id"
+    )
+    cancel = _post_xml(officer_client, CANCEL, HTTP_ACCEPT_LANGUAGE="id")
+    assert unapproved.status_code == 409
+    assert unapproved.json()["detail"] == (
+        "Hanya kampanye yang sudah disetujui yang dapat diekspor sebagai CAP; kampanye ini tidak memiliki "
+        "persetujuan yang berlaku."
+    )
+    assert cancel.status_code == 400
+    assert cancel.json()["detail"] == "Cancel CAP ini tidak merujuk ke peringatan yang pernah diimpor."

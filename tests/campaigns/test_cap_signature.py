@@ -19,6 +19,7 @@ from campaigns.models import Campaign
 from campaigns.selectors import campaign_cap_source
 from smsblast.audit import audit_record
 from smsblast.models import AuditEvent, Role
+from tests.campaigns import test_cap
 from tests.campaigns.test_cap import CANCEL, GEOCODES, _import_geocoded_alert, _post_xml
 from tests.conftest import client_for
 from tests.operators.area_scripted import blitar_areas
@@ -67,6 +68,11 @@ def signed(document: str, by: str = "Satgas Jatim CAP", *, expired: bool = False
     )
     signed_root = signer.sign(root, key=key, cert=[certificate])
     return etree.tostring(signed_root, xml_declaration=True, encoding="UTF-8").decode()
+
+
+# Services and API clients answer in English here, as in test_cap.
+english = test_cap.english
+api_client_for = test_cap.api_client_for
 
 
 @pytest.fixture
@@ -149,6 +155,27 @@ def test_an_alert_signed_by_an_unknown_certificate_is_imported_with_a_warning_na
     assert 'data-cap-signature="untrusted"' in page
     assert "Not Satgas" in page
     assert 'data-cap-signature="verified"' not in page
+
+
+def test_an_unknown_signer_and_an_altered_alert_are_told_in_indonesian_and_the_reason_recorded_in_english(
+    officer_client, trust
+):
+    trust("Satgas Jatim CAP")
+    untrusted = _post_xml(officer_client, signed(ALERT, by="Not Satgas"), HTTP_ACCEPT_LANGUAGE="id")
+    altered = _post_xml(
+        officer_client, signed(ALERT).replace("Tetap di rumah", "Keluar rumah"), HTTP_ACCEPT_LANGUAGE="id"
+    )
+    assert untrusted.status_code == 201, untrusted.json()
+    assert (
+        "Peringatan ini membawa tanda tangan XML (penanda tangan: Not Satgas) yang tidak terverifikasi: sertifikatnya "
+        "tidak termasuk penerbit tepercaya (CAP_TRUSTED_CERTIFICATES)."
+    ) in untrusted.json()["notes"]
+    recorded = AuditEvent.objects.get(action="campaign.cap_import").details["signature"]["reason"]
+    assert recorded == "its certificate is not among the trusted issuers (CAP_TRUSTED_CERTIFICATES)"
+    assert altered.status_code == 400
+    assert altered.json()["detail"].startswith(
+        "Tanda tangan XML peringatan ini (penanda tangan: Satgas Jatim CAP) tidak cocok dengan isinya"
+    )
 
 
 def test_a_trusted_certificate_past_its_end_does_not_verify(officer_client, trust):

@@ -2234,7 +2234,7 @@ def test_an_officer_uploads_a_cap_file_and_lands_on_the_draft_with_what_the_impo
     )
     page = response.content.decode()
     assert "Diimpor sebagai draf siaran wilayah" in page
-    assert "Dari peringatan: Area from the alert&#x27;s geocodes." in page
+    assert "Dari peringatan: Wilayah diambil dari &lt;geocode&gt; peringatan." in page
 
 
 def test_an_officer_pastes_the_xml_of_an_alert_and_then_of_its_cancel():
@@ -2275,7 +2275,10 @@ def test_pasted_xml_is_imported_as_it_reads_on_the_page_whatever_encoding_its_de
         ({"document": "   "}, "Pilih berkas CAP atau tempelkan XML-nya."),
         ({"document": "<alert>", "with_file": True}, "Berikan berkas atau XML yang ditempelkan, jangan keduanya."),
         ({"document": "x" * (1024 * 1024 + 1)}, "Peringatan ini lebih besar dari 1 MB"),
-        ({"document": "<alert>not closed"}, "Peringatan tidak diimpor: The document is not well-formed XML"),
+        (
+            {"document": "<alert>not closed"},
+            "Peringatan tidak diimpor: Dokumen ini bukan XML yang tersusun dengan benar",
+        ),
     ],
     ids=["nothing", "blank", "both", "too-large", "not-xml"],
 )
@@ -2305,8 +2308,64 @@ def test_the_cap_import_page_says_in_the_users_language_why_an_alert_outside_the
     assert officer.post(reverse("campaigns:cap_import"), {"document": _alert()}).status_code == 302
     again = officer.post(reverse("campaigns:cap_import"), {"document": _alert()})
     assert again.status_code == 400
-    assert "Tidak ada yang diimpor: This CAP alert was already imported as campaign" in again.content.decode()
+    assert "Tidak ada yang diimpor: Peringatan CAP ini sudah diimpor sebagai kampanye" in again.content.decode()
     assert Campaign.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("document", "indonesian", "english"),
+    [
+        (
+            "<rss><channel/></rss>",
+            "Peringatan tidak diimpor: Ini bukan peringatan CAP: elemen akarnya &#x27;rss&#x27;",
+            "The alert was not imported: Not a CAP alert: the root element is &#x27;rss&#x27;",
+        ),
+        (
+            _alert().replace("<value>3505</value>", "<value>9999</value>").replace("35.05.01", "99.01.01"),
+            "Peringatan tidak diimpor: Peringatan CAP ini tidak memiliki wilayah yang dapat dipakai",
+            "The alert was not imported: The CAP alert has no usable area",
+        ),
+        (
+            _alert()
+            .replace("<value>3505</value>", "<value>9999</value>")
+            .replace("35.05.01", "99.01.01")
+            .replace("<geocode>", "<polygon>-100,100 -100,101 -101,101 -101,100 -100,100</polygon><geocode>", 1),
+            "Sebuah &lt;polygon&gt; dari Kab. Blitar dan Kec. 1 dilewati: Sebuah titik &lt;polygon&gt; CAP berada di "
+            "luar rentang lintang/bujur.",
+            "Skipped a polygon of Kab. Blitar dan Kec. 1: A CAP polygon point lies outside latitude/longitude range.",
+        ),
+        (
+            _alert().replace("<urgency>", "<expires>2021-07-01T18:00:00+07:00</expires><urgency>"),
+            "Peringatan tidak diimpor: Peringatan CAP ini sudah kedaluwarsa pada 2021-07-01T18:00:00+07:00",
+            "The alert was not imported: The CAP alert expired at 2021-07-01T18:00:00+07:00",
+        ),
+        (
+            _alert().replace("<scope>Public</scope>", ""),
+            "Peringatan CAP ini tidak menyebut &lt;scope&gt;; hanya peringatan Public yang boleh disiarkan.",
+            "The CAP alert names no scope; only Public alerts may be broadcast.",
+        ),
+    ],
+    ids=["not-cap", "no-usable-area", "polygon-out-of-range", "expired", "no-scope"],
+)
+def test_the_cap_import_page_says_why_an_alert_is_refused_in_the_pages_language(document, indonesian, english):
+    officer = _cap_page_officer()
+    in_indonesian = client_for(officer).post(reverse("campaigns:cap_import"), {"document": document})
+    in_english = client_for(officer, language="en").post(reverse("campaigns:cap_import"), {"document": document})
+    assert in_indonesian.status_code == in_english.status_code == 400
+    assert indonesian in in_indonesian.content.decode()
+    assert english in in_english.content.decode()
+    assert not Campaign.objects.exists()
+
+
+def test_what_the_import_noted_shows_in_the_pages_language():
+    officer = _cap_page_officer()
+    indonesian = client_for(officer).post(reverse("campaigns:cap_import"), {"document": _alert()}, follow=True)
+    Campaign.objects.all().delete()
+    english = client_for(officer, language="en").post(
+        reverse("campaigns:cap_import"), {"document": _alert()}, follow=True
+    )
+    assert "Dari peringatan: Wilayah diambil dari &lt;geocode&gt; peringatan." in indonesian.content.decode()
+    assert "From the alert: Area from the alert&#x27;s geocodes." in english.content.decode()
 
 
 def test_only_officers_and_admins_reach_the_cap_import_page_and_it_is_in_their_menu():

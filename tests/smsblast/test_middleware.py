@@ -240,7 +240,11 @@ def test_a_subscriber_file_larger_than_any_form_is_still_uploaded(officer, api_c
 
 def test_a_cap_document_claiming_more_than_a_mebibyte_is_refused_before_it_is_read(officer, api_client_for):
     response = api_client_for(officer).post(
-        "/api/v1/cap/", data="<alert/>", content_type="application/cap+xml", CONTENT_LENGTH=str(2 * 1024 * 1024)
+        "/api/v1/cap/",
+        data="<alert/>",
+        content_type="application/cap+xml",
+        CONTENT_LENGTH=str(2 * 1024 * 1024),
+        HTTP_ACCEPT_LANGUAGE="en",
     )
 
     assert response.status_code == 413
