@@ -177,6 +177,11 @@ def campaign_history(campaign: Campaign) -> QuerySet[AuditEvent]:
 UNAPPROVED_STATUSES = frozenset({Campaign.Status.DRAFT, Campaign.Status.PENDING_APPROVAL, Campaign.Status.REJECTED})
 
 
+# Marks the source of a campaign imported from a copy of an alert whose signature was not verified, once the same
+# alert verified as signed replaced it (services.campaign_replace_unverified_import).
+CAP_SOURCE_REPLACED_MARK = " (unverified, replaced)"
+
+
 def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | None:
     """Return where an imported CAP alert came from and what its import could not keep; None for a composed one.
 
@@ -191,9 +196,12 @@ def campaign_cap_source(campaign: Campaign, *, user: User) -> dict[str, Any] | N
     if not campaign.cap_source_identifier:
         return None
     details = _cap_import_details(campaign)
+    identifier = campaign.cap_source_identifier
     return {
         "sender": campaign.cap_source_sender,
-        "identifier": campaign.cap_source_identifier,
+        "identifier": identifier.removesuffix(CAP_SOURCE_REPLACED_MARK),
+        # The page says so in the reader's language rather than show the mark.
+        "replaced_by_verified": identifier.endswith(CAP_SOURCE_REPLACED_MARK),
         "references": [identifier for _sender, identifier in campaign.cap_source_references or []],
         # What its approval would cancel: once approved, it cancelled what there was and cancels nothing more.
         "supersedes": list(campaigns_superseded(campaign, user=user).order_by("id"))

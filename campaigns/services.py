@@ -21,7 +21,7 @@ from django.utils import timezone
 from campaigns import notices, scheduling
 from campaigns.dispatch_selectors import campaign_only_awaits_reports
 from campaigns.models import Approval, Campaign, Mode, Priority, RepeatPolicy
-from campaigns.selectors import campaigns_visible, target_scope, target_zone
+from campaigns.selectors import CAP_SOURCE_REPLACED_MARK, campaigns_visible, target_scope, target_zone
 from operators.models import Operator
 from smsblast import sms
 from smsblast.audit import audit_record
@@ -565,8 +565,7 @@ def campaign_replace_unverified_import(*, campaign: Campaign, actor: User, signe
             from_state=current,
             reason=f"Replaced by the same CAP alert, verified as signed by {signer}.",
         )
-    suffix = " (unverified, replaced)"
-    marked = campaign.cap_source_identifier[: 300 - len(suffix)] + suffix
+    marked = campaign.cap_source_identifier[: 300 - len(CAP_SOURCE_REPLACED_MARK)] + CAP_SOURCE_REPLACED_MARK
     audit_record(
         actor=actor,
         action="campaign.cap_source_replaced",

@@ -163,6 +163,10 @@ SYSTEM_REASONS = (
         re.compile(r"Withdrawn by the issuer \(CAP Cancel (?P<identifier>.*) from (?P<sender>.*)\)\.", re.DOTALL),
         _("Withdrawn by the issuer (CAP Cancel %(identifier)s from %(sender)s)."),
     ),
+    (
+        re.compile(r"Replaced by the same CAP alert, verified as signed by (?P<signer>.*)\.", re.DOTALL),
+        _("Replaced by the same CAP alert, verified as signed by %(signer)s."),
+    ),
     # campaigns.dispatch: a schedule's end date passed, occurrences missed until the next was near;
     # campaigns.services: an approval no longer matching.
     (

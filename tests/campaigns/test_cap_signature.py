@@ -412,6 +412,30 @@ def test_an_alert_verified_as_signed_replaces_an_unverified_copy_imported_first(
     assert _post_xml(officer_client, signed(CANCEL)).json()["campaign_id"] == verified.pk
 
 
+def test_the_page_of_a_copy_a_verified_alert_replaced_says_so_and_why_it_was_cancelled_in_the_pages_language(
+    officer_client, trust, api_client_for
+):
+    trust("Satgas Jatim CAP")
+    earlier = _post_xml(officer_client, ALERT).json()["campaign_id"]
+    assert _post_xml(api_client_for(UserFactory(role=Role.OFFICER)), signed(ALERT)).status_code == 201
+    indonesian = client_for(officer_client.user).get(f"/campaigns/{earlier}/").content.decode()
+    english = client_for(officer_client.user, language="en").get(f"/campaigns/{earlier}/").content.decode()
+    assert "Digantikan oleh peringatan CAP yang sama, yang terverifikasi ditandatangani oleh Satgas Jatim CAP." in (
+        indonesian
+    )
+    assert "Replaced by the same CAP alert, verified as signed by Satgas Jatim CAP." in english
+    assert "unverified, replaced" not in indonesian + english
+    assert "Diimpor dari peringatan CAP “satgas-covid-35-0001”" in indonesian
+    assert (
+        "Peringatan yang sama kemudian datang dengan tanda tangan terverifikasi dan diimpor sebagai kampanye lain; "
+        "salinan ini, yang tanda tangannya tidak terverifikasi, dibatalkan."
+    ) in indonesian
+    assert (
+        "The same alert later arrived verified as signed and was imported as another campaign; this copy, whose "
+        "signature was not verified, was cancelled."
+    ) in english
+
+
 def test_an_approved_unverified_copy_is_not_replaced_and_the_officer_is_told_to_compare_it(officer_client, trust):
     trust("Satgas Jatim CAP")
     earlier = Campaign.objects.get(pk=_post_xml(officer_client, ALERT).json()["campaign_id"])
