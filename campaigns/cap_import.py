@@ -478,6 +478,7 @@ def cap_import(*, raw: bytes, actor: User, now: datetime | None = None) -> CapIm
 @transaction.atomic
 def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResult:
     from campaigns.services import (
+        MAX_AREA_CODES,
         campaign_create,
         campaign_replace_unverified_import,
         refused_characters,
@@ -545,6 +546,13 @@ def _cap_create(alert: CapAlert, *, actor: User, now: datetime) -> CapImportResu
     notes.extend(_narrowed_notes(**narrowing))
     with translation.override("en"):  # the record reads alike whatever language its officer reads
         narrowed = _narrowed_notes(**narrowing)
+    if len(codes) > MAX_AREA_CODES:
+        # campaign_create refuses it too; said here for an alert, in the officer's language.
+        too_many = _(
+            "At most %(limit)s areas go into one campaign, and the CAP alert's geocodes name %(count)s; it is not "
+            "imported. Ask its issuer for the alert with the larger areas that hold them."
+        ) % {"limit": MAX_AREA_CODES, "count": len(codes)}
+        raise ServiceInvalid(too_many, {"area_codes": too_many})
     replaced = _imported_before(alert, scope=target_scope(codes, None, author=actor), actor=actor)
     refused = refused_characters(info.instruction)
     if refused:

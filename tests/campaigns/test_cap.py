@@ -1029,6 +1029,14 @@ def test_an_alert_naming_more_areas_than_a_campaign_holds_is_refused_and_creates
     response = _post_xml(officer_client, document.replace("<geocode>", geocodes + "<geocode>", 1))
     assert response.status_code == 400, response.json()
     assert f"At most {MAX_AREA_CODES} areas" in response.json()["detail"]
+    page = client_for(officer_client.user).post(
+        "/campaigns/import-cap/", {"document": document.replace("<geocode>", geocodes + "<geocode>", 1)}
+    )
+    assert page.status_code == 400
+    assert (
+        f"Peringatan tidak diimpor: Satu kampanye paling banyak memuat {MAX_AREA_CODES} wilayah, sedangkan "
+        f"&lt;geocode&gt; peringatan CAP ini menyebut {MAX_AREA_CODES + 2}"  # the villages and 35.05.01
+    ) in page.content.decode()
     assert not Campaign.objects.exists()
 
 
