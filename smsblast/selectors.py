@@ -11,7 +11,7 @@ from typing import Any
 import shapely
 from django.conf import settings
 from django.db.models import BooleanField, Case, Count, ExpressionWrapper, IntegerField, Q, QuerySet, Value, When
-from django.db.models.functions import Length, Substr
+from django.db.models.functions import Length, Lower, Substr
 from django.db.models.lookups import In
 from django.utils import timezone
 from shapely.errors import ShapelyError
@@ -42,7 +42,7 @@ def subscribers_in_area(
     the subscribers with after < id <= up_to (no upper bound when up_to is None); the polygon's coordinate
     test then reads that range only, so a fan-out chunk never holds the whole audience's coordinates.
 
-    `audience` narrows them: {"languages": ["id", "jv"]} keeps those languages and
+    `audience` narrows them: {"languages": ["id", "jv"]} keeps those languages, whatever their case, and
     {"operators": ["telkomsel"]} those operators' numbers. Opted-out subscribers are
     included unless `opted_in_only`, so an estimate can count them apart.
     """
@@ -56,7 +56,9 @@ def subscribers_in_area(
         queryset = queryset.filter(_id_range_q(id_range))
     audience = audience or {}
     if audience.get("languages"):
-        queryset = queryset.filter(language__in=audience["languages"])
+        # Languages are matched regardless of case: a filter "Jawa" keeps subscribers stored as "jawa" or "JAWA".
+        languages = sorted({language.lower() for language in audience["languages"]})
+        queryset = queryset.alias(language_lower=Lower("language")).filter(language_lower__in=languages)
     if audience.get("operators"):
         queryset = queryset.filter(operator__slug__in=audience["operators"])
     if opted_in_only:

@@ -144,6 +144,23 @@ def test_the_estimate_under_audience_filters_is_what_the_run_sends(world, api_cl
     assert_estimate_is_outcome(detail, run_once(campaign))
 
 
+def test_a_language_filter_keeps_its_language_however_either_side_is_capitalised(world, api_client_for):
+    tsel, isat = world["tsel"], world["isat"]
+    subscribers("35.05.01", tsel, 2, language="jawa")
+    subscribers("35.05.01", tsel, 1, language="JAWA")
+    subscribers("35.05.02", isat, 1, language="id")
+    subscribers("35.05.02", isat, 1, language="ID")
+    subscribers("35.05.02", isat, 2, language="en")
+    campaign, detail = reviewed(api_client_for, audience={"languages": ["Jawa", "id"]})
+    page = client_for(detail["approver"]).get(f"/campaigns/{campaign.pk}/review/").content.decode()
+
+    run = run_once(campaign)
+
+    assert_estimate_is_outcome(detail, run)
+    assert shown_per_operator(detail["audience"]) == {"tsel": (3, 900), "isat": (2, 500)}
+    assert re.search(r"data-audience-total>([^<]*)<", page).group(1) == "5"
+
+
 def test_the_estimate_of_a_polygon_and_areas_is_what_the_run_sends_and_counts_nobody_twice(world, api_client_for):
     tsel, isat = world["tsel"], world["isat"]
     AreaFactory(code="35.06", name="Kabupaten Kediri")
