@@ -21,10 +21,13 @@ from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from campaigns import notices, scheduling
+from campaigns.dispatch_selectors import campaign_only_awaits_reports
 from campaigns.models import Campaign, CampaignRun, Delivery, DispatchBatch, Mode, Priority
 from campaigns.selectors import campaign_zone, campaign_zones, target_zone
 from campaigns.services import (
+    CAMPAIGN_TRANSITIONS,
     campaign_approval_is_valid,
+    campaign_check_actor,
     campaign_content_hash,
     campaign_dispatch_refuse,
     campaign_move,
@@ -137,9 +140,28 @@ def campaign_schedule(*, campaign: Campaign, user: User, schedule: dict, now: da
         campaign_check_may_dispatch(fresh, user)
         campaign.refresh_from_db()
         return campaign
-    # Anything else is an edit of the hashed content; campaign_update checks author and state.
+    # Anything else is an edit of the hashed content, which campaign_update makes; a state that takes no edit is
+    # refused here first, so that the refusal names the schedule asked for rather than an edit.
+    campaign_check_actor("update", campaign=fresh, user=user)
+    if fresh.status not in CAMPAIGN_TRANSITIONS["update"] and not campaign_only_awaits_reports(fresh):
+        raise ServiceConflict(_schedule_refused_message(fresh))
     campaign_update(campaign=campaign, actor=user, data={"schedule": normalized})
     return campaign
+
+
+def _schedule_refused_message(campaign: Campaign) -> str:
+    """Say that a campaign in its state takes no schedule, and in which states it would."""
+    allowed = ", ".join(sorted(status.replace("_", " ") for status in CAMPAIGN_TRANSITIONS["update"]))
+    message = (
+        f"Cannot schedule a campaign that is {campaign.status.replace('_', ' ')}; "
+        f"a schedule can be set only when it is {allowed}."
+    )
+    if campaign.status == Campaign.Status.SENDING:
+        message += (
+            " A recurring campaign's schedule may also be changed once its runs have been sent and only wait for"
+            " reports."
+        )
+    return message
 
 
 def _schedule_meaning(schedule) -> dict | None:

@@ -120,6 +120,11 @@ def service_error_message(error: ServiceError, action: str = "") -> str:
         )
     if isinstance(error, ServiceConflict) and "was replaced by the update" in text:
         return _("Its update is approved already, so this older alert was not approved: reject it.")
+    if isinstance(error, ServiceConflict) and action == "schedule" and "Only an approved campaign" in text:
+        return _(
+            "This cannot be done in the campaign's current state. Only an approved campaign can be scheduled. "
+            "Reload the page to see its state."
+        )
     if isinstance(error, ServiceConflict):
         return _("This cannot be done in the campaign's current state. Reload the page to see its state.")
     if isinstance(error, ServiceForbidden):

@@ -88,6 +88,24 @@ def test_arming_a_campaign_no_longer_approved_is_a_409_naming_its_state(api_clie
     assert response.json()["detail"] == "Only an approved campaign can be scheduled; this one is draft."
 
 
+@pytest.mark.parametrize(
+    ("status", "label"),
+    [(Campaign.Status.PENDING_APPROVAL, "pending approval"), (Campaign.Status.COMPLETED, "completed")],
+)
+def test_setting_a_schedule_in_a_state_that_takes_none_is_a_409_naming_the_schedule(api_client_for, status, label):
+    campaign = approved_campaign(schedule={"kind": "daily", "time": "13:00"})
+    Campaign.objects.filter(pk=campaign.pk).update(status=status)
+    response = api_client_for(campaign.author).post(
+        f"/api/v1/campaigns/{campaign.pk}/schedule/", {"schedule": {"kind": "now"}}, format="json"
+    )
+    assert response.status_code == 409, response.content
+    detail = response.json()["detail"]
+    assert detail.startswith(f"Cannot schedule a campaign that is {label};"), detail
+    assert "update" not in detail
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.schedule) == (status, {"kind": "daily", "time": "13:00"})
+
+
 def test_a_campaign_approved_without_a_schedule_is_armed_to_go_out_now_and_keeps_its_approval(api_client_for):
     campaign = approved_campaign(schedule={})
     client = api_client_for(campaign.author)

@@ -726,6 +726,16 @@ def test_scheduling_from_a_page_loaded_before_an_edit_voided_the_approval_says_n
     assert (campaign.status, campaign.next_run_at) == (Campaign.Status.DRAFT, None)
 
 
+def test_scheduling_a_pending_campaign_from_its_page_says_only_an_approved_one_can_be(pending, officer_user):
+    url = reverse("campaigns:action", args=[pending.pk, "schedule"])
+    indonesian = client_for(officer_user).post(url, follow=True).content.decode()
+    english = client_for(officer_user, "en").post(url, follow=True).content.decode()
+    assert "Hanya kampanye yang sudah disetujui yang dapat dijadwalkan." in indonesian
+    assert "Only an approved campaign can be scheduled." in english
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.PENDING_APPROVAL
+
+
 def test_a_scheduled_campaigns_page_reloads_itself_once_its_run_starts(officer_user, areas):
     campaign = CampaignFactory(author=officer_user, area_codes=["35.05"], status=Campaign.Status.SCHEDULED)
     client = client_for(officer_user)
