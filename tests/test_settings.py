@@ -132,3 +132,39 @@ def test_approvers_and_admins_give_a_second_factor_in_production_and_nobody_in_d
     assert roles("config.settings.prod", SMSBLAST_TWO_FACTOR_ROLES="") == "[]"
     assert roles("config.settings.dev") == "[]"
     assert roles("config.settings.dev", SMSBLAST_TWO_FACTOR_ROLES="approver") == "['approver']"
+
+
+@pytest.mark.parametrize(
+    "weak",
+    ["dev-only-insecure-key-change-me", "test-only-key", "django-insecure-" + "x" * 50, "a" * 60, "abcd" + "x" * 40],
+)
+def test_production_refuses_to_start_with_a_published_or_weak_former_key_and_names_its_place(tmp_path, weak):
+    """A former key still verifies signatures and opens sealed secrets, so it is held to the rule of the key."""
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("DJANGO_")}
+    probe = "import config.wsgi, config.celery; from django.conf import settings; print(settings.DEBUG)"
+
+    def run(fallbacks: str):
+        return subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=BASE_DIR,
+            env={
+                **inherited,
+                "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+                "ALLOWED_HOSTS": "example.org",
+                "SECRET_KEY": secrets.token_urlsafe(50),
+                "SECRET_KEY_FALLBACKS": fallbacks,
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    strong = secrets.token_urlsafe(50)
+    refused = run(f"{strong},{weak}")
+    assert refused.returncode != 0, refused.stdout
+    assert "SECRET_KEY_FALLBACKS" in refused.stderr and "key 2 of 2" in refused.stderr, refused.stderr
+    assert "secrets.token_urlsafe" in refused.stderr
+    assert weak not in refused.stderr  # the refusal does not write the key to the log
+    assert strong not in refused.stderr
+    accepted = run(f"{strong},{secrets.token_urlsafe(50)}")
+    assert accepted.stdout.strip() == "False", accepted.stderr
