@@ -122,6 +122,62 @@ def test_createsuperuser_creates_the_superuser_as_before_and_is_audited(monkeypa
     assert "Root-pass-2026!" not in str(event.details)
 
 
+class Terminal(io.StringIO):
+    """Standard input that says it is a terminal, as createsuperuser asks before it prompts."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("command", ["changepassword", "createsuperuser"])
+def test_a_command_asking_for_a_password_holds_no_transaction_open_while_it_waits(monkeypatch, command):
+    """A person slow to type would otherwise keep a transaction open, holding its snapshot and locks."""
+    from django.db import connection
+
+    create_user("admin", "--role", "admin")
+    open_while_asked = []
+
+    def getpass(prompt=""):
+        open_while_asked.append(connection.in_atomic_block)
+        return "Fresh-pass-2026!"
+
+    monkeypatch.setattr("getpass.getpass", getpass)
+    if command == "changepassword":
+        call_command("changepassword", "admin", stdout=io.StringIO())
+    else:
+        call_command(
+            "createsuperuser",
+            "--username",
+            "root",
+            "--email",
+            "root@example.org",
+            stdin=Terminal(),
+            stdout=io.StringIO(),
+        )
+
+    assert open_while_asked == [False, False]
+    user = User.objects.get(username="admin" if command == "changepassword" else "root")
+    assert user.check_password("Fresh-pass-2026!")
+    assert audit_history(user).filter(action__in=["user.password_set", "user.create"]).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_password_whose_event_cannot_be_written_is_not_set(monkeypatch):
+    create_user("admin", "--role", "admin", "--password", "First-pass-2026!")
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "Fresh-pass-2026!")
+
+    def refuse(**kwargs):
+        raise RuntimeError("audit unavailable")
+
+    monkeypatch.setattr("smsblast.management.commands.changepassword.user_record_password_set", refuse)
+
+    with pytest.raises(RuntimeError):
+        call_command("changepassword", "admin", stdout=io.StringIO())
+
+    assert User.objects.get(username="admin").check_password("First-pass-2026!")
+
+
 def test_changepassword_and_createsuperuser_keep_djangos_arguments():
     from django.contrib.auth.management.commands import changepassword, createsuperuser
 

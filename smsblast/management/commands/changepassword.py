@@ -3,10 +3,10 @@
 import getpass
 
 from django.contrib.auth.management.commands import changepassword
-from django.db import transaction
 
 from smsblast.models import User
 from smsblast.roles import user_record_password_set
+from smsblast.transactions import atomic_from_first_save
 
 
 class Command(changepassword.Command):
@@ -15,9 +15,9 @@ class Command(changepassword.Command):
         # The user Django's command changes: the one named, else the one running it.
         username = options["username"] or getpass.getuser()
         users = User._default_manager.using(database).filter(**{User.USERNAME_FIELD: username})
-        # The prompts run inside the transaction, so that the password and its event commit together or not at all.
-        with transaction.atomic(using=database):
-            before = users.values_list("password", flat=True).first()
+        before = users.values_list("password", flat=True).first()
+        # The transaction opens once the prompts are answered, at the save: the password and its event commit together.
+        with atomic_from_first_save(User):
             message = super().handle(*args, **options)
             user = users.get()
             if user.password != before:

@@ -1,11 +1,11 @@
 """Django's createsuperuser, audited as the user admin audits a user it adds (`user.create`, with no actor)."""
 
 from django.contrib.auth.management.commands import createsuperuser
-from django.db import transaction
 from django.db.models.signals import post_save
 
 from smsblast.models import User
 from smsblast.roles import user_record_access_change
+from smsblast.transactions import atomic_from_first_save
 
 
 class Command(createsuperuser.Command):
@@ -19,8 +19,8 @@ class Command(createsuperuser.Command):
 
         post_save.connect(remember, sender=User, weak=False)
         try:
-            # The prompts run inside the transaction, so that the user and its event commit together or not at all.
-            with transaction.atomic(using=options["database"]):
+            # The transaction opens once the prompts are answered, at the save: the user and its event commit together.
+            with atomic_from_first_save(User):
                 super().handle(*args, **options)
                 for user in new_users:
                     user_record_access_change(user=user, before={}, actor=None, action="user.create")
