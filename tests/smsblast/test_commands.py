@@ -279,6 +279,37 @@ def test_seed_demo_twice_leaves_the_same_rows(tmp_path):
     assert first["operators"] == len(demo.OPERATORS)
 
 
+def test_seed_demo_run_again_routes_the_demo_numbers_by_the_prefixes_it_gives_the_operators_back(tmp_path):
+    from smsblast.phones import PrefixTable
+    from smsblast.selectors import operators_by_prefix
+    from smsblast.services import subscribers_reroute
+
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+    telkomsel, indosat = Operator.objects.get(slug="telkomsel"), Operator.objects.get(slug="indosat")
+    moved = [
+        prefix
+        for prefix in telkomsel.prefixes
+        if Subscriber.objects.filter(msisdn__startswith=f"+{prefix}", operator=telkomsel).exists()
+    ][:3]
+    assert moved
+    # An admin moves three of Telkomsel's prefixes to Indosat, and their numbers with them.
+    Operator.objects.filter(pk=telkomsel.pk).update(prefixes=sorted(set(telkomsel.prefixes) - set(moved)))
+    Operator.objects.filter(pk=indosat.pk).update(prefixes=sorted({*indosat.prefixes, *moved}))
+    subscribers_reroute(prefixes=moved)
+    assert not Subscriber.objects.filter(msisdn__startswith=f"+{moved[0]}", operator=telkomsel).exists()
+
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+
+    assert set(moved) <= set(Operator.objects.get(slug="telkomsel").prefixes)
+    routes = PrefixTable(operators_by_prefix())
+    misrouted = [
+        msisdn
+        for msisdn, operator_id in Subscriber.objects.values_list("msisdn", "operator_id")
+        if routes.operator_for(msisdn.lstrip("+")) != operator_id
+    ]
+    assert misrouted == []
+
+
 def test_seed_demo_gives_every_demo_operator_an_api_identity_for_its_reports(tmp_path):
     from operators.models import Operator
 

@@ -24,6 +24,8 @@ from smsblast.services import (
     areas_audit_values,
     areas_record_changes,
     areas_set_population,
+    subscriber_routing_lock,
+    subscribers_reroute,
 )
 from smsblast.text import search_key
 
@@ -176,6 +178,9 @@ class Command(BaseCommand):
         for prefix, slug in sorted(carrier_prefixes().items()):
             prefixes_by_slug.setdefault(slug, []).append(prefix)
         seeded = []
+        # Waits for an import's chunk being routed, as an admin's edit of the prefixes does.
+        subscriber_routing_lock()
+        changed_prefixes: set[str] = set()
         for slug, name, share, sps, tariff in demo.OPERATORS:
             operator, created = Operator.objects.get_or_create(
                 slug=slug,
@@ -190,6 +195,7 @@ class Command(BaseCommand):
                 },
             )
             before = None if created else operator_settings(operator)
+            changed_prefixes |= set(operator.prefixes or []) ^ set(prefixes_by_slug.get(slug, []))
             operator.prefixes = prefixes_by_slug.get(slug, [])
             operator.base_url = f"{simulator_url.rstrip('/')}/{slug}"
             if slug in users:
@@ -198,6 +204,8 @@ class Command(BaseCommand):
             # Created, or given back its demo settings after an edit in the admin: audited as those are (invariant 6).
             operator_record_change(operator=operator, before=before, actor=None)
             seeded.append((operator, share, operator.prefixes))
+        # Prefixes given back after an edit in the admin take back the numbers under them, as the admin's edit did.
+        subscribers_reroute(prefixes=changed_prefixes)
         return seeded
 
     def seed_subscribers(self, operators, count: int) -> int:
