@@ -1,6 +1,7 @@
 """Run every Procfile process with honcho, plus an embedded Redis unless REDIS_URL is set.
 
-`make run` calls this after migrating and loading the demo data. Ctrl-C stops everything it started.
+`make run` calls this after migrating and loading the demo data. Ctrl-C stops everything it started, and so do
+SIGTERM and SIGHUP (a `kill`, a supervisor, the terminal closing), which reach this process alone.
 """
 
 import contextlib
@@ -116,6 +117,9 @@ def start_redis(var_dir: Path) -> tuple[subprocess.Popen, str]:
 
 def main() -> int:
     """Start everything, wait until it stops or Ctrl-C, and return honcho's exit status."""
+    # As Ctrl-C: honcho's processes run in sessions of their own, and without this they would outlive the launcher.
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, signal.default_int_handler)
     var_dir = BASE_DIR / "var"
     var_dir.mkdir(exist_ok=True)
     # The .env file as the settings read it, under the process environment. honcho is then told to read none:
@@ -144,7 +148,8 @@ def main() -> int:
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, signal.SIG_IGN)
         # Taken before honcho stops them: its processes run in sessions of their own, and honcho leaves them
         # running when its output is gone (Ctrl-C on `make run | tee run.log` ends tee first).
         started = process_tree(proc.pid)

@@ -1,5 +1,6 @@
-"""`make run`'s launcher: it refuses ports it cannot listen on before starting anything."""
+"""`make run`'s launcher: it refuses ports it cannot listen on before starting anything, and stops all it started."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -126,3 +128,46 @@ def test_ctrl_c_stops_every_process_even_when_the_output_of_make_run_is_gone(tmp
         for pid in (sleeper_pid, stack.pid):
             if pid and psutil.pid_exists(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_termination_signal_stops_every_process_the_stack_started_and_its_redis(tmp_path, stop_signal):
+    # `kill PID`, a supervisor stopping it, or the terminal closing: the launcher alone gets the signal, and
+    # honcho's processes (web, worker, beat, simulator, in sessions of their own) and the embedded Redis do not.
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "devstack.py").write_text((BASE_DIR / "config" / "devstack.py").read_text())
+    pid_file = tmp_path / "sleeper.pid"
+    sleeper = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    (tmp_path / "Procfile").write_text(f'sleeper: {sys.executable} -c "{sleeper}"\n')
+    env = {name: value for name, value in os.environ.items() if name != "REDIS_URL"}  # the embedded Redis starts
+    env |= {
+        "PYTHONPATH": str(BASE_DIR),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "WEB_PORT": str(free_port()),
+        "SIMULATOR_PORT": str(free_port()),
+    }
+    stack = subprocess.Popen(
+        [sys.executable, str(tmp_path / "config" / "devstack.py")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    started = []
+    try:
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert stack.poll() is None
+            time.sleep(0.1)
+        started = psutil.Process(stack.pid).children(recursive=True)
+        names = " ".join(" ".join(process.cmdline()) for process in started)
+        assert "honcho" in names and "redis-server" in names and "sleeper.pid" in names, names
+
+        stack.send_signal(stop_signal)
+        stack.wait(timeout=120)
+
+        running = [process for process in started if process.is_running() and process.status() != psutil.STATUS_ZOMBIE]
+        assert running == []
+    finally:
+        for process in [*started, psutil.Process(stack.pid)] if stack.poll() is None else started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
