@@ -59,7 +59,9 @@ _DIRECTION_MARKS = "\u200e\u200f\u061c"
 # Indonesian text, each of which alone would turn the message into UCS-2.
 _REPLACEMENTS = {
     **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u2039\u203a`\u00b4", "'"),
-    **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"'),
+    # Apostrophes and primes some keyboards and phones type as modifier letters ("Jum\u02bcat", "do\u02bba").
+    **dict.fromkeys("\u02bc\u02bb\u02b9", "'"),
+    **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb\u02ba", '"'),
     **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2022", "-"),
     "\u2026": "...",
     # Symbols of health notices ("lansia \u2265 60 tahun", "3\u00d7 sehari"), written as people type them without.
@@ -67,6 +69,14 @@ _REPLACEMENTS = {
     "\u2264": "<=",
     "\u00d7": "x",
     "\u00b1": "+/-",
+    # The degree sign, and the ordinal indicator often typed for it, as people write it without ("38oC").
+    **dict.fromkeys("\u00b0\u00ba", "o"),
+    # Sizes and doses ("100 m\u00b2", "\u00bd tablet").
+    "\u00b2": "2",
+    "\u00b3": "3",
+    "\u00bd": "1/2",
+    "\u00bc": "1/4",
+    "\u00be": "3/4",
     **dict.fromkeys(_UNICODE_SPACES, " "),
     **dict.fromkeys(_ZERO_WIDTH, ""),
     **dict.fromkeys(_BREAK_HINTS, ""),

@@ -34,13 +34,20 @@
     Array.from(chars).forEach(function (ch) { REPLACEMENTS[ch] = replacement; });
   }
   map("\u2018\u2019\u201a\u201b\u2032\u2039\u203a`\u00b4", "'");
-  map("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"');
+  map("\u02bc\u02bb\u02b9", "'"); // apostrophes and primes typed as modifier letters
+  map("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb\u02ba", '"');
   map("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2022", "-");
   REPLACEMENTS["\u2026"] = "...";
   REPLACEMENTS["\u2265"] = ">=";
   REPLACEMENTS["\u2264"] = "<=";
   REPLACEMENTS["\u00d7"] = "x";
   REPLACEMENTS["\u00b1"] = "+/-";
+  map("\u00b0\u00ba", "o"); // the degree sign, and the ordinal indicator typed for it
+  REPLACEMENTS["\u00b2"] = "2";
+  REPLACEMENTS["\u00b3"] = "3";
+  REPLACEMENTS["\u00bd"] = "1/2";
+  REPLACEMENTS["\u00bc"] = "1/4";
+  REPLACEMENTS["\u00be"] = "3/4";
   map(UNICODE_SPACES, " ");
   map(ZERO_WIDTH, "");
   map("\u00ad\u2060", ""); // break hints: soft hyphen, word joiner

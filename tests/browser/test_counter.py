@@ -60,6 +60,8 @@ BOUNDARY_TEXTS = [
     "Kafe\u0301 E\u0301cole Bala\u0301i c\u0327 \u00e1\u0301 e\u0301\u0301 e\u0323\u0301 =\u0338 \u0301 \u0e20\u0e34",
     # A direction mark or a zero-width space between a letter and its accent, which the suggestion removes.
     "Kafe\u200e\u0301 Bala\u200b\u0301i",
+    # Degrees, modifier apostrophes, superscripts and fractions, each with its GSM-7 replacement.
+    "Suhu 38\u00b0C 37\u00baC Jum\u02bcat do\u02bba 1\u02b9 2\u02ba m\u00b2 m\u00b3 \u00bd \u00bc \u00be",
 ]
 
 RANDOM_ALPHABET = (

@@ -346,6 +346,28 @@ def test_symbols_health_notices_use_have_a_gsm7_replacement_that_reads_the_same(
 
 
 @pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        # The degree sign, and the ordinal indicator typed for it, as people write it without: "38oC".
+        ("Demam di atas 38°C segera ke Puskesmas", "Demam di atas 38oC segera ke Puskesmas"),
+        ("Suhu 37,5ºC", "Suhu 37,5oC"),
+        # Apostrophes some keyboards and phones type as modifier letters, in words such as Jum'at and do'a.
+        ("Sholat Jumʼat dan doʻa bersama", "Sholat Jum'at dan do'a bersama"),
+        ("Tinggi 1,5ʹ atau 2ʺ", "Tinggi 1,5' atau 2\""),
+        # Superscripts and fractions of sizes and doses, as they are typed.
+        ("Lahan 100 m², tangki 2 m³", "Lahan 100 m2, tangki 2 m3"),
+        ("Minum ½ tablet, lalu ¼ dan ¾ gelas air", "Minum 1/2 tablet, lalu 1/4 dan 3/4 gelas air"),
+    ],
+)
+def test_degrees_modifier_apostrophes_superscripts_and_fractions_have_a_gsm7_replacement(text, suggestion):
+    analysis = analyze(text)
+
+    assert analysis.encoding == "UCS2"
+    assert all(item.replacement is not None for item in analysis.non_gsm)
+    assert (analysis.suggestion, analysis.suggestion_encoding) == (suggestion, "GSM7")
+
+
+@pytest.mark.parametrize(
     ("char", "replacement"),
     [
         ("\u2018", "'"),
@@ -420,11 +442,12 @@ def test_a_symbol_is_not_replaced_by_one_that_says_something_else(text, symbol):
 
 def test_no_suggestion_changes_a_symbol_into_another_one():
     # Letters fall back to their base letter, and the listed look-alikes (quotes, dashes, spaces, the minus sign,
-    # the ellipsis, comparison and times signs) to theirs; no other mark or symbol has a GSM-7 stand-in that means
-    # the same.
+    # the ellipsis, comparison, times and degree signs) to theirs; no other mark or symbol has a GSM-7 stand-in that
+    # means the same.
     look_alikes = set("\u2018\u2019\u201a\u201b\u2032\u2039\u203a`\u00b4\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb")
     look_alikes |= set("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2022\u2026")
     look_alikes |= set("\u2265\u2264\u00d7\u00b1")  # written out: >=, <=, x, +/-
+    look_alikes |= set("\u00b0")  # the degree sign, written "o" as in 38oC
     changed = [
         f"U+{code:04X}"
         for code in range(0x10000)
