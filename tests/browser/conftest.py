@@ -1,6 +1,7 @@
 """Chromium from Debian driven by Playwright; tests here are marked `browser` and skip only without the binary."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,20 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PHONE_VIEWPORT = {"width": 360, "height": 740}
+# The larger phones of today (and the approver's, in an emergency): 390 x 844 CSS pixels.
+LARGE_PHONE_VIEWPORT = {"width": 390, "height": 844}
+
+
+def contrast(first: str, second: str) -> float:
+    """Return the WCAG 2 contrast ratio of two computed CSS colours ("rgb(r, g, b)" or "rgba(r, g, b, a)")."""
+
+    def luminance(colour: str) -> float:
+        channels = [float(value) / 255 for value in re.findall(r"[\d.]+", colour)[:3]]
+        r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
 
 
 def log_in(page, base_url: str, username: str) -> None:

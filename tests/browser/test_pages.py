@@ -4,7 +4,7 @@ import pytest
 from playwright.sync_api import expect
 
 from smsblast.models import Role, User
-from tests.browser.conftest import PHONE_VIEWPORT, log_in
+from tests.browser.conftest import LARGE_PHONE_VIEWPORT, PHONE_VIEWPORT, contrast, log_in
 from tests.campaigns.factories import CampaignFactory
 from tests.conftest import make_user
 from tests.smsblast.factories import area_tree
@@ -12,6 +12,19 @@ from tests.smsblast.factories import area_tree
 pytestmark = pytest.mark.browser
 
 TEXT = "Tetap “pakai masker” saat keluar rumah."
+
+# The element keyboard focus is on: its outline, and the colour behind it (the nearest background drawn).
+FOCUS_FACTS = """() => {
+  const focused = document.activeElement;
+  const style = getComputedStyle(focused);
+  let behind = focused.parentElement;
+  while (behind && /rgba\\(.*, 0\\)$/.test(getComputedStyle(behind).backgroundColor)) behind = behind.parentElement;
+  return {
+    element: focused.tagName + " " + (focused.id || focused.name || focused.textContent.trim().slice(0, 30)),
+    style: style.outlineStyle, width: parseFloat(style.outlineWidth), colour: style.outlineColor,
+    behind: behind ? getComputedStyle(behind).backgroundColor : "rgb(255, 255, 255)",
+  };
+}"""
 
 
 @pytest.fixture
@@ -353,3 +366,23 @@ def test_keyboard_focus_stays_where_it_was_when_the_progress_refreshes(officer_p
         pass
     page.wait_for_timeout(300)
     expect(page.locator(f"#run-{run.pk} .table-wrap").first).to_be_focused()
+
+
+@pytest.mark.parametrize("path", ["/", "/campaigns/new/"])
+def test_every_keyboard_focus_stop_has_a_ring_standing_out_3_to_1_from_what_surrounds_it(
+    officer_page, live_server, path
+):
+    page = officer_page(viewport=LARGE_PHONE_VIEWPORT)
+    page.goto(live_server.url + path)
+    stops, faint = 0, []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        stop = page.evaluate(FOCUS_FACTS)
+        if stop["element"].startswith("BODY"):
+            continue
+        stops += 1
+        if stop["style"] == "none" or stop["width"] < 2 or contrast(stop["colour"], stop["behind"]) < 3:
+            faint.append(stop)
+
+    assert stops > 5
+    assert faint == []
