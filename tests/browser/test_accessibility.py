@@ -15,7 +15,7 @@ from django.utils import timezone
 from campaigns.models import Campaign, CampaignRun
 from smsblast import totp
 from smsblast.models import Role
-from tests.browser.conftest import CHROMIUM, PHONE_VIEWPORT
+from tests.browser.conftest import CHROMIUM, LARGE_PHONE_VIEWPORT, PHONE_VIEWPORT
 from tests.browser.test_crawl import PAGE_FACTS, SKIP, campaigns_in_every_state, pages_of, signed_in
 from tests.conftest import make_user
 
@@ -169,3 +169,26 @@ def test_the_two_step_log_in_pages_have_no_serious_accessibility_violation_and_f
 
     assert (enrolment, refused, code_step) == ([], [], [])
     assert [url for url in requested if not url.startswith((live_server.url, "data:"))] == []
+
+
+def test_the_characters_marked_in_the_message_the_approver_reviews_are_legible(transactional_db, live_server, chromium):
+    from tests.campaigns.factories import CampaignFactory
+    from tests.smsblast.factories import area_tree
+
+    area_tree("35.05", kecamatan=1)
+    make_user("approver-hc", Role.APPROVER)
+    # A Cyrillic "а" in the link and a zero-width space: each is marked in the preview with its code point.
+    campaign = CampaignFactory(
+        text="Daftar vaksin di blit\u0430rkab.go.id\u200b sebelum Sabtu.", status=Campaign.Status.PENDING_APPROVAL
+    )
+    context = signed_in(chromium, live_server.url, "approver-hc")
+    page = context.new_page()
+    page.set_viewport_size(LARGE_PHONE_VIEWPORT)
+    page.goto(f"{live_server.url}/campaigns/{campaign.pk}/review/")
+    marks = page.locator(".phone mark.hidden-char")
+    marked = marks.count()
+    found = violations(page)
+    context.close()
+
+    assert marked == 2
+    assert found == []
