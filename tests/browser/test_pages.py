@@ -386,3 +386,19 @@ def test_every_keyboard_focus_stop_has_a_ring_standing_out_3_to_1_from_what_surr
 
     assert stops > 5
     assert faint == []
+
+
+def test_the_edge_of_every_field_stands_out_3_to_1_from_the_card_it_is_on(officer_page, live_server):
+    page = officer_page(viewport=LARGE_PHONE_VIEWPORT)
+    page.goto(f"{live_server.url}/campaigns/new/")
+    fields = page.evaluate(
+        """() => Array.from(document.querySelectorAll(
+            "main input:not([type=hidden], [type=checkbox], [type=radio]), main select, main textarea"
+          )).map((field) => [
+            field.id, getComputedStyle(field).borderTopColor, getComputedStyle(field.closest(".card")).backgroundColor,
+          ])"""
+    )
+    faint = [field for field, edge, card in fields if contrast(edge, card) < 3]
+
+    assert len(fields) > 5
+    assert faint == []
