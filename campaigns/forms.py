@@ -296,9 +296,14 @@ class CampaignForm(forms.Form):
 
 
 class ApproveForm(forms.Form):
-    """The approver's yes, bound to the content hash of the version on screen."""
+    """The approver's yes, bound to the content hash of the version on screen, and ticked as meant.
+
+    Approving lets the message go to everyone in the area: a deliberate tick, as for pausing or cancelling,
+    keeps a stray tap on a phone from approving it.
+    """
 
     content_hash = forms.CharField(widget=forms.HiddenInput, max_length=64)
+    confirm = forms.BooleanField(label=_("Yes, approve this version for sending"), required=True)
 
 
 class RejectForm(forms.Form):

@@ -705,9 +705,12 @@ def campaign_review(request: HttpRequest, pk: int) -> HttpResponse:
                     )
                     messages.success(request, _("Approved. The officer can now schedule it."))
                     return redirect("campaigns:detail", pk=campaign.pk)
-                messages.error(
-                    request, _("The form was incomplete, so nothing was approved. Reload the page and try again.")
-                )
+                if list(approve_form.errors) == ["confirm"]:
+                    messages.error(request, _("Tick the confirmation box first; nothing was approved."))
+                else:
+                    messages.error(
+                        request, _("The form was incomplete, so nothing was approved. Reload the page and try again.")
+                    )
             elif decision == "reject":
                 reject_form = RejectForm(request.POST)
                 if reject_form.is_valid():

@@ -69,6 +69,7 @@ def test_officer_composes_approver_approves_from_a_phone_and_the_run_reaches_100
     phone.click("a:has-text('Vaksinasi Sabtu')")
     expect(phone.locator(".phone .bubble")).to_have_count(1)
     assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE_VIEWPORT["width"]
+    phone.check("input[name=confirm]")
     phone.click("#approve-button")
     expect(phone.locator("h1 .badge")).to_have_text("disetujui")
 

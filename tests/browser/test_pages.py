@@ -402,3 +402,32 @@ def test_the_edge_of_every_field_stands_out_3_to_1_from_the_card_it_is_on(office
 
     assert len(fields) > 5
     assert faint == []
+
+
+def test_the_approver_on_a_phone_confirms_an_approval_by_keyboard_before_it_is_made(
+    officer_page, live_server, new_page
+):
+    from campaigns.models import Campaign
+    from campaigns.services import campaign_submit
+
+    officer = User.objects.get(username="officer-kb")
+    make_user("approver-kb", Role.APPROVER)
+    campaign = campaign_submit(campaign=CampaignFactory(author=officer, area_codes=["35.05"]), actor=officer)
+    page = new_page(viewport=LARGE_PHONE_VIEWPORT)
+    log_in(page, live_server.url, "approver-kb")
+    page.goto(f"{live_server.url}/campaigns/{campaign.pk}/review/")
+
+    # Enter on Approve alone approves nothing: the browser points at the confirmation tick instead.
+    page.locator("#approve-button").focus()
+    page.keyboard.press("Enter")
+    confirm = page.get_by_label("Ya, setujui versi ini untuk dikirim")
+    expect(confirm).to_be_focused()
+    page.wait_for_timeout(300)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PENDING_APPROVAL
+    page.keyboard.press("Space")
+    page.keyboard.press("Tab")
+    expect(page.locator("#approve-button")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("h1 .badge")).to_have_text("disetujui")
+    assert page.evaluate("document.documentElement.scrollWidth") <= LARGE_PHONE_VIEWPORT["width"]

@@ -1393,7 +1393,7 @@ def test_an_alert_whose_update_was_approved_first_is_not_approved_and_the_review
         approve(original, approver)
     response = client.post(
         f"/campaigns/{original.pk}/review/",
-        {"decision": "approve", "content_hash": campaign_content_hash(original)},
+        {"decision": "approve", "content_hash": campaign_content_hash(original), "confirm": "on"},
     )
     assert response.status_code == 409
     assert "Pembaruannya sudah disetujui" in response.content.decode()

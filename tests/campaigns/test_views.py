@@ -1243,7 +1243,8 @@ def test_approver_approves_the_hash_on_the_page(pending, approver_user):
     content_hash = campaign_content_hash(pending)
     assert f'value="{content_hash}"' in body
     response = client.post(
-        reverse("campaigns:review", args=[pending.pk]), {"decision": "approve", "content_hash": content_hash}
+        reverse("campaigns:review", args=[pending.pk]),
+        {"decision": "approve", "content_hash": content_hash, "confirm": "on"},
     )
     assert response.status_code == 302
     pending.refresh_from_db()
@@ -1251,12 +1252,28 @@ def test_approver_approves_the_hash_on_the_page(pending, approver_user):
     assert Approval.objects.get().content_hash == content_hash
 
 
+def test_an_approval_without_the_confirmation_tick_approves_nothing_and_says_to_tick_it(pending, approver_user):
+    client = client_for(approver_user)
+    body = client.get(reverse("campaigns:review", args=[pending.pk])).content.decode()
+    assert 'name="confirm" required' in body
+    response = client.post(
+        reverse("campaigns:review", args=[pending.pk]),
+        {"decision": "approve", "content_hash": campaign_content_hash(pending)},
+    )
+    assert response.status_code == 400
+    assert "Centang kotak konfirmasi dulu; tidak ada yang disetujui." in response.content.decode()
+    pending.refresh_from_db()
+    assert pending.status == Campaign.Status.PENDING_APPROVAL
+    assert not Approval.objects.exists()
+
+
 def test_a_change_made_during_review_is_refused_with_a_clear_message(pending, approver_user):
     client = client_for(approver_user)
     reviewed = campaign_content_hash(pending)
     Campaign.objects.filter(pk=pending.pk).update(text="Teks diubah diam-diam.")
     response = client.post(
-        reverse("campaigns:review", args=[pending.pk]), {"decision": "approve", "content_hash": reviewed}
+        reverse("campaigns:review", args=[pending.pk]),
+        {"decision": "approve", "content_hash": reviewed, "confirm": "on"},
     )
     assert response.status_code == 409
     body = response.content.decode()
@@ -1274,7 +1291,7 @@ def test_approving_a_pending_title_with_a_control_character_is_refused_telling_t
     pending.refresh_from_db()
     response = client_for(approver_user).post(
         reverse("campaigns:review", args=[pending.pk]),
-        {"decision": "approve", "content_hash": campaign_content_hash(pending)},
+        {"decision": "approve", "content_hash": campaign_content_hash(pending), "confirm": "on"},
     )
     body = response.content.decode()
     assert response.status_code == 400
