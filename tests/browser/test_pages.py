@@ -26,6 +26,12 @@ FOCUS_FACTS = """() => {
   };
 }"""
 
+# The live regions a screen reader follows, taken at load: one a refresh replaced is no longer followed.
+LIVE_REGIONS_KEPT = """() => { window.liveRegions = Array.from(
+  document.querySelectorAll("[aria-live]:not([aria-live=off]), [role=status], [role=alert], [role=log]")
+); }"""
+LIVE_REGIONS_SAY = "() => window.liveRegions.filter((region) => region.isConnected).map((region) => region.textContent)"
+
 
 @pytest.fixture
 def officer_page(transactional_db, live_server, new_page):
@@ -431,3 +437,48 @@ def test_the_approver_on_a_phone_confirms_an_approval_by_keyboard_before_it_is_m
     page.keyboard.press("Enter")
     expect(page.locator("h1 .badge")).to_have_text("disetujui")
     assert page.evaluate("document.documentElement.scrollWidth") <= LARGE_PHONE_VIEWPORT["width"]
+
+
+def test_a_campaign_submitted_while_the_approver_watches_the_dashboard_is_announced_without_moving_the_focus(
+    officer_page, live_server, new_page
+):
+    from campaigns.services import campaign_submit
+
+    officer = User.objects.get(username="officer-kb")
+    make_user("approver-kb", Role.APPROVER)
+    page = new_page(viewport=LARGE_PHONE_VIEWPORT)
+    log_in(page, live_server.url, "approver-kb")
+    expect(page.locator("[data-inbox-count]")).to_have_text("0")
+    page.evaluate(LIVE_REGIONS_KEPT)
+    page.get_by_role("link", name="Kampanye").focus()
+
+    campaign_submit(campaign=CampaignFactory(author=officer, area_codes=["35.05"]), actor=officer)
+    expect(page.locator("[data-inbox-count]")).to_have_text("1", timeout=10_000)  # polled every 5 s
+
+    assert "1 kampanye menunggu persetujuan Anda" in " ".join(page.evaluate(LIVE_REGIONS_SAY))
+    expect(page.get_by_role("link", name="Kampanye")).to_be_focused()
+
+
+def test_a_run_paused_elsewhere_is_announced_on_the_campaign_page_without_moving_the_focus(officer_page, live_server):
+    from campaigns.models import Campaign, CampaignRun, Delivery
+    from tests.campaigns.factories import CampaignRunFactory, DeliveryFactory
+
+    page = officer_page(viewport=LARGE_PHONE_VIEWPORT)
+    campaign = CampaignFactory(
+        author=User.objects.get(username="officer-kb"), area_codes=["35.05"], status=Campaign.Status.SENDING
+    )
+    run = CampaignRunFactory(campaign=campaign, status=CampaignRun.Status.SENDING)
+    DeliveryFactory(run=run, status=Delivery.Status.DELIVERED)
+    DeliveryFactory(run=run, status=Delivery.Status.QUEUED)
+    page.goto(f"{live_server.url}/campaigns/{campaign.pk}/")
+    expect(page.locator(f"#run-{run.pk}")).to_have_attribute("data-run-status", "sending")
+    page.evaluate(LIVE_REGIONS_KEPT)
+    table = page.locator(f"#run-{run.pk} .table-wrap").first
+    table.focus()
+
+    # Paused through the API, say, by another officer: the block refreshed every 2 s shows it.
+    CampaignRun.objects.filter(pk=run.pk).update(status=CampaignRun.Status.PAUSED)
+    expect(page.locator(f"#run-{run.pk}")).to_have_attribute("data-run-status", "paused", timeout=10_000)
+
+    assert "dijeda" in " ".join(page.evaluate(LIVE_REGIONS_SAY))
+    expect(page.locator(f"#run-{run.pk} .table-wrap").first).to_be_focused()
