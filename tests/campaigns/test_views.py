@@ -69,6 +69,12 @@ def compose_data(**overrides) -> dict:
     return data
 
 
+def errors_not_tied_to_a_field(body: str) -> list[str]:
+    """Return the error lists of a page that no field or group names in its aria-describedby."""
+    described = {name for names in re.findall(r'aria-describedby="([^"]*)"', body) for name in names.split()}
+    return [error for error in re.findall(r'<ul class="errorlist" id="([^"]+)"', body) if error not in described]
+
+
 # --- roles --------------------------------------------------------------------------------
 
 
@@ -2541,3 +2547,18 @@ def test_the_schedule_in_words_names_weekdays_in_full(areas, officer_user, appro
     )
     assert "Pada hari Jumat pukul 10:00 sebagai gantinya." in _submitted_review(daily, officer_user, approver_user)
     assert "Setiap Senin, Jumat pukul 07:30 WIB." in _submitted_review(weekly, officer_user, approver_user)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"area_codes": []}, "id_area_codes_error"),
+        ({"schedule_kind": "weekly", "schedule_time": "13:00"}, "id_schedule_weekdays_error"),
+        ({"schedule_kind": "bogus"}, "id_schedule_kind_error"),
+    ],
+)
+def test_a_refused_area_or_schedule_choice_is_named_by_the_fields_that_make_it(areas, officer_user, overrides, error):
+    body = client_for(officer_user).post(reverse("campaigns:create"), compose_data(**overrides)).content.decode()
+
+    assert f'id="{error}"' in body
+    assert errors_not_tied_to_a_field(body) == []
