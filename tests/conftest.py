@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -149,6 +150,17 @@ def client_for(user, language: str = "id"):
     client.force_login(user)
     client.cookies["django_language"] = language
     return client
+
+
+def field_description(body: str, field_id: str) -> tuple[str, str]:
+    """Return a field's tag and the text of what its aria-describedby names, as a screen reader reads it on it."""
+    tag = re.search(rf'<(?:input|select|textarea)[^>]*\bid="{field_id}"[^>]*>', body).group(0)
+    names = re.search(r'aria-describedby="([^"]*)"', tag)
+    texts = [
+        re.search(rf'id="{name}"[^>]*>(.*?)</', body, re.S).group(1)
+        for name in (names.group(1) if names else "").split()
+    ]
+    return tag, " ".join(texts)
 
 
 @pytest.fixture

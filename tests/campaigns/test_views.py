@@ -19,7 +19,7 @@ from smsblast.models import AuditEvent, Role
 from smsblast.sms import analyze
 from smsblast.templatetags.ui import local_time
 from tests.campaigns.factories import CampaignFactory, CampaignRunFactory, DeliveryFactory, DispatchBatchFactory
-from tests.conftest import client_for
+from tests.conftest import client_for, field_description
 from tests.operators.area_scripted import ScriptedAreaAdapter, blitar_areas, broadcast_campaign
 from tests.operators.factories import OperatorFactory
 from tests.operators.scripted import approved_campaign
@@ -95,6 +95,18 @@ def test_a_wrong_password_keeps_the_username_typed(officer_user):
     body = response.content.decode()
     assert "Nama pengguna atau kata sandi salah" in body
     assert 'id="id_username" name="username" value="ofc"' in body
+
+
+def test_a_refused_log_in_is_read_out_on_the_field_the_page_puts_the_focus_in(officer_user):
+    body = Client().post(reverse("login"), {"username": "ofc", "password": "not-the-password"}).content.decode()
+
+    username, said = field_description(body, "id_username")
+    assert "autofocus" in username
+    assert 'aria-invalid="true"' in username
+    assert "Nama pengguna atau kata sandi salah" in said
+    password, said = field_description(body, "id_password")
+    assert 'aria-invalid="true"' in password
+    assert "Nama pengguna atau kata sandi salah" in said
 
 
 @pytest.mark.parametrize("name", ["dashboard", "campaigns:list", "campaigns:create", "subscribers", "operators"])

@@ -16,7 +16,7 @@ from django.utils import timezone
 from smsblast import totp, two_factor
 from smsblast.models import AuditEvent, Role, TwoFactorDevice, User
 from tests.concurrency import race_behind_a_row, skip_unless_postgresql
-from tests.conftest import client_for, make_user
+from tests.conftest import client_for, field_description, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -289,6 +289,19 @@ def test_a_wrong_code_is_refused_in_indonesian_and_english(clock):
     response = client.post(reverse("login_code"), {"code": wrong})
     assert "The code is wrong. Enter the 6 digits your authenticator app shows now." in page(response)
     assert not logged_in(client)
+
+
+def test_a_refused_code_is_read_out_on_the_code_field(clock):
+    chair = make_user("chair", Role.APPROVER)
+    secret = enrolled(chair, clock)
+    client = Client()
+    password_step(client, "chair")
+
+    response = client.post(reverse("login_code"), {"code": wrong_code(secret, clock.now)})
+
+    field, said = field_description(page(response), "id_code")
+    assert 'aria-invalid="true"' in field
+    assert "Kode salah. Masukkan 6 angka yang ditampilkan aplikasi autentikator Anda sekarang." in said
 
 
 def test_wrong_codes_are_throttled_and_a_right_password_does_not_clear_their_count(clock, throttled):
