@@ -325,7 +325,7 @@ class RejectForm(forms.Form):
 
 
 class ConfirmForm(forms.Form):
-    """A deliberate tick before pausing, resuming or cancelling."""
+    """A deliberate tick before starting a schedule, pausing, resuming or cancelling."""
 
     confirm = forms.BooleanField(label=_("Yes, I am sure"), required=True)
 

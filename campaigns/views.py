@@ -652,7 +652,8 @@ def campaign_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     handlers = {
         "submit": (lambda: services.campaign_submit(campaign=campaign, actor=request.user), False),
         "cancel": (lambda: services.campaign_cancel(campaign=campaign, actor=request.user), True),
-        "schedule": (lambda: dispatch.campaign_schedule_approved(campaign=campaign, user=request.user), False),
+        # Starting the schedule sends (at once, for a campaign sent as soon as approved): ticked, as a pause is.
+        "schedule": (lambda: dispatch.campaign_schedule_approved(campaign=campaign, user=request.user), True),
         "pause": (lambda: dispatch.campaign_pause(campaign=campaign, actor=request.user), True),
         "resume": (lambda: dispatch.campaign_resume(campaign=campaign, actor=request.user), True),
     }

@@ -75,6 +75,7 @@ def test_officer_composes_approver_approves_from_a_phone_and_the_run_reaches_100
 
     # The officer starts the schedule; the beat tick starts the run and the page follows it live.
     page.reload()
+    page.check("form:has(button:has-text('Jalankan jadwal')) input[name=confirm]")
     page.click("button:has-text('Jalankan jadwal')")
     expect(page.locator("h1 .badge")).to_have_text("terjadwal")
     stack.drive(lambda: run_of(campaign) is not None, timeout=30)

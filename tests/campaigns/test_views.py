@@ -718,6 +718,21 @@ def test_cancel_needs_the_confirmation_box(pending, officer_user):
     assert pending.status == Campaign.Status.CANCELLED
 
 
+def test_starting_the_schedule_needs_the_confirmation_box():
+    campaign = approved_campaign(schedule={"kind": "now"})
+    client = client_for(campaign.author)
+    body = client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    start = re.search(r'<form method="post" action="[^"]*/schedule/".*?</form>', body, re.S).group(0)
+    assert 'name="confirm" required' in start
+    response = client.post(reverse("campaigns:action", args=[campaign.pk, "schedule"]), follow=True)
+    assert "Centang kotak konfirmasi dulu; tidak ada yang diubah." in response.content.decode()
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
+    client.post(reverse("campaigns:action", args=[campaign.pk, "schedule"]), {"confirm": "on"})
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED
+
+
 def test_unknown_action_is_404_not_500(pending, officer_user):
     response = client_for(officer_user).post(reverse("campaigns:action", args=[pending.pk, "explode"]))
     assert response.status_code == 404
@@ -726,7 +741,7 @@ def test_unknown_action_is_404_not_500(pending, officer_user):
 def test_starting_a_one_off_schedule_whose_time_passed_during_approval_says_what_to_do():
     campaign = approved_campaign(schedule={"kind": "once", "at": "2021-07-07T09:30"})
     url = reverse("campaigns:action", args=[campaign.pk, "schedule"])
-    response = client_for(campaign.author).post(url, follow=True)
+    response = client_for(campaign.author).post(url, {"confirm": "on"}, follow=True)
     assert "Jadwal ini tidak punya waktu kirim setelah sekarang." in response.content.decode()
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.APPROVED
@@ -736,7 +751,7 @@ def test_scheduling_from_a_page_loaded_before_an_edit_voided_the_approval_says_n
     campaign = approved_campaign(schedule={"kind": "now"})
     campaign_update(campaign=campaign, actor=campaign.author, data={"text": "Teks baru."})
     url = reverse("campaigns:action", args=[campaign.pk, "schedule"])
-    response = client_for(campaign.author, "en").post(url, follow=True)
+    response = client_for(campaign.author, "en").post(url, {"confirm": "on"}, follow=True)
     page = response.content.decode()
     assert "Scheduled. It will run at the times shown." not in page
     assert "This cannot be done in the campaign&#x27;s current state." in page
