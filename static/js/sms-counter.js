@@ -305,11 +305,23 @@
       input.focus();
     }
 
+    var lastSaid = null;
+
     function render() {
       var a = analyze(input.value);
       out("chars").textContent = a.length;
       out("encoding").textContent = a.encoding === "GSM7" ? "GSM-7" : "UCS-2";
       out("segments").textContent = a.segments;
+      // A screen reader is told the encoding and the parts when they change: the counts at every key would
+      // interrupt the typing. The page as loaded is not announced.
+      var news = out("news");
+      if (news) {
+        var said = [out("encoding"), out("segments")].map(function (figure) {
+          return figure.parentNode.textContent.replace(/\s+/g, " ").trim();
+        }).join(", ");
+        if (lastSaid !== null && said !== lastSaid) news.textContent = said;
+        lastSaid = said;
+      }
       out("remaining").textContent = a.segments ? a.remaining : a.per_segment;
       var error = out("error");
       error.textContent = a.error === "too_long" ? labels.too_long || "" : "";

@@ -30,6 +30,18 @@ FOCUS_FACTS = """() => {
 LIVE_REGIONS_KEPT = """() => { window.liveRegions = Array.from(
   document.querySelectorAll("[aria-live]:not([aria-live=off]), [role=status], [role=alert], [role=log]")
 ); }"""
+# Every text a live region comes to hold while the test goes on: what a screen reader would say unasked.
+LIVE_REGIONS_RECORDED = """() => {
+  window.spoken = [];
+  const live = "[aria-live]:not([aria-live=off]), [role=status], [role=alert], [role=log]";
+  new MutationObserver((records) => {
+    for (const record of records) {
+      const node = record.target.nodeType === Node.ELEMENT_NODE ? record.target : record.target.parentElement;
+      const region = node && node.closest(live);
+      if (region && !region.closest("[hidden]")) window.spoken.push(region.textContent.replace(/\\s+/g, " ").trim());
+    }
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
 LIVE_REGIONS_SAY = "() => window.liveRegions.filter((region) => region.isConnected).map((region) => region.textContent)"
 
 
@@ -482,3 +494,20 @@ def test_a_run_paused_elsewhere_is_announced_on_the_campaign_page_without_moving
 
     assert "dijeda" in " ".join(page.evaluate(LIVE_REGIONS_SAY))
     expect(page.locator(f"#run-{run.pk} .table-wrap").first).to_be_focused()
+
+
+def test_typing_the_message_is_not_interrupted_by_the_count_at_every_key_but_a_change_of_encoding_is_said(
+    officer_page, live_server
+):
+    page = officer_page(viewport=LARGE_PHONE_VIEWPORT)
+    page.goto(f"{live_server.url}/campaigns/new/")
+    page.evaluate(LIVE_REGIONS_RECORDED)
+    page.focus("#id_text")
+    page.keyboard.type("Vaksinasi gratis")
+    expect(page.locator('[data-sms-out="chars"]')).to_have_text("16")
+    counted = [said for said in page.evaluate("window.spoken") if "Karakter" in said]
+    page.keyboard.type(" “Sabtu”")
+    expect(page.locator('[data-sms-out="encoding"]')).to_have_text("UCS-2")
+
+    assert counted == []
+    assert any("UCS-2" in said for said in page.evaluate("window.spoken"))
