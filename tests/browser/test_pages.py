@@ -511,3 +511,21 @@ def test_typing_the_message_is_not_interrupted_by_the_count_at_every_key_but_a_c
 
     assert counted == []
     assert any("UCS-2" in said for said in page.evaluate("window.spoken"))
+
+
+def test_the_compose_preview_says_its_audience_in_a_sentence_not_its_whole_table_at_every_pause_in_typing(
+    officer_page, live_server
+):
+    page = officer_page(viewport=LARGE_PHONE_VIEWPORT)
+    page.goto(f"{live_server.url}/campaigns/new/")
+    page.evaluate(LIVE_REGIONS_RECORDED)
+    page.fill("#id_area_q", "blitar")
+    page.check('#area-results input[value="35.05"]')
+    expect(page.locator("#preview [data-audience]")).to_be_visible()
+    with page.expect_response(lambda response: "/preview/" in response.url):
+        page.fill("#id_text", "Vaksinasi gratis di Puskesmas.")
+    page.wait_for_timeout(300)  # the swap follows the answer
+    spoken = page.evaluate("window.spoken")
+
+    assert [said for said in spoken if "Operator" in said] == []  # the table's heading row
+    assert "Penerima: 0, biaya Rp 0" in spoken
