@@ -529,3 +529,25 @@ def test_the_compose_preview_says_its_audience_in_a_sentence_not_its_whole_table
 
     assert [said for said in spoken if "Operator" in said] == []  # the table's heading row
     assert "Penerima: 0, biaya Rp 0" in spoken
+
+
+def test_the_controls_to_pause_or_cancel_a_sending_campaign_are_big_enough_to_tap_on_a_phone(officer_page, live_server):
+    from campaigns.models import Campaign
+    from tests.campaigns.factories import CampaignRunFactory
+
+    page = officer_page(viewport=LARGE_PHONE_VIEWPORT)
+    campaign = CampaignFactory(
+        author=User.objects.get(username="officer-kb"), area_codes=["35.05"], status=Campaign.Status.SENDING
+    )
+    CampaignRunFactory(campaign=campaign)
+    page.goto(f"{live_server.url}/campaigns/{campaign.pk}/")
+    page.locator("section.actions summary").click()
+    expect(page.get_by_label("Ya, jeda pengiriman")).to_be_visible()
+    # WCAG 2.2 AA: a target at least 24 by 24 CSS pixels.
+    sizes = page.evaluate(
+        """() => Array.from(document.querySelectorAll("section.actions summary, section.actions label"))
+          .map((target) => [target.textContent.trim(), Math.round(target.getBoundingClientRect().height)])"""
+    )
+
+    assert len(sizes) == 3
+    assert [(name, height) for name, height in sizes if height < 24] == []
