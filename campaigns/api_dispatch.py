@@ -26,7 +26,7 @@ from campaigns.models import Mode
 from campaigns.selectors import campaign_zone
 from campaigns.serializers import CAMPAIGN_RUN_PROGRESS, progress_in_zone
 from operators.broadcast_selectors import broadcast_run_progress
-from smsblast.api import FileContentNegotiation, Gone, Pagination
+from smsblast.api import CSV_SEPARATOR_PARAMETER, FileContentNegotiation, Gone, Pagination, csv_separator
 from smsblast.api_views import validated
 from smsblast.errors import ServiceConflict, ServiceInvalid
 from smsblast.roles import IsStaffRole
@@ -201,11 +201,15 @@ class CampaignDispatchActionsMixin:
             return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
 
     @extend_schema(
-        parameters=[OpenApiParameter("run", int, description="Only this run's rows (404 when not a run of it).")],
+        parameters=[
+            OpenApiParameter("run", int, description="Only this run's rows (404 when not a run of it)."),
+            CSV_SEPARATOR_PARAMETER,
+        ],
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR,
-                description=f"UTF-8 with a byte-order mark; one row per recipient per run: {','.join(REPORT_COLUMNS)}. "
+                description="UTF-8 with a byte-order mark, separated by commas (by semicolons with `sep=semicolon`); "
+                f"one row per recipient per run: {','.join(REPORT_COLUMNS)}. "
                 f"A run whose recipients the retention policy removed has one row instead, status `{REMOVED}`, its "
                 "reason saying so.",
             ),
@@ -227,12 +231,17 @@ class CampaignDispatchActionsMixin:
         return self._csv_report(request, campaign_report_rows, "report", per_recipient=True)
 
     @extend_schema(
-        parameters=[OpenApiParameter("run", int, description="Only this run's recipients (404 when not a run of it).")],
+        parameters=[
+            OpenApiParameter("run", int, description="Only this run's recipients (404 when not a run of it)."),
+            CSV_SEPARATOR_PARAMETER,
+        ],
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR,
-                description="UTF-8 with a byte-order mark; one row per area one level below the campaign's target "
-                f"(kecamatan for a regency), the recipients homed there by status: {','.join(AREA_REPORT_COLUMNS)}.",
+                description="UTF-8 with a byte-order mark, separated by commas (by semicolons with `sep=semicolon`, "
+                "the delivered share then with a decimal comma); one row per area one level below the campaign's "
+                "target (kecamatan for a regency), the recipients homed there by status: "
+                f"{','.join(AREA_REPORT_COLUMNS)}.",
             ),
             409: OpenApiResponse(description="The campaign is an area broadcast: it has no listed recipients."),
         },
@@ -250,6 +259,7 @@ class CampaignDispatchActionsMixin:
                 f"listed recipients, so it has no per-recipient report. GET /api/v1/campaigns/{campaign.pk}/runs/ "
                 "gives each run's handsets reached per operator."
             )
+        separator = csv_separator(request)
         run = request.query_params.get("run") or None
         filename = f"campaign-{campaign.pk}-{name}.csv"
         if run is not None:
@@ -263,7 +273,8 @@ class CampaignDispatchActionsMixin:
             if removed and (run is not None or not campaign.runs.filter(summary__isnull=True).exists()):
                 raise Gone(removed_runs_text(removed))
         response = StreamingHttpResponse(
-            rows_of(campaign, run_id=int(run) if run else None), content_type="text/csv; charset=utf-8"
+            rows_of(campaign, run_id=int(run) if run else None, separator=separator),
+            content_type="text/csv; charset=utf-8",
         )
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response

@@ -423,27 +423,28 @@ class _Echo:
         return value
 
 
-def campaign_report_rows(campaign: Campaign, *, run_id: int | None = None) -> Iterator[str]:
+def campaign_report_rows(campaign: Campaign, *, run_id: int | None = None, separator: str = ",") -> Iterator[str]:
     """Yield the campaign's delivery report as CSV lines, streamed from the database in chunks.
 
     With `run_id`, only that run's rows (a recurring campaign's report otherwise holds every occurrence). A run whose
     recipients the retention policy removed has one row instead, its status `removed` and `reason` saying so.
 
-    Times carry the offset of the campaign's zone, as its pages show them and its schedule is entered.
+    Times carry the offset of the campaign's zone, as its pages show them and its schedule is entered. Cells are
+    separated by `separator`: "," or ";" (for Excel set for Indonesia).
     """
     # Streamed after the request has been answered: the language of the request is the one its rows are written in.
-    return _report_lines(campaign, run_id=run_id, language=translation.get_language())
+    return _report_lines(campaign, run_id=run_id, language=translation.get_language(), separator=separator)
 
 
-def _report_lines(campaign: Campaign, *, run_id: int | None, language: str | None) -> Iterator[str]:
+def _report_lines(campaign: Campaign, *, run_id: int | None, language: str | None, separator: str) -> Iterator[str]:
     """Yield campaign_report_rows."""
-    writer = csv.writer(_Echo())
+    writer = csv.writer(_Echo(), delimiter=separator)
     # A byte-order mark first: a spreadsheet reads the file as UTF-8 only with one, else it garbles operators' text.
     yield "\ufeff" + writer.writerow(REPORT_COLUMNS)
     zone = campaign_zone(campaign).tzinfo
     runs = {pk: moment.astimezone(zone).isoformat() for pk, moment in campaign.runs.values_list("pk", "scheduled_for")}
     # An admin may name an operator "-…" (a slug allows it), which a spreadsheet would read as a formula.
-    slugs = {pk: spreadsheet_text(slug) for pk, slug in Operator.objects.values_list("pk", "slug")}
+    slugs = {pk: spreadsheet_text(slug, separator=separator) for pk, slug in Operator.objects.values_list("pk", "slug")}
     deliveries = Delivery.objects.filter(run__campaign=campaign).exclude(_run_summarized)
     if run_id is not None:
         deliveries = deliveries.filter(run_id=run_id)
@@ -475,9 +476,9 @@ def _report_lines(campaign: Campaign, *, run_id: int | None, language: str | Non
                 msisdn,
                 slugs.get(operator_id, ""),
                 effective_status(status, batch_status),
-                spreadsheet_text(reason),
-                spreadsheet_text(ref),
-                spreadsheet_text(code),
+                spreadsheet_text(reason, separator=separator),
+                spreadsheet_text(ref, separator=separator),
+                spreadsheet_text(code, separator=separator),
                 done_at.astimezone(zone).isoformat() if done_at else "",
             ]
         )
@@ -514,9 +515,12 @@ def area_report_level(area_codes) -> int:
     return _NEXT_LEVEL_LENGTH[min(lengths)] if lengths else 8
 
 
-def campaign_area_report_rows(campaign: Campaign, *, run_id: int | None = None) -> Iterator[str]:
+def campaign_area_report_rows(campaign: Campaign, *, run_id: int | None = None, separator: str = ",") -> Iterator[str]:
     """Yield, as CSV lines, the recipients of the campaign's runs (or of one) per area one level below its target,
     by status, with the share delivered: where a warning did not reach people.
+
+    Cells are separated by `separator`: "," or ";" for Excel set for Indonesia, whose decimal separator is the
+    comma, which the share then has.
 
     A recipient counts in the area its subscriber is homed in now; a subscriber known only by coordinates (a drawn
     polygon reaches it) and a number no longer held count apart, under no area. A run whose recipients the
@@ -543,7 +547,7 @@ def campaign_area_report_rows(campaign: Campaign, *, run_id: int | None = None) 
     for _, area, gone, status, batch_status, n in rows:
         by_area["" if gone else area][effective_status(status, batch_status)] += n
     names = dict(Area.objects.filter(code__in=[code for code in by_area if code]).values_list("code", "name"))
-    writer = csv.writer(_Echo())
+    writer = csv.writer(_Echo(), delimiter=separator)
     yield "\ufeff" + writer.writerow(AREA_REPORT_COLUMNS)
     # The code is left as written for a program to join on; codes are Kemendagri's dotted digits, never a formula.
     for code in sorted(by_area, key=lambda code: (not code, code == "", code or "")):
@@ -551,8 +555,12 @@ def campaign_area_report_rows(campaign: Campaign, *, run_id: int | None = None) 
         recipients = sum(counts.values())
         sent = recipients - counts[DeliveryStatus.SKIPPED] - counts[DeliveryStatus.CANCELLED]
         share = f"{100 * counts[DeliveryStatus.DELIVERED] / sent:.1f}" if sent else ""
+        if separator == ";":  # a semicolon file is for a spreadsheet whose decimal separator is the comma
+            share = share.replace(".", ",")
         name = names.get(code, "") if code else "(no home area)" if code is None else "(no longer a subscriber)"
-        yield writer.writerow([code or "", spreadsheet_text(name), recipients, *counts.values(), share])
+        yield writer.writerow(
+            [code or "", spreadsheet_text(name, separator=separator), recipients, *counts.values(), share]
+        )
 
 
 def runs_area_counts(*, run_ids: list[int] | None, campaign: Campaign | None = None, length: int = 13) -> list[tuple]:

@@ -9,12 +9,15 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views import defaults
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from smsblast.text import CSV_SEPARATORS
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,25 @@ class FileContentNegotiation(DefaultContentNegotiation):
             if renderer.format == "json":
                 return renderer, renderer.media_type
         return renderers[0], renderers[0].media_type
+
+
+CSV_SEPARATOR_PARAMETER = OpenApiParameter(
+    "sep",
+    str,
+    enum=list(CSV_SEPARATORS),
+    description="`comma` (the default) or `semicolon`: Excel set for Indonesia separates cells by semicolons and "
+    "opens a comma-separated file as one column.",
+)
+
+
+def csv_separator(request) -> str:
+    """Return the separator a CSV download is asked for by its `sep` parameter: "," unless it names semicolons."""
+    from smsblast.errors import ServiceInvalid
+
+    name = request.query_params.get("sep") or "comma"
+    if name not in CSV_SEPARATORS:
+        raise ServiceInvalid(f"sep must be {' or '.join(CSV_SEPARATORS)}.", {"sep": "invalid"})
+    return CSV_SEPARATORS[name]
 
 
 def exception_handler(exc, context):

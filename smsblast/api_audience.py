@@ -3,7 +3,7 @@
 import contextlib
 from datetime import UTC
 
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
@@ -23,7 +23,7 @@ from campaigns.scheduling import zone_for_area_code
 from campaigns.serializers import AudienceOperatorSerializer, SkippedByReasonSerializer
 from campaigns.services import _audience_problem as audience_problem
 from smsblast import optout, selectors, services
-from smsblast.api import FileContentNegotiation, Pagination
+from smsblast.api import CSV_SEPARATOR_PARAMETER, FileContentNegotiation, Pagination, csv_separator
 from smsblast.api_views import validated
 from smsblast.errors import ServiceConflict, ServiceForbidden, ServiceInvalid
 from smsblast.models import Area, AreaLevel, Subscriber, SubscriberImport
@@ -547,17 +547,20 @@ class SubscriberImportRejectedView(APIView):
     content_negotiation_class = FileContentNegotiation
 
     @extend_schema(
+        parameters=[CSV_SEPARATOR_PARAMETER],
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR,
-                description='UTF-8 with a byte-order mark: line,reason,raw (a repeated number: "duplicate of line N")',
+                description="UTF-8 with a byte-order mark, separated by commas (by semicolons with `sep=semicolon`): "
+                'line,reason,raw (a repeated number: "duplicate of line N")',
             )
-        }
+        },
     )
     def get(self, request, pk: int):
         job = selectors.subscriber_imports_visible(request.user).filter(pk=pk).first()
         if job is None:
             raise Http404(f"There is no import #{pk}.")
+        separator = csv_separator(request)
         # A run names its own file the job's at its first commit and removes the one before, so a file just
         # replaced is looked for once more under the job's new name.
         handle = None
@@ -570,10 +573,18 @@ class SubscriberImportRejectedView(APIView):
             job.refresh_from_db(fields=["rejected_path"])
         if handle is None:
             raise Http404(f"The rejected rows of import #{pk} are no longer kept.")
+        filename = f"import-{pk}-rejected.csv"
+        if separator != ",":  # the file is kept separated by commas
+            response = StreamingHttpResponse(
+                selectors.subscriber_import_rejected_lines(handle, separator=separator),
+                content_type="text/csv; charset=utf-8",
+            )
+            response["Content-Disposition"] = f'attachment; filename="{filename}"'
+            return response
         return FileResponse(
             handle,
             as_attachment=True,
-            filename=f"import-{pk}-rejected.csv",
+            filename=filename,
             content_type="text/csv; charset=utf-8",
         )
 

@@ -1,9 +1,11 @@
 """Reads over areas and subscribers shared by campaigns and the send pipeline."""
 
+import csv
 import functools
+import io
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from operator import or_
 from typing import Any
@@ -25,7 +27,7 @@ from smsblast import sms
 from smsblast.errors import ServiceInvalid
 from smsblast.models import Area, AreaLevel, Role, Subscriber, SubscriberImport, User, area_subtree_q
 from smsblast.phones import PrefixTable
-from smsblast.text import search_key
+from smsblast.text import search_key, spreadsheet_text
 
 
 def subscribers_in_area(
@@ -527,6 +529,38 @@ def subscriber_imports_stalled_q() -> Q:
 def subscriber_import_is_stalled(job: SubscriberImport) -> bool:
     """Whether an import is pending or running yet has shown no sign of life for a while (it may be resumed)."""
     return SubscriberImport.objects.filter(subscriber_imports_stalled_q(), pk=job.pk).exists()
+
+
+class _Echo:
+    """A file-like object whose write returns the line, for streaming csv.writer output."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def subscriber_import_rejected_lines(handle, *, separator: str) -> Iterator[bytes]:
+    """Yield an import's rejected file (`handle`, opened in binary) again as CSV separated by `separator`.
+
+    The file is read record by record as the import wrote it (line, reason, raw; csv.writer's quoting), not by a
+    csv reader, whose field size limit a malformed row's raw line may pass. A record the import is still writing,
+    at the end of the file, is left out. The byte-order mark comes first, as in the file.
+    """
+    writer = csv.writer(_Echo(), delimiter=separator)
+    record = ""
+    prefix = "\ufeff"
+    with io.TextIOWrapper(handle, encoding="utf-8-sig", newline="") as text:
+        for physical_line in text:
+            record += physical_line
+            # A quoted cell holds its quotes doubled: the record is whole once its quotes pair up at a line end.
+            if record.count('"') % 2 or not record.endswith("\r\n"):
+                continue
+            line, _, rest = record.removesuffix("\r\n").partition(",")
+            reason, _, raw = rest.partition(",")  # the line and the reason are ours, without commas or quotes
+            if raw.startswith('"'):
+                raw = raw[1:-1].replace('""', '"')
+            record = ""
+            yield (prefix + writer.writerow([line, reason, spreadsheet_text(raw, separator=separator)])).encode()
+            prefix = ""
 
 
 def number_search_digits(query: str) -> tuple[str, ...]:

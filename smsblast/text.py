@@ -18,11 +18,22 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # a CSV line at every ";", and ends the row at a line break unless the cell is quoted from its first character;
 # LibreOffice's import and a paste split at tabs, which a tab-separated upload's rejected row holds unquoted.
 _FORMULA_AFTER_CELL_BREAK = re.compile(r"(?<=[;\t\r\n])(?=[=+\-@\t])")
+# In a file separated by semicolons a comma inside a cell is left unquoted, and a spreadsheet splitting at commas
+# (Excel set for English) starts another cell there.
+_FORMULA_AFTER_CELL_BREAK_OR_COMMA = re.compile(r"(?<=[,;\t\r\n])(?=[=+\-@\t])")
+
+# The separators a CSV download may be asked for by its `sep` parameter: commas for programs and spreadsheets set
+# for English, semicolons for Excel set for Indonesia (its list separator), which reads a comma file as one column.
+CSV_SEPARATORS = {"comma": ",", "semicolon": ";"}
 
 
-def spreadsheet_text(value: str) -> str:
-    """Return text from outside (an operator, an uploaded file) so that a spreadsheet shows it, not evaluates it."""
+def spreadsheet_text(value: str, *, separator: str = ",") -> str:
+    """Return text from outside (an operator, an uploaded file) so that a spreadsheet shows it, not evaluates it.
+
+    `separator` is the one of the CSV file the text goes into.
+    """
     if not value:
         return value
-    value = _FORMULA_AFTER_CELL_BREAK.sub("'", value)
+    breaks = _FORMULA_AFTER_CELL_BREAK if separator == "," else _FORMULA_AFTER_CELL_BREAK_OR_COMMA
+    value = breaks.sub("'", value)
     return "'" + value if value.startswith(FORMULA_STARTS) else value

@@ -394,6 +394,44 @@ def test_report_csv_keeps_an_operator_slug_starting_with_a_dash_from_running_as_
     assert next(row for row in rows if row["message_id"] == str(delivery.pk))["operator"] == "'-2+3"
 
 
+def test_report_csv_with_semicolons_opens_as_columns_in_excel_set_to_indonesian(api_client_for, sent_run):
+    # Excel set to Indonesian splits a CSV at ";" (its list separator) and reads a comma-separated file as one column.
+    delivery = sent_run.deliveries.order_by("pk").first()
+    delivery.reason = "Nomor diblokir – hubungi gerai; kode 7"
+    delivery.save()
+    client = api_client_for(sent_run.campaign.author)
+    url = f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv"
+    comma = b"".join(client.get(url).streaming_content).decode("utf-8-sig")
+
+    response = client.get(url, {"sep": "semicolon"})
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    body = b"".join(response.streaming_content)
+    assert body.startswith(b"\xef\xbb\xbfrun_id;scheduled_for;message_id;")
+    text = body.decode("utf-8-sig")
+    assert list(csv.reader(io.StringIO(text), delimiter=";")) == list(csv.reader(io.StringIO(comma)))
+    assert client.get(url, {"sep": "comma"}).getvalue().decode("utf-8-sig") == comma
+    refused = client.get(url, {"sep": "tab"})
+    assert refused.status_code == 400 and "semicolon" in refused.json()["detail"]
+
+
+def test_report_csv_with_semicolons_keeps_a_formula_after_a_comma_in_operator_text_from_running(
+    api_client_for, sent_run
+):
+    # A semicolon file leaves a comma in a cell unquoted: a spreadsheet splitting at commas starts a cell there.
+    delivery = sent_run.deliveries.order_by("pk").first()
+    delivery.reason, delivery.operator_ref = "barred,=cmd|' /C calc'!A0", "@SUM(1)"
+    delivery.save()
+    response = api_client_for(sent_run.campaign.author).get(
+        f"/api/v1/campaigns/{sent_run.campaign_id}/report.csv", {"sep": "semicolon"}
+    )
+    text = b"".join(response.streaming_content).decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text), delimiter=";"))
+    row = next(row for row in rows if row["message_id"] == str(delivery.pk))
+    assert (row["reason"], row["operator_ref"]) == ("barred,'=cmd|' /C calc'!A0", "'@SUM(1)")
+
+
 def test_operators_cannot_read_campaign_runs(api_client_for, sent_run, operator_user):
     response = api_client_for(operator_user).get(f"/api/v1/campaigns/{sent_run.campaign_id}/runs/")
     assert response.status_code == 403
@@ -801,6 +839,25 @@ def test_areas_csv_counts_a_runs_recipients_per_kecamatan_by_status(api_client_f
     assert int(first["recipients"]) + int(second["recipients"]) + int(gone["recipients"]) == 5
     assert gone["area_name"] == "(no longer a subscriber)"
     assert list(rows) == ["35.05.01", "35.05.02", ""]
+
+
+def test_areas_csv_with_semicolons_gives_the_delivered_share_with_a_decimal_comma(api_client_for, sent_run):
+    # Excel set to Indonesian reads "33,3" as a number and "33.3" as text (or, like "12.5", a date).
+    Delivery.objects.filter(pk=sent_run.deliveries.order_by("pk").values("pk")[1:2]).update(
+        status=Delivery.Status.DELIVERED
+    )
+    url = f"/api/v1/campaigns/{sent_run.campaign_id}/areas.csv"
+    client = api_client_for(sent_run.campaign.author)
+
+    response = client.get(url, {"sep": "semicolon", "run": sent_run.pk})
+
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content)
+    assert body.startswith(b"\xef\xbb\xbfarea_code;area_name;recipients;")
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig")), delimiter=";"))
+    assert (rows[0]["area_code"], rows[0]["recipients"], rows[0]["delivered_percent"]) == ("35.05.01", "5", "20,0")
+    assert area_rows(client.get(url))["35.05.01"]["delivered_percent"] == "20.0"
+    assert client.get(url, {"sep": ";"}).status_code == 400
 
 
 def test_areas_csv_of_one_run_and_its_refusals(api_client_for, sent_run):

@@ -1851,6 +1851,24 @@ def test_a_campaign_page_offers_each_runs_report_and_counts_the_runs_it_does_not
     assert "Ditampilkan 10 pengiriman terakhir dari 12" in body
 
 
+def test_a_campaign_page_offers_its_reports_separated_by_semicolons_for_excel_set_to_indonesian(areas, officer_user):
+    campaign = CampaignFactory(author=officer_user, area_codes=["35.05"], status=Campaign.Status.COMPLETED)
+    run = CampaignRunFactory(campaign=campaign)
+    body = client_for(officer_user).get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+
+    base = f"/api/v1/campaigns/{campaign.pk}"
+    for url in (
+        f"{base}/report.csv",
+        f"{base}/areas.csv",
+        f"{base}/report.csv?sep=semicolon",
+        f"{base}/areas.csv?sep=semicolon",
+        f"{base}/report.csv?sep=semicolon&amp;run={run.pk}",
+        f"{base}/areas.csv?sep=semicolon&amp;run={run.pk}",
+    ):
+        assert f'href="{url}"' in body, url
+    assert "Excel berbahasa Indonesia" in body
+
+
 def test_review_page_says_quiet_hours_hold_in_every_zone_the_campaign_reaches(officer_user, approver_user):
     campaign = CampaignFactory(
         author=officer_user,

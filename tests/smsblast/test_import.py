@@ -1223,6 +1223,71 @@ def test_rejected_rows_whose_file_is_gone_are_answered_404_saying_they_are_no_lo
     assert "no longer kept" in answer.json()["detail"]
 
 
+def test_rejected_rows_with_semicolons_open_as_columns_in_excel_set_to_indonesian(
+    api_client_for, officer, areas, tmp_path
+):
+    # Excel set to Indonesian splits a CSV at ";" and reads a comma-separated file as one column.
+    job = run_import(
+        write(
+            tmp_path,
+            "No;Nama;No. HP\r\n1;Siti, S.Pd;nomor saya\r\n2;Budi;081234567890\r\n3;Ani,=cmd|' /C calc'!A0;12\r\n",
+        )
+    )
+    client = api_client_for(officer)
+    url = f"/api/v1/subscribers/imports/{job.pk}/rejected.csv"
+
+    answer = client.get(url, {"sep": "semicolon"})
+
+    assert answer.status_code == 200
+    assert answer["Content-Type"].startswith("text/csv")
+    assert f"import-{job.pk}-rejected.csv" in answer["Content-Disposition"]
+    body = b"".join(answer.streaming_content)
+    assert body.startswith(b"\xef\xbb\xbfline;reason;raw\r\n")
+    assert list(csv.reader(io.StringIO(body.decode("utf-8-sig")), delimiter=";")) == [
+        ["line", "reason", "raw"],
+        ["2", "invalid", "1;Siti, S.Pd;nomor saya"],
+        # A comma in a cell is left unquoted here: a spreadsheet splitting at commas would start a cell after it.
+        ["4", "too_short", "3;Ani,'=cmd|' /C calc'!A0;12"],
+    ]
+    comma = b"".join(client.get(url).streaming_content)
+    assert comma.startswith(b"\xef\xbb\xbfline,reason,raw\r\n")
+    refused = client.get(url, {"sep": "pipe"})
+    assert refused.status_code == 400 and "semicolon" in refused.json()["detail"]
+
+
+def test_rejected_rows_with_semicolons_give_a_row_of_line_breaks_or_of_a_huge_cell_whole(
+    api_client_for, officer, areas, tmp_path
+):
+    huge = "x" * 200_000  # past what a csv reader takes in one cell by default
+    job = run_import(
+        write(
+            tmp_path,
+            'nomor,kode_wilayah,nama\r\n0812,35.05.01,"Jl. Merdeka\r\nRT 1 ""A"""\r\n'
+            f"081234567890,35.05.01,{huge}\r\n081234567891,99.99,Bu Sri\r\n",
+        )
+    )
+    answer = api_client_for(officer).get(f"/api/v1/subscribers/imports/{job.pk}/rejected.csv", {"sep": "semicolon"})
+
+    assert b"".join(answer.streaming_content).decode() == (
+        "\ufeffline;reason;raw\r\n"
+        '2;too_short;"0812,35.05.01,Jl. Merdeka\r\nRT 1 ""A"""\r\n'
+        f"4;malformed_row;081234567890,35.05.01,{huge}\r\n"
+        "5;unknown_area;081234567891,99.99,Bu Sri\r\n"
+    )
+
+
+def test_the_import_page_offers_the_rejected_rows_separated_by_semicolons_for_excel(client, officer, areas, tmp_path):
+    job = services.subscriber_import_create_from_path(path=write(tmp_path, "msisdn\nbad\n"), user=officer)
+    services.subscriber_import_run(subscriber_import=job)
+    client.force_login(officer)
+
+    page = client.get(reverse("subscriber_import", args=[job.pk])).content.decode()
+
+    assert f'href="/api/v1/subscribers/imports/{job.pk}/rejected.csv"' in page
+    assert f'href="/api/v1/subscribers/imports/{job.pk}/rejected.csv?sep=semicolon"' in page
+    assert "titik koma" in page
+
+
 def test_rejected_csv_errors_reach_a_browser_as_json_not_the_browsable_api_page(api_client_for, officer):
     answer = api_client_for(officer).get("/api/v1/subscribers/imports/999/rejected.csv", HTTP_ACCEPT="text/html")
     assert answer.status_code == 404
