@@ -368,7 +368,11 @@ class SubscriberImportSerializer(serializers.Serializer):
     """An import job as `import_as_dict` gives it (for the OpenAPI schema)."""
 
     id = serializers.IntegerField()
-    state = serializers.ChoiceField(choices=SubscriberImport.State.choices)
+    state = serializers.ChoiceField(
+        choices=SubscriberImport.State.choices,
+        help_text="`pending` (waiting for a worker), `running`, `completed`, `failed` (stopped by an error, see "
+        "`error`) or `stopped` (by an officer); a failed or stopped import resumes after the rows it saved.",
+    )
     file = serializers.CharField(help_text="The uploaded file's name.")
     uploaded_by = serializers.CharField(allow_null=True)
     progress = serializers.FloatField(help_text="Percent of the file read.")
@@ -379,7 +383,7 @@ class SubscriberImportSerializer(serializers.Serializer):
     duplicates = serializers.IntegerField()
     rejected = serializers.IntegerField()
     rejected_by_reason = serializers.DictField(child=serializers.IntegerField())
-    error = serializers.CharField(help_text="Why the import stopped and what to do; empty unless it did.")
+    error = serializers.CharField(help_text="Why the import failed and what to do; empty unless it did.")
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -499,8 +503,8 @@ class SubscriberImportDetailView(APIView):
 class SubscriberImportResumeView(APIView):
     """Resume an import after its last committed chunk: 202 with the job.
 
-    409 unless it failed or, pending or running, has shown no sign of life for SUBSCRIBER_IMPORT_STALE_SECONDS
-    (its task was lost or its worker killed).
+    409 unless it failed, was stopped or, pending or running, has shown no sign of life for
+    SUBSCRIBER_IMPORT_STALE_SECONDS (its task was lost or its worker killed).
     """
 
     permission_classes = [IsOfficer]
@@ -518,7 +522,7 @@ class SubscriberImportResumeView(APIView):
 
 
 class SubscriberImportStopView(APIView):
-    """Stop a pending or running import: 200 with the job, failed; its worker writes nothing more.
+    """Stop a pending or running import: 200 with the job, stopped; its worker writes nothing more.
 
     The rows saved before stay, and resuming goes on after them. 409 when it is neither pending nor running.
     """

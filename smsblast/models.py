@@ -277,6 +277,7 @@ class SubscriberImport(models.Model):
         RUNNING = "running", _("running")  # a worker is reading it; counts grow chunk by chunk
         COMPLETED = "completed", _("completed")  # every row read; counts are final
         FAILED = "failed", _("failed")  # stopped by an error (see `error`); a rerun resumes after `lines_done`
+        STOPPED = "stopped", _("stopped")  # an officer stopped it (`error` empty); a rerun resumes after `lines_done`
 
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, verbose_name=_("state"))
     # Where the uploaded (or, from the command line, the given) file lies on the server.

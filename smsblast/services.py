@@ -427,7 +427,8 @@ IMPORT_FAILED = (
     "server's log."
 )
 IMPORT_INTERRUPTED = "Interrupted: the worker running it stopped."
-IMPORT_STOPPED = "Stopped by an officer. The rows saved before stay; resuming goes on from there."
+# States an import may be resumed from at once: it ended before its last line and no worker holds it.
+RESUMABLE_IMPORT_STATES = (SubscriberImport.State.FAILED, SubscriberImport.State.STOPPED)
 IMPORT_NOT_STORED = (
     "The server could not store the file (its disk may be full or not writable). Try again later; if it happens "
     "again, ask an administrator."
@@ -764,8 +765,8 @@ def subscriber_import_run(
 ) -> SubscriberImport:
     """Read an import's file and upsert its subscribers, chunk by chunk; resume after the last committed chunk.
 
-    A pending job is claimed, and a failed one unless `resume_failed` is false (a queued task: a job failed
-    since it was queued, stopped by its officer say, waits for them to resume it).
+    A pending job is claimed, and a failed or stopped one unless `resume_failed` is false (a queued task: a job
+    stopped by its officer since it was queued waits for them to resume it).
 
     Each chunk commits its subscribers, its counts and the line reached together, so a job stopped
     half-way holds whole chunks and a rerun skips the lines already done (re-reading them only to
@@ -778,7 +779,7 @@ def subscriber_import_run(
     # Each move of the job's state commits with its audit event (invariant 6): start, then complete or fail.
     with transaction.atomic():
         from_state = SubscriberImport.objects.filter(pk=pk).values_list("state", flat=True).first()
-        claimable = [SubscriberImport.State.PENDING] + ([SubscriberImport.State.FAILED] if resume_failed else [])
+        claimable = [SubscriberImport.State.PENDING] + (list(RESUMABLE_IMPORT_STATES) if resume_failed else [])
         claimed = SubscriberImport.objects.filter(pk=pk, state=from_state, state__in=claimable).update(
             state=SubscriberImport.State.RUNNING, started_at=now, heartbeat_at=now, error=""
         )
@@ -862,10 +863,10 @@ def subscriber_import_file_changed_message(job: SubscriberImport) -> str:
 
 @transaction.atomic
 def subscriber_import_resume(*, subscriber_import: SubscriberImport, actor: User | None) -> SubscriberImport:
-    """Queue an import again: a worker continues after the last chunk committed (failed, pending or running → pending).
+    """Queue an import again (→ pending): a worker continues after the last chunk committed.
 
-    A failed import may be resumed at once; a pending or running one only when it has shown no sign of life
-    for SUBSCRIBER_IMPORT_STALE_SECONDS (its task was lost or its worker killed). A run it replaces, should it
+    A failed or stopped import may be resumed at once; a pending or running one only when it has shown no sign of
+    life for SUBSCRIBER_IMPORT_STALE_SECONDS (its task was lost or its worker killed). A run it replaces, should it
     still be alive, writes nothing more (see `_import_owned_update`).
     """
     job = subscriber_import
@@ -877,15 +878,15 @@ def subscriber_import_resume(*, subscriber_import: SubscriberImport, actor: User
     from_state = job.state
     changed = (
         SubscriberImport.objects.filter(pk=job.pk, state=from_state)
-        .filter(Q(state=SubscriberImport.State.FAILED) | selectors.subscriber_imports_stalled_q())
+        .filter(Q(state__in=RESUMABLE_IMPORT_STATES) | selectors.subscriber_imports_stalled_q())
         .update(state=SubscriberImport.State.PENDING, error="", finished_at=None, heartbeat_at=timezone.now())
     )
     if not changed:
         job.refresh_from_db()
         minutes = round(settings.SUBSCRIBER_IMPORT_STALE_SECONDS / 60)
         raise ServiceConflict(
-            f"Only a failed import, or a pending or running one that has shown no sign of life for {minutes} "
-            f"minutes, can be resumed; import #{job.pk} is {job.state}."
+            f"Only a failed import, a stopped one, or a pending or running one that has shown no sign of life for "
+            f"{minutes} minutes, can be resumed; import #{job.pk} is {job.state}."
         )
     job.refresh_from_db()
     audit_record(
@@ -946,7 +947,7 @@ def subscriber_import_interrupt(*, subscriber_import: SubscriberImport, actor: U
 
 @transaction.atomic
 def subscriber_import_stop(*, subscriber_import: SubscriberImport, actor: User | None) -> SubscriberImport:
-    """Stop a pending or running import (→ failed, audited): its worker writes nothing more, nor does its queued task.
+    """Stop a pending or running import (→ stopped, audited): its worker writes nothing more, nor does its queued task.
 
     The chunks committed before stay, and resuming goes on after them; the chunk its worker is writing is rolled
     back (see `_import_owned_update`).
@@ -956,7 +957,7 @@ def subscriber_import_stop(*, subscriber_import: SubscriberImport, actor: User |
         pk=subscriber_import.pk,
         state=from_state,
         state__in=[SubscriberImport.State.PENDING, SubscriberImport.State.RUNNING],
-    ).update(state=SubscriberImport.State.FAILED, error=IMPORT_STOPPED, finished_at=timezone.now())
+    ).update(state=SubscriberImport.State.STOPPED, error="", finished_at=timezone.now())
     subscriber_import.refresh_from_db()
     if not stopped:
         raise ServiceConflict(

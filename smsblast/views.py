@@ -279,7 +279,7 @@ def subscriber_import_status(request: HttpRequest, pk: int) -> HttpResponse:
 
 @role_required(Role.OFFICER, Role.ADMIN)
 def subscriber_import_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    """Resume a failed or stalled import from its last committed chunk (POST), then show its progress."""
+    """Resume a failed, stopped or stalled import from its last committed chunk (POST), then show its progress."""
     job = get_object_or_404(selectors.subscriber_imports_visible(request.user), pk=pk)
     if request.method != "POST":
         return redirect("subscriber_import", pk=job.pk)
@@ -300,7 +300,8 @@ def subscriber_import_resume(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.error(
                 request,
-                _("Only a failed import can be resumed; this one is %(state)s.") % {"state": status_label(job.state)},
+                _("Only a failed or stopped import can be resumed; this one is %(state)s.")
+                % {"state": status_label(job.state)},
             )
     else:
         messages.success(request, _("The import continues after line %(line)s.") % {"line": job.lines_done})

@@ -48,6 +48,7 @@ STATUS_LABELS = {
     "undelivered": _("undelivered"),
     "expired": _("expired"),
     "failed": _("failed"),
+    "stopped": _("stopped"),  # an import stopped by its officer
     "skipped": _("skipped"),
     "batch_failed": _("batch failed"),
     # Dispatch batch
@@ -126,7 +127,6 @@ IMPORT_ERROR_LABELS = {
         "server's log."
     ),
     services.IMPORT_INTERRUPTED: _("Interrupted: the worker running it stopped."),
-    services.IMPORT_STOPPED: _("Stopped by an officer. The rows saved before stay; resuming goes on from there."),
 }
 
 # Why a delivery failed, for the reasons the system itself records; an operator's own reason shows as sent.

@@ -1535,16 +1535,11 @@ def test_an_officer_stops_an_import_of_a_wrong_file_and_its_worker_writes_nothin
     stopped = services.subscriber_import_run(subscriber_import=job, progress=stopped_after_the_first_chunk)
 
     assert stops[0].status_code == 200, stops[0].content
-    assert stops[0].json()["state"] == "failed"
-    assert (stopped.state, stopped.error, stopped.created, stopped.lines_done) == (
-        "failed",
-        services.IMPORT_STOPPED,
-        2,
-        3,
-    )
+    assert stops[0].json()["state"] == "stopped"
+    assert (stopped.state, stopped.error, stopped.created, stopped.lines_done) == ("stopped", "", 2, 3)
     assert Subscriber.objects.count() == 2  # the chunk being written when it was stopped is not
     event = AuditEvent.objects.get(action="subscriber_import.stop")
-    assert (event.actor_id, event.from_state, event.to_state) == (officer.pk, "running", "failed")
+    assert (event.actor_id, event.from_state, event.to_state) == (officer.pk, "running", "stopped")
 
     resumed = services.subscriber_import_run(subscriber_import=stopped)  # resuming goes on after the saved chunk
     assert (resumed.state, resumed.created) == ("completed", 7)
@@ -1562,12 +1557,85 @@ def test_a_pending_import_stopped_on_its_page_is_not_started_by_its_queued_task(
     assert "Impor dihentikan" in page
     import_task(job.pk)
     job.refresh_from_db()
-    assert (job.state, job.error) == ("failed", services.IMPORT_STOPPED)
+    assert (job.state, job.error) == ("stopped", "")
     assert not Subscriber.objects.exists()
     # Only an import still under way can be stopped.
     response = api_client_for(officer).post(f"/api/v1/subscribers/imports/{job.pk}/stop/")
     assert response.status_code == 409
     assert "Only a pending or running import can be stopped" in response.json()["detail"]
+
+
+def test_a_stopped_import_is_shown_as_stopped_not_failed_and_resumes_from_its_page(
+    tmp_path, areas, monkeypatch, client, officer, api_client_for
+):
+    monkeypatch.setattr(services, "IMPORT_CHUNK", 2)
+    path = write(tmp_path, "msisdn\n" + "\n".join(f"08123456{i:04d}" for i in range(5)) + "\n")
+    job = services.subscriber_import_create_from_path(path=path, user=officer)
+
+    def stopped_after_the_first_chunk(message):
+        if job.state != "stopped":
+            services.subscriber_import_stop(subscriber_import=job, actor=officer)
+
+    services.subscriber_import_run(subscriber_import=job, progress=stopped_after_the_first_chunk)
+    client.force_login(officer)
+
+    page = client.get(reverse("subscriber_import", args=[job.pk])).content.decode()
+    assert "Status: <b>dihentikan</b>" in page
+    assert "gagal" not in page and 'class="msg error"' not in page
+    assert "Dihentikan oleh petugas setelah baris 3" in page
+    listed = client.get(reverse("subscribers")).content.decode()
+    assert "dihentikan" in listed and "gagal" not in listed
+    detail = api_client_for(officer).get(f"/api/v1/subscribers/imports/{job.pk}/").json()
+    assert (detail["state"], detail["error"], detail["created"]) == ("stopped", "", 2)
+    assert (
+        api_client_for(officer).post(f"/api/v1/subscribers/imports/{job.pk}/stop/").status_code == 409
+    )  # already stopped
+
+    resumed = client.post(reverse("subscriber_import_resume", args=[job.pk]), follow=True).content.decode()
+    assert "Impor dilanjutkan setelah baris 3" in resumed
+    job.refresh_from_db()
+    assert job.state == "pending"
+    event = AuditEvent.objects.get(action="subscriber_import.resume")
+    assert (event.from_state, event.to_state) == ("stopped", "pending")
+    assert services.subscriber_import_run(subscriber_import=job).created == 5
+
+
+def test_a_stopped_import_resumes_through_the_api_and_the_command(tmp_path, areas, api_client_for, officer, capsys):
+    path = write(tmp_path, "msisdn\n081234567890\n081234567891\n")
+    first = services.subscriber_import_create_from_path(path=path, user=officer)
+    second = services.subscriber_import_create_from_path(path=path, user=officer)
+    for job in (first, second):
+        services.subscriber_import_stop(subscriber_import=job, actor=officer)
+
+    response = api_client_for(officer).post(f"/api/v1/subscribers/imports/{first.pk}/resume/")
+    assert response.status_code == 202, response.content
+    assert response.json()["state"] == "pending"
+
+    call_command("import_subscribers", "--resume", str(second.pk))
+    second.refresh_from_db()
+    assert (second.state, second.created + second.updated) == ("completed", 2)
+
+
+def test_the_command_says_an_import_was_stopped_by_an_officer_and_how_to_go_on(tmp_path, areas, officer):
+    from django.core.management.base import CommandError
+
+    path = write(tmp_path, "msisdn\n081234567890\n")
+    real_read = services._subscriber_import_read
+
+    def stopped_while_read(job, say):  # the officer presses Stop on its page while the command reads the file
+        services.subscriber_import_stop(subscriber_import=job, actor=officer)
+        return real_read(job, say)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "_subscriber_import_read", stopped_while_read)
+        with pytest.raises(CommandError) as refused:
+            call_command("import_subscribers", str(path))
+
+    job = SubscriberImport.objects.get()
+    assert job.state == "stopped"
+    assert str(refused.value) == (
+        f"Import #{job.pk} was stopped by an officer after line 0; rerun with --resume {job.pk} to go on."
+    )
 
 
 def test_an_import_deleted_in_the_admin_while_the_command_runs_it_ends_saying_so(tmp_path, areas, monkeypatch):

@@ -39,3 +39,24 @@ def test_migrating_gives_each_earlier_import_the_area_scope_its_uploaders_role_a
 
     scopes = list(SubscriberImport.objects.order_by("pk").values_list("area_scope", flat=True))
     assert scopes == ["35.05", "35.05", "35.05", "35.05", "", "", "", ""]
+
+
+BEFORE_STOPPED = [("smsblast", "0016_subscriberimport_file_mtime_ns")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_gives_the_imports_an_officer_stopped_their_own_state_and_leaves_failed_ones_failed():
+    stopped_error = "Stopped by an officer. The rows saved before stay; resuming goes on from there."
+    with models_before(BEFORE_STOPPED) as old:
+        OldImport = old.get_model("smsblast", "SubscriberImport")
+        OldImport.objects.create(file_path="/a.csv", state="failed", error=stopped_error, lines_done=40)
+        interrupted = "Interrupted: the worker running it stopped."
+        OldImport.objects.create(file_path="/b.csv", state="failed", error=interrupted)
+        OldImport.objects.create(file_path="/c.csv", state="completed")
+
+    states = list(SubscriberImport.objects.order_by("pk").values_list("state", "error", "lines_done"))
+    assert states == [
+        ("stopped", "", 40),
+        ("failed", "Interrupted: the worker running it stopped.", 0),
+        ("completed", "", 0),
+    ]

@@ -123,8 +123,8 @@ def test_resuming_an_import_that_did_not_fail_is_refused_in_the_users_language(o
 
     assert response.status_code == 302
     body = client.get(response["Location"]).content.decode()
-    assert "Hanya impor yang gagal yang dapat dilanjutkan" in body
-    assert "Only a failed import" not in body
+    assert "Hanya impor yang gagal atau dihentikan yang dapat dilanjutkan" in body
+    assert "Only a failed or stopped import" not in body
     assert "Completed" not in body  # the state too is in the user's language
 
 

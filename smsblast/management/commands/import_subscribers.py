@@ -20,8 +20,8 @@ from smsblast.services import (
 
 class Command(BaseCommand):
     help = (
-        "Import subscribers from a CSV (the same job as an upload, run here); --resume ID continues a failed one, "
-        "or one whose worker stopped."
+        "Import subscribers from a CSV (the same job as an upload, run here); --resume ID continues a failed or "
+        "stopped one, or one whose worker stopped."
     )
 
     def add_arguments(self, parser):
@@ -32,7 +32,7 @@ class Command(BaseCommand):
             "--resume",
             type=int,
             metavar="ID",
-            help="Resume a failed import, or a pending or running one that has made no progress for "
+            help="Resume a failed or stopped import, or a pending or running one that has made no progress for "
             "SUBSCRIBER_IMPORT_STALE_SECONDS (its task was lost or its worker died).",
         )
         parser.add_argument(
@@ -83,6 +83,11 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Import #{job.pk} interrupted after {job.rows_read:,} rows; rerun with --resume {job.pk}."
             ) from None
+        if job.state == SubscriberImport.State.STOPPED:
+            raise CommandError(
+                f"Import #{job.pk} was stopped by an officer after line {job.lines_done:,}; rerun with --resume "
+                f"{job.pk} to go on."
+            )
         if job.state != SubscriberImport.State.COMPLETED:
             raise CommandError(f"Import #{job.pk} {job.state}: {job.error} Rerun with --resume {job.pk}.")
         reasons = ", ".join(f"{reason} {count:,}" for reason, count in job.rejected_by_reason.items()) or "none"
