@@ -1370,7 +1370,7 @@ class InterruptedOnProgress(io.StringIO):
         return super().write(text)
 
 
-def test_import_subscribers_command_interrupted_leaves_a_failed_job_to_resume_not_a_running_one(
+def test_import_subscribers_command_stopped_by_ctrl_c_leaves_a_stopped_job_to_resume_not_a_running_one(
     tmp_path, areas, monkeypatch
 ):
     from django.core.management.base import CommandError
@@ -1378,10 +1378,12 @@ def test_import_subscribers_command_interrupted_leaves_a_failed_job_to_resume_no
     monkeypatch.setattr(services, "IMPORT_CHUNK", 2)
     path = write(tmp_path, "msisdn\n" + "\n".join(f"08123456{i:04d}" for i in range(5)) + "\n")
 
-    with pytest.raises(CommandError, match=r"^Import #(\d+) interrupted after 2 rows; rerun with --resume \1\.$"):
+    with pytest.raises(CommandError, match=r"^Import #(\d+) stopped after 2 rows; rerun with --resume \1\.$"):
         call_command("import_subscribers", str(path), stdout=InterruptedOnProgress())
     job = SubscriberImport.objects.get()
-    assert (job.state, job.created, job.lines_done) == ("failed", 2, 3)
+    # Pressed by the person at the terminal: stopped, as from its page, with no error to read as a failure.
+    assert (job.state, job.error, job.created, job.lines_done) == ("stopped", "", 2, 3)
+    assert AuditEvent.objects.filter(action="subscriber_import.stop", object_id=str(job.pk), actor=None).exists()
 
     call_command("import_subscribers", "--resume", str(job.pk), stdout=io.StringIO())
     job.refresh_from_db()

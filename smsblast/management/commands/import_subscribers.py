@@ -15,6 +15,7 @@ from smsblast.services import (
     subscriber_import_file_changed_message,
     subscriber_import_interrupt,
     subscriber_import_run,
+    subscriber_import_stop,
 )
 
 
@@ -77,11 +78,15 @@ class Command(BaseCommand):
         except ServiceConflict as exc:
             raise CommandError(str(exc)) from None
         except KeyboardInterrupt:
-            # Ctrl-C: the chunks committed so far stay; the job is failed, not left running, so that it can be
-            # resumed at once (here or from its page) instead of after SUBSCRIBER_IMPORT_STALE_SECONDS.
-            job = subscriber_import_interrupt(subscriber_import=job)
+            # Ctrl-C is the person at the terminal stopping it: the chunks committed so far stay, and the job is
+            # stopped (shown as such on its page), not left running, so that it can be resumed at once (here or from
+            # its page) instead of after SUBSCRIBER_IMPORT_STALE_SECONDS.
+            try:
+                job = subscriber_import_stop(subscriber_import=job, actor=None)
+            except ServiceConflict:
+                job.refresh_from_db()  # it had ended (or been stopped from its page) as the key was pressed
             raise CommandError(
-                f"Import #{job.pk} interrupted after {job.rows_read:,} rows; rerun with --resume {job.pk}."
+                f"Import #{job.pk} stopped after {job.rows_read:,} rows; rerun with --resume {job.pk}."
             ) from None
         if job.state == SubscriberImport.State.STOPPED:
             raise CommandError(
