@@ -761,8 +761,8 @@ def test_scheduling_from_a_page_loaded_before_an_edit_voided_the_approval_says_n
 
 def test_scheduling_a_pending_campaign_from_its_page_says_only_an_approved_one_can_be(pending, officer_user):
     url = reverse("campaigns:action", args=[pending.pk, "schedule"])
-    indonesian = client_for(officer_user).post(url, follow=True).content.decode()
-    english = client_for(officer_user, "en").post(url, follow=True).content.decode()
+    indonesian = client_for(officer_user).post(url, {"confirm": "on"}, follow=True).content.decode()
+    english = client_for(officer_user, "en").post(url, {"confirm": "on"}, follow=True).content.decode()
     assert "Hanya kampanye yang sudah disetujui yang dapat dijadwalkan." in indonesian
     assert "Only an approved campaign can be scheduled." in english
     pending.refresh_from_db()
