@@ -198,8 +198,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     latest = CampaignRun.objects.filter(campaign=OuterRef("pk")).order_by("-scheduled_for", "-id").values("pk")[:1]
     context["running"] = _running_progress(list(running.annotate(latest_run=Subquery(latest))[:20]))
     # What /healthz tells a prober, told to the people waiting for their campaigns: nothing else shows it.
-    context["health"] = health_status()
-    context["workers"] = health_dispatch_workers()
+    context["health"] = health = health_status()
+    context["workers"] = workers = health_dispatch_workers()
+    context["health_warned"] = health["redis"] == "down" or health["reconciler"] == "late" or workers == "late"
     return render(request, "campaigns/dashboard.html", context)
 
 

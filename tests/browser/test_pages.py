@@ -471,6 +471,35 @@ def test_a_campaign_submitted_while_the_approver_watches_the_dashboard_is_announ
     expect(page.get_by_role("link", name="Kampanye")).to_be_focused()
 
 
+def test_redis_going_down_and_coming_back_while_the_officer_watches_the_dashboard_is_shown_and_said(
+    officer_page, live_server, settings, redis_url, redis_client
+):
+    from campaigns.models import Campaign
+    from smsblast.devtools import free_port
+    from tests.campaigns.factories import CampaignRunFactory
+
+    settings.REDIS_URL = redis_url
+    redis_client.set("smsblast:health:reconciled", "1", ex=60)
+    redis_client.set("smsblast:health:dispatch_worker", "1", ex=60)
+    officer = User.objects.get(username="officer-kb")
+    CampaignRunFactory(campaign=CampaignFactory(author=officer, status=Campaign.Status.SENDING))
+    page = officer_page(viewport=LARGE_PHONE_VIEWPORT)
+    expect(page.locator("#running[hx-trigger]")).to_have_count(1)
+    expect(page.locator("[data-health]")).to_have_count(0)
+    page.evaluate(LIVE_REGIONS_KEPT)
+    page.get_by_role("link", name="Kampanye", exact=True).focus()
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    expect(page.locator('[data-health="redis"]')).to_be_visible(timeout=10_000)  # polled every 5 s
+    assert "Redis tidak dapat dihubungi" in " ".join(page.evaluate(LIVE_REGIONS_SAY))
+    expect(page.get_by_role("link", name="Kampanye", exact=True)).to_be_focused()
+
+    settings.REDIS_URL = redis_url
+    expect(page.locator("[data-health]")).to_have_count(0, timeout=10_000)
+    assert "Pengiriman berjalan lagi" in " ".join(page.evaluate(LIVE_REGIONS_SAY))
+    expect(page.get_by_role("link", name="Kampanye", exact=True)).to_be_focused()
+
+
 def test_a_run_paused_elsewhere_is_announced_on_the_campaign_page_without_moving_the_focus(officer_page, live_server):
     from campaigns.models import Campaign, CampaignRun, Delivery
     from tests.campaigns.factories import CampaignRunFactory, DeliveryFactory

@@ -221,7 +221,7 @@ def test_an_officer_watching_the_dashboard_sees_a_scheduled_campaign_start_sendi
     assert campaign.title in running and 'aria-valuenow="50"' in running
     scheduled = poll[poll.index('id="scheduled"') : poll.index('id="running"')]
     assert campaign.title not in scheduled and "Tidak ada yang terjadwal" in scheduled
-    assert 'hx-select-oob="#scheduled"' in poll
+    assert 'hx-select-oob="#scheduled,#health"' in poll
 
 
 def test_an_approver_watching_the_dashboard_sees_a_campaign_submitted_meanwhile_without_reloading(
@@ -235,7 +235,7 @@ def test_an_approver_watching_the_dashboard_sees_a_campaign_submitted_meanwhile_
     poll = client.get(reverse("dashboard"), HTTP_HX_REQUEST="true").content.decode()
     inbox = poll[poll.index('id="inbox"') : poll.index('id="running"')]
     assert "data-inbox-count>1<" in inbox and submitted.title in inbox
-    assert 'hx-select-oob="#inbox"' in poll
+    assert 'hx-select-oob="#inbox,#health"' in poll
 
 
 def test_the_polled_dashboard_counts_its_running_campaigns_with_the_same_queries_however_many_are_sending(
@@ -2495,6 +2495,48 @@ def test_dashboard_warns_that_no_batch_leaves_while_no_worker_runs(settings, red
     health_mark_dispatch_worker()  # as a running worker does every few seconds
     body = client_for(officer_user, language="id").get(reverse("dashboard")).content.decode()
     assert "data-health" not in body
+
+
+def test_an_officer_watching_the_dashboard_sees_an_outage_warning_appear_and_go_without_reloading(
+    settings, redis_url, redis_client, officer_user, areas
+):
+    from smsblast.devtools import free_port
+
+    def health_block(html):
+        return html[html.index('id="health"') : html.index('id="running"')]
+
+    CampaignRunFactory(campaign=CampaignFactory(author=officer_user, status=Campaign.Status.SENDING))
+    settings.REDIS_URL = redis_url
+    redis_client.set("smsblast:health:reconciled", "1", ex=60)
+    redis_client.set("smsblast:health:dispatch_worker", "1", ex=60)
+    client = client_for(officer_user, language="en")
+    body = client.get(reverse("dashboard")).content.decode()
+    assert "data-health" not in body
+    # Each poll brings the warnings along with the running campaigns.
+    assert re.search(r'id="running"[^>]*hx-select-oob="[^"]*#health', body)
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # Redis goes down while the page is open
+    poll = client.get(reverse("dashboard"), HTTP_HX_REQUEST="true").content.decode()
+    # The warning is news, said in the page's live region (its text, as the block's data-news is empty).
+    assert re.search(r'<div id="health" data-news>\s*<p class="msg error" data-health="redis"', poll)
+    assert "Redis cannot be reached" in health_block(poll)
+
+    settings.REDIS_URL = redis_url  # back
+    poll = client.get(reverse("dashboard"), HTTP_HX_REQUEST="true").content.decode()
+    assert "data-health" not in poll
+    assert "Sending works again" in re.search(r'<div id="health" data-news="([^"]*)"', poll).group(1)
+
+
+def test_a_dashboard_showing_an_outage_warning_polls_until_it_is_over_though_nothing_sends(
+    settings, redis_url, redis_client, officer_user
+):
+    from smsblast.health import health_mark_reconciled
+
+    settings.REDIS_URL = redis_url
+    health_mark_reconciled()  # no sending worker marked itself
+    body = client_for(officer_user, language="en").get(reverse("dashboard")).content.decode()
+    assert 'data-health="workers"' in body
+    assert re.search(r'id="running" hx-get="[^"]+" hx-select="#running" hx-trigger="every 5s"', body)
 
 
 def test_the_campaign_page_shows_its_schedule_so_the_officer_can_check_it_before_submitting(areas, officer_user):
