@@ -12,7 +12,10 @@
         box.closest("li").remove();
       } else {
         box.removeAttribute("data-area-result");
-        picked.appendChild(box.closest("li"));
+        // A chosen area is not drilled into (it includes everything below it): its "Below" button stays behind.
+        var chosen = box.closest("li");
+        chosen.querySelectorAll("button").forEach(function (button) { button.remove(); });
+        picked.appendChild(chosen);
       }
     } else if (!box.checked && picked.contains(box)) {
       box.closest("li").remove();

@@ -104,6 +104,20 @@ def test_pages_fit_a_360_px_screen_without_sideways_scrolling(officer_page, live
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_VIEWPORT["width"]
 
 
+def test_an_area_ticked_into_the_chosen_list_offers_no_drilling_down(officer_page, live_server):
+    page = officer_page(viewport=LARGE_PHONE_VIEWPORT)
+    page.goto(f"{live_server.url}/campaigns/new/")
+    page.fill("#id_area_q", "blitar")
+    result = page.locator("#area-results li", has=page.locator('input[value="35.05"]'))
+    expect(result.get_by_role("button", name="Tampilkan wilayah di bawah")).to_be_visible()
+    result.locator("input").check()
+    chosen = page.locator("[data-picked] li", has=page.locator('input[value="35.05"]'))
+    expect(chosen.locator("input")).to_be_checked()
+    # Chosen is chosen: the areas below it are searched for in the results, not from the chosen list.
+    expect(chosen.get_by_role("button")).to_have_count(0)
+    assert page.evaluate("document.documentElement.scrollWidth") <= LARGE_PHONE_VIEWPORT["width"]
+
+
 def test_a_second_click_on_save_while_the_first_is_on_its_way_creates_one_draft(officer_page, live_server):
     from campaigns.models import Campaign
 
