@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Max
+from django.db.models.functions import Lower
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -263,10 +264,17 @@ class OptedOutFilter(admin.SimpleListFilter):
 
 
 class LanguageFilter(admin.SimpleListFilter):
-    """Filter subscribers by language, offering those imports store; reading the distinct ones would scan them all."""
+    """Filter subscribers by language, offering those imports store; reading the distinct ones would scan them all.
+
+    Languages are matched regardless of case, as a campaign's audience matches them: "Jawa" is "jawa".
+    """
 
     title = gettext_lazy("language")
     parameter_name = "language"
+
+    def value(self):
+        value = super().value()
+        return value.lower() if value else value
 
     def lookups(self, request, model_admin):
         languages = {"id": _("Indonesian (id)"), "en": _("English (en)")}
@@ -276,7 +284,7 @@ class LanguageFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value():
-            return queryset.filter(language=self.value())
+            return queryset.alias(language_lower=Lower("language")).filter(language_lower=self.value())
         return queryset
 
 

@@ -340,6 +340,30 @@ def test_subscriber_admin_filters_by_language_without_reading_every_subscribers_
     assert "+6281299990002" in admin_client.get(url, {"language": "jv"}).content.decode()
 
 
+def test_subscriber_admin_filters_by_language_whatever_its_case_as_campaign_audiences_do(admin_client, records):
+    SubscriberFactory(msisdn="+6281299990001", language="Jawa")
+    SubscriberFactory(msisdn="+6281299990002", language="jawa")
+    SubscriberFactory(msisdn="+6281299990003", language="EN")
+    SubscriberFactory(msisdn="+6281299990004", language="id")
+    url = admin_url(Subscriber, "changelist")
+
+    def language_choices(page):
+        """Return the language filter's choices as (shown, selected)."""
+        block = re.search(r'<details data-filter-title="bahasa".*?</details>', page, re.S).group(0)
+        return re.findall(r'<li( class="selected")?>\s*<a href="[^"]*">([^<]*)</a>', block)
+
+    for value in ("Jawa", "jawa", "JAWA"):
+        page = admin_client.get(url, {"language": value}).content.decode()
+        assert "+6281299990001" in page and "+6281299990002" in page and "+6281299990004" not in page
+        # One choice for the language, however it was asked for, and it is the one selected.
+        assert [shown for selected, shown in language_choices(page) if "jawa" in shown.lower()] == ["jawa"]
+        assert (' class="selected"', "jawa") in language_choices(page)
+    page = admin_client.get(url, {"language": "EN"}).content.decode()
+    assert "+6281299990003" in page and "+6281299990004" not in page
+    assert (' class="selected"', "Bahasa Inggris (en)") in language_choices(page)
+    assert len(language_choices(page)) == 3  # all, id and en: no "EN" of its own
+
+
 def test_changing_an_operators_prefixes_in_the_admin_routes_its_numbers_again(admin_client):
     smartfren = OperatorFactory(slug="smartfren", name="Smartfren", prefixes=["62881"])
     telkomsel = OperatorFactory(slug="telkomsel", name="Telkomsel", prefixes=["62812"])
