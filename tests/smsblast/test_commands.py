@@ -310,6 +310,37 @@ def test_seed_demo_run_again_routes_the_demo_numbers_by_the_prefixes_it_gives_th
     assert misrouted == []
 
 
+def test_seed_demo_run_again_leaves_a_prefix_an_admin_gave_to_another_operator_with_it_and_says_so(tmp_path):
+    from smsblast.phones import PrefixTable
+    from smsblast.selectors import operators_by_prefix
+    from smsblast.services import subscribers_reroute
+    from tests.operators.factories import OperatorFactory
+
+    seed_demo("--reference-data", str(tmp_path / "wilayah"))
+    telkomsel = Operator.objects.get(slug="telkomsel")
+    moved = next(
+        prefix
+        for prefix in telkomsel.prefixes
+        if Subscriber.objects.filter(msisdn__startswith=f"+{prefix}", operator=telkomsel).exists()
+    )
+    # An admin gives one of Telkomsel's prefixes to an operator of their own, and its numbers with it.
+    Operator.objects.filter(pk=telkomsel.pk).update(prefixes=[p for p in telkomsel.prefixes if p != moved])
+    local = OperatorFactory(slug="lokal", name="Operator Lokal", prefixes=[moved])
+    subscribers_reroute(prefixes=[moved])
+
+    lines = seed_demo("--reference-data", str(tmp_path / "wilayah"))
+
+    holders = [name for name, prefixes in Operator.objects.values_list("name", "prefixes") if moved in prefixes]
+    assert holders == ["Operator Lokal"]
+    assert any(moved in line and "Operator Lokal" in line and "Telkomsel" in line for line in lines)
+    routes = PrefixTable(operators_by_prefix())
+    assert {
+        routes.operator_for(msisdn.lstrip("+"))
+        for msisdn in Subscriber.objects.filter(msisdn__startswith=f"+{moved}").values_list("msisdn", flat=True)
+    } == {local.pk}
+    assert not Subscriber.objects.filter(msisdn__startswith=f"+{moved}").exclude(operator=local).exists()
+
+
 def test_seed_demo_gives_every_demo_operator_an_api_identity_for_its_reports(tmp_path):
     from operators.models import Operator
 

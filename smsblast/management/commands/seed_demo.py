@@ -181,6 +181,14 @@ class Command(BaseCommand):
         # Waits for an import's chunk being routed, as an admin's edit of the prefixes does.
         subscriber_routing_lock()
         changed_prefixes: set[str] = set()
+        # A prefix an admin gave to an operator of their own stays there: one prefix routes to one operator, as the
+        # admin's form requires, and the demo operator goes without it.
+        demo_slugs = [slug for slug, *_ in demo.OPERATORS]
+        held_elsewhere = {
+            prefix: name
+            for name, prefixes in Operator.objects.exclude(slug__in=demo_slugs).values_list("name", "prefixes")
+            for prefix in prefixes or []
+        }
         for slug, name, share, sps, tariff in demo.OPERATORS:
             operator, created = Operator.objects.get_or_create(
                 slug=slug,
@@ -195,8 +203,14 @@ class Command(BaseCommand):
                 },
             )
             before = None if created else operator_settings(operator)
-            changed_prefixes |= set(operator.prefixes or []) ^ set(prefixes_by_slug.get(slug, []))
-            operator.prefixes = prefixes_by_slug.get(slug, [])
+            prefixes = [prefix for prefix in prefixes_by_slug.get(slug, []) if prefix not in held_elsewhere]
+            for prefix in sorted(set(prefixes_by_slug.get(slug, [])) - set(prefixes)):
+                self.stdout.write(
+                    f"Prefix {prefix} stays with {held_elsewhere[prefix]}, to which it is routed; "
+                    f"{operator.name} is given its other demo prefixes."
+                )
+            changed_prefixes |= set(operator.prefixes or []) ^ set(prefixes)
+            operator.prefixes = prefixes
             operator.base_url = f"{simulator_url.rstrip('/')}/{slug}"
             if slug in users:
                 operator.user = users[slug]
