@@ -436,6 +436,11 @@ def campaign_report_rows(campaign: Campaign, *, run_id: int | None = None, separ
     return _report_lines(campaign, run_id=run_id, language=translation.get_language(), separator=separator)
 
 
+def _spreadsheet_number(msisdn: str) -> str:
+    """Return an E.164 number as a spreadsheet text formula, so Excel shows its every digit and its plus."""
+    return f'="{msisdn}"' if msisdn[1:].isdigit() and msisdn[:1] == "+" else spreadsheet_text(msisdn, separator=";")
+
+
 def _report_lines(campaign: Campaign, *, run_id: int | None, language: str | None, separator: str) -> Iterator[str]:
     """Yield campaign_report_rows."""
     writer = csv.writer(_Echo(), delimiter=separator)
@@ -463,7 +468,10 @@ def _report_lines(campaign: Campaign, *, run_id: int | None, language: str | Non
     listed = set()
     # Text from outside (an operator's reason, reference and error code) is written so a spreadsheet shows it; the
     # number is left as written, "+62…", for a program reading the file: every stored number is E.164 (import, admin
-    # and opt-outs normalise), which a spreadsheet reads as a number at worst, never as a formula.
+    # and opt-outs normalise), which a spreadsheet reads as a number at worst, never as a formula. The semicolon
+    # file is for Excel, which would show +6281234567890 as 6,28123E+12 and save it so, losing its last digits:
+    # there the number is Excel's text formula ="+6281234567890" (digits and a plus only, so nothing else runs).
+    number = _spreadsheet_number if separator == ";" else str
     for row_run, message_id, msisdn, operator_id, status, batch_status, reason, ref, code, done_at in rows.iterator(
         chunk_size=5000
     ):
@@ -473,7 +481,7 @@ def _report_lines(campaign: Campaign, *, run_id: int | None, language: str | Non
                 row_run,
                 runs.get(row_run, ""),
                 message_id,
-                msisdn,
+                number(msisdn),
                 slugs.get(operator_id, ""),
                 effective_status(status, batch_status),
                 spreadsheet_text(reason, separator=separator),
