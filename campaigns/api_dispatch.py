@@ -208,7 +208,8 @@ class CampaignDispatchActionsMixin:
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR,
-                description="UTF-8 with a byte-order mark, separated by commas (by semicolons with `sep=semicolon`); "
+                description="UTF-8 with a byte-order mark, separated by commas (by semicolons with `sep=semicolon`, "
+                'for Excel, each msisdn then written ="+62…" so that it shows whole); '
                 f"one row per recipient per run: {','.join(REPORT_COLUMNS)}. "
                 f"A run whose recipients the retention policy removed has one row instead, status `{REMOVED}`, its "
                 "reason saying so.",
