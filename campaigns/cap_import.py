@@ -28,6 +28,7 @@ from smsblast import sms
 from smsblast.audit import audit_record
 from smsblast.errors import OutsideJurisdiction, ServiceConflict, ServiceInvalid
 from smsblast.models import Area, AreaLevel, User, area_code_within
+from smsblast.text import label_matching
 
 CAP_NAMESPACES = {
     "urn:oasis:names:tc:emergency:cap:1.2": "1.2",
@@ -323,11 +324,7 @@ _AREA_ERRORS = (
 
 def cap_area_error_label(error: Exception) -> str:
     """Return why a polygon or circle of an alert cannot be read, in the user's language where it is known."""
-    text = str(error)
-    for pattern, label in _AREA_ERRORS:
-        if match := pattern.fullmatch(text):
-            return str(label) % match.groupdict()
-    return text
+    return label_matching(str(error), _AREA_ERRORS)
 
 
 def _has_area(info: CapInfo) -> bool:

@@ -23,6 +23,7 @@ from django.utils.translation import gettext_lazy
 from lxml import etree
 
 from smsblast.errors import ServiceInvalid
+from smsblast.text import label_matching
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -193,10 +194,7 @@ _REASONS = (
 
 def cap_signature_reason_label(reason: str) -> str:
     """Return why a signature is not verified (a CapSignature's reason) in the user's language."""
-    for pattern, label in _REASONS:
-        if match := pattern.fullmatch(reason):
-            return str(label) % match.groupdict()
-    return reason
+    return label_matching(reason, _REASONS)
 
 
 def _subject(certificate: "x509.Certificate") -> str:

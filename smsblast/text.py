@@ -10,6 +10,19 @@ def search_key(name: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().strip()
 
 
+def label_matching(text: str, labels) -> str:
+    """Return `text` as the first of `labels` whose pattern matches it whole words it, else `text` as it is.
+
+    `labels` holds (compiled pattern, label) pairs: the pattern matches a message the system writes in English (in
+    an audit record, a stored reason, a library without Django) and the label, usually a lazy translation with
+    %(name)s placeholders, is filled from the pattern's named groups, in the user's language once translated.
+    """
+    for pattern, label in labels:
+        if match := pattern.fullmatch(text or ""):
+            return str(label) % match.groupdict()
+    return text
+
+
 # A spreadsheet evaluates a cell starting with one of these as a formula (CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 

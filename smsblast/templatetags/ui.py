@@ -16,6 +16,7 @@ from campaigns.selectors import campaign_zone
 from operators import broadcasts
 from smsblast import services, sms
 from smsblast.templatetags.svg import boundary_svg
+from smsblast.text import label_matching
 
 register = template.Library()
 
@@ -286,11 +287,7 @@ def delivery_reason_label(reason: str) -> str:
 @register.filter
 def audit_reason_label(reason: str) -> str:
     """Return the reason of a change in the user's language when the system gave it; a person's shows as written."""
-    for pattern, label in SYSTEM_REASONS:
-        given = pattern.fullmatch(reason or "")
-        if given:
-            return str(label) % given.groupdict()
-    return reason
+    return label_matching(reason, SYSTEM_REASONS)
 
 
 @register.filter
