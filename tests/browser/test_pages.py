@@ -42,7 +42,16 @@ LIVE_REGIONS_RECORDED = """() => {
     }
   }).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
-LIVE_REGIONS_SAY = "() => window.liveRegions.filter((region) => region.isConnected).map((region) => region.textContent)"
+
+
+def expect_said(page, words: str) -> None:
+    """Check that a live region kept since load comes to say `words`, waiting for it: the page tells its live
+    region once htmx has settled a refreshed block, a moment after the block itself shows."""
+    page.wait_for_function(
+        "(words) => window.liveRegions.some((region) => region.isConnected && region.textContent.includes(words))",
+        arg=words,
+        timeout=5_000,
+    )
 
 
 @pytest.fixture
@@ -481,7 +490,7 @@ def test_a_campaign_submitted_while_the_approver_watches_the_dashboard_is_announ
     campaign_submit(campaign=CampaignFactory(author=officer, area_codes=["35.05"]), actor=officer)
     expect(page.locator("[data-inbox-count]")).to_have_text("1", timeout=10_000)  # polled every 5 s
 
-    assert "1 kampanye menunggu persetujuan Anda" in " ".join(page.evaluate(LIVE_REGIONS_SAY))
+    expect_said(page, "1 kampanye menunggu persetujuan Anda")
     expect(page.get_by_role("link", name="Kampanye")).to_be_focused()
 
 
@@ -505,12 +514,12 @@ def test_redis_going_down_and_coming_back_while_the_officer_watches_the_dashboar
 
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     expect(page.locator('[data-health="redis"]')).to_be_visible(timeout=10_000)  # polled every 5 s
-    assert "Redis tidak dapat dihubungi" in " ".join(page.evaluate(LIVE_REGIONS_SAY))
+    expect_said(page, "Redis tidak dapat dihubungi")
     expect(page.get_by_role("link", name="Kampanye", exact=True)).to_be_focused()
 
     settings.REDIS_URL = redis_url
     expect(page.locator("[data-health]")).to_have_count(0, timeout=10_000)
-    assert "Pengiriman berjalan lagi" in " ".join(page.evaluate(LIVE_REGIONS_SAY))
+    expect_said(page, "Pengiriman berjalan lagi")
     expect(page.get_by_role("link", name="Kampanye", exact=True)).to_be_focused()
 
 
@@ -535,7 +544,7 @@ def test_a_run_paused_elsewhere_is_announced_on_the_campaign_page_without_moving
     CampaignRun.objects.filter(pk=run.pk).update(status=CampaignRun.Status.PAUSED)
     expect(page.locator(f"#run-{run.pk}")).to_have_attribute("data-run-status", "paused", timeout=10_000)
 
-    assert "dijeda" in " ".join(page.evaluate(LIVE_REGIONS_SAY))
+    expect_said(page, "dijeda")
     expect(page.locator(f"#run-{run.pk} .table-wrap").first).to_be_focused()
 
 
