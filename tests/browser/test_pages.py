@@ -576,7 +576,8 @@ def test_the_compose_preview_says_its_audience_in_a_sentence_not_its_whole_table
     expect(page.locator("#preview [data-audience]")).to_be_visible()
     with page.expect_response(lambda response: "/preview/" in response.url):
         page.fill("#id_text", "Vaksinasi gratis di Puskesmas.")
-    page.wait_for_timeout(300)  # the swap follows the answer
+    # The swap follows the answer: wait until the sentence is said, then look at everything said by then.
+    page.wait_for_function("(said) => window.spoken.includes(said)", arg="Penerima: 0, biaya Rp 0", timeout=5_000)
     spoken = page.evaluate("window.spoken")
 
     assert [said for said in spoken if "Operator" in said] == []  # the table's heading row
